@@ -1,0 +1,1 @@
+//! Pure zigbee codec for fieldgate: bytes in, typed frames out, and back. No IO, no async.

@@ -1,0 +1,369 @@
+//! The technician CLI: each command is one or a few API calls, rendered as a
+//! readable table by default or as JSON with `--json`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use hyper::Method;
+use serde_json::{json, Value};
+
+use super::client::ApiClient;
+use crate::store::audit;
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints rows as aligned columns.
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
+    let v = api.call(Method::GET, "/v1/status", None).await?;
+    if as_json {
+        return print_json(&v);
+    }
+    println!(
+        "gateway   {} (fieldgate {})",
+        s(&v["gateway_id"]),
+        s(&v["version"])
+    );
+    println!(
+        "uptime    {}",
+        humantime::format_duration(Duration::from_secs(v["uptime_s"].as_u64().unwrap_or(0)))
+    );
+    let d = &v["devices"];
+    println!(
+        "devices   {} total: {} active, {} pending, {} quarantined, {} decommissioned",
+        d["total"].as_u64().unwrap_or(0),
+        d["active"].as_u64().unwrap_or(0),
+        d["pending"].as_u64().unwrap_or(0),
+        d["quarantined"].as_u64().unwrap_or(0),
+        d["decommissioned"].as_u64().unwrap_or(0)
+    );
+    let o = &v["outbox"];
+    let age = o["oldest_age_ms"]
+        .as_u64()
+        .map(|ms| humantime::format_duration(Duration::from_secs(ms / 1000)).to_string())
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "outbox    {} messages, {} bytes, oldest {}",
+        o["depth"].as_u64().unwrap_or(0),
+        o["bytes"].as_u64().unwrap_or(0),
+        age
+    );
+    println!();
+    let rows: Vec<Vec<String>> = v["radios"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    vec![
+                        s(&r["name"]),
+                        s(&r["protocol"]),
+                        s(&r["port"]),
+                        s(&r["state"]),
+                        s(&r["detail"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if rows.is_empty() {
+        println!("no radios configured");
+    } else {
+        table(&["radio", "protocol", "port", "state", "detail"], &rows);
+    }
+    Ok(())
+}
+
+fn device_rows(list: &[Value]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|d| {
+            vec![
+                s(&d["id"]),
+                s(&d["radio"]),
+                s(&d["lifecycle"]),
+                s(&d["manufacturer"]),
+                s(&d["model"]),
+                s(&d["firmware"]),
+                s(&d["power_source"]),
+                s(&d["last_seen"]),
+            ]
+        })
+        .collect()
+}
+
+pub async fn devices(api: &ApiClient, as_json: bool, lifecycle: Option<&str>) -> Result<()> {
+    let path = match lifecycle {
+        Some(l) => format!("/v1/devices?lifecycle={l}"),
+        None => "/v1/devices".to_string(),
+    };
+    let v = api.call(Method::GET, &path, None).await?;
+    if as_json {
+        return print_json(&v);
+    }
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no devices");
+        return Ok(());
+    }
+    table(
+        &[
+            "id",
+            "radio",
+            "lifecycle",
+            "manufacturer",
+            "model",
+            "firmware",
+            "power",
+            "last seen",
+        ],
+        &device_rows(&list),
+    );
+    Ok(())
+}
+
+pub async fn device(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
+    let v = api
+        .call(Method::GET, &format!("/v1/devices/{id}"), None)
+        .await?;
+    if as_json {
+        return print_json(&v);
+    }
+    for key in [
+        "id",
+        "protocol",
+        "radio",
+        "native_address",
+        "lifecycle",
+        "manufacturer",
+        "model",
+        "firmware",
+        "power_source",
+        "first_seen",
+        "last_seen",
+    ] {
+        println!("{key:<15} {}", s(&v[key]));
+    }
+    println!("{:<15} {}", "capabilities", s(&v["capabilities"]));
+    println!("{:<15} {}", "last_state", s(&v["last_state"]));
+    Ok(())
+}
+
+pub async fn remove(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
+    let v = api
+        .call(Method::DELETE, &format!("/v1/devices/{id}"), None)
+        .await?;
+    if as_json {
+        return print_json(&v);
+    }
+    println!(
+        "{} decommissioned: {} credential(s) destroyed; radio: {}",
+        s(&v["device"]["id"]),
+        v["credentials_destroyed"].as_u64().unwrap_or(0),
+        s(&v["radio_removal"])
+    );
+    Ok(())
+}
+
+async fn last_audit_seq(api: &ApiClient) -> Result<i64> {
+    let v = api.call(Method::GET, "/v1/audit?limit=1", None).await?;
+    Ok(v.as_array()
+        .and_then(|a| a.last())
+        .and_then(|r| r["seq"].as_i64())
+        .unwrap_or(0))
+}
+
+/// Opens a join window and shows a countdown and each device as it joins.
+pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> Result<()> {
+    let mut after = last_audit_seq(api).await?;
+    let v = api
+        .call(
+            Method::POST,
+            &format!("/v1/radios/{radio}/permit-join"),
+            Some(json!({"seconds": seconds})),
+        )
+        .await?;
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("join window open on {radio} for {seconds} s (until {}); put devices in pairing mode now", s(&v["open_until"]));
+    }
+    let tty = std::io::stdout().is_terminal() && !as_json;
+    let end = Instant::now() + Duration::from_secs(seconds as u64);
+    let mut joined = 0;
+    while Instant::now() < end {
+        let records = api
+            .call(
+                Method::GET,
+                &format!("/v1/audit?after={after}&limit=1000"),
+                None,
+            )
+            .await?;
+        for r in records.as_array().cloned().unwrap_or_default() {
+            after = r["seq"].as_i64().unwrap_or(after);
+            let action = r["action"].as_str().unwrap_or("");
+            if action != "device.join" && action != "device.leave" {
+                continue;
+            }
+            if r["actor"].as_str() != Some(&format!("radio:{radio}")) {
+                continue;
+            }
+            if tty {
+                print!("\r\x1b[K");
+            }
+            if as_json {
+                println!("{r}");
+            } else {
+                let verb = if action == "device.join" {
+                    "joined"
+                } else {
+                    "left"
+                };
+                println!("{} {verb} at {}", s(&r["target"]), s(&r["ts"]));
+            }
+            if action == "device.join" {
+                joined += 1;
+            }
+        }
+        if tty {
+            let left = end.saturating_duration_since(Instant::now()).as_secs();
+            print!("\r\x1b[Kjoin window: {left:>3} s left, {joined} joined");
+            let _ = std::io::stdout().flush();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if tty {
+        println!();
+    }
+    if !as_json {
+        println!("join window closed on {radio}: {joined} device(s) joined");
+    }
+    Ok(())
+}
+
+fn print_audit(records: &[Value], as_json: bool) -> Result<()> {
+    if as_json {
+        for r in records {
+            println!("{r}");
+        }
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                s(&r["seq"]),
+                s(&r["ts"]),
+                s(&r["actor"]),
+                s(&r["action"]),
+                s(&r["target"]),
+                s(&r["outcome"]),
+            ]
+        })
+        .collect();
+    table(
+        &["seq", "time", "actor", "action", "target", "outcome"],
+        &rows,
+    );
+    Ok(())
+}
+
+pub async fn audit_tail(api: &ApiClient, n: usize, as_json: bool) -> Result<()> {
+    let v = api
+        .call(Method::GET, &format!("/v1/audit?limit={n}"), None)
+        .await?;
+    print_audit(v.as_array().map(Vec::as_slice).unwrap_or(&[]), as_json)
+}
+
+/// Reads the audit log straight from a database file (works with the daemon stopped).
+pub fn audit_tail_offline(db: &Path, n: usize, as_json: bool) -> Result<()> {
+    let conn =
+        crate::store::open_reader(db).with_context(|| format!("cannot open {}", db.display()))?;
+    let records = audit::tail(&conn, n, None)?;
+    let values: Vec<Value> = records
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect();
+    print_audit(&values, as_json)
+}
+
+fn report_verify(report: audit::VerifyReport, as_json: bool) -> Result<()> {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.ok {
+        println!(
+            "audit log OK: {} records, head {} {}",
+            report.records, report.head_seq, report.head_hash
+        );
+    } else {
+        println!(
+            "audit log BROKEN at record {}: {} ({} records verified before it)",
+            report.first_bad_seq.unwrap_or(0),
+            report.reason.as_deref().unwrap_or("unknown"),
+            report.records
+        );
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(anyhow!(VerifyFailed))
+    }
+}
+
+/// Marker error: `audit verify` found a broken chain (exit code 1, already reported).
+#[derive(Debug)]
+pub struct VerifyFailed;
+
+impl std::fmt::Display for VerifyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the audit log does not verify")
+    }
+}
+
+impl std::error::Error for VerifyFailed {}
+
+pub async fn audit_verify(api: &ApiClient, as_json: bool) -> Result<()> {
+    let v = api.call(Method::GET, "/v1/audit/verify", None).await?;
+    let report: audit::VerifyReport = serde_json::from_value(v)?;
+    report_verify(report, as_json)
+}
+
+pub fn audit_verify_offline(db: &Path, as_json: bool) -> Result<()> {
+    let conn =
+        crate::store::open_reader(db).with_context(|| format!("cannot open {}", db.display()))?;
+    report_verify(audit::verify(&conn)?, as_json)
+}

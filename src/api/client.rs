@@ -1,0 +1,126 @@
+//! The CLI's side of the local API: one HTTP/1.1 request per call over the Unix
+//! socket, with errors that tell a technician what to do.
+
+use std::path::{Path, PathBuf};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the fieldgate daemon is not running (no API socket at {0}); start it with `systemctl start fieldgate`, or pass --socket")]
+    NotRunning(PathBuf),
+    #[error("the fieldgate daemon is not running (stale socket at {0})")]
+    Stale(PathBuf),
+    #[error("permission denied on {0}: the socket is for root and the group it belongs to (`sudo usermod -aG fieldgate $USER`, then log in again)")]
+    Denied(PathBuf),
+    #[error("cannot reach {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("HTTP error talking to the daemon: {0}")]
+    Http(String),
+    #[error("the daemon sent an unreadable answer: {0}")]
+    Body(String),
+    #[error("{message} ({code})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+pub struct ApiClient {
+    socket: PathBuf,
+}
+
+impl ApiClient {
+    pub fn new(socket: &Path) -> ApiClient {
+        ApiClient {
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    async fn connect(&self) -> Result<UnixStream, ClientError> {
+        UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => ClientError::NotRunning(self.socket.clone()),
+                std::io::ErrorKind::ConnectionRefused => ClientError::Stale(self.socket.clone()),
+                std::io::ErrorKind::PermissionDenied => ClientError::Denied(self.socket.clone()),
+                _ => ClientError::Io(self.socket.clone(), e),
+            })
+    }
+
+    /// Sends one request; a non-2xx answer becomes [`ClientError::Api`].
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let (status, value) = self
+            .call_raw(method, path, body.map(|b| b.to_string().into_bytes()))
+            .await?;
+        if status.is_success() {
+            return Ok(value);
+        }
+        let code = value["error"]["code"]
+            .as_str()
+            .unwrap_or("error")
+            .to_string();
+        let message = value["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+
+    /// Sends raw bytes and returns the status and the JSON answer as-is.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, serde_json::Value), ClientError> {
+        let stream = self.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "fieldgate");
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        let value = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Body(e.to_string()))?
+        };
+        Ok((status, value))
+    }
+}

@@ -1,0 +1,456 @@
+//! The local technician API: HTTP/1.1 + JSON on a Unix socket.
+//!
+//! Access is guarded by the socket's permissions (0660, group from config). Every
+//! request, refused ones included, is written to the audit log with the caller's
+//! uid/gid/pid (SO_PEERCRED) before the response leaves. Handlers only read the
+//! store and send requests to the hub; they never write the store themselves.
+
+pub mod cli;
+pub mod client;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::UnixListener;
+
+use crate::hub::{HubError, HubHandle};
+use crate::model::{DeviceId, RadioState};
+use crate::radio::RadioHandle;
+use crate::store::audit::{self, AuditEntry, Outcome};
+use crate::store::{self, outbox, registry, Writer, WriterStats};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The caller, from SO_PEERCRED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+impl PeerCred {
+    pub fn actor(&self) -> String {
+        match self.pid {
+            Some(pid) => format!("local:uid={},gid={},pid={pid}", self.uid, self.gid),
+            None => format!("local:uid={},gid={}", self.uid, self.gid),
+        }
+    }
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for PeerCred {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        match stream.io().peer_cred() {
+            Ok(c) => PeerCred {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
+            // Unknown callers are recorded as such (u32::MAX never maps to a user).
+            Err(_) => PeerCred {
+                uid: u32::MAX,
+                gid: u32::MAX,
+                pid: None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    pub requests: AtomicU64,
+    pub refused: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub gateway_id: Arc<str>,
+    pub db_path: PathBuf,
+    pub writer: Writer,
+    pub hub: HubHandle,
+    pub radios: Arc<Vec<RadioHandle>>,
+    pub started: Instant,
+    pub stats: Arc<ApiStats>,
+}
+
+/// An error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        (self.status, body).into_response()
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        let status = match e {
+            HubError::UnknownRadio(_) | HubError::UnknownDevice(_) => StatusCode::NOT_FOUND,
+            HubError::RadioUnavailable(..) | HubError::AlreadyDecommissioned(_) => {
+                StatusCode::CONFLICT
+            }
+            HubError::Invalid(_) => StatusCode::BAD_REQUEST,
+            HubError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            HubError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Runs a read on its own connection, off the async threads.
+async fn read<T, F>(state: &ApiState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> store::StoreResult<T> + Send + 'static,
+{
+    let path = state.db_path.clone();
+    tokio::task::spawn_blocking(move || {
+        let conn = store::open_reader(&path)?;
+        f(&conn)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("reader task failed: {e}")))?
+    .map_err(ApiError::from)
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("a JSON body is required"));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn device_id(raw: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::parse(raw).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_device_id",
+            format!("`{raw}` is not a device id (expected <protocol>:<address>, e.g. zigbee:0x00124b0001abcdef)"),
+        )
+    })
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RadioStatus {
+    pub name: String,
+    pub protocol: String,
+    pub port: String,
+    #[serde(flatten)]
+    pub state: RadioState,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub gateway_id: String,
+    pub version: String,
+    pub uptime_s: u64,
+    pub radios: Vec<RadioStatus>,
+    pub devices: serde_json::Map<String, serde_json::Value>,
+    pub outbox: outbox::OutboxStats,
+    pub store: serde_json::Value,
+    pub api: serde_json::Value,
+}
+
+async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
+    let (counts, ob) = read(&s, |c| Ok((registry::counts(c)?, outbox::stats(c)?))).await?;
+    let mut devices = serde_json::Map::new();
+    let mut total = 0;
+    for (k, v) in counts {
+        total += v;
+        devices.insert(k, json!(v));
+    }
+    devices.insert("total".into(), json!(total));
+    let ws: &WriterStats = s.writer.stats();
+    Ok(Json(StatusReply {
+        gateway_id: s.gateway_id.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_s: s.started.elapsed().as_secs(),
+        radios: s
+            .radios
+            .iter()
+            .map(|r| RadioStatus {
+                name: r.name.clone(),
+                protocol: r.protocol.to_string(),
+                port: r.port.to_string(),
+                state: r.state.borrow().clone(),
+            })
+            .collect(),
+        devices,
+        outbox: ob,
+        store: json!({
+            "transactions": ws.transactions.load(Ordering::Relaxed),
+            "operations": ws.operations.load(Ordering::Relaxed),
+            "failed_operations": ws.failed_operations.load(Ordering::Relaxed),
+            "failed_commits": ws.failed_commits.load(Ordering::Relaxed),
+        }),
+        api: json!({
+            "requests": s.stats.requests.load(Ordering::Relaxed),
+            "refused": s.stats.refused.load(Ordering::Relaxed),
+            "failed": s.stats.failed.load(Ordering::Relaxed),
+        }),
+    }))
+}
+
+async fn list_devices(
+    State(s): State<ApiState>,
+    q: Result<Query<registry::DeviceFilter>, QueryRejection>,
+) -> ApiResult<Vec<registry::Device>> {
+    let Query(filter) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    Ok(Json(read(&s, move |c| registry::list(c, &filter)).await?))
+}
+
+async fn get_device(
+    State(s): State<ApiState>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<registry::Device> {
+    let id = device_id(&raw)?;
+    let id2 = id.clone();
+    read(&s, move |c| registry::get(c, &id2))
+        .await?
+        .map(Json)
+        .ok_or_else(|| HubError::UnknownDevice(id.to_string()).into())
+}
+
+async fn delete_device(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<crate::hub::Decommissioned> {
+    let id = device_id(&raw)?;
+    Ok(Json(s.hub.decommission(id, peer.actor()).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PermitJoinBody {
+    seconds: u32,
+}
+
+async fn permit_join(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(radio): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<crate::hub::PermitJoinAccepted> {
+    let b: PermitJoinBody = parse_json(&body)?;
+    Ok(Json(
+        s.hub.permit_join(radio, b.seconds, peer.actor()).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<usize>,
+    after: Option<i64>,
+}
+
+async fn audit_tail(
+    State(s): State<ApiState>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Vec<audit::AuditRecord>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::bad_request("limit must be between 1 and 10000"));
+    }
+    Ok(Json(
+        read(&s, move |c| audit::tail(c, limit, q.after)).await?,
+    ))
+}
+
+async fn audit_verify(State(s): State<ApiState>) -> ApiResult<audit::VerifyReport> {
+    Ok(Json(read(&s, audit::verify).await?))
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no endpoint {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// Audits every request with its caller and outcome before the response leaves.
+async fn audit_requests(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<PeerCred>>()
+        .map(|c| c.0)
+        .unwrap_or(PeerCred {
+            uid: u32::MAX,
+            gid: u32::MAX,
+            pid: None,
+        });
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    s.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let response = next.run(req).await;
+    let status = response.status();
+    let outcome = if status.is_success() {
+        Outcome::Accepted
+    } else if status.is_client_error() {
+        s.stats.refused.fetch_add(1, Ordering::Relaxed);
+        Outcome::Refused
+    } else {
+        s.stats.failed.fetch_add(1, Ordering::Relaxed);
+        Outcome::Failed
+    };
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let entry = AuditEntry::new(
+        peer.actor(),
+        format!("api.{}", method.as_str().to_ascii_lowercase()),
+        path.clone(),
+        outcome,
+        json!({"status": status.as_u16(), "user": user}),
+    );
+    let gw = s.gateway_id.clone();
+    match s
+        .writer
+        .write(move |c| store::record_audit(c, &gw, &entry).map(|_| ()))
+        .await
+    {
+        Ok(()) => response,
+        Err(e) => {
+            tracing::error!(error = %e, %path, "cannot write the audit record; refusing to answer");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot be written",
+            )
+            .into_response()
+        }
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/devices", get(list_devices))
+        .route("/v1/devices/{id}", get(get_device).delete(delete_device))
+        .route("/v1/radios/{name}/permit-join", post(permit_join))
+        .route("/v1/audit", get(audit_tail))
+        .route("/v1/audit/verify", get(audit_verify))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit_requests,
+        ))
+        .with_state(state)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("another fieldgate is already serving {0}")]
+    InUse(PathBuf),
+    #[error("cannot create {0}: {1}")]
+    Dir(PathBuf, std::io::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(PathBuf, std::io::Error),
+    #[error("cannot set the owner or mode of {0}: {1}")]
+    Perms(PathBuf, String),
+    #[error("unknown group `{0}` for the API socket")]
+    Group(String),
+}
+
+/// Binds the socket with mode 0660 (and the configured group), replacing a stale
+/// socket file left by a crash but never one a running daemon still serves.
+pub async fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, BindError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| BindError::Dir(dir.into(), e))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(BindError::InUse(path.into()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|e| BindError::Bind(path.into(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| BindError::Perms(path.into(), e.to_string()))?;
+    if let Some(g) = group {
+        let gid = nix::unistd::Group::from_name(g)
+            .ok()
+            .flatten()
+            .ok_or_else(|| BindError::Group(g.to_string()))?
+            .gid;
+        nix::unistd::chown(path, None, Some(gid))
+            .map_err(|e| BindError::Perms(path.into(), e.to_string()))?;
+    }
+    Ok(listener)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<PeerCred>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,743 @@
+//! Configuration: the TOML file an installer writes, typed and validated.
+//!
+//! Owns parsing, defaults and validation, and turning every mistake into an error
+//! that names the file, the line and the key. It must not start anything: a config
+//! that fails here means nothing runs (exit code 2).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Exit code for a configuration error (also used for bad command-line input).
+pub const EXIT_CONFIG: i32 = 2;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default, rename = "radio")]
+    pub radios: Vec<RadioConfig>,
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Stable gateway identity; used in MQTT topics, so restricted to `[A-Za-z0-9_-]`.
+    pub id: Spanned<String>,
+    /// Where the SQLite database and other state live.
+    pub state_dir: Spanned<PathBuf>,
+    /// Default log filter (`error`, `warn`, `info`, `debug`, `trace` or a tracing
+    /// directive); `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub log_level: Spanned<String>,
+}
+
+fn default_log_level() -> Spanned<String> {
+    Spanned::new(0..0, "info".to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: survives power loss (default).
+    Full,
+    /// fsync at checkpoints only: survives a crash of the process, not of the machine.
+    Normal,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Longest time the first write of a batch waits for company before the batch
+    /// commits (group commit). A batch also closes as soon as the queue is empty.
+    #[serde(default = "default_commit_window", with = "humantime_serde")]
+    pub commit_window: Duration,
+    /// Most writes committed in one transaction.
+    #[serde(default = "default_commit_max_ops")]
+    pub commit_max_ops: Spanned<usize>,
+    #[serde(default = "default_synchronous")]
+    pub synchronous: Synchronous,
+}
+
+fn default_commit_window() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_commit_max_ops() -> Spanned<usize> {
+    Spanned::new(0..0, 1000)
+}
+fn default_synchronous() -> Synchronous {
+    Synchronous::Full
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            commit_window: default_commit_window(),
+            commit_max_ops: default_commit_max_ops(),
+            synchronous: default_synchronous(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Unix socket of the local technician API.
+    #[serde(default = "default_socket")]
+    pub socket: Spanned<PathBuf>,
+    /// Group that owns the socket (mode 0660); unset keeps the daemon's group.
+    #[serde(default)]
+    pub group: Option<Spanned<String>>,
+}
+
+pub const DEFAULT_SOCKET: &str = "/run/fieldgate/api.sock";
+
+fn default_socket() -> Spanned<PathBuf> {
+    Spanned::new(0..0, PathBuf::from(DEFAULT_SOCKET))
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: default_socket(),
+            group: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Zigbee,
+    Zwave,
+    Ble,
+    Lora,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Zigbee,
+        Protocol::Zwave,
+        Protocol::Ble,
+        Protocol::Lora,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Zigbee => "zigbee",
+            Protocol::Zwave => "zwave",
+            Protocol::Ble => "ble",
+            Protocol::Lora => "lora",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RadioConfig {
+    pub name: Spanned<String>,
+    pub protocol: Protocol,
+    /// `/dev/...` serial path, `tcp://host:port`, `sim://<protocol>`, and for BLE
+    /// `bluez://hciN`, for LoRa packet forwarders `udp://bind:port`.
+    pub port: Spanned<String>,
+    #[serde(default)]
+    pub baud: Option<Spanned<u32>>,
+    /// Start this radio (default true); a disabled radio is listed but not opened.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Protocol-specific options, validated by the protocol's driver.
+    #[serde(default)]
+    pub options: toml::Table,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a radio's bytes come from, parsed from `port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSpec {
+    Serial(PathBuf),
+    Tcp { host: String, port: u16 },
+    Udp { bind: String, port: u16 },
+    Sim(Protocol),
+    Bluez(String),
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortSpec::Serial(p) => write!(f, "{}", p.display()),
+            PortSpec::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            PortSpec::Udp { bind, port } => write!(f, "udp://{bind}:{port}"),
+            PortSpec::Sim(p) => write!(f, "sim://{p}"),
+            PortSpec::Bluez(a) => write!(f, "bluez://{a}"),
+        }
+    }
+}
+
+impl RadioConfig {
+    /// The parsed port; valid after [`Config::validate`].
+    pub fn port_spec(&self) -> PortSpec {
+        parse_port(self.port.get_ref(), self.protocol).unwrap_or(PortSpec::Sim(self.protocol))
+    }
+}
+
+pub const STANDARD_BAUDS: [u32; 10] = [
+    9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 921600, 1000000,
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `mqtt://host[:port]` or `mqtts://host[:port]`.
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (never the password itself in the config).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// Defaults to `fieldgate/<gateway id>`.
+    #[serde(default)]
+    pub topic_prefix: Option<Spanned<String>>,
+    /// Allow `mqtt://` to a host that is not loopback.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    #[serde(default)]
+    pub outbox: OutboxLimits,
+}
+
+fn default_keepalive() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxLimits {
+    #[serde(default = "default_outbox_bytes")]
+    pub max_bytes: Spanned<u64>,
+    #[serde(default = "default_outbox_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+fn default_outbox_bytes() -> Spanned<u64> {
+    Spanned::new(0..0, 256 * 1024 * 1024)
+}
+fn default_outbox_age() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            max_bytes: default_outbox_bytes(),
+            max_age: default_outbox_age(),
+        }
+    }
+}
+
+/// A configuration error, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Line/column (1-based) of a byte offset in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+/// The dotted key defined on the line holding `offset`: the nearest table header
+/// above it plus the `key =` on that line (or the header alone).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text.get(..offset)?.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map(|i| line_start + i)
+        .unwrap_or(text.len());
+    let line = text[line_start..line_end].trim();
+    let header = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    if line.starts_with('[') {
+        return Some(
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
+    }
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !k.contains(char::is_whitespace));
+    match (header, key) {
+        (Some(h), Some(k)) => Some(format!("{h}.{k}")),
+        (None, Some(k)) => Some(k),
+        (h, None) => h,
+    }
+}
+
+/// Pulls the field name out of serde messages such as "missing field `id`".
+fn key_in_message(msg: &str) -> Option<String> {
+    for prefix in ["missing field `", "unknown field `", "duplicate key `"] {
+        if let Some(rest) = msg.split(prefix).nth(1) {
+            return rest.split('`').next().map(str::to_string);
+        }
+    }
+    None
+}
+
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn at<T>(&self, spanned: &Spanned<T>, key: &str, message: impl Into<String>) -> ConfigError {
+        let span = spanned.span();
+        let located = !(span.start == 0 && span.end == 0);
+        let (line, column) = if located {
+            let (l, c) = line_col(self.text, span.start);
+            (Some(l), Some(c))
+        } else {
+            (None, None)
+        };
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    fn nowhere(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: None,
+            column: None,
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            key: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            let (line, column, key) = match e.span() {
+                Some(span) => {
+                    let (l, c) = line_col(text, span.start);
+                    let key = key_in_message(&message).or_else(|| key_at(text, span.start));
+                    (Some(l), Some(c), key)
+                }
+                None => (None, None, key_in_message(&message)),
+            };
+            ConfigError {
+                file: path.to_path_buf(),
+                line,
+                column,
+                key,
+                message,
+            }
+        })?;
+        config.validate(&Locator { file: path, text })?;
+        Ok(config)
+    }
+
+    fn validate(&self, loc: &Locator<'_>) -> Result<(), ConfigError> {
+        let id = self.gateway.id.get_ref();
+        if id.is_empty() || id.len() > 64 || !id.chars().all(is_ident_char) {
+            return Err(loc.at(
+                &self.gateway.id,
+                "gateway.id",
+                "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-' (it is used in MQTT topics)",
+            ));
+        }
+        if self.gateway.state_dir.get_ref().as_os_str().is_empty() {
+            return Err(loc.at(
+                &self.gateway.state_dir,
+                "gateway.state_dir",
+                "must not be empty",
+            ));
+        }
+        let level = self.gateway.log_level.get_ref();
+        if tracing_subscriber::EnvFilter::try_new(level).is_err() || level.trim().is_empty() {
+            return Err(loc.at(
+                &self.gateway.log_level,
+                "gateway.log_level",
+                format!("`{level}` is not a log level (error, warn, info, debug, trace) or filter"),
+            ));
+        }
+
+        let window = self.store.commit_window;
+        if window > Duration::from_secs(1) {
+            return Err(loc.nowhere(
+                "store.commit_window",
+                format!(
+                    "{} is too long: at most 1s",
+                    humantime::format_duration(window)
+                ),
+            ));
+        }
+        let max_ops = *self.store.commit_max_ops.get_ref();
+        if !(1..=100_000).contains(&max_ops) {
+            return Err(loc.at(
+                &self.store.commit_max_ops,
+                "store.commit_max_ops",
+                "must be between 1 and 100000",
+            ));
+        }
+
+        let socket = self.api.socket.get_ref();
+        if !socket.is_absolute() {
+            return Err(loc.at(&self.api.socket, "api.socket", "must be an absolute path"));
+        }
+        if let Some(group) = &self.api.group {
+            if group.get_ref().is_empty() {
+                return Err(loc.at(group, "api.group", "must not be empty"));
+            }
+        }
+
+        let mut names = HashSet::new();
+        for radio in &self.radios {
+            let name = radio.name.get_ref();
+            if name.is_empty() || name.len() > 32 || !name.chars().all(is_ident_char) {
+                return Err(loc.at(
+                    &radio.name,
+                    "radio.name",
+                    "must be 1 to 32 characters of A-Z, a-z, 0-9, '_' or '-'",
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(loc.at(
+                    &radio.name,
+                    "radio.name",
+                    format!("duplicate radio name `{name}`"),
+                ));
+            }
+            if let Err(msg) = parse_port(radio.port.get_ref(), radio.protocol) {
+                return Err(loc.at(&radio.port, "radio.port", msg));
+            }
+            if let Some(baud) = &radio.baud {
+                if !STANDARD_BAUDS.contains(baud.get_ref()) {
+                    return Err(loc.at(
+                        baud,
+                        "radio.baud",
+                        format!(
+                            "{} is not a supported baud rate (one of {:?})",
+                            baud.get_ref(),
+                            STANDARD_BAUDS
+                        ),
+                    ));
+                }
+            }
+        }
+
+        if let Some(up) = &self.upstream {
+            validate_upstream(up, loc)?;
+        }
+        Ok(())
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.gateway.state_dir.get_ref().join("fieldgate.db")
+    }
+
+    pub fn gateway_id(&self) -> &str {
+        self.gateway.id.get_ref()
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        self.api.socket.get_ref()
+    }
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+fn parse_host_port(rest: &str, what: &str) -> Result<(String, u16), String> {
+    let url = url::Url::parse(&format!("x://{rest}"))
+        .map_err(|e| format!("`{what}` is not a valid address: {e}"))?;
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("`{what}` has no host"))?;
+    let port = url
+        .port()
+        .ok_or_else(|| format!("`{what}` needs a port, as in {}", example_for(what)))?;
+    if url.path() != "" && url.path() != "/" {
+        return Err(format!("`{what}` must not have a path"));
+    }
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port,
+    ))
+}
+
+fn example_for(what: &str) -> &'static str {
+    if what.starts_with("udp") {
+        "udp://0.0.0.0:1700"
+    } else {
+        "tcp://192.0.2.10:6638"
+    }
+}
+
+/// Parses a radio `port` for a protocol; the error says what is accepted.
+pub fn parse_port(port: &str, protocol: Protocol) -> Result<PortSpec, String> {
+    if let Some(rest) = port.strip_prefix("tcp://") {
+        if protocol == Protocol::Ble {
+            return Err("BLE radios are BlueZ adapters: use `bluez://hci0`".into());
+        }
+        let (host, p) = parse_host_port(rest, port)?;
+        return Ok(PortSpec::Tcp { host, port: p });
+    }
+    if let Some(rest) = port.strip_prefix("udp://") {
+        if protocol != Protocol::Lora {
+            return Err("`udp://` is only for LoRa packet forwarders (GWMP)".into());
+        }
+        let (bind, p) = parse_host_port(rest, port)?;
+        return Ok(PortSpec::Udp { bind, port: p });
+    }
+    if let Some(rest) = port.strip_prefix("sim://") {
+        return match Protocol::parse(rest) {
+            Some(p) if p == protocol => Ok(PortSpec::Sim(p)),
+            Some(p) => Err(format!(
+                "`{port}` emulates a {p} radio but this radio's protocol is {protocol}"
+            )),
+            None => Err(format!(
+                "unknown emulator `{rest}`: use sim://zigbee, sim://zwave, sim://ble or sim://lora"
+            )),
+        };
+    }
+    if let Some(rest) = port.strip_prefix("bluez://") {
+        if protocol != Protocol::Ble {
+            return Err("`bluez://` is only for BLE radios".into());
+        }
+        if !rest.starts_with("hci")
+            || rest.len() < 4
+            || !rest[3..].chars().all(|c| c.is_ascii_digit())
+        {
+            return Err(format!("`{port}` must name an adapter as bluez://hciN"));
+        }
+        return Ok(PortSpec::Bluez(rest.to_string()));
+    }
+    if port.contains("://") {
+        return Err(format!(
+            "unsupported scheme in `{port}`: use a /dev/... path, tcp://host:port or sim://{protocol}"
+        ));
+    }
+    if protocol == Protocol::Ble {
+        return Err(format!(
+            "`{port}`: BLE radios are BlueZ adapters: use `bluez://hci0`"
+        ));
+    }
+    if !port.starts_with("/dev/") {
+        return Err(format!(
+            "`{port}` is not a serial device path (/dev/...), tcp://host:port or sim://{protocol}"
+        ));
+    }
+    Ok(PortSpec::Serial(PathBuf::from(port)))
+}
+
+fn validate_upstream(up: &UpstreamConfig, loc: &Locator<'_>) -> Result<(), ConfigError> {
+    let raw = up.url.get_ref();
+    let url = url::Url::parse(raw).map_err(|e| {
+        loc.at(
+            &up.url,
+            "upstream.url",
+            format!("`{raw}` is not a valid URL: {e}"),
+        )
+    })?;
+    let tls = match url.scheme() {
+        "mqtt" => false,
+        "mqtts" => true,
+        other => {
+            return Err(loc.at(
+                &up.url,
+                "upstream.url",
+                format!("unsupported scheme `{other}`: use mqtt:// or mqtts://"),
+            ))
+        }
+    };
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| loc.at(&up.url, "upstream.url", "has no host"))?;
+    if !tls && !up.allow_plaintext && !is_loopback_host(host) {
+        return Err(loc.at(
+            &up.url,
+            "upstream.url",
+            format!(
+                "plaintext MQTT to `{host}` is refused: use mqtts:// or set allow_plaintext = true"
+            ),
+        ));
+    }
+    if up.client_cert.is_some() != up.client_key.is_some() {
+        return Err(loc.nowhere(
+            "upstream.client_cert",
+            "client_cert and client_key must be given together",
+        ));
+    }
+    if let Some(prefix) = &up.topic_prefix {
+        let p = prefix.get_ref();
+        if p.is_empty() || p.contains(['#', '+']) || p.starts_with('/') || p.ends_with('/') {
+            return Err(loc.at(
+                prefix,
+                "upstream.topic_prefix",
+                "must be non-empty, without '#', '+' or a leading/trailing '/'",
+            ));
+        }
+    }
+    if *up.outbox.max_bytes.get_ref() < 1024 * 1024 {
+        return Err(loc.at(
+            &up.outbox.max_bytes,
+            "upstream.outbox.max_bytes",
+            "must be at least 1048576 (1 MiB)",
+        ));
+    }
+    Ok(())
+}
+
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_matches(|c| c == '[' || c == ']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    const MINIMAL: &str = "[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.gateway_id(), "gw1");
+        assert_eq!(c.socket_path(), Path::new(DEFAULT_SOCKET));
+        assert_eq!(c.store.commit_window, Duration::from_millis(50));
+        assert!(c.radios.is_empty());
+    }
+
+    #[test]
+    fn type_error_names_line_and_key() {
+        let e = parse(
+            "[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n[store]\ncommit_max_ops = \"many\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(5));
+        assert_eq!(e.key.as_deref(), Some("store.commit_max_ops"));
+    }
+
+    #[test]
+    fn ports_parse() {
+        assert_eq!(
+            parse_port("tcp://10.0.0.2:6638", Protocol::Zigbee).unwrap(),
+            PortSpec::Tcp {
+                host: "10.0.0.2".into(),
+                port: 6638
+            }
+        );
+        assert!(parse_port("tcp://host", Protocol::Zigbee).is_err());
+        assert!(parse_port("sim://zwave", Protocol::Zigbee).is_err());
+        assert!(parse_port("/dev/ttyUSB0", Protocol::Zwave).is_ok());
+        assert!(parse_port("bluez://hci0", Protocol::Ble).is_ok());
+        assert!(parse_port("ttyUSB0", Protocol::Zwave).is_err());
+    }
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback_host("127.0.0.1"));
+        assert!(is_loopback_host("[::1]"));
+        assert!(is_loopback_host("localhost"));
+        assert!(!is_loopback_host("broker.example.com"));
+    }
+}

@@ -1,0 +1,181 @@
+//! Wiring and lifetime: open the store, start the radios, the hub and the API,
+//! tell systemd we are ready, and on SIGTERM/SIGINT shut down in order so that
+//! everything accepted is committed before the process exits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sd_notify::NotifyState;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::hub::{Hub, HubHandle, Liveness};
+use crate::radio::{self, RadioHandle};
+use crate::store::{Store, WriterOptions};
+
+/// Starts logging: journald when stderr is connected to the journal
+/// (`JOURNAL_STREAM`), else human-readable lines on stderr. `RUST_LOG` overrides
+/// the configured level.
+pub fn init_logging(level: &str) {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            let _ = registry
+                .with(journald.with_syslog_identifier("fieldgate".into()))
+                .try_init();
+            return;
+        }
+    }
+    let _ = registry
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false),
+        )
+        .try_init();
+}
+
+fn notify(states: &[NotifyState]) {
+    // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
+    let _ = sd_notify::notify(false, states);
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub config: Config,
+    pub hub: HubHandle,
+    pub radios: Arc<Vec<RadioHandle>>,
+    store: Store,
+    shutdown: watch::Sender<bool>,
+    hub_task: JoinHandle<()>,
+    api_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Daemon {
+    /// Opens the store, starts radios, hub and API. Returns once all are up.
+    pub async fn start(config: Config) -> Result<Daemon> {
+        let started = Instant::now();
+        let db = config.db_path();
+        let store = Store::open(&db, WriterOptions::from(&config.store))
+            .with_context(|| format!("cannot open the database {}", db.display()))?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        let listener = api::bind(
+            config.socket_path(),
+            config.api.group.as_ref().map(|g| g.get_ref().as_str()),
+        )
+        .await
+        .context("cannot start the local API")?;
+
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let radios = Arc::new(radio::spawn_all(
+            &config.radios,
+            events_tx,
+            shutdown_rx.clone(),
+        ));
+        let (hub, hub_handle, requests_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);
+
+        let mut usec = 0u64;
+        let liveness = sd_notify::watchdog_enabled(false, &mut usec).then(|| Liveness {
+            interval: Duration::from_micros(usec / 2),
+            on_alive: Box::new(|| notify(&[NotifyState::Watchdog])),
+        });
+        let hub_task = tokio::spawn(hub.run(events_rx, requests_rx, shutdown_rx.clone(), liveness));
+
+        let state = ApiState {
+            gateway_id: config.gateway_id().into(),
+            db_path: db.clone(),
+            writer: store.writer(),
+            hub: hub_handle.clone(),
+            radios: radios.clone(),
+            started,
+            stats: Default::default(),
+        };
+        let mut api_shutdown = shutdown_rx.clone();
+        let api_task = tokio::spawn(api::serve(listener, state, async move {
+            crate::shutdown::signalled(&mut api_shutdown).await;
+        }));
+
+        tracing::info!(
+            gateway = config.gateway_id(),
+            db = %db.display(),
+            socket = %config.socket_path().display(),
+            radios = radios.len(),
+            "fieldgate ready"
+        );
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status(&format!(
+                "serving: {} radio(s), API at {}",
+                radios.len(),
+                config.socket_path().display()
+            )),
+        ]);
+        Ok(Daemon {
+            config,
+            hub: hub_handle,
+            radios,
+            store,
+            shutdown,
+            hub_task,
+            api_task,
+        })
+    }
+
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self.store.path().to_path_buf()
+    }
+
+    /// Stops everything in order and waits until the last write has committed.
+    pub async fn stop(self) -> Result<()> {
+        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+        tracing::info!("shutting down");
+        let _ = self.shutdown.send(true);
+        match self.api_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "API server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "API task failed"),
+        }
+        if let Err(e) = self.hub_task.await {
+            tracing::warn!(error = %e, "hub task failed");
+        }
+        drop(self.hub);
+        drop(self.radios);
+        let socket = self.config.socket_path().to_path_buf();
+        let _ = std::fs::remove_file(&socket);
+        // Joins the writer thread: everything queued is committed when this returns.
+        tokio::task::spawn_blocking(move || self.store.close())
+            .await
+            .context("store writer did not stop cleanly")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+/// `fieldgate run`: serve until a signal arrives.
+pub async fn run(config: Config) -> Result<()> {
+    let daemon = Daemon::start(config).await?;
+    wait_for_signal().await?;
+    daemon.stop().await
+}

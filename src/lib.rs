@@ -1,0 +1,15 @@
+//! fieldgate: an edge-gateway daemon for Zigbee, Z-Wave, BLE and LoRa devices with
+//! an offline-first registry, a durable MQTT uplink and a tamper-evident audit log.
+//!
+//! The binary (`src/main.rs`) is a thin clap front over these modules; see
+//! `DESIGN.md` in the docs for how they fit together.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod hub;
+pub mod model;
+pub mod radio;
+pub mod shutdown;
+pub mod store;

@@ -1,0 +1,241 @@
+//! `fieldgate`: the daemon (`run`, `demo`) and the technician CLI, one binary.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use fieldgate::api::cli::{self, VerifyFailed};
+use fieldgate::api::client::ApiClient;
+use fieldgate::config::{Config, DEFAULT_SOCKET, EXIT_CONFIG};
+use fieldgate::{daemon, demo};
+
+const DEFAULT_CONFIG: &str = "/etc/fieldgate/fieldgate.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "fieldgate",
+    version,
+    about = "Edge gateway for Zigbee, Z-Wave, BLE and LoRa devices"
+)]
+struct Cli {
+    /// Config file (for `run`, and to find the API socket for the other commands).
+    #[arg(long, global = true, env = "FIELDGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// API socket of the running daemon (default: from the config, else /run/fieldgate/api.sock).
+    #[arg(long, global = true, env = "FIELDGATE_SOCKET")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run,
+    /// Run the daemon on emulated radios with a temporary state directory.
+    Demo {
+        /// Stop after this long (e.g. `30s`); default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Gateway status: radios, devices, outbox.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List devices.
+    Devices {
+        #[arg(long)]
+        json: bool,
+        /// Only devices in this lifecycle state (pending, active, quarantined, decommissioned).
+        #[arg(long)]
+        lifecycle: Option<String>,
+    },
+    /// Show one device.
+    Device {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a join window on a radio and watch devices join.
+    Pair {
+        radio: String,
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decommission a device: removed from the network, credentials destroyed.
+    Remove {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file; exit code 2 when it is invalid.
+    Check { path: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and name the first record that does not verify.
+    Verify {
+        #[arg(long)]
+        json: bool,
+        /// Read this database file directly (works with the daemon stopped).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// The newest records.
+    Tail {
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        #[arg(long)]
+        json: bool,
+        /// Read this database file directly (works with the daemon stopped).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+}
+
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_CONFIG as u8)
+    })
+}
+
+/// The socket to talk to: --socket, else the config's, else the default.
+fn socket_path(cli: &Cli) -> Result<PathBuf, ExitCode> {
+    if let Some(s) = &cli.socket {
+        return Ok(s.clone());
+    }
+    let config = cli.config.clone().or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG);
+        default.exists().then_some(default)
+    });
+    match config {
+        Some(path) => Ok(load_config(&path)?.socket_path().to_path_buf()),
+        None => Ok(PathBuf::from(DEFAULT_SOCKET)),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Config {
+        command: ConfigCommand::Check { path },
+    } = &cli.command
+    {
+        return match Config::load(path) {
+            Ok(c) => {
+                println!(
+                    "{}: OK (gateway {}, {} radio(s))",
+                    path.display(),
+                    c.gateway_id(),
+                    c.radios.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_CONFIG as u8)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> ExitCode {
+    let result = match &cli.command {
+        Command::Run => {
+            let Some(path) = cli
+                .config
+                .clone()
+                .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)))
+            else {
+                return ExitCode::from(EXIT_CONFIG as u8);
+            };
+            let config = match load_config(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            daemon::init_logging(config.gateway.log_level.get_ref());
+            daemon::run(config).await
+        }
+        Command::Demo { duration } => demo::run(*duration).await,
+        Command::Config { .. } => unreachable_config(),
+        Command::Audit {
+            command: AuditCommand::Verify { json, db: Some(db) },
+        } => cli::audit_verify_offline(db, *json),
+        Command::Audit {
+            command:
+                AuditCommand::Tail {
+                    n,
+                    json,
+                    db: Some(db),
+                },
+        } => cli::audit_tail_offline(db, *n, *json),
+        _ => {
+            let socket = match socket_path(&cli) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let api = ApiClient::new(&socket);
+            match &cli.command {
+                Command::Status { json } => cli::status(&api, *json).await,
+                Command::Devices { json, lifecycle } => {
+                    cli::devices(&api, *json, lifecycle.as_deref()).await
+                }
+                Command::Device { id, json } => cli::device(&api, id, *json).await,
+                Command::Pair {
+                    radio,
+                    seconds,
+                    json,
+                } => cli::pair(&api, radio, *seconds, *json).await,
+                Command::Remove { id, json } => cli::remove(&api, id, *json).await,
+                Command::Audit {
+                    command: AuditCommand::Verify { json, .. },
+                } => cli::audit_verify(&api, *json).await,
+                Command::Audit {
+                    command: AuditCommand::Tail { n, json, .. },
+                } => cli::audit_tail(&api, *n, *json).await,
+                Command::Run | Command::Demo { .. } | Command::Config { .. } => Ok(()),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<VerifyFailed>() => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn unreachable_config() -> anyhow::Result<()> {
+    // `config check` is handled before the runtime starts.
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The normalized vocabulary every part of the daemon speaks: device ids,
+//! lifecycle states, readings, the events radios report and the commands they take.
+//!
+//! Pure data, no IO: drivers translate protocol frames into these types and the
+//! hub, the store and the two doors (API, MQTT) only ever see these.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Protocol;
+
+/// A device's identity inside the gateway: `<protocol>:<native address>`, e.g.
+/// `zigbee:0x00124b0001abcdef` or `zwave:5`. Stable across re-pairing when the
+/// native address is stable (IEEE address, DevEUI, BLE MAC).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeviceId(pub String);
+
+impl DeviceId {
+    pub fn new(protocol: Protocol, native_address: &str) -> DeviceId {
+        DeviceId(format!(
+            "{}:{}",
+            protocol.as_str(),
+            native_address.to_ascii_lowercase()
+        ))
+    }
+
+    /// Accepts only well-formed ids (known protocol, non-empty printable address).
+    pub fn parse(s: &str) -> Option<DeviceId> {
+        let (proto, addr) = s.split_once(':')?;
+        Protocol::parse(proto)?;
+        if addr.is_empty()
+            || addr.len() > 64
+            || !addr
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ":-_.".contains(c))
+        {
+            return None;
+        }
+        Some(DeviceId(s.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// Joined the network, not yet admitted (interview or admission pending).
+    Pending,
+    Active,
+    /// Kept on the network but flagged (e.g. firmware below the policy minimum).
+    Quarantined,
+    /// Removed from service; kept in the registry for the record.
+    Decommissioned,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Pending => "pending",
+            Lifecycle::Active => "active",
+            Lifecycle::Quarantined => "quarantined",
+            Lifecycle::Decommissioned => "decommissioned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Lifecycle> {
+        match s {
+            "pending" => Some(Lifecycle::Pending),
+            "active" => Some(Lifecycle::Active),
+            "quarantined" => Some(Lifecycle::Quarantined),
+            "decommissioned" => Some(Lifecycle::Decommissioned),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerSource {
+    Mains,
+    Battery,
+    Unknown,
+}
+
+impl PowerSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerSource::Mains => "mains",
+            PowerSource::Battery => "battery",
+            PowerSource::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> PowerSource {
+        match s {
+            "mains" => PowerSource::Mains,
+            "battery" => PowerSource::Battery,
+            _ => PowerSource::Unknown,
+        }
+    }
+}
+
+/// A measured or reported value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Number(f64),
+    Text(String),
+}
+
+/// One normalized reading, e.g. `temperature = 21.5 °C`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub name: String,
+    pub value: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// What the gateway learns about a device while interviewing it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    pub power_source: Option<PowerSource>,
+    pub capabilities: Vec<String>,
+}
+
+/// The state of one radio, as reported by its supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum RadioState {
+    Starting,
+    Up,
+    /// Open failed or the link dropped; being re-opened with backoff.
+    Down(String),
+    /// No driver for this protocol in this build, or the radio is disabled.
+    Unavailable(String),
+}
+
+/// What a radio driver reports to the hub.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceEvent {
+    pub radio: String,
+    pub protocol: Protocol,
+    pub native_address: String,
+    /// When the gateway received the underlying frame.
+    pub received_at: SystemTime,
+    pub kind: DeviceEventKind,
+}
+
+impl DeviceEvent {
+    pub fn device_id(&self) -> DeviceId {
+        DeviceId::new(self.protocol, &self.native_address)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceEventKind {
+    /// The device joined (or re-joined) the network.
+    Joined,
+    /// Interview finished (or progressed): what the device is.
+    Interviewed(DeviceInfo),
+    Readings(Vec<Reading>),
+    /// The device left the network on its own.
+    Left,
+    /// A command sent to the device finished.
+    CommandResult {
+        command_id: String,
+        ok: bool,
+        detail: String,
+    },
+}
+
+/// What the hub asks a radio to do.
+#[derive(Debug)]
+pub enum RadioCommand {
+    PermitJoin { seconds: u32 },
+    Remove { native_address: String },
+}
+
+/// Seconds since the epoch to RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_are_normalized_and_validated() {
+        let id = DeviceId::new(Protocol::Zigbee, "0x00124B0001ABCDEF");
+        assert_eq!(id.as_str(), "zigbee:0x00124b0001abcdef");
+        assert_eq!(DeviceId::parse("zigbee:0x00124b0001abcdef"), Some(id));
+        assert_eq!(DeviceId::parse("bogus:1"), None);
+        assert_eq!(DeviceId::parse("zwave:"), None);
+        assert_eq!(DeviceId::parse("zwave:5/../x"), None);
+        assert_eq!(
+            DeviceId::parse("ble:aa:bb:cc:dd:ee:ff").unwrap().as_str(),
+            "ble:aa:bb:cc:dd:ee:ff"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! Byte links a radio driver runs over: a serial port (tokio-serial), a TCP
+//! socket (network coordinators, ser2net) or `sim://`, an in-process byte stream
+//! to a protocol emulator. Drivers see one type, [`Link`], and never care which.
+//!
+//! This module opens and configures links; it does not interpret a single byte.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
+use tokio::net::TcpStream;
+use tokio_serial::SerialPortBuilderExt;
+
+use crate::config::{PortSpec, Protocol};
+
+/// Anything a driver can read frames from and write frames to.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+
+pub type Link = Box<dyn ByteStream>;
+
+pub const DEFAULT_BAUD: u32 = 115_200;
+
+/// A device-side emulator behind `sim://<protocol>`: it gets the far end of an
+/// in-process duplex pipe and speaks the real wire protocol on it.
+pub type EmulatorFactory = fn(DuplexStream);
+
+/// The emulators compiled into this build, by protocol.
+pub fn emulator_for(protocol: Protocol) -> Option<EmulatorFactory> {
+    match protocol {
+        Protocol::Zigbee | Protocol::Zwave | Protocol::Ble | Protocol::Lora => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot open serial port {path}: {source}")]
+    Serial {
+        path: String,
+        source: tokio_serial::Error,
+    },
+    #[error("cannot connect to {addr}: {source}")]
+    Tcp { addr: String, source: io::Error },
+    #[error("no {0} emulator in this build")]
+    NoEmulator(Protocol),
+    #[error("{0} is not a byte link (the driver opens it itself)")]
+    NotAByteLink(String),
+}
+
+/// Opens the link named by `spec`.
+pub async fn open(spec: &PortSpec, baud: Option<u32>) -> Result<Link, LinkError> {
+    match spec {
+        PortSpec::Serial(path) => {
+            let path_str = path.display().to_string();
+            let port = tokio_serial::new(&path_str, baud.unwrap_or(DEFAULT_BAUD))
+                .timeout(Duration::from_millis(100))
+                .open_native_async()
+                .map_err(|source| LinkError::Serial {
+                    path: path_str.clone(),
+                    source,
+                })?;
+            Ok(Box::new(port))
+        }
+        PortSpec::Tcp { host, port } => {
+            let addr = format!("{host}:{port}");
+            let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr))
+                .await
+                .map_err(|_| LinkError::Tcp {
+                    addr: addr.clone(),
+                    source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+                })?
+                .map_err(|source| LinkError::Tcp {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            stream.set_nodelay(true).ok();
+            // Keepalive notices a network coordinator that vanished without a FIN.
+            let sock = socket2::SockRef::from(&stream);
+            let ka = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(30))
+                .with_interval(Duration::from_secs(10));
+            sock.set_tcp_keepalive(&ka).ok();
+            Ok(Box::new(stream))
+        }
+        PortSpec::Sim(protocol) => {
+            let factory = emulator_for(*protocol).ok_or(LinkError::NoEmulator(*protocol))?;
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            factory(theirs);
+            Ok(Box::new(ours))
+        }
+        other @ (PortSpec::Udp { .. } | PortSpec::Bluez(_)) => {
+            Err(LinkError::NotAByteLink(other.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn tcp_link_carries_bytes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 3];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+        });
+        let mut link = open(
+            &PortSpec::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        link.write_all(&[0xfe, 0x00, 0x21]).await.unwrap();
+        let mut echo = [0u8; 3];
+        link.read_exact(&mut echo).await.unwrap();
+        assert_eq!(echo, [0xfe, 0x00, 0x21]);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn missing_serial_port_is_a_clear_error() {
+        let err = match open(&PortSpec::Serial("/dev/does-not-exist-fg".into()), None).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("opened a port that does not exist"),
+        };
+        assert!(err.contains("/dev/does-not-exist-fg"), "{err}");
+    }
+}

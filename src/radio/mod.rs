@@ -1,0 +1,196 @@
+//! Radios: one supervisor task per configured radio, each running its protocol's
+//! driver over a [`link::Link`] and re-opening it with backoff when it fails.
+//!
+//! Drivers turn protocol frames into [`DeviceEvent`]s for the hub and carry out the
+//! hub's [`RadioCommand`]s. A radio failing never touches another radio or the
+//! uplink: each supervisor reports its own [`RadioState`].
+
+pub mod link;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{PortSpec, Protocol, RadioConfig};
+use crate::model::{DeviceEvent, RadioCommand, RadioState};
+
+/// What a driver gets to talk to the rest of the daemon.
+pub struct DriverIo {
+    pub radio: String,
+    pub protocol: Protocol,
+    pub options: toml::Table,
+    pub events: mpsc::Sender<DeviceEvent>,
+    pub commands: mpsc::Receiver<RadioCommand>,
+    pub state: watch::Sender<RadioState>,
+}
+
+pub type DriverFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
+/// A protocol driver. `run` returns when the link fails (the supervisor then
+/// re-opens it) or the command channel closes (shutdown).
+pub trait Driver: Send + 'static {
+    fn run<'a>(&'a mut self, link: link::Link, io: &'a mut DriverIo) -> DriverFuture<'a>;
+}
+
+/// The drivers compiled into this build.
+pub fn driver_for(protocol: Protocol) -> Option<Box<dyn Driver>> {
+    match protocol {
+        Protocol::Zigbee | Protocol::Zwave | Protocol::Ble | Protocol::Lora => None,
+    }
+}
+
+/// The hub's view of one radio.
+#[derive(Clone)]
+pub struct RadioHandle {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: PortSpec,
+    pub state: watch::Receiver<RadioState>,
+    /// `None` when no driver runs for this radio.
+    pub commands: Option<mpsc::Sender<RadioCommand>>,
+}
+
+/// Starts a supervisor for each radio. Supervisors stop when `shutdown` flips.
+pub fn spawn_all(
+    radios: &[RadioConfig],
+    events: mpsc::Sender<DeviceEvent>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<RadioHandle> {
+    radios
+        .iter()
+        .map(|cfg| spawn_one(cfg, events.clone(), shutdown.clone()))
+        .collect()
+}
+
+fn spawn_one(
+    cfg: &RadioConfig,
+    events: mpsc::Sender<DeviceEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) -> RadioHandle {
+    let name = cfg.name.get_ref().clone();
+    let port = cfg.port_spec();
+    let (state_tx, state_rx) = watch::channel(RadioState::Starting);
+    let driver = if cfg.enabled {
+        driver_for(cfg.protocol)
+    } else {
+        None
+    };
+    let Some(mut driver) = driver else {
+        let why = if cfg.enabled {
+            format!("no {} driver in this build yet", cfg.protocol)
+        } else {
+            "disabled in the config".to_string()
+        };
+        tracing::warn!(radio = %name, protocol = %cfg.protocol, reason = %why, "radio not started");
+        let _ = state_tx.send(RadioState::Unavailable(why));
+        // Keep the sender alive so readers see the final state.
+        tokio::spawn(async move {
+            crate::shutdown::signalled(&mut shutdown).await;
+            drop(state_tx);
+        });
+        return RadioHandle {
+            name,
+            protocol: cfg.protocol,
+            port,
+            state: state_rx,
+            commands: None,
+        };
+    };
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let mut io = DriverIo {
+        radio: name.clone(),
+        protocol: cfg.protocol,
+        options: cfg.options.clone(),
+        events,
+        commands: cmd_rx,
+        state: state_tx,
+    };
+    let baud = cfg.baud.as_ref().map(|b| *b.get_ref());
+    let spec = port.clone();
+    tokio::spawn(async move {
+        let mut backoff = Backoff::new();
+        loop {
+            let attempt = async {
+                let link = link::open(&spec, baud).await?;
+                backoff.reset();
+                driver.run(link, &mut io).await
+            };
+            let result = tokio::select! {
+                r = attempt => r,
+                _ = crate::shutdown::signalled(&mut shutdown) => break,
+            };
+            let reason = match result {
+                Ok(()) if io.commands.is_closed() => break,
+                Ok(()) => "link closed".to_string(),
+                Err(e) => format!("{e:#}"),
+            };
+            let delay = backoff.next_delay();
+            tracing::warn!(radio = %io.radio, error = %reason, retry_in = ?delay, "radio down");
+            let _ = io.state.send(RadioState::Down(reason));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = crate::shutdown::signalled(&mut shutdown) => break,
+            }
+        }
+        tracing::info!(radio = %io.radio, "radio stopped");
+    });
+    RadioHandle {
+        name,
+        protocol: cfg.protocol,
+        port,
+        state: state_rx,
+        commands: Some(cmd_tx),
+    }
+}
+
+/// Exponential backoff with jitter, 1 s doubling to 60 s.
+pub struct Backoff {
+    current: Duration,
+}
+
+impl Backoff {
+    pub const MIN: Duration = Duration::from_secs(1);
+    pub const MAX: Duration = Duration::from_secs(60);
+
+    pub fn new() -> Backoff {
+        Backoff { current: Self::MIN }
+    }
+
+    pub fn reset(&mut self) {
+        self.current = Self::MIN;
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.current;
+        self.current = (self.current * 2).min(Self::MAX);
+        let jitter = rand::random_range(0.0..0.25);
+        base.mul_f64(1.0 + jitter)
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let mut b = Backoff::new();
+        let first = b.next_delay();
+        assert!(first >= Backoff::MIN && first <= Backoff::MIN.mul_f64(1.25));
+        for _ in 0..20 {
+            b.next_delay();
+        }
+        let last = b.next_delay();
+        assert!(last >= Backoff::MAX && last <= Backoff::MAX.mul_f64(1.25));
+        b.reset();
+        assert!(b.next_delay() <= Backoff::MIN.mul_f64(1.25));
+    }
+}

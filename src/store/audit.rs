@@ -1,0 +1,419 @@
+//! The tamper-evident audit log: an append-only, hash-chained table.
+//!
+//! `hash = SHA-256(prev_hash || canonical(record))`, hex-encoded, where the
+//! canonical encoding is a JSON array with a fixed field order and objects with
+//! sorted keys (see [`canonical`]). The first record's `prev_hash` is 64 zeros.
+//! Changing, deleting or reordering any record breaks the chain at that record.
+//! This module only appends and verifies; it never updates or deletes.
+
+use std::fmt;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::StoreResult;
+
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Accepted,
+    Refused,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a caller wants recorded.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: Outcome,
+    pub details: serde_json::Value,
+}
+
+impl AuditEntry {
+    pub fn new(
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+        outcome: Outcome,
+        details: serde_json::Value,
+    ) -> AuditEntry {
+        AuditEntry {
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            outcome,
+            details,
+        }
+    }
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub ts: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub details: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+fn write_canonical(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*k).clone()).to_string());
+                out.push(':');
+                write_canonical(&map[*k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The canonical encoding hashed for a record:
+/// `[seq, ts, actor, action, target, outcome, details]` as compact JSON with
+/// object keys sorted at every level.
+pub fn canonical(
+    seq: i64,
+    ts: &str,
+    actor: &str,
+    action: &str,
+    target: &str,
+    outcome: &str,
+    details: &serde_json::Value,
+) -> String {
+    let head = serde_json::json!([seq, ts, actor, action, target, outcome]);
+    let mut out = String::new();
+    write_canonical(&head, &mut out);
+    out.pop(); // reopen the array to append details
+    out.push(',');
+    write_canonical(details, &mut out);
+    out.push(']');
+    out
+}
+
+pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(canonical.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Appends one record inside the caller's transaction and returns it.
+pub fn append(conn: &Connection, entry: &AuditEntry, ts: &str) -> StoreResult<AuditRecord> {
+    let last: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev_hash) = match last {
+        Some((s, h)) => (s + 1, h),
+        None => (1, GENESIS_HASH.to_string()),
+    };
+    let outcome = entry.outcome.as_str();
+    let canon = canonical(
+        seq,
+        ts,
+        &entry.actor,
+        &entry.action,
+        &entry.target,
+        outcome,
+        &entry.details,
+    );
+    let hash = chain_hash(&prev_hash, &canon);
+    let mut details_text = String::new();
+    write_canonical(&entry.details, &mut details_text);
+    conn.execute(
+        "INSERT INTO audit (seq, ts, actor, action, target, outcome, details, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            seq,
+            ts,
+            entry.actor,
+            entry.action,
+            entry.target,
+            outcome,
+            details_text,
+            prev_hash,
+            hash
+        ],
+    )?;
+    Ok(AuditRecord {
+        seq,
+        ts: ts.to_string(),
+        actor: entry.actor.clone(),
+        action: entry.action.clone(),
+        target: entry.target.clone(),
+        outcome: outcome.to_string(),
+        details: entry.details.clone(),
+        prev_hash,
+        hash,
+    })
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AuditRecord, String)> {
+    let details_text: String = r.get(6)?;
+    let details = serde_json::from_str(&details_text)
+        .unwrap_or(serde_json::Value::String(details_text.clone()));
+    Ok((
+        AuditRecord {
+            seq: r.get(0)?,
+            ts: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            target: r.get(4)?,
+            outcome: r.get(5)?,
+            details,
+            prev_hash: r.get(7)?,
+            hash: r.get(8)?,
+        },
+        details_text,
+    ))
+}
+
+const SELECT: &str =
+    "SELECT seq, ts, actor, action, target, outcome, details, prev_hash, hash FROM audit";
+
+/// The newest `limit` records, oldest first; or those after `after_seq`.
+pub fn tail(
+    conn: &Connection,
+    limit: usize,
+    after_seq: Option<i64>,
+) -> StoreResult<Vec<AuditRecord>> {
+    let limit = limit.min(10_000) as i64;
+    let mut out: Vec<AuditRecord> = match after_seq {
+        Some(after) => {
+            let mut stmt = conn.prepare(&format!(
+                "{SELECT} WHERE seq > ?1 ORDER BY seq ASC LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![after, limit], row_to_record)?;
+            rows.map(|r| r.map(|(rec, _)| rec))
+                .collect::<Result<_, _>>()?
+        }
+        None => {
+            let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY seq DESC LIMIT ?1"))?;
+            let rows = stmt.query_map(params![limit], row_to_record)?;
+            let mut v: Vec<AuditRecord> = rows
+                .map(|r| r.map(|(rec, _)| rec))
+                .collect::<Result<_, _>>()?;
+            v.reverse();
+            v
+        }
+    };
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+/// Result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub records: u64,
+    /// seq and hash of the last record that verified.
+    pub head_seq: i64,
+    pub head_hash: String,
+    /// The first record that does not verify, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bad_seq: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Walks the whole chain in order and stops at the first record that fails.
+pub fn verify(conn: &Connection) -> StoreResult<VerifyReport> {
+    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY seq ASC"))?;
+    let mut rows = stmt.query([])?;
+    let mut expected_seq = 1i64;
+    let mut prev_hash = GENESIS_HASH.to_string();
+    let mut report = VerifyReport {
+        ok: true,
+        records: 0,
+        head_seq: 0,
+        head_hash: GENESIS_HASH.to_string(),
+        first_bad_seq: None,
+        reason: None,
+    };
+    let fail = |mut report: VerifyReport, seq: i64, reason: String| {
+        report.ok = false;
+        report.first_bad_seq = Some(seq);
+        report.reason = Some(reason);
+        report
+    };
+    while let Some(row) = rows.next()? {
+        let (rec, details_text) = row_to_record(row)?;
+        if rec.seq != expected_seq {
+            return Ok(fail(
+                report,
+                expected_seq,
+                format!(
+                    "record {expected_seq} is missing (the next record present is {})",
+                    rec.seq
+                ),
+            ));
+        }
+        if rec.prev_hash != prev_hash {
+            return Ok(fail(
+                report,
+                rec.seq,
+                format!(
+                    "record {} does not link to the record before it (prev_hash differs)",
+                    rec.seq
+                ),
+            ));
+        }
+        let details: serde_json::Value = match serde_json::from_str(&details_text) {
+            Ok(v) => v,
+            Err(_) => {
+                return Ok(fail(
+                    report,
+                    rec.seq,
+                    format!("record {} has unreadable details", rec.seq),
+                ))
+            }
+        };
+        let canon = canonical(
+            rec.seq,
+            &rec.ts,
+            &rec.actor,
+            &rec.action,
+            &rec.target,
+            &rec.outcome,
+            &details,
+        );
+        let hash = chain_hash(&prev_hash, &canon);
+        if hash != rec.hash {
+            return Ok(fail(
+                report,
+                rec.seq,
+                format!(
+                    "record {} was altered: its content does not match its hash",
+                    rec.seq
+                ),
+            ));
+        }
+        report.records += 1;
+        report.head_seq = rec.seq;
+        report.head_hash = hash.clone();
+        prev_hash = hash;
+        expected_seq += 1;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrations()
+            .to_latest(&mut c)
+            .unwrap();
+        c
+    }
+
+    #[test]
+    fn canonical_sorts_keys_at_every_level() {
+        let a = canonical(
+            1,
+            "t",
+            "a",
+            "x",
+            "y",
+            "accepted",
+            &json!({"b": 1, "a": {"d": 2, "c": [3, {"f": 1, "e": 0}]}}),
+        );
+        assert_eq!(
+            a,
+            r#"[1,"t","a","x","y","accepted",{"a":{"c":[3,{"e":0,"f":1}],"d":2},"b":1}]"#
+        );
+    }
+
+    #[test]
+    fn chain_verifies_and_detects_tampering() {
+        let c = db();
+        for i in 0..5 {
+            append(
+                &c,
+                &AuditEntry::new(
+                    "system",
+                    "test",
+                    format!("t{i}"),
+                    Outcome::Accepted,
+                    json!({"i": i}),
+                ),
+                "2026-01-01T00:00:00.000Z",
+            )
+            .unwrap();
+        }
+        let r = verify(&c).unwrap();
+        assert!(r.ok);
+        assert_eq!(r.records, 5);
+        c.execute_batch(
+            "DROP TRIGGER audit_no_update; UPDATE audit SET target = 'evil' WHERE seq = 3",
+        )
+        .unwrap();
+        let r = verify(&c).unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.first_bad_seq, Some(3));
+    }
+
+    #[test]
+    fn updates_and_deletes_are_refused_by_the_schema() {
+        let c = db();
+        append(
+            &c,
+            &AuditEntry::new("system", "test", "x", Outcome::Refused, json!({})),
+            "t",
+        )
+        .unwrap();
+        assert!(c.execute("UPDATE audit SET actor = 'x'", []).is_err());
+        assert!(c.execute("DELETE FROM audit", []).is_err());
+    }
+}

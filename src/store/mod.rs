@@ -1,0 +1,374 @@
+//! The store: the only place that persists anything (SQLite, WAL).
+//!
+//! One dedicated writer thread owns the write connection and commits writes in
+//! batches (group commit): a write is reported done only after the transaction
+//! holding it has committed, so "acknowledged" always means "on disk". Readers open
+//! their own read-only connections. Nothing outside this module writes SQL.
+
+pub mod audit;
+pub mod outbox;
+pub mod registry;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{StoreConfig, Synchronous};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("cannot create the state directory {0}: {1}")]
+    StateDir(PathBuf, std::io::Error),
+    #[error("the store writer has stopped")]
+    WriterGone,
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Tuning for the writer thread.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    pub commit_window: Duration,
+    pub commit_max_ops: usize,
+    pub synchronous: Synchronous,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            commit_window: Duration::from_millis(50),
+            commit_max_ops: 1000,
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+impl From<&StoreConfig> for WriterOptions {
+    fn from(c: &StoreConfig) -> Self {
+        WriterOptions {
+            commit_window: c.commit_window,
+            commit_max_ops: *c.commit_max_ops.get_ref(),
+            synchronous: c.synchronous,
+        }
+    }
+}
+
+/// Counters the writer keeps, shown by `fieldgate status`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub transactions: AtomicU64,
+    pub operations: AtomicU64,
+    pub failed_operations: AtomicU64,
+    pub failed_commits: AtomicU64,
+}
+
+type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Done + Send>;
+
+/// A handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+    stats: Arc<WriterStats>,
+}
+
+/// The running store: the writer handle plus what readers need.
+pub struct Store {
+    path: PathBuf,
+    writer: Writer,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn configure(conn: &Connection, sync: Synchronous) -> StoreResult<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, migrates it and starts the writer.
+    pub fn open(path: &Path, options: WriterOptions) -> StoreResult<Store> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::StateDir(dir.into(), e))?;
+            }
+        }
+        let mut conn = Connection::open(path)?;
+        configure(&conn, options.synchronous)?;
+        schema::migrations().to_latest(&mut conn)?;
+
+        let (tx, rx) = mpsc::channel::<Job>(4096);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, rx, options, &thread_stats))
+            .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            writer: Writer { jobs: tx, stats },
+            thread: Some(thread),
+        })
+    }
+
+    pub fn writer(&self) -> Writer {
+        self.writer.clone()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new read-only connection (WAL readers do not block the writer).
+    pub fn reader(&self) -> StoreResult<Connection> {
+        open_reader(&self.path)
+    }
+
+    /// Stops accepting writes, commits what is queued and joins the writer thread.
+    /// Writer handles still held elsewhere keep the thread alive until dropped, so
+    /// callers drop theirs first.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // Replace our sender with a closed one so the thread sees the channel end
+        // once every other handle is gone.
+        let (closed, _) = mpsc::channel(1);
+        self.writer.jobs = closed;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    options: WriterOptions,
+    stats: &WriterStats,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(options.commit_max_ops);
+    while let Some(first) = rx.blocking_recv() {
+        let opened = Instant::now();
+        batch.push(first);
+        // Group commit: take what is queued now, up to the window and the op limit.
+        while batch.len() < options.commit_max_ops && opened.elapsed() < options.commit_window {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, &mut batch, stats);
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+        let msg = e.to_string();
+        for job in batch.drain(..) {
+            // Jobs were not run; report the failure without running them.
+            drop(job);
+        }
+        tracing::error!(error = %msg, "store: cannot begin a transaction");
+        return;
+    }
+    let mut done = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        done.push(job(conn));
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "store: commit failed");
+        StoreError::Commit(e.to_string())
+    });
+    stats.transactions.fetch_add(1, Ordering::Relaxed);
+    stats
+        .operations
+        .fetch_add(done.len() as u64, Ordering::Relaxed);
+    for d in done {
+        d(match &commit {
+            Ok(()) => Ok(()),
+            Err(e) => Err(StoreError::Commit(e.to_string())),
+        });
+    }
+}
+
+impl Writer {
+    fn make_job<R, F>(f: F, reply: oneshot::Sender<StoreResult<R>>, stats: Arc<WriterStats>) -> Job
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        Box::new(move |conn: &Connection| {
+            // Each job runs in its own savepoint so one failing job does not take
+            // its batch-mates down with it.
+            let result = match conn.execute_batch("SAVEPOINT job") {
+                Ok(()) => match f(conn) {
+                    Ok(r) => conn
+                        .execute_batch("RELEASE job")
+                        .map(|_| r)
+                        .map_err(StoreError::from),
+                    Err(e) => {
+                        let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                        stats.failed_operations.fetch_add(1, Ordering::Relaxed);
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(StoreError::from(e)),
+            };
+            Box::new(move |commit: StoreResult<()>| {
+                let _ = reply.send(commit.and(result));
+            })
+        })
+    }
+
+    /// Runs `f` inside the next batch; resolves once that batch has committed.
+    pub async fn write<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job = Self::make_job(f, tx, self.stats.clone());
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// The same as [`Writer::write`] for callers outside an async runtime.
+    pub fn write_blocking<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job = Self::make_job(f, tx, self.stats.clone());
+        self.jobs
+            .blocking_send(job)
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.blocking_recv().map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Queues `f` without waiting; `on_done` is called after the commit.
+    pub fn submit<R, F>(&self, f: F) -> StoreResult<oneshot::Receiver<StoreResult<R>>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job = Self::make_job(f, tx, self.stats.clone());
+        self.jobs
+            .blocking_send(job)
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(rx)
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+}
+
+/// Runs `PRAGMA integrity_check` and returns its first line ("ok" when healthy).
+pub fn integrity_check(conn: &Connection) -> StoreResult<String> {
+    Ok(conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_commit_and_failures_stay_isolated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), WriterOptions::default()).unwrap();
+        let w = store.writer();
+        let ok = w.submit(|c| {
+            c.execute("INSERT INTO policies (version, document, source, received_at) VALUES (1, '{}', 'test', 'now')", [])?;
+            Ok(())
+        });
+        let bad = w.submit(|c| {
+            c.execute("INSERT INTO policies (version, document, source, received_at) VALUES (2, '{}', 'test', 'now')", [])?;
+            Err::<(), _>(StoreError::Invalid("refused".into()))
+        });
+        ok.unwrap().blocking_recv().unwrap().unwrap();
+        assert!(bad.unwrap().blocking_recv().unwrap().is_err());
+        let r = store.reader().unwrap();
+        let versions: Vec<i64> = r
+            .prepare("SELECT version FROM policies")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(versions, vec![1]);
+        assert_eq!(integrity_check(&r).unwrap(), "ok");
+    }
+}
+
+/// Appends an audit record and queues it for the upstream audit stream, in the
+/// caller's transaction, so the record and its copy for the cloud commit together.
+pub fn record_audit(
+    conn: &Connection,
+    gateway_id: &str,
+    entry: &audit::AuditEntry,
+) -> StoreResult<audit::AuditRecord> {
+    let now = std::time::SystemTime::now();
+    let record = audit::append(conn, entry, &crate::model::rfc3339(now))?;
+    outbox::append(
+        conn,
+        gateway_id,
+        &outbox::NewMessage {
+            kind: outbox::MessageKind::Audit,
+            device: None,
+            topic: "audit".into(),
+            retain: false,
+            data: serde_json::to_value(&record).unwrap_or(serde_json::Value::Null),
+            event_time: now,
+        },
+    )?;
+    Ok(record)
+}

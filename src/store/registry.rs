@@ -1,0 +1,231 @@
+//! The device registry: what the gateway knows about each device.
+//!
+//! Functions here run inside a writer transaction (writes) or on a reader
+//! connection (queries). Decisions about lifecycle belong to the hub; this module
+//! only records them.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use super::StoreResult;
+use crate::model::{DeviceId, DeviceInfo, Lifecycle, Reading};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub protocol: String,
+    pub radio: String,
+    pub native_address: String,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    pub power_source: String,
+    pub capabilities: Vec<String>,
+    pub last_state: serde_json::Value,
+    pub lifecycle: String,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+const COLUMNS: &str =
+    "id, protocol, radio, native_address, manufacturer, model, firmware, power_source, \
+                       capabilities, last_state, lifecycle, first_seen, last_seen";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
+    let caps: String = r.get(8)?;
+    let state: String = r.get(9)?;
+    Ok(Device {
+        id: r.get(0)?,
+        protocol: r.get(1)?,
+        radio: r.get(2)?,
+        native_address: r.get(3)?,
+        manufacturer: r.get(4)?,
+        model: r.get(5)?,
+        firmware: r.get(6)?,
+        power_source: r.get(7)?,
+        capabilities: serde_json::from_str(&caps).unwrap_or_default(),
+        last_state: serde_json::from_str(&state).unwrap_or(serde_json::Value::Null),
+        lifecycle: r.get(10)?,
+        first_seen: r.get(11)?,
+        last_seen: r.get(12)?,
+    })
+}
+
+pub fn get(conn: &Connection, id: &DeviceId) -> StoreResult<Option<Device>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM devices WHERE id = ?1"),
+            [id.as_str()],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// Filters for [`list`]; `None` means any.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFilter {
+    pub lifecycle: Option<String>,
+    pub protocol: Option<String>,
+    pub radio: Option<String>,
+    /// Only devices first seen at or after this RFC 3339 time.
+    pub since: Option<String>,
+}
+
+pub fn list(conn: &Connection, f: &DeviceFilter) -> StoreResult<Vec<Device>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM devices
+         WHERE (?1 IS NULL OR lifecycle = ?1) AND (?2 IS NULL OR protocol = ?2)
+           AND (?3 IS NULL OR radio = ?3) AND (?4 IS NULL OR first_seen >= ?4)
+         ORDER BY id"
+    ))?;
+    let rows = stmt.query_map(params![f.lifecycle, f.protocol, f.radio, f.since], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Counts per lifecycle state.
+pub fn counts(conn: &Connection) -> StoreResult<Vec<(String, u64)>> {
+    let mut stmt = conn
+        .prepare("SELECT lifecycle, count(*) FROM devices GROUP BY lifecycle ORDER BY lifecycle")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Records a join; a known device keeps its history and becomes pending again
+/// only if it had been decommissioned. Returns the device and whether it is new.
+pub fn upsert_joined(
+    conn: &Connection,
+    id: &DeviceId,
+    protocol: &str,
+    radio: &str,
+    native_address: &str,
+    ts: &str,
+) -> StoreResult<(Device, bool)> {
+    let existing = get(conn, id)?;
+    let is_new = existing.is_none();
+    match existing {
+        None => {
+            conn.execute(
+                "INSERT INTO devices (id, protocol, radio, native_address, lifecycle, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+                params![id.as_str(), protocol, radio, native_address, ts],
+            )?;
+        }
+        Some(d) => {
+            let lifecycle = if d.lifecycle == Lifecycle::Decommissioned.as_str() {
+                Lifecycle::Pending.as_str().to_string()
+            } else {
+                d.lifecycle
+            };
+            conn.execute(
+                "UPDATE devices SET radio = ?2, last_seen = ?3, lifecycle = ?4 WHERE id = ?1",
+                params![id.as_str(), radio, ts, lifecycle],
+            )?;
+        }
+    }
+    let device = get(conn, id)?
+        .ok_or_else(|| super::StoreError::Invalid(format!("device {id} vanished")))?;
+    Ok((device, is_new))
+}
+
+/// Stores what an interview found; returns the previous firmware if it changed.
+pub fn apply_info(
+    conn: &Connection,
+    id: &DeviceId,
+    info: &DeviceInfo,
+    ts: &str,
+) -> StoreResult<Option<Option<String>>> {
+    let before = get(conn, id)?;
+    let caps = serde_json::to_string(&info.capabilities).unwrap_or_else(|_| "[]".into());
+    conn.execute(
+        "UPDATE devices SET
+            manufacturer = coalesce(?2, manufacturer),
+            model = coalesce(?3, model),
+            firmware = coalesce(?4, firmware),
+            power_source = coalesce(?5, power_source),
+            capabilities = CASE WHEN ?6 = '[]' THEN capabilities ELSE ?6 END,
+            last_seen = ?7
+         WHERE id = ?1",
+        params![
+            id.as_str(),
+            info.manufacturer,
+            info.model,
+            info.firmware,
+            info.power_source.map(|p| p.as_str()),
+            caps,
+            ts
+        ],
+    )?;
+    Ok(match (before, &info.firmware) {
+        (Some(b), Some(new)) if b.firmware.as_deref() != Some(new.as_str()) => Some(b.firmware),
+        _ => None,
+    })
+}
+
+/// Merges readings into the device's last state; returns the new state.
+pub fn apply_readings(
+    conn: &Connection,
+    id: &DeviceId,
+    readings: &[Reading],
+    ts: &str,
+) -> StoreResult<serde_json::Value> {
+    let state: Option<String> = conn
+        .query_row(
+            "SELECT last_state FROM devices WHERE id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let mut state: serde_json::Value = state
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    for r in readings {
+        state[&r.name] = serde_json::to_value(&r.value).unwrap_or(serde_json::Value::Null);
+    }
+    conn.execute(
+        "UPDATE devices SET last_state = ?2, last_seen = ?3 WHERE id = ?1",
+        params![id.as_str(), state.to_string(), ts],
+    )?;
+    Ok(state)
+}
+
+pub fn set_lifecycle(conn: &Connection, id: &DeviceId, lifecycle: Lifecycle) -> StoreResult<usize> {
+    Ok(conn.execute(
+        "UPDATE devices SET lifecycle = ?2 WHERE id = ?1",
+        params![id.as_str(), lifecycle.as_str()],
+    )?)
+}
+
+/// Destroys every credential of a device; returns how many were destroyed.
+pub fn destroy_credentials(conn: &Connection, id: &DeviceId) -> StoreResult<usize> {
+    Ok(conn.execute(
+        "DELETE FROM credentials WHERE device_id = ?1",
+        [id.as_str()],
+    )?)
+}
+
+/// Inserts a device as-is (used by import and tests).
+pub fn insert(conn: &Connection, d: &Device) -> StoreResult<()> {
+    conn.execute(
+        &format!("INSERT INTO devices ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        params![
+            d.id,
+            d.protocol,
+            d.radio,
+            d.native_address,
+            d.manufacturer,
+            d.model,
+            d.firmware,
+            d.power_source,
+            serde_json::to_string(&d.capabilities).unwrap_or_else(|_| "[]".into()),
+            d.last_state.to_string(),
+            d.lifecycle,
+            d.first_seen,
+            d.last_seen
+        ],
+    )?;
+    Ok(())
+}
