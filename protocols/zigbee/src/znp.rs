@@ -1,0 +1,1457 @@
+//! Typed Z-Stack ZNP commands carried in MT frames: what a coordinator driver sends
+//! (requests built with [`ZnpCommand::encode`]) and receives (responses and indications parsed
+//! with [`ZnpCommand::decode`]). Requests decode too, so a device-side emulator can use it.
+//!
+//! Command ids and parameter order follow zigbee-herdsman `src/adapter/z-stack/znp/definition.ts`
+//! (HEAD a70284a); ZDO requests carry `DstAddr u16` followed by the standard ZDO request payload
+//! and ZDO AREQ responses carry `SrcAddr u16` followed by the standard ZDO response payload
+//! (ZH `zStackAdapter.ts sendZdoInternal`, `zpiObject.ts fromUnpiFrame`).
+//!
+//! Decoding is lenient about *extra* trailing bytes (newer firmware appends fields) and strict
+//! about *missing* ones. Frames this module does not model decode to [`ZnpCommand::Raw`].
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::mt::{MtFrame, MtType, Subsystem};
+use crate::wire::{len_u8, Reader, Writer};
+use crate::IeeeAddr;
+
+/// Command ids (CMD1) per subsystem.
+pub mod cmd {
+    pub mod sys {
+        pub const RESET_REQ: u8 = 0x00;
+        pub const PING: u8 = 0x01;
+        pub const VERSION: u8 = 0x02;
+        pub const GET_EXT_ADDR: u8 = 0x04;
+        pub const OSAL_NV_ITEM_INIT: u8 = 0x07;
+        pub const OSAL_NV_READ: u8 = 0x08;
+        pub const OSAL_NV_WRITE: u8 = 0x09;
+        pub const RESET_IND: u8 = 0x80;
+    }
+    pub mod util {
+        pub const GET_DEVICE_INFO: u8 = 0x00;
+    }
+    pub mod af {
+        pub const REGISTER: u8 = 0x00;
+        pub const DATA_REQUEST: u8 = 0x01;
+        pub const DATA_CONFIRM: u8 = 0x80;
+        pub const INCOMING_MSG: u8 = 0x81;
+    }
+    pub mod zdo {
+        pub const NODE_DESC_REQ: u8 = 0x02;
+        pub const SIMPLE_DESC_REQ: u8 = 0x04;
+        pub const ACTIVE_EP_REQ: u8 = 0x05;
+        pub const BIND_REQ: u8 = 0x21;
+        pub const MGMT_LQI_REQ: u8 = 0x31;
+        pub const MGMT_LEAVE_REQ: u8 = 0x34;
+        pub const MGMT_PERMIT_JOIN_REQ: u8 = 0x36;
+        pub const STARTUP_FROM_APP: u8 = 0x40;
+        pub const NODE_DESC_RSP: u8 = 0x82;
+        pub const SIMPLE_DESC_RSP: u8 = 0x84;
+        pub const ACTIVE_EP_RSP: u8 = 0x85;
+        pub const BIND_RSP: u8 = 0xA1;
+        pub const MGMT_LQI_RSP: u8 = 0xB1;
+        pub const MGMT_LEAVE_RSP: u8 = 0xB4;
+        pub const MGMT_PERMIT_JOIN_RSP: u8 = 0xB6;
+        pub const STATE_CHANGE_IND: u8 = 0xC0;
+        pub const END_DEVICE_ANNCE_IND: u8 = 0xC1;
+        pub const LEAVE_IND: u8 = 0xC9;
+        pub const TC_DEV_IND: u8 = 0xCA;
+        pub const PERMIT_JOIN_IND: u8 = 0xCB;
+    }
+    pub mod app_cnf {
+        pub const BDB_START_COMMISSIONING: u8 = 0x05;
+        pub const BDB_SET_CHANNEL: u8 = 0x08;
+        pub const BDB_COMMISSIONING_NOTIFICATION: u8 = 0x80;
+    }
+}
+
+/// ZDO_STATE_CHANGE_IND / UTIL_GET_DEVICE_INFO device state "started as coordinator"
+/// (ZH `constants/common.ts DevStates`).
+pub const DEVICE_STATE_COORDINATOR: u8 = 9;
+/// AF_DATA_REQUEST default radius, 2 × 15 (ZH `zStackAdapter.ts`).
+pub const DEFAULT_RADIUS: u8 = 30;
+/// MGMT_PERMIT_JOIN_REQ address mode: 16-bit unicast.
+pub const ADDR_MODE_16BIT: u8 = 0x02;
+/// MGMT_PERMIT_JOIN_REQ address mode: broadcast.
+pub const ADDR_MODE_BROADCAST: u8 = 0x0F;
+/// BDB_START_COMMISSIONING mode bit: network formation.
+pub const BDB_MODE_FORMATION: u8 = 0x04;
+
+/// IEEE 802.15.4 MAC capability flags from a device announce or node descriptor
+/// (ZNP `commands/zdo.py MACCapabilities`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MacCapabilities(pub u8);
+
+impl MacCapabilities {
+    pub fn alternate_pan_coordinator(self) -> bool {
+        self.0 & 0x01 != 0
+    }
+    pub fn router(self) -> bool {
+        self.0 & 0x02 != 0
+    }
+    pub fn mains_powered(self) -> bool {
+        self.0 & 0x04 != 0
+    }
+    pub fn rx_on_when_idle(self) -> bool {
+        self.0 & 0x08 != 0
+    }
+    pub fn security_capable(self) -> bool {
+        self.0 & 0x40 != 0
+    }
+    pub fn allocate_address(self) -> bool {
+        self.0 & 0x80 != 0
+    }
+}
+
+impl Serialize for MacCapabilities {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("MacCapabilities", 7)?;
+        st.serialize_field("raw", &self.0)?;
+        st.serialize_field(
+            "alternate_pan_coordinator",
+            &self.alternate_pan_coordinator(),
+        )?;
+        st.serialize_field("router", &self.router())?;
+        st.serialize_field("mains_powered", &self.mains_powered())?;
+        st.serialize_field("rx_on_when_idle", &self.rx_on_when_idle())?;
+        st.serialize_field("security_capable", &self.security_capable())?;
+        st.serialize_field("allocate_address", &self.allocate_address())?;
+        st.end()
+    }
+}
+
+/// ZDO node descriptor (13 bytes; layout from ZH `buffaloZdo.ts readNodeDescriptorResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeDescriptor {
+    /// 0 coordinator, 1 router, 2 end device.
+    pub logical_type: u8,
+    pub complex_descriptor_available: bool,
+    pub user_descriptor_available: bool,
+    pub aps_flags: u8,
+    pub frequency_band: u8,
+    pub mac_capabilities: MacCapabilities,
+    pub manufacturer_code: u16,
+    pub max_buffer_size: u8,
+    pub max_incoming_transfer_size: u16,
+    pub server_mask: u16,
+    pub max_outgoing_transfer_size: u16,
+    pub descriptor_capabilities: u8,
+}
+
+impl NodeDescriptor {
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        let b1 = r.u8()?;
+        let b2 = r.u8()?;
+        Ok(Self {
+            logical_type: b1 & 0x07,
+            complex_descriptor_available: b1 & 0x08 != 0,
+            user_descriptor_available: b1 & 0x10 != 0,
+            aps_flags: b2 & 0x07,
+            frequency_band: b2 >> 3,
+            mac_capabilities: MacCapabilities(r.u8()?),
+            manufacturer_code: r.u16()?,
+            max_buffer_size: r.u8()?,
+            max_incoming_transfer_size: r.u16()?,
+            server_mask: r.u16()?,
+            max_outgoing_transfer_size: r.u16()?,
+            descriptor_capabilities: r.u8()?,
+        })
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.put_u8(
+            (self.logical_type & 0x07)
+                | (u8::from(self.complex_descriptor_available) << 3)
+                | (u8::from(self.user_descriptor_available) << 4),
+        );
+        out.put_u8((self.aps_flags & 0x07) | (self.frequency_band << 3));
+        out.put_u8(self.mac_capabilities.0);
+        out.put_u16(self.manufacturer_code);
+        out.put_u8(self.max_buffer_size);
+        out.put_u16(self.max_incoming_transfer_size);
+        out.put_u16(self.server_mask);
+        out.put_u16(self.max_outgoing_transfer_size);
+        out.put_u8(self.descriptor_capabilities);
+    }
+}
+
+/// ZDO simple descriptor of one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimpleDescriptor {
+    pub endpoint: u8,
+    pub profile_id: u16,
+    pub device_id: u16,
+    pub device_version: u8,
+    pub in_clusters: Vec<u16>,
+    pub out_clusters: Vec<u16>,
+}
+
+impl SimpleDescriptor {
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        let endpoint = r.u8()?;
+        let profile_id = r.u16()?;
+        let device_id = r.u16()?;
+        let device_version = r.u8()?;
+        let in_clusters = read_u16_list(r)?;
+        let out_clusters = read_u16_list(r)?;
+        Ok(Self {
+            endpoint,
+            profile_id,
+            device_id,
+            device_version,
+            in_clusters,
+            out_clusters,
+        })
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.put_u8(self.endpoint);
+        out.put_u16(self.profile_id);
+        out.put_u16(self.device_id);
+        out.put_u8(self.device_version);
+        write_u16_list(out, &self.in_clusters);
+        write_u16_list(out, &self.out_clusters);
+    }
+
+    fn encoded_len(&self) -> usize {
+        8 + 2 * (self.in_clusters.len() + self.out_clusters.len())
+    }
+}
+
+/// One neighbour table entry of a MGMT_LQI response (22 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Neighbor {
+    #[serde(serialize_with = "crate::serde_hex_u64")]
+    pub extended_pan_id: u64,
+    pub ieee: IeeeAddr,
+    pub nwk_addr: u16,
+    /// 0 coordinator, 1 router, 2 end device, 3 unknown.
+    pub device_type: u8,
+    /// 0 off, 1 on, 2 unknown.
+    pub rx_on_when_idle: u8,
+    /// 0 parent, 1 child, 2 sibling, 3 none, 4 previous child.
+    pub relationship: u8,
+    /// 0 not accepting, 1 accepting, 2 unknown.
+    pub permit_joining: u8,
+    pub depth: u8,
+    pub lqi: u8,
+}
+
+impl Neighbor {
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        let extended_pan_id = r.uint(8)?;
+        let ieee = r.ieee()?;
+        let nwk_addr = r.u16()?;
+        let b = r.u8()?;
+        let pj = r.u8()?;
+        Ok(Self {
+            extended_pan_id,
+            ieee,
+            nwk_addr,
+            device_type: b & 0x03,
+            rx_on_when_idle: (b >> 2) & 0x03,
+            relationship: (b >> 4) & 0x07,
+            permit_joining: pj & 0x03,
+            depth: r.u8()?,
+            lqi: r.u8()?,
+        })
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.put_uint(self.extended_pan_id, 8);
+        out.put_ieee(self.ieee);
+        out.put_u16(self.nwk_addr);
+        out.put_u8(
+            (self.device_type & 0x03)
+                | ((self.rx_on_when_idle & 0x03) << 2)
+                | ((self.relationship & 0x07) << 4),
+        );
+        out.put_u8(self.permit_joining & 0x03);
+        out.put_u8(self.depth);
+        out.put_u8(self.lqi);
+    }
+}
+
+/// Destination of a ZDO bind request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BindTarget {
+    /// Address mode 3: a device endpoint.
+    Endpoint { ieee: IeeeAddr, endpoint: u8 },
+    /// Address mode 1: a group.
+    Group { group_id: u16 },
+    /// Any other address mode, kept raw.
+    Other {
+        mode: u8,
+        address: u64,
+        endpoint: u8,
+    },
+}
+
+/// AF_REGISTER parameters: one application endpoint on the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AfRegister {
+    pub endpoint: u8,
+    pub profile_id: u16,
+    pub device_id: u16,
+    pub device_version: u8,
+    pub latency_req: u8,
+    pub in_clusters: Vec<u16>,
+    pub out_clusters: Vec<u16>,
+}
+
+/// AF_DATA_REQUEST parameters: send an APS frame (usually ZCL) to a device endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AfDataRequest {
+    pub dst_addr: u16,
+    pub dst_endpoint: u8,
+    pub src_endpoint: u8,
+    pub cluster_id: u16,
+    /// Matched against [`ZnpCommand::AfDataConfirm`]'s `trans_id`.
+    pub trans_id: u8,
+    pub options: u8,
+    pub radius: u8,
+    #[serde(serialize_with = "crate::serde_hex")]
+    pub data: Vec<u8>,
+}
+
+/// AF_INCOMING_MSG: an APS frame received from a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AfIncomingMsg {
+    pub group_id: u16,
+    pub cluster_id: u16,
+    pub src_addr: u16,
+    pub src_endpoint: u8,
+    pub dst_endpoint: u8,
+    pub was_broadcast: bool,
+    pub link_quality: u8,
+    pub security_use: bool,
+    pub timestamp: u32,
+    pub trans_seq_num: u8,
+    #[serde(serialize_with = "crate::serde_hex")]
+    pub data: Vec<u8>,
+    /// Undocumented trailing MAC source address (ZNP `commands/af.py` decodes it; ZH ignores it).
+    pub mac_src_addr: Option<u16>,
+    /// Undocumented trailing message result radius.
+    pub msg_result_radius: Option<u8>,
+}
+
+/// A ZNP command, response or indication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum ZnpCommand {
+    // ---- SYS ----
+    /// AREQ: 0 = hard reset, 1 = soft reset. Answered by [`ZnpCommand::SysResetInd`].
+    SysResetReq {
+        reset_type: u8,
+    },
+    SysResetInd {
+        reason: u8,
+        transport_rev: u8,
+        product_id: u8,
+        major_rel: u8,
+        minor_rel: u8,
+        hw_rev: u8,
+    },
+    SysPingReq,
+    /// Bitmap of subsystems the firmware was built with (SYS 0x1, … APP_CNF 0x400).
+    SysPingRsp {
+        capabilities: u16,
+    },
+    SysVersionReq,
+    SysVersionRsp {
+        transport_rev: u8,
+        /// 0 = Z-Stack 1.2, 1 = Z-Stack 3.x.0, 2 = Z-Stack 3.0.x.
+        product: u8,
+        major_rel: u8,
+        minor_rel: u8,
+        maint_rel: u8,
+        /// Firmware build date as a decimal number, e.g. 20190425.
+        revision: Option<u32>,
+        bootloader_build_type: Option<u8>,
+        bootloader_revision: Option<u32>,
+    },
+    SysGetExtAddrReq,
+    SysGetExtAddrRsp {
+        ieee: IeeeAddr,
+    },
+    SysOsalNvItemInitReq {
+        id: u16,
+        item_len: u16,
+        #[serde(serialize_with = "crate::serde_hex")]
+        init_value: Vec<u8>,
+    },
+    SysOsalNvReadReq {
+        id: u16,
+        offset: u8,
+    },
+    SysOsalNvReadRsp {
+        status: u8,
+        #[serde(serialize_with = "crate::serde_hex")]
+        value: Vec<u8>,
+    },
+    SysOsalNvWriteReq {
+        id: u16,
+        offset: u8,
+        #[serde(serialize_with = "crate::serde_hex")]
+        value: Vec<u8>,
+    },
+    // ---- UTIL ----
+    UtilGetDeviceInfoReq,
+    UtilGetDeviceInfoRsp {
+        status: u8,
+        ieee: IeeeAddr,
+        short_addr: u16,
+        device_type: u8,
+        device_state: u8,
+        assoc_devices: Vec<u16>,
+    },
+    // ---- AF ----
+    AfRegisterReq(AfRegister),
+    AfDataRequestReq(AfDataRequest),
+    AfDataConfirm {
+        status: u8,
+        endpoint: u8,
+        trans_id: u8,
+    },
+    AfIncomingMsg(AfIncomingMsg),
+    // ---- ZDO ----
+    ZdoStartupFromAppReq {
+        start_delay: u16,
+    },
+    ZdoStateChangeInd {
+        state: u8,
+    },
+    ZdoNodeDescReq {
+        dst_addr: u16,
+        nwk_addr_of_interest: u16,
+    },
+    ZdoNodeDescRsp {
+        src_addr: u16,
+        status: u8,
+        nwk_addr: Option<u16>,
+        descriptor: Option<NodeDescriptor>,
+    },
+    ZdoActiveEpReq {
+        dst_addr: u16,
+        nwk_addr_of_interest: u16,
+    },
+    ZdoActiveEpRsp {
+        src_addr: u16,
+        status: u8,
+        nwk_addr: Option<u16>,
+        endpoints: Vec<u8>,
+    },
+    ZdoSimpleDescReq {
+        dst_addr: u16,
+        nwk_addr_of_interest: u16,
+        endpoint: u8,
+    },
+    ZdoSimpleDescRsp {
+        src_addr: u16,
+        status: u8,
+        nwk_addr: Option<u16>,
+        descriptor: Option<SimpleDescriptor>,
+    },
+    ZdoEndDeviceAnnceInd {
+        src_addr: u16,
+        nwk_addr: u16,
+        ieee: IeeeAddr,
+        capabilities: MacCapabilities,
+    },
+    ZdoTcDevInd {
+        nwk_addr: u16,
+        ieee: IeeeAddr,
+        parent_addr: u16,
+    },
+    ZdoMgmtPermitJoinReq {
+        /// [`ADDR_MODE_16BIT`] or [`ADDR_MODE_BROADCAST`].
+        addr_mode: u8,
+        dst_addr: u16,
+        /// Seconds; 0 closes, 0xFF = forever.
+        duration: u8,
+        tc_significance: u8,
+    },
+    ZdoMgmtPermitJoinRsp {
+        src_addr: u16,
+        status: u8,
+    },
+    ZdoPermitJoinInd {
+        duration: u8,
+    },
+    ZdoMgmtLeaveReq {
+        dst_addr: u16,
+        ieee: IeeeAddr,
+        /// Z-Stack MT option bit 0 (MT_ZDO.c `MT_ZdoMgmtLeaveRequest`; ZNP `LeaveOptions`).
+        rejoin: bool,
+        /// Z-Stack MT option bit 1.
+        remove_children: bool,
+    },
+    ZdoMgmtLeaveRsp {
+        src_addr: u16,
+        status: u8,
+    },
+    ZdoLeaveInd {
+        src_addr: u16,
+        ieee: IeeeAddr,
+        request: bool,
+        remove_children: bool,
+        rejoin: bool,
+    },
+    ZdoBindReq {
+        dst_addr: u16,
+        src_ieee: IeeeAddr,
+        src_endpoint: u8,
+        cluster_id: u16,
+        target: BindTarget,
+    },
+    ZdoBindRsp {
+        src_addr: u16,
+        status: u8,
+    },
+    ZdoMgmtLqiReq {
+        dst_addr: u16,
+        start_index: u8,
+    },
+    ZdoMgmtLqiRsp {
+        src_addr: u16,
+        status: u8,
+        total_entries: u8,
+        start_index: u8,
+        neighbors: Vec<Neighbor>,
+    },
+    // ---- APP_CNF (BDB) ----
+    BdbStartCommissioningReq {
+        mode: u8,
+    },
+    BdbSetChannelReq {
+        is_primary: bool,
+        channel_mask: u32,
+    },
+    BdbCommissioningNotification {
+        status: u8,
+        mode: Option<u8>,
+        remaining_modes: Option<u8>,
+    },
+    // ---- generic ----
+    /// An SRSP whose payload is a single status byte (AF_REGISTER, AF_DATA_REQUEST, the ZDO
+    /// requests, NV writes, BDB, and ZDO_STARTUP_FROM_APP where it is the start state).
+    StatusRsp {
+        subsystem: Subsystem,
+        cmd_id: u8,
+        status: u8,
+    },
+    /// SRSP subsystem 0, cmd 0: the NCP did not understand a request
+    /// (1 bad subsystem, 2 bad cmd id, 3 bad parameter, 4 bad length; ZNP `rpc_error.py`).
+    RpcError {
+        error_code: u8,
+        request_cmd0: u8,
+        request_cmd1: u8,
+    },
+    /// Any frame not modelled above.
+    Raw(MtFrame),
+}
+
+fn read_u16_list(r: &mut Reader<'_>) -> Result<Vec<u16>> {
+    let n = r.u8()?;
+    (0..n).map(|_| r.u16()).collect()
+}
+
+fn write_u16_list(out: &mut Vec<u8>, list: &[u16]) {
+    out.put_u8(len_u8(list.len()));
+    for v in list {
+        out.put_u16(*v);
+    }
+}
+
+fn read_short_bytes(r: &mut Reader<'_>) -> Result<Vec<u8>> {
+    let n = r.u8()?;
+    Ok(r.bytes(usize::from(n))?.to_vec())
+}
+
+fn write_short_bytes(out: &mut Vec<u8>, data: &[u8]) {
+    out.put_u8(len_u8(data.len()));
+    out.extend_from_slice(data);
+}
+
+/// Status SRSPs: (subsystem, cmd id) pairs whose SRSP is one status byte.
+fn is_status_srsp(subsystem: Subsystem, cmd_id: u8) -> bool {
+    use cmd::*;
+    match subsystem {
+        Subsystem::Sys => matches!(cmd_id, sys::OSAL_NV_ITEM_INIT | sys::OSAL_NV_WRITE),
+        Subsystem::Af => matches!(cmd_id, af::REGISTER | af::DATA_REQUEST),
+        Subsystem::Zdo => matches!(
+            cmd_id,
+            zdo::NODE_DESC_REQ
+                | zdo::SIMPLE_DESC_REQ
+                | zdo::ACTIVE_EP_REQ
+                | zdo::BIND_REQ
+                | zdo::MGMT_LQI_REQ
+                | zdo::MGMT_LEAVE_REQ
+                | zdo::MGMT_PERMIT_JOIN_REQ
+                | zdo::STARTUP_FROM_APP
+        ),
+        Subsystem::AppCnf => matches!(
+            cmd_id,
+            app_cnf::BDB_START_COMMISSIONING | app_cnf::BDB_SET_CHANNEL
+        ),
+        _ => false,
+    }
+}
+
+impl ZnpCommand {
+    /// Decodes a frame. Unknown (type, subsystem, cmd id) combinations give [`ZnpCommand::Raw`];
+    /// a known command whose payload is too short gives [`Error::Truncated`].
+    pub fn decode(frame: &MtFrame) -> Result<Self> {
+        use cmd::*;
+        use MtType::{Areq, Sreq, Srsp};
+        use Subsystem::{Af, AppCnf, RpcError, Sys, Util, Zdo};
+        let mut r = Reader::new(&frame.payload, "ZNP payload");
+        let r = &mut r;
+        let cmd = match (frame.cmd_type, frame.subsystem, frame.cmd_id) {
+            (Areq, Sys, sys::RESET_REQ) => Self::SysResetReq {
+                reset_type: r.u8()?,
+            },
+            (Areq, Sys, sys::RESET_IND) => Self::SysResetInd {
+                reason: r.u8()?,
+                transport_rev: r.u8()?,
+                product_id: r.u8()?,
+                major_rel: r.u8()?,
+                minor_rel: r.u8()?,
+                hw_rev: r.u8()?,
+            },
+            (Sreq, Sys, sys::PING) => Self::SysPingReq,
+            (Srsp, Sys, sys::PING) => Self::SysPingRsp {
+                capabilities: r.u16()?,
+            },
+            (Sreq, Sys, sys::VERSION) => Self::SysVersionReq,
+            (Srsp, Sys, sys::VERSION) => Self::SysVersionRsp {
+                transport_rev: r.u8()?,
+                product: r.u8()?,
+                major_rel: r.u8()?,
+                minor_rel: r.u8()?,
+                maint_rel: r.u8()?,
+                revision: r.u32().ok(),
+                bootloader_build_type: r.opt_u8(),
+                bootloader_revision: r.u32().ok(),
+            },
+            (Sreq, Sys, sys::GET_EXT_ADDR) => Self::SysGetExtAddrReq,
+            (Srsp, Sys, sys::GET_EXT_ADDR) => Self::SysGetExtAddrRsp { ieee: r.ieee()? },
+            (Sreq, Sys, sys::OSAL_NV_ITEM_INIT) => Self::SysOsalNvItemInitReq {
+                id: r.u16()?,
+                item_len: r.u16()?,
+                init_value: read_short_bytes(r)?,
+            },
+            (Sreq, Sys, sys::OSAL_NV_READ) => Self::SysOsalNvReadReq {
+                id: r.u16()?,
+                offset: r.u8()?,
+            },
+            (Srsp, Sys, sys::OSAL_NV_READ) => Self::SysOsalNvReadRsp {
+                status: r.u8()?,
+                value: read_short_bytes(r)?,
+            },
+            (Sreq, Sys, sys::OSAL_NV_WRITE) => Self::SysOsalNvWriteReq {
+                id: r.u16()?,
+                offset: r.u8()?,
+                value: read_short_bytes(r)?,
+            },
+            (Sreq, Util, util::GET_DEVICE_INFO) => Self::UtilGetDeviceInfoReq,
+            (Srsp, Util, util::GET_DEVICE_INFO) => {
+                let status = r.u8()?;
+                let ieee = r.ieee()?;
+                let short_addr = r.u16()?;
+                let device_type = r.u8()?;
+                let device_state = r.u8()?;
+                let assoc_devices = read_u16_list(r)?;
+                Self::UtilGetDeviceInfoRsp {
+                    status,
+                    ieee,
+                    short_addr,
+                    device_type,
+                    device_state,
+                    assoc_devices,
+                }
+            }
+            (Sreq, Af, af::REGISTER) => Self::AfRegisterReq(AfRegister {
+                endpoint: r.u8()?,
+                profile_id: r.u16()?,
+                device_id: r.u16()?,
+                device_version: r.u8()?,
+                latency_req: r.u8()?,
+                in_clusters: read_u16_list(r)?,
+                out_clusters: read_u16_list(r)?,
+            }),
+            (Sreq, Af, af::DATA_REQUEST) => Self::AfDataRequestReq(AfDataRequest {
+                dst_addr: r.u16()?,
+                dst_endpoint: r.u8()?,
+                src_endpoint: r.u8()?,
+                cluster_id: r.u16()?,
+                trans_id: r.u8()?,
+                options: r.u8()?,
+                radius: r.u8()?,
+                data: read_short_bytes(r)?,
+            }),
+            (Areq, Af, af::DATA_CONFIRM) => Self::AfDataConfirm {
+                status: r.u8()?,
+                endpoint: r.u8()?,
+                trans_id: r.u8()?,
+            },
+            (Areq, Af, af::INCOMING_MSG) => Self::AfIncomingMsg(AfIncomingMsg {
+                group_id: r.u16()?,
+                cluster_id: r.u16()?,
+                src_addr: r.u16()?,
+                src_endpoint: r.u8()?,
+                dst_endpoint: r.u8()?,
+                was_broadcast: r.u8()? != 0,
+                link_quality: r.u8()?,
+                security_use: r.u8()? != 0,
+                timestamp: r.u32()?,
+                trans_seq_num: r.u8()?,
+                data: read_short_bytes(r)?,
+                mac_src_addr: r.u16().ok(),
+                msg_result_radius: r.opt_u8(),
+            }),
+            (Sreq, Zdo, zdo::STARTUP_FROM_APP) => Self::ZdoStartupFromAppReq {
+                start_delay: r.u16()?,
+            },
+            (Areq, Zdo, zdo::STATE_CHANGE_IND) => Self::ZdoStateChangeInd { state: r.u8()? },
+            (Sreq, Zdo, zdo::NODE_DESC_REQ) => Self::ZdoNodeDescReq {
+                dst_addr: r.u16()?,
+                nwk_addr_of_interest: r.u16()?,
+            },
+            (Areq, Zdo, zdo::NODE_DESC_RSP) => {
+                let src_addr = r.u16()?;
+                let status = r.u8()?;
+                let (nwk_addr, descriptor) = if status == 0 {
+                    (Some(r.u16()?), Some(NodeDescriptor::read(r)?))
+                } else {
+                    (r.u16().ok(), None)
+                };
+                Self::ZdoNodeDescRsp {
+                    src_addr,
+                    status,
+                    nwk_addr,
+                    descriptor,
+                }
+            }
+            (Sreq, Zdo, zdo::ACTIVE_EP_REQ) => Self::ZdoActiveEpReq {
+                dst_addr: r.u16()?,
+                nwk_addr_of_interest: r.u16()?,
+            },
+            (Areq, Zdo, zdo::ACTIVE_EP_RSP) => {
+                let src_addr = r.u16()?;
+                let status = r.u8()?;
+                let (nwk_addr, endpoints) = if status == 0 {
+                    let nwk = r.u16()?;
+                    (Some(nwk), read_short_bytes(r)?)
+                } else {
+                    let nwk = r.u16().ok();
+                    (nwk, read_short_bytes(r).unwrap_or_default())
+                };
+                Self::ZdoActiveEpRsp {
+                    src_addr,
+                    status,
+                    nwk_addr,
+                    endpoints,
+                }
+            }
+            (Sreq, Zdo, zdo::SIMPLE_DESC_REQ) => Self::ZdoSimpleDescReq {
+                dst_addr: r.u16()?,
+                nwk_addr_of_interest: r.u16()?,
+                endpoint: r.u8()?,
+            },
+            (Areq, Zdo, zdo::SIMPLE_DESC_RSP) => {
+                let src_addr = r.u16()?;
+                let status = r.u8()?;
+                let (nwk_addr, descriptor) = if status == 0 {
+                    let nwk = r.u16()?;
+                    let len = r.u8()?;
+                    let mut body = Reader::new(r.bytes(usize::from(len))?, "simple descriptor");
+                    (Some(nwk), Some(SimpleDescriptor::read(&mut body)?))
+                } else {
+                    (r.u16().ok(), None)
+                };
+                Self::ZdoSimpleDescRsp {
+                    src_addr,
+                    status,
+                    nwk_addr,
+                    descriptor,
+                }
+            }
+            (Areq, Zdo, zdo::END_DEVICE_ANNCE_IND) => Self::ZdoEndDeviceAnnceInd {
+                src_addr: r.u16()?,
+                nwk_addr: r.u16()?,
+                ieee: r.ieee()?,
+                capabilities: MacCapabilities(r.u8()?),
+            },
+            (Areq, Zdo, zdo::TC_DEV_IND) => Self::ZdoTcDevInd {
+                nwk_addr: r.u16()?,
+                ieee: r.ieee()?,
+                parent_addr: r.u16()?,
+            },
+            (Sreq, Zdo, zdo::MGMT_PERMIT_JOIN_REQ) => Self::ZdoMgmtPermitJoinReq {
+                addr_mode: r.u8()?,
+                dst_addr: r.u16()?,
+                duration: r.u8()?,
+                tc_significance: r.u8()?,
+            },
+            (Areq, Zdo, zdo::MGMT_PERMIT_JOIN_RSP) => Self::ZdoMgmtPermitJoinRsp {
+                src_addr: r.u16()?,
+                status: r.u8()?,
+            },
+            (Areq, Zdo, zdo::PERMIT_JOIN_IND) => Self::ZdoPermitJoinInd { duration: r.u8()? },
+            (Sreq, Zdo, zdo::MGMT_LEAVE_REQ) => {
+                let dst_addr = r.u16()?;
+                let ieee = r.ieee()?;
+                let options = r.u8()?;
+                Self::ZdoMgmtLeaveReq {
+                    dst_addr,
+                    ieee,
+                    rejoin: options & 0x01 != 0,
+                    remove_children: options & 0x02 != 0,
+                }
+            }
+            (Areq, Zdo, zdo::MGMT_LEAVE_RSP) => Self::ZdoMgmtLeaveRsp {
+                src_addr: r.u16()?,
+                status: r.u8()?,
+            },
+            (Areq, Zdo, zdo::LEAVE_IND) => Self::ZdoLeaveInd {
+                src_addr: r.u16()?,
+                ieee: r.ieee()?,
+                request: r.u8()? != 0,
+                remove_children: r.u8()? != 0,
+                rejoin: r.u8()? != 0,
+            },
+            (Sreq, Zdo, zdo::BIND_REQ) => {
+                let dst_addr = r.u16()?;
+                let src_ieee = r.ieee()?;
+                let src_endpoint = r.u8()?;
+                let cluster_id = r.u16()?;
+                let mode = r.u8()?;
+                let address = r.uint(8)?;
+                let endpoint = r.u8()?;
+                let target = match mode {
+                    3 => BindTarget::Endpoint {
+                        ieee: IeeeAddr(address),
+                        endpoint,
+                    },
+                    1 => BindTarget::Group {
+                        group_id: (address & 0xFFFF) as u16,
+                    },
+                    mode => BindTarget::Other {
+                        mode,
+                        address,
+                        endpoint,
+                    },
+                };
+                Self::ZdoBindReq {
+                    dst_addr,
+                    src_ieee,
+                    src_endpoint,
+                    cluster_id,
+                    target,
+                }
+            }
+            (Areq, Zdo, zdo::BIND_RSP) => Self::ZdoBindRsp {
+                src_addr: r.u16()?,
+                status: r.u8()?,
+            },
+            (Sreq, Zdo, zdo::MGMT_LQI_REQ) => Self::ZdoMgmtLqiReq {
+                dst_addr: r.u16()?,
+                start_index: r.u8()?,
+            },
+            (Areq, Zdo, zdo::MGMT_LQI_RSP) => {
+                let src_addr = r.u16()?;
+                let status = r.u8()?;
+                let (total_entries, start_index, neighbors) = if status == 0 {
+                    let total = r.u8()?;
+                    let start = r.u8()?;
+                    let count = r.u8()?;
+                    let list = (0..count)
+                        .map(|_| Neighbor::read(r))
+                        .collect::<Result<Vec<_>>>()?;
+                    (total, start, list)
+                } else {
+                    (0, 0, Vec::new())
+                };
+                Self::ZdoMgmtLqiRsp {
+                    src_addr,
+                    status,
+                    total_entries,
+                    start_index,
+                    neighbors,
+                }
+            }
+            (Sreq, AppCnf, app_cnf::BDB_START_COMMISSIONING) => {
+                Self::BdbStartCommissioningReq { mode: r.u8()? }
+            }
+            (Sreq, AppCnf, app_cnf::BDB_SET_CHANNEL) => Self::BdbSetChannelReq {
+                is_primary: r.u8()? != 0,
+                channel_mask: r.u32()?,
+            },
+            (Areq, AppCnf, app_cnf::BDB_COMMISSIONING_NOTIFICATION) => {
+                Self::BdbCommissioningNotification {
+                    status: r.u8()?,
+                    mode: r.opt_u8(),
+                    remaining_modes: r.opt_u8(),
+                }
+            }
+            (Srsp, RpcError, 0x00) => Self::RpcError {
+                error_code: r.u8()?,
+                request_cmd0: r.u8()?,
+                request_cmd1: r.u8()?,
+            },
+            (Srsp, subsystem, cmd_id) if is_status_srsp(subsystem, cmd_id) => Self::StatusRsp {
+                subsystem,
+                cmd_id,
+                status: r.u8()?,
+            },
+            _ => Self::Raw(frame.clone()),
+        };
+        Ok(cmd)
+    }
+
+    /// Builds the MT frame for this command. Infallible; an oversize payload is caught by
+    /// [`MtFrame::to_bytes`].
+    pub fn encode(&self) -> MtFrame {
+        use cmd::*;
+        use MtType::{Areq, Sreq, Srsp};
+        use Subsystem::{Af, AppCnf, RpcError, Sys, Util, Zdo};
+        let mut p = Vec::new();
+        let (cmd_type, subsystem, cmd_id) = match self {
+            Self::SysResetReq { reset_type } => {
+                p.put_u8(*reset_type);
+                (Areq, Sys, sys::RESET_REQ)
+            }
+            Self::SysResetInd {
+                reason,
+                transport_rev,
+                product_id,
+                major_rel,
+                minor_rel,
+                hw_rev,
+            } => {
+                p.extend_from_slice(&[
+                    *reason,
+                    *transport_rev,
+                    *product_id,
+                    *major_rel,
+                    *minor_rel,
+                    *hw_rev,
+                ]);
+                (Areq, Sys, sys::RESET_IND)
+            }
+            Self::SysPingReq => (Sreq, Sys, sys::PING),
+            Self::SysPingRsp { capabilities } => {
+                p.put_u16(*capabilities);
+                (Srsp, Sys, sys::PING)
+            }
+            Self::SysVersionReq => (Sreq, Sys, sys::VERSION),
+            Self::SysVersionRsp {
+                transport_rev,
+                product,
+                major_rel,
+                minor_rel,
+                maint_rel,
+                revision,
+                bootloader_build_type,
+                bootloader_revision,
+            } => {
+                p.extend_from_slice(&[
+                    *transport_rev,
+                    *product,
+                    *major_rel,
+                    *minor_rel,
+                    *maint_rel,
+                ]);
+                // Optional fields are positional: each is written only if all before it are.
+                if let Some(rev) = revision {
+                    p.put_u32(*rev);
+                    if let Some(bt) = bootloader_build_type {
+                        p.put_u8(*bt);
+                        if let Some(br) = bootloader_revision {
+                            p.put_u32(*br);
+                        }
+                    }
+                }
+                (Srsp, Sys, sys::VERSION)
+            }
+            Self::SysGetExtAddrReq => (Sreq, Sys, sys::GET_EXT_ADDR),
+            Self::SysGetExtAddrRsp { ieee } => {
+                p.put_ieee(*ieee);
+                (Srsp, Sys, sys::GET_EXT_ADDR)
+            }
+            Self::SysOsalNvItemInitReq {
+                id,
+                item_len,
+                init_value,
+            } => {
+                p.put_u16(*id);
+                p.put_u16(*item_len);
+                write_short_bytes(&mut p, init_value);
+                (Sreq, Sys, sys::OSAL_NV_ITEM_INIT)
+            }
+            Self::SysOsalNvReadReq { id, offset } => {
+                p.put_u16(*id);
+                p.put_u8(*offset);
+                (Sreq, Sys, sys::OSAL_NV_READ)
+            }
+            Self::SysOsalNvReadRsp { status, value } => {
+                p.put_u8(*status);
+                write_short_bytes(&mut p, value);
+                (Srsp, Sys, sys::OSAL_NV_READ)
+            }
+            Self::SysOsalNvWriteReq { id, offset, value } => {
+                p.put_u16(*id);
+                p.put_u8(*offset);
+                write_short_bytes(&mut p, value);
+                (Sreq, Sys, sys::OSAL_NV_WRITE)
+            }
+            Self::UtilGetDeviceInfoReq => (Sreq, Util, util::GET_DEVICE_INFO),
+            Self::UtilGetDeviceInfoRsp {
+                status,
+                ieee,
+                short_addr,
+                device_type,
+                device_state,
+                assoc_devices,
+            } => {
+                p.put_u8(*status);
+                p.put_ieee(*ieee);
+                p.put_u16(*short_addr);
+                p.put_u8(*device_type);
+                p.put_u8(*device_state);
+                write_u16_list(&mut p, assoc_devices);
+                (Srsp, Util, util::GET_DEVICE_INFO)
+            }
+            Self::AfRegisterReq(reg) => {
+                p.put_u8(reg.endpoint);
+                p.put_u16(reg.profile_id);
+                p.put_u16(reg.device_id);
+                p.put_u8(reg.device_version);
+                p.put_u8(reg.latency_req);
+                write_u16_list(&mut p, &reg.in_clusters);
+                write_u16_list(&mut p, &reg.out_clusters);
+                (Sreq, Af, af::REGISTER)
+            }
+            Self::AfDataRequestReq(req) => {
+                p.put_u16(req.dst_addr);
+                p.put_u8(req.dst_endpoint);
+                p.put_u8(req.src_endpoint);
+                p.put_u16(req.cluster_id);
+                p.put_u8(req.trans_id);
+                p.put_u8(req.options);
+                p.put_u8(req.radius);
+                write_short_bytes(&mut p, &req.data);
+                (Sreq, Af, af::DATA_REQUEST)
+            }
+            Self::AfDataConfirm {
+                status,
+                endpoint,
+                trans_id,
+            } => {
+                p.extend_from_slice(&[*status, *endpoint, *trans_id]);
+                (Areq, Af, af::DATA_CONFIRM)
+            }
+            Self::AfIncomingMsg(m) => {
+                p.put_u16(m.group_id);
+                p.put_u16(m.cluster_id);
+                p.put_u16(m.src_addr);
+                p.put_u8(m.src_endpoint);
+                p.put_u8(m.dst_endpoint);
+                p.put_u8(u8::from(m.was_broadcast));
+                p.put_u8(m.link_quality);
+                p.put_u8(u8::from(m.security_use));
+                p.put_u32(m.timestamp);
+                p.put_u8(m.trans_seq_num);
+                write_short_bytes(&mut p, &m.data);
+                if let Some(mac) = m.mac_src_addr {
+                    p.put_u16(mac);
+                    if let Some(radius) = m.msg_result_radius {
+                        p.put_u8(radius);
+                    }
+                }
+                (Areq, Af, af::INCOMING_MSG)
+            }
+            Self::ZdoStartupFromAppReq { start_delay } => {
+                p.put_u16(*start_delay);
+                (Sreq, Zdo, zdo::STARTUP_FROM_APP)
+            }
+            Self::ZdoStateChangeInd { state } => {
+                p.put_u8(*state);
+                (Areq, Zdo, zdo::STATE_CHANGE_IND)
+            }
+            Self::ZdoNodeDescReq {
+                dst_addr,
+                nwk_addr_of_interest,
+            } => {
+                p.put_u16(*dst_addr);
+                p.put_u16(*nwk_addr_of_interest);
+                (Sreq, Zdo, zdo::NODE_DESC_REQ)
+            }
+            Self::ZdoNodeDescRsp {
+                src_addr,
+                status,
+                nwk_addr,
+                descriptor,
+            } => {
+                p.put_u16(*src_addr);
+                p.put_u8(*status);
+                if let Some(nwk) = nwk_addr {
+                    p.put_u16(*nwk);
+                    if let Some(d) = descriptor {
+                        d.write(&mut p);
+                    }
+                }
+                (Areq, Zdo, zdo::NODE_DESC_RSP)
+            }
+            Self::ZdoActiveEpReq {
+                dst_addr,
+                nwk_addr_of_interest,
+            } => {
+                p.put_u16(*dst_addr);
+                p.put_u16(*nwk_addr_of_interest);
+                (Sreq, Zdo, zdo::ACTIVE_EP_REQ)
+            }
+            Self::ZdoActiveEpRsp {
+                src_addr,
+                status,
+                nwk_addr,
+                endpoints,
+            } => {
+                p.put_u16(*src_addr);
+                p.put_u8(*status);
+                if let Some(nwk) = nwk_addr {
+                    p.put_u16(*nwk);
+                    write_short_bytes(&mut p, endpoints);
+                }
+                (Areq, Zdo, zdo::ACTIVE_EP_RSP)
+            }
+            Self::ZdoSimpleDescReq {
+                dst_addr,
+                nwk_addr_of_interest,
+                endpoint,
+            } => {
+                p.put_u16(*dst_addr);
+                p.put_u16(*nwk_addr_of_interest);
+                p.put_u8(*endpoint);
+                (Sreq, Zdo, zdo::SIMPLE_DESC_REQ)
+            }
+            Self::ZdoSimpleDescRsp {
+                src_addr,
+                status,
+                nwk_addr,
+                descriptor,
+            } => {
+                p.put_u16(*src_addr);
+                p.put_u8(*status);
+                if let Some(nwk) = nwk_addr {
+                    p.put_u16(*nwk);
+                    match descriptor {
+                        Some(d) => {
+                            p.put_u8(len_u8(d.encoded_len()));
+                            d.write(&mut p);
+                        }
+                        None => p.put_u8(0),
+                    }
+                }
+                (Areq, Zdo, zdo::SIMPLE_DESC_RSP)
+            }
+            Self::ZdoEndDeviceAnnceInd {
+                src_addr,
+                nwk_addr,
+                ieee,
+                capabilities,
+            } => {
+                p.put_u16(*src_addr);
+                p.put_u16(*nwk_addr);
+                p.put_ieee(*ieee);
+                p.put_u8(capabilities.0);
+                (Areq, Zdo, zdo::END_DEVICE_ANNCE_IND)
+            }
+            Self::ZdoTcDevInd {
+                nwk_addr,
+                ieee,
+                parent_addr,
+            } => {
+                p.put_u16(*nwk_addr);
+                p.put_ieee(*ieee);
+                p.put_u16(*parent_addr);
+                (Areq, Zdo, zdo::TC_DEV_IND)
+            }
+            Self::ZdoMgmtPermitJoinReq {
+                addr_mode,
+                dst_addr,
+                duration,
+                tc_significance,
+            } => {
+                p.put_u8(*addr_mode);
+                p.put_u16(*dst_addr);
+                p.put_u8(*duration);
+                p.put_u8(*tc_significance);
+                (Sreq, Zdo, zdo::MGMT_PERMIT_JOIN_REQ)
+            }
+            Self::ZdoMgmtPermitJoinRsp { src_addr, status } => {
+                p.put_u16(*src_addr);
+                p.put_u8(*status);
+                (Areq, Zdo, zdo::MGMT_PERMIT_JOIN_RSP)
+            }
+            Self::ZdoPermitJoinInd { duration } => {
+                p.put_u8(*duration);
+                (Areq, Zdo, zdo::PERMIT_JOIN_IND)
+            }
+            Self::ZdoMgmtLeaveReq {
+                dst_addr,
+                ieee,
+                rejoin,
+                remove_children,
+            } => {
+                p.put_u16(*dst_addr);
+                p.put_ieee(*ieee);
+                p.put_u8(u8::from(*rejoin) | (u8::from(*remove_children) << 1));
+                (Sreq, Zdo, zdo::MGMT_LEAVE_REQ)
+            }
+            Self::ZdoMgmtLeaveRsp { src_addr, status } => {
+                p.put_u16(*src_addr);
+                p.put_u8(*status);
+                (Areq, Zdo, zdo::MGMT_LEAVE_RSP)
+            }
+            Self::ZdoLeaveInd {
+                src_addr,
+                ieee,
+                request,
+                remove_children,
+                rejoin,
+            } => {
+                p.put_u16(*src_addr);
+                p.put_ieee(*ieee);
+                p.put_u8(u8::from(*request));
+                p.put_u8(u8::from(*remove_children));
+                p.put_u8(u8::from(*rejoin));
+                (Areq, Zdo, zdo::LEAVE_IND)
+            }
+            Self::ZdoBindReq {
+                dst_addr,
+                src_ieee,
+                src_endpoint,
+                cluster_id,
+                target,
+            } => {
+                p.put_u16(*dst_addr);
+                p.put_ieee(*src_ieee);
+                p.put_u8(*src_endpoint);
+                p.put_u16(*cluster_id);
+                // Z-Stack always reads an 8-byte address field and a destination endpoint
+                // (ZH pads group binds with zeros to 21 bytes, `sendZdoInternal`).
+                let (mode, address, endpoint) = match target {
+                    BindTarget::Endpoint { ieee, endpoint } => (3, ieee.0, *endpoint),
+                    BindTarget::Group { group_id } => (1, u64::from(*group_id), 0),
+                    BindTarget::Other {
+                        mode,
+                        address,
+                        endpoint,
+                    } => (*mode, *address, *endpoint),
+                };
+                p.put_u8(mode);
+                p.put_uint(address, 8);
+                p.put_u8(endpoint);
+                (Sreq, Zdo, zdo::BIND_REQ)
+            }
+            Self::ZdoBindRsp { src_addr, status } => {
+                p.put_u16(*src_addr);
+                p.put_u8(*status);
+                (Areq, Zdo, zdo::BIND_RSP)
+            }
+            Self::ZdoMgmtLqiReq {
+                dst_addr,
+                start_index,
+            } => {
+                p.put_u16(*dst_addr);
+                p.put_u8(*start_index);
+                (Sreq, Zdo, zdo::MGMT_LQI_REQ)
+            }
+            Self::ZdoMgmtLqiRsp {
+                src_addr,
+                status,
+                total_entries,
+                start_index,
+                neighbors,
+            } => {
+                p.put_u16(*src_addr);
+                p.put_u8(*status);
+                if *status == 0 {
+                    p.put_u8(*total_entries);
+                    p.put_u8(*start_index);
+                    p.put_u8(len_u8(neighbors.len()));
+                    for n in neighbors {
+                        n.write(&mut p);
+                    }
+                }
+                (Areq, Zdo, zdo::MGMT_LQI_RSP)
+            }
+            Self::BdbStartCommissioningReq { mode } => {
+                p.put_u8(*mode);
+                (Sreq, AppCnf, app_cnf::BDB_START_COMMISSIONING)
+            }
+            Self::BdbSetChannelReq {
+                is_primary,
+                channel_mask,
+            } => {
+                p.put_u8(u8::from(*is_primary));
+                p.put_u32(*channel_mask);
+                (Sreq, AppCnf, app_cnf::BDB_SET_CHANNEL)
+            }
+            Self::BdbCommissioningNotification {
+                status,
+                mode,
+                remaining_modes,
+            } => {
+                p.put_u8(*status);
+                if let Some(m) = mode {
+                    p.put_u8(*m);
+                    if let Some(rm) = remaining_modes {
+                        p.put_u8(*rm);
+                    }
+                }
+                (Areq, AppCnf, app_cnf::BDB_COMMISSIONING_NOTIFICATION)
+            }
+            Self::StatusRsp {
+                subsystem,
+                cmd_id,
+                status,
+            } => {
+                p.put_u8(*status);
+                (Srsp, *subsystem, *cmd_id)
+            }
+            Self::RpcError {
+                error_code,
+                request_cmd0,
+                request_cmd1,
+            } => {
+                p.extend_from_slice(&[*error_code, *request_cmd0, *request_cmd1]);
+                (Srsp, RpcError, 0x00)
+            }
+            Self::Raw(frame) => return frame.clone(),
+        };
+        MtFrame::new(cmd_type, subsystem, cmd_id, p)
+    }
+
+    /// Encodes straight to wire bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.encode().to_bytes()
+    }
+
+    /// Builds an AF_DATA_REQUEST with ZH's defaults (options 0, radius 30).
+    pub fn af_data_request(
+        dst_addr: u16,
+        dst_endpoint: u8,
+        src_endpoint: u8,
+        cluster_id: u16,
+        trans_id: u8,
+        data: Vec<u8>,
+    ) -> Self {
+        Self::AfDataRequestReq(AfDataRequest {
+            dst_addr,
+            dst_endpoint,
+            src_endpoint,
+            cluster_id,
+            trans_id,
+            options: 0,
+            radius: DEFAULT_RADIUS,
+            data,
+        })
+    }
+
+    /// MGMT_PERMIT_JOIN_REQ opening (or, with 0 s, closing) joining on the coordinator only
+    /// (AddrMode 0x02, Dst 0x0000; ZH ≥ 10.9.6, #1888).
+    pub fn permit_join_coordinator(duration: u8) -> Self {
+        Self::ZdoMgmtPermitJoinReq {
+            addr_mode: ADDR_MODE_16BIT,
+            dst_addr: 0x0000,
+            duration,
+            tc_significance: 1,
+        }
+    }
+
+    /// MGMT_PERMIT_JOIN_REQ broadcast to all routers (AddrMode 0x0F, Dst 0xFFFC).
+    pub fn permit_join_all_routers(duration: u8) -> Self {
+        Self::ZdoMgmtPermitJoinReq {
+            addr_mode: ADDR_MODE_BROADCAST,
+            dst_addr: 0xFFFC,
+            duration,
+            tc_significance: 1,
+        }
+    }
+
+    /// For an SREQ, the (subsystem, cmd id) its SRSP will carry; `None` for AREQs and responses.
+    pub fn expected_srsp(&self) -> Option<(Subsystem, u8)> {
+        let f = self.encode();
+        (f.cmd_type == MtType::Sreq).then_some((f.subsystem, f.cmd_id))
+    }
+
+    /// Short stable name for logs and metrics, e.g. `"zdo_active_ep_rsp"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SysResetReq { .. } => "sys_reset_req",
+            Self::SysResetInd { .. } => "sys_reset_ind",
+            Self::SysPingReq => "sys_ping_req",
+            Self::SysPingRsp { .. } => "sys_ping_rsp",
+            Self::SysVersionReq => "sys_version_req",
+            Self::SysVersionRsp { .. } => "sys_version_rsp",
+            Self::SysGetExtAddrReq => "sys_get_ext_addr_req",
+            Self::SysGetExtAddrRsp { .. } => "sys_get_ext_addr_rsp",
+            Self::SysOsalNvItemInitReq { .. } => "sys_osal_nv_item_init_req",
+            Self::SysOsalNvReadReq { .. } => "sys_osal_nv_read_req",
+            Self::SysOsalNvReadRsp { .. } => "sys_osal_nv_read_rsp",
+            Self::SysOsalNvWriteReq { .. } => "sys_osal_nv_write_req",
+            Self::UtilGetDeviceInfoReq => "util_get_device_info_req",
+            Self::UtilGetDeviceInfoRsp { .. } => "util_get_device_info_rsp",
+            Self::AfRegisterReq(_) => "af_register_req",
+            Self::AfDataRequestReq(_) => "af_data_request_req",
+            Self::AfDataConfirm { .. } => "af_data_confirm",
+            Self::AfIncomingMsg(_) => "af_incoming_msg",
+            Self::ZdoStartupFromAppReq { .. } => "zdo_startup_from_app_req",
+            Self::ZdoStateChangeInd { .. } => "zdo_state_change_ind",
+            Self::ZdoNodeDescReq { .. } => "zdo_node_desc_req",
+            Self::ZdoNodeDescRsp { .. } => "zdo_node_desc_rsp",
+            Self::ZdoActiveEpReq { .. } => "zdo_active_ep_req",
+            Self::ZdoActiveEpRsp { .. } => "zdo_active_ep_rsp",
+            Self::ZdoSimpleDescReq { .. } => "zdo_simple_desc_req",
+            Self::ZdoSimpleDescRsp { .. } => "zdo_simple_desc_rsp",
+            Self::ZdoEndDeviceAnnceInd { .. } => "zdo_end_device_annce_ind",
+            Self::ZdoTcDevInd { .. } => "zdo_tc_dev_ind",
+            Self::ZdoMgmtPermitJoinReq { .. } => "zdo_mgmt_permit_join_req",
+            Self::ZdoMgmtPermitJoinRsp { .. } => "zdo_mgmt_permit_join_rsp",
+            Self::ZdoPermitJoinInd { .. } => "zdo_permit_join_ind",
+            Self::ZdoMgmtLeaveReq { .. } => "zdo_mgmt_leave_req",
+            Self::ZdoMgmtLeaveRsp { .. } => "zdo_mgmt_leave_rsp",
+            Self::ZdoLeaveInd { .. } => "zdo_leave_ind",
+            Self::ZdoBindReq { .. } => "zdo_bind_req",
+            Self::ZdoBindRsp { .. } => "zdo_bind_rsp",
+            Self::ZdoMgmtLqiReq { .. } => "zdo_mgmt_lqi_req",
+            Self::ZdoMgmtLqiRsp { .. } => "zdo_mgmt_lqi_rsp",
+            Self::BdbStartCommissioningReq { .. } => "bdb_start_commissioning_req",
+            Self::BdbSetChannelReq { .. } => "bdb_set_channel_req",
+            Self::BdbCommissioningNotification { .. } => "bdb_commissioning_notification",
+            Self::StatusRsp { .. } => "status_rsp",
+            Self::RpcError { .. } => "rpc_error",
+            Self::Raw(_) => "raw",
+        }
+    }
+}
+
+impl TryFrom<&MtFrame> for ZnpCommand {
+    type Error = Error;
+    fn try_from(frame: &MtFrame) -> Result<Self> {
+        Self::decode(frame)
+    }
+}
+
+impl From<&ZnpCommand> for MtFrame {
+    fn from(cmd: &ZnpCommand) -> Self {
+        cmd.encode()
+    }
+}
