@@ -442,7 +442,7 @@ impl Config {
             ));
         }
         let level = self.gateway.log_level.get_ref();
-        if tracing_subscriber::EnvFilter::try_new(level).is_err() || level.trim().is_empty() {
+        if !is_log_filter(level) {
             return Err(loc.at(
                 &self.gateway.log_level,
                 "gateway.log_level",
@@ -531,6 +531,26 @@ impl Config {
     pub fn socket_path(&self) -> &Path {
         self.api.socket.get_ref()
     }
+}
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A level word, or comma-separated `target=level` directives with level words.
+fn is_log_filter(filter: &str) -> bool {
+    let filter = filter.trim();
+    !filter.is_empty()
+        && filter.split(',').all(|part| {
+            let level = match part.split_once('=') {
+                Some((target, level)) => {
+                    if target.trim().is_empty() {
+                        return false;
+                    }
+                    level
+                }
+                None => part,
+            };
+            LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
+        })
 }
 
 fn is_ident_char(c: char) -> bool {

@@ -329,6 +329,29 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
+/// Turns the plain-text rejections of axum's extractors (body too large, bad
+/// path encoding, ...) into the API's JSON error shape.
+async fn jsonify_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.is_success() || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    let bytes = axum::body::to_bytes(response.into_body(), MAX_BODY).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let message = if text.is_empty() { status.to_string() } else { text };
+    ApiError::new(status, code, message).into_response()
+}
+
 /// Audits every request with its caller and outcome before the response leaves.
 async fn audit_requests(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     let peer = req
@@ -343,7 +366,7 @@ async fn audit_requests(State(s): State<ApiState>, req: Request, next: Next) -> 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     s.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let response = next.run(req).await;
+    let response = jsonify_errors(next.run(req).await).await;
     let status = response.status();
     let outcome = if status.is_success() {
         Outcome::Accepted

@@ -1,1 +1,10 @@
-fn main() {}
+//! Integration tests: the real `fieldgate` binary, a real SQLite database, the
+//! real Unix-socket API. One test binary with modules keeps link time down.
+
+mod common;
+
+mod api;
+mod audit;
+mod config;
+mod durability;
+mod lifecycle;

@@ -1,0 +1,130 @@
+//! Shared helpers: temp configs and a daemon process under test.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fieldgate")
+}
+
+/// Runs the CLI with `args` and returns its output.
+pub fn fieldgate(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("FIELDGATE_SOCKET")
+        .env_remove("FIELDGATE_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .output()
+        .expect("run fieldgate")
+}
+
+pub fn base_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "[gateway]\nid = \"test-gw\"\nstate_dir = \"{}\"\nlog_level = \"info\"\n\n[api]\nsocket = \"{}\"\n{extra}",
+        dir.join("state").display(),
+        dir.join("api.sock").display(),
+    )
+}
+
+/// A daemon started from a temp config; killed on drop if still running.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl TestDaemon {
+    pub fn start(extra: &str) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("fieldgate.toml");
+        std::fs::write(&config, base_config(dir.path(), extra)).expect("write config");
+        let socket = dir.path().join("api.sock");
+        let mut d = TestDaemon { dir, config, socket, child: None };
+        d.spawn();
+        d
+    }
+
+    /// Starts (or restarts) the daemon process and waits for its socket.
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("daemon.log")).expect("log file");
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("daemon exited early with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not open its socket: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("daemon.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("state").join("fieldgate.db")
+    }
+
+    /// Runs a CLI command against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut full = vec!["--socket", self.socket.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        fieldgate(&full)
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .expect("kill");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

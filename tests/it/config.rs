@@ -1,0 +1,107 @@
+//! Bad configs are refused with the file, line and key named, exit code 2, and
+//! nothing started.
+
+use crate::common::{base_config, fieldgate, stderr, stdout};
+
+struct Case {
+    name: &'static str,
+    /// Appended to a valid `[gateway]` + `[api]` base, or a whole file when `whole`.
+    toml: &'static str,
+    whole: bool,
+    expect: &'static str,
+    /// `line:` expected in the message, if the error has a location.
+    line: Option<usize>,
+}
+
+const fn case(name: &'static str, toml: &'static str, expect: &'static str, line: Option<usize>) -> Case {
+    Case { name, toml, whole: false, expect, line }
+}
+
+const fn whole(name: &'static str, toml: &'static str, expect: &'static str, line: Option<usize>) -> Case {
+    Case { name, toml, whole: true, expect, line }
+}
+
+// The base config is 7 lines long, so an appended snippet starts on line 8.
+const CASES: &[Case] = &[
+    whole("unknown top-level table", "[gatewey]\nid = \"x\"\n", "unknown field `gatewey`", Some(1)),
+    whole("missing gateway table", "[api]\nsocket = \"/run/x.sock\"\n", "missing field `gateway`", None),
+    whole("missing gateway id", "[gateway]\nstate_dir = \"/tmp/x\"\n", "missing field `id`", Some(1)),
+    whole("wrong type for id", "[gateway]\nid = 5\nstate_dir = \"/tmp/x\"\n", "key `gateway.id`", Some(2)),
+    whole("bad characters in id", "[gateway]\nid = \"my gw\"\nstate_dir = \"/tmp/x\"\n", "key `gateway.id`", Some(2)),
+    whole("unknown key in gateway", "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\nname = \"x\"\n", "unknown field `name`", Some(4)),
+    whole("not TOML at all", "[gateway\nid = \"gw\"\n", "unclosed table", Some(1)),
+    whole("log level that is not one", "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\nlog_level = \"loud\"\n", "not a log level", Some(4)),
+    case("duplicate radio names", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[[radio]]\nname = \"zb\"\nprotocol = \"zwave\"\nport = \"sim://zwave\"\n", "duplicate radio name `zb`", Some(13)),
+    case("unknown protocol", "[[radio]]\nname = \"r\"\nprotocol = \"thread\"\nport = \"/dev/ttyUSB0\"\n", "unknown variant `thread`", Some(10)),
+    case("missing port", "[[radio]]\nname = \"r\"\nprotocol = \"zigbee\"\n", "missing field `port`", Some(8)),
+    case("relative serial path", "[[radio]]\nname = \"r\"\nprotocol = \"zigbee\"\nport = \"ttyUSB0\"\n", "not a serial device path", Some(11)),
+    case("tcp without port", "[[radio]]\nname = \"r\"\nprotocol = \"zigbee\"\nport = \"tcp://192.0.2.1\"\n", "needs a port", Some(11)),
+    case("emulator for another protocol", "[[radio]]\nname = \"r\"\nprotocol = \"zigbee\"\nport = \"sim://zwave\"\n", "emulates a zwave radio", Some(11)),
+    case("unsupported scheme", "[[radio]]\nname = \"r\"\nprotocol = \"zwave\"\nport = \"rfc2217://host:2217\"\n", "unsupported scheme", Some(11)),
+    case("BLE on a serial port", "[[radio]]\nname = \"r\"\nprotocol = \"ble\"\nport = \"/dev/ttyUSB0\"\n", "bluez://hci0", Some(11)),
+    case("odd baud rate", "[[radio]]\nname = \"r\"\nprotocol = \"zigbee\"\nport = \"/dev/ttyUSB0\"\nbaud = 12345\n", "not a supported baud rate", Some(12)),
+    case("radio name with a space", "[[radio]]\nname = \"my radio\"\nprotocol = \"zigbee\"\nport = \"/dev/ttyUSB0\"\n", "key `radio.name`", Some(9)),
+    case("unknown radio key", "[[radio]]\nname = \"r\"\nprotocol = \"zigbee\"\nport = \"/dev/ttyUSB0\"\nbuad = 9600\n", "unknown field `buad`", Some(12)),
+    case("plaintext MQTT to a remote broker", "[upstream]\nurl = \"mqtt://broker.example.com:1883\"\n", "plaintext MQTT", Some(9)),
+    case("MQTT URL with another scheme", "[upstream]\nurl = \"http://broker.example.com\"\n", "unsupported scheme `http`", Some(9)),
+    case("MQTT URL that is not a URL", "[upstream]\nurl = \"not a url\"\n", "not a valid URL", Some(9)),
+    case("client cert without key", "[upstream]\nurl = \"mqtts://broker.example.com\"\nclient_cert = \"/etc/fieldgate/c.pem\"\n", "client_cert and client_key", None),
+    case("outbox too small", "[upstream]\nurl = \"mqtts://b.example.com\"\n[upstream.outbox]\nmax_bytes = 10\n", "at least 1048576", Some(11)),
+    case("commit window too long", "[store]\ncommit_window = \"2s\"\n", "too long", None),
+    case("commit window not a duration", "[store]\ncommit_window = \"soon\"\n", "key `store.commit_window`", Some(9)),
+    case("zero ops per commit", "[store]\ncommit_max_ops = 0\n", "between 1 and 100000", Some(9)),
+];
+
+#[test]
+fn bad_configs_are_refused_with_location_and_exit_code_2() {
+    assert!(CASES.len() >= 15);
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (i, c) in CASES.iter().enumerate() {
+        let path = dir.path().join(format!("case{i}.toml"));
+        let text = if c.whole { c.toml.to_string() } else { base_config(dir.path(), c.toml) };
+        std::fs::write(&path, &text).unwrap();
+        let path_s = path.to_str().unwrap();
+        for args in [vec!["config", "check", path_s], vec!["run", "--config", path_s]] {
+            let out = fieldgate(&args);
+            let err = stderr(&out);
+            let mut problems = Vec::new();
+            if out.status.code() != Some(2) {
+                problems.push(format!("exit code {:?}", out.status.code()));
+            }
+            if !err.contains(c.expect) {
+                problems.push(format!("message lacks `{}`", c.expect));
+            }
+            if !err.contains(path_s) {
+                problems.push("message does not name the file".into());
+            }
+            if let Some(line) = c.line {
+                if !err.contains(&format!("{path_s}:{line}:")) {
+                    problems.push(format!("message does not name line {line}"));
+                }
+            }
+            if !problems.is_empty() {
+                failures.push(format!("{} ({}): {}\n  stderr: {}", c.name, args[0], problems.join(", "), err.trim()));
+            }
+        }
+        // Nothing was started: no socket, no database.
+        assert!(!dir.path().join("api.sock").exists(), "{}: socket created", c.name);
+        assert!(!dir.path().join("state").exists(), "{}: state created", c.name);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let out = fieldgate(&["config", "check", "/nonexistent/fieldgate.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read the config file"), "{}", stderr(&out));
+}
+
+#[test]
+fn example_config_passes() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/fieldgate.toml");
+    let out = fieldgate(&["config", "check", example]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("OK"));
+}
