@@ -44,15 +44,11 @@ fn seed_device_now(db: &std::path::Path, id: &str, lifecycle: &str) {
 
 /// A daemon whose registry holds two devices before it starts.
 fn daemon_with_devices() -> TestDaemon {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("state")).unwrap();
-    let db = dir.path().join("state").join("fieldgate.db");
+    let mut d = TestDaemon::prepare(RADIO);
+    let db = d.db();
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
     seed_device(&db, "zigbee:0x00124b0001abcdef", "active");
     seed_device(&db, "zigbee:0x00124b0001000002", "pending");
-    let config = dir.path().join("fieldgate.toml");
-    std::fs::write(&config, crate::common::base_config(dir.path(), RADIO)).unwrap();
-    let socket = dir.path().join("api.sock");
-    let mut d = TestDaemon { dir, config, socket, child: None };
     d.spawn();
     d
 }

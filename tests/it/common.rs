@@ -39,24 +39,43 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     pub fn start(extra: &str) -> TestDaemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("fieldgate.toml");
-        std::fs::write(&config, base_config(dir.path(), extra)).expect("write config");
-        let socket = dir.path().join("api.sock");
-        let mut d = TestDaemon { dir, config, socket, child: None };
+        let mut d = TestDaemon::prepare(extra);
         d.spawn();
         d
     }
 
+    /// Writes the config into a fresh temp dir without starting anything.
+    pub fn prepare(extra: &str) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("fieldgate.toml");
+        std::fs::write(&config, base_config(dir.path(), extra)).expect("write config");
+        let socket = dir.path().join("api.sock");
+        TestDaemon { dir, config, socket, child: None }
+    }
+
     /// Starts (or restarts) the daemon process and waits for its socket.
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::File::create(self.dir.path().join("daemon.log")).expect("log file");
-        let child = Command::new(bin())
+        // systemd hands the watchdog to one pid (WATCHDOG_PID); a shell that
+        // execs the daemon knows that pid in advance.
+        let mut cmd = if env.iter().any(|(k, _)| *k == "WATCHDOG_USEC") {
+            let mut c = Command::new("sh");
+            c.args(["-c", "export WATCHDOG_PID=$$; exec \"$0\" \"$@\"", bin()]);
+            c
+        } else {
+            Command::new(bin())
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&self.config)
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -62,3 +62,37 @@ fn demo_runs_and_says_what_it_does() {
     assert!(text.contains("radio zigbee0"), "{text}");
     assert!(text.contains("demo stopped"), "{text}");
 }
+
+#[test]
+fn tells_systemd_ready_and_pings_the_watchdog_from_the_hub() {
+    let mut d = TestDaemon::prepare("");
+    let notify_path = d.dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // 300 ms watchdog: the hub must ping about every 150 ms.
+    d.spawn_with_env(&[("NOTIFY_SOCKET", notify_path.to_str().unwrap()), ("WATCHDOG_USEC", "300000")]);
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(10) {
+        let n = notify.recv(&mut buf).expect("a notification");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3 {
+            break;
+        }
+    }
+    let ready = seen.iter().position(|m| m.contains("READY=1")).expect("READY=1 sent");
+    assert!(seen[ready].contains("STATUS=serving"), "{seen:?}");
+    let pings = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings >= 3, "{seen:?}");
+    // Pings come after READY.
+    assert!(seen.iter().position(|m| m.contains("WATCHDOG=1")).unwrap() > ready || ready == 0);
+    let status = d.terminate(Duration::from_secs(5)).expect("stopped");
+    assert!(status.success());
+    let mut rest = Vec::new();
+    notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    while let Ok(n) = notify.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
+}
