@@ -1,0 +1,465 @@
+//! `fieldgate doctor` against a healthy temp setup and against each broken case it
+//! names: invalid config, missing serial port, master key missing or readable by
+//! others, unwritable state directory, broker on a closed loopback port, a broker
+//! whose TLS certificate does not validate. Also: the packaged example config with
+//! its commented-out examples switched on is still valid.
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fieldgate")
+}
+
+fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .expect("current user has a name")
+}
+
+/// A temp gateway: config, state dir, a 0600 master key.
+struct Setup {
+    dir: tempfile::TempDir,
+    state: PathBuf,
+    key: PathBuf,
+    user: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        fs::create_dir(&state).expect("state dir");
+        let key = dir.path().join("master.key");
+        fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod key");
+        Setup {
+            dir,
+            state,
+            key,
+            user: current_user(),
+        }
+    }
+
+    /// A config with one sim:// radio plus `extra`, with the state dir `state`.
+    fn config_with_state(&self, state: &Path, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("fieldgate.toml");
+        let text = format!(
+            "[gateway]\nid = \"doc-gw\"\nstate_dir = \"{}\"\n\n[api]\nsocket = \"{}\"\n\n\
+             [[radio]]\nname = \"sim0\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n\n{extra}",
+            state.display(),
+            self.dir.path().join("run").join("api.sock").display(),
+        );
+        fs::write(&path, text).expect("write config");
+        path
+    }
+
+    fn config(&self, extra: &str) -> PathBuf {
+        self.config_with_state(&self.state, extra)
+    }
+
+    fn doctor(&self, config: &Path, extra_args: &[&str]) -> (Output, Value) {
+        let out = Command::new(bin())
+            .arg("doctor")
+            .arg("--config")
+            .arg(config)
+            .arg("--master-key")
+            .arg(&self.key)
+            .args(["--json", "--timeout", "3s"])
+            .args(extra_args)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("FIELDGATE_CONFIG")
+            .output()
+            .expect("run fieldgate doctor");
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "doctor printed no JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out, json)
+    }
+
+    fn doctor_as_me(&self, config: &Path) -> (Output, Value) {
+        let user = self.user.clone();
+        self.doctor(config, &["--user", &user])
+    }
+}
+
+/// The check named `name` from a JSON report.
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["check"] == name))
+        .unwrap_or_else(|| panic!("no check `{name}` in {report:#}"))
+}
+
+fn assert_status(report: &Value, name: &str, status: &str, message_part: &str) {
+    let c = check(report, name);
+    assert_eq!(
+        c["status"], status,
+        "check `{name}`: {c:#}\nfull: {report:#}"
+    );
+    let message = c["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(message_part),
+        "check `{name}` message {message:?} lacks {message_part:?}"
+    );
+    if status != "ok" {
+        assert!(
+            c["fix"].as_str().is_some_and(|f| !f.is_empty()),
+            "check `{name}` has no fix: {c:#}"
+        );
+    }
+}
+
+fn assert_exit(out: &Output, code: i32, report: &Value) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "doctor exit status; report: {report:#}"
+    );
+    assert_eq!(report["healthy"], code == 0, "{report:#}");
+}
+
+#[test]
+fn healthy_setup_passes() {
+    let s = Setup::new();
+    let config = s.config("");
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 0, &report);
+    assert_eq!(report["summary"]["fail"], 0, "{report:#}");
+    for name in [
+        "config",
+        "radio sim0",
+        "broker",
+        "clock",
+        "state dir",
+        "disk space",
+        "api socket",
+        "master key",
+    ] {
+        // With the unit installed on this machine its sandbox applies, and a state
+        // dir or socket under /tmp is (rightly) a warning.
+        let sandboxed =
+            report["unit_installed"] == true && matches!(name, "state dir" | "api socket");
+        if !sandboxed {
+            assert_eq!(check(&report, name)["status"], "ok", "{name}: {report:#}");
+        }
+    }
+    assert_status(&report, "master key", "ok", " 0600)");
+    assert_status(&report, "broker", "ok", "offline");
+
+    // The human report says the same, one line per check, fixes indented below.
+    let out = Command::new(bin())
+        .args(["doctor", "--config"])
+        .arg(&config)
+        .arg("--master-key")
+        .arg(&s.key)
+        .args(["--user", &s.user])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("run doctor");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ok    radio sim0"), "{text}");
+    assert!(text.contains("0 failure(s)"), "{text}");
+}
+
+#[test]
+fn invalid_config_fails_with_its_location() {
+    let s = Setup::new();
+    let config = s.config("[upstream]\nurl = \"mqtt://127.0.0.1:1883\"\nbogus_key = 1\n");
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "config", "fail", "bogus_key");
+    let message = check(&report, "config")["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains(":15"), "names the line: {message}");
+    // Independent checks still run.
+    assert_status(&report, "master key", "ok", "present");
+}
+
+#[test]
+fn missing_serial_port_fails() {
+    let s = Setup::new();
+    let config = s.config(
+        "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\n\
+         port = \"/dev/serial/by-id/usb-fieldgate-test-no-such-radio-if00-port0\"\n\
+         [[radio]]\nname = \"off\"\nprotocol = \"zwave\"\nport = \"/dev/ttyUSB99\"\nenabled = false\n",
+    );
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "radio zb", "fail", "does not exist");
+    let fix = check(&report, "radio zb")["fix"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(fix.contains("plug the radio in"), "{fix}");
+    // A disabled radio is never opened, so its absence is fine.
+    assert_status(&report, "radio off", "ok", "disabled");
+    assert_status(&report, "radio sim0", "ok", "emulator");
+}
+
+#[test]
+fn serial_port_that_is_not_a_device_fails() {
+    let s = Setup::new();
+    let config = s.config(
+        "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"/dev/null/not-a-tty\"\n",
+    );
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_eq!(check(&report, "radio zb")["status"], "fail", "{report:#}");
+}
+
+#[test]
+fn master_key_missing_or_too_open_fails() {
+    let s = Setup::new();
+    let config = s.config("");
+
+    fs::set_permissions(&s.key, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "master key", "fail", "mode 0644");
+    let fix = check(&report, "master key")["fix"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(fix.contains("chmod 600"), "{fix}");
+
+    fs::remove_file(&s.key).expect("rm key");
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "master key", "fail", "missing");
+}
+
+#[test]
+fn master_key_from_systemd_credentials_directory() {
+    let s = Setup::new();
+    let config = s.config("");
+    let creds = s.dir.path().join("credentials");
+    fs::create_dir(&creds).expect("mkdir");
+    let key = creds.join("master-key");
+    fs::write(&key, [7u8; 32]).expect("write");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).expect("chmod");
+    let out = Command::new(bin())
+        .args(["doctor", "--json", "--user", &s.user, "--config"])
+        .arg(&config)
+        // Must not be consulted when the credential is there.
+        .args(["--master-key", "/nonexistent/master.key"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .expect("run doctor");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_exit(&out, 0, &report);
+    assert_status(&report, "master key", "ok", "systemd credential");
+}
+
+#[test]
+fn unwritable_state_dir_fails() {
+    let s = Setup::new();
+
+    // A state dir that cannot exist: its parent is a regular file.
+    let blocker = s.dir.path().join("a-file");
+    fs::write(&blocker, "x").expect("write");
+    let config = s.config_with_state(&blocker.join("state"), "");
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_eq!(check(&report, "state dir")["status"], "fail", "{report:#}");
+
+    // A state dir the service user may not write to. Root may write anywhere, so
+    // when the tests run as root the service user is `nobody`.
+    let locked = s.dir.path().join("locked");
+    fs::create_dir(&locked).expect("mkdir");
+    let as_root = nix::unistd::geteuid().is_root();
+    let user = if as_root {
+        fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod");
+        "nobody".to_string()
+    } else {
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o555)).expect("chmod");
+        s.user.clone()
+    };
+    let config = s.config_with_state(&locked, "");
+    let (out, report) = s.doctor(&config, &["--user", &user]);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "state dir", "fail", "cannot write");
+    let fix = check(&report, "state dir")["fix"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(fix.contains("chown"), "{fix}");
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod back");
+}
+
+#[test]
+fn broker_on_a_closed_port_fails_and_an_open_one_passes() {
+    let s = Setup::new();
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let config = s.config(&format!(
+        "[upstream]\nurl = \"mqtt://127.0.0.1:{closed}\"\n"
+    ));
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "broker", "fail", "cannot connect");
+
+    let open = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = open.local_addr().expect("addr").port();
+    let config = s.config(&format!("[upstream]\nurl = \"mqtt://127.0.0.1:{port}\"\n"));
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 0, &report);
+    assert_status(&report, "broker", "ok", "reachable");
+    assert_status(&report, "disk space", "ok", "outbox");
+}
+
+/// A loopback TLS server with a self-signed certificate for `localhost` that
+/// completes handshakes until the test ends.
+struct TlsServer {
+    port: u16,
+    ca_pem: String,
+}
+
+fn tls_server() -> TlsServer {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        signing_key.serialize_der(),
+    ));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .expect("server cert");
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let Ok(mut conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                while conn.is_handshaking() {
+                    if conn.complete_io(&mut stream).is_err() {
+                        return;
+                    }
+                }
+                let _ = conn.complete_io(&mut stream);
+                let _ = stream.flush();
+            });
+        }
+    });
+    TlsServer {
+        port,
+        ca_pem: cert.pem(),
+    }
+}
+
+#[test]
+fn broker_tls_certificate_is_validated() {
+    let s = Setup::new();
+    let server = tls_server();
+
+    // System roots do not know a self-signed certificate.
+    let config = s.config(&format!(
+        "[upstream]\nurl = \"mqtts://localhost:{}\"\n",
+        server.port
+    ));
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "broker", "fail", "not signed by");
+    let fix = check(&report, "broker")["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("ca_file"), "{fix}");
+
+    // With the certificate as ca_file the handshake validates.
+    let ca = s.dir.path().join("ca.pem");
+    fs::write(&ca, &server.ca_pem).expect("write ca");
+    let config = s.config(&format!(
+        "[upstream]\nurl = \"mqtts://localhost:{}\"\nca_file = \"{}\"\n",
+        server.port,
+        ca.display()
+    ));
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 0, &report);
+    assert_status(&report, "broker", "ok", "handshake OK");
+
+    // The right CA but the wrong name.
+    let config = s.config(&format!(
+        "[upstream]\nurl = \"mqtts://127.0.0.1:{}\"\nca_file = \"{}\"\n",
+        server.port,
+        ca.display()
+    ));
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "broker", "fail", "not valid for `127.0.0.1`");
+
+    // A ca_file that is not there is named as such.
+    let config = s.config(&format!(
+        "[upstream]\nurl = \"mqtts://localhost:{}\"\nca_file = \"{}\"\n",
+        server.port,
+        s.dir.path().join("missing.pem").display()
+    ));
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "upstream.ca_file", "fail", "does not exist");
+}
+
+/// The shipped config has no radio and no [upstream] so that the daemon starts on a
+/// bare gateway; its examples are commented out with a single '#'. Switched on, the
+/// examples must still be a valid config.
+#[test]
+fn packaged_config_examples_are_valid_when_uncommented() {
+    let shipped = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/fieldgate.toml"
+    ))
+    .expect("read packaging/fieldgate.toml");
+    assert!(
+        !shipped.lines().any(|l| l.starts_with("[[radio]]")),
+        "ships no radio"
+    );
+    assert!(
+        !shipped.lines().any(|l| l.starts_with("[upstream]")),
+        "ships no upstream"
+    );
+    let uncommented: String = shipped
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '[') => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(uncommented.contains("\n[[radio]]\n") && uncommented.contains("\n[upstream]\n"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("examples.toml");
+    fs::write(&path, uncommented).expect("write");
+    let out = Command::new(bin())
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .expect("run config check");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 radio(s)"));
+}
