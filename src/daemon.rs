@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::hub::{Hub, HubHandle, Liveness};
 use crate::radio::{self, RadioHandle};
 use crate::store::{Store, WriterOptions};
+use crate::upstream::{Upstream, UpstreamDeps, UpstreamStatus};
 
 /// Starts logging: journald when stderr is connected to the journal
 /// (`JOURNAL_STREAM`), else human-readable lines on stderr. `RUST_LOG` overrides
@@ -58,6 +59,8 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     hub_task: JoinHandle<()>,
     api_task: JoinHandle<std::io::Result<()>>,
+    /// The MQTT uplink, when `[upstream]` is configured.
+    upstream: Option<Upstream>,
 }
 
 impl Daemon {
@@ -83,6 +86,24 @@ impl Daemon {
             shutdown_rx.clone(),
         ));
         let (hub, hub_handle, requests_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);
+        let upstream = match &config.upstream {
+            Some(up) => Some(
+                Upstream::start(
+                    up,
+                    UpstreamDeps {
+                        gateway_id: config.gateway_id().to_string(),
+                        db_path: db.clone(),
+                        writer: store.writer(),
+                        hub: hub_handle.clone(),
+                        radios: radios.clone(),
+                        gate: hub.outbox_gate(),
+                        shutdown: shutdown_rx.clone(),
+                    },
+                )
+                .context("cannot start the MQTT uplink")?,
+            ),
+            None => None,
+        };
 
         let mut usec = 0u64;
         let liveness = sd_notify::watchdog_enabled(false, &mut usec).then(|| Liveness {
@@ -99,6 +120,7 @@ impl Daemon {
             radios: radios.clone(),
             started,
             stats: Default::default(),
+            upstream: upstream.as_ref().map(|u| u.status.clone()),
         };
         let mut api_shutdown = shutdown_rx.clone();
         let api_task = tokio::spawn(api::serve(listener, state, async move {
@@ -128,7 +150,13 @@ impl Daemon {
             shutdown,
             hub_task,
             api_task,
+            upstream,
         })
+    }
+
+    /// The uplink's live status, when `[upstream]` is configured.
+    pub fn upstream_status(&self) -> Option<Arc<UpstreamStatus>> {
+        self.upstream.as_ref().map(|u| u.status.clone())
     }
 
     pub fn db_path(&self) -> std::path::PathBuf {
@@ -147,6 +175,10 @@ impl Daemon {
         }
         if let Err(e) = self.hub_task.await {
             tracing::warn!(error = %e, "hub task failed");
+        }
+        // Publishes `offline`, disconnects and drops its store handles.
+        if let Some(up) = self.upstream {
+            up.join().await;
         }
         drop(self.hub);
         drop(self.radios);

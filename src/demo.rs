@@ -15,6 +15,12 @@ use crate::store::{self, outbox};
 
 /// The demo's config: one emulated radio per protocol.
 pub fn demo_config(state_dir: &std::path::Path) -> Result<Config> {
+    demo_config_with_mqtt(state_dir, None)
+}
+
+/// The demo's config, synced to the broker at `mqtt` (`mqtt://127.0.0.1:1883`)
+/// when given.
+pub fn demo_config_with_mqtt(state_dir: &std::path::Path, mqtt: Option<&str>) -> Result<Config> {
     let mut text = format!(
         "[gateway]\nid = \"demo-gateway\"\nstate_dir = \"{}\"\nlog_level = \"warn\"\n\n[api]\nsocket = \"{}\"\n",
         state_dir.display(),
@@ -25,6 +31,10 @@ pub fn demo_config(state_dir: &std::path::Path) -> Result<Config> {
             "\n[[radio]]\nname = \"{p}0\"\nprotocol = \"{p}\"\nport = \"sim://{p}\"\n"
         ));
     }
+    if let Some(url) = mqtt {
+        let url = serde_json::to_string(url).context("demo broker URL")?;
+        text.push_str(&format!("\n[upstream]\nurl = {url}\n"));
+    }
     Config::parse(std::path::Path::new("<demo>"), &text).context("demo config")
 }
 
@@ -33,11 +43,16 @@ fn say(line: impl AsRef<str>) {
 }
 
 pub async fn run(duration: Option<Duration>) -> Result<()> {
+    run_with_mqtt(duration, None).await
+}
+
+/// The demo, optionally syncing to an MQTT broker (`fieldgate demo --mqtt URL`).
+pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("fieldgate-demo-")
         .tempdir()
         .context("cannot create a temporary state directory")?;
-    let config = demo_config(dir.path())?;
+    let config = demo_config_with_mqtt(dir.path(), mqtt.as_deref())?;
     daemon::init_logging(config.gateway.log_level.get_ref());
     say(format!("fieldgate demo: state in {}", dir.path().display()));
     say(format!(
@@ -55,7 +70,17 @@ pub async fn run(duration: Option<Duration>) -> Result<()> {
         say("  but the store, audit log, outbox and local API run for real.");
     }
 
+    let broker = config.upstream.as_ref().map(|u| u.url.get_ref().clone());
     let daemon = Daemon::start(config).await?;
+    match &broker {
+        Some(url) => say(format!(
+            "  syncing to {url}: watch with  mosquitto_sub -v -t 'fieldgate/demo-gateway/#'"
+        )),
+        None => say(
+            "  no broker (add --mqtt mqtt://127.0.0.1:1883 to sync): showing what would be sent",
+        ),
+    }
+    let upstream = daemon.upstream_status();
     let mut notices = daemon.hub.subscribe();
     tokio::time::sleep(Duration::from_millis(300)).await;
     for r in daemon.radios.iter() {
@@ -116,8 +141,17 @@ pub async fn run(duration: Option<Duration>) -> Result<()> {
                     let c = store::open_reader(&db)?;
                     Ok((outbox::stats(&c)?, outbox::recent(&c, 3)?))
                 }).await?;
+                if let Some(up) = &upstream {
+                    let u = up.snapshot();
+                    say(format!(
+                        "  uplink {:?} to {}: {} delivered ({:.1}/s){}",
+                        u.state, u.broker, u.delivered, u.delivered_per_s,
+                        u.last_error.map(|e| format!(", last error: {e}")).unwrap_or_default()
+                    ));
+                }
                 if let Ok((s, recent)) = stats {
-                    say(format!("  queued for upstream (no broker in the demo): {} message(s), {} bytes", s.depth, s.bytes));
+                    let why = if upstream.is_some() { "waiting for PUBACK" } else { "no broker in the demo" };
+                    say(format!("  queued for upstream ({why}): {} message(s), {} bytes", s.depth, s.bytes));
                     for m in recent {
                         say(format!("    #{:<5} {:<12} {}", m.seq, m.kind, m.topic));
                     }

@@ -84,6 +84,7 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
         o["bytes"].as_u64().unwrap_or(0),
         age
     );
+    print_upstream(&v["upstream"]);
     println!();
     let rows: Vec<Vec<String>> = v["radios"]
         .as_array()
@@ -107,6 +108,31 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
         table(&["radio", "protocol", "port", "state", "detail"], &rows);
     }
     Ok(())
+}
+
+/// The uplink lines of `fieldgate status` (see `crate::upstream::UpstreamSnapshot`).
+fn print_upstream(u: &Value) {
+    if u.is_null() {
+        println!("uplink    not configured (no [upstream] section)");
+        return;
+    }
+    println!("uplink    {} to {}", s(&u["state"]), s(&u["broker"]));
+    println!(
+        "          delivered {} ({:.1}/s), dropped telemetry {} (expired {}, for space {}), refused {}",
+        u["delivered"].as_u64().unwrap_or(0),
+        u["delivered_per_s"].as_f64().unwrap_or(0.0),
+        u["dropped_telemetry_expired"].as_u64().unwrap_or(0)
+            + u["dropped_telemetry_for_space"].as_u64().unwrap_or(0),
+        u["dropped_telemetry_expired"].as_u64().unwrap_or(0),
+        u["dropped_telemetry_for_space"].as_u64().unwrap_or(0),
+        u["refused_telemetry"].as_u64().unwrap_or(0),
+    );
+    if !u["last_error"].is_null() {
+        println!("          last error: {}", s(&u["last_error"]));
+    }
+    if !u["alarm"].is_null() {
+        println!("ALARM     {}", s(&u["alarm"]));
+    }
 }
 
 fn device_rows(list: &[Value]) -> Vec<Vec<String>> {

@@ -88,6 +88,8 @@ pub struct ApiState {
     pub radios: Arc<Vec<RadioHandle>>,
     pub started: Instant,
     pub stats: Arc<ApiStats>,
+    /// The MQTT uplink's status, when `[upstream]` is configured.
+    pub upstream: Option<Arc<crate::upstream::UpstreamStatus>>,
 }
 
 /// An error answer: `{"error": {"code": "...", "message": "..."}}`.
@@ -199,6 +201,9 @@ pub struct StatusReply {
     pub outbox: outbox::OutboxStats,
     pub store: serde_json::Value,
     pub api: serde_json::Value,
+    /// Absent when no `[upstream]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::upstream::UpstreamSnapshot>,
 }
 
 async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
@@ -238,6 +243,7 @@ async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
             "refused": s.stats.refused.load(Ordering::Relaxed),
             "failed": s.stats.failed.load(Ordering::Relaxed),
         }),
+        upstream: s.upstream.as_ref().map(|u| u.snapshot()),
     }))
 }
 
@@ -346,9 +352,15 @@ async fn jsonify_errors(response: Response) -> Response {
         s if s.is_client_error() => "bad_request",
         _ => "internal",
     };
-    let bytes = axum::body::to_bytes(response.into_body(), MAX_BODY).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(response.into_body(), MAX_BODY)
+        .await
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes).trim().to_string();
-    let message = if text.is_empty() { status.to_string() } else { text };
+    let message = if text.is_empty() {
+        status.to_string()
+    } else {
+        text
+    };
     ApiError::new(status, code, message).into_response()
 }
 

@@ -192,6 +192,127 @@ fn pending_desc(conn: &Connection, limit: usize) -> StoreResult<Vec<OutboxRow>> 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Whether new telemetry may enter the outbox. The upstream task sets it when even
+/// the kinds that are never dropped (lifecycle, audit, ...) fill the outbox to its
+/// byte limit; the hub asks it before queueing a reading. Shared, lock-free.
+#[derive(Debug, Default)]
+pub struct OutboxGate {
+    refuse_telemetry: std::sync::atomic::AtomicBool,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl OutboxGate {
+    /// True when a message of `kind` may be queued; a refusal is counted.
+    pub fn admit(&self, kind: MessageKind) -> bool {
+        use std::sync::atomic::Ordering;
+        if kind == MessageKind::Telemetry && self.refuse_telemetry.load(Ordering::Relaxed) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    pub fn set_refuse_telemetry(&self, refuse: bool) {
+        self.refuse_telemetry
+            .store(refuse, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn refusing_telemetry(&self) -> bool {
+        self.refuse_telemetry
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Telemetry messages refused since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// What [`enforce_limits`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LimitReport {
+    /// Telemetry rows dropped because they were older than `max_age`.
+    pub dropped_expired: u64,
+    /// Telemetry rows dropped, oldest first, to get under `max_bytes`.
+    pub dropped_for_space: u64,
+    /// Retained state/availability rows removed because a newer row for the same
+    /// topic is queued (lossless: the retained topic only keeps the latest).
+    pub compacted: u64,
+    /// Bytes queued after enforcement (same measure as [`stats`]).
+    pub bytes: u64,
+    /// Bytes held by kinds that are never dropped (everything but telemetry).
+    pub protected_bytes: u64,
+    /// Never-dropped rows older than `max_age` (kept, and reported).
+    pub protected_expired: u64,
+}
+
+/// Applies the outbox limits inside the caller's transaction:
+/// 1. telemetry older than `max_age_ms` is dropped;
+/// 2. over `max_bytes`, superseded retained rows (state, availability) are compacted;
+/// 3. still over, telemetry is dropped oldest-first until the outbox fits.
+///
+/// Lifecycle, audit and the latest retained rows are never dropped here; when they
+/// alone exceed the limit the caller raises the alarm (see [`OutboxGate`]).
+pub fn enforce_limits(
+    conn: &Connection,
+    max_bytes: u64,
+    max_age_ms: u64,
+    now: SystemTime,
+) -> StoreResult<LimitReport> {
+    let mut report = LimitReport::default();
+    let cutoff = millis(now) - max_age_ms.min(i64::MAX as u64) as i64;
+    report.dropped_expired = conn.execute(
+        "DELETE FROM outbox WHERE kind = 'telemetry' AND created_ms < ?1",
+        [cutoff],
+    )? as u64;
+    let mut bytes = stats(conn)?.bytes;
+    if bytes > max_bytes {
+        report.compacted = conn.execute(
+            "DELETE FROM outbox WHERE kind IN ('state', 'availability') AND id NOT IN (
+                SELECT max(id) FROM outbox WHERE kind IN ('state', 'availability')
+                GROUP BY topic)",
+            [],
+        )? as u64;
+        bytes = stats(conn)?.bytes;
+    }
+    if bytes > max_bytes {
+        let excess = bytes - max_bytes;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, length(payload) + length(topic) FROM outbox
+             WHERE kind = 'telemetry' ORDER BY id ASC",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut freed = 0u64;
+        let mut last_id = None;
+        while freed < excess {
+            let Some(row) = rows.next()? else { break };
+            let id: i64 = row.get(0)?;
+            let size: i64 = row.get(1)?;
+            freed += size.max(0) as u64;
+            last_id = Some(id);
+        }
+        drop(rows);
+        if let Some(last) = last_id {
+            report.dropped_for_space = conn.execute(
+                "DELETE FROM outbox WHERE kind = 'telemetry' AND id <= ?1",
+                [last],
+            )? as u64;
+        }
+        bytes = stats(conn)?.bytes;
+    }
+    report.bytes = bytes;
+    let (protected_bytes, protected_expired): (i64, i64) = conn.query_row(
+        "SELECT coalesce(sum(length(payload) + length(topic)), 0),
+                coalesce(sum(created_ms < ?1), 0)
+         FROM outbox WHERE kind <> 'telemetry'",
+        [cutoff],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    report.protected_bytes = protected_bytes.max(0) as u64;
+    report.protected_expired = protected_expired.max(0) as u64;
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +341,96 @@ mod tests {
         assert_eq!(v["seq"], 3);
         assert_eq!(v["gateway"], "gw");
         assert_eq!(stats(&c).unwrap().depth, 2);
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrations()
+            .to_latest(&mut c)
+            .unwrap();
+        c
+    }
+
+    fn msg(kind: MessageKind, topic: &str, size: usize) -> NewMessage {
+        NewMessage {
+            kind,
+            device: None,
+            topic: topic.into(),
+            retain: kind == MessageKind::State,
+            data: serde_json::json!({ "pad": "x".repeat(size) }),
+            event_time: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn telemetry_goes_first_and_protected_kinds_stay() {
+        let c = db();
+        for _ in 0..50 {
+            append(&c, "gw", &msg(MessageKind::Telemetry, "t", 1000)).unwrap();
+            append(&c, "gw", &msg(MessageKind::Lifecycle, "e", 1000)).unwrap();
+            append(&c, "gw", &msg(MessageKind::State, "s", 1000)).unwrap();
+        }
+        let before = stats(&c).unwrap().bytes;
+        let limit = before / 2;
+        let r = enforce_limits(&c, limit, u64::MAX / 2, SystemTime::now()).unwrap();
+        assert_eq!(r.compacted, 49, "only the latest state row is kept");
+        assert!(r.dropped_for_space > 0);
+        assert!(r.bytes <= limit, "{r:?}");
+        let kinds: Vec<String> = pending(&c, 0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.kind)
+            .collect();
+        assert_eq!(kinds.iter().filter(|k| *k == "lifecycle").count(), 50);
+        // The dropped telemetry is the oldest: what is left is a suffix.
+        let tele: Vec<i64> = pending(&c, 0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.kind == "telemetry")
+            .map(|m| m.seq)
+            .collect();
+        assert!(tele.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(*tele.last().unwrap(), 148);
+
+        // Only protected rows left and still over: reported, not dropped.
+        let r = enforce_limits(&c, 1000, u64::MAX / 2, SystemTime::now()).unwrap();
+        assert!(r.protected_bytes > 1000);
+        assert_eq!(
+            pending(&c, 0, 1000)
+                .unwrap()
+                .iter()
+                .filter(|m| m.kind == "lifecycle")
+                .count(),
+            50
+        );
+    }
+
+    #[test]
+    fn expired_telemetry_is_dropped_but_lifecycle_is_kept() {
+        let c = db();
+        append(&c, "gw", &msg(MessageKind::Telemetry, "t", 10)).unwrap();
+        append(&c, "gw", &msg(MessageKind::Audit, "audit", 10)).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let r = enforce_limits(&c, u64::MAX / 2, 1000, later).unwrap();
+        assert_eq!(r.dropped_expired, 1);
+        assert_eq!(r.protected_expired, 1);
+        assert_eq!(stats(&c).unwrap().depth, 1);
+    }
+
+    #[test]
+    fn gate_refuses_only_telemetry_and_counts() {
+        let g = OutboxGate::default();
+        assert!(g.admit(MessageKind::Telemetry));
+        g.set_refuse_telemetry(true);
+        assert!(!g.admit(MessageKind::Telemetry));
+        assert!(g.admit(MessageKind::Lifecycle));
+        assert!(g.admit(MessageKind::Audit));
+        assert_eq!(g.refused(), 1);
     }
 }

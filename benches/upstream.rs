@@ -1,0 +1,413 @@
+//! Upstream benchmark, against rumqttd embedded on a loopback port, in one run:
+//!
+//! 1. **bare**: a rumqttc QoS 1 publish loop (in-flight window 100, ~250-byte
+//!    payloads) until every PUBACK is in: the ceiling for this client and broker.
+//! 2. **end to end**: device events into the hub -> registry + outbox (committed)
+//!    -> upstream pump -> QoS 1 -> PUBACK -> row deleted, until the outbox is empty.
+//!    Each reading event queues two messages (telemetry, and the retained state),
+//!    so both events/s and messages/s are reported; run with the store's
+//!    `synchronous = normal` (crash-safe) and `full` (power-loss-safe).
+//! 3. **drain**: a backlog of 100,000 committed rows drained after the uplink
+//!    comes up.
+//!
+//! Run: `cargo bench --bench upstream` (env FIELDGATE_BENCH_EVENTS,
+//! FIELDGATE_BENCH_EVENTS_FULL, FIELDGATE_BENCH_BACKLOG, FIELDGATE_BENCH_BARE).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fieldgate::config::{Config, Protocol};
+use fieldgate::hub::Hub;
+use fieldgate::model::{DeviceEvent, DeviceEventKind, Reading, Value};
+use fieldgate::store::outbox::{self, MessageKind, NewMessage};
+use fieldgate::store::{Store, WriterOptions};
+use fieldgate::upstream::{ConnectionState, Tuning, Upstream, UpstreamDeps};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
+use tokio::sync::{mpsc, watch};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn start_broker() -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut config = rumqttd::Config {
+        router: rumqttd::RouterConfig {
+            max_connections: 100,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    config.v4 = Some(HashMap::from([(
+        "1".to_string(),
+        rumqttd::ServerSettings {
+            name: "bench".into(),
+            listen,
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections: rumqttd::ConnectionSettings {
+                connection_timeout_ms: 60_000,
+                max_payload_size: 1024 * 1024,
+                max_inflight_count: 500,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        },
+    )]));
+    std::thread::spawn(move || {
+        let _ = rumqttd::Broker::new(config).start();
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "rumqttd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    port
+}
+
+fn sample_payload(i: usize) -> Vec<u8> {
+    serde_json::json!({
+        "msg_id": uuid::Uuid::now_v7().to_string(),
+        "seq": i,
+        "ts": fieldgate::model::now_rfc3339(),
+        "gateway": "bench-gw",
+        "type": "telemetry",
+        "device": "zigbee:0x00124b0001abcdef",
+        "data": {"readings": [{"name": "temperature", "value": 21.5, "unit": "°C"}]},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A plain rumqttc QoS 1 loop: messages per second until all are acked.
+async fn bare(port: u16, n: usize) -> f64 {
+    let mut opts = MqttOptions::new(format!("bare-{}", std::process::id()), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_inflight(100);
+    let (client, mut el) = AsyncClient::new(opts, 200);
+    loop {
+        if let Ok(Event::Incoming(Incoming::ConnAck(_))) = el.poll().await {
+            break;
+        }
+    }
+    let payloads: Vec<Vec<u8>> = (0..n).map(sample_payload).collect();
+    let t0 = Instant::now();
+    let producer = tokio::spawn(async move {
+        for p in payloads {
+            client
+                .publish("bench/bare/device/x/telemetry", QoS::AtLeastOnce, false, p)
+                .await
+                .expect("publish");
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < n {
+        match el.poll().await {
+            Ok(Event::Incoming(Incoming::PubAck(_))) => acked += 1,
+            Ok(Event::Outgoing(Outgoing::Publish(_))) | Ok(_) => {}
+            Err(e) => panic!("bare loop: {e}"),
+        }
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let _client = producer.await;
+    rate
+}
+
+struct Gateway {
+    _dir: tempfile::TempDir,
+    store: Option<Store>,
+    db: std::path::PathBuf,
+    events: mpsc::Sender<DeviceEvent>,
+    shutdown: watch::Sender<bool>,
+    hub_task: tokio::task::JoinHandle<()>,
+    upstream: Option<Upstream>,
+}
+
+impl Gateway {
+    async fn start(port: u16, synchronous: &str, tag: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "[gateway]\nid = \"bench-gw\"\nstate_dir = \"{}\"\n[store]\nsynchronous = \"{synchronous}\"\n[upstream]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"bench-{tag}-{}\"\ntopic_prefix = \"bench/{tag}\"\n",
+            dir.path().display(),
+            std::process::id()
+        );
+        let config = Config::parse(Path::new("bench.toml"), &text).expect("config");
+        let store =
+            Store::open(&config.db_path(), WriterOptions::from(&config.store)).expect("store");
+        let (shutdown, sd_rx) = watch::channel(false);
+        let (hub, handle, req_rx) = Hub::new("bench-gw", store.writer(), &[]);
+        let upstream = Some(
+            Upstream::start_tuned(
+                config.upstream.as_ref().expect("upstream"),
+                UpstreamDeps {
+                    gateway_id: "bench-gw".into(),
+                    db_path: config.db_path(),
+                    writer: store.writer(),
+                    hub: handle.clone(),
+                    radios: Arc::new(Vec::new()),
+                    gate: hub.outbox_gate(),
+                    shutdown: sd_rx.clone(),
+                },
+                Tuning::default(),
+            )
+            .expect("upstream"),
+        );
+        let (events, ev_rx) = mpsc::channel(4096);
+        let hub_task = tokio::spawn(hub.run(ev_rx, req_rx, sd_rx, None));
+        drop(handle);
+        Gateway {
+            db: config.db_path(),
+            _dir: dir,
+            store: Some(store),
+            events,
+            shutdown,
+            hub_task,
+            upstream,
+        }
+    }
+
+    fn depth(&self) -> u64 {
+        fieldgate::store::open_reader(&self.db)
+            .and_then(|c| outbox::stats(&c))
+            .map(|s| s.depth)
+            .unwrap_or(u64::MAX)
+    }
+
+    async fn wait_connected(&self) {
+        let s = self.upstream.as_ref().expect("upstream").status.clone();
+        while s.state() != ConnectionState::Connected {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn wait_empty(&self) {
+        while self.depth() != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        let _ = (&mut self.hub_task).await;
+        if let Some(up) = self.upstream.take() {
+            up.join().await;
+        }
+        let store = self.store.take();
+        drop(self);
+        if let Some(s) = store {
+            let _ = tokio::task::spawn_blocking(move || s.close()).await;
+        }
+    }
+}
+
+/// Events/s and messages/s from the hub to PUBACKed-and-deleted.
+async fn end_to_end(port: u16, n: usize, synchronous: &str) -> (f64, f64) {
+    let gw = Gateway::start(port, synchronous, &format!("e2e-{synchronous}")).await;
+    gw.wait_connected().await;
+    let t0 = Instant::now();
+    for i in 0..n {
+        gw.events
+            .send(DeviceEvent {
+                radio: "zb0".into(),
+                protocol: Protocol::Zigbee,
+                native_address: format!("0x{:04x}", i % 50),
+                received_at: SystemTime::now(),
+                kind: DeviceEventKind::Readings(vec![Reading {
+                    name: "temperature".into(),
+                    value: Value::Number(20.0 + (i % 100) as f64 / 10.0),
+                    unit: Some("°C".into()),
+                }]),
+            })
+            .await
+            .expect("hub");
+    }
+    // Each reading queues two rows (telemetry, state): wait until all are acked,
+    // then until they are deleted.
+    let status = gw.upstream.as_ref().expect("upstream").status.clone();
+    while status.snapshot().delivered < 2 * n as u64 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    gw.wait_empty().await;
+    let secs = t0.elapsed().as_secs_f64();
+    let delivered = gw
+        .upstream
+        .as_ref()
+        .map(|u| u.status.snapshot().delivered)
+        .unwrap_or(0);
+    gw.stop().await;
+    (n as f64 / secs, delivered as f64 / secs)
+}
+
+/// Events/s from the hub into the committed outbox alone (the uplink points at a
+/// closed port), to show which side bounds the end-to-end figure.
+async fn hub_only(n: usize, synchronous: &str) -> f64 {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let gw = Gateway::start(closed, synchronous, &format!("hub-{synchronous}")).await;
+    let t0 = Instant::now();
+    for i in 0..n {
+        gw.events
+            .send(DeviceEvent {
+                radio: "zb0".into(),
+                protocol: Protocol::Zigbee,
+                native_address: format!("0x{:04x}", i % 50),
+                received_at: SystemTime::now(),
+                kind: DeviceEventKind::Readings(vec![Reading {
+                    name: "temperature".into(),
+                    value: Value::Number(20.0),
+                    unit: Some("°C".into()),
+                }]),
+            })
+            .await
+            .expect("hub");
+    }
+    while gw.depth() < 2 * n as u64 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    gw.stop().await;
+    rate
+}
+
+/// Messages/s draining a committed backlog of `n` rows.
+async fn drain(port: u16, n: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[gateway]\nid = \"bench-gw\"\nstate_dir = \"{}\"\n[upstream]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"bench-drain-{}\"\ntopic_prefix = \"bench/drain\"\n",
+        dir.path().display(),
+        std::process::id()
+    );
+    let config = Config::parse(Path::new("bench.toml"), &text).expect("config");
+    let store = Store::open(&config.db_path(), WriterOptions::from(&config.store)).expect("store");
+    let writer = store.writer();
+    for chunk in 0..n.div_ceil(5000) {
+        let count = 5000.min(n - chunk * 5000);
+        writer
+            .write(move |c| {
+                for i in 0..count {
+                    outbox::append(
+                        c,
+                        "bench-gw",
+                        &NewMessage {
+                            kind: MessageKind::Telemetry,
+                            device: None,
+                            topic: format!("device/zigbee:0x{:04x}/telemetry", i % 50),
+                            retain: false,
+                            data: serde_json::json!({"readings": [{"name": "temperature", "value": 21.5, "unit": "°C"}]}),
+                            event_time: SystemTime::now(),
+                        },
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("seed backlog");
+    }
+    let (shutdown, sd_rx) = watch::channel(false);
+    let (hub, handle, _req_rx) = Hub::new("bench-gw", store.writer(), &[]);
+    let t0 = Instant::now();
+    let up = Upstream::start_tuned(
+        config.upstream.as_ref().expect("upstream"),
+        UpstreamDeps {
+            gateway_id: "bench-gw".into(),
+            db_path: config.db_path(),
+            writer: store.writer(),
+            hub: handle,
+            radios: Arc::new(Vec::new()),
+            gate: hub.outbox_gate(),
+            shutdown: sd_rx,
+        },
+        Tuning::default(),
+    )
+    .expect("upstream");
+    let db = config.db_path();
+    loop {
+        let depth = fieldgate::store::open_reader(&db)
+            .and_then(|c| outbox::stats(&c))
+            .map(|s| s.depth)
+            .unwrap_or(u64::MAX);
+        if depth == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let _ = shutdown.send(true);
+    up.join().await;
+    drop((hub, writer));
+    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    rate
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let port = start_broker();
+    let n_bare = env_usize("FIELDGATE_BENCH_BARE", 40_000);
+    let n_events = env_usize("FIELDGATE_BENCH_EVENTS", 20_000);
+    let n_full = env_usize("FIELDGATE_BENCH_EVENTS_FULL", 2_000);
+    let backlog = env_usize("FIELDGATE_BENCH_BACKLOG", 100_000);
+    rt.block_on(async {
+        // Warm-up of both paths.
+        bare(port, 2_000).await;
+        end_to_end(port, 500, "normal").await;
+
+        let mut bare_rates = Vec::new();
+        let mut e2e = Vec::new();
+        for _ in 0..3 {
+            bare_rates.push(bare(port, n_bare).await);
+            e2e.push(end_to_end(port, n_events, "normal").await);
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let bare_rate = median(bare_rates.clone());
+        let ev_rate = median(e2e.iter().map(|r| r.0).collect());
+        let msg_rate = median(e2e.iter().map(|r| r.1).collect());
+        let (full_ev, full_msg) = end_to_end(port, n_full, "full").await;
+        let drain_rate = drain(port, backlog).await;
+        let hub_rate = hub_only(n_events, "normal").await;
+
+        println!("upstream benchmark (rumqttd on loopback, QoS 1, window 100)");
+        println!("  bare rumqttc loop:          {bare_rate:>10.0} msg/s  (median of 3: {bare_rates:.0?})");
+        println!("  end to end, sync=normal:    {ev_rate:>10.0} events/s = {msg_rate:>8.0} msg/s (median of 3, {n_events} events)");
+        println!("  end to end, sync=full:      {full_ev:>10.0} events/s = {full_msg:>8.0} msg/s ({n_full} events)");
+        println!("  hub only (no uplink), sync=normal: {hub_rate:>10.0} events/s ({n_events} events)");
+        println!("  drain of {backlog} rows:      {drain_rate:>10.0} msg/s");
+        println!(
+            "  ratio (end-to-end msg/s / bare msg/s):    {:.2}",
+            msg_rate / bare_rate
+        );
+        println!(
+            "  ratio (end-to-end events/s / bare msg/s): {:.2}",
+            ev_rate / bare_rate
+        );
+        println!(
+            "  ratio (drain msg/s / bare msg/s):         {:.2}",
+            drain_rate / bare_rate
+        );
+    });
+    // rumqttd's thread never ends: leave without waiting for it.
+    std::process::exit(0);
+}

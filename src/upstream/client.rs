@@ -1,0 +1,317 @@
+//! Building the MQTT client from `[upstream]`: broker address, identity,
+//! credentials, TLS (rustls on the `ring` provider) and the last will.
+//!
+//! Owns turning configuration and files (password, CA, client cert/key) into
+//! `rumqttc::MqttOptions`. It never logs a secret and never connects: the session
+//! does that.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::topics::Topics;
+use crate::config::{is_loopback_host, UpstreamConfig};
+
+/// Largest MQTT packet we accept from the broker (requests are far smaller; the
+/// request size limit is enforced separately with an error response).
+pub const MAX_INCOMING_PACKET: usize = 256 * 1024;
+/// Largest packet we send; an outbox row larger than this is undeliverable.
+pub const MAX_OUTGOING_PACKET: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("upstream.url `{0}` is not a valid mqtt:// or mqtts:// URL: {1}")]
+    Url(String, String),
+    #[error("plaintext MQTT to `{0}` is refused: use mqtts:// or set allow_plaintext = true")]
+    PlaintextRefused(String),
+    #[error("cannot read {what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} {path}: {message}")]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("no trusted CA: {0}")]
+    NoRoots(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("upstream.keepalive must be 0 or between 1 s and 65535 s")]
+    Keepalive,
+    #[error("upstream.password_file is set but upstream.username is not")]
+    PasswordWithoutUser,
+}
+
+/// What the session needs to connect, derived from the config once at start.
+pub struct ClientSettings {
+    pub options: MqttOptions,
+    /// `mqtt[s]://host:port`, for status and logs (never with credentials).
+    pub broker: String,
+    pub client_id: String,
+    pub topics: Topics,
+}
+
+impl std::fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // MqttOptions holds the password: never print it.
+        f.debug_struct("ClientSettings")
+            .field("broker", &self.broker)
+            .field("client_id", &self.client_id)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The JSON of the last will, published by the broker when the link is lost.
+pub fn offline_payload(gateway_id: &str) -> Vec<u8> {
+    serde_json::json!({"state": "offline", "gateway": gateway_id})
+        .to_string()
+        .into_bytes()
+}
+
+impl ClientSettings {
+    pub fn from_config(
+        up: &UpstreamConfig,
+        gateway_id: &str,
+    ) -> Result<ClientSettings, ClientError> {
+        let raw = up.url.get_ref();
+        let url = url::Url::parse(raw).map_err(|e| ClientError::Url(raw.clone(), e.to_string()))?;
+        let tls = match url.scheme() {
+            "mqtt" => false,
+            "mqtts" => true,
+            other => {
+                return Err(ClientError::Url(
+                    raw.clone(),
+                    format!("unsupported scheme `{other}`"),
+                ))
+            }
+        };
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| ClientError::Url(raw.clone(), "no host".into()))?
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string();
+        // Checked by the config too; kept here so no other path can bypass it.
+        if !tls && !up.allow_plaintext && !is_loopback_host(&host) {
+            return Err(ClientError::PlaintextRefused(host));
+        }
+        let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+        let client_id = up
+            .client_id
+            .clone()
+            .unwrap_or_else(|| gateway_id.to_string());
+        let topics = Topics::from_config(
+            up.topic_prefix.as_ref().map(|p| p.get_ref().as_str()),
+            gateway_id,
+        );
+
+        let mut options = MqttOptions::new(client_id.clone(), host.clone(), port);
+        if !up.keepalive.is_zero()
+            && (up.keepalive < Duration::from_secs(1) || up.keepalive > Duration::from_secs(65535))
+        {
+            return Err(ClientError::Keepalive);
+        }
+        options.set_keep_alive(up.keepalive);
+        // Our outbox is the session: never rely on the broker's or rumqttc's.
+        options.set_clean_session(true);
+        options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+        options.set_last_will(LastWill::new(
+            topics.status(),
+            offline_payload(gateway_id),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        match (&up.username, &up.password_file) {
+            (Some(user), Some(file)) => {
+                let password = read_password(file)?;
+                options.set_credentials(user.clone(), password);
+            }
+            (Some(user), None) => {
+                options.set_credentials(user.clone(), String::new());
+            }
+            (None, Some(_)) => return Err(ClientError::PasswordWithoutUser),
+            (None, None) => {}
+        }
+        if tls {
+            let config = rustls_config(
+                up.ca_file.as_deref(),
+                up.client_cert.as_deref().zip(up.client_key.as_deref()),
+            )?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(config),
+            )));
+        }
+        let scheme = if tls { "mqtts" } else { "mqtt" };
+        let shown_host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Ok(ClientSettings {
+            options,
+            broker: format!("{scheme}://{shown_host}:{port}"),
+            client_id,
+            topics,
+        })
+    }
+}
+
+fn read_password(path: &Path) -> Result<String, ClientError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ClientError::File {
+        what: "the password file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // A trailing newline from `echo > file` is not part of the password.
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// A rustls client config on the `ring` provider: roots from `ca_file` or the
+/// system store, and a client certificate for mutual TLS when given.
+pub fn rustls_config(
+    ca_file: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in read_certs(path, "the CA file")? {
+                roots.add(cert).map_err(|e| ClientError::Pem {
+                    what: "the CA file",
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for e in &native.errors {
+                tracing::warn!(error = %e, "while loading the system CA certificates");
+            }
+            let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                return Err(ClientError::NoRoots(
+                    "the system store has no usable CA certificate; set upstream.ca_file".into(),
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots);
+    match client {
+        Some((cert, key)) => {
+            let chain = read_certs(cert, "the client certificate")?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ClientError::Pem {
+                what: "the client key",
+                path: key.to_path_buf(),
+                // The error names the problem (missing section, IO), never key bytes.
+                message: e.to_string(),
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ClientError::Tls(format!("client certificate/key: {e}")))
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+fn read_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let pem_err = |message: String| ClientError::Pem {
+        what,
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|source| ClientError::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem_err("no PEM certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn upstream(extra: &str) -> Result<ClientSettings, ClientError> {
+        let text =
+            format!("[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n[upstream]\n{extra}\n");
+        let c = Config::parse(Path::new("t.toml"), &text).unwrap();
+        ClientSettings::from_config(c.upstream.as_ref().unwrap(), "gw1")
+    }
+
+    #[test]
+    fn defaults_come_from_the_gateway_id() {
+        let s = upstream("url = \"mqtt://127.0.0.1\"").unwrap();
+        assert_eq!(s.broker, "mqtt://127.0.0.1:1883");
+        assert_eq!(s.client_id, "gw1");
+        assert_eq!(s.topics.prefix(), "fieldgate/gw1");
+        assert!(s.options.clean_session());
+        let will = s.options.last_will().unwrap();
+        assert_eq!(will.topic, "fieldgate/gw1/status");
+        assert!(will.retain);
+    }
+
+    #[test]
+    fn plaintext_to_a_remote_host_needs_consent() {
+        // The config refuses it first; the client refuses it too.
+        let text = "[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n[upstream]\nurl = \"mqtt://192.0.2.1\"\nallow_plaintext = true\n";
+        let mut c = Config::parse(Path::new("t.toml"), text).unwrap();
+        let up = c.upstream.as_mut().unwrap();
+        assert!(ClientSettings::from_config(up, "gw1").is_ok());
+        up.allow_plaintext = false;
+        assert!(matches!(
+            ClientSettings::from_config(up, "gw1"),
+            Err(ClientError::PlaintextRefused(_))
+        ));
+    }
+
+    #[test]
+    fn missing_files_are_clear_errors() {
+        let e =
+            upstream("url = \"mqtts://127.0.0.1\"\nca_file = \"/nonexistent/ca.pem\"").unwrap_err();
+        assert!(e.to_string().contains("CA file"), "{e}");
+        let e = upstream(
+            "url = \"mqtt://127.0.0.1\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("password file"), "{e}");
+    }
+
+    #[test]
+    fn password_is_read_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret-value\n").unwrap();
+        let s = upstream(&format!(
+            "url = \"mqtt://127.0.0.1\"\nusername = \"u\"\npassword_file = \"{}\"",
+            pw.display()
+        ))
+        .unwrap();
+        let login = s.options.credentials().unwrap();
+        assert_eq!(login.password, "s3cret-value");
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+}

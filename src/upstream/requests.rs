@@ -1,0 +1,865 @@
+//! Inbound requests from the cloud: `<prefix>/request/<operation>` in,
+//! `<prefix>/response/<operation>` out.
+//!
+//! Owns parsing and validating requests (size limit, UTF-8, JSON, strict schemas
+//! with unknown fields rejected, a correlation id), authorizing them against the
+//! registry, routing them to the hub, the audit record every request gets, and the
+//! response. It never touches the MQTT connection: the session hands it payloads
+//! and publishes what it returns. Nothing here may panic on input.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::topics::{response_level, Topics};
+use super::UpstreamStatus;
+use crate::hub::{HubError, HubHandle, MAX_PERMIT_JOIN_SECONDS};
+use crate::model::{now_rfc3339, DeviceId, Lifecycle, RadioState};
+use crate::radio::RadioHandle;
+use crate::store::audit::{AuditEntry, Outcome};
+use crate::store::{self, outbox, registry, Writer};
+
+/// Largest request payload accepted (larger ones get `payload_too_large`).
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+const MAX_CORRELATION_ID: usize = 128;
+const MAX_CLIENT_ID: usize = 64;
+/// Responses remembered for duplicate (e.g. retained, re-delivered) requests.
+const REPLAY_CACHE: usize = 1024;
+
+/// The operations the gateway answers.
+pub const OPERATIONS: [&str; 7] = [
+    "permit_join",
+    "remove",
+    "set",
+    "get",
+    "policy",
+    "health_check",
+    "info",
+];
+
+/// A refusal, with a stable machine-readable code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(code: &'static str, message: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Server-side failures are audited as `failed`, the rest as `refused`.
+    fn outcome(&self) -> Outcome {
+        match self.code {
+            "store_error" | "shutting_down" | "internal" | "audit_unavailable" | "busy" => {
+                Outcome::Failed
+            }
+            _ => Outcome::Refused,
+        }
+    }
+}
+
+impl From<HubError> for Rejection {
+    fn from(e: HubError) -> Self {
+        Rejection::new(e.code(), e.to_string())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PermitJoinBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    radio: String,
+    seconds: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    device: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    device: String,
+    state: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    device: String,
+    #[serde(default)]
+    attributes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    version: u64,
+    document: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+/// A validated request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    PermitJoin {
+        radio: String,
+        seconds: u32,
+    },
+    Remove {
+        device: DeviceId,
+    },
+    Set {
+        device: DeviceId,
+        state: Map<String, Value>,
+    },
+    Get {
+        device: DeviceId,
+        attributes: Vec<String>,
+    },
+    Policy {
+        version: u64,
+    },
+    HealthCheck,
+    Info,
+}
+
+impl Request {
+    fn target(&self, gateway_id: &str) -> String {
+        match self {
+            Request::PermitJoin { radio, .. } => radio.clone(),
+            Request::Remove { device }
+            | Request::Set { device, .. }
+            | Request::Get { device, .. } => device.to_string(),
+            Request::Policy { .. } | Request::HealthCheck | Request::Info => gateway_id.to_string(),
+        }
+    }
+}
+
+/// A request as parsed: who asked, with which correlation id, and what (or why not).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub correlation_id: Option<String>,
+    pub client_id: Option<String>,
+    pub request: Result<Request, Rejection>,
+}
+
+fn is_word(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+}
+
+fn typed<T: DeserializeOwned>(v: Value) -> Result<T, Rejection> {
+    serde_json::from_value(v).map_err(|e| Rejection::new("invalid_request", e.to_string()))
+}
+
+fn device_id(raw: &str) -> Result<DeviceId, Rejection> {
+    DeviceId::parse(raw).ok_or_else(|| {
+        Rejection::new(
+            "bad_device_id",
+            "`device` is not a device id (expected <protocol>:<address>, e.g. zigbee:0x00124b0001abcdef)",
+        )
+    })
+}
+
+/// Parses and validates one request. Pure: no IO, never panics.
+pub fn parse(operation: &str, payload: &[u8]) -> Parsed {
+    let fail = |c: Option<String>, client: Option<String>, r: Rejection| Parsed {
+        correlation_id: c,
+        client_id: client,
+        request: Err(r),
+    };
+    if payload.len() > MAX_REQUEST_BYTES {
+        return fail(
+            None,
+            None,
+            Rejection::new(
+                "payload_too_large",
+                format!(
+                    "{} bytes: requests are at most {MAX_REQUEST_BYTES} bytes",
+                    payload.len()
+                ),
+            ),
+        );
+    }
+    if payload.is_empty() {
+        return fail(
+            None,
+            None,
+            Rejection::new(
+                "empty_payload",
+                "the request has no payload: a JSON object is required",
+            ),
+        );
+    }
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return fail(
+            None,
+            None,
+            Rejection::new(
+                "not_utf8",
+                "the payload is not UTF-8 text: a JSON object is required",
+            ),
+        );
+    };
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(
+                None,
+                None,
+                Rejection::new("bad_json", format!("the payload is not valid JSON: {e}")),
+            )
+        }
+    };
+    let Value::Object(obj) = &value else {
+        return fail(
+            None,
+            None,
+            Rejection::new("not_an_object", "the payload must be a JSON object"),
+        );
+    };
+    let correlation_id = match obj.get("correlation_id") {
+        None | Some(Value::Null) => {
+            return fail(None, None, Rejection::new("missing_correlation_id", "`correlation_id` is required"))
+        }
+        Some(Value::String(s))
+            if !s.is_empty()
+                && s.chars().count() <= MAX_CORRELATION_ID
+                && !s.chars().any(char::is_control) =>
+        {
+            s.clone()
+        }
+        Some(_) => {
+            return fail(
+                None,
+                None,
+                Rejection::new(
+                    "invalid_correlation_id",
+                    format!("`correlation_id` must be a string of 1 to {MAX_CORRELATION_ID} printable characters"),
+                ),
+            )
+        }
+    };
+    let cid = Some(correlation_id.clone());
+    let client_id = match obj.get("client_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if is_word(s, MAX_CLIENT_ID) => Some(s.clone()),
+        Some(_) => {
+            return fail(
+                cid,
+                None,
+                Rejection::new(
+                    "invalid_request",
+                    format!(
+                    "`client_id` must be 1 to {MAX_CLIENT_ID} characters of A-Z a-z 0-9 _ - . :"
+                ),
+                ),
+            )
+        }
+    };
+    let request = parse_operation(operation, value);
+    Parsed {
+        correlation_id: cid,
+        client_id,
+        request,
+    }
+}
+
+fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> {
+    match operation {
+        "permit_join" => {
+            let b: PermitJoinBody = typed(value)?;
+            if b.seconds == 0 || b.seconds > MAX_PERMIT_JOIN_SECONDS {
+                return Err(Rejection::new(
+                    "invalid_request",
+                    format!("`seconds` must be between 1 and {MAX_PERMIT_JOIN_SECONDS}"),
+                ));
+            }
+            if !is_word(&b.radio, 32) {
+                return Err(Rejection::new(
+                    "unknown_radio",
+                    "`radio` is not a radio name",
+                ));
+            }
+            Ok(Request::PermitJoin {
+                radio: b.radio,
+                seconds: b.seconds,
+            })
+        }
+        "remove" => {
+            let b: DeviceBody = typed(value)?;
+            Ok(Request::Remove {
+                device: device_id(&b.device)?,
+            })
+        }
+        "set" => {
+            let b: SetBody = typed(value)?;
+            let device = device_id(&b.device)?;
+            if b.state.is_empty() || b.state.len() > 16 {
+                return Err(Rejection::new(
+                    "invalid_request",
+                    "`state` must have 1 to 16 attributes",
+                ));
+            }
+            for (k, v) in &b.state {
+                let scalar = match v {
+                    Value::Bool(_) | Value::Number(_) => true,
+                    Value::String(s) => s.len() <= 64,
+                    _ => false,
+                };
+                if !is_word(k, 32) || !scalar {
+                    return Err(Rejection::new(
+                        "invalid_request",
+                        format!("`state.{}`: attribute names are short words and values are booleans, numbers or short strings", k.chars().take(32).collect::<String>()),
+                    ));
+                }
+            }
+            Ok(Request::Set {
+                device,
+                state: b.state,
+            })
+        }
+        "get" => {
+            let b: GetBody = typed(value)?;
+            let device = device_id(&b.device)?;
+            let attributes = b.attributes.unwrap_or_default();
+            if attributes.len() > 32 || !attributes.iter().all(|a| is_word(a, 32)) {
+                return Err(Rejection::new(
+                    "invalid_request",
+                    "`attributes` must be at most 32 short attribute names",
+                ));
+            }
+            Ok(Request::Get { device, attributes })
+        }
+        "policy" => {
+            let b: PolicyBody = typed(value)?;
+            if b.version == 0 {
+                return Err(Rejection::new(
+                    "invalid_request",
+                    "`version` must be at least 1",
+                ));
+            }
+            let _ = b.document;
+            Ok(Request::Policy { version: b.version })
+        }
+        "health_check" => {
+            typed::<EmptyBody>(value)?;
+            Ok(Request::HealthCheck)
+        }
+        "info" => {
+            typed::<EmptyBody>(value)?;
+            Ok(Request::Info)
+        }
+        other => Err(Rejection::new(
+            "unknown_operation",
+            format!(
+                "unknown operation `{}`: one of {}",
+                other.chars().take(32).collect::<String>(),
+                OPERATIONS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// The JSON response for a request.
+#[derive(Debug, Serialize)]
+struct Response<'a> {
+    correlation_id: Option<&'a str>,
+    operation: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+    gateway: &'a str,
+    ts: String,
+}
+
+/// Something for the session to publish (QoS 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// What the session hands the request task.
+#[derive(Debug)]
+pub enum Inbound {
+    Request {
+        operation: String,
+        payload: Vec<u8>,
+        retained: bool,
+    },
+    /// Publish the retained `info` document now.
+    PublishInfo,
+}
+
+/// What a request handler needs from the rest of the daemon.
+#[derive(Clone)]
+pub struct RequestContext {
+    pub gateway_id: Arc<str>,
+    pub topics: Topics,
+    pub hub: HubHandle,
+    pub writer: Writer,
+    pub db_path: PathBuf,
+    pub radios: Arc<Vec<RadioHandle>>,
+    pub status: Arc<UpstreamStatus>,
+}
+
+/// Serves requests one at a time until the session drops its sender.
+pub async fn serve(
+    ctx: RequestContext,
+    mut inbound: mpsc::Receiver<Inbound>,
+    outbound: mpsc::Sender<Outbound>,
+) {
+    let mut replay = ReplayCache::default();
+    while let Some(item) = inbound.recv().await {
+        let out = match item {
+            Inbound::PublishInfo => match info(&ctx).await {
+                Ok(data) => Outbound {
+                    topic: ctx.topics.info(),
+                    payload: data.to_string().into_bytes(),
+                    retain: true,
+                },
+                Err(e) => {
+                    tracing::warn!(code = e.code, error = %e.message, "cannot build the gateway info");
+                    continue;
+                }
+            },
+            Inbound::Request {
+                operation,
+                payload,
+                retained,
+            } => handle(&ctx, &mut replay, &operation, &payload, retained).await,
+        };
+        if outbound.send(out).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[derive(Default)]
+struct ReplayCache {
+    order: VecDeque<(String, String)>,
+    responses: HashMap<(String, String), Vec<u8>>,
+}
+
+impl ReplayCache {
+    fn get(&self, key: &(String, String)) -> Option<&Vec<u8>> {
+        self.responses.get(key)
+    }
+
+    fn put(&mut self, key: (String, String), response: Vec<u8>) {
+        if self.responses.insert(key.clone(), response).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > REPLAY_CACHE {
+                if let Some(old) = self.order.pop_front() {
+                    self.responses.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Validates, authorizes, executes and audits one request; returns its response.
+async fn handle(
+    ctx: &RequestContext,
+    replay: &mut ReplayCache,
+    operation: &str,
+    payload: &[u8],
+    retained: bool,
+) -> Outbound {
+    let parsed = parse(operation, payload);
+    let level = response_level(operation).to_string();
+    let actor = format!("mqtt:{}", parsed.client_id.as_deref().unwrap_or("cloud"));
+    let key = parsed.correlation_id.clone().map(|c| (level.clone(), c));
+
+    // A request seen before (retained and re-delivered after a reconnect, or sent
+    // twice) is answered again without being carried out again.
+    if let Some(cached) = key.as_ref().and_then(|k| replay.get(k)).cloned() {
+        ctx.status.count_request("duplicate");
+        let entry = AuditEntry::new(
+            &actor,
+            format!("mqtt.{level}"),
+            ctx.gateway_id.to_string(),
+            Outcome::Refused,
+            json!({"correlation_id": parsed.correlation_id, "code": "duplicate", "retained": retained}),
+        );
+        let _ = audit(ctx, entry).await;
+        return Outbound {
+            topic: ctx.topics.response(operation),
+            payload: cached,
+            retain: false,
+        };
+    }
+
+    let target = match &parsed.request {
+        Ok(r) => r.target(&ctx.gateway_id),
+        Err(_) => ctx.gateway_id.to_string(),
+    };
+    let result = match parsed.request.clone() {
+        Ok(req) => execute(ctx, req, &actor).await,
+        Err(r) => Err(r),
+    };
+    let (status, outcome, code) = match &result {
+        Ok(_) => ("ok", Outcome::Accepted, None),
+        Err(r) => ("error", r.outcome(), Some(r.code)),
+    };
+    ctx.status.count_request(code.unwrap_or("ok"));
+    let entry = AuditEntry::new(
+        &actor,
+        format!("mqtt.{level}"),
+        target,
+        outcome,
+        json!({"correlation_id": parsed.correlation_id, "status": status, "code": code, "retained": retained}),
+    );
+    let result = match audit(ctx, entry).await {
+        Ok(()) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write the audit record of an MQTT request");
+            Err(Rejection::new(
+                "audit_unavailable",
+                "the audit log cannot be written",
+            ))
+        }
+    };
+    if let Err(r) = &result {
+        tracing::info!(operation = %level, code = r.code, correlation_id = ?parsed.correlation_id, "MQTT request refused");
+    }
+    let response = Response {
+        correlation_id: parsed.correlation_id.as_deref(),
+        operation: &level,
+        status: if result.is_ok() { "ok" } else { "error" },
+        data: result.as_ref().ok().cloned(),
+        error: result
+            .as_ref()
+            .err()
+            .map(|r| json!({"code": r.code, "message": r.message})),
+        gateway: &ctx.gateway_id,
+        ts: now_rfc3339(),
+    };
+    let payload =
+        serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"status\":\"error\"}".to_vec());
+    if let Some(k) = key {
+        replay.put(k, payload.clone());
+    }
+    Outbound {
+        topic: ctx.topics.response(operation),
+        payload,
+        retain: false,
+    }
+}
+
+async fn audit(ctx: &RequestContext, entry: AuditEntry) -> store::StoreResult<()> {
+    let gw = ctx.gateway_id.clone();
+    ctx.writer
+        .write(move |c| store::record_audit(c, &gw, &entry).map(|_| ()))
+        .await
+}
+
+async fn read<T, F>(ctx: &RequestContext, f: F) -> Result<T, Rejection>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> store::StoreResult<T> + Send + 'static,
+{
+    let path = ctx.db_path.clone();
+    tokio::task::spawn_blocking(move || {
+        let conn = store::open_reader(&path)?;
+        f(&conn)
+    })
+    .await
+    .map_err(|e| Rejection::new("internal", format!("reader task failed: {e}")))?
+    .map_err(|e| Rejection::new("store_error", e.to_string()))
+}
+
+/// Refuses commands to devices that are unknown or decommissioned.
+async fn commandable(
+    ctx: &RequestContext,
+    device: &DeviceId,
+) -> Result<registry::Device, Rejection> {
+    let id = device.clone();
+    let d = read(ctx, move |c| registry::get(c, &id))
+        .await?
+        .ok_or_else(|| Rejection::new("unknown_device", format!("no device `{device}`")))?;
+    if d.lifecycle == Lifecycle::Decommissioned.as_str() {
+        return Err(Rejection::new(
+            "device_decommissioned",
+            format!("device `{device}` is decommissioned and takes no commands"),
+        ));
+    }
+    Ok(d)
+}
+
+async fn execute(ctx: &RequestContext, req: Request, actor: &str) -> Result<Value, Rejection> {
+    match req {
+        Request::PermitJoin { radio, seconds } => {
+            let r = ctx
+                .hub
+                .permit_join(radio, seconds, actor.to_string())
+                .await?;
+            Ok(serde_json::to_value(r).unwrap_or(Value::Null))
+        }
+        Request::Remove { device } => {
+            let r = ctx.hub.decommission(device, actor.to_string()).await?;
+            Ok(json!({
+                "device": r.device.id,
+                "lifecycle": r.device.lifecycle,
+                "credentials_destroyed": r.credentials_destroyed,
+                "radio_removal": r.radio_removal,
+            }))
+        }
+        Request::Set { device, .. } => {
+            commandable(ctx, &device).await?;
+            Err(Rejection::new(
+                "not_supported",
+                "device commands are not supported yet: no radio driver in this build can carry them out",
+            ))
+        }
+        Request::Get { device, .. } => {
+            commandable(ctx, &device).await?;
+            Err(Rejection::new(
+                "not_supported",
+                "device refresh is not supported yet: no radio driver in this build can carry it out",
+            ))
+        }
+        Request::Policy { .. } => Err(Rejection::new(
+            "not_supported",
+            "policy updates are not supported yet: this build has no policy engine",
+        )),
+        Request::HealthCheck => health(ctx).await,
+        Request::Info => info(ctx).await,
+    }
+}
+
+fn radios_json(ctx: &RequestContext) -> Vec<Value> {
+    ctx.radios
+        .iter()
+        .map(|r| {
+            let state = r.state.borrow().clone();
+            let mut v = json!({"name": r.name, "protocol": r.protocol.as_str(), "port": r.port.to_string()});
+            if let (Some(obj), Ok(Value::Object(s))) = (v.as_object_mut(), serde_json::to_value(&state)) {
+                obj.extend(s);
+            }
+            v
+        })
+        .collect()
+}
+
+/// The gateway description: published retained on `info` and answered to `info`.
+pub async fn info(ctx: &RequestContext) -> Result<Value, Rejection> {
+    let (ob, counts) = read(ctx, |c| Ok((outbox::stats(c)?, registry::counts(c)?))).await?;
+    let mut devices = Map::new();
+    let mut total = 0u64;
+    for (k, v) in counts {
+        total += v;
+        devices.insert(k, json!(v));
+    }
+    devices.insert("total".into(), json!(total));
+    let up = ctx.status.snapshot();
+    Ok(json!({
+        "gateway": &*ctx.gateway_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "ts": now_rfc3339(),
+        "radios": radios_json(ctx),
+        "devices": devices,
+        "outbox": ob,
+        "upstream": {"broker": up.broker, "client_id": up.client_id, "delivered": up.delivered},
+    }))
+}
+
+async fn health(ctx: &RequestContext) -> Result<Value, Rejection> {
+    let store_ok = ctx.writer.write(|_| Ok(())).await.is_ok();
+    let readable = read(ctx, |c| {
+        Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+    })
+    .await
+    .is_ok();
+    let total = ctx.radios.len();
+    let up = ctx
+        .radios
+        .iter()
+        .filter(|r| *r.state.borrow() == RadioState::Up)
+        .count();
+    let alarm = ctx.status.snapshot().alarm;
+    Ok(json!({
+        "healthy": store_ok && readable && alarm.is_none(),
+        "store": if store_ok && readable { "ok" } else { "failing" },
+        "radios": {"up": up, "total": total},
+        "alarm": alarm,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(op: &str, payload: &[u8]) -> &'static str {
+        match parse(op, payload).request {
+            Ok(_) => "ok",
+            Err(r) => r.code,
+        }
+    }
+
+    #[test]
+    fn valid_requests_parse() {
+        let p = parse(
+            "permit_join",
+            br#"{"correlation_id":"c1","radio":"zb0","seconds":60}"#,
+        );
+        assert_eq!(p.correlation_id.as_deref(), Some("c1"));
+        assert_eq!(
+            p.request,
+            Ok(Request::PermitJoin {
+                radio: "zb0".into(),
+                seconds: 60
+            })
+        );
+        let p = parse("info", br#"{"correlation_id":"c2","client_id":"ops-1"}"#);
+        assert_eq!(p.client_id.as_deref(), Some("ops-1"));
+        assert_eq!(p.request, Ok(Request::Info));
+        assert_eq!(
+            code("remove", br#"{"correlation_id":"c","device":"zigbee:0x1"}"#),
+            "ok"
+        );
+        assert_eq!(
+            code(
+                "set",
+                br#"{"correlation_id":"c","device":"zigbee:0x1","state":{"on":true}}"#
+            ),
+            "ok"
+        );
+        assert_eq!(
+            code("get", br#"{"correlation_id":"c","device":"zigbee:0x1"}"#),
+            "ok"
+        );
+        assert_eq!(
+            code(
+                "policy",
+                br#"{"correlation_id":"c","version":3,"document":{}}"#
+            ),
+            "ok"
+        );
+    }
+
+    #[test]
+    fn malformed_requests_get_codes() {
+        let big = vec![b' '; MAX_REQUEST_BYTES + 1];
+        let cases: Vec<(&str, &[u8], &str)> = vec![
+            ("info", b"", "empty_payload"),
+            ("info", b"\xff\xfe\x00garbage", "not_utf8"),
+            ("info", b"{not json", "bad_json"),
+            ("info", b"[1,2]", "not_an_object"),
+            ("info", b"{}", "missing_correlation_id"),
+            ("info", br#"{"correlation_id":7}"#, "invalid_correlation_id"),
+            (
+                "info",
+                br#"{"correlation_id":""}"#,
+                "invalid_correlation_id",
+            ),
+            (
+                "info",
+                br#"{"correlation_id":"c","extra":1}"#,
+                "invalid_request",
+            ),
+            ("nope", br#"{"correlation_id":"c"}"#, "unknown_operation"),
+            (
+                "permit_join",
+                br#"{"correlation_id":"c","radio":"zb0","seconds":"60"}"#,
+                "invalid_request",
+            ),
+            (
+                "permit_join",
+                br#"{"correlation_id":"c","radio":"zb0","seconds":0}"#,
+                "invalid_request",
+            ),
+            (
+                "permit_join",
+                br#"{"correlation_id":"c","radio":"zb0","seconds":-5}"#,
+                "invalid_request",
+            ),
+            (
+                "permit_join",
+                br#"{"correlation_id":"c","seconds":5}"#,
+                "invalid_request",
+            ),
+            (
+                "remove",
+                br#"{"correlation_id":"c","device":"bogus"}"#,
+                "bad_device_id",
+            ),
+            (
+                "set",
+                br#"{"correlation_id":"c","device":"zigbee:0x1","state":{}}"#,
+                "invalid_request",
+            ),
+            (
+                "set",
+                br#"{"correlation_id":"c","device":"zigbee:0x1","state":{"on":{"x":1}}}"#,
+                "invalid_request",
+            ),
+            (
+                "policy",
+                br#"{"correlation_id":"c","version":0,"document":{}}"#,
+                "invalid_request",
+            ),
+            ("info", &big, "payload_too_large"),
+        ];
+        for (op, payload, want) in cases {
+            assert_eq!(
+                code(op, payload),
+                want,
+                "{op} {:?}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+    }
+}

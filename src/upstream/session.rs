@@ -1,0 +1,610 @@
+//! The upstream task: drives the MQTT connection and the outbox pump.
+//!
+//! One task owns the rumqttc client handle and the [`Window`]; a helper task only
+//! polls rumqttc's event loop and forwards its events in order (so no poll is ever
+//! cancelled half-way). Reads of the outbox run on a blocking thread with their own
+//! reader connection; deletes go through the store writer. Reconnects use the
+//! radios' jittered exponential backoff. Before each reconnect rumqttc's own
+//! queues are emptied: replay always comes from the outbox.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
+use rusqlite::Connection;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::client::{offline_payload, ClientSettings, MAX_OUTGOING_PACKET};
+use super::pump::Window;
+use super::requests::{self, Inbound, Outbound, RequestContext};
+use super::{limits, ConnectionState, Tuning, UpstreamDeps, UpstreamStatus};
+use crate::config::OutboxLimits;
+use crate::radio::Backoff;
+use crate::store::{self, outbox, StoreResult};
+
+/// Requests waiting for the request task; more are answered `busy`.
+const REQUEST_QUEUE: usize = 64;
+/// Most rows deleted in one writer job.
+const DELETE_BATCH: usize = 2000;
+
+type PollItem = Result<Event, String>;
+
+/// Resolves with the task's output, or never when there is no task.
+async fn join<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    match task.as_mut() {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Polls the event loop and forwards events; after an error waits for the
+/// session's go-ahead, empties rumqttc's queues and reconnects.
+async fn poll_loop(mut el: EventLoop, tx: mpsc::Sender<PollItem>, mut go: mpsc::Receiver<()>) {
+    loop {
+        match el.poll().await {
+            Ok(ev) => {
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if tx.send(Err(e.to_string())).await.is_err() || go.recv().await.is_none() {
+                    return;
+                }
+                // Whatever rumqttc kept (in flight, queued) was forgotten by the
+                // session; the outbox replays it.
+                el.clean();
+                el.pending.clear();
+            }
+        }
+    }
+}
+
+/// A read of the outbox: the connection back, the epoch and limit it was
+/// started with, and the rows.
+type Fetch = JoinHandle<(Connection, u64, usize, StoreResult<Vec<outbox::OutboxRow>>)>;
+
+struct Session {
+    client: AsyncClient,
+    settings_topics: super::topics::Topics,
+    gateway_id: String,
+    status: Arc<UpstreamStatus>,
+    window: Window,
+    connected: bool,
+    /// The outbox may hold rows after the cursor.
+    more: bool,
+    /// Rows read ahead of the window, in seq order, not yet handed over.
+    buffer: VecDeque<outbox::OutboxRow>,
+    /// Bumped on every (dis)connect so reads started before it are discarded.
+    epoch: u64,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+impl Session {
+    fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool, row: Option<i64>) -> bool {
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+        {
+            Ok(()) => {
+                self.window.handed_over(row);
+                self.status.published.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "publish not handed over");
+                false
+            }
+        }
+    }
+
+    /// Forgets everything tied to the current connection.
+    fn new_epoch(&mut self) {
+        self.window.reset();
+        self.buffer.clear();
+        self.epoch += 1;
+    }
+
+    /// Where the next read of the outbox starts.
+    fn read_after(&self) -> i64 {
+        self.buffer
+            .back()
+            .map(|r| r.seq)
+            .unwrap_or(self.window.cursor())
+    }
+
+    fn on_connected(&mut self) {
+        self.connected = true;
+        self.more = true;
+        self.new_epoch();
+        self.status.set_state(ConnectionState::Connected);
+        self.status.connects.fetch_add(1, Ordering::Relaxed);
+        // No session is kept by the broker (clean session): subscribe again.
+        if let Err(e) = self
+            .client
+            .try_subscribe(self.settings_topics.request_filter(), QoS::AtLeastOnce)
+        {
+            tracing::warn!(error = %e, "cannot subscribe to requests");
+        }
+        let birth = serde_json::json!({
+            "state": "online",
+            "gateway": self.gateway_id,
+            "version": env!("CARGO_PKG_VERSION"),
+            "ts": crate::model::now_rfc3339(),
+        });
+        let topic = self.settings_topics.status();
+        self.publish(topic, birth.to_string().into_bytes(), true, None);
+        let _ = self.inbound.try_send(Inbound::PublishInfo);
+    }
+
+    fn on_disconnected(&mut self, error: String) {
+        if self.connected {
+            tracing::warn!(error = %error, "upstream connection lost");
+        } else {
+            tracing::debug!(error = %error, "upstream connect failed");
+        }
+        self.connected = false;
+        self.new_epoch();
+        self.status.set_state(ConnectionState::Disconnected);
+        self.status.set_error(error);
+        self.status
+            .connection_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The pkid bookkeeping disagrees with rumqttc: drop the connection so the
+    /// outbox replays from the oldest undelivered row (duplicates, never loss).
+    fn resync(&mut self, why: &str) {
+        tracing::error!(reason = %why, "upstream pump lost track of packet ids: reconnecting");
+        self.status.set_error(format!("pump resync: {why}"));
+        self.connected = false;
+        self.new_epoch();
+        let _ = self.client.try_disconnect();
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Incoming(Incoming::ConnAck(_)) => self.on_connected(),
+            Event::Incoming(Incoming::PubAck(ack)) => {
+                if !self.connected {
+                    return;
+                }
+                match self.window.on_puback(ack.pkid) {
+                    Ok(Some(_)) => {
+                        self.status.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "ignored PUBACK"),
+                }
+            }
+            Event::Incoming(Incoming::Publish(p)) => {
+                let Some(op) = self.settings_topics.request_operation(&p.topic) else {
+                    return;
+                };
+                let item = Inbound::Request {
+                    operation: op.to_string(),
+                    payload: p.payload.to_vec(),
+                    retained: p.retain,
+                };
+                if let Err(mpsc::error::TrySendError::Full(Inbound::Request {
+                    operation,
+                    payload,
+                    ..
+                })) = self.inbound.try_send(item)
+                {
+                    self.reject_busy(&operation, &payload);
+                }
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if !self.connected {
+                    return;
+                }
+                if let Err(e) = self.window.on_outgoing_publish(pkid) {
+                    self.resync(&e.to_string());
+                }
+            }
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                if !self.connected {
+                    return;
+                }
+                if let Err(e) = self.window.on_await_ack(pkid) {
+                    self.resync(&e.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers a request the request task has no room for.
+    fn reject_busy(&mut self, operation: &str, payload: &[u8]) {
+        self.status.count_request("busy");
+        let correlation_id = requests::parse(operation, payload).correlation_id;
+        let body = serde_json::json!({
+            "correlation_id": correlation_id,
+            "operation": super::topics::response_level(operation),
+            "status": "error",
+            "error": {"code": "busy", "message": "too many requests in progress: retry later"},
+            "gateway": self.gateway_id,
+            "ts": crate::model::now_rfc3339(),
+        });
+        let topic = self.settings_topics.response(operation);
+        if !self.connected || !self.publish(topic, body.to_string().into_bytes(), false, None) {
+            self.status
+                .responses_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands buffered rows to rumqttc in seq order while the window has room.
+    fn pump(&mut self, undeliverable: &mut Vec<i64>) {
+        while self.connected && self.window.room() > 0 {
+            let Some(row) = self.buffer.pop_front() else {
+                return;
+            };
+            if self.window.is_acked(row.seq) {
+                self.window.skip(row.seq);
+                continue;
+            }
+            if row.payload.len() + row.topic.len() + 64 > MAX_OUTGOING_PACKET {
+                tracing::error!(seq = row.seq, bytes = row.payload.len(), kind = %row.kind, "outbox row too large to publish: removed");
+                self.status.undeliverable.fetch_add(1, Ordering::Relaxed);
+                self.status.set_alarm(Some(format!(
+                    "outbox row {} was too large to publish and was removed",
+                    row.seq
+                )));
+                self.window.skip(row.seq);
+                undeliverable.push(row.seq);
+                continue;
+            }
+            let topic = self.settings_topics.outbox(&row.topic);
+            match self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, row.retain, row.payload)
+            {
+                Ok(()) => {
+                    self.window.handed_over(Some(row.seq));
+                    self.status.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // The client's queue is full: drop the read-ahead; the next
+                    // read starts again after the last row handed over.
+                    tracing::debug!(error = %e, seq = row.seq, "publish not handed over");
+                    self.more = true;
+                    self.buffer.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn run(
+    settings: ClientSettings,
+    outbox_limits: OutboxLimits,
+    deps: UpstreamDeps,
+    status: Arc<UpstreamStatus>,
+    tuning: Tuning,
+) {
+    let UpstreamDeps {
+        gateway_id,
+        db_path,
+        writer,
+        hub,
+        radios,
+        gate,
+        mut shutdown,
+    } = deps;
+    let window = tuning.window.clamp(1, 10_000);
+    let mut options = settings.options;
+    // rumqttc's own window is a little larger than ours so live messages
+    // (birth, responses) never wait behind a full window of rows.
+    options.set_inflight((window + 32).min(u16::MAX as usize - 1) as u16);
+    let (client, eventloop) = AsyncClient::new(options, window + REQUEST_QUEUE + 64);
+    let (poll_tx, mut poll_rx) = mpsc::channel::<PollItem>(1024);
+    let (go_tx, go_rx) = mpsc::channel::<()>(1);
+    let poller = tokio::spawn(poll_loop(eventloop, poll_tx, go_rx));
+
+    let (in_tx, in_rx) = mpsc::channel(REQUEST_QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(REQUEST_QUEUE);
+    let ctx = RequestContext {
+        gateway_id: gateway_id.as_str().into(),
+        topics: settings.topics.clone(),
+        hub,
+        writer: writer.clone(),
+        db_path: db_path.clone(),
+        radios,
+        status: status.clone(),
+    };
+    let mut request_task = Some(tokio::spawn(requests::serve(ctx, in_rx, out_tx)));
+
+    let mut s = Session {
+        client,
+        settings_topics: settings.topics,
+        gateway_id: gateway_id.clone(),
+        status: status.clone(),
+        window: Window::new(window),
+        connected: false,
+        more: true,
+        buffer: VecDeque::new(),
+        epoch: 0,
+        inbound: in_tx,
+    };
+    let (max_bytes, max_age_ms) = limits(&outbox_limits);
+    let mut reader: Option<Connection> = None;
+    let mut fetch: Option<Fetch> = None;
+    let mut deleting: Option<JoinHandle<(Vec<i64>, StoreResult<usize>)>> = None;
+    let mut enforcing: Option<JoinHandle<StoreResult<outbox::LimitReport>>> = None;
+    let mut undeliverable: Vec<i64> = Vec::new();
+    let mut backoff = Backoff::new();
+    let mut reconnect_at: Option<tokio::time::Instant> = None;
+    let mut idle = tokio::time::interval(tuning.idle_poll);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut last_enforce = Instant::now() - tuning.enforce_every;
+    let mut last_info = Instant::now();
+    let mut rate_mark = (Instant::now(), 0u64);
+
+    loop {
+        s.pump(&mut undeliverable);
+        if s.connected && s.more && fetch.is_none() && s.buffer.len() < window {
+            let conn = match reader.take() {
+                Some(c) => Ok(c),
+                None => store::open_reader(&db_path),
+            };
+            match conn {
+                Ok(conn) => {
+                    let after = s.read_after();
+                    let limit = (2 * window - s.buffer.len()).min(1000);
+                    let epoch = s.epoch;
+                    fetch = Some(tokio::task::spawn_blocking(move || {
+                        let rows = outbox::pending(&conn, after, limit);
+                        (conn, epoch, limit, rows)
+                    }));
+                }
+                Err(e) => {
+                    status.set_error(format!("cannot read the outbox: {e}"));
+                    s.more = false;
+                }
+            }
+        }
+        if deleting.is_none() {
+            let mut batch = std::mem::take(&mut undeliverable);
+            batch.extend(s.window.take_deletable(DELETE_BATCH));
+            if !batch.is_empty() {
+                let w = writer.clone();
+                deleting = Some(tokio::spawn(async move {
+                    let seqs = batch.clone();
+                    let r = w.write(move |c| outbox::delete(c, &seqs)).await;
+                    (batch, r)
+                }));
+            }
+        }
+
+        tokio::select! {
+            item = poll_rx.recv() => match item {
+                Some(Ok(ev)) => {
+                    if matches!(ev, Event::Incoming(Incoming::ConnAck(_))) {
+                        backoff.reset();
+                        tracing::info!(broker = %status.broker, "upstream connected");
+                    }
+                    s.on_event(ev);
+                }
+                Some(Err(e)) => {
+                    s.on_disconnected(e);
+                    let delay = backoff.next_delay();
+                    reconnect_at = Some(tokio::time::Instant::now() + delay);
+                }
+                None => {
+                    status.set_error("the MQTT event loop stopped");
+                    break;
+                }
+            },
+            r = join(&mut fetch) => {
+                fetch = None;
+                match r {
+                    Ok((conn, epoch, limit, Ok(rows))) => {
+                        reader = Some(conn);
+                        if epoch == s.epoch && s.connected {
+                            s.more = rows.len() >= limit;
+                            s.buffer.extend(rows);
+                        }
+                    }
+                    Ok((_, _, _, Err(e))) => {
+                        status.set_error(format!("cannot read the outbox: {e}"));
+                        s.more = false;
+                    }
+                    Err(e) => {
+                        status.set_error(format!("outbox reader failed: {e}"));
+                        s.more = false;
+                    }
+                }
+            },
+            r = join(&mut deleting) => {
+                deleting = None;
+                match r {
+                    Ok((seqs, Ok(_))) => s.window.deleted(&seqs),
+                    Ok((_, Err(e))) => {
+                        tracing::error!(error = %e, "cannot delete delivered outbox rows (will retry)");
+                        status.set_error(format!("cannot delete delivered rows: {e}"));
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => tracing::error!(error = %e, "outbox delete task failed"),
+                }
+            },
+            r = join(&mut enforcing) => {
+                enforcing = None;
+                match r {
+                    Ok(Ok(report)) => apply_report(&status, &gate, &report, max_bytes),
+                    Ok(Err(e)) => status.set_error(format!("cannot apply the outbox limits: {e}")),
+                    Err(e) => tracing::error!(error = %e, "outbox limit task failed"),
+                }
+            },
+            Some(out) = out_rx.recv() => {
+                if !s.connected || !s.publish(out.topic, out.payload, out.retain, None) {
+                    status.responses_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            _ = sleep_until_opt(reconnect_at) => {
+                reconnect_at = None;
+                status.set_state(ConnectionState::Connecting);
+                if go_tx.send(()).await.is_err() {
+                    break;
+                }
+            },
+            _ = idle.tick() => {
+                s.more = true;
+            },
+            _ = second.tick() => {
+                let now = Instant::now();
+                let delivered = status.delivered.load(Ordering::Relaxed);
+                let dt = now.duration_since(rate_mark.0).as_secs_f64();
+                if dt > 0.0 {
+                    status.set_rate((delivered - rate_mark.1) as f64 / dt);
+                }
+                rate_mark = (now, delivered);
+                if enforcing.is_none() && now.duration_since(last_enforce) >= tuning.enforce_every {
+                    last_enforce = now;
+                    let w = writer.clone();
+                    let db = db_path.clone();
+                    let refusing = gate.refusing_telemetry();
+                    enforcing = Some(tokio::spawn(async move {
+                        // Measure on a reader first: the writer (and so the hub) is
+                        // only held up when a limit is actually reached.
+                        let measured = tokio::task::spawn_blocking(move || {
+                            store::open_reader(&db).and_then(|c| outbox::stats(&c))
+                        })
+                        .await
+                        .map_err(|e| store::StoreError::Invalid(e.to_string()))??;
+                        let over = measured.bytes > max_bytes
+                            || measured.oldest_age_ms.is_some_and(|a| a > max_age_ms);
+                        if !over && !refusing {
+                            return Ok(outbox::LimitReport {
+                                bytes: measured.bytes,
+                                protected_bytes: measured.bytes,
+                                ..Default::default()
+                            });
+                        }
+                        w.write(move |c| outbox::enforce_limits(c, max_bytes, max_age_ms, SystemTime::now())).await
+                    }));
+                }
+                if s.connected && now.duration_since(last_info) >= tuning.info_every {
+                    last_info = now;
+                    let _ = s.inbound.try_send(Inbound::PublishInfo);
+                }
+            },
+            _ = crate::shutdown::signalled(&mut shutdown) => break,
+        }
+    }
+
+    // Graceful stop: say so on the status topic, disconnect, and keep handling
+    // PUBACKs for a moment so delivered rows are deleted.
+    if s.connected {
+        let topic = s.settings_topics.status();
+        let mut payload = offline_payload(&gateway_id);
+        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&payload) {
+            v["reason"] = serde_json::json!("shutdown");
+            v["ts"] = serde_json::json!(crate::model::now_rfc3339());
+            payload = v.to_string().into_bytes();
+        }
+        s.publish(topic, payload, true, None);
+        let _ = s.client.try_disconnect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let item = tokio::select! {
+                i = poll_rx.recv() => i,
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            match item {
+                Some(Ok(Event::Outgoing(Outgoing::Disconnect))) | Some(Err(_)) | None => break,
+                Some(Ok(ev)) => s.on_event(ev),
+            }
+        }
+    }
+    status.set_state(ConnectionState::Stopped);
+    poller.abort();
+    let _ = poller.await;
+    if let Some(f) = fetch.take() {
+        let _ = f.await;
+    }
+    if let Some(d) = deleting.take() {
+        if let Ok((seqs, Ok(_))) = d.await {
+            s.window.deleted(&seqs);
+        }
+    }
+    let mut last = std::mem::take(&mut undeliverable);
+    last.extend(s.window.take_deletable(usize::MAX));
+    if !last.is_empty() {
+        if let Err(e) = writer.write(move |c| outbox::delete(c, &last)).await {
+            tracing::warn!(error = %e, "could not delete the last delivered rows (they will be sent again)");
+        }
+    }
+    if let Some(e) = enforcing.take() {
+        let _ = e.await;
+    }
+    // Closing the inbound queue ends the request task (and drops its store and
+    // hub handles before the store closes).
+    drop(s);
+    if let Some(t) = request_task.take() {
+        t.abort();
+        let _ = t.await;
+    }
+    tracing::info!("upstream stopped");
+}
+
+fn apply_report(
+    status: &UpstreamStatus,
+    gate: &outbox::OutboxGate,
+    r: &outbox::LimitReport,
+    max_bytes: u64,
+) {
+    status
+        .dropped_expired
+        .fetch_add(r.dropped_expired, Ordering::Relaxed);
+    status
+        .dropped_for_space
+        .fetch_add(r.dropped_for_space, Ordering::Relaxed);
+    status.compacted.fetch_add(r.compacted, Ordering::Relaxed);
+    if r.dropped_expired + r.dropped_for_space > 0 {
+        tracing::warn!(
+            expired = r.dropped_expired,
+            for_space = r.dropped_for_space,
+            bytes = r.bytes,
+            "outbox limits: telemetry dropped"
+        );
+    }
+    // Refuse new telemetry while the undroppable kinds fill the outbox; accept it
+    // again once they are below 90 % of the limit.
+    let refusing = gate.refusing_telemetry();
+    let full = r.protected_bytes >= max_bytes;
+    let relieved = r.protected_bytes < max_bytes / 10 * 9;
+    if full && !refusing {
+        gate.set_refuse_telemetry(true);
+    } else if refusing && relieved {
+        gate.set_refuse_telemetry(false);
+    }
+    let alarm = if gate.refusing_telemetry() {
+        Some(format!(
+            "outbox full: {} bytes of lifecycle/audit/state messages against a limit of {max_bytes}; new telemetry is refused",
+            r.protected_bytes
+        ))
+    } else if r.protected_expired > 0 {
+        Some(format!(
+            "{} lifecycle/audit/state message(s) older than upstream.outbox.max_age are waiting (kept, never dropped)",
+            r.protected_expired
+        ))
+    } else {
+        None
+    };
+    // An undeliverable-row alarm stays until the next limit check clears it.
+    status.set_alarm(alarm);
+}

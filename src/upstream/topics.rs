@@ -1,0 +1,112 @@
+//! The topic scheme: every MQTT topic the gateway publishes to or listens on,
+//! built from the configured prefix (default `fieldgate/<gateway id>`).
+//!
+//! Owns topic strings only; payloads are built by the store (outbox envelopes) and
+//! by `requests.rs` (responses). `docs/mqtt-api.md` is the contract these follow:
+//! change both together.
+
+/// The topics of one gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+/// Longest operation name accepted in a request topic.
+pub const MAX_OPERATION_LEN: usize = 32;
+
+impl Topics {
+    pub fn new(prefix: impl Into<String>) -> Topics {
+        Topics {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix from the config, or `fieldgate/<gateway id>`.
+    pub fn from_config(prefix: Option<&str>, gateway_id: &str) -> Topics {
+        match prefix {
+            Some(p) => Topics::new(p),
+            None => Topics::new(format!("fieldgate/{gateway_id}")),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Retained `online`/`offline` (birth on connect, LWT on loss).
+    pub fn status(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+
+    /// Retained gateway description (version, radios, outbox).
+    pub fn info(&self) -> String {
+        format!("{}/info", self.prefix)
+    }
+
+    /// An outbox row's topic (stored relative to the prefix) made absolute.
+    pub fn outbox(&self, relative: &str) -> String {
+        format!("{}/{}", self.prefix, relative)
+    }
+
+    /// The subscription for inbound requests.
+    pub fn request_filter(&self) -> String {
+        format!("{}/request/+", self.prefix)
+    }
+
+    /// The operation named by an inbound request topic, if the topic is one.
+    /// Returns the raw last level (possibly an unknown or odd operation).
+    pub fn request_operation<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/request/")
+    }
+
+    /// Where the answer to `operation` goes. Operation names that are not short
+    /// `[a-z0-9_]` words are answered on `response/invalid` so a hostile topic
+    /// level is never echoed into a topic.
+    pub fn response(&self, operation: &str) -> String {
+        format!("{}/response/{}", self.prefix, response_level(operation))
+    }
+}
+
+/// The response topic level used for `operation`.
+pub fn response_level(operation: &str) -> &str {
+    let ok = !operation.is_empty()
+        && operation.len() <= MAX_OPERATION_LEN
+        && operation
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        operation
+    } else {
+        "invalid"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_the_prefix() {
+        let t = Topics::from_config(None, "gw1");
+        assert_eq!(t.status(), "fieldgate/gw1/status");
+        assert_eq!(
+            t.outbox("device/zigbee:0x1/telemetry"),
+            "fieldgate/gw1/device/zigbee:0x1/telemetry"
+        );
+        assert_eq!(t.request_filter(), "fieldgate/gw1/request/+");
+        assert_eq!(
+            t.request_operation("fieldgate/gw1/request/permit_join"),
+            Some("permit_join")
+        );
+        assert_eq!(t.request_operation("fieldgate/gw10/request/x"), None);
+        assert_eq!(t.request_operation("other/request/x"), None);
+        assert_eq!(t.response("info"), "fieldgate/gw1/response/info");
+        assert_eq!(t.response("Bad Op!"), "fieldgate/gw1/response/invalid");
+        assert_eq!(
+            Topics::from_config(Some("site/a"), "gw").info(),
+            "site/a/info"
+        );
+    }
+}

@@ -1,0 +1,1464 @@
+//! Upstream over MQTT against a real broker: rumqttd embedded on a random loopback
+//! port, or the broker named by `FIELDGATE_TEST_BROKER` (e.g. mosquitto in CI:
+//! `FIELDGATE_TEST_BROKER=mqtt://127.0.0.1:1883`).
+//!
+//! The gateway side is the library (store + hub + upstream, fed device events by
+//! the test) or the real binary (SIGKILL test). Outages and TLS are made by a
+//! small proxy in front of the broker, so the same tests run on either broker.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use fieldgate::config::{Config, PortSpec, Protocol};
+use fieldgate::hub::{Hub, HubHandle};
+use fieldgate::model::{
+    DeviceEvent, DeviceEventKind, DeviceInfo, RadioCommand, RadioState, Reading, Value,
+};
+use fieldgate::radio::RadioHandle;
+use fieldgate::store::outbox::{self, MessageKind, NewMessage};
+use fieldgate::store::{Store, WriterOptions};
+use fieldgate::upstream::{ConnectionState, Tuning, Upstream, UpstreamDeps, UpstreamStatus};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, watch};
+
+// ---------------------------------------------------------------- the broker
+
+#[derive(Debug, Clone)]
+struct BrokerAddr {
+    host: String,
+    port: u16,
+}
+
+impl BrokerAddr {
+    fn url(&self) -> String {
+        format!("mqtt://{}:{}", self.host, self.port)
+    }
+    fn socket(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The broker every test in this module shares (topics and client ids are unique
+/// per test, so they do not see each other).
+fn broker() -> &'static BrokerAddr {
+    static BROKER: OnceLock<BrokerAddr> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        if let Ok(url) = std::env::var("FIELDGATE_TEST_BROKER") {
+            let u = url::Url::parse(&url).expect("FIELDGATE_TEST_BROKER is a URL");
+            return BrokerAddr {
+                host: u.host_str().expect("broker host").to_string(),
+                port: u.port().unwrap_or(1883),
+            };
+        }
+        let port = free_port();
+        let listen: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let mut config = rumqttd::Config {
+            router: rumqttd::RouterConfig {
+                max_connections: 1000,
+                max_outgoing_packet_count: 200,
+                max_segment_size: 100 * 1024 * 1024,
+                max_segment_count: 10,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let server = rumqttd::ServerSettings {
+            name: "v4-test".into(),
+            listen,
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections: rumqttd::ConnectionSettings {
+                connection_timeout_ms: 60_000,
+                max_payload_size: 1024 * 1024,
+                max_inflight_count: 500,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        };
+        config.v4 = Some(HashMap::from([("1".to_string(), server)]));
+        std::thread::Builder::new()
+            .name("rumqttd".into())
+            .spawn(move || {
+                let mut broker = rumqttd::Broker::new(config);
+                if let Err(e) = broker.start() {
+                    eprintln!("rumqttd stopped: {e}");
+                }
+            })
+            .expect("broker thread");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "rumqttd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        BrokerAddr {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    })
+}
+
+fn unique(tag: &str) -> String {
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+// ---------------------------------------------------------------- a subscriber
+
+#[derive(Debug, Clone)]
+struct Msg {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+}
+
+impl Msg {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "{} is not JSON ({e}): {:?}",
+                self.topic,
+                String::from_utf8_lossy(&self.payload)
+            )
+        })
+    }
+}
+
+/// A test client: subscribes to `filters`, records what arrives, can publish.
+struct Probe {
+    client: AsyncClient,
+    got: Arc<Mutex<Vec<Msg>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Probe {
+    async fn connect(addr: &BrokerAddr, filters: &[String]) -> Probe {
+        let mut opts = MqttOptions::new(unique("probe"), addr.host.clone(), addr.port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        opts.set_inflight(500);
+        let (client, mut el) = AsyncClient::new(opts, 1000);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, mut ready_rx) = mpsc::channel(1);
+        let sink = got.clone();
+        let wanted = filters.len();
+        let task = tokio::spawn(async move {
+            let mut subacks = 0;
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Incoming::Publish(p))) => sink.lock().unwrap().push(Msg {
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                    }),
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                        subacks += 1;
+                        if subacks == wanted {
+                            let _ = ready_tx.send(()).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        for f in filters {
+            client
+                .subscribe(f.clone(), QoS::AtLeastOnce)
+                .await
+                .expect("subscribe");
+        }
+        tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
+            .await
+            .expect("probe subscribed in time");
+        Probe { client, got, task }
+    }
+
+    fn messages(&self) -> Vec<Msg> {
+        self.got.lock().unwrap().clone()
+    }
+
+    fn on(&self, suffix: &str) -> Vec<Msg> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.topic.ends_with(suffix))
+            .collect()
+    }
+
+    async fn wait_for(&self, what: &str, limit: Duration, mut f: impl FnMut(&[Msg]) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if f(&self.messages()) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let got = self.messages();
+                let topics: Vec<&str> = got
+                    .iter()
+                    .rev()
+                    .take(20)
+                    .map(|m| m.topic.as_str())
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}; {} messages, the last: {topics:?}",
+                    got.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------- a proxy
+
+/// A TCP (optionally TLS-terminating) proxy in front of the broker that can be
+/// switched off, which cuts every connection through it: a broker outage.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    cut: broadcast::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: String, tls: Option<tokio_rustls::TlsAcceptor>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let port = listener.local_addr().expect("addr").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = broadcast::channel(4);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(sock);
+                    continue;
+                }
+                let mut cut_rx = cut2.subscribe();
+                let target = target.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    match tls {
+                        Some(acceptor) => {
+                            let Ok(Ok(mut client)) =
+                                tokio::time::timeout(Duration::from_secs(5), acceptor.accept(sock))
+                                    .await
+                            else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                _ = cut_rx.recv() => {}
+                            }
+                        }
+                        None => {
+                            let mut client = sock;
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                _ = cut_rx.recv() => {}
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            up,
+            cut,
+            task,
+        }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        let _ = self.cut.send(());
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------- the gateway
+
+/// Store + hub + upstream in this process, fed device events by the test.
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: Option<Store>,
+    db: PathBuf,
+    hub: HubHandle,
+    events: mpsc::Sender<DeviceEvent>,
+    shutdown: watch::Sender<bool>,
+    hub_task: tokio::task::JoinHandle<()>,
+    upstream: Option<Upstream>,
+    status: Arc<UpstreamStatus>,
+    prefix: String,
+    /// Commands the fake radio `zb0` received.
+    radio_commands: Option<mpsc::Receiver<RadioCommand>>,
+    _radio_state: watch::Sender<RadioState>,
+}
+
+fn fast() -> Tuning {
+    Tuning {
+        idle_poll: Duration::from_millis(10),
+        enforce_every: Duration::from_secs(1),
+        ..Tuning::default()
+    }
+}
+
+impl Rig {
+    /// `upstream` is the body of `[upstream]` without the topic prefix and client id.
+    async fn start(url: &str, upstream: &str, tuning: Tuning) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let prefix = format!("fgtest/{}", unique("gw"));
+        let text = format!(
+            "[gateway]\nid = \"it-gw\"\nstate_dir = \"{}\"\n\n[store]\nsynchronous = \"normal\"\ncommit_window = \"2ms\"\n\n[upstream]\nurl = \"{url}\"\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\n{upstream}\n",
+            dir.path().join("state").display(),
+            unique("fg"),
+        );
+        let config = Config::parse(Path::new("rig.toml"), &text).expect("rig config");
+        let store =
+            Store::open(&config.db_path(), WriterOptions::from(&config.store)).expect("store");
+        let (shutdown, sd_rx) = watch::channel(false);
+        // One fake radio that is up and records the commands it gets.
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let (state_tx, state_rx) = watch::channel(RadioState::Up);
+        let radios = vec![RadioHandle {
+            name: "zb0".into(),
+            protocol: Protocol::Zigbee,
+            port: PortSpec::Sim(Protocol::Zigbee),
+            state: state_rx,
+            commands: Some(cmd_tx),
+        }];
+        let (hub, handle, req_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);
+        let upstream = Upstream::start_tuned(
+            config.upstream.as_ref().expect("upstream"),
+            UpstreamDeps {
+                gateway_id: config.gateway_id().into(),
+                db_path: config.db_path(),
+                writer: store.writer(),
+                hub: handle.clone(),
+                radios: Arc::new(radios),
+                gate: hub.outbox_gate(),
+                shutdown: sd_rx.clone(),
+            },
+            tuning,
+        )
+        .expect("upstream starts");
+        let (events, ev_rx) = mpsc::channel(1024);
+        let hub_task = tokio::spawn(hub.run(ev_rx, req_rx, sd_rx, None));
+        Rig {
+            db: config.db_path(),
+            _dir: dir,
+            store: Some(store),
+            hub: handle,
+            events,
+            shutdown,
+            hub_task,
+            status: upstream.status.clone(),
+            upstream: Some(upstream),
+            prefix,
+            radio_commands: Some(cmd_rx),
+            _radio_state: state_tx,
+        }
+    }
+
+    fn filter(&self) -> String {
+        format!("{}/#", self.prefix)
+    }
+
+    async fn send(&self, addr: &str, kind: DeviceEventKind) {
+        self.events
+            .send(DeviceEvent {
+                radio: "zb0".into(),
+                protocol: Protocol::Zigbee,
+                native_address: addr.into(),
+                received_at: SystemTime::now(),
+                kind,
+            })
+            .await
+            .expect("hub running");
+    }
+
+    async fn connected(&self) {
+        let s = self.status.clone();
+        until("the uplink to connect", Duration::from_secs(15), || {
+            s.state() == ConnectionState::Connected
+        })
+        .await;
+    }
+
+    fn reader(&self) -> rusqlite::Connection {
+        fieldgate::store::open_reader(&self.db).expect("reader")
+    }
+
+    fn outbox_depth(&self) -> u64 {
+        outbox::stats(&self.reader()).expect("stats").depth
+    }
+
+    async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        let _ = (&mut self.hub_task).await;
+        if let Some(up) = self.upstream.take() {
+            up.join().await;
+        }
+        let store = self.store.take();
+        drop(self);
+        if let Some(store) = store {
+            tokio::task::spawn_blocking(move || store.close())
+                .await
+                .expect("store closes");
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // A failed test unwinds with tasks still holding writer handles: joining
+        // the writer thread here would hang the test instead of failing it.
+        if let Some(store) = self.store.take() {
+            std::mem::forget(store);
+        }
+    }
+}
+
+fn reading(v: f64) -> DeviceEventKind {
+    DeviceEventKind::Readings(vec![Reading {
+        name: "temperature".into(),
+        value: Value::Number(v),
+        unit: Some("°C".into()),
+    }])
+}
+
+/// The envelope every outbox message carries (see docs/mqtt-api.md).
+fn check_envelope(m: &Msg, kind: &str, device: Option<&str>) -> serde_json::Value {
+    let v = m.json();
+    let id = v["msg_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("msg_id in {v}"));
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "msg_id is a UUID: {v}");
+    assert!(v["seq"].as_i64().is_some_and(|s| s > 0), "seq: {v}");
+    let ts = v["ts"].as_str().expect("ts");
+    assert!(
+        humantime::parse_rfc3339(ts).is_ok() && ts.len() == 24,
+        "ts is RFC 3339 with ms: {ts}"
+    );
+    assert_eq!(v["gateway"], "it-gw");
+    assert_eq!(v["type"], kind, "{v}");
+    match device {
+        Some(d) => assert_eq!(v["device"], d),
+        None => assert!(v.get("device").is_none()),
+    }
+    assert!(v["data"].is_object(), "data: {v}");
+    v
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_flow_publishes_the_documented_topics_and_schemas() {
+    let b = broker();
+    let rig = Rig::start(&b.url(), "", fast()).await;
+    let probe = Probe::connect(b, &[rig.filter()]).await;
+    rig.connected().await;
+    let p = rig.prefix.clone();
+
+    rig.send("0x00124B0001ABCDEF", DeviceEventKind::Joined)
+        .await;
+    rig.send(
+        "0x00124B0001ABCDEF",
+        DeviceEventKind::Interviewed(DeviceInfo {
+            manufacturer: Some("LUMI".into()),
+            model: Some("lumi.weather".into()),
+            firmware: Some("1.0".into()),
+            power_source: None,
+            capabilities: vec!["temperature".into()],
+        }),
+    )
+    .await;
+    rig.send("0x00124B0001ABCDEF", reading(21.5)).await;
+    rig.send("0x00124B0001ABCDEF", DeviceEventKind::Left).await;
+
+    let dev = "zigbee:0x00124b0001abcdef";
+    probe
+        .wait_for("the left event", Duration::from_secs(10), |m| {
+            m.iter()
+                .filter(|m| m.topic == format!("{p}/device/{dev}/event"))
+                .count()
+                >= 3
+        })
+        .await;
+
+    // Birth, retained.
+    let status = probe.on("/status");
+    assert!(status
+        .iter()
+        .any(|m| m.json()["state"] == "online" && m.topic == format!("{p}/status")));
+    // Info, retained, with version and outbox.
+    probe
+        .wait_for("info", Duration::from_secs(5), |m| {
+            m.iter().any(|m| m.topic == format!("{p}/info"))
+        })
+        .await;
+    let info = probe.on("/info").remove(0).json();
+    assert_eq!(info["gateway"], "it-gw");
+    assert!(
+        info["version"].is_string()
+            && info["outbox"]["depth"].is_u64()
+            && info["radios"].is_array()
+    );
+
+    let events: Vec<String> = probe
+        .on(&format!("/device/{dev}/event"))
+        .iter()
+        .map(|m| {
+            check_envelope(m, "lifecycle", Some(dev))["data"]["event"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(events, vec!["joined", "interviewed", "left"]);
+    let tele = probe.on(&format!("/device/{dev}/telemetry"));
+    assert_eq!(tele.len(), 1);
+    let t = check_envelope(&tele[0], "telemetry", Some(dev));
+    assert_eq!(t["data"]["readings"][0]["name"], "temperature");
+    assert_eq!(t["data"]["readings"][0]["value"], 21.5);
+    let state = probe.on(&format!("/device/{dev}/state"));
+    assert_eq!(
+        check_envelope(&state[0], "state", Some(dev))["data"]["temperature"],
+        21.5
+    );
+    let avail: Vec<String> = probe
+        .on(&format!("/device/{dev}/availability"))
+        .iter()
+        .map(|m| {
+            check_envelope(m, "availability", Some(dev))["data"]["state"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(avail, vec!["online", "offline"]);
+    let audit = probe.on(&format!("{p}/audit"));
+    assert!(audit.len() >= 2, "join and leave are audited");
+    let a = check_envelope(&audit[0], "audit", None);
+    assert_eq!(a["data"]["action"], "device.join");
+    assert!(a["data"]["hash"].is_string());
+
+    // Retained flags as documented: a late subscriber gets status/state/availability.
+    let late = Probe::connect(b, &[rig.filter()]).await;
+    late.wait_for("retained topics", Duration::from_secs(5), |m| {
+        m.iter().any(|m| m.topic.ends_with("/state") && m.retain)
+            && m.iter()
+                .any(|m| m.topic.ends_with("/availability") && m.retain)
+            && m.iter()
+                .any(|m| m.topic == format!("{p}/status") && m.retain)
+    })
+    .await;
+    assert!(
+        !late
+            .messages()
+            .iter()
+            .any(|m| m.topic.ends_with("/telemetry")),
+        "telemetry is not retained"
+    );
+
+    // Per-gateway seq strictly increases in publish order.
+    let seqs: Vec<i64> = probe
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            serde_json::from_slice::<serde_json::Value>(&m.payload).ok()?["seq"].as_i64()
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // Everything acknowledged is deleted from the outbox.
+    until("the outbox to drain", Duration::from_secs(10), || {
+        rig.outbox_depth() == 0
+    })
+    .await;
+    let snap = rig.status.snapshot();
+    assert_eq!(snap.delivered, 9, "{snap:?}");
+    assert_eq!(snap.state, ConnectionState::Connected);
+    rig.stop().await;
+
+    // A graceful stop says offline (retained).
+    probe
+        .wait_for("offline on stop", Duration::from_secs(5), |m| {
+            m.iter()
+                .any(|m| m.topic == format!("{p}/status") && m.json()["state"] == "offline")
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_loses_nothing_and_keeps_order() {
+    const EVENTS: usize = 10_000;
+    const DEVICES: usize = 5;
+    let b = broker();
+    let proxy = Proxy::start(b.socket(), None).await;
+    let rig = Rig::start(&format!("mqtt://127.0.0.1:{}", proxy.port), "", fast()).await;
+    let probe = Probe::connect(b, &[rig.filter()]).await;
+    rig.connected().await;
+
+    // Mid-stream: some go out, then the broker goes away while the rest arrive.
+    for i in 0..200 {
+        rig.send(&format!("0x{:04x}", i % DEVICES), reading(i as f64))
+            .await;
+    }
+    proxy.down();
+    for i in 200..EVENTS {
+        rig.send(&format!("0x{:04x}", i % DEVICES), reading(i as f64))
+            .await;
+    }
+    let s = rig.status.clone();
+    until("the outage to be noticed", Duration::from_secs(10), || {
+        s.state() != ConnectionState::Connected
+    })
+    .await;
+    assert!(rig.outbox_depth() > 0);
+    proxy.restore();
+
+    let p = rig.prefix.clone();
+    probe
+        .wait_for("every telemetry message", Duration::from_secs(90), |m| {
+            let ids: HashSet<String> = m
+                .iter()
+                .filter(|m| m.topic.ends_with("/telemetry"))
+                .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+                .filter_map(|v| v["msg_id"].as_str().map(str::to_string))
+                .collect();
+            ids.len() >= EVENTS
+        })
+        .await;
+
+    // De-duplicated by msg_id, in first-arrival order: per device, the readings
+    // come in the order they happened, with none missing.
+    let mut seen = HashSet::new();
+    let mut per_device: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut duplicates = 0;
+    for m in probe.on("/telemetry") {
+        assert!(m.topic.starts_with(&p));
+        let v = m.json();
+        if !seen.insert(v["msg_id"].as_str().unwrap_or_default().to_string()) {
+            duplicates += 1;
+            continue;
+        }
+        per_device
+            .entry(v["device"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .push(v["data"]["readings"][0]["value"].as_f64().unwrap_or(-1.0));
+    }
+    assert_eq!(per_device.len(), DEVICES);
+    let mut total = 0;
+    for (dev, values) in &per_device {
+        let expected: Vec<f64> = (0..EVENTS)
+            .filter(|i| format!("zigbee:0x{:04x}", i % DEVICES) == *dev)
+            .map(|i| i as f64)
+            .collect();
+        assert_eq!(values, &expected, "device {dev}: in order, no gaps");
+        total += values.len();
+    }
+    assert_eq!(total, EVENTS);
+    eprintln!(
+        "outage test: {EVENTS} readings delivered, {duplicates} duplicate(s) after reconnect"
+    );
+    until("the outbox to drain", Duration::from_secs(30), || {
+        rig.outbox_depth() == 0
+    })
+    .await;
+    assert!(rig.status.snapshot().connects >= 2);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_errors_and_audit_records_and_service_continues() {
+    let b = broker();
+    let mut rig = Rig::start(&b.url(), "", fast()).await;
+    let p = rig.prefix.clone();
+    let probe = Probe::connect(b, &[format!("{p}/response/#")]).await;
+    rig.connected().await;
+    // Give the gateway's own subscription a moment to be in place.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Devices to refer to: one active, one decommissioned.
+    rig.send("0xaaaa", DeviceEventKind::Joined).await;
+    rig.send("0xbbbb", DeviceEventKind::Joined).await;
+    until("devices registered", Duration::from_secs(5), || {
+        fieldgate::store::registry::get(
+            &rig.reader(),
+            &fieldgate::model::DeviceId::parse("zigbee:0xbbbb").unwrap(),
+        )
+        .ok()
+        .flatten()
+        .is_some()
+    })
+    .await;
+    rig.hub
+        .decommission(
+            fieldgate::model::DeviceId::parse("zigbee:0xbbbb").unwrap(),
+            "test".into(),
+        )
+        .await
+        .expect("decommission");
+
+    let deep = format!(
+        "{{\"correlation_id\":\"deep\",\"x\":{}{}}}",
+        "[".repeat(300),
+        "]".repeat(300)
+    );
+    let big = format!(
+        "{{\"correlation_id\":\"big\",\"pad\":\"{}\"}}",
+        "x".repeat(20 * 1024)
+    );
+    let long_cid = format!("{{\"correlation_id\":\"{}\"}}", "c".repeat(200));
+    // (operation, payload, expected response level, expected code)
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        ("info", b"{not json".to_vec(), "info", "bad_json"),
+        (
+            "info",
+            b"{\"correlation_id\":\"t1\"".to_vec(),
+            "info",
+            "bad_json",
+        ),
+        (
+            "info",
+            vec![0xff, 0xfe, 0x00, 0x13, 0x37, 0x80],
+            "info",
+            "not_utf8",
+        ),
+        ("info", Vec::new(), "info", "empty_payload"),
+        ("info", b"[1,2,3]".to_vec(), "info", "not_an_object"),
+        ("info", b"\"hello\"".to_vec(), "info", "not_an_object"),
+        ("info", b"42".to_vec(), "info", "not_an_object"),
+        ("info", b"null".to_vec(), "info", "not_an_object"),
+        ("info", b"{}".to_vec(), "info", "missing_correlation_id"),
+        (
+            "info",
+            br#"{"correlation_id":42}"#.to_vec(),
+            "info",
+            "invalid_correlation_id",
+        ),
+        (
+            "info",
+            br#"{"correlation_id":""}"#.to_vec(),
+            "info",
+            "invalid_correlation_id",
+        ),
+        (
+            "info",
+            br#"{"correlation_id":{"a":1}}"#.to_vec(),
+            "info",
+            "invalid_correlation_id",
+        ),
+        (
+            "info",
+            long_cid.into_bytes(),
+            "info",
+            "invalid_correlation_id",
+        ),
+        (
+            "info",
+            br#"{"correlation_id":"c14","surprise":true}"#.to_vec(),
+            "info",
+            "invalid_request",
+        ),
+        (
+            "info",
+            br#"{"correlation_id":"c15","client_id":"has space"}"#.to_vec(),
+            "info",
+            "invalid_request",
+        ),
+        ("info", deep.into_bytes(), "info", "bad_json"),
+        ("info", big.into_bytes(), "info", "payload_too_large"),
+        (
+            "reboot",
+            br#"{"correlation_id":"c18"}"#.to_vec(),
+            "reboot",
+            "unknown_operation",
+        ),
+        (
+            "DROP TABLE",
+            br#"{"correlation_id":"c19"}"#.to_vec(),
+            "invalid",
+            "unknown_operation",
+        ),
+        (
+            "permit_join",
+            br#"{"correlation_id":"c20","radio":"zb0","seconds":"60"}"#.to_vec(),
+            "permit_join",
+            "invalid_request",
+        ),
+        (
+            "permit_join",
+            br#"{"correlation_id":"c21","radio":"zb0","seconds":0}"#.to_vec(),
+            "permit_join",
+            "invalid_request",
+        ),
+        (
+            "permit_join",
+            br#"{"correlation_id":"c22","radio":"zb0","seconds":100000}"#.to_vec(),
+            "permit_join",
+            "invalid_request",
+        ),
+        (
+            "permit_join",
+            br#"{"correlation_id":"c23","radio":"zb0","seconds":-1}"#.to_vec(),
+            "permit_join",
+            "invalid_request",
+        ),
+        (
+            "permit_join",
+            br#"{"correlation_id":"c24","seconds":30}"#.to_vec(),
+            "permit_join",
+            "invalid_request",
+        ),
+        (
+            "permit_join",
+            br#"{"correlation_id":"c25","radio":"nope","seconds":30}"#.to_vec(),
+            "permit_join",
+            "unknown_radio",
+        ),
+        (
+            "remove",
+            br#"{"correlation_id":"c26","device":"bogus"}"#.to_vec(),
+            "remove",
+            "bad_device_id",
+        ),
+        (
+            "remove",
+            br#"{"correlation_id":"c27","device":5}"#.to_vec(),
+            "remove",
+            "invalid_request",
+        ),
+        (
+            "remove",
+            br#"{"correlation_id":"c28","device":"zigbee:0xdeadbeef"}"#.to_vec(),
+            "remove",
+            "unknown_device",
+        ),
+        (
+            "remove",
+            br#"{"correlation_id":"c29","device":"zigbee:0xbbbb"}"#.to_vec(),
+            "remove",
+            "already_decommissioned",
+        ),
+        (
+            "set",
+            br#"{"correlation_id":"c30","device":"zigbee:0xdeadbeef","state":{"on":true}}"#
+                .to_vec(),
+            "set",
+            "unknown_device",
+        ),
+        (
+            "set",
+            br#"{"correlation_id":"c31","device":"zigbee:0xbbbb","state":{"on":true}}"#.to_vec(),
+            "set",
+            "device_decommissioned",
+        ),
+        (
+            "set",
+            br#"{"correlation_id":"c32","device":"zigbee:0xaaaa","state":{}}"#.to_vec(),
+            "set",
+            "invalid_request",
+        ),
+        (
+            "set",
+            br#"{"correlation_id":"c33","device":"zigbee:0xaaaa","state":{"on":[1]}}"#.to_vec(),
+            "set",
+            "invalid_request",
+        ),
+        (
+            "set",
+            br#"{"correlation_id":"c34","device":"zigbee:0xaaaa","state":{"on":true}}"#.to_vec(),
+            "set",
+            "not_supported",
+        ),
+        (
+            "get",
+            br#"{"correlation_id":"c35","device":"zigbee:0xaaaa","attributes":"all"}"#.to_vec(),
+            "get",
+            "invalid_request",
+        ),
+        (
+            "policy",
+            br#"{"correlation_id":"c36","version":0,"document":{}}"#.to_vec(),
+            "policy",
+            "invalid_request",
+        ),
+        (
+            "policy",
+            br#"{"correlation_id":"c37","version":2,"document":[]}"#.to_vec(),
+            "policy",
+            "invalid_request",
+        ),
+        (
+            "policy",
+            br#"{"correlation_id":"c38","version":2,"document":{"rules":[]}}"#.to_vec(),
+            "policy",
+            "not_supported",
+        ),
+        (
+            "health_check",
+            br#"{"correlation_id":"c39","deep":true}"#.to_vec(),
+            "health_check",
+            "invalid_request",
+        ),
+    ];
+    assert!(cases.len() >= 25);
+    let mut distinct_codes = HashSet::new();
+    for (i, (op, payload, level, code)) in cases.iter().enumerate() {
+        let before = probe.messages().len();
+        rig_publish(&probe, &format!("{p}/request/{op}"), payload.clone()).await;
+        probe
+            .wait_for(
+                &format!("a response to case {i} ({op}, {code})"),
+                Duration::from_secs(10),
+                |m| m.len() > before,
+            )
+            .await;
+        let resp = probe.messages()[before].clone();
+        assert_eq!(resp.topic, format!("{p}/response/{level}"), "case {i}");
+        let v = resp.json();
+        assert_eq!(v["status"], "error", "case {i}: {v}");
+        assert_eq!(v["error"]["code"], *code, "case {i}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "case {i}: {v}"
+        );
+        if let Ok(sent) = serde_json::from_slice::<serde_json::Value>(payload) {
+            if let Some(cid) = sent["correlation_id"]
+                .as_str()
+                .filter(|c| c.len() <= 128 && !c.is_empty())
+            {
+                if *code != "payload_too_large" {
+                    assert_eq!(v["correlation_id"], cid, "case {i}");
+                }
+            }
+        }
+        distinct_codes.insert(*code);
+    }
+    assert!(distinct_codes.len() >= 15, "{distinct_codes:?}");
+
+    // Still serving: valid requests succeed.
+    let ok_cases: Vec<(&str, String)> = vec![
+        ("info", r#"{"correlation_id":"ok-info"}"#.into()),
+        (
+            "health_check",
+            r#"{"correlation_id":"ok-health","client_id":"ops-console"}"#.into(),
+        ),
+        (
+            "permit_join",
+            r#"{"correlation_id":"ok-join","radio":"zb0","seconds":30}"#.into(),
+        ),
+        (
+            "remove",
+            r#"{"correlation_id":"ok-remove","device":"zigbee:0xaaaa"}"#.into(),
+        ),
+    ];
+    for (op, body) in &ok_cases {
+        let before = probe.messages().len();
+        rig_publish(
+            &probe,
+            &format!("{p}/request/{op}"),
+            body.clone().into_bytes(),
+        )
+        .await;
+        probe
+            .wait_for(&format!("{op} ok"), Duration::from_secs(10), |m| {
+                m.len() > before
+            })
+            .await;
+        let v = probe.messages()[before].json();
+        assert_eq!(v["status"], "ok", "{op}: {v}");
+        assert_eq!(v["operation"], *op);
+        assert!(v["data"].is_object(), "{v}");
+    }
+    let mut radio = rig.radio_commands.take().expect("radio");
+    let mut commands = Vec::new();
+    while let Ok(c) = radio.try_recv() {
+        commands.push(c);
+    }
+    assert!(
+        commands
+            .iter()
+            .any(|c| matches!(c, RadioCommand::PermitJoin { seconds: 30 })),
+        "{commands:?}"
+    );
+
+    // The same request again (e.g. retained and re-delivered) is answered, not re-done.
+    let before = probe.messages().len();
+    rig_publish(
+        &probe,
+        &format!("{p}/request/remove"),
+        br#"{"correlation_id":"ok-remove","device":"zigbee:0xaaaa"}"#.to_vec(),
+    )
+    .await;
+    probe
+        .wait_for("duplicate answered", Duration::from_secs(10), |m| {
+            m.len() > before
+        })
+        .await;
+    assert_eq!(probe.messages()[before].json()["status"], "ok");
+
+    // Every request has an audit record with its outcome, and the chain verifies.
+    let total = cases.len() + ok_cases.len() + 1;
+    let r = rig.reader();
+    let rows: Vec<(String, String, String)> = r
+        .prepare("SELECT actor, action, outcome FROM audit WHERE action LIKE 'mqtt.%' ORDER BY seq")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), total, "{rows:?}");
+    assert_eq!(
+        rows.iter().filter(|r| r.2 == "accepted").count(),
+        ok_cases.len()
+    );
+    assert!(rows.iter().any(|r| r.0 == "mqtt:ops-console"));
+    assert!(rows.iter().all(|r| r.0.starts_with("mqtt:")));
+    assert!(fieldgate::store::audit::verify(&r).unwrap().ok);
+    let snap = rig.status.snapshot();
+    assert_eq!(
+        snap.requests.values().sum::<u64>(),
+        total as u64,
+        "{:?}",
+        snap.requests
+    );
+    assert_eq!(snap.requests.get("bad_json"), Some(&3));
+    rig.stop().await;
+}
+
+async fn rig_publish(probe: &Probe, topic: &str, payload: Vec<u8>) {
+    probe
+        .client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .expect("publish request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_full_drops_telemetry_first_refuses_it_when_needed_and_alarms() {
+    // A broker that is never there: a port nothing listens on.
+    let rig = Rig::start(
+        &format!("mqtt://127.0.0.1:{}", free_port()),
+        "[upstream.outbox]\nmax_bytes = 1048576\n",
+        fast(),
+    )
+    .await;
+    let pad = "x".repeat(8 * 1024);
+    let writer = rig.store.as_ref().expect("store").writer();
+    let seed = |kind: MessageKind, n: usize| {
+        let (writer, pad) = (writer.clone(), pad.clone());
+        async move {
+            writer
+                .write(move |c| {
+                    for _ in 0..n {
+                        outbox::append(
+                            c,
+                            "it-gw",
+                            &NewMessage {
+                                kind,
+                                device: None,
+                                topic: format!("test/{}", kind.as_str()),
+                                retain: false,
+                                data: json!({ "pad": pad }),
+                                event_time: SystemTime::now(),
+                            },
+                        )?;
+                    }
+                    Ok(())
+                })
+                .await
+                .expect("seed")
+        }
+    };
+    let count = |kind: &str| -> i64 {
+        rig.reader()
+            .query_row("SELECT count(*) FROM outbox WHERE kind = ?1", [kind], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    // 2 MiB of telemetry and 40 lifecycle messages: telemetry goes, oldest first.
+    seed(MessageKind::Lifecycle, 40).await;
+    seed(MessageKind::Telemetry, 256).await;
+    let s = rig.status.clone();
+    until(
+        "telemetry dropped for space",
+        Duration::from_secs(10),
+        || s.snapshot().dropped_telemetry_for_space > 0,
+    )
+    .await;
+    let stats = outbox::stats(&rig.reader()).unwrap();
+    assert!(stats.bytes <= 1024 * 1024, "{stats:?}");
+    assert_eq!(count("lifecycle"), 40);
+    let kept: Vec<i64> = outbox::pending(&rig.reader(), 0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.kind == "telemetry")
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(kept.last(), Some(&296), "the newest telemetry is kept");
+    assert!(rig.status.snapshot().alarm.is_none());
+
+    // Lifecycle alone past the limit: nothing of it is dropped, new telemetry is
+    // refused and counted, and the alarm is raised.
+    seed(MessageKind::Lifecycle, 120).await;
+    until("the outbox alarm", Duration::from_secs(10), || {
+        s.snapshot().alarm.is_some()
+    })
+    .await;
+    assert_eq!(count("lifecycle"), 160);
+    assert_eq!(count("telemetry"), 0, "all telemetry gave way");
+    rig.send("0x0001", DeviceEventKind::Joined).await;
+    rig.send("0x0001", reading(1.0)).await;
+    until("the refused reading", Duration::from_secs(5), || {
+        s.snapshot().refused_telemetry >= 1
+    })
+    .await;
+    // The reading still updated the device state; only its telemetry was refused.
+    until("state queued", Duration::from_secs(5), || {
+        count("state") >= 1
+    })
+    .await;
+    assert_eq!(count("telemetry"), 0);
+    assert!(count("lifecycle") > 160, "the join is queued");
+    let snap = rig.status.snapshot();
+    assert!(
+        snap.alarm.as_deref().unwrap_or("").contains("refused"),
+        "{snap:?}"
+    );
+    assert_ne!(snap.state, ConnectionState::Connected);
+    assert!(snap.last_error.is_some());
+    drop(writer);
+    rig.stop().await;
+}
+
+// ---------------------------------------------------------------- TLS
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+    other_ca: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    server: (Vec<rustls::pki_types::CertificateDer<'static>>, Vec<u8>),
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_for = |name: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+    };
+    let ca = ca_for("fieldgate test CA");
+    let other = ca_for("some other CA");
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut cp = CertificateParams::new(vec!["gateway.test".to_string()]).unwrap();
+    cp.distinguished_name.push(DnType::CommonName, "it-gw");
+    let client = cp.signed_by(&client_key, &ca).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    Pki {
+        ca: write("ca.pem", ca.pem()),
+        other_ca: write("other-ca.pem", other.pem()),
+        client_cert: write("client.pem", client.pem()),
+        client_key: write("client.key", client_key.serialize_pem()),
+        server: (vec![server.der().clone()], server_key.serialize_der()),
+        ca_der: ca.der().clone(),
+        dir,
+    }
+}
+
+fn acceptor(pki: &Pki, require_client_cert: bool) -> tokio_rustls::TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if require_client_cert {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki.ca_der.clone()).unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(pki.server.1.clone().into());
+    let config = builder.with_single_cert(pki.server.0.clone(), key).unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_server_auth_mtls_wrong_ca_and_plaintext_refusal() {
+    let b = broker();
+    let pki = pki();
+    let _keep = pki.dir.path();
+    let server_auth = Proxy::start(b.socket(), Some(acceptor(&pki, false))).await;
+    let mutual = Proxy::start(b.socket(), Some(acceptor(&pki, true))).await;
+
+    // Server authentication with our CA: connects and delivers.
+    let rig = Rig::start(
+        &format!("mqtts://127.0.0.1:{}", server_auth.port),
+        &format!("ca_file = \"{}\"", pki.ca.display()),
+        fast(),
+    )
+    .await;
+    let probe = Probe::connect(b, &[rig.filter()]).await;
+    rig.connected().await;
+    rig.send("0x7a", DeviceEventKind::Joined).await;
+    probe
+        .wait_for("a message over TLS", Duration::from_secs(10), |m| {
+            m.iter().any(|m| m.topic.ends_with("/event"))
+        })
+        .await;
+    assert!(rig.status.snapshot().broker.starts_with("mqtts://"));
+    rig.stop().await;
+
+    // Mutual TLS: with the client certificate it connects...
+    let rig = Rig::start(
+        &format!("mqtts://127.0.0.1:{}", mutual.port),
+        &format!(
+            "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+        fast(),
+    )
+    .await;
+    rig.connected().await;
+    rig.stop().await;
+
+    // ...without it the broker side refuses the handshake.
+    let rig = Rig::start(
+        &format!("mqtts://127.0.0.1:{}", mutual.port),
+        &format!("ca_file = \"{}\"", pki.ca.display()),
+        fast(),
+    )
+    .await;
+    let s = rig.status.clone();
+    until("a refused connection", Duration::from_secs(10), || {
+        s.snapshot().connection_errors >= 1
+    })
+    .await;
+    assert_eq!(s.snapshot().connects, 0);
+    rig.stop().await;
+
+    // A server certificate from a CA we do not trust is refused.
+    let rig = Rig::start(
+        &format!("mqtts://127.0.0.1:{}", server_auth.port),
+        &format!("ca_file = \"{}\"", pki.other_ca.display()),
+        fast(),
+    )
+    .await;
+    let s = rig.status.clone();
+    until(
+        "the untrusted server refused",
+        Duration::from_secs(10),
+        || s.snapshot().connection_errors >= 1,
+    )
+    .await;
+    let snap = s.snapshot();
+    assert_eq!(snap.connects, 0);
+    let err = snap.last_error.unwrap_or_default().to_lowercase();
+    assert!(
+        err.contains("certificate") || err.contains("tls") || err.contains("issuer"),
+        "{err}"
+    );
+    rig.stop().await;
+
+    // Plaintext to a host that is not loopback is refused before any connection.
+    let text = "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\n[upstream]\nurl = \"mqtt://192.0.2.10:1883\"\n";
+    let e = Config::parse(Path::new("t.toml"), text).unwrap_err();
+    assert!(e.to_string().contains("plaintext"), "{e}");
+    let allowed = text.replace("1883\"\n", "1883\"\nallow_plaintext = true\n");
+    assert!(Config::parse(Path::new("t.toml"), &allowed).is_ok());
+}
+
+// ---------------------------------------------------------------- the binary
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_nothing_committed() {
+    use rand::Rng;
+    let b = broker();
+    let prefix = format!("fgtest/{}", unique("kill"));
+    let mut d = crate::common::TestDaemon::prepare(&format!(
+        "\n[upstream]\nurl = \"{}\"\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\n",
+        b.url(),
+        unique("fgk")
+    ));
+    let probe = Probe::connect(b, &[format!("{prefix}/#")]).await;
+    d.spawn();
+    let db = d.db();
+
+    // A producer commits telemetry rows straight into the outbox (as the hub
+    // would), in its own transactions, while the daemon is killed and restarted.
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let producer = {
+        let (stop, committed, db) = (stop.clone(), committed.clone(), db.clone());
+        std::thread::spawn(move || {
+            let mut conn = rusqlite::Connection::open(&db).expect("producer db");
+            conn.busy_timeout(Duration::from_secs(20)).unwrap();
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .expect("tx");
+                let seq = outbox::append(
+                    &tx,
+                    "test-gw",
+                    &NewMessage {
+                        kind: MessageKind::Telemetry,
+                        device: None,
+                        topic: "device/zigbee:0x1/telemetry".into(),
+                        retain: false,
+                        data: json!({ "i": i }),
+                        event_time: SystemTime::now(),
+                    },
+                )
+                .expect("append");
+                tx.commit().expect("commit");
+                committed.lock().unwrap().push(seq);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+
+    let mut rng = rand::rng();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+        let child = d.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("SIGKILL");
+        let mut child = child;
+        let _ = child.wait();
+        d.spawn();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    producer.join().expect("producer");
+    let expected: HashSet<i64> = committed.lock().unwrap().iter().copied().collect();
+    assert!(expected.len() > 100, "the producer ran");
+
+    let received = |m: &[Msg]| -> HashSet<i64> {
+        m.iter()
+            .filter(|m| m.topic.ends_with("/telemetry"))
+            .filter_map(|m| {
+                serde_json::from_slice::<serde_json::Value>(&m.payload).ok()?["seq"].as_i64()
+            })
+            .collect()
+    };
+    probe
+        .wait_for("every committed row", Duration::from_secs(60), |m| {
+            received(m).is_superset(&expected)
+        })
+        .await;
+    let got = received(&probe.messages());
+    assert!(
+        got.is_superset(&expected),
+        "missing: {:?}",
+        expected.difference(&got).take(10).collect::<Vec<_>>()
+    );
+
+    // The broker published the last will when the process died.
+    assert!(
+        probe
+            .on("/status")
+            .iter()
+            .any(|m| m.json()["state"] == "offline"),
+        "LWT offline after SIGKILL"
+    );
+    // `fieldgate status` shows the uplink.
+    let out = d.cli(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(v["upstream"]["state"], "connected", "{v}");
+    assert_eq!(
+        v["upstream"]["broker"],
+        b.url().replace("localhost", "127.0.0.1")
+    );
+    assert!(v["upstream"]["delivered"].as_u64().is_some());
+    let text = crate::common::stdout(&d.cli(&["status"]));
+    assert!(text.contains("uplink    connected to mqtt://"), "{text}");
+    assert!(
+        d.terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        d.log()
+    );
+}
