@@ -189,8 +189,31 @@ pub enum DeviceEventKind {
 /// What the hub asks a radio to do.
 #[derive(Debug)]
 pub enum RadioCommand {
-    PermitJoin { seconds: u32 },
-    Remove { native_address: String },
+    PermitJoin {
+        seconds: u32,
+    },
+    Remove {
+        native_address: String,
+    },
+    /// Actuate a device; the driver answers with a `CommandResult` carrying `command_id`.
+    Set {
+        native_address: String,
+        command: DeviceCommand,
+        command_id: String,
+    },
+}
+
+/// A protocol-neutral actuator command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum DeviceCommand {
+    On,
+    Off,
+    Toggle,
+    /// Level (brightness, position) in percent, 0–100.
+    Level {
+        percent: u8,
+    },
 }
 
 /// Seconds since the epoch to RFC 3339 with milliseconds, UTC.

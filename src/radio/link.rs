@@ -28,7 +28,8 @@ pub type EmulatorFactory = fn(DuplexStream);
 /// The emulators compiled into this build, by protocol.
 pub fn emulator_for(protocol: Protocol) -> Option<EmulatorFactory> {
     match protocol {
-        Protocol::Zigbee | Protocol::Zwave | Protocol::Ble | Protocol::Lora => None,
+        Protocol::Zigbee => Some(super::zigbee_sim::attach_sim),
+        Protocol::Zwave | Protocol::Ble | Protocol::Lora => None,
     }
 }
 

@@ -6,6 +6,8 @@
 //! uplink: each supervisor reports its own [`RadioState`].
 
 pub mod link;
+pub mod zigbee;
+pub mod zigbee_sim;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,7 +39,8 @@ pub trait Driver: Send + 'static {
 /// The drivers compiled into this build.
 pub fn driver_for(protocol: Protocol) -> Option<Box<dyn Driver>> {
     match protocol {
-        Protocol::Zigbee | Protocol::Zwave | Protocol::Ble | Protocol::Lora => None,
+        Protocol::Zigbee => Some(Box::new(zigbee::ZigbeeDriver::new())),
+        Protocol::Zwave | Protocol::Ble | Protocol::Lora => None,
     }
 }
 

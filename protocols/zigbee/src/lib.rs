@@ -40,8 +40,12 @@
 //! ```
 
 pub mod decode;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod error;
 pub mod mt;
+#[cfg(feature = "emulator")]
+pub mod samples;
 mod wire;
 pub mod zcl;
 pub mod znp;

@@ -226,6 +226,11 @@ pub struct MtParserStats {
     pub bad_fcs: u64,
     /// Candidate frames rejected because LEN exceeded 250.
     pub oversize: u64,
+    /// Partial frames given up on because the line went quiet ([`MtStreamParser::flush_stalled`]).
+    pub stalled: u64,
+    /// Checksum-valid candidates rejected because their type or subsystem cannot occur in this
+    /// direction ([`MtStreamParser::accepting`]): noise that forged a frame.
+    pub implausible: u64,
 }
 
 /// Incremental MT decoder: push bytes as they arrive, pop frames as they complete.
@@ -236,6 +241,8 @@ pub struct MtParserStats {
 /// frame instead; restarting after the SOF recovers more and costs nothing on a clean line.)
 #[derive(Debug, Default, Clone)]
 pub struct MtStreamParser {
+    /// When set, only frames of these types from known subsystems are accepted.
+    accept: Option<&'static [MtType]>,
     buf: Vec<u8>,
     /// Start of unparsed data in `buf`; compacted lazily to keep `push` amortised O(n).
     start: usize,
@@ -245,6 +252,39 @@ pub struct MtStreamParser {
 impl MtStreamParser {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A parser that accepts only frames of `types` from known subsystems; anything else is
+    /// treated like a bad checksum (the SOF is dropped and the search goes on).
+    ///
+    /// MT's 8-bit XOR lets noise forge a frame with a valid FCS about once in 256 false SOFs,
+    /// and a forged LEN of up to 250 then swallows the real frames behind it. A host on a UART
+    /// only ever receives AREQ and SRSP ([`Self::from_ncp`]); an NCP only SREQ and AREQ
+    /// ([`Self::from_host`]). Checking that rejects most forgeries at no cost.
+    pub fn accepting(types: &'static [MtType]) -> Self {
+        Self {
+            accept: Some(types),
+            ..Self::default()
+        }
+    }
+
+    /// For a host reading what the coordinator sends: AREQ and SRSP only.
+    pub fn from_ncp() -> Self {
+        Self::accepting(&[MtType::Areq, MtType::Srsp])
+    }
+
+    /// For a coordinator (or emulator) reading what the host sends: SREQ and AREQ only.
+    pub fn from_host() -> Self {
+        Self::accepting(&[MtType::Sreq, MtType::Areq])
+    }
+
+    fn plausible(&self, frame: &MtFrame) -> bool {
+        match self.accept {
+            None => true,
+            Some(types) => {
+                types.contains(&frame.cmd_type) && !matches!(frame.subsystem, Subsystem::Other(_))
+            }
+        }
     }
 
     /// Appends received bytes.
@@ -273,6 +313,10 @@ impl MtStreamParser {
                 }
             }
             match MtFrame::decode_prefix(pending) {
+                Ok((frame, _)) if !self.plausible(&frame) => {
+                    self.stats.implausible += 1;
+                    self.drop_bytes(1);
+                }
                 Ok((frame, used)) => {
                     self.start += used;
                     self.stats.frames += 1;
@@ -298,6 +342,25 @@ impl MtStreamParser {
         std::iter::from_fn(|| self.next_frame()).collect()
     }
 
+    /// Gives up on a partial frame that stopped growing and rescans after its SOF.
+    ///
+    /// A false SOF in noise followed by a large LEN makes the parser wait for up to 255 bytes
+    /// that may never come, holding back the real frames behind it. The driver calls this when
+    /// no byte has arrived for longer than a frame takes on the wire (at 115200 baud a maximal
+    /// frame takes 22 ms); whatever is still incomplete then is stale. Returns the frames
+    /// this uncovers; the stale rest is dropped and counted.
+    pub fn flush_stalled(&mut self) -> Vec<MtFrame> {
+        let mut out = Vec::new();
+        if self.buffered() > 0 {
+            self.stats.stalled += 1;
+        }
+        while self.buffered() > 0 {
+            self.drop_bytes(1);
+            out.extend(std::iter::from_fn(|| self.next_frame()));
+        }
+        out
+    }
+
     /// Bytes received but not yet part of a frame (a partial frame, usually).
     pub fn buffered(&self) -> usize {
         self.buf.len().saturating_sub(self.start)
@@ -318,5 +381,40 @@ impl MtStreamParser {
     fn drop_bytes(&mut self, n: usize) {
         self.start = (self.start + n).min(self.buf.len());
         self.stats.dropped_bytes += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A false SOF in noise whose forged LEN swallows real frames, checksum and all, is
+    /// rejected by a direction-aware parser when its CMD0 is impossible (here a POLL).
+    #[test]
+    fn a_forged_frame_with_an_impossible_header_does_not_swallow_real_ones() {
+        let real = MtFrame::new(MtType::Areq, Subsystem::Af, 0x80, vec![0, 1, 7])
+            .to_bytes()
+            .unwrap();
+        // Noise `FE 04 01 FE` (LEN 4, CMD0 0x01 = POLL/SYS) whose 4 "data" bytes are the start
+        // of a real frame and whose "FCS" happens to match.
+        let mut stream = vec![SOF, 4, 0x01, 0xFE];
+        stream.extend_from_slice(&real[..4]);
+        stream.push(fcs(&stream[1..]));
+        stream.extend_from_slice(&real[4..]);
+        // A lenient parser takes the forgery and loses the real frame.
+        let mut lenient = MtStreamParser::new();
+        let got = lenient.feed(&stream);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].cmd_type, MtType::Poll);
+        // The host-side parser rejects it and finds the real frame.
+        let mut strict = MtStreamParser::from_ncp();
+        let got = strict.feed(&stream);
+        assert!(got.iter().all(|f| f.cmd_type == MtType::Areq), "{got:?}");
+        assert_eq!(strict.stats().implausible, 1);
+        let mut strict = MtStreamParser::from_ncp();
+        let mut whole = stream.clone();
+        whole.extend_from_slice(&real);
+        let got = strict.feed(&whole);
+        assert_eq!(got.last().map(|f| f.payload.clone()), Some(vec![0, 1, 7]));
     }
 }

@@ -39,6 +39,7 @@ pub mod cmd {
         pub const INCOMING_MSG: u8 = 0x81;
     }
     pub mod zdo {
+        pub const IEEE_ADDR_REQ: u8 = 0x01;
         pub const NODE_DESC_REQ: u8 = 0x02;
         pub const SIMPLE_DESC_REQ: u8 = 0x04;
         pub const ACTIVE_EP_REQ: u8 = 0x05;
@@ -47,6 +48,7 @@ pub mod cmd {
         pub const MGMT_LEAVE_REQ: u8 = 0x34;
         pub const MGMT_PERMIT_JOIN_REQ: u8 = 0x36;
         pub const STARTUP_FROM_APP: u8 = 0x40;
+        pub const IEEE_ADDR_RSP: u8 = 0x81;
         pub const NODE_DESC_RSP: u8 = 0x82;
         pub const SIMPLE_DESC_RSP: u8 = 0x84;
         pub const ACTIVE_EP_RSP: u8 = 0x85;
@@ -65,6 +67,31 @@ pub mod cmd {
         pub const BDB_SET_CHANNEL: u8 = 0x08;
         pub const BDB_COMMISSIONING_NOTIFICATION: u8 = 0x80;
     }
+}
+
+/// OSAL NV item ids the coordinator start-up uses (Z-Stack 3 `ZComDef.h`; ZH
+/// `constants/common.ts NvItemsIds`; reference §1.4).
+pub mod nv {
+    /// u8: bit 0 clear config, bit 1 clear network state, applied at the next reset.
+    pub const STARTUP_OPTION: u16 = 0x0003;
+    /// 8 bytes, the extended PAN id (little-endian like every MT field).
+    pub const EXTENDED_PAN_ID: u16 = 0x002D;
+    pub const APS_USE_EXT_PANID: u16 = 0x0047;
+    /// u8 [`HAS_CONFIGURED_MAGIC`] once the host has formed a network (Z-Stack 3).
+    pub const HAS_CONFIGURED_ZSTACK3: u16 = 0x0060;
+    /// 16 bytes, the network key.
+    pub const PRECFGKEY: u16 = 0x0062;
+    pub const PRECFGKEYS_ENABLE: u16 = 0x0063;
+    /// u16.
+    pub const PANID: u16 = 0x0083;
+    /// u32 channel bit mask (bit n = channel n).
+    pub const CHANLIST: u16 = 0x0084;
+    /// u8: 0 coordinator, 1 router, 2 end device.
+    pub const LOGICAL_TYPE: u16 = 0x0087;
+    pub const ZDO_DIRECT_CB: u16 = 0x008F;
+    pub const HAS_CONFIGURED_MAGIC: u8 = 0x55;
+    /// STARTUP_OPTION value that wipes config and network state.
+    pub const STARTUP_CLEAR_ALL: u8 = 0x03;
 }
 
 /// ZDO_STATE_CHANGE_IND / UTIL_GET_DEVICE_INFO device state "started as coordinator"
@@ -425,6 +452,22 @@ pub enum ZnpCommand {
     ZdoStateChangeInd {
         state: u8,
     },
+    /// ZDO IEEE_addr_req: which IEEE address owns a network address.
+    ZdoIeeeAddrReq {
+        short_addr: u16,
+        /// 0 = single device, 1 = extended (with associated devices).
+        req_type: u8,
+        start_index: u8,
+    },
+    /// ZDO IEEE_addr_rsp, in Z-Stack's MT order (start index before the count; ZH
+    /// `definition.ts ieeeAddrRsp`).
+    ZdoIeeeAddrRsp {
+        status: u8,
+        ieee: IeeeAddr,
+        nwk_addr: u16,
+        start_index: u8,
+        assoc_devices: Vec<u16>,
+    },
     ZdoNodeDescReq {
         dst_addr: u16,
         nwk_addr_of_interest: u16,
@@ -586,6 +629,7 @@ fn is_status_srsp(subsystem: Subsystem, cmd_id: u8) -> bool {
         Subsystem::Zdo => matches!(
             cmd_id,
             zdo::NODE_DESC_REQ
+                | zdo::IEEE_ADDR_REQ
                 | zdo::SIMPLE_DESC_REQ
                 | zdo::ACTIVE_EP_REQ
                 | zdo::BIND_REQ
@@ -718,6 +762,31 @@ impl ZnpCommand {
                 start_delay: r.u16()?,
             },
             (Areq, Zdo, zdo::STATE_CHANGE_IND) => Self::ZdoStateChangeInd { state: r.u8()? },
+            (Sreq, Zdo, zdo::IEEE_ADDR_REQ) => Self::ZdoIeeeAddrReq {
+                short_addr: r.u16()?,
+                req_type: r.u8()?,
+                start_index: r.u8()?,
+            },
+            (Areq, Zdo, zdo::IEEE_ADDR_RSP) => {
+                let status = r.u8()?;
+                let ieee = r.ieee()?;
+                let nwk_addr = r.u16()?;
+                let (start_index, assoc_devices) = match r.opt_u8() {
+                    Some(start) => {
+                        let n = r.opt_u8().unwrap_or(0);
+                        let list = (0..n).map(|_| r.u16()).collect::<Result<Vec<_>>>()?;
+                        (start, list)
+                    }
+                    None => (0, Vec::new()),
+                };
+                Self::ZdoIeeeAddrRsp {
+                    status,
+                    ieee,
+                    nwk_addr,
+                    start_index,
+                    assoc_devices,
+                }
+            }
             (Sreq, Zdo, zdo::NODE_DESC_REQ) => Self::ZdoNodeDescReq {
                 dst_addr: r.u16()?,
                 nwk_addr_of_interest: r.u16()?,
@@ -1084,6 +1153,30 @@ impl ZnpCommand {
                 p.put_u8(*state);
                 (Areq, Zdo, zdo::STATE_CHANGE_IND)
             }
+            Self::ZdoIeeeAddrReq {
+                short_addr,
+                req_type,
+                start_index,
+            } => {
+                p.put_u16(*short_addr);
+                p.put_u8(*req_type);
+                p.put_u8(*start_index);
+                (Sreq, Zdo, zdo::IEEE_ADDR_REQ)
+            }
+            Self::ZdoIeeeAddrRsp {
+                status,
+                ieee,
+                nwk_addr,
+                start_index,
+                assoc_devices,
+            } => {
+                p.put_u8(*status);
+                p.put_ieee(*ieee);
+                p.put_u16(*nwk_addr);
+                p.put_u8(*start_index);
+                write_u16_list(&mut p, assoc_devices);
+                (Areq, Zdo, zdo::IEEE_ADDR_RSP)
+            }
             Self::ZdoNodeDescReq {
                 dst_addr,
                 nwk_addr_of_interest,
@@ -1415,6 +1508,8 @@ impl ZnpCommand {
             Self::AfIncomingMsg(_) => "af_incoming_msg",
             Self::ZdoStartupFromAppReq { .. } => "zdo_startup_from_app_req",
             Self::ZdoStateChangeInd { .. } => "zdo_state_change_ind",
+            Self::ZdoIeeeAddrReq { .. } => "zdo_ieee_addr_req",
+            Self::ZdoIeeeAddrRsp { .. } => "zdo_ieee_addr_rsp",
             Self::ZdoNodeDescReq { .. } => "zdo_node_desc_req",
             Self::ZdoNodeDescRsp { .. } => "zdo_node_desc_rsp",
             Self::ZdoActiveEpReq { .. } => "zdo_active_ep_req",

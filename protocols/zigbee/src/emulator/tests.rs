@@ -1,0 +1,584 @@
+//! Emulator unit tests: a scripted host drives it with real MT bytes.
+
+use std::time::Duration;
+
+use super::*;
+use crate::zcl::clusters::{self, id, OnOffCommand};
+use crate::zcl::{ZclCommand, ZclFrame, ZclValue};
+use crate::znp::DEVICE_STATE_COORDINATOR;
+
+/// A tiny host: sends commands, collects decoded replies, moves time.
+struct Host {
+    emu: Emulator,
+    now: Duration,
+    parser: MtStreamParser,
+}
+
+impl Host {
+    fn new(cfg: EmulatorConfig) -> Self {
+        Self {
+            emu: Emulator::new(cfg),
+            now: Duration::ZERO,
+            parser: MtStreamParser::from_ncp(),
+        }
+    }
+
+    fn collect(&mut self) -> Vec<ZnpCommand> {
+        let out = self.emu.take_output();
+        self.parser
+            .feed(&out)
+            .iter()
+            .map(|f| ZnpCommand::decode(f).expect("emulator frames decode"))
+            .collect()
+    }
+
+    /// Sends `cmd`, then advances time by `wait`, returning everything that came back.
+    fn send(&mut self, cmd: ZnpCommand, wait: Duration) -> Vec<ZnpCommand> {
+        let bytes = cmd.to_bytes().unwrap();
+        self.emu.receive(self.now, &bytes);
+        self.advance(wait);
+        self.collect()
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        while let Some(d) = self.emu.next_deadline().filter(|d| *d <= end) {
+            self.now = d.max(self.now);
+            self.emu.tick(self.now);
+        }
+        self.now = end;
+        self.emu.tick(self.now);
+    }
+
+    fn wait(&mut self, by: Duration) -> Vec<ZnpCommand> {
+        self.advance(by);
+        self.collect()
+    }
+
+    fn form(&mut self) {
+        let writes: [(u16, Vec<u8>); 5] = [
+            (nv::LOGICAL_TYPE, vec![0]),
+            (nv::PANID, 0x4242u16.to_le_bytes().to_vec()),
+            (nv::CHANLIST, (1u32 << 15).to_le_bytes().to_vec()),
+            (
+                nv::EXTENDED_PAN_ID,
+                0xDDDD_DDDD_DDDD_DDDDu64.to_le_bytes().to_vec(),
+            ),
+            (nv::PRECFGKEY, vec![7; 16]),
+        ];
+        for (id, value) in writes {
+            let r = self.send(
+                ZnpCommand::SysOsalNvWriteReq {
+                    id,
+                    offset: 0,
+                    value,
+                },
+                ms(1),
+            );
+            assert!(
+                matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+                "{r:?}"
+            );
+        }
+        let r = self.send(
+            ZnpCommand::BdbStartCommissioningReq {
+                mode: crate::znp::BDB_MODE_FORMATION,
+            },
+            ms(200),
+        );
+        assert!(
+            r.contains(&ZnpCommand::ZdoStateChangeInd {
+                state: DEVICE_STATE_COORDINATOR
+            }),
+            "{r:?}"
+        );
+    }
+
+    fn open_join(&mut self) -> Vec<ZnpCommand> {
+        self.send(ZnpCommand::permit_join_coordinator(60), ms(2_000))
+    }
+
+    fn nwk_of(&self, kind: DeviceKind) -> u16 {
+        self.emu
+            .devices()
+            .iter()
+            .find(|d| d.kind == kind)
+            .and_then(|d| d.nwk)
+            .expect("joined")
+    }
+
+    fn zcl(&mut self, nwk: u16, cluster: u16, frame: ZclFrame, trans_id: u8) -> Vec<ZnpCommand> {
+        let data = frame.encode().unwrap();
+        self.send(
+            ZnpCommand::af_data_request(nwk, 1, 1, cluster, trans_id, data),
+            ms(200),
+        )
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn incoming(r: &[ZnpCommand]) -> Vec<(u16, ZclFrame)> {
+    r.iter()
+        .filter_map(|c| match c {
+            ZnpCommand::AfIncomingMsg(m) => Some((
+                m.cluster_id,
+                ZclFrame::decode(m.cluster_id, &m.data).unwrap(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn answers_ping_and_version_like_a_cc2652() {
+    let mut h = Host::new(EmulatorConfig::default());
+    // SYS_PING request bytes from the reference (ZH 11.1.1 Frame.toBuffer).
+    h.emu
+        .receive(Duration::ZERO, &[0xFE, 0x00, 0x21, 0x01, 0x20]);
+    assert_eq!(
+        h.collect(),
+        vec![ZnpCommand::SysPingRsp {
+            capabilities: PING_CAPABILITIES
+        }]
+    );
+    let r = h.send(ZnpCommand::SysVersionReq, ms(1));
+    assert!(matches!(
+        r[..],
+        [ZnpCommand::SysVersionRsp { product: 1, .. }]
+    ));
+    // An SREQ it does not know gets the RPC error SRSP.
+    h.emu.receive(
+        h.now,
+        &MtFrame::new(MtType::Sreq, Subsystem::Mac, 0x77, vec![])
+            .to_bytes()
+            .unwrap(),
+    );
+    assert!(matches!(
+        h.collect()[..],
+        [ZnpCommand::RpcError {
+            error_code: 2,
+            request_cmd0: 0x22,
+            request_cmd1: 0x77
+        }]
+    ));
+}
+
+#[test]
+fn forms_a_network_and_resumes_it_after_a_reset() {
+    let mut h = Host::new(EmulatorConfig::default());
+    let r = h.send(
+        ZnpCommand::ZdoStartupFromAppReq { start_delay: 100 },
+        ms(100),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 2, .. }]),
+        "{r:?}"
+    );
+    h.form();
+    let net = h.emu.network().unwrap();
+    assert_eq!((net.channel, net.pan_id), (15, 0x4242));
+    assert_eq!(net.extended_pan_id, 0xDDDD_DDDD_DDDD_DDDD);
+    assert_eq!(h.emu.nv_item(nv::PRECFGKEY), Some(&[7u8; 16][..]));
+
+    // A soft reset keeps NV; the network comes back with STARTUP_FROM_APP.
+    let r = h.send(ZnpCommand::SysResetReq { reset_type: 1 }, ms(50));
+    assert!(matches!(r[..], [ZnpCommand::SysResetInd { .. }]), "{r:?}");
+    assert_eq!(h.emu.device_state(), 0);
+    let r = h.send(
+        ZnpCommand::ZdoStartupFromAppReq { start_delay: 100 },
+        ms(100),
+    );
+    assert!(
+        r.contains(&ZnpCommand::ZdoStateChangeInd { state: 9 }),
+        "{r:?}"
+    );
+    assert_eq!(h.emu.network(), Some(net));
+
+    // STARTUP_OPTION 0x03 + reset wipes everything.
+    h.send(
+        ZnpCommand::SysOsalNvWriteReq {
+            id: nv::STARTUP_OPTION,
+            offset: 0,
+            value: vec![nv::STARTUP_CLEAR_ALL],
+        },
+        ms(1),
+    );
+    h.send(ZnpCommand::SysResetReq { reset_type: 1 }, ms(50));
+    assert_eq!(h.emu.network(), None);
+    let r = h.send(
+        ZnpCommand::SysOsalNvReadReq {
+            id: nv::PRECFGKEY,
+            offset: 0,
+        },
+        ms(1),
+    );
+    assert!(matches!(
+        r[..],
+        [ZnpCommand::SysOsalNvReadRsp {
+            status: STATUS_NV_OPER_FAILED,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn devices_join_answer_and_the_plug_switches() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    let r = h.open_join();
+    let joins: Vec<_> = r
+        .iter()
+        .filter(|c| matches!(c, ZnpCommand::ZdoTcDevInd { .. }))
+        .collect();
+    let annces: Vec<_> = r
+        .iter()
+        .filter(|c| matches!(c, ZnpCommand::ZdoEndDeviceAnnceInd { .. }))
+        .collect();
+    assert_eq!((joins.len(), annces.len()), (4, 4), "{r:?}");
+
+    let plug = h.nwk_of(DeviceKind::SmartPlug);
+    let r = h.send(
+        ZnpCommand::ZdoNodeDescReq {
+            dst_addr: plug,
+            nwk_addr_of_interest: plug,
+        },
+        ms(100),
+    );
+    let Some(ZnpCommand::ZdoNodeDescRsp {
+        descriptor: Some(d),
+        ..
+    }) = r.get(1)
+    else {
+        panic!("{r:?}")
+    };
+    assert!(d.mac_capabilities.mains_powered());
+
+    // Basic read.
+    let r = h.zcl(
+        plug,
+        id::BASIC,
+        ZclFrame::read_attributes(1, vec![0x0004, 0x0005, 0x0007]),
+        1,
+    );
+    assert!(r.contains(&ZnpCommand::AfDataConfirm {
+        status: 0,
+        endpoint: 1,
+        trans_id: 1
+    }));
+    let frames = incoming(&r);
+    let ZclCommand::ReadAttributesRsp { records } = &frames[0].1.command else {
+        panic!("{frames:?}")
+    };
+    assert_eq!(records[1].value, Some(ZclValue::char_str("FG-PLUG01")));
+
+    // On, then level 127: confirm, default response, reports with the new power.
+    let r = h.zcl(plug, id::ON_OFF, clusters::on_off(OnOffCommand::On, 2), 2);
+    assert!(r.contains(&ZnpCommand::AfDataConfirm {
+        status: 0,
+        endpoint: 1,
+        trans_id: 2
+    }));
+    assert!(h
+        .emu
+        .device(DeviceKind::SmartPlug.default_ieee())
+        .unwrap()
+        .is_on());
+    let frames = incoming(&r);
+    assert!(frames.iter().any(|(_, f)| matches!(
+        f.command,
+        ZclCommand::DefaultRsp {
+            command_id: 1,
+            status: 0
+        }
+    )));
+    h.zcl(
+        plug,
+        id::LEVEL_CONTROL,
+        clusters::move_to_level(127, 0, 3),
+        3,
+    );
+    let dev = h.emu.device(DeviceKind::SmartPlug.default_ieee()).unwrap();
+    assert_eq!(dev.level(), Some(127));
+    assert_eq!(
+        dev.attribute(id::ELECTRICAL_MEASUREMENT, 0x050B),
+        Some(&ZclValue::Int {
+            width: 2,
+            value: 175
+        })
+    );
+
+    // Leave.
+    let r = h.send(
+        ZnpCommand::ZdoMgmtLeaveReq {
+            dst_addr: plug,
+            ieee: DeviceKind::SmartPlug.default_ieee(),
+            rejoin: false,
+            remove_children: false,
+        },
+        ms(100),
+    );
+    assert!(
+        r.iter()
+            .any(|c| matches!(c, ZnpCommand::ZdoLeaveInd { src_addr, .. } if *src_addr == plug)),
+        "{r:?}"
+    );
+    assert_eq!(
+        h.emu
+            .device(DeviceKind::SmartPlug.default_ieee())
+            .unwrap()
+            .nwk,
+        None
+    );
+    // A frame to a device that is gone still gets its confirm, with a failure.
+    let r = h.zcl(plug, id::ON_OFF, clusters::on_off(OnOffCommand::Off, 4), 4);
+    assert!(r.contains(&ZnpCommand::AfDataConfirm {
+        status: STATUS_NWK_NO_ROUTE,
+        endpoint: 1,
+        trans_id: 4
+    }));
+}
+
+#[test]
+fn reporting_starts_after_configuration_and_ias_zone_enrolls() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    h.open_join();
+    let th = h.nwk_of(DeviceKind::TempHumidity);
+    let cfg = ZclFrame::configure_reporting(
+        5,
+        vec![crate::zcl::ReportingConfig::Send {
+            attribute_id: 0,
+            data_type: crate::zcl::DataType::INT16,
+            min_interval: 10,
+            max_interval: 300,
+            reportable_change: Some(ZclValue::i16(10)),
+        }],
+    );
+    let r = h.zcl(th, id::TEMPERATURE, cfg, 5);
+    let frames = incoming(&r);
+    assert!(frames
+        .iter()
+        .any(|(_, f)| matches!(f.command, ZclCommand::ConfigureReportingRsp { .. })));
+    assert!(frames
+        .iter()
+        .any(|(c, f)| *c == id::TEMPERATURE
+            && matches!(f.command, ZclCommand::ReportAttributes { .. })));
+    let later = incoming(&h.wait(Duration::from_secs(6)));
+    assert!(
+        later.iter().any(|(c, _)| *c == id::TEMPERATURE),
+        "{later:?}"
+    );
+
+    let door = h.nwk_of(DeviceKind::ContactSensor);
+    let write = ZclFrame::write_attributes(
+        6,
+        vec![crate::zcl::AttributeRecord {
+            attribute_id: 0x0010,
+            value: ZclValue::IeeeAddr(IeeeAddr(1)),
+        }],
+    );
+    let frames = incoming(&h.zcl(door, id::IAS_ZONE, write, 6));
+    assert!(
+        frames.iter().any(|(_, f)| matches!(
+            f.command,
+            ZclCommand::IasZoneEnrollRequest {
+                zone_type: 0x0015,
+                ..
+            }
+        )),
+        "{frames:?}"
+    );
+    let frames = incoming(&h.zcl(
+        door,
+        id::IAS_ZONE,
+        clusters::ias_enroll_response(0, 23, 7),
+        7,
+    ));
+    assert!(h
+        .emu
+        .device(DeviceKind::ContactSensor.default_ieee())
+        .unwrap()
+        .ias_enrolled());
+    assert!(
+        frames.iter().any(|(_, f)| matches!(
+            f.command,
+            ZclCommand::IasZoneStatusChangeNotification {
+                zone_id: Some(23),
+                ..
+            }
+        )),
+        "{frames:?}"
+    );
+}
+
+#[test]
+fn the_sleepy_device_answers_only_while_awake() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    h.open_join();
+    let pir = h.nwk_of(DeviceKind::SleepySensor);
+    let node_desc = ZnpCommand::ZdoNodeDescReq {
+        dst_addr: pir,
+        nwk_addr_of_interest: pir,
+    };
+    // Two answers right after joining, then asleep.
+    for _ in 0..2 {
+        let r = h.send(node_desc.clone(), ms(100));
+        assert_eq!(r.len(), 2, "{r:?}");
+    }
+    let r = h.send(node_desc.clone(), ms(100));
+    assert_eq!(r.len(), 1, "asleep, only the SRSP: {r:?}");
+    let r = h.zcl(pir, id::BASIC, ZclFrame::read_attributes(9, vec![5]), 9);
+    assert!(r.is_empty() || !r.iter().any(|c| matches!(c, ZnpCommand::AfIncomingMsg(_))));
+    // It wakes within the wake interval and reports first; then it answers.
+    let mut woke = false;
+    for _ in 0..80 {
+        let r = h.wait(ms(100));
+        if incoming(&r).iter().any(|(c, _)| *c == id::OCCUPANCY) {
+            woke = true;
+            break;
+        }
+    }
+    assert!(woke);
+    let r = h.send(node_desc, ms(100));
+    assert_eq!(r.len(), 2, "{r:?}");
+}
+
+#[test]
+fn bootloader_swallows_frames_until_the_skip_byte() {
+    let mut h = Host::new(EmulatorConfig {
+        start_in_bootloader: true,
+        ..Default::default()
+    });
+    assert!(h.send(ZnpCommand::SysPingReq, ms(10)).is_empty());
+    h.emu.receive(h.now, &[BOOTLOADER_SKIP; 4]);
+    assert!(!h.emu.in_bootloader());
+    assert_eq!(h.send(ZnpCommand::SysPingReq, ms(10)).len(), 1);
+}
+
+#[test]
+fn faults_come_out_as_asked() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    h.emu.inject(h.now, Fault::DropNextSrsp);
+    assert!(h.send(ZnpCommand::SysPingReq, ms(1)).is_empty());
+    assert_eq!(h.send(ZnpCommand::SysPingReq, ms(1)).len(), 1);
+
+    h.emu
+        .inject(h.now, Fault::Garbage(vec![0x00, 0xFE, 0xFF, 0x42]));
+    h.emu.inject(h.now, Fault::CorruptNextFrame);
+    assert!(h.send(ZnpCommand::SysPingReq, ms(1)).is_empty());
+    assert_eq!(h.send(ZnpCommand::SysPingReq, ms(1)).len(), 1);
+    assert!(h.parser.stats().bad_fcs >= 1);
+
+    h.emu.inject(h.now, Fault::Reset);
+    let r = h.collect();
+    assert!(
+        matches!(
+            r[..],
+            [ZnpCommand::SysResetInd {
+                reason: RESET_REASON_WATCHDOG,
+                ..
+            }]
+        ),
+        "{r:?}"
+    );
+    assert_eq!(h.emu.device_state(), 0);
+}
+
+#[test]
+fn a_garbled_burst_loses_only_the_corrupted_frames() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    h.open_join();
+    let burst = h.emu.garbled_report_burst(h.now, 40, 7);
+    assert_eq!((burst.delivered.len(), burst.corrupted.len()), (35, 5));
+    // The garbage holds a false SOF with LEN 250: the tail frames wait behind it until the
+    // line goes quiet and the host flushes the stalled candidate (as the driver does).
+    let out = h.emu.take_output();
+    let mut frames = h.parser.feed(&out);
+    frames.extend(h.parser.flush_stalled());
+    let cmds: Vec<ZnpCommand> = frames
+        .iter()
+        .map(|f| ZnpCommand::decode(f).unwrap())
+        .collect();
+    let got: Vec<i16> = incoming(&cmds)
+        .into_iter()
+        .filter(|(c, _)| *c == id::TEMPERATURE)
+        .filter_map(|(_, f)| match f.command {
+            ZclCommand::ReportAttributes { records } => records[0].value.as_i64(),
+            _ => None,
+        })
+        .map(|v| v as i16)
+        .collect();
+    assert_eq!(got, burst.delivered);
+    assert!(h.parser.stats().bad_fcs >= 5);
+}
+
+#[test]
+fn a_stuck_device_never_gives_its_simple_descriptor() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    h.emu.inject(
+        h.now,
+        Fault::StuckInterview(DeviceKind::TempHumidity.default_ieee()),
+    );
+    h.open_join();
+    let th = h.nwk_of(DeviceKind::TempHumidity);
+    let r = h.send(
+        ZnpCommand::ZdoSimpleDescReq {
+            dst_addr: th,
+            nwk_addr_of_interest: th,
+            endpoint: 1,
+        },
+        ms(500),
+    );
+    assert_eq!(r.len(), 1, "{r:?}");
+}
+
+#[test]
+fn garbage_from_the_host_never_panics() {
+    let mut h = Host::new(EmulatorConfig::default());
+    let mut x: u32 = 0x1234_5678;
+    for i in 0..2_000u32 {
+        let mut buf = Vec::new();
+        for _ in 0..(i % 40) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            buf.push((x & 0xFF) as u8);
+        }
+        h.emu.receive(h.now, &buf);
+        h.advance(ms(5));
+        let _ = h.emu.take_output();
+    }
+}
+
+#[test]
+fn a_device_can_leave_on_its_own() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    h.open_join();
+    let ieee = DeviceKind::ContactSensor.default_ieee();
+    let nwk = h.nwk_of(DeviceKind::ContactSensor);
+    h.emu.inject(h.now, Fault::DeviceLeaves(ieee));
+    let r = h.wait(ms(10));
+    assert!(
+        r.contains(&ZnpCommand::ZdoLeaveInd {
+            src_addr: nwk,
+            ieee,
+            request: false,
+            remove_children: false,
+            rejoin: false
+        }),
+        "{r:?}"
+    );
+    assert_eq!(h.emu.device(ieee).unwrap().nwk, None);
+    // It comes back only when a new join window opens.
+    assert!(h.wait(Duration::from_secs(2)).is_empty() || h.emu.device(ieee).unwrap().nwk.is_none());
+    h.open_join();
+    assert!(h.emu.device(ieee).unwrap().nwk.is_some());
+}
