@@ -12,7 +12,10 @@ use fieldgate::store::outbox::{self, MessageKind, NewMessage};
 use fieldgate::store::{Store, WriterOptions};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Appends `rows` outbox rows from `producers` threads; returns rows per second.
@@ -55,7 +58,10 @@ fn run(options: WriterOptions, rows: usize, producers: usize) -> f64 {
     }
     let elapsed = t0.elapsed();
     let stats = store.writer();
-    let tx = stats.stats().transactions.load(std::sync::atomic::Ordering::Relaxed);
+    let tx = stats
+        .stats()
+        .transactions
+        .load(std::sync::atomic::Ordering::Relaxed);
     println!(
         "  commit_max_ops={:<5} rows={:<6} transactions={:<6} time={:>8.3}s  rows/s={:>10.0}",
         options.commit_max_ops,
@@ -70,13 +76,18 @@ fn run(options: WriterOptions, rows: usize, producers: usize) -> f64 {
 fn main() {
     let rows = env_usize("FIELDGATE_BENCH_ROWS", 4000);
     let producers = env_usize("FIELDGATE_BENCH_PRODUCERS", 8);
-    println!("outbox append, synchronous=FULL, WAL, {producers} producer threads, {rows} rows per mode");
+    println!(
+        "outbox append, synchronous=FULL, WAL, {producers} producer threads, {rows} rows per mode"
+    );
     let grouped = WriterOptions {
         commit_window: Duration::from_millis(50),
         commit_max_ops: 1000,
         synchronous: Synchronous::Full,
     };
-    let single = WriterOptions { commit_max_ops: 1, ..grouped };
+    let single = WriterOptions {
+        commit_max_ops: 1,
+        ..grouped
+    };
     // Warm the file system once, then alternate so drift hits both modes alike.
     run(grouped, rows / 4, producers);
     let mut g = Vec::new();

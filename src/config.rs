@@ -41,6 +41,13 @@ pub struct GatewayConfig {
     /// directive); `RUST_LOG` overrides it.
     #[serde(default = "default_log_level")]
     pub log_level: Spanned<String>,
+    /// The master key file, used when systemd passes no `master-key` credential;
+    /// created (mode 0600) if missing. Default: `<state_dir>/master.key`.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    /// Hex ed25519 public key: when set, only policies signed by it are accepted.
+    #[serde(default)]
+    pub policy_public_key: Option<Spanned<String>>,
 }
 
 fn default_log_level() -> Spanned<String> {
@@ -450,6 +457,12 @@ impl Config {
             ));
         }
 
+        if let Some(key) = &self.gateway.policy_public_key {
+            if let Err(e) = crate::policy::parse_public_key(key.get_ref()) {
+                return Err(loc.at(key, "gateway.policy_public_key", e.message));
+            }
+        }
+
         let window = self.store.commit_window;
         if window > Duration::from_secs(1) {
             return Err(loc.nowhere(
@@ -522,6 +535,13 @@ impl Config {
 
     pub fn db_path(&self) -> PathBuf {
         self.gateway.state_dir.get_ref().join("fieldgate.db")
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        self.gateway
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| self.gateway.state_dir.get_ref().join("master.key"))
     }
 
     pub fn gateway_id(&self) -> &str {

@@ -18,7 +18,7 @@ use crate::model::{
 };
 use crate::radio::RadioHandle;
 use crate::store::audit::{AuditEntry, Outcome};
-use crate::store::outbox::{self, MessageKind, NewMessage};
+use crate::store::outbox::{self, MessageKind, NewMessage, OutboxGate};
 use crate::store::{self, registry, StoreError, Writer};
 
 /// Longest join window anyone may open (Zigbee's own limit is 254 s).
@@ -183,6 +183,9 @@ pub struct Hub {
     radios: HashMap<String, RadioHandle>,
     join_windows: HashMap<String, Instant>,
     notices: broadcast::Sender<Notice>,
+    /// Closed to telemetry by the upstream task when the outbox is full of
+    /// messages that are never dropped.
+    outbox_gate: Arc<OutboxGate>,
 }
 
 /// How often the hub proves it is alive (store round trip + `WATCHDOG=1`).
@@ -205,6 +208,7 @@ impl Hub {
             radios: radios.iter().map(|r| (r.name.clone(), r.clone())).collect(),
             join_windows: HashMap::new(),
             notices: notices.clone(),
+            outbox_gate: Arc::new(OutboxGate::default()),
         };
         (
             hub,
@@ -214,6 +218,11 @@ impl Hub {
             },
             req_rx,
         )
+    }
+
+    /// The gate the hub consults before queueing telemetry (shared with upstream).
+    pub fn outbox_gate(&self) -> Arc<OutboxGate> {
+        self.outbox_gate.clone()
     }
 
     /// Runs until `shutdown` flips and both inputs have been drained.
@@ -356,22 +365,28 @@ impl Hub {
                 let at = ev.received_at;
                 let id2 = id.clone();
                 let r2 = readings.clone();
+                // Refused (and counted) when the outbox is full of undroppable kinds.
+                let queue_telemetry = self.outbox_gate.admit(MessageKind::Telemetry);
                 self.writer
                     .write(move |c| {
                         let state = registry::apply_readings(c, &id2, &r2, &ts)?;
-                        let seq = outbox::append(
-                            c,
-                            &gw,
-                            &NewMessage {
-                                kind: MessageKind::Telemetry,
-                                device: Some(id2.clone()),
-                                topic: format!("device/{id2}/telemetry"),
-                                retain: false,
-                                data: json!({"readings": r2}),
-                                event_time: at,
-                            },
-                        )?;
-                        outbox::append(
+                        let telemetry_seq = if queue_telemetry {
+                            Some(outbox::append(
+                                c,
+                                &gw,
+                                &NewMessage {
+                                    kind: MessageKind::Telemetry,
+                                    device: Some(id2.clone()),
+                                    topic: format!("device/{id2}/telemetry"),
+                                    retain: false,
+                                    data: json!({"readings": r2}),
+                                    event_time: at,
+                                },
+                            )?)
+                        } else {
+                            None
+                        };
+                        let state_seq = outbox::append(
                             c,
                             &gw,
                             &NewMessage {
@@ -383,7 +398,7 @@ impl Hub {
                                 event_time: at,
                             },
                         )?;
-                        Ok(seq)
+                        Ok(telemetry_seq.unwrap_or(state_seq))
                     })
                     .await
                     .map(|seq| {

@@ -39,6 +39,24 @@ enum Command {
         /// Stop after this long (e.g. `30s`); default: until Ctrl-C.
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
+        /// Sync the demo to this MQTT broker, e.g. `mqtt://127.0.0.1:1883`.
+        #[arg(long, value_name = "URL")]
+        mqtt: Option<String>,
+    },
+    /// Check the host: config, radios, broker, clock, disk, directories, master key.
+    /// Exit code 1 when any check fails.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        /// The user the service runs as (the unit's User=).
+        #[arg(long, default_value = fieldgate::doctor::SERVICE_USER)]
+        user: String,
+        /// Key file to check when $CREDENTIALS_DIRECTORY is unset.
+        #[arg(long, default_value = fieldgate::doctor::DEFAULT_MASTER_KEY)]
+        master_key: PathBuf,
+        /// Per network check (e.g. `3s`).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// Configuration tools.
     Config {
@@ -83,6 +101,35 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Decode captured radio bytes and print them as JSON.
+    Decode {
+        #[command(subcommand)]
+        command: DecodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DecodeCommand {
+    /// Z-Stack MT frames (hex, separators allowed), or with --zcl a bare ZCL payload.
+    Zigbee {
+        #[arg(required = true, num_args = 1..)]
+        hex: Vec<String>,
+        /// The bytes are a ZCL frame, not MT frames.
+        #[arg(long, requires = "cluster")]
+        zcl: bool,
+        /// Cluster id of the ZCL frame (e.g. 0x0402 or 1026).
+        #[arg(long, value_parser = parse_u16)]
+        cluster: Option<u16>,
+    },
+}
+
+fn parse_u16(s: &str) -> Result<u16, String> {
+    let t = s.trim();
+    match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => t.parse(),
+    }
+    .map_err(|e| format!("{s:?} is not a 16-bit number: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -157,6 +204,31 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Decode {
+        command: DecodeCommand::Zigbee { hex, zcl, cluster },
+    } = &cli.command
+    {
+        let cluster = if *zcl { *cluster } else { None };
+        return match fieldgate::radio::zigbee::decode_to_json(&hex.join(" "), cluster) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Doctor {
+        json,
+        user,
+        master_key,
+        timeout,
+    } = &cli.command
+    {
+        return doctor(&cli, *json, user, master_key, *timeout);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -184,7 +256,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             daemon::init_logging(config.gateway.log_level.get_ref());
             daemon::run(config).await
         }
-        Command::Demo { duration } => demo::run(*duration).await,
+        Command::Demo { duration, mqtt } => demo::run_with_mqtt(*duration, mqtt.clone()).await,
         Command::Config { .. } => unreachable_config(),
         Command::Audit {
             command: AuditCommand::Verify { json, db: Some(db) },
@@ -221,7 +293,11 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Command::Audit {
                     command: AuditCommand::Tail { n, json, .. },
                 } => cli::audit_tail(&api, *n, *json).await,
-                Command::Run | Command::Demo { .. } | Command::Config { .. } => Ok(()),
+                Command::Run
+                | Command::Demo { .. }
+                | Command::Config { .. }
+                | Command::Decode { .. }
+                | Command::Doctor { .. } => Ok(()),
             }
         }
     };
@@ -232,6 +308,35 @@ async fn async_main(cli: Cli) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `fieldgate doctor`: synchronous, before any runtime starts.
+fn doctor(cli: &Cli, json: bool, user: &str, master_key: &Path, timeout: Duration) -> ExitCode {
+    let mut opts = fieldgate::doctor::Options::new(
+        cli.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+    );
+    opts.user = user.to_string();
+    opts.master_key = master_key.to_path_buf();
+    opts.timeout = timeout;
+    let report = fieldgate::doctor::run(&opts);
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    if report.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -113,6 +113,14 @@ fn write_canonical(v: &serde_json::Value, out: &mut String) {
     }
 }
 
+/// Compact JSON with object keys sorted at every level: the same value always
+/// gives the same bytes, whatever order its keys arrived in.
+pub fn canonical_json(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
 /// The canonical encoding hashed for a record:
 /// `[seq, ts, actor, action, target, outcome, details]` as compact JSON with
 /// object keys sorted at every level.

@@ -6,7 +6,9 @@
 //! their own read-only connections. Nothing outside this module writes SQL.
 
 pub mod audit;
+pub mod credentials;
 pub mod outbox;
+pub mod policies;
 pub mod registry;
 mod schema;
 
@@ -317,6 +319,30 @@ pub fn integrity_check(conn: &Connection) -> StoreResult<String> {
     Ok(conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))?)
 }
 
+/// Appends an audit record and queues it for the upstream audit stream, in the
+/// caller's transaction, so the record and its copy for the cloud commit together.
+pub fn record_audit(
+    conn: &Connection,
+    gateway_id: &str,
+    entry: &audit::AuditEntry,
+) -> StoreResult<audit::AuditRecord> {
+    let now = std::time::SystemTime::now();
+    let record = audit::append(conn, entry, &crate::model::rfc3339(now))?;
+    outbox::append(
+        conn,
+        gateway_id,
+        &outbox::NewMessage {
+            kind: outbox::MessageKind::Audit,
+            device: None,
+            topic: "audit".into(),
+            retain: false,
+            data: serde_json::to_value(&record).unwrap_or(serde_json::Value::Null),
+            event_time: now,
+        },
+    )?;
+    Ok(record)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,28 +373,4 @@ mod tests {
         assert_eq!(versions, vec![1]);
         assert_eq!(integrity_check(&r).unwrap(), "ok");
     }
-}
-
-/// Appends an audit record and queues it for the upstream audit stream, in the
-/// caller's transaction, so the record and its copy for the cloud commit together.
-pub fn record_audit(
-    conn: &Connection,
-    gateway_id: &str,
-    entry: &audit::AuditEntry,
-) -> StoreResult<audit::AuditRecord> {
-    let now = std::time::SystemTime::now();
-    let record = audit::append(conn, entry, &crate::model::rfc3339(now))?;
-    outbox::append(
-        conn,
-        gateway_id,
-        &outbox::NewMessage {
-            kind: outbox::MessageKind::Audit,
-            device: None,
-            topic: "audit".into(),
-            retain: false,
-            data: serde_json::to_value(&record).unwrap_or(serde_json::Value::Null),
-            event_time: now,
-        },
-    )?;
-    Ok(record)
 }

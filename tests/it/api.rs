@@ -12,13 +12,16 @@ use serde_json::{json, Value};
 
 use crate::common::{fieldgate, stderr, stdout, TestDaemon};
 
-const RADIO: &str = "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n";
+const RADIO: &str =
+    "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\nenabled = false\n";
 
 /// Writes a device straight into the registry (on its own thread: the store's
 /// blocking calls must not run on an async worker).
 fn seed_device(db: &std::path::Path, id: &str, lifecycle: &str) {
     let (db, id, lifecycle) = (db.to_path_buf(), id.to_string(), lifecycle.to_string());
-    std::thread::spawn(move || seed_device_now(&db, &id, &lifecycle)).join().unwrap();
+    std::thread::spawn(move || seed_device_now(&db, &id, &lifecycle))
+        .join()
+        .unwrap();
 }
 
 fn seed_device_now(db: &std::path::Path, id: &str, lifecycle: &str) {
@@ -39,7 +42,9 @@ fn seed_device_now(db: &std::path::Path, id: &str, lifecycle: &str) {
         first_seen: "2026-01-01T00:00:00.000Z".into(),
         last_seen: "2026-01-01T00:10:00.000Z".into(),
     };
-    s.writer().write_blocking(move |c| registry::insert(c, &d)).unwrap();
+    s.writer()
+        .write_blocking(move |c| registry::insert(c, &d))
+        .unwrap();
 }
 
 /// A daemon whose registry holds two devices before it starts.
@@ -74,87 +79,241 @@ async fn every_endpoint_answers_through_the_socket() {
 
     let list = api.call(Method::GET, "/v1/devices", None).await.unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
-    let pending = api.call(Method::GET, "/v1/devices?lifecycle=pending", None).await.unwrap();
+    let pending = api
+        .call(Method::GET, "/v1/devices?lifecycle=pending", None)
+        .await
+        .unwrap();
     assert_eq!(pending.as_array().unwrap().len(), 1);
 
-    let one = api.call(Method::GET, "/v1/devices/zigbee:0x00124b0001abcdef", None).await.unwrap();
+    let one = api
+        .call(Method::GET, "/v1/devices/zigbee:0x00124b0001abcdef", None)
+        .await
+        .unwrap();
     assert_eq!(one["model"], "lumi.weather");
     assert_eq!(one["last_state"]["temperature"], 21.5);
 
-    // The radio has no driver in this build: the join window is refused, clearly.
+    // The radio is not running (disabled): the join window is refused, clearly.
     let (code, body) = api
-        .call_raw(Method::POST, "/v1/radios/zb0/permit-join", Some(br#"{"seconds":30}"#.to_vec()))
+        .call_raw(
+            Method::POST,
+            "/v1/radios/zb0/permit-join",
+            Some(br#"{"seconds":30}"#.to_vec()),
+        )
         .await
         .unwrap();
     assert_eq!(code, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "radio_unavailable");
     let (code, body) = api
-        .call_raw(Method::POST, "/v1/radios/nope/permit-join", Some(br#"{"seconds":30}"#.to_vec()))
+        .call_raw(
+            Method::POST,
+            "/v1/radios/nope/permit-join",
+            Some(br#"{"seconds":30}"#.to_vec()),
+        )
         .await
         .unwrap();
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "unknown_radio");
 
-    let removed = api.call(Method::DELETE, "/v1/devices/zigbee:0x00124b0001abcdef", None).await.unwrap();
+    let removed = api
+        .call(
+            Method::DELETE,
+            "/v1/devices/zigbee:0x00124b0001abcdef",
+            None,
+        )
+        .await
+        .unwrap();
     assert_eq!(removed["device"]["lifecycle"], "decommissioned");
-    let (code, body) = api.call_raw(Method::DELETE, "/v1/devices/zigbee:0x00124b0001abcdef", None).await.unwrap();
+    let (code, body) = api
+        .call_raw(
+            Method::DELETE,
+            "/v1/devices/zigbee:0x00124b0001abcdef",
+            None,
+        )
+        .await
+        .unwrap();
     assert_eq!(code, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "already_decommissioned");
 
-    let audit = api.call(Method::GET, "/v1/audit?limit=5", None).await.unwrap();
+    let audit = api
+        .call(Method::GET, "/v1/audit?limit=5", None)
+        .await
+        .unwrap();
     assert_eq!(audit.as_array().unwrap().len(), 5);
-    let verify = api.call(Method::GET, "/v1/audit/verify", None).await.unwrap();
+    let verify = api
+        .call(Method::GET, "/v1/audit/verify", None)
+        .await
+        .unwrap();
     assert_eq!(verify["ok"], true);
 
     // The caller's uid, gid and pid are the actor of every request, refused ones too.
     let uid = nix::unistd::getuid().as_raw();
-    let me = format!("local:uid={uid},gid={},pid={}", nix::unistd::getgid().as_raw(), std::process::id());
+    let me = format!(
+        "local:uid={uid},gid={},pid={}",
+        nix::unistd::getgid().as_raw(),
+        std::process::id()
+    );
     let records = audit_records(&d);
-    let requests: Vec<_> = records.iter().filter(|r| r.action.starts_with("api.")).collect();
+    let requests: Vec<_> = records
+        .iter()
+        .filter(|r| r.action.starts_with("api."))
+        .collect();
     assert!(requests.len() >= 9, "{requests:?}");
     assert!(requests.iter().all(|r| r.actor == me), "{requests:?}");
-    assert!(records.iter().any(|r| r.action == "api.post" && r.outcome == "refused" && r.target == "/v1/radios/nope/permit-join"));
-    assert!(records.iter().any(|r| r.action == "device.decommission" && r.outcome == "accepted" && r.actor == me));
-    assert!(records.iter().any(|r| r.action == "radio.permit_join" && r.outcome == "refused"));
+    assert!(records.iter().any(|r| r.action == "api.post"
+        && r.outcome == "refused"
+        && r.target == "/v1/radios/nope/permit-join"));
+    assert!(records
+        .iter()
+        .any(|r| r.action == "device.decommission" && r.outcome == "accepted" && r.actor == me));
+    assert!(records
+        .iter()
+        .any(|r| r.action == "radio.permit_join" && r.outcome == "refused"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_json_errors() {
     let d = daemon_with_devices();
     let api = ApiClient::new(&d.socket);
-    let cases: Vec<(Method, &str, Option<&[u8]>, StatusCode, &str)> = vec![
-        (Method::GET, "/v1/nowhere", None, StatusCode::NOT_FOUND, "not_found"),
-        (Method::PUT, "/v1/status", None, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-        (Method::GET, "/v1/devices/not-an-id", None, StatusCode::BAD_REQUEST, "bad_device_id"),
-        (Method::GET, "/v1/devices/zigbee:0xdeadbeef", None, StatusCode::NOT_FOUND, "unknown_device"),
-        (Method::GET, "/v1/devices?colour=red", None, StatusCode::BAD_REQUEST, "bad_request"),
-        (Method::GET, "/v1/audit?limit=lots", None, StatusCode::BAD_REQUEST, "bad_request"),
-        (Method::GET, "/v1/audit?limit=0", None, StatusCode::BAD_REQUEST, "bad_request"),
-        (Method::POST, "/v1/radios/zb0/permit-join", None, StatusCode::BAD_REQUEST, "bad_request"),
-        (Method::POST, "/v1/radios/zb0/permit-join", Some(b"{not json"), StatusCode::BAD_REQUEST, "bad_request"),
-        (Method::POST, "/v1/radios/zb0/permit-join", Some(br#"{"seconds":"ten"}"#), StatusCode::BAD_REQUEST, "bad_request"),
-        (Method::POST, "/v1/radios/zb0/permit-join", Some(br#"{"seconds":10,"extra":1}"#), StatusCode::BAD_REQUEST, "bad_request"),
-        (Method::POST, "/v1/radios/zb0/permit-join", Some(b"\xff\xfe\x00garbage"), StatusCode::BAD_REQUEST, "bad_request"),
-        (Method::POST, "/v1/radios/zb0/permit-join", Some(br#"{"seconds":0}"#), StatusCode::BAD_REQUEST, "invalid_request"),
-        (Method::POST, "/v1/radios/zb0/permit-join", Some(br#"{"seconds":100000}"#), StatusCode::BAD_REQUEST, "invalid_request"),
-        (Method::DELETE, "/v1/devices/zwave:", None, StatusCode::BAD_REQUEST, "bad_device_id"),
+    type Case<'a> = (Method, &'a str, Option<&'a [u8]>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            Method::GET,
+            "/v1/nowhere",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::PUT,
+            "/v1/status",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::GET,
+            "/v1/devices/not-an-id",
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_device_id",
+        ),
+        (
+            Method::GET,
+            "/v1/devices/zigbee:0xdeadbeef",
+            None,
+            StatusCode::NOT_FOUND,
+            "unknown_device",
+        ),
+        (
+            Method::GET,
+            "/v1/devices?colour=red",
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/v1/audit?limit=lots",
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/v1/audit?limit=0",
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/radios/zb0/permit-join",
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/radios/zb0/permit-join",
+            Some(b"{not json"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/radios/zb0/permit-join",
+            Some(br#"{"seconds":"ten"}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/radios/zb0/permit-join",
+            Some(br#"{"seconds":10,"extra":1}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/radios/zb0/permit-join",
+            Some(b"\xff\xfe\x00garbage"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/radios/zb0/permit-join",
+            Some(br#"{"seconds":0}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/radios/zb0/permit-join",
+            Some(br#"{"seconds":100000}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::DELETE,
+            "/v1/devices/zwave:",
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_device_id",
+        ),
     ];
     for (method, path, body, want_status, want_code) in cases {
-        let (status, value) = api.call_raw(method.clone(), path, body.map(|b| b.to_vec())).await.unwrap();
+        let (status, value) = api
+            .call_raw(method.clone(), path, body.map(|b| b.to_vec()))
+            .await
+            .unwrap();
         assert_eq!(status, want_status, "{method} {path}: {value}");
-        assert_eq!(value["error"]["code"], want_code, "{method} {path}: {value}");
-        assert!(value["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{value}");
+        assert_eq!(
+            value["error"]["code"], want_code,
+            "{method} {path}: {value}"
+        );
+        assert!(
+            value["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{value}"
+        );
     }
     // An oversized body is refused and the daemon keeps serving.
     let big = vec![b' '; fieldgate::api::MAX_BODY + 10];
-    let (status, value) = api.call_raw(Method::POST, "/v1/radios/zb0/permit-join", Some(big)).await.unwrap();
+    let (status, value) = api
+        .call_raw(Method::POST, "/v1/radios/zb0/permit-join", Some(big))
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(value["error"]["code"], "payload_too_large");
     // Raw garbage on the socket does not hurt it either.
     let mut raw = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
-    raw.write_all(b"\x00\x01\x02 this is not HTTP\r\n\r\n").unwrap();
+    raw.write_all(b"\x00\x01\x02 this is not HTTP\r\n\r\n")
+        .unwrap();
     let mut sink = Vec::new();
-    raw.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
     let _ = raw.read_to_end(&mut sink);
     let status = api.call(Method::GET, "/v1/status", None).await.unwrap();
     assert_eq!(status["gateway_id"], "test-gw");
@@ -167,14 +326,23 @@ fn cli_renders_tables_json_and_clear_errors() {
     let out = d.cli(&["devices"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("LIFECYCLE") && text.contains("zigbee:0x00124b0001abcdef") && text.contains("lumi.weather"), "{text}");
+    assert!(
+        text.contains("LIFECYCLE")
+            && text.contains("zigbee:0x00124b0001abcdef")
+            && text.contains("lumi.weather"),
+        "{text}"
+    );
 
     let out = d.cli(&["devices", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
 
     let out = d.cli(&["status"]);
-    assert!(stdout(&out).contains("zb0") && stdout(&out).contains("no zigbee driver"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("zb0") && stdout(&out).contains("disabled"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = d.cli(&["device", "zigbee:0x00124b0001abcdef"]);
     assert!(stdout(&out).contains("3000-0001"), "{}", stdout(&out));
@@ -194,7 +362,11 @@ fn cli_renders_tables_json_and_clear_errors() {
     let out = d.cli(&["audit", "tail", "-n", "3"]);
     assert!(stdout(&out).contains("ACTOR"), "{}", stdout(&out));
     let out = d.cli(&["audit", "verify"]);
-    assert!(out.status.success() && stdout(&out).contains("audit log OK"), "{}", stdout(&out));
+    assert!(
+        out.status.success() && stdout(&out).contains("audit log OK"),
+        "{}",
+        stdout(&out)
+    );
 
     // No daemon: a message that says so.
     let out = fieldgate(&["--socket", "/nonexistent/api.sock", "status"]);

@@ -9,7 +9,9 @@ fn populated() -> (TestDaemon, std::path::PathBuf) {
     for _ in 0..5 {
         assert!(d.cli(&["status"]).status.success());
     }
-    let status = d.terminate(std::time::Duration::from_secs(5)).expect("stopped");
+    let status = d
+        .terminate(std::time::Duration::from_secs(5))
+        .expect("stopped");
     assert!(status.success());
     let db = d.db();
     (d, db)
@@ -23,7 +25,10 @@ fn verify(db: &std::path::Path) -> (bool, String) {
 fn tamper(db: &std::path::Path, sql: &str) {
     let c = rusqlite::Connection::open(db).unwrap();
     // An attacker with file access can drop the triggers; the chain still tells.
-    c.execute_batch("DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete;").unwrap();
+    c.execute_batch(
+        "DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete;",
+    )
+    .unwrap();
     c.execute_batch(sql).unwrap();
 }
 
@@ -51,16 +56,30 @@ fn altered_hash_breaks_the_next_link() {
     // Recomputing the hash of a changed row does not help: the next row no longer links.
     let c = rusqlite::Connection::open(&db).unwrap();
     let (seq, ts, actor, action, target, prev): (i64, String, String, String, String, String) = c
-        .query_row("SELECT seq, ts, actor, action, target, prev_hash FROM audit WHERE seq = 2", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-        })
+        .query_row(
+            "SELECT seq, ts, actor, action, target, prev_hash FROM audit WHERE seq = 2",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
+        )
         .unwrap();
     let details = serde_json::json!({"status": 200, "user": "someone-else"});
     let canon = store::audit::canonical(seq, &ts, &actor, &action, &target, "accepted", &details);
     let hash = store::audit::chain_hash(&prev, &canon);
     tamper(
         &db,
-        &format!("UPDATE audit SET details = '{}', hash = '{hash}' WHERE seq = 2", details),
+        &format!(
+            "UPDATE audit SET details = '{}', hash = '{hash}' WHERE seq = 2",
+            details
+        ),
     );
     let (ok, out) = verify(&db);
     assert!(!ok);

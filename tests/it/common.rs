@@ -50,7 +50,12 @@ impl TestDaemon {
         let config = dir.path().join("fieldgate.toml");
         std::fs::write(&config, base_config(dir.path(), extra)).expect("write config");
         let socket = dir.path().join("api.sock");
-        TestDaemon { dir, config, socket, child: None }
+        TestDaemon {
+            dir,
+            config,
+            socket,
+            child: None,
+        }
     }
 
     /// Starts (or restarts) the daemon process and waits for its socket.
@@ -86,7 +91,11 @@ impl TestDaemon {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("daemon exited early with {status}: {}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -116,8 +125,11 @@ impl TestDaemon {
     /// Sends SIGTERM and waits up to `limit` for the exit status.
     pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-            .expect("kill");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("kill");
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {

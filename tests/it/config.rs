@@ -13,12 +13,34 @@ struct Case {
     line: Option<usize>,
 }
 
-const fn case(name: &'static str, toml: &'static str, expect: &'static str, line: Option<usize>) -> Case {
-    Case { name, toml, whole: false, expect, line }
+const fn case(
+    name: &'static str,
+    toml: &'static str,
+    expect: &'static str,
+    line: Option<usize>,
+) -> Case {
+    Case {
+        name,
+        toml,
+        whole: false,
+        expect,
+        line,
+    }
 }
 
-const fn whole(name: &'static str, toml: &'static str, expect: &'static str, line: Option<usize>) -> Case {
-    Case { name, toml, whole: true, expect, line }
+const fn whole(
+    name: &'static str,
+    toml: &'static str,
+    expect: &'static str,
+    line: Option<usize>,
+) -> Case {
+    Case {
+        name,
+        toml,
+        whole: true,
+        expect,
+        line,
+    }
 }
 
 // The base config is 7 lines long, so an appended snippet starts on line 8.
@@ -30,6 +52,7 @@ const CASES: &[Case] = &[
     whole("bad characters in id", "[gateway]\nid = \"my gw\"\nstate_dir = \"/tmp/x\"\n", "key `gateway.id`", Some(2)),
     whole("unknown key in gateway", "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\nname = \"x\"\n", "unknown field `name`", Some(4)),
     whole("not TOML at all", "[gateway\nid = \"gw\"\n", "unclosed table", Some(1)),
+    whole("policy key that is not one", "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\npolicy_public_key = \"abc\"\n", "not 64 hex characters", Some(4)),
     whole("log level that is not one", "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\nlog_level = \"loud\"\n", "not a log level", Some(4)),
     case("duplicate radio names", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[[radio]]\nname = \"zb\"\nprotocol = \"zwave\"\nport = \"sim://zwave\"\n", "duplicate radio name `zb`", Some(13)),
     case("unknown protocol", "[[radio]]\nname = \"r\"\nprotocol = \"thread\"\nport = \"/dev/ttyUSB0\"\n", "unknown variant `thread`", Some(10)),
@@ -59,10 +82,17 @@ fn bad_configs_are_refused_with_location_and_exit_code_2() {
     let mut failures = Vec::new();
     for (i, c) in CASES.iter().enumerate() {
         let path = dir.path().join(format!("case{i}.toml"));
-        let text = if c.whole { c.toml.to_string() } else { base_config(dir.path(), c.toml) };
+        let text = if c.whole {
+            c.toml.to_string()
+        } else {
+            base_config(dir.path(), c.toml)
+        };
         std::fs::write(&path, &text).unwrap();
         let path_s = path.to_str().unwrap();
-        for args in [vec!["config", "check", path_s], vec!["run", "--config", path_s]] {
+        for args in [
+            vec!["config", "check", path_s],
+            vec!["run", "--config", path_s],
+        ] {
             let out = fieldgate(&args);
             let err = stderr(&out);
             let mut problems = Vec::new();
@@ -81,12 +111,26 @@ fn bad_configs_are_refused_with_location_and_exit_code_2() {
                 }
             }
             if !problems.is_empty() {
-                failures.push(format!("{} ({}): {}\n  stderr: {}", c.name, args[0], problems.join(", "), err.trim()));
+                failures.push(format!(
+                    "{} ({}): {}\n  stderr: {}",
+                    c.name,
+                    args[0],
+                    problems.join(", "),
+                    err.trim()
+                ));
             }
         }
         // Nothing was started: no socket, no database.
-        assert!(!dir.path().join("api.sock").exists(), "{}: socket created", c.name);
-        assert!(!dir.path().join("state").exists(), "{}: state created", c.name);
+        assert!(
+            !dir.path().join("api.sock").exists(),
+            "{}: socket created",
+            c.name
+        );
+        assert!(
+            !dir.path().join("state").exists(),
+            "{}: state created",
+            c.name
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -95,7 +139,11 @@ fn bad_configs_are_refused_with_location_and_exit_code_2() {
 fn missing_config_file_is_an_error() {
     let out = fieldgate(&["config", "check", "/nonexistent/fieldgate.toml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("cannot read the config file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read the config file"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -18,7 +18,9 @@ const CHILD_ENV: &str = "FIELDGATE_DURABILITY_DB";
 #[test]
 #[ignore = "child process of outbox_survives_sigkill"]
 fn outbox_writer_child() {
-    let Ok(db) = std::env::var(CHILD_ENV) else { return };
+    let Ok(db) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let store = Store::open(std::path::Path::new(&db), WriterOptions::default()).expect("open");
     let (tx, rx) = mpsc::channel::<i64>();
     for t in 0..4 {
@@ -63,7 +65,13 @@ fn outbox_survives_sigkill() {
     let mut reported: BTreeSet<i64> = BTreeSet::new();
     for round in 0..20 {
         let mut child = Command::new(&exe)
-            .args(["durability::outbox_writer_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "durability::outbox_writer_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &db)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -73,13 +81,18 @@ fn outbox_survives_sigkill() {
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(seq) = line.strip_prefix("committed ").and_then(|s| s.parse::<i64>().ok()) {
+                if let Some(seq) = line
+                    .strip_prefix("committed ")
+                    .and_then(|s| s.parse::<i64>().ok())
+                {
                     let _ = tx.send(seq);
                 }
             }
         });
         // Wait for the first commit, then kill at a random moment.
-        let first = rx.recv_timeout(Duration::from_secs(30)).expect("child committed nothing");
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("child committed nothing");
         reported.insert(first);
         let delay = Duration::from_millis(rand::random_range(5..250));
         let until = Instant::now() + delay;
@@ -88,20 +101,31 @@ fn outbox_survives_sigkill() {
                 reported.insert(seq);
             }
         }
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         let _ = child.wait();
         reader.join().unwrap();
         reported.extend(rx.try_iter());
 
         let conn = rusqlite::Connection::open(&db).unwrap();
-        assert_eq!(store::integrity_check(&conn).unwrap(), "ok", "round {round}");
+        assert_eq!(
+            store::integrity_check(&conn).unwrap(),
+            "ok",
+            "round {round}"
+        );
         let present: BTreeSet<i64> = outbox::pending(&conn, 0, usize::MAX >> 1)
             .unwrap()
             .into_iter()
             .map(|r| r.seq)
             .collect();
         let missing: Vec<_> = reported.difference(&present).take(10).collect();
-        assert!(missing.is_empty(), "round {round}: committed rows missing after SIGKILL: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "round {round}: committed rows missing after SIGKILL: {missing:?}"
+        );
         // The database also opens for writing (migrations, WAL recovery).
         drop(conn);
         drop(Store::open(&db, WriterOptions::default()).unwrap());

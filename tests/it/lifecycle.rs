@@ -8,7 +8,9 @@ use fieldgate::store;
 
 #[test]
 fn sigterm_exits_zero_within_5s_with_nothing_lost() {
-    let mut d = TestDaemon::start("[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n");
+    let mut d = TestDaemon::start(
+        "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n",
+    );
     // Load the API from a few clients while the signal arrives.
     let socket = d.socket.clone();
     let clients: Vec<_> = (0..3)
@@ -17,7 +19,12 @@ fn sigterm_exits_zero_within_5s_with_nothing_lost() {
             std::thread::spawn(move || {
                 let mut ok = 0;
                 for _ in 0..20 {
-                    let out = crate::common::fieldgate(&["--socket", socket.to_str().unwrap(), "status", "--json"]);
+                    let out = crate::common::fieldgate(&[
+                        "--socket",
+                        socket.to_str().unwrap(),
+                        "status",
+                        "--json",
+                    ]);
                     if out.status.success() {
                         ok += 1;
                     }
@@ -28,7 +35,9 @@ fn sigterm_exits_zero_within_5s_with_nothing_lost() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let status = d.terminate(Duration::from_secs(5)).expect("did not exit within 5 s");
+    let status = d
+        .terminate(Duration::from_secs(5))
+        .expect("did not exit within 5 s");
     assert!(status.success(), "exit status {status}: {}", d.log());
     assert!(started.elapsed() < Duration::from_secs(5));
     let answered: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
@@ -38,7 +47,10 @@ fn sigterm_exits_zero_within_5s_with_nothing_lost() {
     let c = store::open_reader(&d.db()).unwrap();
     let records = store::audit::tail(&c, 100_000, None).unwrap();
     let status_requests = records.iter().filter(|r| r.target == "/v1/status").count();
-    assert!(status_requests >= answered, "{status_requests} records for {answered} answers");
+    assert!(
+        status_requests >= answered,
+        "{status_requests} records for {answered} answers"
+    );
     assert!(store::audit::verify(&c).unwrap().ok);
     assert_eq!(store::integrity_check(&c).unwrap(), "ok");
     assert!(d.log().contains("stopped"), "{}", d.log());
@@ -49,7 +61,11 @@ fn a_second_daemon_does_not_take_a_live_socket() {
     let d = TestDaemon::start("");
     let out = crate::common::fieldgate(&["run", "--config", d.config.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(crate::common::stderr(&out).contains("already serving"), "{}", crate::common::stderr(&out));
+    assert!(
+        crate::common::stderr(&out).contains("already serving"),
+        "{}",
+        crate::common::stderr(&out)
+    );
     // The first one still answers.
     assert!(d.cli(&["status"]).status.success());
 }
@@ -68,9 +84,14 @@ fn tells_systemd_ready_and_pings_the_watchdog_from_the_hub() {
     let mut d = TestDaemon::prepare("");
     let notify_path = d.dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     // 300 ms watchdog: the hub must ping about every 150 ms.
-    d.spawn_with_env(&[("NOTIFY_SOCKET", notify_path.to_str().unwrap()), ("WATCHDOG_USEC", "300000")]);
+    d.spawn_with_env(&[
+        ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "300000"),
+    ]);
     let mut seen = Vec::new();
     let started = Instant::now();
     let mut buf = [0u8; 4096];
@@ -81,7 +102,10 @@ fn tells_systemd_ready_and_pings_the_watchdog_from_the_hub() {
             break;
         }
     }
-    let ready = seen.iter().position(|m| m.contains("READY=1")).expect("READY=1 sent");
+    let ready = seen
+        .iter()
+        .position(|m| m.contains("READY=1"))
+        .expect("READY=1 sent");
     assert!(seen[ready].contains("STATUS=serving"), "{seen:?}");
     let pings = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
     assert!(pings >= 3, "{seen:?}");
@@ -90,7 +114,9 @@ fn tells_systemd_ready_and_pings_the_watchdog_from_the_hub() {
     let status = d.terminate(Duration::from_secs(5)).expect("stopped");
     assert!(status.success());
     let mut rest = Vec::new();
-    notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     while let Ok(n) = notify.recv(&mut buf) {
         rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }

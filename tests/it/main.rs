@@ -6,5 +6,8 @@ mod common;
 mod api;
 mod audit;
 mod config;
+mod doctor;
 mod durability;
 mod lifecycle;
+mod mqtt;
+mod zigbee;
