@@ -36,10 +36,11 @@ fn engine(rules: usize) -> PolicyEngine {
     PolicyEngine::new(Policy::parse(doc.to_string().as_bytes()).expect("valid policy"))
 }
 
-fn run(mut e: PolicyEngine, ids: &[String], addrs: &[String]) -> (f64, usize) {
+fn run(e: PolicyEngine, ids: &[String], addrs: &[String]) -> (f64, usize) {
     let start = Instant::now();
     let t0 = Instant::now();
     let mut fired = 0;
+    let mut states = e.new_states();
     for n in 0..EVENTS {
         let d = (n * 7919) % DEVICES;
         let facts = DeviceFacts {
@@ -53,6 +54,7 @@ fn run(mut e: PolicyEngine, ids: &[String], addrs: &[String]) -> (f64, usize) {
         let v = Value::Number(20.0 + (n % 13) as f64);
         fired += e
             .on_reading(
+                &mut states,
                 &ids[d],
                 "temperature",
                 &v,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use ed25519_dalek::VerifyingKey;
 use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -13,8 +14,10 @@ use tokio::task::JoinHandle;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::hub::{Hub, HubHandle, Liveness};
+use crate::policy::{self, Policy};
 use crate::radio::{self, RadioHandle};
-use crate::store::{Store, WriterOptions};
+use crate::secrets::MasterKey;
+use crate::store::{self, Store, WriterOptions};
 use crate::upstream::{Upstream, UpstreamDeps, UpstreamStatus};
 
 /// Starts logging: journald when stderr is connected to the journal
@@ -61,6 +64,35 @@ pub struct Daemon {
     api_task: JoinHandle<std::io::Result<()>>,
     /// The MQTT uplink, when `[upstream]` is configured.
     upstream: Option<Upstream>,
+    /// Seals device and network secrets at rest.
+    pub master_key: Arc<MasterKey>,
+}
+
+/// The cached policy (applied again at start, with no uplink needed) and the
+/// pinned policy key from the config.
+fn load_policy(config: &Config, store: &Store) -> Result<(Option<Policy>, Option<VerifyingKey>)> {
+    let pinned = match &config.gateway.policy_public_key {
+        Some(k) => Some(policy::parse_public_key(k.get_ref()).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let reader = store.reader().context("cannot read the policy cache")?;
+    let cached = match store::policies::active(&reader).context("cannot read the policy cache")? {
+        None => None,
+        Some(stored) => match serde_json::to_vec(&stored.document)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| Policy::parse(&bytes).map_err(|e| e.to_string()))
+        {
+            Ok(p) => {
+                tracing::info!(version = p.version, "cached policy loaded");
+                Some(p)
+            }
+            Err(e) => {
+                tracing::error!(version = stored.version, error = %e, "the cached policy no longer validates; running on the built-in default");
+                None
+            }
+        },
+    };
+    Ok((cached, pinned))
 }
 
 impl Daemon {
@@ -85,7 +117,14 @@ impl Daemon {
             events_tx,
             shutdown_rx.clone(),
         ));
+        let master_key = Arc::new(
+            MasterKey::locate(&config.master_key_path())
+                .context("cannot load the gateway master key")?,
+        );
+        tracing::info!(source = %master_key.source.display(), "master key loaded");
+        let (cached_policy, pinned_key) = load_policy(&config, &store)?;
         let (hub, hub_handle, requests_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);
+        let hub = hub.with_policy(cached_policy, pinned_key);
         let upstream = match &config.upstream {
             Some(up) => Some(
                 Upstream::start(
@@ -151,6 +190,7 @@ impl Daemon {
             hub_task,
             api_task,
             upstream,
+            master_key,
         })
     }
 

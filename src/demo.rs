@@ -133,6 +133,12 @@ pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> 
                 Ok(Notice::DeviceLeft { device }) => say(format!("- {device} left")),
                 Ok(Notice::PermitJoin { radio, seconds }) => say(format!("  join window open on {radio} for {seconds} s")),
                 Ok(Notice::Decommissioned { device }) => say(format!("- {device} decommissioned")),
+                Ok(Notice::Denied { device, reason }) => say(format!("! {device} denied: {reason}")),
+                Ok(Notice::Quarantined { device, firmware, min_version }) => say(format!("! {device} quarantined: firmware {} below {min_version}", firmware.unwrap_or_default())),
+                Ok(Notice::Released { device }) => say(format!("  {device} released from quarantine")),
+                Ok(Notice::Health { device, flag, raised }) => say(format!("{} {device} {flag}", if raised { "!" } else { " " })),
+                Ok(Notice::RuleFired { rule, target, sent }) => say(format!("  rule {rule} fired -> {target}{}", if sent { "" } else { " (not delivered)" })),
+                Ok(Notice::PolicyApplied { version }) => say(format!("  policy version {version} applied")),
                 Err(_) => {}
             },
             _ = summary.tick() => {

@@ -1,28 +1,42 @@
 //! The hub: the one place that decides.
 //!
 //! It takes device events from the radios and requests from the two doors (local
-//! API, MQTT), applies the rules, and turns each into one store transaction that
-//! updates the registry, appends the audit record and queues the outbox messages
-//! together. It never does IO itself beyond asking the store and the radios.
+//! API, MQTT), applies the policy (admission, firmware compliance, health, local
+//! rules), and turns what it decides into store transactions that update the
+//! registry, append the audit record and queue the outbox messages together.
+//! Events that arrive together are applied in one transaction (each under its own
+//! savepoint), so a burst costs one commit. It never does IO itself beyond asking
+//! the store and the radios.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use ed25519_dalek::VerifyingKey;
+use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::model::{
-    rfc3339, DeviceEvent, DeviceEventKind, DeviceId, Lifecycle, RadioCommand, RadioState,
+    rfc3339, DeviceCommand, DeviceEvent, DeviceEventKind, DeviceId, Lifecycle, PowerSource,
+    RadioCommand, RadioState, Reading, Value,
 };
+use crate::policy::{self, Admit, Compliance, DeviceFacts, Firing, PolicyEngine, RuleStates};
 use crate::radio::RadioHandle;
 use crate::store::audit::{AuditEntry, Outcome};
 use crate::store::outbox::{self, MessageKind, NewMessage, OutboxGate};
-use crate::store::{self, registry, StoreError, Writer};
+use crate::store::{self, credentials, policies, registry, StoreError, Writer};
 
-/// Longest join window anyone may open (Zigbee's own limit is 254 s).
-pub const MAX_PERMIT_JOIN_SECONDS: u32 = 254;
+/// Longest join window anyone may open (Zigbee's own limit is 254 s); the policy
+/// may lower it.
+pub const MAX_PERMIT_JOIN_SECONDS: u32 = policy::MAX_JOIN_WINDOW_S;
+
+/// Most events applied in one transaction.
+const MAX_EVENT_BATCH: usize = 512;
+
+/// How often availability is re-evaluated against the policy's timeouts.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A request to the hub; each carries who asked, for the audit record.
 #[derive(Debug)]
@@ -37,6 +51,19 @@ pub enum HubRequest {
         device: DeviceId,
         actor: String,
         reply: oneshot::Sender<Result<Decommissioned, HubError>>,
+    },
+    Command {
+        device: DeviceId,
+        command: DeviceCommand,
+        actor: String,
+        reply: oneshot::Sender<Result<CommandSent, HubError>>,
+    },
+    ApplyPolicy {
+        /// A bare policy document or a signed envelope, as received.
+        document: Vec<u8>,
+        source: String,
+        actor: String,
+        reply: oneshot::Sender<Result<PolicyApplied, HubError>>,
     },
 }
 
@@ -55,6 +82,21 @@ pub struct Decommissioned {
     pub radio_removal: String,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandSent {
+    pub device: String,
+    pub command: DeviceCommand,
+    /// Matches the `command_result` event the radio reports when it is done.
+    pub command_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyApplied {
+    pub version: u64,
+    pub signed: bool,
+    pub rules: usize,
+}
+
 /// Why the hub refused or failed a request; `code` is stable for API clients.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HubError {
@@ -66,6 +108,12 @@ pub enum HubError {
     UnknownDevice(String),
     #[error("device `{0}` is already decommissioned")]
     AlreadyDecommissioned(String),
+    #[error("device `{0}` is decommissioned and takes no commands")]
+    DeviceDecommissioned(String),
+    #[error("device `{0}` is quarantined (firmware below the policy minimum) and the policy refuses commands to it")]
+    DeviceQuarantined(String),
+    #[error("policy refused: {0}")]
+    PolicyRefused(String),
     #[error("{0}")]
     Invalid(String),
     #[error("store: {0}")]
@@ -81,6 +129,9 @@ impl HubError {
             HubError::RadioUnavailable(..) => "radio_unavailable",
             HubError::UnknownDevice(_) => "unknown_device",
             HubError::AlreadyDecommissioned(_) => "already_decommissioned",
+            HubError::DeviceDecommissioned(_) => "device_decommissioned",
+            HubError::DeviceQuarantined(_) => "device_quarantined",
+            HubError::PolicyRefused(_) => "policy_refused",
             HubError::Invalid(_) => "invalid_request",
             HubError::Store(_) => "store_error",
             HubError::ShuttingDown => "shutting_down",
@@ -94,7 +145,7 @@ impl From<StoreError> for HubError {
     }
 }
 
-/// What the hub tells observers (the demo console, `pair`'s live view).
+/// What the hub tells observers (the demo console, tests).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "notice", rename_all = "snake_case")]
 pub enum Notice {
@@ -110,7 +161,7 @@ pub enum Notice {
     },
     Readings {
         device: String,
-        readings: Vec<crate::model::Reading>,
+        readings: Vec<Reading>,
         outbox_seq: i64,
     },
     DeviceLeft {
@@ -122,6 +173,32 @@ pub enum Notice {
     },
     Decommissioned {
         device: String,
+    },
+    /// Admission refused: the device is being removed from the network.
+    Denied {
+        device: String,
+        reason: String,
+    },
+    Quarantined {
+        device: String,
+        firmware: Option<String>,
+        min_version: String,
+    },
+    Released {
+        device: String,
+    },
+    Health {
+        device: String,
+        flag: String,
+        raised: bool,
+    },
+    RuleFired {
+        rule: String,
+        target: String,
+        sent: bool,
+    },
+    PolicyApplied {
+        version: u64,
     },
 }
 
@@ -172,9 +249,49 @@ impl HubHandle {
         rx.await.map_err(|_| HubError::ShuttingDown)?
     }
 
+    pub async fn command(
+        &self,
+        device: DeviceId,
+        command: DeviceCommand,
+        actor: String,
+    ) -> Result<CommandSent, HubError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(HubRequest::Command {
+            device,
+            command,
+            actor,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| HubError::ShuttingDown)?
+    }
+
+    pub async fn apply_policy(
+        &self,
+        document: Vec<u8>,
+        source: String,
+        actor: String,
+    ) -> Result<PolicyApplied, HubError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(HubRequest::ApplyPolicy {
+            document,
+            source,
+            actor,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| HubError::ShuttingDown)?
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.notices.subscribe()
     }
+}
+
+/// How often the hub proves it is alive (store round trip + `WATCHDOG=1`).
+pub struct Liveness {
+    pub interval: Duration,
+    pub on_alive: Box<dyn Fn() + Send + Sync>,
 }
 
 pub struct Hub {
@@ -186,12 +303,27 @@ pub struct Hub {
     /// Closed to telemetry by the upstream task when the outbox is full of
     /// messages that are never dropped.
     outbox_gate: Arc<OutboxGate>,
+    policy: Arc<PolicyEngine>,
+    rule_states: RuleStates,
+    /// When set, only policies signed by this key are accepted.
+    pinned_key: Option<VerifyingKey>,
 }
 
-/// How often the hub proves it is alive (store round trip + `WATCHDOG=1`).
-pub struct Liveness {
-    pub interval: Duration,
-    pub on_alive: Box<dyn Fn() + Send + Sync>,
+/// What applying one event decided beyond the store: notices and radio actions.
+#[derive(Default)]
+struct Applied {
+    notices: Vec<Notice>,
+    radio_actions: Vec<(String, RadioCommand)>,
+    /// Readings to feed the local rules once committed.
+    readings: Option<(String, Vec<Reading>)>,
+}
+
+/// The immutable context an event needs inside the writer transaction.
+struct EventContext {
+    gateway_id: Arc<str>,
+    policy: Arc<PolicyEngine>,
+    open_windows: HashSet<String>,
+    queue_telemetry: bool,
 }
 
 impl Hub {
@@ -202,6 +334,7 @@ impl Hub {
     ) -> (Hub, HubHandle, mpsc::Receiver<HubRequest>) {
         let (req_tx, req_rx) = mpsc::channel(256);
         let (notices, _) = broadcast::channel(1024);
+        let engine = PolicyEngine::new(PolicyEngine::default_policy());
         let hub = Hub {
             gateway_id: gateway_id.into(),
             writer,
@@ -209,6 +342,9 @@ impl Hub {
             join_windows: HashMap::new(),
             notices: notices.clone(),
             outbox_gate: Arc::new(OutboxGate::default()),
+            rule_states: engine.new_states(),
+            policy: Arc::new(engine),
+            pinned_key: None,
         };
         (
             hub,
@@ -218,6 +354,30 @@ impl Hub {
             },
             req_rx,
         )
+    }
+
+    /// Starts from a cached policy (validated earlier) and a pinned signing key.
+    pub fn with_policy(
+        mut self,
+        policy: Option<policy::Policy>,
+        pinned_key: Option<VerifyingKey>,
+    ) -> Hub {
+        if let Some(p) = policy {
+            let engine = PolicyEngine::new(p);
+            self.rule_states = engine.new_states();
+            self.policy = Arc::new(engine);
+        }
+        self.pinned_key = pinned_key;
+        self
+    }
+
+    /// Opens the hub's join window on `radio` without telling the radio. For
+    /// radios whose joins the gateway itself accepts or refuses (LoRaWAN join
+    /// requests, BLE discovery) and for rigs that drive the hub directly;
+    /// technicians and the cloud use [`HubHandle::permit_join`], which is audited.
+    pub fn open_join_window(&mut self, radio: &str, duration: Duration) {
+        self.join_windows
+            .insert(radio.to_string(), Instant::now() + duration);
     }
 
     /// The gate the hub consults before queueing telemetry (shared with upstream).
@@ -237,11 +397,26 @@ impl Hub {
             .as_ref()
             .map(|l| l.interval)
             .unwrap_or(Duration::from_secs(3600));
-        let mut tick = tokio::time::interval(interval);
+        // The first ping waits one interval, so it never precedes READY=1.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut health = tokio::time::interval_at(
+            tokio::time::Instant::now() + HEALTH_INTERVAL,
+            HEALTH_INTERVAL,
+        );
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                Some(ev) = events.recv() => self.on_event(ev).await,
+                Some(ev) = events.recv() => {
+                    let mut batch = vec![ev];
+                    while batch.len() < MAX_EVENT_BATCH {
+                        match events.try_recv() {
+                            Ok(ev) => batch.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    self.on_events(batch).await;
+                }
                 Some(req) = requests.recv() => self.on_request(req).await,
                 _ = tick.tick() => {
                     if let Some(l) = &liveness {
@@ -252,12 +427,17 @@ impl Hub {
                         }
                     }
                 }
+                _ = health.tick() => self.check_availability().await,
                 _ = crate::shutdown::signalled(&mut shutdown) => break,
             }
         }
         // Drain what is already queued so nothing accepted is lost.
+        let mut rest = Vec::new();
         while let Ok(ev) = events.try_recv() {
-            self.on_event(ev).await;
+            rest.push(ev);
+        }
+        if !rest.is_empty() {
+            self.on_events(rest).await;
         }
         while let Ok(req) = requests.try_recv() {
             self.on_request(req).await;
@@ -271,196 +451,215 @@ impl Hub {
         let _ = self.notices.send(n);
     }
 
-    async fn on_event(&mut self, ev: DeviceEvent) {
-        let gw = self.gateway_id.clone();
-        let id = ev.device_id();
-        let ts = rfc3339(ev.received_at);
-        let radio = ev.radio.clone();
-        let result = match ev.kind.clone() {
-            DeviceEventKind::Joined => {
-                let protocol = ev.protocol.as_str().to_string();
-                let native = ev.native_address.clone();
-                let at = ev.received_at;
-                let id2 = id.clone();
-                let radio2 = radio.clone();
-                self.writer
-                    .write(move |c| {
-                        let (device, is_new) =
-                            registry::upsert_joined(c, &id2, &protocol, &radio2, &native, &ts)?;
-                        lifecycle_msg(
-                            c,
-                            &gw,
-                            &id2,
-                            "joined",
-                            json!({"radio": radio2, "new": is_new, "lifecycle": device.lifecycle}),
-                            at,
-                        )?;
-                        availability_msg(c, &gw, &id2, true, at)?;
-                        store::record_audit(
-                            c,
-                            &gw,
-                            &AuditEntry::new(
-                                format!("radio:{radio2}"),
-                                "device.join",
-                                id2.as_str(),
-                                Outcome::Accepted,
-                                json!({"native_address": native, "new": is_new}),
-                            ),
-                        )?;
-                        Ok(is_new)
-                    })
-                    .await
-                    .map(|is_new| {
-                        self.notify(Notice::DeviceJoined {
-                            device: id.to_string(),
-                            radio,
-                            new: is_new,
-                        })
-                    })
-            }
-            DeviceEventKind::Interviewed(info) => {
-                let at = ev.received_at;
-                let id2 = id.clone();
-                let info2 = info.clone();
-                self.writer
-                    .write(move |c| {
-                        let fw_change = registry::apply_info(c, &id2, &info2, &ts)?;
-                        if let Some(d) = registry::get(c, &id2)? {
-                            if d.lifecycle == Lifecycle::Pending.as_str() {
-                                registry::set_lifecycle(c, &id2, Lifecycle::Active)?;
-                            }
+    fn window_open(&self, radio: &str) -> bool {
+        self.join_windows
+            .get(radio)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Whether a join window is open on `radio` now.
+    pub fn join_window_open(&self, radio: &str) -> bool {
+        self.window_open(radio)
+    }
+
+    fn radio_sender(&self, radio: &str) -> Option<mpsc::Sender<RadioCommand>> {
+        let h = self.radios.get(radio)?;
+        (*h.state.borrow() == RadioState::Up)
+            .then(|| h.commands.clone())
+            .flatten()
+    }
+
+    async fn on_events(&mut self, batch: Vec<DeviceEvent>) {
+        let ctx = EventContext {
+            gateway_id: self.gateway_id.clone(),
+            policy: self.policy.clone(),
+            open_windows: self
+                .join_windows
+                .keys()
+                .filter(|r| self.window_open(r))
+                .cloned()
+                .collect(),
+            queue_telemetry: self.outbox_gate.admit(MessageKind::Telemetry),
+        };
+        let count = batch.len();
+        let result = self
+            .writer
+            .write(move |c| {
+                let mut out = Vec::with_capacity(batch.len());
+                for ev in &batch {
+                    // One savepoint per event: a failing event does not undo the others.
+                    c.execute_batch("SAVEPOINT event")?;
+                    match apply_event(c, &ctx, ev) {
+                        Ok(applied) => {
+                            c.execute_batch("RELEASE event")?;
+                            out.push(applied);
                         }
-                        lifecycle_msg(
-                            c,
-                            &gw,
-                            &id2,
-                            "interviewed",
-                            serde_json::to_value(&info2).unwrap_or_default(),
-                            at,
-                        )?;
-                        if let Some(previous) = fw_change {
-                            if previous.is_some() {
-                                lifecycle_msg(
-                                    c,
-                                    &gw,
-                                    &id2,
-                                    "firmware_changed",
-                                    json!({"from": previous, "to": info2.firmware}),
-                                    at,
-                                )?;
-                            }
+                        Err(e) => {
+                            c.execute_batch("ROLLBACK TO event; RELEASE event")?;
+                            tracing::error!(device = %ev.device_id(), error = %e, "could not record a device event");
                         }
-                        Ok(())
-                    })
-                    .await
-                    .map(|()| {
-                        self.notify(Notice::DeviceInterviewed {
-                            device: id.to_string(),
-                            manufacturer: info.manufacturer,
-                            model: info.model,
-                        })
-                    })
-            }
-            DeviceEventKind::Readings(readings) => {
-                let at = ev.received_at;
-                let id2 = id.clone();
-                let r2 = readings.clone();
-                // Refused (and counted) when the outbox is full of undroppable kinds.
-                let queue_telemetry = self.outbox_gate.admit(MessageKind::Telemetry);
-                self.writer
-                    .write(move |c| {
-                        let state = registry::apply_readings(c, &id2, &r2, &ts)?;
-                        let telemetry_seq = if queue_telemetry {
-                            Some(outbox::append(
-                                c,
-                                &gw,
-                                &NewMessage {
-                                    kind: MessageKind::Telemetry,
-                                    device: Some(id2.clone()),
-                                    topic: format!("device/{id2}/telemetry"),
-                                    retain: false,
-                                    data: json!({"readings": r2}),
-                                    event_time: at,
-                                },
-                            )?)
-                        } else {
-                            None
-                        };
-                        let state_seq = outbox::append(
-                            c,
-                            &gw,
-                            &NewMessage {
-                                kind: MessageKind::State,
-                                device: Some(id2.clone()),
-                                topic: format!("device/{id2}/state"),
-                                retain: true,
-                                data: state,
-                                event_time: at,
-                            },
-                        )?;
-                        Ok(telemetry_seq.unwrap_or(state_seq))
-                    })
-                    .await
-                    .map(|seq| {
-                        self.notify(Notice::Readings {
-                            device: id.to_string(),
-                            readings,
-                            outbox_seq: seq,
-                        })
-                    })
-            }
-            DeviceEventKind::Left => {
-                let at = ev.received_at;
-                let id2 = id.clone();
-                self.writer
-                    .write(move |c| {
-                        lifecycle_msg(c, &gw, &id2, "left", json!({}), at)?;
-                        availability_msg(c, &gw, &id2, false, at)?;
-                        store::record_audit(
-                            c,
-                            &gw,
-                            &AuditEntry::new(
-                                format!("radio:{radio}"),
-                                "device.leave",
-                                id2.as_str(),
-                                Outcome::Accepted,
-                                json!({}),
-                            ),
-                        )?;
-                        Ok(())
-                    })
-                    .await
-                    .map(|()| {
-                        self.notify(Notice::DeviceLeft {
-                            device: id.to_string(),
-                        })
-                    })
-            }
-            DeviceEventKind::CommandResult {
-                command_id,
-                ok,
-                detail,
-            } => {
-                let at = ev.received_at;
-                let id2 = id.clone();
-                self.writer
-                    .write(move |c| {
-                        lifecycle_msg(
-                            c,
-                            &gw,
-                            &id2,
-                            "command_result",
-                            json!({"command_id": command_id, "ok": ok, "detail": detail}),
-                            at,
-                        )?;
-                        Ok(())
-                    })
-                    .await
+                    }
+                }
+                Ok(out)
+            })
+            .await;
+        let applied = match result {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(events = count, error = %e, "could not commit device events");
+                return;
             }
         };
-        if let Err(e) = result {
-            tracing::error!(device = %id, error = %e, "could not record a device event");
+        let mut rule_input = Vec::new();
+        for a in applied {
+            for n in a.notices {
+                self.notify(n);
+            }
+            for (radio, cmd) in a.radio_actions {
+                self.send_to_radio(&radio, cmd).await;
+            }
+            if let Some(r) = a.readings {
+                rule_input.push(r);
+            }
         }
+        for (device, readings) in rule_input {
+            self.run_rules(&device, &readings).await;
+        }
+    }
+
+    async fn send_to_radio(&self, radio: &str, cmd: RadioCommand) -> bool {
+        match self.radio_sender(radio) {
+            Some(tx) => tx.send(cmd).await.is_ok(),
+            None => {
+                tracing::warn!(radio, command = ?cmd, "radio not running: command not delivered");
+                false
+            }
+        }
+    }
+
+    /// Feeds committed readings to the local rules and carries out what fires.
+    async fn run_rules(&mut self, device: &str, readings: &[Reading]) {
+        if self.policy.policy.rules.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut firings: Vec<Firing> = Vec::new();
+        for r in readings {
+            firings.extend(self.policy.on_reading(
+                &mut self.rule_states,
+                device,
+                &r.name,
+                &r.value,
+                now,
+            ));
+        }
+        for f in firings {
+            self.fire(f).await;
+        }
+    }
+
+    async fn fire(&mut self, f: Firing) {
+        let command = device_command_from_json(&f.command);
+        let target = DeviceId::parse(&f.device);
+        let gw = self.gateway_id.clone();
+        let lookup = target.clone();
+        let device = match lookup {
+            Some(id) => self
+                .writer
+                .write(move |c| registry::get(c, &id))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let mut detail = String::new();
+        let mut sent_cmd = None;
+        match (&command, &device) {
+            (None, _) => detail = "the rule's command is not one this gateway can send".into(),
+            (_, None) => detail = "the target device is not in the registry".into(),
+            (Some(cmd), Some(d)) => match self.command_refusal(d) {
+                Some(e) => detail = e.to_string(),
+                None => {
+                    let command_id = uuid::Uuid::now_v7().to_string();
+                    let rc = RadioCommand::Set {
+                        native_address: d.native_address.clone(),
+                        command: *cmd,
+                        command_id: command_id.clone(),
+                    };
+                    if self.send_to_radio(&d.radio, rc).await {
+                        sent_cmd = Some(command_id);
+                    } else {
+                        detail = format!("radio `{}` is not running", d.radio);
+                    }
+                }
+            },
+        }
+        let sent = sent_cmd.is_some();
+        let outcome = if sent {
+            Outcome::Accepted
+        } else {
+            Outcome::Failed
+        };
+        let details = json!({"target": f.device, "command": f.command, "trigger_value": f.trigger_value,
+                             "command_id": sent_cmd, "error": if sent { None } else { Some(detail.clone()) }});
+        let rule = f.rule.clone();
+        let target_id = target.clone();
+        let res = self
+            .writer
+            .write(move |c| {
+                store::record_audit(
+                    c,
+                    &gw,
+                    &AuditEntry::new(
+                        format!("rule:{rule}"),
+                        "rule.fire",
+                        rule.as_str(),
+                        outcome,
+                        details.clone(),
+                    ),
+                )?;
+                if let Some(id) = &target_id {
+                    lifecycle_msg(
+                        c,
+                        &gw,
+                        id,
+                        "rule_fired",
+                        json!({"rule": rule, "sent": sent, "detail": details}),
+                        SystemTime::now(),
+                    )?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(rule = %f.rule, error = %e, "could not record a rule firing");
+        }
+        self.notify(Notice::RuleFired {
+            rule: f.rule,
+            target: f.device,
+            sent,
+        });
+    }
+
+    /// Why a command to this device is refused, if it is.
+    fn command_refusal(&self, d: &registry::Device) -> Option<HubError> {
+        if d.lifecycle == Lifecycle::Decommissioned.as_str() {
+            return Some(HubError::DeviceDecommissioned(d.id.clone()));
+        }
+        if d.lifecycle == Lifecycle::Quarantined.as_str() {
+            let facts = facts_of(d);
+            let allowed = matches!(
+                self.policy.firmware(&facts, d.firmware.as_deref()),
+                Compliance::Below {
+                    commands_allowed: true,
+                    ..
+                }
+            );
+            if !allowed {
+                return Some(HubError::DeviceQuarantined(d.id.clone()));
+            }
+        }
+        None
     }
 
     async fn on_request(&mut self, req: HubRequest) {
@@ -482,6 +681,24 @@ impl Hub {
                 let r = self.decommission(&device, &actor).await;
                 let _ = reply.send(r);
             }
+            HubRequest::Command {
+                device,
+                command,
+                actor,
+                reply,
+            } => {
+                let r = self.command(&device, command, &actor).await;
+                let _ = reply.send(r);
+            }
+            HubRequest::ApplyPolicy {
+                document,
+                source,
+                actor,
+                reply,
+            } => {
+                let r = self.apply_policy(&document, &source, &actor).await;
+                let _ = reply.send(r);
+            }
         }
     }
 
@@ -499,19 +716,16 @@ impl Hub {
         seconds: u32,
         actor: &str,
     ) -> Result<PermitJoinAccepted, HubError> {
-        let refuse = |e: HubError| {
-            AuditEntry::new(
-                actor,
-                "radio.permit_join",
-                radio,
-                Outcome::Refused,
-                json!({"seconds": seconds, "error": e.to_string()}),
-            )
-        };
+        let max = self
+            .policy
+            .policy
+            .admission
+            .max_join_window_s
+            .min(MAX_PERMIT_JOIN_SECONDS);
         let check = (|| {
-            if seconds == 0 || seconds > MAX_PERMIT_JOIN_SECONDS {
+            if seconds == 0 || seconds > max {
                 return Err(HubError::Invalid(format!(
-                    "seconds must be between 1 and {MAX_PERMIT_JOIN_SECONDS}"
+                    "seconds must be between 1 and {max}"
                 )));
             }
             let handle = self
@@ -519,24 +733,28 @@ impl Hub {
                 .get(radio)
                 .ok_or_else(|| HubError::UnknownRadio(radio.to_string()))?;
             let state = handle.state.borrow().clone();
-            let sender = match (&handle.commands, &state) {
-                (Some(tx), RadioState::Up) => tx.clone(),
+            match (&handle.commands, &state) {
+                (Some(tx), RadioState::Up) => Ok(tx.clone()),
                 (_, RadioState::Unavailable(why) | RadioState::Down(why)) => {
-                    return Err(HubError::RadioUnavailable(radio.to_string(), why.clone()))
+                    Err(HubError::RadioUnavailable(radio.to_string(), why.clone()))
                 }
-                _ => {
-                    return Err(HubError::RadioUnavailable(
-                        radio.to_string(),
-                        "starting".into(),
-                    ))
-                }
-            };
-            Ok(sender)
+                _ => Err(HubError::RadioUnavailable(
+                    radio.to_string(),
+                    "starting".into(),
+                )),
+            }
         })();
         let sender = match check {
             Ok(s) => s,
             Err(e) => {
-                self.audit(refuse(e.clone())).await?;
+                self.audit(AuditEntry::new(
+                    actor,
+                    "radio.permit_join",
+                    radio,
+                    Outcome::Refused,
+                    json!({"seconds": seconds, "error": e.to_string()}),
+                ))
+                .await?;
                 return Err(e);
             }
         };
@@ -581,13 +799,6 @@ impl Hub {
         })
     }
 
-    /// Whether a join window is open on `radio` now.
-    pub fn join_window_open(&self, radio: &str) -> bool {
-        self.join_windows
-            .get(radio)
-            .is_some_and(|until| Instant::now() < *until)
-    }
-
     async fn decommission(
         &mut self,
         device: &DeviceId,
@@ -596,67 +807,48 @@ impl Hub {
         let gw = self.gateway_id.clone();
         let id = device.clone();
         let actor_s = actor.to_string();
-        let radios: HashMap<String, bool> = self
+        let radios_up: HashSet<String> = self
             .radios
-            .iter()
-            .map(|(n, h)| {
-                (
-                    n.clone(),
-                    h.commands.is_some() && *h.state.borrow() == RadioState::Up,
-                )
-            })
+            .keys()
+            .filter(|r| self.radio_sender(r).is_some())
+            .cloned()
             .collect();
         let outcome = self
             .writer
             .write(move |c| {
+                let refuse =
+                    |c: &Connection, e: HubError| -> Result<Result<_, HubError>, StoreError> {
+                        store::record_audit(
+                            c,
+                            &gw,
+                            &AuditEntry::new(
+                                &actor_s,
+                                "device.decommission",
+                                id.as_str(),
+                                Outcome::Refused,
+                                json!({"error": e.to_string()}),
+                            ),
+                        )?;
+                        Ok(Err(e))
+                    };
                 let Some(d) = registry::get(c, &id)? else {
-                    let e = HubError::UnknownDevice(id.to_string());
-                    store::record_audit(
-                        c,
-                        &gw,
-                        &AuditEntry::new(
-                            &actor_s,
-                            "device.decommission",
-                            id.as_str(),
-                            Outcome::Refused,
-                            json!({"error": e.to_string()}),
-                        ),
-                    )?;
-                    return Ok(Err(e));
+                    return refuse(c, HubError::UnknownDevice(id.to_string()));
                 };
                 if d.lifecycle == Lifecycle::Decommissioned.as_str() {
-                    let e = HubError::AlreadyDecommissioned(id.to_string());
-                    store::record_audit(
-                        c,
-                        &gw,
-                        &AuditEntry::new(
-                            &actor_s,
-                            "device.decommission",
-                            id.as_str(),
-                            Outcome::Refused,
-                            json!({"error": e.to_string()}),
-                        ),
-                    )?;
-                    return Ok(Err(e));
+                    return refuse(c, HubError::AlreadyDecommissioned(id.to_string()));
                 }
-                let radio_up = radios.get(&d.radio).copied().unwrap_or(false);
-                let radio_removal = if radio_up {
+                let radio_removal = if radios_up.contains(&d.radio) {
                     "requested"
                 } else {
                     "radio not running: the device was not told to leave"
                 };
-                registry::set_lifecycle(c, &id, Lifecycle::Decommissioned)?;
-                let destroyed = registry::destroy_credentials(c, &id)?;
-                let now = SystemTime::now();
-                lifecycle_msg(
+                let destroyed = retire(
                     c,
                     &gw,
                     &id,
                     "decommissioned",
-                    json!({"credentials_destroyed": destroyed, "radio_removal": radio_removal}),
-                    now,
+                    json!({"radio_removal": radio_removal}),
                 )?;
-                availability_msg(c, &gw, &id, false, now)?;
                 store::record_audit(
                     c,
                     &gw,
@@ -674,13 +866,13 @@ impl Hub {
             })
             .await??;
         let (d, destroyed, radio_removal) = outcome;
-        if let Some(tx) = self.radios.get(&d.radio).and_then(|h| h.commands.clone()) {
-            let _ = tx
-                .send(RadioCommand::Remove {
-                    native_address: d.native_address.clone(),
-                })
-                .await;
-        }
+        self.send_to_radio(
+            &d.radio.clone(),
+            RadioCommand::Remove {
+                native_address: d.native_address.clone(),
+            },
+        )
+        .await;
         self.notify(Notice::Decommissioned {
             device: d.id.clone(),
         });
@@ -690,10 +882,704 @@ impl Hub {
             radio_removal,
         })
     }
+
+    async fn command(
+        &mut self,
+        device: &DeviceId,
+        command: DeviceCommand,
+        actor: &str,
+    ) -> Result<CommandSent, HubError> {
+        let id = device.clone();
+        let d = self.writer.write(move |c| registry::get(c, &id)).await?;
+        let refusal = match &d {
+            None => Some(HubError::UnknownDevice(device.to_string())),
+            Some(d) => self.command_refusal(d).or_else(|| {
+                self.radio_sender(&d.radio)
+                    .is_none()
+                    .then(|| HubError::RadioUnavailable(d.radio.clone(), "not running".into()))
+            }),
+        };
+        if let Some(e) = refusal {
+            self.audit(AuditEntry::new(
+                actor,
+                "device.command",
+                device.as_str(),
+                Outcome::Refused,
+                json!({"command": command, "error": e.to_string()}),
+            ))
+            .await?;
+            return Err(e);
+        }
+        let Some(d) = d else {
+            return Err(HubError::UnknownDevice(device.to_string()));
+        };
+        let command_id = uuid::Uuid::now_v7().to_string();
+        self.audit(AuditEntry::new(
+            actor,
+            "device.command",
+            device.as_str(),
+            Outcome::Accepted,
+            json!({"command": command, "command_id": command_id}),
+        ))
+        .await?;
+        let rc = RadioCommand::Set {
+            native_address: d.native_address.clone(),
+            command,
+            command_id: command_id.clone(),
+        };
+        if !self.send_to_radio(&d.radio, rc).await {
+            return Err(HubError::RadioUnavailable(
+                d.radio.clone(),
+                "driver stopped".into(),
+            ));
+        }
+        Ok(CommandSent {
+            device: device.to_string(),
+            command,
+            command_id,
+        })
+    }
+
+    async fn apply_policy(
+        &mut self,
+        document: &[u8],
+        source: &str,
+        actor: &str,
+    ) -> Result<PolicyApplied, HubError> {
+        let parsed = policy::parse_envelope(document).and_then(|env| {
+            let p = policy::accept(&env, self.pinned_key.as_ref())?;
+            Ok((env, p))
+        });
+        let current = self.policy.policy.version;
+        let checked = parsed.map_err(|e| e.to_string()).and_then(|(env, p)| {
+            if p.version <= current {
+                Err(format!(
+                    "version {} is not newer than the active version {current}",
+                    p.version
+                ))
+            } else {
+                Ok((env, p))
+            }
+        });
+        let (env, p) = match checked {
+            Ok(v) => v,
+            Err(reason) => {
+                self.audit(AuditEntry::new(
+                    actor,
+                    "policy.apply",
+                    source,
+                    Outcome::Refused,
+                    json!({"error": reason}),
+                ))
+                .await?;
+                return Err(HubError::PolicyRefused(reason));
+            }
+        };
+        let gw = self.gateway_id.clone();
+        let (version, signed, rules) = (p.version, env.signature.is_some(), p.rules.len());
+        let actor_s = actor.to_string();
+        let source_s = source.to_string();
+        let doc = env.policy.clone();
+        let sig = env.signature.clone();
+        let stored = self
+            .writer
+            .write(move |c| {
+                policies::activate(c, version, &doc, sig.as_deref(), &source_s)?;
+                store::record_audit(
+                    c,
+                    &gw,
+                    &AuditEntry::new(
+                        &actor_s,
+                        "policy.apply",
+                        source_s.as_str(),
+                        Outcome::Accepted,
+                        json!({"version": version, "signed": signed, "rules": rules}),
+                    ),
+                )?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = stored {
+            let reason = e.to_string();
+            self.audit(AuditEntry::new(
+                actor,
+                "policy.apply",
+                source,
+                Outcome::Refused,
+                json!({"error": reason}),
+            ))
+            .await?;
+            return Err(HubError::PolicyRefused(reason));
+        }
+        let engine = PolicyEngine::new(p);
+        self.rule_states = engine.new_states();
+        self.policy = Arc::new(engine);
+        tracing::info!(version, signed, rules, "policy applied");
+        self.notify(Notice::PolicyApplied { version });
+        Ok(PolicyApplied {
+            version,
+            signed,
+            rules,
+        })
+    }
+
+    /// Marks devices silent for longer than their timeout offline (and back).
+    async fn check_availability(&mut self) {
+        let gw = self.gateway_id.clone();
+        let engine = self.policy.clone();
+        let result = self
+            .writer
+            .write(move |c| {
+                let now = SystemTime::now();
+                let mut notices = Vec::new();
+                let devices = registry::list(c, &registry::DeviceFilter::default())?;
+                for d in devices.iter().filter(|d| d.lifecycle != Lifecycle::Decommissioned.as_str()) {
+                    let Ok(last) = humantime::parse_rfc3339(&d.last_seen) else { continue };
+                    let timeout = engine.availability_timeout(&facts_of(d), PowerSource::parse(&d.power_source));
+                    let silent = now.duration_since(last).unwrap_or_default() > timeout;
+                    let id = DeviceId(d.id.clone());
+                    if registry::set_health_flag(c, &id, "offline", silent)? {
+                        availability_msg(c, &gw, &id, !silent, now)?;
+                        lifecycle_msg(c, &gw, &id, "health", json!({"flag": "offline", "raised": silent, "timeout_s": timeout.as_secs()}), now)?;
+                        notices.push(Notice::Health { device: d.id.clone(), flag: "offline".into(), raised: silent });
+                    }
+                }
+                Ok(notices)
+            })
+            .await;
+        match result {
+            Ok(notices) => notices.into_iter().for_each(|n| self.notify(n)),
+            Err(e) => tracing::error!(error = %e, "availability check failed"),
+        }
+    }
+}
+
+fn facts_of(d: &registry::Device) -> DeviceFacts<'_> {
+    DeviceFacts {
+        protocol: crate::config::Protocol::parse(&d.protocol),
+        address: &d.native_address,
+        manufacturer: d.manufacturer.as_deref(),
+        model: d.model.as_deref(),
+    }
+}
+
+/// Turns a rule's JSON command into a device command: `{"state": "on"|"off"|"toggle"}`,
+/// `{"level": 0-100}`, or the tagged form `{"action": "level", "percent": 50}`.
+pub fn device_command_from_json(v: &serde_json::Value) -> Option<DeviceCommand> {
+    if let Ok(c) = serde_json::from_value::<DeviceCommand>(v.clone()) {
+        return Some(c);
+    }
+    let obj = v.as_object()?;
+    if obj.len() != 1 {
+        return None;
+    }
+    if let Some(state) = obj.get("state").and_then(|s| s.as_str()) {
+        return match state.to_ascii_lowercase().as_str() {
+            "on" => Some(DeviceCommand::On),
+            "off" => Some(DeviceCommand::Off),
+            "toggle" => Some(DeviceCommand::Toggle),
+            _ => None,
+        };
+    }
+    let level = obj.get("level")?.as_f64()?;
+    (0.0..=100.0)
+        .contains(&level)
+        .then(|| DeviceCommand::Level {
+            percent: level.round() as u8,
+        })
+}
+
+/// Decommissions inside a transaction: lifecycle, credentials, events. Returns
+/// how many credentials were destroyed.
+fn retire(
+    c: &Connection,
+    gw: &str,
+    id: &DeviceId,
+    event: &str,
+    mut data: serde_json::Value,
+) -> Result<usize, StoreError> {
+    registry::set_lifecycle(c, id, Lifecycle::Decommissioned)?;
+    let destroyed = credentials::destroy(c, id.as_str())?;
+    if let Some(o) = data.as_object_mut() {
+        o.insert("credentials_destroyed".into(), json!(destroyed));
+    }
+    let now = SystemTime::now();
+    lifecycle_msg(c, gw, id, event, data, now)?;
+    availability_msg(c, gw, id, false, now)?;
+    Ok(destroyed)
+}
+
+/// Applies one device event inside the batch transaction.
+fn apply_event(
+    c: &Connection,
+    ctx: &EventContext,
+    ev: &DeviceEvent,
+) -> Result<Applied, StoreError> {
+    let gw: &str = &ctx.gateway_id;
+    let id = ev.device_id();
+    let ts = rfc3339(ev.received_at);
+    let at = ev.received_at;
+    let radio = ev.radio.as_str();
+    let mut out = Applied::default();
+    let existing = registry::get(c, &id)?;
+    let remove = |out: &mut Applied| {
+        out.radio_actions.push((
+            radio.to_string(),
+            RadioCommand::Remove {
+                native_address: ev.native_address.clone(),
+            },
+        ))
+    };
+    match &ev.kind {
+        DeviceEventKind::Joined => {
+            let known = existing
+                .as_ref()
+                .is_some_and(|d| d.lifecycle != Lifecycle::Decommissioned.as_str());
+            let facts = DeviceFacts {
+                protocol: Some(ev.protocol),
+                address: &ev.native_address,
+                manufacturer: existing.as_ref().and_then(|d| d.manufacturer.as_deref()),
+                model: existing.as_ref().and_then(|d| d.model.as_deref()),
+            };
+            let denial = if !known && !ctx.open_windows.contains(radio) {
+                Some("joined outside a join window".to_string())
+            } else {
+                match ctx.policy.admit(&facts) {
+                    Admit::Deny { reason } => Some(reason),
+                    Admit::Admit | Admit::Undecided => None,
+                }
+            };
+            if let Some(reason) = denial {
+                if known {
+                    retire(c, gw, &id, "denied", json!({"reason": reason}))?;
+                } else {
+                    lifecycle_msg(
+                        c,
+                        gw,
+                        &id,
+                        "denied",
+                        json!({"radio": radio, "reason": reason}),
+                        at,
+                    )?;
+                }
+                store::record_audit(
+                    c,
+                    gw,
+                    &AuditEntry::new(
+                        format!("radio:{radio}"),
+                        "device.join",
+                        id.as_str(),
+                        Outcome::Refused,
+                        json!({"native_address": ev.native_address, "reason": reason}),
+                    ),
+                )?;
+                remove(&mut out);
+                out.notices.push(Notice::Denied {
+                    device: id.to_string(),
+                    reason,
+                });
+                return Ok(out);
+            }
+            let (device, is_new) = registry::upsert_joined(
+                c,
+                &id,
+                ev.protocol.as_str(),
+                radio,
+                &ev.native_address,
+                &ts,
+            )?;
+            lifecycle_msg(
+                c,
+                gw,
+                &id,
+                "joined",
+                json!({"radio": radio, "new": is_new, "lifecycle": device.lifecycle}),
+                at,
+            )?;
+            availability_msg(c, gw, &id, true, at)?;
+            registry::set_health_flag(c, &id, "offline", false)?;
+            store::record_audit(
+                c,
+                gw,
+                &AuditEntry::new(
+                    format!("radio:{radio}"),
+                    "device.join",
+                    id.as_str(),
+                    Outcome::Accepted,
+                    json!({"native_address": ev.native_address, "new": is_new}),
+                ),
+            )?;
+            out.notices.push(Notice::DeviceJoined {
+                device: id.to_string(),
+                radio: radio.to_string(),
+                new: is_new,
+            });
+        }
+        DeviceEventKind::Interviewed(info) => {
+            let Some(before) = existing else {
+                return Ok(out);
+            };
+            if before.lifecycle == Lifecycle::Decommissioned.as_str() {
+                return Ok(out);
+            }
+            let fw_change = registry::apply_info(c, &id, info, &ts)?;
+            let d = registry::get(c, &id)?
+                .ok_or_else(|| StoreError::Invalid("device vanished".into()))?;
+            lifecycle_msg(
+                c,
+                gw,
+                &id,
+                "interviewed",
+                serde_json::to_value(info).unwrap_or_default(),
+                at,
+            )?;
+            if let Some(Some(previous)) = &fw_change {
+                lifecycle_msg(
+                    c,
+                    gw,
+                    &id,
+                    "firmware_changed",
+                    json!({"from": previous, "to": info.firmware}),
+                    at,
+                )?;
+            }
+            out.notices.push(Notice::DeviceInterviewed {
+                device: id.to_string(),
+                manufacturer: info.manufacturer.clone(),
+                model: info.model.clone(),
+            });
+            let facts = facts_of(&d);
+            match ctx.policy.admit(&facts) {
+                Admit::Deny { reason } => {
+                    retire(c, gw, &id, "denied", json!({"reason": reason}))?;
+                    store::record_audit(
+                        c,
+                        gw,
+                        &AuditEntry::new(
+                            "policy",
+                            "device.admission",
+                            id.as_str(),
+                            Outcome::Refused,
+                            json!({"reason": reason, "manufacturer": d.manufacturer, "model": d.model}),
+                        ),
+                    )?;
+                    remove(&mut out);
+                    out.notices.push(Notice::Denied {
+                        device: id.to_string(),
+                        reason,
+                    });
+                    return Ok(out);
+                }
+                Admit::Undecided => {}
+                Admit::Admit => {
+                    if d.lifecycle == Lifecycle::Pending.as_str() {
+                        registry::set_lifecycle(c, &id, Lifecycle::Active)?;
+                        lifecycle_msg(
+                            c,
+                            gw,
+                            &id,
+                            "admitted",
+                            json!({"manufacturer": d.manufacturer, "model": d.model}),
+                            at,
+                        )?;
+                        store::record_audit(
+                            c,
+                            gw,
+                            &AuditEntry::new(
+                                "policy",
+                                "device.admission",
+                                id.as_str(),
+                                Outcome::Accepted,
+                                json!({"manufacturer": d.manufacturer, "model": d.model}),
+                            ),
+                        )?;
+                    }
+                }
+            }
+            apply_compliance(c, ctx, &id, &mut out, at)?;
+        }
+        DeviceEventKind::Readings(readings) => {
+            let d = match existing {
+                Some(d) => d,
+                // A device that reports without having joined here (BLE beacons,
+                // a registry restored from an older backup): admitted as pending
+                // unless the policy denies it, so its data is not lost.
+                None => match discover(c, ctx, ev, &id, &mut out)? {
+                    Some(d) => d,
+                    None => return Ok(out),
+                },
+            };
+            if d.lifecycle == Lifecycle::Decommissioned.as_str() {
+                return Ok(out);
+            }
+            let state = registry::apply_readings(c, &id, readings, &ts)?;
+            let telemetry_seq = if ctx.queue_telemetry {
+                Some(outbox::append(
+                    c,
+                    gw,
+                    &NewMessage {
+                        kind: MessageKind::Telemetry,
+                        device: Some(id.clone()),
+                        topic: format!("device/{id}/telemetry"),
+                        retain: false,
+                        data: json!({"readings": readings}),
+                        event_time: at,
+                    },
+                )?)
+            } else {
+                None
+            };
+            let state_seq = outbox::append(
+                c,
+                gw,
+                &NewMessage {
+                    kind: MessageKind::State,
+                    device: Some(id.clone()),
+                    topic: format!("device/{id}/state"),
+                    retain: true,
+                    data: state,
+                    event_time: at,
+                },
+            )?;
+            if registry::set_health_flag(c, &id, "offline", false)? {
+                availability_msg(c, gw, &id, true, at)?;
+                lifecycle_msg(
+                    c,
+                    gw,
+                    &id,
+                    "health",
+                    json!({"flag": "offline", "raised": false}),
+                    at,
+                )?;
+                out.notices.push(Notice::Health {
+                    device: id.to_string(),
+                    flag: "offline".into(),
+                    raised: false,
+                });
+            }
+            health_flags(c, ctx, &id, readings, &mut out, at)?;
+            out.notices.push(Notice::Readings {
+                device: id.to_string(),
+                readings: readings.clone(),
+                outbox_seq: telemetry_seq.unwrap_or(state_seq),
+            });
+            out.readings = Some((id.to_string(), readings.clone()));
+        }
+        DeviceEventKind::Left => {
+            lifecycle_msg(c, gw, &id, "left", json!({}), at)?;
+            availability_msg(c, gw, &id, false, at)?;
+            store::record_audit(
+                c,
+                gw,
+                &AuditEntry::new(
+                    format!("radio:{radio}"),
+                    "device.leave",
+                    id.as_str(),
+                    Outcome::Accepted,
+                    json!({}),
+                ),
+            )?;
+            out.notices.push(Notice::DeviceLeft {
+                device: id.to_string(),
+            });
+        }
+        DeviceEventKind::CommandResult {
+            command_id,
+            ok,
+            detail,
+        } => {
+            lifecycle_msg(
+                c,
+                gw,
+                &id,
+                "command_result",
+                json!({"command_id": command_id, "ok": ok, "detail": detail}),
+                at,
+            )?;
+        }
+    }
+    Ok(out)
+}
+
+/// Registers a device first heard through its readings, unless the policy denies it.
+fn discover(
+    c: &Connection,
+    ctx: &EventContext,
+    ev: &DeviceEvent,
+    id: &DeviceId,
+    out: &mut Applied,
+) -> Result<Option<registry::Device>, StoreError> {
+    let gw: &str = &ctx.gateway_id;
+    let radio = ev.radio.as_str();
+    let facts = DeviceFacts {
+        protocol: Some(ev.protocol),
+        address: &ev.native_address,
+        manufacturer: None,
+        model: None,
+    };
+    if let Admit::Deny { reason } = ctx.policy.admit(&facts) {
+        store::record_audit(
+            c,
+            gw,
+            &AuditEntry::new(
+                format!("radio:{radio}"),
+                "device.discover",
+                id.as_str(),
+                Outcome::Refused,
+                json!({"native_address": ev.native_address, "reason": reason}),
+            ),
+        )?;
+        out.radio_actions.push((
+            radio.to_string(),
+            RadioCommand::Remove {
+                native_address: ev.native_address.clone(),
+            },
+        ));
+        out.notices.push(Notice::Denied {
+            device: id.to_string(),
+            reason,
+        });
+        return Ok(None);
+    }
+    let (device, _) = registry::upsert_joined(
+        c,
+        id,
+        ev.protocol.as_str(),
+        radio,
+        &ev.native_address,
+        &rfc3339(ev.received_at),
+    )?;
+    lifecycle_msg(
+        c,
+        gw,
+        id,
+        "discovered",
+        json!({"radio": radio, "lifecycle": device.lifecycle}),
+        ev.received_at,
+    )?;
+    availability_msg(c, gw, id, true, ev.received_at)?;
+    store::record_audit(
+        c,
+        gw,
+        &AuditEntry::new(
+            format!("radio:{radio}"),
+            "device.discover",
+            id.as_str(),
+            Outcome::Accepted,
+            json!({"native_address": ev.native_address}),
+        ),
+    )?;
+    out.notices.push(Notice::DeviceJoined {
+        device: id.to_string(),
+        radio: radio.to_string(),
+        new: true,
+    });
+    Ok(Some(device))
+}
+
+/// Quarantines a device whose firmware is below the policy minimum, and releases
+/// it once it reports a compliant version.
+fn apply_compliance(
+    c: &Connection,
+    ctx: &EventContext,
+    id: &DeviceId,
+    out: &mut Applied,
+    at: SystemTime,
+) -> Result<(), StoreError> {
+    let gw: &str = &ctx.gateway_id;
+    let Some(d) = registry::get(c, id)? else {
+        return Ok(());
+    };
+    let quarantined = d.lifecycle == Lifecycle::Quarantined.as_str();
+    match ctx.policy.firmware(&facts_of(&d), d.firmware.as_deref()) {
+        Compliance::Below {
+            min_version,
+            commands_allowed,
+        } if !quarantined => {
+            registry::set_lifecycle(c, id, Lifecycle::Quarantined)?;
+            let data = json!({"firmware": d.firmware, "min_version": min_version, "commands_allowed": commands_allowed});
+            lifecycle_msg(c, gw, id, "quarantined", data.clone(), at)?;
+            store::record_audit(
+                c,
+                gw,
+                &AuditEntry::new(
+                    "policy",
+                    "device.quarantine",
+                    id.as_str(),
+                    Outcome::Accepted,
+                    data,
+                ),
+            )?;
+            out.notices.push(Notice::Quarantined {
+                device: id.to_string(),
+                firmware: d.firmware.clone(),
+                min_version,
+            });
+        }
+        Compliance::Compliant | Compliance::Unregulated if quarantined => {
+            registry::set_lifecycle(c, id, Lifecycle::Active)?;
+            lifecycle_msg(c, gw, id, "released", json!({"firmware": d.firmware}), at)?;
+            store::record_audit(
+                c,
+                gw,
+                &AuditEntry::new(
+                    "policy",
+                    "device.release",
+                    id.as_str(),
+                    Outcome::Accepted,
+                    json!({"firmware": d.firmware}),
+                ),
+            )?;
+            out.notices.push(Notice::Released {
+                device: id.to_string(),
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Battery-low and weak-link flags from readings, raised and cleared on crossings.
+fn health_flags(
+    c: &Connection,
+    ctx: &EventContext,
+    id: &DeviceId,
+    readings: &[Reading],
+    out: &mut Applied,
+    at: SystemTime,
+) -> Result<(), StoreError> {
+    let h = &ctx.policy.policy.health;
+    for r in readings {
+        let Value::Number(v) = r.value else { continue };
+        let flag = match r.name.as_str() {
+            "battery" | "battery_percent" => Some(("battery_low", v < h.battery_low_pct)),
+            "linkquality" | "lqi" => h.weak_lqi.map(|min| ("weak_link", v < f64::from(min))),
+            "rssi" => h.weak_rssi.map(|min| ("weak_link", v < f64::from(min))),
+            _ => None,
+        };
+        if let Some((flag, raised)) = flag {
+            if registry::set_health_flag(c, id, flag, raised)? {
+                lifecycle_msg(
+                    c,
+                    &ctx.gateway_id,
+                    id,
+                    "health",
+                    json!({"flag": flag, "raised": raised, "value": v}),
+                    at,
+                )?;
+                out.notices.push(Notice::Health {
+                    device: id.to_string(),
+                    flag: flag.into(),
+                    raised,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lifecycle_msg(
-    c: &rusqlite::Connection,
+    c: &Connection,
     gw: &str,
     id: &DeviceId,
     event: &str,
@@ -718,7 +1604,7 @@ fn lifecycle_msg(
 }
 
 fn availability_msg(
-    c: &rusqlite::Connection,
+    c: &Connection,
     gw: &str,
     id: &DeviceId,
     online: bool,
@@ -745,82 +1631,338 @@ mod tests {
     use crate::model::{DeviceInfo, PowerSource, Reading, Value};
     use crate::store::{Store, WriterOptions};
 
-    fn event(kind: DeviceEventKind) -> DeviceEvent {
+    const ADDR: &str = "0x00124b0001abcdef";
+
+    fn event(addr: &str, kind: DeviceEventKind) -> DeviceEvent {
         DeviceEvent {
             radio: "zb0".into(),
             protocol: Protocol::Zigbee,
-            native_address: "0x00124b0001abcdef".into(),
+            native_address: addr.into(),
             received_at: SystemTime::now(),
             kind,
         }
     }
 
-    #[tokio::test]
-    async fn events_flow_into_registry_outbox_and_audit() {
+    fn info(model: &str, firmware: &str) -> DeviceEventKind {
+        DeviceEventKind::Interviewed(DeviceInfo {
+            manufacturer: Some("LUMI".into()),
+            model: Some(model.into()),
+            firmware: Some(firmware.into()),
+            power_source: Some(PowerSource::Battery),
+            capabilities: vec!["temperature".into()],
+        })
+    }
+
+    fn reading(name: &str, value: Value) -> DeviceEventKind {
+        DeviceEventKind::Readings(vec![Reading {
+            name: name.into(),
+            value,
+            unit: None,
+        }])
+    }
+
+    // Fields drop in order: the hub (holding a writer handle) before the store,
+    // whose drop waits for every writer handle to go.
+    struct Rig {
+        hub: Option<Hub>,
+        store: Store,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig() -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
-        let (hub, handle, req_rx) = Hub::new("gw", store.writer(), &[]);
-        let (ev_tx, ev_rx) = mpsc::channel(16);
-        let (sd_tx, sd_rx) = watch::channel(false);
-        let mut notices = handle.subscribe();
-        let task = tokio::spawn(hub.run(ev_rx, req_rx, sd_rx, None));
-        ev_tx.send(event(DeviceEventKind::Joined)).await.unwrap();
-        ev_tx
-            .send(event(DeviceEventKind::Interviewed(DeviceInfo {
-                manufacturer: Some("LUMI".into()),
-                model: Some("lumi.weather".into()),
-                firmware: Some("1.0".into()),
-                power_source: Some(PowerSource::Battery),
-                capabilities: vec!["temperature".into()],
-            })))
-            .await
-            .unwrap();
-        ev_tx
-            .send(event(DeviceEventKind::Readings(vec![Reading {
-                name: "temperature".into(),
-                value: Value::Number(21.5),
-                unit: Some("°C".into()),
-            }])))
-            .await
-            .unwrap();
-        for _ in 0..3 {
-            notices.recv().await.unwrap();
+        let (mut hub, _, _) = Hub::new("gw", store.writer(), &[]);
+        hub.join_windows
+            .insert("zb0".into(), Instant::now() + Duration::from_secs(60));
+        Rig {
+            hub: Some(hub),
+            store,
+            _dir: dir,
         }
-        let id = DeviceId::new(Protocol::Zigbee, "0x00124b0001abcdef");
-        let r = store.reader().unwrap();
-        let d = registry::get(&r, &id).unwrap().unwrap();
+    }
+
+    impl Rig {
+        async fn events(&mut self, evs: Vec<DeviceEvent>) -> Vec<Notice> {
+            let hub = self.hub.as_mut().unwrap();
+            let mut rx = hub.notices.subscribe();
+            hub.on_events(evs).await;
+            let mut out = Vec::new();
+            while let Ok(n) = rx.try_recv() {
+                out.push(n);
+            }
+            out
+        }
+
+        fn device(&self, addr: &str) -> registry::Device {
+            let r = self.store.reader().unwrap();
+            registry::get(&r, &DeviceId::new(Protocol::Zigbee, addr))
+                .unwrap()
+                .unwrap()
+        }
+
+        async fn policy(&mut self, doc: serde_json::Value) -> Result<PolicyApplied, HubError> {
+            self.hub
+                .as_mut()
+                .unwrap()
+                .apply_policy(doc.to_string().as_bytes(), "test", "test")
+                .await
+        }
+    }
+
+    #[tokio::test]
+    async fn events_flow_into_registry_outbox_and_audit() {
+        let mut rig = rig();
+        rig.events(vec![
+            event(ADDR, DeviceEventKind::Joined),
+            event(ADDR, info("lumi.weather", "1.0")),
+            event(ADDR, reading("temperature", Value::Number(21.5))),
+        ])
+        .await;
+        let d = rig.device(ADDR);
         assert_eq!(d.lifecycle, "active");
         assert_eq!(d.model.as_deref(), Some("lumi.weather"));
         assert_eq!(d.last_state["temperature"], 21.5);
+        let r = rig.store.reader().unwrap();
         let kinds: Vec<String> = outbox::pending(&r, 0, 100)
             .unwrap()
             .into_iter()
             .map(|m| m.kind)
             .collect();
-        assert!(
-            kinds.contains(&"telemetry".to_string())
-                && kinds.contains(&"lifecycle".to_string())
-                && kinds.contains(&"audit".to_string()),
-            "{kinds:?}"
+        for k in ["telemetry", "lifecycle", "audit", "state", "availability"] {
+            assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+        }
+        let hub = rig.hub.as_mut().unwrap();
+        let id = DeviceId::new(Protocol::Zigbee, ADDR);
+        let d = hub.decommission(&id, "test").await.unwrap();
+        assert_eq!(d.device.lifecycle, "decommissioned");
+        assert_eq!(
+            hub.decommission(&id, "test").await.unwrap_err().code(),
+            "already_decommissioned"
         );
+        assert_eq!(
+            hub.command(&id, DeviceCommand::On, "test")
+                .await
+                .unwrap_err()
+                .code(),
+            "device_decommissioned"
+        );
+        assert_eq!(
+            hub.permit_join("nope", 60, "test")
+                .await
+                .unwrap_err()
+                .code(),
+            "unknown_radio"
+        );
+        assert!(store::audit::verify(&r).unwrap().ok);
+    }
 
-        let d = handle
-            .decommission(id.clone(), "test".into())
+    #[tokio::test]
+    async fn joining_outside_a_window_or_on_the_denylist_is_refused_and_removed() {
+        let mut rig = rig();
+        rig.hub.as_mut().unwrap().join_windows.clear();
+        let n = rig.events(vec![event(ADDR, DeviceEventKind::Joined)]).await;
+        assert!(
+            matches!(&n[0], Notice::Denied { reason, .. } if reason.contains("outside a join window")),
+            "{n:?}"
+        );
+        let r = rig.store.reader().unwrap();
+        assert!(registry::get(&r, &DeviceId::new(Protocol::Zigbee, ADDR))
+            .unwrap()
+            .is_none());
+        rig.hub
+            .as_mut()
+            .unwrap()
+            .join_windows
+            .insert("zb0".into(), Instant::now() + Duration::from_secs(60));
+        rig.policy(
+            json!({"version": 1, "admission": {"deny": [{"address": "0x00124b00000000*"}]}}),
+        )
+        .await
+        .unwrap();
+        let n = rig
+            .events(vec![event("0x00124b0000000001", DeviceEventKind::Joined)])
+            .await;
+        assert!(matches!(&n[0], Notice::Denied { .. }), "{n:?}");
+        let audit = store::audit::tail(&r, 100, None).unwrap();
+        assert_eq!(
+            audit
+                .iter()
+                .filter(|a| a.action == "device.join" && a.outcome == "refused")
+                .count(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn allowlist_decides_after_the_interview_and_firmware_quarantines() {
+        let mut rig = rig();
+        rig.policy(json!({"version": 1,
+            "admission": {"mode": "allowlist", "allow": [{"manufacturer": "LUMI"}]},
+            "firmware": [{"match": {"model": "plug*"}, "min_version": "2.0"}]}))
             .await
             .unwrap();
-        assert_eq!(d.device.lifecycle, "decommissioned");
-        let again = handle
-            .decommission(id.clone(), "test".into())
+        rig.events(vec![event(ADDR, DeviceEventKind::Joined)]).await;
+        assert_eq!(rig.device(ADDR).lifecycle, "pending");
+        let n = rig.events(vec![event(ADDR, info("plug-1", "1.9"))]).await;
+        assert!(
+            n.iter().any(|n| matches!(n, Notice::Quarantined { .. })),
+            "{n:?}"
+        );
+        assert_eq!(rig.device(ADDR).lifecycle, "quarantined");
+        // Telemetry still flows from a quarantined device; commands are refused.
+        rig.events(vec![event(ADDR, reading("power", Value::Number(5.0)))])
+            .await;
+        assert_eq!(rig.device(ADDR).last_state["power"], 5.0);
+        let id = DeviceId::new(Protocol::Zigbee, ADDR);
+        assert_eq!(
+            rig.hub
+                .as_mut()
+                .unwrap()
+                .command(&id, DeviceCommand::Off, "t")
+                .await
+                .unwrap_err()
+                .code(),
+            "device_quarantined"
+        );
+        // A compliant version releases it.
+        let n = rig.events(vec![event(ADDR, info("plug-1", "2.1"))]).await;
+        assert!(
+            n.iter().any(|n| matches!(n, Notice::Released { .. })),
+            "{n:?}"
+        );
+        assert_eq!(rig.device(ADDR).lifecycle, "active");
+        // Someone else's device is denied once its manufacturer is known.
+        rig.events(vec![event("0x2", DeviceEventKind::Joined)])
+            .await;
+        let other = DeviceEventKind::Interviewed(DeviceInfo {
+            manufacturer: Some("ACME".into()),
+            ..Default::default()
+        });
+        let n = rig.events(vec![event("0x2", other)]).await;
+        assert!(
+            n.iter().any(|n| matches!(n, Notice::Denied { .. })),
+            "{n:?}"
+        );
+        assert_eq!(rig.device("0x2").lifecycle, "decommissioned");
+    }
+
+    #[tokio::test]
+    async fn rules_fire_once_per_crossing_and_are_audited() {
+        let mut rig = rig();
+        rig.events(vec![
+            event("0x1", DeviceEventKind::Joined),
+            event("0x2", DeviceEventKind::Joined),
+        ])
+        .await;
+        rig.policy(json!({"version": 1, "rules": [{"id": "leak", "when": {"device": "zigbee:0x1", "reading": "water_leak", "op": "==", "value": true},
+            "then": {"device": "zigbee:0x2", "command": {"state": "off"}}}]}))
             .await
-            .unwrap_err();
-        assert_eq!(again.code(), "already_decommissioned");
-        let e = handle
-            .permit_join("nope".into(), 60, "test".into())
+            .unwrap();
+        let mut fired = 0;
+        for v in [false, true, true, false, true] {
+            let n = rig
+                .events(vec![event("0x1", reading("water_leak", Value::Bool(v)))])
+                .await;
+            fired += n
+                .iter()
+                .filter(|n| matches!(n, Notice::RuleFired { .. }))
+                .count();
+        }
+        assert_eq!(fired, 2);
+        let r = rig.store.reader().unwrap();
+        let audit = store::audit::tail(&r, 1000, None).unwrap();
+        // No radio runs in this rig, so each firing is audited as failed, with the reason.
+        let firings: Vec<_> = audit.iter().filter(|a| a.action == "rule.fire").collect();
+        assert_eq!(firings.len(), 2);
+        assert!(firings.iter().all(|a| a.outcome == "failed"
+            && a.details["error"].as_str().unwrap().contains("not running")));
+    }
+
+    #[tokio::test]
+    async fn policies_must_be_newer_and_signed_when_a_key_is_pinned() {
+        let mut rig = rig();
+        let seed = [9u8; 32];
+        let key = policy::parse_public_key(&policy::public_key_hex(&seed)).unwrap();
+        let hub = rig.hub.take().unwrap().with_policy(None, Some(key));
+        rig.hub = Some(hub);
+        let doc = json!({"version": 2});
+        assert_eq!(
+            rig.policy(doc.clone()).await.unwrap_err().code(),
+            "policy_refused"
+        );
+        let signed = serde_json::to_value(policy::sign(&doc, &seed)).unwrap();
+        assert_eq!(rig.policy(signed.clone()).await.unwrap().version, 2);
+        assert!(rig
+            .policy(signed)
             .await
-            .unwrap_err();
-        assert_eq!(e.code(), "unknown_radio");
-        assert!(crate::store::audit::verify(&r).unwrap().ok);
-        sd_tx.send(true).unwrap();
-        task.await.unwrap();
+            .unwrap_err()
+            .to_string()
+            .contains("not newer"));
+        let r = rig.store.reader().unwrap();
+        assert_eq!(policies::active(&r).unwrap().unwrap().version, 2);
+    }
+
+    #[tokio::test]
+    async fn battery_low_and_silence_raise_health_flags() {
+        let mut rig = rig();
+        rig.events(vec![event(ADDR, DeviceEventKind::Joined)]).await;
+        let n = rig
+            .events(vec![event(ADDR, reading("battery", Value::Number(12.0)))])
+            .await;
+        assert!(
+            n.iter().any(
+                |n| matches!(n, Notice::Health { flag, raised: true, .. } if flag == "battery_low")
+            ),
+            "{n:?}"
+        );
+        assert_eq!(rig.device(ADDR).health["battery_low"], true);
+        // Silent for longer than the timeout: offline.
+        let w = rig.store.writer();
+        w.write(|c| {
+            c.execute(
+                "UPDATE devices SET last_seen = '2020-01-01T00:00:00.000Z', power_source = 'mains'",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let hub = rig.hub.as_mut().unwrap();
+        let mut rx = hub.notices.subscribe();
+        hub.check_availability().await;
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Notice::Health { raised: true, .. }
+        ));
+        assert_eq!(rig.device(ADDR).health["offline"], true);
+        let r = rig.store.reader().unwrap();
+        let unhealthy = registry::list(
+            &r,
+            &registry::DeviceFilter {
+                unhealthy: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(unhealthy.len(), 1);
+    }
+
+    #[test]
+    fn rule_commands_map_to_device_commands() {
+        assert_eq!(
+            device_command_from_json(&json!({"state": "ON"})),
+            Some(DeviceCommand::On)
+        );
+        assert_eq!(
+            device_command_from_json(&json!({"level": 40})),
+            Some(DeviceCommand::Level { percent: 40 })
+        );
+        assert_eq!(
+            device_command_from_json(&json!({"action": "toggle"})),
+            Some(DeviceCommand::Toggle)
+        );
+        assert_eq!(device_command_from_json(&json!({"level": 400})), None);
+        assert_eq!(device_command_from_json(&json!({"colour": "red"})), None);
     }
 }

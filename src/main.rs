@@ -75,6 +75,24 @@ enum Command {
         /// Only devices in this lifecycle state (pending, active, quarantined, decommissioned).
         #[arg(long)]
         lifecycle: Option<String>,
+        /// Only devices with a health flag raised (offline, battery low, weak link) or quarantined.
+        #[arg(long)]
+        unhealthy: bool,
+    },
+    /// Send a command to a device: on, off, toggle, or level 0-100.
+    Set {
+        id: String,
+        /// `on`, `off`, `toggle`, or `level`.
+        action: String,
+        /// The level in percent, for `level`.
+        value: Option<u8>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The policy: admission, health, firmware, credentials, local rules.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Show one device.
     Device {
@@ -136,6 +154,32 @@ fn parse_u16(s: &str) -> Result<u16, String> {
 enum ConfigCommand {
     /// Validate a config file; exit code 2 when it is invalid.
     Check { path: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Apply a policy document (bare, or signed with `policy sign`).
+    Apply {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the active policy.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a policy document with an ed25519 key made by `policy keygen`.
+    Sign {
+        file: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Make a signing key (file mode 0600) and print its public key for the config.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -269,6 +313,12 @@ async fn async_main(cli: Cli) -> ExitCode {
                     db: Some(db),
                 },
         } => cli::audit_tail_offline(db, *n, *json),
+        Command::Policy {
+            command: PolicyCommand::Sign { file, key },
+        } => cli::policy_sign(file, key),
+        Command::Policy {
+            command: PolicyCommand::Keygen { out },
+        } => cli::policy_keygen(out),
         _ => {
             let socket = match socket_path(&cli) {
                 Ok(s) => s,
@@ -277,9 +327,24 @@ async fn async_main(cli: Cli) -> ExitCode {
             let api = ApiClient::new(&socket);
             match &cli.command {
                 Command::Status { json } => cli::status(&api, *json).await,
-                Command::Devices { json, lifecycle } => {
-                    cli::devices(&api, *json, lifecycle.as_deref()).await
-                }
+                Command::Devices {
+                    json,
+                    lifecycle,
+                    unhealthy,
+                } => cli::devices(&api, *json, lifecycle.as_deref(), *unhealthy).await,
+                Command::Set {
+                    id,
+                    action,
+                    value,
+                    json,
+                } => cli::set(&api, id, action, *value, *json).await,
+                Command::Policy {
+                    command: PolicyCommand::Apply { file, json },
+                } => cli::policy_apply(&api, file, *json).await,
+                Command::Policy {
+                    command: PolicyCommand::Show { json },
+                } => cli::policy_show(&api, *json).await,
+                Command::Policy { .. } => Ok(()),
                 Command::Device { id, json } => cli::device(&api, id, *json).await,
                 Command::Pair {
                     radio,

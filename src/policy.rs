@@ -582,13 +582,17 @@ struct RuleState {
     suppressed: u64,
 }
 
-/// The policy plus the state rules keep between readings.
+/// The policy, indexed for evaluation. Immutable, so it can be shared with the
+/// store writer; the state rules keep between readings lives in [`RuleStates`].
 pub struct PolicyEngine {
     pub policy: Policy,
     /// Rule indexes by device id, then reading name (looked up without allocating).
     index: HashMap<String, HashMap<String, Vec<usize>>>,
-    state: Vec<RuleState>,
 }
+
+/// Per-rule state (armed or not, last firing), owned by whoever feeds readings.
+#[derive(Debug, Clone, Default)]
+pub struct RuleStates(Vec<RuleState>);
 
 impl PolicyEngine {
     pub fn new(policy: Policy) -> PolicyEngine {
@@ -602,12 +606,12 @@ impl PolicyEngine {
                 .or_default()
                 .push(i);
         }
-        let state = vec![RuleState::default(); policy.rules.len()];
-        PolicyEngine {
-            policy,
-            index,
-            state,
-        }
+        PolicyEngine { policy, index }
+    }
+
+    /// Fresh state for this policy's rules (all disarmed).
+    pub fn new_states(&self) -> RuleStates {
+        RuleStates(vec![RuleState::default(); self.policy.rules.len()])
     }
 
     /// The policy in force before any is received: open admission, default health.
@@ -696,7 +700,8 @@ impl PolicyEngine {
 
     /// Feeds one reading; returns the rules that fire on this crossing.
     pub fn on_reading(
-        &mut self,
+        &self,
+        states: &mut RuleStates,
         device: &str,
         reading: &str,
         value: &Value,
@@ -712,7 +717,9 @@ impl PolicyEngine {
         let mut out = Vec::new();
         for &i in rules {
             let rule = &self.policy.rules[i];
-            let state = &mut self.state[i];
+            let Some(state) = states.0.get_mut(i) else {
+                continue;
+            };
             let holds = condition_holds(&rule.when, value, state.active);
             let Some(holds) = holds else { continue };
             let crossed = holds && !state.active;
@@ -738,11 +745,11 @@ impl PolicyEngine {
     }
 
     /// Crossings suppressed by `min_interval`, per rule id.
-    pub fn suppressed(&self) -> Vec<(String, u64)> {
+    pub fn suppressed(&self, states: &RuleStates) -> Vec<(String, u64)> {
         self.policy
             .rules
             .iter()
-            .zip(&self.state)
+            .zip(&states.0)
             .map(|(r, s)| (r.id.clone(), s.suppressed))
             .collect()
     }
@@ -957,11 +964,13 @@ mod tests {
             {"id": "leak", "when": {"device": "zigbee:0x3", "reading": "water_leak", "op": "==", "value": true},
              "then": {"device": "zigbee:0x4", "command": {"state": "off"}}}]}))
         .unwrap();
-        let mut e = PolicyEngine::new(p);
+        let e = PolicyEngine::new(p);
+        let mut st = e.new_states();
         let t0 = Instant::now();
         let n = |v: f64| Value::Number(v);
-        let fire = |e: &mut PolicyEngine, v: f64, s: u64| {
+        let fire = |st: &mut RuleStates, v: f64, s: u64| {
             e.on_reading(
+                st,
                 "zigbee:0x1",
                 "temperature",
                 &n(v),
@@ -969,27 +978,33 @@ mod tests {
             )
             .len()
         };
-        assert_eq!(fire(&mut e, 29.0, 0), 0);
-        assert_eq!(fire(&mut e, 30.5, 1), 1); // crossing
-        assert_eq!(fire(&mut e, 31.0, 2), 0); // still above: no new crossing
-        assert_eq!(fire(&mut e, 29.5, 3), 0); // within hysteresis: stays active
-        assert_eq!(fire(&mut e, 30.6, 4), 0);
-        assert_eq!(fire(&mut e, 28.9, 5), 0); // re-armed below 29
-        assert_eq!(fire(&mut e, 30.2, 6), 0); // crossing inside min_interval: suppressed
-        assert_eq!(fire(&mut e, 28.0, 20), 0);
-        assert_eq!(fire(&mut e, 31.0, 21), 1); // next crossing after the interval
-        assert_eq!(e.suppressed()[0], ("hot".to_string(), 1));
-        let leak = |e: &mut PolicyEngine, v: bool| {
-            e.on_reading("zigbee:0x3", "water_leak", &Value::Bool(v), t0)
+        assert_eq!(fire(&mut st, 29.0, 0), 0);
+        assert_eq!(fire(&mut st, 30.5, 1), 1); // crossing
+        assert_eq!(fire(&mut st, 31.0, 2), 0); // still above: no new crossing
+        assert_eq!(fire(&mut st, 29.5, 3), 0); // within hysteresis: stays active
+        assert_eq!(fire(&mut st, 30.6, 4), 0);
+        assert_eq!(fire(&mut st, 28.9, 5), 0); // re-armed below 29
+        assert_eq!(fire(&mut st, 30.2, 6), 0); // crossing inside min_interval: suppressed
+        assert_eq!(fire(&mut st, 28.0, 20), 0);
+        assert_eq!(fire(&mut st, 31.0, 21), 1); // next crossing after the interval
+        assert_eq!(e.suppressed(&st)[0], ("hot".to_string(), 1));
+        let leak = |st: &mut RuleStates, v: bool| {
+            e.on_reading(st, "zigbee:0x3", "water_leak", &Value::Bool(v), t0)
         };
-        assert!(leak(&mut e, false).is_empty());
-        let f = leak(&mut e, true);
+        assert!(leak(&mut st, false).is_empty());
+        let f = leak(&mut st, true);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].device, "zigbee:0x4");
-        assert!(leak(&mut e, true).is_empty());
+        assert!(leak(&mut st, true).is_empty());
         // A value of the wrong type neither fires nor disarms.
         assert!(e
-            .on_reading("zigbee:0x3", "water_leak", &Value::Text("wet".into()), t0)
+            .on_reading(
+                &mut st,
+                "zigbee:0x3",
+                "water_leak",
+                &Value::Text("wet".into()),
+                t0
+            )
             .is_empty());
     }
 

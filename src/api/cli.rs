@@ -24,8 +24,8 @@ fn s(v: &Value) -> String {
 fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
         }
     }
     let line = |cells: Vec<String>| {
@@ -34,7 +34,8 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
             if i + 1 == cells.len() {
                 out.push_str(c);
             } else {
-                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+                let w = widths.get(i).copied().unwrap_or(0);
+                out.push_str(&format!("{c:<w$}  "));
             }
         }
         println!("{}", out.trim_end());
@@ -147,15 +148,29 @@ fn device_rows(list: &[Value]) -> Vec<Vec<String>> {
                 s(&d["firmware"]),
                 s(&d["power_source"]),
                 s(&d["last_seen"]),
+                health_text(&d["health"]),
             ]
         })
         .collect()
 }
 
-pub async fn devices(api: &ApiClient, as_json: bool, lifecycle: Option<&str>) -> Result<()> {
-    let path = match lifecycle {
-        Some(l) => format!("/v1/devices?lifecycle={l}"),
-        None => "/v1/devices".to_string(),
+pub async fn devices(
+    api: &ApiClient,
+    as_json: bool,
+    lifecycle: Option<&str>,
+    unhealthy: bool,
+) -> Result<()> {
+    let mut query = Vec::new();
+    if let Some(l) = lifecycle {
+        query.push(format!("lifecycle={l}"));
+    }
+    if unhealthy {
+        query.push("unhealthy=true".to_string());
+    }
+    let path = if query.is_empty() {
+        "/v1/devices".to_string()
+    } else {
+        format!("/v1/devices?{}", query.join("&"))
     };
     let v = api.call(Method::GET, &path, None).await?;
     if as_json {
@@ -176,6 +191,7 @@ pub async fn devices(api: &ApiClient, as_json: bool, lifecycle: Option<&str>) ->
             "firmware",
             "power",
             "last seen",
+            "health",
         ],
         &device_rows(&list),
     );
@@ -392,4 +408,144 @@ pub fn audit_verify_offline(db: &Path, as_json: bool) -> Result<()> {
     let conn =
         crate::store::open_reader(db).with_context(|| format!("cannot open {}", db.display()))?;
     report_verify(audit::verify(&conn)?, as_json)
+}
+
+fn health_text(v: &Value) -> String {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => m.keys().cloned().collect::<Vec<_>>().join(","),
+        _ => "ok".into(),
+    }
+}
+
+pub async fn set(
+    api: &ApiClient,
+    id: &str,
+    action: &str,
+    value: Option<u8>,
+    as_json: bool,
+) -> Result<()> {
+    let body = match (action, value) {
+        ("level", Some(v)) if v <= 100 => json!({"level": v}),
+        ("level", _) => return Err(anyhow!("`level` needs a value from 0 to 100")),
+        ("on" | "off" | "toggle", None) => json!({"state": action}),
+        _ => return Err(anyhow!("the action is on, off, toggle or level N")),
+    };
+    let v = api
+        .call(
+            Method::POST,
+            &format!("/v1/devices/{id}/command"),
+            Some(body),
+        )
+        .await?;
+    if as_json {
+        return print_json(&v);
+    }
+    println!(
+        "sent to {} (command {})",
+        s(&v["device"]),
+        s(&v["command_id"])
+    );
+    Ok(())
+}
+
+pub async fn policy_apply(api: &ApiClient, file: &Path, as_json: bool) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (status, v) = api
+        .call_raw(Method::POST, "/v1/policy", Some(bytes))
+        .await?;
+    if !status.is_success() {
+        return Err(anyhow!(
+            "{} ({})",
+            s(&v["error"]["message"]),
+            s(&v["error"]["code"])
+        ));
+    }
+    if as_json {
+        return print_json(&v);
+    }
+    println!(
+        "policy version {} applied ({}, {} rule(s))",
+        s(&v["version"]),
+        if v["signed"] == json!(true) {
+            "signed"
+        } else {
+            "unsigned"
+        },
+        s(&v["rules"])
+    );
+    Ok(())
+}
+
+pub async fn policy_show(api: &ApiClient, as_json: bool) -> Result<()> {
+    let v = api.call(Method::GET, "/v1/policy", None).await?;
+    if as_json {
+        return print_json(&v);
+    }
+    println!(
+        "version {} ({}, from {}{})",
+        s(&v["version"]),
+        if v["signed"] == json!(true) {
+            "signed"
+        } else {
+            "unsigned"
+        },
+        s(&v["source"]),
+        v["received_at"]
+            .as_str()
+            .map(|t| format!(", {t}"))
+            .unwrap_or_default()
+    );
+    println!("{}", serde_json::to_string_pretty(&v["document"])?);
+    Ok(())
+}
+
+fn read_seed(key: &Path) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(key)
+            .with_context(|| format!("cannot read the signing key {}", key.display()))?,
+    );
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text.trim(), &mut seed[..])
+        .map_err(|_| anyhow!("{} is not a signing key (64 hex characters)", key.display()))?;
+    Ok(seed)
+}
+
+/// Signs a policy file; prints the signed envelope on stdout.
+pub fn policy_sign(file: &Path, key: &Path) -> Result<()> {
+    let seed = read_seed(key)?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let doc: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", file.display()))?;
+    let doc = doc.get("policy").cloned().unwrap_or(doc);
+    // Refuse to sign what the gateway would refuse anyway.
+    crate::policy::Policy::parse(&serde_json::to_vec(&doc)?).map_err(|e| anyhow!("{e}"))?;
+    let signed = crate::policy::sign(&doc, &seed);
+    println!("{}", serde_json::to_string_pretty(&signed)?);
+    Ok(())
+}
+
+/// Writes a new signing key (hex seed, mode 0600) and prints the public key.
+pub fn policy_keygen(out: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let seed = crate::secrets::Secret::random(32);
+    let mut arr = zeroize::Zeroizing::new([0u8; 32]);
+    arr.copy_from_slice(seed.expose());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(&arr[..])));
+    f.write_all(text.as_bytes())?;
+    println!(
+        "signing key written to {} (keep it off the gateway)",
+        out.display()
+    );
+    println!("pin it on gateways with, in [gateway]:");
+    println!(
+        "policy_public_key = \"{}\"",
+        crate::policy::public_key_hex(&arr)
+    );
+    Ok(())
 }

@@ -132,7 +132,10 @@ impl From<HubError> for ApiError {
             HubError::RadioUnavailable(..) | HubError::AlreadyDecommissioned(_) => {
                 StatusCode::CONFLICT
             }
-            HubError::Invalid(_) => StatusCode::BAD_REQUEST,
+            HubError::DeviceDecommissioned(_) | HubError::DeviceQuarantined(_) => {
+                StatusCode::CONFLICT
+            }
+            HubError::Invalid(_) | HubError::PolicyRefused(_) => StatusCode::BAD_REQUEST,
             HubError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HubError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -294,6 +297,49 @@ async fn permit_join(
     ))
 }
 
+async fn device_command(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(raw): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<crate::hub::CommandSent> {
+    let id = device_id(&raw)?;
+    let v: serde_json::Value = parse_json(&body)?;
+    let command = crate::hub::device_command_from_json(&v).ok_or_else(|| {
+        ApiError::bad_request(
+            "a command is {\"state\": \"on\"|\"off\"|\"toggle\"} or {\"level\": 0-100}",
+        )
+    })?;
+    Ok(Json(s.hub.command(id, command, peer.actor()).await?))
+}
+
+/// Largest policy document accepted (a few thousand rules).
+pub const MAX_POLICY_BODY: usize = 4 * 1024 * 1024;
+
+async fn get_policy(State(s): State<ApiState>) -> ApiResult<serde_json::Value> {
+    let stored = read(&s, store::policies::active).await?;
+    Ok(Json(match stored {
+        Some(p) => serde_json::to_value(p).unwrap_or_default(),
+        None => json!({"version": 0, "document": crate::policy::PolicyEngine::default_policy(),
+                       "signed": false, "source": "built-in default"}),
+    }))
+}
+
+async fn put_policy(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    body: Bytes,
+) -> ApiResult<crate::hub::PolicyApplied> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("a policy document is required"));
+    }
+    Ok(Json(
+        s.hub
+            .apply_policy(body.to_vec(), "local".into(), peer.actor())
+            .await?,
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
@@ -424,7 +470,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/devices", get(list_devices))
         .route("/v1/devices/{id}", get(get_device).delete(delete_device))
+        .route("/v1/devices/{id}/command", post(device_command))
         .route("/v1/radios/{name}/permit-join", post(permit_join))
+        .route(
+            "/v1/policy",
+            get(get_policy)
+                .post(put_policy)
+                .layer(DefaultBodyLimit::max(MAX_POLICY_BODY)),
+        )
         .route("/v1/audit", get(audit_tail))
         .route("/v1/audit/verify", get(audit_verify))
         .fallback(not_found)

@@ -25,11 +25,18 @@ pub struct Device {
     pub lifecycle: String,
     pub first_seen: String,
     pub last_seen: String,
+    /// Health flags currently raised (`offline`, `battery_low`, `weak_link`); `{}` when healthy.
+    #[serde(default = "empty_object")]
+    pub health: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
 }
 
 const COLUMNS: &str =
     "id, protocol, radio, native_address, manufacturer, model, firmware, power_source, \
-                       capabilities, last_state, lifecycle, first_seen, last_seen";
+                       capabilities, last_state, lifecycle, first_seen, last_seen, health";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
     let caps: String = r.get(8)?;
@@ -48,6 +55,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
         lifecycle: r.get(10)?,
         first_seen: r.get(11)?,
         last_seen: r.get(12)?,
+        health: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_else(|_| empty_object()),
     })
 }
 
@@ -70,6 +78,8 @@ pub struct DeviceFilter {
     pub radio: Option<String>,
     /// Only devices first seen at or after this RFC 3339 time.
     pub since: Option<String>,
+    /// Only devices with a health flag raised, or quarantined.
+    pub unhealthy: Option<bool>,
 }
 
 pub fn list(conn: &Connection, f: &DeviceFilter) -> StoreResult<Vec<Device>> {
@@ -77,9 +87,13 @@ pub fn list(conn: &Connection, f: &DeviceFilter) -> StoreResult<Vec<Device>> {
         "SELECT {COLUMNS} FROM devices
          WHERE (?1 IS NULL OR lifecycle = ?1) AND (?2 IS NULL OR protocol = ?2)
            AND (?3 IS NULL OR radio = ?3) AND (?4 IS NULL OR first_seen >= ?4)
+           AND (?5 IS NOT 1 OR health != '{{}}' OR lifecycle = 'quarantined')
          ORDER BY id"
     ))?;
-    let rows = stmt.query_map(params![f.lifecycle, f.protocol, f.radio, f.since], from_row)?;
+    let rows = stmt.query_map(
+        params![f.lifecycle, f.protocol, f.radio, f.since, f.unhealthy],
+        from_row,
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -199,18 +213,44 @@ pub fn set_lifecycle(conn: &Connection, id: &DeviceId, lifecycle: Lifecycle) -> 
     )?)
 }
 
-/// Destroys every credential of a device; returns how many were destroyed.
-pub fn destroy_credentials(conn: &Connection, id: &DeviceId) -> StoreResult<usize> {
-    Ok(conn.execute(
-        "DELETE FROM credentials WHERE device_id = ?1",
-        [id.as_str()],
-    )?)
+/// Raises or clears one health flag; returns whether it changed.
+pub fn set_health_flag(
+    conn: &Connection,
+    id: &DeviceId,
+    flag: &str,
+    raised: bool,
+) -> StoreResult<bool> {
+    let current: Option<String> = conn
+        .query_row(
+            "SELECT health FROM devices WHERE id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(current) = current else {
+        return Ok(false);
+    };
+    let mut health: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&current).unwrap_or_default();
+    if health.contains_key(flag) == raised {
+        return Ok(false);
+    }
+    if raised {
+        health.insert(flag.to_string(), serde_json::Value::Bool(true));
+    } else {
+        health.remove(flag);
+    }
+    conn.execute(
+        "UPDATE devices SET health = ?2 WHERE id = ?1",
+        params![id.as_str(), serde_json::Value::Object(health).to_string()],
+    )?;
+    Ok(true)
 }
 
 /// Inserts a device as-is (used by import and tests).
 pub fn insert(conn: &Connection, d: &Device) -> StoreResult<()> {
     conn.execute(
-        &format!("INSERT INTO devices ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        &format!("INSERT INTO devices ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
         params![
             d.id,
             d.protocol,
@@ -224,7 +264,8 @@ pub fn insert(conn: &Connection, d: &Device) -> StoreResult<()> {
             d.last_state.to_string(),
             d.lifecycle,
             d.first_seen,
-            d.last_seen
+            d.last_seen,
+            d.health.to_string()
         ],
     )?;
     Ok(())

@@ -6,8 +6,9 @@
 use rusqlite_migration::{Migrations, M};
 
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
 CREATE TABLE devices (
     id             TEXT PRIMARY KEY,
     protocol       TEXT NOT NULL,
@@ -77,7 +78,10 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_by_kind ON outbox (kind, id);
 "#,
-    )])
+        ),
+        // Health flags that are currently raised, e.g. {"offline": true}; '{}' when healthy.
+        M::up("ALTER TABLE devices ADD COLUMN health TEXT NOT NULL DEFAULT '{}';"),
+    ])
 }
 
 #[cfg(test)]

@@ -132,6 +132,9 @@ struct PolicyBody {
     client_id: Option<String>,
     version: u64,
     document: Map<String, Value>,
+    /// Hex ed25519 signature over the canonical JSON of `document`.
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +167,8 @@ pub enum Request {
     },
     Policy {
         version: u64,
+        document: Map<String, Value>,
+        signature: Option<String>,
     },
     HealthCheck,
     Info,
@@ -387,8 +392,17 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
                     "`version` must be at least 1",
                 ));
             }
-            let _ = b.document;
-            Ok(Request::Policy { version: b.version })
+            if b.document.get("version").and_then(Value::as_u64) != Some(b.version) {
+                return Err(Rejection::new(
+                    "invalid_request",
+                    "`version` must equal the document's own `version`",
+                ));
+            }
+            Ok(Request::Policy {
+                version: b.version,
+                document: b.document,
+                signature: b.signature,
+            })
         }
         "health_check" => {
             typed::<EmptyBody>(value)?;
@@ -657,12 +671,16 @@ async fn execute(ctx: &RequestContext, req: Request, actor: &str) -> Result<Valu
                 "radio_removal": r.radio_removal,
             }))
         }
-        Request::Set { device, .. } => {
+        Request::Set { device, state } => {
             commandable(ctx, &device).await?;
-            Err(Rejection::new(
-                "not_supported",
-                "device commands are not supported yet: no radio driver in this build can carry them out",
-            ))
+            let command = state_to_command(&state).ok_or_else(|| {
+                Rejection::new(
+                    "not_supported",
+                    "settable attributes are `on` (boolean), `state` (\"on\", \"off\", \"toggle\") and `level` (0-100)",
+                )
+            })?;
+            let sent = ctx.hub.command(device, command, actor.to_string()).await?;
+            Ok(serde_json::to_value(sent).unwrap_or(Value::Null))
         }
         Request::Get { device, .. } => {
             commandable(ctx, &device).await?;
@@ -671,10 +689,20 @@ async fn execute(ctx: &RequestContext, req: Request, actor: &str) -> Result<Valu
                 "device refresh is not supported yet: no radio driver in this build can carry it out",
             ))
         }
-        Request::Policy { .. } => Err(Rejection::new(
-            "not_supported",
-            "policy updates are not supported yet: this build has no policy engine",
-        )),
+        Request::Policy {
+            document,
+            signature,
+            ..
+        } => {
+            let envelope = json!({"policy": Value::Object(document), "signature": signature});
+            let bytes = serde_json::to_vec(&envelope)
+                .map_err(|e| Rejection::new("internal", e.to_string()))?;
+            let applied = ctx
+                .hub
+                .apply_policy(bytes, "mqtt".into(), actor.to_string())
+                .await?;
+            Ok(serde_json::to_value(applied).unwrap_or(Value::Null))
+        }
         Request::HealthCheck => health(ctx).await,
         Request::Info => info(ctx).await,
     }
@@ -738,6 +766,30 @@ async fn health(ctx: &RequestContext) -> Result<Value, Rejection> {
     }))
 }
 
+/// Maps a `set` request's attributes to a device command: `{"on": true}`,
+/// `{"state": "toggle"}`, `{"level": 40}` (a level implies on).
+fn state_to_command(state: &Map<String, Value>) -> Option<crate::model::DeviceCommand> {
+    use crate::model::DeviceCommand;
+    if let Some(level) = state.get("level") {
+        let v = level.as_f64().filter(|v| (0.0..=100.0).contains(v))?;
+        let others_ok = state
+            .iter()
+            .all(|(k, v)| k == "level" || (k == "on" && *v == Value::Bool(true)));
+        return others_ok.then(|| DeviceCommand::Level {
+            percent: v.round() as u8,
+        });
+    }
+    if state.len() != 1 {
+        return None;
+    }
+    match (state.get("on"), state.get("state").and_then(Value::as_str)) {
+        (Some(Value::Bool(true)), _) => Some(DeviceCommand::On),
+        (Some(Value::Bool(false)), _) => Some(DeviceCommand::Off),
+        (_, Some(s)) => crate::hub::device_command_from_json(&json!({ "state": s })),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -784,7 +836,7 @@ mod tests {
         assert_eq!(
             code(
                 "policy",
-                br#"{"correlation_id":"c","version":3,"document":{}}"#
+                br#"{"correlation_id":"c","version":3,"document":{"version":3}}"#
             ),
             "ok"
         );

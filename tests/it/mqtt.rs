@@ -372,7 +372,9 @@ impl Rig {
             state: state_rx,
             commands: Some(cmd_tx),
         }];
-        let (hub, handle, req_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);
+        let (mut hub, handle, req_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);
+        // Devices in these tests join as if a technician had opened a window.
+        hub.open_join_window("zb0", Duration::from_secs(3600));
         let upstream = Upstream::start_tuned(
             config.upstream.as_ref().expect("upstream"),
             UpstreamDeps {
@@ -560,7 +562,7 @@ async fn normal_flow_publishes_the_documented_topics_and_schemas() {
                 .to_string()
         })
         .collect();
-    assert_eq!(events, vec!["joined", "interviewed", "left"]);
+    assert_eq!(events, vec!["joined", "interviewed", "admitted", "left"]);
     let tele = probe.on(&format!("/device/{dev}/telemetry"));
     assert_eq!(tele.len(), 1);
     let t = check_envelope(&tele[0], "telemetry", Some(dev));
@@ -622,7 +624,8 @@ async fn normal_flow_publishes_the_documented_topics_and_schemas() {
     })
     .await;
     let snap = rig.status.snapshot();
-    assert_eq!(snap.delivered, 9, "{snap:?}");
+    // joined, admitted and left each bring an audit record along with their events.
+    assert_eq!(snap.delivered, 11, "{snap:?}");
     assert_eq!(snap.state, ConnectionState::Connected);
     rig.stop().await;
 
@@ -914,7 +917,7 @@ async fn malformed_requests_get_errors_and_audit_records_and_service_continues()
         ),
         (
             "set",
-            br#"{"correlation_id":"c34","device":"zigbee:0xaaaa","state":{"on":true}}"#.to_vec(),
+            br#"{"correlation_id":"c34","device":"zigbee:0xaaaa","state":{"colour":"red"}}"#.to_vec(),
             "set",
             "not_supported",
         ),
@@ -938,9 +941,9 @@ async fn malformed_requests_get_errors_and_audit_records_and_service_continues()
         ),
         (
             "policy",
-            br#"{"correlation_id":"c38","version":2,"document":{"rules":[]}}"#.to_vec(),
+            br#"{"correlation_id":"c38","version":2,"document":{"version":2,"rules":[{"id":"x"}]}}"#.to_vec(),
             "policy",
-            "not_supported",
+            "policy_refused",
         ),
         (
             "health_check",
@@ -996,6 +999,14 @@ async fn malformed_requests_get_errors_and_audit_records_and_service_continues()
         (
             "permit_join",
             r#"{"correlation_id":"ok-join","radio":"zb0","seconds":30}"#.into(),
+        ),
+        (
+            "set",
+            r#"{"correlation_id":"ok-set","device":"zigbee:0xaaaa","state":{"level":40}}"#.into(),
+        ),
+        (
+            "policy",
+            r#"{"correlation_id":"ok-policy","version":1,"document":{"version":1,"admission":{"max_join_window_s":120}}}"#.into(),
         ),
         (
             "remove",
