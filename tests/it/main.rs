@@ -10,4 +10,5 @@ mod doctor;
 mod durability;
 mod lifecycle;
 mod mqtt;
+mod policy;
 mod zigbee;
