@@ -217,21 +217,29 @@ impl HubHandle {
             .map_err(|_| HubError::ShuttingDown)
     }
 
+    /// Sends a request built around a reply channel and waits for the answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, HubError>>) -> HubRequest,
+    ) -> Result<T, HubError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(make(reply)).await?;
+        rx.await.map_err(|_| HubError::ShuttingDown)?
+    }
+
     pub async fn permit_join(
         &self,
         radio: String,
         seconds: u32,
         actor: String,
     ) -> Result<PermitJoinAccepted, HubError> {
-        let (reply, rx) = oneshot::channel();
-        self.request(HubRequest::PermitJoin {
+        self.ask(|reply| HubRequest::PermitJoin {
             radio,
             seconds,
             actor,
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| HubError::ShuttingDown)?
+        .await
     }
 
     pub async fn decommission(
@@ -239,14 +247,12 @@ impl HubHandle {
         device: DeviceId,
         actor: String,
     ) -> Result<Decommissioned, HubError> {
-        let (reply, rx) = oneshot::channel();
-        self.request(HubRequest::Decommission {
+        self.ask(|reply| HubRequest::Decommission {
             device,
             actor,
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| HubError::ShuttingDown)?
+        .await
     }
 
     pub async fn command(
@@ -255,15 +261,13 @@ impl HubHandle {
         command: DeviceCommand,
         actor: String,
     ) -> Result<CommandSent, HubError> {
-        let (reply, rx) = oneshot::channel();
-        self.request(HubRequest::Command {
+        self.ask(|reply| HubRequest::Command {
             device,
             command,
             actor,
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| HubError::ShuttingDown)?
+        .await
     }
 
     pub async fn apply_policy(
@@ -272,15 +276,13 @@ impl HubHandle {
         source: String,
         actor: String,
     ) -> Result<PolicyApplied, HubError> {
-        let (reply, rx) = oneshot::channel();
-        self.request(HubRequest::ApplyPolicy {
+        self.ask(|reply| HubRequest::ApplyPolicy {
             document,
             source,
             actor,
             reply,
         })
-        .await?;
-        rx.await.map_err(|_| HubError::ShuttingDown)?
+        .await
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
@@ -1552,7 +1554,9 @@ fn health_flags(
     for r in readings {
         let Value::Number(v) = r.value else { continue };
         let flag = match r.name.as_str() {
-            "battery" | "battery_percent" => Some(("battery_low", v < h.battery_low_pct)),
+            "battery" | "battery_percent" | "battery_percentage" => {
+                Some(("battery_low", v < h.battery_low_pct))
+            }
             "linkquality" | "lqi" => h.weak_lqi.map(|min| ("weak_link", v < f64::from(min))),
             "rssi" => h.weak_rssi.map(|min| ("weak_link", v < f64::from(min))),
             _ => None,

@@ -1757,6 +1757,12 @@ impl Session<'_> {
         };
         if !readings.is_empty() {
             readings.dedup_by(|a, b| a.name == b.name && a.value == b.value);
+            // The link quality of the frame that carried them (for weak-link health).
+            readings.push(Reading {
+                name: "linkquality".into(),
+                value: Value::Number(f64::from(m.link_quality)),
+                unit: None,
+            });
             self.emit(ieee.to_string(), DeviceEventKind::Readings(readings))
                 .await?;
         }
