@@ -85,11 +85,8 @@ pub fn append(conn: &Connection, gateway_id: &str, msg: &NewMessage) -> StoreRes
     // Single writer: the next AUTOINCREMENT value is known before the insert, so the
     // stored payload already carries its own seq.
     let last: Option<i64> = conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
-            [],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")?
+        .query_row([], |r| r.get(0))
         .optional()?;
     let seq = last.unwrap_or(0) + 1;
     let msg_id = uuid::Uuid::now_v7().to_string();
@@ -106,20 +103,20 @@ pub fn append(conn: &Connection, gateway_id: &str, msg: &NewMessage) -> StoreRes
     envelope["data"] = msg.data.clone();
     let payload =
         serde_json::to_vec(&envelope).map_err(|e| super::StoreError::Invalid(e.to_string()))?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO outbox (id, msg_id, kind, device_id, topic, payload, retain, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            seq,
-            msg_id,
-            msg.kind.as_str(),
-            msg.device.as_ref().map(|d| d.to_string()),
-            msg.topic,
-            payload,
-            msg.retain,
-            millis(SystemTime::now()),
-        ],
-    )?;
+    )?
+    .execute(params![
+        seq,
+        msg_id,
+        msg.kind.as_str(),
+        msg.device.as_ref().map(|d| d.to_string()),
+        msg.topic,
+        payload,
+        msg.retain,
+        millis(SystemTime::now()),
+    ])?;
     Ok(seq)
 }
 

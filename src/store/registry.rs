@@ -61,11 +61,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
 
 pub fn get(conn: &Connection, id: &DeviceId) -> StoreResult<Option<Device>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM devices WHERE id = ?1"),
-            [id.as_str()],
-            from_row,
-        )
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM devices WHERE id = ?1"))?
+        .query_row([id.as_str()], from_row)
         .optional()?)
 }
 
@@ -121,10 +118,8 @@ pub fn upsert_joined(
     let is_new = existing.is_none();
     match existing {
         None => {
-            conn.execute(
-                "INSERT INTO devices (id, protocol, radio, native_address, lifecycle, first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
-                params![id.as_str(), protocol, radio, native_address, ts],
+            conn.prepare_cached("INSERT INTO devices (id, protocol, radio, native_address, lifecycle, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)")?.execute(params![id.as_str(), protocol, radio, native_address, ts],
             )?;
         }
         Some(d) => {
@@ -133,10 +128,10 @@ pub fn upsert_joined(
             } else {
                 d.lifecycle
             };
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE devices SET radio = ?2, last_seen = ?3, lifecycle = ?4 WHERE id = ?1",
-                params![id.as_str(), radio, ts, lifecycle],
-            )?;
+            )?
+            .execute(params![id.as_str(), radio, ts, lifecycle])?;
         }
     }
     let device = get(conn, id)?
@@ -153,7 +148,7 @@ pub fn apply_info(
 ) -> StoreResult<Option<Option<String>>> {
     let before = get(conn, id)?;
     let caps = serde_json::to_string(&info.capabilities).unwrap_or_else(|_| "[]".into());
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE devices SET
             manufacturer = coalesce(?2, manufacturer),
             model = coalesce(?3, model),
@@ -162,16 +157,16 @@ pub fn apply_info(
             capabilities = CASE WHEN ?6 = '[]' THEN capabilities ELSE ?6 END,
             last_seen = ?7
          WHERE id = ?1",
-        params![
-            id.as_str(),
-            info.manufacturer,
-            info.model,
-            info.firmware,
-            info.power_source.map(|p| p.as_str()),
-            caps,
-            ts
-        ],
-    )?;
+    )?
+    .execute(params![
+        id.as_str(),
+        info.manufacturer,
+        info.model,
+        info.firmware,
+        info.power_source.map(|p| p.as_str()),
+        caps,
+        ts
+    ])?;
     Ok(match (before, &info.firmware) {
         (Some(b), Some(new)) if b.firmware.as_deref() != Some(new.as_str()) => Some(b.firmware),
         _ => None,
@@ -186,11 +181,8 @@ pub fn apply_readings(
     ts: &str,
 ) -> StoreResult<serde_json::Value> {
     let state: Option<String> = conn
-        .query_row(
-            "SELECT last_state FROM devices WHERE id = ?1",
-            [id.as_str()],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT last_state FROM devices WHERE id = ?1")?
+        .query_row([id.as_str()], |r| r.get(0))
         .optional()?;
     let mut state: serde_json::Value = state
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -199,18 +191,15 @@ pub fn apply_readings(
     for r in readings {
         state[&r.name] = serde_json::to_value(&r.value).unwrap_or(serde_json::Value::Null);
     }
-    conn.execute(
-        "UPDATE devices SET last_state = ?2, last_seen = ?3 WHERE id = ?1",
-        params![id.as_str(), state.to_string(), ts],
-    )?;
+    conn.prepare_cached("UPDATE devices SET last_state = ?2, last_seen = ?3 WHERE id = ?1")?
+        .execute(params![id.as_str(), state.to_string(), ts])?;
     Ok(state)
 }
 
 pub fn set_lifecycle(conn: &Connection, id: &DeviceId, lifecycle: Lifecycle) -> StoreResult<usize> {
-    Ok(conn.execute(
-        "UPDATE devices SET lifecycle = ?2 WHERE id = ?1",
-        params![id.as_str(), lifecycle.as_str()],
-    )?)
+    Ok(conn
+        .prepare_cached("UPDATE devices SET lifecycle = ?2 WHERE id = ?1")?
+        .execute(params![id.as_str(), lifecycle.as_str()])?)
 }
 
 /// Raises or clears one health flag; returns whether it changed.
@@ -221,11 +210,8 @@ pub fn set_health_flag(
     raised: bool,
 ) -> StoreResult<bool> {
     let current: Option<String> = conn
-        .query_row(
-            "SELECT health FROM devices WHERE id = ?1",
-            [id.as_str()],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT health FROM devices WHERE id = ?1")?
+        .query_row([id.as_str()], |r| r.get(0))
         .optional()?;
     let Some(current) = current else {
         return Ok(false);
@@ -240,10 +226,11 @@ pub fn set_health_flag(
     } else {
         health.remove(flag);
     }
-    conn.execute(
-        "UPDATE devices SET health = ?2 WHERE id = ?1",
-        params![id.as_str(), serde_json::Value::Object(health).to_string()],
-    )?;
+    conn.prepare_cached("UPDATE devices SET health = ?2 WHERE id = ?1")?
+        .execute(params![
+            id.as_str(),
+            serde_json::Value::Object(health).to_string()
+        ])?;
     Ok(true)
 }
 
