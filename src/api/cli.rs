@@ -85,6 +85,24 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
         o["bytes"].as_u64().unwrap_or(0),
         age
     );
+    let creds = &v["credentials"];
+    if let Some(total) = creds["total"].as_u64() {
+        let due = creds["due_for_rotation"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
+        println!(
+            "secrets   {total} stored{}",
+            if due > 0 {
+                format!(
+                    ", {due} due for rotation (policy: {} days)",
+                    s(&creds["rotate_after_days"])
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     print_upstream(&v["upstream"]);
     println!();
     let rows: Vec<Vec<String>> = v["radios"]

@@ -207,10 +207,20 @@ pub struct StatusReply {
     /// Absent when no `[upstream]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<crate::upstream::UpstreamSnapshot>,
+    /// Stored secrets (count) and those due for rotation.
+    #[serde(default)]
+    pub credentials: serde_json::Value,
 }
 
 async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
-    let (counts, ob) = read(&s, |c| Ok((registry::counts(c)?, outbox::stats(c)?))).await?;
+    let (counts, ob, creds) = read(&s, |c| {
+        Ok((
+            registry::counts(c)?,
+            outbox::stats(c)?,
+            credential_status(c)?,
+        ))
+    })
+    .await?;
     let mut devices = serde_json::Map::new();
     let mut total = 0;
     for (k, v) in counts {
@@ -247,7 +257,25 @@ async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
             "failed": s.stats.failed.load(Ordering::Relaxed),
         }),
         upstream: s.upstream.as_ref().map(|u| u.snapshot()),
+        credentials: creds,
     }))
+}
+
+/// How many secrets are stored and which are due for rotation under the active
+/// policy (metadata only: never a value).
+fn credential_status(c: &rusqlite::Connection) -> store::StoreResult<serde_json::Value> {
+    let all = store::credentials::list(c, None)?;
+    let days = store::policies::active(c)?
+        .and_then(|p| p.document["credentials"]["rotate_after_days"].as_u64());
+    let due = match days {
+        Some(d) => store::credentials::due_for_rotation(
+            c,
+            std::time::Duration::from_secs(d * 86_400),
+            std::time::SystemTime::now(),
+        )?,
+        None => Vec::new(),
+    };
+    Ok(json!({"total": all.len(), "rotate_after_days": days, "due_for_rotation": due}))
 }
 
 async fn list_devices(

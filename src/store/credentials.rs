@@ -87,6 +87,25 @@ pub fn list(conn: &Connection, owner: Option<&str>) -> StoreResult<Vec<Credentia
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Credentials last set (created or rotated) more than `max_age` before `now`:
+/// due for rotation under the policy.
+pub fn due_for_rotation(
+    conn: &Connection,
+    max_age: std::time::Duration,
+    now: std::time::SystemTime,
+) -> StoreResult<Vec<CredentialInfo>> {
+    Ok(list(conn, None)?
+        .into_iter()
+        .filter(|c| {
+            let last = c.rotated_at.as_deref().unwrap_or(&c.created_at);
+            humantime::parse_rfc3339(last)
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > max_age)
+        })
+        .collect())
+}
+
 /// Destroys every credential of `owner`; returns how many.
 pub fn destroy(conn: &Connection, owner: &str) -> StoreResult<usize> {
     Ok(conn.execute("DELETE FROM credentials WHERE device_id = ?1", [owner])?)
@@ -153,6 +172,10 @@ mod tests {
                 .expose(),
             &[9; 16]
         );
+        let day = std::time::Duration::from_secs(86_400);
+        let now = std::time::SystemTime::now();
+        assert!(due_for_rotation(&c, day, now).unwrap().is_empty());
+        assert_eq!(due_for_rotation(&c, day, now + 2 * day).unwrap().len(), 1);
         assert_eq!(destroy(&c, "ble:a4:c1:38:00:00:01").unwrap(), 1);
         assert!(get(&c, &key, "ble:a4:c1:38:00:00:01", "bthome_bindkey")
             .unwrap()
