@@ -111,17 +111,21 @@ impl Daemon {
         .await
         .context("cannot start the local API")?;
 
-        let (events_tx, events_rx) = mpsc::channel(1024);
-        let radios = Arc::new(radio::spawn_all(
-            &config.radios,
-            events_tx,
-            shutdown_rx.clone(),
-        ));
         let master_key = Arc::new(
             MasterKey::locate(&config.master_key_path())
                 .context("cannot load the gateway master key")?,
         );
         tracing::info!(source = %master_key.source.display(), "master key loaded");
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let radios = Arc::new(radio::spawn_all(
+            &config.radios,
+            events_tx,
+            shutdown_rx.clone(),
+            Some(Arc::new(radio::SecretSink::new(
+                store.writer(),
+                master_key.clone(),
+            ))),
+        ));
         let (cached_policy, pinned_key) = load_policy(&config, &store)?;
         let (hub, hub_handle, requests_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);
         let hub = hub.with_policy(cached_policy, pinned_key);

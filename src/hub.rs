@@ -65,7 +65,17 @@ pub enum HubRequest {
         actor: String,
         reply: oneshot::Sender<Result<PolicyApplied, HubError>>,
     },
+    /// A network backup of `radio` (open-coordinator-backup JSON for Zigbee). The answer
+    /// holds the network key: only for the local technician API.
+    Backup {
+        radio: String,
+        actor: String,
+        reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
+    },
 }
+
+/// How long a radio may take to answer a backup request.
+pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PermitJoinAccepted {
@@ -279,6 +289,20 @@ impl HubHandle {
         self.ask(|reply| HubRequest::ApplyPolicy {
             document,
             source,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// A network backup of `radio`; holds the network key (local technician API only).
+    pub async fn backup(
+        &self,
+        radio: String,
+        actor: String,
+    ) -> Result<serde_json::Value, HubError> {
+        self.ask(|reply| HubRequest::Backup {
+            radio,
             actor,
             reply,
         })
@@ -701,7 +725,105 @@ impl Hub {
                 let r = self.apply_policy(&document, &source, &actor).await;
                 let _ = reply.send(r);
             }
+            HubRequest::Backup {
+                radio,
+                actor,
+                reply,
+            } => self.backup(radio, actor, reply).await,
         }
+    }
+
+    /// Checks and audits a backup request and hands it to the radio. The radio's answer goes
+    /// straight back to the caller from a task (the hub does not wait on the radio); the
+    /// outcome is audited there, without the key.
+    async fn backup(
+        &mut self,
+        radio: String,
+        actor: String,
+        reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
+    ) {
+        let sender = match self.radios.get(&radio) {
+            None => Err(HubError::UnknownRadio(radio.clone())),
+            Some(h) => {
+                let state = h.state.borrow().clone();
+                match (&h.commands, state) {
+                    (Some(tx), RadioState::Up) => Ok(tx.clone()),
+                    (None, _) => Err(HubError::RadioUnavailable(
+                        radio.clone(),
+                        "no driver runs for it".into(),
+                    )),
+                    (_, RadioState::Unavailable(why) | RadioState::Down(why)) => {
+                        Err(HubError::RadioUnavailable(radio.clone(), why))
+                    }
+                    _ => Err(HubError::RadioUnavailable(radio.clone(), "starting".into())),
+                }
+            }
+        };
+        let entry =
+            |outcome, details| AuditEntry::new(&actor, "radio.backup", &radio, outcome, details);
+        let sender = match sender {
+            Ok(s) => s,
+            Err(e) => {
+                let audited = self
+                    .audit(entry(Outcome::Refused, json!({"error": e.to_string()})))
+                    .await;
+                let _ = reply.send(audited.and(Err(e)));
+                return;
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        if sender
+            .send(RadioCommand::Backup { reply: tx })
+            .await
+            .is_err()
+        {
+            let e = HubError::RadioUnavailable(radio.clone(), "driver stopped".into());
+            let audited = self
+                .audit(entry(Outcome::Failed, json!({"error": e.to_string()})))
+                .await;
+            let _ = reply.send(audited.and(Err(e)));
+            return;
+        }
+        let writer = self.writer.clone();
+        let gw = self.gateway_id.clone();
+        let (actor2, radio2) = (actor.clone(), radio.clone());
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(BACKUP_TIMEOUT, rx).await {
+                Ok(Ok(Ok(v))) => Ok(v),
+                Ok(Ok(Err(why))) => Err(HubError::RadioUnavailable(radio2.clone(), why)),
+                Ok(Err(_)) => Err(HubError::RadioUnavailable(
+                    radio2.clone(),
+                    "the driver stopped before answering".into(),
+                )),
+                Err(_) => Err(HubError::RadioUnavailable(
+                    radio2.clone(),
+                    format!("no backup within {BACKUP_TIMEOUT:?}"),
+                )),
+            };
+            let record = match &answer {
+                Ok(v) => AuditEntry::new(
+                    &actor2,
+                    "radio.backup",
+                    &radio2,
+                    Outcome::Accepted,
+                    json!({"exported": "network parameters and network key",
+                           "devices": v["devices"].as_array().map_or(0, Vec::len)}),
+                ),
+                Err(e) => AuditEntry::new(
+                    &actor2,
+                    "radio.backup",
+                    &radio2,
+                    Outcome::Failed,
+                    json!({"error": e.to_string()}),
+                ),
+            };
+            let audited = writer
+                .write(move |c| store::record_audit(c, &gw, &record).map(|_| ()))
+                .await
+                .map_err(HubError::from);
+            // No audit record, no key.
+            let _ = reply.send(audited.and(answer));
+        });
     }
 
     async fn audit(&self, entry: AuditEntry) -> Result<(), HubError> {

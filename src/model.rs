@@ -201,6 +201,11 @@ pub enum RadioCommand {
         command: DeviceCommand,
         command_id: String,
     },
+    /// Export the radio's network (for Zigbee, open-coordinator-backup JSON). The answer
+    /// holds the network key: it goes only to the local technician who asked.
+    Backup {
+        reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
+    },
 }
 
 /// A protocol-neutral actuator command.

@@ -11,12 +11,72 @@ pub mod zigbee_sim;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{PortSpec, Protocol, RadioConfig};
 use crate::model::{DeviceEvent, RadioCommand, RadioState};
+use crate::secrets::{MasterKey, Secret};
+use crate::store::{credentials, Writer};
+
+/// Where a driver keeps its network secrets: encrypted with the gateway master key in
+/// the credentials table, owner `radio:<name>`. Never logs a secret.
+#[derive(Clone)]
+pub struct SecretSink {
+    writer: Writer,
+    key: Arc<MasterKey>,
+}
+
+impl std::fmt::Debug for SecretSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretSink({:?})", self.key)
+    }
+}
+
+/// What [`SecretSink::keep`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// There was none: stored.
+    Stored,
+    /// The stored one was the same: nothing written.
+    Unchanged,
+    /// A different one was stored: replaced (recorded as a rotation).
+    Replaced,
+}
+
+impl SecretSink {
+    pub fn new(writer: Writer, key: Arc<MasterKey>) -> SecretSink {
+        SecretSink { writer, key }
+    }
+
+    /// The credential owner for radio `radio`'s network secrets.
+    pub fn owner(radio: &str) -> String {
+        format!("radio:{radio}")
+    }
+
+    /// Stores `secret` as credential (`radio:<radio>`, `kind`) unless the same value is
+    /// already stored; one transaction. A stored value that no longer opens is replaced.
+    pub async fn keep(&self, radio: &str, kind: &str, secret: Secret) -> anyhow::Result<Kept> {
+        let key = self.key.clone();
+        let owner = Self::owner(radio);
+        let kind = kind.to_string();
+        let kept = self
+            .writer
+            .write(move |c| {
+                let kept = match credentials::get(c, &key, &owner, &kind) {
+                    Ok(Some(old)) if old == secret => return Ok(Kept::Unchanged),
+                    Ok(None) => Kept::Stored,
+                    // Different, or no longer opening with this master key.
+                    Ok(Some(_)) | Err(_) => Kept::Replaced,
+                };
+                credentials::put(c, &key, &owner, &kind, &secret).map(|_| kept)
+            })
+            .await?;
+        Ok(kept)
+    }
+}
 
 /// What a driver gets to talk to the rest of the daemon.
 pub struct DriverIo {
@@ -26,6 +86,9 @@ pub struct DriverIo {
     pub events: mpsc::Sender<DeviceEvent>,
     pub commands: mpsc::Receiver<RadioCommand>,
     pub state: watch::Sender<RadioState>,
+    /// Where network secrets are kept encrypted; `None` where no store is wired (some test
+    /// rigs), in which case a driver keeps its secrets on the radio only.
+    pub secrets: Option<Arc<SecretSink>>,
 }
 
 pub type DriverFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
@@ -55,15 +118,17 @@ pub struct RadioHandle {
     pub commands: Option<mpsc::Sender<RadioCommand>>,
 }
 
-/// Starts a supervisor for each radio. Supervisors stop when `shutdown` flips.
+/// Starts a supervisor for each radio. Supervisors stop when `shutdown` flips. `secrets`
+/// is where drivers keep network secrets (the daemon always passes one).
 pub fn spawn_all(
     radios: &[RadioConfig],
     events: mpsc::Sender<DeviceEvent>,
     shutdown: watch::Receiver<bool>,
+    secrets: Option<Arc<SecretSink>>,
 ) -> Vec<RadioHandle> {
     radios
         .iter()
-        .map(|cfg| spawn_one(cfg, events.clone(), shutdown.clone()))
+        .map(|cfg| spawn_one(cfg, events.clone(), shutdown.clone(), secrets.clone()))
         .collect()
 }
 
@@ -71,6 +136,7 @@ fn spawn_one(
     cfg: &RadioConfig,
     events: mpsc::Sender<DeviceEvent>,
     mut shutdown: watch::Receiver<bool>,
+    secrets: Option<Arc<SecretSink>>,
 ) -> RadioHandle {
     let name = cfg.name.get_ref().clone();
     let port = cfg.port_spec();
@@ -109,6 +175,7 @@ fn spawn_one(
         events,
         commands: cmd_rx,
         state: state_tx,
+        secrets,
     };
     let baud = cfg.baud.as_ref().map(|b| *b.get_ref());
     let spec = port.clone();

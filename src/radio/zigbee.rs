@@ -12,9 +12,11 @@
 //!   the same link; a broken link returns `Err` and the supervisor re-opens it with backoff;
 //! - bad bytes cost a counter and a resync (the codec's parser), never a panic.
 //!
-//! The network key is generated here on first formation and lives in the coordinator's NV
-//! only. Keeping an encrypted copy as a credential needs the gateway master key, which does
-//! not exist yet; until then a coordinator swap means re-pairing. The key is never logged.
+//! The network key is generated here on first formation and written to the coordinator's NV;
+//! an encrypted copy is kept as a credential (owner `radio:<name>`, kind
+//! [`NETWORK_KEY_KIND`]) when the network is formed, and on resume when none is stored or
+//! the stored one differs. `fieldgate radio backup` exports the network as
+//! open-coordinator-backup JSON ([`RadioCommand::Backup`]). The key is never logged.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -33,11 +35,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::link::Link;
-use super::{Driver, DriverFuture, DriverIo};
+use super::{Driver, DriverFuture, DriverIo, Kept};
 use crate::model::{
     DeviceCommand, DeviceEvent, DeviceEventKind, DeviceInfo, PowerSource, RadioCommand, RadioState,
     Reading, Value,
 };
+use crate::secrets::Secret;
 
 /// How long a partial frame may sit with no new byte before it is declared stale.
 const STALL: Duration = Duration::from_millis(60);
@@ -61,6 +64,8 @@ const STALL_RETRY_MAX: Duration = Duration::from_secs(15 * 60);
 const UNRESOLVED_BUFFER: usize = 16;
 /// The coordinator's application endpoint.
 const OUR_ENDPOINT: u8 = 1;
+/// Credential kind of the network key (owner `radio:<name>`).
+pub const NETWORK_KEY_KIND: &str = "zigbee_network_key";
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -978,10 +983,11 @@ impl Session<'_> {
             .and_then(|v| <[u8; 4]>::try_from(v.get(..4)?).ok())
             .map(u32::from_le_bytes)
             .and_then(|mask| (11u8..=26).find(|c| mask & (1 << c) != 0));
-        let key_ok = self
+        let key = self
             .nv_read(nv::PRECFGKEY)
             .await?
-            .is_some_and(|k| k.len() == 16 && k.iter().any(|b| *b != 0));
+            .map(Secret::new)
+            .filter(|k| k.expose().len() == 16 && k.expose().iter().any(|b| *b != 0));
         let mut mismatch = Vec::new();
         if let (Some(want), Some(have)) = (self.opts.channel, channel) {
             if want != have {
@@ -1009,7 +1015,7 @@ impl Session<'_> {
                 mismatch.join(", ")
             );
         }
-        if !key_ok {
+        if key.is_none() {
             tracing::warn!(radio = %self.io.radio, "the coordinator's NV holds no network key item");
         }
         tracing::info!(radio = %self.io.radio, channel = ?channel, pan_id = ?pan_id.map(|p| format!("{p:#06x}")), extended_pan_id = ?ext.map(|e| IeeeAddr(e).to_string()), "resuming the existing network");
@@ -1022,6 +1028,9 @@ impl Session<'_> {
                 .request(&ZnpCommand::ZdoStartupFromAppReq { start_delay: 100 })
                 .await?;
             self.wait_started().await?;
+        }
+        if let Some(key) = key {
+            self.keep_network_key(key).await;
         }
         Ok(())
     }
@@ -1051,8 +1060,8 @@ impl Session<'_> {
                 break e;
             }
         });
-        let key: [u8; 16] = rand::random();
-        tracing::info!(radio = %self.io.radio, channel, pan_id = %format!("{pan_id:#06x}"), extended_pan_id = %IeeeAddr(ext), "forming a new zigbee network (new network key generated, kept in coordinator NV)");
+        let key = Secret::random(16);
+        tracing::info!(radio = %self.io.radio, channel, pan_id = %format!("{pan_id:#06x}"), extended_pan_id = %IeeeAddr(ext), "forming a new zigbee network (new network key generated)");
 
         self.nv_write(nv::STARTUP_OPTION, vec![nv::STARTUP_CLEAR_ALL])
             .await?;
@@ -1080,7 +1089,7 @@ impl Session<'_> {
         self.nv_write(nv::APS_USE_EXT_PANID, ext.to_le_bytes().to_vec())
             .await?;
         self.nv_write(nv::PRECFGKEYS_ENABLE, vec![0]).await?;
-        self.nv_write(nv::PRECFGKEY, key.to_vec()).await?;
+        self.nv_write(nv::PRECFGKEY, key.expose().to_vec()).await?;
         self.must(&ZnpCommand::BdbSetChannelReq {
             is_primary: true,
             channel_mask: mask,
@@ -1100,7 +1109,32 @@ impl Session<'_> {
             .await?;
         // The old network's devices are gone with it.
         self.devices.clear();
+        self.keep_network_key(key).await;
         Ok(())
+    }
+
+    /// Keeps an encrypted copy of the network key as a credential. A failure is logged
+    /// (never the key) and start-up carries on: the coordinator's NV still holds the key.
+    async fn keep_network_key(&mut self, key: Secret) {
+        let Some(sink) = self.io.secrets.clone() else {
+            tracing::debug!(radio = %self.io.radio, "no credential store wired: network key kept in coordinator NV only");
+            return;
+        };
+        let owner = super::SecretSink::owner(&self.io.radio);
+        match sink.keep(&self.io.radio, NETWORK_KEY_KIND, key).await {
+            Ok(Kept::Unchanged) => {
+                tracing::debug!(radio = %self.io.radio, credential = %owner, "network key credential up to date")
+            }
+            Ok(Kept::Stored) => {
+                tracing::info!(radio = %self.io.radio, credential = %owner, kind = NETWORK_KEY_KIND, "network key stored encrypted")
+            }
+            Ok(Kept::Replaced) => {
+                tracing::warn!(radio = %self.io.radio, credential = %owner, kind = NETWORK_KEY_KIND, "the stored network key differed from the coordinator's (new network or another coordinator): credential replaced")
+            }
+            Err(e) => {
+                tracing::error!(radio = %self.io.radio, credential = %owner, error = %e, "cannot store the network key encrypted; it stays in coordinator NV only")
+            }
+        }
     }
 
     // ---- timers ----
@@ -1816,8 +1850,114 @@ impl Session<'_> {
                 command,
                 command_id,
             } => self.set(native_address, command, command_id).await?,
+            RadioCommand::Backup { reply } => {
+                let result = self.backup().await;
+                let answer = match &result {
+                    Ok(Ok(v)) => Ok(v.clone()),
+                    Ok(Err(e)) => Err(e.clone()),
+                    Err(e) => Err(format!("the coordinator link failed: {e:#}")),
+                };
+                match &answer {
+                    Ok(_) => tracing::info!(radio = %self.io.radio, "network backup exported"),
+                    Err(e) => {
+                        tracing::warn!(radio = %self.io.radio, error = %e, "network backup failed")
+                    }
+                }
+                let _ = reply.send(answer);
+                // A broken link ends the session (the supervisor re-opens it).
+                result.map(drop)?;
+            }
         }
         Ok(())
+    }
+
+    /// An NV item for the backup; `Err` names the item when it cannot be read.
+    async fn backup_nv(&mut self, id: u16, what: &str) -> Result<Result<Vec<u8>, String>> {
+        Ok(
+            match self
+                .request(&ZnpCommand::SysOsalNvReadReq { id, offset: 0 })
+                .await?
+            {
+                Ok(ZnpCommand::SysOsalNvReadRsp { status: 0, value }) => Ok(value),
+                Ok(ZnpCommand::SysOsalNvReadRsp { status, .. }) => Err(format!(
+                    "cannot read {what} (NV item {id:#06x}): status {status:#04x}"
+                )),
+                Ok(other) => Err(format!(
+                    "cannot read {what} (NV item {id:#06x}): unexpected {}",
+                    other.name()
+                )),
+                Err(f) => Err(format!("cannot read {what} (NV item {id:#06x}): {f}")),
+            },
+        )
+    }
+
+    /// Reads the network from the coordinator and shapes it as open-coordinator-backup
+    /// JSON (version 1). Outer `Err`: the link broke; inner `Err`: the backup failed.
+    async fn backup(&mut self) -> Result<Result<serde_json::Value, String>> {
+        let (coordinator, children) = match self.request(&ZnpCommand::UtilGetDeviceInfoReq).await? {
+            Ok(ZnpCommand::UtilGetDeviceInfoRsp {
+                ieee,
+                device_state,
+                assoc_devices,
+                ..
+            }) => {
+                if device_state != znp::DEVICE_STATE_COORDINATOR {
+                    return Ok(Err(format!(
+                        "the coordinator is not running a network (device state {device_state})"
+                    )));
+                }
+                (ieee, assoc_devices)
+            }
+            Ok(other) => {
+                return Ok(Err(format!(
+                    "unexpected answer to UTIL_GET_DEVICE_INFO: {}",
+                    other.name()
+                )))
+            }
+            Err(f) => return Ok(Err(format!("UTIL_GET_DEVICE_INFO failed: {f}"))),
+        };
+        let pan = match self.backup_nv(nv::PANID, "the PAN id").await? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let ext = match self
+            .backup_nv(nv::EXTENDED_PAN_ID, "the extended PAN id")
+            .await?
+        {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let chanlist = match self.backup_nv(nv::CHANLIST, "the channel list").await? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let key = match self.backup_nv(nv::PRECFGKEY, "the network key").await? {
+            Ok(v) => Secret::new(v),
+            Err(e) => return Ok(Err(e)),
+        };
+        let facts = BackupFacts {
+            coordinator,
+            pan_id: pan.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])),
+            extended_pan_id: ext
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes),
+            channel_mask: chanlist
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_le_bytes),
+            key,
+            devices: self
+                .devices
+                .values()
+                .map(|d| (d.ieee, d.nwk, children.contains(&d.nwk)))
+                .collect(),
+        };
+        Ok(open_coordinator_backup(
+            &facts,
+            env!("CARGO_PKG_VERSION"),
+            SystemTime::now(),
+        ))
     }
 
     async fn set(
@@ -1882,6 +2022,91 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// What a backup is made of, as read from the coordinator and the driver's device table.
+struct BackupFacts {
+    coordinator: IeeeAddr,
+    pan_id: Option<u16>,
+    extended_pan_id: Option<u64>,
+    channel_mask: Option<u32>,
+    key: Secret,
+    /// (IEEE, NWK, direct child of the coordinator).
+    devices: Vec<(IeeeAddr, u16, bool)>,
+}
+
+/// Fields of the format this driver cannot read reliably from a Z-Stack coordinator; they
+/// are given as 0 / absent and listed in `metadata.internal.not_read_from_coordinator`.
+const NOT_READ: [&str; 4] = [
+    "network_key.frame_counter",
+    "network_key.sequence_number",
+    "nwk_update_id",
+    "devices[].link_key",
+];
+
+/// open-coordinator-backup version 1 (zigpy/open-coordinator-backup; the field set of
+/// zigbee-herdsman's `models/backup-storage-unified.ts`). Addresses and keys are lower-case
+/// hex without `0x`, most significant byte first.
+fn open_coordinator_backup(
+    f: &BackupFacts,
+    version: &str,
+    now: SystemTime,
+) -> Result<serde_json::Value, String> {
+    let pan_id = f
+        .pan_id
+        .filter(|p| *p != 0xFFFF)
+        .ok_or("the coordinator's NV holds no valid PAN id")?;
+    let ext = f
+        .extended_pan_id
+        .filter(|e| *e != 0 && *e != u64::MAX)
+        .ok_or("the coordinator's NV holds no valid extended PAN id")?;
+    let mask = f.channel_mask.unwrap_or(0);
+    let channels: Vec<u8> = (11u8..=26).filter(|c| mask & (1u32 << c) != 0).collect();
+    let channel = *channels
+        .first()
+        .ok_or("the coordinator's NV holds no channel")?;
+    let key = f.key.expose();
+    if key.len() != 16 || key.iter().all(|b| *b == 0) {
+        return Err("the coordinator's NV holds no network key".into());
+    }
+    let mut devices: Vec<serde_json::Value> = f
+        .devices
+        .iter()
+        .map(|(ieee, nwk, child)| {
+            serde_json::json!({
+                "nwk_address": format!("{nwk:04x}"),
+                "ieee_address": format!("{:016x}", ieee.0),
+                "is_child": child,
+                "link_key": null,
+            })
+        })
+        .collect();
+    devices.sort_by(|a, b| a["ieee_address"].as_str().cmp(&b["ieee_address"].as_str()));
+    Ok(serde_json::json!({
+        "metadata": {
+            "format": "zigpy/open-coordinator-backup",
+            "version": 1,
+            "source": format!("fieldgate-{version}"),
+            "internal": {
+                "date": crate::model::rfc3339(now),
+                "not_read_from_coordinator": NOT_READ,
+                "note": "frame_counter, sequence_number and nwk_update_id are not read from the coordinator (no reliable NV location known for this firmware family); they are given as 0. A restoring tool must raise the NWK frame counter well above any value the network has used, or devices will drop its frames.",
+            },
+        },
+        "coordinator_ieee": format!("{:016x}", f.coordinator.0),
+        "pan_id": format!("{pan_id:04x}"),
+        "extended_pan_id": format!("{ext:016x}"),
+        "nwk_update_id": 0,
+        "security_level": 5,
+        "channel": channel,
+        "channel_mask": channels,
+        "network_key": {
+            "key": hex::encode(key),
+            "sequence_number": 0,
+            "frame_counter": 0,
+        },
+        "devices": devices,
+    }))
 }
 
 /// `fieldgate decode zigbee`: decodes captured MT bytes (or a bare ZCL payload) as JSON.

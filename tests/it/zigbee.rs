@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use fieldgate::config::{Config, Protocol};
 use fieldgate::hub::{Hub, HubHandle, Notice};
 use fieldgate::model::{DeviceCommand, DeviceId, RadioCommand, RadioState, Value};
-use fieldgate::radio::{self, zigbee_sim::PtyEmulator, RadioHandle};
-use fieldgate::store::{outbox, registry, Store, WriterOptions};
+use fieldgate::radio::{self, zigbee_sim::PtyEmulator, RadioHandle, SecretSink};
+use fieldgate::secrets::MasterKey;
+use fieldgate::store::{credentials, outbox, registry, Store, WriterOptions};
 use fieldgate_zigbee::emulator::{DeviceKind, DeviceTiming, EmulatorConfig, Fault};
 use fieldgate_zigbee::IeeeAddr;
 use tokio::sync::{mpsc, watch};
@@ -47,6 +48,12 @@ struct Rig {
     shutdown: watch::Sender<bool>,
     hub_task: tokio::task::JoinHandle<()>,
     notices: Arc<Mutex<Vec<(Instant, Notice)>>>,
+    /// Seals the radio's network key in the store (a fixed test key).
+    master_key: Arc<MasterKey>,
+}
+
+fn test_master_key() -> Arc<MasterKey> {
+    Arc::new(MasterKey::from_bytes(&[0x5A; 32], "test".into()))
 }
 
 impl Drop for Rig {
@@ -72,7 +79,9 @@ impl Rig {
         let store = Store::open(&state.join("fieldgate.db"), WriterOptions::default()).unwrap();
         let (events_tx, events_rx) = mpsc::channel(1024);
         let (shutdown, sd_rx) = watch::channel(false);
-        let radios = radio::spawn_all(&config.radios, events_tx, sd_rx.clone());
+        let master_key = test_master_key();
+        let sink = Arc::new(SecretSink::new(store.writer(), master_key.clone()));
+        let radios = radio::spawn_all(&config.radios, events_tx, sd_rx.clone(), Some(sink));
         let (hub, handle, req_rx) = Hub::new("zb-test", store.writer(), &radios);
         let notices = Arc::new(Mutex::new(Vec::new()));
         let mut rx = handle.subscribe();
@@ -90,6 +99,7 @@ impl Rig {
             shutdown,
             hub_task,
             notices,
+            master_key,
         };
         rig.wait_state(|s| *s == RadioState::Up, 20).await;
         rig
@@ -321,7 +331,7 @@ impl Rig {
         let store = Store::open(&state.join("fieldgate.db"), WriterOptions::default()).unwrap();
         let (events_tx, events_rx) = mpsc::channel(1024);
         let (shutdown, sd_rx) = watch::channel(false);
-        let radios = radio::spawn_all(&config.radios, events_tx, sd_rx.clone());
+        let radios = radio::spawn_all(&config.radios, events_tx, sd_rx.clone(), None);
         let (hub, handle, req_rx) = Hub::new("zb-test", store.writer(), &radios);
         let hub_task = tokio::spawn(hub.run(events_rx, req_rx, sd_rx, None));
         let rig = Rig {
@@ -331,11 +341,149 @@ impl Rig {
             shutdown,
             hub_task,
             notices: Arc::default(),
+            master_key: test_master_key(),
         };
         rig.wait_state(|s| matches!(s, RadioState::Down(_)), 20)
             .await;
         rig
     }
+}
+
+/// The raw credential rows of `owner`: (kind, ciphertext, rotated_at).
+fn credential_rows(rig: &Rig, owner: &str) -> Vec<(String, Vec<u8>, Option<String>)> {
+    let c = rig.store.reader().unwrap();
+    let mut stmt = c
+        .prepare("SELECT kind, ciphertext, rotated_at FROM credentials WHERE device_id = ?1")
+        .unwrap();
+    stmt.query_map([owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_network_key_is_kept_encrypted_and_exported_in_a_backup() {
+    let pty = PtyEmulator::spawn(emulator_config()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = format!(
+        "{FAST}channel = 15\npan_id = \"0x1a62\"\nextended_pan_id = \"0x00124b00dddddddd\"\n"
+    );
+    let rig = Rig::start(dir.path(), pty.path(), &options).await;
+    let nv_key = pty
+        .sim
+        .with(|e, _| e.nv_item(0x0062).map(<[u8]>::to_vec))
+        .expect("network key in NV");
+    // Formed: one encrypted row for the radio, which opens to the coordinator's key.
+    let rows = credential_rows(&rig, "radio:zb0");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "zigbee_network_key");
+    assert!(
+        !rows[0]
+            .1
+            .windows(8)
+            .any(|w| w == &nv_key[..8] || w == &nv_key[8..]),
+        "the network key is stored in clear"
+    );
+    let stored = credentials::get(
+        &rig.store.reader().unwrap(),
+        &rig.master_key,
+        "radio:zb0",
+        "zigbee_network_key",
+    )
+    .unwrap()
+    .expect("credential");
+    assert_eq!(stored.expose(), &nv_key[..]);
+
+    // A backup through the hub, with a paired device in it.
+    rig.permit_join().await;
+    rig.wait_interviewed(DeviceKind::TempHumidity, 20).await;
+    let b = rig
+        .hub
+        .backup("zb0".into(), "test".into())
+        .await
+        .expect("backup");
+    assert_eq!(b["metadata"]["format"], "zigpy/open-coordinator-backup");
+    assert_eq!(b["metadata"]["version"], 1);
+    assert_eq!(
+        b["metadata"]["source"],
+        format!("fieldgate-{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(b["pan_id"], "1a62");
+    assert_eq!(b["extended_pan_id"], "00124b00dddddddd");
+    assert_eq!(b["channel"], 15);
+    assert_eq!(b["channel_mask"], serde_json::json!([15]));
+    assert_eq!(b["security_level"], 5);
+    assert_eq!(b["network_key"]["key"], hex::encode(&nv_key));
+    assert_eq!(
+        b["coordinator_ieee"],
+        format!("{:016x}", emulator_config().ieee.0)
+    );
+    let not_read = b["metadata"]["internal"]["not_read_from_coordinator"].to_string();
+    assert!(not_read.contains("network_key.frame_counter"), "{b}");
+    let th = DeviceKind::TempHumidity.default_ieee();
+    let dev = b["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["ieee_address"] == format!("{:016x}", th.0))
+        .unwrap_or_else(|| panic!("device missing: {b}"));
+    let nwk = pty
+        .sim
+        .with(|e, _| e.device(th).and_then(|d| d.nwk))
+        .expect("joined");
+    assert_eq!(dev["nwk_address"], format!("{nwk:04x}"));
+    // Audited with its outcome, without the key.
+    let audit = fieldgate::store::audit::tail(&rig.store.reader().unwrap(), 100, None).unwrap();
+    let rec = audit
+        .iter()
+        .find(|a| a.action == "radio.backup")
+        .expect("backup audited");
+    assert_eq!(rec.outcome, "accepted");
+    let all = serde_json::to_string(&audit).unwrap();
+    assert!(!all.contains(&hex::encode(&nv_key)), "key in the audit log");
+    // An unknown radio is refused (and audited).
+    let err = rig
+        .hub
+        .backup("nope".into(), "test".into())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "unknown_radio");
+    rig.stop().await;
+
+    // Resume: the stored credential is left as it is (same key, no rotation).
+    let rig = Rig::start(dir.path(), pty.path(), &options).await;
+    let rows = credential_rows(&rig, "radio:zb0");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].2, None, "resuming must not rotate the credential");
+    rig.stop().await;
+
+    // Resume with the credential missing: it is stored again.
+    {
+        let store =
+            Store::open(&dir.path().join("fieldgate.db"), WriterOptions::default()).unwrap();
+        store
+            .writer()
+            .write(|c| credentials::destroy(c, "radio:zb0"))
+            .await
+            .unwrap();
+        store.close();
+    }
+    let rig = Rig::start(dir.path(), pty.path(), &options).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while credential_rows(&rig, "radio:zb0").is_empty() {
+        assert!(Instant::now() < deadline, "key not stored again on resume");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = credentials::get(
+        &rig.store.reader().unwrap(),
+        &rig.master_key,
+        "radio:zb0",
+        "zigbee_network_key",
+    )
+    .unwrap()
+    .expect("credential");
+    assert_eq!(again.expose(), &nv_key[..]);
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -790,6 +938,50 @@ fn zigbee_daemon_binary_pairs_over_a_pty() {
             d.log()
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // `radio backup`: to a new 0600 file, the coordinator's key in it, never in the log; the
+    // key is also stored encrypted under the daemon's master key.
+    let nv_key = pty
+        .sim
+        .with(|e, _| e.nv_item(0x0062).map(<[u8]>::to_vec))
+        .expect("network key in NV");
+    let file = d.dir.path().join("zb0-backup.json");
+    let file_arg = file.to_str().unwrap().to_string();
+    let out = d.cli(&["radio", "backup", "zb0", "--out", &file_arg]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let backup: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(backup["network_key"]["key"], hex::encode(&nv_key));
+    assert!(backup["devices"].as_array().is_some_and(|d| d
+        .iter()
+        .any(|x| x["ieee_address"] == format!("{:016x}", DeviceKind::SmartPlug.default_ieee().0))));
+    // Never overwrites; an unknown radio is refused.
+    assert!(!d
+        .cli(&["radio", "backup", "zb0", "--out", &file_arg])
+        .status
+        .success());
+    assert!(!d.cli(&["radio", "backup", "nope"]).status.success());
+    let printed = d.cli(&["radio", "backup", "zb0"]);
+    assert!(printed.status.success());
+    assert!(crate::common::stdout(&printed).contains("zigpy/open-coordinator-backup"));
+    let audit = crate::common::stdout(&d.cli(&["audit", "tail", "-n", "50", "--json"]));
+    assert!(audit.contains("radio.backup"), "{audit}");
+    assert!(
+        !audit.contains(&hex::encode(&nv_key)),
+        "key in the audit log"
+    );
+    assert!(!d.log().contains(&hex::encode(&nv_key)), "key in the log");
+    {
+        let mk = MasterKey::load(&d.dir.path().join("state").join("master.key")).unwrap();
+        let c = fieldgate::store::open_reader(&d.db()).unwrap();
+        let stored = credentials::get(&c, &mk, "radio:zb0", "zigbee_network_key")
+            .unwrap()
+            .expect("network key credential");
+        assert_eq!(stored.expose(), &nv_key[..]);
     }
     // Restart the daemon: the network is resumed, not re-formed.
     assert!(
