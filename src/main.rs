@@ -108,6 +108,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Radio maintenance.
+    Radio {
+        #[command(subcommand)]
+        command: RadioCmd,
+    },
     /// Decommission a device: removed from the network, credentials destroyed.
     Remove {
         id: String,
@@ -119,10 +124,27 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The MQTT uplink.
+    Upstream {
+        #[command(subcommand)]
+        command: UpstreamCommand,
+    },
     /// Decode captured radio bytes and print them as JSON.
     Decode {
         #[command(subcommand)]
         command: DecodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RadioCmd {
+    /// Export a Zigbee radio's network as open-coordinator-backup JSON. The output holds
+    /// the network key: keep it like a password.
+    Backup {
+        name: String,
+        /// Write to this new file (mode 0600) instead of printing.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -148,6 +170,22 @@ fn parse_u16(s: &str) -> Result<u16, String> {
         None => t.parse(),
     }
     .map_err(|e| format!("{s:?} is not a 16-bit number: {e}"))
+}
+
+#[derive(Subcommand)]
+enum UpstreamCommand {
+    /// Rotate the gateway's MQTT client certificate and key; rolled back if the
+    /// broker refuses the new pair.
+    RotateCert {
+        /// The new certificate chain (PEM, leaf first).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The new private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -345,6 +383,9 @@ async fn async_main(cli: Cli) -> ExitCode {
                     command: PolicyCommand::Show { json },
                 } => cli::policy_show(&api, *json).await,
                 Command::Policy { .. } => Ok(()),
+                Command::Upstream {
+                    command: UpstreamCommand::RotateCert { cert, key, json },
+                } => cli::upstream_rotate_cert(&api, cert, key, *json).await,
                 Command::Device { id, json } => cli::device(&api, id, *json).await,
                 Command::Pair {
                     radio,
@@ -352,6 +393,9 @@ async fn async_main(cli: Cli) -> ExitCode {
                     json,
                 } => cli::pair(&api, radio, *seconds, *json).await,
                 Command::Remove { id, json } => cli::remove(&api, id, *json).await,
+                Command::Radio {
+                    command: RadioCmd::Backup { name, out },
+                } => cli::radio_backup(&api, name, out.as_deref()).await,
                 Command::Audit {
                     command: AuditCommand::Verify { json, .. },
                 } => cli::audit_verify(&api, *json).await,

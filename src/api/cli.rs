@@ -494,6 +494,49 @@ pub async fn policy_apply(api: &ApiClient, file: &Path, as_json: bool) -> Result
     Ok(())
 }
 
+/// `fieldgate upstream rotate-cert`: sends the new pair to the daemon, which
+/// keeps it only if the broker accepts it.
+pub async fn upstream_rotate_cert(
+    api: &ApiClient,
+    cert: &Path,
+    key: &Path,
+    as_json: bool,
+) -> Result<()> {
+    let cert_pem =
+        std::fs::read_to_string(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+    let key_pem = zeroize::Zeroizing::new(
+        std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?,
+    );
+    let body = zeroize::Zeroizing::new(
+        json!({"cert_pem": cert_pem, "key_pem": key_pem.as_str()})
+            .to_string()
+            .into_bytes(),
+    );
+    let (status, v) = api
+        .call_raw(
+            Method::POST,
+            "/v1/upstream/client-cert",
+            Some(body.to_vec()),
+        )
+        .await?;
+    if !status.is_success() {
+        return Err(anyhow!(
+            "{} ({})",
+            s(&v["error"]["message"]),
+            s(&v["error"]["code"])
+        ));
+    }
+    if as_json {
+        return print_json(&v);
+    }
+    println!(
+        "client certificate rotated (sha256 {}); the previous pair is kept as {}.previous",
+        s(&v["certificate_sha256"]),
+        s(&v["client_cert"])
+    );
+    Ok(())
+}
+
 pub async fn policy_show(api: &ApiClient, as_json: bool) -> Result<()> {
     let v = api.call(Method::GET, "/v1/policy", None).await?;
     if as_json {
@@ -539,6 +582,40 @@ pub fn policy_sign(file: &Path, key: &Path) -> Result<()> {
     crate::policy::Policy::parse(&serde_json::to_vec(&doc)?).map_err(|e| anyhow!("{e}"))?;
     let signed = crate::policy::sign(&doc, &seed);
     println!("{}", serde_json::to_string_pretty(&signed)?);
+    Ok(())
+}
+
+/// `fieldgate radio backup NAME [--out FILE]`: the radio's network as
+/// open-coordinator-backup JSON, printed or written to a new file with mode 0600 (it holds
+/// the network key).
+pub async fn radio_backup(api: &ApiClient, radio: &str, out: Option<&Path>) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let v = api
+        .call(Method::GET, &format!("/v1/radios/{radio}/backup"), None)
+        .await?;
+    let text = zeroize::Zeroizing::new(format!("{}\n", serde_json::to_string_pretty(&v)?));
+    let Some(out) = out else {
+        print!("{}", *text);
+        return Ok(());
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| {
+            format!(
+                "cannot create {} (an existing file is never overwritten)",
+                out.display()
+            )
+        })?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!(
+        "backup of radio {radio} written to {} (mode 0600; it contains the network key)",
+        out.display()
+    );
     Ok(())
 }
 

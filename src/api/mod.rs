@@ -307,6 +307,22 @@ async fn delete_device(
     Ok(Json(s.hub.decommission(id, peer.actor()).await?))
 }
 
+/// The radio's network as open-coordinator-backup JSON. It holds the network key: only the
+/// local technician gets it (socket 0660), the access is audited by the hub with its outcome
+/// and by the request log, and the answer is marked `Cache-Control: no-store`.
+async fn radio_backup(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(radio): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let backup = s.hub.backup(radio, peer.actor()).await?;
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(backup),
+    )
+        .into_response())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PermitJoinBody {
@@ -351,6 +367,49 @@ async fn get_policy(State(s): State<ApiState>) -> ApiResult<serde_json::Value> {
         None => json!({"version": 0, "document": crate::policy::PolicyEngine::default_policy(),
                        "signed": false, "source": "built-in default"}),
     }))
+}
+
+/// Largest `POST /v1/upstream/client-cert` body (two PEM documents in JSON).
+pub const MAX_CLIENT_CERT_BODY: usize = 160 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientCertBody {
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// Rotates the gateway's MQTT client certificate (see `upstream::rotate`).
+async fn rotate_client_cert(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    body: Bytes,
+) -> ApiResult<serde_json::Value> {
+    let Some(up) = s.upstream.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "rotation_not_configured",
+            "no [upstream] is configured",
+        ));
+    };
+    let b: ClientCertBody = parse_json(&body)?;
+    let key = zeroize::Zeroizing::new(b.key_pem);
+    match up
+        .rotate_client_cert(&s.writer, &b.cert_pem, key, &peer.actor(), "api")
+        .await
+    {
+        Ok(v) => Ok(Json(v)),
+        Err(r) => {
+            let status = match r.code {
+                "invalid_certificate" | "invalid_request" => StatusCode::BAD_REQUEST,
+                "rotation_not_configured" | "rotation_in_progress" => StatusCode::CONFLICT,
+                "rotation_refused" => StatusCode::UNPROCESSABLE_ENTITY,
+                "not_connected" => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err(ApiError::new(status, r.code, r.message))
+        }
+    }
 }
 
 async fn put_policy(
@@ -500,11 +559,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}", get(get_device).delete(delete_device))
         .route("/v1/devices/{id}/command", post(device_command))
         .route("/v1/radios/{name}/permit-join", post(permit_join))
+        .route("/v1/radios/{name}/backup", get(radio_backup))
         .route(
             "/v1/policy",
             get(get_policy)
                 .post(put_policy)
                 .layer(DefaultBodyLimit::max(MAX_POLICY_BODY)),
+        )
+        .route(
+            "/v1/upstream/client-cert",
+            post(rotate_client_cert).layer(DefaultBodyLimit::max(MAX_CLIENT_CERT_BODY)),
         )
         .route("/v1/audit", get(audit_tail))
         .route("/v1/audit/verify", get(audit_verify))

@@ -181,6 +181,35 @@ pub fn rustls_config(
     ca_file: Option<&Path>,
     client: Option<(&Path, &Path)>,
 ) -> Result<rustls::ClientConfig, ClientError> {
+    let roots = root_store(ca_file)?;
+    let identity = match client {
+        Some((cert, key)) => {
+            let chain = read_certs(cert, "the client certificate")?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ClientError::Pem {
+                what: "the client key",
+                path: key.to_path_buf(),
+                // The error names the problem (missing section, IO), never key bytes.
+                message: e.to_string(),
+            })?;
+            Some((chain, key))
+        }
+        None => None,
+    };
+    build_rustls(roots, identity)
+}
+
+/// A rustls client config with the roots of `ca_file` (or the system store) and
+/// the given client identity: what a client certificate rotation connects with.
+pub fn rustls_config_with_identity(
+    ca_file: Option<&Path>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ClientConfig, ClientError> {
+    build_rustls(root_store(ca_file)?, Some((chain, key)))
+}
+
+/// The trusted roots: `ca_file`, or the system store when it is not set.
+fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -205,24 +234,22 @@ pub fn rustls_config(
             }
         }
     }
+    Ok(roots)
+}
+
+fn build_rustls(
+    roots: rustls::RootCertStore,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<rustls::ClientConfig, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Tls(e.to_string()))?
         .with_root_certificates(roots);
-    match client {
-        Some((cert, key)) => {
-            let chain = read_certs(cert, "the client certificate")?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ClientError::Pem {
-                what: "the client key",
-                path: key.to_path_buf(),
-                // The error names the problem (missing section, IO), never key bytes.
-                message: e.to_string(),
-            })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| ClientError::Tls(format!("client certificate/key: {e}")))
-        }
+    match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| ClientError::Tls(format!("client certificate/key: {e}"))),
         None => Ok(builder.with_no_client_auth()),
     }
 }

@@ -11,10 +11,12 @@
 //! - `pump.rs`: packet id <-> outbox row bookkeeping, no IO
 //! - `session.rs`: the task that drives the connection and the pump
 //! - `requests.rs`: inbound requests, validation, audit, responses
+//! - `rotate.rs`: rotation of the gateway's own client certificate, with rollback
 
 pub mod client;
 pub mod pump;
 pub mod requests;
+pub mod rotate;
 mod session;
 pub mod topics;
 
@@ -71,6 +73,8 @@ pub struct UpstreamStatus {
     pub undeliverable: AtomicU64,
     /// Responses that could not be published (not connected, queue full).
     pub responses_dropped: AtomicU64,
+    /// Client certificate rotation (set by [`Upstream::start`]).
+    rotator: Option<rotate::Rotator>,
 }
 
 /// A serializable copy of [`UpstreamStatus`] (the `upstream` field of `/v1/status`).
@@ -123,6 +127,27 @@ impl UpstreamStatus {
             compacted: AtomicU64::new(0),
             undeliverable: AtomicU64::new(0),
             responses_dropped: AtomicU64::new(0),
+            rotator: None,
+        }
+    }
+
+    /// Rotates the gateway's MQTT client certificate and key: reconnects with the
+    /// new pair and persists it when the broker accepts it, rolls back when it
+    /// does not. `actor` and `via` go to the audit record.
+    pub async fn rotate_client_cert(
+        &self,
+        writer: &crate::store::Writer,
+        cert_pem: &str,
+        key_pem: zeroize::Zeroizing<String>,
+        actor: &str,
+        via: &str,
+    ) -> Result<serde_json::Value, requests::Rejection> {
+        match &self.rotator {
+            Some(r) => r.rotate(writer, cert_pem, key_pem, actor, via).await,
+            None => Err(requests::Rejection {
+                code: "rotation_not_configured",
+                message: "this uplink was not started with rotation support".into(),
+            }),
         }
     }
 
@@ -237,7 +262,14 @@ impl Upstream {
         tuning: Tuning,
     ) -> Result<Upstream, ClientError> {
         let settings = ClientSettings::from_config(config, &deps.gateway_id)?;
-        let status = Arc::new(UpstreamStatus::new(&settings, deps.gate.clone()));
+        let (rotate_tx, rotate_rx) = tokio::sync::mpsc::channel(1);
+        let mut status = UpstreamStatus::new(&settings, deps.gate.clone());
+        status.rotator = Some(rotate::Rotator::new(
+            config,
+            rotate_tx,
+            deps.gateway_id.as_str().into(),
+        ));
+        let status = Arc::new(status);
         tracing::info!(broker = %settings.broker, client_id = %settings.client_id, prefix = %settings.topics.prefix(), "upstream starting");
         let task = tokio::spawn(session::run(
             settings,
@@ -245,6 +277,7 @@ impl Upstream {
             deps,
             status.clone(),
             tuning,
+            rotate_rx,
         ));
         Ok(Upstream { status, task })
     }

@@ -26,13 +26,15 @@ use crate::store::{self, outbox, registry, Writer};
 
 /// Largest request payload accepted (larger ones get `payload_too_large`).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// The limit for `rotate_client_cert`, which carries a certificate chain and key.
+pub const MAX_ROTATION_REQUEST_BYTES: usize = 64 * 1024;
 const MAX_CORRELATION_ID: usize = 128;
 const MAX_CLIENT_ID: usize = 64;
 /// Responses remembered for duplicate (e.g. retained, re-delivered) requests.
 const REPLAY_CACHE: usize = 1024;
 
 /// The operations the gateway answers.
-pub const OPERATIONS: [&str; 7] = [
+pub const OPERATIONS: [&str; 8] = [
     "permit_join",
     "remove",
     "set",
@@ -40,6 +42,7 @@ pub const OPERATIONS: [&str; 7] = [
     "policy",
     "health_check",
     "info",
+    "rotate_client_cert",
 ];
 
 /// A refusal, with a stable machine-readable code.
@@ -50,7 +53,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(code: &'static str, message: impl Into<String>) -> Rejection {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Rejection {
         Rejection {
             code,
             message: message.into(),
@@ -60,9 +63,8 @@ impl Rejection {
     /// Server-side failures are audited as `failed`, the rest as `refused`.
     fn outcome(&self) -> Outcome {
         match self.code {
-            "store_error" | "shutting_down" | "internal" | "audit_unavailable" | "busy" => {
-                Outcome::Failed
-            }
+            "store_error" | "shutting_down" | "internal" | "audit_unavailable" | "busy"
+            | "rotation_failed" => Outcome::Failed,
             _ => Outcome::Refused,
         }
     }
@@ -137,6 +139,28 @@ struct PolicyBody {
     signature: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// A PEM private key: compared and cloned like a string, never printed.
+#[derive(Clone, PartialEq)]
+pub struct SecretPem(pub zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for SecretPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretPem(<redacted>)")
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmptyBody {
@@ -172,6 +196,10 @@ pub enum Request {
     },
     HealthCheck,
     Info,
+    RotateClientCert {
+        cert_pem: String,
+        key_pem: SecretPem,
+    },
 }
 
 impl Request {
@@ -181,7 +209,10 @@ impl Request {
             Request::Remove { device }
             | Request::Set { device, .. }
             | Request::Get { device, .. } => device.to_string(),
-            Request::Policy { .. } | Request::HealthCheck | Request::Info => gateway_id.to_string(),
+            Request::Policy { .. }
+            | Request::HealthCheck
+            | Request::Info
+            | Request::RotateClientCert { .. } => gateway_id.to_string(),
         }
     }
 }
@@ -221,15 +252,21 @@ pub fn parse(operation: &str, payload: &[u8]) -> Parsed {
         client_id: client,
         request: Err(r),
     };
-    if payload.len() > MAX_REQUEST_BYTES {
+    let max = if operation == "rotate_client_cert" {
+        MAX_ROTATION_REQUEST_BYTES
+    } else {
+        MAX_REQUEST_BYTES
+    };
+    if payload.len() > max {
         return fail(
             None,
             None,
             Rejection::new(
                 "payload_too_large",
                 format!(
-                    "{} bytes: requests are at most {MAX_REQUEST_BYTES} bytes",
-                    payload.len()
+                    "{} bytes: `{}` requests are at most {max} bytes",
+                    payload.len(),
+                    response_level(operation),
                 ),
             ),
         );
@@ -411,6 +448,19 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
         "info" => {
             typed::<EmptyBody>(value)?;
             Ok(Request::Info)
+        }
+        "rotate_client_cert" => {
+            let b: RotateBody = typed(value)?;
+            if b.cert_pem.is_empty() || b.key_pem.is_empty() {
+                return Err(Rejection::new(
+                    "invalid_request",
+                    "`cert_pem` and `key_pem` must not be empty",
+                ));
+            }
+            Ok(Request::RotateClientCert {
+                cert_pem: b.cert_pem,
+                key_pem: SecretPem(zeroize::Zeroizing::new(b.key_pem)),
+            })
         }
         other => Err(Rejection::new(
             "unknown_operation",
@@ -705,6 +755,11 @@ async fn execute(ctx: &RequestContext, req: Request, actor: &str) -> Result<Valu
         }
         Request::HealthCheck => health(ctx).await,
         Request::Info => info(ctx).await,
+        Request::RotateClientCert { cert_pem, key_pem } => {
+            ctx.status
+                .rotate_client_cert(&ctx.writer, &cert_pem, key_pem.0, actor, "mqtt")
+                .await
+        }
     }
 }
 

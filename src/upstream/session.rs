@@ -6,20 +6,25 @@
 //! reader connection; deletes go through the store writer. Reconnects use the
 //! radios' jittered exponential backoff. Before each reconnect rumqttc's own
 //! queues are emptied: replay always comes from the outbox.
+//!
+//! A client certificate rotation ([`super::rotate`]) is a deliberate reconnect:
+//! DISCONNECT, then one connect with the new identity; if that is refused the
+//! old identity is put back at once and the broker is connected to again.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS, Transport};
 use rusqlite::Connection;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::client::{offline_payload, ClientSettings, MAX_OUTGOING_PACKET};
 use super::pump::Window;
 use super::requests::{self, Inbound, Outbound, RequestContext};
+use super::rotate::{SwitchIdentity, Switched};
 use super::{limits, ConnectionState, Tuning, UpstreamDeps, UpstreamStatus};
 use crate::config::OutboxLimits;
 use crate::radio::Backoff;
@@ -29,6 +34,8 @@ use crate::store::{self, outbox, StoreResult};
 const REQUEST_QUEUE: usize = 64;
 /// Most rows deleted in one writer job.
 const DELETE_BATCH: usize = 2000;
+/// How long a rotation waits for the current connection to close.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 type PollItem = Result<Event, String>;
 
@@ -48,8 +55,13 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 }
 
 /// Polls the event loop and forwards events; after an error waits for the
-/// session's go-ahead, empties rumqttc's queues and reconnects.
-async fn poll_loop(mut el: EventLoop, tx: mpsc::Sender<PollItem>, mut go: mpsc::Receiver<()>) {
+/// session's go-ahead (with the TLS identity to use from now on, when it
+/// changes), empties rumqttc's queues and reconnects.
+async fn poll_loop(
+    mut el: EventLoop,
+    tx: mpsc::Sender<PollItem>,
+    mut go: mpsc::Receiver<Option<Transport>>,
+) {
     loop {
         match el.poll().await {
             Ok(ev) => {
@@ -58,8 +70,15 @@ async fn poll_loop(mut el: EventLoop, tx: mpsc::Sender<PollItem>, mut go: mpsc::
                 }
             }
             Err(e) => {
-                if tx.send(Err(e.to_string())).await.is_err() || go.recv().await.is_none() {
+                if tx.send(Err(e.to_string())).await.is_err() {
                     return;
+                }
+                match go.recv().await {
+                    None => return,
+                    Some(Some(transport)) => {
+                        el.mqtt_options.set_transport(transport);
+                    }
+                    Some(None) => {}
                 }
                 // Whatever rumqttc kept (in flight, queued) was forgotten by the
                 // session; the outbox replays it.
@@ -73,6 +92,31 @@ async fn poll_loop(mut el: EventLoop, tx: mpsc::Sender<PollItem>, mut go: mpsc::
 /// A read of the outbox: the connection back, the epoch and limit it was
 /// started with, and the rows.
 type Fetch = JoinHandle<(Connection, u64, usize, StoreResult<Vec<outbox::OutboxRow>>)>;
+
+/// Where a client certificate rotation stands.
+enum Phase {
+    /// DISCONNECT sent; waiting for the connection to close.
+    Draining { until: tokio::time::Instant },
+    /// Connecting with the new identity.
+    Trying,
+    /// The new identity was refused (the reason); connecting with the old one.
+    RollingBack(String),
+}
+
+struct Rotation {
+    phase: Phase,
+    new: Transport,
+    reply: oneshot::Sender<Switched>,
+}
+
+impl Rotation {
+    fn draining_until(&self) -> Option<tokio::time::Instant> {
+        match self.phase {
+            Phase::Draining { until } => Some(until),
+            _ => None,
+        }
+    }
+}
 
 struct Session {
     client: AsyncClient,
@@ -294,6 +338,7 @@ pub(super) async fn run(
     deps: UpstreamDeps,
     status: Arc<UpstreamStatus>,
     tuning: Tuning,
+    mut rotations: mpsc::Receiver<SwitchIdentity>,
 ) {
     let UpstreamDeps {
         gateway_id,
@@ -309,9 +354,12 @@ pub(super) async fn run(
     // rumqttc's own window is a little larger than ours so live messages
     // (birth, responses) never wait behind a full window of rows.
     options.set_inflight((window + 32).min(u16::MAX as usize - 1) as u16);
+    // The identity in use, put back when a rotation is refused.
+    let mut identity = options.transport();
+    let mut rotation: Option<Rotation> = None;
     let (client, eventloop) = AsyncClient::new(options, window + REQUEST_QUEUE + 64);
     let (poll_tx, mut poll_rx) = mpsc::channel::<PollItem>(1024);
-    let (go_tx, go_rx) = mpsc::channel::<()>(1);
+    let (go_tx, go_rx) = mpsc::channel::<Option<Transport>>(1);
     let poller = tokio::spawn(poll_loop(eventloop, poll_tx, go_rx));
 
     let (in_tx, in_rx) = mpsc::channel(REQUEST_QUEUE);
@@ -393,17 +441,59 @@ pub(super) async fn run(
         tokio::select! {
             item = poll_rx.recv() => match item {
                 Some(Ok(ev)) => {
-                    if matches!(ev, Event::Incoming(Incoming::ConnAck(_))) {
+                    let connack = matches!(ev, Event::Incoming(Incoming::ConnAck(_)));
+                    if connack {
                         backoff.reset();
                         tracing::info!(broker = %status.broker, "upstream connected");
                     }
                     s.on_event(ev);
+                    if connack {
+                        match rotation.take() {
+                            Some(Rotation { phase: Phase::Trying, new, reply }) => {
+                                tracing::info!("the broker accepted the new client certificate");
+                                identity = new;
+                                let _ = reply.send(Switched::Accepted);
+                            }
+                            Some(Rotation { phase: Phase::RollingBack(reason), reply, .. }) => {
+                                tracing::info!("reconnected with the previous client certificate");
+                                let _ = reply.send(Switched::Refused { reason, reconnected: true });
+                            }
+                            other => rotation = other,
+                        }
+                    }
                 }
-                Some(Err(e)) => {
-                    s.on_disconnected(e);
-                    let delay = backoff.next_delay();
-                    reconnect_at = Some(tokio::time::Instant::now() + delay);
-                }
+                Some(Err(e)) => match rotation.take() {
+                    Some(Rotation { phase: Phase::Draining { .. }, new, reply }) => {
+                        // The old connection is closed: one try with the new identity.
+                        reconnect_at = None;
+                        status.set_state(ConnectionState::Connecting);
+                        if go_tx.send(Some(new.clone())).await.is_err() {
+                            break;
+                        }
+                        rotation = Some(Rotation { phase: Phase::Trying, new, reply });
+                    }
+                    Some(Rotation { phase: Phase::Trying, new, reply }) => {
+                        tracing::warn!(error = %e, "the broker refused the new client certificate: rolling back");
+                        s.on_disconnected(e.clone());
+                        reconnect_at = None;
+                        status.set_state(ConnectionState::Connecting);
+                        if go_tx.send(Some(identity.clone())).await.is_err() {
+                            break;
+                        }
+                        rotation = Some(Rotation { phase: Phase::RollingBack(e), new, reply });
+                    }
+                    Some(Rotation { phase: Phase::RollingBack(reason), reply, .. }) => {
+                        // Back on the old identity; the normal backoff takes over.
+                        let _ = reply.send(Switched::Refused { reason, reconnected: false });
+                        s.on_disconnected(e);
+                        reconnect_at = Some(tokio::time::Instant::now() + backoff.next_delay());
+                    }
+                    None => {
+                        s.on_disconnected(e);
+                        let delay = backoff.next_delay();
+                        reconnect_at = Some(tokio::time::Instant::now() + delay);
+                    }
+                },
                 None => {
                     status.set_error("the MQTT event loop stopped");
                     break;
@@ -454,10 +544,39 @@ pub(super) async fn run(
                     status.responses_dropped.fetch_add(1, Ordering::Relaxed);
                 }
             },
+            Some(cmd) = rotations.recv(), if rotation.is_none() => {
+                if !s.connected {
+                    let _ = cmd.reply.send(Switched::NotConnected);
+                } else if let Err(e) = s.client.try_disconnect() {
+                    let _ = cmd.reply.send(Switched::Failed(format!(
+                        "cannot close the current connection: {e}"
+                    )));
+                } else {
+                    tracing::info!("upstream reconnecting with a new client certificate");
+                    s.connected = false;
+                    s.new_epoch();
+                    status.set_state(ConnectionState::Connecting);
+                    rotation = Some(Rotation {
+                        phase: Phase::Draining {
+                            until: tokio::time::Instant::now() + DRAIN_TIMEOUT,
+                        },
+                        new: cmd.transport,
+                        reply: cmd.reply,
+                    });
+                }
+            },
+            _ = sleep_until_opt(rotation.as_ref().and_then(Rotation::draining_until)) => {
+                // The connection did not close: give up; it is still the old identity.
+                if let Some(r) = rotation.take() {
+                    let _ = r.reply.send(Switched::Failed(
+                        "the current connection did not close in time".into(),
+                    ));
+                }
+            },
             _ = sleep_until_opt(reconnect_at) => {
                 reconnect_at = None;
                 status.set_state(ConnectionState::Connecting);
-                if go_tx.send(()).await.is_err() {
+                if go_tx.send(None).await.is_err() {
                     break;
                 }
             },

@@ -245,6 +245,8 @@ async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 /// switched off, which cuts every connection through it: a broker outage.
 struct Proxy {
     port: u16,
+    /// The leaf certificate each accepted TLS client presented, in order.
+    peers: Arc<Mutex<Vec<Vec<u8>>>>,
     up: Arc<AtomicBool>,
     cut: broadcast::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -257,6 +259,8 @@ impl Proxy {
         let up = Arc::new(AtomicBool::new(true));
         let (cut, _) = broadcast::channel(4);
         let (up2, cut2) = (up.clone(), cut.clone());
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let peers2 = peers.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
@@ -269,6 +273,7 @@ impl Proxy {
                 let mut cut_rx = cut2.subscribe();
                 let target = target.clone();
                 let tls = tls.clone();
+                let peers = peers2.clone();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&target).await else {
                         return;
@@ -281,6 +286,14 @@ impl Proxy {
                             else {
                                 return;
                             };
+                            if let Some(leaf) = client
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                            {
+                                peers.lock().unwrap().push(leaf.to_vec());
+                            }
                             tokio::select! {
                                 _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                                 _ = cut_rx.recv() => {}
@@ -299,6 +312,7 @@ impl Proxy {
         });
         Proxy {
             port,
+            peers,
             up,
             cut,
             task,
@@ -1203,6 +1217,10 @@ struct Pki {
     client_key: PathBuf,
     server: (Vec<rustls::pki_types::CertificateDer<'static>>, Vec<u8>),
     ca_der: rustls::pki_types::CertificateDer<'static>,
+    /// Another client identity from the trusted CA, and one from `other_ca`
+    /// (certificate PEM, key PEM), for rotation tests.
+    rotated: (String, String),
+    rogue: (String, String),
 }
 
 fn pki() -> Pki {
@@ -1232,6 +1250,15 @@ fn pki() -> Pki {
     let mut cp = CertificateParams::new(vec!["gateway.test".to_string()]).unwrap();
     cp.distinguished_name.push(DnType::CommonName, "it-gw");
     let client = cp.signed_by(&client_key, &ca).unwrap();
+    let identity = |issuer: &CertifiedIssuer<'_, KeyPair>, cn: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["gateway.test".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let cert = p.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let rotated = identity(&ca, "it-gw rotated");
+    let rogue = identity(&other, "it-gw rogue");
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: String| {
         let p = dir.path().join(name);
@@ -1245,6 +1272,8 @@ fn pki() -> Pki {
         client_key: write("client.key", client_key.serialize_pem()),
         server: (vec![server.der().clone()], server_key.serialize_der()),
         ca_der: ca.der().clone(),
+        rotated,
+        rogue,
         dir,
     }
 }
@@ -1355,6 +1384,179 @@ async fn tls_server_auth_mtls_wrong_ca_and_plaintext_refusal() {
     assert!(e.to_string().contains("plaintext"), "{e}");
     let allowed = text.replace("1883\"\n", "1883\"\nallow_plaintext = true\n");
     assert!(Config::parse(Path::new("t.toml"), &allowed).is_ok());
+}
+
+/// The leaf certificate of a PEM chain, as DER.
+fn leaf_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("PEM")
+        .to_vec()
+}
+
+/// Sends `rotate_client_cert` over MQTT and returns the response.
+async fn rotate_over_mqtt(
+    rig: &Rig,
+    probe: &Probe,
+    cid: &str,
+    identity: &(String, String),
+) -> serde_json::Value {
+    let req = json!({"correlation_id": cid, "cert_pem": identity.0, "key_pem": identity.1});
+    rig_publish(
+        probe,
+        &format!("{}/request/rotate_client_cert", rig.prefix),
+        req.to_string().into_bytes(),
+    )
+    .await;
+    let mut response = None;
+    probe
+        .wait_for("the rotation response", Duration::from_secs(30), |m| {
+            response = m
+                .iter()
+                .filter(|m| m.topic.ends_with("/response/rotate_client_cert"))
+                .map(|m| m.json())
+                .find(|v| v["correlation_id"] == json!(cid));
+            response.is_some()
+        })
+        .await;
+    let text = response.clone().unwrap_or_default().to_string();
+    assert!(!text.contains("PRIVATE KEY"), "key material echoed: {text}");
+    response.unwrap_or_default()
+}
+
+fn rotation_audit(rig: &Rig) -> Vec<fieldgate::store::audit::AuditRecord> {
+    fieldgate::store::audit::tail(&rig.reader(), 10_000, None)
+        .expect("audit")
+        .into_iter()
+        .filter(|r| r.action == "upstream.rotate_client_cert")
+        .collect()
+}
+
+async fn mtls_rig(pki: &Pki, proxy: &Proxy) -> (Rig, Probe) {
+    let rig = Rig::start(
+        &format!("mqtts://127.0.0.1:{}", proxy.port),
+        &format!(
+            "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+        fast(),
+    )
+    .await;
+    let probe = Probe::connect(broker(), &[rig.filter()]).await;
+    rig.connected().await;
+    // Give the gateway's own subscription a moment to be in place.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (rig, probe)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_cert_rotation_to_a_trusted_certificate_is_kept() {
+    let b = broker();
+    let pki = pki();
+    let mutual = Proxy::start(b.socket(), Some(acceptor(&pki, true))).await;
+    let (rig, probe) = mtls_rig(&pki, &mutual).await;
+    let old_cert = std::fs::read_to_string(&pki.client_cert).unwrap();
+    let old_key = std::fs::read_to_string(&pki.client_key).unwrap();
+    assert_eq!(
+        mutual.peers.lock().unwrap().last(),
+        Some(&leaf_der(&old_cert))
+    );
+
+    let r = rotate_over_mqtt(&rig, &probe, "rot-ok", &pki.rotated).await;
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["data"]["previous_saved"], true, "{r}");
+
+    // The broker side saw the new certificate, and the files hold it now.
+    assert_eq!(
+        mutual.peers.lock().unwrap().last(),
+        Some(&leaf_der(&pki.rotated.0))
+    );
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let previous = |p: &Path| PathBuf::from(format!("{}.previous", p.display()));
+    assert_eq!(read(&pki.client_cert), pki.rotated.0);
+    assert_eq!(read(&pki.client_key), pki.rotated.1);
+    assert_eq!(read(&previous(&pki.client_cert)), old_cert);
+    assert_eq!(read(&previous(&pki.client_key)), old_key);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&pki.client_key), 0o600);
+    assert_eq!(mode(&previous(&pki.client_key)), 0o600);
+
+    // Still connected, and delivering.
+    rig.connected().await;
+    assert_eq!(rig.status.snapshot().connects, 2);
+    rig.send("0x5a", DeviceEventKind::Joined).await;
+    probe
+        .wait_for(
+            "a message after the rotation",
+            Duration::from_secs(10),
+            |m| m.iter().any(|m| m.topic.ends_with("/event")),
+        )
+        .await;
+
+    let audit = rotation_audit(&rig);
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].outcome, "accepted");
+    assert!(!audit[0].details.to_string().contains("PRIVATE KEY"));
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_cert_rotation_refused_by_the_broker_rolls_back() {
+    let b = broker();
+    let pki = pki();
+    let mutual = Proxy::start(b.socket(), Some(acceptor(&pki, true))).await;
+    let (rig, probe) = mtls_rig(&pki, &mutual).await;
+    let old_cert = std::fs::read_to_string(&pki.client_cert).unwrap();
+    let old_key = std::fs::read_to_string(&pki.client_key).unwrap();
+
+    // A key that does not fit the certificate is refused before any reconnect.
+    let mismatched = (pki.rotated.0.clone(), pki.rogue.1.clone());
+    let r = rotate_over_mqtt(&rig, &probe, "rot-mismatch", &mismatched).await;
+    assert_eq!(r["error"]["code"], "invalid_certificate", "{r}");
+    assert_eq!(rig.status.snapshot().connects, 1);
+
+    // A certificate from a CA the broker does not trust: refused, rolled back.
+    let r = rotate_over_mqtt(&rig, &probe, "rot-rogue", &pki.rogue).await;
+    assert_eq!(r["status"], "error", "{r}");
+    assert_eq!(r["error"]["code"], "rotation_refused", "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("rolled back"), "{message}");
+
+    // Connected again with the old certificate; the files are untouched.
+    rig.connected().await;
+    assert_eq!(rig.status.snapshot().connects, 2);
+    assert_eq!(
+        mutual.peers.lock().unwrap().last(),
+        Some(&leaf_der(&old_cert))
+    );
+    assert_eq!(std::fs::read_to_string(&pki.client_cert).unwrap(), old_cert);
+    assert_eq!(std::fs::read_to_string(&pki.client_key).unwrap(), old_key);
+    assert!(!PathBuf::from(format!("{}.previous", pki.client_cert.display())).exists());
+    assert!(!PathBuf::from(format!("{}.rotating", pki.client_key.display())).exists());
+
+    // Still delivering.
+    rig.send("0x5b", DeviceEventKind::Joined).await;
+    probe
+        .wait_for(
+            "a message after the rollback",
+            Duration::from_secs(10),
+            |m| m.iter().any(|m| m.topic.ends_with("/event")),
+        )
+        .await;
+
+    let audit = rotation_audit(&rig);
+    let outcomes: Vec<&str> = audit.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["refused", "refused"], "{audit:?}");
+    assert_eq!(audit[1].details["code"], "rotation_refused");
+    for a in &audit {
+        assert!(!a.details.to_string().contains("PRIVATE KEY"));
+    }
+    rig.stop().await;
 }
 
 // ---------------------------------------------------------------- the binary
