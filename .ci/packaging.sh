@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packaging checks (issue 6), called by .ci/run as `bash .ci/packaging.sh`.
+# Packaging checks, called by .ci/run as `bash .ci/packaging.sh`.
 #
 # On a fresh Debian 12 machine as root: installs what it needs, then
 #   1. systemd-analyze security --offline=yes on systemd/fieldgate.service: the overall
