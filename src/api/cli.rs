@@ -468,16 +468,9 @@ pub async fn set(
 
 pub async fn policy_apply(api: &ApiClient, file: &Path, as_json: bool) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let (status, v) = api
-        .call_raw(Method::POST, "/v1/policy", Some(bytes))
+    let v = api
+        .call_bytes(Method::POST, "/v1/policy", Some(bytes))
         .await?;
-    if !status.is_success() {
-        return Err(anyhow!(
-            "{} ({})",
-            s(&v["error"]["message"]),
-            s(&v["error"]["code"])
-        ));
-    }
     if as_json {
         return print_json(&v);
     }
@@ -512,20 +505,13 @@ pub async fn upstream_rotate_cert(
             .to_string()
             .into_bytes(),
     );
-    let (status, v) = api
-        .call_raw(
+    let v = api
+        .call_bytes(
             Method::POST,
             "/v1/upstream/client-cert",
             Some(body.to_vec()),
         )
         .await?;
-    if !status.is_success() {
-        return Err(anyhow!(
-            "{} ({})",
-            s(&v["error"]["message"]),
-            s(&v["error"]["code"])
-        ));
-    }
     if as_json {
         return print_json(&v);
     }

@@ -53,16 +53,26 @@ impl ApiClient {
             })
     }
 
-    /// Sends one request; a non-2xx answer becomes [`ClientError::Api`].
+    /// Sends one JSON request; a non-2xx answer becomes [`ClientError::Api`].
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ClientError> {
-        let (status, value) = self
-            .call_raw(method, path, body.map(|b| b.to_string().into_bytes()))
-            .await?;
+        self.call_bytes(method, path, body.map(|b| b.to_string().into_bytes()))
+            .await
+    }
+
+    /// Sends a body as given (a file's bytes, say); a non-2xx answer becomes
+    /// [`ClientError::Api`].
+    pub async fn call_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let (status, value) = self.call_raw(method, path, body).await?;
         if status.is_success() {
             return Ok(value);
         }
