@@ -510,24 +510,7 @@ impl Hub {
         let count = batch.len();
         let result = self
             .writer
-            .write(move |c| {
-                let mut out = Vec::with_capacity(batch.len());
-                for ev in &batch {
-                    // One savepoint per event: a failing event does not undo the others.
-                    c.execute_batch("SAVEPOINT event")?;
-                    match apply_event(c, &ctx, ev) {
-                        Ok(applied) => {
-                            c.execute_batch("RELEASE event")?;
-                            out.push(applied);
-                        }
-                        Err(e) => {
-                            c.execute_batch("ROLLBACK TO event; RELEASE event")?;
-                            tracing::error!(device = %ev.device_id(), error = %e, "could not record a device event");
-                        }
-                    }
-                }
-                Ok(out)
-            })
+            .write(move |c| apply_events(c, &ctx, &batch))
             .await;
         let applied = match result {
             Ok(a) => a,
@@ -1234,6 +1217,51 @@ fn retire(
 }
 
 /// Applies one device event inside the batch transaction.
+/// Applies a burst of events in the caller's transaction. The fast path runs them
+/// all under one savepoint; only when one of them fails is the burst rolled back and
+/// replayed with a savepoint per event, so that the failing event does not undo the
+/// others. (A savepoint per event on every burst costs a page copy per event for the
+/// pages it touches: about a quarter of the writer's time under load.)
+fn apply_events(
+    c: &Connection,
+    ctx: &EventContext,
+    batch: &[DeviceEvent],
+) -> Result<Vec<Applied>, StoreError> {
+    c.execute_batch("SAVEPOINT events")?;
+    let mut out = Vec::with_capacity(batch.len());
+    let mut failed = false;
+    for ev in batch {
+        match apply_event(c, ctx, ev) {
+            Ok(applied) => out.push(applied),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    if !failed {
+        c.execute_batch("RELEASE events")?;
+        return Ok(out);
+    }
+    c.execute_batch("ROLLBACK TO events")?;
+    out.clear();
+    for ev in batch {
+        c.execute_batch("SAVEPOINT event")?;
+        match apply_event(c, ctx, ev) {
+            Ok(applied) => {
+                c.execute_batch("RELEASE event")?;
+                out.push(applied);
+            }
+            Err(e) => {
+                c.execute_batch("ROLLBACK TO event; RELEASE event")?;
+                tracing::error!(device = %ev.device_id(), error = %e, "could not record a device event");
+            }
+        }
+    }
+    c.execute_batch("RELEASE events")?;
+    Ok(out)
+}
+
 fn apply_event(
     c: &Connection,
     ctx: &EventContext,
@@ -1834,6 +1862,57 @@ mod tests {
                 .apply_policy(doc.to_string().as_bytes(), "test", "test")
                 .await
         }
+    }
+
+    #[tokio::test]
+    async fn a_failing_event_does_not_undo_its_burst_mates() {
+        let mut rig = rig();
+        rig.events(vec![
+            event("0x0001", DeviceEventKind::Joined),
+            event("0x0002", DeviceEventKind::Joined),
+            event("0x0003", DeviceEventKind::Joined),
+        ])
+        .await;
+        // Make every registry update of the middle device fail inside SQLite.
+        rig.store
+            .writer()
+            .write(|c| {
+                c.execute_batch(
+                    "CREATE TRIGGER refuse BEFORE UPDATE ON devices WHEN NEW.id = 'zigbee:0x0002'
+                     BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let depth = |rig: &Rig| outbox::stats(&rig.store.reader().unwrap()).unwrap().depth;
+        let before = depth(&rig);
+        let notices = rig
+            .events(vec![
+                event("0x0001", reading("temperature", Value::Number(20.0))),
+                event("0x0002", reading("temperature", Value::Number(21.0))),
+                event("0x0003", reading("temperature", Value::Number(22.0))),
+            ])
+            .await;
+        let readings: Vec<&str> = notices
+            .iter()
+            .filter_map(|n| match n {
+                Notice::Readings { device, .. } => Some(device.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(readings, ["zigbee:0x0001", "zigbee:0x0003"]);
+        assert_eq!(
+            rig.device("0x0001").last_state,
+            json!({"temperature": 20.0})
+        );
+        assert_eq!(
+            rig.device("0x0003").last_state,
+            json!({"temperature": 22.0})
+        );
+        assert_eq!(rig.device("0x0002").last_state, json!({}));
+        // Telemetry and state for the two that succeeded, nothing for the failed one.
+        assert_eq!(depth(&rig) - before, 4);
     }
 
     #[tokio::test]

@@ -107,6 +107,9 @@ fn configure(conn: &Connection, sync: Synchronous) -> StoreResult<()> {
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Savepoint journals live in memory rather than in temp files: every write job
+    // runs in a savepoint, and a file-backed sub-journal costs a pwrite per page.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 
