@@ -16,7 +16,7 @@ use fieldgate::model::{DeviceCommand, DeviceId, RadioCommand, RadioState, Value}
 use fieldgate::radio::{self, zigbee_sim::PtyEmulator, RadioHandle, SecretSink};
 use fieldgate::secrets::MasterKey;
 use fieldgate::store::{credentials, outbox, registry, Store, WriterOptions};
-use fieldgate_zigbee::emulator::{DeviceKind, DeviceTiming, EmulatorConfig, Fault};
+use fieldgate_zigbee::emulator::{DeviceKind, DeviceTiming, EmulatorConfig, Fault, Firmware};
 use fieldgate_zigbee::IeeeAddr;
 use tokio::sync::{mpsc, watch};
 
@@ -418,8 +418,18 @@ async fn zigbee_network_key_is_kept_encrypted_and_exported_in_a_backup() {
         b["coordinator_ieee"],
         format!("{:016x}", emulator_config().ieee.0)
     );
-    let not_read = b["metadata"]["internal"]["not_read_from_coordinator"].to_string();
-    assert!(not_read.contains("network_key.frame_counter"), "{b}");
+    // Read from the coordinator, not made up: only the link keys are left out.
+    assert_eq!(
+        b["metadata"]["internal"]["not_read_from_coordinator"],
+        serde_json::json!(["devices[].link_key"])
+    );
+    assert_eq!(b["nwk_update_id"], 0);
+    assert_eq!(b["network_key"]["sequence_number"], 0);
+    let fc = b["network_key"]["frame_counter"]
+        .as_u64()
+        .expect("a number");
+    let now = u64::from(pty.sim.with(|e, _| e.nwk_frame_counter()).unwrap());
+    assert!(fc > 0 && fc <= now, "backup {fc}, coordinator {now}");
     let th = DeviceKind::TempHumidity.default_ieee();
     let dev = b["devices"]
         .as_array()
@@ -483,6 +493,144 @@ async fn zigbee_network_key_is_kept_encrypted_and_exported_in_a_backup() {
     .unwrap()
     .expect("credential");
     assert_eq!(again.expose(), &nv_key[..]);
+    rig.stop().await;
+}
+
+/// The NWK frame counter of a backup, checked against the emulator's before and after it
+/// (the driver may transmit in between, never during the backup's reads).
+async fn backup_between(rig: &Rig, pty: &PtyEmulator) -> (serde_json::Value, u32) {
+    let before = pty.sim.with(|e, _| e.nwk_frame_counter()).expect("formed");
+    let b = rig
+        .hub
+        .backup("zb0".into(), "test".into())
+        .await
+        .expect("backup");
+    let after = pty.sim.with(|e, _| e.nwk_frame_counter()).expect("formed");
+    let fc = u32::try_from(b["network_key"]["frame_counter"].as_u64().expect("number")).unwrap();
+    assert!(
+        before <= fc && fc <= after,
+        "backup {fc}, coordinator {before}..={after}"
+    );
+    (b, fc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_backup_reads_frame_counter_update_id_and_key_sequence() {
+    let pty = PtyEmulator::spawn(emulator_config()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rig = paired_rig(&pty, dir.path()).await;
+    let (b1, fc1) = backup_between(&rig, &pty).await;
+    assert!(fc1 > 0, "pairing sent frames: {b1}");
+    assert_eq!(b1["nwk_update_id"], 0);
+    assert_eq!(b1["network_key"]["sequence_number"], 0);
+    assert_eq!(
+        b1["metadata"]["internal"]["frame_counter_source"],
+        "this network's security material entry"
+    );
+
+    // Traffic moves the counter, and the next backup shows it.
+    let plug = DeviceKind::SmartPlug;
+    for (i, command) in [DeviceCommand::On, DeviceCommand::Off, DeviceCommand::On]
+        .into_iter()
+        .enumerate()
+    {
+        let t = Instant::now();
+        let want = Value::Bool(command == DeviceCommand::On);
+        rig.send(RadioCommand::Set {
+            native_address: plug.default_ieee().to_string(),
+            command,
+            command_id: format!("fc-{i}"),
+        })
+        .await;
+        rig.wait_reading(plug, "on_off", t, |v| *v == want).await;
+    }
+    let (_, fc2) = backup_between(&rig, &pty).await;
+    assert!(fc2 >= fc1 + 3, "{fc1} -> {fc2}");
+
+    // A network update and a key switch on the coordinator show up as they are.
+    pty.sim.with(|e, _| {
+        e.network_update();
+        e.network_update();
+        e.switch_network_key([0x42; 16]);
+    });
+    let (b3, _) = backup_between(&rig, &pty).await;
+    assert_eq!(b3["nwk_update_id"], 2);
+    assert_eq!(b3["network_key"]["sequence_number"], 1);
+    assert_eq!(b3["network_key"]["key"], hex::encode([0x42; 16]));
+    rig.stop().await;
+
+    // The coordinator's NV outlives a daemon restart and a coordinator reset.
+    let rig = Rig::start(dir.path(), pty.path(), FAST).await;
+    let mut state = rig.radios[0].state.clone();
+    state.borrow_and_update();
+    pty.sim.inject(Fault::Reset);
+    tokio::time::timeout(Duration::from_secs(5), state.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    rig.wait_state(|s| *s == RadioState::Up, 10).await;
+    let (b4, fc4) = backup_between(&rig, &pty).await;
+    assert!(fc4 >= fc2, "{fc2} -> {fc4}");
+    assert_eq!(b4["nwk_update_id"], 2);
+    assert_eq!(b4["network_key"]["sequence_number"], 1);
+
+    // Short or garbled NV answers fail the backup with the item named, never a silent 0.
+    let nib = pty
+        .sim
+        .with(|e, _| e.nv_item(0x0021).map(<[u8]>::to_vec))
+        .unwrap();
+    pty.sim
+        .with(|e, _| e.set_nv_item(0x0021, nib[..40].to_vec()));
+    let err = rig
+        .hub
+        .backup("zb0".into(), "test".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("0x0021") && err.contains("NIB") && err.contains("40 byte(s)"),
+        "{err}"
+    );
+    pty.sim.with(|e, _| {
+        e.set_nv_item(0x0021, nib.clone());
+        e.set_nv_item(0x003A, vec![1, 2, 3]);
+    });
+    let err = rig
+        .hub
+        .backup("zb0".into(), "test".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("0x003a") && err.contains("active key"),
+        "{err}"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_backup_of_a_cc2531_reads_the_packed_nib_and_legacy_counters() {
+    let pty = PtyEmulator::spawn(EmulatorConfig {
+        firmware: Firmware::ZStack30x,
+        ..emulator_config()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = format!("{FAST}channel = 20\npan_id = \"0x2b2b\"\n");
+    let rig = Rig::start(dir.path(), pty.path(), &options).await;
+    assert_eq!(
+        pty.sim.with(|e, _| e.nv_item(0x0021).map(<[u8]>::len)),
+        Some(110)
+    );
+    rig.permit_join().await;
+    rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
+    pty.sim.with(|e, _| e.network_update());
+    let (b, fc) = backup_between(&rig, &pty).await;
+    assert!(fc > 0);
+    assert_eq!(b["pan_id"], "2b2b");
+    assert_eq!(b["channel"], 20);
+    assert_eq!(b["nwk_update_id"], 1);
+    assert_eq!(b["security_level"], 5);
     rig.stop().await;
 }
 
