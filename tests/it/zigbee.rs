@@ -634,6 +634,118 @@ async fn zigbee_backup_of_a_cc2531_reads_the_packed_nib_and_legacy_counters() {
     rig.stop().await;
 }
 
+/// zigbee-herdsman 11.1.1's own backup code (`AdapterBackup.createBackup`) reads a snapshot
+/// of the emulated coordinator over MT, request by request, and herdsman's
+/// `fromUnifiedBackup` parses our backup of the same coordinator: both must give the values
+/// the emulator holds. Runs with FIELDGATE_PEERS=1 (tests/peers/zigbee/setup.sh first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_backup_agrees_with_zigbee_herdsman() {
+    use fieldgate_zigbee::{to_hex, MtFrame, MtStreamParser, MtType};
+    use serde_json::Value as J;
+    use std::io::{BufRead, Write};
+    if !std::env::var("FIELDGATE_PEERS").is_ok_and(|v| v == "1") {
+        println!("skipped: set FIELDGATE_PEERS=1 (and run tests/peers/zigbee/setup.sh) to compare with zigbee-herdsman");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/zigbee/backup.js");
+    for firmware in [Firmware::ZStack3x0, Firmware::ZStack30x] {
+        // No devices: nothing transmits between our backup and the snapshot.
+        let pty = PtyEmulator::spawn(EmulatorConfig {
+            firmware,
+            devices: Vec::new(),
+            ..emulator_config()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let options = format!("{FAST}channel = 25\npan_id = \"0x3c3c\"\n");
+        let rig = Rig::start(dir.path(), pty.path(), &options).await;
+        for _ in 0..3 {
+            rig.permit_join().await;
+        }
+        pty.sim.with(|e, _| {
+            e.network_update();
+            e.switch_network_key([0x5C; 16]);
+        });
+        let ours = rig
+            .hub
+            .backup("zb0".into(), "test".into())
+            .await
+            .expect("backup");
+        let (mut emu, mut now) = pty.sim.with(|e, now| (e.clone(), now));
+        rig.stop().await;
+        let nib = emu.nib().unwrap();
+        let key = emu.active_key_info().unwrap();
+        let fc = emu.nwk_frame_counter().unwrap();
+        assert!(fc >= 3, "{fc}");
+
+        let mut child = std::process::Command::new("node")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("FIELDGATE_PEERS=1 needs node on PATH");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        writeln!(stdin, "{}", serde_json::json!({ "ours": ours })).unwrap();
+        emu.take_output();
+        let mut parser = MtStreamParser::from_ncp();
+        let mut requests = 0;
+        let done = loop {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "backup.js ended early"
+            );
+            let msg: J = serde_json::from_str(&line).unwrap();
+            if let Some(err) = msg.get("error") {
+                panic!(
+                    "herdsman failed ({firmware:?}): {}",
+                    err.as_str().unwrap_or_default()
+                );
+            }
+            if let Some(done) = msg.get("done") {
+                break done.clone();
+            }
+            let req = fieldgate_zigbee::decode::parse_hex(msg["mt"].as_str().unwrap()).unwrap();
+            requests += 1;
+            now += Duration::from_millis(5);
+            emu.receive(now, &req);
+            let srsp: Vec<MtFrame> = parser
+                .feed(&emu.take_output())
+                .into_iter()
+                .filter(|f| f.cmd_type == MtType::Srsp)
+                .collect();
+            assert_eq!(srsp.len(), 1, "one SRSP for {}", to_hex(&req));
+            let bytes = srsp[0].to_bytes().unwrap();
+            writeln!(stdin, "{}", serde_json::json!({ "mt": to_hex(&bytes) })).unwrap();
+        };
+        drop(stdin);
+        let _ = child.wait();
+        let want = serde_json::json!({
+            "panId": 0x3c3c,
+            "extendedPanId": format!("{:016x}", nib.extended_pan_id),
+            "channelList": [25],
+            "networkKey": hex::encode([0x5C; 16]),
+            "logicalChannel": 25,
+            "sequenceNumber": key.key_seq_num,
+            "frameCounter": fc,
+            "securityLevel": nib.security_level,
+            "networkUpdateId": 1,
+            "coordinatorIeeeAddress": format!("{:016x}", emulator_config().ieee.0),
+        });
+        assert_eq!(key.key_seq_num, 1);
+        assert_eq!(
+            done["herdsman"], want,
+            "herdsman's own backup ({firmware:?}, {requests} requests)"
+        );
+        assert_eq!(
+            done["from_unified"], want,
+            "herdsman reading our backup ({firmware:?})"
+        );
+        println!("zigbee-herdsman agrees on the {firmware:?} backup ({requests} requests)");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zigbee_pairs_each_device_with_units_and_scaling() {
     let pty = PtyEmulator::spawn(emulator_config()).unwrap();
