@@ -2087,7 +2087,7 @@ impl Session<'_> {
                 match &answer {
                     Ok(_) => tracing::info!(radio = %self.io.radio, "network backup exported"),
                     Err(e) => {
-                        tracing::warn!(radio = %self.io.radio, error = %e, "network backup failed")
+                        tracing::warn!(radio = %self.io.radio, error = %e, bad_nv_items_total = self.stats.bad_nv_items, "network backup failed")
                     }
                 }
                 let _ = reply.send(answer);
