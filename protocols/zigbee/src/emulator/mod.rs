@@ -7,6 +7,11 @@
 //! What it emulates (the start-up sequence of reference §1.4):
 //! - SYS ping/version/reset (with SYS_RESET_IND), OSAL NV item read/write/init with an NV
 //!   store that survives resets and link re-opens, STARTUP_OPTION clearing on reset;
+//! - the NV state a formed network leaves behind, in the layout of the [`Firmware`] chosen:
+//!   the NIB (0x0021), the active key info (0x003A) and the network security material table
+//!   with the outgoing NWK frame counter, which counts every frame the coordinator sends;
+//!   read with OSAL_NV_LENGTH / OSAL_NV_READ_EXT and, for the extended table of Z-Stack
+//!   3.x.0, SYS_NV_LENGTH / SYS_NV_READ (as zigbee-herdsman's backup reads them);
 //! - UTIL_GET_DEVICE_INFO, AF_REGISTER, ZDO_STARTUP_FROM_APP, BDB set-channel and formation
 //!   with STATE_CHANGE_IND and the commissioning notification;
 //! - permit join (both forms): while the window is open, each virtual device not yet on the
@@ -27,6 +32,9 @@ use std::time::Duration;
 pub use device::{DeviceKind, DeviceTiming, VirtualDevice};
 
 use crate::mt::{MtFrame, MtParserStats, MtStreamParser, MtType, Subsystem};
+use crate::nvitems::{
+    Nib, NvLayout, NwkKeyDescriptor, NwkSecMaterialEntry, GENERIC_EXTENDED_PAN_ID,
+};
 use crate::znp::{cmd, nv, DEVICE_STATE_COORDINATOR};
 use crate::{IeeeAddr, ZnpCommand};
 
@@ -43,6 +51,40 @@ pub const STATUS_NWK_NO_ROUTE: u8 = 0xCD;
 pub const STATUS_DUPLICATE_ENTRY: u8 = 0xB8;
 pub const STATUS_NV_OPER_FAILED: u8 = 0x0A;
 pub const STATUS_NV_ITEM_UNINIT: u8 = 0x09;
+/// Most bytes one OSAL_NV_READ_EXT answer carries; longer items take several reads.
+pub const NV_READ_EXT_CHUNK: usize = 64;
+/// Entries in the network security material table (legacy items 0x0075..=0x0080).
+pub const SEC_MATERIAL_TABLE_LEN: u16 = 12;
+
+/// Which Z-Stack build the emulator plays: it decides SYS_VERSION's product, the NV struct
+/// layout and where the NWK frame counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Firmware {
+    /// SimpleLink Z-Stack 3.x.0 on a CC26xx/CC13xx (product 1): aligned structs, security
+    /// material in the extended NV table (sysId 1, itemId 0x0007, subId = entry).
+    #[default]
+    ZStack3x0,
+    /// Z-Stack 3.0.x on a CC2531 (product 2): packed structs, security material in legacy
+    /// items 0x0075 + entry.
+    ZStack30x,
+}
+
+impl Firmware {
+    /// SYS_VERSION product id.
+    pub fn product(self) -> u8 {
+        match self {
+            Self::ZStack3x0 => 1,
+            Self::ZStack30x => 2,
+        }
+    }
+
+    pub fn layout(self) -> NvLayout {
+        match self {
+            Self::ZStack3x0 => NvLayout::Aligned,
+            Self::ZStack30x => NvLayout::Unaligned,
+        }
+    }
+}
 
 /// How the emulator starts.
 #[derive(Debug, Clone)]
@@ -56,6 +98,7 @@ pub struct EmulatorConfig {
     pub start_in_bootloader: bool,
     /// Delay between a join window opening and each successive device joining.
     pub join_spacing: Duration,
+    pub firmware: Firmware,
 }
 
 impl Default for EmulatorConfig {
@@ -74,6 +117,7 @@ impl Default for EmulatorConfig {
             },
             start_in_bootloader: false,
             join_spacing: Duration::from_millis(250),
+            firmware: Firmware::default(),
         }
     }
 }
@@ -156,6 +200,8 @@ pub struct Emulator {
     out: Vec<u8>,
     now: Duration,
     nv: BTreeMap<u16, Vec<u8>>,
+    /// Extended NV items (Z-Stack 3.x.0), keyed by (sysId, itemId, subId).
+    ext_nv: BTreeMap<(u8, u16, u16), Vec<u8>>,
     network: Option<NetworkParams>,
     /// ZDO device state: 0 hold, 9 started as coordinator.
     state: u8,
@@ -192,6 +238,7 @@ impl Emulator {
             out: Vec::new(),
             now: Duration::ZERO,
             nv: BTreeMap::new(),
+            ext_nv: BTreeMap::new(),
             network: None,
             state: 0,
             endpoints: Vec::new(),
@@ -355,6 +402,57 @@ impl Emulator {
         self.nv.get(&id).map(Vec::as_slice)
     }
 
+    /// Replaces an NV item's bytes as they are (to serve a short or garbled item).
+    pub fn set_nv_item(&mut self, id: u16, value: Vec<u8>) {
+        self.nv.insert(id, value);
+    }
+
+    /// The NIB in NV, if one is there and parses.
+    pub fn nib(&self) -> Option<Nib> {
+        Nib::parse(self.nv.get(&nv::NIB)?).ok()
+    }
+
+    /// The active network key descriptor in NV.
+    pub fn active_key_info(&self) -> Option<NwkKeyDescriptor> {
+        NwkKeyDescriptor::parse(self.nv.get(&nv::NWK_ACTIVE_KEY_INFO)?).ok()
+    }
+
+    /// The security material table as stored, in entry order.
+    pub fn sec_material_table(&self) -> Vec<NwkSecMaterialEntry> {
+        (0..SEC_MATERIAL_TABLE_LEN)
+            .filter_map(|i| self.sec_material_raw(i))
+            .filter_map(|b| NwkSecMaterialEntry::parse(b).ok())
+            .collect()
+    }
+
+    /// The outgoing NWK frame counter of the formed network.
+    pub fn nwk_frame_counter(&self) -> Option<u32> {
+        self.nwk_frame_counter_of(self.network?.extended_pan_id)
+    }
+
+    /// A network update (as after a channel change announced to the network): the NIB's
+    /// nwkUpdateId goes up by one. Returns the new id.
+    pub fn network_update(&mut self) -> Option<u8> {
+        let mut nib = self.nib()?;
+        nib.nwk_update_id = nib.nwk_update_id.wrapping_add(1);
+        self.nv
+            .insert(nv::NIB, nib.to_bytes(self.cfg.firmware.layout()));
+        Some(nib.nwk_update_id)
+    }
+
+    /// A network key switch: `key` becomes the active key with the next sequence number.
+    /// Returns the new sequence number.
+    pub fn switch_network_key(&mut self, key: [u8; 16]) -> Option<u8> {
+        let old = self.active_key_info()?;
+        let new = NwkKeyDescriptor {
+            key_seq_num: old.key_seq_num.wrapping_add(1),
+            key,
+        };
+        self.nv
+            .insert(nv::NWK_ACTIVE_KEY_INFO, new.to_bytes(NvLayout::Unaligned));
+        Some(new.key_seq_num)
+    }
+
     pub fn permit_join_open(&self) -> bool {
         self.permit_join_until.is_some_and(|t| self.now < t)
     }
@@ -501,7 +599,7 @@ impl Emulator {
             ZnpCommand::SysPingReq => self.srsp(ZnpCommand::SysPingRsp {
                 capabilities: PING_CAPABILITIES,
             }),
-            ZnpCommand::SysVersionReq => self.srsp(version_rsp()),
+            ZnpCommand::SysVersionReq => self.srsp(version_rsp(self.cfg.firmware)),
             ZnpCommand::SysGetExtAddrReq => self.srsp(ZnpCommand::SysGetExtAddrRsp {
                 ieee: self.cfg.ieee,
             }),
@@ -518,6 +616,65 @@ impl Emulator {
                         value: v.get(usize::from(offset)..).unwrap_or_default().to_vec(),
                     },
                     None => ZnpCommand::SysOsalNvReadRsp {
+                        status: STATUS_NV_OPER_FAILED,
+                        value: Vec::new(),
+                    },
+                };
+                self.srsp(rsp);
+            }
+            ZnpCommand::SysOsalNvLengthReq { id } => {
+                let length = self
+                    .nv
+                    .get(&id)
+                    .map_or(0, |v| u16::try_from(v.len()).unwrap_or(u16::MAX));
+                self.srsp(ZnpCommand::SysOsalNvLengthRsp { length });
+            }
+            ZnpCommand::SysOsalNvReadExtReq { id, offset } => {
+                let rsp = match self.nv.get(&id) {
+                    Some(v) if usize::from(offset) <= v.len() => {
+                        let rest = v.get(usize::from(offset)..).unwrap_or_default();
+                        ZnpCommand::SysOsalNvReadExtRsp {
+                            status: 0,
+                            value: rest[..rest.len().min(NV_READ_EXT_CHUNK)].to_vec(),
+                        }
+                    }
+                    _ => ZnpCommand::SysOsalNvReadExtRsp {
+                        status: STATUS_NV_OPER_FAILED,
+                        value: Vec::new(),
+                    },
+                };
+                self.srsp(rsp);
+            }
+            ZnpCommand::SysNvLengthReq {
+                sys_id,
+                item_id,
+                sub_id,
+            } => {
+                let length = self
+                    .ext_nv
+                    .get(&(sys_id, item_id, sub_id))
+                    .map_or(0, |v| u32::try_from(v.len()).unwrap_or(u32::MAX));
+                self.srsp(ZnpCommand::SysNvLengthRsp { length });
+            }
+            ZnpCommand::SysNvReadReq {
+                sys_id,
+                item_id,
+                sub_id,
+                offset,
+                len,
+            } => {
+                let start = usize::from(offset);
+                let end = start + usize::from(len);
+                let rsp = match self
+                    .ext_nv
+                    .get(&(sys_id, item_id, sub_id))
+                    .and_then(|v| v.get(start..end))
+                {
+                    Some(v) => ZnpCommand::SysNvReadRsp {
+                        status: 0,
+                        value: v.to_vec(),
+                    },
+                    None => ZnpCommand::SysNvReadRsp {
                         status: STATUS_NV_OPER_FAILED,
                         value: Vec::new(),
                     },
@@ -600,6 +757,8 @@ impl Emulator {
                 let status = if running { 0 } else { STATUS_INVALID_REQUEST };
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::MGMT_PERMIT_JOIN_REQ, status);
                 if running {
+                    // Mgmt_Permit_Joining_req goes out as a broadcast.
+                    self.transmitted();
                     self.open_permit_join(duration);
                 }
             }
@@ -613,6 +772,9 @@ impl Emulator {
             }
             ZnpCommand::ZdoIeeeAddrReq { short_addr, .. } => {
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::IEEE_ADDR_REQ, 0);
+                if running {
+                    self.transmitted();
+                }
                 if let Some(d) = self.devices.iter().find(|d| d.nwk == Some(short_addr)) {
                     let rsp = ZnpCommand::ZdoIeeeAddrRsp {
                         status: 0,
@@ -634,6 +796,7 @@ impl Emulator {
                     .iter()
                     .position(|d| d.nwk == Some(dst_addr) && d.awake(now))
                 {
+                    self.transmitted();
                     self.schedule(
                         Duration::from_millis(15),
                         Action::Send(ZnpCommand::ZdoMgmtLeaveRsp {
@@ -679,6 +842,7 @@ impl Emulator {
         }
         let now = self.now;
         if let Some(idx) = self.devices.iter().position(|d| d.nwk == Some(dst_addr)) {
+            self.transmitted();
             for (delay, rsp) in self.devices[idx].handle_zdo(command, now) {
                 self.schedule(delay, Action::FromDevice(idx, rsp));
             }
@@ -712,6 +876,7 @@ impl Emulator {
             );
             return;
         }
+        self.transmitted();
         self.schedule(Duration::from_millis(5), confirm(0));
         for (delay, rsp) in self.devices[idx].handle_af(&req, now, &timing) {
             self.schedule(delay, Action::FromDevice(idx, rsp));
@@ -836,6 +1001,7 @@ impl Emulator {
             key[8..].copy_from_slice(&extended_pan_id.to_be_bytes());
             self.nv.insert(nv::PRECFGKEY, key.to_vec());
         }
+        self.write_network_state(params);
         self.schedule(
             Duration::from_millis(5),
             Action::Send(ZnpCommand::ZdoStateChangeInd { state: 8 }),
@@ -860,6 +1026,7 @@ impl Emulator {
             .unwrap_or(0);
         if startup & nv::STARTUP_CLEAR_ALL != 0 {
             self.nv.retain(|id, _| *id == nv::STARTUP_OPTION);
+            self.ext_nv.clear();
             self.network = None;
             for d in &mut self.devices {
                 d.left();
@@ -872,7 +1039,7 @@ impl Emulator {
         // Whatever was in flight is lost with the reboot.
         self.queue.clear();
         self.parser.reset();
-        let v = version_rsp();
+        let v = version_rsp(self.cfg.firmware);
         let ZnpCommand::SysVersionRsp {
             transport_rev,
             product,
@@ -893,6 +1060,133 @@ impl Emulator {
         });
     }
 
+    /// The NV a formation leaves: the NIB, the active key (sequence 0) and a security
+    /// material table with the new network's entry first and a generic entry last. A
+    /// re-formation of the same network keeps its frame counter (Z-Stack never reuses one).
+    fn write_network_state(&mut self, params: NetworkParams) {
+        let layout = self.cfg.firmware.layout();
+        let nib = Nib {
+            passive_ack_timeout: 5,
+            max_broadcast_retries: 2,
+            max_children: 20,
+            max_depth: 15,
+            max_routers: 20,
+            broadcast_delivery_time: 30,
+            report_constant_cost: 0,
+            route_disc_retries: 0,
+            secure_all_frames: 1,
+            security_level: 5,
+            capability_flags: 0x8F,
+            transaction_persistence_time: 7,
+            nwk_protocol_version: 2,
+            route_discovery_time: 13,
+            route_expiry_time: 30,
+            nwk_dev_address: 0x0000,
+            nwk_logical_channel: params.channel,
+            nwk_coord_address: 0x0000,
+            nwk_pan_id: params.pan_id,
+            // NWK_ROUTER: a coordinator that runs its network.
+            nwk_state: 8,
+            channel_list: 1u32 << params.channel,
+            beacon_order: 15,
+            super_frame_order: 15,
+            scan_duration: 4,
+            extended_pan_id: params.extended_pan_id,
+            nwk_key_loaded: 1,
+            nwk_link_status_period: 15,
+            nwk_router_age_limit: 3,
+            nwk_is_concentrator: 1,
+            nwk_concentrator_discovery_time: 120,
+            nwk_concentrator_radius: 10,
+            nwk_all_fresh: 1,
+            ..Nib::default()
+        };
+        self.nv.insert(nv::NIB, nib.to_bytes(layout));
+        let key: [u8; 16] = self
+            .nv
+            .get(&nv::PRECFGKEY)
+            .and_then(|k| <[u8; 16]>::try_from(k.as_slice()).ok())
+            .unwrap_or_default();
+        self.nv.insert(
+            nv::NWK_ACTIVE_KEY_INFO,
+            NwkKeyDescriptor {
+                key_seq_num: 0,
+                key,
+            }
+            .to_bytes(NvLayout::Unaligned),
+        );
+        let kept = self
+            .nwk_frame_counter_of(params.extended_pan_id)
+            .unwrap_or(0);
+        for i in 0..SEC_MATERIAL_TABLE_LEN {
+            let entry = if i == 0 {
+                NwkSecMaterialEntry {
+                    frame_counter: kept,
+                    extended_pan_id: params.extended_pan_id,
+                }
+            } else if i == SEC_MATERIAL_TABLE_LEN - 1 {
+                NwkSecMaterialEntry {
+                    frame_counter: kept,
+                    extended_pan_id: GENERIC_EXTENDED_PAN_ID,
+                }
+            } else {
+                NwkSecMaterialEntry::default()
+            };
+            self.set_sec_material(i, entry);
+        }
+    }
+
+    fn nwk_frame_counter_of(&self, extended_pan_id: u64) -> Option<u32> {
+        self.sec_material_table()
+            .into_iter()
+            .find(|e| e.extended_pan_id == extended_pan_id)
+            .map(|e| e.frame_counter)
+    }
+
+    fn sec_material_raw(&self, index: u16) -> Option<&Vec<u8>> {
+        match self.cfg.firmware {
+            Firmware::ZStack3x0 => {
+                self.ext_nv
+                    .get(&(nv::SYSTEM_ZSTACK, nv::EX_NWK_SEC_MATERIAL_TABLE, index))
+            }
+            Firmware::ZStack30x => self
+                .nv
+                .get(&(nv::LEGACY_NWK_SEC_MATERIAL_TABLE_START + index)),
+        }
+    }
+
+    fn set_sec_material(&mut self, index: u16, entry: NwkSecMaterialEntry) {
+        let bytes = entry.to_bytes();
+        match self.cfg.firmware {
+            Firmware::ZStack3x0 => {
+                self.ext_nv.insert(
+                    (nv::SYSTEM_ZSTACK, nv::EX_NWK_SEC_MATERIAL_TABLE, index),
+                    bytes,
+                );
+            }
+            Firmware::ZStack30x => {
+                self.nv
+                    .insert(nv::LEGACY_NWK_SEC_MATERIAL_TABLE_START + index, bytes);
+            }
+        }
+    }
+
+    /// The coordinator sent one NWK frame: its outgoing frame counter moves on (written
+    /// through to NV, so it survives a reset).
+    fn transmitted(&mut self) {
+        let Some(ext) = self.network.map(|n| n.extended_pan_id) else {
+            return;
+        };
+        let hit = (0..SEC_MATERIAL_TABLE_LEN).find_map(|i| {
+            let e = NwkSecMaterialEntry::parse(self.sec_material_raw(i)?).ok()?;
+            (e.extended_pan_id == ext).then_some((i, e))
+        });
+        if let Some((i, mut e)) = hit {
+            e.frame_counter = e.frame_counter.wrapping_add(1);
+            self.set_sec_material(i, e);
+        }
+    }
+
     fn nv_u16(&self, id: u16) -> Option<u16> {
         let v = self.nv.get(&id)?;
         Some(u16::from_le_bytes([*v.first()?, *v.get(1)?]))
@@ -906,10 +1200,10 @@ impl Emulator {
     }
 }
 
-fn version_rsp() -> ZnpCommand {
+fn version_rsp(firmware: Firmware) -> ZnpCommand {
     ZnpCommand::SysVersionRsp {
         transport_rev: 2,
-        product: 1,
+        product: firmware.product(),
         major_rel: 2,
         minor_rel: 7,
         maint_rel: 1,
