@@ -1230,9 +1230,13 @@ impl Hub {
             (None, Some(d)) => d,
             (refusal, _) => {
                 let e = refusal.unwrap_or_else(|| HubError::UnknownDevice(r.device.to_string()));
+                let action = match r.action {
+                    DeviceAction::Set(_) => "device.command",
+                    DeviceAction::Get { .. } => "device.refresh",
+                };
                 self.audit(AuditEntry::new(
                     &r.actor,
-                    "device.request",
+                    action,
                     r.device.as_str(),
                     Outcome::Refused,
                     json!({"operation": operation, "command": command,

@@ -1969,10 +1969,8 @@ mod device_requests {
         }
 
         // Every step is audited.
-        assert_eq!(
-            site.audit_count("device.request", &pir, "accepted") >= 3 * 2,
-            true
-        );
+        // queued + sent for each of s1, g3 and s3, delivered for s1, g3 and s3.
+        assert!(site.audit_count("device.request", &pir, "accepted") >= 9);
         assert_eq!(
             site.audit_count("device.request", &pir, "failed"),
             1,
