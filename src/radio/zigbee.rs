@@ -564,6 +564,7 @@ impl Driver for ZigbeeDriver {
                 tsn: 0,
                 trans_id: 0,
                 commands: HashMap::new(),
+                refreshes: Vec::new(),
                 unresolved: HashMap::new(),
                 next_watchdog: Instant::now(),
                 ping_failures: 0,
@@ -654,6 +655,45 @@ struct PendingCommand {
     deadline: Instant,
 }
 
+/// A refresh ([`RadioCommand::Read`]) in progress: the Read Attributes requests not yet
+/// answered, as (cluster, ZCL transaction sequence number).
+struct PendingRefresh {
+    command_id: String,
+    ieee: IeeeAddr,
+    waiting: Vec<(u16, u8)>,
+    answered: usize,
+    deadline: Instant,
+}
+
+/// What a refresh reads: per endpoint and cluster, the attributes reporting is set up for
+/// (and an IAS zone's status).
+fn refresh_plan(dev: &Device) -> Vec<(u8, u16, Vec<u16>)> {
+    let mut plan = Vec::new();
+    for d in dev.simple.values() {
+        for cluster in &d.in_clusters {
+            if *cluster == cluster_id::IAS_ZONE {
+                plan.push((d.endpoint, *cluster, vec![0x0002]));
+                continue;
+            }
+            for step in setup_for(d.endpoint, *cluster) {
+                if let Setup::Configure { records, .. } = step {
+                    let attrs: Vec<u16> = records
+                        .iter()
+                        .filter_map(|r| match r {
+                            ReportingConfig::Send { attribute_id, .. } => Some(*attribute_id),
+                            _ => None,
+                        })
+                        .collect();
+                    if !attrs.is_empty() {
+                        plan.push((d.endpoint, *cluster, attrs));
+                    }
+                }
+            }
+        }
+    }
+    plan
+}
+
 struct Session<'a> {
     reader: FrameReader,
     io: &'a mut DriverIo,
@@ -666,6 +706,7 @@ struct Session<'a> {
     tsn: u8,
     trans_id: u8,
     commands: HashMap<u8, PendingCommand>,
+    refreshes: Vec<PendingRefresh>,
     /// Frames from network addresses not mapped to an IEEE address yet.
     unresolved: HashMap<u16, (Instant, Vec<ZnpCommand>)>,
     next_watchdog: Instant,
@@ -1379,6 +1420,9 @@ impl Session<'_> {
         for c in self.commands.values() {
             t = t.min(c.deadline);
         }
+        for r in &self.refreshes {
+            t = t.min(r.deadline);
+        }
         for (since, _) in self.unresolved.values() {
             t = t.min(*since + self.opts.response_timeout);
         }
@@ -1422,6 +1466,7 @@ impl Session<'_> {
                 .await?;
             }
         }
+        self.refreshes_due(now).await?;
         let stale: Vec<u16> = self
             .unresolved
             .iter()
@@ -2027,6 +2072,9 @@ impl Session<'_> {
             self.emit(ieee.to_string(), DeviceEventKind::Readings(readings))
                 .await?;
         }
+        if let ZclCommand::ReadAttributesRsp { .. } = &frame.command {
+            self.refresh_answered(ieee, cluster, tsn).await?;
+        }
         self.device_spoke(ieee).await
     }
 
@@ -2077,6 +2125,10 @@ impl Session<'_> {
                 command,
                 command_id,
             } => self.set(native_address, command, command_id).await?,
+            RadioCommand::Read {
+                native_address,
+                command_id,
+            } => self.refresh(native_address, command_id).await?,
             RadioCommand::Backup { reply } => {
                 let result = self.backup().await;
                 let answer = match &result {
@@ -2204,6 +2256,114 @@ impl Session<'_> {
             env!("CARGO_PKG_VERSION"),
             SystemTime::now(),
         ))
+    }
+
+    /// Reads the device's reportable attributes; the answers become readings as reports
+    /// do, and a `CommandResult` follows once every read is answered or the time is up.
+    async fn refresh(&mut self, native: String, command_id: String) -> Result<()> {
+        let fail = |detail: &str| DeviceEventKind::CommandResult {
+            command_id: command_id.clone(),
+            ok: false,
+            detail: detail.to_string(),
+        };
+        let Some(dev) = native
+            .parse::<IeeeAddr>()
+            .ok()
+            .and_then(|i| self.devices.get(&i))
+        else {
+            return self
+                .emit(native.clone(), fail("device not on this network"))
+                .await;
+        };
+        let (ieee, nwk, plan) = (dev.ieee, dev.nwk, refresh_plan(dev));
+        if plan.is_empty() {
+            return self
+                .emit(
+                    native.clone(),
+                    fail("nothing to read: no cluster with readings is known for this device yet"),
+                )
+                .await;
+        }
+        tracing::info!(radio = %self.io.radio, device = %native, clusters = plan.len(), command_id = %command_id, "refreshing");
+        let mut waiting = Vec::new();
+        for (ep, cluster, attrs) in plan {
+            let tsn = self.next_tsn();
+            let req = self.zcl_request(nwk, ep, cluster, ZclFrame::read_attributes(tsn, attrs))?;
+            match self.request(&req).await? {
+                Ok(_) => waiting.push((cluster, tsn)),
+                Err(f) => {
+                    tracing::warn!(radio = %self.io.radio, device = %native, cluster, error = %f, "read request refused")
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return self
+                .emit(
+                    native.clone(),
+                    fail("AF_DATA_REQUEST refused for every read"),
+                )
+                .await;
+        }
+        // A sleeping device's parent holds frames for up to 7.68 s.
+        let wait = self.opts.response_timeout.max(Duration::from_secs(8));
+        self.refreshes.push(PendingRefresh {
+            command_id,
+            ieee,
+            waiting,
+            answered: 0,
+            deadline: Instant::now() + wait,
+        });
+        Ok(())
+    }
+
+    /// A read response arrived: ends the refresh it completes.
+    async fn refresh_answered(&mut self, ieee: IeeeAddr, cluster: u16, tsn: u8) -> Result<()> {
+        let Some(i) = self
+            .refreshes
+            .iter()
+            .position(|r| r.ieee == ieee && r.waiting.contains(&(cluster, tsn)))
+        else {
+            return Ok(());
+        };
+        let r = &mut self.refreshes[i];
+        r.waiting.retain(|w| *w != (cluster, tsn));
+        r.answered += 1;
+        if r.waiting.is_empty() {
+            let r = self.refreshes.swap_remove(i);
+            let detail = format!("refreshed: {} cluster(s) read", r.answered);
+            self.emit(
+                r.ieee.to_string(),
+                DeviceEventKind::CommandResult {
+                    command_id: r.command_id,
+                    ok: true,
+                    detail,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the refreshes whose time is up: ok when part of the device answered.
+    async fn refreshes_due(&mut self, now: Instant) -> Result<()> {
+        while let Some(i) = self.refreshes.iter().position(|r| r.deadline <= now) {
+            let r = self.refreshes.swap_remove(i);
+            let detail = format!(
+                "{} cluster(s) read, {} unanswered",
+                r.answered,
+                r.waiting.len()
+            );
+            self.emit(
+                r.ieee.to_string(),
+                DeviceEventKind::CommandResult {
+                    command_id: r.command_id,
+                    ok: r.answered > 0,
+                    detail,
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn set(

@@ -10,6 +10,8 @@ pub mod credentials;
 pub mod outbox;
 pub mod policies;
 pub mod registry;
+pub mod replay;
+pub mod requests;
 mod schema;
 
 use std::path::{Path, PathBuf};

@@ -35,6 +35,7 @@ use crate::mt::{MtFrame, MtParserStats, MtStreamParser, MtType, Subsystem};
 use crate::nvitems::{
     Nib, NvLayout, NwkKeyDescriptor, NwkSecMaterialEntry, GENERIC_EXTENDED_PAN_ID,
 };
+use crate::zcl::ZclValue;
 use crate::znp::{cmd, nv, DEVICE_STATE_COORDINATOR};
 use crate::{IeeeAddr, ZnpCommand};
 
@@ -395,6 +396,25 @@ impl Emulator {
 
     pub fn device(&self, ieee: IeeeAddr) -> Option<&VirtualDevice> {
         self.devices.iter().find(|d| d.ieee == ieee)
+    }
+
+    /// Wakes the sleepy device `ieee` now (it reports, then listens for its awake window),
+    /// instead of at its next wake interval. False when it is not a joined sleepy device.
+    pub fn wake(&mut self, now: Duration, ieee: IeeeAddr) -> bool {
+        let Some(d) = self.devices.iter_mut().find(|d| d.ieee == ieee) else {
+            return false;
+        };
+        let woken = d.wake_now(now);
+        self.tick(now);
+        woken
+    }
+
+    /// Changes what device `ieee` measures without it reporting the change; a Read
+    /// Attributes request finds the new value.
+    pub fn set_attribute(&mut self, ieee: IeeeAddr, cluster: u16, attr: u16, value: ZclValue) {
+        if let Some(d) = self.devices.iter_mut().find(|d| d.ieee == ieee) {
+            d.set_attribute(cluster, attr, value);
+        }
     }
 
     /// The raw value of an NV item.
