@@ -128,7 +128,11 @@ pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> 
                 Ok(Notice::DeviceInterviewed { device, manufacturer, model }) => say(format!("  {device} is {} {}", manufacturer.unwrap_or_default(), model.unwrap_or_default())),
                 Ok(Notice::Readings { device, readings, outbox_seq }) => {
                     let text: Vec<String> = readings.iter().map(|r| format!("{}={}{}", r.name, serde_json::to_string(&r.value).unwrap_or_default(), r.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default())).collect();
-                    say(format!("  {device}: {}  -> outbox #{outbox_seq}", text.join(", ")));
+                    let queued = match outbox_seq {
+                        Some(seq) => format!("outbox #{seq}"),
+                        None => "telemetry refused: outbox full".to_string(),
+                    };
+                    say(format!("  {device}: {}  -> {queued}", text.join(", ")));
                 }
                 Ok(Notice::DeviceLeft { device }) => say(format!("- {device} left")),
                 Ok(Notice::PermitJoin { radio, seconds }) => say(format!("  join window open on {radio} for {seconds} s")),

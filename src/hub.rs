@@ -279,7 +279,8 @@ pub enum Notice {
     Readings {
         device: String,
         readings: Vec<Reading>,
-        outbox_seq: i64,
+        /// The telemetry message's seq; `None` when the full outbox refused telemetry.
+        outbox_seq: Option<i64>,
     },
     DeviceLeft {
         device: String,
@@ -463,6 +464,8 @@ struct Applied {
     result: Option<(String, bool, String, serde_json::Value)>,
     /// The device itself was heard (it is awake now).
     spoke: Option<String>,
+    /// Readings changed the device's state (its retained state message is due).
+    state: Option<(DeviceId, serde_json::Value, SystemTime)>,
 }
 
 /// The immutable context an event needs inside the writer transaction.
@@ -1719,7 +1722,7 @@ fn apply_events(
             }
         }
     }
-    if !failed {
+    if !failed && queue_states(c, ctx, &out).is_ok() {
         c.execute_batch("RELEASE events")?;
         return Ok(out);
     }
@@ -1738,8 +1741,45 @@ fn apply_events(
             }
         }
     }
+    if let Err(e) = queue_states(c, ctx, &out) {
+        c.execute_batch("ROLLBACK TO events; RELEASE events")?;
+        return Err(e);
+    }
     c.execute_batch("RELEASE events")?;
     Ok(out)
+}
+
+/// Queues one retained state message per device whose readings changed it in this
+/// burst, carrying its state at the end of the burst. The state topic holds the
+/// latest state only, so states superseded inside the same commit are never sent;
+/// every reading itself goes out as telemetry.
+fn queue_states(c: &Connection, ctx: &EventContext, applied: &[Applied]) -> Result<(), StoreError> {
+    let mut last: Vec<(&DeviceId, &serde_json::Value, SystemTime)> = Vec::new();
+    let mut slot_of: HashMap<&DeviceId, usize> = HashMap::new();
+    for (id, state, at) in applied.iter().filter_map(|a| a.state.as_ref()) {
+        match slot_of.get(id) {
+            Some(&i) => last[i] = (id, state, *at),
+            None => {
+                slot_of.insert(id, last.len());
+                last.push((id, state, *at));
+            }
+        }
+    }
+    for (id, state, at) in last {
+        outbox::append(
+            c,
+            &ctx.gateway_id,
+            &NewMessage {
+                kind: MessageKind::State,
+                device: Some(id.clone()),
+                topic: format!("device/{id}/state"),
+                retain: true,
+                data: state.clone(),
+                event_time: at,
+            },
+        )?;
+    }
+    Ok(())
 }
 
 fn apply_event(
@@ -1947,7 +1987,7 @@ fn apply_event(
             if d.lifecycle == Lifecycle::Decommissioned.as_str() {
                 return Ok(out);
             }
-            let state = registry::apply_readings(c, &id, readings, &ts)?;
+            let state = registry::record_readings(c, &d, readings, &ts)?;
             let telemetry_seq = if ctx.queue_telemetry {
                 Some(outbox::append(
                     c,
@@ -1964,19 +2004,11 @@ fn apply_event(
             } else {
                 None
             };
-            let state_seq = outbox::append(
-                c,
-                gw,
-                &NewMessage {
-                    kind: MessageKind::State,
-                    device: Some(id.clone()),
-                    topic: format!("device/{id}/state"),
-                    retain: true,
-                    data: state,
-                    event_time: at,
-                },
-            )?;
-            if registry::set_health_flag(c, &id, "offline", false)? {
+            // The retained state message is queued once per device per burst, after
+            // the burst (see `apply_events`).
+            out.state = Some((id.clone(), state, at));
+            let offline = d.health.get("offline").is_some();
+            if offline && registry::set_health_flag(c, &id, "offline", false)? {
                 availability_msg(c, gw, &id, true, at)?;
                 lifecycle_msg(
                     c,
@@ -1992,11 +2024,11 @@ fn apply_event(
                     raised: false,
                 });
             }
-            health_flags(c, ctx, &id, readings, &mut out, at)?;
+            health_flags(c, ctx, &id, &d.health, readings, &mut out, at)?;
             out.notices.push(Notice::Readings {
                 device: id.to_string(),
                 readings: readings.clone(),
-                outbox_seq: telemetry_seq.unwrap_or(state_seq),
+                outbox_seq: telemetry_seq,
             });
             out.readings = Some((id.to_string(), readings.clone()));
         }
@@ -2193,6 +2225,7 @@ fn health_flags(
     c: &Connection,
     ctx: &EventContext,
     id: &DeviceId,
+    current: &serde_json::Value,
     readings: &[Reading],
     out: &mut Applied,
     at: SystemTime,
@@ -2209,7 +2242,9 @@ fn health_flags(
             _ => None,
         };
         if let Some((flag, raised)) = flag {
-            if registry::set_health_flag(c, id, flag, raised)? {
+            // Most readings change nothing: decide from the row already read.
+            let unchanged = current.get(flag).is_some() == raised;
+            if !unchanged && registry::set_health_flag(c, id, flag, raised)? {
                 lifecycle_msg(
                     c,
                     &ctx.gateway_id,

@@ -86,25 +86,20 @@ fn millis(t: SystemTime) -> i64 {
 
 /// Appends a message inside the caller's transaction; returns its `seq`.
 pub fn append(conn: &Connection, gateway_id: &str, msg: &NewMessage) -> StoreResult<i64> {
-    // Single writer: the next AUTOINCREMENT value is known before the insert, so the
-    // stored payload already carries its own seq.
-    let last: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    let seq = last.unwrap_or(0) + 1;
+    let seq = next_seq(conn)?;
     let msg_id = uuid::Uuid::now_v7().to_string();
-    let mut envelope = serde_json::json!({
-        "msg_id": msg_id,
-        "seq": seq,
-        "ts": rfc3339(msg.event_time),
-        "gateway": gateway_id,
-        "type": msg.kind.as_str(),
-    });
-    if let Some(d) = &msg.device {
-        envelope["device"] = serde_json::Value::String(d.to_string());
-    }
-    envelope["data"] = msg.data.clone();
+    let ts = rfc3339(msg.event_time);
+    // Serialized straight from borrowed parts (no intermediate JSON tree, no copy of
+    // `data`). Fields in alphabetical order: the same bytes a JSON map would give.
+    let envelope = Envelope {
+        data: &msg.data,
+        device: msg.device.as_ref().map(DeviceId::as_str),
+        gateway: gateway_id,
+        msg_id: &msg_id,
+        seq,
+        ts: &ts,
+        kind: msg.kind.as_str(),
+    };
     let payload =
         serde_json::to_vec(&envelope).map_err(|e| super::StoreError::Invalid(e.to_string()))?;
     conn.prepare_cached(
@@ -115,7 +110,7 @@ pub fn append(conn: &Connection, gateway_id: &str, msg: &NewMessage) -> StoreRes
         seq,
         msg_id,
         msg.kind.as_str(),
-        msg.device.as_ref().map(|d| d.to_string()),
+        envelope.device,
         msg.topic,
         payload,
         msg.retain,
@@ -124,19 +119,36 @@ pub fn append(conn: &Connection, gateway_id: &str, msg: &NewMessage) -> StoreRes
     Ok(seq)
 }
 
-/// Queues a response (`topic` relative to the prefix, e.g. `response/set`) inside the
-/// caller's transaction; returns its `seq` and payload. The response object gets `msg_id` and `seq`
-/// added, as every outbox message has, so the cloud can de-duplicate it.
+/// The envelope every queued message carries (documented in docs/mqtt-api.md).
+#[derive(Serialize)]
+struct Envelope<'a> {
+    data: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<&'a str>,
+    gateway: &'a str,
+    msg_id: &'a str,
+    seq: i64,
+    ts: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+/// Single writer: the next AUTOINCREMENT value is known before the insert, so the
+/// stored payload already carries its own seq.
+fn next_seq(conn: &Connection) -> StoreResult<i64> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(last.unwrap_or(0) + 1)
+}
+
 pub fn append_response(
     conn: &Connection,
     topic: &str,
     mut response: serde_json::Value,
 ) -> StoreResult<(i64, Vec<u8>)> {
-    let last: Option<i64> = conn
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    let seq = last.unwrap_or(0) + 1;
+    let seq = next_seq(conn)?;
     let msg_id = uuid::Uuid::now_v7().to_string();
     if let Some(obj) = response.as_object_mut() {
         obj.insert("msg_id".into(), serde_json::json!(msg_id));
@@ -179,12 +191,24 @@ pub fn pending(conn: &Connection, after_seq: i64, limit: usize) -> StoreResult<V
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Deletes delivered messages (called on PUBACK).
+/// Deletes delivered messages (called on PUBACK). Acknowledgements mostly come in
+/// send order, so the seqs are deleted as contiguous ranges: one statement per run
+/// instead of one per row.
 pub fn delete(conn: &Connection, seqs: &[i64]) -> StoreResult<usize> {
-    let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+    let mut sorted = seqs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2")?;
     let mut n = 0;
-    for s in seqs {
-        n += stmt.execute([s])?;
+    let mut rest = sorted.as_slice();
+    while let Some(&first) = rest.first() {
+        let run = rest
+            .iter()
+            .zip(first..)
+            .take_while(|(seq, expected)| **seq == *expected)
+            .count();
+        n += stmt.execute(params![first, rest[run - 1]])?;
+        rest = &rest[run..];
     }
     Ok(n)
 }
@@ -402,6 +426,36 @@ mod limit_tests {
             data: serde_json::json!({ "pad": "x".repeat(size) }),
             event_time: SystemTime::now(),
         }
+    }
+
+    #[test]
+    fn delete_removes_exactly_the_given_rows_in_runs() {
+        let c = db();
+        for _ in 0..20 {
+            append(&c, "gw", &msg(MessageKind::Telemetry, "t", 10)).unwrap();
+        }
+        // Two runs, a single, duplicates and out-of-order input; 99 does not exist.
+        assert_eq!(delete(&c, &[5, 3, 4, 4, 9, 15, 14, 13, 12, 99]).unwrap(), 8);
+        let left: Vec<i64> = pending(&c, 0, 100).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(left, [1, 2, 6, 7, 8, 10, 11, 16, 17, 18, 19, 20]);
+        assert_eq!(delete(&c, &[]).unwrap(), 0);
+    }
+
+    #[test]
+    fn envelope_bytes_are_those_of_a_sorted_json_object() {
+        let c = db();
+        let mut m = msg(MessageKind::Telemetry, "device/x/telemetry", 10);
+        m.device = Some(DeviceId("zigbee:0x0001".into()));
+        let seq = append(&c, "gw", &m).unwrap();
+        let row = &pending(&c, 0, 1).unwrap()[0];
+        let parsed: serde_json::Value = serde_json::from_slice(&row.payload).unwrap();
+        assert_eq!(serde_json::to_vec(&parsed).unwrap(), row.payload);
+        assert_eq!(parsed["seq"], seq);
+        assert_eq!(parsed["msg_id"], row.msg_id.as_str());
+        assert_eq!(parsed["device"], "zigbee:0x0001");
+        assert_eq!(parsed["type"], "telemetry");
+        assert_eq!(parsed["gateway"], "gw");
+        assert_eq!(parsed["data"], m.data);
     }
 
     #[test]

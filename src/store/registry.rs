@@ -173,26 +173,24 @@ pub fn apply_info(
     })
 }
 
-/// Merges readings into the device's last state; returns the new state.
-pub fn apply_readings(
+/// Merges readings into the state of `device` (its row as read in this transaction);
+/// returns the new state.
+pub fn record_readings(
     conn: &Connection,
-    id: &DeviceId,
+    device: &Device,
     readings: &[Reading],
     ts: &str,
 ) -> StoreResult<serde_json::Value> {
-    let state: Option<String> = conn
-        .prepare_cached("SELECT last_state FROM devices WHERE id = ?1")?
-        .query_row([id.as_str()], |r| r.get(0))
-        .optional()?;
-    let mut state: serde_json::Value = state
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .filter(serde_json::Value::is_object)
-        .unwrap_or_else(|| serde_json::json!({}));
+    let mut state = if device.last_state.is_object() {
+        device.last_state.clone()
+    } else {
+        serde_json::json!({})
+    };
     for r in readings {
         state[&r.name] = serde_json::to_value(&r.value).unwrap_or(serde_json::Value::Null);
     }
     conn.prepare_cached("UPDATE devices SET last_state = ?2, last_seen = ?3 WHERE id = ?1")?
-        .execute(params![id.as_str(), state.to_string(), ts])?;
+        .execute(params![device.id, state.to_string(), ts])?;
     Ok(state)
 }
 
