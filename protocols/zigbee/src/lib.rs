@@ -43,6 +43,7 @@ pub mod decode;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod error;
+pub mod install_code;
 pub mod mt;
 #[cfg(feature = "emulator")]
 pub mod samples;
