@@ -13,6 +13,16 @@
 //!   network joins (TC_DEV_IND, then END_DEVICE_ANNCE_IND);
 //! - AF_DATA_REQUEST → SRSP, AF_DATA_CONFIRM for every request, then the device's answer;
 //!   ZDO requests routed to the devices ([`device`]); MGMT_LEAVE → MGMT_LEAVE_RSP + LEAVE_IND;
+//! - install codes (APP_CNF_BDB_ADD_INSTALLCODE) and the "join uses install code key" policy
+//!   (APP_CNF_BDB_SET_JOINUSESINSTALLCODEKEY): with the policy on, a virtual device joins only
+//!   when the code registered for its IEEE address equals the one it was given
+//!   ([`EmulatorConfig::install_codes`]); otherwise the association is reported (TC_DEV_IND)
+//!   but the device never gets the network key, so it never announces or reports. Both live in
+//!   RAM and are lost on a reset, as the driver must assume of a real coordinator;
+//! - network key update and switch (ZDO_EXT_UPDATE_NWK_KEY / ZDO_EXT_SWITCH_NWK_KEY): joined
+//!   devices the update reaches keep the new key as their alternate and move to it on the
+//!   switch; the coordinator's active key (NV `NWK_ACTIVE_KEY_INFO`, else `PRECFGKEY` with
+//!   sequence 0) changes; frames from a device still on an old key are dropped and counted;
 //! - a bootloader that swallows frames until the 0xEF skip byte (CC253x style);
 //! - faults on request ([`Fault`]): garbage bytes, a bad FCS, a dropped SRSP, an unsolicited
 //!   reset, a device that never finishes its interview.
@@ -56,6 +66,8 @@ pub struct EmulatorConfig {
     pub start_in_bootloader: bool,
     /// Delay between a join window opening and each successive device joining.
     pub join_spacing: Duration,
+    /// Install codes (code + CRC) the virtual devices were manufactured with.
+    pub install_codes: BTreeMap<IeeeAddr, Vec<u8>>,
 }
 
 impl Default for EmulatorConfig {
@@ -74,6 +86,7 @@ impl Default for EmulatorConfig {
             },
             start_in_bootloader: false,
             join_spacing: Duration::from_millis(250),
+            install_codes: BTreeMap::new(),
         }
     }
 }
@@ -107,6 +120,18 @@ pub struct EmulatorStats {
     pub af_data_requests: u64,
     pub af_data_confirms: u64,
     pub unknown_sreqs: u64,
+    /// Joins refused because install codes were required and the device's did not match.
+    pub install_code_refusals: u64,
+    /// Device frames dropped because the device was not on the coordinator's active key.
+    pub stale_key_frames: u64,
+}
+
+/// What a joined device holds of the network key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DeviceKeys {
+    active: Vec<u8>,
+    /// Received in an update, waiting for the switch: (sequence number, key).
+    alternate: Option<(u8, Vec<u8>)>,
 }
 
 /// The network the coordinator formed (also mirrored in NV).
@@ -170,6 +195,14 @@ pub struct Emulator {
     drop_next_srsp: bool,
     next_nwk: u16,
     stats: EmulatorStats,
+    /// Install codes registered by the host (RAM: lost on reset), by IEEE address.
+    registered_codes: BTreeMap<IeeeAddr, Vec<u8>>,
+    /// APP_CNF_BDB_SET_JOINUSESINSTALLCODEKEY (RAM: off after a reset).
+    join_uses_install_code: bool,
+    /// The network key each joined device holds.
+    device_keys: BTreeMap<IeeeAddr, DeviceKeys>,
+    /// The coordinator's alternate key from the last update: (sequence number, key).
+    alternate_key: Option<(u8, Vec<u8>)>,
 }
 
 impl Default for Emulator {
@@ -204,6 +237,10 @@ impl Emulator {
             drop_next_srsp: false,
             next_nwk: 0x1A01,
             stats: EmulatorStats::default(),
+            registered_codes: BTreeMap::new(),
+            join_uses_install_code: false,
+            device_keys: BTreeMap::new(),
+            alternate_key: None,
         }
     }
 
@@ -363,6 +400,35 @@ impl Emulator {
         self.in_bootloader
     }
 
+    /// The install code (code + CRC, or a derived key) the host registered for `ieee`.
+    pub fn registered_install_code(&self, ieee: IeeeAddr) -> Option<&[u8]> {
+        self.registered_codes.get(&ieee).map(Vec::as_slice)
+    }
+
+    /// Whether joins currently require an install-code link key.
+    pub fn join_uses_install_code(&self) -> bool {
+        self.join_uses_install_code
+    }
+
+    /// The coordinator's active network key: (sequence number, key).
+    pub fn active_network_key(&self) -> Option<(u8, Vec<u8>)> {
+        if let Some(v) = self.nv.get(&nv::NWK_ACTIVE_KEY_INFO) {
+            if v.len() >= 17 {
+                return Some((v[0], v[1..17].to_vec()));
+            }
+        }
+        self.nv.get(&nv::PRECFGKEY).map(|k| (0, k.clone()))
+    }
+
+    /// The sequence number of the key device `ieee` is using, if it is joined.
+    pub fn device_key_seq(&self, ieee: IeeeAddr) -> Option<u8> {
+        let keys = self.device_keys.get(&ieee)?;
+        match self.active_network_key() {
+            Some((seq, key)) if key == keys.active => Some(seq),
+            _ => None,
+        }
+    }
+
     // ---- internals ----
 
     fn advance(&mut self, now: Duration) {
@@ -421,7 +487,11 @@ impl Emulator {
             Action::FromDevice(idx, cmd) => {
                 let joined = self.devices.get(idx).is_some_and(|d| d.nwk.is_some());
                 if joined && self.state == DEVICE_STATE_COORDINATOR {
-                    self.emit(&cmd);
+                    if self.on_active_key(idx) {
+                        self.emit(&cmd);
+                    } else {
+                        self.stats.stale_key_frames += 1;
+                    }
                 }
             }
             Action::Join(idx) => self.join(idx),
@@ -655,6 +725,74 @@ impl Emulator {
             ZnpCommand::ZdoMgmtLqiReq { .. } => {
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::MGMT_LQI_REQ, 0);
             }
+            ZnpCommand::BdbAddInstallCodeReq { format, ieee, code } => {
+                let valid = match format {
+                    crate::install_code::FORMAT_CODE_AND_CRC => {
+                        crate::install_code::InstallCode::from_bytes(&code.0).is_ok()
+                    }
+                    crate::install_code::FORMAT_DERIVED_KEY => code.0.len() == 16,
+                    _ => false,
+                };
+                // 0x02: ZInvalidParameter (Z-Stack `ZComDef.h`).
+                let status = if valid {
+                    self.registered_codes.insert(ieee, code.0);
+                    0
+                } else {
+                    0x02
+                };
+                self.status_srsp(Subsystem::AppCnf, cmd::app_cnf::BDB_ADD_INSTALLCODE, status);
+            }
+            ZnpCommand::BdbSetJoinUsesInstallCodeKeyReq { enabled } => {
+                self.join_uses_install_code = enabled;
+                self.status_srsp(
+                    Subsystem::AppCnf,
+                    cmd::app_cnf::BDB_SET_JOIN_USES_INSTALL_CODE_KEY,
+                    0,
+                );
+            }
+            ZnpCommand::ZdoExtUpdateNwkKeyReq {
+                dst_addr,
+                key_seq_num,
+                key,
+            } => {
+                let status = if running { 0 } else { STATUS_INVALID_REQUEST };
+                self.status_srsp(Subsystem::Zdo, cmd::zdo::EXT_UPDATE_NWK_KEY, status);
+                if running {
+                    for ieee in self.reached_by(dst_addr) {
+                        if let Some(k) = self.device_keys.get_mut(&ieee) {
+                            k.alternate = Some((key_seq_num, key.0.clone()));
+                        }
+                    }
+                    self.alternate_key = Some((key_seq_num, key.0));
+                }
+            }
+            ZnpCommand::ZdoExtSwitchNwkKeyReq {
+                dst_addr,
+                key_seq_num,
+            } => {
+                let alternate = self
+                    .alternate_key
+                    .clone()
+                    .filter(|(seq, _)| *seq == key_seq_num);
+                let status = match (&alternate, running) {
+                    (Some(_), true) => 0,
+                    _ => STATUS_INVALID_REQUEST,
+                };
+                self.status_srsp(Subsystem::Zdo, cmd::zdo::EXT_SWITCH_NWK_KEY, status);
+                if let (Some((seq, key)), true) = (alternate, running) {
+                    for ieee in self.reached_by(dst_addr) {
+                        if let Some(k) = self.device_keys.get_mut(&ieee) {
+                            if let Some((_, new)) = k.alternate.take().filter(|(s, _)| *s == seq) {
+                                k.active = new;
+                            }
+                        }
+                    }
+                    let mut info = vec![seq];
+                    info.extend_from_slice(&key);
+                    self.nv.insert(nv::NWK_ACTIVE_KEY_INFO, info);
+                    self.alternate_key = None;
+                }
+            }
             _ if frame.cmd_type == MtType::Sreq => {
                 // 2 = unknown command id in a known subsystem.
                 self.rpc_error(&frame, 2);
@@ -755,15 +893,40 @@ impl Emulator {
         if dev.nwk.is_some() {
             return;
         }
+        let ieee = dev.ieee;
+        let code_ok = !self.join_uses_install_code
+            || matches!(
+                (self.cfg.install_codes.get(&ieee), self.registered_codes.get(&ieee)),
+                (Some(have), Some(registered)) if have == registered
+            );
         let nwk = self.next_nwk;
         self.next_nwk = match self.next_nwk.wrapping_add(0x0111) {
             n if n == 0 || n >= 0xFFF8 => 0x1A01,
             n => n,
         };
+        if !code_ok {
+            // The trust center saw the association but has no key to send the device: it never
+            // gets the network key, never announces, and tries again in the next window.
+            self.stats.install_code_refusals += 1;
+            self.emit(&ZnpCommand::ZdoTcDevInd {
+                nwk_addr: nwk,
+                ieee,
+                parent_addr: 0x0000,
+            });
+            return;
+        }
         let (now, timing) = (self.now, self.cfg.timing);
-        let ieee = dev.ieee;
         if let Some(dev) = self.devices.get_mut(idx) {
             dev.joined(nwk, now, &timing);
+        }
+        if let Some((_, key)) = self.active_network_key() {
+            self.device_keys.insert(
+                ieee,
+                DeviceKeys {
+                    active: key,
+                    alternate: None,
+                },
+            );
         }
         self.emit(&ZnpCommand::ZdoTcDevInd {
             nwk_addr: nwk,
@@ -866,6 +1029,9 @@ impl Emulator {
             }
         }
         self.state = 0;
+        self.registered_codes.clear();
+        self.join_uses_install_code = false;
+        self.alternate_key = None;
         self.endpoints.clear();
         self.bdb_primary_mask = None;
         self.permit_join_until = None;
@@ -891,6 +1057,33 @@ impl Emulator {
             minor_rel,
             hw_rev: 1,
         });
+    }
+
+    /// Whether device `idx` holds the coordinator's active network key.
+    fn on_active_key(&self, idx: usize) -> bool {
+        let Some(dev) = self.devices.get(idx) else {
+            return false;
+        };
+        match (self.device_keys.get(&dev.ieee), self.active_network_key()) {
+            (Some(k), Some((_, active))) => k.active == active,
+            // Joined before any key was known: nothing to compare.
+            _ => true,
+        }
+    }
+
+    /// The joined devices a broadcast or unicast to `dst_addr` reaches: 0xFFFF every device
+    /// (sleepy ones through their parent), 0xFFFD / 0xFFFC only those with the receiver on.
+    fn reached_by(&self, dst_addr: u16) -> Vec<IeeeAddr> {
+        self.devices
+            .iter()
+            .filter(|d| match (dst_addr, d.nwk) {
+                (_, None) => false,
+                (0xFFFF, _) => true,
+                (0xFFFC | 0xFFFD, _) => !d.is_sleepy(),
+                (dst, Some(nwk)) => dst == nwk,
+            })
+            .map(|d| d.ieee)
+            .collect()
     }
 
     fn nv_u16(&self, id: u16) -> Option<u16> {

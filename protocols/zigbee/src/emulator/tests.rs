@@ -582,3 +582,151 @@ fn a_device_can_leave_on_its_own() {
     h.open_join();
     assert!(h.emu.device(ieee).unwrap().nwk.is_some());
 }
+
+/// The Zigbee specification's example install code (code + CRC).
+fn spec_code() -> Vec<u8> {
+    crate::install_code::InstallCode::parse("83FED3407A939723A5C639B26916D505C3B5")
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+fn joined(r: &[ZnpCommand]) -> Vec<IeeeAddr> {
+    r.iter()
+        .filter_map(|c| match c {
+            ZnpCommand::ZdoEndDeviceAnnceInd { ieee, .. } => Some(*ieee),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn with_install_codes_required_only_a_device_with_its_registered_code_joins() {
+    let plug = DeviceKind::SmartPlug.default_ieee();
+    let sensor = DeviceKind::TempHumidity.default_ieee();
+    let mut cfg = EmulatorConfig {
+        devices: vec![
+            (DeviceKind::SmartPlug, plug),
+            (DeviceKind::TempHumidity, sensor),
+        ],
+        ..Default::default()
+    };
+    cfg.install_codes.insert(plug, spec_code());
+    cfg.install_codes.insert(sensor, spec_code());
+    let mut h = Host::new(cfg);
+    h.form();
+    // A code with a bad CRC is refused (ZInvalidParameter); a good one is recorded.
+    let mut bad = spec_code();
+    bad[0] ^= 1;
+    let r = h.send(
+        ZnpCommand::BdbAddInstallCodeReq {
+            format: 1,
+            ieee: plug,
+            code: crate::znp::SecretBytes(bad),
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0x02, .. }]),
+        "{r:?}"
+    );
+    let r = h.send(
+        ZnpCommand::BdbAddInstallCodeReq {
+            format: 1,
+            ieee: plug,
+            code: crate::znp::SecretBytes(spec_code()),
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+        "{r:?}"
+    );
+    assert_eq!(h.emu.registered_install_code(plug), Some(&spec_code()[..]));
+    let r = h.send(
+        ZnpCommand::BdbSetJoinUsesInstallCodeKeyReq { enabled: true },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+        "{r:?}"
+    );
+    let r = h.open_join();
+    // The plug joins and announces; the sensor (no code registered) is seen associating but
+    // never gets the key.
+    assert_eq!(joined(&r), vec![plug]);
+    assert!(r
+        .iter()
+        .any(|c| matches!(c, ZnpCommand::ZdoTcDevInd { ieee, .. } if *ieee == sensor)));
+    assert!(h.emu.device(sensor).unwrap().nwk.is_none());
+    assert_eq!(h.emu.stats().install_code_refusals, 1);
+    // A reset forgets codes and the policy (the host must push them again).
+    h.send(ZnpCommand::SysResetReq { reset_type: 1 }, ms(50));
+    assert!(h.emu.registered_install_code(plug).is_none());
+    assert!(!h.emu.join_uses_install_code());
+}
+
+#[test]
+fn a_network_key_update_then_switch_moves_the_coordinator_and_its_devices() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    let r = h.open_join();
+    assert_eq!(joined(&r).len(), DeviceKind::ALL.len());
+    assert_eq!(h.emu.active_network_key(), Some((0, vec![7; 16])));
+    let plug = DeviceKind::SmartPlug.default_ieee();
+    let sleepy = DeviceKind::SleepySensor.default_ieee();
+    assert_eq!(h.emu.device_key_seq(plug), Some(0));
+    // A switch to a key never sent is refused.
+    let r = h.send(
+        ZnpCommand::ZdoExtSwitchNwkKeyReq {
+            dst_addr: 0xFFFF,
+            key_seq_num: 1,
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(
+            r[..],
+            [ZnpCommand::StatusRsp {
+                status: STATUS_INVALID_REQUEST,
+                ..
+            }]
+        ),
+        "{r:?}"
+    );
+    // Update to the rx-on devices only (0xFFFD), then switch everyone: the sleepy sensor
+    // missed the key and goes quiet; the others keep reporting.
+    let r = h.send(
+        ZnpCommand::ZdoExtUpdateNwkKeyReq {
+            dst_addr: 0xFFFD,
+            key_seq_num: 1,
+            key: crate::znp::SecretBytes(vec![9; 16]),
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+        "{r:?}"
+    );
+    assert_eq!(h.emu.active_network_key(), Some((0, vec![7; 16])));
+    let r = h.send(
+        ZnpCommand::ZdoExtSwitchNwkKeyReq {
+            dst_addr: 0xFFFF,
+            key_seq_num: 1,
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+        "{r:?}"
+    );
+    assert_eq!(h.emu.active_network_key(), Some((1, vec![9; 16])));
+    assert_eq!(h.emu.device_key_seq(plug), Some(1));
+    assert_eq!(h.emu.device_key_seq(sleepy), None);
+    let nwk = h.nwk_of(DeviceKind::SmartPlug);
+    let r = h.zcl(nwk, id::ON_OFF, clusters::on_off(OnOffCommand::On, 3), 3);
+    assert!(!incoming(&r).is_empty(), "{r:?}");
+    let before = h.emu.stats().stale_key_frames;
+    h.wait(Duration::from_secs(20));
+    assert!(h.emu.stats().stale_key_frames > before);
+}
