@@ -83,6 +83,7 @@ impl Rig {
         let sink = Arc::new(SecretSink::new(store.writer(), master_key.clone()));
         let radios = radio::spawn_all(&config.radios, events_tx, sd_rx.clone(), Some(sink));
         let (hub, handle, req_rx) = Hub::new("zb-test", store.writer(), &radios);
+        let hub = hub.with_master_key(master_key.clone());
         let notices = Arc::new(Mutex::new(Vec::new()));
         let mut rx = handle.subscribe();
         let log = notices.clone();
@@ -1403,4 +1404,269 @@ mod herdsman {
 #[test]
 fn zigbee_codec_agrees_with_zigbee_herdsman() {
     herdsman::run();
+}
+
+// ---------------------------------------------------------------- install codes, key rotation
+
+/// The Zigbee specification's example install code (16 bytes + CRC C3B5).
+const SPEC_INSTALL_CODE: &str = "83FED3407A939723A5C639B26916D505C3B5";
+
+fn audit_records(rig: &Rig) -> Vec<fieldgate::store::audit::AuditRecord> {
+    fieldgate::store::audit::tail(&rig.store.reader().unwrap(), 10_000, Some(0)).unwrap()
+}
+
+async fn poll(what: &str, secs: u64, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_install_codes_gate_joins_when_the_policy_requires_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = fieldgate_zigbee::install_code::InstallCode::parse(SPEC_INSTALL_CODE).unwrap();
+    let plug = DeviceKind::SmartPlug.default_ieee();
+    let sensor = DeviceKind::TempHumidity.default_ieee();
+    let mut cfg = emulator_config();
+    cfg.devices = vec![
+        (DeviceKind::SmartPlug, plug),
+        (DeviceKind::TempHumidity, sensor),
+    ];
+    // Both were manufactured with a code; only the plug's is registered.
+    cfg.install_codes.insert(plug, code.as_bytes().to_vec());
+    cfg.install_codes.insert(sensor, code.as_bytes().to_vec());
+    let pty = PtyEmulator::spawn(cfg).unwrap();
+    let rig = Rig::start(dir.path(), pty.path(), FAST).await;
+    let policy = serde_json::json!({"version": 1, "admission": {"require_install_code": true}});
+    rig.hub
+        .apply_policy(
+            policy.to_string().into_bytes(),
+            "test".into(),
+            "test".into(),
+        )
+        .await
+        .unwrap();
+    let added = rig
+        .hub
+        .add_install_code(
+            id(DeviceKind::SmartPlug),
+            fieldgate::secrets::Secret::new(code.as_bytes().to_vec()),
+            "tech".into(),
+        )
+        .await
+        .unwrap();
+    assert!(!added.replaced);
+    assert_eq!(added.coordinators.len(), 1);
+    assert!(added.coordinators[0].ok, "{added:?}");
+    // Sealed in the store, never in clear; the answer carries no code.
+    {
+        let c = rig.store.reader().unwrap();
+        let raw: Vec<u8> = c
+            .query_row(
+                "SELECT ciphertext FROM credentials WHERE kind = 'zigbee_install_code'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!raw.windows(8).any(|w| w == &code.as_bytes()[..8]));
+        let stored = credentials::get(
+            &c,
+            &rig.master_key,
+            id(DeviceKind::SmartPlug).as_str(),
+            "zigbee_install_code",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(stored.expose(), code.as_bytes());
+    }
+    assert!(!serde_json::to_string(&added)
+        .unwrap()
+        .to_ascii_uppercase()
+        .contains("83FED340"));
+    assert_eq!(
+        pty.sim
+            .with(|e, _| e.registered_install_code(plug).map(<[u8]>::to_vec)),
+        Some(code.as_bytes().to_vec())
+    );
+    poll("the coordinator to require install codes", 10, || {
+        pty.sim.with(|e, _| e.join_uses_install_code())
+    })
+    .await;
+
+    rig.permit_join().await;
+    rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
+    let sensor_id = id(DeviceKind::TempHumidity).to_string();
+    let reason = rig
+        .wait("the sensor refused", 20, |ns| {
+            ns.iter().find_map(|(_, n)| match n {
+                Notice::Denied { device, reason } if *device == sensor_id => Some(reason.clone()),
+                _ => None,
+            })
+        })
+        .await;
+    assert!(reason.contains("no install code registered"), "{reason}");
+    assert!(rig.device(&id(DeviceKind::TempHumidity)).is_none());
+    assert!(pty.sim.with(|e, _| e.device(sensor).unwrap().nwk.is_none()));
+    assert!(pty.sim.with(|e, _| e.stats().install_code_refusals) >= 1);
+    let audit = audit_records(&rig);
+    assert!(audit.iter().any(|r| r.action == "device.join"
+        && r.target == sensor_id
+        && r.outcome == "refused"
+        && r.details["reason"]
+            .as_str()
+            .is_some_and(|x| x.contains("install code"))));
+    assert!(audit
+        .iter()
+        .any(|r| r.action == "device.install_code.add" && r.outcome == "accepted"));
+    let text = serde_json::to_string(&audit).unwrap().to_ascii_uppercase();
+    assert!(!text.contains("83FED340"), "install code in the audit log");
+
+    // The coordinator reboots and forgets: the driver pushes the code and the policy again.
+    pty.sim.inject(Fault::Reset);
+    poll("codes pushed again after the reset", 20, || {
+        pty.sim.with(|e, _| {
+            e.stats().resets >= 1
+                && e.registered_install_code(plug).is_some()
+                && e.join_uses_install_code()
+        })
+    })
+    .await;
+
+    // Decommissioning destroys the code.
+    let d = rig
+        .hub
+        .decommission(id(DeviceKind::SmartPlug), "tech".into())
+        .await
+        .unwrap();
+    assert!(d.credentials_destroyed >= 1);
+    assert!(!credentials::exists(
+        &rig.store.reader().unwrap(),
+        id(DeviceKind::SmartPlug).as_str(),
+        "zigbee_install_code"
+    )
+    .unwrap());
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_network_key_rotation_switches_and_devices_keep_reporting() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyEmulator::spawn(emulator_config()).unwrap();
+    let options = format!("{FAST}key_switch_delay = \"1500ms\"\n");
+    let rig = Rig::start(dir.path(), pty.path(), &options).await;
+    rig.permit_join().await;
+    rig.wait_interviewed(DeviceKind::TempHumidity, 20).await;
+    rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
+    let (seq0, key0) = pty.sim.with(|e, _| e.active_network_key()).unwrap();
+    assert_eq!(seq0, 0);
+    let owner = "radio:zb0";
+    let before = credentials::list(&rig.store.reader().unwrap(), Some(owner)).unwrap();
+    assert_eq!(before.len(), 1);
+    assert!(before[0].rotated_at.is_none());
+
+    // A coordinator reset between update and switch: the rotation fails clearly and the old
+    // key stays active, on the coordinator and in the store.
+    let hub = rig.hub.clone();
+    let pending =
+        tokio::spawn(async move { hub.rotate_network_key("zb0".into(), "tech".into()).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(credentials::exists(
+        &rig.store.reader().unwrap(),
+        owner,
+        "zigbee_network_key_pending"
+    )
+    .unwrap());
+    pty.sim.inject(Fault::Reset);
+    let err = pending.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("old network key stays active"), "{err}");
+    rig.wait_state(|s| *s == RadioState::Up, 20).await;
+    assert_eq!(
+        pty.sim.with(|e, _| e.active_network_key()),
+        Some((0, key0.clone()))
+    );
+    let c = rig.store.reader().unwrap();
+    assert!(!credentials::exists(&c, owner, "zigbee_network_key_pending").unwrap());
+    assert_eq!(
+        credentials::get(&c, &rig.master_key, owner, "zigbee_network_key")
+            .unwrap()
+            .unwrap()
+            .expose(),
+        &key0[..]
+    );
+
+    // A clean rotation.
+    let t0 = Instant::now();
+    let done = rig
+        .hub
+        .rotate_network_key("zb0".into(), "tech".into())
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "switched before the delay"
+    );
+    assert_eq!(
+        (done.rotation.previous_key_seq, done.rotation.key_seq),
+        (0, 1)
+    );
+    let (seq1, key1) = pty.sim.with(|e, _| e.active_network_key()).unwrap();
+    assert_eq!(seq1, 1);
+    assert_ne!(key1, key0);
+    assert_eq!(
+        pty.sim
+            .with(|e, _| e.device_key_seq(DeviceKind::TempHumidity.default_ieee())),
+        Some(1)
+    );
+    let c = rig.store.reader().unwrap();
+    assert_eq!(
+        credentials::get(&c, &rig.master_key, owner, "zigbee_network_key")
+            .unwrap()
+            .unwrap()
+            .expose(),
+        &key1[..]
+    );
+    assert!(!credentials::exists(&c, owner, "zigbee_network_key_pending").unwrap());
+    let after = credentials::list(&c, Some(owner)).unwrap();
+    assert!(after[0].rotated_at.is_some(), "credential age not reset");
+    // Due for rotation before, not after (the policy's rotation-due flag).
+    let day = Duration::from_secs(86_400);
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    assert!(
+        credentials::due_for_rotation(&c, Duration::from_secs(1), later)
+            .unwrap()
+            .iter()
+            .any(|x| x.owner == owner)
+    );
+    assert!(
+        !credentials::due_for_rotation(&c, day, std::time::SystemTime::now())
+            .unwrap()
+            .iter()
+            .any(|x| x.owner == owner)
+    );
+    let audit = audit_records(&rig);
+    assert!(audit.iter().any(|r| r.action == "radio.rotate_network_key"
+        && r.outcome == "accepted"
+        && r.details["phase"] == "completed"
+        && r.details["key_seq"] == 1));
+    assert!(audit
+        .iter()
+        .any(|r| r.action == "radio.rotate_network_key" && r.outcome == "failed"));
+    let text = serde_json::to_string(&audit).unwrap();
+    assert!(!text.contains(&hex::encode(&key1)), "key in the audit log");
+    assert!(!serde_json::to_string(&done)
+        .unwrap()
+        .contains(&hex::encode(&key1)));
+    // Devices keep reporting on the new key.
+    let since = Instant::now();
+    rig.wait_reading(DeviceKind::TempHumidity, "temperature", since, |_| true)
+        .await;
+    // Only Zigbee radios rotate; unknown radios are refused.
+    assert!(rig
+        .hub
+        .rotate_network_key("nope".into(), "tech".into())
+        .await
+        .is_err());
+    rig.stop().await;
 }
