@@ -1670,3 +1670,113 @@ async fn zigbee_network_key_rotation_switches_and_devices_keep_reporting() {
         .is_err());
     rig.stop().await;
 }
+
+/// The CLI doors, offline (no broker): install codes in and never out, and a key rotation,
+/// with neither the code nor the key in the daemon's log, the API answers or the audit.
+#[test]
+fn zigbee_cli_install_codes_and_key_rotation_keep_secrets_out_of_logs() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pty = rt
+        .block_on(async { PtyEmulator::spawn(emulator_config()) })
+        .unwrap();
+    let extra = format!(
+        "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"{}\"\n\n[radio.options]\n{FAST}key_switch_delay = \"1s\"\n",
+        pty.path().display()
+    );
+    let d = crate::common::TestDaemon::start(&extra);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("zigbee network up") {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let plug = DeviceKind::SmartPlug.default_ieee().to_string();
+    // A mistyped code (bad CRC) is refused with a clear error that does not repeat it.
+    let typo = "83FED3407A939723A5C639B26916D505C3B6";
+    let out = d.cli(&["install-code", "add", &plug, typo]);
+    assert!(!out.status.success());
+    let err = crate::common::stderr(&out);
+    assert!(err.contains("CRC"), "{err}");
+    assert!(!err.contains("83FED340"), "{err}");
+    // From standard input.
+    let mut child = std::process::Command::new(crate::common::bin())
+        .args([
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "install-code",
+            "add",
+            &plug,
+            "-",
+            "--json",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{SPEC_INSTALL_CODE}\n").as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["coordinators"][0]["ok"], true, "{added}");
+    let list = crate::common::stdout(&d.cli(&["install-code", "list", "--json"]));
+    assert!(list.contains(&format!("zigbee:{plug}")), "{list}");
+    let code = fieldgate_zigbee::install_code::InstallCode::parse(SPEC_INSTALL_CODE).unwrap();
+    assert_eq!(
+        pty.sim.with(|e, _| e
+            .registered_install_code(DeviceKind::SmartPlug.default_ieee())
+            .map(<[u8]>::to_vec)),
+        Some(code.as_bytes().to_vec())
+    );
+
+    let out = d.cli(&["radio", "rotate-key", "zb0", "--json"]);
+    assert!(
+        out.status.success(),
+        "{} {}",
+        crate::common::stderr(&out),
+        d.log()
+    );
+    let rotated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rotated["key_seq"], 1, "{rotated}");
+    let (_, key) = pty.sim.with(|e, _| e.active_network_key()).unwrap();
+    let out = d.cli(&["radio", "rotate-key", "nope"]);
+    assert!(!out.status.success());
+
+    let audit = crate::common::stdout(&d.cli(&["audit", "tail", "-n", "200", "--json"]));
+    assert!(audit.contains("radio.rotate_network_key"), "{audit}");
+    assert!(audit.contains("device.install_code.add"), "{audit}");
+    let status = crate::common::stdout(&d.cli(&["status", "--json"]));
+    let log = d.log();
+    for (what, text) in [
+        ("log", &log),
+        ("audit", &audit),
+        ("status", &status),
+        ("list", &list),
+        ("rotate answer", &crate::common::stdout(&out)),
+    ] {
+        let upper = text.to_ascii_uppercase();
+        assert!(
+            !upper.contains("83FED3407A93"),
+            "install code in the {what}"
+        );
+        assert!(
+            !text.contains(&hex::encode(&key)),
+            "network key in the {what}"
+        );
+    }
+    assert!(log.contains("network key rotated"), "{log}");
+    drop(d);
+    drop(pty);
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
