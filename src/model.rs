@@ -201,6 +201,13 @@ pub enum RadioCommand {
         command: DeviceCommand,
         command_id: String,
     },
+    /// Ask the device for fresh values of what it measures or reports (Zigbee: ZCL Read
+    /// Attributes of its reportable clusters). The answers arrive as ordinary `Readings`
+    /// events, then a `CommandResult` with `command_id` says the refresh is over.
+    Read {
+        native_address: String,
+        command_id: String,
+    },
     /// Export the radio's network (for Zigbee, open-coordinator-backup JSON). The answer
     /// holds the network key: it goes only to the local technician who asked.
     Backup {

@@ -458,6 +458,15 @@ pub async fn set(
     if as_json {
         return print_json(&v);
     }
+    if v["status"] == "queued" {
+        println!(
+            "{} is asleep: held as request {} until it wakes (expires {})",
+            s(&v["device"]),
+            v["request_id"],
+            s(&v["expires_at"])
+        );
+        return Ok(());
+    }
     println!(
         "sent to {} (command {})",
         s(&v["device"]),

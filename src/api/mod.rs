@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::connect_info::{ConnectInfo, Connected};
@@ -27,6 +27,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::UnixListener;
+
+use crate::hub::{DeviceAction, DeviceAnswer, DeviceRequest, RequestOrigin, MAX_REQUEST_TTL_S};
 
 use crate::hub::{HubError, HubHandle};
 use crate::model::{DeviceId, RadioState};
@@ -418,20 +420,117 @@ async fn permit_join(
     ))
 }
 
+/// `set`: sent now to an awake device (200 with the command id), held for a sleeping one
+/// until it next speaks (202 with the held request). Optional `ttl_s` (seconds).
 async fn device_command(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<PeerCred>,
     UrlPath(raw): UrlPath<String>,
     body: Bytes,
-) -> ApiResult<crate::hub::CommandSent> {
+) -> Result<Response, ApiError> {
     let id = device_id(&raw)?;
-    let v: serde_json::Value = parse_json(&body)?;
+    let mut v: serde_json::Value = parse_json(&body)?;
+    let ttl = ttl_field(&mut v)?;
     let command = crate::hub::device_command_from_json(&v).ok_or_else(|| {
         ApiError::bad_request(
-            "a command is {\"state\": \"on\"|\"off\"|\"toggle\"} or {\"level\": 0-100}",
+            "a command is {\"state\": \"on\"|\"off\"|\"toggle\"} or {\"level\": 0-100}, with an optional \"ttl_s\"",
         )
     })?;
-    Ok(Json(s.hub.command(id, command, peer.actor()).await?))
+    let answer = s
+        .hub
+        .device_request(DeviceRequest {
+            device: id,
+            action: DeviceAction::Set(command),
+            origin: RequestOrigin::Api,
+            correlation_id: None,
+            ttl,
+            actor: peer.actor(),
+        })
+        .await?;
+    device_answer(answer).await
+}
+
+/// `get` (refresh): reads fresh values from an awake device (200 with the device's state
+/// after the refresh), or holds the request for a sleeping one (202).
+async fn device_refresh(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(raw): UrlPath<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = device_id(&raw)?;
+    let mut v: serde_json::Value = if body.is_empty() {
+        json!({})
+    } else {
+        parse_json(&body)?
+    };
+    let ttl = ttl_field(&mut v)?;
+    let attributes: Vec<String> = match v.as_object_mut().and_then(|o| o.remove("attributes")) {
+        None => Vec::new(),
+        Some(a) => serde_json::from_value(a)
+            .map_err(|_| ApiError::bad_request("`attributes` is an array of names"))?,
+    };
+    if v.as_object().is_some_and(|o| !o.is_empty()) {
+        return Err(ApiError::bad_request(
+            "a refresh takes only `attributes` and `ttl_s`",
+        ));
+    }
+    let answer = s
+        .hub
+        .device_request(DeviceRequest {
+            device: id,
+            action: DeviceAction::Get { attributes },
+            origin: RequestOrigin::Api,
+            correlation_id: None,
+            ttl,
+            actor: peer.actor(),
+        })
+        .await?;
+    device_answer(answer).await
+}
+
+fn ttl_field(v: &mut serde_json::Value) -> Result<Option<Duration>, ApiError> {
+    match v.as_object_mut().and_then(|o| o.remove("ttl_s")) {
+        None => Ok(None),
+        Some(t) => t
+            .as_u64()
+            .filter(|t| (1..=MAX_REQUEST_TTL_S).contains(t))
+            .map(|t| Some(Duration::from_secs(t)))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`ttl_s` is a number of seconds from 1 to {MAX_REQUEST_TTL_S}"
+                ))
+            }),
+    }
+}
+
+async fn device_answer(answer: DeviceAnswer) -> Result<Response, ApiError> {
+    match answer {
+        DeviceAnswer::Sent(sent) => Ok(Json(sent).into_response()),
+        DeviceAnswer::Queued { queued, .. } => {
+            Ok((StatusCode::ACCEPTED, Json(queued)).into_response())
+        }
+        DeviceAnswer::Refreshing { result, .. } => {
+            match tokio::time::timeout(Duration::from_secs(20), result).await {
+                Ok(Ok(Ok(data))) => Ok(Json(data).into_response()),
+                Ok(Ok(Err(detail))) => Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "device_unreachable",
+                    format!("the device did not answer the refresh: {detail}"),
+                )),
+                Ok(Err(_)) => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    "the gateway stopped before the refresh ended",
+                )),
+                Err(_) => Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "device_timeout",
+                    "no refresh result within 20 s",
+                )),
+            }
+        }
+    }
 }
 
 /// Largest policy document accepted (a few thousand rules).
@@ -635,6 +734,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices", get(list_devices))
         .route("/v1/devices/{id}", get(get_device).delete(delete_device))
         .route("/v1/devices/{id}/command", post(device_command))
+        .route("/v1/devices/{id}/refresh", post(device_refresh))
         .route("/v1/radios/{name}/permit-join", post(permit_join))
         .route("/v1/radios/{name}/backup", get(radio_backup))
         .route("/v1/radios/{name}/rotate-key", post(rotate_network_key))

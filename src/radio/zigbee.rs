@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use fieldgate_zigbee::mt::{MtFrame, MtParserStats, MtStreamParser, MtType, Subsystem};
+use fieldgate_zigbee::nvitems::{self, Nib, NwkKeyDescriptor, NwkSecMaterialEntry};
 use fieldgate_zigbee::zcl::clusters::{
     self, id as cluster_id, OnOffCommand, Scale, ScalingContext,
 };
@@ -554,6 +555,8 @@ pub struct ZigbeeStats {
     pub sreq_timeouts: u64,
     pub startups: u64,
     pub undecodable: u64,
+    /// NV items the coordinator served that were missing, refused or did not parse.
+    pub bad_nv_items: u64,
 }
 
 /// The Zigbee ZNP driver. Device knowledge (interview progress included) outlives a link.
@@ -595,6 +598,7 @@ impl Driver for ZigbeeDriver {
                 tsn: 0,
                 trans_id: 0,
                 commands: HashMap::new(),
+                refreshes: Vec::new(),
                 unresolved: HashMap::new(),
                 next_watchdog: Instant::now(),
                 ping_failures: 0,
@@ -695,6 +699,45 @@ struct PendingRotation {
     reply: tokio::sync::oneshot::Sender<Result<crate::model::KeyRotated, String>>,
 }
 
+/// A refresh ([`RadioCommand::Read`]) in progress: the Read Attributes requests not yet
+/// answered, as (cluster, ZCL transaction sequence number).
+struct PendingRefresh {
+    command_id: String,
+    ieee: IeeeAddr,
+    waiting: Vec<(u16, u8)>,
+    answered: usize,
+    deadline: Instant,
+}
+
+/// What a refresh reads: per endpoint and cluster, the attributes reporting is set up for
+/// (and an IAS zone's status).
+fn refresh_plan(dev: &Device) -> Vec<(u8, u16, Vec<u16>)> {
+    let mut plan = Vec::new();
+    for d in dev.simple.values() {
+        for cluster in &d.in_clusters {
+            if *cluster == cluster_id::IAS_ZONE {
+                plan.push((d.endpoint, *cluster, vec![0x0002]));
+                continue;
+            }
+            for step in setup_for(d.endpoint, *cluster) {
+                if let Setup::Configure { records, .. } = step {
+                    let attrs: Vec<u16> = records
+                        .iter()
+                        .filter_map(|r| match r {
+                            ReportingConfig::Send { attribute_id, .. } => Some(*attribute_id),
+                            _ => None,
+                        })
+                        .collect();
+                    if !attrs.is_empty() {
+                        plan.push((d.endpoint, *cluster, attrs));
+                    }
+                }
+            }
+        }
+    }
+    plan
+}
+
 struct Session<'a> {
     reader: FrameReader,
     io: &'a mut DriverIo,
@@ -709,6 +752,7 @@ struct Session<'a> {
     tsn: u8,
     trans_id: u8,
     commands: HashMap<u8, PendingCommand>,
+    refreshes: Vec<PendingRefresh>,
     /// Frames from network addresses not mapped to an IEEE address yet.
     unresolved: HashMap<u16, (Instant, Vec<ZnpCommand>)>,
     next_watchdog: Instant,
@@ -909,6 +953,196 @@ impl Session<'_> {
         .map(|_| ())
     }
 
+    /// A whole OSAL NV item, read as zigbee-herdsman's `AdapterNvMemory.readItem` does:
+    /// OSAL_NV_LENGTH, then OSAL_NV_READ_EXT from growing offsets until all of it is in.
+    /// `Ok(None)`: the item does not exist. Inner `Err`: the coordinator refused or
+    /// answered nonsense (counted in `bad_nv_items`).
+    async fn nv_read_item(&mut self, id: u16) -> Result<Result<Option<Vec<u8>>, String>> {
+        let length = match self.request(&ZnpCommand::SysOsalNvLengthReq { id }).await? {
+            Ok(ZnpCommand::SysOsalNvLengthRsp { length }) => usize::from(length),
+            Ok(other) => {
+                return Ok(Err(
+                    self.nv_fault(id, format!("unexpected {}", other.name()))
+                ))
+            }
+            Err(f) => return Ok(Err(self.nv_fault(id, format!("OSAL_NV_LENGTH failed: {f}")))),
+        };
+        if length == 0 {
+            return Ok(Ok(None));
+        }
+        let mut value = Vec::with_capacity(length);
+        while value.len() < length {
+            let offset = u16::try_from(value.len()).unwrap_or(u16::MAX);
+            match self
+                .request(&ZnpCommand::SysOsalNvReadExtReq { id, offset })
+                .await?
+            {
+                Ok(ZnpCommand::SysOsalNvReadExtRsp { status: 0, value: chunk })
+                    if !chunk.is_empty() && value.len() + chunk.len() <= length =>
+                {
+                    value.extend_from_slice(&chunk);
+                }
+                Ok(ZnpCommand::SysOsalNvReadExtRsp { status: 0, value: chunk }) => {
+                    return Ok(Err(self.nv_fault(
+                        id,
+                        format!(
+                            "OSAL_NV_READ_EXT at offset {offset} gave {} byte(s) of a {length}-byte item",
+                            chunk.len()
+                        ),
+                    )))
+                }
+                Ok(ZnpCommand::SysOsalNvReadExtRsp { status, .. }) => {
+                    return Ok(Err(self.nv_fault(
+                        id,
+                        format!("OSAL_NV_READ_EXT at offset {offset}: status {status:#04x}"),
+                    )))
+                }
+                Ok(other) => {
+                    return Ok(Err(self.nv_fault(id, format!("unexpected {}", other.name()))))
+                }
+                Err(f) => {
+                    return Ok(Err(
+                        self.nv_fault(id, format!("OSAL_NV_READ_EXT failed: {f}"))
+                    ))
+                }
+            }
+        }
+        Ok(Ok(Some(value)))
+    }
+
+    /// One entry of an extended NV table (SimpleLink Z-Stack 3.x.0): SYS_NV_LENGTH, then one
+    /// SYS_NV_READ of that length, as herdsman's `readExtendedTableEntry` does.
+    async fn nv_read_ext(
+        &mut self,
+        item_id: u16,
+        sub_id: u16,
+    ) -> Result<Result<Option<Vec<u8>>, String>> {
+        let key = (nv::SYSTEM_ZSTACK, item_id, sub_id);
+        let what = format!("extended NV item {item_id:#06x}/{sub_id}");
+        let length = match self
+            .request(&ZnpCommand::SysNvLengthReq {
+                sys_id: key.0,
+                item_id,
+                sub_id,
+            })
+            .await?
+        {
+            Ok(ZnpCommand::SysNvLengthRsp { length }) => length,
+            Ok(other) => {
+                return Ok(Err(
+                    self.nv_fault_named(&what, format!("unexpected {}", other.name()))
+                ))
+            }
+            Err(f) => {
+                return Ok(Err(
+                    self.nv_fault_named(&what, format!("SYS_NV_LENGTH failed: {f}"))
+                ))
+            }
+        };
+        if length == 0 {
+            return Ok(Ok(None));
+        }
+        let Ok(len) = u8::try_from(length) else {
+            return Ok(Err(self.nv_fault_named(
+                &what,
+                format!("{length} bytes is more than one SYS_NV_READ carries"),
+            )));
+        };
+        match self
+            .request(&ZnpCommand::SysNvReadReq {
+                sys_id: key.0,
+                item_id,
+                sub_id,
+                offset: 0,
+                len,
+            })
+            .await?
+        {
+            Ok(ZnpCommand::SysNvReadRsp { status: 0, value })
+                if value.len() == usize::from(len) =>
+            {
+                Ok(Ok(Some(value)))
+            }
+            Ok(ZnpCommand::SysNvReadRsp { status: 0, value }) => Ok(Err(self.nv_fault_named(
+                &what,
+                format!("SYS_NV_READ gave {} byte(s) of {len}", value.len()),
+            ))),
+            Ok(ZnpCommand::SysNvReadRsp { status, .. }) => Ok(Err(
+                self.nv_fault_named(&what, format!("SYS_NV_READ: status {status:#04x}"))
+            )),
+            Ok(other) => Ok(Err(
+                self.nv_fault_named(&what, format!("unexpected {}", other.name()))
+            )),
+            Err(f) => Ok(Err(
+                self.nv_fault_named(&what, format!("SYS_NV_READ failed: {f}"))
+            )),
+        }
+    }
+
+    fn nv_fault(&mut self, id: u16, detail: String) -> String {
+        self.nv_fault_named(&format!("NV item {id:#06x}"), detail)
+    }
+
+    /// Counts and words a bad NV answer (the values themselves are never in the text).
+    fn nv_fault_named(&mut self, what: &str, detail: String) -> String {
+        self.stats.bad_nv_items += 1;
+        format!("{what}: {detail}")
+    }
+
+    /// The NIB: `Ok(None)` when the coordinator has none (not commissioned).
+    async fn read_nib(&mut self) -> Result<Result<Option<Nib>, String>> {
+        Ok(match self.nv_read_item(nv::NIB).await? {
+            Ok(Some(raw)) => match Nib::parse(&raw) {
+                Ok(nib) => Ok(Some(nib)),
+                Err(e) => Err(self.nv_fault(nv::NIB, format!("the NIB does not parse: {e}"))),
+            },
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// The network security material table: the extended NV table on Z-Stack 3.x.0
+    /// (product 1), legacy items 0x0075.. otherwise (zigbee-herdsman 11.1.1
+    /// `adapter-backup.js getNetworkSecurityMaterialTable`). Stops at the first absent entry.
+    async fn sec_material_table(
+        &mut self,
+        product: u8,
+    ) -> Result<Result<Vec<NwkSecMaterialEntry>, String>> {
+        /// Bound on extended entries, so a firmware that answers for every subId cannot
+        /// keep the driver reading forever.
+        const MAX_EXTENDED_ENTRIES: u16 = 64;
+        let mut table = Vec::new();
+        let extended = product == 1;
+        let count = if extended {
+            MAX_EXTENDED_ENTRIES
+        } else {
+            nv::LEGACY_NWK_SEC_MATERIAL_TABLE_LEN
+        };
+        for i in 0..count {
+            let raw = if extended {
+                self.nv_read_ext(nv::EX_NWK_SEC_MATERIAL_TABLE, i).await?
+            } else {
+                self.nv_read_item(nv::LEGACY_NWK_SEC_MATERIAL_TABLE_START + i)
+                    .await?
+            };
+            let raw = match raw {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break,
+                Err(e) => return Ok(Err(e)),
+            };
+            match NwkSecMaterialEntry::parse(&raw) {
+                Ok(e) => table.push(e),
+                Err(e) => {
+                    return Ok(Err(self.nv_fault_named(
+                        "network security material entry",
+                        format!("entry {i} does not parse: {e}"),
+                    )))
+                }
+            }
+        }
+        Ok(Ok(table))
+    }
+
     // ---- start-up ----
 
     async fn ping(&mut self, timeout: Duration) -> Result<bool> {
@@ -1040,17 +1274,53 @@ impl Session<'_> {
             .and_then(|v| <[u8; 4]>::try_from(v.get(..4)?).ok())
             .map(u32::from_le_bytes)
             .and_then(|mask| (11u8..=26).find(|c| mask & (1 << c) != 0));
-        // The key in use: the active key descriptor (changed by a key switch) if the firmware
-        // keeps one, else the preconfigured key the network was formed with.
-        let active = self
-            .nv_read(nv::NWK_ACTIVE_KEY_INFO)
-            .await?
-            .and_then(|v| v.get(1..17).map(|k| Secret::new(k.to_vec())));
-        let key = match active {
-            Some(k) => Some(k),
-            None => self.nv_read(nv::PRECFGKEY).await?.map(Secret::new),
+        // The key in use: the active key descriptor (a key switch rewrites it) if the
+        // firmware keeps one, else the preconfigured key the network was formed with (Z-Stack
+        // 1.2). A garbled descriptor leaves the stored credential as it is: the preconfigured
+        // item may still hold a key the network switched away from.
+        let key = match self.active_key().await? {
+            Ok(Some(d)) => Some(Secret::new(d.key.to_vec())),
+            Ok(None) => self.nv_read(nv::PRECFGKEY).await?.map(Secret::new),
+            Err(e) => {
+                tracing::warn!(radio = %self.io.radio, error = %e, "cannot read the coordinator's active network key; the stored credential is left as it is");
+                None
+            }
         }
         .filter(|k| k.expose().len() == 16 && k.expose().iter().any(|b| *b != 0));
+        // The NIB is the network the radio actually runs; the items above are what it was
+        // configured with. They must agree, or something else rewrote the coordinator.
+        let (pan_id, ext, channel) = match self.read_nib().await? {
+            Ok(Some(nib)) => {
+                let mut differ = Vec::new();
+                if pan_id.is_some_and(|p| p != nib.nwk_pan_id) {
+                    differ.push("PAN id");
+                }
+                if ext.is_some_and(|e| e != nib.extended_pan_id) {
+                    differ.push("extended PAN id");
+                }
+                if channel.is_some_and(|c| c != nib.nwk_logical_channel) {
+                    differ.push("channel");
+                }
+                if differ.is_empty() {
+                    tracing::debug!(radio = %self.io.radio, nwk_update_id = nib.nwk_update_id, security_level = nib.security_level, "NIB agrees with the network configuration items");
+                } else {
+                    tracing::warn!(radio = %self.io.radio, differ = %differ.join(", "), nib_pan_id = %format!("{:#06x}", nib.nwk_pan_id), nib_channel = nib.nwk_logical_channel, "the coordinator's NIB disagrees with its configuration items; the NIB (the running network) wins");
+                }
+                (
+                    Some(nib.nwk_pan_id),
+                    Some(nib.extended_pan_id),
+                    Some(nib.nwk_logical_channel),
+                )
+            }
+            Ok(None) => {
+                tracing::warn!(radio = %self.io.radio, "the coordinator has no NIB although it says it is configured");
+                (pan_id, ext, channel)
+            }
+            Err(e) => {
+                tracing::warn!(radio = %self.io.radio, error = %e, "cannot read the coordinator's NIB; checking the configuration items only");
+                (pan_id, ext, channel)
+            }
+        };
         let mut mismatch = Vec::new();
         if let (Some(want), Some(have)) = (self.opts.channel, channel) {
             if want != have {
@@ -1274,12 +1544,20 @@ impl Session<'_> {
 
     // ---- network key rotation ----
 
-    /// The active key's sequence number from NV (0 when the firmware keeps no descriptor,
-    /// i.e. the network still runs on the key it was formed with).
-    async fn active_key_seq(&mut self) -> Result<(u8, Option<Vec<u8>>)> {
+    /// The active network key descriptor (NV 0x003A), the one truth about which key the
+    /// network runs on and its sequence number. `Ok(None)`: the firmware keeps none (Z-Stack
+    /// 1.2 runs on its preconfigured key, sequence 0). A descriptor that does not parse is
+    /// counted in `bad_nv_items` and named in the error.
+    async fn active_key(&mut self) -> Result<Result<Option<NwkKeyDescriptor>, String>> {
         Ok(match self.nv_read(nv::NWK_ACTIVE_KEY_INFO).await? {
-            Some(v) if v.len() >= 17 => (v[0], Some(v[1..17].to_vec())),
-            _ => (0, None),
+            Some(raw) => match NwkKeyDescriptor::parse(&raw) {
+                Ok(d) => Ok(Some(d)),
+                Err(e) => Err(self.nv_fault(
+                    nv::NWK_ACTIVE_KEY_INFO,
+                    format!("the active key info does not parse: {e}"),
+                )),
+            },
+            None => Ok(None),
         })
     }
 
@@ -1297,7 +1575,15 @@ impl Session<'_> {
             ));
             return Ok(());
         };
-        let (previous_seq, _) = self.active_key_seq().await?;
+        let previous_seq = match self.active_key().await? {
+            Ok(d) => d.map_or(0, |d| d.key_seq_num),
+            Err(e) => {
+                let _ = reply.send(Err(format!(
+                    "cannot tell which key the network runs on ({e}); nothing was sent"
+                )));
+                return Ok(());
+            }
+        };
         let seq = previous_seq.wrapping_add(1);
         let key = loop {
             let k = Secret::random(16);
@@ -1379,32 +1665,40 @@ impl Session<'_> {
             key_seq_num: r.seq,
         };
         let status = self.request(&switch).await?;
-        // What the coordinator now says it uses decides, where it says it.
-        let (active_seq, active_key) = self.active_key_seq().await?;
-        let switched = match (&status, active_key) {
-            (_, Some(k)) => active_seq == r.seq && k == r.key.expose(),
-            (Ok(_), None) => true,
-            (Err(_), None) => false,
+        // What the coordinator now says it uses decides, where it says it: Z-Stack answers
+        // success even when its alternate key does not carry the sequence number (a reset
+        // or another host in between), and only its active key item shows the truth.
+        let active = self.active_key().await?;
+        let switched = match (&status, &active) {
+            (_, Ok(Some(d))) => d.key_seq_num == r.seq && d.key[..] == r.key.expose()[..],
+            (Ok(_), Ok(None)) => true,
+            (Err(_), Ok(None)) | (_, Err(_)) => false,
         };
         if !switched {
-            let why = match status {
-                Err(f) => format!("the coordinator refused the key switch ({f}); the old network key stays active"),
-                Ok(_) => format!("the coordinator still reports key sequence {active_seq} after the switch; the old network key stays active"),
+            let why = match (status, active) {
+                (Err(f), _) => format!("the coordinator refused the key switch ({f}); the old network key stays active"),
+                (Ok(_), Err(e)) => format!("the coordinator's active key cannot be read after the switch ({e}); the old network key is assumed active"),
+                (Ok(_), Ok(d)) => format!(
+                    "the coordinator still reports key sequence {} after the switch; the old network key stays active",
+                    d.map_or(0, |d| d.key_seq_num)
+                ),
             };
             self.fail_rotation(r, why).await;
             return Ok(());
         }
-        // Keep the preconfigured-key item in step, so a backup and a later resume see the key
-        // in use.
-        if let Err(f) = self
-            .request(&ZnpCommand::SysOsalNvWriteReq {
-                id: nv::PRECFGKEY,
-                offset: 0,
-                value: r.key.expose().to_vec(),
-            })
-            .await?
-        {
-            tracing::warn!(radio = %self.io.radio, error = %f, "could not update the preconfigured key item after the switch");
+        if matches!(active, Ok(None)) {
+            // No descriptor (Z-Stack 1.2): the preconfigured-key item is the only record of
+            // the key in use, for a later resume.
+            if let Err(f) = self
+                .request(&ZnpCommand::SysOsalNvWriteReq {
+                    id: nv::PRECFGKEY,
+                    offset: 0,
+                    value: r.key.expose().to_vec(),
+                })
+                .await?
+            {
+                tracing::warn!(radio = %self.io.radio, error = %f, "could not update the preconfigured key item after the switch");
+            }
         }
         let delay = r.sent_at.elapsed();
         let stored = match self.io.secrets.clone() {
@@ -1454,6 +1748,9 @@ impl Session<'_> {
         for c in self.commands.values() {
             t = t.min(c.deadline);
         }
+        for r in &self.refreshes {
+            t = t.min(r.deadline);
+        }
         for (since, _) in self.unresolved.values() {
             t = t.min(*since + self.opts.response_timeout);
         }
@@ -1502,6 +1799,7 @@ impl Session<'_> {
                 .await?;
             }
         }
+        self.refreshes_due(now).await?;
         let stale: Vec<u16> = self
             .unresolved
             .iter()
@@ -2107,6 +2405,9 @@ impl Session<'_> {
             self.emit(ieee.to_string(), DeviceEventKind::Readings(readings))
                 .await?;
         }
+        if let ZclCommand::ReadAttributesRsp { .. } = &frame.command {
+            self.refresh_answered(ieee, cluster, tsn).await?;
+        }
         self.device_spoke(ieee).await
     }
 
@@ -2185,6 +2486,10 @@ impl Session<'_> {
                 }
             }
             RadioCommand::RotateNetworkKey { reply } => self.start_rotation(reply).await?,
+            RadioCommand::Read {
+                native_address,
+                command_id,
+            } => self.refresh(native_address, command_id).await?,
             RadioCommand::Backup { reply } => {
                 let result = self.backup().await;
                 let answer = match &result {
@@ -2195,7 +2500,7 @@ impl Session<'_> {
                 match &answer {
                     Ok(_) => tracing::info!(radio = %self.io.radio, "network backup exported"),
                     Err(e) => {
-                        tracing::warn!(radio = %self.io.radio, error = %e, "network backup failed")
+                        tracing::warn!(radio = %self.io.radio, error = %e, bad_nv_items_total = self.stats.bad_nv_items, "network backup failed")
                     }
                 }
                 let _ = reply.send(answer);
@@ -2206,29 +2511,21 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// An NV item for the backup; `Err` names the item when it cannot be read.
-    async fn backup_nv(&mut self, id: u16, what: &str) -> Result<Result<Vec<u8>, String>> {
-        Ok(
-            match self
-                .request(&ZnpCommand::SysOsalNvReadReq { id, offset: 0 })
-                .await?
-            {
-                Ok(ZnpCommand::SysOsalNvReadRsp { status: 0, value }) => Ok(value),
-                Ok(ZnpCommand::SysOsalNvReadRsp { status, .. }) => Err(format!(
-                    "cannot read {what} (NV item {id:#06x}): status {status:#04x}"
-                )),
-                Ok(other) => Err(format!(
-                    "cannot read {what} (NV item {id:#06x}): unexpected {}",
-                    other.name()
-                )),
-                Err(f) => Err(format!("cannot read {what} (NV item {id:#06x}): {f}")),
-            },
-        )
-    }
-
     /// Reads the network from the coordinator and shapes it as open-coordinator-backup
     /// JSON (version 1). Outer `Err`: the link broke; inner `Err`: the backup failed.
+    ///
+    /// Reads what zigbee-herdsman 11.1.1 `adapter-backup.js createBackup` reads: the NIB
+    /// (PAN ids, channel, nwkUpdateId, security level), the active key info (key and its
+    /// sequence number) and the security material table (the NWK frame counter).
     async fn backup(&mut self) -> Result<Result<serde_json::Value, String>> {
+        macro_rules! step {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(e) => return Ok(Err(e)),
+                }
+            };
+        }
         let (coordinator, children) = match self.request(&ZnpCommand::UtilGetDeviceInfoReq).await? {
             Ok(ZnpCommand::UtilGetDeviceInfoRsp {
                 ieee,
@@ -2251,48 +2548,183 @@ impl Session<'_> {
             }
             Err(f) => return Ok(Err(format!("UTIL_GET_DEVICE_INFO failed: {f}"))),
         };
-        let pan = match self.backup_nv(nv::PANID, "the PAN id").await? {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
+        let product = match self.request(&ZnpCommand::SysVersionReq).await? {
+            Ok(ZnpCommand::SysVersionRsp { product, .. }) => product,
+            Ok(other) => {
+                return Ok(Err(format!(
+                    "unexpected answer to SYS_VERSION: {}",
+                    other.name()
+                )))
+            }
+            Err(f) => return Ok(Err(format!("SYS_VERSION failed: {f}"))),
         };
-        let ext = match self
-            .backup_nv(nv::EXTENDED_PAN_ID, "the extended PAN id")
-            .await?
-        {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
+        if product == 0 {
+            return Ok(Err("Z-Stack 1.2 firmware keeps no active key info in NV; \
+                           backups need Z-Stack 3"
+                .into()));
+        }
+        let nib = match step!(self.read_nib().await?) {
+            Some(nib) => nib,
+            None => {
+                return Ok(Err(
+                    "the coordinator has no NIB (NV item 0x0021): it is not commissioned".into(),
+                ))
+            }
         };
-        let chanlist = match self.backup_nv(nv::CHANLIST, "the channel list").await? {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
+        let key_info = match step!(self.nv_read_item(nv::NWK_ACTIVE_KEY_INFO).await?) {
+            Some(raw) => step!(NwkKeyDescriptor::parse(&raw).map_err(|e| self.nv_fault(
+                nv::NWK_ACTIVE_KEY_INFO,
+                format!("the active key info does not parse: {e}")
+            ))),
+            None => {
+                return Ok(Err(
+                    "the coordinator has no active key info (NV item 0x003a)".into(),
+                ))
+            }
         };
-        let key = match self.backup_nv(nv::PRECFGKEY, "the network key").await? {
-            Ok(v) => Secret::new(v),
-            Err(e) => return Ok(Err(e)),
+        let table = step!(self.sec_material_table(product).await?);
+        let Some(counter) = nvitems::network_frame_counter_entry(&table, nib.extended_pan_id)
+        else {
+            self.stats.bad_nv_items += 1;
+            return Ok(Err(format!(
+                "the coordinator's security material table ({} entr{}) holds no NWK frame counter \
+                 for this network or a generic one; a backup without it could not be restored safely",
+                table.len(),
+                if table.len() == 1 { "y" } else { "ies" }
+            )));
         };
         let facts = BackupFacts {
             coordinator,
-            pan_id: pan.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])),
-            extended_pan_id: ext
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_le_bytes),
-            channel_mask: chanlist
-                .get(..4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(u32::from_le_bytes),
-            key,
+            pan_id: nib.nwk_pan_id,
+            extended_pan_id: nib.extended_pan_id,
+            channel: nib.nwk_logical_channel,
+            channel_mask: nib.channel_list,
+            nwk_update_id: nib.nwk_update_id,
+            security_level: nib.security_level,
+            key: Secret::new(key_info.key.to_vec()),
+            key_sequence_number: key_info.key_seq_num,
+            frame_counter: counter.frame_counter,
+            frame_counter_generic: counter.extended_pan_id == nvitems::GENERIC_EXTENDED_PAN_ID,
             devices: self
                 .devices
                 .values()
                 .map(|d| (d.ieee, d.nwk, children.contains(&d.nwk)))
                 .collect(),
         };
+        tracing::info!(radio = %self.io.radio, nwk_update_id = facts.nwk_update_id, key_sequence_number = facts.key_sequence_number, frame_counter = facts.frame_counter, "network state read for the backup");
         Ok(open_coordinator_backup(
             &facts,
             env!("CARGO_PKG_VERSION"),
             SystemTime::now(),
         ))
+    }
+
+    /// Reads the device's reportable attributes; the answers become readings as reports
+    /// do, and a `CommandResult` follows once every read is answered or the time is up.
+    async fn refresh(&mut self, native: String, command_id: String) -> Result<()> {
+        let fail = |detail: &str| DeviceEventKind::CommandResult {
+            command_id: command_id.clone(),
+            ok: false,
+            detail: detail.to_string(),
+        };
+        let Some(dev) = native
+            .parse::<IeeeAddr>()
+            .ok()
+            .and_then(|i| self.devices.get(&i))
+        else {
+            return self
+                .emit(native.clone(), fail("device not on this network"))
+                .await;
+        };
+        let (ieee, nwk, plan) = (dev.ieee, dev.nwk, refresh_plan(dev));
+        if plan.is_empty() {
+            return self
+                .emit(
+                    native.clone(),
+                    fail("nothing to read: no cluster with readings is known for this device yet"),
+                )
+                .await;
+        }
+        tracing::info!(radio = %self.io.radio, device = %native, clusters = plan.len(), command_id = %command_id, "refreshing");
+        let mut waiting = Vec::new();
+        for (ep, cluster, attrs) in plan {
+            let tsn = self.next_tsn();
+            let req = self.zcl_request(nwk, ep, cluster, ZclFrame::read_attributes(tsn, attrs))?;
+            match self.request(&req).await? {
+                Ok(_) => waiting.push((cluster, tsn)),
+                Err(f) => {
+                    tracing::warn!(radio = %self.io.radio, device = %native, cluster, error = %f, "read request refused")
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return self
+                .emit(
+                    native.clone(),
+                    fail("AF_DATA_REQUEST refused for every read"),
+                )
+                .await;
+        }
+        // A sleeping device's parent holds frames for up to 7.68 s.
+        let wait = self.opts.response_timeout.max(Duration::from_secs(8));
+        self.refreshes.push(PendingRefresh {
+            command_id,
+            ieee,
+            waiting,
+            answered: 0,
+            deadline: Instant::now() + wait,
+        });
+        Ok(())
+    }
+
+    /// A read response arrived: ends the refresh it completes.
+    async fn refresh_answered(&mut self, ieee: IeeeAddr, cluster: u16, tsn: u8) -> Result<()> {
+        let Some(i) = self
+            .refreshes
+            .iter()
+            .position(|r| r.ieee == ieee && r.waiting.contains(&(cluster, tsn)))
+        else {
+            return Ok(());
+        };
+        let r = &mut self.refreshes[i];
+        r.waiting.retain(|w| *w != (cluster, tsn));
+        r.answered += 1;
+        if r.waiting.is_empty() {
+            let r = self.refreshes.swap_remove(i);
+            let detail = format!("refreshed: {} cluster(s) read", r.answered);
+            self.emit(
+                r.ieee.to_string(),
+                DeviceEventKind::CommandResult {
+                    command_id: r.command_id,
+                    ok: true,
+                    detail,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the refreshes whose time is up: ok when part of the device answered.
+    async fn refreshes_due(&mut self, now: Instant) -> Result<()> {
+        while let Some(i) = self.refreshes.iter().position(|r| r.deadline <= now) {
+            let r = self.refreshes.swap_remove(i);
+            let detail = format!(
+                "{} cluster(s) read, {} unanswered",
+                r.answered,
+                r.waiting.len()
+            );
+            self.emit(
+                r.ieee.to_string(),
+                DeviceEventKind::CommandResult {
+                    command_id: r.command_id,
+                    ok: r.answered > 0,
+                    detail,
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn set(
@@ -2359,25 +2791,30 @@ impl Session<'_> {
     }
 }
 
-/// What a backup is made of, as read from the coordinator and the driver's device table.
+/// What a backup is made of, as read from the coordinator (its NIB, active key info and
+/// security material) and the driver's device table.
 struct BackupFacts {
     coordinator: IeeeAddr,
-    pan_id: Option<u16>,
-    extended_pan_id: Option<u64>,
-    channel_mask: Option<u32>,
+    pan_id: u16,
+    extended_pan_id: u64,
+    /// The logical channel the network runs on.
+    channel: u8,
+    channel_mask: u32,
+    nwk_update_id: u8,
+    security_level: u8,
     key: Secret,
+    key_sequence_number: u8,
+    /// The outgoing NWK frame counter.
+    frame_counter: u32,
+    /// The counter came from the generic (any network) entry, not this network's own.
+    frame_counter_generic: bool,
     /// (IEEE, NWK, direct child of the coordinator).
     devices: Vec<(IeeeAddr, u16, bool)>,
 }
 
-/// Fields of the format this driver cannot read reliably from a Z-Stack coordinator; they
-/// are given as 0 / absent and listed in `metadata.internal.not_read_from_coordinator`.
-const NOT_READ: [&str; 4] = [
-    "network_key.frame_counter",
-    "network_key.sequence_number",
-    "nwk_update_id",
-    "devices[].link_key",
-];
+/// Fields of the format this driver does not read from the coordinator; they are given as
+/// absent and listed in `metadata.internal.not_read_from_coordinator`.
+const NOT_READ: [&str; 1] = ["devices[].link_key"];
 
 /// open-coordinator-backup version 1 (zigpy/open-coordinator-backup; the field set of
 /// zigbee-herdsman's `models/backup-storage-unified.ts`). Addresses and keys are lower-case
@@ -2387,22 +2824,27 @@ fn open_coordinator_backup(
     version: &str,
     now: SystemTime,
 ) -> Result<serde_json::Value, String> {
-    let pan_id = f
-        .pan_id
-        .filter(|p| *p != 0xFFFF)
-        .ok_or("the coordinator's NV holds no valid PAN id")?;
-    let ext = f
-        .extended_pan_id
-        .filter(|e| *e != 0 && *e != u64::MAX)
-        .ok_or("the coordinator's NV holds no valid extended PAN id")?;
-    let mask = f.channel_mask.unwrap_or(0);
-    let channels: Vec<u8> = (11u8..=26).filter(|c| mask & (1u32 << c) != 0).collect();
-    let channel = *channels
-        .first()
-        .ok_or("the coordinator's NV holds no channel")?;
+    if f.pan_id == 0xFFFF {
+        return Err("the coordinator's NIB holds no valid PAN id".into());
+    }
+    if f.extended_pan_id == 0 || f.extended_pan_id == u64::MAX {
+        return Err("the coordinator's NIB holds no valid extended PAN id".into());
+    }
+    if !(11..=26).contains(&f.channel) {
+        return Err(format!(
+            "the coordinator's NIB holds no valid channel ({})",
+            f.channel
+        ));
+    }
+    let mut channels: Vec<u8> = (11u8..=26)
+        .filter(|c| f.channel_mask & (1u32 << c) != 0)
+        .collect();
+    if channels.is_empty() {
+        channels.push(f.channel);
+    }
     let key = f.key.expose();
     if key.len() != 16 || key.iter().all(|b| *b == 0) {
-        return Err("the coordinator's NV holds no network key".into());
+        return Err("the coordinator's active key info holds no network key".into());
     }
     let mut devices: Vec<serde_json::Value> = f
         .devices
@@ -2425,20 +2867,21 @@ fn open_coordinator_backup(
             "internal": {
                 "date": crate::model::rfc3339(now),
                 "not_read_from_coordinator": NOT_READ,
-                "note": "frame_counter, sequence_number and nwk_update_id are not read from the coordinator (no reliable NV location known for this firmware family); they are given as 0. A restoring tool must raise the NWK frame counter well above any value the network has used, or devices will drop its frames.",
+                "frame_counter_source": if f.frame_counter_generic { "generic security material entry" } else { "this network's security material entry" },
+                "note": "devices[].link_key is not read from the coordinator (APS link key tables); devices with their own link key must rejoin after a restore. The NWK frame counter is the value the coordinator last stored: a restoring tool must raise it (zigbee-herdsman adds 2500).",
             },
         },
         "coordinator_ieee": format!("{:016x}", f.coordinator.0),
-        "pan_id": format!("{pan_id:04x}"),
-        "extended_pan_id": format!("{ext:016x}"),
-        "nwk_update_id": 0,
-        "security_level": 5,
-        "channel": channel,
+        "pan_id": format!("{:04x}", f.pan_id),
+        "extended_pan_id": format!("{:016x}", f.extended_pan_id),
+        "nwk_update_id": f.nwk_update_id,
+        "security_level": f.security_level,
+        "channel": f.channel,
         "channel_mask": channels,
         "network_key": {
             "key": hex::encode(key),
-            "sequence_number": 0,
-            "frame_counter": 0,
+            "sequence_number": f.key_sequence_number,
+            "frame_counter": f.frame_counter,
         },
         "devices": devices,
     }))
@@ -2528,6 +2971,64 @@ mod tests {
             r,
             vec![reading("energy", Value::Number(12.345), Some("kWh"))]
         );
+    }
+
+    fn facts() -> BackupFacts {
+        BackupFacts {
+            coordinator: IeeeAddr(0x00124b001cdd0001),
+            pan_id: 0x1A62,
+            extended_pan_id: 0xDDDD_DDDD_DDDD_DD01,
+            channel: 15,
+            channel_mask: 1 << 15,
+            nwk_update_id: 3,
+            security_level: 5,
+            key: Secret::new(vec![0x11; 16]),
+            key_sequence_number: 2,
+            frame_counter: 70_001,
+            frame_counter_generic: false,
+            devices: vec![(IeeeAddr(0x00158d0001a2b3c4), 0x1A01, true)],
+        }
+    }
+
+    #[test]
+    fn backup_json_carries_the_values_read_from_the_coordinator() {
+        let b = open_coordinator_backup(&facts(), "1.0", SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(b["pan_id"], "1a62");
+        assert_eq!(b["extended_pan_id"], "dddddddddddddd01");
+        assert_eq!(b["channel"], 15);
+        assert_eq!(b["channel_mask"], serde_json::json!([15]));
+        assert_eq!(b["nwk_update_id"], 3);
+        assert_eq!(b["security_level"], 5);
+        assert_eq!(b["network_key"]["sequence_number"], 2);
+        assert_eq!(b["network_key"]["frame_counter"], 70_001);
+        assert_eq!(
+            b["metadata"]["internal"]["not_read_from_coordinator"],
+            serde_json::json!(["devices[].link_key"])
+        );
+        assert_eq!(b["devices"][0]["ieee_address"], "00158d0001a2b3c4");
+        let bad = |f: BackupFacts| {
+            open_coordinator_backup(&f, "1.0", SystemTime::UNIX_EPOCH).unwrap_err()
+        };
+        assert!(bad(BackupFacts {
+            channel: 0,
+            ..facts()
+        })
+        .contains("channel"));
+        assert!(bad(BackupFacts {
+            pan_id: 0xFFFF,
+            ..facts()
+        })
+        .contains("PAN id"));
+        assert!(bad(BackupFacts {
+            extended_pan_id: 0,
+            ..facts()
+        })
+        .contains("extended PAN id"));
+        assert!(bad(BackupFacts {
+            key: Secret::new(vec![0; 16]),
+            ..facts()
+        })
+        .contains("network key"));
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod credentials;
 pub mod outbox;
 pub mod policies;
 pub mod registry;
+pub mod replay;
+pub mod requests;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -107,6 +109,9 @@ fn configure(conn: &Connection, sync: Synchronous) -> StoreResult<()> {
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Savepoint journals live in memory rather than in temp files: every write job
+    // runs in a savepoint, and a file-backed sub-journal costs a pwrite per page.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 

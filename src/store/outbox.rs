@@ -26,6 +26,9 @@ pub enum MessageKind {
     Lifecycle,
     /// An audit record: never dropped silently.
     Audit,
+    /// A response to a request, answered later (a request held for a sleeping device):
+    /// never dropped silently. Its payload is the response object, not an envelope.
+    Response,
 }
 
 impl MessageKind {
@@ -36,6 +39,7 @@ impl MessageKind {
             MessageKind::Availability => "availability",
             MessageKind::Lifecycle => "lifecycle",
             MessageKind::Audit => "audit",
+            MessageKind::Response => "response",
         }
     }
 }
@@ -118,6 +122,41 @@ pub fn append(conn: &Connection, gateway_id: &str, msg: &NewMessage) -> StoreRes
         millis(SystemTime::now()),
     ])?;
     Ok(seq)
+}
+
+/// Queues a response (`topic` relative to the prefix, e.g. `response/set`) inside the
+/// caller's transaction; returns its `seq` and payload. The response object gets `msg_id` and `seq`
+/// added, as every outbox message has, so the cloud can de-duplicate it.
+pub fn append_response(
+    conn: &Connection,
+    topic: &str,
+    mut response: serde_json::Value,
+) -> StoreResult<(i64, Vec<u8>)> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let seq = last.unwrap_or(0) + 1;
+    let msg_id = uuid::Uuid::now_v7().to_string();
+    if let Some(obj) = response.as_object_mut() {
+        obj.insert("msg_id".into(), serde_json::json!(msg_id));
+        obj.insert("seq".into(), serde_json::json!(seq));
+    }
+    let payload =
+        serde_json::to_vec(&response).map_err(|e| super::StoreError::Invalid(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO outbox (id, msg_id, kind, device_id, topic, payload, retain, created_ms)
+         VALUES (?1, ?2, ?3, NULL, ?4, ?5, 0, ?6)",
+    )?
+    .execute(params![
+        seq,
+        msg_id,
+        MessageKind::Response.as_str(),
+        topic,
+        payload,
+        millis(SystemTime::now()),
+    ])?;
+    Ok((seq, payload))
 }
 
 /// The oldest undelivered messages after `after_seq`, in seq order.

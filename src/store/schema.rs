@@ -81,6 +81,38 @@ CREATE INDEX outbox_by_kind ON outbox (kind, id);
         ),
         // Health flags that are currently raised, e.g. {"offline": true}; '{}' when healthy.
         M::up("ALTER TABLE devices ADD COLUMN health TEXT NOT NULL DEFAULT '{}';"),
+        // Requests for sleeping devices, held until the device next speaks (or expires_ms),
+        // and the answers already given to requests, so a request delivered again after a
+        // restart is answered again instead of being carried out twice.
+        M::up(
+            r#"
+CREATE TABLE device_requests (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id      TEXT NOT NULL,
+    correlation_id TEXT,
+    operation      TEXT NOT NULL CHECK (operation IN ('set', 'get')),
+    command        TEXT NOT NULL,
+    origin         TEXT NOT NULL CHECK (origin IN ('mqtt', 'api')),
+    actor          TEXT NOT NULL,
+    state          TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'sent')),
+    command_id     TEXT UNIQUE,
+    created_at     TEXT NOT NULL,
+    expires_at     TEXT NOT NULL,
+    expires_ms     INTEGER NOT NULL
+);
+CREATE INDEX device_requests_by_device ON device_requests (device_id, id);
+CREATE INDEX device_requests_by_expiry ON device_requests (state, expires_ms);
+
+CREATE TABLE request_replay (
+    operation      TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    response       BLOB,
+    created_ms     INTEGER NOT NULL,
+    PRIMARY KEY (operation, correlation_id)
+);
+CREATE INDEX request_replay_by_age ON request_replay (created_ms);
+"#,
+        ),
     ])
 }
 

@@ -7,21 +7,25 @@
 //! response. It never touches the MQTT connection: the session hands it payloads
 //! and publishes what it returns. Nothing here may panic on input.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::topics::{response_level, Topics};
 use super::UpstreamStatus;
-use crate::hub::{HubError, HubHandle, MAX_PERMIT_JOIN_SECONDS};
+use crate::hub::{
+    DeviceAction, DeviceAnswer, DeviceRequest, HubError, HubHandle, RequestOrigin,
+    MAX_PERMIT_JOIN_SECONDS, MAX_REQUEST_TTL_S,
+};
 use crate::model::{now_rfc3339, DeviceId, Lifecycle, RadioState};
 use crate::radio::RadioHandle;
 use crate::store::audit::{AuditEntry, Outcome};
+use crate::store::replay::{self, Seen};
 use crate::store::{self, outbox, registry, Writer};
 
 /// Largest request payload accepted (larger ones get `payload_too_large`).
@@ -30,8 +34,9 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 pub const MAX_ROTATION_REQUEST_BYTES: usize = 64 * 1024;
 const MAX_CORRELATION_ID: usize = 128;
 const MAX_CLIENT_ID: usize = 64;
-/// Responses remembered for duplicate (e.g. retained, re-delivered) requests.
-const REPLAY_CACHE: usize = 1024;
+/// How long a `get` of an awake device may take before it is answered `device_timeout`
+/// (the radio driver gives up earlier and reports what it could read).
+const REFRESH_WAIT: Duration = Duration::from_secs(20);
 
 /// The operations the gateway answers.
 pub const OPERATIONS: [&str; 8] = [
@@ -109,6 +114,9 @@ struct SetBody {
     client_id: Option<String>,
     device: String,
     state: Map<String, Value>,
+    /// Seconds to hold the request for a sleeping device.
+    #[serde(default)]
+    ttl_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +130,8 @@ struct GetBody {
     device: String,
     #[serde(default)]
     attributes: Option<Vec<String>>,
+    #[serde(default)]
+    ttl_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,10 +194,12 @@ pub enum Request {
     Set {
         device: DeviceId,
         state: Map<String, Value>,
+        ttl_s: Option<u64>,
     },
     Get {
         device: DeviceId,
         attributes: Vec<String>,
+        ttl_s: Option<u64>,
     },
     Policy {
         version: u64,
@@ -234,6 +246,16 @@ fn is_word(s: &str, max: usize) -> bool {
 
 fn typed<T: DeserializeOwned>(v: Value) -> Result<T, Rejection> {
     serde_json::from_value(v).map_err(|e| Rejection::new("invalid_request", e.to_string()))
+}
+
+fn ttl(ttl_s: Option<u64>) -> Result<Option<u64>, Rejection> {
+    match ttl_s {
+        Some(t) if t == 0 || t > MAX_REQUEST_TTL_S => Err(Rejection::new(
+            "invalid_request",
+            format!("`ttl_s` must be between 1 and {MAX_REQUEST_TTL_S} seconds"),
+        )),
+        t => Ok(t),
+    }
 }
 
 fn device_id(raw: &str) -> Result<DeviceId, Rejection> {
@@ -407,6 +429,7 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
             Ok(Request::Set {
                 device,
                 state: b.state,
+                ttl_s: ttl(b.ttl_s)?,
             })
         }
         "get" => {
@@ -419,7 +442,11 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
                     "`attributes` must be at most 32 short attribute names",
                 ));
             }
-            Ok(Request::Get { device, attributes })
+            Ok(Request::Get {
+                device,
+                attributes,
+                ttl_s: ttl(b.ttl_s)?,
+            })
         }
         "policy" => {
             let b: PolicyBody = typed(value)?;
@@ -473,18 +500,30 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
     }
 }
 
-/// The JSON response for a request.
-#[derive(Debug, Serialize)]
-struct Response<'a> {
-    correlation_id: Option<&'a str>,
-    operation: &'a str,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+/// A response object (the schema of docs/mqtt-api.md "Responses"); the hub uses it too
+/// for the answers to held requests, which go through the outbox.
+pub fn response_body(
+    correlation_id: Option<&str>,
+    operation: &str,
+    status: &str,
     data: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<Value>,
-    gateway: &'a str,
-    ts: String,
+    gateway: &str,
+) -> Value {
+    let mut v = json!({
+        "correlation_id": correlation_id,
+        "operation": operation,
+        "status": status,
+        "gateway": gateway,
+        "ts": now_rfc3339(),
+    });
+    if let Some(d) = data {
+        v["data"] = d;
+    }
+    if let Some(e) = error {
+        v["error"] = e;
+    }
+    v
 }
 
 /// Something for the session to publish (QoS 1).
@@ -525,7 +564,6 @@ pub async fn serve(
     mut inbound: mpsc::Receiver<Inbound>,
     outbound: mpsc::Sender<Outbound>,
 ) {
-    let mut replay = ReplayCache::default();
     while let Some(item) = inbound.recv().await {
         let out = match item {
             Inbound::PublishInfo => match info(&ctx).await {
@@ -543,7 +581,11 @@ pub async fn serve(
                 operation,
                 payload,
                 retained,
-            } => handle(&ctx, &mut replay, &operation, &payload, retained).await,
+            } => match handle(&ctx, &operation, &payload, retained).await {
+                Some(out) => out,
+                // Answered through the outbox (a request held for a sleeping device).
+                None => continue,
+            },
         };
         if outbound.send(out).await.is_err() {
             break;
@@ -551,59 +593,82 @@ pub async fn serve(
     }
 }
 
-#[derive(Default)]
-struct ReplayCache {
-    order: VecDeque<(String, String)>,
-    responses: HashMap<(String, String), Vec<u8>>,
+/// What a carried-out request answers.
+enum Reply {
+    Data(Value),
+    /// Held for a sleeping device; the `queued` response (this payload) is in the outbox.
+    Queued(Vec<u8>),
 }
 
-impl ReplayCache {
-    fn get(&self, key: &(String, String)) -> Option<&Vec<u8>> {
-        self.responses.get(key)
-    }
-
-    fn put(&mut self, key: (String, String), response: Vec<u8>) {
-        if self.responses.insert(key.clone(), response).is_none() {
-            self.order.push_back(key);
-            if self.order.len() > REPLAY_CACHE {
-                if let Some(old) = self.order.pop_front() {
-                    self.responses.remove(&old);
-                }
-            }
-        }
-    }
-}
-
-/// Validates, authorizes, executes and audits one request; returns its response.
+/// Validates, authorizes, executes and audits one request; returns its response, or
+/// `None` when the response went into the outbox instead.
 async fn handle(
     ctx: &RequestContext,
-    replay: &mut ReplayCache,
     operation: &str,
     payload: &[u8],
     retained: bool,
-) -> Outbound {
+) -> Option<Outbound> {
     let parsed = parse(operation, payload);
     let level = response_level(operation).to_string();
     let actor = format!("mqtt:{}", parsed.client_id.as_deref().unwrap_or("cloud"));
     let key = parsed.correlation_id.clone().map(|c| (level.clone(), c));
+    let respond = |payload: Vec<u8>| Outbound {
+        topic: ctx.topics.response(operation),
+        payload,
+        retain: false,
+    };
 
-    // A request seen before (retained and re-delivered after a reconnect, or sent
-    // twice) is answered again without being carried out again.
-    if let Some(cached) = key.as_ref().and_then(|k| replay.get(k)).cloned() {
-        ctx.status.count_request("duplicate");
-        let entry = AuditEntry::new(
-            &actor,
-            format!("mqtt.{level}"),
-            ctx.gateway_id.to_string(),
-            Outcome::Refused,
-            json!({"correlation_id": parsed.correlation_id, "code": "duplicate", "retained": retained}),
-        );
-        let _ = audit(ctx, entry).await;
-        return Outbound {
-            topic: ctx.topics.response(operation),
-            payload: cached,
-            retain: false,
+    // A request seen before (retained and re-delivered after a reconnect or a restart,
+    // or sent twice) is answered again without being carried out again. The claim is
+    // durable, so this holds across restarts.
+    if let Some((op, cid)) = key.clone() {
+        let seen = ctx
+            .writer
+            .write(move |c| replay::claim(c, &op, &cid, SystemTime::now()))
+            .await;
+        let repeat = match seen {
+            Ok(Seen::New) => None,
+            Ok(Seen::Answered(cached)) => Some(cached),
+            Ok(Seen::Interrupted) => Some(
+                serde_json::to_vec(&response_body(
+                    parsed.correlation_id.as_deref(),
+                    &level,
+                    "error",
+                    None,
+                    Some(json!({"code": "interrupted",
+                                "message": "the gateway stopped while carrying out this request; it is not carried out again"})),
+                    &ctx.gateway_id,
+                ))
+                .unwrap_or_default(),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record an MQTT request for de-duplication");
+                ctx.status.count_request("store_error");
+                return Some(respond(
+                    serde_json::to_vec(&response_body(
+                        parsed.correlation_id.as_deref(),
+                        &level,
+                        "error",
+                        None,
+                        Some(json!({"code": "store_error", "message": "the request could not be recorded; it was not carried out"})),
+                        &ctx.gateway_id,
+                    ))
+                    .unwrap_or_default(),
+                ));
+            }
         };
+        if let Some(cached) = repeat {
+            ctx.status.count_request("duplicate");
+            let entry = AuditEntry::new(
+                &actor,
+                format!("mqtt.{level}"),
+                ctx.gateway_id.to_string(),
+                Outcome::Refused,
+                json!({"correlation_id": parsed.correlation_id, "code": "duplicate", "retained": retained}),
+            );
+            let _ = audit(ctx, entry).await;
+            return Some(respond(cached));
+        }
     }
 
     let target = match &parsed.request {
@@ -611,55 +676,76 @@ async fn handle(
         Err(_) => ctx.gateway_id.to_string(),
     };
     let result = match parsed.request.clone() {
-        Ok(req) => execute(ctx, req, &actor).await,
+        Ok(req) => execute(ctx, req, &actor, parsed.correlation_id.clone()).await,
         Err(r) => Err(r),
     };
     let (status, outcome, code) = match &result {
-        Ok(_) => ("ok", Outcome::Accepted, None),
+        Ok(Reply::Queued(_)) => ("queued", Outcome::Accepted, None),
+        Ok(Reply::Data(_)) => ("ok", Outcome::Accepted, None),
         Err(r) => ("error", r.outcome(), Some(r.code)),
     };
-    ctx.status.count_request(code.unwrap_or("ok"));
-    let entry = AuditEntry::new(
-        &actor,
-        format!("mqtt.{level}"),
-        target,
-        outcome,
-        json!({"correlation_id": parsed.correlation_id, "status": status, "code": code, "retained": retained}),
-    );
-    let result = match audit(ctx, entry).await {
-        Ok(()) => result,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot write the audit record of an MQTT request");
-            Err(Rejection::new(
-                "audit_unavailable",
-                "the audit log cannot be written",
-            ))
+    ctx.status.count_request(code.unwrap_or(status));
+    let details = json!({"correlation_id": parsed.correlation_id, "status": status, "code": code, "retained": retained});
+    let response = match &result {
+        Ok(Reply::Queued(payload)) => payload.clone(),
+        Ok(Reply::Data(data)) => serde_json::to_vec(&response_body(
+            parsed.correlation_id.as_deref(),
+            &level,
+            "ok",
+            Some(data.clone()),
+            None,
+            &ctx.gateway_id,
+        ))
+        .unwrap_or_default(),
+        Err(r) => serde_json::to_vec(&response_body(
+            parsed.correlation_id.as_deref(),
+            &level,
+            "error",
+            None,
+            Some(json!({"code": r.code, "message": r.message})),
+            &ctx.gateway_id,
+        ))
+        .unwrap_or_default(),
+    };
+    // The audit record and the remembered answer commit together.
+    let entry = AuditEntry::new(&actor, format!("mqtt.{level}"), target, outcome, details);
+    let gw = ctx.gateway_id.clone();
+    let remembered = response.clone();
+    let recorded = ctx
+        .writer
+        .write(move |c| {
+            store::record_audit(c, &gw, &entry)?;
+            if let Some((op, cid)) = &key {
+                replay::answer(c, op, cid, &remembered)?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, "cannot write the audit record of an MQTT request");
+        if matches!(result, Ok(Reply::Queued(_))) {
+            // The hub committed the request and its `queued` response already.
+            return None;
         }
-    };
-    if let Err(r) = &result {
-        tracing::info!(operation = %level, code = r.code, correlation_id = ?parsed.correlation_id, "MQTT request refused");
+        return Some(respond(
+            serde_json::to_vec(&response_body(
+                parsed.correlation_id.as_deref(),
+                &level,
+                "error",
+                None,
+                Some(json!({"code": "audit_unavailable", "message": "the audit log cannot be written"})),
+                &ctx.gateway_id,
+            ))
+            .unwrap_or_default(),
+        ));
     }
-    let response = Response {
-        correlation_id: parsed.correlation_id.as_deref(),
-        operation: &level,
-        status: if result.is_ok() { "ok" } else { "error" },
-        data: result.as_ref().ok().cloned(),
-        error: result
-            .as_ref()
-            .err()
-            .map(|r| json!({"code": r.code, "message": r.message})),
-        gateway: &ctx.gateway_id,
-        ts: now_rfc3339(),
-    };
-    let payload =
-        serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"status\":\"error\"}".to_vec());
-    if let Some(k) = key {
-        replay.put(k, payload.clone());
-    }
-    Outbound {
-        topic: ctx.topics.response(operation),
-        payload,
-        retain: false,
+    match result {
+        Ok(Reply::Queued(_)) => None,
+        Ok(Reply::Data(_)) => Some(respond(response)),
+        Err(r) => {
+            tracing::info!(operation = %level, code = r.code, correlation_id = ?parsed.correlation_id, "MQTT request refused");
+            Some(respond(response))
+        }
     }
 }
 
@@ -703,7 +789,110 @@ async fn commandable(
     Ok(d)
 }
 
-async fn execute(ctx: &RequestContext, req: Request, actor: &str) -> Result<Value, Rejection> {
+/// Sends a `set` or `get` through the hub, which holds it for a sleeping device.
+async fn device_request(
+    ctx: &RequestContext,
+    device: DeviceId,
+    action: DeviceAction,
+    ttl_s: Option<u64>,
+    actor: &str,
+    correlation_id: Option<String>,
+) -> Result<Reply, Rejection> {
+    let answer = ctx
+        .hub
+        .device_request(DeviceRequest {
+            device,
+            action,
+            origin: RequestOrigin::Mqtt,
+            correlation_id,
+            ttl: ttl_s.map(Duration::from_secs),
+            actor: actor.to_string(),
+        })
+        .await?;
+    match answer {
+        DeviceAnswer::Sent(sent) => Ok(Reply::Data(
+            serde_json::to_value(sent).unwrap_or(Value::Null),
+        )),
+        DeviceAnswer::Queued { response, queued } => match response {
+            Some(payload) => Ok(Reply::Queued(payload)),
+            None => Ok(Reply::Data(
+                serde_json::to_value(queued).unwrap_or(Value::Null),
+            )),
+        },
+        DeviceAnswer::Refreshing { result, .. } => {
+            match tokio::time::timeout(REFRESH_WAIT, result).await {
+                Ok(Ok(Ok(data))) => Ok(Reply::Data(data)),
+                Ok(Ok(Err(detail))) => Err(Rejection::new(
+                    "device_unreachable",
+                    format!("the device did not answer the refresh: {detail}"),
+                )),
+                Ok(Err(_)) => Err(Rejection::new(
+                    "shutting_down",
+                    "the gateway stopped before the refresh ended",
+                )),
+                Err(_) => Err(Rejection::new(
+                    "device_timeout",
+                    format!("no refresh result within {}s", REFRESH_WAIT.as_secs()),
+                )),
+            }
+        }
+    }
+}
+
+async fn execute(
+    ctx: &RequestContext,
+    req: Request,
+    actor: &str,
+    correlation_id: Option<String>,
+) -> Result<Reply, Rejection> {
+    match req {
+        Request::Set {
+            device,
+            state,
+            ttl_s,
+        } => {
+            commandable(ctx, &device).await?;
+            let command = state_to_command(&state).ok_or_else(|| {
+                Rejection::new(
+                    "not_supported",
+                    "settable attributes are `on` (boolean), `state` (\"on\", \"off\", \"toggle\") and `level` (0-100)",
+                )
+            })?;
+            device_request(
+                ctx,
+                device,
+                DeviceAction::Set(command),
+                ttl_s,
+                actor,
+                correlation_id,
+            )
+            .await
+        }
+        Request::Get {
+            device,
+            attributes,
+            ttl_s,
+        } => {
+            commandable(ctx, &device).await?;
+            device_request(
+                ctx,
+                device,
+                DeviceAction::Get { attributes },
+                ttl_s,
+                actor,
+                correlation_id,
+            )
+            .await
+        }
+        other => execute_other(ctx, other, actor).await.map(Reply::Data),
+    }
+}
+
+async fn execute_other(
+    ctx: &RequestContext,
+    req: Request,
+    actor: &str,
+) -> Result<Value, Rejection> {
     match req {
         Request::PermitJoin { radio, seconds } => {
             let r = ctx
@@ -721,24 +910,10 @@ async fn execute(ctx: &RequestContext, req: Request, actor: &str) -> Result<Valu
                 "radio_removal": r.radio_removal,
             }))
         }
-        Request::Set { device, state } => {
-            commandable(ctx, &device).await?;
-            let command = state_to_command(&state).ok_or_else(|| {
-                Rejection::new(
-                    "not_supported",
-                    "settable attributes are `on` (boolean), `state` (\"on\", \"off\", \"toggle\") and `level` (0-100)",
-                )
-            })?;
-            let sent = ctx.hub.command(device, command, actor.to_string()).await?;
-            Ok(serde_json::to_value(sent).unwrap_or(Value::Null))
-        }
-        Request::Get { device, .. } => {
-            commandable(ctx, &device).await?;
-            Err(Rejection::new(
-                "not_supported",
-                "device refresh is not supported yet: no radio driver in this build can carry it out",
-            ))
-        }
+        Request::Set { .. } | Request::Get { .. } => Err(Rejection::new(
+            "internal",
+            "device requests go through the hub",
+        )),
         Request::Policy {
             document,
             signature,

@@ -1675,3 +1675,373 @@ async fn sigkill_mid_stream_loses_nothing_committed() {
         d.log()
     );
 }
+
+// ---------------------------------------------------------------- device requests (binary + emulator)
+
+/// The daemon binary on the Zigbee emulator (over a PTY) and the broker. The emulator's
+/// plug does not report on its own and its sleepy sensor sleeps until the test wakes it.
+mod device_requests {
+    use super::*;
+    use crate::common::TestDaemon;
+    use fieldgate::radio::zigbee_sim::PtyEmulator;
+    use fieldgate_zigbee::emulator::{DeviceKind, DeviceTiming, EmulatorConfig};
+    use fieldgate_zigbee::zcl::ZclValue;
+
+    const FAST: &str = "sreq_timeout = \"2s\"\nresponse_timeout = \"700ms\"\ninterview_attempts = 2\nwatchdog_interval = \"1s\"\n";
+
+    fn dev(kind: DeviceKind) -> String {
+        format!("zigbee:{}", kind.default_ieee())
+    }
+
+    struct Site {
+        pty: PtyEmulator,
+        daemon: TestDaemon,
+        probe: Probe,
+        prefix: String,
+    }
+
+    impl Site {
+        async fn start() -> Site {
+            let pty = PtyEmulator::spawn(EmulatorConfig {
+                timing: DeviceTiming {
+                    report_interval: Duration::from_secs(3600),
+                    sleepy_wake_interval: Duration::from_secs(3600),
+                    sleepy_awake_window: Duration::from_millis(1000),
+                    sleepy_answers_after_join: 2,
+                },
+                join_spacing: Duration::from_millis(150),
+                ..Default::default()
+            })
+            .expect("emulator");
+            let b = broker();
+            let prefix = format!("fgtest/{}", unique("req"));
+            let mut daemon = TestDaemon::prepare(&format!(
+                "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"{}\"\n\n[radio.options]\n{FAST}\n[upstream]\nurl = \"{}\"\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\n",
+                pty.path().display(),
+                b.url(),
+                unique("fgr")
+            ));
+            let probe = Probe::connect(b, &[format!("{prefix}/#")]).await;
+            daemon.spawn();
+            let site = Site {
+                pty,
+                daemon,
+                probe,
+                prefix,
+            };
+            site.wait_log("zigbee network up").await;
+            site
+        }
+
+        async fn wait_log(&self, what: &str) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !self.daemon.log().contains(what) {
+                assert!(Instant::now() < deadline, "{}", self.daemon.log());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        fn wake(&self) {
+            let ieee = DeviceKind::SleepySensor.default_ieee();
+            self.pty.sim.with(|e, now| e.wake(now, ieee));
+        }
+
+        fn device_json(&self, id: &str) -> serde_json::Value {
+            let out = self.daemon.cli(&["devices", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let list = v
+                .as_array()
+                .cloned()
+                .or_else(|| v["devices"].as_array().cloned())
+                .unwrap_or_default();
+            list.into_iter().find(|d| d["id"] == id).unwrap_or_default()
+        }
+
+        /// Pairs the devices; wakes the sleepy sensor until its interview is done.
+        async fn pair(&self) {
+            let out = self.daemon.cli(&["pair", "zb0", "--seconds", "30"]);
+            assert!(out.status.success(), "{}", crate::common::stderr(&out));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let plug = self.device_json(&dev(DeviceKind::SmartPlug));
+                let pir = self.device_json(&dev(DeviceKind::SleepySensor));
+                if plug["lifecycle"] == "active"
+                    && pir["lifecycle"] == "active"
+                    && pir["power_source"] == "battery"
+                {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "not paired: {plug} {pir}\n{}",
+                    self.daemon.log()
+                );
+                self.wake();
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+        }
+
+        async fn request(&self, op: &str, body: serde_json::Value, retain: bool) {
+            self.probe
+                .client
+                .publish(
+                    format!("{}/request/{op}", self.prefix),
+                    QoS::AtLeastOnce,
+                    retain,
+                    body.to_string().into_bytes(),
+                )
+                .await
+                .expect("publish request");
+        }
+
+        fn responses(&self, cid: &str) -> Vec<serde_json::Value> {
+            self.probe
+                .messages()
+                .iter()
+                .filter(|m| m.topic.contains("/response/"))
+                .map(|m| m.json())
+                .filter(|v| v["correlation_id"] == cid)
+                .collect()
+        }
+
+        async fn response(&self, cid: &str, status: &str, limit: Duration) -> serde_json::Value {
+            self.probe
+                .wait_for(&format!("{cid} {status}"), limit, |_| {
+                    self.responses(cid).iter().any(|v| v["status"] == status)
+                })
+                .await;
+            self.responses(cid)
+                .into_iter()
+                .find(|v| v["status"] == status)
+                .unwrap_or_default()
+        }
+
+        fn sigkill_and_restart(&mut self) {
+            let child = self.daemon.child.take().expect("running");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("SIGKILL");
+            let mut child = child;
+            let _ = child.wait();
+            self.daemon.spawn();
+        }
+
+        fn audit_count(&self, action: &str, target: &str, outcome: &str) -> usize {
+            let c = fieldgate::store::open_reader(&self.daemon.db()).expect("db");
+            c.query_row(
+                "SELECT count(*) FROM audit WHERE action = ?1 AND target = ?2 AND outcome = ?3",
+                [action, target, outcome],
+                |r| r.get::<_, i64>(0),
+            )
+            .expect("audit count") as usize
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sleeping_devices_get_their_requests_when_they_wake_and_get_refreshes() {
+        let mut site = Site::start().await;
+        site.pair().await;
+        let plug = dev(DeviceKind::SmartPlug);
+        let pir = dev(DeviceKind::SleepySensor);
+
+        // `get` on the plug reads it: a value it never reported comes back.
+        let plug_ieee = DeviceKind::SmartPlug.default_ieee();
+        let reads_before = site.pty.sim.with(|e, _| {
+            e.set_attribute(plug_ieee, 0x0B04, 0x0505, ZclValue::u16(2345));
+            e.device(plug_ieee).map_or(0, |d| d.reads_answered())
+        });
+        site.request(
+            "get",
+            json!({"correlation_id": "g1", "device": plug}),
+            false,
+        )
+        .await;
+        let v = site.response("g1", "ok", Duration::from_secs(15)).await;
+        assert_eq!(v["operation"], "get");
+        assert_eq!(v["data"]["state"]["voltage"], 234.5, "{v}");
+        assert!(v["data"]["command_id"].is_string(), "{v}");
+        let reads = site
+            .pty
+            .sim
+            .with(|e, _| e.device(plug_ieee).map_or(0, |d| d.reads_answered()));
+        assert!(reads >= reads_before + 3, "{reads_before} -> {reads}");
+        // `attributes` narrows the answer.
+        site.request(
+            "get",
+            json!({"correlation_id": "g2", "device": plug, "attributes": ["on_off"]}),
+            false,
+        )
+        .await;
+        let v = site.response("g2", "ok", Duration::from_secs(15)).await;
+        let keys: Vec<&String> = v["data"]["state"]
+            .as_object()
+            .expect("state")
+            .keys()
+            .collect();
+        assert_eq!(keys, vec!["on_off"], "{v}");
+
+        // `set` to the sleeping sensor: queued at once, delivered when it wakes.
+        site.request(
+            "set",
+            json!({"correlation_id": "s1", "device": pir, "state": {"on": true}}),
+            false,
+        )
+        .await;
+        let q = site.response("s1", "queued", Duration::from_secs(10)).await;
+        assert_eq!(q["data"]["device"], pir.as_str());
+        assert!(q["data"]["request_id"].as_i64().is_some(), "{q}");
+        assert!(
+            q["msg_id"].is_string() && q["seq"].as_i64().is_some(),
+            "{q}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !site
+                .responses("s1")
+                .iter()
+                .any(|v| v["status"] == "delivered"),
+            "delivered while asleep"
+        );
+        site.wake();
+        let d = site
+            .response("s1", "delivered", Duration::from_secs(10))
+            .await;
+        assert_eq!(d["data"]["request_id"], q["data"]["request_id"]);
+        assert!(d["data"]["command_id"].is_string(), "{d}");
+
+        // A `get` to it is held as well and answers with what it read.
+        site.request("get", json!({"correlation_id": "g3", "device": pir}), false)
+            .await;
+        site.response("g3", "queued", Duration::from_secs(10)).await;
+        site.wake();
+        let d = site
+            .response("g3", "delivered", Duration::from_secs(15))
+            .await;
+        assert!(d["data"]["state"]["occupancy"].is_boolean(), "{d}");
+
+        // Its time runs out before it wakes: expired.
+        site.request(
+            "set",
+            json!({"correlation_id": "s2", "device": pir, "state": {"on": false}, "ttl_s": 1}),
+            false,
+        )
+        .await;
+        site.response("s2", "queued", Duration::from_secs(10)).await;
+        let e = site
+            .response("s2", "expired", Duration::from_secs(10))
+            .await;
+        assert!(e["data"]["expires_at"].is_string(), "{e}");
+        site.wake();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            site.responses("s2").len(),
+            2,
+            "nothing after expiry: {:?}",
+            site.responses("s2")
+        );
+
+        // Held across a SIGKILL: delivered after the restart, when the sensor wakes.
+        site.request(
+            "set",
+            json!({"correlation_id": "s3", "device": pir, "state": {"state": "toggle"}, "ttl_s": 600}),
+            false,
+        )
+        .await;
+        site.response("s3", "queued", Duration::from_secs(10)).await;
+        site.sigkill_and_restart();
+        site.wait_log("zigbee network up").await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !site
+            .responses("s3")
+            .iter()
+            .any(|v| v["status"] == "delivered")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "s3 not delivered after the restart: {:?}\n{}",
+                site.responses("s3"),
+                site.daemon.log()
+            );
+            site.wake();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+
+        // Every step is audited.
+        // queued + sent for each of s1, g3 and s3, delivered for s1, g3 and s3.
+        assert!(site.audit_count("device.request", &pir, "accepted") >= 9);
+        assert_eq!(
+            site.audit_count("device.request", &pir, "failed"),
+            1,
+            "the expiry"
+        );
+        assert!(site
+            .daemon
+            .terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retained_toggle_replayed_after_a_restart_is_carried_out_once() {
+        let mut site = Site::start().await;
+        site.pair().await;
+        let plug = dev(DeviceKind::SmartPlug);
+        let ieee = DeviceKind::SmartPlug.default_ieee();
+        let on = |site: &Site| {
+            site.pty
+                .sim
+                .with(|e, _| e.device(ieee).is_some_and(|d| d.is_on()))
+        };
+        let was_on = on(&site);
+        site.request(
+            "set",
+            json!({"correlation_id": "t1", "device": plug, "state": {"state": "toggle"}}),
+            true,
+        )
+        .await;
+        let first = site.response("t1", "ok", Duration::from_secs(10)).await;
+        until("the plug toggled", Duration::from_secs(10), || {
+            on(&site) != was_on
+        })
+        .await;
+
+        // SIGKILL, then a restart: the broker hands the retained request over again.
+        site.sigkill_and_restart();
+        site.probe
+            .wait_for("the answer again", Duration::from_secs(20), |_| {
+                site.responses("t1").len() >= 2
+            })
+            .await;
+        let again = &site.responses("t1")[1];
+        assert_eq!(again["status"], "ok");
+        assert_eq!(again["data"]["command_id"], first["data"]["command_id"]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(on(&site), !was_on, "toggled exactly once");
+        assert_eq!(site.audit_count("device.command", &plug, "accepted"), 1);
+        let c = fieldgate::store::open_reader(&site.daemon.db()).expect("db");
+        let duplicates: i64 = c
+            .query_row(
+                "SELECT count(*) FROM audit WHERE action = 'mqtt.set' AND details LIKE '%\"duplicate\"%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(duplicates >= 1);
+        // Clear the retained request.
+        site.probe
+            .client
+            .publish(
+                format!("{}/request/set", site.prefix),
+                QoS::AtLeastOnce,
+                true,
+                Vec::new(),
+            )
+            .await
+            .expect("clear retained");
+        assert!(site
+            .daemon
+            .terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success()));
+    }
+}

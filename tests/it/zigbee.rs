@@ -16,7 +16,7 @@ use fieldgate::model::{DeviceCommand, DeviceId, RadioCommand, RadioState, Value}
 use fieldgate::radio::{self, zigbee_sim::PtyEmulator, RadioHandle, SecretSink};
 use fieldgate::secrets::MasterKey;
 use fieldgate::store::{credentials, outbox, registry, Store, WriterOptions};
-use fieldgate_zigbee::emulator::{DeviceKind, DeviceTiming, EmulatorConfig, Fault};
+use fieldgate_zigbee::emulator::{DeviceKind, DeviceTiming, EmulatorConfig, Fault, Firmware};
 use fieldgate_zigbee::IeeeAddr;
 use tokio::sync::{mpsc, watch};
 
@@ -419,8 +419,18 @@ async fn zigbee_network_key_is_kept_encrypted_and_exported_in_a_backup() {
         b["coordinator_ieee"],
         format!("{:016x}", emulator_config().ieee.0)
     );
-    let not_read = b["metadata"]["internal"]["not_read_from_coordinator"].to_string();
-    assert!(not_read.contains("network_key.frame_counter"), "{b}");
+    // Read from the coordinator, not made up: only the link keys are left out.
+    assert_eq!(
+        b["metadata"]["internal"]["not_read_from_coordinator"],
+        serde_json::json!(["devices[].link_key"])
+    );
+    assert_eq!(b["nwk_update_id"], 0);
+    assert_eq!(b["network_key"]["sequence_number"], 0);
+    let fc = b["network_key"]["frame_counter"]
+        .as_u64()
+        .expect("a number");
+    let now = u64::from(pty.sim.with(|e, _| e.nwk_frame_counter()).unwrap());
+    assert!(fc > 0 && fc <= now, "backup {fc}, coordinator {now}");
     let th = DeviceKind::TempHumidity.default_ieee();
     let dev = b["devices"]
         .as_array()
@@ -485,6 +495,272 @@ async fn zigbee_network_key_is_kept_encrypted_and_exported_in_a_backup() {
     .expect("credential");
     assert_eq!(again.expose(), &nv_key[..]);
     rig.stop().await;
+}
+
+/// The NWK frame counter of a backup, checked against the emulator's before and after it
+/// (the driver may transmit in between, never during the backup's reads).
+async fn backup_between(rig: &Rig, pty: &PtyEmulator) -> (serde_json::Value, u32) {
+    let before = pty.sim.with(|e, _| e.nwk_frame_counter()).expect("formed");
+    let b = rig
+        .hub
+        .backup("zb0".into(), "test".into())
+        .await
+        .expect("backup");
+    let after = pty.sim.with(|e, _| e.nwk_frame_counter()).expect("formed");
+    let fc = u32::try_from(b["network_key"]["frame_counter"].as_u64().expect("number")).unwrap();
+    assert!(
+        before <= fc && fc <= after,
+        "backup {fc}, coordinator {before}..={after}"
+    );
+    (b, fc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_backup_reads_frame_counter_update_id_and_key_sequence() {
+    let pty = PtyEmulator::spawn(emulator_config()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = format!("{FAST}key_switch_delay = \"300ms\"\n");
+    let rig = Rig::start(dir.path(), pty.path(), &options).await;
+    rig.permit_join().await;
+    for kind in [DeviceKind::TempHumidity, DeviceKind::SmartPlug] {
+        rig.wait_interviewed(kind, 20).await;
+    }
+    let (b1, fc1) = backup_between(&rig, &pty).await;
+    assert!(fc1 > 0, "pairing sent frames: {b1}");
+    assert_eq!(b1["nwk_update_id"], 0);
+    assert_eq!(b1["network_key"]["sequence_number"], 0);
+    assert_eq!(
+        b1["metadata"]["internal"]["frame_counter_source"],
+        "this network's security material entry"
+    );
+
+    // Traffic moves the counter, and the next backup shows it.
+    let plug = DeviceKind::SmartPlug;
+    for (i, command) in [DeviceCommand::On, DeviceCommand::Off, DeviceCommand::On]
+        .into_iter()
+        .enumerate()
+    {
+        let t = Instant::now();
+        let want = Value::Bool(command == DeviceCommand::On);
+        rig.send(RadioCommand::Set {
+            native_address: plug.default_ieee().to_string(),
+            command,
+            command_id: format!("fc-{i}"),
+        })
+        .await;
+        rig.wait_reading(plug, "on_off", t, |v| *v == want).await;
+    }
+    let (_, fc2) = backup_between(&rig, &pty).await;
+    assert!(fc2 >= fc1 + 3, "{fc1} -> {fc2}");
+
+    // Network updates and a key rotation show up as the coordinator holds them; the frame
+    // counter starts again with the new key.
+    pty.sim.with(|e, _| {
+        e.network_update();
+        e.network_update();
+    });
+    rig.hub
+        .rotate_network_key("zb0".into(), "test".into())
+        .await
+        .expect("rotation");
+    let (b3, fc3) = backup_between(&rig, &pty).await;
+    assert_eq!(b3["nwk_update_id"], 2);
+    assert_eq!(b3["network_key"]["sequence_number"], 1);
+    let active = pty.sim.with(|e, _| e.active_key_info()).unwrap();
+    assert_eq!(b3["network_key"]["key"], hex::encode(active.key));
+    assert_ne!(b3["network_key"]["key"], b1["network_key"]["key"]);
+    assert!(fc3 < fc2, "{fc2} -> {fc3}");
+    rig.stop().await;
+
+    // The coordinator's NV outlives a daemon restart and a coordinator reset.
+    let rig = Rig::start(dir.path(), pty.path(), FAST).await;
+    let mut state = rig.radios[0].state.clone();
+    state.borrow_and_update();
+    pty.sim.inject(Fault::Reset);
+    tokio::time::timeout(Duration::from_secs(5), state.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    rig.wait_state(|s| *s == RadioState::Up, 10).await;
+    let (b4, fc4) = backup_between(&rig, &pty).await;
+    assert!(fc4 >= fc3, "{fc3} -> {fc4}");
+    assert_eq!(b4["nwk_update_id"], 2);
+    assert_eq!(b4["network_key"]["sequence_number"], 1);
+    assert_eq!(b4["network_key"]["key"], b3["network_key"]["key"]);
+
+    // Short or garbled NV answers fail the backup with the item named, never a silent 0.
+    let nib = pty
+        .sim
+        .with(|e, _| e.nv_item(0x0021).map(<[u8]>::to_vec))
+        .unwrap();
+    pty.sim
+        .with(|e, _| e.set_nv_item(0x0021, nib[..40].to_vec()));
+    let err = rig
+        .hub
+        .backup("zb0".into(), "test".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("0x0021") && err.contains("NIB") && err.contains("40 byte(s)"),
+        "{err}"
+    );
+    pty.sim.with(|e, _| {
+        e.set_nv_item(0x0021, nib.clone());
+        e.set_nv_item(0x003A, vec![1, 2, 3]);
+    });
+    let err = rig
+        .hub
+        .backup("zb0".into(), "test".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("0x003a") && err.contains("active key"),
+        "{err}"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_backup_of_a_cc2531_reads_the_packed_nib_and_legacy_counters() {
+    let pty = PtyEmulator::spawn(EmulatorConfig {
+        firmware: Firmware::ZStack30x,
+        ..emulator_config()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = format!("{FAST}channel = 20\npan_id = \"0x2b2b\"\n");
+    let rig = Rig::start(dir.path(), pty.path(), &options).await;
+    assert_eq!(
+        pty.sim.with(|e, _| e.nv_item(0x0021).map(<[u8]>::len)),
+        Some(110)
+    );
+    rig.permit_join().await;
+    rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
+    pty.sim.with(|e, _| e.network_update());
+    let (b, fc) = backup_between(&rig, &pty).await;
+    assert!(fc > 0);
+    assert_eq!(b["pan_id"], "2b2b");
+    assert_eq!(b["channel"], 20);
+    assert_eq!(b["nwk_update_id"], 1);
+    assert_eq!(b["security_level"], 5);
+    rig.stop().await;
+}
+
+/// zigbee-herdsman 11.1.1's own backup code (`AdapterBackup.createBackup`) reads a snapshot
+/// of the emulated coordinator over MT, request by request, and herdsman's
+/// `fromUnifiedBackup` parses our backup of the same coordinator: both must give the values
+/// the emulator holds. Runs with FIELDGATE_PEERS=1 (tests/peers/zigbee/setup.sh first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_backup_agrees_with_zigbee_herdsman() {
+    use fieldgate_zigbee::{to_hex, MtFrame, MtStreamParser, MtType};
+    use serde_json::Value as J;
+    use std::io::{BufRead, Write};
+    if !std::env::var("FIELDGATE_PEERS").is_ok_and(|v| v == "1") {
+        println!("skipped: set FIELDGATE_PEERS=1 (and run tests/peers/zigbee/setup.sh) to compare with zigbee-herdsman");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/zigbee/backup.js");
+    for firmware in [Firmware::ZStack3x0, Firmware::ZStack30x] {
+        // No devices: nothing transmits between our backup and the snapshot.
+        let pty = PtyEmulator::spawn(EmulatorConfig {
+            firmware,
+            devices: Vec::new(),
+            ..emulator_config()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let options =
+            format!("{FAST}channel = 25\npan_id = \"0x3c3c\"\nkey_switch_delay = \"100ms\"\n");
+        let rig = Rig::start(dir.path(), pty.path(), &options).await;
+        pty.sim.with(|e, _| e.network_update());
+        rig.hub
+            .rotate_network_key("zb0".into(), "test".into())
+            .await
+            .expect("rotation");
+        // Frames after the switch, so the counter restarted with the key is not 0.
+        for _ in 0..3 {
+            rig.permit_join().await;
+        }
+        let ours = rig
+            .hub
+            .backup("zb0".into(), "test".into())
+            .await
+            .expect("backup");
+        let (mut emu, mut now) = pty.sim.with(|e, now| (e.clone(), now));
+        rig.stop().await;
+        let nib = emu.nib().unwrap();
+        let key = emu.active_key_info().unwrap();
+        let fc = emu.nwk_frame_counter().unwrap();
+        assert!(fc >= 3, "{fc}");
+
+        let mut child = std::process::Command::new("node")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("FIELDGATE_PEERS=1 needs node on PATH");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        writeln!(stdin, "{}", serde_json::json!({ "ours": ours })).unwrap();
+        emu.take_output();
+        let mut parser = MtStreamParser::from_ncp();
+        let mut requests = 0;
+        let done = loop {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "backup.js ended early"
+            );
+            let msg: J = serde_json::from_str(&line).unwrap();
+            if let Some(err) = msg.get("error") {
+                panic!(
+                    "herdsman failed ({firmware:?}): {}",
+                    err.as_str().unwrap_or_default()
+                );
+            }
+            if let Some(done) = msg.get("done") {
+                break done.clone();
+            }
+            let req = fieldgate_zigbee::decode::parse_hex(msg["mt"].as_str().unwrap()).unwrap();
+            requests += 1;
+            now += Duration::from_millis(5);
+            emu.receive(now, &req);
+            let srsp: Vec<MtFrame> = parser
+                .feed(&emu.take_output())
+                .into_iter()
+                .filter(|f| f.cmd_type == MtType::Srsp)
+                .collect();
+            assert_eq!(srsp.len(), 1, "one SRSP for {}", to_hex(&req));
+            let bytes = srsp[0].to_bytes().unwrap();
+            writeln!(stdin, "{}", serde_json::json!({ "mt": to_hex(&bytes) })).unwrap();
+        };
+        drop(stdin);
+        let _ = child.wait();
+        let want = serde_json::json!({
+            "panId": 0x3c3c,
+            "extendedPanId": format!("{:016x}", nib.extended_pan_id),
+            "channelList": [25],
+            "networkKey": hex::encode(key.key),
+            "logicalChannel": 25,
+            "sequenceNumber": key.key_seq_num,
+            "frameCounter": fc,
+            "securityLevel": nib.security_level,
+            "networkUpdateId": 1,
+            "coordinatorIeeeAddress": format!("{:016x}", emulator_config().ieee.0),
+        });
+        assert_eq!(key.key_seq_num, 1);
+        assert_eq!(
+            done["herdsman"], want,
+            "herdsman's own backup ({firmware:?}, {requests} requests)"
+        );
+        assert_eq!(
+            done["from_unified"], want,
+            "herdsman reading our backup ({firmware:?})"
+        );
+        println!("zigbee-herdsman agrees on the {firmware:?} backup ({requests} requests)");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1559,7 +1835,11 @@ async fn zigbee_network_key_rotation_switches_and_devices_keep_reporting() {
     rig.permit_join().await;
     rig.wait_interviewed(DeviceKind::TempHumidity, 20).await;
     rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
-    let (seq0, key0) = pty.sim.with(|e, _| e.active_network_key()).unwrap();
+    let active_key = |pty: &PtyEmulator| {
+        let k = pty.sim.with(|e, _| e.active_key_info()).unwrap();
+        (k.key_seq_num, k.key.to_vec())
+    };
+    let (seq0, key0) = active_key(&pty);
     assert_eq!(seq0, 0);
     let owner = "radio:zb0";
     let before = credentials::list(&rig.store.reader().unwrap(), Some(owner)).unwrap();
@@ -1582,10 +1862,7 @@ async fn zigbee_network_key_rotation_switches_and_devices_keep_reporting() {
     let err = pending.await.unwrap().unwrap_err().to_string();
     assert!(err.contains("old network key stays active"), "{err}");
     rig.wait_state(|s| *s == RadioState::Up, 20).await;
-    assert_eq!(
-        pty.sim.with(|e, _| e.active_network_key()),
-        Some((0, key0.clone()))
-    );
+    assert_eq!(active_key(&pty), (0, key0.clone()));
     let c = rig.store.reader().unwrap();
     assert!(!credentials::exists(&c, owner, "zigbee_network_key_pending").unwrap());
     assert_eq!(
@@ -1611,7 +1888,7 @@ async fn zigbee_network_key_rotation_switches_and_devices_keep_reporting() {
         (done.rotation.previous_key_seq, done.rotation.key_seq),
         (0, 1)
     );
-    let (seq1, key1) = pty.sim.with(|e, _| e.active_network_key()).unwrap();
+    let (seq1, key1) = active_key(&pty);
     assert_eq!(seq1, 1);
     assert_ne!(key1, key0);
     assert_eq!(
@@ -1668,6 +1945,75 @@ async fn zigbee_network_key_rotation_switches_and_devices_keep_reporting() {
         .rotate_network_key("nope".into(), "tech".into())
         .await
         .is_err());
+    rig.stop().await;
+}
+
+/// A start-up takes the network key credential from the coordinator's active key item, not
+/// from the preconfigured key the network was formed with: after the coordinator switched
+/// keys behind the daemon's back (another host, a restored backup), the stored credential
+/// and the next backup follow the key the network runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_start_up_keeps_the_active_key_not_the_formation_key() {
+    use fieldgate_zigbee::znp::SecretBytes;
+    use fieldgate_zigbee::ZnpCommand;
+    let pty = PtyEmulator::spawn(emulator_config()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = format!("{FAST}key_switch_delay = \"200ms\"\n");
+    let rig = Rig::start(dir.path(), pty.path(), &options).await;
+    rig.permit_join().await;
+    rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
+    let formed = pty
+        .sim
+        .with(|e, _| e.nv_item(0x0062).map(<[u8]>::to_vec))
+        .unwrap();
+    let done = rig
+        .hub
+        .rotate_network_key("zb0".into(), "tech".into())
+        .await
+        .unwrap();
+    assert_eq!(done.rotation.key_seq, 1);
+    rig.stop().await;
+
+    // With the daemon down, another host rotates again, straight over ZNP.
+    let third = [0x5C; 16];
+    pty.sim.with(|e, now| {
+        for cmd in [
+            ZnpCommand::ZdoExtUpdateNwkKeyReq {
+                dst_addr: 0xFFFF,
+                key_seq_num: 2,
+                key: SecretBytes(third.to_vec()),
+            },
+            ZnpCommand::ZdoExtSwitchNwkKeyReq {
+                dst_addr: 0xFFFF,
+                key_seq_num: 2,
+            },
+        ] {
+            e.receive(now, &cmd.to_bytes().unwrap());
+        }
+        // Nobody reads the answers: they must not reach the next daemon.
+        e.take_output();
+    });
+    let active = pty.sim.with(|e, _| e.active_key_info()).unwrap();
+    assert_eq!((active.key_seq_num, active.key), (2, third));
+    assert_eq!(
+        pty.sim.with(|e, _| e.nv_item(0x0062).map(<[u8]>::to_vec)),
+        Some(formed.clone()),
+        "the preconfigured key item still holds the formation key"
+    );
+
+    let rig = Rig::start(dir.path(), pty.path(), FAST).await;
+    rig.wait_state(|s| *s == RadioState::Up, 10).await;
+    let c = rig.store.reader().unwrap();
+    assert_eq!(
+        credentials::get(&c, &rig.master_key, "radio:zb0", "zigbee_network_key")
+            .unwrap()
+            .unwrap()
+            .expose(),
+        &third[..]
+    );
+    let (b, _) = backup_between(&rig, &pty).await;
+    assert_eq!(b["network_key"]["key"], hex::encode(third));
+    assert_eq!(b["network_key"]["sequence_number"], 2);
     rig.stop().await;
 }
 
@@ -1749,7 +2095,26 @@ fn zigbee_cli_install_codes_and_key_rotation_keep_secrets_out_of_logs() {
     );
     let rotated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rotated["key_seq"], 1, "{rotated}");
-    let (_, key) = pty.sim.with(|e, _| e.active_network_key()).unwrap();
+    let active = pty.sim.with(|e, _| e.active_key_info()).unwrap();
+    let key = active.key;
+    assert_eq!(active.key_seq_num, 1);
+    // A backup taken after the rotation holds the key the network now runs on and its
+    // sequence number (the coordinator's active key item), not the key it was formed with.
+    let file = d.dir.path().join("zb0-backup.json");
+    let backup_out = d.cli(&["radio", "backup", "zb0", "--out", file.to_str().unwrap()]);
+    assert!(
+        backup_out.status.success(),
+        "{}",
+        crate::common::stderr(&backup_out)
+    );
+    let backup: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(backup["network_key"]["key"], hex::encode(key), "{backup}");
+    assert_eq!(backup["network_key"]["sequence_number"], 1, "{backup}");
+    let formed = pty
+        .sim
+        .with(|e, _| e.nv_item(0x0062).map(<[u8]>::to_vec))
+        .unwrap();
+    assert_ne!(formed, key.to_vec(), "the rotation changed nothing");
     let out = d.cli(&["radio", "rotate-key", "nope"]);
     assert!(!out.status.success());
 
@@ -1764,6 +2129,7 @@ fn zigbee_cli_install_codes_and_key_rotation_keep_secrets_out_of_logs() {
         ("status", &status),
         ("list", &list),
         ("rotate answer", &crate::common::stdout(&out)),
+        ("backup answer", &crate::common::stdout(&backup_out)),
     ] {
         let upper = text.to_ascii_uppercase();
         assert!(
@@ -1771,7 +2137,7 @@ fn zigbee_cli_install_codes_and_key_rotation_keep_secrets_out_of_logs() {
             "install code in the {what}"
         );
         assert!(
-            !text.contains(&hex::encode(&key)),
+            !text.contains(&hex::encode(key)),
             "network key in the {what}"
         );
     }

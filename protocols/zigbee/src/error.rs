@@ -33,6 +33,14 @@ pub enum Error {
     /// Nested arrays/structs deeper than the codec accepts.
     #[error("ZCL value nesting deeper than {0} levels")]
     TooDeep(usize),
+    /// An NV item had a length that matches none of the layouts its structure is known in
+    /// (e.g. a NIB that is neither the 110-byte CC2531 nor the 116-byte CC26xx form).
+    #[error("NV item {what} is {len} byte(s) long; expected {expected}")]
+    NvItemLength {
+        what: &'static str,
+        len: usize,
+        expected: &'static str,
+    },
     /// Input text was not valid hexadecimal.
     #[error("invalid hex input: {0}")]
     BadHex(String),

@@ -5,6 +5,8 @@
 //! - [`znp`]: typed ZNP commands ([`ZnpCommand`]) inside MT frames, both directions;
 //! - [`zcl`]: Zigbee Cluster Library frames ([`zcl::ZclFrame`]), data types, and the
 //!   cluster knowledge that turns attribute values into readings ([`zcl::clusters::normalize`]);
+//! - [`nvitems`]: the Z-Stack NV structures a network backup reads (NIB, active key,
+//!   NWK frame counters), in both the packed (CC2531) and aligned (CC26xx) layouts;
 //! - [`decode`]: one-call decoding of captured bytes into a serializable report, for
 //!   `fieldgate decode zigbee HEX`.
 //!
@@ -45,6 +47,7 @@ pub mod emulator;
 pub mod error;
 pub mod install_code;
 pub mod mt;
+pub mod nvitems;
 #[cfg(feature = "emulator")]
 pub mod samples;
 mod wire;

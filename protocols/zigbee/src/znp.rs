@@ -27,6 +27,11 @@ pub mod cmd {
         pub const OSAL_NV_ITEM_INIT: u8 = 0x07;
         pub const OSAL_NV_READ: u8 = 0x08;
         pub const OSAL_NV_WRITE: u8 = 0x09;
+        pub const OSAL_NV_LENGTH: u8 = 0x13;
+        pub const OSAL_NV_READ_EXT: u8 = 0x1C;
+        /// SimpleLink Z-Stack 3.x.0 extended NV items (sysId, itemId, subId).
+        pub const NV_LENGTH: u8 = 0x32;
+        pub const NV_READ: u8 = 0x33;
         pub const RESET_IND: u8 = 0x80;
     }
     pub mod util {
@@ -95,13 +100,28 @@ pub mod nv {
     pub const PANID: u16 = 0x0083;
     /// u32 channel bit mask (bit n = channel n).
     pub const CHANLIST: u16 = 0x0084;
-    /// The active network key descriptor: key sequence number (u8) then the 16-byte key
-    /// (Z-Stack `ZCD_NV_NWK_ACTIVE_KEY_INFO`; zigpy-znp `OsalNvIds.NWK_ACTIVE_KEY_INFO`,
-    /// `NwkKeyDesc`).
-    pub const NWK_ACTIVE_KEY_INFO: u16 = 0x003A;
     /// u8: 0 coordinator, 1 router, 2 end device.
     pub const LOGICAL_TYPE: u16 = 0x0087;
     pub const ZDO_DIRECT_CB: u16 = 0x008F;
+    /// The NWK information base ([`crate::nvitems::Nib`]).
+    pub const NIB: u16 = 0x0021;
+    /// The active network key and its sequence number ([`crate::nvitems::NwkKeyDescriptor`];
+    /// Z-Stack `ZCD_NV_NWK_ACTIVE_KEY_INFO`). A key switch rewrites it.
+    pub const NWK_ACTIVE_KEY_INFO: u16 = 0x003A;
+    /// The alternate network key: the one a key update delivered and a switch to its
+    /// sequence number makes active; after the switch it holds the previous key (Z-Stack
+    /// `ZCD_NV_NWK_ALTERN_KEY_INFO`, written by `SSP_UpdateNwkKey` / `SSP_SwitchNwkKey`).
+    pub const NWK_ALTERN_KEY_INFO: u16 = 0x003B;
+    /// First of the legacy network security material items (Z-Stack 3.0.x / 1.2), one
+    /// [`crate::nvitems::NwkSecMaterialEntry`] each.
+    pub const LEGACY_NWK_SEC_MATERIAL_TABLE_START: u16 = 0x0075;
+    /// How many legacy security material items herdsman reads at most.
+    pub const LEGACY_NWK_SEC_MATERIAL_TABLE_LEN: u16 = 12;
+    /// Extended-NV system id of Z-Stack's own items.
+    pub const SYSTEM_ZSTACK: u8 = 0x01;
+    /// Extended-NV item id of the security material table (SimpleLink Z-Stack 3.x.0); the
+    /// entry index is the subId.
+    pub const EX_NWK_SEC_MATERIAL_TABLE: u16 = 0x0007;
     pub const HAS_CONFIGURED_MAGIC: u8 = 0x55;
     /// STARTUP_OPTION value that wipes config and network state.
     pub const STARTUP_CLEAR_ALL: u8 = 0x03;
@@ -456,6 +476,46 @@ pub enum ZnpCommand {
         #[serde(serialize_with = "crate::serde_hex")]
         value: Vec<u8>,
     },
+    SysOsalNvLengthReq {
+        id: u16,
+    },
+    /// 0 when the item does not exist.
+    SysOsalNvLengthRsp {
+        length: u16,
+    },
+    /// Like OSAL_NV_READ with a 16-bit offset, for items longer than one frame.
+    SysOsalNvReadExtReq {
+        id: u16,
+        offset: u16,
+    },
+    SysOsalNvReadExtRsp {
+        status: u8,
+        #[serde(serialize_with = "crate::serde_hex")]
+        value: Vec<u8>,
+    },
+    /// Length of an extended NV item (SimpleLink Z-Stack 3.x.0 tables).
+    SysNvLengthReq {
+        sys_id: u8,
+        item_id: u16,
+        sub_id: u16,
+    },
+    /// 0 when the item does not exist. The firmware sends a u32; zigbee-herdsman reads only
+    /// its first byte, so a 1-byte answer is accepted too.
+    SysNvLengthRsp {
+        length: u32,
+    },
+    SysNvReadReq {
+        sys_id: u8,
+        item_id: u16,
+        sub_id: u16,
+        offset: u16,
+        len: u8,
+    },
+    SysNvReadRsp {
+        status: u8,
+        #[serde(serialize_with = "crate::serde_hex")]
+        value: Vec<u8>,
+    },
     // ---- UTIL ----
     UtilGetDeviceInfoReq,
     UtilGetDeviceInfoRsp {
@@ -761,6 +821,38 @@ impl ZnpCommand {
             (Sreq, Sys, sys::OSAL_NV_WRITE) => Self::SysOsalNvWriteReq {
                 id: r.u16()?,
                 offset: r.u8()?,
+                value: read_short_bytes(r)?,
+            },
+            (Sreq, Sys, sys::OSAL_NV_LENGTH) => Self::SysOsalNvLengthReq { id: r.u16()? },
+            (Srsp, Sys, sys::OSAL_NV_LENGTH) => Self::SysOsalNvLengthRsp { length: r.u16()? },
+            (Sreq, Sys, sys::OSAL_NV_READ_EXT) => Self::SysOsalNvReadExtReq {
+                id: r.u16()?,
+                offset: r.u16()?,
+            },
+            (Srsp, Sys, sys::OSAL_NV_READ_EXT) => Self::SysOsalNvReadExtRsp {
+                status: r.u8()?,
+                value: read_short_bytes(r)?,
+            },
+            (Sreq, Sys, sys::NV_LENGTH) => Self::SysNvLengthReq {
+                sys_id: r.u8()?,
+                item_id: r.u16()?,
+                sub_id: r.u16()?,
+            },
+            (Srsp, Sys, sys::NV_LENGTH) => {
+                let width = r.remaining().clamp(1, 4);
+                Self::SysNvLengthRsp {
+                    length: u32::try_from(r.uint(width)?).unwrap_or(u32::MAX),
+                }
+            }
+            (Sreq, Sys, sys::NV_READ) => Self::SysNvReadReq {
+                sys_id: r.u8()?,
+                item_id: r.u16()?,
+                sub_id: r.u16()?,
+                offset: r.u16()?,
+                len: r.u8()?,
+            },
+            (Srsp, Sys, sys::NV_READ) => Self::SysNvReadRsp {
+                status: r.u8()?,
                 value: read_short_bytes(r)?,
             },
             (Sreq, Util, util::GET_DEVICE_INFO) => Self::UtilGetDeviceInfoReq,
@@ -1158,6 +1250,57 @@ impl ZnpCommand {
                 p.put_u8(*offset);
                 write_short_bytes(&mut p, value);
                 (Sreq, Sys, sys::OSAL_NV_WRITE)
+            }
+            Self::SysOsalNvLengthReq { id } => {
+                p.put_u16(*id);
+                (Sreq, Sys, sys::OSAL_NV_LENGTH)
+            }
+            Self::SysOsalNvLengthRsp { length } => {
+                p.put_u16(*length);
+                (Srsp, Sys, sys::OSAL_NV_LENGTH)
+            }
+            Self::SysOsalNvReadExtReq { id, offset } => {
+                p.put_u16(*id);
+                p.put_u16(*offset);
+                (Sreq, Sys, sys::OSAL_NV_READ_EXT)
+            }
+            Self::SysOsalNvReadExtRsp { status, value } => {
+                p.put_u8(*status);
+                write_short_bytes(&mut p, value);
+                (Srsp, Sys, sys::OSAL_NV_READ_EXT)
+            }
+            Self::SysNvLengthReq {
+                sys_id,
+                item_id,
+                sub_id,
+            } => {
+                p.put_u8(*sys_id);
+                p.put_u16(*item_id);
+                p.put_u16(*sub_id);
+                (Sreq, Sys, sys::NV_LENGTH)
+            }
+            Self::SysNvLengthRsp { length } => {
+                p.put_u32(*length);
+                (Srsp, Sys, sys::NV_LENGTH)
+            }
+            Self::SysNvReadReq {
+                sys_id,
+                item_id,
+                sub_id,
+                offset,
+                len,
+            } => {
+                p.put_u8(*sys_id);
+                p.put_u16(*item_id);
+                p.put_u16(*sub_id);
+                p.put_u16(*offset);
+                p.put_u8(*len);
+                (Sreq, Sys, sys::NV_READ)
+            }
+            Self::SysNvReadRsp { status, value } => {
+                p.put_u8(*status);
+                write_short_bytes(&mut p, value);
+                (Srsp, Sys, sys::NV_READ)
             }
             Self::UtilGetDeviceInfoReq => (Sreq, Util, util::GET_DEVICE_INFO),
             Self::UtilGetDeviceInfoRsp {
@@ -1608,6 +1751,14 @@ impl ZnpCommand {
             Self::SysOsalNvReadReq { .. } => "sys_osal_nv_read_req",
             Self::SysOsalNvReadRsp { .. } => "sys_osal_nv_read_rsp",
             Self::SysOsalNvWriteReq { .. } => "sys_osal_nv_write_req",
+            Self::SysOsalNvLengthReq { .. } => "sys_osal_nv_length_req",
+            Self::SysOsalNvLengthRsp { .. } => "sys_osal_nv_length_rsp",
+            Self::SysOsalNvReadExtReq { .. } => "sys_osal_nv_read_ext_req",
+            Self::SysOsalNvReadExtRsp { .. } => "sys_osal_nv_read_ext_rsp",
+            Self::SysNvLengthReq { .. } => "sys_nv_length_req",
+            Self::SysNvLengthRsp { .. } => "sys_nv_length_rsp",
+            Self::SysNvReadReq { .. } => "sys_nv_read_req",
+            Self::SysNvReadRsp { .. } => "sys_nv_read_rsp",
             Self::UtilGetDeviceInfoReq => "util_get_device_info_req",
             Self::UtilGetDeviceInfoRsp { .. } => "util_get_device_info_rsp",
             Self::AfRegisterReq(_) => "af_register_req",

@@ -311,6 +311,38 @@ fn znp_command() -> impl Strategy<Value = ZnpCommand> {
         ),
         (any::<u8>(), vec(any::<u8>(), 0..200))
             .prop_map(|(status, value)| ZnpCommand::SysOsalNvReadRsp { status, value }),
+        any::<u16>().prop_map(|id| ZnpCommand::SysOsalNvLengthReq { id }),
+        any::<u16>().prop_map(|length| ZnpCommand::SysOsalNvLengthRsp { length }),
+        (any::<u16>(), any::<u16>())
+            .prop_map(|(id, offset)| ZnpCommand::SysOsalNvReadExtReq { id, offset }),
+        (any::<u8>(), vec(any::<u8>(), 0..200))
+            .prop_map(|(status, value)| ZnpCommand::SysOsalNvReadExtRsp { status, value }),
+        (any::<u8>(), any::<u16>(), any::<u16>()).prop_map(|(sys_id, item_id, sub_id)| {
+            ZnpCommand::SysNvLengthReq {
+                sys_id,
+                item_id,
+                sub_id,
+            }
+        }),
+        any::<u32>().prop_map(|length| ZnpCommand::SysNvLengthRsp { length }),
+        (
+            any::<u8>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u8>()
+        )
+            .prop_map(
+                |(sys_id, item_id, sub_id, offset, len)| ZnpCommand::SysNvReadReq {
+                    sys_id,
+                    item_id,
+                    sub_id,
+                    offset,
+                    len,
+                }
+            ),
+        (any::<u8>(), vec(any::<u8>(), 0..200))
+            .prop_map(|(status, value)| ZnpCommand::SysNvReadRsp { status, value }),
         (any::<bool>(), any::<u32>()).prop_map(|(is_primary, channel_mask)| {
             ZnpCommand::BdbSetChannelReq {
                 is_primary,
@@ -675,4 +707,93 @@ fn parser_counts_oversize_length_and_truncated_tail() {
             capabilities: 0x0011
         }
     );
+}
+
+mod nv_structures {
+    use fieldgate_zigbee::nvitems::{Nib, NvLayout, NwkKeyDescriptor, NwkSecMaterialEntry};
+    use fieldgate_zigbee::IeeeAddr;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = NwkKeyDescriptor> {
+        (any::<u8>(), any::<[u8; 16]>())
+            .prop_map(|(key_seq_num, key)| NwkKeyDescriptor { key_seq_num, key })
+    }
+
+    /// A NIB with random values where the layouts differ (around every u16/u32 and at the
+    /// end) and in the fields a backup reads; the rest comes from a seed byte.
+    fn nib() -> impl Strategy<Value = Nib> {
+        (
+            (any::<u8>(), any::<u16>(), any::<u16>(), any::<u16>()),
+            (any::<u16>(), any::<u32>(), any::<u32>(), any::<u32>()),
+            (any::<u64>(), any::<u64>(), key(), key()),
+            (
+                any::<u16>(),
+                any::<u16>(),
+                any::<u8>(),
+                any::<u8>(),
+                any::<u8>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (seed, tpt, dev, coord),
+                    (pan, chans, routers, eds),
+                    (cext, ext, k1, k2),
+                    (mgr, tx, upd, level, state),
+                )| Nib {
+                    sequence_num: seed,
+                    capability_flags: seed.wrapping_add(1),
+                    transaction_persistence_time: tpt,
+                    route_expiry_time: seed.wrapping_add(2),
+                    nwk_dev_address: dev,
+                    nwk_logical_channel: seed.wrapping_add(3),
+                    nwk_coord_address: coord,
+                    nwk_coord_ext_address: IeeeAddr(cext),
+                    nwk_pan_id: pan,
+                    nwk_state: state,
+                    channel_list: chans,
+                    allocated_router_addresses: routers,
+                    allocated_end_device_addresses: eds,
+                    node_depth: seed.wrapping_add(4),
+                    extended_pan_id: ext,
+                    spare1: k1,
+                    spare2: k2,
+                    nwk_all_fresh: seed.wrapping_add(5),
+                    nwk_manager_addr: mgr,
+                    nwk_total_transmissions: tx,
+                    nwk_update_id: upd,
+                    security_level: level,
+                    ..Nib::default()
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn nib_round_trips_in_both_layouts(n in nib()) {
+            for layout in [NvLayout::Unaligned, NvLayout::Aligned] {
+                let bytes = n.to_bytes(layout);
+                prop_assert_eq!(Nib::layout_of(bytes.len()), Some(layout));
+                prop_assert_eq!(Nib::parse(&bytes).unwrap(), n);
+            }
+        }
+
+        #[test]
+        fn key_and_security_material_round_trip(k in key(), fc in any::<u32>(), ext in any::<u64>()) {
+            for layout in [NvLayout::Unaligned, NvLayout::Aligned] {
+                prop_assert_eq!(NwkKeyDescriptor::parse(&k.to_bytes(layout)).unwrap(), k);
+            }
+            let e = NwkSecMaterialEntry { frame_counter: fc, extended_pan_id: ext };
+            prop_assert_eq!(NwkSecMaterialEntry::parse(&e.to_bytes()).unwrap(), e);
+        }
+
+        #[test]
+        fn nv_structures_never_panic_on_noise(bytes in proptest::collection::vec(any::<u8>(), 0..130)) {
+            let _ = Nib::parse(&bytes);
+            let _ = NwkKeyDescriptor::parse(&bytes);
+            let _ = NwkSecMaterialEntry::parse(&bytes);
+        }
+    }
 }

@@ -749,3 +749,193 @@ fn zdo_ext_update_and_switch_nwk_key_requests() {
         "{rsp:?}"
     );
 }
+
+// ------------------------------------------------------- NV structures (backup, nvitems.rs)
+
+mod nv_structures {
+    use super::hex;
+    use fieldgate_zigbee::nvitems::{
+        network_frame_counter_entry, Nib, NvLayout, NwkKeyDescriptor, NwkSecMaterialEntry,
+    };
+    use fieldgate_zigbee::IeeeAddr;
+
+    /// A NIB whose every field holds a distinct value, serialized by zigbee-herdsman 11.1.1
+    /// (`dist/adapter/z-stack/structs/entries/nib.js`, `Struct.serialize("unaligned")` and
+    /// `serialize("aligned")`): fields numbered 1, 2, … in order, multi-byte fields counting
+    /// up byte by byte, then SecurityLevel = 5, nwkPanId = 0x1a62, nwkLogicalChannel = 15,
+    /// channelList = 1 << 15, extendedPANID = dddddddddddddd01, nwkUpdateId = 7.
+    const NIB_UNALIGNED: &str = "0102030405060708090a0b0c050e0f111012131416150f191821201f1e1d1c1b1a621a2400800000292a2b2c2d2e2f30313233343501dddddddddddddd3e3f404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f606162636465666768696b6a6d6c07";
+    const NIB_ALIGNED: &str = "0102030405060708090a0b0c050e0f0011101213140016150f00191821201f1e1d1c1b1a621a240000800000292a2b2c2d2e2f30313233343501dddddddddddddd3e3f404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f60616263646566676869006b6a6d6c0700";
+
+    /// The same NIB as herdsman's `toJSON()` printed it.
+    fn expected_nib() -> Nib {
+        let key = |seq: u8, first: u8| NwkKeyDescriptor {
+            key_seq_num: seq,
+            key: std::array::from_fn(|i| first + i as u8),
+        };
+        Nib {
+            sequence_num: 1,
+            passive_ack_timeout: 2,
+            max_broadcast_retries: 3,
+            max_children: 4,
+            max_depth: 5,
+            max_routers: 6,
+            dummy_neighbor_table: 7,
+            broadcast_delivery_time: 8,
+            report_constant_cost: 9,
+            route_disc_retries: 10,
+            dummy_routing_table: 11,
+            secure_all_frames: 12,
+            security_level: 5,
+            sym_link: 14,
+            capability_flags: 15,
+            transaction_persistence_time: 4113,
+            nwk_protocol_version: 18,
+            route_discovery_time: 19,
+            route_expiry_time: 20,
+            nwk_dev_address: 5398,
+            nwk_logical_channel: 15,
+            nwk_coord_address: 6169,
+            nwk_coord_ext_address: IeeeAddr(0x1a1b_1c1d_1e1f_2021),
+            nwk_pan_id: 0x1a62,
+            nwk_state: 36,
+            channel_list: 1 << 15,
+            beacon_order: 41,
+            super_frame_order: 42,
+            scan_duration: 43,
+            batt_life_ext: 44,
+            allocated_router_addresses: 808_398_381,
+            allocated_end_device_addresses: 875_770_417,
+            node_depth: 53,
+            extended_pan_id: 0xdddd_dddd_dddd_dd01,
+            nwk_key_loaded: 62,
+            spare1: key(63, 0x40),
+            spare2: key(80, 0x51),
+            spare3: 97,
+            spare4: 98,
+            nwk_link_status_period: 99,
+            nwk_router_age_limit: 100,
+            nwk_use_multicast: 101,
+            nwk_is_concentrator: 102,
+            nwk_concentrator_discovery_time: 103,
+            nwk_concentrator_radius: 104,
+            nwk_all_fresh: 105,
+            nwk_manager_addr: 27243,
+            nwk_total_transmissions: 27757,
+            nwk_update_id: 7,
+        }
+    }
+
+    #[test]
+    fn nib_in_both_layouts_matches_zigbee_herdsman() {
+        let want = expected_nib();
+        for (text, layout, len) in [
+            (NIB_UNALIGNED, NvLayout::Unaligned, 110),
+            (NIB_ALIGNED, NvLayout::Aligned, 116),
+        ] {
+            let bytes = hex(text);
+            assert_eq!(bytes.len(), len);
+            assert_eq!(Nib::layout_of(bytes.len()), Some(layout));
+            let nib = Nib::parse(&bytes).expect("herdsman's NIB parses");
+            assert_eq!(nib, want, "{layout:?}");
+            assert_eq!(nib.to_bytes(layout), bytes, "{layout:?} re-encodes");
+            assert_eq!(nib.channels(), vec![15]);
+        }
+    }
+
+    #[test]
+    fn truncated_or_padded_nib_is_a_typed_error() {
+        let bytes = hex(NIB_ALIGNED);
+        for cut in [0, 1, 60, 109, 115] {
+            let err = Nib::parse(&bytes[..cut]).unwrap_err();
+            assert!(err.to_string().contains("NIB"), "{err}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(Nib::parse(&long).is_err());
+    }
+
+    #[test]
+    fn key_info_and_security_material_match_zigbee_herdsman() {
+        // zigbee-herdsman 11.1.1 `nwk-key-descriptor.js`: keySeqNum 3, key
+        // 01030507090b0d0f00020406080a0c0d; 17 bytes unaligned, padded to 18 aligned.
+        for text in [
+            "0301030507090b0d0f00020406080a0c0d",
+            "0301030507090b0d0f00020406080a0c0d00",
+        ] {
+            let k = NwkKeyDescriptor::parse(&hex(text)).unwrap();
+            assert_eq!(k.key_seq_num, 3);
+            assert_eq!(k.key.to_vec(), hex("01030507090b0d0f00020406080a0c0d"));
+        }
+        let k = NwkKeyDescriptor::parse(&hex("0301030507090b0d0f00020406080a0c0d")).unwrap();
+        assert_eq!(
+            k.to_bytes(NvLayout::Aligned),
+            hex("0301030507090b0d0f00020406080a0c0d00")
+        );
+        // zigbee-herdsman 11.1.1 `nwk-sec-material-descriptor-entry.js`: FrameCounter
+        // 0x12345678, extendedPANID dddddddddddddd01; the same 12 bytes in both layouts.
+        let bytes = hex("7856341201dddddddddddddd");
+        let e = NwkSecMaterialEntry::parse(&bytes).unwrap();
+        assert_eq!(e.frame_counter, 0x1234_5678);
+        assert_eq!(e.extended_pan_id, 0xdddd_dddd_dddd_dd01);
+        assert_eq!(e.to_bytes(), bytes);
+        assert_eq!(
+            network_frame_counter_entry(&[e], 0xdddd_dddd_dddd_dd01).map(|e| e.frame_counter),
+            Some(0x1234_5678)
+        );
+    }
+}
+
+#[test]
+fn nv_length_and_extended_read_requests_match_zigbee_herdsman() {
+    // Source: zigbee-herdsman 11.1.1 `ZpiObject.createRequest(SYS, ...)` +
+    // `unpiFrame.toBuffer()` (ids from `dist/adapter/z-stack/znp/definition.js`: osalNvLength
+    // 19, osalNvReadExt 28, nvLength 50, nvRead 51).
+    let cases = [
+        (
+            ZnpCommand::SysOsalNvLengthReq { id: 0x0021 },
+            "fe022113210011",
+        ),
+        (
+            ZnpCommand::SysOsalNvReadExtReq {
+                id: 0x0021,
+                offset: 0x00F0,
+            },
+            "fe04211c2100f000e8",
+        ),
+        (
+            ZnpCommand::SysNvLengthReq {
+                sys_id: 1,
+                item_id: 7,
+                sub_id: 11,
+            },
+            "fe0521320107000b001b",
+        ),
+        (
+            ZnpCommand::SysNvReadReq {
+                sys_id: 1,
+                item_id: 7,
+                sub_id: 11,
+                offset: 0,
+                len: 12,
+            },
+            "fe0821330107000b0000000c1b",
+        ),
+    ];
+    for (cmd, bytes) in cases {
+        assert_reencodes(&cmd, bytes);
+        assert_eq!(znp(bytes).1, cmd);
+    }
+    // SYS_NV_LENGTH's answer is a u32 from the firmware; herdsman reads one byte of it.
+    let four = ZnpCommand::SysNvLengthRsp { length: 12 }
+        .to_bytes()
+        .unwrap();
+    assert_eq!(four, hex("fe0461320c0000005b"));
+    let one = MtFrame::new(MtType::Srsp, Subsystem::Sys, 0x32, vec![12]);
+    assert_eq!(
+        ZnpCommand::decode(&one).unwrap(),
+        ZnpCommand::SysNvLengthRsp { length: 12 }
+    );
+    let empty = MtFrame::new(MtType::Srsp, Subsystem::Sys, 0x32, vec![]);
+    assert!(ZnpCommand::decode(&empty).is_err());
+}

@@ -153,6 +153,7 @@ pub struct VirtualDevice {
     awake_until: Duration,
     answers_left: u32,
     next_wake: Option<Duration>,
+    reads_answered: u64,
     tsn: u8,
     cycle: u32,
 }
@@ -222,6 +223,7 @@ impl VirtualDevice {
             awake_until: Duration::ZERO,
             answers_left: 0,
             next_wake: None,
+            reads_answered: 0,
             tsn: 0,
             cycle: 0,
         }
@@ -254,6 +256,25 @@ impl VirtualDevice {
 
     pub fn is_sleepy(&self) -> bool {
         self.kind == DeviceKind::SleepySensor
+    }
+
+    /// Read Attributes requests this device answered.
+    pub fn reads_answered(&self) -> u64 {
+        self.reads_answered
+    }
+
+    /// Wakes a joined sleepy device at the next tick, as its own wake timer would.
+    pub(crate) fn wake_now(&mut self, now: Duration) -> bool {
+        if !self.is_sleepy() || self.nwk.is_none() {
+            return false;
+        }
+        self.next_wake = Some(now);
+        true
+    }
+
+    /// Changes an attribute's value without reporting it (the device measured something).
+    pub(crate) fn set_attribute(&mut self, cluster: u16, attr: u16, value: ZclValue) {
+        self.attrs.insert((cluster, attr), value);
     }
 
     /// Whether the device would hear a frame sent to it now.
@@ -444,6 +465,7 @@ impl VirtualDevice {
         let mut default_status = None;
         match &frame.command {
             ZclCommand::ReadAttributes { attribute_ids } => {
+                self.reads_answered += 1;
                 let records = attribute_ids
                     .iter()
                     .map(|a| match self.attrs.get(&(cluster, *a)) {

@@ -7,6 +7,11 @@
 //! What it emulates (the start-up sequence of reference §1.4):
 //! - SYS ping/version/reset (with SYS_RESET_IND), OSAL NV item read/write/init with an NV
 //!   store that survives resets and link re-opens, STARTUP_OPTION clearing on reset;
+//! - the NV state a formed network leaves behind, in the layout of the [`Firmware`] chosen:
+//!   the NIB (0x0021), the active key info (0x003A) and the network security material table
+//!   with the outgoing NWK frame counter, which counts every frame the coordinator sends;
+//!   read with OSAL_NV_LENGTH / OSAL_NV_READ_EXT and, for the extended table of Z-Stack
+//!   3.x.0, SYS_NV_LENGTH / SYS_NV_READ (as zigbee-herdsman's backup reads them);
 //! - UTIL_GET_DEVICE_INFO, AF_REGISTER, ZDO_STARTUP_FROM_APP, BDB set-channel and formation
 //!   with STATE_CHANGE_IND and the commissioning notification;
 //! - permit join (both forms): while the window is open, each virtual device not yet on the
@@ -19,10 +24,14 @@
 //!   ([`EmulatorConfig::install_codes`]); otherwise the association is reported (TC_DEV_IND)
 //!   but the device never gets the network key, so it never announces or reports. Both live in
 //!   RAM and are lost on a reset, as the driver must assume of a real coordinator;
-//! - network key update and switch (ZDO_EXT_UPDATE_NWK_KEY / ZDO_EXT_SWITCH_NWK_KEY): joined
-//!   devices the update reaches keep the new key as their alternate and move to it on the
-//!   switch; the coordinator's active key (NV `NWK_ACTIVE_KEY_INFO`, else `PRECFGKEY` with
-//!   sequence 0) changes; frames from a device still on an old key are dropped and counted;
+//! - network key update and switch (ZDO_EXT_UPDATE_NWK_KEY / ZDO_EXT_SWITCH_NWK_KEY), kept in
+//!   NV as Z-Stack's `SSP_UpdateNwkKey` / `SSP_SwitchNwkKey` keep them: an update writes the
+//!   alternate key item (0x003B); a broadcast switch to its sequence number swaps it with the
+//!   active key item (0x003A) and restarts the outgoing NWK frame counter at 0 (a unicast
+//!   switch moves only that device; a sequence number that matches no alternate key changes
+//!   nothing, and the SRSP is still success). Joined devices the update reaches keep the
+//!   new key as their alternate and move to it on the switch; frames from a device still on
+//!   an old key are dropped and counted;
 //! - a bootloader that swallows frames until the 0xEF skip byte (CC253x style);
 //! - faults on request ([`Fault`]): garbage bytes, a bad FCS, a dropped SRSP, an unsolicited
 //!   reset, a device that never finishes its interview.
@@ -37,6 +46,10 @@ use std::time::Duration;
 pub use device::{DeviceKind, DeviceTiming, VirtualDevice};
 
 use crate::mt::{MtFrame, MtParserStats, MtStreamParser, MtType, Subsystem};
+use crate::nvitems::{
+    Nib, NvLayout, NwkKeyDescriptor, NwkSecMaterialEntry, GENERIC_EXTENDED_PAN_ID,
+};
+use crate::zcl::ZclValue;
 use crate::znp::{cmd, nv, DEVICE_STATE_COORDINATOR};
 use crate::{IeeeAddr, ZnpCommand};
 
@@ -53,6 +66,40 @@ pub const STATUS_NWK_NO_ROUTE: u8 = 0xCD;
 pub const STATUS_DUPLICATE_ENTRY: u8 = 0xB8;
 pub const STATUS_NV_OPER_FAILED: u8 = 0x0A;
 pub const STATUS_NV_ITEM_UNINIT: u8 = 0x09;
+/// Most bytes one OSAL_NV_READ_EXT answer carries; longer items take several reads.
+pub const NV_READ_EXT_CHUNK: usize = 64;
+/// Entries in the network security material table (legacy items 0x0075..=0x0080).
+pub const SEC_MATERIAL_TABLE_LEN: u16 = 12;
+
+/// Which Z-Stack build the emulator plays: it decides SYS_VERSION's product, the NV struct
+/// layout and where the NWK frame counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Firmware {
+    /// SimpleLink Z-Stack 3.x.0 on a CC26xx/CC13xx (product 1): aligned structs, security
+    /// material in the extended NV table (sysId 1, itemId 0x0007, subId = entry).
+    #[default]
+    ZStack3x0,
+    /// Z-Stack 3.0.x on a CC2531 (product 2): packed structs, security material in legacy
+    /// items 0x0075 + entry.
+    ZStack30x,
+}
+
+impl Firmware {
+    /// SYS_VERSION product id.
+    pub fn product(self) -> u8 {
+        match self {
+            Self::ZStack3x0 => 1,
+            Self::ZStack30x => 2,
+        }
+    }
+
+    pub fn layout(self) -> NvLayout {
+        match self {
+            Self::ZStack3x0 => NvLayout::Aligned,
+            Self::ZStack30x => NvLayout::Unaligned,
+        }
+    }
+}
 
 /// How the emulator starts.
 #[derive(Debug, Clone)]
@@ -68,6 +115,7 @@ pub struct EmulatorConfig {
     pub join_spacing: Duration,
     /// Install codes (code + CRC) the virtual devices were manufactured with.
     pub install_codes: BTreeMap<IeeeAddr, Vec<u8>>,
+    pub firmware: Firmware,
 }
 
 impl Default for EmulatorConfig {
@@ -87,6 +135,7 @@ impl Default for EmulatorConfig {
             start_in_bootloader: false,
             join_spacing: Duration::from_millis(250),
             install_codes: BTreeMap::new(),
+            firmware: Firmware::default(),
         }
     }
 }
@@ -181,6 +230,8 @@ pub struct Emulator {
     out: Vec<u8>,
     now: Duration,
     nv: BTreeMap<u16, Vec<u8>>,
+    /// Extended NV items (Z-Stack 3.x.0), keyed by (sysId, itemId, subId).
+    ext_nv: BTreeMap<(u8, u16, u16), Vec<u8>>,
     network: Option<NetworkParams>,
     /// ZDO device state: 0 hold, 9 started as coordinator.
     state: u8,
@@ -199,10 +250,8 @@ pub struct Emulator {
     registered_codes: BTreeMap<IeeeAddr, Vec<u8>>,
     /// APP_CNF_BDB_SET_JOINUSESINSTALLCODEKEY (RAM: off after a reset).
     join_uses_install_code: bool,
-    /// The network key each joined device holds.
+    /// The network key each joined device holds (the coordinator's own keys are in NV).
     device_keys: BTreeMap<IeeeAddr, DeviceKeys>,
-    /// The coordinator's alternate key from the last update: (sequence number, key).
-    alternate_key: Option<(u8, Vec<u8>)>,
 }
 
 impl Default for Emulator {
@@ -225,6 +274,7 @@ impl Emulator {
             out: Vec::new(),
             now: Duration::ZERO,
             nv: BTreeMap::new(),
+            ext_nv: BTreeMap::new(),
             network: None,
             state: 0,
             endpoints: Vec::new(),
@@ -240,7 +290,6 @@ impl Emulator {
             registered_codes: BTreeMap::new(),
             join_uses_install_code: false,
             device_keys: BTreeMap::new(),
-            alternate_key: None,
         }
     }
 
@@ -387,9 +436,66 @@ impl Emulator {
         self.devices.iter().find(|d| d.ieee == ieee)
     }
 
+    /// Wakes the sleepy device `ieee` now (it reports, then listens for its awake window),
+    /// instead of at its next wake interval. False when it is not a joined sleepy device.
+    pub fn wake(&mut self, now: Duration, ieee: IeeeAddr) -> bool {
+        let Some(d) = self.devices.iter_mut().find(|d| d.ieee == ieee) else {
+            return false;
+        };
+        let woken = d.wake_now(now);
+        self.tick(now);
+        woken
+    }
+
+    /// Changes what device `ieee` measures without it reporting the change; a Read
+    /// Attributes request finds the new value.
+    pub fn set_attribute(&mut self, ieee: IeeeAddr, cluster: u16, attr: u16, value: ZclValue) {
+        if let Some(d) = self.devices.iter_mut().find(|d| d.ieee == ieee) {
+            d.set_attribute(cluster, attr, value);
+        }
+    }
+
     /// The raw value of an NV item.
     pub fn nv_item(&self, id: u16) -> Option<&[u8]> {
         self.nv.get(&id).map(Vec::as_slice)
+    }
+
+    /// Replaces an NV item's bytes as they are (to serve a short or garbled item).
+    pub fn set_nv_item(&mut self, id: u16, value: Vec<u8>) {
+        self.nv.insert(id, value);
+    }
+
+    /// The NIB in NV, if one is there and parses.
+    pub fn nib(&self) -> Option<Nib> {
+        Nib::parse(self.nv.get(&nv::NIB)?).ok()
+    }
+
+    /// The active network key descriptor in NV.
+    pub fn active_key_info(&self) -> Option<NwkKeyDescriptor> {
+        NwkKeyDescriptor::parse(self.nv.get(&nv::NWK_ACTIVE_KEY_INFO)?).ok()
+    }
+
+    /// The security material table as stored, in entry order.
+    pub fn sec_material_table(&self) -> Vec<NwkSecMaterialEntry> {
+        (0..SEC_MATERIAL_TABLE_LEN)
+            .filter_map(|i| self.sec_material_raw(i))
+            .filter_map(|b| NwkSecMaterialEntry::parse(b).ok())
+            .collect()
+    }
+
+    /// The outgoing NWK frame counter of the formed network.
+    pub fn nwk_frame_counter(&self) -> Option<u32> {
+        self.nwk_frame_counter_of(self.network?.extended_pan_id)
+    }
+
+    /// A network update (as after a channel change announced to the network): the NIB's
+    /// nwkUpdateId goes up by one. Returns the new id.
+    pub fn network_update(&mut self) -> Option<u8> {
+        let mut nib = self.nib()?;
+        nib.nwk_update_id = nib.nwk_update_id.wrapping_add(1);
+        self.nv
+            .insert(nv::NIB, nib.to_bytes(self.cfg.firmware.layout()));
+        Some(nib.nwk_update_id)
     }
 
     pub fn permit_join_open(&self) -> bool {
@@ -410,23 +516,19 @@ impl Emulator {
         self.join_uses_install_code
     }
 
-    /// The coordinator's active network key: (sequence number, key).
-    pub fn active_network_key(&self) -> Option<(u8, Vec<u8>)> {
-        if let Some(v) = self.nv.get(&nv::NWK_ACTIVE_KEY_INFO) {
-            if v.len() >= 17 {
-                return Some((v[0], v[1..17].to_vec()));
-            }
-        }
-        self.nv.get(&nv::PRECFGKEY).map(|k| (0, k.clone()))
+    /// The alternate network key descriptor in NV (the last update's key until a switch,
+    /// the previous key after it).
+    pub fn alternate_key_info(&self) -> Option<NwkKeyDescriptor> {
+        NwkKeyDescriptor::parse(self.nv.get(&nv::NWK_ALTERN_KEY_INFO)?).ok()
     }
 
-    /// The sequence number of the key device `ieee` is using, if it is joined.
+    /// The sequence number of the coordinator's active key, if device `ieee` (joined) uses
+    /// that key; `None` when it is on another key or not joined.
     pub fn device_key_seq(&self, ieee: IeeeAddr) -> Option<u8> {
         let keys = self.device_keys.get(&ieee)?;
-        match self.active_network_key() {
-            Some((seq, key)) if key == keys.active => Some(seq),
-            _ => None,
-        }
+        self.active_key_info()
+            .filter(|k| k.key[..] == keys.active[..])
+            .map(|k| k.key_seq_num)
     }
 
     // ---- internals ----
@@ -571,7 +673,7 @@ impl Emulator {
             ZnpCommand::SysPingReq => self.srsp(ZnpCommand::SysPingRsp {
                 capabilities: PING_CAPABILITIES,
             }),
-            ZnpCommand::SysVersionReq => self.srsp(version_rsp()),
+            ZnpCommand::SysVersionReq => self.srsp(version_rsp(self.cfg.firmware)),
             ZnpCommand::SysGetExtAddrReq => self.srsp(ZnpCommand::SysGetExtAddrRsp {
                 ieee: self.cfg.ieee,
             }),
@@ -588,6 +690,65 @@ impl Emulator {
                         value: v.get(usize::from(offset)..).unwrap_or_default().to_vec(),
                     },
                     None => ZnpCommand::SysOsalNvReadRsp {
+                        status: STATUS_NV_OPER_FAILED,
+                        value: Vec::new(),
+                    },
+                };
+                self.srsp(rsp);
+            }
+            ZnpCommand::SysOsalNvLengthReq { id } => {
+                let length = self
+                    .nv
+                    .get(&id)
+                    .map_or(0, |v| u16::try_from(v.len()).unwrap_or(u16::MAX));
+                self.srsp(ZnpCommand::SysOsalNvLengthRsp { length });
+            }
+            ZnpCommand::SysOsalNvReadExtReq { id, offset } => {
+                let rsp = match self.nv.get(&id) {
+                    Some(v) if usize::from(offset) <= v.len() => {
+                        let rest = v.get(usize::from(offset)..).unwrap_or_default();
+                        ZnpCommand::SysOsalNvReadExtRsp {
+                            status: 0,
+                            value: rest[..rest.len().min(NV_READ_EXT_CHUNK)].to_vec(),
+                        }
+                    }
+                    _ => ZnpCommand::SysOsalNvReadExtRsp {
+                        status: STATUS_NV_OPER_FAILED,
+                        value: Vec::new(),
+                    },
+                };
+                self.srsp(rsp);
+            }
+            ZnpCommand::SysNvLengthReq {
+                sys_id,
+                item_id,
+                sub_id,
+            } => {
+                let length = self
+                    .ext_nv
+                    .get(&(sys_id, item_id, sub_id))
+                    .map_or(0, |v| u32::try_from(v.len()).unwrap_or(u32::MAX));
+                self.srsp(ZnpCommand::SysNvLengthRsp { length });
+            }
+            ZnpCommand::SysNvReadReq {
+                sys_id,
+                item_id,
+                sub_id,
+                offset,
+                len,
+            } => {
+                let start = usize::from(offset);
+                let end = start + usize::from(len);
+                let rsp = match self
+                    .ext_nv
+                    .get(&(sys_id, item_id, sub_id))
+                    .and_then(|v| v.get(start..end))
+                {
+                    Some(v) => ZnpCommand::SysNvReadRsp {
+                        status: 0,
+                        value: v.to_vec(),
+                    },
+                    None => ZnpCommand::SysNvReadRsp {
                         status: STATUS_NV_OPER_FAILED,
                         value: Vec::new(),
                     },
@@ -670,6 +831,8 @@ impl Emulator {
                 let status = if running { 0 } else { STATUS_INVALID_REQUEST };
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::MGMT_PERMIT_JOIN_REQ, status);
                 if running {
+                    // Mgmt_Permit_Joining_req goes out as a broadcast.
+                    self.transmitted();
                     self.open_permit_join(duration);
                 }
             }
@@ -683,6 +846,9 @@ impl Emulator {
             }
             ZnpCommand::ZdoIeeeAddrReq { short_addr, .. } => {
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::IEEE_ADDR_REQ, 0);
+                if running {
+                    self.transmitted();
+                }
                 if let Some(d) = self.devices.iter().find(|d| d.nwk == Some(short_addr)) {
                     let rsp = ZnpCommand::ZdoIeeeAddrRsp {
                         status: 0,
@@ -704,6 +870,7 @@ impl Emulator {
                     .iter()
                     .position(|d| d.nwk == Some(dst_addr) && d.awake(now))
                 {
+                    self.transmitted();
                     self.schedule(
                         Duration::from_millis(15),
                         Action::Send(ZnpCommand::ZdoMgmtLeaveRsp {
@@ -755,42 +922,46 @@ impl Emulator {
                 key_seq_num,
                 key,
             } => {
-                let status = if running { 0 } else { STATUS_INVALID_REQUEST };
+                let status = self.key_command_status(running, dst_addr);
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::EXT_UPDATE_NWK_KEY, status);
-                if running {
+                let Ok(key) = <[u8; 16]>::try_from(key.0.as_slice()) else {
+                    return;
+                };
+                if status == 0 {
+                    self.transmitted();
                     for ieee in self.reached_by(dst_addr) {
                         if let Some(k) = self.device_keys.get_mut(&ieee) {
-                            k.alternate = Some((key_seq_num, key.0.clone()));
+                            k.alternate = Some((key_seq_num, key.to_vec()));
                         }
                     }
-                    self.alternate_key = Some((key_seq_num, key.0));
+                    // SSP_UpdateNwkKey: the coordinator keeps it as its alternate key.
+                    self.write_key_info(
+                        nv::NWK_ALTERN_KEY_INFO,
+                        NwkKeyDescriptor { key_seq_num, key },
+                    );
                 }
             }
             ZnpCommand::ZdoExtSwitchNwkKeyReq {
                 dst_addr,
                 key_seq_num,
             } => {
-                let alternate = self
-                    .alternate_key
-                    .clone()
-                    .filter(|(seq, _)| *seq == key_seq_num);
-                let status = match (&alternate, running) {
-                    (Some(_), true) => 0,
-                    _ => STATUS_INVALID_REQUEST,
-                };
+                let status = self.key_command_status(running, dst_addr);
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::EXT_SWITCH_NWK_KEY, status);
-                if let (Some((seq, key)), true) = (alternate, running) {
+                if status == 0 {
+                    self.transmitted();
                     for ieee in self.reached_by(dst_addr) {
                         if let Some(k) = self.device_keys.get_mut(&ieee) {
-                            if let Some((_, new)) = k.alternate.take().filter(|(s, _)| *s == seq) {
+                            if let Some((_, new)) =
+                                k.alternate.take().filter(|(s, _)| *s == key_seq_num)
+                            {
                                 k.active = new;
                             }
                         }
                     }
-                    let mut info = vec![seq];
-                    info.extend_from_slice(&key);
-                    self.nv.insert(nv::NWK_ACTIVE_KEY_INFO, info);
-                    self.alternate_key = None;
+                    // ZDSecMgrSwitchNwkKey: only a broadcast switches the coordinator too.
+                    if dst_addr >= 0xFFFC {
+                        self.switch_coordinator_key(key_seq_num);
+                    }
                 }
             }
             _ if frame.cmd_type == MtType::Sreq => {
@@ -817,6 +988,7 @@ impl Emulator {
         }
         let now = self.now;
         if let Some(idx) = self.devices.iter().position(|d| d.nwk == Some(dst_addr)) {
+            self.transmitted();
             for (delay, rsp) in self.devices[idx].handle_zdo(command, now) {
                 self.schedule(delay, Action::FromDevice(idx, rsp));
             }
@@ -850,6 +1022,7 @@ impl Emulator {
             );
             return;
         }
+        self.transmitted();
         self.schedule(Duration::from_millis(5), confirm(0));
         for (delay, rsp) in self.devices[idx].handle_af(&req, now, &timing) {
             self.schedule(delay, Action::FromDevice(idx, rsp));
@@ -919,11 +1092,11 @@ impl Emulator {
         if let Some(dev) = self.devices.get_mut(idx) {
             dev.joined(nwk, now, &timing);
         }
-        if let Some((_, key)) = self.active_network_key() {
+        if let Some(k) = self.active_key_info() {
             self.device_keys.insert(
                 ieee,
                 DeviceKeys {
-                    active: key,
+                    active: k.key.to_vec(),
                     alternate: None,
                 },
             );
@@ -999,6 +1172,7 @@ impl Emulator {
             key[8..].copy_from_slice(&extended_pan_id.to_be_bytes());
             self.nv.insert(nv::PRECFGKEY, key.to_vec());
         }
+        self.write_network_state(params);
         self.schedule(
             Duration::from_millis(5),
             Action::Send(ZnpCommand::ZdoStateChangeInd { state: 8 }),
@@ -1023,6 +1197,7 @@ impl Emulator {
             .unwrap_or(0);
         if startup & nv::STARTUP_CLEAR_ALL != 0 {
             self.nv.retain(|id, _| *id == nv::STARTUP_OPTION);
+            self.ext_nv.clear();
             self.network = None;
             for d in &mut self.devices {
                 d.left();
@@ -1031,14 +1206,13 @@ impl Emulator {
         self.state = 0;
         self.registered_codes.clear();
         self.join_uses_install_code = false;
-        self.alternate_key = None;
         self.endpoints.clear();
         self.bdb_primary_mask = None;
         self.permit_join_until = None;
         // Whatever was in flight is lost with the reboot.
         self.queue.clear();
         self.parser.reset();
-        let v = version_rsp();
+        let v = version_rsp(self.cfg.firmware);
         let ZnpCommand::SysVersionRsp {
             transport_rev,
             product,
@@ -1064,8 +1238,8 @@ impl Emulator {
         let Some(dev) = self.devices.get(idx) else {
             return false;
         };
-        match (self.device_keys.get(&dev.ieee), self.active_network_key()) {
-            (Some(k), Some((_, active))) => k.active == active,
+        match (self.device_keys.get(&dev.ieee), self.active_key_info()) {
+            (Some(k), Some(active)) => k.active[..] == active.key[..],
             // Joined before any key was known: nothing to compare.
             _ => true,
         }
@@ -1086,6 +1260,175 @@ impl Emulator {
             .collect()
     }
 
+    /// The SRSP status of a key update or switch: the stack must run, and a unicast must go
+    /// to a device it knows (1 = ZFailure otherwise, as `ZDSecMgrSwitchNwkKey` answers).
+    fn key_command_status(&self, running: bool, dst_addr: u16) -> u8 {
+        if !running {
+            STATUS_INVALID_REQUEST
+        } else if dst_addr >= 0xFFFC || self.devices.iter().any(|d| d.nwk == Some(dst_addr)) {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// `SSP_SwitchNwkKey`: when the alternate key carries `key_seq_num`, it and the active key
+    /// trade places and the outgoing NWK frame counter starts again at 0 (a new key, so no
+    /// nonce is reused); otherwise nothing changes.
+    fn switch_coordinator_key(&mut self, key_seq_num: u8) {
+        let (Some(alternate), Some(active)) = (self.alternate_key_info(), self.active_key_info())
+        else {
+            return;
+        };
+        if alternate.key_seq_num != key_seq_num {
+            return;
+        }
+        self.write_key_info(nv::NWK_ACTIVE_KEY_INFO, alternate);
+        self.write_key_info(nv::NWK_ALTERN_KEY_INFO, active);
+        if let Some(ext) = self.network.map(|n| n.extended_pan_id) {
+            self.set_frame_counter(ext, 0);
+        }
+    }
+
+    /// Key descriptors are 17 packed bytes in both firmware layouts (nothing to align).
+    fn write_key_info(&mut self, id: u16, key: NwkKeyDescriptor) {
+        self.nv.insert(id, key.to_bytes(NvLayout::Unaligned));
+    }
+
+    /// The NV a formation leaves: the NIB, the active key (sequence 0) and a security
+    /// material table with the new network's entry first and a generic entry last. A
+    /// re-formation of the same network keeps its frame counter (Z-Stack never reuses one).
+    fn write_network_state(&mut self, params: NetworkParams) {
+        let layout = self.cfg.firmware.layout();
+        let nib = Nib {
+            passive_ack_timeout: 5,
+            max_broadcast_retries: 2,
+            max_children: 20,
+            max_depth: 15,
+            max_routers: 20,
+            broadcast_delivery_time: 30,
+            report_constant_cost: 0,
+            route_disc_retries: 0,
+            secure_all_frames: 1,
+            security_level: 5,
+            capability_flags: 0x8F,
+            transaction_persistence_time: 7,
+            nwk_protocol_version: 2,
+            route_discovery_time: 13,
+            route_expiry_time: 30,
+            nwk_dev_address: 0x0000,
+            nwk_logical_channel: params.channel,
+            nwk_coord_address: 0x0000,
+            nwk_pan_id: params.pan_id,
+            // NWK_ROUTER: a coordinator that runs its network.
+            nwk_state: 8,
+            channel_list: 1u32 << params.channel,
+            beacon_order: 15,
+            super_frame_order: 15,
+            scan_duration: 4,
+            extended_pan_id: params.extended_pan_id,
+            nwk_key_loaded: 1,
+            nwk_link_status_period: 15,
+            nwk_router_age_limit: 3,
+            nwk_is_concentrator: 1,
+            nwk_concentrator_discovery_time: 120,
+            nwk_concentrator_radius: 10,
+            nwk_all_fresh: 1,
+            ..Nib::default()
+        };
+        self.nv.insert(nv::NIB, nib.to_bytes(layout));
+        let key: [u8; 16] = self
+            .nv
+            .get(&nv::PRECFGKEY)
+            .and_then(|k| <[u8; 16]>::try_from(k.as_slice()).ok())
+            .unwrap_or_default();
+        self.write_key_info(
+            nv::NWK_ACTIVE_KEY_INFO,
+            NwkKeyDescriptor {
+                key_seq_num: 0,
+                key,
+            },
+        );
+        self.nv.remove(&nv::NWK_ALTERN_KEY_INFO);
+        let kept = self
+            .nwk_frame_counter_of(params.extended_pan_id)
+            .unwrap_or(0);
+        for i in 0..SEC_MATERIAL_TABLE_LEN {
+            let entry = if i == 0 {
+                NwkSecMaterialEntry {
+                    frame_counter: kept,
+                    extended_pan_id: params.extended_pan_id,
+                }
+            } else if i == SEC_MATERIAL_TABLE_LEN - 1 {
+                NwkSecMaterialEntry {
+                    frame_counter: kept,
+                    extended_pan_id: GENERIC_EXTENDED_PAN_ID,
+                }
+            } else {
+                NwkSecMaterialEntry::default()
+            };
+            self.set_sec_material(i, entry);
+        }
+    }
+
+    fn nwk_frame_counter_of(&self, extended_pan_id: u64) -> Option<u32> {
+        self.sec_material_table()
+            .into_iter()
+            .find(|e| e.extended_pan_id == extended_pan_id)
+            .map(|e| e.frame_counter)
+    }
+
+    fn sec_material_raw(&self, index: u16) -> Option<&Vec<u8>> {
+        match self.cfg.firmware {
+            Firmware::ZStack3x0 => {
+                self.ext_nv
+                    .get(&(nv::SYSTEM_ZSTACK, nv::EX_NWK_SEC_MATERIAL_TABLE, index))
+            }
+            Firmware::ZStack30x => self
+                .nv
+                .get(&(nv::LEGACY_NWK_SEC_MATERIAL_TABLE_START + index)),
+        }
+    }
+
+    fn set_sec_material(&mut self, index: u16, entry: NwkSecMaterialEntry) {
+        let bytes = entry.to_bytes();
+        match self.cfg.firmware {
+            Firmware::ZStack3x0 => {
+                self.ext_nv.insert(
+                    (nv::SYSTEM_ZSTACK, nv::EX_NWK_SEC_MATERIAL_TABLE, index),
+                    bytes,
+                );
+            }
+            Firmware::ZStack30x => {
+                self.nv
+                    .insert(nv::LEGACY_NWK_SEC_MATERIAL_TABLE_START + index, bytes);
+            }
+        }
+    }
+
+    /// The coordinator sent one NWK frame: its outgoing frame counter moves on (written
+    /// through to NV, so it survives a reset).
+    fn transmitted(&mut self) {
+        let Some(ext) = self.network.map(|n| n.extended_pan_id) else {
+            return;
+        };
+        if let Some(fc) = self.nwk_frame_counter_of(ext) {
+            self.set_frame_counter(ext, fc.wrapping_add(1));
+        }
+    }
+
+    /// Rewrites the frame counter of the network entry for `extended_pan_id`, if it has one.
+    fn set_frame_counter(&mut self, extended_pan_id: u64, frame_counter: u32) {
+        let hit = (0..SEC_MATERIAL_TABLE_LEN).find_map(|i| {
+            let e = NwkSecMaterialEntry::parse(self.sec_material_raw(i)?).ok()?;
+            (e.extended_pan_id == extended_pan_id).then_some((i, e))
+        });
+        if let Some((i, mut e)) = hit {
+            e.frame_counter = frame_counter;
+            self.set_sec_material(i, e);
+        }
+    }
+
     fn nv_u16(&self, id: u16) -> Option<u16> {
         let v = self.nv.get(&id)?;
         Some(u16::from_le_bytes([*v.first()?, *v.get(1)?]))
@@ -1099,10 +1442,10 @@ impl Emulator {
     }
 }
 
-fn version_rsp() -> ZnpCommand {
+fn version_rsp(firmware: Firmware) -> ZnpCommand {
     ZnpCommand::SysVersionRsp {
         transport_rev: 2,
-        product: 1,
+        product: firmware.product(),
         major_rel: 2,
         minor_rel: 7,
         maint_rel: 1,

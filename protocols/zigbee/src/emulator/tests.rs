@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::nvitems::{Nib, NwkKeyDescriptor, NwkSecMaterialEntry};
 use crate::zcl::clusters::{self, id, OnOffCommand};
 use crate::zcl::{ZclCommand, ZclFrame, ZclValue};
 use crate::znp::DEVICE_STATE_COORDINATOR;
@@ -672,11 +673,17 @@ fn a_network_key_update_then_switch_moves_the_coordinator_and_its_devices() {
     h.form();
     let r = h.open_join();
     assert_eq!(joined(&r).len(), DeviceKind::ALL.len());
-    assert_eq!(h.emu.active_network_key(), Some((0, vec![7; 16])));
+    let key_info = |h: &Host| {
+        let k = h.emu.active_key_info().unwrap();
+        (k.key_seq_num, k.key)
+    };
+    assert_eq!(key_info(&h), (0, [7; 16]));
+    assert_eq!(h.emu.alternate_key_info(), None);
     let plug = DeviceKind::SmartPlug.default_ieee();
     let sleepy = DeviceKind::SleepySensor.default_ieee();
     assert_eq!(h.emu.device_key_seq(plug), Some(0));
-    // A switch to a key never sent is refused.
+    // A switch to a key never sent changes nothing, although the SRSP is success (Z-Stack's
+    // SSP_SwitchNwkKey silently ignores a sequence number its alternate key does not carry).
     let r = h.send(
         ZnpCommand::ZdoExtSwitchNwkKeyReq {
             dst_addr: 0xFFFF,
@@ -685,13 +692,20 @@ fn a_network_key_update_then_switch_moves_the_coordinator_and_its_devices() {
         ms(1),
     );
     assert!(
-        matches!(
-            r[..],
-            [ZnpCommand::StatusRsp {
-                status: STATUS_INVALID_REQUEST,
-                ..
-            }]
-        ),
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+        "{r:?}"
+    );
+    assert_eq!(key_info(&h), (0, [7; 16]));
+    // A unicast to a network address nobody has is a failure.
+    let r = h.send(
+        ZnpCommand::ZdoExtSwitchNwkKeyReq {
+            dst_addr: 0x0BAD,
+            key_seq_num: 1,
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 1, .. }]),
         "{r:?}"
     );
     // Update to the rx-on devices only (0xFFFD), then switch everyone: the sleepy sensor
@@ -708,7 +722,12 @@ fn a_network_key_update_then_switch_moves_the_coordinator_and_its_devices() {
         matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
         "{r:?}"
     );
-    assert_eq!(h.emu.active_network_key(), Some((0, vec![7; 16])));
+    // The update lands in the alternate key item; the active key is unchanged.
+    assert_eq!(key_info(&h), (0, [7; 16]));
+    let alt = h.emu.alternate_key_info().unwrap();
+    assert_eq!((alt.key_seq_num, alt.key), (1, [9; 16]));
+    let fc_before = h.emu.nwk_frame_counter().unwrap();
+    assert!(fc_before > 0);
     let r = h.send(
         ZnpCommand::ZdoExtSwitchNwkKeyReq {
             dst_addr: 0xFFFF,
@@ -720,7 +739,13 @@ fn a_network_key_update_then_switch_moves_the_coordinator_and_its_devices() {
         matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
         "{r:?}"
     );
-    assert_eq!(h.emu.active_network_key(), Some((1, vec![9; 16])));
+    // The switch swaps active and alternate and restarts the frame counter for the new key.
+    assert_eq!(key_info(&h), (1, [9; 16]));
+    let alt = h.emu.alternate_key_info().unwrap();
+    assert_eq!((alt.key_seq_num, alt.key), (0, [7; 16]));
+    assert_eq!(h.emu.nwk_frame_counter(), Some(0));
+    let nib_key = NwkKeyDescriptor::parse(&h.read_item(nv::NWK_ACTIVE_KEY_INFO).unwrap()).unwrap();
+    assert_eq!((nib_key.key_seq_num, nib_key.key), (1, [9; 16]));
     assert_eq!(h.emu.device_key_seq(plug), Some(1));
     assert_eq!(h.emu.device_key_seq(sleepy), None);
     let nwk = h.nwk_of(DeviceKind::SmartPlug);
@@ -729,4 +754,213 @@ fn a_network_key_update_then_switch_moves_the_coordinator_and_its_devices() {
     let before = h.emu.stats().stale_key_frames;
     h.wait(Duration::from_secs(20));
     assert!(h.emu.stats().stale_key_frames > before);
+}
+
+impl Host {
+    /// A key update to everyone, then the switch to it, over ZNP as the driver does it.
+    fn rotate_key(&mut self, key_seq_num: u8, key: [u8; 16]) {
+        let r = self.send(
+            ZnpCommand::ZdoExtUpdateNwkKeyReq {
+                dst_addr: 0xFFFF,
+                key_seq_num,
+                key: crate::znp::SecretBytes(key.to_vec()),
+            },
+            ms(1),
+        );
+        assert!(
+            matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+            "{r:?}"
+        );
+        let r = self.send(
+            ZnpCommand::ZdoExtSwitchNwkKeyReq {
+                dst_addr: 0xFFFF,
+                key_seq_num,
+            },
+            ms(1),
+        );
+        assert!(
+            matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+            "{r:?}"
+        );
+    }
+
+    /// An OSAL NV item read the way zigbee-herdsman's `AdapterNvMemory.readItem` does it:
+    /// OSAL_NV_LENGTH, then OSAL_NV_READ_EXT until the whole item is in.
+    fn read_item(&mut self, id: u16) -> Option<Vec<u8>> {
+        let r = self.send(ZnpCommand::SysOsalNvLengthReq { id }, ms(1));
+        let [ZnpCommand::SysOsalNvLengthRsp { length }] = r[..] else {
+            panic!("{r:?}");
+        };
+        if length == 0 {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut reads = 0;
+        while out.len() < usize::from(length) {
+            let offset = u16::try_from(out.len()).unwrap();
+            let r = self.send(ZnpCommand::SysOsalNvReadExtReq { id, offset }, ms(1));
+            let [ZnpCommand::SysOsalNvReadExtRsp {
+                status: 0,
+                ref value,
+            }] = r[..]
+            else {
+                panic!("{r:?}");
+            };
+            assert!(!value.is_empty() && value.len() <= NV_READ_EXT_CHUNK);
+            out.extend_from_slice(value);
+            reads += 1;
+        }
+        assert_eq!(reads, usize::from(length).div_ceil(NV_READ_EXT_CHUNK));
+        Some(out)
+    }
+
+    /// One extended NV table entry (SYS_NV_LENGTH, then SYS_NV_READ of that length).
+    fn read_ext(&mut self, item_id: u16, sub_id: u16) -> Option<Vec<u8>> {
+        let r = self.send(
+            ZnpCommand::SysNvLengthReq {
+                sys_id: nv::SYSTEM_ZSTACK,
+                item_id,
+                sub_id,
+            },
+            ms(1),
+        );
+        let [ZnpCommand::SysNvLengthRsp { length }] = r[..] else {
+            panic!("{r:?}");
+        };
+        if length == 0 {
+            return None;
+        }
+        let r = self.send(
+            ZnpCommand::SysNvReadReq {
+                sys_id: nv::SYSTEM_ZSTACK,
+                item_id,
+                sub_id,
+                offset: 0,
+                len: u8::try_from(length).unwrap(),
+            },
+            ms(1),
+        );
+        match &r[..] {
+            [ZnpCommand::SysNvReadRsp { status: 0, value }] => Some(value.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sec_material(&mut self, firmware: Firmware) -> Vec<NwkSecMaterialEntry> {
+        let mut out = Vec::new();
+        for i in 0..64u16 {
+            let raw = match firmware {
+                Firmware::ZStack3x0 => self.read_ext(nv::EX_NWK_SEC_MATERIAL_TABLE, i),
+                Firmware::ZStack30x => {
+                    if i >= nv::LEGACY_NWK_SEC_MATERIAL_TABLE_LEN {
+                        None
+                    } else {
+                        self.read_item(nv::LEGACY_NWK_SEC_MATERIAL_TABLE_START + i)
+                    }
+                }
+            };
+            let Some(raw) = raw else { break };
+            out.push(NwkSecMaterialEntry::parse(&raw).unwrap());
+        }
+        out
+    }
+}
+
+#[test]
+fn formed_network_state_is_in_nv_in_each_firmware_layout() {
+    use crate::nvitems::network_frame_counter_entry;
+    for (firmware, nib_len) in [(Firmware::ZStack3x0, 116), (Firmware::ZStack30x, 110)] {
+        let mut h = Host::new(EmulatorConfig {
+            firmware,
+            ..Default::default()
+        });
+        let r = h.send(ZnpCommand::SysVersionReq, ms(1));
+        assert!(
+            matches!(r[..], [ZnpCommand::SysVersionRsp { product, .. }] if product == firmware.product())
+        );
+        assert_eq!(h.read_item(nv::NIB), None, "no NIB before formation");
+        h.form();
+        let raw = h.read_item(nv::NIB).expect("NIB after formation");
+        assert_eq!(raw.len(), nib_len, "{firmware:?}");
+        let nib = Nib::parse(&raw).unwrap();
+        assert_eq!(
+            (nib.nwk_pan_id, nib.nwk_logical_channel, nib.extended_pan_id),
+            (0x4242, 15, 0xDDDD_DDDD_DDDD_DDDD)
+        );
+        assert_eq!((nib.security_level, nib.nwk_update_id), (5, 0));
+        let key = NwkKeyDescriptor::parse(&h.read_item(nv::NWK_ACTIVE_KEY_INFO).unwrap()).unwrap();
+        assert_eq!((key.key_seq_num, key.key), (0, [7; 16]));
+
+        // Every frame the coordinator sends moves the counter on; the generic entry stays.
+        let table = h.sec_material(firmware);
+        assert_eq!(table.len(), usize::from(SEC_MATERIAL_TABLE_LEN));
+        let before = network_frame_counter_entry(&table, nib.extended_pan_id).unwrap();
+        h.open_join();
+        let plug = h.nwk_of(DeviceKind::SmartPlug);
+        h.zcl(plug, id::ON_OFF, clusters::on_off(OnOffCommand::On, 1), 1);
+        let table = h.sec_material(firmware);
+        let after = network_frame_counter_entry(&table, nib.extended_pan_id).unwrap();
+        assert!(
+            after.frame_counter >= before.frame_counter + 2,
+            "{before:?} {after:?}"
+        );
+        assert_eq!(Some(after.frame_counter), h.emu.nwk_frame_counter());
+        let generic = table
+            .iter()
+            .find(|e| e.extended_pan_id == crate::nvitems::GENERIC_EXTENDED_PAN_ID)
+            .unwrap();
+        assert_eq!(generic.frame_counter, before.frame_counter);
+
+        // Network updates and key switches land in NV and survive a reset, as the counter
+        // does; the switch restarts the counter and keeps the old key as the alternate.
+        assert_eq!(h.emu.network_update(), Some(1));
+        h.rotate_key(1, [9; 16]);
+        let counter = h.emu.nwk_frame_counter().unwrap();
+        assert!(counter < after.frame_counter, "{counter} {after:?}");
+        h.send(ZnpCommand::SysResetReq { reset_type: 1 }, ms(50));
+        let nib = Nib::parse(&h.read_item(nv::NIB).unwrap()).unwrap();
+        assert_eq!(nib.nwk_update_id, 1);
+        let key = NwkKeyDescriptor::parse(&h.read_item(nv::NWK_ACTIVE_KEY_INFO).unwrap()).unwrap();
+        assert_eq!((key.key_seq_num, key.key), (1, [9; 16]));
+        let alt = NwkKeyDescriptor::parse(&h.read_item(nv::NWK_ALTERN_KEY_INFO).unwrap()).unwrap();
+        assert_eq!((alt.key_seq_num, alt.key), (0, [7; 16]));
+        assert_eq!(h.emu.nwk_frame_counter(), Some(counter));
+    }
+}
+
+#[test]
+fn missing_nv_items_read_as_absent() {
+    let mut h = Host::new(EmulatorConfig::default());
+    let r = h.send(
+        ZnpCommand::SysOsalNvReadExtReq {
+            id: nv::NIB,
+            offset: 0,
+        },
+        ms(1),
+    );
+    assert!(matches!(
+        r[..],
+        [ZnpCommand::SysOsalNvReadExtRsp {
+            status: STATUS_NV_OPER_FAILED,
+            ..
+        }]
+    ));
+    assert_eq!(h.read_ext(nv::EX_NWK_SEC_MATERIAL_TABLE, 0), None);
+    let r = h.send(
+        ZnpCommand::SysNvReadReq {
+            sys_id: 1,
+            item_id: nv::EX_NWK_SEC_MATERIAL_TABLE,
+            sub_id: 0,
+            offset: 0,
+            len: 12,
+        },
+        ms(1),
+    );
+    assert!(matches!(
+        r[..],
+        [ZnpCommand::SysNvReadRsp {
+            status: STATUS_NV_OPER_FAILED,
+            ..
+        }]
+    ));
 }

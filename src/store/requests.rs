@@ -1,0 +1,245 @@
+//! Requests for sleeping devices, held by the gateway until the device next speaks.
+//!
+//! A row is `queued` until the hub hands it to the radio (then `sent`, with the
+//! `command_id` the radio's result will carry) and is deleted when it is answered:
+//! delivered, failed, expired or cancelled. Rows are only ever written inside the
+//! hub's transactions, next to the audit record and the response they go with.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::StoreResult;
+use crate::model::{rfc3339, DeviceId};
+
+/// One held request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingRequest {
+    pub id: i64,
+    pub device_id: String,
+    pub correlation_id: Option<String>,
+    /// `set` or `get`.
+    pub operation: String,
+    /// The command as JSON: a device command for `set`, `{"attributes": [...]}` for `get`.
+    pub command: serde_json::Value,
+    /// `mqtt` or `api`: who is told the outcome (an MQTT response, or the audit log).
+    pub origin: String,
+    pub actor: String,
+    pub state: String,
+    pub command_id: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+/// A request to hold.
+#[derive(Debug, Clone)]
+pub struct NewRequest<'a> {
+    pub device: &'a DeviceId,
+    pub correlation_id: Option<&'a str>,
+    pub operation: &'a str,
+    pub command: &'a serde_json::Value,
+    pub origin: &'a str,
+    pub actor: &'a str,
+    pub expires: SystemTime,
+}
+
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+const COLUMNS: &str = "id, device_id, correlation_id, operation, command, origin, actor, state, \
+                       command_id, created_at, expires_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<PendingRequest> {
+    let command: String = r.get(4)?;
+    Ok(PendingRequest {
+        id: r.get(0)?,
+        device_id: r.get(1)?,
+        correlation_id: r.get(2)?,
+        operation: r.get(3)?,
+        command: serde_json::from_str(&command).unwrap_or(serde_json::Value::Null),
+        origin: r.get(5)?,
+        actor: r.get(6)?,
+        state: r.get(7)?,
+        command_id: r.get(8)?,
+        created_at: r.get(9)?,
+        expires_at: r.get(10)?,
+    })
+}
+
+/// Holds a request inside the caller's transaction; returns it as stored.
+pub fn insert(conn: &Connection, r: &NewRequest<'_>) -> StoreResult<PendingRequest> {
+    let now = SystemTime::now();
+    conn.prepare_cached(
+        "INSERT INTO device_requests (device_id, correlation_id, operation, command, origin, actor,
+                                      created_at, expires_at, expires_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        r.device.as_str(),
+        r.correlation_id,
+        r.operation,
+        r.command.to_string(),
+        r.origin,
+        r.actor,
+        rfc3339(now),
+        rfc3339(r.expires),
+        millis(r.expires),
+    ])?;
+    let id = conn.last_insert_rowid();
+    get(conn, id)?.ok_or_else(|| super::StoreError::Invalid("held request vanished".into()))
+}
+
+pub fn get(conn: &Connection, id: i64) -> StoreResult<Option<PendingRequest>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM device_requests WHERE id = ?1"
+        ))?
+        .query_row([id], from_row)
+        .optional()?)
+}
+
+/// The requests still waiting for `device` to wake, oldest first.
+pub fn queued_for(conn: &Connection, device: &str) -> StoreResult<Vec<PendingRequest>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM device_requests WHERE device_id = ?1 AND state = 'queued' ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([device], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Every held request, oldest first (for `status` and start-up).
+pub fn all(conn: &Connection) -> StoreResult<Vec<PendingRequest>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM device_requests ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Records that the request was handed to the radio as `command_id`.
+pub fn mark_sent(conn: &Connection, id: i64, command_id: &str) -> StoreResult<bool> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE device_requests SET state = 'sent', command_id = ?2 WHERE id = ?1 AND state = 'queued'",
+        )?
+        .execute(params![id, command_id])?
+        == 1)
+}
+
+/// Removes and returns the request the radio's result `command_id` answers.
+pub fn take_by_command_id(
+    conn: &Connection,
+    command_id: &str,
+) -> StoreResult<Option<PendingRequest>> {
+    let found = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM device_requests WHERE command_id = ?1"
+        ))?
+        .query_row([command_id], from_row)
+        .optional()?;
+    if let Some(r) = &found {
+        delete(conn, r.id)?;
+    }
+    Ok(found)
+}
+
+/// Removes and returns the queued (not yet sent) requests whose time ran out by `now`.
+pub fn take_expired(conn: &Connection, now: SystemTime) -> StoreResult<Vec<PendingRequest>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM device_requests WHERE state = 'queued' AND expires_ms <= ?1 ORDER BY id"
+    ))?;
+    let rows: Vec<PendingRequest> = stmt
+        .query_map([millis(now)], from_row)?
+        .collect::<Result<_, _>>()?;
+    for r in &rows {
+        delete(conn, r.id)?;
+    }
+    Ok(rows)
+}
+
+/// Removes and returns every request held for `device` (it is being retired).
+pub fn take_for_device(conn: &Connection, device: &str) -> StoreResult<Vec<PendingRequest>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM device_requests WHERE device_id = ?1 ORDER BY id"
+    ))?;
+    let rows: Vec<PendingRequest> = stmt
+        .query_map([device], from_row)?
+        .collect::<Result<_, _>>()?;
+    conn.prepare_cached("DELETE FROM device_requests WHERE device_id = ?1")?
+        .execute([device])?;
+    Ok(rows)
+}
+
+/// Removes and returns the requests that were handed to the radio but never answered
+/// (the gateway stopped in between).
+pub fn take_sent(conn: &Connection) -> StoreResult<Vec<PendingRequest>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM device_requests WHERE state = 'sent' ORDER BY id"
+    ))?;
+    let rows: Vec<PendingRequest> = stmt.query_map([], from_row)?.collect::<Result<_, _>>()?;
+    conn.execute("DELETE FROM device_requests WHERE state = 'sent'", [])?;
+    Ok(rows)
+}
+
+/// Devices with queued requests.
+pub fn queued_devices(conn: &Connection) -> StoreResult<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT DISTINCT device_id FROM device_requests WHERE state = 'queued'")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn delete(conn: &Connection, id: i64) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM device_requests WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrations()
+            .to_latest(&mut c)
+            .unwrap();
+        c
+    }
+
+    #[test]
+    fn requests_are_held_in_order_sent_and_expired() {
+        let c = db();
+        let dev = DeviceId("zigbee:0x1".into());
+        let cmd = serde_json::json!({"action": "toggle"});
+        let soon = SystemTime::now() + Duration::from_secs(1);
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let mk = |cid: &'static str, expires| NewRequest {
+            device: &dev,
+            correlation_id: Some(cid),
+            operation: "set",
+            command: &cmd,
+            origin: "mqtt",
+            actor: "mqtt:cloud",
+            expires,
+        };
+        let a = insert(&c, &mk("a", later)).unwrap();
+        let b = insert(&c, &mk("b", soon)).unwrap();
+        assert_eq!(queued_devices(&c).unwrap(), vec!["zigbee:0x1".to_string()]);
+        let q = queued_for(&c, "zigbee:0x1").unwrap();
+        assert_eq!(q.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a.id, b.id]);
+        assert!(mark_sent(&c, a.id, "cmd-a").unwrap());
+        assert!(!mark_sent(&c, a.id, "cmd-x").unwrap(), "sent once");
+        // Only the queued one expires; the sent one waits for the radio.
+        let gone = take_expired(&c, SystemTime::now() + Duration::from_secs(7200)).unwrap();
+        assert_eq!(gone.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b.id]);
+        let done = take_by_command_id(&c, "cmd-a").unwrap().unwrap();
+        assert_eq!(done.correlation_id.as_deref(), Some("a"));
+        assert!(take_by_command_id(&c, "cmd-a").unwrap().is_none());
+        assert!(all(&c).unwrap().is_empty());
+    }
+}
