@@ -128,7 +128,9 @@ impl Daemon {
         ));
         let (cached_policy, pinned_key) = load_policy(&config, &store)?;
         let (hub, hub_handle, requests_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);
-        let hub = hub.with_policy(cached_policy, pinned_key);
+        let hub = hub
+            .with_policy(cached_policy, pinned_key)
+            .with_master_key(master_key.clone());
         let upstream = match &config.upstream {
             Some(up) => Some(
                 Upstream::start(

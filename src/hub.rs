@@ -18,12 +18,15 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::config::Protocol;
 use crate::model::{
-    rfc3339, DeviceCommand, DeviceEvent, DeviceEventKind, DeviceId, Lifecycle, PowerSource,
-    RadioCommand, RadioState, Reading, Value,
+    rfc3339, DeviceCommand, DeviceEvent, DeviceEventKind, DeviceId, KeyRotated, Lifecycle,
+    PowerSource, RadioCommand, RadioState, Reading, Value,
 };
 use crate::policy::{self, Admit, Compliance, DeviceFacts, Firing, PolicyEngine, RuleStates};
+use crate::radio::zigbee::INSTALL_CODE_KIND;
 use crate::radio::RadioHandle;
+use crate::secrets::{MasterKey, Secret};
 use crate::store::audit::{AuditEntry, Outcome};
 use crate::store::outbox::{self, MessageKind, NewMessage, OutboxGate};
 use crate::store::requests::{self as held, PendingRequest};
@@ -179,6 +182,61 @@ pub enum HubRequest {
         actor: String,
         reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
     },
+    /// Registers a Zigbee device's install code: sealed as the device's credential, then
+    /// pushed to every running Zigbee coordinator.
+    AddInstallCode {
+        device: DeviceId,
+        code: Secret,
+        actor: String,
+        reply: oneshot::Sender<Result<InstallCodeAdded, HubError>>,
+    },
+    RemoveInstallCode {
+        device: DeviceId,
+        actor: String,
+        reply: oneshot::Sender<Result<InstallCodeRemoved, HubError>>,
+    },
+    /// Rotates a Zigbee radio's network key (see `radio::zigbee`).
+    RotateNetworkKey {
+        radio: String,
+        actor: String,
+        reply: oneshot::Sender<Result<KeyRotated, HubError>>,
+    },
+}
+
+/// How long a radio may take to push an install code to its coordinator.
+pub const INSTALL_CODE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a key rotation may take: the longest switch delay plus the coordinator's answers.
+pub const ROTATION_TIMEOUT: Duration =
+    Duration::from_secs(crate::radio::zigbee::MAX_KEY_SWITCH_DELAY.as_secs() + 60);
+
+/// What happened to an install code on one radio.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallCodePush {
+    pub radio: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// A registered install code (never the code).
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallCodeAdded {
+    pub device: String,
+    /// `true` when a code was already registered for the device and is now replaced.
+    pub replaced: bool,
+    pub coordinators: Vec<InstallCodePush>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallCodeRemoved {
+    pub device: String,
+    pub note: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRotationDone {
+    pub radio: String,
+    #[serde(flatten)]
+    pub rotation: KeyRotated,
 }
 
 /// How long a radio may take to answer a backup request.
@@ -423,6 +481,50 @@ impl HubHandle {
         .await
     }
 
+    /// Registers (or replaces) a Zigbee device's install code.
+    pub async fn add_install_code(
+        &self,
+        device: DeviceId,
+        code: Secret,
+        actor: String,
+    ) -> Result<InstallCodeAdded, HubError> {
+        self.ask(|reply| HubRequest::AddInstallCode {
+            device,
+            code,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn remove_install_code(
+        &self,
+        device: DeviceId,
+        actor: String,
+    ) -> Result<InstallCodeRemoved, HubError> {
+        self.ask(|reply| HubRequest::RemoveInstallCode {
+            device,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Rotates `radio`'s network key; answers when the switch is done or failed.
+    pub async fn rotate_network_key(
+        &self,
+        radio: String,
+        actor: String,
+    ) -> Result<KeyRotationDone, HubError> {
+        self.ask(|reply| HubRequest::RotateNetworkKey {
+            radio: radio.clone(),
+            actor,
+            reply,
+        })
+        .await
+        .map(|rotation| KeyRotationDone { radio, rotation })
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.notices.subscribe()
     }
@@ -447,6 +549,8 @@ pub struct Hub {
     rule_states: RuleStates,
     /// When set, only policies signed by this key are accepted.
     pinned_key: Option<VerifyingKey>,
+    /// Seals device credentials (install codes); `None` in rigs without one.
+    master_key: Option<Arc<MasterKey>>,
     /// Devices with held requests (a superset: the store decides).
     queued: HashSet<String>,
     /// Refreshes of awake devices, by command id: the attributes asked for and who waits.
@@ -495,6 +599,7 @@ impl Hub {
             rule_states: engine.new_states(),
             policy: Arc::new(engine),
             pinned_key: None,
+            master_key: None,
             queued: HashSet::new(),
             refreshing: HashMap::new(),
         };
@@ -520,6 +625,12 @@ impl Hub {
             self.policy = Arc::new(engine);
         }
         self.pinned_key = pinned_key;
+        self
+    }
+
+    /// The master key that seals device credentials the hub stores (install codes).
+    pub fn with_master_key(mut self, key: Arc<MasterKey>) -> Hub {
+        self.master_key = Some(key);
         self
     }
 
@@ -557,6 +668,7 @@ impl Hub {
             HEALTH_INTERVAL,
         );
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.announce_install_code_policy().await;
         let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.recover_held_requests().await;
@@ -867,7 +979,349 @@ impl Hub {
                 actor,
                 reply,
             } => self.backup(radio, actor, reply).await,
+            HubRequest::AddInstallCode {
+                device,
+                code,
+                actor,
+                reply,
+            } => self.add_install_code(device, code, actor, reply).await,
+            HubRequest::RemoveInstallCode {
+                device,
+                actor,
+                reply,
+            } => {
+                let r = self.remove_install_code(&device, &actor).await;
+                let _ = reply.send(r);
+            }
+            HubRequest::RotateNetworkKey {
+                radio,
+                actor,
+                reply,
+            } => self.rotate_network_key(radio, actor, reply).await,
         }
+    }
+
+    /// Tells every Zigbee driver whether joins must use install codes. Drivers keep it and
+    /// apply it after each coordinator start, so it goes to them whatever their state.
+    async fn announce_install_code_policy(&self) {
+        let required = self.policy.policy.admission.require_install_code;
+        for h in self.radios.values() {
+            if h.protocol != Protocol::Zigbee {
+                continue;
+            }
+            if let Some(tx) = &h.commands {
+                if tx
+                    .send(RadioCommand::RequireInstallCodes { required })
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(radio = %h.name, "driver stopped: install-code policy not delivered");
+                }
+            }
+        }
+    }
+
+    /// The command channel of a running radio, or why there is none.
+    fn running_radio(
+        &self,
+        radio: &str,
+    ) -> Result<(Protocol, mpsc::Sender<RadioCommand>), HubError> {
+        let h = self
+            .radios
+            .get(radio)
+            .ok_or_else(|| HubError::UnknownRadio(radio.to_string()))?;
+        let state = h.state.borrow().clone();
+        match (&h.commands, state) {
+            (Some(tx), RadioState::Up) => Ok((h.protocol, tx.clone())),
+            (None, _) => Err(HubError::RadioUnavailable(
+                radio.to_string(),
+                "no driver runs for it".into(),
+            )),
+            (_, RadioState::Unavailable(why) | RadioState::Down(why)) => {
+                Err(HubError::RadioUnavailable(radio.to_string(), why))
+            }
+            _ => Err(HubError::RadioUnavailable(
+                radio.to_string(),
+                "starting".into(),
+            )),
+        }
+    }
+
+    /// Seals the code as the device's credential and audits it in one transaction, then
+    /// pushes it to every running Zigbee coordinator from a task (the hub does not wait on
+    /// radios). Radios that are not running get it at their next start.
+    async fn add_install_code(
+        &mut self,
+        device: DeviceId,
+        code: Secret,
+        actor: String,
+        reply: oneshot::Sender<Result<InstallCodeAdded, HubError>>,
+    ) {
+        let entry = |outcome, details| {
+            AuditEntry::new(
+                &actor,
+                "device.install_code.add",
+                device.as_str(),
+                outcome,
+                details,
+            )
+        };
+        let refusal = if !device.as_str().starts_with("zigbee:") {
+            Some(HubError::Invalid(format!(
+                "`{device}` is not a Zigbee device: install codes are for Zigbee devices"
+            )))
+        } else if self.master_key.is_none() {
+            Some(HubError::Store(
+                "no master key: install codes cannot be stored encrypted".into(),
+            ))
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            let audited = self
+                .audit(entry(Outcome::Refused, json!({"error": e.to_string()})))
+                .await;
+            let _ = reply.send(audited.and(Err(e)));
+            return;
+        }
+        let Some(key) = self.master_key.clone() else {
+            return;
+        };
+        let gw = self.gateway_id.clone();
+        let record = |replaced: bool| {
+            entry(
+                Outcome::Accepted,
+                json!({"stored": "encrypted", "replaced": replaced, "code_bytes": code.expose().len()}),
+            )
+        };
+        let (owner, sealed) = (device.to_string(), code.clone());
+        let pre = record(false);
+        let pre_replaced = record(true);
+        let stored = self
+            .writer
+            .write(move |c| {
+                let replaced = credentials::exists(c, &owner, INSTALL_CODE_KIND)?;
+                credentials::put(c, &key, &owner, INSTALL_CODE_KIND, &sealed)?;
+                store::record_audit(c, &gw, if replaced { &pre_replaced } else { &pre })?;
+                Ok(replaced)
+            })
+            .await;
+        let replaced = match stored {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        let native = device.as_str().trim_start_matches("zigbee:").to_string();
+        let mut waiting = Vec::new();
+        let mut coordinators = Vec::new();
+        for h in self
+            .radios
+            .values()
+            .filter(|h| h.protocol == Protocol::Zigbee)
+        {
+            match self.running_radio(&h.name) {
+                Ok((_, tx)) => {
+                    let (rtx, rrx) = oneshot::channel();
+                    let cmd = RadioCommand::AddInstallCode {
+                        native_address: native.clone(),
+                        code: code.clone(),
+                        reply: rtx,
+                    };
+                    if tx.send(cmd).await.is_ok() {
+                        waiting.push((h.name.clone(), rrx));
+                    } else {
+                        coordinators.push(InstallCodePush {
+                            radio: h.name.clone(),
+                            ok: false,
+                            detail: "driver stopped; pushed at its next start".into(),
+                        });
+                    }
+                }
+                Err(e) => coordinators.push(InstallCodePush {
+                    radio: h.name.clone(),
+                    ok: false,
+                    detail: format!("{e}; pushed at its next start"),
+                }),
+            }
+        }
+        let writer = self.writer.clone();
+        let gw = self.gateway_id.clone();
+        tokio::spawn(async move {
+            for (radio, rx) in waiting {
+                let (ok, detail) = match tokio::time::timeout(INSTALL_CODE_TIMEOUT, rx).await {
+                    Ok(Ok(Ok(()))) => (true, "registered with the coordinator".to_string()),
+                    Ok(Ok(Err(e))) => (false, e),
+                    Ok(Err(_)) => (
+                        false,
+                        "the driver stopped before answering; pushed at its next start".into(),
+                    ),
+                    Err(_) => (
+                        false,
+                        format!(
+                            "no answer within {INSTALL_CODE_TIMEOUT:?}; pushed at the next start"
+                        ),
+                    ),
+                };
+                coordinators.push(InstallCodePush { radio, ok, detail });
+            }
+            let failed: Vec<&InstallCodePush> = coordinators.iter().filter(|p| !p.ok).collect();
+            if !failed.is_empty() {
+                let details = json!({"coordinators": failed});
+                let record = AuditEntry::new(
+                    &actor,
+                    "device.install_code.push",
+                    device.as_str(),
+                    Outcome::Failed,
+                    details,
+                );
+                let _ = writer
+                    .write(move |c| store::record_audit(c, &gw, &record).map(|_| ()))
+                    .await;
+            }
+            let _ = reply.send(Ok(InstallCodeAdded {
+                device: device.to_string(),
+                replaced,
+                coordinators,
+            }));
+        });
+    }
+
+    async fn remove_install_code(
+        &mut self,
+        device: &DeviceId,
+        actor: &str,
+    ) -> Result<InstallCodeRemoved, HubError> {
+        let gw = self.gateway_id.clone();
+        let (owner, actor_s, id) = (device.to_string(), actor.to_string(), device.clone());
+        let removed = self
+            .writer
+            .write(move |c| {
+                let removed = credentials::remove(c, &owner, INSTALL_CODE_KIND)?;
+                let (outcome, details) = if removed {
+                    (Outcome::Accepted, json!({"destroyed": true}))
+                } else {
+                    (
+                        Outcome::Refused,
+                        json!({"error": "no install code registered"}),
+                    )
+                };
+                store::record_audit(
+                    c,
+                    &gw,
+                    &AuditEntry::new(
+                        &actor_s,
+                        "device.install_code.remove",
+                        id.as_str(),
+                        outcome,
+                        details,
+                    ),
+                )?;
+                Ok(removed)
+            })
+            .await?;
+        if !removed {
+            return Err(HubError::UnknownDevice(format!(
+                "{device} (no install code registered)"
+            )));
+        }
+        Ok(InstallCodeRemoved {
+            device: device.to_string(),
+            note: "destroyed in the gateway; a coordinator keeps the derived key until it resets",
+        })
+    }
+
+    /// Checks and audits a rotation request, hands it to the radio, and audits the outcome
+    /// from a task when the radio answers (the switch waits `key_switch_delay`).
+    async fn rotate_network_key(
+        &mut self,
+        radio: String,
+        actor: String,
+        reply: oneshot::Sender<Result<KeyRotated, HubError>>,
+    ) {
+        let entry = |outcome, details| {
+            AuditEntry::new(&actor, "radio.rotate_network_key", &radio, outcome, details)
+        };
+        let sender = self.running_radio(&radio).and_then(|(protocol, tx)| {
+            if protocol == Protocol::Zigbee {
+                Ok(tx)
+            } else {
+                Err(HubError::Invalid(format!(
+                    "radio `{radio}` is a {protocol} radio: network key rotation is supported on Zigbee (Z-Stack) coordinators only"
+                )))
+            }
+        });
+        let sender = match sender {
+            Ok(s) => s,
+            Err(e) => {
+                let audited = self
+                    .audit(entry(Outcome::Refused, json!({"error": e.to_string()})))
+                    .await;
+                let _ = reply.send(audited.and(Err(e)));
+                return;
+            }
+        };
+        // Durable record first, then the action.
+        if let Err(e) = self
+            .audit(entry(Outcome::Accepted, json!({"phase": "started"})))
+            .await
+        {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        if sender
+            .send(RadioCommand::RotateNetworkKey { reply: tx })
+            .await
+            .is_err()
+        {
+            let e = HubError::RadioUnavailable(radio.clone(), "driver stopped".into());
+            let audited = self
+                .audit(entry(Outcome::Failed, json!({"error": e.to_string()})))
+                .await;
+            let _ = reply.send(audited.and(Err(e)));
+            return;
+        }
+        let writer = self.writer.clone();
+        let gw = self.gateway_id.clone();
+        let (actor2, radio2) = (actor.clone(), radio.clone());
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(ROTATION_TIMEOUT, rx).await {
+                Ok(Ok(Ok(v))) => Ok(v),
+                Ok(Ok(Err(why))) => Err(HubError::RadioUnavailable(radio2.clone(), why)),
+                Ok(Err(_)) => Err(HubError::RadioUnavailable(
+                    radio2.clone(),
+                    "the driver stopped before the switch; the old network key stays active".into(),
+                )),
+                Err(_) => Err(HubError::RadioUnavailable(
+                    radio2.clone(),
+                    format!("no answer within {ROTATION_TIMEOUT:?}"),
+                )),
+            };
+            let record = match &answer {
+                Ok(v) => AuditEntry::new(
+                    &actor2,
+                    "radio.rotate_network_key",
+                    &radio2,
+                    Outcome::Accepted,
+                    json!({"phase": "completed", "previous_key_seq": v.previous_key_seq,
+                           "key_seq": v.key_seq, "switch_delay_ms": v.switch_delay_ms}),
+                ),
+                Err(e) => AuditEntry::new(
+                    &actor2,
+                    "radio.rotate_network_key",
+                    &radio2,
+                    Outcome::Failed,
+                    json!({"phase": "failed", "error": e.to_string()}),
+                ),
+            };
+            let audited = writer
+                .write(move |c| store::record_audit(c, &gw, &record).map(|_| ()))
+                .await
+                .map_err(HubError::from);
+            let _ = reply.send(audited.and(answer));
+        });
     }
 
     /// Checks and audits a backup request and hands it to the radio. The radio's answer goes
@@ -1592,6 +2046,7 @@ impl Hub {
         self.rule_states = engine.new_states();
         self.policy = Arc::new(engine);
         tracing::info!(version, signed, rules, "policy applied");
+        self.announce_install_code_policy().await;
         self.notify(Notice::PolicyApplied { version });
         Ok(PolicyApplied {
             version,
@@ -1818,6 +2273,15 @@ fn apply_event(
             };
             let denial = if !known && !ctx.open_windows.contains(radio) {
                 Some("joined outside a join window".to_string())
+            } else if !known
+                && ev.protocol == Protocol::Zigbee
+                && ctx.policy.policy.admission.require_install_code
+                && !credentials::exists(c, id.as_str(), INSTALL_CODE_KIND)?
+            {
+                Some(
+                    "no install code registered for this device (the policy requires install codes)"
+                        .to_string(),
+                )
             } else {
                 match ctx.policy.admit(&facts) {
                     Admit::Deny { reason } => Some(reason),

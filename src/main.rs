@@ -113,6 +113,11 @@ enum Command {
         #[command(subcommand)]
         command: RadioCmd,
     },
+    /// Zigbee install codes: register a device's code before it joins.
+    InstallCode {
+        #[command(subcommand)]
+        command: InstallCodeCmd,
+    },
     /// Decommission a device: removed from the network, credentials destroyed.
     Remove {
         id: String,
@@ -137,6 +142,32 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum InstallCodeCmd {
+    /// Register (or replace) a device's install code: stored encrypted and pushed to the
+    /// coordinator. The code is validated (length and CRC) and never shown again.
+    Add {
+        /// The device's IEEE address, e.g. 0x00124b0001abcdef.
+        ieee: String,
+        /// The install code in hex as printed on the device (with its CRC); `-` reads it
+        /// from standard input, which keeps it out of the shell history and process list.
+        code: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Devices with a registered install code (never the codes).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy a device's registered install code.
+    Remove {
+        ieee: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum RadioCmd {
     /// Export a Zigbee radio's network as open-coordinator-backup JSON. The output holds
     /// the network key: keep it like a password.
@@ -145,6 +176,14 @@ enum RadioCmd {
         /// Write to this new file (mode 0600) instead of printing.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Replace a Zigbee radio's network key: a new random key is sent to every device,
+    /// switched to after the radio's `key_switch_delay`, and stored encrypted. On failure
+    /// the old key stays active.
+    RotateKey {
+        name: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -396,6 +435,18 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Command::Radio {
                     command: RadioCmd::Backup { name, out },
                 } => cli::radio_backup(&api, name, out.as_deref()).await,
+                Command::Radio {
+                    command: RadioCmd::RotateKey { name, json },
+                } => cli::radio_rotate_key(&api, name, *json).await,
+                Command::InstallCode {
+                    command: InstallCodeCmd::Add { ieee, code, json },
+                } => cli::install_code_add(&api, ieee, code, *json).await,
+                Command::InstallCode {
+                    command: InstallCodeCmd::List { json },
+                } => cli::install_code_list(&api, *json).await,
+                Command::InstallCode {
+                    command: InstallCodeCmd::Remove { ieee, json },
+                } => cli::install_code_remove(&api, ieee, *json).await,
                 Command::Audit {
                     command: AuditCommand::Verify { json, .. },
                 } => cli::audit_verify(&api, *json).await,

@@ -213,6 +213,33 @@ pub enum RadioCommand {
     Backup {
         reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
     },
+    /// Register a device's install code with the coordinator (the trust center), so the
+    /// device can join with the link key derived from it. Answers once the coordinator did.
+    AddInstallCode {
+        native_address: String,
+        code: crate::secrets::Secret,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    /// Whether joining devices must use an install-code link key (from the policy). The
+    /// driver keeps it and applies it again after every coordinator start.
+    RequireInstallCodes {
+        required: bool,
+    },
+    /// Replace the network key: send a fresh one, wait, switch to it, keep it as the active
+    /// credential. Answers when the switch is done or failed.
+    RotateNetworkKey {
+        reply: tokio::sync::oneshot::Sender<Result<KeyRotated, String>>,
+    },
+}
+
+/// A finished network key rotation (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRotated {
+    pub previous_key_seq: u8,
+    pub key_seq: u8,
+    /// How long the new key was distributed before the switch.
+    pub switch_delay_ms: u64,
+    pub switched_at: String,
 }
 
 /// A protocol-neutral actuator command.

@@ -59,6 +59,11 @@ pub struct Admission {
     pub allow: Vec<DeviceMatch>,
     #[serde(default)]
     pub deny: Vec<DeviceMatch>,
+    /// Zigbee devices joining for the first time must have an install code registered
+    /// (`fieldgate install-code add`); the coordinator is also told to accept only
+    /// install-code link keys.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_install_code: bool,
 }
 
 fn default_window() -> u32 {
@@ -72,6 +77,7 @@ impl Default for Admission {
             mode: AdmissionMode::Open,
             allow: Vec::new(),
             deny: Vec::new(),
+            require_install_code: false,
         }
     }
 }

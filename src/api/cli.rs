@@ -639,3 +639,107 @@ pub fn policy_keygen(out: &Path) -> Result<()> {
     );
     Ok(())
 }
+
+/// `fieldgate install-code add IEEE CODE`: the code goes only into the request body.
+pub async fn install_code_add(
+    api: &ApiClient,
+    ieee: &str,
+    code: &str,
+    as_json: bool,
+) -> Result<()> {
+    let code = if code == "-" {
+        let mut text = zeroize::Zeroizing::new(String::new());
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read the install code from standard input")?;
+        zeroize::Zeroizing::new(text.trim().to_string())
+    } else {
+        zeroize::Zeroizing::new(code.to_string())
+    };
+    let v = api
+        .call(
+            Method::POST,
+            "/v1/install-codes",
+            Some(json!({"device": ieee, "code": code.as_str()})),
+        )
+        .await?;
+    if as_json {
+        return print_json(&v);
+    }
+    let verb = if v["replaced"].as_bool() == Some(true) {
+        "replaced"
+    } else {
+        "registered"
+    };
+    println!(
+        "install code {verb} for {} (stored encrypted)",
+        s(&v["device"])
+    );
+    for c in v["coordinators"].as_array().cloned().unwrap_or_default() {
+        let mark = if c["ok"].as_bool() == Some(true) {
+            "ok"
+        } else {
+            "not yet"
+        };
+        println!("  {}: {mark} — {}", s(&c["radio"]), s(&c["detail"]));
+    }
+    Ok(())
+}
+
+pub async fn install_code_list(api: &ApiClient, as_json: bool) -> Result<()> {
+    let v = api.call(Method::GET, "/v1/install-codes", None).await?;
+    if as_json {
+        return print_json(&v);
+    }
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| vec![s(&c["owner"]), s(&c["created_at"]), s(&c["rotated_at"])])
+        .collect();
+    if rows.is_empty() {
+        println!("no install codes registered");
+    } else {
+        table(&["DEVICE", "REGISTERED", "REPLACED"], &rows);
+    }
+    Ok(())
+}
+
+pub async fn install_code_remove(api: &ApiClient, ieee: &str, as_json: bool) -> Result<()> {
+    let v = api
+        .call(Method::DELETE, &format!("/v1/install-codes/{ieee}"), None)
+        .await?;
+    if as_json {
+        return print_json(&v);
+    }
+    println!(
+        "install code of {} destroyed ({})",
+        s(&v["device"]),
+        s(&v["note"])
+    );
+    Ok(())
+}
+
+/// `fieldgate radio rotate-key NAME`: waits for the switch (the radio's `key_switch_delay`).
+pub async fn radio_rotate_key(api: &ApiClient, radio: &str, as_json: bool) -> Result<()> {
+    if !as_json {
+        eprintln!("rotating the network key of {radio}: sending the new key, then switching (this takes the radio's key_switch_delay)...");
+    }
+    let v = api
+        .call(
+            Method::POST,
+            &format!("/v1/radios/{radio}/rotate-key"),
+            None,
+        )
+        .await?;
+    if as_json {
+        return print_json(&v);
+    }
+    println!(
+        "network key of {radio} rotated: key sequence {} -> {} at {}; the new key is stored encrypted",
+        s(&v["previous_key_seq"]),
+        s(&v["key_seq"]),
+        s(&v["switched_at"])
+    );
+    Ok(())
+}

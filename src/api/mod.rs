@@ -325,6 +325,83 @@ async fn radio_backup(
         .into_response())
 }
 
+/// `POST /v1/install-codes`: the code travels only in this body; it is validated here,
+/// sealed by the hub, and never echoed, logged or audited.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallCodeBody {
+    /// `zigbee:0x…` or a bare IEEE address (`0x00124b0001abcdef`).
+    device: String,
+    code: String,
+}
+
+/// A Zigbee device id from `zigbee:0x…` or a bare IEEE address.
+fn zigbee_device(raw: &str) -> Result<DeviceId, ApiError> {
+    let native = raw.strip_prefix("zigbee:").unwrap_or(raw);
+    let ieee: fieldgate_zigbee::IeeeAddr = native.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_device_id",
+            format!("`{raw}` is not a Zigbee IEEE address (e.g. 0x00124b0001abcdef or zigbee:0x00124b0001abcdef)"),
+        )
+    })?;
+    Ok(DeviceId::new(
+        crate::config::Protocol::Zigbee,
+        &ieee.to_string(),
+    ))
+}
+
+async fn add_install_code(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    body: Bytes,
+) -> ApiResult<crate::hub::InstallCodeAdded> {
+    let b: InstallCodeBody = parse_json(&body)?;
+    let text = zeroize::Zeroizing::new(b.code);
+    let id = zigbee_device(&b.device)?;
+    let code = fieldgate_zigbee::install_code::InstallCode::parse(&text).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_install_code",
+            e.to_string(),
+        )
+    })?;
+    let secret = crate::secrets::Secret::new(code.as_bytes().to_vec());
+    Ok(Json(
+        s.hub.add_install_code(id, secret, peer.actor()).await?,
+    ))
+}
+
+async fn list_install_codes(
+    State(s): State<ApiState>,
+) -> ApiResult<Vec<store::credentials::CredentialInfo>> {
+    Ok(Json(
+        read(&s, |c| {
+            store::credentials::list_kind(c, crate::radio::zigbee::INSTALL_CODE_KIND)
+        })
+        .await?,
+    ))
+}
+
+async fn delete_install_code(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<crate::hub::InstallCodeRemoved> {
+    let id = zigbee_device(&raw)?;
+    Ok(Json(s.hub.remove_install_code(id, peer.actor()).await?))
+}
+
+/// Rotates a Zigbee radio's network key; answers when the switch is done (after the radio's
+/// `key_switch_delay`) or failed. Audited by the hub with its outcome; never returns a key.
+async fn rotate_network_key(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(radio): UrlPath<String>,
+) -> ApiResult<crate::hub::KeyRotationDone> {
+    Ok(Json(s.hub.rotate_network_key(radio, peer.actor()).await?))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PermitJoinBody {
@@ -660,6 +737,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}/refresh", post(device_refresh))
         .route("/v1/radios/{name}/permit-join", post(permit_join))
         .route("/v1/radios/{name}/backup", get(radio_backup))
+        .route("/v1/radios/{name}/rotate-key", post(rotate_network_key))
+        .route(
+            "/v1/install-codes",
+            get(list_install_codes).post(add_install_code),
+        )
+        .route(
+            "/v1/install-codes/{device}",
+            axum::routing::delete(delete_install_code),
+        )
         .route(
             "/v1/policy",
             get(get_policy)

@@ -78,6 +78,40 @@ impl SecretSink {
     }
 }
 
+impl SecretSink {
+    /// Every stored credential of `kind` with its owner, opened. Credentials that no longer
+    /// open (another master key) are skipped and counted in the second value.
+    pub async fn all_of_kind(&self, kind: &str) -> anyhow::Result<(Vec<(String, Secret)>, usize)> {
+        let key = self.key.clone();
+        let kind = kind.to_string();
+        Ok(self
+            .writer
+            .write(move |c| {
+                let mut out = Vec::new();
+                let mut unreadable = 0;
+                for info in credentials::list_kind(c, &kind)? {
+                    match credentials::get(c, &key, &info.owner, &kind) {
+                        Ok(Some(s)) => out.push((info.owner, s)),
+                        Ok(None) => {}
+                        Err(_) => unreadable += 1,
+                    }
+                }
+                Ok((out, unreadable))
+            })
+            .await?)
+    }
+
+    /// Removes radio `radio`'s credential of `kind`, if any.
+    pub async fn forget(&self, radio: &str, kind: &str) -> anyhow::Result<bool> {
+        let owner = Self::owner(radio);
+        let kind = kind.to_string();
+        Ok(self
+            .writer
+            .write(move |c| credentials::remove(c, &owner, &kind))
+            .await?)
+    }
+}
+
 /// What a driver gets to talk to the rest of the daemon.
 pub struct DriverIo {
     pub radio: String,

@@ -17,6 +17,18 @@
 //! [`NETWORK_KEY_KIND`]) when the network is formed, and on resume when none is stored or
 //! the stored one differs. `fieldgate radio backup` exports the network as
 //! open-coordinator-backup JSON ([`RadioCommand::Backup`]). The key is never logged.
+//!
+//! Install codes: the hub seals each registered code as a credential of its device (kind
+//! [`INSTALL_CODE_KIND`]) and hands it here ([`RadioCommand::AddInstallCode`]) to push to the
+//! coordinator with APP_CNF_BDB_ADD_INSTALLCODE. A coordinator may lose them on a reset, so
+//! every start-up pushes all stored codes again, then applies the policy's "joins must use
+//! install codes" flag (APP_CNF_BDB_SET_JOINUSESINSTALLCODEKEY).
+//!
+//! Network key rotation ([`RadioCommand::RotateNetworkKey`]): a fresh key is sealed as a
+//! pending credential, sent to every device with the next key sequence number
+//! (ZDO_EXT_UPDATE_NWK_KEY to 0xFFFF), and after `key_switch_delay` made active
+//! (ZDO_EXT_SWITCH_NWK_KEY); only then does it replace the network key credential. If any
+//! step fails the coordinator keeps the old key and so does the store.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -67,6 +79,14 @@ const UNRESOLVED_BUFFER: usize = 16;
 const OUR_ENDPOINT: u8 = 1;
 /// Credential kind of the network key (owner `radio:<name>`).
 pub const NETWORK_KEY_KIND: &str = "zigbee_network_key";
+/// Credential kind of a rotation's new network key until the switch (owner `radio:<name>`).
+pub const PENDING_NETWORK_KEY_KIND: &str = "zigbee_network_key_pending";
+/// Credential kind of a device's install code (owner: the device id, `zigbee:0x…`).
+pub const INSTALL_CODE_KIND: &str = "zigbee_install_code";
+/// Broadcast to every device, sleepy end devices included (through their parents).
+const BROADCAST_ALL: u16 = 0xFFFF;
+/// Longest `key_switch_delay` accepted.
+pub const MAX_KEY_SWITCH_DELAY: Duration = Duration::from_secs(300);
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -86,6 +106,9 @@ pub struct ZigbeeOptions {
     pub response_timeout: Duration,
     /// Tries per interview step before waiting for the device to speak again.
     pub interview_attempts: u32,
+    /// Time between sending a new network key and switching to it, so that every device,
+    /// sleepy ones polling their parent included, has it (default 30 s).
+    pub key_switch_delay: Duration,
 }
 
 impl Default for ZigbeeOptions {
@@ -98,11 +121,12 @@ impl Default for ZigbeeOptions {
             watchdog_interval: Duration::from_secs(30),
             response_timeout: Duration::from_secs(5),
             interview_attempts: 3,
+            key_switch_delay: Duration::from_secs(30),
         }
     }
 }
 
-const KNOWN_OPTIONS: &str = "channel, pan_id, extended_pan_id, sreq_timeout, watchdog_interval, response_timeout, interview_attempts";
+const KNOWN_OPTIONS: &str = "channel, pan_id, extended_pan_id, sreq_timeout, watchdog_interval, response_timeout, interview_attempts, key_switch_delay";
 
 impl ZigbeeOptions {
     /// Validates `[radio.options]`; errors name the key and say what is allowed.
@@ -142,6 +166,12 @@ impl ZigbeeOptions {
                 "sreq_timeout" => o.sreq_timeout = duration(key, value)?,
                 "watchdog_interval" => o.watchdog_interval = duration(key, value)?,
                 "response_timeout" => o.response_timeout = duration(key, value)?,
+                "key_switch_delay" => {
+                    o.key_switch_delay = duration(key, value)?;
+                    if o.key_switch_delay > MAX_KEY_SWITCH_DELAY {
+                        bail!("zigbee option `key_switch_delay` must be at most 5min");
+                    }
+                }
                 "interview_attempts" => {
                     o.interview_attempts = value
                         .as_integer()
@@ -534,6 +564,8 @@ pub struct ZigbeeStats {
 pub struct ZigbeeDriver {
     devices: HashMap<IeeeAddr, Device>,
     stats: ZigbeeStats,
+    /// The policy's "joins must use install codes", applied after every coordinator start.
+    require_install_codes: bool,
 }
 
 impl ZigbeeDriver {
@@ -559,6 +591,8 @@ impl Driver for ZigbeeDriver {
                 opts: options,
                 devices: &mut self.devices,
                 stats: &mut self.stats,
+                require_install_codes: &mut self.require_install_codes,
+                rotation: None,
                 pending: VecDeque::new(),
                 coordinator: IeeeAddr(0),
                 tsn: 0,
@@ -655,6 +689,16 @@ struct PendingCommand {
     deadline: Instant,
 }
 
+/// A key rotation between its update and its switch.
+struct PendingRotation {
+    previous_seq: u8,
+    seq: u8,
+    key: Secret,
+    sent_at: Instant,
+    due: Instant,
+    reply: tokio::sync::oneshot::Sender<Result<crate::model::KeyRotated, String>>,
+}
+
 /// A refresh ([`RadioCommand::Read`]) in progress: the Read Attributes requests not yet
 /// answered, as (cluster, ZCL transaction sequence number).
 struct PendingRefresh {
@@ -700,6 +744,8 @@ struct Session<'a> {
     opts: ZigbeeOptions,
     devices: &'a mut HashMap<IeeeAddr, Device>,
     stats: &'a mut ZigbeeStats,
+    require_install_codes: &'a mut bool,
+    rotation: Option<PendingRotation>,
     /// Indications received while waiting for an SRSP, in arrival order.
     pending: VecDeque<ZnpCommand>,
     coordinator: IeeeAddr,
@@ -1110,6 +1156,14 @@ impl Session<'_> {
         let _ = self.io.state.send(RadioState::Starting);
         self.stats.startups += 1;
         self.pending.clear();
+        if let Some(r) = self.rotation.take() {
+            self.fail_rotation(
+                r,
+                "the coordinator restarted before the switch; the old network key stays active"
+                    .into(),
+            )
+            .await;
+        }
         // Commands in flight died with the coordinator's state.
         for (_, p) in std::mem::take(&mut self.commands) {
             self.emit(
@@ -1192,6 +1246,9 @@ impl Session<'_> {
                 other.name()
             ),
         }
+        self.discard_stale_pending_key().await;
+        self.push_stored_install_codes().await?;
+        self.apply_install_code_policy().await?;
         self.restart_needed = false;
         self.ping_failures = 0;
         self.next_watchdog = Instant::now() + self.opts.watchdog_interval;
@@ -1217,11 +1274,19 @@ impl Session<'_> {
             .and_then(|v| <[u8; 4]>::try_from(v.get(..4)?).ok())
             .map(u32::from_le_bytes)
             .and_then(|mask| (11u8..=26).find(|c| mask & (1 << c) != 0));
-        let key = self
-            .nv_read(nv::PRECFGKEY)
-            .await?
-            .map(Secret::new)
-            .filter(|k| k.expose().len() == 16 && k.expose().iter().any(|b| *b != 0));
+        // The key in use: the active key descriptor (a key switch rewrites it) if the
+        // firmware keeps one, else the preconfigured key the network was formed with (Z-Stack
+        // 1.2). A garbled descriptor leaves the stored credential as it is: the preconfigured
+        // item may still hold a key the network switched away from.
+        let key = match self.active_key().await? {
+            Ok(Some(d)) => Some(Secret::new(d.key.to_vec())),
+            Ok(None) => self.nv_read(nv::PRECFGKEY).await?.map(Secret::new),
+            Err(e) => {
+                tracing::warn!(radio = %self.io.radio, error = %e, "cannot read the coordinator's active network key; the stored credential is left as it is");
+                None
+            }
+        }
+        .filter(|k| k.expose().len() == 16 && k.expose().iter().any(|b| *b != 0));
         // The NIB is the network the radio actually runs; the items above are what it was
         // configured with. They must agree, or something else rewrote the coordinator.
         let (pan_id, ext, channel) = match self.read_nib().await? {
@@ -1405,10 +1470,273 @@ impl Session<'_> {
         }
     }
 
+    // ---- install codes ----
+
+    /// APP_CNF_BDB_ADD_INSTALLCODE with the code and its CRC. Outer `Err`: the link broke.
+    async fn push_install_code(
+        &mut self,
+        ieee: IeeeAddr,
+        code: &Secret,
+    ) -> Result<Result<(), Fail>> {
+        let req = ZnpCommand::BdbAddInstallCodeReq {
+            format: fieldgate_zigbee::install_code::FORMAT_CODE_AND_CRC,
+            ieee,
+            code: znp::SecretBytes(code.expose().to_vec()),
+        };
+        Ok(self.request(&req).await?.map(drop))
+    }
+
+    /// Pushes every stored install code to the coordinator, which may have lost them in a
+    /// reset. A code the coordinator refuses is logged (never the code) and skipped.
+    async fn push_stored_install_codes(&mut self) -> Result<()> {
+        let Some(sink) = self.io.secrets.clone() else {
+            return Ok(());
+        };
+        let (codes, unreadable) = match sink.all_of_kind(INSTALL_CODE_KIND).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(radio = %self.io.radio, error = %e, "cannot read the stored install codes; devices that need them cannot join");
+                return Ok(());
+            }
+        };
+        if unreadable > 0 {
+            tracing::error!(radio = %self.io.radio, unreadable, "stored install codes that do not open with this master key were skipped");
+        }
+        let mut pushed = 0;
+        for (owner, code) in codes {
+            let Some(ieee) = owner
+                .strip_prefix("zigbee:")
+                .and_then(|a| a.parse::<IeeeAddr>().ok())
+            else {
+                continue;
+            };
+            match self.push_install_code(ieee, &code).await? {
+                Ok(()) => pushed += 1,
+                Err(f) => {
+                    tracing::warn!(radio = %self.io.radio, device = %ieee, error = %f, "the coordinator refused a stored install code")
+                }
+            }
+        }
+        if pushed > 0 {
+            tracing::info!(radio = %self.io.radio, codes = pushed, "install codes pushed to the coordinator");
+        }
+        Ok(())
+    }
+
+    /// Tells the coordinator whether joins must use install-code keys. A coordinator that
+    /// cannot (Z-Stack 1.2) is reported; the hub still refuses devices without a code.
+    async fn apply_install_code_policy(&mut self) -> Result<()> {
+        let required = *self.require_install_codes;
+        let req = ZnpCommand::BdbSetJoinUsesInstallCodeKeyReq { enabled: required };
+        match self.request(&req).await? {
+            Ok(_) => {
+                tracing::info!(radio = %self.io.radio, required, "install-code joins set on the coordinator")
+            }
+            Err(f) if required => {
+                tracing::error!(radio = %self.io.radio, error = %f, "the coordinator cannot require install codes; devices without one are still refused and removed by the gateway")
+            }
+            Err(f) => {
+                tracing::debug!(radio = %self.io.radio, error = %f, "clearing the install-code join requirement failed")
+            }
+        }
+        Ok(())
+    }
+
+    // ---- network key rotation ----
+
+    /// The active network key descriptor (NV 0x003A), the one truth about which key the
+    /// network runs on and its sequence number. `Ok(None)`: the firmware keeps none (Z-Stack
+    /// 1.2 runs on its preconfigured key, sequence 0). A descriptor that does not parse is
+    /// counted in `bad_nv_items` and named in the error.
+    async fn active_key(&mut self) -> Result<Result<Option<NwkKeyDescriptor>, String>> {
+        Ok(match self.nv_read(nv::NWK_ACTIVE_KEY_INFO).await? {
+            Some(raw) => match NwkKeyDescriptor::parse(&raw) {
+                Ok(d) => Ok(Some(d)),
+                Err(e) => Err(self.nv_fault(
+                    nv::NWK_ACTIVE_KEY_INFO,
+                    format!("the active key info does not parse: {e}"),
+                )),
+            },
+            None => Ok(None),
+        })
+    }
+
+    async fn start_rotation(
+        &mut self,
+        reply: tokio::sync::oneshot::Sender<Result<crate::model::KeyRotated, String>>,
+    ) -> Result<()> {
+        if self.rotation.is_some() {
+            let _ = reply.send(Err("a network key rotation is already in progress".into()));
+            return Ok(());
+        }
+        let Some(sink) = self.io.secrets.clone() else {
+            let _ = reply.send(Err(
+                "no credential store is wired: a new key could not be kept, so none is sent".into(),
+            ));
+            return Ok(());
+        };
+        let previous_seq = match self.active_key().await? {
+            Ok(d) => d.map_or(0, |d| d.key_seq_num),
+            Err(e) => {
+                let _ = reply.send(Err(format!(
+                    "cannot tell which key the network runs on ({e}); nothing was sent"
+                )));
+                return Ok(());
+            }
+        };
+        let seq = previous_seq.wrapping_add(1);
+        let key = loop {
+            let k = Secret::random(16);
+            if k.expose().iter().any(|b| *b != 0) {
+                break k;
+            }
+        };
+        // Kept first: a key on the air that the store does not hold would be unrecoverable.
+        if let Err(e) = sink
+            .keep(&self.io.radio, PENDING_NETWORK_KEY_KIND, key.clone())
+            .await
+        {
+            let _ = reply.send(Err(format!(
+                "cannot store the new key encrypted ({e}); nothing was sent, the old key stays active"
+            )));
+            return Ok(());
+        }
+        let update = ZnpCommand::ZdoExtUpdateNwkKeyReq {
+            dst_addr: BROADCAST_ALL,
+            key_seq_num: seq,
+            key: znp::SecretBytes(key.expose().to_vec()),
+        };
+        match self.request(&update).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(f)) => {
+                let _ = sink.forget(&self.io.radio, PENDING_NETWORK_KEY_KIND).await;
+                let why = match f {
+                    Fail::Rpc(_) => {
+                        format!("this coordinator does not support network key updates ({f})")
+                    }
+                    _ => format!("the coordinator refused the key update ({f})"),
+                };
+                tracing::warn!(radio = %self.io.radio, error = %why, "network key rotation failed; the old key stays active");
+                let _ = reply.send(Err(format!("{why}; the old key stays active")));
+                return Ok(());
+            }
+            Err(e) => {
+                let _ = sink.forget(&self.io.radio, PENDING_NETWORK_KEY_KIND).await;
+                let _ = reply.send(Err(format!(
+                    "the coordinator link failed during the key update; the old key stays active: {e:#}"
+                )));
+                return Err(e);
+            }
+        }
+        let now = Instant::now();
+        tracing::info!(radio = %self.io.radio, key_seq = seq, switch_in = ?self.opts.key_switch_delay, "new network key sent to the network");
+        self.rotation = Some(PendingRotation {
+            previous_seq,
+            seq,
+            key,
+            sent_at: now,
+            due: now + self.opts.key_switch_delay,
+            reply,
+        });
+        Ok(())
+    }
+
+    async fn fail_rotation(&mut self, r: PendingRotation, why: String) {
+        if let Some(sink) = self.io.secrets.clone() {
+            let _ = sink.forget(&self.io.radio, PENDING_NETWORK_KEY_KIND).await;
+        }
+        tracing::warn!(radio = %self.io.radio, key_seq = r.seq, error = %why, "network key rotation failed");
+        let _ = r.reply.send(Err(why));
+    }
+
+    /// A pending-key credential with no rotation in flight is from one interrupted by a
+    /// daemon or link restart: the coordinator never switched to it.
+    async fn discard_stale_pending_key(&mut self) {
+        if let Some(sink) = self.io.secrets.clone() {
+            if let Ok(true) = sink.forget(&self.io.radio, PENDING_NETWORK_KEY_KIND).await {
+                tracing::warn!(radio = %self.io.radio, "an interrupted network key rotation was discarded; the old key stays active");
+            }
+        }
+    }
+
+    async fn switch_key(&mut self, r: PendingRotation) -> Result<()> {
+        let switch = ZnpCommand::ZdoExtSwitchNwkKeyReq {
+            dst_addr: BROADCAST_ALL,
+            key_seq_num: r.seq,
+        };
+        let status = self.request(&switch).await?;
+        // What the coordinator now says it uses decides, where it says it: Z-Stack answers
+        // success even when its alternate key does not carry the sequence number (a reset
+        // or another host in between), and only its active key item shows the truth.
+        let active = self.active_key().await?;
+        let switched = match (&status, &active) {
+            (_, Ok(Some(d))) => d.key_seq_num == r.seq && d.key[..] == r.key.expose()[..],
+            (Ok(_), Ok(None)) => true,
+            (Err(_), Ok(None)) | (_, Err(_)) => false,
+        };
+        if !switched {
+            let why = match (status, active) {
+                (Err(f), _) => format!("the coordinator refused the key switch ({f}); the old network key stays active"),
+                (Ok(_), Err(e)) => format!("the coordinator's active key cannot be read after the switch ({e}); the old network key is assumed active"),
+                (Ok(_), Ok(d)) => format!(
+                    "the coordinator still reports key sequence {} after the switch; the old network key stays active",
+                    d.map_or(0, |d| d.key_seq_num)
+                ),
+            };
+            self.fail_rotation(r, why).await;
+            return Ok(());
+        }
+        if matches!(active, Ok(None)) {
+            // No descriptor (Z-Stack 1.2): the preconfigured-key item is the only record of
+            // the key in use, for a later resume.
+            if let Err(f) = self
+                .request(&ZnpCommand::SysOsalNvWriteReq {
+                    id: nv::PRECFGKEY,
+                    offset: 0,
+                    value: r.key.expose().to_vec(),
+                })
+                .await?
+            {
+                tracing::warn!(radio = %self.io.radio, error = %f, "could not update the preconfigured key item after the switch");
+            }
+        }
+        let delay = r.sent_at.elapsed();
+        let stored = match self.io.secrets.clone() {
+            Some(sink) => {
+                let kept = sink
+                    .keep(&self.io.radio, NETWORK_KEY_KIND, r.key.clone())
+                    .await;
+                let _ = sink.forget(&self.io.radio, PENDING_NETWORK_KEY_KIND).await;
+                kept.map(drop)
+            }
+            None => Ok(()),
+        };
+        let answer = match stored {
+            Ok(()) => {
+                tracing::info!(radio = %self.io.radio, key_seq = r.seq, previous_key_seq = r.previous_seq, "network key rotated");
+                Ok(crate::model::KeyRotated {
+                    previous_key_seq: r.previous_seq,
+                    key_seq: r.seq,
+                    switch_delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    switched_at: crate::model::now_rfc3339(),
+                })
+            }
+            Err(e) => {
+                tracing::error!(radio = %self.io.radio, key_seq = r.seq, error = %e, "network key switched but the credential could not be updated; it is taken from the coordinator at the next start");
+                Err(format!("the network switched to key sequence {} but the stored credential could not be updated ({e}); it is re-read from the coordinator at the next start", r.seq))
+            }
+        };
+        let _ = r.reply.send(answer);
+        Ok(())
+    }
+
     // ---- timers ----
 
     fn next_timer(&self) -> Instant {
         let mut t = self.next_watchdog;
+        if let Some(r) = &self.rotation {
+            t = t.min(r.due);
+        }
         for d in self.devices.values() {
             if let Some(w) = &d.waiting {
                 t = t.min(w.deadline);
@@ -1431,6 +1759,11 @@ impl Session<'_> {
 
     async fn on_timers(&mut self) -> Result<()> {
         let now = Instant::now();
+        if self.rotation.as_ref().is_some_and(|r| r.due <= now) {
+            if let Some(r) = self.rotation.take() {
+                self.switch_key(r).await?;
+            }
+        }
         if now >= self.next_watchdog {
             if self.ping(self.opts.sreq_timeout).await? {
                 self.log_line_errors();
@@ -2125,6 +2458,34 @@ impl Session<'_> {
                 command,
                 command_id,
             } => self.set(native_address, command, command_id).await?,
+            RadioCommand::AddInstallCode {
+                native_address,
+                code,
+                reply,
+            } => {
+                let answer = match native_address.parse::<IeeeAddr>() {
+                    Ok(ieee) => match self.push_install_code(ieee, &code).await? {
+                        Ok(()) => {
+                            tracing::info!(radio = %self.io.radio, device = %ieee, "install code registered with the coordinator");
+                            Ok(())
+                        }
+                        Err(f) => {
+                            tracing::warn!(radio = %self.io.radio, device = %ieee, error = %f, "the coordinator refused the install code");
+                            Err(format!("the coordinator refused the install code: {f}"))
+                        }
+                    },
+                    Err(_) => Err(format!("`{native_address}` is not an IEEE address")),
+                };
+                let _ = reply.send(answer);
+            }
+            RadioCommand::RequireInstallCodes { required } => {
+                let changed = *self.require_install_codes != required;
+                *self.require_install_codes = required;
+                if changed {
+                    self.apply_install_code_policy().await?;
+                }
+            }
+            RadioCommand::RotateNetworkKey { reply } => self.start_rotation(reply).await?,
             RadioCommand::Read {
                 native_address,
                 command_id,

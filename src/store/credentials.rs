@@ -106,6 +106,34 @@ pub fn due_for_rotation(
         .collect())
 }
 
+/// Whether `owner` has a credential of `kind` (without opening it).
+pub fn exists(conn: &Connection, owner: &str, kind: &str) -> StoreResult<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM credentials WHERE device_id = ?1 AND kind = ?2",
+            params![owner, kind],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Every credential of `kind`, metadata only.
+pub fn list_kind(conn: &Connection, kind: &str) -> StoreResult<Vec<CredentialInfo>> {
+    Ok(list(conn, None)?
+        .into_iter()
+        .filter(|c| c.kind == kind)
+        .collect())
+}
+
+/// Destroys one credential; returns whether there was one.
+pub fn remove(conn: &Connection, owner: &str, kind: &str) -> StoreResult<bool> {
+    Ok(conn.execute(
+        "DELETE FROM credentials WHERE device_id = ?1 AND kind = ?2",
+        params![owner, kind],
+    )? > 0)
+}
+
 /// Destroys every credential of `owner`; returns how many.
 pub fn destroy(conn: &Connection, owner: &str) -> StoreResult<usize> {
     Ok(conn.execute("DELETE FROM credentials WHERE device_id = ?1", [owner])?)

@@ -39,7 +39,7 @@ const MAX_CLIENT_ID: usize = 64;
 const REFRESH_WAIT: Duration = Duration::from_secs(20);
 
 /// The operations the gateway answers.
-pub const OPERATIONS: [&str; 8] = [
+pub const OPERATIONS: [&str; 10] = [
     "permit_join",
     "remove",
     "set",
@@ -48,6 +48,8 @@ pub const OPERATIONS: [&str; 8] = [
     "health_check",
     "info",
     "rotate_client_cert",
+    "install_code",
+    "rotate_network_key",
 ];
 
 /// A refusal, with a stable machine-readable code.
@@ -68,8 +70,13 @@ impl Rejection {
     /// Server-side failures are audited as `failed`, the rest as `refused`.
     fn outcome(&self) -> Outcome {
         match self.code {
-            "store_error" | "shutting_down" | "internal" | "audit_unavailable" | "busy"
-            | "rotation_failed" => Outcome::Failed,
+            "store_error"
+            | "shutting_down"
+            | "internal"
+            | "audit_unavailable"
+            | "busy"
+            | "rotation_failed"
+            | "key_rotation_failed" => Outcome::Failed,
             _ => Outcome::Refused,
         }
     }
@@ -171,6 +178,49 @@ impl std::fmt::Debug for SecretPem {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallCodeBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    action: InstallCodeAction,
+    device: String,
+    /// Hex digits of the code and its CRC (`add` only); never echoed.
+    #[serde(default)]
+    code: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallCodeAction {
+    Add,
+    Remove,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RadioBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    radio: String,
+}
+
+/// A validated install code (code + CRC bytes): compared and cloned, never printed.
+#[derive(Clone, PartialEq)]
+pub struct SecretCode(pub zeroize::Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for SecretCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretCode(<redacted>)")
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmptyBody {
@@ -212,15 +262,29 @@ pub enum Request {
         cert_pem: String,
         key_pem: SecretPem,
     },
+    AddInstallCode {
+        device: DeviceId,
+        code: SecretCode,
+    },
+    RemoveInstallCode {
+        device: DeviceId,
+    },
+    RotateNetworkKey {
+        radio: String,
+    },
 }
 
 impl Request {
     fn target(&self, gateway_id: &str) -> String {
         match self {
-            Request::PermitJoin { radio, .. } => radio.clone(),
+            Request::PermitJoin { radio, .. } | Request::RotateNetworkKey { radio } => {
+                radio.clone()
+            }
             Request::Remove { device }
             | Request::Set { device, .. }
-            | Request::Get { device, .. } => device.to_string(),
+            | Request::Get { device, .. }
+            | Request::AddInstallCode { device, .. }
+            | Request::RemoveInstallCode { device } => device.to_string(),
             Request::Policy { .. }
             | Request::HealthCheck
             | Request::Info
@@ -256,6 +320,37 @@ fn ttl(ttl_s: Option<u64>) -> Result<Option<u64>, Rejection> {
         )),
         t => Ok(t),
     }
+}
+
+/// Like [`typed`], for bodies that carry a secret: serde's type errors quote the
+/// offending value, so only the errors that name a field alone are passed on.
+fn typed_secret<T: DeserializeOwned>(v: Value, schema: &str) -> Result<T, Rejection> {
+    serde_json::from_value(v).map_err(|e| {
+        let text = e.to_string();
+        let message = if text.starts_with("unknown field") || text.starts_with("missing field") {
+            format!("{text}; {schema}")
+        } else {
+            schema.to_string()
+        };
+        Rejection::new("invalid_request", message)
+    })
+}
+
+/// A Zigbee device id with a real IEEE address (`zigbee:0x00124b0001abcdef`).
+fn zigbee_device_id(raw: &str) -> Result<DeviceId, Rejection> {
+    let ieee = raw
+        .strip_prefix("zigbee:")
+        .and_then(|a| a.parse::<fieldgate_zigbee::IeeeAddr>().ok())
+        .ok_or_else(|| {
+            Rejection::new(
+                "bad_device_id",
+                "`device` is not a Zigbee device id (expected zigbee:<IEEE address>, e.g. zigbee:0x00124b0001abcdef)",
+            )
+        })?;
+    Ok(DeviceId::new(
+        crate::config::Protocol::Zigbee,
+        &ieee.to_string(),
+    ))
 }
 
 fn device_id(raw: &str) -> Result<DeviceId, Rejection> {
@@ -489,6 +584,42 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
                 key_pem: SecretPem(zeroize::Zeroizing::new(b.key_pem)),
             })
         }
+        "install_code" => {
+            let b: InstallCodeBody = typed_secret(
+                value,
+                "`install_code` takes `action` (\"add\" or \"remove\"), `device` (zigbee:<IEEE address>) and, for `add`, `code` (a string of hex digits)",
+            )?;
+            let device = zigbee_device_id(&b.device)?;
+            match (b.action, b.code) {
+                (InstallCodeAction::Add, Some(text)) => {
+                    let text = zeroize::Zeroizing::new(text);
+                    let code = fieldgate_zigbee::install_code::InstallCode::parse(&text)
+                        .map_err(|e| Rejection::new("invalid_install_code", e.to_string()))?;
+                    Ok(Request::AddInstallCode {
+                        device,
+                        code: SecretCode(zeroize::Zeroizing::new(code.as_bytes().to_vec())),
+                    })
+                }
+                (InstallCodeAction::Add, None) => {
+                    Err(Rejection::new("invalid_request", "`add` needs `code`"))
+                }
+                (InstallCodeAction::Remove, None) => Ok(Request::RemoveInstallCode { device }),
+                (InstallCodeAction::Remove, Some(_)) => Err(Rejection::new(
+                    "invalid_request",
+                    "`remove` takes no `code`",
+                )),
+            }
+        }
+        "rotate_network_key" => {
+            let b: RadioBody = typed(value)?;
+            if !is_word(&b.radio, 32) {
+                return Err(Rejection::new(
+                    "unknown_radio",
+                    "`radio` is not a radio name",
+                ));
+            }
+            Ok(Request::RotateNetworkKey { radio: b.radio })
+        }
         other => Err(Rejection::new(
             "unknown_operation",
             format!(
@@ -564,6 +695,23 @@ pub async fn serve(
     mut inbound: mpsc::Receiver<Inbound>,
     outbound: mpsc::Sender<Outbound>,
 ) {
+    // A network key rotation waits out the radio's key switch delay (up to minutes). It
+    // goes to a lane of its own, so other requests are not held up behind it; rotations
+    // (and repeats of one) still run one at a time, in order, so a repeat finds the first
+    // one's answer.
+    let (rotations, mut lane) = mpsc::channel::<(String, Vec<u8>, bool)>(16);
+    {
+        let (ctx, outbound) = (ctx.clone(), outbound.clone());
+        tokio::spawn(async move {
+            while let Some((operation, payload, retained)) = lane.recv().await {
+                if let Some(out) = handle(&ctx, &operation, &payload, retained).await {
+                    if outbound.send(out).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
     while let Some(item) = inbound.recv().await {
         let out = match item {
             Inbound::PublishInfo => match info(&ctx).await {
@@ -577,6 +725,20 @@ pub async fn serve(
                     continue;
                 }
             },
+            Inbound::Request {
+                operation,
+                payload,
+                retained,
+            } if operation == "rotate_network_key" => {
+                if rotations
+                    .send((operation, payload, retained))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
             Inbound::Request {
                 operation,
                 payload,
@@ -935,6 +1097,44 @@ async fn execute_other(
                 .rotate_client_cert(&ctx.writer, &cert_pem, key_pem.0, actor, "mqtt")
                 .await
         }
+        Request::AddInstallCode { device, code } => {
+            let secret = crate::secrets::Secret::new(code.0.to_vec());
+            let added = ctx
+                .hub
+                .add_install_code(device, secret, actor.to_string())
+                .await?;
+            Ok(serde_json::to_value(added).unwrap_or(Value::Null))
+        }
+        Request::RemoveInstallCode { device } => {
+            let removed = ctx
+                .hub
+                .remove_install_code(device, actor.to_string())
+                .await?;
+            Ok(serde_json::to_value(removed).unwrap_or(Value::Null))
+        }
+        Request::RotateNetworkKey { radio } => {
+            // A radio that is not running is refused as such; once the hub has handed the
+            // rotation to a running radio, a failure is the rotation's.
+            let state = ctx
+                .radios
+                .iter()
+                .find(|r| r.name == radio)
+                .map(|r| r.state.borrow().clone())
+                .ok_or_else(|| Rejection::new("unknown_radio", format!("no radio `{radio}`")))?;
+            if state != RadioState::Up {
+                return Err(Rejection::new(
+                    "radio_unavailable",
+                    format!("radio `{radio}` is not running"),
+                ));
+            }
+            match ctx.hub.rotate_network_key(radio, actor.to_string()).await {
+                Ok(done) => Ok(serde_json::to_value(done).unwrap_or(Value::Null)),
+                Err(HubError::RadioUnavailable(_, why)) => {
+                    Err(Rejection::new("key_rotation_failed", why))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
     }
 }
 
@@ -1069,6 +1269,80 @@ mod tests {
                 br#"{"correlation_id":"c","version":3,"document":{"version":3}}"#
             ),
             "ok"
+        );
+    }
+
+    #[test]
+    fn install_code_and_rotation_requests_parse_strictly_without_echoing_the_code() {
+        let spec = "83FED3407A939723A5C639B26916D505C3B5";
+        let p = parse(
+            "install_code",
+            format!(r#"{{"correlation_id":"c","action":"add","device":"zigbee:0x00124B0001ABCDEF","code":"{spec}"}}"#).as_bytes(),
+        );
+        let Ok(Request::AddInstallCode {
+            device,
+            code: sealed,
+        }) = &p.request
+        else {
+            panic!("{:?}", p.request);
+        };
+        assert_eq!(device.as_str(), "zigbee:0x00124b0001abcdef");
+        assert_eq!(sealed.0.len(), 18);
+        assert!(!format!("{:?}", p.request).contains("131"));
+        assert_eq!(
+            parse(
+                "install_code",
+                br#"{"correlation_id":"c","action":"remove","device":"zigbee:0x00124b0001abcdef"}"#
+            )
+            .request,
+            Ok(Request::RemoveInstallCode {
+                device: DeviceId::parse("zigbee:0x00124b0001abcdef").unwrap()
+            })
+        );
+        assert_eq!(
+            parse(
+                "rotate_network_key",
+                br#"{"correlation_id":"c","radio":"zb0"}"#
+            )
+            .request,
+            Ok(Request::RotateNetworkKey {
+                radio: "zb0".into()
+            })
+        );
+        let cases: Vec<(String, &str)> = vec![
+            (format!(r#"{{"correlation_id":"c","action":"add","device":"zigbee:0x00124b0001abcdef","code":"{}"}}"#, &spec[..35]), "invalid_install_code"),
+            (r#"{"correlation_id":"c","action":"add","device":"zigbee:0x00124b0001abcdef","code":83123}"#.into(), "invalid_request"),
+            (r#"{"correlation_id":"c","action":"add","device":"zigbee:0x00124b0001abcdef","code":["83FED340"]}"#.into(), "invalid_request"),
+            (r#"{"correlation_id":"c","action":"add","device":"zigbee:0x00124b0001abcdef"}"#.into(), "invalid_request"),
+            (format!(r#"{{"correlation_id":"c","action":"remove","device":"zigbee:0x00124b0001abcdef","code":"{spec}"}}"#), "invalid_request"),
+            (format!(r#"{{"correlation_id":"c","action":"add","device":"zigbee:nope","code":"{spec}"}}"#), "bad_device_id"),
+            (format!(r#"{{"correlation_id":"c","action":"add","device":"lora:0x00124b0001abcdef","code":"{spec}"}}"#), "bad_device_id"),
+            (format!(r#"{{"correlation_id":"c","action":"add","device":"zigbee:0x00124b0001abcdef","code":"{spec}","extra":1}}"#), "invalid_request"),
+            (r#"{"correlation_id":"c","action":"replace","device":"zigbee:0x00124b0001abcdef"}"#.into(), "invalid_request"),
+        ];
+        for (body, want) in cases {
+            let r = parse("install_code", body.as_bytes()).request.unwrap_err();
+            assert_eq!(r.code, want, "{body}: {r:?}");
+            let upper = r.message.to_ascii_uppercase();
+            assert!(
+                !upper.contains("83FED340") && !upper.contains("83123"),
+                "{body}: {}",
+                r.message
+            );
+        }
+        for body in [
+            br#"{"correlation_id":"c"}"#.as_slice(),
+            br#"{"correlation_id":"c","radio":"zb0","key":"00"}"#,
+            br#"{"correlation_id":"c","radio":7}"#,
+        ] {
+            assert_eq!(code("rotate_network_key", body), "invalid_request");
+        }
+        assert_eq!(
+            code(
+                "rotate_network_key",
+                br#"{"correlation_id":"c","radio":"zb0/#"}"#
+            ),
+            "unknown_radio"
         );
     }
 

@@ -1702,6 +1702,11 @@ mod device_requests {
 
     impl Site {
         async fn start() -> Site {
+            Site::start_with("").await
+        }
+
+        /// A site whose radio has these `[radio.options]` besides the fast timings.
+        async fn start_with(options: &str) -> Site {
             let pty = PtyEmulator::spawn(EmulatorConfig {
                 timing: DeviceTiming {
                     report_interval: Duration::from_secs(3600),
@@ -1720,7 +1725,7 @@ mod device_requests {
                 pty.path().display(),
                 b.url(),
                 unique("fgr")
-            ));
+            ).replace("[upstream]", &format!("{options}[upstream]")));
             let probe = Probe::connect(b, &[format!("{prefix}/#")]).await;
             daemon.spawn();
             let site = Site {
@@ -2043,5 +2048,175 @@ mod device_requests {
             .daemon
             .terminate(Duration::from_secs(10))
             .is_some_and(|s| s.success()));
+    }
+
+    /// `install_code` and `rotate_network_key` over MQTT: the code goes to the coordinator
+    /// and never comes back out (responses, the log, the audit log); a rotation runs beside
+    /// the request queue, ends with the new key active, and a repeat of it is answered with
+    /// the first answer instead of rotating again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn install_codes_and_network_key_rotation_over_mqtt() {
+        const SPEC_CODE: &str = "83FED3407A939723A5C639B26916D505C3B5";
+        let site = Site::start_with("key_switch_delay = \"2s\"\n").await;
+        let plug = dev(DeviceKind::SmartPlug);
+        let ieee = DeviceKind::SmartPlug.default_ieee();
+        let second = Duration::from_secs(10);
+
+        site.request(
+            "install_code",
+            json!({"correlation_id": "ic-1", "action": "add", "device": plug, "code": SPEC_CODE}),
+            false,
+        )
+        .await;
+        let r = site.response("ic-1", "ok", second).await;
+        assert_eq!(r["data"]["device"], plug, "{r}");
+        assert_eq!(r["data"]["coordinators"][0]["ok"], true, "{r}");
+        let code = fieldgate_zigbee::install_code::InstallCode::parse(SPEC_CODE).unwrap();
+        assert_eq!(
+            site.pty
+                .sim
+                .with(|e, _| e.registered_install_code(ieee).map(<[u8]>::to_vec)),
+            Some(code.as_bytes().to_vec())
+        );
+        // Refusals, none of which repeats the code.
+        let typo = "83FED3407A939723A5C639B26916D505C3B6";
+        for (cid, body, want) in [
+            (
+                "ic-2",
+                json!({"correlation_id": "ic-2", "action": "add", "device": plug, "code": typo}),
+                "invalid_install_code",
+            ),
+            (
+                "ic-3",
+                json!({"correlation_id": "ic-3", "action": "add", "device": plug, "code": 831234567}),
+                "invalid_request",
+            ),
+            (
+                "ic-4",
+                json!({"correlation_id": "ic-4", "action": "remove", "device": plug, "code": SPEC_CODE}),
+                "invalid_request",
+            ),
+            (
+                "ic-5",
+                json!({"correlation_id": "ic-5", "action": "add", "device": "ble:aa:bb", "code": SPEC_CODE}),
+                "bad_device_id",
+            ),
+            (
+                "ic-6",
+                json!({"correlation_id": "ic-6", "action": "rename", "device": plug}),
+                "invalid_request",
+            ),
+        ] {
+            site.request("install_code", body, false).await;
+            let r = site.response(cid, "error", second).await;
+            assert_eq!(r["error"]["code"], want, "{r}");
+        }
+
+        // The rotation is answered after the switch delay; a health check sent after it is
+        // answered before it.
+        site.request(
+            "rotate_network_key",
+            json!({"correlation_id": "rk-1", "radio": "zb0"}),
+            false,
+        )
+        .await;
+        site.request("health_check", json!({"correlation_id": "hc-1"}), false)
+            .await;
+        site.response("hc-1", "ok", second).await;
+        assert!(site.responses("rk-1").is_empty(), "rotation answered early");
+        let r = site.response("rk-1", "ok", Duration::from_secs(20)).await;
+        assert_eq!(
+            (
+                &r["data"]["radio"],
+                &r["data"]["previous_key_seq"],
+                &r["data"]["key_seq"]
+            ),
+            (&json!("zb0"), &json!(0), &json!(1)),
+            "{r}"
+        );
+        let active = site.pty.sim.with(|e, _| e.active_key_info()).unwrap();
+        assert_eq!(active.key_seq_num, 1);
+        // A repeat gets the first answer and does not rotate again.
+        site.request(
+            "rotate_network_key",
+            json!({"correlation_id": "rk-1", "radio": "zb0"}),
+            false,
+        )
+        .await;
+        site.probe
+            .wait_for("repeat of rk-1", second, |_| {
+                site.responses("rk-1").len() == 2
+            })
+            .await;
+        let answers = site.responses("rk-1");
+        assert_eq!(answers[0]["data"], answers[1]["data"]);
+        assert_eq!(
+            site.pty
+                .sim
+                .with(|e, _| e.active_key_info())
+                .unwrap()
+                .key_seq_num,
+            1
+        );
+        site.request(
+            "rotate_network_key",
+            json!({"correlation_id": "rk-2", "radio": "nope"}),
+            false,
+        )
+        .await;
+        let r = site.response("rk-2", "error", second).await;
+        assert_eq!(r["error"]["code"], "unknown_radio", "{r}");
+
+        site.request(
+            "install_code",
+            json!({"correlation_id": "ic-7", "action": "remove", "device": plug}),
+            false,
+        )
+        .await;
+        site.response("ic-7", "ok", second).await;
+        site.request(
+            "install_code",
+            json!({"correlation_id": "ic-8", "action": "remove", "device": plug}),
+            false,
+        )
+        .await;
+        let r = site.response("ic-8", "error", second).await;
+        assert_eq!(r["error"]["code"], "unknown_device", "{r}");
+        assert_eq!(site.audit_count("mqtt.install_code", &plug, "accepted"), 2);
+        assert_eq!(
+            site.audit_count("mqtt.rotate_network_key", "zb0", "accepted"),
+            1
+        );
+
+        // Neither the code nor the key anywhere but the coordinator.
+        let published: Vec<String> = site
+            .probe
+            .messages()
+            .iter()
+            .filter(|m| !m.topic.contains("/request/"))
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect();
+        let c = fieldgate::store::open_reader(&site.daemon.db()).expect("db");
+        let audit: Vec<String> = c
+            .prepare("SELECT action || ' ' || target || ' ' || details FROM audit")
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = hex::encode(active.key);
+        for (what, text) in [
+            ("published", published.join("\n")),
+            ("audit", audit.join("\n")),
+            ("log", site.daemon.log()),
+        ] {
+            let upper = text.to_ascii_uppercase();
+            assert!(
+                !upper.contains("83FED3407A93"),
+                "install code in the {what}"
+            );
+            assert!(!upper.contains("831234567"), "install code in the {what}");
+            assert!(!text.contains(&key), "network key in the {what}");
+        }
     }
 }

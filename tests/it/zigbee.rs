@@ -83,6 +83,7 @@ impl Rig {
         let sink = Arc::new(SecretSink::new(store.writer(), master_key.clone()));
         let radios = radio::spawn_all(&config.radios, events_tx, sd_rx.clone(), Some(sink));
         let (hub, handle, req_rx) = Hub::new("zb-test", store.writer(), &radios);
+        let hub = hub.with_master_key(master_key.clone());
         let notices = Arc::new(Mutex::new(Vec::new()));
         let mut rx = handle.subscribe();
         let log = notices.clone();
@@ -518,7 +519,12 @@ async fn backup_between(rig: &Rig, pty: &PtyEmulator) -> (serde_json::Value, u32
 async fn zigbee_backup_reads_frame_counter_update_id_and_key_sequence() {
     let pty = PtyEmulator::spawn(emulator_config()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let rig = paired_rig(&pty, dir.path()).await;
+    let options = format!("{FAST}key_switch_delay = \"300ms\"\n");
+    let rig = Rig::start(dir.path(), pty.path(), &options).await;
+    rig.permit_join().await;
+    for kind in [DeviceKind::TempHumidity, DeviceKind::SmartPlug] {
+        rig.wait_interviewed(kind, 20).await;
+    }
     let (b1, fc1) = backup_between(&rig, &pty).await;
     assert!(fc1 > 0, "pairing sent frames: {b1}");
     assert_eq!(b1["nwk_update_id"], 0);
@@ -547,16 +553,23 @@ async fn zigbee_backup_reads_frame_counter_update_id_and_key_sequence() {
     let (_, fc2) = backup_between(&rig, &pty).await;
     assert!(fc2 >= fc1 + 3, "{fc1} -> {fc2}");
 
-    // A network update and a key switch on the coordinator show up as they are.
+    // Network updates and a key rotation show up as the coordinator holds them; the frame
+    // counter starts again with the new key.
     pty.sim.with(|e, _| {
         e.network_update();
         e.network_update();
-        e.switch_network_key([0x42; 16]);
     });
-    let (b3, _) = backup_between(&rig, &pty).await;
+    rig.hub
+        .rotate_network_key("zb0".into(), "test".into())
+        .await
+        .expect("rotation");
+    let (b3, fc3) = backup_between(&rig, &pty).await;
     assert_eq!(b3["nwk_update_id"], 2);
     assert_eq!(b3["network_key"]["sequence_number"], 1);
-    assert_eq!(b3["network_key"]["key"], hex::encode([0x42; 16]));
+    let active = pty.sim.with(|e, _| e.active_key_info()).unwrap();
+    assert_eq!(b3["network_key"]["key"], hex::encode(active.key));
+    assert_ne!(b3["network_key"]["key"], b1["network_key"]["key"]);
+    assert!(fc3 < fc2, "{fc2} -> {fc3}");
     rig.stop().await;
 
     // The coordinator's NV outlives a daemon restart and a coordinator reset.
@@ -570,9 +583,10 @@ async fn zigbee_backup_reads_frame_counter_update_id_and_key_sequence() {
         .unwrap();
     rig.wait_state(|s| *s == RadioState::Up, 10).await;
     let (b4, fc4) = backup_between(&rig, &pty).await;
-    assert!(fc4 >= fc2, "{fc2} -> {fc4}");
+    assert!(fc4 >= fc3, "{fc3} -> {fc4}");
     assert_eq!(b4["nwk_update_id"], 2);
     assert_eq!(b4["network_key"]["sequence_number"], 1);
+    assert_eq!(b4["network_key"]["key"], b3["network_key"]["key"]);
 
     // Short or garbled NV answers fail the backup with the item named, never a silent 0.
     let nib = pty
@@ -657,15 +671,18 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
         })
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let options = format!("{FAST}channel = 25\npan_id = \"0x3c3c\"\n");
+        let options =
+            format!("{FAST}channel = 25\npan_id = \"0x3c3c\"\nkey_switch_delay = \"100ms\"\n");
         let rig = Rig::start(dir.path(), pty.path(), &options).await;
+        pty.sim.with(|e, _| e.network_update());
+        rig.hub
+            .rotate_network_key("zb0".into(), "test".into())
+            .await
+            .expect("rotation");
+        // Frames after the switch, so the counter restarted with the key is not 0.
         for _ in 0..3 {
             rig.permit_join().await;
         }
-        pty.sim.with(|e, _| {
-            e.network_update();
-            e.switch_network_key([0x5C; 16]);
-        });
         let ours = rig
             .hub
             .backup("zb0".into(), "test".into())
@@ -725,7 +742,7 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
             "panId": 0x3c3c,
             "extendedPanId": format!("{:016x}", nib.extended_pan_id),
             "channelList": [25],
-            "networkKey": hex::encode([0x5C; 16]),
+            "networkKey": hex::encode(key.key),
             "logicalChannel": 25,
             "sequenceNumber": key.key_seq_num,
             "frameCounter": fc,
@@ -1663,4 +1680,469 @@ mod herdsman {
 #[test]
 fn zigbee_codec_agrees_with_zigbee_herdsman() {
     herdsman::run();
+}
+
+// ---------------------------------------------------------------- install codes, key rotation
+
+/// The Zigbee specification's example install code (16 bytes + CRC C3B5).
+const SPEC_INSTALL_CODE: &str = "83FED3407A939723A5C639B26916D505C3B5";
+
+fn audit_records(rig: &Rig) -> Vec<fieldgate::store::audit::AuditRecord> {
+    fieldgate::store::audit::tail(&rig.store.reader().unwrap(), 10_000, Some(0)).unwrap()
+}
+
+async fn poll(what: &str, secs: u64, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_install_codes_gate_joins_when_the_policy_requires_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = fieldgate_zigbee::install_code::InstallCode::parse(SPEC_INSTALL_CODE).unwrap();
+    let plug = DeviceKind::SmartPlug.default_ieee();
+    let sensor = DeviceKind::TempHumidity.default_ieee();
+    let mut cfg = emulator_config();
+    cfg.devices = vec![
+        (DeviceKind::SmartPlug, plug),
+        (DeviceKind::TempHumidity, sensor),
+    ];
+    // Both were manufactured with a code; only the plug's is registered.
+    cfg.install_codes.insert(plug, code.as_bytes().to_vec());
+    cfg.install_codes.insert(sensor, code.as_bytes().to_vec());
+    let pty = PtyEmulator::spawn(cfg).unwrap();
+    let rig = Rig::start(dir.path(), pty.path(), FAST).await;
+    let policy = serde_json::json!({"version": 1, "admission": {"require_install_code": true}});
+    rig.hub
+        .apply_policy(
+            policy.to_string().into_bytes(),
+            "test".into(),
+            "test".into(),
+        )
+        .await
+        .unwrap();
+    let added = rig
+        .hub
+        .add_install_code(
+            id(DeviceKind::SmartPlug),
+            fieldgate::secrets::Secret::new(code.as_bytes().to_vec()),
+            "tech".into(),
+        )
+        .await
+        .unwrap();
+    assert!(!added.replaced);
+    assert_eq!(added.coordinators.len(), 1);
+    assert!(added.coordinators[0].ok, "{added:?}");
+    // Sealed in the store, never in clear; the answer carries no code.
+    {
+        let c = rig.store.reader().unwrap();
+        let raw: Vec<u8> = c
+            .query_row(
+                "SELECT ciphertext FROM credentials WHERE kind = 'zigbee_install_code'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!raw.windows(8).any(|w| w == &code.as_bytes()[..8]));
+        let stored = credentials::get(
+            &c,
+            &rig.master_key,
+            id(DeviceKind::SmartPlug).as_str(),
+            "zigbee_install_code",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(stored.expose(), code.as_bytes());
+    }
+    assert!(!serde_json::to_string(&added)
+        .unwrap()
+        .to_ascii_uppercase()
+        .contains("83FED340"));
+    assert_eq!(
+        pty.sim
+            .with(|e, _| e.registered_install_code(plug).map(<[u8]>::to_vec)),
+        Some(code.as_bytes().to_vec())
+    );
+    poll("the coordinator to require install codes", 10, || {
+        pty.sim.with(|e, _| e.join_uses_install_code())
+    })
+    .await;
+
+    rig.permit_join().await;
+    rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
+    let sensor_id = id(DeviceKind::TempHumidity).to_string();
+    let reason = rig
+        .wait("the sensor refused", 20, |ns| {
+            ns.iter().find_map(|(_, n)| match n {
+                Notice::Denied { device, reason } if *device == sensor_id => Some(reason.clone()),
+                _ => None,
+            })
+        })
+        .await;
+    assert!(reason.contains("no install code registered"), "{reason}");
+    assert!(rig.device(&id(DeviceKind::TempHumidity)).is_none());
+    assert!(pty.sim.with(|e, _| e.device(sensor).unwrap().nwk.is_none()));
+    assert!(pty.sim.with(|e, _| e.stats().install_code_refusals) >= 1);
+    let audit = audit_records(&rig);
+    assert!(audit.iter().any(|r| r.action == "device.join"
+        && r.target == sensor_id
+        && r.outcome == "refused"
+        && r.details["reason"]
+            .as_str()
+            .is_some_and(|x| x.contains("install code"))));
+    assert!(audit
+        .iter()
+        .any(|r| r.action == "device.install_code.add" && r.outcome == "accepted"));
+    let text = serde_json::to_string(&audit).unwrap().to_ascii_uppercase();
+    assert!(!text.contains("83FED340"), "install code in the audit log");
+
+    // The coordinator reboots and forgets: the driver pushes the code and the policy again.
+    pty.sim.inject(Fault::Reset);
+    poll("codes pushed again after the reset", 20, || {
+        pty.sim.with(|e, _| {
+            e.stats().resets >= 1
+                && e.registered_install_code(plug).is_some()
+                && e.join_uses_install_code()
+        })
+    })
+    .await;
+
+    // Decommissioning destroys the code.
+    let d = rig
+        .hub
+        .decommission(id(DeviceKind::SmartPlug), "tech".into())
+        .await
+        .unwrap();
+    assert!(d.credentials_destroyed >= 1);
+    assert!(!credentials::exists(
+        &rig.store.reader().unwrap(),
+        id(DeviceKind::SmartPlug).as_str(),
+        "zigbee_install_code"
+    )
+    .unwrap());
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_network_key_rotation_switches_and_devices_keep_reporting() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyEmulator::spawn(emulator_config()).unwrap();
+    let options = format!("{FAST}key_switch_delay = \"1500ms\"\n");
+    let rig = Rig::start(dir.path(), pty.path(), &options).await;
+    rig.permit_join().await;
+    rig.wait_interviewed(DeviceKind::TempHumidity, 20).await;
+    rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
+    let active_key = |pty: &PtyEmulator| {
+        let k = pty.sim.with(|e, _| e.active_key_info()).unwrap();
+        (k.key_seq_num, k.key.to_vec())
+    };
+    let (seq0, key0) = active_key(&pty);
+    assert_eq!(seq0, 0);
+    let owner = "radio:zb0";
+    let before = credentials::list(&rig.store.reader().unwrap(), Some(owner)).unwrap();
+    assert_eq!(before.len(), 1);
+    assert!(before[0].rotated_at.is_none());
+
+    // A coordinator reset between update and switch: the rotation fails clearly and the old
+    // key stays active, on the coordinator and in the store.
+    let hub = rig.hub.clone();
+    let pending =
+        tokio::spawn(async move { hub.rotate_network_key("zb0".into(), "tech".into()).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(credentials::exists(
+        &rig.store.reader().unwrap(),
+        owner,
+        "zigbee_network_key_pending"
+    )
+    .unwrap());
+    pty.sim.inject(Fault::Reset);
+    let err = pending.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("old network key stays active"), "{err}");
+    rig.wait_state(|s| *s == RadioState::Up, 20).await;
+    assert_eq!(active_key(&pty), (0, key0.clone()));
+    let c = rig.store.reader().unwrap();
+    assert!(!credentials::exists(&c, owner, "zigbee_network_key_pending").unwrap());
+    assert_eq!(
+        credentials::get(&c, &rig.master_key, owner, "zigbee_network_key")
+            .unwrap()
+            .unwrap()
+            .expose(),
+        &key0[..]
+    );
+
+    // A clean rotation.
+    let t0 = Instant::now();
+    let done = rig
+        .hub
+        .rotate_network_key("zb0".into(), "tech".into())
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "switched before the delay"
+    );
+    assert_eq!(
+        (done.rotation.previous_key_seq, done.rotation.key_seq),
+        (0, 1)
+    );
+    let (seq1, key1) = active_key(&pty);
+    assert_eq!(seq1, 1);
+    assert_ne!(key1, key0);
+    assert_eq!(
+        pty.sim
+            .with(|e, _| e.device_key_seq(DeviceKind::TempHumidity.default_ieee())),
+        Some(1)
+    );
+    let c = rig.store.reader().unwrap();
+    assert_eq!(
+        credentials::get(&c, &rig.master_key, owner, "zigbee_network_key")
+            .unwrap()
+            .unwrap()
+            .expose(),
+        &key1[..]
+    );
+    assert!(!credentials::exists(&c, owner, "zigbee_network_key_pending").unwrap());
+    let after = credentials::list(&c, Some(owner)).unwrap();
+    assert!(after[0].rotated_at.is_some(), "credential age not reset");
+    // Due for rotation before, not after (the policy's rotation-due flag).
+    let day = Duration::from_secs(86_400);
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    assert!(
+        credentials::due_for_rotation(&c, Duration::from_secs(1), later)
+            .unwrap()
+            .iter()
+            .any(|x| x.owner == owner)
+    );
+    assert!(
+        !credentials::due_for_rotation(&c, day, std::time::SystemTime::now())
+            .unwrap()
+            .iter()
+            .any(|x| x.owner == owner)
+    );
+    let audit = audit_records(&rig);
+    assert!(audit.iter().any(|r| r.action == "radio.rotate_network_key"
+        && r.outcome == "accepted"
+        && r.details["phase"] == "completed"
+        && r.details["key_seq"] == 1));
+    assert!(audit
+        .iter()
+        .any(|r| r.action == "radio.rotate_network_key" && r.outcome == "failed"));
+    let text = serde_json::to_string(&audit).unwrap();
+    assert!(!text.contains(&hex::encode(&key1)), "key in the audit log");
+    assert!(!serde_json::to_string(&done)
+        .unwrap()
+        .contains(&hex::encode(&key1)));
+    // Devices keep reporting on the new key.
+    let since = Instant::now();
+    rig.wait_reading(DeviceKind::TempHumidity, "temperature", since, |_| true)
+        .await;
+    // Only Zigbee radios rotate; unknown radios are refused.
+    assert!(rig
+        .hub
+        .rotate_network_key("nope".into(), "tech".into())
+        .await
+        .is_err());
+    rig.stop().await;
+}
+
+/// A start-up takes the network key credential from the coordinator's active key item, not
+/// from the preconfigured key the network was formed with: after the coordinator switched
+/// keys behind the daemon's back (another host, a restored backup), the stored credential
+/// and the next backup follow the key the network runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_start_up_keeps_the_active_key_not_the_formation_key() {
+    use fieldgate_zigbee::znp::SecretBytes;
+    use fieldgate_zigbee::ZnpCommand;
+    let pty = PtyEmulator::spawn(emulator_config()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = format!("{FAST}key_switch_delay = \"200ms\"\n");
+    let rig = Rig::start(dir.path(), pty.path(), &options).await;
+    rig.permit_join().await;
+    rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
+    let formed = pty
+        .sim
+        .with(|e, _| e.nv_item(0x0062).map(<[u8]>::to_vec))
+        .unwrap();
+    let done = rig
+        .hub
+        .rotate_network_key("zb0".into(), "tech".into())
+        .await
+        .unwrap();
+    assert_eq!(done.rotation.key_seq, 1);
+    rig.stop().await;
+
+    // With the daemon down, another host rotates again, straight over ZNP.
+    let third = [0x5C; 16];
+    pty.sim.with(|e, now| {
+        for cmd in [
+            ZnpCommand::ZdoExtUpdateNwkKeyReq {
+                dst_addr: 0xFFFF,
+                key_seq_num: 2,
+                key: SecretBytes(third.to_vec()),
+            },
+            ZnpCommand::ZdoExtSwitchNwkKeyReq {
+                dst_addr: 0xFFFF,
+                key_seq_num: 2,
+            },
+        ] {
+            e.receive(now, &cmd.to_bytes().unwrap());
+        }
+        // Nobody reads the answers: they must not reach the next daemon.
+        e.take_output();
+    });
+    let active = pty.sim.with(|e, _| e.active_key_info()).unwrap();
+    assert_eq!((active.key_seq_num, active.key), (2, third));
+    assert_eq!(
+        pty.sim.with(|e, _| e.nv_item(0x0062).map(<[u8]>::to_vec)),
+        Some(formed.clone()),
+        "the preconfigured key item still holds the formation key"
+    );
+
+    let rig = Rig::start(dir.path(), pty.path(), FAST).await;
+    rig.wait_state(|s| *s == RadioState::Up, 10).await;
+    let c = rig.store.reader().unwrap();
+    assert_eq!(
+        credentials::get(&c, &rig.master_key, "radio:zb0", "zigbee_network_key")
+            .unwrap()
+            .unwrap()
+            .expose(),
+        &third[..]
+    );
+    let (b, _) = backup_between(&rig, &pty).await;
+    assert_eq!(b["network_key"]["key"], hex::encode(third));
+    assert_eq!(b["network_key"]["sequence_number"], 2);
+    rig.stop().await;
+}
+
+/// The CLI doors, offline (no broker): install codes in and never out, and a key rotation,
+/// with neither the code nor the key in the daemon's log, the API answers or the audit.
+#[test]
+fn zigbee_cli_install_codes_and_key_rotation_keep_secrets_out_of_logs() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pty = rt
+        .block_on(async { PtyEmulator::spawn(emulator_config()) })
+        .unwrap();
+    let extra = format!(
+        "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"{}\"\n\n[radio.options]\n{FAST}key_switch_delay = \"1s\"\n",
+        pty.path().display()
+    );
+    let d = crate::common::TestDaemon::start(&extra);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("zigbee network up") {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let plug = DeviceKind::SmartPlug.default_ieee().to_string();
+    // A mistyped code (bad CRC) is refused with a clear error that does not repeat it.
+    let typo = "83FED3407A939723A5C639B26916D505C3B6";
+    let out = d.cli(&["install-code", "add", &plug, typo]);
+    assert!(!out.status.success());
+    let err = crate::common::stderr(&out);
+    assert!(err.contains("CRC"), "{err}");
+    assert!(!err.contains("83FED340"), "{err}");
+    // From standard input.
+    let mut child = std::process::Command::new(crate::common::bin())
+        .args([
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "install-code",
+            "add",
+            &plug,
+            "-",
+            "--json",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{SPEC_INSTALL_CODE}\n").as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["coordinators"][0]["ok"], true, "{added}");
+    let list = crate::common::stdout(&d.cli(&["install-code", "list", "--json"]));
+    assert!(list.contains(&format!("zigbee:{plug}")), "{list}");
+    let code = fieldgate_zigbee::install_code::InstallCode::parse(SPEC_INSTALL_CODE).unwrap();
+    assert_eq!(
+        pty.sim.with(|e, _| e
+            .registered_install_code(DeviceKind::SmartPlug.default_ieee())
+            .map(<[u8]>::to_vec)),
+        Some(code.as_bytes().to_vec())
+    );
+
+    let out = d.cli(&["radio", "rotate-key", "zb0", "--json"]);
+    assert!(
+        out.status.success(),
+        "{} {}",
+        crate::common::stderr(&out),
+        d.log()
+    );
+    let rotated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rotated["key_seq"], 1, "{rotated}");
+    let active = pty.sim.with(|e, _| e.active_key_info()).unwrap();
+    let key = active.key;
+    assert_eq!(active.key_seq_num, 1);
+    // A backup taken after the rotation holds the key the network now runs on and its
+    // sequence number (the coordinator's active key item), not the key it was formed with.
+    let file = d.dir.path().join("zb0-backup.json");
+    let backup_out = d.cli(&["radio", "backup", "zb0", "--out", file.to_str().unwrap()]);
+    assert!(
+        backup_out.status.success(),
+        "{}",
+        crate::common::stderr(&backup_out)
+    );
+    let backup: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(backup["network_key"]["key"], hex::encode(key), "{backup}");
+    assert_eq!(backup["network_key"]["sequence_number"], 1, "{backup}");
+    let formed = pty
+        .sim
+        .with(|e, _| e.nv_item(0x0062).map(<[u8]>::to_vec))
+        .unwrap();
+    assert_ne!(formed, key.to_vec(), "the rotation changed nothing");
+    let out = d.cli(&["radio", "rotate-key", "nope"]);
+    assert!(!out.status.success());
+
+    let audit = crate::common::stdout(&d.cli(&["audit", "tail", "-n", "200", "--json"]));
+    assert!(audit.contains("radio.rotate_network_key"), "{audit}");
+    assert!(audit.contains("device.install_code.add"), "{audit}");
+    let status = crate::common::stdout(&d.cli(&["status", "--json"]));
+    let log = d.log();
+    for (what, text) in [
+        ("log", &log),
+        ("audit", &audit),
+        ("status", &status),
+        ("list", &list),
+        ("rotate answer", &crate::common::stdout(&out)),
+        ("backup answer", &crate::common::stdout(&backup_out)),
+    ] {
+        let upper = text.to_ascii_uppercase();
+        assert!(
+            !upper.contains("83FED3407A93"),
+            "install code in the {what}"
+        );
+        assert!(
+            !text.contains(&hex::encode(key)),
+            "network key in the {what}"
+        );
+    }
+    assert!(log.contains("network key rotated"), "{log}");
+    drop(d);
+    drop(pty);
+    rt.shutdown_timeout(Duration::from_secs(1));
 }

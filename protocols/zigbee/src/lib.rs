@@ -45,6 +45,7 @@ pub mod decode;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod error;
+pub mod install_code;
 pub mod mt;
 pub mod nvitems;
 #[cfg(feature = "emulator")]

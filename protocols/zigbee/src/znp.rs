@@ -53,6 +53,10 @@ pub mod cmd {
         pub const MGMT_LEAVE_REQ: u8 = 0x34;
         pub const MGMT_PERMIT_JOIN_REQ: u8 = 0x36;
         pub const STARTUP_FROM_APP: u8 = 0x40;
+        /// ZDO_EXT_UPDATE_NWK_KEY (ZH `definition.js extUpdateNwkKey`, ID 78).
+        pub const EXT_UPDATE_NWK_KEY: u8 = 0x4E;
+        /// ZDO_EXT_SWITCH_NWK_KEY (ZH `definition.js extSwitchNwkKey`, ID 79).
+        pub const EXT_SWITCH_NWK_KEY: u8 = 0x4F;
         pub const IEEE_ADDR_RSP: u8 = 0x81;
         pub const NODE_DESC_RSP: u8 = 0x82;
         pub const SIMPLE_DESC_RSP: u8 = 0x84;
@@ -68,6 +72,11 @@ pub mod cmd {
         pub const PERMIT_JOIN_IND: u8 = 0xCB;
     }
     pub mod app_cnf {
+        /// APP_CNF_BDB_ADD_INSTALLCODE (ZH `definition.js bdbAddInstallCode`, ID 4).
+        pub const BDB_ADD_INSTALLCODE: u8 = 0x04;
+        /// APP_CNF_BDB_SET_JOINUSESINSTALLCODEKEY (zigpy-znp `commands/app_config.py
+        /// BDBSetJoinUsesInstallCodeKey`, 0x06; not in zigbee-herdsman 11.1.1's definition).
+        pub const BDB_SET_JOIN_USES_INSTALL_CODE_KEY: u8 = 0x06;
         pub const BDB_START_COMMISSIONING: u8 = 0x05;
         pub const BDB_SET_CHANNEL: u8 = 0x08;
         pub const BDB_COMMISSIONING_NOTIFICATION: u8 = 0x80;
@@ -96,8 +105,13 @@ pub mod nv {
     pub const ZDO_DIRECT_CB: u16 = 0x008F;
     /// The NWK information base ([`crate::nvitems::Nib`]).
     pub const NIB: u16 = 0x0021;
-    /// The active network key and its sequence number ([`crate::nvitems::NwkKeyDescriptor`]).
+    /// The active network key and its sequence number ([`crate::nvitems::NwkKeyDescriptor`];
+    /// Z-Stack `ZCD_NV_NWK_ACTIVE_KEY_INFO`). A key switch rewrites it.
     pub const NWK_ACTIVE_KEY_INFO: u16 = 0x003A;
+    /// The alternate network key: the one a key update delivered and a switch to its
+    /// sequence number makes active; after the switch it holds the previous key (Z-Stack
+    /// `ZCD_NV_NWK_ALTERN_KEY_INFO`, written by `SSP_UpdateNwkKey` / `SSP_SwitchNwkKey`).
+    pub const NWK_ALTERN_KEY_INFO: u16 = 0x003B;
     /// First of the legacy network security material items (Z-Stack 3.0.x / 1.2), one
     /// [`crate::nvitems::NwkSecMaterialEntry`] each.
     pub const LEGACY_NWK_SEC_MATERIAL_TABLE_START: u16 = 0x0075;
@@ -385,6 +399,23 @@ pub struct AfIncomingMsg {
     pub msg_result_radius: Option<u8>,
 }
 
+/// Key material inside a command (network key, install code). `Debug` and `Serialize` show
+/// only its length, so a command logged or printed as JSON never carries the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes redacted>", self.0.len())
+    }
+}
+
+impl Serialize for SecretBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("<{} bytes redacted>", self.0.len()))
+    }
+}
+
 /// A ZNP command, response or indication.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -638,6 +669,32 @@ pub enum ZnpCommand {
         mode: Option<u8>,
         remaining_modes: Option<u8>,
     },
+    /// Registers a joining device's install code (format [`crate::install_code::FORMAT_CODE_AND_CRC`],
+    /// code + CRC) or derived key (format 2, 16 bytes) with the trust center. The code runs to
+    /// the end of the frame (no length byte; ZH `BUFFER`, zigpy-znp `t.Bytes`).
+    BdbAddInstallCodeReq {
+        format: u8,
+        ieee: IeeeAddr,
+        code: SecretBytes,
+    },
+    /// Whether joining devices must use their install-code link key (no default TC link key).
+    BdbSetJoinUsesInstallCodeKeyReq {
+        enabled: bool,
+    },
+    // ---- ZDO network key update ----
+    /// Sends a new network key with sequence number `key_seq_num` to `dst_addr` (0xFFFF: every
+    /// device), kept as the alternate key until a switch (Z-Stack `ZDSecMgrUpdateNwkKey`).
+    ZdoExtUpdateNwkKeyReq {
+        dst_addr: u16,
+        key_seq_num: u8,
+        key: SecretBytes,
+    },
+    /// Makes key `key_seq_num` the active network key at `dst_addr` (0xFFFF: every device) and
+    /// on the coordinator (Z-Stack `ZDSecMgrSwitchNwkKey`).
+    ZdoExtSwitchNwkKeyReq {
+        dst_addr: u16,
+        key_seq_num: u8,
+    },
     // ---- generic ----
     /// An SRSP whose payload is a single status byte (AF_REGISTER, AF_DATA_REQUEST, the ZDO
     /// requests, NV writes, BDB, and ZDO_STARTUP_FROM_APP where it is the start state).
@@ -696,10 +753,15 @@ fn is_status_srsp(subsystem: Subsystem, cmd_id: u8) -> bool {
                 | zdo::MGMT_LEAVE_REQ
                 | zdo::MGMT_PERMIT_JOIN_REQ
                 | zdo::STARTUP_FROM_APP
+                | zdo::EXT_UPDATE_NWK_KEY
+                | zdo::EXT_SWITCH_NWK_KEY
         ),
         Subsystem::AppCnf => matches!(
             cmd_id,
-            app_cnf::BDB_START_COMMISSIONING | app_cnf::BDB_SET_CHANNEL
+            app_cnf::BDB_START_COMMISSIONING
+                | app_cnf::BDB_SET_CHANNEL
+                | app_cnf::BDB_ADD_INSTALLCODE
+                | app_cnf::BDB_SET_JOIN_USES_INSTALL_CODE_KEY
         ),
         _ => false,
     }
@@ -1051,6 +1113,25 @@ impl ZnpCommand {
             (Sreq, AppCnf, app_cnf::BDB_SET_CHANNEL) => Self::BdbSetChannelReq {
                 is_primary: r.u8()? != 0,
                 channel_mask: r.u32()?,
+            },
+            (Sreq, AppCnf, app_cnf::BDB_ADD_INSTALLCODE) => Self::BdbAddInstallCodeReq {
+                format: r.u8()?,
+                ieee: r.ieee()?,
+                code: SecretBytes(r.rest().to_vec()),
+            },
+            (Sreq, AppCnf, app_cnf::BDB_SET_JOIN_USES_INSTALL_CODE_KEY) => {
+                Self::BdbSetJoinUsesInstallCodeKeyReq {
+                    enabled: r.u8()? != 0,
+                }
+            }
+            (Sreq, Zdo, zdo::EXT_UPDATE_NWK_KEY) => Self::ZdoExtUpdateNwkKeyReq {
+                dst_addr: r.u16()?,
+                key_seq_num: r.u8()?,
+                key: SecretBytes(r.bytes(16)?.to_vec()),
+            },
+            (Sreq, Zdo, zdo::EXT_SWITCH_NWK_KEY) => Self::ZdoExtSwitchNwkKeyReq {
+                dst_addr: r.u16()?,
+                key_seq_num: r.u8()?,
             },
             (Areq, AppCnf, app_cnf::BDB_COMMISSIONING_NOTIFICATION) => {
                 Self::BdbCommissioningNotification {
@@ -1553,6 +1634,34 @@ impl ZnpCommand {
                 }
                 (Areq, AppCnf, app_cnf::BDB_COMMISSIONING_NOTIFICATION)
             }
+            Self::BdbAddInstallCodeReq { format, ieee, code } => {
+                p.put_u8(*format);
+                p.put_ieee(*ieee);
+                p.extend_from_slice(&code.0);
+                (Sreq, AppCnf, app_cnf::BDB_ADD_INSTALLCODE)
+            }
+            Self::BdbSetJoinUsesInstallCodeKeyReq { enabled } => {
+                p.put_u8(u8::from(*enabled));
+                (Sreq, AppCnf, app_cnf::BDB_SET_JOIN_USES_INSTALL_CODE_KEY)
+            }
+            Self::ZdoExtUpdateNwkKeyReq {
+                dst_addr,
+                key_seq_num,
+                key,
+            } => {
+                p.put_u16(*dst_addr);
+                p.put_u8(*key_seq_num);
+                p.extend_from_slice(&key.0);
+                (Sreq, Zdo, zdo::EXT_UPDATE_NWK_KEY)
+            }
+            Self::ZdoExtSwitchNwkKeyReq {
+                dst_addr,
+                key_seq_num,
+            } => {
+                p.put_u16(*dst_addr);
+                p.put_u8(*key_seq_num);
+                (Sreq, Zdo, zdo::EXT_SWITCH_NWK_KEY)
+            }
             Self::StatusRsp {
                 subsystem,
                 cmd_id,
@@ -1681,6 +1790,12 @@ impl ZnpCommand {
             Self::BdbStartCommissioningReq { .. } => "bdb_start_commissioning_req",
             Self::BdbSetChannelReq { .. } => "bdb_set_channel_req",
             Self::BdbCommissioningNotification { .. } => "bdb_commissioning_notification",
+            Self::BdbAddInstallCodeReq { .. } => "bdb_add_install_code_req",
+            Self::BdbSetJoinUsesInstallCodeKeyReq { .. } => {
+                "bdb_set_join_uses_install_code_key_req"
+            }
+            Self::ZdoExtUpdateNwkKeyReq { .. } => "zdo_ext_update_nwk_key_req",
+            Self::ZdoExtSwitchNwkKeyReq { .. } => "zdo_ext_switch_nwk_key_req",
             Self::StatusRsp { .. } => "status_rsp",
             Self::RpcError { .. } => "rpc_error",
             Self::Raw(_) => "raw",

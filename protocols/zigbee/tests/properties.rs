@@ -10,7 +10,7 @@ use fieldgate_zigbee::zcl::{
 };
 use fieldgate_zigbee::znp::{
     AfDataRequest, AfIncomingMsg, AfRegister, BindTarget, MacCapabilities, Neighbor,
-    NodeDescriptor, SimpleDescriptor,
+    NodeDescriptor, SecretBytes, SimpleDescriptor,
 };
 use fieldgate_zigbee::{IeeeAddr, ZnpCommand};
 use proptest::collection::vec;
@@ -347,6 +347,27 @@ fn znp_command() -> impl Strategy<Value = ZnpCommand> {
             ZnpCommand::BdbSetChannelReq {
                 is_primary,
                 channel_mask,
+            }
+        }),
+        (any::<u8>(), any::<u64>(), vec(any::<u8>(), 0..200)).prop_map(|(format, ieee, code)| {
+            ZnpCommand::BdbAddInstallCodeReq {
+                format,
+                ieee: IeeeAddr(ieee),
+                code: SecretBytes(code),
+            }
+        }),
+        any::<bool>().prop_map(|enabled| ZnpCommand::BdbSetJoinUsesInstallCodeKeyReq { enabled }),
+        (any::<u16>(), any::<u8>(), vec(any::<u8>(), 16..=16)).prop_map(
+            |(dst_addr, key_seq_num, key)| ZnpCommand::ZdoExtUpdateNwkKeyReq {
+                dst_addr,
+                key_seq_num,
+                key: SecretBytes(key),
+            }
+        ),
+        (any::<u16>(), any::<u8>()).prop_map(|(dst_addr, key_seq_num)| {
+            ZnpCommand::ZdoExtSwitchNwkKeyReq {
+                dst_addr,
+                key_seq_num,
             }
         }),
     ]

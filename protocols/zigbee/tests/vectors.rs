@@ -678,6 +678,78 @@ fn write_attributes_and_configure_reporting() {
     );
 }
 
+// ---------------------------------------------------------------- install codes, key rotation
+
+#[test]
+fn bdb_add_install_code_request() {
+    // Source: zigbee-herdsman 11.1.1 `ZpiObject.createRequest(APP_CNF, "bdbAddInstallCode",
+    // {installCodeFormat: 1, ieeeaddr: "0x00124b0001abcdef", installCode: <spec example>})`
+    // `.toBuffer()`; the code is the Zigbee specification's example install code.
+    let wire = "fe1b2f0401efcdab01004b120083fed3407a939723a5c639b26916d505c3b562";
+    let (_, cmd) = znp(wire);
+    let ZnpCommand::BdbAddInstallCodeReq { format, ieee, code } = &cmd else {
+        panic!("{cmd:?}");
+    };
+    assert_eq!(*format, 1);
+    assert_eq!(*ieee, IeeeAddr(0x00124b0001abcdef));
+    assert_eq!(code.0, hex("83FED3407A939723A5C639B26916D505C3B5"));
+    assert!(fieldgate_zigbee::install_code::InstallCode::from_bytes(&code.0).is_ok());
+    assert_reencodes(&cmd, wire);
+    // Neither Debug nor the JSON of `fieldgate decode` shows the code.
+    assert!(!format!("{cmd:?}").contains("131"), "{cmd:?}");
+    let json = serde_json::to_string(&cmd).unwrap();
+    assert!(json.contains("18 bytes redacted"), "{json}");
+}
+
+#[test]
+fn bdb_set_join_uses_install_code_key_request() {
+    // Source: zigpy-znp `commands/app_config.py BDBSetJoinUsesInstallCodeKey` (SREQ APP_CNF
+    // 0x06, one Bool); FCS computed by hand (01 ^ 2F ^ 06 ^ 01 = 0x29).
+    let wire = "FE 01 2F 06 01 29";
+    let (_, cmd) = znp(wire);
+    assert_eq!(
+        cmd,
+        ZnpCommand::BdbSetJoinUsesInstallCodeKeyReq { enabled: true }
+    );
+    assert_reencodes(&cmd, wire);
+}
+
+#[test]
+fn zdo_ext_update_and_switch_nwk_key_requests() {
+    // Source: zigbee-herdsman 11.1.1 `ZpiObject.createRequest(ZDO, "extUpdateNwkKey",
+    // {dstaddr: 0xfffd, keyseqnum: 1, key: 00112233…eeff})` and `extSwitchNwkKey`.
+    let update = "fe13254efdff0100112233445566778899aabbccddeeff7b";
+    let (_, cmd) = znp(update);
+    let ZnpCommand::ZdoExtUpdateNwkKeyReq {
+        dst_addr,
+        key_seq_num,
+        key,
+    } = &cmd
+    else {
+        panic!("{cmd:?}");
+    };
+    assert_eq!((*dst_addr, *key_seq_num), (0xFFFD, 1));
+    assert_eq!(key.0, hex("00112233445566778899aabbccddeeff"));
+    assert_reencodes(&cmd, update);
+    assert!(!format!("{cmd:?}").contains("17, 34"), "{cmd:?}");
+    let switch = "fe03254ffdff016a";
+    let (_, cmd) = znp(switch);
+    assert_eq!(
+        cmd,
+        ZnpCommand::ZdoExtSwitchNwkKeyReq {
+            dst_addr: 0xFFFD,
+            key_seq_num: 1
+        }
+    );
+    assert_reencodes(&cmd, switch);
+    // Their SRSPs are one status byte.
+    let (_, rsp) = znp("FE 01 65 4E 00 2A");
+    assert!(
+        matches!(rsp, ZnpCommand::StatusRsp { status: 0, .. }),
+        "{rsp:?}"
+    );
+}
+
 // ------------------------------------------------------- NV structures (backup, nvitems.rs)
 
 mod nv_structures {

@@ -18,6 +18,20 @@
 //!   network joins (TC_DEV_IND, then END_DEVICE_ANNCE_IND);
 //! - AF_DATA_REQUEST → SRSP, AF_DATA_CONFIRM for every request, then the device's answer;
 //!   ZDO requests routed to the devices ([`device`]); MGMT_LEAVE → MGMT_LEAVE_RSP + LEAVE_IND;
+//! - install codes (APP_CNF_BDB_ADD_INSTALLCODE) and the "join uses install code key" policy
+//!   (APP_CNF_BDB_SET_JOINUSESINSTALLCODEKEY): with the policy on, a virtual device joins only
+//!   when the code registered for its IEEE address equals the one it was given
+//!   ([`EmulatorConfig::install_codes`]); otherwise the association is reported (TC_DEV_IND)
+//!   but the device never gets the network key, so it never announces or reports. Both live in
+//!   RAM and are lost on a reset, as the driver must assume of a real coordinator;
+//! - network key update and switch (ZDO_EXT_UPDATE_NWK_KEY / ZDO_EXT_SWITCH_NWK_KEY), kept in
+//!   NV as Z-Stack's `SSP_UpdateNwkKey` / `SSP_SwitchNwkKey` keep them: an update writes the
+//!   alternate key item (0x003B); a broadcast switch to its sequence number swaps it with the
+//!   active key item (0x003A) and restarts the outgoing NWK frame counter at 0 (a unicast
+//!   switch moves only that device; a sequence number that matches no alternate key changes
+//!   nothing, and the SRSP is still success). Joined devices the update reaches keep the
+//!   new key as their alternate and move to it on the switch; frames from a device still on
+//!   an old key are dropped and counted;
 //! - a bootloader that swallows frames until the 0xEF skip byte (CC253x style);
 //! - faults on request ([`Fault`]): garbage bytes, a bad FCS, a dropped SRSP, an unsolicited
 //!   reset, a device that never finishes its interview.
@@ -99,6 +113,8 @@ pub struct EmulatorConfig {
     pub start_in_bootloader: bool,
     /// Delay between a join window opening and each successive device joining.
     pub join_spacing: Duration,
+    /// Install codes (code + CRC) the virtual devices were manufactured with.
+    pub install_codes: BTreeMap<IeeeAddr, Vec<u8>>,
     pub firmware: Firmware,
 }
 
@@ -118,6 +134,7 @@ impl Default for EmulatorConfig {
             },
             start_in_bootloader: false,
             join_spacing: Duration::from_millis(250),
+            install_codes: BTreeMap::new(),
             firmware: Firmware::default(),
         }
     }
@@ -152,6 +169,18 @@ pub struct EmulatorStats {
     pub af_data_requests: u64,
     pub af_data_confirms: u64,
     pub unknown_sreqs: u64,
+    /// Joins refused because install codes were required and the device's did not match.
+    pub install_code_refusals: u64,
+    /// Device frames dropped because the device was not on the coordinator's active key.
+    pub stale_key_frames: u64,
+}
+
+/// What a joined device holds of the network key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DeviceKeys {
+    active: Vec<u8>,
+    /// Received in an update, waiting for the switch: (sequence number, key).
+    alternate: Option<(u8, Vec<u8>)>,
 }
 
 /// The network the coordinator formed (also mirrored in NV).
@@ -217,6 +246,12 @@ pub struct Emulator {
     drop_next_srsp: bool,
     next_nwk: u16,
     stats: EmulatorStats,
+    /// Install codes registered by the host (RAM: lost on reset), by IEEE address.
+    registered_codes: BTreeMap<IeeeAddr, Vec<u8>>,
+    /// APP_CNF_BDB_SET_JOINUSESINSTALLCODEKEY (RAM: off after a reset).
+    join_uses_install_code: bool,
+    /// The network key each joined device holds (the coordinator's own keys are in NV).
+    device_keys: BTreeMap<IeeeAddr, DeviceKeys>,
 }
 
 impl Default for Emulator {
@@ -252,6 +287,9 @@ impl Emulator {
             drop_next_srsp: false,
             next_nwk: 0x1A01,
             stats: EmulatorStats::default(),
+            registered_codes: BTreeMap::new(),
+            join_uses_install_code: false,
+            device_keys: BTreeMap::new(),
         }
     }
 
@@ -460,25 +498,37 @@ impl Emulator {
         Some(nib.nwk_update_id)
     }
 
-    /// A network key switch: `key` becomes the active key with the next sequence number.
-    /// Returns the new sequence number.
-    pub fn switch_network_key(&mut self, key: [u8; 16]) -> Option<u8> {
-        let old = self.active_key_info()?;
-        let new = NwkKeyDescriptor {
-            key_seq_num: old.key_seq_num.wrapping_add(1),
-            key,
-        };
-        self.nv
-            .insert(nv::NWK_ACTIVE_KEY_INFO, new.to_bytes(NvLayout::Unaligned));
-        Some(new.key_seq_num)
-    }
-
     pub fn permit_join_open(&self) -> bool {
         self.permit_join_until.is_some_and(|t| self.now < t)
     }
 
     pub fn in_bootloader(&self) -> bool {
         self.in_bootloader
+    }
+
+    /// The install code (code + CRC, or a derived key) the host registered for `ieee`.
+    pub fn registered_install_code(&self, ieee: IeeeAddr) -> Option<&[u8]> {
+        self.registered_codes.get(&ieee).map(Vec::as_slice)
+    }
+
+    /// Whether joins currently require an install-code link key.
+    pub fn join_uses_install_code(&self) -> bool {
+        self.join_uses_install_code
+    }
+
+    /// The alternate network key descriptor in NV (the last update's key until a switch,
+    /// the previous key after it).
+    pub fn alternate_key_info(&self) -> Option<NwkKeyDescriptor> {
+        NwkKeyDescriptor::parse(self.nv.get(&nv::NWK_ALTERN_KEY_INFO)?).ok()
+    }
+
+    /// The sequence number of the coordinator's active key, if device `ieee` (joined) uses
+    /// that key; `None` when it is on another key or not joined.
+    pub fn device_key_seq(&self, ieee: IeeeAddr) -> Option<u8> {
+        let keys = self.device_keys.get(&ieee)?;
+        self.active_key_info()
+            .filter(|k| k.key[..] == keys.active[..])
+            .map(|k| k.key_seq_num)
     }
 
     // ---- internals ----
@@ -539,7 +589,11 @@ impl Emulator {
             Action::FromDevice(idx, cmd) => {
                 let joined = self.devices.get(idx).is_some_and(|d| d.nwk.is_some());
                 if joined && self.state == DEVICE_STATE_COORDINATOR {
-                    self.emit(&cmd);
+                    if self.on_active_key(idx) {
+                        self.emit(&cmd);
+                    } else {
+                        self.stats.stale_key_frames += 1;
+                    }
                 }
             }
             Action::Join(idx) => self.join(idx),
@@ -838,6 +892,78 @@ impl Emulator {
             ZnpCommand::ZdoMgmtLqiReq { .. } => {
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::MGMT_LQI_REQ, 0);
             }
+            ZnpCommand::BdbAddInstallCodeReq { format, ieee, code } => {
+                let valid = match format {
+                    crate::install_code::FORMAT_CODE_AND_CRC => {
+                        crate::install_code::InstallCode::from_bytes(&code.0).is_ok()
+                    }
+                    crate::install_code::FORMAT_DERIVED_KEY => code.0.len() == 16,
+                    _ => false,
+                };
+                // 0x02: ZInvalidParameter (Z-Stack `ZComDef.h`).
+                let status = if valid {
+                    self.registered_codes.insert(ieee, code.0);
+                    0
+                } else {
+                    0x02
+                };
+                self.status_srsp(Subsystem::AppCnf, cmd::app_cnf::BDB_ADD_INSTALLCODE, status);
+            }
+            ZnpCommand::BdbSetJoinUsesInstallCodeKeyReq { enabled } => {
+                self.join_uses_install_code = enabled;
+                self.status_srsp(
+                    Subsystem::AppCnf,
+                    cmd::app_cnf::BDB_SET_JOIN_USES_INSTALL_CODE_KEY,
+                    0,
+                );
+            }
+            ZnpCommand::ZdoExtUpdateNwkKeyReq {
+                dst_addr,
+                key_seq_num,
+                key,
+            } => {
+                let status = self.key_command_status(running, dst_addr);
+                self.status_srsp(Subsystem::Zdo, cmd::zdo::EXT_UPDATE_NWK_KEY, status);
+                let Ok(key) = <[u8; 16]>::try_from(key.0.as_slice()) else {
+                    return;
+                };
+                if status == 0 {
+                    self.transmitted();
+                    for ieee in self.reached_by(dst_addr) {
+                        if let Some(k) = self.device_keys.get_mut(&ieee) {
+                            k.alternate = Some((key_seq_num, key.to_vec()));
+                        }
+                    }
+                    // SSP_UpdateNwkKey: the coordinator keeps it as its alternate key.
+                    self.write_key_info(
+                        nv::NWK_ALTERN_KEY_INFO,
+                        NwkKeyDescriptor { key_seq_num, key },
+                    );
+                }
+            }
+            ZnpCommand::ZdoExtSwitchNwkKeyReq {
+                dst_addr,
+                key_seq_num,
+            } => {
+                let status = self.key_command_status(running, dst_addr);
+                self.status_srsp(Subsystem::Zdo, cmd::zdo::EXT_SWITCH_NWK_KEY, status);
+                if status == 0 {
+                    self.transmitted();
+                    for ieee in self.reached_by(dst_addr) {
+                        if let Some(k) = self.device_keys.get_mut(&ieee) {
+                            if let Some((_, new)) =
+                                k.alternate.take().filter(|(s, _)| *s == key_seq_num)
+                            {
+                                k.active = new;
+                            }
+                        }
+                    }
+                    // ZDSecMgrSwitchNwkKey: only a broadcast switches the coordinator too.
+                    if dst_addr >= 0xFFFC {
+                        self.switch_coordinator_key(key_seq_num);
+                    }
+                }
+            }
             _ if frame.cmd_type == MtType::Sreq => {
                 // 2 = unknown command id in a known subsystem.
                 self.rpc_error(&frame, 2);
@@ -940,15 +1066,40 @@ impl Emulator {
         if dev.nwk.is_some() {
             return;
         }
+        let ieee = dev.ieee;
+        let code_ok = !self.join_uses_install_code
+            || matches!(
+                (self.cfg.install_codes.get(&ieee), self.registered_codes.get(&ieee)),
+                (Some(have), Some(registered)) if have == registered
+            );
         let nwk = self.next_nwk;
         self.next_nwk = match self.next_nwk.wrapping_add(0x0111) {
             n if n == 0 || n >= 0xFFF8 => 0x1A01,
             n => n,
         };
+        if !code_ok {
+            // The trust center saw the association but has no key to send the device: it never
+            // gets the network key, never announces, and tries again in the next window.
+            self.stats.install_code_refusals += 1;
+            self.emit(&ZnpCommand::ZdoTcDevInd {
+                nwk_addr: nwk,
+                ieee,
+                parent_addr: 0x0000,
+            });
+            return;
+        }
         let (now, timing) = (self.now, self.cfg.timing);
-        let ieee = dev.ieee;
         if let Some(dev) = self.devices.get_mut(idx) {
             dev.joined(nwk, now, &timing);
+        }
+        if let Some(k) = self.active_key_info() {
+            self.device_keys.insert(
+                ieee,
+                DeviceKeys {
+                    active: k.key.to_vec(),
+                    alternate: None,
+                },
+            );
         }
         self.emit(&ZnpCommand::ZdoTcDevInd {
             nwk_addr: nwk,
@@ -1053,6 +1204,8 @@ impl Emulator {
             }
         }
         self.state = 0;
+        self.registered_codes.clear();
+        self.join_uses_install_code = false;
         self.endpoints.clear();
         self.bdb_primary_mask = None;
         self.permit_join_until = None;
@@ -1078,6 +1231,68 @@ impl Emulator {
             minor_rel,
             hw_rev: 1,
         });
+    }
+
+    /// Whether device `idx` holds the coordinator's active network key.
+    fn on_active_key(&self, idx: usize) -> bool {
+        let Some(dev) = self.devices.get(idx) else {
+            return false;
+        };
+        match (self.device_keys.get(&dev.ieee), self.active_key_info()) {
+            (Some(k), Some(active)) => k.active[..] == active.key[..],
+            // Joined before any key was known: nothing to compare.
+            _ => true,
+        }
+    }
+
+    /// The joined devices a broadcast or unicast to `dst_addr` reaches: 0xFFFF every device
+    /// (sleepy ones through their parent), 0xFFFD / 0xFFFC only those with the receiver on.
+    fn reached_by(&self, dst_addr: u16) -> Vec<IeeeAddr> {
+        self.devices
+            .iter()
+            .filter(|d| match (dst_addr, d.nwk) {
+                (_, None) => false,
+                (0xFFFF, _) => true,
+                (0xFFFC | 0xFFFD, _) => !d.is_sleepy(),
+                (dst, Some(nwk)) => dst == nwk,
+            })
+            .map(|d| d.ieee)
+            .collect()
+    }
+
+    /// The SRSP status of a key update or switch: the stack must run, and a unicast must go
+    /// to a device it knows (1 = ZFailure otherwise, as `ZDSecMgrSwitchNwkKey` answers).
+    fn key_command_status(&self, running: bool, dst_addr: u16) -> u8 {
+        if !running {
+            STATUS_INVALID_REQUEST
+        } else if dst_addr >= 0xFFFC || self.devices.iter().any(|d| d.nwk == Some(dst_addr)) {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// `SSP_SwitchNwkKey`: when the alternate key carries `key_seq_num`, it and the active key
+    /// trade places and the outgoing NWK frame counter starts again at 0 (a new key, so no
+    /// nonce is reused); otherwise nothing changes.
+    fn switch_coordinator_key(&mut self, key_seq_num: u8) {
+        let (Some(alternate), Some(active)) = (self.alternate_key_info(), self.active_key_info())
+        else {
+            return;
+        };
+        if alternate.key_seq_num != key_seq_num {
+            return;
+        }
+        self.write_key_info(nv::NWK_ACTIVE_KEY_INFO, alternate);
+        self.write_key_info(nv::NWK_ALTERN_KEY_INFO, active);
+        if let Some(ext) = self.network.map(|n| n.extended_pan_id) {
+            self.set_frame_counter(ext, 0);
+        }
+    }
+
+    /// Key descriptors are 17 packed bytes in both firmware layouts (nothing to align).
+    fn write_key_info(&mut self, id: u16, key: NwkKeyDescriptor) {
+        self.nv.insert(id, key.to_bytes(NvLayout::Unaligned));
     }
 
     /// The NV a formation leaves: the NIB, the active key (sequence 0) and a security
@@ -1127,14 +1342,14 @@ impl Emulator {
             .get(&nv::PRECFGKEY)
             .and_then(|k| <[u8; 16]>::try_from(k.as_slice()).ok())
             .unwrap_or_default();
-        self.nv.insert(
+        self.write_key_info(
             nv::NWK_ACTIVE_KEY_INFO,
             NwkKeyDescriptor {
                 key_seq_num: 0,
                 key,
-            }
-            .to_bytes(NvLayout::Unaligned),
+            },
         );
+        self.nv.remove(&nv::NWK_ALTERN_KEY_INFO);
         let kept = self
             .nwk_frame_counter_of(params.extended_pan_id)
             .unwrap_or(0);
@@ -1197,12 +1412,19 @@ impl Emulator {
         let Some(ext) = self.network.map(|n| n.extended_pan_id) else {
             return;
         };
+        if let Some(fc) = self.nwk_frame_counter_of(ext) {
+            self.set_frame_counter(ext, fc.wrapping_add(1));
+        }
+    }
+
+    /// Rewrites the frame counter of the network entry for `extended_pan_id`, if it has one.
+    fn set_frame_counter(&mut self, extended_pan_id: u64, frame_counter: u32) {
         let hit = (0..SEC_MATERIAL_TABLE_LEN).find_map(|i| {
             let e = NwkSecMaterialEntry::parse(self.sec_material_raw(i)?).ok()?;
-            (e.extended_pan_id == ext).then_some((i, e))
+            (e.extended_pan_id == extended_pan_id).then_some((i, e))
         });
         if let Some((i, mut e)) = hit {
-            e.frame_counter = e.frame_counter.wrapping_add(1);
+            e.frame_counter = frame_counter;
             self.set_sec_material(i, e);
         }
     }

@@ -584,7 +584,206 @@ fn a_device_can_leave_on_its_own() {
     assert!(h.emu.device(ieee).unwrap().nwk.is_some());
 }
 
+/// The Zigbee specification's example install code (code + CRC).
+fn spec_code() -> Vec<u8> {
+    crate::install_code::InstallCode::parse("83FED3407A939723A5C639B26916D505C3B5")
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+fn joined(r: &[ZnpCommand]) -> Vec<IeeeAddr> {
+    r.iter()
+        .filter_map(|c| match c {
+            ZnpCommand::ZdoEndDeviceAnnceInd { ieee, .. } => Some(*ieee),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn with_install_codes_required_only_a_device_with_its_registered_code_joins() {
+    let plug = DeviceKind::SmartPlug.default_ieee();
+    let sensor = DeviceKind::TempHumidity.default_ieee();
+    let mut cfg = EmulatorConfig {
+        devices: vec![
+            (DeviceKind::SmartPlug, plug),
+            (DeviceKind::TempHumidity, sensor),
+        ],
+        ..Default::default()
+    };
+    cfg.install_codes.insert(plug, spec_code());
+    cfg.install_codes.insert(sensor, spec_code());
+    let mut h = Host::new(cfg);
+    h.form();
+    // A code with a bad CRC is refused (ZInvalidParameter); a good one is recorded.
+    let mut bad = spec_code();
+    bad[0] ^= 1;
+    let r = h.send(
+        ZnpCommand::BdbAddInstallCodeReq {
+            format: 1,
+            ieee: plug,
+            code: crate::znp::SecretBytes(bad),
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0x02, .. }]),
+        "{r:?}"
+    );
+    let r = h.send(
+        ZnpCommand::BdbAddInstallCodeReq {
+            format: 1,
+            ieee: plug,
+            code: crate::znp::SecretBytes(spec_code()),
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+        "{r:?}"
+    );
+    assert_eq!(h.emu.registered_install_code(plug), Some(&spec_code()[..]));
+    let r = h.send(
+        ZnpCommand::BdbSetJoinUsesInstallCodeKeyReq { enabled: true },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+        "{r:?}"
+    );
+    let r = h.open_join();
+    // The plug joins and announces; the sensor (no code registered) is seen associating but
+    // never gets the key.
+    assert_eq!(joined(&r), vec![plug]);
+    assert!(r
+        .iter()
+        .any(|c| matches!(c, ZnpCommand::ZdoTcDevInd { ieee, .. } if *ieee == sensor)));
+    assert!(h.emu.device(sensor).unwrap().nwk.is_none());
+    assert_eq!(h.emu.stats().install_code_refusals, 1);
+    // A reset forgets codes and the policy (the host must push them again).
+    h.send(ZnpCommand::SysResetReq { reset_type: 1 }, ms(50));
+    assert!(h.emu.registered_install_code(plug).is_none());
+    assert!(!h.emu.join_uses_install_code());
+}
+
+#[test]
+fn a_network_key_update_then_switch_moves_the_coordinator_and_its_devices() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    let r = h.open_join();
+    assert_eq!(joined(&r).len(), DeviceKind::ALL.len());
+    let key_info = |h: &Host| {
+        let k = h.emu.active_key_info().unwrap();
+        (k.key_seq_num, k.key)
+    };
+    assert_eq!(key_info(&h), (0, [7; 16]));
+    assert_eq!(h.emu.alternate_key_info(), None);
+    let plug = DeviceKind::SmartPlug.default_ieee();
+    let sleepy = DeviceKind::SleepySensor.default_ieee();
+    assert_eq!(h.emu.device_key_seq(plug), Some(0));
+    // A switch to a key never sent changes nothing, although the SRSP is success (Z-Stack's
+    // SSP_SwitchNwkKey silently ignores a sequence number its alternate key does not carry).
+    let r = h.send(
+        ZnpCommand::ZdoExtSwitchNwkKeyReq {
+            dst_addr: 0xFFFF,
+            key_seq_num: 1,
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+        "{r:?}"
+    );
+    assert_eq!(key_info(&h), (0, [7; 16]));
+    // A unicast to a network address nobody has is a failure.
+    let r = h.send(
+        ZnpCommand::ZdoExtSwitchNwkKeyReq {
+            dst_addr: 0x0BAD,
+            key_seq_num: 1,
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 1, .. }]),
+        "{r:?}"
+    );
+    // Update to the rx-on devices only (0xFFFD), then switch everyone: the sleepy sensor
+    // missed the key and goes quiet; the others keep reporting.
+    let r = h.send(
+        ZnpCommand::ZdoExtUpdateNwkKeyReq {
+            dst_addr: 0xFFFD,
+            key_seq_num: 1,
+            key: crate::znp::SecretBytes(vec![9; 16]),
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+        "{r:?}"
+    );
+    // The update lands in the alternate key item; the active key is unchanged.
+    assert_eq!(key_info(&h), (0, [7; 16]));
+    let alt = h.emu.alternate_key_info().unwrap();
+    assert_eq!((alt.key_seq_num, alt.key), (1, [9; 16]));
+    let fc_before = h.emu.nwk_frame_counter().unwrap();
+    assert!(fc_before > 0);
+    let r = h.send(
+        ZnpCommand::ZdoExtSwitchNwkKeyReq {
+            dst_addr: 0xFFFF,
+            key_seq_num: 1,
+        },
+        ms(1),
+    );
+    assert!(
+        matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+        "{r:?}"
+    );
+    // The switch swaps active and alternate and restarts the frame counter for the new key.
+    assert_eq!(key_info(&h), (1, [9; 16]));
+    let alt = h.emu.alternate_key_info().unwrap();
+    assert_eq!((alt.key_seq_num, alt.key), (0, [7; 16]));
+    assert_eq!(h.emu.nwk_frame_counter(), Some(0));
+    let nib_key = NwkKeyDescriptor::parse(&h.read_item(nv::NWK_ACTIVE_KEY_INFO).unwrap()).unwrap();
+    assert_eq!((nib_key.key_seq_num, nib_key.key), (1, [9; 16]));
+    assert_eq!(h.emu.device_key_seq(plug), Some(1));
+    assert_eq!(h.emu.device_key_seq(sleepy), None);
+    let nwk = h.nwk_of(DeviceKind::SmartPlug);
+    let r = h.zcl(nwk, id::ON_OFF, clusters::on_off(OnOffCommand::On, 3), 3);
+    assert!(!incoming(&r).is_empty(), "{r:?}");
+    let before = h.emu.stats().stale_key_frames;
+    h.wait(Duration::from_secs(20));
+    assert!(h.emu.stats().stale_key_frames > before);
+}
+
 impl Host {
+    /// A key update to everyone, then the switch to it, over ZNP as the driver does it.
+    fn rotate_key(&mut self, key_seq_num: u8, key: [u8; 16]) {
+        let r = self.send(
+            ZnpCommand::ZdoExtUpdateNwkKeyReq {
+                dst_addr: 0xFFFF,
+                key_seq_num,
+                key: crate::znp::SecretBytes(key.to_vec()),
+            },
+            ms(1),
+        );
+        assert!(
+            matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+            "{r:?}"
+        );
+        let r = self.send(
+            ZnpCommand::ZdoExtSwitchNwkKeyReq {
+                dst_addr: 0xFFFF,
+                key_seq_num,
+            },
+            ms(1),
+        );
+        assert!(
+            matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
+            "{r:?}"
+        );
+    }
+
     /// An OSAL NV item read the way zigbee-herdsman's `AdapterNvMemory.readItem` does it:
     /// OSAL_NV_LENGTH, then OSAL_NV_READ_EXT until the whole item is in.
     fn read_item(&mut self, id: u16) -> Option<Vec<u8>> {
@@ -712,15 +911,20 @@ fn formed_network_state_is_in_nv_in_each_firmware_layout() {
             .unwrap();
         assert_eq!(generic.frame_counter, before.frame_counter);
 
-        // Updates and key switches land in NV and survive a reset, as the counter does.
+        // Network updates and key switches land in NV and survive a reset, as the counter
+        // does; the switch restarts the counter and keeps the old key as the alternate.
         assert_eq!(h.emu.network_update(), Some(1));
-        assert_eq!(h.emu.switch_network_key([9; 16]), Some(1));
+        h.rotate_key(1, [9; 16]);
+        let counter = h.emu.nwk_frame_counter().unwrap();
+        assert!(counter < after.frame_counter, "{counter} {after:?}");
         h.send(ZnpCommand::SysResetReq { reset_type: 1 }, ms(50));
         let nib = Nib::parse(&h.read_item(nv::NIB).unwrap()).unwrap();
         assert_eq!(nib.nwk_update_id, 1);
         let key = NwkKeyDescriptor::parse(&h.read_item(nv::NWK_ACTIVE_KEY_INFO).unwrap()).unwrap();
         assert_eq!((key.key_seq_num, key.key), (1, [9; 16]));
-        assert_eq!(h.emu.nwk_frame_counter(), Some(after.frame_counter));
+        let alt = NwkKeyDescriptor::parse(&h.read_item(nv::NWK_ALTERN_KEY_INFO).unwrap()).unwrap();
+        assert_eq!((alt.key_seq_num, alt.key), (0, [7; 16]));
+        assert_eq!(h.emu.nwk_frame_counter(), Some(counter));
     }
 }
 
