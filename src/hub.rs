@@ -569,7 +569,7 @@ struct Applied {
     /// The device itself was heard (it is awake now).
     spoke: Option<String>,
     /// Readings changed the device's state (its retained state message is due).
-    state: Option<(DeviceId, serde_json::Value, SystemTime)>,
+    state: Option<(DeviceId, String, SystemTime)>,
 }
 
 /// The immutable context an event needs inside the writer transaction.
@@ -755,7 +755,10 @@ impl Hub {
             .write(move |c| apply_events(c, &ctx, &batch))
             .await;
         let applied = match result {
-            Ok(a) => a,
+            Ok(a) => {
+                self.outbox_gate.appended();
+                a
+            }
             Err(e) => {
                 tracing::error!(events = count, error = %e, "could not commit device events");
                 return;
@@ -2209,7 +2212,7 @@ fn apply_events(
 /// latest state only, so states superseded inside the same commit are never sent;
 /// every reading itself goes out as telemetry.
 fn queue_states(c: &Connection, ctx: &EventContext, applied: &[Applied]) -> Result<(), StoreError> {
-    let mut last: Vec<(&DeviceId, &serde_json::Value, SystemTime)> = Vec::new();
+    let mut last: Vec<(&DeviceId, &String, SystemTime)> = Vec::new();
     let mut slot_of: HashMap<&DeviceId, usize> = HashMap::new();
     for (id, state, at) in applied.iter().filter_map(|a| a.state.as_ref()) {
         match slot_of.get(id) {
@@ -2229,11 +2232,75 @@ fn queue_states(c: &Connection, ctx: &EventContext, applied: &[Applied]) -> Resu
                 device: Some(id.clone()),
                 topic: format!("device/{id}/state"),
                 retain: true,
-                data: state.clone(),
+                data: serde_json::from_str(state).unwrap_or_else(|_| json!({})),
                 event_time: at,
             },
         )?;
     }
+    Ok(())
+}
+
+/// What follows a reading once the registry has merged it: its telemetry, the state
+/// due at the end of the burst, and the health flags it clears or raises.
+#[allow(clippy::too_many_arguments)]
+fn readings_recorded(
+    c: &Connection,
+    ctx: &EventContext,
+    id: &DeviceId,
+    readings: &[Reading],
+    state: String,
+    health: &str,
+    at: SystemTime,
+    out: &mut Applied,
+) -> Result<(), StoreError> {
+    let gw: &str = &ctx.gateway_id;
+    let telemetry_seq = if ctx.queue_telemetry {
+        Some(outbox::append(
+            c,
+            gw,
+            &NewMessage {
+                kind: MessageKind::Telemetry,
+                device: Some(id.clone()),
+                topic: format!("device/{id}/telemetry"),
+                retain: false,
+                data: json!({"readings": readings}),
+                event_time: at,
+            },
+        )?)
+    } else {
+        None
+    };
+    // The retained state message is queued once per device per burst, after the
+    // burst (see `queue_states`).
+    out.state = Some((id.clone(), state, at));
+    let health: serde_json::Value = if health == "{}" {
+        json!({})
+    } else {
+        serde_json::from_str(health).unwrap_or_else(|_| json!({}))
+    };
+    if health.get("offline").is_some() && registry::set_health_flag(c, id, "offline", false)? {
+        availability_msg(c, gw, id, true, at)?;
+        lifecycle_msg(
+            c,
+            gw,
+            id,
+            "health",
+            json!({"flag": "offline", "raised": false}),
+            at,
+        )?;
+        out.notices.push(Notice::Health {
+            device: id.to_string(),
+            flag: "offline".into(),
+            raised: false,
+        });
+    }
+    health_flags(c, ctx, id, &health, readings, out, at)?;
+    out.notices.push(Notice::Readings {
+        device: id.to_string(),
+        readings: readings.to_vec(),
+        outbox_seq: telemetry_seq,
+    });
+    out.readings = Some((id.to_string(), readings.to_vec()));
     Ok(())
 }
 
@@ -2250,6 +2317,13 @@ fn apply_event(
     let mut out = Applied::default();
     if !matches!(ev.kind, DeviceEventKind::CommandResult { .. }) {
         out.spoke = Some(id.to_string());
+    }
+    // The common case first: a reading from a known device is one UPDATE.
+    if let DeviceEventKind::Readings(readings) = &ev.kind {
+        if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
+            readings_recorded(c, ctx, &id, readings, state, &health, at, &mut out)?;
+            return Ok(out);
+        }
     }
     let existing = registry::get(c, &id)?;
     let remove = |out: &mut Applied| {
@@ -2451,50 +2525,9 @@ fn apply_event(
             if d.lifecycle == Lifecycle::Decommissioned.as_str() {
                 return Ok(out);
             }
-            let state = registry::record_readings(c, &d, readings, &ts)?;
-            let telemetry_seq = if ctx.queue_telemetry {
-                Some(outbox::append(
-                    c,
-                    gw,
-                    &NewMessage {
-                        kind: MessageKind::Telemetry,
-                        device: Some(id.clone()),
-                        topic: format!("device/{id}/telemetry"),
-                        retain: false,
-                        data: json!({"readings": readings}),
-                        event_time: at,
-                    },
-                )?)
-            } else {
-                None
-            };
-            // The retained state message is queued once per device per burst, after
-            // the burst (see `apply_events`).
-            out.state = Some((id.clone(), state, at));
-            let offline = d.health.get("offline").is_some();
-            if offline && registry::set_health_flag(c, &id, "offline", false)? {
-                availability_msg(c, gw, &id, true, at)?;
-                lifecycle_msg(
-                    c,
-                    gw,
-                    &id,
-                    "health",
-                    json!({"flag": "offline", "raised": false}),
-                    at,
-                )?;
-                out.notices.push(Notice::Health {
-                    device: id.to_string(),
-                    flag: "offline".into(),
-                    raised: false,
-                });
+            if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
+                readings_recorded(c, ctx, &id, readings, state, &health, at, &mut out)?;
             }
-            health_flags(c, ctx, &id, &d.health, readings, &mut out, at)?;
-            out.notices.push(Notice::Readings {
-                device: id.to_string(),
-                readings: readings.clone(),
-                outbox_seq: telemetry_seq,
-            });
-            out.readings = Some((id.to_string(), readings.clone()));
         }
         DeviceEventKind::Left => {
             lifecycle_msg(c, gw, &id, "left", json!({}), at)?;

@@ -259,9 +259,22 @@ fn pending_desc(conn: &Connection, limit: usize) -> StoreResult<Vec<OutboxRow>> 
 pub struct OutboxGate {
     refuse_telemetry: std::sync::atomic::AtomicBool,
     refused: std::sync::atomic::AtomicU64,
+    /// Signalled after a commit that queued messages, so the pump reads them at once
+    /// instead of at its next idle poll.
+    appended: tokio::sync::Notify,
 }
 
 impl OutboxGate {
+    /// Tells the pump that committed messages are waiting.
+    pub fn appended(&self) {
+        self.appended.notify_one();
+    }
+
+    /// Resolves once messages were committed since the last call.
+    pub async fn wait_appended(&self) {
+        self.appended.notified().await
+    }
+
     /// True when a message of `kind` may be queued; a refusal is counted.
     pub fn admit(&self, kind: MessageKind) -> bool {
         use std::sync::atomic::Ordering;

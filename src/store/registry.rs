@@ -173,25 +173,37 @@ pub fn apply_info(
     })
 }
 
-/// Merges readings into the state of `device` (its row as read in this transaction);
-/// returns the new state.
-pub fn record_readings(
+/// Merges readings into the state of a known device that is not decommissioned, in
+/// one statement (a JSON merge patch on the stored state); returns the new state and
+/// the device's health flags as JSON text, or `None` when the device is unknown or
+/// decommissioned (the caller decides what that means).
+pub fn merge_readings(
     conn: &Connection,
-    device: &Device,
+    id: &DeviceId,
     readings: &[Reading],
     ts: &str,
-) -> StoreResult<serde_json::Value> {
-    let mut state = if device.last_state.is_object() {
-        device.last_state.clone()
-    } else {
-        serde_json::json!({})
-    };
+) -> StoreResult<Option<(String, String)>> {
+    let mut patch = serde_json::Map::with_capacity(readings.len());
     for r in readings {
-        state[&r.name] = serde_json::to_value(&r.value).unwrap_or(serde_json::Value::Null);
+        patch.insert(
+            r.name.clone(),
+            serde_json::to_value(&r.value).unwrap_or(serde_json::Value::Null),
+        );
     }
-    conn.prepare_cached("UPDATE devices SET last_state = ?2, last_seen = ?3 WHERE id = ?1")?
-        .execute(params![device.id, state.to_string(), ts])?;
-    Ok(state)
+    let patch = serde_json::Value::Object(patch).to_string();
+    Ok(conn
+        .prepare_cached(
+            "UPDATE devices SET last_state = json_patch(
+                 CASE WHEN json_valid(last_state) AND json_type(last_state) = 'object'
+                      THEN last_state ELSE '{}' END, ?2),
+                 last_seen = ?3
+             WHERE id = ?1 AND lifecycle != 'decommissioned'
+             RETURNING last_state, health",
+        )?
+        .query_row(params![id.as_str(), patch, ts], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .optional()?)
 }
 
 pub fn set_lifecycle(conn: &Connection, id: &DeviceId, lifecycle: Lifecycle) -> StoreResult<usize> {

@@ -583,6 +583,9 @@ pub(super) async fn run(
             _ = idle.tick() => {
                 s.more = true;
             },
+            _ = gate.wait_appended(), if !s.more => {
+                s.more = true;
+            },
             _ = second.tick() => {
                 let now = Instant::now();
                 let delivered = status.delivered.load(Ordering::Relaxed);
