@@ -738,10 +738,8 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/zigbee/backup.js");
     for firmware in [Firmware::ZStack3x0, Firmware::ZStack30x] {
-        // No devices: nothing transmits between our backup and the snapshot.
         let pty = PtyEmulator::spawn(EmulatorConfig {
             firmware,
-            devices: Vec::new(),
             ..emulator_config()
         })
         .unwrap();
@@ -749,6 +747,15 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
         let options =
             format!("{FAST}channel = 25\npan_id = \"0x3c3c\"\nkey_switch_delay = \"100ms\"\n");
         let rig = Rig::start(dir.path(), pty.path(), &options).await;
+        // Every kind of link key: seed-derived (the Zigbee 3.0 devices), a unique one (the
+        // plug), none (the legacy sleepy sensor).
+        rig.permit_join().await;
+        for kind in DeviceKind::ALL {
+            rig.wait_interviewed(kind, 30).await;
+        }
+        assert!(pty.sim.with(|e, _| {
+            e.add_unique_link_key(DeviceKind::SmartPlug.default_ieee(), [0xA7; 16])
+        }));
         pty.sim.with(|e, _| e.network_update());
         rig.hub
             .rotate_network_key("zb0".into(), "test".into())
@@ -758,6 +765,7 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
         for _ in 0..3 {
             rig.permit_join().await;
         }
+        let before = pty.sim.with(|e, _| e.nwk_frame_counter()).unwrap();
         let ours = rig
             .hub
             .backup("zb0".into(), "test".into())
@@ -769,6 +777,36 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
         let key = emu.active_key_info().unwrap();
         let fc = emu.nwk_frame_counter().unwrap();
         assert!(fc >= 3, "{fc}");
+        // The driver may transmit between our backup and the snapshot herdsman reads.
+        let our_fc = u32::try_from(ours["network_key"]["frame_counter"].as_u64().unwrap()).unwrap();
+        assert!(
+            before <= our_fc && our_fc <= fc,
+            "{before} <= {our_fc} <= {fc}"
+        );
+        let mut devices: Vec<J> = emu
+            .link_key_tables()
+            .devices()
+            .into_iter()
+            .map(|d| {
+                serde_json::json!({
+                    "ieee": format!("{:016x}", d.ieee.0),
+                    "nwk": d.nwk_addr,
+                    "isChild": d.is_child,
+                    "linkKey": d.link_key.map(|k| serde_json::json!({
+                        "key": hex::encode(k.key),
+                        "rxCounter": k.rx_frame_counter,
+                        "txCounter": k.tx_frame_counter,
+                    })),
+                })
+            })
+            .collect();
+        devices.sort_by(|a, b| a["ieee"].as_str().cmp(&b["ieee"].as_str()));
+        assert_eq!(devices.len(), DeviceKind::ALL.len());
+        let keyed = devices.iter().filter(|d| !d["linkKey"].is_null()).count();
+        assert_eq!(keyed, DeviceKind::ALL.len() - 1, "{devices:?}");
+        assert!(devices
+            .iter()
+            .any(|d| d["linkKey"]["key"] == "a7".repeat(16)));
 
         let mut child = std::process::Command::new("node")
             .arg(script)
@@ -813,7 +851,9 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
         };
         drop(stdin);
         let _ = child.wait();
-        let want = serde_json::json!({
+        let mut want = serde_json::json!({
+            "tclkSeed": hex::encode(emu.tclk_seed().expect("seed").0),
+            "devices": devices,
             "panId": 0x3c3c,
             "extendedPanId": format!("{:016x}", nib.extended_pan_id),
             "channelList": [25],
@@ -830,6 +870,7 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
             done["herdsman"], want,
             "herdsman's own backup ({firmware:?}, {requests} requests)"
         );
+        want["frameCounter"] = our_fc.into();
         assert_eq!(
             done["from_unified"], want,
             "herdsman reading our backup ({firmware:?})"

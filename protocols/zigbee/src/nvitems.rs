@@ -663,8 +663,9 @@ impl SecurityManagerEntry {
     /// herdsman's occupancy test (`security-manager-table.js`): an `ami` of 0xFFFE/0xFFFF is
     /// free, and so is an all-default entry for address 0.
     pub fn is_set(&self) -> bool {
-        !matches!(self.ami, 0xFFFE | 0xFFFF)
-            && !(self.ami == 0 && self.authentication_option == SECMGR_NOT_AUTHENTICATED)
+        let free = matches!(self.ami, 0xFFFE | 0xFFFF)
+            || (self.ami == 0 && self.authentication_option == SECMGR_NOT_AUTHENTICATED);
+        !free
     }
 }
 

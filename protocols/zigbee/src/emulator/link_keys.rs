@@ -169,7 +169,7 @@ impl Emulator {
             seed[8..].copy_from_slice(&(!self.cfg.ieee.0).rotate_left(13).to_le_bytes());
             self.nv.insert(nv::TCLK_SEED, seed.to_vec());
         }
-        if fresh || self.nv.get(&nv::APS_LINK_KEY_TABLE).is_none() {
+        if fresh || !self.nv.contains_key(&nv::APS_LINK_KEY_TABLE) {
             self.set_address_manager(&vec![FREE_AM; usize::from(ADDRESS_MANAGER_CAPACITY)]);
             self.set_security_manager(&vec![
                 SecurityManagerEntry::default();
