@@ -35,7 +35,10 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use fieldgate_zigbee::mt::{MtFrame, MtParserStats, MtStreamParser, MtType, Subsystem};
-use fieldgate_zigbee::nvitems::{self, Nib, NwkKeyDescriptor, NwkSecMaterialEntry};
+use fieldgate_zigbee::nvitems::{
+    self, AddressManagerEntry, ApsLinkKeyDataEntry, ApsTcLinkKeyEntry, DeviceLinkKey,
+    LinkKeySource, LinkKeyTables, Nib, NvLayout, NwkKeyDescriptor, NwkSecMaterialEntry, TclkSeed,
+};
 use fieldgate_zigbee::zcl::clusters::{
     self, id as cluster_id, OnOffCommand, Scale, ScalingContext,
 };
@@ -1089,11 +1092,15 @@ impl Session<'_> {
         format!("{what}: {detail}")
     }
 
-    /// The NIB: `Ok(None)` when the coordinator has none (not commissioned).
-    async fn read_nib(&mut self) -> Result<Result<Option<Nib>, String>> {
+    /// The NIB and the struct layout its length shows (the layout of every NV struct of this
+    /// coordinator): `Ok(None)` when the coordinator has none (not commissioned).
+    async fn read_nib(&mut self) -> Result<Result<Option<(Nib, NvLayout)>, String>> {
         Ok(match self.nv_read_item(nv::NIB).await? {
             Ok(Some(raw)) => match Nib::parse(&raw) {
-                Ok(nib) => Ok(Some(nib)),
+                Ok(nib) => Ok(Some((
+                    nib,
+                    Nib::layout_of(raw.len()).unwrap_or(NvLayout::Aligned),
+                ))),
                 Err(e) => Err(self.nv_fault(nv::NIB, format!("the NIB does not parse: {e}"))),
             },
             Ok(None) => Ok(None),
@@ -1141,6 +1148,139 @@ impl Session<'_> {
             }
         }
         Ok(Ok(table))
+    }
+
+    /// One NV table kept entry by entry: the extended table `ext_item` on Z-Stack 3.x.0
+    /// (product 1), legacy items `legacy_start`.. (at most `legacy_len`) otherwise. Stops at
+    /// the first absent entry, as zigbee-herdsman 11.1.1 `AdapterNvMemory.readTable` does.
+    async fn nv_entry_table<T>(
+        &mut self,
+        product: u8,
+        (ext_item, legacy_start, legacy_len): (u16, u16, u16),
+        what: &str,
+        parse: fn(&[u8]) -> fieldgate_zigbee::Result<T>,
+    ) -> Result<Result<Vec<T>, String>> {
+        /// Bound on extended entries, so a firmware that answers for every subId cannot
+        /// keep the driver reading forever.
+        const MAX_EXTENDED_ENTRIES: u16 = 512;
+        let extended = product == 1;
+        let count = if extended {
+            MAX_EXTENDED_ENTRIES
+        } else {
+            legacy_len
+        };
+        let mut table = Vec::new();
+        for i in 0..count {
+            let raw = if extended {
+                self.nv_read_ext(ext_item, i).await?
+            } else {
+                self.nv_read_item(legacy_start + i).await?
+            };
+            let raw = match raw {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break,
+                Err(e) => return Ok(Err(e)),
+            };
+            match parse(&raw) {
+                Ok(e) => table.push(e),
+                Err(e) => {
+                    return Ok(Err(
+                        self.nv_fault_named(what, format!("entry {i} does not parse: {e}"))
+                    ))
+                }
+            }
+        }
+        Ok(Ok(table))
+    }
+
+    /// The tables that hold the devices' APS link keys, read as zigbee-herdsman 11.1.1
+    /// `adapter-backup.js createBackup` reads them: the address manager (extended table on
+    /// Z-Stack 3.x.0, the inline ADDRMGR item on 3.0.x, in the NIB's `layout`), the security
+    /// manager (APS_LINK_KEY_TABLE), the APS link key data and TC link key tables and the
+    /// TCLK seed. An absent item is an empty table; one that does not parse fails the backup.
+    async fn link_key_tables(
+        &mut self,
+        product: u8,
+        layout: NvLayout,
+    ) -> Result<Result<LinkKeyTables, String>> {
+        macro_rules! step {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(e) => return Ok(Err(e)),
+                }
+            };
+        }
+        let address_manager = if product == 1 {
+            step!(
+                self.nv_entry_table(
+                    product,
+                    (nv::EX_ADDRMGR, 0, 0),
+                    "address manager entry",
+                    AddressManagerEntry::parse,
+                )
+                .await?
+            )
+        } else {
+            match step!(self.nv_read_item(nv::ADDRMGR).await?) {
+                Some(raw) => step!(nvitems::parse_address_manager_table(&raw, layout).map_err(
+                    |e| self.nv_fault(
+                        nv::ADDRMGR,
+                        format!("the address manager table does not parse: {e}")
+                    )
+                )),
+                None => Vec::new(),
+            }
+        };
+        let security_manager = match step!(self.nv_read_item(nv::APS_LINK_KEY_TABLE).await?) {
+            Some(raw) => step!(
+                nvitems::parse_security_manager_table(&raw, layout).map_err(|e| self.nv_fault(
+                    nv::APS_LINK_KEY_TABLE,
+                    format!("the security manager table does not parse: {e}")
+                ))
+            ),
+            None => Vec::new(),
+        };
+        let aps_key_data = step!(
+            self.nv_entry_table(
+                product,
+                (
+                    nv::EX_APS_KEY_DATA_TABLE,
+                    nv::APS_LINK_KEY_DATA_START,
+                    nv::LEGACY_APS_LINK_KEY_DATA_LEN,
+                ),
+                "APS link key data entry",
+                ApsLinkKeyDataEntry::parse,
+            )
+            .await?
+        );
+        let tclk = step!(
+            self.nv_entry_table(
+                product,
+                (
+                    nv::EX_TCLK_TABLE,
+                    nv::LEGACY_TCLK_TABLE_START,
+                    nv::LEGACY_TCLK_TABLE_LEN,
+                ),
+                "TC link key entry",
+                ApsTcLinkKeyEntry::parse,
+            )
+            .await?
+        );
+        let tclk_seed = match step!(self.nv_read_item(nv::TCLK_SEED).await?) {
+            Some(raw) => Some(step!(TclkSeed::parse(&raw).map_err(
+                |e| self.nv_fault(nv::TCLK_SEED, format!("the TCLK seed does not parse: {e}"))
+            ))),
+            None => None,
+        };
+        Ok(Ok(LinkKeyTables {
+            address_manager,
+            security_manager,
+            aps_key_data,
+            tclk,
+            tclk_seed,
+            key_nv_ids_are_legacy_items: product != 1,
+        }))
     }
 
     // ---- start-up ----
@@ -1290,7 +1430,7 @@ impl Session<'_> {
         // The NIB is the network the radio actually runs; the items above are what it was
         // configured with. They must agree, or something else rewrote the coordinator.
         let (pan_id, ext, channel) = match self.read_nib().await? {
-            Ok(Some(nib)) => {
+            Ok(Some((nib, _))) => {
                 let mut differ = Vec::new();
                 if pan_id.is_some_and(|p| p != nib.nwk_pan_id) {
                     differ.push("PAN id");
@@ -2563,8 +2703,8 @@ impl Session<'_> {
                            backups need Z-Stack 3"
                 .into()));
         }
-        let nib = match step!(self.read_nib().await?) {
-            Some(nib) => nib,
+        let (nib, layout) = match step!(self.read_nib().await?) {
+            Some(found) => found,
             None => {
                 return Ok(Err(
                     "the coordinator has no NIB (NV item 0x0021): it is not commissioned".into(),
@@ -2593,8 +2733,32 @@ impl Session<'_> {
                 if table.len() == 1 { "y" } else { "ies" }
             )));
         };
+        let tables = step!(self.link_key_tables(product, layout).await?);
+        // The coordinator's address manager names the devices (with their keys); devices
+        // only the driver knows are kept too, without a key.
+        let mut devices: Vec<BackupDevice> = tables
+            .devices()
+            .into_iter()
+            .map(|d| BackupDevice {
+                ieee: d.ieee,
+                nwk: d.nwk_addr,
+                is_child: d.is_child,
+                link_key: d.link_key,
+            })
+            .collect();
+        for d in self.devices.values() {
+            if !devices.iter().any(|b| b.ieee == d.ieee) {
+                devices.push(BackupDevice {
+                    ieee: d.ieee,
+                    nwk: d.nwk,
+                    is_child: children.contains(&d.nwk),
+                    link_key: None,
+                });
+            }
+        }
         let facts = BackupFacts {
             coordinator,
+            znp_version: product,
             pan_id: nib.nwk_pan_id,
             extended_pan_id: nib.extended_pan_id,
             channel: nib.nwk_logical_channel,
@@ -2605,13 +2769,11 @@ impl Session<'_> {
             key_sequence_number: key_info.key_seq_num,
             frame_counter: counter.frame_counter,
             frame_counter_generic: counter.extended_pan_id == nvitems::GENERIC_EXTENDED_PAN_ID,
-            devices: self
-                .devices
-                .values()
-                .map(|d| (d.ieee, d.nwk, children.contains(&d.nwk)))
-                .collect(),
+            tclk_seed: tables.tclk_seed,
+            devices,
         };
-        tracing::info!(radio = %self.io.radio, nwk_update_id = facts.nwk_update_id, key_sequence_number = facts.key_sequence_number, frame_counter = facts.frame_counter, "network state read for the backup");
+        let (unique, seed_derived, without) = facts.link_key_counts();
+        tracing::info!(radio = %self.io.radio, nwk_update_id = facts.nwk_update_id, key_sequence_number = facts.key_sequence_number, frame_counter = facts.frame_counter, devices = facts.devices.len(), unique_link_keys = unique, seed_derived_link_keys = seed_derived, devices_without_link_key = without, "network state read for the backup");
         Ok(open_coordinator_backup(
             &facts,
             env!("CARGO_PKG_VERSION"),
@@ -2791,10 +2953,12 @@ impl Session<'_> {
     }
 }
 
-/// What a backup is made of, as read from the coordinator (its NIB, active key info and
-/// security material) and the driver's device table.
+/// What a backup is made of, as read from the coordinator (its NIB, active key info,
+/// security material and link key tables) and the driver's device table.
 struct BackupFacts {
     coordinator: IeeeAddr,
+    /// SYS_VERSION product (herdsman's `ZnpVersion`: 1 Z-Stack 3.x.0, 2 Z-Stack 3.0.x).
+    znp_version: u8,
     pan_id: u16,
     extended_pan_id: u64,
     /// The logical channel the network runs on.
@@ -2808,13 +2972,38 @@ struct BackupFacts {
     frame_counter: u32,
     /// The counter came from the generic (any network) entry, not this network's own.
     frame_counter_generic: bool,
-    /// (IEEE, NWK, direct child of the coordinator).
-    devices: Vec<(IeeeAddr, u16, bool)>,
+    /// The seed of the devices' seed-derived link keys (lets a restore put them back as
+    /// seed-derived keys instead of unique ones).
+    tclk_seed: Option<TclkSeed>,
+    devices: Vec<BackupDevice>,
 }
 
-/// Fields of the format this driver does not read from the coordinator; they are given as
-/// absent and listed in `metadata.internal.not_read_from_coordinator`.
-const NOT_READ: [&str; 1] = ["devices[].link_key"];
+impl BackupFacts {
+    /// Devices with a unique link key, with a seed-derived one, and with none.
+    fn link_key_counts(&self) -> (usize, usize, usize) {
+        let count = |want: Option<LinkKeySource>| {
+            self.devices
+                .iter()
+                .filter(|d| d.link_key.map(|k| k.source) == want)
+                .count()
+        };
+        (
+            count(Some(LinkKeySource::Unique)),
+            count(Some(LinkKeySource::SeedDerived)),
+            count(None),
+        )
+    }
+}
+
+/// A device in a backup.
+struct BackupDevice {
+    ieee: IeeeAddr,
+    nwk: u16,
+    /// A direct child of the coordinator.
+    is_child: bool,
+    /// The APS link key the coordinator holds for it, with its frame counters.
+    link_key: Option<DeviceLinkKey>,
+}
 
 /// open-coordinator-backup version 1 (zigpy/open-coordinator-backup; the field set of
 /// zigbee-herdsman's `models/backup-storage-unified.ts`). Addresses and keys are lower-case
@@ -2849,15 +3038,20 @@ fn open_coordinator_backup(
     let mut devices: Vec<serde_json::Value> = f
         .devices
         .iter()
-        .map(|(ieee, nwk, child)| {
+        .map(|d| {
             serde_json::json!({
-                "nwk_address": format!("{nwk:04x}"),
-                "ieee_address": format!("{:016x}", ieee.0),
-                "is_child": child,
-                "link_key": null,
+                "nwk_address": format!("{:04x}", d.nwk),
+                "ieee_address": format!("{:016x}", d.ieee.0),
+                "is_child": d.is_child,
+                "link_key": d.link_key.map(|k| serde_json::json!({
+                    "key": hex::encode(k.key),
+                    "rx_counter": k.rx_frame_counter,
+                    "tx_counter": k.tx_frame_counter,
+                })),
             })
         })
         .collect();
+    let (unique, seed_derived, without) = f.link_key_counts();
     devices.sort_by(|a, b| a["ieee_address"].as_str().cmp(&b["ieee_address"].as_str()));
     Ok(serde_json::json!({
         "metadata": {
@@ -2866,9 +3060,19 @@ fn open_coordinator_backup(
             "source": format!("fieldgate-{version}"),
             "internal": {
                 "date": crate::model::rfc3339(now),
-                "not_read_from_coordinator": NOT_READ,
+                "znpVersion": f.znp_version,
                 "frame_counter_source": if f.frame_counter_generic { "generic security material entry" } else { "this network's security material entry" },
-                "note": "devices[].link_key is not read from the coordinator (APS link key tables); devices with their own link key must rejoin after a restore. The NWK frame counter is the value the coordinator last stored: a restoring tool must raise it (zigbee-herdsman adds 2500).",
+                "link_keys": {
+                    "unique": unique,
+                    "seed_derived": seed_derived,
+                    "devices_without": without,
+                },
+                "note": "The NWK frame counter and the devices' APS frame counters are the values the coordinator last stored: a restoring tool must raise them (zigbee-herdsman adds 2500). devices[].link_key is null where the coordinator holds no key for the device (one that never did the Zigbee 3.0 key exchange uses the well-known default key).",
+            },
+        },
+        "stack_specific": {
+            "zstack": {
+                "tclk_seed": f.tclk_seed.map(|s| hex::encode(s.0)),
             },
         },
         "coordinator_ieee": format!("{:016x}", f.coordinator.0),
@@ -2976,6 +3180,7 @@ mod tests {
     fn facts() -> BackupFacts {
         BackupFacts {
             coordinator: IeeeAddr(0x00124b001cdd0001),
+            znp_version: 1,
             pan_id: 0x1A62,
             extended_pan_id: 0xDDDD_DDDD_DDDD_DD01,
             channel: 15,
@@ -2986,7 +3191,26 @@ mod tests {
             key_sequence_number: 2,
             frame_counter: 70_001,
             frame_counter_generic: false,
-            devices: vec![(IeeeAddr(0x00158d0001a2b3c4), 0x1A01, true)],
+            tclk_seed: Some(TclkSeed([0x33; 16])),
+            devices: vec![
+                BackupDevice {
+                    ieee: IeeeAddr(0x00158d0001a2b3c4),
+                    nwk: 0x1A01,
+                    is_child: true,
+                    link_key: Some(DeviceLinkKey {
+                        key: [0x22; 16],
+                        rx_frame_counter: 7,
+                        tx_frame_counter: 9,
+                        source: LinkKeySource::SeedDerived,
+                    }),
+                },
+                BackupDevice {
+                    ieee: IeeeAddr(0x00158d0001a2b3c5),
+                    nwk: 0x1A02,
+                    is_child: false,
+                    link_key: None,
+                },
+            ],
         }
     }
 
@@ -3001,11 +3225,21 @@ mod tests {
         assert_eq!(b["security_level"], 5);
         assert_eq!(b["network_key"]["sequence_number"], 2);
         assert_eq!(b["network_key"]["frame_counter"], 70_001);
-        assert_eq!(
-            b["metadata"]["internal"]["not_read_from_coordinator"],
-            serde_json::json!(["devices[].link_key"])
-        );
+        assert!(b["metadata"]["internal"]
+            .get("not_read_from_coordinator")
+            .is_none());
         assert_eq!(b["devices"][0]["ieee_address"], "00158d0001a2b3c4");
+        assert_eq!(
+            b["devices"][0]["link_key"],
+            serde_json::json!({"key": "22".repeat(16), "rx_counter": 7, "tx_counter": 9})
+        );
+        assert_eq!(b["devices"][1]["link_key"], serde_json::Value::Null);
+        assert_eq!(b["devices"][1]["is_child"], false);
+        assert_eq!(
+            b["metadata"]["internal"]["link_keys"],
+            serde_json::json!({"unique": 0, "seed_derived": 1, "devices_without": 1})
+        );
+        assert_eq!(b["stack_specific"]["zstack"]["tclk_seed"], "33".repeat(16));
         let bad = |f: BackupFacts| {
             open_coordinator_backup(&f, "1.0", SystemTime::UNIX_EPOCH).unwrap_err()
         };

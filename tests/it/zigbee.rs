@@ -419,11 +419,15 @@ async fn zigbee_network_key_is_kept_encrypted_and_exported_in_a_backup() {
         b["coordinator_ieee"],
         format!("{:016x}", emulator_config().ieee.0)
     );
-    // Read from the coordinator, not made up: only the link keys are left out.
-    assert_eq!(
-        b["metadata"]["internal"]["not_read_from_coordinator"],
-        serde_json::json!(["devices[].link_key"])
+    // Read from the coordinator, not made up: nothing is left out, link keys included.
+    assert!(
+        b["metadata"]["internal"]
+            .get("not_read_from_coordinator")
+            .is_none(),
+        "{b}"
     );
+    let keyed = assert_link_keys_are_the_coordinators(&b, &pty);
+    assert!(keyed >= 1, "the sensor did the key exchange: {b}");
     assert_eq!(b["nwk_update_id"], 0);
     assert_eq!(b["network_key"]["sequence_number"], 0);
     let fc = b["network_key"]["frame_counter"]
@@ -443,6 +447,7 @@ async fn zigbee_network_key_is_kept_encrypted_and_exported_in_a_backup() {
         .with(|e, _| e.device(th).and_then(|d| d.nwk))
         .expect("joined");
     assert_eq!(dev["nwk_address"], format!("{nwk:04x}"));
+    assert!(dev["link_key"]["key"].is_string(), "{dev}");
     // Audited with its outcome, without the key.
     let audit = fieldgate::store::audit::tail(&rig.store.reader().unwrap(), 100, None).unwrap();
     let rec = audit
@@ -495,6 +500,42 @@ async fn zigbee_network_key_is_kept_encrypted_and_exported_in_a_backup() {
     .expect("credential");
     assert_eq!(again.expose(), &nv_key[..]);
     rig.stop().await;
+}
+
+/// Every device's `link_key` in backup `b` is the key (and APS counters) the coordinator
+/// holds for it, null where it holds none, and every device the coordinator has a key for
+/// is in the backup. Returns how many devices have a key.
+fn assert_link_keys_are_the_coordinators(b: &serde_json::Value, pty: &PtyEmulator) -> usize {
+    let devices = b["devices"].as_array().expect("devices");
+    let tables = pty.sim.with(|e, _| e.link_key_tables());
+    let mut keyed = 0;
+    for d in tables.devices() {
+        let ieee = format!("{:016x}", d.ieee.0);
+        let got = devices
+            .iter()
+            .find(|x| x["ieee_address"] == ieee)
+            .unwrap_or_else(|| panic!("{ieee} missing from the backup: {b}"));
+        assert_eq!(got["nwk_address"], format!("{:04x}", d.nwk_addr));
+        assert_eq!(got["is_child"], d.is_child);
+        let want = match d.link_key {
+            Some(k) => {
+                keyed += 1;
+                serde_json::json!({
+                    "key": hex::encode(k.key),
+                    "rx_counter": k.rx_frame_counter,
+                    "tx_counter": k.tx_frame_counter,
+                })
+            }
+            None => serde_json::Value::Null,
+        };
+        assert_eq!(got["link_key"], want, "{ieee}");
+    }
+    let seed = pty.sim.with(|e, _| e.tclk_seed()).expect("a TCLK seed");
+    assert_eq!(
+        b["stack_specific"]["zstack"]["tclk_seed"],
+        hex::encode(seed.0)
+    );
+    keyed
 }
 
 /// The NWK frame counter of a backup, checked against the emulator's before and after it
@@ -637,7 +678,9 @@ async fn zigbee_backup_of_a_cc2531_reads_the_packed_nib_and_legacy_counters() {
         Some(110)
     );
     rig.permit_join().await;
-    rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
+    for kind in DeviceKind::ALL {
+        rig.wait_interviewed(kind, 20).await;
+    }
     pty.sim.with(|e, _| e.network_update());
     let (b, fc) = backup_between(&rig, &pty).await;
     assert!(fc > 0);
@@ -645,6 +688,38 @@ async fn zigbee_backup_of_a_cc2531_reads_the_packed_nib_and_legacy_counters() {
     assert_eq!(b["channel"], 20);
     assert_eq!(b["nwk_update_id"], 1);
     assert_eq!(b["security_level"], 5);
+    assert_eq!(b["metadata"]["internal"]["znpVersion"], 2);
+    // Seed-derived keys for the Zigbee 3.0 devices (TC link key items 0x0111..), none for
+    // the legacy sleepy sensor.
+    let keyed = assert_link_keys_are_the_coordinators(&b, &pty);
+    assert_eq!(keyed, DeviceKind::ALL.len() - 1, "{b}");
+    let sleepy = format!("{:016x}", DeviceKind::SleepySensor.default_ieee().0);
+    assert!(b["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["ieee_address"] == sleepy && d["link_key"].is_null()));
+    // A unique key (security manager + APS key data items 0x0201..) replaces the plug's.
+    let plug = DeviceKind::SmartPlug.default_ieee();
+    assert!(pty.sim.with(|e, _| e.add_unique_link_key(plug, [0xC3; 16])));
+    let (b, _) = backup_between(&rig, &pty).await;
+    assert_link_keys_are_the_coordinators(&b, &pty);
+    assert_eq!(
+        b["metadata"]["internal"]["link_keys"],
+        serde_json::json!({"unique": 1, "seed_derived": 2, "devices_without": 1})
+    );
+    // A link key table that does not parse fails the backup with the item named.
+    pty.sim.with(|e, _| e.set_nv_item(0x004C, vec![1, 0, 2]));
+    let err = rig
+        .hub
+        .backup("zb0".into(), "test".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("0x004c") && err.contains("security manager"),
+        "{err}"
+    );
     rig.stop().await;
 }
 
@@ -663,10 +738,8 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/zigbee/backup.js");
     for firmware in [Firmware::ZStack3x0, Firmware::ZStack30x] {
-        // No devices: nothing transmits between our backup and the snapshot.
         let pty = PtyEmulator::spawn(EmulatorConfig {
             firmware,
-            devices: Vec::new(),
             ..emulator_config()
         })
         .unwrap();
@@ -674,6 +747,15 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
         let options =
             format!("{FAST}channel = 25\npan_id = \"0x3c3c\"\nkey_switch_delay = \"100ms\"\n");
         let rig = Rig::start(dir.path(), pty.path(), &options).await;
+        // Every kind of link key: seed-derived (the Zigbee 3.0 devices), a unique one (the
+        // plug), none (the legacy sleepy sensor).
+        rig.permit_join().await;
+        for kind in DeviceKind::ALL {
+            rig.wait_interviewed(kind, 30).await;
+        }
+        assert!(pty.sim.with(|e, _| {
+            e.add_unique_link_key(DeviceKind::SmartPlug.default_ieee(), [0xA7; 16])
+        }));
         pty.sim.with(|e, _| e.network_update());
         rig.hub
             .rotate_network_key("zb0".into(), "test".into())
@@ -683,6 +765,7 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
         for _ in 0..3 {
             rig.permit_join().await;
         }
+        let before = pty.sim.with(|e, _| e.nwk_frame_counter()).unwrap();
         let ours = rig
             .hub
             .backup("zb0".into(), "test".into())
@@ -694,6 +777,36 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
         let key = emu.active_key_info().unwrap();
         let fc = emu.nwk_frame_counter().unwrap();
         assert!(fc >= 3, "{fc}");
+        // The driver may transmit between our backup and the snapshot herdsman reads.
+        let our_fc = u32::try_from(ours["network_key"]["frame_counter"].as_u64().unwrap()).unwrap();
+        assert!(
+            before <= our_fc && our_fc <= fc,
+            "{before} <= {our_fc} <= {fc}"
+        );
+        let mut devices: Vec<J> = emu
+            .link_key_tables()
+            .devices()
+            .into_iter()
+            .map(|d| {
+                serde_json::json!({
+                    "ieee": format!("{:016x}", d.ieee.0),
+                    "nwk": d.nwk_addr,
+                    "isChild": d.is_child,
+                    "linkKey": d.link_key.map(|k| serde_json::json!({
+                        "key": hex::encode(k.key),
+                        "rxCounter": k.rx_frame_counter,
+                        "txCounter": k.tx_frame_counter,
+                    })),
+                })
+            })
+            .collect();
+        devices.sort_by(|a, b| a["ieee"].as_str().cmp(&b["ieee"].as_str()));
+        assert_eq!(devices.len(), DeviceKind::ALL.len());
+        let keyed = devices.iter().filter(|d| !d["linkKey"].is_null()).count();
+        assert_eq!(keyed, DeviceKind::ALL.len() - 1, "{devices:?}");
+        assert!(devices
+            .iter()
+            .any(|d| d["linkKey"]["key"] == "a7".repeat(16)));
 
         let mut child = std::process::Command::new("node")
             .arg(script)
@@ -738,7 +851,9 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
         };
         drop(stdin);
         let _ = child.wait();
-        let want = serde_json::json!({
+        let mut want = serde_json::json!({
+            "tclkSeed": hex::encode(emu.tclk_seed().expect("seed").0),
+            "devices": devices,
             "panId": 0x3c3c,
             "extendedPanId": format!("{:016x}", nib.extended_pan_id),
             "channelList": [25],
@@ -755,6 +870,7 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
             done["herdsman"], want,
             "herdsman's own backup ({firmware:?}, {requests} requests)"
         );
+        want["frameCounter"] = our_fc.into();
         assert_eq!(
             done["from_unified"], want,
             "herdsman reading our backup ({firmware:?})"
@@ -1252,6 +1368,26 @@ fn zigbee_daemon_binary_pairs_over_a_pty() {
         "key in the audit log"
     );
     assert!(!d.log().contains(&hex::encode(&nv_key)), "key in the log");
+    // The devices' link keys and the TCLK seed are in the file, never in the log or audit.
+    let mut secrets: Vec<String> = backup["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["link_key"]["key"].as_str().map(str::to_string))
+        .collect();
+    assert!(!secrets.is_empty(), "no link key in the backup: {backup}");
+    secrets.extend(
+        backup["stack_specific"]["zstack"]["tclk_seed"]
+            .as_str()
+            .map(str::to_string),
+    );
+    for secret in &secrets {
+        assert!(!d.log().contains(secret.as_str()), "link key in the log");
+        assert!(
+            !audit.contains(secret.as_str()),
+            "link key in the audit log"
+        );
+    }
     {
         let mk = MasterKey::load(&d.dir.path().join("state").join("master.key")).unwrap();
         let c = fieldgate::store::open_reader(&d.db()).unwrap();

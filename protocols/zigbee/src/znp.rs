@@ -117,6 +117,32 @@ pub mod nv {
     pub const LEGACY_NWK_SEC_MATERIAL_TABLE_START: u16 = 0x0075;
     /// How many legacy security material items herdsman reads at most.
     pub const LEGACY_NWK_SEC_MATERIAL_TABLE_LEN: u16 = 12;
+    /// The network key and its frame counter as Z-Stack 1.2 kept them (`nwkActiveKeyItems`):
+    /// 21 bytes packed, 24 aligned; zigbee-herdsman tells the NV layout by its length.
+    pub const NWKKEY: u16 = 0x0082;
+    /// The address manager table as one inline item (Z-Stack 3.0.x;
+    /// [`crate::nvitems::parse_address_manager_table`]).
+    pub const ADDRMGR: u16 = 0x0023;
+    /// The security manager ("APS link key") table: which device has which APS link key
+    /// data entry ([`crate::nvitems::parse_security_manager_table`]).
+    pub const APS_LINK_KEY_TABLE: u16 = 0x004C;
+    /// The trust center link key seed ([`crate::nvitems::TclkSeed`]).
+    pub const TCLK_SEED: u16 = 0x0101;
+    /// First legacy trust center link key item (Z-Stack 3.0.x), one
+    /// [`crate::nvitems::ApsTcLinkKeyEntry`] each.
+    pub const LEGACY_TCLK_TABLE_START: u16 = 0x0111;
+    /// How many legacy TC link key items zigbee-herdsman reads at most.
+    pub const LEGACY_TCLK_TABLE_LEN: u16 = 239;
+    /// First legacy APS link key data item (Z-Stack 3.0.x), one
+    /// [`crate::nvitems::ApsLinkKeyDataEntry`] each.
+    pub const APS_LINK_KEY_DATA_START: u16 = crate::nvitems::LEGACY_APS_LINK_KEY_DATA_START;
+    /// How many legacy APS link key data items zigbee-herdsman reads at most.
+    pub const LEGACY_APS_LINK_KEY_DATA_LEN: u16 = 255;
+    /// Extended-NV item ids (SimpleLink Z-Stack 3.x.0; the entry index is the subId):
+    /// the address manager, the TC link key and the APS link key data tables.
+    pub const EX_ADDRMGR: u16 = 0x0001;
+    pub const EX_TCLK_TABLE: u16 = 0x0004;
+    pub const EX_APS_KEY_DATA_TABLE: u16 = 0x0006;
     /// Extended-NV system id of Z-Stack's own items.
     pub const SYSTEM_ZSTACK: u8 = 0x01;
     /// Extended-NV item id of the security material table (SimpleLink Z-Stack 3.x.0); the

@@ -886,6 +886,159 @@ mod nv_structures {
     }
 }
 
+// ---------------------------------------------- link key tables (backup, nvitems.rs)
+
+mod link_key_tables {
+    use super::hex;
+    use fieldgate_zigbee::nvitems::{
+        address_manager_table_bytes, parse_address_manager_table, parse_security_manager_table,
+        security_manager_table_bytes, seed_derived_link_key, AddressManagerEntry,
+        ApsLinkKeyDataEntry, ApsTcLinkKeyEntry, NvLayout, SecurityManagerEntry, TclkSeed,
+    };
+    use fieldgate_zigbee::IeeeAddr;
+
+    // Every vector below was serialized by zigbee-herdsman 11.1.1's own struct code
+    // (`dist/adapter/z-stack/structs/entries/*.js`, `Struct.serialize("unaligned")` /
+    // `serialize("aligned")`, `Table.serialize`), run under node against the unpacked package.
+
+    #[test]
+    fn address_manager_entry_and_inline_table_match_zigbee_herdsman() {
+        // `address-manager-entry.js`: user 3, nwkAddr 0x1a2b, extAddr 00158d0001a2b3c4
+        // (aligned: padded with 0xFF after `user`).
+        let want = AddressManagerEntry {
+            user: 3,
+            nwk_addr: 0x1a2b,
+            ext_addr: IeeeAddr(0x00158d0001a2b3c4),
+        };
+        for (text, layout) in [
+            ("032b1ac4b3a201008d1500", NvLayout::Unaligned),
+            ("03ff2b1ac4b3a201008d1500", NvLayout::Aligned),
+        ] {
+            let e = AddressManagerEntry::parse(&hex(text)).unwrap();
+            assert_eq!(e, want, "{layout:?}");
+            assert_eq!(e.to_bytes(layout), hex(text), "{layout:?} re-encodes");
+        }
+        // `address-manager-table.js` of capacity 3: entry 0 user 1 / 0x1a01 /
+        // 00158d0001a2b3c4, entry 1 free (all zeros), entry 2 user 2 / 0x2b12 /
+        // 00124b0000aabbcc. herdsman counts 2 used.
+        let free = AddressManagerEntry {
+            user: 0,
+            nwk_addr: 0,
+            ext_addr: IeeeAddr(0),
+        };
+        let table = [
+            AddressManagerEntry {
+                user: 1,
+                nwk_addr: 0x1a01,
+                ext_addr: IeeeAddr(0x00158d0001a2b3c4),
+            },
+            free,
+            AddressManagerEntry {
+                user: 2,
+                nwk_addr: 0x2b12,
+                ext_addr: IeeeAddr(0x00124b0000aabbcc),
+            },
+        ];
+        for (text, layout) in [
+            (
+                "01011ac4b3a201008d1500000000000000000000000002122bccbbaa00004b1200",
+                NvLayout::Unaligned,
+            ),
+            (
+                "01ff011ac4b3a201008d150000ff0000000000000000000002ff122bccbbaa00004b1200",
+                NvLayout::Aligned,
+            ),
+        ] {
+            let parsed = parse_address_manager_table(&hex(text), layout).unwrap();
+            assert_eq!(parsed, table, "{layout:?}");
+            assert_eq!(parsed.iter().filter(|e| e.is_set()).count(), 2);
+            assert_eq!(address_manager_table_bytes(&parsed, layout), hex(text));
+        }
+    }
+
+    #[test]
+    fn security_manager_table_matches_zigbee_herdsman() {
+        // `security-manager-table.js` of capacity 3 (inline u16 used-count header): entry 0
+        // ami 2, keyNvId 0x0202, authenticationOption 1; the rest herdsman's default feff000000.
+        let used = SecurityManagerEntry {
+            ami: 2,
+            key_nv_id: 0x0202,
+            authentication_option: 1,
+        };
+        let table = [
+            used,
+            SecurityManagerEntry::default(),
+            SecurityManagerEntry::default(),
+        ];
+        for (text, layout) in [
+            ("01000200020201feff000000feff000000", NvLayout::Unaligned),
+            (
+                "0100020002020100feff00000000feff00000000",
+                NvLayout::Aligned,
+            ),
+        ] {
+            let parsed = parse_security_manager_table(&hex(text), layout).unwrap();
+            assert_eq!(parsed, table, "{layout:?}");
+            assert_eq!(
+                parsed.iter().filter(|e| e.is_set()).collect::<Vec<_>>(),
+                vec![&used]
+            );
+            assert_eq!(security_manager_table_bytes(&parsed, layout), hex(text));
+        }
+    }
+
+    #[test]
+    fn aps_key_data_tc_link_key_and_seed_derivation_match_zigbee_herdsman() {
+        // `aps-link-key-data-entry.js`: key 000102…0f, txFrmCntr 0x11223344, rxFrmCntr
+        // 0x55667788; the same 24 bytes in both layouts.
+        let bytes = hex("000102030405060708090a0b0c0d0e0f4433221188776655");
+        let e = ApsLinkKeyDataEntry::parse(&bytes).unwrap();
+        assert_eq!(e.key.to_vec(), hex("000102030405060708090a0b0c0d0e0f"));
+        assert_eq!(
+            (e.tx_frame_counter, e.rx_frame_counter),
+            (0x1122_3344, 0x5566_7788)
+        );
+        assert_eq!(e.to_bytes(), bytes);
+        // `aps-tc-link-key-entry.js`: txFrmCntr 0x01020304, rxFrmCntr 0x0a0b0c0d, extAddr
+        // 00158d0001a2b3c4, keyAttributes 2, keyType 0, SeedShift_IcIndex 5.
+        let want = ApsTcLinkKeyEntry {
+            tx_frame_counter: 0x0102_0304,
+            rx_frame_counter: 0x0a0b_0c0d,
+            ext_addr: IeeeAddr(0x00158d0001a2b3c4),
+            key_attributes: 2,
+            key_type: 0,
+            seed_shift_ic_index: 5,
+        };
+        for (text, layout) in [
+            (
+                "040302010d0c0b0ac4b3a201008d1500020005",
+                NvLayout::Unaligned,
+            ),
+            (
+                "040302010d0c0b0ac4b3a201008d150002000500",
+                NvLayout::Aligned,
+            ),
+        ] {
+            let t = ApsTcLinkKeyEntry::parse(&hex(text)).unwrap();
+            assert_eq!(t, want, "{layout:?}");
+            assert_eq!(t.to_bytes(layout), hex(text));
+        }
+        // TCLK seed a0a1…af (`nwk-key.js`), and the key `adapter-backup.js createBackup`
+        // derives from it for that entry (shift 5, IEEE 00158d0001a2b3c4).
+        let seed = TclkSeed::parse(&hex("a0a1a2a3a4a5a6a7a8a9aaabacadaeaf")).unwrap();
+        assert_eq!(
+            seed.derive(want.seed_shift_ic_index, want.ext_addr)
+                .to_vec(),
+            hex("611505a9a927beac691d0da1a12fb6a4")
+        );
+        assert_eq!(
+            seed_derived_link_key(&seed.0, 0, IeeeAddr(0)),
+            seed.0,
+            "no shift, no address: the seed itself"
+        );
+    }
+}
+
 #[test]
 fn nv_length_and_extended_read_requests_match_zigbee_herdsman() {
     // Source: zigbee-herdsman 11.1.1 `ZpiObject.createRequest(SYS, ...)` +

@@ -51,6 +51,17 @@ function plain(b) {
         securityLevel: b.securityLevel,
         networkUpdateId: b.networkUpdateId,
         coordinatorIeeeAddress: b.coordinatorIeeeAddress.toString('hex'),
+        tclkSeed: b.znp?.trustCenterLinkKeySeed ? b.znp.trustCenterLinkKeySeed.toString('hex') : null,
+        devices: b.devices
+            .map((d) => ({
+                ieee: d.ieeeAddress.toString('hex'),
+                nwk: d.networkAddress,
+                isChild: d.isDirectChild,
+                linkKey: d.linkKey
+                    ? {key: d.linkKey.key.toString('hex'), rxCounter: d.linkKey.rxCounter, txCounter: d.linkKey.txCounter}
+                    : null,
+            }))
+            .sort((x, y) => (x.ieee < y.ieee ? -1 : x.ieee > y.ieee ? 1 : 0)),
     };
 }
 
@@ -59,9 +70,9 @@ async function main() {
     const ours = JSON.parse(first.value).ours;
     const znp = {request: exchange, requestWithReply: exchange};
     const nv = new AdapterNvMemory(znp);
-    // `init()` sizes alignment from ZCD_NV_NWKKEY, which only struct writes use; the
-    // structs read here detect their layout from their length.
-    nv.memoryAlignment = 'aligned';
+    // Sizes the struct layout from ZCD_NV_NWKKEY (21 bytes packed, 24 aligned), which the
+    // inline tables (ADDRMGR on Z-Stack 3.0.x, the security manager table) are read in.
+    await nv.init();
     const backup = await new AdapterBackup(znp, nv, path.join(__dirname, 'no-such-backup.json')).createBackup([]);
     return {herdsman: plain(backup), from_unified: plain(fromUnifiedBackup(ours))};
 }

@@ -42,6 +42,13 @@ impl DeviceKind {
         DeviceKind::SleepySensor,
     ];
 
+    /// Whether this kind does the Zigbee 3.0 trust center link key exchange after joining
+    /// (so the coordinator keeps a seed-derived key for it). The sleepy occupancy sensor
+    /// plays a Zigbee HA 1.2 device that keeps the well-known default key.
+    pub fn does_key_exchange(self) -> bool {
+        self != DeviceKind::SleepySensor
+    }
+
     /// The stable IEEE address of this kind's first instance.
     pub fn default_ieee(self) -> IeeeAddr {
         IeeeAddr(match self {

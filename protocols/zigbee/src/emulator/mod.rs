@@ -10,8 +10,13 @@
 //! - the NV state a formed network leaves behind, in the layout of the [`Firmware`] chosen:
 //!   the NIB (0x0021), the active key info (0x003A) and the network security material table
 //!   with the outgoing NWK frame counter, which counts every frame the coordinator sends;
-//!   read with OSAL_NV_LENGTH / OSAL_NV_READ_EXT and, for the extended table of Z-Stack
-//!   3.x.0, SYS_NV_LENGTH / SYS_NV_READ (as zigbee-herdsman's backup reads them);
+//!   read with OSAL_NV_LENGTH / OSAL_NV_READ_EXT and, for the extended tables of Z-Stack
+//!   3.x.0, SYS_NV_LENGTH / SYS_NV_READ (as zigbee-herdsman's backup reads them); the
+//!   NWKKEY item (0x0082) whose length tells herdsman the struct layout;
+//! - the devices' APS link keys in NV ([`link_keys`]): an address manager entry per joined
+//!   device, a trust center link key entry (seed-derived key) for each device that did the
+//!   Zigbee 3.0 key exchange, the TCLK seed written at formation, and unique keys
+//!   ([`Emulator::add_unique_link_key`]) in the security manager and APS link key data tables;
 //! - UTIL_GET_DEVICE_INFO, AF_REGISTER, ZDO_STARTUP_FROM_APP, BDB set-channel and formation
 //!   with STATE_CHANGE_IND and the commissioning notification;
 //! - permit join (both forms): while the window is open, each virtual device not yet on the
@@ -39,11 +44,15 @@
 //! Unknown SREQs get the RPC error SRSP a real NCP sends; bad input never panics.
 
 pub mod device;
+mod link_keys;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use device::{DeviceKind, DeviceTiming, VirtualDevice};
+pub use link_keys::{
+    ADDRESS_MANAGER_CAPACITY, APS_KEY_DATA_CAPACITY, SECURITY_MANAGER_CAPACITY, TCLK_TABLE_CAPACITY,
+};
 
 use crate::mt::{MtFrame, MtParserStats, MtStreamParser, MtType, Subsystem};
 use crate::nvitems::{
@@ -222,8 +231,8 @@ struct Scheduled {
     action: Action,
 }
 
-/// The emulated coordinator and its network.
-#[derive(Debug, Clone)]
+/// The emulated coordinator and its network. `Debug` leaves out NV contents (keys).
+#[derive(Clone)]
 pub struct Emulator {
     cfg: EmulatorConfig,
     parser: MtStreamParser,
@@ -257,6 +266,22 @@ pub struct Emulator {
 impl Default for Emulator {
     fn default() -> Self {
         Self::new(EmulatorConfig::default())
+    }
+}
+
+impl std::fmt::Debug for Emulator {
+    /// NV holds the network key, the TCLK seed and link keys: only its size is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("firmware", &self.cfg.firmware)
+            .field("ieee", &self.cfg.ieee)
+            .field("network", &self.network)
+            .field("state", &self.state)
+            .field("nv_items", &self.nv.len())
+            .field("extended_nv_items", &self.ext_nv.len())
+            .field("devices", &self.devices.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
     }
 }
 
@@ -1089,9 +1114,12 @@ impl Emulator {
             return;
         }
         let (now, timing) = (self.now, self.cfg.timing);
+        let mut key_exchange = false;
         if let Some(dev) = self.devices.get_mut(idx) {
             dev.joined(nwk, now, &timing);
+            key_exchange = dev.kind.does_key_exchange();
         }
+        self.record_join(ieee, nwk, key_exchange);
         if let Some(k) = self.active_key_info() {
             self.device_keys.insert(
                 ieee,
@@ -1118,6 +1146,9 @@ impl Emulator {
         };
         let ieee = dev.ieee;
         dev.left();
+        if !rejoin {
+            self.forget_device(ieee);
+        }
         self.schedule(
             delay,
             Action::Send(ZnpCommand::ZdoLeaveInd {
@@ -1153,7 +1184,8 @@ impl Emulator {
             pan_id,
             extended_pan_id,
         };
-        if self.network != Some(params) {
+        let fresh = self.network != Some(params);
+        if fresh {
             for d in &mut self.devices {
                 d.left();
             }
@@ -1173,6 +1205,7 @@ impl Emulator {
             self.nv.insert(nv::PRECFGKEY, key.to_vec());
         }
         self.write_network_state(params);
+        self.init_link_key_state(fresh);
         self.schedule(
             Duration::from_millis(5),
             Action::Send(ZnpCommand::ZdoStateChangeInd { state: 8 }),
@@ -1291,8 +1324,19 @@ impl Emulator {
     }
 
     /// Key descriptors are 17 packed bytes in both firmware layouts (nothing to align).
+    /// The active key also goes to NWKKEY (`nwkActiveKeyItems`: the descriptor and a u32
+    /// frame counter Z-Stack 3 no longer keeps there), 21 bytes packed or 24 aligned.
     fn write_key_info(&mut self, id: u16, key: NwkKeyDescriptor) {
-        self.nv.insert(id, key.to_bytes(NvLayout::Unaligned));
+        let bytes = key.to_bytes(NvLayout::Unaligned);
+        if id == nv::NWK_ACTIVE_KEY_INFO {
+            let mut item = bytes.clone();
+            if self.cfg.firmware.layout() == NvLayout::Aligned {
+                item.resize(20, 0);
+            }
+            item.extend_from_slice(&0u32.to_le_bytes());
+            self.nv.insert(nv::NWKKEY, item);
+        }
+        self.nv.insert(id, bytes);
     }
 
     /// The NV a formation leaves: the NIB, the active key (sequence 0) and a security

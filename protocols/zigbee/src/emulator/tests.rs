@@ -964,3 +964,132 @@ fn missing_nv_items_read_as_absent() {
         }]
     ));
 }
+
+impl Host {
+    /// The link key tables read over MT the way a backup reads them (herdsman
+    /// `adapter-backup.js`): extended tables on Z-Stack 3.x.0, ADDRMGR and legacy items on
+    /// 3.0.x, each read until the first absent entry.
+    fn read_link_key_tables(&mut self, firmware: Firmware) -> crate::nvitems::LinkKeyTables {
+        use crate::nvitems::*;
+        let layout = firmware.layout();
+        let table = |h: &mut Host, ext: u16, legacy: u16| {
+            let mut out = Vec::new();
+            for i in 0..300u16 {
+                let raw = match firmware {
+                    Firmware::ZStack3x0 => h.read_ext(ext, i),
+                    Firmware::ZStack30x => h.read_item(legacy + i),
+                };
+                let Some(raw) = raw else { break };
+                out.push(raw);
+            }
+            out
+        };
+        let address_manager = match firmware {
+            Firmware::ZStack3x0 => table(self, nv::EX_ADDRMGR, 0)
+                .iter()
+                .map(|b| AddressManagerEntry::parse(b).unwrap())
+                .collect(),
+            Firmware::ZStack30x => {
+                parse_address_manager_table(&self.read_item(nv::ADDRMGR).unwrap(), layout).unwrap()
+            }
+        };
+        let aps_key_data = table(self, nv::EX_APS_KEY_DATA_TABLE, nv::APS_LINK_KEY_DATA_START)
+            .iter()
+            .map(|b| ApsLinkKeyDataEntry::parse(b).unwrap())
+            .collect();
+        let tclk = table(self, nv::EX_TCLK_TABLE, nv::LEGACY_TCLK_TABLE_START)
+            .iter()
+            .map(|b| ApsTcLinkKeyEntry::parse(b).unwrap())
+            .collect();
+        LinkKeyTables {
+            address_manager,
+            security_manager: parse_security_manager_table(
+                &self.read_item(nv::APS_LINK_KEY_TABLE).unwrap(),
+                layout,
+            )
+            .unwrap(),
+            aps_key_data,
+            tclk,
+            tclk_seed: self
+                .read_item(nv::TCLK_SEED)
+                .map(|b| TclkSeed::parse(&b).unwrap()),
+            key_nv_ids_are_legacy_items: firmware == Firmware::ZStack30x,
+        }
+    }
+}
+
+#[test]
+fn joined_devices_leave_their_link_keys_in_nv_in_each_firmware_layout() {
+    use crate::nvitems::{seed_derived_link_key, LinkKeySource};
+    for (firmware, nwkkey_len) in [(Firmware::ZStack3x0, 24), (Firmware::ZStack30x, 21)] {
+        let mut h = Host::new(EmulatorConfig {
+            firmware,
+            ..Default::default()
+        });
+        h.form();
+        assert_eq!(
+            h.read_item(nv::NWKKEY).map(|v| v.len()),
+            Some(nwkkey_len),
+            "{firmware:?}: herdsman tells the layout by this length"
+        );
+        let empty = h.read_link_key_tables(firmware);
+        assert!(empty.devices().is_empty(), "{firmware:?}");
+        let seed = empty.tclk_seed.expect("a seed at formation");
+        h.open_join();
+        h.wait(ms(2_000));
+        let tables = h.read_link_key_tables(firmware);
+        assert_eq!(
+            tables.address_manager.len(),
+            usize::from(ADDRESS_MANAGER_CAPACITY)
+        );
+        let devices = tables.devices();
+        assert_eq!(devices.len(), DeviceKind::ALL.len(), "{firmware:?}");
+        for kind in DeviceKind::ALL {
+            let ieee = kind.default_ieee();
+            let d = devices.iter().find(|d| d.ieee == ieee).unwrap();
+            assert_eq!(d.nwk_addr, h.nwk_of(kind));
+            assert!(d.is_child);
+            match d.link_key {
+                Some(k) => {
+                    assert!(kind.does_key_exchange(), "{kind:?}");
+                    assert_eq!(k.source, LinkKeySource::SeedDerived);
+                    let entry = tables.tclk.iter().find(|t| t.ext_addr == ieee).unwrap();
+                    assert_eq!(
+                        k.key,
+                        seed_derived_link_key(&seed.0, entry.seed_shift_ic_index, ieee)
+                    );
+                    assert_eq!((k.tx_frame_counter, k.rx_frame_counter), (2, 1));
+                }
+                None => assert!(!kind.does_key_exchange(), "{kind:?}"),
+            }
+            assert_eq!(h.emu.device_link_key(ieee), d.link_key);
+        }
+
+        // A unique key wins over the seed-derived one and is read back through the security
+        // manager; everything survives a reset; a device that leaves takes its keys along.
+        let plug = DeviceKind::SmartPlug.default_ieee();
+        assert!(h.emu.add_unique_link_key(plug, [0x5A; 16]));
+        h.send(ZnpCommand::SysResetReq { reset_type: 1 }, ms(50));
+        let tables = h.read_link_key_tables(firmware);
+        let k = tables
+            .devices()
+            .into_iter()
+            .find(|d| d.ieee == plug)
+            .and_then(|d| d.link_key)
+            .unwrap();
+        assert_eq!((k.key, k.source), ([0x5A; 16], LinkKeySource::Unique));
+        assert_eq!(tables.tclk_seed, Some(seed));
+        h.emu.inject(
+            h.now,
+            Fault::DeviceLeaves(DeviceKind::SmartPlug.default_ieee()),
+        );
+        h.collect();
+        let tables = h.read_link_key_tables(firmware);
+        assert!(tables.devices().iter().all(|d| d.ieee != plug));
+        assert!(tables.tclk.iter().all(|t| t.ext_addr != plug));
+        assert!(tables.aps_key_data.iter().all(|d| !d.is_set()));
+        // Keys stay out of Debug.
+        let text = format!("{:?} {tables:?}", h.emu);
+        assert!(!text.contains("90, 90"), "{text}");
+    }
+}
