@@ -267,3 +267,82 @@ pub fn insert(conn: &Connection, d: &Device) -> StoreResult<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Value;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrations()
+            .to_latest(&mut c)
+            .unwrap();
+        c
+    }
+
+    fn reading(name: &str, value: Value) -> Reading {
+        Reading {
+            name: name.into(),
+            value,
+            unit: None,
+        }
+    }
+
+    #[test]
+    fn readings_merge_into_the_stored_state_of_known_live_devices_only() {
+        let c = db();
+        let id = DeviceId("zigbee:0x0001".into());
+        let ts = "2026-01-01T00:00:00.000Z";
+        assert_eq!(
+            merge_readings(&c, &id, &[reading("t", Value::Number(1.0))], ts).unwrap(),
+            None,
+            "unknown device"
+        );
+        upsert_joined(&c, &id, "zigbee", "zb0", "0x0001", ts).unwrap();
+        let (state, health) = merge_readings(
+            &c,
+            &id,
+            &[
+                reading("temperature", Value::Number(21.5)),
+                reading("on", Value::Bool(true)),
+            ],
+            ts,
+        )
+        .unwrap()
+        .unwrap();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        assert_eq!(state, serde_json::json!({"temperature": 21.5, "on": true}));
+        assert_eq!(health, "{}");
+        // Later readings replace their own keys and keep the others.
+        let (state, _) = merge_readings(
+            &c,
+            &id,
+            &[reading("temperature", Value::Number(22.0))],
+            "2026-01-01T00:00:01.000Z",
+        )
+        .unwrap()
+        .unwrap();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        assert_eq!(state, serde_json::json!({"temperature": 22.0, "on": true}));
+        let d = get(&c, &id).unwrap().unwrap();
+        assert_eq!(d.last_state, state);
+        assert_eq!(d.last_seen, "2026-01-01T00:00:01.000Z");
+        // A corrupt stored state is replaced, not an error.
+        c.execute(
+            "UPDATE devices SET last_state = 'not json' WHERE id = ?1",
+            [id.as_str()],
+        )
+        .unwrap();
+        let (state, _) = merge_readings(&c, &id, &[reading("on", Value::Bool(false))], ts)
+            .unwrap()
+            .unwrap();
+        assert_eq!(state, r#"{"on":false}"#);
+        set_lifecycle(&c, &id, Lifecycle::Decommissioned).unwrap();
+        assert_eq!(
+            merge_readings(&c, &id, &[reading("on", Value::Bool(true))], ts).unwrap(),
+            None,
+            "decommissioned device"
+        );
+    }
+}
