@@ -766,6 +766,7 @@ impl Hub {
         };
         let mut rule_input = Vec::new();
         let mut awake = Vec::new();
+        let mut told_to_leave: HashSet<(String, String)> = HashSet::new();
         for a in applied {
             if let Some((command_id, ok, detail, state)) = a.result {
                 if let Some((attributes, tx)) = self.refreshing.remove(&command_id) {
@@ -782,6 +783,13 @@ impl Hub {
                 self.notify(n);
             }
             for (radio, cmd) in a.radio_actions {
+                // One leave request per device per burst, however many of its frames
+                // the burst held.
+                if let RadioCommand::Remove { native_address } = &cmd {
+                    if !told_to_leave.insert((radio.clone(), native_address.clone())) {
+                        continue;
+                    }
+                }
                 self.send_to_radio(&radio, cmd).await;
             }
             if let Some(r) = a.readings {
@@ -2433,6 +2441,7 @@ fn apply_event(
                 return Ok(out);
             };
             if before.lifecycle == Lifecycle::Decommissioned.as_str() {
+                remove(&mut out);
                 return Ok(out);
             }
             let fw_change = registry::apply_info(c, &id, info, &ts)?;
@@ -2523,6 +2532,10 @@ fn apply_event(
                 },
             };
             if d.lifecycle == Lifecycle::Decommissioned.as_str() {
+                // Still on the network: it slept through its leave request (a sleeping
+                // device hears only right after it speaks) or ignored it. It is awake
+                // now, so it is told again; its readings are not recorded.
+                remove(&mut out);
                 return Ok(out);
             }
             if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {

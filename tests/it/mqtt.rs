@@ -30,21 +30,21 @@ use tokio::sync::{broadcast, mpsc, watch};
 // ---------------------------------------------------------------- the broker
 
 #[derive(Debug, Clone)]
-struct BrokerAddr {
-    host: String,
-    port: u16,
+pub(crate) struct BrokerAddr {
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 impl BrokerAddr {
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("mqtt://{}:{}", self.host, self.port)
     }
-    fn socket(&self) -> String {
+    pub(crate) fn socket(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -53,7 +53,7 @@ fn free_port() -> u16 {
 
 /// The broker every test in this module shares (topics and client ids are unique
 /// per test, so they do not see each other).
-fn broker() -> &'static BrokerAddr {
+pub(crate) fn broker() -> &'static BrokerAddr {
     static BROKER: OnceLock<BrokerAddr> = OnceLock::new();
     BROKER.get_or_init(|| {
         if let Ok(url) = std::env::var("FIELDGATE_TEST_BROKER") {
@@ -111,7 +111,7 @@ fn broker() -> &'static BrokerAddr {
     })
 }
 
-fn unique(tag: &str) -> String {
+pub(crate) fn unique(tag: &str) -> String {
     format!(
         "{tag}-{}-{}",
         std::process::id(),
@@ -122,14 +122,14 @@ fn unique(tag: &str) -> String {
 // ---------------------------------------------------------------- a subscriber
 
 #[derive(Debug, Clone)]
-struct Msg {
-    topic: String,
-    payload: Vec<u8>,
-    retain: bool,
+pub(crate) struct Msg {
+    pub(crate) topic: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) retain: bool,
 }
 
 impl Msg {
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
             panic!(
                 "{} is not JSON ({e}): {:?}",
@@ -141,14 +141,14 @@ impl Msg {
 }
 
 /// A test client: subscribes to `filters`, records what arrives, can publish.
-struct Probe {
-    client: AsyncClient,
+pub(crate) struct Probe {
+    pub(crate) client: AsyncClient,
     got: Arc<Mutex<Vec<Msg>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Probe {
-    async fn connect(addr: &BrokerAddr, filters: &[String]) -> Probe {
+    pub(crate) async fn connect(addr: &BrokerAddr, filters: &[String]) -> Probe {
         let mut opts = MqttOptions::new(unique("probe"), addr.host.clone(), addr.port);
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
@@ -190,18 +190,23 @@ impl Probe {
         Probe { client, got, task }
     }
 
-    fn messages(&self) -> Vec<Msg> {
+    pub(crate) fn messages(&self) -> Vec<Msg> {
         self.got.lock().unwrap().clone()
     }
 
-    fn on(&self, suffix: &str) -> Vec<Msg> {
+    pub(crate) fn on(&self, suffix: &str) -> Vec<Msg> {
         self.messages()
             .into_iter()
             .filter(|m| m.topic.ends_with(suffix))
             .collect()
     }
 
-    async fn wait_for(&self, what: &str, limit: Duration, mut f: impl FnMut(&[Msg]) -> bool) {
+    pub(crate) async fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut f: impl FnMut(&[Msg]) -> bool,
+    ) {
         let deadline = Instant::now() + limit;
         loop {
             if f(&self.messages()) {
@@ -231,7 +236,7 @@ impl Drop for Probe {
     }
 }
 
-async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -243,7 +248,7 @@ async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 
 /// A TCP (optionally TLS-terminating) proxy in front of the broker that can be
 /// switched off, which cuts every connection through it: a broker outage.
-struct Proxy {
+pub(crate) struct Proxy {
     port: u16,
     /// The leaf certificate each accepted TLS client presented, in order.
     peers: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -255,6 +260,23 @@ struct Proxy {
 impl Proxy {
     async fn start(target: String, tls: Option<tokio_rustls::TlsAcceptor>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        Proxy::serve(listener, target, tls)
+    }
+
+    /// A plain proxy on a port chosen earlier: a gateway configured with this port saw
+    /// nothing listening (connection refused) until now, as if the broker was stopped.
+    pub(crate) async fn start_on(port: u16, target: String) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("proxy bind on the chosen port");
+        Proxy::serve(listener, target, None)
+    }
+
+    fn serve(
+        listener: TcpListener,
+        target: String,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Proxy {
         let port = listener.local_addr().expect("addr").port();
         let up = Arc::new(AtomicBool::new(true));
         let (cut, _) = broadcast::channel(4);
@@ -1680,7 +1702,7 @@ async fn sigkill_mid_stream_loses_nothing_committed() {
 
 /// The daemon binary on the Zigbee emulator (over a PTY) and the broker. The emulator's
 /// plug does not report on its own and its sleepy sensor sleeps until the test wakes it.
-mod device_requests {
+pub(crate) mod device_requests {
     use super::*;
     use crate::common::TestDaemon;
     use fieldgate::radio::zigbee_sim::PtyEmulator;
@@ -1689,15 +1711,31 @@ mod device_requests {
 
     const FAST: &str = "sreq_timeout = \"2s\"\nresponse_timeout = \"700ms\"\ninterview_attempts = 2\nwatchdog_interval = \"1s\"\n";
 
-    fn dev(kind: DeviceKind) -> String {
+    pub(crate) fn dev(kind: DeviceKind) -> String {
         format!("zigbee:{}", kind.default_ieee())
     }
 
-    struct Site {
-        pty: PtyEmulator,
-        daemon: TestDaemon,
-        probe: Probe,
-        prefix: String,
+    pub(crate) struct Site {
+        pub(crate) pty: PtyEmulator,
+        pub(crate) daemon: TestDaemon,
+        pub(crate) probe: Probe,
+        pub(crate) prefix: String,
+    }
+
+    /// How a [`Site`] differs from the default one.
+    #[derive(Default)]
+    pub(crate) struct SiteConfig {
+        /// `[radio.options]` lines besides the fast timings.
+        pub(crate) radio_options: String,
+        /// `[gateway]` lines besides the id and state dir (e.g. `policy_public_key`).
+        pub(crate) gateway: String,
+        /// The daemon's log level (default `info`).
+        pub(crate) log_level: Option<String>,
+        /// The broker URL the gateway is given (default: the shared broker). The probe
+        /// always listens on the shared broker.
+        pub(crate) broker_url: Option<String>,
+        /// The emulator's devices (default: one of each kind).
+        pub(crate) devices: Option<Vec<(DeviceKind, fieldgate_zigbee::IeeeAddr)>>,
     }
 
     impl Site {
@@ -1707,7 +1745,17 @@ mod device_requests {
 
         /// A site whose radio has these `[radio.options]` besides the fast timings.
         async fn start_with(options: &str) -> Site {
+            Site::start_config(SiteConfig {
+                radio_options: options.into(),
+                ..Default::default()
+            })
+            .await
+        }
+
+        pub(crate) async fn start_config(cfg: SiteConfig) -> Site {
+            let defaults = EmulatorConfig::default();
             let pty = PtyEmulator::spawn(EmulatorConfig {
+                devices: cfg.devices.unwrap_or(defaults.devices),
                 timing: DeviceTiming {
                     report_interval: Duration::from_secs(3600),
                     sleepy_wake_interval: Duration::from_secs(3600),
@@ -1721,11 +1769,23 @@ mod device_requests {
             let b = broker();
             let prefix = format!("fgtest/{}", unique("req"));
             let mut daemon = TestDaemon::prepare(&format!(
-                "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"{}\"\n\n[radio.options]\n{FAST}\n[upstream]\nurl = \"{}\"\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\n",
+                "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"{}\"\n\n[radio.options]\n{FAST}{}\n[upstream]\nurl = \"{}\"\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\n",
                 pty.path().display(),
-                b.url(),
+                cfg.radio_options,
+                cfg.broker_url.unwrap_or_else(|| b.url()),
                 unique("fgr")
-            ).replace("[upstream]", &format!("{options}[upstream]")));
+            ));
+            let text = std::fs::read_to_string(&daemon.config).expect("config");
+            let gateway = format!(
+                "log_level = \"{}\"\n{}",
+                cfg.log_level.as_deref().unwrap_or("info"),
+                cfg.gateway
+            );
+            std::fs::write(
+                &daemon.config,
+                text.replacen("log_level = \"info\"\n", &gateway, 1),
+            )
+            .expect("config");
             let probe = Probe::connect(b, &[format!("{prefix}/#")]).await;
             daemon.spawn();
             let site = Site {
@@ -1738,7 +1798,7 @@ mod device_requests {
             site
         }
 
-        async fn wait_log(&self, what: &str) {
+        pub(crate) async fn wait_log(&self, what: &str) {
             let deadline = Instant::now() + Duration::from_secs(20);
             while !self.daemon.log().contains(what) {
                 assert!(Instant::now() < deadline, "{}", self.daemon.log());
@@ -1746,12 +1806,12 @@ mod device_requests {
             }
         }
 
-        fn wake(&self) {
+        pub(crate) fn wake(&self) {
             let ieee = DeviceKind::SleepySensor.default_ieee();
             self.pty.sim.with(|e, now| e.wake(now, ieee));
         }
 
-        fn device_json(&self, id: &str) -> serde_json::Value {
+        pub(crate) fn device_json(&self, id: &str) -> serde_json::Value {
             let out = self.daemon.cli(&["devices", "--json"]);
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             let list = v
@@ -1763,9 +1823,21 @@ mod device_requests {
         }
 
         /// Pairs the devices; wakes the sleepy sensor until its interview is done.
-        async fn pair(&self) {
-            let out = self.daemon.cli(&["pair", "zb0", "--seconds", "30"]);
-            assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        /// Opens a join window on `zb0` through the API (`fieldgate pair` would watch
+        /// the window until it closes).
+        pub(crate) async fn permit_join(&self, seconds: u32) {
+            fieldgate::api::client::ApiClient::new(&self.daemon.socket)
+                .call(
+                    hyper::Method::POST,
+                    "/v1/radios/zb0/permit-join",
+                    Some(json!({ "seconds": seconds })),
+                )
+                .await
+                .expect("join window opened");
+        }
+
+        pub(crate) async fn pair(&self) {
+            self.permit_join(30).await;
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 let plug = self.device_json(&dev(DeviceKind::SmartPlug));
@@ -1786,7 +1858,7 @@ mod device_requests {
             }
         }
 
-        async fn request(&self, op: &str, body: serde_json::Value, retain: bool) {
+        pub(crate) async fn request(&self, op: &str, body: serde_json::Value, retain: bool) {
             self.probe
                 .client
                 .publish(
@@ -1799,7 +1871,7 @@ mod device_requests {
                 .expect("publish request");
         }
 
-        fn responses(&self, cid: &str) -> Vec<serde_json::Value> {
+        pub(crate) fn responses(&self, cid: &str) -> Vec<serde_json::Value> {
             self.probe
                 .messages()
                 .iter()
@@ -1809,7 +1881,12 @@ mod device_requests {
                 .collect()
         }
 
-        async fn response(&self, cid: &str, status: &str, limit: Duration) -> serde_json::Value {
+        pub(crate) async fn response(
+            &self,
+            cid: &str,
+            status: &str,
+            limit: Duration,
+        ) -> serde_json::Value {
             self.probe
                 .wait_for(&format!("{cid} {status}"), limit, |_| {
                     self.responses(cid).iter().any(|v| v["status"] == status)
@@ -1833,7 +1910,7 @@ mod device_requests {
             self.daemon.spawn();
         }
 
-        fn audit_count(&self, action: &str, target: &str, outcome: &str) -> usize {
+        pub(crate) fn audit_count(&self, action: &str, target: &str, outcome: &str) -> usize {
             let c = fieldgate::store::open_reader(&self.daemon.db()).expect("db");
             c.query_row(
                 "SELECT count(*) FROM audit WHERE action = ?1 AND target = ?2 AND outcome = ?3",

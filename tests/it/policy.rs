@@ -2,6 +2,8 @@
 //! pinned key, refusal of unsigned, tampered and older policies, the cache across
 //! a restart, and no secret in the daemon's logs even at trace level.
 
+mod uplink;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};

@@ -432,6 +432,36 @@ impl Emulator {
         report
     }
 
+    /// Makes the temperature sensor `ieee` measure `centi_celsius` (0.01 °C) and report it
+    /// at once, as a sensor does when its reading moves past its reportable change. False
+    /// when `ieee` is not a joined temperature sensor or the coordinator is not running.
+    pub fn report_temperature(
+        &mut self,
+        now: Duration,
+        ieee: IeeeAddr,
+        centi_celsius: i16,
+    ) -> bool {
+        self.advance(now);
+        self.run_due();
+        if self.state != DEVICE_STATE_COORDINATOR {
+            return false;
+        }
+        let Some(dev) = self
+            .devices
+            .iter_mut()
+            .find(|d| d.ieee == ieee && d.kind == DeviceKind::TempHumidity && d.nwk.is_some())
+        else {
+            return false;
+        };
+        match dev.temperature_report(centi_celsius, now) {
+            Some(frame) => {
+                self.emit(&frame);
+                true
+            }
+            None => false,
+        }
+    }
+
     // ---- inspection ----
 
     pub fn stats(&self) -> EmulatorStats {

@@ -520,6 +520,34 @@ fn a_garbled_burst_loses_only_the_corrupted_frames() {
 }
 
 #[test]
+fn a_temperature_report_on_demand_carries_the_value_and_updates_the_attribute() {
+    let mut h = Host::new(EmulatorConfig::default());
+    let th = DeviceKind::TempHumidity.default_ieee();
+    assert!(!h.emu.report_temperature(h.now, th, 2600), "no network yet");
+    h.form();
+    h.open_join();
+    assert!(h.emu.report_temperature(h.now, th, -450));
+    let plug = DeviceKind::SmartPlug.default_ieee();
+    assert!(!h.emu.report_temperature(h.now, plug, 2600), "not a sensor");
+    let got: Vec<i64> = incoming(&h.collect())
+        .into_iter()
+        .filter(|(c, _)| *c == id::TEMPERATURE)
+        .filter_map(|(_, f)| match f.command {
+            ZclCommand::ReportAttributes { records } => records[0].value.as_i64(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![-450]);
+    assert_eq!(
+        h.emu
+            .device(th)
+            .and_then(|d| d.attribute(id::TEMPERATURE, 0x0000))
+            .and_then(ZclValue::as_i64),
+        Some(-450)
+    );
+}
+
+#[test]
 fn a_stuck_device_never_gives_its_simple_descriptor() {
     let mut h = Host::new(EmulatorConfig::default());
     h.form();
