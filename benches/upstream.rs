@@ -11,7 +11,8 @@
 //!    comes up.
 //!
 //! Run: `cargo bench --bench upstream` (env FIELDGATE_BENCH_EVENTS,
-//! FIELDGATE_BENCH_EVENTS_FULL, FIELDGATE_BENCH_BACKLOG, FIELDGATE_BENCH_BARE).
+//! FIELDGATE_BENCH_EVENTS_FULL, FIELDGATE_BENCH_BACKLOG, FIELDGATE_BENCH_BARE;
+//! FIELDGATE_BENCH_ONLY=e2e runs the end-to-end path alone, for a profiler).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -388,6 +389,14 @@ fn main() {
     let n_events = env_usize("FIELDGATE_BENCH_EVENTS", 20_000);
     let n_full = env_usize("FIELDGATE_BENCH_EVENTS_FULL", 2_000);
     let backlog = env_usize("FIELDGATE_BENCH_BACKLOG", 100_000);
+    if std::env::var("FIELDGATE_BENCH_ONLY").as_deref() == Ok("e2e") {
+        // For profiling the gateway's own path: end to end only, no baseline.
+        rt.block_on(async {
+            let (ev, msg) = end_to_end(port, n_events, "normal").await;
+            println!("end to end, sync=normal: {ev:.0} events/s = {msg:.0} msg/s");
+        });
+        std::process::exit(0);
+    }
     rt.block_on(async {
         // Warm-up of both paths.
         bare(port, 2_000).await;

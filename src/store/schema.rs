@@ -113,6 +113,32 @@ CREATE TABLE request_replay (
 CREATE INDEX request_replay_by_age ON request_replay (created_ms);
 "#,
         ),
+        // The outbox without a unique index on msg_id: ids are UUIDv7 made here, unique
+        // by construction, and the index cost a B-tree insert and delete per message.
+        // The AUTOINCREMENT high-water mark is carried over so no seq is ever reused.
+        M::up(
+            r#"
+CREATE TABLE outbox_next (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    device_id   TEXT,
+    topic       TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    retain      INTEGER NOT NULL DEFAULT 0,
+    created_ms  INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO outbox_next (id, msg_id, kind, device_id, topic, payload, retain, created_ms, attempts)
+    SELECT id, msg_id, kind, device_id, topic, payload, retain, created_ms, attempts FROM outbox;
+DELETE FROM sqlite_sequence WHERE name = 'outbox_next';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'outbox_next', seq FROM sqlite_sequence WHERE name = 'outbox';
+DROP TABLE outbox;
+ALTER TABLE outbox_next RENAME TO outbox;
+CREATE INDEX outbox_by_kind ON outbox (kind, id);
+"#,
+        ),
     ])
 }
 
@@ -121,5 +147,50 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         super::migrations().validate().unwrap();
+    }
+
+    /// Rebuilding the outbox keeps its rows and never hands out a seq again, even
+    /// when every row had been delivered (deleted) before the upgrade.
+    #[test]
+    fn outbox_rebuild_keeps_rows_and_the_seq_high_water_mark() {
+        use crate::store::outbox::{self, MessageKind, NewMessage};
+        use rusqlite_migration::SchemaVersion;
+        let msg = || NewMessage {
+            kind: MessageKind::Lifecycle,
+            device: None,
+            topic: "event".into(),
+            retain: false,
+            data: serde_json::json!({"n": 1}),
+            event_time: std::time::SystemTime::now(),
+        };
+        for keep_one in [false, true] {
+            let mut c = rusqlite::Connection::open_in_memory().unwrap();
+            super::migrations().to_version(&mut c, 3).unwrap();
+            assert_eq!(
+                super::migrations().current_version(&c).unwrap(),
+                SchemaVersion::Inside(std::num::NonZeroUsize::new(3).unwrap())
+            );
+            for _ in 0..5 {
+                outbox::append(&c, "gw", &msg()).unwrap();
+            }
+            let del: Vec<i64> = if keep_one {
+                vec![1, 2, 3, 5]
+            } else {
+                (1..=5).collect()
+            };
+            outbox::delete(&c, &del).unwrap();
+            super::migrations().to_latest(&mut c).unwrap();
+            assert!(matches!(
+                super::migrations().current_version(&c).unwrap(),
+                SchemaVersion::Inside(_)
+            ));
+            let left: Vec<i64> = outbox::pending(&c, 0, 10)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect();
+            assert_eq!(left, if keep_one { vec![4] } else { vec![] });
+            assert_eq!(outbox::append(&c, "gw", &msg()).unwrap(), 6);
+        }
     }
 }
