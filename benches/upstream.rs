@@ -385,8 +385,8 @@ fn main() {
         .build()
         .expect("runtime");
     let port = start_broker();
-    let n_bare = env_usize("FIELDGATE_BENCH_BARE", 40_000);
-    let n_events = env_usize("FIELDGATE_BENCH_EVENTS", 20_000);
+    let n_bare = env_usize("FIELDGATE_BENCH_BARE", 200_000);
+    let n_events = env_usize("FIELDGATE_BENCH_EVENTS", 100_000);
     let n_full = env_usize("FIELDGATE_BENCH_EVENTS_FULL", 2_000);
     let backlog = env_usize("FIELDGATE_BENCH_BACKLOG", 100_000);
     if std::env::var("FIELDGATE_BENCH_ONLY").as_deref() == Ok("e2e") {

@@ -2177,23 +2177,12 @@ fn apply_events(
     batch: &[DeviceEvent],
 ) -> Result<Vec<Applied>, StoreError> {
     c.execute_batch("SAVEPOINT events")?;
-    let mut out = Vec::with_capacity(batch.len());
-    let mut failed = false;
-    for ev in batch {
-        match apply_event(c, ctx, ev) {
-            Ok(applied) => out.push(applied),
-            Err(_) => {
-                failed = true;
-                break;
-            }
-        }
-    }
-    if !failed && queue_states(c, ctx, &out).is_ok() {
+    if let Ok(out) = apply_burst(c, ctx, batch) {
         c.execute_batch("RELEASE events")?;
         return Ok(out);
     }
     c.execute_batch("ROLLBACK TO events")?;
-    out.clear();
+    let mut out = Vec::with_capacity(batch.len());
     for ev in batch {
         c.execute_batch("SAVEPOINT event")?;
         match apply_event(c, ctx, ev) {
@@ -2215,6 +2204,118 @@ fn apply_events(
     Ok(out)
 }
 
+/// Readings of one live device inside a burst, merged in memory and written once.
+struct Merging {
+    id: DeviceId,
+    patch: serde_json::Map<String, serde_json::Value>,
+    ts: String,
+    at: SystemTime,
+    health: serde_json::Value,
+}
+
+impl Merging {
+    /// Writes the merged readings to the registry and queues the retained state.
+    fn flush(self, c: &Connection, ctx: &EventContext) -> Result<(), StoreError> {
+        if let Some(state) = registry::merge_state(c, &self.id, &self.patch, &self.ts)? {
+            queue_state(c, ctx, &self.id, &state, self.at)?;
+        }
+        Ok(())
+    }
+}
+
+/// The fast path of a burst: readings from known, live devices are merged in memory
+/// per device and written once per device (one registry update and one retained
+/// state message per device per burst, each reading still its own telemetry);
+/// every other event, and the first reading of an unknown device, goes through
+/// `apply_event`, after the device's pending merge has been written so that the
+/// event sees the registry as it would one event at a time.
+fn apply_burst(
+    c: &Connection,
+    ctx: &EventContext,
+    batch: &[DeviceEvent],
+) -> Result<Vec<Applied>, StoreError> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut merging: Vec<Option<Merging>> = Vec::new();
+    let mut slot_of: HashMap<DeviceId, usize> = HashMap::new();
+    for ev in batch {
+        let id = ev.device_id();
+        if let DeviceEventKind::Readings(readings) = &ev.kind {
+            let slot = match slot_of.get(&id) {
+                Some(&i) => Some(i),
+                None => registry::live_health(c, &id)?.map(|health| {
+                    merging.push(Some(Merging {
+                        id: id.clone(),
+                        patch: serde_json::Map::new(),
+                        ts: String::new(),
+                        at: ev.received_at,
+                        health: parse_health(&health),
+                    }));
+                    slot_of.insert(id.clone(), merging.len() - 1);
+                    merging.len() - 1
+                }),
+            };
+            if let Some(m) = slot.and_then(|i| merging[i].as_mut()) {
+                for r in readings {
+                    m.patch.insert(
+                        r.name.clone(),
+                        serde_json::to_value(&r.value).unwrap_or(serde_json::Value::Null),
+                    );
+                }
+                m.ts = rfc3339(ev.received_at);
+                m.at = ev.received_at;
+                let mut applied = Applied {
+                    spoke: Some(id.to_string()),
+                    ..Applied::default()
+                };
+                readings_recorded(
+                    c,
+                    ctx,
+                    &id,
+                    readings,
+                    &mut m.health,
+                    ev.received_at,
+                    &mut applied,
+                )?;
+                out.push(applied);
+                continue;
+            }
+        }
+        if let Some(m) = slot_of.remove(&id).and_then(|i| merging[i].take()) {
+            m.flush(c, ctx)?;
+        }
+        let mut applied = apply_event(c, ctx, ev)?;
+        if let Some((id, state, at)) = applied.state.take() {
+            queue_state(c, ctx, &id, &state, at)?;
+        }
+        out.push(applied);
+    }
+    for m in merging.into_iter().flatten() {
+        m.flush(c, ctx)?;
+    }
+    Ok(out)
+}
+
+fn queue_state(
+    c: &Connection,
+    ctx: &EventContext,
+    id: &DeviceId,
+    state: &str,
+    at: SystemTime,
+) -> Result<i64, StoreError> {
+    outbox::append(
+        c,
+        &ctx.gateway_id,
+        &NewMessage {
+            kind: MessageKind::State,
+            device: Some(id.clone()),
+            topic: format!("device/{id}/state"),
+            retain: true,
+            data: serde_json::from_str(state).unwrap_or_else(|_| json!({})),
+            event_time: at,
+        },
+    )
+}
+
 /// Queues one retained state message per device whose readings changed it in this
 /// burst, carrying its state at the end of the burst. The state topic holds the
 /// latest state only, so states superseded inside the same commit are never sent;
@@ -2232,32 +2333,19 @@ fn queue_states(c: &Connection, ctx: &EventContext, applied: &[Applied]) -> Resu
         }
     }
     for (id, state, at) in last {
-        outbox::append(
-            c,
-            &ctx.gateway_id,
-            &NewMessage {
-                kind: MessageKind::State,
-                device: Some(id.clone()),
-                topic: format!("device/{id}/state"),
-                retain: true,
-                data: serde_json::from_str(state).unwrap_or_else(|_| json!({})),
-                event_time: at,
-            },
-        )?;
+        queue_state(c, ctx, id, state, at)?;
     }
     Ok(())
 }
 
-/// What follows a reading once the registry has merged it: its telemetry, the state
-/// due at the end of the burst, and the health flags it clears or raises.
-#[allow(clippy::too_many_arguments)]
+/// What follows a reading once the registry knows it: its telemetry, and the health
+/// flags it clears or raises (`health` is the device's current flags, kept up to date).
 fn readings_recorded(
     c: &Connection,
     ctx: &EventContext,
     id: &DeviceId,
     readings: &[Reading],
-    state: String,
-    health: &str,
+    health: &mut serde_json::Value,
     at: SystemTime,
     out: &mut Applied,
 ) -> Result<(), StoreError> {
@@ -2278,15 +2366,10 @@ fn readings_recorded(
     } else {
         None
     };
-    // The retained state message is queued once per device per burst, after the
-    // burst (see `queue_states`).
-    out.state = Some((id.clone(), state, at));
-    let health: serde_json::Value = if health == "{}" {
-        json!({})
-    } else {
-        serde_json::from_str(health).unwrap_or_else(|_| json!({}))
-    };
     if health.get("offline").is_some() && registry::set_health_flag(c, id, "offline", false)? {
+        if let Some(flags) = health.as_object_mut() {
+            flags.remove("offline");
+        }
         availability_msg(c, gw, id, true, at)?;
         lifecycle_msg(
             c,
@@ -2302,7 +2385,7 @@ fn readings_recorded(
             raised: false,
         });
     }
-    health_flags(c, ctx, id, &health, readings, out, at)?;
+    health_flags(c, ctx, id, health, readings, out, at)?;
     out.notices.push(Notice::Readings {
         device: id.to_string(),
         readings: readings.to_vec(),
@@ -2310,6 +2393,17 @@ fn readings_recorded(
     });
     out.readings = Some((id.to_string(), readings.to_vec()));
     Ok(())
+}
+
+fn parse_health(text: &str) -> serde_json::Value {
+    if text == "{}" {
+        json!({})
+    } else {
+        serde_json::from_str(text)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| json!({}))
+    }
 }
 
 fn apply_event(
@@ -2329,7 +2423,16 @@ fn apply_event(
     // The common case first: a reading from a known device is one UPDATE.
     if let DeviceEventKind::Readings(readings) = &ev.kind {
         if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
-            readings_recorded(c, ctx, &id, readings, state, &health, at, &mut out)?;
+            readings_recorded(
+                c,
+                ctx,
+                &id,
+                readings,
+                &mut parse_health(&health),
+                at,
+                &mut out,
+            )?;
+            out.state = Some((id.clone(), state, at));
             return Ok(out);
         }
     }
@@ -2539,7 +2642,16 @@ fn apply_event(
                 return Ok(out);
             }
             if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
-                readings_recorded(c, ctx, &id, readings, state, &health, at, &mut out)?;
+                readings_recorded(
+                    c,
+                    ctx,
+                    &id,
+                    readings,
+                    &mut parse_health(&health),
+                    at,
+                    &mut out,
+                )?;
+                out.state = Some((id.clone(), state, at));
             }
         }
         DeviceEventKind::Left => {
@@ -2735,7 +2847,7 @@ fn health_flags(
     c: &Connection,
     ctx: &EventContext,
     id: &DeviceId,
-    current: &serde_json::Value,
+    current: &mut serde_json::Value,
     readings: &[Reading],
     out: &mut Applied,
     at: SystemTime,
@@ -2755,6 +2867,13 @@ fn health_flags(
             // Most readings change nothing: decide from the row already read.
             let unchanged = current.get(flag).is_some() == raised;
             if !unchanged && registry::set_health_flag(c, id, flag, raised)? {
+                if let Some(flags) = current.as_object_mut() {
+                    if raised {
+                        flags.insert(flag.to_string(), serde_json::Value::Bool(true));
+                    } else {
+                        flags.remove(flag);
+                    }
+                }
                 lifecycle_msg(
                     c,
                     &ctx.gateway_id,
@@ -2993,6 +3112,76 @@ mod tests {
                 .apply_policy(doc.to_string().as_bytes(), "test", "test")
                 .await
         }
+    }
+
+    #[tokio::test]
+    async fn a_burst_merges_readings_per_device_in_event_order() {
+        let mut rig = rig();
+        rig.events(vec![
+            event("0x0001", DeviceEventKind::Joined),
+            event("0x0002", DeviceEventKind::Joined),
+        ])
+        .await;
+        let reader = rig.store.reader().unwrap();
+        let after = outbox::pending(&reader, 0, 10_000)
+            .unwrap()
+            .last()
+            .unwrap()
+            .seq;
+        let notices = rig
+            .events(vec![
+                event("0x0001", reading("temperature", Value::Number(20.0))),
+                event("0x0002", reading("battery", Value::Number(5.0))),
+                event("0x0001", reading("humidity", Value::Number(40.0))),
+                // Low twice in one burst: the flag is raised once.
+                event("0x0002", reading("battery", Value::Number(4.0))),
+                // Another kind of event for device 1 sees its readings so far.
+                event("0x0001", DeviceEventKind::Left),
+                event("0x0001", reading("temperature", Value::Number(21.0))),
+            ])
+            .await;
+        let health: Vec<_> = notices
+            .iter()
+            .filter(|n| matches!(n, Notice::Health { flag, .. } if flag == "battery_low"))
+            .collect();
+        assert_eq!(health.len(), 1);
+        let readings = notices
+            .iter()
+            .filter(|n| matches!(n, Notice::Readings { .. }))
+            .count();
+        assert_eq!(readings, 5);
+        let rows = outbox::pending(&reader, after, 10_000).unwrap();
+        let of = |kind: &str, dev: &str| -> Vec<serde_json::Value> {
+            rows.iter()
+                .filter(|r| r.kind == kind && r.topic.contains(dev))
+                .map(|r| {
+                    serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()["data"].clone()
+                })
+                .collect()
+        };
+        // Every reading is its own telemetry message.
+        assert_eq!(of("telemetry", "0x0001").len(), 3);
+        assert_eq!(of("telemetry", "0x0002").len(), 2);
+        // Device 1: its state before the `left` event, then the state at the end.
+        assert_eq!(
+            of("state", "0x0001"),
+            [
+                json!({"temperature": 20.0, "humidity": 40.0}),
+                json!({"temperature": 21.0, "humidity": 40.0})
+            ]
+        );
+        assert_eq!(of("state", "0x0002"), [json!({"battery": 4.0})]);
+        // The state message for device 1 comes before the `left` lifecycle message.
+        let pos = |pred: &dyn Fn(&outbox::OutboxRow) -> bool| rows.iter().position(pred).unwrap();
+        assert!(
+            pos(&|r| r.kind == "state" && r.topic.contains("0x0001"))
+                < pos(&|r| r.kind == "lifecycle" && r.topic.contains("0x0001"))
+        );
+        assert_eq!(
+            rig.device("0x0001").last_state,
+            json!({"temperature": 21.0, "humidity": 40.0})
+        );
+        assert_eq!(rig.device("0x0002").health, json!({"battery_low": true}));
     }
 
     #[tokio::test]

@@ -192,19 +192,46 @@ pub fn merge_readings(
     }
     let patch = serde_json::Value::Object(patch).to_string();
     Ok(conn
-        .prepare_cached(
-            "UPDATE devices SET last_state = json_patch(
-                 CASE WHEN json_valid(last_state) AND json_type(last_state) = 'object'
-                      THEN last_state ELSE '{}' END, ?2),
-                 last_seen = ?3
-             WHERE id = ?1 AND lifecycle != 'decommissioned'
-             RETURNING last_state, health",
-        )?
+        .prepare_cached(MERGE_SQL)?
         .query_row(params![id.as_str(), patch, ts], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })
         .optional()?)
 }
+
+/// The health flags (JSON text) of a known device that is not decommissioned.
+pub fn live_health(conn: &Connection, id: &DeviceId) -> StoreResult<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT health FROM devices WHERE id = ?1 AND lifecycle != 'decommissioned'",
+        )?
+        .query_row([id.as_str()], |r| r.get(0))
+        .optional()?)
+}
+
+/// Applies a JSON merge patch of readings to a known device's state (see
+/// [`merge_readings`]); returns the new state, or `None` when the device is unknown
+/// or decommissioned.
+pub fn merge_state(
+    conn: &Connection,
+    id: &DeviceId,
+    patch: &serde_json::Map<String, serde_json::Value>,
+    ts: &str,
+) -> StoreResult<Option<String>> {
+    let patch =
+        serde_json::to_string(patch).map_err(|e| super::StoreError::Invalid(e.to_string()))?;
+    Ok(conn
+        .prepare_cached(MERGE_SQL)?
+        .query_row(params![id.as_str(), patch, ts], |r| r.get::<_, String>(0))
+        .optional()?)
+}
+
+const MERGE_SQL: &str = "UPDATE devices SET last_state = json_patch(
+                 CASE WHEN json_valid(last_state) AND json_type(last_state) = 'object'
+                      THEN last_state ELSE '{}' END, ?2),
+                 last_seen = ?3
+             WHERE id = ?1 AND lifecycle != 'decommissioned'
+             RETURNING last_state, health";
 
 pub fn set_lifecycle(conn: &Connection, id: &DeviceId, lifecycle: Lifecycle) -> StoreResult<usize> {
     Ok(conn
