@@ -63,7 +63,7 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Gateway status: radios, devices, outbox.
+    /// Gateway status: radios, devices, outbox, requests held for sleeping devices.
     Status {
         #[arg(long)]
         json: bool,
@@ -89,12 +89,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read fresh values from a device; a sleeping device's read is held until it wakes.
+    Refresh {
+        id: String,
+        /// Only these attributes in the answer (names as in the device's state), e.g.
+        /// `on_off,voltage`.
+        #[arg(long, value_delimiter = ',')]
+        attributes: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The policy: admission, health, firmware, credentials, local rules.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Show one device.
+    /// Show one device and the requests held for it.
     Device {
         id: String,
         #[arg(long)]
@@ -415,6 +425,11 @@ async fn async_main(cli: Cli) -> ExitCode {
                     value,
                     json,
                 } => cli::set(&api, id, action, *value, *json).await,
+                Command::Refresh {
+                    id,
+                    attributes,
+                    json,
+                } => cli::refresh(&api, id, attributes, *json).await,
                 Command::Policy {
                     command: PolicyCommand::Apply { file, json },
                 } => cli::policy_apply(&api, file, *json).await,

@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context, Result};
 use hyper::Method;
 use serde_json::{json, Value};
 
-use super::client::ApiClient;
+use super::client::{ApiClient, ClientError};
 use crate::store::audit;
 
 fn s(v: &Value) -> String {
@@ -75,16 +75,22 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
         d["decommissioned"].as_u64().unwrap_or(0)
     );
     let o = &v["outbox"];
-    let age = o["oldest_age_ms"]
-        .as_u64()
-        .map(|ms| humantime::format_duration(Duration::from_secs(ms / 1000)).to_string())
-        .unwrap_or_else(|| "-".into());
     println!(
         "outbox    {} messages, {} bytes, oldest {}",
         o["depth"].as_u64().unwrap_or(0),
         o["bytes"].as_u64().unwrap_or(0),
-        age
+        age(&o["oldest_age_ms"])
     );
+    let h = &v["held_requests"];
+    match h["total"].as_u64().unwrap_or(0) {
+        0 => println!("held      no requests held for sleeping devices"),
+        n => println!(
+            "held      {n} request(s) for sleeping devices ({} waiting for a wake, {} sent), oldest {}",
+            h["queued"].as_u64().unwrap_or(0),
+            h["sent"].as_u64().unwrap_or(0),
+            age(&h["oldest_age_ms"])
+        ),
+    }
     let creds = &v["credentials"];
     if let Some(total) = creds["total"].as_u64() {
         let due = creds["due_for_rotation"]
@@ -127,6 +133,13 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
         table(&["radio", "protocol", "port", "state", "detail"], &rows);
     }
     Ok(())
+}
+
+/// An age in milliseconds as whole seconds (`5m 3s`), `-` when absent.
+fn age(ms: &Value) -> String {
+    ms.as_u64()
+        .map(|ms| humantime::format_duration(Duration::from_secs(ms / 1000)).to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 /// The uplink lines of `fieldgate status` (see `crate::upstream::UpstreamSnapshot`).
@@ -240,6 +253,38 @@ pub async fn device(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
     }
     println!("{:<15} {}", "capabilities", s(&v["capabilities"]));
     println!("{:<15} {}", "last_state", s(&v["last_state"]));
+    let held = v["held_requests"].as_array().cloned().unwrap_or_default();
+    if held.is_empty() {
+        println!("{:<15} none", "held_requests");
+        return Ok(());
+    }
+    println!("{:<15} {}", "held_requests", held.len());
+    let rows: Vec<Vec<String>> = held
+        .iter()
+        .map(|r| {
+            vec![
+                s(&r["id"]),
+                s(&r["operation"]),
+                s(&r["command"]),
+                s(&r["state"]),
+                s(&r["origin"]),
+                s(&r["created_at"]),
+                s(&r["expires_at"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "request",
+            "operation",
+            "command",
+            "state",
+            "from",
+            "created",
+            "expires",
+        ],
+        &rows,
+    );
     Ok(())
 }
 
@@ -454,17 +499,13 @@ pub async fn set(
             &format!("/v1/devices/{id}/command"),
             Some(body),
         )
-        .await?;
+        .await
+        .map_err(device_error)?;
     if as_json {
         return print_json(&v);
     }
     if v["status"] == "queued" {
-        println!(
-            "{} is asleep: held as request {} until it wakes (expires {})",
-            s(&v["device"]),
-            v["request_id"],
-            s(&v["expires_at"])
-        );
+        print_held(&v);
         return Ok(());
     }
     println!(
@@ -472,6 +513,88 @@ pub async fn set(
         s(&v["device"]),
         s(&v["command_id"])
     );
+    Ok(())
+}
+
+/// The answer to `set` or `refresh` for a sleeping device (202 from the API).
+fn print_held(v: &Value) {
+    println!(
+        "{} is asleep: held as request {} until it wakes (expires {})",
+        s(&v["device"]),
+        v["request_id"],
+        s(&v["expires_at"])
+    );
+}
+
+/// A refused `set` or `refresh`, with what to look at next.
+fn device_error(e: ClientError) -> anyhow::Error {
+    let hint = match &e {
+        ClientError::Api { code, .. } => match code.as_str() {
+            "unknown_device" => "`fieldgate devices` lists the devices this gateway knows",
+            "bad_device_id" => "device ids are as `fieldgate devices` shows them",
+            "device_quarantined" => "`fieldgate policy show` has the firmware minimum",
+            "radio_unavailable" => "`fieldgate status` shows the radio's state",
+            "device_unreachable" | "device_timeout" => {
+                "it may be out of range or off; `fieldgate device ID` shows when it was last heard"
+            }
+            _ => "",
+        },
+        _ => "",
+    };
+    if hint.is_empty() {
+        anyhow!(e)
+    } else {
+        anyhow!("{e}; {hint}")
+    }
+}
+
+/// `fieldgate refresh ID [--attributes a,b]`: reads fresh values from an awake device
+/// and prints them; a sleeping device's refresh is held until it wakes.
+pub async fn refresh(
+    api: &ApiClient,
+    id: &str,
+    attributes: &[String],
+    as_json: bool,
+) -> Result<()> {
+    if let Some(bad) = attributes
+        .iter()
+        .find(|a| a.is_empty() || a.chars().any(char::is_whitespace))
+    {
+        return Err(anyhow!(
+            "{bad:?} is not an attribute name (names are as in the device's last_state, e.g. on_off,voltage)"
+        ));
+    }
+    let body = (!attributes.is_empty()).then(|| json!({ "attributes": attributes }));
+    let v = api
+        .call(Method::POST, &format!("/v1/devices/{id}/refresh"), body)
+        .await
+        .map_err(device_error)?;
+    if as_json {
+        return print_json(&v);
+    }
+    if v["status"] == "queued" {
+        print_held(&v);
+        return Ok(());
+    }
+    println!(
+        "{id}: {} (command {})",
+        s(&v["detail"]),
+        s(&v["command_id"])
+    );
+    let state = v["state"].as_object().cloned().unwrap_or_default();
+    if state.is_empty() {
+        println!(
+            "no values{}",
+            if attributes.is_empty() {
+                ""
+            } else {
+                " for the attributes asked for"
+            }
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = state.iter().map(|(k, v)| vec![k.clone(), s(v)]).collect();
+    table(&["attribute", "value"], &rows);
     Ok(())
 }
 

@@ -212,14 +212,93 @@ pub struct StatusReply {
     /// Stored secrets (count) and those due for rotation.
     #[serde(default)]
     pub credentials: serde_json::Value,
+    /// Requests held for sleeping devices.
+    #[serde(default)]
+    pub held_requests: HeldRequestsStatus,
+}
+
+/// The `held_requests` of `GET /v1/status`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct HeldRequestsStatus {
+    pub total: u64,
+    /// Waiting for their device to wake.
+    pub queued: u64,
+    /// Handed to the radio, waiting for its result.
+    pub sent: u64,
+    pub oldest_created_at: Option<String>,
+    /// Age of the oldest held request, in milliseconds.
+    pub oldest_age_ms: Option<u64>,
+}
+
+impl From<store::requests::HeldSummary> for HeldRequestsStatus {
+    fn from(h: store::requests::HeldSummary) -> Self {
+        let oldest_age_ms = h
+            .oldest_created_at
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .map(|t| {
+                std::time::SystemTime::now()
+                    .duration_since(t)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    .unwrap_or(0)
+            });
+        HeldRequestsStatus {
+            total: h.total,
+            queued: h.queued,
+            sent: h.sent,
+            oldest_created_at: h.oldest_created_at,
+            oldest_age_ms,
+        }
+    }
+}
+
+/// One request held for a sleeping device, as `GET /v1/devices/{id}` shows it: an
+/// explicit list of fields, so nothing added to the stored row leaks by default.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeldRequestInfo {
+    pub id: i64,
+    /// `set` or `get`.
+    pub operation: String,
+    pub command: serde_json::Value,
+    /// `mqtt` or `api`.
+    pub origin: String,
+    pub correlation_id: Option<String>,
+    /// `queued` (waiting for the device to wake) or `sent` (waiting for the radio).
+    pub state: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+impl From<store::requests::PendingRequest> for HeldRequestInfo {
+    fn from(r: store::requests::PendingRequest) -> Self {
+        HeldRequestInfo {
+            id: r.id,
+            operation: r.operation,
+            command: r.command,
+            origin: r.origin,
+            correlation_id: r.correlation_id,
+            state: r.state,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+/// `GET /v1/devices/{id}`: the registry entry and the requests held for it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    pub device: registry::Device,
+    pub held_requests: Vec<HeldRequestInfo>,
 }
 
 async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
-    let (counts, ob, creds) = read(&s, |c| {
+    let (counts, ob, creds, held) = read(&s, |c| {
         Ok((
             registry::counts(c)?,
             outbox::stats(c)?,
             credential_status(c)?,
+            store::requests::summary(c)?,
         ))
     })
     .await?;
@@ -260,6 +339,7 @@ async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
         }),
         upstream: s.upstream.as_ref().map(|u| u.snapshot()),
         credentials: creds,
+        held_requests: held.into(),
     }))
 }
 
@@ -291,13 +371,22 @@ async fn list_devices(
 async fn get_device(
     State(s): State<ApiState>,
     UrlPath(raw): UrlPath<String>,
-) -> ApiResult<registry::Device> {
+) -> ApiResult<DeviceDetail> {
     let id = device_id(&raw)?;
     let id2 = id.clone();
-    read(&s, move |c| registry::get(c, &id2))
-        .await?
-        .map(Json)
-        .ok_or_else(|| HubError::UnknownDevice(id.to_string()).into())
+    read(&s, move |c| {
+        let Some(device) = registry::get(c, &id2)? else {
+            return Ok(None);
+        };
+        let held = store::requests::for_device(c, id2.as_str())?;
+        Ok(Some(DeviceDetail {
+            device,
+            held_requests: held.into_iter().map(HeldRequestInfo::from).collect(),
+        }))
+    })
+    .await?
+    .map(Json)
+    .ok_or_else(|| HubError::UnknownDevice(id.to_string()).into())
 }
 
 async fn delete_device(

@@ -119,6 +119,43 @@ pub fn all(conn: &Connection) -> StoreResult<Vec<PendingRequest>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Every request held for `device`, queued or sent, oldest first (for `device`).
+pub fn for_device(conn: &Connection, device: &str) -> StoreResult<Vec<PendingRequest>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM device_requests WHERE device_id = ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([device], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How many requests are held and when the oldest was taken (for `status`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeldSummary {
+    pub total: u64,
+    /// Still waiting for their device to wake.
+    pub queued: u64,
+    /// Handed to the radio, waiting for its result.
+    pub sent: u64,
+    pub oldest_created_at: Option<String>,
+}
+
+pub fn summary(conn: &Connection) -> StoreResult<HeldSummary> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(state = 'queued'), 0), coalesce(sum(state = 'sent'), 0),
+                    (SELECT created_at FROM device_requests ORDER BY id LIMIT 1)
+             FROM device_requests",
+        )?
+        .query_row([], |r| {
+            Ok(HeldSummary {
+                total: r.get::<_, i64>(0)?.max(0) as u64,
+                queued: r.get::<_, i64>(1)?.max(0) as u64,
+                sent: r.get::<_, i64>(2)?.max(0) as u64,
+                oldest_created_at: r.get(3)?,
+            })
+        })?)
+}
+
 /// Records that the request was handed to the radio as `command_id`.
 pub fn mark_sent(conn: &Connection, id: i64, command_id: &str) -> StoreResult<bool> {
     Ok(conn
@@ -230,10 +267,28 @@ mod tests {
         let a = insert(&c, &mk("a", later)).unwrap();
         let b = insert(&c, &mk("b", soon)).unwrap();
         assert_eq!(queued_devices(&c).unwrap(), vec!["zigbee:0x1".to_string()]);
+        let sum = summary(&c).unwrap();
+        assert_eq!((sum.total, sum.queued, sum.sent), (2, 2, 0));
+        assert_eq!(
+            sum.oldest_created_at.as_deref(),
+            Some(a.created_at.as_str())
+        );
+        assert!(for_device(&c, "zigbee:0x2").unwrap().is_empty());
         let q = queued_for(&c, "zigbee:0x1").unwrap();
         assert_eq!(q.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a.id, b.id]);
         assert!(mark_sent(&c, a.id, "cmd-a").unwrap());
         assert!(!mark_sent(&c, a.id, "cmd-x").unwrap(), "sent once");
+        let sum = summary(&c).unwrap();
+        assert_eq!((sum.total, sum.queued, sum.sent), (2, 1, 1));
+        // `queued_for` is what the hub still has to send; `for_device` is everything held.
+        assert_eq!(queued_for(&c, "zigbee:0x1").unwrap().len(), 1);
+        let held = for_device(&c, "zigbee:0x1").unwrap();
+        assert_eq!(
+            held.iter()
+                .map(|r| (r.id, r.state.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(a.id, "sent"), (b.id, "queued")]
+        );
         // Only the queued one expires; the sent one waits for the radio.
         let gone = take_expired(&c, SystemTime::now() + Duration::from_secs(7200)).unwrap();
         assert_eq!(gone.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b.id]);
@@ -241,5 +296,6 @@ mod tests {
         assert_eq!(done.correlation_id.as_deref(), Some("a"));
         assert!(take_by_command_id(&c, "cmd-a").unwrap().is_none());
         assert!(all(&c).unwrap().is_empty());
+        assert_eq!(summary(&c).unwrap(), HeldSummary::default());
     }
 }

@@ -50,11 +50,20 @@ fn seed_device_now(db: &std::path::Path, id: &str, lifecycle: &str) {
 
 /// A daemon whose registry holds two devices before it starts.
 fn daemon_with_devices() -> TestDaemon {
+    daemon_with(&[
+        ("zigbee:0x00124b0001abcdef", "active"),
+        ("zigbee:0x00124b0001000002", "pending"),
+    ])
+}
+
+/// A daemon whose registry holds these devices (id, lifecycle) before it starts.
+fn daemon_with(devices: &[(&str, &str)]) -> TestDaemon {
     let mut d = TestDaemon::prepare(RADIO);
     let db = d.db();
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    seed_device(&db, "zigbee:0x00124b0001abcdef", "active");
-    seed_device(&db, "zigbee:0x00124b0001000002", "pending");
+    for (id, lifecycle) in devices {
+        seed_device(&db, id, lifecycle);
+    }
     d.spawn();
     d
 }
@@ -323,7 +332,11 @@ async fn malformed_requests_get_json_errors() {
 
 #[test]
 fn cli_renders_tables_json_and_clear_errors() {
-    let d = daemon_with_devices();
+    let d = daemon_with(&[
+        ("zigbee:0x00124b0001abcdef", "active"),
+        ("zigbee:0x00124b0001000002", "pending"),
+        ("zigbee:0x00124b0001000003", "quarantined"),
+    ]);
     let out = d.cli(&["devices"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -336,7 +349,7 @@ fn cli_renders_tables_json_and_clear_errors() {
 
     let out = d.cli(&["devices", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v.as_array().unwrap().len(), 3);
 
     let out = d.cli(&["status"]);
     assert!(
@@ -355,6 +368,53 @@ fn cli_renders_tables_json_and_clear_errors() {
     let out = d.cli(&["remove", "zigbee:0x00124b0001000002"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("decommissioned"), "{}", stdout(&out));
+
+    // `refresh` refusals: exit code 1 and a message that says why and what to look at.
+    let refused = |args: &[&str], want: &[&str]| {
+        let out = d.cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+        for w in want {
+            assert!(stderr(&out).contains(w), "{args:?}: {}", stderr(&out));
+        }
+    };
+    refused(
+        &["refresh", "zigbee:0x00124b0001000009"],
+        &["error: no device", "(unknown_device)", "fieldgate devices"],
+    );
+    refused(
+        &["refresh", "zigbee:0x00124b0001000002"],
+        &["is decommissioned", "(device_decommissioned)"],
+    );
+    refused(
+        &[
+            "refresh",
+            "zigbee:0x00124b0001000003",
+            "--attributes",
+            "temperature",
+        ],
+        &[
+            "is quarantined",
+            "(device_quarantined)",
+            "fieldgate policy show",
+        ],
+    );
+    refused(&["refresh", "nonsense"], &["(bad_device_id)"]);
+    refused(
+        &[
+            "refresh",
+            "zigbee:0x00124b0001abcdef",
+            "--attributes",
+            "temperature,",
+        ],
+        &["is not an attribute name"],
+    );
+    // Each refusal by the hub is audited.
+    let refusals = audit_records(&d)
+        .into_iter()
+        .filter(|r| r.action == "device.refresh" && r.outcome == "refused")
+        .count();
+    assert_eq!(refusals, 3);
 
     let out = d.cli(&["pair", "zb0", "--seconds", "5"]);
     assert!(!out.status.success());

@@ -1704,7 +1704,7 @@ async fn sigkill_mid_stream_loses_nothing_committed() {
 /// plug does not report on its own and its sleepy sensor sleeps until the test wakes it.
 pub(crate) mod device_requests {
     use super::*;
-    use crate::common::TestDaemon;
+    use crate::common::{stderr, stdout, TestDaemon};
     use fieldgate::radio::zigbee_sim::PtyEmulator;
     use fieldgate_zigbee::emulator::{DeviceKind, DeviceTiming, EmulatorConfig};
     use fieldgate_zigbee::zcl::ZclValue;
@@ -1910,6 +1910,19 @@ pub(crate) mod device_requests {
             self.daemon.spawn();
         }
 
+        /// How the held request `id` ended, from its last `device.request` audit record.
+        pub(crate) fn held_outcome(&self, id: i64) -> Option<String> {
+            let c = fieldgate::store::open_reader(&self.daemon.db()).expect("db");
+            c.query_row(
+                "SELECT json_extract(details, '$.status') FROM audit
+                 WHERE action = 'device.request' AND json_extract(details, '$.request_id') = ?1
+                 ORDER BY seq DESC LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .ok()
+        }
+
         pub(crate) fn audit_count(&self, action: &str, target: &str, outcome: &str) -> usize {
             let c = fieldgate::store::open_reader(&self.daemon.db()).expect("db");
             c.query_row(
@@ -1964,6 +1977,97 @@ pub(crate) mod device_requests {
             .collect();
         assert_eq!(keys, vec!["on_off"], "{v}");
 
+        // The CLI's `refresh` reads the plug too: a value it never reported, narrowed
+        // to the attribute asked for.
+        site.pty.sim.with(|e, _| {
+            e.set_attribute(plug_ieee, 0x0B04, 0x0505, ZclValue::u16(2401));
+        });
+        let out = site
+            .daemon
+            .cli(&["refresh", &plug, "--attributes", "voltage"]);
+        let text = stdout(&out);
+        assert!(out.status.success(), "{text}{}", stderr(&out));
+        assert!(
+            text.starts_with(&format!("{plug}: refreshed: ")) && text.contains(" (command "),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["voltage", "240.1"]),
+            "{text}"
+        );
+        assert!(!text.contains("on_off"), "narrowed: {text}");
+
+        // The CLI's `refresh` on the sleeping sensor is held, and shows in `status`
+        // and `device` until the sensor wakes.
+        let out = site
+            .daemon
+            .cli(&["refresh", &pir, "--attributes", "occupancy"]);
+        let text = stdout(&out);
+        assert!(out.status.success(), "{text}{}", stderr(&out));
+        let held_id: i64 = text
+            .strip_prefix(&format!("{pir} is asleep: held as request "))
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not held: {text}"));
+        assert!(text.contains("until it wakes (expires 20"), "{text}");
+        let out = site.daemon.cli(&["status"]);
+        let text = stdout(&out);
+        assert!(
+            text.contains(
+                "held      1 request(s) for sleeping devices (1 waiting for a wake, 0 sent), oldest "
+            ),
+            "{text}"
+        );
+        let out = site.daemon.cli(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        assert_eq!(v["held_requests"]["total"], 1, "{v}");
+        assert!(
+            v["held_requests"]["oldest_age_ms"].as_u64().is_some(),
+            "{v}"
+        );
+        let out = site.daemon.cli(&["device", &pir]);
+        let text = stdout(&out);
+        assert!(text.contains("held_requests   1\n"), "{text}");
+        assert!(
+            text.lines().any(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                cells.first() == Some(&held_id.to_string().as_str())
+                    && cells.get(1) == Some(&"get")
+                    && l.contains("\"occupancy\"")
+                    && cells.contains(&"queued")
+                    && cells.contains(&"api")
+            }),
+            "{text}"
+        );
+        let out = site.daemon.cli(&["device", &pir, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("device json");
+        let held = v["held_requests"].as_array().expect("held_requests");
+        assert_eq!(held.len(), 1, "{v}");
+        assert_eq!(held[0]["id"], held_id);
+        assert_eq!(held[0]["command"], json!({"attributes": ["occupancy"]}));
+        let mut keys: Vec<&str> = held[0]
+            .as_object()
+            .expect("request")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "command",
+                "correlation_id",
+                "created_at",
+                "expires_at",
+                "id",
+                "operation",
+                "origin",
+                "state"
+            ],
+            "only the documented fields: {v}"
+        );
+
         // `set` to the sleeping sensor: queued at once, delivered when it wakes.
         site.request(
             "set",
@@ -1992,6 +2096,27 @@ pub(crate) mod device_requests {
             .await;
         assert_eq!(d["data"]["request_id"], q["data"]["request_id"]);
         assert!(d["data"]["command_id"].is_string(), "{d}");
+        // The same wake carried out the CLI's held refresh: nothing is held any more.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = site.daemon.cli(&["status", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+            if v["held_requests"]["total"] == 0 {
+                assert!(v["held_requests"]["oldest_age_ms"].is_null(), "{v}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "still held: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            site.held_outcome(held_id).as_deref(),
+            Some("delivered"),
+            "{}",
+            site.daemon.log()
+        );
+        let text = stdout(&site.daemon.cli(&["device", &pir]));
+        assert!(text.contains("held_requests   none"), "{text}");
+        assert!(stdout(&site.daemon.cli(&["status"])).contains("held      no requests held"));
 
         // A `get` to it is held as well and answers with what it read.
         site.request("get", json!({"correlation_id": "g3", "device": pir}), false)
