@@ -2351,17 +2351,21 @@ fn readings_recorded(
 ) -> Result<(), StoreError> {
     let gw: &str = &ctx.gateway_id;
     let telemetry_seq = if ctx.queue_telemetry {
-        Some(outbox::append(
+        #[derive(serde::Serialize)]
+        struct Telemetry<'a> {
+            readings: &'a [Reading],
+        }
+        Some(outbox::append_data(
             c,
             gw,
-            &NewMessage {
+            &outbox::Header {
                 kind: MessageKind::Telemetry,
-                device: Some(id.clone()),
-                topic: format!("device/{id}/telemetry"),
+                device: Some(id),
+                topic: &format!("device/{id}/telemetry"),
                 retain: false,
-                data: json!({"readings": readings}),
                 event_time: at,
             },
+            &Telemetry { readings },
         )?)
     } else {
         None

@@ -86,19 +86,50 @@ fn millis(t: SystemTime) -> i64 {
 
 /// Appends a message inside the caller's transaction; returns its `seq`.
 pub fn append(conn: &Connection, gateway_id: &str, msg: &NewMessage) -> StoreResult<i64> {
+    append_data(
+        conn,
+        gateway_id,
+        &Header {
+            kind: msg.kind,
+            device: msg.device.as_ref(),
+            topic: &msg.topic,
+            retain: msg.retain,
+            event_time: msg.event_time,
+        },
+        &msg.data,
+    )
+}
+
+/// Everything about a message but its data.
+pub struct Header<'a> {
+    pub kind: MessageKind,
+    pub device: Option<&'a DeviceId>,
+    pub topic: &'a str,
+    pub retain: bool,
+    pub event_time: SystemTime,
+}
+
+/// [`append`] for data that serializes itself (readings on the hot path), without an
+/// intermediate JSON tree.
+pub fn append_data<D: Serialize + ?Sized>(
+    conn: &Connection,
+    gateway_id: &str,
+    header: &Header<'_>,
+    data: &D,
+) -> StoreResult<i64> {
     let seq = next_seq(conn)?;
     let msg_id = uuid::Uuid::now_v7().to_string();
-    let ts = rfc3339(msg.event_time);
-    // Serialized straight from borrowed parts (no intermediate JSON tree, no copy of
-    // `data`). Fields in alphabetical order: the same bytes a JSON map would give.
+    let ts = rfc3339(header.event_time);
+    // Serialized straight from borrowed parts. Fields in alphabetical order: the same
+    // bytes a JSON map would give.
     let envelope = Envelope {
-        data: &msg.data,
-        device: msg.device.as_ref().map(DeviceId::as_str),
+        data,
+        device: header.device.map(DeviceId::as_str),
         gateway: gateway_id,
         msg_id: &msg_id,
         seq,
         ts: &ts,
-        kind: msg.kind.as_str(),
+        kind: header.kind.as_str(),
     };
     let payload =
         serde_json::to_vec(&envelope).map_err(|e| super::StoreError::Invalid(e.to_string()))?;
@@ -109,11 +140,11 @@ pub fn append(conn: &Connection, gateway_id: &str, msg: &NewMessage) -> StoreRes
     .execute(params![
         seq,
         msg_id,
-        msg.kind.as_str(),
+        header.kind.as_str(),
         envelope.device,
-        msg.topic,
+        header.topic,
         payload,
-        msg.retain,
+        header.retain,
         millis(SystemTime::now()),
     ])?;
     Ok(seq)
@@ -121,8 +152,8 @@ pub fn append(conn: &Connection, gateway_id: &str, msg: &NewMessage) -> StoreRes
 
 /// The envelope every queued message carries (documented in docs/mqtt-api.md).
 #[derive(Serialize)]
-struct Envelope<'a> {
-    data: &'a serde_json::Value,
+struct Envelope<'a, D: ?Sized> {
+    data: &'a D,
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<&'a str>,
     gateway: &'a str,
