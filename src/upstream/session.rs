@@ -34,6 +34,9 @@ use crate::store::{self, outbox, StoreResult};
 const REQUEST_QUEUE: usize = 64;
 /// Most rows deleted in one writer job.
 const DELETE_BATCH: usize = 2000;
+/// Rows read from the outbox per read transaction: each read starts a new WAL
+/// snapshot, so fewer, larger reads cost less per row.
+const FETCH_ROWS: usize = 1000;
 /// How long a rotation waits for the current connection to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -412,7 +415,7 @@ pub(super) async fn run(
             match conn {
                 Ok(conn) => {
                     let after = s.read_after();
-                    let limit = (2 * window - s.buffer.len()).min(1000);
+                    let limit = FETCH_ROWS.max(2 * window).saturating_sub(s.buffer.len());
                     let epoch = s.epoch;
                     fetch = Some(tokio::task::spawn_blocking(move || {
                         let rows = outbox::pending(&conn, after, limit);
