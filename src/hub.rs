@@ -572,6 +572,17 @@ struct Applied {
     state: Option<(DeviceId, String, SystemTime)>,
 }
 
+/// A radio operation the hub relays without waiting on it (see `Hub::relay`).
+struct RelayJob {
+    radio: String,
+    actor: String,
+    /// The audit action, e.g. `radio.backup`.
+    action: &'static str,
+    timeout: Duration,
+    /// Why it failed when the driver dropped the request unanswered.
+    stopped: &'static str,
+}
+
 /// The immutable context an event needs inside the writer transaction.
 struct EventContext {
     gateway_id: Arc<str>,
@@ -1281,58 +1292,24 @@ impl Hub {
             let _ = reply.send(Err(e));
             return;
         }
-        let (tx, rx) = oneshot::channel();
-        if sender
-            .send(RadioCommand::RotateNetworkKey { reply: tx })
-            .await
-            .is_err()
-        {
-            let e = HubError::RadioUnavailable(radio.clone(), "driver stopped".into());
-            let audited = self
-                .audit(entry(Outcome::Failed, json!({"error": e.to_string()})))
-                .await;
-            let _ = reply.send(audited.and(Err(e)));
-            return;
-        }
-        let writer = self.writer.clone();
-        let gw = self.gateway_id.clone();
-        let (actor2, radio2) = (actor.clone(), radio.clone());
-        tokio::spawn(async move {
-            let answer = match tokio::time::timeout(ROTATION_TIMEOUT, rx).await {
-                Ok(Ok(Ok(v))) => Ok(v),
-                Ok(Ok(Err(why))) => Err(HubError::RadioUnavailable(radio2.clone(), why)),
-                Ok(Err(_)) => Err(HubError::RadioUnavailable(
-                    radio2.clone(),
-                    "the driver stopped before the switch; the old network key stays active".into(),
-                )),
-                Err(_) => Err(HubError::RadioUnavailable(
-                    radio2.clone(),
-                    format!("no answer within {ROTATION_TIMEOUT:?}"),
-                )),
-            };
-            let record = match &answer {
-                Ok(v) => AuditEntry::new(
-                    &actor2,
-                    "radio.rotate_network_key",
-                    &radio2,
-                    Outcome::Accepted,
-                    json!({"phase": "completed", "previous_key_seq": v.previous_key_seq,
-                           "key_seq": v.key_seq, "switch_delay_ms": v.switch_delay_ms}),
-                ),
-                Err(e) => AuditEntry::new(
-                    &actor2,
-                    "radio.rotate_network_key",
-                    &radio2,
-                    Outcome::Failed,
-                    json!({"phase": "failed", "error": e.to_string()}),
-                ),
-            };
-            let audited = writer
-                .write(move |c| store::record_audit(c, &gw, &record).map(|_| ()))
-                .await
-                .map_err(HubError::from);
-            let _ = reply.send(audited.and(answer));
-        });
+        self.relay(
+            sender,
+            RelayJob {
+                radio,
+                actor,
+                action: "radio.rotate_network_key",
+                timeout: ROTATION_TIMEOUT,
+                stopped: "the driver stopped before the switch; the old network key stays active",
+            },
+            |reply| RadioCommand::RotateNetworkKey { reply },
+            |v: &KeyRotated| {
+                json!({"phase": "completed", "previous_key_seq": v.previous_key_seq,
+                       "key_seq": v.key_seq, "switch_delay_ms": v.switch_delay_ms})
+            },
+            |e: &HubError| json!({"phase": "failed", "error": e.to_string()}),
+            reply,
+        )
+        .await;
     }
 
     /// Checks and audits a backup request and hands it to the radio. The radio's answer goes
@@ -1344,86 +1321,98 @@ impl Hub {
         actor: String,
         reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
     ) {
-        let sender = match self.radios.get(&radio) {
-            None => Err(HubError::UnknownRadio(radio.clone())),
-            Some(h) => {
-                let state = h.state.borrow().clone();
-                match (&h.commands, state) {
-                    (Some(tx), RadioState::Up) => Ok(tx.clone()),
-                    (None, _) => Err(HubError::RadioUnavailable(
-                        radio.clone(),
-                        "no driver runs for it".into(),
-                    )),
-                    (_, RadioState::Unavailable(why) | RadioState::Down(why)) => {
-                        Err(HubError::RadioUnavailable(radio.clone(), why))
-                    }
-                    _ => Err(HubError::RadioUnavailable(radio.clone(), "starting".into())),
-                }
-            }
-        };
-        let entry =
-            |outcome, details| AuditEntry::new(&actor, "radio.backup", &radio, outcome, details);
-        let sender = match sender {
-            Ok(s) => s,
+        let sender = match self.running_radio(&radio) {
+            Ok((_, tx)) => tx,
             Err(e) => {
                 let audited = self
-                    .audit(entry(Outcome::Refused, json!({"error": e.to_string()})))
+                    .audit(AuditEntry::new(
+                        &actor,
+                        "radio.backup",
+                        &radio,
+                        Outcome::Refused,
+                        json!({"error": e.to_string()}),
+                    ))
                     .await;
                 let _ = reply.send(audited.and(Err(e)));
                 return;
             }
         };
+        self.relay(
+            sender,
+            RelayJob {
+                radio,
+                actor,
+                action: "radio.backup",
+                timeout: BACKUP_TIMEOUT,
+                stopped: "the driver stopped before answering",
+            },
+            |reply| RadioCommand::Backup { reply },
+            // Never the key: what was exported, and how many devices.
+            |v: &serde_json::Value| {
+                json!({"exported": "network parameters and network key",
+                       "devices": v["devices"].as_array().map_or(0, Vec::len)})
+            },
+            |e: &HubError| json!({"error": e.to_string()}),
+            reply,
+        )
+        .await;
+    }
+
+    /// Hands a checked radio operation to its driver. The answer is awaited (with a
+    /// timeout), audited and sent back from a task, so the hub never waits on a radio;
+    /// the caller gets the answer only once its audit record is committed.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay<T: Send + 'static>(
+        &self,
+        sender: mpsc::Sender<RadioCommand>,
+        job: RelayJob,
+        command: impl FnOnce(oneshot::Sender<Result<T, String>>) -> RadioCommand,
+        done: impl FnOnce(&T) -> serde_json::Value + Send + 'static,
+        failed: impl FnOnce(&HubError) -> serde_json::Value + Send + 'static,
+        reply: oneshot::Sender<Result<T, HubError>>,
+    ) {
+        let RelayJob {
+            radio,
+            actor,
+            action,
+            timeout,
+            stopped,
+        } = job;
         let (tx, rx) = oneshot::channel();
-        if sender
-            .send(RadioCommand::Backup { reply: tx })
-            .await
-            .is_err()
-        {
+        if sender.send(command(tx)).await.is_err() {
             let e = HubError::RadioUnavailable(radio.clone(), "driver stopped".into());
             let audited = self
-                .audit(entry(Outcome::Failed, json!({"error": e.to_string()})))
+                .audit(AuditEntry::new(
+                    &actor,
+                    action,
+                    &radio,
+                    Outcome::Failed,
+                    failed(&e),
+                ))
                 .await;
             let _ = reply.send(audited.and(Err(e)));
             return;
         }
         let writer = self.writer.clone();
         let gw = self.gateway_id.clone();
-        let (actor2, radio2) = (actor.clone(), radio.clone());
         tokio::spawn(async move {
-            let answer = match tokio::time::timeout(BACKUP_TIMEOUT, rx).await {
+            let answer = match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(Ok(v))) => Ok(v),
-                Ok(Ok(Err(why))) => Err(HubError::RadioUnavailable(radio2.clone(), why)),
-                Ok(Err(_)) => Err(HubError::RadioUnavailable(
-                    radio2.clone(),
-                    "the driver stopped before answering".into(),
-                )),
+                Ok(Ok(Err(why))) => Err(HubError::RadioUnavailable(radio.clone(), why)),
+                Ok(Err(_)) => Err(HubError::RadioUnavailable(radio.clone(), stopped.into())),
                 Err(_) => Err(HubError::RadioUnavailable(
-                    radio2.clone(),
-                    format!("no backup within {BACKUP_TIMEOUT:?}"),
+                    radio.clone(),
+                    format!("no answer within {timeout:?}"),
                 )),
             };
             let record = match &answer {
-                Ok(v) => AuditEntry::new(
-                    &actor2,
-                    "radio.backup",
-                    &radio2,
-                    Outcome::Accepted,
-                    json!({"exported": "network parameters and network key",
-                           "devices": v["devices"].as_array().map_or(0, Vec::len)}),
-                ),
-                Err(e) => AuditEntry::new(
-                    &actor2,
-                    "radio.backup",
-                    &radio2,
-                    Outcome::Failed,
-                    json!({"error": e.to_string()}),
-                ),
+                Ok(v) => AuditEntry::new(&actor, action, &radio, Outcome::Accepted, done(v)),
+                Err(e) => AuditEntry::new(&actor, action, &radio, Outcome::Failed, failed(e)),
             };
             let audited = writer
                 .write(move |c| store::record_audit(c, &gw, &record).map(|_| ()))
                 .await
                 .map_err(HubError::from);
-            // No audit record, no key.
             let _ = reply.send(audited.and(answer));
         });
     }
