@@ -454,11 +454,7 @@ mod limit_tests {
     use std::time::Duration;
 
     fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap();
-        super::super::schema::migrations()
-            .to_latest(&mut c)
-            .unwrap();
-        c
+        super::super::schema::in_memory_for_tests()
     }
 
     fn msg(kind: MessageKind, topic: &str, size: usize) -> NewMessage {

@@ -301,11 +301,7 @@ mod tests {
     use crate::model::Value;
 
     fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap();
-        super::super::schema::migrations()
-            .to_latest(&mut c)
-            .unwrap();
-        c
+        super::super::schema::in_memory_for_tests()
     }
 
     fn reading(name: &str, value: Value) -> Reading {

@@ -92,11 +92,7 @@ mod tests {
     use super::*;
 
     fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap();
-        super::super::schema::migrations()
-            .to_latest(&mut c)
-            .unwrap();
-        c
+        super::super::schema::in_memory_for_tests()
     }
 
     #[test]

@@ -142,6 +142,14 @@ CREATE INDEX outbox_by_kind ON outbox (kind, id);
     ])
 }
 
+/// A migrated in-memory database, for the store's unit tests.
+#[cfg(test)]
+pub(crate) fn in_memory_for_tests() -> rusqlite::Connection {
+    let mut c = rusqlite::Connection::open_in_memory().expect("in-memory database");
+    migrations().to_latest(&mut c).expect("migrations");
+    c
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
