@@ -2224,6 +2224,7 @@ fn apply_burst(
     batch: &[DeviceEvent],
 ) -> Result<Vec<Applied>, StoreError> {
     let mut out = Vec::with_capacity(batch.len());
+    let mut seqs = outbox::SeqCursor::default();
     let mut merging: Vec<Option<Merging>> = Vec::new();
     let mut slot_of: HashMap<DeviceId, usize> = HashMap::new();
     for ev in batch {
@@ -2258,6 +2259,7 @@ fn apply_burst(
                 };
                 readings_recorded(
                     c,
+                    &mut seqs,
                     ctx,
                     &id,
                     readings,
@@ -2331,6 +2333,7 @@ fn queue_states(c: &Connection, ctx: &EventContext, applied: &[Applied]) -> Resu
 /// flags it clears or raises (`health` is the device's current flags, kept up to date).
 fn readings_recorded(
     c: &Connection,
+    seqs: &mut outbox::SeqCursor,
     ctx: &EventContext,
     id: &DeviceId,
     readings: &[Reading],
@@ -2346,6 +2349,7 @@ fn readings_recorded(
         }
         Some(outbox::append_data(
             c,
+            seqs,
             gw,
             &outbox::Header {
                 kind: MessageKind::Telemetry,
@@ -2418,6 +2422,7 @@ fn apply_event(
         if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
             readings_recorded(
                 c,
+                &mut outbox::SeqCursor::default(),
                 ctx,
                 &id,
                 readings,
@@ -2637,6 +2642,7 @@ fn apply_event(
             if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
                 readings_recorded(
                     c,
+                    &mut outbox::SeqCursor::default(),
                     ctx,
                     &id,
                     readings,

@@ -88,6 +88,7 @@ fn millis(t: SystemTime) -> i64 {
 pub fn append(conn: &Connection, gateway_id: &str, msg: &NewMessage) -> StoreResult<i64> {
     append_data(
         conn,
+        &mut SeqCursor::default(),
         gateway_id,
         &Header {
             kind: msg.kind,
@@ -113,11 +114,12 @@ pub struct Header<'a> {
 /// intermediate JSON tree.
 pub fn append_data<D: Serialize + ?Sized>(
     conn: &Connection,
+    seqs: &mut SeqCursor,
     gateway_id: &str,
     header: &Header<'_>,
     data: &D,
 ) -> StoreResult<i64> {
-    let seq = next_seq(conn)?;
+    let seq = seqs.next(conn)?;
     let msg_id = uuid::Uuid::now_v7().to_string();
     let ts = rfc3339(header.event_time);
     // Serialized straight from borrowed parts. Fields in alphabetical order: the same
@@ -147,7 +149,27 @@ pub fn append_data<D: Serialize + ?Sized>(
         header.retain,
         millis(SystemTime::now()),
     ])?;
+    seqs.last = Some(seq);
     Ok(seq)
+}
+
+/// Hands out `seq` values for a run of appends on one connection without looking the
+/// last one up each time. It trusts its own last value only while that row is still
+/// the connection's last insert (no other insert, into any table, came in between);
+/// otherwise it asks `sqlite_sequence`. Use one for a run of appends inside one
+/// transaction with no rollback in between (a rolled-back insert would leave a gap).
+#[derive(Debug, Default)]
+pub struct SeqCursor {
+    last: Option<i64>,
+}
+
+impl SeqCursor {
+    fn next(&mut self, conn: &Connection) -> StoreResult<i64> {
+        match self.last {
+            Some(last) if conn.last_insert_rowid() == last => Ok(last + 1),
+            _ => next_seq(conn),
+        }
+    }
 }
 
 /// The envelope every queued message carries (documented in docs/mqtt-api.md).
@@ -496,6 +518,44 @@ mod limit_tests {
         assert_eq!(parsed["type"], "telemetry");
         assert_eq!(parsed["gateway"], "gw");
         assert_eq!(parsed["data"], m.data);
+    }
+
+    #[test]
+    fn a_seq_cursor_follows_other_inserts_without_gaps_or_reuse() {
+        let c = db();
+        let m = msg(MessageKind::Telemetry, "t", 10);
+        let header = Header {
+            kind: m.kind,
+            device: None,
+            topic: &m.topic,
+            retain: false,
+            event_time: m.event_time,
+        };
+        let mut cursor = SeqCursor::default();
+        let mut got = Vec::new();
+        got.push(append_data(&c, &mut cursor, "gw", &header, &m.data).unwrap());
+        got.push(append_data(&c, &mut cursor, "gw", &header, &m.data).unwrap());
+        // An append that does not use the cursor, then one into another table.
+        got.push(append(&c, "gw", &m).unwrap());
+        got.push(append_data(&c, &mut cursor, "gw", &header, &m.data).unwrap());
+        crate::store::record_audit(
+            &c,
+            "gw",
+            &crate::store::audit::AuditEntry::new(
+                "test",
+                "test.action",
+                "t",
+                crate::store::audit::Outcome::Accepted,
+                serde_json::json!({}),
+            ),
+        )
+        .unwrap();
+        got.push(append_data(&c, &mut cursor, "gw", &header, &m.data).unwrap());
+        got.push(append_data(&c, &mut cursor, "gw", &header, &m.data).unwrap());
+        // The audit record queued its own message (5): the cursor noticed.
+        assert_eq!(got, [1, 2, 3, 4, 6, 7]);
+        let stored: Vec<i64> = pending(&c, 0, 100).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(stored, (1..=7).collect::<Vec<_>>());
     }
 
     #[test]
