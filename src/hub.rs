@@ -2331,6 +2331,7 @@ fn queue_states(c: &Connection, ctx: &EventContext, applied: &[Applied]) -> Resu
 
 /// What follows a reading once the registry knows it: its telemetry, and the health
 /// flags it clears or raises (`health` is the device's current flags, kept up to date).
+#[allow(clippy::too_many_arguments)] // the writer's context, the event's parts, and its output
 fn readings_recorded(
     c: &Connection,
     seqs: &mut outbox::SeqCursor,

@@ -532,9 +532,10 @@ mod limit_tests {
             event_time: m.event_time,
         };
         let mut cursor = SeqCursor::default();
-        let mut got = Vec::new();
-        got.push(append_data(&c, &mut cursor, "gw", &header, &m.data).unwrap());
-        got.push(append_data(&c, &mut cursor, "gw", &header, &m.data).unwrap());
+        let mut got = vec![
+            append_data(&c, &mut cursor, "gw", &header, &m.data).unwrap(),
+            append_data(&c, &mut cursor, "gw", &header, &m.data).unwrap(),
+        ];
         // An append that does not use the cursor, then one into another table.
         got.push(append(&c, "gw", &m).unwrap());
         got.push(append_data(&c, &mut cursor, "gw", &header, &m.data).unwrap());
