@@ -14,8 +14,6 @@
 //! FIELDGATE_BENCH_EVENTS_FULL, FIELDGATE_BENCH_BACKLOG, FIELDGATE_BENCH_BARE;
 //! FIELDGATE_BENCH_ONLY=e2e runs the end-to-end path alone, for a profiler).
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -36,48 +34,11 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+#[path = "../tests/support/rumqttd.rs"]
+mod rumqttd_support;
+
 fn start_broker() -> u16 {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let mut config = rumqttd::Config {
-        router: rumqttd::RouterConfig {
-            max_connections: 100,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 100 * 1024 * 1024,
-            max_segment_count: 10,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    config.v4 = Some(HashMap::from([(
-        "1".to_string(),
-        rumqttd::ServerSettings {
-            name: "bench".into(),
-            listen,
-            tls: None,
-            next_connection_delay_ms: 0,
-            connections: rumqttd::ConnectionSettings {
-                connection_timeout_ms: 60_000,
-                max_payload_size: 1024 * 1024,
-                max_inflight_count: 500,
-                auth: None,
-                external_auth: None,
-                dynamic_filters: true,
-            },
-        },
-    )]));
-    std::thread::spawn(move || {
-        let _ = rumqttd::Broker::new(config).start();
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "rumqttd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    port
+    rumqttd_support::start("bench", 100)
 }
 
 fn sample_payload(i: usize) -> Vec<u8> {

@@ -11,4 +11,6 @@ mod durability;
 mod lifecycle;
 mod mqtt;
 mod policy;
+#[path = "../support/rumqttd.rs"]
+mod rumqttd_support;
 mod zigbee;

@@ -6,8 +6,7 @@
 //! the test) or the real binary (SIGKILL test). Outages and TLS are made by a
 //! small proxy in front of the broker, so the same tests run on either broker.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -63,47 +62,7 @@ pub(crate) fn broker() -> &'static BrokerAddr {
                 port: u.port().unwrap_or(1883),
             };
         }
-        let port = free_port();
-        let listen: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let mut config = rumqttd::Config {
-            router: rumqttd::RouterConfig {
-                max_connections: 1000,
-                max_outgoing_packet_count: 200,
-                max_segment_size: 100 * 1024 * 1024,
-                max_segment_count: 10,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let server = rumqttd::ServerSettings {
-            name: "v4-test".into(),
-            listen,
-            tls: None,
-            next_connection_delay_ms: 0,
-            connections: rumqttd::ConnectionSettings {
-                connection_timeout_ms: 60_000,
-                max_payload_size: 1024 * 1024,
-                max_inflight_count: 500,
-                auth: None,
-                external_auth: None,
-                dynamic_filters: true,
-            },
-        };
-        config.v4 = Some(HashMap::from([("1".to_string(), server)]));
-        std::thread::Builder::new()
-            .name("rumqttd".into())
-            .spawn(move || {
-                let mut broker = rumqttd::Broker::new(config);
-                if let Err(e) = broker.start() {
-                    eprintln!("rumqttd stopped: {e}");
-                }
-            })
-            .expect("broker thread");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "rumqttd did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = crate::rumqttd_support::start("v4-test", 1000);
         BrokerAddr {
             host: "127.0.0.1".into(),
             port,

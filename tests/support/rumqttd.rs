@@ -1,0 +1,56 @@
+//! An embedded rumqttd broker on a free loopback port, shared by the integration
+//! tests and the upstream benchmark (both include this file by path).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Starts rumqttd (plaintext MQTT 3.1.1) on a free loopback port on its own thread and
+/// returns the port once it accepts connections. The broker lives as long as the process.
+pub fn start(name: &str, max_connections: usize) -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut config = rumqttd::Config {
+        router: rumqttd::RouterConfig {
+            max_connections,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = rumqttd::ServerSettings {
+        name: name.into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections: rumqttd::ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: 1024 * 1024,
+            max_inflight_count: 500,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    config.v4 = Some(HashMap::from([("1".to_string(), server)]));
+    std::thread::Builder::new()
+        .name("rumqttd".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                eprintln!("rumqttd stopped: {e}");
+            }
+        })
+        .expect("broker thread");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "rumqttd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    port
+}
