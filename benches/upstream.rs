@@ -143,13 +143,6 @@ impl Gateway {
         }
     }
 
-    fn depth(&self) -> u64 {
-        fieldgate::store::open_reader(&self.db)
-            .and_then(|c| outbox::stats(&c))
-            .map(|s| s.depth)
-            .unwrap_or(u64::MAX)
-    }
-
     async fn wait_connected(&self) {
         let s = self.upstream.as_ref().expect("upstream").status.clone();
         while s.state() != ConnectionState::Connected {
@@ -188,9 +181,7 @@ impl Gateway {
     }
 
     async fn wait_empty(&self) {
-        while self.depth() != 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_outbox_empty(&self.db).await
     }
 
     async fn stop(mut self) {
@@ -204,6 +195,20 @@ impl Gateway {
         if let Some(s) = store {
             let _ = tokio::task::spawn_blocking(move || s.close()).await;
         }
+    }
+}
+
+/// Waits until every queued message has been acknowledged and deleted. The check
+/// is one lookup on a connection kept open, so polling it takes next to no CPU from
+/// what is measured (opening a connection and scanning the outbox with `stats`
+/// every 5 ms took ~7 % of the samples of an end-to-end run).
+async fn wait_outbox_empty(db: &Path) {
+    let reader = fieldgate::store::open_reader(db).expect("reader");
+    let mut any = reader
+        .prepare("SELECT EXISTS (SELECT 1 FROM outbox)")
+        .expect("statement");
+    while any.query_row([], |r| r.get::<_, bool>(0)).unwrap_or(true) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -320,17 +325,7 @@ async fn drain(port: u16, n: usize) -> f64 {
         Tuning::default(),
     )
     .expect("upstream");
-    let db = config.db_path();
-    loop {
-        let depth = fieldgate::store::open_reader(&db)
-            .and_then(|c| outbox::stats(&c))
-            .map(|s| s.depth)
-            .unwrap_or(u64::MAX);
-        if depth == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_outbox_empty(&config.db_path()).await;
     let rate = n as f64 / t0.elapsed().as_secs_f64();
     let _ = shutdown.send(true);
     up.join().await;

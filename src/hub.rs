@@ -2194,21 +2194,115 @@ fn apply_events(
 }
 
 /// Readings of one live device inside a burst, merged in memory and written once.
-struct Merging {
+struct Merging<'e> {
     id: DeviceId,
     patch: serde_json::Map<String, serde_json::Value>,
     ts: String,
     at: SystemTime,
     health: serde_json::Value,
+    telemetry: PendingTelemetry<'e>,
 }
 
-impl Merging {
-    /// Writes the merged readings to the registry and queues the retained state.
-    fn flush(self, c: &Connection, ctx: &EventContext) -> Result<(), StoreError> {
+impl Merging<'_> {
+    /// Queues the device's pending telemetry, writes the merged readings to the
+    /// registry and queues the retained state.
+    fn flush(
+        mut self,
+        c: &Connection,
+        ctx: &EventContext,
+        seqs: &mut outbox::SeqCursor,
+        assigned: &mut Vec<(usize, i64)>,
+    ) -> Result<(), StoreError> {
+        self.telemetry.flush(c, seqs, ctx, &self.id, assigned)?;
         if let Some(state) = registry::merge_state(c, &self.id, &self.patch, &self.ts)? {
             queue_state(c, ctx, &self.id, &state, self.at)?;
         }
         Ok(())
+    }
+}
+
+/// One device's telemetry messages within a burst, not yet queued: they go into the
+/// outbox together as one row (one insert, one delete), each still its own message
+/// with its own seq, `msg_id` and `ts`. Queued before any other message about the
+/// device, so the device's messages keep their order.
+#[derive(Default)]
+struct PendingTelemetry<'e> {
+    /// The readings, when they were received, and the index of their event's outcome.
+    items: Vec<(&'e [Reading], SystemTime, usize)>,
+}
+
+#[derive(serde::Serialize)]
+struct Telemetry<'a> {
+    readings: &'a [Reading],
+}
+
+impl<'e> PendingTelemetry<'e> {
+    /// Queues what is pending; `assigned` gets (outcome index, seq) for each message.
+    fn flush(
+        &mut self,
+        c: &Connection,
+        seqs: &mut outbox::SeqCursor,
+        ctx: &EventContext,
+        id: &DeviceId,
+        assigned: &mut Vec<(usize, i64)>,
+    ) -> Result<(), StoreError> {
+        if self.items.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<(Telemetry<'e>, SystemTime)> = self
+            .items
+            .iter()
+            .map(|(readings, at, _)| (Telemetry { readings }, *at))
+            .collect();
+        let got = outbox::append_batch(
+            c,
+            seqs,
+            &ctx.gateway_id,
+            &outbox::Header {
+                kind: MessageKind::Telemetry,
+                device: Some(id),
+                topic: &format!("device/{id}/telemetry"),
+                retain: false,
+                event_time: items[0].1,
+            },
+            &items,
+        )?;
+        assigned.extend(self.items.drain(..).map(|(_, _, i)| i).zip(got));
+        Ok(())
+    }
+}
+
+/// Where a reading's telemetry message goes.
+enum TelemetrySink<'a, 'e> {
+    /// Into the outbox now.
+    Now(&'a mut outbox::SeqCursor),
+    /// Into the device's pending telemetry (the burst's fast path); `index` is the
+    /// event's outcome in the burst.
+    Pending {
+        seqs: &'a mut outbox::SeqCursor,
+        telemetry: &'a mut PendingTelemetry<'e>,
+        index: usize,
+        assigned: &'a mut Vec<(usize, i64)>,
+    },
+}
+
+impl TelemetrySink<'_, '_> {
+    /// Queues pending telemetry before another message about the device.
+    fn flush(
+        &mut self,
+        c: &Connection,
+        ctx: &EventContext,
+        id: &DeviceId,
+    ) -> Result<(), StoreError> {
+        match self {
+            TelemetrySink::Now(_) => Ok(()),
+            TelemetrySink::Pending {
+                seqs,
+                telemetry,
+                assigned,
+                ..
+            } => telemetry.flush(c, seqs, ctx, id, assigned),
+        }
     }
 }
 
@@ -2223,8 +2317,10 @@ fn apply_burst(
     ctx: &EventContext,
     batch: &[DeviceEvent],
 ) -> Result<Vec<Applied>, StoreError> {
-    let mut out = Vec::with_capacity(batch.len());
+    let mut out: Vec<Applied> = Vec::with_capacity(batch.len());
     let mut seqs = outbox::SeqCursor::default();
+    // (outcome index, seq) of each telemetry message queued from pending telemetry.
+    let mut assigned: Vec<(usize, i64)> = Vec::new();
     let mut merging: Vec<Option<Merging>> = Vec::new();
     let mut slot_of: HashMap<DeviceId, usize> = HashMap::new();
     for ev in batch {
@@ -2239,6 +2335,7 @@ fn apply_burst(
                         ts: String::new(),
                         at: ev.received_at,
                         health: parse_health(&health),
+                        telemetry: PendingTelemetry::default(),
                     }));
                     slot_of.insert(id.clone(), merging.len() - 1);
                     merging.len() - 1
@@ -2259,7 +2356,12 @@ fn apply_burst(
                 };
                 readings_recorded(
                     c,
-                    &mut seqs,
+                    TelemetrySink::Pending {
+                        seqs: &mut seqs,
+                        telemetry: &mut m.telemetry,
+                        index: out.len(),
+                        assigned: &mut assigned,
+                    },
                     ctx,
                     &id,
                     readings,
@@ -2272,7 +2374,7 @@ fn apply_burst(
             }
         }
         if let Some(m) = slot_of.remove(&id).and_then(|i| merging[i].take()) {
-            m.flush(c, ctx)?;
+            m.flush(c, ctx, &mut seqs, &mut assigned)?;
         }
         let mut applied = apply_event(c, ctx, ev)?;
         if let Some((id, state, at)) = applied.state.take() {
@@ -2281,7 +2383,14 @@ fn apply_burst(
         out.push(applied);
     }
     for m in merging.into_iter().flatten() {
-        m.flush(c, ctx)?;
+        m.flush(c, ctx, &mut seqs, &mut assigned)?;
+    }
+    for (index, seq) in assigned {
+        for notice in &mut out[index].notices {
+            if let Notice::Readings { outbox_seq, .. } = notice {
+                *outbox_seq = Some(seq);
+            }
+        }
     }
     Ok(out)
 }
@@ -2332,39 +2441,51 @@ fn queue_states(c: &Connection, ctx: &EventContext, applied: &[Applied]) -> Resu
 /// What follows a reading once the registry knows it: its telemetry, and the health
 /// flags it clears or raises (`health` is the device's current flags, kept up to date).
 #[allow(clippy::too_many_arguments)] // the writer's context, the event's parts, and its output
-fn readings_recorded(
+fn readings_recorded<'e>(
     c: &Connection,
-    seqs: &mut outbox::SeqCursor,
+    mut sink: TelemetrySink<'_, 'e>,
     ctx: &EventContext,
     id: &DeviceId,
-    readings: &[Reading],
+    readings: &'e [Reading],
     health: &mut serde_json::Value,
     at: SystemTime,
     out: &mut Applied,
 ) -> Result<(), StoreError> {
     let gw: &str = &ctx.gateway_id;
-    let telemetry_seq = if ctx.queue_telemetry {
-        #[derive(serde::Serialize)]
-        struct Telemetry<'a> {
-            readings: &'a [Reading],
-        }
-        Some(outbox::append_data(
-            c,
-            seqs,
-            gw,
-            &outbox::Header {
-                kind: MessageKind::Telemetry,
-                device: Some(id),
-                topic: &format!("device/{id}/telemetry"),
-                retain: false,
-                event_time: at,
-            },
-            &Telemetry { readings },
-        )?)
-    } else {
+    let telemetry_seq = if !ctx.queue_telemetry {
         None
+    } else {
+        match &mut sink {
+            TelemetrySink::Now(seqs) => Some(outbox::append_data(
+                c,
+                seqs,
+                gw,
+                &outbox::Header {
+                    kind: MessageKind::Telemetry,
+                    device: Some(id),
+                    topic: &format!("device/{id}/telemetry"),
+                    retain: false,
+                    event_time: at,
+                },
+                &Telemetry { readings },
+            )?),
+            TelemetrySink::Pending {
+                seqs,
+                telemetry,
+                index,
+                assigned,
+            } => {
+                if telemetry.items.len() >= outbox::MAX_ROW_MESSAGES {
+                    telemetry.flush(c, seqs, ctx, id, assigned)?;
+                }
+                telemetry.items.push((readings, at, *index));
+                // The seq is known once the row is written (end of the burst).
+                None
+            }
+        }
     };
     if health.get("offline").is_some() && registry::set_health_flag(c, id, "offline", false)? {
+        sink.flush(c, ctx, id)?;
         if let Some(flags) = health.as_object_mut() {
             flags.remove("offline");
         }
@@ -2383,7 +2504,7 @@ fn readings_recorded(
             raised: false,
         });
     }
-    health_flags(c, ctx, id, health, readings, out, at)?;
+    health_flags(c, &mut sink, ctx, id, health, readings, out, at)?;
     out.notices.push(Notice::Readings {
         device: id.to_string(),
         readings: readings.to_vec(),
@@ -2423,7 +2544,7 @@ fn apply_event(
         if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
             readings_recorded(
                 c,
-                &mut outbox::SeqCursor::default(),
+                TelemetrySink::Now(&mut outbox::SeqCursor::default()),
                 ctx,
                 &id,
                 readings,
@@ -2643,7 +2764,7 @@ fn apply_event(
             if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
                 readings_recorded(
                     c,
-                    &mut outbox::SeqCursor::default(),
+                    TelemetrySink::Now(&mut outbox::SeqCursor::default()),
                     ctx,
                     &id,
                     readings,
@@ -2843,8 +2964,10 @@ fn apply_compliance(
 }
 
 /// Battery-low and weak-link flags from readings, raised and cleared on crossings.
+#[allow(clippy::too_many_arguments)] // readings_recorded's context, passed on
 fn health_flags(
     c: &Connection,
+    sink: &mut TelemetrySink<'_, '_>,
     ctx: &EventContext,
     id: &DeviceId,
     current: &mut serde_json::Value,
@@ -2867,6 +2990,7 @@ fn health_flags(
             // Most readings change nothing: decide from the row already read.
             let unchanged = current.get(flag).is_some() == raised;
             if !unchanged && registry::set_health_flag(c, id, flag, raised)? {
+                sink.flush(c, ctx, id)?;
                 if let Some(flags) = current.as_object_mut() {
                     if raised {
                         flags.insert(flag.to_string(), serde_json::Value::Bool(true));

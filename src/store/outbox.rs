@@ -57,10 +57,17 @@ pub struct NewMessage {
     pub event_time: SystemTime,
 }
 
-/// A queued message as stored.
+/// A queued message, as read back for publishing. Most rows hold one message; a
+/// row written by [`append_batch`] holds several, with consecutive seqs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutboxRow {
     pub seq: i64,
+    /// The stored row this message is part of: its first seq ...
+    #[serde(skip)]
+    pub row: i64,
+    /// ... and its last. The row is deleted once every message in it is acknowledged.
+    #[serde(skip)]
+    pub row_last: i64,
     pub msg_id: String,
     pub kind: String,
     pub topic: String,
@@ -149,8 +156,81 @@ pub fn append_data<D: Serialize + ?Sized>(
         header.retain,
         millis(SystemTime::now()),
     ])?;
-    seqs.last = Some(seq);
+    seqs.last = Some((seq, seq));
     Ok(seq)
+}
+
+/// The most messages one row holds (see [`append_batch`]).
+pub const MAX_ROW_MESSAGES: usize = 64;
+
+/// Appends several messages that share a topic (one device's readings within one
+/// commit) as one row, each message with its own envelope, `msg_id`, `ts` and
+/// consecutive `seq`s, published one by one. One insert (and later one delete)
+/// instead of one per message. Returns the seqs, in `items` order. `items` longer
+/// than [`MAX_ROW_MESSAGES`] go into several rows.
+pub fn append_batch<D: Serialize>(
+    conn: &Connection,
+    seqs: &mut SeqCursor,
+    gateway_id: &str,
+    header: &Header<'_>,
+    items: &[(D, SystemTime)],
+) -> StoreResult<Vec<i64>> {
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(MAX_ROW_MESSAGES) {
+        let first = seqs.next(conn)?;
+        let mut payload = Vec::with_capacity(chunk.len() * 320);
+        let mut first_id = None;
+        for (i, (data, at)) in chunk.iter().enumerate() {
+            if i > 0 {
+                // Compact JSON never contains a raw newline: it separates the messages.
+                payload.push(b'\n');
+            }
+            let msg_id = uuid::Uuid::now_v7().to_string();
+            let ts = rfc3339(*at);
+            let seq = first + i as i64;
+            serde_json::to_writer(
+                &mut payload,
+                &Envelope {
+                    data,
+                    device: header.device.map(DeviceId::as_str),
+                    gateway: gateway_id,
+                    msg_id: &msg_id,
+                    seq,
+                    ts: &ts,
+                    kind: header.kind.as_str(),
+                },
+            )
+            .map_err(|e| super::StoreError::Invalid(e.to_string()))?;
+            first_id.get_or_insert(msg_id);
+            out.push(seq);
+        }
+        let last = first + chunk.len() as i64 - 1;
+        conn.prepare_cached(
+            "INSERT INTO outbox (id, msg_id, kind, device_id, topic, payload, retain, created_ms, messages)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            first,
+            first_id,
+            header.kind.as_str(),
+            header.device.map(DeviceId::as_str),
+            header.topic,
+            payload,
+            header.retain,
+            millis(SystemTime::now()),
+            chunk.len() as i64,
+        ])?;
+        if last > first {
+            // The row's other seqs are used too: never hand them out again, even
+            // once the row is deleted.
+            conn.prepare_cached(
+                "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'outbox' AND seq < ?1",
+            )?
+            .execute([last])?;
+        }
+        seqs.last = Some((first, last));
+    }
+    Ok(out)
 }
 
 /// Hands out `seq` values for a run of appends on one connection without looking the
@@ -160,13 +240,14 @@ pub fn append_data<D: Serialize + ?Sized>(
 /// transaction with no rollback in between (a rolled-back insert would leave a gap).
 #[derive(Debug, Default)]
 pub struct SeqCursor {
-    last: Option<i64>,
+    /// The last row this cursor wrote: its id and its last seq.
+    last: Option<(i64, i64)>,
 }
 
 impl SeqCursor {
     fn next(&mut self, conn: &Connection) -> StoreResult<i64> {
         match self.last {
-            Some(last) if conn.last_insert_rowid() == last => Ok(last + 1),
+            Some((row, last)) if conn.last_insert_rowid() == row => Ok(last + 1),
             _ => next_seq(conn),
         }
     }
@@ -224,29 +305,104 @@ pub fn append_response(
     Ok((seq, payload))
 }
 
-/// The oldest undelivered messages after `after_seq`, in seq order.
+/// The oldest undelivered messages with a seq above `after_seq`, in seq order, rows
+/// holding several messages split into them; about `limit` messages (whole rows).
 pub fn pending(conn: &Connection, after_seq: i64, limit: usize) -> StoreResult<Vec<OutboxRow>> {
+    // A row starts at most MAX_ROW_MESSAGES - 1 seqs before the first message wanted.
     let mut stmt = conn.prepare_cached(
-        "SELECT id, msg_id, kind, topic, retain, payload, created_ms FROM outbox
-         WHERE id > ?1 ORDER BY id ASC LIMIT ?2",
+        "SELECT id, msg_id, kind, topic, retain, payload, created_ms, messages FROM outbox
+         WHERE id > ?1 - ?2 AND id + messages - 1 > ?1 ORDER BY id ASC",
     )?;
-    let rows = stmt.query_map(params![after_seq, limit as i64], |r| {
-        Ok(OutboxRow {
-            seq: r.get(0)?,
+    let mut rows = stmt.query(params![after_seq, MAX_ROW_MESSAGES as i64])?;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(r) = rows.next()? else { break };
+        expand(stored(r)?, after_seq, &mut out);
+    }
+    Ok(out)
+}
+
+/// A row as stored, and how many messages it holds.
+fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<(OutboxRow, i64)> {
+    let seq = r.get(0)?;
+    Ok((
+        OutboxRow {
+            seq,
+            row: seq,
+            row_last: seq,
             msg_id: r.get(1)?,
             kind: r.get(2)?,
             topic: r.get(3)?,
             retain: r.get(4)?,
             payload: r.get(5)?,
             created_ms: r.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        },
+        r.get(7)?,
+    ))
+}
+
+/// Splits a stored row into its messages, keeping those with a seq above `after`.
+fn expand((row, messages): (OutboxRow, i64), after: i64, out: &mut Vec<OutboxRow>) {
+    if messages <= 1 {
+        if row.seq > after {
+            out.push(row);
+        }
+        return;
+    }
+    let parts: Vec<&[u8]> = row.payload.split(|b| *b == b'\n').collect();
+    if parts.len() as i64 != messages {
+        // Not what `append_batch` wrote: sent as it is, as one message, so the row
+        // still leaves the outbox once acknowledged.
+        tracing::error!(
+            seq = row.seq,
+            messages,
+            parts = parts.len(),
+            "outbox row does not hold the messages it counts"
+        );
+        if row.seq > after {
+            out.push(row);
+        }
+        return;
+    }
+    let last = row.seq + messages - 1;
+    for (i, part) in parts.into_iter().enumerate() {
+        let seq = row.seq + i as i64;
+        if seq <= after {
+            continue;
+        }
+        out.push(OutboxRow {
+            seq,
+            row: row.seq,
+            row_last: last,
+            msg_id: if i == 0 {
+                row.msg_id.clone()
+            } else {
+                msg_id_of(part)
+            },
+            kind: row.kind.clone(),
+            topic: row.topic.clone(),
+            retain: row.retain,
+            payload: part.to_vec(),
+            created_ms: row.created_ms,
+        });
+    }
+}
+
+/// The `msg_id` of an envelope written by this module (a fixed-width UUID string).
+fn msg_id_of(envelope: &[u8]) -> String {
+    const KEY: &[u8] = b"\"msg_id\":\"";
+    envelope
+        .windows(KEY.len())
+        .position(|w| w == KEY)
+        .and_then(|at| envelope.get(at + KEY.len()..at + KEY.len() + 36))
+        .map(|id| String::from_utf8_lossy(id).into_owned())
+        .unwrap_or_default()
 }
 
 /// Deletes delivered messages (called on PUBACK). Acknowledgements mostly come in
 /// send order, so the seqs are deleted as contiguous ranges: one statement per run
-/// instead of one per row.
+/// instead of one per row. A row holding several messages is deleted when its first
+/// seq is given: the caller passes only rows whose every message is acknowledged.
 pub fn delete(conn: &Connection, seqs: &[i64]) -> StoreResult<usize> {
     let mut sorted = seqs.to_vec();
     sorted.sort_unstable();
@@ -268,7 +424,7 @@ pub fn delete(conn: &Connection, seqs: &[i64]) -> StoreResult<usize> {
 
 pub fn stats(conn: &Connection) -> StoreResult<OutboxStats> {
     let (depth, bytes, oldest): (i64, i64, Option<i64>) = conn.query_row(
-        "SELECT count(*), coalesce(sum(length(payload) + length(topic)), 0), min(created_ms) FROM outbox",
+        "SELECT coalesce(sum(messages), 0), coalesce(sum(length(payload) + length(topic)), 0), min(created_ms) FROM outbox",
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
@@ -282,27 +438,21 @@ pub fn stats(conn: &Connection) -> StoreResult<OutboxStats> {
 
 /// The most recent messages, newest last (for the demo and `status`).
 pub fn recent(conn: &Connection, limit: usize) -> StoreResult<Vec<OutboxRow>> {
-    let mut rows = pending_desc(conn, limit)?;
-    rows.reverse();
-    Ok(rows)
-}
-
-fn pending_desc(conn: &Connection, limit: usize) -> StoreResult<Vec<OutboxRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, msg_id, kind, topic, retain, payload, created_ms FROM outbox ORDER BY id DESC LIMIT ?1",
+        "SELECT id, msg_id, kind, topic, retain, payload, created_ms, messages FROM outbox
+         ORDER BY id DESC LIMIT ?1",
     )?;
-    let rows = stmt.query_map(params![limit as i64], |r| {
-        Ok(OutboxRow {
-            seq: r.get(0)?,
-            msg_id: r.get(1)?,
-            kind: r.get(2)?,
-            topic: r.get(3)?,
-            retain: r.get(4)?,
-            payload: r.get(5)?,
-            created_ms: r.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows: Vec<(OutboxRow, i64)> = stmt
+        .query_map(params![limit as i64], stored)?
+        .collect::<Result<_, _>>()?;
+    rows.reverse();
+    let mut out = Vec::new();
+    for row in rows {
+        expand(row, i64::MIN, &mut out);
+    }
+    let skip = out.len().saturating_sub(limit);
+    out.drain(..skip);
+    Ok(out)
 }
 
 /// Whether new telemetry may enter the outbox. The upstream task sets it when even
@@ -357,9 +507,9 @@ impl OutboxGate {
 /// What [`enforce_limits`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LimitReport {
-    /// Telemetry rows dropped because they were older than `max_age`.
+    /// Telemetry messages dropped because they were older than `max_age`.
     pub dropped_expired: u64,
-    /// Telemetry rows dropped, oldest first, to get under `max_bytes`.
+    /// Telemetry messages dropped, oldest first, to get under `max_bytes`.
     pub dropped_for_space: u64,
     /// Retained state/availability rows removed because a newer row for the same
     /// topic is queued (lossless: the retained topic only keeps the latest).
@@ -387,10 +537,11 @@ pub fn enforce_limits(
 ) -> StoreResult<LimitReport> {
     let mut report = LimitReport::default();
     let cutoff = millis(now) - max_age_ms.min(i64::MAX as u64) as i64;
-    report.dropped_expired = conn.execute(
-        "DELETE FROM outbox WHERE kind = 'telemetry' AND created_ms < ?1",
-        [cutoff],
-    )? as u64;
+    report.dropped_expired = delete_counting(
+        conn,
+        "DELETE FROM outbox WHERE kind = 'telemetry' AND created_ms < ?1 RETURNING messages",
+        cutoff,
+    )?;
     let mut bytes = stats(conn)?.bytes;
     if bytes > max_bytes {
         report.compacted = conn.execute(
@@ -419,10 +570,11 @@ pub fn enforce_limits(
         }
         drop(rows);
         if let Some(last) = last_id {
-            report.dropped_for_space = conn.execute(
-                "DELETE FROM outbox WHERE kind = 'telemetry' AND id <= ?1",
-                [last],
-            )? as u64;
+            report.dropped_for_space = delete_counting(
+                conn,
+                "DELETE FROM outbox WHERE kind = 'telemetry' AND id <= ?1 RETURNING messages",
+                last,
+            )?;
         }
         bytes = stats(conn)?.bytes;
     }
@@ -437,6 +589,17 @@ pub fn enforce_limits(
     report.protected_bytes = protected_bytes.max(0) as u64;
     report.protected_expired = protected_expired.max(0) as u64;
     Ok(report)
+}
+
+/// Runs a `DELETE ... RETURNING messages` and counts the messages removed.
+fn delete_counting(conn: &Connection, sql: &str, arg: i64) -> StoreResult<u64> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query([arg])?;
+    let mut n = 0u64;
+    while let Some(r) = rows.next()? {
+        n += r.get::<_, i64>(0)?.max(0) as u64;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -557,6 +720,109 @@ mod limit_tests {
         assert_eq!(got, [1, 2, 3, 4, 6, 7]);
         let stored: Vec<i64> = pending(&c, 0, 100).unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(stored, (1..=7).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_batch_row_holds_consecutive_messages_published_one_by_one() {
+        let c = db();
+        let device = DeviceId("zigbee:0x0001".into());
+        let header = Header {
+            kind: MessageKind::Telemetry,
+            device: Some(&device),
+            topic: "device/zigbee:0x0001/telemetry",
+            retain: false,
+            event_time: SystemTime::now(),
+        };
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let items: Vec<(serde_json::Value, SystemTime)> = (0..3)
+            .map(|i| (serde_json::json!({ "n": i }), t0 + Duration::from_millis(i)))
+            .collect();
+        let mut cursor = SeqCursor::default();
+        assert_eq!(
+            append_batch(&c, &mut cursor, "gw", &header, &items).unwrap(),
+            [1, 2, 3]
+        );
+        // The cursor and a fresh lookup agree on what comes next.
+        assert_eq!(
+            append_data(&c, &mut cursor, "gw", &header, &serde_json::json!({"n": 3})).unwrap(),
+            4
+        );
+        assert_eq!(stats(&c).unwrap().depth, 4);
+        let rows: i64 = c
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2, "three messages in one row, then one");
+
+        let all = pending(&c, 0, 100).unwrap();
+        assert_eq!(all.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let mut ids = std::collections::HashSet::new();
+        for (i, m) in all.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(v["seq"], m.seq);
+            assert_eq!(v["msg_id"], m.msg_id.as_str());
+            assert_eq!(v["data"]["n"], i);
+            assert_eq!(v["device"], "zigbee:0x0001");
+            assert_eq!(m.topic, "device/zigbee:0x0001/telemetry");
+            assert!(ids.insert(m.msg_id.clone()), "msg_id reused");
+            if i < 3 {
+                assert_eq!(v["ts"], rfc3339(t0 + Duration::from_millis(i as u64)));
+                assert_eq!((m.row, m.row_last), (1, 3));
+            } else {
+                assert_eq!((m.row, m.row_last), (4, 4));
+            }
+        }
+        // Reading on from the middle of a row gives the rest of it.
+        let rest = pending(&c, 2, 100).unwrap();
+        assert_eq!(rest.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(pending(&c, 0, 2).unwrap().len(), 3, "whole rows");
+        assert_eq!(
+            recent(&c, 2)
+                .unwrap()
+                .iter()
+                .map(|m| m.seq)
+                .collect::<Vec<_>>(),
+            [3, 4]
+        );
+
+        // Deleted by its first seq; its seqs are never handed out again.
+        delete(&c, &[1, 2, 3, 4]).unwrap();
+        assert_eq!(stats(&c).unwrap().depth, 0);
+        let items: Vec<(serde_json::Value, SystemTime)> =
+            vec![(serde_json::json!({}), t0), (serde_json::json!({}), t0)];
+        assert_eq!(
+            append_batch(&c, &mut SeqCursor::default(), "gw", &header, &items).unwrap(),
+            [5, 6]
+        );
+        delete(&c, &[5, 6]).unwrap();
+        assert_eq!(
+            append(&c, "gw", &msg(MessageKind::Audit, "a", 1)).unwrap(),
+            7
+        );
+    }
+
+    #[test]
+    fn long_batches_are_split_into_rows_and_drops_count_messages() {
+        let c = db();
+        let header = Header {
+            kind: MessageKind::Telemetry,
+            device: None,
+            topic: "t",
+            retain: false,
+            event_time: SystemTime::now(),
+        };
+        let items: Vec<(serde_json::Value, SystemTime)> = (0..MAX_ROW_MESSAGES + 6)
+            .map(|i| (serde_json::json!({ "n": i }), SystemTime::now()))
+            .collect();
+        let seqs = append_batch(&c, &mut SeqCursor::default(), "gw", &header, &items).unwrap();
+        assert_eq!(seqs, (1..=items.len() as i64).collect::<Vec<_>>());
+        let rows: i64 = c
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let r = enforce_limits(&c, u64::MAX / 2, 1000, later).unwrap();
+        assert_eq!(r.dropped_expired, items.len() as u64);
+        assert_eq!(stats(&c).unwrap().depth, 0);
     }
 
     #[test]

@@ -139,6 +139,9 @@ ALTER TABLE outbox_next RENAME TO outbox;
 CREATE INDEX outbox_by_kind ON outbox (kind, id);
 "#,
         ),
+        // How many messages a row holds: one device's readings committed together
+        // share a row (seqs id .. id + messages - 1), one insert and one delete for all.
+        M::up("ALTER TABLE outbox ADD COLUMN messages INTEGER NOT NULL DEFAULT 1;"),
     ])
 }
 

@@ -8,12 +8,34 @@
 //! entries maps each pkid to its row. After a disconnect everything unacked is
 //! forgotten and the next read starts again from the oldest row still stored:
 //! rumqttc's own in-RAM queue is never trusted across connections.
+//!
+//! A stored row may hold several messages (consecutive seqs); it becomes deletable
+//! only when every one of them is acknowledged, possibly across connections.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-/// One publish handed to rumqttc: an outbox row, or a live message (birth,
+/// One outbox message: its seq, and the first and last seq of the row holding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Msg {
+    pub seq: i64,
+    pub row: i64,
+    pub last: i64,
+}
+
+impl Msg {
+    /// A message that is a row of its own.
+    pub fn single(seq: i64) -> Msg {
+        Msg {
+            seq,
+            row: seq,
+            last: seq,
+        }
+    }
+}
+
+/// One publish handed to rumqttc: an outbox message, or a live message (birth,
 /// info, response) that has no row.
-pub type Carried = Option<i64>;
+pub type Carried = Option<Msg>;
 
 #[derive(Debug)]
 pub struct Window {
@@ -25,8 +47,12 @@ pub struct Window {
     parked: Option<Carried>,
     /// Sent, waiting for PUBACK.
     inflight: HashMap<u16, Carried>,
-    /// Rows acked but not yet deleted from the store: never re-read.
+    /// Messages acked but not yet deleted from the store: never sent again.
     acked: BTreeSet<i64>,
+    /// Seqs of rows whose every message is acked: ready to delete.
+    complete: BTreeSet<i64>,
+    /// Rows of several messages partly acked: how many of their messages are.
+    partial: HashMap<i64, i64>,
     /// Highest row seq handed over in this connection; reads continue after it.
     cursor: i64,
 }
@@ -39,6 +65,8 @@ impl Window {
             parked: None,
             inflight: HashMap::new(),
             acked: BTreeSet::new(),
+            complete: BTreeSet::new(),
+            partial: HashMap::new(),
             cursor: 0,
         }
     }
@@ -70,8 +98,8 @@ impl Window {
 
     /// A publish was handed to rumqttc.
     pub fn handed_over(&mut self, carried: Carried) {
-        if let Some(seq) = carried {
-            self.cursor = self.cursor.max(seq);
+        if let Some(m) = carried {
+            self.cursor = self.cursor.max(m.seq);
         }
         self.handed.push_back(carried);
     }
@@ -105,27 +133,47 @@ impl Window {
         Ok(())
     }
 
-    /// `Incoming::PubAck(pkid)`: returns the row now safe to delete, if any.
+    /// `Incoming::PubAck(pkid)`: returns the message acknowledged, if it has a row.
     pub fn on_puback(&mut self, pkid: u16) -> Result<Carried, PumpError> {
         let carried = self
             .inflight
             .remove(&pkid)
             .ok_or(PumpError::UnknownAck(pkid))?;
-        if let Some(seq) = carried {
-            self.acked.insert(seq);
+        if let Some(m) = carried {
+            self.settle(m);
         }
         Ok(carried)
     }
 
-    /// Rows acked and not yet being deleted, oldest first (at most `max`).
+    /// A message is done with: acknowledged, or found undeliverable and skipped.
+    /// Its row becomes deletable once all of its messages are.
+    pub fn settle(&mut self, m: Msg) {
+        if !self.acked.insert(m.seq) {
+            return;
+        }
+        if m.last <= m.row {
+            self.complete.insert(m.seq);
+            return;
+        }
+        let done = self.partial.entry(m.row).or_insert(0);
+        *done += 1;
+        if *done > m.last - m.row {
+            self.partial.remove(&m.row);
+            self.complete.extend(m.row..=m.last);
+        }
+    }
+
+    /// Seqs of completely acked rows not yet deleted, oldest first (at most `max`).
+    /// A row is deleted by its first seq, so a cut inside a row is harmless.
     pub fn take_deletable(&self, max: usize) -> Vec<i64> {
-        self.acked.iter().take(max).copied().collect()
+        self.complete.iter().take(max).copied().collect()
     }
 
     /// The store confirmed these rows are gone.
     pub fn deleted(&mut self, seqs: &[i64]) {
         for s in seqs {
             self.acked.remove(s);
+            self.complete.remove(s);
         }
     }
 
@@ -156,16 +204,16 @@ mod tests {
     #[test]
     fn rows_map_to_pkids_in_send_order_and_free_only_on_their_ack() {
         let mut w = Window::new(3);
-        w.handed_over(Some(10));
+        w.handed_over(Some(Msg::single(10)));
         w.handed_over(None); // a response
-        w.handed_over(Some(11));
+        w.handed_over(Some(Msg::single(11)));
         assert_eq!(w.room(), 0);
         assert_eq!(w.cursor(), 11);
         w.on_outgoing_publish(1).unwrap();
         w.on_outgoing_publish(2).unwrap();
         w.on_outgoing_publish(3).unwrap();
         // Out-of-order acks free the right rows.
-        assert_eq!(w.on_puback(3).unwrap(), Some(11));
+        assert_eq!(w.on_puback(3).unwrap(), Some(Msg::single(11)));
         assert_eq!(w.on_puback(2).unwrap(), None);
         assert_eq!(w.take_deletable(10), vec![11]);
         assert!(w.is_acked(11));
@@ -178,8 +226,8 @@ mod tests {
     #[test]
     fn reset_forgets_the_unacked_and_rewinds() {
         let mut w = Window::new(4);
-        w.handed_over(Some(1));
-        w.handed_over(Some(2));
+        w.handed_over(Some(Msg::single(1)));
+        w.handed_over(Some(Msg::single(2)));
         w.on_outgoing_publish(1).unwrap();
         w.on_outgoing_publish(2).unwrap();
         w.on_puback(1).unwrap();
@@ -195,14 +243,53 @@ mod tests {
     #[test]
     fn a_collision_parks_the_next_publish() {
         let mut w = Window::new(4);
-        w.handed_over(Some(5));
-        w.handed_over(Some(6));
+        w.handed_over(Some(Msg::single(5)));
+        w.handed_over(Some(Msg::single(6)));
         w.on_outgoing_publish(1).unwrap();
         w.on_await_ack(1).unwrap(); // row 6 collides with pkid 1
-        assert_eq!(w.on_puback(1).unwrap(), Some(5));
+        assert_eq!(w.on_puback(1).unwrap(), Some(Msg::single(5)));
         w.on_outgoing_publish(1).unwrap(); // the parked one goes out
-        assert_eq!(w.on_puback(1).unwrap(), Some(6));
+        assert_eq!(w.on_puback(1).unwrap(), Some(Msg::single(6)));
         assert_eq!(w.take_deletable(10), vec![5, 6]);
+    }
+
+    #[test]
+    fn a_row_of_several_messages_is_deletable_only_when_all_are_acked() {
+        let mut w = Window::new(8);
+        let m = |seq| Msg {
+            seq,
+            row: 20,
+            last: 22,
+        };
+        w.handed_over(Some(m(20)));
+        w.handed_over(Some(m(21)));
+        w.handed_over(Some(m(22)));
+        w.handed_over(Some(Msg::single(23)));
+        for pkid in 1..=4 {
+            w.on_outgoing_publish(pkid).unwrap();
+        }
+        w.on_puback(4).unwrap();
+        w.on_puback(1).unwrap();
+        w.on_puback(3).unwrap();
+        // 23 is a row of its own; row 20 still waits for 21.
+        assert_eq!(w.take_deletable(10), vec![23]);
+        assert!(w.is_acked(22) && !w.is_acked(21));
+        // The connection drops: 21 is sent again on the next one, the rest not.
+        w.reset();
+        w.handed_over(Some(m(21)));
+        w.on_outgoing_publish(1).unwrap();
+        w.on_puback(1).unwrap();
+        assert_eq!(w.take_deletable(10), vec![20, 21, 22, 23]);
+        // An ack seen twice (a duplicate) does not count twice.
+        let mut w = Window::new(8);
+        w.settle(m(20));
+        w.settle(m(20));
+        w.settle(m(21));
+        assert!(w.take_deletable(10).is_empty());
+        w.settle(m(22));
+        assert_eq!(w.take_deletable(10), vec![20, 21, 22]);
+        w.deleted(&[20, 21, 22]);
+        assert!(w.take_deletable(10).is_empty() && !w.is_acked(21));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::client::{offline_payload, ClientSettings, MAX_OUTGOING_PACKET};
-use super::pump::Window;
+use super::pump::{Msg, Window};
 use super::requests::{self, Inbound, Outbound, RequestContext};
 use super::rotate::{SwitchIdentity, Switched};
 use super::{limits, ConnectionState, Tuning, UpstreamDeps, UpstreamStatus};
@@ -138,7 +138,7 @@ struct Session {
 }
 
 impl Session {
-    fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool, row: Option<i64>) -> bool {
+    fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool, row: Option<Msg>) -> bool {
         match self
             .client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
@@ -293,7 +293,7 @@ impl Session {
     }
 
     /// Hands buffered rows to rumqttc in seq order while the window has room.
-    fn pump(&mut self, undeliverable: &mut Vec<i64>) {
+    fn pump(&mut self) {
         while self.connected && self.window.room() > 0 {
             let Some(row) = self.buffer.pop_front() else {
                 return;
@@ -310,16 +310,17 @@ impl Session {
                     row.seq
                 )));
                 self.window.skip(row.seq);
-                undeliverable.push(row.seq);
+                self.window.settle(msg_of(&row));
                 continue;
             }
             let topic = self.settings_topics.outbox(&row.topic);
+            let msg = msg_of(&row);
             match self
                 .client
                 .try_publish(topic, QoS::AtLeastOnce, row.retain, row.payload)
             {
                 Ok(()) => {
-                    self.window.handed_over(Some(row.seq));
+                    self.window.handed_over(Some(msg));
                     self.status.published.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -332,6 +333,15 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+/// The pump's view of an outbox message.
+fn msg_of(row: &outbox::OutboxRow) -> Msg {
+    Msg {
+        seq: row.seq,
+        row: row.row,
+        last: row.row_last,
     }
 }
 
@@ -395,7 +405,6 @@ pub(super) async fn run(
     let mut fetch: Option<Fetch> = None;
     let mut deleting: Option<JoinHandle<(Vec<i64>, StoreResult<usize>)>> = None;
     let mut enforcing: Option<JoinHandle<StoreResult<outbox::LimitReport>>> = None;
-    let mut undeliverable: Vec<i64> = Vec::new();
     let mut backoff = Backoff::new();
     let mut reconnect_at: Option<tokio::time::Instant> = None;
     let mut idle = tokio::time::interval(tuning.idle_poll);
@@ -406,7 +415,7 @@ pub(super) async fn run(
     let mut rate_mark = (Instant::now(), 0u64);
 
     loop {
-        s.pump(&mut undeliverable);
+        s.pump();
         if s.connected && s.more && fetch.is_none() && s.buffer.len() < window {
             let conn = match reader.take() {
                 Some(c) => Ok(c),
@@ -429,8 +438,7 @@ pub(super) async fn run(
             }
         }
         if deleting.is_none() {
-            let mut batch = std::mem::take(&mut undeliverable);
-            batch.extend(s.window.take_deletable(DELETE_BATCH));
+            let batch = s.window.take_deletable(DELETE_BATCH);
             if !batch.is_empty() {
                 let w = writer.clone();
                 deleting = Some(tokio::spawn(async move {
@@ -666,8 +674,7 @@ pub(super) async fn run(
             s.window.deleted(&seqs);
         }
     }
-    let mut last = std::mem::take(&mut undeliverable);
-    last.extend(s.window.take_deletable(usize::MAX));
+    let last = s.window.take_deletable(usize::MAX);
     if !last.is_empty() {
         if let Err(e) = writer.write(move |c| outbox::delete(c, &last)).await {
             tracing::warn!(error = %e, "could not delete the last delivered rows (they will be sent again)");
