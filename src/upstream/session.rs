@@ -40,7 +40,9 @@ const FETCH_ROWS: usize = 1000;
 /// How long a rotation waits for the current connection to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-type PollItem = Result<Event, String>;
+/// Events rumqttc had ready at once (one send and one wake-up for a run of PUBACKs
+/// read together), or the error that ended the connection.
+type PollItem = Result<Vec<Event>, String>;
 
 /// Resolves with the task's output, or never when there is no task.
 async fn join<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
@@ -68,7 +70,11 @@ async fn poll_loop(
     loop {
         match el.poll().await {
             Ok(ev) => {
-                if tx.send(Ok(ev)).await.is_err() {
+                // What poll() would return next without IO: the events of the same read.
+                let mut events = Vec::with_capacity(1 + el.state.events.len());
+                events.push(ev);
+                events.extend(el.state.events.drain(..));
+                if tx.send(Ok(events)).await.is_err() {
                     return;
                 }
             }
@@ -451,7 +457,7 @@ pub(super) async fn run(
 
         tokio::select! {
             item = poll_rx.recv() => match item {
-                Some(Ok(ev)) => {
+                Some(Ok(events)) => for ev in events {
                     let connack = matches!(ev, Event::Incoming(Incoming::ConnAck(_)));
                     if connack {
                         backoff.reset();
@@ -472,7 +478,7 @@ pub(super) async fn run(
                             other => rotation = other,
                         }
                     }
-                }
+                },
                 Some(Err(e)) => match rotation.take() {
                     Some(Rotation { phase: Phase::Draining { .. }, new, reply }) => {
                         // The old connection is closed: one try with the new identity.
@@ -658,8 +664,20 @@ pub(super) async fn run(
                 _ = tokio::time::sleep_until(deadline) => None,
             };
             match item {
-                Some(Ok(Event::Outgoing(Outgoing::Disconnect))) | Some(Err(_)) | None => break,
-                Some(Ok(ev)) => s.on_event(ev),
+                Some(Ok(events)) => {
+                    let mut closed = false;
+                    for ev in events {
+                        if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                            closed = true;
+                            break;
+                        }
+                        s.on_event(ev);
+                    }
+                    if closed {
+                        break;
+                    }
+                }
+                Some(Err(_)) | None => break,
             }
         }
     }
