@@ -349,7 +349,13 @@ fn expand((row, messages): (OutboxRow, i64), after: i64, out: &mut Vec<OutboxRow
         }
         return;
     }
-    let parts: Vec<&[u8]> = row.payload.split(|b| *b == b'\n').collect();
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(messages.clamp(0, 1024) as usize);
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', &row.payload) {
+        parts.push(&row.payload[start..nl]);
+        start = nl + 1;
+    }
+    parts.push(&row.payload[start..]);
     if parts.len() as i64 != messages {
         // Not what `append_batch` wrote: sent as it is, as one message, so the row
         // still leaves the outbox once acknowledged.
@@ -391,9 +397,7 @@ fn expand((row, messages): (OutboxRow, i64), after: i64, out: &mut Vec<OutboxRow
 /// The `msg_id` of an envelope written by this module (a fixed-width UUID string).
 fn msg_id_of(envelope: &[u8]) -> String {
     const KEY: &[u8] = b"\"msg_id\":\"";
-    envelope
-        .windows(KEY.len())
-        .position(|w| w == KEY)
+    memchr::memmem::find(envelope, KEY)
         .and_then(|at| envelope.get(at + KEY.len()..at + KEY.len() + 36))
         .map(|id| String::from_utf8_lossy(id).into_owned())
         .unwrap_or_default()
