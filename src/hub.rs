@@ -3306,6 +3306,60 @@ mod tests {
             json!({"temperature": 21.0, "humidity": 40.0})
         );
         assert_eq!(rig.device("0x0002").health, json!({"battery_low": true}));
+
+        // Seqs run on without gaps, in publish order.
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        assert_eq!(
+            seqs,
+            (after + 1..after + 1 + rows.len() as i64).collect::<Vec<_>>()
+        );
+        // Device 1's first two readings share a row (written before its `left`).
+        let tele1: Vec<&outbox::OutboxRow> = rows
+            .iter()
+            .filter(|r| r.kind == "telemetry" && r.topic.contains("0x0001"))
+            .collect();
+        assert_eq!(tele1[0].row, tele1[1].row);
+        assert_eq!(
+            (tele1[0].row, tele1[0].row_last),
+            (tele1[0].seq, tele1[1].seq)
+        );
+        let stored: i64 = reader
+            .query_row("SELECT count(*) FROM outbox WHERE id > ?1", [after], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(
+            stored < rows.len() as i64,
+            "{stored} rows for {} messages",
+            rows.len()
+        );
+        // Device 2: the reading that raised the flag, the flag, then the next reading.
+        let battery = |v: f64| {
+            pos(&|r| {
+                r.kind == "telemetry"
+                    && serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()["data"]
+                        ["readings"][0]["value"]
+                        == json!(v)
+            })
+        };
+        let flag = pos(&|r| r.kind == "lifecycle" && r.topic.contains("0x0002"));
+        assert!(battery(5.0) < flag && flag < battery(4.0));
+        // Every reading notice names its own telemetry message.
+        let mut told: Vec<i64> = notices
+            .iter()
+            .filter_map(|n| match n {
+                Notice::Readings { outbox_seq, .. } => *outbox_seq,
+                _ => None,
+            })
+            .collect();
+        told.sort();
+        let mut telemetry: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.kind == "telemetry")
+            .map(|r| r.seq)
+            .collect();
+        telemetry.sort();
+        assert_eq!(told, telemetry);
     }
 
     #[tokio::test]
