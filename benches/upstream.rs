@@ -10,7 +10,7 @@
 //! 3. **drain**: a backlog of 100,000 committed rows drained after the uplink
 //!    comes up.
 //!
-//! Run: `cargo bench --bench upstream` (env FIELDGATE_BENCH_EVENTS,
+//! Run: `cargo bench --bench upstream` (env FIELDGATE_BENCH_EVENTS, FIELDGATE_BENCH_PAIRS,
 //! FIELDGATE_BENCH_EVENTS_FULL, FIELDGATE_BENCH_BACKLOG, FIELDGATE_BENCH_BARE;
 //! FIELDGATE_BENCH_ONLY=e2e runs the end-to-end path alone, for a profiler).
 
@@ -245,6 +245,17 @@ async fn end_to_end(port: u16, n: usize, synchronous: &str) -> (f64, f64) {
     gw.finish().await;
     gw.wait_empty().await;
     let secs = t0.elapsed().as_secs_f64();
+    if std::env::var("FIELDGATE_BENCH_ONLY").as_deref() == Ok("e2e") {
+        if let Some(st) = gw.store.as_ref() {
+            let w = st.writer();
+            let s = w.stats();
+            println!(
+                "writer: {} transactions, {} jobs",
+                s.transactions.load(std::sync::atomic::Ordering::Relaxed),
+                s.operations.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    }
     let delivered = gw
         .upstream
         .as_ref()
@@ -334,7 +345,7 @@ async fn drain(port: u16, n: usize) -> f64 {
     rate
 }
 
-/// Bare and end-to-end runs, alternated.
+/// Bare and end-to-end runs, alternated (FIELDGATE_BENCH_PAIRS changes it).
 const PAIRS: usize = 5;
 
 fn main() {
@@ -346,6 +357,7 @@ fn main() {
     let port = start_broker();
     let n_bare = env_usize("FIELDGATE_BENCH_BARE", 200_000);
     let n_events = env_usize("FIELDGATE_BENCH_EVENTS", 100_000);
+    let pairs = env_usize("FIELDGATE_BENCH_PAIRS", PAIRS).max(1);
     let n_full = env_usize("FIELDGATE_BENCH_EVENTS_FULL", 2_000);
     let backlog = env_usize("FIELDGATE_BENCH_BACKLOG", 100_000);
     if std::env::var("FIELDGATE_BENCH_ONLY").as_deref() == Ok("e2e") {
@@ -365,7 +377,7 @@ fn main() {
         // end-to-end run is compared with the bare run right before it.
         let mut bare_rates = Vec::new();
         let mut e2e = Vec::new();
-        for _ in 0..PAIRS {
+        for _ in 0..pairs {
             bare_rates.push(bare(port, n_bare).await);
             e2e.push(end_to_end(port, n_events, "normal").await);
         }
@@ -383,8 +395,8 @@ fn main() {
         let hub_rate = hub_only(n_events, "normal").await;
 
         println!("upstream benchmark (rumqttd on loopback, QoS 1, window 100)");
-        println!("  bare rumqttc loop:          {bare_rate:>10.0} msg/s  (median of {PAIRS}: {bare_rates:.0?})");
-        println!("  end to end, sync=normal:    {ev_rate:>10.0} events/s = {msg_rate:>8.0} msg/s (median of {PAIRS}, {n_events} events)");
+        println!("  bare rumqttc loop:          {bare_rate:>10.0} msg/s  (median of {pairs}: {bare_rates:.0?})");
+        println!("  end to end, sync=normal:    {ev_rate:>10.0} events/s = {msg_rate:>8.0} msg/s (median of {pairs}, {n_events} events)");
         println!("  end to end, sync=full:      {full_ev:>10.0} events/s = {full_msg:>8.0} msg/s ({n_full} events)");
         println!("  hub only (no uplink), sync=normal: {hub_rate:>10.0} events/s ({n_events} events)");
         println!("  drain of {backlog} rows:      {drain_rate:>10.0} msg/s");
