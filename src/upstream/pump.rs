@@ -163,6 +163,11 @@ impl Window {
         }
     }
 
+    /// How many seqs of completely acked rows wait to be deleted.
+    pub fn deletable(&self) -> usize {
+        self.complete.len()
+    }
+
     /// Seqs of completely acked rows not yet deleted, oldest first (at most `max`).
     /// A row is deleted by its first seq, so a cut inside a row is harmless.
     pub fn take_deletable(&self, max: usize) -> Vec<i64> {

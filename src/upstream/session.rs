@@ -34,6 +34,12 @@ use crate::store::{self, outbox, StoreResult};
 const REQUEST_QUEUE: usize = 64;
 /// Most rows deleted in one writer job.
 const DELETE_BATCH: usize = 2000;
+/// Delivered messages are deleted once this many are waiting, or once the oldest
+/// has waited `DELETE_DELAY`: fewer, larger delete transactions. A delivered row
+/// not yet deleted is never sent again on this connection; after a crash it would
+/// be sent again (at least once).
+const DELETE_MIN: usize = 512;
+const DELETE_DELAY: Duration = Duration::from_millis(25);
 /// Rows read from the outbox per read transaction: each read starts a new WAL
 /// snapshot, so fewer, larger reads cost less per row.
 const FETCH_ROWS: usize = 1000;
@@ -413,6 +419,8 @@ pub(super) async fn run(
     let mut enforcing: Option<JoinHandle<StoreResult<outbox::LimitReport>>> = None;
     let mut backoff = Backoff::new();
     let mut reconnect_at: Option<tokio::time::Instant> = None;
+    // Since when delivered rows have been waiting to be deleted.
+    let mut delete_wait: Option<Instant> = None;
     let mut idle = tokio::time::interval(tuning.idle_poll);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut second = tokio::time::interval(Duration::from_secs(1));
@@ -443,7 +451,15 @@ pub(super) async fn run(
                 }
             }
         }
-        if deleting.is_none() {
+        let ready = s.window.deletable();
+        if ready == 0 {
+            delete_wait = None;
+        } else if delete_wait.is_none() {
+            delete_wait = Some(Instant::now());
+        }
+        let due = ready >= DELETE_MIN || delete_wait.is_some_and(|t| t.elapsed() >= DELETE_DELAY);
+        if deleting.is_none() && due {
+            delete_wait = None;
             let batch = s.window.take_deletable(DELETE_BATCH);
             if !batch.is_empty() {
                 let w = writer.clone();
