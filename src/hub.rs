@@ -589,6 +589,10 @@ struct EventContext {
     policy: Arc<PolicyEngine>,
     open_windows: HashSet<String>,
     queue_telemetry: bool,
+    /// Someone listens to notices: build the per-reading ones.
+    notify_readings: bool,
+    /// The policy has local rules: hand readings to the rule engine.
+    rules: bool,
 }
 
 impl Hub {
@@ -759,6 +763,8 @@ impl Hub {
                 .cloned()
                 .collect(),
             queue_telemetry: self.outbox_gate.admit(MessageKind::Telemetry),
+            notify_readings: self.notices.receiver_count() > 0,
+            rules: !self.policy.policy.rules.is_empty(),
         };
         let count = batch.len();
         let result = self
@@ -2197,7 +2203,6 @@ fn apply_events(
 struct Merging<'e> {
     id: DeviceId,
     patch: serde_json::Map<String, serde_json::Value>,
-    ts: String,
     at: SystemTime,
     health: serde_json::Value,
     telemetry: PendingTelemetry<'e>,
@@ -2214,7 +2219,7 @@ impl Merging<'_> {
         assigned: &mut Vec<(usize, i64)>,
     ) -> Result<(), StoreError> {
         self.telemetry.flush(c, seqs, ctx, &self.id, assigned)?;
-        if let Some(state) = registry::merge_state(c, &self.id, &self.patch, &self.ts)? {
+        if let Some(state) = registry::merge_state(c, &self.id, &self.patch, &rfc3339(self.at))? {
             queue_state(c, ctx, &self.id, &state, self.at)?;
         }
         Ok(())
@@ -2332,7 +2337,6 @@ fn apply_burst(
                     merging.push(Some(Merging {
                         id: id.clone(),
                         patch: serde_json::Map::new(),
-                        ts: String::new(),
                         at: ev.received_at,
                         health: parse_health(&health),
                         telemetry: PendingTelemetry::default(),
@@ -2348,7 +2352,6 @@ fn apply_burst(
                         serde_json::to_value(&r.value).unwrap_or(serde_json::Value::Null),
                     );
                 }
-                m.ts = rfc3339(ev.received_at);
                 m.at = ev.received_at;
                 let mut applied = Applied {
                     spoke: Some(id.to_string()),
@@ -2505,12 +2508,16 @@ fn readings_recorded<'e>(
         });
     }
     health_flags(c, &mut sink, ctx, id, health, readings, out, at)?;
-    out.notices.push(Notice::Readings {
-        device: id.to_string(),
-        readings: readings.to_vec(),
-        outbox_seq: telemetry_seq,
-    });
-    out.readings = Some((id.to_string(), readings.to_vec()));
+    if ctx.notify_readings {
+        out.notices.push(Notice::Readings {
+            device: id.to_string(),
+            readings: readings.to_vec(),
+            outbox_seq: telemetry_seq,
+        });
+    }
+    if ctx.rules {
+        out.readings = Some((id.to_string(), readings.to_vec()));
+    }
     Ok(())
 }
 

@@ -255,9 +255,64 @@ pub enum DeviceCommand {
     },
 }
 
-/// Seconds since the epoch to RFC 3339 with milliseconds, UTC.
+/// Seconds since the epoch to RFC 3339 with milliseconds, UTC
+/// (`2026-05-01T12:00:00.123Z`).
+/// Times before 1970 are written as 1970-01-01T00:00:00.000Z and times after
+/// 9999 as 9999-12-31T23:59:59.999Z (a clock that wrong must not stop the gateway).
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    let mut buf = [0u8; 24];
+    rfc3339_into(t, &mut buf).to_string()
+}
+
+/// [`rfc3339`] into a buffer, without the formatting machinery: it runs for every
+/// queued message.
+pub fn rfc3339_into(t: SystemTime, buf: &mut [u8; 24]) -> &str {
+    const LAST: u64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z, in ms
+    let since = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(std::time::Duration::from_millis(LAST));
+    let secs = since.as_secs();
+    let millis = since.subsec_millis();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-Compatible
+    // Low-Level Date Algorithms").
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut put = |at: usize, value: u64, width: usize| {
+        let mut v = value;
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year as u64, 4);
+    put(5, month as u64, 2);
+    put(8, day as u64, 2);
+    put(11, rem / 3600, 2);
+    put(14, rem % 3600 / 60, 2);
+    put(17, rem % 60, 2);
+    put(20, u64::from(millis), 3);
+    for (at, sep) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        buf[at] = sep;
+    }
+    std::str::from_utf8(buf).unwrap_or("1970-01-01T00:00:00.000Z")
 }
 
 pub fn now_rfc3339() -> String {
@@ -267,6 +322,40 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_matches_humantime() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let reference = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+        // Leap days, year and century edges, the last representable year, and a
+        // deterministic spread of instants in between.
+        let mut times: Vec<SystemTime> = [
+            0u64,
+            951_782_400_999,     // 2000-02-29
+            4_107_542_399_999,   // 2100-02-28T23:59:59.999
+            4_107_542_400_000,   // 2100-03-01
+            1_709_164_800_123,   // 2024-02-29
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+        ]
+        .iter()
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(*ms))
+        .collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            times.push(UNIX_EPOCH + Duration::from_millis(x % 253_402_300_800_000));
+        }
+        for t in times {
+            assert_eq!(rfc3339(t), reference(t), "{t:?}");
+        }
+        // Out of range: clamped, not a panic.
+        let late = UNIX_EPOCH + Duration::from_secs(253_402_300_800 * 2);
+        assert_eq!(rfc3339(late), "9999-12-31T23:59:59.999Z");
+        let early = UNIX_EPOCH - Duration::from_secs(86_400);
+        assert_eq!(rfc3339(early), "1970-01-01T00:00:00.000Z");
+    }
 
     #[test]
     fn device_ids_are_normalized_and_validated() {

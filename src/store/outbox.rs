@@ -185,8 +185,11 @@ pub fn append_batch<D: Serialize>(
                 // Compact JSON never contains a raw newline: it separates the messages.
                 payload.push(b'\n');
             }
-            let msg_id = uuid::Uuid::now_v7().to_string();
-            let ts = rfc3339(*at);
+            // Both written into stack buffers: this runs for every message.
+            let mut id_buf = uuid::Uuid::encode_buffer();
+            let msg_id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_buf);
+            let mut ts_buf = [0u8; 24];
+            let ts = crate::model::rfc3339_into(*at, &mut ts_buf);
             let seq = first + i as i64;
             serde_json::to_writer(
                 &mut payload,
@@ -194,14 +197,16 @@ pub fn append_batch<D: Serialize>(
                     data,
                     device: header.device.map(DeviceId::as_str),
                     gateway: gateway_id,
-                    msg_id: &msg_id,
+                    msg_id,
                     seq,
-                    ts: &ts,
+                    ts,
                     kind: header.kind.as_str(),
                 },
             )
             .map_err(|e| super::StoreError::Invalid(e.to_string()))?;
-            first_id.get_or_insert(msg_id);
+            if first_id.is_none() {
+                first_id = Some(msg_id.to_string());
+            }
             out.push(seq);
         }
         let last = first + chunk.len() as i64 - 1;

@@ -45,7 +45,12 @@ impl Topics {
 
     /// An outbox row's topic (stored relative to the prefix) made absolute.
     pub fn outbox(&self, relative: &str) -> String {
-        format!("{}/{}", self.prefix, relative)
+        // Called for every published message: no formatting machinery.
+        let mut topic = String::with_capacity(self.prefix.len() + 1 + relative.len());
+        topic.push_str(&self.prefix);
+        topic.push('/');
+        topic.push_str(relative);
+        topic
     }
 
     /// The subscription for inbound requests.
