@@ -129,7 +129,8 @@ impl Gateway {
             )
             .expect("upstream"),
         );
-        let (events, ev_rx) = mpsc::channel(4096);
+        // The daemon's queue between the radios and the hub.
+        let (events, ev_rx) = mpsc::channel(fieldgate::hub::EVENT_QUEUE);
         let hub_task = tokio::spawn(hub.run(ev_rx, req_rx, sd_rx, None));
         drop(handle);
         Gateway {

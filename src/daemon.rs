@@ -116,7 +116,7 @@ impl Daemon {
                 .context("cannot load the gateway master key")?,
         );
         tracing::info!(source = %master_key.source.display(), "master key loaded");
-        let (events_tx, events_rx) = mpsc::channel(1024);
+        let (events_tx, events_rx) = mpsc::channel(crate::hub::EVENT_QUEUE);
         let radios = Arc::new(radio::spawn_all(
             &config.radios,
             events_tx,
