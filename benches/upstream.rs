@@ -347,7 +347,7 @@ async fn drain(port: u16, n: usize) -> f64 {
 }
 
 /// Bare and end-to-end runs, alternated (FIELDGATE_BENCH_PAIRS changes it).
-const PAIRS: usize = 5;
+const PAIRS: usize = 9;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
