@@ -235,6 +235,10 @@ pub struct UpstreamConfig {
     pub client_key: Option<PathBuf>,
     #[serde(default = "default_keepalive", with = "humantime_serde")]
     pub keepalive: Duration,
+    /// The longest wait between reconnect attempts (the backoff doubles from 1 s up
+    /// to this, with jitter).
+    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    pub reconnect_max: Duration,
     /// Defaults to `fieldgate/<gateway id>`.
     #[serde(default)]
     pub topic_prefix: Option<Spanned<String>>,
@@ -247,6 +251,10 @@ pub struct UpstreamConfig {
 
 fn default_keepalive() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_reconnect_max() -> Duration {
+    crate::radio::Backoff::MAX
 }
 
 #[derive(Debug, Clone, Deserialize)]

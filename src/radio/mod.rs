@@ -252,6 +252,7 @@ fn spawn_one(
 /// Exponential backoff with jitter, 1 s doubling to 60 s.
 pub struct Backoff {
     current: Duration,
+    max: Duration,
 }
 
 impl Backoff {
@@ -259,7 +260,15 @@ impl Backoff {
     pub const MAX: Duration = Duration::from_secs(60);
 
     pub fn new() -> Backoff {
-        Backoff { current: Self::MIN }
+        Backoff::with_max(Self::MAX)
+    }
+
+    /// Doubling from [`Backoff::MIN`] up to `max` (at least `MIN`).
+    pub fn with_max(max: Duration) -> Backoff {
+        Backoff {
+            current: Self::MIN,
+            max: max.max(Self::MIN),
+        }
     }
 
     pub fn reset(&mut self) {
@@ -268,7 +277,7 @@ impl Backoff {
 
     pub fn next_delay(&mut self) -> Duration {
         let base = self.current;
-        self.current = (self.current * 2).min(Self::MAX);
+        self.current = (self.current * 2).min(self.max);
         let jitter = rand::random_range(0.0..0.25);
         base.mul_f64(1.0 + jitter)
     }
@@ -283,6 +292,21 @@ impl Default for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_caps_where_it_is_told() {
+        let mut b = Backoff::with_max(Duration::from_secs(300));
+        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
+        // 1, 2, 4, ... 256, then 300 s, each with up to 25 % jitter.
+        assert!(delays[8] >= Duration::from_secs(256));
+        let last = *delays.last().unwrap();
+        assert!(last >= Duration::from_secs(300) && last <= Duration::from_secs(375));
+        b.reset();
+        assert!(b.next_delay() <= Backoff::MIN.mul_f64(1.25));
+        // Never below the minimum.
+        let mut tiny = Backoff::with_max(Duration::ZERO);
+        assert!(tiny.next_delay() >= Backoff::MIN);
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

@@ -46,6 +46,8 @@ pub enum ClientError {
     Tls(String),
     #[error("upstream.keepalive must be 0 or between 1 s and 65535 s")]
     Keepalive,
+    #[error("upstream.reconnect_max must be between 1 s and 1 h")]
+    ReconnectMax,
     #[error("upstream.password_file is set but upstream.username is not")]
     PasswordWithoutUser,
 }
@@ -57,6 +59,8 @@ pub struct ClientSettings {
     pub broker: String,
     pub client_id: String,
     pub topics: Topics,
+    /// The longest wait between reconnect attempts.
+    pub reconnect_max: Duration,
 }
 
 impl std::fmt::Debug for ClientSettings {
@@ -121,6 +125,10 @@ impl ClientSettings {
             return Err(ClientError::Keepalive);
         }
         options.set_keep_alive(up.keepalive);
+        if up.reconnect_max < Duration::from_secs(1) || up.reconnect_max > Duration::from_secs(3600)
+        {
+            return Err(ClientError::ReconnectMax);
+        }
         // Our outbox is the session: never rely on the broker's or rumqttc's.
         options.set_clean_session(true);
         options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
@@ -161,6 +169,7 @@ impl ClientSettings {
             broker: format!("{scheme}://{shown_host}:{port}"),
             client_id,
             topics,
+            reconnect_max: up.reconnect_max,
         })
     }
 }
@@ -299,6 +308,21 @@ mod tests {
         let will = s.options.last_will().unwrap();
         assert_eq!(will.topic, "fieldgate/gw1/status");
         assert!(will.retain);
+    }
+
+    #[test]
+    fn the_reconnect_cap_is_a_setting_within_bounds() {
+        let url = "url = \"mqtt://127.0.0.1\"";
+        assert_eq!(
+            upstream(url).unwrap().reconnect_max,
+            Duration::from_secs(60)
+        );
+        let s = upstream(&format!("{url}\nreconnect_max = \"5m\"")).unwrap();
+        assert_eq!(s.reconnect_max, Duration::from_secs(300));
+        for bad in ["500ms", "2h"] {
+            let e = upstream(&format!("{url}\nreconnect_max = \"{bad}\"")).unwrap_err();
+            assert!(matches!(e, ClientError::ReconnectMax), "{bad}: {e}");
+        }
     }
 
     #[test]

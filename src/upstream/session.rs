@@ -417,7 +417,7 @@ pub(super) async fn run(
     let mut fetch: Option<Fetch> = None;
     let mut deleting: Option<JoinHandle<(Vec<i64>, StoreResult<usize>)>> = None;
     let mut enforcing: Option<JoinHandle<StoreResult<outbox::LimitReport>>> = None;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::with_max(settings.reconnect_max);
     let mut reconnect_at: Option<tokio::time::Instant> = None;
     // Since when delivered rows have been waiting to be deleted.
     let mut delete_wait: Option<Instant> = None;
