@@ -634,18 +634,26 @@ pub(super) async fn run(
                     let refusing = gate.refusing_telemetry();
                     enforcing = Some(tokio::spawn(async move {
                         // Measure on a reader first: the writer (and so the hub) is
-                        // only held up when a limit is actually reached.
-                        let measured = tokio::task::spawn_blocking(move || {
-                            store::open_reader(&db).and_then(|c| outbox::stats(&c))
+                        // only held up when a limit is actually reached. The quick
+                        // check reads two pages; the outbox is scanned only when the
+                        // database is larger than the limit or a row is too old.
+                        let within = tokio::task::spawn_blocking(move || {
+                            let c = store::open_reader(&db)?;
+                            let now = SystemTime::now();
+                            if let Some(bound) = outbox::surely_within(&c, max_bytes, max_age_ms, now)? {
+                                return Ok(Some(bound));
+                            }
+                            let m = outbox::stats(&c)?;
+                            let over = m.bytes > max_bytes
+                                || m.oldest_age_ms.is_some_and(|a| a > max_age_ms);
+                            Ok::<_, store::StoreError>((!over).then_some(m.bytes))
                         })
                         .await
                         .map_err(|e| store::StoreError::Invalid(e.to_string()))??;
-                        let over = measured.bytes > max_bytes
-                            || measured.oldest_age_ms.is_some_and(|a| a > max_age_ms);
-                        if !over && !refusing {
+                        if let (Some(bytes), false) = (within, refusing) {
                             return Ok(outbox::LimitReport {
-                                bytes: measured.bytes,
-                                protected_bytes: measured.bytes,
+                                bytes,
+                                protected_bytes: bytes,
                                 ..Default::default()
                             });
                         }
