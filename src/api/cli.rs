@@ -121,6 +121,8 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
                         s(&r["protocol"]),
                         s(&r["port"]),
                         s(&r["state"]),
+                        s(&r["counters"]["startups"]),
+                        radio_problems(&r["counters"]),
                         s(&r["detail"]),
                     ]
                 })
@@ -130,7 +132,12 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
     if rows.is_empty() {
         println!("no radios configured");
     } else {
-        table(&["radio", "protocol", "port", "state", "detail"], &rows);
+        table(
+            &[
+                "radio", "protocol", "port", "state", "starts", "problems", "detail",
+            ],
+            &rows,
+        );
     }
     Ok(())
 }
@@ -143,6 +150,28 @@ fn age(ms: &Value) -> String {
 }
 
 /// The uplink lines of `fieldgate status` (see `crate::upstream::UpstreamSnapshot`).
+/// A radio's error counters that are not zero, e.g. `undecodable 3, timeouts 1`.
+fn radio_problems(counters: &Value) -> String {
+    let names = [
+        ("undecodable", "undecodable"),
+        ("line_errors", "line errors"),
+        ("timeouts", "timeouts"),
+        ("bad_nv_items", "bad NV items"),
+    ];
+    let found: Vec<String> = names
+        .iter()
+        .filter_map(|(key, label)| {
+            let n = counters[key].as_u64().unwrap_or(0);
+            (n > 0).then(|| format!("{label} {n}"))
+        })
+        .collect();
+    if found.is_empty() {
+        "-".into()
+    } else {
+        found.join(", ")
+    }
+}
+
 fn print_upstream(u: &Value) {
     if u.is_null() {
         println!("uplink    not configured (no [upstream] section)");

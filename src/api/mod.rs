@@ -194,6 +194,9 @@ pub struct RadioStatus {
     pub port: String,
     #[serde(flatten)]
     pub state: RadioState,
+    /// The driver's counters since the daemon started.
+    #[serde(default)]
+    pub counters: crate::radio::RadioCountersSnapshot,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -322,6 +325,7 @@ async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
                 protocol: r.protocol.to_string(),
                 port: r.port.to_string(),
                 state: r.state.borrow().clone(),
+                counters: r.counters.snapshot(),
             })
             .collect(),
         devices,

@@ -11,6 +11,7 @@ pub mod zigbee_sim;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +113,49 @@ impl SecretSink {
     }
 }
 
+/// What a radio's driver counts, shown by `fieldgate status` and the gateway's
+/// `info` message. They survive link restarts (they count since the daemon started).
+#[derive(Debug, Default)]
+pub struct RadioCounters {
+    /// Times the radio's network stack was started (after opening the link).
+    pub startups: AtomicU64,
+    /// Frames that arrived intact but could not be decoded.
+    pub undecodable: AtomicU64,
+    /// Frames lost to line errors (bad checksum, oversize, implausible, stalled).
+    pub line_errors: AtomicU64,
+    /// Requests the radio did not answer in time.
+    pub timeouts: AtomicU64,
+    /// Stored items the radio served that were missing, refused or did not parse.
+    pub bad_nv_items: AtomicU64,
+}
+
+/// [`RadioCounters`] read at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RadioCountersSnapshot {
+    pub startups: u64,
+    pub undecodable: u64,
+    pub line_errors: u64,
+    pub timeouts: u64,
+    pub bad_nv_items: u64,
+}
+
+impl RadioCounters {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RadioCountersSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RadioCountersSnapshot {
+            startups: get(&self.startups),
+            undecodable: get(&self.undecodable),
+            line_errors: get(&self.line_errors),
+            timeouts: get(&self.timeouts),
+            bad_nv_items: get(&self.bad_nv_items),
+        }
+    }
+}
+
 /// What a driver gets to talk to the rest of the daemon.
 pub struct DriverIo {
     pub radio: String,
@@ -123,6 +167,8 @@ pub struct DriverIo {
     /// Where network secrets are kept encrypted; `None` where no store is wired (some test
     /// rigs), in which case a driver keeps its secrets on the radio only.
     pub secrets: Option<Arc<SecretSink>>,
+    /// The driver's counters, shared with the radio's handle.
+    pub counters: Arc<RadioCounters>,
 }
 
 pub type DriverFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
@@ -150,6 +196,7 @@ pub struct RadioHandle {
     pub state: watch::Receiver<RadioState>,
     /// `None` when no driver runs for this radio.
     pub commands: Option<mpsc::Sender<RadioCommand>>,
+    pub counters: Arc<RadioCounters>,
 }
 
 /// Starts a supervisor for each radio. Supervisors stop when `shutdown` flips. `secrets`
@@ -175,6 +222,7 @@ fn spawn_one(
     let name = cfg.name.get_ref().clone();
     let port = cfg.port_spec();
     let (state_tx, state_rx) = watch::channel(RadioState::Starting);
+    let counters = Arc::new(RadioCounters::default());
     let driver = if cfg.enabled {
         driver_for(cfg.protocol)
     } else {
@@ -199,6 +247,7 @@ fn spawn_one(
             port,
             state: state_rx,
             commands: None,
+            counters,
         };
     };
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
@@ -210,6 +259,7 @@ fn spawn_one(
         commands: cmd_rx,
         state: state_tx,
         secrets,
+        counters: counters.clone(),
     };
     let baud = cfg.baud.as_ref().map(|b| *b.get_ref());
     let spec = port.clone();
@@ -246,6 +296,7 @@ fn spawn_one(
         port,
         state: state_rx,
         commands: Some(cmd_tx),
+        counters,
     }
 }
 

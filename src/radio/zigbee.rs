@@ -552,21 +552,10 @@ fn level_from_percent(percent: u8) -> u8 {
 // ---------------------------------------------------------------------------------------
 // Driver
 
-/// Counters, for logs and tests.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ZigbeeStats {
-    pub sreq_timeouts: u64,
-    pub startups: u64,
-    pub undecodable: u64,
-    /// NV items the coordinator served that were missing, refused or did not parse.
-    pub bad_nv_items: u64,
-}
-
 /// The Zigbee ZNP driver. Device knowledge (interview progress included) outlives a link.
 #[derive(Default)]
 pub struct ZigbeeDriver {
     devices: HashMap<IeeeAddr, Device>,
-    stats: ZigbeeStats,
     /// The policy's "joins must use install codes", applied after every coordinator start.
     require_install_codes: bool,
 }
@@ -582,6 +571,7 @@ impl Driver for ZigbeeDriver {
         Box::pin(async move {
             let options = ZigbeeOptions::parse(&io.options)
                 .with_context(|| format!("radio `{}`: invalid [radio.options]", io.radio))?;
+            let counters = io.counters.clone();
             let mut session = Session {
                 reader: FrameReader {
                     link,
@@ -593,7 +583,7 @@ impl Driver for ZigbeeDriver {
                 io,
                 opts: options,
                 devices: &mut self.devices,
-                stats: &mut self.stats,
+                stats: counters,
                 require_install_codes: &mut self.require_install_codes,
                 rotation: None,
                 pending: VecDeque::new(),
@@ -746,7 +736,7 @@ struct Session<'a> {
     io: &'a mut DriverIo,
     opts: ZigbeeOptions,
     devices: &'a mut HashMap<IeeeAddr, Device>,
-    stats: &'a mut ZigbeeStats,
+    stats: std::sync::Arc<super::RadioCounters>,
     require_install_codes: &'a mut bool,
     rotation: Option<PendingRotation>,
     /// Indications received while waiting for an SRSP, in arrival order.
@@ -810,7 +800,7 @@ impl Session<'_> {
         match ZnpCommand::decode(frame) {
             Ok(c) => Some(c),
             Err(e) => {
-                self.stats.undecodable += 1;
+                super::RadioCounters::count(&self.stats.undecodable);
                 tracing::warn!(radio = %self.io.radio, subsystem = ?frame.subsystem, cmd_id = frame.cmd_id, error = %e, "undecodable ZNP frame dropped");
                 None
             }
@@ -849,7 +839,7 @@ impl Session<'_> {
         let deadline = Instant::now() + timeout;
         loop {
             let Some(frame) = self.reader.next_frame(deadline).await? else {
-                self.stats.sreq_timeouts += 1;
+                super::RadioCounters::count(&self.stats.timeouts);
                 tracing::warn!(radio = %self.io.radio, request = cmd.name(), timeout = ?timeout, "SREQ timed out");
                 return Ok(Err(Fail::Timeout));
             };
@@ -1088,7 +1078,7 @@ impl Session<'_> {
 
     /// Counts and words a bad NV answer (the values themselves are never in the text).
     fn nv_fault_named(&mut self, what: &str, detail: String) -> String {
-        self.stats.bad_nv_items += 1;
+        super::RadioCounters::count(&self.stats.bad_nv_items);
         format!("{what}: {detail}")
     }
 
@@ -1294,7 +1284,7 @@ impl Session<'_> {
 
     async fn startup(&mut self) -> Result<()> {
         let _ = self.io.state.send(RadioState::Starting);
-        self.stats.startups += 1;
+        super::RadioCounters::count(&self.stats.startups);
         self.pending.clear();
         if let Some(r) = self.rotation.take() {
             self.fail_rotation(
@@ -1997,10 +1987,17 @@ impl Session<'_> {
                 oversize = now.oversize - was.oversize,
                 forged = now.implausible - was.implausible,
                 stalled = now.stalled - was.stalled,
-                undecodable_total = self.stats.undecodable,
-                sreq_timeouts_total = self.stats.sreq_timeouts,
+                undecodable_total = self.stats.undecodable.load(std::sync::atomic::Ordering::Relaxed),
+                sreq_timeouts_total = self.stats.timeouts.load(std::sync::atomic::Ordering::Relaxed),
                 "line errors on the coordinator link (resynchronised)"
             );
+            let lost = (now.bad_fcs - was.bad_fcs)
+                + (now.oversize - was.oversize)
+                + (now.implausible - was.implausible)
+                + (now.stalled - was.stalled);
+            self.stats
+                .line_errors
+                .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
             self.reader.reported = now;
         }
     }
@@ -2432,7 +2429,7 @@ impl Session<'_> {
         let frame = match ZclFrame::decode(m.cluster_id, &m.data) {
             Ok(f) => f,
             Err(e) => {
-                self.stats.undecodable += 1;
+                super::RadioCounters::count(&self.stats.undecodable);
                 tracing::warn!(radio = %self.io.radio, device = %ieee, cluster = m.cluster_id, error = %e, "undecodable ZCL frame dropped");
                 return Ok(());
             }
@@ -2640,7 +2637,7 @@ impl Session<'_> {
                 match &answer {
                     Ok(_) => tracing::info!(radio = %self.io.radio, "network backup exported"),
                     Err(e) => {
-                        tracing::warn!(radio = %self.io.radio, error = %e, bad_nv_items_total = self.stats.bad_nv_items, "network backup failed")
+                        tracing::warn!(radio = %self.io.radio, error = %e, bad_nv_items_total = self.stats.bad_nv_items.load(std::sync::atomic::Ordering::Relaxed), "network backup failed")
                     }
                 }
                 let _ = reply.send(answer);
@@ -2725,7 +2722,7 @@ impl Session<'_> {
         let table = step!(self.sec_material_table(product).await?);
         let Some(counter) = nvitems::network_frame_counter_entry(&table, nib.extended_pan_id)
         else {
-            self.stats.bad_nv_items += 1;
+            super::RadioCounters::count(&self.stats.bad_nv_items);
             return Ok(Err(format!(
                 "the coordinator's security material table ({} entr{}) holds no NWK frame counter \
                  for this network or a generic one; a backup without it could not be restored safely",

@@ -1143,7 +1143,8 @@ fn radios_json(ctx: &RequestContext) -> Vec<Value> {
         .iter()
         .map(|r| {
             let state = r.state.borrow().clone();
-            let mut v = json!({"name": r.name, "protocol": r.protocol.as_str(), "port": r.port.to_string()});
+            let mut v = json!({"name": r.name, "protocol": r.protocol.as_str(), "port": r.port.to_string(),
+                               "counters": r.counters.snapshot()});
             if let (Some(obj), Ok(Value::Object(s))) = (v.as_object_mut(), serde_json::to_value(&state)) {
                 obj.extend(s);
             }

@@ -86,6 +86,8 @@ async fn every_endpoint_answers_through_the_socket() {
     assert_eq!(status["devices"]["total"], 2);
     assert_eq!(status["radios"][0]["name"], "zb0");
     assert_eq!(status["radios"][0]["state"], "unavailable");
+    assert_eq!(status["radios"][0]["counters"]["startups"], 0);
+    assert_eq!(status["radios"][0]["counters"]["timeouts"], 0);
 
     let list = api.call(Method::GET, "/v1/devices", None).await.unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);

@@ -366,6 +366,7 @@ impl Rig {
             port: PortSpec::Sim(Protocol::Zigbee),
             state: state_rx,
             commands: Some(cmd_tx),
+            counters: Default::default(),
         }];
         let (mut hub, handle, req_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);
         // Devices in these tests join as if a technician had opened a window.
@@ -545,6 +546,7 @@ async fn normal_flow_publishes_the_documented_topics_and_schemas() {
         info["version"].is_string()
             && info["outbox"]["depth"].is_u64()
             && info["radios"].is_array()
+            && info["radios"][0]["counters"]["startups"].is_u64()
     );
 
     let events: Vec<String> = probe

@@ -1071,6 +1071,8 @@ async fn zigbee_recovers_from_a_coordinator_reset_mid_operation() {
     let pty = PtyEmulator::spawn(emulator_config()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let rig = paired_rig(&pty, dir.path()).await;
+    let before = rig.radios[0].counters.snapshot();
+    assert!(before.startups >= 1, "{before:?}");
     let mut state = rig.radios[0].state.clone();
     state.borrow_and_update();
     pty.sim.inject(Fault::Reset);
@@ -1106,6 +1108,10 @@ async fn zigbee_recovers_from_a_coordinator_reset_mid_operation() {
     )
     .await;
     assert_eq!(rig.state(), RadioState::Up);
+    // Both show in the radio's counters (as `fieldgate status` prints them).
+    let after = rig.radios[0].counters.snapshot();
+    assert_eq!(after.startups, before.startups + 1, "{after:?}");
+    assert!(after.timeouts > before.timeouts, "{after:?}");
     rig.stop().await;
 }
 
