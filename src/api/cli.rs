@@ -895,3 +895,21 @@ pub async fn radio_rotate_key(api: &ApiClient, radio: &str, as_json: bool) -> Re
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn radio_problems_lists_the_error_counters_that_moved() {
+        let quiet = json!({"startups": 3, "undecodable": 0, "line_errors": 0, "timeouts": 0, "bad_nv_items": 0});
+        assert_eq!(radio_problems(&quiet), "-");
+        let noisy = json!({"startups": 1, "undecodable": 2, "line_errors": 0, "timeouts": 5, "bad_nv_items": 1});
+        assert_eq!(
+            radio_problems(&noisy),
+            "undecodable 2, timeouts 5, bad NV items 1"
+        );
+        // An older daemon without counters.
+        assert_eq!(radio_problems(&Value::Null), "-");
+    }
+}
