@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::StoreResult;
-use crate::model::{rfc3339, DeviceId};
+use crate::model::DeviceId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,37 +127,84 @@ pub fn append_data<D: Serialize + ?Sized>(
     data: &D,
 ) -> StoreResult<i64> {
     let seq = seqs.next(conn)?;
-    let msg_id = uuid::Uuid::now_v7().to_string();
-    let ts = rfc3339(header.event_time);
-    // Serialized straight from borrowed parts. Fields in alphabetical order: the same
-    // bytes a JSON map would give.
-    let envelope = Envelope {
+    let mut payload = Vec::with_capacity(320);
+    let msg_id = write_envelope(
+        &mut payload,
+        gateway_id,
+        header,
         data,
-        device: header.device.map(DeviceId::as_str),
-        gateway: gateway_id,
-        msg_id: &msg_id,
         seq,
-        ts: &ts,
-        kind: header.kind.as_str(),
-    };
-    let payload =
-        serde_json::to_vec(&envelope).map_err(|e| super::StoreError::Invalid(e.to_string()))?;
-    conn.prepare_cached(
+        header.event_time,
+    )?;
+    insert_row(conn, header, seq, &msg_id.to_string(), &payload, 1)?;
+    seqs.last = Some((seq, seq));
+    Ok(seq)
+}
+
+/// Serializes one message's envelope onto `out`, straight from borrowed parts, and
+/// returns its `msg_id`. The ts and msg_id are written into stack buffers: this runs
+/// for every message. Fields in alphabetical order: the same bytes a JSON map
+/// would give.
+fn write_envelope<D: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    gateway_id: &str,
+    header: &Header<'_>,
+    data: &D,
+    seq: i64,
+    at: SystemTime,
+) -> StoreResult<uuid::Uuid> {
+    let id = uuid::Uuid::now_v7();
+    let mut id_buf = uuid::Uuid::encode_buffer();
+    let mut ts_buf = [0u8; 24];
+    serde_json::to_writer(
+        out,
+        &Envelope {
+            data,
+            device: header.device.map(DeviceId::as_str),
+            gateway: gateway_id,
+            msg_id: id.hyphenated().encode_lower(&mut id_buf),
+            seq,
+            ts: crate::model::rfc3339_into(at, &mut ts_buf),
+            kind: header.kind.as_str(),
+        },
+    )
+    .map_err(|e| super::StoreError::Invalid(e.to_string()))?;
+    Ok(id)
+}
+
+/// Inserts a row holding `messages` messages with seqs `first ..`, the first with
+/// `msg_id`.
+fn insert_row(
+    conn: &Connection,
+    header: &Header<'_>,
+    first: i64,
+    msg_id: &str,
+    payload: &[u8],
+    messages: usize,
+) -> StoreResult<()> {
+    // A one-message row leaves `messages` at its default (1).
+    let sql = if messages == 1 {
         "INSERT INTO outbox (id, msg_id, kind, device_id, topic, payload, retain, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        seq,
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    } else {
+        "INSERT INTO outbox (id, msg_id, kind, device_id, topic, payload, retain, created_ms, messages)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    };
+    let n = messages as i64;
+    let args = params![
+        first,
         msg_id,
         header.kind.as_str(),
-        envelope.device,
+        header.device.map(DeviceId::as_str),
         header.topic,
         payload,
         header.retain,
         millis(SystemTime::now()),
-    ])?;
-    seqs.last = Some((seq, seq));
-    Ok(seq)
+        n,
+    ];
+    let used = if messages == 1 { &args[..8] } else { args };
+    conn.prepare_cached(sql)?.execute(used)?;
+    Ok(())
 }
 
 /// The most messages one row holds (see [`append_batch`]).
@@ -185,46 +232,14 @@ pub fn append_batch<D: Serialize>(
                 // Compact JSON never contains a raw newline: it separates the messages.
                 payload.push(b'\n');
             }
-            // Both written into stack buffers: this runs for every message.
-            let mut id_buf = uuid::Uuid::encode_buffer();
-            let msg_id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_buf);
-            let mut ts_buf = [0u8; 24];
-            let ts = crate::model::rfc3339_into(*at, &mut ts_buf);
             let seq = first + i as i64;
-            serde_json::to_writer(
-                &mut payload,
-                &Envelope {
-                    data,
-                    device: header.device.map(DeviceId::as_str),
-                    gateway: gateway_id,
-                    msg_id,
-                    seq,
-                    ts,
-                    kind: header.kind.as_str(),
-                },
-            )
-            .map_err(|e| super::StoreError::Invalid(e.to_string()))?;
-            if first_id.is_none() {
-                first_id = Some(msg_id.to_string());
-            }
+            let id = write_envelope(&mut payload, gateway_id, header, data, seq, *at)?;
+            first_id.get_or_insert(id);
             out.push(seq);
         }
         let last = first + chunk.len() as i64 - 1;
-        conn.prepare_cached(
-            "INSERT INTO outbox (id, msg_id, kind, device_id, topic, payload, retain, created_ms, messages)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(params![
-            first,
-            first_id,
-            header.kind.as_str(),
-            header.device.map(DeviceId::as_str),
-            header.topic,
-            payload,
-            header.retain,
-            millis(SystemTime::now()),
-            chunk.len() as i64,
-        ])?;
+        let first_id = first_id.map(|id| id.to_string()).unwrap_or_default();
+        insert_row(conn, header, first, &first_id, &payload, chunk.len())?;
         if last > first {
             // The row's other seqs are used too: never hand them out again, even
             // once the row is deleted.
@@ -806,7 +821,10 @@ mod limit_tests {
             assert_eq!(m.topic, "device/zigbee:0x0001/telemetry");
             assert!(ids.insert(m.msg_id.clone()), "msg_id reused");
             if i < 3 {
-                assert_eq!(v["ts"], rfc3339(t0 + Duration::from_millis(i as u64)));
+                assert_eq!(
+                    v["ts"],
+                    crate::model::rfc3339(t0 + Duration::from_millis(i as u64))
+                );
                 assert_eq!((m.row, m.row_last), (1, 3));
             } else {
                 assert_eq!((m.row, m.row_last), (4, 4));
