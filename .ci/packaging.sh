@@ -89,6 +89,7 @@ dpkg-deb --control "$deb" "$control"
 grep -qx '/etc/fieldgate/fieldgate.toml' "$control/conffiles" || fail "the config is not a conffile"
 grep -q 'systemd-sysusers.*fieldgate.conf' "$control/postinst" || fail "postinst does not run systemd-sysusers"
 grep -q 'deb-systemd-helper enable fieldgate.service' "$control/postinst" || fail "postinst does not enable the unit"
+grep -q 'deb-systemd-helper enable fieldgate.socket' "$control/postinst" || fail "postinst does not enable the socket unit"
 grep -q '_dh_action=restart' "$control/postinst" || fail "postinst does not restart the unit on upgrade"
 grep -q 'master.key' "$control/postinst" || fail "postinst does not create the master key"
 grep -q 'deb-systemd-invoke stop' "$control/prerm" || fail "prerm does not stop the unit on removal"
@@ -100,6 +101,7 @@ printf '%s\n' "$contents"
 for want in \
 	'-rwxr-xr-x .* ./usr/bin/fieldgate$' \
 	'-rw-r--r-- .* ./usr/lib/systemd/system/fieldgate.service$' \
+	'-rw-r--r-- .* ./usr/lib/systemd/system/fieldgate.socket$' \
 	'-rw-r--r-- .* ./usr/lib/sysusers.d/fieldgate.conf$' \
 	'-rw-r--r-- .* ./etc/fieldgate/fieldgate.toml$' \
 	' ./usr/share/doc/fieldgate/operations.md$' \
@@ -126,6 +128,7 @@ grep -q '^fieldgate:' "$root/etc/passwd" || fail "sysusers did not create the us
 grep -q '^dialout:.*fieldgate' "$root/etc/group" || fail "fieldgate is not in group dialout"
 grep -q '^bluetooth:.*fieldgate' "$root/etc/group" || fail "fieldgate is not in group bluetooth"
 [ -L "$root/etc/systemd/system/multi-user.target.wants/fieldgate.service" ] || fail "unit not enabled"
+[ -L "$root/etc/systemd/system/sockets.target.wants/fieldgate.socket" ] || fail "socket unit not enabled"
 key="$root/etc/fieldgate/master.key"
 [ -f "$key" ] || fail "postinst did not create the master key"
 [ "$(stat -c %a "$key")" = 600 ] || fail "master key mode $(stat -c %a "$key")"
@@ -135,7 +138,7 @@ say "systemd-analyze verify (installed unit, installed binary)"
 # verify resolves ExecStart= and the units it depends on inside --root: give the
 # root the host's system units, without touching the installed fieldgate.service.
 cp -an /usr/lib/systemd/system/. "$root/usr/lib/systemd/system/"
-verify_out=$(systemd-analyze verify --root="$root" fieldgate.service 2>&1) ||
+verify_out=$(systemd-analyze verify --root="$root" fieldgate.service fieldgate.socket 2>&1) ||
 	fail "systemd-analyze verify: $verify_out"
 if printf '%s\n' "$verify_out" | grep -q 'fieldgate'; then fail "systemd-analyze verify: $verify_out"; fi
 echo "verify: OK"
@@ -188,5 +191,9 @@ dpkg_root -P fieldgate
 [ ! -e "$root/var/lib/fieldgate" ] || fail "purge left the state directory"
 [ ! -e "$root/etc/systemd/system/multi-user.target.wants/fieldgate.service" ] || fail "purge left the unit enabled"
 echo "remove/purge: OK"
+
+# --- 6. boot it under a real systemd -----------------------------------------
+say "boot under systemd-nspawn (Debian 12): install, start, restart, watchdog, upgrade, purge"
+bash .ci/boot/run.sh "$deb" "$deb2" || fail "the boot check failed"
 
 say "all packaging checks passed (exposure $exposure)"

@@ -62,6 +62,8 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     hub_task: JoinHandle<()>,
     api_task: JoinHandle<std::io::Result<()>>,
+    /// The API socket's path, and whether systemd made it (then it stays on stop).
+    api_socket: (std::path::PathBuf, bool),
     /// The MQTT uplink, when `[upstream]` is configured.
     upstream: Option<Upstream>,
     /// Seals device and network secrets at rest.
@@ -104,7 +106,7 @@ impl Daemon {
             .with_context(|| format!("cannot open the database {}", db.display()))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
 
-        let listener = api::bind(
+        let api_listener = api::open_listener(
             config.socket_path(),
             config.api.group.as_ref().map(|g| g.get_ref().as_str()),
         )
@@ -168,14 +170,15 @@ impl Daemon {
             upstream: upstream.as_ref().map(|u| u.status.clone()),
         };
         let mut api_shutdown = shutdown_rx.clone();
-        let api_task = tokio::spawn(api::serve(listener, state, async move {
+        let api_socket = (api_listener.path.clone(), api_listener.activated);
+        let api_task = tokio::spawn(api::serve(api_listener.listener, state, async move {
             crate::shutdown::signalled(&mut api_shutdown).await;
         }));
 
         tracing::info!(
             gateway = config.gateway_id(),
             db = %db.display(),
-            socket = %config.socket_path().display(),
+            socket = %api_socket.0.display(),
             radios = radios.len(),
             "fieldgate ready"
         );
@@ -184,7 +187,7 @@ impl Daemon {
             NotifyState::Status(&format!(
                 "serving: {} radio(s), API at {}",
                 radios.len(),
-                config.socket_path().display()
+                api_socket.0.display()
             )),
         ]);
         Ok(Daemon {
@@ -195,6 +198,7 @@ impl Daemon {
             shutdown,
             hub_task,
             api_task,
+            api_socket,
             upstream,
             master_key,
         })
@@ -228,8 +232,7 @@ impl Daemon {
         }
         drop(self.hub);
         drop(self.radios);
-        let socket = self.config.socket_path().to_path_buf();
-        let _ = std::fs::remove_file(&socket);
+        api::ApiListener::cleanup(&self.api_socket.0, self.api_socket.1);
         // Joins the writer thread: everything queued is committed when this returns.
         tokio::task::spawn_blocking(move || self.store.close())
             .await

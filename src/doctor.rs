@@ -12,7 +12,7 @@
 //! otherwise) from owner, group and mode bits, adding the groups the unit grants
 //! (`SupplementaryGroups=dialout bluetooth`). POSIX ACLs are not read. When the
 //! systemd unit is installed, the checks also apply its sandbox: only
-//! `/var/lib/fieldgate` and `/run/fieldgate` are writable, `/home` is hidden and only
+//! `/var/lib/fieldgate` is writable (the API socket comes from `fieldgate.socket`), `/home` is hidden and only
 //! ttyUSB/ttyACM/ttyAMA devices may be opened.
 
 use std::fmt;
@@ -38,9 +38,9 @@ pub const UNIT_SUPPLEMENTARY_GROUPS: [&str; 2] = ["dialout", "bluetooth"];
 pub const DEFAULT_MASTER_KEY: &str = "/etc/fieldgate/master.key";
 /// The credential name under `$CREDENTIALS_DIRECTORY`.
 pub const MASTER_KEY_CREDENTIAL: &str = "master-key";
-/// Where the packaged unit may write (StateDirectory=, RuntimeDirectory=).
+/// Where the packaged unit may write (StateDirectory=); the API socket in
+/// /run/fieldgate is made by fieldgate.socket, not by the daemon.
 const UNIT_STATE_DIR: &str = "/var/lib/fieldgate";
-const UNIT_RUNTIME_DIR: &str = "/run/fieldgate";
 /// Device name prefixes the unit's `DeviceAllow=` lines cover.
 const UNIT_DEVICE_PREFIXES: [&str; 3] = ["ttyUSB", "ttyACM", "ttyAMA"];
 /// Places where the installed unit is looked for.
@@ -48,6 +48,13 @@ const UNIT_PATHS: [&str; 3] = [
     "/etc/systemd/system/fieldgate.service",
     "/usr/lib/systemd/system/fieldgate.service",
     "/lib/systemd/system/fieldgate.service",
+];
+/// Places where the installed socket unit is looked for: with it, systemd
+/// creates the API socket and hands it to the daemon.
+const SOCKET_UNIT_PATHS: [&str; 3] = [
+    "/etc/systemd/system/fieldgate.socket",
+    "/usr/lib/systemd/system/fieldgate.socket",
+    "/lib/systemd/system/fieldgate.socket",
 ];
 /// Free space below this in the state directory is a failure whatever the config.
 const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
@@ -278,7 +285,7 @@ struct Sandbox {
 
 impl Sandbox {
     fn writable(&self, path: &Path) -> bool {
-        !self.active || path.starts_with(UNIT_STATE_DIR) || path.starts_with(UNIT_RUNTIME_DIR)
+        !self.active || path.starts_with(UNIT_STATE_DIR)
     }
     fn hidden(&self, path: &Path) -> bool {
         self.active
@@ -1086,7 +1093,7 @@ fn check_state_dir(config: &Config, id: &Identity, sandbox: &Sandbox) -> Check {
     let name = "state dir";
     let dir = config.gateway.state_dir.get_ref().as_path();
     let shown = dir.display();
-    if sandbox.active && !dir.starts_with(UNIT_STATE_DIR) {
+    if !sandbox.writable(dir) {
         return Check::warn(
             name,
             format!("{shown} is read-only for the service (ProtectSystem=strict)"),
@@ -1231,23 +1238,118 @@ fn check_free_space(config: &Config) -> Check {
     }
 }
 
+/// The `ListenStream=` path of the installed `fieldgate.socket`, if there is one.
+fn socket_unit_path() -> Option<(PathBuf, Option<PathBuf>)> {
+    let unit = SOCKET_UNIT_PATHS
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())?;
+    let text = fs::read_to_string(unit).unwrap_or_default();
+    let listen = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ListenStream="))
+        .map(|v| PathBuf::from(v.trim()))
+        .find(|p| p.is_absolute());
+    Some((unit.to_path_buf(), listen))
+}
+
+/// The socket belongs to `fieldgate.socket`: systemd creates it (owner, group,
+/// mode) and the daemon only serves it, so the directory need not be writable for
+/// the service user. What matters is that the CLI's path (`[api] socket`) is the
+/// one systemd listens on.
+fn check_activated_socket(config: &Config, unit: &Path, listen: Option<PathBuf>) -> Check {
+    let name = "api socket";
+    let socket = config.socket_path();
+    let shown = socket.display();
+    let Some(listen) = listen else {
+        return Check::fail(
+            name,
+            format!("{} has no ListenStream= path", unit.display()),
+            "reinstall the package, or fix the socket unit's drop-in",
+        );
+    };
+    if listen != socket {
+        return Check::fail(
+            name,
+            format!(
+                "systemd listens on {} ({}) but api.socket is {shown}: the CLI would not find the daemon",
+                listen.display(),
+                unit.display()
+            ),
+            format!(
+                "set api.socket = \"{}\", or `systemctl edit fieldgate.socket` to listen on {shown}",
+                listen.display()
+            ),
+        );
+    }
+    let mut notes = vec!["created by systemd (fieldgate.socket)".to_string()];
+    if let Ok(meta) = fs::symlink_metadata(socket) {
+        if !meta.file_type().is_socket() {
+            return Check::fail(
+                name,
+                format!("{shown} exists and is not a socket"),
+                format!("rm {shown} && systemctl restart fieldgate.socket"),
+            );
+        }
+        if meta.mode() & 0o007 != 0 {
+            return Check::fail(
+                name,
+                format!(
+                    "{shown} is open to every user (mode {:o})",
+                    meta.mode() & 0o777
+                ),
+                "SocketMode=0660 in fieldgate.socket, then systemctl restart fieldgate.socket",
+            );
+        }
+        notes.push(describe_owner(&meta));
+        if let Some(group) = &config.api.group {
+            let want = nix::unistd::Group::from_name(group.get_ref())
+                .ok()
+                .flatten();
+            if want.map(|g| g.gid.as_raw()) != Some(meta.gid()) {
+                return Check::warn(
+                    name,
+                    format!(
+                        "{shown} is {} but api.group is `{}`: members of that group cannot reach it",
+                        describe_owner(&meta),
+                        group.get_ref()
+                    ),
+                    format!(
+                        "`systemctl edit fieldgate.socket`: [Socket] SocketGroup={}",
+                        group.get_ref()
+                    ),
+                );
+            }
+        }
+        let listening = std::os::unix::net::UnixStream::connect(socket).is_ok();
+        notes.push(if listening {
+            "listening".into()
+        } else {
+            "not listening: systemctl start fieldgate.socket".into()
+        });
+    } else {
+        notes.push("not created yet: systemctl start fieldgate.socket".into());
+    }
+    Check::ok(name, format!("{shown} ({})", notes.join("; ")))
+}
+
 fn check_socket(config: &Config, id: &Identity, sandbox: &Sandbox) -> Check {
+    if sandbox.active {
+        return match socket_unit_path() {
+            Some((unit, listen)) => check_activated_socket(config, &unit, listen),
+            None => Check::fail(
+                "api socket",
+                "fieldgate.service is installed without fieldgate.socket: the service cannot start",
+                "reinstall the package (apt install --reinstall fieldgate)",
+            ),
+        };
+    }
     let name = "api socket";
     let socket = config.socket_path();
     let shown = socket.display();
     let Some(dir) = socket.parent() else {
         return Check::fail(name, format!("{shown} has no directory"), "fix api.socket");
     };
-    if !sandbox.writable(dir) {
-        return Check::warn(
-            name,
-            format!("{} is read-only for the service (ProtectSystem=strict)", dir.display()),
-            format!(
-                "use {UNIT_RUNTIME_DIR}/api.sock, or `systemctl edit fieldgate` and add: [Service] ReadWritePaths={}",
-                dir.display()
-            ),
-        );
-    }
     let mut notes = Vec::new();
     if let Some(group) = &config.api.group {
         let group = group.get_ref();
@@ -1290,9 +1392,6 @@ fn check_socket(config: &Config, id: &Identity, sandbox: &Sandbox) -> Check {
                     format!("chown {} {}", id.owner, dir.display()),
                 );
             }
-        }
-        Err(_) if sandbox.active && dir == Path::new(UNIT_RUNTIME_DIR) => {
-            notes.push("directory created by systemd at start (RuntimeDirectory=)".into());
         }
         Err(_) => {
             let parent = dir

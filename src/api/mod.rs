@@ -7,9 +7,11 @@
 
 pub mod cli;
 pub mod client;
+mod listen;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+pub use listen::{open_listener, ApiListener, BindError};
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -859,47 +861,6 @@ pub fn router(state: ApiState) -> Router {
             audit_requests,
         ))
         .with_state(state)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    #[error("another fieldgate is already serving {0}")]
-    InUse(PathBuf),
-    #[error("cannot create {0}: {1}")]
-    Dir(PathBuf, std::io::Error),
-    #[error("cannot listen on {0}: {1}")]
-    Bind(PathBuf, std::io::Error),
-    #[error("cannot set the owner or mode of {0}: {1}")]
-    Perms(PathBuf, String),
-    #[error("unknown group `{0}` for the API socket")]
-    Group(String),
-}
-
-/// Binds the socket with mode 0660 (and the configured group), replacing a stale
-/// socket file left by a crash but never one a running daemon still serves.
-pub async fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, BindError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| BindError::Dir(dir.into(), e))?;
-    }
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(BindError::InUse(path.into()));
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    let listener = UnixListener::bind(path).map_err(|e| BindError::Bind(path.into(), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| BindError::Perms(path.into(), e.to_string()))?;
-    if let Some(g) = group {
-        let gid = nix::unistd::Group::from_name(g)
-            .ok()
-            .flatten()
-            .ok_or_else(|| BindError::Group(g.to_string()))?
-            .gid;
-        nix::unistd::chown(path, None, Some(gid))
-            .map_err(|e| BindError::Perms(path.into(), e.to_string()))?;
-    }
-    Ok(listener)
 }
 
 /// Serves until `shutdown` resolves.

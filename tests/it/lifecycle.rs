@@ -1,9 +1,11 @@
 //! Daemon lifetime: SIGTERM stops it cleanly and quickly with nothing lost, and a
 //! second daemon will not steal a live socket.
 
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::TestDaemon;
+use crate::common::{bin, stderr, TestDaemon};
 use fieldgate::store;
 
 #[test]
@@ -121,4 +123,89 @@ fn tells_systemd_ready_and_pings_the_watchdog_from_the_hub() {
         rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
     assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
+}
+
+/// Under systemd the socket comes from `fieldgate.socket` (socket activation):
+/// the daemon serves the descriptor it is handed, changes nothing on the socket
+/// file (the unit's system call filter forbids chown) and leaves it in place when
+/// it stops. `systemd-socket-activate` does what systemd does: it creates the
+/// socket, waits for the first connection and starts the daemon with LISTEN_FDS,
+/// so the CLI's first call is answered by a daemon that was not running yet.
+#[test]
+fn serves_the_socket_systemd_hands_over_and_leaves_it_in_place() {
+    use std::os::unix::fs::PermissionsExt;
+    let tool = [
+        "/usr/bin/systemd-socket-activate",
+        "/bin/systemd-socket-activate",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let Some(tool) = tool else {
+        eprintln!("systemd-socket-activate not installed (Debian package systemd); skipped");
+        return;
+    };
+    let d = TestDaemon::prepare("");
+    let log = std::fs::File::create(d.dir.path().join("daemon.log")).expect("log");
+    let mut activator = Command::new(tool)
+        .arg("-l")
+        .arg(&d.socket)
+        .arg(bin())
+        .args(["run", "--config"])
+        .arg(&d.config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn systemd-socket-activate");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.socket.exists(), "the activator made no socket");
+    let mode_before = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+
+    // The first connection starts the daemon; the call waits in the backlog.
+    let out = d.cli(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "status: {} / {}",
+        stderr(&out),
+        d.log()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["gateway_id"], "test-gw", "{v}");
+    assert!(
+        d.log().contains("API socket handed over by systemd"),
+        "{}",
+        d.log()
+    );
+    let mode_after = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode_before, mode_after,
+        "the daemon changed the socket's mode"
+    );
+
+    // systemd-socket-activate execs the daemon in its own process.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(activator.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = activator.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not stop: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit {status}: {}", d.log());
+    assert!(
+        d.socket.exists(),
+        "the daemon removed a socket systemd owns: {}",
+        d.log()
+    );
 }

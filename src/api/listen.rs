@@ -1,0 +1,158 @@
+//! Where the API's listening socket comes from.
+//!
+//! Under systemd the socket belongs to `fieldgate.socket`: systemd creates
+//! `/run/fieldgate/api.sock` with its owner, group and mode before the daemon
+//! starts and hands it over (`LISTEN_FDS`, sd_listen_fds(3)). The daemon then
+//! changes nothing on disk: the unit's system call filter forbids chown, and a
+//! CLI that connects while the daemon is still starting waits in the socket's
+//! backlog instead of failing. Run by hand (no socket handed over), the daemon
+//! binds the configured path itself with mode 0660 and the configured group.
+//!
+//! This module owns that choice and nothing else; it never removes a socket that
+//! systemd created.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::net::UnixListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("another fieldgate is already serving {0}")]
+    InUse(PathBuf),
+    #[error("cannot create {0}: {1}")]
+    Dir(PathBuf, std::io::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(PathBuf, std::io::Error),
+    #[error("cannot set the owner or mode of {0}: {1}")]
+    Perms(PathBuf, String),
+    #[error("unknown group `{0}` for the API socket")]
+    Group(String),
+    #[error("the socket handed over by systemd is unusable: {0}")]
+    Activation(String),
+}
+
+/// The API's listening socket and who made it.
+pub struct ApiListener {
+    pub listener: UnixListener,
+    /// The path clients connect to.
+    pub path: PathBuf,
+    /// True when systemd created the socket and handed it over: the daemon must
+    /// leave the file alone when it stops (the socket unit keeps listening).
+    pub activated: bool,
+}
+
+impl ApiListener {
+    /// Removes the socket file if the daemon made it; a socket systemd made stays.
+    pub fn cleanup(path: &Path, activated: bool) {
+        if !activated {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The socket systemd handed over, else a freshly bound one at `path`.
+pub async fn open_listener(path: &Path, group: Option<&str>) -> Result<ApiListener, BindError> {
+    if let Some(listener) = activated()? {
+        let handed = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+        let path = match handed {
+            Some(p) if p != path => {
+                tracing::warn!(
+                    configured = %path.display(),
+                    socket = %p.display(),
+                    "systemd handed over a socket at another path than [api] socket; serving it"
+                );
+                p
+            }
+            Some(p) => p,
+            None => path.to_path_buf(),
+        };
+        tracing::info!(socket = %path.display(), "API socket handed over by systemd");
+        return Ok(ApiListener {
+            listener,
+            path,
+            activated: true,
+        });
+    }
+    Ok(ApiListener {
+        listener: bind(path, group).await?,
+        path: path.to_path_buf(),
+        activated: false,
+    })
+}
+
+/// The first listening Unix stream socket passed by systemd for this process
+/// (`LISTEN_PID` is ours), if any. The environment is left as it is.
+fn activated() -> Result<Option<UnixListener>, BindError> {
+    let fds = sd_notify::listen_fds_with_names(false)
+        .map_err(|e| BindError::Activation(e.to_string()))?;
+    let mut found = None;
+    for (fd, name) in fds {
+        // SAFETY: systemd passed these descriptors to this process (LISTEN_PID was
+        // checked) and nothing else in the daemon takes ownership of them.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        if found.is_some() {
+            tracing::warn!(fd, name = %name, "extra socket handed over by systemd; closed");
+            continue;
+        }
+        let sock = socket2::Socket::from(owned);
+        let domain = sock.local_addr().map(|a| a.domain());
+        let kind = sock.r#type();
+        let listening = sock.is_listener().unwrap_or(false);
+        match (domain, kind) {
+            (Ok(socket2::Domain::UNIX), Ok(socket2::Type::STREAM)) if listening => {
+                sock.set_nonblocking(true)
+                    .map_err(|e| BindError::Activation(e.to_string()))?;
+                let std_listener = std::os::unix::net::UnixListener::from(OwnedFd::from(sock));
+                let listener = UnixListener::from_std(std_listener)
+                    .map_err(|e| BindError::Activation(e.to_string()))?;
+                found = Some(listener);
+            }
+            _ => {
+                return Err(BindError::Activation(format!(
+                    "descriptor {fd} ({name}) is not a listening Unix stream socket; \
+                     fieldgate.socket must use ListenStream= with a path"
+                )))
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Binds the socket with mode 0660 (and the configured group), replacing a stale
+/// socket file left by a crash but never one a running daemon still serves.
+/// The group is only changed when it differs from the one the file already has,
+/// so a daemon running as that group needs no chown at all.
+pub async fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, BindError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| BindError::Dir(dir.into(), e))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(BindError::InUse(path.into()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|e| BindError::Bind(path.into(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| BindError::Perms(path.into(), e.to_string()))?;
+    if let Some(g) = group {
+        let gid = nix::unistd::Group::from_name(g)
+            .ok()
+            .flatten()
+            .ok_or_else(|| BindError::Group(g.to_string()))?
+            .gid;
+        let current = std::fs::metadata(path)
+            .map_err(|e| BindError::Perms(path.into(), e.to_string()))?
+            .gid();
+        if current != gid.as_raw() {
+            nix::unistd::chown(path, None, Some(gid))
+                .map_err(|e| BindError::Perms(path.into(), e.to_string()))?;
+        }
+    }
+    Ok(listener)
+}
