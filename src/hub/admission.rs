@@ -1,0 +1,185 @@
+//! Admission and compliance inside the ingest transaction: registering a device
+//! first heard, the policy's allow/deny decision, firmware quarantine, and
+//! retiring a device (lifecycle, credentials destroyed, events).
+
+use super::*;
+
+pub(super) fn facts_of(d: &registry::Device) -> DeviceFacts<'_> {
+    DeviceFacts {
+        protocol: crate::config::Protocol::parse(&d.protocol),
+        address: &d.native_address,
+        manufacturer: d.manufacturer.as_deref(),
+        model: d.model.as_deref(),
+    }
+}
+
+/// Decommissions inside a transaction: lifecycle, credentials, events. Returns
+/// how many credentials were destroyed.
+pub(super) fn retire(
+    c: &Connection,
+    gw: &str,
+    id: &DeviceId,
+    event: &str,
+    mut data: serde_json::Value,
+) -> Result<usize, StoreError> {
+    registry::set_lifecycle(c, id, Lifecycle::Decommissioned)?;
+    for req in requests::take_for_device(c, id.as_str())? {
+        finish_held(
+            c,
+            gw,
+            &req,
+            "error",
+            json!({}),
+            Some((
+                "device_decommissioned",
+                format!("device `{id}` was decommissioned before it woke up"),
+            )),
+        )?;
+    }
+    let destroyed = credentials::destroy(c, id.as_str())?;
+    if let Some(o) = data.as_object_mut() {
+        o.insert("credentials_destroyed".into(), json!(destroyed));
+    }
+    let now = SystemTime::now();
+    lifecycle_msg(c, gw, id, event, data, now)?;
+    availability_msg(c, gw, id, false, now)?;
+    Ok(destroyed)
+}
+
+/// Registers a device first heard through its readings, unless the policy denies it.
+pub(super) fn discover(
+    c: &Connection,
+    ctx: &EventContext,
+    ev: &DeviceEvent,
+    id: &DeviceId,
+    out: &mut Applied,
+) -> Result<Option<registry::Device>, StoreError> {
+    let gw: &str = &ctx.gateway_id;
+    let radio = ev.radio.as_str();
+    let facts = DeviceFacts {
+        protocol: Some(ev.protocol),
+        address: &ev.native_address,
+        manufacturer: None,
+        model: None,
+    };
+    if let Admit::Deny { reason } = ctx.policy.admit(&facts) {
+        store::record_audit(
+            c,
+            gw,
+            &AuditEntry::new(
+                format!("radio:{radio}"),
+                "device.discover",
+                id.as_str(),
+                Outcome::Refused,
+                json!({"native_address": ev.native_address, "reason": reason}),
+            ),
+        )?;
+        out.radio_actions.push((
+            radio.to_string(),
+            RadioCommand::Remove {
+                native_address: ev.native_address.clone(),
+            },
+        ));
+        out.notices.push(Notice::Denied {
+            device: id.to_string(),
+            reason,
+        });
+        return Ok(None);
+    }
+    let (device, _) = registry::upsert_joined(
+        c,
+        id,
+        ev.protocol.as_str(),
+        radio,
+        &ev.native_address,
+        &rfc3339(ev.received_at),
+    )?;
+    lifecycle_msg(
+        c,
+        gw,
+        id,
+        "discovered",
+        json!({"radio": radio, "lifecycle": device.lifecycle}),
+        ev.received_at,
+    )?;
+    availability_msg(c, gw, id, true, ev.received_at)?;
+    store::record_audit(
+        c,
+        gw,
+        &AuditEntry::new(
+            format!("radio:{radio}"),
+            "device.discover",
+            id.as_str(),
+            Outcome::Accepted,
+            json!({"native_address": ev.native_address}),
+        ),
+    )?;
+    out.notices.push(Notice::DeviceJoined {
+        device: id.to_string(),
+        radio: radio.to_string(),
+        new: true,
+    });
+    Ok(Some(device))
+}
+
+/// Quarantines a device whose firmware is below the policy minimum, and releases
+/// it once it reports a compliant version.
+pub(super) fn apply_compliance(
+    c: &Connection,
+    ctx: &EventContext,
+    id: &DeviceId,
+    out: &mut Applied,
+    at: SystemTime,
+) -> Result<(), StoreError> {
+    let gw: &str = &ctx.gateway_id;
+    let Some(d) = registry::get(c, id)? else {
+        return Ok(());
+    };
+    let quarantined = d.lifecycle == Lifecycle::Quarantined.as_str();
+    match ctx.policy.firmware(&facts_of(&d), d.firmware.as_deref()) {
+        Compliance::Below {
+            min_version,
+            commands_allowed,
+        } if !quarantined => {
+            registry::set_lifecycle(c, id, Lifecycle::Quarantined)?;
+            let data = json!({"firmware": d.firmware, "min_version": min_version, "commands_allowed": commands_allowed});
+            lifecycle_msg(c, gw, id, "quarantined", data.clone(), at)?;
+            store::record_audit(
+                c,
+                gw,
+                &AuditEntry::new(
+                    "policy",
+                    "device.quarantine",
+                    id.as_str(),
+                    Outcome::Accepted,
+                    data,
+                ),
+            )?;
+            out.notices.push(Notice::Quarantined {
+                device: id.to_string(),
+                firmware: d.firmware.clone(),
+                min_version,
+            });
+        }
+        Compliance::Compliant | Compliance::Unregulated if quarantined => {
+            registry::set_lifecycle(c, id, Lifecycle::Active)?;
+            lifecycle_msg(c, gw, id, "released", json!({"firmware": d.firmware}), at)?;
+            store::record_audit(
+                c,
+                gw,
+                &AuditEntry::new(
+                    "policy",
+                    "device.release",
+                    id.as_str(),
+                    Outcome::Accepted,
+                    json!({"firmware": d.firmware}),
+                ),
+            )?;
+            out.notices.push(Notice::Released {
+                device: id.to_string(),
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,481 @@
+//! The hub's door-facing vocabulary: the requests the API and MQTT send
+//! ([`HubRequest`] through a [`HubHandle`]), their answers, the hub's errors with
+//! their stable codes, and the notices it broadcasts. Types only; nothing here
+//! decides or touches the store.
+
+use super::*;
+
+/// What a `set` or `get` asks of a device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceAction {
+    Set(DeviceCommand),
+    /// Refresh: read fresh values; `attributes` narrows what the answer shows.
+    Get {
+        attributes: Vec<String>,
+    },
+}
+
+impl DeviceAction {
+    pub(crate) fn operation(&self) -> &'static str {
+        match self {
+            DeviceAction::Set(_) => "set",
+            DeviceAction::Get { .. } => "get",
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        match self {
+            DeviceAction::Set(c) => serde_json::to_value(c).unwrap_or_default(),
+            DeviceAction::Get { attributes } => json!({ "attributes": attributes }),
+        }
+    }
+}
+
+/// Who asked, and so who is told when a held request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOrigin {
+    /// An MQTT request: the outcome is published on `response/<operation>`.
+    Mqtt,
+    /// The local API: the outcome is in the audit log and the device's events.
+    Api,
+}
+
+impl RequestOrigin {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RequestOrigin::Mqtt => "mqtt",
+            RequestOrigin::Api => "api",
+        }
+    }
+}
+
+/// A `set` or `get` for one device.
+#[derive(Debug, Clone)]
+pub struct DeviceRequest {
+    pub device: DeviceId,
+    pub action: DeviceAction,
+    pub origin: RequestOrigin,
+    pub correlation_id: Option<String>,
+    /// How long to hold it for a sleeping device (default [`DEFAULT_REQUEST_TTL_S`]).
+    pub ttl: Option<Duration>,
+    pub actor: String,
+}
+
+/// A request held for a sleeping device.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuedRequest {
+    pub status: &'static str,
+    pub request_id: i64,
+    pub device: String,
+    pub operation: String,
+    pub command: serde_json::Value,
+    pub expires_at: String,
+}
+
+/// The outcome of a refresh: `Ok` with the response data, or why it failed.
+pub type RefreshResult = Result<serde_json::Value, String>;
+
+/// How the hub took a [`DeviceRequest`].
+#[derive(Debug)]
+pub enum DeviceAnswer {
+    /// Handed to the radio (an awake device's `set`).
+    Sent(CommandSent),
+    /// An awake device is being read; the result follows on `result`.
+    Refreshing {
+        command_id: String,
+        result: oneshot::Receiver<RefreshResult>,
+    },
+    /// Held until the sleeping device next speaks. For an MQTT request the `queued`
+    /// response is already in the outbox: `response` is its payload.
+    Queued {
+        queued: QueuedRequest,
+        response: Option<Vec<u8>>,
+    },
+}
+
+/// A request to the hub; each carries who asked, for the audit record.
+#[derive(Debug)]
+pub enum HubRequest {
+    PermitJoin {
+        radio: String,
+        seconds: u32,
+        actor: String,
+        reply: oneshot::Sender<Result<PermitJoinAccepted, HubError>>,
+    },
+    Decommission {
+        device: DeviceId,
+        actor: String,
+        reply: oneshot::Sender<Result<Decommissioned, HubError>>,
+    },
+    Command {
+        device: DeviceId,
+        command: DeviceCommand,
+        actor: String,
+        reply: oneshot::Sender<Result<CommandSent, HubError>>,
+    },
+    /// A `set` or `get` that is held for the device when it sleeps.
+    Device {
+        request: DeviceRequest,
+        reply: oneshot::Sender<Result<DeviceAnswer, HubError>>,
+    },
+    ApplyPolicy {
+        /// A bare policy document or a signed envelope, as received.
+        document: Vec<u8>,
+        source: String,
+        actor: String,
+        reply: oneshot::Sender<Result<PolicyApplied, HubError>>,
+    },
+    /// A network backup of `radio` (open-coordinator-backup JSON for Zigbee). The answer
+    /// holds the network key: only for the local technician API.
+    Backup {
+        radio: String,
+        actor: String,
+        reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
+    },
+    /// Registers a Zigbee device's install code: sealed as the device's credential, then
+    /// pushed to every running Zigbee coordinator.
+    AddInstallCode {
+        device: DeviceId,
+        code: Secret,
+        actor: String,
+        reply: oneshot::Sender<Result<InstallCodeAdded, HubError>>,
+    },
+    RemoveInstallCode {
+        device: DeviceId,
+        actor: String,
+        reply: oneshot::Sender<Result<InstallCodeRemoved, HubError>>,
+    },
+    /// Rotates a Zigbee radio's network key (see `radio::zigbee`).
+    RotateNetworkKey {
+        radio: String,
+        actor: String,
+        reply: oneshot::Sender<Result<KeyRotated, HubError>>,
+    },
+}
+
+/// How long a radio may take to push an install code to its coordinator.
+pub const INSTALL_CODE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a key rotation may take: the longest switch delay plus the coordinator's answers.
+pub const ROTATION_TIMEOUT: Duration =
+    Duration::from_secs(crate::radio::zigbee::MAX_KEY_SWITCH_DELAY.as_secs() + 60);
+
+/// What happened to an install code on one radio.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallCodePush {
+    pub radio: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// A registered install code (never the code).
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallCodeAdded {
+    pub device: String,
+    /// `true` when a code was already registered for the device and is now replaced.
+    pub replaced: bool,
+    pub coordinators: Vec<InstallCodePush>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallCodeRemoved {
+    pub device: String,
+    pub note: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRotationDone {
+    pub radio: String,
+    #[serde(flatten)]
+    pub rotation: KeyRotated,
+}
+
+/// How long a radio may take to answer a backup request.
+pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PermitJoinAccepted {
+    pub radio: String,
+    pub seconds: u32,
+    pub open_until: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Decommissioned {
+    pub device: registry::Device,
+    pub credentials_destroyed: usize,
+    /// What happened on the radio side.
+    pub radio_removal: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandSent {
+    pub device: String,
+    pub command: DeviceCommand,
+    /// Matches the `command_result` event the radio reports when it is done.
+    pub command_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyApplied {
+    pub version: u64,
+    pub signed: bool,
+    pub rules: usize,
+}
+
+/// Why the hub refused or failed a request; `code` is stable for API clients.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HubError {
+    #[error("no radio named `{0}`")]
+    UnknownRadio(String),
+    #[error("radio `{0}` is not running: {1}")]
+    RadioUnavailable(String, String),
+    #[error("no device `{0}`")]
+    UnknownDevice(String),
+    #[error("device `{0}` is already decommissioned")]
+    AlreadyDecommissioned(String),
+    #[error("device `{0}` is decommissioned and takes no commands")]
+    DeviceDecommissioned(String),
+    #[error("device `{0}` is quarantined (firmware below the policy minimum) and the policy refuses commands to it")]
+    DeviceQuarantined(String),
+    #[error("policy refused: {0}")]
+    PolicyRefused(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+impl HubError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            HubError::UnknownRadio(_) => "unknown_radio",
+            HubError::RadioUnavailable(..) => "radio_unavailable",
+            HubError::UnknownDevice(_) => "unknown_device",
+            HubError::AlreadyDecommissioned(_) => "already_decommissioned",
+            HubError::DeviceDecommissioned(_) => "device_decommissioned",
+            HubError::DeviceQuarantined(_) => "device_quarantined",
+            HubError::PolicyRefused(_) => "policy_refused",
+            HubError::Invalid(_) => "invalid_request",
+            HubError::Store(_) => "store_error",
+            HubError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl From<StoreError> for HubError {
+    fn from(e: StoreError) -> Self {
+        HubError::Store(e.to_string())
+    }
+}
+
+/// What the hub tells observers (the demo console, tests).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "notice", rename_all = "snake_case")]
+pub enum Notice {
+    DeviceJoined {
+        device: String,
+        radio: String,
+        new: bool,
+    },
+    DeviceInterviewed {
+        device: String,
+        manufacturer: Option<String>,
+        model: Option<String>,
+    },
+    Readings {
+        device: String,
+        readings: Vec<Reading>,
+        /// The telemetry message's seq; `None` when the full outbox refused telemetry.
+        outbox_seq: Option<i64>,
+    },
+    DeviceLeft {
+        device: String,
+    },
+    PermitJoin {
+        radio: String,
+        seconds: u32,
+    },
+    Decommissioned {
+        device: String,
+    },
+    /// Admission refused: the device is being removed from the network.
+    Denied {
+        device: String,
+        reason: String,
+    },
+    Quarantined {
+        device: String,
+        firmware: Option<String>,
+        min_version: String,
+    },
+    Released {
+        device: String,
+    },
+    Health {
+        device: String,
+        flag: String,
+        raised: bool,
+    },
+    RuleFired {
+        rule: String,
+        target: String,
+        sent: bool,
+    },
+    PolicyApplied {
+        version: u64,
+    },
+}
+
+/// A handle to send requests to the hub.
+#[derive(Clone)]
+pub struct HubHandle {
+    pub(super) requests: mpsc::Sender<HubRequest>,
+    pub(super) notices: broadcast::Sender<Notice>,
+}
+
+impl HubHandle {
+    pub async fn request(&self, req: HubRequest) -> Result<(), HubError> {
+        self.requests
+            .send(req)
+            .await
+            .map_err(|_| HubError::ShuttingDown)
+    }
+
+    /// Sends a request built around a reply channel and waits for the answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, HubError>>) -> HubRequest,
+    ) -> Result<T, HubError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(make(reply)).await?;
+        rx.await.map_err(|_| HubError::ShuttingDown)?
+    }
+
+    pub async fn permit_join(
+        &self,
+        radio: String,
+        seconds: u32,
+        actor: String,
+    ) -> Result<PermitJoinAccepted, HubError> {
+        self.ask(|reply| HubRequest::PermitJoin {
+            radio,
+            seconds,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn decommission(
+        &self,
+        device: DeviceId,
+        actor: String,
+    ) -> Result<Decommissioned, HubError> {
+        self.ask(|reply| HubRequest::Decommission {
+            device,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn command(
+        &self,
+        device: DeviceId,
+        command: DeviceCommand,
+        actor: String,
+    ) -> Result<CommandSent, HubError> {
+        self.ask(|reply| HubRequest::Command {
+            device,
+            command,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// A `set` or `get`: sent now to an awake device, held for a sleeping one.
+    pub async fn device_request(&self, request: DeviceRequest) -> Result<DeviceAnswer, HubError> {
+        self.ask(|reply| HubRequest::Device { request, reply })
+            .await
+    }
+
+    pub async fn apply_policy(
+        &self,
+        document: Vec<u8>,
+        source: String,
+        actor: String,
+    ) -> Result<PolicyApplied, HubError> {
+        self.ask(|reply| HubRequest::ApplyPolicy {
+            document,
+            source,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// A network backup of `radio`; holds the network key (local technician API only).
+    pub async fn backup(
+        &self,
+        radio: String,
+        actor: String,
+    ) -> Result<serde_json::Value, HubError> {
+        self.ask(|reply| HubRequest::Backup {
+            radio,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Registers (or replaces) a Zigbee device's install code.
+    pub async fn add_install_code(
+        &self,
+        device: DeviceId,
+        code: Secret,
+        actor: String,
+    ) -> Result<InstallCodeAdded, HubError> {
+        self.ask(|reply| HubRequest::AddInstallCode {
+            device,
+            code,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn remove_install_code(
+        &self,
+        device: DeviceId,
+        actor: String,
+    ) -> Result<InstallCodeRemoved, HubError> {
+        self.ask(|reply| HubRequest::RemoveInstallCode {
+            device,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Rotates `radio`'s network key; answers when the switch is done or failed.
+    pub async fn rotate_network_key(
+        &self,
+        radio: String,
+        actor: String,
+    ) -> Result<KeyRotationDone, HubError> {
+        self.ask(|reply| HubRequest::RotateNetworkKey {
+            radio: radio.clone(),
+            actor,
+            reply,
+        })
+        .await
+        .map(|rotation| KeyRotationDone { radio, rotation })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+}

@@ -1,0 +1,101 @@
+//! Availability and health flags: devices silent past their timeout go offline
+//! (and back), battery-low and weak-link flags raised and cleared on crossings.
+
+use super::*;
+
+pub(super) fn parse_health(text: &str) -> serde_json::Value {
+    if text == "{}" {
+        json!({})
+    } else {
+        serde_json::from_str(text)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| json!({}))
+    }
+}
+
+/// Battery-low and weak-link flags from readings, raised and cleared on crossings.
+#[allow(clippy::too_many_arguments)] // readings_recorded's context, passed on
+pub(super) fn health_flags(
+    c: &Connection,
+    sink: &mut TelemetrySink<'_, '_>,
+    ctx: &EventContext,
+    id: &DeviceId,
+    current: &mut serde_json::Value,
+    readings: &[Reading],
+    out: &mut Applied,
+    at: SystemTime,
+) -> Result<(), StoreError> {
+    let h = &ctx.policy.policy.health;
+    for r in readings {
+        let Value::Number(v) = r.value else { continue };
+        let flag = match r.name.as_str() {
+            "battery" | "battery_percent" | "battery_percentage" => {
+                Some(("battery_low", v < h.battery_low_pct))
+            }
+            "linkquality" | "lqi" => h.weak_lqi.map(|min| ("weak_link", v < f64::from(min))),
+            "rssi" => h.weak_rssi.map(|min| ("weak_link", v < f64::from(min))),
+            _ => None,
+        };
+        if let Some((flag, raised)) = flag {
+            // Most readings change nothing: decide from the row already read.
+            let unchanged = current.get(flag).is_some() == raised;
+            if !unchanged && registry::set_health_flag(c, id, flag, raised)? {
+                sink.flush(c, ctx, id)?;
+                if let Some(flags) = current.as_object_mut() {
+                    if raised {
+                        flags.insert(flag.to_string(), serde_json::Value::Bool(true));
+                    } else {
+                        flags.remove(flag);
+                    }
+                }
+                lifecycle_msg(
+                    c,
+                    &ctx.gateway_id,
+                    id,
+                    "health",
+                    json!({"flag": flag, "raised": raised, "value": v}),
+                    at,
+                )?;
+                out.notices.push(Notice::Health {
+                    device: id.to_string(),
+                    flag: flag.into(),
+                    raised,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Hub {
+    /// Marks devices silent for longer than their timeout offline (and back).
+    pub(super) async fn check_availability(&mut self) {
+        let gw = self.gateway_id.clone();
+        let engine = self.policy.clone();
+        let result = self
+            .writer
+            .write(move |c| {
+                let now = SystemTime::now();
+                let mut notices = Vec::new();
+                let devices = registry::list(c, &registry::DeviceFilter::default())?;
+                for d in devices.iter().filter(|d| d.lifecycle != Lifecycle::Decommissioned.as_str()) {
+                    let Ok(last) = humantime::parse_rfc3339(&d.last_seen) else { continue };
+                    let timeout = engine.availability_timeout(&facts_of(d), PowerSource::parse(&d.power_source));
+                    let silent = now.duration_since(last).unwrap_or_default() > timeout;
+                    let id = DeviceId(d.id.clone());
+                    if registry::set_health_flag(c, &id, "offline", silent)? {
+                        availability_msg(c, &gw, &id, !silent, now)?;
+                        lifecycle_msg(c, &gw, &id, "health", json!({"flag": "offline", "raised": silent, "timeout_s": timeout.as_secs()}), now)?;
+                        notices.push(Notice::Health { device: d.id.clone(), flag: "offline".into(), raised: silent });
+                    }
+                }
+                Ok(notices)
+            })
+            .await;
+        match result {
+            Ok(notices) => notices.into_iter().for_each(|n| self.notify(n)),
+            Err(e) => tracing::error!(error = %e, "availability check failed"),
+        }
+    }
+}

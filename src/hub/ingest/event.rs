@@ -1,0 +1,304 @@
+//! One device event applied inside the ingest transaction: joins, interviews,
+//! readings, leaves and command results, with admission and health decided here.
+
+use super::*;
+
+pub(in crate::hub) fn apply_event(
+    c: &Connection,
+    ctx: &EventContext,
+    ev: &DeviceEvent,
+) -> Result<Applied, StoreError> {
+    let gw: &str = &ctx.gateway_id;
+    let id = ev.device_id();
+    let ts = rfc3339(ev.received_at);
+    let at = ev.received_at;
+    let radio = ev.radio.as_str();
+    let mut out = Applied::default();
+    if !matches!(ev.kind, DeviceEventKind::CommandResult { .. }) {
+        out.spoke = Some(id.to_string());
+    }
+    // The common case first: a reading from a known device is one UPDATE.
+    if let DeviceEventKind::Readings(readings) = &ev.kind {
+        if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
+            readings_recorded(
+                c,
+                TelemetrySink::Now(&mut outbox::SeqCursor::default()),
+                ctx,
+                &id,
+                readings,
+                &mut parse_health(&health),
+                at,
+                &mut out,
+            )?;
+            out.state = Some((id.clone(), state, at));
+            return Ok(out);
+        }
+    }
+    let existing = registry::get(c, &id)?;
+    let remove = |out: &mut Applied| {
+        out.radio_actions.push((
+            radio.to_string(),
+            RadioCommand::Remove {
+                native_address: ev.native_address.clone(),
+            },
+        ))
+    };
+    match &ev.kind {
+        DeviceEventKind::Joined => {
+            let known = existing
+                .as_ref()
+                .is_some_and(|d| d.lifecycle != Lifecycle::Decommissioned.as_str());
+            let facts = DeviceFacts {
+                protocol: Some(ev.protocol),
+                address: &ev.native_address,
+                manufacturer: existing.as_ref().and_then(|d| d.manufacturer.as_deref()),
+                model: existing.as_ref().and_then(|d| d.model.as_deref()),
+            };
+            let denial = if !known && !ctx.open_windows.contains(radio) {
+                Some("joined outside a join window".to_string())
+            } else if !known
+                && ev.protocol == Protocol::Zigbee
+                && ctx.policy.policy.admission.require_install_code
+                && !credentials::exists(c, id.as_str(), INSTALL_CODE_KIND)?
+            {
+                Some(
+                    "no install code registered for this device (the policy requires install codes)"
+                        .to_string(),
+                )
+            } else {
+                match ctx.policy.admit(&facts) {
+                    Admit::Deny { reason } => Some(reason),
+                    Admit::Admit | Admit::Undecided => None,
+                }
+            };
+            if let Some(reason) = denial {
+                if known {
+                    retire(c, gw, &id, "denied", json!({"reason": reason}))?;
+                } else {
+                    lifecycle_msg(
+                        c,
+                        gw,
+                        &id,
+                        "denied",
+                        json!({"radio": radio, "reason": reason}),
+                        at,
+                    )?;
+                }
+                store::record_audit(
+                    c,
+                    gw,
+                    &AuditEntry::new(
+                        format!("radio:{radio}"),
+                        "device.join",
+                        id.as_str(),
+                        Outcome::Refused,
+                        json!({"native_address": ev.native_address, "reason": reason}),
+                    ),
+                )?;
+                remove(&mut out);
+                out.notices.push(Notice::Denied {
+                    device: id.to_string(),
+                    reason,
+                });
+                return Ok(out);
+            }
+            let (device, is_new) = registry::upsert_joined(
+                c,
+                &id,
+                ev.protocol.as_str(),
+                radio,
+                &ev.native_address,
+                &ts,
+            )?;
+            lifecycle_msg(
+                c,
+                gw,
+                &id,
+                "joined",
+                json!({"radio": radio, "new": is_new, "lifecycle": device.lifecycle}),
+                at,
+            )?;
+            availability_msg(c, gw, &id, true, at)?;
+            registry::set_health_flag(c, &id, "offline", false)?;
+            store::record_audit(
+                c,
+                gw,
+                &AuditEntry::new(
+                    format!("radio:{radio}"),
+                    "device.join",
+                    id.as_str(),
+                    Outcome::Accepted,
+                    json!({"native_address": ev.native_address, "new": is_new}),
+                ),
+            )?;
+            out.notices.push(Notice::DeviceJoined {
+                device: id.to_string(),
+                radio: radio.to_string(),
+                new: is_new,
+            });
+        }
+        DeviceEventKind::Interviewed(info) => {
+            let Some(before) = existing else {
+                return Ok(out);
+            };
+            if before.lifecycle == Lifecycle::Decommissioned.as_str() {
+                remove(&mut out);
+                return Ok(out);
+            }
+            let fw_change = registry::apply_info(c, &id, info, &ts)?;
+            let d = registry::get(c, &id)?
+                .ok_or_else(|| StoreError::Invalid("device vanished".into()))?;
+            lifecycle_msg(
+                c,
+                gw,
+                &id,
+                "interviewed",
+                serde_json::to_value(info).unwrap_or_default(),
+                at,
+            )?;
+            if let Some(Some(previous)) = &fw_change {
+                lifecycle_msg(
+                    c,
+                    gw,
+                    &id,
+                    "firmware_changed",
+                    json!({"from": previous, "to": info.firmware}),
+                    at,
+                )?;
+            }
+            out.notices.push(Notice::DeviceInterviewed {
+                device: id.to_string(),
+                manufacturer: info.manufacturer.clone(),
+                model: info.model.clone(),
+            });
+            let facts = facts_of(&d);
+            match ctx.policy.admit(&facts) {
+                Admit::Deny { reason } => {
+                    retire(c, gw, &id, "denied", json!({"reason": reason}))?;
+                    store::record_audit(
+                        c,
+                        gw,
+                        &AuditEntry::new(
+                            "policy",
+                            "device.admission",
+                            id.as_str(),
+                            Outcome::Refused,
+                            json!({"reason": reason, "manufacturer": d.manufacturer, "model": d.model}),
+                        ),
+                    )?;
+                    remove(&mut out);
+                    out.notices.push(Notice::Denied {
+                        device: id.to_string(),
+                        reason,
+                    });
+                    return Ok(out);
+                }
+                Admit::Undecided => {}
+                Admit::Admit => {
+                    if d.lifecycle == Lifecycle::Pending.as_str() {
+                        registry::set_lifecycle(c, &id, Lifecycle::Active)?;
+                        lifecycle_msg(
+                            c,
+                            gw,
+                            &id,
+                            "admitted",
+                            json!({"manufacturer": d.manufacturer, "model": d.model}),
+                            at,
+                        )?;
+                        store::record_audit(
+                            c,
+                            gw,
+                            &AuditEntry::new(
+                                "policy",
+                                "device.admission",
+                                id.as_str(),
+                                Outcome::Accepted,
+                                json!({"manufacturer": d.manufacturer, "model": d.model}),
+                            ),
+                        )?;
+                    }
+                }
+            }
+            apply_compliance(c, ctx, &id, &mut out, at)?;
+        }
+        DeviceEventKind::Readings(readings) => {
+            let d = match existing {
+                Some(d) => d,
+                // A device that reports without having joined here (BLE beacons,
+                // a registry restored from an older backup): admitted as pending
+                // unless the policy denies it, so its data is not lost.
+                None => match discover(c, ctx, ev, &id, &mut out)? {
+                    Some(d) => d,
+                    None => return Ok(out),
+                },
+            };
+            if d.lifecycle == Lifecycle::Decommissioned.as_str() {
+                // Still on the network: it slept through its leave request (a sleeping
+                // device hears only right after it speaks) or ignored it. It is awake
+                // now, so it is told again; its readings are not recorded.
+                remove(&mut out);
+                return Ok(out);
+            }
+            if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
+                readings_recorded(
+                    c,
+                    TelemetrySink::Now(&mut outbox::SeqCursor::default()),
+                    ctx,
+                    &id,
+                    readings,
+                    &mut parse_health(&health),
+                    at,
+                    &mut out,
+                )?;
+                out.state = Some((id.clone(), state, at));
+            }
+        }
+        DeviceEventKind::Left => {
+            lifecycle_msg(c, gw, &id, "left", json!({}), at)?;
+            availability_msg(c, gw, &id, false, at)?;
+            store::record_audit(
+                c,
+                gw,
+                &AuditEntry::new(
+                    format!("radio:{radio}"),
+                    "device.leave",
+                    id.as_str(),
+                    Outcome::Accepted,
+                    json!({}),
+                ),
+            )?;
+            out.notices.push(Notice::DeviceLeft {
+                device: id.to_string(),
+            });
+        }
+        DeviceEventKind::CommandResult {
+            command_id,
+            ok,
+            detail,
+        } => {
+            lifecycle_msg(
+                c,
+                gw,
+                &id,
+                "command_result",
+                json!({"command_id": command_id, "ok": ok, "detail": detail}),
+                at,
+            )?;
+            let state = existing.map(|d| d.last_state).unwrap_or_default();
+            if let Some(req) = requests::take_by_command_id(c, command_id)? {
+                let (status, error) = if *ok {
+                    ("delivered", None)
+                } else {
+                    ("error", Some(("not_delivered", detail.clone())))
+                };
+                let mut extra = json!({"command_id": command_id, "detail": detail});
+                if req.operation == "get" {
+                    extra["state"] = state_subset(&state, &requested_attributes(&req));
+                }
+                finish_held(c, gw, &req, status, extra, error)?;
+            }
+            out.result = Some((command_id.clone(), *ok, detail.clone(), state));
+        }
+    }
+    Ok(out)
+}

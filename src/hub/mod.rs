@@ -1,0 +1,383 @@
+//! The hub: the one place that decides.
+//!
+//! It takes device events from the radios and requests from the two doors (local
+//! API, MQTT), applies the policy (admission, firmware compliance, health, local
+//! rules), and turns what it decides into store transactions that update the
+//! registry, append the audit record and queue the outbox messages together.
+//! Events that arrive together are applied in one transaction (each under its own
+//! savepoint), so a burst costs one commit. It never does IO itself beyond asking
+//! the store and the radios.
+//!
+//! This file holds the loop and the dispatch. The rest, one room each:
+//! `handle` (what the doors send and get back), `ingest/` (events -> one
+//! transaction), `ops/` (one file per operation: validate -> audit -> act),
+//! `held` (requests waiting for a device to wake), `health`, `admission`, `rules`
+//! and `messages` (lifecycle and availability messages).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ed25519_dalek::VerifyingKey;
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::config::Protocol;
+use crate::model::{
+    rfc3339, DeviceCommand, DeviceEvent, DeviceEventKind, DeviceId, KeyRotated, Lifecycle,
+    PowerSource, RadioCommand, RadioState, Reading, Value,
+};
+use crate::policy::{self, Admit, Compliance, DeviceFacts, Firing, PolicyEngine, RuleStates};
+use crate::radio::zigbee::INSTALL_CODE_KIND;
+use crate::radio::RadioHandle;
+use crate::secrets::{MasterKey, Secret};
+use crate::store::audit::{AuditEntry, Outcome};
+use crate::store::outbox::{self, MessageKind, NewMessage, OutboxGate};
+use crate::store::requests::{self, PendingRequest};
+use crate::store::{self, credentials, policies, registry, StoreError, Writer};
+
+mod admission;
+mod handle;
+mod health;
+mod held;
+mod ingest;
+mod messages;
+mod ops;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use admission::*;
+pub use handle::*;
+use health::*;
+pub use held::is_sleeping;
+use held::*;
+use ingest::*;
+use messages::*;
+pub use rules::device_command_from_json;
+
+/// Longest join window anyone may open (Zigbee's own limit is 254 s); the policy
+/// may lower it.
+pub const MAX_PERMIT_JOIN_SECONDS: u32 = policy::MAX_JOIN_WINDOW_S;
+
+/// Device events the radios may queue for the hub before they wait.
+pub const EVENT_QUEUE: usize = 4096;
+
+/// Most events applied in one transaction: half the queue, so the radios keep
+/// queueing while a burst commits. Per-device work (the registry merge, the retained
+/// state, an outbox row) is done once per burst, so under load larger bursts cost
+/// less per event; a burst of 2,048 readings commits in a few milliseconds.
+const MAX_EVENT_BATCH: usize = EVENT_QUEUE / 2;
+
+/// How often availability is re-evaluated against the policy's timeouts.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a request for a sleeping device is held when the request does not say.
+pub const DEFAULT_REQUEST_TTL_S: u64 = 3600;
+/// The longest a request for a sleeping device may be held (`ttl_s`).
+pub const MAX_REQUEST_TTL_S: u64 = 7 * 24 * 3600;
+/// How often held requests are checked for expiry.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the hub proves it is alive (store round trip + `WATCHDOG=1`).
+pub struct Liveness {
+    pub interval: Duration,
+    pub on_alive: Box<dyn Fn() + Send + Sync>,
+}
+
+pub struct Hub {
+    gateway_id: Arc<str>,
+    writer: Writer,
+    radios: HashMap<String, RadioHandle>,
+    join_windows: HashMap<String, Instant>,
+    notices: broadcast::Sender<Notice>,
+    /// Closed to telemetry by the upstream task when the outbox is full of
+    /// messages that are never dropped.
+    outbox_gate: Arc<OutboxGate>,
+    policy: Arc<PolicyEngine>,
+    rule_states: RuleStates,
+    /// When set, only policies signed by this key are accepted.
+    pinned_key: Option<VerifyingKey>,
+    /// Seals device credentials (install codes); `None` in rigs without one.
+    master_key: Option<Arc<MasterKey>>,
+    /// Devices with held requests (a superset: the store decides).
+    queued: HashSet<String>,
+    /// Refreshes of awake devices, by command id: the attributes asked for and who waits.
+    refreshing: HashMap<String, (Vec<String>, oneshot::Sender<RefreshResult>)>,
+}
+
+/// What applying one event decided beyond the store: notices and radio actions.
+#[derive(Default)]
+struct Applied {
+    notices: Vec<Notice>,
+    radio_actions: Vec<(String, RadioCommand)>,
+    /// Readings to feed the local rules once committed.
+    readings: Option<(String, Vec<Reading>)>,
+    /// A command result: (command id, ok, detail, the device's state after it).
+    result: Option<(String, bool, String, serde_json::Value)>,
+    /// The device itself was heard (it is awake now).
+    spoke: Option<String>,
+    /// Readings changed the device's state (its retained state message is due).
+    state: Option<(DeviceId, String, SystemTime)>,
+}
+
+/// A radio operation the hub relays without waiting on it (see `Hub::relay`).
+struct RelayJob {
+    radio: String,
+    actor: String,
+    /// The audit action, e.g. `radio.backup`.
+    action: &'static str,
+    timeout: Duration,
+    /// Why it failed when the driver dropped the request unanswered.
+    stopped: &'static str,
+}
+
+/// The immutable context an event needs inside the writer transaction.
+struct EventContext {
+    gateway_id: Arc<str>,
+    policy: Arc<PolicyEngine>,
+    open_windows: HashSet<String>,
+    queue_telemetry: bool,
+    /// Someone listens to notices: build the per-reading ones.
+    notify_readings: bool,
+    /// The policy has local rules: hand readings to the rule engine.
+    rules: bool,
+}
+
+impl Hub {
+    pub fn new(
+        gateway_id: &str,
+        writer: Writer,
+        radios: &[RadioHandle],
+    ) -> (Hub, HubHandle, mpsc::Receiver<HubRequest>) {
+        let (req_tx, req_rx) = mpsc::channel(256);
+        let (notices, _) = broadcast::channel(1024);
+        let engine = PolicyEngine::new(PolicyEngine::default_policy());
+        let hub = Hub {
+            gateway_id: gateway_id.into(),
+            writer,
+            radios: radios.iter().map(|r| (r.name.clone(), r.clone())).collect(),
+            join_windows: HashMap::new(),
+            notices: notices.clone(),
+            outbox_gate: Arc::new(OutboxGate::default()),
+            rule_states: engine.new_states(),
+            policy: Arc::new(engine),
+            pinned_key: None,
+            master_key: None,
+            queued: HashSet::new(),
+            refreshing: HashMap::new(),
+        };
+        (
+            hub,
+            HubHandle {
+                requests: req_tx,
+                notices,
+            },
+            req_rx,
+        )
+    }
+
+    /// Starts from a cached policy (validated earlier) and a pinned signing key.
+    pub fn with_policy(
+        mut self,
+        policy: Option<policy::Policy>,
+        pinned_key: Option<VerifyingKey>,
+    ) -> Hub {
+        if let Some(p) = policy {
+            let engine = PolicyEngine::new(p);
+            self.rule_states = engine.new_states();
+            self.policy = Arc::new(engine);
+        }
+        self.pinned_key = pinned_key;
+        self
+    }
+
+    /// The master key that seals device credentials the hub stores (install codes).
+    pub fn with_master_key(mut self, key: Arc<MasterKey>) -> Hub {
+        self.master_key = Some(key);
+        self
+    }
+
+    /// Opens the hub's join window on `radio` without telling the radio. For
+    /// radios whose joins the gateway itself accepts or refuses (LoRaWAN join
+    /// requests, BLE discovery) and for rigs that drive the hub directly;
+    /// technicians and the cloud use [`HubHandle::permit_join`], which is audited.
+    pub fn open_join_window(&mut self, radio: &str, duration: Duration) {
+        self.join_windows
+            .insert(radio.to_string(), Instant::now() + duration);
+    }
+
+    /// The gate the hub consults before queueing telemetry (shared with upstream).
+    pub fn outbox_gate(&self) -> Arc<OutboxGate> {
+        self.outbox_gate.clone()
+    }
+
+    /// Runs until `shutdown` flips and both inputs have been drained.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<DeviceEvent>,
+        mut requests: mpsc::Receiver<HubRequest>,
+        mut shutdown: watch::Receiver<bool>,
+        liveness: Option<Liveness>,
+    ) {
+        let interval = liveness
+            .as_ref()
+            .map(|l| l.interval)
+            .unwrap_or(Duration::from_secs(3600));
+        // The first ping waits one interval, so it never precedes READY=1.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut health = tokio::time::interval_at(
+            tokio::time::Instant::now() + HEALTH_INTERVAL,
+            HEALTH_INTERVAL,
+        );
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.announce_install_code_policy().await;
+        let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.recover_held_requests().await;
+        loop {
+            tokio::select! {
+                Some(ev) = events.recv() => {
+                    let mut batch = vec![ev];
+                    while batch.len() < MAX_EVENT_BATCH {
+                        match events.try_recv() {
+                            Ok(ev) => batch.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    self.on_events(batch).await;
+                }
+                Some(req) = requests.recv() => self.on_request(req).await,
+                _ = tick.tick() => {
+                    if let Some(l) = &liveness {
+                        // Liveness means the loop turns and the store commits.
+                        match self.writer.write(|_| Ok(())).await {
+                            Ok(()) => (l.on_alive)(),
+                            Err(e) => tracing::error!(error = %e, "store not writable: withholding the watchdog ping"),
+                        }
+                    }
+                }
+                _ = health.tick() => self.check_availability().await,
+                _ = expiry.tick(), if !self.queued.is_empty() => self.expire_held_requests().await,
+                _ = crate::shutdown::signalled(&mut shutdown) => break,
+            }
+        }
+        // Drain what is already queued so nothing accepted is lost.
+        let mut rest = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            rest.push(ev);
+        }
+        if !rest.is_empty() {
+            self.on_events(rest).await;
+        }
+        while let Ok(req) = requests.try_recv() {
+            self.on_request(req).await;
+        }
+        // Wait for the last writes to commit.
+        let _ = self.writer.write(|_| Ok(())).await;
+        tracing::info!("hub stopped");
+    }
+
+    fn notify(&self, n: Notice) {
+        let _ = self.notices.send(n);
+    }
+
+    fn window_open(&self, radio: &str) -> bool {
+        self.join_windows
+            .get(radio)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Whether a join window is open on `radio` now.
+    pub fn join_window_open(&self, radio: &str) -> bool {
+        self.window_open(radio)
+    }
+
+    fn radio_sender(&self, radio: &str) -> Option<mpsc::Sender<RadioCommand>> {
+        let h = self.radios.get(radio)?;
+        (*h.state.borrow() == RadioState::Up)
+            .then(|| h.commands.clone())
+            .flatten()
+    }
+
+    async fn send_to_radio(&self, radio: &str, cmd: RadioCommand) -> bool {
+        match self.radio_sender(radio) {
+            Some(tx) => tx.send(cmd).await.is_ok(),
+            None => {
+                tracing::warn!(radio, command = ?cmd, "radio not running: command not delivered");
+                false
+            }
+        }
+    }
+
+    async fn on_request(&mut self, req: HubRequest) {
+        match req {
+            HubRequest::PermitJoin {
+                radio,
+                seconds,
+                actor,
+                reply,
+            } => {
+                let r = self.permit_join(&radio, seconds, &actor).await;
+                let _ = reply.send(r);
+            }
+            HubRequest::Decommission {
+                device,
+                actor,
+                reply,
+            } => {
+                let r = self.decommission(&device, &actor).await;
+                let _ = reply.send(r);
+            }
+            HubRequest::Command {
+                device,
+                command,
+                actor,
+                reply,
+            } => {
+                let r = self.command(&device, command, &actor).await;
+                let _ = reply.send(r);
+            }
+            HubRequest::Device { request, reply } => {
+                let r = self.device_request(request).await;
+                let _ = reply.send(r);
+            }
+            HubRequest::ApplyPolicy {
+                document,
+                source,
+                actor,
+                reply,
+            } => {
+                let r = self.apply_policy(&document, &source, &actor).await;
+                let _ = reply.send(r);
+            }
+            HubRequest::Backup {
+                radio,
+                actor,
+                reply,
+            } => self.backup(radio, actor, reply).await,
+            HubRequest::AddInstallCode {
+                device,
+                code,
+                actor,
+                reply,
+            } => self.add_install_code(device, code, actor, reply).await,
+            HubRequest::RemoveInstallCode {
+                device,
+                actor,
+                reply,
+            } => {
+                let r = self.remove_install_code(&device, &actor).await;
+                let _ = reply.send(r);
+            }
+            HubRequest::RotateNetworkKey {
+                radio,
+                actor,
+                reply,
+            } => self.rotate_network_key(radio, actor, reply).await,
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Network backup: the radio exports, the hub audits (never the secrets) and
+//! relays the document straight to the local technician who asked.
+
+use super::*;
+
+impl Hub {
+    /// Checks and audits a backup request and hands it to the radio. The radio's answer goes
+    /// straight back to the caller from a task (the hub does not wait on the radio); the
+    /// outcome is audited there, without the key.
+    pub(in crate::hub) async fn backup(
+        &mut self,
+        radio: String,
+        actor: String,
+        reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
+    ) {
+        let sender = match self.running_radio(&radio) {
+            Ok((_, tx)) => tx,
+            Err(e) => {
+                let audited = self
+                    .audit(AuditEntry::new(
+                        &actor,
+                        "radio.backup",
+                        &radio,
+                        Outcome::Refused,
+                        json!({"error": e.to_string()}),
+                    ))
+                    .await;
+                let _ = reply.send(audited.and(Err(e)));
+                return;
+            }
+        };
+        self.relay(
+            sender,
+            RelayJob {
+                radio,
+                actor,
+                action: "radio.backup",
+                timeout: BACKUP_TIMEOUT,
+                stopped: "the driver stopped before answering",
+            },
+            |reply| RadioCommand::Backup { reply },
+            // Never the key: what was exported, and how many devices.
+            |v: &serde_json::Value| {
+                json!({"exported": "network parameters and network key",
+                       "devices": v["devices"].as_array().map_or(0, Vec::len)})
+            },
+            |e: &HubError| json!({"error": e.to_string()}),
+            reply,
+        )
+        .await;
+    }
+}

@@ -1,0 +1,211 @@
+//! Device credentials for joining: registering and removing install codes, and
+//! telling the radios the policy's install-code requirement.
+
+use super::*;
+
+impl Hub {
+    /// Tells every Zigbee driver whether joins must use install codes. Drivers keep it and
+    /// apply it after each coordinator start, so it goes to them whatever their state.
+    pub(in crate::hub) async fn announce_install_code_policy(&self) {
+        let required = self.policy.policy.admission.require_install_code;
+        for h in self.radios.values() {
+            if h.protocol != Protocol::Zigbee {
+                continue;
+            }
+            if let Some(tx) = &h.commands {
+                if tx
+                    .send(RadioCommand::RequireInstallCodes { required })
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(radio = %h.name, "driver stopped: install-code policy not delivered");
+                }
+            }
+        }
+    }
+
+    /// Seals the code as the device's credential and audits it in one transaction, then
+    /// pushes it to every running Zigbee coordinator from a task (the hub does not wait on
+    /// radios). Radios that are not running get it at their next start.
+    pub(in crate::hub) async fn add_install_code(
+        &mut self,
+        device: DeviceId,
+        code: Secret,
+        actor: String,
+        reply: oneshot::Sender<Result<InstallCodeAdded, HubError>>,
+    ) {
+        let entry = |outcome, details| {
+            AuditEntry::new(
+                &actor,
+                "device.install_code.add",
+                device.as_str(),
+                outcome,
+                details,
+            )
+        };
+        let refusal = if !device.as_str().starts_with("zigbee:") {
+            Some(HubError::Invalid(format!(
+                "`{device}` is not a Zigbee device: install codes are for Zigbee devices"
+            )))
+        } else if self.master_key.is_none() {
+            Some(HubError::Store(
+                "no master key: install codes cannot be stored encrypted".into(),
+            ))
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            let audited = self
+                .audit(entry(Outcome::Refused, json!({"error": e.to_string()})))
+                .await;
+            let _ = reply.send(audited.and(Err(e)));
+            return;
+        }
+        let Some(key) = self.master_key.clone() else {
+            return;
+        };
+        let gw = self.gateway_id.clone();
+        let record = |replaced: bool| {
+            entry(
+                Outcome::Accepted,
+                json!({"stored": "encrypted", "replaced": replaced, "code_bytes": code.expose().len()}),
+            )
+        };
+        let (owner, sealed) = (device.to_string(), code.clone());
+        let pre = record(false);
+        let pre_replaced = record(true);
+        let stored = self
+            .writer
+            .write(move |c| {
+                let replaced = credentials::exists(c, &owner, INSTALL_CODE_KIND)?;
+                credentials::put(c, &key, &owner, INSTALL_CODE_KIND, &sealed)?;
+                store::record_audit(c, &gw, if replaced { &pre_replaced } else { &pre })?;
+                Ok(replaced)
+            })
+            .await;
+        let replaced = match stored {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        let native = device.as_str().trim_start_matches("zigbee:").to_string();
+        let mut waiting = Vec::new();
+        let mut coordinators = Vec::new();
+        for h in self
+            .radios
+            .values()
+            .filter(|h| h.protocol == Protocol::Zigbee)
+        {
+            match self.running_radio(&h.name) {
+                Ok((_, tx)) => {
+                    let (rtx, rrx) = oneshot::channel();
+                    let cmd = RadioCommand::AddInstallCode {
+                        native_address: native.clone(),
+                        code: code.clone(),
+                        reply: rtx,
+                    };
+                    if tx.send(cmd).await.is_ok() {
+                        waiting.push((h.name.clone(), rrx));
+                    } else {
+                        coordinators.push(InstallCodePush {
+                            radio: h.name.clone(),
+                            ok: false,
+                            detail: "driver stopped; pushed at its next start".into(),
+                        });
+                    }
+                }
+                Err(e) => coordinators.push(InstallCodePush {
+                    radio: h.name.clone(),
+                    ok: false,
+                    detail: format!("{e}; pushed at its next start"),
+                }),
+            }
+        }
+        let writer = self.writer.clone();
+        let gw = self.gateway_id.clone();
+        tokio::spawn(async move {
+            for (radio, rx) in waiting {
+                let (ok, detail) = match tokio::time::timeout(INSTALL_CODE_TIMEOUT, rx).await {
+                    Ok(Ok(Ok(()))) => (true, "registered with the coordinator".to_string()),
+                    Ok(Ok(Err(e))) => (false, e),
+                    Ok(Err(_)) => (
+                        false,
+                        "the driver stopped before answering; pushed at its next start".into(),
+                    ),
+                    Err(_) => (
+                        false,
+                        format!(
+                            "no answer within {INSTALL_CODE_TIMEOUT:?}; pushed at the next start"
+                        ),
+                    ),
+                };
+                coordinators.push(InstallCodePush { radio, ok, detail });
+            }
+            let failed: Vec<&InstallCodePush> = coordinators.iter().filter(|p| !p.ok).collect();
+            if !failed.is_empty() {
+                let details = json!({"coordinators": failed});
+                let record = AuditEntry::new(
+                    &actor,
+                    "device.install_code.push",
+                    device.as_str(),
+                    Outcome::Failed,
+                    details,
+                );
+                let _ = writer
+                    .write(move |c| store::record_audit(c, &gw, &record).map(|_| ()))
+                    .await;
+            }
+            let _ = reply.send(Ok(InstallCodeAdded {
+                device: device.to_string(),
+                replaced,
+                coordinators,
+            }));
+        });
+    }
+
+    pub(in crate::hub) async fn remove_install_code(
+        &mut self,
+        device: &DeviceId,
+        actor: &str,
+    ) -> Result<InstallCodeRemoved, HubError> {
+        let gw = self.gateway_id.clone();
+        let (owner, actor_s, id) = (device.to_string(), actor.to_string(), device.clone());
+        let removed = self
+            .writer
+            .write(move |c| {
+                let removed = credentials::remove(c, &owner, INSTALL_CODE_KIND)?;
+                let (outcome, details) = if removed {
+                    (Outcome::Accepted, json!({"destroyed": true}))
+                } else {
+                    (
+                        Outcome::Refused,
+                        json!({"error": "no install code registered"}),
+                    )
+                };
+                store::record_audit(
+                    c,
+                    &gw,
+                    &AuditEntry::new(
+                        &actor_s,
+                        "device.install_code.remove",
+                        id.as_str(),
+                        outcome,
+                        details,
+                    ),
+                )?;
+                Ok(removed)
+            })
+            .await?;
+        if !removed {
+            return Err(HubError::UnknownDevice(format!(
+                "{device} (no install code registered)"
+            )));
+        }
+        Ok(InstallCodeRemoved {
+            device: device.to_string(),
+            note: "destroyed in the gateway; a coordinator keeps the derived key until it resets",
+        })
+    }
+}

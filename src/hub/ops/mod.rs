@@ -1,0 +1,131 @@
+//! Operations the doors ask of the hub, one file each: validate, audit, act.
+//! What they share lives here: the one refusal path for device commands, the one
+//! "is this radio running" check, the audit write, and the relay that hands a
+//! radio operation to the driver without the hub waiting on it.
+
+mod apply_policy;
+mod backup;
+mod command;
+mod decommission;
+mod device_request;
+mod install_code;
+mod permit_join;
+mod rotate_key;
+
+use super::*;
+
+impl Hub {
+    /// Why a command to this device is refused, if it is.
+    pub(in crate::hub) fn command_refusal(&self, d: &registry::Device) -> Option<HubError> {
+        if d.lifecycle == Lifecycle::Decommissioned.as_str() {
+            return Some(HubError::DeviceDecommissioned(d.id.clone()));
+        }
+        if d.lifecycle == Lifecycle::Quarantined.as_str() {
+            let facts = facts_of(d);
+            let allowed = matches!(
+                self.policy.firmware(&facts, d.firmware.as_deref()),
+                Compliance::Below {
+                    commands_allowed: true,
+                    ..
+                }
+            );
+            if !allowed {
+                return Some(HubError::DeviceQuarantined(d.id.clone()));
+            }
+        }
+        None
+    }
+
+    /// The command channel of a running radio, or why there is none.
+    pub(in crate::hub) fn running_radio(
+        &self,
+        radio: &str,
+    ) -> Result<(Protocol, mpsc::Sender<RadioCommand>), HubError> {
+        let h = self
+            .radios
+            .get(radio)
+            .ok_or_else(|| HubError::UnknownRadio(radio.to_string()))?;
+        let state = h.state.borrow().clone();
+        match (&h.commands, state) {
+            (Some(tx), RadioState::Up) => Ok((h.protocol, tx.clone())),
+            (None, _) => Err(HubError::RadioUnavailable(
+                radio.to_string(),
+                "no driver runs for it".into(),
+            )),
+            (_, RadioState::Unavailable(why) | RadioState::Down(why)) => {
+                Err(HubError::RadioUnavailable(radio.to_string(), why))
+            }
+            _ => Err(HubError::RadioUnavailable(
+                radio.to_string(),
+                "starting".into(),
+            )),
+        }
+    }
+
+    /// Hands a checked radio operation to its driver. The answer is awaited (with a
+    /// timeout), audited and sent back from a task, so the hub never waits on a radio;
+    /// the caller gets the answer only once its audit record is committed.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::hub) async fn relay<T: Send + 'static>(
+        &self,
+        sender: mpsc::Sender<RadioCommand>,
+        job: RelayJob,
+        command: impl FnOnce(oneshot::Sender<Result<T, String>>) -> RadioCommand,
+        done: impl FnOnce(&T) -> serde_json::Value + Send + 'static,
+        failed: impl FnOnce(&HubError) -> serde_json::Value + Send + 'static,
+        reply: oneshot::Sender<Result<T, HubError>>,
+    ) {
+        let RelayJob {
+            radio,
+            actor,
+            action,
+            timeout,
+            stopped,
+        } = job;
+        let (tx, rx) = oneshot::channel();
+        if sender.send(command(tx)).await.is_err() {
+            let e = HubError::RadioUnavailable(radio.clone(), "driver stopped".into());
+            let audited = self
+                .audit(AuditEntry::new(
+                    &actor,
+                    action,
+                    &radio,
+                    Outcome::Failed,
+                    failed(&e),
+                ))
+                .await;
+            let _ = reply.send(audited.and(Err(e)));
+            return;
+        }
+        let writer = self.writer.clone();
+        let gw = self.gateway_id.clone();
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(Ok(v))) => Ok(v),
+                Ok(Ok(Err(why))) => Err(HubError::RadioUnavailable(radio.clone(), why)),
+                Ok(Err(_)) => Err(HubError::RadioUnavailable(radio.clone(), stopped.into())),
+                Err(_) => Err(HubError::RadioUnavailable(
+                    radio.clone(),
+                    format!("no answer within {timeout:?}"),
+                )),
+            };
+            let record = match &answer {
+                Ok(v) => AuditEntry::new(&actor, action, &radio, Outcome::Accepted, done(v)),
+                Err(e) => AuditEntry::new(&actor, action, &radio, Outcome::Failed, failed(e)),
+            };
+            let audited = writer
+                .write(move |c| store::record_audit(c, &gw, &record).map(|_| ()))
+                .await
+                .map_err(HubError::from);
+            let _ = reply.send(audited.and(answer));
+        });
+    }
+
+    pub(in crate::hub) async fn audit(&self, entry: AuditEntry) -> Result<(), HubError> {
+        let gw = self.gateway_id.clone();
+        self.writer
+            .write(move |c| store::record_audit(c, &gw, &entry).map(|_| ()))
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,514 @@
+use super::*;
+use crate::config::Protocol;
+use crate::model::{DeviceInfo, PowerSource, Reading, Value};
+use crate::store::{Store, WriterOptions};
+
+const ADDR: &str = "0x00124b0001abcdef";
+
+fn event(addr: &str, kind: DeviceEventKind) -> DeviceEvent {
+    DeviceEvent {
+        radio: "zb0".into(),
+        protocol: Protocol::Zigbee,
+        native_address: addr.into(),
+        received_at: SystemTime::now(),
+        kind,
+    }
+}
+
+fn info(model: &str, firmware: &str) -> DeviceEventKind {
+    DeviceEventKind::Interviewed(DeviceInfo {
+        manufacturer: Some("LUMI".into()),
+        model: Some(model.into()),
+        firmware: Some(firmware.into()),
+        power_source: Some(PowerSource::Battery),
+        capabilities: vec!["temperature".into()],
+    })
+}
+
+fn reading(name: &str, value: Value) -> DeviceEventKind {
+    DeviceEventKind::Readings(vec![Reading {
+        name: name.into(),
+        value,
+        unit: None,
+    }])
+}
+
+// Fields drop in order: the hub (holding a writer handle) before the store,
+// whose drop waits for every writer handle to go.
+struct Rig {
+    hub: Option<Hub>,
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+    let (mut hub, _, _) = Hub::new("gw", store.writer(), &[]);
+    hub.join_windows
+        .insert("zb0".into(), Instant::now() + Duration::from_secs(60));
+    Rig {
+        hub: Some(hub),
+        store,
+        _dir: dir,
+    }
+}
+
+impl Rig {
+    async fn events(&mut self, evs: Vec<DeviceEvent>) -> Vec<Notice> {
+        let hub = self.hub.as_mut().unwrap();
+        let mut rx = hub.notices.subscribe();
+        hub.on_events(evs).await;
+        let mut out = Vec::new();
+        while let Ok(n) = rx.try_recv() {
+            out.push(n);
+        }
+        out
+    }
+
+    fn device(&self, addr: &str) -> registry::Device {
+        let r = self.store.reader().unwrap();
+        registry::get(&r, &DeviceId::new(Protocol::Zigbee, addr))
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn policy(&mut self, doc: serde_json::Value) -> Result<PolicyApplied, HubError> {
+        self.hub
+            .as_mut()
+            .unwrap()
+            .apply_policy(doc.to_string().as_bytes(), "test", "test")
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_burst_merges_readings_per_device_in_event_order() {
+    let mut rig = rig();
+    rig.events(vec![
+        event("0x0001", DeviceEventKind::Joined),
+        event("0x0002", DeviceEventKind::Joined),
+    ])
+    .await;
+    let reader = rig.store.reader().unwrap();
+    let after = outbox::pending(&reader, 0, 10_000)
+        .unwrap()
+        .last()
+        .unwrap()
+        .seq;
+    let notices = rig
+        .events(vec![
+            event("0x0001", reading("temperature", Value::Number(20.0))),
+            event("0x0002", reading("battery", Value::Number(5.0))),
+            event("0x0001", reading("humidity", Value::Number(40.0))),
+            // Low twice in one burst: the flag is raised once.
+            event("0x0002", reading("battery", Value::Number(4.0))),
+            // Another kind of event for device 1 sees its readings so far.
+            event("0x0001", DeviceEventKind::Left),
+            event("0x0001", reading("temperature", Value::Number(21.0))),
+        ])
+        .await;
+    let health: Vec<_> = notices
+        .iter()
+        .filter(|n| matches!(n, Notice::Health { flag, .. } if flag == "battery_low"))
+        .collect();
+    assert_eq!(health.len(), 1);
+    let readings = notices
+        .iter()
+        .filter(|n| matches!(n, Notice::Readings { .. }))
+        .count();
+    assert_eq!(readings, 5);
+    let rows = outbox::pending(&reader, after, 10_000).unwrap();
+    let of = |kind: &str, dev: &str| -> Vec<serde_json::Value> {
+        rows.iter()
+            .filter(|r| r.kind == kind && r.topic.contains(dev))
+            .map(|r| {
+                serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()["data"].clone()
+            })
+            .collect()
+    };
+    // Every reading is its own telemetry message.
+    assert_eq!(of("telemetry", "0x0001").len(), 3);
+    assert_eq!(of("telemetry", "0x0002").len(), 2);
+    // Device 1: its state before the `left` event, then the state at the end.
+    assert_eq!(
+        of("state", "0x0001"),
+        [
+            json!({"temperature": 20.0, "humidity": 40.0}),
+            json!({"temperature": 21.0, "humidity": 40.0})
+        ]
+    );
+    assert_eq!(of("state", "0x0002"), [json!({"battery": 4.0})]);
+    // The state message for device 1 comes before the `left` lifecycle message.
+    let pos = |pred: &dyn Fn(&outbox::OutboxRow) -> bool| rows.iter().position(pred).unwrap();
+    assert!(
+        pos(&|r| r.kind == "state" && r.topic.contains("0x0001"))
+            < pos(&|r| r.kind == "lifecycle" && r.topic.contains("0x0001"))
+    );
+    assert_eq!(
+        rig.device("0x0001").last_state,
+        json!({"temperature": 21.0, "humidity": 40.0})
+    );
+    assert_eq!(rig.device("0x0002").health, json!({"battery_low": true}));
+
+    // Seqs run on without gaps, in publish order.
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (after + 1..after + 1 + rows.len() as i64).collect::<Vec<_>>()
+    );
+    // Device 1's first two readings share a row (written before its `left`).
+    let tele1: Vec<&outbox::OutboxRow> = rows
+        .iter()
+        .filter(|r| r.kind == "telemetry" && r.topic.contains("0x0001"))
+        .collect();
+    assert_eq!(tele1[0].row, tele1[1].row);
+    assert_eq!(
+        (tele1[0].row, tele1[0].row_last),
+        (tele1[0].seq, tele1[1].seq)
+    );
+    let stored: i64 = reader
+        .query_row("SELECT count(*) FROM outbox WHERE id > ?1", [after], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(
+        stored < rows.len() as i64,
+        "{stored} rows for {} messages",
+        rows.len()
+    );
+    // Device 2: the reading that raised the flag, the flag, then the next reading.
+    let battery = |v: f64| {
+        pos(&|r| {
+            r.kind == "telemetry"
+                && serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()["data"]
+                    ["readings"][0]["value"]
+                    == json!(v)
+        })
+    };
+    let flag = pos(&|r| r.kind == "lifecycle" && r.topic.contains("0x0002"));
+    assert!(battery(5.0) < flag && flag < battery(4.0));
+    // Every reading notice names its own telemetry message.
+    let mut told: Vec<i64> = notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::Readings { outbox_seq, .. } => *outbox_seq,
+            _ => None,
+        })
+        .collect();
+    told.sort();
+    let mut telemetry: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.kind == "telemetry")
+        .map(|r| r.seq)
+        .collect();
+    telemetry.sort();
+    assert_eq!(told, telemetry);
+}
+
+#[tokio::test]
+async fn a_failing_event_does_not_undo_its_burst_mates() {
+    let mut rig = rig();
+    rig.events(vec![
+        event("0x0001", DeviceEventKind::Joined),
+        event("0x0002", DeviceEventKind::Joined),
+        event("0x0003", DeviceEventKind::Joined),
+    ])
+    .await;
+    // Make every registry update of the middle device fail inside SQLite.
+    rig.store
+        .writer()
+        .write(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON devices WHEN NEW.id = 'zigbee:0x0002'
+                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let depth = |rig: &Rig| outbox::stats(&rig.store.reader().unwrap()).unwrap().depth;
+    let before = depth(&rig);
+    let notices = rig
+        .events(vec![
+            event("0x0001", reading("temperature", Value::Number(20.0))),
+            event("0x0002", reading("temperature", Value::Number(21.0))),
+            event("0x0003", reading("temperature", Value::Number(22.0))),
+        ])
+        .await;
+    let readings: Vec<&str> = notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::Readings { device, .. } => Some(device.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(readings, ["zigbee:0x0001", "zigbee:0x0003"]);
+    assert_eq!(
+        rig.device("0x0001").last_state,
+        json!({"temperature": 20.0})
+    );
+    assert_eq!(
+        rig.device("0x0003").last_state,
+        json!({"temperature": 22.0})
+    );
+    assert_eq!(rig.device("0x0002").last_state, json!({}));
+    // Telemetry and state for the two that succeeded, nothing for the failed one.
+    assert_eq!(depth(&rig) - before, 4);
+}
+
+#[tokio::test]
+async fn events_flow_into_registry_outbox_and_audit() {
+    let mut rig = rig();
+    rig.events(vec![
+        event(ADDR, DeviceEventKind::Joined),
+        event(ADDR, info("lumi.weather", "1.0")),
+        event(ADDR, reading("temperature", Value::Number(21.5))),
+    ])
+    .await;
+    let d = rig.device(ADDR);
+    assert_eq!(d.lifecycle, "active");
+    assert_eq!(d.model.as_deref(), Some("lumi.weather"));
+    assert_eq!(d.last_state["temperature"], 21.5);
+    let r = rig.store.reader().unwrap();
+    let kinds: Vec<String> = outbox::pending(&r, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.kind)
+        .collect();
+    for k in ["telemetry", "lifecycle", "audit", "state", "availability"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+    }
+    let hub = rig.hub.as_mut().unwrap();
+    let id = DeviceId::new(Protocol::Zigbee, ADDR);
+    let d = hub.decommission(&id, "test").await.unwrap();
+    assert_eq!(d.device.lifecycle, "decommissioned");
+    assert_eq!(
+        hub.decommission(&id, "test").await.unwrap_err().code(),
+        "already_decommissioned"
+    );
+    assert_eq!(
+        hub.command(&id, DeviceCommand::On, "test")
+            .await
+            .unwrap_err()
+            .code(),
+        "device_decommissioned"
+    );
+    assert_eq!(
+        hub.permit_join("nope", 60, "test")
+            .await
+            .unwrap_err()
+            .code(),
+        "unknown_radio"
+    );
+    assert!(store::audit::verify(&r).unwrap().ok);
+}
+
+#[tokio::test]
+async fn joining_outside_a_window_or_on_the_denylist_is_refused_and_removed() {
+    let mut rig = rig();
+    rig.hub.as_mut().unwrap().join_windows.clear();
+    let n = rig.events(vec![event(ADDR, DeviceEventKind::Joined)]).await;
+    assert!(
+        matches!(&n[0], Notice::Denied { reason, .. } if reason.contains("outside a join window")),
+        "{n:?}"
+    );
+    let r = rig.store.reader().unwrap();
+    assert!(registry::get(&r, &DeviceId::new(Protocol::Zigbee, ADDR))
+        .unwrap()
+        .is_none());
+    rig.hub
+        .as_mut()
+        .unwrap()
+        .join_windows
+        .insert("zb0".into(), Instant::now() + Duration::from_secs(60));
+    rig.policy(json!({"version": 1, "admission": {"deny": [{"address": "0x00124b00000000*"}]}}))
+        .await
+        .unwrap();
+    let n = rig
+        .events(vec![event("0x00124b0000000001", DeviceEventKind::Joined)])
+        .await;
+    assert!(matches!(&n[0], Notice::Denied { .. }), "{n:?}");
+    let audit = store::audit::tail(&r, 100, None).unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.action == "device.join" && a.outcome == "refused")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn allowlist_decides_after_the_interview_and_firmware_quarantines() {
+    let mut rig = rig();
+    rig.policy(json!({"version": 1,
+        "admission": {"mode": "allowlist", "allow": [{"manufacturer": "LUMI"}]},
+        "firmware": [{"match": {"model": "plug*"}, "min_version": "2.0"}]}))
+        .await
+        .unwrap();
+    rig.events(vec![event(ADDR, DeviceEventKind::Joined)]).await;
+    assert_eq!(rig.device(ADDR).lifecycle, "pending");
+    let n = rig.events(vec![event(ADDR, info("plug-1", "1.9"))]).await;
+    assert!(
+        n.iter().any(|n| matches!(n, Notice::Quarantined { .. })),
+        "{n:?}"
+    );
+    assert_eq!(rig.device(ADDR).lifecycle, "quarantined");
+    // Telemetry still flows from a quarantined device; commands are refused.
+    rig.events(vec![event(ADDR, reading("power", Value::Number(5.0)))])
+        .await;
+    assert_eq!(rig.device(ADDR).last_state["power"], 5.0);
+    let id = DeviceId::new(Protocol::Zigbee, ADDR);
+    assert_eq!(
+        rig.hub
+            .as_mut()
+            .unwrap()
+            .command(&id, DeviceCommand::Off, "t")
+            .await
+            .unwrap_err()
+            .code(),
+        "device_quarantined"
+    );
+    // A compliant version releases it.
+    let n = rig.events(vec![event(ADDR, info("plug-1", "2.1"))]).await;
+    assert!(
+        n.iter().any(|n| matches!(n, Notice::Released { .. })),
+        "{n:?}"
+    );
+    assert_eq!(rig.device(ADDR).lifecycle, "active");
+    // Someone else's device is denied once its manufacturer is known.
+    rig.events(vec![event("0x2", DeviceEventKind::Joined)])
+        .await;
+    let other = DeviceEventKind::Interviewed(DeviceInfo {
+        manufacturer: Some("ACME".into()),
+        ..Default::default()
+    });
+    let n = rig.events(vec![event("0x2", other)]).await;
+    assert!(
+        n.iter().any(|n| matches!(n, Notice::Denied { .. })),
+        "{n:?}"
+    );
+    assert_eq!(rig.device("0x2").lifecycle, "decommissioned");
+}
+
+#[tokio::test]
+async fn rules_fire_once_per_crossing_and_are_audited() {
+    let mut rig = rig();
+    rig.events(vec![
+        event("0x1", DeviceEventKind::Joined),
+        event("0x2", DeviceEventKind::Joined),
+    ])
+    .await;
+    rig.policy(json!({"version": 1, "rules": [{"id": "leak", "when": {"device": "zigbee:0x1", "reading": "water_leak", "op": "==", "value": true},
+        "then": {"device": "zigbee:0x2", "command": {"state": "off"}}}]}))
+        .await
+        .unwrap();
+    let mut fired = 0;
+    for v in [false, true, true, false, true] {
+        let n = rig
+            .events(vec![event("0x1", reading("water_leak", Value::Bool(v)))])
+            .await;
+        fired += n
+            .iter()
+            .filter(|n| matches!(n, Notice::RuleFired { .. }))
+            .count();
+    }
+    assert_eq!(fired, 2);
+    let r = rig.store.reader().unwrap();
+    let audit = store::audit::tail(&r, 1000, None).unwrap();
+    // No radio runs in this rig, so each firing is audited as failed, with the reason.
+    let firings: Vec<_> = audit.iter().filter(|a| a.action == "rule.fire").collect();
+    assert_eq!(firings.len(), 2);
+    assert!(firings
+        .iter()
+        .all(|a| a.outcome == "failed"
+            && a.details["error"].as_str().unwrap().contains("not running")));
+}
+
+#[tokio::test]
+async fn policies_must_be_newer_and_signed_when_a_key_is_pinned() {
+    let mut rig = rig();
+    let seed = [9u8; 32];
+    let key = policy::parse_public_key(&policy::public_key_hex(&seed)).unwrap();
+    let hub = rig.hub.take().unwrap().with_policy(None, Some(key));
+    rig.hub = Some(hub);
+    let doc = json!({"version": 2});
+    assert_eq!(
+        rig.policy(doc.clone()).await.unwrap_err().code(),
+        "policy_refused"
+    );
+    let signed = serde_json::to_value(policy::sign(&doc, &seed)).unwrap();
+    assert_eq!(rig.policy(signed.clone()).await.unwrap().version, 2);
+    assert!(rig
+        .policy(signed)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("not newer"));
+    let r = rig.store.reader().unwrap();
+    assert_eq!(policies::active(&r).unwrap().unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn battery_low_and_silence_raise_health_flags() {
+    let mut rig = rig();
+    rig.events(vec![event(ADDR, DeviceEventKind::Joined)]).await;
+    let n = rig
+        .events(vec![event(ADDR, reading("battery", Value::Number(12.0)))])
+        .await;
+    assert!(
+        n.iter().any(
+            |n| matches!(n, Notice::Health { flag, raised: true, .. } if flag == "battery_low")
+        ),
+        "{n:?}"
+    );
+    assert_eq!(rig.device(ADDR).health["battery_low"], true);
+    // Silent for longer than the timeout: offline.
+    let w = rig.store.writer();
+    w.write(|c| {
+        c.execute(
+            "UPDATE devices SET last_seen = '2020-01-01T00:00:00.000Z', power_source = 'mains'",
+            [],
+        )?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let hub = rig.hub.as_mut().unwrap();
+    let mut rx = hub.notices.subscribe();
+    hub.check_availability().await;
+    assert!(matches!(
+        rx.try_recv().unwrap(),
+        Notice::Health { raised: true, .. }
+    ));
+    assert_eq!(rig.device(ADDR).health["offline"], true);
+    let r = rig.store.reader().unwrap();
+    let unhealthy = registry::list(
+        &r,
+        &registry::DeviceFilter {
+            unhealthy: Some(true),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(unhealthy.len(), 1);
+}
+
+#[test]
+fn rule_commands_map_to_device_commands() {
+    assert_eq!(
+        device_command_from_json(&json!({"state": "ON"})),
+        Some(DeviceCommand::On)
+    );
+    assert_eq!(
+        device_command_from_json(&json!({"level": 40})),
+        Some(DeviceCommand::Level { percent: 40 })
+    );
+    assert_eq!(
+        device_command_from_json(&json!({"action": "toggle"})),
+        Some(DeviceCommand::Toggle)
+    );
+    assert_eq!(device_command_from_json(&json!({"level": 400})), None);
+    assert_eq!(device_command_from_json(&json!({"colour": "red"})), None);
+}
