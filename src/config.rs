@@ -173,9 +173,14 @@ pub struct RadioConfig {
     /// Start this radio (default true); a disabled radio is listed but not opened.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Protocol-specific options, validated by the protocol's driver.
-    #[serde(default)]
-    pub options: toml::Table,
+    /// Protocol-specific options, checked by the protocol's driver
+    /// (`radio::DriverSpec::check_options`) when the config is validated.
+    #[serde(default = "no_options")]
+    pub options: Spanned<toml::Table>,
+}
+
+fn no_options() -> Spanned<toml::Table> {
+    Spanned::new(0..0, toml::Table::new())
 }
 
 fn yes() -> bool {
@@ -392,6 +397,42 @@ impl Locator<'_> {
         }
     }
 
+    /// An error about `[radio.options]` key `key`: located at the key's line inside
+    /// the options table when it can be found, else at the table.
+    fn option(&self, table: &Spanned<toml::Table>, key: &str, message: String) -> ConfigError {
+        let span = table.span();
+        let found = (!key.is_empty())
+            .then(|| {
+                // A `[radio.options]` table's span is its header: read on to the
+                // next header. An inline table's span is the table itself.
+                let inline = self.text.get(span.clone())?.trim_start().starts_with('{');
+                let end = if inline { span.end } else { self.text.len() };
+                let body = self.text.get(span.start..end)?;
+                let mut at = 0;
+                for (n, line) in body.split_inclusive('\n').enumerate() {
+                    let trimmed = line.trim_start();
+                    if n > 0 && !inline && trimmed.starts_with('[') {
+                        break;
+                    }
+                    let name = trimmed
+                        .split_once('=')
+                        .map(|(k, _)| k.trim().trim_matches('"'));
+                    if name == Some(key) {
+                        return Some(span.start + at + (line.len() - trimmed.len()));
+                    }
+                    at += line.len();
+                }
+                None
+            })
+            .flatten();
+        let mut e = match found {
+            Some(offset) => self.at(&Spanned::new(offset..offset + 1, ()), "", message),
+            None => self.at(table, "", message),
+        };
+        e.key = Some(format!("radio.options.{key}"));
+        e
+    }
+
     fn nowhere(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
@@ -519,6 +560,19 @@ impl Config {
             }
             if let Err(msg) = parse_port(radio.port.get_ref(), radio.protocol) {
                 return Err(loc.at(&radio.port, "radio.port", msg));
+            }
+            if let Some(spec) = crate::radio::spec(radio.protocol) {
+                let kind = crate::radio::PortKind::of(&radio.port_spec());
+                if !spec.ports.contains(&kind) {
+                    return Err(loc.at(
+                        &radio.port,
+                        "radio.port",
+                        format!("the {} driver cannot use this kind of port", radio.protocol),
+                    ));
+                }
+                if let Err(e) = (spec.check_options)(radio.options.get_ref()) {
+                    return Err(loc.option(&radio.options, &e.key, e.message));
+                }
             }
             if let Some(baud) = &radio.baud {
                 if !STANDARD_BAUDS.contains(baud.get_ref()) {

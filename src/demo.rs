@@ -10,7 +10,7 @@ use crate::config::{Config, Protocol};
 use crate::daemon::{self, Daemon};
 use crate::hub::Notice;
 use crate::model::RadioState;
-use crate::radio::{driver_for, link::emulator_for};
+use crate::radio::{link::emulator_for, spec};
 use crate::store::{self, outbox};
 
 /// The demo's config: one emulated radio per protocol.
@@ -63,7 +63,7 @@ pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> 
 
     let emulated: Vec<Protocol> = Protocol::ALL
         .into_iter()
-        .filter(|p| driver_for(*p).is_some() && emulator_for(*p).is_some())
+        .filter(|p| spec(*p).is_some() && emulator_for(*p).is_some())
         .collect();
     if emulated.is_empty() {
         say("  no protocol driver is in this build yet: the radios below stay unavailable,");

@@ -2,7 +2,7 @@
 //! an offline-first registry, a durable MQTT uplink and a tamper-evident audit log.
 //!
 //! The binary (`src/main.rs`) is a thin clap front over these modules; see
-//! `DESIGN.md` in the docs for how they fit together.
+//! `docs/architecture.md` for how they fit together and how a radio is added.
 
 pub mod api;
 pub mod config;

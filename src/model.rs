@@ -45,6 +45,16 @@ impl DeviceId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The protocol part (`zigbee` in `zigbee:0x...`).
+    pub fn protocol(&self) -> Option<Protocol> {
+        Protocol::parse(self.0.split_once(':')?.0)
+    }
+
+    /// The native address part (`0x...` in `zigbee:0x...`).
+    pub fn native_address(&self) -> &str {
+        self.0.split_once(':').map_or("", |(_, a)| a)
+    }
 }
 
 impl fmt::Display for DeviceId {
@@ -138,6 +148,107 @@ pub struct DeviceInfo {
     pub firmware: Option<String>,
     pub power_source: Option<PowerSource>,
     pub capabilities: Vec<String>,
+}
+
+/// A kind of device credential, provisioned before or at joining. Each driver
+/// declares the kinds it takes (`radio::Capabilities::credentials`); the store keeps
+/// them encrypted under [`CredentialKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// Zigbee install code (the trust center derives the device's link key from it).
+    ZigbeeInstallCode,
+    /// Z-Wave S2 DSK (device-specific key, the first five digit groups of the QR code).
+    ZwaveS2Dsk,
+    /// LoRaWAN OTAA keys (DevEUI, JoinEUI, AppKey).
+    LorawanOtaa,
+    /// LoRaWAN ABP session (DevAddr, NwkSKey, AppSKey).
+    LorawanAbp,
+    /// BTHome encryption key.
+    BthomeBindkey,
+}
+
+impl CredentialKind {
+    pub const ALL: [CredentialKind; 5] = [
+        CredentialKind::ZigbeeInstallCode,
+        CredentialKind::ZwaveS2Dsk,
+        CredentialKind::LorawanOtaa,
+        CredentialKind::LorawanAbp,
+        CredentialKind::BthomeBindkey,
+    ];
+
+    /// The name the store and the doors use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::ZigbeeInstallCode => "zigbee_install_code",
+            CredentialKind::ZwaveS2Dsk => "zwave_s2_dsk",
+            CredentialKind::LorawanOtaa => "lorawan_otaa",
+            CredentialKind::LorawanAbp => "lorawan_abp",
+            CredentialKind::BthomeBindkey => "bthome_bindkey",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CredentialKind> {
+        CredentialKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// What a technician calls it.
+    pub fn label(self) -> &'static str {
+        match self {
+            CredentialKind::ZigbeeInstallCode => "install code",
+            CredentialKind::ZwaveS2Dsk => "S2 DSK",
+            CredentialKind::LorawanOtaa => "LoRaWAN OTAA key set",
+            CredentialKind::LorawanAbp => "LoRaWAN ABP session",
+            CredentialKind::BthomeBindkey => "BTHome bindkey",
+        }
+    }
+}
+
+impl fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a device is reached, which decides whether a request is sent now or held
+/// until the device can hear it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reachability {
+    /// Its receiver is always on (mains-powered routers, Z-Wave FLiRS devices that
+    /// wake on a beam): send now.
+    AlwaysListening,
+    /// It sleeps and wakes on its own schedule (Zigbee sleepy end devices, Z-Wave
+    /// Wake Up devices): hold until it next speaks.
+    WakeUp,
+    /// It listens only right after it sent something (LoRaWAN class A, BLE
+    /// advertisers): hold until its next uplink.
+    AfterUplink,
+}
+
+impl Reachability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reachability::AlwaysListening => "always_listening",
+            Reachability::WakeUp => "wake_up",
+            Reachability::AfterUplink => "after_uplink",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reachability> {
+        [
+            Reachability::AlwaysListening,
+            Reachability::WakeUp,
+            Reachability::AfterUplink,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
+    /// Whether requests for such a device wait until it next speaks.
+    pub fn holds_requests(self) -> bool {
+        !matches!(self, Reachability::AlwaysListening)
+    }
 }
 
 /// The state of one radio, as reported by its supervisor.

@@ -141,7 +141,7 @@ impl From<HubError> for ApiError {
             }
             HubError::Invalid(_) | HubError::PolicyRefused(_) => StatusCode::BAD_REQUEST,
             HubError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            HubError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            HubError::ShuttingDown | HubError::RadioBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

@@ -155,9 +155,9 @@ pub enum HubRequest {
 
 /// How long a radio may take to push an install code to its coordinator.
 pub const INSTALL_CODE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a key rotation may take: the longest switch delay plus the coordinator's answers.
-pub const ROTATION_TIMEOUT: Duration =
-    Duration::from_secs(crate::radio::zigbee::MAX_KEY_SWITCH_DELAY.as_secs() + 60);
+/// How long a key rotation may take beyond the radio's declared longest rotation
+/// (`Capabilities::key_rotation`): the radio's own answers.
+pub const ROTATION_MARGIN: Duration = Duration::from_secs(60);
 
 /// What happened to an install code on one radio.
 #[derive(Debug, Clone, Serialize)]
@@ -229,6 +229,8 @@ pub enum HubError {
     UnknownRadio(String),
     #[error("radio `{0}` is not running: {1}")]
     RadioUnavailable(String, String),
+    #[error("radio `{0}` is busy: its command queue is full; try again")]
+    RadioBusy(String),
     #[error("no device `{0}`")]
     UnknownDevice(String),
     #[error("device `{0}` is already decommissioned")]
@@ -252,6 +254,7 @@ impl HubError {
         match self {
             HubError::UnknownRadio(_) => "unknown_radio",
             HubError::RadioUnavailable(..) => "radio_unavailable",
+            HubError::RadioBusy(_) => "radio_busy",
             HubError::UnknownDevice(_) => "unknown_device",
             HubError::AlreadyDecommissioned(_) => "already_decommissioned",
             HubError::DeviceDecommissioned(_) => "device_decommissioned",

@@ -247,7 +247,7 @@ impl Hub {
             };
             tracing::info!(device, request_id = row.id, command_id = %command_id, "device awake: sending a held request");
             let delivered = match rc {
-                Some(rc) => self.send_to_radio(&d.radio, rc).await,
+                Some(rc) => self.send_to_radio(&d.radio, rc).is_ok(),
                 None => false,
             };
             if !delivered {

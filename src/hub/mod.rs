@@ -24,13 +24,12 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::config::Protocol;
 use crate::model::{
-    rfc3339, DeviceCommand, DeviceEvent, DeviceEventKind, DeviceId, KeyRotated, Lifecycle,
-    PowerSource, RadioCommand, RadioState, Reading, Value,
+    rfc3339, CredentialKind, DeviceCommand, DeviceEvent, DeviceEventKind, DeviceId, KeyRotated,
+    Lifecycle, PowerSource, RadioCommand, RadioState, Reading, Value,
 };
 use crate::policy::{self, Admit, Compliance, DeviceFacts, Firing, PolicyEngine, RuleStates};
-use crate::radio::zigbee::INSTALL_CODE_KIND;
+use crate::radio::Capabilities;
 use crate::radio::RadioHandle;
 use crate::secrets::{MasterKey, Secret};
 use crate::store::audit::{AuditEntry, Outcome};
@@ -303,12 +302,16 @@ impl Hub {
             .flatten()
     }
 
-    async fn send_to_radio(&self, radio: &str, cmd: RadioCommand) -> bool {
-        match self.radio_sender(radio) {
-            Some(tx) => tx.send(cmd).await.is_ok(),
-            None => {
-                tracing::warn!(radio, command = ?cmd, "radio not running: command not delivered");
-                false
+    /// Hands `cmd` to a running radio without waiting on it (see `reserve`).
+    fn send_to_radio(&self, radio: &str, cmd: RadioCommand) -> Result<(), HubError> {
+        match self.reserve(radio) {
+            Ok(permit) => {
+                permit.send(cmd);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(radio, command = ?cmd, error = %e, "command not delivered");
+                Err(e)
             }
         }
     }

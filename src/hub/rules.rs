@@ -79,10 +79,12 @@ impl Hub {
                         command: *cmd,
                         command_id: command_id.clone(),
                     };
-                    if self.send_to_radio(&d.radio, rc).await {
-                        sent_cmd = Some(command_id);
-                    } else {
-                        detail = format!("radio `{}` is not running", d.radio);
+                    match self.send_to_radio(&d.radio, rc) {
+                        Ok(()) => sent_cmd = Some(command_id),
+                        Err(HubError::UnknownRadio(_)) => {
+                            detail = format!("radio `{}` is not running", d.radio)
+                        }
+                        Err(e) => detail = e.to_string(),
                     }
                 }
             },

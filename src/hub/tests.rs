@@ -512,3 +512,56 @@ fn rule_commands_map_to_device_commands() {
     assert_eq!(device_command_from_json(&json!({"level": 400})), None);
     assert_eq!(device_command_from_json(&json!({"colour": "red"})), None);
 }
+
+/// A radio whose driver is stuck (its queue full, nobody reading) answers
+/// `radio_busy` at once, and the hub keeps serving the other radio: it never
+/// waits on a radio's queue.
+#[tokio::test]
+async fn a_full_radio_queue_answers_radio_busy_and_other_radios_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+    let radio = |name: &str, depth: usize| {
+        let (tx, rx) = mpsc::channel(depth);
+        let (_state_tx, state) = watch::channel(RadioState::Up);
+        // Keep the state sender alive for the test's length.
+        std::mem::forget(_state_tx);
+        (
+            RadioHandle {
+                name: name.into(),
+                protocol: Protocol::Zigbee,
+                port: crate::config::PortSpec::Sim(Protocol::Zigbee),
+                capabilities: crate::radio::capabilities(Protocol::Zigbee),
+                state,
+                commands: Some(tx),
+                counters: Default::default(),
+            },
+            rx,
+        )
+    };
+    let (stuck, _stuck_rx) = radio("stuck", 1);
+    let (fine, mut fine_rx) = radio("fine", 4);
+    let (mut hub, _, _) = Hub::new("gw", store.writer(), &[stuck, fine]);
+
+    hub.permit_join("stuck", 30, "test").await.unwrap();
+    let started = Instant::now();
+    let busy = hub.permit_join("stuck", 30, "test").await.unwrap_err();
+    assert_eq!(busy.code(), "radio_busy", "{busy}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    hub.permit_join("fine", 30, "test").await.unwrap();
+    assert!(matches!(
+        fine_rx.try_recv(),
+        Ok(RadioCommand::PermitJoin { seconds: 30 })
+    ));
+
+    // The refusal is in the audit log like any other.
+    let r = store.reader().unwrap();
+    let refused: i64 = r
+        .query_row(
+            "SELECT count(*) FROM audit WHERE action = 'radio.permit_join' AND outcome = 'refused'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(refused, 1);
+    drop(hub);
+}

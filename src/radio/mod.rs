@@ -1,13 +1,24 @@
-//! Radios: one supervisor task per configured radio, each running its protocol's
-//! driver over a [`link::Link`] and re-opening it with backoff when it fails.
+//! Radios: the driver contract, the table of drivers compiled in, and the hub's
+//! handle on each running radio.
 //!
-//! Drivers turn protocol frames into [`DeviceEvent`]s for the hub and carry out the
-//! hub's [`RadioCommand`]s. A radio failing never touches another radio or the
-//! uplink: each supervisor reports its own [`RadioState`].
+//! A driver turns protocol frames into [`DeviceEvent`]s for the hub and carries out
+//! the hub's [`RadioCommand`]s. What the hub may ask of it is declared once, in its
+//! [`DriverSpec`]: its [`Capabilities`] (join window, credential kinds, backup,
+//! network-key rotation, how its devices are reached), the ports it accepts, how it
+//! checks its `[radio.options]` (for `config check`, before anything starts) and how
+//! it gets its transport (a byte stream the supervisor opens, or its own: a UDP
+//! socket, D-Bus). The hub decides from capabilities and never from the protocol.
+//!
+//! Adding a radio: a `protocols/<p>` codec crate, a `src/radio/<p>/` driver, and one
+//! entry in [`DRIVERS`]. The supervisor (`supervisor.rs`) runs every driver alike.
 
 pub mod link;
+mod supervisor;
 pub mod zigbee;
 pub mod zigbee_sim;
+mod zigbee_spec;
+
+pub use supervisor::{spawn_all, Backoff};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,8 +28,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{PortSpec, Protocol, RadioConfig};
-use crate::model::{DeviceEvent, RadioCommand, RadioState};
+use crate::config::{PortSpec, Protocol};
+use crate::model::{CredentialKind, DeviceEvent, RadioCommand, RadioState, Reachability};
 use crate::secrets::{MasterKey, Secret};
 use crate::store::{credentials, Writer};
 
@@ -160,6 +171,9 @@ impl RadioCounters {
 pub struct DriverIo {
     pub radio: String,
     pub protocol: Protocol,
+    /// The configured port (drivers that open their own transport read it here).
+    pub port: PortSpec,
+    pub baud: Option<u32>,
     pub options: toml::Table,
     pub events: mpsc::Sender<DeviceEvent>,
     pub commands: mpsc::Receiver<RadioCommand>,
@@ -173,18 +187,107 @@ pub struct DriverIo {
 
 pub type DriverFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
 
-/// A protocol driver. `run` returns when the link fails (the supervisor then
-/// re-opens it) or the command channel closes (shutdown).
+/// A driver that talks to its radio over a byte stream the supervisor opens
+/// ([`link::open`]: a serial device, `tcp://` or `sim://`). `run` returns when the
+/// link fails (the supervisor then re-opens it) or the command channel closes
+/// (shutdown).
 pub trait Driver: Send + 'static {
     fn run<'a>(&'a mut self, link: link::Link, io: &'a mut DriverIo) -> DriverFuture<'a>;
 }
 
-/// The drivers compiled into this build.
-pub fn driver_for(protocol: Protocol) -> Option<Box<dyn Driver>> {
-    match protocol {
-        Protocol::Zigbee => Some(Box::new(zigbee::ZigbeeDriver::new())),
-        Protocol::Zwave | Protocol::Ble | Protocol::Lora => None,
+/// A driver that opens its own transport from [`DriverIo::port`] (a UDP socket for a
+/// packet forwarder, D-Bus for BlueZ). Same return rules as [`Driver::run`].
+pub trait OwnTransportDriver: Send + 'static {
+    fn run<'a>(&'a mut self, io: &'a mut DriverIo) -> DriverFuture<'a>;
+}
+
+/// A driver instance, by how it gets its transport.
+pub enum DriverBox {
+    ByteStream(Box<dyn Driver>),
+    OwnTransport(Box<dyn OwnTransportDriver>),
+}
+
+/// What a radio can do, as the hub sees it. The hub asks nothing else of a radio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Longest join window the radio supports; `None` when devices are discovered
+    /// rather than joined (BLE): there is no window to open.
+    pub max_join_window: Option<Duration>,
+    /// Device credentials the radio takes (provisioned before or at joining).
+    pub credentials: &'static [CredentialKind],
+    /// The credential the radio policy may require of every joining device
+    /// (Zigbee: an install code); the driver enforces it on the radio.
+    pub join_credential: Option<CredentialKind>,
+    /// The format of the network backup it exports, if it exports one.
+    pub backup: Option<&'static str>,
+    /// It can replace its network key; the value is the longest a rotation takes.
+    pub key_rotation: Option<Duration>,
+    /// How its devices may be reached; each device says which applies to it.
+    pub reachability: &'static [Reachability],
+}
+
+impl Capabilities {
+    pub fn accepts(&self, kind: CredentialKind) -> bool {
+        self.credentials.contains(&kind)
     }
+}
+
+/// Port schemes (see `config::PortSpec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    Serial,
+    Tcp,
+    Udp,
+    Sim,
+    Bluez,
+}
+
+impl PortKind {
+    pub fn of(port: &PortSpec) -> PortKind {
+        match port {
+            PortSpec::Serial(_) => PortKind::Serial,
+            PortSpec::Tcp { .. } => PortKind::Tcp,
+            PortSpec::Udp { .. } => PortKind::Udp,
+            PortSpec::Sim(_) => PortKind::Sim,
+            PortSpec::Bluez(_) => PortKind::Bluez,
+        }
+    }
+}
+
+/// A `[radio.options]` mistake: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct OptionError {
+    /// The option's key (e.g. `channel`), or the first unknown one.
+    pub key: String,
+    pub message: String,
+}
+
+/// One driver compiled into this build: everything the rest of the daemon may
+/// know about it.
+pub struct DriverSpec {
+    pub protocol: Protocol,
+    pub capabilities: Capabilities,
+    /// The port schemes it accepts.
+    pub ports: &'static [PortKind],
+    /// Checks `[radio.options]` (unknown keys refused, values in range). Run by
+    /// `config check` and at start, so a bad option never reaches a running radio.
+    pub check_options: fn(&toml::Table) -> Result<(), OptionError>,
+    /// A fresh driver instance for one radio.
+    pub new: fn() -> DriverBox,
+}
+
+/// The drivers compiled into this build.
+pub static DRIVERS: &[DriverSpec] = &[zigbee_spec::SPEC];
+
+/// The driver for `protocol`, if this build has one.
+pub fn spec(protocol: Protocol) -> Option<&'static DriverSpec> {
+    DRIVERS.iter().find(|d| d.protocol == protocol)
+}
+
+/// The capabilities of `protocol`'s driver, if this build has one.
+pub fn capabilities(protocol: Protocol) -> Option<&'static Capabilities> {
+    spec(protocol).map(|d| &d.capabilities)
 }
 
 /// The hub's view of one radio.
@@ -193,183 +296,10 @@ pub struct RadioHandle {
     pub name: String,
     pub protocol: Protocol,
     pub port: PortSpec,
+    /// What its driver can do; `None` when no driver runs for it.
+    pub capabilities: Option<&'static Capabilities>,
     pub state: watch::Receiver<RadioState>,
     /// `None` when no driver runs for this radio.
     pub commands: Option<mpsc::Sender<RadioCommand>>,
     pub counters: Arc<RadioCounters>,
-}
-
-/// Starts a supervisor for each radio. Supervisors stop when `shutdown` flips. `secrets`
-/// is where drivers keep network secrets (the daemon always passes one).
-pub fn spawn_all(
-    radios: &[RadioConfig],
-    events: mpsc::Sender<DeviceEvent>,
-    shutdown: watch::Receiver<bool>,
-    secrets: Option<Arc<SecretSink>>,
-) -> Vec<RadioHandle> {
-    radios
-        .iter()
-        .map(|cfg| spawn_one(cfg, events.clone(), shutdown.clone(), secrets.clone()))
-        .collect()
-}
-
-fn spawn_one(
-    cfg: &RadioConfig,
-    events: mpsc::Sender<DeviceEvent>,
-    mut shutdown: watch::Receiver<bool>,
-    secrets: Option<Arc<SecretSink>>,
-) -> RadioHandle {
-    let name = cfg.name.get_ref().clone();
-    let port = cfg.port_spec();
-    let (state_tx, state_rx) = watch::channel(RadioState::Starting);
-    let counters = Arc::new(RadioCounters::default());
-    let driver = if cfg.enabled {
-        driver_for(cfg.protocol)
-    } else {
-        None
-    };
-    let Some(mut driver) = driver else {
-        let why = if cfg.enabled {
-            format!("no {} driver in this build yet", cfg.protocol)
-        } else {
-            "disabled in the config".to_string()
-        };
-        tracing::warn!(radio = %name, protocol = %cfg.protocol, reason = %why, "radio not started");
-        let _ = state_tx.send(RadioState::Unavailable(why));
-        // Keep the sender alive so readers see the final state.
-        tokio::spawn(async move {
-            crate::shutdown::signalled(&mut shutdown).await;
-            drop(state_tx);
-        });
-        return RadioHandle {
-            name,
-            protocol: cfg.protocol,
-            port,
-            state: state_rx,
-            commands: None,
-            counters,
-        };
-    };
-    let (cmd_tx, cmd_rx) = mpsc::channel(64);
-    let mut io = DriverIo {
-        radio: name.clone(),
-        protocol: cfg.protocol,
-        options: cfg.options.clone(),
-        events,
-        commands: cmd_rx,
-        state: state_tx,
-        secrets,
-        counters: counters.clone(),
-    };
-    let baud = cfg.baud.as_ref().map(|b| *b.get_ref());
-    let spec = port.clone();
-    tokio::spawn(async move {
-        let mut backoff = Backoff::new();
-        loop {
-            let attempt = async {
-                let link = link::open(&spec, baud).await?;
-                backoff.reset();
-                driver.run(link, &mut io).await
-            };
-            let result = tokio::select! {
-                r = attempt => r,
-                _ = crate::shutdown::signalled(&mut shutdown) => break,
-            };
-            let reason = match result {
-                Ok(()) if io.commands.is_closed() => break,
-                Ok(()) => "link closed".to_string(),
-                Err(e) => format!("{e:#}"),
-            };
-            let delay = backoff.next_delay();
-            tracing::warn!(radio = %io.radio, error = %reason, retry_in = ?delay, "radio down");
-            let _ = io.state.send(RadioState::Down(reason));
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = crate::shutdown::signalled(&mut shutdown) => break,
-            }
-        }
-        tracing::info!(radio = %io.radio, "radio stopped");
-    });
-    RadioHandle {
-        name,
-        protocol: cfg.protocol,
-        port,
-        state: state_rx,
-        commands: Some(cmd_tx),
-        counters,
-    }
-}
-
-/// Exponential backoff with jitter, 1 s doubling to 60 s.
-pub struct Backoff {
-    current: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub const MIN: Duration = Duration::from_secs(1);
-    pub const MAX: Duration = Duration::from_secs(60);
-
-    pub fn new() -> Backoff {
-        Backoff::with_max(Self::MAX)
-    }
-
-    /// Doubling from [`Backoff::MIN`] up to `max` (at least `MIN`).
-    pub fn with_max(max: Duration) -> Backoff {
-        Backoff {
-            current: Self::MIN,
-            max: max.max(Self::MIN),
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.current = Self::MIN;
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let jitter = rand::random_range(0.0..0.25);
-        base.mul_f64(1.0 + jitter)
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_caps_where_it_is_told() {
-        let mut b = Backoff::with_max(Duration::from_secs(300));
-        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
-        // 1, 2, 4, ... 256, then 300 s, each with up to 25 % jitter.
-        assert!(delays[8] >= Duration::from_secs(256));
-        let last = *delays.last().unwrap();
-        assert!(last >= Duration::from_secs(300) && last <= Duration::from_secs(375));
-        b.reset();
-        assert!(b.next_delay() <= Backoff::MIN.mul_f64(1.25));
-        // Never below the minimum.
-        let mut tiny = Backoff::with_max(Duration::ZERO);
-        assert!(tiny.next_delay() >= Backoff::MIN);
-    }
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        let mut b = Backoff::new();
-        let first = b.next_delay();
-        assert!(first >= Backoff::MIN && first <= Backoff::MIN.mul_f64(1.25));
-        for _ in 0..20 {
-            b.next_delay();
-        }
-        let last = b.next_delay();
-        assert!(last >= Backoff::MAX && last <= Backoff::MAX.mul_f64(1.25));
-        b.reset();
-        assert!(b.next_delay() <= Backoff::MIN.mul_f64(1.25));
-    }
 }

@@ -73,6 +73,10 @@ const CASES: &[Case] = &[
     case("commit window too long", "[store]\ncommit_window = \"2s\"\n", "too long", None),
     case("commit window not a duration", "[store]\ncommit_window = \"soon\"\n", "key `store.commit_window`", Some(9)),
     case("zero ops per commit", "[store]\ncommit_max_ops = 0\n", "between 1 and 100000", Some(9)),
+    // Radio options are the driver's, checked before anything starts.
+    case("misspelt radio option", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[radio.options]\nchannel = 15\nchanel = 15\n", "key `radio.options.chanel`: unknown zigbee option `chanel`", Some(14)),
+    case("radio option out of range", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[radio.options]\npan_id = \"0x1a62\"\nchannel = 99\n", "key `radio.options.channel`: zigbee option `channel` must be an integer from 11 to 26", Some(14)),
+    case("radio option of the wrong type", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\noptions = { key_switch_delay = 30 }\n", "key `radio.options.key_switch_delay`", Some(12)),
 ];
 
 #[test]

@@ -364,6 +364,7 @@ impl Rig {
             name: "zb0".into(),
             protocol: Protocol::Zigbee,
             port: PortSpec::Sim(Protocol::Zigbee),
+            capabilities: fieldgate::radio::capabilities(Protocol::Zigbee),
             state: state_rx,
             commands: Some(cmd_tx),
             counters: Default::default(),

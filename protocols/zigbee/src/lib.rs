@@ -11,8 +11,8 @@
 //!   `fieldgate decode zigbee HEX`.
 //!
 //! Nothing here panics on input: every read is bounds-checked and every failure is an [`Error`].
-//! Byte layouts are checked against zigbee-herdsman, zigpy-znp and Z-Stack's MT sources; see
-//! `/work/shared/reference/zigbee.md` and the comments next to each layout.
+//! Byte layouts are checked against zigbee-herdsman, zigpy-znp and Z-Stack's MT sources; the
+//! comments next to each layout name the source.
 //!
 //! ```
 //! use fieldgate_zigbee::zcl::{clusters, ZclFrame};

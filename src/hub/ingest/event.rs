@@ -56,15 +56,15 @@ pub(in crate::hub) fn apply_event(
             };
             let denial = if !known && !ctx.open_windows.contains(radio) {
                 Some("joined outside a join window".to_string())
-            } else if !known
-                && ev.protocol == Protocol::Zigbee
-                && ctx.policy.policy.admission.require_install_code
-                && !credentials::exists(c, id.as_str(), INSTALL_CODE_KIND)?
+            } else if let Some(kind) = (!known && ctx.policy.policy.admission.require_install_code)
+                .then(|| crate::radio::capabilities(ev.protocol).and_then(|c| c.join_credential))
+                .flatten()
+                .filter(|kind| !credentials::exists(c, id.as_str(), kind.as_str()).unwrap_or(false))
             {
-                Some(
-                    "no install code registered for this device (the policy requires install codes)"
-                        .to_string(),
-                )
+                Some(format!(
+                    "no {} registered for this device (the policy requires one to join)",
+                    kind.label()
+                ))
             } else {
                 match ctx.policy.admit(&facts) {
                     Admit::Deny { reason } => Some(reason),

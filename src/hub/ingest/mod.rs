@@ -430,7 +430,7 @@ impl Hub {
                         continue;
                     }
                 }
-                self.send_to_radio(&radio, cmd).await;
+                let _ = self.send_to_radio(&radio, cmd);
             }
             if let Some(r) = a.readings {
                 rule_input.push(r);

@@ -13,8 +13,16 @@ impl Hub {
         actor: String,
         reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
     ) {
-        let sender = match self.running_radio(&radio) {
-            Ok((_, tx)) => tx,
+        let checked = self
+            .running_radio(&radio)
+            .and_then(|(caps, _)| match caps.backup {
+                Some(_) => self.reserve(&radio),
+                None => Err(HubError::Invalid(format!(
+                    "radio `{radio}` cannot export a network backup"
+                ))),
+            });
+        let permit = match checked {
+            Ok(p) => p,
             Err(e) => {
                 let audited = self
                     .audit(AuditEntry::new(
@@ -30,7 +38,7 @@ impl Hub {
             }
         };
         self.relay(
-            sender,
+            permit,
             RelayJob {
                 radio,
                 actor,

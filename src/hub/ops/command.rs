@@ -10,14 +10,20 @@ impl Hub {
         actor: &str,
     ) -> Result<CommandSent, HubError> {
         let id = device.clone();
+        let mut permit = None;
         let d = self.writer.write(move |c| registry::get(c, &id)).await?;
         let refusal = match &d {
             None => Some(HubError::UnknownDevice(device.to_string())),
-            Some(d) => self.command_refusal(d).or_else(|| {
-                self.radio_sender(&d.radio)
-                    .is_none()
-                    .then(|| HubError::RadioUnavailable(d.radio.clone(), "not running".into()))
-            }),
+            Some(d) => self
+                .command_refusal(d)
+                .map(Err)
+                .unwrap_or(Ok(()))
+                .and_then(|()| {
+                    self.reserve(&d.radio).map(|p| {
+                        permit = Some(p);
+                    })
+                })
+                .err(),
         };
         if let Some(e) = refusal {
             self.audit(AuditEntry::new(
@@ -47,11 +53,11 @@ impl Hub {
             command,
             command_id: command_id.clone(),
         };
-        if !self.send_to_radio(&d.radio, rc).await {
-            return Err(HubError::RadioUnavailable(
-                d.radio.clone(),
-                "driver stopped".into(),
-            ));
+        match permit {
+            Some(p) => {
+                p.send(rc);
+            }
+            None => return Err(HubError::RadioUnavailable(d.radio, "not running".into())),
         }
         Ok(CommandSent {
             device: device.to_string(),

@@ -70,13 +70,14 @@ impl Hub {
             })
             .await??;
         let (d, destroyed, radio_removal) = outcome;
-        self.send_to_radio(
+        // Best effort: a radio that is down or busy tells the device to leave when
+        // it is next heard (decommissioned devices are refused and removed).
+        let _ = self.send_to_radio(
             &d.radio.clone(),
             RadioCommand::Remove {
                 native_address: d.native_address.clone(),
             },
-        )
-        .await;
+        );
         self.notify(Notice::Decommissioned {
             device: d.id.clone(),
         });

@@ -46,18 +46,20 @@ impl Hub {
                 self.command(&r.device, cmd, &r.actor).await?,
             )),
             DeviceAction::Get { attributes } => {
-                if self.radio_sender(&d.radio).is_none() {
-                    let e = HubError::RadioUnavailable(d.radio.clone(), "not running".into());
-                    self.audit(AuditEntry::new(
-                        &r.actor,
-                        "device.refresh",
-                        r.device.as_str(),
-                        Outcome::Refused,
-                        json!({"error": e.to_string()}),
-                    ))
-                    .await?;
-                    return Err(e);
-                }
+                let permit = match self.reserve(&d.radio) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.audit(AuditEntry::new(
+                            &r.actor,
+                            "device.refresh",
+                            r.device.as_str(),
+                            Outcome::Refused,
+                            json!({"error": e.to_string()}),
+                        ))
+                        .await?;
+                        return Err(e);
+                    }
+                };
                 let command_id = uuid::Uuid::now_v7().to_string();
                 self.audit(AuditEntry::new(
                     &r.actor,
@@ -74,13 +76,7 @@ impl Hub {
                     native_address: d.native_address.clone(),
                     command_id: command_id.clone(),
                 };
-                if !self.send_to_radio(&d.radio, rc).await {
-                    self.refreshing.remove(&command_id);
-                    return Err(HubError::RadioUnavailable(
-                        d.radio.clone(),
-                        "driver stopped".into(),
-                    ));
-                }
+                permit.send(rc);
                 Ok(DeviceAnswer::Refreshing {
                     command_id,
                     result: rx,

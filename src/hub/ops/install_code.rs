@@ -1,24 +1,32 @@
 //! Device credentials for joining: registering and removing install codes, and
-//! telling the radios the policy's install-code requirement.
+//! telling the radios the policy's join-credential requirement. Which radios take
+//! which credential comes from their capabilities, never from their protocol.
 
 use super::*;
 
+/// The credential kind these operations manage.
+const KIND: CredentialKind = CredentialKind::ZigbeeInstallCode;
+
 impl Hub {
-    /// Tells every Zigbee driver whether joins must use install codes. Drivers keep it and
-    /// apply it after each coordinator start, so it goes to them whatever their state.
+    /// Tells every radio that can require a join credential whether joins must present
+    /// one. Drivers keep it and apply it after each start, so it goes to them whatever
+    /// their state.
     pub(in crate::hub) async fn announce_install_code_policy(&self) {
         let required = self.policy.policy.admission.require_install_code;
         for h in self.radios.values() {
-            if h.protocol != Protocol::Zigbee {
+            if h.capabilities.and_then(|c| c.join_credential).is_none() {
                 continue;
             }
             if let Some(tx) = &h.commands {
-                if tx
-                    .send(RadioCommand::RequireInstallCodes { required })
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(radio = %h.name, "driver stopped: install-code policy not delivered");
+                // Sent at start-up and on a policy change; a full queue must not
+                // lose it, so this one waits (bounded) for room.
+                let sent = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tx.send(RadioCommand::RequireInstallCodes { required }),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    tracing::warn!(radio = %h.name, "driver stopped or stuck: join-credential policy not delivered");
                 }
             }
         }
@@ -43,9 +51,13 @@ impl Hub {
                 details,
             )
         };
-        let refusal = if !device.as_str().starts_with("zigbee:") {
+        let takes = device
+            .protocol()
+            .and_then(crate::radio::capabilities)
+            .is_some_and(|c| c.accepts(KIND));
+        let refusal = if !takes {
             Some(HubError::Invalid(format!(
-                "`{device}` is not a Zigbee device: install codes are for Zigbee devices"
+                "`{device}`: its radios take no install codes"
             )))
         } else if self.master_key.is_none() {
             Some(HubError::Store(
@@ -77,8 +89,8 @@ impl Hub {
         let stored = self
             .writer
             .write(move |c| {
-                let replaced = credentials::exists(c, &owner, INSTALL_CODE_KIND)?;
-                credentials::put(c, &key, &owner, INSTALL_CODE_KIND, &sealed)?;
+                let replaced = credentials::exists(c, &owner, KIND.as_str())?;
+                credentials::put(c, &key, &owner, KIND.as_str(), &sealed)?;
                 store::record_audit(c, &gw, if replaced { &pre_replaced } else { &pre })?;
                 Ok(replaced)
             })
@@ -90,31 +102,23 @@ impl Hub {
                 return;
             }
         };
-        let native = device.as_str().trim_start_matches("zigbee:").to_string();
+        let native = device.native_address().to_string();
         let mut waiting = Vec::new();
         let mut coordinators = Vec::new();
         for h in self
             .radios
             .values()
-            .filter(|h| h.protocol == Protocol::Zigbee)
+            .filter(|h| h.capabilities.is_some_and(|c| c.accepts(KIND)))
         {
-            match self.running_radio(&h.name) {
-                Ok((_, tx)) => {
+            match self.reserve(&h.name) {
+                Ok(permit) => {
                     let (rtx, rrx) = oneshot::channel();
-                    let cmd = RadioCommand::AddInstallCode {
+                    permit.send(RadioCommand::AddInstallCode {
                         native_address: native.clone(),
                         code: code.clone(),
                         reply: rtx,
-                    };
-                    if tx.send(cmd).await.is_ok() {
-                        waiting.push((h.name.clone(), rrx));
-                    } else {
-                        coordinators.push(InstallCodePush {
-                            radio: h.name.clone(),
-                            ok: false,
-                            detail: "driver stopped; pushed at its next start".into(),
-                        });
-                    }
+                    });
+                    waiting.push((h.name.clone(), rrx));
                 }
                 Err(e) => coordinators.push(InstallCodePush {
                     radio: h.name.clone(),
@@ -175,7 +179,7 @@ impl Hub {
         let removed = self
             .writer
             .write(move |c| {
-                let removed = credentials::remove(c, &owner, INSTALL_CODE_KIND)?;
+                let removed = credentials::remove(c, &owner, KIND.as_str())?;
                 let (outcome, details) = if removed {
                     (Outcome::Accepted, json!({"destroyed": true}))
                 } else {

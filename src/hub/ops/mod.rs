@@ -36,23 +36,24 @@ impl Hub {
         None
     }
 
-    /// The command channel of a running radio, or why there is none.
+    /// The capabilities and command channel of a running radio, or why there is none.
+    /// The one "is this radio running" check every operation uses.
     pub(in crate::hub) fn running_radio(
         &self,
         radio: &str,
-    ) -> Result<(Protocol, mpsc::Sender<RadioCommand>), HubError> {
+    ) -> Result<(&'static Capabilities, mpsc::Sender<RadioCommand>), HubError> {
         let h = self
             .radios
             .get(radio)
             .ok_or_else(|| HubError::UnknownRadio(radio.to_string()))?;
         let state = h.state.borrow().clone();
-        match (&h.commands, state) {
-            (Some(tx), RadioState::Up) => Ok((h.protocol, tx.clone())),
-            (None, _) => Err(HubError::RadioUnavailable(
+        match (&h.commands, h.capabilities, state) {
+            (Some(tx), Some(caps), RadioState::Up) => Ok((caps, tx.clone())),
+            (None, _, _) | (_, None, _) => Err(HubError::RadioUnavailable(
                 radio.to_string(),
                 "no driver runs for it".into(),
             )),
-            (_, RadioState::Unavailable(why) | RadioState::Down(why)) => {
+            (_, _, RadioState::Unavailable(why) | RadioState::Down(why)) => {
                 Err(HubError::RadioUnavailable(radio.to_string(), why))
             }
             _ => Err(HubError::RadioUnavailable(
@@ -62,13 +63,29 @@ impl Hub {
         }
     }
 
+    /// A slot in a running radio's command queue, taken before the audit record is
+    /// written so that the action cannot then fail on a full queue. The hub never
+    /// waits on a radio: a full queue is `radio_busy` at once.
+    pub(in crate::hub) fn reserve(
+        &self,
+        radio: &str,
+    ) -> Result<mpsc::OwnedPermit<RadioCommand>, HubError> {
+        let (_, tx) = self.running_radio(radio)?;
+        tx.try_reserve_owned().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => HubError::RadioBusy(radio.to_string()),
+            mpsc::error::TrySendError::Closed(_) => {
+                HubError::RadioUnavailable(radio.to_string(), "driver stopped".into())
+            }
+        })
+    }
+
     /// Hands a checked radio operation to its driver. The answer is awaited (with a
     /// timeout), audited and sent back from a task, so the hub never waits on a radio;
     /// the caller gets the answer only once its audit record is committed.
     #[allow(clippy::too_many_arguments)]
     pub(in crate::hub) async fn relay<T: Send + 'static>(
         &self,
-        sender: mpsc::Sender<RadioCommand>,
+        permit: mpsc::OwnedPermit<RadioCommand>,
         job: RelayJob,
         command: impl FnOnce(oneshot::Sender<Result<T, String>>) -> RadioCommand,
         done: impl FnOnce(&T) -> serde_json::Value + Send + 'static,
@@ -83,20 +100,8 @@ impl Hub {
             stopped,
         } = job;
         let (tx, rx) = oneshot::channel();
-        if sender.send(command(tx)).await.is_err() {
-            let e = HubError::RadioUnavailable(radio.clone(), "driver stopped".into());
-            let audited = self
-                .audit(AuditEntry::new(
-                    &actor,
-                    action,
-                    &radio,
-                    Outcome::Failed,
-                    failed(&e),
-                ))
-                .await;
-            let _ = reply.send(audited.and(Err(e)));
-            return;
-        }
+        // A driver that stops from here on drops `tx`: answered as `stopped`.
+        permit.send(command(tx));
         let writer = self.writer.clone();
         let gw = self.gateway_id.clone();
         tokio::spawn(async move {

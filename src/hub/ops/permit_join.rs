@@ -9,36 +9,34 @@ impl Hub {
         seconds: u32,
         actor: &str,
     ) -> Result<PermitJoinAccepted, HubError> {
-        let max = self
+        let policy_max = self
             .policy
             .policy
             .admission
             .max_join_window_s
             .min(MAX_PERMIT_JOIN_SECONDS);
-        let check = (|| {
+        let in_range = |max: u32| {
             if seconds == 0 || seconds > max {
-                return Err(HubError::Invalid(format!(
+                Err(HubError::Invalid(format!(
                     "seconds must be between 1 and {max}"
-                )));
+                )))
+            } else {
+                Ok(())
             }
-            let handle = self
-                .radios
-                .get(radio)
-                .ok_or_else(|| HubError::UnknownRadio(radio.to_string()))?;
-            let state = handle.state.borrow().clone();
-            match (&handle.commands, &state) {
-                (Some(tx), RadioState::Up) => Ok(tx.clone()),
-                (_, RadioState::Unavailable(why) | RadioState::Down(why)) => {
-                    Err(HubError::RadioUnavailable(radio.to_string(), why.clone()))
-                }
-                _ => Err(HubError::RadioUnavailable(
-                    radio.to_string(),
-                    "starting".into(),
-                )),
-            }
-        })();
-        let sender = match check {
-            Ok(s) => s,
+        };
+        let check = in_range(policy_max)
+            .and_then(|()| self.running_radio(radio))
+            .and_then(|(caps, _)| {
+                let Some(radio_max) = caps.max_join_window else {
+                    return Err(HubError::Invalid(format!(
+                        "radio `{radio}` discovers its devices: there is no join window to open"
+                    )));
+                };
+                in_range(policy_max.min(u32::try_from(radio_max.as_secs()).unwrap_or(u32::MAX)))?;
+                self.reserve(radio)
+            });
+        let permit = match check {
+            Ok(p) => p,
             Err(e) => {
                 self.audit(AuditEntry::new(
                     actor,
@@ -61,22 +59,7 @@ impl Hub {
             json!({"seconds": seconds, "open_until": rfc3339(until)}),
         ))
         .await?;
-        if sender
-            .send(RadioCommand::PermitJoin { seconds })
-            .await
-            .is_err()
-        {
-            let e = HubError::RadioUnavailable(radio.to_string(), "driver stopped".into());
-            self.audit(AuditEntry::new(
-                actor,
-                "radio.permit_join",
-                radio,
-                Outcome::Failed,
-                json!({"error": e.to_string()}),
-            ))
-            .await?;
-            return Err(e);
-        }
+        permit.send(RadioCommand::PermitJoin { seconds });
         self.join_windows.insert(
             radio.to_string(),
             Instant::now() + Duration::from_secs(seconds as u64),

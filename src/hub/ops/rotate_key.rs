@@ -14,16 +14,15 @@ impl Hub {
         let entry = |outcome, details| {
             AuditEntry::new(&actor, "radio.rotate_network_key", &radio, outcome, details)
         };
-        let sender = self.running_radio(&radio).and_then(|(protocol, tx)| {
-            if protocol == Protocol::Zigbee {
-                Ok(tx)
-            } else {
-                Err(HubError::Invalid(format!(
-                    "radio `{radio}` is a {protocol} radio: network key rotation is supported on Zigbee (Z-Stack) coordinators only"
-                )))
-            }
-        });
-        let sender = match sender {
+        let checked = self
+            .running_radio(&radio)
+            .and_then(|(caps, _)| match caps.key_rotation {
+                Some(longest) => self.reserve(&radio).map(|p| (p, longest)),
+                None => Err(HubError::Invalid(format!(
+                    "radio `{radio}` cannot rotate its network key"
+                ))),
+            });
+        let (permit, longest) = match checked {
             Ok(s) => s,
             Err(e) => {
                 let audited = self
@@ -42,12 +41,12 @@ impl Hub {
             return;
         }
         self.relay(
-            sender,
+            permit,
             RelayJob {
                 radio,
                 actor,
                 action: "radio.rotate_network_key",
-                timeout: ROTATION_TIMEOUT,
+                timeout: longest + ROTATION_MARGIN,
                 stopped: "the driver stopped before the switch; the old network key stays active",
             },
             |reply| RadioCommand::RotateNetworkKey { reply },

@@ -1,0 +1,35 @@
+//! The Zigbee driver's entry in the driver table: what a Z-Stack coordinator can do.
+
+use std::time::Duration;
+
+use super::{Capabilities, DriverBox, DriverSpec, OptionError, PortKind};
+use crate::config::Protocol;
+use crate::model::{CredentialKind, Reachability};
+
+pub const SPEC: DriverSpec = DriverSpec {
+    protocol: Protocol::Zigbee,
+    capabilities: Capabilities {
+        // permit_join takes one byte of seconds; 255 would mean "forever".
+        max_join_window: Some(Duration::from_secs(254)),
+        credentials: &[CredentialKind::ZigbeeInstallCode],
+        join_credential: Some(CredentialKind::ZigbeeInstallCode),
+        backup: Some("open-coordinator-backup"),
+        key_rotation: Some(super::zigbee::MAX_KEY_SWITCH_DELAY),
+        // Routers are always listening; sleepy end devices poll their parent.
+        reachability: &[Reachability::AlwaysListening, Reachability::WakeUp],
+    },
+    ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],
+    check_options,
+    new: || DriverBox::ByteStream(Box::new(super::zigbee::ZigbeeDriver::new())),
+};
+
+fn check_options(table: &toml::Table) -> Result<(), OptionError> {
+    super::zigbee::ZigbeeOptions::parse(table)
+        .map(|_| ())
+        .map_err(|e| {
+            let message = e.to_string();
+            // Every message names its key first, in backticks.
+            let key = message.split('`').nth(1).unwrap_or_default().to_string();
+            OptionError { key, message }
+        })
+}
