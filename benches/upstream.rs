@@ -15,15 +15,14 @@
 //! FIELDGATE_BENCH_ONLY=e2e runs the end-to-end path alone, for a profiler).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::gateway_support::TestGateway;
 use fieldgate::config::{Config, Protocol};
-use fieldgate::hub::Hub;
 use fieldgate::model::{DeviceEvent, DeviceEventKind, Reading, Value};
 use fieldgate::store::outbox::{self, MessageKind, NewMessage};
 use fieldgate::store::{Store, WriterOptions};
-use fieldgate::upstream::{ConnectionState, Tuning, Upstream, UpstreamDeps};
+use fieldgate::upstream::{ConnectionState, Tuning, Upstream};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
 use tokio::sync::{mpsc, watch};
 
@@ -34,6 +33,8 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+#[path = "../tests/support/gateway.rs"]
+mod gateway_support;
 #[path = "../tests/support/rumqttd.rs"]
 mod rumqttd_support;
 
@@ -109,38 +110,19 @@ impl Gateway {
             std::process::id()
         );
         let config = Config::parse(Path::new("bench.toml"), &text).expect("config");
-        let store =
-            Store::open(&config.db_path(), WriterOptions::from(&config.store)).expect("store");
-        let (shutdown, sd_rx) = watch::channel(false);
-        let (hub, handle, req_rx) = Hub::new("bench-gw", store.writer(), &[]);
-        let upstream = Some(
-            Upstream::start_tuned(
-                config.upstream.as_ref().expect("upstream"),
-                UpstreamDeps {
-                    gateway_id: "bench-gw".into(),
-                    db_path: config.db_path(),
-                    writer: store.writer(),
-                    hub: handle.clone(),
-                    radios: Arc::new(Vec::new()),
-                    gate: hub.outbox_gate(),
-                    shutdown: sd_rx.clone(),
-                },
-                Tuning::default(),
-            )
-            .expect("upstream"),
-        );
-        // The daemon's queue between the radios and the hub.
-        let (events, ev_rx) = mpsc::channel(fieldgate::hub::EVENT_QUEUE);
-        let hub_task = tokio::spawn(hub.run(ev_rx, req_rx, sd_rx, None));
-        drop(handle);
+        // The daemon's queue between the radios and the hub, no radios.
+        let mut gw = TestGateway::builder(config)
+            .radios(Vec::new())
+            .upstream(Tuning::default())
+            .start();
         Gateway {
-            db: config.db_path(),
+            db: gw.db.clone(),
             _dir: dir,
-            store: Some(store),
-            events,
-            shutdown,
-            hub_task,
-            upstream,
+            store: gw.store.take(),
+            events: gw.events.clone(),
+            shutdown: gw.shutdown.clone(),
+            hub_task: gw.hub_task.take().expect("hub task"),
+            upstream: gw.upstream.take(),
         }
     }
 
@@ -320,29 +302,18 @@ async fn drain(port: u16, n: usize) -> f64 {
             .await
             .expect("seed backlog");
     }
-    let (shutdown, sd_rx) = watch::channel(false);
-    let (hub, handle, _req_rx) = Hub::new("bench-gw", store.writer(), &[]);
+    drop(writer);
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .expect("seeding store closes");
     let t0 = Instant::now();
-    let up = Upstream::start_tuned(
-        config.upstream.as_ref().expect("upstream"),
-        UpstreamDeps {
-            gateway_id: "bench-gw".into(),
-            db_path: config.db_path(),
-            writer: store.writer(),
-            hub: handle,
-            radios: Arc::new(Vec::new()),
-            gate: hub.outbox_gate(),
-            shutdown: sd_rx,
-        },
-        Tuning::default(),
-    )
-    .expect("upstream");
-    wait_outbox_empty(&config.db_path()).await;
+    let gw = TestGateway::builder(config)
+        .radios(Vec::new())
+        .upstream(Tuning::default())
+        .start();
+    wait_outbox_empty(&gw.db).await;
     let rate = n as f64 / t0.elapsed().as_secs_f64();
-    let _ = shutdown.send(true);
-    up.join().await;
-    drop((hub, writer));
-    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    gw.stop().await;
     rate
 }
 

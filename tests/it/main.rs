@@ -6,8 +6,11 @@ mod common;
 mod api;
 mod audit;
 mod config;
+mod conformance;
 mod doctor;
 mod durability;
+#[path = "../support/gateway.rs"]
+mod gateway_support;
 mod lifecycle;
 mod mqtt;
 mod policy;

@@ -12,15 +12,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::gateway_support::TestGateway;
 use fieldgate::config::{Config, PortSpec, Protocol};
-use fieldgate::hub::{Hub, HubHandle};
+use fieldgate::hub::HubHandle;
 use fieldgate::model::{
     DeviceEvent, DeviceEventKind, DeviceInfo, RadioCommand, RadioState, Reading, Value,
 };
 use fieldgate::radio::RadioHandle;
 use fieldgate::store::outbox::{self, MessageKind, NewMessage};
-use fieldgate::store::{Store, WriterOptions};
-use fieldgate::upstream::{ConnectionState, Tuning, Upstream, UpstreamDeps, UpstreamStatus};
+use fieldgate::store::Store;
+use fieldgate::upstream::{ConnectionState, Tuning, Upstream, UpstreamStatus};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -354,9 +355,6 @@ impl Rig {
             unique("fg"),
         );
         let config = Config::parse(Path::new("rig.toml"), &text).expect("rig config");
-        let store =
-            Store::open(&config.db_path(), WriterOptions::from(&config.store)).expect("store");
-        let (shutdown, sd_rx) = watch::channel(false);
         // One fake radio that is up and records the commands it gets.
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (state_tx, state_rx) = watch::channel(RadioState::Up);
@@ -369,33 +367,22 @@ impl Rig {
             commands: Some(cmd_tx),
             counters: Default::default(),
         }];
-        let (mut hub, handle, req_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);
-        // Devices in these tests join as if a technician had opened a window.
-        hub.open_join_window("zb0", Duration::from_secs(3600));
-        let upstream = Upstream::start_tuned(
-            config.upstream.as_ref().expect("upstream"),
-            UpstreamDeps {
-                gateway_id: config.gateway_id().into(),
-                db_path: config.db_path(),
-                writer: store.writer(),
-                hub: handle.clone(),
-                radios: Arc::new(radios),
-                gate: hub.outbox_gate(),
-                shutdown: sd_rx.clone(),
-            },
-            tuning,
-        )
-        .expect("upstream starts");
-        let (events, ev_rx) = mpsc::channel(1024);
-        let hub_task = tokio::spawn(hub.run(ev_rx, req_rx, sd_rx, None));
+        let gw = TestGateway::builder(config)
+            .radios(radios)
+            // Devices in these tests join as if a technician had opened a window.
+            .join_window("zb0", Duration::from_secs(3600))
+            .event_queue(1024)
+            .upstream(tuning)
+            .start();
+        let upstream = gw.upstream.expect("upstream");
         Rig {
-            db: config.db_path(),
+            db: gw.db,
             _dir: dir,
-            store: Some(store),
-            hub: handle,
-            events,
-            shutdown,
-            hub_task,
+            store: gw.store,
+            hub: gw.hub,
+            events: gw.events,
+            shutdown: gw.shutdown,
+            hub_task: gw.hub_task.expect("hub task"),
             status: upstream.status.clone(),
             upstream: Some(upstream),
             prefix,

@@ -10,15 +10,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::gateway_support::TestGateway;
 use fieldgate::config::{Config, Protocol};
-use fieldgate::hub::{Hub, HubHandle, Notice};
+use fieldgate::hub::{HubHandle, Notice};
 use fieldgate::model::{DeviceCommand, DeviceId, RadioCommand, RadioState, Value};
-use fieldgate::radio::{self, zigbee_sim::PtyEmulator, RadioHandle, SecretSink};
+use fieldgate::radio::{zigbee_sim::PtyEmulator, RadioHandle};
 use fieldgate::secrets::MasterKey;
 use fieldgate::store::{credentials, outbox, registry, Store, WriterOptions};
 use fieldgate_zigbee::emulator::{DeviceKind, DeviceTiming, EmulatorConfig, Fault, Firmware};
 use fieldgate_zigbee::IeeeAddr;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Driver options that keep the tests quick (and exercise the watchdog constantly).
 const FAST: &str = "sreq_timeout = \"2s\"\nresponse_timeout = \"700ms\"\ninterview_attempts = 2\nwatchdog_interval = \"1s\"\n";
@@ -52,10 +53,6 @@ struct Rig {
     master_key: Arc<MasterKey>,
 }
 
-fn test_master_key() -> Arc<MasterKey> {
-    Arc::new(MasterKey::from_bytes(&[0x5A; 32], "test".into()))
-}
-
 impl Drop for Rig {
     fn drop(&mut self) {
         // On a failed assertion too: the store's drop waits for the hub to let go of it.
@@ -64,6 +61,18 @@ impl Drop for Rig {
 }
 
 impl Rig {
+    fn from_gateway(mut gw: TestGateway, notices: Arc<Mutex<Vec<(Instant, Notice)>>>) -> Rig {
+        Rig {
+            store: gw.store.take().expect("store"),
+            hub: gw.hub.clone(),
+            radios: gw.radios.to_vec(),
+            shutdown: gw.shutdown.clone(),
+            hub_task: gw.hub_task.take().expect("hub task"),
+            notices,
+            master_key: gw.master_key.clone(),
+        }
+    }
+
     async fn start(state: &Path, port: &Path, options: &str) -> Rig {
         let text = format!(
             "[gateway]\nid = \"zb-test\"\nstate_dir = \"{}\"\n\n[api]\nsocket = \"{}\"\n\n[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"{}\"\n\n[radio.options]\n{options}",
@@ -75,15 +84,8 @@ impl Rig {
         if std::env::var_os("ZB_LOG").is_some() {
             fieldgate::daemon::init_logging("debug");
         }
-        std::fs::create_dir_all(state).unwrap();
-        let store = Store::open(&state.join("fieldgate.db"), WriterOptions::default()).unwrap();
-        let (events_tx, events_rx) = mpsc::channel(1024);
-        let (shutdown, sd_rx) = watch::channel(false);
-        let master_key = test_master_key();
-        let sink = Arc::new(SecretSink::new(store.writer(), master_key.clone()));
-        let radios = radio::spawn_all(&config.radios, events_tx, sd_rx.clone(), Some(sink));
-        let (hub, handle, req_rx) = Hub::new("zb-test", store.writer(), &radios);
-        let hub = hub.with_master_key(master_key.clone());
+        let gw = TestGateway::builder(config).event_queue(1024).start();
+        let handle = gw.hub.clone();
         let notices = Arc::new(Mutex::new(Vec::new()));
         let mut rx = handle.subscribe();
         let log = notices.clone();
@@ -92,16 +94,7 @@ impl Rig {
                 log.lock().unwrap().push((Instant::now(), n));
             }
         });
-        let hub_task = tokio::spawn(hub.run(events_rx, req_rx, sd_rx, None));
-        let rig = Rig {
-            store,
-            hub: handle,
-            radios,
-            shutdown,
-            hub_task,
-            notices,
-            master_key,
-        };
+        let rig = Rig::from_gateway(gw, notices);
         rig.wait_state(|s| *s == RadioState::Up, 20).await;
         rig
     }
@@ -328,22 +321,11 @@ impl Rig {
             port.display()
         );
         let config = Config::parse(Path::new("<zigbee test>"), &text).expect("config");
-        std::fs::create_dir_all(state).unwrap();
-        let store = Store::open(&state.join("fieldgate.db"), WriterOptions::default()).unwrap();
-        let (events_tx, events_rx) = mpsc::channel(1024);
-        let (shutdown, sd_rx) = watch::channel(false);
-        let radios = radio::spawn_all(&config.radios, events_tx, sd_rx.clone(), None);
-        let (hub, handle, req_rx) = Hub::new("zb-test", store.writer(), &radios);
-        let hub_task = tokio::spawn(hub.run(events_rx, req_rx, sd_rx, None));
-        let rig = Rig {
-            store,
-            hub: handle,
-            radios,
-            shutdown,
-            hub_task,
-            notices: Arc::default(),
-            master_key: test_master_key(),
-        };
+        let gw = TestGateway::builder(config)
+            .without_secret_store()
+            .event_queue(1024)
+            .start();
+        let rig = Rig::from_gateway(gw, Arc::default());
         rig.wait_state(|s| matches!(s, RadioState::Down(_)), 20)
             .await;
         rig

@@ -54,7 +54,16 @@ pub(in crate::hub) fn apply_event(
                 manufacturer: existing.as_ref().and_then(|d| d.manufacturer.as_deref()),
                 model: existing.as_ref().and_then(|d| d.model.as_deref()),
             };
-            let denial = if !known && !ctx.open_windows.contains(radio) {
+            let retired = existing
+                .as_ref()
+                .is_some_and(|d| d.lifecycle == Lifecycle::Decommissioned.as_str());
+            let denial = if retired {
+                // Decommissioning holds: a removed device that tries again is refused
+                // and told to leave, window or not, until a technician re-admits it.
+                Some(format!(
+                    "decommissioned: re-admit it first (`fieldgate readmit {id}`)"
+                ))
+            } else if !known && !ctx.open_windows.contains(radio) {
                 Some("joined outside a join window".to_string())
             } else if let Some(kind) = (!known && ctx.policy.policy.admission.require_install_code)
                 .then(|| crate::radio::capabilities(ev.protocol).and_then(|c| c.join_credential))

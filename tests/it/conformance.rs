@@ -1,0 +1,425 @@
+//! The driver conformance suite: what every radio driver must do for the hub,
+//! written once against the driver contract and run against each driver's emulator
+//! through the real supervisor, hub and store.
+//!
+//! The walk: the radio comes up -> a join window opens -> a device joins, is
+//! interviewed and reports -> a command reaches an actuator and comes back
+//! confirmed -> a request for a device that cannot hear now is held and delivered
+//! when it next speaks -> a removed device leaves, and one that tries again is
+//! refused and told to leave -> the radio resets on its own and recovers -> the link
+//! drops and the radio is re-opened. An emulator takes part through [`Emulated`];
+//! each driver adds one implementation and one `#[tokio::test]` below.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fieldgate::config::{Config, Protocol};
+use fieldgate::hub::{DeviceAction, DeviceAnswer, DeviceRequest, HubHandle, Notice, RequestOrigin};
+use fieldgate::model::{DeviceCommand, DeviceId, RadioState, Value};
+use fieldgate::radio::zigbee_sim::SimEmulator;
+use fieldgate::store::registry;
+use fieldgate_zigbee::emulator::{DeviceKind, DeviceTiming, EmulatorConfig, Fault};
+use tokio::net::TcpListener;
+
+use crate::gateway_support::TestGateway;
+
+/// What the suite needs from a radio's emulator. Addresses are native addresses
+/// as the driver reports them.
+trait Emulated: Send + Sync {
+    fn protocol(&self) -> Protocol;
+    /// The `[[radio]]` table's `port` and, if any, its `[radio.options]` body.
+    fn port(&self) -> String;
+    fn options(&self) -> String;
+    /// A device that reports on its own, and a reading name it reports.
+    fn reporter(&self) -> (String, &'static str);
+    /// A device that takes on/off and reports its state as `on_off`.
+    fn actuator(&self) -> String;
+    /// A device that cannot hear between its wake-ups (requests for it are held).
+    fn sleeper(&self) -> String;
+    /// Whether the emulated network still has this device.
+    fn on_network(&self, native: &str) -> bool;
+    /// The device tries to join again while a join window is open (as a removed
+    /// device that kept its keys would); an emulator whose devices do that by
+    /// themselves does nothing here.
+    fn rejoin(&self, native: &str);
+    /// The radio resets on its own (watchdog, brown-out) and says so.
+    fn reset_radio(&self);
+    /// The link to the radio drops (the cable, the network, ser2net).
+    fn cut_link(&self);
+}
+
+// ---------------------------------------------------------------------------------
+// Zigbee: the ZNP coordinator emulator served over TCP (as through ser2net).
+
+struct ZigbeeEmulator {
+    sim: SimEmulator,
+    port: u16,
+    connection: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl ZigbeeEmulator {
+    async fn start() -> ZigbeeEmulator {
+        let sim = SimEmulator::new(EmulatorConfig {
+            timing: DeviceTiming {
+                report_interval: Duration::from_secs(1),
+                sleepy_wake_interval: Duration::from_secs(3),
+                sleepy_awake_window: Duration::from_millis(1000),
+                sleepy_answers_after_join: 2,
+            },
+            join_spacing: Duration::from_millis(150),
+            ..Default::default()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connection = Arc::new(Mutex::new(None));
+        let (served, current) = (sim.clone(), connection.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let sim = served.clone();
+                let task = tokio::spawn(async move {
+                    let _ = sim.serve(stream).await;
+                });
+                if let Some(old) = current.lock().unwrap().replace(task) {
+                    old.abort();
+                }
+            }
+        });
+        ZigbeeEmulator {
+            sim,
+            port,
+            connection,
+            _accept: accept,
+        }
+    }
+
+    fn ieee(native: &str) -> fieldgate_zigbee::IeeeAddr {
+        native.parse().expect("an IEEE address")
+    }
+}
+
+impl Emulated for ZigbeeEmulator {
+    fn protocol(&self) -> Protocol {
+        Protocol::Zigbee
+    }
+    fn port(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+    fn options(&self) -> String {
+        "sreq_timeout = \"2s\"\nresponse_timeout = \"700ms\"\ninterview_attempts = 2\nwatchdog_interval = \"1s\"\n".into()
+    }
+    fn reporter(&self) -> (String, &'static str) {
+        (
+            DeviceKind::TempHumidity.default_ieee().to_string(),
+            "temperature",
+        )
+    }
+    fn actuator(&self) -> String {
+        DeviceKind::SmartPlug.default_ieee().to_string()
+    }
+    fn sleeper(&self) -> String {
+        DeviceKind::SleepySensor.default_ieee().to_string()
+    }
+    fn on_network(&self, native: &str) -> bool {
+        let ieee = Self::ieee(native);
+        self.sim
+            .with(|e, _| e.device(ieee).is_some_and(|d| d.nwk.is_some()))
+    }
+    fn rejoin(&self, _native: &str) {
+        // Every virtual device not on the network joins while a window is open.
+    }
+    fn reset_radio(&self) {
+        self.sim.inject(Fault::Reset);
+    }
+    fn cut_link(&self) {
+        if let Some(task) = self.connection.lock().unwrap().take() {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_driver_conforms() {
+    let emulator = ZigbeeEmulator::start().await;
+    conformance(&emulator).await;
+}
+
+// ---------------------------------------------------------------------------------
+// The suite.
+
+struct Walk {
+    gw: Option<TestGateway>,
+    notices: Arc<Mutex<Vec<(Instant, Notice)>>>,
+    protocol: Protocol,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Walk {
+    fn drop(&mut self) {
+        // A failed step unwinds with the hub still holding writer handles: stop it,
+        // and leave the store to the process rather than hang joining its writer.
+        if let Some(gw) = &mut self.gw {
+            let _ = gw.shutdown.send(true);
+            if let Some(store) = gw.store.take() {
+                std::mem::forget(store);
+            }
+        }
+    }
+}
+
+impl Walk {
+    fn gw(&self) -> &TestGateway {
+        self.gw.as_ref().expect("running")
+    }
+
+    fn hub(&self) -> &HubHandle {
+        &self.gw().hub
+    }
+
+    fn id(&self, native: &str) -> DeviceId {
+        DeviceId::new(self.protocol, native)
+    }
+
+    fn device(&self, native: &str) -> Option<registry::Device> {
+        let r = self.gw().store.as_ref().expect("store").reader().unwrap();
+        registry::get(&r, &self.id(native)).unwrap()
+    }
+
+    fn audit(&self) -> Vec<fieldgate::store::audit::AuditRecord> {
+        let r = self.gw().store.as_ref().expect("store").reader().unwrap();
+        fieldgate::store::audit::tail(&r, 10_000, Some(0)).unwrap()
+    }
+
+    fn state(&self) -> RadioState {
+        self.gw().radios[0].state.borrow().clone()
+    }
+
+    async fn until<T>(&self, what: &str, secs: u64, f: impl Fn(&Walk) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f(self) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "conformance: {what} did not happen within {secs} s (radio {:?})",
+                self.state()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn noticed(&self, since: Instant, f: impl Fn(&Notice) -> bool) -> bool {
+        self.notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, n)| *t >= since && f(n))
+    }
+
+    /// The last value of `reading` recorded after `since`, from the hub's notices.
+    fn reading_since(&self, native: &str, reading: &str, since: Instant) -> Option<Value> {
+        let want = self.id(native).to_string();
+        self.notices
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .filter(|(t, _)| *t >= since)
+            .find_map(|(_, n)| match n {
+                Notice::Readings {
+                    device, readings, ..
+                } if *device == want => readings
+                    .iter()
+                    .find(|r| r.name == reading)
+                    .map(|r| r.value.clone()),
+                _ => None,
+            })
+    }
+}
+
+async fn conformance(emulated: &dyn Emulated) {
+    let protocol = emulated.protocol();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[gateway]\nid = \"conformance\"\nstate_dir = \"{}\"\n\n[api]\nsocket = \"{}\"\n\n[[radio]]\nname = \"r0\"\nprotocol = \"{protocol}\"\nport = \"{}\"\n\n[radio.options]\n{}",
+        dir.path().join("state").display(),
+        dir.path().join("api.sock").display(),
+        emulated.port(),
+        emulated.options(),
+    );
+    let config = Config::parse(std::path::Path::new("<conformance>"), &text).expect("config");
+    let gw = TestGateway::builder(config).start();
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let mut rx = gw.hub.subscribe();
+    let log = notices.clone();
+    tokio::spawn(async move {
+        while let Ok(n) = rx.recv().await {
+            log.lock().unwrap().push((Instant::now(), n));
+        }
+    });
+    let mut walk = Walk {
+        gw: Some(gw),
+        notices,
+        protocol,
+        _dir: dir,
+    };
+
+    // The radio comes up.
+    walk.until("the radio coming up", 20, |w| {
+        (w.state() == RadioState::Up).then_some(())
+    })
+    .await;
+
+    // Join -> interview -> reading.
+    let (reporter, reading) = emulated.reporter();
+    walk.hub()
+        .permit_join("r0".into(), 60, "conformance".into())
+        .await
+        .expect("a join window opens");
+    walk.until("the reporter joining and being interviewed", 30, |w| {
+        w.device(&reporter)
+            .filter(|d| d.model.is_some() && d.lifecycle == "active")
+    })
+    .await;
+    let t0 = Instant::now();
+    walk.until("a reading from the reporter", 20, |w| {
+        w.reading_since(&reporter, reading, t0)
+    })
+    .await;
+
+    // Set: the command reaches the actuator and its new state comes back.
+    let actuator = emulated.actuator();
+    walk.until("the actuator being interviewed", 30, |w| {
+        w.device(&actuator).filter(|d| d.model.is_some())
+    })
+    .await;
+    for (command, want) in [(DeviceCommand::On, true), (DeviceCommand::Off, false)] {
+        let t = Instant::now();
+        walk.hub()
+            .command(walk.id(&actuator), command, "conformance".into())
+            .await
+            .expect("the command is sent");
+        walk.until("the actuator confirming its state", 10, |w| {
+            (w.reading_since(&actuator, "on_off", t) == Some(Value::Bool(want))).then_some(())
+        })
+        .await;
+    }
+
+    // A request for a device that cannot hear now is held, then delivered when it
+    // next speaks.
+    let sleeper = emulated.sleeper();
+    walk.until("the sleeping device being interviewed", 40, |w| {
+        w.device(&sleeper).filter(|d| d.model.is_some())
+    })
+    .await;
+    let answer = walk
+        .hub()
+        .device_request(DeviceRequest {
+            device: walk.id(&sleeper),
+            action: DeviceAction::Get {
+                attributes: Vec::new(),
+            },
+            actor: "conformance".into(),
+            origin: RequestOrigin::Api,
+            correlation_id: None,
+            ttl: Some(Duration::from_secs(60)),
+        })
+        .await
+        .expect("the request is taken");
+    let DeviceAnswer::Queued { queued, .. } = answer else {
+        panic!("conformance: a request for a sleeping device must be held");
+    };
+    assert_eq!(queued.status, "queued");
+    walk.until("the held request being delivered on wake-up", 30, |w| {
+        w.audit().into_iter().find(|r| {
+            r.action == "device.request"
+                && r.details["request_id"] == queued.request_id
+                && r.details["status"] == "delivered"
+        })
+    })
+    .await;
+
+    // Remove: the device leaves; when it tries again it is refused and told to leave.
+    let removed = walk
+        .hub()
+        .decommission(walk.id(&reporter), "conformance".into())
+        .await
+        .expect("decommission");
+    assert_eq!(removed.radio_removal, "requested");
+    walk.until("the removed device leaving the network", 10, |w| {
+        (!emulated.on_network(&reporter) && w.device(&reporter).is_some()).then_some(())
+    })
+    .await;
+    let retried = Instant::now();
+    walk.hub()
+        .permit_join("r0".into(), 5, "conformance".into())
+        .await
+        .expect("a join window opens");
+    emulated.rejoin(&reporter);
+    let want = walk.id(&reporter).to_string();
+    walk.until("the removed device being refused", 10, |w| {
+        w.noticed(
+            retried,
+            |n| matches!(n, Notice::Denied { device, .. } if *device == want),
+        )
+        .then_some(())
+    })
+    .await;
+    walk.until("the refused device being told to leave", 10, |_| {
+        (!emulated.on_network(&reporter)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        walk.device(&reporter)
+            .expect("kept for the record")
+            .lifecycle,
+        "decommissioned"
+    );
+
+    // The radio resets on its own: it comes back and devices carry on.
+    let mut state = walk.gw().radios[0].state.clone();
+    state.borrow_and_update();
+    emulated.reset_radio();
+    tokio::time::timeout(Duration::from_secs(10), state.changed())
+        .await
+        .expect("the reset is noticed")
+        .unwrap();
+    walk.until("the radio up after its reset", 20, |w| {
+        (w.state() == RadioState::Up).then_some(())
+    })
+    .await;
+    let t1 = Instant::now();
+    walk.hub()
+        .command(walk.id(&actuator), DeviceCommand::On, "conformance".into())
+        .await
+        .expect("commands work after a reset");
+    walk.until("the actuator answering after the reset", 10, |w| {
+        (w.reading_since(&actuator, "on_off", t1) == Some(Value::Bool(true))).then_some(())
+    })
+    .await;
+
+    // Link loss: down with a reason, re-opened with backoff, devices carry on.
+    emulated.cut_link();
+    walk.until("the radio down after the link dropped", 10, |w| {
+        matches!(w.state(), RadioState::Down(_)).then_some(())
+    })
+    .await;
+    walk.until("the radio re-opened", 20, |w| {
+        (w.state() == RadioState::Up).then_some(())
+    })
+    .await;
+    let t2 = Instant::now();
+    walk.hub()
+        .command(walk.id(&actuator), DeviceCommand::Off, "conformance".into())
+        .await
+        .expect("commands work after the link came back");
+    walk.until("the actuator answering after the link came back", 10, |w| {
+        (w.reading_since(&actuator, "on_off", t2) == Some(Value::Bool(false))).then_some(())
+    })
+    .await;
+
+    let gw = walk.gw.take().expect("running");
+    drop(walk);
+    gw.stop().await;
+}
