@@ -129,7 +129,14 @@ enum Command {
         command: InstallCodeCmd,
     },
     /// Decommission a device: removed from the network, credentials destroyed.
+    /// It is refused if it tries to join again, until `readmit`.
     Remove {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a decommissioned device join again (through a join window, as a new one).
+    Readmit {
         id: String,
         #[arg(long)]
         json: bool,
@@ -447,6 +454,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                     json,
                 } => cli::pair(&api, radio, *seconds, *json).await,
                 Command::Remove { id, json } => cli::remove(&api, id, *json).await,
+                Command::Readmit { id, json } => cli::readmit(&api, id, *json).await,
                 Command::Radio {
                     command: RadioCmd::Backup { name, out },
                 } => cli::radio_backup(&api, name, out.as_deref()).await,

@@ -317,6 +317,22 @@ pub async fn device(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+pub async fn readmit(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
+    let v = api
+        .call(Method::POST, &format!("/v1/devices/{id}/readmit"), None)
+        .await?;
+    if as_json {
+        return print_json(&v);
+    }
+    println!(
+        "{} re-admitted ({}): {}",
+        s(&v["device"]),
+        s(&v["lifecycle"]),
+        s(&v["note"])
+    );
+    Ok(())
+}
+
 pub async fn remove(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
     let v = api
         .call(Method::DELETE, &format!("/v1/devices/{id}"), None)

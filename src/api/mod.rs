@@ -404,6 +404,15 @@ async fn delete_device(
     Ok(Json(s.hub.decommission(id, peer.actor()).await?))
 }
 
+async fn readmit_device(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<crate::hub::Readmitted> {
+    let id = device_id(&raw)?;
+    Ok(Json(s.hub.readmit(id, peer.actor()).await?))
+}
+
 /// The radio's network as open-coordinator-backup JSON. It holds the network key: only the
 /// local technician gets it (socket 0660), the access is audited by the hub with its outcome
 /// and by the request log, and the answer is marked `Cache-Control: no-store`.
@@ -830,6 +839,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}", get(get_device).delete(delete_device))
         .route("/v1/devices/{id}/command", post(device_command))
         .route("/v1/devices/{id}/refresh", post(device_refresh))
+        .route("/v1/devices/{id}/readmit", post(readmit_device))
         .route("/v1/radios/{name}/permit-join", post(permit_join))
         .route("/v1/radios/{name}/backup", get(radio_backup))
         .route("/v1/radios/{name}/rotate-key", post(rotate_network_key))

@@ -102,6 +102,11 @@ pub enum HubRequest {
         actor: String,
         reply: oneshot::Sender<Result<PermitJoinAccepted, HubError>>,
     },
+    Readmit {
+        device: DeviceId,
+        actor: String,
+        reply: oneshot::Sender<Result<Readmitted, HubError>>,
+    },
     Decommission {
         device: DeviceId,
         actor: String,
@@ -199,6 +204,15 @@ pub struct PermitJoinAccepted {
     pub open_until: String,
 }
 
+/// A decommissioned device let back in: it joins again like a new one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readmitted {
+    pub device: String,
+    pub lifecycle: &'static str,
+    pub note: &'static str,
+}
+
+/// A decommissioned device.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decommissioned {
     pub device: registry::Device,
@@ -365,6 +379,16 @@ impl HubHandle {
         self.ask(|reply| HubRequest::PermitJoin {
             radio,
             seconds,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Lets a decommissioned device join again (back to `pending`).
+    pub async fn readmit(&self, device: DeviceId, actor: String) -> Result<Readmitted, HubError> {
+        self.ask(|reply| HubRequest::Readmit {
+            device,
             actor,
             reply,
         })

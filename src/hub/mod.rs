@@ -327,6 +327,14 @@ impl Hub {
                 let r = self.permit_join(&radio, seconds, &actor).await;
                 let _ = reply.send(r);
             }
+            HubRequest::Readmit {
+                device,
+                actor,
+                reply,
+            } => {
+                let r = self.readmit(&device, &actor).await;
+                let _ = reply.send(r);
+            }
             HubRequest::Decommission {
                 device,
                 actor,

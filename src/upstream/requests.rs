@@ -39,9 +39,10 @@ const MAX_CLIENT_ID: usize = 64;
 const REFRESH_WAIT: Duration = Duration::from_secs(20);
 
 /// The operations the gateway answers.
-pub const OPERATIONS: [&str; 10] = [
+pub const OPERATIONS: [&str; 11] = [
     "permit_join",
     "remove",
+    "readmit",
     "set",
     "get",
     "policy",
@@ -241,6 +242,9 @@ pub enum Request {
     Remove {
         device: DeviceId,
     },
+    Readmit {
+        device: DeviceId,
+    },
     Set {
         device: DeviceId,
         state: Map<String, Value>,
@@ -281,6 +285,7 @@ impl Request {
                 radio.clone()
             }
             Request::Remove { device }
+            | Request::Readmit { device }
             | Request::Set { device, .. }
             | Request::Get { device, .. }
             | Request::AddInstallCode { device, .. }
@@ -496,6 +501,12 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
         "remove" => {
             let b: DeviceBody = typed(value)?;
             Ok(Request::Remove {
+                device: device_id(&b.device)?,
+            })
+        }
+        "readmit" => {
+            let b: DeviceBody = typed(value)?;
+            Ok(Request::Readmit {
                 device: device_id(&b.device)?,
             })
         }
@@ -1061,6 +1072,10 @@ async fn execute_other(
                 .hub
                 .permit_join(radio, seconds, actor.to_string())
                 .await?;
+            Ok(serde_json::to_value(r).unwrap_or(Value::Null))
+        }
+        Request::Readmit { device } => {
+            let r = ctx.hub.readmit(device, actor.to_string()).await?;
             Ok(serde_json::to_value(r).unwrap_or(Value::Null))
         }
         Request::Remove { device } => {

@@ -6,8 +6,8 @@
 //! interviewed and reports -> a command reaches an actuator and comes back
 //! confirmed -> a request for a device that cannot hear now is held and delivered
 //! when it next speaks -> a removed device leaves, and one that tries again is
-//! refused and told to leave -> the radio resets on its own and recovers -> the link
-//! drops and the radio is re-opened. An emulator takes part through [`Emulated`];
+//! refused and told to leave until it is re-admitted -> the radio resets on its own
+//! and recovers -> the link drops and the radio is re-opened. An emulator takes part through [`Emulated`];
 //! each driver adds one implementation and one `#[tokio::test]` below.
 
 use std::sync::{Arc, Mutex};
@@ -376,6 +376,21 @@ async fn conformance(emulated: &dyn Emulated) {
             .lifecycle,
         "decommissioned"
     );
+    // Until a technician re-admits it: then it joins again like a new device.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    walk.hub()
+        .readmit(walk.id(&reporter), "conformance".into())
+        .await
+        .expect("re-admitted");
+    assert_eq!(walk.device(&reporter).unwrap().lifecycle, "pending");
+    walk.hub()
+        .permit_join("r0".into(), 30, "conformance".into())
+        .await
+        .expect("a join window opens");
+    walk.until("the re-admitted device active again", 30, |w| {
+        w.device(&reporter).filter(|d| d.lifecycle == "active")
+    })
+    .await;
 
     // The radio resets on its own: it comes back and devices carry on.
     let mut state = walk.gw().radios[0].state.clone();

@@ -10,6 +10,7 @@ mod decommission;
 mod device_request;
 mod install_code;
 mod permit_join;
+mod readmit;
 mod rotate_key;
 
 use super::*;

@@ -1,0 +1,59 @@
+//! Re-admitting a decommissioned device: decommissioning holds (a removed device
+//! that is heard again or tries to rejoin is refused and told to leave) until a
+//! technician or the cloud says otherwise here. The device goes back to `pending`
+//! and joins again through a join window, interview and admission like a new one.
+
+use super::*;
+
+impl Hub {
+    pub(in crate::hub) async fn readmit(
+        &mut self,
+        device: &DeviceId,
+        actor: &str,
+    ) -> Result<Readmitted, HubError> {
+        let gw = self.gateway_id.clone();
+        let id = device.clone();
+        let actor = actor.to_string();
+        self.writer
+            .write(move |c| {
+                let entry = |outcome, details| {
+                    AuditEntry::new(&actor, "device.readmit", id.as_str(), outcome, details)
+                };
+                let refusal = match registry::get(c, &id)? {
+                    None => Some(HubError::UnknownDevice(id.to_string())),
+                    Some(d) if d.lifecycle != Lifecycle::Decommissioned.as_str() => {
+                        Some(HubError::Invalid(format!(
+                            "device `{id}` is {}, not decommissioned: nothing to re-admit",
+                            d.lifecycle
+                        )))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(e) = refusal {
+                    store::record_audit(
+                        c,
+                        &gw,
+                        &entry(Outcome::Refused, json!({"error": e.to_string()})),
+                    )?;
+                    return Ok(Err(e));
+                }
+                registry::set_lifecycle(c, &id, Lifecycle::Pending)?;
+                lifecycle_msg(
+                    c,
+                    &gw,
+                    &id,
+                    "readmitted",
+                    json!({"lifecycle": "pending"}),
+                    SystemTime::now(),
+                )?;
+                store::record_audit(c, &gw, &entry(Outcome::Accepted, json!({})))?;
+                Ok(Ok(()))
+            })
+            .await??;
+        Ok(Readmitted {
+            device: device.to_string(),
+            lifecycle: "pending",
+            note: "it joins again through a join window, interview and admission",
+        })
+    }
+}
