@@ -2,6 +2,7 @@
 //! directory, narrating what happens so a newcomer sees the whole pipeline with
 //! no hardware and no broker.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -38,8 +39,17 @@ pub fn demo_config_with_mqtt(state_dir: &std::path::Path, mqtt: Option<&str>) ->
     Config::parse(std::path::Path::new("<demo>"), &text).context("demo config")
 }
 
+/// Set once stdout is gone (`fieldgate demo | head`): the demo then stops the
+/// daemon cleanly instead of narrating to no one.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
 fn say(line: impl AsRef<str>) {
-    println!("{}", line.as_ref());
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    if crate::output::try_line(format_args!("{}", line.as_ref())).is_err() {
+        STDOUT_GONE.store(true, Ordering::Relaxed);
+    }
 }
 
 pub async fn run(duration: Option<Duration>) -> Result<()> {
@@ -121,6 +131,10 @@ pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> 
     let mut summary = tokio::time::interval(Duration::from_secs(5));
     summary.tick().await;
     loop {
+        if STDOUT_GONE.load(Ordering::Relaxed) {
+            tracing::info!("stdout closed: stopping the demo");
+            break;
+        }
         tokio::select! {
             r = &mut stop => { r?; break; }
             n = notices.recv() => match n {

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod doctor;
 pub mod hub;
 pub mod model;
+pub mod output;
 pub mod policy;
 pub mod radio;
 pub mod secrets;

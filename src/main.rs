@@ -328,7 +328,7 @@ fn main() -> ExitCode {
     {
         return match Config::load(path) {
             Ok(c) => {
-                println!(
+                fieldgate::outln!(
                     "{}: OK (gateway {}, {} radio(s))",
                     path.display(),
                     c.gateway_id(),
@@ -349,7 +349,7 @@ fn main() -> ExitCode {
         let cluster = if *zcl { *cluster } else { None };
         return match fieldgate::radio::zigbee::decode_to_json(&hex.join(" "), cluster) {
             Ok(json) => {
-                println!("{json}");
+                fieldgate::outln!("{json}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -507,14 +507,14 @@ fn doctor(cli: &Cli, json: bool, user: &str, master_key: &Path, timeout: Duratio
     let report = fieldgate::doctor::run(&opts);
     if json {
         match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => fieldgate::outln!("{text}"),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        print!("{}", report.render());
+        fieldgate::out!("{}", report.render());
     }
     if report.healthy {
         ExitCode::SUCCESS

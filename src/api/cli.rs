@@ -38,7 +38,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{c:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        crate::outln!("{}", out.trim_end());
     };
     line(headers.iter().map(|h| h.to_uppercase()).collect());
     for r in rows {
@@ -47,7 +47,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    crate::outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -56,17 +56,17 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
     if as_json {
         return print_json(&v);
     }
-    println!(
+    crate::outln!(
         "gateway   {} (fieldgate {})",
         s(&v["gateway_id"]),
         s(&v["version"])
     );
-    println!(
+    crate::outln!(
         "uptime    {}",
         humantime::format_duration(Duration::from_secs(v["uptime_s"].as_u64().unwrap_or(0)))
     );
     let d = &v["devices"];
-    println!(
+    crate::outln!(
         "devices   {} total: {} active, {} pending, {} quarantined, {} decommissioned",
         d["total"].as_u64().unwrap_or(0),
         d["active"].as_u64().unwrap_or(0),
@@ -75,7 +75,7 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
         d["decommissioned"].as_u64().unwrap_or(0)
     );
     let o = &v["outbox"];
-    println!(
+    crate::outln!(
         "outbox    {} messages, {} bytes, oldest {}",
         o["depth"].as_u64().unwrap_or(0),
         o["bytes"].as_u64().unwrap_or(0),
@@ -83,8 +83,8 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
     );
     let h = &v["held_requests"];
     match h["total"].as_u64().unwrap_or(0) {
-        0 => println!("held      no requests held for sleeping devices"),
-        n => println!(
+        0 => crate::outln!("held      no requests held for sleeping devices"),
+        n => crate::outln!(
             "held      {n} request(s) for sleeping devices ({} waiting for a wake, {} sent), oldest {}",
             h["queued"].as_u64().unwrap_or(0),
             h["sent"].as_u64().unwrap_or(0),
@@ -97,7 +97,7 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
             .as_array()
             .map(Vec::len)
             .unwrap_or(0);
-        println!(
+        crate::outln!(
             "secrets   {total} stored{}",
             if due > 0 {
                 format!(
@@ -110,7 +110,7 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
         );
     }
     print_upstream(&v["upstream"]);
-    println!();
+    crate::outln!();
     let rows: Vec<Vec<String>> = v["radios"]
         .as_array()
         .map(|a| {
@@ -130,7 +130,7 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
         })
         .unwrap_or_default();
     if rows.is_empty() {
-        println!("no radios configured");
+        crate::outln!("no radios configured");
     } else {
         table(
             &[
@@ -174,11 +174,11 @@ fn radio_problems(counters: &Value) -> String {
 
 fn print_upstream(u: &Value) {
     if u.is_null() {
-        println!("uplink    not configured (no [upstream] section)");
+        crate::outln!("uplink    not configured (no [upstream] section)");
         return;
     }
-    println!("uplink    {} to {}", s(&u["state"]), s(&u["broker"]));
-    println!(
+    crate::outln!("uplink    {} to {}", s(&u["state"]), s(&u["broker"]));
+    crate::outln!(
         "          delivered {} ({:.1}/s), dropped telemetry {} (expired {}, for space {}), refused {}",
         u["delivered"].as_u64().unwrap_or(0),
         u["delivered_per_s"].as_f64().unwrap_or(0.0),
@@ -189,10 +189,10 @@ fn print_upstream(u: &Value) {
         u["refused_telemetry"].as_u64().unwrap_or(0),
     );
     if !u["last_error"].is_null() {
-        println!("          last error: {}", s(&u["last_error"]));
+        crate::outln!("          last error: {}", s(&u["last_error"]));
     }
     if !u["alarm"].is_null() {
-        println!("ALARM     {}", s(&u["alarm"]));
+        crate::outln!("ALARM     {}", s(&u["alarm"]));
     }
 }
 
@@ -238,7 +238,7 @@ pub async fn devices(
     }
     let list = v.as_array().cloned().unwrap_or_default();
     if list.is_empty() {
-        println!("no devices");
+        crate::outln!("no devices");
         return Ok(());
     }
     table(
@@ -278,16 +278,16 @@ pub async fn device(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
         "first_seen",
         "last_seen",
     ] {
-        println!("{key:<15} {}", s(&v[key]));
+        crate::outln!("{key:<15} {}", s(&v[key]));
     }
-    println!("{:<15} {}", "capabilities", s(&v["capabilities"]));
-    println!("{:<15} {}", "last_state", s(&v["last_state"]));
+    crate::outln!("{:<15} {}", "capabilities", s(&v["capabilities"]));
+    crate::outln!("{:<15} {}", "last_state", s(&v["last_state"]));
     let held = v["held_requests"].as_array().cloned().unwrap_or_default();
     if held.is_empty() {
-        println!("{:<15} none", "held_requests");
+        crate::outln!("{:<15} none", "held_requests");
         return Ok(());
     }
-    println!("{:<15} {}", "held_requests", held.len());
+    crate::outln!("{:<15} {}", "held_requests", held.len());
     let rows: Vec<Vec<String>> = held
         .iter()
         .map(|r| {
@@ -324,7 +324,7 @@ pub async fn readmit(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
     if as_json {
         return print_json(&v);
     }
-    println!(
+    crate::outln!(
         "{} re-admitted ({}): {}",
         s(&v["device"]),
         s(&v["lifecycle"]),
@@ -340,7 +340,7 @@ pub async fn remove(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
     if as_json {
         return print_json(&v);
     }
-    println!(
+    crate::outln!(
         "{} decommissioned: {} credential(s) destroyed; radio: {}",
         s(&v["device"]["id"]),
         v["credentials_destroyed"].as_u64().unwrap_or(0),
@@ -368,9 +368,9 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
         )
         .await?;
     if as_json {
-        println!("{v}");
+        crate::outln!("{v}");
     } else {
-        println!("join window open on {radio} for {seconds} s (until {}); put devices in pairing mode now", s(&v["open_until"]));
+        crate::outln!("join window open on {radio} for {seconds} s (until {}); put devices in pairing mode now", s(&v["open_until"]));
     }
     let tty = std::io::stdout().is_terminal() && !as_json;
     let end = Instant::now() + Duration::from_secs(seconds as u64);
@@ -393,17 +393,17 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
                 continue;
             }
             if tty {
-                print!("\r\x1b[K");
+                crate::out!("\r\x1b[K");
             }
             if as_json {
-                println!("{r}");
+                crate::outln!("{r}");
             } else {
                 let verb = if action == "device.join" {
                     "joined"
                 } else {
                     "left"
                 };
-                println!("{} {verb} at {}", s(&r["target"]), s(&r["ts"]));
+                crate::outln!("{} {verb} at {}", s(&r["target"]), s(&r["ts"]));
             }
             if action == "device.join" {
                 joined += 1;
@@ -411,16 +411,16 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
         }
         if tty {
             let left = end.saturating_duration_since(Instant::now()).as_secs();
-            print!("\r\x1b[Kjoin window: {left:>3} s left, {joined} joined");
+            crate::out!("\r\x1b[Kjoin window: {left:>3} s left, {joined} joined");
             let _ = std::io::stdout().flush();
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     if tty {
-        println!();
+        crate::outln!();
     }
     if !as_json {
-        println!("join window closed on {radio}: {joined} device(s) joined");
+        crate::outln!("join window closed on {radio}: {joined} device(s) joined");
     }
     Ok(())
 }
@@ -428,7 +428,7 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
 fn print_audit(records: &[Value], as_json: bool) -> Result<()> {
     if as_json {
         for r in records {
-            println!("{r}");
+            crate::outln!("{r}");
         }
         return Ok(());
     }
@@ -473,14 +473,16 @@ pub fn audit_tail_offline(db: &Path, n: usize, as_json: bool) -> Result<()> {
 
 fn report_verify(report: audit::VerifyReport, as_json: bool) -> Result<()> {
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if report.ok {
-        println!(
+        crate::outln!(
             "audit log OK: {} records, head {} {}",
-            report.records, report.head_seq, report.head_hash
+            report.records,
+            report.head_seq,
+            report.head_hash
         );
     } else {
-        println!(
+        crate::outln!(
             "audit log BROKEN at record {}: {} ({} records verified before it)",
             report.first_bad_seq.unwrap_or(0),
             report.reason.as_deref().unwrap_or("unknown"),
@@ -553,7 +555,7 @@ pub async fn set(
         print_held(&v);
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "sent to {} (command {})",
         s(&v["device"]),
         s(&v["command_id"])
@@ -563,7 +565,7 @@ pub async fn set(
 
 /// The answer to `set` or `refresh` for a sleeping device (202 from the API).
 fn print_held(v: &Value) {
-    println!(
+    crate::outln!(
         "{} is asleep: held as request {} until it wakes (expires {})",
         s(&v["device"]),
         v["request_id"],
@@ -621,14 +623,14 @@ pub async fn refresh(
         print_held(&v);
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "{id}: {} (command {})",
         s(&v["detail"]),
         s(&v["command_id"])
     );
     let state = v["state"].as_object().cloned().unwrap_or_default();
     if state.is_empty() {
-        println!(
+        crate::outln!(
             "no values{}",
             if attributes.is_empty() {
                 ""
@@ -651,7 +653,7 @@ pub async fn policy_apply(api: &ApiClient, file: &Path, as_json: bool) -> Result
     if as_json {
         return print_json(&v);
     }
-    println!(
+    crate::outln!(
         "policy version {} applied ({}, {} rule(s))",
         s(&v["version"]),
         if v["signed"] == json!(true) {
@@ -692,7 +694,7 @@ pub async fn upstream_rotate_cert(
     if as_json {
         return print_json(&v);
     }
-    println!(
+    crate::outln!(
         "client certificate rotated (sha256 {}); the previous pair is kept as {}.previous",
         s(&v["certificate_sha256"]),
         s(&v["client_cert"])
@@ -705,7 +707,7 @@ pub async fn policy_show(api: &ApiClient, as_json: bool) -> Result<()> {
     if as_json {
         return print_json(&v);
     }
-    println!(
+    crate::outln!(
         "version {} ({}, from {}{})",
         s(&v["version"]),
         if v["signed"] == json!(true) {
@@ -719,7 +721,7 @@ pub async fn policy_show(api: &ApiClient, as_json: bool) -> Result<()> {
             .map(|t| format!(", {t}"))
             .unwrap_or_default()
     );
-    println!("{}", serde_json::to_string_pretty(&v["document"])?);
+    crate::outln!("{}", serde_json::to_string_pretty(&v["document"])?);
     Ok(())
 }
 
@@ -744,7 +746,7 @@ pub fn policy_sign(file: &Path, key: &Path) -> Result<()> {
     // Refuse to sign what the gateway would refuse anyway.
     crate::policy::Policy::parse(&serde_json::to_vec(&doc)?).map_err(|e| anyhow!("{e}"))?;
     let signed = crate::policy::sign(&doc, &seed);
-    println!("{}", serde_json::to_string_pretty(&signed)?);
+    crate::outln!("{}", serde_json::to_string_pretty(&signed)?);
     Ok(())
 }
 
@@ -758,7 +760,7 @@ pub async fn radio_backup(api: &ApiClient, radio: &str, out: Option<&Path>) -> R
         .await?;
     let text = zeroize::Zeroizing::new(format!("{}\n", serde_json::to_string_pretty(&v)?));
     let Some(out) = out else {
-        print!("{}", *text);
+        crate::out!("{}", *text);
         return Ok(());
     };
     let mut f = std::fs::OpenOptions::new()
@@ -796,12 +798,12 @@ pub fn policy_keygen(out: &Path) -> Result<()> {
         .with_context(|| format!("cannot create {}", out.display()))?;
     let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(&arr[..])));
     f.write_all(text.as_bytes())?;
-    println!(
+    crate::outln!(
         "signing key written to {} (keep it off the gateway)",
         out.display()
     );
-    println!("pin it on gateways with, in [gateway]:");
-    println!(
+    crate::outln!("pin it on gateways with, in [gateway]:");
+    crate::outln!(
         "policy_public_key = \"{}\"",
         crate::policy::public_key_hex(&arr)
     );
@@ -838,7 +840,7 @@ pub async fn install_code_add(
     } else {
         "registered"
     };
-    println!(
+    crate::outln!(
         "install code {verb} for {} (stored encrypted)",
         s(&v["device"])
     );
@@ -848,7 +850,7 @@ pub async fn install_code_add(
         } else {
             "not yet"
         };
-        println!("  {}: {mark} — {}", s(&c["radio"]), s(&c["detail"]));
+        crate::outln!("  {}: {mark} — {}", s(&c["radio"]), s(&c["detail"]));
     }
     Ok(())
 }
@@ -866,7 +868,7 @@ pub async fn install_code_list(api: &ApiClient, as_json: bool) -> Result<()> {
         .map(|c| vec![s(&c["owner"]), s(&c["created_at"]), s(&c["rotated_at"])])
         .collect();
     if rows.is_empty() {
-        println!("no install codes registered");
+        crate::outln!("no install codes registered");
     } else {
         table(&["DEVICE", "REGISTERED", "REPLACED"], &rows);
     }
@@ -880,7 +882,7 @@ pub async fn install_code_remove(api: &ApiClient, ieee: &str, as_json: bool) -> 
     if as_json {
         return print_json(&v);
     }
-    println!(
+    crate::outln!(
         "install code of {} destroyed ({})",
         s(&v["device"]),
         s(&v["note"])
@@ -903,7 +905,7 @@ pub async fn radio_rotate_key(api: &ApiClient, radio: &str, as_json: bool) -> Re
     if as_json {
         return print_json(&v);
     }
-    println!(
+    crate::outln!(
         "network key of {radio} rotated: key sequence {} -> {} at {}; the new key is stored encrypted",
         s(&v["previous_key_seq"]),
         s(&v["key_seq"]),

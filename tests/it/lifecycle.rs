@@ -209,3 +209,68 @@ fn serves_the_socket_systemd_hands_over_and_leaves_it_in_place() {
         d.log()
     );
 }
+
+/// A closed stdout ends a command the way it ends other Unix tools: `demo | head`
+/// stops the demo (its daemon shut down cleanly), `status | head -1` prints its
+/// line and exits without a panic.
+#[test]
+fn commands_stop_quietly_when_their_reader_goes_away() {
+    use std::io::{BufRead, BufReader};
+    let mut demo = Command::new(bin())
+        .args(["demo", "--duration", "60s"])
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("demo starts");
+    let mut lines = BufReader::new(demo.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    lines.read_line(&mut first).expect("a line");
+    assert!(first.starts_with("fieldgate demo"), "{first}");
+    let socket = {
+        let mut l = String::new();
+        lines.read_line(&mut l).expect("a line");
+        l.split("--socket ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .expect("the socket path")
+            .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the demo's API never came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // `status | head -1` against the running demo: one line, no panic.
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{}' --socket '{socket}' status | head -1", bin()))
+        .output()
+        .expect("sh");
+    assert_eq!(
+        String::from_utf8_lossy(&piped.stdout).lines().count(),
+        1,
+        "{piped:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&piped.stderr).contains("panicked"),
+        "{piped:?}"
+    );
+    // The reader goes away: the demo stops by itself, well before its 60 s.
+    drop(lines);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = demo.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = demo.kill();
+            panic!("the demo kept running after its stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut demo.stderr.take().expect("stderr"), &mut err);
+    assert!(status.success(), "{status}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

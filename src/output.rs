@@ -1,0 +1,47 @@
+//! Writing to standard output the way Unix tools do: when the reader goes away
+//! (`fieldgate status | head -1`), the command stops quietly instead of
+//! panicking on the broken pipe. Commands print through [`outln!`] / [`out!`];
+//! the demo, which has a daemon to stop first, asks [`try_line`] instead.
+
+use std::fmt;
+use std::io::{self, Write};
+
+/// Writes `args` (and a newline when `newline`) to stdout and flushes. A closed
+/// stdout ends the process with exit code 0: whoever read it has what it wanted.
+pub fn write(args: fmt::Arguments<'_>, newline: bool) {
+    if let Err(e) = try_write(args, newline) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        // Anything else (a full disk behind a redirect) is worth saying once.
+        let _ = writeln!(io::stderr(), "error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Like [`write`] with a newline, but hands the error back.
+pub fn try_line(args: fmt::Arguments<'_>) -> io::Result<()> {
+    try_write(args, true)
+}
+
+fn try_write(args: fmt::Arguments<'_>, newline: bool) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_fmt(args)?;
+    if newline {
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// `println!` that ends the command quietly when stdout is closed.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::write(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::output::write(format_args!($($arg)*), true) };
+}
+
+/// `print!` that ends the command quietly when stdout is closed.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write(format_args!($($arg)*), false) };
+}
