@@ -44,7 +44,7 @@ pub struct GatewayConfig {
     /// The master key file, used when systemd passes no `master-key` credential;
     /// created (mode 0600) if missing. Default: `<state_dir>/master.key`.
     #[serde(default)]
-    pub master_key_file: Option<PathBuf>,
+    pub master_key_file: Option<Spanned<PathBuf>>,
     /// Hex ed25519 public key: when set, only policies signed by it are accepted.
     #[serde(default)]
     pub policy_public_key: Option<Spanned<String>>,
@@ -433,6 +433,7 @@ impl Locator<'_> {
         e
     }
 
+    /// A warning-free error at `key` with no position (values without a span).
     fn nowhere(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
@@ -445,8 +446,47 @@ impl Locator<'_> {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file.
+    /// What can only be checked on the gateway itself: the `[api] group` exists.
+    /// `load` runs these; `fieldgate config check --elsewhere` reports them as
+    /// warnings, for a config written on another machine.
+    pub fn host_checks(&self, path: &Path) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        if let Some(group) = &self.api.group {
+            let exists = nix::unistd::Group::from_name(group.get_ref())
+                .ok()
+                .flatten()
+                .is_some();
+            if !exists {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let loc = Locator {
+                    file: path,
+                    text: &text,
+                };
+                out.push(loc.at(
+                    group,
+                    "api.group",
+                    format!(
+                        "group `{}` does not exist on this host (create it, or leave api.group unset)",
+                        group.get_ref()
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Reads, parses and validates a config file, including the checks that need
+    /// this host ([`Config::host_checks`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::load_elsewhere(path)?;
+        match config.host_checks(path).into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(config),
+        }
+    }
+
+    /// Reads, parses and validates a config file, without the host checks.
+    pub fn load_elsewhere(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             line: None,
@@ -490,12 +530,13 @@ impl Config {
                 "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-' (it is used in MQTT topics)",
             ));
         }
-        if self.gateway.state_dir.get_ref().as_os_str().is_empty() {
-            return Err(loc.at(
-                &self.gateway.state_dir,
-                "gateway.state_dir",
-                "must not be empty",
-            ));
+        if let Err(why) = check_state_dir(self.gateway.state_dir.get_ref()) {
+            return Err(loc.at(&self.gateway.state_dir, "gateway.state_dir", why));
+        }
+        if let Some(key) = &self.gateway.master_key_file {
+            if let Err(why) = check_key_file(key.get_ref()) {
+                return Err(loc.at(key, "gateway.master_key_file", why));
+            }
         }
         let level = self.gateway.log_level.get_ref();
         if !is_log_filter(level) {
@@ -602,7 +643,8 @@ impl Config {
     pub fn master_key_path(&self) -> PathBuf {
         self.gateway
             .master_key_file
-            .clone()
+            .as_ref()
+            .map(|p| p.get_ref().clone())
             .unwrap_or_else(|| self.gateway.state_dir.get_ref().join("master.key"))
     }
 
@@ -637,6 +679,80 @@ fn is_log_filter(filter: &str) -> bool {
 
 fn is_ident_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Top-level directories the gateway must never take as its own: writing the
+/// database or a key there (as root) would put files among the system's.
+const SYSTEM_DIRS: [&str; 11] = [
+    "/", "/etc", "/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/run", "/var",
+];
+/// Trees that are the system's throughout (nothing of the gateway belongs inside).
+const SYSTEM_TREES: [&str; 7] = ["/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys"];
+
+/// What every path the gateway writes must be: absolute, without `..`, without NUL.
+fn check_path_shape(p: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    if p.as_os_str().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if p.as_os_str().as_bytes().contains(&0) {
+        return Err("must not contain a NUL character".into());
+    }
+    if !p.is_absolute() {
+        return Err(format!(
+            "`{}` is relative: it must be an absolute path (the service's working directory is not yours)",
+            p.display()
+        ));
+    }
+    if p.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(format!(
+            "`{}` has a `..` component: write the path it means",
+            p.display()
+        ));
+    }
+    Ok(())
+}
+
+fn is_lib_dir(p: &Path) -> bool {
+    p.components()
+        .nth(1)
+        .and_then(|c| c.as_os_str().to_str())
+        .is_some_and(|first| first.starts_with("lib"))
+}
+
+/// Where the gateway keeps its database: its own directory, never a system one.
+pub fn check_state_dir(p: &Path) -> Result<(), String> {
+    check_path_shape(p)?;
+    let normal: PathBuf = p.components().collect();
+    let system = SYSTEM_DIRS.iter().any(|d| normal == Path::new(d))
+        || SYSTEM_TREES.iter().any(|d| normal.starts_with(d))
+        || is_lib_dir(&normal);
+    if system {
+        return Err(format!(
+            "`{}` is a system directory: use a directory of the gateway's own, e.g. /var/lib/fieldgate",
+            p.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Where the master key file lives: not loose in a system directory.
+pub fn check_key_file(p: &Path) -> Result<(), String> {
+    check_path_shape(p)?;
+    let normal: PathBuf = p.components().collect();
+    let dir = normal.parent().unwrap_or(Path::new("/"));
+    let system = SYSTEM_DIRS
+        .iter()
+        .any(|d| dir == Path::new(d) || normal == Path::new(d))
+        || SYSTEM_TREES.iter().any(|d| normal.starts_with(d))
+        || is_lib_dir(&normal);
+    if system {
+        return Err(format!(
+            "`{}` is in a system directory: keep the key in a directory of its own, e.g. /etc/fieldgate/master.key",
+            p.display()
+        ));
+    }
+    Ok(())
 }
 
 fn parse_host_port(rest: &str, what: &str) -> Result<(String, u16), String> {
@@ -724,6 +840,16 @@ pub fn parse_port(port: &str, protocol: Protocol) -> Result<PortSpec, String> {
 }
 
 fn validate_upstream(up: &UpstreamConfig, loc: &Locator<'_>) -> Result<(), ConfigError> {
+    let (lo, hi) = (Duration::from_secs(1), Duration::from_secs(3600));
+    if !(lo..=hi).contains(&up.reconnect_max) {
+        return Err(loc.nowhere(
+            "upstream.reconnect_max",
+            format!(
+                "{} is out of range: from 1s to 1h",
+                humantime::format_duration(up.reconnect_max)
+            ),
+        ));
+    }
     let raw = up.url.get_ref();
     let url = url::Url::parse(raw).map_err(|e| {
         loc.at(

@@ -247,7 +247,13 @@ enum UpstreamCommand {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a config file; exit code 2 when it is invalid.
-    Check { path: PathBuf },
+    Check {
+        path: PathBuf,
+        /// The config is for another machine: what only that machine can tell
+        /// (e.g. whether `[api] group` exists) is a warning, not an error.
+        #[arg(long)]
+        elsewhere: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -323,10 +329,19 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Config {
-        command: ConfigCommand::Check { path },
+        command: ConfigCommand::Check { path, elsewhere },
     } = &cli.command
     {
-        return match Config::load(path) {
+        let loaded = if *elsewhere {
+            Config::load_elsewhere(path).inspect(|c| {
+                for w in c.host_checks(path) {
+                    eprintln!("warning: {w} (not checked: the config is for another host)");
+                }
+            })
+        } else {
+            Config::load(path)
+        };
+        return match loaded {
             Ok(c) => {
                 fieldgate::outln!(
                     "{}: OK (gateway {}, {} radio(s))",

@@ -73,11 +73,48 @@ const CASES: &[Case] = &[
     case("commit window too long", "[store]\ncommit_window = \"2s\"\n", "too long", None),
     case("commit window not a duration", "[store]\ncommit_window = \"soon\"\n", "key `store.commit_window`", Some(9)),
     case("zero ops per commit", "[store]\ncommit_max_ops = 0\n", "between 1 and 100000", Some(9)),
+    // Paths the gateway writes, and values a running gateway would suffer from.
+    whole("state dir in /etc", "[gateway]\nid = \"gw\"\nstate_dir = \"/etc\"\n", "key `gateway.state_dir`: `/etc` is a system directory", Some(3)),
+    whole("state dir at the root", "[gateway]\nid = \"gw\"\nstate_dir = \"/\"\n", "system directory", Some(3)),
+    whole("state dir under /usr", "[gateway]\nid = \"gw\"\nstate_dir = \"/usr/local/fg\"\n", "system directory", Some(3)),
+    whole("state dir under /lib64", "[gateway]\nid = \"gw\"\nstate_dir = \"/lib64/fg\"\n", "system directory", Some(3)),
+    whole("relative state dir", "[gateway]\nid = \"gw\"\nstate_dir = \"state\"\n", "must be an absolute path", Some(3)),
+    whole("state dir climbing out", "[gateway]\nid = \"gw\"\nstate_dir = \"/x/../../etc/y\"\n", "`..` component", Some(3)),
+    whole("NUL in the state dir", "[gateway]\nid = \"gw\"\nstate_dir = \"/var/lib/fg\\u0000x\"\n", "NUL", Some(3)),
+    whole("relative master key", "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\nmaster_key_file = \"master.key\"\n", "key `gateway.master_key_file`", Some(4)),
+    whole("master key loose in /etc", "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\nmaster_key_file = \"/etc/master.key\"\n", "system directory", Some(4)),
+    case("reconnect backoff of ten days", "[upstream]\nurl = \"mqtts://b.example.com\"\nreconnect_max = \"10days\"\n", "key `upstream.reconnect_max`: 10days is out of range", None),
+    case("reconnect backoff under a second", "[upstream]\nurl = \"mqtts://b.example.com\"\nreconnect_max = \"100ms\"\n", "out of range", None),
     // Radio options are the driver's, checked before anything starts.
     case("misspelt radio option", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[radio.options]\nchannel = 15\nchanel = 15\n", "key `radio.options.chanel`: unknown zigbee option `chanel`", Some(14)),
     case("radio option out of range", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[radio.options]\npan_id = \"0x1a62\"\nchannel = 99\n", "key `radio.options.channel`: zigbee option `channel` must be an integer from 11 to 26", Some(14)),
     case("radio option of the wrong type", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\noptions = { key_switch_delay = 30 }\n", "key `radio.options.key_switch_delay`", Some(12)),
 ];
+
+/// `[api] group` must exist where the gateway runs; a config written for another
+/// machine can be checked with `--elsewhere`, which says so as a warning.
+#[test]
+fn an_unknown_api_group_is_refused_here_and_a_warning_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fieldgate.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\n\n[api]\ngroup = \"no-such-group-fg\"\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let out = fieldgate(&["config", "check", p]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(":6:")
+            && stderr(&out).contains("key `api.group`: group `no-such-group-fg` does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fieldgate(&["config", "check", "--elsewhere", p]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("warning: "), "{}", stderr(&out));
+}
 
 #[test]
 fn bad_configs_are_refused_with_location_and_exit_code_2() {
@@ -153,7 +190,17 @@ fn missing_config_file_is_an_error() {
 #[test]
 fn example_config_passes() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/fieldgate.toml");
-    let out = fieldgate(&["config", "check", example]);
+    // It names the group the package creates; on a host without it, check it as
+    // a config for another machine.
+    let packaged_group = nix::unistd::Group::from_name("fieldgate")
+        .ok()
+        .flatten()
+        .is_some();
+    let out = if packaged_group {
+        fieldgate(&["config", "check", example])
+    } else {
+        fieldgate(&["config", "check", "--elsewhere", example])
+    };
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("OK"));
 }
