@@ -319,8 +319,20 @@ mod tests {
         );
         let s = upstream(&format!("{url}\nreconnect_max = \"5m\"")).unwrap();
         assert_eq!(s.reconnect_max, Duration::from_secs(300));
+        // The config refuses these first; the client refuses them too.
         for bad in ["500ms", "2h"] {
-            let e = upstream(&format!("{url}\nreconnect_max = \"{bad}\"")).unwrap_err();
+            let text = format!(
+                "[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n[upstream]\n{url}\nreconnect_max = \"{bad}\"\n"
+            );
+            assert!(Config::parse(Path::new("t.toml"), &text).is_err(), "{bad}");
+            let mut c = Config::parse(
+                Path::new("t.toml"),
+                &format!("[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n[upstream]\n{url}\n"),
+            )
+            .unwrap();
+            let up = c.upstream.as_mut().unwrap();
+            up.reconnect_max = humantime::parse_duration(bad).unwrap();
+            let e = ClientSettings::from_config(up, "gw1").unwrap_err();
             assert!(matches!(e, ClientError::ReconnectMax), "{bad}: {e}");
         }
     }
