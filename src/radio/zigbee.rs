@@ -39,9 +39,8 @@ use fieldgate_zigbee::nvitems::{
     self, AddressManagerEntry, ApsLinkKeyDataEntry, ApsTcLinkKeyEntry, DeviceLinkKey,
     LinkKeySource, LinkKeyTables, Nib, NvLayout, NwkKeyDescriptor, NwkSecMaterialEntry, TclkSeed,
 };
-use fieldgate_zigbee::zcl::clusters::{
-    self, id as cluster_id, OnOffCommand, Scale, ScalingContext,
-};
+use fieldgate_zigbee::zcl::clusters::{self, id as cluster_id, OnOffCommand, ScalingContext};
+use fieldgate_zigbee::zcl::readings::{self, DeviceReading, DeviceValue, HeldBack};
 use fieldgate_zigbee::zcl::{
     AttributeRecord, DataType, ReportingConfig, ZclCommand, ZclFrame, ZclValue,
 };
@@ -460,88 +459,17 @@ fn setup_for(ep: u8, cluster: u16) -> Vec<Setup> {
     plan
 }
 
-/// Attributes that configure other attributes (scaling, types) rather than measure anything.
-fn is_config_attribute(cluster: u16, attr: u16) -> bool {
-    match cluster {
-        cluster_id::BASIC => true,
-        cluster_id::METERING => matches!(attr, 0x0300..=0x0303),
-        cluster_id::ELECTRICAL_MEASUREMENT => attr == 0x0000 || (0x0600..=0x0605).contains(&attr),
-        cluster_id::IAS_ZONE => attr != 0x0002,
-        cluster_id::PRESSURE => attr == 0x0014,
-        _ => false,
-    }
-}
-
-/// Whether the factors an attribute's scaling needs are known.
-fn scaling_known(scale: Scale, ctx: &ScalingContext) -> bool {
-    match scale {
-        Scale::MeteringEnergy | Scale::MeteringPower => {
-            ctx.metering_multiplier.is_some() && ctx.metering_divisor.is_some()
-        }
-        Scale::AcVoltage => ctx.ac_voltage_multiplier.is_some() && ctx.ac_voltage_divisor.is_some(),
-        Scale::AcCurrent => ctx.ac_current_multiplier.is_some() && ctx.ac_current_divisor.is_some(),
-        Scale::AcPower => ctx.ac_power_multiplier.is_some() && ctx.ac_power_divisor.is_some(),
-        _ => true,
-    }
-}
-
-fn reading(name: &str, value: Value, unit: Option<&str>) -> Reading {
+/// A device reading from the codec's mapping, in the daemon's vocabulary.
+fn model_reading(r: DeviceReading) -> Reading {
     Reading {
-        name: name.to_string(),
-        value,
-        unit: unit.map(str::to_string),
+        name: r.name.to_string(),
+        value: match r.value {
+            DeviceValue::Number(n) => Value::Number(n),
+            DeviceValue::Bool(b) => Value::Bool(b),
+            DeviceValue::Text(t) => Value::Text(t),
+        },
+        unit: r.unit.map(str::to_string),
     }
-}
-
-/// IAS zone status bits as readings (a contact switch's alarm1 means "open").
-fn zone_readings(zone_status: u16) -> Vec<Reading> {
-    let s = clusters::IasZoneStatus::from(zone_status);
-    vec![
-        reading("contact", Value::Bool(!s.alarm1), None),
-        reading("tamper", Value::Bool(s.tamper), None),
-        reading("battery_low", Value::Bool(s.battery_low), None),
-    ]
-}
-
-/// Normalized readings in a report or read response, skipping what cannot be scaled yet.
-fn frame_readings(cluster: u16, frame: &ZclFrame, ctx: &ScalingContext) -> Vec<Reading> {
-    let mut out = Vec::new();
-    for (attr, value) in frame.attribute_values() {
-        if cluster == cluster_id::IAS_ZONE && attr == 0x0002 {
-            if let Some(v) = value.as_i64().and_then(|v| u16::try_from(v).ok()) {
-                out.extend(zone_readings(v));
-            }
-            continue;
-        }
-        if is_config_attribute(cluster, attr) {
-            continue;
-        }
-        let Some(def) = clusters::attribute(cluster, attr) else {
-            tracing::debug!(
-                cluster,
-                attr,
-                "attribute without a known meaning; not a reading"
-            );
-            continue;
-        };
-        if !scaling_known(def.scale, ctx) {
-            tracing::debug!(
-                cluster,
-                attr,
-                "scaling factors not known yet; reading held back"
-            );
-            continue;
-        }
-        let r = clusters::normalize(cluster, attr, value, ctx);
-        let value = match r.value {
-            clusters::ReadingValue::Number(n) => Value::Number(n),
-            clusters::ReadingValue::Bool(b) => Value::Bool(b),
-            clusters::ReadingValue::Text(t) => Value::Text(t),
-            clusters::ReadingValue::Raw(_) | clusters::ReadingValue::Invalid => continue,
-        };
-        out.push(reading(def.name, value, r.unit));
-    }
-    out
 }
 
 fn level_from_percent(percent: u8) -> u8 {
@@ -2517,22 +2445,29 @@ impl Session<'_> {
                 tracing::warn!(radio = %self.io.radio, device = %ieee, error = %f, "IAS enroll response not sent");
             }
         }
-        let mut readings = match &frame.command {
-            ZclCommand::IasZoneStatusChangeNotification { zone_status, .. } => {
-                zone_readings(*zone_status)
+        let ctx = self
+            .devices
+            .get(&ieee)
+            .and_then(|d| d.scaling.get(&ep))
+            .copied()
+            .unwrap_or_default();
+        let found = readings::device_readings(cluster, &frame, &ctx);
+        for (attr, why) in found.held_back {
+            match why {
+                HeldBack::UnknownAttribute => tracing::debug!(
+                    cluster,
+                    attr,
+                    "attribute without a known meaning; not a reading"
+                ),
+                HeldBack::ScalingUnknown => tracing::debug!(
+                    cluster,
+                    attr,
+                    "scaling factors not known yet; reading held back"
+                ),
             }
-            _ => {
-                let ctx = self
-                    .devices
-                    .get(&ieee)
-                    .and_then(|d| d.scaling.get(&ep))
-                    .copied()
-                    .unwrap_or_default();
-                frame_readings(cluster, &frame, &ctx)
-            }
-        };
+        }
+        let mut readings: Vec<Reading> = found.readings.into_iter().map(model_reading).collect();
         if !readings.is_empty() {
-            readings.dedup_by(|a, b| a.name == b.name && a.value == b.value);
             // The link quality of the frame that carried them (for weak-link health).
             readings.push(Reading {
                 name: "linkquality".into(),
@@ -3150,28 +3085,6 @@ mod tests {
         assert_eq!(level_from_percent(50), 127);
         assert_eq!(level_from_percent(100), 254);
         assert_eq!(level_from_percent(200), 254);
-    }
-
-    #[test]
-    fn metering_readings_wait_for_their_scaling() {
-        let report = ZclFrame::decode(
-            0x0702,
-            &[
-                0x18, 0x01, 0x0A, 0x00, 0x00, 0x25, 0x39, 0x30, 0x00, 0x00, 0x00, 0x00,
-            ],
-        )
-        .unwrap();
-        assert!(frame_readings(0x0702, &report, &ScalingContext::default()).is_empty());
-        let ctx = ScalingContext {
-            metering_multiplier: Some(1),
-            metering_divisor: Some(1000),
-            ..Default::default()
-        };
-        let r = frame_readings(0x0702, &report, &ctx);
-        assert_eq!(
-            r,
-            vec![reading("energy", Value::Number(12.345), Some("kWh"))]
-        );
     }
 
     fn facts() -> BackupFacts {

@@ -4,7 +4,7 @@
 //! - [`mt`]: Z-Stack MT framing ([`MtFrame`]) and the resyncing [`MtStreamParser`];
 //! - [`znp`]: typed ZNP commands ([`ZnpCommand`]) inside MT frames, both directions;
 //! - [`zcl`]: Zigbee Cluster Library frames ([`zcl::ZclFrame`]), data types, and the
-//!   cluster knowledge that turns attribute values into readings ([`zcl::clusters::normalize`]);
+//!   cluster knowledge that turns attribute values into readings ([`zcl::readings`]);
 //! - [`nvitems`]: the Z-Stack NV structures a network backup reads (NIB, active key,
 //!   NWK frame counters), in both the packed (CC2531) and aligned (CC26xx) layouts;
 //! - [`decode`]: one-call decoding of captured bytes into a serializable report, for

@@ -1,6 +1,7 @@
 //! What ZCL attributes mean: cluster and attribute names, units and scaling for the clusters a
-//! gateway needs, the normalizer that turns an attribute value into a [`Reading`], and the
-//! cluster-specific commands (On/Off, Level, IAS Zone).
+//! gateway needs, and the cluster-specific commands (On/Off, Level, IAS Zone). The mapping that
+//! applies these tables to values ([`normalize`] into a [`Reading`]) is in
+//! [`readings`](super::readings), re-exported here.
 //!
 //! Attribute ids and types: ZH `src/zspec/zcl/definition/cluster.ts`; scaling: ZHC
 //! `src/lib/modernExtend.ts` / `converters/fromZigbee.ts` (see the per-attribute comments).
@@ -9,9 +10,13 @@
 
 use serde::Serialize;
 
-use super::{Direction, ZclCommand, ZclFrame, ZclHeader, ZclValue};
+use super::{Direction, ZclCommand, ZclFrame, ZclHeader};
 use crate::error::Result;
 use crate::wire::Reader;
+
+// The mapping from attribute values to readings lives in `readings`; these names stay here
+// for the callers that know them from this module.
+pub use super::readings::{normalize, normalize_frame, Reading, ReadingValue, ScalingContext};
 
 /// Cluster ids handled here.
 pub mod id {
@@ -276,179 +281,6 @@ pub fn attribute(cluster_id: u16, attribute_id: u16) -> Option<&'static Attribut
         .attributes
         .iter()
         .find(|a| a.id == attribute_id)
-}
-
-/// Per-endpoint scaling factors that arrive as separate attributes (multiplier/divisor pairs,
-/// the pressure scale). The driver keeps one per device endpoint and feeds it every attribute
-/// value it sees with [`ScalingContext::observe`]; missing factors default to 1.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct ScalingContext {
-    pub metering_multiplier: Option<u32>,
-    pub metering_divisor: Option<u32>,
-    pub ac_voltage_multiplier: Option<u16>,
-    pub ac_voltage_divisor: Option<u16>,
-    pub ac_current_multiplier: Option<u16>,
-    pub ac_current_divisor: Option<u16>,
-    pub ac_power_multiplier: Option<u16>,
-    pub ac_power_divisor: Option<u16>,
-    pub pressure_scale: Option<i8>,
-}
-
-impl ScalingContext {
-    /// Records a scaling attribute if this is one; returns whether it was.
-    pub fn observe(&mut self, cluster_id: u16, attribute_id: u16, value: &ZclValue) -> bool {
-        let n = value.as_i64();
-        let u32v = n.and_then(|v| u32::try_from(v).ok());
-        let u16v = n.and_then(|v| u16::try_from(v).ok());
-        match (cluster_id, attribute_id) {
-            (id::METERING, 0x0301) => self.metering_multiplier = u32v,
-            (id::METERING, 0x0302) => self.metering_divisor = u32v,
-            (id::ELECTRICAL_MEASUREMENT, 0x0600) => self.ac_voltage_multiplier = u16v,
-            (id::ELECTRICAL_MEASUREMENT, 0x0601) => self.ac_voltage_divisor = u16v,
-            (id::ELECTRICAL_MEASUREMENT, 0x0602) => self.ac_current_multiplier = u16v,
-            (id::ELECTRICAL_MEASUREMENT, 0x0603) => self.ac_current_divisor = u16v,
-            (id::ELECTRICAL_MEASUREMENT, 0x0604) => self.ac_power_multiplier = u16v,
-            (id::ELECTRICAL_MEASUREMENT, 0x0605) => self.ac_power_divisor = u16v,
-            (id::PRESSURE, 0x0014) => self.pressure_scale = n.and_then(|v| i8::try_from(v).ok()),
-            _ => return false,
-        }
-        true
-    }
-}
-
-/// `multiplier / divisor`, with absent or zero factors taken as 1.
-fn ratio(mul: Option<f64>, div: Option<f64>) -> f64 {
-    let m = mul.filter(|m| *m != 0.0).unwrap_or(1.0);
-    let d = div.filter(|d| *d != 0.0).unwrap_or(1.0);
-    m / d
-}
-
-/// A normalized reading value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum ReadingValue {
-    Number(f64),
-    Bool(bool),
-    Text(String),
-    /// The attribute has no known meaning here: the typed raw value.
-    Raw(ZclValue),
-    /// The device sent the type's "invalid/unknown" sentinel (e.g. 0x8000 for int16).
-    Invalid,
-}
-
-/// One attribute value, normalized.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Reading {
-    pub cluster_id: u16,
-    pub attribute_id: u16,
-    /// `None` for unknown clusters.
-    pub cluster: Option<&'static str>,
-    /// `None` for unknown attributes (then `value` is [`ReadingValue::Raw`]).
-    pub name: Option<&'static str>,
-    pub value: ReadingValue,
-    pub unit: Option<&'static str>,
-}
-
-/// Turns an attribute value into a normalized reading. Never fails: unknown clusters or
-/// attributes, and values of an unexpected type, come back as [`ReadingValue::Raw`].
-pub fn normalize(
-    cluster_id: u16,
-    attribute_id: u16,
-    value: &ZclValue,
-    ctx: &ScalingContext,
-) -> Reading {
-    let def = attribute(cluster_id, attribute_id);
-    let mut reading = Reading {
-        cluster_id,
-        attribute_id,
-        cluster: cluster(cluster_id).map(|c| c.name),
-        name: def.map(|d| d.name),
-        value: ReadingValue::Raw(value.clone()),
-        unit: None,
-    };
-    let Some(def) = def else {
-        return reading;
-    };
-    if value.is_invalid() {
-        reading.value = ReadingValue::Invalid;
-        return reading;
-    }
-    let num = value.as_f64();
-    let f = |x: Option<u16>| x.map(f64::from);
-    let value_out = match def.scale {
-        Raw => num.map(ReadingValue::Number),
-        Div(k) => num.map(|v| ReadingValue::Number(v / k)),
-        Mul(k) => num.map(|v| ReadingValue::Number(round6(v * k))),
-        Illuminance => num.map(|v| {
-            ReadingValue::Number(if v <= 0.0 {
-                0.0
-            } else {
-                round6(10f64.powf((v - 1.0) / 10000.0))
-            })
-        }),
-        Bit0 => value.as_i64().map(|v| ReadingValue::Bool(v & 1 != 0)),
-        Bool => match value {
-            ZclValue::Bool(Some(b)) => Some(ReadingValue::Bool(*b)),
-            _ => value.as_i64().map(|v| ReadingValue::Bool(v != 0)),
-        },
-        Text => value.as_text().map(ReadingValue::Text),
-        PressureScaled => match (num, ctx.pressure_scale) {
-            (Some(v), Some(scale)) => Some(ReadingValue::Number(round6(
-                v * 10f64.powi(-i32::from(scale)) / 100.0,
-            ))),
-            _ => None,
-        },
-        MeteringEnergy => num.map(|v| {
-            let k = ratio(
-                ctx.metering_multiplier.map(f64::from),
-                ctx.metering_divisor.map(f64::from),
-            );
-            ReadingValue::Number(round6(v * k))
-        }),
-        MeteringPower => num.map(|v| {
-            let k = ratio(
-                ctx.metering_multiplier.map(f64::from),
-                ctx.metering_divisor.map(f64::from),
-            );
-            ReadingValue::Number(round6(v * k * 1000.0))
-        }),
-        AcVoltage => num.map(|v| {
-            let k = ratio(f(ctx.ac_voltage_multiplier), f(ctx.ac_voltage_divisor));
-            ReadingValue::Number(round6(v * k))
-        }),
-        AcCurrent => num.map(|v| {
-            let k = ratio(f(ctx.ac_current_multiplier), f(ctx.ac_current_divisor));
-            ReadingValue::Number(round6(v * k))
-        }),
-        AcPower => num.map(|v| {
-            let k = ratio(f(ctx.ac_power_multiplier), f(ctx.ac_power_divisor));
-            ReadingValue::Number(round6(v * k))
-        }),
-    };
-    // An unexpected type for a known attribute (or a scale not known yet) stays raw.
-    if let Some(v) = value_out {
-        reading.value = v;
-        reading.unit = def.unit;
-    }
-    reading
-}
-
-/// Rounds away binary noise from scaling (e.g. 0.30000000000000004 → 0.3).
-fn round6(v: f64) -> f64 {
-    if v.is_finite() && v.abs() < 1e12 {
-        (v * 1e6).round() / 1e6
-    } else {
-        v
-    }
-}
-
-/// Normalizes every attribute value carried by a frame (reports, read responses, writes).
-pub fn normalize_frame(cluster_id: u16, frame: &ZclFrame, ctx: &ScalingContext) -> Vec<Reading> {
-    frame
-        .attribute_values()
-        .into_iter()
-        .map(|(attr, v)| normalize(cluster_id, attr, v, ctx))
-        .collect()
 }
 
 /// IAS Zone zoneStatus bits (ZHC `ias_*_alarm` converters).

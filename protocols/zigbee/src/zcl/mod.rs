@@ -3,10 +3,12 @@
 //!
 //! Header layout: ZH `src/zspec/zcl/zclHeader.ts`; global command payloads: ZH
 //! `src/zspec/zcl/definition/foundation.ts` and ZP `zigpy/zcl/foundation.py`. Cluster meaning
-//! (names, units, scaling) lives in [`clusters`]; value encoding in [`types`].
+//! (names, units, scaling) lives in [`clusters`], the mapping of values and commands to
+//! readings in [`readings`]; value encoding in [`types`].
 //! Anything not modelled decodes to [`ZclCommand::Raw`] instead of failing.
 
 pub mod clusters;
+pub mod readings;
 pub mod types;
 
 use serde::Serialize;
