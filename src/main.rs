@@ -362,7 +362,7 @@ fn main() -> ExitCode {
     } = &cli.command
     {
         let cluster = if *zcl { *cluster } else { None };
-        return match fieldgate::radio::zigbee::decode_to_json(&hex.join(" "), cluster) {
+        return match fieldgate_zigbee::decode::decode_to_json(&hex.join(" "), cluster) {
             Ok(json) => {
                 fieldgate::outln!("{json}");
                 ExitCode::SUCCESS

@@ -3023,36 +3023,6 @@ fn open_coordinator_backup(
     }))
 }
 
-/// `fieldgate decode zigbee`: decodes captured MT bytes (or a bare ZCL payload) as JSON.
-pub fn decode_to_json(hex: &str, zcl_cluster: Option<u16>) -> Result<String> {
-    use fieldgate_zigbee::decode;
-    match zcl_cluster {
-        Some(cluster) => {
-            let bytes = decode::parse_hex(hex).map_err(|e| anyhow!("{e}"))?;
-            let report = decode::describe_zcl(cluster, &bytes);
-            let ok = report.error.is_none();
-            let text = serde_json::to_string_pretty(&report)?;
-            if ok {
-                Ok(text)
-            } else {
-                Err(anyhow!("{text}"))
-            }
-        }
-        None => {
-            let report = decode::decode_hex(hex).map_err(|e| anyhow!("{e}"))?;
-            if report.frames.is_empty() {
-                bail!(
-                    "no complete MT frame found ({} byte(s) dropped, {} bad FCS, {} incomplete)",
-                    report.parser.dropped_bytes,
-                    report.parser.bad_fcs,
-                    report.incomplete_bytes
-                );
-            }
-            Ok(report.to_json_pretty())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -3173,14 +3143,5 @@ mod tests {
             ..facts()
         })
         .contains("network key"));
-    }
-
-    #[test]
-    fn decode_cli_prints_json_and_refuses_noise() {
-        let json = decode_to_json("FE 02 61 01 11 00 73", None).unwrap();
-        assert!(json.contains("sys_ping_rsp"), "{json}");
-        assert!(decode_to_json("00 11 22", None).is_err());
-        let zcl = decode_to_json("18 10 0A 00 00 29 66 08", Some(0x0402)).unwrap();
-        assert!(zcl.contains("temperature") && zcl.contains("21.5"), "{zcl}");
     }
 }

@@ -1,5 +1,6 @@
 //! One-call decoding of captured bytes into a serializable report, for the
-//! `fieldgate decode zigbee HEX` CLI and for logs. Builds on the other modules; adds no layouts.
+//! `fieldgate decode zigbee HEX` CLI ([`decode_to_json`]) and for logs. Builds on the other
+//! modules; adds no layouts.
 
 use serde::Serialize;
 
@@ -39,6 +40,12 @@ pub struct DecodeReport {
 }
 
 impl DecodeReport {
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+impl DecodedZcl {
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
@@ -133,4 +140,81 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>> {
 /// [`parse_hex`] then [`decode_mt_stream`].
 pub fn decode_hex(text: &str) -> Result<DecodeReport> {
     Ok(decode_mt_stream(&parse_hex(text)?))
+}
+
+/// Why [`decode_to_json`] has nothing to print but an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeFailure {
+    /// The input is not hex.
+    #[error(transparent)]
+    Input(#[from] Error),
+    /// Not one complete MT frame in the bytes.
+    #[error("no complete MT frame found ({dropped_bytes} byte(s) dropped, {bad_fcs} bad FCS, {incomplete_bytes} incomplete)")]
+    NoFrame {
+        dropped_bytes: u64,
+        bad_fcs: u64,
+        incomplete_bytes: usize,
+    },
+    /// The ZCL payload does not decode: the report (pretty JSON) says where.
+    #[error("{0}")]
+    Zcl(String),
+}
+
+/// `fieldgate decode zigbee`: captured MT bytes (or, with `zcl_cluster`, a bare ZCL payload
+/// received on that cluster) as pretty JSON.
+pub fn decode_to_json(hex: &str, zcl_cluster: Option<u16>) -> Result<String, DecodeFailure> {
+    match zcl_cluster {
+        Some(cluster) => {
+            let report = describe_zcl(cluster, &parse_hex(hex)?);
+            let text = report.to_json_pretty();
+            match report.error {
+                None => Ok(text),
+                Some(_) => Err(DecodeFailure::Zcl(text)),
+            }
+        }
+        None => {
+            let report = decode_hex(hex)?;
+            if report.frames.is_empty() {
+                return Err(DecodeFailure::NoFrame {
+                    dropped_bytes: report.parser.dropped_bytes,
+                    bad_fcs: report.parser.bad_fcs,
+                    incomplete_bytes: report.incomplete_bytes,
+                });
+            }
+            Ok(report.to_json_pretty())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_cli_prints_json_and_refuses_noise() {
+        let json = decode_to_json("FE 02 61 01 11 00 73", None).unwrap();
+        assert!(json.contains("sys_ping_rsp"), "{json}");
+        assert!(decode_to_json("00 11 22", None).is_err());
+        let zcl = decode_to_json("18 10 0A 00 00 29 66 08", Some(0x0402)).unwrap();
+        assert!(zcl.contains("temperature") && zcl.contains("21.5"), "{zcl}");
+    }
+
+    #[test]
+    fn decode_cli_errors_say_what_was_wrong() {
+        assert_eq!(
+            decode_to_json("00 11 22", None).unwrap_err().to_string(),
+            "no complete MT frame found (3 byte(s) dropped, 0 bad FCS, 0 incomplete)"
+        );
+        assert!(decode_to_json("zz", None)
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid hex input"));
+        // A ZCL payload cut short: the error is the report, which names the problem.
+        let e = decode_to_json("18 10 0A 00 00 29 66", Some(0x0402)).unwrap_err();
+        let report: serde_json::Value = serde_json::from_str(&e.to_string()).unwrap();
+        assert!(
+            report["error"].as_str().unwrap().contains("truncated"),
+            "{report}"
+        );
+    }
 }
