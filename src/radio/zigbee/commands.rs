@@ -1,0 +1,330 @@
+//! The hub's commands: permit join, remove, set (On/Off, level), refresh, install codes,
+//! key rotation and backup, each answered by a result event or on its reply channel.
+//!
+//! Owns the commands in flight until their AF_DATA_CONFIRM or read answers; must not decide
+//! whether a command is allowed (the hub has done that).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use fieldgate_zigbee::zcl::clusters::{self, id as cluster_id, OnOffCommand};
+use fieldgate_zigbee::zcl::ZclFrame;
+use fieldgate_zigbee::{IeeeAddr, ZnpCommand};
+use tokio::time::Instant;
+
+use super::devices::refresh_plan;
+use super::Coordinator;
+use crate::model::{DeviceCommand, DeviceEventKind, RadioCommand};
+
+/// How long a device command may wait for its AF_DATA_CONFIRM.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub(super) struct PendingCommand {
+    pub(super) command_id: String,
+    pub(super) native: String,
+    pub(super) deadline: Instant,
+}
+
+/// A refresh ([`RadioCommand::Read`]) in progress: the Read Attributes requests not yet
+/// answered, as (cluster, ZCL transaction sequence number).
+pub(super) struct PendingRefresh {
+    pub(super) command_id: String,
+    pub(super) ieee: IeeeAddr,
+    pub(super) waiting: Vec<(u16, u8)>,
+    pub(super) answered: usize,
+    pub(super) deadline: Instant,
+}
+
+pub(super) fn level_from_percent(percent: u8) -> u8 {
+    let p = u32::from(percent.min(100));
+    u8::try_from((p * 254 + 50) / 100).unwrap_or(254)
+}
+
+impl Coordinator<'_> {
+    pub(super) async fn on_command(&mut self, cmd: RadioCommand) -> Result<()> {
+        match cmd {
+            RadioCommand::PermitJoin { seconds } => {
+                let duration = u8::try_from(seconds.min(254)).unwrap_or(254);
+                match self
+                    .request(&ZnpCommand::permit_join_coordinator(duration))
+                    .await?
+                {
+                    Ok(_) => {
+                        tracing::info!(radio = %self.io.radio, seconds = duration, "join window opened (coordinator only)")
+                    }
+                    Err(f) => {
+                        tracing::warn!(radio = %self.io.radio, error = %f, "permit join refused by the coordinator")
+                    }
+                }
+            }
+            RadioCommand::Remove { native_address } => {
+                let dev = native_address
+                    .parse::<IeeeAddr>()
+                    .ok()
+                    .and_then(|ieee| self.devices.get(&ieee));
+                match dev {
+                    Some(d) => {
+                        let (nwk, ieee) = (d.nwk, d.ieee);
+                        tracing::info!(radio = %self.io.radio, device = %ieee, "asking the device to leave");
+                        let req = ZnpCommand::ZdoMgmtLeaveReq {
+                            dst_addr: nwk,
+                            ieee,
+                            rejoin: false,
+                            remove_children: false,
+                        };
+                        if let Err(f) = self.request(&req).await? {
+                            tracing::warn!(radio = %self.io.radio, device = %ieee, error = %f, "leave request refused");
+                        }
+                    }
+                    None => {
+                        tracing::warn!(radio = %self.io.radio, device = %native_address, "remove: device not seen on this network since start-up; it was not told to leave")
+                    }
+                }
+            }
+            RadioCommand::Set {
+                native_address,
+                command,
+                command_id,
+            } => self.set(native_address, command, command_id).await?,
+            RadioCommand::AddInstallCode {
+                native_address,
+                code,
+                reply,
+            } => {
+                let answer = match native_address.parse::<IeeeAddr>() {
+                    Ok(ieee) => match self.push_install_code(ieee, &code).await? {
+                        Ok(()) => {
+                            tracing::info!(radio = %self.io.radio, device = %ieee, "install code registered with the coordinator");
+                            Ok(())
+                        }
+                        Err(f) => {
+                            tracing::warn!(radio = %self.io.radio, device = %ieee, error = %f, "the coordinator refused the install code");
+                            Err(format!("the coordinator refused the install code: {f}"))
+                        }
+                    },
+                    Err(_) => Err(format!("`{native_address}` is not an IEEE address")),
+                };
+                let _ = reply.send(answer);
+            }
+            RadioCommand::RequireInstallCodes { required } => {
+                let changed = *self.require_install_codes != required;
+                *self.require_install_codes = required;
+                if changed {
+                    self.apply_install_code_policy().await?;
+                }
+            }
+            RadioCommand::RotateNetworkKey { reply } => self.start_rotation(reply).await?,
+            RadioCommand::Read {
+                native_address,
+                command_id,
+            } => self.refresh(native_address, command_id).await?,
+            RadioCommand::Backup { reply } => {
+                let result = self.backup().await;
+                let answer = match &result {
+                    Ok(Ok(v)) => Ok(v.clone()),
+                    Ok(Err(e)) => Err(e.clone()),
+                    Err(e) => Err(format!("the coordinator link failed: {e:#}")),
+                };
+                match &answer {
+                    Ok(_) => tracing::info!(radio = %self.io.radio, "network backup exported"),
+                    Err(e) => {
+                        tracing::warn!(radio = %self.io.radio, error = %e, bad_nv_items_total = self.stats.bad_nv_items.load(std::sync::atomic::Ordering::Relaxed), "network backup failed")
+                    }
+                }
+                let _ = reply.send(answer);
+                // A broken link ends the session (the supervisor re-opens it).
+                result.map(drop)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the device's reportable attributes; the answers become readings as reports
+    /// do, and a `CommandResult` follows once every read is answered or the time is up.
+    pub(super) async fn refresh(&mut self, native: String, command_id: String) -> Result<()> {
+        let fail = |detail: &str| DeviceEventKind::CommandResult {
+            command_id: command_id.clone(),
+            ok: false,
+            detail: detail.to_string(),
+        };
+        let Some(dev) = native
+            .parse::<IeeeAddr>()
+            .ok()
+            .and_then(|i| self.devices.get(&i))
+        else {
+            return self
+                .emit(native.clone(), fail("device not on this network"))
+                .await;
+        };
+        let (ieee, nwk, plan) = (dev.ieee, dev.nwk, refresh_plan(dev));
+        if plan.is_empty() {
+            return self
+                .emit(
+                    native.clone(),
+                    fail("nothing to read: no cluster with readings is known for this device yet"),
+                )
+                .await;
+        }
+        tracing::info!(radio = %self.io.radio, device = %native, clusters = plan.len(), command_id = %command_id, "refreshing");
+        let mut waiting = Vec::new();
+        for (ep, cluster, attrs) in plan {
+            let tsn = self.next_tsn();
+            let req = self.zcl_request(nwk, ep, cluster, ZclFrame::read_attributes(tsn, attrs))?;
+            match self.request(&req).await? {
+                Ok(_) => waiting.push((cluster, tsn)),
+                Err(f) => {
+                    tracing::warn!(radio = %self.io.radio, device = %native, cluster, error = %f, "read request refused")
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return self
+                .emit(
+                    native.clone(),
+                    fail("AF_DATA_REQUEST refused for every read"),
+                )
+                .await;
+        }
+        // A sleeping device's parent holds frames for up to 7.68 s.
+        let wait = self.opts.response_timeout.max(Duration::from_secs(8));
+        self.refreshes.push(PendingRefresh {
+            command_id,
+            ieee,
+            waiting,
+            answered: 0,
+            deadline: Instant::now() + wait,
+        });
+        Ok(())
+    }
+
+    /// A read response arrived: ends the refresh it completes.
+    pub(super) async fn refresh_answered(
+        &mut self,
+        ieee: IeeeAddr,
+        cluster: u16,
+        tsn: u8,
+    ) -> Result<()> {
+        let Some(i) = self
+            .refreshes
+            .iter()
+            .position(|r| r.ieee == ieee && r.waiting.contains(&(cluster, tsn)))
+        else {
+            return Ok(());
+        };
+        let r = &mut self.refreshes[i];
+        r.waiting.retain(|w| *w != (cluster, tsn));
+        r.answered += 1;
+        if r.waiting.is_empty() {
+            let r = self.refreshes.swap_remove(i);
+            let detail = format!("refreshed: {} cluster(s) read", r.answered);
+            self.emit(
+                r.ieee.to_string(),
+                DeviceEventKind::CommandResult {
+                    command_id: r.command_id,
+                    ok: true,
+                    detail,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the refreshes whose time is up: ok when part of the device answered.
+    pub(super) async fn refreshes_due(&mut self, now: Instant) -> Result<()> {
+        while let Some(i) = self.refreshes.iter().position(|r| r.deadline <= now) {
+            let r = self.refreshes.swap_remove(i);
+            let detail = format!(
+                "{} cluster(s) read, {} unanswered",
+                r.answered,
+                r.waiting.len()
+            );
+            self.emit(
+                r.ieee.to_string(),
+                DeviceEventKind::CommandResult {
+                    command_id: r.command_id,
+                    ok: r.answered > 0,
+                    detail,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn set(
+        &mut self,
+        native: String,
+        command: DeviceCommand,
+        command_id: String,
+    ) -> Result<()> {
+        let fail = |detail: String| DeviceEventKind::CommandResult {
+            command_id: command_id.clone(),
+            ok: false,
+            detail,
+        };
+        let Some(dev) = native
+            .parse::<IeeeAddr>()
+            .ok()
+            .and_then(|i| self.devices.get(&i))
+        else {
+            return self
+                .emit(native.clone(), fail("device not on this network".into()))
+                .await;
+        };
+        let cluster = match command {
+            DeviceCommand::Level { .. } => cluster_id::LEVEL_CONTROL,
+            _ => cluster_id::ON_OFF,
+        };
+        let nwk = dev.nwk;
+        let ep = dev.endpoint_with(cluster).unwrap_or(1);
+        let tsn = self.next_tsn();
+        let frame = match command {
+            DeviceCommand::On => clusters::on_off(OnOffCommand::On, tsn),
+            DeviceCommand::Off => clusters::on_off(OnOffCommand::Off, tsn),
+            DeviceCommand::Toggle => clusters::on_off(OnOffCommand::Toggle, tsn),
+            DeviceCommand::Level { percent } => {
+                clusters::move_to_level_with_on_off(level_from_percent(percent), 0, tsn)
+            }
+        };
+        let req = self.zcl_request(nwk, ep, cluster, frame)?;
+        let trans_id = match &req {
+            ZnpCommand::AfDataRequestReq(r) => r.trans_id,
+            _ => 0,
+        };
+        tracing::info!(radio = %self.io.radio, device = %native, command = ?command, command_id = %command_id, "sending command");
+        match self.request(&req).await? {
+            Ok(_) => {
+                self.commands.insert(
+                    trans_id,
+                    PendingCommand {
+                        command_id,
+                        native,
+                        deadline: Instant::now() + CONFIRM_TIMEOUT,
+                    },
+                );
+                Ok(())
+            }
+            Err(f) => {
+                self.emit(
+                    native.clone(),
+                    fail(format!("AF_DATA_REQUEST refused: {f}")),
+                )
+                .await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_maps_onto_the_zigbee_level_scale() {
+        assert_eq!(level_from_percent(0), 0);
+        assert_eq!(level_from_percent(50), 127);
+        assert_eq!(level_from_percent(100), 254);
+        assert_eq!(level_from_percent(200), 254);
+    }
+}

@@ -1,0 +1,288 @@
+//! What the driver knows about a device and what it still has to ask: descriptors, Basic
+//! cluster facts, the interview steps and the reporting set-up planned from the clusters the
+//! device serves, and what a refresh reads.
+//!
+//! Pure state (no IO, no async): the conversation that fills it in is `interview` and
+//! `indications`. Survives link re-opens (the driver keeps it).
+
+use std::collections::{BTreeMap, HashMap};
+
+use fieldgate_zigbee::zcl::clusters::{self, id as cluster_id, ScalingContext};
+use fieldgate_zigbee::zcl::{DataType, ReportingConfig, ZclValue};
+use fieldgate_zigbee::znp::{NodeDescriptor, SimpleDescriptor};
+use fieldgate_zigbee::IeeeAddr;
+use tokio::time::Instant;
+
+use crate::model::{DeviceInfo, PowerSource};
+
+/// One step of an interview or of the reporting set-up after it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Step {
+    NodeDesc,
+    ActiveEp,
+    SimpleDesc(u8),
+    Basic(u8),
+    Setup(Setup),
+}
+
+/// Reporting set-up for the clusters this driver knows.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Setup {
+    Bind {
+        ep: u8,
+        cluster: u16,
+    },
+    Configure {
+        ep: u8,
+        cluster: u16,
+        records: Vec<ReportingConfig>,
+    },
+    ReadAttrs {
+        ep: u8,
+        cluster: u16,
+        attrs: Vec<u16>,
+    },
+    /// Write our IEEE address as the zone's CIE address; the zone then asks to enroll.
+    IasCie {
+        ep: u8,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Waiting {
+    pub(super) step: Step,
+    pub(super) tsn: Option<u8>,
+    pub(super) sent_at: Instant,
+    pub(super) deadline: Instant,
+    pub(super) attempts: u32,
+}
+
+/// What the driver knows about one device. Survives link re-opens (it lives in the driver).
+#[derive(Debug, Clone)]
+pub(super) struct Device {
+    pub(super) ieee: IeeeAddr,
+    pub(super) nwk: u16,
+    pub(super) rx_on_when_idle: bool,
+    pub(super) node: Option<NodeDescriptor>,
+    pub(super) endpoints: Option<Vec<u8>>,
+    pub(super) simple: BTreeMap<u8, SimpleDescriptor>,
+    pub(super) basic: Option<BasicInfo>,
+    pub(super) setup: Vec<Setup>,
+    pub(super) setup_done: usize,
+    pub(super) waiting: Option<Waiting>,
+    /// Out of attempts: waits for the device to speak, or for `retry_at`.
+    pub(super) stalled: bool,
+    /// Stalls in a row, for the backoff of `retry_at`.
+    pub(super) stalls: u32,
+    pub(super) retry_at: Option<Instant>,
+    pub(super) interviewed: bool,
+    pub(super) scaling: HashMap<u8, ScalingContext>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct BasicInfo {
+    pub(super) manufacturer: Option<String>,
+    pub(super) model: Option<String>,
+    pub(super) sw_build: Option<String>,
+    pub(super) power_source: Option<u8>,
+}
+
+impl Device {
+    pub(super) fn new(ieee: IeeeAddr, nwk: u16) -> Self {
+        Self {
+            ieee,
+            nwk,
+            rx_on_when_idle: true,
+            node: None,
+            endpoints: None,
+            simple: BTreeMap::new(),
+            basic: None,
+            setup: Vec::new(),
+            setup_done: 0,
+            waiting: None,
+            stalled: false,
+            stalls: 0,
+            retry_at: None,
+            interviewed: false,
+            scaling: HashMap::new(),
+        }
+    }
+
+    pub(super) fn native(&self) -> String {
+        self.ieee.to_string()
+    }
+
+    /// The next thing to ask, or `None` when interview and set-up are complete.
+    pub(super) fn next_step(&self) -> Option<Step> {
+        if self.node.is_none() {
+            return Some(Step::NodeDesc);
+        }
+        let Some(eps) = &self.endpoints else {
+            return Some(Step::ActiveEp);
+        };
+        if let Some(ep) = eps.iter().find(|ep| !self.simple.contains_key(ep)) {
+            return Some(Step::SimpleDesc(*ep));
+        }
+        if self.basic.is_none() {
+            return Some(Step::Basic(
+                self.endpoint_with(cluster_id::BASIC).unwrap_or(1),
+            ));
+        }
+        self.setup.get(self.setup_done).cloned().map(Step::Setup)
+    }
+
+    pub(super) fn endpoint_with(&self, cluster: u16) -> Option<u8> {
+        self.simple
+            .values()
+            .find(|d| d.in_clusters.contains(&cluster))
+            .map(|d| d.endpoint)
+    }
+
+    pub(super) fn power_source(&self) -> Option<PowerSource> {
+        let from_basic = self
+            .basic
+            .as_ref()
+            .and_then(|b| b.power_source)
+            .map(|p| match p & 0x7F {
+                3 => PowerSource::Battery,
+                1 | 2 | 4 | 5 | 6 => PowerSource::Mains,
+                _ => PowerSource::Unknown,
+            });
+        let from_node = self.node.as_ref().map(|n| {
+            if n.mac_capabilities.mains_powered() {
+                PowerSource::Mains
+            } else {
+                PowerSource::Battery
+            }
+        });
+        match from_basic {
+            Some(PowerSource::Unknown) | None => from_node.or(from_basic),
+            known => known,
+        }
+    }
+
+    pub(super) fn info(&self) -> DeviceInfo {
+        let basic = self.basic.clone().unwrap_or_default();
+        let mut capabilities: Vec<String> = self
+            .simple
+            .values()
+            .flat_map(|d| d.in_clusters.iter())
+            .filter(|c| **c != cluster_id::BASIC)
+            .filter_map(|c| clusters::cluster(*c).map(|d| d.name.to_string()))
+            .collect();
+        capabilities.sort();
+        capabilities.dedup();
+        DeviceInfo {
+            manufacturer: basic.manufacturer,
+            model: basic.model,
+            firmware: basic.sw_build,
+            power_source: self.power_source(),
+            capabilities,
+        }
+    }
+
+    /// Reporting set-up for every known cluster the device serves.
+    pub(super) fn plan_setup(&mut self) {
+        let mut plan = Vec::new();
+        for d in self.simple.values() {
+            let ep = d.endpoint;
+            for cluster in &d.in_clusters {
+                plan.extend(setup_for(ep, *cluster));
+            }
+        }
+        self.setup = plan;
+        self.setup_done = 0;
+    }
+}
+
+pub(super) fn report(
+    attribute_id: u16,
+    data_type: DataType,
+    change: Option<ZclValue>,
+) -> ReportingConfig {
+    ReportingConfig::Send {
+        attribute_id,
+        data_type,
+        min_interval: 5,
+        max_interval: 300,
+        reportable_change: change,
+    }
+}
+
+pub(super) fn setup_for(ep: u8, cluster: u16) -> Vec<Setup> {
+    use cluster_id as c;
+    let uint = |width: u8, value: u64| Some(ZclValue::Uint { width, value });
+    let int = |width: u8, value: i64| Some(ZclValue::Int { width, value });
+    let records = match cluster {
+        c::POWER_CONFIG => vec![report(0x0021, DataType::UINT8, uint(1, 2))],
+        c::ON_OFF => vec![report(0x0000, DataType::BOOL, None)],
+        c::LEVEL_CONTROL => vec![report(0x0000, DataType::UINT8, uint(1, 1))],
+        c::TEMPERATURE => vec![report(0x0000, DataType::INT16, int(2, 10))],
+        c::HUMIDITY => vec![report(0x0000, DataType::UINT16, uint(2, 100))],
+        c::PRESSURE => vec![report(0x0000, DataType::INT16, int(2, 1))],
+        c::ILLUMINANCE => vec![report(0x0000, DataType::UINT16, uint(2, 500))],
+        c::OCCUPANCY => vec![report(0x0000, DataType::BITMAP8, None)],
+        c::METERING => vec![
+            report(0x0000, DataType::UINT48, uint(6, 1)),
+            report(0x0400, DataType::INT24, int(3, 1)),
+        ],
+        c::ELECTRICAL_MEASUREMENT => vec![
+            report(0x0505, DataType::UINT16, uint(2, 10)),
+            report(0x0508, DataType::UINT16, uint(2, 10)),
+            report(0x050B, DataType::INT16, int(2, 10)),
+        ],
+        c::IAS_ZONE => return vec![Setup::IasCie { ep }],
+        _ => return Vec::new(),
+    };
+    let mut plan = Vec::new();
+    // Multiplier/divisor first, so the first report is already scaled right.
+    match cluster {
+        c::METERING => plan.push(Setup::ReadAttrs {
+            ep,
+            cluster,
+            attrs: vec![0x0301, 0x0302],
+        }),
+        c::ELECTRICAL_MEASUREMENT => plan.push(Setup::ReadAttrs {
+            ep,
+            cluster,
+            attrs: vec![0x0600, 0x0601, 0x0602, 0x0603, 0x0604, 0x0605],
+        }),
+        _ => {}
+    }
+    plan.push(Setup::Bind { ep, cluster });
+    plan.push(Setup::Configure {
+        ep,
+        cluster,
+        records,
+    });
+    plan
+}
+
+/// What a refresh reads: per endpoint and cluster, the attributes reporting is set up for
+/// (and an IAS zone's status).
+pub(super) fn refresh_plan(dev: &Device) -> Vec<(u8, u16, Vec<u16>)> {
+    let mut plan = Vec::new();
+    for d in dev.simple.values() {
+        for cluster in &d.in_clusters {
+            if *cluster == cluster_id::IAS_ZONE {
+                plan.push((d.endpoint, *cluster, vec![0x0002]));
+                continue;
+            }
+            for step in setup_for(d.endpoint, *cluster) {
+                if let Setup::Configure { records, .. } = step {
+                    let attrs: Vec<u16> = records
+                        .iter()
+                        .filter_map(|r| match r {
+                            ReportingConfig::Send { attribute_id, .. } => Some(*attribute_id),
+                            _ => None,
+                        })
+                        .collect();
+                    if !attrs.is_empty() {
+                        plan.push((d.endpoint, *cluster, attrs));
+                    }
+                }
+            }
+        }
+    }
+    plan
+}

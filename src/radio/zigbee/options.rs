@@ -1,0 +1,162 @@
+//! `[radio.options]` of a Zigbee radio: what may be set, the defaults, and the errors that
+//! name the key and say what is allowed.
+//!
+//! Owns parsing and validation only; must not open anything or hold state.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use fieldgate_zigbee::IeeeAddr;
+
+use super::MAX_KEY_SWITCH_DELAY;
+
+/// `[radio.options]` for a Zigbee radio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZigbeeOptions {
+    /// 11–26; used when forming (default 11) and checked when resuming.
+    pub channel: Option<u8>,
+    pub pan_id: Option<u16>,
+    pub extended_pan_id: Option<u64>,
+    /// Time to wait for an SRSP (ZH: 6 s).
+    pub sreq_timeout: Duration,
+    /// Keep-alive ping period (ZHA: 30 s).
+    pub watchdog_interval: Duration,
+    /// Time to wait for a device's answer during an interview.
+    pub response_timeout: Duration,
+    /// Tries per interview step before waiting for the device to speak again.
+    pub interview_attempts: u32,
+    /// Time between sending a new network key and switching to it, so that every device,
+    /// sleepy ones polling their parent included, has it (default 30 s).
+    pub key_switch_delay: Duration,
+}
+
+impl Default for ZigbeeOptions {
+    fn default() -> Self {
+        Self {
+            channel: None,
+            pan_id: None,
+            extended_pan_id: None,
+            sreq_timeout: Duration::from_secs(6),
+            watchdog_interval: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(5),
+            interview_attempts: 3,
+            key_switch_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+const KNOWN_OPTIONS: &str = "channel, pan_id, extended_pan_id, sreq_timeout, watchdog_interval, response_timeout, interview_attempts, key_switch_delay";
+
+impl ZigbeeOptions {
+    /// Validates `[radio.options]`; errors name the key and say what is allowed.
+    pub fn parse(table: &toml::Table) -> Result<Self> {
+        let mut o = Self::default();
+        for (key, value) in table {
+            match key.as_str() {
+                "channel" => {
+                    let c = value
+                        .as_integer()
+                        .filter(|c| (11..=26).contains(c))
+                        .ok_or_else(|| {
+                            anyhow!("zigbee option `channel` must be an integer from 11 to 26, got {value}")
+                        })?;
+                    o.channel = u8::try_from(c).ok();
+                }
+                "pan_id" => {
+                    let p = int_or_hex(value)
+                        .filter(|p| (0x0001..=0xFFFE).contains(p))
+                        .ok_or_else(|| {
+                            anyhow!("zigbee option `pan_id` must be 0x0001–0xFFFE (integer or \"0x1a62\"), got {value}")
+                        })?;
+                    o.pan_id = u16::try_from(p).ok();
+                }
+                "extended_pan_id" => {
+                    let text = value.as_str().ok_or_else(|| {
+                        anyhow!("zigbee option `extended_pan_id` must be a string of 16 hex digits, e.g. \"0xdddddddddddddddd\"")
+                    })?;
+                    let e: IeeeAddr = text
+                        .parse()
+                        .map_err(|e| anyhow!("zigbee option `extended_pan_id`: {e}"))?;
+                    if e.0 == 0 || e.0 == u64::MAX {
+                        bail!("zigbee option `extended_pan_id` may not be all zeros or all ones");
+                    }
+                    o.extended_pan_id = Some(e.0);
+                }
+                "sreq_timeout" => o.sreq_timeout = duration(key, value)?,
+                "watchdog_interval" => o.watchdog_interval = duration(key, value)?,
+                "response_timeout" => o.response_timeout = duration(key, value)?,
+                "key_switch_delay" => {
+                    o.key_switch_delay = duration(key, value)?;
+                    if o.key_switch_delay > MAX_KEY_SWITCH_DELAY {
+                        bail!("zigbee option `key_switch_delay` must be at most 5min");
+                    }
+                }
+                "interview_attempts" => {
+                    o.interview_attempts = value
+                        .as_integer()
+                        .filter(|n| (1..=20).contains(n))
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| {
+                            anyhow!("zigbee option `interview_attempts` must be 1–20")
+                        })?;
+                }
+                other => bail!("unknown zigbee option `{other}` (known: {KNOWN_OPTIONS})"),
+            }
+        }
+        Ok(o)
+    }
+}
+
+pub(super) fn int_or_hex(v: &toml::Value) -> Option<i64> {
+    match v {
+        toml::Value::Integer(i) => Some(*i),
+        toml::Value::String(s) => {
+            let t = s.trim();
+            match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => i64::from_str_radix(hex, 16).ok(),
+                None => t.parse().ok(),
+            }
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn duration(key: &str, v: &toml::Value) -> Result<Duration> {
+    let d = v
+        .as_str()
+        .and_then(|s| humantime::parse_duration(s).ok())
+        .ok_or_else(|| {
+            anyhow!("zigbee option `{key}` must be a duration such as \"6s\" or \"500ms\", got {v}")
+        })?;
+    if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {
+        bail!("zigbee option `{key}` must be between 10ms and 1h");
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn options_are_validated_with_clear_errors() {
+        let o = ZigbeeOptions::parse(&table(
+            "channel = 15\npan_id = \"0x1a62\"\nextended_pan_id = \"0xdddddddddddddddd\"\nsreq_timeout = \"2s\"",
+        ))
+        .unwrap();
+        assert_eq!(o.channel, Some(15));
+        assert_eq!(o.pan_id, Some(0x1A62));
+        assert_eq!(o.extended_pan_id, Some(0xDDDD_DDDD_DDDD_DDDD));
+        assert_eq!(o.sreq_timeout, Duration::from_secs(2));
+        let err = |t: &str| ZigbeeOptions::parse(&table(t)).unwrap_err().to_string();
+        assert!(err("channel = 27").contains("11 to 26"));
+        assert!(err("pan_id = 65535").contains("0xFFFE"));
+        assert!(err("extended_pan_id = \"0x12\"").contains("16 hex digits"));
+        assert!(err("chanel = 11").contains("unknown zigbee option `chanel`"));
+        assert!(err("sreq_timeout = 5").contains("duration"));
+    }
+}
