@@ -13,6 +13,7 @@
 //! entry in [`DRIVERS`]. The supervisor (`supervisor.rs`) runs every driver alike.
 
 pub mod link;
+pub mod session;
 mod supervisor;
 pub mod zigbee;
 pub mod zigbee_sim;
