@@ -13,6 +13,7 @@ use fieldgate_zigbee::{IeeeAddr, ZnpCommand};
 use tokio::time::Instant;
 
 use super::devices::{BasicInfo, Device, Setup, Step, Waiting};
+use super::transport::Inbound;
 use super::Coordinator;
 use crate::model::{DeviceEventKind, Reading, Value};
 use crate::radio::RadioCounters;
@@ -83,7 +84,7 @@ impl Coordinator<'_> {
                         .nwk = nwk_addr;
                     self.advance(ieee, 0).await?;
                     for f in frames {
-                        self.pending.push_back(f);
+                        self.link.queue_unsolicited(Inbound::Indication(f));
                     }
                 }
             }

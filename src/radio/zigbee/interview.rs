@@ -18,11 +18,16 @@ use tokio::time::Instant;
 use super::devices::{Setup, Step, Waiting};
 use super::{Coordinator, OUR_ENDPOINT};
 use crate::model::DeviceEventKind;
+use crate::radio::session::RetryPolicy;
 
-/// First retry of a stalled interview that the device did not resume by speaking; doubles
-/// per stall up to [`STALL_RETRY_MAX`].
-const STALL_RETRY: Duration = Duration::from_secs(30);
-const STALL_RETRY_MAX: Duration = Duration::from_secs(15 * 60);
+/// When a stalled interview that the device did not resume by speaking is tried again:
+/// 30 s after the first stall, doubling per stall in a row up to 15 min, for as long as the
+/// device is known.
+const STALL_BACKOFF: RetryPolicy = RetryPolicy {
+    attempts: u32::MAX,
+    first_delay: Duration::from_secs(30),
+    max_delay: Duration::from_secs(15 * 60),
+};
 
 impl Coordinator<'_> {
     /// Sends the request for the device's next step (if any) and records what it waits for.
@@ -138,9 +143,7 @@ impl Coordinator<'_> {
         }
         dev.stalled = true;
         dev.stalls = dev.stalls.saturating_add(1);
-        let backoff = STALL_RETRY
-            .saturating_mul(1 << dev.stalls.saturating_sub(1).min(10))
-            .min(STALL_RETRY_MAX);
+        let backoff = STALL_BACKOFF.delay(dev.stalls);
         dev.retry_at = Some(Instant::now() + backoff);
         tracing::info!(radio = %self.io.radio, device = %ieee, step = ?w.step, retry_in = ?backoff, "interview paused until the device speaks again (partial results kept)");
         Ok(())

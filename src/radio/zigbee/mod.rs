@@ -5,8 +5,9 @@
 //! across links, and one `Coordinator` per open link runs the conversation (commands from
 //! the hub, indications from the coordinator, timers) one thing at a time. The codec
 //! (`fieldgate_zigbee`) owns every byte layout and this folder owns none. Rules it keeps:
-//! - **one outstanding SREQ** (`transport`), with a timeout; indications that arrive
-//!   meanwhile are queued and handled in order afterwards;
+//! - **one outstanding SREQ** (`transport`, over the shared serial
+//!   [`session`](crate::radio::session)), with a timeout; indications that arrive meanwhile
+//!   are queued and handled in order afterwards;
 //! - **interviews are state machines per device** (`interview`), driven by responses and
 //!   timers, so several devices are interviewed at once and a sleepy device that stops
 //!   answering keeps what was learnt and resumes the moment it next speaks;
@@ -33,11 +34,11 @@ mod transport;
 
 pub use options::ZigbeeOptions;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Context, Result};
-use fieldgate_zigbee::mt::{MtParserStats, MtStreamParser};
+use fieldgate_zigbee::mt::MtParserStats;
 use fieldgate_zigbee::zcl::ZclFrame;
 use fieldgate_zigbee::{IeeeAddr, ZnpCommand};
 use tokio::time::Instant;
@@ -45,7 +46,7 @@ use tokio::time::Instant;
 use self::commands::{PendingCommand, PendingRefresh};
 use self::devices::Device;
 use self::security::PendingRotation;
-use self::transport::FrameReader;
+use self::transport::{Inbound, ZnpSession};
 use super::link::Link;
 use super::{Driver, DriverFuture, DriverIo, RadioCounters};
 use crate::model::{DeviceEvent, DeviceEventKind};
@@ -82,20 +83,14 @@ impl Driver for ZigbeeDriver {
                 .with_context(|| format!("radio `{}`: invalid [radio.options]", io.radio))?;
             let counters = io.counters.clone();
             let mut coordinator = Coordinator {
-                reader: FrameReader {
-                    link,
-                    parser: MtStreamParser::from_ncp(),
-                    reported: MtParserStats::default(),
-                    ready: VecDeque::new(),
-                    buf: vec![0; 1024],
-                },
+                link: transport::session(link, &io.radio, counters.clone()),
                 io,
                 opts: options,
                 devices: &mut self.devices,
                 stats: counters,
                 require_install_codes: &mut self.require_install_codes,
                 rotation: None,
-                pending: VecDeque::new(),
+                line_stats_reported: MtParserStats::default(),
                 coordinator_ieee: IeeeAddr(0),
                 tsn: 0,
                 trans_id: 0,
@@ -114,15 +109,16 @@ impl Driver for ZigbeeDriver {
 /// The conversation with one coordinator over one open link: the parts that live as long
 /// as the link, and borrows of what the driver keeps across links.
 struct Coordinator<'a> {
-    reader: FrameReader,
+    /// The serial session with the coordinator: one SREQ in flight, indications queued.
+    link: ZnpSession,
     io: &'a mut DriverIo,
     opts: ZigbeeOptions,
     devices: &'a mut HashMap<IeeeAddr, Device>,
     stats: std::sync::Arc<RadioCounters>,
     require_install_codes: &'a mut bool,
     rotation: Option<PendingRotation>,
-    /// Indications received while waiting for an SRSP, in arrival order.
-    pending: VecDeque<ZnpCommand>,
+    /// The MT parser's counters as last logged.
+    line_stats_reported: MtParserStats,
     /// The coordinator's own IEEE address.
     coordinator_ieee: IeeeAddr,
     tsn: u8,
@@ -143,7 +139,7 @@ impl Coordinator<'_> {
                 self.startup().await?;
                 continue;
             }
-            while let Some(cmd) = self.pending.pop_front() {
+            while let Some(cmd) = self.next_queued_indication() {
                 self.on_indication(cmd).await?;
                 if self.restart_needed {
                     break;
@@ -159,8 +155,10 @@ impl Coordinator<'_> {
                     Some(cmd) => self.on_command(cmd).await?,
                     None => return Ok(()),
                 },
-                frame = self.reader.next_frame(deadline) => match frame? {
-                    Some(frame) => self.on_idle_frame(frame),
+                frame = self.link.next_unsolicited(deadline) => match frame? {
+                    Some(Inbound::Indication(cmd)) => self.on_indication(cmd).await?,
+                    // Replies are never unsolicited: the session drops those nobody waits for.
+                    Some(Inbound::Srsp(_)) => {}
                     None => self.on_timers().await?,
                 },
             }

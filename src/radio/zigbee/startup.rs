@@ -38,7 +38,7 @@ impl Coordinator<'_> {
     pub(super) async fn startup(&mut self) -> Result<()> {
         let _ = self.io.state.send(RadioState::Starting);
         RadioCounters::count(&self.stats.startups);
-        self.pending.clear();
+        self.link.clear_unsolicited();
         if let Some(r) = self.rotation.take() {
             self.fail_rotation(
                 r,
@@ -67,7 +67,7 @@ impl Coordinator<'_> {
 
         if !self.ping(FIRST_PING_TIMEOUT).await? {
             tracing::info!(radio = %self.io.radio, "no answer to SYS_PING: sending the bootloader-skip byte");
-            self.reader.write(&[0xEF; 256]).await?;
+            self.link.send(&[0xEF; 256]).await?;
             tokio::time::sleep(BOOTLOADER_SKIP_WAIT).await;
             if !self.ping(self.opts.sreq_timeout).await? {
                 bail!("the coordinator does not answer SYS_PING, also after the bootloader-skip byte (is this a Z-Stack ZNP firmware?)");

@@ -119,8 +119,8 @@ impl Coordinator<'_> {
 
     /// Logs the parser's bad-input counters when they moved since the last time.
     pub(super) fn log_line_errors(&mut self) {
-        let now = self.reader.parser.stats();
-        let was = self.reader.reported;
+        let now = self.link.reader().parser().mt_stats();
+        let was = self.line_stats_reported;
         if (
             now.dropped_bytes,
             now.bad_fcs,
@@ -146,14 +146,12 @@ impl Coordinator<'_> {
                 sreq_timeouts_total = self.stats.timeouts.load(std::sync::atomic::Ordering::Relaxed),
                 "line errors on the coordinator link (resynchronised)"
             );
-            let lost = (now.bad_fcs - was.bad_fcs)
-                + (now.oversize - was.oversize)
-                + (now.implausible - was.implausible)
-                + (now.stalled - was.stalled);
+            // Bad FCS, oversize, forged and stalled frames since the last report.
+            let lost = self.link.take_line_errors();
             self.stats
                 .line_errors
                 .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
-            self.reader.reported = now;
+            self.line_stats_reported = now;
         }
     }
 }

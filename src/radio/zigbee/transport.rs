@@ -1,77 +1,127 @@
-//! ZNP frames over the link: one SREQ at a time with its timeout, its SRSP matched by
-//! subsystem and command id, AREQs sent without an answer, and waits for a given indication.
-//! Indications that arrive meanwhile are queued and handled in order afterwards.
+//! ZNP over the shared serial session ([`crate::radio::session`]): the coordinator's
+//! frames as the session sees them, one SREQ at a time with its timeout and its SRSP matched
+//! by subsystem and command id, AREQs sent without an answer, and waits for a given
+//! indication. Indications that arrive meanwhile are queued and handled in order afterwards.
 //!
-//! Owns the link and the frame parser; must not interpret what an answer means beyond the
-//! status of the SRSP (that is the caller's).
+//! Owns what a ZNP frame is to the session and what an SRSP's status means; must not
+//! interpret the answers beyond that (that is the caller's).
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use fieldgate_zigbee::mt::{MtFrame, MtParserStats, MtStreamParser, MtType, Subsystem};
 use fieldgate_zigbee::ZnpCommand;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
 
 use super::Coordinator;
 use crate::radio::link::Link;
+use crate::radio::session::{self, Expect, FrameParser, Session, SessionConfig};
 use crate::radio::RadioCounters;
 
 /// How long a partial frame may sit with no new byte before it is declared stale.
 const STALL: Duration = Duration::from_millis(60);
 
-/// The link plus the frame parser; split from the `Coordinator` so a read can race the command
-/// channel in one `select!`.
-pub(super) struct FrameReader {
-    pub(super) link: Link,
-    pub(super) parser: MtStreamParser,
-    /// Parser counters as last logged.
-    pub(super) reported: MtParserStats,
-    pub(super) ready: VecDeque<MtFrame>,
-    pub(super) buf: Vec<u8>,
+/// The session with the coordinator.
+pub(super) type ZnpSession = Session<Link, ZnpParser>;
+
+/// Opens the session on a freshly opened link.
+pub(super) fn session(link: Link, radio: &str, counters: Arc<RadioCounters>) -> ZnpSession {
+    let parser = ZnpParser {
+        mt: MtStreamParser::from_ncp(),
+        radio: radio.to_string(),
+        counters,
+    };
+    let config = SessionConfig {
+        radio: radio.to_string(),
+        peer: "coordinator",
+        stall: STALL,
+    };
+    Session::new(link, parser, config)
 }
 
-impl FrameReader {
-    /// The next frame, or `None` at `deadline`. Cancel-safe: bytes read are parsed at once.
-    pub(super) async fn next_frame(&mut self, deadline: Instant) -> Result<Option<MtFrame>> {
+/// A frame from the coordinator: an SRSP, kept as it came until the request it answers
+/// decodes it, or anything else, decoded on arrival.
+#[derive(Debug)]
+pub(super) enum Inbound {
+    Srsp(MtFrame),
+    Indication(ZnpCommand),
+}
+
+impl session::Frame for Inbound {
+    fn is_reply(&self) -> bool {
+        matches!(self, Inbound::Srsp(_))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Inbound::Srsp(f) => format!("{:?} SRSP {:#04x}", f.subsystem, f.cmd_id),
+            Inbound::Indication(c) => c.name().to_string(),
+        }
+    }
+}
+
+/// MT framing (resyncing on garbage) with ZNP decoding of everything but SRSPs. A frame that
+/// arrives intact but does not decode is counted in `undecodable` and dropped here.
+pub(super) struct ZnpParser {
+    mt: MtStreamParser,
+    radio: String,
+    counters: Arc<RadioCounters>,
+}
+
+impl ZnpParser {
+    /// The MT parser's counters (bytes dropped, bad FCS, oversize...).
+    pub(super) fn mt_stats(&self) -> MtParserStats {
+        self.mt.stats()
+    }
+
+    fn inbound(&self, frame: MtFrame) -> Option<Inbound> {
+        if frame.cmd_type == MtType::Srsp {
+            return Some(Inbound::Srsp(frame));
+        }
+        decode(&frame, &self.radio, &self.counters).map(Inbound::Indication)
+    }
+}
+
+impl FrameParser for ZnpParser {
+    type Frame = Inbound;
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.mt.push(bytes);
+    }
+
+    fn next_frame(&mut self) -> Option<Inbound> {
         loop {
-            if let Some(f) = self.ready.pop_front() {
-                return Ok(Some(f));
-            }
-            if let Some(f) = self.parser.next_frame() {
-                return Ok(Some(f));
-            }
-            let stall = (self.parser.buffered() > 0).then(|| Instant::now() + STALL);
-            let until = stall.map_or(deadline, |s| s.min(deadline));
-            match tokio::time::timeout_at(until, self.link.read(&mut self.buf)).await {
-                Ok(Ok(0)) => bail!("the coordinator link closed"),
-                Ok(Ok(n)) => self.parser.push(self.buf.get(..n).unwrap_or_default()),
-                Ok(Err(e)) => return Err(e).context("reading from the coordinator"),
-                Err(_) if Instant::now() >= deadline => return Ok(None),
-                Err(_) => {
-                    let before = self.parser.stats();
-                    let frames = self.parser.flush_stalled();
-                    tracing::debug!(
-                        dropped = self.parser.stats().dropped_bytes - before.dropped_bytes,
-                        recovered = frames.len(),
-                        "stale partial frame dropped after the line went quiet"
-                    );
-                    self.ready.extend(frames);
-                }
+            let frame = self.mt.next_frame()?;
+            if let Some(inbound) = self.inbound(frame) {
+                return Some(inbound);
             }
         }
     }
 
-    pub(super) async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.link
-            .write_all(bytes)
-            .await
-            .context("writing to the coordinator")?;
-        self.link
-            .flush()
-            .await
-            .context("writing to the coordinator")
+    fn buffered(&self) -> usize {
+        self.mt.buffered()
+    }
+
+    fn flush_stalled(&mut self) -> Vec<Inbound> {
+        let frames = self.mt.flush_stalled();
+        frames.into_iter().filter_map(|f| self.inbound(f)).collect()
+    }
+
+    fn line_errors(&self) -> u64 {
+        let s = self.mt.stats();
+        s.bad_fcs + s.oversize + s.implausible + s.stalled
+    }
+}
+
+/// Decodes a ZNP frame; one that does not decode is counted and logged (ids only).
+fn decode(frame: &MtFrame, radio: &str, counters: &RadioCounters) -> Option<ZnpCommand> {
+    match ZnpCommand::decode(frame) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            RadioCounters::count(&counters.undecodable);
+            tracing::warn!(radio = %radio, subsystem = ?frame.subsystem, cmd_id = frame.cmd_id, error = %e, "undecodable ZNP frame dropped");
+            None
+        }
     }
 }
 
@@ -96,28 +146,6 @@ impl std::fmt::Display for Fail {
 }
 
 impl Coordinator<'_> {
-    pub(super) fn decode(&mut self, frame: &MtFrame) -> Option<ZnpCommand> {
-        match ZnpCommand::decode(frame) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                RadioCounters::count(&self.stats.undecodable);
-                tracing::warn!(radio = %self.io.radio, subsystem = ?frame.subsystem, cmd_id = frame.cmd_id, error = %e, "undecodable ZNP frame dropped");
-                None
-            }
-        }
-    }
-
-    /// A frame that arrived while no SREQ was outstanding.
-    pub(super) fn on_idle_frame(&mut self, frame: MtFrame) {
-        if frame.cmd_type == MtType::Srsp {
-            tracing::debug!(radio = %self.io.radio, subsystem = ?frame.subsystem, cmd_id = frame.cmd_id, "late SRSP ignored");
-            return;
-        }
-        if let Some(cmd) = self.decode(&frame) {
-            self.pending.push_back(cmd);
-        }
-    }
-
     /// Sends an SREQ and waits for its SRSP; everything else that arrives is queued.
     /// `Err` only when the link is broken.
     pub(super) async fn request(&mut self, cmd: &ZnpCommand) -> Result<Result<ZnpCommand, Fail>> {
@@ -135,38 +163,28 @@ impl Coordinator<'_> {
         let bytes = cmd
             .to_bytes()
             .with_context(|| format!("encoding {}", cmd.name()))?;
-        self.reader.write(&bytes).await?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let Some(frame) = self.reader.next_frame(deadline).await? else {
-                RadioCounters::count(&self.stats.timeouts);
-                tracing::warn!(radio = %self.io.radio, request = cmd.name(), timeout = ?timeout, "SREQ timed out");
-                return Ok(Err(Fail::Timeout));
-            };
-            if frame.cmd_type != MtType::Srsp {
-                if let Some(c) = self.decode(&frame) {
-                    self.pending.push_back(c);
-                }
-                continue;
-            }
-            let ours = (frame.subsystem == subsystem && frame.cmd_id == cmd_id)
-                || frame.subsystem == Subsystem::RpcError;
-            if !ours {
-                tracing::debug!(radio = %self.io.radio, subsystem = ?frame.subsystem, cmd_id = frame.cmd_id, "stray SRSP ignored");
-                continue;
-            }
-            return Ok(match self.decode(&frame) {
-                Some(ZnpCommand::RpcError { error_code, .. }) => Err(Fail::Rpc(error_code)),
-                Some(ZnpCommand::StatusRsp { status: 0, .. }) => Ok(ZnpCommand::StatusRsp {
-                    subsystem,
-                    cmd_id,
-                    status: 0,
-                }),
-                Some(ZnpCommand::StatusRsp { status, .. }) => Err(Fail::Status(status)),
-                Some(other) => Ok(other),
-                None => Err(Fail::Rpc(0xFF)),
-            });
-        }
+        let ours = Expect::reply(timeout, move |f: &Inbound| {
+            matches!(f, Inbound::Srsp(frame)
+                if (frame.subsystem == subsystem && frame.cmd_id == cmd_id)
+                    || frame.subsystem == Subsystem::RpcError)
+        });
+        let Some(Inbound::Srsp(frame)) = self.link.request(&bytes, ours).await?.into_response()
+        else {
+            RadioCounters::count(&self.stats.timeouts);
+            tracing::warn!(radio = %self.io.radio, request = cmd.name(), timeout = ?timeout, "SREQ timed out");
+            return Ok(Err(Fail::Timeout));
+        };
+        Ok(match decode(&frame, &self.io.radio, &self.stats) {
+            Some(ZnpCommand::RpcError { error_code, .. }) => Err(Fail::Rpc(error_code)),
+            Some(ZnpCommand::StatusRsp { status: 0, .. }) => Ok(ZnpCommand::StatusRsp {
+                subsystem,
+                cmd_id,
+                status: 0,
+            }),
+            Some(ZnpCommand::StatusRsp { status, .. }) => Err(Fail::Status(status)),
+            Some(other) => Ok(other),
+            None => Err(Fail::Rpc(0xFF)),
+        })
     }
 
     /// A request that must succeed during start-up.
@@ -179,30 +197,30 @@ impl Coordinator<'_> {
     /// Writes an AREQ (no SRSP).
     pub(super) async fn send_areq(&mut self, cmd: &ZnpCommand) -> Result<()> {
         let bytes = cmd.to_bytes()?;
-        self.reader.write(&bytes).await
+        Ok(self.link.send(&bytes).await?)
     }
 
     /// Waits for an indication matching `want` (looking at the queue first).
     pub(super) async fn wait_for(
         &mut self,
         timeout: Duration,
-        want: impl Fn(&ZnpCommand) -> bool,
+        want: impl Fn(&ZnpCommand) -> bool + Send + Sync + 'static,
     ) -> Result<Option<ZnpCommand>> {
-        if let Some(i) = self.pending.iter().position(&want) {
-            return Ok(self.pending.remove(i));
-        }
-        let deadline = Instant::now() + timeout;
-        while let Some(frame) = self.reader.next_frame(deadline).await? {
-            if frame.cmd_type == MtType::Srsp {
-                continue;
+        let wanted = move |f: &Inbound| matches!(f, Inbound::Indication(c) if want(c));
+        Ok(match self.link.wait_for(timeout, wanted).await? {
+            Some(Inbound::Indication(c)) => Some(c),
+            Some(Inbound::Srsp(_)) | None => None,
+        })
+    }
+
+    /// The oldest indication queued while a request waited.
+    pub(super) fn next_queued_indication(&mut self) -> Option<ZnpCommand> {
+        // Only indications are ever queued (SRSPs answer a request or are dropped).
+        while let Some(inbound) = self.link.pop_unsolicited() {
+            if let Inbound::Indication(c) = inbound {
+                return Some(c);
             }
-            if let Some(c) = self.decode(&frame) {
-                if want(&c) {
-                    return Ok(Some(c));
-                }
-                self.pending.push_back(c);
-            }
         }
-        Ok(None)
+        None
     }
 }
