@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use fieldgate_zigbee::zcl::clusters::{self, id as cluster_id, ScalingContext};
-use fieldgate_zigbee::zcl::{DataType, ReportingConfig, ZclValue};
+use fieldgate_zigbee::zcl::{DataType, ReportingConfig, ZclCommand, ZclFrame, ZclValue};
 use fieldgate_zigbee::znp::{NodeDescriptor, SimpleDescriptor};
 use fieldgate_zigbee::IeeeAddr;
 use tokio::time::Instant;
@@ -57,6 +57,35 @@ pub(super) struct Waiting {
     pub(super) attempts: u32,
 }
 
+impl Waiting {
+    /// Whether a ZCL frame received on `cluster` answers the step waited for (same
+    /// transaction sequence number, the response that step asks for, or a default response).
+    pub(super) fn answered_by(&self, cluster: u16, frame: &ZclFrame) -> bool {
+        self.tsn == Some(frame.header.tsn)
+            && match (&self.step, &frame.command) {
+                (Step::Basic(_), ZclCommand::ReadAttributesRsp { .. }) => {
+                    cluster == cluster_id::BASIC
+                }
+                (
+                    Step::Setup(Setup::ReadAttrs { cluster: c, .. }),
+                    ZclCommand::ReadAttributesRsp { .. },
+                )
+                | (
+                    Step::Setup(Setup::Configure { cluster: c, .. }),
+                    ZclCommand::ConfigureReportingRsp { .. },
+                ) => *c == cluster,
+                (Step::Setup(Setup::IasCie { .. }), ZclCommand::WriteAttributesRsp { .. }) => {
+                    cluster == cluster_id::IAS_ZONE
+                }
+                (_, ZclCommand::DefaultRsp { .. }) => !matches!(
+                    self.step,
+                    Step::NodeDesc | Step::ActiveEp | Step::SimpleDesc(_)
+                ),
+                _ => false,
+            }
+    }
+}
+
 /// What the driver knows about one device. Survives link re-opens (it lives in the driver).
 #[derive(Debug, Clone)]
 pub(super) struct Device {
@@ -85,6 +114,24 @@ pub(super) struct BasicInfo {
     pub(super) model: Option<String>,
     pub(super) sw_build: Option<String>,
     pub(super) power_source: Option<u8>,
+}
+
+impl BasicInfo {
+    /// What a read of the Basic cluster's manufacturer, model, power source and software
+    /// build answered.
+    pub(super) fn from_frame(frame: &ZclFrame) -> Self {
+        let mut info = BasicInfo::default();
+        for (attr, value) in frame.attribute_values() {
+            match attr {
+                0x0004 => info.manufacturer = value.as_text(),
+                0x0005 => info.model = value.as_text(),
+                0x4000 => info.sw_build = value.as_text(),
+                0x0007 => info.power_source = value.as_i64().and_then(|v| u8::try_from(v).ok()),
+                _ => {}
+            }
+        }
+        info
+    }
 }
 
 impl Device {
@@ -285,4 +332,94 @@ pub(super) fn refresh_plan(dev: &Device) -> Vec<(u8, u16, Vec<u16>)> {
         }
     }
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fieldgate_zigbee::znp::SimpleDescriptor;
+
+    fn waiting(step: Step, tsn: u8) -> Waiting {
+        let now = Instant::now();
+        Waiting {
+            step,
+            tsn: Some(tsn),
+            sent_at: now,
+            deadline: now,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn a_step_is_answered_by_its_own_response_only() {
+        // Read Attributes Response on Basic, tsn 7: model id "plug".
+        let rsp = ZclFrame::decode(
+            cluster_id::BASIC,
+            &[
+                0x18, 0x07, 0x01, 0x05, 0x00, 0x00, 0x42, 0x04, b'p', b'l', b'u', b'g',
+            ],
+        )
+        .unwrap();
+        assert!(waiting(Step::Basic(1), 7).answered_by(cluster_id::BASIC, &rsp));
+        assert!(!waiting(Step::Basic(1), 8).answered_by(cluster_id::BASIC, &rsp));
+        assert!(!waiting(Step::Basic(1), 7).answered_by(cluster_id::ON_OFF, &rsp));
+        let read = Step::Setup(Setup::ReadAttrs {
+            ep: 1,
+            cluster: cluster_id::METERING,
+            attrs: vec![0x0301],
+        });
+        assert!(!waiting(read, 7).answered_by(cluster_id::BASIC, &rsp));
+        // A default response ends any ZCL step, never a ZDO one.
+        let default =
+            ZclFrame::decode(cluster_id::ON_OFF, &[0x18, 0x07, 0x0B, 0x06, 0x00]).unwrap();
+        assert!(waiting(Step::Basic(1), 7).answered_by(cluster_id::ON_OFF, &default));
+        assert!(!waiting(Step::ActiveEp, 7).answered_by(cluster_id::ON_OFF, &default));
+        assert_eq!(BasicInfo::from_frame(&rsp).model.as_deref(), Some("plug"));
+    }
+
+    #[test]
+    fn metering_reads_its_scaling_before_it_reports() {
+        let plan = setup_for(2, cluster_id::METERING);
+        assert!(matches!(
+            plan.as_slice(),
+            [
+                Setup::ReadAttrs { attrs, .. },
+                Setup::Bind { ep: 2, .. },
+                Setup::Configure { .. }
+            ] if attrs == &[0x0301, 0x0302]
+        ));
+        assert!(matches!(
+            setup_for(3, cluster_id::IAS_ZONE).as_slice(),
+            [Setup::IasCie { ep: 3 }]
+        ));
+        assert!(setup_for(1, 0xFC00).is_empty());
+    }
+
+    #[test]
+    fn a_refresh_reads_what_reports_are_set_up_for() {
+        let mut dev = Device::new(IeeeAddr(1), 0x1234);
+        assert_eq!(dev.next_step(), Some(Step::NodeDesc));
+        dev.simple.insert(
+            1,
+            SimpleDescriptor {
+                endpoint: 1,
+                profile_id: 0x0104,
+                device_id: 0x0402,
+                device_version: 0,
+                in_clusters: vec![
+                    cluster_id::BASIC,
+                    cluster_id::TEMPERATURE,
+                    cluster_id::IAS_ZONE,
+                ],
+                out_clusters: vec![],
+            },
+        );
+        assert_eq!(
+            refresh_plan(&dev),
+            vec![
+                (1, cluster_id::TEMPERATURE, vec![0x0000]),
+                (1, cluster_id::IAS_ZONE, vec![0x0002]),
+            ]
+        );
+    }
 }

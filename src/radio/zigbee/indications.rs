@@ -12,7 +12,7 @@ use fieldgate_zigbee::znp;
 use fieldgate_zigbee::{IeeeAddr, ZnpCommand};
 use tokio::time::Instant;
 
-use super::devices::{BasicInfo, Device, Setup, Step, Waiting};
+use super::devices::{Device, Setup, Step};
 use super::transport::Inbound;
 use super::Coordinator;
 use crate::model::{DeviceEventKind, Reading, Value};
@@ -283,64 +283,7 @@ impl Coordinator<'_> {
                 ctx.observe(cluster, attr, value);
             }
         }
-        // Does this answer the step the interview waits for?
-        let answers = |w: &Waiting| -> bool {
-            w.tsn == Some(tsn)
-                && match (&w.step, &frame.command) {
-                    (Step::Basic(_), ZclCommand::ReadAttributesRsp { .. }) => {
-                        cluster == cluster_id::BASIC
-                    }
-                    (
-                        Step::Setup(Setup::ReadAttrs { cluster: c, .. }),
-                        ZclCommand::ReadAttributesRsp { .. },
-                    )
-                    | (
-                        Step::Setup(Setup::Configure { cluster: c, .. }),
-                        ZclCommand::ConfigureReportingRsp { .. },
-                    ) => *c == cluster,
-                    (Step::Setup(Setup::IasCie { .. }), ZclCommand::WriteAttributesRsp { .. }) => {
-                        cluster == cluster_id::IAS_ZONE
-                    }
-                    (_, ZclCommand::DefaultRsp { .. }) => !matches!(
-                        w.step,
-                        Step::NodeDesc | Step::ActiveEp | Step::SimpleDesc(_)
-                    ),
-                    _ => false,
-                }
-        };
-        let matched = self
-            .devices
-            .get(&ieee)
-            .and_then(|d| d.waiting.as_ref())
-            .is_some_and(answers);
-        if matched {
-            let step = self
-                .devices
-                .get(&ieee)
-                .and_then(|d| d.waiting.as_ref())
-                .map(|w| w.step.clone());
-            if let (Some(Step::Basic(_)), Some(dev)) = (step, self.devices.get_mut(&ieee)) {
-                let mut info = BasicInfo::default();
-                for (attr, value) in frame.attribute_values() {
-                    match attr {
-                        0x0004 => info.manufacturer = value.as_text(),
-                        0x0005 => info.model = value.as_text(),
-                        0x4000 => info.sw_build = value.as_text(),
-                        0x0007 => {
-                            info.power_source = value.as_i64().and_then(|v| u8::try_from(v).ok())
-                        }
-                        _ => {}
-                    }
-                }
-                dev.basic = Some(info);
-            }
-            if let ZclCommand::ConfigureReportingRsp { failures } = &frame.command {
-                if !failures.is_empty() {
-                    tracing::warn!(radio = %self.io.radio, device = %ieee, cluster, failures = failures.len(), "reporting not configured for every attribute");
-                }
-            }
-            self.step_done(ieee).await?;
-        }
+        self.interview_answer(ieee, cluster, &frame).await?;
         // IAS enrollment: answer an enroll request whenever it comes.
         if let ZclCommand::IasZoneEnrollRequest { zone_type, .. } = &frame.command {
             let zone_id = u8::try_from(self.devices.len().min(0xFE)).unwrap_or(1);

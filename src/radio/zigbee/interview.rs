@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 use fieldgate_zigbee::zcl::clusters::id as cluster_id;
-use fieldgate_zigbee::zcl::{AttributeRecord, ZclFrame, ZclValue};
+use fieldgate_zigbee::zcl::{AttributeRecord, ZclCommand, ZclFrame, ZclValue};
 use fieldgate_zigbee::znp::BindTarget;
 use fieldgate_zigbee::{IeeeAddr, ZnpCommand};
 use tokio::time::Instant;
 
-use super::devices::{Setup, Step, Waiting};
+use super::devices::{BasicInfo, Setup, Step, Waiting};
 use super::{Coordinator, OUR_ENDPOINT};
 use crate::model::DeviceEventKind;
 use crate::radio::session::RetryPolicy;
@@ -206,5 +206,35 @@ impl Coordinator<'_> {
                 .await?;
         }
         self.advance(ieee, 0).await
+    }
+
+    /// A ZCL frame from the device: if it answers the step its interview waits for, records
+    /// what it says and goes on.
+    pub(super) async fn interview_answer(
+        &mut self,
+        ieee: IeeeAddr,
+        cluster: u16,
+        frame: &ZclFrame,
+    ) -> Result<()> {
+        let Some(dev) = self.devices.get_mut(&ieee) else {
+            return Ok(());
+        };
+        let Some(step) = dev
+            .waiting
+            .as_ref()
+            .filter(|w| w.answered_by(cluster, frame))
+            .map(|w| w.step.clone())
+        else {
+            return Ok(());
+        };
+        if let Step::Basic(_) = step {
+            dev.basic = Some(BasicInfo::from_frame(frame));
+        }
+        if let ZclCommand::ConfigureReportingRsp { failures } = &frame.command {
+            if !failures.is_empty() {
+                tracing::warn!(radio = %self.io.radio, device = %ieee, cluster, failures = failures.len(), "reporting not configured for every attribute");
+            }
+        }
+        self.step_done(ieee).await
     }
 }
