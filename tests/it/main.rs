@@ -8,6 +8,7 @@ mod audit;
 mod config;
 mod doctor;
 mod durability;
+mod emulate;
 mod lifecycle;
 mod mqtt;
 mod policy;
