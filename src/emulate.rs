@@ -58,6 +58,10 @@ pub struct ZigbeeArgs {
     /// How often the sleepy occupancy sensor wakes up.
     #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
     pub sleepy_wake_interval: Duration,
+    /// How many requests the sleepy sensor answers right after joining before it first
+    /// falls asleep (a host that interviews at once needs about ten).
+    #[arg(long, default_value_t = 2)]
+    pub sleepy_answers_after_join: u32,
     /// A fault to inject, repeatable: `WHAT[@AFTER][/EVERY]`, times from start-up.
     /// WHAT: `reset` (unsolicited SYS_RESET_IND, watchdog), `garbage[:HEX]` (bytes between
     /// frames), `corrupt-frame` (next frame gets a bad FCS), `drop-srsp` (next SRSP is not
@@ -259,6 +263,7 @@ pub fn emulator_config(args: &ZigbeeArgs) -> Result<(EmulatorConfig, Vec<FaultPl
     }
     config.timing.report_interval = args.report_interval;
     config.timing.sleepy_wake_interval = args.sleepy_wake_interval;
+    config.timing.sleepy_answers_after_join = args.sleepy_answers_after_join;
     Ok((config, faults))
 }
 

@@ -224,3 +224,145 @@ fn emulate_rejects_bad_flags_with_a_clear_error() {
     assert!(!out.status.success());
     assert!(stdout(&out).is_empty());
 }
+
+/// One host stack's run against `fieldgate emulate zigbee`: its JSON lines, or the step and
+/// the MT exchanges where it and the emulator parted ways.
+fn run_host(name: &str, program: &str, script: &str, models: &str) -> Vec<serde_json::Value> {
+    let emu = Emulate::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--report-interval",
+        "1s",
+        "--join-spacing",
+        "150ms",
+        // Real sleepy devices stay awake for the interview right after joining.
+        "--sleepy-answers-after-join",
+        "12",
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(program)
+        .arg(script)
+        .arg(emu.port().to_string())
+        .arg(dir.path())
+        .arg(models)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("FIELDGATE_PEERS=1 needs {program} ({e}): run tests/peers/zigbee/setup.sh")
+        });
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if let Some(err) = lines.iter().find(|l| l.get("error").is_some()) {
+        let requests: Vec<&str> = err["requests"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r.as_str()).collect())
+            .unwrap_or_default();
+        panic!(
+            "{name} diverged from the emulator at step {:?}: {}\nlast MT exchanges (last = where it stopped):\n  {}",
+            err["step"],
+            err["error"],
+            requests.join("\n  ")
+        );
+    }
+    assert!(
+        out.status.success() && lines.iter().any(|l| l["done"] == true),
+        "{name} did not finish ({:?}):\n{}\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    lines
+}
+
+/// zigbee-herdsman's Controller (zstack adapter) and zigpy-znp's ControllerApplication, each
+/// on a factory-new `fieldgate emulate zigbee --listen 127.0.0.1:0`: herdsman forms a
+/// network, permits joining, sees every emulated device join, interviews it, gets the
+/// values the devices report, then resumes the formed network after a restart; zigpy-znp
+/// forms its network and initializes every device that joins. Runs with FIELDGATE_PEERS=1
+/// (tests/peers/zigbee/setup.sh first); a failure names the step and the request.
+#[test]
+fn host_stacks_run_on_fieldgate_emulate() {
+    if !std::env::var("FIELDGATE_PEERS").is_ok_and(|v| v == "1") {
+        println!("skipped: set FIELDGATE_PEERS=1 (and run tests/peers/zigbee/setup.sh) to run zigbee-herdsman and zigpy-znp on the emulator");
+        return;
+    }
+    let peers = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/zigbee");
+    let models = "FG-TH01,FG-PLUG01,FG-DOOR01,FG-PIR01";
+
+    let lines = run_host(
+        "zigbee-herdsman",
+        "node",
+        &format!("{peers}/herdsman-host.js"),
+        models,
+    );
+    let result = |step: &str| {
+        lines
+            .iter()
+            .find(|l| l["step"] == step && l.get("result").is_some())
+            .map(|l| l["result"].clone())
+    };
+    assert_eq!(result("form: start"), Some("reset".into()), "{lines:?}");
+    assert_eq!(result("resume: start"), Some("resumed".into()), "{lines:?}");
+    let interviewed: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["step"] == "form: join and interview" && l["joined"] == true)
+        .filter_map(|l| l["model"].as_str())
+        .collect();
+    for m in models.split(',') {
+        assert!(
+            interviewed.contains(&m),
+            "herdsman interviewed {interviewed:?}"
+        );
+    }
+    // The values the emulated devices report: 21.50 °C rising by 0.10 °C a report, 230.1 V.
+    for phase in ["form: reports", "resume: reports"] {
+        let reported = |attribute: &str| -> Vec<i64> {
+            lines
+                .iter()
+                .filter(|l| l["step"] == phase && l["report"]["type"] == "attributeReport")
+                .filter(|l| l["report"]["attribute"] == attribute)
+                .filter_map(|l| l["report"]["value"].as_i64())
+                .collect()
+        };
+        let temperatures = reported("measuredValue");
+        assert!(!temperatures.is_empty(), "{phase}: {lines:?}");
+        assert!(
+            temperatures
+                .iter()
+                .all(|t| (2150..=2240).contains(t) && t % 10 == 0),
+            "{phase}: {temperatures:?}"
+        );
+        assert!(
+            reported("rmsVoltage").iter().all(|v| *v == 2301) && !reported("rmsVoltage").is_empty(),
+            "{phase}: {lines:?}"
+        );
+    }
+    println!("zigbee-herdsman: formed, interviewed {interviewed:?}, got their reports, resumed");
+
+    let lines = run_host(
+        "zigpy-znp",
+        &format!("{peers}/.venv/bin/python"),
+        &format!("{peers}/zigpy_host.py"),
+        models,
+    );
+    let started = lines
+        .iter()
+        .find(|l| l["step"] == "start (form)")
+        .expect("zigpy started");
+    assert_eq!(started["channel"], 15, "{started}");
+    assert_eq!(started["nwk"], "0x0000", "{started}");
+    let initialized: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["step"] == "join and initialize")
+        .filter_map(|l| l["model"].as_str())
+        .collect();
+    for m in models.split(',') {
+        assert!(
+            initialized.contains(&m),
+            "zigpy initialized {initialized:?}"
+        );
+    }
+    println!("zigpy-znp: formed, initialized {initialized:?}");
+}
