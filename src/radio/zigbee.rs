@@ -670,7 +670,17 @@ impl std::fmt::Display for Fail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Fail::Timeout => write!(f, "no SRSP in time"),
-            Fail::Rpc(code) => write!(f, "RPC error {code}"),
+            Fail::Rpc(code) => {
+                // Z-Stack's MT_RPC_ERR_* codes (zigpy-znp `commands/rpc_error.py`).
+                let what = match code {
+                    1 => "unknown subsystem",
+                    2 => "unknown command",
+                    3 => "bad parameter",
+                    4 => "bad length",
+                    _ => "unreadable RPC error",
+                };
+                write!(f, "RPC error {code} ({what})")
+            }
             Fail::Status(s) => write!(f, "status {s:#04x}"),
         }
     }
@@ -1487,9 +1497,12 @@ impl Session<'_> {
             _ => 0,
         };
         if state != znp::DEVICE_STATE_COORDINATOR {
-            let _ = self
-                .request(&ZnpCommand::ZdoStartupFromAppReq { start_delay: 100 })
-                .await?;
+            let startup = ZnpCommand::ZdoStartupFromAppReq { start_delay: 100 };
+            // Its status (restored, new, not started) is not a failure: the state change says
+            // when the network runs. An RPC error means it never will: fail now, named.
+            if let Err(f @ Fail::Rpc(_)) = self.request(&startup).await? {
+                bail!("coordinator start-up: {} failed: {f}", startup.name());
+            }
             self.wait_started().await?;
         }
         if let Some(key) = key {

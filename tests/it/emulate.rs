@@ -366,3 +366,72 @@ fn host_stacks_run_on_fieldgate_emulate() {
     }
     println!("zigpy-znp: formed, initialized {initialized:?}");
 }
+
+/// A coordinator that answers ZDO_STARTUP_FROM_APP with Z-Stack's RPC error frame: the
+/// driver fails the start-up at once, naming the request and the error, instead of waiting
+/// out its start-up timeout for a state change that never comes. The emulator resets itself
+/// after the network is formed, so the driver resumes (the path that sends the request);
+/// a proxy between them answers that request with `60 00 [02, 25, 40]`.
+#[test]
+fn an_rpc_error_to_startup_from_app_fails_the_start_up_at_once() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let emu = Emulate::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--devices",
+        "none",
+        "--fault",
+        "reset@3s",
+    ]);
+    let upstream_port = emu.port();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for host in listener.incoming() {
+            let Ok(mut host) = host else { return };
+            let Ok(mut coordinator) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+                return;
+            };
+            let (mut from_coordinator, mut to_host) =
+                (coordinator.try_clone().unwrap(), host.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_coordinator, &mut to_host);
+            });
+            let mut buf = [0u8; 512];
+            while let Ok(n) = host.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let chunk = &buf[..n];
+                if chunk.windows(4).any(|w| w == [0xFE, 0x02, 0x25, 0x40]) {
+                    let mut rpc = vec![0xFE, 0x03, 0x60, 0x00, 0x02, 0x25, 0x40];
+                    rpc.push(rpc[1..].iter().fold(0, |a, b| a ^ b));
+                    let _ = host.write_all(&rpc);
+                    continue;
+                }
+                if coordinator.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let extra = format!(
+        "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"tcp://127.0.0.1:{proxy_port}\"\n\n[radio.options]\n{FAST}"
+    );
+    let d = TestDaemon::start(&extra);
+    wait_log(&d, "zigbee network up", 20);
+    let before = Instant::now();
+    wait_log(
+        &d,
+        "zdo_startup_from_app_req failed: RPC error 2 (unknown command)",
+        15,
+    );
+    assert!(
+        before.elapsed() < Duration::from_secs(12),
+        "{:?}\n{}",
+        before.elapsed(),
+        d.log()
+    );
+    assert!(!d.log().contains("no STATE_CHANGE_IND"), "{}", d.log());
+}
