@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod doctor;
+pub mod emulate;
 pub mod hub;
 pub mod model;
 pub mod output;

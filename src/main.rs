@@ -1,4 +1,5 @@
-//! `fieldgate`: the daemon (`run`, `demo`) and the technician CLI, one binary.
+//! `fieldgate`: the daemon (`run`, `demo`), the radio emulators (`emulate`) and the
+//! technician CLI, one binary.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,6 +43,11 @@ enum Command {
         /// Sync the demo to this MQTT broker, e.g. `mqtt://127.0.0.1:1883`.
         #[arg(long, value_name = "URL")]
         mqtt: Option<String>,
+    },
+    /// Serve a device-side radio emulator to any host stack, over TCP or a pseudo-terminal.
+    Emulate {
+        #[command(subcommand)]
+        command: EmulateCommand,
     },
     /// Check the host: config, radios, broker, clock, disk, directories, master key.
     /// Exit code 1 when any check fails.
@@ -155,6 +161,19 @@ enum Command {
     Decode {
         #[command(subcommand)]
         command: DecodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EmulateCommand {
+    /// A Z-Stack 3 ZNP coordinator with emulated devices. Prints where it listens
+    /// (`listening tcp://HOST:PORT` or `pty /dev/pts/N`) as its first line.
+    Zigbee {
+        #[command(flatten)]
+        args: fieldgate::emulate::ZigbeeArgs,
+        /// Log level on stderr (RUST_LOG overrides).
+        #[arg(long, default_value = "info")]
+        log_level: String,
     },
 }
 
@@ -410,6 +429,12 @@ async fn async_main(cli: Cli) -> ExitCode {
             daemon::run(config).await
         }
         Command::Demo { duration, mqtt } => demo::run_with_mqtt(*duration, mqtt.clone()).await,
+        Command::Emulate {
+            command: EmulateCommand::Zigbee { args, log_level },
+        } => {
+            daemon::init_logging(log_level);
+            fieldgate::emulate::run_zigbee(args.clone()).await
+        }
         Command::Config { .. } => unreachable_config(),
         Command::Audit {
             command: AuditCommand::Verify { json, db: Some(db) },
@@ -493,6 +518,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 } => cli::audit_tail(&api, *n, *json).await,
                 Command::Run
                 | Command::Demo { .. }
+                | Command::Emulate { .. }
                 | Command::Config { .. }
                 | Command::Decode { .. }
                 | Command::Doctor { .. } => Ok(()),

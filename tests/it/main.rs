@@ -9,6 +9,7 @@ mod config;
 mod conformance;
 mod doctor;
 mod durability;
+mod emulate;
 #[path = "../support/gateway.rs"]
 mod gateway_support;
 mod lifecycle;

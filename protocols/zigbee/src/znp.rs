@@ -96,6 +96,8 @@ pub mod nv {
     /// 16 bytes, the network key.
     pub const PRECFGKEY: u16 = 0x0062;
     pub const PRECFGKEYS_ENABLE: u16 = 0x0063;
+    /// u8: 1 once the node formed or joined a network (BDB `bdbNodeIsOnANetwork`).
+    pub const BDB_NODE_IS_ON_A_NETWORK: u16 = 0x0055;
     /// u16.
     pub const PANID: u16 = 0x0083;
     /// u32 channel bit mask (bit n = channel n).

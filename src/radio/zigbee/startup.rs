@@ -240,9 +240,12 @@ impl Coordinator<'_> {
             _ => 0,
         };
         if state != znp::DEVICE_STATE_COORDINATOR {
-            let _ = self
-                .request(&ZnpCommand::ZdoStartupFromAppReq { start_delay: 100 })
-                .await?;
+            let startup = ZnpCommand::ZdoStartupFromAppReq { start_delay: 100 };
+            // Its status (restored, new, not started) is not a failure: the state change says
+            // when the network runs. An RPC error means it never will: fail now, named.
+            if let Err(f @ Fail::Rpc(_)) = self.request(&startup).await? {
+                bail!("coordinator start-up: {} failed: {f}", startup.name());
+            }
             self.wait_started().await?;
         }
         if let Some(key) = key {

@@ -139,7 +139,17 @@ impl std::fmt::Display for Fail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Fail::Timeout => write!(f, "no SRSP in time"),
-            Fail::Rpc(code) => write!(f, "RPC error {code}"),
+            Fail::Rpc(code) => {
+                // Z-Stack's MT_RPC_ERR_* codes (zigpy-znp `commands/rpc_error.py`).
+                let what = match code {
+                    1 => "unknown subsystem",
+                    2 => "unknown command",
+                    3 => "bad parameter",
+                    4 => "bad length",
+                    _ => "unreadable RPC error",
+                };
+                write!(f, "RPC error {code} ({what})")
+            }
             Fail::Status(s) => write!(f, "status {s:#04x}"),
         }
     }

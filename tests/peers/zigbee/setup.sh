@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Installs the differential peer: zigbee-herdsman's codec, unpacked from its npm tarball
-# (no dependency install needed: only its pure codec modules are required). Idempotent.
-# Used when FIELDGATE_PEERS=1 (tests/it/zigbee.rs) and by the codec benchmark.
+# Installs the independent Zigbee host stacks fieldgate is checked against (idempotent):
+# - zigbee-herdsman (npm, version pinned in package.json): its pure codec modules for the
+#   differential codec/backup tests, and its Controller with the zstack adapter as a host
+#   of `fieldgate emulate zigbee` (herdsman-host.js);
+# - zigpy-znp (PyPI) in a virtualenv here (.venv), as a host of the emulator (zigpy_host.py).
+# Used when FIELDGATE_PEERS=1 (tests/it/zigbee.rs, tests/it/emulate.rs) and by the codec
+# benchmark.
 set -euo pipefail
 cd "$(dirname "$0")"
-VERSION="${ZIGBEE_HERDSMAN_VERSION:-11.1.1}"
-if [ -f node_modules/zigbee-herdsman/package.json ] &&
-   grep -q "\"version\": \"$VERSION\"" node_modules/zigbee-herdsman/package.json; then
-  exit 0
+HERDSMAN="$(sed -n 's/.*"zigbee-herdsman": "\(.*\)".*/\1/p' package.json)"
+if ! { [ -f node_modules/zigbee-herdsman/package.json ] &&
+       grep -q "\"version\": \"$HERDSMAN\"" node_modules/zigbee-herdsman/package.json &&
+       [ -d node_modules/@serialport/stream ]; }; then
+  # package.json pins zigbee-on-host (only herdsman's `zoh` adapter uses it) to the newest
+  # release the registry has: herdsman 11.1.1 asks for ^0.3.2, which is not published.
+  npm install --no-audit --no-fund --silent
+  echo "zigbee-herdsman $HERDSMAN installed in $(pwd)/node_modules"
 fi
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-(cd "$tmp" && npm pack --silent "zigbee-herdsman@$VERSION" >/dev/null)
-rm -rf node_modules/zigbee-herdsman
-mkdir -p node_modules/zigbee-herdsman
-tar xzf "$tmp"/zigbee-herdsman-"$VERSION".tgz -C node_modules/zigbee-herdsman --strip-components=1
-echo "zigbee-herdsman $VERSION unpacked in $(pwd)/node_modules"
+ZIGPY_ZNP="${ZIGPY_ZNP_VERSION:-1.1.1}"
+if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('zigpy-znp') != '$ZIGPY_ZNP')" 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "zigpy-znp==$ZIGPY_ZNP"
+  echo "zigpy-znp $ZIGPY_ZNP installed in $(pwd)/.venv"
+fi

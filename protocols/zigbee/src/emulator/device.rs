@@ -180,6 +180,9 @@ impl VirtualDevice {
             ZclValue::Enum8(if kind.mains() { 0x01 } else { 0x03 }),
         );
         set(id::BASIC, 0x4000, ZclValue::char_str("1.2.3"));
+        // The OTA client (out-cluster 0x0019): currentFileVersion, read by hosts during
+        // their interview.
+        set(0x0019, 0x0002, uint(4, 0x0102_0300));
         if !kind.mains() {
             set(id::POWER_CONFIG, 0x0020, ZclValue::u8(30));
             set(id::POWER_CONFIG, 0x0021, ZclValue::u8(190));
@@ -462,10 +465,16 @@ impl VirtualDevice {
         };
         let h = &frame.header;
         let mut out = Vec::new();
+        // A response goes the other way: a read of a client cluster's attributes (sent
+        // server to client, like OTA's currentFileVersion) is answered client to server.
+        let back = match h.direction {
+            Direction::ClientToServer => Direction::ServerToClient,
+            Direction::ServerToClient => Direction::ClientToServer,
+        };
         let reply = |cmd_id: u8, command: ZclCommand| ZclFrame {
             header: ZclHeader {
                 manufacturer_code: h.manufacturer_code,
-                ..ZclHeader::global(Direction::ServerToClient, true, h.tsn, cmd_id)
+                ..ZclHeader::global(back, true, h.tsn, cmd_id)
             },
             command,
         };

@@ -164,9 +164,7 @@ impl Emulator {
     pub(super) fn init_link_key_state(&mut self, fresh: bool) {
         if !self.nv.contains_key(&nv::TCLK_SEED) {
             // The stack draws a random seed; here it is deterministic per coordinator.
-            let mut seed = [0u8; 16];
-            seed[..8].copy_from_slice(&self.cfg.ieee.0.to_be_bytes());
-            seed[8..].copy_from_slice(&(!self.cfg.ieee.0).rotate_left(13).to_le_bytes());
+            let seed = super::factory::default_tclk_seed(self.cfg.ieee);
             self.nv.insert(nv::TCLK_SEED, seed.to_vec());
         }
         if fresh || !self.nv.contains_key(&nv::APS_LINK_KEY_TABLE) {

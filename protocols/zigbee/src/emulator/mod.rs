@@ -44,9 +44,11 @@
 //! Unknown SREQs get the RPC error SRSP a real NCP sends; bad input never panics.
 
 pub mod device;
+mod factory;
+mod host_commands;
 mod link_keys;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 pub use device::{DeviceKind, DeviceTiming, VirtualDevice};
@@ -59,7 +61,7 @@ use crate::nvitems::{
     Nib, NvLayout, NwkKeyDescriptor, NwkSecMaterialEntry, GENERIC_EXTENDED_PAN_ID,
 };
 use crate::zcl::ZclValue;
-use crate::znp::{cmd, nv, DEVICE_STATE_COORDINATOR};
+use crate::znp::{cmd, nv, AfRegister, DEVICE_STATE_COORDINATOR};
 use crate::{IeeeAddr, ZnpCommand};
 
 /// Byte that makes a CC253x serial bootloader jump to the application.
@@ -245,7 +247,16 @@ pub struct Emulator {
     /// ZDO device state: 0 hold, 9 started as coordinator.
     state: u8,
     in_bootloader: bool,
-    endpoints: Vec<u8>,
+    /// AF_REGISTER'd endpoints (RAM: gone after a reset).
+    endpoints: Vec<AfRegister>,
+    /// APS group memberships (endpoint, group), kept in NV like Z-Stack's group table.
+    groups: BTreeSet<(u8, u16)>,
+    /// ZDO clusters registered with ZDO_MSG_CB_REGISTER (0xFFFF = all; RAM).
+    zdo_callbacks: BTreeSet<u16>,
+    /// TSNs of ZDO requests sent over AF, by (responder, response cluster).
+    zdo_tsn: BTreeMap<(u16, u16), u8>,
+    /// TSN for ZDO messages passed up that answer no request of the host's.
+    zdo_seq: u8,
     bdb_primary_mask: Option<u32>,
     permit_join_until: Option<Duration>,
     devices: Vec<VirtualDevice>,
@@ -287,6 +298,7 @@ impl std::fmt::Debug for Emulator {
 
 impl Emulator {
     pub fn new(cfg: EmulatorConfig) -> Self {
+        let nv = factory::factory_nv(cfg.firmware, cfg.ieee);
         let devices = cfg
             .devices
             .iter()
@@ -298,11 +310,15 @@ impl Emulator {
             parser: MtStreamParser::from_host(),
             out: Vec::new(),
             now: Duration::ZERO,
-            nv: BTreeMap::new(),
+            nv,
             ext_nv: BTreeMap::new(),
             network: None,
             state: 0,
             endpoints: Vec::new(),
+            groups: BTreeSet::new(),
+            zdo_callbacks: BTreeSet::new(),
+            zdo_tsn: BTreeMap::new(),
+            zdo_seq: 0,
             bdb_primary_mask: None,
             permit_join_until: None,
             devices,
@@ -671,7 +687,12 @@ impl Emulator {
 
     /// Encodes and queues a frame, applying pending faults.
     fn emit(&mut self, cmd: &ZnpCommand) {
-        let frame = cmd.encode();
+        self.emit_frame(cmd.encode());
+    }
+
+    /// Queues a frame, applying pending faults; a ZDO message also goes to the ZDO message
+    /// callbacks the host registered.
+    fn emit_frame(&mut self, frame: MtFrame) {
         if frame.cmd_type == MtType::Srsp && self.drop_next_srsp {
             self.drop_next_srsp = false;
             self.stats.dropped_srsp += 1;
@@ -689,6 +710,7 @@ impl Emulator {
         }
         self.stats.frames_out += 1;
         self.out.extend_from_slice(&bytes);
+        self.zdo_msg_callback(&frame);
     }
 
     fn srsp(&mut self, cmd: ZnpCommand) {
@@ -716,13 +738,28 @@ impl Emulator {
         let command = match ZnpCommand::decode(&frame) {
             Ok(c) => c,
             Err(_) => {
-                if frame.cmd_type == MtType::Sreq {
+                if frame.cmd_type == MtType::Sreq && !self.host_command(&frame) {
                     // 4 = bad length.
                     self.rpc_error(&frame, 4);
                 }
                 return;
             }
         };
+        if self.on_command(command) || frame.cmd_type != MtType::Sreq || self.host_command(&frame) {
+            return;
+        }
+        // Z-Stack's MT_RPC_ERR_SUBSYSTEM for a subsystem this build lacks (see
+        // PING_CAPABILITIES), MT_RPC_ERR_COMMAND_ID for an unknown command in one it has.
+        let code = if subsystem_supported(frame.subsystem) {
+            2
+        } else {
+            1
+        };
+        self.rpc_error(&frame, code);
+    }
+
+    /// Carries out a decoded command; false when the emulator does not handle it.
+    fn on_command(&mut self, command: ZnpCommand) -> bool {
         let running = self.state == DEVICE_STATE_COORDINATOR;
         match command {
             ZnpCommand::SysPingReq => self.srsp(ZnpCommand::SysPingRsp {
@@ -847,10 +884,10 @@ impl Emulator {
                 });
             }
             ZnpCommand::AfRegisterReq(reg) => {
-                let status = if self.endpoints.contains(&reg.endpoint) {
+                let status = if self.endpoints.iter().any(|e| e.endpoint == reg.endpoint) {
                     STATUS_DUPLICATE_ENTRY
                 } else {
-                    self.endpoints.push(reg.endpoint);
+                    self.endpoints.push(reg);
                     0
                 };
                 self.status_srsp(Subsystem::Af, cmd::af::REGISTER, status);
@@ -980,7 +1017,7 @@ impl Emulator {
                 let status = self.key_command_status(running, dst_addr);
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::EXT_UPDATE_NWK_KEY, status);
                 let Ok(key) = <[u8; 16]>::try_from(key.0.as_slice()) else {
-                    return;
+                    return true;
                 };
                 if status == 0 {
                     self.transmitted();
@@ -1019,24 +1056,15 @@ impl Emulator {
                     }
                 }
             }
-            _ if frame.cmd_type == MtType::Sreq => {
-                // 2 = unknown command id in a known subsystem.
-                self.rpc_error(&frame, 2);
-            }
-            // AREQs the host may send that need no answer, or stray responses.
-            _ => {}
+            // Not one of these: another SREQ, an AREQ that needs no answer, a stray response.
+            _ => return false,
         }
+        true
     }
 
     fn zdo_to_device(&mut self, dst_addr: u16, command: &ZnpCommand) {
         if dst_addr == 0x0000 {
-            if let ZnpCommand::ZdoActiveEpReq { .. } = command {
-                let rsp = ZnpCommand::ZdoActiveEpRsp {
-                    src_addr: 0,
-                    status: 0,
-                    nwk_addr: Some(0),
-                    endpoints: self.endpoints.clone(),
-                };
+            if let Some(rsp) = self.coordinator_zdo(command) {
                 self.schedule(Duration::from_millis(5), Action::Send(rsp));
             }
             return;
@@ -1048,6 +1076,62 @@ impl Emulator {
                 self.schedule(delay, Action::FromDevice(idx, rsp));
             }
         }
+    }
+
+    /// The coordinator's own answer to a ZDO request addressed to it: its node descriptor,
+    /// its registered endpoints and their simple descriptors.
+    fn coordinator_zdo(&self, command: &ZnpCommand) -> Option<ZnpCommand> {
+        Some(match command {
+            ZnpCommand::ZdoActiveEpReq { .. } => ZnpCommand::ZdoActiveEpRsp {
+                src_addr: 0,
+                status: 0,
+                nwk_addr: Some(0),
+                endpoints: self.endpoints.iter().map(|e| e.endpoint).collect(),
+            },
+            ZnpCommand::ZdoNodeDescReq { .. } => ZnpCommand::ZdoNodeDescRsp {
+                src_addr: 0,
+                status: 0,
+                nwk_addr: Some(0),
+                descriptor: Some(crate::znp::NodeDescriptor {
+                    logical_type: 0,
+                    complex_descriptor_available: false,
+                    user_descriptor_available: false,
+                    aps_flags: 0,
+                    frequency_band: 0x08,
+                    mac_capabilities: crate::znp::MacCapabilities(0x8F),
+                    // Texas Instruments.
+                    manufacturer_code: 0x0000,
+                    max_buffer_size: 80,
+                    max_incoming_transfer_size: 160,
+                    // Primary trust center, network manager, stack compliance revision 22.
+                    server_mask: 0x2C41,
+                    max_outgoing_transfer_size: 160,
+                    descriptor_capabilities: 0,
+                }),
+            },
+            ZnpCommand::ZdoSimpleDescReq { endpoint, .. } => {
+                let descriptor = self
+                    .endpoints
+                    .iter()
+                    .find(|e| e.endpoint == *endpoint)
+                    .map(|e| crate::znp::SimpleDescriptor {
+                        endpoint: e.endpoint,
+                        profile_id: e.profile_id,
+                        device_id: e.device_id,
+                        device_version: e.device_version,
+                        in_clusters: e.in_clusters.clone(),
+                        out_clusters: e.out_clusters.clone(),
+                    });
+                ZnpCommand::ZdoSimpleDescRsp {
+                    src_addr: 0,
+                    // 0x83 = NOT_ACTIVE (ZDP status) for an endpoint not registered.
+                    status: if descriptor.is_some() { 0 } else { 0x83 },
+                    nwk_addr: Some(0),
+                    descriptor,
+                }
+            }
+            _ => return None,
+        })
     }
 
     fn af_data(&mut self, req: crate::znp::AfDataRequest) {
@@ -1259,17 +1343,29 @@ impl Emulator {
             .and_then(|v| v.first().copied())
             .unwrap_or(0);
         if startup & nv::STARTUP_CLEAR_ALL != 0 {
-            self.nv.retain(|id, _| *id == nv::STARTUP_OPTION);
+            // The stack writes its defaults back (`zgInitItems(TRUE)`): a factory-new NV.
+            // Then it clears the bits it applied (`zgWriteStartupOptions(ZG_STARTUP_CLEAR,
+            // ...)` in ZDApp_Init), so the next reset keeps what was set up in between.
+            self.nv = factory::factory_nv(self.cfg.firmware, self.cfg.ieee);
+            self.nv
+                .insert(nv::STARTUP_OPTION, vec![startup & !nv::STARTUP_CLEAR_ALL]);
             self.ext_nv.clear();
+            self.groups.clear();
             self.network = None;
             for d in &mut self.devices {
                 d.left();
             }
         }
+        // A deleted EXTADDR is written back from the chip's own address at boot.
+        self.nv
+            .entry(factory::EXTADDR)
+            .or_insert_with(|| self.cfg.ieee.0.to_le_bytes().to_vec());
         self.state = 0;
         self.registered_codes.clear();
         self.join_uses_install_code = false;
         self.endpoints.clear();
+        self.zdo_callbacks.clear();
+        self.zdo_tsn.clear();
         self.bdb_primary_mask = None;
         self.permit_join_until = None;
         // Whatever was in flight is lost with the reboot.
@@ -1369,7 +1465,7 @@ impl Emulator {
         self.nv.insert(id, bytes);
     }
 
-    /// The NV a formation leaves: the NIB, the active key (sequence 0) and a security
+    /// The NV a formation leaves: the NIB, the active and alternate keys (sequence 0) and a security
     /// material table with the new network's entry first and a generic entry last. A
     /// re-formation of the same network keeps its frame counter (Z-Stack never reuses one).
     fn write_network_state(&mut self, params: NetworkParams) {
@@ -1416,14 +1512,15 @@ impl Emulator {
             .get(&nv::PRECFGKEY)
             .and_then(|k| <[u8; 16]>::try_from(k.as_slice()).ok())
             .unwrap_or_default();
-        self.write_key_info(
-            nv::NWK_ACTIVE_KEY_INFO,
-            NwkKeyDescriptor {
-                key_seq_num: 0,
-                key,
-            },
-        );
-        self.nv.remove(&nv::NWK_ALTERN_KEY_INFO);
+        let descriptor = NwkKeyDescriptor {
+            key_seq_num: 0,
+            key,
+        };
+        self.write_key_info(nv::NWK_ACTIVE_KEY_INFO, descriptor);
+        // Z-Stack starts a network with the same key in both items (as read from formed
+        // sticks; zigbee-herdsman resumes only when both hold the configured key).
+        self.write_key_info(nv::NWK_ALTERN_KEY_INFO, descriptor);
+        self.nv.insert(nv::BDB_NODE_IS_ON_A_NETWORK, vec![1]);
         let kept = self
             .nwk_frame_counter_of(params.extended_pan_id)
             .unwrap_or(0);
@@ -1514,6 +1611,19 @@ impl Emulator {
             .ok()
             .map(u32::from_le_bytes)
     }
+}
+
+/// Whether a Z-Stack 3 ZNP build has `subsystem` (the bits of [`PING_CAPABILITIES`]).
+fn subsystem_supported(subsystem: Subsystem) -> bool {
+    let bit = match subsystem {
+        Subsystem::Sys => 0x0001,
+        Subsystem::Af => 0x0008,
+        Subsystem::Zdo => 0x0010,
+        Subsystem::Util => 0x0040,
+        Subsystem::AppCnf => 0x0400,
+        _ => 0,
+    };
+    PING_CAPABILITIES & bit != 0
 }
 
 fn version_rsp(firmware: Firmware) -> ZnpCommand {

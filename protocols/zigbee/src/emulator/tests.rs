@@ -150,21 +150,16 @@ fn answers_ping_and_version_like_a_cc2652() {
         r[..],
         [ZnpCommand::SysVersionRsp { product: 1, .. }]
     ));
-    // An SREQ it does not know gets the RPC error SRSP.
-    h.emu.receive(
-        h.now,
-        &MtFrame::new(MtType::Sreq, Subsystem::Mac, 0x77, vec![])
-            .to_bytes()
-            .unwrap(),
-    );
-    assert!(matches!(
-        h.collect()[..],
-        [ZnpCommand::RpcError {
-            error_code: 2,
-            request_cmd0: 0x22,
-            request_cmd1: 0x77
-        }]
-    ));
+    // An SREQ it does not know gets Z-Stack's RPC error SRSP, `60 00` [error, cmd0, cmd1]:
+    // 1 for a subsystem this build lacks (MAC), 2 for an unknown command in one it has.
+    for (subsystem, cmd0, error_code) in [(Subsystem::Mac, 0x22, 1), (Subsystem::Util, 0x27, 2)] {
+        let req = MtFrame::new(MtType::Sreq, subsystem, 0x77, vec![]);
+        h.emu.receive(h.now, &req.to_bytes().unwrap());
+        let out = h.emu.take_output();
+        let mut want = vec![0xFE, 0x03, 0x60, 0x00, error_code, cmd0, 0x77];
+        want.push(crate::mt::fcs(&want[1..]));
+        assert_eq!(out, want, "{subsystem:?}");
+    }
 }
 
 #[test]
@@ -209,6 +204,7 @@ fn forms_a_network_and_resumes_it_after_a_reset() {
     );
     h.send(ZnpCommand::SysResetReq { reset_type: 1 }, ms(50));
     assert_eq!(h.emu.network(), None);
+    // Cleared NV is factory NV again: the network's key is gone, the stack's default back.
     let r = h.send(
         ZnpCommand::SysOsalNvReadReq {
             id: nv::PRECFGKEY,
@@ -216,13 +212,13 @@ fn forms_a_network_and_resumes_it_after_a_reset() {
         },
         ms(1),
     );
-    assert!(matches!(
-        r[..],
-        [ZnpCommand::SysOsalNvReadRsp {
-            status: STATUS_NV_OPER_FAILED,
-            ..
-        }]
-    ));
+    let factory = factory::default_precfg_key(EmulatorConfig::default().ieee).to_vec();
+    assert!(
+        matches!(&r[..], [ZnpCommand::SysOsalNvReadRsp { status: 0, value }] if *value == factory),
+        "{r:?}"
+    );
+    assert_eq!(h.emu.nib(), None);
+    assert_eq!(h.emu.nv_item(nv::NWK_ACTIVE_KEY_INFO), Some(&[0u8; 17][..]));
 }
 
 #[test]
@@ -706,7 +702,11 @@ fn a_network_key_update_then_switch_moves_the_coordinator_and_its_devices() {
         (k.key_seq_num, k.key)
     };
     assert_eq!(key_info(&h), (0, [7; 16]));
-    assert_eq!(h.emu.alternate_key_info(), None);
+    // A new network has its key in both items, as Z-Stack leaves them.
+    assert_eq!(
+        h.emu.alternate_key_info().map(|k| (k.key_seq_num, k.key)),
+        Some((0, [7; 16]))
+    );
     let plug = DeviceKind::SmartPlug.default_ieee();
     let sleepy = DeviceKind::SleepySensor.default_ieee();
     assert_eq!(h.emu.device_key_seq(plug), Some(0));
