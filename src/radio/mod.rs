@@ -17,7 +17,6 @@ pub mod session;
 mod supervisor;
 pub mod zigbee;
 pub mod zigbee_sim;
-mod zigbee_spec;
 
 pub use supervisor::{spawn_all, Backoff};
 
@@ -279,7 +278,7 @@ pub struct DriverSpec {
 }
 
 /// The drivers compiled into this build.
-pub static DRIVERS: &[DriverSpec] = &[zigbee_spec::SPEC];
+pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC];
 
 /// The driver for `protocol`, if this build has one.
 pub fn spec(protocol: Protocol) -> Option<&'static DriverSpec> {

@@ -28,11 +28,13 @@ mod interview;
 mod nv;
 mod options;
 mod security;
+mod spec;
 mod startup;
 mod timers;
 mod transport;
 
 pub use options::ZigbeeOptions;
+pub use spec::SPEC;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};

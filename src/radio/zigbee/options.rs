@@ -5,10 +5,20 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
 use fieldgate_zigbee::IeeeAddr;
 
 use super::MAX_KEY_SWITCH_DELAY;
+use crate::radio::OptionError;
+
+type Result<T> = std::result::Result<T, OptionError>;
+
+/// An error about `key`.
+fn wrong(key: &str, message: String) -> OptionError {
+    OptionError {
+        key: key.to_string(),
+        message,
+    }
+}
 
 /// `[radio.options]` for a Zigbee radio.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +68,7 @@ impl ZigbeeOptions {
                         .as_integer()
                         .filter(|c| (11..=26).contains(c))
                         .ok_or_else(|| {
-                            anyhow!("zigbee option `channel` must be an integer from 11 to 26, got {value}")
+                            wrong("channel", format!("zigbee option `channel` must be an integer from 11 to 26, got {value}"))
                         })?;
                     o.channel = u8::try_from(c).ok();
                 }
@@ -66,19 +76,26 @@ impl ZigbeeOptions {
                     let p = int_or_hex(value)
                         .filter(|p| (0x0001..=0xFFFE).contains(p))
                         .ok_or_else(|| {
-                            anyhow!("zigbee option `pan_id` must be 0x0001–0xFFFE (integer or \"0x1a62\"), got {value}")
+                            wrong("pan_id", format!("zigbee option `pan_id` must be 0x0001–0xFFFE (integer or \"0x1a62\"), got {value}"))
                         })?;
                     o.pan_id = u16::try_from(p).ok();
                 }
                 "extended_pan_id" => {
                     let text = value.as_str().ok_or_else(|| {
-                        anyhow!("zigbee option `extended_pan_id` must be a string of 16 hex digits, e.g. \"0xdddddddddddddddd\"")
+                        wrong("extended_pan_id", "zigbee option `extended_pan_id` must be a string of 16 hex digits, e.g. \"0xdddddddddddddddd\"".to_string())
                     })?;
-                    let e: IeeeAddr = text
-                        .parse()
-                        .map_err(|e| anyhow!("zigbee option `extended_pan_id`: {e}"))?;
+                    let e: IeeeAddr = text.parse().map_err(|e| {
+                        wrong(
+                            "extended_pan_id",
+                            format!("zigbee option `extended_pan_id`: {e}"),
+                        )
+                    })?;
                     if e.0 == 0 || e.0 == u64::MAX {
-                        bail!("zigbee option `extended_pan_id` may not be all zeros or all ones");
+                        return Err(wrong(
+                            "extended_pan_id",
+                            "zigbee option `extended_pan_id` may not be all zeros or all ones"
+                                .to_string(),
+                        ));
                     }
                     o.extended_pan_id = Some(e.0);
                 }
@@ -88,7 +105,10 @@ impl ZigbeeOptions {
                 "key_switch_delay" => {
                     o.key_switch_delay = duration(key, value)?;
                     if o.key_switch_delay > MAX_KEY_SWITCH_DELAY {
-                        bail!("zigbee option `key_switch_delay` must be at most 5min");
+                        return Err(wrong(
+                            "key_switch_delay",
+                            "zigbee option `key_switch_delay` must be at most 5min".to_string(),
+                        ));
                     }
                 }
                 "interview_attempts" => {
@@ -97,10 +117,18 @@ impl ZigbeeOptions {
                         .filter(|n| (1..=20).contains(n))
                         .and_then(|n| u32::try_from(n).ok())
                         .ok_or_else(|| {
-                            anyhow!("zigbee option `interview_attempts` must be 1–20")
+                            wrong(
+                                "interview_attempts",
+                                "zigbee option `interview_attempts` must be 1–20".to_string(),
+                            )
                         })?;
                 }
-                other => bail!("unknown zigbee option `{other}` (known: {KNOWN_OPTIONS})"),
+                other => {
+                    return Err(wrong(
+                        other,
+                        format!("unknown zigbee option `{other}` (known: {KNOWN_OPTIONS})"),
+                    ))
+                }
             }
         }
         Ok(o)
@@ -126,10 +154,18 @@ pub(super) fn duration(key: &str, v: &toml::Value) -> Result<Duration> {
         .as_str()
         .and_then(|s| humantime::parse_duration(s).ok())
         .ok_or_else(|| {
-            anyhow!("zigbee option `{key}` must be a duration such as \"6s\" or \"500ms\", got {v}")
+            wrong(
+                key,
+                format!(
+                    "zigbee option `{key}` must be a duration such as \"6s\" or \"500ms\", got {v}"
+                ),
+            )
         })?;
     if d < Duration::from_millis(10) || d > Duration::from_secs(3600) {
-        bail!("zigbee option `{key}` must be between 10ms and 1h");
+        return Err(wrong(
+            key,
+            format!("zigbee option `{key}` must be between 10ms and 1h"),
+        ));
     }
     Ok(d)
 }

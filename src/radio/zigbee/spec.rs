@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use super::{Capabilities, DriverBox, DriverSpec, OptionError, PortKind};
 use crate::config::Protocol;
 use crate::model::{CredentialKind, Reachability};
+use crate::radio::{Capabilities, DriverBox, DriverSpec, OptionError, PortKind};
 
 pub const SPEC: DriverSpec = DriverSpec {
     protocol: Protocol::Zigbee,
@@ -14,22 +14,15 @@ pub const SPEC: DriverSpec = DriverSpec {
         credentials: &[CredentialKind::ZigbeeInstallCode],
         join_credential: Some(CredentialKind::ZigbeeInstallCode),
         backup: Some("open-coordinator-backup"),
-        key_rotation: Some(super::zigbee::MAX_KEY_SWITCH_DELAY),
+        key_rotation: Some(super::MAX_KEY_SWITCH_DELAY),
         // Routers are always listening; sleepy end devices poll their parent.
         reachability: &[Reachability::AlwaysListening, Reachability::WakeUp],
     },
     ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],
     check_options,
-    new: || DriverBox::ByteStream(Box::new(super::zigbee::ZigbeeDriver::new())),
+    new: || DriverBox::ByteStream(Box::new(super::ZigbeeDriver::new())),
 };
 
 fn check_options(table: &toml::Table) -> Result<(), OptionError> {
-    super::zigbee::ZigbeeOptions::parse(table)
-        .map(|_| ())
-        .map_err(|e| {
-            let message = e.to_string();
-            // Every message names its key first, in backticks.
-            let key = message.split('`').nth(1).unwrap_or_default().to_string();
-            OptionError { key, message }
-        })
+    super::ZigbeeOptions::parse(table).map(|_| ())
 }
