@@ -147,6 +147,7 @@ impl Gateway {
                     value: Value::Bool(true),
                     unit: None,
                 }]),
+                link: None,
             })
             .await
             .expect("hub");
@@ -208,6 +209,7 @@ fn readings(n: usize) -> Vec<DeviceEvent> {
                 value: Value::Number(20.0 + (i % 100) as f64 / 10.0),
                 unit: Some("°C".into()),
             }]),
+            link: None,
         })
         .collect()
 }

@@ -148,6 +148,9 @@ pub struct DeviceInfo {
     pub firmware: Option<String>,
     pub power_source: Option<PowerSource>,
     pub capabilities: Vec<String>,
+    /// How the device is reached (decides whether requests for it are held).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<Reachability>,
 }
 
 /// A kind of device credential, provisioned before or at joining. Each driver
@@ -263,6 +266,43 @@ pub enum RadioState {
     Unavailable(String),
 }
 
+/// How well the frame behind an event was received, as the radio measured it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkMetrics {
+    /// Received signal strength, dBm (Z-Wave, BLE, LoRa).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rssi_dbm: Option<f64>,
+    /// Link quality indicator, 0-255 (Zigbee).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lqi: Option<u8>,
+    /// Signal-to-noise ratio, dB (LoRa).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snr_db: Option<f64>,
+}
+
+impl LinkMetrics {
+    /// The metrics as readings with their documented names (`linkquality`, `rssi`
+    /// in dBm, `snr` in dB), so that telemetry and health see them like any value.
+    pub fn readings(&self) -> impl Iterator<Item = Reading> + '_ {
+        let lqi = self.lqi.map(|q| Reading {
+            name: "linkquality".into(),
+            value: Value::Number(f64::from(q)),
+            unit: None,
+        });
+        let rssi = self.rssi_dbm.map(|r| Reading {
+            name: "rssi".into(),
+            value: Value::Number(r),
+            unit: Some("dBm".into()),
+        });
+        let snr = self.snr_db.map(|s| Reading {
+            name: "snr".into(),
+            value: Value::Number(s),
+            unit: Some("dB".into()),
+        });
+        lqi.into_iter().chain(rssi).chain(snr)
+    }
+}
+
 /// What a radio driver reports to the hub.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceEvent {
@@ -272,6 +312,8 @@ pub struct DeviceEvent {
     /// When the gateway received the underlying frame.
     pub received_at: SystemTime,
     pub kind: DeviceEventKind,
+    /// How the frame was received, when the radio says.
+    pub link: Option<LinkMetrics>,
 }
 
 impl DeviceEvent {
@@ -297,6 +339,53 @@ pub enum DeviceEventKind {
     },
 }
 
+/// Why a radio could not do what it was asked. Every radio operation that answers
+/// answers with this, so the hub and the doors can tell the cases apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RadioError {
+    /// The radio does not do this (a capability it does not declare).
+    #[error("not supported by this radio: {0}")]
+    NotSupported(String),
+    /// The request itself is wrong for this radio (an address it cannot use).
+    #[error("{0}")]
+    Invalid(String),
+    /// The radio (coordinator, controller, modem) refused or failed it.
+    #[error("{0}")]
+    Refused(String),
+    /// No answer in time.
+    #[error("no answer in time: {0}")]
+    Timeout(String),
+    /// The link to the radio failed while it was being done.
+    #[error("the radio link failed: {0}")]
+    Link(String),
+}
+
+/// A device credential handed to a radio (an install code to its trust center, an
+/// S2 DSK to its controller, LoRaWAN keys to its session table). Never logged.
+#[derive(Debug, Clone)]
+pub struct DeviceCredential {
+    pub kind: CredentialKind,
+    pub secret: crate::secrets::Secret,
+}
+
+/// What the policy asks of a radio that it must enforce itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RadioPolicy {
+    /// Joining devices must present their pre-registered credential
+    /// (`Capabilities::join_credential`).
+    pub join_credential_required: bool,
+}
+
+/// A radio's network exported for a backup: the document in its format (e.g.
+/// Zigbee's open-coordinator-backup JSON). It holds network secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkBackup {
+    pub format: String,
+    pub document: serde_json::Value,
+    /// How many devices it covers (for the audit record, which never holds secrets).
+    pub devices: usize,
+}
+
 /// What the hub asks a radio to do.
 #[derive(Debug)]
 pub enum RadioCommand {
@@ -319,27 +408,26 @@ pub enum RadioCommand {
         native_address: String,
         command_id: String,
     },
-    /// Export the radio's network (for Zigbee, open-coordinator-backup JSON). The answer
-    /// holds the network key: it goes only to the local technician who asked.
+    /// Export the radio's network (`Capabilities::backup`). The answer holds network
+    /// secrets: it goes only to the local technician who asked.
     Backup {
-        reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<NetworkBackup, RadioError>>,
     },
-    /// Register a device's install code with the coordinator (the trust center), so the
-    /// device can join with the link key derived from it. Answers once the coordinator did.
-    AddInstallCode {
+    /// Hand a device's credential to the radio (one of `Capabilities::credentials`),
+    /// so the device can join or be heard with it. Answers once the radio took it.
+    ProvisionCredential {
         native_address: String,
-        code: crate::secrets::Secret,
-        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+        credential: DeviceCredential,
+        reply: tokio::sync::oneshot::Sender<Result<(), RadioError>>,
     },
-    /// Whether joining devices must use an install-code link key (from the policy). The
-    /// driver keeps it and applies it again after every coordinator start.
-    RequireInstallCodes {
-        required: bool,
-    },
-    /// Replace the network key: send a fresh one, wait, switch to it, keep it as the active
-    /// credential. Answers when the switch is done or failed.
+    /// The policy's demands on the radio. The driver keeps it and applies it again
+    /// after every start of the radio.
+    Policy(RadioPolicy),
+    /// Replace the network key (`Capabilities::key_rotation`): send a fresh one,
+    /// wait, switch to it, keep it as the active credential. Answers when the switch
+    /// is done or failed.
     RotateNetworkKey {
-        reply: tokio::sync::oneshot::Sender<Result<KeyRotated, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<KeyRotated, RadioError>>,
     },
 }
 

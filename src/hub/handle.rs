@@ -135,7 +135,7 @@ pub enum HubRequest {
     Backup {
         radio: String,
         actor: String,
-        reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
+        reply: oneshot::Sender<Result<NetworkBackup, HubError>>,
     },
     /// Registers a Zigbee device's install code: sealed as the device's credential, then
     /// pushed to every running Zigbee coordinator.
@@ -264,6 +264,20 @@ pub enum HubError {
 }
 
 impl HubError {
+    /// What a radio's refusal means to the caller: a request the radio cannot take
+    /// is the caller's to fix; a radio that failed it is unavailable for it.
+    pub fn from_radio(radio: &str, e: RadioError) -> HubError {
+        match e {
+            RadioError::NotSupported(_) | RadioError::Invalid(_) => {
+                HubError::Invalid(e.to_string())
+            }
+            RadioError::Refused(why) => HubError::RadioUnavailable(radio.to_string(), why),
+            RadioError::Timeout(_) | RadioError::Link(_) => {
+                HubError::RadioUnavailable(radio.to_string(), e.to_string())
+            }
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             HubError::UnknownRadio(_) => "unknown_radio",
@@ -445,11 +459,22 @@ impl HubHandle {
     }
 
     /// A network backup of `radio`; holds the network key (local technician API only).
+    /// The radio's network backup document (its format is the radio's, see
+    /// [`HubHandle::network_backup`]). It holds network secrets.
     pub async fn backup(
         &self,
         radio: String,
         actor: String,
     ) -> Result<serde_json::Value, HubError> {
+        self.network_backup(radio, actor).await.map(|b| b.document)
+    }
+
+    /// The radio's network backup with its format and device count.
+    pub async fn network_backup(
+        &self,
+        radio: String,
+        actor: String,
+    ) -> Result<NetworkBackup, HubError> {
         self.ask(|reply| HubRequest::Backup {
             radio,
             actor,

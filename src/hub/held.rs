@@ -5,10 +5,16 @@
 
 use super::*;
 
-/// Whether the hub holds requests for this device until it speaks: battery powered
-/// devices sleep between polls (Zigbee end devices that are not rx-on-when-idle).
+/// Whether the hub holds requests for this device until it speaks, from how its
+/// radio says it is reached: a device that wakes on its own schedule or listens
+/// only after an uplink cannot hear now; one that is always listening (a mains
+/// router, a Z-Wave FLiRS lock, battery powered or not) can. A device whose radio
+/// has not said yet is judged by its power source.
 pub fn is_sleeping(d: &registry::Device) -> bool {
-    PowerSource::parse(&d.power_source) == PowerSource::Battery
+    match d.reachability.as_deref().and_then(Reachability::parse) {
+        Some(r) => r.holds_requests(),
+        None => PowerSource::parse(&d.power_source) == PowerSource::Battery,
+    }
 }
 
 /// The attributes a held `get` asked for.

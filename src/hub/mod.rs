@@ -25,8 +25,9 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::model::{
-    rfc3339, CredentialKind, DeviceCommand, DeviceEvent, DeviceEventKind, DeviceId, KeyRotated,
-    Lifecycle, PowerSource, RadioCommand, RadioState, Reading, Value,
+    rfc3339, CredentialKind, DeviceCommand, DeviceCredential, DeviceEvent, DeviceEventKind,
+    DeviceId, KeyRotated, Lifecycle, NetworkBackup, PowerSource, RadioCommand, RadioError,
+    RadioPolicy, RadioState, Reachability, Reading, Value,
 };
 use crate::policy::{self, Admit, Compliance, DeviceFacts, Firing, PolicyEngine, RuleStates};
 use crate::radio::Capabilities;

@@ -12,6 +12,7 @@ fn event(addr: &str, kind: DeviceEventKind) -> DeviceEvent {
         native_address: addr.into(),
         received_at: SystemTime::now(),
         kind,
+        link: None,
     }
 }
 
@@ -22,6 +23,7 @@ fn info(model: &str, firmware: &str) -> DeviceEventKind {
         firmware: Some(firmware.into()),
         power_source: Some(PowerSource::Battery),
         capabilities: vec!["temperature".into()],
+        reachability: None,
     })
 }
 

@@ -28,6 +28,10 @@ pub struct Device {
     /// Health flags currently raised (`offline`, `battery_low`, `weak_link`); `{}` when healthy.
     #[serde(default = "empty_object")]
     pub health: serde_json::Value,
+    /// How the device is reached, as its radio reported it (`always_listening`,
+    /// `wake_up`, `after_uplink`); `None` until an interview says.
+    #[serde(default)]
+    pub reachability: Option<String>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -36,7 +40,8 @@ fn empty_object() -> serde_json::Value {
 
 const COLUMNS: &str =
     "id, protocol, radio, native_address, manufacturer, model, firmware, power_source, \
-                       capabilities, last_state, lifecycle, first_seen, last_seen, health";
+                       capabilities, last_state, lifecycle, first_seen, last_seen, health, \
+                       reachability";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
     let caps: String = r.get(8)?;
@@ -56,6 +61,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
         first_seen: r.get(11)?,
         last_seen: r.get(12)?,
         health: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_else(|_| empty_object()),
+        reachability: r.get(14)?,
     })
 }
 
@@ -155,7 +161,8 @@ pub fn apply_info(
             firmware = coalesce(?4, firmware),
             power_source = coalesce(?5, power_source),
             capabilities = CASE WHEN ?6 = '[]' THEN capabilities ELSE ?6 END,
-            last_seen = ?7
+            last_seen = ?7,
+            reachability = coalesce(?8, reachability)
          WHERE id = ?1",
     )?
     .execute(params![
@@ -165,7 +172,8 @@ pub fn apply_info(
         info.firmware,
         info.power_source.map(|p| p.as_str()),
         caps,
-        ts
+        ts,
+        info.reachability.map(|r| r.as_str()),
     ])?;
     Ok(match (before, &info.firmware) {
         (Some(b), Some(new)) if b.firmware.as_deref() != Some(new.as_str()) => Some(b.firmware),
@@ -274,7 +282,7 @@ pub fn set_health_flag(
 /// Inserts a device as-is (used by import and tests).
 pub fn insert(conn: &Connection, d: &Device) -> StoreResult<()> {
     conn.execute(
-        &format!("INSERT INTO devices ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+        &format!("INSERT INTO devices ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
         params![
             d.id,
             d.protocol,
@@ -289,7 +297,8 @@ pub fn insert(conn: &Connection, d: &Device) -> StoreResult<()> {
             d.lifecycle,
             d.first_seen,
             d.last_seen,
-            d.health.to_string()
+            d.health.to_string(),
+            d.reachability
         ],
     )?;
     Ok(())

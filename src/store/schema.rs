@@ -142,6 +142,9 @@ CREATE INDEX outbox_by_kind ON outbox (kind, id);
         // How many messages a row holds: one device's readings committed together
         // share a row (seqs id .. id + messages - 1), one insert and one delete for all.
         M::up("ALTER TABLE outbox ADD COLUMN messages INTEGER NOT NULL DEFAULT 1;"),
+        // How the device is reached (always_listening, wake_up, after_uplink), as its
+        // radio reported it; decides whether requests for it are held.
+        M::up("ALTER TABLE devices ADD COLUMN reachability TEXT;"),
     ])
 }
 

@@ -403,6 +403,7 @@ impl Rig {
                 native_address: addr.into(),
                 received_at: SystemTime::now(),
                 kind,
+                link: None,
             })
             .await
             .expect("hub running");
@@ -501,6 +502,7 @@ async fn normal_flow_publishes_the_documented_topics_and_schemas() {
             firmware: Some("1.0".into()),
             power_source: None,
             capabilities: vec!["temperature".into()],
+            reachability: None,
         }),
     )
     .await;

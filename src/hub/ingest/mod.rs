@@ -374,8 +374,24 @@ pub(in crate::hub) fn readings_recorded<'e>(
     Ok(())
 }
 
+/// The link metrics of a frame that carried readings join them under their
+/// documented names (`linkquality`, `rssi`, `snr`): telemetry and the weak-link
+/// health flag see them like any other value.
+fn with_link_readings(ev: &mut DeviceEvent) {
+    if let (Some(link), DeviceEventKind::Readings(readings)) = (&ev.link, &mut ev.kind) {
+        for r in link.readings() {
+            if !readings.iter().any(|have| have.name == r.name) {
+                readings.push(r);
+            }
+        }
+    }
+}
+
 impl Hub {
-    pub(in crate::hub) async fn on_events(&mut self, batch: Vec<DeviceEvent>) {
+    pub(in crate::hub) async fn on_events(&mut self, mut batch: Vec<DeviceEvent>) {
+        for ev in &mut batch {
+            with_link_readings(ev);
+        }
         let ctx = EventContext {
             gateway_id: self.gateway_id.clone(),
             policy: self.policy.clone(),

@@ -11,7 +11,7 @@ impl Hub {
         &mut self,
         radio: String,
         actor: String,
-        reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
+        reply: oneshot::Sender<Result<NetworkBackup, HubError>>,
     ) {
         let checked = self
             .running_radio(&radio)
@@ -48,9 +48,9 @@ impl Hub {
             },
             |reply| RadioCommand::Backup { reply },
             // Never the key: what was exported, and how many devices.
-            |v: &serde_json::Value| {
+            |b: &NetworkBackup| {
                 json!({"exported": "network parameters and network key",
-                       "devices": v["devices"].as_array().map_or(0, Vec::len)})
+                       "format": b.format, "devices": b.devices})
             },
             |e: &HubError| json!({"error": e.to_string()}),
             reply,

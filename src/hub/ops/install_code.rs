@@ -22,7 +22,9 @@ impl Hub {
                 // lose it, so this one waits (bounded) for room.
                 let sent = tokio::time::timeout(
                     Duration::from_secs(5),
-                    tx.send(RadioCommand::RequireInstallCodes { required }),
+                    tx.send(RadioCommand::Policy(RadioPolicy {
+                        join_credential_required: required,
+                    })),
                 )
                 .await;
                 if !matches!(sent, Ok(Ok(()))) {
@@ -113,9 +115,12 @@ impl Hub {
             match self.reserve(&h.name) {
                 Ok(permit) => {
                     let (rtx, rrx) = oneshot::channel();
-                    permit.send(RadioCommand::AddInstallCode {
+                    permit.send(RadioCommand::ProvisionCredential {
                         native_address: native.clone(),
-                        code: code.clone(),
+                        credential: DeviceCredential {
+                            kind: KIND,
+                            secret: code.clone(),
+                        },
                         reply: rtx,
                     });
                     waiting.push((h.name.clone(), rrx));
@@ -133,7 +138,7 @@ impl Hub {
             for (radio, rx) in waiting {
                 let (ok, detail) = match tokio::time::timeout(INSTALL_CODE_TIMEOUT, rx).await {
                     Ok(Ok(Ok(()))) => (true, "registered with the coordinator".to_string()),
-                    Ok(Ok(Err(e))) => (false, e),
+                    Ok(Ok(Err(e))) => (false, e.to_string()),
                     Ok(Err(_)) => (
                         false,
                         "the driver stopped before answering; pushed at its next start".into(),

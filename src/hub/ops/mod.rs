@@ -88,7 +88,7 @@ impl Hub {
         &self,
         permit: mpsc::OwnedPermit<RadioCommand>,
         job: RelayJob,
-        command: impl FnOnce(oneshot::Sender<Result<T, String>>) -> RadioCommand,
+        command: impl FnOnce(oneshot::Sender<Result<T, RadioError>>) -> RadioCommand,
         done: impl FnOnce(&T) -> serde_json::Value + Send + 'static,
         failed: impl FnOnce(&HubError) -> serde_json::Value + Send + 'static,
         reply: oneshot::Sender<Result<T, HubError>>,
@@ -108,7 +108,7 @@ impl Hub {
         tokio::spawn(async move {
             let answer = match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(Ok(v))) => Ok(v),
-                Ok(Ok(Err(why))) => Err(HubError::RadioUnavailable(radio.clone(), why)),
+                Ok(Ok(Err(e))) => Err(HubError::from_radio(&radio, e)),
                 Ok(Err(_)) => Err(HubError::RadioUnavailable(radio.clone(), stopped.into())),
                 Err(_) => Err(HubError::RadioUnavailable(
                     radio.clone(),

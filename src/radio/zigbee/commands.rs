@@ -14,7 +14,9 @@ use tokio::time::Instant;
 
 use super::devices::refresh_plan;
 use super::Coordinator;
-use crate::model::{DeviceCommand, DeviceEventKind, RadioCommand};
+use crate::model::{
+    CredentialKind, DeviceCommand, DeviceEventKind, NetworkBackup, RadioCommand, RadioError,
+};
 
 /// How long a device command may wait for its AF_DATA_CONFIRM.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
@@ -86,27 +88,38 @@ impl Coordinator<'_> {
                 command,
                 command_id,
             } => self.set(native_address, command, command_id).await?,
-            RadioCommand::AddInstallCode {
+            RadioCommand::ProvisionCredential {
                 native_address,
-                code,
+                credential,
                 reply,
             } => {
-                let answer = match native_address.parse::<IeeeAddr>() {
-                    Ok(ieee) => match self.push_install_code(ieee, &code).await? {
-                        Ok(()) => {
-                            tracing::info!(radio = %self.io.radio, device = %ieee, "install code registered with the coordinator");
-                            Ok(())
+                let answer = match (credential.kind, native_address.parse::<IeeeAddr>()) {
+                    (CredentialKind::ZigbeeInstallCode, Ok(ieee)) => {
+                        match self.push_install_code(ieee, &credential.secret).await? {
+                            Ok(()) => {
+                                tracing::info!(radio = %self.io.radio, device = %ieee, "install code registered with the coordinator");
+                                Ok(())
+                            }
+                            Err(f) => {
+                                tracing::warn!(radio = %self.io.radio, device = %ieee, error = %f, "the coordinator refused the install code");
+                                Err(RadioError::Refused(format!(
+                                    "the coordinator refused the install code: {f}"
+                                )))
+                            }
                         }
-                        Err(f) => {
-                            tracing::warn!(radio = %self.io.radio, device = %ieee, error = %f, "the coordinator refused the install code");
-                            Err(format!("the coordinator refused the install code: {f}"))
-                        }
-                    },
-                    Err(_) => Err(format!("`{native_address}` is not an IEEE address")),
+                    }
+                    (CredentialKind::ZigbeeInstallCode, Err(_)) => Err(RadioError::Invalid(
+                        format!("`{native_address}` is not an IEEE address"),
+                    )),
+                    (other, _) => Err(RadioError::NotSupported(format!(
+                        "a Zigbee coordinator takes no {}",
+                        other.label()
+                    ))),
                 };
                 let _ = reply.send(answer);
             }
-            RadioCommand::RequireInstallCodes { required } => {
+            RadioCommand::Policy(policy) => {
+                let required = policy.join_credential_required;
                 let changed = *self.require_install_codes != required;
                 *self.require_install_codes = required;
                 if changed {
@@ -121,9 +134,13 @@ impl Coordinator<'_> {
             RadioCommand::Backup { reply } => {
                 let result = self.backup().await;
                 let answer = match &result {
-                    Ok(Ok(v)) => Ok(v.clone()),
-                    Ok(Err(e)) => Err(e.clone()),
-                    Err(e) => Err(format!("the coordinator link failed: {e:#}")),
+                    Ok(Ok(v)) => Ok(NetworkBackup {
+                        format: "open-coordinator-backup".into(),
+                        devices: v["devices"].as_array().map_or(0, Vec::len),
+                        document: v.clone(),
+                    }),
+                    Ok(Err(e)) => Err(RadioError::Refused(e.clone())),
+                    Err(e) => Err(RadioError::Link(format!("{e:#}"))),
                 };
                 match &answer {
                     Ok(_) => tracing::info!(radio = %self.io.radio, "network backup exported"),

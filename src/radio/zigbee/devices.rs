@@ -13,7 +13,7 @@ use fieldgate_zigbee::znp::{NodeDescriptor, SimpleDescriptor};
 use fieldgate_zigbee::IeeeAddr;
 use tokio::time::Instant;
 
-use crate::model::{DeviceInfo, PowerSource};
+use crate::model::{DeviceInfo, PowerSource, Reachability};
 
 /// One step of an interview or of the reporting set-up after it.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,6 +225,13 @@ impl Device {
             firmware: basic.sw_build,
             power_source: self.power_source(),
             capabilities,
+            // An end device that is not rx-on-when-idle polls its parent: it hears
+            // only while awake.
+            reachability: Some(if self.rx_on_when_idle {
+                Reachability::AlwaysListening
+            } else {
+                Reachability::WakeUp
+            }),
         }
     }
 

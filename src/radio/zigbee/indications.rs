@@ -320,16 +320,19 @@ impl Coordinator<'_> {
                 ),
             }
         }
-        let mut readings: Vec<Reading> = found.readings.into_iter().map(model_reading).collect();
+        let readings: Vec<Reading> = found.readings.into_iter().map(model_reading).collect();
         if !readings.is_empty() {
-            // The link quality of the frame that carried them (for weak-link health).
-            readings.push(Reading {
-                name: "linkquality".into(),
-                value: Value::Number(f64::from(m.link_quality)),
-                unit: None,
-            });
-            self.emit(ieee.to_string(), DeviceEventKind::Readings(readings))
-                .await?;
+            // The link quality of the frame that carried them.
+            let link = crate::model::LinkMetrics {
+                lqi: Some(m.link_quality),
+                ..Default::default()
+            };
+            self.emit_with_link(
+                ieee.to_string(),
+                DeviceEventKind::Readings(readings),
+                Some(link),
+            )
+            .await?;
         }
         if let ZclCommand::ReadAttributesRsp { .. } = &frame.command {
             self.refresh_answered(ieee, cluster, tsn).await?;

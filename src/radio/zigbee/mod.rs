@@ -178,12 +178,23 @@ impl Coordinator<'_> {
     }
 
     async fn emit(&mut self, native_address: String, kind: DeviceEventKind) -> Result<()> {
+        self.emit_with_link(native_address, kind, None).await
+    }
+
+    /// Like `emit`, with how the frame behind the event was received.
+    async fn emit_with_link(
+        &mut self,
+        native_address: String,
+        kind: DeviceEventKind,
+        link: Option<crate::model::LinkMetrics>,
+    ) -> Result<()> {
         let ev = DeviceEvent {
             radio: self.io.radio.clone(),
             protocol: self.io.protocol,
             native_address,
             received_at: SystemTime::now(),
             kind,
+            link,
         };
         self.io
             .events

@@ -18,6 +18,7 @@
 //!
 //! Must never log or return a key or a code.
 
+use crate::model::RadioError;
 use anyhow::Result;
 use fieldgate_zigbee::znp::{self, nv};
 use fieldgate_zigbee::{IeeeAddr, ZnpCommand};
@@ -38,7 +39,7 @@ pub(super) struct PendingRotation {
     pub(super) key: Secret,
     pub(super) sent_at: Instant,
     pub(super) due: Instant,
-    pub(super) reply: tokio::sync::oneshot::Sender<Result<crate::model::KeyRotated, String>>,
+    pub(super) reply: tokio::sync::oneshot::Sender<Result<crate::model::KeyRotated, RadioError>>,
 }
 
 impl Coordinator<'_> {
@@ -138,24 +139,26 @@ impl Coordinator<'_> {
 
     pub(super) async fn start_rotation(
         &mut self,
-        reply: tokio::sync::oneshot::Sender<Result<crate::model::KeyRotated, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<crate::model::KeyRotated, RadioError>>,
     ) -> Result<()> {
         if self.rotation.is_some() {
-            let _ = reply.send(Err("a network key rotation is already in progress".into()));
+            let _ = reply.send(Err(RadioError::Refused(
+                "a network key rotation is already in progress".into(),
+            )));
             return Ok(());
         }
         let Some(sink) = self.io.secrets.clone() else {
-            let _ = reply.send(Err(
+            let _ = reply.send(Err(RadioError::Refused(
                 "no credential store is wired: a new key could not be kept, so none is sent".into(),
-            ));
+            )));
             return Ok(());
         };
         let previous_seq = match self.active_key().await? {
             Ok(d) => d.map_or(0, |d| d.key_seq_num),
             Err(e) => {
-                let _ = reply.send(Err(format!(
+                let _ = reply.send(Err(RadioError::Refused(format!(
                     "cannot tell which key the network runs on ({e}); nothing was sent"
-                )));
+                ))));
                 return Ok(());
             }
         };
@@ -171,9 +174,9 @@ impl Coordinator<'_> {
             .keep(&self.io.radio, PENDING_NETWORK_KEY_KIND, key.clone())
             .await
         {
-            let _ = reply.send(Err(format!(
+            let _ = reply.send(Err(RadioError::Refused(format!(
                 "cannot store the new key encrypted ({e}); nothing was sent, the old key stays active"
-            )));
+            ))));
             return Ok(());
         }
         let update = ZnpCommand::ZdoExtUpdateNwkKeyReq {
@@ -192,14 +195,16 @@ impl Coordinator<'_> {
                     _ => format!("the coordinator refused the key update ({f})"),
                 };
                 tracing::warn!(radio = %self.io.radio, error = %why, "network key rotation failed; the old key stays active");
-                let _ = reply.send(Err(format!("{why}; the old key stays active")));
+                let _ = reply.send(Err(RadioError::Refused(format!(
+                    "{why}; the old key stays active"
+                ))));
                 return Ok(());
             }
             Err(e) => {
                 let _ = sink.forget(&self.io.radio, PENDING_NETWORK_KEY_KIND).await;
-                let _ = reply.send(Err(format!(
+                let _ = reply.send(Err(RadioError::Refused(format!(
                     "the coordinator link failed during the key update; the old key stays active: {e:#}"
-                )));
+                ))));
                 return Err(e);
             }
         }
@@ -221,7 +226,7 @@ impl Coordinator<'_> {
             let _ = sink.forget(&self.io.radio, PENDING_NETWORK_KEY_KIND).await;
         }
         tracing::warn!(radio = %self.io.radio, key_seq = r.seq, error = %why, "network key rotation failed");
-        let _ = r.reply.send(Err(why));
+        let _ = r.reply.send(Err(RadioError::Refused(why)));
     }
 
     /// A pending-key credential with no rotation in flight is from one interrupted by a
@@ -298,7 +303,7 @@ impl Coordinator<'_> {
             }
             Err(e) => {
                 tracing::error!(radio = %self.io.radio, key_seq = r.seq, error = %e, "network key switched but the credential could not be updated; it is taken from the coordinator at the next start");
-                Err(format!("the network switched to key sequence {} but the stored credential could not be updated ({e}); it is re-read from the coordinator at the next start", r.seq))
+                Err(RadioError::Refused(format!("the network switched to key sequence {} but the stored credential could not be updated ({e}); it is re-read from the coordinator at the next start", r.seq)))
             }
         };
         let _ = r.reply.send(answer);
