@@ -27,9 +27,11 @@ pub mod advert;
 pub mod beacon;
 pub mod bthome;
 mod dedup;
+pub mod encode;
 pub mod error;
 pub mod report;
 pub mod ruuvi;
+pub mod samples;
 pub mod xiaomi;
 
 pub use advert::{
