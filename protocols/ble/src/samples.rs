@@ -80,11 +80,17 @@ pub struct BtHomeSample {
     pub objects: Vec<BtHomeObject>,
 }
 
-/// Ids that name the same quantity in different units (mass kg/lb, distance mm/m,
-/// volume L/mL): at most one unit of each per packet. With both, bthome-ble files the
-/// two readings under one key and one overwrites the other; we number them
-/// (`mass_1`, `mass_2`), which cannot be compared value by value.
-const UNIT_GROUPS: &[&[u8]] = &[&[0x06, 0x07], &[0x40, 0x41], &[0x48, 0x4E]];
+/// Two ids that name the same quantity in different units (mass kg/lb, distance mm/m,
+/// volume L/mL) are not put in one packet: with both, bthome-ble files the two readings
+/// under one key and one overwrites the other, while we number them (`mass_1`, `mass_2`),
+/// so they cannot be compared value by value.
+fn unit_clash(a: u8, b: u8) -> bool {
+    let unit = |id| match bthome::object_spec(id).map(|s| (s.name, s.kind)) {
+        Some((name, ObjectKind::Number { unit, .. })) => Some((name, unit)),
+        _ => None,
+    };
+    matches!((unit(a), unit(b)), (Some((na, ua)), Some((nb, ub))) if na == nb && ua != ub)
+}
 
 fn random_value(rng: &mut Rng, kind: ObjectKind) -> Vec<u8> {
     match kind {
@@ -127,10 +133,7 @@ pub fn random_objects(rng: &mut Rng) -> Vec<BtHomeObject> {
     let mut ids: Vec<u8> = Vec::new();
     while ids.len() < count {
         let id = rng.pick(OBJECTS).id;
-        let conflicts = UNIT_GROUPS
-            .iter()
-            .find(|g| g.contains(&id))
-            .is_some_and(|g| ids.iter().any(|x| g.contains(x) && *x != id));
+        let conflicts = ids.iter().any(|x| unit_clash(*x, id));
         // One packet id, one firmware version per packet.
         let single = matches!(id, 0x00 | 0xF0 | 0xF1 | 0xF2)
             && ids.iter().any(|x| *x == id || (id >= 0xF1 && *x >= 0xF1));
