@@ -14,7 +14,7 @@
 //! need Python).
 //!
 //! Where the decoders differ on purpose, the comparison maps one to the other; each such
-//! difference is in this table (and in docs/ble.md), and nowhere else:
+//! difference is in this table, and nowhere else:
 //!
 //! | what | bthome-ble / peer | fieldgate-ble |
 //! |---|---|---|
