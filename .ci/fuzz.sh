@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Short fuzz runs of every cargo-fuzz target in the protocol crates. The machine
+# Short fuzz runs of every cargo-fuzz target in the protocol crates (each
+# protocols/<p>/fuzz crate: zigbee's mt_stream and zcl_frame, ble's advertisement). The machine
 # has only a stable toolchain; RUSTC_BOOTSTRAP lets it accept the sanitizer flags
 # cargo-fuzz passes.
 set -euo pipefail
