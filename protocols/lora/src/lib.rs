@@ -10,7 +10,9 @@
 //! Everything that came from outside (radio bytes, datagrams, serial lines) is parsed into
 //! a typed value or a typed error; nothing here panics on input or keeps device state.
 
+pub mod gwmp;
 pub mod lorawan;
+pub mod region;
 pub mod types;
 
 pub use types::{AesKey, DevAddr, DevNonce, Direction, Eui64, HexError, JoinNonce, NetId};
