@@ -12,6 +12,7 @@
 
 pub mod gwmp;
 pub mod lorawan;
+pub mod lpp;
 pub mod rak3172;
 pub mod region;
 pub mod types;
