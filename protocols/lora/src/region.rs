@@ -180,8 +180,8 @@ const EU868_CHANNELS: &[Channel] = &[
 ];
 
 /// US915 plan: 64 x 125 kHz uplinks from 902.3 MHz every 200 kHz (DR0..3), 8 x 500 kHz
-/// uplinks from 903.0 MHz every 1.6 MHz (DR4), 8 x 500 kHz downlinks from 923.3 MHz every
-/// 600 kHz (DR8..13).
+/// uplinks from 903.0 MHz every 1.6 MHz (DR4, and LR-FHSS DR5/6 since RP002-1.0.3),
+/// 8 x 500 kHz downlinks from 923.3 MHz every 600 kHz (DR8..13).
 const US915_UP125_BASE: u32 = 902_300_000;
 const US915_UP125_STEP: u32 = 200_000;
 const US915_UP500_BASE: u32 = 903_000_000;
@@ -231,7 +231,7 @@ impl Region {
                 .chain((0..8).map(|i| Channel {
                     freq_hz: US915_UP500_BASE + i * US915_UP500_STEP,
                     min_dr: 4,
-                    max_dr: 4,
+                    max_dr: 6,
                 }))
                 .collect(),
         }
