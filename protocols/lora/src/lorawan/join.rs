@@ -5,6 +5,33 @@
 //! Join-Accept: `MHDR | AppNonce(3) | NetID(3) | DevAddr(4) | DLSettings | RxDelay | [CFList(16)] | MIC`,
 //! MIC = CMAC(AppKey, all before), then everything after MHDR is passed through AES-ECB
 //! *decrypt* under the AppKey; the device undoes it with AES-ECB *encrypt*.
+//!
+//! Answering a join locally (the driver checks the DevEUI is admitted, that the DevNonce
+//! was not used before, and picks the DevAddr and AppNonce):
+//!
+//! ```
+//! use fieldgate_lora::lorawan::{DlSettings, JoinAccept, PhyPayload};
+//! use fieldgate_lora::{AesKey, DevAddr, JoinNonce, NetId};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let app_key: AesKey = "00112233445566778899aabbccddeeff".parse()?;
+//! let wire = fieldgate_lora::types::hex_decode("000807060504030201a8a7a6a5a4a3a2a1ccdd07449f28")?;
+//! let PhyPayload::JoinRequest(req) = PhyPayload::parse(&wire)? else { return Ok(()) };
+//! assert!(req.verify_mic(&app_key));
+//! let accept = JoinAccept::new(
+//!     JoinNonce(0x00_0001),
+//!     NetId(0x00_0013),
+//!     DevAddr(0x2601_1234),
+//!     DlSettings { rfu: false, rx1_dr_offset: 0, rx2_data_rate: 0 },
+//!     1,    // RX1 delay, s
+//!     None, // CFList
+//! );
+//! let downlink = accept.encrypt(&app_key).to_bytes(); // 17 bytes for RX1 at JOIN_ACCEPT_DELAY1
+//! assert_eq!(downlink.len(), 17);
+//! let session = accept.session_keys(&app_key, req.dev_nonce); // keep with DevAddr, FCnt = none yet
+//! # let _ = session;
+//! # Ok(()) }
+//! ```
 
 use super::crypto::{
     cmac4, constant_time_eq, join_accept_decrypt, join_accept_encrypt, Mic, SessionKeys,
