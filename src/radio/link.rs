@@ -25,12 +25,9 @@ pub const DEFAULT_BAUD: u32 = 115_200;
 /// in-process duplex pipe and speaks the real wire protocol on it.
 pub type EmulatorFactory = fn(DuplexStream);
 
-/// The emulators compiled into this build, by protocol.
+/// The emulator behind `sim://<protocol>`, as its driver declares it.
 pub fn emulator_for(protocol: Protocol) -> Option<EmulatorFactory> {
-    match protocol {
-        Protocol::Zigbee => Some(super::zigbee_sim::attach_sim),
-        Protocol::Zwave | Protocol::Ble | Protocol::Lora => None,
-    }
+    super::spec(protocol).and_then(|s| s.emulator)
 }
 
 #[derive(Debug, thiserror::Error)]

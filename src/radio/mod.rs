@@ -275,6 +275,9 @@ pub struct DriverSpec {
     pub check_options: fn(&toml::Table) -> Result<(), OptionError>,
     /// A fresh driver instance for one radio.
     pub new: fn() -> DriverBox,
+    /// Its built-in emulator, attached to the far end of `sim://<protocol>`'s
+    /// in-process byte stream (`fieldgate emulate` serves it to other host stacks).
+    pub emulator: Option<link::EmulatorFactory>,
 }
 
 /// The drivers compiled into this build.

@@ -21,6 +21,7 @@ pub const SPEC: DriverSpec = DriverSpec {
     ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],
     check_options,
     new: || DriverBox::ByteStream(Box::new(super::ZigbeeDriver::new())),
+    emulator: Some(crate::radio::zigbee_sim::attach_sim),
 };
 
 fn check_options(table: &toml::Table) -> Result<(), OptionError> {
