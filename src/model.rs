@@ -122,13 +122,28 @@ impl PowerSource {
     }
 }
 
-/// A measured or reported value.
+/// A measured or reported value. A number that is not finite is written as the
+/// string `"NaN"`, `"Infinity"` or `"-Infinity"` (JSON has no such numbers, and
+/// `null` would not say which it was).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Value {
     Bool(bool),
-    Number(f64),
+    Number(#[serde(serialize_with = "serialize_number")] f64),
     Text(String),
+}
+
+/// A number as JSON: itself when finite, else `"NaN"`, `"Infinity"`, `"-Infinity"`.
+pub fn serialize_number<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else if v.is_nan() {
+        s.serialize_str("NaN")
+    } else if *v > 0.0 {
+        s.serialize_str("Infinity")
+    } else {
+        s.serialize_str("-Infinity")
+    }
 }
 
 /// One normalized reading, e.g. `temperature = 21.5 °C`.
@@ -554,6 +569,24 @@ mod tests {
         assert_eq!(rfc3339(late), "9999-12-31T23:59:59.999Z");
         let early = UNIX_EPOCH - Duration::from_secs(86_400);
         assert_eq!(rfc3339(early), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn numbers_that_are_not_finite_stay_distinct_in_json() {
+        let out: Vec<String> = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 21.5]
+            .into_iter()
+            .map(|n| serde_json::to_string(&Value::Number(n)).unwrap())
+            .collect();
+        assert_eq!(out, ["\"NaN\"", "\"Infinity\"", "\"-Infinity\"", "21.5"]);
+        let r = Reading {
+            name: "temperature".into(),
+            value: Value::Number(f64::NEG_INFINITY),
+            unit: Some("°C".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["value"],
+            serde_json::json!("-Infinity")
+        );
     }
 
     #[test]

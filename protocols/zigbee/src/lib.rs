@@ -112,6 +112,24 @@ pub(crate) fn serde_hex<S: Serializer, T: AsRef<[u8]>>(
     s.serialize_str(&to_hex(bytes.as_ref()))
 }
 
+/// A float as JSON: a number when finite, else the string `"NaN"`, `"Infinity"`
+/// or `"-Infinity"` (JSON has no such numbers; `null` would hide which it was).
+pub fn serde_float<S: Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else if v.is_nan() {
+        s.serialize_str("NaN")
+    } else if *v > 0.0 {
+        s.serialize_str("Infinity")
+    } else {
+        s.serialize_str("-Infinity")
+    }
+}
+
+pub(crate) fn serde_float32<S: Serializer>(v: &f32, s: S) -> std::result::Result<S::Ok, S::Error> {
+    serde_float(&f64::from(*v), s)
+}
+
 pub(crate) fn serde_hex_u64<S: Serializer>(v: &u64, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(&format_args!("{v:#018x}"))
 }

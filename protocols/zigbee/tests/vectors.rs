@@ -1092,3 +1092,32 @@ fn nv_length_and_extended_read_requests_match_zigbee_herdsman() {
     let empty = MtFrame::new(MtType::Srsp, Subsystem::Sys, 0x32, vec![]);
     assert!(ZnpCommand::decode(&empty).is_err());
 }
+
+/// Single and double precision attributes that are not finite numbers keep which
+/// one they were in JSON (`null` would hide it): IEEE 754 bit patterns for +Inf,
+/// -Inf and a quiet NaN.
+#[test]
+fn non_finite_floats_are_distinct_in_json() {
+    use fieldgate_zigbee::zcl::{DataType, ZclValue};
+    let cases: [(DataType, &[u8], &str); 6] = [
+        (DataType::SINGLE, &[0x00, 0x00, 0x80, 0x7F], "\"Infinity\""),
+        (DataType::SINGLE, &[0x00, 0x00, 0x80, 0xFF], "\"-Infinity\""),
+        (DataType::SINGLE, &[0x00, 0x00, 0xC0, 0x7F], "\"NaN\""),
+        (
+            DataType::DOUBLE,
+            &[0, 0, 0, 0, 0, 0, 0xF0, 0x7F],
+            "\"Infinity\"",
+        ),
+        (
+            DataType::DOUBLE,
+            &[0, 0, 0, 0, 0, 0, 0xF0, 0xFF],
+            "\"-Infinity\"",
+        ),
+        (DataType::SINGLE, &[0x00, 0x00, 0xAC, 0x41], "21.5"),
+    ];
+    for (dt, bytes, want) in cases {
+        let (v, _) = ZclValue::decode(dt, bytes).expect("decodes");
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains(&format!(":{want}")), "{bytes:02x?}: {json}");
+    }
+}

@@ -67,7 +67,7 @@ fn ratio(mul: Option<f64>, div: Option<f64>) -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ReadingValue {
-    Number(f64),
+    Number(#[serde(serialize_with = "crate::serde_float")] f64),
     Bool(bool),
     Text(String),
     /// The attribute has no known meaning here: the typed raw value.
@@ -198,7 +198,7 @@ pub fn normalize_frame(cluster_id: u16, frame: &ZclFrame, ctx: &ScalingContext) 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum DeviceValue {
-    Number(f64),
+    Number(#[serde(serialize_with = "crate::serde_float")] f64),
     Bool(bool),
     Text(String),
 }

@@ -167,8 +167,8 @@ pub enum ZclValue {
     Enum16(u16),
     /// IEEE 754 half precision, raw bits (see [`ZclValue::as_f64`]).
     SemiFloat(u16),
-    Single(f32),
-    Double(f64),
+    Single(#[serde(serialize_with = "crate::serde_float32")] f32),
+    Double(#[serde(serialize_with = "crate::serde_float")] f64),
     /// `None` is the invalid length 0xFF.
     OctetString(#[serde(serialize_with = "ser_opt_hex")] Option<ZclBytes>),
     CharString(#[serde(serialize_with = "ser_opt_text")] Option<ZclBytes>),
