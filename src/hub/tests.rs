@@ -3,12 +3,18 @@ use crate::config::Protocol;
 use crate::model::{DeviceInfo, PowerSource, Reading, Value};
 use crate::store::{Store, WriterOptions};
 
+/// The hub decides nothing from the protocol; its tests use the first driver
+/// compiled in, so the radio has capabilities (join window, credentials, backup).
+fn protocol() -> Protocol {
+    crate::radio::DRIVERS[0].protocol
+}
+
 const ADDR: &str = "0x00124b0001abcdef";
 
 fn event(addr: &str, kind: DeviceEventKind) -> DeviceEvent {
     DeviceEvent {
         radio: "zb0".into(),
-        protocol: Protocol::Zigbee,
+        protocol: protocol(),
         native_address: addr.into(),
         received_at: SystemTime::now(),
         kind,
@@ -70,7 +76,7 @@ impl Rig {
 
     fn device(&self, addr: &str) -> registry::Device {
         let r = self.store.reader().unwrap();
-        registry::get(&r, &DeviceId::new(Protocol::Zigbee, addr))
+        registry::get(&r, &DeviceId::new(protocol(), addr))
             .unwrap()
             .unwrap()
     }
@@ -282,7 +288,7 @@ async fn events_flow_into_registry_outbox_and_audit() {
         assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
     }
     let hub = rig.hub.as_mut().unwrap();
-    let id = DeviceId::new(Protocol::Zigbee, ADDR);
+    let id = DeviceId::new(protocol(), ADDR);
     let d = hub.decommission(&id, "test").await.unwrap();
     assert_eq!(d.device.lifecycle, "decommissioned");
     assert_eq!(
@@ -316,7 +322,7 @@ async fn joining_outside_a_window_or_on_the_denylist_is_refused_and_removed() {
         "{n:?}"
     );
     let r = rig.store.reader().unwrap();
-    assert!(registry::get(&r, &DeviceId::new(Protocol::Zigbee, ADDR))
+    assert!(registry::get(&r, &DeviceId::new(protocol(), ADDR))
         .unwrap()
         .is_none());
     rig.hub
@@ -361,7 +367,7 @@ async fn allowlist_decides_after_the_interview_and_firmware_quarantines() {
     rig.events(vec![event(ADDR, reading("power", Value::Number(5.0)))])
         .await;
     assert_eq!(rig.device(ADDR).last_state["power"], 5.0);
-    let id = DeviceId::new(Protocol::Zigbee, ADDR);
+    let id = DeviceId::new(protocol(), ADDR);
     assert_eq!(
         rig.hub
             .as_mut()
@@ -530,9 +536,9 @@ async fn a_full_radio_queue_answers_radio_busy_and_other_radios_carry_on() {
         (
             RadioHandle {
                 name: name.into(),
-                protocol: Protocol::Zigbee,
-                port: crate::config::PortSpec::Sim(Protocol::Zigbee),
-                capabilities: crate::radio::capabilities(Protocol::Zigbee),
+                protocol: protocol(),
+                port: crate::config::PortSpec::Sim(protocol()),
+                capabilities: crate::radio::capabilities(protocol()),
                 state,
                 commands: Some(tx),
                 counters: Default::default(),
