@@ -361,11 +361,11 @@ pub fn random_inbound(rng: &mut Rng) -> Inbound {
             let n = rng.range(0, 8) as usize;
             let payload = rng.bytes(n);
             let function = rng.pick(&[0xF0, 0xF1, 0xF2, 0xE0, 0xE5]);
-            Inbound::Unsolicited(Unsolicited::Unknown(if rng.bool() {
-                DataFrame::request(function, payload)
+            if rng.bool() {
+                Inbound::Unsolicited(Unsolicited::Unknown(DataFrame::request(function, payload)))
             } else {
-                DataFrame::response(function, payload)
-            }))
+                Inbound::Response(Response::Unknown(DataFrame::response(function, payload)))
+            }
         }
     }
 }
@@ -625,12 +625,21 @@ fn random_cc_depth(rng: &mut Rng, depth: usize) -> Cc {
             product_type: rng.u16(),
             product_id: rng.u16(),
         }),
-        32 => Cc::Version(Version::Report {
-            library_type: rng.byte_in(1, 11),
-            protocol: (rng.u8(), rng.u8()),
-            firmware: (0..rng.range(1, 3)).map(|_| (rng.u8(), rng.u8())).collect(),
-            hardware: rng.maybe(|r| r.u8()),
-        }),
+        32 => {
+            // More firmware targets need the v2 hardware version before them.
+            let hardware = rng.maybe(|r| r.u8());
+            let targets = if hardware.is_some() {
+                rng.range(1, 3)
+            } else {
+                1
+            };
+            Cc::Version(Version::Report {
+                library_type: rng.byte_in(1, 11),
+                protocol: (rng.u8(), rng.u8()),
+                firmware: (0..targets).map(|_| (rng.u8(), rng.u8())).collect(),
+                hardware,
+            })
+        }
         33 => Cc::Version(Version::CommandClassReport {
             cc: rng.byte_in(0x20, 0xEE),
             version: rng.byte_in(0, 12),

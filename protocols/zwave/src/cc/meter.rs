@@ -137,7 +137,11 @@ impl Meter {
                 if r.remaining() >= 2 {
                     let dt = r.u16()?;
                     delta_time = Some(dt);
-                    if dt != 0 && r.remaining() >= usize::from(reading.value.size) {
+                    // The scale-2 byte (scale 1 = 7) comes last; leave room for it, so that a
+                    // report without a previous value is not misread (zwave-js would take the
+                    // scale-2 byte as a 1-byte previous value and then reject the report).
+                    let scale2 = usize::from(reading.scale == 7);
+                    if dt != 0 && r.remaining() >= usize::from(reading.value.size) + scale2 {
                         previous = Some(ScaledValue::read_value(r, pss)?);
                     }
                 }
