@@ -688,14 +688,17 @@ fn random_cc_depth(rng: &mut Rng, depth: usize) -> Cc {
                 duration: rng.byte_in(0, 0xFE),
             })
         }
-        40 => Cc::Secure(Secure::new(
-            rng.pick(&[SecurityScheme::S0, SecurityScheme::S2]),
-            rng.pick(&[0x81, 0x03, 0xC1]),
-            {
-                let n = rng.range(10, 30) as usize;
-                rng.bytes(n)
-            },
-        )),
+        40 => {
+            // Encapsulated (encrypted) frames: S0 MessageEncapsulation (with nonce get), S2
+            // MessageEncapsulation.
+            let n = rng.range(10, 30) as usize;
+            let (scheme, command) = if rng.bool() {
+                (SecurityScheme::S0, rng.pick(&[0x81, 0xC1]))
+            } else {
+                (SecurityScheme::S2, 0x03)
+            };
+            Cc::Secure(Secure::new(scheme, command, rng.bytes(n)))
+        }
         41 => Cc::Unknown(RawCc {
             // Classes neither side types: Door Lock, Thermostat Mode, Central Scene, Clock.
             cc_id: rng.pick(&[0x62, 0x40, 0x5B, 0x81]),
