@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Short fuzz runs of every cargo-fuzz target in the protocol crates (each
-# protocols/<p>/fuzz crate: zigbee's mt_stream and zcl_frame, ble's advertisement). The machine
+# protocols/<p>/fuzz crate: zigbee's mt_stream and zcl_frame, zwave's serial_stream,
+# ble's advertisement, lora's phy_payload, at_stream and gwmp_datagram). The machine
 # has only a stable toolchain; RUSTC_BOOTSTRAP lets it accept the sanitizer flags
 # cargo-fuzz passes.
 set -euo pipefail
