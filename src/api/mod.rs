@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod client;
 mod listen;
+mod serve;
 
 pub use listen::{open_listener, ApiListener, BindError};
 
@@ -17,14 +18,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -58,29 +58,14 @@ impl PeerCred {
     }
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for PeerCred {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        match stream.io().peer_cred() {
-            Ok(c) => PeerCred {
-                uid: c.uid(),
-                gid: c.gid(),
-                pid: c.pid(),
-            },
-            // Unknown callers are recorded as such (u32::MAX never maps to a user).
-            Err(_) => PeerCred {
-                uid: u32::MAX,
-                gid: u32::MAX,
-                pid: None,
-            },
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 pub struct ApiStats {
     pub requests: AtomicU64,
     pub refused: AtomicU64,
     pub failed: AtomicU64,
+    /// Connection handling: accepted, evicted when full, rate-limited requests.
+    pub connections: Arc<serve::ConnectionStats>,
 }
 
 #[derive(Clone)]
@@ -342,6 +327,10 @@ async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
             "requests": s.stats.requests.load(Ordering::Relaxed),
             "refused": s.stats.refused.load(Ordering::Relaxed),
             "failed": s.stats.failed.load(Ordering::Relaxed),
+            "connections_accepted": s.stats.connections.accepted.load(Ordering::Relaxed),
+            "connections_evicted": s.stats.connections.evicted.load(Ordering::Relaxed),
+            "rate_limited": s.stats.connections.rate_limited.load(Ordering::Relaxed),
+            "accept_errors": s.stats.connections.accept_errors.load(Ordering::Relaxed),
         }),
         upstream: s.upstream.as_ref().map(|u| u.snapshot()),
         credentials: creds,
@@ -879,8 +868,6 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<PeerCred>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let stats = state.stats.connections.clone();
+    serve::serve_bounded(listener, router(state), stats, shutdown).await
 }

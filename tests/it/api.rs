@@ -437,3 +437,80 @@ fn cli_renders_tables_json_and_clear_errors() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not running"), "{}", stderr(&out));
 }
+
+/// Idle and half-sent connections cannot take the socket away: with thousands of
+/// them open (more than the server keeps), a new `status` is answered within a
+/// second, the daemon's memory stays bounded, and the idle ones are closed.
+#[test]
+fn a_flood_of_idle_and_half_open_connections_leaves_status_answering() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let d = daemon_with(&[]);
+    let pid = d.child.as_ref().expect("running").id();
+    let rss_kib = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = rss_kib();
+    // Bounded by the test's own descriptor limit (20,000 here is plenty for 3,000).
+    let mut held = Vec::new();
+    for i in 0..3000 {
+        let Ok(mut s) = UnixStream::connect(&d.socket) else {
+            continue;
+        };
+        if i % 2 == 0 {
+            // Half a request: headers never finished.
+            let _ = s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n");
+        }
+        held.push(s);
+    }
+    let started = std::time::Instant::now();
+    let out = d.cli(&["status", "--json"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "status took {took:?} under 3,000 open connections"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        v["api"]["connections_evicted"].as_u64().unwrap_or(0) > 2000,
+        "{}",
+        v["api"]
+    );
+    let during = rss_kib();
+    assert!(
+        during < before + 64 * 1024,
+        "RSS grew from {before} KiB to {during} KiB"
+    );
+    drop(held);
+}
+
+/// A request whose headers never finish is cut off after the header timeout
+/// (5 s), not held open for ever.
+#[test]
+fn half_sent_headers_are_cut_off() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let d = daemon_with(&[]);
+    let mut s = UnixStream::connect(&d.socket).expect("connect");
+    s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(4) && took < std::time::Duration::from_secs(12),
+        "closed after {took:?}"
+    );
+}
