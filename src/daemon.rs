@@ -242,21 +242,41 @@ impl Daemon {
     }
 }
 
+/// SIGTERM and SIGINT, caught from the moment this is made: install it before
+/// anything starts, so that a signal during start-up is a clean stop, not a kill.
+pub struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+        })
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT (one that came already counts).
+    pub async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    StopSignals::install()?.wait().await;
     Ok(())
 }
 
 /// `fieldgate run`: serve until a signal arrives.
 pub async fn run(config: Config) -> Result<()> {
+    let mut signals = StopSignals::install()?;
     let daemon = Daemon::start(config).await?;
-    wait_for_signal().await?;
+    signals.wait().await;
     daemon.stop().await
 }

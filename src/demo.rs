@@ -81,6 +81,7 @@ pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> 
     }
 
     let broker = config.upstream.as_ref().map(|u| u.url.get_ref().clone());
+    let mut signals = daemon::StopSignals::install()?;
     let daemon = Daemon::start(config).await?;
     match &broker {
         Some(url) => say(format!(
@@ -118,14 +119,16 @@ pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> 
     }
 
     let db = daemon.db_path();
+    // A signal ends the demo whether or not it has a duration.
     let stop = async {
         match duration {
-            Some(d) => {
-                tokio::time::sleep(d).await;
-                Ok(())
-            }
-            None => daemon::wait_for_signal().await,
+            Some(d) => tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = signals.wait() => {}
+            },
+            None => signals.wait().await,
         }
+        Ok::<(), anyhow::Error>(())
     };
     tokio::pin!(stop);
     let mut summary = tokio::time::interval(Duration::from_secs(5));

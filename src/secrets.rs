@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -29,6 +29,8 @@ pub enum SecretsError {
     Format(PathBuf),
     #[error("the master key {0} is readable by others (mode {1:o}); run `chmod 600 {0}`")]
     Mode(PathBuf, u32),
+    #[error("the master key {0} belongs to uid {1}, neither this daemon's user nor root: refusing it (chown it to the service user or root)")]
+    Owner(PathBuf, u32),
     #[error("cannot create the master key {0}: {1}")]
     Create(PathBuf, std::io::Error),
     #[error("a secret could not be decrypted (wrong master key, or the record was tampered with)")]
@@ -106,6 +108,11 @@ impl MasterKey {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(SecretsError::Mode(path.into(), mode));
+        }
+        // Whoever owns the key could have replaced it: only us or root.
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(SecretsError::Owner(path.into(), meta.uid()));
         }
         let bytes =
             Zeroizing::new(std::fs::read(path).map_err(|e| SecretsError::Read(path.into(), e))?);

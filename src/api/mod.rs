@@ -58,7 +58,6 @@ impl PeerCred {
     }
 }
 
-
 #[derive(Debug, Default)]
 pub struct ApiStats {
     pub requests: AtomicU64,

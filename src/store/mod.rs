@@ -124,11 +124,20 @@ impl Store {
     pub fn open(path: &Path, options: WriterOptions) -> StoreResult<Store> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::StateDir(dir.into(), e))?;
+                private_dir(dir).map_err(|e| StoreError::StateDir(dir.into(), e))?;
             }
         }
         let mut conn = Connection::open(path)?;
         configure(&conn, options.synchronous)?;
+        // The registry, credentials and audit log are the daemon's alone, whatever
+        // the umask it was started with (SQLite gives -wal/-shm the same mode).
+        for file in [
+            path.to_path_buf(),
+            sidecar(path, "-wal"),
+            sidecar(path, "-shm"),
+        ] {
+            private_file(&file).map_err(|e| StoreError::StateDir(file.clone(), e))?;
+        }
         schema::migrations().to_latest(&mut conn)?;
 
         let (tx, rx) = mpsc::channel::<Job>(4096);
@@ -180,6 +189,42 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Creates `dir` (and its parents) as 0700, or takes others' access away from an
+/// existing one (its group bits are the installer's choice, e.g. 0750).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o007 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o007))?;
+    }
+    Ok(())
+}
+
+/// Takes group and others' access away from a database file, if it exists.
+fn private_file(file: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(file) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
 }
 
 pub fn open_reader(path: &Path) -> StoreResult<Connection> {

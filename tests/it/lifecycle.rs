@@ -274,3 +274,63 @@ fn commands_stop_quietly_when_their_reader_goes_away() {
     assert!(status.success(), "{status}: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Started by hand with a permissive umask, the daemon still keeps its state to
+/// itself: the state directory 0700, the database and its WAL 0600. A master key
+/// owned by another user (who could have replaced it) is refused.
+#[test]
+fn state_files_are_private_whatever_the_umask_and_a_foreign_key_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = TestDaemon::prepare("");
+    let log = std::fs::File::create(d.dir.path().join("daemon.log")).expect("log");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("umask 022; exec \"$0\" run --config \"$1\"")
+        .arg(bin())
+        .arg(&d.config)
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not start: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let state = d.dir.path().join("state");
+    assert_eq!(mode(&state), 0o700, "state dir");
+    assert_eq!(mode(&d.db()), 0o600, "database");
+    let wal = state.join("fieldgate.db-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600, "WAL");
+    }
+    let key = state.join("master.key");
+    assert_eq!(mode(&key), 0o600, "master key");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success(), "{}", d.log());
+
+    // The key handed to another user: refused at start, with the reason.
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&key, Some(65534), None).unwrap();
+        assert_eq!(std::fs::metadata(&key).unwrap().uid(), 65534);
+        let out = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&d.config)
+            .env_remove("NOTIFY_SOCKET")
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("belongs to uid 65534"), "{err}");
+    }
+}
