@@ -7,6 +7,7 @@ mod api;
 mod audit;
 mod config;
 mod conformance;
+mod decode;
 mod doctor;
 mod durability;
 mod emulate;

@@ -8,6 +8,9 @@
 //! - [`ruuvi`] data format 5 / RAWv2 (manufacturer data 0x0499);
 //! - [`beacon`]: iBeacon (manufacturer data 0x004C) and Eddystone UID/URL/TLM/EID (0xFEAA).
 //!
+//! [`decode::decode_to_json`] is the same, from the text a technician has, to JSON
+//! (`fieldgate decode ble`).
+//!
 //! An advertisement in none of them is [`Decoded::Unknown`] (the caller counts it); one
 //! that claims a format and breaks it is an [`Error`]. Nothing here panics on any input
 //! (proptest and a cargo-fuzz target hold it to that).
@@ -26,6 +29,8 @@
 pub mod advert;
 pub mod beacon;
 pub mod bthome;
+/// Not the [`decode()`] function: the text-in, JSON-out form of it for the CLI.
+pub mod decode;
 mod dedup;
 pub mod encode;
 pub mod error;

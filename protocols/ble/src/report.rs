@@ -71,9 +71,8 @@ fn hex_bytes<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::advert::to_hex(b))
 }
 
-/// The advertisement format a report was decoded from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// The advertisement format a report was decoded from. Serialized as [`Format::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// BTHome v2, service data 0xFCD2.
     BtHome,
@@ -95,6 +94,12 @@ pub enum Format {
     EddystoneEtlm,
     /// Eddystone-EID, frame 0x30.
     EddystoneEid,
+}
+
+impl Serialize for Format {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl Format {

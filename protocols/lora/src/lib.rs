@@ -6,6 +6,8 @@
 //! - [`gwmp`]: the Semtech UDP packet forwarder protocol (GWMP v2) and its JSON.
 //! - [`rak3172`]: the RAK3172 (RUI3) AT dialogue in LoRa P2P mode, as a line parser/builder.
 //! - [`lpp`]: Cayenne LPP payloads to named readings with units.
+//! - [`decode`]: a PHYPayload and the keys a technician has, to one JSON report
+//!   (`fieldgate decode lora`).
 //!
 //! Everything that came from outside (radio bytes, datagrams, serial lines) is parsed into
 //! a typed value or a typed error; nothing here panics on input or keeps device state.
@@ -63,6 +65,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod decode;
 pub mod gwmp;
 pub mod lorawan;
 pub mod lpp;

@@ -148,8 +148,9 @@ impl LppType {
     }
 }
 
-/// A decoded value.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A decoded value. As JSON: a number, or an object of its parts.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(untagged)]
 pub enum LppValue {
     Number(f64),
     /// Accelerometer (g) or gyrometer (°/s) axes.
@@ -171,12 +172,29 @@ pub enum LppValue {
     },
 }
 
-/// One reading from a payload.
+/// One reading from a payload. As JSON: channel, name, value and unit (when it has one).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LppReading {
     pub channel: u8,
     pub kind: LppType,
     pub value: LppValue,
+}
+
+impl serde::Serialize for LppReading {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let unit = self.unit();
+        let mut st = s.serialize_struct("LppReading", 4)?;
+        st.serialize_field("channel", &self.channel)?;
+        st.serialize_field("name", self.name())?;
+        st.serialize_field("value", &self.value)?;
+        if unit.is_empty() {
+            st.skip_field("unit")?;
+        } else {
+            st.serialize_field("unit", unit)?;
+        }
+        st.end()
+    }
 }
 
 impl LppReading {

@@ -44,6 +44,14 @@ fn hex_digit(c: u8) -> Result<u8, HexError> {
     }
 }
 
+/// Serializes bytes as lower-case hex (`#[serde(serialize_with = "crate::types::serde_hex")]`).
+pub(crate) fn serde_hex<S: serde::Serializer, T: AsRef<[u8]>>(
+    bytes: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex_encode(bytes.as_ref()))
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex_encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -126,6 +134,13 @@ macro_rules! hex_id {
             }
         }
 
+        /// As JSON: the big-endian hex string it displays as.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{:0width$x}", self.0, width = Self::LEN * 2)
@@ -185,7 +200,8 @@ impl Eui64 {
 }
 
 /// Which way a frame travels: it selects the Dir byte of the MIC and cipher blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     Uplink,
     Downlink,

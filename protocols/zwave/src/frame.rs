@@ -11,6 +11,7 @@
 //! line went quiet.
 
 use crate::error::{Error, Result};
+use serde::Serialize;
 
 /// Start of a data frame.
 pub const SOF: u8 = 0x01;
@@ -26,7 +27,8 @@ pub const MIN_LEN: u8 = 3;
 pub const MAX_PAYLOAD: usize = 252;
 
 /// TYPE of a data frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FrameType {
     /// 0x00: a request from the host, or a callback / unsolicited frame from the controller.
     Request,
@@ -55,11 +57,12 @@ impl FrameType {
 }
 
 /// One data frame without SOF, LEN and CHK.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct DataFrame {
     pub frame_type: FrameType,
     /// The Serial API function id (see [`crate::function`]).
     pub function: u8,
+    #[serde(serialize_with = "crate::wire::serde_hex")]
     pub payload: Vec<u8>,
 }
 
@@ -161,7 +164,8 @@ pub fn checksum(len_through_payload: &[u8]) -> u8 {
 }
 
 /// Anything that travels on a Serial API line.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Frame {
     Ack,
     Nak,
@@ -189,7 +193,8 @@ impl From<DataFrame> for Frame {
 
 /// Why a candidate data frame was thrown away. The host answers the first three with a NAK
 /// (zwave-js `Driver.ts` `handleDecodeError`), so that the controller retransmits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Rejection {
     /// The checksum did not match.
     BadChecksum { expected: u8, found: u8 },
@@ -210,7 +215,7 @@ pub enum ParseEvent {
 }
 
 /// Counters kept by [`SerialParser`], for the driver to export as metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ParserStats {
     /// Data frames decoded with a good checksum.
     pub frames: u64,

@@ -8,7 +8,11 @@
 //!   [`CallbackIds`]);
 //! - [`cc`]: command classes ([`Cc`]) in both directions, with S0/S2 recognised but not
 //!   decrypted;
-//! - [`normalize`](normalize::normalize): reports to readings (`temperature = 21.5 °C`).
+//! - [`normalize`](normalize::normalize): reports to readings (`temperature = 21.5 °C`);
+//! - [`decode`]: a captured byte stream to one JSON report (`fieldgate decode zwave`).
+//!
+//! Frames, messages and command classes serialize (serde) as they decode: enums as
+//! `{"variant": {fields}}` in snake_case, byte strings as lower-case hex.
 //!
 //! Nothing here panics on input: every read is bounds-checked and every failure is an
 //! [`Error`]. Layouts are checked against zwave-js (`packages/serial`, `packages/cc`,
@@ -43,6 +47,7 @@
 //! ```
 
 pub mod cc;
+pub mod decode;
 pub mod error;
 pub mod frame;
 pub mod function;

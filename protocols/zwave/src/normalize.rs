@@ -3,23 +3,27 @@
 //! Names follow the Zigbee codec's where both exist, so that the hub sees one vocabulary.
 //! Never fails: commands that carry no reading give an empty list.
 
+use serde::Serialize;
+
 use crate::cc::{
     level_percent, meter_scale_unit, sensor_scale_unit, switch_on, Basic, Battery, BinarySwitch,
     Cc, Meter, MultilevelSensor, MultilevelSwitch, Notification,
 };
 
-/// A reading's value.
-#[derive(Debug, Clone, PartialEq)]
+/// A reading's value (as JSON: a bare number or boolean).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum ReadingValue {
     Number(f64),
     Bool(bool),
 }
 
 /// One normalized reading.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reading {
     pub name: &'static str,
     pub value: ReadingValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<&'static str>,
 }
 

@@ -155,6 +155,14 @@ pub fn to_hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Serializes bytes as lower-case hex (`#[serde(serialize_with = "crate::wire::serde_hex")]`).
+pub(crate) fn serde_hex<S: serde::Serializer, T: AsRef<[u8]>>(
+    bytes: &T,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&to_hex(bytes.as_ref()))
+}
+
 /// Parses hex (whitespace, `:` and a `0x` prefix are ignored).
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     let t = text.trim().trim_start_matches("0x");

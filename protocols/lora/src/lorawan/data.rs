@@ -13,7 +13,7 @@ use crate::types::{AesKey, DevAddr, Direction};
 ///
 /// Bit 6 is ADRACKReq in an uplink and RFU in a downlink; bit 4 is FPending in a downlink
 /// and ClassB in an uplink (1.0.2 and later). The fields are named for their common use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, serde::Serialize)]
 pub struct FCtrl {
     pub adr: bool,
     pub adr_ack_req: bool,

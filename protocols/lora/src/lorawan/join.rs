@@ -111,7 +111,7 @@ impl JoinRequest {
 
 /// DLSettings: RX1 data-rate offset (bits 6..4) and RX2 data rate (bits 3..0). Bit 7 is
 /// RFU in 1.0.x (OptNeg in 1.1) and kept because the MIC covers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, serde::Serialize)]
 pub struct DlSettings {
     pub rfu: bool,
     pub rx1_dr_offset: u8,

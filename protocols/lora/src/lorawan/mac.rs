@@ -11,8 +11,10 @@
 
 use crate::types::Direction;
 
-/// A MAC command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A MAC command. As JSON: `{"command": "dev_status_ans", "battery": 254, "margin": 7}`,
+/// bytes in hex.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum MacCommand {
     /// Uplink 0x02: "am I heard?".
     LinkCheckReq,
@@ -25,9 +27,17 @@ pub enum MacCommand {
     /// SNR margin of the last DevStatusReq, -32..=31 dB.
     DevStatusAns { battery: u8, margin: i8 },
     /// Another 1.0.x command, not decoded here.
-    Other { cid: u8, payload: Vec<u8> },
+    Other {
+        cid: u8,
+        #[serde(serialize_with = "crate::types::serde_hex")]
+        payload: Vec<u8>,
+    },
     /// A CID this table does not know, and every byte after it.
-    Unknown { cid: u8, rest: Vec<u8> },
+    Unknown {
+        cid: u8,
+        #[serde(serialize_with = "crate::types::serde_hex")]
+        rest: Vec<u8>,
+    },
 }
 
 /// A MAC command list that cannot be read or written.

@@ -58,7 +58,8 @@ pub enum FrameError {
 }
 
 /// Message type, MHDR bits 7..5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MType {
     JoinRequest,
     JoinAccept,

@@ -5,11 +5,13 @@ use super::value::{check_sized_int, read_sized_int};
 use crate::error::Result;
 use crate::wire::write_int_be;
 use crate::wire::Reader;
+use serde::Serialize;
 
 /// Configuration (0x70): Set 04, Get 05, Report 06 (v1-4 parameter numbers are one byte).
 /// Values are signed big-endian of 1, 2 or 4 bytes, as the spec says; a device that means
 /// them unsigned says so in its Properties Report (v3+), not here.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Configuration {
     /// `reset_to_default` (bit 7 of the size byte) asks the device to restore the default;
     /// the value is then ignored by the device but still sent.
@@ -98,7 +100,8 @@ impl Configuration {
 /// Association (0x85): Set 01, Get 02 / Report 03, Remove 04, SupportedGroupingsGet 05 /
 /// Report 06, SpecificGroupGet 0B / Report 0C. Group 1 is the lifeline: point it at the
 /// controller or reports never arrive.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Association {
     Set {
         group: u8,

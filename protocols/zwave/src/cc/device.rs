@@ -6,9 +6,11 @@
 use super::value::ScaledValue;
 use crate::error::{Error, Result};
 use crate::wire::Reader;
+use serde::Serialize;
 
 /// Battery (0x80): Get 02 / Report 03, HealthGet 04 / HealthReport 05.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Battery {
     Get,
     /// `level` 0-100 %, or 0xFF = low-battery warning. v2 adds two flag bytes
@@ -103,7 +105,8 @@ impl Battery {
 
 /// Wake Up (0x84): IntervalSet 04, IntervalGet 05 / IntervalReport 06, Notification 07,
 /// NoMoreInformation 08, IntervalCapabilitiesGet 09 / IntervalCapabilitiesReport 0A.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WakeUp {
     /// `seconds` is 24 bits; `node_id` is who the node notifies on wake-up.
     IntervalSet {
@@ -206,7 +209,8 @@ impl WakeUp {
 }
 
 /// Manufacturer Specific (0x72): Get 04 / Report 05, DeviceSpecificGet 06 / Report 07.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ManufacturerSpecific {
     Get,
     Report {
@@ -222,6 +226,7 @@ pub enum ManufacturerSpecific {
     DeviceSpecificReport {
         id_type: u8,
         format: u8,
+        #[serde(serialize_with = "crate::wire::serde_hex")]
         data: Vec<u8>,
     },
 }
@@ -295,7 +300,8 @@ impl ManufacturerSpecific {
 
 /// Version (0x86): Get 11 / Report 12, CommandClassGet 13 / CommandClassReport 14,
 /// CapabilitiesGet 15 / CapabilitiesReport 16.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Version {
     Get,
     /// `firmware[0]` is firmware 0 (the Z-Wave chip); v2 adds `hardware` and more targets.
@@ -394,7 +400,8 @@ impl Version {
 }
 
 /// Z-Wave Plus Info (0x5E): Get 01 / Report 02.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ZwavePlusInfo {
     Get,
     /// `role_type`: 0 central static controller … 5 end node always on, 6 sleeping reporting,

@@ -6,6 +6,7 @@ use super::{len_u8, Cc};
 use crate::error::Result;
 use crate::macros::byte_enum;
 use crate::wire::Reader;
+use serde::Serialize;
 
 byte_enum! {
     /// Supervision Report status (zwave-js `SupervisionStatus`).
@@ -18,7 +19,8 @@ byte_enum! {
 }
 
 /// Supervision (0x6C): Get 01 wraps a command and asks for a Report 02 with its outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Supervision {
     Get {
         /// Ask for Working updates until the command finishes.
@@ -110,7 +112,8 @@ impl Supervision {
 
 /// Multi Channel (0x60). Only command encapsulation (0x0D) is typed; the discovery commands
 /// decode generically.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MultiChannel {
     Encapsulation {
         /// 7 bits; 0 is the root device.
@@ -168,7 +171,8 @@ impl MultiChannel {
 }
 
 /// Which security class wrapped a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SecurityScheme {
     S0,
     S2,
@@ -176,10 +180,11 @@ pub enum SecurityScheme {
 
 /// An S0 or S2 command, as sent: not decrypted. Decryption needs the network keys and the
 /// per-node nonce state, which live in the driver; this type keeps the bytes it needs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Secure {
     pub scheme: SecurityScheme,
     pub command: u8,
+    #[serde(serialize_with = "crate::wire::serde_hex")]
     pub payload: Vec<u8>,
 }
 

@@ -10,9 +10,10 @@
 use super::value::ScaledValue;
 use crate::error::{Error, Result};
 use crate::wire::{parse_bitmask, Reader};
+use serde::Serialize;
 
 /// A meter type, rate type, scale and value: the shared part of Report and Reset (v6).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct MeterValue {
     /// 1 electric, 2 gas, 3 water, 4 heating, 5 cooling (5 bits).
     pub meter_type: u8,
@@ -76,7 +77,8 @@ fn finish_scale(v: &mut MeterValue, r: &mut Reader<'_>) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Meter {
     /// v1: no payload; v2+: rate type and scale (scale >= 7 adds a scale-2 byte, v4+).
     Get {

@@ -31,6 +31,7 @@ pub use value::{level_percent, switch_on, Duration, ScaledValue, Transition};
 use crate::error::{Error, Result};
 use crate::message::EXTENDED_CC_START;
 use crate::wire::Reader;
+use serde::Serialize;
 
 /// Command class ids this crate types.
 pub mod id {
@@ -58,16 +59,18 @@ pub mod id {
 pub const MAX_NESTING: usize = 4;
 
 /// A command class this crate does not type (or a command it does not know): as sent.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct RawCc {
     pub cc_id: u16,
     /// `None` when the frame ends after the class id (e.g. No Operation).
     pub command: Option<u8>,
+    #[serde(serialize_with = "crate::wire::serde_hex")]
     pub payload: Vec<u8>,
 }
 
 /// One command of a command class.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Cc {
     Basic(Basic),
     BinarySwitch(BinarySwitch),

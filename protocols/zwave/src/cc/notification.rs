@@ -5,9 +5,10 @@
 
 use crate::error::Result;
 use crate::wire::{encode_bitmask, parse_bitmask, Reader};
+use serde::Serialize;
 
 /// The v2+ part of a Notification Report.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct NotificationEvent {
     /// Byte 2 (Zensor Net source node in v2-3, reserved later), kept as sent.
     pub reserved: u8,
@@ -18,12 +19,14 @@ pub struct NotificationEvent {
     /// The event within the type; 0x00 = idle (the parameters name the event that ended).
     pub event: u8,
     /// Up to 31 bytes; their meaning depends on type and event.
+    #[serde(serialize_with = "crate::wire::serde_hex")]
     pub parameters: Vec<u8>,
     /// v3+ sequence number, when flagged.
     pub sequence: Option<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Notification {
     EventSupportedGet {
         notification_type: u8,

@@ -6,8 +6,10 @@
 use super::value::ScaledValue;
 use crate::error::Result;
 use crate::wire::{encode_bitmask, parse_bitmask, Reader};
+use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MultilevelSensor {
     GetSupportedSensor,
     /// Supported sensor types (bit 0 of the mask = type 1).

@@ -4,6 +4,7 @@
 use super::value::{Duration, Transition};
 use crate::error::Result;
 use crate::wire::Reader;
+use serde::Serialize;
 
 fn read_transition(r: &mut Reader<'_>) -> Option<Transition> {
     // Target and duration come together (v2+); zwave-js reads them only when both are there.
@@ -23,7 +24,8 @@ fn write_transition(out: &mut Vec<u8>, t: &Option<Transition>) {
 }
 
 /// Basic (0x20): Set 01 / Get 02 / Report 03.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Basic {
     /// 0-99, or 0xFF for "on / last level".
     Set {
@@ -75,7 +77,8 @@ impl Basic {
 }
 
 /// Binary Switch (0x25): Set 01 / Get 02 / Report 03.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BinarySwitch {
     /// `value` 0x00 off / 0xFF on; `duration` from v2.
     Set {
@@ -135,7 +138,8 @@ impl BinarySwitch {
 
 /// Multilevel Switch (0x26): Set 01, Get 02, Report 03, StartLevelChange 04,
 /// StopLevelChange 05, SupportedGet 06, SupportedReport 07.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MultilevelSwitch {
     /// `value` 0-99 or 0xFF (last level); `duration` from v2.
     Set {

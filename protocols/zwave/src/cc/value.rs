@@ -3,11 +3,12 @@
 
 use crate::error::{Error, Result};
 use crate::wire::{fits_signed, read_int_be, write_int_be, Reader};
+use serde::Serialize;
 
 /// A Z-Wave duration byte, kept as sent (zwave-js `core/src/values/Duration.ts`):
 /// 0x00-0x7F seconds, 0x80-0xFD minutes (1-126), 0xFE unknown (reports), 0xFF default (sets)
 /// or reserved (reports).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Duration(pub u8);
 
 impl Duration {
@@ -35,7 +36,7 @@ impl Duration {
 }
 
 /// Where a switch is heading and how long it takes (v2+ reports).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Transition {
     pub target: u8,
     pub duration: Duration,
@@ -79,6 +80,20 @@ impl Default for ScaledValue {
             precision: 0,
             size: 1,
         }
+    }
+}
+
+/// As JSON: the number it means and the fields it was sent with
+/// (`{"value": 21.5, "raw": 215, "precision": 1, "size": 2}`).
+impl Serialize for ScaledValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("ScaledValue", 4)?;
+        st.serialize_field("value", &self.value())?;
+        st.serialize_field("raw", &self.raw)?;
+        st.serialize_field("precision", &self.precision)?;
+        st.serialize_field("size", &self.size)?;
+        st.end()
     }
 }
 

@@ -8,10 +8,12 @@ use crate::function as func;
 use crate::macros::byte_enum;
 use crate::message::types::{CcList, NodeInfo, RxStatus, TransmitStatus, TxReport};
 use crate::wire::Reader;
+use serde::Serialize;
 
 /// Status of an AddNodeToNetwork callback, with what it carries
 /// (`network-mgmt/AddNodeToNetworkRequest.ts` `AddNodeStatus`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AddNodeStatus {
     /// 0x01: learn mode is on; press the device's button.
     Ready,
@@ -28,11 +30,16 @@ pub enum AddNodeStatus {
     /// 0x07.
     Failed,
     /// Any other status, with the bytes after it.
-    Other { status: u8, data: Vec<u8> },
+    Other {
+        status: u8,
+        #[serde(serialize_with = "crate::wire::serde_hex")]
+        data: Vec<u8>,
+    },
 }
 
 /// Status of a RemoveNodeFromNetwork callback (`RemoveNodeFromNetworkRequest.ts`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RemoveNodeStatus {
     /// 0x01.
     Ready,
@@ -47,7 +54,11 @@ pub enum RemoveNodeStatus {
     /// 0x07.
     Failed,
     /// Any other status (0x05 is reserved), with the bytes after it.
-    Other { status: u8, data: Vec<u8> },
+    Other {
+        status: u8,
+        #[serde(serialize_with = "crate::wire::serde_hex")]
+        data: Vec<u8>,
+    },
 }
 
 byte_enum! {
@@ -61,7 +72,8 @@ byte_enum! {
 }
 
 /// A controller REQ frame that finishes a host request; `callback_id` matches the request's.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Callback {
     /// 0x13 (`transport/SendDataMessages.ts` `SendDataRequestTransmitReport`).
     SendData {
@@ -89,6 +101,7 @@ pub enum Callback {
     Other {
         function: u8,
         callback_id: u8,
+        #[serde(serialize_with = "crate::wire::serde_hex")]
         data: Vec<u8>,
     },
 }
@@ -239,11 +252,12 @@ impl Callback {
 
 /// ApplicationCommandHandler (0x04): a command class from a node
 /// (`application/ApplicationCommandRequest.ts`): `status, source, len, CC…, [rssi]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct ApplicationCommand {
     pub status: RxStatus,
     pub source: u8,
     /// The encoded command class; decode it with [`crate::cc::Cc::decode`].
+    #[serde(serialize_with = "crate::wire::serde_hex")]
     pub payload: Vec<u8>,
     /// Receive RSSI, which 500-series and later controllers append.
     pub rssi: Option<i8>,
@@ -251,19 +265,22 @@ pub struct ApplicationCommand {
 
 /// BridgeApplicationCommand (0xA8): as 0x04, with the destination, a multicast node mask and
 /// the RSSI (`application/BridgeApplicationCommandRequest.ts`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct BridgeApplicationCommand {
     pub status: RxStatus,
     pub destination: u8,
     pub source: u8,
+    #[serde(serialize_with = "crate::wire::serde_hex")]
     pub payload: Vec<u8>,
     /// Multicast destinations as a node bitmask (empty for singlecast).
+    #[serde(serialize_with = "crate::wire::serde_hex")]
     pub multicast_mask: Vec<u8>,
     pub rssi: Option<i8>,
 }
 
 /// ApplicationUpdate (0x49) (`application/ApplicationUpdateRequest.ts`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ApplicationUpdate {
     /// 0x84: a node's NIF (the answer to RequestNodeInfo, or sent by the node).
     NodeInfoReceived(NodeInfo),
@@ -276,7 +293,11 @@ pub enum ApplicationUpdate {
     /// 0x10: the SUC changed.
     SucIdChanged { node_id: u8 },
     /// Any other update type (SmartStart 0x85-0x87, routing pending 0x80, …), as sent.
-    Other { update_type: u8, data: Vec<u8> },
+    Other {
+        update_type: u8,
+        #[serde(serialize_with = "crate::wire::serde_hex")]
+        data: Vec<u8>,
+    },
 }
 
 byte_enum! {
@@ -298,7 +319,7 @@ byte_enum! {
 
 /// SerialApiStarted (0x0A), sent after a reset (`application/SerialAPIStartedRequest.ts`):
 /// `reason, watchdog, deviceOption, generic, specific, nCC, CCs…, [protocols]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct SerialApiStarted {
     pub wake_up_reason: WakeUpReason,
     pub watchdog_started: bool,
@@ -311,7 +332,8 @@ pub struct SerialApiStarted {
 }
 
 /// A controller REQ frame that is not a callback.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Unsolicited {
     ApplicationCommand(ApplicationCommand),
     BridgeApplicationCommand(BridgeApplicationCommand),

@@ -7,6 +7,7 @@ use crate::frame::{DataFrame, FrameType};
 use crate::function as func;
 use crate::macros::byte_enum;
 use crate::wire::Reader;
+use serde::Serialize;
 
 byte_enum! {
     /// Mode of AddNodeToNetwork, low nibble of its first byte (zwave-js `AddNodeType`).
@@ -42,10 +43,11 @@ pub mod add_node_flags {
 
 /// SendData (0x13): `nodeId, len, CC bytes…, txOptions, callbackId`
 /// (`transport/SendDataMessages.ts`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct SendData {
     pub node_id: u8,
     /// The encoded command class (see [`crate::cc::Cc::encode`]).
+    #[serde(serialize_with = "crate::wire::serde_hex")]
     pub payload: Vec<u8>,
     /// [`crate::message::tx_options`] bits.
     pub tx_options: u8,
@@ -55,7 +57,8 @@ pub struct SendData {
 
 /// One step of a 700/800-series NVM backup or restore (NVM_BACKUP_RESTORE 0x2E,
 /// `nvm/NVMOperationsMessages.ts`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NvmOperation {
     /// Opens the NVM; the response's `offset_or_size` is the NVM size.
     Open,
@@ -65,13 +68,15 @@ pub enum NvmOperation {
     },
     Write {
         offset: u16,
+        #[serde(serialize_with = "crate::wire::serde_hex")]
         data: Vec<u8>,
     },
     Close,
 }
 
 /// A request from the host to the controller.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Request {
     /// 0x07: firmware version, manufacturer, product and the supported function bitmask.
     GetSerialApiCapabilities,

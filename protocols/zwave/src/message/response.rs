@@ -7,12 +7,13 @@ use crate::function as func;
 use crate::macros::byte_enum;
 use crate::message::types::NodeProtocolInfo;
 use crate::wire::{encode_bitmask, parse_bitmask, Reader};
+use serde::Serialize;
 
 /// Bytes in the node bitmask of GetSerialApiInitData (232 nodes).
 pub const NODE_MASK_LEN: usize = 29;
 
 /// GetSerialApiCapabilities (0x07) response (`capability/GetSerialApiCapabilitiesMessages.ts`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct SerialApiCapabilities {
     pub firmware_major: u8,
     pub firmware_minor: u8,
@@ -20,6 +21,7 @@ pub struct SerialApiCapabilities {
     pub product_type: u16,
     pub product_id: u16,
     /// Bit n-1 set = function n supported (bit 0 of byte 0 is function 1); up to 32 bytes.
+    #[serde(serialize_with = "crate::wire::serde_hex")]
     pub function_bitmask: Vec<u8>,
 }
 
@@ -48,13 +50,14 @@ impl SerialApiCapabilities {
 }
 
 /// GetSerialApiInitData (0x02) response (`capability/GetSerialApiInitDataMessages.ts`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct SerialApiInitData {
     /// Below 10: legacy numbering; from 10 on, official API version + 9.
     pub api_version: u8,
     /// bit0 end node, bit1 timers, bit2 secondary, bit3 SIS.
     pub capabilities: u8,
     /// Bit n-1 set = node n is in the network; normally 29 bytes.
+    #[serde(serialize_with = "crate::wire::serde_hex")]
     pub node_bitmask: Vec<u8>,
     /// Chip type and version, when sent.
     pub chip: Option<(u8, u8)>,
@@ -88,7 +91,7 @@ impl SerialApiInitData {
 }
 
 /// GetControllerCapabilities (0x05) flag bits (zwave-js `ControllerCapabilityFlags`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct ControllerCapabilities(pub u8);
 
 impl ControllerCapabilities {
@@ -124,7 +127,8 @@ byte_enum! {
 }
 
 /// A response from the controller.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Response {
     SerialApiCapabilities(SerialApiCapabilities),
     SerialApiInitData(SerialApiInitData),
@@ -163,6 +167,7 @@ pub enum Response {
     NvmBackupRestore {
         status: NvmStatus,
         offset_or_size: u16,
+        #[serde(serialize_with = "crate::wire::serde_hex")]
         data: Vec<u8>,
     },
     /// 0x29 (`nvm/GetNVMIdMessages.ts`; zwave-js skips byte 0).
@@ -174,6 +179,7 @@ pub enum Response {
     },
     /// 0x2A: the bytes read.
     NvmExtReadLongBuffer {
+        #[serde(serialize_with = "crate::wire::serde_hex")]
         data: Vec<u8>,
     },
     /// Any other function, as framed.

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::macros::byte_enum;
 use crate::wire::Reader;
+use serde::Serialize;
 
 /// First byte of an extended (two-byte) command class id (zwave-js `NodeInfo.ts`
 /// `isExtendedCCId`).
@@ -12,7 +13,7 @@ pub const EXTENDED_CC_START: u8 = 0xF1;
 pub const SUPPORT_CONTROL_MARK: u16 = 0xEF;
 
 /// Supported and controlled command classes of a node or endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct CcList {
     pub supported: Vec<u16>,
     pub controlled: Vec<u16>,
@@ -79,7 +80,7 @@ impl CcList {
 }
 
 /// Basic, generic and specific device class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct DeviceClass {
     pub basic: u8,
     pub generic: u8,
@@ -90,7 +91,7 @@ pub struct DeviceClass {
 /// RemoveNode callbacks: `nodeId, len, basic, generic, specific, CCs…` (zwave-js
 /// `parseNodeUpdatePayload`). Controllers send `len = 0` and no classes while the NIF is
 /// not known yet, hence the `Option`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct NodeInfo {
     pub node_id: u8,
     pub device_class: Option<DeviceClass>,
@@ -140,7 +141,8 @@ impl NodeInfo {
 }
 
 /// FLiRS wake-up beam interval of a frequently listening node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Flirs {
     Ms250,
     Ms1000,
@@ -149,7 +151,7 @@ pub enum Flirs {
 /// The answer to GetNodeProtocolInfo (0x41): three capability bytes and the device class
 /// (zwave-js `core/src/definitions/NodeInfo.ts` `parseNodeProtocolInfo`). The bytes are kept
 /// as sent; the methods read the bits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct NodeProtocolInfo {
     /// bit7 listening, bit6 routing, bits 4-3 speed (40k / 9.6k), bits 2-0 protocol version.
     pub capability: u8,
@@ -295,7 +297,7 @@ pub mod rssi {
 /// (zwave-js `serialapi/transport/SendDataShared.ts` `parseTXReport`). Fields after the 17th
 /// byte came with later SDKs and are `None` when the controller did not send them; the last
 /// five are meaningful only on Long Range channels (`tx_channel >= 3`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct TxReport {
     /// Transmission time in 10 ms ticks.
     pub tx_ticks: u16,
@@ -415,7 +417,8 @@ impl TxReport {
 pub struct RxStatus(pub u8);
 
 /// How a received frame was addressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RxFrameType {
     Singlecast,
     Broadcast,
@@ -445,5 +448,21 @@ impl RxStatus {
     }
     pub fn foreign_home_id(self) -> bool {
         self.0 & 0x80 != 0
+    }
+}
+
+/// As JSON: the byte as sent and what its bits say.
+impl Serialize for RxStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("RxStatus", 7)?;
+        st.serialize_field("raw", &self.0)?;
+        st.serialize_field("frame_type", &self.frame_type())?;
+        st.serialize_field("routed_busy", &self.routed_busy())?;
+        st.serialize_field("low_power", &self.low_power())?;
+        st.serialize_field("explore", &self.explore())?;
+        st.serialize_field("foreign_frame", &self.foreign_frame())?;
+        st.serialize_field("foreign_home_id", &self.foreign_home_id())?;
+        st.end()
     }
 }
