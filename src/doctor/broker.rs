@@ -1,0 +1,252 @@
+//! The broker as the daemon will reach it: the files `[upstream]` names (readable
+//! by the service user), a TCP connection and, for mqtts://, a full TLS handshake
+//! with rustls that validates the certificate, with each failure explained. It
+//! never logs in to the broker and never prints a secret.
+
+use std::io;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use super::files::check_readable_file;
+use super::identity::{Identity, Sandbox};
+use super::net::connect_stream;
+use super::Check;
+use crate::config::UpstreamConfig;
+
+pub(super) fn check_upstream(
+    upstream: Option<&UpstreamConfig>,
+    id: &Identity,
+    sandbox: &Sandbox,
+    timeout: Duration,
+) -> Vec<Check> {
+    let Some(up) = upstream else {
+        return vec![Check::ok(
+            "broker",
+            "no [upstream]: offline mode, everything waits in the outbox",
+        )];
+    };
+    let mut checks = Vec::new();
+    for (what, file) in [
+        ("upstream.password_file", &up.password_file),
+        ("upstream.ca_file", &up.ca_file),
+        ("upstream.client_cert", &up.client_cert),
+        ("upstream.client_key", &up.client_key),
+    ] {
+        if let Some(path) = file {
+            if let Some(c) = check_readable_file(what, path, id, sandbox) {
+                checks.push(c);
+            }
+        }
+    }
+    checks.push(check_broker(up, timeout));
+    checks
+}
+
+fn check_broker(up: &UpstreamConfig, timeout: Duration) -> Check {
+    let raw = up.url.get_ref();
+    let url = match url::Url::parse(raw) {
+        Ok(u) => u,
+        Err(e) => return Check::fail("broker", format!("`{raw}`: {e}"), "fix upstream.url"),
+    };
+    let tls = url.scheme() == "mqtts";
+    let Some(host) = url
+        .host_str()
+        .map(|h| h.trim_matches(|c| c == '[' || c == ']').to_string())
+    else {
+        return Check::fail("broker", format!("`{raw}` has no host"), "fix upstream.url");
+    };
+    let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+    let (stream, addr) = match connect_stream(&host, port, timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            return Check::fail(
+                "broker",
+                format!("{raw}: cannot connect: {e}"),
+                "check upstream.url, DNS, the route and the firewall (`nc -vz HOST PORT`); the gateway keeps working offline meanwhile",
+            )
+        }
+    };
+    if !tls {
+        return Check::ok(
+            "broker",
+            format!("{raw} reachable ({addr}), plaintext MQTT"),
+        );
+    }
+    match tls_handshake(up, &host, stream, timeout) {
+        Ok(detail) => Check::ok("broker", format!("{raw} reachable ({addr}), {detail}")),
+        Err((message, fix)) => Check::fail("broker", format!("{raw}: {message}"), fix),
+    }
+}
+
+type Failure = (String, String);
+
+fn tls_config(up: &UpstreamConfig) -> Result<rustls::ClientConfig, Failure> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &up.ca_file {
+        Some(ca) => {
+            let certs = CertificateDer::pem_file_iter(ca)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    (
+                        format!("cannot read CA file {}: {e}", ca.display()),
+                        "upstream.ca_file must hold PEM certificates".to_string(),
+                    )
+                })?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err((
+                    format!("no usable certificate in {}", ca.display()),
+                    "upstream.ca_file must hold the broker's CA in PEM".to_string(),
+                ));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                return Err((
+                    "no system CA certificates found".to_string(),
+                    "apt install ca-certificates, or set upstream.ca_file".to_string(),
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| {
+            (
+                format!("TLS setup failed: {e}"),
+                "report this as a bug".to_string(),
+            )
+        })?
+        .with_root_certificates(roots);
+    match (&up.client_cert, &up.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    (
+                        format!("cannot read client certificate {}: {e}", cert.display()),
+                        "upstream.client_cert must be a PEM certificate chain".to_string(),
+                    )
+                })?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                (
+                    format!("cannot read client key {}: {e}", key.display()),
+                    "upstream.client_key must be a PEM private key".to_string(),
+                )
+            })?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                (
+                    format!("client certificate and key do not fit: {e}"),
+                    "check that upstream.client_key belongs to upstream.client_cert".to_string(),
+                )
+            })
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// A full TLS handshake that validates the broker's certificate.
+fn tls_handshake(
+    up: &UpstreamConfig,
+    host: &str,
+    mut stream: TcpStream,
+    timeout: Duration,
+) -> Result<String, Failure> {
+    let config = tls_config(up)?;
+    let server_name = ServerName::try_from(host.to_string()).map_err(|e| {
+        (
+            format!("`{host}` is not a valid TLS server name: {e}"),
+            "use the broker's DNS name in upstream.url".to_string(),
+        )
+    })?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).map_err(|e| {
+        (
+            format!("TLS setup failed: {e}"),
+            "report this as a bug".to_string(),
+        )
+    })?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut stream) {
+            return Err(explain_tls_error(&e, up, host));
+        }
+    }
+    let version = conn
+        .protocol_version()
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_else(|| "TLS".into());
+    Ok(format!(
+        "{} handshake OK, certificate valid for {host} ({})",
+        version.replace('_', "."),
+        if up.ca_file.is_some() {
+            "upstream.ca_file"
+        } else {
+            "system CAs"
+        }
+    ))
+}
+
+fn explain_tls_error(e: &io::Error, up: &UpstreamConfig, host: &str) -> Failure {
+    use rustls::CertificateError as C;
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let ca_hint = match &up.ca_file {
+        Some(ca) => format!("upstream.ca_file ({})", ca.display()),
+        None => "the system CAs".to_string(),
+    };
+    match tls {
+        Some(rustls::Error::InvalidCertificate(cert)) => {
+            let (why, fix) = match cert {
+                C::UnknownIssuer => (
+                    format!("certificate not signed by {ca_hint}"),
+                    "set upstream.ca_file to the CA that signed the broker's certificate"
+                        .to_string(),
+                ),
+                C::NotValidForName | C::NotValidForNameContext { .. } => (
+                    format!("certificate is not valid for `{host}`"),
+                    "use the host name the certificate was issued for in upstream.url".to_string(),
+                ),
+                C::Expired | C::ExpiredContext { .. } => (
+                    "certificate has expired".to_string(),
+                    "renew the broker's certificate (and check the clock)".to_string(),
+                ),
+                C::NotValidYet | C::NotValidYetContext { .. } => (
+                    "certificate is not valid yet".to_string(),
+                    "check this gateway's clock (timedatectl)".to_string(),
+                ),
+                other => (
+                    format!("certificate rejected: {other:?}"),
+                    format!("check the broker's certificate against {ca_hint}"),
+                ),
+            };
+            (format!("TLS handshake failed: {why}"), fix)
+        }
+        Some(other) => (
+            format!("TLS handshake failed: {other}"),
+            "check that the port speaks MQTT over TLS (8883) and the TLS settings".to_string(),
+        ),
+        None if matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        ) =>
+        {
+            (
+                "TLS handshake timed out".to_string(),
+                "check that the port speaks TLS (mqtts:// is usually 8883)".to_string(),
+            )
+        }
+        None => (
+            format!("TLS handshake failed: {e}"),
+            "check that the port speaks TLS (mqtts:// is usually 8883)".to_string(),
+        ),
+    }
+}

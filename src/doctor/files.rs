@@ -1,0 +1,544 @@
+//! The files and directories the daemon needs: files it must read (config, CA,
+//! password, client certificate), the state directory and its free space, the API
+//! socket (made by fieldgate.socket, or by the daemon without the unit) and the
+//! master key. It writes nothing but a probe file it removes at once, and never
+//! prints the key.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::identity::{describe_owner, Identity, Sandbox, UNIT_STATE_DIR};
+use super::{Check, Options, MASTER_KEY_CREDENTIAL, SERVICE_USER};
+use crate::config::Config;
+
+/// Places where the installed socket unit is looked for: with it, systemd
+/// creates the API socket and hands it to the daemon.
+const SOCKET_UNIT_PATHS: [&str; 3] = [
+    "/etc/systemd/system/fieldgate.socket",
+    "/usr/lib/systemd/system/fieldgate.socket",
+    "/lib/systemd/system/fieldgate.socket",
+];
+/// Free space below this in the state directory is a failure whatever the config.
+const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A file the daemon must read (config, CA, password): present and readable.
+pub(super) fn check_readable_file(
+    what: &str,
+    path: &Path,
+    id: &Identity,
+    sandbox: &Sandbox,
+) -> Option<Check> {
+    let name = what.to_string();
+    if sandbox.hidden(path) {
+        return Some(Check::fail(
+            name,
+            format!(
+                "{} is under a home directory, which the unit hides (ProtectHome=yes)",
+                path.display()
+            ),
+            "move it under /etc/fieldgate",
+        ));
+    }
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            return Some(Check::fail(
+                name,
+                format!("{}: {}", path.display(), io_reason(&e)),
+                format!("create {} or fix the path in the config", path.display()),
+            ))
+        }
+    };
+    if let Err(why) = id.can_reach(path) {
+        return Some(Check::fail(
+            name,
+            why,
+            format!("chmod o+x the directories above {}", path.display()),
+        ));
+    }
+    if !id.allowed(&meta, 4) {
+        return Some(Check::fail(
+            name,
+            format!(
+                "{} cannot read {} ({})",
+                id.name,
+                path.display(),
+                describe_owner(&meta)
+            ),
+            format!(
+                "chgrp {} {} && chmod g+r {}",
+                SERVICE_USER,
+                path.display(),
+                path.display()
+            ),
+        ));
+    }
+    // Readable: only worth a line of its own when something is wrong.
+    None
+}
+
+pub(super) fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "does not exist".to_string(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+pub(super) fn check_state_dir(config: &Config, id: &Identity, sandbox: &Sandbox) -> Check {
+    let name = "state dir";
+    let dir = config.gateway.state_dir.get_ref().as_path();
+    let shown = dir.display();
+    if !sandbox.writable(dir) {
+        return Check::warn(
+            name,
+            format!("{shown} is read-only for the service (ProtectSystem=strict)"),
+            format!(
+                "use {UNIT_STATE_DIR}, or `systemctl edit fieldgate` and add: [Service] ReadWritePaths={shown}"
+            ),
+        );
+    }
+    let meta = match fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if sandbox.active && dir == Path::new(UNIT_STATE_DIR) {
+                return Check::ok(
+                    name,
+                    format!(
+                        "{shown} does not exist yet: systemd creates it at start (StateDirectory=)"
+                    ),
+                );
+            }
+            return Check::fail(
+                name,
+                format!("{shown} does not exist"),
+                format!(
+                    "install -d -o {user} -g {user} -m 0750 {shown}",
+                    user = id.owner
+                ),
+            );
+        }
+        Err(e) => {
+            return Check::fail(
+                name,
+                format!("{shown}: {}", io_reason(&e)),
+                "fix gateway.state_dir",
+            )
+        }
+    };
+    if !meta.is_dir() {
+        return Check::fail(
+            name,
+            format!("{shown} is not a directory"),
+            "point gateway.state_dir at a directory",
+        );
+    }
+    let chown_fix = format!("chown -R {user}:{user} {shown}", user = id.owner);
+    if let Err(why) = id.can_reach(dir) {
+        return Check::fail(name, why, chown_fix);
+    }
+    if !id.allowed(&meta, 7) {
+        return Check::fail(
+            name,
+            format!(
+                "{} cannot write to {shown} ({})",
+                id.name,
+                describe_owner(&meta)
+            ),
+            chown_fix,
+        );
+    }
+    // The bits say yes; now the filesystem (read-only mounts, full disks).
+    if let Err(e) = tempfile::Builder::new()
+        .prefix(".fieldgate-doctor")
+        .tempfile_in(dir)
+    {
+        if e.kind() != io::ErrorKind::PermissionDenied {
+            return Check::fail(
+                name,
+                format!("cannot create a file in {shown}: {e}"),
+                "check that the filesystem is mounted read-write and not full",
+            );
+        }
+    }
+    let db = config.db_path();
+    let db_note = match fs::metadata(&db) {
+        Ok(m) => format!("; {} is {}", db.display(), human_bytes(m.len())),
+        Err(_) => "; no database yet (created at first start)".to_string(),
+    };
+    Check::ok(
+        name,
+        format!(
+            "{shown} writable by {} ({}){db_note}",
+            id.name,
+            describe_owner(&meta)
+        ),
+    )
+}
+
+pub(super) fn check_free_space(config: &Config) -> Check {
+    let name = "disk space";
+    let dir = config.gateway.state_dir.get_ref();
+    let Some(existing) = dir.ancestors().find(|d| d.exists()) else {
+        return Check::fail(
+            name,
+            format!("no part of {} exists", dir.display()),
+            "fix gateway.state_dir",
+        );
+    };
+    let stat = match nix::sys::statvfs::statvfs(existing) {
+        Ok(s) => s,
+        Err(e) => {
+            return Check::warn(
+                name,
+                format!("cannot measure free space at {}: {e}", existing.display()),
+                "check with `df -h`",
+            )
+        }
+    };
+    let free = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
+    let outbox = config
+        .upstream
+        .as_ref()
+        .map(|u| *u.outbox.max_bytes.get_ref());
+    let shown = existing.display();
+    if free < MIN_FREE_BYTES {
+        return Check::fail(
+            name,
+            format!(
+                "only {} free at {shown}: the database cannot grow",
+                human_bytes(free)
+            ),
+            "free some space (`du -sh /var/log/* /var/cache/*`) or move the state directory",
+        );
+    }
+    match outbox {
+        Some(max) if free < max => Check::warn(
+            name,
+            format!(
+                "{} free at {shown}, less than upstream.outbox.max_bytes ({}): a long uplink outage fills the disk first",
+                human_bytes(free),
+                human_bytes(max)
+            ),
+            "free space, or lower upstream.outbox.max_bytes",
+        ),
+        Some(max) => Check::ok(
+            name,
+            format!(
+                "{} free at {shown} (outbox may use up to {})",
+                human_bytes(free),
+                human_bytes(max)
+            ),
+        ),
+        None => Check::ok(name, format!("{} free at {shown}", human_bytes(free))),
+    }
+}
+
+/// The `ListenStream=` path of the installed `fieldgate.socket`, if there is one.
+fn socket_unit_path() -> Option<(PathBuf, Option<PathBuf>)> {
+    let unit = SOCKET_UNIT_PATHS
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())?;
+    let text = fs::read_to_string(unit).unwrap_or_default();
+    let listen = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ListenStream="))
+        .map(|v| PathBuf::from(v.trim()))
+        .find(|p| p.is_absolute());
+    Some((unit.to_path_buf(), listen))
+}
+
+/// The socket belongs to `fieldgate.socket`: systemd creates it (owner, group,
+/// mode) and the daemon only serves it, so the directory need not be writable for
+/// the service user. What matters is that the CLI's path (`[api] socket`) is the
+/// one systemd listens on.
+fn check_activated_socket(config: &Config, unit: &Path, listen: Option<PathBuf>) -> Check {
+    let name = "api socket";
+    let socket = config.socket_path();
+    let shown = socket.display();
+    let Some(listen) = listen else {
+        return Check::fail(
+            name,
+            format!("{} has no ListenStream= path", unit.display()),
+            "reinstall the package, or fix the socket unit's drop-in",
+        );
+    };
+    if listen != socket {
+        return Check::fail(
+            name,
+            format!(
+                "systemd listens on {} ({}) but api.socket is {shown}: the CLI would not find the daemon",
+                listen.display(),
+                unit.display()
+            ),
+            format!(
+                "set api.socket = \"{}\", or `systemctl edit fieldgate.socket` to listen on {shown}",
+                listen.display()
+            ),
+        );
+    }
+    let mut notes = vec!["created by systemd (fieldgate.socket)".to_string()];
+    if let Ok(meta) = fs::symlink_metadata(socket) {
+        if !meta.file_type().is_socket() {
+            return Check::fail(
+                name,
+                format!("{shown} exists and is not a socket"),
+                format!("rm {shown} && systemctl restart fieldgate.socket"),
+            );
+        }
+        if meta.mode() & 0o007 != 0 {
+            return Check::fail(
+                name,
+                format!(
+                    "{shown} is open to every user (mode {:o})",
+                    meta.mode() & 0o777
+                ),
+                "SocketMode=0660 in fieldgate.socket, then systemctl restart fieldgate.socket",
+            );
+        }
+        notes.push(describe_owner(&meta));
+        if let Some(group) = &config.api.group {
+            let want = nix::unistd::Group::from_name(group.get_ref())
+                .ok()
+                .flatten();
+            if want.map(|g| g.gid.as_raw()) != Some(meta.gid()) {
+                return Check::warn(
+                    name,
+                    format!(
+                        "{shown} is {} but api.group is `{}`: members of that group cannot reach it",
+                        describe_owner(&meta),
+                        group.get_ref()
+                    ),
+                    format!(
+                        "`systemctl edit fieldgate.socket`: [Socket] SocketGroup={}",
+                        group.get_ref()
+                    ),
+                );
+            }
+        }
+        let listening = std::os::unix::net::UnixStream::connect(socket).is_ok();
+        notes.push(if listening {
+            "listening".into()
+        } else {
+            "not listening: systemctl start fieldgate.socket".into()
+        });
+    } else {
+        notes.push("not created yet: systemctl start fieldgate.socket".into());
+    }
+    Check::ok(name, format!("{shown} ({})", notes.join("; ")))
+}
+
+pub(super) fn check_socket(config: &Config, id: &Identity, sandbox: &Sandbox) -> Check {
+    if sandbox.active {
+        return match socket_unit_path() {
+            Some((unit, listen)) => check_activated_socket(config, &unit, listen),
+            None => Check::fail(
+                "api socket",
+                "fieldgate.service is installed without fieldgate.socket: the service cannot start",
+                "reinstall the package (apt install --reinstall fieldgate)",
+            ),
+        };
+    }
+    let name = "api socket";
+    let socket = config.socket_path();
+    let shown = socket.display();
+    let Some(dir) = socket.parent() else {
+        return Check::fail(name, format!("{shown} has no directory"), "fix api.socket");
+    };
+    let mut notes = Vec::new();
+    if let Some(group) = &config.api.group {
+        let group = group.get_ref();
+        match nix::unistd::Group::from_name(group) {
+            Ok(Some(g)) => {
+                if id.uid != 0 && !id.gids.contains(&g.gid.as_raw()) {
+                    return Check::fail(
+                        name,
+                        format!("{} is not in group `{group}` (api.group), so it cannot give the socket to it", id.name),
+                        format!("adduser {} {group}, or change api.group", id.owner),
+                    );
+                }
+                notes.push(format!("group {group}"));
+            }
+            _ => {
+                return Check::fail(
+                    name,
+                    format!(
+                        "group `{group}` (api.group) does not exist: the daemon will not start"
+                    ),
+                    format!("groupadd --system {group}, or change api.group"),
+                )
+            }
+        }
+    }
+    match fs::metadata(dir) {
+        Ok(meta) => {
+            if let Err(why) = id.can_reach(dir) {
+                return Check::fail(name, why, "fix the directory permissions");
+            }
+            if !id.allowed(&meta, 3) {
+                return Check::fail(
+                    name,
+                    format!(
+                        "{} cannot create {shown}: {} is {}",
+                        id.name,
+                        dir.display(),
+                        describe_owner(&meta)
+                    ),
+                    format!("chown {} {}", id.owner, dir.display()),
+                );
+            }
+        }
+        Err(_) => {
+            let parent = dir
+                .ancestors()
+                .find(|d| d.exists())
+                .unwrap_or(Path::new("/"));
+            let writable = fs::metadata(parent)
+                .map(|m| id.allowed(&m, 3))
+                .unwrap_or(false);
+            if !writable {
+                return Check::fail(
+                    name,
+                    format!(
+                        "{} does not exist and {} cannot create it",
+                        dir.display(),
+                        id.name
+                    ),
+                    format!(
+                        "install -d -o {user} -g {user} -m 0750 {}",
+                        dir.display(),
+                        user = id.owner
+                    ),
+                );
+            }
+            notes.push("directory created by the daemon".into());
+        }
+    }
+    if socket.exists() {
+        let listening = std::os::unix::net::UnixStream::connect(socket).is_ok();
+        notes.push(if listening {
+            "a daemon is listening".into()
+        } else {
+            "stale socket, no daemon listening".into()
+        });
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join("; "))
+    };
+    Check::ok(name, format!("{shown}{notes}"))
+}
+
+pub(super) fn check_master_key(opts: &Options) -> Check {
+    let name = "master key";
+    let from_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join(MASTER_KEY_CREDENTIAL));
+    let (path, source) = match from_credentials {
+        Some(p) => (p, "systemd credential"),
+        None => (opts.master_key.clone(), "key file"),
+    };
+    let shown = path.display();
+    let create = format!(
+        "create it: (umask 077; od -An -tx1 -N32 -v /dev/urandom | tr -d ' \\n' > {shown}); or reinstall the package"
+    );
+    let meta = match fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Check::fail(
+                name,
+                format!(
+                    "{source} {shown} is missing: the service will not start (LoadCredential=)"
+                ),
+                create,
+            )
+        }
+        Err(e) => {
+            return Check::warn(
+                name,
+                format!("{source} {shown}: {e}"),
+                "run `fieldgate doctor` as root",
+            )
+        }
+    };
+    if !meta.is_file() {
+        return Check::fail(name, format!("{shown} is not a regular file"), create);
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Check::fail(
+            name,
+            format!(
+                "{shown} has mode {mode:04o}: other users can read the key to every device secret"
+            ),
+            format!("chmod 600 {shown}"),
+        );
+    }
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Check::warn(
+                name,
+                format!(
+                    "{source} {shown} exists (mode {mode:04o}) but cannot be read by this user"
+                ),
+                "run `fieldgate doctor` as root to check its contents",
+            )
+        }
+        Err(e) => return Check::fail(name, format!("{shown}: {e}"), create),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let trimmed = text.trim();
+    let is_hex = trimmed.len() == 64 && trimmed.chars().all(|c| c.is_ascii_hexdigit());
+    if bytes.is_empty() {
+        return Check::fail(
+            name,
+            format!("{shown} is empty"),
+            format!("remove it, then {create}"),
+        );
+    }
+    if !is_hex && bytes.len() != 32 {
+        return Check::warn(
+            name,
+            format!(
+                "{shown}: unexpected format ({} bytes; expected 64 hex characters)",
+                bytes.len()
+            ),
+            "if the daemon refuses it, restore the key from your backup",
+        );
+    }
+    Check::ok(
+        name,
+        format!("{source} {shown} present ({})", describe_owner(&meta)),
+    )
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(64 * 1024 * 1024), "64.0 MiB");
+    }
+}
