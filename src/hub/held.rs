@@ -93,7 +93,7 @@ pub(super) fn finish_held(
         SystemTime::now(),
     )?;
     if req.origin == RequestOrigin::Mqtt.as_str() {
-        let body = crate::upstream::requests::response_body(
+        let body = response_body(
             req.correlation_id.as_deref(),
             &req.operation,
             status,
@@ -158,7 +158,7 @@ impl Hub {
                     ),
                 )?;
                 let response = if req.origin == RequestOrigin::Mqtt {
-                    let body = crate::upstream::requests::response_body(
+                    let body = response_body(
                         req.correlation_id.as_deref(),
                         operation,
                         "queued",

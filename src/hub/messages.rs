@@ -1,5 +1,7 @@
-//! Outbox messages the hub queues beside the telemetry path: lifecycle events and
-//! retained availability. Each message's topic is built by the outbox from its kind.
+//! Outbox messages the hub queues beside the telemetry path: lifecycle events,
+//! retained availability and the responses to requests (upstream publishes the same
+//! response body for the requests it answers at once). Each message's topic is built
+//! by the outbox from its kind.
 
 use super::*;
 
@@ -47,4 +49,31 @@ pub(super) fn availability_msg(
             event_time: at,
         },
     )
+}
+
+/// A response object (the schema of docs/mqtt-api.md "Responses"): the hub queues it
+/// in the outbox for the answers to held requests, and upstream publishes it for the
+/// requests it answers at once.
+pub fn response_body(
+    correlation_id: Option<&str>,
+    operation: &str,
+    status: &str,
+    data: Option<serde_json::Value>,
+    error: Option<serde_json::Value>,
+    gateway: &str,
+) -> serde_json::Value {
+    let mut v = json!({
+        "correlation_id": correlation_id,
+        "operation": operation,
+        "status": status,
+        "gateway": gateway,
+        "ts": crate::model::now_rfc3339(),
+    });
+    if let Some(d) = data {
+        v["data"] = d;
+    }
+    if let Some(e) = error {
+        v["error"] = e;
+    }
+    v
 }

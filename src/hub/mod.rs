@@ -12,7 +12,7 @@
 //! `handle` (what the doors send and get back), `ingest/` (events -> one
 //! transaction), `ops/` (one file per operation: validate -> audit -> act),
 //! `held` (requests waiting for a device to wake), `health`, `admission`, `rules`
-//! and `messages` (lifecycle and availability messages).
+//! and `messages` (lifecycle, availability and response messages).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -55,6 +55,7 @@ use health::*;
 pub use held::is_sleeping;
 use held::*;
 use ingest::*;
+pub use messages::response_body;
 use messages::*;
 pub use rules::device_command_from_json;
 

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::topics::{response_level, Topics};
 use super::UpstreamStatus;
 use crate::hub::{
-    DeviceAction, DeviceAnswer, DeviceRequest, HubError, HubHandle, RequestOrigin,
+    response_body, DeviceAction, DeviceAnswer, DeviceRequest, HubError, HubHandle, RequestOrigin,
     MAX_PERMIT_JOIN_SECONDS, MAX_REQUEST_TTL_S,
 };
 use crate::model::{now_rfc3339, DeviceId, Lifecycle, RadioState};
@@ -640,32 +640,6 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
             ),
         )),
     }
-}
-
-/// A response object (the schema of docs/mqtt-api.md "Responses"); the hub uses it too
-/// for the answers to held requests, which go through the outbox.
-pub fn response_body(
-    correlation_id: Option<&str>,
-    operation: &str,
-    status: &str,
-    data: Option<Value>,
-    error: Option<Value>,
-    gateway: &str,
-) -> Value {
-    let mut v = json!({
-        "correlation_id": correlation_id,
-        "operation": operation,
-        "status": status,
-        "gateway": gateway,
-        "ts": now_rfc3339(),
-    });
-    if let Some(d) = data {
-        v["data"] = d;
-    }
-    if let Some(e) = error {
-        v["error"] = e;
-    }
-    v
 }
 
 /// Something for the session to publish (QoS 1).
