@@ -10,7 +10,8 @@
 //! - `client.rs`: `[upstream]` -> rumqttc options, TLS, credentials, last will
 //! - `pump.rs`: packet id <-> outbox row bookkeeping, no IO
 //! - `session.rs`: the task that drives the connection and the pump
-//! - `requests.rs`: inbound requests, validation, audit, responses
+//! - `requests/`: inbound requests: parsing and validation, carrying them out
+//!   through the hub, audit, responses
 //! - `rotate.rs`: rotation of the gateway's own client certificate, with rollback
 
 pub mod client;

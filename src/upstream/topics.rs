@@ -1,9 +1,10 @@
 //! The topic scheme: every MQTT topic the gateway publishes to or listens on,
 //! built from the configured prefix (default `fieldgate/<gateway id>`).
 //!
-//! Owns topic strings only; payloads are built by the store (outbox envelopes) and
-//! by `requests.rs` (responses). `docs/mqtt-api.md` is the contract these follow:
-//! change both together.
+//! Owns topic strings only; payloads are built by the store (outbox envelopes), by
+//! the hub (`hub/messages.rs`: the response body) and by `requests/` (responses,
+//! the `info` document). `docs/mqtt-api.md` is the contract these follow: change
+//! both together.
 
 /// The topics of one gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]

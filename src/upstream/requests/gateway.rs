@@ -1,0 +1,67 @@
+//! What the gateway says about itself: the `info` document (published retained and
+//! answered to `info`) and the `health_check` answer. Read-only.
+
+use serde_json::{json, Map, Value};
+
+use super::{read, Rejection, RequestContext};
+use crate::model::{now_rfc3339, RadioState};
+use crate::store::{outbox, registry};
+
+fn radios_json(ctx: &RequestContext) -> Vec<Value> {
+    ctx.radios
+        .iter()
+        .map(|r| {
+            let state = r.state.borrow().clone();
+            let mut v = json!({"name": r.name, "protocol": r.protocol.as_str(), "port": r.port.to_string(),
+                               "counters": r.counters.snapshot()});
+            if let (Some(obj), Ok(Value::Object(s))) = (v.as_object_mut(), serde_json::to_value(&state)) {
+                obj.extend(s);
+            }
+            v
+        })
+        .collect()
+}
+
+/// The gateway description: published retained on `info` and answered to `info`.
+pub async fn info(ctx: &RequestContext) -> Result<Value, Rejection> {
+    let (ob, counts) = read(ctx, |c| Ok((outbox::stats(c)?, registry::counts(c)?))).await?;
+    let mut devices = Map::new();
+    let mut total = 0u64;
+    for (k, v) in counts {
+        total += v;
+        devices.insert(k, json!(v));
+    }
+    devices.insert("total".into(), json!(total));
+    let up = ctx.status.snapshot();
+    Ok(json!({
+        "gateway": &*ctx.gateway_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "ts": now_rfc3339(),
+        "radios": radios_json(ctx),
+        "devices": devices,
+        "outbox": ob,
+        "upstream": {"broker": up.broker, "client_id": up.client_id, "delivered": up.delivered},
+    }))
+}
+
+pub(super) async fn health(ctx: &RequestContext) -> Result<Value, Rejection> {
+    let store_ok = ctx.writer.write(|_| Ok(())).await.is_ok();
+    let readable = read(ctx, |c| {
+        Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+    })
+    .await
+    .is_ok();
+    let total = ctx.radios.len();
+    let up = ctx
+        .radios
+        .iter()
+        .filter(|r| *r.state.borrow() == RadioState::Up)
+        .count();
+    let alarm = ctx.status.snapshot().alarm;
+    Ok(json!({
+        "healthy": store_ok && readable && alarm.is_none(),
+        "store": if store_ok && readable { "ok" } else { "failing" },
+        "radios": {"up": up, "total": total},
+        "alarm": alarm,
+    }))
+}

@@ -1,0 +1,171 @@
+//! One request end to end: parse it, answer a repeat from the remembered response
+//! instead of carrying it out again, carry it out, and commit its audit record with
+//! the response it gets. Every request is audited, accepted or refused.
+
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use super::execute::{execute, Reply};
+use super::{parse, Outbound, RequestContext};
+use crate::hub::response_body;
+use crate::store;
+use crate::store::audit::{AuditEntry, Outcome};
+use crate::store::replay::{self, Seen};
+use crate::upstream::topics::response_level;
+
+/// Validates, authorizes, executes and audits one request; returns its response, or
+/// `None` when the response went into the outbox instead.
+pub(super) async fn handle(
+    ctx: &RequestContext,
+    operation: &str,
+    payload: &[u8],
+    retained: bool,
+) -> Option<Outbound> {
+    let parsed = parse(operation, payload);
+    let level = response_level(operation).to_string();
+    let actor = format!("mqtt:{}", parsed.client_id.as_deref().unwrap_or("cloud"));
+    let key = parsed.correlation_id.clone().map(|c| (level.clone(), c));
+    let respond = |payload: Vec<u8>| Outbound {
+        topic: ctx.topics.response(operation),
+        payload,
+        retain: false,
+    };
+
+    // A request seen before (retained and re-delivered after a reconnect or a restart,
+    // or sent twice) is answered again without being carried out again. The claim is
+    // durable, so this holds across restarts.
+    if let Some((op, cid)) = key.clone() {
+        let seen = ctx
+            .writer
+            .write(move |c| replay::claim(c, &op, &cid, SystemTime::now()))
+            .await;
+        let repeat = match seen {
+            Ok(Seen::New) => None,
+            Ok(Seen::Answered(cached)) => Some(cached),
+            Ok(Seen::Interrupted) => Some(
+                serde_json::to_vec(&response_body(
+                    parsed.correlation_id.as_deref(),
+                    &level,
+                    "error",
+                    None,
+                    Some(json!({"code": "interrupted",
+                                "message": "the gateway stopped while carrying out this request; it is not carried out again"})),
+                    &ctx.gateway_id,
+                ))
+                .unwrap_or_default(),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record an MQTT request for de-duplication");
+                ctx.status.count_request("store_error");
+                return Some(respond(
+                    serde_json::to_vec(&response_body(
+                        parsed.correlation_id.as_deref(),
+                        &level,
+                        "error",
+                        None,
+                        Some(json!({"code": "store_error", "message": "the request could not be recorded; it was not carried out"})),
+                        &ctx.gateway_id,
+                    ))
+                    .unwrap_or_default(),
+                ));
+            }
+        };
+        if let Some(cached) = repeat {
+            ctx.status.count_request("duplicate");
+            let entry = AuditEntry::new(
+                &actor,
+                format!("mqtt.{level}"),
+                ctx.gateway_id.to_string(),
+                Outcome::Refused,
+                json!({"correlation_id": parsed.correlation_id, "code": "duplicate", "retained": retained}),
+            );
+            let _ = audit(ctx, entry).await;
+            return Some(respond(cached));
+        }
+    }
+
+    let target = match &parsed.request {
+        Ok(r) => r.target(&ctx.gateway_id),
+        Err(_) => ctx.gateway_id.to_string(),
+    };
+    let result = match parsed.request.clone() {
+        Ok(req) => execute(ctx, req, &actor, parsed.correlation_id.clone()).await,
+        Err(r) => Err(r),
+    };
+    let (status, outcome, code) = match &result {
+        Ok(Reply::Queued(_)) => ("queued", Outcome::Accepted, None),
+        Ok(Reply::Data(_)) => ("ok", Outcome::Accepted, None),
+        Err(r) => ("error", r.outcome(), Some(r.code)),
+    };
+    ctx.status.count_request(code.unwrap_or(status));
+    let details = json!({"correlation_id": parsed.correlation_id, "status": status, "code": code, "retained": retained});
+    let response = match &result {
+        Ok(Reply::Queued(payload)) => payload.clone(),
+        Ok(Reply::Data(data)) => serde_json::to_vec(&response_body(
+            parsed.correlation_id.as_deref(),
+            &level,
+            "ok",
+            Some(data.clone()),
+            None,
+            &ctx.gateway_id,
+        ))
+        .unwrap_or_default(),
+        Err(r) => serde_json::to_vec(&response_body(
+            parsed.correlation_id.as_deref(),
+            &level,
+            "error",
+            None,
+            Some(json!({"code": r.code, "message": r.message})),
+            &ctx.gateway_id,
+        ))
+        .unwrap_or_default(),
+    };
+    // The audit record and the remembered answer commit together.
+    let entry = AuditEntry::new(&actor, format!("mqtt.{level}"), target, outcome, details);
+    let gw = ctx.gateway_id.clone();
+    let remembered = response.clone();
+    let recorded = ctx
+        .writer
+        .write(move |c| {
+            store::record_audit(c, &gw, &entry)?;
+            if let Some((op, cid)) = &key {
+                replay::answer(c, op, cid, &remembered)?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, "cannot write the audit record of an MQTT request");
+        if matches!(result, Ok(Reply::Queued(_))) {
+            // The hub committed the request and its `queued` response already.
+            return None;
+        }
+        return Some(respond(
+            serde_json::to_vec(&response_body(
+                parsed.correlation_id.as_deref(),
+                &level,
+                "error",
+                None,
+                Some(json!({"code": "audit_unavailable", "message": "the audit log cannot be written"})),
+                &ctx.gateway_id,
+            ))
+            .unwrap_or_default(),
+        ));
+    }
+    match result {
+        Ok(Reply::Queued(_)) => None,
+        Ok(Reply::Data(_)) => Some(respond(response)),
+        Err(r) => {
+            tracing::info!(operation = %level, code = r.code, correlation_id = ?parsed.correlation_id, "MQTT request refused");
+            Some(respond(response))
+        }
+    }
+}
+
+async fn audit(ctx: &RequestContext, entry: AuditEntry) -> store::StoreResult<()> {
+    let gw = ctx.gateway_id.clone();
+    ctx.writer
+        .write(move |c| store::record_audit(c, &gw, &entry).map(|_| ()))
+        .await
+}

@@ -1,0 +1,185 @@
+//! Inbound requests from the cloud: `<prefix>/request/<operation>` in,
+//! `<prefix>/response/<operation>` out.
+//!
+//! Owns parsing and validating requests (size limit, UTF-8, JSON, strict schemas
+//! with unknown fields rejected, a correlation id), authorizing them against the
+//! registry, routing them to the hub, the audit record every request gets, and the
+//! response. It never touches the MQTT connection: the session hands it payloads
+//! and publishes what it returns. Nothing here may panic on input.
+//!
+//! This file holds the serve loop, what it is handed and hands back, and the
+//! refusal every step may end in. One room each: `parse` (payload -> a validated
+//! [`Request`], pure), `handle` (one request end to end: de-duplication, audit,
+//! the response), `execute` (carrying a request out through the hub) and `gateway`
+//! (the `info` and `health_check` answers).
+
+mod execute;
+mod gateway;
+mod handle;
+mod parse;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::topics::Topics;
+use super::UpstreamStatus;
+use crate::hub::{HubError, HubHandle};
+use crate::radio::RadioHandle;
+use crate::store::audit::Outcome;
+use crate::store::{self, Writer};
+
+pub use gateway::info;
+use handle::handle;
+pub use parse::{
+    parse, InstallCodeAction, Parsed, Request, SecretCode, SecretPem, MAX_REQUEST_BYTES,
+    MAX_ROTATION_REQUEST_BYTES, OPERATIONS,
+};
+
+/// A refusal, with a stable machine-readable code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Rejection {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Server-side failures are audited as `failed`, the rest as `refused`.
+    fn outcome(&self) -> Outcome {
+        match self.code {
+            "store_error"
+            | "shutting_down"
+            | "internal"
+            | "audit_unavailable"
+            | "busy"
+            | "rotation_failed"
+            | "key_rotation_failed" => Outcome::Failed,
+            _ => Outcome::Refused,
+        }
+    }
+}
+
+impl From<HubError> for Rejection {
+    fn from(e: HubError) -> Self {
+        Rejection::new(e.code(), e.to_string())
+    }
+}
+/// Something for the session to publish (QoS 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// What the session hands the request task.
+#[derive(Debug)]
+pub enum Inbound {
+    Request {
+        operation: String,
+        payload: Vec<u8>,
+        retained: bool,
+    },
+    /// Publish the retained `info` document now.
+    PublishInfo,
+}
+
+/// What a request handler needs from the rest of the daemon.
+#[derive(Clone)]
+pub struct RequestContext {
+    pub gateway_id: Arc<str>,
+    pub topics: Topics,
+    pub hub: HubHandle,
+    pub writer: Writer,
+    pub db_path: PathBuf,
+    pub radios: Arc<Vec<RadioHandle>>,
+    pub status: Arc<UpstreamStatus>,
+}
+
+/// Serves requests one at a time until the session drops its sender.
+pub async fn serve(
+    ctx: RequestContext,
+    mut inbound: mpsc::Receiver<Inbound>,
+    outbound: mpsc::Sender<Outbound>,
+) {
+    // A network key rotation waits out the radio's key switch delay (up to minutes). It
+    // goes to a lane of its own, so other requests are not held up behind it; rotations
+    // (and repeats of one) still run one at a time, in order, so a repeat finds the first
+    // one's answer.
+    let (rotations, mut lane) = mpsc::channel::<(String, Vec<u8>, bool)>(16);
+    {
+        let (ctx, outbound) = (ctx.clone(), outbound.clone());
+        tokio::spawn(async move {
+            while let Some((operation, payload, retained)) = lane.recv().await {
+                if let Some(out) = handle(&ctx, &operation, &payload, retained).await {
+                    if outbound.send(out).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    while let Some(item) = inbound.recv().await {
+        let out = match item {
+            Inbound::PublishInfo => match info(&ctx).await {
+                Ok(data) => Outbound {
+                    topic: ctx.topics.info(),
+                    payload: data.to_string().into_bytes(),
+                    retain: true,
+                },
+                Err(e) => {
+                    tracing::warn!(code = e.code, error = %e.message, "cannot build the gateway info");
+                    continue;
+                }
+            },
+            Inbound::Request {
+                operation,
+                payload,
+                retained,
+            } if operation == "rotate_network_key" => {
+                if rotations
+                    .send((operation, payload, retained))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+            Inbound::Request {
+                operation,
+                payload,
+                retained,
+            } => match handle(&ctx, &operation, &payload, retained).await {
+                Some(out) => out,
+                // Answered through the outbox (a request held for a sleeping device).
+                None => continue,
+            },
+        };
+        if outbound.send(out).await.is_err() {
+            break;
+        }
+    }
+}
+async fn read<T, F>(ctx: &RequestContext, f: F) -> Result<T, Rejection>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> store::StoreResult<T> + Send + 'static,
+{
+    let path = ctx.db_path.clone();
+    tokio::task::spawn_blocking(move || {
+        let conn = store::open_reader(&path)?;
+        f(&conn)
+    })
+    .await
+    .map_err(|e| Rejection::new("internal", format!("reader task failed: {e}")))?
+    .map_err(|e| Rejection::new("store_error", e.to_string()))
+}
