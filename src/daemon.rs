@@ -267,12 +267,6 @@ impl StopSignals {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn wait_for_signal() -> Result<()> {
-    StopSignals::install()?.wait().await;
-    Ok(())
-}
-
 /// `fieldgate run`: serve until a signal arrives.
 pub async fn run(config: Config) -> Result<()> {
     let mut signals = StopSignals::install()?;

@@ -300,6 +300,9 @@ pub async fn run_zigbee(args: ZigbeeArgs) -> Result<()> {
         ),
         Endpoint::Pty(p) => format!("pty {}", p.path().display()),
     };
+    // Caught from before anyone can know where to connect, so a signal right
+    // after the first line is a clean stop.
+    let mut signals = crate::daemon::StopSignals::install()?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{first_line}").context("stdout")?;
@@ -328,7 +331,7 @@ pub async fn run_zigbee(args: ZigbeeArgs) -> Result<()> {
     };
     let result = tokio::select! {
         r = served => r,
-        r = crate::daemon::wait_for_signal() => r,
+        _ = signals.wait() => Ok(()),
     };
     for t in fault_tasks {
         t.abort();
