@@ -75,8 +75,16 @@ impl DataType {
     pub const SEC_KEY: Self = Self(0xF1);
     pub const UNKNOWN: Self = Self(0xFF);
 
-    /// Whether configure-reporting carries a reportable change for this type
-    /// (ZH `src/zspec/zcl/utils.ts isAnalogDataType`).
+    /// Whether configure-reporting carries a reportable change for this type: the types the
+    /// ZCL specification (07-5123, the Data Types table) classes as analog, which are every
+    /// unsigned and signed integer from 8 to 64 bits, the three floats, time of day, date and
+    /// UTC time.
+    ///
+    /// zigbee-herdsman differs (`src/zspec/zcl/utils.ts isAnalogDataType`, 11.1.1): it leaves
+    /// out uint64 and int64, so it writes no reportable change for them and, reading a
+    /// configure-reporting record that has one, takes its 8 bytes for the start of the next
+    /// record. This follows the specification; the herdsman differential test lists the
+    /// difference among its accepted ones.
     pub fn is_analog(self) -> bool {
         matches!(self.0, 0x20..=0x2F | 0x38..=0x3A | 0xE0..=0xE2)
     }
