@@ -416,6 +416,7 @@ fn scalar_value() -> impl Strategy<Value = ZclValue> {
         any::<u32>().prop_map(ZclValue::BacOid),
         ieee().prop_map(ZclValue::IeeeAddr),
         any::<[u8; 16]>().prop_map(ZclValue::SecKey),
+        Just(ZclValue::Unknown),
     ]
 }
 

@@ -207,6 +207,8 @@ pub enum ZclValue {
     BacOid(u32),
     IeeeAddr(IeeeAddr),
     SecKey(#[serde(serialize_with = "crate::serde_hex")] [u8; 16]),
+    /// Type 0xFF, "unknown": like no data, no value bytes follow (ZCL Data Types table).
+    Unknown,
 }
 
 fn ser_opt_hex<S: Serializer>(v: &Option<ZclBytes>, s: S) -> Result<S::Ok, S::Error> {
@@ -264,6 +266,7 @@ impl ZclValue {
             Self::BacOid(_) => DataType::BAC_OID,
             Self::IeeeAddr(_) => DataType::IEEE_ADDR,
             Self::SecKey(_) => DataType::SEC_KEY,
+            Self::Unknown => DataType::UNKNOWN,
         }
     }
 
@@ -381,6 +384,7 @@ impl ZclValue {
             0xEA => Self::BacOid(r.u32()?),
             0xF0 => Self::IeeeAddr(r.ieee()?),
             0xF1 => Self::SecKey(r.array()?),
+            0xFF => Self::Unknown,
             other => return Err(Error::UnknownDataType(other)),
         })
     }
@@ -398,7 +402,7 @@ impl ZclValue {
             }
         }
         match self {
-            Self::NoData => {}
+            Self::NoData | Self::Unknown => {}
             Self::Data(b) => {
                 if !(1..=8).contains(&b.len()) {
                     return Err(Error::ValueOutOfRange {
