@@ -26,7 +26,8 @@ pub struct DecodedFrame {
     pub frame: MtFrame,
     pub command: Option<ZnpCommand>,
     pub error: Option<String>,
-    /// The ZCL inside AF_INCOMING_MSG / AF_DATA_REQUEST.
+    /// The ZCL inside AF_INCOMING_MSG / AF_INCOMING_MSG_EXT / AF_DATA_REQUEST; for an
+    /// AF_INCOMING_MSG_EXT whose payload the coordinator held back, an error saying so.
     pub zcl: Option<DecodedZcl>,
 }
 
@@ -79,6 +80,21 @@ pub fn describe_frame(frame: MtFrame) -> DecodedFrame {
         Ok(cmd) => {
             let zcl = match &cmd {
                 ZnpCommand::AfIncomingMsg(m) => Some(describe_zcl(m.cluster_id, &m.data)),
+                ZnpCommand::AfIncomingMsgExt(m) if m.is_complete() => {
+                    Some(describe_zcl(m.cluster_id, &m.data))
+                }
+                ZnpCommand::AfIncomingMsgExt(m) => Some(DecodedZcl {
+                    cluster_id: m.cluster_id,
+                    cluster: clusters::cluster(m.cluster_id).map(|c| c.name),
+                    frame: None,
+                    error: Some(format!(
+                        "payload held back by the coordinator: {} of {} bytes in this frame (a host reads it with AF_DATA_RETRIEVE, timestamp {})",
+                        m.data.len(),
+                        m.len,
+                        m.timestamp
+                    )),
+                    readings: Vec::new(),
+                }),
                 ZnpCommand::AfDataRequestReq(r) => Some(describe_zcl(r.cluster_id, &r.data)),
                 _ => None,
             };
@@ -197,6 +213,57 @@ mod tests {
         assert!(decode_to_json("00 11 22", None).is_err());
         let zcl = decode_to_json("18 10 0A 00 00 29 66 08", Some(0x0402)).unwrap();
         assert!(zcl.contains("temperature") && zcl.contains("21.5"), "{zcl}");
+    }
+
+    #[test]
+    fn decode_cli_prints_the_zcl_of_an_ext_message_or_says_it_was_held_back() {
+        use crate::znp::{AfIncomingMsgExt, AF_ADDR_MODE_64BIT};
+        let m = AfIncomingMsgExt {
+            group_id: 0,
+            cluster_id: 0x0402,
+            src_addr_mode: AF_ADDR_MODE_64BIT,
+            src_addr: 0x00124B00_0A000001,
+            src_endpoint: 1,
+            src_pan_id: 0x1A62,
+            dst_endpoint: 1,
+            was_broadcast: false,
+            link_quality: 120,
+            security_use: false,
+            timestamp: 77,
+            trans_seq_num: 0,
+            len: 8,
+            data: vec![0x18, 0x10, 0x0A, 0x00, 0x00, 0x29, 0x66, 0x08],
+            mac_src_addr: Some(0x1A01),
+            msg_result_radius: Some(0x1D),
+        };
+        let hex = crate::to_hex(&ZnpCommand::AfIncomingMsgExt(m.clone()).to_bytes().unwrap());
+        let json: serde_json::Value =
+            serde_json::from_str(&decode_to_json(&hex, None).unwrap()).unwrap();
+        let frame = &json["frames"][0];
+        assert_eq!(frame["command"]["command"], "af_incoming_msg_ext", "{json}");
+        assert_eq!(frame["command"]["src_addr"], "0x00124b000a000001", "{json}");
+        assert_eq!(
+            frame["zcl"]["frame"]["command"]["command"],
+            "report_attributes"
+        );
+        assert_eq!(frame["zcl"]["readings"][0]["name"], "temperature", "{json}");
+        assert_eq!(frame["zcl"]["readings"][0]["value"], 21.5, "{json}");
+
+        let held = AfIncomingMsgExt {
+            len: 300,
+            data: Vec::new(),
+            ..m
+        };
+        let hex = crate::to_hex(&ZnpCommand::AfIncomingMsgExt(held).to_bytes().unwrap());
+        let json: serde_json::Value =
+            serde_json::from_str(&decode_to_json(&hex, None).unwrap()).unwrap();
+        let zcl = &json["frames"][0]["zcl"];
+        assert!(zcl["frame"].is_null(), "{json}");
+        let error = zcl["error"].as_str().unwrap();
+        assert!(
+            error.contains("held back") && error.contains("0 of 300"),
+            "{error}"
+        );
     }
 
     #[test]

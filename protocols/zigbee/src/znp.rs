@@ -10,7 +10,14 @@
 //! Decoding is lenient about *extra* trailing bytes (newer firmware appends fields) and strict
 //! about *missing* ones. Frames this module does not model decode to [`ZnpCommand::Raw`].
 
+mod af_ext;
+
 use serde::Serialize;
+
+pub use af_ext::{
+    retrieve_plan, AfIncomingMsgExt, AF_ADDR_MODE_16BIT, AF_ADDR_MODE_64BIT, AF_STATUS_FAILED,
+    DATA_RETRIEVE_CHUNK, MAX_INLINE_PAYLOAD,
+};
 
 use crate::error::{Error, Result};
 use crate::mt::{MtFrame, MtType, Subsystem};
@@ -40,8 +47,12 @@ pub mod cmd {
     pub mod af {
         pub const REGISTER: u8 = 0x00;
         pub const DATA_REQUEST: u8 = 0x01;
+        /// AF_DATA_RETRIEVE: a chunk of a payload the coordinator held back.
+        pub const DATA_RETRIEVE: u8 = 0x12;
         pub const DATA_CONFIRM: u8 = 0x80;
         pub const INCOMING_MSG: u8 = 0x81;
+        /// AF_INCOMING_MSG_EXT ([`super::super::AfIncomingMsgExt`]).
+        pub const INCOMING_MSG_EXT: u8 = 0x82;
     }
     pub mod zdo {
         pub const IEEE_ADDR_REQ: u8 = 0x01;
@@ -563,6 +574,23 @@ pub enum ZnpCommand {
         trans_id: u8,
     },
     AfIncomingMsg(AfIncomingMsg),
+    /// An incoming frame from an IEEE-addressed source, another PAN, or with a payload too
+    /// long for AF_INCOMING_MSG (then held back: see [`AfIncomingMsgExt`]).
+    AfIncomingMsgExt(AfIncomingMsgExt),
+    /// Reads `length` bytes from `index` of the payload the coordinator holds for the
+    /// AF_INCOMING_MSG_EXT with this `timestamp`; `length` 0 frees it.
+    AfDataRetrieveReq {
+        timestamp: u32,
+        index: u16,
+        length: u8,
+    },
+    /// `status` 0 and the bytes asked for, or [`AF_STATUS_FAILED`] when the coordinator holds
+    /// no payload with that timestamp (none, or it expired).
+    AfDataRetrieveRsp {
+        status: u8,
+        #[serde(serialize_with = "crate::serde_hex")]
+        data: Vec<u8>,
+    },
     // ---- ZDO ----
     ZdoStartupFromAppReq {
         start_delay: u16,
@@ -939,6 +967,22 @@ impl ZnpCommand {
                 mac_src_addr: r.u16().ok(),
                 msg_result_radius: r.opt_u8(),
             }),
+            (Areq, Af, af::INCOMING_MSG_EXT) => Self::AfIncomingMsgExt(AfIncomingMsgExt::read(r)?),
+            (Sreq, Af, af::DATA_RETRIEVE) => Self::AfDataRetrieveReq {
+                timestamp: r.u32()?,
+                index: r.u16()?,
+                length: r.u8()?,
+            },
+            (Srsp, Af, af::DATA_RETRIEVE) => {
+                let status = r.u8()?;
+                // A failure carries a zero length (`mt_af.c`); do without it if it is missing.
+                let data = if status == 0 {
+                    read_short_bytes(r)?
+                } else {
+                    read_short_bytes(r).unwrap_or_default()
+                };
+                Self::AfDataRetrieveRsp { status, data }
+            }
             (Sreq, Zdo, zdo::STARTUP_FROM_APP) => Self::ZdoStartupFromAppReq {
                 start_delay: r.u16()?,
             },
@@ -1396,6 +1440,25 @@ impl ZnpCommand {
                 }
                 (Areq, Af, af::INCOMING_MSG)
             }
+            Self::AfIncomingMsgExt(m) => {
+                m.write(&mut p);
+                (Areq, Af, af::INCOMING_MSG_EXT)
+            }
+            Self::AfDataRetrieveReq {
+                timestamp,
+                index,
+                length,
+            } => {
+                p.put_u32(*timestamp);
+                p.put_u16(*index);
+                p.put_u8(*length);
+                (Sreq, Af, af::DATA_RETRIEVE)
+            }
+            Self::AfDataRetrieveRsp { status, data } => {
+                p.put_u8(*status);
+                write_short_bytes(&mut p, data);
+                (Srsp, Af, af::DATA_RETRIEVE)
+            }
             Self::ZdoStartupFromAppReq { start_delay } => {
                 p.put_u16(*start_delay);
                 (Sreq, Zdo, zdo::STARTUP_FROM_APP)
@@ -1793,6 +1856,9 @@ impl ZnpCommand {
             Self::AfDataRequestReq(_) => "af_data_request_req",
             Self::AfDataConfirm { .. } => "af_data_confirm",
             Self::AfIncomingMsg(_) => "af_incoming_msg",
+            Self::AfIncomingMsgExt(_) => "af_incoming_msg_ext",
+            Self::AfDataRetrieveReq { .. } => "af_data_retrieve_req",
+            Self::AfDataRetrieveRsp { .. } => "af_data_retrieve_rsp",
             Self::ZdoStartupFromAppReq { .. } => "zdo_startup_from_app_req",
             Self::ZdoStateChangeInd { .. } => "zdo_state_change_ind",
             Self::ZdoIeeeAddrReq { .. } => "zdo_ieee_addr_req",

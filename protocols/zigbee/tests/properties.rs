@@ -9,8 +9,8 @@ use fieldgate_zigbee::zcl::{
     ZclValue,
 };
 use fieldgate_zigbee::znp::{
-    AfDataRequest, AfIncomingMsg, AfRegister, BindTarget, MacCapabilities, Neighbor,
-    NodeDescriptor, SecretBytes, SimpleDescriptor,
+    AfDataRequest, AfIncomingMsg, AfIncomingMsgExt, AfRegister, BindTarget, MacCapabilities,
+    Neighbor, NodeDescriptor, SecretBytes, SimpleDescriptor,
 };
 use fieldgate_zigbee::{IeeeAddr, ZnpCommand};
 use proptest::collection::vec;
@@ -130,6 +130,73 @@ fn znp_command() -> impl Strategy<Value = ZnpCommand> {
                     msg_result_radius: tail.and_then(|t| t.1),
                 })
             }),
+        // AF_INCOMING_MSG_EXT: the payload inline (trailer optional) or held back (Z-Stack
+        // always sends the trailer then, which is what tells the two apart).
+        (
+            (
+                any::<u16>(),
+                any::<u16>(),
+                0u8..16,
+                any::<u64>(),
+                any::<u8>(),
+                any::<u16>()
+            ),
+            (
+                any::<u8>(),
+                any::<bool>(),
+                any::<u8>(),
+                any::<bool>(),
+                any::<u32>()
+            ),
+            (
+                any::<u8>(),
+                vec(any::<u8>(), 0..200),
+                any::<bool>(),
+                0u16..2000
+            ),
+            proptest::option::of((any::<u16>(), proptest::option::of(any::<u8>()))),
+        )
+            .prop_map(|(a, b, (tsn, data, held, held_len), tail)| {
+                let (len, data, tail) = if held {
+                    // Held back: fewer bytes than `len` even counting the 3-byte trailer,
+                    // which is present.
+                    let len = u16::try_from(data.len()).unwrap() + 4 + held_len;
+                    (
+                        len,
+                        data,
+                        Some(tail.map_or((0, Some(0)), |t| (t.0, Some(t.1.unwrap_or(0))))),
+                    )
+                } else {
+                    (u16::try_from(data.len()).unwrap(), data, tail)
+                };
+                ZnpCommand::AfIncomingMsgExt(AfIncomingMsgExt {
+                    group_id: a.0,
+                    cluster_id: a.1,
+                    src_addr_mode: a.2,
+                    src_addr: a.3,
+                    src_endpoint: a.4,
+                    src_pan_id: a.5,
+                    dst_endpoint: b.0,
+                    was_broadcast: b.1,
+                    link_quality: b.2,
+                    security_use: b.3,
+                    timestamp: b.4,
+                    trans_seq_num: tsn,
+                    len,
+                    data,
+                    mac_src_addr: tail.map(|t| t.0),
+                    msg_result_radius: tail.and_then(|t| t.1),
+                })
+            }),
+        (any::<u32>(), any::<u16>(), any::<u8>()).prop_map(|(timestamp, index, length)| {
+            ZnpCommand::AfDataRetrieveReq {
+                timestamp,
+                index,
+                length,
+            }
+        }),
+        (any::<u8>(), vec(any::<u8>(), 0..=240))
+            .prop_map(|(status, data)| ZnpCommand::AfDataRetrieveRsp { status, data }),
         (
             any::<u8>(),
             ieee(),
