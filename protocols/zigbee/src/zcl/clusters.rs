@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use super::{Direction, ZclCommand, ZclFrame, ZclHeader};
+use super::{green_power, Direction, ZclCommand, ZclFrame, ZclHeader};
 use crate::error::Result;
 use crate::wire::Reader;
 
@@ -31,6 +31,7 @@ pub mod id {
     pub const HUMIDITY: u16 = 0x0405;
     pub const OCCUPANCY: u16 = 0x0406;
     pub const IAS_ZONE: u16 = 0x0500;
+    pub const GREEN_POWER: u16 = super::green_power::CLUSTER;
     pub const METERING: u16 = 0x0702;
     pub const ELECTRICAL_MEASUREMENT: u16 = 0x0B04;
 }
@@ -427,6 +428,14 @@ pub(crate) fn decode_cluster_command(
             response_code: r.u8()?,
             zone_id: r.u8()?,
         },
+        (green_power::CLUSTER, C2S, green_power::NOTIFICATION) => {
+            ZclCommand::GreenPowerNotification(green_power::GpNotification::read(r, false)?)
+        }
+        (green_power::CLUSTER, C2S, green_power::COMMISSIONING_NOTIFICATION) => {
+            ZclCommand::GreenPowerCommissioningNotification(green_power::GpNotification::read(
+                r, true,
+            )?)
+        }
         _ => return Ok(None),
     }))
 }

@@ -8,6 +8,7 @@
 //! Anything not modelled decodes to [`ZclCommand::Raw`] instead of failing.
 
 pub mod clusters;
+pub mod green_power;
 pub mod readings;
 pub mod types;
 
@@ -276,6 +277,10 @@ pub enum ZclCommand {
         response_code: u8,
         zone_id: u8,
     },
+    /// Green Power 0x0021 client→server 0x00: a GP proxy forwards a GPD's frame.
+    GreenPowerNotification(green_power::GpNotification),
+    /// Green Power 0x0021 client→server 0x04: the same while the proxy is commissioning.
+    GreenPowerCommissioningNotification(green_power::GpNotification),
     /// Any other command; payload kept as bytes.
     Raw {
         #[serde(serialize_with = "crate::serde_hex")]
@@ -704,6 +709,8 @@ fn encode_command(cmd: &ZclCommand, out: &mut Vec<u8>) -> Result<()> {
             out.put_u8(*response_code);
             out.put_u8(*zone_id);
         }
+        ZclCommand::GreenPowerNotification(n) => n.write(out, false)?,
+        ZclCommand::GreenPowerCommissioningNotification(n) => n.write(out, true)?,
         ZclCommand::Raw { payload } => out.extend_from_slice(payload),
     }
     Ok(())
