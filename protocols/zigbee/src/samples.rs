@@ -1,7 +1,13 @@
 //! Deterministic sample frames for differential tests against other implementations
 //! (zigbee-herdsman) and for the codec benchmark: the reference vectors plus generated
 //! frames of the kinds a coordinator host decodes most (reports, read responses, confirms,
-//! joins). Same seed, same frames. Test support only (behind the `emulator` feature).
+//! joins), and ([`breadth`]) frames that cover every ZCL data type, AF_INCOMING_MSG_EXT,
+//! AF_DATA_RETRIEVE and Green Power. Same seed, same frames. Test support only (behind the
+//! `emulator` feature).
+
+mod breadth;
+
+pub use breadth::{generate_every_type, generate_ext, generate_green_power, EVERY_DATA_TYPE};
 
 use crate::zcl::{
     global, AttributeRecord, Direction, ReadAttributeStatus, ZclCommand, ZclFrame, ZclHeader,
