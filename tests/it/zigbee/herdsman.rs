@@ -1,243 +1,94 @@
 //! The Zigbee codec against zigbee-herdsman 11.1.1's own codec modules
-//! (`tests/peers/zigbee/decode.js`): the reference vectors and generated frames are decoded
-//! by both and compared field by field. Runs with FIELDGATE_PEERS=1 after
-//! `tests/peers/zigbee/setup.sh`.
+//! (`tests/peers/zigbee/decode.js`): the reference vectors and generated frames (a host's
+//! daily mix, every ZCL data type, AF_INCOMING_MSG_EXT and AF_DATA_RETRIEVE, Green Power)
+//! are decoded by both and compared field by field (`herdsman/fields.rs` maps ours to
+//! herdsman's shape). Runs with FIELDGATE_PEERS=1 after `tests/peers/zigbee/setup.sh`.
+//!
+//! Every accepted difference is in [`DIFFERENCES`], with why; anything else fails the test.
+
+mod fields;
 
 use fieldgate_zigbee::samples::{self, Sample};
-use fieldgate_zigbee::zcl::{Direction, FrameType, ZclCommand, ZclFrame, ZclValue};
+use fieldgate_zigbee::zcl::ZclFrame;
 use fieldgate_zigbee::{to_hex, MtFrame, ZnpCommand};
+use fields::{mt_fields, same, zcl_fields};
 use serde_json::{json, Value as J};
 
-/// Our decode of an MT frame, as (herdsman command name, [(JSON pointer, value)]).
-fn mt_fields(cmd: &ZnpCommand) -> Option<(&'static str, Vec<(&'static str, J)>)> {
-    let b = |v: bool| json!(u8::from(v));
-    Some(match cmd {
-        ZnpCommand::SysPingRsp { capabilities } => {
-            ("ping", vec![("/capabilities", json!(capabilities))])
-        }
-        ZnpCommand::SysVersionRsp {
-            transport_rev,
-            product,
-            major_rel,
-            minor_rel,
-            maint_rel,
-            revision,
-            ..
-        } => (
-            "version",
-            vec![
-                ("/transportrev", json!(transport_rev)),
-                ("/product", json!(product)),
-                ("/majorrel", json!(major_rel)),
-                ("/minorrel", json!(minor_rel)),
-                ("/maintrel", json!(maint_rel)),
-                ("/revision", json!(revision)),
-            ],
-        ),
-        ZnpCommand::SysResetInd {
-            reason,
-            transport_rev,
-            product_id,
-            major_rel,
-            minor_rel,
-            hw_rev,
-        } => (
-            "resetInd",
-            vec![
-                ("/reason", json!(reason)),
-                ("/transportrev", json!(transport_rev)),
-                ("/productid", json!(product_id)),
-                ("/majorrel", json!(major_rel)),
-                ("/minorrel", json!(minor_rel)),
-                ("/hwrev", json!(hw_rev)),
-            ],
-        ),
-        ZnpCommand::AfDataRequestReq(r) => (
-            "dataRequest",
-            vec![
-                ("/dstaddr", json!(r.dst_addr)),
-                ("/destendpoint", json!(r.dst_endpoint)),
-                ("/srcendpoint", json!(r.src_endpoint)),
-                ("/clusterid", json!(r.cluster_id)),
-                ("/transid", json!(r.trans_id)),
-                ("/options", json!(r.options)),
-                ("/radius", json!(r.radius)),
-                ("/len", json!(r.data.len())),
-                ("/data", json!(to_hex(&r.data))),
-            ],
-        ),
-        ZnpCommand::AfDataConfirm {
-            status,
-            endpoint,
-            trans_id,
-        } => (
-            "dataConfirm",
-            vec![
-                ("/status", json!(status)),
-                ("/endpoint", json!(endpoint)),
-                ("/transid", json!(trans_id)),
-            ],
-        ),
-        ZnpCommand::AfIncomingMsg(m) => (
-            "incomingMsg",
-            vec![
-                ("/groupid", json!(m.group_id)),
-                ("/clusterid", json!(m.cluster_id)),
-                ("/srcaddr", json!(m.src_addr)),
-                ("/srcendpoint", json!(m.src_endpoint)),
-                ("/dstendpoint", json!(m.dst_endpoint)),
-                ("/wasbroadcast", b(m.was_broadcast)),
-                ("/linkquality", json!(m.link_quality)),
-                ("/securityuse", b(m.security_use)),
-                ("/timestamp", json!(m.timestamp)),
-                ("/transseqnumber", json!(m.trans_seq_num)),
-                ("/len", json!(m.data.len())),
-                ("/data", json!(to_hex(&m.data))),
-            ],
-        ),
-        ZnpCommand::ZdoLeaveInd {
-            src_addr,
-            ieee,
-            request,
-            remove_children,
-            rejoin,
-        } => (
-            "leaveInd",
-            vec![
-                ("/srcaddr", json!(src_addr)),
-                ("/extaddr", json!(ieee.to_string())),
-                ("/request", b(*request)),
-                ("/removechildren", b(*remove_children)),
-                ("/rejoin", b(*rejoin)),
-            ],
-        ),
-        ZnpCommand::ZdoStateChangeInd { state } => {
-            ("stateChangeInd", vec![("/state", json!(state))])
-        }
-        ZnpCommand::ZdoTcDevInd {
-            nwk_addr,
-            ieee,
-            parent_addr,
-        } => (
-            "tcDeviceInd",
-            vec![
-                ("/nwkaddr", json!(nwk_addr)),
-                ("/extaddr", json!(ieee.to_string())),
-                ("/parentaddr", json!(parent_addr)),
-            ],
-        ),
-        ZnpCommand::ZdoEndDeviceAnnceInd {
-            src_addr,
-            nwk_addr,
-            ieee,
-            capabilities: c,
-        } => (
-            "endDeviceAnnceInd",
-            vec![
-                ("/srcaddr", json!(src_addr)),
-                ("/zdo/0", json!(0)),
-                ("/zdo/1/nwkAddress", json!(nwk_addr)),
-                ("/zdo/1/eui64", json!(ieee.to_string())),
-                (
-                    "/zdo/1/capabilities/alternatePANCoordinator",
-                    b(c.alternate_pan_coordinator()),
-                ),
-                ("/zdo/1/capabilities/deviceType", b(c.router())),
-                ("/zdo/1/capabilities/powerSource", b(c.mains_powered())),
-                ("/zdo/1/capabilities/rxOnWhenIdle", b(c.rx_on_when_idle())),
-                (
-                    "/zdo/1/capabilities/securityCapability",
-                    b(c.security_capable()),
-                ),
-                (
-                    "/zdo/1/capabilities/allocateAddress",
-                    b(c.allocate_address()),
-                ),
-            ],
-        ),
-        _ => return None,
-    })
+/// An accepted difference, by its row in [`DIFFERENCES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Diff {
+    HeldBackPayload,
+    NonFiniteFloat,
+    SemiFloat,
+    Int64ReportableChange,
+    StringNonValue,
+    BoolInvalid,
+    TimeNotSpecified,
+    GpUnparsedPayload,
+    InvalidParameter,
 }
 
-fn value(v: &ZclValue) -> J {
-    match v {
-        ZclValue::Bool(Some(b)) => json!(u8::from(*b)),
-        ZclValue::CharString(Some(s)) => json!(s.to_string_lossy()),
-        other => other.as_f64().map_or(J::Null, |f| json!(f)),
-    }
-}
+/// Accepted differences: (what, why), in [`Diff`]'s order. The counts are printed by the test.
+const DIFFERENCES: &[(&str, &str)] = &[
+    (
+        "AF_INCOMING_MSG_EXT with a held-back payload",
+        "Z-Stack (mt_af.c) sends the length and no payload bytes, then the MAC source address \
+         and radius; herdsman reads the `len` bytes after the length as the payload and gets \
+         those 3 bytes (its zStackAdapter retrieves whenever fewer than `len` came, so it \
+         works). Ours: data empty, the 3 bytes in mac_src_addr and msg_result_radius. \
+         Compared: herdsman's data equals our trailer.",
+    ),
+    (
+        "NaN and ±Infinity floats",
+        "herdsman reads a single or double as a JS number, NaN or ±Infinity included, which \
+         JSON.stringify (and so a zigbee2mqtt payload) writes as null; our JSON writes \
+         \"NaN\", \"Infinity\" and \"-Infinity\", which keep which one it was. decode.js spells \
+         herdsman's numbers the same way before comparing, so the values are compared exactly.",
+    ),
+    (
+        "semi-precision float (type 0x38)",
+        "herdsman 11.1.1 has no reader for it (`Read for '56' not available`: the whole frame \
+         fails); ours decodes the IEEE 754 half. Frames with one are accepted herdsman errors.",
+    ),
+    (
+        "uint64/int64 reportable change in configure reporting",
+        "the ZCL spec classes 64-bit integers as analog, so a configure-reporting record for \
+         one carries a reportable change; herdsman's isAnalogDataType leaves them out and \
+         reads the change's 8 bytes as the next record (or fails). Ours follows the spec; \
+         for these frames only the header is compared.",
+    ),
+    (
+        "string non-value (length 0xFF / 0xFFFF)",
+        "herdsman reads the ZCL non-value string as an empty one; ours as absent (null), \
+         which keeps it apart from a real empty string. Compared as \"\".",
+    ),
+    (
+        "bool invalid value 0xFF",
+        "herdsman reads a bool as its byte (255); ours as absent (null, ZCL's invalid \
+         value). Compared as 255.",
+    ),
+    (
+        "time of day / date byte 0xFF",
+        "ZCL's \"not specified\" byte: herdsman gives NaN (a year of NaN + 1900), ours keeps \
+         the byte 0xFF. Compared as NaN.",
+    ),
+    (
+        "GP notification whose GPD payload herdsman does not parse",
+        "with security level 3 (or, in a commissioning notification, security processing \
+         failed) herdsman skips the GPD command frame without moving past its bytes, so it \
+         reads the proxy info and MIC from the payload; ours reads them after it, as the GP \
+         specification lays them out. Compared up to the payload size.",
+    ),
+    (
+        "cluster command parameter at its type's invalid value",
+        "herdsman turns an unsigned cluster-command parameter that is all ones (a GPD \
+         endpoint 0xFF, a frame counter 0xFFFFFFFF...) into NaN; ours keeps the number, \
+         which for these fields is a value like any other. Compared as NaN.",
+    ),
+];
 
-/// Our decode of a ZCL frame in herdsman's shape.
-fn zcl_fields(f: &ZclFrame) -> Option<Vec<(String, J)>> {
-    let h = &f.header;
-    let mut out = vec![
-        (
-            "/header/frameControl/frameType".to_string(),
-            json!(u8::from(h.frame_type != FrameType::Global)),
-        ),
-        (
-            "/header/frameControl/manufacturerSpecific".into(),
-            json!(h.manufacturer_code.is_some()),
-        ),
-        (
-            "/header/frameControl/direction".into(),
-            json!(u8::from(h.direction == Direction::ServerToClient)),
-        ),
-        (
-            "/header/frameControl/disableDefaultResponse".into(),
-            json!(h.disable_default_response),
-        ),
-        ("/header/transactionSequenceNumber".into(), json!(h.tsn)),
-        ("/header/commandIdentifier".into(), json!(h.command_id)),
-    ];
-    let p = |i: usize, k: &str| format!("/payload/{i}/{k}");
-    match &f.command {
-        ZclCommand::ReportAttributes { records } => {
-            out.push(("/command".into(), json!("report")));
-            for (i, r) in records.iter().enumerate() {
-                out.push((p(i, "attrId"), json!(r.attribute_id)));
-                out.push((p(i, "dataType"), json!(r.value.data_type().0)));
-                out.push((p(i, "attrData"), value(&r.value)));
-            }
-        }
-        ZclCommand::ReadAttributesRsp { records } => {
-            out.push(("/command".into(), json!("readRsp")));
-            for (i, r) in records.iter().enumerate() {
-                out.push((p(i, "attrId"), json!(r.attribute_id)));
-                out.push((p(i, "status"), json!(r.status)));
-                if let Some(v) = &r.value {
-                    out.push((p(i, "dataType"), json!(v.data_type().0)));
-                    out.push((p(i, "attrData"), value(v)));
-                }
-            }
-        }
-        ZclCommand::ReadAttributes { attribute_ids } => {
-            out.push(("/command".into(), json!("read")));
-            for (i, a) in attribute_ids.iter().enumerate() {
-                out.push((p(i, "attrId"), json!(a)));
-            }
-        }
-        ZclCommand::DefaultRsp { command_id, status } => {
-            out.push(("/command".into(), json!("defaultRsp")));
-            out.push(("/payload/cmdId".into(), json!(command_id)));
-            out.push(("/payload/statusCode".into(), json!(status)));
-        }
-        _ => return None,
-    }
-    Some(out)
-}
-
-/// Numbers compare as numbers (herdsman's 48-bit values and ours may differ in JSON type).
-fn same(a: &J, b: &J) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
-        _ => match (a, b) {
-            (J::Bool(x), J::Number(_)) | (J::Number(_), J::Bool(x)) => {
-                a.as_f64().or(b.as_f64()) == Some(f64::from(u8::from(*x)))
-            }
-            _ => a == b,
-        },
-    }
+fn index(d: Diff) -> usize {
+    d as usize
 }
 
 pub fn run() {
@@ -257,6 +108,9 @@ pub fn run() {
     );
     let mut set = samples::reference_vectors();
     set.extend(samples::generate(0xD1FF, 4_000));
+    set.extend(samples::generate_every_type(0x7E57, 3_000));
+    set.extend(samples::generate_ext(0xE87, 1_500));
+    set.extend(samples::generate_green_power(0x6EE, 800, true));
     // The ZCL inside each AF message is compared too.
     let inner: Vec<Sample> = set
         .iter()
@@ -266,6 +120,10 @@ pub fn run() {
                 .and_then(|f| ZnpCommand::decode(&f).ok())
             {
                 Some(ZnpCommand::AfIncomingMsg(m)) => Some(Sample::Zcl {
+                    cluster: m.cluster_id,
+                    bytes: m.data,
+                }),
+                Some(ZnpCommand::AfIncomingMsgExt(m)) if m.is_complete() => Some(Sample::Zcl {
                     cluster: m.cluster_id,
                     bytes: m.data,
                 }),
@@ -310,17 +168,24 @@ pub fn run() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(theirs.len(), set.len());
-    let (mut compared, mut fields) = (0, 0);
+    let (mut compared, mut fields, mut herdsman_errors) = (0, 0, 0);
+    let mut accepted = [0usize; DIFFERENCES.len()];
+    let mut failures = Vec::new();
     for (s, zh) in set.iter().zip(&theirs) {
-        assert!(zh.get("error").is_none(), "herdsman failed on {s:?}: {zh}");
+        let mut notes = Vec::new();
         let (expected, what): (Vec<(String, J)>, String) = match s {
             Sample::Mt(b) => {
                 let frame = MtFrame::from_bytes(b).unwrap();
+                let cmd = ZnpCommand::decode(&frame).unwrap();
+                let named = mt_fields(&cmd, &mut notes);
+                if let Some(e) = zh.get("error") {
+                    failures.push(format!("{}: herdsman failed: {e}", to_hex(b)));
+                    continue;
+                }
                 assert_eq!(zh["type"], json!(frame.cmd_type.bits()), "{s:?}");
                 assert_eq!(zh["subsystem"], json!(frame.subsystem.bits()), "{s:?}");
                 assert_eq!(zh["cmd"], json!(frame.cmd_id), "{s:?}");
-                let cmd = ZnpCommand::decode(&frame).unwrap();
-                let Some((name, f)) = mt_fields(&cmd) else {
+                let Some((name, f)) = named else {
                     continue;
                 };
                 assert_eq!(zh["name"], json!(name), "{s:?}");
@@ -332,21 +197,66 @@ pub fn run() {
                 )
             }
             Sample::Zcl { cluster, bytes } => {
+                let what = format!("cluster {cluster:#06x} {}", to_hex(bytes));
                 let f = ZclFrame::decode(*cluster, bytes).unwrap();
-                let Some(f) = zcl_fields(&f) else { continue };
-                (f, format!("cluster {cluster:#06x} {}", to_hex(bytes)))
+                let Some(mut f) = zcl_fields(&f, &mut notes) else {
+                    continue;
+                };
+                if let Some(e) = zh.get("error") {
+                    // Only these make herdsman fail on a frame ours reads.
+                    let known = [Diff::SemiFloat, Diff::Int64ReportableChange];
+                    match known.iter().find(|d| notes.contains(d)) {
+                        Some(d) => {
+                            accepted[index(*d)] += 1;
+                            herdsman_errors += 1;
+                        }
+                        None => failures.push(format!("{what}: herdsman failed: {e}")),
+                    }
+                    continue;
+                }
+                if notes.contains(&Diff::Int64ReportableChange) {
+                    f.retain(|(k, _)| k.starts_with("/header"));
+                }
+                (f, what)
             }
         };
+        let before = failures.len();
         for (pointer, want) in expected {
             let got = zh.pointer(&pointer).unwrap_or(&J::Null);
-            assert!(
-                same(got, &want),
-                "{what}: {pointer}: herdsman {got}, ours {want}\n{zh}"
-            );
+            if !same(got, &want) {
+                failures.push(format!("{what}: {pointer}: herdsman {got}, ours {want}"));
+            }
             fields += 1;
         }
-        compared += 1;
+        if failures.len() == before {
+            compared += 1;
+            notes.dedup();
+            for d in notes {
+                accepted[index(d)] += 1;
+            }
+        }
     }
-    println!("zigbee-herdsman agrees on {compared} frames ({fields} fields)");
-    assert!(compared > 4_000, "{compared}");
+    for f in failures.iter().take(40) {
+        println!("{f}");
+    }
+    let counts: Vec<String> = DIFFERENCES
+        .iter()
+        .zip(accepted)
+        .map(|((what, _), n)| format!("{n} × {what}"))
+        .collect();
+    println!(
+        "zigbee-herdsman agrees on {compared} of {} frames ({fields} fields; {herdsman_errors} frames herdsman cannot read); accepted differences: {}; {} disagreements",
+        set.len(),
+        counts.join(", "),
+        failures.len()
+    );
+    for (what, why) in DIFFERENCES {
+        println!("  accepted: {what}: {why}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} disagreements with zigbee-herdsman",
+        failures.len()
+    );
+    assert!(compared > 9_000, "{compared}");
 }

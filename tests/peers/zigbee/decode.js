@@ -4,7 +4,8 @@
 //
 // Input (stdin, JSON lines): {"mt": "<hex of one MT frame>"} or {"zcl": "<hex>", "cluster": N}
 // Output: {"type","subsystem","cmd","name","payload"} for MT, {"header","command","payload"} for
-// ZCL, or {"error": "..."}. With `--bench N` it decodes every input N times and prints
+// ZCL, or {"error": "..."}; BigInt as decimal text, Buffer as hex, NaN and ±Infinity as
+// "NaN", "Infinity", "-Infinity". With `--bench N` it decodes every input N times and prints
 // {"frames": F, "ns_per_frame": X} instead.
 //
 // zigbee-herdsman has no `exports` map, so its codec modules can be deep-required from the
@@ -18,7 +19,10 @@ const {Frame} = require(`${ZH}/adapter/z-stack/unpi`);
 const {ZpiObject} = require(`${ZH}/adapter/z-stack/znp/zpiObject`);
 const Zcl = require(`${ZH}/zspec/zcl`);
 
+// JSON has no NaN or Infinity (JSON.stringify writes null); spell them as fieldgate's JSON
+// does, so non-finite floats compare exactly.
 function plain(v) {
+    if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
     if (typeof v === 'bigint') return v.toString();
     if (Buffer.isBuffer(v)) return v.toString('hex');
     if (Array.isArray(v)) return v.map(plain);
