@@ -68,6 +68,8 @@ pub mod cmd {
         pub const EXT_UPDATE_NWK_KEY: u8 = 0x4E;
         /// ZDO_EXT_SWITCH_NWK_KEY (ZH `definition.js extSwitchNwkKey`, ID 79).
         pub const EXT_SWITCH_NWK_KEY: u8 = 0x4F;
+        /// ZDO_EXT_ADD_GROUP: an endpoint joins an APS group (ZH `definition.ts extAddGroup`).
+        pub const EXT_ADD_GROUP: u8 = 0x4B;
         pub const IEEE_ADDR_RSP: u8 = 0x81;
         pub const NODE_DESC_RSP: u8 = 0x82;
         pub const SIMPLE_DESC_RSP: u8 = 0x84;
@@ -751,6 +753,15 @@ pub enum ZnpCommand {
         dst_addr: u16,
         key_seq_num: u8,
     },
+    // ---- ZDO APS groups ----
+    /// Makes a local endpoint a member of an APS group, so frames sent to the group reach it
+    /// (Z-Stack keeps the group table in NV: a second add answers 0xB8, duplicate entry).
+    ZdoExtAddGroupReq {
+        endpoint: u8,
+        group_id: u16,
+        #[serde(serialize_with = "crate::serde_hex")]
+        name: Vec<u8>,
+    },
     // ---- generic ----
     /// An SRSP whose payload is a single status byte (AF_REGISTER, AF_DATA_REQUEST, the ZDO
     /// requests, NV writes, BDB, and ZDO_STARTUP_FROM_APP where it is the start state).
@@ -811,6 +822,7 @@ fn is_status_srsp(subsystem: Subsystem, cmd_id: u8) -> bool {
                 | zdo::STARTUP_FROM_APP
                 | zdo::EXT_UPDATE_NWK_KEY
                 | zdo::EXT_SWITCH_NWK_KEY
+                | zdo::EXT_ADD_GROUP
         ),
         Subsystem::AppCnf => matches!(
             cmd_id,
@@ -1204,6 +1216,13 @@ impl ZnpCommand {
             (Sreq, Zdo, zdo::EXT_SWITCH_NWK_KEY) => Self::ZdoExtSwitchNwkKeyReq {
                 dst_addr: r.u16()?,
                 key_seq_num: r.u8()?,
+            },
+            (Sreq, Zdo, zdo::EXT_ADD_GROUP) => Self::ZdoExtAddGroupReq {
+                endpoint: r.u8()?,
+                group_id: r.u16()?,
+                // The name is optional to Z-Stack; a request without its length byte is one
+                // without a name.
+                name: read_short_bytes(r).unwrap_or_default(),
             },
             (Areq, AppCnf, app_cnf::BDB_COMMISSIONING_NOTIFICATION) => {
                 Self::BdbCommissioningNotification {
@@ -1753,6 +1772,16 @@ impl ZnpCommand {
                 p.put_u8(*key_seq_num);
                 (Sreq, Zdo, zdo::EXT_SWITCH_NWK_KEY)
             }
+            Self::ZdoExtAddGroupReq {
+                endpoint,
+                group_id,
+                name,
+            } => {
+                p.put_u8(*endpoint);
+                p.put_u16(*group_id);
+                write_short_bytes(&mut p, name);
+                (Sreq, Zdo, zdo::EXT_ADD_GROUP)
+            }
             Self::StatusRsp {
                 subsystem,
                 cmd_id,
@@ -1890,6 +1919,7 @@ impl ZnpCommand {
             }
             Self::ZdoExtUpdateNwkKeyReq { .. } => "zdo_ext_update_nwk_key_req",
             Self::ZdoExtSwitchNwkKeyReq { .. } => "zdo_ext_switch_nwk_key_req",
+            Self::ZdoExtAddGroupReq { .. } => "zdo_ext_add_group_req",
             Self::StatusRsp { .. } => "status_rsp",
             Self::RpcError { .. } => "rpc_error",
             Self::Raw(_) => "raw",

@@ -437,6 +437,13 @@ fn znp_command() -> impl Strategy<Value = ZnpCommand> {
                 key_seq_num,
             }
         }),
+        (any::<u8>(), any::<u16>(), vec(any::<u8>(), 0..16)).prop_map(
+            |(endpoint, group_id, name)| ZnpCommand::ZdoExtAddGroupReq {
+                endpoint,
+                group_id,
+                name,
+            }
+        ),
     ]
 }
 
