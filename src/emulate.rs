@@ -14,7 +14,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use fieldgate_zigbee::emulator::{DeviceKind, EmulatorConfig, Fault, Firmware};
+use fieldgate_zigbee::emulator::{DeviceKind, EmulatorConfig, Fault, Firmware, IncomingForm};
 use fieldgate_zigbee::IeeeAddr;
 use tokio::net::TcpListener;
 
@@ -49,6 +49,12 @@ pub struct ZigbeeArgs {
     /// Start in the CC253x serial bootloader: frames are ignored until the 0xEF skip byte.
     #[arg(long)]
     pub bootloader: bool,
+    /// How device frames reach the host: `standard` (AF_INCOMING_MSG; AF_INCOMING_MSG_EXT
+    /// with the payload held back for AF_DATA_RETRIEVE when it is over 220 bytes), `ext`
+    /// (every frame as AF_INCOMING_MSG_EXT) or `ext-ieee` (the same, addressed by the
+    /// device's IEEE address).
+    #[arg(long, default_value = "standard", value_parser = parse_incoming)]
+    pub incoming: IncomingForm,
     /// How often devices with reporting configured send their values.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub report_interval: Duration,
@@ -77,6 +83,17 @@ fn parse_firmware(s: &str) -> Result<Firmware, String> {
         "3x0" | "3.x.0" => Ok(Firmware::ZStack3x0),
         "30x" | "3.0.x" => Ok(Firmware::ZStack30x),
         other => Err(format!("unknown firmware {other:?} (3x0 or 30x)")),
+    }
+}
+
+fn parse_incoming(s: &str) -> Result<IncomingForm, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "standard" => Ok(IncomingForm::Standard),
+        "ext" => Ok(IncomingForm::AllExt),
+        "ext-ieee" => Ok(IncomingForm::AllExtIeee),
+        other => Err(format!(
+            "unknown form {other:?} (standard, ext or ext-ieee)"
+        )),
     }
 }
 
@@ -256,6 +273,7 @@ pub fn emulator_config(args: &ZigbeeArgs) -> Result<(EmulatorConfig, Vec<FaultPl
         start_in_bootloader: args.bootloader,
         join_spacing: args.join_spacing,
         firmware: args.firmware,
+        incoming: args.incoming,
         ..EmulatorConfig::default()
     };
     if let Some(ieee) = args.ieee {
@@ -431,6 +449,14 @@ mod tests {
         assert!(parse_fault("explode", &devices).is_err());
         assert!(parse_fault("reset/1ms", &devices).is_err());
         assert!(parse_fault("garbage:zz", &devices).is_err());
+    }
+
+    #[test]
+    fn incoming_form_parses() {
+        assert_eq!(parse_incoming("ext"), Ok(IncomingForm::AllExt));
+        assert_eq!(parse_incoming("EXT-IEEE"), Ok(IncomingForm::AllExtIeee));
+        assert_eq!(parse_incoming("standard"), Ok(IncomingForm::Standard));
+        assert!(parse_incoming("msg").is_err());
     }
 
     #[test]

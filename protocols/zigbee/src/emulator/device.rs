@@ -695,6 +695,29 @@ impl VirtualDevice {
         self.zcl_out(cluster, &frame, now)
     }
 
+    /// A report of `records` (their values become the device's), whatever their size.
+    pub(crate) fn custom_report(
+        &mut self,
+        cluster: u16,
+        records: Vec<AttributeRecord>,
+        now: Duration,
+    ) -> Option<ZnpCommand> {
+        for r in &records {
+            self.attrs
+                .insert((cluster, r.attribute_id), r.value.clone());
+        }
+        let frame = ZclFrame {
+            header: ZclHeader::global(
+                Direction::ServerToClient,
+                true,
+                self.next_tsn(),
+                global::REPORT_ATTRIBUTES,
+            ),
+            command: ZclCommand::ReportAttributes { records },
+        };
+        self.zcl_out(cluster, &frame, now)
+    }
+
     /// A temperature report with an explicit value (for burst tests).
     pub(crate) fn temperature_report(
         &mut self,

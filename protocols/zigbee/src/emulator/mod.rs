@@ -37,6 +37,11 @@
 //!   nothing, and the SRSP is still success). Joined devices the update reaches keep the
 //!   new key as their alternate and move to it on the switch; frames from a device still on
 //!   an old key are dropped and counted;
+//! - device frames handed over as Z-Stack does ([`incoming`]): AF_INCOMING_MSG, or
+//!   AF_INCOMING_MSG_EXT with the payload held back for AF_DATA_RETRIEVE when it is over 220
+//!   bytes (a large report or read response), or every frame as AF_INCOMING_MSG_EXT on
+//!   request ([`IncomingForm`]); Green Power notifications from the coordinator's own proxy
+//!   to a registered GP endpoint 242 ([`Emulator::green_power_frame`]);
 //! - a bootloader that swallows frames until the 0xEF skip byte (CC253x style);
 //! - faults on request ([`Fault`]): garbage bytes, a bad FCS, a dropped SRSP, an unsolicited
 //!   reset, a device that never finishes its interview.
@@ -46,12 +51,14 @@
 pub mod device;
 mod factory;
 mod host_commands;
+mod incoming;
 mod link_keys;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 pub use device::{DeviceKind, DeviceTiming, VirtualDevice};
+pub use incoming::{IncomingForm, HELD_PAYLOAD_LIFETIME};
 pub use link_keys::{
     ADDRESS_MANAGER_CAPACITY, APS_KEY_DATA_CAPACITY, SECURITY_MANAGER_CAPACITY, TCLK_TABLE_CAPACITY,
 };
@@ -127,6 +134,8 @@ pub struct EmulatorConfig {
     /// Install codes (code + CRC) the virtual devices were manufactured with.
     pub install_codes: BTreeMap<IeeeAddr, Vec<u8>>,
     pub firmware: Firmware,
+    /// How device frames are handed to the host.
+    pub incoming: IncomingForm,
 }
 
 impl Default for EmulatorConfig {
@@ -147,6 +156,7 @@ impl Default for EmulatorConfig {
             join_spacing: Duration::from_millis(250),
             install_codes: BTreeMap::new(),
             firmware: Firmware::default(),
+            incoming: IncomingForm::default(),
         }
     }
 }
@@ -166,6 +176,9 @@ pub enum Fault {
     StuckInterview(IeeeAddr),
     /// This device leaves the network on its own (LEAVE_IND).
     DeviceLeaves(IeeeAddr),
+    /// Every payload held back for AF_DATA_RETRIEVE is freed now, as when the host waits
+    /// longer than [`HELD_PAYLOAD_LIFETIME`].
+    ExpireHeldPayloads,
 }
 
 /// Counters for tests.
@@ -184,6 +197,16 @@ pub struct EmulatorStats {
     pub install_code_refusals: u64,
     /// Device frames dropped because the device was not on the coordinator's active key.
     pub stale_key_frames: u64,
+    /// Payloads held back for AF_DATA_RETRIEVE (AF_INCOMING_MSG_EXT without its payload).
+    pub held_payloads: u64,
+    /// Held payloads freed because nobody retrieved them in time.
+    pub held_payloads_expired: u64,
+    /// AF_DATA_RETRIEVE requests answered.
+    pub data_retrieves: u64,
+    /// Green Power notifications delivered to the host's GP endpoint.
+    pub gp_frames: u64,
+    /// Green Power notifications not delivered (no GP endpoint, or not in the GP group).
+    pub gp_frames_undelivered: u64,
 }
 
 /// What a joined device holds of the network key.
@@ -272,6 +295,10 @@ pub struct Emulator {
     join_uses_install_code: bool,
     /// The network key each joined device holds (the coordinator's own keys are in NV).
     device_keys: BTreeMap<IeeeAddr, DeviceKeys>,
+    /// Payloads held back for AF_DATA_RETRIEVE (RAM: lost on reset).
+    held: Vec<incoming::HeldPayload>,
+    /// ZCL sequence number of the GP proxy's notifications.
+    gp_tsn: u8,
 }
 
 impl Default for Emulator {
@@ -331,6 +358,8 @@ impl Emulator {
             registered_codes: BTreeMap::new(),
             join_uses_install_code: false,
             device_keys: BTreeMap::new(),
+            held: Vec::new(),
+            gp_tsn: 0,
         }
     }
 
@@ -403,6 +432,7 @@ impl Emulator {
                     self.device_leaves(idx, false, Duration::ZERO);
                 }
             }
+            Fault::ExpireHeldPayloads => self.drop_held_payloads(),
         }
         self.run_due();
     }
@@ -437,7 +467,7 @@ impl Emulator {
             let corrupt = corrupt_every != 0 && (i + 1) % corrupt_every == 0;
             if let Some(frame) = self.devices[idx].temperature_report(value, now) {
                 self.corrupt_next = corrupt;
-                self.emit(&frame);
+                self.deliver(frame);
                 if corrupt {
                     report.corrupted.push(value);
                 } else {
@@ -471,7 +501,7 @@ impl Emulator {
         };
         match dev.temperature_report(centi_celsius, now) {
             Some(frame) => {
-                self.emit(&frame);
+                self.deliver(frame);
                 true
             }
             None => false,
@@ -661,7 +691,7 @@ impl Emulator {
                 let joined = self.devices.get(idx).is_some_and(|d| d.nwk.is_some());
                 if joined && self.state == DEVICE_STATE_COORDINATOR {
                     if self.on_active_key(idx) {
-                        self.emit(&cmd);
+                        self.deliver(cmd);
                     } else {
                         self.stats.stale_key_frames += 1;
                     }
@@ -936,6 +966,11 @@ impl Emulator {
                     self.af_data(req);
                 }
             }
+            ZnpCommand::AfDataRetrieveReq {
+                timestamp,
+                index,
+                length,
+            } => self.data_retrieve(timestamp, index, length),
             ZnpCommand::ZdoIeeeAddrReq { short_addr, .. } => {
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::IEEE_ADDR_REQ, 0);
                 if running {
@@ -1368,6 +1403,7 @@ impl Emulator {
         self.zdo_tsn.clear();
         self.bdb_primary_mask = None;
         self.permit_join_until = None;
+        self.held.clear();
         // Whatever was in flight is lost with the reboot.
         self.queue.clear();
         self.parser.reset();

@@ -1121,3 +1121,5 @@ fn joined_devices_leave_their_link_keys_in_nv_in_each_firmware_layout() {
         assert!(!text.contains("90, 90"), "{text}");
     }
 }
+
+mod incoming;
