@@ -55,6 +55,8 @@ pub mod cmd {
         pub const INCOMING_MSG_EXT: u8 = 0x82;
     }
     pub mod zdo {
+        /// ZDO NWK_addr_req: which network address an IEEE address has.
+        pub const NWK_ADDR_REQ: u8 = 0x00;
         pub const IEEE_ADDR_REQ: u8 = 0x01;
         pub const NODE_DESC_REQ: u8 = 0x02;
         pub const SIMPLE_DESC_REQ: u8 = 0x04;
@@ -70,6 +72,7 @@ pub mod cmd {
         pub const EXT_SWITCH_NWK_KEY: u8 = 0x4F;
         /// ZDO_EXT_ADD_GROUP: an endpoint joins an APS group (ZH `definition.ts extAddGroup`).
         pub const EXT_ADD_GROUP: u8 = 0x4B;
+        pub const NWK_ADDR_RSP: u8 = 0x80;
         pub const IEEE_ADDR_RSP: u8 = 0x81;
         pub const NODE_DESC_RSP: u8 = 0x82;
         pub const SIMPLE_DESC_RSP: u8 = 0x84;
@@ -616,6 +619,21 @@ pub enum ZnpCommand {
         start_index: u8,
         assoc_devices: Vec<u16>,
     },
+    /// ZDO NWK_addr_req: which network address owns an IEEE address (sent by broadcast).
+    ZdoNwkAddrReq {
+        ieee: IeeeAddr,
+        /// 0 = single device, 1 = extended (with associated devices).
+        req_type: u8,
+        start_index: u8,
+    },
+    /// ZDO NWK_addr_rsp, laid out like IEEE_addr_rsp (ZH `definition.ts nwkAddrRsp`).
+    ZdoNwkAddrRsp {
+        status: u8,
+        ieee: IeeeAddr,
+        nwk_addr: u16,
+        start_index: u8,
+        assoc_devices: Vec<u16>,
+    },
     ZdoNodeDescReq {
         dst_addr: u16,
         nwk_addr_of_interest: u16,
@@ -813,6 +831,7 @@ fn is_status_srsp(subsystem: Subsystem, cmd_id: u8) -> bool {
             cmd_id,
             zdo::NODE_DESC_REQ
                 | zdo::IEEE_ADDR_REQ
+                | zdo::NWK_ADDR_REQ
                 | zdo::SIMPLE_DESC_REQ
                 | zdo::ACTIVE_EP_REQ
                 | zdo::BIND_REQ
@@ -1004,7 +1023,12 @@ impl ZnpCommand {
                 req_type: r.u8()?,
                 start_index: r.u8()?,
             },
-            (Areq, Zdo, zdo::IEEE_ADDR_RSP) => {
+            (Sreq, Zdo, zdo::NWK_ADDR_REQ) => Self::ZdoNwkAddrReq {
+                ieee: r.ieee()?,
+                req_type: r.u8()?,
+                start_index: r.u8()?,
+            },
+            (Areq, Zdo, id @ (zdo::IEEE_ADDR_RSP | zdo::NWK_ADDR_RSP)) => {
                 let status = r.u8()?;
                 let ieee = r.ieee()?;
                 let nwk_addr = r.u16()?;
@@ -1016,12 +1040,22 @@ impl ZnpCommand {
                     }
                     None => (0, Vec::new()),
                 };
-                Self::ZdoIeeeAddrRsp {
-                    status,
-                    ieee,
-                    nwk_addr,
-                    start_index,
-                    assoc_devices,
+                if id == zdo::NWK_ADDR_RSP {
+                    Self::ZdoNwkAddrRsp {
+                        status,
+                        ieee,
+                        nwk_addr,
+                        start_index,
+                        assoc_devices,
+                    }
+                } else {
+                    Self::ZdoIeeeAddrRsp {
+                        status,
+                        ieee,
+                        nwk_addr,
+                        start_index,
+                        assoc_devices,
+                    }
                 }
             }
             (Sreq, Zdo, zdo::NODE_DESC_REQ) => Self::ZdoNodeDescReq {
@@ -1502,13 +1536,35 @@ impl ZnpCommand {
                 nwk_addr,
                 start_index,
                 assoc_devices,
+            }
+            | Self::ZdoNwkAddrRsp {
+                status,
+                ieee,
+                nwk_addr,
+                start_index,
+                assoc_devices,
             } => {
                 p.put_u8(*status);
                 p.put_ieee(*ieee);
                 p.put_u16(*nwk_addr);
                 p.put_u8(*start_index);
                 write_u16_list(&mut p, assoc_devices);
-                (Areq, Zdo, zdo::IEEE_ADDR_RSP)
+                let id = if matches!(self, Self::ZdoNwkAddrRsp { .. }) {
+                    zdo::NWK_ADDR_RSP
+                } else {
+                    zdo::IEEE_ADDR_RSP
+                };
+                (Areq, Zdo, id)
+            }
+            Self::ZdoNwkAddrReq {
+                ieee,
+                req_type,
+                start_index,
+            } => {
+                p.put_ieee(*ieee);
+                p.put_u8(*req_type);
+                p.put_u8(*start_index);
+                (Sreq, Zdo, zdo::NWK_ADDR_REQ)
             }
             Self::ZdoNodeDescReq {
                 dst_addr,
@@ -1892,6 +1948,8 @@ impl ZnpCommand {
             Self::ZdoStateChangeInd { .. } => "zdo_state_change_ind",
             Self::ZdoIeeeAddrReq { .. } => "zdo_ieee_addr_req",
             Self::ZdoIeeeAddrRsp { .. } => "zdo_ieee_addr_rsp",
+            Self::ZdoNwkAddrReq { .. } => "zdo_nwk_addr_req",
+            Self::ZdoNwkAddrRsp { .. } => "zdo_nwk_addr_rsp",
             Self::ZdoNodeDescReq { .. } => "zdo_node_desc_req",
             Self::ZdoNodeDescRsp { .. } => "zdo_node_desc_rsp",
             Self::ZdoActiveEpReq { .. } => "zdo_active_ep_req",

@@ -437,6 +437,22 @@ fn znp_command() -> impl Strategy<Value = ZnpCommand> {
                 key_seq_num,
             }
         }),
+        (ieee(), 0u8..2, any::<u8>()).prop_map(|(ieee, req_type, start_index)| {
+            ZnpCommand::ZdoNwkAddrReq {
+                ieee,
+                req_type,
+                start_index,
+            }
+        }),
+        (any::<u8>(), ieee(), any::<u16>(), any::<u8>(), clusters(30)).prop_map(
+            |(status, ieee, nwk_addr, start_index, assoc_devices)| ZnpCommand::ZdoNwkAddrRsp {
+                status,
+                ieee,
+                nwk_addr,
+                start_index,
+                assoc_devices,
+            }
+        ),
         (any::<u8>(), any::<u16>(), vec(any::<u8>(), 0..16)).prop_map(
             |(endpoint, group_id, name)| ZnpCommand::ZdoExtAddGroupReq {
                 endpoint,
