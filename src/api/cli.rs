@@ -157,6 +157,7 @@ fn radio_problems(counters: &Value) -> String {
         ("line_errors", "line errors"),
         ("timeouts", "timeouts"),
         ("bad_nv_items", "bad NV items"),
+        ("incomplete", "incomplete messages"),
     ];
     let found: Vec<String> = names
         .iter()
@@ -922,10 +923,10 @@ mod tests {
     fn radio_problems_lists_the_error_counters_that_moved() {
         let quiet = json!({"startups": 3, "undecodable": 0, "line_errors": 0, "timeouts": 0, "bad_nv_items": 0});
         assert_eq!(radio_problems(&quiet), "-");
-        let noisy = json!({"startups": 1, "undecodable": 2, "line_errors": 0, "timeouts": 5, "bad_nv_items": 1});
+        let noisy = json!({"startups": 1, "undecodable": 2, "line_errors": 0, "timeouts": 5, "bad_nv_items": 1, "incomplete": 1, "unhandled": 7});
         assert_eq!(
             radio_problems(&noisy),
-            "undecodable 2, timeouts 5, bad NV items 1"
+            "undecodable 2, timeouts 5, bad NV items 1, incomplete messages 1"
         );
         // An older daemon without counters.
         assert_eq!(radio_problems(&Value::Null), "-");

@@ -138,6 +138,12 @@ pub struct RadioCounters {
     pub timeouts: AtomicU64,
     /// Stored items the radio served that were missing, refused or did not parse.
     pub bad_nv_items: AtomicU64,
+    /// Messages the radio announced but could not hand over whole (e.g. a Zigbee payload
+    /// the coordinator held back that could not be retrieved).
+    pub incomplete: AtomicU64,
+    /// Frames that decoded but that the driver turns into nothing (e.g. Zigbee Green Power
+    /// notifications: GP devices are not commissioned); each is logged.
+    pub unhandled: AtomicU64,
 }
 
 /// [`RadioCounters`] read at one moment.
@@ -148,6 +154,11 @@ pub struct RadioCountersSnapshot {
     pub line_errors: u64,
     pub timeouts: u64,
     pub bad_nv_items: u64,
+    /// Absent from an older daemon's answer.
+    #[serde(default)]
+    pub incomplete: u64,
+    #[serde(default)]
+    pub unhandled: u64,
 }
 
 impl RadioCounters {
@@ -163,6 +174,8 @@ impl RadioCounters {
             line_errors: get(&self.line_errors),
             timeouts: get(&self.timeouts),
             bad_nv_items: get(&self.bad_nv_items),
+            incomplete: get(&self.incomplete),
+            unhandled: get(&self.unhandled),
         }
     }
 }
