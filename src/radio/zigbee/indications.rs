@@ -6,6 +6,7 @@
 
 use anyhow::Result;
 use fieldgate_zigbee::zcl::clusters::{self, id as cluster_id};
+use fieldgate_zigbee::zcl::green_power;
 use fieldgate_zigbee::zcl::readings::{self, DeviceReading, DeviceValue, HeldBack};
 use fieldgate_zigbee::zcl::{ZclCommand, ZclFrame};
 use fieldgate_zigbee::znp;
@@ -242,6 +243,11 @@ impl Coordinator<'_> {
     }
 
     pub(super) async fn on_incoming(&mut self, m: znp::AfIncomingMsg) -> Result<()> {
+        // A GP proxy's frame: its source is the proxy, not a device.
+        if m.cluster_id == green_power::CLUSTER && m.dst_endpoint == green_power::ENDPOINT {
+            self.on_green_power(&m.data);
+            return Ok(());
+        }
         let Some(ieee) = self.ieee_of(m.src_addr) else {
             let nwk = m.src_addr;
             match self.unresolved.get_mut(&nwk) {

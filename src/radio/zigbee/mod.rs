@@ -17,12 +17,14 @@
 //!
 //! The other files each hold one part of `impl Coordinator`: `options`, `devices` (the
 //! device model, no IO), `transport`, `nv`, `startup`, `security` (network key, install
-//! codes, key rotation), `interview`, `indications`, `commands`, `timers` and `backup`.
+//! codes, key rotation), `interview`, `indications`, `green_power`, `commands`, `timers` and
+//! `backup`.
 //! Nothing here decides admission or policy: that is the hub's.
 
 mod backup;
 mod commands;
 mod devices;
+mod green_power;
 mod indications;
 mod interview;
 mod nv;
@@ -99,6 +101,7 @@ impl Driver for ZigbeeDriver {
                 commands: HashMap::new(),
                 refreshes: Vec::new(),
                 unresolved: HashMap::new(),
+                gpd_seen: Default::default(),
                 next_watchdog: Instant::now(),
                 ping_failures: 0,
                 restart_needed: true,
@@ -129,6 +132,8 @@ struct Coordinator<'a> {
     refreshes: Vec<PendingRefresh>,
     /// Frames from network addresses not mapped to an IEEE address yet.
     unresolved: HashMap<u16, (Instant, Vec<ZnpCommand>)>,
+    /// Green Power devices already logged on this link.
+    gpd_seen: green_power::GpdSeen,
     next_watchdog: Instant,
     ping_failures: u32,
     restart_needed: bool,

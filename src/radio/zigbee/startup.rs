@@ -115,6 +115,7 @@ impl Coordinator<'_> {
                 bail!("coordinator start-up: AF_REGISTER of endpoint {OUR_ENDPOINT} failed: {f}")
             }
         }
+        self.register_green_power().await?;
         match self.must(&ZnpCommand::UtilGetDeviceInfoReq).await? {
             ZnpCommand::UtilGetDeviceInfoRsp {
                 ieee, device_state, ..
