@@ -1922,3 +1922,8 @@ fn zigbee_cli_install_codes_and_key_rotation_keep_secrets_out_of_logs() {
     drop(pty);
     rt.shutdown_timeout(Duration::from_secs(1));
 }
+
+// ---------------------------------------------------------------------------------------
+// AF_INCOMING_MSG_EXT, held-back payloads, Green Power.
+
+mod ext;

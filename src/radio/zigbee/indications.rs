@@ -19,8 +19,8 @@ use super::Coordinator;
 use crate::model::{DeviceEventKind, Reading, Value};
 use crate::radio::RadioCounters;
 
-/// Frames kept per unknown network address while its IEEE address is looked up.
-const UNRESOLVED_BUFFER: usize = 16;
+/// Frames kept per unknown address while the other address is looked up.
+pub(super) const UNRESOLVED_BUFFER: usize = 16;
 
 /// A device reading from the codec's mapping, in the daemon's vocabulary.
 pub(super) fn model_reading(r: DeviceReading) -> Reading {
@@ -78,15 +78,17 @@ impl Coordinator<'_> {
                 ..
             } => {
                 if let Some((_, frames)) = self.unresolved.remove(&nwk_addr) {
-                    tracing::info!(radio = %self.io.radio, device = %ieee, nwk = nwk_addr, "known device speaking after a restart: interviewing it again");
-                    self.devices
-                        .entry(ieee)
-                        .or_insert_with(|| Device::new(ieee, nwk_addr))
-                        .nwk = nwk_addr;
-                    self.advance(ieee, 0).await?;
-                    for f in frames {
-                        self.link.queue_unsolicited(Inbound::Indication(f));
-                    }
+                    self.address_resolved(ieee, nwk_addr, frames).await?;
+                }
+            }
+            ZnpCommand::ZdoNwkAddrRsp {
+                status: 0,
+                ieee,
+                nwk_addr,
+                ..
+            } => {
+                if let Some((_, frames)) = self.unresolved_ieee.remove(&ieee) {
+                    self.address_resolved(ieee, nwk_addr, frames).await?;
                 }
             }
             ZnpCommand::ZdoNodeDescRsp {
@@ -193,12 +195,33 @@ impl Coordinator<'_> {
                 }
             }
             ZnpCommand::AfIncomingMsg(m) => self.on_incoming(m).await?,
+            ZnpCommand::AfIncomingMsgExt(m) => self.on_incoming_ext(m).await?,
             ZnpCommand::Raw(frame) => {
                 tracing::debug!(radio = %self.io.radio, cmd_type = ?frame.cmd_type, subsystem = ?frame.subsystem, cmd_id = frame.cmd_id, payload = %fieldgate_zigbee::to_hex(&frame.payload), "unmodelled indication ignored");
             }
             other => {
                 tracing::debug!(radio = %self.io.radio, command = other.name(), "indication ignored");
             }
+        }
+        Ok(())
+    }
+
+    /// A device the driver did not know (a restart) spoke: both its addresses are known
+    /// now, so it is interviewed again and the frames kept meanwhile are handled.
+    async fn address_resolved(
+        &mut self,
+        ieee: IeeeAddr,
+        nwk: u16,
+        frames: Vec<ZnpCommand>,
+    ) -> Result<()> {
+        tracing::info!(radio = %self.io.radio, device = %ieee, nwk, "known device speaking after a restart: interviewing it again");
+        self.devices
+            .entry(ieee)
+            .or_insert_with(|| Device::new(ieee, nwk))
+            .nwk = nwk;
+        self.advance(ieee, 0).await?;
+        for f in frames {
+            self.link.queue_unsolicited(Inbound::Indication(f));
         }
         Ok(())
     }

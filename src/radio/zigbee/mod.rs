@@ -17,7 +17,8 @@
 //!
 //! The other files each hold one part of `impl Coordinator`: `options`, `devices` (the
 //! device model, no IO), `transport`, `nv`, `startup`, `security` (network key, install
-//! codes, key rotation), `interview`, `indications`, `green_power`, `commands`, `timers` and
+//! codes, key rotation), `interview`, `indications`, `incoming_ext` (AF_INCOMING_MSG_EXT and
+//! the payloads the coordinator holds back), `green_power`, `commands`, `timers` and
 //! `backup`.
 //! Nothing here decides admission or policy: that is the hub's.
 
@@ -25,6 +26,7 @@ mod backup;
 mod commands;
 mod devices;
 mod green_power;
+mod incoming_ext;
 mod indications;
 mod interview;
 mod nv;
@@ -101,6 +103,7 @@ impl Driver for ZigbeeDriver {
                 commands: HashMap::new(),
                 refreshes: Vec::new(),
                 unresolved: HashMap::new(),
+                unresolved_ieee: HashMap::new(),
                 gpd_seen: Default::default(),
                 next_watchdog: Instant::now(),
                 ping_failures: 0,
@@ -132,6 +135,8 @@ struct Coordinator<'a> {
     refreshes: Vec<PendingRefresh>,
     /// Frames from network addresses not mapped to an IEEE address yet.
     unresolved: HashMap<u16, (Instant, Vec<ZnpCommand>)>,
+    /// Frames from IEEE addresses whose network address is being asked for.
+    unresolved_ieee: HashMap<IeeeAddr, (Instant, Vec<ZnpCommand>)>,
     /// Green Power devices already logged on this link.
     gpd_seen: green_power::GpdSeen,
     next_watchdog: Instant,

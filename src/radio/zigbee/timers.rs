@@ -39,6 +39,9 @@ impl Coordinator<'_> {
         for (since, _) in self.unresolved.values() {
             t = t.min(*since + self.opts.response_timeout);
         }
+        for (since, _) in self.unresolved_ieee.values() {
+            t = t.min(*since + self.opts.response_timeout);
+        }
         t
     }
 
@@ -95,6 +98,14 @@ impl Coordinator<'_> {
             tracing::debug!(radio = %self.io.radio, nwk, "IEEE address lookup unanswered; frames dropped");
             self.unresolved.remove(&nwk);
         }
+        let timeout = self.opts.response_timeout;
+        self.unresolved_ieee.retain(|ieee, (since, _)| {
+            let waiting = *since + timeout > now;
+            if !waiting {
+                tracing::debug!(device = %ieee, "network address lookup unanswered; frames dropped");
+            }
+            waiting
+        });
         let due: Vec<IeeeAddr> = self
             .devices
             .values()
