@@ -98,11 +98,11 @@ impl Coordinator<'_> {
             tracing::debug!(radio = %self.io.radio, nwk, "IEEE address lookup unanswered; frames dropped");
             self.unresolved.remove(&nwk);
         }
-        let timeout = self.opts.response_timeout;
+        let (timeout, radio) = (self.opts.response_timeout, &self.io.radio);
         self.unresolved_ieee.retain(|ieee, (since, _)| {
             let waiting = *since + timeout > now;
             if !waiting {
-                tracing::debug!(device = %ieee, "network address lookup unanswered; frames dropped");
+                tracing::debug!(radio = %radio, device = %ieee, "network address lookup unanswered; frames dropped");
             }
             waiting
         });
