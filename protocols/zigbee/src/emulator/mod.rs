@@ -44,7 +44,7 @@
 //!   to a registered GP endpoint 242 ([`Emulator::green_power_frame`]);
 //! - a bootloader that swallows frames until the 0xEF skip byte (CC253x style);
 //! - faults on request ([`Fault`]): garbage bytes, a bad FCS, a dropped SRSP, an unsolicited
-//!   reset, a device that never finishes its interview.
+//!   reset, a device that never finishes its interview, held payloads freed early.
 //!
 //! Unknown SREQs get the RPC error SRSP a real NCP sends; bad input never panics.
 
