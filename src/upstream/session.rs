@@ -32,6 +32,14 @@ use crate::store::{self, outbox, StoreResult};
 
 /// Requests waiting for the request task; more are answered `busy`.
 const REQUEST_QUEUE: usize = 64;
+/// Refusals (`busy`) whose audit records are committed in one writer job.
+const REFUSAL_BATCH: usize = 1000;
+/// Responses waiting for room in the client's queue: the request task waits
+/// while this many are. Refusals are added regardless, up to `RESPONSE_LIMIT`;
+/// past it a response is dropped, counted and logged (only a flood the broker
+/// cannot take from us for minutes gets there).
+const RESPONSE_BACKLOG: usize = 1000;
+const RESPONSE_LIMIT: usize = 200_000;
 /// Most rows deleted in one writer job.
 const DELETE_BATCH: usize = 2000;
 /// Delivered messages are deleted once this many are waiting, or once the oldest
@@ -147,6 +155,12 @@ struct Session {
     /// Bumped on every (dis)connect so reads started before it are discarded.
     epoch: u64,
     inbound: mpsc::Sender<Inbound>,
+    /// Responses (and retained-request clears) not yet handed to the client, in order.
+    responses: VecDeque<Outbound>,
+    /// Requests refused here (`busy`), waiting for their audit records.
+    refusals: Vec<requests::Refusal>,
+    /// The database's life (announced in the birth message).
+    life: Option<String>,
 }
 
 impl Session {
@@ -198,6 +212,7 @@ impl Session {
         let birth = serde_json::json!({
             "state": "online",
             "gateway": self.gateway_id,
+            "life": self.life,
             "version": env!("CARGO_PKG_VERSION"),
             "ts": crate::model::now_rfc3339(),
         });
@@ -250,18 +265,27 @@ impl Session {
                 let Some(op) = self.settings_topics.request_operation(&p.topic) else {
                     return;
                 };
+                if p.payload.is_empty() {
+                    // An empty payload is how a retained message is cleared (ours
+                    // included): not a request, so neither answered nor audited.
+                    self.status.count_request("empty_ignored");
+                    tracing::debug!(topic = %p.topic, "empty payload on a request topic ignored");
+                    return;
+                }
                 let item = Inbound::Request {
+                    topic: p.topic.clone(),
                     operation: op.to_string(),
                     payload: p.payload.to_vec(),
                     retained: p.retain,
                 };
-                if let Err(mpsc::error::TrySendError::Full(Inbound::Request {
-                    operation,
-                    payload,
-                    ..
-                })) = self.inbound.try_send(item)
-                {
-                    self.reject_busy(&operation, &payload);
+                match self.inbound.try_send(item) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(item)) => {
+                        self.refuse(item, "busy", "too many requests in progress: retry later")
+                    }
+                    Err(mpsc::error::TrySendError::Closed(item)) => {
+                        self.refuse(item, "shutting_down", "the gateway is stopping")
+                    }
                 }
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
@@ -284,23 +308,69 @@ impl Session {
         }
     }
 
-    /// Answers a request the request task has no room for.
-    fn reject_busy(&mut self, operation: &str, payload: &[u8]) {
-        self.status.count_request("busy");
-        let correlation_id = requests::parse(operation, payload).correlation_id;
-        let body = serde_json::json!({
-            "correlation_id": correlation_id,
-            "operation": super::topics::response_level(operation),
-            "status": "error",
-            "error": {"code": "busy", "message": "too many requests in progress: retry later"},
-            "gateway": self.gateway_id,
-            "ts": crate::model::now_rfc3339(),
-        });
-        let topic = self.settings_topics.response(operation);
-        if !self.connected || !self.publish(topic, body.to_string().into_bytes(), false, None) {
-            self.status
+    /// Refuses a request the request task has no room for; its audit record is
+    /// committed with others in one batch, then the response is published.
+    fn refuse(&mut self, item: Inbound, code: &'static str, message: &str) {
+        let Inbound::Request {
+            topic,
+            operation,
+            payload,
+            retained,
+        } = item
+        else {
+            return;
+        };
+        self.status.count_request(code);
+        self.refusals.push(requests::refusal(
+            &self.gateway_id,
+            &self.settings_topics,
+            &topic,
+            &operation,
+            &payload,
+            retained,
+            code,
+            message,
+        ));
+    }
+
+    /// Queues a response for publishing, in order; past `RESPONSE_LIMIT` it is
+    /// dropped, counted and logged.
+    fn respond(&mut self, out: Outbound) {
+        if self.responses.len() >= RESPONSE_LIMIT {
+            let n = self
+                .status
                 .responses_dropped
                 .fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::error!(topic = %out.topic, dropped = n + 1, "response backlog full: response dropped");
+            }
+            return;
+        }
+        self.responses.push_back(out);
+    }
+
+    /// Hands waiting responses to the client while it has room (it keeps them
+    /// only for this connection: one lost with the connection is not sent again).
+    fn flush_responses(&mut self) {
+        while self.connected {
+            let Some(out) = self.responses.pop_front() else {
+                return;
+            };
+            match self.client.try_publish(
+                out.topic.clone(),
+                QoS::AtLeastOnce,
+                out.retain,
+                out.payload.clone(),
+            ) {
+                Ok(()) => {
+                    self.window.handed_over(None);
+                    self.status.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    self.responses.push_front(out);
+                    return;
+                }
+            }
         }
     }
 
@@ -411,7 +481,21 @@ pub(super) async fn run(
         buffer: VecDeque::new(),
         epoch: 0,
         inbound: in_tx,
+        responses: VecDeque::new(),
+        refusals: Vec::new(),
+        life: {
+            let db = db_path.clone();
+            tokio::task::spawn_blocking(move || outbox::life(&store::open_reader(&db)?))
+                .await
+                .ok()
+                .and_then(|r| {
+                    r.map_err(|e| tracing::warn!(error = %e, "cannot read the database's life"))
+                        .ok()
+                })
+        },
     };
+    // The audit records of a batch of refusals being committed, then their publishes.
+    let mut auditing: Option<JoinHandle<Vec<Outbound>>> = None;
     let (max_bytes, max_age_ms) = limits(&outbox_limits);
     let mut reader: Option<Connection> = None;
     let mut fetch: Option<Fetch> = None;
@@ -429,7 +513,31 @@ pub(super) async fn run(
     let mut rate_mark = (Instant::now(), 0u64);
 
     loop {
+        s.flush_responses();
         s.pump();
+        if auditing.is_none() && !s.refusals.is_empty() {
+            let n = s.refusals.len().min(REFUSAL_BATCH);
+            let batch: Vec<requests::Refusal> = s.refusals.drain(..n).collect();
+            let w = writer.clone();
+            let gw = gateway_id.clone();
+            auditing = Some(tokio::spawn(async move {
+                let (entries, publish): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|r| (r.audit, r.publish)).unzip();
+                let count = entries.len();
+                let r = w
+                    .write(move |c| {
+                        for e in &entries {
+                            store::record_audit(c, &gw, e)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, refusals = count, "cannot write the audit records of refused MQTT requests");
+                }
+                publish.into_iter().flatten().collect()
+            }));
+        }
         if s.connected && s.more && fetch.is_none() && s.buffer.len() < window {
             let conn = match reader.take() {
                 Some(c) => Ok(c),
@@ -572,9 +680,16 @@ pub(super) async fn run(
                     Err(e) => tracing::error!(error = %e, "outbox limit task failed"),
                 }
             },
-            Some(out) = out_rx.recv() => {
-                if !s.connected || !s.publish(out.topic, out.payload, out.retain, None) {
-                    status.responses_dropped.fetch_add(1, Ordering::Relaxed);
+            Some(out) = out_rx.recv(), if s.responses.len() < RESPONSE_BACKLOG => {
+                s.respond(out);
+            },
+            r = join(&mut auditing) => {
+                auditing = None;
+                match r {
+                    Ok(publish) => for out in publish {
+                        s.respond(out);
+                    },
+                    Err(e) => tracing::error!(error = %e, "refusal audit task failed"),
                 }
             },
             Some(cmd) = rotations.recv(), if rotation.is_none() => {

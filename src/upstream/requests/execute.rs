@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::gateway::{health, info};
 use super::{read, Rejection, Request, RequestContext};
@@ -105,12 +105,8 @@ pub(super) async fn execute(
             ttl_s,
         } => {
             commandable(ctx, &device).await?;
-            let command = state_to_command(&state).ok_or_else(|| {
-                Rejection::new(
-                    "not_supported",
-                    "settable attributes are `on` (boolean), `state` (\"on\", \"off\", \"toggle\") and `level` (0-100)",
-                )
-            })?;
+            let command = crate::model::vocabulary::desired_state(&state)
+                .map_err(|e| Rejection::new(e.code(), e.to_string()))?;
             device_request(
                 ctx,
                 device,
@@ -127,15 +123,21 @@ pub(super) async fn execute(
             ttl_s,
         } => {
             commandable(ctx, &device).await?;
-            device_request(
+            let reply = device_request(
                 ctx,
                 device,
-                DeviceAction::Get { attributes },
+                DeviceAction::Get {
+                    attributes: attributes.clone(),
+                },
                 ttl_s,
                 actor,
                 correlation_id,
             )
-            .await
+            .await?;
+            if let Reply::Data(data) = &reply {
+                unknown_attributes(&attributes, data)?;
+            }
+            Ok(reply)
         }
         other => execute_other(ctx, other, actor).await.map(Reply::Data),
     }
@@ -232,26 +234,24 @@ async fn execute_other(
         }
     }
 }
-/// Maps a `set` request's attributes to a device command: `{"on": true}`,
-/// `{"state": "toggle"}`, `{"level": 40}` (a level implies on).
-fn state_to_command(state: &Map<String, Value>) -> Option<crate::model::DeviceCommand> {
-    use crate::model::DeviceCommand;
-    if let Some(level) = state.get("level") {
-        let v = level.as_f64().filter(|v| (0.0..=100.0).contains(v))?;
-        let others_ok = state
-            .iter()
-            .all(|(k, v)| k == "level" || (k == "on" && *v == Value::Bool(true)));
-        return others_ok.then(|| DeviceCommand::Level {
-            percent: v.round() as u8,
-        });
+
+/// Refuses a `get` that named attributes the device does not have (after the
+/// refresh, so a value the device reports only when asked counts).
+fn unknown_attributes(attributes: &[String], data: &Value) -> Result<(), Rejection> {
+    let state = data.get("state").and_then(Value::as_object);
+    let missing: Vec<&str> = attributes
+        .iter()
+        .filter(|a| !state.is_some_and(|s| s.contains_key(a.as_str())))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
-    if state.len() != 1 {
-        return None;
-    }
-    match (state.get("on"), state.get("state").and_then(Value::as_str)) {
-        (Some(Value::Bool(true)), _) => Some(DeviceCommand::On),
-        (Some(Value::Bool(false)), _) => Some(DeviceCommand::Off),
-        (_, Some(s)) => crate::hub::device_command_from_json(&json!({ "state": s })),
-        _ => None,
-    }
+    Err(Rejection::new(
+        "unknown_attribute",
+        format!(
+            "the device has no `{}` (after the refresh); names are as in the vocabulary or the device's `state`",
+            missing.join("`, `")
+        ),
+    ))
 }
