@@ -40,6 +40,8 @@ const REFUSAL_BATCH: usize = 1000;
 /// cannot take from us for minutes gets there).
 const RESPONSE_BACKLOG: usize = 1000;
 const RESPONSE_LIMIT: usize = 200_000;
+/// Seconds `delivered_per_s` is averaged over.
+const RATE_WINDOW: usize = 10;
 /// Most rows deleted in one writer job.
 const DELETE_BATCH: usize = 2000;
 /// Delivered messages are deleted once this many are waiting, or once the oldest
@@ -510,7 +512,8 @@ pub(super) async fn run(
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut last_enforce = Instant::now() - tuning.enforce_every;
     let mut last_info = Instant::now();
-    let mut rate_mark = (Instant::now(), 0u64);
+    // (when, delivered) once a second over the last `RATE_WINDOW` seconds.
+    let mut rate_marks: VecDeque<(Instant, u64)> = VecDeque::from([(Instant::now(), 0u64)]);
 
     loop {
         s.flush_responses();
@@ -737,11 +740,7 @@ pub(super) async fn run(
             _ = second.tick() => {
                 let now = Instant::now();
                 let delivered = status.delivered.load(Ordering::Relaxed);
-                let dt = now.duration_since(rate_mark.0).as_secs_f64();
-                if dt > 0.0 {
-                    status.set_rate((delivered - rate_mark.1) as f64 / dt);
-                }
-                rate_mark = (now, delivered);
+                status.set_rate(delivery_rate(&mut rate_marks, now, delivered));
                 if enforcing.is_none() && now.duration_since(last_enforce) >= tuning.enforce_every {
                     last_enforce = now;
                     let w = writer.clone();
@@ -850,6 +849,23 @@ pub(super) async fn run(
     tracing::info!("upstream stopped");
 }
 
+/// Messages delivered per second over the last `RATE_WINDOW` seconds: a backlog
+/// drained in half a second still shows, not only while a second tick happens to
+/// fall inside it.
+fn delivery_rate(marks: &mut VecDeque<(Instant, u64)>, now: Instant, delivered: u64) -> f64 {
+    marks.push_back((now, delivered));
+    while marks.len() > RATE_WINDOW + 1 {
+        marks.pop_front();
+    }
+    let (then, before) = marks.front().copied().unwrap_or((now, delivered));
+    let dt = now.duration_since(then).as_secs_f64();
+    if dt > 0.0 {
+        delivered.saturating_sub(before) as f64 / dt
+    } else {
+        0.0
+    }
+}
+
 fn apply_report(
     status: &UpstreamStatus,
     gate: &outbox::OutboxGate,
@@ -896,4 +912,28 @@ fn apply_report(
     };
     // An undeliverable-row alarm stays until the next limit check clears it.
     status.set_alarm(alarm);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delivery_rate_is_averaged_over_ten_seconds() {
+        let t0 = Instant::now();
+        let mut marks = VecDeque::from([(t0, 0u64)]);
+        // 5,000 delivered within the first second, then nothing.
+        let r1 = delivery_rate(&mut marks, t0 + Duration::from_secs(1), 5000);
+        assert_eq!(r1, 5000.0);
+        for s in 2..=11 {
+            let r = delivery_rate(&mut marks, t0 + Duration::from_secs(s), 5000);
+            if s == 5 {
+                assert_eq!(r, 1000.0);
+            }
+        }
+        assert_eq!(
+            delivery_rate(&mut marks, t0 + Duration::from_secs(12), 5000),
+            0.0
+        );
+    }
 }

@@ -2394,3 +2394,6 @@ pub(crate) mod device_requests {
 
 /// Requests as a careless or hostile cloud sends them.
 mod hostile;
+
+/// The database's life in the envelope.
+mod life;

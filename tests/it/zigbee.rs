@@ -893,12 +893,7 @@ async fn zigbee_pairs_each_device_with_units_and_scaling() {
     // metering multiplier/divisor, electrical measurement divisors, IAS zone bits.
     let checks: [(DeviceKind, &str, f64, Option<&str>); 8] = [
         (DeviceKind::TempHumidity, "humidity", 45.2, Some("%")),
-        (
-            DeviceKind::TempHumidity,
-            "battery_percentage",
-            95.0,
-            Some("%"),
-        ),
+        (DeviceKind::TempHumidity, "battery", 95.0, Some("%")),
         (DeviceKind::TempHumidity, "battery_voltage", 3.0, Some("V")),
         (DeviceKind::SmartPlug, "energy", 12.345, Some("kWh")),
         (DeviceKind::SmartPlug, "voltage", 230.1, Some("V")),
