@@ -2397,3 +2397,6 @@ mod hostile;
 
 /// The database's life in the envelope.
 mod life;
+
+/// The reference consumer in docs/examples/.
+mod consumer;
