@@ -160,6 +160,16 @@ INSERT INTO gateway_life (id, life) VALUES (1,
     || '-' || lower(hex(randomblob(4))));
 "#,
         ),
+        // Friendly names, unique per gateway, set over MQTT (`rename`); a table of
+        // their own so the registry's rows and readers are untouched.
+        M::up(
+            r#"
+CREATE TABLE device_names (
+    device_id TEXT PRIMARY KEY REFERENCES devices (id),
+    name      TEXT NOT NULL UNIQUE
+);
+"#,
+        ),
     ])
 }
 

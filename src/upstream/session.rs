@@ -205,11 +205,12 @@ impl Session {
         self.status.set_state(ConnectionState::Connected);
         self.status.connects.fetch_add(1, Ordering::Relaxed);
         // No session is kept by the broker (clean session): subscribe again.
-        if let Err(e) = self
-            .client
-            .try_subscribe(self.settings_topics.request_filter(), QoS::AtLeastOnce)
-        {
-            tracing::warn!(error = %e, "cannot subscribe to requests");
+        let filters = std::iter::once(self.settings_topics.request_filter())
+            .chain(self.settings_topics.device_command_filters());
+        for filter in filters {
+            if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                tracing::warn!(error = %e, "cannot subscribe to requests");
+            }
         }
         let birth = serde_json::json!({
             "state": "online",
@@ -264,8 +265,12 @@ impl Session {
                 }
             }
             Event::Incoming(Incoming::Publish(p)) => {
-                let Some(op) = self.settings_topics.request_operation(&p.topic) else {
-                    return;
+                let (op, device) = match self.settings_topics.request_operation(&p.topic) {
+                    Some(op) => (op, None),
+                    None => match self.settings_topics.device_command(&p.topic) {
+                        Some((device, op)) => (op, Some(device.to_string())),
+                        None => return,
+                    },
                 };
                 if p.payload.is_empty() {
                     // An empty payload is how a retained message is cleared (ours
@@ -276,6 +281,7 @@ impl Session {
                 }
                 let item = Inbound::Request {
                     topic: p.topic.clone(),
+                    device,
                     operation: op.to_string(),
                     payload: p.payload.to_vec(),
                     retained: p.retain,
@@ -318,6 +324,7 @@ impl Session {
             operation,
             payload,
             retained,
+            ..
         } = item
         else {
             return;

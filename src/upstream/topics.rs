@@ -73,6 +73,30 @@ impl Topics {
         }
     }
 
+    /// The subscriptions for per-device commands: `device/<device>/set` and `/get`.
+    pub fn device_command_filters(&self) -> [String; 2] {
+        [
+            format!("{}/device/+/set", self.prefix),
+            format!("{}/device/+/get", self.prefix),
+        ]
+    }
+
+    /// The device and operation (`set` or `get`) of a per-device command topic.
+    pub fn device_command<'a>(&self, topic: &'a str) -> Option<(&'a str, &'static str)> {
+        let rest = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/device/")?;
+        let (device, op) = rest.rsplit_once('/')?;
+        if device.is_empty() || device.contains('/') {
+            return None;
+        }
+        match op {
+            "set" => Some((device, "set")),
+            "get" => Some((device, "get")),
+            _ => None,
+        }
+    }
+
     /// Where the answer to `operation` goes. Operation names that are not short
     /// `[a-z0-9_]` words are answered on `response/invalid` so a hostile topic
     /// level is never echoed into a topic.
@@ -113,6 +137,19 @@ mod tests {
             Some("set/extra")
         );
         assert_eq!(t.request_operation("fieldgate/gw1/request"), Some(""));
+        assert_eq!(
+            t.device_command("fieldgate/gw1/device/zigbee:0x1/set"),
+            Some(("zigbee:0x1", "set"))
+        );
+        assert_eq!(
+            t.device_command("fieldgate/gw1/device/hall lamp/get"),
+            Some(("hall lamp", "get"))
+        );
+        assert_eq!(
+            t.device_command("fieldgate/gw1/device/zigbee:0x1/state"),
+            None
+        );
+        assert_eq!(t.device_command("fieldgate/gw1/device/a/b/set"), None);
         assert_eq!(t.request_operation("fieldgate/gw1/requests/x"), None);
         assert_eq!(t.response("set/extra"), "fieldgate/gw1/response/invalid");
         assert_eq!(

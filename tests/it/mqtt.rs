@@ -868,7 +868,7 @@ async fn malformed_requests_get_errors_and_audit_records_and_service_continues()
         ),
         (
             "remove",
-            br#"{"correlation_id":"c26","device":"bogus"}"#.to_vec(),
+            br#"{"correlation_id":"c26","device":"bo/gus"}"#.to_vec(),
             "remove",
             "bad_device_id",
         ),
@@ -2400,3 +2400,6 @@ mod life;
 
 /// The reference consumer in docs/examples/.
 mod consumer;
+
+/// Device management and per-device topics.
+mod devices;

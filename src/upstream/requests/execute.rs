@@ -12,7 +12,7 @@ use super::gateway::{health, info};
 use super::{read, Rejection, Request, RequestContext};
 use crate::hub::{DeviceAction, DeviceAnswer, DeviceRequest, HubError, RequestOrigin};
 use crate::model::{DeviceId, Lifecycle, RadioState};
-use crate::store::registry;
+use crate::store::{names, registry};
 
 /// How long a `get` of an awake device may take before it is answered `device_timeout`
 /// (the radio driver gives up earlier and reports what it could read).
@@ -187,6 +187,62 @@ async fn execute_other(
                 .await?;
             Ok(serde_json::to_value(applied).unwrap_or(Value::Null))
         }
+        Request::Devices {
+            offset,
+            limit,
+            lifecycle,
+        } => {
+            read(ctx, move |c| {
+                let filter = registry::DeviceFilter {
+                    lifecycle,
+                    ..Default::default()
+                };
+                let all = registry::list(c, &filter)?;
+                let names = names::all(c)?;
+                let page: Vec<Value> = all
+                    .iter()
+                    .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+                    .take(limit as usize)
+                    .map(|d| device_json(d, names.get(&d.id).cloned()))
+                    .collect();
+                Ok(json!({"total": all.len(), "offset": offset, "limit": limit, "devices": page}))
+            })
+            .await
+        }
+        Request::Device { device } => {
+            let id = device.clone();
+            let found = read(ctx, move |c| {
+                Ok(match registry::get(c, &id)? {
+                    Some(d) => Some(device_json(&d, names::get(c, &id)?)),
+                    None => None,
+                })
+            })
+            .await?;
+            found.ok_or_else(|| Rejection::new("unknown_device", format!("no device `{device}`")))
+        }
+        Request::Rename { device, name } => {
+            let id = device.clone();
+            read(ctx, move |c| registry::get(c, &id))
+                .await?
+                .ok_or_else(|| Rejection::new("unknown_device", format!("no device `{device}`")))?;
+            let (id, wanted) = (device.clone(), name.clone());
+            let previous = ctx
+                .writer
+                .write(move |c| match names::set(c, &id, wanted.as_deref()) {
+                    Ok(p) => Ok(Ok(p)),
+                    Err(names::RenameError::Taken(owner)) => Ok(Err(owner)),
+                    Err(names::RenameError::Store(e)) => Err(e),
+                })
+                .await
+                .map_err(|e| Rejection::new("store_error", e.to_string()))?
+                .map_err(|owner| {
+                    Rejection::new(
+                        "name_taken",
+                        format!("the name is already the name of `{owner}`"),
+                    )
+                })?;
+            Ok(json!({"device": device, "name": name, "previous": previous}))
+        }
         Request::HealthCheck => health(ctx).await,
         Request::Info => info(ctx).await,
         Request::RotateClientCert { cert_pem, key_pem } => {
@@ -254,4 +310,14 @@ fn unknown_attributes(attributes: &[String], data: &Value) -> Result<(), Rejecti
             missing.join("`, `")
         ),
     ))
+}
+
+/// A registry entry as `device` and `devices` answer it: the registry's fields and
+/// the friendly name (`null` when it has none).
+fn device_json(d: &registry::Device, name: Option<String>) -> Value {
+    let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("name".into(), json!(name));
+    }
+    v
 }

@@ -21,8 +21,9 @@ pub(super) async fn handle(
     operation: &str,
     payload: &[u8],
     retained: bool,
+    topic_device: Option<&str>,
 ) -> Option<Outbound> {
-    let parsed = parse(operation, payload);
+    let mut parsed = super::parse::parse_for(operation, payload, topic_device);
     let level = response_level(operation).to_string();
     let actor = format!("mqtt:{}", parsed.client_id.as_deref().unwrap_or("cloud"));
     let key = parsed.correlation_id.clone().map(|c| (level.clone(), c));
@@ -85,6 +86,12 @@ pub(super) async fn handle(
         }
     }
 
+    // A device named by its friendly name: look the name up.
+    if let Ok(req) = &mut parsed.request {
+        if let Err(r) = resolve_name(ctx, req).await {
+            parsed.request = Err(r);
+        }
+    }
     let target = match &parsed.request {
         Ok(r) => r.target(&ctx.gateway_id),
         Err(_) => ctx.gateway_id.to_string(),
@@ -225,5 +232,34 @@ pub fn refusal(
             details,
         ),
         publish,
+    }
+}
+
+/// Replaces a friendly name (carried as `name:<name>` by the parser) with the
+/// device id it belongs to.
+async fn resolve_name(
+    ctx: &RequestContext,
+    req: &mut super::Request,
+) -> Result<(), super::Rejection> {
+    let Some(device) = req.device_mut() else {
+        return Ok(());
+    };
+    let Some(name) = device
+        .0
+        .strip_prefix(super::parse::NAME_REF)
+        .map(str::to_string)
+    else {
+        return Ok(());
+    };
+    let lookup = name.clone();
+    match super::read(ctx, move |c| store::names::resolve(c, &lookup)).await? {
+        Some(id) => {
+            *device = id;
+            Ok(())
+        }
+        None => Err(super::Rejection::new(
+            "unknown_device",
+            format!("no device named `{name}`"),
+        )),
     }
 }

@@ -87,6 +87,8 @@ pub enum Inbound {
     Request {
         /// The topic it came on (a retained request is cleared there once answered).
         topic: String,
+        /// The device named by a per-device topic (`device/<device>/set`).
+        device: Option<String>,
         operation: String,
         payload: Vec<u8>,
         retained: bool,
@@ -122,7 +124,7 @@ pub async fn serve(
         let (ctx, outbound) = (ctx.clone(), outbound.clone());
         tokio::spawn(async move {
             while let Some((topic, operation, payload, retained)) = lane.recv().await {
-                let out = handle(&ctx, &operation, &payload, retained).await;
+                let out = handle(&ctx, &operation, &payload, retained, None).await;
                 if answer(&outbound, out, &topic, retained).await.is_err() {
                     break;
                 }
@@ -151,6 +153,7 @@ pub async fn serve(
                 operation,
                 payload,
                 retained,
+                ..
             } if operation == "rotate_network_key" => {
                 if rotations
                     .send((topic, operation, payload, retained))
@@ -162,12 +165,13 @@ pub async fn serve(
             }
             Inbound::Request {
                 topic,
+                device,
                 operation,
                 payload,
                 retained,
             } => {
                 // `None`: answered through the outbox (a request held for a sleeping device).
-                let out = handle(&ctx, &operation, &payload, retained).await;
+                let out = handle(&ctx, &operation, &payload, retained, device.as_deref()).await;
                 if answer(&outbound, out, &topic, retained).await.is_err() {
                     break;
                 }

@@ -20,7 +20,7 @@ const MAX_CORRELATION_ID: usize = 128;
 const MAX_CLIENT_ID: usize = 64;
 
 /// The operations the gateway answers.
-pub const OPERATIONS: [&str; 11] = [
+pub const OPERATIONS: [&str; 14] = [
     "permit_join",
     "remove",
     "readmit",
@@ -32,7 +32,47 @@ pub const OPERATIONS: [&str; 11] = [
     "rotate_client_cert",
     "install_code",
     "rotate_network_key",
+    "devices",
+    "device",
+    "rename",
 ];
+
+/// Most devices in one `devices` page, and the default.
+pub const MAX_PAGE: u64 = 100;
+const DEFAULT_PAGE: u64 = 50;
+
+/// How a device named by its friendly name is carried until it is looked up
+/// (`name` is no protocol, so this never collides with a real id).
+pub const NAME_REF: &str = "name:";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevicesBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    lifecycle: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenameBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    device: String,
+    /// The new friendly name; `null` removes it.
+    name: Option<String>,
+}
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PermitJoinBody {
@@ -220,9 +260,37 @@ pub enum Request {
     RotateNetworkKey {
         radio: String,
     },
+    /// One page of the registry.
+    Devices {
+        offset: u64,
+        limit: u64,
+        lifecycle: Option<String>,
+    },
+    /// One device.
+    Device {
+        device: DeviceId,
+    },
+    /// Sets or clears a device's friendly name.
+    Rename {
+        device: DeviceId,
+        name: Option<String>,
+    },
 }
 
 impl Request {
+    /// The device the request is about, if any (to resolve a friendly name).
+    pub(super) fn device_mut(&mut self) -> Option<&mut DeviceId> {
+        match self {
+            Request::Remove { device }
+            | Request::Readmit { device }
+            | Request::Set { device, .. }
+            | Request::Get { device, .. }
+            | Request::Device { device }
+            | Request::Rename { device, .. } => Some(device),
+            _ => None,
+        }
+    }
+
     pub(super) fn target(&self, gateway_id: &str) -> String {
         match self {
             Request::PermitJoin { radio, .. } | Request::RotateNetworkKey { radio } => {
@@ -233,8 +301,11 @@ impl Request {
             | Request::Set { device, .. }
             | Request::Get { device, .. }
             | Request::AddInstallCode { device, .. }
-            | Request::RemoveInstallCode { device } => device.to_string(),
-            Request::Policy { .. }
+            | Request::RemoveInstallCode { device }
+            | Request::Device { device }
+            | Request::Rename { device, .. } => device.to_string(),
+            Request::Devices { .. }
+            | Request::Policy { .. }
             | Request::HealthCheck
             | Request::Info
             | Request::RotateClientCert { .. } => gateway_id.to_string(),
@@ -302,13 +373,18 @@ fn zigbee_device_id(raw: &str) -> Result<DeviceId, Rejection> {
     ))
 }
 
+/// A device id, or a friendly name carried as `name:<name>` until it is looked up.
 fn device_id(raw: &str) -> Result<DeviceId, Rejection> {
-    DeviceId::parse(raw).ok_or_else(|| {
-        Rejection::new(
-            "bad_device_id",
-            "`device` is not a device id (expected <protocol>:<address>, e.g. zigbee:0x00124b0001abcdef)",
-        )
-    })
+    if let Some(id) = DeviceId::parse(raw) {
+        return Ok(id);
+    }
+    if crate::store::names::valid(raw) {
+        return Ok(DeviceId(format!("{NAME_REF}{raw}")));
+    }
+    Err(Rejection::new(
+        "bad_device_id",
+        "`device` is neither a device id (<protocol>:<address>, e.g. zigbee:0x00124b0001abcdef) nor a friendly name",
+    ))
 }
 
 /// Bidirectional formatting characters (embeddings, overrides, isolates, marks):
@@ -400,6 +476,12 @@ fn duplicate_key(text: &str) -> Option<String> {
 
 /// Parses and validates one request. Pure: no IO, never panics.
 pub fn parse(operation: &str, payload: &[u8]) -> Parsed {
+    parse_for(operation, payload, None)
+}
+
+/// [`parse`], for a request on a per-device topic (`device/<device>/set`): the
+/// device comes from the topic and may not be in the body too.
+pub fn parse_for(operation: &str, payload: &[u8], topic_device: Option<&str>) -> Parsed {
     let fail = |c: Option<String>, client: Option<String>, r: Rejection| Parsed {
         correlation_id: c,
         client_id: client,
@@ -517,6 +599,20 @@ pub fn parse(operation: &str, payload: &[u8]) -> Parsed {
             )
         }
     };
+    let mut value = value;
+    if let (Some(device), Value::Object(obj)) = (topic_device, &mut value) {
+        if obj.contains_key("device") {
+            return fail(
+                cid,
+                client_id,
+                Rejection::new(
+                    "invalid_request",
+                    "the device is named by the topic: leave `device` out of the body",
+                ),
+            );
+        }
+        obj.insert("device".into(), Value::String(device.to_string()));
+    }
     let request = parse_operation(operation, value);
     Parsed {
         correlation_id: cid,
@@ -680,6 +776,53 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
                 ));
             }
             Ok(Request::RotateNetworkKey { radio: b.radio })
+        }
+        "devices" => {
+            let b: DevicesBody = typed(value)?;
+            let limit = b.limit.unwrap_or(DEFAULT_PAGE);
+            if limit == 0 || limit > MAX_PAGE {
+                return Err(Rejection::new(
+                    "invalid_request",
+                    format!("`limit` must be between 1 and {MAX_PAGE}"),
+                ));
+            }
+            if let Some(l) = &b.lifecycle {
+                if crate::model::Lifecycle::parse(l).is_none() {
+                    return Err(Rejection::new(
+                        "invalid_request",
+                        "`lifecycle` is one of pending, active, quarantined, decommissioned",
+                    ));
+                }
+            }
+            Ok(Request::Devices {
+                offset: b.offset.unwrap_or(0),
+                limit,
+                lifecycle: b.lifecycle,
+            })
+        }
+        "device" => {
+            let b: DeviceBody = typed(value)?;
+            Ok(Request::Device {
+                device: device_id(&b.device)?,
+            })
+        }
+        "rename" => {
+            let b: RenameBody = typed(value)?;
+            if let Some(n) = &b.name {
+                if !crate::store::names::valid(n) {
+                    return Err(Rejection::new(
+                        "invalid_request",
+                        format!(
+                            "`name` must be 1 to {} of A-Z a-z 0-9 space _ - . (no leading or trailing space), or null",
+                            crate::store::names::MAX_NAME
+                        ),
+                    ));
+                }
+            }
+            Ok(Request::Rename {
+                device: device_id(&b.device)?,
+                name: b.name,
+            })
         }
         other => Err(Rejection::new(
             "unknown_operation",
@@ -860,7 +1003,7 @@ mod tests {
             ),
             (
                 "remove",
-                br#"{"correlation_id":"c","device":"bogus"}"#,
+                br#"{"correlation_id":"c","device":"bo/gus"}"#,
                 "bad_device_id",
             ),
             (
