@@ -7,6 +7,13 @@
 //! radios' jittered exponential backoff. Before each reconnect rumqttc's own
 //! queues are emptied: replay always comes from the outbox.
 //!
+//! Requests: every request gets one answer. The request task takes up to
+//! `REQUEST_QUEUE` waiting requests; more are refused `busy` here, their audit
+//! records committed in batches before their answers go out. Answers wait, in
+//! order, in a queue of their own until rumqttc has room (never dropped because
+//! its queue was full). Empty payloads (a retained message being cleared) are not
+//! requests.
+//!
 //! A client certificate rotation ([`super::rotate`]) is a deliberate reconnect:
 //! DISCONNECT, then one connect with the new identity; if that is refused the
 //! old identity is put back at once and the broker is connected to again.

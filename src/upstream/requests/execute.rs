@@ -321,3 +321,24 @@ fn device_json(d: &registry::Device, name: Option<String>) -> Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_get_of_attributes_the_device_lacks_is_refused_by_name() {
+        let data = json!({"command_id": "c", "state": {"on": true, "voltage": 230.1}});
+        assert!(unknown_attributes(&[], &data).is_ok());
+        assert!(unknown_attributes(&["on".into(), "voltage".into()], &data).is_ok());
+        let r = unknown_attributes(&["on".into(), "colour".into()], &data).unwrap_err();
+        assert_eq!(r.code, "unknown_attribute");
+        assert!(
+            r.message.contains("`colour`") && !r.message.contains("`on`"),
+            "{}",
+            r.message
+        );
+        let r = unknown_attributes(&["on".into()], &json!({"state": {}})).unwrap_err();
+        assert_eq!(r.code, "unknown_attribute");
+    }
+}

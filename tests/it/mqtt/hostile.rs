@@ -538,6 +538,7 @@ async fn hostile_requests_each_get_one_answer_and_one_audit_record_and_the_uplin
     let b = broker();
     let cases = cases();
     assert!(cases.len() >= 60, "{} cases", cases.len());
+    eprintln!("{} hostile cases", cases.len());
     let p = format!("fgtest/{}", unique("gw"));
     let probe = Probe::connect(b, &[format!("{p}/response/#"), format!("{p}/device/#")]).await;
     let (client, task) = publisher(&b.host, b.port).await;
