@@ -853,6 +853,27 @@ pub(super) async fn run(
     if let Some(e) = enforcing.take() {
         let _ = e.await;
     }
+    // Refusals being audited hold a writer handle: let them finish (their
+    // answers are not sent any more; the requests were refused anyway).
+    if let Some(a) = auditing.take() {
+        let _ = a.await;
+    }
+    let unrecorded: Vec<_> = s.refusals.drain(..).map(|r| r.audit).collect();
+    if !unrecorded.is_empty() {
+        let gw = gateway_id.clone();
+        let n = unrecorded.len();
+        let r = writer
+            .write(move |c| {
+                for e in &unrecorded {
+                    store::record_audit(c, &gw, e)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, refusals = n, "cannot write the audit records of refused MQTT requests");
+        }
+    }
     // Closing the inbound queue ends the request task (and drops its store and
     // hub handles before the store closes).
     drop(s);
