@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod credentials;
+pub mod names;
 pub mod outbox;
 pub mod policies;
 pub mod registry;
