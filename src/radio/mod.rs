@@ -17,6 +17,7 @@ pub mod session;
 mod supervisor;
 pub mod zigbee;
 pub mod zigbee_sim;
+pub mod zwave;
 
 pub use supervisor::{spawn_all, Backoff};
 
@@ -294,7 +295,7 @@ pub struct DriverSpec {
 }
 
 /// The drivers compiled into this build.
-pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC];
+pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC, zwave::SPEC];
 
 /// The driver for `protocol`, if this build has one.
 pub fn spec(protocol: Protocol) -> Option<&'static DriverSpec> {
