@@ -82,6 +82,28 @@ impl Controller<'_> {
         .await
     }
 
+    /// A command for a node this controller does not have: answered, not dropped.
+    async fn unknown(&mut self, address: &str, command_id: String) -> Result<()> {
+        tracing::warn!(radio = %self.io.radio, address, "command for a node this controller does not have");
+        let ev = crate::model::DeviceEvent {
+            radio: self.io.radio.clone(),
+            protocol: self.io.protocol,
+            native_address: address.to_string(),
+            received_at: std::time::SystemTime::now(),
+            kind: DeviceEventKind::CommandResult {
+                command_id,
+                ok: false,
+                detail: "no such node on this controller".into(),
+            },
+            link: None,
+        };
+        self.io
+            .events
+            .send(ev)
+            .await
+            .map_err(|_| anyhow::anyhow!("the hub stopped taking events"))
+    }
+
     async fn set(
         &mut self,
         address: &str,
@@ -89,8 +111,7 @@ impl Controller<'_> {
         command_id: String,
     ) -> Result<()> {
         let Some(node) = self.target(address) else {
-            tracing::warn!(radio = %self.io.radio, address, "set: unknown node");
-            return Ok(());
+            return self.unknown(address, command_id).await;
         };
         let (binary, multilevel, on) = match self.nodes.get(&node) {
             Some(n) => (
@@ -149,8 +170,7 @@ impl Controller<'_> {
 
     async fn read(&mut self, address: &str, command_id: String) -> Result<()> {
         let Some(node) = self.target(address) else {
-            tracing::warn!(radio = %self.io.radio, address, "read: unknown node");
-            return Ok(());
+            return self.unknown(address, command_id).await;
         };
         let Some(n) = self.nodes.get(&node) else {
             return Ok(());

@@ -194,6 +194,10 @@ impl Controller<'_> {
                         self.add_node(node_id).await?;
                     }
                 }
+                AddNodeStatus::Failed if self.window.is_none() => {
+                    // The answer to a Stop with no node on the way.
+                    tracing::info!(radio = %self.io.radio, "inclusion window closed; no node joined");
+                }
                 AddNodeStatus::Failed => {
                     tracing::warn!(radio = %self.io.radio, ?known, "inclusion failed");
                     if kind == WindowKind::Inclusion && self.window.is_some() {
@@ -223,6 +227,9 @@ impl Controller<'_> {
                     if was_open {
                         self.close_window().await?;
                     }
+                }
+                RemoveNodeStatus::Failed if self.window.is_none() => {
+                    tracing::info!(radio = %self.io.radio, "exclusion window closed");
                 }
                 RemoveNodeStatus::Failed => {
                     tracing::warn!(radio = %self.io.radio, "exclusion failed");

@@ -161,6 +161,7 @@ impl HostSession {
 
     /// Writes one control byte (ACK / NAK) or one frame: one write each.
     async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        tracing::trace!(radio = %self.radio, bytes = bytes.len(), first = bytes.first().copied().unwrap_or(0), function = bytes.get(3).copied().unwrap_or(0), "write");
         self.reader.write(bytes).await
     }
 

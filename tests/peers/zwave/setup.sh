@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Installs the differential peer: zwave-js's Serial API and CC parsers (@zwave-js/serial and
-# @zwave-js/cc, pinned in package.json / package-lock.json, same major as zwave-js 15).
-# Idempotent. Used when FIELDGATE_PEERS=1 (protocols/zwave/tests/peers.rs) and by the codec
-# benchmark (protocols/zwave/examples/decode_bench.rs). Install scripts are not run: the
-# parsers are plain JavaScript.
+# Installs the Z-Wave peers, pinned in package.json / package-lock.json:
+# - zwave-js's Serial API and CC parsers (@zwave-js/serial, @zwave-js/cc): the differential
+#   peer of the codec (protocols/zwave/tests/peers.rs) and the codec benchmark;
+# - zwave-js itself, for its mock controller (mock-server, driven by mock-server.cjs and
+#   mock/gateway.cjs): the independent controller the driver is tested against
+#   (tests/it/zwave_mock/, run inside `unshare -n`).
+# Idempotent. Used when FIELDGATE_PEERS=1. Install scripts are not run: the parsers and the
+# mock are plain JavaScript (the mock opens no real serial port).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ -f node_modules/@zwave-js/cc/package.json ] &&
+   [ -f node_modules/zwave-js/bin/mock-server.cjs ] &&
    [ -f node_modules/.package-lock.json ] &&
    [ node_modules/.package-lock.json -nt package-lock.json ]; then
   exit 0
 fi
 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
-echo "zwave-js parsers installed in $(pwd)/node_modules"
+echo "zwave-js parsers and mock controller installed in $(pwd)/node_modules"
