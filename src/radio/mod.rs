@@ -17,6 +17,7 @@ pub mod session;
 mod supervisor;
 pub mod zigbee;
 pub mod zigbee_sim;
+pub mod zwave_sim;
 
 pub use supervisor::{spawn_all, Backoff};
 
