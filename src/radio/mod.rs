@@ -18,6 +18,7 @@ mod supervisor;
 pub mod zigbee;
 pub mod zigbee_sim;
 pub mod zwave;
+pub mod zwave_sim;
 
 pub use supervisor::{spawn_all, Backoff};
 

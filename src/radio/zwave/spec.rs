@@ -23,7 +23,7 @@ pub const SPEC: DriverSpec = DriverSpec {
     ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],
     check_options,
     new: || DriverBox::ByteStream(Box::new(super::ZwaveDriver::new())),
-    emulator: None,
+    emulator: Some(crate::radio::zwave_sim::attach_sim),
 };
 
 fn check_options(table: &toml::Table) -> Result<(), OptionError> {

@@ -2,6 +2,8 @@
 # Installs the Z-Wave peers, pinned in package.json / package-lock.json:
 # - zwave-js's Serial API and CC parsers (@zwave-js/serial, @zwave-js/cc): the differential
 #   peer of the codec (protocols/zwave/tests/peers.rs) and the codec benchmark;
+# - @zwave-js/nvmedit, which made the emulator's NVM image (make-nvm.cjs), and zwave-js's
+#   Driver, the host stack run against the emulator;
 # - zwave-js itself, for its mock controller (mock-server, driven by mock-server.cjs and
 #   mock/gateway.cjs): the independent controller the driver is tested against
 #   (tests/it/zwave_mock/, run inside `unshare -n`).
