@@ -214,7 +214,8 @@ enum InstallCodeCmd {
 
 #[derive(Subcommand)]
 enum RadioCmd {
-    /// Export a Zigbee radio's network as open-coordinator-backup JSON. The output holds
+    /// Export a radio's network (Zigbee: open-coordinator-backup JSON; Z-Wave: the NVM
+    /// image with its home id and nodes, see docs/zwave.md). The output holds
     /// the network key: keep it like a password.
     Backup {
         name: String,
