@@ -19,4 +19,5 @@ mod policy;
 #[path = "../support/rumqttd.rs"]
 mod rumqttd_support;
 mod zigbee;
+mod zwave_emu;
 mod zwave_mock;

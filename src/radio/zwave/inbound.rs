@@ -125,11 +125,25 @@ impl Controller<'_> {
     /// A sleeping node woke up: tell the hub it spoke (it hands over what it held for the
     /// node), keep it awake for `wake_up_hold` (longer while requests keep coming), continue
     /// its interview, then send it back to sleep (`on_timers`).
+    ///
+    /// The hub learns it spoke from its battery level, asked now (a fresh value each
+    /// wake-up); a node that gives none, or is still being interviewed, is reported with no
+    /// readings.
     async fn woke_up(&mut self, node: u8, link: Option<LinkMetrics>) -> Result<()> {
         tracing::debug!(radio = %self.io.radio, node, "wake up notification");
         let until = Instant::now() + self.opts.wake_up_hold;
-        if let Some(n) = self.nodes.get_mut(&node) {
-            n.awake_until = Some(until);
+        let battery = match self.nodes.get_mut(&node) {
+            Some(n) => {
+                n.awake_until = Some(until);
+                n.reported && n.supports(fieldgate_zwave::cc::id::BATTERY)
+            }
+            None => false,
+        };
+        if battery {
+            let get = Cc::Battery(fieldgate_zwave::cc::Battery::Get);
+            if self.ask(node, get).await?.is_some() {
+                return Ok(());
+            }
         }
         self.emit_with_link(node, DeviceEventKind::Readings(Vec::new()), link)
             .await

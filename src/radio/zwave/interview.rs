@@ -244,7 +244,8 @@ impl Controller<'_> {
         let Ok(cc) = Cc::decode(&payload) else {
             return Ok(None);
         };
-        self.on_node_cc(node, &cc, rssi).await?;
+        // Boxed: a report may be a Wake Up Notification, which asks again.
+        Box::pin(self.on_node_cc(node, &cc, rssi)).await?;
         Ok(Some(cc))
     }
 }

@@ -326,6 +326,9 @@ impl Controller<'_> {
                 TransmitStatus::Fail if report.is_none_or(|r| r.tx_ticks == 0) => {
                     jammed += 1;
                     if jammed >= 5 {
+                        // A transmitter stuck in "jammed" (700-series firmware bugs) is
+                        // freed by a soft reset; the frame itself is reported as lost.
+                        self.recover().await?;
                         return Ok(Sent::NotDelivered("the radio channel is jammed".into()));
                     }
                     tracing::warn!(radio = %self.io.radio, node, "controller reports a jammed channel; retrying in 1 s");

@@ -160,13 +160,23 @@ pub struct Driven {
 
 impl Driven {
     pub fn start(port: u16) -> Driven {
+        Self::start_with(
+            PortSpec::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            None,
+            "report_timeout = \"1s\"\nwake_up_hold = \"500ms\"",
+        )
+    }
+
+    /// The driver on `port`, or on `link` when one is given (an emulator's pipe).
+    pub fn start_with(port_spec: PortSpec, link: Option<link::Link>, options: &str) -> Driven {
         if std::env::var_os("ZW_LOG").is_some() {
             fieldgate::daemon::init_logging("debug");
         }
         // Shorter than the defaults, so a sleeping node's turn comes quickly.
-        let options: toml::Table = "report_timeout = \"1s\"\nwake_up_hold = \"500ms\""
-            .parse()
-            .unwrap();
+        let options: toml::Table = options.parse().unwrap();
         let spec = fieldgate::radio::spec(Protocol::Zwave).expect("the zwave driver is built in");
         let DriverBox::ByteStream(mut driver) = (spec.new)() else {
             panic!("the zwave driver takes a byte stream")
@@ -175,10 +185,6 @@ impl Driven {
         let (commands, commands_rx) = mpsc::channel(16);
         let (state_tx, state) = watch::channel(RadioState::Starting);
         let counters = Arc::new(RadioCounters::default());
-        let port_spec = PortSpec::Tcp {
-            host: "127.0.0.1".into(),
-            port,
-        };
         let mut io = DriverIo {
             radio: "zwave0".into(),
             protocol: Protocol::Zwave,
@@ -192,7 +198,10 @@ impl Driven {
             counters: counters.clone(),
         };
         let task = tokio::spawn(async move {
-            let link = link::open(&port_spec, None).await?;
+            let link = match link {
+                Some(l) => l,
+                None => link::open(&port_spec, None).await?,
+            };
             driver.run(link, &mut io).await
         });
         Driven {
