@@ -42,7 +42,11 @@ impl Controller<'_> {
                     self.learn_nif(node, &info);
                     Ok(())
                 }
-                ApplicationUpdate::NodeAdded(info) => self.add_node(info.node_id).await,
+                ApplicationUpdate::NodeAdded(info) => {
+                    // Included by another controller of the network: a join the hub judges.
+                    self.add_node(info.node_id).await?;
+                    self.announce(info.node_id).await
+                }
                 ApplicationUpdate::NodeRemoved { node_id } => self.node_left(node_id).await,
                 _ => Ok(()),
             },

@@ -104,6 +104,14 @@ impl Controller<'_> {
             until,
             node: None,
         });
+        if kind == WindowKind::Inclusion {
+            // Nodes the controller had before the gateway met them (a stick moved from
+            // another system) join now, while the technician's window is open.
+            let before: Vec<u8> = self.nodes.keys().copied().collect();
+            for node in before {
+                self.announce(node).await?;
+            }
+        }
         Ok(())
     }
 
@@ -177,6 +185,7 @@ impl Controller<'_> {
                     if !info.command_classes.supported.is_empty() {
                         self.learn_nif(info.node_id, &info);
                     }
+                    self.announce(info.node_id).await?;
                     // Just included, it is awake: interview it now, sleeping or not.
                     let awake = Instant::now() + Duration::from_secs(30);
                     if let Some(n) = self.nodes.get_mut(&info.node_id) {
@@ -190,8 +199,11 @@ impl Controller<'_> {
                 AddNodeStatus::Done { node_id } => {
                     self.window = None;
                     tracing::info!(radio = %self.io.radio, node = node_id, "inclusion done");
-                    if node_id != 0 && !self.nodes.contains_key(&node_id) {
-                        self.add_node(node_id).await?;
+                    if node_id != 0 {
+                        if !self.nodes.contains_key(&node_id) {
+                            self.add_node(node_id).await?;
+                        }
+                        self.announce(node_id).await?;
                     }
                 }
                 AddNodeStatus::Failed if self.window.is_none() => {

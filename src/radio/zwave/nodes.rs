@@ -93,7 +93,7 @@ pub(super) struct Node {
     pub failed_tries: u32,
     /// The interview's result was reported to the hub.
     pub reported: bool,
-    /// The hub was told the node joined (or, at start-up, that it is there).
+    /// The hub was told the node joined (after its inclusion, or in a join window).
     pub announced: bool,
     /// Awake after a Wake Up Notification until then (requests held for it flow now).
     pub awake_until: Option<Instant>,

@@ -151,7 +151,10 @@ impl Controller<'_> {
         }
     }
 
-    /// Learns a node's protocol info and tells the hub it is there (once per node).
+    /// Learns a node's protocol info and tells the hub what it is (a device the gateway
+    /// knows is updated; an unknown one is ignored by the hub). Not a join: a node already
+    /// on the controller's network is not "joining", and a join outside a window would be
+    /// refused. Nodes join through an inclusion ([`Controller::announce`]).
     pub(super) async fn add_node(&mut self, node: u8) -> Result<()> {
         let info = match self
             .request(&Request::GetNodeProtocolInfo { node_id: node })
@@ -163,21 +166,32 @@ impl Controller<'_> {
             }) => Some(p),
             _ => None,
         };
+        let fresh = !self.nodes.contains_key(&node);
         let n = self.nodes.entry(node).or_insert_with(|| Node::new(node));
         if let Some(p) = info {
             n.device_class = Some(p.device_class);
             n.protocol = Some(p);
         }
-        if !n.announced {
-            n.announced = true;
-            let reported = n.reported;
+        if fresh && !n.reported {
+            // What is known so far (reachability first: it decides holding).
             let info = n.info();
-            self.emit(node, DeviceEventKind::Joined).await?;
-            if !reported {
-                // What is known so far (reachability first: it decides holding).
-                self.emit(node, DeviceEventKind::Interviewed(info)).await?;
-            }
+            self.emit(node, DeviceEventKind::Interviewed(info)).await?;
         }
         Ok(())
+    }
+
+    /// Tells the hub node `node` joined (once per node and driver): after its inclusion, or
+    /// when a join window opens for nodes the controller had before (adopting a network).
+    pub(super) async fn announce(&mut self, node: u8) -> Result<()> {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return Ok(());
+        };
+        if n.announced {
+            return Ok(());
+        }
+        n.announced = true;
+        let info = n.info();
+        self.emit(node, DeviceEventKind::Joined).await?;
+        self.emit(node, DeviceEventKind::Interviewed(info)).await
     }
 }

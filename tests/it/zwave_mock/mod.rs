@@ -38,10 +38,12 @@ async fn starts_up_interviews_and_resumes_a_sleeping_nodes_interview() {
         return;
     };
     let mut zw = Driven::start(mock.port);
-    // Start-up: every node of the controller is a device `zwave:<home id>-<node>`.
+    // Start-up: every node of the controller is a device `zwave:<home id>-<node>`, described
+    // but not "joining" (a join outside a window would be refused and the node removed).
     for node in [2, 3, 4] {
-        zw.wait("joined", 20, |e| {
-            e.native_address == format!("c0ffee01-{node}") && e.kind == DeviceEventKind::Joined
+        zw.wait("described", 20, |e| {
+            e.native_address == format!("c0ffee01-{node}")
+                && matches!(e.kind, DeviceEventKind::Interviewed(_))
         })
         .await;
     }
@@ -137,6 +139,10 @@ async fn starts_up_interviews_and_resumes_a_sleeping_nodes_interview() {
     assert!(
         set_at < sleep_at,
         "sent to sleep before the held Set: {lines:?}"
+    );
+    assert!(
+        zw.seen(|e| e.kind == DeviceEventKind::Joined).is_none(),
+        "no join at start-up"
     );
     zw.assert_running();
     mock.assert_alive();
@@ -241,7 +247,12 @@ async fn includes_excludes_and_gives_up_a_dropped_link() {
     })
     .await;
     // Inclusion: the pending node is added, the window closed (Stop), the node interviewed.
+    // The nodes the controller had join too, now that a technician opened a window.
     zw.command(RadioCommand::PermitJoin { seconds: 60 }).await;
+    zw.wait("node 2 adopted", 15, |e| {
+        e.native_address == "c0ffee01-2" && e.kind == DeviceEventKind::Joined
+    })
+    .await;
     zw.wait("node 7 joined", 15, |e| {
         e.native_address == "c0ffee01-7" && e.kind == DeviceEventKind::Joined
     })
