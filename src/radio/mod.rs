@@ -146,6 +146,9 @@ pub struct RadioCounters {
     /// Frames that decoded but that the driver turns into nothing (e.g. Zigbee Green Power
     /// notifications: GP devices are not commissioned); each is logged.
     pub unhandled: AtomicU64,
+    /// Frames that arrived encrypted in a scheme the driver does not decrypt (Z-Wave S0/S2
+    /// encapsulation); each is logged, none is guessed at.
+    pub not_decrypted: AtomicU64,
 }
 
 /// [`RadioCounters`] read at one moment.
@@ -161,6 +164,8 @@ pub struct RadioCountersSnapshot {
     pub incomplete: u64,
     #[serde(default)]
     pub unhandled: u64,
+    #[serde(default)]
+    pub not_decrypted: u64,
 }
 
 impl RadioCounters {
@@ -178,6 +183,7 @@ impl RadioCounters {
             bad_nv_items: get(&self.bad_nv_items),
             incomplete: get(&self.incomplete),
             unhandled: get(&self.unhandled),
+            not_decrypted: get(&self.not_decrypted),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! own restart, and the callbacks of an inclusion or exclusion in progress.
 //!
 //! Frames it cannot use are counted (`undecodable`; S0/S2-encapsulated frames, which are
-//! not decrypted here, in `unhandled` with a log line saying so) and dropped.
+//! not decrypted here, in `not_decrypted` with a log line saying so) and dropped.
 
 use anyhow::Result;
 use fieldgate_zwave::cc::{Cc, WakeUp};
@@ -83,7 +83,7 @@ impl Controller<'_> {
         }
         let (inner, _endpoint) = cc.innermost();
         if let Cc::Secure(s) = inner {
-            RadioCounters::count(&self.counters.unhandled);
+            RadioCounters::count(&self.counters.not_decrypted);
             tracing::info!(radio = %self.io.radio, node, scheme = ?s.scheme, "S0/S2-encapsulated frame not decrypted (security is not supported by this driver)");
             return Ok(());
         }

@@ -172,6 +172,8 @@ async fn switches_and_reports_with_units() {
         })
         .await;
     assert_eq!(number(&power.kind, "power"), Some((12.5, Some("W".into()))));
+    // The S2 frame it sent is counted as not decrypted, and nothing came of it.
+    assert_eq!(zw.counters().not_decrypted, 1, "{:?}", zw.counters());
     // Binary Switch Set, answered with the TX status and the state the plug reports.
     zw.command(RadioCommand::Set {
         native_address: "c0ffee01-2".into(),

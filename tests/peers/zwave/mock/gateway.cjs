@@ -4,7 +4,8 @@
 //
 // Network (home id 0xc0ffee01, controller node 1):
 // - node 2: a metering plug (Binary Switch, Meter electric kWh + W), always listening;
-//   sends a Meter report every 2 s once the host is connected;
+//   sends a Meter report every 2 s once the host is connected, and one S2-encapsulated
+//   frame the host cannot decrypt;
 // - node 3: a battery multisensor (Multilevel Sensor temperature, Battery, Wake Up,
 //   Association), not listening; sends Wake Up Notification every 3 s. Its first Version
 //   Get is left unanswered, as if it fell asleep mid-interview;
@@ -208,8 +209,22 @@ module.exports.default = {
     const sensor = nodes.find((n) => n.id === 3);
     let started = false;
     // Unsolicited traffic only while a host is connected (the mock cannot send otherwise).
-    setInterval(() => {
+    // One S2-encapsulated frame (as a secure device sends), before the first Meter report:
+    // the host cannot decrypt it and must count it, not guess at it.
+    let s2Sent = false;
+    const s2 = () =>
+      new cc.CommandClass({
+        nodeId: controller.ownNodeId,
+        ccId: CommandClasses["Security 2"],
+        ccCommand: 0x03,
+        payload: Buffer.from([0x01, 0x00, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04]),
+      });
+    setInterval(async () => {
       if (!started) return;
+      if (!s2Sent) {
+        s2Sent = true;
+        await send(plug, s2());
+      }
       send(plug, new cc.MeterCCReport({
         nodeId: controller.ownNodeId,
         type: 1,
