@@ -206,3 +206,54 @@ async fn a_sleeping_nodes_requests_go_while_it_is_awake_then_it_sleeps_at_once()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `fieldgate radio backup` end to end (the real daemon on `sim://zwave`, the API, the hub):
+/// the controller's NVM image to a new 0600 file, its description next to it.
+#[test]
+fn radio_backup_writes_the_nvm_image_and_its_description() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = crate::common::TestDaemon::start(
+        "\n[[radio]]\nname = \"zwave0\"\nprotocol = \"zwave\"\nport = \"sim://zwave\"\n",
+    );
+    let image = d.dir.path().join("zwave0.nvm");
+    let image_arg = image.to_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = d.cli(&["radio", "backup", "zwave0", "--out", &image_arg]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no backup: {}\n{}",
+            crate::common::stderr(&out),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let bytes = std::fs::read(&image).unwrap();
+    assert_eq!(bytes, fieldgate_zwave::emulator::nvm::DEFAULT_IMAGE);
+    let sidecar = d.dir.path().join("zwave0.nvm.json");
+    for f in [&image, &sidecar] {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    assert_eq!(doc["format"], "zwave-nvm");
+    assert_eq!(doc["home_id"], format!("{HOME_ID:08x}"));
+    assert_eq!(doc["nvm"]["size"], bytes.len());
+    assert_eq!(doc["nvm"]["image"], "zwave0.nvm");
+    assert!(doc["nvm"].get("hex").is_none(), "the image is not repeated");
+    assert!(
+        doc["nodes"].as_array().is_some_and(|n| !n.is_empty()),
+        "{doc}"
+    );
+    assert!(doc["controller"]["chip_family"].is_string(), "{doc}");
+    // Never overwrites.
+    assert!(!d
+        .cli(&["radio", "backup", "zwave0", "--out", &image_arg])
+        .status
+        .success());
+    // The image (network keys) never reaches the log.
+    assert!(!d.log().contains(&hex::encode(&bytes[..64])));
+}
