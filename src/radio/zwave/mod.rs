@@ -210,8 +210,13 @@ impl Controller<'_> {
 
     /// Wake Up No More Information: the node may sleep again.
     async fn send_to_sleep(&mut self, node: u8) -> Result<()> {
-        if let Some(n) = self.nodes.get_mut(&node) {
-            n.awake_until = None;
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return Ok(());
+        };
+        n.awake_until = None;
+        // A listening node kept "awake" after its inclusion has nothing to be told.
+        if !(n.sleeps() && n.supports(fieldgate_zwave::cc::id::WAKE_UP)) {
+            return Ok(());
         }
         let sent = self
             .send_cc(node, &Cc::WakeUp(WakeUp::NoMoreInformation))
@@ -249,9 +254,13 @@ impl Controller<'_> {
     /// counts towards its recovery; `Err` only when the link or the recovery failed.
     async fn request(&mut self, req: &Request) -> Result<std::result::Result<Answer, Failure>> {
         let answer = self.link.execute(req, self.timeouts()).await?;
+        // A node information frame that never comes is the node's silence, not the
+        // controller's (it answered the request itself).
+        let nodes_fault = matches!(req, Request::RequestNodeInfo { .. });
         match &answer {
             Ok(_) => self.failures = 0,
             Err(Failure::Undecodable) => {}
+            Err(Failure::NoCallback) if nodes_fault => {}
             Err(why) => {
                 self.failures += 1;
                 tracing::warn!(radio = %self.io.radio, function = req.function(), failures = self.failures, "controller request failed: {why}");
