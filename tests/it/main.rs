@@ -19,3 +19,4 @@ mod policy;
 #[path = "../support/rumqttd.rs"]
 mod rumqttd_support;
 mod zigbee;
+mod zwave_emulator;

@@ -199,11 +199,16 @@ pub struct Emulator {
     awake: BTreeMap<u8, Duration>,
     /// Readings a sleeping node took, sent on its next wake-up.
     held: BTreeMap<u8, Vec<Vec<u8>>>,
+    /// FLiRS nodes: when they last received a frame.
+    beamed: BTreeMap<u8, Duration>,
     /// Nodes that no longer answer at all (dead).
     dead: BTreeSet<u8>,
     /// The controller's failed-node list.
     failed: BTreeSet<u8>,
     send_busy: bool,
+    /// The radio receives (SetRFReceiveMode); while off, no node frame arrives and every
+    /// transmission fails.
+    rf_on: bool,
     jam: Option<Jam>,
     pending_faults: Vec<Fault>,
     membership: Membership,
@@ -238,9 +243,11 @@ impl Emulator {
             last_node_id,
             awake: BTreeMap::new(),
             held: BTreeMap::new(),
+            beamed: BTreeMap::new(),
             dead: BTreeSet::new(),
             failed: BTreeSet::new(),
             send_busy: false,
+            rf_on: true,
             jam: None,
             pending_faults: Vec::new(),
             membership: Membership::default(),
@@ -407,6 +414,9 @@ impl Emulator {
         let Ok(len) = u8::try_from(cc.len()) else {
             return;
         };
+        if !self.rf_on {
+            return;
+        }
         let readings = crate::Cc::decode(&cc)
             .map(|c| crate::normalize(&c))
             .unwrap_or_default();
@@ -502,6 +512,7 @@ impl Emulator {
         self.timers.retain(|_, a| !a.is_controller_ram());
         self.send_busy = false;
         self.jam = None;
+        self.rf_on = true;
         self.membership = Membership::default();
         self.tx_status_report = true;
         self.schedule(
