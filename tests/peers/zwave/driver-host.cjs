@@ -1,13 +1,15 @@
 // zwave-js's own Driver (npm zwave-js, pinned in package.json) as the host of a Z-Wave
 // controller reached over TCP, e.g. `fieldgate emulate zwave --listen`:
 //
-//   node driver-host.cjs tcp://127.0.0.1:PORT CACHE_DIR TIMEOUT_SECONDS [MIN_REPORTS] [NVM_OUT]
+//   node driver-host.cjs tcp://127.0.0.1:PORT CACHE_DIR TIMEOUT_SECONDS [MIN_REPORTS] [NVM_OUT] [membership]
 //
 // Prints one JSON object per line on stdout: {"event":"driver ready"}, one "node ready" per
 // node with what the interview found, one "value" per value a node reported (command class,
 // property, key, value) and one "notification" per notification event; then {"event":"done"}
 // once every node is ready and every listening node reported MIN_REPORTS values after it
-// was ready (or {"event":"timeout"}). With NVM_OUT, zwave-js then reads the controller's NVM
+// was ready (or {"event":"timeout"}). With `membership`, zwave-js then includes the node
+// waiting to join ({"event":"node added"}, its "node ready") and excludes it again ({"event":
+// "node removed"}; the emulator must press its button). With NVM_OUT, zwave-js then reads the controller's NVM
 // through the Serial API (Controller.backupNVMRaw), writes it there, and prints what
 // @zwave-js/nvmedit parses from it ({"event":"nvm"}). zwave-js's own log lines are printed
 // too (not JSON). Exit code 0 on done.
@@ -15,12 +17,12 @@
 // Run it only inside a network namespace with nothing but loopback (see run-driver.sh):
 // zwave-js must not reach any network from a test.
 "use strict";
-const { Driver, NodeStatus } = require("zwave-js");
+const { Driver, NodeStatus, InclusionStrategy, ExclusionStrategy } = require("zwave-js");
 
 const fs = require("node:fs");
 const { nvmToJSON } = require("@zwave-js/nvmedit");
 
-const [url, cacheDir, timeoutArg, minReportsArg, nvmOut] = process.argv.slice(2);
+const [url, cacheDir, timeoutArg, minReportsArg, nvmOut, membership] = process.argv.slice(2);
 if (!url || !cacheDir) {
   console.error("usage: driver-host.cjs tcp://HOST:PORT CACHE_DIR [TIMEOUT_S] [MIN_REPORTS]");
   process.exit(2);
@@ -60,19 +62,50 @@ function checkDone() {
   const nodes = [...driver.controller.nodes.values()].filter((n) => !n.isControllerNode);
   if (nodes.length === 0 || !nodes.every((n) => ready.has(n.id))) return;
   if (!listeningIds().every((id) => (reportsAfterReady.get(id) || 0) >= minReports)) return;
-  if (!nvmOut) return finish("done", 0);
-  if (backingUp) return;
-  backingUp = true;
-  backupNvm().then(
+  if (afterReady) return;
+  afterReady = true;
+  (async () => {
+    if (membership === "membership") await includeAndExclude();
+    if (nvmOut) await backupNvm();
+  })().then(
     () => finish("done", 0),
     (e) => {
-      out({ event: "error", message: `NVM backup: ${e && e.message ? e.message : e}` });
+      out({ event: "error", message: String(e && e.message ? e.message : e) });
       finish("failed", 1);
     },
   );
 }
 
-let backingUp = false;
+let afterReady = false;
+
+function once(emitter, name, ms) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "${name}" within ${ms} ms`)), ms);
+    emitter.once(name, (...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    });
+  });
+}
+
+async function includeAndExclude() {
+  const added = once(driver.controller, "node added", 30000);
+  if (!(await driver.controller.beginInclusion({ strategy: InclusionStrategy.Insecure }))) {
+    throw new Error("inclusion did not start");
+  }
+  const [node] = await added;
+  out({ event: "node added", node: node.id });
+  watch(node);
+  if (!ready.has(node.id)) await once(node, "ready", 60000);
+  const removed = once(driver.controller, "node removed", 30000);
+  if (!(await driver.controller.beginExclusion({ strategy: ExclusionStrategy.ExcludeOnly }))) {
+    throw new Error("exclusion did not start");
+  }
+  const [gone] = await removed;
+  out({ event: "node removed", node: gone.id });
+  ready.delete(gone.id);
+}
+
 async function backupNvm() {
   const nvm = await driver.controller.backupNVMRaw();
   fs.writeFileSync(nvmOut, nvm);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs zwave-js's Driver (driver-host.cjs) against `fieldgate emulate zwave --listen`, both
+# Runs zwave-js's Driver (driver-host.cjs: start-up, interviews, reports, inclusion and
+# exclusion of the waiting node, NVM backup) against `fieldgate emulate zwave --listen`, both
 # inside a fresh network namespace with only loopback, so that neither can reach (or announce
 # on) any network. Needs root or unprivileged user namespaces (`unshare -rn`).
 #
@@ -25,6 +26,6 @@ read -r first <"$fifo"
 url="${first#listening }"
 rm -rf "$out/cache"
 code=0
-node "$here/driver-host.cjs" "$url" "$out/cache" "$timeout_s" 1 "$out/nvm.bin" \
+node "$here/driver-host.cjs" "$url" "$out/cache" "$timeout_s" 1 "$out/nvm.bin" membership \
   >"$out/driver.out" 2>"$out/driver.err" || code=$?
 exit "$code"
