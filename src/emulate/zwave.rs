@@ -246,7 +246,8 @@ pub async fn run_zwave(args: ZwaveArgs) -> Result<()> {
     for t in fault_tasks {
         t.abort();
     }
-    tracing::info!(stats = ?sim.with(|e, _| e.stats()), "zwave controller emulator stopped");
+    let (stats, link) = sim.with(|e, _| (e.stats(), e.link_stats()));
+    tracing::info!(?stats, ?link, "zwave controller emulator stopped");
     result
 }
 

@@ -154,6 +154,10 @@ fn zwave_js_driver_runs_on_fieldgate_emulate() {
         .arg("150")
         .args(["--report-interval", "3s", "--wake-interval", "12s"])
         .args(["--awake-time", "30s", "--exclude-presses", "7"])
+        // Line faults zwave-js must ride out: a lost frame (it resends after 1.6 s), a CAN
+        // (it resends), corrupt frames from the controller (it NAKs, the controller resends).
+        .args(["--fault", "missing-ack@6s", "--fault", "can@7s"])
+        .args(["--fault", "corrupt-frame@8s/5s"])
         .status()
         .expect("run tests/peers/zwave/run-driver.sh (needs bash, unshare, ip, node)");
     let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
@@ -260,6 +264,24 @@ fn zwave_js_driver_runs_on_fieldgate_emulate() {
         .filter_map(|e| e["value"].as_u64())
         .collect();
     assert!(!door_states.is_empty() && door_states.is_subset(&BTreeSet::from([0x16, 0x17])));
+
+    // The corrupt frames were NAKed by zwave-js and sent again.
+    let log = read("emulator.log");
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("emulator stopped"))
+        .unwrap_or_else(|| panic!("no stop line: {}", context()));
+    let count = |name: &str| -> u64 {
+        stopped
+            .split(name)
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_default()
+    };
+    assert!(count("naks_received: ") >= 1, "{stopped}");
+    assert!(count("retransmissions: ") >= 1, "{stopped}");
+    assert_eq!(count("frames_dropped: "), 0, "{stopped}");
 
     // zwave-js includes the waiting node (node 7), interviews it to ready, and excludes it
     // again (the emulator presses its button).
