@@ -9,6 +9,7 @@
 //! What it emulates (reference: zwave-js `packages/serial`, `packages/zwave-js/src/lib/
 //! controller/Controller.ts`, Silicon Labs INS12350):
 //! - the link layer ([`link`]): every valid host frame is ACKed, a bad checksum is NAKed, a
+//!   partial frame is dropped [`RX_TIMEOUT`] after its SOF, a
 //!   host frame that arrives while one of the controller's own frames waits for its ACK is
 //!   answered CAN (a collision); the controller's own frames are retransmitted when the ACK
 //!   does not come within 1,600 ms or the host NAKs or CANs them, three attempts in all;
@@ -150,6 +151,8 @@ pub struct EmulatorStats {
     /// Functions it does not implement (ACKed, not answered).
     pub unsupported: u64,
     pub soft_resets: u64,
+    /// Partial host frames dropped after [`RX_TIMEOUT`].
+    pub rx_timeouts: u64,
 }
 
 /// Jammed transmitter state.
@@ -215,8 +218,15 @@ pub struct Emulator {
     nvm: nvm::Nvm,
     tx_status_report: bool,
     recorded: Vec<Recorded>,
+    /// When the partial host frame in the parser started (reception is aborted
+    /// [`RX_TIMEOUT`] later).
+    partial_since: Option<Duration>,
     stats: EmulatorStats,
 }
+
+/// "The receiver aborts reception 1500 ms after SOF" (INS12350): a partial host frame is
+/// dropped after this long.
+pub const RX_TIMEOUT: Duration = Duration::from_millis(1500);
 
 impl Emulator {
     pub fn new(cfg: EmulatorConfig) -> Self {
@@ -253,6 +263,7 @@ impl Emulator {
             membership: Membership::default(),
             tx_status_report: true,
             recorded: Vec::new(),
+            partial_since: None,
             stats: EmulatorStats::default(),
             cfg,
         };
@@ -306,6 +317,10 @@ impl Emulator {
                 ParseEvent::Rejected(_) => {}
             }
         }
+        self.partial_since = match (self.parser.has_partial(), self.partial_since) {
+            (false, _) => None,
+            (true, since) => Some(since.unwrap_or(now)),
+        };
         self.tick(now);
     }
 
@@ -338,6 +353,11 @@ impl Emulator {
 
     /// Runs what is due at `now`.
     pub fn tick(&mut self, now: Duration) {
+        if self.partial_since.is_some_and(|t| now >= t + RX_TIMEOUT) {
+            self.parser.flush_stalled();
+            self.partial_since = None;
+            self.stats.rx_timeouts += 1;
+        }
         self.link.poll(now);
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
@@ -538,10 +558,11 @@ impl Emulator {
     /// When [`Emulator::tick`] has something to do next.
     pub fn next_deadline(&self) -> Option<Duration> {
         let timer = self.timers.first_key_value().map(|((t, _), _)| *t);
-        match (timer, self.link.deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let rx = self.partial_since.map(|t| t + RX_TIMEOUT);
+        [timer, self.link.deadline(), rx]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Adds a node waiting to be included (it joins on the next AddNodeToNetwork).
