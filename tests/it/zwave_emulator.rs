@@ -99,6 +99,70 @@ async fn emulator_answers_over_a_pty_and_includes_a_node() {
     }
 }
 
+#[test]
+fn fieldgate_emulate_zwave_serves_a_tcp_host_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+        .args(["emulate", "zwave", "--listen", "127.0.0.1:0"])
+        .args(["--report-interval", "1s", "--nodes", "multisensor"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn fieldgate emulate zwave");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("first line");
+    let addr = first
+        .trim()
+        .strip_prefix("listening tcp://")
+        .unwrap_or_else(|| panic!("first line {first:?}"))
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let get_id = DataFrame::request(func::MEMORY_GET_ID, vec![])
+        .to_bytes()
+        .unwrap();
+    stream.write_all(&get_id).unwrap();
+    let mut parser = SerialParser::new();
+    let mut frames = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let mut buf = [0u8; 512];
+    // The response, then a report from node 2 (the multisensor) within its interval.
+    while std::time::Instant::now() < deadline
+        && !frames
+            .iter()
+            .any(|f: &Frame| matches!(f, Frame::Data(d) if d.function == func::APPLICATION_COMMAND_HANDLER))
+    {
+        let Ok(n) = stream.read(&mut buf) else { continue };
+        for f in parser.feed(&buf[..n]) {
+            if matches!(f, Frame::Data(_)) {
+                stream.write_all(&[0x06]).unwrap();
+            }
+            frames.push(f);
+        }
+    }
+    assert_eq!(frames.first(), Some(&Frame::Ack), "{frames:?}");
+    let Some(Frame::Data(res)) = frames.get(1) else {
+        panic!("{frames:?}")
+    };
+    assert_eq!(res.payload, [0xFA, 0x11, 0x6A, 0x7E, 0x01]);
+    let report = frames.iter().find_map(|f| match f {
+        Frame::Data(d) if d.function == func::APPLICATION_COMMAND_HANDLER => Some(d),
+        _ => None,
+    });
+    let report = report.unwrap_or_else(|| panic!("no report: {frames:?}"));
+    assert_eq!(report.payload[1], 2, "from node 2");
+    assert_eq!(report.payload[3], 0x31, "a Multilevel Sensor report");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+}
+
 fn peers_enabled() -> bool {
     std::env::var("FIELDGATE_PEERS").is_ok_and(|v| v == "1")
 }
