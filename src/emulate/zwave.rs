@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use fieldgate_zwave::emulator::{EmulatorConfig, Fault, NodeKind};
+use fieldgate_zwave::ReadingValue;
 use tokio::net::TcpListener;
 
 use crate::radio::zwave_sim::{PtyEmulator, SimEmulator};
@@ -223,10 +224,11 @@ pub async fn run_zwave(args: ZwaveArgs) -> Result<()> {
         faults = faults.len(),
         "zwave controller emulator up"
     );
-    let fault_tasks: Vec<_> = faults
+    let mut fault_tasks: Vec<_> = faults
         .into_iter()
         .map(|plan| tokio::spawn(run_fault(sim.clone(), plan)))
         .collect();
+    fault_tasks.push(tokio::spawn(log_reports(sim.clone())));
     let served = async {
         match endpoint {
             Endpoint::Tcp(listener) => serve_tcp(&sim, listener).await,
@@ -244,8 +246,36 @@ pub async fn run_zwave(args: ZwaveArgs) -> Result<()> {
     for t in fault_tasks {
         t.abort();
     }
-    tracing::info!(stats = ?sim.with(|e, _| e.stats()), "zwave controller emulator stopped");
+    let (stats, link) = sim.with(|e, _| (e.stats(), e.link_stats()));
+    tracing::info!(?stats, ?link, "zwave controller emulator stopped");
     result
+}
+
+/// Logs every value the nodes send (`node report node=3 cc=… values=temperature=21.5`), so
+/// that what a host received can be compared with what was sent.
+async fn log_reports(sim: SimEmulator) {
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let recorded = sim.recorded_since(seen);
+        seen += recorded.len();
+        for r in recorded {
+            let values: Vec<String> = r
+                .readings
+                .iter()
+                .map(|reading| match reading.value {
+                    ReadingValue::Number(v) => format!("{}={v}", reading.name),
+                    ReadingValue::Bool(b) => format!("{}={b}", reading.name),
+                })
+                .collect();
+            tracing::info!(
+                node = r.node,
+                cc = %fieldgate_zwave::to_hex(&r.cc),
+                values = %values.join(","),
+                "node report"
+            );
+        }
+    }
 }
 
 async fn run_fault(sim: SimEmulator, plan: FaultPlan) {

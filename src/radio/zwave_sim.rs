@@ -92,6 +92,11 @@ impl SimEmulator {
         self.with(|e, _| e.recorded().to_vec())
     }
 
+    /// The values the nodes sent after the first `skip`.
+    pub fn recorded_since(&self, skip: usize) -> Vec<Recorded> {
+        self.with(|e, _| e.recorded().get(skip..).unwrap_or_default().to_vec())
+    }
+
     /// Ids of the nodes in the network (the controller excluded).
     pub fn node_ids(&self) -> Vec<u8> {
         self.with(|e, _| e.nodes().map(|n| n.id).collect())

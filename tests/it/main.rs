@@ -21,3 +21,4 @@ mod rumqttd_support;
 mod zigbee;
 mod zwave_emu;
 mod zwave_mock;
+mod zwave_emulator;

@@ -19,6 +19,10 @@ pub const SDK_VERSION: (u8, u8, u8) = (7, 18, 1);
 pub const PRODUCT: (u16, u16, u16) = (0xFFFF, 0xFFFF, 0xFFFE);
 /// Chip type and version in GetSerialApiInitData: EFR32ZG14 (700 series).
 pub const CHIP: (u8, u8) = (0x07, 0x00);
+/// FUNC_ID_ZW_SET_RF_RECEIVE_MODE: `mode (0 off, 1 on)` → RES `success`
+/// (network-mgmt/SetRFReceiveModeMessages.ts; zwave-js turns the radio off around an NVM
+/// backup).
+pub const SET_RF_RECEIVE_MODE: u8 = 0x10;
 /// Serial API setup sub-commands answered.
 const SETUP_GET_SUPPORTED: u8 = 0x01;
 const SETUP_SET_TX_STATUS_REPORT: u8 = 0x02;
@@ -30,6 +34,8 @@ pub const MAX_PAYLOAD: u8 = 46;
 /// How long a transmission to a listening node takes, and to a FLiRS node (wake-up beam).
 pub const TX_TIME: Duration = Duration::from_millis(20);
 pub const TX_TIME_FLIRS: Duration = Duration::from_millis(1100);
+/// How long a FLiRS node keeps listening after a frame (no beam needed meanwhile).
+pub const FLIRS_AWAKE: Duration = Duration::from_secs(3);
 /// How long routing attempts take before a transmission reports no ACK.
 pub const TX_TIME_NO_ACK: Duration = Duration::from_millis(400);
 /// Between a node receiving a command and its answer reaching the controller.
@@ -46,6 +52,7 @@ pub const SUPPORTED_FUNCTIONS: &[u8] = &[
     func::GET_SERIAL_API_CAPABILITIES,
     func::SOFT_RESET,
     func::GET_PROTOCOL_VERSION,
+    SET_RF_RECEIVE_MODE,
     func::SERIAL_API_SETUP,
     func::SEND_DATA,
     func::GET_CONTROLLER_VERSION,
@@ -137,6 +144,13 @@ impl Emulator {
                 self.emit(now, response(f, out));
             }
             func::GET_SUC_NODE_ID => self.emit(now, response(f, vec![CONTROLLER_NODE_ID])),
+            SET_RF_RECEIVE_MODE => {
+                let Some(&mode) = p.first() else {
+                    return self.malformed();
+                };
+                self.rf_on = mode != 0;
+                self.emit(now, response(f, vec![0x01]));
+            }
             func::SOFT_RESET => self.restart(now, 0x07),
             func::GET_NODE_PROTOCOL_INFO => {
                 let Some(&id) = p.first() else {
@@ -312,7 +326,12 @@ impl Emulator {
         }
         self.emit(now, response(f, vec![0x01]));
         self.send_busy = true;
-        match self.jam {
+        let jam = if self.rf_on {
+            self.jam
+        } else {
+            Some(Jam::Fail)
+        };
+        match jam {
             Some(Jam::Silent) => return,
             Some(Jam::Fail) => {
                 let at = now + Duration::from_millis(60);
@@ -325,7 +344,16 @@ impl Emulator {
             None => {}
         }
         let reachable = self.reachable(node);
-        let flirs = self.nodes.get(&node).is_some_and(|n| n.kind.is_flirs());
+        // A FLiRS node needs a wake-up beam unless it was reached moments ago (it listens
+        // for a short while after each frame).
+        let flirs = self.nodes.get(&node).is_some_and(|n| n.kind.is_flirs())
+            && self
+                .beamed
+                .get(&node)
+                .is_none_or(|&last| now.saturating_sub(last) > FLIRS_AWAKE);
+        if reachable && self.nodes.get(&node).is_some_and(|n| n.kind.is_flirs()) {
+            self.beamed.insert(node, now);
+        }
         let took = match (reachable, flirs) {
             (false, _) => TX_TIME_NO_ACK,
             (true, true) => TX_TIME_FLIRS,

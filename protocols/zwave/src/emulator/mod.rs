@@ -9,6 +9,7 @@
 //! What it emulates (reference: zwave-js `packages/serial`, `packages/zwave-js/src/lib/
 //! controller/Controller.ts`, Silicon Labs INS12350):
 //! - the link layer ([`link`]): every valid host frame is ACKed, a bad checksum is NAKed, a
+//!   partial frame is dropped [`RX_TIMEOUT`] after its SOF, a
 //!   host frame that arrives while one of the controller's own frames waits for its ACK is
 //!   answered CAN (a collision); the controller's own frames are retransmitted when the ACK
 //!   does not come within 1,600 ms or the host NAKs or CANs them, three attempts in all;
@@ -150,6 +151,8 @@ pub struct EmulatorStats {
     /// Functions it does not implement (ACKed, not answered).
     pub unsupported: u64,
     pub soft_resets: u64,
+    /// Partial host frames dropped after [`RX_TIMEOUT`].
+    pub rx_timeouts: u64,
 }
 
 /// Jammed transmitter state.
@@ -199,19 +202,31 @@ pub struct Emulator {
     awake: BTreeMap<u8, Duration>,
     /// Readings a sleeping node took, sent on its next wake-up.
     held: BTreeMap<u8, Vec<Vec<u8>>>,
+    /// FLiRS nodes: when they last received a frame.
+    beamed: BTreeMap<u8, Duration>,
     /// Nodes that no longer answer at all (dead).
     dead: BTreeSet<u8>,
     /// The controller's failed-node list.
     failed: BTreeSet<u8>,
     send_busy: bool,
+    /// The radio receives (SetRFReceiveMode); while off, no node frame arrives and every
+    /// transmission fails.
+    rf_on: bool,
     jam: Option<Jam>,
     pending_faults: Vec<Fault>,
     membership: Membership,
     nvm: nvm::Nvm,
     tx_status_report: bool,
     recorded: Vec<Recorded>,
+    /// When the partial host frame in the parser started (reception is aborted
+    /// [`RX_TIMEOUT`] later).
+    partial_since: Option<Duration>,
     stats: EmulatorStats,
 }
+
+/// "The receiver aborts reception 1500 ms after SOF" (INS12350): a partial host frame is
+/// dropped after this long.
+pub const RX_TIMEOUT: Duration = Duration::from_millis(1500);
 
 impl Emulator {
     pub fn new(cfg: EmulatorConfig) -> Self {
@@ -238,14 +253,17 @@ impl Emulator {
             last_node_id,
             awake: BTreeMap::new(),
             held: BTreeMap::new(),
+            beamed: BTreeMap::new(),
             dead: BTreeSet::new(),
             failed: BTreeSet::new(),
             send_busy: false,
+            rf_on: true,
             jam: None,
             pending_faults: Vec::new(),
             membership: Membership::default(),
             tx_status_report: true,
             recorded: Vec::new(),
+            partial_since: None,
             stats: EmulatorStats::default(),
             cfg,
         };
@@ -299,6 +317,10 @@ impl Emulator {
                 ParseEvent::Rejected(_) => {}
             }
         }
+        self.partial_since = match (self.parser.has_partial(), self.partial_since) {
+            (false, _) => None,
+            (true, since) => Some(since.unwrap_or(now)),
+        };
         self.tick(now);
     }
 
@@ -331,6 +353,11 @@ impl Emulator {
 
     /// Runs what is due at `now`.
     pub fn tick(&mut self, now: Duration) {
+        if self.partial_since.is_some_and(|t| now >= t + RX_TIMEOUT) {
+            self.parser.flush_stalled();
+            self.partial_since = None;
+            self.stats.rx_timeouts += 1;
+        }
         self.link.poll(now);
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
@@ -407,6 +434,9 @@ impl Emulator {
         let Ok(len) = u8::try_from(cc.len()) else {
             return;
         };
+        if !self.rf_on {
+            return;
+        }
         let readings = crate::Cc::decode(&cc)
             .map(|c| crate::normalize(&c))
             .unwrap_or_default();
@@ -502,6 +532,7 @@ impl Emulator {
         self.timers.retain(|_, a| !a.is_controller_ram());
         self.send_busy = false;
         self.jam = None;
+        self.rf_on = true;
         self.membership = Membership::default();
         self.tx_status_report = true;
         self.schedule(
@@ -527,10 +558,11 @@ impl Emulator {
     /// When [`Emulator::tick`] has something to do next.
     pub fn next_deadline(&self) -> Option<Duration> {
         let timer = self.timers.first_key_value().map(|((t, _), _)| *t);
-        match (timer, self.link.deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let rx = self.partial_since.map(|t| t + RX_TIMEOUT);
+        [timer, self.link.deadline(), rx]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Adds a node waiting to be included (it joins on the next AddNodeToNetwork).

@@ -188,6 +188,17 @@ fn link_layer_acks_naks_and_cans() {
 }
 
 #[test]
+fn a_partial_host_frame_is_dropped_after_the_receive_timeout() {
+    let mut h = Host::quiet();
+    // A SOF and a length, then silence: the reception is aborted after 1500 ms, and the
+    // next frame is understood.
+    h.write(&[0x01, 0x09, 0x00]);
+    h.advance(RX_TIMEOUT);
+    assert_eq!(h.emu.stats().rx_timeouts, 1);
+    assert_eq!(h.call(func::GET_SUC_NODE_ID, &[]), [1]);
+}
+
+#[test]
 fn unacknowledged_frames_are_retransmitted_then_dropped() {
     let mut h = Host::quiet();
     h.auto_ack = false;
