@@ -20,5 +20,5 @@ mod policy;
 mod rumqttd_support;
 mod zigbee;
 mod zwave_emu;
-mod zwave_mock;
 mod zwave_emulator;
+mod zwave_mock;
