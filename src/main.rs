@@ -175,6 +175,15 @@ enum EmulateCommand {
         #[arg(long, default_value = "info")]
         log_level: String,
     },
+    /// A 700-series Z-Wave Serial API controller with emulated nodes. Prints where it
+    /// listens (`listening tcp://HOST:PORT` or `pty /dev/pts/N`) as its first line.
+    Zwave {
+        #[command(flatten)]
+        args: fieldgate::emulate::ZwaveArgs,
+        /// Log level on stderr (RUST_LOG overrides).
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -205,7 +214,8 @@ enum InstallCodeCmd {
 
 #[derive(Subcommand)]
 enum RadioCmd {
-    /// Export a Zigbee radio's network as open-coordinator-backup JSON. The output holds
+    /// Export a radio's network (Zigbee: open-coordinator-backup JSON; Z-Wave: the NVM
+    /// image with its home id and nodes, see docs/zwave.md). The output holds
     /// the network key: keep it like a password.
     Backup {
         name: String,
@@ -494,6 +504,12 @@ async fn async_main(cli: Cli) -> ExitCode {
         } => {
             daemon::init_logging(log_level);
             fieldgate::emulate::run_zigbee(args.clone()).await
+        }
+        Command::Emulate {
+            command: EmulateCommand::Zwave { args, log_level },
+        } => {
+            daemon::init_logging(log_level);
+            fieldgate::emulate::run_zwave(args.clone()).await
         }
         Command::Config { .. } => unreachable_config(),
         Command::Audit {

@@ -158,6 +158,7 @@ fn radio_problems(counters: &Value) -> String {
         ("timeouts", "timeouts"),
         ("bad_nv_items", "bad NV items"),
         ("incomplete", "incomplete messages"),
+        ("not_decrypted", "not decrypted"),
     ];
     let found: Vec<String> = names
         .iter()
@@ -764,6 +765,9 @@ pub async fn radio_backup(api: &ApiClient, radio: &str, out: Option<&Path>) -> R
         crate::out!("{}", *text);
         return Ok(());
     };
+    if let Some(image) = v.pointer("/nvm/hex").and_then(Value::as_str) {
+        return write_image_backup(radio, out, image, &v);
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -781,6 +785,68 @@ pub async fn radio_backup(api: &ApiClient, radio: &str, out: Option<&Path>) -> R
     eprintln!(
         "backup of radio {radio} written to {} (mode 0600; it contains the network key)",
         out.display()
+    );
+    Ok(())
+}
+
+/// A backup that is a controller's memory image (Z-Wave NVM): the image itself to `out` and
+/// what describes it (home id, nodes, controller and chip family) to `<out>.json`, both new
+/// files with mode 0600 (the image holds the network keys).
+fn write_image_backup(radio: &str, out: &Path, image_hex: &str, doc: &Value) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let image = zeroize::Zeroizing::new(
+        hex::decode(image_hex).context("the radio sent a backup image that is not hex")?,
+    );
+    let mut sidecar = doc.clone();
+    if let Some(nvm) = sidecar.get_mut("nvm").and_then(Value::as_object_mut) {
+        nvm.remove("hex");
+        nvm.insert(
+            "image".into(),
+            Value::String(
+                out.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+        );
+    }
+    let sidecar_path = {
+        let mut p = out.as_os_str().to_owned();
+        p.push(".json");
+        std::path::PathBuf::from(p)
+    };
+    if sidecar_path.exists() {
+        return Err(anyhow!(
+            "{} exists (an existing file is never overwritten)",
+            sidecar_path.display()
+        ));
+    }
+    for (path, bytes) in [
+        (out, image.to_vec()),
+        (
+            sidecar_path.as_path(),
+            format!("{}\n", serde_json::to_string_pretty(&sidecar)?).into_bytes(),
+        ),
+    ] {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "cannot create {} (an existing file is never overwritten)",
+                    path.display()
+                )
+            })?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!(
+        "backup of radio {radio}: image ({} bytes) in {}, its description in {} (mode 0600; the image contains the network keys)",
+        image.len(),
+        out.display(),
+        sidecar_path.display()
     );
     Ok(())
 }

@@ -5,5 +5,7 @@
 //! options, listener and fault schedule and knows nothing of the others.
 
 pub mod zigbee;
+pub mod zwave;
 
 pub use zigbee::{run_zigbee, ZigbeeArgs};
+pub use zwave::{run_zwave, ZwaveArgs};

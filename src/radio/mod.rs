@@ -17,6 +17,8 @@ pub mod session;
 mod supervisor;
 pub mod zigbee;
 pub mod zigbee_sim;
+pub mod zwave;
+pub mod zwave_sim;
 
 pub use supervisor::{spawn_all, Backoff};
 
@@ -144,6 +146,9 @@ pub struct RadioCounters {
     /// Frames that decoded but that the driver turns into nothing (e.g. Zigbee Green Power
     /// notifications: GP devices are not commissioned); each is logged.
     pub unhandled: AtomicU64,
+    /// Frames that arrived encrypted in a scheme the driver does not decrypt (Z-Wave S0/S2
+    /// encapsulation); each is logged, none is guessed at.
+    pub not_decrypted: AtomicU64,
 }
 
 /// [`RadioCounters`] read at one moment.
@@ -159,6 +164,8 @@ pub struct RadioCountersSnapshot {
     pub incomplete: u64,
     #[serde(default)]
     pub unhandled: u64,
+    #[serde(default)]
+    pub not_decrypted: u64,
 }
 
 impl RadioCounters {
@@ -176,6 +183,7 @@ impl RadioCounters {
             bad_nv_items: get(&self.bad_nv_items),
             incomplete: get(&self.incomplete),
             unhandled: get(&self.unhandled),
+            not_decrypted: get(&self.not_decrypted),
         }
     }
 }
@@ -294,7 +302,7 @@ pub struct DriverSpec {
 }
 
 /// The drivers compiled into this build.
-pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC];
+pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC, zwave::SPEC];
 
 /// The driver for `protocol`, if this build has one.
 pub fn spec(protocol: Protocol) -> Option<&'static DriverSpec> {

@@ -126,8 +126,9 @@ pub fn attach_sim(stream: DuplexStream) {
     });
 }
 
-/// The master side of a pseudo-terminal as an async byte stream.
-struct PtyMaster {
+/// The master side of a pseudo-terminal as an async byte stream (shared with the other
+/// protocols' emulators).
+pub(crate) struct PtyMaster {
     fd: AsyncFd<std::fs::File>,
 }
 
@@ -194,21 +195,7 @@ impl PtyEmulator {
 
     /// Serves an existing emulator (e.g. to keep its network across PTYs).
     pub fn spawn_with(sim: SimEmulator) -> io::Result<Self> {
-        use nix::fcntl::{fcntl, FcntlArg, OFlag};
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
-        let path = nix::unistd::ttyname(pty.slave.as_fd()).map_err(io::Error::from)?;
-        // Raw slave: no echo, no line discipline, before any byte flows.
-        let mut t = tcgetattr(pty.slave.as_fd()).map_err(io::Error::from)?;
-        cfmakeraw(&mut t);
-        tcsetattr(pty.slave.as_fd(), SetArg::TCSANOW, &t).map_err(io::Error::from)?;
-        fcntl(pty.master.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
-        let file = std::fs::File::from(pty.master);
-        // SAFETY: the File owns the master descriptor and moves into the AsyncFd, which
-        // keeps it open and unchanged until it is dropped.
-        let fd = unsafe { AsyncFd::register(file) }
-            .map_err(|e| io::Error::other(format!("cannot register the PTY master: {e}")))?;
-        let master = PtyMaster { fd };
+        let (master, path, slave) = open_pty()?;
         let pump = sim.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = pump.serve(master).await {
@@ -218,7 +205,7 @@ impl PtyEmulator {
         Ok(Self {
             sim,
             path,
-            _slave: pty.slave,
+            _slave: slave,
             task,
         })
     }
@@ -227,6 +214,27 @@ impl PtyEmulator {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Opens a raw pseudo-terminal: its master as an async stream, the slave's path, and the
+/// slave descriptor (keep it open so that a driver can close and re-open the path).
+pub(crate) fn open_pty() -> io::Result<(PtyMaster, PathBuf, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+    let path = nix::unistd::ttyname(pty.slave.as_fd()).map_err(io::Error::from)?;
+    // Raw slave: no echo, no line discipline, before any byte flows.
+    let mut t = tcgetattr(pty.slave.as_fd()).map_err(io::Error::from)?;
+    cfmakeraw(&mut t);
+    tcsetattr(pty.slave.as_fd(), SetArg::TCSANOW, &t).map_err(io::Error::from)?;
+    fcntl(pty.master.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
+    let file = std::fs::File::from(pty.master);
+    // SAFETY: the File owns the master descriptor and moves into the AsyncFd, which
+    // keeps it open and unchanged until it is dropped.
+    let fd = unsafe { AsyncFd::register(file) }
+        .map_err(|e| io::Error::other(format!("cannot register the PTY master: {e}")))?;
+    let master = PtyMaster { fd };
+    Ok((master, path, pty.slave))
 }
 
 impl Drop for PtyEmulator {

@@ -19,3 +19,6 @@ mod policy;
 #[path = "../support/rumqttd.rs"]
 mod rumqttd_support;
 mod zigbee;
+mod zwave_emu;
+mod zwave_emulator;
+mod zwave_mock;

@@ -48,6 +48,8 @@
 
 pub mod cc;
 pub mod decode;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod error;
 pub mod frame;
 pub mod function;
