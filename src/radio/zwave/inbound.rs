@@ -106,11 +106,12 @@ impl Controller<'_> {
                 },
                 unit: r.unit.map(str::to_string),
             })
+            .flat_map(crate::model::vocabulary::normalize)
             .collect();
         if let Some(on) = readings
             .iter()
             .find_map(|r| match (r.name.as_str(), &r.value) {
-                ("on_off", Value::Bool(b)) => Some(*b),
+                ("on", Value::Bool(b)) => Some(*b),
                 _ => None,
             })
         {

@@ -192,7 +192,7 @@ async fn switches_and_reports_with_units() {
     );
     assert!(zw
         .seen(|e| e.native_address == "c0ffee01-2"
-            && matches!(&e.kind, DeviceEventKind::Readings(r) if r.iter().any(|r| r.name == "on_off" && r.value == Value::Bool(true))))
+            && matches!(&e.kind, DeviceEventKind::Readings(r) if r.iter().any(|r| r.name == "on" && r.value == Value::Bool(true))))
         .is_some());
     mock.wait_line("host->node 2: BinarySwitchCCSet", 5).await;
     // A refresh: Binary Switch Get and Meter Get, the energy in kWh.
