@@ -32,7 +32,11 @@ impl Radio {
             "zwave" => (Protocol::Zwave, "zw0"),
             "ble" => (Protocol::Ble, "ble0"),
             "lora" => (Protocol::Lora, "lora0"),
-            other => return Err(format!("unknown radio {other:?} (zigbee, zwave, ble, lora)")),
+            other => {
+                return Err(format!(
+                    "unknown radio {other:?} (zigbee, zwave, ble, lora)"
+                ))
+            }
         };
         Ok(Radio { protocol, name })
     }

@@ -197,7 +197,10 @@ fn main() {
                 url.port().unwrap_or(1883),
             )
         }
-        None => ("127.0.0.1".to_string(), rumqttd_support::start("bench", 200)),
+        None => (
+            "127.0.0.1".to_string(),
+            rumqttd_support::start("bench", 200),
+        ),
     };
     let bench_rt = runtime("bench");
     let gw_rt = runtime("gw-");
@@ -339,7 +342,10 @@ fn main() {
         let delivered0 = status.snapshot().delivered;
         let t0 = Instant::now();
         bench_rt.block_on(async {
-            load::offer(&events, &radios, devices, sampled, rate, total, epoch, &sent).await;
+            load::offer(
+                &events, &radios, devices, sampled, rate, total, epoch, &sent,
+            )
+            .await;
             // A marked last reading: once the hub has committed it, it has committed
             // every event before it; then the outbox empties as the broker acks.
             let marker = radios[0].marker(0, k as u64);
@@ -409,7 +415,10 @@ fn main() {
         radios: args.radios.clone(),
         devices,
         synchronous: args.sync.clone(),
-        broker: args.url.clone().unwrap_or_else(|| "embedded rumqttd".into()),
+        broker: args
+            .url
+            .clone()
+            .unwrap_or_else(|| "embedded rumqttd".into()),
         bare_before_msgs_per_s: bare_before,
         bare_after_msgs_per_s: bare_after,
         connected_ms,

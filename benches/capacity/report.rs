@@ -140,7 +140,11 @@ fn plot(path: &Path, r: &Result) -> PlotResult {
         .y_desc("ms")
         .draw()?;
     for (name, color, f) in [
-        ("p50", GREEN, (|s: &Step| s.latency_p50_ms) as fn(&Step) -> f64),
+        (
+            "p50",
+            GREEN,
+            (|s: &Step| s.latency_p50_ms) as fn(&Step) -> f64,
+        ),
         ("p99", MAGENTA, |s: &Step| s.latency_p99_ms),
     ] {
         let pts: Vec<(f64, f64)> = r
