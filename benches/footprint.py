@@ -88,13 +88,13 @@ def wait_publish(s):
         if not chunk:
             return False
         buf += chunk
-        # Skip SUBACK (0x90); any PUBLISH (0x3X) ends the wait.
+        # Skip SUBACK (0x90, 5 bytes); any PUBLISH (0x3X) ends the wait.
         i = 0
         while i < len(buf):
             if buf[i] >> 4 == 3:
                 return True
-            if buf[i] == 0x90 and i + 4 <= len(buf):
-                i += 4
+            if buf[i] == 0x90 and i + 5 <= len(buf):
+                i += 5
                 continue
             break
         buf = buf[i:]
@@ -183,6 +183,8 @@ def main():
     time.sleep(0.5)
     try:
         empty = tempfile.mkdtemp(prefix="footprint-empty-")
+        # A first start creates the database; the measured starts open one.
+        measure(args.fieldgate, empty, "empty", port, 1)
         results = [
             measure(args.fieldgate, empty, "empty", port, args.runs),
             measure(args.fieldgate, os.path.abspath(args.state), "large", port, args.runs),
