@@ -272,8 +272,12 @@ impl Hub {
                         in_flight.push_back(b);
                     }
                 }
-                result = async { (&mut in_flight.front_mut().expect("a burst in flight").done).await },
-                    if !in_flight.is_empty() => {
+                result = async {
+                    match in_flight.front_mut() {
+                        Some(b) => (&mut b.done).await,
+                        None => std::future::pending().await,
+                    }
+                }, if !in_flight.is_empty() => {
                     if let Some(b) = in_flight.pop_front() {
                         self.committed(b.events, result).await;
                     }
