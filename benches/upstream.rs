@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::gateway_support::TestGateway;
 use fieldgate::config::{Config, Protocol};
+use fieldgate::hub::BURSTS_IN_FLIGHT as BURSTS;
 use fieldgate::model::{DeviceEvent, DeviceEventKind, Reading, Value};
 use fieldgate::store::outbox::{self, MessageKind, NewMessage};
 use fieldgate::store::{Store, WriterOptions};
@@ -102,7 +103,7 @@ struct Gateway {
 }
 
 impl Gateway {
-    async fn start(port: u16, synchronous: &str, tag: &str) -> Gateway {
+    async fn start(port: u16, synchronous: &str, tag: &str, bursts: usize) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!(
             "[gateway]\nid = \"bench-gw\"\nstate_dir = \"{}\"\n[store]\nsynchronous = \"{synchronous}\"\n[upstream]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"bench-{tag}-{}\"\ntopic_prefix = \"bench/{tag}\"\n",
@@ -114,6 +115,7 @@ impl Gateway {
         let mut gw = TestGateway::builder(config)
             .radios(Vec::new())
             .upstream(Tuning::default())
+            .bursts_in_flight(bursts)
             .start();
         Gateway {
             db: gw.db.clone(),
@@ -215,8 +217,8 @@ fn readings(n: usize) -> Vec<DeviceEvent> {
 }
 
 /// Events/s and messages/s from the hub to PUBACKed-and-deleted.
-async fn end_to_end(port: u16, n: usize, synchronous: &str) -> (f64, f64) {
-    let gw = Gateway::start(port, synchronous, &format!("e2e-{synchronous}")).await;
+async fn end_to_end(port: u16, n: usize, synchronous: &str, bursts: usize) -> (f64, f64) {
+    let gw = Gateway::start(port, synchronous, &format!("e2e-{synchronous}"), bursts).await;
     gw.wait_connected().await;
     // Built before the clock starts, as the bare loop's payloads are.
     let events = readings(n);
@@ -257,7 +259,7 @@ async fn hub_only(n: usize, synchronous: &str) -> f64 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("port");
-    let gw = Gateway::start(closed, synchronous, &format!("hub-{synchronous}")).await;
+    let gw = Gateway::start(closed, synchronous, &format!("hub-{synchronous}"), BURSTS).await;
     // Built before the clock starts, as the bare loop's payloads are.
     let events = readings(n);
     let t0 = Instant::now();
@@ -332,20 +334,48 @@ fn main() {
     let n_bare = env_usize("FIELDGATE_BENCH_BARE", 200_000);
     let n_events = env_usize("FIELDGATE_BENCH_EVENTS", 100_000);
     let pairs = env_usize("FIELDGATE_BENCH_PAIRS", PAIRS).max(1);
-    let n_full = env_usize("FIELDGATE_BENCH_EVENTS_FULL", 2_000);
+    let n_full = env_usize("FIELDGATE_BENCH_EVENTS_FULL", 100_000);
+    let full_pairs = env_usize("FIELDGATE_BENCH_FULL_PAIRS", 3).max(1);
     let backlog = env_usize("FIELDGATE_BENCH_BACKLOG", 100_000);
     if std::env::var("FIELDGATE_BENCH_ONLY").as_deref() == Ok("e2e") {
         // For profiling the gateway's own path: end to end only, no baseline.
         rt.block_on(async {
-            let (ev, msg) = end_to_end(port, n_events, "normal").await;
+            let (ev, msg) = end_to_end(port, n_events, "normal", BURSTS).await;
             println!("end to end, sync=normal: {ev:.0} events/s = {msg:.0} msg/s");
+        });
+        std::process::exit(0);
+    }
+    if std::env::var("FIELDGATE_BENCH_ONLY").as_deref() == Ok("full") {
+        // The shipped durability setting alone: pairs of bare, pipelined, one burst
+        // per commit.
+        rt.block_on(async {
+            bare(port, 2_000).await;
+            let mut ratios = (Vec::new(), Vec::new());
+            for _ in 0..full_pairs {
+                let b = bare(port, n_bare).await;
+                let piped = end_to_end(port, n_full, "full", BURSTS).await;
+                let serial = end_to_end(port, n_full, "full", 1).await;
+                println!(
+                    "sync=full ({n_full} events): bare {b:.0} msg/s; pipelined {:.0} events/s = {:.2} of bare; one burst per commit {:.0} events/s = {:.2} of bare",
+                    piped.0, piped.0 / b, serial.0, serial.0 / b
+                );
+                ratios.0.push(piped.0 / b);
+                ratios.1.push(serial.0 / b);
+            }
+            ratios.0.sort_by(f64::total_cmp);
+            ratios.1.sort_by(f64::total_cmp);
+            println!(
+                "median ratio to bare: pipelined {:.2}, one burst per commit {:.2}",
+                ratios.0[ratios.0.len() / 2],
+                ratios.1[ratios.1.len() / 2]
+            );
         });
         std::process::exit(0);
     }
     rt.block_on(async {
         // Warm-up of both paths.
         bare(port, 2_000).await;
-        end_to_end(port, 500, "normal").await;
+        end_to_end(port, 500, "normal", BURSTS).await;
 
         // Pairs of runs, bare then end to end: the shared VM's speed drifts, so each
         // end-to-end run is compared with the bare run right before it.
@@ -353,7 +383,7 @@ fn main() {
         let mut e2e = Vec::new();
         for _ in 0..pairs {
             bare_rates.push(bare(port, n_bare).await);
-            e2e.push(end_to_end(port, n_events, "normal").await);
+            e2e.push(end_to_end(port, n_events, "normal", BURSTS).await);
         }
         let median = |mut v: Vec<f64>| {
             v.sort_by(|a, b| a.total_cmp(b));
@@ -364,14 +394,33 @@ fn main() {
         let msg_rate = median(e2e.iter().map(|r| r.1).collect());
         let ev_ratios: Vec<f64> = e2e.iter().zip(&bare_rates).map(|(e, b)| e.0 / b).collect();
         let msg_ratios: Vec<f64> = e2e.iter().zip(&bare_rates).map(|(e, b)| e.1 / b).collect();
-        let (full_ev, full_msg) = end_to_end(port, n_full, "full").await;
+        // The shipped setting: pairs of bare and end to end with synchronous = full,
+        // each end-to-end run with the hub's bursts pipelined (the daemon's) and,
+        // as the baseline of the change, one burst per commit.
+        let mut full = Vec::new();
+        for _ in 0..full_pairs {
+            let b = bare(port, n_bare).await;
+            let piped = end_to_end(port, n_full, "full", BURSTS).await;
+            let serial = end_to_end(port, n_full, "full", 1).await;
+            full.push((b, piped, serial));
+        }
         let drain_rate = drain(port, backlog).await;
         let hub_rate = hub_only(n_events, "normal").await;
 
         println!("upstream benchmark (rumqttd on loopback, QoS 1, window 100)");
         println!("  bare rumqttc loop:          {bare_rate:>10.0} msg/s  (median of {pairs}: {bare_rates:.0?})");
         println!("  end to end, sync=normal:    {ev_rate:>10.0} events/s = {msg_rate:>8.0} msg/s (median of {pairs}, {n_events} events)");
-        println!("  end to end, sync=full:      {full_ev:>10.0} events/s = {full_msg:>8.0} msg/s ({n_full} events)");
+        for (b, piped, serial) in &full {
+            println!(
+                "  sync=full ({n_full} events): bare {b:.0} msg/s; pipelined {:.0} events/s = {:.2} of bare; one burst per commit {:.0} events/s = {:.2} of bare",
+                piped.0, piped.0 / b, serial.0, serial.0 / b
+            );
+        }
+        let full_ratio = median(full.iter().map(|(b, p, _)| p.0 / b).collect());
+        let serial_ratio = median(full.iter().map(|(b, _, s)| s.0 / b).collect());
+        println!(
+            "  ratio sync=full end-to-end events/s / bare msg/s, median of {full_pairs}: pipelined {full_ratio:.2}, one burst per commit {serial_ratio:.2}"
+        );
         println!("  hub only (no uplink), sync=normal: {hub_rate:>10.0} events/s ({n_events} events)");
         println!("  drain of {backlog} rows:      {drain_rate:>10.0} msg/s");
         println!(

@@ -357,9 +357,15 @@ fn credential_status(c: &rusqlite::Connection) -> store::StoreResult<serde_json:
 async fn list_devices(
     State(s): State<ApiState>,
     q: Result<Query<registry::DeviceFilter>, QueryRejection>,
-) -> ApiResult<Vec<registry::Device>> {
+) -> Result<Response, ApiError> {
     let Query(filter) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    Ok(Json(read(&s, move |c| registry::list(c, &filter)).await?))
+    // Serialized row by row from the store: the bytes, not a `Device` per row too.
+    let body = read(&s, move |c| registry::list_json(c, &filter)).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 async fn get_device(

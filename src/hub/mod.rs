@@ -14,7 +14,7 @@
 //! `held` (requests waiting for a device to wake), `health`, `admission`, `rules`
 //! and `messages` (lifecycle, availability and response messages).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -72,6 +72,13 @@ pub const EVENT_QUEUE: usize = 4096;
 /// less per event; a burst of 2,048 readings commits in a few milliseconds.
 const MAX_EVENT_BATCH: usize = EVENT_QUEUE / 2;
 
+/// Bursts handed to the store writer and not yet committed, at most. While one
+/// commits (its fsync, with `synchronous = full`), the hub gathers and hands over
+/// the next ones, and the writer commits those queued meanwhile together: under load
+/// an fsync is paid per several bursts, not per burst. Each burst's effects (notices,
+/// radio actions, rules) still follow its own commit, in order.
+pub const BURSTS_IN_FLIGHT: usize = 4;
+
 /// How often availability is re-evaluated against the policy's timeouts.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -107,6 +114,8 @@ pub struct Hub {
     queued: HashSet<String>,
     /// Refreshes of awake devices, by command id: the attributes asked for and who waits.
     refreshing: HashMap<String, (Vec<String>, oneshot::Sender<RefreshResult>)>,
+    /// Bursts that may be in the writer's hands at once (see [`BURSTS_IN_FLIGHT`]).
+    bursts_in_flight: usize,
 }
 
 /// What applying one event decided beyond the store: notices and radio actions.
@@ -169,6 +178,7 @@ impl Hub {
             master_key: None,
             queued: HashSet::new(),
             refreshing: HashMap::new(),
+            bursts_in_flight: BURSTS_IN_FLIGHT,
         };
         (
             hub,
@@ -192,6 +202,13 @@ impl Hub {
             self.policy = Arc::new(engine);
         }
         self.pinned_key = pinned_key;
+        self
+    }
+
+    /// How many bursts of device events may wait for their commit at once; 1 waits
+    /// for each burst's commit before gathering the next (no pipelining).
+    pub fn with_bursts_in_flight(mut self, bursts: usize) -> Hub {
+        self.bursts_in_flight = bursts.max(1);
         self
     }
 
@@ -239,9 +256,11 @@ impl Hub {
         let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.recover_held_requests().await;
+        // Bursts handed to the writer, oldest first; their effects run in this order.
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
             tokio::select! {
-                Some(ev) = events.recv() => {
+                Some(ev) = events.recv(), if in_flight.len() < self.bursts_in_flight => {
                     let mut batch = vec![ev];
                     while batch.len() < MAX_EVENT_BATCH {
                         match events.try_recv() {
@@ -249,10 +268,28 @@ impl Hub {
                             Err(_) => break,
                         }
                     }
-                    self.on_events(batch).await;
+                    if let Some(b) = self.submit_events(batch).await {
+                        in_flight.push_back(b);
+                    }
                 }
-                Some(req) = requests.recv() => self.on_request(req).await,
+                result = async {
+                    match in_flight.front_mut() {
+                        Some(b) => (&mut b.done).await,
+                        None => std::future::pending().await,
+                    }
+                }, if !in_flight.is_empty() => {
+                    if let Some(b) = in_flight.pop_front() {
+                        self.committed(b.events, result).await;
+                    }
+                }
+                // Everything else sees every burst handed over so far committed and
+                // acted on, as it would without pipelining.
+                Some(req) = requests.recv() => {
+                    self.settle_bursts(&mut in_flight).await;
+                    self.on_request(req).await;
+                }
                 _ = tick.tick() => {
+                    self.settle_bursts(&mut in_flight).await;
                     if let Some(l) = &liveness {
                         // Liveness means the loop turns and the store commits.
                         match self.writer.write(|_| Ok(())).await {
@@ -261,11 +298,18 @@ impl Hub {
                         }
                     }
                 }
-                _ = health.tick() => self.check_availability().await,
-                _ = expiry.tick(), if !self.queued.is_empty() => self.expire_held_requests().await,
+                _ = health.tick() => {
+                    self.settle_bursts(&mut in_flight).await;
+                    self.check_availability().await;
+                }
+                _ = expiry.tick(), if !self.queued.is_empty() => {
+                    self.settle_bursts(&mut in_flight).await;
+                    self.expire_held_requests().await;
+                }
                 _ = crate::shutdown::signalled(&mut shutdown) => break,
             }
         }
+        self.settle_bursts(&mut in_flight).await;
         // Drain what is already queued so nothing accepted is lost.
         let mut rest = Vec::new();
         while let Ok(ev) = events.try_recv() {
@@ -280,6 +324,14 @@ impl Hub {
         // Wait for the last writes to commit.
         let _ = self.writer.write(|_| Ok(())).await;
         tracing::info!("hub stopped");
+    }
+
+    /// Waits for every burst in flight to commit and acts on each, in order.
+    async fn settle_bursts(&mut self, in_flight: &mut VecDeque<InFlight>) {
+        while let Some(b) = in_flight.pop_front() {
+            let result = b.done.await;
+            self.committed(b.events, result).await;
+        }
     }
 
     fn notify(&self, n: Notice) {

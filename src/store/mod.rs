@@ -336,6 +336,24 @@ impl Writer {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Queues `f` for the next batch and returns at once with a receiver that
+    /// resolves once that batch has committed. A caller that queues several writes
+    /// before awaiting any lets the writer commit them together (one fsync for all
+    /// of them); the writer runs and commits jobs in the order they were queued.
+    pub async fn queue<R, F>(&self, f: F) -> StoreResult<oneshot::Receiver<StoreResult<R>>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job = Self::make_job(f, tx, self.stats.clone());
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(rx)
+    }
+
     /// The same as [`Writer::write`] for callers outside an async runtime.
     pub fn write_blocking<R, F>(&self, f: F) -> StoreResult<R>
     where

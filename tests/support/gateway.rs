@@ -48,6 +48,7 @@ pub struct Builder {
     join_windows: Vec<(String, Duration)>,
     upstream: Option<Tuning>,
     events: usize,
+    bursts_in_flight: Option<usize>,
     master_key: Arc<MasterKey>,
 }
 
@@ -64,6 +65,7 @@ impl TestGateway {
             join_windows: Vec::new(),
             upstream: None,
             events: EVENT_QUEUE,
+            bursts_in_flight: None,
             master_key: test_master_key(),
         }
     }
@@ -121,6 +123,13 @@ impl Builder {
         self
     }
 
+    /// Bursts the hub may hand to the writer before the first commits (the
+    /// daemon's by default; 1 waits for each commit).
+    pub fn bursts_in_flight(mut self, bursts: usize) -> Self {
+        self.bursts_in_flight = Some(bursts);
+        self
+    }
+
     pub fn start(self) -> TestGateway {
         let config = self.config;
         let db = config.db_path();
@@ -141,6 +150,9 @@ impl Builder {
         let radios = Arc::new(radios);
         let (mut hub, handle, requests) = Hub::new(config.gateway_id(), store.writer(), &radios);
         hub = hub.with_master_key(self.master_key.clone());
+        if let Some(n) = self.bursts_in_flight {
+            hub = hub.with_bursts_in_flight(n);
+        }
         for (radio, open_for) in &self.join_windows {
             hub.open_join_window(radio, *open_for);
         }

@@ -387,8 +387,28 @@ fn with_link_readings(ev: &mut DeviceEvent) {
     }
 }
 
+/// A burst handed to the store writer and not yet committed.
+pub(in crate::hub) struct InFlight {
+    pub(in crate::hub) done: oneshot::Receiver<Result<Vec<Applied>, StoreError>>,
+    pub(in crate::hub) events: usize,
+}
+
 impl Hub {
-    pub(in crate::hub) async fn on_events(&mut self, mut batch: Vec<DeviceEvent>) {
+    /// Applies a burst and waits for its commit.
+    pub(in crate::hub) async fn on_events(&mut self, batch: Vec<DeviceEvent>) {
+        if let Some(b) = self.submit_events(batch).await {
+            let result = b.done.await;
+            self.committed(b.events, result).await;
+        }
+    }
+
+    /// Hands a burst to the store writer without waiting for its commit, so the hub
+    /// can gather the next burst while this one commits and the writer can commit
+    /// several bursts (and the uplink's deletes) under one fsync.
+    pub(in crate::hub) async fn submit_events(
+        &mut self,
+        mut batch: Vec<DeviceEvent>,
+    ) -> Option<InFlight> {
         for ev in &mut batch {
             with_link_readings(ev);
         }
@@ -405,12 +425,27 @@ impl Hub {
             notify_readings: self.notices.receiver_count() > 0,
             rules: !self.policy.policy.rules.is_empty(),
         };
-        let count = batch.len();
-        let result = self
+        let events = batch.len();
+        match self
             .writer
-            .write(move |c| apply_events(c, &ctx, &batch))
-            .await;
-        let applied = match result {
+            .queue(move |c| apply_events(c, &ctx, &batch))
+            .await
+        {
+            Ok(done) => Some(InFlight { done, events }),
+            Err(e) => {
+                tracing::error!(events, error = %e, "could not commit device events");
+                None
+            }
+        }
+    }
+
+    /// Acts on a committed burst: notices, radio actions, held requests, rules.
+    pub(in crate::hub) async fn committed(
+        &mut self,
+        count: usize,
+        result: Result<Result<Vec<Applied>, StoreError>, oneshot::error::RecvError>,
+    ) {
+        let applied = match result.unwrap_or(Err(StoreError::WriterGone)) {
             Ok(a) => {
                 self.outbox_gate.appended();
                 a
