@@ -13,6 +13,7 @@
 //! entry in [`DRIVERS`]. The supervisor (`supervisor.rs`) runs every driver alike.
 
 pub mod link;
+pub mod lora;
 pub mod session;
 mod supervisor;
 pub mod zigbee;
@@ -294,7 +295,7 @@ pub struct DriverSpec {
 }
 
 /// The drivers compiled into this build.
-pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC];
+pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC, lora::SPEC];
 
 /// The driver for `protocol`, if this build has one.
 pub fn spec(protocol: Protocol) -> Option<&'static DriverSpec> {

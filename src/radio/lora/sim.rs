@@ -1,0 +1,133 @@
+//! `sim://lora`: an emulated packet forwarder with two end devices, talking real GWMP over
+//! UDP to the driver's socket (loopback). The OTAA device joins (its Join-Accept answered
+//! by the driver, at the forwarder's `tmst` + 5 s), then both devices send Cayenne LPP
+//! uplinks, every fourth one confirmed. Their keys are public test keys ([`OTAA_APP_KEY`],
+//! [`ABP_NWK_S_KEY`], [`ABP_APP_S_KEY`]); `sim://lora` provisions them in the driver's
+//! memory only (never in the store), as a technician would with `fieldgate lora add`.
+//!
+//! The forwarder's clock (`tmst`) runs in real time; a downlink timed before "now" is
+//! answered TOO_LATE in its TX_ACK like a real forwarder does.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fieldgate_lora::emulator::{EmulatedDevice, Forwarder, Heard};
+use fieldgate_lora::gwmp::TxAckError;
+use fieldgate_lora::lorawan::SessionKeys;
+use fieldgate_lora::{DevAddr, Eui64};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::sessions::{AbpCredential, OtaaCredential, Sessions};
+
+pub const GATEWAY_EUI: u64 = 0x0016_c001_ff10_0001;
+pub const OTAA_DEV_EUI: &str = "70b3d57ed0000001";
+pub const OTAA_JOIN_EUI: &str = "70b3d57ed0000000";
+pub const OTAA_APP_KEY: &str = "2b7e151628aed2a6abf7158809cf4f3c";
+pub const ABP_DEV_EUI: &str = "70b3d57ed0000002";
+pub const ABP_DEV_ADDR: &str = "26011bda";
+pub const ABP_NWK_S_KEY: &str = "44024241ed4ce9a68c6a8bc055233fd3";
+pub const ABP_APP_S_KEY: &str = "ec925802ae430ca77fd3dd73cb2cc588";
+
+/// Gives the driver the emulated devices' keys; returns how many.
+pub fn provision(sessions: &mut Sessions) -> usize {
+    let otaa = OtaaCredential {
+        join_eui: OTAA_JOIN_EUI.into(),
+        app_key: OTAA_APP_KEY.into(),
+        decoder: None,
+    };
+    let abp = AbpCredential {
+        dev_addr: ABP_DEV_ADDR.into(),
+        nwk_s_key: ABP_NWK_S_KEY.into(),
+        app_s_key: ABP_APP_S_KEY.into(),
+        decoder: None,
+    };
+    let mut n = 0;
+    if let Ok(eui) = OTAA_DEV_EUI.parse() {
+        n += usize::from(sessions.provision_otaa(eui, &otaa).is_ok());
+    }
+    if let Ok(eui) = ABP_DEV_EUI.parse() {
+        n += usize::from(sessions.provision_abp(eui, &abp).is_ok());
+    }
+    n
+}
+
+/// The emulated devices, as the test and the sim build them.
+pub fn devices() -> Option<(EmulatedDevice, EmulatedDevice)> {
+    let otaa = EmulatedDevice::otaa(
+        OTAA_DEV_EUI.parse().ok()?,
+        OTAA_JOIN_EUI.parse().ok()?,
+        OTAA_APP_KEY.parse().ok()?,
+    );
+    let abp = EmulatedDevice::abp(
+        ABP_DEV_EUI.parse().ok()?,
+        ABP_DEV_ADDR.parse::<DevAddr>().ok()?,
+        SessionKeys {
+            nwk_s_key: ABP_NWK_S_KEY.parse().ok()?,
+            app_s_key: ABP_APP_S_KEY.parse().ok()?,
+        },
+    );
+    Some((otaa, abp))
+}
+
+/// Runs the forwarder against `server` until it stops answering.
+pub async fn run(server: SocketAddr) {
+    if let Err(e) = forward(server).await {
+        tracing::info!(error = %e, "sim://lora forwarder stopped");
+    }
+}
+
+async fn forward(server: SocketAddr) -> std::io::Result<()> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    sock.connect(server).await?;
+    let Some((mut otaa, mut abp)) = devices() else {
+        return Ok(());
+    };
+    let mut fwd = Forwarder::new(Eui64(GATEWAY_EUI));
+    let start = Instant::now();
+    let clock = |start: Instant| (start.elapsed().as_micros() as u32).wrapping_add(1_000_000);
+    sock.send(&fwd.pull_data()).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut n: u32 = 0;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                n += 1;
+                sock.send(&fwd.pull_data()).await?;
+                let now = clock(start);
+                if otaa.session.is_none() {
+                    if let Some(req) = otaa.join_request() {
+                        sock.send(&fwd.push_frame(&req, now, 868_100_000, 7)).await?;
+                    }
+                    continue;
+                }
+                // Cayenne LPP: temperature (ch 1, 0.1 °C), humidity (ch 2, 0.5 %).
+                let t = 200 + (n % 20) as i16;
+                let [hi, lo] = t.to_be_bytes();
+                let lpp = [0x01, 0x67, hi, lo, 0x02, 0x68, 0x64 + (n % 8) as u8];
+                let dev = if n % 2 == 0 { &mut otaa } else { &mut abp };
+                if let Some(up) = dev.uplink(2, &lpp, n % 4 == 0) {
+                    sock.send(&fwd.push_frame(&up, now, 868_300_000, 7)).await?;
+                }
+            }
+            got = sock.recv(&mut buf) => {
+                let len = got?;
+                let Some((token, resp)) = Forwarder::pull_resp(&buf[..len]) else { continue };
+                let due = resp.txpk.tmst.unwrap_or(0);
+                let now = clock(start);
+                // Late when its time already passed (wrapping compare on the u32 clock).
+                let late = due.wrapping_sub(now) > u32::MAX / 2;
+                let err = late.then_some(TxAckError::TooLate);
+                sock.send(&fwd.tx_ack(token, err)).await?;
+                if !late {
+                    for dev in [&mut otaa, &mut abp] {
+                        if let Ok(Heard::Joined { dev_addr }) = dev.hear(&resp.txpk.data.0) {
+                            tracing::info!(%dev_addr, "sim://lora: OTAA device joined");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
