@@ -134,6 +134,11 @@ enum Command {
         #[command(subcommand)]
         command: InstallCodeCmd,
     },
+    /// LoRaWAN devices this gateway owns: give it a device's keys.
+    Lora {
+        #[command(subcommand)]
+        command: LoraCmd,
+    },
     /// Decommission a device: removed from the network, credentials destroyed.
     /// It is refused if it tries to join again, until `readmit`.
     Remove {
@@ -198,6 +203,32 @@ enum InstallCodeCmd {
     /// Destroy a device's registered install code.
     Remove {
         ieee: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LoraCmd {
+    /// Add (or re-key) a LoRaWAN device: OTAA with --joineui and --appkey, or ABP with
+    /// --devaddr, --nwkskey and --appskey. Keys are stored encrypted and never shown again;
+    /// a key given as `-` is read from standard input.
+    Add {
+        #[arg(long)]
+        deveui: String,
+        #[arg(long, requires = "appkey", conflicts_with_all = ["devaddr", "nwkskey", "appskey"])]
+        joineui: Option<String>,
+        #[arg(long)]
+        appkey: Option<String>,
+        #[arg(long, requires_all = ["nwkskey", "appskey"])]
+        devaddr: Option<String>,
+        #[arg(long)]
+        nwkskey: Option<String>,
+        #[arg(long)]
+        appskey: Option<String>,
+        /// How its payloads become readings: `lpp` (Cayenne LPP) or `raw` (hex only).
+        #[arg(long)]
+        decoder: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -570,6 +601,30 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Command::InstallCode {
                     command: InstallCodeCmd::Remove { ieee, json },
                 } => cli::install_code_remove(&api, ieee, *json).await,
+                Command::Lora {
+                    command:
+                        LoraCmd::Add {
+                            deveui,
+                            joineui,
+                            appkey,
+                            devaddr,
+                            nwkskey,
+                            appskey,
+                            decoder,
+                            json,
+                        },
+                } => {
+                    let keys = cli::LoraKeys {
+                        dev_eui: deveui,
+                        join_eui: joineui.as_deref(),
+                        app_key: appkey.as_deref(),
+                        dev_addr: devaddr.as_deref(),
+                        nwk_s_key: nwkskey.as_deref(),
+                        app_s_key: appskey.as_deref(),
+                        decoder: decoder.as_deref(),
+                    };
+                    cli::lora_add(&api, &keys, *json).await
+                }
                 Command::Audit {
                     command: AuditCommand::Verify { json, .. },
                 } => cli::audit_verify(&api, *json).await,

@@ -21,7 +21,6 @@ fn number(name: &str, v: f64, unit: &str) -> Reading {
 fn normalized(lpp_name: &str) -> &str {
     match lpp_name {
         "relative_humidity" => "humidity",
-        "luminosity" => "illuminance",
         other => other,
     }
 }
