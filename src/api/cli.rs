@@ -871,7 +871,9 @@ pub async fn lora_add(api: &ApiClient, k: &LoraKeys<'_>, as_json: bool) -> Resul
     let mut stdin_used = false;
     let mut key = |v: Option<&str>, name: &str| -> Result<Option<zeroize::Zeroizing<String>>> {
         match v {
-            Some("-") if stdin_used => anyhow::bail!("only one key can be read from standard input"),
+            Some("-") if stdin_used => {
+                anyhow::bail!("only one key can be read from standard input")
+            }
             Some("-") => {
                 stdin_used = true;
                 let mut text = zeroize::Zeroizing::new(String::new());
@@ -911,7 +913,10 @@ pub async fn lora_add(api: &ApiClient, k: &LoraKeys<'_>, as_json: bool) -> Resul
     } else {
         "added"
     };
-    crate::outln!("LoRaWAN device {} {verb} (keys stored encrypted)", s(&v["device"]));
+    crate::outln!(
+        "LoRaWAN device {} {verb} (keys stored encrypted)",
+        s(&v["device"])
+    );
     for c in v["coordinators"].as_array().cloned().unwrap_or_default() {
         let mark = if c["ok"].as_bool() == Some(true) {
             "ok"

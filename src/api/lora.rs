@@ -69,9 +69,10 @@ pub(super) fn credential(
     let id = DeviceId::new(Protocol::Lora, &eui.to_string());
     let decoder = match &b.decoder {
         None => None,
-        Some(d) => Some(Decoder::parse(d).ok_or_else(|| {
-            bad("invalid_decoder", "`decoder` must be \"lpp\" or \"raw\"")
-        })?),
+        Some(d) => Some(
+            Decoder::parse(d)
+                .ok_or_else(|| bad("invalid_decoder", "`decoder` must be \"lpp\" or \"raw\""))?,
+        ),
     };
     let otaa = (&b.join_eui, &b.app_key);
     let abp = (&b.dev_addr, &b.nwk_s_key, &b.app_s_key);

@@ -384,7 +384,10 @@ impl Hub {
                 secret,
                 actor,
                 reply,
-            } => self.add_credential(kind, device, secret, actor, reply).await,
+            } => {
+                self.add_credential(kind, device, secret, actor, reply)
+                    .await
+            }
             HubRequest::RemoveInstallCode {
                 device,
                 actor,

@@ -20,7 +20,10 @@ pub enum Activation {
     /// Over the air: it must join before it sends data.
     Otaa { join_eui: Eui64, app_key: AesKey },
     /// By personalization: it has a session from the start.
-    Abp { dev_addr: DevAddr, keys: SessionKeys },
+    Abp {
+        dev_addr: DevAddr,
+        keys: SessionKeys,
+    },
 }
 
 /// One end device.
@@ -130,7 +133,10 @@ impl EmulatedDevice {
 
     /// Fault: the next uplink with its MIC flipped (the counter still advances).
     pub fn uplink_bad_mic(&mut self, fport: u8, payload: &[u8]) -> Option<Vec<u8>> {
+        let previous = self.last_uplink.take();
         let mut bytes = self.uplink(fport, payload, false)?;
+        // A frame the network never accepted is not something to replay.
+        self.last_uplink = previous;
         let n = bytes.len();
         bytes[n - 1] ^= 0xff;
         Some(bytes)
@@ -303,6 +309,7 @@ mod tests {
         assert_eq!(f.open(&keys, 0).unwrap().payload, [0x01, 0x67, 0x00, 0xd2]);
         assert_eq!(dev.replay_last().unwrap(), up);
         let bad = dev.uplink_bad_mic(2, &[1]).unwrap();
+        assert_eq!(dev.replay_last().unwrap(), up);
         let PhyPayload::Data(f) = PhyPayload::parse(&bad).unwrap() else {
             panic!()
         };

@@ -69,27 +69,22 @@ impl Hub {
         } else {
             "device.credential.push"
         };
-        let entry = |outcome, details| {
-            AuditEntry::new(
-                &actor,
-                action,
-                device.as_str(),
-                outcome,
-                details,
-            )
-        };
+        let entry =
+            |outcome, details| AuditEntry::new(&actor, action, device.as_str(), outcome, details);
         let takes = device
             .protocol()
             .and_then(crate::radio::capabilities)
             .is_some_and(|c| c.accepts(kind));
         let refusal = if !takes {
             Some(HubError::Invalid(format!(
-                "`{device}`: its radios take no {}", kind.label()
+                "`{device}`: its radios take no {}",
+                kind.label()
             )))
         } else if self.master_key.is_none() {
-            Some(HubError::Store(
-                format!("no master key: a {} cannot be stored encrypted", kind.label()),
-            ))
+            Some(HubError::Store(format!(
+                "no master key: a {} cannot be stored encrypted",
+                kind.label()
+            )))
         } else {
             None
         };

@@ -31,10 +31,18 @@ pub struct GatewayStats {
 /// What a TX_ACK meant.
 #[derive(Debug, PartialEq)]
 pub enum TxOutcome {
-    Sent { what: String },
+    Sent {
+        what: String,
+    },
     /// Refused in RX1; the RX2 copy went out instead.
-    RetriedInRx2 { what: String, error: String },
-    Failed { what: String, error: String },
+    RetriedInRx2 {
+        what: String,
+        error: String,
+    },
+    Failed {
+        what: String,
+        error: String,
+    },
     /// A TX_ACK for no downlink of ours (late, or another server's).
     Unknown,
 }
@@ -119,7 +127,9 @@ impl ForwarderLink {
         let Some(f) = self.in_flight.remove(&token) else {
             return TxOutcome::Unknown;
         };
-        let error = ack.and_then(|a| a.txpk_ack.error).filter(|e| *e != TxAckError::None);
+        let error = ack
+            .and_then(|a| a.txpk_ack.error)
+            .filter(|e| *e != TxAckError::None);
         let Some(error) = error else {
             return TxOutcome::Sent { what: f.what };
         };

@@ -32,10 +32,8 @@ use std::time::SystemTime;
 
 use anyhow::{anyhow, Context, Result};
 use fieldgate_lora::gwmp::{CrcStatus, Packet, RxPk, TxPk};
-use fieldgate_lora::lorawan::{
-    DataFrame, DataMessage, DlSettings, FCtrl, PhyPayload,
-};
 use fieldgate_lora::lorawan::mac::{encode_commands, MacCommand};
+use fieldgate_lora::lorawan::{DataFrame, DataMessage, DlSettings, FCtrl, PhyPayload};
 use fieldgate_lora::region::{Modulation, Region};
 use fieldgate_lora::{Direction, Eui64};
 use tokio::net::UdpSocket;
@@ -45,8 +43,7 @@ use self::sessions::{Refusal, Sessions};
 use super::{DriverFuture, DriverIo, OwnTransportDriver, RadioCounters};
 use crate::config::PortSpec;
 use crate::model::{
-    CredentialKind, DeviceEvent, DeviceEventKind, LinkMetrics, RadioCommand, RadioError,
-    RadioState,
+    CredentialKind, DeviceEvent, DeviceEventKind, LinkMetrics, RadioCommand, RadioError, RadioState,
 };
 use crate::secrets::Secret;
 use crate::store::credentials;
@@ -141,15 +138,18 @@ impl Gateway<'_> {
         let parse_err = |e: serde_json::Error| format!("not a {kind} document: {e}");
         match kind {
             k if k == CredentialKind::LorawanOtaa.as_str() => {
-                let c: OtaaCredential = serde_json::from_slice(secret.expose()).map_err(parse_err)?;
+                let c: OtaaCredential =
+                    serde_json::from_slice(secret.expose()).map_err(parse_err)?;
                 self.sessions.provision_otaa(eui, &c)
             }
             k if k == CredentialKind::LorawanAbp.as_str() => {
-                let c: AbpCredential = serde_json::from_slice(secret.expose()).map_err(parse_err)?;
+                let c: AbpCredential =
+                    serde_json::from_slice(secret.expose()).map_err(parse_err)?;
                 self.sessions.provision_abp(eui, &c)
             }
             SESSION_KIND => {
-                let st: SessionState = serde_json::from_slice(secret.expose()).map_err(parse_err)?;
+                let st: SessionState =
+                    serde_json::from_slice(secret.expose()).map_err(parse_err)?;
                 self.sessions.restore(eui, &st)
             }
             _ => Err(format!("unknown credential kind {kind}")),
@@ -346,7 +346,9 @@ impl Gateway<'_> {
         if acc.lost > 0 {
             tracing::info!(radio = %self.io.radio, dev_eui = %acc.dev_eui, lost = acc.lost, "uplinks lost before this one");
         }
-        let link = self.event(acc.dev_eui, DeviceEventKind::Left, Some(rx)).link;
+        let link = self
+            .event(acc.dev_eui, DeviceEventKind::Left, Some(rx))
+            .link;
         readings.extend(link.iter().flat_map(|l| l.readings().collect::<Vec<_>>()));
         // Answers: an ACK for a confirmed uplink, LinkCheckAns for LinkCheckReq.
         let mut answers = Vec::new();
@@ -357,7 +359,8 @@ impl Gateway<'_> {
             });
         }
         if acc.msg.confirmed || !answers.is_empty() {
-            self.answer(rx, acc.dev_eui, acc.msg.confirmed, &answers).await;
+            self.answer(rx, acc.dev_eui, acc.msg.confirmed, &answers)
+                .await;
         }
         let ev = self.event(acc.dev_eui, DeviceEventKind::Readings(readings), Some(rx));
         if self.emit(ev).await.is_err() {
@@ -408,7 +411,9 @@ impl Gateway<'_> {
                     tracing::warn!(radio = %self.io.radio, what, error = %e, "downlink not sent");
                 }
             }
-            Err(e) => tracing::warn!(radio = %self.io.radio, what, error = %e, "no receive window for this uplink"),
+            Err(e) => {
+                tracing::warn!(radio = %self.io.radio, what, error = %e, "no receive window for this uplink")
+            }
         }
     }
 
@@ -430,7 +435,9 @@ impl Gateway<'_> {
                 let _ = reply.send(r);
             }
             RadioCommand::Remove { native_address } => {
-                let Some(eui) = eui_of(&native_address) else { return };
+                let Some(eui) = eui_of(&native_address) else {
+                    return;
+                };
                 // The session goes; the DevNonces stay on record, so an old Join-Request
                 // cannot be replayed after a re-admission.
                 let still_provisioned = match &self.io.secrets {
@@ -438,8 +445,15 @@ impl Gateway<'_> {
                         let o = owner(eui);
                         sink.writer
                             .write(move |c| {
-                                Ok(credentials::exists(c, &o, CredentialKind::LorawanOtaa.as_str())?
-                                    || credentials::exists(c, &o, CredentialKind::LorawanAbp.as_str())?)
+                                Ok(credentials::exists(
+                                    c,
+                                    &o,
+                                    CredentialKind::LorawanOtaa.as_str(),
+                                )? || credentials::exists(
+                                    c,
+                                    &o,
+                                    CredentialKind::LorawanAbp.as_str(),
+                                )?)
                             })
                             .await
                             .unwrap_or(false)
@@ -453,8 +467,15 @@ impl Gateway<'_> {
                 }
                 tracing::info!(radio = %self.io.radio, device = %native_address, "LoRaWAN session destroyed");
             }
-            RadioCommand::Set { command_id, native_address, .. }
-            | RadioCommand::Read { command_id, native_address } => {
+            RadioCommand::Set {
+                command_id,
+                native_address,
+                ..
+            }
+            | RadioCommand::Read {
+                command_id,
+                native_address,
+            } => {
                 let ev = DeviceEvent {
                     radio: self.io.radio.clone(),
                     protocol: self.io.protocol,
@@ -516,7 +537,14 @@ fn rx_windows(
             return Err(format!("DR{} of {} is not LoRa", w.dr, region.name()));
         };
         let at = rx.tmst.wrapping_add(delay.as_micros() as u32);
-        Ok(TxPk::lorawan_downlink(at, w.freq_hz, sf, bw_khz, power, phy.clone()))
+        Ok(TxPk::lorawan_downlink(
+            at,
+            w.freq_hz,
+            sf,
+            bw_khz,
+            power,
+            phy.clone(),
+        ))
     };
     Ok((tx(rx1, d1)?, tx(rx2, d2)?))
 }

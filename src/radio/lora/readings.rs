@@ -130,7 +130,10 @@ mod tests {
         assert!(!bad);
         assert_eq!(find(&r, "temperature"), &Value::Number(27.2));
         assert_eq!(find(&r, "humidity"), &Value::Number(50.0));
-        assert_eq!(find(&r, "payload_hex"), &Value::Text("03670110056864".into()));
+        assert_eq!(
+            find(&r, "payload_hex"),
+            &Value::Text("03670110056864".into())
+        );
         assert_eq!(find(&r, "battery"), &Value::Number(100.0));
         let (raw, _) = readings(&msg(vec![0x03, 0x67, 0x01, 0x10]), Decoder::Raw, &[]);
         assert!(raw.iter().all(|x| x.name != "temperature"));

@@ -98,8 +98,12 @@ impl Device {
     pub fn state(&self) -> SessionState {
         SessionState {
             dev_addr: self.session.map(|s| s.dev_addr.to_string()),
-            nwk_s_key: self.session.map(|s| hex_encode(s.keys.nwk_s_key.as_bytes())),
-            app_s_key: self.session.map(|s| hex_encode(s.keys.app_s_key.as_bytes())),
+            nwk_s_key: self
+                .session
+                .map(|s| hex_encode(s.keys.nwk_s_key.as_bytes())),
+            app_s_key: self
+                .session
+                .map(|s| hex_encode(s.keys.app_s_key.as_bytes())),
             fcnt_up: self.session.and_then(|s| s.fcnt_up),
             fcnt_down: self.session.map_or(0, |s| s.fcnt_down),
             dev_nonces: self.dev_nonces.clone(),
@@ -382,10 +386,12 @@ impl Sessions {
                 })
             }
         };
-        let msg = frame.open(&s.keys, verdict.fcnt()).map_err(|_| Refusal::BadMic {
-            dev_eui,
-            fcnt: verdict.fcnt(),
-        })?;
+        let msg = frame
+            .open(&s.keys, verdict.fcnt())
+            .map_err(|_| Refusal::BadMic {
+                dev_eui,
+                fcnt: verdict.fcnt(),
+            })?;
         match verdict {
             FcntVerdict::Repeat { fcnt } => Err(Refusal::Replay { dev_eui, fcnt }),
             FcntVerdict::Next { fcnt, lost } => {
@@ -500,7 +506,10 @@ mod tests {
         fresh
             .restore(Eui64(0xa1), &serde_json::from_str(&json).unwrap())
             .unwrap();
-        assert_eq!(fresh.uplink(&data(&up)).unwrap_err().code(), "replayed_counter");
+        assert_eq!(
+            fresh.uplink(&data(&up)).unwrap_err().code(),
+            "replayed_counter"
+        );
         let again = dev.join_request_reusing_nonce().unwrap();
         assert!(fresh
             .join(&join_req(&again), NetId(0), DlSettings::from_byte(0))

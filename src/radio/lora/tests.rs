@@ -125,7 +125,10 @@ async fn otaa_join_is_answered_at_tmst_plus_five_seconds_and_uplinks_decode() {
     let (token, resp) = Forwarder::pull_resp(&r.recv().await).expect("a PULL_RESP");
     // JOIN_ACCEPT_DELAY1 after the uplink, on the concentrator's wrapping clock; RX1 of
     // EU868 is the uplink's channel and rate.
-    assert_eq!(resp.txpk.tmst, Some(4_000_000_000u32.wrapping_add(5_000_000)));
+    assert_eq!(
+        resp.txpk.tmst,
+        Some(4_000_000_000u32.wrapping_add(5_000_000))
+    );
     assert_eq!(resp.txpk.freq, 868.1);
     assert_eq!(resp.txpk.ipol, Some(true));
     assert!(matches!(
@@ -136,9 +139,7 @@ async fn otaa_join_is_answered_at_tmst_plus_five_seconds_and_uplinks_decode() {
     r.send(&ack).await;
     assert_eq!(r.event().await, DeviceEventKind::Joined);
     // A confirmed uplink with LPP temperature: readings, and an ACK in RX1 (1 s).
-    let up = dev
-        .uplink(2, &[0x01, 0x67, 0x00, 0xd2], true)
-        .unwrap();
+    let up = dev.uplink(2, &[0x01, 0x67, 0x00, 0xd2], true).unwrap();
     let push = r.fwd.push_frame(&up, 10_000_000, 868_300_000, 7);
     r.send(&push).await;
     let _push_ack = r.recv().await;
@@ -177,5 +178,8 @@ async fn garbage_datagrams_and_strangers_are_counted_and_the_driver_carries_on()
     let c = r.counters.snapshot();
     assert!(c.undecodable >= 3, "{c:?}");
     assert_eq!(c.unhandled, 1, "{c:?}");
-    assert!(r.events.try_recv().is_err(), "nothing reported for strangers");
+    assert!(
+        r.events.try_recv().is_err(),
+        "nothing reported for strangers"
+    );
 }
