@@ -87,7 +87,12 @@ async fn forward(server: SocketAddr) -> std::io::Result<()> {
     let start = Instant::now();
     let clock = |start: Instant| (start.elapsed().as_micros() as u32).wrapping_add(1_000_000);
     sock.send(&fwd.pull_data()).await?;
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // The first frame a moment after start, once the gateway is listening (and, in the
+    // demo, its join window is open).
+    let mut tick = tokio::time::interval_at(
+        Instant::now() + Duration::from_secs(2),
+        Duration::from_secs(5),
+    );
     let mut n: u32 = 0;
     let mut buf = vec![0u8; 4096];
     loop {
