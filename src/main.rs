@@ -171,6 +171,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum EmulateCommand {
+    /// A LoRaWAN packet forwarder (GWMP over UDP) with an OTAA and an ABP device, sending
+    /// to a gateway's `udp://` port. Prints what it sends and hears, one line each.
+    #[command(name = "lora-gwmp")]
+    LoraGwmp {
+        #[command(flatten)]
+        args: fieldgate::emulate::LoraArgs,
+        /// Log level on stderr (RUST_LOG overrides).
+        #[arg(long, default_value = "warn")]
+        log_level: String,
+    },
     /// A Z-Stack 3 ZNP coordinator with emulated devices. Prints where it listens
     /// (`listening tcp://HOST:PORT` or `pty /dev/pts/N`) as its first line.
     Zigbee {
@@ -525,6 +535,12 @@ async fn async_main(cli: Cli) -> ExitCode {
         } => {
             daemon::init_logging(log_level);
             fieldgate::emulate::run_zigbee(args.clone()).await
+        }
+        Command::Emulate {
+            command: EmulateCommand::LoraGwmp { args, log_level },
+        } => {
+            daemon::init_logging(log_level);
+            fieldgate::emulate::run_lora(args.clone()).await
         }
         Command::Config { .. } => unreachable_config(),
         Command::Audit {

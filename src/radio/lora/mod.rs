@@ -21,7 +21,7 @@ mod gwmp;
 mod options;
 mod readings;
 mod sessions;
-mod sim;
+pub mod sim;
 mod spec;
 
 pub use options::{Decoder, LoraOptions};

@@ -70,15 +70,69 @@ pub fn devices() -> Option<(EmulatedDevice, EmulatedDevice)> {
     Some((otaa, abp))
 }
 
+/// A fault the emulated devices commit once, after the OTAA device joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// An uplink whose MIC does not match.
+    BadMic,
+    /// The last accepted uplink sent again.
+    Replay,
+    /// A Join-Request reusing the DevNonce of the last one.
+    DevNonceReuse,
+}
+
+impl Fault {
+    pub fn parse(s: &str) -> Option<Fault> {
+        match s {
+            "bad-mic" => Some(Fault::BadMic),
+            "replay" => Some(Fault::Replay),
+            "devnonce-reuse" => Some(Fault::DevNonceReuse),
+            _ => None,
+        }
+    }
+}
+
+/// How the emulated forwarder behaves.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Time between two frames.
+    pub interval: Duration,
+    /// Sent in order, one per interval, once the OTAA device joined and sent an uplink.
+    pub faults: Vec<Fault>,
+    /// Stop after this many data uplinks (`None`: run until the server goes away).
+    pub uplinks: Option<u32>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            interval: Duration::from_secs(5),
+            faults: Vec::new(),
+            uplinks: None,
+        }
+    }
+}
+
 /// Runs the forwarder against `server` until it stops answering.
 pub async fn run(server: SocketAddr) {
-    if let Err(e) = forward(server).await {
+    if let Err(e) = forward(server, Plan::default(), |_| {}).await {
         tracing::info!(error = %e, "sim://lora forwarder stopped");
     }
 }
 
-async fn forward(server: SocketAddr) -> std::io::Result<()> {
-    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+/// The emulated forwarder and devices against the GWMP server at `server`; `say` hears
+/// what happens (one line each).
+pub async fn forward(
+    server: SocketAddr,
+    plan: Plan,
+    mut say: impl FnMut(String),
+) -> std::io::Result<()> {
+    let sock = UdpSocket::bind(if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .await?;
     sock.connect(server).await?;
     let Some((mut otaa, mut abp)) = devices() else {
         return Ok(());
@@ -89,30 +143,48 @@ async fn forward(server: SocketAddr) -> std::io::Result<()> {
     sock.send(&fwd.pull_data()).await?;
     // The first frame a moment after start, once the gateway is listening (and, in the
     // demo, its join window is open).
-    let mut tick = tokio::time::interval_at(
-        Instant::now() + Duration::from_secs(2),
-        Duration::from_secs(5),
-    );
+    let mut tick = tokio::time::interval_at(Instant::now() + Duration::from_secs(2), plan.interval);
+    let mut faults = plan.faults.into_iter();
     let mut n: u32 = 0;
     let mut buf = vec![0u8; 4096];
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                n += 1;
                 sock.send(&fwd.pull_data()).await?;
                 let now = clock(start);
                 if otaa.session.is_none() {
                     if let Some(req) = otaa.join_request() {
+                        say(format!("join-request from {}", otaa.dev_eui));
                         sock.send(&fwd.push_frame(&req, now, 868_100_000, 7)).await?;
                     }
                     continue;
                 }
+                // Faults once the OTAA device has an accepted uplink to replay.
+                let fault = if otaa.fcnt_up > 0 { faults.next() } else { None };
+                if let Some(fault) = fault {
+                    let frame = match fault {
+                        Fault::BadMic => otaa.uplink_bad_mic(2, &[0x01, 0x67, 0x00, 0xd2]),
+                        Fault::Replay => otaa.replay_last(),
+                        Fault::DevNonceReuse => otaa.join_request_reusing_nonce(),
+                    };
+                    if let Some(frame) = frame {
+                        say(format!("fault {fault:?} from {}", otaa.dev_eui));
+                        sock.send(&fwd.push_frame(&frame, now, 868_100_000, 7)).await?;
+                    }
+                    continue;
+                }
+                if plan.uplinks.is_some_and(|max| n >= max) {
+                    return Ok(());
+                }
+                n += 1;
                 // Cayenne LPP: temperature (ch 1, 0.1 °C), humidity (ch 2, 0.5 %).
                 let t = 200 + (n % 20) as i16;
                 let [hi, lo] = t.to_be_bytes();
                 let lpp = [0x01, 0x67, hi, lo, 0x02, 0x68, 0x64 + (n % 8) as u8];
+                let confirmed = n % 4 == 0;
                 let dev = if n % 2 == 0 { &mut otaa } else { &mut abp };
-                if let Some(up) = dev.uplink(2, &lpp, n % 4 == 0) {
+                if let Some(up) = dev.uplink(2, &lpp, confirmed) {
+                    say(format!("uplink from {} (fcnt {}, confirmed: {confirmed})", dev.dev_eui, dev.fcnt_up - 1));
                     sock.send(&fwd.push_frame(&up, now, 868_300_000, 7)).await?;
                 }
             }
@@ -125,11 +197,19 @@ async fn forward(server: SocketAddr) -> std::io::Result<()> {
                 let late = due.wrapping_sub(now) > u32::MAX / 2;
                 let err = late.then_some(TxAckError::TooLate);
                 sock.send(&fwd.tx_ack(token, err)).await?;
-                if !late {
-                    for dev in [&mut otaa, &mut abp] {
-                        if let Ok(Heard::Joined { dev_addr }) = dev.hear(&resp.txpk.data.0) {
-                            tracing::info!(%dev_addr, "sim://lora: OTAA device joined");
+                if late {
+                    say(format!("downlink for tmst {due} refused: TOO_LATE"));
+                    continue;
+                }
+                for dev in [&mut otaa, &mut abp] {
+                    match dev.hear(&resp.txpk.data.0) {
+                        Ok(Heard::Joined { dev_addr }) => {
+                            say(format!("{} joined as {dev_addr} (join-accept at tmst {due})", dev.dev_eui));
                         }
+                        Ok(Heard::Data(msg)) => {
+                            say(format!("{} got a downlink (ack: {})", dev.dev_eui, msg.fctrl.ack));
+                        }
+                        _ => {}
                     }
                 }
             }

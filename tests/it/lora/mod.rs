@@ -3,6 +3,7 @@
 //! datagrams, keys added through the CLI, the registry, the audit log and the MQTT uplink.
 
 mod e2e;
+mod emulate;
 
 use std::time::Duration;
 
