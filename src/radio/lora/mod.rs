@@ -43,7 +43,8 @@ use self::sessions::{Refusal, Sessions};
 use super::{DriverFuture, DriverIo, OwnTransportDriver, RadioCounters};
 use crate::config::PortSpec;
 use crate::model::{
-    CredentialKind, DeviceEvent, DeviceEventKind, LinkMetrics, RadioCommand, RadioError, RadioState,
+    CredentialKind, DeviceEvent, DeviceEventKind, DeviceInfo, LinkMetrics, RadioCommand,
+    RadioError, RadioState, Reachability,
 };
 use crate::secrets::Secret;
 use crate::store::credentials;
@@ -284,6 +285,8 @@ impl Gateway<'_> {
                         tracing::info!(radio = %self.io.radio, dev_eui = %joined.dev_eui, dev_addr = %joined.dev_addr, "OTAA join answered locally");
                         self.emit(self.event(joined.dev_eui, DeviceEventKind::Joined, Some(rx)))
                             .await?;
+                        self.emit(self.event(joined.dev_eui, described("otaa"), None))
+                            .await?;
                         Ok(())
                     }
                     Err(r) => Err(r),
@@ -365,6 +368,16 @@ impl Gateway<'_> {
         let ev = self.event(acc.dev_eui, DeviceEventKind::Readings(readings), Some(rx));
         if self.emit(ev).await.is_err() {
             tracing::warn!(radio = %self.io.radio, "hub gone: reading not delivered");
+        }
+        // An ABP device has no join: its first frame is where the gateway meets it.
+        let abp = self
+            .sessions
+            .get(acc.dev_eui)
+            .is_some_and(|d| d.otaa.is_none());
+        if acc.first && abp {
+            let _ = self
+                .emit(self.event(acc.dev_eui, described("abp"), None))
+                .await;
         }
         Ok(())
     }
@@ -501,6 +514,16 @@ impl Gateway<'_> {
             RadioCommand::PermitJoin { .. } | RadioCommand::Policy(_) => {}
         }
     }
+}
+
+/// What the gateway knows of a LoRaWAN device without asking it (LoRaWAN has no
+/// interview): how it was activated, and that it hears only after its own uplinks.
+fn described(activation: &str) -> DeviceEventKind {
+    DeviceEventKind::Interviewed(DeviceInfo {
+        capabilities: vec![format!("lorawan_{activation}")],
+        reachability: Some(Reachability::AfterUplink),
+        ..DeviceInfo::default()
+    })
 }
 
 /// Demodulation floor per spreading factor (dB, SX127x/SX130x datasheets, as used by

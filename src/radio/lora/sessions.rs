@@ -178,6 +178,8 @@ pub struct Accepted {
     pub dev_eui: Eui64,
     pub msg: DataMessage,
     pub lost: u32,
+    /// The first frame of its session.
+    pub first: bool,
 }
 
 #[derive(Debug, Default)]
@@ -395,8 +397,14 @@ impl Sessions {
         match verdict {
             FcntVerdict::Repeat { fcnt } => Err(Refusal::Replay { dev_eui, fcnt }),
             FcntVerdict::Next { fcnt, lost } => {
+                let first = s.fcnt_up.is_none();
                 s.fcnt_up = Some(fcnt);
-                Ok(Accepted { dev_eui, msg, lost })
+                Ok(Accepted {
+                    dev_eui,
+                    msg,
+                    lost,
+                    first,
+                })
             }
         }
     }

@@ -138,6 +138,9 @@ async fn otaa_join_is_answered_at_tmst_plus_five_seconds_and_uplinks_decode() {
     let ack = r.fwd.tx_ack(token, None);
     r.send(&ack).await;
     assert_eq!(r.event().await, DeviceEventKind::Joined);
+    assert!(
+        matches!(r.event().await, DeviceEventKind::Interviewed(i) if i.reachability == Some(crate::model::Reachability::AfterUplink))
+    );
     // A confirmed uplink with LPP temperature: readings, and an ACK in RX1 (1 s).
     let up = dev.uplink(2, &[0x01, 0x67, 0x00, 0xd2], true).unwrap();
     let push = r.fwd.push_frame(&up, 10_000_000, 868_300_000, 7);

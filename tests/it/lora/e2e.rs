@@ -153,6 +153,7 @@ async fn otaa_joins_offline_uplinks_decode_faults_are_audited_and_sync_when_the_
     assert_eq!(state["last_state"]["temperature"], 21.0, "{state}");
     assert_eq!(state["last_state"]["humidity"], 50.0);
     assert_eq!(state["last_state"]["payload_hex"], "016700d2026864");
+    assert_eq!(state["lifecycle"], "active", "{state}");
 
     // A confirmed uplink is acknowledged in RX1, one second after it.
     let conf = dev.uplink(2, &lpp, true).unwrap();
@@ -201,7 +202,9 @@ async fn otaa_joins_offline_uplinks_decode_faults_are_audited_and_sync_when_the_
         store::registry::get(&c, &fieldgate::model::DeviceId(abp_id.clone()))
             .ok()
             .flatten()
-            .is_some_and(|x| x.last_state["payload_hex"] == "016700d2026864")
+            .is_some_and(|x| {
+                x.last_state["payload_hex"] == "016700d2026864" && x.lifecycle == "active"
+            })
     })
     .await;
 
