@@ -186,3 +186,85 @@ async fn garbage_datagrams_and_strangers_are_counted_and_the_driver_carries_on()
         "nothing reported for strangers"
     );
 }
+
+async fn joined_device(r: &mut Rig) -> EmulatedDevice {
+    r.provision(
+        sim::OTAA_DEV_EUI,
+        crate::model::CredentialKind::LorawanOtaa,
+        format!(
+            r#"{{"join_eui":"{}","app_key":"{}"}}"#,
+            sim::OTAA_JOIN_EUI,
+            sim::OTAA_APP_KEY
+        ),
+    )
+    .await;
+    let pull = r.fwd.pull_data();
+    r.send(&pull).await;
+    let _pull_ack = r.recv().await;
+    let (mut dev, _) = sim::devices().unwrap();
+    let req = dev.join_request().unwrap();
+    let push = r.fwd.push_frame(&req, 1_000_000, 868_500_000, 9);
+    r.send(&push).await;
+    let _push_ack = r.recv().await;
+    let (token, resp) = Forwarder::pull_resp(&r.recv().await).unwrap();
+    // RX1 answers at the uplink's rate (SF9) and channel.
+    assert_eq!(resp.txpk.datr.to_string(), "SF9BW125");
+    // The forwarder cannot make RX1: the same Join-Accept goes again for RX2 (EU868:
+    // 869.525 MHz, DR0 = SF12, JOIN_ACCEPT_DELAY2 = 6 s).
+    let late = r.fwd.tx_ack(token, Some(fieldgate_lora::gwmp::TxAckError::TooLate));
+    r.send(&late).await;
+    let (token2, rx2) = Forwarder::pull_resp(&r.recv().await).expect("the RX2 copy");
+    assert_eq!(rx2.txpk.tmst, Some(7_000_000));
+    assert_eq!(rx2.txpk.freq, 869.525);
+    assert_eq!(rx2.txpk.datr.to_string(), "SF12BW125");
+    assert_eq!(rx2.txpk.data, resp.txpk.data);
+    let ok = r.fwd.tx_ack(token2, None);
+    r.send(&ok).await;
+    assert!(matches!(dev.hear(&rx2.txpk.data.0).unwrap(), Heard::Joined { .. }));
+    assert_eq!(r.event().await, DeviceEventKind::Joined);
+    let _described = r.event().await;
+    dev
+}
+
+#[tokio::test]
+async fn a_refused_rx1_downlink_goes_again_in_rx2_and_link_checks_are_answered() {
+    let mut r = rig().await;
+    let mut dev = joined_device(&mut r).await;
+    // LinkCheckReq in FOpts, heard at SNR 9.5 dB on SF7 (floor -7.5 dB): margin 17.
+    let up = dev.uplink_with(2, &[], false, vec![0x02]).unwrap();
+    let push = r.fwd.push_frame(&up, 2_000_000, 868_100_000, 7);
+    r.send(&push).await;
+    let _push_ack = r.recv().await;
+    let (_, resp) = Forwarder::pull_resp(&r.recv().await).expect("LinkCheckAns");
+    let Heard::Data(down) = dev.hear(&resp.txpk.data.0).unwrap() else {
+        panic!("not for the device")
+    };
+    assert_eq!(down.fopts, [0x02, 17, 1]);
+    assert!(!down.fctrl.ack);
+}
+
+#[tokio::test]
+async fn random_datagrams_never_stop_the_driver() {
+    let mut r = rig().await;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 300) as usize;
+        let mut d: Vec<u8> = (0..len).map(|j| (x >> (j % 56)) as u8).collect();
+        if len > 4 && i % 2 == 0 {
+            // Mostly well-formed headers so the bodies get parsed too.
+            d[0] = 2;
+            d[3] = [0u8, 2, 5][i % 3];
+        }
+        r.fwd_sock.send(&d).await.unwrap();
+    }
+    // Drain the acknowledgements of what happened to be well-formed, then: still answering.
+    let mut buf = vec![0u8; 4096];
+    while tokio::time::timeout(Duration::from_millis(300), r.fwd_sock.recv(&mut buf))
+        .await
+        .is_ok()
+    {}
+    let _ = joined_device(&mut r).await;
+}
