@@ -119,4 +119,16 @@ mod tests {
         assert_eq!(parse("tx_power = 99").unwrap_err().key, "tx_power");
         assert_eq!(parse("chanel = 1").unwrap_err().key, "chanel");
     }
+
+    #[test]
+    fn the_gwmp_emulator_is_named_sim_lora_or_sim_lora_gwmp() {
+        use crate::config::{parse_port, PortSpec, Protocol};
+        for port in ["sim://lora", "sim://lora-gwmp"] {
+            assert_eq!(
+                parse_port(port, Protocol::Lora),
+                Ok(PortSpec::Sim(Protocol::Lora))
+            );
+        }
+        assert!(parse_port("sim://lora-gwmp", Protocol::Zigbee).is_err());
+    }
 }
