@@ -18,6 +18,7 @@
 //! Nothing here decides admission: the hub does, from the events.
 
 mod gwmp;
+pub mod keys;
 mod options;
 mod readings;
 mod sessions;

@@ -113,6 +113,9 @@ impl Default for Plan {
     }
 }
 
+/// A bounded run (`Plan::uplinks`) gives up after this many unanswered Join-Requests.
+const MAX_JOIN_ATTEMPTS: u32 = 10;
+
 /// Runs the forwarder against `server` until it stops answering.
 pub async fn run(server: SocketAddr) {
     if let Err(e) = forward(server, Plan::default(), |_| {}).await {
@@ -146,6 +149,7 @@ pub async fn forward(
     let mut tick = tokio::time::interval_at(Instant::now() + Duration::from_secs(2), plan.interval);
     let mut faults = plan.faults.into_iter();
     let mut n: u32 = 0;
+    let mut join_attempts: u32 = 0;
     let mut buf = vec![0u8; 4096];
     loop {
         tokio::select! {
@@ -153,6 +157,12 @@ pub async fn forward(
                 sock.send(&fwd.pull_data()).await?;
                 let now = clock(start);
                 if otaa.session.is_none() {
+                    join_attempts += 1;
+                    if plan.uplinks.is_some() && join_attempts > MAX_JOIN_ATTEMPTS {
+                        return Err(std::io::Error::other(format!(
+                            "no Join-Accept after {MAX_JOIN_ATTEMPTS} Join-Requests"
+                        )));
+                    }
                     if let Some(req) = otaa.join_request() {
                         say(format!("join-request from {}", otaa.dev_eui));
                         sock.send(&fwd.push_frame(&req, now, 868_100_000, 7)).await?;

@@ -211,7 +211,9 @@ async fn joined_device(r: &mut Rig) -> EmulatedDevice {
     assert_eq!(resp.txpk.datr.to_string(), "SF9BW125");
     // The forwarder cannot make RX1: the same Join-Accept goes again for RX2 (EU868:
     // 869.525 MHz, DR0 = SF12, JOIN_ACCEPT_DELAY2 = 6 s).
-    let late = r.fwd.tx_ack(token, Some(fieldgate_lora::gwmp::TxAckError::TooLate));
+    let late = r
+        .fwd
+        .tx_ack(token, Some(fieldgate_lora::gwmp::TxAckError::TooLate));
     r.send(&late).await;
     let (token2, rx2) = Forwarder::pull_resp(&r.recv().await).expect("the RX2 copy");
     assert_eq!(rx2.txpk.tmst, Some(7_000_000));
@@ -220,7 +222,10 @@ async fn joined_device(r: &mut Rig) -> EmulatedDevice {
     assert_eq!(rx2.txpk.data, resp.txpk.data);
     let ok = r.fwd.tx_ack(token2, None);
     r.send(&ok).await;
-    assert!(matches!(dev.hear(&rx2.txpk.data.0).unwrap(), Heard::Joined { .. }));
+    assert!(matches!(
+        dev.hear(&rx2.txpk.data.0).unwrap(),
+        Heard::Joined { .. }
+    ));
     assert_eq!(r.event().await, DeviceEventKind::Joined);
     let _described = r.event().await;
     dev

@@ -4,6 +4,7 @@
 
 mod e2e;
 mod emulate;
+mod mqtt;
 
 use std::time::Duration;
 
