@@ -77,6 +77,10 @@ impl OwnTransportDriver for LoraDriver {
                 link,
                 sessions: &mut self.sessions,
             };
+            // Up before the store is read: a key committed while it is read is then either
+            // read here or pushed by the hub (which pushes only to a radio that is up).
+            RadioCounters::count(&gw.io.counters.startups);
+            let _ = gw.io.state.send(RadioState::Up);
             gw.load().await?;
             if sim {
                 let addr = gw.link.local_addr()?;
@@ -84,8 +88,6 @@ impl OwnTransportDriver for LoraDriver {
                 tracing::info!(radio = %gw.io.radio, devices = keys, "sim://lora: emulated packet forwarder and devices attached");
                 tokio::spawn(sim::run(addr));
             }
-            RadioCounters::count(&gw.io.counters.startups);
-            let _ = gw.io.state.send(RadioState::Up);
             tracing::info!(radio = %gw.io.radio, port = %gw.io.port, region = gw.opts.region.name(), devices = gw.sessions.len(), "LoRa gateway listening for a packet forwarder");
             gw.run().await
         })

@@ -128,7 +128,7 @@ async fn otaa_joins_offline_uplinks_decode_faults_are_audited_and_sync_when_the_
     let req = dev.join_request().unwrap();
     pf.push(&req, 7_000_000).await;
     let accept = pf
-        .downlink(Duration::from_secs(5))
+        .downlink(Duration::from_secs(15))
         .await
         .expect("a Join-Accept");
     assert_eq!(accept.txpk.tmst, Some(12_000_000));
@@ -158,7 +158,7 @@ async fn otaa_joins_offline_uplinks_decode_faults_are_audited_and_sync_when_the_
     // A confirmed uplink is acknowledged in RX1, one second after it.
     let conf = dev.uplink(2, &lpp, true).unwrap();
     pf.push(&conf, 30_000_000).await;
-    let ack = pf.downlink(Duration::from_secs(5)).await.expect("an ACK");
+    let ack = pf.downlink(Duration::from_secs(15)).await.expect("an ACK");
     assert_eq!(ack.txpk.tmst, Some(31_000_000));
     let Heard::Data(down) = dev.hear(&ack.txpk.data.0).unwrap() else {
         panic!("the ACK is not a downlink for the device")

@@ -35,7 +35,18 @@ async fn lora_keys_over_mqtt_are_sealed_and_let_the_device_join() {
         "[upstream]\nurl = \"{}\"\nclient_id = \"{prefix}\"\ntopic_prefix = \"{prefix}\"\n\n[[radio]]\nname = \"lora0\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:{udp}\"\n",
         broker().url()
     ));
-    let probe = Probe::connect(broker(), &[format!("{prefix}/response/#")]).await;
+    let probe = Probe::connect(
+        broker(),
+        &[format!("{prefix}/response/#"), format!("{prefix}/status")],
+    )
+    .await;
+    // Requests are not retained: send them once the gateway is online (subscribed).
+    probe
+        .wait_for("the gateway online", Duration::from_secs(20), |m| {
+            m.iter()
+                .any(|x| x.topic.ends_with("/status") && x.json()["state"] == "online")
+        })
+        .await;
     let send = |body: serde_json::Value| {
         let client = probe.client.clone();
         let topic = format!("{prefix}/request/lora_device");
