@@ -799,6 +799,11 @@ pub fn parse_port(port: &str, protocol: Protocol) -> Result<PortSpec, String> {
         return Ok(PortSpec::Udp { bind, port: p });
     }
     if let Some(rest) = port.strip_prefix("sim://") {
+        // The LoRa emulator is a GWMP packet forwarder; `sim://lora-gwmp` names it.
+        let rest = match rest {
+            "lora-gwmp" => "lora",
+            other => other,
+        };
         return match Protocol::parse(rest) {
             Some(p) if p == protocol => Ok(PortSpec::Sim(p)),
             Some(p) => Err(format!(

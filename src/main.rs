@@ -134,6 +134,11 @@ enum Command {
         #[command(subcommand)]
         command: InstallCodeCmd,
     },
+    /// LoRaWAN devices this gateway owns: give it a device's keys.
+    Lora {
+        #[command(subcommand)]
+        command: LoraCmd,
+    },
     /// Decommission a device: removed from the network, credentials destroyed.
     /// It is refused if it tries to join again, until `readmit`.
     Remove {
@@ -166,6 +171,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum EmulateCommand {
+    /// A LoRaWAN packet forwarder (GWMP over UDP) with an OTAA and an ABP device, sending
+    /// to a gateway's `udp://` port. Prints what it sends and hears, one line each.
+    #[command(name = "lora-gwmp")]
+    LoraGwmp {
+        #[command(flatten)]
+        args: fieldgate::emulate::LoraArgs,
+        /// Log level on stderr (RUST_LOG overrides).
+        #[arg(long, default_value = "warn")]
+        log_level: String,
+    },
     /// A Z-Stack 3 ZNP coordinator with emulated devices. Prints where it listens
     /// (`listening tcp://HOST:PORT` or `pty /dev/pts/N`) as its first line.
     Zigbee {
@@ -207,6 +222,32 @@ enum InstallCodeCmd {
     /// Destroy a device's registered install code.
     Remove {
         ieee: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LoraCmd {
+    /// Add (or re-key) a LoRaWAN device: OTAA with --joineui and --appkey, or ABP with
+    /// --devaddr, --nwkskey and --appskey. Keys are stored encrypted and never shown again;
+    /// a key given as `-` is read from standard input.
+    Add {
+        #[arg(long)]
+        deveui: String,
+        #[arg(long, requires = "appkey", conflicts_with_all = ["devaddr", "nwkskey", "appskey"])]
+        joineui: Option<String>,
+        #[arg(long)]
+        appkey: Option<String>,
+        #[arg(long, requires_all = ["nwkskey", "appskey"])]
+        devaddr: Option<String>,
+        #[arg(long)]
+        nwkskey: Option<String>,
+        #[arg(long)]
+        appskey: Option<String>,
+        /// How its payloads become readings: `lpp` (Cayenne LPP) or `raw` (hex only).
+        #[arg(long)]
+        decoder: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -511,6 +552,12 @@ async fn async_main(cli: Cli) -> ExitCode {
             daemon::init_logging(log_level);
             fieldgate::emulate::run_zwave(args.clone()).await
         }
+        Command::Emulate {
+            command: EmulateCommand::LoraGwmp { args, log_level },
+        } => {
+            daemon::init_logging(log_level);
+            fieldgate::emulate::run_lora(args.clone()).await
+        }
         Command::Config { .. } => unreachable_config(),
         Command::Audit {
             command: AuditCommand::Verify { json, db: Some(db) },
@@ -586,6 +633,30 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Command::InstallCode {
                     command: InstallCodeCmd::Remove { ieee, json },
                 } => cli::install_code_remove(&api, ieee, *json).await,
+                Command::Lora {
+                    command:
+                        LoraCmd::Add {
+                            deveui,
+                            joineui,
+                            appkey,
+                            devaddr,
+                            nwkskey,
+                            appskey,
+                            decoder,
+                            json,
+                        },
+                } => {
+                    let keys = cli::LoraKeys {
+                        dev_eui: deveui,
+                        join_eui: joineui.as_deref(),
+                        app_key: appkey.as_deref(),
+                        dev_addr: devaddr.as_deref(),
+                        nwk_s_key: nwkskey.as_deref(),
+                        app_s_key: appskey.as_deref(),
+                        decoder: decoder.as_deref(),
+                    };
+                    cli::lora_add(&api, &keys, *json).await
+                }
                 Command::Audit {
                     command: AuditCommand::Verify { json, .. },
                 } => cli::audit_verify(&api, *json).await,

@@ -348,6 +348,14 @@ pub enum DeviceEventKind {
     Readings(Vec<Reading>),
     /// The device left the network on its own.
     Left,
+    /// A frame from the device was refused by the radio (a bad MIC, a replayed or
+    /// regressed counter, a reused join nonce): recorded in the audit log, the device's
+    /// state untouched. `what` names the frame, `reason` is a stable code.
+    Refused {
+        what: String,
+        reason: String,
+        detail: String,
+    },
     /// A command sent to the device finished.
     CommandResult {
         command_id: String,

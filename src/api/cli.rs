@@ -922,6 +922,78 @@ pub async fn install_code_add(
     Ok(())
 }
 
+/// The keys `fieldgate lora add` was given (`-` reads one from standard input).
+pub struct LoraKeys<'a> {
+    pub dev_eui: &'a str,
+    pub join_eui: Option<&'a str>,
+    pub app_key: Option<&'a str>,
+    pub dev_addr: Option<&'a str>,
+    pub nwk_s_key: Option<&'a str>,
+    pub app_s_key: Option<&'a str>,
+    pub decoder: Option<&'a str>,
+}
+
+pub async fn lora_add(api: &ApiClient, k: &LoraKeys<'_>, as_json: bool) -> Result<()> {
+    let mut stdin_used = false;
+    let mut key = |v: Option<&str>, name: &str| -> Result<Option<zeroize::Zeroizing<String>>> {
+        match v {
+            Some("-") if stdin_used => {
+                anyhow::bail!("only one key can be read from standard input")
+            }
+            Some("-") => {
+                stdin_used = true;
+                let mut text = zeroize::Zeroizing::new(String::new());
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .with_context(|| format!("cannot read --{name} from standard input"))?;
+                Ok(Some(zeroize::Zeroizing::new(text.trim().to_string())))
+            }
+            Some(v) => Ok(Some(zeroize::Zeroizing::new(v.to_string()))),
+            None => Ok(None),
+        }
+    };
+    let app_key = key(k.app_key, "appkey")?;
+    let nwk_s_key = key(k.nwk_s_key, "nwkskey")?;
+    let app_s_key = key(k.app_s_key, "appskey")?;
+    let mut body = json!({"dev_eui": k.dev_eui});
+    let fields = [
+        ("join_eui", k.join_eui),
+        ("app_key", app_key.as_deref().map(String::as_str)),
+        ("dev_addr", k.dev_addr),
+        ("nwk_s_key", nwk_s_key.as_deref().map(String::as_str)),
+        ("app_s_key", app_s_key.as_deref().map(String::as_str)),
+        ("decoder", k.decoder),
+    ];
+    for (name, v) in fields {
+        if let Some(v) = v {
+            body[name] = json!(v);
+        }
+    }
+    let v = api
+        .call(Method::POST, "/v1/lora/devices", Some(body))
+        .await?;
+    if as_json {
+        return print_json(&v);
+    }
+    let verb = if v["replaced"].as_bool() == Some(true) {
+        "re-keyed"
+    } else {
+        "added"
+    };
+    crate::outln!(
+        "LoRaWAN device {} {verb} (keys stored encrypted)",
+        s(&v["device"])
+    );
+    for c in v["coordinators"].as_array().cloned().unwrap_or_default() {
+        let mark = if c["ok"].as_bool() == Some(true) {
+            "ok"
+        } else {
+            "not yet"
+        };
+        crate::outln!("  {}: {mark} — {}", s(&c["radio"]), s(&c["detail"]));
+    }
+    Ok(())
+}
+
 pub async fn install_code_list(api: &ApiClient, as_json: bool) -> Result<()> {
     let v = api.call(Method::GET, "/v1/install-codes", None).await?;
     if as_json {

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod client;
 mod listen;
+mod lora;
 mod serve;
 
 pub use listen::{open_listener, ApiListener, BindError};
@@ -841,6 +842,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/install-codes",
             get(list_install_codes).post(add_install_code),
         )
+        .route("/v1/lora/devices", post(lora::add_lora_device))
         .route(
             "/v1/install-codes/{device}",
             axum::routing::delete(delete_install_code),

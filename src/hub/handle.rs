@@ -145,6 +145,15 @@ pub enum HubRequest {
         actor: String,
         reply: oneshot::Sender<Result<InstallCodeAdded, HubError>>,
     },
+    /// Registers a device credential of another kind (LoRaWAN OTAA keys, an ABP session):
+    /// sealed, audited, handed to the radios that take the kind.
+    AddCredential {
+        device: DeviceId,
+        kind: CredentialKind,
+        secret: Secret,
+        actor: String,
+        reply: oneshot::Sender<Result<InstallCodeAdded, HubError>>,
+    },
     RemoveInstallCode {
         device: DeviceId,
         actor: String,
@@ -493,6 +502,23 @@ impl HubHandle {
         self.ask(|reply| HubRequest::AddInstallCode {
             device,
             code,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn add_credential(
+        &self,
+        device: DeviceId,
+        kind: CredentialKind,
+        secret: Secret,
+        actor: String,
+    ) -> Result<InstallCodeAdded, HubError> {
+        self.ask(|reply| HubRequest::AddCredential {
+            device,
+            kind,
+            secret,
             actor,
             reply,
         })

@@ -430,6 +430,16 @@ impl Hub {
                 actor,
                 reply,
             } => self.add_install_code(device, code, actor, reply).await,
+            HubRequest::AddCredential {
+                device,
+                kind,
+                secret,
+                actor,
+                reply,
+            } => {
+                self.add_credential(kind, device, secret, actor, reply)
+                    .await
+            }
             HubRequest::RemoveInstallCode {
                 device,
                 actor,

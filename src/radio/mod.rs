@@ -13,6 +13,7 @@
 //! entry in [`DRIVERS`]. The supervisor (`supervisor.rs`) runs every driver alike.
 
 pub mod link;
+pub mod lora;
 pub mod session;
 mod supervisor;
 pub mod zigbee;
@@ -302,7 +303,7 @@ pub struct DriverSpec {
 }
 
 /// The drivers compiled into this build.
-pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC, zwave::SPEC];
+pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC, zwave::SPEC, lora::SPEC];
 
 /// The driver for `protocol`, if this build has one.
 pub fn spec(protocol: Protocol) -> Option<&'static DriverSpec> {

@@ -14,6 +14,7 @@ mod emulate;
 #[path = "../support/gateway.rs"]
 mod gateway_support;
 mod lifecycle;
+mod lora;
 mod mqtt;
 mod policy;
 #[path = "../support/rumqttd.rs"]

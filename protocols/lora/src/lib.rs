@@ -66,6 +66,8 @@
 //! ```
 
 pub mod decode;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod gwmp;
 pub mod lorawan;
 pub mod lpp;

@@ -14,7 +14,10 @@ pub(in crate::hub) fn apply_event(
     let at = ev.received_at;
     let radio = ev.radio.as_str();
     let mut out = Applied::default();
-    if !matches!(ev.kind, DeviceEventKind::CommandResult { .. }) {
+    if !matches!(
+        ev.kind,
+        DeviceEventKind::CommandResult { .. } | DeviceEventKind::Refused { .. }
+    ) {
         out.spoke = Some(id.to_string());
     }
     // The common case first: a reading from a known device is one UPDATE.
@@ -279,6 +282,23 @@ pub(in crate::hub) fn apply_event(
             out.notices.push(Notice::DeviceLeft {
                 device: id.to_string(),
             });
+        }
+        DeviceEventKind::Refused {
+            what,
+            reason,
+            detail,
+        } => {
+            store::record_audit(
+                c,
+                gw,
+                &AuditEntry::new(
+                    format!("radio:{radio}"),
+                    what.as_str(),
+                    id.as_str(),
+                    Outcome::Refused,
+                    json!({"native_address": ev.native_address, "reason": reason, "detail": detail}),
+                ),
+            )?;
         }
         DeviceEventKind::CommandResult {
             command_id,

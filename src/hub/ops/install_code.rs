@@ -44,27 +44,47 @@ impl Hub {
         actor: String,
         reply: oneshot::Sender<Result<InstallCodeAdded, HubError>>,
     ) {
-        let entry = |outcome, details| {
-            AuditEntry::new(
-                &actor,
-                "device.install_code.add",
-                device.as_str(),
-                outcome,
-                details,
-            )
+        self.add_credential(KIND, device, code, actor, reply).await
+    }
+
+    /// Seals `secret` as the device's credential of `kind` and audits it in one
+    /// transaction, then hands it to every running radio whose capabilities take that kind
+    /// (an install code to a trust center, LoRaWAN keys to a session table) from a task.
+    /// Radios that are not running load it at their next start.
+    pub(in crate::hub) async fn add_credential(
+        &mut self,
+        kind: CredentialKind,
+        device: DeviceId,
+        code: Secret,
+        actor: String,
+        reply: oneshot::Sender<Result<InstallCodeAdded, HubError>>,
+    ) {
+        let action = if kind == KIND {
+            "device.install_code.add"
+        } else {
+            "device.credential.add"
         };
+        let push_action = if kind == KIND {
+            "device.install_code.push"
+        } else {
+            "device.credential.push"
+        };
+        let entry =
+            |outcome, details| AuditEntry::new(&actor, action, device.as_str(), outcome, details);
         let takes = device
             .protocol()
             .and_then(crate::radio::capabilities)
-            .is_some_and(|c| c.accepts(KIND));
+            .is_some_and(|c| c.accepts(kind));
         let refusal = if !takes {
             Some(HubError::Invalid(format!(
-                "`{device}`: its radios take no install codes"
+                "`{device}`: its radios take no {}",
+                kind.label()
             )))
         } else if self.master_key.is_none() {
-            Some(HubError::Store(
-                "no master key: install codes cannot be stored encrypted".into(),
-            ))
+            Some(HubError::Store(format!(
+                "no master key: a {} cannot be stored encrypted",
+                kind.label()
+            )))
         } else {
             None
         };
@@ -82,7 +102,7 @@ impl Hub {
         let record = |replaced: bool| {
             entry(
                 Outcome::Accepted,
-                json!({"stored": "encrypted", "replaced": replaced, "code_bytes": code.expose().len()}),
+                json!({"stored": "encrypted", "kind": kind.as_str(), "replaced": replaced, "code_bytes": code.expose().len()}),
             )
         };
         let (owner, sealed) = (device.to_string(), code.clone());
@@ -91,8 +111,8 @@ impl Hub {
         let stored = self
             .writer
             .write(move |c| {
-                let replaced = credentials::exists(c, &owner, KIND.as_str())?;
-                credentials::put(c, &key, &owner, KIND.as_str(), &sealed)?;
+                let replaced = credentials::exists(c, &owner, kind.as_str())?;
+                credentials::put(c, &key, &owner, kind.as_str(), &sealed)?;
                 store::record_audit(c, &gw, if replaced { &pre_replaced } else { &pre })?;
                 Ok(replaced)
             })
@@ -110,7 +130,7 @@ impl Hub {
         for h in self
             .radios
             .values()
-            .filter(|h| h.capabilities.is_some_and(|c| c.accepts(KIND)))
+            .filter(|h| h.capabilities.is_some_and(|c| c.accepts(kind)))
         {
             match self.reserve(&h.name) {
                 Ok(permit) => {
@@ -118,7 +138,7 @@ impl Hub {
                     permit.send(RadioCommand::ProvisionCredential {
                         native_address: native.clone(),
                         credential: DeviceCredential {
-                            kind: KIND,
+                            kind,
                             secret: code.clone(),
                         },
                         reply: rtx,
@@ -157,7 +177,7 @@ impl Hub {
                 let details = json!({"coordinators": failed});
                 let record = AuditEntry::new(
                     &actor,
-                    "device.install_code.push",
+                    push_action,
                     device.as_str(),
                     Outcome::Failed,
                     details,

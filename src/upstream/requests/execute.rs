@@ -258,6 +258,14 @@ async fn execute_other(
                 .await?;
             Ok(serde_json::to_value(added).unwrap_or(Value::Null))
         }
+        Request::AddLoraDevice { device, kind, keys } => {
+            let secret = crate::secrets::Secret::new(keys.0.to_vec());
+            let added = ctx
+                .hub
+                .add_credential(device, kind, secret, actor.to_string())
+                .await?;
+            Ok(serde_json::to_value(added).unwrap_or(Value::Null))
+        }
         Request::RemoveInstallCode { device } => {
             let removed = ctx
                 .hub

@@ -20,7 +20,7 @@ const MAX_CORRELATION_ID: usize = 128;
 const MAX_CLIENT_ID: usize = 64;
 
 /// The operations the gateway answers.
-pub const OPERATIONS: [&str; 14] = [
+pub const OPERATIONS: [&str; 15] = [
     "permit_join",
     "remove",
     "readmit",
@@ -35,6 +35,7 @@ pub const OPERATIONS: [&str; 14] = [
     "devices",
     "device",
     "rename",
+    "lora_device",
 ];
 
 /// Most devices in one `devices` page, and the default.
@@ -178,6 +179,42 @@ struct InstallCodeBody {
     code: Option<String>,
 }
 
+/// `lora_device`: a LoRaWAN device's keys (OTAA or ABP); never echoed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoraDeviceBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    device: String,
+    #[serde(default)]
+    join_eui: Option<String>,
+    #[serde(default)]
+    app_key: Option<String>,
+    #[serde(default)]
+    dev_addr: Option<String>,
+    #[serde(default)]
+    nwk_s_key: Option<String>,
+    #[serde(default)]
+    app_s_key: Option<String>,
+    #[serde(default)]
+    decoder: Option<String>,
+}
+
+impl Drop for LoraDeviceBody {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for k in [&mut self.app_key, &mut self.nwk_s_key, &mut self.app_s_key]
+            .into_iter()
+            .flatten()
+        {
+            k.zeroize();
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstallCodeAction {
@@ -257,6 +294,12 @@ pub enum Request {
     RemoveInstallCode {
         device: DeviceId,
     },
+    /// A LoRaWAN device's keys, as the sealed credential document of `kind`.
+    AddLoraDevice {
+        device: DeviceId,
+        kind: crate::model::CredentialKind,
+        keys: SecretCode,
+    },
     RotateNetworkKey {
         radio: String,
     },
@@ -306,6 +349,9 @@ impl Request {
             | Request::Rename { device, .. } => device.to_string(),
             Request::Devices { .. }
             | Request::Policy { .. }
+            | Request::AddLoraDevice { device, .. }
+            | Request::RemoveInstallCode { device } => device.to_string(),
+            Request::Policy { .. }
             | Request::HealthCheck
             | Request::Info
             | Request::RotateClientCert { .. } => gateway_id.to_string(),
@@ -766,6 +812,28 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
                     "`remove` takes no `code`",
                 )),
             }
+        }
+        "lora_device" => {
+            let b: LoraDeviceBody = typed_secret(
+                value,
+                "`lora_device` takes `device` (lora:<DevEUI>) and either `join_eui` and `app_key` (OTAA) or `dev_addr`, `nwk_s_key` and `app_s_key` (ABP), and optionally `decoder` (\"lpp\" or \"raw\")",
+            )?;
+            let (device, kind, secret) =
+                crate::radio::lora::keys::credential(&crate::radio::lora::keys::KeyFields {
+                    dev_eui: &b.device,
+                    join_eui: b.join_eui.as_deref(),
+                    app_key: b.app_key.as_deref(),
+                    dev_addr: b.dev_addr.as_deref(),
+                    nwk_s_key: b.nwk_s_key.as_deref(),
+                    app_s_key: b.app_s_key.as_deref(),
+                    decoder: b.decoder.as_deref(),
+                })
+                .map_err(|e| Rejection::new(e.code, e.message))?;
+            Ok(Request::AddLoraDevice {
+                device,
+                kind,
+                keys: SecretCode(zeroize::Zeroizing::new(secret.expose().to_vec())),
+            })
         }
         "rotate_network_key" => {
             let b: RadioBody = typed(value)?;

@@ -1,0 +1,583 @@
+//! LoRaWAN through a packet forwarder (GWMP over UDP): the gateway owns the devices it was
+//! given keys for and answers them itself, with no network server.
+//!
+//! This module owns the driver loop: datagrams from the forwarder (`gwmp`), frames to the
+//! session table (`sessions`: joins, counters, MICs, decryption), payloads to readings
+//! (`readings`), and the hub's commands (credentials, removal). Rules it keeps:
+//! - every datagram and frame that does not parse is counted (`undecodable`), a frame with
+//!   a bad CRC is counted (`line_errors`), a frame from a device we do not own is counted
+//!   (`unhandled`), and none of them panics or stops the loop;
+//! - a frame from one of our devices that is refused (bad MIC, replayed or regressed
+//!   counter, reused DevNonce) is reported to the hub, which audits it;
+//! - the session state (counters, DevNonces) is written to the store **before** the
+//!   gateway acts on a frame (a reading reported, a Join-Accept sent), so neither a
+//!   restart nor SIGKILL lets a frame be accepted twice;
+//! - downlinks (Join-Accepts, ACKs, MAC answers) go out in RX1 timed from the uplink's
+//!   `tmst`, with RX2 as the fallback when the forwarder refuses RX1.
+//!
+//! Nothing here decides admission: the hub does, from the events.
+
+mod gwmp;
+pub mod keys;
+mod options;
+mod readings;
+mod sessions;
+pub mod sim;
+mod spec;
+
+pub use options::{Decoder, LoraOptions};
+pub use sessions::{AbpCredential, OtaaCredential, SessionState, SESSION_KIND};
+pub use spec::SPEC;
+
+use std::time::SystemTime;
+
+use anyhow::{anyhow, Context, Result};
+use fieldgate_lora::gwmp::{CrcStatus, Packet, RxPk, TxPk};
+use fieldgate_lora::lorawan::mac::{encode_commands, MacCommand};
+use fieldgate_lora::lorawan::{DataFrame, DataMessage, DlSettings, FCtrl, PhyPayload};
+use fieldgate_lora::region::{Modulation, Region};
+use fieldgate_lora::{Direction, Eui64};
+use tokio::net::UdpSocket;
+
+use self::gwmp::{ForwarderLink, TxOutcome};
+use self::sessions::{Refusal, Sessions};
+use super::{DriverFuture, DriverIo, OwnTransportDriver, RadioCounters};
+use crate::config::PortSpec;
+use crate::model::{
+    CredentialKind, DeviceEvent, DeviceEventKind, DeviceInfo, LinkMetrics, RadioCommand,
+    RadioError, RadioState, Reachability,
+};
+use crate::secrets::Secret;
+use crate::store::credentials;
+
+/// The LoRaWAN gateway driver. Its session table is reloaded from the store at every start.
+#[derive(Default)]
+pub struct LoraDriver {
+    sessions: Sessions,
+}
+
+impl OwnTransportDriver for LoraDriver {
+    fn run<'a>(&'a mut self, io: &'a mut DriverIo) -> DriverFuture<'a> {
+        Box::pin(async move {
+            let opts = LoraOptions::parse(&io.options)
+                .with_context(|| format!("radio `{}`: invalid [radio.options]", io.radio))?;
+            let (bind, sim) = match &io.port {
+                PortSpec::Udp { bind, port } => (format!("{bind}:{port}"), false),
+                PortSpec::Sim(_) => ("127.0.0.1:0".to_string(), true),
+                other => return Err(anyhow!("a LoRa gateway listens on udp://, not {other}")),
+            };
+            let sock = UdpSocket::bind(&bind)
+                .await
+                .with_context(|| format!("binding {bind} for the packet forwarder"))?;
+            let link = ForwarderLink::new(sock);
+            self.sessions = Sessions::default();
+            let mut gw = Gateway {
+                io,
+                opts,
+                link,
+                sessions: &mut self.sessions,
+            };
+            // Up before the store is read: a key committed while it is read is then either
+            // read here or pushed by the hub (which pushes only to a radio that is up).
+            RadioCounters::count(&gw.io.counters.startups);
+            let _ = gw.io.state.send(RadioState::Up);
+            gw.load().await?;
+            if sim {
+                let addr = gw.link.local_addr()?;
+                let keys = sim::provision(&mut *gw.sessions);
+                tracing::info!(radio = %gw.io.radio, devices = keys, "sim://lora: emulated packet forwarder and devices attached");
+                tokio::spawn(sim::run(addr));
+            }
+            tracing::info!(radio = %gw.io.radio, port = %gw.io.port, region = gw.opts.region.name(), devices = gw.sessions.len(), "LoRa gateway listening for a packet forwarder");
+            gw.run().await
+        })
+    }
+}
+
+struct Gateway<'a> {
+    io: &'a mut DriverIo,
+    opts: LoraOptions,
+    link: ForwarderLink,
+    sessions: &'a mut Sessions,
+}
+
+/// `lora:<DevEUI>` owner of a device's credentials, and back.
+fn owner(dev_eui: Eui64) -> String {
+    format!("lora:{dev_eui}")
+}
+
+fn eui_of(native_or_owner: &str) -> Option<Eui64> {
+    let hex = native_or_owner
+        .strip_prefix("lora:")
+        .unwrap_or(native_or_owner);
+    hex.parse().ok()
+}
+
+impl Gateway<'_> {
+    /// The provisioned keys and the persisted sessions, from the credentials table.
+    async fn load(&mut self) -> Result<()> {
+        let Some(sink) = self.io.secrets.clone() else {
+            return Ok(());
+        };
+        for kind in [
+            CredentialKind::LorawanOtaa.as_str(),
+            CredentialKind::LorawanAbp.as_str(),
+            SESSION_KIND,
+        ] {
+            let (all, unreadable) = sink.all_of_kind(kind).await?;
+            if unreadable > 0 {
+                tracing::warn!(radio = %self.io.radio, kind, unreadable, "LoRaWAN credentials that do not open with this master key were skipped");
+            }
+            for (owner, secret) in all {
+                let Some(eui) = eui_of(&owner) else { continue };
+                if let Err(e) = self.take(eui, kind, &secret) {
+                    tracing::warn!(radio = %self.io.radio, device = %owner, kind, error = %e, "stored LoRaWAN credential skipped");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, eui: Eui64, kind: &str, secret: &Secret) -> Result<(), String> {
+        let parse_err = |e: serde_json::Error| format!("not a {kind} document: {e}");
+        match kind {
+            k if k == CredentialKind::LorawanOtaa.as_str() => {
+                let c: OtaaCredential =
+                    serde_json::from_slice(secret.expose()).map_err(parse_err)?;
+                self.sessions.provision_otaa(eui, &c)
+            }
+            k if k == CredentialKind::LorawanAbp.as_str() => {
+                let c: AbpCredential =
+                    serde_json::from_slice(secret.expose()).map_err(parse_err)?;
+                self.sessions.provision_abp(eui, &c)
+            }
+            SESSION_KIND => {
+                let st: SessionState =
+                    serde_json::from_slice(secret.expose()).map_err(parse_err)?;
+                self.sessions.restore(eui, &st)
+            }
+            _ => Err(format!("unknown credential kind {kind}")),
+        }
+    }
+
+    /// Writes `dev_eui`'s session state (sealed) and waits until it is committed.
+    async fn persist(&self, dev_eui: Eui64) -> Result<()> {
+        let (Some(sink), Some(d)) = (self.io.secrets.as_ref(), self.sessions.get(dev_eui)) else {
+            return Ok(());
+        };
+        let json = serde_json::to_vec(&d.state())?;
+        let (key, owner) = (sink.key.clone(), owner(dev_eui));
+        sink.writer
+            .write(move |c| {
+                credentials::put(c, &key, &owner, SESSION_KIND, &Secret::new(json)).map(|_| ())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn run(&mut self) -> Result<()> {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            tokio::select! {
+                cmd = self.io.commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd).await,
+                    None => return Ok(()),
+                },
+                got = self.link.recv(&mut buf) => {
+                    let (n, from) = got.context("receiving from the packet forwarder")?;
+                    let datagram = buf[..n].to_vec();
+                    self.datagram(&datagram, from).await?;
+                }
+            }
+        }
+    }
+
+    async fn datagram(&mut self, bytes: &[u8], from: std::net::SocketAddr) -> Result<()> {
+        let packet = match Packet::parse(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                RadioCounters::count(&self.io.counters.undecodable);
+                tracing::warn!(radio = %self.io.radio, %from, len = bytes.len(), error = %e, "malformed GWMP datagram dropped");
+                return Ok(());
+            }
+        };
+        if let Err(e) = self.link.acknowledge(&packet, from).await {
+            tracing::warn!(radio = %self.io.radio, %from, error = %e, "acknowledging the packet forwarder failed");
+        }
+        match packet {
+            Packet::PushData { data, gateway, .. } => {
+                if let Some(stat) = data.stat {
+                    self.link.stats.reports += 1;
+                    tracing::info!(radio = %self.io.radio, %gateway, rxnb = ?stat.rxnb, rxok = ?stat.rxok, rxfw = ?stat.rxfw, ackr = ?stat.ackr, dwnb = ?stat.dwnb, txnb = ?stat.txnb, "packet forwarder statistics");
+                    self.link.stats.last = Some(stat);
+                }
+                for rx in &data.rxpk {
+                    self.frame(rx).await?;
+                }
+            }
+            Packet::TxAck { token, ack, .. } => match self.link.tx_ack(token, ack.as_ref()).await {
+                TxOutcome::Sent { what } => {
+                    tracing::debug!(radio = %self.io.radio, what, "downlink scheduled by the forwarder")
+                }
+                TxOutcome::RetriedInRx2 { what, error } => {
+                    tracing::warn!(radio = %self.io.radio, what, error, "downlink refused in RX1, sent again for RX2")
+                }
+                TxOutcome::Failed { what, error } => {
+                    RadioCounters::count(&self.io.counters.timeouts);
+                    tracing::warn!(radio = %self.io.radio, what, error, "downlink refused by the packet forwarder")
+                }
+                TxOutcome::Unknown => {
+                    tracing::debug!(radio = %self.io.radio, token, "TX_ACK for no downlink of ours")
+                }
+            },
+            // PULL_DATA was acknowledged; the rest are server-to-gateway packets that a
+            // forwarder does not send.
+            Packet::PullData { .. } => {}
+            Packet::PushAck { .. } | Packet::PullAck { .. } | Packet::PullResp { .. } => {
+                RadioCounters::count(&self.io.counters.unhandled);
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&self, dev_eui: Eui64, kind: DeviceEventKind, rx: Option<&RxPk>) -> DeviceEvent {
+        DeviceEvent {
+            radio: self.io.radio.clone(),
+            protocol: self.io.protocol,
+            native_address: dev_eui.to_string(),
+            received_at: SystemTime::now(),
+            kind,
+            link: rx.map(|r| LinkMetrics {
+                rssi_dbm: Some(f64::from(r.rssi)),
+                lqi: None,
+                snr_db: r.lsnr,
+            }),
+        }
+    }
+
+    async fn emit(&self, ev: DeviceEvent) -> Result<()> {
+        self.io
+            .events
+            .send(ev)
+            .await
+            .map_err(|_| anyhow!("the hub stopped"))
+    }
+
+    async fn frame(&mut self, rx: &RxPk) -> Result<()> {
+        if rx.stat == CrcStatus::Fail {
+            RadioCounters::count(&self.io.counters.line_errors);
+            return Ok(());
+        }
+        let phy = match PhyPayload::parse(&rx.data.0) {
+            Ok(p) => p,
+            Err(e) => {
+                RadioCounters::count(&self.io.counters.undecodable);
+                tracing::debug!(radio = %self.io.radio, error = %e, "undecodable LoRaWAN frame");
+                return Ok(());
+            }
+        };
+        let outcome = match phy {
+            PhyPayload::JoinRequest(req) => {
+                let dl = DlSettings::from_byte(self.opts.region.rx2().dr & 0x0f);
+                match self.sessions.join(&req, self.opts.net_id, dl) {
+                    Ok(joined) => {
+                        self.persist(joined.dev_eui).await?;
+                        let phy = joined.accept.to_bytes();
+                        let what = format!("join-accept for {}", joined.dev_eui);
+                        self.downlink(rx, phy, true, what).await;
+                        tracing::info!(radio = %self.io.radio, dev_eui = %joined.dev_eui, dev_addr = %joined.dev_addr, "OTAA join answered locally");
+                        self.emit(self.event(joined.dev_eui, DeviceEventKind::Joined, Some(rx)))
+                            .await?;
+                        self.emit(self.event(joined.dev_eui, described("otaa"), None))
+                            .await?;
+                        Ok(())
+                    }
+                    Err(r) => Err(r),
+                }
+            }
+            PhyPayload::Data(frame) if frame.direction() == Direction::Uplink => {
+                match self.sessions.uplink(&frame) {
+                    Ok(acc) => self.accepted(rx, acc).await,
+                    Err(r) => Err(r),
+                }
+            }
+            _ => {
+                RadioCounters::count(&self.io.counters.unhandled);
+                Ok(())
+            }
+        };
+        if let Err(refusal) = outcome {
+            self.refused(rx, refusal).await?;
+        }
+        Ok(())
+    }
+
+    async fn refused(&mut self, rx: &RxPk, refusal: Refusal) -> Result<()> {
+        match refusal.device() {
+            None => {
+                // Someone else's device: not ours to judge.
+                RadioCounters::count(&self.io.counters.unhandled);
+                tracing::debug!(radio = %self.io.radio, reason = %refusal, "frame from a device this gateway does not own");
+                Ok(())
+            }
+            Some(dev_eui) => {
+                tracing::warn!(radio = %self.io.radio, %dev_eui, reason = %refusal, "LoRaWAN frame refused");
+                let kind = DeviceEventKind::Refused {
+                    what: "lorawan.frame".into(),
+                    reason: refusal.code().into(),
+                    detail: refusal.to_string(),
+                };
+                self.emit(self.event(dev_eui, kind, Some(rx))).await
+            }
+        }
+    }
+
+    async fn accepted(&mut self, rx: &RxPk, acc: sessions::Accepted) -> Result<(), Refusal> {
+        let persisted = self.persist(acc.dev_eui).await;
+        if let Err(e) = persisted {
+            // Not acted on: a frame whose counter is not stored could be replayed later.
+            tracing::error!(radio = %self.io.radio, error = %e, "session state not stored: uplink dropped");
+            return Ok(());
+        }
+        let mac = acc.msg.mac_commands().unwrap_or_default();
+        let decoder = self
+            .sessions
+            .get(acc.dev_eui)
+            .and_then(|d| d.decoder)
+            .unwrap_or(self.opts.decoder);
+        let (mut readings, undecodable) = readings::readings(&acc.msg, decoder, &mac);
+        if undecodable {
+            RadioCounters::count(&self.io.counters.undecodable);
+        }
+        if acc.lost > 0 {
+            tracing::info!(radio = %self.io.radio, dev_eui = %acc.dev_eui, lost = acc.lost, "uplinks lost before this one");
+        }
+        let link = self
+            .event(acc.dev_eui, DeviceEventKind::Left, Some(rx))
+            .link;
+        readings.extend(link.iter().flat_map(|l| l.readings().collect::<Vec<_>>()));
+        // Answers: an ACK for a confirmed uplink, LinkCheckAns for LinkCheckReq.
+        let mut answers = Vec::new();
+        if mac.contains(&MacCommand::LinkCheckReq) {
+            answers.push(MacCommand::LinkCheckAns {
+                margin: link_margin(rx),
+                gw_cnt: 1,
+            });
+        }
+        if acc.msg.confirmed || !answers.is_empty() {
+            self.answer(rx, acc.dev_eui, acc.msg.confirmed, &answers)
+                .await;
+        }
+        let readings = readings
+            .into_iter()
+            .flat_map(crate::model::vocabulary::normalize)
+            .collect();
+        let ev = self.event(acc.dev_eui, DeviceEventKind::Readings(readings), Some(rx));
+        if self.emit(ev).await.is_err() {
+            tracing::warn!(radio = %self.io.radio, "hub gone: reading not delivered");
+        }
+        // An ABP device has no join: its first frame is where the gateway meets it.
+        let abp = self
+            .sessions
+            .get(acc.dev_eui)
+            .is_some_and(|d| d.otaa.is_none());
+        if acc.first && abp {
+            let _ = self
+                .emit(self.event(acc.dev_eui, described("abp"), None))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// A class A downlink in RX1 (ACK and/or MAC answers in FOpts).
+    async fn answer(&mut self, rx: &RxPk, dev_eui: Eui64, ack: bool, mac: &[MacCommand]) {
+        let Some((dev_addr, keys, fcnt)) = self.sessions.next_fcnt_down(dev_eui) else {
+            return;
+        };
+        if let Err(e) = self.persist(dev_eui).await {
+            tracing::warn!(radio = %self.io.radio, error = %e, "downlink counter not stored: no downlink");
+            return;
+        }
+        let fopts = encode_commands(Direction::Downlink, mac).unwrap_or_default();
+        let msg = DataMessage {
+            direction: Direction::Downlink,
+            confirmed: false,
+            dev_addr,
+            fctrl: FCtrl {
+                ack,
+                ..FCtrl::default()
+            },
+            fcnt,
+            fopts,
+            fport: None,
+            payload: Vec::new(),
+        };
+        match DataFrame::seal(&msg, &keys).and_then(|f| f.to_bytes()) {
+            Ok(phy) => {
+                let what = format!("downlink for {dev_eui} (ack: {ack})");
+                self.downlink(rx, phy, false, what).await
+            }
+            Err(e) => tracing::warn!(radio = %self.io.radio, error = %e, "downlink not built"),
+        }
+    }
+
+    /// Sends `phy` in RX1 after `rx` (5 s for a Join-Accept, 1 s for data), with RX2 as
+    /// the fallback.
+    async fn downlink(&mut self, rx: &RxPk, phy: Vec<u8>, join: bool, what: String) {
+        match rx_windows(self.opts.region, rx, join, self.opts.tx_power, phy) {
+            Ok((rx1, rx2)) => {
+                if let Err(e) = self.link.send(rx1, Some(rx2), what.clone()).await {
+                    RadioCounters::count(&self.io.counters.timeouts);
+                    tracing::warn!(radio = %self.io.radio, what, error = %e, "downlink not sent");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(radio = %self.io.radio, what, error = %e, "no receive window for this uplink")
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: RadioCommand) {
+        match cmd {
+            RadioCommand::ProvisionCredential {
+                native_address,
+                credential,
+                reply,
+            } => {
+                let r = match eui_of(&native_address) {
+                    None => Err(RadioError::Invalid(format!(
+                        "`{native_address}` is not a DevEUI (16 hex digits)"
+                    ))),
+                    Some(eui) => self
+                        .take(eui, credential.kind.as_str(), &credential.secret)
+                        .map_err(RadioError::Invalid),
+                };
+                let _ = reply.send(r);
+            }
+            RadioCommand::Remove { native_address } => {
+                let Some(eui) = eui_of(&native_address) else {
+                    return;
+                };
+                // The session goes; the DevNonces stay on record, so an old Join-Request
+                // cannot be replayed after a re-admission.
+                let still_provisioned = match &self.io.secrets {
+                    Some(sink) => {
+                        let o = owner(eui);
+                        sink.writer
+                            .write(move |c| {
+                                Ok(credentials::exists(
+                                    c,
+                                    &o,
+                                    CredentialKind::LorawanOtaa.as_str(),
+                                )? || credentials::exists(
+                                    c,
+                                    &o,
+                                    CredentialKind::LorawanAbp.as_str(),
+                                )?)
+                            })
+                            .await
+                            .unwrap_or(false)
+                    }
+                    None => false,
+                };
+                self.sessions.end_session(eui);
+                let _ = self.persist(eui).await;
+                if !still_provisioned {
+                    self.sessions.forget(eui);
+                }
+                tracing::info!(radio = %self.io.radio, device = %native_address, "LoRaWAN session destroyed");
+            }
+            RadioCommand::Set {
+                command_id,
+                native_address,
+                ..
+            }
+            | RadioCommand::Read {
+                command_id,
+                native_address,
+            } => {
+                let ev = DeviceEvent {
+                    radio: self.io.radio.clone(),
+                    protocol: self.io.protocol,
+                    native_address,
+                    received_at: SystemTime::now(),
+                    kind: DeviceEventKind::CommandResult {
+                        command_id,
+                        ok: false,
+                        detail: "LoRaWAN devices take no set or read commands here".into(),
+                    },
+                    link: None,
+                };
+                let _ = self.io.events.send(ev).await;
+            }
+            RadioCommand::Backup { reply } => {
+                let _ = reply.send(Err(RadioError::NotSupported("backup".into())));
+            }
+            RadioCommand::RotateNetworkKey { reply } => {
+                let _ = reply.send(Err(RadioError::NotSupported(
+                    "network key rotation (LoRaWAN keys are per device: provision new ones)".into(),
+                )));
+            }
+            RadioCommand::PermitJoin { .. } | RadioCommand::Policy(_) => {}
+        }
+    }
+}
+
+/// What the gateway knows of a LoRaWAN device without asking it (LoRaWAN has no
+/// interview): how it was activated, and that it hears only after its own uplinks.
+fn described(activation: &str) -> DeviceEventKind {
+    DeviceEventKind::Interviewed(DeviceInfo {
+        capabilities: vec![format!("lorawan_{activation}")],
+        reachability: Some(Reachability::AfterUplink),
+        ..DeviceInfo::default()
+    })
+}
+
+/// Demodulation floor per spreading factor (dB, SX127x/SX130x datasheets, as used by
+/// network servers for LinkCheckAns margins).
+fn link_margin(rx: &RxPk) -> u8 {
+    let floor = match rx.datr {
+        fieldgate_lora::gwmp::DataRate::Lora { sf, .. } => -20.0 + 2.5 * (12.0 - f64::from(sf)),
+        fieldgate_lora::gwmp::DataRate::Fsk(_) => 0.0,
+    };
+    (rx.lsnr.unwrap_or(0.0) - floor).clamp(0.0, 254.0) as u8
+}
+
+/// The RX1 and RX2 transmissions of `phy` answering `rx`.
+fn rx_windows(
+    region: Region,
+    rx: &RxPk,
+    join: bool,
+    power: u8,
+    phy: Vec<u8>,
+) -> Result<(TxPk, TxPk), String> {
+    let (d1, d2) = if join {
+        (region.join_accept_delay1(), region.join_accept_delay2())
+    } else {
+        (region.receive_delay1(), region.receive_delay2())
+    };
+    let dr = region
+        .dr_for(rx.datr.modulation(), true)
+        .ok_or_else(|| format!("{} is not an uplink rate of {}", rx.datr, region.name()))?;
+    let rx1 = region.rx1(rx.freq_hz(), dr, 0).map_err(|e| e.to_string())?;
+    let rx2 = region.rx2();
+    let tx = |w: fieldgate_lora::region::RxWindow, delay: std::time::Duration| {
+        let Some(Modulation::Lora { sf, bw_khz }) = region.data_rate(w.dr).map(|d| d.modulation)
+        else {
+            return Err(format!("DR{} of {} is not LoRa", w.dr, region.name()));
+        };
+        let at = rx.tmst.wrapping_add(delay.as_micros() as u32);
+        Ok(TxPk::lorawan_downlink(
+            at,
+            w.freq_hz,
+            sf,
+            bw_khz,
+            power,
+            phy.clone(),
+        ))
+    };
+    Ok((tx(rx1, d1)?, tx(rx2, d2)?))
+}
+
+#[cfg(test)]
+mod tests;
