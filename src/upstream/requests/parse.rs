@@ -346,12 +346,10 @@ impl Request {
             | Request::AddInstallCode { device, .. }
             | Request::RemoveInstallCode { device }
             | Request::Device { device }
-            | Request::Rename { device, .. } => device.to_string(),
+            | Request::Rename { device, .. }
+            | Request::AddLoraDevice { device, .. } => device.to_string(),
             Request::Devices { .. }
             | Request::Policy { .. }
-            | Request::AddLoraDevice { device, .. }
-            | Request::RemoveInstallCode { device } => device.to_string(),
-            Request::Policy { .. }
             | Request::HealthCheck
             | Request::Info
             | Request::RotateClientCert { .. } => gateway_id.to_string(),
