@@ -383,6 +383,16 @@ enum AuditCommand {
         /// Read this database file directly (works with the daemon stopped).
         #[arg(long)]
         db: Option<PathBuf>,
+        /// Also check every forward-secure seal with the seed `audit seal init` showed
+        /// (64 hex digits; `-` reads it from standard input). Reads the database named
+        /// by --db, else the config's.
+        #[arg(long)]
+        seed: Option<String>,
+    },
+    /// Forward-secure sealing of the audit log.
+    Seal {
+        #[command(subcommand)]
+        command: SealCommand,
     },
     /// The newest records.
     Tail {
@@ -394,6 +404,31 @@ enum AuditCommand {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum SealCommand {
+    /// Set up sealing: creates the seal key beside the database and prints the
+    /// verification seed, once. Keep the seed off the gateway.
+    Init {
+        #[arg(long)]
+        json: bool,
+        /// The database to seal (default: the config's).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+}
+
+/// --db, else the database of the config (--config or the default).
+fn db_or_config(cli: &Cli, db: &Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    if let Some(db) = db {
+        return Ok(db.clone());
+    }
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    load_config(&path).map(|c| c.db_path())
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
@@ -497,7 +532,31 @@ async fn async_main(cli: Cli) -> ExitCode {
         }
         Command::Config { .. } => unreachable_config(),
         Command::Audit {
-            command: AuditCommand::Verify { json, db: Some(db) },
+            command:
+                AuditCommand::Verify {
+                    json,
+                    db,
+                    seed: Some(seed),
+                },
+        } => match db_or_config(&cli, db) {
+            Ok(path) => {
+                fieldgate::api::audit_cli::verify_with_seed(&path, seed, db.is_some(), *json)
+            }
+            Err(code) => return code,
+        },
+        Command::Audit {
+            command:
+                AuditCommand::Seal {
+                    command: SealCommand::Init { json, db },
+                },
+        } => match db_or_config(&cli, db) {
+            Ok(path) => fieldgate::api::audit_cli::seal_init(&path, *json),
+            Err(code) => return code,
+        },
+        Command::Audit {
+            command: AuditCommand::Verify {
+                json, db: Some(db), ..
+            },
         } => cli::audit_verify_offline(db, *json),
         Command::Audit {
             command:
@@ -576,6 +635,9 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Command::Audit {
                     command: AuditCommand::Tail { n, json, .. },
                 } => cli::audit_tail(&api, *n, *json).await,
+                Command::Audit {
+                    command: AuditCommand::Seal { .. },
+                } => Ok(()),
                 Command::Run
                 | Command::Demo { .. }
                 | Command::Emulate { .. }

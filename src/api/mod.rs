@@ -5,6 +5,7 @@
 //! uid/gid/pid (SO_PEERCRED) before the response leaves. Handlers only read the
 //! store and send requests to the hub; they never write the store themselves.
 
+pub mod audit_cli;
 pub mod cli;
 pub mod client;
 mod listen;
@@ -204,6 +205,10 @@ pub struct StatusReply {
     /// Requests held for sleeping devices.
     #[serde(default)]
     pub held_requests: HeldRequestsStatus,
+    /// The audit chain head (seq, hash, records), its seals and the
+    /// `audit_chain_broken` alarm (null when not raised).
+    #[serde(default)]
+    pub audit: serde_json::Value,
 }
 
 /// The `held_requests` of `GET /v1/status`.
@@ -282,15 +287,21 @@ pub struct DeviceDetail {
 }
 
 async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
-    let (counts, ob, creds, held) = read(&s, |c| {
+    let (counts, ob, creds, held, mut audit_head) = read(&s, |c| {
         Ok((
             registry::counts(c)?,
             outbox::stats(c)?,
             credential_status(c)?,
             store::requests::summary(c)?,
+            store::audit_guard::summary(c)?,
         ))
     })
     .await?;
+    audit_head["alarm"] = json!(s
+        .writer
+        .stats()
+        .audit_alarm()
+        .map(|why| json!({"name": store::audit_guard::ALARM, "reason": why})));
     let mut devices = serde_json::Map::new();
     let mut total = 0;
     for (k, v) in counts {
@@ -321,7 +332,9 @@ async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
             "operations": ws.operations.load(Ordering::Relaxed),
             "failed_operations": ws.failed_operations.load(Ordering::Relaxed),
             "failed_commits": ws.failed_commits.load(Ordering::Relaxed),
+            "audit_mark_failures": ws.audit_mark_failures.load(Ordering::Relaxed),
         }),
+        audit: audit_head,
         api: json!({
             "requests": s.stats.requests.load(Ordering::Relaxed),
             "refused": s.stats.refused.load(Ordering::Relaxed),
@@ -717,7 +730,10 @@ async fn audit_tail(
 }
 
 async fn audit_verify(State(s): State<ApiState>) -> ApiResult<audit::VerifyReport> {
-    Ok(Json(read(&s, audit::verify).await?))
+    let mark = store::audit_guard::mark_path(&s.db_path);
+    Ok(Json(
+        read(&s, move |c| store::audit_guard::verify(c, &mark, false)).await?,
+    ))
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -145,6 +145,25 @@ CREATE INDEX outbox_by_kind ON outbox (kind, id);
         // How the device is reached (always_listening, wake_up, after_uplink), as its
         // radio reported it; decides whether requests for it are held.
         M::up("ALTER TABLE devices ADD COLUMN reachability TEXT;"),
+        // Forward-secure seals over the audit log, one per epoch (see store/audit_seal.rs);
+        // append-only like the log itself.
+        M::up(
+            r#"
+CREATE TABLE audit_seals (
+    epoch     INTEGER PRIMARY KEY,
+    ts        TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    head_hash TEXT NOT NULL,
+    prev_mac  TEXT NOT NULL,
+    mac       TEXT NOT NULL
+);
+CREATE TRIGGER audit_seals_no_update BEFORE UPDATE ON audit_seals
+BEGIN SELECT RAISE(ABORT, 'the audit seals are append-only'); END;
+CREATE TRIGGER audit_seals_no_delete BEFORE DELETE ON audit_seals
+BEGIN SELECT RAISE(ABORT, 'the audit seals are append-only'); END;
+"#,
+        ),
     ])
 }
 

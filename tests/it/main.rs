@@ -5,6 +5,7 @@ mod common;
 
 mod api;
 mod audit;
+mod audit_tamper;
 mod config;
 mod conformance;
 mod decode;

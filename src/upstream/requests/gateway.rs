@@ -24,7 +24,19 @@ fn radios_json(ctx: &RequestContext) -> Vec<Value> {
 
 /// The gateway description: published retained on `info` and answered to `info`.
 pub async fn info(ctx: &RequestContext) -> Result<Value, Rejection> {
-    let (ob, counts) = read(ctx, |c| Ok((outbox::stats(c)?, registry::counts(c)?))).await?;
+    let (ob, counts, mut audit) = read(ctx, |c| {
+        Ok((
+            outbox::stats(c)?,
+            registry::counts(c)?,
+            crate::store::audit_guard::summary(c)?,
+        ))
+    })
+    .await?;
+    audit["alarm"] = json!(ctx
+        .writer
+        .stats()
+        .audit_alarm()
+        .map(|why| json!({"name": crate::store::audit_guard::ALARM, "reason": why})));
     let mut devices = Map::new();
     let mut total = 0u64;
     for (k, v) in counts {
@@ -41,6 +53,7 @@ pub async fn info(ctx: &RequestContext) -> Result<Value, Rejection> {
         "devices": devices,
         "outbox": ob,
         "upstream": {"broker": up.broker, "client_id": up.client_id, "delivered": up.delivered},
+        "audit": audit,
     }))
 }
 
