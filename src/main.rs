@@ -138,6 +138,10 @@ enum Command {
     /// It is refused if it tries to join again, until `readmit`.
     Remove {
         id: String,
+        /// Also put it on the denylist: refused whenever it tries again, even if it
+        /// was never seen here, until `readmit`.
+        #[arg(long)]
+        block: bool,
         #[arg(long)]
         json: bool,
     },
@@ -612,7 +616,16 @@ async fn async_main(cli: Cli) -> ExitCode {
                     seconds,
                     json,
                 } => cli::pair(&api, radio, *seconds, *json).await,
-                Command::Remove { id, json } => cli::remove(&api, id, *json).await,
+                Command::Remove {
+                    id,
+                    block: false,
+                    json,
+                } => cli::remove(&api, id, *json).await,
+                Command::Remove {
+                    id,
+                    block: true,
+                    json,
+                } => fieldgate::api::cli_block::remove_and_block(&api, id, *json).await,
                 Command::Readmit { id, json } => cli::readmit(&api, id, *json).await,
                 Command::Radio {
                     command: RadioCmd::Backup { name, out },

@@ -7,6 +7,7 @@
 
 pub mod audit_cli;
 pub mod cli;
+pub mod cli_block;
 pub mod client;
 mod listen;
 mod serve;
@@ -403,6 +404,15 @@ async fn delete_device(
 ) -> ApiResult<crate::hub::Decommissioned> {
     let id = device_id(&raw)?;
     Ok(Json(s.hub.decommission(id, peer.actor()).await?))
+}
+
+async fn block_device(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<crate::hub::Blocked> {
+    let id = device_id(&raw)?;
+    Ok(Json(s.hub.block(id, peer.actor()).await?))
 }
 
 async fn readmit_device(
@@ -844,6 +854,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}/command", post(device_command))
         .route("/v1/devices/{id}/refresh", post(device_refresh))
         .route("/v1/devices/{id}/readmit", post(readmit_device))
+        .route("/v1/devices/{id}/block", post(block_device))
         .route("/v1/radios/{name}/permit-join", post(permit_join))
         .route("/v1/radios/{name}/backup", get(radio_backup))
         .route("/v1/radios/{name}/rotate-key", post(rotate_network_key))

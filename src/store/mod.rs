@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod audit_guard;
 pub mod audit_seal;
+pub mod blocks;
 pub mod credentials;
 pub mod outbox;
 pub mod policies;

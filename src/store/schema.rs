@@ -164,6 +164,16 @@ CREATE TRIGGER audit_seals_no_delete BEFORE DELETE ON audit_seals
 BEGIN SELECT RAISE(ABORT, 'the audit seals are append-only'); END;
 "#,
         ),
+        // The denylist (`remove --block`): devices refused until re-admitted, known or not.
+        M::up(
+            r#"
+CREATE TABLE device_blocks (
+    device_id  TEXT PRIMARY KEY,
+    blocked_at TEXT NOT NULL,
+    actor      TEXT NOT NULL
+);
+"#,
+        ),
     ])
 }
 

@@ -45,6 +45,20 @@ struct PermitJoinBody {
     seconds: u32,
 }
 
+/// `remove`: a device, and whether to put it on the denylist as well.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    device: String,
+    #[serde(default)]
+    block: bool,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeviceBody {
@@ -185,6 +199,8 @@ pub enum Request {
     },
     Remove {
         device: DeviceId,
+        /// Also on the denylist (`remove --block`).
+        block: bool,
     },
     Readmit {
         device: DeviceId,
@@ -228,7 +244,7 @@ impl Request {
             Request::PermitJoin { radio, .. } | Request::RotateNetworkKey { radio } => {
                 radio.clone()
             }
-            Request::Remove { device }
+            Request::Remove { device, .. }
             | Request::Readmit { device }
             | Request::Set { device, .. }
             | Request::Get { device, .. }
@@ -443,9 +459,10 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
             })
         }
         "remove" => {
-            let b: DeviceBody = typed(value)?;
+            let b: RemoveBody = typed(value)?;
             Ok(Request::Remove {
                 device: device_id(&b.device)?,
+                block: b.block,
             })
         }
         "readmit" => {
@@ -616,6 +633,17 @@ mod tests {
         assert_eq!(
             code("remove", br#"{"correlation_id":"c","device":"zigbee:0x1"}"#),
             "ok"
+        );
+        assert_eq!(
+            parse(
+                "remove",
+                br#"{"correlation_id":"c","device":"zigbee:0x1","block":true}"#
+            )
+            .request,
+            Ok(Request::Remove {
+                device: DeviceId::parse("zigbee:0x1").unwrap(),
+                block: true
+            })
         );
         assert_eq!(
             code(
