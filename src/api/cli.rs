@@ -81,6 +81,14 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
         o["bytes"].as_u64().unwrap_or(0),
         age(&o["oldest_age_ms"])
     );
+    let disk = &v["store"]["disk"];
+    if disk["disk_full"].as_bool() == Some(true) {
+        crate::outln!(
+            "DISK FULL the filesystem of the state directory is full ({} bytes free): {} write(s) failed; free some space",
+            disk["free_bytes"].as_u64().unwrap_or(0),
+            disk["full_errors"].as_u64().unwrap_or(0)
+        );
+    }
     let a = &v["audit"];
     crate::outln!(
         "audit     {} records, head {} {}, sealed through {} ({} epochs)",

@@ -65,6 +65,8 @@ pub struct ApiStats {
     pub requests: AtomicU64,
     pub refused: AtomicU64,
     pub failed: AtomicU64,
+    /// Requests refused because their audit record could not be written.
+    pub audit_unavailable: AtomicU64,
     /// Connection handling: accepted, evicted when full, rate-limited requests.
     pub connections: Arc<serve::ConnectionStats>,
 }
@@ -334,12 +336,14 @@ async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
             "failed_operations": ws.failed_operations.load(Ordering::Relaxed),
             "failed_commits": ws.failed_commits.load(Ordering::Relaxed),
             "audit_mark_failures": ws.audit_mark_failures.load(Ordering::Relaxed),
+            "disk": ws.disk.snapshot(),
         }),
         audit: audit_head,
         api: json!({
             "requests": s.stats.requests.load(Ordering::Relaxed),
             "refused": s.stats.refused.load(Ordering::Relaxed),
             "failed": s.stats.failed.load(Ordering::Relaxed),
+            "audit_unavailable": s.stats.audit_unavailable.load(Ordering::Relaxed),
             "connections_accepted": s.stats.connections.accepted.load(Ordering::Relaxed),
             "connections_evicted": s.stats.connections.evicted.load(Ordering::Relaxed),
             "rate_limited": s.stats.connections.rate_limited.load(Ordering::Relaxed),
@@ -828,18 +832,34 @@ async fn audit_requests(State(s): State<ApiState>, req: Request, next: Next) -> 
         json!({"status": status.as_u16(), "user": user}),
     );
     let gw = s.gateway_id.clone();
-    match s
-        .writer
-        .write(move |c| store::record_audit(c, &gw, &entry).map(|_| ()))
-        .await
-    {
+    let write = |entry: AuditEntry| {
+        let gw = gw.clone();
+        s.writer
+            .write(move |c| store::record_audit(c, &gw, &entry).map(|_| ()))
+    };
+    let mut written = write(entry.clone()).await;
+    if written.is_err() && s.writer.stats().disk.is_full() {
+        // The failure gave the reserve back: the record fits now.
+        written = write(entry).await;
+    }
+    match written {
         Ok(()) => response,
         Err(e) => {
-            tracing::error!(error = %e, %path, "cannot write the audit record; refusing to answer");
+            s.stats.failed.fetch_add(1, Ordering::Relaxed);
+            s.stats.audit_unavailable.fetch_add(1, Ordering::Relaxed);
+            let disk_full = s.writer.stats().disk.is_full();
+            if let Some(n) = s.writer.stats().log.hit("audit_unavailable") {
+                tracing::error!(error = %e, %path, disk_full, refused = n, "cannot write the audit record; refusing to answer");
+            }
+            let message = if disk_full {
+                "the audit log cannot be written: the disk holding the state directory is full"
+            } else {
+                "the audit log cannot be written"
+            };
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "audit_unavailable",
-                "the audit log cannot be written",
+                message,
             )
             .into_response()
         }

@@ -10,6 +10,7 @@ pub mod audit_guard;
 pub mod audit_seal;
 pub mod blocks;
 pub mod credentials;
+pub mod disk;
 pub mod outbox;
 pub mod policies;
 pub mod registry;
@@ -87,6 +88,10 @@ pub struct WriterStats {
     pub audit_alarm: std::sync::Mutex<Option<String>>,
     /// The gateway id the writer's own audit records are queued under.
     pub gateway_id: std::sync::OnceLock<String>,
+    /// A full disk: the reserve, the state, the counts.
+    pub disk: disk::DiskState,
+    /// One error line per cause per 10 s.
+    pub log: disk::RateLog,
 }
 
 impl WriterStats {
@@ -174,6 +179,11 @@ impl Store {
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let mark = audit_guard::mark_path(path);
+        let reserve = disk::reserve_path(path);
+        if let Err(e) = disk::ensure_reserve(&reserve) {
+            tracing::warn!(error = %e, reserve = %reserve.display(), "cannot set the disk-full reserve aside");
+        }
+        stats.disk.set_reserve(reserve);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(conn, rx, options, &thread_stats, &mark))
@@ -308,14 +318,20 @@ fn writer_loop(
 }
 
 fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
+    stats.disk.recheck(&stats.log);
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+        if disk::is_disk_full(&e) {
+            stats.disk.hit_full(&stats.log);
+        }
         let msg = e.to_string();
         for job in batch.drain(..) {
             // Jobs were not run; report the failure without running them.
             drop(job);
         }
-        tracing::error!(error = %msg, "store: cannot begin a transaction");
+        if let Some(n) = stats.log.hit("begin_failed") {
+            tracing::error!(error = %msg, failures = n, "store: cannot begin a transaction");
+        }
         return;
     }
     let mut done = Vec::with_capacity(batch.len());
@@ -328,7 +344,12 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
             let _ = audit::track_head(conn);
         }
         stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(error = %e, "store: commit failed");
+        if disk::is_disk_full(&e) {
+            stats.disk.hit_full(&stats.log);
+        }
+        if let Some(n) = stats.log.hit("commit_failed") {
+            tracing::error!(error = %e, failures = n, "store: commit failed");
+        }
         StoreError::Commit(e.to_string())
     });
     stats.transactions.fetch_add(1, Ordering::Relaxed);
@@ -359,6 +380,9 @@ impl Writer {
                         .map(|_| r)
                         .map_err(StoreError::from),
                     Err(e) => {
+                        if matches!(&e, StoreError::Sql(s) if disk::is_disk_full(s)) {
+                            stats.disk.hit_full(&stats.log);
+                        }
                         let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
                         if audit::tracking() {
                             let _ = audit::track_head(conn);

@@ -10,6 +10,7 @@ mod block;
 mod config;
 mod conformance;
 mod decode;
+mod disk_full;
 mod doctor;
 mod durability;
 mod emulate;
