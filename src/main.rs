@@ -57,9 +57,10 @@ enum Command {
         /// The user the service runs as (the unit's User=).
         #[arg(long, default_value = fieldgate::doctor::SERVICE_USER)]
         user: String,
-        /// Key file to check when $CREDENTIALS_DIRECTORY is unset.
-        #[arg(long, default_value = fieldgate::doctor::DEFAULT_MASTER_KEY)]
-        master_key: PathBuf,
+        /// Key file to check when $CREDENTIALS_DIRECTORY is unset (default: the
+        /// config's `master_key_file`, else `<state_dir>/master.key`).
+        #[arg(long)]
+        master_key: Option<PathBuf>,
         /// Per network check (e.g. `3s`).
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: Duration,
@@ -671,14 +672,23 @@ async fn async_main(cli: Cli) -> ExitCode {
 }
 
 /// `fieldgate doctor`: synchronous, before any runtime starts.
-fn doctor(cli: &Cli, json: bool, user: &str, master_key: &Path, timeout: Duration) -> ExitCode {
+fn doctor(
+    cli: &Cli,
+    json: bool,
+    user: &str,
+    master_key: &Option<PathBuf>,
+    timeout: Duration,
+) -> ExitCode {
     let mut opts = fieldgate::doctor::Options::new(
         cli.config
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
     );
     opts.user = user.to_string();
-    opts.master_key = master_key.to_path_buf();
+    if let Some(k) = master_key {
+        opts.master_key = k.clone();
+        opts.master_key_given = true;
+    }
     opts.timeout = timeout;
     let report = fieldgate::doctor::run(&opts);
     if json {
