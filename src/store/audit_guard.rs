@@ -590,6 +590,50 @@ mod tests {
     }
 
     #[test]
+    fn the_tail_check_sees_edits_gaps_and_swaps_but_not_a_recorded_gap() {
+        let c = log(6);
+        assert_eq!(check_tail(&c, TAIL_CHECKED).unwrap(), Ok(()));
+        c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
+            .unwrap();
+        c.execute("UPDATE audit SET target = 'x' WHERE seq = 4", [])
+            .unwrap();
+        assert!(check_tail(&c, TAIL_CHECKED)
+            .unwrap()
+            .unwrap_err()
+            .contains("altered"));
+        c.execute("DELETE FROM audit WHERE seq = 4", []).unwrap();
+        assert!(check_tail(&c, TAIL_CHECKED)
+            .unwrap()
+            .unwrap_err()
+            .contains("missing"));
+        // A gap the daemon recorded (its chain_broken record follows it) is not news.
+        c.execute("DELETE FROM audit WHERE seq >= 4", []).unwrap();
+        let mark = Mark {
+            seq: 6,
+            hash: "ab".repeat(32),
+        };
+        audit::expect_head((mark.seq, mark.hash));
+        append(
+            &c,
+            &AuditEntry::new(
+                "system",
+                "audit.chain_broken",
+                "audit",
+                Outcome::Failed,
+                serde_json::json!({}),
+            ),
+            "2026-01-01T00:00:01.000Z",
+        )
+        .unwrap();
+        // Numbered after the removed records, and the removal noted.
+        assert!(audit::take_tampered()
+            .unwrap()
+            .contains("records 4..=6 were removed"));
+        assert_eq!(head(&c).unwrap().seq, 7);
+        assert_eq!(check_tail(&c, TAIL_CHECKED).unwrap(), Ok(()));
+    }
+
+    #[test]
     fn dropped_triggers_are_restored_and_reported() {
         let c = log(2);
         c.execute_batch("DROP TRIGGER audit_no_update").unwrap();
