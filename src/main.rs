@@ -100,7 +100,7 @@ enum Command {
     Refresh {
         id: String,
         /// Only these attributes in the answer (names as in the device's state), e.g.
-        /// `on_off,voltage`.
+        /// `on,voltage`.
         #[arg(long, value_delimiter = ',')]
         attributes: Vec<String>,
         #[arg(long)]

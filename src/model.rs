@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Protocol;
 
+pub mod vocabulary;
+
 /// A device's identity inside the gateway: `<protocol>:<native address>`, e.g.
 /// `zigbee:0x00124b0001abcdef` or `zwave:5`. Stable across re-pairing when the
 /// native address is stable (IEEE address, DevEUI, BLE MAC).

@@ -644,7 +644,7 @@ pub async fn refresh(
         .find(|a| a.is_empty() || a.chars().any(char::is_whitespace))
     {
         return Err(anyhow!(
-            "{bad:?} is not an attribute name (names are as in the device's last_state, e.g. on_off,voltage)"
+            "{bad:?} is not an attribute name (names are as in the device's last_state, e.g. on,voltage)"
         ));
     }
     let body = (!attributes.is_empty()).then(|| json!({ "attributes": attributes }));

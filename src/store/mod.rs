@@ -11,6 +11,7 @@ pub mod audit_seal;
 pub mod blocks;
 pub mod credentials;
 pub mod disk;
+pub mod names;
 pub mod outbox;
 pub mod policies;
 pub mod registry;

@@ -127,6 +127,7 @@ pub fn append_data<D: Serialize + ?Sized>(
     data: &D,
 ) -> StoreResult<i64> {
     let seq = seqs.next(conn)?;
+    let life = seqs.life(conn)?;
     let mut payload = Vec::with_capacity(320);
     let msg_id = write_envelope(
         &mut payload,
@@ -135,6 +136,7 @@ pub fn append_data<D: Serialize + ?Sized>(
         data,
         seq,
         header.event_time,
+        &life,
     )?;
     insert_row(conn, header, seq, &msg_id.to_string(), &payload, 1)?;
     seqs.last = Some((seq, seq));
@@ -152,6 +154,7 @@ fn write_envelope<D: Serialize + ?Sized>(
     data: &D,
     seq: i64,
     at: SystemTime,
+    life: &str,
 ) -> StoreResult<uuid::Uuid> {
     let id = uuid::Uuid::now_v7();
     let mut id_buf = uuid::Uuid::encode_buffer();
@@ -162,6 +165,7 @@ fn write_envelope<D: Serialize + ?Sized>(
             data,
             device: header.device.map(DeviceId::as_str),
             gateway: gateway_id,
+            life,
             msg_id: id.hyphenated().encode_lower(&mut id_buf),
             seq,
             ts: crate::model::rfc3339_into(at, &mut ts_buf),
@@ -223,6 +227,7 @@ pub fn append_batch<D: Serialize>(
     items: &[(D, SystemTime)],
 ) -> StoreResult<Vec<i64>> {
     let mut out = Vec::with_capacity(items.len());
+    let life = seqs.life(conn)?;
     for chunk in items.chunks(MAX_ROW_MESSAGES) {
         let first = seqs.next(conn)?;
         let mut payload = Vec::with_capacity(chunk.len() * 320);
@@ -233,7 +238,7 @@ pub fn append_batch<D: Serialize>(
                 payload.push(b'\n');
             }
             let seq = first + i as i64;
-            let id = write_envelope(&mut payload, gateway_id, header, data, seq, *at)?;
+            let id = write_envelope(&mut payload, gateway_id, header, data, seq, *at, &life)?;
             first_id.get_or_insert(id);
             out.push(seq);
         }
@@ -262,15 +267,35 @@ pub fn append_batch<D: Serialize>(
 pub struct SeqCursor {
     /// The last row this cursor wrote: its id and its last seq.
     last: Option<(i64, i64)>,
+    /// The database's life, read once per cursor.
+    life: Option<String>,
 }
 
 impl SeqCursor {
+    fn life(&mut self, conn: &Connection) -> StoreResult<String> {
+        if let Some(l) = &self.life {
+            return Ok(l.clone());
+        }
+        let l = life(conn)?;
+        self.life = Some(l.clone());
+        Ok(l)
+    }
+
     fn next(&mut self, conn: &Connection) -> StoreResult<i64> {
         match self.last {
             Some((row, last)) if conn.last_insert_rowid() == row => Ok(last + 1),
             _ => next_seq(conn),
         }
     }
+}
+
+/// The database's life: an id made with the database (creation time in ms, then
+/// random hex), so `(life, seq)` orders messages across a reset of the gateway's
+/// state, when `seq` starts again at 1.
+pub fn life(conn: &Connection) -> StoreResult<String> {
+    Ok(conn
+        .prepare_cached("SELECT life FROM gateway_life WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// The envelope every queued message carries (documented in docs/mqtt-api.md).
@@ -280,6 +305,7 @@ struct Envelope<'a, D: ?Sized> {
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<&'a str>,
     gateway: &'a str,
+    life: &'a str,
     msg_id: &'a str,
     seq: i64,
     ts: &'a str,
@@ -307,6 +333,7 @@ pub fn append_response(
     if let Some(obj) = response.as_object_mut() {
         obj.insert("msg_id".into(), serde_json::json!(msg_id));
         obj.insert("seq".into(), serde_json::json!(seq));
+        obj.insert("life".into(), serde_json::json!(life(conn)?));
     }
     let payload =
         serde_json::to_vec(&response).map_err(|e| super::StoreError::Invalid(e.to_string()))?;

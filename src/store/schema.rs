@@ -145,6 +145,31 @@ CREATE INDEX outbox_by_kind ON outbox (kind, id);
         // How the device is reached (always_listening, wake_up, after_uplink), as its
         // radio reported it; decides whether requests for it are held.
         M::up("ALTER TABLE devices ADD COLUMN reachability TEXT;"),
+        // The database's life: made once, with the database (or with this migration),
+        // carried in every envelope, so a consumer tells a reset gateway's new `seq`
+        // from the old one. Creation time in ms (13 digits) then 8 random hex
+        // digits: lives sort by creation.
+        M::up(
+            r#"
+CREATE TABLE gateway_life (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    life TEXT NOT NULL
+);
+INSERT INTO gateway_life (id, life) VALUES (1,
+    printf('%013d', CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER))
+    || '-' || lower(hex(randomblob(4))));
+"#,
+        ),
+        // Friendly names, unique per gateway, set over MQTT (`rename`); a table of
+        // their own so the registry's rows and readers are untouched.
+        M::up(
+            r#"
+CREATE TABLE device_names (
+    device_id TEXT PRIMARY KEY REFERENCES devices (id),
+    name      TEXT NOT NULL UNIQUE
+);
+"#,
+        ),
         // Forward-secure seals over the audit log, one per epoch (see store/audit_seal.rs);
         // append-only like the log itself.
         M::up(
@@ -213,9 +238,17 @@ mod tests {
                 super::migrations().current_version(&c).unwrap(),
                 SchemaVersion::Inside(std::num::NonZeroUsize::new(3).unwrap())
             );
+            // Today's append writes the life into the envelope: give the old
+            // schema that table by hand (the later migration makes it again).
+            c.execute_batch(
+                "CREATE TEMP TABLE gateway_life (id INTEGER PRIMARY KEY, life TEXT NOT NULL);
+                 INSERT INTO temp.gateway_life VALUES (1, 'old');",
+            )
+            .unwrap();
             for _ in 0..5 {
                 outbox::append(&c, "gw", &msg()).unwrap();
             }
+            c.execute_batch("DROP TABLE temp.gateway_life").unwrap();
             let del: Vec<i64> = if keep_one {
                 vec![1, 2, 3, 5]
             } else {

@@ -16,9 +16,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::topics::Topics;
 use crate::config::{is_loopback_host, UpstreamConfig};
 
-/// Largest MQTT packet we accept from the broker (requests are far smaller; the
-/// request size limit is enforced separately with an error response).
-pub const MAX_INCOMING_PACKET: usize = 256 * 1024;
+/// Largest MQTT packet we accept from the broker: the protocol's own maximum
+/// (remaining length 268,435,455). A packet over rumqttc's limit drops the
+/// connection without an answer (and a retained one would do so on every
+/// reconnect), so the limit is the broker's (mosquitto `message_size_limit`);
+/// a request over the documented size is read and answered `payload_too_large`.
+pub const MAX_INCOMING_PACKET: usize = 268_435_455 + 5;
 /// Largest packet we send; an outbox row larger than this is undeliverable.
 pub const MAX_OUTGOING_PACKET: usize = 16 * 1024 * 1024;
 

@@ -7,6 +7,13 @@
 //! radios' jittered exponential backoff. Before each reconnect rumqttc's own
 //! queues are emptied: replay always comes from the outbox.
 //!
+//! Requests: every request gets one answer. The request task takes up to
+//! `REQUEST_QUEUE` waiting requests; more are refused `busy` here, their audit
+//! records committed in batches before their answers go out. Answers wait, in
+//! order, in a queue of their own until rumqttc has room (never dropped because
+//! its queue was full). Empty payloads (a retained message being cleared) are not
+//! requests.
+//!
 //! A client certificate rotation ([`super::rotate`]) is a deliberate reconnect:
 //! DISCONNECT, then one connect with the new identity; if that is refused the
 //! old identity is put back at once and the broker is connected to again.
@@ -32,6 +39,16 @@ use crate::store::{self, outbox, StoreResult};
 
 /// Requests waiting for the request task; more are answered `busy`.
 const REQUEST_QUEUE: usize = 64;
+/// Refusals (`busy`) whose audit records are committed in one writer job.
+const REFUSAL_BATCH: usize = 1000;
+/// Responses waiting for room in the client's queue: the request task waits
+/// while this many are. Refusals are added regardless, up to `RESPONSE_LIMIT`;
+/// past it a response is dropped, counted and logged (only a flood the broker
+/// cannot take from us for minutes gets there).
+const RESPONSE_BACKLOG: usize = 1000;
+const RESPONSE_LIMIT: usize = 200_000;
+/// Seconds `delivered_per_s` is averaged over.
+const RATE_WINDOW: usize = 10;
 /// Most rows deleted in one writer job.
 const DELETE_BATCH: usize = 2000;
 /// Delivered messages are deleted once this many are waiting, or once the oldest
@@ -147,6 +164,12 @@ struct Session {
     /// Bumped on every (dis)connect so reads started before it are discarded.
     epoch: u64,
     inbound: mpsc::Sender<Inbound>,
+    /// Responses (and retained-request clears) not yet handed to the client, in order.
+    responses: VecDeque<Outbound>,
+    /// Requests refused here (`busy`), waiting for their audit records.
+    refusals: Vec<requests::Refusal>,
+    /// The database's life (announced in the birth message).
+    life: Option<String>,
 }
 
 impl Session {
@@ -189,15 +212,17 @@ impl Session {
         self.status.set_state(ConnectionState::Connected);
         self.status.connects.fetch_add(1, Ordering::Relaxed);
         // No session is kept by the broker (clean session): subscribe again.
-        if let Err(e) = self
-            .client
-            .try_subscribe(self.settings_topics.request_filter(), QoS::AtLeastOnce)
-        {
-            tracing::warn!(error = %e, "cannot subscribe to requests");
+        let filters = std::iter::once(self.settings_topics.request_filter())
+            .chain(self.settings_topics.device_command_filters());
+        for filter in filters {
+            if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                tracing::warn!(error = %e, "cannot subscribe to requests");
+            }
         }
         let birth = serde_json::json!({
             "state": "online",
             "gateway": self.gateway_id,
+            "life": self.life,
             "version": env!("CARGO_PKG_VERSION"),
             "ts": crate::model::now_rfc3339(),
         });
@@ -247,21 +272,35 @@ impl Session {
                 }
             }
             Event::Incoming(Incoming::Publish(p)) => {
-                let Some(op) = self.settings_topics.request_operation(&p.topic) else {
-                    return;
+                let (op, device) = match self.settings_topics.request_operation(&p.topic) {
+                    Some(op) => (op, None),
+                    None => match self.settings_topics.device_command(&p.topic) {
+                        Some((device, op)) => (op, Some(device.to_string())),
+                        None => return,
+                    },
                 };
+                if p.payload.is_empty() {
+                    // An empty payload is how a retained message is cleared (ours
+                    // included): not a request, so neither answered nor audited.
+                    self.status.count_request("empty_ignored");
+                    tracing::debug!(topic = %p.topic, "empty payload on a request topic ignored");
+                    return;
+                }
                 let item = Inbound::Request {
+                    topic: p.topic.clone(),
+                    device,
                     operation: op.to_string(),
                     payload: p.payload.to_vec(),
                     retained: p.retain,
                 };
-                if let Err(mpsc::error::TrySendError::Full(Inbound::Request {
-                    operation,
-                    payload,
-                    ..
-                })) = self.inbound.try_send(item)
-                {
-                    self.reject_busy(&operation, &payload);
+                match self.inbound.try_send(item) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(item)) => {
+                        self.refuse(item, "busy", "too many requests in progress: retry later")
+                    }
+                    Err(mpsc::error::TrySendError::Closed(item)) => {
+                        self.refuse(item, "shutting_down", "the gateway is stopping")
+                    }
                 }
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
@@ -284,23 +323,70 @@ impl Session {
         }
     }
 
-    /// Answers a request the request task has no room for.
-    fn reject_busy(&mut self, operation: &str, payload: &[u8]) {
-        self.status.count_request("busy");
-        let correlation_id = requests::parse(operation, payload).correlation_id;
-        let body = serde_json::json!({
-            "correlation_id": correlation_id,
-            "operation": super::topics::response_level(operation),
-            "status": "error",
-            "error": {"code": "busy", "message": "too many requests in progress: retry later"},
-            "gateway": self.gateway_id,
-            "ts": crate::model::now_rfc3339(),
-        });
-        let topic = self.settings_topics.response(operation);
-        if !self.connected || !self.publish(topic, body.to_string().into_bytes(), false, None) {
-            self.status
+    /// Refuses a request the request task has no room for; its audit record is
+    /// committed with others in one batch, then the response is published.
+    fn refuse(&mut self, item: Inbound, code: &'static str, message: &str) {
+        let Inbound::Request {
+            topic,
+            operation,
+            payload,
+            retained,
+            ..
+        } = item
+        else {
+            return;
+        };
+        self.status.count_request(code);
+        self.refusals.push(requests::refusal(
+            &self.gateway_id,
+            &self.settings_topics,
+            &topic,
+            &operation,
+            &payload,
+            retained,
+            code,
+            message,
+        ));
+    }
+
+    /// Queues a response for publishing, in order; past `RESPONSE_LIMIT` it is
+    /// dropped, counted and logged.
+    fn respond(&mut self, out: Outbound) {
+        if self.responses.len() >= RESPONSE_LIMIT {
+            let n = self
+                .status
                 .responses_dropped
                 .fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::error!(topic = %out.topic, dropped = n + 1, "response backlog full: response dropped");
+            }
+            return;
+        }
+        self.responses.push_back(out);
+    }
+
+    /// Hands waiting responses to the client while it has room (it keeps them
+    /// only for this connection: one lost with the connection is not sent again).
+    fn flush_responses(&mut self) {
+        while self.connected {
+            let Some(out) = self.responses.pop_front() else {
+                return;
+            };
+            match self.client.try_publish(
+                out.topic.clone(),
+                QoS::AtLeastOnce,
+                out.retain,
+                out.payload.clone(),
+            ) {
+                Ok(()) => {
+                    self.window.handed_over(None);
+                    self.status.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    self.responses.push_front(out);
+                    return;
+                }
+            }
         }
     }
 
@@ -411,7 +497,21 @@ pub(super) async fn run(
         buffer: VecDeque::new(),
         epoch: 0,
         inbound: in_tx,
+        responses: VecDeque::new(),
+        refusals: Vec::new(),
+        life: {
+            let db = db_path.clone();
+            tokio::task::spawn_blocking(move || outbox::life(&store::open_reader(&db)?))
+                .await
+                .ok()
+                .and_then(|r| {
+                    r.map_err(|e| tracing::warn!(error = %e, "cannot read the database's life"))
+                        .ok()
+                })
+        },
     };
+    // The audit records of a batch of refusals being committed, then their publishes.
+    let mut auditing: Option<JoinHandle<Vec<Outbound>>> = None;
     let (max_bytes, max_age_ms) = limits(&outbox_limits);
     let mut reader: Option<Connection> = None;
     let mut fetch: Option<Fetch> = None;
@@ -426,10 +526,35 @@ pub(super) async fn run(
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut last_enforce = Instant::now() - tuning.enforce_every;
     let mut last_info = Instant::now();
-    let mut rate_mark = (Instant::now(), 0u64);
+    // (when, delivered) once a second over the last `RATE_WINDOW` seconds.
+    let mut rate_marks: VecDeque<(Instant, u64)> = VecDeque::from([(Instant::now(), 0u64)]);
 
     loop {
+        s.flush_responses();
         s.pump();
+        if auditing.is_none() && !s.refusals.is_empty() {
+            let n = s.refusals.len().min(REFUSAL_BATCH);
+            let batch: Vec<requests::Refusal> = s.refusals.drain(..n).collect();
+            let w = writer.clone();
+            let gw = gateway_id.clone();
+            auditing = Some(tokio::spawn(async move {
+                let (entries, publish): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|r| (r.audit, r.publish)).unzip();
+                let count = entries.len();
+                let r = w
+                    .write(move |c| {
+                        for e in &entries {
+                            store::record_audit(c, &gw, e)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, refusals = count, "cannot write the audit records of refused MQTT requests");
+                }
+                publish.into_iter().flatten().collect()
+            }));
+        }
         if s.connected && s.more && fetch.is_none() && s.buffer.len() < window {
             let conn = match reader.take() {
                 Some(c) => Ok(c),
@@ -572,9 +697,16 @@ pub(super) async fn run(
                     Err(e) => tracing::error!(error = %e, "outbox limit task failed"),
                 }
             },
-            Some(out) = out_rx.recv() => {
-                if !s.connected || !s.publish(out.topic, out.payload, out.retain, None) {
-                    status.responses_dropped.fetch_add(1, Ordering::Relaxed);
+            Some(out) = out_rx.recv(), if s.responses.len() < RESPONSE_BACKLOG => {
+                s.respond(out);
+            },
+            r = join(&mut auditing) => {
+                auditing = None;
+                match r {
+                    Ok(publish) => for out in publish {
+                        s.respond(out);
+                    },
+                    Err(e) => tracing::error!(error = %e, "refusal audit task failed"),
                 }
             },
             Some(cmd) = rotations.recv(), if rotation.is_none() => {
@@ -622,11 +754,7 @@ pub(super) async fn run(
             _ = second.tick() => {
                 let now = Instant::now();
                 let delivered = status.delivered.load(Ordering::Relaxed);
-                let dt = now.duration_since(rate_mark.0).as_secs_f64();
-                if dt > 0.0 {
-                    status.set_rate((delivered - rate_mark.1) as f64 / dt);
-                }
-                rate_mark = (now, delivered);
+                status.set_rate(delivery_rate(&mut rate_marks, now, delivered));
                 if enforcing.is_none() && now.duration_since(last_enforce) >= tuning.enforce_every {
                     last_enforce = now;
                     let w = writer.clone();
@@ -725,6 +853,27 @@ pub(super) async fn run(
     if let Some(e) = enforcing.take() {
         let _ = e.await;
     }
+    // Refusals being audited hold a writer handle: let them finish (their
+    // answers are not sent any more; the requests were refused anyway).
+    if let Some(a) = auditing.take() {
+        let _ = a.await;
+    }
+    let unrecorded: Vec<_> = s.refusals.drain(..).map(|r| r.audit).collect();
+    if !unrecorded.is_empty() {
+        let gw = gateway_id.clone();
+        let n = unrecorded.len();
+        let r = writer
+            .write(move |c| {
+                for e in &unrecorded {
+                    store::record_audit(c, &gw, e)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, refusals = n, "cannot write the audit records of refused MQTT requests");
+        }
+    }
     // Closing the inbound queue ends the request task (and drops its store and
     // hub handles before the store closes).
     drop(s);
@@ -733,6 +882,23 @@ pub(super) async fn run(
         let _ = t.await;
     }
     tracing::info!("upstream stopped");
+}
+
+/// Messages delivered per second over the last `RATE_WINDOW` seconds: a backlog
+/// drained in half a second still shows, not only while a second tick happens to
+/// fall inside it.
+fn delivery_rate(marks: &mut VecDeque<(Instant, u64)>, now: Instant, delivered: u64) -> f64 {
+    marks.push_back((now, delivered));
+    while marks.len() > RATE_WINDOW + 1 {
+        marks.pop_front();
+    }
+    let (then, before) = marks.front().copied().unwrap_or((now, delivered));
+    let dt = now.duration_since(then).as_secs_f64();
+    if dt > 0.0 {
+        delivered.saturating_sub(before) as f64 / dt
+    } else {
+        0.0
+    }
 }
 
 fn apply_report(
@@ -781,4 +947,28 @@ fn apply_report(
     };
     // An undeliverable-row alarm stays until the next limit check clears it.
     status.set_alarm(alarm);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delivery_rate_is_averaged_over_ten_seconds() {
+        let t0 = Instant::now();
+        let mut marks = VecDeque::from([(t0, 0u64)]);
+        // 5,000 delivered within the first second, then nothing.
+        let r1 = delivery_rate(&mut marks, t0 + Duration::from_secs(1), 5000);
+        assert_eq!(r1, 5000.0);
+        for s in 2..=11 {
+            let r = delivery_rate(&mut marks, t0 + Duration::from_secs(s), 5000);
+            if s == 5 {
+                assert_eq!(r, 1000.0);
+            }
+        }
+        assert_eq!(
+            delivery_rate(&mut marks, t0 + Duration::from_secs(12), 5000),
+            0.0
+        );
+    }
 }

@@ -54,17 +54,47 @@ impl Topics {
         topic
     }
 
-    /// The subscription for inbound requests.
+    /// The subscription for inbound requests: every level below `request`, so a
+    /// request to `request/<op>/<extra>` is answered (`unknown_operation`) too.
     pub fn request_filter(&self) -> String {
-        format!("{}/request/+", self.prefix)
+        format!("{}/request/#", self.prefix)
     }
 
     /// The operation named by an inbound request topic, if the topic is one.
-    /// Returns the raw last level (possibly an unknown or odd operation).
+    /// Returns everything after `request/` (possibly an unknown or odd operation,
+    /// possibly with more levels); `""` for `<prefix>/request` itself.
     pub fn request_operation<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        topic
+        let rest = topic
             .strip_prefix(self.prefix.as_str())?
-            .strip_prefix("/request/")
+            .strip_prefix("/request")?;
+        match rest {
+            "" => Some(""),
+            _ => rest.strip_prefix('/'),
+        }
+    }
+
+    /// The subscriptions for per-device commands: `device/<device>/set` and `/get`.
+    pub fn device_command_filters(&self) -> [String; 2] {
+        [
+            format!("{}/device/+/set", self.prefix),
+            format!("{}/device/+/get", self.prefix),
+        ]
+    }
+
+    /// The device and operation (`set` or `get`) of a per-device command topic.
+    pub fn device_command<'a>(&self, topic: &'a str) -> Option<(&'a str, &'static str)> {
+        let rest = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/device/")?;
+        let (device, op) = rest.rsplit_once('/')?;
+        if device.is_empty() || device.contains('/') {
+            return None;
+        }
+        match op {
+            "set" => Some((device, "set")),
+            "get" => Some((device, "get")),
+            _ => None,
+        }
     }
 
     /// Where the answer to `operation` goes. Operation names that are not short
@@ -101,7 +131,27 @@ mod tests {
             t.outbox("device/zigbee:0x1/telemetry"),
             "fieldgate/gw1/device/zigbee:0x1/telemetry"
         );
-        assert_eq!(t.request_filter(), "fieldgate/gw1/request/+");
+        assert_eq!(t.request_filter(), "fieldgate/gw1/request/#");
+        assert_eq!(
+            t.request_operation("fieldgate/gw1/request/set/extra"),
+            Some("set/extra")
+        );
+        assert_eq!(t.request_operation("fieldgate/gw1/request"), Some(""));
+        assert_eq!(
+            t.device_command("fieldgate/gw1/device/zigbee:0x1/set"),
+            Some(("zigbee:0x1", "set"))
+        );
+        assert_eq!(
+            t.device_command("fieldgate/gw1/device/hall lamp/get"),
+            Some(("hall lamp", "get"))
+        );
+        assert_eq!(
+            t.device_command("fieldgate/gw1/device/zigbee:0x1/state"),
+            None
+        );
+        assert_eq!(t.device_command("fieldgate/gw1/device/a/b/set"), None);
+        assert_eq!(t.request_operation("fieldgate/gw1/requests/x"), None);
+        assert_eq!(t.response("set/extra"), "fieldgate/gw1/response/invalid");
         assert_eq!(
             t.request_operation("fieldgate/gw1/request/permit_join"),
             Some("permit_join")

@@ -32,7 +32,7 @@ trait Emulated: Send + Sync {
     fn options(&self) -> String;
     /// A device that reports on its own, and a reading name it reports.
     fn reporter(&self) -> (String, &'static str);
-    /// A device that takes on/off and reports its state as `on_off`.
+    /// A device that takes on/off and reports its state as `on` (the vocabulary's name).
     fn actuator(&self) -> String;
     /// A device that cannot hear between its wake-ups (requests for it are held).
     fn sleeper(&self) -> String;
@@ -301,7 +301,7 @@ async fn conformance(emulated: &dyn Emulated) {
             .await
             .expect("the command is sent");
         walk.until("the actuator confirming its state", 10, |w| {
-            (w.reading_since(&actuator, "on_off", t) == Some(Value::Bool(want))).then_some(())
+            (w.reading_since(&actuator, "on", t) == Some(Value::Bool(want))).then_some(())
         })
         .await;
     }
@@ -457,7 +457,7 @@ async fn conformance(emulated: &dyn Emulated) {
         .await
         .expect("commands work after a reset");
     walk.until("the actuator answering after the reset", 10, |w| {
-        (w.reading_since(&actuator, "on_off", t1) == Some(Value::Bool(true))).then_some(())
+        (w.reading_since(&actuator, "on", t1) == Some(Value::Bool(true))).then_some(())
     })
     .await;
 
@@ -477,7 +477,7 @@ async fn conformance(emulated: &dyn Emulated) {
         .await
         .expect("commands work after the link came back");
     walk.until("the actuator answering after the link came back", 10, |w| {
-        (w.reading_since(&actuator, "on_off", t2) == Some(Value::Bool(false))).then_some(())
+        (w.reading_since(&actuator, "on", t2) == Some(Value::Bool(false))).then_some(())
     })
     .await;
 

@@ -571,7 +571,7 @@ async fn zigbee_backup_reads_frame_counter_update_id_and_key_sequence() {
             command_id: format!("fc-{i}"),
         })
         .await;
-        rig.wait_reading(plug, "on_off", t, |v| *v == want).await;
+        rig.wait_reading(plug, "on", t, |v| *v == want).await;
     }
     let (_, fc2) = backup_between(&rig, &pty).await;
     assert!(fc2 >= fc1 + 3, "{fc1} -> {fc2}");
@@ -891,19 +891,15 @@ async fn zigbee_pairs_each_device_with_units_and_scaling() {
 
     // Units and scaling: int16 0.01 °C, uint16 0.01 %, 0.5 % battery steps, 100 mV battery,
     // metering multiplier/divisor, electrical measurement divisors, IAS zone bits.
-    let checks: [(DeviceKind, &str, f64, Option<&str>); 7] = [
+    let checks: [(DeviceKind, &str, f64, Option<&str>); 8] = [
         (DeviceKind::TempHumidity, "humidity", 45.2, Some("%")),
-        (
-            DeviceKind::TempHumidity,
-            "battery_percentage",
-            95.0,
-            Some("%"),
-        ),
+        (DeviceKind::TempHumidity, "battery", 95.0, Some("%")),
         (DeviceKind::TempHumidity, "battery_voltage", 3.0, Some("V")),
         (DeviceKind::SmartPlug, "energy", 12.345, Some("kWh")),
         (DeviceKind::SmartPlug, "voltage", 230.1, Some("V")),
         (DeviceKind::SmartPlug, "current", 0.0, Some("A")),
-        (DeviceKind::SmartPlug, "current_level", 254.0, None),
+        (DeviceKind::SmartPlug, "level", 100.0, Some("%")),
+        (DeviceKind::SmartPlug, "level_raw", 254.0, None),
     ];
     for (kind, name, want, unit) in checks {
         let (v, u) = rig
@@ -956,7 +952,7 @@ async fn zigbee_on_off_and_level_reach_the_plug_and_come_back_confirmed() {
         command_id: "cmd-on".into(),
     })
     .await;
-    rig.wait_reading(plug, "on_off", t0, |v| *v == Value::Bool(true))
+    rig.wait_reading(plug, "on", t0, |v| *v == Value::Bool(true))
         .await;
     assert!(is_on());
     let (p, unit) = rig
@@ -971,7 +967,10 @@ async fn zigbee_on_off_and_level_reach_the_plug_and_come_back_confirmed() {
         command_id: "cmd-level".into(),
     })
     .await;
-    rig.wait_reading(plug, "current_level", t1, |v| *v == Value::Number(127.0))
+    // One vocabulary: `level` in % (127 of 254 is 50 %), the raw value beside it.
+    rig.wait_reading(plug, "level", t1, |v| *v == Value::Number(50.0))
+        .await;
+    rig.wait_reading(plug, "level_raw", t1, |v| *v == Value::Number(127.0))
         .await;
     assert_eq!(
         pty.sim
@@ -988,7 +987,7 @@ async fn zigbee_on_off_and_level_reach_the_plug_and_come_back_confirmed() {
     })
     .await;
     let t2 = Instant::now();
-    rig.wait_reading(plug, "on_off", t2 - Duration::from_millis(100), |v| {
+    rig.wait_reading(plug, "on", t2 - Duration::from_millis(100), |v| {
         *v == Value::Bool(false)
     })
     .await;
@@ -1074,10 +1073,8 @@ async fn zigbee_recovers_from_a_coordinator_reset_mid_operation() {
         command_id: "after-reset".into(),
     })
     .await;
-    rig.wait_reading(DeviceKind::SmartPlug, "on_off", t0, |v| {
-        *v == Value::Bool(true)
-    })
-    .await;
+    rig.wait_reading(DeviceKind::SmartPlug, "on", t0, |v| *v == Value::Bool(true))
+        .await;
 
     // A dropped SRSP costs one request, not the radio.
     pty.sim.inject(Fault::DropNextSrsp);

@@ -30,7 +30,8 @@ pub fn start(name: &str, max_connections: usize) -> u16 {
         next_connection_delay_ms: 0,
         connections: rumqttd::ConnectionSettings {
             connection_timeout_ms: 60_000,
-            max_payload_size: 1024 * 1024,
+            // Room for the hostile-request suite's 2 MB requests.
+            max_payload_size: 4 * 1024 * 1024,
             max_inflight_count: 500,
             auth: None,
             external_auth: None,

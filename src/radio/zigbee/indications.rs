@@ -22,9 +22,10 @@ use crate::radio::RadioCounters;
 /// Frames kept per unknown address while the other address is looked up.
 pub(super) const UNRESOLVED_BUFFER: usize = 16;
 
-/// A device reading from the codec's mapping, in the daemon's vocabulary.
-pub(super) fn model_reading(r: DeviceReading) -> Reading {
-    Reading {
+/// A device reading from the codec's mapping, in the daemon's vocabulary
+/// ([`crate::model::vocabulary`]: `on`, `level` in %, ...).
+pub(super) fn model_readings(r: DeviceReading) -> Vec<Reading> {
+    crate::model::vocabulary::normalize(Reading {
         name: r.name.to_string(),
         value: match r.value {
             DeviceValue::Number(n) => Value::Number(n),
@@ -32,7 +33,7 @@ pub(super) fn model_reading(r: DeviceReading) -> Reading {
             DeviceValue::Text(t) => Value::Text(t),
         },
         unit: r.unit.map(str::to_string),
-    }
+    })
 }
 
 impl Coordinator<'_> {
@@ -349,7 +350,11 @@ impl Coordinator<'_> {
                 ),
             }
         }
-        let readings: Vec<Reading> = found.readings.into_iter().map(model_reading).collect();
+        let readings: Vec<Reading> = found
+            .readings
+            .into_iter()
+            .flat_map(model_readings)
+            .collect();
         if !readings.is_empty() {
             // The link quality of the frame that carried them.
             let link = crate::model::LinkMetrics {

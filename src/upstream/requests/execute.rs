@@ -6,13 +6,13 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::gateway::{health, info};
 use super::{read, Rejection, Request, RequestContext};
 use crate::hub::{DeviceAction, DeviceAnswer, DeviceRequest, HubError, RequestOrigin};
 use crate::model::{DeviceId, Lifecycle, RadioState};
-use crate::store::registry;
+use crate::store::{names, registry};
 
 /// How long a `get` of an awake device may take before it is answered `device_timeout`
 /// (the radio driver gives up earlier and reports what it could read).
@@ -105,12 +105,8 @@ pub(super) async fn execute(
             ttl_s,
         } => {
             commandable(ctx, &device).await?;
-            let command = state_to_command(&state).ok_or_else(|| {
-                Rejection::new(
-                    "not_supported",
-                    "settable attributes are `on` (boolean), `state` (\"on\", \"off\", \"toggle\") and `level` (0-100)",
-                )
-            })?;
+            let command = crate::model::vocabulary::desired_state(&state)
+                .map_err(|e| Rejection::new(e.code(), e.to_string()))?;
             device_request(
                 ctx,
                 device,
@@ -127,15 +123,21 @@ pub(super) async fn execute(
             ttl_s,
         } => {
             commandable(ctx, &device).await?;
-            device_request(
+            let reply = device_request(
                 ctx,
                 device,
-                DeviceAction::Get { attributes },
+                DeviceAction::Get {
+                    attributes: attributes.clone(),
+                },
                 ttl_s,
                 actor,
                 correlation_id,
             )
-            .await
+            .await?;
+            if let Reply::Data(data) = &reply {
+                unknown_attributes(&attributes, data)?;
+            }
+            Ok(reply)
         }
         other => execute_other(ctx, other, actor).await.map(Reply::Data),
     }
@@ -195,6 +197,62 @@ async fn execute_other(
                 .await?;
             Ok(serde_json::to_value(applied).unwrap_or(Value::Null))
         }
+        Request::Devices {
+            offset,
+            limit,
+            lifecycle,
+        } => {
+            read(ctx, move |c| {
+                let filter = registry::DeviceFilter {
+                    lifecycle,
+                    ..Default::default()
+                };
+                let all = registry::list(c, &filter)?;
+                let names = names::all(c)?;
+                let page: Vec<Value> = all
+                    .iter()
+                    .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+                    .take(limit as usize)
+                    .map(|d| device_json(d, names.get(&d.id).cloned()))
+                    .collect();
+                Ok(json!({"total": all.len(), "offset": offset, "limit": limit, "devices": page}))
+            })
+            .await
+        }
+        Request::Device { device } => {
+            let id = device.clone();
+            let found = read(ctx, move |c| {
+                Ok(match registry::get(c, &id)? {
+                    Some(d) => Some(device_json(&d, names::get(c, &id)?)),
+                    None => None,
+                })
+            })
+            .await?;
+            found.ok_or_else(|| Rejection::new("unknown_device", format!("no device `{device}`")))
+        }
+        Request::Rename { device, name } => {
+            let id = device.clone();
+            read(ctx, move |c| registry::get(c, &id))
+                .await?
+                .ok_or_else(|| Rejection::new("unknown_device", format!("no device `{device}`")))?;
+            let (id, wanted) = (device.clone(), name.clone());
+            let previous = ctx
+                .writer
+                .write(move |c| match names::set(c, &id, wanted.as_deref()) {
+                    Ok(p) => Ok(Ok(p)),
+                    Err(names::RenameError::Taken(owner)) => Ok(Err(owner)),
+                    Err(names::RenameError::Store(e)) => Err(e),
+                })
+                .await
+                .map_err(|e| Rejection::new("store_error", e.to_string()))?
+                .map_err(|owner| {
+                    Rejection::new(
+                        "name_taken",
+                        format!("the name is already the name of `{owner}`"),
+                    )
+                })?;
+            Ok(json!({"device": device, "name": name, "previous": previous}))
+        }
         Request::HealthCheck => health(ctx).await,
         Request::Info => info(ctx).await,
         Request::RotateClientCert { cert_pem, key_pem } => {
@@ -242,26 +300,55 @@ async fn execute_other(
         }
     }
 }
-/// Maps a `set` request's attributes to a device command: `{"on": true}`,
-/// `{"state": "toggle"}`, `{"level": 40}` (a level implies on).
-fn state_to_command(state: &Map<String, Value>) -> Option<crate::model::DeviceCommand> {
-    use crate::model::DeviceCommand;
-    if let Some(level) = state.get("level") {
-        let v = level.as_f64().filter(|v| (0.0..=100.0).contains(v))?;
-        let others_ok = state
-            .iter()
-            .all(|(k, v)| k == "level" || (k == "on" && *v == Value::Bool(true)));
-        return others_ok.then(|| DeviceCommand::Level {
-            percent: v.round() as u8,
-        });
+
+/// Refuses a `get` that named attributes the device does not have (after the
+/// refresh, so a value the device reports only when asked counts).
+fn unknown_attributes(attributes: &[String], data: &Value) -> Result<(), Rejection> {
+    let state = data.get("state").and_then(Value::as_object);
+    let missing: Vec<&str> = attributes
+        .iter()
+        .filter(|a| !state.is_some_and(|s| s.contains_key(a.as_str())))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
-    if state.len() != 1 {
-        return None;
+    Err(Rejection::new(
+        "unknown_attribute",
+        format!(
+            "the device has no `{}` (after the refresh); names are as in the vocabulary or the device's `state`",
+            missing.join("`, `")
+        ),
+    ))
+}
+
+/// A registry entry as `device` and `devices` answer it: the registry's fields and
+/// the friendly name (`null` when it has none).
+fn device_json(d: &registry::Device, name: Option<String>) -> Value {
+    let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("name".into(), json!(name));
     }
-    match (state.get("on"), state.get("state").and_then(Value::as_str)) {
-        (Some(Value::Bool(true)), _) => Some(DeviceCommand::On),
-        (Some(Value::Bool(false)), _) => Some(DeviceCommand::Off),
-        (_, Some(s)) => crate::hub::device_command_from_json(&json!({ "state": s })),
-        _ => None,
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_get_of_attributes_the_device_lacks_is_refused_by_name() {
+        let data = json!({"command_id": "c", "state": {"on": true, "voltage": 230.1}});
+        assert!(unknown_attributes(&[], &data).is_ok());
+        assert!(unknown_attributes(&["on".into(), "voltage".into()], &data).is_ok());
+        let r = unknown_attributes(&["on".into(), "colour".into()], &data).unwrap_err();
+        assert_eq!(r.code, "unknown_attribute");
+        assert!(
+            r.message.contains("`colour`") && !r.message.contains("`on`"),
+            "{}",
+            r.message
+        );
+        let r = unknown_attributes(&["on".into()], &json!({"state": {}})).unwrap_err();
+        assert_eq!(r.code, "unknown_attribute");
     }
 }

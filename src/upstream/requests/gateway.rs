@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{read, Rejection, RequestContext};
-use crate::model::{now_rfc3339, RadioState};
+use crate::model::{now_rfc3339, Lifecycle, RadioState};
 use crate::store::{outbox, registry};
 
 fn radios_json(ctx: &RequestContext) -> Vec<Value> {
@@ -24,10 +24,11 @@ fn radios_json(ctx: &RequestContext) -> Vec<Value> {
 
 /// The gateway description: published retained on `info` and answered to `info`.
 pub async fn info(ctx: &RequestContext) -> Result<Value, Rejection> {
-    let (ob, counts, mut audit) = read(ctx, |c| {
+    let (ob, counts, life, mut audit) = read(ctx, |c| {
         Ok((
             outbox::stats(c)?,
             registry::counts(c)?,
+            outbox::life(c)?,
             crate::store::audit_guard::summary(c)?,
         ))
     })
@@ -37,7 +38,16 @@ pub async fn info(ctx: &RequestContext) -> Result<Value, Rejection> {
         .stats()
         .audit_alarm()
         .map(|why| json!({"name": crate::store::audit_guard::ALARM, "reason": why})));
+    // Every lifecycle, zero or not, so the document always has the same keys.
     let mut devices = Map::new();
+    for l in [
+        Lifecycle::Pending,
+        Lifecycle::Active,
+        Lifecycle::Quarantined,
+        Lifecycle::Decommissioned,
+    ] {
+        devices.insert(l.as_str().into(), json!(0));
+    }
     let mut total = 0u64;
     for (k, v) in counts {
         total += v;
@@ -47,6 +57,7 @@ pub async fn info(ctx: &RequestContext) -> Result<Value, Rejection> {
     let up = ctx.status.snapshot();
     Ok(json!({
         "gateway": &*ctx.gateway_id,
+        "life": life,
         "version": env!("CARGO_PKG_VERSION"),
         "ts": now_rfc3339(),
         "radios": radios_json(ctx),

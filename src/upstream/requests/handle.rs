@@ -21,8 +21,9 @@ pub(super) async fn handle(
     operation: &str,
     payload: &[u8],
     retained: bool,
+    topic_device: Option<&str>,
 ) -> Option<Outbound> {
-    let parsed = parse(operation, payload);
+    let mut parsed = super::parse::parse_for(operation, payload, topic_device);
     let level = response_level(operation).to_string();
     let actor = format!("mqtt:{}", parsed.client_id.as_deref().unwrap_or("cloud"));
     let key = parsed.correlation_id.clone().map(|c| (level.clone(), c));
@@ -85,6 +86,12 @@ pub(super) async fn handle(
         }
     }
 
+    // A device named by its friendly name: look the name up.
+    if let Ok(req) = &mut parsed.request {
+        if let Err(r) = resolve_name(ctx, req).await {
+            parsed.request = Err(r);
+        }
+    }
     let target = match &parsed.request {
         Ok(r) => r.target(&ctx.gateway_id),
         Err(_) => ctx.gateway_id.to_string(),
@@ -168,4 +175,91 @@ async fn audit(ctx: &RequestContext, entry: AuditEntry) -> store::StoreResult<()
     ctx.writer
         .write(move |c| store::record_audit(c, &gw, &entry).map(|_| ()))
         .await
+}
+
+/// A request refused before it reached the request task (`busy`: the queue was
+/// full; `shutting_down`): its audit record and what to publish. The session
+/// collects these and commits their audit records in batches, then publishes.
+#[derive(Debug)]
+pub struct Refusal {
+    pub audit: AuditEntry,
+    pub publish: Vec<Outbound>,
+}
+
+/// Builds the refusal of one request with `code` (parsing it only for its
+/// correlation id, client id and target).
+#[allow(clippy::too_many_arguments)]
+pub fn refusal(
+    gateway_id: &str,
+    topics: &crate::upstream::topics::Topics,
+    request_topic: &str,
+    operation: &str,
+    payload: &[u8],
+    retained: bool,
+    code: &'static str,
+    message: &str,
+) -> Refusal {
+    let parsed = parse(operation, payload);
+    let level = response_level(operation).to_string();
+    let actor = format!("mqtt:{}", parsed.client_id.as_deref().unwrap_or("cloud"));
+    let target = match &parsed.request {
+        Ok(r) => r.target(gateway_id),
+        Err(_) => gateway_id.to_string(),
+    };
+    let body = response_body(
+        parsed.correlation_id.as_deref(),
+        &level,
+        "error",
+        None,
+        Some(json!({"code": code, "message": message})),
+        gateway_id,
+    );
+    let mut publish = vec![Outbound {
+        topic: topics.response(operation),
+        payload: serde_json::to_vec(&body).unwrap_or_default(),
+        retain: false,
+    }];
+    if retained {
+        publish.push(super::clear_retained(request_topic));
+    }
+    let details = json!({"correlation_id": parsed.correlation_id, "status": "error", "code": code, "retained": retained});
+    Refusal {
+        audit: AuditEntry::new(
+            actor,
+            format!("mqtt.{level}"),
+            target,
+            Outcome::Failed,
+            details,
+        ),
+        publish,
+    }
+}
+
+/// Replaces a friendly name (carried as `name:<name>` by the parser) with the
+/// device id it belongs to.
+async fn resolve_name(
+    ctx: &RequestContext,
+    req: &mut super::Request,
+) -> Result<(), super::Rejection> {
+    let Some(device) = req.device_mut() else {
+        return Ok(());
+    };
+    let Some(name) = device
+        .0
+        .strip_prefix(super::parse::NAME_REF)
+        .map(str::to_string)
+    else {
+        return Ok(());
+    };
+    let lookup = name.clone();
+    match super::read(ctx, move |c| store::names::resolve(c, &lookup)).await? {
+        Some(id) => {
+            *device = id;
+            Ok(())
+        }
+        None => Err(super::Rejection::new(
+            "unknown_device",
+            format!("no device named `{name}`"),
+        )),
+    }
 }

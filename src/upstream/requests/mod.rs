@@ -32,6 +32,7 @@ use crate::store::{self, Writer};
 
 pub use gateway::info;
 use handle::handle;
+pub use handle::{refusal, Refusal};
 pub use parse::{
     parse, InstallCodeAction, Parsed, Request, SecretCode, SecretPem, MAX_REQUEST_BYTES,
     MAX_ROTATION_REQUEST_BYTES, OPERATIONS,
@@ -84,6 +85,10 @@ pub struct Outbound {
 #[derive(Debug)]
 pub enum Inbound {
     Request {
+        /// The topic it came on (a retained request is cleared there once answered).
+        topic: String,
+        /// The device named by a per-device topic (`device/<device>/set`).
+        device: Option<String>,
         operation: String,
         payload: Vec<u8>,
         retained: bool,
@@ -114,59 +119,92 @@ pub async fn serve(
     // goes to a lane of its own, so other requests are not held up behind it; rotations
     // (and repeats of one) still run one at a time, in order, so a repeat finds the first
     // one's answer.
-    let (rotations, mut lane) = mpsc::channel::<(String, Vec<u8>, bool)>(16);
+    let (rotations, mut lane) = mpsc::channel::<(String, String, Vec<u8>, bool)>(16);
     {
         let (ctx, outbound) = (ctx.clone(), outbound.clone());
         tokio::spawn(async move {
-            while let Some((operation, payload, retained)) = lane.recv().await {
-                if let Some(out) = handle(&ctx, &operation, &payload, retained).await {
-                    if outbound.send(out).await.is_err() {
-                        break;
-                    }
+            while let Some((topic, operation, payload, retained)) = lane.recv().await {
+                let out = handle(&ctx, &operation, &payload, retained, None).await;
+                if answer(&outbound, out, &topic, retained).await.is_err() {
+                    break;
                 }
             }
         });
     }
     while let Some(item) = inbound.recv().await {
-        let out = match item {
+        match item {
             Inbound::PublishInfo => match info(&ctx).await {
-                Ok(data) => Outbound {
-                    topic: ctx.topics.info(),
-                    payload: data.to_string().into_bytes(),
-                    retain: true,
-                },
+                Ok(data) => {
+                    let out = Outbound {
+                        topic: ctx.topics.info(),
+                        payload: data.to_string().into_bytes(),
+                        retain: true,
+                    };
+                    if outbound.send(out).await.is_err() {
+                        break;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(code = e.code, error = %e.message, "cannot build the gateway info");
-                    continue;
                 }
             },
             Inbound::Request {
+                topic,
                 operation,
                 payload,
                 retained,
+                ..
             } if operation == "rotate_network_key" => {
                 if rotations
-                    .send((operation, payload, retained))
+                    .send((topic, operation, payload, retained))
                     .await
                     .is_err()
                 {
                     break;
                 }
-                continue;
             }
             Inbound::Request {
+                topic,
+                device,
                 operation,
                 payload,
                 retained,
-            } => match handle(&ctx, &operation, &payload, retained).await {
-                Some(out) => out,
-                // Answered through the outbox (a request held for a sleeping device).
-                None => continue,
-            },
-        };
-        if outbound.send(out).await.is_err() {
-            break;
+            } => {
+                // `None`: answered through the outbox (a request held for a sleeping device).
+                let out = handle(&ctx, &operation, &payload, retained, device.as_deref()).await;
+                if answer(&outbound, out, &topic, retained).await.is_err() {
+                    break;
+                }
+            }
         }
+    }
+}
+
+/// Hands a request's response to the session and, for a retained request, the
+/// empty retained publish that clears it from the broker (it was answered once;
+/// left there it would come back on every reconnect).
+async fn answer(
+    outbound: &mpsc::Sender<Outbound>,
+    response: Option<Outbound>,
+    request_topic: &str,
+    retained: bool,
+) -> Result<(), mpsc::error::SendError<Outbound>> {
+    if let Some(out) = response {
+        outbound.send(out).await?;
+    }
+    if retained {
+        outbound.send(clear_retained(request_topic)).await?;
+    }
+    Ok(())
+}
+
+/// The publish that removes the retained message on `topic` (MQTT: an empty
+/// retained payload).
+pub fn clear_retained(topic: &str) -> Outbound {
+    Outbound {
+        topic: topic.to_string(),
+        payload: Vec::new(),
+        retain: true,
     }
 }
 async fn read<T, F>(ctx: &RequestContext, f: F) -> Result<T, Rejection>

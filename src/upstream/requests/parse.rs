@@ -20,7 +20,7 @@ const MAX_CORRELATION_ID: usize = 128;
 const MAX_CLIENT_ID: usize = 64;
 
 /// The operations the gateway answers.
-pub const OPERATIONS: [&str; 11] = [
+pub const OPERATIONS: [&str; 14] = [
     "permit_join",
     "remove",
     "readmit",
@@ -32,7 +32,47 @@ pub const OPERATIONS: [&str; 11] = [
     "rotate_client_cert",
     "install_code",
     "rotate_network_key",
+    "devices",
+    "device",
+    "rename",
 ];
+
+/// Most devices in one `devices` page, and the default.
+pub const MAX_PAGE: u64 = 100;
+const DEFAULT_PAGE: u64 = 50;
+
+/// How a device named by its friendly name is carried until it is looked up
+/// (`name` is no protocol, so this never collides with a real id).
+pub const NAME_REF: &str = "name:";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevicesBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    lifecycle: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenameBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    device: String,
+    /// The new friendly name; `null` removes it.
+    name: Option<String>,
+}
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PermitJoinBody {
@@ -236,9 +276,37 @@ pub enum Request {
     RotateNetworkKey {
         radio: String,
     },
+    /// One page of the registry.
+    Devices {
+        offset: u64,
+        limit: u64,
+        lifecycle: Option<String>,
+    },
+    /// One device.
+    Device {
+        device: DeviceId,
+    },
+    /// Sets or clears a device's friendly name.
+    Rename {
+        device: DeviceId,
+        name: Option<String>,
+    },
 }
 
 impl Request {
+    /// The device the request is about, if any (to resolve a friendly name).
+    pub(super) fn device_mut(&mut self) -> Option<&mut DeviceId> {
+        match self {
+            Request::Remove { device, .. }
+            | Request::Readmit { device }
+            | Request::Set { device, .. }
+            | Request::Get { device, .. }
+            | Request::Device { device }
+            | Request::Rename { device, .. } => Some(device),
+            _ => None,
+        }
+    }
+
     pub(super) fn target(&self, gateway_id: &str) -> String {
         match self {
             Request::PermitJoin { radio, .. } | Request::RotateNetworkKey { radio } => {
@@ -249,8 +317,11 @@ impl Request {
             | Request::Set { device, .. }
             | Request::Get { device, .. }
             | Request::AddInstallCode { device, .. }
-            | Request::RemoveInstallCode { device } => device.to_string(),
-            Request::Policy { .. }
+            | Request::RemoveInstallCode { device }
+            | Request::Device { device }
+            | Request::Rename { device, .. } => device.to_string(),
+            Request::Devices { .. }
+            | Request::Policy { .. }
             | Request::HealthCheck
             | Request::Info
             | Request::RotateClientCert { .. } => gateway_id.to_string(),
@@ -318,17 +389,115 @@ fn zigbee_device_id(raw: &str) -> Result<DeviceId, Rejection> {
     ))
 }
 
+/// A device id, or a friendly name carried as `name:<name>` until it is looked up.
 fn device_id(raw: &str) -> Result<DeviceId, Rejection> {
-    DeviceId::parse(raw).ok_or_else(|| {
-        Rejection::new(
-            "bad_device_id",
-            "`device` is not a device id (expected <protocol>:<address>, e.g. zigbee:0x00124b0001abcdef)",
-        )
-    })
+    if let Some(id) = DeviceId::parse(raw) {
+        return Ok(id);
+    }
+    if crate::store::names::valid(raw) {
+        return Ok(DeviceId(format!("{NAME_REF}{raw}")));
+    }
+    Err(Rejection::new(
+        "bad_device_id",
+        "`device` is neither a device id (<protocol>:<address>, e.g. zigbee:0x00124b0001abcdef) nor a friendly name",
+    ))
+}
+
+/// Bidirectional formatting characters (embeddings, overrides, isolates, marks):
+/// they reorder how text around them is shown, so a correlation id carrying one
+/// could make a log line or a console lie.
+fn is_bidi(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// 1 to 128 characters, none a control or bidirectional formatting character.
+fn valid_correlation_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().count() <= MAX_CORRELATION_ID
+        && !s.chars().any(|c| c.is_control() || is_bidi(c))
+}
+
+/// At most `max` characters of `s`, with control and bidirectional-formatting
+/// characters shown as `?`, so a refusal never carries them into a log or a response.
+pub(crate) fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| if c.is_control() || is_bidi(c) { '?' } else { c })
+        .collect()
+}
+
+/// The first key that appears twice in one JSON object of `text`, anywhere in it.
+/// `serde_json` keeps the last of duplicates silently; the strict schema refuses them.
+/// Only called on text that already parsed as JSON (so within its depth limit).
+fn duplicate_key(text: &str) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Walk;
+    impl<'de> DeserializeSeed<'de> for Walk {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(Walk)
+        }
+    }
+    impl<'de> Visitor<'de> for Walk {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Walk)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(serde::de::Error::custom(DUPLICATE_MARK.to_string() + &key));
+                }
+                map.next_value_seed(Walk)?;
+            }
+            Ok(())
+        }
+    }
+    const DUPLICATE_MARK: &str = "\u{0}duplicate:";
+    let mut de = serde_json::Deserializer::from_str(text);
+    match Walk.deserialize(&mut de) {
+        Ok(()) => None,
+        Err(e) => {
+            let text = e.to_string();
+            let rest = text.split_once(DUPLICATE_MARK)?.1;
+            // serde_json appends " at line L column C".
+            let key = rest.rsplit_once(" at line ").map_or(rest, |(k, _)| k);
+            Some(key.to_string())
+        }
+    }
 }
 
 /// Parses and validates one request. Pure: no IO, never panics.
 pub fn parse(operation: &str, payload: &[u8]) -> Parsed {
+    parse_for(operation, payload, None)
+}
+
+/// [`parse`], for a request on a per-device topic (`device/<device>/set`): the
+/// device comes from the topic and may not be in the body too.
+pub fn parse_for(operation: &str, payload: &[u8], topic_device: Option<&str>) -> Parsed {
     let fail = |c: Option<String>, client: Option<String>, r: Rejection| Parsed {
         correlation_id: c,
         client_id: client,
@@ -383,6 +552,27 @@ pub fn parse(operation: &str, payload: &[u8]) -> Parsed {
             )
         }
     };
+    if let Some(key) = duplicate_key(text) {
+        let cid = match &value {
+            Value::Object(o) if key != "correlation_id" => o
+                .get("correlation_id")
+                .and_then(Value::as_str)
+                .filter(|s| valid_correlation_id(s))
+                .map(str::to_string),
+            _ => None,
+        };
+        return fail(
+            cid,
+            None,
+            Rejection::new(
+                "invalid_request",
+                format!(
+                    "the key `{}` appears more than once in one object",
+                    printable(&key, 32)
+                ),
+            ),
+        );
+    }
     let Value::Object(obj) = &value else {
         return fail(
             None,
@@ -394,11 +584,7 @@ pub fn parse(operation: &str, payload: &[u8]) -> Parsed {
         None | Some(Value::Null) => {
             return fail(None, None, Rejection::new("missing_correlation_id", "`correlation_id` is required"))
         }
-        Some(Value::String(s))
-            if !s.is_empty()
-                && s.chars().count() <= MAX_CORRELATION_ID
-                && !s.chars().any(char::is_control) =>
-        {
+        Some(Value::String(s)) if valid_correlation_id(s) => {
             s.clone()
         }
         Some(_) => {
@@ -429,6 +615,20 @@ pub fn parse(operation: &str, payload: &[u8]) -> Parsed {
             )
         }
     };
+    let mut value = value;
+    if let (Some(device), Value::Object(obj)) = (topic_device, &mut value) {
+        if obj.contains_key("device") {
+            return fail(
+                cid,
+                client_id,
+                Rejection::new(
+                    "invalid_request",
+                    "the device is named by the topic: leave `device` out of the body",
+                ),
+            );
+        }
+        obj.insert("device".into(), Value::String(device.to_string()));
+    }
     let request = parse_operation(operation, value);
     Parsed {
         correlation_id: cid,
@@ -489,10 +689,12 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
                 if !is_word(k, 32) || !scalar {
                     return Err(Rejection::new(
                         "invalid_request",
-                        format!("`state.{}`: attribute names are short words and values are booleans, numbers or short strings", k.chars().take(32).collect::<String>()),
+                        format!("`state.{}`: attribute names are short words and values are booleans, numbers or short strings", printable(k, 32)),
                     ));
                 }
             }
+            crate::model::vocabulary::desired_state(&b.state)
+                .map_err(|e| Rejection::new(e.code(), e.to_string()))?;
             Ok(Request::Set {
                 device,
                 state: b.state,
@@ -592,11 +794,58 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
             }
             Ok(Request::RotateNetworkKey { radio: b.radio })
         }
+        "devices" => {
+            let b: DevicesBody = typed(value)?;
+            let limit = b.limit.unwrap_or(DEFAULT_PAGE);
+            if limit == 0 || limit > MAX_PAGE {
+                return Err(Rejection::new(
+                    "invalid_request",
+                    format!("`limit` must be between 1 and {MAX_PAGE}"),
+                ));
+            }
+            if let Some(l) = &b.lifecycle {
+                if crate::model::Lifecycle::parse(l).is_none() {
+                    return Err(Rejection::new(
+                        "invalid_request",
+                        "`lifecycle` is one of pending, active, quarantined, decommissioned",
+                    ));
+                }
+            }
+            Ok(Request::Devices {
+                offset: b.offset.unwrap_or(0),
+                limit,
+                lifecycle: b.lifecycle,
+            })
+        }
+        "device" => {
+            let b: DeviceBody = typed(value)?;
+            Ok(Request::Device {
+                device: device_id(&b.device)?,
+            })
+        }
+        "rename" => {
+            let b: RenameBody = typed(value)?;
+            if let Some(n) = &b.name {
+                if !crate::store::names::valid(n) {
+                    return Err(Rejection::new(
+                        "invalid_request",
+                        format!(
+                            "`name` must be 1 to {} of A-Z a-z 0-9 space _ - . (no leading or trailing space), or null",
+                            crate::store::names::MAX_NAME
+                        ),
+                    ));
+                }
+            }
+            Ok(Request::Rename {
+                device: device_id(&b.device)?,
+                name: b.name,
+            })
+        }
         other => Err(Rejection::new(
             "unknown_operation",
             format!(
                 "unknown operation `{}`: one of {}",
-                other.chars().take(32).collect::<String>(),
+                printable(other, 32),
                 OPERATIONS.join(", ")
             ),
         )),
@@ -782,7 +1031,7 @@ mod tests {
             ),
             (
                 "remove",
-                br#"{"correlation_id":"c","device":"bogus"}"#,
+                br#"{"correlation_id":"c","device":"bo/gus"}"#,
                 "bad_device_id",
             ),
             (
@@ -801,6 +1050,36 @@ mod tests {
                 "invalid_request",
             ),
             ("info", &big, "payload_too_large"),
+            (
+                "info",
+                br#"{"correlation_id":"c","correlation_id":"d"}"#,
+                "invalid_request",
+            ),
+            (
+                "set",
+                br#"{"correlation_id":"c","device":"zigbee:0x1","state":{"on":true,"on":false}}"#,
+                "invalid_request",
+            ),
+            (
+                "set",
+                br#"{"correlation_id":"c","device":"zigbee:0x1","state":{"level":101}}"#,
+                "invalid_request",
+            ),
+            (
+                "set",
+                br#"{"correlation_id":"c","device":"zigbee:0x1","state":{"on":"yes"}}"#,
+                "invalid_request",
+            ),
+            (
+                "set",
+                br#"{"correlation_id":"c","device":"zigbee:0x1","state":{"on":false,"level":30}}"#,
+                "invalid_request",
+            ),
+            (
+                "set",
+                br#"{"correlation_id":"c","device":"zigbee:0x1","state":{"hue":30}}"#,
+                "not_supported",
+            ),
         ];
         for (op, payload, want) in cases {
             assert_eq!(
@@ -810,5 +1089,22 @@ mod tests {
                 String::from_utf8_lossy(payload)
             );
         }
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_at_any_depth_and_named_printably() {
+        assert_eq!(
+            duplicate_key(r#"{"a":1,"b":{"c":[{"d":1,"d":2}]}}"#).as_deref(),
+            Some("d")
+        );
+        assert_eq!(duplicate_key(r#"{"a":1,"b":{"a":2}}"#), None);
+        let p = parse(
+            "info",
+            "{\"correlation_id\":\"c\",\"x\u{202e}\":1,\"x\u{202e}\":2}".as_bytes(),
+        );
+        let r = p.request.unwrap_err();
+        assert_eq!(r.code, "invalid_request");
+        assert!(!r.message.contains('\u{202e}'), "{}", r.message);
+        assert_eq!(p.correlation_id.as_deref(), Some("c"));
     }
 }

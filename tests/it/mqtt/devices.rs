@@ -1,0 +1,185 @@
+//! Device management over MQTT: `devices` (paged), `device`, `rename` (friendly
+//! names, unique, usable wherever a device id is), and per-device command topics
+//! `<prefix>/device/<device>/set`.
+
+use std::time::Duration;
+
+use fieldgate::model::{DeviceCommand, DeviceEventKind, RadioCommand};
+use rumqttc::QoS;
+use serde_json::json;
+
+use super::{broker, fast, until, Probe, Rig};
+
+async fn ask(probe: &Probe, topic: String, body: serde_json::Value) -> serde_json::Value {
+    let cid = body["correlation_id"].as_str().unwrap().to_string();
+    probe
+        .client
+        .publish(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            body.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
+    probe
+        .wait_for(
+            &format!("the answer to {cid}"),
+            Duration::from_secs(10),
+            |m| {
+                m.iter().any(|m| {
+                    m.topic.contains("/response/") && m.json()["correlation_id"] == cid.as_str()
+                })
+            },
+        )
+        .await;
+    probe
+        .messages()
+        .into_iter()
+        .find(|m| m.topic.contains("/response/") && m.json()["correlation_id"] == cid.as_str())
+        .unwrap()
+        .json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_are_listed_paged_renamed_and_commanded_by_name_on_their_own_topic() {
+    let b = broker();
+    let mut rig = Rig::start(&b.url(), "", fast()).await;
+    let p = rig.prefix.clone();
+    let probe = Probe::connect(b, &[format!("{p}/response/#")]).await;
+    rig.connected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for addr in ["0x0a01", "0x0a02", "0x0a03"] {
+        rig.send(addr, DeviceEventKind::Joined).await;
+    }
+    until("three devices", Duration::from_secs(5), || {
+        fieldgate::store::registry::counts(&rig.reader())
+            .map(|c| c.iter().map(|(_, n)| n).sum::<u64>() == 3)
+            .unwrap_or(false)
+    })
+    .await;
+    let req = |op: &str| format!("{p}/request/{op}");
+
+    // Paged.
+    let v = ask(
+        &probe,
+        req("devices"),
+        json!({"correlation_id": "l1", "limit": 2}),
+    )
+    .await;
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["data"]["total"], 3);
+    assert_eq!(v["data"]["devices"].as_array().unwrap().len(), 2);
+    let v = ask(
+        &probe,
+        req("devices"),
+        json!({"correlation_id": "l2", "offset": 2, "limit": 2}),
+    )
+    .await;
+    let page = v["data"]["devices"].as_array().unwrap();
+    assert_eq!(page.len(), 1, "{v}");
+    assert!(page[0]["name"].is_null());
+    let v = ask(
+        &probe,
+        req("devices"),
+        json!({"correlation_id": "l3", "limit": 101}),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], "invalid_request");
+
+    // Renamed; names are unique and stand in for the id.
+    let v = ask(
+        &probe,
+        req("rename"),
+        json!({"correlation_id": "r1", "device": "zigbee:0x0a01", "name": "hall lamp"}),
+    )
+    .await;
+    assert_eq!(v["status"], "ok", "{v}");
+    assert!(v["data"]["previous"].is_null());
+    let v = ask(
+        &probe,
+        req("rename"),
+        json!({"correlation_id": "r2", "device": "zigbee:0x0a02", "name": "hall lamp"}),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], "name_taken", "{v}");
+    let v = ask(
+        &probe,
+        req("rename"),
+        json!({"correlation_id": "r3", "device": "zigbee:0x0a02", "name": "a/b"}),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+    let v = ask(
+        &probe,
+        req("device"),
+        json!({"correlation_id": "d1", "device": "hall lamp"}),
+    )
+    .await;
+    assert_eq!(v["data"]["id"], "zigbee:0x0a01", "{v}");
+    assert_eq!(v["data"]["name"], "hall lamp");
+    let v = ask(
+        &probe,
+        req("device"),
+        json!({"correlation_id": "d2", "device": "no such lamp"}),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], "unknown_device", "{v}");
+
+    // Commanded on its own topic, by name or by id.
+    let v = ask(
+        &probe,
+        format!("{p}/device/hall lamp/set"),
+        json!({"correlation_id": "s1", "state": {"on": true}}),
+    )
+    .await;
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["operation"], "set");
+    let v = ask(
+        &probe,
+        format!("{p}/device/zigbee:0x0a02/set"),
+        json!({"correlation_id": "s2", "state": {"level": 40}}),
+    )
+    .await;
+    assert_eq!(v["status"], "ok", "{v}");
+    let v = ask(
+        &probe,
+        format!("{p}/device/zigbee:0x0a02/set"),
+        json!({"correlation_id": "s3", "device": "zigbee:0x0a03", "state": {"on": true}}),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+    let mut radio = rig.radio_commands.take().unwrap();
+    let mut sets = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while sets.len() < 2 && std::time::Instant::now() < deadline {
+        if let Ok(Some(RadioCommand::Set {
+            native_address,
+            command,
+            ..
+        })) = tokio::time::timeout(Duration::from_millis(200), radio.recv()).await
+        {
+            sets.push((native_address, command));
+        }
+    }
+    assert!(
+        sets.contains(&("0x0a01".to_string(), DeviceCommand::On)),
+        "{sets:?}"
+    );
+    assert!(
+        sets.contains(&("0x0a02".to_string(), DeviceCommand::Level { percent: 40 })),
+        "{sets:?}"
+    );
+
+    // Every one audited, by id.
+    let audited: i64 = rig
+        .reader()
+        .query_row(
+            "SELECT count(*) FROM audit WHERE action LIKE 'mqtt.%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(audited, 11, "one per request");
+    rig.stop().await;
+}
