@@ -75,6 +75,14 @@ pub struct StoreConfig {
     pub commit_max_ops: Spanned<usize>,
     #[serde(default = "default_synchronous")]
     pub synchronous: Synchronous,
+    /// How often the audit log is sealed (forward-secure seals, once `fieldgate audit
+    /// seal init` has set them up). From 1s to 1d.
+    #[serde(default = "default_audit_seal_interval", with = "humantime_serde")]
+    pub audit_seal_interval: Duration,
+}
+
+fn default_audit_seal_interval() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_commit_window() -> Duration {
@@ -93,6 +101,7 @@ impl Default for StoreConfig {
             commit_window: default_commit_window(),
             commit_max_ops: default_commit_max_ops(),
             synchronous: default_synchronous(),
+            audit_seal_interval: default_audit_seal_interval(),
         }
     }
 }
@@ -572,6 +581,17 @@ impl Config {
             ));
         }
 
+        let seal = self.store.audit_seal_interval;
+        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&seal) {
+            return Err(loc.nowhere(
+                "store.audit_seal_interval",
+                format!(
+                    "{} is out of range: from 1s to 1d",
+                    humantime::format_duration(seal)
+                ),
+            ));
+        }
+
         let socket = self.api.socket.get_ref();
         if !socket.is_absolute() {
             return Err(loc.at(&self.api.socket, "api.socket", "must be an absolute path"));
@@ -948,6 +968,21 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.line, Some(5));
         assert_eq!(e.key.as_deref(), Some("store.commit_max_ops"));
+    }
+
+    #[test]
+    fn the_audit_seal_interval_is_bounded() {
+        let base = "[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n[store]\n";
+        assert_eq!(
+            parse(base).unwrap().store.audit_seal_interval,
+            Duration::from_secs(900)
+        );
+        for bad in ["0s", "2days"] {
+            let e = parse(&format!("{base}audit_seal_interval = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("store.audit_seal_interval"), "{bad}");
+        }
+        let ok = parse(&format!("{base}audit_seal_interval = \"30s\"\n")).unwrap();
+        assert_eq!(ok.store.audit_seal_interval, Duration::from_secs(30));
     }
 
     #[test]

@@ -68,6 +68,31 @@ pub struct Daemon {
     upstream: Option<Upstream>,
     /// Seals device and network secrets at rest.
     pub master_key: Arc<MasterKey>,
+    /// Seals the audit log every `store.audit_seal_interval`.
+    seal_task: JoinHandle<()>,
+}
+
+/// Seals the audit log at start and then every `interval` until shutdown (the last
+/// seal is made by [`Daemon::stop`] once everything else has stopped writing).
+async fn seal_periodically(
+    writer: store::Writer,
+    db: std::path::PathBuf,
+    gateway_id: String,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = store::audit_guard::seal_now(&writer, &db, &gateway_id).await {
+                    tracing::warn!(error = %e, "audit sealing failed");
+                }
+            }
+            _ = crate::shutdown::signalled(&mut shutdown) => return,
+        }
+    }
 }
 
 /// The cached policy (applied again at start, with no uplink needed) and the
@@ -105,6 +130,21 @@ impl Daemon {
         let store = Store::open(&db, WriterOptions::from(&config.store))
             .with_context(|| format!("cannot open the database {}", db.display()))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        store::audit_guard::on_start(
+            &store.writer(),
+            &db,
+            config.gateway_id(),
+            store.audit_upgraded(),
+        )
+        .await
+        .context("cannot check the audit log")?;
+        let seal_task = tokio::spawn(seal_periodically(
+            store.writer(),
+            db.clone(),
+            config.gateway_id().to_string(),
+            config.store.audit_seal_interval,
+            shutdown_rx.clone(),
+        ));
 
         let api_listener = api::open_listener(
             config.socket_path(),
@@ -201,6 +241,7 @@ impl Daemon {
             api_socket,
             upstream,
             master_key,
+            seal_task,
         })
     }
 
@@ -229,6 +270,17 @@ impl Daemon {
         // Publishes `offline`, disconnects and drops its store handles.
         if let Some(up) = self.upstream {
             up.join().await;
+        }
+        let _ = self.seal_task.await;
+        // Nothing else writes now: seal the last epoch so it is covered as well.
+        if let Err(e) = store::audit_guard::seal_now(
+            &self.store.writer(),
+            self.store.path(),
+            self.config.gateway_id(),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "audit sealing at shutdown failed");
         }
         drop(self.hub);
         drop(self.radios);

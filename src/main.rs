@@ -57,9 +57,10 @@ enum Command {
         /// The user the service runs as (the unit's User=).
         #[arg(long, default_value = fieldgate::doctor::SERVICE_USER)]
         user: String,
-        /// Key file to check when $CREDENTIALS_DIRECTORY is unset.
-        #[arg(long, default_value = fieldgate::doctor::DEFAULT_MASTER_KEY)]
-        master_key: PathBuf,
+        /// Key file to check when $CREDENTIALS_DIRECTORY is unset (default: the
+        /// config's `master_key_file`, else `<state_dir>/master.key`).
+        #[arg(long)]
+        master_key: Option<PathBuf>,
         /// Per network check (e.g. `3s`).
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: Duration,
@@ -143,6 +144,10 @@ enum Command {
     /// It is refused if it tries to join again, until `readmit`.
     Remove {
         id: String,
+        /// Also put it on the denylist: refused whenever it tries again, even if it
+        /// was never seen here, until `readmit`.
+        #[arg(long)]
+        block: bool,
         #[arg(long)]
         json: bool,
     },
@@ -434,6 +439,16 @@ enum AuditCommand {
         /// Read this database file directly (works with the daemon stopped).
         #[arg(long)]
         db: Option<PathBuf>,
+        /// Also check every forward-secure seal with the seed `audit seal init` showed
+        /// (64 hex digits; `-` reads it from standard input). Reads the database named
+        /// by --db, else the config's.
+        #[arg(long)]
+        seed: Option<String>,
+    },
+    /// Forward-secure sealing of the audit log.
+    Seal {
+        #[command(subcommand)]
+        command: SealCommand,
     },
     /// The newest records.
     Tail {
@@ -445,6 +460,31 @@ enum AuditCommand {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum SealCommand {
+    /// Set up sealing: creates the seal key beside the database and prints the
+    /// verification seed, once. Keep the seed off the gateway.
+    Init {
+        #[arg(long)]
+        json: bool,
+        /// The database to seal (default: the config's).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+}
+
+/// --db, else the database of the config (--config or the default).
+fn db_or_config(cli: &Cli, db: &Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    if let Some(db) = db {
+        return Ok(db.clone());
+    }
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    load_config(&path).map(|c| c.db_path())
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
@@ -560,7 +600,31 @@ async fn async_main(cli: Cli) -> ExitCode {
         }
         Command::Config { .. } => unreachable_config(),
         Command::Audit {
-            command: AuditCommand::Verify { json, db: Some(db) },
+            command:
+                AuditCommand::Verify {
+                    json,
+                    db,
+                    seed: Some(seed),
+                },
+        } => match db_or_config(&cli, db) {
+            Ok(path) => {
+                fieldgate::api::audit_cli::verify_with_seed(&path, seed, db.is_some(), *json)
+            }
+            Err(code) => return code,
+        },
+        Command::Audit {
+            command:
+                AuditCommand::Seal {
+                    command: SealCommand::Init { json, db },
+                },
+        } => match db_or_config(&cli, db) {
+            Ok(path) => fieldgate::api::audit_cli::seal_init(&path, *json),
+            Err(code) => return code,
+        },
+        Command::Audit {
+            command: AuditCommand::Verify {
+                json, db: Some(db), ..
+            },
         } => cli::audit_verify_offline(db, *json),
         Command::Audit {
             command:
@@ -616,7 +680,16 @@ async fn async_main(cli: Cli) -> ExitCode {
                     seconds,
                     json,
                 } => cli::pair(&api, radio, *seconds, *json).await,
-                Command::Remove { id, json } => cli::remove(&api, id, *json).await,
+                Command::Remove {
+                    id,
+                    block: false,
+                    json,
+                } => cli::remove(&api, id, *json).await,
+                Command::Remove {
+                    id,
+                    block: true,
+                    json,
+                } => fieldgate::api::cli_block::remove_and_block(&api, id, *json).await,
                 Command::Readmit { id, json } => cli::readmit(&api, id, *json).await,
                 Command::Radio {
                     command: RadioCmd::Backup { name, out },
@@ -663,6 +736,9 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Command::Audit {
                     command: AuditCommand::Tail { n, json, .. },
                 } => cli::audit_tail(&api, *n, *json).await,
+                Command::Audit {
+                    command: AuditCommand::Seal { .. },
+                } => Ok(()),
                 Command::Run
                 | Command::Demo { .. }
                 | Command::Emulate { .. }
@@ -683,14 +759,23 @@ async fn async_main(cli: Cli) -> ExitCode {
 }
 
 /// `fieldgate doctor`: synchronous, before any runtime starts.
-fn doctor(cli: &Cli, json: bool, user: &str, master_key: &Path, timeout: Duration) -> ExitCode {
+fn doctor(
+    cli: &Cli,
+    json: bool,
+    user: &str,
+    master_key: &Option<PathBuf>,
+    timeout: Duration,
+) -> ExitCode {
     let mut opts = fieldgate::doctor::Options::new(
         cli.config
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
     );
     opts.user = user.to_string();
-    opts.master_key = master_key.to_path_buf();
+    if let Some(k) = master_key {
+        opts.master_key = k.clone();
+        opts.master_key_given = true;
+    }
     opts.timeout = timeout;
     let report = fieldgate::doctor::run(&opts);
     if json {

@@ -81,6 +81,30 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
         o["bytes"].as_u64().unwrap_or(0),
         age(&o["oldest_age_ms"])
     );
+    let disk = &v["store"]["disk"];
+    if disk["disk_full"].as_bool() == Some(true) {
+        crate::outln!(
+            "DISK FULL the filesystem of the state directory is full ({} bytes free): {} write(s) failed; free some space",
+            disk["free_bytes"].as_u64().unwrap_or(0),
+            disk["full_errors"].as_u64().unwrap_or(0)
+        );
+    }
+    let a = &v["audit"];
+    crate::outln!(
+        "audit     {} records, head {} {}, sealed through {} ({} epochs)",
+        a["records"].as_i64().unwrap_or(0),
+        a["head_seq"].as_i64().unwrap_or(0),
+        s(&a["head_hash"]),
+        a["sealed_through_seq"].as_i64().unwrap_or(0),
+        a["sealed_epochs"].as_i64().unwrap_or(0)
+    );
+    if !a["alarm"].is_null() {
+        crate::outln!(
+            "ALARM     {}: {}",
+            s(&a["alarm"]["name"]),
+            s(&a["alarm"]["reason"])
+        );
+    }
     let h = &v["held_requests"];
     match h["total"].as_u64().unwrap_or(0) {
         0 => crate::outln!("held      no requests held for sleeping devices"),
@@ -473,7 +497,7 @@ pub fn audit_tail_offline(db: &Path, n: usize, as_json: bool) -> Result<()> {
     print_audit(&values, as_json)
 }
 
-fn report_verify(report: audit::VerifyReport, as_json: bool) -> Result<()> {
+pub(crate) fn report_verify(report: audit::VerifyReport, as_json: bool) -> Result<()> {
     if as_json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if report.ok {
@@ -483,6 +507,19 @@ fn report_verify(report: audit::VerifyReport, as_json: bool) -> Result<()> {
             report.head_seq,
             report.head_hash
         );
+        if report.mark_seq.is_none() && report.records > 0 {
+            crate::outln!(
+                "note: no high-water mark beside this database: records cut from its end would not show"
+            );
+        }
+        if let Some(seals) = &report.seals {
+            crate::outln!(
+                "sealed: {} epoch(s) verified with the seed, records 1..={} ({} newer record(s) not sealed yet)",
+                seals.sealed_epochs,
+                seals.sealed_through_seq,
+                report.head_seq - seals.sealed_through_seq
+            );
+        }
     } else {
         crate::outln!(
             "audit log BROKEN at record {}: {} ({} records verified before it)",
@@ -517,9 +554,7 @@ pub async fn audit_verify(api: &ApiClient, as_json: bool) -> Result<()> {
 }
 
 pub fn audit_verify_offline(db: &Path, as_json: bool) -> Result<()> {
-    let conn =
-        crate::store::open_reader(db).with_context(|| format!("cannot open {}", db.display()))?;
-    report_verify(audit::verify(&conn)?, as_json)
+    super::audit_cli::verify_offline(db, as_json)
 }
 
 fn health_text(v: &Value) -> String {

@@ -5,7 +5,9 @@
 //! uid/gid/pid (SO_PEERCRED) before the response leaves. Handlers only read the
 //! store and send requests to the hub; they never write the store themselves.
 
+pub mod audit_cli;
 pub mod cli;
+pub mod cli_block;
 pub mod client;
 mod listen;
 mod lora;
@@ -64,6 +66,8 @@ pub struct ApiStats {
     pub requests: AtomicU64,
     pub refused: AtomicU64,
     pub failed: AtomicU64,
+    /// Requests refused because their audit record could not be written.
+    pub audit_unavailable: AtomicU64,
     /// Connection handling: accepted, evicted when full, rate-limited requests.
     pub connections: Arc<serve::ConnectionStats>,
 }
@@ -205,6 +209,10 @@ pub struct StatusReply {
     /// Requests held for sleeping devices.
     #[serde(default)]
     pub held_requests: HeldRequestsStatus,
+    /// The audit chain head (seq, hash, records), its seals and the
+    /// `audit_chain_broken` alarm (null when not raised).
+    #[serde(default)]
+    pub audit: serde_json::Value,
 }
 
 /// The `held_requests` of `GET /v1/status`.
@@ -283,15 +291,21 @@ pub struct DeviceDetail {
 }
 
 async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
-    let (counts, ob, creds, held) = read(&s, |c| {
+    let (counts, ob, creds, held, mut audit_head) = read(&s, |c| {
         Ok((
             registry::counts(c)?,
             outbox::stats(c)?,
             credential_status(c)?,
             store::requests::summary(c)?,
+            store::audit_guard::summary(c)?,
         ))
     })
     .await?;
+    audit_head["alarm"] = json!(s
+        .writer
+        .stats()
+        .audit_alarm()
+        .map(|why| json!({"name": store::audit_guard::ALARM, "reason": why})));
     let mut devices = serde_json::Map::new();
     let mut total = 0;
     for (k, v) in counts {
@@ -322,11 +336,15 @@ async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
             "operations": ws.operations.load(Ordering::Relaxed),
             "failed_operations": ws.failed_operations.load(Ordering::Relaxed),
             "failed_commits": ws.failed_commits.load(Ordering::Relaxed),
+            "audit_mark_failures": ws.audit_mark_failures.load(Ordering::Relaxed),
+            "disk": ws.disk.snapshot(),
         }),
+        audit: audit_head,
         api: json!({
             "requests": s.stats.requests.load(Ordering::Relaxed),
             "refused": s.stats.refused.load(Ordering::Relaxed),
             "failed": s.stats.failed.load(Ordering::Relaxed),
+            "audit_unavailable": s.stats.audit_unavailable.load(Ordering::Relaxed),
             "connections_accepted": s.stats.connections.accepted.load(Ordering::Relaxed),
             "connections_evicted": s.stats.connections.evicted.load(Ordering::Relaxed),
             "rate_limited": s.stats.connections.rate_limited.load(Ordering::Relaxed),
@@ -397,6 +415,15 @@ async fn delete_device(
 ) -> ApiResult<crate::hub::Decommissioned> {
     let id = device_id(&raw)?;
     Ok(Json(s.hub.decommission(id, peer.actor()).await?))
+}
+
+async fn block_device(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(raw): UrlPath<String>,
+) -> ApiResult<crate::hub::Blocked> {
+    let id = device_id(&raw)?;
+    Ok(Json(s.hub.block(id, peer.actor()).await?))
 }
 
 async fn readmit_device(
@@ -724,7 +751,10 @@ async fn audit_tail(
 }
 
 async fn audit_verify(State(s): State<ApiState>) -> ApiResult<audit::VerifyReport> {
-    Ok(Json(read(&s, audit::verify).await?))
+    let mark = store::audit_guard::mark_path(&s.db_path);
+    Ok(Json(
+        read(&s, move |c| store::audit_guard::verify(c, &mark, false)).await?,
+    ))
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -809,18 +839,34 @@ async fn audit_requests(State(s): State<ApiState>, req: Request, next: Next) -> 
         json!({"status": status.as_u16(), "user": user}),
     );
     let gw = s.gateway_id.clone();
-    match s
-        .writer
-        .write(move |c| store::record_audit(c, &gw, &entry).map(|_| ()))
-        .await
-    {
+    let write = |entry: AuditEntry| {
+        let gw = gw.clone();
+        s.writer
+            .write(move |c| store::record_audit(c, &gw, &entry).map(|_| ()))
+    };
+    let mut written = write(entry.clone()).await;
+    if written.is_err() && s.writer.stats().disk.is_full() {
+        // The failure gave the reserve back: the record fits now.
+        written = write(entry).await;
+    }
+    match written {
         Ok(()) => response,
         Err(e) => {
-            tracing::error!(error = %e, %path, "cannot write the audit record; refusing to answer");
+            s.stats.failed.fetch_add(1, Ordering::Relaxed);
+            s.stats.audit_unavailable.fetch_add(1, Ordering::Relaxed);
+            let disk_full = s.writer.stats().disk.is_full();
+            if let Some(n) = s.writer.stats().log.hit("audit_unavailable") {
+                tracing::error!(error = %e, %path, disk_full, refused = n, "cannot write the audit record; refusing to answer");
+            }
+            let message = if disk_full {
+                "the audit log cannot be written: the disk holding the state directory is full"
+            } else {
+                "the audit log cannot be written"
+            };
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "audit_unavailable",
-                "the audit log cannot be written",
+                message,
             )
             .into_response()
         }
@@ -835,6 +881,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}/command", post(device_command))
         .route("/v1/devices/{id}/refresh", post(device_refresh))
         .route("/v1/devices/{id}/readmit", post(readmit_device))
+        .route("/v1/devices/{id}/block", post(block_device))
         .route("/v1/radios/{name}/permit-join", post(permit_join))
         .route("/v1/radios/{name}/backup", get(radio_backup))
         .route("/v1/radios/{name}/rotate-key", post(rotate_network_key))

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::identity::{describe_owner, Identity, Sandbox, UNIT_STATE_DIR};
-use super::{Check, Options, MASTER_KEY_CREDENTIAL, SERVICE_USER};
+use super::{Check, MASTER_KEY_CREDENTIAL, SERVICE_USER};
 use crate::config::Config;
 
 /// Places where the installed socket unit is looked for: with it, systemd
@@ -163,9 +163,34 @@ pub(super) fn check_state_dir(config: &Config, id: &Identity, sandbox: &Sandbox)
             );
         }
     }
+    if meta.mode() & 0o007 != 0 {
+        return Check::fail(
+            name,
+            format!(
+                "{shown} has mode {:04o}: other users can read the registry, credentials and audit log",
+                meta.mode() & 0o7777
+            ),
+            format!("chmod o-rwx {shown} (0700, or 0750 for the service's group)"),
+        );
+    }
     let db = config.db_path();
+    if let Some(c) = check_state_files(&db) {
+        return c;
+    }
     let db_note = match fs::metadata(&db) {
-        Ok(m) => format!("; {} is {}", db.display(), human_bytes(m.len())),
+        Ok(m) => {
+            // The WAL holds committed data too; it is part of the size.
+            let wal = fs::metadata(sidecar(&db, "-wal")).map_or(0, |w| w.len());
+            let shm = fs::metadata(sidecar(&db, "-shm")).map_or(0, |w| w.len());
+            format!(
+                "; {} is {} (database {}, WAL {}, shared memory {})",
+                db.display(),
+                human_bytes(m.len() + wal + shm),
+                human_bytes(m.len()),
+                human_bytes(wal),
+                human_bytes(shm)
+            )
+        }
         Err(_) => "; no database yet (created at first start)".to_string(),
     };
     Check::ok(
@@ -176,6 +201,48 @@ pub(super) fn check_state_dir(config: &Config, id: &Identity, sandbox: &Sandbox)
             describe_owner(&meta)
         ),
     )
+}
+
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The database files may be the service group's to read (0640) but nobody
+/// else's; the audit seal key and mark are the daemon's alone (0600).
+fn check_state_files(db: &Path) -> Option<Check> {
+    let files: [(&str, u32); 5] = [
+        ("", 0o007),
+        ("-wal", 0o007),
+        ("-shm", 0o007),
+        ("-seal-key", 0o077),
+        ("-audit-mark", 0o077),
+    ];
+    for (suffix, forbidden) in files {
+        let path = sidecar(db, suffix);
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.mode() & 0o7777;
+        if mode & forbidden != 0 {
+            let want = if forbidden == 0o077 { "600" } else { "640" };
+            return Some(Check::fail(
+                "state dir",
+                format!(
+                    "{} has mode {mode:04o}: readable beyond the daemon{}",
+                    path.display(),
+                    if forbidden == 0o077 {
+                        ""
+                    } else {
+                        " and its group"
+                    }
+                ),
+                format!("chmod {want} {}", path.display()),
+            ));
+        }
+    }
+    None
 }
 
 pub(super) fn check_free_space(config: &Config) -> Check {
@@ -433,14 +500,14 @@ pub(super) fn check_socket(config: &Config, id: &Identity, sandbox: &Sandbox) ->
     Check::ok(name, format!("{shown}{notes}"))
 }
 
-pub(super) fn check_master_key(opts: &Options) -> Check {
+pub(super) fn check_master_key(key_file: &Path, id: &Identity) -> Check {
     let name = "master key";
     let from_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
         .filter(|d| !d.is_empty())
         .map(|d| PathBuf::from(d).join(MASTER_KEY_CREDENTIAL));
     let (path, source) = match from_credentials {
         Some(p) => (p, "systemd credential"),
-        None => (opts.master_key.clone(), "key file"),
+        None => (key_file.to_path_buf(), "key file"),
     };
     let shown = path.display();
     let create = format!(
@@ -476,6 +543,21 @@ pub(super) fn check_master_key(opts: &Options) -> Check {
                 "{shown} has mode {mode:04o}: other users can read the key to every device secret"
             ),
             format!("chmod 600 {shown}"),
+        );
+    }
+    if source == "key file" && meta.uid() != 0 && meta.uid() != id.uid {
+        // Whoever owns it could have replaced it; the daemon refuses it too.
+        return Check::fail(
+            name,
+            format!(
+                "{shown} belongs to uid {} (neither root nor {}): the daemon refuses it",
+                meta.uid(),
+                id.name
+            ),
+            format!(
+                "chown root:root {shown} (or {}) after checking it is yours",
+                id.owner
+            ),
         );
     }
     let bytes = match fs::read(&path) {

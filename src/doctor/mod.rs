@@ -123,6 +123,8 @@ pub struct Options {
     pub user: String,
     /// Key file to check when `$CREDENTIALS_DIRECTORY` is not set.
     pub master_key: PathBuf,
+    /// Whether `master_key` was given; otherwise the config's key file is checked.
+    pub master_key_given: bool,
     /// Per network operation (resolve, connect, TLS handshake).
     pub timeout: Duration,
 }
@@ -133,6 +135,7 @@ impl Options {
             config,
             user: SERVICE_USER.to_string(),
             master_key: PathBuf::from(DEFAULT_MASTER_KEY),
+            master_key_given: false,
             timeout: Duration::from_secs(5),
         }
     }
@@ -274,6 +277,10 @@ pub fn run(opts: &Options) -> Report {
         checks.push(check_free_space(config));
         checks.push(check_socket(config, &identity, &sandbox));
     }
-    checks.push(check_master_key(opts));
+    let key = match (&config, opts.master_key_given) {
+        (Some(c), false) => c.master_key_path(),
+        _ => opts.master_key.clone(),
+    };
+    checks.push(check_master_key(&key, &identity));
     Report::new(opts, unit_installed, checks)
 }

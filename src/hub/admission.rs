@@ -62,6 +62,17 @@ pub(super) fn discover(
         manufacturer: None,
         model: None,
     };
+    if store::blocks::is_blocked(c, id.as_str())? {
+        // On the denylist: told to leave, never registered; not audited per reading
+        // (a beacon would flood the log), its join attempts are.
+        out.radio_actions.push((
+            radio.to_string(),
+            RadioCommand::Remove {
+                native_address: ev.native_address.clone(),
+            },
+        ));
+        return Ok(None);
+    }
     if let Admit::Deny { reason } = ctx.policy.admit(&facts) {
         store::record_audit(
             c,

@@ -112,6 +112,11 @@ pub enum HubRequest {
         actor: String,
         reply: oneshot::Sender<Result<Decommissioned, HubError>>,
     },
+    Block {
+        device: DeviceId,
+        actor: String,
+        reply: oneshot::Sender<Result<Blocked, HubError>>,
+    },
     Command {
         device: DeviceId,
         command: DeviceCommand,
@@ -219,6 +224,20 @@ pub struct Readmitted {
     pub device: String,
     pub lifecycle: &'static str,
     pub note: &'static str,
+}
+
+/// A device put on the denylist (and decommissioned when it was known and live).
+#[derive(Debug, Clone, Serialize)]
+pub struct Blocked {
+    pub device: String,
+    pub blocked: bool,
+    /// `false` when it was on the denylist already.
+    pub newly_blocked: bool,
+    /// Whether the registry knows it (a device never seen can be blocked too).
+    pub known: bool,
+    /// Present when this decommissioned it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decommissioned: Option<Decommissioned>,
 }
 
 /// A decommissioned device.
@@ -424,6 +443,16 @@ impl HubHandle {
         actor: String,
     ) -> Result<Decommissioned, HubError> {
         self.ask(|reply| HubRequest::Decommission {
+            device,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Decommissions a device and puts it on the denylist in one step (`remove --block`).
+    pub async fn block(&self, device: DeviceId, actor: String) -> Result<Blocked, HubError> {
+        self.ask(|reply| HubRequest::Block {
             device,
             actor,
             reply,

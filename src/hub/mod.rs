@@ -397,6 +397,14 @@ impl Hub {
                 let r = self.decommission(&device, &actor).await;
                 let _ = reply.send(r);
             }
+            HubRequest::Block {
+                device,
+                actor,
+                reply,
+            } => {
+                let r = self.block(&device, &actor).await;
+                let _ = reply.send(r);
+            }
             HubRequest::Command {
                 device,
                 command,

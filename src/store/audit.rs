@@ -6,6 +6,7 @@
 //! Changing, deleting or reordering any record breaks the chain at that record.
 //! This module only appends and verifies; it never updates or deletes.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -150,19 +151,77 @@ pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// Appends one record inside the caller's transaction and returns it.
-pub fn append(conn: &Connection, entry: &AuditEntry, ts: &str) -> StoreResult<AuditRecord> {
-    let last: Option<(i64, String)> = conn
+thread_local! {
+    /// On the store's writer thread: the head the writer last committed or appended
+    /// (seq, hash). `None` elsewhere, where no check is made.
+    static EXPECTED_HEAD: RefCell<Option<(i64, String)>> = const { RefCell::new(None) };
+    /// Set when an append found the head moved under it (records removed or changed
+    /// while the daemon ran); taken by the writer, which raises the alarm.
+    static TAMPERED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn db_head(conn: &Connection) -> StoreResult<Option<(i64, String)>> {
+    Ok(conn
         .query_row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .optional()?;
-    let (seq, prev_hash) = match last {
-        Some((s, h)) => (s + 1, h),
-        None => (1, GENESIS_HASH.to_string()),
+        .optional()?)
+}
+
+/// Makes this thread check every append against the head as it stands now (the
+/// writer thread, at start and after a rollback).
+pub(crate) fn track_head(conn: &Connection) -> StoreResult<()> {
+    let head = db_head(conn)?.unwrap_or((0, GENESIS_HASH.to_string()));
+    EXPECTED_HEAD.with(|e| *e.borrow_mut() = Some(head));
+    Ok(())
+}
+
+/// Whether this thread checks appends (see [`track_head`]).
+pub(crate) fn tracking() -> bool {
+    EXPECTED_HEAD.with(|e| e.borrow().is_some())
+}
+
+/// The next append continues from `head` (seq, hash) whatever the table holds now:
+/// numbering goes on after records that were removed, and links to the last one.
+pub(crate) fn expect_head(head: (i64, String)) {
+    EXPECTED_HEAD.with(|e| *e.borrow_mut() = Some(head));
+}
+
+/// Why the head moved under the writer, once.
+pub(crate) fn take_tampered() -> Option<String> {
+    TAMPERED.with(|t| t.borrow_mut().take())
+}
+
+/// Appends one record inside the caller's transaction and returns it.
+///
+/// On the writer thread, a table whose head is not the one last written means the
+/// log was cut or changed underneath: the record then continues from the head as
+/// written (no seq is given twice; verify shows the gap) and the tampering is noted.
+pub fn append(conn: &Connection, entry: &AuditEntry, ts: &str) -> StoreResult<AuditRecord> {
+    let found = db_head(conn)?.unwrap_or((0, GENESIS_HASH.to_string()));
+    let expected = EXPECTED_HEAD.with(|e| e.borrow().clone());
+    let (last_seq, prev_hash) = match expected {
+        Some(exp) if exp != found => {
+            let why = if found.0 < exp.0 {
+                format!(
+                    "records {}..={} were removed from the audit log while the daemon ran",
+                    found.0 + 1,
+                    exp.0
+                )
+            } else {
+                format!(
+                    "the audit log was changed while the daemon ran: its head is record {} but the daemon last wrote record {}",
+                    found.0, exp.0
+                )
+            };
+            TAMPERED.with(|t| *t.borrow_mut() = Some(why));
+            exp
+        }
+        _ => found,
     };
+    let seq = last_seq + 1;
     let outcome = entry.outcome.as_str();
     let canon = canonical(
         seq,
@@ -191,6 +250,10 @@ pub fn append(conn: &Connection, entry: &AuditEntry, ts: &str) -> StoreResult<Au
             hash
         ],
     )?;
+    super::audit_guard::note_append();
+    if tracking() {
+        expect_head((seq, hash.clone()));
+    }
     Ok(AuditRecord {
         seq,
         ts: ts.to_string(),
@@ -270,6 +333,12 @@ pub struct VerifyReport {
     pub first_bad_seq: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The high-water mark's seq, when a mark was compared (see `audit_guard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark_seq: Option<i64>,
+    /// The forward-secure seals, when checked with the seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seals: Option<super::audit_seal::SealReport>,
 }
 
 /// Walks the whole chain in order and stops at the first record that fails.
@@ -285,6 +354,8 @@ pub fn verify(conn: &Connection) -> StoreResult<VerifyReport> {
         head_hash: GENESIS_HASH.to_string(),
         first_bad_seq: None,
         reason: None,
+        mark_seq: None,
+        seals: None,
     };
     let fail = |mut report: VerifyReport, seq: i64, reason: String| {
         report.ok = false;

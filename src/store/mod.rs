@@ -6,7 +6,11 @@
 //! their own read-only connections. Nothing outside this module writes SQL.
 
 pub mod audit;
+pub mod audit_guard;
+pub mod audit_seal;
+pub mod blocks;
 pub mod credentials;
+pub mod disk;
 pub mod names;
 pub mod outbox;
 pub mod policies;
@@ -79,6 +83,30 @@ pub struct WriterStats {
     pub operations: AtomicU64,
     pub failed_operations: AtomicU64,
     pub failed_commits: AtomicU64,
+    /// Times the audit high-water mark could not be rewritten after a commit.
+    pub audit_mark_failures: AtomicU64,
+    /// Raised when the audit log is found broken (`audit_chain_broken`): why.
+    pub audit_alarm: std::sync::Mutex<Option<String>>,
+    /// The gateway id the writer's own audit records are queued under.
+    pub gateway_id: std::sync::OnceLock<String>,
+    /// A full disk: the reserve, the state, the counts.
+    pub disk: disk::DiskState,
+    /// One error line per cause per 10 s.
+    pub log: disk::RateLog,
+}
+
+impl WriterStats {
+    /// The `audit_chain_broken` alarm's text, if raised.
+    pub fn audit_alarm(&self) -> Option<String> {
+        self.audit_alarm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn raise_audit_alarm(&self, why: String) {
+        *self.audit_alarm.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
 }
 
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -94,6 +122,8 @@ pub struct Writer {
 /// The running store: the writer handle plus what readers need.
 pub struct Store {
     path: PathBuf,
+    /// This open created the audit seal table (a database from before seals and marks).
+    audit_upgraded: bool,
     writer: Writer,
     thread: Option<JoinHandle<()>>,
 }
@@ -139,17 +169,29 @@ impl Store {
         ] {
             private_file(&file).map_err(|e| StoreError::StateDir(file.clone(), e))?;
         }
+        let had_seals: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_seals'",
+            [],
+            |r| r.get(0),
+        )?;
         schema::migrations().to_latest(&mut conn)?;
 
         let (tx, rx) = mpsc::channel::<Job>(4096);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
+        let mark = audit_guard::mark_path(path);
+        let reserve = disk::reserve_path(path);
+        if let Err(e) = disk::ensure_reserve(&reserve) {
+            tracing::warn!(error = %e, reserve = %reserve.display(), "cannot set the disk-full reserve aside");
+        }
+        stats.disk.set_reserve(reserve);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, options, &thread_stats))
+            .spawn(move || writer_loop(conn, rx, options, &thread_stats, &mark))
             .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             path: path.to_path_buf(),
+            audit_upgraded: had_seals == 0,
             writer: Writer { jobs: tx, stats },
             thread: Some(thread),
         })
@@ -161,6 +203,12 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether this open created the audit seal table: the database predates audit
+    /// marks, so a missing mark is expected once.
+    pub fn audit_upgraded(&self) -> bool {
+        self.audit_upgraded
     }
 
     /// A new read-only connection (WAL readers do not block the writer).
@@ -222,7 +270,7 @@ fn private_file(file: &Path) -> std::io::Result<()> {
     }
 }
 
-fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn sidecar(db: &Path, suffix: &str) -> PathBuf {
     let mut s = db.as_os_str().to_os_string();
     s.push(suffix);
     PathBuf::from(s)
@@ -242,8 +290,13 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     options: WriterOptions,
     stats: &WriterStats,
+    mark: &Path,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(options.commit_max_ops);
+    // From here on every append is checked against the head this thread wrote.
+    if let Err(e) = audit::track_head(&conn) {
+        tracing::error!(error = %e, "cannot read the audit log's head");
+    }
     while let Some(first) = rx.blocking_recv() {
         let opened = Instant::now();
         batch.push(first);
@@ -255,19 +308,31 @@ fn writer_loop(
             }
         }
         run_batch(&conn, &mut batch, stats);
+        if let Some(why) = audit::take_tampered() {
+            audit_guard::tampered_while_running(&conn, &why, stats);
+        }
+        if audit_guard::take_appended() {
+            update_mark(&conn, mark, stats);
+        }
     }
     tracing::debug!("store writer stopped");
 }
 
 fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
+    stats.disk.recheck(&stats.log);
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+        if disk::is_disk_full(&e) {
+            stats.disk.hit_full(&stats.log);
+        }
         let msg = e.to_string();
         for job in batch.drain(..) {
             // Jobs were not run; report the failure without running them.
             drop(job);
         }
-        tracing::error!(error = %msg, "store: cannot begin a transaction");
+        if let Some(n) = stats.log.hit("begin_failed") {
+            tracing::error!(error = %msg, failures = n, "store: cannot begin a transaction");
+        }
         return;
     }
     let mut done = Vec::with_capacity(batch.len());
@@ -276,8 +341,16 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
     }
     let commit = conn.execute_batch("COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
+        if audit::tracking() {
+            let _ = audit::track_head(conn);
+        }
         stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(error = %e, "store: commit failed");
+        if disk::is_disk_full(&e) {
+            stats.disk.hit_full(&stats.log);
+        }
+        if let Some(n) = stats.log.hit("commit_failed") {
+            tracing::error!(error = %e, failures = n, "store: commit failed");
+        }
         StoreError::Commit(e.to_string())
     });
     stats.transactions.fetch_add(1, Ordering::Relaxed);
@@ -308,7 +381,13 @@ impl Writer {
                         .map(|_| r)
                         .map_err(StoreError::from),
                     Err(e) => {
+                        if matches!(&e, StoreError::Sql(s) if disk::is_disk_full(s)) {
+                            stats.disk.hit_full(&stats.log);
+                        }
                         let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                        if audit::tracking() {
+                            let _ = audit::track_head(conn);
+                        }
                         stats.failed_operations.fetch_add(1, Ordering::Relaxed);
                         Err(e)
                     }
@@ -384,6 +463,20 @@ impl Writer {
 
     pub fn stats(&self) -> &WriterStats {
         &self.stats
+    }
+}
+
+/// Rewrites the audit high-water mark after a batch that appended to the log (when
+/// the batch rolled back, the head read here is the old one, which is still right).
+fn update_mark(conn: &Connection, mark: &Path, stats: &WriterStats) {
+    let result = audit_guard::head(conn)
+        .map_err(|e| e.to_string())
+        .and_then(|h| audit_guard::write_mark(mark, &h).map_err(|e| e.to_string()));
+    if let Err(e) = result {
+        let n = stats.audit_mark_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 || n.is_power_of_two() {
+            tracing::error!(error = %e, failures = n, "cannot rewrite the audit high-water mark");
+        }
     }
 }
 

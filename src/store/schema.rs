@@ -170,6 +170,35 @@ CREATE TABLE device_names (
 );
 "#,
         ),
+        // Forward-secure seals over the audit log, one per epoch (see store/audit_seal.rs);
+        // append-only like the log itself.
+        M::up(
+            r#"
+CREATE TABLE audit_seals (
+    epoch     INTEGER PRIMARY KEY,
+    ts        TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    head_hash TEXT NOT NULL,
+    prev_mac  TEXT NOT NULL,
+    mac       TEXT NOT NULL
+);
+CREATE TRIGGER audit_seals_no_update BEFORE UPDATE ON audit_seals
+BEGIN SELECT RAISE(ABORT, 'the audit seals are append-only'); END;
+CREATE TRIGGER audit_seals_no_delete BEFORE DELETE ON audit_seals
+BEGIN SELECT RAISE(ABORT, 'the audit seals are append-only'); END;
+"#,
+        ),
+        // The denylist (`remove --block`): devices refused until re-admitted, known or not.
+        M::up(
+            r#"
+CREATE TABLE device_blocks (
+    device_id  TEXT PRIMARY KEY,
+    blocked_at TEXT NOT NULL,
+    actor      TEXT NOT NULL
+);
+"#,
+        ),
     ])
 }
 

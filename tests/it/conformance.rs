@@ -392,6 +392,53 @@ async fn conformance(emulated: &dyn Emulated) {
     })
     .await;
 
+    // Remove and block in one step: decommissioned, told to leave, and refused even
+    // inside a join window until re-admitted, which also takes it off the denylist.
+    let blocked = walk
+        .hub()
+        .block(walk.id(&reporter), "conformance".into())
+        .await
+        .expect("block");
+    assert!(blocked.decommissioned.is_some() && blocked.newly_blocked);
+    walk.until("the blocked device leaving the network", 10, |_| {
+        (!emulated.on_network(&reporter)).then_some(())
+    })
+    .await;
+    let retried = Instant::now();
+    walk.hub()
+        .permit_join("r0".into(), 5, "conformance".into())
+        .await
+        .expect("a join window opens");
+    emulated.rejoin(&reporter);
+    walk.until("the blocked device being refused", 10, |w| {
+        w.noticed(retried, |n| {
+            matches!(n, Notice::Denied { device, reason } if *device == want && reason.starts_with("blocked"))
+        })
+        .then_some(())
+    })
+    .await;
+    walk.until("the blocked device refusal being audited", 10, |w| {
+        w.audit().into_iter().find(|r| {
+            r.action == "device.join"
+                && r.outcome == "refused"
+                && r.target == want
+                && r.details["reason"]
+                    .as_str()
+                    .is_some_and(|x| x.starts_with("blocked"))
+        })
+    })
+    .await;
+    walk.until("the blocked device told to leave", 10, |_| {
+        (!emulated.on_network(&reporter)).then_some(())
+    })
+    .await;
+    let r = walk
+        .hub()
+        .readmit(walk.id(&reporter), "conformance".into())
+        .await
+        .expect("re-admitted");
+    assert_eq!(r.lifecycle, "pending");
+
     // The radio resets on its own: it comes back and devices carry on.
     let mut state = walk.gw().radios[0].state.clone();
     state.borrow_and_update();

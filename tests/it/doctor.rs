@@ -39,6 +39,8 @@ impl Setup {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
         fs::create_dir(&state).expect("state dir");
+        // As the package installs it (the umask would leave it 0755).
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o750)).expect("chmod state");
         let key = dir.path().join("master.key");
         fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("key");
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod key");
@@ -464,4 +466,82 @@ fn packaged_config_examples_are_valid_when_uncommented() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("4 radio(s)"));
+}
+
+#[test]
+fn state_files_open_to_others_fail_and_the_wal_is_counted() {
+    let s = Setup::new();
+    let config = s.config("");
+    let db = s.state.join("fieldgate.db");
+    fs::write(&db, vec![0u8; 4096]).unwrap();
+    fs::write(s.state.join("fieldgate.db-wal"), vec![0u8; 3 * 1024 * 1024]).unwrap();
+    for f in ["fieldgate.db", "fieldgate.db-wal"] {
+        fs::set_permissions(s.state.join(f), fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    let (_, report) = s.doctor_as_me(&config);
+    assert_status(&report, "state dir", "ok", "WAL 3.0 MiB");
+
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "state dir", "fail", "mode 0644");
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o640)).unwrap();
+
+    fs::set_permissions(&s.state, fs::Permissions::from_mode(0o755)).unwrap();
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "state dir", "fail", "mode 0755");
+}
+
+#[test]
+fn the_configured_master_key_is_the_one_checked() {
+    let s = Setup::new();
+    let key = s.dir.path().join("elsewhere.key");
+    fs::write(&key, format!("{}\n", "cd".repeat(32))).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let config = s.config_with_state(&s.state, "");
+    // master_key_file goes in [gateway]: rewrite the file with it.
+    let text = fs::read_to_string(&config).unwrap().replacen(
+        "[api]",
+        &format!("master_key_file = \"{}\"\n\n[api]", key.display()),
+        1,
+    );
+    fs::write(&config, text).unwrap();
+    let out = Command::new(bin())
+        .args([
+            "doctor",
+            "--json",
+            "--timeout",
+            "3s",
+            "--user",
+            &s.user,
+            "--config",
+        ])
+        .arg(&config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_status(&report, "master key", "fail", "elsewhere.key has mode 0644");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    // Owned by someone else (neither root nor the service user): refused.
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&key, Some(4242), None).unwrap();
+        let out = Command::new(bin())
+            .args([
+                "doctor",
+                "--json",
+                "--timeout",
+                "3s",
+                "--user",
+                &s.user,
+                "--config",
+            ])
+            .arg(&config)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_status(&report, "master key", "fail", "uid 4242");
+    }
 }

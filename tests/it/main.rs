@@ -5,9 +5,12 @@ mod common;
 
 mod api;
 mod audit;
+mod audit_tamper;
+mod block;
 mod config;
 mod conformance;
 mod decode;
+mod disk_full;
 mod doctor;
 mod durability;
 mod emulate;

@@ -541,6 +541,14 @@ async fn normal_flow_publishes_the_documented_topics_and_schemas() {
             && info["radios"].is_array()
             && info["radios"][0]["counters"]["startups"].is_u64()
     );
+    // The audit chain head, for the cloud to compare with the records it received.
+    assert!(
+        info["audit"]["head_seq"].is_i64()
+            && info["audit"]["head_hash"].as_str().map(str::len) == Some(64)
+            && info["audit"]["records"].is_i64()
+            && info["audit"]["alarm"].is_null(),
+        "{info}"
+    );
 
     let events: Vec<String> = probe
         .on(&format!("/device/{dev}/event"))

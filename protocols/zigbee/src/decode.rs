@@ -21,7 +21,7 @@ pub struct DecodedZcl {
 }
 
 /// One MT frame and what it means.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DecodedFrame {
     pub frame: MtFrame,
     pub command: Option<ZnpCommand>,
@@ -29,6 +29,101 @@ pub struct DecodedFrame {
     /// The ZCL inside AF_INCOMING_MSG / AF_INCOMING_MSG_EXT / AF_DATA_REQUEST; for an
     /// AF_INCOMING_MSG_EXT whose payload the coordinator held back, an error saying so.
     pub zcl: Option<DecodedZcl>,
+    /// The frame carries key material (an install code, a network key, an NV key item):
+    /// its raw payload and value fields are shown as their length only.
+    pub secret: bool,
+}
+
+impl Serialize for DecodedFrame {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut v = serde_json::json!({
+            "frame": self.frame,
+            "command": self.command,
+            "error": self.error,
+            "zcl": self.zcl,
+        });
+        if self.secret {
+            v["frame"]["payload"] = redacted(self.frame.payload.len());
+            if let Some(cmd) = v["command"].as_object_mut() {
+                for field in ["value", "init_value"] {
+                    if let Some(serde_json::Value::String(hex)) = cmd.get(field) {
+                        let n = hex.len() / 2;
+                        cmd.insert(field.into(), redacted(n));
+                    }
+                }
+            }
+        }
+        v.serialize(s)
+    }
+}
+
+fn redacted(n: usize) -> serde_json::Value {
+    serde_json::Value::String(format!("<{n} bytes redacted>"))
+}
+
+/// NV items that hold keys: the network key (pre-configured, active, alternate, Z-Stack
+/// 1.2's), the security material, the TC link key seed and tables, the APS link keys.
+pub fn is_key_nv_item(id: u16) -> bool {
+    use crate::znp::nv;
+    matches!(
+        id,
+        nv::PRECFGKEY
+            | nv::NWK_ACTIVE_KEY_INFO
+            | nv::NWK_ALTERN_KEY_INFO
+            | nv::NWKKEY
+            | nv::TCLK_SEED
+    ) || (nv::LEGACY_NWK_SEC_MATERIAL_TABLE_START
+        ..nv::LEGACY_NWK_SEC_MATERIAL_TABLE_START + nv::LEGACY_NWK_SEC_MATERIAL_TABLE_LEN)
+        .contains(&id)
+        || (nv::LEGACY_TCLK_TABLE_START..nv::LEGACY_TCLK_TABLE_START + nv::LEGACY_TCLK_TABLE_LEN)
+            .contains(&id)
+        || (nv::APS_LINK_KEY_DATA_START
+            ..nv::APS_LINK_KEY_DATA_START.saturating_add(nv::LEGACY_APS_LINK_KEY_DATA_LEN))
+            .contains(&id)
+}
+
+/// Extended-NV (SimpleLink) items that hold keys.
+fn is_key_ex_item(sys_id: u8, item_id: u16) -> bool {
+    use crate::znp::nv;
+    sys_id == nv::SYSTEM_ZSTACK
+        && matches!(
+            item_id,
+            nv::EX_TCLK_TABLE | nv::EX_APS_KEY_DATA_TABLE | nv::EX_NWK_SEC_MATERIAL_TABLE
+        )
+}
+
+/// Which frames of a stream carry key material. A read response is judged by the read
+/// request before it; one with no request in the capture is taken as secret.
+#[derive(Debug, Default)]
+struct SecretTracker {
+    /// Whether the last NV read asked for a key item (`None`: no read seen).
+    last_read_was_key: Option<bool>,
+}
+
+impl SecretTracker {
+    fn judge(&mut self, cmd: &ZnpCommand) -> bool {
+        match cmd {
+            ZnpCommand::SysOsalNvWriteReq { id, .. }
+            | ZnpCommand::SysOsalNvItemInitReq { id, .. } => is_key_nv_item(*id),
+            ZnpCommand::SysOsalNvReadReq { id, .. }
+            | ZnpCommand::SysOsalNvReadExtReq { id, .. } => {
+                self.last_read_was_key = Some(is_key_nv_item(*id));
+                false
+            }
+            ZnpCommand::SysNvReadReq {
+                sys_id, item_id, ..
+            } => {
+                self.last_read_was_key = Some(is_key_ex_item(*sys_id, *item_id));
+                false
+            }
+            ZnpCommand::SysOsalNvReadRsp { .. }
+            | ZnpCommand::SysOsalNvReadExtRsp { .. }
+            | ZnpCommand::SysNvReadRsp { .. } => self.last_read_was_key.take().unwrap_or(true),
+            // Commands with a SecretBytes field (install codes, network keys) say so when
+            // serialized; the raw payload must follow.
+            other => serde_json::to_string(other).is_ok_and(|t| t.contains("bytes redacted>")),
+        }
+    }
 }
 
 /// Everything found in a captured byte stream.
@@ -98,11 +193,13 @@ pub fn describe_frame(frame: MtFrame) -> DecodedFrame {
                 ZnpCommand::AfDataRequestReq(r) => Some(describe_zcl(r.cluster_id, &r.data)),
                 _ => None,
             };
+            let secret = SecretTracker::default().judge(&cmd);
             DecodedFrame {
                 frame,
                 command: Some(cmd),
                 error: None,
                 zcl,
+                secret,
             }
         }
         Err(e) => DecodedFrame {
@@ -110,6 +207,7 @@ pub fn describe_frame(frame: MtFrame) -> DecodedFrame {
             command: None,
             error: Some(e.to_string()),
             zcl: None,
+            secret: false,
         },
     }
 }
@@ -118,7 +216,20 @@ pub fn describe_frame(frame: MtFrame) -> DecodedFrame {
 /// counted in `parser`).
 pub fn decode_mt_stream(bytes: &[u8]) -> DecodeReport {
     let mut parser = MtStreamParser::new();
-    let frames = parser.feed(bytes).into_iter().map(describe_frame).collect();
+    let mut secrets = SecretTracker::default();
+    let frames = parser
+        .feed(bytes)
+        .into_iter()
+        .map(|f| {
+            let mut d = describe_frame(f);
+            // In a stream, a read response is judged by the request before it.
+            d.secret = match &d.command {
+                Some(cmd) => secrets.judge(cmd),
+                None => false,
+            };
+            d
+        })
+        .collect();
     DecodeReport {
         frames,
         parser: parser.stats(),
@@ -205,6 +316,69 @@ pub fn decode_to_json(hex: &str, zcl_cluster: Option<u16>) -> Result<String, Dec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hex_of(cmds: &[ZnpCommand]) -> String {
+        cmds.iter()
+            .flat_map(|c| c.to_bytes().unwrap())
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// No key byte reaches the output: not in `command`, not in the raw `frame.payload`.
+    #[test]
+    fn key_material_is_redacted_everywhere() {
+        use crate::znp::{nv, SecretBytes};
+        use crate::IeeeAddr;
+        let code: Vec<u8> = (0xA0..0xB2).collect();
+        let key: Vec<u8> = (0xC0..0xD0).collect();
+        let seed: Vec<u8> = (0x30..0x40).collect();
+        let frames = [
+            ZnpCommand::BdbAddInstallCodeReq {
+                format: 1,
+                ieee: IeeeAddr(0x00124b0001abcdef),
+                code: SecretBytes(code.clone()),
+            },
+            ZnpCommand::SysOsalNvWriteReq {
+                id: nv::PRECFGKEY,
+                offset: 0,
+                value: key.clone(),
+            },
+            ZnpCommand::SysOsalNvReadReq {
+                id: nv::TCLK_SEED,
+                offset: 0,
+            },
+            ZnpCommand::SysOsalNvReadRsp {
+                status: 0,
+                value: seed.clone(),
+            },
+            ZnpCommand::SysOsalNvReadReq {
+                id: nv::PANID,
+                offset: 0,
+            },
+            ZnpCommand::SysOsalNvReadRsp {
+                status: 0,
+                value: vec![0x62, 0x1a],
+            },
+        ];
+        let json = decode_to_json(&hex_of(&frames), None).unwrap();
+        for secret in [&code, &key, &seed] {
+            let h: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            // Any 4 consecutive key bytes would be too many.
+            for w in h.as_bytes().chunks(8) {
+                let w = std::str::from_utf8(w).unwrap();
+                assert!(!json.to_ascii_lowercase().contains(w), "{w} in {json}");
+            }
+        }
+        assert!(json.contains("<16 bytes redacted>"), "{json}");
+        // What is not a key stays readable.
+        assert!(json.contains("621a"), "{json}");
+        // A read response with no request in the capture is kept secret.
+        let lone = decode_to_json(&hex_of(&frames[3..4]), None).unwrap();
+        assert!(
+            lone.contains("redacted") && !lone.contains("30313233"),
+            "{lone}"
+        );
+    }
 
     #[test]
     fn decode_cli_prints_json_and_refuses_noise() {

@@ -60,7 +60,11 @@ pub(in crate::hub) fn apply_event(
             let retired = existing
                 .as_ref()
                 .is_some_and(|d| d.lifecycle == Lifecycle::Decommissioned.as_str());
-            let denial = if retired {
+            let denial = if store::blocks::is_blocked(c, id.as_str())? {
+                Some(format!(
+                    "blocked: re-admit it first (`fieldgate readmit {id}`)"
+                ))
+            } else if retired {
                 // Decommissioning holds: a removed device that tries again is refused
                 // and told to leave, window or not, until a technician re-admits it.
                 Some(format!(

@@ -5,6 +5,7 @@
 
 mod apply_policy;
 mod backup;
+mod block;
 mod command;
 mod decommission;
 mod device_request;

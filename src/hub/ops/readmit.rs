@@ -14,13 +14,35 @@ impl Hub {
         let gw = self.gateway_id.clone();
         let id = device.clone();
         let actor = actor.to_string();
-        self.writer
+        let lifecycle = self
+            .writer
             .write(move |c| {
                 let entry = |outcome, details| {
                     AuditEntry::new(&actor, "device.readmit", id.as_str(), outcome, details)
                 };
+                // Off the denylist first: a blocked device may be one never seen.
+                let unblocked = store::blocks::remove(c, id.as_str())?;
                 let refusal = match registry::get(c, &id)? {
+                    None if unblocked => {
+                        store::record_audit(
+                            c,
+                            &gw,
+                            &entry(
+                                Outcome::Accepted,
+                                json!({"unblocked": true, "known": false}),
+                            ),
+                        )?;
+                        return Ok(Ok("unknown"));
+                    }
                     None => Some(HubError::UnknownDevice(id.to_string())),
+                    Some(d) if d.lifecycle != Lifecycle::Decommissioned.as_str() && unblocked => {
+                        store::record_audit(
+                            c,
+                            &gw,
+                            &entry(Outcome::Accepted, json!({"unblocked": true, "known": true})),
+                        )?;
+                        return Ok(Ok("unchanged"));
+                    }
                     Some(d) if d.lifecycle != Lifecycle::Decommissioned.as_str() => {
                         Some(HubError::Invalid(format!(
                             "device `{id}` is {}, not decommissioned: nothing to re-admit",
@@ -46,14 +68,25 @@ impl Hub {
                     json!({"lifecycle": "pending"}),
                     SystemTime::now(),
                 )?;
-                store::record_audit(c, &gw, &entry(Outcome::Accepted, json!({})))?;
-                Ok(Ok(()))
+                store::record_audit(
+                    c,
+                    &gw,
+                    &entry(Outcome::Accepted, json!({"unblocked": unblocked})),
+                )?;
+                Ok(Ok("pending"))
             })
             .await??;
-        Ok(Readmitted {
-            device: device.to_string(),
-            lifecycle: "pending",
-            note: "it joins again through a join window, interview and admission",
+        Ok(match lifecycle {
+            "pending" => Readmitted {
+                device: device.to_string(),
+                lifecycle: "pending",
+                note: "it joins again through a join window, interview and admission",
+            },
+            other => Readmitted {
+                device: device.to_string(),
+                lifecycle: other,
+                note: "taken off the denylist: it may join through a join window",
+            },
         })
     }
 }

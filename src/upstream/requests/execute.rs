@@ -160,7 +160,17 @@ async fn execute_other(
             let r = ctx.hub.readmit(device, actor.to_string()).await?;
             Ok(serde_json::to_value(r).unwrap_or(Value::Null))
         }
-        Request::Remove { device } => {
+        Request::Remove {
+            device,
+            block: true,
+        } => {
+            let r = ctx.hub.block(device, actor.to_string()).await?;
+            Ok(serde_json::to_value(r).unwrap_or(Value::Null))
+        }
+        Request::Remove {
+            device,
+            block: false,
+        } => {
             let r = ctx.hub.decommission(device, actor.to_string()).await?;
             Ok(json!({
                 "device": r.device.id,

@@ -24,10 +24,20 @@ fn radios_json(ctx: &RequestContext) -> Vec<Value> {
 
 /// The gateway description: published retained on `info` and answered to `info`.
 pub async fn info(ctx: &RequestContext) -> Result<Value, Rejection> {
-    let (ob, counts, life) = read(ctx, |c| {
-        Ok((outbox::stats(c)?, registry::counts(c)?, outbox::life(c)?))
+    let (ob, counts, life, mut audit) = read(ctx, |c| {
+        Ok((
+            outbox::stats(c)?,
+            registry::counts(c)?,
+            outbox::life(c)?,
+            crate::store::audit_guard::summary(c)?,
+        ))
     })
     .await?;
+    audit["alarm"] = json!(ctx
+        .writer
+        .stats()
+        .audit_alarm()
+        .map(|why| json!({"name": crate::store::audit_guard::ALARM, "reason": why})));
     // Every lifecycle, zero or not, so the document always has the same keys.
     let mut devices = Map::new();
     for l in [
@@ -54,6 +64,7 @@ pub async fn info(ctx: &RequestContext) -> Result<Value, Rejection> {
         "devices": devices,
         "outbox": ob,
         "upstream": {"broker": up.broker, "client_id": up.client_id, "delivered": up.delivered},
+        "audit": audit,
     }))
 }
 

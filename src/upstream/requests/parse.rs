@@ -86,6 +86,20 @@ struct PermitJoinBody {
     seconds: u32,
 }
 
+/// `remove`: a device, and whether to put it on the denylist as well.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    device: String,
+    #[serde(default)]
+    block: bool,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeviceBody {
@@ -262,6 +276,8 @@ pub enum Request {
     },
     Remove {
         device: DeviceId,
+        /// Also on the denylist (`remove --block`).
+        block: bool,
     },
     Readmit {
         device: DeviceId,
@@ -324,7 +340,7 @@ impl Request {
     /// The device the request is about, if any (to resolve a friendly name).
     pub(super) fn device_mut(&mut self) -> Option<&mut DeviceId> {
         match self {
-            Request::Remove { device }
+            Request::Remove { device, .. }
             | Request::Readmit { device }
             | Request::Set { device, .. }
             | Request::Get { device, .. }
@@ -339,7 +355,7 @@ impl Request {
             Request::PermitJoin { radio, .. } | Request::RotateNetworkKey { radio } => {
                 radio.clone()
             }
-            Request::Remove { device }
+            Request::Remove { device, .. }
             | Request::Readmit { device }
             | Request::Set { device, .. }
             | Request::Get { device, .. }
@@ -687,9 +703,10 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
             })
         }
         "remove" => {
-            let b: DeviceBody = typed(value)?;
+            let b: RemoveBody = typed(value)?;
             Ok(Request::Remove {
                 device: device_id(&b.device)?,
+                block: b.block,
             })
         }
         "readmit" => {
@@ -931,6 +948,17 @@ mod tests {
         assert_eq!(
             code("remove", br#"{"correlation_id":"c","device":"zigbee:0x1"}"#),
             "ok"
+        );
+        assert_eq!(
+            parse(
+                "remove",
+                br#"{"correlation_id":"c","device":"zigbee:0x1","block":true}"#
+            )
+            .request,
+            Ok(Request::Remove {
+                device: DeviceId::parse("zigbee:0x1").unwrap(),
+                block: true
+            })
         );
         assert_eq!(
             code(

@@ -1,0 +1,109 @@
+//! The audit commands that work on the database files directly, with or without a
+//! running daemon: `audit seal init` (sets up forward-secure sealing and shows the
+//! seed once) and `audit verify --seed` (checks the chain, the mark and every seal).
+//! The seed is taken from the command line or standard input and never logged.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use zeroize::Zeroizing;
+
+use crate::store::{audit_guard, audit_seal};
+
+fn open(db: &Path) -> Result<rusqlite::Connection> {
+    crate::store::open_reader(db).with_context(|| format!("cannot open {}", db.display()))
+}
+
+fn has_seal_table(conn: &rusqlite::Connection) -> Result<bool> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_seals'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+/// `fieldgate audit seal init`: creates the seal key file beside the database (owned
+/// like the database, mode 0600) and prints the seed, once.
+pub fn seal_init(db: &Path, as_json: bool) -> Result<()> {
+    let conn = open(db)?;
+    if !has_seal_table(&conn)? {
+        return Err(anyhow!(
+            "{} predates audit seals: start the daemon once to upgrade it, then run this again",
+            db.display()
+        ));
+    }
+    let key_file = audit_seal::key_path(db);
+    let seed = audit_seal::init(&conn, &key_file)?;
+    // The daemon runs as the database's owner: the key file must be its, not root's.
+    let meta = std::fs::metadata(db).with_context(|| format!("cannot stat {}", db.display()))?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::os::unix::fs::chown(&key_file, Some(meta.uid()), Some(meta.gid())).with_context(
+            || format!("cannot give {} to the database's owner", key_file.display()),
+        )?;
+    }
+    if as_json {
+        let v = Zeroizing::new(
+            serde_json::json!({"seed": seed.as_str(), "key_file": key_file, "epoch": 1})
+                .to_string(),
+        );
+        crate::outln!("{}", v.as_str());
+    } else {
+        crate::outln!(
+            "audit sealing set up: key file {} (epoch 1); the daemon seals every store.audit_seal_interval",
+            key_file.display()
+        );
+        crate::outln!("verification seed (shown only this once; keep it off this gateway):");
+        crate::outln!("{}", seed.as_str());
+        crate::outln!(
+            "check with: fieldgate audit verify --seed -   (reads the seed from standard input)"
+        );
+    }
+    Ok(())
+}
+
+fn read_seed(arg: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let text = if arg == "-" {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the seed from standard input")?;
+        line
+    } else {
+        Zeroizing::new(arg.to_string())
+    };
+    audit_seal::parse_seed(&text).map_err(|e| anyhow!(e))
+}
+
+/// `fieldgate audit verify --seed HEX|-`: the chain, the mark (strictly when `strict`,
+/// i.e. the daemon is stopped) and every seal, with keys recomputed from the seed.
+pub fn verify_with_seed(db: &Path, seed: &str, strict: bool, as_json: bool) -> Result<()> {
+    let seed = read_seed(seed)?;
+    let conn = open(db)?;
+    let mut report = audit_guard::verify(&conn, &audit_guard::mark_path(db), strict)?;
+    let seals = if has_seal_table(&conn)? {
+        audit_seal::verify(&conn, &seed, &audit_seal::key_path(db))?
+    } else {
+        audit_seal::SealReport {
+            ok: false,
+            sealed_epochs: 0,
+            sealed_through_seq: 0,
+            reason: Some("this database has no audit seals".into()),
+        }
+    };
+    if report.ok && !seals.ok {
+        report.ok = false;
+        report.reason = seals.reason.clone();
+        report.first_bad_seq = Some(seals.sealed_through_seq + 1);
+    }
+    report.seals = Some(seals);
+    super::cli::report_verify(report, as_json)
+}
+
+/// `fieldgate audit verify --db FILE` (no seed): the chain and, strictly, the mark.
+pub fn verify_offline(db: &Path, as_json: bool) -> Result<()> {
+    let conn = open(db)?;
+    let report = audit_guard::verify(&conn, &audit_guard::mark_path(db), true)?;
+    super::cli::report_verify(report, as_json)
+}

@@ -1,0 +1,413 @@
+//! Every tamper class of the audit log against `audit verify` without and with the
+//! seal seed, and the daemon's own checks at start-up and while it runs. The table
+//! in docs/security.md is this file's `CLASSES`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::common::{fieldgate, stdout, TestDaemon};
+use fieldgate::store::audit::{canonical, chain_hash};
+use rusqlite::Connection;
+use serde_json::Value;
+
+const SEALING: &str = "[store]\naudit_seal_interval = \"1h\"\n";
+
+fn stop(d: &mut TestDaemon) {
+    let status = d.terminate(Duration::from_secs(10)).expect("stopped");
+    assert!(status.success(), "{}", d.log());
+}
+
+/// A gateway with sealing set up and two runs of audited requests: the seals cover
+/// every record (the daemon seals at start and at stop).
+fn sealed_gateway() -> (TestDaemon, String) {
+    let mut d = TestDaemon::start(SEALING);
+    stop(&mut d);
+    let db = d.db();
+    let out = fieldgate(&[
+        "audit",
+        "seal",
+        "init",
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    let seed = v["seed"].as_str().expect("seed").to_string();
+    assert_eq!(seed.len(), 64);
+    // The seed is shown once: never in the daemon's log, never in the key file.
+    let key_file = std::fs::read_to_string(crate::common::sidecar(&db, "-seal-key")).unwrap();
+    assert!(!key_file.contains(&seed));
+    for _ in 0..2 {
+        d.spawn();
+        for _ in 0..4 {
+            assert!(d.cli(&["status"]).status.success());
+        }
+        stop(&mut d);
+    }
+    assert!(!d.log().contains(&seed));
+    (d, seed)
+}
+
+fn copy_state(from: &Path) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let db = dir.path().join("fieldgate.db");
+    (dir, db)
+}
+
+fn verify(db: &Path, seed: Option<&str>) -> (bool, String) {
+    let mut args = vec!["audit", "verify", "--db", db.to_str().unwrap()];
+    if let Some(s) = seed {
+        args.extend_from_slice(&["--seed", s]);
+    }
+    let out = fieldgate(&args);
+    (out.status.success(), stdout(&out))
+}
+
+fn open(db: &Path) -> Connection {
+    let c = Connection::open(db).unwrap();
+    // Root can drop the triggers; what follows is what that allows.
+    c.execute_batch(
+        "DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete;
+         DROP TRIGGER IF EXISTS audit_seals_no_update; DROP TRIGGER IF EXISTS audit_seals_no_delete;",
+    )
+    .unwrap();
+    c
+}
+
+type Row = (i64, String, String, String, String, String, String);
+
+fn rows(c: &Connection) -> Vec<Row> {
+    let mut stmt = c
+        .prepare("SELECT seq, ts, actor, action, target, outcome, details FROM audit ORDER BY seq")
+        .unwrap();
+    let r = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .unwrap();
+    r.collect::<Result<_, _>>().unwrap()
+}
+
+/// Writes `rows` as the whole log, numbered 1.. and correctly hash-chained: what an
+/// attacker who knows the format can do.
+fn rewrite_chain(c: &Connection, rows: Vec<Row>) {
+    c.execute("DELETE FROM audit", []).unwrap();
+    let mut prev = "0".repeat(64);
+    for (i, (_, ts, actor, action, target, outcome, details)) in rows.into_iter().enumerate() {
+        let seq = i as i64 + 1;
+        let d: Value = serde_json::from_str(&details).unwrap();
+        let hash = chain_hash(
+            &prev,
+            &canonical(seq, &ts, &actor, &action, &target, &outcome, &d),
+        );
+        c.execute(
+            "INSERT INTO audit VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            rusqlite::params![seq, ts, actor, action, target, outcome, details, prev, hash],
+        )
+        .unwrap();
+        prev = hash;
+    }
+}
+
+/// Rewrites the high-water mark to the table's head, as an informed attacker would.
+fn forge_mark(db: &Path, c: &Connection) {
+    let (seq, hash): (i64, String) = c
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap_or((0, "0".repeat(64)));
+    std::fs::write(
+        crate::common::sidecar(db, "-audit-mark"),
+        format!("{seq:020} {hash}\n"),
+    )
+    .unwrap();
+}
+
+fn forged(mut row: Row) -> Row {
+    row.4 = "forged".into();
+    row
+}
+
+struct Class {
+    name: &'static str,
+    tamper: fn(&Path, &Connection),
+    /// Detected by `audit verify --db` (chain and high-water mark, no seed).
+    without_seed: bool,
+}
+
+const CLASSES: &[Class] = &[
+    Class {
+        name: "a record edited in place",
+        tamper: |_, c| {
+            c.execute("UPDATE audit SET target = 'x' WHERE seq = 3", [])
+                .unwrap();
+        },
+        without_seed: true,
+    },
+    Class {
+        name: "a record in the middle deleted",
+        tamper: |_, c| {
+            c.execute("DELETE FROM audit WHERE seq = 3", []).unwrap();
+        },
+        without_seed: true,
+    },
+    Class {
+        name: "two records swapped",
+        tamper: |_, c| {
+            c.execute_batch(
+                "UPDATE audit SET seq = -1 WHERE seq = 2; UPDATE audit SET seq = 2 WHERE seq = 3;
+                 UPDATE audit SET seq = 3 WHERE seq = -1;",
+            )
+            .unwrap();
+        },
+        without_seed: true,
+    },
+    Class {
+        name: "a forged record with a wrong hash appended",
+        tamper: |_, c| {
+            c.execute(
+                "INSERT INTO audit SELECT seq + 1, ts, actor, action, 'x', outcome, details, hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+            )
+            .unwrap();
+        },
+        without_seed: true,
+    },
+    Class {
+        name: "the newest records deleted",
+        tamper: |_, c| {
+            c.execute(
+                "DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 3 FROM audit)",
+                [],
+            )
+            .unwrap();
+        },
+        without_seed: true,
+    },
+    Class {
+        name: "every record deleted",
+        tamper: |_, c| {
+            c.execute("DELETE FROM audit", []).unwrap();
+        },
+        without_seed: true,
+    },
+    Class {
+        name: "a forged record with a correct hash appended",
+        tamper: |_, c| {
+            let mut r = rows(c);
+            let last = r.last().cloned().unwrap();
+            r.push(forged(last));
+            rewrite_chain(c, r);
+        },
+        without_seed: true,
+    },
+    Class {
+        name: "a record changed and the chain re-hashed from there",
+        tamper: |_, c| {
+            let mut r = rows(c);
+            r[2] = forged(r[2].clone());
+            rewrite_chain(c, r);
+        },
+        without_seed: true,
+    },
+    Class {
+        name: "a record changed, the chain re-hashed and the mark rewritten",
+        tamper: |db, c| {
+            let mut r = rows(c);
+            r[2] = forged(r[2].clone());
+            rewrite_chain(c, r);
+            forge_mark(db, c);
+        },
+        without_seed: false,
+    },
+    Class {
+        name: "a record deleted, the rest renumbered and re-hashed, the mark rewritten",
+        tamper: |db, c| {
+            let mut r = rows(c);
+            r.remove(2);
+            rewrite_chain(c, r);
+            forge_mark(db, c);
+        },
+        without_seed: false,
+    },
+    Class {
+        name: "a record inserted, renumbered and re-hashed, the mark rewritten",
+        tamper: |db, c| {
+            let mut r = rows(c);
+            let extra = forged(r[1].clone());
+            r.insert(2, extra);
+            rewrite_chain(c, r);
+            forge_mark(db, c);
+        },
+        without_seed: false,
+    },
+    Class {
+        name: "the newest records and their seals deleted, the mark rewritten",
+        tamper: |db, c| {
+            let last_two: i64 = c
+                .query_row("SELECT MIN(first_seq) FROM (SELECT first_seq FROM audit_seals ORDER BY epoch DESC LIMIT 2)", [], |r| r.get(0))
+                .unwrap();
+            c.execute("DELETE FROM audit WHERE seq >= ?1", [last_two])
+                .unwrap();
+            c.execute(
+                "DELETE FROM audit_seals WHERE epoch > (SELECT MAX(epoch) - 2 FROM audit_seals)",
+                [],
+            )
+            .unwrap();
+            forge_mark(db, c);
+        },
+        without_seed: false,
+    },
+    Class {
+        name: "every record and seal deleted, the mark rewritten",
+        tamper: |db, c| {
+            c.execute_batch("DELETE FROM audit; DELETE FROM audit_seals;")
+                .unwrap();
+            forge_mark(db, c);
+        },
+        without_seed: false,
+    },
+];
+
+#[test]
+fn every_tamper_class_is_detected_with_the_seed() {
+    let (d, seed) = sealed_gateway();
+    let state = d.db().parent().unwrap().to_path_buf();
+    let (ok, out) = verify(&d.db(), Some(&seed));
+    assert!(ok, "untouched log: {out}");
+    assert!(out.contains("sealed: "), "{out}");
+    assert!(out.contains("0 newer record(s) not sealed yet"), "{out}");
+    let (ok, out) = verify(&d.db(), None);
+    assert!(ok, "untouched log without the seed: {out}");
+    // A wrong seed is refused.
+    let (ok, _) = verify(&d.db(), Some(&"ab".repeat(32)));
+    assert!(!ok);
+    for class in CLASSES {
+        let (_dir, db) = copy_state(&state);
+        {
+            let c = open(&db);
+            (class.tamper)(&db, &c);
+        }
+        let (ok, out) = verify(&db, None);
+        assert_eq!(
+            !ok, class.without_seed,
+            "{}: verify without the seed said: {out}",
+            class.name
+        );
+        let (ok, out) = verify(&db, Some(&seed));
+        assert!(!ok, "{}: verify with the seed said OK: {out}", class.name);
+        assert!(out.contains("BROKEN"), "{}: {out}", class.name);
+    }
+}
+
+fn status_json(d: &TestDaemon) -> Value {
+    let out = d.cli(&["status", "--json"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+fn audit_actions(db: &Path) -> Vec<(i64, String)> {
+    let c = Connection::open(db).unwrap();
+    let mut stmt = c
+        .prepare("SELECT seq, action FROM audit ORDER BY seq")
+        .unwrap();
+    let r = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    r.collect::<Result<_, _>>().unwrap()
+}
+
+#[test]
+fn start_up_restores_the_triggers_and_raises_the_alarm_on_a_cut_log() {
+    let mut d = TestDaemon::start("");
+    for _ in 0..5 {
+        assert!(d.cli(&["status"]).status.success());
+    }
+    let head = status_json(&d)["audit"].clone();
+    assert!(head["alarm"].is_null(), "{head}");
+    // Five records: this request's own is written once its answer is known.
+    assert_eq!(head["head_seq"], 5, "{head}");
+    stop(&mut d);
+    {
+        let c = open(&d.db());
+        c.execute("DELETE FROM audit WHERE seq > 3", []).unwrap();
+    }
+    d.spawn();
+    let st = status_json(&d);
+    assert_eq!(st["audit"]["alarm"]["name"], "audit_chain_broken", "{st}");
+    let reason = st["audit"]["alarm"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("triggers") && reason.contains("removed"),
+        "{reason}"
+    );
+    let text = stdout(&d.cli(&["status"]));
+    assert!(text.contains("ALARM     audit_chain_broken"), "{text}");
+    // The triggers are back.
+    let c = Connection::open(d.db()).unwrap();
+    assert!(c.execute("DELETE FROM audit WHERE seq = 1", []).is_err());
+    // No seq is given twice: the alarm record comes after the removed ones.
+    let actions = audit_actions(&d.db());
+    assert_eq!(
+        actions[3],
+        (7, "audit.chain_broken".to_string()),
+        "{actions:?}"
+    );
+    // The cloud hears of it: an alarm message waits in the outbox.
+    let alarms: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM outbox WHERE topic = 'alarm' AND CAST(payload AS TEXT) LIKE '%audit_chain_broken%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(alarms, 1);
+    stop(&mut d);
+    // The log stays visibly broken, and a restart does not raise the same alarm again.
+    let (ok, out) = verify(&d.db(), None);
+    assert!(!ok && out.contains("record 4 is missing"), "{out}");
+    d.spawn();
+    assert!(status_json(&d)["audit"]["alarm"].is_null());
+}
+
+#[test]
+fn a_log_cut_while_the_daemon_runs_is_noticed_at_the_next_append() {
+    let d = TestDaemon::start("");
+    for _ in 0..5 {
+        assert!(d.cli(&["status"]).status.success());
+    }
+    {
+        let c = open(&d.db());
+        c.execute("DELETE FROM audit WHERE seq > 2", []).unwrap();
+    }
+    // The next audited request finds the head moved.
+    assert!(d.cli(&["status"]).status.success());
+    let st = status_json(&d);
+    assert_eq!(st["audit"]["alarm"]["name"], "audit_chain_broken", "{st}");
+    let actions = audit_actions(&d.db());
+    let seqs: Vec<i64> = actions.iter().map(|a| a.0).collect();
+    // Records 3..=5 are gone; what follows is numbered after them, never reusing one.
+    assert_eq!(&seqs[..3], &[1, 2, 6], "{actions:?}");
+    assert!(actions
+        .iter()
+        .any(|(seq, a)| a == "audit.chain_broken" && *seq > 6));
+    let c = Connection::open(d.db()).unwrap();
+    assert!(
+        c.execute("DELETE FROM audit WHERE seq = 1", []).is_err(),
+        "triggers restored"
+    );
+}

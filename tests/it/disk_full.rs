@@ -1,0 +1,121 @@
+//! A full disk, for real: the state directory on a small tmpfs (in a private mount
+//! namespace, so nothing outside the test sees it) filled to the last byte. `status`
+//! and `audit verify` still answer and say so, the log stays short, the counters
+//! count, space coming back is noticed, and the daemon stops cleanly.
+//! Needs root (mount); skipped otherwise.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{bin, stdout, TestDaemon};
+
+fn root() -> bool {
+    nix::unistd::geteuid().is_root()
+        && Command::new("unshare")
+            .args(["-m", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn in_namespace(pid: u32, script: &str) {
+    let st = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-m", "--", "sh", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("nsenter");
+    assert!(st.success(), "{script}");
+}
+
+fn status_json(d: &TestDaemon) -> serde_json::Value {
+    let out = d.cli(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "status refused: {}",
+        crate::common::stderr(&out)
+    );
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+#[test]
+fn a_full_disk_is_reported_and_survived() {
+    if !root() {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    }
+    let mut d = TestDaemon::prepare("");
+    let state = d.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let log = std::fs::File::create(d.dir.path().join("daemon.log")).unwrap();
+    let child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=8m,mode=0700 tmpfs \"$1\" && exec \"$0\" run --config \"$2\"")
+        .arg(bin())
+        .arg(&state)
+        .arg(&d.config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("unshare");
+    let pid = child.id();
+    d.child = Some(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
+        assert!(Instant::now() < deadline, "no socket: {}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = status_json(&d);
+    assert_eq!(st["store"]["disk"]["disk_full"], false, "{st}");
+    let db = state.join("fieldgate.db");
+    in_namespace(pid, &format!("test -s '{}-reserve'", db.display()));
+
+    // Fill the filesystem to the last block.
+    in_namespace(
+        pid,
+        &format!(
+            "dd if=/dev/zero of='{}/fill' bs=4k 2>/dev/null; true",
+            state.display()
+        ),
+    );
+    // Within a second (the writer looks before each batch), the disk is seen full.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let st = loop {
+        let st = status_json(&d);
+        if st["store"]["disk"]["disk_full"] == true {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "disk never seen full: {st}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        st["store"]["disk"]["reserve_released"].as_u64() >= Some(1),
+        "{st}"
+    );
+    let text = stdout(&d.cli(&["status"]));
+    assert!(text.contains("DISK FULL"), "{text}");
+    let out = d.cli(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    // Many requests, few log lines.
+    for _ in 0..40 {
+        let _ = d.cli(&["status"]);
+    }
+    let lines = d.log().lines().filter(|l| l.contains("full")).count();
+    assert!(lines <= 6, "{lines} lines: {}", d.log());
+
+    // Space comes back: noticed, the reserve is put back.
+    in_namespace(pid, &format!("rm -f '{}/fill'", state.display()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = status_json(&d);
+        if st["store"]["disk"]["disk_full"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "disk still full: {st}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    in_namespace(pid, &format!("test -s '{}-reserve'", db.display()));
+    let status = d.terminate(Duration::from_secs(10)).expect("stopped");
+    assert!(status.success(), "{}", d.log());
+}
