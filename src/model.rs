@@ -346,6 +346,12 @@ pub enum DeviceEventKind {
     Readings(Vec<Reading>),
     /// The device left the network on its own.
     Left,
+    /// Something claiming to be this device was refused for security (a forged, replayed
+    /// or downgraded BLE advertisement). The hub audits it; nothing else changes. Drivers
+    /// rate-limit these per device so an attacker cannot flood the audit log.
+    Refused {
+        reason: String,
+    },
     /// A command sent to the device finished.
     CommandResult {
         command_id: String,

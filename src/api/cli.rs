@@ -158,6 +158,7 @@ fn radio_problems(counters: &Value) -> String {
         ("timeouts", "timeouts"),
         ("bad_nv_items", "bad NV items"),
         ("incomplete", "incomplete messages"),
+        ("refused", "refused (security)"),
     ];
     let found: Vec<String> = names
         .iter()

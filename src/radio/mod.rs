@@ -12,6 +12,7 @@
 //! Adding a radio: a `protocols/<p>` codec crate, a `src/radio/<p>/` driver, and one
 //! entry in [`DRIVERS`]. The supervisor (`supervisor.rs`) runs every driver alike.
 
+pub mod ble;
 pub mod link;
 pub mod session;
 mod supervisor;
@@ -144,6 +145,13 @@ pub struct RadioCounters {
     /// Frames that decoded but that the driver turns into nothing (e.g. Zigbee Green Power
     /// notifications: GP devices are not commissioned); each is logged.
     pub unhandled: AtomicU64,
+    /// Messages refused for security: forged (bad MIC), replayed (old counter) or
+    /// downgraded (plaintext from a device that has a key). Each is also audited.
+    pub refused: AtomicU64,
+    /// Messages received but not passed on, to keep a busy air from flooding the hub.
+    pub rate_limited: AtomicU64,
+    /// Messages in no format the driver knows (e.g. phones' BLE advertisements).
+    pub unknown_format: AtomicU64,
 }
 
 /// [`RadioCounters`] read at one moment.
@@ -159,6 +167,12 @@ pub struct RadioCountersSnapshot {
     pub incomplete: u64,
     #[serde(default)]
     pub unhandled: u64,
+    #[serde(default)]
+    pub refused: u64,
+    #[serde(default)]
+    pub rate_limited: u64,
+    #[serde(default)]
+    pub unknown_format: u64,
 }
 
 impl RadioCounters {
@@ -176,6 +190,9 @@ impl RadioCounters {
             bad_nv_items: get(&self.bad_nv_items),
             incomplete: get(&self.incomplete),
             unhandled: get(&self.unhandled),
+            refused: get(&self.refused),
+            rate_limited: get(&self.rate_limited),
+            unknown_format: get(&self.unknown_format),
         }
     }
 }
@@ -294,7 +311,7 @@ pub struct DriverSpec {
 }
 
 /// The drivers compiled into this build.
-pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC];
+pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC, ble::SPEC];
 
 /// The driver for `protocol`, if this build has one.
 pub fn spec(protocol: Protocol) -> Option<&'static DriverSpec> {

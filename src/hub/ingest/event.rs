@@ -14,7 +14,10 @@ pub(in crate::hub) fn apply_event(
     let at = ev.received_at;
     let radio = ev.radio.as_str();
     let mut out = Applied::default();
-    if !matches!(ev.kind, DeviceEventKind::CommandResult { .. }) {
+    if !matches!(
+        ev.kind,
+        DeviceEventKind::CommandResult { .. } | DeviceEventKind::Refused { .. }
+    ) {
         out.spoke = Some(id.to_string());
     }
     // The common case first: a reading from a known device is one UPDATE.
@@ -204,7 +207,20 @@ pub(in crate::hub) fn apply_event(
                 }
                 Admit::Undecided => {}
                 Admit::Admit => {
-                    if d.lifecycle == Lifecycle::Pending.as_str() {
+                    // Devices that are discovered rather than joined (BLE: anything in
+                    // range) are not admitted by an open policy: they stay pending until
+                    // a technician adopts them or an allow rule names them.
+                    let discovered = crate::radio::capabilities(ev.protocol)
+                        .is_some_and(|c| c.max_join_window.is_none());
+                    let named = || {
+                        ctx.policy
+                            .policy
+                            .admission
+                            .allow
+                            .iter()
+                            .any(|m| m.matches(&facts) == Some(true))
+                    };
+                    if d.lifecycle == Lifecycle::Pending.as_str() && (!discovered || named()) {
                         registry::set_lifecycle(c, &id, Lifecycle::Active)?;
                         lifecycle_msg(
                             c,
@@ -279,6 +295,19 @@ pub(in crate::hub) fn apply_event(
             out.notices.push(Notice::DeviceLeft {
                 device: id.to_string(),
             });
+        }
+        DeviceEventKind::Refused { reason } => {
+            store::record_audit(
+                c,
+                gw,
+                &AuditEntry::new(
+                    format!("radio:{radio}"),
+                    "device.message",
+                    id.as_str(),
+                    Outcome::Refused,
+                    json!({"native_address": ev.native_address, "reason": reason}),
+                ),
+            )?;
         }
         DeviceEventKind::CommandResult {
             command_id,
