@@ -5,6 +5,7 @@ mod common;
 
 mod api;
 mod audit;
+mod ble;
 mod config;
 mod conformance;
 mod decode;
