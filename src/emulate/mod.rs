@@ -4,6 +4,8 @@
 //! drivers can be run against it. One module per protocol; each owns its command's
 //! options, listener and fault schedule and knows nothing of the others.
 
+pub mod ble;
 pub mod zigbee;
 
+pub use ble::{run_ble, BleArgs};
 pub use zigbee::{run_zigbee, ZigbeeArgs};
