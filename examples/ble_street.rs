@@ -55,7 +55,10 @@ fn start(bin: &str, dir: &std::path::Path, street: usize) -> Child {
 
 /// CPU share (percent of one core) and peak RSS (KiB) over `secs` after a 5 s warm-up.
 fn measure(bin: &str, street: usize, secs: u64) -> (f64, u64) {
-    let dir = std::env::temp_dir().join(format!("fieldgate-ble-bench-{}-{street}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "fieldgate-ble-bench-{}-{street}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).expect("bench dir");
     let mut child = start(bin, &dir, street);
     std::thread::sleep(Duration::from_secs(5));
@@ -86,8 +89,14 @@ fn main() {
     let (room_cpu, room_rss) = measure(&bin, 0, secs);
     let (street_cpu, street_rss) = measure(&bin, 5000, secs);
     println!("case                      CPU (% of one core)  peak RSS (MiB)");
-    println!("room only (6 devices)     {room_cpu:>8.2}            {:>8.1}", room_rss as f64 / 1024.0);
-    println!("street (5,000 addresses)  {street_cpu:>8.2}            {:>8.1}", street_rss as f64 / 1024.0);
+    println!(
+        "room only (6 devices)     {room_cpu:>8.2}            {:>8.1}",
+        room_rss as f64 / 1024.0
+    );
+    println!(
+        "street (5,000 addresses)  {street_cpu:>8.2}            {:>8.1}",
+        street_rss as f64 / 1024.0
+    );
     println!(
         "ratio                     {:>8.1}x           {:>8.2}x",
         street_cpu / room_cpu.max(0.01),

@@ -164,3 +164,52 @@ fn no_dbus_means_the_radio_is_down_with_the_reason_and_the_rest_runs() {
         || device(&d, RUUVI).is_some(),
     );
 }
+
+#[test]
+fn emulate_ble_prints_the_scene_as_json_lines_a_decoder_reads_back() {
+    let out = crate::common::fieldgate(&["emulate", "ble", "--duration", "6s", "--speed", "1000"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(lines.len() > 30, "{}", lines.len());
+    let enc = lines
+        .iter()
+        .find(|l| l["address"] == "54:48:E6:8F:80:A5")
+        .expect("the encrypted sensor");
+    let sd = enc["service_data"]["fcd2"].as_str().unwrap();
+    assert!(sd.starts_with("41"), "{sd}");
+    // The line decodes with the emulator's (public, spec example) key.
+    let mut child = std::process::Command::new(crate::common::bin())
+        .args([
+            "decode",
+            "ble",
+            "--service-data",
+            &format!("fcd2={sd}"),
+            "--mac",
+            "54:48:E6:8F:80:A5",
+            "--bindkey",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"231d39c1d7cc1ab1aee224cd096db932\n")
+        .unwrap();
+    let decoded = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    assert!(decoded.status.success(), "{text}");
+    assert!(text.contains("temperature"), "{text}");
+    // Faults and formats are all there.
+    assert!(lines
+        .iter()
+        .any(|l| l["manufacturer_data"]["0499"].is_string()));
+    assert!(lines.iter().any(|l| l["service_data"]["181a"].is_string()));
+}
