@@ -84,15 +84,20 @@ fn emulated_sensors_reach_the_registry_and_the_outbox_and_attacks_are_refused() 
         ruuvi.last_state
     );
 
-    // The readings are in the outbox, addressed to the device.
+    // Pending devices' readings stay in the gateway: their discovery goes upstream
+    // (a lifecycle message), their telemetry does not until they are adopted.
     let c = store::open_reader(&d.db()).unwrap();
     let rows = outbox::pending(&c, 0, 100_000).unwrap();
-    assert!(
+    let about = |kind: &str| {
         rows.iter()
-            .any(|r| r.kind == "telemetry" && r.topic.contains("54:48:e6:8f:80:a5")),
+            .any(|r| r.kind == kind && r.topic.contains("54:48:e6:8f:80:a5"))
+    };
+    assert!(
+        about("lifecycle"),
         "{:?}",
         rows.iter().map(|r| (&r.kind, &r.topic)).collect::<Vec<_>>()
     );
+    assert!(!about("telemetry"));
 
     // Replays, forged MICs and downgrades: counted, and audited as refusals.
     wait_for(&d, Duration::from_secs(20), "a refusal", || {
@@ -131,6 +136,19 @@ fn an_allow_rule_adopts_discovered_devices_by_format() {
     wait_for(&d, Duration::from_secs(30), "the Ruuvi tag adopted", || {
         device(&d, RUUVI).is_some_and(|x| x.lifecycle == "active")
     });
+    // Adopted: its readings now go upstream.
+    wait_for(
+        &d,
+        Duration::from_secs(30),
+        "the Ruuvi tag's telemetry",
+        || {
+            let c = store::open_reader(&d.db()).unwrap();
+            outbox::pending(&c, 0, 100_000)
+                .unwrap()
+                .iter()
+                .any(|r| r.kind == "telemetry" && r.topic.contains("cb:b8:33:4c:88:4f"))
+        },
+    );
     // The others in range stay pending.
     wait_for(&d, Duration::from_secs(30), "the encrypted sensor", || {
         device(&d, ENCRYPTED).is_some_and(|x| x.model.is_some())
