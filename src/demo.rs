@@ -147,7 +147,7 @@ pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> 
                     let text: Vec<String> = readings.iter().map(|r| format!("{}={}{}", r.name, serde_json::to_string(&r.value).unwrap_or_default(), r.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default())).collect();
                     let queued = match outbox_seq {
                         Some(seq) => format!("outbox #{seq}"),
-                        None => "telemetry refused: outbox full".to_string(),
+                        None => "not queued (a pending discovered device, or the outbox is full)".to_string(),
                     };
                     say(format!("  {device}: {}  -> {queued}", text.join(", ")));
                 }

@@ -204,6 +204,12 @@ enum EmulateCommand {
         #[arg(long, default_value = "info")]
         log_level: String,
     },
+    /// BLE sensors and beacons (BTHome plain and encrypted, Xiaomi pvvx, Ruuvi, iBeacon,
+    /// optionally a street of random addresses): one JSON line per advertisement.
+    Ble {
+        #[command(flatten)]
+        args: fieldgate::emulate::BleArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -598,6 +604,9 @@ async fn async_main(cli: Cli) -> ExitCode {
             daemon::init_logging(log_level);
             fieldgate::emulate::run_lora(args.clone()).await
         }
+        Command::Emulate {
+            command: EmulateCommand::Ble { args },
+        } => fieldgate::emulate::run_ble(args.clone()).await,
         Command::Config { .. } => unreachable_config(),
         Command::Audit {
             command:

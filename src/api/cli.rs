@@ -183,6 +183,7 @@ fn radio_problems(counters: &Value) -> String {
         ("bad_nv_items", "bad NV items"),
         ("incomplete", "incomplete messages"),
         ("not_decrypted", "not decrypted"),
+        ("refused", "refused (security)"),
     ];
     let found: Vec<String> = names
         .iter()

@@ -4,10 +4,12 @@
 //! drivers can be run against it. One module per protocol; each owns its command's
 //! options, listener and fault schedule and knows nothing of the others.
 
+pub mod ble;
 pub mod lora;
 pub mod zigbee;
 pub mod zwave;
 
+pub use ble::{run_ble, BleArgs};
 pub use lora::{run_lora, LoraArgs};
 pub use zigbee::{run_zigbee, ZigbeeArgs};
 pub use zwave::{run_zwave, ZwaveArgs};

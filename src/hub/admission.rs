@@ -130,8 +130,28 @@ pub(super) fn discover(
         radio: radio.to_string(),
         new: true,
     });
+    let discovered =
+        crate::radio::capabilities(ev.protocol).is_some_and(|c| c.max_join_window.is_none());
+    if discovered {
+        for gone in registry::forget_oldest_pending(c, radio, MAX_PENDING_DISCOVERED)? {
+            if let Some(gone) = DeviceId::parse(&gone) {
+                lifecycle_msg(
+                    c,
+                    gw,
+                    &gone,
+                    "forgotten",
+                    json!({"radio": radio, "reason": "pending limit", "limit": MAX_PENDING_DISCOVERED}),
+                    ev.received_at,
+                )?;
+            }
+        }
+    }
     Ok(Some(device))
 }
+
+/// Pending devices a radio that discovers devices (rather than letting them join) may
+/// have in the registry; beyond it the least recently heard are forgotten.
+pub(in crate::hub) const MAX_PENDING_DISCOVERED: usize = 1000;
 
 /// Quarantines a device whose firmware is below the policy minimum, and releases
 /// it once it reports a compliant version.

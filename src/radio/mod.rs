@@ -12,6 +12,7 @@
 //! Adding a radio: a `protocols/<p>` codec crate, a `src/radio/<p>/` driver, and one
 //! entry in [`DRIVERS`]. The supervisor (`supervisor.rs`) runs every driver alike.
 
+pub mod ble;
 pub mod link;
 pub mod lora;
 pub mod session;
@@ -150,6 +151,13 @@ pub struct RadioCounters {
     /// Frames that arrived encrypted in a scheme the driver does not decrypt (Z-Wave S0/S2
     /// encapsulation); each is logged, none is guessed at.
     pub not_decrypted: AtomicU64,
+    /// Messages refused for security: forged (bad MIC), replayed (old counter) or
+    /// downgraded (plaintext from a device that has a key). Each is also audited.
+    pub refused: AtomicU64,
+    /// Messages received but not passed on, to keep a busy air from flooding the hub.
+    pub rate_limited: AtomicU64,
+    /// Messages in no format the driver knows (e.g. phones' BLE advertisements).
+    pub unknown_format: AtomicU64,
 }
 
 /// [`RadioCounters`] read at one moment.
@@ -167,6 +175,12 @@ pub struct RadioCountersSnapshot {
     pub unhandled: u64,
     #[serde(default)]
     pub not_decrypted: u64,
+    #[serde(default)]
+    pub refused: u64,
+    #[serde(default)]
+    pub rate_limited: u64,
+    #[serde(default)]
+    pub unknown_format: u64,
 }
 
 impl RadioCounters {
@@ -185,6 +199,9 @@ impl RadioCounters {
             incomplete: get(&self.incomplete),
             unhandled: get(&self.unhandled),
             not_decrypted: get(&self.not_decrypted),
+            refused: get(&self.refused),
+            rate_limited: get(&self.rate_limited),
+            unknown_format: get(&self.unknown_format),
         }
     }
 }
@@ -303,7 +320,7 @@ pub struct DriverSpec {
 }
 
 /// The drivers compiled into this build.
-pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC, zwave::SPEC, lora::SPEC];
+pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC, zwave::SPEC, ble::SPEC, lora::SPEC];
 
 /// The driver for `protocol`, if this build has one.
 pub fn spec(protocol: Protocol) -> Option<&'static DriverSpec> {

@@ -139,6 +139,26 @@ pub fn counts(conn: &Connection) -> StoreResult<Vec<(String, u64)>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Deletes `radio`'s pending devices beyond the `keep` most recently seen (the oldest
+/// go first), except those holding a credential; returns the ids deleted. Bounds what
+/// a radio that discovers devices (BLE: anything in range) can put in the registry.
+pub fn forget_oldest_pending(
+    conn: &Connection,
+    radio: &str,
+    keep: usize,
+) -> StoreResult<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "DELETE FROM devices WHERE id IN (
+             SELECT id FROM devices
+              WHERE radio = ?1 AND lifecycle = 'pending'
+                AND id NOT IN (SELECT device_id FROM credentials WHERE device_id IS NOT NULL)
+              ORDER BY last_seen DESC, id LIMIT -1 OFFSET ?2)
+         RETURNING id",
+    )?;
+    let rows = stmt.query_map(params![radio, keep as i64], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Records a join; a known device keeps its history and becomes pending again
 /// only if it had been decommissioned. Returns the device and whether it is new.
 pub fn upsert_joined(
@@ -369,6 +389,42 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&streamed).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 3);
         assert_eq!(v[0]["id"], "zigbee:0x0001");
+    }
+
+    #[test]
+    fn the_oldest_pending_devices_of_a_radio_are_forgotten_first() {
+        let c = db();
+        for i in 0..6 {
+            let id = DeviceId(format!("ble:00:00:00:00:00:0{i}"));
+            let ts = format!("2026-01-01T00:00:0{i}.000Z");
+            upsert_joined(&c, &id, "ble", "ble0", &id.0[4..], &ts).unwrap();
+        }
+        // Another radio's, an active one and one with a credential are kept.
+        upsert_joined(
+            &c,
+            &DeviceId("ble:11:00:00:00:00:00".into()),
+            "ble",
+            "ble1",
+            "x",
+            "2025-01-01T00:00:00.000Z",
+        )
+        .unwrap();
+        set_lifecycle(
+            &c,
+            &DeviceId("ble:00:00:00:00:00:01".into()),
+            Lifecycle::Active,
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO credentials (device_id, kind, nonce, ciphertext, created_at) VALUES ('ble:00:00:00:00:00:00', 'bthome_bindkey', x'00', x'00', '')",
+            [],
+        )
+        .unwrap();
+        let mut gone = forget_oldest_pending(&c, "ble0", 2).unwrap();
+        gone.sort();
+        assert_eq!(gone, ["ble:00:00:00:00:00:02", "ble:00:00:00:00:00:03"]);
+        assert!(forget_oldest_pending(&c, "ble0", 2).unwrap().is_empty());
+        assert_eq!(list(&c, &DeviceFilter::default()).unwrap().len(), 5);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod common;
 mod api;
 mod audit;
 mod audit_tamper;
+mod ble;
 mod block;
 mod config;
 mod conformance;

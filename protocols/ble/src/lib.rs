@@ -32,6 +32,8 @@ pub mod bthome;
 /// Not the [`decode()`] function: the text-in, JSON-out form of it for the CLI.
 pub mod decode;
 mod dedup;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod encode;
 pub mod error;
 pub mod report;

@@ -211,7 +211,20 @@ pub(in crate::hub) fn apply_event(
                 }
                 Admit::Undecided => {}
                 Admit::Admit => {
-                    if d.lifecycle == Lifecycle::Pending.as_str() {
+                    // Devices that are discovered rather than joined (BLE: anything in
+                    // range) are not admitted by an open policy: they stay pending until
+                    // a technician adopts them or an allow rule names them.
+                    let discovered = crate::radio::capabilities(ev.protocol)
+                        .is_some_and(|c| c.max_join_window.is_none());
+                    let named = || {
+                        ctx.policy
+                            .policy
+                            .admission
+                            .allow
+                            .iter()
+                            .any(|m| m.matches(&facts) == Some(true))
+                    };
+                    if d.lifecycle == Lifecycle::Pending.as_str() && (!discovered || named()) {
                         registry::set_lifecycle(c, &id, Lifecycle::Active)?;
                         lifecycle_msg(
                             c,

@@ -294,6 +294,20 @@ pub(in crate::hub) fn queue_states(
     Ok(())
 }
 
+/// Whether a device's telemetry stays in the gateway: a device that was discovered rather
+/// than joined (BLE: anything in range) sends nothing upstream until it is adopted
+/// (active). Its state is still recorded. Costs a lookup only for such radios' devices.
+fn held_back(c: &Connection, id: &DeviceId) -> Result<bool, StoreError> {
+    let discovered = id
+        .protocol()
+        .and_then(crate::radio::capabilities)
+        .is_some_and(|caps| caps.max_join_window.is_none());
+    if !discovered {
+        return Ok(false);
+    }
+    Ok(registry::get(c, id)?.is_none_or(|d| d.lifecycle == Lifecycle::Pending.as_str()))
+}
+
 /// What follows a reading once the registry knows it: its telemetry, and the health
 /// flags it clears or raises (`health` is the device's current flags, kept up to date).
 #[allow(clippy::too_many_arguments)] // the writer's context, the event's parts, and its output
@@ -308,7 +322,7 @@ pub(in crate::hub) fn readings_recorded<'e>(
     out: &mut Applied,
 ) -> Result<(), StoreError> {
     let gw: &str = &ctx.gateway_id;
-    let telemetry_seq = if !ctx.queue_telemetry {
+    let telemetry_seq = if !ctx.queue_telemetry || held_back(c, id)? {
         None
     } else {
         match &mut sink {
