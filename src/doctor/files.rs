@@ -271,6 +271,22 @@ pub(super) fn check_free_space(config: &Config) -> Check {
         .as_ref()
         .map(|u| *u.outbox.max_bytes.get_ref());
     let shown = existing.display();
+    // The daemon gives its reserve back when the disk fills: a missing reserve beside an
+    // existing database, with little free, is a disk that filled up.
+    let db = config.db_path();
+    let reserve_gone = db.exists()
+        && std::fs::metadata(crate::store::disk::reserve_path(&db))
+            .map_or(true, |m| m.len() < crate::store::disk::RESERVE_BYTES);
+    if free < crate::store::disk::LOW_BYTES || (reserve_gone && free < MIN_FREE_BYTES) {
+        return Check::fail(
+            name,
+            format!(
+                "DISK FULL: {} free at {shown}; the daemon has given back its reserve and refuses new records",
+                human_bytes(free)
+            ),
+            "free some space now (`du -sh /var/log/* /var/cache/*`); the daemon recovers by itself",
+        );
+    }
     if free < MIN_FREE_BYTES {
         return Check::fail(
             name,

@@ -1,6 +1,6 @@
 //! A full disk, for real: the state directory on a small tmpfs (in a private mount
-//! namespace, so nothing outside the test sees it) filled to the last byte. `status`
-//! and `audit verify` still answer and say so, the log stays short, the counters
+//! namespace, so nothing outside the test sees it) filled to the last byte. `status`,
+//! `doctor` and `audit verify` still answer and say so, the log stays short, the counters
 //! count, space coming back is noticed, and the daemon stops cleanly.
 //! Needs root (mount); skipped otherwise.
 
@@ -97,6 +97,20 @@ fn a_full_disk_is_reported_and_survived() {
     assert!(text.contains("DISK FULL"), "{text}");
     let out = d.cli(&["audit", "verify"]);
     assert!(out.status.success(), "{}", stdout(&out));
+    // doctor, run where the daemon sees the disk, names it too.
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-m", "--"])
+        .arg(bin())
+        .args(["doctor", "--config"])
+        .arg(&d.config)
+        .output()
+        .expect("nsenter doctor");
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("disk space") && l.contains("DISK FULL")),
+        "{text}"
+    );
     // Many requests, few log lines.
     for _ in 0..40 {
         let _ = d.cli(&["status"]);
