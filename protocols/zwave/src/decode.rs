@@ -17,7 +17,7 @@ use crate::cc::Cc;
 use crate::error::Error;
 use crate::frame::{DataFrame, Frame, FrameType, ParseEvent, ParserStats, Rejection, SerialParser};
 use crate::function::{self as func, has_callback};
-use crate::message::{Callback, Inbound, Request, Response, Unsolicited};
+use crate::message::{Callback, Inbound, NvmOperation, Request, Response, Unsolicited};
 use crate::normalize::{normalize, Reading};
 
 /// Which way a data frame travelled.
@@ -96,6 +96,27 @@ pub struct DecodedFrame {
     pub error: Option<String>,
     /// For ApplicationCommandHandler, BridgeApplicationCommand and SendData.
     pub command_class: Option<DecodedCc>,
+    /// What was left out of `payload` and `message`, and why: NVM contents (a controller's
+    /// NVM holds the network keys) are never printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<String>,
+}
+
+/// Leaves out the NVM contents an NVM frame carries (network keys among them): the data
+/// field of its message and the raw payload. Says how many bytes were left out.
+fn redact_nvm(payload: &mut Vec<u8>, message: &mut Option<Message>) -> String {
+    let carried = match message {
+        Some(Message::Request(Request::NvmBackupRestore(NvmOperation::Write { data, .. })))
+        | Some(Message::Response(Response::NvmBackupRestore { data, .. }))
+        | Some(Message::Response(Response::NvmExtReadLongBuffer { data })) => {
+            std::mem::take(data).len()
+        }
+        _ => 0,
+    };
+    let left_out = std::mem::take(payload).len();
+    format!(
+        "NVM contents not shown ({carried} data bytes, {left_out} payload bytes): a controller's NVM holds its network keys"
+    )
 }
 
 /// One thing found on the line, in order.
@@ -217,6 +238,16 @@ pub fn describe_frame(frame: DataFrame, sender: Sender) -> DecodedFrame {
         Some(Message::Request(Request::SendData(s))) => Some(describe_cc(&s.payload)),
         _ => None,
     };
+    let mut payload = frame.payload;
+    let mut message = message;
+    let redacted = if matches!(
+        frame.function,
+        func::NVM_BACKUP_RESTORE | func::NVM_EXT_READ_LONG_BUFFER | func::NVM_EXT_WRITE_LONG_BUFFER
+    ) {
+        Some(redact_nvm(&mut payload, &mut message))
+    } else {
+        None
+    };
     DecodedFrame {
         frame_type: frame.frame_type,
         function: frame.function,
@@ -224,10 +255,11 @@ pub fn describe_frame(frame: DataFrame, sender: Sender) -> DecodedFrame {
         direction,
         direction_guessed,
         message_class,
-        payload: frame.payload,
+        payload,
         message,
         error,
         command_class,
+        redacted,
     }
 }
 
@@ -435,5 +467,29 @@ mod tests {
             .starts_with("invalid hex input"));
         assert!(decode_to_json("061", Sender::Auto).is_err());
         assert_eq!(decode_to_json(" ", Sender::Auto), Err(DecodeFailure::Empty));
+    }
+
+    #[test]
+    fn nvm_contents_are_never_printed() {
+        // NVM_BACKUP_RESTORE read response carrying 01 02 03 04, and a write request.
+        let out =
+            decode_to_json("01 0b 01 2e 00 04 00 00 01 02 03 04 db", Sender::Controller).unwrap();
+        assert!(!out.contains("01020304"), "{out}");
+        assert!(
+            out.contains("NVM contents not shown (4 data bytes"),
+            "{out}"
+        );
+        let write = Request::NvmBackupRestore(NvmOperation::Write {
+            offset: 0x10,
+            data: vec![0xaa, 0xbb, 0xcc, 0xdd, 0xee],
+        });
+        let bytes = write.to_frame().unwrap().to_bytes().unwrap();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let out = decode_to_json(&hex, Sender::Host).unwrap();
+        assert!(!out.contains("aabbccddee"), "{out}");
+        assert!(
+            out.contains("NVM contents not shown (5 data bytes"),
+            "{out}"
+        );
     }
 }
