@@ -98,13 +98,29 @@ pub struct DecodedFrame {
     pub command_class: Option<DecodedCc>,
     /// What was left out of `payload` and `message`, and why: NVM contents (a controller's
     /// NVM holds the network keys) are never printed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub redacted: Option<String>,
+    /// (data bytes, payload bytes) left out; shown as a sentence.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_redacted"
+    )]
+    pub redacted: Option<(u16, u16)>,
+}
+
+fn serialize_redacted<S: serde::Serializer>(
+    v: &Option<(u16, u16)>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some((data, payload)) => s.serialize_str(&format!(
+            "NVM contents not shown ({data} data bytes, {payload} payload bytes): a controller's NVM holds its network keys"
+        )),
+        None => s.serialize_none(),
+    }
 }
 
 /// Leaves out the NVM contents an NVM frame carries (network keys among them): the data
 /// field of its message and the raw payload. Says how many bytes were left out.
-fn redact_nvm(payload: &mut Vec<u8>, message: &mut Option<Message>) -> String {
+fn redact_nvm(payload: &mut Vec<u8>, message: &mut Option<Message>) -> (u16, u16) {
     let carried = match message {
         Some(Message::Request(Request::NvmBackupRestore(NvmOperation::Write { data, .. })))
         | Some(Message::Response(Response::NvmBackupRestore { data, .. }))
@@ -114,9 +130,9 @@ fn redact_nvm(payload: &mut Vec<u8>, message: &mut Option<Message>) -> String {
         _ => 0,
     };
     let left_out = std::mem::take(payload).len();
-    format!(
-        "NVM contents not shown ({carried} data bytes, {left_out} payload bytes): a controller's NVM holds its network keys"
-    )
+    // A frame's payload is at most 255 bytes.
+    let small = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+    (small(carried), small(left_out))
 }
 
 /// One thing found on the line, in order.
@@ -126,7 +142,7 @@ pub enum DecodedEvent {
     Ack,
     Nak,
     Can,
-    Data(DecodedFrame),
+    Data(Box<DecodedFrame>),
     /// A candidate data frame thrown away (a host answers it with NAK).
     Rejected {
         reason: Rejection,
@@ -282,7 +298,9 @@ fn event_of(e: ParseEvent, sender: Sender) -> DecodedEvent {
         ParseEvent::Frame(Frame::Ack) => DecodedEvent::Ack,
         ParseEvent::Frame(Frame::Nak) => DecodedEvent::Nak,
         ParseEvent::Frame(Frame::Can) => DecodedEvent::Can,
-        ParseEvent::Frame(Frame::Data(d)) => DecodedEvent::Data(describe_frame(d, sender)),
+        ParseEvent::Frame(Frame::Data(d)) => {
+            DecodedEvent::Data(Box::new(describe_frame(d, sender)))
+        }
         ParseEvent::Rejected(reason) => DecodedEvent::Rejected {
             error: describe_rejection(&reason),
             reason,
