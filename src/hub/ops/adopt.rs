@@ -194,6 +194,81 @@ impl Adopted {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Protocol;
+    use crate::store::{Store, WriterOptions};
+
+    const KEY: &[u8] = b"231d39c1d7cc1ab1aee224cd096db932";
+
+    fn heard(protocol: Protocol, addr: &str) -> DeviceEvent {
+        DeviceEvent {
+            radio: "r0".into(),
+            protocol,
+            native_address: addr.into(),
+            received_at: SystemTime::now(),
+            kind: DeviceEventKind::Readings(vec![Reading {
+                name: "temperature".into(),
+                value: Value::Number(21.5),
+                unit: None,
+            }]),
+            link: None,
+        }
+    }
+
+    async fn adopt(hub: &mut Hub, id: &DeviceId, key: Option<&[u8]>) -> Result<Adopted, HubError> {
+        let (tx, rx) = oneshot::channel();
+        let key = key.map(|k| Secret::new(k.to_vec()));
+        hub.adopt(id.clone(), key, "local:uid=0".into(), tx).await;
+        rx.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_pending_discovered_devices_are_adopted_and_the_key_is_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+        let (hub, _, _) = Hub::new("gw", store.writer(), &[]);
+        let mut hub = hub.with_master_key(Arc::new(MasterKey::from_bytes(
+            &[7; 32],
+            dir.path().join("key"),
+        )));
+        let ble = DeviceId::new(Protocol::Ble, "54:48:e6:8f:80:a5");
+        hub.on_events(vec![heard(Protocol::Ble, ble.native_address())])
+            .await;
+        let r = store.reader().unwrap();
+        assert_eq!(
+            registry::get(&r, &ble).unwrap().unwrap().lifecycle,
+            "pending"
+        );
+
+        let e = adopt(&mut hub, &ble, Some(b"0011")).await.unwrap_err();
+        assert!(e.to_string().contains("32 hex digits"), "{e}");
+        let a = adopt(&mut hub, &ble, Some(KEY)).await.unwrap();
+        assert_eq!((a.lifecycle, a.bindkey), ("active", "stored encrypted"));
+        assert_eq!(
+            registry::get(&r, &ble).unwrap().unwrap().lifecycle,
+            "active"
+        );
+        assert!(credentials::exists(&r, ble.as_str(), KIND.as_str()).unwrap());
+        let e = adopt(&mut hub, &ble, None).await.unwrap_err();
+        assert!(e.to_string().contains("already active"), "{e}");
+
+        let unknown = DeviceId::new(Protocol::Ble, "11:22:33:44:55:66");
+        let e = adopt(&mut hub, &unknown, None).await.unwrap_err();
+        assert_eq!(e.code(), "unknown_device");
+        let zigbee = DeviceId::new(Protocol::Zigbee, "0x00124b0001abcdef");
+        let e = adopt(&mut hub, &zigbee, None).await.unwrap_err();
+        assert!(e.to_string().contains("join window"), "{e}");
+
+        let audit = store::audit::tail(&r, 100, None).unwrap();
+        let adopts: Vec<_> = audit
+            .iter()
+            .filter(|a| a.action == "device.adopt")
+            .collect();
+        assert_eq!(adopts.len(), 5);
+        assert_eq!(adopts.iter().filter(|a| a.outcome == "accepted").count(), 1);
+        let key = std::str::from_utf8(KEY).unwrap();
+        assert!(adopts.iter().all(|a| !a.details.to_string().contains(key)));
+        drop(hub);
+    }
 
     #[test]
     fn a_bindkey_is_32_hex_digits() {

@@ -192,3 +192,21 @@ fn the_mqtt_adopt_request_parses_strictly_without_echoing_the_key() {
     );
     assert!(p.request.is_err());
 }
+
+#[test]
+fn the_demo_adopts_the_encrypted_sensor_and_queues_its_readings() {
+    let out = crate::common::fieldgate(&["demo", "--duration", "15s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let adopted = text
+        .find("ble:54:48:e6:8f:80:a5 adopted (bindkey stored encrypted)")
+        .unwrap_or_else(|| panic!("not adopted in:\n{text}"));
+    // After the adoption its readings are queued for upstream.
+    assert!(
+        text[adopted..]
+            .lines()
+            .any(|l| l.contains("ble:54:48:e6:8f:80:a5: temperature=") && l.contains("-> outbox #")),
+        "{text}"
+    );
+    assert!(!text.contains(KEY));
+}
