@@ -39,6 +39,25 @@ pub fn demo_config_with_mqtt(state_dir: &std::path::Path, mqtt: Option<&str>) ->
     Config::parse(std::path::Path::new("<demo>"), &text).context("demo config")
 }
 
+/// Adopts the emulator's encrypted BTHome sensor with its bindkey through the hub, the
+/// way `fieldgate adopt ID --bindkey -` does, and says how it went.
+fn adopt_in_background(hub: crate::hub::HubHandle, id: crate::model::DeviceId) {
+    tokio::spawn(async move {
+        let key = crate::secrets::Secret::new(
+            fieldgate_ble::emulator::ENCRYPTED_BINDKEY_HEX
+                .as_bytes()
+                .to_vec(),
+        );
+        match hub.adopt(id.clone(), Some(key), "demo".into()).await {
+            Ok(a) => say(format!(
+                "+ {} adopted (bindkey {}): its readings now go upstream",
+                a.device, a.bindkey
+            )),
+            Err(e) => say(format!("! {id} not adopted: {e}")),
+        }
+    });
+}
+
 /// Set once stdout is gone (`fieldgate demo | head`): the demo then stops the
 /// daemon cleanly instead of narrating to no one.
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
@@ -118,6 +137,18 @@ pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> 
         }
     }
 
+    // BLE devices are discovered, not joined: the demo adopts the encrypted sensor with
+    // its bindkey (the emulator's public test key), as a technician would.
+    let adopt_id = crate::model::DeviceId::new(
+        Protocol::Ble,
+        &fieldgate_ble::format_address(&fieldgate_ble::emulator::ENCRYPTED_ADDRESS),
+    );
+    let ble_emulated = daemon
+        .radios
+        .iter()
+        .any(|r| r.protocol == Protocol::Ble && r.commands.is_some());
+    let mut adopting = false;
+
     let db = daemon.db_path();
     // A signal ends the demo whether or not it has a duration.
     let stop = async {
@@ -140,7 +171,14 @@ pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> 
         }
         tokio::select! {
             r = &mut stop => { r?; break; }
-            n = notices.recv() => match n {
+            n = notices.recv() => {
+                if let Ok(Notice::DeviceJoined { device, .. } | Notice::DeviceInterviewed { device, .. } | Notice::Readings { device, .. }) = &n {
+                    if ble_emulated && !adopting && device == adopt_id.as_str() {
+                        adopting = true;
+                        adopt_in_background(daemon.hub.clone(), adopt_id.clone());
+                    }
+                }
+                match n {
                 Ok(Notice::DeviceJoined { device, radio, new }) => say(format!("+ {device} joined via {radio}{}", if new { " (new)" } else { "" })),
                 Ok(Notice::DeviceInterviewed { device, manufacturer, model }) => say(format!("  {device} is {} {}", manufacturer.unwrap_or_default(), model.unwrap_or_default())),
                 Ok(Notice::Readings { device, readings, outbox_seq }) => {
@@ -161,7 +199,7 @@ pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> 
                 Ok(Notice::RuleFired { rule, target, sent }) => say(format!("  rule {rule} fired -> {target}{}", if sent { "" } else { " (not delivered)" })),
                 Ok(Notice::PolicyApplied { version }) => say(format!("  policy version {version} applied")),
                 Err(_) => {}
-            },
+            }},
             _ = summary.tick() => {
                 let db = db.clone();
                 let stats = tokio::task::spawn_blocking(move || -> store::StoreResult<_> {

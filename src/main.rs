@@ -151,6 +151,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Adopt a discovered (pending) BLE device: it becomes active and its readings go
+    /// upstream. An encrypted BTHome sensor takes its bindkey.
+    Adopt {
+        id: String,
+        /// The BTHome bindkey (32 hex digits), or `-` to read it from standard input.
+        /// Stored encrypted; never printed.
+        #[arg(long, value_name = "HEX|-")]
+        bindkey: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Let a decommissioned device join again (through a join window, as a new one).
     Readmit {
         id: String,
@@ -700,6 +711,9 @@ async fn async_main(cli: Cli) -> ExitCode {
                     json,
                 } => fieldgate::api::cli_block::remove_and_block(&api, id, *json).await,
                 Command::Readmit { id, json } => cli::readmit(&api, id, *json).await,
+                Command::Adopt { id, bindkey, json } => {
+                    fieldgate::api::cli_adopt::adopt(&api, id, bindkey.as_deref(), *json).await
+                }
                 Command::Radio {
                     command: RadioCmd::Backup { name, out },
                 } => cli::radio_backup(&api, name, out.as_deref()).await,

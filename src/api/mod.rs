@@ -5,8 +5,10 @@
 //! uid/gid/pid (SO_PEERCRED) before the response leaves. Handlers only read the
 //! store and send requests to the hub; they never write the store themselves.
 
+mod adopt;
 pub mod audit_cli;
 pub mod cli;
+pub mod cli_adopt;
 pub mod cli_block;
 pub mod client;
 mod listen;
@@ -881,6 +883,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}/command", post(device_command))
         .route("/v1/devices/{id}/refresh", post(device_refresh))
         .route("/v1/devices/{id}/readmit", post(readmit_device))
+        .route("/v1/devices/{id}/adopt", post(adopt::adopt_device))
         .route("/v1/devices/{id}/block", post(block_device))
         .route("/v1/radios/{name}/permit-join", post(permit_join))
         .route("/v1/radios/{name}/backup", get(radio_backup))

@@ -107,6 +107,13 @@ pub enum HubRequest {
         actor: String,
         reply: oneshot::Sender<Result<Readmitted, HubError>>,
     },
+    /// Adopts a discovered (`pending`) device, with its BTHome bindkey when it has one.
+    Adopt {
+        device: DeviceId,
+        bindkey: Option<Secret>,
+        actor: String,
+        reply: oneshot::Sender<Result<Adopted, HubError>>,
+    },
     Decommission {
         device: DeviceId,
         actor: String,
@@ -224,6 +231,17 @@ pub struct Readmitted {
     pub device: String,
     pub lifecycle: &'static str,
     pub note: &'static str,
+}
+
+/// A discovered device adopted: `active`, its readings now go upstream (never the key).
+#[derive(Debug, Clone, Serialize)]
+pub struct Adopted {
+    pub device: String,
+    pub lifecycle: &'static str,
+    /// `"stored encrypted"` when a bindkey came with it, else `"none"`.
+    pub bindkey: &'static str,
+    /// What each radio that takes bindkeys did with the key.
+    pub radios: Vec<InstallCodePush>,
 }
 
 /// A device put on the denylist (and decommissioned when it was known and live).
@@ -431,6 +449,22 @@ impl HubHandle {
     pub async fn readmit(&self, device: DeviceId, actor: String) -> Result<Readmitted, HubError> {
         self.ask(|reply| HubRequest::Readmit {
             device,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Adopts a discovered (`pending`) device, storing and provisioning its bindkey.
+    pub async fn adopt(
+        &self,
+        device: DeviceId,
+        bindkey: Option<Secret>,
+        actor: String,
+    ) -> Result<Adopted, HubError> {
+        self.ask(|reply| HubRequest::Adopt {
+            device,
+            bindkey,
             actor,
             reply,
         })

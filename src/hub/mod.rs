@@ -389,6 +389,12 @@ impl Hub {
                 let r = self.readmit(&device, &actor).await;
                 let _ = reply.send(r);
             }
+            HubRequest::Adopt {
+                device,
+                bindkey,
+                actor,
+                reply,
+            } => self.adopt(device, bindkey, actor, reply).await,
             HubRequest::Decommission {
                 device,
                 actor,

@@ -2411,3 +2411,6 @@ mod consumer;
 
 /// Device management and per-device topics.
 mod devices;
+
+/// Adopting a discovered device.
+mod adopt;

@@ -3,6 +3,7 @@
 //! "is this radio running" check, the audit write, and the relay that hands a
 //! radio operation to the driver without the hub waiting on it.
 
+mod adopt;
 mod apply_policy;
 mod backup;
 mod block;

@@ -160,6 +160,11 @@ async fn execute_other(
             let r = ctx.hub.readmit(device, actor.to_string()).await?;
             Ok(serde_json::to_value(r).unwrap_or(Value::Null))
         }
+        Request::Adopt { device, bindkey } => {
+            let bindkey = bindkey.map(|k| crate::secrets::Secret::new(k.0.to_vec()));
+            let r = ctx.hub.adopt(device, bindkey, actor.to_string()).await?;
+            Ok(serde_json::to_value(r).unwrap_or(Value::Null))
+        }
         Request::Remove {
             device,
             block: true,

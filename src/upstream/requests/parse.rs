@@ -20,10 +20,11 @@ const MAX_CORRELATION_ID: usize = 128;
 const MAX_CLIENT_ID: usize = 64;
 
 /// The operations the gateway answers.
-pub const OPERATIONS: [&str; 15] = [
+pub const OPERATIONS: [&str; 16] = [
     "permit_join",
     "remove",
     "readmit",
+    "adopt",
     "set",
     "get",
     "policy",
@@ -229,6 +230,29 @@ impl Drop for LoraDeviceBody {
     }
 }
 
+/// `adopt`: a discovered device, with its BTHome bindkey when it has one; never echoed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdoptBody {
+    #[allow(dead_code)]
+    correlation_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    client_id: Option<String>,
+    device: String,
+    #[serde(default)]
+    bindkey: Option<String>,
+}
+
+impl Drop for AdoptBody {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        if let Some(k) = &mut self.bindkey {
+            k.zeroize();
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstallCodeAction {
@@ -281,6 +305,11 @@ pub enum Request {
     },
     Readmit {
         device: DeviceId,
+    },
+    /// Adopts a discovered device; `bindkey` holds 32 lowercase hex digits.
+    Adopt {
+        device: DeviceId,
+        bindkey: Option<SecretCode>,
     },
     Set {
         device: DeviceId,
@@ -342,6 +371,7 @@ impl Request {
         match self {
             Request::Remove { device, .. }
             | Request::Readmit { device }
+            | Request::Adopt { device, .. }
             | Request::Set { device, .. }
             | Request::Get { device, .. }
             | Request::Device { device }
@@ -357,6 +387,7 @@ impl Request {
             }
             Request::Remove { device, .. }
             | Request::Readmit { device }
+            | Request::Adopt { device, .. }
             | Request::Set { device, .. }
             | Request::Get { device, .. }
             | Request::AddInstallCode { device, .. }
@@ -714,6 +745,26 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
             Ok(Request::Readmit {
                 device: device_id(&b.device)?,
             })
+        }
+        "adopt" => {
+            let mut b: AdoptBody = typed_secret(
+                value,
+                "`adopt` takes `device` and optionally `bindkey` (32 hex digits)",
+            )?;
+            let device = device_id(&b.device)?;
+            let bindkey = match b.bindkey.take().map(zeroize::Zeroizing::new) {
+                None => None,
+                Some(k) if k.len() == 32 && k.bytes().all(|c| c.is_ascii_hexdigit()) => Some(
+                    SecretCode(zeroize::Zeroizing::new(k.to_ascii_lowercase().into_bytes())),
+                ),
+                Some(_) => {
+                    return Err(Rejection::new(
+                        "invalid_bindkey",
+                        "a BTHome bindkey is 16 bytes: 32 hex digits",
+                    ))
+                }
+            };
+            Ok(Request::Adopt { device, bindkey })
         }
         "set" => {
             let b: SetBody = typed(value)?;
