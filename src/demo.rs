@@ -180,7 +180,11 @@ pub async fn run_with_mqtt(duration: Option<Duration>, mqtt: Option<String>) -> 
                 }
                 match n {
                 Ok(Notice::DeviceJoined { device, radio, new }) => say(format!("+ {device} joined via {radio}{}", if new { " (new)" } else { "" })),
-                Ok(Notice::DeviceInterviewed { device, manufacturer, model }) => say(format!("  {device} is {} {}", manufacturer.unwrap_or_default(), model.unwrap_or_default())),
+                Ok(Notice::DeviceInterviewed { device, manufacturer, model }) => {
+                    let what: Vec<String> = [manufacturer, model].into_iter().flatten().filter(|s| !s.is_empty()).collect();
+                    let what = if what.is_empty() { "described (no manufacturer or model given)".to_string() } else { what.join(" ") };
+                    say(format!("  {device} is {what}"))
+                }
                 Ok(Notice::Readings { device, readings, outbox_seq }) => {
                     let text: Vec<String> = readings.iter().map(|r| format!("{}={}{}", r.name, serde_json::to_string(&r.value).unwrap_or_default(), r.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default())).collect();
                     let queued = match outbox_seq {
