@@ -338,7 +338,7 @@ pub async fn run_zigbee(args: ZigbeeArgs) -> Result<()> {
         .collect();
     let served = async {
         match endpoint {
-            Endpoint::Tcp(listener) => serve_tcp(&sim, listener).await,
+            Endpoint::Tcp(listener) => super::serve_tcp(listener, |s| sim.serve(s)).await,
             Endpoint::Pty(pty) => {
                 // The PTY pump runs until `pty` is dropped.
                 std::future::pending::<()>().await;
@@ -369,28 +369,6 @@ async fn run_fault(sim: SimEmulator, plan: FaultPlan) {
         match plan.every {
             Some(every) => tokio::time::sleep(every).await,
             None => return,
-        }
-    }
-}
-
-/// Serves one connection at a time, like a serial port behind ser2net: a host that
-/// connects while another is served waits until that one has gone.
-async fn serve_tcp(sim: &SimEmulator, listener: TcpListener) -> Result<()> {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of descriptors and the like: keep listening.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        stream.set_nodelay(true).ok();
-        tracing::info!(%peer, "host connected");
-        match sim.serve(stream).await {
-            Ok(()) => tracing::info!(%peer, "host disconnected"),
-            Err(e) => tracing::info!(%peer, error = %e, "host connection ended"),
         }
     }
 }

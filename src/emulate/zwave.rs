@@ -231,7 +231,7 @@ pub async fn run_zwave(args: ZwaveArgs) -> Result<()> {
     fault_tasks.push(tokio::spawn(log_reports(sim.clone())));
     let served = async {
         match endpoint {
-            Endpoint::Tcp(listener) => serve_tcp(&sim, listener).await,
+            Endpoint::Tcp(listener) => super::serve_tcp(listener, |s| sim.serve(s)).await,
             Endpoint::Pty(pty) => {
                 std::future::pending::<()>().await;
                 drop(pty);
@@ -286,26 +286,6 @@ async fn run_fault(sim: SimEmulator, plan: FaultPlan) {
         match plan.every {
             Some(every) => tokio::time::sleep(every).await,
             None => return,
-        }
-    }
-}
-
-/// Serves one connection at a time, like a serial port behind ser2net.
-async fn serve_tcp(sim: &SimEmulator, listener: TcpListener) -> Result<()> {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        stream.set_nodelay(true).ok();
-        tracing::info!(%peer, "host connected");
-        match sim.serve(stream).await {
-            Ok(()) => tracing::info!(%peer, "host disconnected"),
-            Err(e) => tracing::info!(%peer, error = %e, "host connection ended"),
         }
     }
 }
