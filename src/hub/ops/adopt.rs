@@ -123,52 +123,14 @@ impl Hub {
             let _ = reply.send(Ok(Adopted::new(&device, false, Vec::new())));
             return;
         };
-        let native = device.native_address().to_string();
-        let mut waiting = Vec::new();
-        let mut radios = Vec::new();
-        for h in self
-            .radios
-            .values()
-            .filter(|h| h.capabilities.is_some_and(|c| c.accepts(KIND)))
-        {
-            match self.reserve(&h.name) {
-                Ok(permit) => {
-                    let (rtx, rrx) = oneshot::channel();
-                    permit.send(RadioCommand::ProvisionCredential {
-                        native_address: native.clone(),
-                        credential: DeviceCredential {
-                            kind: KIND,
-                            secret: secret.clone(),
-                        },
-                        reply: rtx,
-                    });
-                    waiting.push((h.name.clone(), rrx));
-                }
-                Err(e) => radios.push(InstallCodePush {
-                    radio: h.name.clone(),
-                    ok: false,
-                    detail: format!("{e}; loaded at its next start"),
-                }),
-            }
-        }
+        let pushed = self.push_credential(
+            &device,
+            DeviceCredential { kind: KIND, secret },
+            "bindkey installed",
+            "loaded at its next start",
+        );
         tokio::spawn(async move {
-            for (radio, rx) in waiting {
-                let (ok, detail) = match tokio::time::timeout(INSTALL_CODE_TIMEOUT, rx).await {
-                    Ok(Ok(Ok(()))) => (true, "bindkey installed".to_string()),
-                    Ok(Ok(Err(e))) => (false, e.to_string()),
-                    Ok(Err(_)) => (
-                        false,
-                        "the driver stopped before answering; loaded at its next start".into(),
-                    ),
-                    Err(_) => (
-                        false,
-                        format!(
-                            "no answer within {INSTALL_CODE_TIMEOUT:?}; loaded at its next start"
-                        ),
-                    ),
-                };
-                radios.push(InstallCodePush { radio, ok, detail });
-            }
+            let radios = pushed.await;
             let _ = reply.send(Ok(Adopted::new(&device, true, radios)));
         });
     }

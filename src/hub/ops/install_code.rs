@@ -124,54 +124,16 @@ impl Hub {
                 return;
             }
         };
-        let native = device.native_address().to_string();
-        let mut waiting = Vec::new();
-        let mut coordinators = Vec::new();
-        for h in self
-            .radios
-            .values()
-            .filter(|h| h.capabilities.is_some_and(|c| c.accepts(kind)))
-        {
-            match self.reserve(&h.name) {
-                Ok(permit) => {
-                    let (rtx, rrx) = oneshot::channel();
-                    permit.send(RadioCommand::ProvisionCredential {
-                        native_address: native.clone(),
-                        credential: DeviceCredential {
-                            kind,
-                            secret: code.clone(),
-                        },
-                        reply: rtx,
-                    });
-                    waiting.push((h.name.clone(), rrx));
-                }
-                Err(e) => coordinators.push(InstallCodePush {
-                    radio: h.name.clone(),
-                    ok: false,
-                    detail: format!("{e}; pushed at its next start"),
-                }),
-            }
-        }
+        let pushed = self.push_credential(
+            &device,
+            DeviceCredential { kind, secret: code },
+            "registered with the coordinator",
+            "pushed at its next start",
+        );
         let writer = self.writer.clone();
         let gw = self.gateway_id.clone();
         tokio::spawn(async move {
-            for (radio, rx) in waiting {
-                let (ok, detail) = match tokio::time::timeout(INSTALL_CODE_TIMEOUT, rx).await {
-                    Ok(Ok(Ok(()))) => (true, "registered with the coordinator".to_string()),
-                    Ok(Ok(Err(e))) => (false, e.to_string()),
-                    Ok(Err(_)) => (
-                        false,
-                        "the driver stopped before answering; pushed at its next start".into(),
-                    ),
-                    Err(_) => (
-                        false,
-                        format!(
-                            "no answer within {INSTALL_CODE_TIMEOUT:?}; pushed at the next start"
-                        ),
-                    ),
-                };
-                coordinators.push(InstallCodePush { radio, ok, detail });
-            }
+            let coordinators = pushed.await;
             let failed: Vec<&InstallCodePush> = coordinators.iter().filter(|p| !p.ok).collect();
             if !failed.is_empty() {
                 let details = json!({"coordinators": failed});

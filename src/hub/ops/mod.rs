@@ -18,6 +18,64 @@ mod rotate_key;
 use super::*;
 
 impl Hub {
+    /// Hands a device's credential to every running radio that takes its kind, and returns
+    /// the future that collects their answers (each bounded by [`INSTALL_CODE_TIMEOUT`]).
+    /// A radio that cannot take it now gets it at its next start: `done` and `later` say
+    /// so in the operation's own words. The hub does not wait on the radios.
+    pub(in crate::hub) fn push_credential(
+        &mut self,
+        device: &DeviceId,
+        credential: DeviceCredential,
+        done: &'static str,
+        later: &'static str,
+    ) -> impl std::future::Future<Output = Vec<InstallCodePush>> + Send + 'static {
+        let native = device.native_address().to_string();
+        let mut waiting = Vec::new();
+        let mut pushed = Vec::new();
+        let names: Vec<String> = self
+            .radios
+            .values()
+            .filter(|h| h.capabilities.is_some_and(|c| c.accepts(credential.kind)))
+            .map(|h| h.name.clone())
+            .collect();
+        for name in names {
+            match self.reserve(&name) {
+                Ok(permit) => {
+                    let (rtx, rrx) = oneshot::channel();
+                    permit.send(RadioCommand::ProvisionCredential {
+                        native_address: native.clone(),
+                        credential: credential.clone(),
+                        reply: rtx,
+                    });
+                    waiting.push((name, rrx));
+                }
+                Err(e) => pushed.push(InstallCodePush {
+                    radio: name,
+                    ok: false,
+                    detail: format!("{e}; {later}"),
+                }),
+            }
+        }
+        async move {
+            for (radio, rx) in waiting {
+                let (ok, detail) = match tokio::time::timeout(INSTALL_CODE_TIMEOUT, rx).await {
+                    Ok(Ok(Ok(()))) => (true, done.to_string()),
+                    Ok(Ok(Err(e))) => (false, e.to_string()),
+                    Ok(Err(_)) => (
+                        false,
+                        format!("the driver stopped before answering; {later}"),
+                    ),
+                    Err(_) => (
+                        false,
+                        format!("no answer within {INSTALL_CODE_TIMEOUT:?}; {later}"),
+                    ),
+                };
+                pushed.push(InstallCodePush { radio, ok, detail });
+            }
+            pushed
+        }
+    }
+
     /// Why a command to this device is refused, if it is.
     pub(in crate::hub) fn command_refusal(&self, d: &registry::Device) -> Option<HubError> {
         if d.lifecycle == Lifecycle::Decommissioned.as_str() {
