@@ -119,17 +119,21 @@ pub fn kind_name(kind: DeviceKind) -> &'static str {
         DeviceKind::SmartPlug => "plug",
         DeviceKind::ContactSensor => "contact",
         DeviceKind::SleepySensor => "occupancy",
+        DeviceKind::TuyaTempHumidity => "tuya-temp-humidity",
+        DeviceKind::AqaraWeather => "aqara-weather",
     }
 }
 
 fn parse_kind(s: &str) -> Result<DeviceKind> {
-    DeviceKind::ALL
-        .into_iter()
-        .find(|k| kind_name(*k) == s)
-        .ok_or_else(|| {
-            let names: Vec<&str> = DeviceKind::ALL.into_iter().map(kind_name).collect();
-            anyhow!("unknown device kind {s:?} ({})", names.join(", "))
-        })
+    let kinds = || {
+        DeviceKind::ALL
+            .into_iter()
+            .chain(DeviceKind::MANUFACTURER_SPECIFIC)
+    };
+    kinds().find(|k| kind_name(*k) == s).ok_or_else(|| {
+        let names: Vec<&str> = kinds().map(kind_name).collect();
+        anyhow!("unknown device kind {s:?} ({})", names.join(", "))
+    })
 }
 
 /// The IEEE address of the `n`th (0-based) emulated device of `kind`: the kind's default
