@@ -31,7 +31,8 @@ pub struct ZigbeeArgs {
     #[arg(long)]
     pub pty: bool,
     /// The emulated devices, in join order: kinds, each optionally `=COUNT`
-    /// (temp-humidity, plug, contact, occupancy), e.g. `plug=3,temp-humidity`.
+    /// (temp-humidity, plug, contact, occupancy, and the manufacturer-specific
+    /// tuya-temp-humidity and aqara-weather), e.g. `plug=3,temp-humidity`.
     /// `none` for an empty network.
     #[arg(
         long,
