@@ -36,7 +36,11 @@ pub fn xiaomi_struct(bytes: &[u8]) -> Result<Vec<(u8, ZclValue)>> {
     while bytes.len() - at >= 2 {
         let index = bytes[at];
         let dt = DataType(bytes[at + 1]);
-        let (value, used) = ZclValue::decode(dt, &bytes[at + 2..])?;
+        let (value, used) = match ZclValue::decode(dt, &bytes[at + 2..]) {
+            Ok(v) => v,
+            Err(_) if !out.is_empty() => break,
+            Err(e) => return Err(e),
+        };
         out.push((index, value));
         at += 2 + used;
     }
@@ -163,6 +167,9 @@ mod tests {
         with_tail.push(0x00);
         assert_eq!(xiaomi_struct(&with_tail).unwrap().len(), recs.len());
         assert!(xiaomi_struct(&[0x64, 0x29, 0x8F]).is_err());
+        // A record that cannot be read ends the struct; the records before it stay.
+        let cut = &bytes[..bytes.len() - 3];
+        assert_eq!(xiaomi_struct(cut).unwrap().len(), recs.len() - 1);
         assert!(is_xiaomi_struct(0x0000, 0xFF01) && is_xiaomi_struct(0xFCC0, 0x00F7));
     }
 

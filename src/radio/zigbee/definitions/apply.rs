@@ -89,6 +89,13 @@ pub fn device_readings(
     }
     for (attr, value) in frame.attribute_values() {
         if manufacturer::is_xiaomi_struct(cluster, attr) {
+            if !def
+                .readings
+                .iter()
+                .any(|r| matches!(r.source, Source::Xiaomi(_)))
+            {
+                continue;
+            }
             let bytes = match value {
                 ZclValue::CharString(Some(b)) | ZclValue::OctetString(Some(b)) => &b.0,
                 _ => continue,
