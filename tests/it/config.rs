@@ -116,6 +116,46 @@ fn an_unknown_api_group_is_refused_here_and_a_warning_elsewhere() {
     assert!(stderr(&out).starts_with("warning: "), "{}", stderr(&out));
 }
 
+/// A site's Zigbee device definitions are checked with the config: a mistake names the
+/// definitions file, its line and the key, and exits 2.
+#[test]
+fn site_device_definitions_are_checked_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("devices.d");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("10-ok.toml"),
+        "[[device]]\nmodel = \"SITE-TH\"\nvendor = \"Site\"\nzigbee_model = [\"site.th\"]\n\n[[device.reading]]\ndp = 1\nname = \"temperature\"\ndivide = 10\n",
+    )
+    .unwrap();
+    let path = dir.path().join("fieldgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\n\n[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[radio.options]\ndefinitions_dir = \"{}\"\n",
+            defs.display()
+        ),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let out = fieldgate(&["config", "check", p]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::write(
+        defs.join("20-bad.toml"),
+        "[[device]]\nmodel = \"SITE-TH2\"\nvendor = \"Site\"\nzigbee_model = [\"site.th2\"]\n\n[[device.reading]]\ndp = 1\nname = \"temperature\"\nunit = \"°F\"\n",
+    )
+    .unwrap();
+    let out = fieldgate(&["config", "check", p]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("20-bad.toml:9:")
+            && err.contains("key `device[0].reading[0].unit`")
+            && err.contains("°C"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_configs_are_refused_with_location_and_exit_code_2() {
     assert!(CASES.len() >= 15);
