@@ -30,6 +30,7 @@ fn info(model: &str, firmware: &str) -> DeviceEventKind {
         power_source: Some(PowerSource::Battery),
         capabilities: vec!["temperature".into()],
         reachability: None,
+        silence: None,
     })
 }
 

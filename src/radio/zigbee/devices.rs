@@ -232,6 +232,7 @@ impl Device {
             } else {
                 Reachability::WakeUp
             }),
+            silence: None,
         }
     }
 
