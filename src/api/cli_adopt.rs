@@ -40,7 +40,11 @@ pub async fn rotate_bindkey(api: &ApiClient, id: &str, bindkey: &str, as_json: b
     crate::outln!(
         "{}: bindkey {} (stored encrypted); the old key no longer opens its advertisements",
         text(&v["device"]),
-        if v["replaced"] == true { "rotated" } else { "set" }
+        if v["replaced"] == true {
+            "rotated"
+        } else {
+            "set"
+        }
     );
     for r in v["coordinators"].as_array().cloned().unwrap_or_default() {
         let mark = if r["ok"].as_bool() == Some(true) {

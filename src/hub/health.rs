@@ -89,7 +89,9 @@ pub(super) fn presence_changes(
     let Some(d) = registry::get(c, id)? else {
         return Ok(());
     };
-    if d.lifecycle == Lifecycle::Pending.as_str() || d.lifecycle == Lifecycle::Decommissioned.as_str() {
+    if d.lifecycle == Lifecycle::Pending.as_str()
+        || d.lifecycle == Lifecycle::Decommissioned.as_str()
+    {
         return Ok(());
     }
     let rssi = readings.iter().find_map(|r| match (&*r.name, &r.value) {

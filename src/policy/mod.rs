@@ -246,7 +246,9 @@ impl DeviceMatch {
         match &self.service {
             Some(s) if full_service_uuid(s).is_none() => Err((
                 "service",
-                format!("`{s}` is no service UUID: give 4 or 8 hex digits (`fcd2`) or the 128-bit form"),
+                format!(
+                    "`{s}` is no service UUID: give 4 or 8 hex digits (`fcd2`) or the 128-bit form"
+                ),
             )),
             _ => Ok(()),
         }
@@ -604,7 +606,12 @@ mod tests {
         let m = |v: serde_json::Value| -> DeviceMatch { serde_json::from_value(v).unwrap() };
         assert_eq!(m(json!({"name": "sbbt-*"})).matches(&facts), Some(true));
         assert_eq!(m(json!({"name": "ATC_*"})).matches(&facts), Some(false));
-        for uuid in ["fcd2", "0xFCD2", "0000fcd2", "0000FCD2-0000-1000-8000-00805F9B34FB"] {
+        for uuid in [
+            "fcd2",
+            "0xFCD2",
+            "0000fcd2",
+            "0000FCD2-0000-1000-8000-00805F9B34FB",
+        ] {
             assert_eq!(
                 m(json!({"service": uuid})).matches(&facts),
                 Some(true),

@@ -638,5 +638,4 @@ async fn resets_and_link_loss(walk: &Walk, emulated: &dyn Emulated, actuator: &s
         (w.reading_since(&actuator, "on", t2) == Some(Value::Bool(false))).then_some(())
     })
     .await;
-
 }

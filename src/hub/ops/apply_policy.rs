@@ -85,10 +85,15 @@ impl Hub {
             .await
         {
             Ok(admitted) if !admitted.is_empty() => {
-                tracing::info!(devices = admitted.len(), "pending discovered devices admitted by the new policy")
+                tracing::info!(
+                    devices = admitted.len(),
+                    "pending discovered devices admitted by the new policy"
+                )
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "pending devices not re-evaluated against the new policy"),
+            Err(e) => {
+                tracing::error!(error = %e, "pending devices not re-evaluated against the new policy")
+            }
         }
         self.announce_install_code_policy().await;
         self.notify(Notice::PolicyApplied { version });

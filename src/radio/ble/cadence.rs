@@ -207,7 +207,10 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..(MAX_DEVICES as u32 + 500) {
             let b = i.to_le_bytes();
-            c.heard([b[0], b[1], b[2], b[3], 0, 0], t0 + Duration::from_millis(u64::from(i)));
+            c.heard(
+                [b[0], b[1], b[2], b[3], 0, 0],
+                t0 + Duration::from_millis(u64::from(i)),
+            );
         }
         assert!(c.devices.len() <= MAX_DEVICES);
     }

@@ -284,7 +284,11 @@ impl BleDriver {
             self.cadence.interval(&address),
             &s.silence,
         );
-        let description = (report.format.as_str(), report.meta.firmware.clone(), silence);
+        let description = (
+            report.format.as_str(),
+            report.meta.firmware.clone(),
+            silence,
+        );
         if self.described.get(&address) != Some(&description) {
             if self.described.len() >= MAX_REMEMBERED {
                 self.described.clear();
@@ -359,11 +363,16 @@ impl BleDriver {
                         // A new key restarts the device's counter: committed now, so a
                         // restart does not bring back the old key's (higher) counter.
                         let saved = match &io.secrets {
-                            Some(sink) => s
-                                .security
-                                .save_counters(sink, &io.radio)
-                                .await
-                                .map_err(|e| RadioError::Refused(format!("the counters could not be stored: {e}"))),
+                            Some(sink) => {
+                                s.security
+                                    .save_counters(sink, &io.radio)
+                                    .await
+                                    .map_err(|e| {
+                                        RadioError::Refused(format!(
+                                            "the counters could not be stored: {e}"
+                                        ))
+                                    })
+                            }
                             None => Ok(()),
                         };
                         if saved.is_ok() {
@@ -398,24 +407,19 @@ impl BleDriver {
                 native_address,
                 command_id,
                 ..
+            } => {
+                let detail = "BLE advertisers take no commands (they only broadcast)";
+                answer(io, native_address, command_id, false, detail).await;
             }
-            | RadioCommand::Read {
+            // Nothing can be asked of an advertiser: what it says is in its advertisements.
+            // A read is held until it next advertises (it is reached only then) and
+            // answered with the state that advertisement left.
+            RadioCommand::Read {
                 native_address,
                 command_id,
             } => {
-                let ev = DeviceEvent {
-                    radio: io.radio.clone(),
-                    protocol: io.protocol,
-                    native_address,
-                    received_at: SystemTime::now(),
-                    kind: DeviceEventKind::CommandResult {
-                        command_id,
-                        ok: false,
-                        detail: "BLE advertisers take no commands (they only broadcast)".into(),
-                    },
-                    link: None,
-                };
-                let _ = io.events.send(ev).await;
+                let detail = "read from its latest advertisement";
+                answer(io, native_address, command_id, true, detail).await;
             }
             RadioCommand::Backup { reply } => {
                 let _ = reply.send(Err(RadioError::NotSupported("backup".into())));
@@ -453,6 +457,29 @@ async fn send(
         .send(ev)
         .await
         .map_err(|_| anyhow!("the hub stopped taking events"))
+}
+
+/// Answers a command with its result.
+async fn answer(
+    io: &mut DriverIo,
+    native_address: String,
+    command_id: String,
+    ok: bool,
+    detail: &str,
+) {
+    let ev = DeviceEvent {
+        radio: io.radio.clone(),
+        protocol: io.protocol,
+        native_address,
+        received_at: SystemTime::now(),
+        kind: DeviceEventKind::CommandResult {
+            command_id,
+            ok,
+            detail: detail.into(),
+        },
+        link: None,
+    };
+    let _ = io.events.send(ev).await;
 }
 
 /// Hands a presence change to the hub: `presence` = `present` | `away` (and the

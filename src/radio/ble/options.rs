@@ -90,7 +90,8 @@ impl BleOptions {
         for (key, value) in table {
             match key.as_str() {
                 "min_interval" => {
-                    o.min_interval = duration(key, value, Duration::ZERO, Duration::from_secs(3600))?
+                    o.min_interval =
+                        duration(key, value, Duration::ZERO, Duration::from_secs(3600))?
                 }
                 "availability_multiplier" => {
                     o.availability_multiplier = int(key, value, 2, 1000)? as u32

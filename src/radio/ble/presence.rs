@@ -61,7 +61,12 @@ impl Presences {
 
     /// An advertisement of `address` with `rssi` at `now`; returns a transition when
     /// its presence changed.
-    pub fn heard(&mut self, address: Address, rssi: Option<i16>, now: Instant) -> Option<Transition> {
+    pub fn heard(
+        &mut self,
+        address: Address,
+        rssi: Option<i16>,
+        now: Instant,
+    ) -> Option<Transition> {
         if self.tags.len() >= MAX_TAGS && !self.tags.contains_key(&address) {
             self.forget_some();
         }
@@ -128,11 +133,8 @@ impl Presences {
     }
 
     fn forget_some(&mut self) {
-        let mut away: Vec<(Instant, Address)> = self
-            .tags
-            .iter()
-            .map(|(a, t)| (t.last, *a))
-            .collect();
+        let mut away: Vec<(Instant, Address)> =
+            self.tags.iter().map(|(a, t)| (t.last, *a)).collect();
         away.sort_unstable();
         for (_, a) in away.iter().take(MAX_TAGS / 10 + 1) {
             self.tags.remove(a);
@@ -170,7 +172,11 @@ mod tests {
         assert_eq!(away[0].1.rssi, Some(-65.0));
         // Once only.
         assert!(p.expire(t0 + Duration::from_secs(50)).is_empty());
-        assert!(p.heard(A, Some(-60), t0 + Duration::from_secs(60)).unwrap().present);
+        assert!(
+            p.heard(A, Some(-60), t0 + Duration::from_secs(60))
+                .unwrap()
+                .present
+        );
     }
 
     #[test]

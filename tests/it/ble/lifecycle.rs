@@ -64,7 +64,11 @@ fn availability_follows_each_devices_interval_and_beacon_presence_is_a_lifecycle
             && device(&d, BUTTON).is_some_and(|x| x.offline_after_ms == Some(0))
     });
     let beacon = device(&d, BEACON).unwrap();
-    assert_eq!(beacon.last_state["presence"], "present", "{}", beacon.last_state);
+    assert_eq!(
+        beacon.last_state["presence"], "present",
+        "{}",
+        beacon.last_state
+    );
 
     // It leaves: away after 2 s unheard, published and audited (it is adopted).
     wait_for(&d, Duration::from_secs(60), "the beacon away", || {
@@ -166,9 +170,12 @@ fn a_rotated_bindkey_replaces_the_old_one_and_is_audited() {
     let out = rotate(&d, ENCRYPTED, other);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("rotated"), "{}", stdout(&out));
-    wait_for(&d, Duration::from_secs(20), "advertisements refused", || {
-        refused(&d) > 2
-    });
+    wait_for(
+        &d,
+        Duration::from_secs(20),
+        "advertisements refused",
+        || refused(&d) > 2,
+    );
     let rotations = audit(&d, "device.bindkey.rotate", ENCRYPTED);
     assert_eq!(rotations.len(), 2, "{rotations:?}");
     assert_eq!(rotations[0].outcome.as_str(), "refused");
@@ -222,10 +229,15 @@ fn allow_rules_adopt_by_advertised_name_and_service_uuid() {
     std::fs::write(&path, policy.to_string()).unwrap();
     let out = d.cli(&["policy", "apply", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    wait_for(&d, Duration::from_secs(30), "both adopted by the policy", || {
-        device(&d, XIAOMI).is_some_and(|x| x.lifecycle == "active")
-            && device(&d, BUTTON).is_some_and(|x| x.lifecycle == "active")
-    });
+    wait_for(
+        &d,
+        Duration::from_secs(30),
+        "both adopted by the policy",
+        || {
+            device(&d, XIAOMI).is_some_and(|x| x.lifecycle == "active")
+                && device(&d, BUTTON).is_some_and(|x| x.lifecycle == "active")
+        },
+    );
     wait_for(&d, Duration::from_secs(30), "the others described", || {
         device(&d, RUUVI).is_some_and(|x| x.model.is_some())
             && device(&d, ENCRYPTED).is_some_and(|x| x.model.is_some())
@@ -275,8 +287,7 @@ fn the_mqtt_rotate_bindkey_request_needs_a_key_and_never_echoes_it() {
     let bad = "231d39c1d7cc1ab1aee224cd096db9zz";
     let p = parse(
         "rotate_bindkey",
-        format!(r#"{{"correlation_id":"r3","device":"{ENCRYPTED}","bindkey":"{bad}"}}"#)
-            .as_bytes(),
+        format!(r#"{{"correlation_id":"r3","device":"{ENCRYPTED}","bindkey":"{bad}"}}"#).as_bytes(),
     );
     let e = p.request.unwrap_err();
     assert_eq!(e.code, "invalid_bindkey");
