@@ -615,7 +615,7 @@ async fn resets_and_link_loss(walk: &Walk, emulated: &dyn Emulated, actuator: &s
         .await
         .expect("commands work after a reset");
     walk.until("the actuator answering after the reset", 10, |w| {
-        (w.reading_since(&actuator, "on", t1) == Some(Value::Bool(true))).then_some(())
+        (w.reading_since(actuator, "on", t1) == Some(Value::Bool(true))).then_some(())
     })
     .await;
 
@@ -635,7 +635,7 @@ async fn resets_and_link_loss(walk: &Walk, emulated: &dyn Emulated, actuator: &s
         .await
         .expect("commands work after the link came back");
     walk.until("the actuator answering after the link came back", 10, |w| {
-        (w.reading_since(&actuator, "on", t2) == Some(Value::Bool(false))).then_some(())
+        (w.reading_since(actuator, "on", t2) == Some(Value::Bool(false))).then_some(())
     })
     .await;
 }
