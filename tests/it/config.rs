@@ -88,6 +88,7 @@ const CASES: &[Case] = &[
     // Radio options are the driver's, checked before anything starts.
     case("misspelt radio option", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[radio.options]\nchannel = 15\nchanel = 15\n", "key `radio.options.chanel`: unknown zigbee option `chanel`", Some(14)),
     case("radio option out of range", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[radio.options]\npan_id = \"0x1a62\"\nchannel = 99\n", "key `radio.options.channel`: zigbee option `channel` must be an integer from 11 to 26", Some(14)),
+    case("BLE presence threshold out of range", "[[radio]]\nname = \"b\"\nprotocol = \"ble\"\nport = \"sim://ble\"\n[radio.options]\npresence_smoothing = 0.3\npresence_rssi = 20\n", "key `radio.options.presence_rssi`: ble option `presence_rssi` must be an integer from -120 to 0", Some(14)),
     case("radio option of the wrong type", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\noptions = { key_switch_delay = 30 }\n", "key `radio.options.key_switch_delay`", Some(12)),
 ];
 

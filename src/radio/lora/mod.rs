@@ -529,6 +529,7 @@ fn described(activation: &str) -> DeviceEventKind {
     DeviceEventKind::Interviewed(DeviceInfo {
         capabilities: vec![format!("lorawan_{activation}")],
         reachability: Some(Reachability::AfterUplink),
+        silence: None,
         ..DeviceInfo::default()
     })
 }

@@ -237,6 +237,7 @@ impl Device {
             } else {
                 Reachability::WakeUp
             }),
+            silence: None,
         }
     }
 
