@@ -2,6 +2,7 @@
 //! emulated packet forwarder and end devices (`fieldgate_lora::emulator`) sending real
 //! datagrams, keys added through the CLI, the registry, the audit log and the MQTT uplink.
 
+mod bridge;
 mod e2e;
 mod emulate;
 mod mqtt;
