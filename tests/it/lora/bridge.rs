@@ -49,6 +49,17 @@ async fn counters(api: &ApiClient) -> Value {
     s["radios"][0]["counters"].clone()
 }
 
+/// Waits until the daemon's LoRa radio has started (its socket is bound).
+async fn radio_up(api: &ApiClient) {
+    for _ in 0..250 {
+        if counters(api).await["startups"].as_u64().unwrap_or(0) > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the LoRa radio never started");
+}
+
 /// A device this gateway holds no keys for (ChirpStack's).
 fn foreign_device() -> EmulatedDevice {
     let key = |s: &str| s.parse::<AesKey>().unwrap();
@@ -64,13 +75,18 @@ fn foreign_device() -> EmulatedDevice {
 
 /// The next PULL_RESP, answered with a TX_ACK carrying `error`.
 async fn pull_resp(pf: &PacketForwarder, error: Option<TxAckError>) -> fieldgate_lora::gwmp::TxPk {
-    let d = pf
-        .recv(Duration::from_secs(10))
-        .await
-        .expect("a PULL_RESP from the gateway");
-    let (token, resp) = Forwarder::pull_resp(&d).expect("a PULL_RESP");
-    pf.sock.send(&pf.fwd.tx_ack(token, error)).await.unwrap();
-    resp.txpk
+    // Acknowledgements of earlier datagrams may come first.
+    for _ in 0..10 {
+        let d = pf
+            .recv(Duration::from_secs(10))
+            .await
+            .expect("a PULL_RESP from the gateway");
+        if let Some((token, resp)) = Forwarder::pull_resp(&d) {
+            pf.sock.send(&pf.fwd.tx_ack(token, error)).await.unwrap();
+            return resp.txpk;
+        }
+    }
+    panic!("no PULL_RESP")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,6 +99,7 @@ async fn chirpstack_bridge_events_survive_a_broker_outage_and_downlinks_reach_th
         "[upstream]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"{prefix}\"\ntopic_prefix = \"{prefix}\"\n\n[[radio]]\nname = \"lora0\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:{udp}\"\n[radio.options]\nregion = \"EU868\"\nbridge = \"also\"\nbridge_topic_prefix = \"{cs}/eu868\"\n"
     ));
     let api = ApiClient::new(&d.socket);
+    radio_up(&api).await;
     let mut pf = PacketForwarder::connect(udp).await;
     pf.open_downlink_path().await;
 
