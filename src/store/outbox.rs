@@ -1014,6 +1014,28 @@ mod limit_tests {
     }
 
     #[test]
+    fn bridged_messages_keep_their_payload_and_topic_and_go_like_telemetry() {
+        let c = db();
+        let raw = br#"{"phyPayload":"AQI="}"#;
+        let seq = append_bridged(&c, "eu868/gateway/0016c001ff100001/event/up", raw).unwrap();
+        append(&c, "gw", &msg(MessageKind::Audit, "audit", 10)).unwrap();
+        let rows = pending(&c, 0, 10).unwrap();
+        assert_eq!(rows[0].seq, seq);
+        assert_eq!(rows[0].kind, "bridge");
+        assert_eq!(rows[0].topic, "eu868/gateway/0016c001ff100001/event/up");
+        assert_eq!(rows[0].payload, raw, "published as it is, no envelope");
+        // Past their age, bridged frames go and the audit record stays.
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let r = enforce_limits(&c, u64::MAX / 2, 1000, later).unwrap();
+        assert_eq!((r.dropped_expired, r.protected_expired), (1, 1));
+        // Over the byte limit, the oldest bridged frame goes first.
+        append_bridged(&c, "t", &[b'x'; 500]).unwrap();
+        let r = enforce_limits(&c, 100, u64::MAX / 2, SystemTime::now()).unwrap();
+        assert_eq!(r.dropped_for_space, 1);
+        assert_eq!(stats(&c).unwrap().depth, 1);
+    }
+
+    #[test]
     fn gate_refuses_only_telemetry_and_counts() {
         let g = OutboxGate::default();
         assert!(g.admit(MessageKind::Telemetry));
