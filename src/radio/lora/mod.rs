@@ -13,7 +13,9 @@
 //!   gateway acts on a frame (a reading reported, a Join-Accept sent), so neither a
 //!   restart nor SIGKILL lets a frame be accepted twice;
 //! - downlinks (Join-Accepts, ACKs, MAC answers) go out in RX1 timed from the uplink's
-//!   `tmst`, with RX2 as the fallback when the forwarder refuses RX1.
+//!   `tmst`, with RX2 as the fallback when the forwarder refuses RX1;
+//! - with the ChirpStack bridge on (`bridge`), every frame and stats report is also (or
+//!   only) queued for ChirpStack, and its downlink commands are sent (`bridge.rs`).
 //!
 //! Nothing here decides admission: the hub does, from the events.
 
