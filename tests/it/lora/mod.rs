@@ -55,6 +55,8 @@ impl PacketForwarder {
                     return;
                 }
             }
+            // Nothing bound yet answers at once (ICMP port unreachable): wait for it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the gateway never answered PULL_DATA");
     }
