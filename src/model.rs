@@ -479,6 +479,13 @@ pub enum RadioCommand {
     RotateNetworkKey {
         reply: tokio::sync::oneshot::Sender<Result<KeyRotated, RadioError>>,
     },
+    /// A command from the network server the radio bridges to (a ChirpStack downlink on
+    /// `<prefix>/gateway/<id>/command/down`), as it arrived: the radio parses it. A radio
+    /// with no bridge ignores it.
+    Bridged {
+        topic: String,
+        payload: Vec<u8>,
+    },
 }
 
 /// A finished network key rotation (never the key itself).

@@ -429,7 +429,9 @@ impl BleDriver {
                     "network key rotation (BLE has no network)".into(),
                 )));
             }
-            RadioCommand::PermitJoin { .. } | RadioCommand::Policy(_) => {}
+            RadioCommand::PermitJoin { .. }
+            | RadioCommand::Policy(_)
+            | RadioCommand::Bridged { .. } => {}
         }
     }
 }
