@@ -263,6 +263,12 @@ pub struct Capabilities {
     pub key_rotation: Option<Duration>,
     /// How its devices may be reached; each device says which applies to it.
     pub reachability: &'static [Reachability],
+    /// Its devices have numbered configuration parameters it can set
+    /// (`DeviceCommand::Configure`).
+    pub configuration: bool,
+    /// A device told to leave must take part (Z-Wave exclusion: its button): the radio
+    /// waits this long for it, and the technician is told to act now.
+    pub removal_needs_device: Option<Duration>,
 }
 
 impl Capabilities {

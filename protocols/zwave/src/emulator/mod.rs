@@ -100,7 +100,7 @@ impl Default for EmulatorConfig {
 /// The default network (the one the committed NVM image describes): nodes 2-6, one of each
 /// kind.
 pub fn default_nodes() -> Vec<(u8, NodeKind)> {
-    NodeKind::ALL
+    NodeKind::DEFAULT
         .into_iter()
         .enumerate()
         .map(|(i, k)| (i as u8 + 2, k))
