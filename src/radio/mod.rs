@@ -222,6 +222,10 @@ pub struct DriverIo {
     pub secrets: Option<Arc<SecretSink>>,
     /// The driver's counters, shared with the radio's handle.
     pub counters: Arc<RadioCounters>,
+    /// A directory of this radio's own where the driver may keep what it learnt about its
+    /// network across restarts of the daemon (created when first written); `None` where
+    /// nothing is kept (test rigs).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 pub type DriverFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
