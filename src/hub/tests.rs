@@ -633,7 +633,8 @@ async fn pipelined_bursts_keep_every_event_and_each_devices_order() {
 
 /// A configuration parameter goes only to a radio whose capabilities say its devices have
 /// them: elsewhere `not_supported`, decided by the hub, with nothing sent; a parameter that
-/// does not fit its size is `invalid_request`.
+/// does not fit its size is `invalid_request`. Removal asks the technician to act only
+/// where the capabilities say the device must.
 #[tokio::test]
 async fn configuration_parameters_are_refused_by_capability() {
     let dir = tempfile::tempdir().unwrap();
@@ -674,5 +675,10 @@ async fn configuration_parameters_are_refused_by_capability() {
     assert!(rx.try_recv().is_err(), "nothing reached the radio");
     hub.command(&id, DeviceCommand::On, "test").await.unwrap();
     assert!(matches!(rx.try_recv(), Ok(RadioCommand::Set { .. })));
+    // Its devices leave without taking part: no "press the button" for the technician.
+    let gone = hub.decommission(&id, "test").await.unwrap();
+    assert_eq!(gone.radio_removal, "requested");
+    assert_eq!(gone.device_action_within_s, None);
+    assert!(matches!(rx.try_recv(), Ok(RadioCommand::Remove { .. })));
     drop(state_tx);
 }
