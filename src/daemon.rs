@@ -167,6 +167,7 @@ impl Daemon {
                 store.writer(),
                 master_key.clone(),
             ))),
+            Some(&config.gateway.state_dir.get_ref().join("radios")),
         ));
         let (cached_policy, pinned_key) = load_policy(&config, &store)?;
         let (hub, hub_handle, requests_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);

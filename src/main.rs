@@ -96,6 +96,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Set one of a device's configuration parameters (Z-Wave Configuration): the device
+    /// takes it and reads it back; the command result says the value it holds now.
+    Configure {
+        id: String,
+        /// The parameter number.
+        parameter: u16,
+        /// The value (signed or unsigned, within `--size`).
+        #[arg(allow_hyphen_values = true)]
+        value: i64,
+        /// The parameter's size in bytes: 1, 2 or 4 (the device's manual says which).
+        #[arg(long)]
+        size: u8,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read fresh values from a device; a sleeping device's read is held until it wakes.
     Refresh {
         id: String,
@@ -689,6 +704,13 @@ async fn async_main(cli: Cli) -> ExitCode {
                     value,
                     json,
                 } => cli::set(&api, id, action, *value, *json).await,
+                Command::Configure {
+                    id,
+                    parameter,
+                    value,
+                    size,
+                    json,
+                } => cli::configure(&api, id, *parameter, *size, *value, *json).await,
                 Command::Refresh {
                     id,
                     attributes,

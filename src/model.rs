@@ -509,6 +509,35 @@ pub enum DeviceCommand {
     Level {
         percent: u8,
     },
+    /// Set one of the device's configuration parameters (Z-Wave Configuration CC) and read
+    /// it back: parameter number, size in bytes (1, 2 or 4) and the value, signed or
+    /// unsigned within that size. Radios without device parameters
+    /// (`Capabilities::configuration`) refuse it.
+    Configure {
+        parameter: u16,
+        size: u8,
+        value: i64,
+    },
+}
+
+impl DeviceCommand {
+    /// Checks a [`DeviceCommand::Configure`]'s size and value range (`Err` says what is
+    /// wrong); every other command is valid by construction.
+    pub fn check(&self) -> Result<(), String> {
+        if let DeviceCommand::Configure { size, value, .. } = *self {
+            if !matches!(size, 1 | 2 | 4) {
+                return Err(format!("a parameter size is 1, 2 or 4 bytes, not {size}"));
+            }
+            let bits = 8 * u32::from(size);
+            let (min, max) = (-(1i64 << (bits - 1)), (1i64 << bits) - 1);
+            if !(min..=max).contains(&value) {
+                return Err(format!(
+                    "{value} does not fit in {size} byte(s) (from {min} to {max})"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Seconds since the epoch to RFC 3339 with milliseconds, UTC

@@ -373,6 +373,11 @@ pub async fn remove(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
         v["credentials_destroyed"].as_u64().unwrap_or(0),
         s(&v["radio_removal"])
     );
+    if let Some(secs) = v["device_action_within_s"].as_u64() {
+        crate::outln!(
+            "now press the device's button (or do its exclusion / reset action, see its manual) within {secs} s: the radio waits for the device to confirm it leaves"
+        );
+    }
     Ok(())
 }
 
@@ -578,6 +583,24 @@ pub async fn set(
         ("on" | "off" | "toggle", None) => json!({"state": action}),
         _ => return Err(anyhow!("the action is on, off, toggle or level N")),
     };
+    send_command(api, id, body, as_json).await
+}
+
+/// `fieldgate configure ID PARAMETER VALUE --size N`: a configuration parameter, checked
+/// by the daemon as MQTT `set` is.
+pub async fn configure(
+    api: &ApiClient,
+    id: &str,
+    parameter: u16,
+    size: u8,
+    value: i64,
+    as_json: bool,
+) -> Result<()> {
+    let body = json!({"config_parameter": parameter, "config_size": size, "config_value": value});
+    send_command(api, id, body, as_json).await
+}
+
+async fn send_command(api: &ApiClient, id: &str, body: Value, as_json: bool) -> Result<()> {
     let v = api
         .call(
             Method::POST,

@@ -130,7 +130,9 @@ impl From<HubError> for ApiError {
             HubError::DeviceDecommissioned(_) | HubError::DeviceQuarantined(_) => {
                 StatusCode::CONFLICT
             }
-            HubError::Invalid(_) | HubError::PolicyRefused(_) => StatusCode::BAD_REQUEST,
+            HubError::Invalid(_) | HubError::PolicyRefused(_) | HubError::NotSupported(_) => {
+                StatusCode::BAD_REQUEST
+            }
             HubError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HubError::ShuttingDown | HubError::RadioBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -559,11 +561,19 @@ async fn device_command(
     let id = device_id(&raw)?;
     let mut v: serde_json::Value = parse_json(&body)?;
     let ttl = ttl_field(&mut v)?;
-    let command = crate::hub::device_command_from_json(&v).ok_or_else(|| {
-        ApiError::bad_request(
-            "a command is {\"state\": \"on\"|\"off\"|\"toggle\"} or {\"level\": 0-100}, with an optional \"ttl_s\"",
-        )
-    })?;
+    let config = v
+        .as_object()
+        .filter(|o| o.keys().any(|k| k.starts_with("config_")));
+    let command = match config {
+        // A configuration parameter: the same checks and messages as MQTT `set`.
+        Some(o) => crate::model::vocabulary::desired_state(o)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => crate::hub::device_command_from_json(&v).ok_or_else(|| {
+            ApiError::bad_request(
+                "a command is {\"state\": \"on\"|\"off\"|\"toggle\"}, {\"level\": 0-100} or {\"config_parameter\": N, \"config_size\": 1|2|4, \"config_value\": V}, with an optional \"ttl_s\"",
+            )
+        })?,
+    };
     let answer = s
         .hub
         .device_request(DeviceRequest {

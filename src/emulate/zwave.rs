@@ -32,7 +32,7 @@ pub struct ZwaveArgs {
     #[arg(long)]
     pub pty: bool,
     /// The nodes in the network, ids from 2 in order: kinds (switch-meter, multisensor,
-    /// door, battery-sensor, flirs-switch), each optionally `=COUNT`. The default is the
+    /// door, battery-sensor, flirs-switch, dimmer), each optionally `=COUNT`. The default is the
     /// network the built-in NVM image describes. `none` for an empty network.
     #[arg(
         long,

@@ -265,6 +265,10 @@ pub struct Decommissioned {
     pub credentials_destroyed: usize,
     /// What happened on the radio side.
     pub radio_removal: String,
+    /// The device must take part in leaving (its radio's capabilities say so, e.g. a
+    /// Z-Wave exclusion): the technician has this many seconds to press its button.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_action_within_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -303,6 +307,9 @@ pub enum HubError {
     PolicyRefused(String),
     #[error("{0}")]
     Invalid(String),
+    /// A valid request the device's radio cannot carry out (from its capabilities).
+    #[error("{0}")]
+    NotSupported(String),
     #[error("store: {0}")]
     Store(String),
     #[error("the daemon is shutting down")]
@@ -335,6 +342,7 @@ impl HubError {
             HubError::DeviceQuarantined(_) => "device_quarantined",
             HubError::PolicyRefused(_) => "policy_refused",
             HubError::Invalid(_) => "invalid_request",
+            HubError::NotSupported(_) => "not_supported",
             HubError::Store(_) => "store_error",
             HubError::ShuttingDown => "shutting_down",
         }

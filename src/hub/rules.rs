@@ -7,7 +7,7 @@ use super::*;
 /// `{"level": 0-100}`, or the tagged form `{"action": "level", "percent": 50}`.
 pub fn device_command_from_json(v: &serde_json::Value) -> Option<DeviceCommand> {
     if let Ok(c) = serde_json::from_value::<DeviceCommand>(v.clone()) {
-        return Some(c);
+        return c.check().is_ok().then_some(c);
     }
     let obj = v.as_object()?;
     if obj.len() != 1 {

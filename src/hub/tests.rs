@@ -689,3 +689,55 @@ async fn a_radio_learnt_silence_decides_availability_unless_the_policy_overrides
         .collect();
     assert_eq!(health.last().unwrap()["timeout_s"], 60, "{health:?}");
 }
+
+/// A configuration parameter goes only to a radio whose capabilities say its devices have
+/// them: elsewhere `not_supported`, decided by the hub, with nothing sent; a parameter that
+/// does not fit its size is `invalid_request`. Removal asks the technician to act only
+/// where the capabilities say the device must.
+#[tokio::test]
+async fn configuration_parameters_are_refused_by_capability() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+    let caps = crate::radio::capabilities(protocol());
+    assert!(caps.is_some_and(|c| !c.configuration), "{caps:?}");
+    let (tx, mut rx) = mpsc::channel(4);
+    let (state_tx, state) = watch::channel(RadioState::Up);
+    let handle = RadioHandle {
+        name: "zb0".into(),
+        protocol: protocol(),
+        port: crate::config::PortSpec::Sim(protocol()),
+        capabilities: caps,
+        state,
+        commands: Some(tx),
+        counters: Default::default(),
+    };
+    let (mut hub, _, _) = Hub::new("gw", store.writer(), &[handle]);
+    hub.join_windows
+        .insert("zb0".into(), Instant::now() + Duration::from_secs(60));
+    hub.on_events(vec![event(ADDR, DeviceEventKind::Joined)])
+        .await;
+    let id = DeviceId::new(protocol(), ADDR);
+    let configure = DeviceCommand::Configure {
+        parameter: 1,
+        size: 1,
+        value: 5,
+    };
+    let e = hub.command(&id, configure, "test").await.unwrap_err();
+    assert_eq!(e.code(), "not_supported", "{e}");
+    let too_big = DeviceCommand::Configure {
+        parameter: 1,
+        size: 1,
+        value: 300,
+    };
+    let e = hub.command(&id, too_big, "test").await.unwrap_err();
+    assert_eq!(e.code(), "invalid_request", "{e}");
+    assert!(rx.try_recv().is_err(), "nothing reached the radio");
+    hub.command(&id, DeviceCommand::On, "test").await.unwrap();
+    assert!(matches!(rx.try_recv(), Ok(RadioCommand::Set { .. })));
+    // Its devices leave without taking part: no "press the button" for the technician.
+    let gone = hub.decommission(&id, "test").await.unwrap();
+    assert_eq!(gone.radio_removal, "requested");
+    assert_eq!(gone.device_action_within_s, None);
+    assert!(matches!(rx.try_recv(), Ok(RadioCommand::Remove { .. })));
+    drop(state_tx);
+}

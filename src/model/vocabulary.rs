@@ -64,7 +64,7 @@ pub const QUANTITIES: &[Quantity] = &[
         Kind::Number,
         None,
         false,
-        "the level on the device's own scale (Zigbee 0-254), besides `level`",
+        "the level on the device's own scale (Zigbee 0-254, Z-Wave 0-99), besides `level`",
     ),
     q(
         "temperature",
@@ -196,6 +196,16 @@ pub fn quantity(name: &str) -> Option<&'static Quantity> {
 /// Highest Zigbee level (ZCL Level Control CurrentLevel: 0x00-0xFE).
 pub const ZIGBEE_LEVEL_MAX: f64 = 254.0;
 
+/// Highest Z-Wave level (Multilevel Switch / Basic: 0x00-0x63; 0xFF, "on", reads as 99).
+pub const ZWAVE_LEVEL_MAX: f64 = 99.0;
+
+/// A percentage on a device's 0-`max` scale, rounded: the inverse of [`percent_of`]
+/// (Z-Wave: 100 % is 99, 50 % is 50, 1 % is 1).
+pub fn raw_of_percent(percent: u8, max: f64) -> u8 {
+    let p = f64::from(percent.min(100));
+    (p * max / 100.0).round().clamp(0.0, max) as u8
+}
+
 /// A level on the device's 0-`max` scale as a percentage, one decimal.
 pub fn percent_of(raw: f64, max: f64) -> f64 {
     ((raw / max * 100.0).clamp(0.0, 100.0) * 10.0).round() / 10.0
@@ -203,7 +213,8 @@ pub fn percent_of(raw: f64, max: f64) -> f64 {
 
 /// A driver's reading in the vocabulary: native names of canonical quantities
 /// are renamed and rescaled (`on_off` -> `on`; Zigbee `current_level` 0-254 ->
-/// `level` in % plus `level_raw`; `battery_percentage` -> `battery`); anything
+/// `level` in % plus `level_raw`, Z-Wave `switch_level` 0-99 the same way;
+/// `battery_percentage` -> `battery`); anything
 /// else is passed on unchanged.
 pub fn normalize(r: Reading) -> Vec<Reading> {
     match r.name.as_str() {
@@ -211,19 +222,26 @@ pub fn normalize(r: Reading) -> Vec<Reading> {
             name: "on".into(),
             ..r
         }],
-        "current_level" => match r.value {
-            Value::Number(raw) => vec![
-                Reading {
-                    name: "level".into(),
-                    value: Value::Number(percent_of(raw, ZIGBEE_LEVEL_MAX)),
-                    unit: Some("%".into()),
-                },
-                Reading {
-                    name: "level_raw".into(),
-                    value: Value::Number(raw),
-                    unit: None,
-                },
-            ],
+        "current_level" | "switch_level" => match r.value {
+            Value::Number(raw) => {
+                let max = if r.name == "switch_level" {
+                    ZWAVE_LEVEL_MAX
+                } else {
+                    ZIGBEE_LEVEL_MAX
+                };
+                vec![
+                    Reading {
+                        name: "level".into(),
+                        value: Value::Number(percent_of(raw, max)),
+                        unit: Some("%".into()),
+                    },
+                    Reading {
+                        name: "level_raw".into(),
+                        value: Value::Number(raw),
+                        unit: None,
+                    },
+                ]
+            }
             _ => vec![r],
         },
         "battery_percentage" => vec![Reading {
@@ -256,14 +274,61 @@ impl SetError {
     }
 }
 
-const SETTABLE: &str = "settable attributes are `on` (true or false), `state` (\"on\", \"off\" or \"toggle\") and `level` (a number 0-100, in %; a level implies on)";
+const SETTABLE: &str = "settable attributes are `on` (true or false), `state` (\"on\", \"off\" or \"toggle\"), `level` (a number 0-100, in %; a level implies on), or a device parameter with `config_parameter`, `config_size` (1, 2 or 4) and `config_value`";
+
+/// The attributes of a configuration parameter `set`.
+const CONFIG_KEYS: [&str; 3] = ["config_parameter", "config_size", "config_value"];
+
+/// `{"config_parameter": N, "config_size": 1|2|4, "config_value": V}`, all three, alone.
+fn configure(state: &Map<String, Json>) -> Result<DeviceCommand, SetError> {
+    let invalid = |m: String| Err(SetError::Invalid(m));
+    let others: Vec<&str> = state
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !CONFIG_KEYS.contains(k))
+        .collect();
+    if !others.is_empty() {
+        return invalid(format!(
+            "a configuration parameter is set on its own, without `{}`",
+            others.join("`, `")
+        ));
+    }
+    let int = |k: &str| state.get(k).and_then(Json::as_i64);
+    let (Some(parameter), Some(size), Some(value)) = (
+        int("config_parameter"),
+        int("config_size"),
+        int("config_value"),
+    ) else {
+        return invalid(
+            "a configuration parameter needs `config_parameter`, `config_size` (1, 2 or 4) and `config_value`, all integers".into(),
+        );
+    };
+    let Ok(parameter) = u16::try_from(parameter) else {
+        return invalid(format!(
+            "`config_parameter` must be 0-65535, not {parameter}"
+        ));
+    };
+    let size = u8::try_from(size).unwrap_or(0);
+    let cmd = DeviceCommand::Configure {
+        parameter,
+        size,
+        value,
+    };
+    cmd.check()
+        .map_err(|e| SetError::Invalid(format!("`config_value`/`config_size`: {e}")))?;
+    Ok(cmd)
+}
 
 /// Validates a `set` request's `state` into the command it asks for:
 /// `{"on": bool}`, `{"state": "on"|"off"|"toggle"}`, `{"level": 0-100}` or
-/// `{"on": true, "level": 0-100}`. Wrong types, ranges and contradictions are
+/// `{"on": true, "level": 0-100}`, or a device parameter (`config_parameter`,
+/// `config_size`, `config_value`). Wrong types, ranges and contradictions are
 /// [`SetError::Invalid`]; attributes outside the vocabulary's settable ones are
 /// [`SetError::NotSupported`].
 pub fn desired_state(state: &Map<String, Json>) -> Result<DeviceCommand, SetError> {
+    if state.keys().any(|k| CONFIG_KEYS.contains(&k.as_str())) {
+        return configure(state);
+    }
     let invalid = |m: String| Err(SetError::Invalid(m));
     let mut on = None;
     let mut word = None;
@@ -352,6 +417,33 @@ mod tests {
         ] {
             assert_eq!(set(bad.clone()), Err("invalid_request"), "{bad}");
         }
+        assert_eq!(
+            set(json!({"config_parameter": 3, "config_size": 1, "config_value": 255})),
+            Ok(DeviceCommand::Configure {
+                parameter: 3,
+                size: 1,
+                value: 255
+            })
+        );
+        assert_eq!(
+            set(json!({"config_parameter": 7, "config_size": 4, "config_value": -5})),
+            Ok(DeviceCommand::Configure {
+                parameter: 7,
+                size: 4,
+                value: -5
+            })
+        );
+        for bad in [
+            json!({"config_parameter": 3, "config_size": 1, "config_value": 256}),
+            json!({"config_parameter": 3, "config_size": 1, "config_value": -129}),
+            json!({"config_parameter": 3, "config_size": 3, "config_value": 1}),
+            json!({"config_parameter": 3, "config_value": 1}),
+            json!({"config_parameter": -1, "config_size": 1, "config_value": 1}),
+            json!({"config_parameter": 3, "config_size": 1, "config_value": 1.5}),
+            json!({"config_parameter": 3, "config_size": 1, "config_value": 1, "on": true}),
+        ] {
+            assert_eq!(set(bad.clone()), Err("invalid_request"), "{bad}");
+        }
         assert_eq!(set(json!({"color": "red"})), Err("not_supported"));
         assert_eq!(
             set(json!({"on": true, "color_temp": 300})),
@@ -378,6 +470,28 @@ mod tests {
         });
         assert_eq!(on[0].name, "on");
         assert_eq!(percent_of(254.0, ZIGBEE_LEVEL_MAX), 100.0);
+        // Z-Wave's scale ends at 99: fully on reads 100 %, and 100 % is sent as 99.
+        let zw = |raw: f64| {
+            normalize(Reading {
+                name: "switch_level".into(),
+                value: Value::Number(raw),
+                unit: None,
+            })
+        };
+        assert_eq!(zw(99.0)[0].value, Value::Number(100.0));
+        assert_eq!(zw(99.0)[1].value, Value::Number(99.0));
+        assert_eq!(zw(0.0)[0].value, Value::Number(0.0));
+        assert_eq!(zw(50.0)[0].value, Value::Number(50.5));
+        assert_eq!(raw_of_percent(100, ZWAVE_LEVEL_MAX), 99);
+        assert_eq!(raw_of_percent(0, ZWAVE_LEVEL_MAX), 0);
+        assert_eq!(raw_of_percent(1, ZWAVE_LEVEL_MAX), 1);
+        assert_eq!(raw_of_percent(50, ZWAVE_LEVEL_MAX), 50);
+        assert_eq!(raw_of_percent(255, ZWAVE_LEVEL_MAX), 99);
+        // Every percentage survives the round trip through the 0-99 scale.
+        for p in 0..=100u8 {
+            let back = percent_of(f64::from(raw_of_percent(p, ZWAVE_LEVEL_MAX)), 99.0);
+            assert!((back - f64::from(p)).abs() <= 0.6, "{p}% -> {back}%");
+        }
         assert_eq!(percent_of(255.0, ZIGBEE_LEVEL_MAX), 100.0);
         for q in QUANTITIES {
             assert_eq!(

@@ -222,6 +222,10 @@ pub struct DriverIo {
     pub secrets: Option<Arc<SecretSink>>,
     /// The driver's counters, shared with the radio's handle.
     pub counters: Arc<RadioCounters>,
+    /// A directory of this radio's own where the driver may keep what it learnt about its
+    /// network across restarts of the daemon (created when first written); `None` where
+    /// nothing is kept (test rigs).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 pub type DriverFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
@@ -263,6 +267,12 @@ pub struct Capabilities {
     pub key_rotation: Option<Duration>,
     /// How its devices may be reached; each device says which applies to it.
     pub reachability: &'static [Reachability],
+    /// Its devices have numbered configuration parameters it can set
+    /// (`DeviceCommand::Configure`).
+    pub configuration: bool,
+    /// A device told to leave must take part (Z-Wave exclusion: its button): the radio
+    /// waits this long for it, and the technician is told to act now.
+    pub removal_needs_device: Option<Duration>,
 }
 
 impl Capabilities {

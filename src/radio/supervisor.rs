@@ -20,16 +20,21 @@ use crate::model::{DeviceEvent, RadioState};
 pub const COMMAND_QUEUE: usize = 64;
 
 /// Starts a supervisor for each radio. Supervisors stop when `shutdown` flips. `secrets`
-/// is where drivers keep network secrets (the daemon always passes one).
+/// is where drivers keep network secrets (the daemon always passes one); `state_dir`
+/// holds one directory per radio (named after it) for what drivers keep across restarts.
 pub fn spawn_all(
     radios: &[RadioConfig],
     events: mpsc::Sender<DeviceEvent>,
     shutdown: watch::Receiver<bool>,
     secrets: Option<Arc<SecretSink>>,
+    state_dir: Option<&std::path::Path>,
 ) -> Vec<RadioHandle> {
     radios
         .iter()
-        .map(|cfg| spawn_one(cfg, events.clone(), shutdown.clone(), secrets.clone()))
+        .map(|cfg| {
+            let dir = state_dir.map(|d| d.join(cfg.name.get_ref()));
+            spawn_one(cfg, events.clone(), shutdown.clone(), secrets.clone(), dir)
+        })
         .collect()
 }
 
@@ -38,6 +43,7 @@ fn spawn_one(
     events: mpsc::Sender<DeviceEvent>,
     mut shutdown: watch::Receiver<bool>,
     secrets: Option<Arc<SecretSink>>,
+    state_dir: Option<std::path::PathBuf>,
 ) -> RadioHandle {
     let name = cfg.name.get_ref().clone();
     let port = cfg.port_spec();
@@ -83,6 +89,7 @@ fn spawn_one(
         state: state_tx,
         secrets,
         counters: counters.clone(),
+        state_dir,
     };
     tokio::spawn(supervise(driver, io, shutdown));
     RadioHandle {
@@ -240,6 +247,7 @@ mod tests {
             state,
             secrets: None,
             counters: Arc::default(),
+            state_dir: None,
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let driver = DriverBox::OwnTransport(Box::new(Flaky {

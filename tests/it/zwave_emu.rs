@@ -1,7 +1,7 @@
 //! The Z-Wave driver on the built-in controller emulator (`fieldgate_zwave::emulator`, pumped
 //! by `radio::zwave_sim`): the NVM backup, every controller fault the emulator injects and
-//! how the driver recovers from it, and a sleeping node's requests sent while it is awake,
-//! then sent back to sleep at once.
+//! how the driver recovers from it, a sleeping node's requests sent while it is awake,
+//! then sent back to sleep at once, levels on the 0-99 scale, configuration parameters.
 //!
 //! The emulator is attached through an in-memory pipe (as `sim://zwave` is); the hub is
 //! left out so each assertion is about the driver.
@@ -9,9 +9,10 @@
 use std::time::Duration;
 
 use fieldgate::config::{PortSpec, Protocol};
+use fieldgate::model::Value;
 use fieldgate::model::{DeviceCommand, DeviceEventKind, RadioCommand};
 use fieldgate::radio::zwave_sim::SimEmulator;
-use fieldgate_zwave::emulator::{EmulatorConfig, Fault, HOME_ID};
+use fieldgate_zwave::emulator::{default_nodes, EmulatorConfig, Fault, NodeKind, HOME_ID};
 
 use crate::zwave_mock::harness::Driven;
 
@@ -25,23 +26,38 @@ fn address(node: u8) -> String {
 }
 
 fn start() -> (SimEmulator, Driven) {
-    let sim = SimEmulator::new(EmulatorConfig {
+    start_with(EmulatorConfig::default())
+}
+
+fn start_with(config: EmulatorConfig) -> (SimEmulator, Driven) {
+    let sim = emulator(config);
+    let zw = attach(&sim, None);
+    (sim, zw)
+}
+
+/// The emulator with quick wake-ups and slow periodic reports.
+fn emulator(config: EmulatorConfig) -> SimEmulator {
+    SimEmulator::new(EmulatorConfig {
         wake_interval: Duration::from_secs(3),
         awake_time: Duration::from_secs(10),
         report_interval: Duration::from_secs(60),
-        ..EmulatorConfig::default()
-    });
+        ..config
+    })
+}
+
+/// A driver on the emulator (a new connection), keeping its state in `state_dir` if given.
+fn attach(sim: &SimEmulator, state_dir: Option<std::path::PathBuf>) -> Driven {
     let (ours, theirs) = tokio::io::duplex(4096);
     let served = sim.clone();
     tokio::spawn(async move {
         let _ = served.serve(theirs).await;
     });
-    let zw = Driven::start_with(
+    Driven::start_in(
         PortSpec::Sim(Protocol::Zwave),
         Some(Box::new(ours)),
         OPTIONS,
-    );
-    (sim, zw)
+        state_dir,
+    )
 }
 
 async fn plug_ready(zw: &mut Driven) {
@@ -54,8 +70,13 @@ async fn plug_ready(zw: &mut Driven) {
 
 /// Sets the plug and returns the result's `ok`.
 async fn switch(zw: &mut Driven, id: &str, command: DeviceCommand) -> bool {
+    set(zw, PLUG, id, command).await.0
+}
+
+/// Sends a command to a node and returns the result's `ok` and detail.
+async fn set(zw: &mut Driven, node: u8, id: &str, command: DeviceCommand) -> (bool, String) {
     zw.command(RadioCommand::Set {
-        native_address: address(PLUG),
+        native_address: address(node),
         command,
         command_id: id.into(),
     })
@@ -65,7 +86,10 @@ async fn switch(zw: &mut Driven, id: &str, command: DeviceCommand) -> bool {
             matches!(&e.kind, DeviceEventKind::CommandResult { command_id, .. } if command_id == id)
         })
         .await;
-    matches!(ev.kind, DeviceEventKind::CommandResult { ok: true, .. })
+    match ev.kind {
+        DeviceEventKind::CommandResult { ok, detail, .. } => (ok, detail),
+        _ => (false, String::new()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,4 +280,183 @@ fn radio_backup_writes_the_nvm_image_and_its_description() {
         .success());
     // The image (network keys) never reaches the log.
     assert!(!d.log().contains(&hex::encode(&bytes[..64])));
+}
+
+/// Multilevel Switch levels are 0-99 on the wire: 100 % is sent as 99 and 99 reads as
+/// 100 %, with the device's own number beside it as `level_raw`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dimmer_at_99_reads_100_percent_and_100_percent_is_sent_as_99() {
+    const DIMMER: u8 = 7;
+    let mut nodes = default_nodes();
+    nodes.push((DIMMER, NodeKind::Dimmer));
+    let (sim, mut zw) = start_with(EmulatorConfig {
+        nodes,
+        ..EmulatorConfig::default()
+    });
+    zw.wait("the dimmer interviewed", 30, |e| {
+        e.native_address == address(DIMMER)
+            && matches!(&e.kind, DeviceEventKind::Interviewed(i) if i.manufacturer.is_some())
+    })
+    .await;
+    let number =
+        |e: &fieldgate::model::DeviceEvent, name: &str| match &e.kind {
+            DeviceEventKind::Readings(r) => r.iter().find(|r| r.name == name).and_then(|r| match r
+                .value
+            {
+                Value::Number(n) => Some(n),
+                _ => None,
+            }),
+            _ => None,
+        };
+    for (percent, raw, reads) in [
+        (100u8, 99u8, 100.0),
+        (50, 50, 50.5),
+        (0, 0, 0.0),
+        (1, 1, 1.0),
+    ] {
+        let t0 = std::time::SystemTime::now();
+        let id = format!("level-{percent}");
+        let (ok, detail) = set(&mut zw, DIMMER, &id, DeviceCommand::Level { percent }).await;
+        assert!(ok, "{percent} %: {detail}");
+        assert_eq!(sim.with(|e, _| e.node(DIMMER).map(|n| n.level)), Some(raw));
+        // The state it reported after the Set (Multilevel Switch Get), before the result.
+        let ev = zw
+            .seen(|e| {
+                e.native_address == address(DIMMER)
+                    && e.received_at >= t0
+                    && number(e, "level").is_some()
+            })
+            .unwrap_or_else(|| panic!("no level reported after {percent} %"));
+        assert_eq!(number(&ev, "level"), Some(reads), "{percent} %");
+        assert_eq!(number(&ev, "level_raw"), Some(f64::from(raw)));
+    }
+    // "On" is 0xFF: the device goes back to its last level.
+    assert!(set(&mut zw, DIMMER, "on", DeviceCommand::On).await.0);
+    assert_eq!(sim.with(|e, _| e.node(DIMMER).map(|n| n.level)), Some(1));
+}
+
+/// A configuration parameter is set (under Supervision: the node says it took it), read
+/// back, and the answer says the value the node holds; a parameter the node lacks, or a
+/// value that does not fit, fails with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_parameters_are_set_and_read_back() {
+    let (sim, mut zw) = start();
+    plug_ready(&mut zw).await;
+    let param = |n: u8| sim.with(|e, _| e.node(PLUG).and_then(|v| v.parameters.get(&n).copied()));
+    assert_eq!(param(1), Some((2, 300)), "the emulator's default");
+    let configure = |parameter, size, value| DeviceCommand::Configure {
+        parameter,
+        size,
+        value,
+    };
+    let (ok, detail) = set(&mut zw, PLUG, "p1", configure(1, 2, 600)).await;
+    assert!(ok, "{detail}");
+    assert!(detail.contains("parameter 1 is now 600"), "{detail}");
+    assert_eq!(param(1), Some((2, 600)));
+    // Unsigned in its size: 255 in one byte is sent (and held) as 0xFF.
+    let (ok, detail) = set(&mut zw, PLUG, "p2", configure(2, 1, 255)).await;
+    assert!(ok, "{detail}");
+    assert_eq!(param(2), Some((1, -1)));
+    // A parameter the node does not have: it answers with another one.
+    let (ok, detail) = set(&mut zw, PLUG, "p9", configure(9, 1, 5)).await;
+    assert!(!ok);
+    assert!(detail.contains("no parameter 9"), "{detail}");
+    assert_eq!(param(9), None);
+    // Too big for its size, or a number Configuration cannot carry: refused before sending.
+    let (ok, detail) = set(&mut zw, PLUG, "big", configure(1, 1, 300)).await;
+    assert!(!ok && detail.contains("does not fit"), "{detail}");
+    let (ok, detail) = set(&mut zw, PLUG, "p300", configure(300, 1, 1)).await;
+    assert!(!ok && detail.contains("0-255"), "{detail}");
+    assert_eq!(param(1), Some((2, 600)), "unchanged by the refusals");
+    zw.assert_running();
+}
+
+/// What interviews learnt is kept in the radio's state directory: after a restart of the
+/// daemon no node is interviewed again (no Manufacturer Specific or Version Get reaches
+/// it), the sleeping node's next wake-up is an ordinary one (its battery level, asked only
+/// of nodes whose interview is done), and commands work at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interviews_are_not_started_over_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("zwave0");
+    let sim = emulator(EmulatorConfig::default());
+    let mut zw = attach(&sim, Some(state.clone()));
+    zw.wait("the sleeper interviewed", 40, |e| {
+        e.native_address == address(SLEEPER)
+            && matches!(&e.kind, DeviceEventKind::Interviewed(i) if i.manufacturer.is_some())
+    })
+    .await;
+    let plug_done = |e: &fieldgate::model::DeviceEvent| {
+        e.native_address == address(PLUG)
+            && matches!(&e.kind, DeviceEventKind::Interviewed(i) if i.manufacturer.is_some())
+    };
+    if zw.seen(plug_done).is_none() {
+        plug_ready(&mut zw).await;
+    }
+    let asked = |node: u8| {
+        sim.with(|e, _| {
+            (
+                e.delivered(node, 0x72, 0x04), // Manufacturer Specific Get
+                e.delivered(node, 0x86, 0x11), // Version Get
+            )
+        })
+    };
+    let before = (asked(PLUG), asked(SLEEPER));
+    assert!(before.0 .0 >= 1 && before.1 .0 >= 1, "{before:?}");
+    assert!(state.join("zwave-nodes.json").is_file());
+    // The daemon stops and starts again.
+    drop(zw);
+    let mut zw = attach(&sim, Some(state));
+    let t0 = std::time::SystemTime::now();
+    zw.wait("the sleeper's next wake-up (its battery level)", 20, |e| {
+        e.native_address == address(SLEEPER)
+            && e.received_at > t0
+            && matches!(&e.kind, DeviceEventKind::Readings(r) if r.iter().any(|r| r.name == "battery"))
+    })
+    .await;
+    assert!(switch(&mut zw, "after-restart", DeviceCommand::On).await);
+    assert_eq!((asked(PLUG), asked(SLEEPER)), before, "interviewed again");
+    zw.assert_running();
+}
+
+/// The technician's side, end to end (the real daemon on `sim://zwave`): the emulator's
+/// network adopted in a join window, a configuration parameter set from the CLI (a wrong
+/// size refused with the reason), and `remove` telling the technician to press the
+/// device's button now, because the radio's capabilities say exclusion needs it.
+#[test]
+fn configure_and_remove_from_the_cli() {
+    use crate::common::{stderr, stdout};
+    let d = crate::common::TestDaemon::start(
+        "\n[[radio]]\nname = \"zwave0\"\nprotocol = \"zwave\"\nport = \"sim://zwave\"\n",
+    );
+    let id = format!("zwave:{}", address(PLUG));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let until = |what: &str, args: &[&str]| loop {
+        let out = d.cli(args);
+        if out.status.success() {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {}\n{}",
+            stderr(&out),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    until("a join window", &["pair", "zwave0", "--seconds", "2"]);
+    until("the plug known", &["device", &id]);
+    let out = until("configure", &["configure", &id, "1", "600", "--size", "2"]);
+    assert!(stdout(&out).contains("sent to"), "{}", stdout(&out));
+    let out = d.cli(&["configure", &id, "1", "600", "--size", "3"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("1, 2 or 4"), "{}", stderr(&out));
+    let out = d.cli(&["remove", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("decommissioned"), "{text}");
+    assert!(
+        text.contains("press the device's button") && text.contains("within 60 s"),
+        "{text}"
+    );
 }

@@ -144,7 +144,14 @@ impl Builder {
             Radios::FromConfig { secrets } => {
                 let sink = secrets
                     .then(|| Arc::new(SecretSink::new(store.writer(), self.master_key.clone())));
-                radio::spawn_all(&config.radios, events.clone(), sd_rx.clone(), sink)
+                let radios_dir = config.gateway.state_dir.get_ref().join("radios");
+                radio::spawn_all(
+                    &config.radios,
+                    events.clone(),
+                    sd_rx.clone(),
+                    sink,
+                    Some(&radios_dir),
+                )
             }
         };
         let radios = Arc::new(radios);

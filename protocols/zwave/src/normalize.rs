@@ -52,8 +52,10 @@ pub fn normalize(cc: &Cc) -> Vec<Reading> {
     match cc {
         Cc::Basic(Basic::Report { current, .. })
         | Cc::MultilevelSwitch(MultilevelSwitch::Report { current, .. }) => {
+            // On the device's own 0-99 scale: the hub's vocabulary makes it a
+            // percentage (99 is fully on, 100 %).
             if let Some(level) = level_percent(*current) {
-                out.push(Reading::number("level", f64::from(level), Some("%")));
+                out.push(Reading::number("switch_level", f64::from(level), None));
                 out.push(Reading::flag("on_off", level > 0));
             }
         }
@@ -186,6 +188,16 @@ mod tests {
             one(&[0x80, 0x03, 0xFF]),
             vec![Reading::flag("battery_low", true)]
         );
+        // Multilevel Switch Report: 99 is the top of the device's scale, 0xFF (v1) too.
+        for top in [0x63, 0xFF] {
+            assert_eq!(
+                one(&[0x26, 0x03, top]),
+                vec![
+                    Reading::number("switch_level", 99.0, None),
+                    Reading::flag("on_off", true)
+                ]
+            );
+        }
         assert_eq!(
             one(&[0x71, 0x05, 0, 0, 0, 0xFF, 0x06, 0x16, 0x00]),
             vec![Reading::flag("door_open", true)]

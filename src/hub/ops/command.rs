@@ -1,8 +1,28 @@
-//! Actuating a device (on/off/toggle/level) from the technician CLI.
+//! Actuating a device (on/off/toggle/level, a configuration parameter) from the
+//! technician CLI.
 
 use super::*;
 
 impl Hub {
+    /// A command the device's radio cannot carry out, by its capabilities (a
+    /// configuration parameter on a radio whose devices have none).
+    pub(in crate::hub) fn command_unsupported(
+        &self,
+        d: &registry::Device,
+        command: &DeviceCommand,
+    ) -> Option<HubError> {
+        if let Err(e) = command.check() {
+            return Some(HubError::Invalid(e));
+        }
+        let caps = self.radios.get(&d.radio).and_then(|h| h.capabilities)?;
+        (matches!(command, DeviceCommand::Configure { .. }) && !caps.configuration).then(|| {
+            HubError::NotSupported(format!(
+                "devices on radio `{}` ({}) have no configuration parameters",
+                d.radio, d.protocol
+            ))
+        })
+    }
+
     pub(in crate::hub) async fn command(
         &mut self,
         device: &DeviceId,
@@ -16,6 +36,7 @@ impl Hub {
             None => Some(HubError::UnknownDevice(device.to_string())),
             Some(d) => self
                 .command_refusal(d)
+                .or_else(|| self.command_unsupported(d, &command))
                 .map(Err)
                 .unwrap_or(Ok(()))
                 .and_then(|()| {

@@ -70,6 +70,11 @@ impl Hub {
             })
             .await??;
         let (d, destroyed, radio_removal) = outcome;
+        let device_action_within_s = (radio_removal == "requested")
+            .then(|| self.radios.get(&d.radio).and_then(|h| h.capabilities))
+            .flatten()
+            .and_then(|c| c.removal_needs_device)
+            .map(|t| t.as_secs());
         // Best effort: a radio that is down or busy tells the device to leave when
         // it is next heard (decommissioned devices are refused and removed).
         let _ = self.send_to_radio(
@@ -85,6 +90,7 @@ impl Hub {
             device: d,
             credentials_destroyed: destroyed,
             radio_removal,
+            device_action_within_s,
         })
     }
 }

@@ -16,7 +16,10 @@ impl Hub {
         let command = r.action.to_json();
         let refusal = match &d {
             None => Some(HubError::UnknownDevice(r.device.to_string())),
-            Some(d) => self.command_refusal(d),
+            Some(d) => self.command_refusal(d).or_else(|| match &r.action {
+                DeviceAction::Set(c) => self.command_unsupported(d, c),
+                DeviceAction::Get { .. } => None,
+            }),
         };
         let d = match (refusal, d) {
             (None, Some(d)) => d,

@@ -16,6 +16,8 @@ pub const SPEC: DriverSpec = DriverSpec {
         key_rotation: None,
         // Advertisers only transmit; nothing is sent to them.
         reachability: &[Reachability::AfterUplink],
+        configuration: false,
+        removal_needs_device: None,
     },
     ports: &[PortKind::Bluez, PortKind::Sim],
     check_options,

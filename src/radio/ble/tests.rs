@@ -38,6 +38,7 @@ fn start(options: &str, secrets: Option<Arc<SecretSink>>) -> Rig {
         state,
         secrets,
         counters: counters.clone(),
+        state_dir: None,
     };
     let task = tokio::spawn(async move { BleDriver::new().run_scan(&mut io).await });
     Rig {

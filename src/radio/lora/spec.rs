@@ -17,6 +17,8 @@ pub const SPEC: DriverSpec = DriverSpec {
         key_rotation: None,
         // Class A: a device hears only in the two windows after its own uplink.
         reachability: &[Reachability::AfterUplink],
+        configuration: false,
+        removal_needs_device: None,
     },
     ports: &[PortKind::Udp, PortKind::Sim],
     check_options,

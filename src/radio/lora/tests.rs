@@ -45,6 +45,7 @@ async fn rig() -> Rig {
         state,
         secrets: None,
         counters: counters.clone(),
+        state_dir: None,
     };
     tokio::spawn(async move {
         let mut d = super::LoraDriver::default();

@@ -290,6 +290,17 @@ impl Coordinator<'_> {
                 .emit(native.clone(), fail("device not on this network".into()))
                 .await;
         };
+        if let DeviceCommand::Configure { .. } = command {
+            return self
+                .emit(
+                    native.clone(),
+                    fail(
+                        "not_supported: Zigbee devices have no numbered configuration parameters"
+                            .into(),
+                    ),
+                )
+                .await;
+        }
         let cluster = match command {
             DeviceCommand::Level { .. } => cluster_id::LEVEL_CONTROL,
             _ => cluster_id::ON_OFF,
@@ -304,6 +315,8 @@ impl Coordinator<'_> {
             DeviceCommand::Level { percent } => {
                 clusters::move_to_level_with_on_off(level_from_percent(percent), 0, tsn)
             }
+            // Answered above.
+            DeviceCommand::Configure { .. } => return Ok(()),
         };
         let req = self.zcl_request(nwk, ep, cluster, frame)?;
         let trans_id = match &req {

@@ -17,6 +17,8 @@ pub const SPEC: DriverSpec = DriverSpec {
         key_rotation: Some(super::MAX_KEY_SWITCH_DELAY),
         // Routers are always listening; sleepy end devices poll their parent.
         reachability: &[Reachability::AlwaysListening, Reachability::WakeUp],
+        configuration: false,
+        removal_needs_device: None,
     },
     ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],
     check_options,

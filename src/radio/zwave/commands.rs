@@ -1,15 +1,21 @@
 //! The hub's commands: permit join, remove, set (on / off / toggle / level, answered with
-//! the TX status and the state the device reports after it), read (fresh values of what the
-//! node reports), backup; what a Z-Wave controller cannot do (device credentials, network
+//! the TX status and the state the device reports after it; a configuration parameter,
+//! set with Supervision where the node has it and read back), read (fresh values of what
+//! the node reports), backup; what a Z-Wave controller cannot do (device credentials, network
 //! key rotation) is refused with `not_supported`.
 
 use anyhow::Result;
-use fieldgate_zwave::cc::{id, Basic, BinarySwitch, Meter, MultilevelSensor, MultilevelSwitch};
+use fieldgate_zwave::cc::{
+    id, Basic, BinarySwitch, Configuration, Meter, MultilevelSensor, MultilevelSwitch, Supervision,
+    SupervisionStatus,
+};
 use fieldgate_zwave::Cc;
 use tokio::time::Instant;
 
 use super::{Controller, Sent};
-use crate::model::{DeviceCommand, DeviceEventKind, NetworkBackup, RadioCommand, RadioError};
+use crate::model::{
+    vocabulary, DeviceCommand, DeviceEventKind, NetworkBackup, RadioCommand, RadioError,
+};
 
 impl Controller<'_> {
     pub(super) async fn on_command(&mut self, cmd: RadioCommand) -> Result<()> {
@@ -113,6 +119,16 @@ impl Controller<'_> {
         let Some(node) = self.target(address) else {
             return self.unknown(address, command_id).await;
         };
+        if let DeviceCommand::Configure {
+            parameter,
+            size,
+            value,
+        } = command
+        {
+            return self
+                .configure(node, parameter, size, value, command_id)
+                .await;
+        }
         let (binary, multilevel, on) = match self.nodes.get(&node) {
             Some(n) => (
                 n.supports(id::BINARY_SWITCH),
@@ -131,7 +147,11 @@ impl Controller<'_> {
                     0xFF
                 }
             }
-            DeviceCommand::Level { percent } => percent.min(99),
+            // 0-99 on the wire: 100 % is 99 (0xFF would mean "the last level").
+            DeviceCommand::Level { percent } => {
+                vocabulary::raw_of_percent(percent, vocabulary::ZWAVE_LEVEL_MAX)
+            }
+            DeviceCommand::Configure { .. } => return Ok(()),
         };
         let is_level = matches!(command, DeviceCommand::Level { .. });
         let (set, get) = if multilevel && (is_level || !binary) {
@@ -166,6 +186,101 @@ impl Controller<'_> {
             }
             Sent::NotDelivered(why) => self.answer(node, command_id, false, why).await,
         }
+    }
+
+    /// Configuration Set (inside Supervision Get when the node supports Supervision, so that
+    /// it says whether it took the value), then Configuration Get: the answer says what the
+    /// node holds now. Parameters are one byte (Configuration v1-v3); a value is sent as
+    /// the two's complement of its size, so 255 and -1 in one byte are the same.
+    async fn configure(
+        &mut self,
+        node: u8,
+        parameter: u16,
+        size: u8,
+        value: i64,
+        command_id: String,
+    ) -> Result<()> {
+        let (configurable, supervised) = self.nodes.get(&node).map_or((false, false), |n| {
+            (n.supports(id::CONFIGURATION), n.supports(id::SUPERVISION))
+        });
+        let Some(wire) = wire_value(size, value) else {
+            let why = format!("{value} does not fit in {size} byte(s)");
+            return self.answer(node, command_id, false, why).await;
+        };
+        let Ok(parameter) = u8::try_from(parameter) else {
+            let why =
+                format!("Z-Wave configuration parameters are numbered 0-255, not {parameter}");
+            return self.answer(node, command_id, false, why).await;
+        };
+        if !configurable {
+            let why = "not_supported: the node has no Configuration command class".to_string();
+            return self.answer(node, command_id, false, why).await;
+        }
+        let set = Cc::Configuration(Configuration::Set {
+            parameter,
+            reset_to_default: false,
+            size,
+            value: wire,
+        });
+        let mut supervision = None;
+        if supervised {
+            let get = Cc::Supervision(Supervision::Get {
+                status_updates: false,
+                session_id: self.ids.next() & 0x3F,
+                encapsulated: Box::new(set),
+            });
+            match self.ask(node, get).await? {
+                Some(Cc::Supervision(Supervision::Report { status, .. })) => {
+                    if matches!(
+                        status,
+                        SupervisionStatus::NoSupport | SupervisionStatus::Fail
+                    ) {
+                        let why = format!("the node refused parameter {parameter} ({status:?})");
+                        return self.answer(node, command_id, false, why).await;
+                    }
+                    supervision = Some(status);
+                }
+                _ => {
+                    let why = "no Supervision Report from the node".to_string();
+                    return self.answer(node, command_id, false, why).await;
+                }
+            }
+        } else if let Sent::NotDelivered(why) = self.send_cc(node, &set).await? {
+            return self.answer(node, command_id, false, why).await;
+        }
+        let get = Cc::Configuration(Configuration::Get { parameter });
+        let (ok, detail) = match self.ask(node, get).await? {
+            Some(Cc::Configuration(Configuration::Report {
+                parameter: p,
+                size: s,
+                value: v,
+            })) if p == parameter => {
+                if s == size && v == wire {
+                    (true, format!("parameter {parameter} is now {value}"))
+                } else {
+                    (
+                        false,
+                        format!("the node kept parameter {parameter} at {v} ({s} byte(s)); asked for {value} ({size} byte(s))"),
+                    )
+                }
+            }
+            // A node answers a Get for a parameter it lacks with its first parameter.
+            Some(Cc::Configuration(Configuration::Report { parameter: p, .. })) => (
+                false,
+                format!("the node has no parameter {parameter} (it answered with parameter {p})"),
+            ),
+            _ => match supervision {
+                Some(status) => (
+                    true,
+                    format!("parameter {parameter} set (Supervision {status:?}); not read back"),
+                ),
+                None => (
+                    true,
+                    format!("parameter {parameter} delivered (TX status OK); not read back"),
+                ),
+            },
+        };
+        self.answer(node, command_id, ok, detail).await
     }
 
     async fn read(&mut self, address: &str, command_id: String) -> Result<()> {
@@ -214,5 +329,44 @@ impl Controller<'_> {
             format!("{answered} of {asked} values answered"),
         )
         .await
+    }
+}
+
+/// A value in `size` bytes as the signed number Configuration carries: unsigned values of
+/// the upper half (255 in one byte) wrap to their two's complement (-1). `None` when it
+/// does not fit.
+fn wire_value(size: u8, value: i64) -> Option<i32> {
+    if !matches!(size, 1 | 2 | 4) {
+        return None;
+    }
+    let bits = 8 * u32::from(size);
+    let (min, max) = (-(1i64 << (bits - 1)), (1i64 << bits) - 1);
+    if !(min..=max).contains(&value) {
+        return None;
+    }
+    let half = 1i64 << (bits - 1);
+    let signed = if value >= half {
+        value - (1i64 << bits)
+    } else {
+        value
+    };
+    i32::try_from(signed).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wire_value;
+
+    #[test]
+    fn configuration_values_wrap_to_their_size() {
+        assert_eq!(wire_value(1, 255), Some(-1));
+        assert_eq!(wire_value(1, 127), Some(127));
+        assert_eq!(wire_value(1, -128), Some(-128));
+        assert_eq!(wire_value(1, 256), None);
+        assert_eq!(wire_value(2, 300), Some(300));
+        assert_eq!(wire_value(2, 65_535), Some(-1));
+        assert_eq!(wire_value(4, 4_294_967_295), Some(-1));
+        assert_eq!(wire_value(4, i64::from(i32::MIN)), Some(i32::MIN));
+        assert_eq!(wire_value(3, 1), None);
     }
 }

@@ -157,6 +157,7 @@ impl Controller<'_> {
     /// Node `node` is no longer in the network.
     pub(super) async fn node_left(&mut self, node: u8) -> Result<()> {
         if self.nodes.remove(&node).is_some() {
+            self.keep_progress();
             self.emit(node, DeviceEventKind::Left).await?;
         }
         Ok(())

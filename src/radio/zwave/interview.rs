@@ -58,6 +58,7 @@ impl Controller<'_> {
             };
             if answered {
                 n.finish_step(step);
+                self.keep_progress();
                 continue;
             }
             n.failed_tries += 1;
@@ -66,6 +67,7 @@ impl Controller<'_> {
                 // Asleep again: continue at this step on its next wake-up.
                 n.awake_until = None;
                 tracing::info!(radio = %self.io.radio, node, step = step.name(), "sleeping node stopped answering; the interview continues at its next wake-up");
+                self.keep_progress();
                 return Ok(());
             }
             if n.failed_tries >= self.opts.send_attempts {
@@ -80,6 +82,7 @@ impl Controller<'_> {
             n.reported = true;
             let info = n.info();
             tracing::info!(radio = %self.io.radio, node, "interview complete");
+            self.keep_progress();
             self.emit(node, DeviceEventKind::Interviewed(info)).await?;
         }
         Ok(())

@@ -19,7 +19,8 @@
 //! - bad bytes cost a NAK, a counter and a resync, never a panic.
 //!
 //! The other files each hold one part of `impl Controller`: `options`, `nodes` (state, no
-//! IO), `transport`, `startup`, `interview`, `inbound` (frames from nodes), `commands`,
+//! IO), `progress` (nodes kept across daemon restarts, in the radio's state directory),
+//! `transport`, `startup`, `interview`, `inbound` (frames from nodes), `commands`,
 //! `inclusion` and `backup`. Nothing here decides admission or policy: that is the hub's.
 
 mod backup;
@@ -29,6 +30,7 @@ mod inclusion;
 mod interview;
 mod nodes;
 mod options;
+mod progress;
 mod spec;
 mod startup;
 mod transport;
@@ -62,6 +64,8 @@ pub struct ZwaveDriver {
     nodes: BTreeMap<u8, Node>,
     /// The network the nodes belong to: a controller with another home id starts afresh.
     home_id: Option<u32>,
+    /// What an earlier run of the daemon kept was read (once, at the first start).
+    loaded: bool,
 }
 
 impl ZwaveDriver {
@@ -75,6 +79,22 @@ impl Driver for ZwaveDriver {
         Box::pin(async move {
             let opts = ZwaveOptions::parse(&io.options)
                 .with_context(|| format!("radio `{}`: invalid [radio.options]", io.radio))?;
+            if !self.loaded {
+                self.loaded = true;
+                if let Some(dir) = &io.state_dir {
+                    match progress::load(dir) {
+                        Ok(Some((home_id, nodes))) => {
+                            tracing::info!(radio = %io.radio, home_id = %format!("{home_id:08x}"), nodes = nodes.len(), "node knowledge and interview progress restored");
+                            self.home_id = Some(home_id);
+                            self.nodes = nodes;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(radio = %io.radio, "kept interview progress not used (interviews start afresh): {e:#}")
+                        }
+                    }
+                }
+            }
             let counters = io.counters.clone();
             let mut controller = Controller {
                 link: HostSession::new(link, &io.radio, counters.clone()),
@@ -223,6 +243,17 @@ impl Controller<'_> {
             .await?;
         tracing::debug!(radio = %self.io.radio, node, ?sent, "node sent back to sleep");
         Ok(())
+    }
+
+    /// Writes what is known about the nodes to the radio's state directory, if it has one.
+    /// A failure is logged, not fatal: the interviews then resume only within this run.
+    fn keep_progress(&self) {
+        let Some(dir) = &self.io.state_dir else {
+            return;
+        };
+        if let Err(e) = progress::save(dir, self.home_id, self.nodes) {
+            tracing::warn!(radio = %self.io.radio, "interview progress not kept: {e:#}");
+        }
     }
 
     async fn emit(&mut self, node: u8, kind: DeviceEventKind) -> Result<()> {

@@ -2,7 +2,7 @@
 //! from its NIF, what its interview learnt and which steps are done. It outlives a link
 //! (the driver keeps it across re-opens), so an interview resumes where it stopped: a
 //! battery node that fell asleep mid-interview continues at the next step when it wakes,
-//! never from the start.
+//! never from the start. `progress` keeps it across restarts of the daemon too.
 //!
 //! Must not send anything: the interview (`interview.rs`) asks it what to do next.
 
@@ -55,6 +55,10 @@ impl Step {
             Step::WakeUpInterval => Some(id::WAKE_UP),
             Step::Battery => Some(id::BATTERY),
         }
+    }
+
+    pub(super) fn from_name(name: &str) -> Option<Step> {
+        Step::ORDER.into_iter().find(|s| s.name() == name)
     }
 
     pub(super) fn name(self) -> &'static str {

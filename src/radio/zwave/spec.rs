@@ -19,6 +19,10 @@ pub const SPEC: DriverSpec = DriverSpec {
         key_rotation: None,
         // Listening and FLiRS nodes hear at once; battery nodes only after a wake-up.
         reachability: &[Reachability::AlwaysListening, Reachability::WakeUp],
+        // Configuration CC parameters (Set, then Get to read them back).
+        configuration: true,
+        // Exclusion: the controller listens for the device's exclusion frame (its button).
+        removal_needs_device: Some(super::inclusion::EXCLUSION_WINDOW),
     },
     ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],
     check_options,

@@ -137,6 +137,7 @@ impl Controller<'_> {
             }
             self.add_node(node).await?;
         }
+        self.keep_progress();
         Ok(())
     }
 

@@ -190,12 +190,16 @@ async fn execute_other(
             block: false,
         } => {
             let r = ctx.hub.decommission(device, actor.to_string()).await?;
-            Ok(json!({
+            let mut data = json!({
                 "device": r.device.id,
                 "lifecycle": r.device.lifecycle,
                 "credentials_destroyed": r.credentials_destroyed,
                 "radio_removal": r.radio_removal,
-            }))
+            });
+            if let Some(secs) = r.device_action_within_s {
+                data["device_action_within_s"] = json!(secs);
+            }
+            Ok(data)
         }
         Request::Set { .. } | Request::Get { .. } => Err(Rejection::new(
             "internal",

@@ -172,6 +172,17 @@ impl Driven {
 
     /// The driver on `port`, or on `link` when one is given (an emulator's pipe).
     pub fn start_with(port_spec: PortSpec, link: Option<link::Link>, options: &str) -> Driven {
+        Self::start_in(port_spec, link, options, None)
+    }
+
+    /// As [`Driven::start_with`], keeping what the driver learns in `state_dir` (as the
+    /// daemon's supervisor gives it one), so that a second driver there is a restart.
+    pub fn start_in(
+        port_spec: PortSpec,
+        link: Option<link::Link>,
+        options: &str,
+        state_dir: Option<std::path::PathBuf>,
+    ) -> Driven {
         if std::env::var_os("ZW_LOG").is_some() {
             fieldgate::daemon::init_logging("debug");
         }
@@ -196,6 +207,7 @@ impl Driven {
             state: state_tx,
             secrets: None,
             counters: counters.clone(),
+            state_dir,
         };
         let task = tokio::spawn(async move {
             let link = match link {

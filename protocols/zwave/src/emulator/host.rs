@@ -389,6 +389,15 @@ impl Emulator {
             return;
         }
         let cc = cc.to_vec();
+        // Counted per command, Supervision unwrapped (Get: class, command, session, length).
+        let counted = match cc.as_slice() {
+            [0x6C, 0x01, _, _, class, command, ..] => Some((*class, *command)),
+            [class, command, ..] => Some((*class, *command)),
+            _ => None,
+        };
+        if let Some((class, command)) = counted {
+            *self.delivered.entry((node, class, command)).or_default() += 1;
+        }
         let answers = self
             .nodes
             .get_mut(&node)

@@ -100,7 +100,7 @@ impl Default for EmulatorConfig {
 /// The default network (the one the committed NVM image describes): nodes 2-6, one of each
 /// kind.
 pub fn default_nodes() -> Vec<(u8, NodeKind)> {
-    NodeKind::ALL
+    NodeKind::DEFAULT
         .into_iter()
         .enumerate()
         .map(|(i, k)| (i as u8 + 2, k))
@@ -218,6 +218,8 @@ pub struct Emulator {
     nvm: nvm::Nvm,
     tx_status_report: bool,
     recorded: Vec<Recorded>,
+    /// Commands nodes received from the host: (node, class, command) -> how many.
+    delivered: BTreeMap<(u8, u8, u8), u64>,
     /// When the partial host frame in the parser started (reception is aborted
     /// [`RX_TIMEOUT`] later).
     partial_since: Option<Duration>,
@@ -263,6 +265,7 @@ impl Emulator {
             membership: Membership::default(),
             tx_status_report: true,
             recorded: Vec::new(),
+            delivered: BTreeMap::new(),
             partial_since: None,
             stats: EmulatorStats::default(),
             cfg,
@@ -583,6 +586,15 @@ impl Emulator {
     /// Makes a node report now (a sleeping one holds it until it wakes).
     pub fn report_now(&mut self, now: Duration, id: u8) {
         self.periodic_report(now, id);
+    }
+
+    /// How many times node `node` received command `command` of class `class` from the
+    /// host (e.g. `0x72, 0x04`: Manufacturer Specific Get), Supervision unwrapped.
+    pub fn delivered(&self, node: u8, class: u8, command: u8) -> u64 {
+        self.delivered
+            .get(&(node, class, command))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every value nodes sent, in order.

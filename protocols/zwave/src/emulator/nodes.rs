@@ -25,6 +25,7 @@ pub mod cc_id {
     pub const NO_OPERATION: u8 = 0x00;
     pub const BASIC: u8 = 0x20;
     pub const BINARY_SWITCH: u8 = 0x25;
+    pub const MULTILEVEL_SWITCH: u8 = 0x26;
     pub const MULTILEVEL_SENSOR: u8 = 0x31;
     pub const METER: u8 = 0x32;
     pub const ZWAVE_PLUS_INFO: u8 = 0x5E;
@@ -65,15 +66,28 @@ pub enum NodeKind {
     /// Battery lock-like switch that is a FLiRS (frequently listening, 1000 ms beam): Binary
     /// Switch + Battery. Reachable at any time, each frame after a wake-up beam.
     FlirsSwitch,
+    /// Mains-powered dimmer: Multilevel Switch v1 (0-99, 0xFF = the last level). Always
+    /// listening. Not in the default network; `--nodes` or a test adds it.
+    Dimmer,
 }
 
 impl NodeKind {
-    pub const ALL: [NodeKind; 5] = [
+    /// The kinds of the default network, one node each.
+    pub const DEFAULT: [NodeKind; 5] = [
         Self::SwitchMeter,
         Self::Multisensor,
         Self::DoorSensor,
         Self::BatterySensor,
         Self::FlirsSwitch,
+    ];
+
+    pub const ALL: [NodeKind; 6] = [
+        Self::SwitchMeter,
+        Self::Multisensor,
+        Self::DoorSensor,
+        Self::BatterySensor,
+        Self::FlirsSwitch,
+        Self::Dimmer,
     ];
 
     /// The name `fieldgate emulate zwave --nodes` uses.
@@ -84,6 +98,7 @@ impl NodeKind {
             Self::DoorSensor => "door",
             Self::BatterySensor => "battery-sensor",
             Self::FlirsSwitch => "flirs-switch",
+            Self::Dimmer => "dimmer",
         }
     }
 
@@ -94,7 +109,7 @@ impl NodeKind {
     pub fn is_listening(self) -> bool {
         matches!(
             self,
-            Self::SwitchMeter | Self::Multisensor | Self::DoorSensor
+            Self::SwitchMeter | Self::Multisensor | Self::DoorSensor | Self::Dimmer
         )
     }
 
@@ -115,6 +130,8 @@ impl NodeKind {
             Self::Multisensor | Self::BatterySensor => [0x04, 0x21, 0x01],
             // Routing end node; Notification Sensor.
             Self::DoorSensor => [0x04, 0x07, 0x01],
+            // Routing end node; Multilevel Switch / Power Switch Multilevel.
+            Self::Dimmer => [0x04, 0x11, 0x01],
         }
     }
 
@@ -145,6 +162,7 @@ impl NodeKind {
             Self::DoorSensor => &[(NOTIFICATION, 4)][..],
             Self::BatterySensor => &[(MULTILEVEL_SENSOR, 5), (BATTERY, 1), (WAKE_UP, 2)][..],
             Self::FlirsSwitch => &[(BINARY_SWITCH, 2), (BATTERY, 1)][..],
+            Self::Dimmer => &[(MULTILEVEL_SWITCH, 1)][..],
         });
         ccs
     }
@@ -174,6 +192,7 @@ impl NodeKind {
             Self::DoorSensor => 0x0003,
             Self::BatterySensor => 0x0004,
             Self::FlirsSwitch => 0x0005,
+            Self::Dimmer => 0x0006,
         }
     }
 
@@ -204,6 +223,9 @@ pub struct VirtualNode {
     pub kind: NodeKind,
     /// Binary Switch state (0x00 off / 0xFF on).
     pub switch: u8,
+    /// Multilevel Switch level, 0-99, and the last level other than 0 (for 0xFF).
+    pub level: u8,
+    pub last_level: u8,
     /// Meter readings: energy in 0.01 kWh, power in 0.1 W.
     pub energy_centi_kwh: i32,
     pub power_deci_w: i32,
@@ -235,6 +257,8 @@ impl VirtualNode {
             id,
             kind,
             switch: 0x00,
+            level: 0,
+            last_level: 99,
             energy_centi_kwh: 1_250,
             power_deci_w: 0,
             temperature_deci_c: 215,
@@ -303,6 +327,7 @@ impl VirtualNode {
                 ]
             }
             NodeKind::FlirsSwitch => Vec::new(),
+            NodeKind::Dimmer => vec![vec![cc_id::MULTILEVEL_SWITCH, 0x03, self.level]],
         }
     }
 
@@ -322,6 +347,7 @@ impl VirtualNode {
         match class {
             cc_id::BASIC => self.basic(command, body),
             cc_id::BINARY_SWITCH => self.binary_switch(command, body),
+            cc_id::MULTILEVEL_SWITCH => self.multilevel_switch(command, body),
             cc_id::MULTILEVEL_SENSOR => self.multilevel_sensor(command, body),
             cc_id::METER => self.meter(command, body),
             cc_id::NOTIFICATION => self.notification(command, body),
@@ -387,8 +413,34 @@ impl VirtualNode {
     }
 
     fn set_switch(&mut self, value: u8) -> Vec<Vec<u8>> {
+        if self.kind == NodeKind::Dimmer {
+            return self.set_level(value);
+        }
         self.switch = if value == 0 { 0x00 } else { 0xFF };
         Vec::new()
+    }
+
+    /// A level byte: 0-99 as it is, 0xFF back to the last level; others ignored.
+    fn set_level(&mut self, value: u8) -> Vec<Vec<u8>> {
+        match value {
+            0 => self.level = 0,
+            1..=99 => {
+                self.level = value;
+                self.last_level = value;
+            }
+            0xFF => self.level = self.last_level,
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// Multilevel Switch v1 (`MultilevelSwitchCC.ts`): Set `value`, Get, Report `current`.
+    fn multilevel_switch(&mut self, command: u8, body: &[u8]) -> Vec<Vec<u8>> {
+        match (command, body.first()) {
+            (0x01, Some(&v)) => self.set_level(v),
+            (0x02, _) => vec![vec![cc_id::MULTILEVEL_SWITCH, 0x03, self.level]],
+            _ => Vec::new(),
+        }
     }
 
     fn basic(&mut self, command: u8, body: &[u8]) -> Vec<Vec<u8>> {
@@ -402,6 +454,7 @@ impl VirtualNode {
     fn basic_value(&self) -> u8 {
         match self.kind {
             NodeKind::SwitchMeter | NodeKind::FlirsSwitch => self.switch,
+            NodeKind::Dimmer => self.level,
             NodeKind::DoorSensor if self.door_open => 0xFF,
             _ => 0x00,
         }
