@@ -23,12 +23,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS, Transport};
+use rumqttc::Transport;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::client::{offline_payload, ClientSettings, MAX_OUTGOING_PACKET};
+use super::link::{Client, Ev, Poller, Props};
 use super::pump::{Msg, Window};
 use super::requests::{self, Inbound, Outbound, RequestContext};
 use super::rotate::{SwitchIdentity, Switched};
@@ -65,7 +66,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Events rumqttc had ready at once (one send and one wake-up for a run of PUBACKs
 /// read together), or the error that ended the connection.
-type PollItem = Result<Vec<Event>, String>;
+type PollItem = Result<Vec<Ev>, String>;
 
 /// Resolves with the task's output, or never when there is no task.
 async fn join<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
@@ -86,36 +87,29 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 /// session's go-ahead (with the TLS identity to use from now on, when it
 /// changes), empties rumqttc's queues and reconnects.
 async fn poll_loop(
-    mut el: EventLoop,
+    mut el: Poller,
     tx: mpsc::Sender<PollItem>,
     mut go: mpsc::Receiver<Option<Transport>>,
 ) {
     loop {
         match el.poll().await {
-            Ok(ev) => {
-                // What poll() would return next without IO: the events of the same read.
-                let mut events = Vec::with_capacity(1 + el.state.events.len());
-                events.push(ev);
-                events.extend(el.state.events.drain(..));
+            Ok(events) => {
                 if tx.send(Ok(events)).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
-                if tx.send(Err(e.to_string())).await.is_err() {
+                if tx.send(Err(e)).await.is_err() {
                     return;
                 }
                 match go.recv().await {
                     None => return,
-                    Some(Some(transport)) => {
-                        el.mqtt_options.set_transport(transport);
-                    }
+                    Some(Some(transport)) => el.set_transport(transport),
                     Some(None) => {}
                 }
                 // Whatever rumqttc kept (in flight, queued) was forgotten by the
                 // session; the outbox replays it.
-                el.clean();
-                el.pending.clear();
+                el.forget();
             }
         }
     }
@@ -151,7 +145,13 @@ impl Rotation {
 }
 
 struct Session {
-    client: AsyncClient,
+    client: Client,
+    /// MQTT 5: the message expiry put on telemetry.
+    telemetry_props: Props,
+    /// The connection speaks MQTT 5.
+    v5: bool,
+    /// Device topics by friendly name (`topic_names = "name"`).
+    levels: Option<Arc<super::topics::DeviceLevels>>,
     settings_topics: super::topics::Topics,
     gateway_id: String,
     status: Arc<UpstreamStatus>,
@@ -176,7 +176,7 @@ impl Session {
     fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool, row: Option<Msg>) -> bool {
         match self
             .client
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .try_publish(topic, retain, payload, &Props::default())
         {
             Ok(()) => {
                 self.window.handed_over(row);
@@ -215,7 +215,7 @@ impl Session {
         let filters = std::iter::once(self.settings_topics.request_filter())
             .chain(self.settings_topics.device_command_filters());
         for filter in filters {
-            if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+            if let Err(e) = self.client.try_subscribe(filter) {
                 tracing::warn!(error = %e, "cannot subscribe to requests");
             }
         }
@@ -256,14 +256,14 @@ impl Session {
         let _ = self.client.try_disconnect();
     }
 
-    fn on_event(&mut self, ev: Event) {
+    fn on_event(&mut self, ev: Ev) {
         match ev {
-            Event::Incoming(Incoming::ConnAck(_)) => self.on_connected(),
-            Event::Incoming(Incoming::PubAck(ack)) => {
+            Ev::ConnAck => self.on_connected(),
+            Ev::PubAck(pkid) => {
                 if !self.connected {
                     return;
                 }
-                match self.window.on_puback(ack.pkid) {
+                match self.window.on_puback(pkid) {
                     Ok(Some(_)) => {
                         self.status.delivered.fetch_add(1, Ordering::Relaxed);
                     }
@@ -271,7 +271,7 @@ impl Session {
                     Err(e) => tracing::debug!(error = %e, "ignored PUBACK"),
                 }
             }
-            Event::Incoming(Incoming::Publish(p)) => {
+            Ev::Publish(p) => {
                 let (op, device) = match self.settings_topics.request_operation(&p.topic) {
                     Some(op) => (op, None),
                     None => match self.settings_topics.device_command(&p.topic) {
@@ -292,6 +292,7 @@ impl Session {
                     operation: op.to_string(),
                     payload: p.payload.to_vec(),
                     retained: p.retain,
+                    reply_to: p.reply_to,
                 };
                 match self.inbound.try_send(item) {
                     Ok(()) => {}
@@ -303,7 +304,7 @@ impl Session {
                     }
                 }
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
+            Ev::OutgoingPublish(pkid) => {
                 if !self.connected {
                     return;
                 }
@@ -311,7 +312,7 @@ impl Session {
                     self.resync(&e.to_string());
                 }
             }
-            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+            Ev::AwaitAck(pkid) => {
                 if !self.connected {
                     return;
                 }
@@ -331,6 +332,7 @@ impl Session {
             operation,
             payload,
             retained,
+            reply_to,
             ..
         } = item
         else {
@@ -344,6 +346,8 @@ impl Session {
             &operation,
             &payload,
             retained,
+            reply_to.as_ref(),
+            self.v5,
             code,
             message,
         ));
@@ -374,9 +378,9 @@ impl Session {
             };
             match self.client.try_publish(
                 out.topic.clone(),
-                QoS::AtLeastOnce,
                 out.retain,
                 out.payload.clone(),
+                &out.props,
             ) {
                 Ok(()) => {
                     self.window.handed_over(None);
@@ -386,6 +390,22 @@ impl Session {
                     self.responses.push_front(out);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Clears the retained device messages under the topic levels renamed devices
+    /// stopped using (queued behind everything already handed over on them).
+    fn clear_moved(&mut self) {
+        let Some(levels) = &self.levels else {
+            return;
+        };
+        for level in levels.take_moved() {
+            for kind in super::topics::RETAINED_DEVICE_TOPICS {
+                let topic = self
+                    .settings_topics
+                    .outbox(&format!("device/{level}/{kind}"));
+                self.respond(requests::clear_retained(&topic));
             }
         }
     }
@@ -411,11 +431,19 @@ impl Session {
                 self.window.settle(msg_of(&row));
                 continue;
             }
-            let topic = self.settings_topics.outbox(&row.topic);
+            let topic = match self.levels.as_ref().and_then(|l| l.rewrite(&row.topic)) {
+                Some(named) => self.settings_topics.outbox(&named),
+                None => self.settings_topics.outbox(&row.topic),
+            };
             let msg = msg_of(&row);
+            let props = if row.kind == "telemetry" {
+                &self.telemetry_props
+            } else {
+                &Props::default()
+            };
             match self
                 .client
-                .try_publish(topic, QoS::AtLeastOnce, row.retain, row.payload)
+                .try_publish(topic, row.retain, row.payload, props)
             {
                 Ok(()) => {
                     self.window.handed_over(Some(msg));
@@ -468,11 +496,28 @@ pub(super) async fn run(
     // The identity in use, put back when a rotation is refused.
     let mut identity = options.transport();
     let mut rotation: Option<Rotation> = None;
-    let (client, eventloop) = AsyncClient::new(options, window + REQUEST_QUEUE + 64);
+    let v5 = options.protocol() == 5;
+    let (client, eventloop) = Client::new(options, window + REQUEST_QUEUE + 64);
     let (poll_tx, mut poll_rx) = mpsc::channel::<PollItem>(1024);
     let (go_tx, go_rx) = mpsc::channel::<Option<Transport>>(1);
     let poller = tokio::spawn(poll_loop(eventloop, poll_tx, go_rx));
 
+    let levels = match settings.topic_names {
+        crate::config::TopicNames::Id => None,
+        crate::config::TopicNames::Name => {
+            let db = db_path.clone();
+            let names =
+                tokio::task::spawn_blocking(move || store::names::all(&store::open_reader(&db)?))
+                    .await
+                    .ok()
+                    .and_then(|r| {
+                        r.map_err(|e| tracing::warn!(error = %e, "cannot read the device names"))
+                            .ok()
+                    })
+                    .unwrap_or_default();
+            Some(Arc::new(super::topics::DeviceLevels::new(names)))
+        }
+    };
     let (in_tx, in_rx) = mpsc::channel(REQUEST_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(REQUEST_QUEUE);
     let ctx = RequestContext {
@@ -483,11 +528,19 @@ pub(super) async fn run(
         db_path: db_path.clone(),
         radios,
         status: status.clone(),
+        v5,
+        levels: levels.clone(),
     };
     let mut request_task = Some(tokio::spawn(requests::serve(ctx, in_rx, out_tx)));
 
     let mut s = Session {
         client,
+        telemetry_props: Props {
+            message_expiry: settings.telemetry_expiry,
+            ..Props::default()
+        },
+        v5,
+        levels,
         settings_topics: settings.topics,
         gateway_id: gateway_id.clone(),
         status: status.clone(),
@@ -530,6 +583,7 @@ pub(super) async fn run(
     let mut rate_marks: VecDeque<(Instant, u64)> = VecDeque::from([(Instant::now(), 0u64)]);
 
     loop {
+        s.clear_moved();
         s.flush_responses();
         s.pump();
         if auditing.is_none() && !s.refusals.is_empty() {
@@ -599,7 +653,7 @@ pub(super) async fn run(
         tokio::select! {
             item = poll_rx.recv() => match item {
                 Some(Ok(events)) => for ev in events {
-                    let connack = matches!(ev, Event::Incoming(Incoming::ConnAck(_)));
+                    let connack = matches!(ev, Ev::ConnAck);
                     if connack {
                         backoff.reset();
                         tracing::info!(broker = %status.broker, "upstream connected");
@@ -819,7 +873,7 @@ pub(super) async fn run(
                 Some(Ok(events)) => {
                     let mut closed = false;
                     for ev in events {
-                        if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                        if matches!(ev, Ev::OutgoingDisconnect) {
                             closed = true;
                             break;
                         }
