@@ -198,7 +198,10 @@ pub struct InPublish {
 /// What the session reacts to, from either event loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ev {
-    ConnAck,
+    /// Connected; on MQTT 5 with the largest packet the broker takes, if it says.
+    ConnAck {
+        max_packet: Option<u32>,
+    },
     PubAck(u16),
     Publish(InPublish),
     OutgoingPublish(u16),
@@ -210,7 +213,7 @@ pub enum Ev {
 impl Ev {
     fn from_v4(e: Event) -> Ev {
         match e {
-            Event::Incoming(Incoming::ConnAck(_)) => Ev::ConnAck,
+            Event::Incoming(Incoming::ConnAck(_)) => Ev::ConnAck { max_packet: None },
             Event::Incoming(Incoming::PubAck(a)) => Ev::PubAck(a.pkid),
             Event::Incoming(Incoming::Publish(p)) => Ev::Publish(InPublish {
                 topic: p.topic,
@@ -226,7 +229,9 @@ impl Ev {
     fn from_v5(e: rumqttc::v5::Event) -> Ev {
         use rumqttc::v5::Event as E;
         match e {
-            E::Incoming(Packet::ConnAck(_)) => Ev::ConnAck,
+            E::Incoming(Packet::ConnAck(c)) => Ev::ConnAck {
+                max_packet: c.properties.and_then(|p| p.max_packet_size),
+            },
             E::Incoming(Packet::PubAck(a)) => Ev::PubAck(a.pkid),
             E::Incoming(Packet::Publish(p)) => {
                 let reply_to = p.properties.and_then(|props| {

@@ -150,6 +150,8 @@ struct Session {
     telemetry_props: Props,
     /// The connection speaks MQTT 5.
     v5: bool,
+    /// The largest packet sent: ours, or the broker's (MQTT 5) when smaller.
+    max_outgoing: usize,
     /// Device topics by friendly name (`topic_names = "name"`).
     levels: Option<Arc<super::topics::DeviceLevels>>,
     settings_topics: super::topics::Topics,
@@ -258,7 +260,14 @@ impl Session {
 
     fn on_event(&mut self, ev: Ev) {
         match ev {
-            Ev::ConnAck => self.on_connected(),
+            Ev::ConnAck { max_packet } => {
+                // A row the broker would refuse (it closes the connection over it)
+                // is undeliverable, like one over our own limit.
+                self.max_outgoing = max_packet.map_or(MAX_OUTGOING_PACKET, |m| {
+                    (m as usize).min(MAX_OUTGOING_PACKET)
+                });
+                self.on_connected()
+            }
             Ev::PubAck(pkid) => {
                 if !self.connected {
                     return;
@@ -420,7 +429,7 @@ impl Session {
                 self.window.skip(row.seq);
                 continue;
             }
-            if row.payload.len() + row.topic.len() + 64 > MAX_OUTGOING_PACKET {
+            if row.payload.len() + row.topic.len() + 64 > self.max_outgoing {
                 tracing::error!(seq = row.seq, bytes = row.payload.len(), kind = %row.kind, "outbox row too large to publish: removed");
                 self.status.undeliverable.fetch_add(1, Ordering::Relaxed);
                 self.status.set_alarm(Some(format!(
@@ -540,6 +549,7 @@ pub(super) async fn run(
             ..Props::default()
         },
         v5,
+        max_outgoing: MAX_OUTGOING_PACKET,
         levels,
         settings_topics: settings.topics,
         gateway_id: gateway_id.clone(),
@@ -653,7 +663,7 @@ pub(super) async fn run(
         tokio::select! {
             item = poll_rx.recv() => match item {
                 Some(Ok(events)) => for ev in events {
-                    let connack = matches!(ev, Ev::ConnAck);
+                    let connack = matches!(ev, Ev::ConnAck { .. });
                     if connack {
                         backoff.reset();
                         tracing::info!(broker = %status.broker, "upstream connected");

@@ -286,3 +286,43 @@ async fn mqtt5_answers_on_the_response_topic_with_correlation_data_and_reasons()
     );
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_over_mutual_tls_answers_on_the_response_topic() {
+    let b = broker_v5();
+    let pki = super::pki();
+    let _keep = pki.dir.path();
+    let mutual = super::Proxy::start(b.socket(), Some(super::acceptor(&pki, true))).await;
+    let rig = Rig::start(
+        &format!("mqtts://127.0.0.1:{}", mutual.port),
+        &format!(
+            "protocol = 5\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+        fast(),
+    )
+    .await;
+    let p = rig.prefix.clone();
+    let replies = format!("fgtest/{}", unique("replies"));
+    let probe = Probe5::connect(b, &[format!("{replies}/#")]).await;
+    rig.connected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    probe
+        .request(
+            format!("{p}/request/health_check"),
+            json!({"correlation_id": "t1"}),
+            Some(&format!("{replies}/t")),
+            b"t1",
+        )
+        .await;
+    let m = probe
+        .wait_for("the answer over TLS", |m| m.topic == format!("{replies}/t"))
+        .await;
+    assert_eq!(m.props.correlation_data.as_deref(), Some(&b"t1"[..]));
+    assert!(rig.status.snapshot().broker.starts_with("mqtts://"));
+    // The proxy saw the gateway's client certificate.
+    assert!(!mutual.peers.lock().unwrap().is_empty());
+    rig.stop().await;
+}
