@@ -1045,7 +1045,7 @@ mod tests {
         assert_eq!(up.topic_names, TopicNames::Name);
         let e = parse(&format!("{base}protocol = 3\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("upstream.protocol"));
-        assert_eq!(e.line, Some(5));
+        assert_eq!(e.line, Some(6));
         // MQTT 5 properties without MQTT 5.
         let e = parse(&format!("{base}telemetry_expiry = \"10m\"\n")).unwrap_err();
         assert!(e.to_string().contains("protocol = 5"), "{e}");
