@@ -196,7 +196,7 @@ impl ClientSettings {
                 if let Some(t) = transport {
                     o.set_transport(t);
                 }
-                Options::V4(o)
+                Options::V4(Box::new(o))
             }
         };
         let scheme = if tls { "mqtts" } else { "mqtt" };

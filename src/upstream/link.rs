@@ -15,7 +15,7 @@ use rumqttc::{Event, Incoming, Outgoing, QoS, Transport};
 /// Options for either client, built by [`super::client::ClientSettings`].
 #[derive(Clone)]
 pub enum Options {
-    V4(rumqttc::MqttOptions),
+    V4(Box<rumqttc::MqttOptions>),
     V5(Box<rumqttc::v5::MqttOptions>),
 }
 
@@ -118,7 +118,7 @@ impl Client {
     pub fn new(options: Options, cap: usize) -> (Client, Poller) {
         match options {
             Options::V4(o) => {
-                let (c, el) = rumqttc::AsyncClient::new(o, cap);
+                let (c, el) = rumqttc::AsyncClient::new(*o, cap);
                 (Client::V4(c), Poller::V4(Box::new(el)))
             }
             Options::V5(o) => {
