@@ -311,3 +311,71 @@ where
     .map_err(|e| Rejection::new("internal", format!("reader task failed: {e}")))?
     .map_err(|e| Rejection::new("store_error", e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer(body: serde_json::Value) -> Outbound {
+        Outbound {
+            topic: "p/response/set".into(),
+            payload: body.to_string().into_bytes(),
+            retain: false,
+            props: Props::default(),
+        }
+    }
+
+    #[test]
+    fn mqtt5_answers_go_to_the_response_topic_unless_it_is_one_of_ours() {
+        let topics = Topics::new("p");
+        for ok in ["app/replies/1", "p/response/mine", "pp/x"] {
+            assert_eq!(response_topic_refusal(ok, &topics), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "a/+",
+            "a/#",
+            "a\0b",
+            "p",
+            "p/device/x/state",
+            "p/status",
+        ] {
+            assert!(response_topic_refusal(bad, &topics).is_some(), "{bad:?}");
+        }
+        let reply = ReplyTo {
+            topic: "app/replies/1".into(),
+            correlation_data: Some(vec![0, 255]),
+        };
+        let err = json!({"status": "error", "error": {"code": "busy", "message": "later"}});
+        let out = address(answer(err.clone()), Some(&reply), &topics, true);
+        assert_eq!(out.topic, "app/replies/1");
+        assert_eq!(out.props.correlation_data, Some(vec![0, 255]));
+        assert!(out.props.json);
+        assert_eq!(
+            out.props.user_properties,
+            [
+                ("status".to_string(), "error".to_string()),
+                ("code".to_string(), "busy".to_string()),
+                ("reason".to_string(), "later".to_string()),
+            ]
+        );
+        // Refused: the usual topic, the correlation data, and why.
+        let ours = ReplyTo {
+            topic: "p/status".into(),
+            correlation_data: None,
+        };
+        let out = address(answer(err.clone()), Some(&ours), &topics, true);
+        assert_eq!(out.topic, "p/response/set");
+        assert!(out
+            .props
+            .user_properties
+            .iter()
+            .any(|(k, _)| k == "response_topic_refused"));
+        // MQTT 3.1.1: untouched.
+        assert_eq!(
+            address(answer(err.clone()), None, &topics, false),
+            answer(err)
+        );
+    }
+}
