@@ -105,6 +105,7 @@ for want in \
 	'-rw-r--r-- .* ./usr/lib/sysusers.d/fieldgate.conf$' \
 	'-rw-r--r-- .* ./etc/fieldgate/fieldgate.toml$' \
 	' ./usr/share/doc/fieldgate/operations.md$' \
+	' ./usr/share/doc/fieldgate/definitions/zigbee/aqara.toml$' \
 	' ./usr/share/doc/fieldgate/copyright$'; do
 	printf '%s\n' "$contents" | grep -q -- "$want" || fail "package lacks $want"
 done

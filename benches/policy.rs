@@ -48,6 +48,7 @@ fn run(e: PolicyEngine, ids: &[String], addrs: &[String]) -> (f64, usize) {
             address: &addrs[d],
             manufacturer: Some("LUMI"),
             model: Some("lumi.weather"),
+            capabilities: &[],
         };
         black_box(e.admit(&facts));
         black_box(e.firmware(&facts, Some("3000.0002")));

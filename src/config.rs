@@ -355,7 +355,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Line/column (1-based) of a byte offset in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or("");
     let line = before.matches('\n').count() + 1;
@@ -485,11 +485,23 @@ impl Locator<'_> {
 }
 
 impl Config {
-    /// What can only be checked on the gateway itself: the `[api] group` exists.
+    /// What can only be checked on the gateway itself: the `[api] group` exists, and the
+    /// site's Zigbee device definitions (files on this host) are valid.
     /// `load` runs these; `fieldgate config check --elsewhere` reports them as
     /// warnings, for a config written on another machine.
     pub fn host_checks(&self, path: &Path) -> Vec<ConfigError> {
         let mut out = Vec::new();
+        // A Zigbee radio's site device definitions (`definitions_dir`), each error located
+        // in its own file.
+        for radio in self
+            .radios
+            .iter()
+            .filter(|r| r.protocol == Protocol::Zigbee)
+        {
+            if let Ok(o) = crate::radio::zigbee::ZigbeeOptions::parse(radio.options.get_ref()) {
+                out.extend(crate::radio::zigbee::definitions::Catalog::load(&o.definitions_dir).1);
+            }
+        }
         if let Some(group) = &self.api.group {
             let exists = nix::unistd::Group::from_name(group.get_ref())
                 .ok()

@@ -184,6 +184,7 @@ impl Daemon {
                         hub: hub_handle.clone(),
                         radios: radios.clone(),
                         gate: hub.outbox_gate(),
+                        bridges: radio::lora::bridge::routes(&config.radios, &radios),
                         shutdown: shutdown_rx.clone(),
                     },
                 )

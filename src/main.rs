@@ -162,6 +162,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rotate an adopted BLE device's BTHome bindkey: the new key replaces the old one
+    /// (which stops opening its advertisements) and its counter starts afresh.
+    RotateBindkey {
+        id: String,
+        /// The new bindkey (32 hex digits), or `-` to read it from standard input.
+        #[arg(long, value_name = "HEX|-")]
+        bindkey: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Let a decommissioned device join again (through a join window, as a new one).
     Readmit {
         id: String,
@@ -713,6 +723,9 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Command::Readmit { id, json } => cli::readmit(&api, id, *json).await,
                 Command::Adopt { id, bindkey, json } => {
                     fieldgate::api::cli_adopt::adopt(&api, id, bindkey.as_deref(), *json).await
+                }
+                Command::RotateBindkey { id, bindkey, json } => {
+                    fieldgate::api::cli_adopt::rotate_bindkey(&api, id, bindkey, *json).await
                 }
                 Command::Radio {
                     command: RadioCmd::Backup { name, out },

@@ -168,6 +168,31 @@ pub struct DeviceInfo {
     /// How the device is reached (decides whether requests for it are held).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachability: Option<Reachability>,
+    /// How long it may stay silent before it is offline, when the radio knows better
+    /// than the policy's power-source default (a BLE advertiser's own interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<Silence>,
+}
+
+/// What silence means for a device, as its radio learnt it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Silence {
+    /// Offline after this long without a word (ms).
+    OfflineAfterMs(u64),
+    /// It speaks only when something happens (a button): silence is normal, it is
+    /// never offline for it.
+    Expected,
+}
+
+impl Silence {
+    /// As the registry keeps it: ms, 0 for never.
+    pub fn offline_after_ms(self) -> i64 {
+        match self {
+            Silence::OfflineAfterMs(ms) => i64::try_from(ms.max(1)).unwrap_or(i64::MAX),
+            Silence::Expected => 0,
+        }
+    }
 }
 
 /// A kind of device credential, provisioned before or at joining. Each driver
@@ -453,6 +478,13 @@ pub enum RadioCommand {
     /// is done or failed.
     RotateNetworkKey {
         reply: tokio::sync::oneshot::Sender<Result<KeyRotated, RadioError>>,
+    },
+    /// A command from the network server the radio bridges to (a ChirpStack downlink on
+    /// `<prefix>/gateway/<id>/command/down`), as it arrived: the radio parses it. A radio
+    /// with no bridge ignores it.
+    Bridged {
+        topic: String,
+        payload: Vec<u8>,
     },
 }
 

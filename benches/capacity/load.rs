@@ -82,6 +82,7 @@ impl Radio {
                     power_source: None,
                     capabilities: vec!["temperature".into()],
                     reachability: None,
+                    silence: None,
                 }),
             ),
         ]

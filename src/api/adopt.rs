@@ -3,6 +3,10 @@
 //! for a device without one). The key travels only in this body; the hub seals it as the
 //! device's credential, audits the adoption (never the key) and provisions the radios.
 //! The answer never holds the key.
+//!
+//! `POST /v1/devices/{id}/bindkey` (`{"bindkey": "..."}`) rotates the key of an adopted
+//! device: the new one replaces the old (sealed, audited as `device.bindkey.rotate`,
+//! never the key), the radios drop the old key and start the device's counter afresh.
 
 use axum::body::Bytes;
 use axum::extract::connect_info::ConnectInfo;
@@ -47,4 +51,32 @@ pub(super) async fn adopt_device(
         .map(zeroize::Zeroizing::new)
         .map(|k| Secret::new(k.trim().to_ascii_lowercase().into_bytes()));
     Ok(Json(s.hub.adopt(id, bindkey, peer.actor()).await?))
+}
+
+pub(super) async fn rotate_bindkey(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(raw): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<crate::hub::InstallCodeAdded> {
+    let id = device_id(&raw)?;
+    let mut b: AdoptBody = parse_json(&body)?;
+    let Some(key) = b.bindkey.take().map(zeroize::Zeroizing::new) else {
+        return Err(super::ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "give the new key: {\"bindkey\": \"<32 hex digits>\"}",
+        ));
+    };
+    let secret = Secret::new(key.trim().to_ascii_lowercase().into_bytes());
+    Ok(Json(
+        s.hub
+            .add_credential(
+                id,
+                crate::model::CredentialKind::BthomeBindkey,
+                secret,
+                peer.actor(),
+            )
+            .await?,
+    ))
 }

@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 
 use super::client::ApiClient;
 
-pub async fn adopt(api: &ApiClient, id: &str, bindkey: Option<&str>, as_json: bool) -> Result<()> {
-    let key = match bindkey {
+/// The key as given: `-` reads it from standard input.
+fn read_key(bindkey: Option<&str>) -> Result<Option<zeroize::Zeroizing<String>>> {
+    Ok(match bindkey {
         None => None,
         Some("-") => {
             let mut text = zeroize::Zeroizing::new(String::new());
@@ -18,7 +19,46 @@ pub async fn adopt(api: &ApiClient, id: &str, bindkey: Option<&str>, as_json: bo
             Some(zeroize::Zeroizing::new(text.trim().to_string()))
         }
         Some(k) => Some(zeroize::Zeroizing::new(k.to_string())),
-    };
+    })
+}
+
+/// `fieldgate rotate-bindkey ID --bindkey HEX|-`: replaces an adopted device's key.
+pub async fn rotate_bindkey(api: &ApiClient, id: &str, bindkey: &str, as_json: bool) -> Result<()> {
+    let key = read_key(Some(bindkey))?.unwrap_or_default();
+    let v = api
+        .call(
+            Method::POST,
+            &format!("/v1/devices/{id}/bindkey"),
+            Some(json!({"bindkey": key.as_str()})),
+        )
+        .await?;
+    if as_json {
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    crate::outln!(
+        "{}: bindkey {} (stored encrypted); the old key no longer opens its advertisements",
+        text(&v["device"]),
+        if v["replaced"] == true {
+            "rotated"
+        } else {
+            "set"
+        }
+    );
+    for r in v["coordinators"].as_array().cloned().unwrap_or_default() {
+        let mark = if r["ok"].as_bool() == Some(true) {
+            "ok"
+        } else {
+            "not yet"
+        };
+        crate::outln!("  {}: {mark} — {}", text(&r["radio"]), text(&r["detail"]));
+    }
+    Ok(())
+}
+
+pub async fn adopt(api: &ApiClient, id: &str, bindkey: Option<&str>, as_json: bool) -> Result<()> {
+    let key = read_key(bindkey)?;
     let body = match &key {
         Some(k) => json!({"bindkey": k.as_str()}),
         None => json!({}),

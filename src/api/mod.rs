@@ -884,6 +884,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}/refresh", post(device_refresh))
         .route("/v1/devices/{id}/readmit", post(readmit_device))
         .route("/v1/devices/{id}/adopt", post(adopt::adopt_device))
+        .route("/v1/devices/{id}/bindkey", post(adopt::rotate_bindkey))
         .route("/v1/devices/{id}/block", post(block_device))
         .route("/v1/radios/{name}/permit-join", post(permit_join))
         .route("/v1/radios/{name}/backup", get(radio_backup))

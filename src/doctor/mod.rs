@@ -17,11 +17,13 @@
 //!
 //! This file holds the entry point ([`run`]), the findings and their rendering.
 //! The checks, one room each: `identity` (who the service runs as, the unit's
-//! sandbox), `radios` (serial, tcp://, udp://, bluez:// ports), `net` (resolving and
+//! sandbox), `radios` (serial, tcp://, udp://, bluez:// ports), `bluez` (bluetoothd, the
+//! adapter and the D-Bus policy, asked of BlueZ over the bus), `net` (resolving and
 //! connecting with a timeout), `broker` (the upstream files, TCP and TLS to the
 //! broker), `clock`, and `files` (config file, state dir, free space, API socket,
 //! master key).
 
+mod bluez;
 mod broker;
 mod clock;
 mod files;
@@ -263,6 +265,13 @@ pub fn run(opts: &Options) -> Report {
     if let Some(config) = &config {
         for radio in &config.radios {
             checks.push(check_radio(radio, &identity, &sandbox, opts.timeout));
+        }
+        let scans_through_bluez = config
+            .radios
+            .iter()
+            .any(|r| r.enabled && matches!(r.port_spec(), crate::config::PortSpec::Bluez(_)));
+        if scans_through_bluez {
+            checks.push(bluez::check_policy(&identity));
         }
         checks.extend(check_upstream(
             config.upstream.as_ref(),

@@ -1,7 +1,7 @@
 //! The radios' ports as the service will open them: serial devices (present, a
 //! character device, readable and writable by the service user, allowed by the
 //! unit, named by a stable /dev/serial/by-id link, with their USB identity from
-//! sysfs), tcp:// coordinators, udp:// binds and BlueZ adapters. It never opens a
+//! sysfs), tcp:// coordinators and udp:// binds (BlueZ adapters: `bluez.rs`). It never opens a
 //! serial port: the daemon may hold it.
 
 use std::fs;
@@ -52,7 +52,7 @@ pub(super) fn check_radio(
             name,
             format!("sim://{p}: built-in emulator, no hardware needed"),
         ),
-        PortSpec::Bluez(adapter) => check_bluez(name, &adapter),
+        PortSpec::Bluez(adapter) => super::bluez::check_adapter(name, &adapter, timeout),
     }
 }
 
@@ -250,98 +250,9 @@ fn check_udp_bind(name: String, bind: &str, port: u16) -> Check {
     }
 }
 
-fn check_bluez(name: String, adapter: &str) -> Check {
-    if !Path::new("/sys/class/bluetooth").join(adapter).exists() {
-        return Check::fail(
-            name,
-            format!("bluez://{adapter}: no such Bluetooth adapter"),
-            "check `bluetoothctl list` and `rfkill list`; `rfkill unblock bluetooth` if blocked",
-        );
-    }
-    let bus = system_bus_socket(std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok().as_deref());
-    if !bus.exists() {
-        return Check::fail(
-            name,
-            format!(
-                "bluez://{adapter}: the D-Bus system bus is not running ({} is missing)",
-                bus.display()
-            ),
-            "apt install dbus bluez",
-        );
-    }
-    if !process_running("bluetoothd") {
-        return Check::fail(
-            name,
-            format!("bluez://{adapter}: bluetoothd is not running"),
-            "apt install bluez; systemctl enable --now bluetooth",
-        );
-    }
-    if !bus_policy_allows_fieldgate() {
-        return Check::warn(
-            name,
-            format!("bluez://{adapter}: no D-Bus policy lets the user fieldgate call org.bluez"),
-            "install the .deb's /usr/share/dbus-1/system.d/fieldgate-bluez.conf (or run as a member of a group BlueZ's policy allows), then `systemctl reload dbus`",
-        );
-    }
-    Check::ok(
-        name,
-        format!("bluez://{adapter}: adapter present, bluetoothd running, D-Bus policy in place"),
-    )
-}
-
-/// The system bus socket: from `DBUS_SYSTEM_BUS_ADDRESS` (`unix:path=...`) when set,
-/// else the standard path.
-fn system_bus_socket(address: Option<&str>) -> PathBuf {
-    address
-        .and_then(|a| {
-            a.split(';')
-                .filter_map(|one| one.strip_prefix("unix:"))
-                .flat_map(|kv| kv.split(','))
-                .find_map(|kv| kv.strip_prefix("path="))
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from("/run/dbus/system_bus_socket"))
-}
-
-/// A process called `comm` runs (read from /proc; no signal sent, nothing opened).
-fn process_running(comm: &str) -> bool {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return false;
-    };
-    dir.flatten()
-        .any(|e| fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == comm))
-}
-
-/// Whether a D-Bus system policy file names the user `fieldgate` and `org.bluez`.
-fn bus_policy_allows_fieldgate() -> bool {
-    ["/usr/share/dbus-1/system.d", "/etc/dbus-1/system.d"]
-        .iter()
-        .filter_map(|d| fs::read_dir(d).ok())
-        .flat_map(|d| d.flatten())
-        .filter_map(|e| fs::read_to_string(e.path()).ok())
-        .any(|text| text.contains("user=\"fieldgate\"") && text.contains("org.bluez"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_system_bus_socket_follows_dbus_system_bus_address() {
-        assert_eq!(
-            system_bus_socket(None),
-            PathBuf::from("/run/dbus/system_bus_socket")
-        );
-        assert_eq!(
-            system_bus_socket(Some("unix:path=/tmp/bus,guid=abc")),
-            PathBuf::from("/tmp/bus")
-        );
-        assert_eq!(
-            system_bus_socket(Some("tcp:host=x;unix:path=/b")),
-            PathBuf::from("/b")
-        );
-        assert!(!process_running("no-such-process-fieldgate"));
-    }
 
     /// A fake sysfs laid out like a CP2102N stick on a Pi: the tty's `device` is the
     /// usb-serial port, two levels below the USB device that has the ids.

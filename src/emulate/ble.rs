@@ -65,6 +65,7 @@ pub async fn run_ble(args: BleArgs) -> anyhow::Result<()> {
         street: args.street,
         faults: !args.no_faults,
         seed: args.seed,
+        beacon_away: None,
     });
     let ticks = args.duration.map(|d| d.as_millis() as u64 / TICK_MS);
     let mut pace = tokio::time::interval(Duration::from_millis(TICK_MS) / args.speed.max(1));

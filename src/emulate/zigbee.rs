@@ -31,7 +31,8 @@ pub struct ZigbeeArgs {
     #[arg(long)]
     pub pty: bool,
     /// The emulated devices, in join order: kinds, each optionally `=COUNT`
-    /// (temp-humidity, plug, contact, occupancy), e.g. `plug=3,temp-humidity`.
+    /// (temp-humidity, plug, contact, occupancy, and the manufacturer-specific
+    /// tuya-temp-humidity and aqara-weather), e.g. `plug=3,temp-humidity`.
     /// `none` for an empty network.
     #[arg(
         long,
@@ -119,17 +120,21 @@ pub fn kind_name(kind: DeviceKind) -> &'static str {
         DeviceKind::SmartPlug => "plug",
         DeviceKind::ContactSensor => "contact",
         DeviceKind::SleepySensor => "occupancy",
+        DeviceKind::TuyaTempHumidity => "tuya-temp-humidity",
+        DeviceKind::AqaraWeather => "aqara-weather",
     }
 }
 
 fn parse_kind(s: &str) -> Result<DeviceKind> {
-    DeviceKind::ALL
-        .into_iter()
-        .find(|k| kind_name(*k) == s)
-        .ok_or_else(|| {
-            let names: Vec<&str> = DeviceKind::ALL.into_iter().map(kind_name).collect();
-            anyhow!("unknown device kind {s:?} ({})", names.join(", "))
-        })
+    let kinds = || {
+        DeviceKind::ALL
+            .into_iter()
+            .chain(DeviceKind::MANUFACTURER_SPECIFIC)
+    };
+    kinds().find(|k| kind_name(*k) == s).ok_or_else(|| {
+        let names: Vec<&str> = kinds().map(kind_name).collect();
+        anyhow!("unknown device kind {s:?} ({})", names.join(", "))
+    })
 }
 
 /// The IEEE address of the `n`th (0-based) emulated device of `kind`: the kind's default

@@ -10,6 +10,7 @@ pub(super) fn facts_of(d: &registry::Device) -> DeviceFacts<'_> {
         address: &d.native_address,
         manufacturer: d.manufacturer.as_deref(),
         model: d.model.as_deref(),
+        capabilities: &d.capabilities,
     }
 }
 
@@ -61,6 +62,7 @@ pub(super) fn discover(
         address: &ev.native_address,
         manufacturer: None,
         model: None,
+        capabilities: &[],
     };
     if store::blocks::is_blocked(c, id.as_str())? {
         // On the denylist: told to leave, never registered; not audited per reading
@@ -213,4 +215,58 @@ pub(super) fn apply_compliance(
         _ => {}
     }
     Ok(())
+}
+
+/// After a new policy: pending discovered devices (BLE) that an allow rule now names are
+/// admitted, as they would have been had the policy been there when they were first
+/// described. Returns their ids.
+pub(super) fn admit_named_pending(
+    c: &Connection,
+    gw: &str,
+    engine: &PolicyEngine,
+    at: SystemTime,
+) -> Result<Vec<String>, StoreError> {
+    let pending = registry::list(
+        c,
+        &registry::DeviceFilter {
+            lifecycle: Some(Lifecycle::Pending.as_str().to_string()),
+            ..Default::default()
+        },
+    )?;
+    let mut admitted = Vec::new();
+    for d in &pending {
+        let discovered = crate::config::Protocol::parse(&d.protocol)
+            .and_then(crate::radio::capabilities)
+            .is_some_and(|caps| caps.max_join_window.is_none());
+        if !discovered {
+            continue;
+        }
+        let facts = facts_of(d);
+        let named = engine
+            .policy
+            .admission
+            .allow
+            .iter()
+            .any(|m| m.matches(&facts) == Some(true));
+        if !named || engine.admit(&facts) != Admit::Admit {
+            continue;
+        }
+        let id = DeviceId(d.id.clone());
+        registry::set_lifecycle(c, &id, Lifecycle::Active)?;
+        let data = json!({"manufacturer": d.manufacturer, "model": d.model});
+        lifecycle_msg(c, gw, &id, "admitted", data.clone(), at)?;
+        store::record_audit(
+            c,
+            gw,
+            &AuditEntry::new(
+                "policy",
+                "device.admission",
+                id.as_str(),
+                Outcome::Accepted,
+                data,
+            ),
+        )?;
+        admitted.push(d.id.clone());
+    }
+    Ok(admitted)
 }

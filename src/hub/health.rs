@@ -68,6 +68,54 @@ pub(super) fn health_flags(
     Ok(())
 }
 
+/// A `presence` reading is a change of a beacon's or tag's presence (its radio sends
+/// one only then): recorded in its state like any reading, and for a device in service
+/// (not pending: passers-by are not announced) published and audited as a lifecycle
+/// event.
+pub(super) fn presence_changes(
+    c: &Connection,
+    sink: &mut TelemetrySink<'_, '_>,
+    ctx: &EventContext,
+    id: &DeviceId,
+    readings: &[Reading],
+    at: SystemTime,
+) -> Result<(), StoreError> {
+    let Some(state) = readings.iter().find_map(|r| match (&*r.name, &r.value) {
+        ("presence", Value::Text(s)) => Some(s.as_str()),
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    let Some(d) = registry::get(c, id)? else {
+        return Ok(());
+    };
+    if d.lifecycle == Lifecycle::Pending.as_str()
+        || d.lifecycle == Lifecycle::Decommissioned.as_str()
+    {
+        return Ok(());
+    }
+    let rssi = readings.iter().find_map(|r| match (&*r.name, &r.value) {
+        ("presence_rssi", Value::Number(n)) => Some(*n),
+        _ => None,
+    });
+    let data = json!({"state": state, "rssi": rssi});
+    // The reading's telemetry first, then the event, as with health flags.
+    sink.flush(c, ctx, id)?;
+    lifecycle_msg(c, &ctx.gateway_id, id, "presence", data.clone(), at)?;
+    store::record_audit(
+        c,
+        &ctx.gateway_id,
+        &AuditEntry::new(
+            format!("radio:{}", d.radio),
+            "device.presence",
+            id.as_str(),
+            Outcome::Accepted,
+            data,
+        ),
+    )?;
+    Ok(())
+}
+
 impl Hub {
     /// Marks devices silent for longer than their timeout offline (and back).
     pub(super) async fn check_availability(&mut self) {
@@ -81,7 +129,21 @@ impl Hub {
                 let devices = registry::list(c, &registry::DeviceFilter::default())?;
                 for d in devices.iter().filter(|d| d.lifecycle != Lifecycle::Decommissioned.as_str()) {
                     let Ok(last) = humantime::parse_rfc3339(&d.last_seen) else { continue };
-                    let timeout = engine.availability_timeout(&facts_of(d), PowerSource::parse(&d.power_source));
+                    let facts = facts_of(d);
+                    // A policy override first, then what the radio learnt of the device
+                    // (a BLE advertiser's own interval), then the power-source default.
+                    let timeout = match (engine.availability_override(&facts), d.offline_after_ms) {
+                        (Some(t), _) => t,
+                        // It speaks only when something happens: silence is no outage.
+                        (None, Some(0)) => {
+                            if d.health.get("offline").is_some() && registry::set_health_flag(c, &DeviceId(d.id.clone()), "offline", false)? {
+                                availability_msg(c, &gw, &DeviceId(d.id.clone()), true, now)?;
+                            }
+                            continue;
+                        }
+                        (None, Some(ms)) => Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)),
+                        (None, None) => engine.availability_timeout(&facts, PowerSource::parse(&d.power_source)),
+                    };
                     let silent = now.duration_since(last).unwrap_or_default() > timeout;
                     let id = DeviceId(d.id.clone());
                     if registry::set_health_flag(c, &id, "offline", silent)? {

@@ -30,6 +30,7 @@ fn info(model: &str, firmware: &str) -> DeviceEventKind {
         power_source: Some(PowerSource::Battery),
         capabilities: vec!["temperature".into()],
         reachability: None,
+        silence: None,
     })
 }
 
@@ -629,4 +630,62 @@ async fn pipelined_bursts_keep_every_event_and_each_devices_order() {
         let last = (0..N).filter(|i| i % 3 == k).max().unwrap() as f64;
         assert_eq!(d.last_state["n"], serde_json::json!(last), "{a}");
     }
+}
+
+#[tokio::test]
+async fn a_radio_learnt_silence_decides_availability_unless_the_policy_overrides_it() {
+    let mut rig = rig();
+    let with_silence = |silence| {
+        DeviceEventKind::Interviewed(DeviceInfo {
+            model: Some("beacon".into()),
+            capabilities: vec!["format:ibeacon".into()],
+            silence: Some(silence),
+            ..Default::default()
+        })
+    };
+    // Three devices silent since 2020: one whose radio learnt it is offline after a
+    // minute, one that speaks only when something happens, one the policy names.
+    for (addr, silence) in [
+        ("0x1", crate::model::Silence::OfflineAfterMs(60_000)),
+        ("0x2", crate::model::Silence::Expected),
+        ("0x3", crate::model::Silence::OfflineAfterMs(60_000)),
+    ] {
+        rig.events(vec![
+            event(addr, DeviceEventKind::Joined),
+            event(addr, with_silence(silence)),
+        ])
+        .await;
+    }
+    assert_eq!(rig.device("0x1").offline_after_ms, Some(60_000));
+    assert_eq!(rig.device("0x2").offline_after_ms, Some(0));
+    rig.policy(json!({"version": 2, "health": {"overrides": [
+        {"match": {"address": "0x3"}, "timeout": "3days"}]}}))
+        .await
+        .unwrap();
+    rig.store
+        .writer()
+        .write(|c| {
+            c.execute(
+                "UPDATE devices SET last_seen = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 days')",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    rig.hub.as_mut().unwrap().check_availability().await;
+    assert_eq!(rig.device("0x1").health["offline"], true);
+    assert!(rig.device("0x2").health.get("offline").is_none());
+    // Two days silent, the override says three: not offline.
+    assert!(rig.device("0x3").health.get("offline").is_none());
+    let r = rig.store.reader().unwrap();
+    let health: Vec<serde_json::Value> = outbox::pending(&r, 0, 10_000)
+        .unwrap()
+        .iter()
+        .filter(|m| m.kind == "lifecycle" && m.topic.contains("0x1"))
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+        .map(|v| v["data"].clone())
+        .filter(|d| d["event"] == "health")
+        .collect();
+    assert_eq!(health.last().unwrap()["timeout_s"], 60, "{health:?}");
 }

@@ -82,6 +82,27 @@ pub const QUANTITIES: &[Quantity] = &[
     ),
     q("pressure", Kind::Number, Some("hPa"), false, "air pressure"),
     q(
+        "device_temperature",
+        Kind::Number,
+        Some("°C"),
+        false,
+        "the device's own internal temperature",
+    ),
+    q(
+        "setpoint",
+        Kind::Number,
+        Some("°C"),
+        false,
+        "a thermostat's or radiator valve's target temperature",
+    ),
+    q(
+        "soil_moisture",
+        Kind::Number,
+        Some("%"),
+        false,
+        "soil moisture",
+    ),
+    q(
         "illuminance",
         Kind::Number,
         Some("lx"),

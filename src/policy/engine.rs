@@ -160,15 +160,24 @@ impl PolicyEngine {
     /// How long a device may stay silent before it counts as offline.
     pub fn availability_timeout(&self, d: &DeviceFacts<'_>, power: PowerSource) -> Duration {
         let h = &self.policy.health;
-        for o in &h.overrides {
-            if o.matcher.matches(d) == Some(true) {
-                return o.timeout;
-            }
+        if let Some(t) = self.availability_override(d) {
+            return t;
         }
         match power {
             PowerSource::Mains => h.mains_timeout,
             PowerSource::Battery | PowerSource::Unknown => h.battery_timeout,
         }
+    }
+
+    /// The timeout of the first health override that matches the device, if any: an
+    /// explicit override wins over what the device's radio learnt.
+    pub fn availability_override(&self, d: &DeviceFacts<'_>) -> Option<Duration> {
+        self.policy
+            .health
+            .overrides
+            .iter()
+            .find(|o| o.matcher.matches(d) == Some(true))
+            .map(|o| o.timeout)
     }
 
     /// Feeds one reading; returns the rules that fire on this crossing.
@@ -312,6 +321,7 @@ mod tests {
             address: addr,
             manufacturer: manu,
             model,
+            capabilities: &[],
         }
     }
 

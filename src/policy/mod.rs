@@ -104,6 +104,13 @@ pub struct DeviceMatch {
     pub manufacturer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The name a discovered device advertises (BLE local name), a `*` pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A service UUID the device advertises data for (BLE service data): 16-bit
+    /// (`fcd2`), 32-bit or the full 128-bit form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// What is known about a device when a question is asked.
@@ -113,6 +120,36 @@ pub struct DeviceFacts<'a> {
     pub address: &'a str,
     pub manufacturer: Option<&'a str>,
     pub model: Option<&'a str>,
+    /// What its radio said it can do or advertises (`name:...`, `service:<uuid>`);
+    /// empty until it is described.
+    pub capabilities: &'a [String],
+}
+
+/// The Bluetooth base UUID's tail: a 16- or 32-bit UUID `xxxx` is
+/// `0000xxxx-0000-1000-8000-00805f9b34fb`.
+const BLUETOOTH_BASE_TAIL: &str = "-0000-1000-8000-00805f9b34fb";
+
+/// A service UUID as a policy gives it (`fcd2`, `0xFCD2`, `0000fcd2`, or the full
+/// 128-bit form) in the full lowercase form devices' capabilities carry; `None` when
+/// it is no UUID.
+pub fn full_service_uuid(text: &str) -> Option<String> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t)
+        .to_ascii_lowercase();
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match t.len() {
+        4 if hex(&t) => Some(format!("0000{t}{BLUETOOTH_BASE_TAIL}")),
+        8 if hex(&t) => Some(format!("{t}{BLUETOOTH_BASE_TAIL}")),
+        36 => {
+            let groups: Vec<&str> = t.split('-').collect();
+            let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+            (lens == [8, 4, 4, 4, 12] && groups.iter().all(|g| hex(g))).then_some(t)
+        }
+        _ => None,
+    }
 }
 
 /// `*` matches any run of characters; comparison ignores ASCII case. Works on
@@ -162,6 +199,36 @@ impl DeviceMatch {
                 }
             }
         }
+        if self.name.is_none() && self.service.is_none() {
+            return Some(true);
+        }
+        // Advertised names and services are known once the device is described.
+        if d.capabilities.is_empty() {
+            return None;
+        }
+        if let Some(pattern) = &self.name {
+            let named = d
+                .capabilities
+                .iter()
+                .filter_map(|c| c.strip_prefix("name:"))
+                .any(|n| glob_match(pattern, n));
+            if !named {
+                return Some(false);
+            }
+        }
+        if let Some(service) = &self.service {
+            let Some(want) = full_service_uuid(service) else {
+                return Some(false);
+            };
+            let serves = d
+                .capabilities
+                .iter()
+                .filter_map(|c| c.strip_prefix("service:"))
+                .any(|u| u.eq_ignore_ascii_case(&want));
+            if !serves {
+                return Some(false);
+            }
+        }
         Some(true)
     }
 
@@ -170,6 +237,21 @@ impl DeviceMatch {
             && self.address.is_none()
             && self.manufacturer.is_none()
             && self.model.is_none()
+            && self.name.is_none()
+            && self.service.is_none()
+    }
+
+    /// A field that can never match, with its path below the match.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        match &self.service {
+            Some(s) if full_service_uuid(s).is_none() => Err((
+                "service",
+                format!(
+                    "`{s}` is no service UUID: give 4 or 8 hex digits (`fcd2`) or the 128-bit form"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -345,6 +427,9 @@ impl Policy {
                         "an empty match would match every device",
                     ));
                 }
+                if let Err((field, message)) = m.check() {
+                    return Err(err(format!("$.admission.{name}[{i}].{field}"), message));
+                }
             }
         }
         if a.mode == AdmissionMode::Allowlist && a.allow.is_empty() {
@@ -370,6 +455,12 @@ impl Policy {
                 return Err(err(
                     format!("$.health.overrides[{i}].match"),
                     "must name at least one field",
+                ));
+            }
+            if let Err((field, message)) = o.matcher.check() {
+                return Err(err(
+                    format!("$.health.overrides[{i}].match.{field}"),
+                    message,
                 ));
             }
             if o.timeout < Duration::from_secs(10) {
@@ -495,6 +586,56 @@ mod tests {
         assert!(glob_match("a*c*e", "abcde"));
         assert!(!glob_match("a*c", "abd"));
         assert!(glob_match("0x00124b*", "0x00124B0001ABCDEF"));
+    }
+
+    #[test]
+    fn discovered_devices_match_by_advertised_name_and_service() {
+        let caps: Vec<String> = [
+            "format:bthome",
+            "name:SBBT-002C",
+            "service:0000fcd2-0000-1000-8000-00805f9b34fb",
+        ]
+        .map(String::from)
+        .to_vec();
+        let facts = DeviceFacts {
+            protocol: Some(Protocol::Ble),
+            address: "3c:2e:f5:00:00:01",
+            capabilities: &caps,
+            ..Default::default()
+        };
+        let m = |v: serde_json::Value| -> DeviceMatch { serde_json::from_value(v).unwrap() };
+        assert_eq!(m(json!({"name": "sbbt-*"})).matches(&facts), Some(true));
+        assert_eq!(m(json!({"name": "ATC_*"})).matches(&facts), Some(false));
+        for uuid in [
+            "fcd2",
+            "0xFCD2",
+            "0000fcd2",
+            "0000FCD2-0000-1000-8000-00805F9B34FB",
+        ] {
+            assert_eq!(
+                m(json!({"service": uuid})).matches(&facts),
+                Some(true),
+                "{uuid}"
+            );
+        }
+        assert_eq!(m(json!({"service": "181a"})).matches(&facts), Some(false));
+        // Both given: both must hold.
+        assert_eq!(
+            m(json!({"protocol": "ble", "name": "SBBT*", "service": "181a"})).matches(&facts),
+            Some(false)
+        );
+        // Not described yet: undecided, not refused.
+        let bare = DeviceFacts {
+            capabilities: &[],
+            ..facts.clone()
+        };
+        assert_eq!(m(json!({"name": "SBBT*"})).matches(&bare), None);
+        // A UUID that is none is refused with its path.
+        let e = policy(json!({"version": 1, "admission": {"allow": [{"service": "fcd"}]}}))
+            .unwrap_err();
+        assert_eq!(e.path, "$.admission.allow[0].service");
+        assert!(policy(json!({"version": 1, "admission": {"allow": [{"name": "ATC_*"}]}})).is_ok());
+        assert_eq!(full_service_uuid("zzzz"), None);
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub enum MessageKind {
     /// A response to a request, answered later (a request held for a sleeping device):
     /// never dropped silently. Its payload is the response object, not an envelope.
     Response,
+    /// A frame or event bridged to a network server in that server's own format (the
+    /// ChirpStack gateway events): no envelope, and an absolute topic outside the prefix.
+    /// Dropped like telemetry (by age, then oldest first) when the outbox is full.
+    Bridge,
 }
 
 impl MessageKind {
@@ -40,6 +44,7 @@ impl MessageKind {
             MessageKind::Lifecycle => "lifecycle",
             MessageKind::Audit => "audit",
             MessageKind::Response => "response",
+            MessageKind::Bridge => "bridge",
         }
     }
 }
@@ -352,6 +357,25 @@ pub fn append_response(
     Ok((seq, payload))
 }
 
+/// Appends a [`MessageKind::Bridge`] message inside the caller's transaction: `payload`
+/// published as it is on `topic` (absolute, not under the prefix). Returns its `seq`.
+pub fn append_bridged(conn: &Connection, topic: &str, payload: &[u8]) -> StoreResult<i64> {
+    let seq = next_seq(conn)?;
+    conn.prepare_cached(
+        "INSERT INTO outbox (id, msg_id, kind, device_id, topic, payload, retain, created_ms)
+         VALUES (?1, ?2, ?3, NULL, ?4, ?5, 0, ?6)",
+    )?
+    .execute(params![
+        seq,
+        uuid::Uuid::now_v7().to_string(),
+        MessageKind::Bridge.as_str(),
+        topic,
+        payload,
+        millis(SystemTime::now()),
+    ])?;
+    Ok(seq)
+}
+
 /// The oldest undelivered messages with a seq above `after_seq`, in seq order, rows
 /// holding several messages split into them; about `limit` messages (whole rows).
 pub fn pending(conn: &Connection, after_seq: i64, limit: usize) -> StoreResult<Vec<OutboxRow>> {
@@ -606,7 +630,8 @@ pub struct LimitReport {
 }
 
 /// Applies the outbox limits inside the caller's transaction:
-/// 1. telemetry older than `max_age_ms` is dropped;
+/// 1. telemetry (and bridged frames, which count as telemetry here) older than
+///    `max_age_ms` is dropped;
 /// 2. over `max_bytes`, superseded retained rows (state, availability) are compacted;
 /// 3. still over, telemetry is dropped oldest-first until the outbox fits.
 ///
@@ -622,7 +647,8 @@ pub fn enforce_limits(
     let cutoff = millis(now) - max_age_ms.min(i64::MAX as u64) as i64;
     report.dropped_expired = delete_counting(
         conn,
-        "DELETE FROM outbox WHERE kind = 'telemetry' AND created_ms < ?1 RETURNING messages",
+        "DELETE FROM outbox WHERE kind IN ('telemetry', 'bridge') AND created_ms < ?1
+         RETURNING messages",
         cutoff,
     )?;
     let mut bytes = stats(conn)?.bytes;
@@ -639,7 +665,7 @@ pub fn enforce_limits(
         let excess = bytes - max_bytes;
         let mut stmt = conn.prepare_cached(
             "SELECT id, length(payload) + length(topic) FROM outbox
-             WHERE kind = 'telemetry' ORDER BY id ASC",
+             WHERE kind IN ('telemetry', 'bridge') ORDER BY id ASC",
         )?;
         let mut rows = stmt.query([])?;
         let mut freed = 0u64;
@@ -655,7 +681,8 @@ pub fn enforce_limits(
         if let Some(last) = last_id {
             report.dropped_for_space = delete_counting(
                 conn,
-                "DELETE FROM outbox WHERE kind = 'telemetry' AND id <= ?1 RETURNING messages",
+                "DELETE FROM outbox WHERE kind IN ('telemetry', 'bridge') AND id <= ?1
+                 RETURNING messages",
                 last,
             )?;
         }
@@ -665,7 +692,7 @@ pub fn enforce_limits(
     let (protected_bytes, protected_expired): (i64, i64) = conn.query_row(
         "SELECT coalesce(sum(length(payload) + length(topic)), 0),
                 coalesce(sum(created_ms < ?1), 0)
-         FROM outbox WHERE kind <> 'telemetry'",
+         FROM outbox WHERE kind NOT IN ('telemetry', 'bridge')",
         [cutoff],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
@@ -983,6 +1010,28 @@ mod limit_tests {
         let r = enforce_limits(&c, u64::MAX / 2, 1000, later).unwrap();
         assert_eq!(r.dropped_expired, 1);
         assert_eq!(r.protected_expired, 1);
+        assert_eq!(stats(&c).unwrap().depth, 1);
+    }
+
+    #[test]
+    fn bridged_messages_keep_their_payload_and_topic_and_go_like_telemetry() {
+        let c = db();
+        let raw = br#"{"phyPayload":"AQI="}"#;
+        let seq = append_bridged(&c, "eu868/gateway/0016c001ff100001/event/up", raw).unwrap();
+        append(&c, "gw", &msg(MessageKind::Audit, "audit", 10)).unwrap();
+        let rows = pending(&c, 0, 10).unwrap();
+        assert_eq!(rows[0].seq, seq);
+        assert_eq!(rows[0].kind, "bridge");
+        assert_eq!(rows[0].topic, "eu868/gateway/0016c001ff100001/event/up");
+        assert_eq!(rows[0].payload, raw, "published as it is, no envelope");
+        // Past their age, bridged frames go and the audit record stays.
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let r = enforce_limits(&c, u64::MAX / 2, 1000, later).unwrap();
+        assert_eq!((r.dropped_expired, r.protected_expired), (1, 1));
+        // Over the byte limit, the oldest bridged frame goes first.
+        append_bridged(&c, "t", &[b'x'; 500]).unwrap();
+        let r = enforce_limits(&c, 100, u64::MAX / 2, SystemTime::now()).unwrap();
+        assert_eq!(r.dropped_for_space, 1);
         assert_eq!(stats(&c).unwrap().depth, 1);
     }
 

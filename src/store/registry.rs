@@ -32,6 +32,10 @@ pub struct Device {
     /// `wake_up`, `after_uplink`); `None` until an interview says.
     #[serde(default)]
     pub reachability: Option<String>,
+    /// Silence after which it is offline as its radio learnt it (ms; 0: never, it
+    /// speaks only when something happens); `None` leaves it to the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_after_ms: Option<i64>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -41,7 +45,7 @@ fn empty_object() -> serde_json::Value {
 const COLUMNS: &str =
     "id, protocol, radio, native_address, manufacturer, model, firmware, power_source, \
                        capabilities, last_state, lifecycle, first_seen, last_seen, health, \
-                       reachability";
+                       reachability, offline_after_ms";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
     let caps: String = r.get(8)?;
@@ -62,6 +66,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
         last_seen: r.get(12)?,
         health: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_else(|_| empty_object()),
         reachability: r.get(14)?,
+        offline_after_ms: r.get(15)?,
     })
 }
 
@@ -211,7 +216,8 @@ pub fn apply_info(
             power_source = coalesce(?5, power_source),
             capabilities = CASE WHEN ?6 = '[]' THEN capabilities ELSE ?6 END,
             last_seen = ?7,
-            reachability = coalesce(?8, reachability)
+            reachability = coalesce(?8, reachability),
+            offline_after_ms = coalesce(?9, offline_after_ms)
          WHERE id = ?1",
     )?
     .execute(params![
@@ -223,6 +229,7 @@ pub fn apply_info(
         caps,
         ts,
         info.reachability.map(|r| r.as_str()),
+        info.silence.map(|s| s.offline_after_ms()),
     ])?;
     Ok(match (before, &info.firmware) {
         (Some(b), Some(new)) if b.firmware.as_deref() != Some(new.as_str()) => Some(b.firmware),
@@ -331,7 +338,7 @@ pub fn set_health_flag(
 /// Inserts a device as-is (used by import and tests).
 pub fn insert(conn: &Connection, d: &Device) -> StoreResult<()> {
     conn.execute(
-        &format!("INSERT INTO devices ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+        &format!("INSERT INTO devices ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
         params![
             d.id,
             d.protocol,
@@ -347,7 +354,8 @@ pub fn insert(conn: &Connection, d: &Device) -> StoreResult<()> {
             d.first_seen,
             d.last_seen,
             d.health.to_string(),
-            d.reachability
+            d.reachability,
+            d.offline_after_ms
         ],
     )?;
     Ok(())

@@ -199,6 +199,10 @@ CREATE TABLE device_blocks (
 );
 "#,
         ),
+        // How long the device may stay silent before it is offline, when its radio
+        // knows (a BLE advertiser's own interval): ms, 0 for never (it speaks only when
+        // something happens); NULL leaves it to the policy's power-source timeouts.
+        M::up("ALTER TABLE devices ADD COLUMN offline_after_ms INTEGER;"),
     ])
 }
 

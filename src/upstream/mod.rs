@@ -219,6 +219,8 @@ pub struct UpstreamDeps {
     pub hub: HubHandle,
     pub radios: Arc<Vec<RadioHandle>>,
     pub gate: Arc<OutboxGate>,
+    /// Network-server command topics bridged to radios (ChirpStack `command/down`).
+    pub bridges: Vec<crate::radio::lora::bridge::BridgeRoute>,
     pub shutdown: watch::Receiver<bool>,
 }
 

@@ -35,6 +35,7 @@ use super::requests::{self, Inbound, Outbound, RequestContext};
 use super::rotate::{SwitchIdentity, Switched};
 use super::{limits, ConnectionState, Tuning, UpstreamDeps, UpstreamStatus};
 use crate::config::OutboxLimits;
+use crate::radio::lora::bridge::BridgeRoute;
 use crate::radio::Backoff;
 use crate::store::{self, outbox, StoreResult};
 
@@ -172,6 +173,8 @@ struct Session {
     refusals: Vec<requests::Refusal>,
     /// The database's life (announced in the birth message).
     life: Option<String>,
+    /// Command topics of bridged network servers, each to its radio.
+    bridges: Vec<BridgeRoute>,
 }
 
 impl Session {
@@ -213,9 +216,11 @@ impl Session {
         self.new_epoch();
         self.status.set_state(ConnectionState::Connected);
         self.status.connects.fetch_add(1, Ordering::Relaxed);
-        // No session is kept by the broker (clean session): subscribe again.
+        // The broker keeps no session (clean session), or one that may have
+        // expired (MQTT 5 session_expiry): subscribe again.
         let filters = std::iter::once(self.settings_topics.request_filter())
-            .chain(self.settings_topics.device_command_filters());
+            .chain(self.settings_topics.device_command_filters())
+            .chain(self.bridges.iter().map(|b| b.filter.clone()));
         for filter in filters {
             if let Err(e) = self.client.try_subscribe(filter) {
                 tracing::warn!(error = %e, "cannot subscribe to requests");
@@ -281,6 +286,16 @@ impl Session {
                 }
             }
             Ev::Publish(p) => {
+                if let Some(route) = self.bridges.iter().find(|b| b.matches(&p.topic)) {
+                    // A network server's downlink: the radio parses and answers it.
+                    let outcome = route.deliver(&p.topic, &p.payload);
+                    if let Err(code) = outcome {
+                        tracing::warn!(radio = %route.radio, code, "bridged downlink command dropped");
+                    }
+                    self.status
+                        .count_request(outcome.err().unwrap_or("bridged"));
+                    return;
+                }
                 let (op, device) = match self.settings_topics.request_operation(&p.topic) {
                     Some(op) => (op, None),
                     None => match self.settings_topics.device_command(&p.topic) {
@@ -440,9 +455,13 @@ impl Session {
                 self.window.settle(msg_of(&row));
                 continue;
             }
-            let topic = match self.levels.as_ref().and_then(|l| l.rewrite(&row.topic)) {
-                Some(named) => self.settings_topics.outbox(&named),
-                None => self.settings_topics.outbox(&row.topic),
+            // Bridged frames go where the network server listens, outside the prefix.
+            let topic = if row.kind == outbox::MessageKind::Bridge.as_str() {
+                row.topic.clone()
+            } else if let Some(named) = self.levels.as_ref().and_then(|l| l.rewrite(&row.topic)) {
+                self.settings_topics.outbox(&named)
+            } else {
+                self.settings_topics.outbox(&row.topic)
             };
             let msg = msg_of(&row);
             let props = if row.kind == "telemetry" {
@@ -495,6 +514,7 @@ pub(super) async fn run(
         hub,
         radios,
         gate,
+        bridges,
         mut shutdown,
     } = deps;
     let window = tuning.window.clamp(1, 10_000);
@@ -562,6 +582,7 @@ pub(super) async fn run(
         inbound: in_tx,
         responses: VecDeque::new(),
         refusals: Vec::new(),
+        bridges,
         life: {
             let db = db_path.clone();
             tokio::task::spawn_blocking(move || outbox::life(&store::open_reader(&db)?))

@@ -43,6 +43,7 @@ fn seed_device_now(db: &std::path::Path, id: &str, lifecycle: &str) {
         last_seen: "2026-01-01T00:10:00.000Z".into(),
         health: json!({}),
         reachability: None,
+        offline_after_ms: None,
     };
     s.writer()
         .write_blocking(move |c| registry::insert(c, &d))

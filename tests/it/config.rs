@@ -88,6 +88,7 @@ const CASES: &[Case] = &[
     // Radio options are the driver's, checked before anything starts.
     case("misspelt radio option", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[radio.options]\nchannel = 15\nchanel = 15\n", "key `radio.options.chanel`: unknown zigbee option `chanel`", Some(14)),
     case("radio option out of range", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[radio.options]\npan_id = \"0x1a62\"\nchannel = 99\n", "key `radio.options.channel`: zigbee option `channel` must be an integer from 11 to 26", Some(14)),
+    case("BLE presence threshold out of range", "[[radio]]\nname = \"b\"\nprotocol = \"ble\"\nport = \"sim://ble\"\n[radio.options]\npresence_smoothing = 0.3\npresence_rssi = 20\n", "key `radio.options.presence_rssi`: ble option `presence_rssi` must be an integer from -120 to 0", Some(14)),
     case("radio option of the wrong type", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\noptions = { key_switch_delay = 30 }\n", "key `radio.options.key_switch_delay`", Some(12)),
 ];
 
@@ -114,6 +115,46 @@ fn an_unknown_api_group_is_refused_here_and_a_warning_elsewhere() {
     let out = fieldgate(&["config", "check", "--elsewhere", p]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).starts_with("warning: "), "{}", stderr(&out));
+}
+
+/// A site's Zigbee device definitions are checked with the config: a mistake names the
+/// definitions file, its line and the key, and exits 2.
+#[test]
+fn site_device_definitions_are_checked_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("devices.d");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("10-ok.toml"),
+        "[[device]]\nmodel = \"SITE-TH\"\nvendor = \"Site\"\nzigbee_model = [\"site.th\"]\n\n[[device.reading]]\ndp = 1\nname = \"temperature\"\ndivide = 10\n",
+    )
+    .unwrap();
+    let path = dir.path().join("fieldgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\n\n[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[radio.options]\ndefinitions_dir = \"{}\"\n",
+            defs.display()
+        ),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let out = fieldgate(&["config", "check", p]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::write(
+        defs.join("20-bad.toml"),
+        "[[device]]\nmodel = \"SITE-TH2\"\nvendor = \"Site\"\nzigbee_model = [\"site.th2\"]\n\n[[device.reading]]\ndp = 1\nname = \"temperature\"\nunit = \"°F\"\n",
+    )
+    .unwrap();
+    let out = fieldgate(&["config", "check", p]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("20-bad.toml:9:")
+            && err.contains("key `device[0].reading[0].unit`")
+            && err.contains("°C"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -9,6 +9,13 @@
 //! refused and told to leave until it is re-admitted -> the radio resets on its own
 //! and recovers -> the link drops and the radio is re-opened. An emulator takes part through [`Emulated`];
 //! each driver adds one implementation and one `#[tokio::test]` below.
+//!
+//! Steps that do not apply are declared, not skipped silently: a radio whose devices are
+//! discovered rather than joined (its capabilities have no join window: BLE) has its
+//! reporter adopted instead of joined, and its removed devices, which keep
+//! transmitting, are refused by having nothing they send recorded; an emulator with no
+//! actuator, no sleeping device, or no way to reset its radio or cut its link says so
+//! (`None`, `false`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,20 +39,23 @@ trait Emulated: Send + Sync {
     fn options(&self) -> String;
     /// A device that reports on its own, and a reading name it reports.
     fn reporter(&self) -> (String, &'static str);
-    /// A device that takes on/off and reports its state as `on` (the vocabulary's name).
-    fn actuator(&self) -> String;
+    /// A device that takes on/off and reports its state as `on` (the vocabulary's name);
+    /// `None` when the radio's devices take no commands.
+    fn actuator(&self) -> Option<String>;
     /// A device that cannot hear between its wake-ups (requests for it are held).
-    fn sleeper(&self) -> String;
+    fn sleeper(&self) -> Option<String>;
     /// Whether the emulated network still has this device.
     fn on_network(&self, native: &str) -> bool;
     /// The device tries to join again while a join window is open (as a removed
     /// device that kept its keys would); an emulator whose devices do that by
     /// themselves does nothing here.
     fn rejoin(&self, native: &str);
-    /// The radio resets on its own (watchdog, brown-out) and says so.
-    fn reset_radio(&self);
-    /// The link to the radio drops (the cable, the network, ser2net).
-    fn cut_link(&self);
+    /// The radio resets on its own (watchdog, brown-out) and says so; `false` when
+    /// the emulator cannot make it.
+    fn reset_radio(&self) -> bool;
+    /// The link to the radio drops (the cable, the network, ser2net); `false` when
+    /// the emulator cannot make it.
+    fn cut_link(&self) -> bool;
 }
 
 // ---------------------------------------------------------------------------------
@@ -114,11 +124,11 @@ impl Emulated for ZigbeeEmulator {
             "temperature",
         )
     }
-    fn actuator(&self) -> String {
-        DeviceKind::SmartPlug.default_ieee().to_string()
+    fn actuator(&self) -> Option<String> {
+        Some(DeviceKind::SmartPlug.default_ieee().to_string())
     }
-    fn sleeper(&self) -> String {
-        DeviceKind::SleepySensor.default_ieee().to_string()
+    fn sleeper(&self) -> Option<String> {
+        Some(DeviceKind::SleepySensor.default_ieee().to_string())
     }
     fn on_network(&self, native: &str) -> bool {
         let ieee = Self::ieee(native);
@@ -128,13 +138,15 @@ impl Emulated for ZigbeeEmulator {
     fn rejoin(&self, _native: &str) {
         // Every virtual device not on the network joins while a window is open.
     }
-    fn reset_radio(&self) {
+    fn reset_radio(&self) -> bool {
         self.sim.inject(Fault::Reset);
+        true
     }
-    fn cut_link(&self) {
+    fn cut_link(&self) -> bool {
         if let Some(task) = self.connection.lock().unwrap().take() {
             task.abort();
         }
+        true
     }
 }
 
@@ -142,6 +154,54 @@ impl Emulated for ZigbeeEmulator {
 async fn zigbee_driver_conforms() {
     let emulator = ZigbeeEmulator::start().await;
     conformance(&emulator).await;
+}
+
+// ---------------------------------------------------------------------------------
+// BLE: the scanner on the in-process emulator (`sim://ble`). Its devices advertise
+// whatever the gateway does: they are discovered (then adopted), take no commands,
+// and are reached only right after they transmit.
+
+struct BleEmulator;
+
+impl Emulated for BleEmulator {
+    fn protocol(&self) -> Protocol {
+        Protocol::Ble
+    }
+    fn port(&self) -> String {
+        "sim://ble".into()
+    }
+    fn options(&self) -> String {
+        "min_interval = \"1s\"\nsim_speed = 5\nsim_faults = false\n".into()
+    }
+    fn reporter(&self) -> (String, &'static str) {
+        // The Ruuvi tag.
+        ("cb:b8:33:4c:88:4f".into(), "temperature")
+    }
+    fn actuator(&self) -> Option<String> {
+        None
+    }
+    fn sleeper(&self) -> Option<String> {
+        // An advertiser hears only right after it transmits: requests for it are held.
+        Some("a4:c1:38:5a:6b:7c".into())
+    }
+    fn on_network(&self, _native: &str) -> bool {
+        // There is no network to leave: it keeps advertising.
+        true
+    }
+    fn rejoin(&self, _native: &str) {
+        // It never stopped advertising.
+    }
+    fn reset_radio(&self) -> bool {
+        false
+    }
+    fn cut_link(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ble_driver_conforms() {
+    conformance(&BleEmulator).await;
 }
 
 // ---------------------------------------------------------------------------------
@@ -271,12 +331,25 @@ async fn conformance(emulated: &dyn Emulated) {
     })
     .await;
 
-    // Join -> interview -> reading.
+    // Join -> interview -> reading (discovered devices: pending -> adopted).
+    let discovered = fieldgate::radio::capabilities(protocol)
+        .expect("a driver for the protocol")
+        .max_join_window
+        .is_none();
     let (reporter, reading) = emulated.reporter();
-    walk.hub()
-        .permit_join("r0".into(), 60, "conformance".into())
-        .await
-        .expect("a join window opens");
+    if discovered {
+        walk.until("the reporter discovered and described, pending", 30, |w| {
+            w.device(&reporter)
+                .filter(|d| d.model.is_some() && d.lifecycle == "pending")
+        })
+        .await;
+        adopt(&walk, &reporter).await;
+    } else {
+        walk.hub()
+            .permit_join("r0".into(), 60, "conformance".into())
+            .await
+            .expect("a join window opens");
+    }
     walk.until("the reporter joining and being interviewed", 30, |w| {
         w.device(&reporter)
             .filter(|d| d.model.is_some() && d.lifecycle == "active")
@@ -289,7 +362,149 @@ async fn conformance(emulated: &dyn Emulated) {
     .await;
 
     // Set: the command reaches the actuator and its new state comes back.
-    let actuator = emulated.actuator();
+    if let Some(actuator) = emulated.actuator() {
+        commands(&walk, &actuator).await;
+    }
+
+    // A request for a device that cannot hear now is held, then delivered when it
+    // next speaks.
+    if let Some(sleeper) = emulated.sleeper() {
+        held_request(&walk, &sleeper).await;
+    }
+
+    // Remove: the device leaves; when it tries again it is refused and told to leave.
+    let removed = walk
+        .hub()
+        .decommission(walk.id(&reporter), "conformance".into())
+        .await
+        .expect("decommission");
+    assert_eq!(removed.radio_removal, "requested");
+    let want = walk.id(&reporter).to_string();
+    if discovered {
+        // Nothing to leave: it keeps transmitting, and nothing it sends is recorded.
+        not_recorded(&walk, &reporter, reading).await;
+    } else {
+        walk.until("the removed device leaving the network", 10, |w| {
+            (!emulated.on_network(&reporter) && w.device(&reporter).is_some()).then_some(())
+        })
+        .await;
+        let retried = Instant::now();
+        walk.hub()
+            .permit_join("r0".into(), 5, "conformance".into())
+            .await
+            .expect("a join window opens");
+        emulated.rejoin(&reporter);
+        walk.until("the removed device being refused", 10, |w| {
+            w.noticed(
+                retried,
+                |n| matches!(n, Notice::Denied { device, .. } if *device == want),
+            )
+            .then_some(())
+        })
+        .await;
+        walk.until("the refused device being told to leave", 10, |_| {
+            (!emulated.on_network(&reporter)).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        walk.device(&reporter)
+            .expect("kept for the record")
+            .lifecycle,
+        "decommissioned"
+    );
+    // Until a technician re-admits it: then it joins again like a new device.
+    if !discovered {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    walk.hub()
+        .readmit(walk.id(&reporter), "conformance".into())
+        .await
+        .expect("re-admitted");
+    assert_eq!(walk.device(&reporter).unwrap().lifecycle, "pending");
+    if discovered {
+        adopt(&walk, &reporter).await;
+    } else {
+        walk.hub()
+            .permit_join("r0".into(), 30, "conformance".into())
+            .await
+            .expect("a join window opens");
+    }
+    walk.until("the re-admitted device active again", 30, |w| {
+        w.device(&reporter).filter(|d| d.lifecycle == "active")
+    })
+    .await;
+    let t3 = Instant::now();
+    walk.until("readings from the re-admitted device", 20, |w| {
+        w.reading_since(&reporter, reading, t3)
+    })
+    .await;
+
+    // Remove and block in one step: decommissioned, told to leave, and refused even
+    // inside a join window until re-admitted, which also takes it off the denylist.
+    let blocked = walk
+        .hub()
+        .block(walk.id(&reporter), "conformance".into())
+        .await
+        .expect("block");
+    assert!(blocked.decommissioned.is_some() && blocked.newly_blocked);
+    if discovered {
+        not_recorded(&walk, &reporter, reading).await;
+    } else {
+        refused_while_blocked(&walk, emulated, &reporter).await;
+    }
+    let r = walk
+        .hub()
+        .readmit(walk.id(&reporter), "conformance".into())
+        .await
+        .expect("re-admitted");
+    assert_eq!(r.lifecycle, "pending");
+    if discovered {
+        // Off the denylist: heard and recorded again (pending until adopted).
+        let t4 = Instant::now();
+        walk.until("readings after the block is lifted", 20, |w| {
+            w.reading_since(&reporter, reading, t4)
+        })
+        .await;
+    }
+
+    // The radio resets on its own: it comes back and devices carry on.
+    if let Some(actuator) = emulated.actuator() {
+        resets_and_link_loss(&walk, emulated, &actuator).await;
+    } else {
+        assert!(
+            !emulated.reset_radio() && !emulated.cut_link(),
+            "conformance: an emulator that resets its radio needs an actuator to check it"
+        );
+    }
+
+    let gw = walk.gw.take().expect("running");
+    drop(walk);
+    gw.stop().await;
+}
+
+/// A technician adopts a discovered device.
+async fn adopt(walk: &Walk, native: &str) {
+    let a = walk
+        .hub()
+        .adopt(walk.id(native), None, "conformance".into())
+        .await
+        .expect("adopted");
+    assert_eq!(a.lifecycle, "active");
+}
+
+/// A removed device that keeps transmitting: nothing it sends is recorded.
+async fn not_recorded(walk: &Walk, native: &str, reading: &str) {
+    let since = Instant::now();
+    let seen = walk.device(native).expect("kept").last_seen;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(walk.reading_since(native, reading, since), None);
+    assert_eq!(walk.device(native).expect("kept").last_seen, seen);
+}
+
+/// Commands reach the actuator and its new state comes back.
+async fn commands(walk: &Walk, actuator: &str) {
+    let actuator = actuator.to_string();
     walk.until("the actuator being interviewed", 30, |w| {
         w.device(&actuator).filter(|d| d.model.is_some())
     })
@@ -305,10 +520,12 @@ async fn conformance(emulated: &dyn Emulated) {
         })
         .await;
     }
+}
 
-    // A request for a device that cannot hear now is held, then delivered when it
-    // next speaks.
-    let sleeper = emulated.sleeper();
+/// A request for a device that cannot hear now is held, then delivered when it next
+/// speaks.
+async fn held_request(walk: &Walk, sleeper: &str) {
+    let sleeper = sleeper.to_string();
     walk.until("the sleeping device being interviewed", 40, |w| {
         w.device(&sleeper).filter(|d| d.model.is_some())
     })
@@ -339,69 +556,13 @@ async fn conformance(emulated: &dyn Emulated) {
         })
     })
     .await;
+}
 
-    // Remove: the device leaves; when it tries again it is refused and told to leave.
-    let removed = walk
-        .hub()
-        .decommission(walk.id(&reporter), "conformance".into())
-        .await
-        .expect("decommission");
-    assert_eq!(removed.radio_removal, "requested");
-    walk.until("the removed device leaving the network", 10, |w| {
-        (!emulated.on_network(&reporter) && w.device(&reporter).is_some()).then_some(())
-    })
-    .await;
-    let retried = Instant::now();
-    walk.hub()
-        .permit_join("r0".into(), 5, "conformance".into())
-        .await
-        .expect("a join window opens");
-    emulated.rejoin(&reporter);
-    let want = walk.id(&reporter).to_string();
-    walk.until("the removed device being refused", 10, |w| {
-        w.noticed(
-            retried,
-            |n| matches!(n, Notice::Denied { device, .. } if *device == want),
-        )
-        .then_some(())
-    })
-    .await;
-    walk.until("the refused device being told to leave", 10, |_| {
-        (!emulated.on_network(&reporter)).then_some(())
-    })
-    .await;
-    assert_eq!(
-        walk.device(&reporter)
-            .expect("kept for the record")
-            .lifecycle,
-        "decommissioned"
-    );
-    // Until a technician re-admits it: then it joins again like a new device.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    walk.hub()
-        .readmit(walk.id(&reporter), "conformance".into())
-        .await
-        .expect("re-admitted");
-    assert_eq!(walk.device(&reporter).unwrap().lifecycle, "pending");
-    walk.hub()
-        .permit_join("r0".into(), 30, "conformance".into())
-        .await
-        .expect("a join window opens");
-    walk.until("the re-admitted device active again", 30, |w| {
-        w.device(&reporter).filter(|d| d.lifecycle == "active")
-    })
-    .await;
-
-    // Remove and block in one step: decommissioned, told to leave, and refused even
-    // inside a join window until re-admitted, which also takes it off the denylist.
-    let blocked = walk
-        .hub()
-        .block(walk.id(&reporter), "conformance".into())
-        .await
-        .expect("block");
-    assert!(blocked.decommissioned.is_some() && blocked.newly_blocked);
+/// A blocked device is refused even inside a join window, audited, and told to leave.
+async fn refused_while_blocked(walk: &Walk, emulated: &dyn Emulated, reporter: &str) {
+    let want = walk.id(reporter).to_string();
     walk.until("the blocked device leaving the network", 10, |_| {
-        (!emulated.on_network(&reporter)).then_some(())
+        (!emulated.on_network(reporter)).then_some(())
     })
     .await;
     let retried = Instant::now();
@@ -409,7 +570,7 @@ async fn conformance(emulated: &dyn Emulated) {
         .permit_join("r0".into(), 5, "conformance".into())
         .await
         .expect("a join window opens");
-    emulated.rejoin(&reporter);
+    emulated.rejoin(reporter);
     walk.until("the blocked device being refused", 10, |w| {
         w.noticed(retried, |n| {
             matches!(n, Notice::Denied { device, reason } if *device == want && reason.starts_with("blocked"))
@@ -429,20 +590,17 @@ async fn conformance(emulated: &dyn Emulated) {
     })
     .await;
     walk.until("the blocked device told to leave", 10, |_| {
-        (!emulated.on_network(&reporter)).then_some(())
+        (!emulated.on_network(reporter)).then_some(())
     })
     .await;
-    let r = walk
-        .hub()
-        .readmit(walk.id(&reporter), "conformance".into())
-        .await
-        .expect("re-admitted");
-    assert_eq!(r.lifecycle, "pending");
+}
 
-    // The radio resets on its own: it comes back and devices carry on.
+/// The radio resets on its own, then its link drops: each time it comes back and
+/// devices carry on.
+async fn resets_and_link_loss(walk: &Walk, emulated: &dyn Emulated, actuator: &str) {
     let mut state = walk.gw().radios[0].state.clone();
     state.borrow_and_update();
-    emulated.reset_radio();
+    assert!(emulated.reset_radio());
     tokio::time::timeout(Duration::from_secs(10), state.changed())
         .await
         .expect("the reset is noticed")
@@ -453,16 +611,16 @@ async fn conformance(emulated: &dyn Emulated) {
     .await;
     let t1 = Instant::now();
     walk.hub()
-        .command(walk.id(&actuator), DeviceCommand::On, "conformance".into())
+        .command(walk.id(actuator), DeviceCommand::On, "conformance".into())
         .await
         .expect("commands work after a reset");
     walk.until("the actuator answering after the reset", 10, |w| {
-        (w.reading_since(&actuator, "on", t1) == Some(Value::Bool(true))).then_some(())
+        (w.reading_since(actuator, "on", t1) == Some(Value::Bool(true))).then_some(())
     })
     .await;
 
     // Link loss: down with a reason, re-opened with backoff, devices carry on.
-    emulated.cut_link();
+    assert!(emulated.cut_link());
     walk.until("the radio down after the link dropped", 10, |w| {
         matches!(w.state(), RadioState::Down(_)).then_some(())
     })
@@ -473,15 +631,11 @@ async fn conformance(emulated: &dyn Emulated) {
     .await;
     let t2 = Instant::now();
     walk.hub()
-        .command(walk.id(&actuator), DeviceCommand::Off, "conformance".into())
+        .command(walk.id(actuator), DeviceCommand::Off, "conformance".into())
         .await
         .expect("commands work after the link came back");
     walk.until("the actuator answering after the link came back", 10, |w| {
-        (w.reading_since(&actuator, "on", t2) == Some(Value::Bool(false))).then_some(())
+        (w.reading_since(actuator, "on", t2) == Some(Value::Bool(false))).then_some(())
     })
     .await;
-
-    let gw = walk.gw.take().expect("running");
-    drop(walk);
-    gw.stop().await;
 }

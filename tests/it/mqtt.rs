@@ -506,6 +506,7 @@ async fn normal_flow_publishes_the_documented_topics_and_schemas() {
             power_source: None,
             capabilities: vec!["temperature".into()],
             reachability: None,
+            silence: None,
         }),
     )
     .await;

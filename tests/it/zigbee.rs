@@ -1924,3 +1924,5 @@ fn zigbee_cli_install_codes_and_key_rotation_keep_secrets_out_of_logs() {
 // AF_INCOMING_MSG_EXT, held-back payloads, Green Power.
 
 mod ext;
+
+mod definitions;

@@ -166,6 +166,7 @@ impl Builder {
                     hub: handle.clone(),
                     radios: radios.clone(),
                     gate: hub.outbox_gate(),
+                    bridges: fieldgate::radio::lora::bridge::routes(&config.radios, &radios),
                     shutdown: sd_rx.clone(),
                 },
                 tuning,

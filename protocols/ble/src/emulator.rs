@@ -37,6 +37,10 @@ pub struct SceneOptions {
     pub faults: bool,
     /// Same seed, same scene.
     pub seed: u64,
+    /// The room's iBeacon (a visitor's badge) leaves at the first tick and comes back
+    /// at the second: silent in between, its signal fading over the last 20 ticks
+    /// before it goes.
+    pub beacon_away: Option<(u64, u64)>,
 }
 
 impl Default for SceneOptions {
@@ -45,6 +49,7 @@ impl Default for SceneOptions {
             street: 0,
             faults: true,
             seed: 1,
+            beacon_away: None,
         }
     }
 }
@@ -81,6 +86,7 @@ pub struct Scene {
     devices: Vec<EmulatedDevice>,
     key: BindKey,
     faults: bool,
+    beacon_away: Option<(u64, u64)>,
     tick: u64,
     rng: Rng,
     /// The encrypted sensor's first advertisement, replayed later.
@@ -163,6 +169,7 @@ impl Scene {
             devices,
             key,
             faults: opts.faults,
+            beacon_away: opts.beacon_away,
             tick: 0,
             rng,
             recorded: None,
@@ -193,7 +200,19 @@ impl Scene {
             if t % d.interval != d.phase {
                 continue;
             }
-            let adv = self.advertise(i);
+            let mut fade = 0;
+            if let (DeviceKind::IBeacon, "ibeacon", Some((leave, back))) =
+                (d.kind, d.name, self.beacon_away)
+            {
+                if (leave..back).contains(&t) {
+                    continue;
+                }
+                if t < leave && leave - t <= 20 {
+                    fade = 40;
+                }
+            }
+            let mut adv = self.advertise(i);
+            adv.rssi = adv.rssi.map(|r| r - fade);
             out.push(adv);
         }
         if self.faults {
@@ -365,11 +384,38 @@ mod tests {
     }
 
     #[test]
+    fn the_beacon_fades_leaves_and_comes_back() {
+        let mut scene = Scene::new(&SceneOptions {
+            faults: false,
+            beacon_away: Some((100, 200)),
+            ..Default::default()
+        });
+        let beacon = [0xF0, 0x0D, 0xBE, 0xAC, 0x00, 0x01];
+        let heard: Vec<(u64, i16)> = (0..300)
+            .flat_map(|_| {
+                let t = scene.now();
+                scene
+                    .tick()
+                    .into_iter()
+                    .filter(|a| a.address == beacon)
+                    .map(move |a| (t, a.rssi.unwrap_or(0)))
+            })
+            .collect();
+        assert!(heard.iter().all(|(t, _)| !(100..200).contains(t)));
+        assert!(heard.iter().any(|(t, _)| *t < 100) && heard.iter().any(|(t, _)| *t >= 200));
+        assert!(heard
+            .iter()
+            .filter(|(t, _)| (80..100).contains(t))
+            .all(|(_, r)| *r <= -85));
+    }
+
+    #[test]
     fn the_street_is_mostly_unknown_and_deterministic() {
         let opts = SceneOptions {
             street: 500,
             faults: false,
             seed: 7,
+            beacon_away: None,
         };
         let a: Vec<_> = (0..30).flat_map(|_| Scene::new(&opts).tick()).collect();
         let b: Vec<_> = (0..30).flat_map(|_| Scene::new(&opts).tick()).collect();

@@ -56,6 +56,7 @@ pub(in crate::hub) fn apply_event(
                 address: &ev.native_address,
                 manufacturer: existing.as_ref().and_then(|d| d.manufacturer.as_deref()),
                 model: existing.as_ref().and_then(|d| d.model.as_deref()),
+                capabilities: existing.as_ref().map_or(&[], |d| &d.capabilities),
             };
             let retired = existing
                 .as_ref()

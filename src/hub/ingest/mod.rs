@@ -375,6 +375,7 @@ pub(in crate::hub) fn readings_recorded<'e>(
         });
     }
     health_flags(c, &mut sink, ctx, id, health, readings, out, at)?;
+    presence_changes(c, &mut sink, ctx, id, readings, at)?;
     if ctx.notify_readings {
         out.notices.push(Notice::Readings {
             device: id.to_string(),

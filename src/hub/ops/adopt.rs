@@ -137,7 +137,7 @@ impl Hub {
 }
 
 /// A bindkey as a technician gives it: 32 hex digits.
-fn is_bindkey(k: &Secret) -> bool {
+pub(super) fn is_bindkey(k: &Secret) -> bool {
     let k = k.expose();
     k.len() == 32 && k.iter().all(u8::is_ascii_hexdigit)
 }

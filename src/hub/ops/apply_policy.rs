@@ -78,6 +78,23 @@ impl Hub {
         self.rule_states = engine.new_states();
         self.policy = Arc::new(engine);
         tracing::info!(version, signed, rules, "policy applied");
+        let (gw, engine) = (self.gateway_id.clone(), self.policy.clone());
+        match self
+            .writer
+            .write(move |c| admit_named_pending(c, &gw, &engine, SystemTime::now()))
+            .await
+        {
+            Ok(admitted) if !admitted.is_empty() => {
+                tracing::info!(
+                    devices = admitted.len(),
+                    "pending discovered devices admitted by the new policy"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "pending devices not re-evaluated against the new policy")
+            }
+        }
         self.announce_install_code_policy().await;
         self.notify(Notice::PolicyApplied { version });
         Ok(PolicyApplied {

@@ -59,15 +59,22 @@ impl Hub {
         actor: String,
         reply: oneshot::Sender<Result<InstallCodeAdded, HubError>>,
     ) {
-        let action = if kind == KIND {
-            "device.install_code.add"
-        } else {
-            "device.credential.add"
-        };
-        let push_action = if kind == KIND {
-            "device.install_code.push"
-        } else {
-            "device.credential.push"
+        let (action, push_action, done) = match kind {
+            KIND => (
+                "device.install_code.add",
+                "device.install_code.push",
+                "registered with the coordinator",
+            ),
+            CredentialKind::BthomeBindkey => (
+                "device.bindkey.rotate",
+                "device.bindkey.push",
+                "bindkey installed; the old key no longer opens its advertisements",
+            ),
+            _ => (
+                "device.credential.add",
+                "device.credential.push",
+                "registered with the coordinator",
+            ),
         };
         let entry =
             |outcome, details| AuditEntry::new(&actor, action, device.as_str(), outcome, details);
@@ -85,6 +92,31 @@ impl Hub {
                 "no master key: a {} cannot be stored encrypted",
                 kind.label()
             )))
+        } else if kind == CredentialKind::BthomeBindkey && !super::adopt::is_bindkey(&code) {
+            Some(HubError::Invalid(
+                "a BTHome bindkey is 16 bytes: 32 hex digits".into(),
+            ))
+        } else if kind == CredentialKind::BthomeBindkey {
+            // A bindkey is rotated on a device in service; a discovered one is adopted
+            // with its key instead.
+            let id = device.clone();
+            let lifecycle = self
+                .writer
+                .write(move |c| Ok(registry::get(c, &id)?.map(|d| d.lifecycle)))
+                .await;
+            match lifecycle {
+                Err(e) => Some(e.into()),
+                Ok(None) => Some(HubError::UnknownDevice(device.to_string())),
+                Ok(Some(l)) if l == Lifecycle::Pending.as_str() => Some(HubError::Invalid(format!(
+                    "`{device}` is pending: adopt it with its bindkey (`fieldgate adopt {device} --bindkey ...`)"
+                ))),
+                Ok(Some(l)) if l == Lifecycle::Decommissioned.as_str() => {
+                    Some(HubError::Invalid(format!(
+                        "`{device}` is decommissioned: re-admit it first (`fieldgate readmit {device}`)"
+                    )))
+                }
+                Ok(Some(_)) => None,
+            }
         } else {
             None
         };
@@ -127,7 +159,7 @@ impl Hub {
         let pushed = self.push_credential(
             &device,
             DeviceCredential { kind, secret: code },
-            "registered with the coordinator",
+            done,
             "pushed at its next start",
         );
         let writer = self.writer.clone();

@@ -49,6 +49,11 @@ impl Limiter {
             .or_insert_with(|| now.checked_sub(self.min_interval).unwrap_or(now));
     }
 
+    /// Whether `address` has been let through (or marked known): it is in the registry.
+    pub fn knows(&self, address: &Address) -> bool {
+        self.last.contains_key(address)
+    }
+
     /// Decides for an advertisement from `address` at `now`. `urgent` (an event such as a
     /// button press) skips the per-address interval but not the new-address budget.
     pub fn check(&mut self, address: Address, now: Instant, urgent: bool) -> Verdict {

@@ -19,8 +19,10 @@
 
 mod backend;
 mod bluez;
+mod cadence;
 mod limiter;
 mod options;
+mod presence;
 mod security;
 mod sim;
 mod spec;
@@ -36,10 +38,12 @@ use fieldgate_ble::{format_address, Address, Advertisement, Context, Decoded, Re
 
 use crate::model::{
     CredentialKind, DeviceEvent, DeviceEventKind, DeviceInfo, LinkMetrics, RadioCommand,
-    RadioError, RadioState, Reachability, Reading, Value,
+    RadioError, RadioState, Reachability, Reading, Silence, Value,
 };
 use crate::radio::{DriverFuture, DriverIo, OwnTransportDriver, RadioCounters};
+use cadence::{Cadence, SilenceRule};
 use limiter::{Limiter, Verdict};
+use presence::{PresenceRule, Presences, Transition};
 use security::SecurityState;
 
 /// How often a device's refusals are audited (all are counted).
@@ -47,9 +51,14 @@ const REFUSAL_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
 /// Bound on the per-device bookkeeping besides the limiter (described, refused).
 const MAX_REMEMBERED: usize = 10_000;
 
+/// What the hub was told a device is: its format, firmware and what silence means.
+type Description = (&'static str, Option<String>, Option<Silence>);
+
 pub struct BleDriver {
-    /// Devices whose description (format, firmware) was handed to the hub, and what.
-    described: HashMap<Address, (&'static str, Option<String>)>,
+    /// Devices whose description was handed to the hub, and what.
+    described: HashMap<Address, Description>,
+    /// Each device's advertising interval.
+    cadence: Cadence,
     /// When each device's last refusal was audited.
     audited: HashMap<Address, Instant>,
     /// Packet ids of event-carrying devices (a button press is repeated several times).
@@ -67,6 +76,7 @@ impl BleDriver {
     pub fn new() -> BleDriver {
         BleDriver {
             described: HashMap::new(),
+            cadence: Cadence::default(),
             audited: HashMap::new(),
             repeats: fieldgate_ble::PacketIdFilter::default(),
             repeat_devices: HashSet::new(),
@@ -84,6 +94,10 @@ impl OwnTransportDriver for BleDriver {
 struct Session {
     security: SecurityState,
     limiter: Limiter,
+    silence: SilenceRule,
+    presence: Presences,
+    /// Addresses followed for presence besides beacons (`presence_tags`).
+    tags: HashSet<Address>,
 }
 
 impl BleDriver {
@@ -110,7 +124,34 @@ impl BleDriver {
         for (address, _) in security.counters.iter() {
             limiter.know(*address, now);
         }
-        let mut session = Session { security, limiter };
+        let tags: HashSet<Address> = options
+            .presence_tags
+            .iter()
+            .filter_map(|t| fieldgate_ble::parse_address(t))
+            .collect();
+        for address in &tags {
+            limiter.know(*address, now);
+        }
+        let mut session = Session {
+            security,
+            limiter,
+            silence: SilenceRule {
+                multiplier: options.availability_multiplier,
+                floor: options.availability_floor,
+                min_interval: options.min_interval,
+            },
+            presence: Presences::new(PresenceRule {
+                away_after: options.presence_away_after,
+                rssi: options.presence_rssi,
+                hysteresis: options.presence_hysteresis,
+                smoothing: options.presence_smoothing,
+            }),
+            tags,
+        };
+        let check_every = (options.presence_away_after / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let mut presence_check = tokio::time::interval(check_every);
+        presence_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(radio = %io.radio, port = %io.port, keys = session.security.keys.len(), "BLE scanner up");
         let _ = io.state.send(RadioState::Up);
         loop {
@@ -121,6 +162,12 @@ impl BleDriver {
                     Some(cmd) => self.command(cmd, &mut session, io).await,
                 },
                 adv = source.next() => self.heard(adv?, &mut session, io).await?,
+                _ = presence_check.tick() => {
+                    let now = tokio::time::Instant::now().into_std();
+                    for (address, change) in session.presence.expire(now) {
+                        presence_changed(io, address, change, now).await?;
+                    }
+                }
             }
         }
     }
@@ -142,6 +189,12 @@ impl BleDriver {
             Ok(Decoded::Known(report)) => report,
             Ok(Decoded::Unknown) => {
                 RadioCounters::count(&io.counters.unknown_format);
+                // A tag the site follows (a phone, a key fob) may speak no known format.
+                if s.tags.contains(&adv.address) {
+                    if let Some(change) = s.presence.heard(adv.address, adv.rssi, now) {
+                        presence_changed(io, adv.address, change, now).await?;
+                    }
+                }
                 return Ok(());
             }
             // Devices repeat each advertisement: the same counter again is no attack.
@@ -200,7 +253,20 @@ impl BleDriver {
                 s.security.save_counters(sink, &io.radio).await?;
             }
         }
-        if s.limiter.check(address, now, urgent) != Verdict::Forward {
+        let verdict = s.limiter.check(address, now, urgent);
+        // Only what is in the registry (let through once) is followed: the new-address
+        // budget holds for presence and cadence too.
+        if s.limiter.knows(&address) {
+            if report.meta.beacon_id.is_some() || s.tags.contains(&address) {
+                if let Some(change) = s.presence.heard(address, adv.rssi, now) {
+                    presence_changed(io, address, change, now).await?;
+                }
+            }
+            if !report.meta.trigger_based {
+                self.cadence.heard(address, now);
+            }
+        }
+        if verdict != Verdict::Forward {
             RadioCounters::count(&io.counters.rate_limited);
             return Ok(());
         }
@@ -213,13 +279,23 @@ impl BleDriver {
             DeviceEventKind::Readings(readings),
         )
         .await?;
-        let description = (report.format.as_str(), report.meta.firmware.clone());
+        let silence = cadence::silence_of(
+            report.meta.trigger_based,
+            self.cadence.interval(&address),
+            &s.silence,
+        );
+        let description = (
+            report.format.as_str(),
+            report.meta.firmware.clone(),
+            silence,
+        );
         if self.described.get(&address) != Some(&description) {
             if self.described.len() >= MAX_REMEMBERED {
                 self.described.clear();
             }
             self.described.insert(address, description);
-            let info = info_of(&report, &adv);
+            let mut info = info_of(&report, &adv);
+            info.silence = silence;
             send(
                 io,
                 address,
@@ -280,11 +356,29 @@ impl BleDriver {
                     security::bindkey_from_secret(&credential.secret),
                 ) {
                     (CredentialKind::BthomeBindkey, Some(address), Some(key)) => {
+                        let replaced = s.security.keys.contains(&address);
                         s.security.set_key(address, key);
                         s.limiter
                             .know(address, tokio::time::Instant::now().into_std());
-                        tracing::info!(radio = %io.radio, address = %native_address, "BTHome bindkey installed");
-                        Ok(())
+                        // A new key restarts the device's counter: committed now, so a
+                        // restart does not bring back the old key's (higher) counter.
+                        let saved = match &io.secrets {
+                            Some(sink) => {
+                                s.security
+                                    .save_counters(sink, &io.radio)
+                                    .await
+                                    .map_err(|e| {
+                                        RadioError::Refused(format!(
+                                            "the counters could not be stored: {e}"
+                                        ))
+                                    })
+                            }
+                            None => Ok(()),
+                        };
+                        if saved.is_ok() {
+                            tracing::info!(radio = %io.radio, address = %native_address, replaced, "BTHome bindkey installed");
+                        }
+                        saved
                     }
                     (CredentialKind::BthomeBindkey, None, _) => Err(RadioError::Invalid(format!(
                         "`{native_address}` is not a BLE address"
@@ -305,30 +399,27 @@ impl BleDriver {
                 if let Some(address) = fieldgate_ble::parse_address(&native_address) {
                     s.security.keys.remove(&address);
                     self.described.remove(&address);
+                    self.cadence.forget(&address);
+                    s.presence.forget(&address);
                 }
             }
             RadioCommand::Set {
                 native_address,
                 command_id,
                 ..
+            } => {
+                let detail = "BLE advertisers take no commands (they only broadcast)";
+                answer(io, native_address, command_id, false, detail).await;
             }
-            | RadioCommand::Read {
+            // Nothing can be asked of an advertiser: what it says is in its advertisements.
+            // A read is held until it next advertises (it is reached only then) and
+            // answered with the state that advertisement left.
+            RadioCommand::Read {
                 native_address,
                 command_id,
             } => {
-                let ev = DeviceEvent {
-                    radio: io.radio.clone(),
-                    protocol: io.protocol,
-                    native_address,
-                    received_at: SystemTime::now(),
-                    kind: DeviceEventKind::CommandResult {
-                        command_id,
-                        ok: false,
-                        detail: "BLE advertisers take no commands (they only broadcast)".into(),
-                    },
-                    link: None,
-                };
-                let _ = io.events.send(ev).await;
+                let detail = "read from its latest advertisement";
+                answer(io, native_address, command_id, true, detail).await;
             }
             RadioCommand::Backup { reply } => {
                 let _ = reply.send(Err(RadioError::NotSupported("backup".into())));
@@ -338,7 +429,9 @@ impl BleDriver {
                     "network key rotation (BLE has no network)".into(),
                 )));
             }
-            RadioCommand::PermitJoin { .. } | RadioCommand::Policy(_) => {}
+            RadioCommand::PermitJoin { .. }
+            | RadioCommand::Policy(_)
+            | RadioCommand::Bridged { .. } => {}
         }
     }
 }
@@ -361,6 +454,67 @@ async fn send(
             rssi_dbm: Some(f64::from(r)),
             ..Default::default()
         }),
+    };
+    io.events
+        .send(ev)
+        .await
+        .map_err(|_| anyhow!("the hub stopped taking events"))
+}
+
+/// Answers a command with its result.
+async fn answer(
+    io: &mut DriverIo,
+    native_address: String,
+    command_id: String,
+    ok: bool,
+    detail: &str,
+) {
+    let ev = DeviceEvent {
+        radio: io.radio.clone(),
+        protocol: io.protocol,
+        native_address,
+        received_at: SystemTime::now(),
+        kind: DeviceEventKind::CommandResult {
+            command_id,
+            ok,
+            detail: detail.into(),
+        },
+        link: None,
+    };
+    let _ = io.events.send(ev).await;
+}
+
+/// Hands a presence change to the hub: `presence` = `present` | `away` (and the
+/// smoothed RSSI), on its own, past the rate limiter (changes are rare and matter).
+async fn presence_changed(
+    io: &mut DriverIo,
+    address: Address,
+    change: Transition,
+    now: Instant,
+) -> anyhow::Result<()> {
+    let mut readings = vec![Reading {
+        name: "presence".into(),
+        value: Value::Text(if change.present { "present" } else { "away" }.into()),
+        unit: None,
+    }];
+    if let Some(rssi) = change.rssi {
+        readings.push(Reading {
+            name: "presence_rssi".into(),
+            value: Value::Number((rssi * 10.0).round() / 10.0),
+            unit: Some("dBm".into()),
+        });
+    }
+    tracing::debug!(radio = %io.radio, address = %format_address(&address), present = change.present, "presence changed");
+    let ev = DeviceEvent {
+        radio: io.radio.clone(),
+        protocol: io.protocol,
+        native_address: format_address(&address).to_ascii_lowercase(),
+        // An away is dated from when the device was last heard.
+        received_at: SystemTime::now()
+            .checked_sub(now.saturating_duration_since(change.last_heard))
+            .unwrap_or_else(SystemTime::now),
+        kind: DeviceEventKind::Readings(readings),
+        link: None,
     };
     io.events
         .send(ev)
@@ -419,6 +573,7 @@ fn info_of(report: &Report, adv: &Advertisement) -> DeviceInfo {
         power_source: None,
         capabilities,
         reachability: Some(Reachability::AfterUplink),
+        silence: None,
     }
 }
 

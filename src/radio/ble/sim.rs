@@ -22,6 +22,10 @@ impl SimSource {
             street: options.sim_street,
             faults: options.sim_faults,
             seed: 1,
+            beacon_away: options.sim_beacon_away.map(|(leave, back)| {
+                let tick = |d: Duration| (d.as_millis() / u128::from(TICK_MS)) as u64;
+                (tick(leave), tick(back))
+            }),
         });
         let period = Duration::from_millis(TICK_MS) / options.sim_speed.max(1);
         let mut ticks = tokio::time::interval(period);

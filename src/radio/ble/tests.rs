@@ -179,9 +179,19 @@ async fn commands_are_answered_not_hung() {
         })
         .await
         .unwrap();
+    rig.commands
+        .send(RadioCommand::Read {
+            native_address: ENCRYPTED.into(),
+            command_id: "c2".into(),
+        })
+        .await
+        .unwrap();
     let events = rig.collect(1).await;
     assert!(events.iter().any(|e| matches!(&e.kind,
         DeviceEventKind::CommandResult { command_id, ok: false, .. } if command_id == "c1")));
+    // A read is answered from the advertisements (the hub gives the state).
+    assert!(events.iter().any(|e| matches!(&e.kind,
+        DeviceEventKind::CommandResult { command_id, ok: true, .. } if command_id == "c2")));
     rig.task.abort();
 }
 

@@ -89,12 +89,13 @@ impl ForwarderLink {
     }
 
     /// Sends `txpk` as a PULL_RESP; `fallback` goes out if the forwarder refuses it.
+    /// Returns the token its TX_ACK will carry.
     pub async fn send(
         &mut self,
         txpk: TxPk,
         fallback: Option<TxPk>,
         what: String,
-    ) -> Result<(), String> {
+    ) -> Result<u16, String> {
         let Some(to) = self.pull_addr else {
             return Err("no PULL_DATA from a packet forwarder yet: no downlink path".into());
         };
@@ -119,7 +120,7 @@ impl ForwarderLink {
                 sent_at: now,
             },
         );
-        Ok(())
+        Ok(token)
     }
 
     /// Settles the downlink a TX_ACK answers; a refused RX1 downlink is sent again in RX2.
@@ -141,7 +142,7 @@ impl ForwarderLink {
         if let (true, Some(rx2)) = (retry, f.fallback) {
             let what = format!("{} (RX2)", f.what);
             return match self.send(rx2, None, what.clone()).await {
-                Ok(()) => TxOutcome::RetriedInRx2 {
+                Ok(_) => TxOutcome::RetriedInRx2 {
                     what: f.what,
                     error: error_s,
                 },

@@ -13,10 +13,13 @@
 //!   gateway acts on a frame (a reading reported, a Join-Accept sent), so neither a
 //!   restart nor SIGKILL lets a frame be accepted twice;
 //! - downlinks (Join-Accepts, ACKs, MAC answers) go out in RX1 timed from the uplink's
-//!   `tmst`, with RX2 as the fallback when the forwarder refuses RX1.
+//!   `tmst`, with RX2 as the fallback when the forwarder refuses RX1;
+//! - with the ChirpStack bridge on (`bridge`), every frame and stats report is also (or
+//!   only) queued for ChirpStack, and its downlink commands are sent (`bridge.rs`).
 //!
 //! Nothing here decides admission: the hub does, from the events.
 
+pub mod bridge;
 mod gwmp;
 pub mod keys;
 mod options;
@@ -25,7 +28,7 @@ mod sessions;
 pub mod sim;
 mod spec;
 
-pub use options::{Decoder, LoraOptions};
+pub use options::{BridgeMode, BridgeOptions, Decoder, LoraOptions};
 pub use sessions::{AbpCredential, OtaaCredential, SessionState, SESSION_KIND};
 pub use spec::SPEC;
 
@@ -71,11 +74,16 @@ impl OwnTransportDriver for LoraDriver {
                 .with_context(|| format!("binding {bind} for the packet forwarder"))?;
             let link = ForwarderLink::new(sock);
             self.sessions = Sessions::default();
+            let bridge = bridge::Bridge::new(opts.bridge.clone(), io.secrets.clone());
+            if bridge.mode() != BridgeMode::Off && io.secrets.is_none() {
+                tracing::warn!(radio = %io.radio, "no store: the ChirpStack bridge forwards nothing");
+            }
             let mut gw = Gateway {
                 io,
                 opts,
                 link,
                 sessions: &mut self.sessions,
+                bridge,
             };
             // Up before the store is read: a key committed while it is read is then either
             // read here or pushed by the hub (which pushes only to a radio that is up).
@@ -99,6 +107,8 @@ struct Gateway<'a> {
     opts: LoraOptions,
     link: ForwarderLink,
     sessions: &'a mut Sessions,
+    /// The ChirpStack bridge (inactive when `bridge = "off"`).
+    bridge: bridge::Bridge,
 }
 
 /// `lora:<DevEUI>` owner of a device's credentials, and back.
@@ -206,38 +216,95 @@ impl Gateway<'_> {
         }
         match packet {
             Packet::PushData { data, gateway, .. } => {
+                self.bridge.heard_forwarder(gateway);
                 if let Some(stat) = data.stat {
                     self.link.stats.reports += 1;
                     tracing::info!(radio = %self.io.radio, %gateway, rxnb = ?stat.rxnb, rxok = ?stat.rxok, rxfw = ?stat.rxfw, ackr = ?stat.ackr, dwnb = ?stat.dwnb, txnb = ?stat.txnb, "packet forwarder statistics");
+                    if self.bridge.mode() != BridgeMode::Off {
+                        if let Err(e) = self.bridge.stats(&stat, gateway).await {
+                            tracing::warn!(radio = %self.io.radio, error = %e, "gateway statistics not bridged");
+                        }
+                    }
                     self.link.stats.last = Some(stat);
                 }
                 for rx in &data.rxpk {
-                    self.frame(rx).await?;
+                    self.bridged(rx, gateway).await;
+                    if self.bridge.local() {
+                        self.frame(rx).await?;
+                    } else if rx.stat == CrcStatus::Fail {
+                        RadioCounters::count(&self.io.counters.line_errors);
+                    }
                 }
             }
-            Packet::TxAck { token, ack, .. } => match self.link.tx_ack(token, ack.as_ref()).await {
-                TxOutcome::Sent { what } => {
-                    tracing::debug!(radio = %self.io.radio, what, "downlink scheduled by the forwarder")
+            Packet::TxAck { token, ack, .. } => {
+                let outcome = self.link.tx_ack(token, ack.as_ref()).await;
+                if self
+                    .bridge
+                    .tx_ack(token, ack.as_ref(), &mut self.link)
+                    .await
+                {
+                    return Ok(());
                 }
-                TxOutcome::RetriedInRx2 { what, error } => {
-                    tracing::warn!(radio = %self.io.radio, what, error, "downlink refused in RX1, sent again for RX2")
-                }
-                TxOutcome::Failed { what, error } => {
-                    RadioCounters::count(&self.io.counters.timeouts);
-                    tracing::warn!(radio = %self.io.radio, what, error, "downlink refused by the packet forwarder")
-                }
-                TxOutcome::Unknown => {
-                    tracing::debug!(radio = %self.io.radio, token, "TX_ACK for no downlink of ours")
-                }
-            },
+                self.tx_outcome(token, outcome)
+            }
             // PULL_DATA was acknowledged; the rest are server-to-gateway packets that a
             // forwarder does not send.
-            Packet::PullData { .. } => {}
+            Packet::PullData { gateway, .. } => self.bridge.heard_forwarder(gateway),
             Packet::PushAck { .. } | Packet::PullAck { .. } | Packet::PullResp { .. } => {
                 RadioCounters::count(&self.io.counters.unhandled);
             }
         }
         Ok(())
+    }
+
+    /// Queues `rx` for the ChirpStack bridge when it is on.
+    async fn bridged(&mut self, rx: &RxPk, gateway: Eui64) {
+        if self.bridge.mode() == BridgeMode::Off {
+            return;
+        }
+        match self.bridge.uplink(rx, gateway).await {
+            Ok(true) => tracing::debug!(radio = %self.io.radio, tmst = rx.tmst, "frame bridged"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(radio = %self.io.radio, error = %e, "frame not bridged")
+            }
+        }
+    }
+
+    /// A downlink command from the bridged network server.
+    async fn bridge_command(&mut self, topic: &str, payload: &[u8]) {
+        if self.bridge.mode() == BridgeMode::Off {
+            return;
+        }
+        match self.bridge.command(topic, payload, &mut self.link).await {
+            bridge::Handled::Done => {}
+            bridge::Handled::NotOurs => {
+                RadioCounters::count(&self.io.counters.unhandled);
+                tracing::debug!(radio = %self.io.radio, topic, "downlink command for another gateway ignored");
+            }
+            bridge::Handled::Malformed(e) => {
+                RadioCounters::count(&self.io.counters.undecodable);
+                tracing::warn!(radio = %self.io.radio, topic, error = %e, "malformed downlink command dropped");
+            }
+        }
+    }
+
+    fn tx_outcome(&self, token: u16, outcome: TxOutcome) {
+        match outcome {
+            TxOutcome::Sent { what } => {
+                tracing::debug!(radio = %self.io.radio, what, "downlink scheduled by the forwarder")
+            }
+            TxOutcome::RetriedInRx2 { what, error } => {
+                tracing::warn!(radio = %self.io.radio, what, error, "downlink refused in RX1, sent again for RX2")
+            }
+            TxOutcome::Failed { what, error } => {
+                RadioCounters::count(&self.io.counters.timeouts);
+                tracing::warn!(radio = %self.io.radio, what, error, "downlink refused by the packet forwarder")
+            }
+            TxOutcome::Unknown => {
+                tracing::debug!(radio = %self.io.radio, token, "TX_ACK for no downlink of ours")
+            }
+        }
     }
 
     fn event(&self, dev_eui: Eui64, kind: DeviceEventKind, rx: Option<&RxPk>) -> DeviceEvent {
@@ -518,6 +585,7 @@ impl Gateway<'_> {
                     "network key rotation (LoRaWAN keys are per device: provision new ones)".into(),
                 )));
             }
+            RadioCommand::Bridged { topic, payload } => self.bridge_command(&topic, &payload).await,
             RadioCommand::PermitJoin { .. } | RadioCommand::Policy(_) => {}
         }
     }
@@ -529,6 +597,7 @@ fn described(activation: &str) -> DeviceEventKind {
     DeviceEventKind::Interviewed(DeviceInfo {
         capabilities: vec![format!("lorawan_{activation}")],
         reachability: Some(Reachability::AfterUplink),
+        silence: None,
         ..DeviceInfo::default()
     })
 }

@@ -1,9 +1,9 @@
 //! `[radio.options]` of a LoRa radio: the region, the network id given to devices that join
-//! here, the downlink power and the default payload decoder. Unknown keys and values out of
-//! range are refused with the key named.
+//! here, the downlink power, the default payload decoder and the ChirpStack bridge. Unknown
+//! keys and values out of range are refused with the key named.
 
 use fieldgate_lora::region::Region;
-use fieldgate_lora::NetId;
+use fieldgate_lora::{Eui64, NetId};
 
 use crate::radio::OptionError;
 
@@ -27,6 +27,39 @@ impl Decoder {
     }
 }
 
+/// Whether frames also go to a network server (ChirpStack) over MQTT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeMode {
+    /// The gateway alone answers its devices; nothing is bridged.
+    Off,
+    /// The gateway answers its own devices and every frame is also bridged.
+    Also,
+    /// Every frame is bridged and none is handled here: the network server owns them all.
+    Only,
+}
+
+impl BridgeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BridgeMode::Off => "off",
+            BridgeMode::Also => "also",
+            BridgeMode::Only => "only",
+        }
+    }
+}
+
+/// The ChirpStack bridge's settings (`bridge*` options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeOptions {
+    pub mode: BridgeMode,
+    /// The first topic levels, as the ChirpStack MQTT forwarder's `topic_prefix`
+    /// (default: the region in lower case, e.g. `eu868`). Not under the gateway's own prefix.
+    pub topic_prefix: String,
+    /// The gateway id ChirpStack knows this gateway by; `None`: the packet forwarder's
+    /// own gateway EUI (from its datagrams).
+    pub gateway_id: Option<Eui64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoraOptions {
     pub region: Region,
@@ -36,6 +69,7 @@ pub struct LoraOptions {
     pub tx_power: u8,
     /// The decoder for devices added without one.
     pub decoder: Decoder,
+    pub bridge: BridgeOptions,
 }
 
 impl Default for LoraOptions {
@@ -45,11 +79,32 @@ impl Default for LoraOptions {
             net_id: NetId(0),
             tx_power: 14,
             decoder: Decoder::Lpp,
+            bridge: BridgeOptions {
+                mode: BridgeMode::Off,
+                topic_prefix: "eu868".into(),
+                gateway_id: None,
+            },
         }
     }
 }
 
-const KEYS: [&str; 4] = ["region", "net_id", "tx_power", "decoder"];
+const KEYS: [&str; 7] = [
+    "region",
+    "net_id",
+    "tx_power",
+    "decoder",
+    "bridge",
+    "bridge_topic_prefix",
+    "bridge_gateway_id",
+];
+
+/// A topic prefix is one or more non-empty levels with no wildcard.
+fn valid_topic_prefix(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 128
+        && p.split('/').all(|l| !l.is_empty())
+        && !p.contains(['+', '#', '\0'])
+}
 
 fn err(key: &str, message: impl Into<String>) -> OptionError {
     OptionError {
@@ -93,6 +148,45 @@ impl LoraOptions {
                 .and_then(Decoder::parse)
                 .ok_or_else(|| err("decoder", "`decoder` must be \"lpp\" or \"raw\""))?;
         }
+        o.bridge.topic_prefix = o.region.name().to_ascii_lowercase();
+        if let Some(v) = table.get("bridge") {
+            o.bridge.mode = match v.as_str() {
+                Some("off") => BridgeMode::Off,
+                Some("also") => BridgeMode::Also,
+                Some("only") => BridgeMode::Only,
+                _ => {
+                    return Err(err(
+                        "bridge",
+                        "`bridge` must be \"off\", \"also\" or \"only\"",
+                    ))
+                }
+            };
+        }
+        if let Some(v) = table.get("bridge_topic_prefix") {
+            o.bridge.topic_prefix = v
+                .as_str()
+                .filter(|p| valid_topic_prefix(p))
+                .ok_or_else(|| {
+                    err(
+                        "bridge_topic_prefix",
+                        "`bridge_topic_prefix` must be MQTT topic levels without wildcards, e.g. \"eu868\"",
+                    )
+                })?
+                .to_string();
+        }
+        if let Some(v) = table.get("bridge_gateway_id") {
+            o.bridge.gateway_id = Some(
+                v.as_str()
+                    .filter(|s| s.len() == 16)
+                    .and_then(|s| s.parse::<Eui64>().ok())
+                    .ok_or_else(|| {
+                        err(
+                            "bridge_gateway_id",
+                            "`bridge_gateway_id` must be 16 hex digits (the gateway EUI)",
+                        )
+                    })?,
+            );
+        }
         Ok(o)
     }
 }
@@ -118,6 +212,33 @@ mod tests {
         assert_eq!(parse("net_id = \"xyz\"").unwrap_err().key, "net_id");
         assert_eq!(parse("tx_power = 99").unwrap_err().key, "tx_power");
         assert_eq!(parse("chanel = 1").unwrap_err().key, "chanel");
+    }
+
+    #[test]
+    fn bridge_options_default_to_off_and_the_region_as_topic_prefix() {
+        let o = parse("region = \"US915\"").unwrap();
+        assert_eq!(o.bridge.mode, BridgeMode::Off);
+        assert_eq!(o.bridge.topic_prefix, "us915");
+        let o = parse(
+            "bridge = \"also\"\nbridge_topic_prefix = \"site/eu868\"\nbridge_gateway_id = \"0016C001FF100001\"",
+        )
+        .unwrap();
+        assert_eq!(o.bridge.mode, BridgeMode::Also);
+        assert_eq!(o.bridge.topic_prefix, "site/eu868");
+        assert_eq!(o.bridge.gateway_id, Some(Eui64(0x0016_c001_ff10_0001)));
+        assert_eq!(parse("bridge = \"on\"").unwrap_err().key, "bridge");
+        for bad in ["\"eu868/#\"", "\"a//b\"", "\"\"", "\"+/x\"", "3"] {
+            assert_eq!(
+                parse(&format!("bridge_topic_prefix = {bad}"))
+                    .unwrap_err()
+                    .key,
+                "bridge_topic_prefix"
+            );
+        }
+        assert_eq!(
+            parse("bridge_gateway_id = \"0016c001\"").unwrap_err().key,
+            "bridge_gateway_id"
+        );
     }
 
     #[test]

@@ -127,6 +127,7 @@ impl Coordinator<'_> {
                 }
             }
             RadioCommand::RotateNetworkKey { reply } => self.start_rotation(reply).await?,
+            RadioCommand::Bridged { .. } => {}
             RadioCommand::Read {
                 native_address,
                 command_id,

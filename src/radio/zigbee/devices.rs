@@ -6,6 +6,7 @@
 //! `indications`. Survives link re-opens (the driver keeps it).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use fieldgate_zigbee::zcl::clusters::{self, id as cluster_id, ScalingContext};
 use fieldgate_zigbee::zcl::{DataType, ReportingConfig, ZclCommand, ZclFrame, ZclValue};
@@ -13,6 +14,7 @@ use fieldgate_zigbee::znp::{NodeDescriptor, SimpleDescriptor};
 use fieldgate_zigbee::IeeeAddr;
 use tokio::time::Instant;
 
+use super::definitions::Definition;
 use crate::model::{DeviceInfo, PowerSource, Reachability};
 
 /// One step of an interview or of the reporting set-up after it.
@@ -106,6 +108,8 @@ pub(super) struct Device {
     pub(super) retry_at: Option<Instant>,
     pub(super) interviewed: bool,
     pub(super) scaling: HashMap<u8, ScalingContext>,
+    /// The device definition its Basic cluster manufacturer name and model id matched.
+    pub(super) definition: Option<Arc<Definition>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -152,6 +156,7 @@ impl Device {
             retry_at: None,
             interviewed: false,
             scaling: HashMap::new(),
+            definition: None,
         }
     }
 
@@ -232,6 +237,7 @@ impl Device {
             } else {
                 Reachability::WakeUp
             }),
+            silence: None,
         }
     }
 

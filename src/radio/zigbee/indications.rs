@@ -1,40 +1,27 @@
 //! What the coordinator tells us unprompted: resets, joins, announcements, leaves, ZDO
 //! answers, AF data confirms and incoming ZCL frames, which become readings (through the
-//! codec's mapping), interview progress, IAS enrollments and refresh answers.
+//! device's definition and the codec's mapping), interview progress, IAS enrollments and refresh answers.
 //!
 //! Must not wait on the hub: it emits events and goes on.
 
 use anyhow::Result;
 use fieldgate_zigbee::zcl::clusters::{self, id as cluster_id};
 use fieldgate_zigbee::zcl::green_power;
-use fieldgate_zigbee::zcl::readings::{self, DeviceReading, DeviceValue, HeldBack};
+use fieldgate_zigbee::zcl::readings::HeldBack;
 use fieldgate_zigbee::zcl::{ZclCommand, ZclFrame};
 use fieldgate_zigbee::znp;
 use fieldgate_zigbee::{IeeeAddr, ZnpCommand};
 use tokio::time::Instant;
 
+use super::definitions;
 use super::devices::{Device, Setup, Step};
 use super::transport::Inbound;
 use super::Coordinator;
-use crate::model::{DeviceEventKind, Reading, Value};
+use crate::model::DeviceEventKind;
 use crate::radio::RadioCounters;
 
 /// Frames kept per unknown address while the other address is looked up.
 pub(super) const UNRESOLVED_BUFFER: usize = 16;
-
-/// A device reading from the codec's mapping, in the daemon's vocabulary
-/// ([`crate::model::vocabulary`]: `on`, `level` in %, ...).
-pub(super) fn model_readings(r: DeviceReading) -> Vec<Reading> {
-    crate::model::vocabulary::normalize(Reading {
-        name: r.name.to_string(),
-        value: match r.value {
-            DeviceValue::Number(n) => Value::Number(n),
-            DeviceValue::Bool(b) => Value::Bool(b),
-            DeviceValue::Text(t) => Value::Text(t),
-        },
-        unit: r.unit.map(str::to_string),
-    })
-}
 
 impl Coordinator<'_> {
     pub(super) async fn on_indication(&mut self, cmd: ZnpCommand) -> Result<()> {
@@ -335,7 +322,8 @@ impl Coordinator<'_> {
             .and_then(|d| d.scaling.get(&ep))
             .copied()
             .unwrap_or_default();
-        let found = readings::device_readings(cluster, &frame, &ctx);
+        let definition = self.devices.get(&ieee).and_then(|d| d.definition.clone());
+        let found = definitions::device_readings(definition.as_deref(), cluster, &frame, &ctx);
         for (attr, why) in found.held_back {
             match why {
                 HeldBack::UnknownAttribute => tracing::debug!(
@@ -350,11 +338,11 @@ impl Coordinator<'_> {
                 ),
             }
         }
-        let readings: Vec<Reading> = found
-            .readings
-            .into_iter()
-            .flat_map(model_readings)
-            .collect();
+        for error in &found.errors {
+            RadioCounters::count(&self.stats.undecodable);
+            tracing::warn!(radio = %self.io.radio, device = %ieee, cluster, error = %error, "manufacturer payload not readable; dropped");
+        }
+        let readings = found.readings;
         if !readings.is_empty() {
             // The link quality of the frame that carried them.
             let link = crate::model::LinkMetrics {

@@ -228,7 +228,19 @@ impl Coordinator<'_> {
             return Ok(());
         };
         if let Step::Basic(_) = step {
-            dev.basic = Some(BasicInfo::from_frame(frame));
+            let basic = BasicInfo::from_frame(frame);
+            dev.definition = self
+                .catalog
+                .find(basic.manufacturer.as_deref(), basic.model.as_deref());
+            match &dev.definition {
+                Some(d) => {
+                    tracing::info!(radio = %self.io.radio, device = %ieee, model = %d.model, vendor = %d.vendor, origin = %d.origin, "device definition matched")
+                }
+                None => {
+                    tracing::debug!(radio = %self.io.radio, device = %ieee, manufacturer = ?basic.manufacturer, model = ?basic.model, "no device definition: generic clusters only")
+                }
+            }
+            dev.basic = Some(basic);
         }
         if let ZclCommand::ConfigureReportingRsp { failures } = &frame.command {
             if !failures.is_empty() {

@@ -17,13 +17,15 @@
 //!
 //! The other files each hold one part of `impl Coordinator`: `options`, `devices` (the
 //! device model, no IO), `transport`, `nv`, `startup`, `security` (network key, install
-//! codes, key rotation), `interview`, `indications`, `incoming_ext` (AF_INCOMING_MSG_EXT and
+//! codes, key rotation), `definitions` (device definitions: built-in and the site's),
+//! `interview`, `indications`, `incoming_ext` (AF_INCOMING_MSG_EXT and
 //! the payloads the coordinator holds back), `green_power`, `commands`, `timers` and
 //! `backup`.
 //! Nothing here decides admission or policy: that is the hub's.
 
 mod backup;
 mod commands;
+pub mod definitions;
 mod devices;
 mod green_power;
 mod incoming_ext;
@@ -41,6 +43,7 @@ pub use options::ZigbeeOptions;
 pub use spec::SPEC;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Context, Result};
@@ -50,6 +53,7 @@ use fieldgate_zigbee::{IeeeAddr, ZnpCommand};
 use tokio::time::Instant;
 
 use self::commands::{PendingCommand, PendingRefresh};
+use self::definitions::Catalog;
 use self::devices::Device;
 use self::security::PendingRotation;
 use self::transport::{Inbound, ZnpSession};
@@ -88,7 +92,13 @@ impl Driver for ZigbeeDriver {
             let options = ZigbeeOptions::parse(&io.options)
                 .with_context(|| format!("radio `{}`: invalid [radio.options]", io.radio))?;
             let counters = io.counters.clone();
+            let (catalog, errors) = Catalog::load(&options.definitions_dir);
+            for e in &errors {
+                tracing::error!(radio = %io.radio, error = %e, "device definitions file not used");
+            }
+            tracing::info!(radio = %io.radio, devices = catalog.devices().len(), dir = %options.definitions_dir.display(), "device definitions loaded");
             let mut coordinator = Coordinator {
+                catalog: Arc::new(catalog),
                 link: transport::session(link, &io.radio, counters.clone()),
                 io,
                 opts: options,
@@ -121,6 +131,8 @@ struct Coordinator<'a> {
     link: ZnpSession,
     io: &'a mut DriverIo,
     opts: ZigbeeOptions,
+    /// Built-in and site device definitions, as loaded when the link opened.
+    catalog: Arc<Catalog>,
     devices: &'a mut HashMap<IeeeAddr, Device>,
     stats: std::sync::Arc<RadioCounters>,
     require_install_codes: &'a mut bool,

@@ -3,6 +3,7 @@
 //!
 //! Owns parsing and validation only; must not open anything or hold state.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fieldgate_zigbee::IeeeAddr;
@@ -38,6 +39,9 @@ pub struct ZigbeeOptions {
     /// Time between sending a new network key and switching to it, so that every device,
     /// sleepy ones polling their parent included, has it (default 30 s).
     pub key_switch_delay: Duration,
+    /// Where the site's own device definitions (`*.toml`) are read from, besides the
+    /// built-in ones (default `/etc/fieldgate/devices.d`; a missing directory is fine).
+    pub definitions_dir: PathBuf,
 }
 
 impl Default for ZigbeeOptions {
@@ -51,11 +55,12 @@ impl Default for ZigbeeOptions {
             response_timeout: Duration::from_secs(5),
             interview_attempts: 3,
             key_switch_delay: Duration::from_secs(30),
+            definitions_dir: PathBuf::from(super::definitions::DEFAULT_SITE_DIR),
         }
     }
 }
 
-const KNOWN_OPTIONS: &str = "channel, pan_id, extended_pan_id, sreq_timeout, watchdog_interval, response_timeout, interview_attempts, key_switch_delay";
+const KNOWN_OPTIONS: &str = "channel, pan_id, extended_pan_id, sreq_timeout, watchdog_interval, response_timeout, interview_attempts, key_switch_delay, definitions_dir";
 
 impl ZigbeeOptions {
     /// Validates `[radio.options]`; errors name the key and say what is allowed.
@@ -98,6 +103,18 @@ impl ZigbeeOptions {
                         ));
                     }
                     o.extended_pan_id = Some(e.0);
+                }
+                "definitions_dir" => {
+                    o.definitions_dir = value
+                        .as_str()
+                        .filter(|s| !s.trim().is_empty())
+                        .map(PathBuf::from)
+                        .ok_or_else(|| {
+                            wrong(
+                                "definitions_dir",
+                                "zigbee option `definitions_dir` must be a directory path, e.g. \"/etc/fieldgate/devices.d\"".to_string(),
+                            )
+                        })?;
                 }
                 "sreq_timeout" => o.sreq_timeout = duration(key, value)?,
                 "watchdog_interval" => o.watchdog_interval = duration(key, value)?,
@@ -194,5 +211,12 @@ mod tests {
         assert!(err("extended_pan_id = \"0x12\"").contains("16 hex digits"));
         assert!(err("chanel = 11").contains("unknown zigbee option `chanel`"));
         assert!(err("sreq_timeout = 5").contains("duration"));
+        assert!(err("definitions_dir = 3").contains("directory path"));
+        assert_eq!(
+            ZigbeeOptions::parse(&table("definitions_dir = \"/srv/defs\""))
+                .unwrap()
+                .definitions_dir,
+            PathBuf::from("/srv/defs")
+        );
     }
 }

@@ -43,7 +43,7 @@ impl Controller<'_> {
                     "device credentials (S2 bootstrapping is not supported by this driver)".into(),
                 )));
             }
-            RadioCommand::Policy(_) => {}
+            RadioCommand::Policy(_) | RadioCommand::Bridged { .. } => {}
             RadioCommand::RotateNetworkKey { reply } => {
                 let _ = reply.send(Err(RadioError::NotSupported(
                     "Z-Wave network keys cannot be rotated".into(),

@@ -180,6 +180,7 @@ impl Node {
             power_source: Some(power),
             capabilities,
             reachability: Some(self.reachability()),
+            silence: None,
         }
     }
 }

@@ -160,6 +160,19 @@ async fn execute_other(
             let r = ctx.hub.readmit(device, actor.to_string()).await?;
             Ok(serde_json::to_value(r).unwrap_or(Value::Null))
         }
+        Request::RotateBindkey { device, bindkey } => {
+            let secret = crate::secrets::Secret::new(bindkey.0.to_vec());
+            let r = ctx
+                .hub
+                .add_credential(
+                    device,
+                    crate::model::CredentialKind::BthomeBindkey,
+                    secret,
+                    actor.to_string(),
+                )
+                .await?;
+            Ok(serde_json::to_value(r).unwrap_or(Value::Null))
+        }
         Request::Adopt { device, bindkey } => {
             let bindkey = bindkey.map(|k| crate::secrets::Secret::new(k.0.to_vec()));
             let r = ctx.hub.adopt(device, bindkey, actor.to_string()).await?;

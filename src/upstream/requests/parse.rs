@@ -20,11 +20,12 @@ const MAX_CORRELATION_ID: usize = 128;
 const MAX_CLIENT_ID: usize = 64;
 
 /// The operations the gateway answers.
-pub const OPERATIONS: [&str; 16] = [
+pub const OPERATIONS: [&str; 17] = [
     "permit_join",
     "remove",
     "readmit",
     "adopt",
+    "rotate_bindkey",
     "set",
     "get",
     "policy",
@@ -244,6 +245,20 @@ struct AdoptBody {
     bindkey: Option<String>,
 }
 
+/// The body's bindkey, checked (32 hex digits) and lowercased; taken out of the body.
+fn bindkey_of(b: &mut AdoptBody) -> Result<Option<SecretCode>, Rejection> {
+    match b.bindkey.take().map(zeroize::Zeroizing::new) {
+        None => Ok(None),
+        Some(k) if k.len() == 32 && k.bytes().all(|c| c.is_ascii_hexdigit()) => Ok(Some(
+            SecretCode(zeroize::Zeroizing::new(k.to_ascii_lowercase().into_bytes())),
+        )),
+        Some(_) => Err(Rejection::new(
+            "invalid_bindkey",
+            "a BTHome bindkey is 16 bytes: 32 hex digits",
+        )),
+    }
+}
+
 impl Drop for AdoptBody {
     fn drop(&mut self) {
         use zeroize::Zeroize;
@@ -311,6 +326,11 @@ pub enum Request {
         device: DeviceId,
         bindkey: Option<SecretCode>,
     },
+    /// Replaces an adopted device's bindkey (32 lowercase hex digits).
+    RotateBindkey {
+        device: DeviceId,
+        bindkey: SecretCode,
+    },
     Set {
         device: DeviceId,
         state: Map<String, Value>,
@@ -372,6 +392,7 @@ impl Request {
             Request::Remove { device, .. }
             | Request::Readmit { device }
             | Request::Adopt { device, .. }
+            | Request::RotateBindkey { device, .. }
             | Request::Set { device, .. }
             | Request::Get { device, .. }
             | Request::Device { device }
@@ -388,6 +409,7 @@ impl Request {
             Request::Remove { device, .. }
             | Request::Readmit { device }
             | Request::Adopt { device, .. }
+            | Request::RotateBindkey { device, .. }
             | Request::Set { device, .. }
             | Request::Get { device, .. }
             | Request::AddInstallCode { device, .. }
@@ -752,19 +774,22 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
                 "`adopt` takes `device` and optionally `bindkey` (32 hex digits)",
             )?;
             let device = device_id(&b.device)?;
-            let bindkey = match b.bindkey.take().map(zeroize::Zeroizing::new) {
-                None => None,
-                Some(k) if k.len() == 32 && k.bytes().all(|c| c.is_ascii_hexdigit()) => Some(
-                    SecretCode(zeroize::Zeroizing::new(k.to_ascii_lowercase().into_bytes())),
-                ),
-                Some(_) => {
-                    return Err(Rejection::new(
-                        "invalid_bindkey",
-                        "a BTHome bindkey is 16 bytes: 32 hex digits",
-                    ))
-                }
-            };
+            let bindkey = bindkey_of(&mut b)?;
             Ok(Request::Adopt { device, bindkey })
+        }
+        "rotate_bindkey" => {
+            let mut b: AdoptBody = typed_secret(
+                value,
+                "`rotate_bindkey` takes `device` and `bindkey` (32 hex digits)",
+            )?;
+            let device = device_id(&b.device)?;
+            let Some(bindkey) = bindkey_of(&mut b)? else {
+                return Err(Rejection::new(
+                    "invalid_bindkey",
+                    "`rotate_bindkey` needs the new `bindkey` (32 hex digits)",
+                ));
+            };
+            Ok(Request::RotateBindkey { device, bindkey })
         }
         "set" => {
             let b: SetBody = typed(value)?;

@@ -11,6 +11,8 @@ use crate::common::{stdout, TestDaemon};
 use fieldgate::store::{self, outbox, registry};
 
 mod adopt;
+mod bluez;
+mod lifecycle;
 
 const ENCRYPTED: &str = "ble:54:48:e6:8f:80:a5";
 const RUUVI: &str = "ble:cb:b8:33:4c:88:4f";

@@ -2,6 +2,7 @@
 //! emulated packet forwarder and end devices (`fieldgate_lora::emulator`) sending real
 //! datagrams, keys added through the CLI, the registry, the audit log and the MQTT uplink.
 
+mod bridge;
 mod e2e;
 mod emulate;
 mod mqtt;
@@ -54,6 +55,8 @@ impl PacketForwarder {
                     return;
                 }
             }
+            // Nothing bound yet answers at once (ICMP port unreachable): wait for it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the gateway never answered PULL_DATA");
     }

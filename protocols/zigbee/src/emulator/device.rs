@@ -32,6 +32,12 @@ pub enum DeviceKind {
     ContactSensor,
     /// Sleepy battery occupancy sensor: answers only while awake, wakes periodically.
     SleepySensor,
+    /// A Tuya TS0601 temperature/humidity sensor (`_TZE200_s1xgth2u`): datapoints 1
+    /// (temperature × 10), 2 (humidity %) and 4 (battery %) in 0xEF00 data reports.
+    TuyaTempHumidity,
+    /// An Aqara WSDCGQ11LM (`lumi.weather`): standard temperature, humidity and pressure
+    /// clusters plus the Basic 0xFF01 struct (battery mV, temperature, humidity, pressure).
+    AqaraWeather,
 }
 
 impl DeviceKind {
@@ -41,6 +47,11 @@ impl DeviceKind {
         DeviceKind::ContactSensor,
         DeviceKind::SleepySensor,
     ];
+
+    /// Kinds that speak manufacturer-specific payloads (not in [`DeviceKind::ALL`], the
+    /// default set): device definitions are tested on them.
+    pub const MANUFACTURER_SPECIFIC: [DeviceKind; 2] =
+        [DeviceKind::TuyaTempHumidity, DeviceKind::AqaraWeather];
 
     /// Whether this kind does the Zigbee 3.0 trust center link key exchange after joining
     /// (so the coordinator keeps a seed-derived key for it). The sleepy occupancy sensor
@@ -56,6 +67,8 @@ impl DeviceKind {
             DeviceKind::SmartPlug => 0x00124b00_0a000002,
             DeviceKind::ContactSensor => 0x00124b00_0a000003,
             DeviceKind::SleepySensor => 0x00124b00_0a000004,
+            DeviceKind::TuyaTempHumidity => 0xa4c13800_0a000005,
+            DeviceKind::AqaraWeather => 0x00158d00_0a000006,
         })
     }
 
@@ -66,6 +79,17 @@ impl DeviceKind {
             DeviceKind::SmartPlug => "FG-PLUG01",
             DeviceKind::ContactSensor => "FG-DOOR01",
             DeviceKind::SleepySensor => "FG-PIR01",
+            DeviceKind::TuyaTempHumidity => "TS0601",
+            DeviceKind::AqaraWeather => "lumi.weather",
+        }
+    }
+
+    /// Basic `manufacturerName`.
+    pub fn manufacturer(self) -> &'static str {
+        match self {
+            DeviceKind::TuyaTempHumidity => "_TZE200_s1xgth2u",
+            DeviceKind::AqaraWeather => "LUMI",
+            _ => MANUFACTURER,
         }
     }
 
@@ -84,6 +108,8 @@ impl DeviceKind {
             DeviceKind::SmartPlug => 0x0051,
             DeviceKind::ContactSensor => 0x0402,
             DeviceKind::SleepySensor => 0x0107,
+            DeviceKind::TuyaTempHumidity => 0x0051,
+            DeviceKind::AqaraWeather => 0x5F01,
         }
     }
 
@@ -108,6 +134,15 @@ impl DeviceKind {
             ],
             DeviceKind::ContactSensor => vec![id::BASIC, id::POWER_CONFIG, 0x0003, id::IAS_ZONE],
             DeviceKind::SleepySensor => vec![id::BASIC, id::POWER_CONFIG, id::OCCUPANCY],
+            DeviceKind::TuyaTempHumidity => vec![id::BASIC, 0x0004, 0x0005, 0xEF00],
+            DeviceKind::AqaraWeather => vec![
+                id::BASIC,
+                0x0003,
+                0xFFFF,
+                id::TEMPERATURE,
+                id::PRESSURE,
+                id::HUMIDITY,
+            ],
         }
     }
 
@@ -172,7 +207,7 @@ impl VirtualDevice {
             attrs.insert((c, a), v);
         };
         set(id::BASIC, 0x0000, ZclValue::u8(3));
-        set(id::BASIC, 0x0004, ZclValue::char_str(MANUFACTURER));
+        set(id::BASIC, 0x0004, ZclValue::char_str(kind.manufacturer()));
         set(id::BASIC, 0x0005, ZclValue::char_str(kind.model()));
         set(
             id::BASIC,
@@ -219,6 +254,12 @@ impl VirtualDevice {
             }
             DeviceKind::SleepySensor => {
                 set(id::OCCUPANCY, 0x0000, bitmap(1, 0));
+            }
+            DeviceKind::TuyaTempHumidity | DeviceKind::AqaraWeather => {
+                set(id::TEMPERATURE, 0x0000, ZclValue::i16(2150));
+                set(id::HUMIDITY, 0x0000, ZclValue::u16(4520));
+                set(id::PRESSURE, 0x0000, ZclValue::i16(1003));
+                set(id::POWER_CONFIG, 0x0020, ZclValue::u8(30));
             }
         }
         Self {
@@ -311,6 +352,10 @@ impl VirtualDevice {
         self.reporting.clear();
         self.next_report = None;
         self.ias_enrolled = false;
+        if self.kind.speaks_manufacturer_payloads() {
+            // These report on their own, unconfigured, as the real ones do.
+            self.next_report = Some(now + timing.report_interval);
+        }
         if self.is_sleepy() {
             self.answers_left = timing.sleepy_answers_after_join;
             self.awake_until = Duration::ZERO;
@@ -801,6 +846,16 @@ impl VirtualDevice {
             if self.kind == DeviceKind::ContactSensor && self.ias_enrolled {
                 out.extend(self.zone_notification(now).map(|r| (Duration::ZERO, r)));
             }
+            if let Some(frame) = self.manufacturer_report() {
+                let cluster = match self.kind {
+                    DeviceKind::TuyaTempHumidity => super::manufacturer::TUYA_CLUSTER,
+                    _ => id::BASIC,
+                };
+                out.extend(
+                    self.zcl_out(cluster, &frame, now)
+                        .map(|r| (Duration::ZERO, r)),
+                );
+            }
         }
         out
     }
@@ -833,7 +888,42 @@ impl VirtualDevice {
                     .insert((id::IAS_ZONE, 0x0002), bitmap(2, u64::from(open)));
             }
             DeviceKind::SleepySensor => {}
+            DeviceKind::TuyaTempHumidity | DeviceKind::AqaraWeather => {
+                self.attrs
+                    .insert((id::TEMPERATURE, 0x0000), int(2, 2150 + step * 10));
+                self.attrs
+                    .insert((id::HUMIDITY, 0x0000), uint(2, (4520 + step * 25) as u64));
+            }
         }
+    }
+
+    /// The manufacturer frame a Tuya or Aqara device sends with each report, carrying the
+    /// current temperature and humidity.
+    fn manufacturer_report(&mut self) -> Option<ZclFrame> {
+        let get = |c: u16| self.attrs.get(&(c, 0x0000)).and_then(ZclValue::as_i64);
+        let (t, h, p) = (
+            get(id::TEMPERATURE)?,
+            get(id::HUMIDITY)?,
+            get(id::PRESSURE).unwrap_or(1003),
+        );
+        let tsn = self.next_tsn();
+        match self.kind {
+            DeviceKind::TuyaTempHumidity => Some(super::manufacturer::tuya_report(
+                tsn,
+                u16::from(tsn),
+                &[(1, t / 10), (2, h / 100), (4, 87)],
+            )),
+            DeviceKind::AqaraWeather => {
+                Some(super::manufacturer::aqara_report(tsn, 2995, t, h, p * 100))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl DeviceKind {
+    fn speaks_manufacturer_payloads(self) -> bool {
+        Self::MANUFACTURER_SPECIFIC.contains(&self)
     }
 }
 

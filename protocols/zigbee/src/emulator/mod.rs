@@ -53,6 +53,7 @@ mod factory;
 mod host_commands;
 mod incoming;
 mod link_keys;
+pub mod manufacturer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

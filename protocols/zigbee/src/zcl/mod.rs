@@ -9,6 +9,7 @@
 
 pub mod clusters;
 pub mod green_power;
+pub mod manufacturer;
 pub mod readings;
 pub mod types;
 

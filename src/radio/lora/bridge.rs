@@ -1,0 +1,793 @@
+//! The ChirpStack bridge of a GWMP radio: what the packet forwarder hears goes upstream as
+//! the ChirpStack gateway events, and ChirpStack's downlink commands go to the forwarder.
+//!
+//! The messages are those of the ChirpStack MQTT forwarder (and gateway bridge), v4, in
+//! their JSON encoding: the protobuf JSON mapping of `api/proto/gw/gw.proto`
+//! (`UplinkFrame`, `GatewayStats`, `DownlinkFrame`, `DownlinkTxAck`; lowerCamelCase
+//! names, bytes in base64, enums by name, durations as `"1s"`), on
+//! `<topic_prefix>/gateway/<gateway_id>/event/{up,stats,ack}` and
+//! `.../command/down`. The class A timing context is the Semtech UDP backend's: the
+//! uplink's 32-bit `tmst`, big-endian, to which a downlink's delay is added.
+//!
+//! Events are queued in the outbox (kind `bridge`, published as they are, on their own
+//! topic), so a broker outage loses none. Commands arrive through the upstream task
+//! ([`BridgeRoute`]) as [`RadioCommand::Bridged`]. This module owns the formats and the
+//! downlinks waiting for their TX_ACK; the forwarder's socket stays with `gwmp.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fieldgate_lora::gwmp::{
+    hz_to_mhz, CrcStatus, DataRate, Modulation, Payload, RxPk, Stat, TxAck, TxAckError, TxPk,
+};
+use fieldgate_lora::Eui64;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::gwmp::ForwarderLink;
+use super::options::{BridgeMode, BridgeOptions, LoraOptions};
+use crate::config::{Protocol, RadioConfig};
+use crate::model::RadioCommand;
+use crate::radio::{RadioHandle, SecretSink};
+use crate::store::outbox;
+
+/// Bridged downlinks with no TX_ACK after this long are forgotten.
+const TX_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// A downlink command being tried item by item until one is scheduled.
+struct Pending {
+    downlink_id: u32,
+    gateway_id: Eui64,
+    items: Vec<DownlinkItem>,
+    /// One `TxAckStatus` name per item; `IGNORED` for those not tried.
+    statuses: Vec<&'static str>,
+    /// The item whose TX_ACK is awaited.
+    at: usize,
+    sent_at: Instant,
+}
+
+/// What the bridge did with a downlink command or a TX_ACK, for the driver's counters.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Sent to the forwarder, or settled and acknowledged upstream.
+    Done,
+    /// Not for this gateway (another gateway id): ignored.
+    NotOurs,
+    /// Not a command that parses; nothing sent, nothing acknowledged.
+    Malformed(String),
+}
+
+pub struct Bridge {
+    opts: BridgeOptions,
+    sink: Option<Arc<SecretSink>>,
+    /// The packet forwarder's gateway EUI, from its last datagram.
+    forwarder: Option<Eui64>,
+    pending: HashMap<u16, Pending>,
+}
+
+impl Bridge {
+    pub fn new(opts: BridgeOptions, sink: Option<Arc<SecretSink>>) -> Bridge {
+        Bridge {
+            opts,
+            sink,
+            forwarder: None,
+            pending: HashMap::new(),
+        }
+    }
+
+    pub fn mode(&self) -> BridgeMode {
+        self.opts.mode
+    }
+
+    /// Frames go to the gateway's own sessions too (not in `only` mode).
+    pub fn local(&self) -> bool {
+        self.opts.mode != BridgeMode::Only
+    }
+
+    /// Notes the forwarder's EUI (the gateway id when none is configured).
+    pub fn heard_forwarder(&mut self, eui: Eui64) {
+        self.forwarder = Some(eui);
+    }
+
+    fn gateway_id(&self, heard_from: Option<Eui64>) -> Option<Eui64> {
+        self.opts.gateway_id.or(heard_from).or(self.forwarder)
+    }
+
+    fn topic(&self, gateway: Eui64, event: &str) -> String {
+        format!("{}/gateway/{gateway}/event/{event}", self.opts.topic_prefix)
+    }
+
+    /// Commits `payload` for `topic` to the outbox.
+    async fn queue(&self, topic: String, payload: Value) -> Result<(), String> {
+        let Some(sink) = &self.sink else {
+            return Err("no store to queue bridged frames in".into());
+        };
+        let bytes = payload.to_string().into_bytes();
+        sink.writer
+            .write(move |c| outbox::append_bridged(c, &topic, &bytes).map(|_| ()))
+            .await
+            .map_err(|e| format!("queueing a bridged message: {e}"))
+    }
+
+    /// Queues `rx` as an `UplinkFrame` on `event/up`. Frames with a bad CRC are not
+    /// bridged (the forwarder's own default).
+    pub async fn uplink(&self, rx: &RxPk, from: Eui64) -> Result<bool, String> {
+        if rx.stat == CrcStatus::Fail {
+            return Ok(false);
+        }
+        let Some(gw) = self.gateway_id(Some(from)) else {
+            return Ok(false);
+        };
+        self.queue(self.topic(gw, "up"), uplink_frame(rx, gw, rand::random()))
+            .await?;
+        Ok(true)
+    }
+
+    /// Queues the forwarder's `stat` as `GatewayStats` on `event/stats`.
+    pub async fn stats(&self, stat: &Stat, from: Eui64) -> Result<(), String> {
+        let Some(gw) = self.gateway_id(Some(from)) else {
+            return Ok(());
+        };
+        self.queue(self.topic(gw, "stats"), gateway_stats(stat, gw))
+            .await
+    }
+
+    /// A `DownlinkFrame` from `command/down`: its first item that converts is sent as a
+    /// PULL_RESP; the others wait for the TX_ACK (the next one is tried on refusal).
+    pub async fn command(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        link: &mut ForwarderLink,
+    ) -> Handled {
+        let frame: DownlinkFrame = match serde_json::from_slice(payload) {
+            Ok(f) => f,
+            Err(e) => return Handled::Malformed(format!("not a DownlinkFrame: {e}")),
+        };
+        let Some(ours) = self.gateway_id(None) else {
+            return Handled::NotOurs;
+        };
+        let named = if frame.gateway_id.is_empty() {
+            topic_gateway(topic).unwrap_or("")
+        } else {
+            frame.gateway_id.as_str()
+        };
+        if named.parse::<Eui64>().ok() != Some(ours) {
+            return Handled::NotOurs;
+        }
+        if frame.items.is_empty() {
+            return Handled::Malformed("a DownlinkFrame with no items".into());
+        }
+        let n = frame.items.len();
+        let p = Pending {
+            downlink_id: frame.downlink_id,
+            gateway_id: ours,
+            items: frame.items,
+            statuses: vec!["IGNORED"; n],
+            at: 0,
+            sent_at: Instant::now(),
+        };
+        self.try_from(p, 0, link).await;
+        Handled::Done
+    }
+
+    /// Sends item `from` of `p` or the first one after it that converts and sends; when
+    /// none is left, acknowledges upstream.
+    async fn try_from(&mut self, mut p: Pending, from: usize, link: &mut ForwarderLink) {
+        for i in from..p.items.len() {
+            let sent = match txpk(&p.items[i]) {
+                Ok(tx) => {
+                    let what = format!("bridged downlink {} item {i}", p.downlink_id);
+                    link.send(tx, None, what).await
+                }
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(token) => {
+                    p.at = i;
+                    p.sent_at = Instant::now();
+                    let now = p.sent_at;
+                    self.pending.retain(|_, q| now - q.sent_at < TX_ACK_WAIT);
+                    self.pending.insert(token, p);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(downlink_id = p.downlink_id, item = i, error = %e, "bridged downlink item not sent");
+                    p.statuses[i] = "INTERNAL_ERROR";
+                }
+            }
+        }
+        self.acknowledge(&p).await;
+    }
+
+    async fn acknowledge(&self, p: &Pending) {
+        let topic = self.topic(p.gateway_id, "ack");
+        if let Err(e) = self.queue(topic, tx_ack(p)).await {
+            tracing::warn!(downlink_id = p.downlink_id, error = %e, "bridged TX acknowledgement lost");
+        }
+    }
+
+    /// Settles a bridged downlink's TX_ACK: acknowledged upstream once an item is
+    /// scheduled or none is left. `false`: the token is not a bridged downlink's.
+    pub async fn tx_ack(
+        &mut self,
+        token: u16,
+        ack: Option<&TxAck>,
+        link: &mut ForwarderLink,
+    ) -> bool {
+        let Some(mut p) = self.pending.remove(&token) else {
+            return false;
+        };
+        let status = tx_ack_status(ack.and_then(|a| a.txpk_ack.error));
+        p.statuses[p.at] = status;
+        if status == "OK" {
+            self.acknowledge(&p).await;
+        } else {
+            let next = p.at + 1;
+            self.try_from(p, next, link).await;
+        }
+        true
+    }
+}
+
+/// The gateway id level of a `.../gateway/<id>/command/down` topic.
+fn topic_gateway(topic: &str) -> Option<&str> {
+    let rest = topic.strip_suffix("/command/down")?;
+    let (_, id) = rest.rsplit_once("/gateway/")?;
+    Some(id)
+}
+
+/// `CodeRate` of gw.proto by the GWMP `codr` string.
+fn code_rate(codr: Option<&str>) -> &'static str {
+    match codr {
+        Some("4/5") => "CR_4_5",
+        Some("4/6") | Some("2/3") => "CR_4_6",
+        Some("4/7") => "CR_4_7",
+        Some("4/8") | Some("1/2") => "CR_4_8",
+        _ => "CR_UNDEFINED",
+    }
+}
+
+fn codr_of(code_rate: &Value) -> Option<String> {
+    let s = match code_rate {
+        Value::String(s) => s.as_str(),
+        Value::Number(n) => match n.as_u64() {
+            Some(1) => "CR_4_5",
+            Some(2) => "CR_4_6",
+            Some(3) => "CR_4_7",
+            Some(4) => "CR_4_8",
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let r = match s {
+        "CR_4_5" => "4/5",
+        "CR_4_6" => "4/6",
+        "CR_4_7" => "4/7",
+        "CR_4_8" => "4/8",
+        _ => return None,
+    };
+    Some(r.into())
+}
+
+fn base64(bytes: &[u8]) -> Value {
+    serde_json::to_value(Payload(bytes.to_vec())).unwrap_or(Value::Null)
+}
+
+/// `gw.UplinkFrame` (JSON) for a frame heard by gateway `gw`.
+pub fn uplink_frame(rx: &RxPk, gw: Eui64, uplink_id: u32) -> Value {
+    let modulation = match (rx.modu, rx.datr) {
+        (Modulation::Lora, DataRate::Lora { sf, bw_khz }) => json!({"lora": {
+            "bandwidth": u32::from(bw_khz) * 1000,
+            "spreadingFactor": sf,
+            "codeRate": code_rate(rx.codr.as_deref()),
+        }}),
+        (_, DataRate::Fsk(bps)) => json!({"fsk": {"datarate": bps}}),
+        (Modulation::Fsk, DataRate::Lora { .. }) => json!({}),
+    };
+    let mut rx_info = json!({
+        "gatewayId": gw.to_string(),
+        "uplinkId": uplink_id,
+        "rssi": rx.rssi,
+        "channel": rx.chan,
+        "rfChain": rx.rfch,
+        "context": base64(&rx.tmst.to_be_bytes()),
+        "crcStatus": match rx.stat {
+            CrcStatus::Ok => "CRC_OK",
+            CrcStatus::NoCrc => "NO_CRC",
+            CrcStatus::Fail => "BAD_CRC",
+        },
+    });
+    if let Some(snr) = rx.lsnr {
+        rx_info["snr"] = json!(snr);
+    }
+    if let Some(t) = &rx.time {
+        rx_info["gwTime"] = json!(t);
+    }
+    json!({
+        "phyPayload": base64(&rx.data.0),
+        "txInfo": {"frequency": rx.freq_hz(), "modulation": modulation},
+        "rxInfo": rx_info,
+    })
+}
+
+/// `gw.GatewayStats` (JSON) from a GWMP `stat`.
+pub fn gateway_stats(stat: &Stat, gw: Eui64) -> Value {
+    let mut v = json!({
+        "gatewayId": gw.to_string(),
+        "time": crate::model::now_rfc3339(),
+        "rxPacketsReceived": stat.rxnb.unwrap_or(0),
+        "rxPacketsReceivedOk": stat.rxok.unwrap_or(0),
+        "txPacketsReceived": stat.dwnb.unwrap_or(0),
+        "txPacketsEmitted": stat.txnb.unwrap_or(0),
+    });
+    if let (Some(lat), Some(lon)) = (stat.lati, stat.long) {
+        v["location"] = json!({
+            "latitude": lat,
+            "longitude": lon,
+            "altitude": stat.alti.unwrap_or(0),
+        });
+    }
+    v
+}
+
+/// `gw.TxAckStatus` by name, from a TX_ACK's error (`None`: no error).
+fn tx_ack_status(error: Option<TxAckError>) -> &'static str {
+    match error {
+        None | Some(TxAckError::None) => "OK",
+        Some(TxAckError::TooLate) => "TOO_LATE",
+        Some(TxAckError::TooEarly) => "TOO_EARLY",
+        Some(TxAckError::CollisionPacket) => "COLLISION_PACKET",
+        Some(TxAckError::CollisionBeacon) => "COLLISION_BEACON",
+        Some(TxAckError::TxFreq) => "TX_FREQ",
+        Some(TxAckError::TxPower) => "TX_POWER",
+        Some(TxAckError::GpsUnlocked) => "GPS_UNLOCKED",
+        Some(TxAckError::Unknown) => "INTERNAL_ERROR",
+    }
+}
+
+/// `gw.DownlinkTxAck` (JSON).
+fn tx_ack(p: &Pending) -> Value {
+    json!({
+        "gatewayId": p.gateway_id.to_string(),
+        "downlinkId": p.downlink_id,
+        "items": p.statuses.iter().map(|s| json!({"status": s})).collect::<Vec<_>>(),
+    })
+}
+
+// ------------------------------------------------------------------ DownlinkFrame
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DownlinkFrame {
+    #[serde(default)]
+    downlink_id: u32,
+    #[serde(default)]
+    gateway_id: String,
+    #[serde(default)]
+    items: Vec<DownlinkItem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DownlinkItem {
+    phy_payload: Payload,
+    tx_info: Option<DownlinkTxInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DownlinkTxInfo {
+    #[serde(default)]
+    frequency: u32,
+    #[serde(default)]
+    power: i32,
+    modulation: Option<ModulationIn>,
+    timing: Option<TimingIn>,
+    context: Option<Payload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModulationIn {
+    lora: Option<LoraIn>,
+    fsk: Option<FskIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LoraIn {
+    #[serde(default)]
+    bandwidth: u32,
+    #[serde(default)]
+    spreading_factor: u32,
+    #[serde(default)]
+    code_rate: Value,
+    #[serde(default)]
+    polarization_inversion: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FskIn {
+    #[serde(default)]
+    frequency_deviation: u32,
+    #[serde(default)]
+    datarate: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TimingIn {
+    immediately: Option<Value>,
+    delay: Option<DelayIn>,
+    gps_epoch: Option<GpsEpochIn>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DelayIn {
+    delay: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GpsEpochIn {
+    time_since_gps_epoch: Option<String>,
+}
+
+/// A protobuf JSON `Duration` (`"1s"`, `"0.500s"`) in microseconds.
+fn duration_us(s: &str) -> Option<u64> {
+    let n = s.strip_suffix('s')?;
+    let (secs, frac) = n.split_once('.').unwrap_or((n, ""));
+    if secs.is_empty()
+        || frac.len() > 9
+        || !(secs.bytes().chain(frac.bytes())).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let secs: u64 = secs.parse().ok()?;
+    let mut micros = 0u64;
+    for (i, d) in frac.bytes().take(6).enumerate() {
+        micros += u64::from(d - b'0') * 10u64.pow(5 - i as u32);
+    }
+    secs.checked_mul(1_000_000)?.checked_add(micros)
+}
+
+/// The PULL_RESP `txpk` for one `DownlinkFrameItem`.
+fn txpk(item: &DownlinkItem) -> Result<TxPk, String> {
+    let ti = item.tx_info.as_ref().ok_or("the item has no txInfo")?;
+    if ti.frequency == 0 {
+        return Err("txInfo.frequency is missing".into());
+    }
+    let powe = u8::try_from(ti.power).map_err(|_| format!("txInfo.power {} dBm", ti.power))?;
+    let m = ti
+        .modulation
+        .as_ref()
+        .ok_or("txInfo.modulation is missing")?;
+    let (modu, datr, codr, ipol, fdev) = match (&m.lora, &m.fsk) {
+        (Some(l), _) => {
+            let sf = u8::try_from(l.spreading_factor)
+                .ok()
+                .filter(|sf| (5..=12).contains(sf));
+            let bw = u16::try_from(l.bandwidth / 1000)
+                .ok()
+                .filter(|bw| l.bandwidth % 1000 == 0 && matches!(bw, 125 | 250 | 500));
+            let (Some(sf), Some(bw_khz)) = (sf, bw) else {
+                return Err(format!(
+                    "LoRa SF{} at {} Hz is not SF5..12 at 125/250/500 kHz",
+                    l.spreading_factor, l.bandwidth
+                ));
+            };
+            let codr = codr_of(&l.code_rate).unwrap_or_else(|| "4/5".into());
+            (
+                Modulation::Lora,
+                DataRate::Lora { sf, bw_khz },
+                Some(codr),
+                Some(l.polarization_inversion),
+                None,
+            )
+        }
+        (None, Some(f)) if f.datarate > 0 => (
+            Modulation::Fsk,
+            DataRate::Fsk(f.datarate),
+            None,
+            None,
+            Some(f.frequency_deviation),
+        ),
+        _ => return Err("txInfo.modulation is neither lora nor fsk".into()),
+    };
+    let t = ti.timing.as_ref().ok_or("txInfo.timing is missing")?;
+    let (imme, tmst, tmms) = if let Some(d) = &t.delay {
+        let delay = d
+            .delay
+            .as_deref()
+            .map_or(Some(0), duration_us)
+            .ok_or("timing.delay.delay is not a duration")?;
+        let ctx = ti.context.as_ref().map(|c| c.0.as_slice()).unwrap_or(&[]);
+        let Some(b) = ctx.get(..4) else {
+            return Err(format!(
+                "context must hold the uplink's 4-byte timestamp, got {} bytes",
+                ctx.len()
+            ));
+        };
+        let at = u32::from_be_bytes([b[0], b[1], b[2], b[3]]).wrapping_add(delay as u32);
+        (false, Some(at), None)
+    } else if let Some(g) = &t.gps_epoch {
+        let us = g
+            .time_since_gps_epoch
+            .as_deref()
+            .and_then(duration_us)
+            .ok_or("timing.gpsEpoch.timeSinceGpsEpoch is not a duration")?;
+        (false, None, Some(us / 1000))
+    } else if t.immediately.is_some() {
+        (true, None, None)
+    } else {
+        return Err("timing is neither immediately, delay nor gpsEpoch".into());
+    };
+    let data = item.phy_payload.0.clone();
+    let size = u16::try_from(data.len()).map_err(|_| "phyPayload too long".to_string())?;
+    Ok(TxPk {
+        imme,
+        tmst,
+        tmms,
+        freq: hz_to_mhz(ti.frequency),
+        rfch: 0,
+        powe: Some(powe),
+        modu,
+        datr,
+        codr,
+        fdev,
+        ipol,
+        prea: None,
+        size,
+        data: Payload(data),
+        ncrc: None,
+    })
+}
+
+// ------------------------------------------------------------------ routes
+
+/// Where the upstream task sends what arrives on a radio's `command/down` topic.
+#[derive(Clone)]
+pub struct BridgeRoute {
+    pub radio: String,
+    /// The subscription: `<topic_prefix>/gateway/<id or +>/command/down`.
+    pub filter: String,
+    prefix: String,
+    gateway_id: Option<Eui64>,
+    commands: mpsc::Sender<RadioCommand>,
+}
+
+impl std::fmt::Debug for BridgeRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BridgeRoute({} <- {})", self.radio, self.filter)
+    }
+}
+
+impl BridgeRoute {
+    /// Whether `topic` is this route's command topic.
+    pub fn matches(&self, topic: &str) -> bool {
+        let Some(rest) = topic
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix("/gateway/"))
+            .and_then(|r| r.strip_suffix("/command/down"))
+        else {
+            return false;
+        };
+        match self.gateway_id {
+            Some(id) => rest.parse::<Eui64>().ok() == Some(id),
+            None => !rest.is_empty() && !rest.contains('/'),
+        }
+    }
+
+    /// Hands a command to the radio without waiting; `Err` when its queue is full or it
+    /// stopped (ChirpStack does not resend: the downlink is lost, and counted).
+    pub fn deliver(&self, topic: &str, payload: &[u8]) -> Result<(), &'static str> {
+        self.commands
+            .try_send(RadioCommand::Bridged {
+                topic: topic.to_string(),
+                payload: payload.to_vec(),
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => "bridge_busy",
+                mpsc::error::TrySendError::Closed(_) => "bridge_radio_stopped",
+            })
+    }
+}
+
+/// The command routes of the configured LoRa radios whose bridge is on.
+pub fn routes(radios: &[RadioConfig], handles: &[RadioHandle]) -> Vec<BridgeRoute> {
+    let mut out = Vec::new();
+    for r in radios
+        .iter()
+        .filter(|r| r.enabled && r.protocol == Protocol::Lora)
+    {
+        let Ok(opts) = LoraOptions::parse(r.options.get_ref()) else {
+            continue;
+        };
+        if opts.bridge.mode == BridgeMode::Off {
+            continue;
+        }
+        let name = r.name.get_ref();
+        let Some(commands) = handles
+            .iter()
+            .find(|h| &h.name == name)
+            .and_then(|h| h.commands.clone())
+        else {
+            continue;
+        };
+        let id = opts
+            .bridge
+            .gateway_id
+            .map_or_else(|| "+".to_string(), |g| g.to_string());
+        out.push(BridgeRoute {
+            radio: name.clone(),
+            filter: format!("{}/gateway/{id}/command/down", opts.bridge.topic_prefix),
+            prefix: opts.bridge.topic_prefix,
+            gateway_id: opts.bridge.gateway_id,
+            commands,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rx() -> RxPk {
+        serde_json::from_value(json!({
+            "tmst": 3_512_348_611u32, "chan": 2, "rfch": 0, "freq": 868.5, "stat": 1,
+            "modu": "LORA", "datr": "SF9BW125", "codr": "4/6", "rssi": -35, "lsnr": 5.1,
+            "size": 4, "data": "AQIDBA==", "time": "2013-03-31T16:21:17.528002Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_uplink_is_a_chirpstack_uplink_frame() {
+        let gw = Eui64(0x0016_c001_ff10_0001);
+        let v = uplink_frame(&rx(), gw, 7);
+        assert_eq!(v["phyPayload"], "AQIDBA==");
+        assert_eq!(v["txInfo"]["frequency"], 868_500_000);
+        let lora = &v["txInfo"]["modulation"]["lora"];
+        assert_eq!(lora["bandwidth"], 125_000);
+        assert_eq!(lora["spreadingFactor"], 9);
+        assert_eq!(lora["codeRate"], "CR_4_6");
+        let r = &v["rxInfo"];
+        assert_eq!(r["gatewayId"], "0016c001ff100001");
+        assert_eq!(r["uplinkId"], 7);
+        assert_eq!(r["rssi"], -35);
+        assert_eq!(r["snr"], 5.1);
+        assert_eq!(r["channel"], 2);
+        assert_eq!(r["crcStatus"], "CRC_OK");
+        assert_eq!(r["gwTime"], "2013-03-31T16:21:17.528002Z");
+        // The Semtech UDP context: tmst, big-endian (0xd15a2fc3).
+        assert_eq!(r["context"], "0Vovww==");
+    }
+
+    #[test]
+    fn stats_carry_the_forwarder_counters() {
+        let stat: Stat = serde_json::from_value(json!({
+            "rxnb": 10, "rxok": 8, "rxfw": 8, "ackr": 100.0, "dwnb": 3, "txnb": 2,
+            "lati": 46.24, "long": 3.2523, "alti": 145
+        }))
+        .unwrap();
+        let v = gateway_stats(&stat, Eui64(1));
+        assert_eq!(v["gatewayId"], "0000000000000001");
+        assert_eq!(
+            (
+                &v["rxPacketsReceived"],
+                &v["rxPacketsReceivedOk"],
+                &v["txPacketsReceived"],
+                &v["txPacketsEmitted"]
+            ),
+            (&json!(10), &json!(8), &json!(3), &json!(2))
+        );
+        assert_eq!(v["location"]["altitude"], 145);
+    }
+
+    fn item(v: Value) -> DownlinkItem {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_downlink_item_becomes_a_txpk_timed_from_the_context() {
+        let tx = txpk(&item(json!({
+            "phyPayload": "YAQDAgGgAQABAg==",
+            "txInfo": {
+                "frequency": 868100000, "power": 14,
+                "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7,
+                    "codeRate": "CR_4_5", "polarizationInversion": true}},
+                "timing": {"delay": {"delay": "1s"}},
+                "context": "0Vovww=="
+            }
+        })))
+        .unwrap();
+        assert_eq!(tx.tmst, Some(3_512_348_611u32.wrapping_add(1_000_000)));
+        assert!(!tx.imme);
+        assert_eq!(tx.freq, 868.1);
+        assert_eq!(tx.datr, DataRate::Lora { sf: 7, bw_khz: 125 });
+        assert_eq!(
+            (tx.powe, tx.codr.as_deref(), tx.ipol),
+            (Some(14), Some("4/5"), Some(true))
+        );
+        assert_eq!(tx.size as usize, tx.data.0.len());
+        // Immediately, GPS time, and the wrap of the 32-bit counter.
+        let imme = txpk(&item(
+            json!({"phyPayload": "AA==", "txInfo": {"frequency": 869525000,
+            "power": 27, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 12}},
+            "timing": {"immediately": {}}}}),
+        ))
+        .unwrap();
+        assert!(imme.imme && imme.tmst.is_none());
+        let gps = txpk(&item(
+            json!({"phyPayload": "AA==", "txInfo": {"frequency": 869525000,
+            "power": 27, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 12}},
+            "timing": {"gpsEpoch": {"timeSinceGpsEpoch": "1300000000.250s"}}}}),
+        ))
+        .unwrap();
+        assert_eq!(gps.tmms, Some(1_300_000_000_250));
+        let wrap = txpk(&item(
+            json!({"phyPayload": "AA==", "txInfo": {"frequency": 869525000,
+            "power": 27, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 12}},
+            "timing": {"delay": {"delay": "2s"}}, "context": "/////w=="}}),
+        ))
+        .unwrap();
+        assert_eq!(wrap.tmst, Some(1_999_999));
+    }
+
+    #[test]
+    fn bad_downlink_items_are_refused_with_a_reason() {
+        let base = json!({"phyPayload": "AA==", "txInfo": {"frequency": 868100000, "power": 14,
+            "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7}},
+            "timing": {"delay": {"delay": "1s"}}, "context": "AAAAAQ=="}});
+        assert!(txpk(&item(base.clone())).is_ok());
+        for (path, bad) in [
+            ("/txInfo/context", json!("AAE=")),
+            ("/txInfo/timing/delay/delay", json!("1 second")),
+            ("/txInfo/modulation/lora/spreadingFactor", json!(13)),
+            ("/txInfo/modulation/lora/bandwidth", json!(100000)),
+            ("/txInfo/power", json!(-3)),
+            ("/txInfo/frequency", json!(0)),
+            ("/txInfo/timing", json!({})),
+        ] {
+            let mut v = base.clone();
+            *v.pointer_mut(path).unwrap() = bad;
+            assert!(txpk(&item(v)).is_err(), "{path}");
+        }
+        assert_eq!(duration_us("0.5s"), Some(500_000));
+        assert_eq!(duration_us("5s"), Some(5_000_000));
+        assert_eq!(duration_us("-1s"), None);
+        assert_eq!(duration_us("s"), None);
+    }
+
+    #[test]
+    fn routes_match_only_their_command_topic() {
+        let (tx, _rx) = mpsc::channel(1);
+        let any = BridgeRoute {
+            radio: "lora0".into(),
+            filter: "eu868/gateway/+/command/down".into(),
+            prefix: "eu868".into(),
+            gateway_id: None,
+            commands: tx.clone(),
+        };
+        assert!(any.matches("eu868/gateway/0016c001ff100001/command/down"));
+        assert!(!any.matches("eu868/gateway/0016c001ff100001/command/config"));
+        assert!(!any.matches("us915/gateway/0016c001ff100001/command/down"));
+        assert!(!any.matches("eu868/gateway//command/down"));
+        let one = BridgeRoute {
+            gateway_id: Some(Eui64(0x0016_c001_ff10_0001)),
+            ..any
+        };
+        assert!(one.matches("eu868/gateway/0016c001ff100001/command/down"));
+        assert!(!one.matches("eu868/gateway/0016c001ff100002/command/down"));
+        assert_eq!(
+            topic_gateway("a/b/gateway/0016c001ff100001/command/down"),
+            Some("0016c001ff100001")
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! The ChirpStack bridge end to end: the real daemon with a GWMP radio in `bridge = "also"`
+//! mode, an emulated packet forwarder over real UDP, the MQTT broker down at first. Every
+//! frame (here from a device the gateway does not own) and the forwarder's statistics
+//! wait in the outbox and reach the broker as ChirpStack gateway events once it is up; a
+//! ChirpStack `DownlinkFrame` on the command topic reaches the forwarder as PULL_RESP
+//! (the next item after a refusal) and the `DownlinkTxAck` goes back.
+
+use std::time::Duration;
+
+use fieldgate::api::client::ApiClient;
+use fieldgate::store;
+use fieldgate_lora::emulator::{EmulatedDevice, Forwarder};
+use fieldgate_lora::gwmp::{DataRate, Packet, PushData, Stat, TxAckError};
+use fieldgate_lora::lorawan::SessionKeys;
+use fieldgate_lora::{AesKey, DevAddr, Eui64};
+use hyper::Method;
+use rumqttc::QoS;
+use serde_json::{json, Value};
+
+use super::{free_udp_port, PacketForwarder};
+use crate::common::TestDaemon;
+use crate::mqtt::{broker, free_port, unique, Probe, Proxy};
+
+const GATEWAY: &str = "0016c001ff100001";
+
+fn b64(bytes: &[u8]) -> String {
+    serde_json::to_value(fieldgate_lora::gwmp::Payload(bytes.to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn bridged_rows(d: &TestDaemon) -> i64 {
+    let c = store::open_reader(&d.db()).unwrap();
+    c.query_row(
+        "SELECT count(*) FROM outbox WHERE kind = 'bridge'",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+async fn counters(api: &ApiClient) -> Value {
+    let s = api
+        .call(Method::GET, "/v1/status", None)
+        .await
+        .unwrap_or_default();
+    s["radios"][0]["counters"].clone()
+}
+
+/// Waits until the daemon's LoRa radio has started (its socket is bound).
+async fn radio_up(api: &ApiClient) {
+    for _ in 0..250 {
+        if counters(api).await["startups"].as_u64().unwrap_or(0) > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the LoRa radio never started");
+}
+
+/// A device this gateway holds no keys for (ChirpStack's).
+fn foreign_device() -> EmulatedDevice {
+    let key = |s: &str| s.parse::<AesKey>().unwrap();
+    EmulatedDevice::abp(
+        Eui64(0x70b3_d57e_d000_0099),
+        DevAddr(0x2601_1f00),
+        SessionKeys {
+            nwk_s_key: key("000102030405060708090a0b0c0d0e0f"),
+            app_s_key: key("0f0e0d0c0b0a09080706050403020100"),
+        },
+    )
+}
+
+/// The next PULL_RESP, answered with a TX_ACK carrying `error`.
+async fn pull_resp(pf: &PacketForwarder, error: Option<TxAckError>) -> fieldgate_lora::gwmp::TxPk {
+    // Acknowledgements of earlier datagrams may come first.
+    for _ in 0..10 {
+        let d = pf
+            .recv(Duration::from_secs(10))
+            .await
+            .expect("a PULL_RESP from the gateway");
+        if let Some((token, resp)) = Forwarder::pull_resp(&d) {
+            pf.sock.send(&pf.fwd.tx_ack(token, error)).await.unwrap();
+            return resp.txpk;
+        }
+    }
+    panic!("no PULL_RESP")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chirpstack_bridge_events_survive_a_broker_outage_and_downlinks_reach_the_forwarder() {
+    let udp = free_udp_port();
+    let mqtt_port = free_port();
+    let prefix = unique("lora-bridge");
+    let cs = unique("cs");
+    let d = TestDaemon::start(&format!(
+        "[upstream]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"{prefix}\"\ntopic_prefix = \"{prefix}\"\n\n[[radio]]\nname = \"lora0\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:{udp}\"\n[radio.options]\nregion = \"EU868\"\nbridge = \"also\"\nbridge_topic_prefix = \"{cs}/eu868\"\n"
+    ));
+    let api = ApiClient::new(&d.socket);
+    radio_up(&api).await;
+    let mut pf = PacketForwarder::connect(udp).await;
+    pf.open_downlink_path().await;
+
+    // Broker down: five uplinks and a statistics report.
+    let mut dev = foreign_device();
+    let mut sent = Vec::new();
+    for i in 0..5u32 {
+        let phy = dev.uplink(1 + i as u8, &[i as u8; 6], false).unwrap();
+        let tmst = 10_000_000 + i * 1_000_000;
+        pf.push(&phy, tmst).await;
+        sent.push((phy, tmst));
+    }
+    let stat = Packet::PushData {
+        token: 7,
+        gateway: pf.fwd.gateway,
+        data: PushData {
+            rxpk: vec![],
+            stat: Some(Stat {
+                rxnb: Some(6),
+                rxok: Some(5),
+                rxfw: Some(5),
+                dwnb: Some(0),
+                txnb: Some(0),
+                ..Stat::default()
+            }),
+        },
+    };
+    pf.sock.send(&stat.to_bytes()).await.unwrap();
+    crate::mqtt::until(
+        "six bridged rows in the outbox",
+        Duration::from_secs(10),
+        || bridged_rows(&d) == 6,
+    )
+    .await;
+    // Handled locally too ("also"): not ours, so counted.
+    let c = counters(&api).await;
+    assert_eq!(c["unhandled"], 5, "{c}");
+
+    // The broker comes back: every event, in order, in ChirpStack's JSON.
+    let probe = Probe::connect(
+        broker(),
+        &[
+            format!("{cs}/eu868/gateway/+/event/#"),
+            format!("{prefix}/status"),
+        ],
+    )
+    .await;
+    let _proxy = Proxy::start_on(mqtt_port, broker().socket()).await;
+    probe
+        .wait_for("the bridged events", Duration::from_secs(30), |m| {
+            m.iter().filter(|x| x.topic.ends_with("/event/up")).count() >= 5
+                && m.iter().any(|x| x.topic.ends_with("/event/stats"))
+        })
+        .await;
+    let ups = probe.on("/event/up");
+    assert_eq!(ups.len(), 5, "each frame once");
+    for (m, (phy, tmst)) in ups.iter().zip(&sent) {
+        assert_eq!(m.topic, format!("{cs}/eu868/gateway/{GATEWAY}/event/up"));
+        assert!(!m.retain);
+        let v = m.json();
+        assert_eq!(v["phyPayload"], b64(phy), "{v}");
+        assert_eq!(v["txInfo"]["frequency"], 868_100_000);
+        assert_eq!(
+            v["txInfo"]["modulation"],
+            json!({"lora": {"bandwidth": 125000, "spreadingFactor": 7, "codeRate": "CR_4_5"}})
+        );
+        let rx = &v["rxInfo"];
+        assert_eq!(rx["gatewayId"], GATEWAY);
+        assert!(rx["uplinkId"].is_u64(), "{v}");
+        assert_eq!(rx["rssi"], -57);
+        assert_eq!(rx["snr"], 9.5);
+        assert_eq!(rx["channel"], 0);
+        assert_eq!(rx["crcStatus"], "CRC_OK");
+        assert_eq!(rx["context"], b64(&tmst.to_be_bytes()));
+    }
+    let stats = probe.on("/event/stats")[0].json();
+    assert_eq!(stats["gatewayId"], GATEWAY);
+    assert_eq!(
+        (&stats["rxPacketsReceived"], &stats["rxPacketsReceivedOk"]),
+        (&json!(6), &json!(5))
+    );
+    crate::mqtt::until("the outbox emptied", Duration::from_secs(10), || {
+        bridged_rows(&d) == 0
+    })
+    .await;
+
+    // A downlink from ChirpStack answering the last uplink: RX1, then RX2.
+    probe
+        .wait_for("the gateway online", Duration::from_secs(20), |m| {
+            m.iter()
+                .any(|x| x.topic.ends_with("/status") && x.json()["state"] == "online")
+        })
+        .await;
+    let (answered_phy, answered_tmst) = sent.last().unwrap().clone();
+    let context = b64(&answered_tmst.to_be_bytes());
+    let reply = vec![
+        0x60, 0x00, 0x1f, 0x01, 0x26, 0x20, 0x01, 0x00, 0xde, 0xad, 0xbe, 0xef,
+    ];
+    let item = |freq: u32, sf: u32, delay: &str| {
+        json!({"phyPayload": b64(&reply), "txInfo": {
+            "frequency": freq, "power": 14,
+            "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": sf,
+                "codeRate": "CR_4_5", "polarizationInversion": true}},
+            "board": 0, "antenna": 0,
+            "timing": {"delay": {"delay": delay}},
+            "context": context}})
+    };
+    let command = format!("{cs}/eu868/gateway/{GATEWAY}/command/down");
+    let publish = |payload: Vec<u8>| {
+        let (client, topic) = (probe.client.clone(), command.clone());
+        async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap()
+        }
+    };
+    // Garbage first: counted, nothing sent, the next command still served.
+    publish(b"{not json".to_vec()).await;
+    publish(
+        json!({"downlinkId": 4242, "gatewayId": GATEWAY,
+            "items": [item(868_100_000, 7, "1s"), item(869_525_000, 12, "2s")]})
+        .to_string()
+        .into_bytes(),
+    )
+    .await;
+    let rx1 = pull_resp(&pf, Some(TxAckError::TooLate)).await;
+    assert_eq!(rx1.tmst, Some(answered_tmst + 1_000_000));
+    assert_eq!(
+        (rx1.freq, rx1.datr, rx1.powe, rx1.ipol),
+        (
+            868.1,
+            DataRate::Lora { sf: 7, bw_khz: 125 },
+            Some(14),
+            Some(true)
+        )
+    );
+    assert_eq!(rx1.data.0, reply);
+    assert_eq!(rx1.codr.as_deref(), Some("4/5"));
+    let rx2 = pull_resp(&pf, None).await;
+    assert_eq!(rx2.tmst, Some(answered_tmst + 2_000_000));
+    assert_eq!(
+        (rx2.freq, rx2.datr),
+        (
+            869.525,
+            DataRate::Lora {
+                sf: 12,
+                bw_khz: 125
+            }
+        )
+    );
+    probe
+        .wait_for("the TX acknowledgement", Duration::from_secs(20), |m| {
+            m.iter().any(|x| x.topic.ends_with("/event/ack"))
+        })
+        .await;
+    let ack = &probe.on("/event/ack")[0];
+    assert_eq!(ack.topic, format!("{cs}/eu868/gateway/{GATEWAY}/event/ack"));
+    assert_eq!(
+        ack.json(),
+        json!({"gatewayId": GATEWAY, "downlinkId": 4242,
+            "items": [{"status": "TOO_LATE"}, {"status": "OK"}]})
+    );
+    let c = counters(&api).await;
+    assert_eq!(c["undecodable"], 1, "the garbage command: {c}");
+    // The uplink answered was bridged as it was heard.
+    assert_eq!(ups[4].json()["phyPayload"], b64(&answered_phy));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_only_hands_every_frame_to_chirpstack_and_answers_no_join() {
+    let udp = free_udp_port();
+    let prefix = unique("lora-only");
+    let cs = unique("cs");
+    let d = TestDaemon::start(&format!(
+        "[upstream]\nurl = \"{}\"\nclient_id = \"{prefix}\"\ntopic_prefix = \"{prefix}\"\n\n[[radio]]\nname = \"lora0\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:{udp}\"\n[radio.options]\nbridge = \"only\"\nbridge_topic_prefix = \"{cs}\"\nbridge_gateway_id = \"00000000000000aa\"\n",
+        broker().url()
+    ));
+    // The sim device's keys are the gateway's, yet in "only" mode ChirpStack answers.
+    let out = d.cli(&[
+        "lora",
+        "add",
+        "--deveui",
+        fieldgate::radio::lora::sim::OTAA_DEV_EUI,
+        "--joineui",
+        fieldgate::radio::lora::sim::OTAA_JOIN_EUI,
+        "--appkey",
+        fieldgate::radio::lora::sim::OTAA_APP_KEY,
+    ]);
+    assert!(out.status.success());
+    let probe = Probe::connect(broker(), &[format!("{cs}/gateway/+/event/up")]).await;
+    let mut pf = PacketForwarder::connect(udp).await;
+    pf.open_downlink_path().await;
+    let (mut dev, _) = fieldgate::radio::lora::sim::devices().unwrap();
+    let req = dev.join_request().unwrap();
+    pf.push(&req, 5_000_000).await;
+    probe
+        .wait_for("the bridged Join-Request", Duration::from_secs(20), |m| {
+            !m.is_empty()
+        })
+        .await;
+    let up = &probe.messages()[0];
+    // The configured gateway id, not the forwarder's EUI.
+    assert_eq!(up.topic, format!("{cs}/gateway/00000000000000aa/event/up"));
+    assert_eq!(up.json()["phyPayload"], b64(&req));
+    assert_eq!(up.json()["rxInfo"]["gatewayId"], "00000000000000aa");
+    assert!(
+        pf.downlink(Duration::from_millis(1500)).await.is_none(),
+        "no local Join-Accept in bridge-only mode"
+    );
+}
