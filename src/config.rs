@@ -259,8 +259,38 @@ pub struct UpstreamConfig {
     /// Allow `mqtt://` to a host that is not loopback.
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// MQTT protocol version: 4 (3.1.1, the default) or 5.
+    #[serde(default = "default_protocol")]
+    pub protocol: Spanned<u8>,
+    /// MQTT 5: how long the broker keeps the session (subscriptions, requests sent
+    /// while the gateway is away). 0 (the default): none.
+    #[serde(default, with = "humantime_serde")]
+    pub session_expiry: Duration,
+    /// MQTT 5: the message expiry interval put on telemetry, so a consumer that
+    /// comes back late is not sent stale readings. Unset: telemetry never expires.
+    #[serde(default, with = "humantime_serde")]
+    pub telemetry_expiry: Option<Duration>,
+    /// Device topics name a device by its id (`id`, the default) or by its
+    /// friendly name when it has one (`name`).
+    #[serde(default)]
+    pub topic_names: TopicNames,
     #[serde(default)]
     pub outbox: OutboxLimits,
+}
+
+/// How device topics name a device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicNames {
+    /// `device/<device id>/...` always.
+    #[default]
+    Id,
+    /// `device/<friendly name>/...` for a device that has one, the id otherwise.
+    Name,
+}
+
+fn default_protocol() -> Spanned<u8> {
+    Spanned::new(0..0, 4)
 }
 
 fn default_keepalive() -> Duration {
@@ -935,6 +965,34 @@ fn validate_upstream(up: &UpstreamConfig, loc: &Locator<'_>) -> Result<(), Confi
             ));
         }
     }
+    let protocol = *up.protocol.get_ref();
+    if protocol != 4 && protocol != 5 {
+        return Err(loc.at(
+            &up.protocol,
+            "upstream.protocol",
+            format!("{protocol} is not supported: 4 (MQTT 3.1.1, the default) or 5 (MQTT 5)"),
+        ));
+    }
+    if protocol != 5 && (!up.session_expiry.is_zero() || up.telemetry_expiry.is_some()) {
+        return Err(loc.nowhere(
+            "upstream.session_expiry",
+            "session_expiry and telemetry_expiry are MQTT 5 properties: set protocol = 5",
+        ));
+    }
+    if up.session_expiry > Duration::from_secs(u32::MAX as u64 - 1) {
+        return Err(loc.nowhere(
+            "upstream.session_expiry",
+            "must be below 136 years (the MQTT 5 limit)",
+        ));
+    }
+    if let Some(t) = up.telemetry_expiry {
+        if t < Duration::from_secs(1) || t > Duration::from_secs(u32::MAX as u64) {
+            return Err(loc.nowhere(
+                "upstream.telemetry_expiry",
+                "must be at least 1s (MQTT 5 counts whole seconds)",
+            ));
+        }
+    }
     if *up.outbox.max_bytes.get_ref() < 1024 * 1024 {
         return Err(loc.at(
             &up.outbox.max_bytes,
@@ -980,6 +1038,35 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.line, Some(5));
         assert_eq!(e.key.as_deref(), Some("store.commit_max_ops"));
+    }
+
+    #[test]
+    fn mqtt5_settings_are_checked() {
+        let base = format!("{MINIMAL}[upstream]\nurl = \"mqtt://127.0.0.1\"\n");
+        let up = parse(&base).unwrap().upstream.unwrap();
+        assert_eq!(*up.protocol.get_ref(), 4);
+        assert_eq!(up.topic_names, TopicNames::Id);
+        let up = parse(&format!(
+            "{base}protocol = 5\nsession_expiry = \"1h\"\ntelemetry_expiry = \"10m\"\ntopic_names = \"name\"\n"
+        ))
+        .unwrap()
+        .upstream
+        .unwrap();
+        assert_eq!(up.session_expiry, Duration::from_secs(3600));
+        assert_eq!(up.telemetry_expiry, Some(Duration::from_secs(600)));
+        assert_eq!(up.topic_names, TopicNames::Name);
+        let e = parse(&format!("{base}protocol = 3\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("upstream.protocol"));
+        assert_eq!(e.line, Some(6));
+        // MQTT 5 properties without MQTT 5.
+        let e = parse(&format!("{base}telemetry_expiry = \"10m\"\n")).unwrap_err();
+        assert!(e.to_string().contains("protocol = 5"), "{e}");
+        let e = parse(&format!(
+            "{base}protocol = 5\ntelemetry_expiry = \"100ms\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("upstream.telemetry_expiry"));
+        assert!(parse(&format!("{base}topic_names = \"nick\"\n")).is_err());
     }
 
     #[test]

@@ -51,6 +51,39 @@ pub(super) fn availability_msg(
     )
 }
 
+/// Queues a device's retained messages again (its state, and its availability
+/// from its health flags) so they reach the topic it is published under now: after a
+/// rename when device topics carry friendly names. A decommissioned device, or a
+/// discovered one not adopted (which sends nothing upstream), gets none.
+pub fn requeue_retained(
+    c: &Connection,
+    gw: &str,
+    device: &registry::Device,
+    at: SystemTime,
+) -> Result<(), StoreError> {
+    let id = DeviceId(device.id.clone());
+    if device.lifecycle == Lifecycle::Decommissioned.as_str() || super::ingest::held_back(c, &id)? {
+        return Ok(());
+    }
+    if device.last_state.as_object().is_some_and(|o| !o.is_empty()) {
+        outbox::append(
+            c,
+            gw,
+            &NewMessage {
+                kind: MessageKind::State,
+                device: Some(id.clone()),
+                topic: format!("device/{id}/state"),
+                retain: true,
+                data: device.last_state.clone(),
+                event_time: at,
+            },
+        )?;
+    }
+    let offline = device.health.get("offline").is_some();
+    availability_msg(c, gw, &id, !offline, at)?;
+    Ok(())
+}
+
 /// A response object (the schema of docs/mqtt-api.md "Responses"): the hub queues it
 /// in the outbox for the answers to held requests, and upstream publishes it for the
 /// requests it answers at once.

@@ -55,8 +55,8 @@ use health::*;
 pub use held::is_sleeping;
 use held::*;
 use ingest::*;
-pub use messages::response_body;
 use messages::*;
+pub use messages::{requeue_retained, response_body};
 pub use rules::device_command_from_json;
 
 /// Longest join window anyone may open (Zigbee's own limit is 254 s); the policy

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+
+use super::link::{self, Options};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -57,13 +59,17 @@ pub enum ClientError {
 
 /// What the session needs to connect, derived from the config once at start.
 pub struct ClientSettings {
-    pub options: MqttOptions,
+    pub options: Options,
     /// `mqtt[s]://host:port`, for status and logs (never with credentials).
     pub broker: String,
     pub client_id: String,
     pub topics: Topics,
     /// The longest wait between reconnect attempts.
     pub reconnect_max: Duration,
+    /// MQTT 5: the message expiry interval put on telemetry, seconds.
+    pub telemetry_expiry: Option<u32>,
+    /// Device topics by friendly name (`topic_names = "name"`).
+    pub topic_names: crate::config::TopicNames,
 }
 
 impl std::fmt::Debug for ClientSettings {
@@ -73,6 +79,7 @@ impl std::fmt::Debug for ClientSettings {
             .field("broker", &self.broker)
             .field("client_id", &self.client_id)
             .field("topics", &self.topics)
+            .field("protocol", &self.options.protocol())
             .finish_non_exhaustive()
     }
 }
@@ -121,46 +128,77 @@ impl ClientSettings {
             gateway_id,
         );
 
-        let mut options = MqttOptions::new(client_id.clone(), host.clone(), port);
         if !up.keepalive.is_zero()
             && (up.keepalive < Duration::from_secs(1) || up.keepalive > Duration::from_secs(65535))
         {
             return Err(ClientError::Keepalive);
         }
-        options.set_keep_alive(up.keepalive);
         if up.reconnect_max < Duration::from_secs(1) || up.reconnect_max > Duration::from_secs(3600)
         {
             return Err(ClientError::ReconnectMax);
         }
-        // Our outbox is the session: never rely on the broker's or rumqttc's.
-        options.set_clean_session(true);
-        options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
-        options.set_last_will(LastWill::new(
-            topics.status(),
-            offline_payload(gateway_id),
-            QoS::AtLeastOnce,
-            true,
-        ));
-        match (&up.username, &up.password_file) {
-            (Some(user), Some(file)) => {
-                let password = read_password(file)?;
-                options.set_credentials(user.clone(), password);
-            }
-            (Some(user), None) => {
-                options.set_credentials(user.clone(), String::new());
-            }
+        let credentials = match (&up.username, &up.password_file) {
+            (Some(user), Some(file)) => Some((user.clone(), read_password(file)?)),
+            (Some(user), None) => Some((user.clone(), String::new())),
             (None, Some(_)) => return Err(ClientError::PasswordWithoutUser),
-            (None, None) => {}
-        }
-        if tls {
+            (None, None) => None,
+        };
+        let transport = if tls {
             let config = rustls_config(
                 up.ca_file.as_deref(),
                 up.client_cert.as_deref().zip(up.client_key.as_deref()),
             )?;
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Some(Transport::tls_with_config(TlsConfiguration::Rustls(
                 Arc::new(config),
-            )));
-        }
+            )))
+        } else {
+            None
+        };
+        let will_topic = topics.status();
+        let will = offline_payload(gateway_id);
+        let options = match *up.protocol.get_ref() {
+            5 => {
+                let mut o = rumqttc::v5::MqttOptions::new(client_id.clone(), host.clone(), port);
+                o.set_keep_alive(up.keepalive);
+                // The outbox is our session for what we publish; the broker keeps
+                // one (subscriptions, requests sent meanwhile) only when asked to.
+                let expiry = link::seconds(up.session_expiry);
+                o.set_clean_start(expiry == 0);
+                if expiry > 0 {
+                    o.set_session_expiry_interval(Some(expiry));
+                }
+                o.set_max_packet_size(Some(MAX_INCOMING_PACKET as u32));
+                o.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+                    will_topic,
+                    will,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    true,
+                    None,
+                ));
+                if let Some((user, password)) = credentials {
+                    o.set_credentials(user, password);
+                }
+                if let Some(t) = transport {
+                    o.set_transport(t);
+                }
+                Options::V5(Box::new(o))
+            }
+            _ => {
+                let mut o = MqttOptions::new(client_id.clone(), host.clone(), port);
+                o.set_keep_alive(up.keepalive);
+                // Our outbox is the session: never rely on the broker's or rumqttc's.
+                o.set_clean_session(true);
+                o.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+                o.set_last_will(LastWill::new(will_topic, will, QoS::AtLeastOnce, true));
+                if let Some((user, password)) = credentials {
+                    o.set_credentials(user, password);
+                }
+                if let Some(t) = transport {
+                    o.set_transport(t);
+                }
+                Options::V4(Box::new(o))
+            }
+        };
         let scheme = if tls { "mqtts" } else { "mqtt" };
         let shown_host = if host.contains(':') {
             format!("[{host}]")
@@ -173,6 +211,8 @@ impl ClientSettings {
             client_id,
             topics,
             reconnect_max: up.reconnect_max,
+            telemetry_expiry: up.telemetry_expiry.map(link::seconds),
+            topic_names: up.topic_names,
         })
     }
 }
@@ -308,9 +348,10 @@ mod tests {
         assert_eq!(s.client_id, "gw1");
         assert_eq!(s.topics.prefix(), "fieldgate/gw1");
         assert!(s.options.clean_session());
-        let will = s.options.last_will().unwrap();
-        assert_eq!(will.topic, "fieldgate/gw1/status");
-        assert!(will.retain);
+        assert_eq!(s.options.protocol(), 4);
+        let (will, retain) = s.options.last_will().unwrap();
+        assert_eq!(will, "fieldgate/gw1/status");
+        assert!(retain);
     }
 
     #[test]
@@ -338,6 +379,27 @@ mod tests {
             let e = ClientSettings::from_config(up, "gw1").unwrap_err();
             assert!(matches!(e, ClientError::ReconnectMax), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn mqtt5_is_chosen_by_the_config_with_its_session_expiry() {
+        let s = upstream("url = \"mqtt://127.0.0.1\"\nprotocol = 5").unwrap();
+        assert_eq!(s.options.protocol(), 5);
+        assert!(s.options.clean_session());
+        assert_eq!(s.telemetry_expiry, None);
+        let (will, _) = s.options.last_will().unwrap();
+        assert_eq!(will, "fieldgate/gw1/status");
+        let s = upstream(
+            "url = \"mqtt://127.0.0.1\"\nprotocol = 5\nsession_expiry = \"1h\"\ntelemetry_expiry = \"10m\"",
+        )
+        .unwrap();
+        // A kept session is resumed, not started clean.
+        assert!(!s.options.clean_session());
+        assert_eq!(s.telemetry_expiry, Some(600));
+        let Options::V5(o) = &s.options else {
+            panic!("not MQTT 5")
+        };
+        assert_eq!(o.session_expiry_interval(), Some(3600));
     }
 
     #[test]
@@ -376,8 +438,8 @@ mod tests {
             pw.display()
         ))
         .unwrap();
-        let login = s.options.credentials().unwrap();
-        assert_eq!(login.password, "s3cret-value");
+        let (_, password) = s.options.credentials().unwrap();
+        assert_eq!(password, "s3cret-value");
         assert!(!format!("{s:?}").contains("s3cret"));
     }
 }

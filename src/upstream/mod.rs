@@ -8,6 +8,7 @@
 //!
 //! - `topics.rs`: the topic scheme (`docs/mqtt-api.md` is its contract)
 //! - `client.rs`: `[upstream]` -> rumqttc options, TLS, credentials, last will
+//! - `link.rs`: one client over rumqttc's MQTT 3.1.1 and MQTT 5 clients
 //! - `pump.rs`: packet id <-> outbox row bookkeeping, no IO
 //! - `session.rs`: the task that drives the connection and the pump
 //! - `requests/`: inbound requests: parsing and validation, carrying them out
@@ -15,6 +16,7 @@
 //! - `rotate.rs`: rotation of the gateway's own client certificate, with rollback
 
 pub mod client;
+pub mod link;
 pub mod pump;
 pub mod requests;
 pub mod rotate;

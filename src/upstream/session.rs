@@ -23,12 +23,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS, Transport};
+use rumqttc::Transport;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::client::{offline_payload, ClientSettings, MAX_OUTGOING_PACKET};
+use super::link::{Client, Ev, Poller, Props};
 use super::pump::{Msg, Window};
 use super::requests::{self, Inbound, Outbound, RequestContext};
 use super::rotate::{SwitchIdentity, Switched};
@@ -66,7 +67,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Events rumqttc had ready at once (one send and one wake-up for a run of PUBACKs
 /// read together), or the error that ended the connection.
-type PollItem = Result<Vec<Event>, String>;
+type PollItem = Result<Vec<Ev>, String>;
 
 /// Resolves with the task's output, or never when there is no task.
 async fn join<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
@@ -87,36 +88,29 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 /// session's go-ahead (with the TLS identity to use from now on, when it
 /// changes), empties rumqttc's queues and reconnects.
 async fn poll_loop(
-    mut el: EventLoop,
+    mut el: Poller,
     tx: mpsc::Sender<PollItem>,
     mut go: mpsc::Receiver<Option<Transport>>,
 ) {
     loop {
         match el.poll().await {
-            Ok(ev) => {
-                // What poll() would return next without IO: the events of the same read.
-                let mut events = Vec::with_capacity(1 + el.state.events.len());
-                events.push(ev);
-                events.extend(el.state.events.drain(..));
+            Ok(events) => {
                 if tx.send(Ok(events)).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
-                if tx.send(Err(e.to_string())).await.is_err() {
+                if tx.send(Err(e)).await.is_err() {
                     return;
                 }
                 match go.recv().await {
                     None => return,
-                    Some(Some(transport)) => {
-                        el.mqtt_options.set_transport(transport);
-                    }
+                    Some(Some(transport)) => el.set_transport(transport),
                     Some(None) => {}
                 }
                 // Whatever rumqttc kept (in flight, queued) was forgotten by the
                 // session; the outbox replays it.
-                el.clean();
-                el.pending.clear();
+                el.forget();
             }
         }
     }
@@ -152,7 +146,15 @@ impl Rotation {
 }
 
 struct Session {
-    client: AsyncClient,
+    client: Client,
+    /// MQTT 5: the message expiry put on telemetry.
+    telemetry_props: Props,
+    /// The connection speaks MQTT 5.
+    v5: bool,
+    /// The largest packet sent: ours, or the broker's (MQTT 5) when smaller.
+    max_outgoing: usize,
+    /// Device topics by friendly name (`topic_names = "name"`).
+    levels: Option<Arc<super::topics::DeviceLevels>>,
     settings_topics: super::topics::Topics,
     gateway_id: String,
     status: Arc<UpstreamStatus>,
@@ -179,7 +181,7 @@ impl Session {
     fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool, row: Option<Msg>) -> bool {
         match self
             .client
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .try_publish(topic, retain, payload, &Props::default())
         {
             Ok(()) => {
                 self.window.handed_over(row);
@@ -214,12 +216,13 @@ impl Session {
         self.new_epoch();
         self.status.set_state(ConnectionState::Connected);
         self.status.connects.fetch_add(1, Ordering::Relaxed);
-        // No session is kept by the broker (clean session): subscribe again.
+        // The broker keeps no session (clean session), or one that may have
+        // expired (MQTT 5 session_expiry): subscribe again.
         let filters = std::iter::once(self.settings_topics.request_filter())
             .chain(self.settings_topics.device_command_filters())
             .chain(self.bridges.iter().map(|b| b.filter.clone()));
         for filter in filters {
-            if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+            if let Err(e) = self.client.try_subscribe(filter) {
                 tracing::warn!(error = %e, "cannot subscribe to requests");
             }
         }
@@ -260,14 +263,21 @@ impl Session {
         let _ = self.client.try_disconnect();
     }
 
-    fn on_event(&mut self, ev: Event) {
+    fn on_event(&mut self, ev: Ev) {
         match ev {
-            Event::Incoming(Incoming::ConnAck(_)) => self.on_connected(),
-            Event::Incoming(Incoming::PubAck(ack)) => {
+            Ev::ConnAck { max_packet } => {
+                // A row the broker would refuse (it closes the connection over it)
+                // is undeliverable, like one over our own limit.
+                self.max_outgoing = max_packet.map_or(MAX_OUTGOING_PACKET, |m| {
+                    (m as usize).min(MAX_OUTGOING_PACKET)
+                });
+                self.on_connected()
+            }
+            Ev::PubAck(pkid) => {
                 if !self.connected {
                     return;
                 }
-                match self.window.on_puback(ack.pkid) {
+                match self.window.on_puback(pkid) {
                     Ok(Some(_)) => {
                         self.status.delivered.fetch_add(1, Ordering::Relaxed);
                     }
@@ -275,7 +285,7 @@ impl Session {
                     Err(e) => tracing::debug!(error = %e, "ignored PUBACK"),
                 }
             }
-            Event::Incoming(Incoming::Publish(p)) => {
+            Ev::Publish(p) => {
                 if let Some(route) = self.bridges.iter().find(|b| b.matches(&p.topic)) {
                     // A network server's downlink: the radio parses and answers it.
                     let outcome = route.deliver(&p.topic, &p.payload);
@@ -306,6 +316,7 @@ impl Session {
                     operation: op.to_string(),
                     payload: p.payload.to_vec(),
                     retained: p.retain,
+                    reply_to: p.reply_to,
                 };
                 match self.inbound.try_send(item) {
                     Ok(()) => {}
@@ -317,7 +328,7 @@ impl Session {
                     }
                 }
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
+            Ev::OutgoingPublish(pkid) => {
                 if !self.connected {
                     return;
                 }
@@ -325,7 +336,7 @@ impl Session {
                     self.resync(&e.to_string());
                 }
             }
-            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+            Ev::AwaitAck(pkid) => {
                 if !self.connected {
                     return;
                 }
@@ -345,6 +356,7 @@ impl Session {
             operation,
             payload,
             retained,
+            reply_to,
             ..
         } = item
         else {
@@ -358,6 +370,8 @@ impl Session {
             &operation,
             &payload,
             retained,
+            reply_to.as_ref(),
+            self.v5,
             code,
             message,
         ));
@@ -388,9 +402,9 @@ impl Session {
             };
             match self.client.try_publish(
                 out.topic.clone(),
-                QoS::AtLeastOnce,
                 out.retain,
                 out.payload.clone(),
+                &out.props,
             ) {
                 Ok(()) => {
                     self.window.handed_over(None);
@@ -400,6 +414,22 @@ impl Session {
                     self.responses.push_front(out);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Clears the retained device messages under the topic levels renamed devices
+    /// stopped using (queued behind everything already handed over on them).
+    fn clear_moved(&mut self) {
+        let Some(levels) = &self.levels else {
+            return;
+        };
+        for level in levels.take_moved() {
+            for kind in super::topics::RETAINED_DEVICE_TOPICS {
+                let topic = self
+                    .settings_topics
+                    .outbox(&format!("device/{level}/{kind}"));
+                self.respond(requests::clear_retained(&topic));
             }
         }
     }
@@ -414,7 +444,7 @@ impl Session {
                 self.window.skip(row.seq);
                 continue;
             }
-            if row.payload.len() + row.topic.len() + 64 > MAX_OUTGOING_PACKET {
+            if row.payload.len() + row.topic.len() + 64 > self.max_outgoing {
                 tracing::error!(seq = row.seq, bytes = row.payload.len(), kind = %row.kind, "outbox row too large to publish: removed");
                 self.status.undeliverable.fetch_add(1, Ordering::Relaxed);
                 self.status.set_alarm(Some(format!(
@@ -428,13 +458,20 @@ impl Session {
             // Bridged frames go where the network server listens, outside the prefix.
             let topic = if row.kind == outbox::MessageKind::Bridge.as_str() {
                 row.topic.clone()
+            } else if let Some(named) = self.levels.as_ref().and_then(|l| l.rewrite(&row.topic)) {
+                self.settings_topics.outbox(&named)
             } else {
                 self.settings_topics.outbox(&row.topic)
             };
             let msg = msg_of(&row);
+            let props = if row.kind == "telemetry" {
+                &self.telemetry_props
+            } else {
+                &Props::default()
+            };
             match self
                 .client
-                .try_publish(topic, QoS::AtLeastOnce, row.retain, row.payload)
+                .try_publish(topic, row.retain, row.payload, props)
             {
                 Ok(()) => {
                     self.window.handed_over(Some(msg));
@@ -488,11 +525,28 @@ pub(super) async fn run(
     // The identity in use, put back when a rotation is refused.
     let mut identity = options.transport();
     let mut rotation: Option<Rotation> = None;
-    let (client, eventloop) = AsyncClient::new(options, window + REQUEST_QUEUE + 64);
+    let v5 = options.protocol() == 5;
+    let (client, eventloop) = Client::new(options, window + REQUEST_QUEUE + 64);
     let (poll_tx, mut poll_rx) = mpsc::channel::<PollItem>(1024);
     let (go_tx, go_rx) = mpsc::channel::<Option<Transport>>(1);
     let poller = tokio::spawn(poll_loop(eventloop, poll_tx, go_rx));
 
+    let levels = match settings.topic_names {
+        crate::config::TopicNames::Id => None,
+        crate::config::TopicNames::Name => {
+            let db = db_path.clone();
+            let names =
+                tokio::task::spawn_blocking(move || store::names::all(&store::open_reader(&db)?))
+                    .await
+                    .ok()
+                    .and_then(|r| {
+                        r.map_err(|e| tracing::warn!(error = %e, "cannot read the device names"))
+                            .ok()
+                    })
+                    .unwrap_or_default();
+            Some(Arc::new(super::topics::DeviceLevels::new(names)))
+        }
+    };
     let (in_tx, in_rx) = mpsc::channel(REQUEST_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(REQUEST_QUEUE);
     let ctx = RequestContext {
@@ -503,11 +557,20 @@ pub(super) async fn run(
         db_path: db_path.clone(),
         radios,
         status: status.clone(),
+        v5,
+        levels: levels.clone(),
     };
     let mut request_task = Some(tokio::spawn(requests::serve(ctx, in_rx, out_tx)));
 
     let mut s = Session {
         client,
+        telemetry_props: Props {
+            message_expiry: settings.telemetry_expiry,
+            ..Props::default()
+        },
+        v5,
+        max_outgoing: MAX_OUTGOING_PACKET,
+        levels,
         settings_topics: settings.topics,
         gateway_id: gateway_id.clone(),
         status: status.clone(),
@@ -551,6 +614,7 @@ pub(super) async fn run(
     let mut rate_marks: VecDeque<(Instant, u64)> = VecDeque::from([(Instant::now(), 0u64)]);
 
     loop {
+        s.clear_moved();
         s.flush_responses();
         s.pump();
         if auditing.is_none() && !s.refusals.is_empty() {
@@ -620,7 +684,7 @@ pub(super) async fn run(
         tokio::select! {
             item = poll_rx.recv() => match item {
                 Some(Ok(events)) => for ev in events {
-                    let connack = matches!(ev, Event::Incoming(Incoming::ConnAck(_)));
+                    let connack = matches!(ev, Ev::ConnAck { .. });
                     if connack {
                         backoff.reset();
                         tracing::info!(broker = %status.broker, "upstream connected");
@@ -840,7 +904,7 @@ pub(super) async fn run(
                 Some(Ok(events)) => {
                     let mut closed = false;
                     for ev in events {
-                        if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                        if matches!(ev, Ev::OutgoingDisconnect) {
                             closed = true;
                             break;
                         }

@@ -105,6 +105,70 @@ impl Topics {
     }
 }
 
+/// Friendly names in device topics (`[upstream] topic_names = "name"`): which
+/// topic level names each device. Shared by the session, which rewrites outbox
+/// topics `device/<id>/...` to `device/<name>/...` as it publishes them, and the
+/// request task, which changes it on a rename. A device without a name keeps its
+/// id. Names never contain `/`, `+`, `#` or `:` (see `store::names::valid`), so a
+/// name is a valid topic level and never taken for an id.
+#[derive(Debug, Default)]
+pub struct DeviceLevels {
+    names: std::sync::RwLock<std::collections::HashMap<String, String>>,
+    /// Topic levels a device stopped using (renamed): their retained messages are
+    /// to be cleared.
+    moved: std::sync::Mutex<Vec<String>>,
+}
+
+/// Device topics whose retained message moves with a rename.
+pub const RETAINED_DEVICE_TOPICS: [&str; 2] = ["state", "availability"];
+
+impl DeviceLevels {
+    pub fn new(names: std::collections::HashMap<String, String>) -> DeviceLevels {
+        DeviceLevels {
+            names: std::sync::RwLock::new(names),
+            moved: Default::default(),
+        }
+    }
+
+    /// The topic level naming device `id`: its name, or the id.
+    pub fn level(&self, id: &str) -> String {
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        names.get(id).cloned().unwrap_or_else(|| id.to_string())
+    }
+
+    /// Gives `id` the name `name` (or none); returns the previous name.
+    pub fn set(&self, id: &str, name: Option<&str>) -> Option<String> {
+        let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
+        match name {
+            Some(n) => names.insert(id.to_string(), n.to_string()),
+            None => names.remove(id),
+        }
+    }
+
+    /// A device stopped using topic level `level`.
+    pub fn moved_from(&self, level: String) {
+        self.moved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(level);
+    }
+
+    /// The levels devices stopped using since the last call.
+    pub fn take_moved(&self) -> Vec<String> {
+        std::mem::take(&mut *self.moved.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// `device/<id>/<rest>` with the device's name in place of its id, when it has
+    /// one; `None` when the topic is not a device topic or the device has no name.
+    pub fn rewrite(&self, relative: &str) -> Option<String> {
+        let rest = relative.strip_prefix("device/")?;
+        let (id, tail) = rest.split_once('/')?;
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        let name = names.get(id)?;
+        Some(format!("device/{name}/{tail}"))
+    }
+}
+
 /// The response topic level used for `operation`.
 pub fn response_level(operation: &str) -> &str {
     let ok = !operation.is_empty()
@@ -164,5 +228,27 @@ mod tests {
             Topics::from_config(Some("site/a"), "gw").info(),
             "site/a/info"
         );
+    }
+
+    #[test]
+    fn device_topics_use_the_name_when_there_is_one() {
+        let l = DeviceLevels::new([("zigbee:0x1".to_string(), "hall lamp".to_string())].into());
+        assert_eq!(
+            l.rewrite("device/zigbee:0x1/state").as_deref(),
+            Some("device/hall lamp/state")
+        );
+        assert_eq!(l.rewrite("device/zigbee:0x2/state"), None);
+        assert_eq!(l.rewrite("gateway/event"), None);
+        assert_eq!(l.level("zigbee:0x2"), "zigbee:0x2");
+        assert_eq!(
+            l.set("zigbee:0x1", Some("porch")).as_deref(),
+            Some("hall lamp")
+        );
+        assert_eq!(l.level("zigbee:0x1"), "porch");
+        l.moved_from("hall lamp".into());
+        assert_eq!(l.take_moved(), vec!["hall lamp".to_string()]);
+        assert!(l.take_moved().is_empty());
+        assert_eq!(l.set("zigbee:0x1", None).as_deref(), Some("porch"));
+        assert_eq!(l.rewrite("device/zigbee:0x1/event"), None);
     }
 }

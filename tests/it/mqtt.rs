@@ -2415,3 +2415,9 @@ mod devices;
 
 /// Adopting a discovered device.
 mod adopt;
+
+/// MQTT 5: Response Topic, Correlation Data, reasons, message expiry.
+mod v5;
+
+/// Device topics by friendly name, across renames.
+mod names;

@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 /// Starts rumqttd (plaintext MQTT 3.1.1) on a free loopback port on its own thread and
 /// returns the port once it accepts connections. The broker lives as long as the process.
 pub fn start(name: &str, max_connections: usize) -> u16 {
+    start_version(name, max_connections, false)
+}
+
+/// As [`start`], with an MQTT 5 listener instead when `v5`.
+pub fn start_version(name: &str, max_connections: usize, v5: bool) -> u16 {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -38,7 +43,12 @@ pub fn start(name: &str, max_connections: usize) -> u16 {
             dynamic_filters: true,
         },
     };
-    config.v4 = Some(HashMap::from([("1".to_string(), server)]));
+    let listeners = Some(HashMap::from([("1".to_string(), server)]));
+    if v5 {
+        config.v5 = listeners;
+    } else {
+        config.v4 = listeners;
+    }
     std::thread::Builder::new()
         .name("rumqttd".into())
         .spawn(move || {

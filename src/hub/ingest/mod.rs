@@ -297,7 +297,7 @@ pub(in crate::hub) fn queue_states(
 /// Whether a device's telemetry stays in the gateway: a device that was discovered rather
 /// than joined (BLE: anything in range) sends nothing upstream until it is adopted
 /// (active). Its state is still recorded. Costs a lookup only for such radios' devices.
-fn held_back(c: &Connection, id: &DeviceId) -> Result<bool, StoreError> {
+pub(in crate::hub) fn held_back(c: &Connection, id: &DeviceId) -> Result<bool, StoreError> {
     let discovered = id
         .protocol()
         .and_then(crate::radio::capabilities)

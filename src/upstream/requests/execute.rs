@@ -253,26 +253,69 @@ async fn execute_other(
             found.ok_or_else(|| Rejection::new("unknown_device", format!("no device `{device}`")))
         }
         Request::Rename { device, name } => {
-            let id = device.clone();
-            read(ctx, move |c| registry::get(c, &id))
-                .await?
-                .ok_or_else(|| Rejection::new("unknown_device", format!("no device `{device}`")))?;
             let (id, wanted) = (device.clone(), name.clone());
-            let previous = ctx
+            let (found, owner) = read(ctx, move |c| {
+                let owner = match &wanted {
+                    Some(n) => names::resolve(c, n)?,
+                    None => None,
+                };
+                Ok((registry::get(c, &id)?, owner))
+            })
+            .await?;
+            let found = found
+                .ok_or_else(|| Rejection::new("unknown_device", format!("no device `{device}`")))?;
+            let taken = |owner: String| {
+                Rejection::new(
+                    "name_taken",
+                    format!("the name is already the name of `{owner}`"),
+                )
+            };
+            if let Some(owner) = owner.filter(|o| o != &device) {
+                return Err(taken(owner.0));
+            }
+            // Device topics by name: the new name is in use before the rename
+            // commits, so the retained messages queued with it go out under it.
+            let moved = ctx.levels.as_ref().and_then(|levels| {
+                let old = levels.level(device.as_str());
+                let previous = levels.set(device.as_str(), name.as_deref());
+                (old != levels.level(device.as_str())).then_some((levels, old, previous))
+            });
+            let (id, wanted, gw) = (device.clone(), name.clone(), ctx.gateway_id.clone());
+            let requeue = moved.is_some();
+            let result = ctx
                 .writer
                 .write(move |c| match names::set(c, &id, wanted.as_deref()) {
-                    Ok(p) => Ok(Ok(p)),
+                    Ok(p) => {
+                        if requeue {
+                            crate::hub::requeue_retained(
+                                c,
+                                &gw,
+                                &found,
+                                std::time::SystemTime::now(),
+                            )?;
+                        }
+                        Ok(Ok(p))
+                    }
                     Err(names::RenameError::Taken(owner)) => Ok(Err(owner)),
                     Err(names::RenameError::Store(e)) => Err(e),
                 })
-                .await
-                .map_err(|e| Rejection::new("store_error", e.to_string()))?
-                .map_err(|owner| {
-                    Rejection::new(
-                        "name_taken",
-                        format!("the name is already the name of `{owner}`"),
-                    )
-                })?;
+                .await;
+            let previous = match result {
+                Ok(Ok(p)) => {
+                    if let Some((levels, old, _)) = moved {
+                        levels.moved_from(old);
+                    }
+                    p
+                }
+                failed => {
+                    if let Some((levels, _, previous)) = moved {
+                        levels.set(device.as_str(), previous.as_deref());
+                    }
+                    failed
+                        .map_err(|e| Rejection::new("store_error", e.to_string()))?
+                        .map_err(taken)?
+                }
+            };
             Ok(json!({"device": device, "name": name, "previous": previous}))
         }
         Request::HealthCheck => health(ctx).await,

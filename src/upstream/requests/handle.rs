@@ -31,6 +31,7 @@ pub(super) async fn handle(
         topic: ctx.topics.response(operation),
         payload,
         retain: false,
+        props: Default::default(),
     };
 
     // A request seen before (retained and re-delivered after a reconnect or a restart,
@@ -196,6 +197,8 @@ pub fn refusal(
     operation: &str,
     payload: &[u8],
     retained: bool,
+    reply_to: Option<&crate::upstream::link::ReplyTo>,
+    v5: bool,
     code: &'static str,
     message: &str,
 ) -> Refusal {
@@ -214,11 +217,13 @@ pub fn refusal(
         Some(json!({"code": code, "message": message})),
         gateway_id,
     );
-    let mut publish = vec![Outbound {
+    let response = Outbound {
         topic: topics.response(operation),
         payload: serde_json::to_vec(&body).unwrap_or_default(),
         retain: false,
-    }];
+        props: Default::default(),
+    };
+    let mut publish = vec![super::address(response, reply_to, topics, v5)];
     if retained {
         publish.push(super::clear_retained(request_topic));
     }

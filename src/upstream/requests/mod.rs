@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::link::{Props, ReplyTo};
 use super::topics::Topics;
 use super::UpstreamStatus;
 use crate::hub::{HubError, HubHandle};
@@ -79,6 +80,8 @@ pub struct Outbound {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// MQTT 5 properties (none on MQTT 3.1.1).
+    pub props: Props,
 }
 
 /// What the session hands the request task.
@@ -92,6 +95,8 @@ pub enum Inbound {
         operation: String,
         payload: Vec<u8>,
         retained: bool,
+        /// MQTT 5: the requester's Response Topic and Correlation Data.
+        reply_to: Option<ReplyTo>,
     },
     /// Publish the retained `info` document now.
     PublishInfo,
@@ -107,6 +112,10 @@ pub struct RequestContext {
     pub db_path: PathBuf,
     pub radios: Arc<Vec<RadioHandle>>,
     pub status: Arc<UpstreamStatus>,
+    /// The connection speaks MQTT 5: answers carry properties.
+    pub v5: bool,
+    /// Device topics by friendly name (`topic_names = "name"`).
+    pub levels: Option<Arc<super::topics::DeviceLevels>>,
 }
 
 /// Serves requests one at a time until the session drops its sender.
@@ -119,12 +128,14 @@ pub async fn serve(
     // goes to a lane of its own, so other requests are not held up behind it; rotations
     // (and repeats of one) still run one at a time, in order, so a repeat finds the first
     // one's answer.
-    let (rotations, mut lane) = mpsc::channel::<(String, String, Vec<u8>, bool)>(16);
+    type Rotation = (String, String, Vec<u8>, bool, Option<ReplyTo>);
+    let (rotations, mut lane) = mpsc::channel::<Rotation>(16);
     {
         let (ctx, outbound) = (ctx.clone(), outbound.clone());
         tokio::spawn(async move {
-            while let Some((topic, operation, payload, retained)) = lane.recv().await {
+            while let Some((topic, operation, payload, retained, reply_to)) = lane.recv().await {
                 let out = handle(&ctx, &operation, &payload, retained, None).await;
+                let out = out.map(|o| address(o, reply_to.as_ref(), &ctx.topics, ctx.v5));
                 if answer(&outbound, out, &topic, retained).await.is_err() {
                     break;
                 }
@@ -139,6 +150,10 @@ pub async fn serve(
                         topic: ctx.topics.info(),
                         payload: data.to_string().into_bytes(),
                         retain: true,
+                        props: Props {
+                            json: ctx.v5,
+                            ..Props::default()
+                        },
                     };
                     if outbound.send(out).await.is_err() {
                         break;
@@ -153,10 +168,11 @@ pub async fn serve(
                 operation,
                 payload,
                 retained,
+                reply_to,
                 ..
             } if operation == "rotate_network_key" => {
                 if rotations
-                    .send((topic, operation, payload, retained))
+                    .send((topic, operation, payload, retained, reply_to))
                     .await
                     .is_err()
                 {
@@ -169,9 +185,11 @@ pub async fn serve(
                 operation,
                 payload,
                 retained,
+                reply_to,
             } => {
                 // `None`: answered through the outbox (a request held for a sleeping device).
                 let out = handle(&ctx, &operation, &payload, retained, device.as_deref()).await;
+                let out = out.map(|o| address(o, reply_to.as_ref(), &ctx.topics, ctx.v5));
                 if answer(&outbound, out, &topic, retained).await.is_err() {
                     break;
                 }
@@ -205,7 +223,79 @@ pub fn clear_retained(topic: &str) -> Outbound {
         topic: topic.to_string(),
         payload: Vec::new(),
         retain: true,
+        props: Props::default(),
     }
+}
+
+/// Longest Response Topic the gateway answers on.
+const MAX_RESPONSE_TOPIC: usize = 1024;
+
+/// Why a requester's Response Topic is not used (the answer then goes to
+/// `<prefix>/response/<operation>`), or `None` when it is fine. A topic under the
+/// gateway's own prefix is refused unless it is below `<prefix>/response/`: a
+/// request must not be able to make the gateway publish on its device or status
+/// topics.
+pub fn response_topic_refusal(topic: &str, topics: &Topics) -> Option<&'static str> {
+    if topic.is_empty() || topic.len() > MAX_RESPONSE_TOPIC {
+        return Some("the response topic is empty or longer than 1024 bytes");
+    }
+    if topic.contains(['+', '#', '\0']) {
+        return Some("the response topic holds a wildcard or NUL");
+    }
+    let own = format!("{}/", topics.prefix());
+    if (topic.starts_with(&own) || topic == topics.prefix())
+        && !topic.starts_with(&format!("{own}response/"))
+    {
+        return Some("the response topic is one of the gateway's own topics");
+    }
+    None
+}
+
+/// Addresses an answer for MQTT 5: to the requester's Response Topic with its
+/// Correlation Data when it gave one, with the outcome as user properties
+/// (`status`; on errors `code` and `reason`, the reason string). On MQTT 3.1.1 the
+/// answer is left as it is.
+pub fn address(
+    mut out: Outbound,
+    reply_to: Option<&ReplyTo>,
+    topics: &Topics,
+    v5: bool,
+) -> Outbound {
+    if !v5 {
+        return out;
+    }
+    out.props.json = true;
+    if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&out.payload) {
+        if let Some(status) = body["status"].as_str() {
+            out.props
+                .user_properties
+                .push(("status".into(), status.into()));
+        }
+        if let Some(code) = body["error"]["code"].as_str() {
+            out.props.user_properties.push(("code".into(), code.into()));
+        }
+        if let Some(reason) = body["error"]["message"].as_str() {
+            out.props
+                .user_properties
+                .push(("reason".into(), reason.into()));
+        }
+    }
+    if let Some(r) = reply_to {
+        match response_topic_refusal(&r.topic, topics) {
+            None => {
+                out.topic = r.topic.clone();
+                out.props.correlation_data = r.correlation_data.clone();
+            }
+            Some(why) => {
+                tracing::info!(reason = why, "MQTT 5 response topic not used");
+                out.props.correlation_data = r.correlation_data.clone();
+                out.props
+                    .user_properties
+                    .push(("response_topic_refused".into(), why.into()));
+            }
+        }
+    }
+    out
 }
 async fn read<T, F>(ctx: &RequestContext, f: F) -> Result<T, Rejection>
 where
@@ -220,4 +310,72 @@ where
     .await
     .map_err(|e| Rejection::new("internal", format!("reader task failed: {e}")))?
     .map_err(|e| Rejection::new("store_error", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer(body: serde_json::Value) -> Outbound {
+        Outbound {
+            topic: "p/response/set".into(),
+            payload: body.to_string().into_bytes(),
+            retain: false,
+            props: Props::default(),
+        }
+    }
+
+    #[test]
+    fn mqtt5_answers_go_to_the_response_topic_unless_it_is_one_of_ours() {
+        let topics = Topics::new("p");
+        for ok in ["app/replies/1", "p/response/mine", "pp/x"] {
+            assert_eq!(response_topic_refusal(ok, &topics), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "a/+",
+            "a/#",
+            "a\0b",
+            "p",
+            "p/device/x/state",
+            "p/status",
+        ] {
+            assert!(response_topic_refusal(bad, &topics).is_some(), "{bad:?}");
+        }
+        let reply = ReplyTo {
+            topic: "app/replies/1".into(),
+            correlation_data: Some(vec![0, 255]),
+        };
+        let err = json!({"status": "error", "error": {"code": "busy", "message": "later"}});
+        let out = address(answer(err.clone()), Some(&reply), &topics, true);
+        assert_eq!(out.topic, "app/replies/1");
+        assert_eq!(out.props.correlation_data, Some(vec![0, 255]));
+        assert!(out.props.json);
+        assert_eq!(
+            out.props.user_properties,
+            [
+                ("status".to_string(), "error".to_string()),
+                ("code".to_string(), "busy".to_string()),
+                ("reason".to_string(), "later".to_string()),
+            ]
+        );
+        // Refused: the usual topic, the correlation data, and why.
+        let ours = ReplyTo {
+            topic: "p/status".into(),
+            correlation_data: None,
+        };
+        let out = address(answer(err.clone()), Some(&ours), &topics, true);
+        assert_eq!(out.topic, "p/response/set");
+        assert!(out
+            .props
+            .user_properties
+            .iter()
+            .any(|(k, _)| k == "response_topic_refused"));
+        // MQTT 3.1.1: untouched.
+        assert_eq!(
+            address(answer(err.clone()), None, &topics, false),
+            answer(err)
+        );
+    }
 }
