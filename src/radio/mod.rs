@@ -15,6 +15,7 @@
 pub mod ble;
 pub mod link;
 pub mod lora;
+pub mod lora_p2p;
 pub mod session;
 mod supervisor;
 pub mod zigbee;
@@ -158,6 +159,8 @@ pub struct RadioCounters {
     pub rate_limited: AtomicU64,
     /// Messages in no format the driver knows (e.g. phones' BLE advertisements).
     pub unknown_format: AtomicU64,
+    /// Commands the radio answered busy (a LoRa modem still receiving); each was retried.
+    pub busy: AtomicU64,
 }
 
 /// [`RadioCounters`] read at one moment.
@@ -181,6 +184,8 @@ pub struct RadioCountersSnapshot {
     pub rate_limited: u64,
     #[serde(default)]
     pub unknown_format: u64,
+    #[serde(default)]
+    pub busy: u64,
 }
 
 impl RadioCounters {
@@ -202,6 +207,7 @@ impl RadioCounters {
             refused: get(&self.refused),
             rate_limited: get(&self.rate_limited),
             unknown_format: get(&self.unknown_format),
+            busy: get(&self.busy),
         }
     }
 }
@@ -320,7 +326,13 @@ pub struct DriverSpec {
 }
 
 /// The drivers compiled into this build.
-pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC, zwave::SPEC, ble::SPEC, lora::SPEC];
+pub static DRIVERS: &[DriverSpec] = &[
+    zigbee::SPEC,
+    zwave::SPEC,
+    ble::SPEC,
+    lora::SPEC,
+    lora_p2p::SPEC,
+];
 
 /// The driver for `protocol`, if this build has one.
 pub fn spec(protocol: Protocol) -> Option<&'static DriverSpec> {

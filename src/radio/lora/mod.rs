@@ -20,7 +20,7 @@
 mod gwmp;
 pub mod keys;
 mod options;
-mod readings;
+pub(crate) mod readings;
 mod sessions;
 pub mod sim;
 mod spec;
