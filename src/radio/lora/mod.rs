@@ -207,6 +207,7 @@ impl Gateway<'_> {
         match packet {
             Packet::PushData { data, gateway, .. } => {
                 if let Some(stat) = data.stat {
+                    self.io.counters.forwarder.add(&stat);
                     self.link.stats.reports += 1;
                     tracing::info!(radio = %self.io.radio, %gateway, rxnb = ?stat.rxnb, rxok = ?stat.rxok, rxfw = ?stat.rxfw, ackr = ?stat.ackr, dwnb = ?stat.dwnb, txnb = ?stat.txnb, "packet forwarder statistics");
                     self.link.stats.last = Some(stat);
