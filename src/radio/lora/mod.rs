@@ -346,17 +346,14 @@ impl Gateway<'_> {
             .get(acc.dev_eui)
             .and_then(|d| d.decoder)
             .unwrap_or(self.opts.decoder);
-        let (mut readings, undecodable) = readings::readings(&acc.msg, decoder, &mac);
+        let (readings, undecodable) = readings::readings(&acc.msg, decoder, &mac);
         if undecodable {
             RadioCounters::count(&self.io.counters.undecodable);
         }
         if acc.lost > 0 {
             tracing::info!(radio = %self.io.radio, dev_eui = %acc.dev_eui, lost = acc.lost, "uplinks lost before this one");
         }
-        let link = self
-            .event(acc.dev_eui, DeviceEventKind::Left, Some(rx))
-            .link;
-        readings.extend(link.iter().flat_map(|l| l.readings().collect::<Vec<_>>()));
+        // RSSI and SNR go in the event's link metrics; the hub adds them as readings once.
         // Answers: an ACK for a confirmed uplink, LinkCheckAns for LinkCheckReq.
         let mut answers = Vec::new();
         if mac.contains(&MacCommand::LinkCheckReq) {
