@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fieldgate::config::{PortSpec, Protocol};
-use fieldgate::model::{DeviceCommand, DeviceEvent, DeviceEventKind, RadioCommand, RadioState, Value};
+use fieldgate::model::{
+    DeviceCommand, DeviceEvent, DeviceEventKind, RadioCommand, RadioState, Value,
+};
 use fieldgate::radio::lora_p2p::sim::PtyModem;
 use fieldgate::radio::{link, DriverBox, DriverIo, RadioCounters, RadioCountersSnapshot};
 use fieldgate_lora::rak3172::emulator::{AirFrame, EmulatorConfig, Fault, Firmware, Sensor};
@@ -90,7 +92,12 @@ impl Driven {
         self.counters.snapshot()
     }
 
-    async fn wait(&mut self, what: &str, secs: u64, f: impl Fn(&DeviceEvent) -> bool) -> DeviceEvent {
+    async fn wait(
+        &mut self,
+        what: &str,
+        secs: u64,
+        f: impl Fn(&DeviceEvent) -> bool,
+    ) -> DeviceEvent {
         let until = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             match tokio::time::timeout_at(until, self.events.recv()).await {
@@ -169,7 +176,10 @@ async fn a_factory_module_is_switched_to_p2p_configured_and_heard_in_both_firmwa
     for firmware in [Firmware::Rui3, Firmware::Legacy] {
         let mut d = Driven::start(firmware);
         d.up().await;
-        let (mode, p2p, sync) = d.modem.sim.with(|e, _| (e.work_mode(), e.p2p(), e.sync_word()));
+        let (mode, p2p, sync) = d
+            .modem
+            .sim
+            .with(|e, _| (e.work_mode(), e.p2p(), e.sync_word()));
         assert_eq!(mode, 0, "{firmware:?}: switched from LoRaWAN to P2P");
         assert_eq!(
             (p2p.freq_hz, p2p.sf, p2p.bw_khz, p2p.cr, p2p.tx_power_dbm),
@@ -179,7 +189,9 @@ async fn a_factory_module_is_switched_to_p2p_configured_and_heard_in_both_firmwa
         assert!(d.receiving(1).await, "continuous receive");
         let ev = d.reading("a sensor frame").await;
         // `0a0b0c01` + LPP temperature (ch 1) and humidity (ch 2).
-        assert!(matches!(value(&ev, "temperature"), Some(Value::Number(t)) if (21.0..31.0).contains(&t)));
+        assert!(
+            matches!(value(&ev, "temperature"), Some(Value::Number(t)) if (21.0..31.0).contains(&t))
+        );
         assert!(matches!(value(&ev, "humidity"), Some(Value::Number(_))));
         assert!(matches!(value(&ev, "payload_hex"), Some(Value::Text(h)) if h.starts_with("0167")));
         let link = ev.link.expect("link metrics");
@@ -194,13 +206,21 @@ async fn a_factory_module_is_switched_to_p2p_configured_and_heard_in_both_firmwa
             869_525_000,
             9,
             125,
-            AirFrame { rssi: -100, snr: -3, payload: vec![0xde, 0xad, 0xbe, 0xef, 0x42] },
+            AirFrame {
+                rssi: -100,
+                snr: -3,
+                payload: vec![0xde, 0xad, 0xbe, 0xef, 0x42]
+            },
         ));
         assert!(d.modem.sim.air_frame(
             869_525_000,
             9,
             125,
-            AirFrame { rssi: -100, snr: -3, payload: vec![0x01, 0x02] },
+            AirFrame {
+                rssi: -100,
+                snr: -3,
+                payload: vec![0x01, 0x02]
+            },
         ));
         let other = d
             .wait("another sender", 5, |e| e.native_address == "deadbeef")
@@ -212,7 +232,11 @@ async fn a_factory_module_is_switched_to_p2p_configured_and_heard_in_both_firmwa
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(d.counters().undecodable, 2, "the short frame, and `42` is not LPP");
+        assert_eq!(
+            d.counters().undecodable,
+            2,
+            "the short frame, and `42` is not LPP"
+        );
         // The SF7 sensor was never heard, and never reported.
         assert!(d.modem.sim.stats().missed > 0);
         assert!(d.seen.iter().all(|e| e.native_address != "0a0b0c07"));
@@ -228,7 +252,10 @@ async fn a_transmission_stops_the_receive_sends_and_listens_again_through_busy_a
     d.reading("a first frame").await;
     let (ok, detail) = d.set(DeviceCommand::On, "c1").await;
     assert!(ok, "{detail}");
-    assert_eq!(d.modem.sim.stats().sent, [vec![0x0a, 0x0b, 0x0c, 0x01, 0x01]]);
+    assert_eq!(
+        d.modem.sim.stats().sent,
+        [vec![0x0a, 0x0b, 0x0c, 0x01, 0x01]]
+    );
     assert!(d.receiving(2).await, "re-armed after the transmission");
     d.reading("a frame after the transmission").await;
 
@@ -236,7 +263,10 @@ async fn a_transmission_stops_the_receive_sends_and_listens_again_through_busy_a
     d.modem.sim.inject(Fault::Busy(3));
     let (ok, detail) = d.set(DeviceCommand::Level { percent: 40 }, "c2").await;
     assert!(ok, "{detail}");
-    assert_eq!(d.modem.sim.stats().sent.last(), Some(&vec![0x0a, 0x0b, 0x0c, 0x01, 0x03, 40]));
+    assert_eq!(
+        d.modem.sim.stats().sent.last(),
+        Some(&vec![0x0a, 0x0b, 0x0c, 0x01, 0x03, 40])
+    );
     assert!(d.counters().busy >= 3, "{:?}", d.counters());
     assert!(d.receiving(2).await);
 
@@ -262,7 +292,10 @@ async fn a_transmission_stops_the_receive_sends_and_listens_again_through_busy_a
     let ev = d
         .wait("the refusal", 5, |e| matches!(&e.kind, DeviceEventKind::CommandResult { command_id, .. } if command_id == "c4"))
         .await;
-    assert!(matches!(ev.kind, DeviceEventKind::CommandResult { ok: false, .. }));
+    assert!(matches!(
+        ev.kind,
+        DeviceEventKind::CommandResult { ok: false, .. }
+    ));
     assert!(!d.task.is_finished());
     d.task.abort();
 }
@@ -284,7 +317,11 @@ async fn a_module_that_restarts_on_its_own_is_configured_again() {
     // Frames flow again (drop those read before the restart).
     while d.events.try_recv().is_ok() {}
     d.reading("a frame after the restart").await;
-    assert_eq!(d.modem.sim.stats().restarts, 2, "the mode switch and the fault");
+    assert_eq!(
+        d.modem.sim.stats().restarts,
+        2,
+        "the mode switch and the fault"
+    );
     assert_eq!(d.counters().startups, 2);
     d.task.abort();
 }
@@ -305,7 +342,11 @@ async fn the_daemon_hears_p2p_senders_through_the_pty_emulator_and_keeps_them_pe
     BufReader::new(emu.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let path = line.trim().strip_prefix("pty ").expect("`pty PATH`").to_string();
+    let path = line
+        .trim()
+        .strip_prefix("pty ")
+        .expect("`pty PATH`")
+        .to_string();
     let mut d = TestDaemon::start(&format!(
         "[[radio]]\nname = \"p2p0\"\nprotocol = \"lora-p2p\"\nport = \"{path}\"\n"
     ));
@@ -313,7 +354,9 @@ async fn the_daemon_hears_p2p_senders_through_the_pty_emulator_and_keeps_them_pe
     let mut state = None;
     for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let Ok(c) = fieldgate::store::open_reader(&db) else { continue };
+        let Ok(c) = fieldgate::store::open_reader(&db) else {
+            continue;
+        };
         let id = fieldgate::model::DeviceId::new(Protocol::LoraP2p, "0a0b0c01");
         if let Ok(Some(dev)) = fieldgate::store::registry::get(&c, &id) {
             if dev.last_state.get("temperature").is_some() {
@@ -329,7 +372,12 @@ async fn the_daemon_hears_p2p_senders_through_the_pty_emulator_and_keeps_them_pe
     let _ = emu.wait();
     let dev = state.unwrap_or_else(|| panic!("no reading stored; log:\n{}", d.log()));
     assert_eq!(dev.lifecycle, "pending", "heard, not adopted");
-    assert_eq!(dev.last_state["rssi"].as_f64(), Some(-71.0), "{}", dev.last_state);
+    assert_eq!(
+        dev.last_state["rssi"].as_f64(),
+        Some(-71.0),
+        "{}",
+        dev.last_state
+    );
     assert_eq!(dev.last_state["snr"].as_f64(), Some(8.0));
     d.terminate(Duration::from_secs(10));
 }

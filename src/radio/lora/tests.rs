@@ -303,7 +303,11 @@ async fn the_forwarders_stat_reports_add_up_in_the_radio_counters() {
     }
     // The PUSH_ACK goes out before the report is counted.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let f = r.counters.snapshot().forwarder.expect("forwarder statistics");
+    let f = r
+        .counters
+        .snapshot()
+        .forwarder
+        .expect("forwarder statistics");
     assert_eq!(
         (f.reports, f.rxnb, f.rxok, f.rxfw, f.dwnb, f.txnb, f.ackr),
         (2, 10, 8, 8, 2, 2, Some(50.0))

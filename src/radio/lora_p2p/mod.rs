@@ -46,8 +46,8 @@ use super::session::{
 };
 use super::{Driver, DriverFuture, DriverIo, RadioCounters};
 use crate::model::{
-    DeviceCommand, DeviceEvent, DeviceEventKind, DeviceInfo, LinkMetrics, RadioCommand,
-    RadioError, RadioState, Reachability, Reading, Value,
+    DeviceCommand, DeviceEvent, DeviceEventKind, DeviceInfo, LinkMetrics, RadioCommand, RadioError,
+    RadioState, Reachability, Reading, Value,
 };
 
 /// `AT_BUSY_ERROR`: tries in all, and the wait between them.
@@ -194,7 +194,9 @@ struct Modem<'a> {
 enum Next {
     Carry,
     /// The module restarted: configure it again (after the rest of its banner when `true`).
-    Reconfigure { banner: bool },
+    Reconfigure {
+        banner: bool,
+    },
 }
 
 fn is_status(f: &AtFrame) -> bool {
@@ -365,7 +367,10 @@ impl Modem<'_> {
         if self.command(&Command::QueryNetworkMode).await?.is_err() {
             return Ok(None);
         }
-        let answers = self.take_queued(|e| matches!(e, Event::Reply(r) if r.starts_with("AT+NWM=")) || matches!(e, Event::Text(t) if t.len() == 1));
+        let answers = self.take_queued(|e| {
+            matches!(e, Event::Reply(r) if r.starts_with("AT+NWM="))
+                || matches!(e, Event::Text(t) if t.len() == 1)
+        });
         Ok(answers.iter().rev().find_map(|e| match e {
             Event::Reply(r) => r.strip_prefix("AT+NWM=")?.parse().ok(),
             Event::Text(t) => t.parse().ok(),
@@ -422,7 +427,11 @@ impl Modem<'_> {
             Event::RxP2p { rssi, snr, payload } => self.frame(rssi, snr, &payload).await?,
             Event::RxTimeout => {
                 // A window ended (only a receive with a time limit does that): listen again.
-                if self.command(&Command::Receive(RxMode::Continuous)).await?.is_err() {
+                if self
+                    .command(&Command::Receive(RxMode::Continuous))
+                    .await?
+                    .is_err()
+                {
                     return Ok(Next::Reconfigure { banner: false });
                 }
             }
@@ -565,9 +574,7 @@ impl Modem<'_> {
                 Ok(false)
             }
             RadioCommand::RotateNetworkKey { reply } => {
-                let _ = reply.send(Err(RadioError::NotSupported(
-                    "network key rotation".into(),
-                )));
+                let _ = reply.send(Err(RadioError::NotSupported("network key rotation".into())));
                 Ok(false)
             }
             RadioCommand::PermitJoin { .. } | RadioCommand::Policy(_) => Ok(false),
@@ -595,9 +602,7 @@ impl Modem<'_> {
                 }
             },
         };
-        let rearmed = self
-            .command(&Command::Receive(RxMode::Continuous))
-            .await?;
+        let rearmed = self.command(&Command::Receive(RxMode::Continuous)).await?;
         if let Err(f) = &rearmed {
             tracing::warn!(radio = %self.io.radio, error = %f, "receive not restarted after a transmission");
         }
@@ -651,7 +656,10 @@ mod tests {
         let get = |n: &str| r.iter().find(|x| x.name == n).map(|x| x.value.clone());
         assert_eq!(get("temperature"), Some(Value::Number(21.0)));
         assert_eq!(get("humidity"), Some(Value::Number(40.0)));
-        assert_eq!(get("payload_hex"), Some(Value::Text("016700d2026850".into())));
+        assert_eq!(
+            get("payload_hex"),
+            Some(Value::Text("016700d2026850".into()))
+        );
         let r = p2p_readings(&[0x01, 0xee], Decoder::Lpp, &counters);
         assert_eq!(r.len(), 1);
         assert_eq!(counters.snapshot().undecodable, 1);

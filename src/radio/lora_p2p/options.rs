@@ -250,4 +250,18 @@ mod tests {
             assert_eq!(parse(bad).unwrap_err().key, key, "{bad}");
         }
     }
+
+    #[test]
+    fn the_rak3172_emulator_and_serial_ports_are_lora_p2p_ports() {
+        use crate::config::{parse_port, PortSpec, Protocol};
+        for port in ["sim://lora-rak3172", "sim://lora-p2p"] {
+            assert_eq!(
+                parse_port(port, Protocol::LoraP2p),
+                Ok(PortSpec::Sim(Protocol::LoraP2p))
+            );
+        }
+        assert!(parse_port("sim://lora-rak3172", Protocol::Lora).is_err());
+        assert!(parse_port("/dev/ttyUSB0", Protocol::LoraP2p).is_ok());
+        assert!(parse_port("udp://0.0.0.0:1700", Protocol::LoraP2p).is_err());
+    }
 }

@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use fieldgate_lora::rak3172::emulator::{
-    AirFrame, Emulator, EmulatorConfig, Fault, Sensor, Stats,
-};
+use fieldgate_lora::rak3172::emulator::{AirFrame, Emulator, EmulatorConfig, Fault, Sensor, Stats};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::Notify;
 

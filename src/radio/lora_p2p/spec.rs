@@ -19,7 +19,7 @@ pub const SPEC: DriverSpec = DriverSpec {
     },
     ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],
     check_options,
-    new: || DriverBox::ByteStream(Box::new(super::P2pDriver::default())),
+    new: || DriverBox::ByteStream(Box::new(super::P2pDriver)),
     emulator: Some(super::sim::attach_sim),
 };
 

@@ -237,10 +237,7 @@ impl Emulator {
         self.stats.heard += 1;
         let hex = hex_encode(&frame.payload).to_ascii_uppercase();
         match self.config.firmware {
-            Firmware::Rui3 => self.line(&format!(
-                "+EVT:RXP2P:{}:{}:{hex}",
-                frame.rssi, frame.snr
-            )),
+            Firmware::Rui3 => self.line(&format!("+EVT:RXP2P:{}:{}:{hex}", frame.rssi, frame.snr)),
             Firmware::Legacy => {
                 self.line(&format!(
                     "+EVT:RXP2P, RSSI {}, SNR {}",
