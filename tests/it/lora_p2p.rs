@@ -328,12 +328,38 @@ async fn a_module_that_restarts_on_its_own_is_configured_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_hears_p2p_senders_through_the_pty_emulator_and_keeps_them_pending() {
+    daemon_hears_the_emulator(&["--pty"], false).await;
+}
+
+/// Over TCP (as behind ser2net), a module already in P2P mode, the old firmware's
+/// two-line receive format, busy answers every second and a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_hears_p2p_senders_over_tcp_through_busy_answers_and_a_restart() {
+    daemon_hears_the_emulator(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--p2p",
+            "--firmware",
+            "legacy",
+            "--fault",
+            "busy/1s",
+            "--fault",
+            "reset@2s",
+        ],
+        true,
+    )
+    .await;
+}
+
+async fn daemon_hears_the_emulator(args: &[&str], restarts: bool) {
     use crate::common::TestDaemon;
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
     let mut emu = Command::new(crate::common::bin())
-        .args(["emulate", "lora-rak3172", "--pty", "--log-level", "warn"])
+        .args(["emulate", "lora-rak3172", "--log-level", "warn"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -342,10 +368,11 @@ async fn the_daemon_hears_p2p_senders_through_the_pty_emulator_and_keeps_them_pe
     BufReader::new(emu.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    let line = line.trim();
     let path = line
-        .trim()
         .strip_prefix("pty ")
-        .expect("`pty PATH`")
+        .or_else(|| line.strip_prefix("listening "))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
     let mut d = TestDaemon::start(&format!(
         "[[radio]]\nname = \"p2p0\"\nprotocol = \"lora-p2p\"\nport = \"{path}\"\n"
@@ -379,5 +406,13 @@ async fn the_daemon_hears_p2p_senders_through_the_pty_emulator_and_keeps_them_pe
         dev.last_state
     );
     assert_eq!(dev.last_state["snr"].as_f64(), Some(8.0));
+    if restarts {
+        // The first frame comes after the restart: the driver configured the module again.
+        assert!(
+            d.log().contains("the modem restarted"),
+            "no restart seen:\n{}",
+            d.log()
+        );
+    }
     d.terminate(Duration::from_secs(10));
 }
