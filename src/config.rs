@@ -139,14 +139,18 @@ pub enum Protocol {
     Zwave,
     Ble,
     Lora,
+    /// LoRa point-to-point through a serial modem (RAK3172): no LoRaWAN, no network.
+    #[serde(rename = "lora-p2p")]
+    LoraP2p,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [
+    pub const ALL: [Protocol; 5] = [
         Protocol::Zigbee,
         Protocol::Zwave,
         Protocol::Ble,
         Protocol::Lora,
+        Protocol::LoraP2p,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -155,6 +159,7 @@ impl Protocol {
             Protocol::Zwave => "zwave",
             Protocol::Ble => "ble",
             Protocol::Lora => "lora",
+            Protocol::LoraP2p => "lora-p2p",
         }
     }
 
@@ -861,9 +866,11 @@ pub fn parse_port(port: &str, protocol: Protocol) -> Result<PortSpec, String> {
         return Ok(PortSpec::Udp { bind, port: p });
     }
     if let Some(rest) = port.strip_prefix("sim://") {
-        // The LoRa emulator is a GWMP packet forwarder; `sim://lora-gwmp` names it.
+        // The LoRa emulator is a GWMP packet forwarder; `sim://lora-gwmp` names it. The
+        // LoRa P2P emulator is a RAK3172 modem.
         let rest = match rest {
             "lora-gwmp" => "lora",
+            "lora-rak3172" => "lora-p2p",
             other => other,
         };
         return match Protocol::parse(rest) {
@@ -872,7 +879,7 @@ pub fn parse_port(port: &str, protocol: Protocol) -> Result<PortSpec, String> {
                 "`{port}` emulates a {p} radio but this radio's protocol is {protocol}"
             )),
             None => Err(format!(
-                "unknown emulator `{rest}`: use sim://zigbee, sim://zwave, sim://ble or sim://lora"
+                "unknown emulator `{rest}`: use sim://zigbee, sim://zwave, sim://ble, sim://lora or sim://lora-rak3172"
             )),
         };
     }

@@ -222,6 +222,16 @@ enum EmulateCommand {
         #[arg(long, default_value = "warn")]
         log_level: String,
     },
+    /// A RAK3172 LoRa modem (RUI3 AT firmware) with LoRa P2P sensors around it. Prints
+    /// where it listens (`listening tcp://HOST:PORT` or `pty /dev/pts/N`) as its first line.
+    #[command(name = "lora-rak3172")]
+    LoraRak3172 {
+        #[command(flatten)]
+        args: fieldgate::emulate::RakArgs,
+        /// Log level on stderr (RUST_LOG overrides).
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
     /// A Z-Stack 3 ZNP coordinator with emulated devices. Prints where it listens
     /// (`listening tcp://HOST:PORT` or `pty /dev/pts/N`) as its first line.
     Zigbee {
@@ -639,6 +649,12 @@ async fn async_main(cli: Cli) -> ExitCode {
         } => {
             daemon::init_logging(log_level);
             fieldgate::emulate::run_lora(args.clone()).await
+        }
+        Command::Emulate {
+            command: EmulateCommand::LoraRak3172 { args, log_level },
+        } => {
+            daemon::init_logging(log_level);
+            fieldgate::emulate::run_lora_rak(args.clone()).await
         }
         Command::Emulate {
             command: EmulateCommand::Ble { args },

@@ -51,6 +51,7 @@ impl Radio {
                 format!("A4:C1:38:{:02X}:{:02X}:{:02X}", b[1], b[2], b[3])
             }
             Protocol::Lora => format!("70b3d57ed0{:06x}", i),
+            Protocol::LoraP2p => format!("{:08x}", i),
         }
     }
 

@@ -162,6 +162,11 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
             ],
             &rows,
         );
+        for r in v["radios"].as_array().into_iter().flatten() {
+            if let Some(line) = forwarder_line(&r["counters"]["forwarder"]) {
+                crate::outln!("{}: {line}", s(&r["name"]));
+            }
+        }
     }
     Ok(())
 }
@@ -174,6 +179,27 @@ fn age(ms: &Value) -> String {
 }
 
 /// The uplink lines of `fieldgate status` (see `crate::upstream::UpstreamSnapshot`).
+/// A packet forwarder's own statistics in one line, if it reported any.
+fn forwarder_line(f: &Value) -> Option<String> {
+    let n = |k: &str| f[k].as_u64().unwrap_or(0);
+    if n("reports") == 0 {
+        return None;
+    }
+    let ackr = f["ackr"]
+        .as_f64()
+        .map(|a| format!(", {a:.0}% of its datagrams acknowledged"))
+        .unwrap_or_default();
+    Some(format!(
+        "packet forwarder heard {} frames ({} CRC ok, {} forwarded), got {} downlinks, sent {}{ackr} ({} reports)",
+        n("rxnb"),
+        n("rxok"),
+        n("rxfw"),
+        n("dwnb"),
+        n("txnb"),
+        n("reports")
+    ))
+}
+
 /// A radio's error counters that are not zero, e.g. `undecodable 3, timeouts 1`.
 fn radio_problems(counters: &Value) -> String {
     let names = [
@@ -184,6 +210,7 @@ fn radio_problems(counters: &Value) -> String {
         ("incomplete", "incomplete messages"),
         ("not_decrypted", "not decrypted"),
         ("refused", "refused (security)"),
+        ("busy", "busy (retried)"),
     ];
     let found: Vec<String> = names
         .iter()
@@ -1127,5 +1154,15 @@ mod tests {
         );
         // An older daemon without counters.
         assert_eq!(radio_problems(&Value::Null), "-");
+    }
+
+    #[test]
+    fn a_packet_forwarders_statistics_read_as_one_line() {
+        assert_eq!(forwarder_line(&Value::Null), None);
+        let f = json!({"reports": 2, "rxnb": 10, "rxok": 9, "rxfw": 9, "dwnb": 1, "txnb": 1, "ackr": 100.0});
+        assert_eq!(
+            forwarder_line(&f).unwrap(),
+            "packet forwarder heard 10 frames (9 CRC ok, 9 forwarded), got 1 downlinks, sent 1, 100% of its datagrams acknowledged (2 reports)"
+        );
     }
 }

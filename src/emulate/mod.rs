@@ -6,11 +6,13 @@
 
 pub mod ble;
 pub mod lora;
+pub mod lora_rak;
 pub mod zigbee;
 pub mod zwave;
 
 pub use ble::{run_ble, BleArgs};
 pub use lora::{run_lora, LoraArgs};
+pub use lora_rak::{run_lora_rak, RakArgs};
 pub use zigbee::{run_zigbee, ZigbeeArgs};
 pub use zwave::{run_zwave, ZwaveArgs};
 

@@ -15,6 +15,7 @@
 pub mod ble;
 pub mod link;
 pub mod lora;
+pub mod lora_p2p;
 pub mod session;
 mod supervisor;
 pub mod zigbee;
@@ -158,10 +159,94 @@ pub struct RadioCounters {
     pub rate_limited: AtomicU64,
     /// Messages in no format the driver knows (e.g. phones' BLE advertisements).
     pub unknown_format: AtomicU64,
+    /// Commands the radio answered busy (a LoRa modem still receiving); each was retried.
+    pub busy: AtomicU64,
+    /// What a LoRaWAN packet forwarder reports about itself (GWMP `stat`).
+    pub forwarder: ForwarderCounters,
+}
+
+/// The `stat` objects of a packet forwarder's PUSH_DATA, summed since the daemon started
+/// (each report counts the forwarder's last interval). The acknowledgement ratio is the
+/// last one reported.
+#[derive(Debug)]
+pub struct ForwarderCounters {
+    pub reports: AtomicU64,
+    /// Frames received (`rxnb`), with a good CRC (`rxok`), forwarded (`rxfw`).
+    pub rxnb: AtomicU64,
+    pub rxok: AtomicU64,
+    pub rxfw: AtomicU64,
+    /// Downlinks received from the server (`dwnb`) and transmitted (`txnb`).
+    pub dwnb: AtomicU64,
+    pub txnb: AtomicU64,
+    /// `ackr` (percent of upstream datagrams acknowledged) as f64 bits; `u64::MAX` for none.
+    ackr_bits: AtomicU64,
+}
+
+impl Default for ForwarderCounters {
+    fn default() -> Self {
+        ForwarderCounters {
+            reports: AtomicU64::new(0),
+            rxnb: AtomicU64::new(0),
+            rxok: AtomicU64::new(0),
+            rxfw: AtomicU64::new(0),
+            dwnb: AtomicU64::new(0),
+            txnb: AtomicU64::new(0),
+            ackr_bits: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+/// [`ForwarderCounters`] read at one moment.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ForwarderSnapshot {
+    pub reports: u64,
+    pub rxnb: u64,
+    pub rxok: u64,
+    pub rxfw: u64,
+    pub dwnb: u64,
+    pub txnb: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ackr: Option<f64>,
+}
+
+impl ForwarderCounters {
+    /// Adds one `stat` report (absent fields count as zero).
+    pub fn add(&self, stat: &fieldgate_lora::gwmp::Stat) {
+        let add = |c: &AtomicU64, v: Option<u32>| {
+            c.fetch_add(u64::from(v.unwrap_or(0)), Ordering::Relaxed);
+        };
+        self.reports.fetch_add(1, Ordering::Relaxed);
+        add(&self.rxnb, stat.rxnb);
+        add(&self.rxok, stat.rxok);
+        add(&self.rxfw, stat.rxfw);
+        add(&self.dwnb, stat.dwnb);
+        add(&self.txnb, stat.txnb);
+        if let Some(a) = stat.ackr.filter(|a| a.is_finite()) {
+            self.ackr_bits.store(a.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// `None` until a forwarder has reported.
+    pub fn snapshot(&self) -> Option<ForwarderSnapshot> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let reports = get(&self.reports);
+        (reports > 0).then(|| {
+            let bits = get(&self.ackr_bits);
+            ForwarderSnapshot {
+                reports,
+                rxnb: get(&self.rxnb),
+                rxok: get(&self.rxok),
+                rxfw: get(&self.rxfw),
+                dwnb: get(&self.dwnb),
+                txnb: get(&self.txnb),
+                ackr: (bits != u64::MAX).then(|| f64::from_bits(bits)),
+            }
+        })
+    }
 }
 
 /// [`RadioCounters`] read at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RadioCountersSnapshot {
     pub startups: u64,
     pub undecodable: u64,
@@ -181,6 +266,11 @@ pub struct RadioCountersSnapshot {
     pub rate_limited: u64,
     #[serde(default)]
     pub unknown_format: u64,
+    #[serde(default)]
+    pub busy: u64,
+    /// A packet forwarder's own statistics, once it has sent some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarder: Option<ForwarderSnapshot>,
 }
 
 impl RadioCounters {
@@ -202,6 +292,8 @@ impl RadioCounters {
             refused: get(&self.refused),
             rate_limited: get(&self.rate_limited),
             unknown_format: get(&self.unknown_format),
+            busy: get(&self.busy),
+            forwarder: self.forwarder.snapshot(),
         }
     }
 }
@@ -330,7 +422,13 @@ pub struct DriverSpec {
 }
 
 /// The drivers compiled into this build.
-pub static DRIVERS: &[DriverSpec] = &[zigbee::SPEC, zwave::SPEC, ble::SPEC, lora::SPEC];
+pub static DRIVERS: &[DriverSpec] = &[
+    zigbee::SPEC,
+    zwave::SPEC,
+    ble::SPEC,
+    lora::SPEC,
+    lora_p2p::SPEC,
+];
 
 /// The driver for `protocol`, if this build has one.
 pub fn spec(protocol: Protocol) -> Option<&'static DriverSpec> {

@@ -465,7 +465,7 @@ fn packaged_config_examples_are_valid_when_uncommented() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("4 radio(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 radio(s)"));
 }
 
 #[test]

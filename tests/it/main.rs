@@ -19,6 +19,7 @@ mod emulate;
 mod gateway_support;
 mod lifecycle;
 mod lora;
+mod lora_p2p;
 mod mqtt;
 mod policy;
 #[path = "../support/rumqttd.rs"]

@@ -102,6 +102,8 @@ pub enum Command {
     Reset,
     /// `AT+NWM=0|1|2`: the module restarts when the mode changes.
     NetworkMode(NetworkMode),
+    /// `AT+NWM=?`: answered `AT+NWM=<n>` then `OK`.
+    QueryNetworkMode,
     /// `AT+P2P=freq:sf:bw:cr:preamble:power`.
     P2p(P2pConfig),
     /// `AT+P2P=?`
@@ -190,6 +192,7 @@ impl Command {
             Command::Version => "AT+VER=?".to_string(),
             Command::Reset => "ATZ".to_string(),
             Command::NetworkMode(m) => format!("AT+NWM={}", *m as u8),
+            Command::QueryNetworkMode => "AT+NWM=?".to_string(),
             Command::P2p(c) => {
                 check(
                     "freq_hz",
@@ -263,6 +266,21 @@ pub struct AtParser {
 impl AtParser {
     pub fn new() -> AtParser {
         AtParser::default()
+    }
+
+    /// Bytes of a line not ended yet.
+    pub fn buffered(&self) -> usize {
+        self.line.len() + self.overlong + self.noise
+    }
+
+    /// The line went quiet half-way: drops the partial line and says how many bytes were
+    /// dropped.
+    pub fn drop_partial(&mut self) -> usize {
+        let dropped = self.buffered();
+        self.line.clear();
+        self.overlong = 0;
+        self.noise = 0;
+        dropped
     }
 
     /// Feeds bytes as they arrive (any chunking) and returns the events completed by them.
@@ -422,5 +440,7 @@ fn first_int(s: &str) -> Option<i16> {
     tail[..end].parse().ok()
 }
 
+#[cfg(feature = "emulator")]
+pub mod emulator;
 #[cfg(test)]
 mod tests;

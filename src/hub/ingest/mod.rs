@@ -515,3 +515,60 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Protocol;
+    use crate::model::{LinkMetrics, Reading, Value};
+
+    fn uplink(readings: Vec<Reading>) -> DeviceEvent {
+        DeviceEvent {
+            radio: "lora0".into(),
+            protocol: Protocol::Lora,
+            native_address: "70b3d57ed0000001".into(),
+            received_at: std::time::SystemTime::now(),
+            kind: DeviceEventKind::Readings(readings),
+            link: Some(LinkMetrics {
+                rssi_dbm: Some(-60.0),
+                lqi: None,
+                snr_db: Some(7.5),
+            }),
+        }
+    }
+
+    fn names(ev: &DeviceEvent) -> Vec<String> {
+        match &ev.kind {
+            DeviceEventKind::Readings(r) => r.iter().map(|r| r.name.clone()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn link_metrics_become_rssi_and_snr_readings_once() {
+        let t = Reading {
+            name: "temperature".into(),
+            value: Value::Number(21.0),
+            unit: Some("°C".into()),
+        };
+        let mut ev = uplink(vec![t.clone()]);
+        with_link_readings(&mut ev);
+        assert_eq!(names(&ev), ["temperature", "rssi", "snr"]);
+        // Applied again (a re-submitted burst), or to readings that already carry them
+        // from the driver: still one of each, the driver's value kept.
+        with_link_readings(&mut ev);
+        assert_eq!(names(&ev), ["temperature", "rssi", "snr"]);
+        let own = Reading {
+            name: "rssi".into(),
+            value: Value::Number(-99.0),
+            unit: Some("dBm".into()),
+        };
+        let mut ev = uplink(vec![t, own]);
+        with_link_readings(&mut ev);
+        assert_eq!(names(&ev), ["temperature", "rssi", "snr"]);
+        let DeviceEventKind::Readings(r) = &ev.kind else {
+            unreachable!()
+        };
+        assert_eq!(r[1].value, Value::Number(-99.0));
+    }
+}

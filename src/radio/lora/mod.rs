@@ -23,7 +23,7 @@ pub mod bridge;
 mod gwmp;
 pub mod keys;
 mod options;
-mod readings;
+pub(crate) mod readings;
 mod sessions;
 pub mod sim;
 mod spec;
@@ -218,6 +218,7 @@ impl Gateway<'_> {
             Packet::PushData { data, gateway, .. } => {
                 self.bridge.heard_forwarder(gateway);
                 if let Some(stat) = data.stat {
+                    self.io.counters.forwarder.add(&stat);
                     self.link.stats.reports += 1;
                     tracing::info!(radio = %self.io.radio, %gateway, rxnb = ?stat.rxnb, rxok = ?stat.rxok, rxfw = ?stat.rxfw, ackr = ?stat.ackr, dwnb = ?stat.dwnb, txnb = ?stat.txnb, "packet forwarder statistics");
                     if self.bridge.mode() != BridgeMode::Off {
@@ -412,17 +413,14 @@ impl Gateway<'_> {
             .get(acc.dev_eui)
             .and_then(|d| d.decoder)
             .unwrap_or(self.opts.decoder);
-        let (mut readings, undecodable) = readings::readings(&acc.msg, decoder, &mac);
+        let (readings, undecodable) = readings::readings(&acc.msg, decoder, &mac);
         if undecodable {
             RadioCounters::count(&self.io.counters.undecodable);
         }
         if acc.lost > 0 {
             tracing::info!(radio = %self.io.radio, dev_eui = %acc.dev_eui, lost = acc.lost, "uplinks lost before this one");
         }
-        let link = self
-            .event(acc.dev_eui, DeviceEventKind::Left, Some(rx))
-            .link;
-        readings.extend(link.iter().flat_map(|l| l.readings().collect::<Vec<_>>()));
+        // RSSI and SNR go in the event's link metrics; the hub adds them as readings once.
         // Answers: an ACK for a confirmed uplink, LinkCheckAns for LinkCheckReq.
         let mut answers = Vec::new();
         if mac.contains(&MacCommand::LinkCheckReq) {

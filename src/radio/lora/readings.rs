@@ -53,44 +53,51 @@ pub fn readings(msg: &DataMessage, decoder: Decoder, mac: &[MacCommand]) -> (Vec
     }
     let mut undecodable = false;
     if decoder == Decoder::Lpp && msg.fport.is_some_and(|p| p > 0) && !msg.payload.is_empty() {
-        match lpp::decode(&msg.payload) {
-            Ok(values) => {
-                for r in &values {
-                    let twins = values.iter().filter(|o| o.name() == r.name()).count();
-                    let base = normalized(r.name());
-                    let name = if twins > 1 {
-                        format!("{base}_{}", r.channel)
-                    } else {
-                        base.to_string()
-                    };
-                    match r.value {
-                        LppValue::Number(v) => out.push(number(&name, v, r.unit())),
-                        LppValue::Xyz { x, y, z } => {
-                            for (axis, v) in [("x", x), ("y", y), ("z", z)] {
-                                out.push(number(&format!("{name}_{axis}"), v, r.unit()));
-                            }
-                        }
-                        LppValue::Gps {
-                            latitude,
-                            longitude,
-                            altitude,
-                        } => {
-                            out.push(number("latitude", latitude, "°"));
-                            out.push(number("longitude", longitude, "°"));
-                            out.push(number("altitude", altitude, "m"));
-                        }
-                        LppValue::Rgb { r: red, g, b } => out.push(Reading {
-                            name,
-                            value: Value::Text(format!("#{red:02x}{g:02x}{b:02x}")),
-                            unit: None,
-                        }),
-                    }
-                }
-            }
-            Err(_) => undecodable = true,
+        match lpp_readings(&msg.payload) {
+            Some(values) => out.extend(values),
+            None => undecodable = true,
         }
     }
     (out, undecodable)
+}
+
+/// A Cayenne LPP payload as named readings (a name that occurs twice gets its channel
+/// appended); `None` when it is not LPP. Shared with the LoRa P2P driver.
+pub(crate) fn lpp_readings(payload: &[u8]) -> Option<Vec<Reading>> {
+    let values = lpp::decode(payload).ok()?;
+    let mut out = Vec::new();
+    for r in &values {
+        let twins = values.iter().filter(|o| o.name() == r.name()).count();
+        let base = normalized(r.name());
+        let name = if twins > 1 {
+            format!("{base}_{}", r.channel)
+        } else {
+            base.to_string()
+        };
+        match r.value {
+            LppValue::Number(v) => out.push(number(&name, v, r.unit())),
+            LppValue::Xyz { x, y, z } => {
+                for (axis, v) in [("x", x), ("y", y), ("z", z)] {
+                    out.push(number(&format!("{name}_{axis}"), v, r.unit()));
+                }
+            }
+            LppValue::Gps {
+                latitude,
+                longitude,
+                altitude,
+            } => {
+                out.push(number("latitude", latitude, "°"));
+                out.push(number("longitude", longitude, "°"));
+                out.push(number("altitude", altitude, "m"));
+            }
+            LppValue::Rgb { r: red, g, b } => out.push(Reading {
+                name,
+                value: Value::Text(format!("#{red:02x}{g:02x}{b:02x}")),
+                unit: None,
+            }),
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]

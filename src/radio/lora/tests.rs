@@ -274,3 +274,43 @@ async fn random_datagrams_never_stop_the_driver() {
     {}
     let _ = joined_device(&mut r).await;
 }
+
+#[tokio::test]
+async fn the_forwarders_stat_reports_add_up_in_the_radio_counters() {
+    use fieldgate_lora::gwmp::{Packet, PushData, Stat};
+    let r = rig().await;
+    assert_eq!(r.counters.snapshot().forwarder, None);
+    // Two reports as lora_pkt_fwd sends them every stat interval (PROTOCOL.TXT §4).
+    for (token, rxnb, ackr) in [(1u16, 7u32, 100.0), (2, 3, 50.0)] {
+        let push = Packet::PushData {
+            token,
+            gateway: Eui64(sim::GATEWAY_EUI),
+            data: PushData {
+                rxpk: vec![],
+                stat: Some(Stat {
+                    time: Some("2026-01-12 08:59:28 GMT".into()),
+                    rxnb: Some(rxnb),
+                    rxok: Some(rxnb - 1),
+                    rxfw: Some(rxnb - 1),
+                    ackr: Some(ackr),
+                    dwnb: Some(1),
+                    txnb: Some(1),
+                    ..Stat::default()
+                }),
+            },
+        };
+        r.send(&push.to_bytes()).await;
+        assert_eq!(r.recv().await[3], 0x01, "PUSH_ACK");
+    }
+    // The PUSH_ACK goes out before the report is counted.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let f = r
+        .counters
+        .snapshot()
+        .forwarder
+        .expect("forwarder statistics");
+    assert_eq!(
+        (f.reports, f.rxnb, f.rxok, f.rxfw, f.dwnb, f.txnb, f.ackr),
+        (2, 10, 8, 8, 2, 2, Some(50.0))
+    );
+}

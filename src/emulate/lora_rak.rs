@@ -1,0 +1,197 @@
+//! `fieldgate emulate lora-rak3172`: serves the RAK3172 emulator (a modem in RUI3 AT
+//! firmware with LoRa P2P sensors around it, `fieldgate_lora::rak3172::emulator`) over TCP
+//! (like a modem behind ser2net) or a pseudo-terminal (like the USB modem), so that our
+//! driver or any other RUI3 host can be run against it.
+//!
+//! This module owns the command's options, the listener and the fault schedule; it knows
+//! nothing of the protocol. The first line on stdout says where to connect
+//! (`listening tcp://127.0.0.1:PORT` or `pty /dev/pts/N`); logs go to stderr. SIGTERM or
+//! SIGINT ends it with exit code 0.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use fieldgate_lora::rak3172::emulator::{Fault, Firmware};
+use tokio::net::TcpListener;
+
+use crate::radio::lora_p2p::sim::{sim_config, PtyModem, SimModem};
+
+/// `fieldgate emulate lora-rak3172` options.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("endpoint").required(true).args(["listen", "pty"])))]
+pub struct RakArgs {
+    /// Serve on this TCP address, one connection at a time (`127.0.0.1:0` picks a free port).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Serve on a new pseudo-terminal; its slave path is printed.
+    #[arg(long)]
+    pub pty: bool,
+    /// Which firmware's receive lines to print: `rui3` (`+EVT:RXP2P:rssi:snr:hex`) or
+    /// `legacy` (`+EVT:RXP2P, RSSI r, SNR s` then `+EVT:hex`).
+    #[arg(long, default_value = "rui3")]
+    pub firmware: String,
+    /// Start in LoRa P2P mode instead of the factory LoRaWAN mode.
+    #[arg(long)]
+    pub p2p: bool,
+    /// A fault to inject, repeatable: `WHAT[@AFTER][/EVERY]`, times from start-up. WHAT:
+    /// `busy` (the next two commands answer AT_BUSY_ERROR), `reset` (the module restarts
+    /// on its own). E.g. `reset@30s`, `busy@10s/20s`.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+}
+
+/// A fault and when to inject it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub fault: Fault,
+    pub after: Duration,
+    pub every: Option<Duration>,
+}
+
+/// Parses one `--fault WHAT[@AFTER][/EVERY]`.
+pub fn parse_fault(spec: &str) -> Result<FaultPlan> {
+    let context = || format!("--fault {spec:?}");
+    let (rest, every) = match spec.split_once('/') {
+        Some((rest, every)) => (
+            rest,
+            Some(humantime::parse_duration(every.trim()).with_context(context)?),
+        ),
+        None => (spec, None),
+    };
+    let (what, after) = match rest.split_once('@') {
+        Some((what, after)) => (
+            what.trim(),
+            humantime::parse_duration(after.trim()).with_context(context)?,
+        ),
+        None => (rest.trim(), every.unwrap_or(Duration::ZERO)),
+    };
+    if every.is_some_and(|e| e < Duration::from_millis(500)) {
+        bail!("{}: repeats at most every 500ms", context());
+    }
+    let fault = match what {
+        "busy" => Fault::Busy(2),
+        "reset" => Fault::Reset,
+        _ => bail!("{}: unknown fault (busy, reset)", context()),
+    };
+    Ok(FaultPlan {
+        fault,
+        after,
+        every,
+    })
+}
+
+enum Endpoint {
+    Tcp(TcpListener),
+    Pty(PtyModem),
+}
+
+/// Runs `fieldgate emulate lora-rak3172` until SIGTERM or SIGINT.
+pub async fn run_lora_rak(args: RakArgs) -> Result<()> {
+    let mut config = sim_config();
+    config.firmware = match args.firmware.as_str() {
+        "rui3" => Firmware::Rui3,
+        "legacy" => Firmware::Legacy,
+        other => bail!("--firmware {other:?}: use rui3 or legacy"),
+    };
+    if args.p2p {
+        config.work_mode = 0;
+    }
+    let faults = args
+        .faults
+        .iter()
+        .map(|f| parse_fault(f))
+        .collect::<Result<Vec<_>>>()?;
+    let sim = SimModem::new(config);
+    let endpoint = match (&args.listen, args.pty) {
+        (Some(addr), _) => Endpoint::Tcp(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+        (None, true) => Endpoint::Pty(
+            PtyModem::spawn_with(sim.clone()).context("cannot open a pseudo-terminal")?,
+        ),
+        (None, false) => bail!("give --listen HOST:PORT or --pty"),
+    };
+    let first_line = match &endpoint {
+        Endpoint::Tcp(l) => format!(
+            "listening tcp://{}",
+            l.local_addr().context("listening address")?
+        ),
+        Endpoint::Pty(p) => format!("pty {}", p.path().display()),
+    };
+    let mut signals = crate::daemon::StopSignals::install()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{first_line}").context("stdout")?;
+        out.flush().context("stdout")?;
+    }
+    tracing::info!(faults = faults.len(), "RAK3172 emulator up");
+    let fault_tasks: Vec<_> = faults
+        .into_iter()
+        .map(|plan| tokio::spawn(run_fault(sim.clone(), plan)))
+        .collect();
+    let served = async {
+        match endpoint {
+            Endpoint::Tcp(listener) => super::serve_tcp(listener, |s| sim.serve(s)).await,
+            Endpoint::Pty(pty) => {
+                std::future::pending::<()>().await;
+                drop(pty);
+                Ok(())
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = served => r,
+        _ = signals.wait() => Ok(()),
+    };
+    for t in fault_tasks {
+        t.abort();
+    }
+    let stats = sim.stats();
+    tracing::info!(
+        commands = stats.commands,
+        heard = stats.heard,
+        missed = stats.missed,
+        sent = stats.sent.len(),
+        busy = stats.busy_answers,
+        restarts = stats.restarts,
+        "RAK3172 emulator stopped"
+    );
+    result
+}
+
+async fn run_fault(sim: SimModem, plan: FaultPlan) {
+    tokio::time::sleep(plan.after).await;
+    loop {
+        tracing::info!(fault = ?plan.fault, "injecting a fault");
+        sim.inject(plan.fault.clone());
+        match plan.every {
+            Some(every) => tokio::time::sleep(every).await,
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse_with_times() {
+        assert_eq!(
+            parse_fault("reset@30s").unwrap(),
+            FaultPlan {
+                fault: Fault::Reset,
+                after: Duration::from_secs(30),
+                every: None
+            }
+        );
+        let plan = parse_fault("busy/10s").unwrap();
+        assert_eq!(plan.fault, Fault::Busy(2));
+        assert_eq!(plan.every, Some(Duration::from_secs(10)));
+        assert!(parse_fault("explode").is_err());
+        assert!(parse_fault("busy/1ms").is_err());
+    }
+}
