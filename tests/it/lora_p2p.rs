@@ -72,6 +72,7 @@ impl Driven {
             state: state_tx,
             secrets: None,
             counters: counters.clone(),
+            state_dir: None,
         };
         let task = tokio::spawn(async move {
             let link = link::open(&port, None).await?;

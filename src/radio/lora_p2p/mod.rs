@@ -515,16 +515,20 @@ impl Modem<'_> {
                 let id = hex_decode(&native_address)
                     .ok()
                     .filter(|id| id.len() == self.opts.id_bytes);
-                let (result, reconfigure) = match id {
-                    None => (
+                let (result, reconfigure) = match (id, downlink_body(command)) {
+                    (None, _) => (
                         Err(format!(
                             "`{native_address}` is not a P2P sender id of {} bytes",
                             self.opts.id_bytes
                         )),
                         false,
                     ),
-                    Some(mut frame) => {
-                        frame.extend(downlink_body(command));
+                    (Some(_), None) => (
+                        Err("LoRa P2P devices have no configuration parameters".to_string()),
+                        false,
+                    ),
+                    (Some(mut frame), Some(body)) => {
+                        frame.extend(body);
                         self.transmit(frame).await?
                     }
                 };
@@ -577,7 +581,9 @@ impl Modem<'_> {
                 let _ = reply.send(Err(RadioError::NotSupported("network key rotation".into())));
                 Ok(false)
             }
-            RadioCommand::PermitJoin { .. } | RadioCommand::Policy(_) => Ok(false),
+            RadioCommand::PermitJoin { .. }
+            | RadioCommand::Policy(_)
+            | RadioCommand::Bridged { .. } => Ok(false),
         }
     }
 
@@ -611,14 +617,17 @@ impl Modem<'_> {
 }
 
 /// The body after the sender id of a frame the gateway sends to a P2P device
-/// (`docs/lora.md`): one command byte, and the level for `level`.
-fn downlink_body(command: DeviceCommand) -> Vec<u8> {
-    match command {
+/// (`docs/lora.md`): one command byte, and the level for `level`; `None` for a command
+/// P2P devices do not take (configuration parameters: the hub refuses those by
+/// capability before they get here).
+fn downlink_body(command: DeviceCommand) -> Option<Vec<u8>> {
+    Some(match command {
         DeviceCommand::Off => vec![0x00],
         DeviceCommand::On => vec![0x01],
         DeviceCommand::Toggle => vec![0x02],
         DeviceCommand::Level { percent } => vec![0x03, percent.min(100)],
-    }
+        DeviceCommand::Configure { .. } => return None,
+    })
 }
 
 /// The readings of a P2P payload (after the sender id): always `payload_hex`, and the
@@ -683,10 +692,16 @@ mod tests {
 
     #[test]
     fn downlinks_carry_one_command_byte() {
-        assert_eq!(downlink_body(DeviceCommand::On), [0x01]);
+        assert_eq!(downlink_body(DeviceCommand::On).unwrap(), [0x01]);
         assert_eq!(
-            downlink_body(DeviceCommand::Level { percent: 150 }),
+            downlink_body(DeviceCommand::Level { percent: 150 }).unwrap(),
             [0x03, 100]
         );
+        let configure = DeviceCommand::Configure {
+            parameter: 1,
+            size: 1,
+            value: 0,
+        };
+        assert_eq!(downlink_body(configure), None);
     }
 }

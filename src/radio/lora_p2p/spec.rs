@@ -16,6 +16,8 @@ pub const SPEC: DriverSpec = DriverSpec {
         key_rotation: None,
         // A P2P sensor listens, if at all, right after it sent.
         reachability: &[crate::model::Reachability::AfterUplink],
+        configuration: false,
+        removal_needs_device: None,
     },
     ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],
     check_options,
