@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! bash tests/peers/ble/setup.sh      # once, for the bthome-ble column
-//! cargo run --release -p fieldgate-ble --example decode_bench
+//! cargo run --release -p fieldgate-ble --example ble_decode_bench
 //! ```
 
 use std::io::Write;

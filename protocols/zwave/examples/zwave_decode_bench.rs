@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! tests/peers/zwave/setup.sh        # once, for the zwave-js column
-//! cargo run --release -p fieldgate-zwave --example decode_bench
+//! cargo run --release -p fieldgate-zwave --example zwave_decode_bench
 //! ```
 
 use std::io::Write;

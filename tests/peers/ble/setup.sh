@@ -3,7 +3,7 @@
 # pinned with their dependencies in requirements.txt and constraints.txt) into a venv at
 # tests/peers/ble/.venv (gitignored). Idempotent: does nothing when the venv already holds
 # these pins. Used when FIELDGATE_PEERS=1 (protocols/ble/tests/peers.rs) and by the
-# benchmark (protocols/ble/examples/decode_bench.rs). bthome-ble needs Python >= 3.11.
+# benchmark (protocols/ble/examples/ble_decode_bench.rs). bthome-ble needs Python >= 3.11.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
