@@ -78,16 +78,23 @@ impl Hub {
             .write(move |c| {
                 let now = SystemTime::now();
                 let mut notices = Vec::new();
-                let devices = registry::list(c, &registry::DeviceFilter::default())?;
-                for d in devices.iter().filter(|d| d.lifecycle != Lifecycle::Decommissioned.as_str()) {
-                    let Ok(last) = humantime::parse_rfc3339(&d.last_seen) else { continue };
-                    let timeout = engine.availability_timeout(&facts_of(d), PowerSource::parse(&d.power_source));
-                    let silent = now.duration_since(last).unwrap_or_default() > timeout;
-                    let id = DeviceId(d.id.clone());
+                let changes = registry::offline_changes(c, |d| {
+                    // A last-seen time that does not parse leaves the flag as it is.
+                    let last = humantime::parse_rfc3339(d.last_seen).ok()?;
+                    let facts = DeviceFacts {
+                        protocol: crate::config::Protocol::parse(d.protocol),
+                        address: d.native_address,
+                        manufacturer: d.manufacturer,
+                        model: d.model,
+                    };
+                    let timeout = engine.availability_timeout(&facts, PowerSource::parse(d.power_source));
+                    Some((now.duration_since(last).unwrap_or_default() > timeout, timeout))
+                })?;
+                for (id, silent, timeout) in changes {
                     if registry::set_health_flag(c, &id, "offline", silent)? {
                         availability_msg(c, &gw, &id, !silent, now)?;
                         lifecycle_msg(c, &gw, &id, "health", json!({"flag": "offline", "raised": silent, "timeout_s": timeout.as_secs()}), now)?;
-                        notices.push(Notice::Health { device: d.id.clone(), flag: "offline".into(), raised: silent });
+                        notices.push(Notice::Health { device: id.to_string(), flag: "offline".into(), raised: silent });
                     }
                 }
                 Ok(notices)
