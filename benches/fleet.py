@@ -12,7 +12,9 @@ gateway's database is read back to check what the consumer group saw:
 
 - **zero lost**: every ``seq`` the gateway assigned in its ``life`` (``1`` to its
   outbox high-water mark) was processed by a worker or is still in its outbox
-  (committed, to be sent on its next connection);
+  (committed, to be sent on its next connection); a plain persistent subscriber
+  beside the group (the witness) tells a message the gateway never delivered from
+  one the broker lost on its way to the group;
 - **de-duplicated**: each ``msg_id`` is processed once; redeliveries (after the
   outage and the kill, delivery is at least once) are counted and dropped;
 - **per-device order by (life, seq)**: the group keeps each device's newest
@@ -30,6 +32,7 @@ Prints one JSON summary and exits non-zero if anything was lost or wrong::
 """
 
 import argparse
+import getpass
 import json
 import os
 import signal
@@ -75,6 +78,9 @@ class Broker:
         with open(self.conf, "w") as f:
             f.write(
                 f"listener {port} 127.0.0.1\n"
+                # Started as root, mosquitto would switch to its own user, which
+                # cannot write its persistence file here: stay who we are.
+                f"user {getpass.getuser()}\n"
                 "allow_anonymous true\n"
                 # Unbounded queues: mosquitto otherwise drops QoS 1 messages for a
                 # session more than 1,000 behind (the default), which is loss.
@@ -114,6 +120,18 @@ class Group:
         self.devices = {}
         self.last_arrival = time.monotonic()
         self.clients = []
+        # A witness beside the group: one plain (not shared) persistent subscription
+        # on the same topics. A message the group missed but the witness got was
+        # delivered by the gateway and lost between the broker and the group.
+        self.witness = set()  # (gateway, seq)
+        w = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fleet-witness",
+                        clean_session=False)
+        w.on_connect = lambda cl, *_: cl.subscribe(f"{ROOT}/#", qos=1)
+        w.on_message = self.on_witness
+        w.reconnect_delay_set(min_delay=1, max_delay=2)
+        w.connect("127.0.0.1", port, keepalive=10)
+        w.loop_start()
+        self.clients.append(w)
         for i in range(workers):
             c = mqtt.Client(
                 mqtt.CallbackAPIVersion.VERSION2,
@@ -126,6 +144,15 @@ class Group:
             c.connect("127.0.0.1", port, keepalive=10)
             c.loop_start()
             self.clients.append(c)
+
+    def on_witness(self, _client, _userdata, msg):
+        try:
+            m = json.loads(msg.payload) if msg.payload else None
+        except ValueError:
+            return
+        if isinstance(m, dict) and "seq" in m:
+            with self.lock:
+                self.witness.add((msg.topic.split("/")[1], m["seq"]))
 
     def on_message(self, worker):
         def handle(_client, _userdata, msg):
@@ -280,7 +307,8 @@ def main():
     ap.add_argument("--gateways", type=int, default=50)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=90.0, help="run length, outage and kill included")
-    ap.add_argument("--outage", type=float, default=5.0, help="seconds the broker is down")
+    ap.add_argument("--outage", type=float, default=5.0,
+                    help="seconds the broker is down (0: no outage)")
     ap.add_argument("--port", type=int, default=18841)
     ap.add_argument("--keep", help="keep state here instead of a temporary directory")
     args = ap.parse_args()
@@ -318,11 +346,12 @@ def main():
                 time.sleep(left)
 
         at(0.3)
-        log(f"broker down for {args.outage:.0f} s")
-        broker.stop()
-        time.sleep(args.outage)
-        broker.start()
-        log("broker up")
+        if args.outage > 0:
+            log(f"broker down for {args.outage:.0f} s")
+            broker.stop()
+            time.sleep(args.outage)
+            broker.start()
+            log("broker up")
         at(0.6)
         log(f"SIGKILL {victim.name}, restart")
         victim_cpu = cpu_seconds(victim.proc.pid)
@@ -355,7 +384,11 @@ def main():
             queued_total += len(queued)
             missing = [s for s in range(1, high + 1) if s not in got and s not in queued]
             if missing:
-                lost[g.name] = {"count": len(missing), "first": missing[:10]}
+                lost[g.name] = {
+                    "count": len(missing),
+                    "first": missing[:10],
+                    "seen_by_witness": sum((g.name, m) in group.witness for m in missing),
+                }
             if queued:
                 continue  # undelivered messages may include newer states
             for dev, state in states.items():
@@ -380,6 +413,8 @@ def main():
             "still_queued_in_gateways": queued_total,
             "lost": sum(v["count"] for v in lost.values()),
             "lost_by_gateway": lost,
+            # Lost before the broker: not even the witness got them.
+            "lost_before_the_broker": sum(v["count"] - v["seen_by_witness"] for v in lost.values()),
             "duplicates_dropped": group.duplicates,
             "per_worker": group.per_worker,
             "arrived_out_of_order": group.arrived_out_of_order,
