@@ -75,6 +75,11 @@ pub struct StoreConfig {
     pub commit_max_ops: Spanned<usize>,
     #[serde(default = "default_synchronous")]
     pub synchronous: Synchronous,
+    /// Under light load, how long a device event waits for others so that they
+    /// commit together (one fsync and one uplink round for all). At most 1s;
+    /// 0 commits every burst at once.
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub linger: Duration,
     /// How often the audit log is sealed (forward-secure seals, once `fieldgate audit
     /// seal init` has set them up). From 1s to 1d.
     #[serde(default = "default_audit_seal_interval", with = "humantime_serde")]
@@ -91,6 +96,9 @@ fn default_commit_window() -> Duration {
 fn default_commit_max_ops() -> Spanned<usize> {
     Spanned::new(0..0, 1000)
 }
+fn default_linger() -> Duration {
+    Duration::from_millis(20)
+}
 fn default_synchronous() -> Synchronous {
     Synchronous::Full
 }
@@ -101,6 +109,7 @@ impl Default for StoreConfig {
             commit_window: default_commit_window(),
             commit_max_ops: default_commit_max_ops(),
             synchronous: default_synchronous(),
+            linger: default_linger(),
             audit_seal_interval: default_audit_seal_interval(),
         }
     }
@@ -616,6 +625,16 @@ impl Config {
                 format!(
                     "{} is too long: at most 1s",
                     humantime::format_duration(window)
+                ),
+            ));
+        }
+        let linger = self.store.linger;
+        if linger > Duration::from_secs(1) {
+            return Err(loc.nowhere(
+                "store.linger",
+                format!(
+                    "{} is too long: at most 1s",
+                    humantime::format_duration(linger)
                 ),
             ));
         }

@@ -173,7 +173,8 @@ impl Daemon {
         let (hub, hub_handle, requests_rx) = Hub::new(config.gateway_id(), store.writer(), &radios);
         let hub = hub
             .with_policy(cached_policy, pinned_key)
-            .with_master_key(master_key.clone());
+            .with_master_key(master_key.clone())
+            .with_linger(config.store.linger);
         let upstream = match &config.upstream {
             Some(up) => Some(
                 Upstream::start(

@@ -59,6 +59,10 @@ struct Args {
     /// The store's `synchronous` setting (the shipped one is `full`).
     #[arg(long, default_value = "full")]
     sync: String,
+    /// The store's `linger` (how long an event of a short burst waits for others),
+    /// e.g. `0ms` to hand every burst over at once; the shipped default when not given.
+    #[arg(long)]
+    linger: Option<String>,
     /// Broker URL (`mqtt://host:port`); an embedded rumqttd when not given.
     #[arg(long)]
     url: Option<String>,
@@ -225,9 +229,13 @@ fn main() {
     let state_dir = args.keep_state.clone().unwrap_or_else(|| dir.path().into());
     let prefix = format!("bench/capacity-{}", std::process::id());
     let text = format!(
-        "[gateway]\nid = \"bench-gw\"\nstate_dir = \"{}\"\n[store]\nsynchronous = \"{}\"\n[upstream]\nurl = \"mqtt://{host}:{port}\"\nclient_id = \"bench-capacity-{}\"\ntopic_prefix = \"{prefix}\"\n",
+        "[gateway]\nid = \"bench-gw\"\nstate_dir = \"{}\"\n[store]\nsynchronous = \"{}\"\n{}[upstream]\nurl = \"mqtt://{host}:{port}\"\nclient_id = \"bench-capacity-{}\"\ntopic_prefix = \"{prefix}\"\n",
         state_dir.display(),
         args.sync,
+        args.linger
+            .as_ref()
+            .map(|l| format!("linger = \"{l}\"\n"))
+            .unwrap_or_default(),
         std::process::id()
     );
     let config = Config::parse(Path::new("bench.toml"), &text).expect("config");

@@ -126,30 +126,40 @@ impl Hub {
             .write(move |c| {
                 let now = SystemTime::now();
                 let mut notices = Vec::new();
-                let devices = registry::list(c, &registry::DeviceFilter::default())?;
-                for d in devices.iter().filter(|d| d.lifecycle != Lifecycle::Decommissioned.as_str()) {
-                    let Ok(last) = humantime::parse_rfc3339(&d.last_seen) else { continue };
-                    let facts = facts_of(d);
+                let changes = registry::offline_changes(c, |d| {
+                    // A last-seen time that does not parse leaves the flag as it is.
+                    let last = humantime::parse_rfc3339(d.last_seen).ok()?;
+                    let capabilities: Vec<String> = serde_json::from_str(d.capabilities).unwrap_or_default();
+                    let facts = DeviceFacts {
+                        protocol: crate::config::Protocol::parse(d.protocol),
+                        address: d.native_address,
+                        manufacturer: d.manufacturer,
+                        model: d.model,
+                        capabilities: &capabilities,
+                    };
                     // A policy override first, then what the radio learnt of the device
                     // (a BLE advertiser's own interval), then the power-source default.
                     let timeout = match (engine.availability_override(&facts), d.offline_after_ms) {
                         (Some(t), _) => t,
-                        // It speaks only when something happens: silence is no outage.
-                        (None, Some(0)) => {
-                            if d.health.get("offline").is_some() && registry::set_health_flag(c, &DeviceId(d.id.clone()), "offline", false)? {
-                                availability_msg(c, &gw, &DeviceId(d.id.clone()), true, now)?;
-                            }
-                            continue;
-                        }
+                        // It speaks only when something happens: silence is no outage
+                        // (`None`: a raised flag is only lowered, with no health event).
+                        (None, Some(0)) => return Some((false, None)),
                         (None, Some(ms)) => Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)),
-                        (None, None) => engine.availability_timeout(&facts, PowerSource::parse(&d.power_source)),
+                        (None, None) => engine.availability_timeout(&facts, PowerSource::parse(d.power_source)),
                     };
-                    let silent = now.duration_since(last).unwrap_or_default() > timeout;
-                    let id = DeviceId(d.id.clone());
+                    Some((now.duration_since(last).unwrap_or_default() > timeout, Some(timeout)))
+                })?;
+                for (id, silent, timeout) in changes {
+                    let Some(timeout) = timeout else {
+                        if registry::set_health_flag(c, &id, "offline", false)? {
+                            availability_msg(c, &gw, &id, true, now)?;
+                        }
+                        continue;
+                    };
                     if registry::set_health_flag(c, &id, "offline", silent)? {
                         availability_msg(c, &gw, &id, !silent, now)?;
                         lifecycle_msg(c, &gw, &id, "health", json!({"flag": "offline", "raised": silent, "timeout_s": timeout.as_secs()}), now)?;
-                        notices.push(Notice::Health { device: d.id.clone(), flag: "offline".into(), raised: silent });
+                        notices.push(Notice::Health { device: id.to_string(), flag: "offline".into(), raised: silent });
                     }
                 }
                 Ok(notices)

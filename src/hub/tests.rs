@@ -502,6 +502,26 @@ async fn battery_low_and_silence_raise_health_flags() {
     )
     .unwrap();
     assert_eq!(unhealthy.len(), 1);
+    // Still silent: nothing changes, nothing is said again.
+    let hub = rig.hub.as_mut().unwrap();
+    hub.check_availability().await;
+    assert!(rx.try_recv().is_err());
+    // Heard again (its battery flag still raised beside): back online.
+    let now = rfc3339(SystemTime::now());
+    w.write(move |c| {
+        c.execute("UPDATE devices SET last_seen = ?1", [now])?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    hub.check_availability().await;
+    assert!(matches!(
+        rx.try_recv().unwrap(),
+        Notice::Health { raised: false, .. }
+    ));
+    let d = rig.device(ADDR);
+    assert!(d.health.get("offline").is_none(), "{}", d.health);
+    assert_eq!(d.health["battery_low"], true);
 }
 
 #[test]
@@ -740,4 +760,60 @@ async fn configuration_parameters_are_refused_by_capability() {
     assert_eq!(gone.device_action_within_s, None);
     assert!(matches!(rx.try_recv(), Ok(RadioCommand::Remove { .. })));
     drop(state_tx);
+}
+
+/// Events trickling in a few milliseconds apart: with a linger they share
+/// transactions (the writer commits far fewer times than there are events), without
+/// one each is its own commit; every reading is recorded either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linger_gathers_a_trickle_of_events_into_few_commits() {
+    async fn commits_for_trickle(linger: Duration) -> (u64, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+        let (mut hub, _handle, requests) = Hub::new("gw", store.writer(), &[]);
+        hub = hub.with_linger(linger);
+        hub.join_windows
+            .insert("zb0".into(), Instant::now() + Duration::from_secs(60));
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let (shutdown, sd_rx) = watch::channel(false);
+        let task = tokio::spawn(hub.run(rx, requests, sd_rx, None));
+        tx.send(event(ADDR, DeviceEventKind::Joined)).await.unwrap();
+        tx.send(event(ADDR, info("TH", "1.0"))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = store
+            .writer()
+            .stats()
+            .transactions
+            .load(std::sync::atomic::Ordering::Relaxed);
+        const N: usize = 40;
+        for i in 0..N {
+            tx.send(event(ADDR, reading("n", Value::Number(i as f64))))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let commits = store
+            .writer()
+            .stats()
+            .transactions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - before;
+        shutdown.send(true).unwrap();
+        task.await.unwrap();
+        let reader = store.reader().unwrap();
+        let telemetry = outbox::pending(&reader, 0, 10 * N)
+            .unwrap()
+            .iter()
+            .filter(|row| row.topic.ends_with("/telemetry"))
+            .count();
+        (commits, telemetry)
+    }
+    let (lingering, recorded) = commits_for_trickle(Duration::from_millis(50)).await;
+    assert_eq!(recorded, 40, "every reading is its own telemetry message");
+    let (at_once, recorded) = commits_for_trickle(Duration::ZERO).await;
+    assert_eq!(recorded, 40);
+    // 40 events over >= 80 ms: at most a few 50 ms windows, against ~one commit each.
+    assert!(lingering <= 4, "{lingering} commits with a 50 ms linger");
+    assert!(at_once >= 20, "{at_once} commits without a linger");
 }

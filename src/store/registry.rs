@@ -297,6 +297,69 @@ const MERGE_SQL: &str = "UPDATE devices SET last_state = json_patch(
              WHERE id = ?1 AND lifecycle != 'decommissioned'
              RETURNING last_state, health";
 
+/// What the availability check reads of a live device: the columns that decide
+/// its timeout and whether it is silent, borrowed from the row.
+pub struct Presence<'r> {
+    pub protocol: &'r str,
+    pub native_address: &'r str,
+    pub manufacturer: Option<&'r str>,
+    pub model: Option<&'r str>,
+    pub power_source: &'r str,
+    pub last_seen: &'r str,
+    /// The capabilities column as stored (a JSON array).
+    pub capabilities: &'r str,
+    /// What the radio learnt of its silence (see [`Device::offline_after_ms`]).
+    pub offline_after_ms: Option<i64>,
+}
+
+/// The live devices whose `offline` flag is to change: `silent` says, from a
+/// device's [`Presence`], whether it should be offline now (and something to keep
+/// with the answer), or `None` to leave it as it is; returns (id, offline, kept)
+/// for each device where that differs from its flag. One pass over the registry
+/// reading only these columns: a registry of 10,000 devices costs no `Device`
+/// value and no statement per device, only one per change.
+pub fn offline_changes<T>(
+    conn: &Connection,
+    mut silent: impl FnMut(&Presence<'_>) -> Option<(bool, T)>,
+) -> StoreResult<Vec<(DeviceId, bool, T)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, protocol, native_address, manufacturer, model, power_source, last_seen,
+                CASE WHEN health = '{}' OR NOT json_valid(health) THEN 0
+                     ELSE json_extract(health, '$.offline') IS NOT NULL END,
+                capabilities, offline_after_ms
+           FROM devices WHERE lifecycle != 'decommissioned'",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut changes = Vec::new();
+    while let Some(r) = rows.next()? {
+        let presence = Presence {
+            protocol: text(r, 1)?,
+            native_address: text(r, 2)?,
+            manufacturer: maybe_text(r, 3)?,
+            model: maybe_text(r, 4)?,
+            power_source: text(r, 5)?,
+            last_seen: text(r, 6)?,
+            capabilities: text(r, 8)?,
+            offline_after_ms: r.get(9)?,
+        };
+        let offline: bool = r.get(7)?;
+        if let Some((should, kept)) = silent(&presence) {
+            if should != offline {
+                changes.push((DeviceId(text(r, 0)?.to_string()), should, kept));
+            }
+        }
+    }
+    Ok(changes)
+}
+
+fn text<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    Ok(r.get_ref(i)?.as_str()?)
+}
+
+fn maybe_text<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    Ok(r.get_ref(i)?.as_str_or_null()?)
+}
+
 pub fn set_lifecycle(conn: &Connection, id: &DeviceId, lifecycle: Lifecycle) -> StoreResult<usize> {
     Ok(conn
         .prepare_cached("UPDATE devices SET lifecycle = ?2 WHERE id = ?1")?

@@ -156,7 +156,9 @@ impl Builder {
         };
         let radios = Arc::new(radios);
         let (mut hub, handle, requests) = Hub::new(config.gateway_id(), store.writer(), &radios);
-        hub = hub.with_master_key(self.master_key.clone());
+        hub = hub
+            .with_master_key(self.master_key.clone())
+            .with_linger(config.store.linger);
         if let Some(n) = self.bursts_in_flight {
             hub = hub.with_bursts_in_flight(n);
         }

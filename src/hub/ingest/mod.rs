@@ -69,7 +69,7 @@ impl Merging<'_> {
     ) -> Result<(), StoreError> {
         self.telemetry.flush(c, seqs, ctx, &self.id, assigned)?;
         if let Some(state) = registry::merge_state(c, &self.id, &self.patch, &rfc3339(self.at))? {
-            queue_state(c, ctx, &self.id, &state, self.at)?;
+            queue_state(c, seqs, ctx, &self.id, &state, self.at)?;
         }
         Ok(())
     }
@@ -230,7 +230,7 @@ pub(in crate::hub) fn apply_burst(
         }
         let mut applied = apply_event(c, ctx, ev)?;
         if let Some((id, state, at)) = applied.state.take() {
-            queue_state(c, ctx, &id, &state, at)?;
+            queue_state(c, &mut seqs, ctx, &id, &state, at)?;
         }
         out.push(applied);
     }
@@ -247,24 +247,31 @@ pub(in crate::hub) fn apply_burst(
     Ok(out)
 }
 
+/// Queues a device's retained state message. `seqs` is the burst's cursor: its
+/// life and the next seq are then known without asking the database again (with
+/// many devices a burst queues one state per device; a fresh cursor cost two
+/// lookups each).
 pub(in crate::hub) fn queue_state(
     c: &Connection,
+    seqs: &mut outbox::SeqCursor,
     ctx: &EventContext,
     id: &DeviceId,
     state: &str,
     at: SystemTime,
 ) -> Result<i64, StoreError> {
-    outbox::append(
+    let data: serde_json::Value = serde_json::from_str(state).unwrap_or_else(|_| json!({}));
+    outbox::append_data(
         c,
+        seqs,
         &ctx.gateway_id,
-        &NewMessage {
+        &outbox::Header {
             kind: MessageKind::State,
-            device: Some(id.clone()),
-            topic: format!("device/{id}/state"),
+            device: Some(id),
+            topic: &format!("device/{id}/state"),
             retain: true,
-            data: serde_json::from_str(state).unwrap_or_else(|_| json!({})),
             event_time: at,
         },
+        &data,
     )
 }
 
@@ -289,7 +296,7 @@ pub(in crate::hub) fn queue_states(
         }
     }
     for (id, state, at) in last {
-        queue_state(c, ctx, id, state, at)?;
+        queue_state(c, &mut outbox::SeqCursor::default(), ctx, id, state, at)?;
     }
     Ok(())
 }
