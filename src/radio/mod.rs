@@ -161,6 +161,8 @@ pub struct RadioCounters {
     pub unknown_format: AtomicU64,
     /// Commands the radio answered busy (a LoRa modem still receiving); each was retried.
     pub busy: AtomicU64,
+    /// Frames queued for another network server (the LoRa radio's ChirpStack bridge).
+    pub bridged: AtomicU64,
     /// What a LoRaWAN packet forwarder reports about itself (GWMP `stat`).
     pub forwarder: ForwarderCounters,
 }
@@ -268,6 +270,8 @@ pub struct RadioCountersSnapshot {
     pub unknown_format: u64,
     #[serde(default)]
     pub busy: u64,
+    #[serde(default)]
+    pub bridged: u64,
     /// A packet forwarder's own statistics, once it has sent some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarder: Option<ForwarderSnapshot>,
@@ -293,6 +297,7 @@ impl RadioCounters {
             rate_limited: get(&self.rate_limited),
             unknown_format: get(&self.unknown_format),
             busy: get(&self.busy),
+            bridged: get(&self.bridged),
             forwarder: self.forwarder.snapshot(),
         }
     }

@@ -264,7 +264,10 @@ impl Gateway<'_> {
             return;
         }
         match self.bridge.uplink(rx, gateway).await {
-            Ok(true) => tracing::debug!(radio = %self.io.radio, tmst = rx.tmst, "frame bridged"),
+            Ok(true) => {
+                RadioCounters::count(&self.io.counters.bridged);
+                tracing::debug!(radio = %self.io.radio, tmst = rx.tmst, "frame bridged")
+            }
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(radio = %self.io.radio, error = %e, "frame not bridged")

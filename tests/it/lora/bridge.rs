@@ -137,6 +137,10 @@ async fn chirpstack_bridge_events_survive_a_broker_outage_and_downlinks_reach_th
     // Handled locally too ("also"): not ours, so counted.
     let c = counters(&api).await;
     assert_eq!(c["unhandled"], 5, "{c}");
+    assert_eq!(
+        c["bridged"], 5,
+        "every uplink frame, the stats report not counted: {c}"
+    );
 
     // The broker comes back: every event, in order, in ChirpStack's JSON.
     let probe = Probe::connect(
