@@ -321,6 +321,22 @@ enum RadioCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Write a backup made by `radio backup --out` back onto the radio, replacing its
+    /// network (Z-Wave: the NVM image FILE with its description FILE.json; refused before
+    /// anything is written when the image is from another chip family). The controller
+    /// restarts afterwards.
+    Restore {
+        name: String,
+        /// The backup: the image file (its description next to it as FILE.json) or a JSON
+        /// backup document.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Confirm: the radio's current network is replaced.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Replace a Zigbee radio's network key: a new random key is sent to every device,
     /// switched to after the radio's `key_switch_delay`, and stored encrypted. On failure
     /// the old key stays active.
@@ -768,6 +784,15 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Command::Radio {
                     command: RadioCmd::Backup { name, out },
                 } => cli::radio_backup(&api, name, out.as_deref()).await,
+                Command::Radio {
+                    command:
+                        RadioCmd::Restore {
+                            name,
+                            input,
+                            yes,
+                            json,
+                        },
+                } => cli::radio_restore(&api, name, input, *yes, *json).await,
                 Command::Radio {
                     command: RadioCmd::RotateKey { name, json },
                 } => cli::radio_rotate_key(&api, name, *json).await,

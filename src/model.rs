@@ -463,6 +463,15 @@ pub enum RadioCommand {
     Backup {
         reply: tokio::sync::oneshot::Sender<Result<NetworkBackup, RadioError>>,
     },
+    /// Write a backup (a document in the radio's `Capabilities::backup` format) back onto
+    /// the radio, replacing its network. The driver checks the document fits the radio
+    /// (e.g. a Z-Wave NVM image only onto the same chip family) and answers with what it
+    /// restored (never the secrets); a driver that cannot write its radio answers
+    /// `NotSupported`.
+    Restore {
+        document: serde_json::Value,
+        reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, RadioError>>,
+    },
     /// Hand a device's credential to the radio (one of `Capabilities::credentials`),
     /// so the device can join or be heard with it. Answers once the radio took it.
     ProvisionCredential {

@@ -875,6 +875,76 @@ pub async fn radio_backup(api: &ApiClient, radio: &str, out: Option<&Path>) -> R
     Ok(())
 }
 
+/// `fieldgate radio restore NAME --in FILE --yes`: the backup `radio backup --out FILE`
+/// wrote, sent back to the radio. An image file is joined with its description
+/// (`FILE.json`) into the document the radio exported; a JSON file is sent as it is.
+pub async fn radio_restore(
+    api: &ApiClient,
+    radio: &str,
+    input: &Path,
+    yes: bool,
+    json: bool,
+) -> Result<()> {
+    let document = restore_document(input)?;
+    if !yes {
+        return Err(anyhow!(
+            "restoring replaces radio {radio}'s network with the one in {} (format {}): add --yes to go ahead",
+            input.display(),
+            document["format"].as_str().unwrap_or("unknown")
+        ));
+    }
+    eprintln!("restoring radio {radio} from {} ...", input.display());
+    let v = api
+        .call(
+            Method::POST,
+            &format!("/v1/radios/{radio}/restore"),
+            Some(document),
+        )
+        .await?;
+    if json {
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        crate::outln!(
+            "radio {radio} restored ({} bytes); it restarts with the restored network",
+            v["bytes"]
+        );
+    }
+    Ok(())
+}
+
+/// The backup document in `input`: JSON as it is, or an image with its `.json` description.
+fn restore_document(input: &Path) -> Result<Value> {
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?,
+    );
+    if let Ok(doc) = serde_json::from_slice::<Value>(&bytes) {
+        if doc.is_object() {
+            return Ok(doc);
+        }
+    }
+    let sidecar_path = {
+        let mut p = input.as_os_str().to_owned();
+        p.push(".json");
+        std::path::PathBuf::from(p)
+    };
+    let text = std::fs::read(&sidecar_path).with_context(|| {
+        format!(
+            "{} is an image: its description {} is needed next to it",
+            input.display(),
+            sidecar_path.display()
+        )
+    })?;
+    let mut doc: Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not JSON", sidecar_path.display()))?;
+    let nvm = doc
+        .get_mut("nvm")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| anyhow!("{} describes no image (`nvm`)", sidecar_path.display()))?;
+    nvm.remove("image");
+    nvm.insert("hex".into(), Value::String(hex::encode(&*bytes)));
+    Ok(doc)
+}
+
 /// A backup that is a controller's memory image (Z-Wave NVM): the image itself to `out` and
 /// what describes it (home id, nodes, controller and chip family) to `<out>.json`, both new
 /// files with mode 0600 (the image holds the network keys).

@@ -455,6 +455,27 @@ async fn radio_backup(
         .into_response())
 }
 
+/// Largest restore document: a 512 KiB controller image as hex, with its description.
+pub const MAX_RESTORE_BODY: usize = 1100 * 1024;
+
+/// `POST /v1/radios/{name}/restore`: writes a backup document (as `GET .../backup` gave it)
+/// back onto the radio, replacing its network. The hub audits it (never the document); the
+/// driver refuses a document that does not fit the radio before writing anything.
+async fn radio_restore(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    UrlPath(radio): UrlPath<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let document: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a backup document: {e}")))?;
+    if !document.is_object() {
+        return Err(ApiError::bad_request("the body is not a backup document"));
+    }
+    let restored = s.hub.restore(radio, document, peer.actor()).await?;
+    Ok(Json(restored).into_response())
+}
+
 /// `POST /v1/install-codes`: the code travels only in this body; it is validated here,
 /// sealed by the hub, and never echoed, logged or audited.
 #[derive(Deserialize)]
@@ -898,6 +919,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}/block", post(block_device))
         .route("/v1/radios/{name}/permit-join", post(permit_join))
         .route("/v1/radios/{name}/backup", get(radio_backup))
+        .route(
+            "/v1/radios/{name}/restore",
+            post(radio_restore).layer(DefaultBodyLimit::max(MAX_RESTORE_BODY)),
+        )
         .route("/v1/radios/{name}/rotate-key", post(rotate_network_key))
         .route(
             "/v1/install-codes",

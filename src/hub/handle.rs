@@ -149,6 +149,13 @@ pub enum HubRequest {
         actor: String,
         reply: oneshot::Sender<Result<NetworkBackup, HubError>>,
     },
+    /// Writes a backup document back onto `radio` (it replaces the radio's network).
+    Restore {
+        radio: String,
+        document: serde_json::Value,
+        actor: String,
+        reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
+    },
     /// Registers a Zigbee device's install code: sealed as the device's credential, then
     /// pushed to every running Zigbee coordinator.
     AddInstallCode {
@@ -217,6 +224,10 @@ pub struct KeyRotationDone {
 
 /// How long a radio may take to answer a backup request.
 pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a radio may take to write a backup back (a Z-Wave NVM image is a thousand
+/// writes, then the controller restarts).
+pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PermitJoinAccepted {
@@ -547,6 +558,23 @@ impl HubHandle {
         actor: String,
     ) -> Result<serde_json::Value, HubError> {
         self.network_backup(radio, actor).await.map(|b| b.document)
+    }
+
+    /// Writes `document` (a backup in the radio's own format) back onto `radio`; answers
+    /// what the driver restored.
+    pub async fn restore(
+        &self,
+        radio: String,
+        document: serde_json::Value,
+        actor: String,
+    ) -> Result<serde_json::Value, HubError> {
+        self.ask(|reply| HubRequest::Restore {
+            radio,
+            document,
+            actor,
+            reply,
+        })
+        .await
     }
 
     /// The radio's network backup with its format and device count.

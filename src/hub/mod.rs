@@ -469,6 +469,12 @@ impl Hub {
                 actor,
                 reply,
             } => self.backup(radio, actor, reply).await,
+            HubRequest::Restore {
+                radio,
+                document,
+                actor,
+                reply,
+            } => self.restore(radio, document, actor, reply).await,
             HubRequest::AddInstallCode {
                 device,
                 code,

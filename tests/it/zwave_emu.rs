@@ -280,6 +280,54 @@ fn radio_backup_writes_the_nvm_image_and_its_description() {
         .success());
     // The image (network keys) never reaches the log.
     assert!(!d.log().contains(&hex::encode(&bytes[..64])));
+
+    // Restore: only with --yes, only onto the same chip family, then the image goes back.
+    let out = d.cli(&["radio", "restore", "zwave0", "--in", &image_arg]);
+    assert!(!out.status.success());
+    assert!(
+        crate::common::stderr(&out).contains("--yes"),
+        "{}",
+        crate::common::stderr(&out)
+    );
+    let foreign = d.dir.path().join("foreign.nvm");
+    std::fs::write(&foreign, &bytes).unwrap();
+    let mut foreign_doc = doc.clone();
+    foreign_doc["controller"]["chip_family"] = serde_json::json!("800");
+    std::fs::write(
+        d.dir.path().join("foreign.nvm.json"),
+        foreign_doc.to_string(),
+    )
+    .unwrap();
+    let out = d.cli(&[
+        "radio",
+        "restore",
+        "zwave0",
+        "--in",
+        foreign.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        crate::common::stderr(&out).contains("chip family"),
+        "{}",
+        crate::common::stderr(&out)
+    );
+    let out = d.cli(&[
+        "radio", "restore", "zwave0", "--in", &image_arg, "--yes", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        crate::common::stderr(&out),
+        d.log()
+    );
+    let restored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(restored["bytes"], bytes.len(), "{restored}");
+    assert_eq!(restored["home_id"], format!("{HOME_ID:08x}"));
+    let audit = String::from_utf8_lossy(&d.cli(&["audit", "tail", "-n", "5"]).stdout).into_owned();
+    assert!(audit.contains("radio.restore"), "{audit}");
+    assert!(!d.log().contains(&hex::encode(&bytes[..64])));
+    assert!(!audit.contains(&hex::encode(&bytes[..64])));
 }
 
 /// Multilevel Switch levels are 0-99 on the wire: 100 % is sent as 99 and 99 reads as
@@ -459,4 +507,65 @@ fn configure_and_remove_from_the_cli() {
         text.contains("press the device's button") && text.contains("within 60 s"),
         "{text}"
     );
+}
+
+/// Restores an NVM backup through the driver: an image from another chip family is refused
+/// with nothing written; the controller's own (changed) image is written, the controller
+/// restarts, and a backup after it reads the restored image back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_writes_the_image_back_only_onto_the_same_chip_family() {
+    let (sim, mut zw) = start();
+    plug_ready(&mut zw).await;
+    async fn ask<T>(
+        zw: &mut Driven,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> RadioCommand,
+    ) -> T {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        zw.command(make(reply)).await;
+        tokio::time::timeout(Duration::from_secs(60), answer)
+            .await
+            .expect("an answer in time")
+            .expect("an answer")
+    }
+    let backup = ask(&mut zw, |reply| RadioCommand::Backup { reply })
+        .await
+        .expect("a backup");
+    let original = sim.with(|e, _| e.nvm_image().to_vec());
+
+    // The same image with one byte changed near the end, so a restore is visible.
+    let mut changed = original.clone();
+    let at = changed.len() - 100;
+    changed[at] ^= 0xA5;
+    let mut doc = backup.document.clone();
+    doc["nvm"]["hex"] = serde_json::json!(hex::encode(&changed));
+
+    let mut foreign = doc.clone();
+    foreign["controller"]["chip_family"] = serde_json::json!("800");
+    let refused = ask(&mut zw, |reply| RadioCommand::Restore {
+        document: foreign,
+        reply,
+    })
+    .await
+    .expect_err("another chip family is refused");
+    assert!(refused.to_string().contains("chip family"), "{refused}");
+    assert_eq!(
+        sim.with(|e, _| e.nvm_image().to_vec()),
+        original,
+        "nothing written"
+    );
+
+    let restored = ask(&mut zw, |reply| RadioCommand::Restore {
+        document: doc,
+        reply,
+    })
+    .await
+    .expect("restored");
+    assert_eq!(restored["bytes"], changed.len(), "{restored}");
+    assert_eq!(sim.with(|e, _| e.nvm_image().to_vec()), changed);
+
+    // After the restart the driver answers again, from the restored memory.
+    let again = ask(&mut zw, |reply| RadioCommand::Backup { reply })
+        .await
+        .expect("a backup after the restore");
+    assert_eq!(again.document["nvm"]["hex"], hex::encode(&changed));
 }

@@ -1,5 +1,6 @@
-//! Network backup: the radio exports, the hub audits (never the secrets) and
-//! relays the document straight to the local technician who asked.
+//! Network backup and restore: the radio exports, the hub audits (never the secrets) and
+//! relays the document straight to the local technician who asked; a restore goes the
+//! other way, only to a radio whose backup format is the document's.
 
 use super::*;
 
@@ -52,6 +53,62 @@ impl Hub {
                 json!({"exported": "network parameters and network key",
                        "format": b.format, "devices": b.devices})
             },
+            |e: &HubError| json!({"error": e.to_string()}),
+            reply,
+        )
+        .await;
+    }
+
+    /// Checks and audits a restore request and hands the document to the radio: only a
+    /// radio that exports backups in the document's `format` is asked (the driver checks
+    /// the rest, e.g. the chip family). Audited with the format and the driver's summary,
+    /// never the document.
+    pub(in crate::hub) async fn restore(
+        &mut self,
+        radio: String,
+        document: serde_json::Value,
+        actor: String,
+        reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
+    ) {
+        let format = document["format"].as_str().unwrap_or_default().to_string();
+        let checked = self
+            .running_radio(&radio)
+            .and_then(|(caps, _)| match caps.backup {
+                Some(f) if f == format => self.reserve(&radio),
+                Some(f) => Err(HubError::Invalid(format!(
+                    "radio `{radio}` restores `{f}` backups; this document's format is `{format}`"
+                ))),
+                None => Err(HubError::Invalid(format!(
+                    "radio `{radio}` has no network backup to restore"
+                ))),
+            });
+        let permit = match checked {
+            Ok(p) => p,
+            Err(e) => {
+                let audited = self
+                    .audit(AuditEntry::new(
+                        &actor,
+                        "radio.restore",
+                        &radio,
+                        Outcome::Refused,
+                        json!({"format": format, "error": e.to_string()}),
+                    ))
+                    .await;
+                let _ = reply.send(audited.and(Err(e)));
+                return;
+            }
+        };
+        self.relay(
+            permit,
+            RelayJob {
+                radio,
+                actor,
+                action: "radio.restore",
+                timeout: RESTORE_TIMEOUT,
+                stopped: "the driver stopped before answering",
+            },
+            |reply| RadioCommand::Restore { document, reply },
+            move |summary: &serde_json::Value| json!({"format": format, "restored": summary}),
             |e: &HubError| json!({"error": e.to_string()}),
             reply,
         )

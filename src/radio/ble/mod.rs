@@ -424,6 +424,9 @@ impl BleDriver {
             RadioCommand::Backup { reply } => {
                 let _ = reply.send(Err(RadioError::NotSupported("backup".into())));
             }
+            RadioCommand::Restore { reply, .. } => {
+                let _ = reply.send(Err(RadioError::NotSupported("restore".into())));
+            }
             RadioCommand::RotateNetworkKey { reply } => {
                 let _ = reply.send(Err(RadioError::NotSupported(
                     "network key rotation (BLE has no network)".into(),

@@ -581,6 +581,9 @@ impl Gateway<'_> {
             RadioCommand::Backup { reply } => {
                 let _ = reply.send(Err(RadioError::NotSupported("backup".into())));
             }
+            RadioCommand::Restore { reply, .. } => {
+                let _ = reply.send(Err(RadioError::NotSupported("restore".into())));
+            }
             RadioCommand::RotateNetworkKey { reply } => {
                 let _ = reply.send(Err(RadioError::NotSupported(
                     "network key rotation (LoRaWAN keys are per device: provision new ones)".into(),

@@ -577,6 +577,10 @@ impl Modem<'_> {
                 let _ = reply.send(Err(RadioError::NotSupported("backup".into())));
                 Ok(false)
             }
+            RadioCommand::Restore { reply, .. } => {
+                let _ = reply.send(Err(RadioError::NotSupported("restore".into())));
+                Ok(false)
+            }
             RadioCommand::RotateNetworkKey { reply } => {
                 let _ = reply.send(Err(RadioError::NotSupported("network key rotation".into())));
                 Ok(false)

@@ -132,6 +132,13 @@ impl Coordinator<'_> {
                 native_address,
                 command_id,
             } => self.refresh(native_address, command_id).await?,
+            RadioCommand::Restore { reply, .. } => {
+                // herdsman restores an open-coordinator backup by forming the network anew
+                // from it; this driver does not (form a fresh network and re-pair instead).
+                let _ = reply.send(Err(RadioError::NotSupported(
+                    "restoring a Zigbee backup onto the coordinator".into(),
+                )));
+            }
             RadioCommand::Backup { reply } => {
                 let result = self.backup().await;
                 let answer = match &result {

@@ -1,7 +1,7 @@
 //! The hub's commands: permit join, remove, set (on / off / toggle / level, answered with
 //! the TX status and the state the device reports after it; a configuration parameter,
 //! set with Supervision where the node has it and read back), read (fresh values of what
-//! the node reports), backup; what a Z-Wave controller cannot do (device credentials, network
+//! the node reports), backup and restore; what a Z-Wave controller cannot do (device credentials, network
 //! key rotation) is refused with `not_supported`.
 
 use anyhow::Result;
@@ -43,6 +43,10 @@ impl Controller<'_> {
                     devices: doc["nodes"].as_array().map_or(0, Vec::len),
                     document: doc,
                 }));
+            }
+            RadioCommand::Restore { document, reply } => {
+                let answer = self.restore(&document).await?;
+                let _ = reply.send(answer);
             }
             RadioCommand::ProvisionCredential { reply, .. } => {
                 let _ = reply.send(Err(RadioError::NotSupported(
