@@ -13,9 +13,12 @@
 //! Steps that do not apply are declared, not skipped silently: a radio whose devices are
 //! discovered rather than joined (its capabilities have no join window: BLE) has its
 //! reporter adopted instead of joined, and its removed devices, which keep
-//! transmitting, are refused by having nothing they send recorded; an emulator with no
-//! actuator, no sleeping device, or no way to reset its radio or cut its link says so
-//! (`None`, `false`).
+//! transmitting, are refused by having nothing they send recorded; a radio whose devices
+//! come back under a new address after they leave (Z-Wave: a node included again gets a
+//! new node id) declares it (`stable_identity_on_rejoin`), and the walk checks that such
+//! a device comes back as a new one while the removed one's record stays decommissioned,
+//! instead of its being refused; an emulator with no actuator, no sleeping device, or no
+//! way to reset its radio or cut its link says so (`None`, `false`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
