@@ -240,7 +240,7 @@ impl ZwaveEmulator {
         let sim = fieldgate::radio::zwave_sim::SimEmulator::new(EmulatorConfig {
             nodes: default_nodes(),
             pending: vec![NodeKind::Multisensor],
-            report_interval: Duration::from_secs(8),
+            report_interval: Duration::from_secs(2),
             wake_interval: Duration::from_secs(3),
             awake_time: Duration::from_secs(10),
             exclusion_presses: vec![ZWAVE_REPORTER, ZWAVE_REPORTER_AGAIN],
