@@ -13,9 +13,12 @@
 //! Steps that do not apply are declared, not skipped silently: a radio whose devices are
 //! discovered rather than joined (its capabilities have no join window: BLE) has its
 //! reporter adopted instead of joined, and its removed devices, which keep
-//! transmitting, are refused by having nothing they send recorded; an emulator with no
-//! actuator, no sleeping device, or no way to reset its radio or cut its link says so
-//! (`None`, `false`).
+//! transmitting, are refused by having nothing they send recorded; a radio whose devices
+//! come back under a new address after they leave (Z-Wave: a node included again gets a
+//! new node id) declares it (`stable_identity_on_rejoin`), and the walk checks that such
+//! a device comes back as a new one while the removed one's record stays decommissioned,
+//! instead of its being refused; an emulator with no actuator, no sleeping device, or no
+//! way to reset its radio or cut its link says so (`None`, `false`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,6 +53,15 @@ trait Emulated: Send + Sync {
     /// device that kept its keys would); an emulator whose devices do that by
     /// themselves does nothing here.
     fn rejoin(&self, native: &str);
+    /// Whether a device that left the network and joins again is known by the native
+    /// address it had. Where it is not (a Z-Wave node is given a new node id each time it
+    /// is included), the radio cannot tell it from a new device, so "refused until
+    /// re-admitted" cannot apply: the walk checks instead that it comes back as a new
+    /// device while the removed one's record stays decommissioned, and that blocking
+    /// still takes it off the network.
+    fn stable_identity_on_rejoin(&self) -> bool {
+        true
+    }
     /// The radio resets on its own (watchdog, brown-out) and says so; `false` when
     /// the emulator cannot make it.
     fn reset_radio(&self) -> bool;
@@ -205,6 +217,122 @@ async fn ble_driver_conforms() {
 }
 
 // ---------------------------------------------------------------------------------
+// Z-Wave: the Serial API controller emulator served over TCP (as through ser2net).
+// The reporter is a multisensor waiting to be included, so it joins through the
+// inclusion window; the plug (node 2) and the sleeping battery sensor (node 5) are in
+// the network already and are announced when the window opens. The technician presses
+// the reporter's button whenever an exclusion starts.
+
+/// The node id the waiting multisensor is given, and the one it gets when included again.
+const ZWAVE_REPORTER: u8 = 7;
+const ZWAVE_REPORTER_AGAIN: u8 = 8;
+
+struct ZwaveEmulator {
+    sim: fieldgate::radio::zwave_sim::SimEmulator,
+    port: u16,
+    connection: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl ZwaveEmulator {
+    async fn start() -> ZwaveEmulator {
+        use fieldgate_zwave::emulator::{default_nodes, EmulatorConfig, NodeKind};
+        let sim = fieldgate::radio::zwave_sim::SimEmulator::new(EmulatorConfig {
+            nodes: default_nodes(),
+            pending: vec![NodeKind::Multisensor],
+            report_interval: Duration::from_secs(2),
+            wake_interval: Duration::from_secs(3),
+            awake_time: Duration::from_secs(10),
+            exclusion_presses: vec![ZWAVE_REPORTER, ZWAVE_REPORTER_AGAIN],
+            ..EmulatorConfig::default()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connection = Arc::new(Mutex::new(None));
+        let (served, current) = (sim.clone(), connection.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let sim = served.clone();
+                let task = tokio::spawn(async move {
+                    let _ = sim.serve(stream).await;
+                });
+                if let Some(old) = current.lock().unwrap().replace(task) {
+                    old.abort();
+                }
+            }
+        });
+        ZwaveEmulator {
+            sim,
+            port,
+            connection,
+            _accept: accept,
+        }
+    }
+
+    fn address(node: u8) -> String {
+        format!("{:08x}-{node}", fieldgate_zwave::emulator::HOME_ID)
+    }
+
+    fn node(native: &str) -> u8 {
+        native
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse().ok())
+            .expect("a Z-Wave native address")
+    }
+}
+
+impl Emulated for ZwaveEmulator {
+    fn protocol(&self) -> Protocol {
+        Protocol::Zwave
+    }
+    fn port(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+    fn options(&self) -> String {
+        "callback_timeout = \"2s\"\nresponse_timeout = \"2s\"\nreport_timeout = \"1s\"\nwake_up_hold = \"1s\"\n".into()
+    }
+    fn reporter(&self) -> (String, &'static str) {
+        (Self::address(ZWAVE_REPORTER), "temperature")
+    }
+    fn actuator(&self) -> Option<String> {
+        // The plug: Binary Switch.
+        Some(Self::address(2))
+    }
+    fn sleeper(&self) -> Option<String> {
+        // The battery sensor: hears only while awake after its Wake Up Notification.
+        Some(Self::address(5))
+    }
+    fn on_network(&self, native: &str) -> bool {
+        let node = Self::node(native);
+        self.sim.with(|e, _| e.node(node).is_some())
+    }
+    fn rejoin(&self, _native: &str) {
+        // An excluded node waits to be included again and joins in the next window.
+    }
+    fn stable_identity_on_rejoin(&self) -> bool {
+        // Included again, a node is given the controller's next free node id, and the
+        // driver knows a node only by home id and node id.
+        false
+    }
+    fn reset_radio(&self) -> bool {
+        self.sim.inject(fieldgate_zwave::emulator::Fault::Reset);
+        true
+    }
+    fn cut_link(&self) -> bool {
+        if let Some(task) = self.connection.lock().unwrap().take() {
+            task.abort();
+        }
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zwave_driver_conforms() {
+    let emulator = ZwaveEmulator::start().await;
+    conformance(&emulator).await;
+}
+
+// ---------------------------------------------------------------------------------
 // The suite.
 
 struct Walk {
@@ -245,6 +373,11 @@ impl Walk {
         registry::get(&r, &self.id(native)).unwrap()
     }
 
+    fn devices(&self) -> Vec<registry::Device> {
+        let r = self.gw().store.as_ref().expect("store").reader().unwrap();
+        registry::list(&r, &registry::DeviceFilter::default()).unwrap()
+    }
+
     fn audit(&self) -> Vec<fieldgate::store::audit::AuditRecord> {
         let r = self.gw().store.as_ref().expect("store").reader().unwrap();
         fieldgate::store::audit::tail(&r, 10_000, Some(0)).unwrap()
@@ -262,8 +395,12 @@ impl Walk {
             }
             assert!(
                 Instant::now() < deadline,
-                "conformance: {what} did not happen within {secs} s (radio {:?})",
-                self.state()
+                "conformance: {what} did not happen within {secs} s (radio {:?}; devices {:?})",
+                self.state(),
+                self.devices()
+                    .iter()
+                    .map(|d| (&d.native_address, &d.model, &d.lifecycle))
+                    .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -380,7 +517,20 @@ async fn conformance(emulated: &dyn Emulated) {
         .expect("decommission");
     assert_eq!(removed.radio_removal, "requested");
     let want = walk.id(&reporter).to_string();
-    if discovered {
+    let stable = emulated.stable_identity_on_rejoin();
+    if !discovered && !stable {
+        walk.until("the removed device leaving the network", 10, |w| {
+            (!emulated.on_network(&reporter) && w.device(&reporter).is_some()).then_some(())
+        })
+        .await;
+        assert_eq!(
+            walk.device(&reporter)
+                .expect("kept for the record")
+                .lifecycle,
+            "decommissioned"
+        );
+        rejoins_as_new_device(&walk, emulated, &reporter, reading).await;
+    } else if discovered {
         // Nothing to leave: it keeps transmitting, and nothing it sends is recorded.
         not_recorded(&walk, &reporter, reading).await;
     } else {
@@ -407,65 +557,67 @@ async fn conformance(emulated: &dyn Emulated) {
         })
         .await;
     }
-    assert_eq!(
-        walk.device(&reporter)
-            .expect("kept for the record")
-            .lifecycle,
-        "decommissioned"
-    );
-    // Until a technician re-admits it: then it joins again like a new device.
-    if !discovered {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
-    walk.hub()
-        .readmit(walk.id(&reporter), "conformance".into())
-        .await
-        .expect("re-admitted");
-    assert_eq!(walk.device(&reporter).unwrap().lifecycle, "pending");
-    if discovered {
-        adopt(&walk, &reporter).await;
-    } else {
+    if discovered || stable {
+        assert_eq!(
+            walk.device(&reporter)
+                .expect("kept for the record")
+                .lifecycle,
+            "decommissioned"
+        );
+        // Until a technician re-admits it: then it joins again like a new device.
+        if !discovered {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
         walk.hub()
-            .permit_join("r0".into(), 30, "conformance".into())
+            .readmit(walk.id(&reporter), "conformance".into())
             .await
-            .expect("a join window opens");
-    }
-    walk.until("the re-admitted device active again", 30, |w| {
-        w.device(&reporter).filter(|d| d.lifecycle == "active")
-    })
-    .await;
-    let t3 = Instant::now();
-    walk.until("readings from the re-admitted device", 20, |w| {
-        w.reading_since(&reporter, reading, t3)
-    })
-    .await;
-
-    // Remove and block in one step: decommissioned, told to leave, and refused even
-    // inside a join window until re-admitted, which also takes it off the denylist.
-    let blocked = walk
-        .hub()
-        .block(walk.id(&reporter), "conformance".into())
-        .await
-        .expect("block");
-    assert!(blocked.decommissioned.is_some() && blocked.newly_blocked);
-    if discovered {
-        not_recorded(&walk, &reporter, reading).await;
-    } else {
-        refused_while_blocked(&walk, emulated, &reporter).await;
-    }
-    let r = walk
-        .hub()
-        .readmit(walk.id(&reporter), "conformance".into())
-        .await
-        .expect("re-admitted");
-    assert_eq!(r.lifecycle, "pending");
-    if discovered {
-        // Off the denylist: heard and recorded again (pending until adopted).
-        let t4 = Instant::now();
-        walk.until("readings after the block is lifted", 20, |w| {
-            w.reading_since(&reporter, reading, t4)
+            .expect("re-admitted");
+        assert_eq!(walk.device(&reporter).unwrap().lifecycle, "pending");
+        if discovered {
+            adopt(&walk, &reporter).await;
+        } else {
+            walk.hub()
+                .permit_join("r0".into(), 30, "conformance".into())
+                .await
+                .expect("a join window opens");
+        }
+        walk.until("the re-admitted device active again", 30, |w| {
+            w.device(&reporter).filter(|d| d.lifecycle == "active")
         })
         .await;
+        let t3 = Instant::now();
+        walk.until("readings from the re-admitted device", 20, |w| {
+            w.reading_since(&reporter, reading, t3)
+        })
+        .await;
+
+        // Remove and block in one step: decommissioned, told to leave, and refused even
+        // inside a join window until re-admitted, which also takes it off the denylist.
+        let blocked = walk
+            .hub()
+            .block(walk.id(&reporter), "conformance".into())
+            .await
+            .expect("block");
+        assert!(blocked.decommissioned.is_some() && blocked.newly_blocked);
+        if discovered {
+            not_recorded(&walk, &reporter, reading).await;
+        } else {
+            refused_while_blocked(&walk, emulated, &reporter).await;
+        }
+        let r = walk
+            .hub()
+            .readmit(walk.id(&reporter), "conformance".into())
+            .await
+            .expect("re-admitted");
+        assert_eq!(r.lifecycle, "pending");
+        if discovered {
+            // Off the denylist: heard and recorded again (pending until adopted).
+            let t4 = Instant::now();
+            walk.until("readings after the block is lifted", 20, |w| {
+                w.reading_since(&reporter, reading, t4)
+            })
+            .await;
+        }
     }
 
     // The radio resets on its own: it comes back and devices carry on.
@@ -481,6 +633,85 @@ async fn conformance(emulated: &dyn Emulated) {
     let gw = walk.gw.take().expect("running");
     drop(walk);
     gw.stop().await;
+}
+
+/// A removed device whose identity does not survive leaving joins again as a new device
+/// (the record of the removed one stays decommissioned, and re-admitting it only makes it
+/// pending); blocking the new one decommissions it and takes it off the network.
+async fn rejoins_as_new_device(
+    walk: &Walk,
+    emulated: &dyn Emulated,
+    reporter: &str,
+    reading: &str,
+) {
+    let model = walk.device(reporter).and_then(|d| d.model);
+    let before: std::collections::HashSet<String> = walk
+        .devices()
+        .into_iter()
+        .map(|d| d.native_address)
+        .collect();
+    walk.hub()
+        .permit_join("r0".into(), 30, "conformance".into())
+        .await
+        .expect("a join window opens");
+    emulated.rejoin(reporter);
+    let again = walk
+        .until(
+            "the removed device joining again as a new device",
+            30,
+            |w| {
+                w.devices()
+                    .into_iter()
+                    .find(|d| {
+                        !before.contains(&d.native_address)
+                            && d.model.is_some()
+                            && d.model == model
+                            && d.lifecycle == "active"
+                    })
+                    .map(|d| d.native_address)
+            },
+        )
+        .await;
+    assert_ne!(again, reporter);
+    assert_eq!(
+        walk.device(reporter)
+            .expect("kept for the record")
+            .lifecycle,
+        "decommissioned"
+    );
+    let t = Instant::now();
+    walk.until("readings from the device joined again", 20, |w| {
+        w.reading_since(&again, reading, t)
+    })
+    .await;
+    let r = walk
+        .hub()
+        .readmit(walk.id(reporter), "conformance".into())
+        .await
+        .expect("re-admitted");
+    assert_eq!(r.lifecycle, "pending");
+
+    // Remove and block in one step: decommissioned and told to leave.
+    let blocked = walk
+        .hub()
+        .block(walk.id(&again), "conformance".into())
+        .await
+        .expect("block");
+    assert!(blocked.decommissioned.is_some() && blocked.newly_blocked);
+    walk.until("the blocked device leaving the network", 10, |_| {
+        (!emulated.on_network(&again)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        walk.device(&again).expect("kept").lifecycle,
+        "decommissioned"
+    );
+    let r = walk
+        .hub()
+        .readmit(walk.id(&again), "conformance".into())
+        .await
+        .expect("re-admitted");
+    assert_eq!(r.lifecycle, "pending");
 }
 
 /// A technician adopts a discovered device.

@@ -200,9 +200,12 @@ impl Controller<'_> {
                     self.window = None;
                     tracing::info!(radio = %self.io.radio, node = node_id, "inclusion done");
                     if node_id != 0 {
-                        if !self.nodes.contains_key(&node_id) {
-                            self.add_node(node_id).await?;
-                        }
+                        // Read its protocol info again: asked while it was being added,
+                        // before the controller had stored it, the answer may be empty
+                        // (not listening), and a listening node would then be taken for
+                        // one that sleeps and its interview put off to a wake-up that
+                        // never comes.
+                        self.add_node(node_id).await?;
                         self.announce(node_id).await?;
                     }
                 }

@@ -193,6 +193,24 @@ impl HostSession {
         }
     }
 
+    /// Waits `wait` before a refused frame is sent again, reading meanwhile: a CAN means
+    /// the controller has a frame of its own on the way, and until that is acknowledged
+    /// it sends it again and refuses ours each time. Requests read are queued for later.
+    async fn back_off(&mut self, wait: Duration) -> Result<(), SessionError> {
+        let until = Instant::now() + wait;
+        while let Some(f) = self.next_raw(until).await? {
+            match f {
+                Inbound::Data(ref d) if d.frame_type == FrameType::Request => {
+                    self.exchange.queue_unsolicited(f);
+                }
+                other => {
+                    tracing::debug!(radio = %self.radio, frame = %session::Frame::describe(&other), "ignored while backing off");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Waits for what `expect` describes; other frames are queued.
     async fn wait(&mut self, expect: Expect<Inbound>) -> Result<Outcome<Inbound>, SessionError> {
         self.exchange.abandon();
@@ -282,7 +300,7 @@ impl HostSession {
                     // INS12350: 100 ms + n·1000 ms before sending again.
                     let wait = Duration::from_millis(100 + 1000 * u64::from(attempt - 1));
                     tracing::debug!(radio = %self.radio, attempt, "frame refused (CAN/NAK); sending again");
-                    tokio::time::sleep(wait).await;
+                    self.back_off(wait).await?;
                 }
                 _ => {
                     RadioCounters::count(&self.counters.timeouts);
