@@ -3,19 +3,18 @@
 //! (like a modem behind ser2net) or a pseudo-terminal (like the USB modem), so that our
 //! driver or any other RUI3 host can be run against it.
 //!
-//! This module owns the command's options, the listener and the fault schedule; it knows
+//! This module owns the command's options and the fault schedule; it knows
 //! nothing of the protocol. The first line on stdout says where to connect
 //! (`listening tcp://127.0.0.1:PORT` or `pty /dev/pts/N`); logs go to stderr. SIGTERM or
 //! SIGINT ends it with exit code 0.
 
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use fieldgate_lora::rak3172::emulator::{Fault, Firmware};
-use tokio::net::TcpListener;
 
-use crate::radio::lora_p2p::sim::{sim_config, PtyModem, SimModem};
+use super::Endpoint;
+use crate::radio::lora_p2p::sim::{sim_config, SimModem};
 
 /// `fieldgate emulate lora-rak3172` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,11 +80,6 @@ pub fn parse_fault(spec: &str) -> Result<FaultPlan> {
     })
 }
 
-enum Endpoint {
-    Tcp(TcpListener),
-    Pty(PtyModem),
-}
-
 /// Runs `fieldgate emulate lora-rak3172` until SIGTERM or SIGINT.
 pub async fn run_lora_rak(args: RakArgs) -> Result<()> {
     let mut config = sim_config();
@@ -103,49 +97,14 @@ pub async fn run_lora_rak(args: RakArgs) -> Result<()> {
         .map(|f| parse_fault(f))
         .collect::<Result<Vec<_>>>()?;
     let sim = SimModem::new(config);
-    let endpoint = match (&args.listen, args.pty) {
-        (Some(addr), _) => Endpoint::Tcp(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?,
-        ),
-        (None, true) => Endpoint::Pty(
-            PtyModem::spawn_with(sim.clone()).context("cannot open a pseudo-terminal")?,
-        ),
-        (None, false) => bail!("give --listen HOST:PORT or --pty"),
-    };
-    let first_line = match &endpoint {
-        Endpoint::Tcp(l) => format!(
-            "listening tcp://{}",
-            l.local_addr().context("listening address")?
-        ),
-        Endpoint::Pty(p) => format!("pty {}", p.path().display()),
-    };
-    let mut signals = crate::daemon::StopSignals::install()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{first_line}").context("stdout")?;
-        out.flush().context("stdout")?;
-    }
+    let endpoint = Endpoint::open(args.listen.as_deref(), args.pty, &sim).await?;
+    let mut signals = endpoint.announce()?;
     tracing::info!(faults = faults.len(), "RAK3172 emulator up");
     let fault_tasks: Vec<_> = faults
         .into_iter()
         .map(|plan| tokio::spawn(run_fault(sim.clone(), plan)))
         .collect();
-    let served = async {
-        match endpoint {
-            Endpoint::Tcp(listener) => super::serve_tcp(listener, |s| sim.serve(s)).await,
-            Endpoint::Pty(pty) => {
-                std::future::pending::<()>().await;
-                drop(pty);
-                Ok(())
-            }
-        }
-    };
-    let result = tokio::select! {
-        r = served => r,
-        _ = signals.wait() => Ok(()),
-    };
+    let result = endpoint.serve(&sim, &mut signals).await;
     for t in fault_tasks {
         t.abort();
     }

@@ -16,6 +16,13 @@ pub use lora_rak::{run_lora_rak, RakArgs};
 pub use zigbee::{run_zigbee, ZigbeeArgs};
 pub use zwave::{run_zwave, ZwaveArgs};
 
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+
+use crate::daemon::StopSignals;
+use crate::radio::sim::{ByteEmulator, PtySim, Sim};
+
 /// Serves one host connection at a time, like a serial port behind ser2net: a host that
 /// connects while another is served waits until that one has gone. `serve` pumps one
 /// connection between the host and the emulator until it ends.
@@ -42,6 +49,67 @@ where
         match serve(stream).await {
             Ok(()) => tracing::info!(%peer, "host disconnected"),
             Err(e) => tracing::info!(%peer, error = %e, "host connection ended"),
+        }
+    }
+}
+
+/// Where a byte-stream emulator is served: a TCP listener (`--listen`) or a new
+/// pseudo-terminal (`--pty`).
+pub(crate) enum Endpoint<E> {
+    Tcp(tokio::net::TcpListener),
+    Pty(PtySim<E>),
+}
+
+impl<E: ByteEmulator> Endpoint<E> {
+    /// Binds `listen` when given, or else opens a pseudo-terminal served by `sim`.
+    pub(crate) async fn open(listen: Option<&str>, pty: bool, sim: &Sim<E>) -> Result<Self> {
+        Ok(match (listen, pty) {
+            (Some(addr), _) => Endpoint::Tcp(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
+            (None, true) => Endpoint::Pty(
+                PtySim::spawn_with(sim.clone()).context("cannot open a pseudo-terminal")?,
+            ),
+            (None, false) => bail!("give --listen HOST:PORT or --pty"),
+        })
+    }
+
+    /// Prints where to connect as stdout's first line. The stop signals are caught from
+    /// before anyone can know where to connect, so a signal right after that line is a
+    /// clean stop.
+    pub(crate) fn announce(&self) -> Result<StopSignals> {
+        let first_line = match self {
+            Endpoint::Tcp(l) => format!(
+                "listening tcp://{}",
+                l.local_addr().context("listening address")?
+            ),
+            Endpoint::Pty(p) => format!("pty {}", p.path().display()),
+        };
+        let signals = StopSignals::install()?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{first_line}").context("stdout")?;
+        out.flush().context("stdout")?;
+        Ok(signals)
+    }
+
+    /// Serves `sim` here until SIGTERM or SIGINT.
+    pub(crate) async fn serve(self, sim: &Sim<E>, signals: &mut StopSignals) -> Result<()> {
+        let served = async {
+            match self {
+                Endpoint::Tcp(listener) => serve_tcp(listener, |s| sim.serve(s)).await,
+                Endpoint::Pty(pty) => {
+                    // The PTY pump runs until `pty` is dropped.
+                    std::future::pending::<()>().await;
+                    drop(pty);
+                    Ok(())
+                }
+            }
+        };
+        tokio::select! {
+            r = served => r,
+            _ = signals.wait() => Ok(()),
         }
     }
 }

@@ -3,22 +3,21 @@
 //! coordinator or a dongle behind ser2net) or a pseudo-terminal (like a USB dongle), so that
 //! zigbee-herdsman, zigpy-znp or our own driver can be run against it.
 //!
-//! This module owns the command's options, the listener and the fault schedule; it knows
+//! This module owns the command's options and the fault schedule; it knows
 //! nothing of the protocol. One emulated coordinator lives as long as the process: a host
 //! that reconnects finds the network (NV, joined devices) it left.
 //!
 //! The first line on stdout says where to connect (`listening tcp://127.0.0.1:PORT` or
 //! `pty /dev/pts/N`); logs go to stderr. SIGTERM or SIGINT ends it with exit code 0.
 
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use fieldgate_zigbee::emulator::{DeviceKind, EmulatorConfig, Fault, Firmware, IncomingForm};
 use fieldgate_zigbee::IeeeAddr;
-use tokio::net::TcpListener;
 
-use crate::radio::zigbee_sim::{PtyEmulator, SimEmulator};
+use super::Endpoint;
+use crate::radio::zigbee_sim::SimEmulator;
 
 /// `fieldgate emulate zigbee` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -290,12 +289,6 @@ pub fn emulator_config(args: &ZigbeeArgs) -> Result<(EmulatorConfig, Vec<FaultPl
     Ok((config, faults))
 }
 
-/// Where the emulator is served.
-enum Endpoint {
-    Tcp(TcpListener),
-    Pty(PtyEmulator),
-}
-
 /// Runs `fieldgate emulate zigbee` until SIGTERM or SIGINT.
 pub async fn run_zigbee(args: ZigbeeArgs) -> Result<()> {
     let (config, faults) = emulator_config(&args)?;
@@ -304,33 +297,8 @@ pub async fn run_zigbee(args: ZigbeeArgs) -> Result<()> {
     for plan in faults.iter().filter(|p| p.after.is_none()) {
         sim.inject(plan.fault.clone());
     }
-    let endpoint = match (&args.listen, args.pty) {
-        (Some(addr), _) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
-            Endpoint::Tcp(listener)
-        }
-        (None, true) => Endpoint::Pty(
-            PtyEmulator::spawn_with(sim.clone()).context("cannot open a pseudo-terminal")?,
-        ),
-        (None, false) => bail!("give --listen HOST:PORT or --pty"),
-    };
-    let first_line = match &endpoint {
-        Endpoint::Tcp(l) => format!(
-            "listening tcp://{}",
-            l.local_addr().context("listening address")?
-        ),
-        Endpoint::Pty(p) => format!("pty {}", p.path().display()),
-    };
-    // Caught from before anyone can know where to connect, so a signal right
-    // after the first line is a clean stop.
-    let mut signals = crate::daemon::StopSignals::install()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{first_line}").context("stdout")?;
-        out.flush().context("stdout")?;
-    }
+    let endpoint = Endpoint::open(args.listen.as_deref(), args.pty, &sim).await?;
+    let mut signals = endpoint.announce()?;
     tracing::info!(
         devices = device_count,
         faults = faults.len(),
@@ -341,21 +309,7 @@ pub async fn run_zigbee(args: ZigbeeArgs) -> Result<()> {
         .filter(|p| p.after.is_some())
         .map(|plan| tokio::spawn(run_fault(sim.clone(), plan)))
         .collect();
-    let served = async {
-        match endpoint {
-            Endpoint::Tcp(listener) => super::serve_tcp(listener, |s| sim.serve(s)).await,
-            Endpoint::Pty(pty) => {
-                // The PTY pump runs until `pty` is dropped.
-                std::future::pending::<()>().await;
-                drop(pty);
-                Ok(())
-            }
-        }
-    };
-    let result = tokio::select! {
-        r = served => r,
-        _ = signals.wait() => Ok(()),
-    };
+    let result = endpoint.serve(&sim, &mut signals).await;
     for t in fault_tasks {
         t.abort();
     }

@@ -4,22 +4,21 @@
 //! pseudo-terminal (like a USB stick), so that zwave-js or our own driver can be run
 //! against it.
 //!
-//! This module owns the command's options, the listener and the fault schedule; it knows
+//! This module owns the command's options and the fault schedule; it knows
 //! nothing of the protocol. One emulated controller lives as long as the process: a host
 //! that reconnects finds the network it left.
 //!
 //! The first line on stdout says where to connect (`listening tcp://127.0.0.1:PORT` or
 //! `pty /dev/pts/N`); logs go to stderr. SIGTERM or SIGINT ends it with exit code 0.
 
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use fieldgate_zwave::emulator::{EmulatorConfig, Fault, NodeKind};
 use fieldgate_zwave::ReadingValue;
-use tokio::net::TcpListener;
 
-use crate::radio::zwave_sim::{PtyEmulator, SimEmulator};
+use super::Endpoint;
+use crate::radio::zwave_sim::SimEmulator;
 
 /// `fieldgate emulate zwave` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -183,42 +182,13 @@ pub fn emulator_config(args: &ZwaveArgs) -> Result<(EmulatorConfig, Vec<FaultPla
     Ok((config, faults))
 }
 
-/// Where the emulator is served.
-enum Endpoint {
-    Tcp(TcpListener),
-    Pty(PtyEmulator),
-}
-
 /// Runs `fieldgate emulate zwave` until SIGTERM or SIGINT.
 pub async fn run_zwave(args: ZwaveArgs) -> Result<()> {
     let (config, faults) = emulator_config(&args)?;
     let node_count = config.nodes.len();
     let sim = SimEmulator::new(config);
-    let endpoint = match (&args.listen, args.pty) {
-        (Some(addr), _) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
-            Endpoint::Tcp(listener)
-        }
-        (None, true) => Endpoint::Pty(
-            PtyEmulator::spawn_with(sim.clone()).context("cannot open a pseudo-terminal")?,
-        ),
-        (None, false) => bail!("give --listen HOST:PORT or --pty"),
-    };
-    let first_line = match &endpoint {
-        Endpoint::Tcp(l) => format!(
-            "listening tcp://{}",
-            l.local_addr().context("listening address")?
-        ),
-        Endpoint::Pty(p) => format!("pty {}", p.path().display()),
-    };
-    let mut signals = crate::daemon::StopSignals::install()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{first_line}").context("stdout")?;
-        out.flush().context("stdout")?;
-    }
+    let endpoint = Endpoint::open(args.listen.as_deref(), args.pty, &sim).await?;
+    let mut signals = endpoint.announce()?;
     tracing::info!(
         nodes = node_count,
         faults = faults.len(),
@@ -229,20 +199,7 @@ pub async fn run_zwave(args: ZwaveArgs) -> Result<()> {
         .map(|plan| tokio::spawn(run_fault(sim.clone(), plan)))
         .collect();
     fault_tasks.push(tokio::spawn(log_reports(sim.clone())));
-    let served = async {
-        match endpoint {
-            Endpoint::Tcp(listener) => super::serve_tcp(listener, |s| sim.serve(s)).await,
-            Endpoint::Pty(pty) => {
-                std::future::pending::<()>().await;
-                drop(pty);
-                Ok(())
-            }
-        }
-    };
-    let result = tokio::select! {
-        r = served => r,
-        _ = signals.wait() => Ok(()),
-    };
+    let result = endpoint.serve(&sim, &mut signals).await;
     for t in fault_tasks {
         t.abort();
     }

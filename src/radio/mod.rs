@@ -17,6 +17,7 @@ pub mod link;
 pub mod lora;
 pub mod lora_p2p;
 pub mod session;
+pub mod sim;
 mod supervisor;
 pub mod zigbee;
 pub mod zigbee_sim;
