@@ -49,11 +49,10 @@ impl Hub {
             None
         };
         if let Some(e) = refusal {
-            let audited = self
-                .audit(entry(Outcome::Refused, json!({"error": e.to_string()})))
+            let details = json!({"error": e.to_string()});
+            return self
+                .refuse(entry(Outcome::Refused, details), e, reply)
                 .await;
-            let _ = reply.send(audited.and(Err(e)));
-            return;
         }
         let gw = self.gateway_id.clone();
         let (id, key, sealed) = (device.clone(), self.master_key.clone(), bindkey.clone());

@@ -25,17 +25,10 @@ impl Hub {
         let permit = match checked {
             Ok(p) => p,
             Err(e) => {
-                let audited = self
-                    .audit(AuditEntry::new(
-                        &actor,
-                        "radio.backup",
-                        &radio,
-                        Outcome::Refused,
-                        json!({"error": e.to_string()}),
-                    ))
-                    .await;
-                let _ = reply.send(audited.and(Err(e)));
-                return;
+                let details = json!({"error": e.to_string()});
+                let entry =
+                    AuditEntry::new(&actor, "radio.backup", &radio, Outcome::Refused, details);
+                return self.refuse(entry, e, reply).await;
             }
         };
         self.relay(
@@ -85,17 +78,10 @@ impl Hub {
         let permit = match checked {
             Ok(p) => p,
             Err(e) => {
-                let audited = self
-                    .audit(AuditEntry::new(
-                        &actor,
-                        "radio.restore",
-                        &radio,
-                        Outcome::Refused,
-                        json!({"format": format, "error": e.to_string()}),
-                    ))
-                    .await;
-                let _ = reply.send(audited.and(Err(e)));
-                return;
+                let details = json!({"format": format, "error": e.to_string()});
+                let entry =
+                    AuditEntry::new(&actor, "radio.restore", &radio, Outcome::Refused, details);
+                return self.refuse(entry, e, reply).await;
             }
         };
         self.relay(

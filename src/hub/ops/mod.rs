@@ -187,6 +187,18 @@ impl Hub {
         });
     }
 
+    /// Answers a refused operation with `e` once its audit record `entry` is committed; if
+    /// the record cannot be written, with that error instead (no audit record, no answer).
+    pub(in crate::hub) async fn refuse<T>(
+        &self,
+        entry: AuditEntry,
+        e: HubError,
+        reply: oneshot::Sender<Result<T, HubError>>,
+    ) {
+        let audited = self.audit(entry).await;
+        let _ = reply.send(audited.and(Err(e)));
+    }
+
     pub(in crate::hub) async fn audit(&self, entry: AuditEntry) -> Result<(), HubError> {
         let gw = self.gateway_id.clone();
         self.writer

@@ -25,11 +25,10 @@ impl Hub {
         let (permit, longest) = match checked {
             Ok(s) => s,
             Err(e) => {
-                let audited = self
-                    .audit(entry(Outcome::Refused, json!({"error": e.to_string()})))
+                let details = json!({"error": e.to_string()});
+                return self
+                    .refuse(entry(Outcome::Refused, details), e, reply)
                     .await;
-                let _ = reply.send(audited.and(Err(e)));
-                return;
             }
         };
         // Durable record first, then the action.
