@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use fieldgate_lora::rak3172::emulator::{Fault, Firmware};
 
 use super::Endpoint;
@@ -40,34 +40,14 @@ pub struct RakArgs {
     pub faults: Vec<String>,
 }
 
-/// A fault and when to inject it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FaultPlan {
-    pub fault: Fault,
-    pub after: Duration,
-    pub every: Option<Duration>,
-}
+/// A modem fault and when to inject it.
+pub type FaultPlan = super::FaultPlan<Fault>;
 
-/// Parses one `--fault WHAT[@AFTER][/EVERY]`.
+/// Parses one `--fault WHAT[@AFTER][/EVERY]` (first at AFTER, else at EVERY, else at once).
 pub fn parse_fault(spec: &str) -> Result<FaultPlan> {
     let context = || format!("--fault {spec:?}");
-    let (rest, every) = match spec.split_once('/') {
-        Some((rest, every)) => (
-            rest,
-            Some(humantime::parse_duration(every.trim()).with_context(context)?),
-        ),
-        None => (spec, None),
-    };
-    let (what, after) = match rest.split_once('@') {
-        Some((what, after)) => (
-            what.trim(),
-            humantime::parse_duration(after.trim()).with_context(context)?,
-        ),
-        None => (rest.trim(), every.unwrap_or(Duration::ZERO)),
-    };
-    if every.is_some_and(|e| e < Duration::from_millis(500)) {
-        bail!("{}: repeats at most every 500ms", context());
-    }
+    let (what, after, every) = super::fault_timing(spec, Duration::from_millis(500))?;
+    let after = Some(after.or(every).unwrap_or(Duration::ZERO));
     let fault = match what {
         "busy" => Fault::Busy(2),
         "reset" => Fault::Reset,
@@ -102,7 +82,7 @@ pub async fn run_lora_rak(args: RakArgs) -> Result<()> {
     tracing::info!(faults = faults.len(), "RAK3172 emulator up");
     let fault_tasks: Vec<_> = faults
         .into_iter()
-        .map(|plan| tokio::spawn(run_fault(sim.clone(), plan)))
+        .map(|plan| tokio::spawn(super::run_fault(sim.clone(), plan)))
         .collect();
     let result = endpoint.serve(&sim, &mut signals).await;
     for t in fault_tasks {
@@ -121,18 +101,6 @@ pub async fn run_lora_rak(args: RakArgs) -> Result<()> {
     result
 }
 
-async fn run_fault(sim: SimModem, plan: FaultPlan) {
-    tokio::time::sleep(plan.after).await;
-    loop {
-        tracing::info!(fault = ?plan.fault, "injecting a fault");
-        sim.inject(plan.fault.clone());
-        match plan.every {
-            Some(every) => tokio::time::sleep(every).await,
-            None => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +111,7 @@ mod tests {
             parse_fault("reset@30s").unwrap(),
             FaultPlan {
                 fault: Fault::Reset,
-                after: Duration::from_secs(30),
+                after: Some(Duration::from_secs(30)),
                 every: None
             }
         );

@@ -17,6 +17,7 @@ pub use zigbee::{run_zigbee, ZigbeeArgs};
 pub use zwave::{run_zwave, ZwaveArgs};
 
 use std::io::Write;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -110,6 +111,64 @@ impl<E: ByteEmulator> Endpoint<E> {
         tokio::select! {
             r = served => r,
             _ = signals.wait() => Ok(()),
+        }
+    }
+}
+
+/// A fault to inject and when: `--fault WHAT[@AFTER][/EVERY]`, times from start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultPlan<F> {
+    pub fault: F,
+    /// When it first happens; `None` for a fault that holds from start-up (Zigbee's stuck
+    /// interview).
+    pub after: Option<Duration>,
+    /// Repeats at this period.
+    pub every: Option<Duration>,
+}
+
+/// Splits one `--fault WHAT[@AFTER][/EVERY]` into what, when first (if given) and the
+/// period, refusing a period shorter than `min_every`.
+pub(crate) fn fault_timing(
+    spec: &str,
+    min_every: Duration,
+) -> Result<(&str, Option<Duration>, Option<Duration>)> {
+    let context = || format!("--fault {spec:?}");
+    let (rest, every) = match spec.split_once('/') {
+        Some((rest, every)) => (
+            rest,
+            Some(humantime::parse_duration(every.trim()).with_context(context)?),
+        ),
+        None => (spec, None),
+    };
+    let (what, after) = match rest.split_once('@') {
+        Some((what, after)) => (
+            what.trim(),
+            Some(humantime::parse_duration(after.trim()).with_context(context)?),
+        ),
+        None => (rest.trim(), None),
+    };
+    if every.is_some_and(|e| e < min_every) {
+        bail!("{}: repeats at most every {min_every:?}", context());
+    }
+    Ok((what, after, every))
+}
+
+/// Injects `plan`'s fault into the emulator when it is due, and again at its period.
+pub(crate) async fn run_fault<E>(sim: Sim<E>, plan: FaultPlan<E::Fault>)
+where
+    E: ByteEmulator,
+    E::Fault: Clone + std::fmt::Debug,
+{
+    let Some(after) = plan.after else {
+        return;
+    };
+    tokio::time::sleep(after).await;
+    loop {
+        tracing::info!(fault = ?plan.fault, "injecting a fault");
+        sim.inject(plan.fault.clone());
+        match plan.every {
+            Some(every) => tokio::time::sleep(every).await,
+            None => return,
         }
     }
 }

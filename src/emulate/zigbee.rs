@@ -170,16 +170,8 @@ pub fn parse_devices(specs: &[String]) -> Result<Vec<(DeviceKind, IeeeAddr)>> {
     Ok(out)
 }
 
-/// What a `--fault` does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FaultPlan {
-    pub fault: Fault,
-    /// When it first happens, from start-up; `None` for a fault that holds from the start
-    /// (a stuck interview).
-    pub after: Option<Duration>,
-    /// Repeats at this period.
-    pub every: Option<Duration>,
-}
+/// A coordinator or device fault and when to inject it.
+pub type FaultPlan = super::FaultPlan<Fault>;
 
 /// Bytes a bare `garbage` fault sends: a stray SOF, a truncated frame header and noise.
 const DEFAULT_GARBAGE: [u8; 8] = [0x00, 0xFE, 0x13, 0x37, 0xFF, 0xFE, 0xFA, 0x01];
@@ -202,23 +194,7 @@ fn parse_device_ref(s: &str, devices: &[(DeviceKind, IeeeAddr)]) -> Result<IeeeA
 /// Parses one `--fault WHAT[@AFTER][/EVERY]`.
 pub fn parse_fault(spec: &str, devices: &[(DeviceKind, IeeeAddr)]) -> Result<FaultPlan> {
     let context = || format!("--fault {spec:?}");
-    let (rest, every) = match spec.split_once('/') {
-        Some((rest, every)) => (
-            rest,
-            Some(humantime::parse_duration(every.trim()).with_context(context)?),
-        ),
-        None => (spec, None),
-    };
-    let (what, after) = match rest.split_once('@') {
-        Some((what, after)) => (
-            what.trim(),
-            Some(humantime::parse_duration(after.trim()).with_context(context)?),
-        ),
-        None => (rest.trim(), None),
-    };
-    if every.is_some_and(|e| e < Duration::from_millis(100)) {
-        bail!("{}: repeats at most every 100ms", context());
-    }
+    let (what, after, every) = super::fault_timing(spec, Duration::from_millis(100))?;
     let (name, arg) = match what.split_once(':') {
         Some((name, arg)) => (name.trim(), Some(arg.trim())),
         None => (what, None),
@@ -307,7 +283,7 @@ pub async fn run_zigbee(args: ZigbeeArgs) -> Result<()> {
     let fault_tasks: Vec<_> = faults
         .into_iter()
         .filter(|p| p.after.is_some())
-        .map(|plan| tokio::spawn(run_fault(sim.clone(), plan)))
+        .map(|plan| tokio::spawn(super::run_fault(sim.clone(), plan)))
         .collect();
     let result = endpoint.serve(&sim, &mut signals).await;
     for t in fault_tasks {
@@ -315,21 +291,6 @@ pub async fn run_zigbee(args: ZigbeeArgs) -> Result<()> {
     }
     tracing::info!(stats = ?sim.with(|e, _| e.stats()), "zigbee coordinator emulator stopped");
     result
-}
-
-async fn run_fault(sim: SimEmulator, plan: FaultPlan) {
-    let Some(after) = plan.after else {
-        return;
-    };
-    tokio::time::sleep(after).await;
-    loop {
-        tracing::info!(fault = ?plan.fault, "injecting a fault");
-        sim.inject(plan.fault.clone());
-        match plan.every {
-            Some(every) => tokio::time::sleep(every).await,
-            None => return,
-        }
-    }
 }
 
 #[cfg(test)]

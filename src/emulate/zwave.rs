@@ -106,34 +106,14 @@ pub fn parse_kinds(specs: &[String]) -> Result<Vec<NodeKind>> {
     Ok(out)
 }
 
-/// A fault and when to inject it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FaultPlan {
-    pub fault: Fault,
-    pub after: Duration,
-    pub every: Option<Duration>,
-}
+/// A controller fault and when to inject it.
+pub type FaultPlan = super::FaultPlan<Fault>;
 
-/// Parses one `--fault WHAT[@AFTER][/EVERY]`.
+/// Parses one `--fault WHAT[@AFTER][/EVERY]` (first at AFTER, else at EVERY, else at once).
 pub fn parse_fault(spec: &str) -> Result<FaultPlan> {
     let context = || format!("--fault {spec:?}");
-    let (rest, every) = match spec.split_once('/') {
-        Some((rest, every)) => (
-            rest,
-            Some(humantime::parse_duration(every.trim()).with_context(context)?),
-        ),
-        None => (spec, None),
-    };
-    let (what, after) = match rest.split_once('@') {
-        Some((what, after)) => (
-            what.trim(),
-            humantime::parse_duration(after.trim()).with_context(context)?,
-        ),
-        None => (rest.trim(), every.unwrap_or(Duration::ZERO)),
-    };
-    if every.is_some_and(|e| e < Duration::from_millis(100)) {
-        bail!("{}: repeats at most every 100ms", context());
-    }
+    let (what, after, every) = super::fault_timing(spec, Duration::from_millis(100))?;
+    let after = Some(after.or(every).unwrap_or(Duration::ZERO));
     let fault = match what {
         "nak" => Fault::Nak,
         "can" => Fault::Can,
@@ -196,7 +176,7 @@ pub async fn run_zwave(args: ZwaveArgs) -> Result<()> {
     );
     let mut fault_tasks: Vec<_> = faults
         .into_iter()
-        .map(|plan| tokio::spawn(run_fault(sim.clone(), plan)))
+        .map(|plan| tokio::spawn(super::run_fault(sim.clone(), plan)))
         .collect();
     fault_tasks.push(tokio::spawn(log_reports(sim.clone())));
     let result = endpoint.serve(&sim, &mut signals).await;
@@ -235,18 +215,6 @@ async fn log_reports(sim: SimEmulator) {
     }
 }
 
-async fn run_fault(sim: SimEmulator, plan: FaultPlan) {
-    tokio::time::sleep(plan.after).await;
-    loop {
-        tracing::info!(fault = ?plan.fault, "injecting a fault");
-        sim.inject(plan.fault.clone());
-        match plan.every {
-            Some(every) => tokio::time::sleep(every).await,
-            None => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,12 +244,12 @@ mod tests {
             parse_fault("reset@30s").unwrap(),
             FaultPlan {
                 fault: Fault::Reset,
-                after: Duration::from_secs(30),
+                after: Some(Duration::from_secs(30)),
                 every: None
             }
         );
         let plan = parse_fault("nak/10s").unwrap();
-        assert_eq!(plan.after, Duration::from_secs(10));
+        assert_eq!(plan.after, Some(Duration::from_secs(10)));
         assert_eq!(plan.every, Some(Duration::from_secs(10)));
         assert!(parse_fault("jam-silent").is_ok());
         assert!(parse_fault("explode").is_err());
