@@ -39,6 +39,10 @@ pub struct BluezSource {
     adapter: Adapter,
     events: Pin<Box<dyn Stream<Item = CentralEvent> + Send>>,
     health: tokio::time::Interval,
+    /// The health check under way. Kept here, not in [`AdvertSource::next`]'s future: the
+    /// driver drops that future whenever something else is due (a command, the presence
+    /// timer), and a check that takes longer than that gap would otherwise never finish.
+    checking: Option<Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>>,
 }
 
 /// The process's connection to the system bus and the id of the bus it was made on.
@@ -217,6 +221,7 @@ impl BluezSource {
             adapter,
             events,
             health,
+            checking: None,
         })
     }
 }
@@ -274,12 +279,25 @@ impl AdvertSource for BluezSource {
     fn next(&mut self) -> NextFuture<'_> {
         Box::pin(async move {
             loop {
+                let BluezSource {
+                    name,
+                    adapter,
+                    events,
+                    health,
+                    checking,
+                } = &mut *self;
                 let event = tokio::select! {
-                    event = self.events.next() => event.context(
+                    event = events.next() => event.context(
                         "BlueZ's event stream ended (bluetoothd restarted or the bus went away)",
                     )?,
-                    _ = self.health.tick() => {
-                        check(&self.adapter, &self.name).await?;
+                    _ = health.tick(), if checking.is_none() => {
+                        let (adapter, name) = (adapter.clone(), name.clone());
+                        *checking = Some(Box::pin(async move { check(&adapter, &name).await }));
+                        continue;
+                    }
+                    result = async { checking.as_mut().expect("guarded").await }, if checking.is_some() => {
+                        *checking = None;
+                        result?;
                         continue;
                     }
                 };
