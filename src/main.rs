@@ -783,7 +783,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 }
                 Command::Radio {
                     command: RadioCmd::Backup { name, out },
-                } => cli::radio_backup(&api, name, out.as_deref()).await,
+                } => fieldgate::api::cli_radio::radio_backup(&api, name, out.as_deref()).await,
                 Command::Radio {
                     command:
                         RadioCmd::Restore {
@@ -792,7 +792,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                             yes,
                             json,
                         },
-                } => cli::radio_restore(&api, name, input, *yes, *json).await,
+                } => fieldgate::api::cli_radio::radio_restore(&api, name, input, *yes, *json).await,
                 Command::Radio {
                     command: RadioCmd::RotateKey { name, json },
                 } => cli::radio_rotate_key(&api, name, *json).await,

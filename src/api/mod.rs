@@ -10,6 +10,7 @@ pub mod audit_cli;
 pub mod cli;
 pub mod cli_adopt;
 pub mod cli_block;
+pub mod cli_radio;
 pub mod client;
 mod listen;
 mod lora;
