@@ -46,14 +46,7 @@ pub async fn rotate_bindkey(api: &ApiClient, id: &str, bindkey: &str, as_json: b
             "set"
         }
     );
-    for r in v["coordinators"].as_array().cloned().unwrap_or_default() {
-        let mark = if r["ok"].as_bool() == Some(true) {
-            "ok"
-        } else {
-            "not yet"
-        };
-        crate::outln!("  {}: {mark} — {}", text(&r["radio"]), text(&r["detail"]));
-    }
+    print_radios(&v["coordinators"]);
     Ok(())
 }
 
@@ -77,7 +70,14 @@ pub async fn adopt(api: &ApiClient, id: &str, bindkey: Option<&str>, as_json: bo
         text(&v["lifecycle"]),
         text(&v["bindkey"])
     );
-    for r in v["radios"].as_array().cloned().unwrap_or_default() {
+    print_radios(&v["radios"]);
+    Ok(())
+}
+
+/// One line per radio that took the key: `ok`, or `not yet` with the radio's detail.
+fn print_radios(radios: &Value) {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    for r in radios.as_array().into_iter().flatten() {
         let mark = if r["ok"].as_bool() == Some(true) {
             "ok"
         } else {
@@ -85,5 +85,4 @@ pub async fn adopt(api: &ApiClient, id: &str, bindkey: Option<&str>, as_json: bo
         };
         crate::outln!("  {}: {mark} — {}", text(&r["radio"]), text(&r["detail"]));
     }
-    Ok(())
 }
