@@ -114,6 +114,24 @@ fn list_sql() -> String {
 /// top of them (listing one grew the daemon's RSS from 12 to 60 MB, kept by the
 /// allocator afterwards).
 pub fn list_json(conn: &Connection, f: &DeviceFilter) -> StoreResult<Vec<u8>> {
+    let mut out = Vec::new();
+    list_json_chunks(conn, f, usize::MAX, |chunk| {
+        out.extend_from_slice(&chunk);
+        true
+    })?;
+    Ok(out)
+}
+
+/// [`list_json`] handed out in chunks of about `chunk` bytes as rows are read, so
+/// a caller that sends them on (the API's response body) holds one chunk at a time,
+/// not the whole array. `emit` returns `false` to stop early (the client went away);
+/// the bytes emitted until then are a prefix of [`list_json`]'s.
+pub fn list_json_chunks(
+    conn: &Connection,
+    f: &DeviceFilter,
+    chunk: usize,
+    mut emit: impl FnMut(Vec<u8>) -> bool,
+) -> StoreResult<()> {
     let mut stmt = conn.prepare(&list_sql())?;
     let mut rows = stmt.query(params![
         f.lifecycle,
@@ -123,15 +141,21 @@ pub fn list_json(conn: &Connection, f: &DeviceFilter) -> StoreResult<Vec<u8>> {
         f.unhealthy
     ])?;
     let mut out = vec![b'['];
+    let mut first = true;
     while let Some(r) = rows.next()? {
-        if out.len() > 1 {
+        if !first {
             out.push(b',');
         }
+        first = false;
         serde_json::to_writer(&mut out, &from_row(r)?)
             .map_err(|e| super::StoreError::Invalid(e.to_string()))?;
+        if out.len() >= chunk && !emit(std::mem::take(&mut out)) {
+            return Ok(());
+        }
     }
     out.push(b']');
-    Ok(out)
+    emit(out);
+    Ok(())
 }
 
 /// Counts per lifecycle state.
@@ -460,6 +484,28 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&streamed).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 3);
         assert_eq!(v[0]["id"], "zigbee:0x0001");
+        // In chunks of any size the concatenation is the same bytes; each chunk but the
+        // last is at least the size asked for, and a stop leaves a prefix.
+        for size in [1, 10, 200, 1 << 20] {
+            let mut chunks = Vec::new();
+            list_json_chunks(&c, &empty, size, |ch| {
+                chunks.push(ch);
+                true
+            })
+            .unwrap();
+            assert_eq!(chunks.concat(), streamed, "chunk size {size}");
+            for ch in &chunks[..chunks.len() - 1] {
+                assert!(ch.len() >= size);
+            }
+        }
+        let mut first = Vec::new();
+        list_json_chunks(&c, &empty, 1, |ch| {
+            first.push(ch);
+            false
+        })
+        .unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(streamed.starts_with(&first[0]));
     }
 
     #[test]

@@ -515,3 +515,93 @@ fn half_sent_headers_are_cut_off() {
         "closed after {took:?}"
     );
 }
+
+/// A large registry is listed as it is read, not built whole first: the answer comes
+/// in chunks, parses as the same array the CLI shows, and a client that stops reading
+/// half-way leaves the daemon answering (its read snapshot released).
+#[test]
+fn a_large_device_list_is_streamed() {
+    use std::os::unix::net::UnixStream;
+    const N: usize = 3_000;
+    let mut d = TestDaemon::prepare(RADIO);
+    let db = d.db();
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let seed = db.clone();
+    std::thread::spawn(move || {
+        let s = store::Store::open(&seed, Default::default()).unwrap();
+        s.writer()
+            .write_blocking(|c| {
+                for i in 0..N {
+                    let addr = format!("0x00124b00{i:08x}");
+                    registry::insert(
+                        c,
+                        &registry::Device {
+                            id: format!("zigbee:{addr}"),
+                            protocol: "zigbee".into(),
+                            radio: "zb0".into(),
+                            native_address: addr,
+                            manufacturer: Some("LUMI".into()),
+                            model: Some("lumi.weather".into()),
+                            firmware: None,
+                            power_source: "battery".into(),
+                            capabilities: vec!["temperature".into()],
+                            last_state: json!({"temperature": 21.5, "humidity": 40}),
+                            lifecycle: "active".into(),
+                            first_seen: "2026-01-01T00:00:00.000Z".into(),
+                            last_seen: "2026-01-01T00:10:00.000Z".into(),
+                            health: json!({}),
+                            reachability: None,
+                            offline_after_ms: None,
+                        },
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    d.spawn();
+
+    let raw = |stop_after: Option<usize>| -> Vec<u8> {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.write_all(b"GET /v1/devices HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if stop_after.is_some_and(|k| out.len() >= k) {
+                break;
+            }
+        }
+        out
+    };
+    // Walk away after the first 16 KiB, several times over.
+    for _ in 0..3 {
+        raw(Some(16 * 1024));
+    }
+    let whole = raw(None);
+    let head_end = whole.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&whole[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+
+    let out = d.cli(&["devices", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), N);
+    assert_eq!(list[0]["id"], "zigbee:0x00124b0000000000");
+    assert_eq!(list[N - 1]["id"], format!("zigbee:0x00124b00{:08x}", N - 1));
+    assert_eq!(list[7]["last_state"]["humidity"], 40);
+
+    // The abandoned lists left nothing stuck behind them.
+    let out = d.cli(&["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
