@@ -605,6 +605,7 @@ async fn device_command(
             correlation_id: None,
             ttl,
             actor: peer.actor(),
+            reply_to: None,
         })
         .await?;
     device_answer(answer).await
@@ -644,6 +645,7 @@ async fn device_refresh(
             correlation_id: None,
             ttl,
             actor: peer.actor(),
+            reply_to: None,
         })
         .await?;
     device_answer(answer).await
