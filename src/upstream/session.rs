@@ -486,12 +486,6 @@ impl Session {
                 // An answer given later (a held request's `queued`, `delivered`, ...):
                 // addressed like one given at once, to the requester's Response Topic
                 // (checked again: the prefix may have changed) with its Correlation Data.
-                requests::count_refused_topic(
-                    &self.status,
-                    row.reply_to.as_ref(),
-                    &self.settings_topics,
-                    true,
-                );
                 let out = requests::address(
                     Outbound {
                         topic,
@@ -511,6 +505,14 @@ impl Session {
             };
             match self.client.try_publish(topic, row.retain, payload, &props) {
                 Ok(()) => {
+                    if answer {
+                        requests::count_refused_topic(
+                            &self.status,
+                            row.reply_to.as_ref(),
+                            &self.settings_topics,
+                            true,
+                        );
+                    }
                     self.window.handed_over(Some(msg));
                     self.status.published.fetch_add(1, Ordering::Relaxed);
                 }
