@@ -444,7 +444,7 @@ async fn mqtt5_held_requests_are_answered_later_on_the_response_topic() {
             .lock()
             .unwrap()
             .iter()
-            .find(|m| answer(r3.clone(), "delivered")(*m))
+            .find(|m| answer(r3.clone(), "delivered")(m))
             .cloned();
         if let Some(d) = got {
             break d;
