@@ -647,6 +647,7 @@ async fn device_command(
             correlation_id: None,
             ttl,
             actor: peer.actor(),
+            reply_to: None,
         })
         .await?;
     device_answer(answer).await
@@ -686,6 +687,7 @@ async fn device_refresh(
             correlation_id: None,
             ttl,
             actor: peer.actor(),
+            reply_to: None,
         })
         .await?;
     device_answer(answer).await

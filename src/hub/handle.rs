@@ -34,7 +34,8 @@ impl DeviceAction {
 /// Who asked, and so who is told when a held request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestOrigin {
-    /// An MQTT request: the outcome is published on `response/<operation>`.
+    /// An MQTT request: the outcome is published on `response/<operation>` (or the
+    /// request's MQTT 5 Response Topic).
     Mqtt,
     /// The local API: the outcome is in the audit log and the device's events.
     Api,
@@ -59,6 +60,9 @@ pub struct DeviceRequest {
     /// How long to hold it for a sleeping device (default [`DEFAULT_REQUEST_TTL_S`]).
     pub ttl: Option<Duration>,
     pub actor: String,
+    /// An MQTT 5 request's Response Topic and Correlation Data: its answers through
+    /// the outbox (`queued`, then `delivered`, ...) go there.
+    pub reply_to: Option<crate::store::outbox::ReplyTo>,
 }
 
 /// A request held for a sleeping device.

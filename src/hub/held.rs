@@ -101,7 +101,12 @@ pub(super) fn finish_held(
             error.map(|(code, message)| json!({"code": code, "message": message})),
             gw,
         );
-        outbox::append_response(c, &format!("response/{}", req.operation), body)?;
+        outbox::append_response(
+            c,
+            &format!("response/{}", req.operation),
+            body,
+            req.reply_to.as_ref(),
+        )?;
     }
     Ok(())
 }
@@ -134,6 +139,7 @@ impl Hub {
                         origin: req.origin.as_str(),
                         actor: &req.actor,
                         expires,
+                        reply_to: req.reply_to.as_ref(),
                     },
                 )?;
                 let queued = QueuedRequest {
@@ -166,8 +172,12 @@ impl Hub {
                         None,
                         &gw,
                     );
-                    let (_, payload) =
-                        outbox::append_response(c, &format!("response/{operation}"), body)?;
+                    let (_, payload) = outbox::append_response(
+                        c,
+                        &format!("response/{operation}"),
+                        body,
+                        req.reply_to.as_ref(),
+                    )?;
                     Some(payload)
                 } else {
                     None

@@ -62,6 +62,16 @@ pub struct NewMessage {
     pub event_time: SystemTime,
 }
 
+/// Where an MQTT 5 requester asked for its answer: the request's Response Topic and
+/// Correlation Data (bytes, copied as they came). Kept with a held request and with
+/// the answers it gets later through the outbox; the publisher checks the topic
+/// again before using it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub topic: String,
+    pub correlation_data: Option<Vec<u8>>,
+}
+
 /// A queued message, as read back for publishing. Most rows hold one message; a
 /// row written by [`append_batch`] holds several, with consecutive seqs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -80,6 +90,9 @@ pub struct OutboxRow {
     #[serde(skip)]
     pub payload: Vec<u8>,
     pub created_ms: i64,
+    /// A [`MessageKind::Response`] to an MQTT 5 request that named its Response Topic.
+    #[serde(skip)]
+    pub reply_to: Option<ReplyTo>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
@@ -328,10 +341,14 @@ fn next_seq(conn: &Connection) -> StoreResult<i64> {
     Ok(last.unwrap_or(0) + 1)
 }
 
+/// Appends the answer to a request inside the caller's transaction: `topic` (under
+/// the prefix) is where it goes on MQTT 3.1.1 or without `reply_to`. Returns its
+/// `seq` and payload.
 pub fn append_response(
     conn: &Connection,
     topic: &str,
     mut response: serde_json::Value,
+    reply_to: Option<&ReplyTo>,
 ) -> StoreResult<(i64, Vec<u8>)> {
     let seq = next_seq(conn)?;
     let msg_id = uuid::Uuid::now_v7().to_string();
@@ -343,8 +360,9 @@ pub fn append_response(
     let payload =
         serde_json::to_vec(&response).map_err(|e| super::StoreError::Invalid(e.to_string()))?;
     conn.prepare_cached(
-        "INSERT INTO outbox (id, msg_id, kind, device_id, topic, payload, retain, created_ms)
-         VALUES (?1, ?2, ?3, NULL, ?4, ?5, 0, ?6)",
+        "INSERT INTO outbox (id, msg_id, kind, device_id, topic, payload, retain, created_ms,
+                             response_topic, correlation_data)
+         VALUES (?1, ?2, ?3, NULL, ?4, ?5, 0, ?6, ?7, ?8)",
     )?
     .execute(params![
         seq,
@@ -353,6 +371,8 @@ pub fn append_response(
         topic,
         payload,
         millis(SystemTime::now()),
+        reply_to.map(|r| r.topic.as_str()),
+        reply_to.and_then(|r| r.correlation_data.as_deref()),
     ])?;
     Ok((seq, payload))
 }
@@ -381,7 +401,8 @@ pub fn append_bridged(conn: &Connection, topic: &str, payload: &[u8]) -> StoreRe
 pub fn pending(conn: &Connection, after_seq: i64, limit: usize) -> StoreResult<Vec<OutboxRow>> {
     // A row starts at most MAX_ROW_MESSAGES - 1 seqs before the first message wanted.
     let mut stmt = conn.prepare_cached(
-        "SELECT id, msg_id, kind, topic, retain, payload, created_ms, messages FROM outbox
+        "SELECT id, msg_id, kind, topic, retain, payload, created_ms, messages,
+                response_topic, correlation_data FROM outbox
          WHERE id > ?1 - ?2 AND id + messages - 1 > ?1 ORDER BY id ASC",
     )?;
     let mut rows = stmt.query(params![after_seq, MAX_ROW_MESSAGES as i64])?;
@@ -407,6 +428,15 @@ fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<(OutboxRow, i64)> {
             retain: r.get(4)?,
             payload: r.get(5)?,
             created_ms: r.get(6)?,
+            reply_to: r
+                .get::<_, Option<String>>(8)?
+                .map(|topic| -> rusqlite::Result<ReplyTo> {
+                    Ok(ReplyTo {
+                        topic,
+                        correlation_data: r.get(9)?,
+                    })
+                })
+                .transpose()?,
         },
         r.get(7)?,
     ))
@@ -461,6 +491,7 @@ fn expand((row, messages): (OutboxRow, i64), after: i64, out: &mut Vec<OutboxRow
             retain: row.retain,
             payload: part.to_vec(),
             created_ms: row.created_ms,
+            reply_to: None,
         });
     }
 }
@@ -546,7 +577,8 @@ pub fn surely_within(
 /// The most recent messages, newest last (for the demo and `status`).
 pub fn recent(conn: &Connection, limit: usize) -> StoreResult<Vec<OutboxRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, msg_id, kind, topic, retain, payload, created_ms, messages FROM outbox
+        "SELECT id, msg_id, kind, topic, retain, payload, created_ms, messages,
+                response_topic, correlation_data FROM outbox
          ORDER BY id DESC LIMIT ?1",
     )?;
     let mut rows: Vec<(OutboxRow, i64)> = stmt

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::outbox::ReplyTo;
 use super::StoreResult;
 use crate::model::{rfc3339, DeviceId};
 
@@ -29,6 +30,9 @@ pub struct PendingRequest {
     pub command_id: Option<String>,
     pub created_at: String,
     pub expires_at: String,
+    /// An MQTT 5 request's Response Topic and Correlation Data: where its later
+    /// answers go.
+    pub reply_to: Option<ReplyTo>,
 }
 
 /// A request to hold.
@@ -41,6 +45,7 @@ pub struct NewRequest<'a> {
     pub origin: &'a str,
     pub actor: &'a str,
     pub expires: SystemTime,
+    pub reply_to: Option<&'a ReplyTo>,
 }
 
 pub fn millis(t: SystemTime) -> i64 {
@@ -50,7 +55,7 @@ pub fn millis(t: SystemTime) -> i64 {
 }
 
 const COLUMNS: &str = "id, device_id, correlation_id, operation, command, origin, actor, state, \
-                       command_id, created_at, expires_at";
+                       command_id, created_at, expires_at, response_topic, correlation_data";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<PendingRequest> {
     let command: String = r.get(4)?;
@@ -66,6 +71,15 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<PendingRequest> {
         command_id: r.get(8)?,
         created_at: r.get(9)?,
         expires_at: r.get(10)?,
+        reply_to: r
+            .get::<_, Option<String>>(11)?
+            .map(|topic| -> rusqlite::Result<ReplyTo> {
+                Ok(ReplyTo {
+                    topic,
+                    correlation_data: r.get(12)?,
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -74,8 +88,9 @@ pub fn insert(conn: &Connection, r: &NewRequest<'_>) -> StoreResult<PendingReque
     let now = SystemTime::now();
     conn.prepare_cached(
         "INSERT INTO device_requests (device_id, correlation_id, operation, command, origin, actor,
-                                      created_at, expires_at, expires_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                      created_at, expires_at, expires_ms, response_topic,
+                                      correlation_data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         r.device.as_str(),
@@ -87,6 +102,8 @@ pub fn insert(conn: &Connection, r: &NewRequest<'_>) -> StoreResult<PendingReque
         rfc3339(now),
         rfc3339(r.expires),
         millis(r.expires),
+        r.reply_to.map(|t| t.topic.as_str()),
+        r.reply_to.and_then(|t| t.correlation_data.as_deref()),
     ])?;
     let id = conn.last_insert_rowid();
     get(conn, id)?.ok_or_else(|| super::StoreError::Invalid("held request vanished".into()))
@@ -259,6 +276,7 @@ mod tests {
             origin: "mqtt",
             actor: "mqtt:cloud",
             expires,
+            reply_to: None,
         };
         let a = insert(&c, &mk("a", later)).unwrap();
         let b = insert(&c, &mk("b", soon)).unwrap();
@@ -293,5 +311,91 @@ mod tests {
         assert!(take_by_command_id(&c, "cmd-a").unwrap().is_none());
         assert!(all(&c).unwrap().is_empty());
         assert_eq!(summary(&c).unwrap(), HeldSummary::default());
+    }
+
+    #[test]
+    fn a_held_request_keeps_its_response_topic_and_binary_correlation_data() {
+        let c = db();
+        let dev = DeviceId("zigbee:0x2".into());
+        let cmd = serde_json::json!({"on": true});
+        let reply = ReplyTo {
+            topic: "app/replies/7".into(),
+            correlation_data: Some(vec![0, 0xff, b'x', 0]),
+        };
+        let held = insert(
+            &c,
+            &NewRequest {
+                device: &dev,
+                correlation_id: Some("r7"),
+                operation: "set",
+                command: &cmd,
+                origin: "mqtt",
+                actor: "mqtt:cloud",
+                expires: SystemTime::now() + Duration::from_secs(60),
+                reply_to: Some(&reply),
+            },
+        )
+        .unwrap();
+        assert_eq!(held.reply_to.as_ref(), Some(&reply));
+        let stored: String = c
+            .query_row(
+                "SELECT typeof(correlation_data) FROM device_requests WHERE id = ?1",
+                [held.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, "blob");
+        assert!(mark_sent(&c, held.id, "cmd-7").unwrap());
+        let done = take_by_command_id(&c, "cmd-7").unwrap().unwrap();
+        assert_eq!(done.reply_to, Some(reply));
+    }
+
+    #[test]
+    fn held_requests_and_answers_from_before_the_migration_read_back_without_a_reply_topic() {
+        let mut c = Connection::open_in_memory().unwrap();
+        let m = super::super::schema::migrations();
+        let latest = {
+            let t = super::super::schema::in_memory_for_tests();
+            match m.current_version(&t).unwrap() {
+                rusqlite_migration::SchemaVersion::Inside(v) => usize::from(v),
+                other => panic!("{other:?}"),
+            }
+        };
+        m.to_version(&mut c, latest - 1).unwrap();
+        c.execute(
+            "INSERT INTO device_requests (device_id, correlation_id, operation, command, origin,
+                                          actor, created_at, expires_at, expires_ms)
+             VALUES ('zigbee:0x3', 'old', 'set', '{}', 'mqtt', 'mqtt:cloud', 't', 't', 1)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO outbox (msg_id, kind, topic, payload, retain, created_ms)
+             VALUES ('m', 'response', 'response/set', X'7B7D', 0, 1)",
+            [],
+        )
+        .unwrap();
+        m.to_latest(&mut c).unwrap();
+        let old = all(&c).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].reply_to, None);
+        let rows = super::super::outbox::pending(&c, 0, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].reply_to, None);
+        // New answers keep the requester's address.
+        let reply = ReplyTo {
+            topic: "app/r".into(),
+            correlation_data: Some(vec![1, 2, 3]),
+        };
+        super::super::outbox::append_response(
+            &c,
+            "response/set",
+            serde_json::json!({"status": "queued"}),
+            Some(&reply),
+        )
+        .unwrap();
+        let rows = super::super::outbox::pending(&c, 0, 10).unwrap();
+        assert_eq!(rows[1].reply_to, Some(reply));
+        assert_eq!(rows[1].topic, "response/set");
     }
 }

@@ -203,6 +203,17 @@ CREATE TABLE device_blocks (
         // knows (a BLE advertiser's own interval): ms, 0 for never (it speaks only when
         // something happens); NULL leaves it to the policy's power-source timeouts.
         M::up("ALTER TABLE devices ADD COLUMN offline_after_ms INTEGER;"),
+        // Where an MQTT 5 requester wants its answers: the request's Response Topic and
+        // Correlation Data (bytes), kept with a held request and with each answer it
+        // gets later through the outbox. NULL: `response/<operation>`.
+        M::up(
+            r#"
+ALTER TABLE device_requests ADD COLUMN response_topic TEXT;
+ALTER TABLE device_requests ADD COLUMN correlation_data BLOB;
+ALTER TABLE outbox ADD COLUMN response_topic TEXT;
+ALTER TABLE outbox ADD COLUMN correlation_data BLOB;
+"#,
+        ),
     ])
 }
 

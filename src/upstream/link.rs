@@ -178,12 +178,9 @@ fn v5_qos(q: QoS) -> rumqttc::v5::mqttbytes::QoS {
     }
 }
 
-/// Where the requester wants its answer (MQTT 5 Response Topic and Correlation Data).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplyTo {
-    pub topic: String,
-    pub correlation_data: Option<Vec<u8>>,
-}
+/// Where the requester wants its answer (MQTT 5 Response Topic and Correlation Data);
+/// the store keeps it with answers given later.
+pub use crate::store::outbox::ReplyTo;
 
 /// A message from the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]

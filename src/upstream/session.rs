@@ -18,6 +18,7 @@
 //! DISCONNECT, then one connect with the new identity; if that is refused the
 //! old identity is put back at once and the broker is connected to again.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -363,6 +364,12 @@ impl Session {
             return;
         };
         self.status.count_request(code);
+        requests::count_refused_topic(
+            &self.status,
+            reply_to.as_ref(),
+            &self.settings_topics,
+            self.v5,
+        );
         self.refusals.push(requests::refusal(
             &self.gateway_id,
             &self.settings_topics,
@@ -444,7 +451,18 @@ impl Session {
                 self.window.skip(row.seq);
                 continue;
             }
-            if row.payload.len() + row.topic.len() + 64 > self.max_outgoing {
+            // An MQTT 5 answer also carries its Response Topic, Correlation Data and
+            // user properties (the reason string is no longer than the payload).
+            let answer = self.v5 && row.kind == outbox::MessageKind::Response.as_str();
+            let extra = if answer {
+                row.payload.len()
+                    + row.reply_to.as_ref().map_or(0, |r| {
+                        r.topic.len() + r.correlation_data.as_ref().map_or(0, Vec::len)
+                    })
+            } else {
+                0
+            };
+            if row.payload.len() + row.topic.len() + extra + 64 > self.max_outgoing {
                 tracing::error!(seq = row.seq, bytes = row.payload.len(), kind = %row.kind, "outbox row too large to publish: removed");
                 self.status.undeliverable.fetch_add(1, Ordering::Relaxed);
                 self.status.set_alarm(Some(format!(
@@ -464,16 +482,37 @@ impl Session {
                 self.settings_topics.outbox(&row.topic)
             };
             let msg = msg_of(&row);
-            let props = if row.kind == "telemetry" {
-                &self.telemetry_props
+            let (topic, payload, props) = if answer {
+                // An answer given later (a held request's `queued`, `delivered`, ...):
+                // addressed like one given at once, to the requester's Response Topic
+                // (checked again: the prefix may have changed) with its Correlation Data.
+                let out = requests::address(
+                    Outbound {
+                        topic,
+                        payload: row.payload,
+                        retain: row.retain,
+                        props: Props::default(),
+                    },
+                    row.reply_to.as_ref(),
+                    &self.settings_topics,
+                    true,
+                );
+                (out.topic, out.payload, Cow::Owned(out.props))
+            } else if row.kind == "telemetry" {
+                (topic, row.payload, Cow::Borrowed(&self.telemetry_props))
             } else {
-                &Props::default()
+                (topic, row.payload, Cow::Owned(Props::default()))
             };
-            match self
-                .client
-                .try_publish(topic, row.retain, row.payload, props)
-            {
+            match self.client.try_publish(topic, row.retain, payload, &props) {
                 Ok(()) => {
+                    if answer {
+                        requests::count_refused_topic(
+                            &self.status,
+                            row.reply_to.as_ref(),
+                            &self.settings_topics,
+                            true,
+                        );
+                    }
                     self.window.handed_over(Some(msg));
                     self.status.published.fetch_add(1, Ordering::Relaxed);
                 }

@@ -772,6 +772,7 @@ async fn held_request(walk: &Walk, sleeper: &str) {
             origin: RequestOrigin::Api,
             correlation_id: None,
             ttl: Some(Duration::from_secs(60)),
+            reply_to: None,
         })
         .await
         .expect("the request is taken");

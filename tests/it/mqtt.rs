@@ -1709,6 +1709,8 @@ pub(crate) mod device_requests {
         pub(crate) broker_url: Option<String>,
         /// The emulator's devices (default: one of each kind).
         pub(crate) devices: Option<Vec<(DeviceKind, fieldgate_zigbee::IeeeAddr)>>,
+        /// `[upstream]` lines besides the url, client id and prefix (e.g. `protocol = 5`).
+        pub(crate) upstream: String,
     }
 
     impl Site {
@@ -1742,11 +1744,12 @@ pub(crate) mod device_requests {
             let b = broker();
             let prefix = format!("fgtest/{}", unique("req"));
             let mut daemon = TestDaemon::prepare(&format!(
-                "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"{}\"\n\n[radio.options]\n{FAST}{}\n[upstream]\nurl = \"{}\"\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\n",
+                "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"{}\"\n\n[radio.options]\n{FAST}{}\n[upstream]\nurl = \"{}\"\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\n{}\n",
                 pty.path().display(),
                 cfg.radio_options,
                 cfg.broker_url.unwrap_or_else(|| b.url()),
-                unique("fgr")
+                unique("fgr"),
+                cfg.upstream,
             ));
             let text = std::fs::read_to_string(&daemon.config).expect("config");
             let gateway = format!(
@@ -1871,7 +1874,7 @@ pub(crate) mod device_requests {
                 .unwrap_or_default()
         }
 
-        fn sigkill_and_restart(&mut self) {
+        pub(crate) fn sigkill_and_restart(&mut self) {
             let child = self.daemon.child.take().expect("running");
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child.id() as i32),

@@ -13,6 +13,7 @@ use super::{read, Rejection, Request, RequestContext};
 use crate::hub::{DeviceAction, DeviceAnswer, DeviceRequest, HubError, RequestOrigin};
 use crate::model::{DeviceId, Lifecycle, RadioState};
 use crate::store::{names, registry};
+use crate::upstream::link::ReplyTo;
 
 /// How long a `get` of an awake device may take before it is answered `device_timeout`
 /// (the radio driver gives up earlier and reports what it could read).
@@ -50,6 +51,7 @@ async fn device_request(
     ttl_s: Option<u64>,
     actor: &str,
     correlation_id: Option<String>,
+    reply_to: Option<&ReplyTo>,
 ) -> Result<Reply, Rejection> {
     let answer = ctx
         .hub
@@ -60,6 +62,7 @@ async fn device_request(
             correlation_id,
             ttl: ttl_s.map(Duration::from_secs),
             actor: actor.to_string(),
+            reply_to: reply_to.cloned(),
         })
         .await?;
     match answer {
@@ -97,6 +100,7 @@ pub(super) async fn execute(
     req: Request,
     actor: &str,
     correlation_id: Option<String>,
+    reply_to: Option<&ReplyTo>,
 ) -> Result<Reply, Rejection> {
     match req {
         Request::Set {
@@ -114,6 +118,7 @@ pub(super) async fn execute(
                 ttl_s,
                 actor,
                 correlation_id,
+                reply_to,
             )
             .await
         }
@@ -132,6 +137,7 @@ pub(super) async fn execute(
                 ttl_s,
                 actor,
                 correlation_id,
+                reply_to,
             )
             .await?;
             if let Reply::Data(data) = &reply {

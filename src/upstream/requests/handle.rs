@@ -12,16 +12,19 @@ use crate::hub::response_body;
 use crate::store;
 use crate::store::audit::{AuditEntry, Outcome};
 use crate::store::replay::{self, Seen};
+use crate::upstream::link::ReplyTo;
 use crate::upstream::topics::response_level;
 
 /// Validates, authorizes, executes and audits one request; returns its response, or
-/// `None` when the response went into the outbox instead.
+/// `None` when the response went into the outbox instead (with `reply_to`, so it
+/// reaches an MQTT 5 requester's Response Topic too).
 pub(super) async fn handle(
     ctx: &RequestContext,
     operation: &str,
     payload: &[u8],
     retained: bool,
     topic_device: Option<&str>,
+    reply_to: Option<&ReplyTo>,
 ) -> Option<Outbound> {
     let mut parsed = super::parse::parse_for(operation, payload, topic_device);
     let level = response_level(operation).to_string();
@@ -98,7 +101,10 @@ pub(super) async fn handle(
         Err(_) => ctx.gateway_id.to_string(),
     };
     let result = match parsed.request.clone() {
-        Ok(req) => execute(ctx, req, &actor, parsed.correlation_id.clone()).await,
+        Ok(req) => {
+            let cid = parsed.correlation_id.clone();
+            execute(ctx, req, &actor, cid, reply_to).await
+        }
         Err(r) => Err(r),
     };
     let (status, outcome, code) = match &result {

@@ -134,7 +134,18 @@ pub async fn serve(
         let (ctx, outbound) = (ctx.clone(), outbound.clone());
         tokio::spawn(async move {
             while let Some((topic, operation, payload, retained, reply_to)) = lane.recv().await {
-                let out = handle(&ctx, &operation, &payload, retained, None).await;
+                let out = handle(
+                    &ctx,
+                    &operation,
+                    &payload,
+                    retained,
+                    None,
+                    reply_to.as_ref(),
+                )
+                .await;
+                if out.is_some() {
+                    count_refused_topic(&ctx.status, reply_to.as_ref(), &ctx.topics, ctx.v5);
+                }
                 let out = out.map(|o| address(o, reply_to.as_ref(), &ctx.topics, ctx.v5));
                 if answer(&outbound, out, &topic, retained).await.is_err() {
                     break;
@@ -188,7 +199,18 @@ pub async fn serve(
                 reply_to,
             } => {
                 // `None`: answered through the outbox (a request held for a sleeping device).
-                let out = handle(&ctx, &operation, &payload, retained, device.as_deref()).await;
+                let out = handle(
+                    &ctx,
+                    &operation,
+                    &payload,
+                    retained,
+                    device.as_deref(),
+                    reply_to.as_ref(),
+                )
+                .await;
+                if out.is_some() {
+                    count_refused_topic(&ctx.status, reply_to.as_ref(), &ctx.topics, ctx.v5);
+                }
                 let out = out.map(|o| address(o, reply_to.as_ref(), &ctx.topics, ctx.v5));
                 if answer(&outbound, out, &topic, retained).await.is_err() {
                     break;
@@ -249,6 +271,19 @@ pub fn response_topic_refusal(topic: &str, topics: &Topics) -> Option<&'static s
         return Some("the response topic is one of the gateway's own topics");
     }
     None
+}
+
+/// Counts an MQTT 5 answer whose Response Topic is not used (`response_topic_refused`
+/// in `upstream.requests`, next to the request outcomes).
+pub fn count_refused_topic(
+    status: &UpstreamStatus,
+    reply_to: Option<&ReplyTo>,
+    topics: &Topics,
+    v5: bool,
+) {
+    if v5 && reply_to.is_some_and(|r| response_topic_refusal(&r.topic, topics).is_some()) {
+        status.count_request("response_topic_refused");
+    }
 }
 
 /// Addresses an answer for MQTT 5: to the requester's Response Topic with its

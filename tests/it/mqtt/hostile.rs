@@ -5,13 +5,24 @@
 //! request, one audit record per request, the gateway still connected (never a
 //! reconnect) and still publishing.
 //!
+//! The suite runs over MQTT 3.1.1 and over MQTT 5. Over MQTT 5 every request names
+//! its own Response Topic and Correlation Data, and then come the abuses only MQTT 5
+//! allows: Response Topics with wildcards, NUL, too long or among the gateway's own
+//! topics, Correlation Data as large as MQTT allows, floods of user properties, a
+//! payload format indicator or a content type that lies, topic aliases. A broker may
+//! refuse some of those itself (the gateway then never sees them); what reaches the
+//! gateway gets its answer.
+//!
 //! Runs on the embedded rumqttd, and on mosquitto with `FIELDGATE_TEST_BROKER`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fieldgate::model::{DeviceEventKind, DeviceId};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::json;
 
 use super::{broker, fast, reading, unique, until, Probe, Rig};
@@ -503,17 +514,9 @@ fn mqtt_audit(rig: &Rig) -> Vec<(String, String, String, Option<String>)> {
         .unwrap()
 }
 
-fn is_answer_count(m: &[super::Msg]) -> usize {
-    m.iter().filter(|m| m.topic.contains("/response/")).count()
-}
-
-fn answers_so_far(probe: &Probe) -> usize {
-    is_answer_count(&probe.messages())
-}
-
 /// Whether `topic` holds a retained message (a fresh subscriber gets it at once).
-async fn retained_on(topic: &str) -> bool {
-    let probe = Probe::connect(broker(), &[topic.to_string()]).await;
+async fn retained_on(version: Version, topic: &str) -> bool {
+    let probe = Wire::connect(version, version.broker(), &[topic.to_string()]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     probe
         .messages()
@@ -533,24 +536,464 @@ async fn joined_device(rig: &Rig, addr: &str) {
     .await;
 }
 
+/// The MQTT version the suite's clients and the gateway speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V4,
+    V5,
+}
+
+impl Version {
+    fn broker(self) -> &'static super::BrokerAddr {
+        match self {
+            Version::V4 => broker(),
+            Version::V5 => super::v5::broker_v5(),
+        }
+    }
+}
+
+/// A message a [`Wire`] heard, with its MQTT 5 properties.
+#[derive(Debug, Clone)]
+struct Heard {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+    props: PublishProperties,
+}
+
+impl Heard {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "{} is not JSON ({e}): {:?}",
+                self.topic,
+                String::from_utf8_lossy(&self.payload)
+            )
+        })
+    }
+
+    fn user(&self, key: &str) -> Option<&str> {
+        self.props
+            .user_properties
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+enum AnyClient {
+    V4(AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+/// A test client of either version: publishes raw requests (up to 4 MB, any retain
+/// flag, MQTT 5 properties), records what arrives on its filters, and counts what
+/// the broker refused it (an MQTT 5 PUBACK with a failure reason, a DISCONNECT, a
+/// dropped connection).
+struct Wire {
+    client: AnyClient,
+    got: Arc<Mutex<Vec<Heard>>>,
+    refused: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Wire {
+    async fn connect(version: Version, addr: &super::BrokerAddr, filters: &[String]) -> Wire {
+        const MAX: usize = 4 * 1024 * 1024;
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(1);
+        let (sink, failures) = (got.clone(), refused.clone());
+        let wanted = filters.len();
+        let (client, task) = match version {
+            Version::V4 => {
+                let mut opts = MqttOptions::new(unique("hostile"), &addr.host, addr.port);
+                opts.set_keep_alive(Duration::from_secs(30));
+                opts.set_max_packet_size(MAX, MAX);
+                opts.set_inflight(1000);
+                let (client, mut el) = AsyncClient::new(opts, 10_000);
+                let task = tokio::spawn(async move {
+                    let mut subacks = 0;
+                    loop {
+                        match el.poll().await {
+                            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                                sink.lock().unwrap().push(Heard {
+                                    topic: p.topic.clone(),
+                                    payload: p.payload.to_vec(),
+                                    retain: p.retain,
+                                    props: PublishProperties::default(),
+                                })
+                            }
+                            Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                                subacks += 1;
+                                if subacks == wanted {
+                                    let _ = ready_tx.send(()).await;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => {
+                                failures.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(50)).await
+                            }
+                        }
+                    }
+                });
+                (AnyClient::V4(client), task)
+            }
+            Version::V5 => {
+                use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+                let mut opts =
+                    rumqttc::v5::MqttOptions::new(unique("hostile5"), &addr.host, addr.port);
+                opts.set_keep_alive(Duration::from_secs(30));
+                opts.set_max_packet_size(Some(MAX as u32));
+                opts.set_outgoing_inflight_upper_limit(1000);
+                let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 10_000);
+                let task = tokio::spawn(async move {
+                    let mut subacks = 0;
+                    loop {
+                        match el.poll().await {
+                            Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p))) => {
+                                sink.lock().unwrap().push(Heard {
+                                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                                    payload: p.payload.to_vec(),
+                                    retain: p.retain,
+                                    props: p.properties.unwrap_or_default(),
+                                })
+                            }
+                            Ok(rumqttc::v5::Event::Incoming(Packet::SubAck(_))) => {
+                                subacks += 1;
+                                if subacks == wanted {
+                                    let _ = ready_tx.send(()).await;
+                                }
+                            }
+                            Ok(rumqttc::v5::Event::Incoming(Packet::PubAck(a)))
+                                if !matches!(
+                                    a.reason,
+                                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                                ) =>
+                            {
+                                failures.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(rumqttc::v5::Event::Incoming(Packet::Disconnect(_))) => {
+                                failures.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(_) => {}
+                            Err(_) => {
+                                failures.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(50)).await
+                            }
+                        }
+                    }
+                });
+                (AnyClient::V5(client), task)
+            }
+        };
+        for f in filters {
+            match &client {
+                AnyClient::V4(c) => c
+                    .subscribe(f.clone(), QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| e.to_string()),
+                AnyClient::V5(c) => c
+                    .subscribe(f.clone(), rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| e.to_string()),
+            }
+            .expect("subscribe");
+        }
+        if wanted > 0 {
+            tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
+                .await
+                .expect("subscribed in time");
+        }
+        Wire {
+            client,
+            got,
+            refused,
+            task,
+        }
+    }
+
+    /// A QoS 1 publish; `props` only on MQTT 5.
+    async fn publish(
+        &self,
+        topic: &str,
+        retain: bool,
+        payload: Vec<u8>,
+        props: Option<PublishProperties>,
+    ) {
+        match &self.client {
+            AnyClient::V4(c) => c
+                .publish(topic, QoS::AtLeastOnce, retain, payload)
+                .await
+                .expect("publish"),
+            AnyClient::V5(c) => {
+                let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+                match props {
+                    Some(props) => c
+                        .publish_with_properties(topic, qos, retain, payload, props)
+                        .await
+                        .expect("publish"),
+                    None => c
+                        .publish(topic, qos, retain, payload)
+                        .await
+                        .expect("publish"),
+                }
+            }
+        }
+    }
+
+    fn messages(&self) -> Vec<Heard> {
+        self.got.lock().unwrap().clone()
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    async fn wait_for(&self, what: &str, limit: Duration, mut f: impl FnMut(&[Heard]) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !f(&self.messages()) {
+            if Instant::now() > deadline {
+                let got = self.messages();
+                let topics: Vec<&str> = got
+                    .iter()
+                    .rev()
+                    .take(20)
+                    .map(|m| m.topic.as_str())
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}; {} messages, the last: {topics:?}",
+                    got.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Nothing hostile comes back: no NUL, no bidi control in any answer.
+fn assert_clean(what: &str, payload: &[u8]) {
+    let text = String::from_utf8_lossy(payload);
+    assert!(
+        !text.chars().any(|ch| ch == '\0'
+            || ('\u{202a}'..='\u{202e}').contains(&ch)
+            || ('\u{2066}'..='\u{2069}').contains(&ch)),
+        "{what}: {text}"
+    );
+}
+
+/// Checks an answer's body, and on MQTT 5 its outcome user properties.
+fn assert_answer(what: &str, m: &Heard, code: &str, v5: bool) {
+    let v = m.json();
+    if code == "ok" {
+        assert_eq!(v["status"], "ok", "{what}: {v}");
+    } else {
+        assert_eq!(v["status"], "error", "{what}: {v}");
+        assert_eq!(v["error"]["code"], code, "{what}: {v}");
+    }
+    if v5 {
+        assert_eq!(m.user("status"), v["status"].as_str(), "{what}: {m:?}");
+        assert_eq!(m.user("code"), v["error"]["code"].as_str(), "{what}: {m:?}");
+        assert_eq!(
+            m.props.content_type.as_deref(),
+            Some("application/json"),
+            "{what}"
+        );
+    }
+    assert_clean(what, &m.payload);
+}
+
+/// An abuse only MQTT 5 allows: a request with hostile properties.
+struct V5Case {
+    name: &'static str,
+    /// The topic (empty with a topic alias).
+    topic: String,
+    payload: Vec<u8>,
+    props: PublishProperties,
+    /// Sent on the previous case's connection (a topic alias it set up).
+    same_connection: bool,
+    /// Where the answer goes and the code it carries.
+    answer_topic: String,
+    code: &'static str,
+    /// The answer says the Response Topic was not used.
+    topic_refused: bool,
+    /// The broker may refuse it (a protocol error, a payload that is not what its
+    /// format indicator says): then the gateway never sees it.
+    broker_may_refuse: bool,
+}
+
+fn v5_cases(p: &str, replies: &str) -> Vec<V5Case> {
+    let info = format!("{p}/request/info");
+    let own = format!("{p}/response/info");
+    let reply = |topic: String, corr: &[u8]| PublishProperties {
+        response_topic: Some(topic),
+        correlation_data: Some(corr.to_vec().into()),
+        ..Default::default()
+    };
+    let base = |name: &'static str, props: PublishProperties, answer_topic: String| V5Case {
+        name,
+        topic: info.clone(),
+        payload: body(name, json!({})),
+        props,
+        same_connection: false,
+        answer_topic,
+        code: "ok",
+        topic_refused: false,
+        broker_may_refuse: false,
+    };
+    let mut c = Vec::new();
+    // Response Topics the gateway must not publish on: answered on response/<op>.
+    for (name, topic, broker_may_refuse) in [
+        ("response topic +", format!("{replies}/+/x"), true),
+        ("response topic #", format!("{replies}/#"), true),
+        ("response topic NUL", format!("{replies}/a\0b"), true),
+        (
+            "response topic: the status topic",
+            format!("{p}/status"),
+            false,
+        ),
+        (
+            "response topic: a device command topic",
+            format!("{p}/device/zigbee:0xaaaa/set"),
+            false,
+        ),
+        ("response topic: the prefix", p.to_string(), false),
+        (
+            "response topic of 5,000 bytes",
+            format!("{replies}/{}", "x".repeat(5000)),
+            false,
+        ),
+    ] {
+        let mut k = base(name, reply(topic, name.as_bytes()), own.clone());
+        k.topic_refused = true;
+        k.broker_may_refuse = broker_may_refuse;
+        c.push(k);
+    }
+    // Correlation Data as large as MQTT allows, binary.
+    let huge: Vec<u8> = (0..65_535u32).map(|i| (i % 251) as u8).collect();
+    c.push(base(
+        "correlation data of 65,535 bytes",
+        reply(format!("{replies}/huge"), &huge),
+        format!("{replies}/huge"),
+    ));
+    // Correlation Data without a Response Topic: response/<op>.
+    c.push(base(
+        "correlation data alone",
+        PublishProperties {
+            correlation_data: Some(b"alone".to_vec().into()),
+            ..Default::default()
+        },
+        own.clone(),
+    ));
+    // User properties: a flood of small ones, then 1.2 MB of large ones.
+    let mut flood = reply(format!("{replies}/flood"), b"flood");
+    flood.user_properties = (0..10_000)
+        .map(|i| (format!("k{i}"), "v".to_string()))
+        .collect();
+    c.push(base(
+        "10,000 user properties",
+        flood,
+        format!("{replies}/flood"),
+    ));
+    let mut large = reply(format!("{replies}/large"), b"large");
+    large.user_properties = (0..20)
+        .map(|i| (format!("big{i}"), "p".repeat(60 * 1024)))
+        .collect();
+    let mut k = base(
+        "1.2 MB of user properties",
+        large,
+        format!("{replies}/large"),
+    );
+    k.broker_may_refuse = true;
+    c.push(k);
+    // A payload format indicator that lies: binary said to be UTF-8.
+    let mut lie = reply(format!("{replies}/pfi"), b"pfi");
+    lie.payload_format_indicator = Some(1);
+    let mut k = base(
+        "payload format indicator on binary",
+        lie,
+        format!("{replies}/pfi"),
+    );
+    k.payload = vec![0xff, 0x00, 0xfe, 0x80];
+    k.code = "not_utf8";
+    k.broker_may_refuse = true;
+    c.push(k);
+    // A content type that lies: application/json on something that is not.
+    let mut ct = reply(format!("{replies}/ct"), b"ct");
+    ct.content_type = Some("application/json".into());
+    let mut k = base("content type on non-JSON", ct, format!("{replies}/ct"));
+    k.payload = b"not json".to_vec();
+    k.code = "bad_json";
+    c.push(k);
+    // Topic aliases: set up, then a request by alias alone (if the broker takes them).
+    let mut set_up = reply(format!("{replies}/alias1"), b"a1");
+    set_up.topic_alias = Some(1);
+    let mut k = base("topic alias set up", set_up, format!("{replies}/alias1"));
+    k.broker_may_refuse = true;
+    c.push(k);
+    let mut by_alias = reply(format!("{replies}/alias2"), b"a2");
+    by_alias.topic_alias = Some(1);
+    let mut k = base(
+        "request by topic alias",
+        by_alias,
+        format!("{replies}/alias2"),
+    );
+    k.topic = String::new();
+    k.same_connection = true;
+    k.broker_may_refuse = true;
+    c.push(k);
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_each_get_one_answer_and_one_audit_record_and_the_uplink_holds() {
-    let b = broker();
+    hostile_suite(Version::V4).await;
+}
+
+/// The same suite over MQTT 5, every request with a Response Topic and Correlation
+/// Data, then the abuses only MQTT 5 allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_over_mqtt5_each_get_one_answer_on_their_response_topic() {
+    hostile_suite(Version::V5).await;
+}
+
+async fn hostile_suite(version: Version) {
+    let v5 = version == Version::V5;
+    let b = version.broker();
     let cases = cases();
     assert!(cases.len() >= 60, "{} cases", cases.len());
-    eprintln!("{} hostile cases", cases.len());
+    eprintln!("{} hostile cases over {version:?}", cases.len());
     let p = format!("fgtest/{}", unique("gw"));
-    let probe = Probe::connect(b, &[format!("{p}/response/#"), format!("{p}/device/#")]).await;
-    let (client, task) = publisher(&b.host, b.port).await;
+    let replies = format!("fgtest/{}", unique("replies"));
+    let is_answer = |m: &Heard| m.topic.contains("/response/") || m.topic.starts_with(&replies);
+    let answers_in = |m: &[Heard]| m.iter().filter(|m| is_answer(m)).count();
+    let probe = Wire::connect(
+        version,
+        b,
+        &[
+            format!("{p}/response/#"),
+            format!("{p}/device/#"),
+            format!("{replies}/#"),
+        ],
+    )
+    .await;
+    let client = Wire::connect(version, b, &[]).await;
     // A retained request that was already on the broker before the gateway came
     // up: 1 MB, over every limit. It must not keep the gateway off the broker.
     let early = format!("{p}/request/info");
     client
-        .publish(&early, QoS::AtLeastOnce, true, sized("early", 1_000_000))
-        .await
-        .unwrap();
+        .publish(&early, true, sized("early", 1_000_000), None)
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut rig = Rig::start_prefixed(&b.url(), "", fast(), p.clone()).await;
+    let upstream = if v5 { "protocol = 5" } else { "" };
+    let mut rig = Rig::start_prefixed(&b.url(), upstream, fast(), p.clone()).await;
     rig.connected().await;
     probe
         .wait_for(
@@ -559,13 +1002,19 @@ async fn hostile_requests_each_get_one_answer_and_one_audit_record_and_the_uplin
             |m| m.iter().any(|m| m.topic.ends_with("/response/info")),
         )
         .await;
-    let early_answer = probe.on("/response/info")[0].json();
-    assert_eq!(
-        early_answer["error"]["code"], "payload_too_large",
-        "{early_answer}"
+    let early_answer = probe
+        .messages()
+        .into_iter()
+        .find(|m| m.topic.ends_with("/response/info"))
+        .unwrap();
+    assert_answer(
+        "the early retained request",
+        &early_answer,
+        "payload_too_large",
+        v5,
     );
     assert!(
-        !retained_on(&early).await,
+        !retained_on(version, &early).await,
         "the gateway cleared the retained request"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -574,23 +1023,11 @@ async fn hostile_requests_each_get_one_answer_and_one_audit_record_and_the_uplin
     // Empty payloads (how a retained message is cleared) are not requests: no
     // answer, no audit record.
     client
-        .publish(
-            format!("{p}/request/info"),
-            QoS::AtLeastOnce,
-            false,
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+        .publish(&format!("{p}/request/info"), false, Vec::new(), None)
+        .await;
     client
-        .publish(
-            format!("{p}/request/set"),
-            QoS::AtLeastOnce,
-            true,
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+        .publish(&format!("{p}/request/set"), true, Vec::new(), None)
+        .await;
 
     let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, c) in cases.iter().enumerate() {
@@ -598,61 +1035,142 @@ async fn hostile_requests_each_get_one_answer_and_one_audit_record_and_the_uplin
             Some(op) => format!("{p}/request/{op}"),
             None => format!("{p}/request"),
         };
-        let before = answers_so_far(&probe);
+        // On MQTT 5 every request names its own Response Topic and Correlation Data.
+        let corr = format!("corr-{i}").into_bytes();
+        let (props, answer_topic) = if v5 {
+            let props = PublishProperties {
+                response_topic: Some(format!("{replies}/{i}")),
+                correlation_data: Some(corr.clone().into()),
+                ..Default::default()
+            };
+            (Some(props), format!("{replies}/{i}"))
+        } else {
+            (None, format!("{p}/response/{}", c.level))
+        };
+        let before = answers_in(&probe.messages());
         client
-            .publish(&topic, QoS::AtLeastOnce, c.retain, c.payload.clone())
-            .await
-            .unwrap();
+            .publish(&topic, c.retain, c.payload.clone(), props)
+            .await;
+        let what = format!("case {i} ({})", c.name);
         probe
             .wait_for(
-                &format!("an answer to case {i} ({})", c.name),
+                &format!("an answer to {what}"),
                 Duration::from_secs(15),
-                |m| is_answer_count(m) > before,
+                |m| answers_in(m) > before,
             )
             .await;
         let answer = probe
             .messages()
             .into_iter()
-            .filter(|m| m.topic.contains("/response/"))
+            .filter(|m| is_answer(m))
             .nth(before)
             .unwrap();
-        assert_eq!(
-            answer.topic,
-            format!("{p}/response/{}", c.level),
-            "case {i} ({})",
-            c.name
-        );
-        let v = answer.json();
-        if c.code == "ok" {
-            assert_eq!(v["status"], "ok", "case {i} ({}): {v}", c.name);
-        } else {
-            assert_eq!(v["status"], "error", "case {i} ({}): {v}", c.name);
-            assert_eq!(v["error"]["code"], c.code, "case {i} ({}): {v}", c.name);
+        assert_eq!(answer.topic, answer_topic, "{what}");
+        if v5 {
+            assert_eq!(
+                answer.props.correlation_data.as_deref(),
+                Some(&corr[..]),
+                "{what}"
+            );
         }
-        // Nothing hostile comes back: no NUL, no bidi control in any answer.
-        let text = String::from_utf8_lossy(&answer.payload);
-        assert!(
-            !text.chars().any(|ch| ch == '\0'
-                || ('\u{202a}'..='\u{202e}').contains(&ch)
-                || ('\u{2066}'..='\u{2069}').contains(&ch)),
-            "case {i} ({}): {text}",
-            c.name
-        );
+        assert_answer(&what, &answer, c.code, v5);
         *codes.entry(c.code).or_default() += 1;
     }
     assert!(codes.len() >= 12, "{codes:?}");
 
+    // MQTT 5's own abuses, each on a connection of its own (a broker may drop a
+    // client over a protocol error).
+    let mut answered = cases.len() + 1;
+    let mut topics_refused = 0;
+    let mut broker_refused = Vec::new();
+    if v5 {
+        let v5_cases = v5_cases(&p, &replies);
+        eprintln!("{} MQTT 5 cases", v5_cases.len());
+        let mut wire: Option<Wire> = None;
+        for (i, c) in v5_cases.into_iter().enumerate() {
+            if !c.same_connection || wire.is_none() {
+                wire = Some(Wire::connect(version, b, &[]).await);
+            }
+            let w = wire.as_ref().unwrap();
+            let corr = c.props.correlation_data.clone();
+            let what = format!("MQTT 5 case {i} ({})", c.name);
+            let before = answers_in(&probe.messages());
+            let refused_before = w.refused();
+            w.publish(&c.topic, false, c.payload.clone(), Some(c.props))
+                .await;
+            let limit = Duration::from_secs(if c.broker_may_refuse { 5 } else { 15 });
+            let deadline = Instant::now() + limit;
+            let answer = loop {
+                let got = probe.messages();
+                if answers_in(&got) > before {
+                    break got.into_iter().filter(|m| is_answer(m)).nth(before);
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let Some(answer) = answer else {
+                assert!(
+                    c.broker_may_refuse && w.refused() > refused_before,
+                    "{what}: no answer, and the broker did not refuse it"
+                );
+                eprintln!("{what}: refused by the broker");
+                broker_refused.push(c.name);
+                continue;
+            };
+            answered += 1;
+            assert_eq!(answer.topic, c.answer_topic, "{what}");
+            assert_answer(&what, &answer, c.code, true);
+            if c.code == "ok" {
+                let v = answer.json();
+                assert_eq!(v["correlation_id"], c.name, "{what}: {v}");
+            }
+            if c.answer_topic.starts_with(&replies) || c.topic_refused {
+                assert_eq!(answer.props.correlation_data, corr, "{what}");
+            }
+            assert_eq!(
+                answer.user("response_topic_refused").is_some(),
+                c.topic_refused,
+                "{what}: {answer:?}"
+            );
+            if c.topic_refused {
+                topics_refused += 1;
+            }
+        }
+        eprintln!("MQTT 5 cases the broker refused: {broker_refused:?}");
+    }
+
     // Exactly one answer per request, none for the empty payloads.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let answers = answers_so_far(&probe);
-    assert_eq!(answers, cases.len() + 1, "one answer per request");
+    assert_eq!(
+        answers_in(&probe.messages()),
+        answered,
+        "one answer per request"
+    );
+    // Nothing the gateway was asked to answer on landed on its own topics.
+    assert!(
+        !probe.messages().iter().any(|m| m
+            .topic
+            .starts_with(&format!("{p}/device/zigbee:0xaaaa/set"))),
+        "an answer on a device command topic"
+    );
     // One audit record per request (the early one included), the chain intact.
     let audit = mqtt_audit(&rig);
-    assert_eq!(audit.len(), cases.len() + 1, "{audit:#?}");
+    assert_eq!(audit.len(), answered, "{audit:#?}");
     assert!(fieldgate::store::audit::verify(&rig.reader()).unwrap().ok);
     let snap = rig.status.snapshot();
     assert!(
         snap.requests.get("empty_ignored").is_some_and(|&n| n >= 2),
+        "{:?}",
+        snap.requests
+    );
+    assert_eq!(
+        snap.requests
+            .get("response_topic_refused")
+            .copied()
+            .unwrap_or(0),
+        topics_refused as u64,
         "{:?}",
         snap.requests
     );
@@ -668,7 +1186,6 @@ async fn hostile_requests_each_get_one_answer_and_one_audit_record_and_the_uplin
             |m| m.iter().any(|m| m.topic.ends_with("/telemetry")),
         )
         .await;
-    task.abort();
     rig.radio_commands.take();
     rig.stop().await;
 }

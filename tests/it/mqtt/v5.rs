@@ -1,6 +1,7 @@
 //! MQTT 5 (`[upstream] protocol = 5`): requests answered on the requester's Response
 //! Topic with its Correlation Data, the outcome (and on errors the reason) as user
-//! properties, message expiry on telemetry. Runs on the embedded rumqttd's MQTT 5
+//! properties, message expiry on telemetry, and the answers a held request gets
+//! later through the outbox on the same Response Topic. Runs on the embedded rumqttd's MQTT 5
 //! listener, or on the broker named by `FIELDGATE_TEST_BROKER` (mosquitto speaks
 //! both versions on one listener).
 
@@ -14,9 +15,11 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{fast, reading, unique, BrokerAddr, Rig};
+use super::device_requests::{dev, Site, SiteConfig};
+use super::{fast, reading, unique, BrokerAddr, Proxy, Rig};
+use fieldgate_zigbee::emulator::DeviceKind;
 
-fn broker_v5() -> &'static BrokerAddr {
+pub(super) fn broker_v5() -> &'static BrokerAddr {
     static BROKER: OnceLock<BrokerAddr> = OnceLock::new();
     BROKER.get_or_init(|| {
         if std::env::var("FIELDGATE_TEST_BROKER").is_ok() {
@@ -107,7 +110,11 @@ impl Probe5 {
     }
 
     async fn wait_for(&self, what: &str, f: impl Fn(&Msg5) -> bool) -> Msg5 {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_within(what, Duration::from_secs(10), f).await
+    }
+
+    async fn wait_within(&self, what: &str, limit: Duration, f: impl Fn(&Msg5) -> bool) -> Msg5 {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(m) = self.got.lock().unwrap().iter().find(|m| f(m)) {
                 return m.clone();
@@ -325,4 +332,143 @@ async fn mqtt5_over_mutual_tls_answers_on_the_response_topic() {
     // The proxy saw the gateway's client certificate.
     assert!(!mutual.peers.lock().unwrap().is_empty());
     rig.stop().await;
+}
+
+/// A held request's answers (`queued` at once, `delivered` when the sleeping device
+/// wakes) go to the requester's Response Topic with its Correlation Data, like an
+/// immediate answer: when the device wakes while the broker is unreachable (the
+/// answer waits in the outbox), and across a gateway restart (SIGKILL) while the
+/// request is held. Real daemon, Zigbee emulator on a PTY, the gateway reaching the
+/// broker through a proxy that can be cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_held_requests_are_answered_later_on_the_response_topic() {
+    let b = broker_v5();
+    let proxy = Proxy::start(b.socket(), None).await;
+    let mut site = Site::start_config(SiteConfig {
+        broker_url: Some(format!("mqtt://127.0.0.1:{}", proxy.port)),
+        upstream: "protocol = 5".into(),
+        ..Default::default()
+    })
+    .await;
+    let p = site.prefix.clone();
+    let replies = format!("fgtest/{}", unique("held"));
+    let probe = Probe5::connect(b, &[format!("{replies}/#"), format!("{p}/response/#")]).await;
+    site.pair().await;
+    let pir = dev(DeviceKind::SleepySensor);
+    let answer = |topic: String, status: &'static str| {
+        move |m: &Msg5| m.topic == topic && m.json()["status"] == status
+    };
+    let set = |cid: &str| json!({"correlation_id": cid, "device": pir, "state": {"on": true}});
+
+    // 1. Queued at once, delivered when the sensor wakes: both on the Response Topic,
+    //    with the Correlation Data (binary) and the outcome as user properties.
+    let r1 = format!("{replies}/1");
+    let corr1 = b"\x00held-1\xff";
+    probe
+        .request(format!("{p}/request/set"), set("h1"), Some(&r1), corr1)
+        .await;
+    let q = probe
+        .wait_for("h1 queued", answer(r1.clone(), "queued"))
+        .await;
+    assert_eq!(q.props.correlation_data.as_deref(), Some(&corr1[..]));
+    assert_eq!(q.user("status"), Some("queued"));
+    assert_eq!(q.props.content_type.as_deref(), Some("application/json"));
+    let request_id = q.json()["data"]["request_id"].as_i64().expect("request id");
+    site.wake();
+    let d = probe
+        .wait_within(
+            "h1 delivered",
+            Duration::from_secs(20),
+            answer(r1.clone(), "delivered"),
+        )
+        .await;
+    assert_eq!(d.props.correlation_data.as_deref(), Some(&corr1[..]));
+    assert_eq!(d.user("status"), Some("delivered"));
+    assert_eq!(d.json()["correlation_id"], "h1");
+    assert_eq!(d.json()["data"]["request_id"], request_id);
+    assert!(d.json()["msg_id"].is_string(), "{}", d.json());
+
+    // 2. The sensor wakes while the broker is unreachable: the `delivered` answer is
+    //    committed to the outbox and published once the gateway is back.
+    let r2 = format!("{replies}/2");
+    probe
+        .request(format!("{p}/request/set"), set("h2"), Some(&r2), b"held-2")
+        .await;
+    let q = probe
+        .wait_for("h2 queued", answer(r2.clone(), "queued"))
+        .await;
+    let id2 = q.json()["data"]["request_id"].as_i64().expect("request id");
+    proxy.down();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while site.held_outcome(id2).as_deref() != Some("delivered") {
+        assert!(Instant::now() < deadline, "{}", site.daemon.log());
+        site.wake();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !probe
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .any(answer(r2.clone(), "delivered")),
+        "published while the broker was unreachable"
+    );
+    proxy.restore();
+    let d = probe
+        .wait_within(
+            "h2 delivered after the outage",
+            Duration::from_secs(60),
+            answer(r2.clone(), "delivered"),
+        )
+        .await;
+    assert_eq!(d.props.correlation_data.as_deref(), Some(&b"held-2"[..]));
+    assert_eq!(d.user("status"), Some("delivered"));
+
+    // 3. The gateway is killed while the request is held: after the restart the
+    //    sensor's wake still answers on the Response Topic.
+    let r3 = format!("{replies}/3");
+    probe
+        .request(format!("{p}/request/set"), set("h3"), Some(&r3), b"held-3")
+        .await;
+    probe
+        .wait_for("h3 queued", answer(r3.clone(), "queued"))
+        .await;
+    site.sigkill_and_restart();
+    site.wait_log("zigbee network up").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let d = loop {
+        let got = probe
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| answer(r3.clone(), "delivered")(m))
+            .cloned();
+        if let Some(d) = got {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "{}", site.daemon.log());
+        site.wake();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    };
+    assert_eq!(d.props.correlation_data.as_deref(), Some(&b"held-3"[..]));
+    assert_eq!(d.user("status"), Some("delivered"));
+
+    // Each answer went to its Response Topic only, once: none on response/set.
+    let got = probe.got.lock().unwrap().clone();
+    assert!(
+        !got.iter().any(|m| m.topic == format!("{p}/response/set")),
+        "an answer on response/set"
+    );
+    for (topic, n) in [(&r1, 2), (&r2, 2), (&r3, 2)] {
+        let mut statuses: Vec<String> = got
+            .iter()
+            .filter(|m| &m.topic == topic)
+            .map(|m| m.json()["status"].as_str().unwrap_or_default().to_string())
+            .collect();
+        statuses.dedup();
+        assert_eq!(statuses.len(), n, "{topic}: {statuses:?}");
+    }
 }
