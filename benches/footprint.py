@@ -41,10 +41,23 @@ def rss_kib(pid):
     vals = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
+            if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:", "RssFile:")):
                 k, v = line.split()[:2]
                 vals[k.rstrip(":")] = int(v)
     return vals.get("VmRSS", 0), vals.get("VmHWM", 0)
+
+
+def rss_split_kib(pid):
+    """VmRSS's two parts: the process's own memory (RssAnon: heap, stacks) and the
+    pages of files it maps (RssFile: mostly the binary's code, shared and clean,
+    served from the page cache)."""
+    vals = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                k, v = line.split()[:2]
+                vals[k.rstrip(":")] = int(v)
+    return vals.get("RssAnon", 0), vals.get("RssFile", 0)
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -135,6 +148,7 @@ def measure(fieldgate, state, label, port, runs):
     first_ms = (time.monotonic() - t0) * 1000 if wait_publish(sub) else float("nan")
     time.sleep(2)
     rss, hwm = rss_kib(proc.pid)
+    anon, file_backed = rss_split_kib(proc.pid)
     cli, api = [], []
     count = 0
     for _ in range(runs):
@@ -150,6 +164,7 @@ def measure(fieldgate, state, label, port, runs):
         count = len(json.loads(body))
         lines = out.stdout.count(b"\n")
     rss_after, hwm_after = rss_kib(proc.pid)
+    anon_after, file_after = rss_split_kib(proc.pid)
     proc.terminate()
     proc.wait(timeout=30)
     sub.close()
@@ -163,8 +178,12 @@ def measure(fieldgate, state, label, port, runs):
         "first_message_ms": round(first_ms, 1),
         "rss_idle_kib": rss,
         "peak_rss_kib": hwm,
+        "rss_anon_idle_kib": anon,
+        "rss_file_idle_kib": file_backed,
         "rss_after_lists_kib": rss_after,
         "peak_rss_after_lists_kib": hwm_after,
+        "rss_anon_after_lists_kib": anon_after,
+        "rss_file_after_lists_kib": file_after,
         "devices_cli_ms_median": round(statistics.median(cli), 1),
         "devices_api_ms_median": round(statistics.median(api), 1),
     }
