@@ -29,6 +29,7 @@ fn config(firmware: Firmware) -> EmulatorConfig {
         interval: Duration::from_millis(400),
         rssi: -71,
         snr: 9,
+        cipher: None,
     };
     EmulatorConfig {
         firmware,
