@@ -499,8 +499,9 @@ impl Locator<'_> {
 }
 
 impl Config {
-    /// What can only be checked on the gateway itself: the `[api] group` exists, and the
-    /// site's Zigbee device definitions (files on this host) are valid.
+    /// What can only be checked on the gateway itself: the `[api] group` exists, the
+    /// site's Zigbee device definitions (files on this host) are valid, and a LoRa P2P
+    /// radio's encryption key file holds a key.
     /// `load` runs these; `fieldgate config check --elsewhere` reports them as
     /// warnings, for a config written on another machine.
     pub fn host_checks(&self, path: &Path) -> Vec<ConfigError> {
@@ -514,6 +515,27 @@ impl Config {
         {
             if let Ok(o) = crate::radio::zigbee::ZigbeeOptions::parse(radio.options.get_ref()) {
                 out.extend(crate::radio::zigbee::definitions::Catalog::load(&o.definitions_dir).1);
+            }
+        }
+        // A LoRa P2P radio's encryption key file: present, readable, a key and an IV of
+        // exactly 16 bytes each in hex (never quoted back).
+        for radio in self
+            .radios
+            .iter()
+            .filter(|r| r.protocol == Protocol::LoraP2p)
+        {
+            let Ok(o) = crate::radio::lora_p2p::P2pOptions::parse(radio.options.get_ref()) else {
+                continue;
+            };
+            if let Some(file) = &o.encryption_key_file {
+                if let Err(why) = crate::radio::lora_p2p::read_key_file(file) {
+                    let text = std::fs::read_to_string(path).unwrap_or_default();
+                    let loc = Locator {
+                        file: path,
+                        text: &text,
+                    };
+                    out.push(loc.option(&radio.options, "encryption_key_file", why));
+                }
             }
         }
         if let Some(group) = &self.api.group {

@@ -211,6 +211,7 @@ fn radio_problems(counters: &Value) -> String {
         ("not_decrypted", "not decrypted"),
         ("refused", "refused (security)"),
         ("busy", "busy (retried)"),
+        ("unsupported", "unsupported by the firmware"),
     ];
     let found: Vec<String> = names
         .iter()

@@ -615,6 +615,64 @@ pub(super) fn check_master_key(key_file: &Path, id: &Identity) -> Check {
     )
 }
 
+/// A LoRa P2P radio's encryption key file (`encryption_key_file`): readable by the service
+/// user and nobody else (no group or other bits; owned by root or the service user), and
+/// holding a key and an IV. Never prints what it holds.
+pub(super) fn check_p2p_key_file(
+    radio: &str,
+    path: &Path,
+    id: &Identity,
+    sandbox: &Sandbox,
+) -> Check {
+    let name = format!("radio {radio} encryption key");
+    let shown = path.display();
+    if let Some(c) = check_readable_file(&name, path, id, sandbox) {
+        return c;
+    }
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            return Check::fail(
+                name,
+                format!("{shown}: {}", io_reason(&e)),
+                crate::radio::lora_p2p::KEY_FILE_HOW_TO,
+            )
+        }
+    };
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Check::fail(
+            name,
+            format!("{shown} has mode {mode:04o}: other users can read the LoRa P2P key"),
+            format!("chmod 600 {shown} && chown {}: {shown}", id.name),
+        );
+    }
+    if meta.uid() != 0 && meta.uid() != id.uid {
+        return Check::fail(
+            name,
+            format!(
+                "{shown} belongs to uid {} (neither root nor {})",
+                meta.uid(),
+                id.name
+            ),
+            format!("chown {}: {shown} after checking it is yours", id.name),
+        );
+    }
+    match crate::radio::lora_p2p::read_key_file(path) {
+        Ok(_) => Check::ok(
+            name,
+            format!("{shown} holds a key and an IV ({})", describe_owner(&meta)),
+        ),
+        // doctor not run as root or the service user: the mode is right, the contents unseen.
+        Err(why) if why.contains("cannot be read by this user") => Check::warn(
+            name,
+            format!("{shown} (mode {mode:04o}) cannot be read by this user"),
+            "run `fieldgate doctor` as root to check its contents",
+        ),
+        Err(why) => Check::fail(name, why, crate::radio::lora_p2p::KEY_FILE_HOW_TO),
+    }
+}
+
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;

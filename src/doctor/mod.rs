@@ -265,6 +265,17 @@ pub fn run(opts: &Options) -> Report {
     if let Some(config) = &config {
         for radio in &config.radios {
             checks.push(check_radio(radio, &identity, &sandbox, opts.timeout));
+            if radio.enabled && radio.protocol == crate::config::Protocol::LoraP2p {
+                let options = crate::radio::lora_p2p::P2pOptions::parse(radio.options.get_ref());
+                if let Some(file) = options.ok().and_then(|o| o.encryption_key_file) {
+                    checks.push(files::check_p2p_key_file(
+                        radio.name.get_ref(),
+                        &file,
+                        &identity,
+                        &sandbox,
+                    ));
+                }
+            }
         }
         let scans_through_bluez = config
             .radios

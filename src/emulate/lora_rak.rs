@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
-use fieldgate_lora::rak3172::emulator::{Fault, Firmware};
+use anyhow::{anyhow, bail, Result};
+use fieldgate_lora::rak3172::emulator::{Fault, Firmware, P2pCipher};
 
 use super::Endpoint;
 use crate::radio::lora_p2p::sim::{sim_config, SimModem};
@@ -33,6 +33,18 @@ pub struct RakArgs {
     /// Start in LoRa P2P mode instead of the factory LoRaWAN mode.
     #[arg(long)]
     pub p2p: bool,
+    /// The sensors encipher their frames with the site key and IV in FILE (the format of
+    /// the `encryption_key_file` radio option: two lines of 32 hex digits). The module
+    /// deciphers with whatever key the host set (`AT+ENCKEY`, `AT+CRYPIV`, `AT+ENCRY=1`).
+    #[arg(long, value_name = "FILE")]
+    pub sender_key_file: Option<std::path::PathBuf>,
+    /// Imitate a firmware older than RUI3 4.0.6: no P2P encryption commands
+    /// (`AT_COMMAND_NOT_FOUND`).
+    #[arg(long)]
+    pub no_encryption: bool,
+    /// Echo every command line back before its answer (as after `ATE`).
+    #[arg(long)]
+    pub echo: bool,
     /// A fault to inject, repeatable: `WHAT[@AFTER][/EVERY]`, times from start-up. WHAT:
     /// `busy` (the next two commands answer AT_BUSY_ERROR), `reset` (the module restarts
     /// on its own). E.g. `reset@30s`, `busy@10s/20s`.
@@ -71,6 +83,18 @@ pub async fn run_lora_rak(args: RakArgs) -> Result<()> {
     if args.p2p {
         config.work_mode = 0;
     }
+    if let Some(file) = &args.sender_key_file {
+        let k = crate::radio::lora_p2p::read_key_file(file)
+            .map_err(|e| anyhow!("--sender-key-file: {e}"))?;
+        for s in &mut config.sensors {
+            s.cipher = Some(P2pCipher {
+                key: k.key,
+                iv: k.iv,
+            });
+        }
+    }
+    config.encryption_commands = !args.no_encryption;
+    config.echo = args.echo;
     let faults = args
         .faults
         .iter()

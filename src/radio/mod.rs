@@ -151,7 +151,8 @@ pub struct RadioCounters {
     /// notifications: GP devices are not commissioned); each is logged.
     pub unhandled: AtomicU64,
     /// Frames that arrived encrypted in a scheme the driver does not decrypt (Z-Wave S0/S2
-    /// encapsulation); each is logged, none is guessed at.
+    /// encapsulation), or that did not decipher under the configured key (LoRa P2P); each
+    /// is logged, none is guessed at.
     pub not_decrypted: AtomicU64,
     /// Messages refused for security: forged (bad MIC), replayed (old counter) or
     /// downgraded (plaintext from a device that has a key). Each is also audited.
@@ -164,6 +165,9 @@ pub struct RadioCounters {
     pub busy: AtomicU64,
     /// Frames queued for another network server (the LoRa radio's ChirpStack bridge).
     pub bridged: AtomicU64,
+    /// Configured settings the radio's firmware cannot apply (P2P encryption on a RAK3172
+    /// firmware without it); the radio stays down rather than run without them.
+    pub unsupported: AtomicU64,
     /// What a LoRaWAN packet forwarder reports about itself (GWMP `stat`).
     pub forwarder: ForwarderCounters,
 }
@@ -273,6 +277,8 @@ pub struct RadioCountersSnapshot {
     pub busy: u64,
     #[serde(default)]
     pub bridged: u64,
+    #[serde(default)]
+    pub unsupported: u64,
     /// A packet forwarder's own statistics, once it has sent some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarder: Option<ForwarderSnapshot>,
@@ -299,6 +305,7 @@ impl RadioCounters {
             unknown_format: get(&self.unknown_format),
             busy: get(&self.busy),
             bridged: get(&self.bridged),
+            unsupported: get(&self.unsupported),
             forwarder: self.forwarder.snapshot(),
         }
     }

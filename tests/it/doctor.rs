@@ -545,3 +545,38 @@ fn the_configured_master_key_is_the_one_checked() {
         assert_status(&report, "master key", "fail", "uid 4242");
     }
 }
+
+/// A LoRa P2P radio's encryption key file: fine at 0600 with a key and an IV; readable by
+/// the group, or not holding 16-byte values, it fails with a fix. The key is never shown.
+#[test]
+fn lora_p2p_key_file_too_open_or_malformed_fails() {
+    let s = Setup::new();
+    let key = s.dir.path().join("lora-p2p.key");
+    let secret = "2b7e151628aed2a6abf7158809cf4f3c";
+    fs::write(&key, format!("{secret}\n{}\n", "f0".repeat(16))).expect("key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let config = s.config(&format!(
+        "[[radio]]\nname = \"p2p0\"\nprotocol = \"lora-p2p\"\nport = \"sim://lora-rak3172\"\n[radio.options]\nencryption_key_file = \"{}\"\n",
+        key.display()
+    ));
+    let name = "radio p2p0 encryption key";
+    let (_, report) = s.doctor_as_me(&config);
+    assert_status(&report, name, "ok", "holds a key and an IV");
+
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).expect("chmod");
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, name, "fail", "mode 0640");
+    let fix = check(&report, name)["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("chmod 600"), "{fix}");
+
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod");
+    fs::write(&key, format!("{secret}\n")).expect("key without IV");
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, name, "fail", "two lines of 32 hex digits");
+    assert!(
+        !report.to_string().contains(secret),
+        "the key in the report"
+    );
+}

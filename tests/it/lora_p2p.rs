@@ -2,7 +2,10 @@
 //! tokio-serial, as a USB modem is): configuration from the factory LoRaWAN mode, frames in
 //! both firmware formats becoming readings, a transmission with the receive re-armed,
 //! `AT_BUSY_ERROR` retried (and given up when it lasts), a spontaneous module restart
-//! recovered; then the real daemon over `fieldgate emulate lora-rak3172 --pty`.
+//! recovered; P2P encryption (frames under the site key decoded, under another key counted
+//! and dropped, the key written again after the module lost it, a firmware without
+//! encryption keeping the radio down); then the real daemon over `fieldgate emulate
+//! lora-rak3172 --pty`, including a trace-level log that must not hold the key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +16,9 @@ use fieldgate::model::{
 };
 use fieldgate::radio::lora_p2p::sim::PtyModem;
 use fieldgate::radio::{link, DriverBox, DriverIo, RadioCounters, RadioCountersSnapshot};
-use fieldgate_lora::rak3172::emulator::{AirFrame, EmulatorConfig, Fault, Firmware, Sensor};
+use fieldgate_lora::rak3172::emulator::{
+    AirFrame, EmulatorConfig, Fault, Firmware, P2pCipher, Sensor,
+};
 use tokio::sync::{mpsc, watch};
 
 /// The channel the tests configure: 869.525 MHz, SF9, 125 kHz.
@@ -29,6 +34,7 @@ fn config(firmware: Firmware) -> EmulatorConfig {
         interval: Duration::from_millis(400),
         rssi: -71,
         snr: 9,
+        cipher: None,
     };
     EmulatorConfig {
         firmware,
@@ -50,9 +56,14 @@ struct Driven {
 
 impl Driven {
     fn start(firmware: Firmware) -> Driven {
-        let modem = PtyModem::spawn(config(firmware)).expect("a pseudo-terminal");
+        Driven::start_with(config(firmware), OPTIONS)
+    }
+
+    fn start_with(emulator: EmulatorConfig, options: &str) -> Driven {
+        let modem = PtyModem::spawn(emulator).expect("a pseudo-terminal");
         let spec = fieldgate::radio::spec(Protocol::LoraP2p).expect("the LoRa P2P driver");
-        (spec.check_options)(&OPTIONS.parse().unwrap()).expect("valid options");
+        let options: toml::Table = options.parse().unwrap();
+        (spec.check_options)(&options).expect("valid options");
         let DriverBox::ByteStream(mut driver) = (spec.new)() else {
             panic!("the LoRa P2P driver takes a byte stream")
         };
@@ -66,7 +77,7 @@ impl Driven {
             protocol: Protocol::LoraP2p,
             port: port.clone(),
             baud: None,
-            options: OPTIONS.parse().unwrap(),
+            options,
             events: events_tx,
             commands: commands_rx,
             state: state_tx,
@@ -416,4 +427,293 @@ async fn daemon_hears_the_emulator(args: &[&str], restarts: bool) {
         );
     }
     d.terminate(Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------------------
+// P2P encryption
+
+/// The site's key and IV, as the senders and the key file hold them.
+fn site() -> P2pCipher {
+    P2pCipher {
+        key: *b"\x2b\x7e\x15\x16\x28\xae\xd2\xa6\xab\xf7\x15\x88\x09\xcf\x4f\x3c",
+        iv: *b"\xf0\xf1\xf2\xf3\xf4\xf5\xf6\xf7\xf8\xf9\xfa\xfb\xfc\xfd\xfe\xff",
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A key file as the docs say to make one (mode 0600), in `dir`.
+fn key_file(dir: &std::path::Path, cipher: &P2pCipher) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("lora-p2p.key");
+    std::fs::write(
+        &path,
+        format!("{}\n{}\n", hex(&cipher.key), hex(&cipher.iv)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// The test channel's emulator, its sensors enciphering with `cipher` (in the clear when
+/// `None`).
+fn sensors_with(cipher: Option<P2pCipher>) -> EmulatorConfig {
+    let mut c = config(Firmware::Rui3);
+    for s in &mut c.sensors {
+        s.cipher = cipher.clone();
+    }
+    c
+}
+
+fn options_with_key(file: &std::path::Path) -> String {
+    format!("{OPTIONS}\nencryption_key_file = \"{}\"", file.display())
+}
+
+#[tokio::test]
+async fn with_the_site_key_frames_decode_and_the_key_is_written_again_after_the_module_lost_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = key_file(dir.path(), &site());
+    let mut d = Driven::start_with(sensors_with(Some(site())), &options_with_key(&file));
+    d.up().await;
+    assert_eq!(
+        d.modem.sim.with(|e, _| e.encryption(&site())),
+        (true, true),
+        "AT+ENCRY=1 with the key and IV from the file"
+    );
+    let ev = d.reading("a deciphered frame").await;
+    assert!(
+        matches!(value(&ev, "temperature"), Some(Value::Number(t)) if (21.0..31.0).contains(&t))
+    );
+
+    // A sender in the clear: the module deciphers it into bytes that do not decode. Counted,
+    // and never a sender.
+    let plain = sensors_with(None).sensors[0].payload(0);
+    let mut stranger = plain.clone();
+    stranger[..4].copy_from_slice(&[0x0a, 0x0b, 0x0c, 0x05]);
+    assert!(d.modem.sim.air_frame(
+        869_525_000,
+        9,
+        125,
+        AirFrame {
+            rssi: -60,
+            snr: 7,
+            payload: stranger
+        }
+    ));
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while d.counters().not_decrypted < 1 {
+        assert!(tokio::time::Instant::now() < until, "{:?}", d.counters());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.reading("a frame after the stranger").await;
+    assert!(d.seen.iter().all(|e| e.native_address == SENSOR));
+
+    // What the gateway transmits goes on the air enciphered.
+    let (ok, detail) = d.set(DeviceCommand::On, "c1").await;
+    assert!(ok, "{detail}");
+    let mut on_air = d.modem.sim.stats().sent_on_air[0].clone();
+    assert_ne!(on_air, [0x0a, 0x0b, 0x0c, 0x01, 0x01]);
+    site().apply(&mut on_air);
+    assert_eq!(on_air, [0x0a, 0x0b, 0x0c, 0x01, 0x01]);
+
+    // The module restarts with encryption off and no key: the driver writes them again.
+    d.modem.sim.inject(Fault::SettingsLost);
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while d.counters().startups < 2 {
+        assert!(tokio::time::Instant::now() < until, "no reconfiguration");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(d.receiving(5).await, "receiving again after the restart");
+    assert_eq!(d.modem.sim.with(|e, _| e.encryption(&site())), (true, true));
+    assert_eq!(d.modem.sim.stats().key_writes, 2, "the key written again");
+    while d.events.try_recv().is_ok() {}
+    d.reading("a deciphered frame after the restart").await;
+    assert_eq!(d.counters().unsupported, 0);
+    d.task.abort();
+}
+
+#[tokio::test]
+async fn frames_under_another_key_are_counted_and_never_become_senders() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = key_file(dir.path(), &site());
+    let other = P2pCipher {
+        key: [0x11; 16],
+        ..site()
+    };
+    let mut d = Driven::start_with(sensors_with(Some(other)), &options_with_key(&file));
+    d.up().await;
+    // The sensor sends every 400 ms: after 3 s, several frames were heard and none decoded.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        if let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_millis(100), d.events.recv()).await
+        {
+            panic!("an event from a frame under another key: {ev:?}");
+        }
+    }
+    let c = d.counters();
+    assert!(c.not_decrypted >= 3, "{c:?}");
+    assert_eq!(c.undecodable, 0, "{c:?}");
+    assert!(d.modem.sim.stats().heard >= 3);
+    assert!(!d.task.is_finished(), "still running");
+    d.task.abort();
+}
+
+#[tokio::test]
+async fn a_firmware_without_p2p_encryption_keeps_the_radio_down_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = key_file(dir.path(), &site());
+    let old = EmulatorConfig {
+        encryption_commands: false,
+        ..sensors_with(Some(site()))
+    };
+    let mut d = Driven::start_with(old.clone(), &options_with_key(&file));
+    let result = tokio::time::timeout(Duration::from_secs(10), &mut d.task)
+        .await
+        .expect("the driver gives up")
+        .expect("no panic");
+    let err = format!("{:#}", result.expect_err("refuses to run in the clear"));
+    assert!(
+        err.contains("no LoRa P2P encryption")
+            && err.contains("AT_COMMAND_NOT_FOUND")
+            && err.contains("RUI3 4.0.6"),
+        "{err}"
+    );
+    assert!(!err.contains(&hex(&site().key).to_uppercase()), "{err}");
+    assert_ne!(*d.state.borrow(), RadioState::Up);
+    assert_eq!(d.counters().unsupported, 1);
+    assert!(!d.modem.sim.with(|e, _| e.receiving()), "never listening");
+    assert!(d.events.try_recv().is_err(), "nothing heard");
+
+    // Without a key file the same firmware is fine: there is no encryption to turn off.
+    let mut d = Driven::start_with(old, OPTIONS);
+    d.up().await;
+    assert_eq!(d.counters().unsupported, 0);
+    d.task.abort();
+}
+
+/// `config check` reads the key file: missing, of the wrong length, or named relatively,
+/// each is an error naming the config file, the line and `radio.options.encryption_key_file`
+/// without quoting the key; a good one passes.
+#[test]
+fn config_check_validates_the_key_file() {
+    use crate::common::{base_config, fieldgate, stderr};
+    let dir = tempfile::tempdir().unwrap();
+    let good = key_file(dir.path(), &site());
+    let short = dir.path().join("short.key");
+    std::fs::write(
+        &short,
+        format!("{}\n{}\n", hex(&site().key[..8]), hex(&site().iv)),
+    )
+    .unwrap();
+    let radio = |file: &str| {
+        format!(
+            "[[radio]]\nname = \"p2p0\"\nprotocol = \"lora-p2p\"\nport = \"/dev/ttyUSB0\"\n[radio.options]\nencryption_key_file = \"{file}\"\n"
+        )
+    };
+    let config = dir.path().join("fieldgate.toml");
+    let check = |extra: String| {
+        std::fs::write(&config, base_config(dir.path(), &extra)).unwrap();
+        fieldgate(&["config", "check", config.to_str().unwrap()])
+    };
+    let out = check(radio(good.to_str().unwrap()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let missing = dir.path().join("none.key");
+    for (file, says) in [
+        (missing.to_str().unwrap(), "does not exist"),
+        (
+            short.to_str().unwrap(),
+            "the key (line 1) must be exactly 32 hex digits",
+        ),
+        ("lora-p2p.key", "must be the absolute path"),
+    ] {
+        let out = check(radio(file));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!("{}:13:", config.display()))
+                && err.contains("key `radio.options.encryption_key_file`")
+                && err.contains(says),
+            "{err}"
+        );
+        assert!(!err.contains(&hex(&site().iv)), "{err}");
+    }
+}
+
+/// The daemon with a key file, against `fieldgate emulate lora-rak3172` whose senders
+/// encipher with the site key and whose module echoes every command (so the key comes
+/// back over the line): frames decode into a pending sender, and a log captured at trace
+/// level holds neither the key nor the IV.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_deciphers_with_the_key_file_and_its_trace_log_never_holds_the_key() {
+    use crate::common::TestDaemon;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let keys = tempfile::tempdir().unwrap();
+    let file = key_file(keys.path(), &site());
+    let mut emu = Command::new(crate::common::bin())
+        .args([
+            "emulate",
+            "lora-rak3172",
+            "--log-level",
+            "warn",
+            "--pty",
+            "--echo",
+        ])
+        .arg("--sender-key-file")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn fieldgate emulate lora-rak3172");
+    let mut line = String::new();
+    BufReader::new(emu.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let path = line
+        .trim()
+        .strip_prefix("pty ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let mut d = TestDaemon::prepare(&format!(
+        "[[radio]]\nname = \"p2p0\"\nprotocol = \"lora-p2p\"\nport = \"{path}\"\n[radio.options]\nencryption_key_file = \"{}\"\n",
+        file.display()
+    ));
+    d.spawn_with_env(&[("RUST_LOG", "trace")]);
+    let db = d.db();
+    let mut state = None;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Ok(c) = fieldgate::store::open_reader(&db) else {
+            continue;
+        };
+        let id = fieldgate::model::DeviceId::new(Protocol::LoraP2p, "0a0b0c01");
+        if let Ok(Some(dev)) = fieldgate::store::registry::get(&c, &id) {
+            if dev.last_state.get("temperature").is_some() {
+                state = Some(dev);
+                break;
+            }
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(emu.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = emu.wait();
+    d.terminate(Duration::from_secs(10));
+    let log = d.log();
+    let dev = state.unwrap_or_else(|| panic!("no deciphered reading stored; log:\n{log}"));
+    assert_eq!(dev.lifecycle, "pending", "heard, not adopted");
+    assert!(log.contains("TRACE"), "the log is at trace level");
+    assert!(
+        log.contains("AT+ENCKEY=<redacted>"),
+        "the echoed key line reached the log, masked"
+    );
+    let lower = log.to_ascii_lowercase();
+    for secret in [hex(&site().key), hex(&site().iv)] {
+        assert!(!lower.contains(&secret), "a secret in the log");
+    }
 }

@@ -10,7 +10,14 @@
 //! - pre-RUI3 RAK3172 firmware: `+EVT:RXP2P, RSSI -60, SNR 11` then `+EVT:<hex>`.
 //!
 //! A reset prints a banner (`RAKwireless RAK3172...`, dashes, `Version: ...`,
-//! `Current Work Mode: LoRa P2P.`); the driver uses it to re-probe. Lines end in CR, LF or
+//! `Current Work Mode: LoRa P2P.`); the driver uses it to re-probe.
+//!
+//! P2P encryption (RUI3 4.0.6 and later, RUI3 AT command manual, "P2P Instructions"):
+//! `AT+ENCRY=<0|1>` (read back with `AT+ENCRY=?`, answered `AT+ENCRY=1`), `AT+ENCKEY=<32 hex>`
+//! and `AT+CRYPIV=<32 hex>` (16 bytes each; older RUI3 took an 8-byte key). A firmware that
+//! lacks them answers `AT_COMMAND_NOT_FOUND` (or `AT_ERROR`). The key and IV are secrets:
+//! [`Command`]'s `Debug` hides them, and [`redact`] masks them in any line before it is
+//! logged (a module with echo on sends the command back). Lines end in CR, LF or
 //! both. Bytes that are not printable ASCII, and lines longer than `MAX_LINE`, are dropped
 //! and reported as `Event::Garbage` so the driver can count them; the parser then resyncs
 //! at the next line end. Owns no timing or request matching (that is the driver's session).
@@ -78,6 +85,8 @@ pub enum StatusError {
     DutyCycle,
     /// `AT_CRYPTO_ERROR`
     Crypto,
+    /// `AT_COMMAND_NOT_FOUND`: the firmware has no such command.
+    CommandNotFound,
     /// Any other `AT_...ERROR` / `AT_...` status.
     Other(String),
 }
@@ -114,6 +123,43 @@ pub enum Command {
     Send(Vec<u8>),
     /// `AT+SYNCWORD=<hex4>`: 0x3444 hears LoRaWAN (public network), 0x1234 is the P2P default.
     SyncWord(u16),
+    /// `AT+ENCRY=0|1`: P2P encryption off or on.
+    Encryption(bool),
+    /// `AT+ENCRY=?`: answered `AT+ENCRY=<0|1>` then `OK`.
+    QueryEncryption,
+    /// `AT+ENCKEY=<32 hex>`: the P2P encryption key.
+    EncryptionKey(Secret16),
+    /// `AT+CRYPIV=<32 hex>`: the P2P encryption IV.
+    EncryptionIv(Secret16),
+}
+
+/// 16 secret bytes (a P2P key or IV): compared and cloned like bytes, never shown by
+/// `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret16(pub [u8; 16]);
+
+impl std::fmt::Debug for Secret16 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret16(<redacted>)")
+    }
+}
+
+/// The commands whose value is a secret.
+const SECRET_COMMANDS: [&str; 2] = ["AT+ENCKEY=", "AT+CRYPIV="];
+
+/// `line` with the value of a secret-bearing command (`AT+ENCKEY=`, `AT+CRYPIV=`, in a
+/// command, its echo or a query's answer) replaced by `<redacted>`; any other line as it is.
+/// A query (`=?`) is kept: it holds nothing.
+pub fn redact(line: &str) -> std::borrow::Cow<'_, str> {
+    let upper = line.trim_start().to_ascii_uppercase();
+    for prefix in SECRET_COMMANDS {
+        if let Some(value) = upper.strip_prefix(prefix) {
+            if value.trim() != "?" && !value.trim().is_empty() {
+                return format!("{prefix}<redacted>").into();
+            }
+        }
+    }
+    line.into()
 }
 
 /// `AT+NWM` values.
@@ -245,8 +291,24 @@ impl Command {
                 format!("AT+PSEND={}", hex_encode(payload).to_ascii_uppercase())
             }
             Command::SyncWord(w) => format!("AT+SYNCWORD={w:04X}"),
+            Command::Encryption(on) => format!("AT+ENCRY={}", u8::from(*on)),
+            Command::QueryEncryption => "AT+ENCRY=?".to_string(),
+            Command::EncryptionKey(k) => {
+                format!("AT+ENCKEY={}", hex_encode(&k.0).to_ascii_uppercase())
+            }
+            Command::EncryptionIv(iv) => {
+                format!("AT+CRYPIV={}", hex_encode(&iv.0).to_ascii_uppercase())
+            }
         };
         Ok(body + "\r\n")
+    }
+
+    /// The line without its end, secrets masked ([`redact`]): what logs and errors show.
+    pub fn shown(&self) -> String {
+        match self.line() {
+            Ok(line) => redact(line.trim_end()).into_owned(),
+            Err(e) => format!("<{e}>"),
+        }
     }
 }
 
@@ -394,6 +456,7 @@ fn status_error(text: &str) -> StatusError {
         "AT_MODE_NO_SUPPORT" => StatusError::ModeNotSupported,
         "AT_DUTYCYCLE_RESTRICTED" => StatusError::DutyCycle,
         "AT_CRYPTO_ERROR" => StatusError::Crypto,
+        "AT_COMMAND_NOT_FOUND" => StatusError::CommandNotFound,
         other => StatusError::Other(other.to_string()),
     }
 }

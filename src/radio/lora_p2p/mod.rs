@@ -6,7 +6,8 @@
 //! - **configure** at every start: prove the modem answers (`AT`, resetting it with `ATZ`
 //!   when it does not), stop a receive it may have been left in, switch it to P2P mode
 //!   (`AT+NWM=0`, which restarts it) when it is not, write the radio settings (`AT+P2P`,
-//!   `AT+SYNCWORD`) and start **continuous receive** (`AT+PRECV=65534`);
+//!   `AT+SYNCWORD`), set **P2P encryption** (below) and start **continuous receive**
+//!   (`AT+PRECV=65534`);
 //! - **receive**: every `+EVT:RXP2P` (RUI3's one-line format and the older two-line one,
 //!   parsed by `fieldgate_lora::rak3172`) becomes readings of the device its first
 //!   `id_bytes` name; the hub registers a new sender as pending, as with any device that is
@@ -19,13 +20,26 @@
 //!   receive stopped; the driver configures the modem again. A modem that stops answering
 //!   `AT` makes `run` return an error, and the supervisor re-opens the link with backoff.
 //!
+//! **Encryption**: with `encryption_key_file` set, the key and IV read from that file are
+//! written (`AT+ENCKEY`, `AT+CRYPIV`), then `AT+ENCRY=1`, read back with `AT+ENCRY=?`, at
+//! every configuration (so again after a module restart); without it, `AT+ENCRY=0`. A
+//! firmware without these commands (`AT_COMMAND_NOT_FOUND`, `AT_ERROR`) or that takes only
+//! 8-byte keys makes `run` fail with the reason, counted in `unsupported`: the radio stays
+//! down rather than receive in the clear. The module deciphers what it hears; RUI3 P2P has
+//! no MIC, so a frame sent in the clear or under another key arrives as bytes that do not
+//! decode: it is counted in `not_decrypted` and dropped, never turned into a sender. The
+//! key and IV are never logged: every command and modem line goes through
+//! `rak3172::redact` before a log or an error sees it.
+//!
 //! Bytes that are not AT lines are counted as line errors and skipped. Nothing here decides
 //! admission: the hub does, from the events.
 
+mod key;
 mod options;
 pub mod sim;
 mod spec;
 
+pub use key::{parse_key_text, read_key_file, P2pKey, HOW_TO_MAKE as KEY_FILE_HOW_TO};
 pub use options::P2pOptions;
 pub use spec::SPEC;
 
@@ -34,7 +48,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use fieldgate_lora::rak3172::{
-    AtParser, Command, Event, NetworkMode, RxMode, StatusError, WorkMode,
+    redact, AtParser, Command, Event, NetworkMode, RxMode, Secret16, StatusError, WorkMode,
 };
 use fieldgate_lora::types::{hex_decode, hex_encode};
 use tokio::time::Instant;
@@ -76,6 +90,12 @@ impl Driver for P2pDriver {
         Box::pin(async move {
             let opts = P2pOptions::parse(&io.options)
                 .with_context(|| format!("radio `{}`: invalid [radio.options]", io.radio))?;
+            let key = match &opts.encryption_key_file {
+                Some(path) => {
+                    Some(read_key_file(path).map_err(|e| anyhow!("encryption_key_file: {e}"))?)
+                }
+                None => None,
+            };
             let session = Session::new(
                 link,
                 AtLines::default(),
@@ -89,6 +109,7 @@ impl Driver for P2pDriver {
                 session,
                 io,
                 opts,
+                key,
                 described: HashSet::new(),
             };
             modem.run().await
@@ -113,6 +134,9 @@ impl Frame for AtFrame {
         match &self.0 {
             Event::RxP2p { payload, .. } => format!("RXP2P ({} bytes)", payload.len()),
             Event::Error(e) => format!("status {e:?}"),
+            // An echoed command or a query's answer may carry the P2P key or IV.
+            Event::Reply(line) => format!("Reply({:?})", redact(line)),
+            Event::Text(line) => format!("Text({:?})", redact(line)),
             other => format!("{other:?}"),
         }
     }
@@ -186,6 +210,8 @@ struct Modem<'a> {
     session: Session<Link, AtLines>,
     io: &'a mut DriverIo,
     opts: P2pOptions,
+    /// The P2P encryption key and IV, when encryption is configured.
+    key: Option<P2pKey>,
     /// Senders already described to the hub on this link.
     described: HashSet<String>,
 }
@@ -207,6 +233,19 @@ fn line_of(command: &Command) -> Result<String> {
     command
         .line()
         .map_err(|e| anyhow!("cannot build an AT command: {e}"))
+}
+
+/// The value in a query's answer: `AT+XXX=<value>` (RUI3), or the bare value of one
+/// character (older firmware).
+fn queried_value(answers: &[Event], prefix: &str) -> Option<String> {
+    answers.iter().rev().find_map(|e| match e {
+        Event::Reply(r) => r
+            .strip_prefix(prefix)
+            .filter(|v| *v != "?")
+            .map(str::to_string),
+        Event::Text(t) => Some(t.clone()),
+        _ => None,
+    })
 }
 
 impl Modem<'_> {
@@ -288,10 +327,10 @@ impl Modem<'_> {
                 Event::Error(StatusError::Busy) => {
                     RadioCounters::count(&self.io.counters.busy);
                     let Some(again) = busy.failed(Instant::now()) else {
-                        tracing::warn!(radio = %self.io.radio, command = line.trim_end(), "modem busy on every try");
+                        tracing::warn!(radio = %self.io.radio, command = %command.shown(), "modem busy on every try");
                         return Ok(Err(Failed::Busy));
                     };
-                    tracing::debug!(radio = %self.io.radio, command = line.trim_end(), tries = busy.failures(), "modem busy: stopping receive and trying again");
+                    tracing::debug!(radio = %self.io.radio, command = %command.shown(), tries = busy.failures(), "modem busy: stopping receive and trying again");
                     if !matches!(command, Command::Receive(RxMode::Stop)) {
                         let stop = line_of(&Command::Receive(RxMode::Stop))?;
                         self.session
@@ -310,10 +349,7 @@ impl Modem<'_> {
     async fn must(&mut self, command: &Command) -> Result<()> {
         match self.command(command).await? {
             Ok(()) => Ok(()),
-            Err(f) => {
-                let line = line_of(command)?;
-                bail!("the modem did not take `{}`: {f}", line.trim_end())
-            }
+            Err(f) => bail!("the modem did not take `{}`: {f}", command.shown()),
         }
     }
 
@@ -362,20 +398,78 @@ impl Modem<'_> {
         taken
     }
 
-    /// The work mode (`AT+NWM=?`), if the modem says.
-    async fn work_mode(&mut self) -> Result<Option<u8>> {
-        if self.command(&Command::QueryNetworkMode).await?.is_err() {
+    /// Asks `query` (`AT+XXX=?`) and returns the one-character value it answers, if the
+    /// modem answers. Earlier answers and echoes still queued are dropped first.
+    async fn query(&mut self, query: &Command, prefix: &str) -> Result<Option<String>> {
+        let is_answer = |e: &Event| {
+            matches!(e, Event::Reply(r) if r.starts_with(prefix))
+                || matches!(e, Event::Text(t) if t.len() == 1)
+        };
+        self.take_queued(is_answer);
+        if self.command(query).await?.is_err() {
             return Ok(None);
         }
-        let answers = self.take_queued(|e| {
-            matches!(e, Event::Reply(r) if r.starts_with("AT+NWM="))
-                || matches!(e, Event::Text(t) if t.len() == 1)
-        });
-        Ok(answers.iter().rev().find_map(|e| match e {
-            Event::Reply(r) => r.strip_prefix("AT+NWM=")?.parse().ok(),
-            Event::Text(t) => t.parse().ok(),
-            _ => None,
-        }))
+        let answers = self.take_queued(is_answer);
+        Ok(queried_value(&answers, prefix))
+    }
+
+    /// The work mode (`AT+NWM=?`), if the modem says.
+    async fn work_mode(&mut self) -> Result<Option<u8>> {
+        let value = self.query(&Command::QueryNetworkMode, "AT+NWM=").await?;
+        Ok(value.and_then(|v| v.parse().ok()))
+    }
+
+    /// P2P encryption as configured: the key and IV, then `AT+ENCRY=1`, read back; or
+    /// `AT+ENCRY=0` with no key file. `Err` (the radio goes down) when a key is configured
+    /// and the firmware cannot use it: never receive in the clear when encryption was
+    /// asked for.
+    async fn encryption(&mut self) -> Result<()> {
+        let Some(key) = &self.key else {
+            return match self.command(&Command::Encryption(false)).await? {
+                Ok(()) => Ok(()),
+                // Nothing to turn off on a firmware without P2P encryption.
+                Err(Failed::Refused(StatusError::CommandNotFound | StatusError::Generic)) => Ok(()),
+                Err(f) => bail!("the modem did not take `AT+ENCRY=0`: {f}"),
+            };
+        };
+        let commands = [
+            Command::EncryptionKey(Secret16(key.key)),
+            Command::EncryptionIv(Secret16(key.iv)),
+            Command::Encryption(true),
+        ];
+        for c in &commands {
+            match self.command(c).await? {
+                Ok(()) => {}
+                Err(Failed::Refused(e @ (StatusError::CommandNotFound | StatusError::Generic))) => {
+                    RadioCounters::count(&self.io.counters.unsupported);
+                    bail!(
+                        "the modem's firmware has no LoRa P2P encryption (`{}` answered {}): refusing to receive in the clear while `encryption_key_file` is set; update the module to RUI3 4.0.6 or later",
+                        c.shown(),
+                        status_name(&e)
+                    );
+                }
+                Err(Failed::Refused(StatusError::Param))
+                    if !matches!(c, Command::Encryption(_)) =>
+                {
+                    RadioCounters::count(&self.io.counters.unsupported);
+                    bail!(
+                        "the modem refused a 16-byte P2P key or IV (`{}` answered AT_PARAM_ERROR): firmware before RUI3 4.0.6 takes 8-byte keys; update the module",
+                        c.shown()
+                    );
+                }
+                Err(f) => bail!("the modem did not take `{}`: {f}", c.shown()),
+            }
+        }
+        let on = self.query(&Command::QueryEncryption, "AT+ENCRY=").await?;
+        if on.as_deref() != Some("1") {
+            RadioCounters::count(&self.io.counters.unsupported);
+            bail!(
+                "the modem reports P2P encryption {} after `AT+ENCRY=1`: refusing to receive in the clear",
+                on.map_or("unknown".to_string(), |v| format!("`{v}`"))
+            );
+        }
+        tracing::info!(radio = %self.io.radio, "LoRa P2P encryption on (key and IV from encryption_key_file)");
+        Ok(())
     }
 
     async fn configure(&mut self, after_banner: bool) -> Result<()> {
@@ -415,6 +509,7 @@ impl Modem<'_> {
         if let Some(w) = self.opts.sync_word {
             self.must(&Command::SyncWord(w)).await?;
         }
+        self.encryption().await?;
         self.must(&Command::Receive(RxMode::Continuous)).await?;
         let r = self.opts.radio;
         tracing::info!(radio = %self.io.radio, freq_hz = r.freq_hz, sf = r.sf, bw_khz = r.bw_khz, "LoRa P2P modem receiving");
@@ -481,6 +576,13 @@ impl Modem<'_> {
             return Ok(());
         }
         let (id, data) = payload.split_at(n);
+        if self.key.is_some() && super::lora::readings::lpp_readings(data).is_none() {
+            // The module deciphered it with our key; without a MIC, a payload that does not
+            // decode is all that tells a frame sent in the clear or under another key.
+            RadioCounters::count(&self.io.counters.not_decrypted);
+            tracing::debug!(radio = %self.io.radio, len = payload.len(), "P2P frame that does not decode under our key (sent in the clear or under another key): dropped");
+            return Ok(());
+        }
         let native = hex_encode(id);
         let readings = p2p_readings(data, self.opts.decoder, &self.io.counters);
         let mut ev = self.event(native.clone(), DeviceEventKind::Readings(readings));
@@ -617,6 +719,15 @@ impl Modem<'_> {
             tracing::warn!(radio = %self.io.radio, error = %f, "receive not restarted after a transmission");
         }
         Ok((sent, rearmed.is_err()))
+    }
+}
+
+/// A status as the modem printed it, for messages.
+fn status_name(e: &StatusError) -> String {
+    match e {
+        StatusError::CommandNotFound => "AT_COMMAND_NOT_FOUND".into(),
+        StatusError::Generic => "AT_ERROR".into(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -1,7 +1,10 @@
 //! `[radio.options]` of a LoRa P2P modem: the radio settings written with `AT+P2P` (and
-//! `AT+SYNCWORD`), how a frame names its sender, the payload decoder and the timing of the
-//! dialogue. Unknown keys and values out of range are refused with the key named.
+//! `AT+SYNCWORD`), how a frame names its sender, the payload decoder, the P2P encryption
+//! key file and the timing of the dialogue. Unknown keys and values out of range are
+//! refused with the key named. The key file is only named here; it is read by
+//! `super::key` (at `config check` and when the link opens), never parsed into the config.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fieldgate_lora::rak3172::P2pConfig;
@@ -27,6 +30,9 @@ pub struct P2pOptions {
     pub tx_timeout: Duration,
     /// With nothing heard for this long, the modem is asked `AT` to prove it is alive.
     pub keepalive: Duration,
+    /// The file holding the P2P encryption key and IV (`AT+ENCRY=1`); encryption is turned
+    /// off (`AT+ENCRY=0`) when `None`.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl Default for P2pOptions {
@@ -46,11 +52,12 @@ impl Default for P2pOptions {
             command_timeout: Duration::from_secs(2),
             tx_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(60),
+            encryption_key_file: None,
         }
     }
 }
 
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 12] = [
     "frequency",
     "spreading_factor",
     "bandwidth",
@@ -62,6 +69,7 @@ const KEYS: [&str; 11] = [
     "decoder",
     "command_timeout",
     "keepalive",
+    "encryption_key_file",
 ];
 
 fn err(key: &str, message: impl Into<String>) -> OptionError {
@@ -199,6 +207,27 @@ impl P2pOptions {
         )? {
             o.keepalive = d;
         }
+        if let Some(v) = table.get("encryption_key_file") {
+            let path = v
+                .as_str()
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .ok_or_else(|| {
+                    err(
+                        "encryption_key_file",
+                        "`encryption_key_file` must be the absolute path of the key file, e.g. \"/etc/fieldgate/lora-p2p.key\" (the key itself never goes in the config)",
+                    )
+                })?;
+            if o.decoder == Decoder::Raw {
+                // Without a MIC, a frame deciphered under another key is only told apart
+                // by a payload that does not decode; raw payloads always "decode".
+                return Err(err(
+                    "encryption_key_file",
+                    "encryption needs `decoder = \"lpp\"`: RUI3 P2P frames carry no MIC, so only a payload that decodes tells a frame under our key from one under another key",
+                ));
+            }
+            o.encryption_key_file = Some(path);
+        }
         Ok(o)
     }
 }
@@ -236,6 +265,12 @@ mod tests {
             (Some(0x3444), 2, Decoder::Raw)
         );
         assert_eq!(o.keepalive, Duration::from_secs(30));
+        assert_eq!(o.encryption_key_file, None);
+        let o = parse("encryption_key_file = \"/etc/fieldgate/p2p.key\"").unwrap();
+        assert_eq!(
+            o.encryption_key_file.as_deref(),
+            Some(std::path::Path::new("/etc/fieldgate/p2p.key"))
+        );
         for (bad, key) in [
             ("frequency = 100", "frequency"),
             ("spreading_factor = 13", "spreading_factor"),
@@ -246,6 +281,12 @@ mod tests {
             ("id_bytes = 0", "id_bytes"),
             ("keepalive = \"1ms\"", "keepalive"),
             ("freqency = 1", "freqency"),
+            ("encryption_key_file = \"p2p.key\"", "encryption_key_file"),
+            ("encryption_key_file = 16", "encryption_key_file"),
+            (
+                "decoder = \"raw\"\nencryption_key_file = \"/etc/fieldgate/p2p.key\"",
+                "encryption_key_file",
+            ),
         ] {
             assert_eq!(parse(bad).unwrap_err().key, key, "{bad}");
         }

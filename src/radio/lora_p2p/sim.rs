@@ -53,6 +53,7 @@ pub fn sim_config() -> EmulatorConfig {
         interval: Duration::from_secs(secs),
         rssi,
         snr: 8,
+        cipher: None,
     };
     EmulatorConfig {
         sensors: vec![

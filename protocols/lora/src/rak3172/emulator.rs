@@ -14,13 +14,51 @@
 //! - a frame on the air is heard only while receiving on its frequency, spreading factor
 //!   and bandwidth; it is printed in the RUI3 format or the pre-RUI3 two-line format.
 //!
+//! - P2P encryption (`AT+ENCRY`, `AT+ENCKEY`, `AT+CRYPIV`, RUI3 4.0.6+): with it on, what
+//!   the module transmits is enciphered with its key and IV, and what it hears is
+//!   deciphered with them before it is printed, whoever sent it: a frame sent in the clear
+//!   or under another key comes out as the bytes the module made of it. A firmware without
+//!   these commands ([`EmulatorConfig::encryption_commands`] false) answers
+//!   `AT_COMMAND_NOT_FOUND`. Settings change only while not receiving (`AT_BUSY_ERROR`).
+//!
+//! RUI3 does not document its P2P cipher; this emulator stands in for it with AES-128-CTR
+//! (the key, the IV as the initial counter block), which keeps a payload's length as the
+//! module does. Only the emulated senders and the emulated module have to agree on it; the
+//! gateway never sees the cipher, only what the module hands up.
+//!
 //! Faults a test can inject: the next commands answered `AT_BUSY_ERROR` whatever they are,
-//! and a spontaneous restart (brown-out, watchdog).
+//! a spontaneous restart (brown-out, watchdog), and a restart that loses the P2P settings
+//! (encryption included), as after a firmware update.
 
 use std::time::Duration;
 
+use aes::cipher::{KeyIvInit, StreamCipher};
+
 use super::P2pConfig;
 use crate::types::{hex_decode, hex_encode};
+
+/// A P2P encryption key and IV (`AT+ENCKEY`, `AT+CRYPIV`), as an emulated sender or the
+/// emulated module holds them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct P2pCipher {
+    pub key: [u8; 16],
+    pub iv: [u8; 16],
+}
+
+impl std::fmt::Debug for P2pCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("P2pCipher(<redacted>)")
+    }
+}
+
+impl P2pCipher {
+    /// Enciphers or deciphers `data` in place (the stand-in for the module's cipher:
+    /// AES-128-CTR, the IV as the initial counter block; the same operation both ways).
+    pub fn apply(&self, data: &mut [u8]) {
+        let mut c = ctr::Ctr128BE::<aes::Aes128>::new(&self.key.into(), &self.iv.into());
+        c.apply_keystream(data);
+    }
+}
 
 /// Which firmware's output to imitate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +80,8 @@ pub struct Sensor {
     pub interval: Duration,
     pub rssi: i16,
     pub snr: i16,
+    /// The key it enciphers its frames with; in the clear when `None`.
+    pub cipher: Option<P2pCipher>,
 }
 
 impl Sensor {
@@ -68,6 +108,10 @@ pub struct EmulatorConfig {
     pub p2p: P2pConfig,
     /// Work mode at power-up (`AT+NWM`): 0 P2P, 1 LoRaWAN.
     pub work_mode: u8,
+    /// Whether the firmware has `AT+ENCRY`, `AT+ENCKEY` and `AT+CRYPIV` (RUI3 4.0.6+).
+    pub encryption_commands: bool,
+    /// Command echo (`ATE`): every command line is sent back before its answer.
+    pub echo: bool,
 }
 
 /// 868.0 MHz, SF7, 125 kHz, 4/5, preamble 8, 14 dBm: the P2P settings of the examples.
@@ -92,12 +136,15 @@ impl Default for EmulatorConfig {
                 interval: Duration::from_secs(5),
                 rssi: -71,
                 snr: 9,
+                cipher: None,
             }],
             airtime: Duration::from_millis(60),
             boot_time: Duration::from_millis(150),
             p2p: DEFAULT_P2P,
             // A module from the factory is in LoRaWAN mode.
             work_mode: 1,
+            encryption_commands: true,
+            echo: false,
         }
     }
 }
@@ -118,6 +165,9 @@ pub enum Fault {
     Busy(u32),
     /// The module restarts on its own.
     Reset,
+    /// The module restarts with its P2P settings back at their power-up values and
+    /// encryption off (a firmware update, `ATR` typed by someone).
+    SettingsLost,
 }
 
 /// What happened, for tests and logs.
@@ -130,8 +180,12 @@ pub struct Stats {
     pub missed: u64,
     pub busy_answers: u64,
     pub restarts: u64,
-    /// Payloads transmitted with `AT+PSEND`, in order.
+    /// Payloads transmitted with `AT+PSEND`, in order, as the host gave them.
     pub sent: Vec<Vec<u8>>,
+    /// The same payloads as they went on the air (enciphered when encryption was on).
+    pub sent_on_air: Vec<Vec<u8>>,
+    /// `AT+ENCKEY=` commands taken.
+    pub key_writes: u64,
 }
 
 pub struct Emulator {
@@ -139,6 +193,10 @@ pub struct Emulator {
     work_mode: u8,
     p2p: P2pConfig,
     sync_word: u16,
+    /// `AT+ENCRY`.
+    encrypt: bool,
+    /// `AT+ENCKEY` and `AT+CRYPIV` (zeros until set).
+    cipher: P2pCipher,
     rx: Rx,
     tx_done_at: Option<Duration>,
     booting_until: Option<Duration>,
@@ -159,6 +217,11 @@ impl Emulator {
             work_mode: config.work_mode,
             p2p: config.p2p,
             sync_word: 0x1234,
+            encrypt: false,
+            cipher: P2pCipher {
+                key: [0; 16],
+                iv: [0; 16],
+            },
             rx: Rx::Off,
             tx_done_at: None,
             booting_until: None,
@@ -186,6 +249,11 @@ impl Emulator {
 
     pub fn sync_word(&self) -> u16 {
         self.sync_word
+    }
+
+    /// `AT+ENCRY` now, and whether the module's key and IV are `cipher`.
+    pub fn encryption(&self, cipher: &P2pCipher) -> (bool, bool) {
+        (self.encrypt, self.cipher == *cipher)
     }
 
     /// Whether the radio is listening now.
@@ -220,6 +288,16 @@ impl Emulator {
         match fault {
             Fault::Busy(n) => self.busy_left = self.busy_left.saturating_add(n),
             Fault::Reset => self.restart(now),
+            Fault::SettingsLost => {
+                self.p2p = self.config.p2p;
+                self.sync_word = 0x1234;
+                self.encrypt = false;
+                self.cipher = P2pCipher {
+                    key: [0; 16],
+                    iv: [0; 16],
+                };
+                self.restart(now);
+            }
         }
     }
 
@@ -235,7 +313,12 @@ impl Emulator {
             return false;
         }
         self.stats.heard += 1;
-        let hex = hex_encode(&frame.payload).to_ascii_uppercase();
+        let mut payload = frame.payload;
+        if self.encrypt {
+            // Deciphered with the module's key, whatever the sender used.
+            self.cipher.apply(&mut payload);
+        }
+        let hex = hex_encode(&payload).to_ascii_uppercase();
         match self.config.firmware {
             Firmware::Rui3 => self.line(&format!("+EVT:RXP2P:{}:{}:{hex}", frame.rssi, frame.snr)),
             Firmware::Legacy => {
@@ -280,10 +363,14 @@ impl Emulator {
         for (s, (due, n)) in self.config.sensors.iter().zip(self.schedule.iter_mut()) {
             if now >= *due {
                 *due = now + s.interval;
+                let mut payload = s.payload(*n);
+                if let Some(c) = &s.cipher {
+                    c.apply(&mut payload);
+                }
                 let frame = AirFrame {
                     rssi: s.rssi,
                     snr: s.snr,
-                    payload: s.payload(*n),
+                    payload,
                 };
                 on_air.push((s.freq_hz, s.sf, s.bw_khz, frame));
                 *n = n.wrapping_add(1);
@@ -337,6 +424,9 @@ impl Emulator {
             return;
         }
         self.stats.commands += 1;
+        if self.config.echo {
+            self.line(text);
+        }
         let upper = text.to_ascii_uppercase();
         if upper == "AT" {
             return self.line("OK");
@@ -364,6 +454,9 @@ impl Emulator {
                 Ok(())
             }
             ("AT+NWM", Some(v)) => self.set_work_mode(now, v),
+            (enc, _) if ENCRYPTION_COMMANDS.contains(&enc) && !self.config.encryption_commands => {
+                Err("AT_COMMAND_NOT_FOUND")
+            }
             (p2p, _) if P2P_COMMANDS.contains(&p2p) && self.work_mode != 0 => {
                 Err("AT_MODE_NO_SUPPORT")
             }
@@ -394,6 +487,31 @@ impl Emulator {
                     }
                 }
             }
+            ("AT+ENCRY", Some("?")) => {
+                let on = u8::from(self.encrypt);
+                self.line(&format!("AT+ENCRY={on}"));
+                Ok(())
+            }
+            ("AT+ENCRY", Some(v)) => match v {
+                _ if self.busy() => Err("AT_BUSY_ERROR"),
+                "0" | "1" => {
+                    self.encrypt = v == "1";
+                    Ok(())
+                }
+                _ => Err("AT_PARAM_ERROR"),
+            },
+            ("AT+ENCKEY", Some("?")) => {
+                let k = hex_encode(&self.cipher.key).to_ascii_uppercase();
+                self.line(&format!("AT+ENCKEY={k}"));
+                Ok(())
+            }
+            ("AT+CRYPIV", Some("?")) => {
+                let iv = hex_encode(&self.cipher.iv).to_ascii_uppercase();
+                self.line(&format!("AT+CRYPIV={iv}"));
+                Ok(())
+            }
+            ("AT+ENCKEY", Some(v)) => self.set_secret(v, true),
+            ("AT+CRYPIV", Some(v)) => self.set_secret(v, false),
             ("AT+PRECV", Some(v)) => self.precv(now, v),
             ("AT+PSEND", Some(v)) => self.psend(now, v),
             _ => Err("AT_ERROR"),
@@ -425,6 +543,24 @@ impl Emulator {
             self.line("OK");
             self.restart(now);
             return Err("");
+        }
+        Ok(())
+    }
+
+    /// `AT+ENCKEY=` (`key`) or `AT+CRYPIV=`: exactly 16 bytes in hex.
+    fn set_secret(&mut self, v: &str, key: bool) -> Result<(), &'static str> {
+        if self.busy() {
+            return Err("AT_BUSY_ERROR");
+        }
+        let bytes: [u8; 16] = hex_decode(v)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("AT_PARAM_ERROR")?;
+        if key {
+            self.cipher.key = bytes;
+            self.stats.key_writes += 1;
+        } else {
+            self.cipher.iv = bytes;
         }
         Ok(())
     }
@@ -487,7 +623,12 @@ impl Emulator {
         if payload.is_empty() || payload.len() > 256 {
             return Err("AT_PARAM_ERROR");
         }
+        let mut on_air = payload.clone();
+        if self.encrypt {
+            self.cipher.apply(&mut on_air);
+        }
         self.stats.sent.push(payload);
+        self.stats.sent_on_air.push(on_air);
         self.tx_done_at = Some(now + self.config.airtime);
         Ok(())
     }
@@ -501,7 +642,18 @@ pub struct AirFrame {
     pub payload: Vec<u8>,
 }
 
-const P2P_COMMANDS: [&str; 4] = ["AT+P2P", "AT+PRECV", "AT+PSEND", "AT+SYNCWORD"];
+const P2P_COMMANDS: [&str; 7] = [
+    "AT+P2P",
+    "AT+PRECV",
+    "AT+PSEND",
+    "AT+SYNCWORD",
+    "AT+ENCRY",
+    "AT+ENCKEY",
+    "AT+CRYPIV",
+];
+
+/// The P2P encryption commands (RUI3 4.0.6 and later).
+const ENCRYPTION_COMMANDS: [&str; 3] = ["AT+ENCRY", "AT+ENCKEY", "AT+CRYPIV"];
 
 #[cfg(test)]
 mod tests {
@@ -611,5 +763,88 @@ mod tests {
         let lpp = crate::lpp::decode(&sensor.payload(0)[4..]).unwrap();
         assert_eq!(lpp[0].name(), "temperature");
         assert_eq!(e.next_deadline(), Some(ms(10_000)));
+    }
+
+    #[test]
+    fn encryption_deciphers_with_the_modules_key_and_old_firmware_lacks_it() {
+        let site = P2pCipher {
+            key: [0x2b; 16],
+            iv: [0x01; 16],
+        };
+        let sensor = Sensor {
+            cipher: Some(site.clone()),
+            ..EmulatorConfig::default().sensors[0].clone()
+        };
+        let mut e = Emulator::new(EmulatorConfig {
+            work_mode: 0,
+            sensors: vec![sensor.clone()],
+            ..EmulatorConfig::default()
+        });
+        assert_eq!(
+            say(&mut e, ms(0), "AT+ENCRY=?"),
+            [Event::Reply("AT+ENCRY=0".into()), Event::Ok]
+        );
+        let key = format!("AT+ENCKEY={}", hex_encode(&site.key));
+        assert_eq!(say(&mut e, ms(0), &key), [Event::Ok]);
+        assert_eq!(
+            say(&mut e, ms(0), "AT+CRYPIV=0101"),
+            [Event::Error(super::super::StatusError::Param)],
+            "16 bytes or nothing"
+        );
+        let iv = format!("AT+CRYPIV={}", hex_encode(&site.iv));
+        assert_eq!(say(&mut e, ms(0), &iv), [Event::Ok]);
+        assert_eq!(say(&mut e, ms(0), "AT+ENCRY=1"), [Event::Ok]);
+        assert_eq!(e.encryption(&site), (true, true));
+        say(&mut e, ms(0), "AT+PRECV=65534");
+        assert_eq!(
+            say(&mut e, ms(0), "AT+ENCRY=0"),
+            [Event::Error(super::super::StatusError::Busy)]
+        );
+        // The sensor's frame is ciphertext on the air and plaintext from the module.
+        e.tick(ms(5000));
+        let heard = AtParser::new().feed(&e.take_output());
+        assert!(
+            matches!(&heard[..], [Event::RxP2p { payload, .. }] if *payload == sensor.payload(0))
+        );
+        // Sent in the clear while the module deciphers: what comes out is not the frame.
+        e.air_frame(
+            868_000_000,
+            7,
+            125,
+            AirFrame {
+                rssi: -50,
+                snr: 5,
+                payload: vec![1, 2, 3],
+            },
+        );
+        let heard = AtParser::new().feed(&e.take_output());
+        assert!(
+            matches!(&heard[..], [Event::RxP2p { payload, .. }] if payload.len() == 3 && *payload != [1, 2, 3])
+        );
+        // What the module transmits is enciphered on the air.
+        say(&mut e, ms(6000), "AT+PRECV=0");
+        say(&mut e, ms(6000), "AT+PSEND=0102");
+        let mut plain = e.stats().sent_on_air[0].clone();
+        site.apply(&mut plain);
+        assert_eq!(plain, [1, 2]);
+        // A restart that loses the settings turns encryption off.
+        e.inject(ms(7000), Fault::SettingsLost);
+        e.tick(ms(8000));
+        assert_eq!(e.encryption(&site), (false, false));
+        assert_eq!(e.stats().key_writes, 1);
+
+        let mut old = Emulator::new(EmulatorConfig {
+            work_mode: 0,
+            encryption_commands: false,
+            echo: true,
+            ..EmulatorConfig::default()
+        });
+        assert_eq!(
+            say(&mut old, ms(0), "AT+ENCRY=1"),
+            [
+                Event::Reply("AT+ENCRY=1".into()),
+                Event::Error(super::super::StatusError::CommandNotFound)
+            ]
+        );
     }
 }

@@ -201,3 +201,51 @@ fn chunking_noise_and_overlong_lines() {
     assert!(matches!(e[0], Event::Garbage { bytes } if bytes == long.len() - 6));
     assert_eq!(e[1], Event::Ok);
 }
+
+/// The RUI3 manual's P2P encryption examples: `AT+ENCKEY=0102...0708` (32 hex digits),
+/// `AT+CRYPIV=0011...6677`, `AT+ENCRY=1`, and the read-back `AT+ENCRY=1`. The key and IV
+/// never show in `Debug` or in what a log is given.
+#[test]
+fn encryption_commands_and_their_secrets_stay_out_of_logs() {
+    let key = Secret16([1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+    let iv = Secret16([
+        0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66,
+        0x77,
+    ]);
+    assert_eq!(
+        Command::EncryptionKey(key.clone()).line().unwrap(),
+        "AT+ENCKEY=01020304050607080102030405060708\r\n"
+    );
+    assert_eq!(
+        Command::EncryptionIv(iv.clone()).line().unwrap(),
+        "AT+CRYPIV=00112233445566770011223344556677\r\n"
+    );
+    assert_eq!(Command::Encryption(true).line().unwrap(), "AT+ENCRY=1\r\n");
+    assert_eq!(Command::Encryption(false).line().unwrap(), "AT+ENCRY=0\r\n");
+    assert_eq!(Command::QueryEncryption.line().unwrap(), "AT+ENCRY=?\r\n");
+    assert_eq!(
+        events("AT+ENCRY=1\r\nOK\r\nAT_COMMAND_NOT_FOUND\r\n"),
+        [
+            Event::Reply("AT+ENCRY=1".into()),
+            Event::Ok,
+            Event::Error(StatusError::CommandNotFound)
+        ]
+    );
+    for c in [Command::EncryptionKey(key), Command::EncryptionIv(iv)] {
+        let debug = format!("{c:?}");
+        let shown = c.shown();
+        for text in [&debug, &shown] {
+            assert!(
+                !text.contains("0102030405060708") && !text.contains("0011223344556677"),
+                "{text}"
+            );
+        }
+        assert!(shown.ends_with("=<redacted>"), "{shown}");
+    }
+    assert_eq!(redact("at+enckey=00ff"), "AT+ENCKEY=<redacted>");
+    assert_eq!(redact("AT+ENCKEY=?"), "AT+ENCKEY=?");
+    assert_eq!(
+        redact("AT+P2P=868000000:7:125:0:8:14"),
+        "AT+P2P=868000000:7:125:0:8:14"
+    );
+}
