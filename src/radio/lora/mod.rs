@@ -393,8 +393,14 @@ impl Gateway<'_> {
             }
             Some(dev_eui) => {
                 tracing::warn!(radio = %self.io.radio, %dev_eui, reason = %refusal, "LoRaWAN frame refused");
+                // A join from a device whose keys went with its removal is a refused
+                // join, for the hub to say why (decommissioned, blocked, no keys yet).
+                let what = match refusal {
+                    Refusal::NoKeys { .. } => "device.join",
+                    _ => "lorawan.frame",
+                };
                 let kind = DeviceEventKind::Refused {
-                    what: "lorawan.frame".into(),
+                    what: what.into(),
                     reason: refusal.code().into(),
                     detail: refusal.to_string(),
                 };
@@ -551,16 +557,13 @@ impl Gateway<'_> {
                 self.sessions.end_session(eui);
                 let _ = self.persist(eui).await;
                 if !still_provisioned {
-                    self.sessions.forget(eui);
+                    self.sessions.revoke(eui);
                 }
                 tracing::info!(radio = %self.io.radio, device = %native_address, "LoRaWAN session destroyed");
             }
-            RadioCommand::Set {
-                command_id,
-                native_address,
-                ..
-            }
-            | RadioCommand::Read {
+            // A class A device is reached only right after its uplink: a read is held by the
+            // hub until it next speaks and answered with the state that uplink left.
+            RadioCommand::Read {
                 command_id,
                 native_address,
             } => {
@@ -571,8 +574,27 @@ impl Gateway<'_> {
                     received_at: SystemTime::now(),
                     kind: DeviceEventKind::CommandResult {
                         command_id,
+                        ok: true,
+                        detail: "read from its latest uplink".into(),
+                    },
+                    link: None,
+                };
+                let _ = self.io.events.send(ev).await;
+            }
+            RadioCommand::Set {
+                command_id,
+                native_address,
+                ..
+            } => {
+                let ev = DeviceEvent {
+                    radio: self.io.radio.clone(),
+                    protocol: self.io.protocol,
+                    native_address,
+                    received_at: SystemTime::now(),
+                    kind: DeviceEventKind::CommandResult {
+                        command_id,
                         ok: false,
-                        detail: "LoRaWAN devices take no set or read commands here".into(),
+                        detail: "LoRaWAN devices take no set commands here".into(),
                     },
                     link: None,
                 };
