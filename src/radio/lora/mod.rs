@@ -188,7 +188,19 @@ impl Gateway<'_> {
     async fn run(&mut self) -> Result<()> {
         let mut buf = vec![0u8; 65_536];
         loop {
+            // A forwarder heard once that falls silent (no keep-alive) is gone: the radio
+            // shows down and the supervisor opens it again.
+            let silent_at = self
+                .link
+                .last_heard
+                .map(|t| t + self.opts.forwarder_timeout);
             tokio::select! {
+                _ = tokio::time::sleep_until(silent_at.unwrap_or_else(far_future)), if silent_at.is_some() => {
+                    return Err(anyhow!(
+                        "the packet forwarder went silent: nothing for {}",
+                        humantime::format_duration(self.opts.forwarder_timeout)
+                    ));
+                }
                 cmd = self.io.commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd).await,
                     None => return Ok(()),
@@ -615,6 +627,10 @@ impl Gateway<'_> {
             RadioCommand::PermitJoin { .. } | RadioCommand::Policy(_) => {}
         }
     }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400)
 }
 
 /// What the gateway knows of a LoRaWAN device without asking it (LoRaWAN has no
