@@ -26,6 +26,7 @@ mod options;
 pub(crate) mod readings;
 mod sessions;
 pub mod sim;
+pub mod sim_forwarder;
 mod spec;
 
 pub use options::{BridgeMode, BridgeOptions, Decoder, LoraOptions};
