@@ -233,12 +233,16 @@ mod tests {
         assert_eq!(parse("tx_power = 99").unwrap_err().key, "tx_power");
         assert_eq!(parse("chanel = 1").unwrap_err().key, "chanel");
         assert_eq!(
-            parse("forwarder_timeout = \"3s\"").unwrap().forwarder_timeout,
+            parse("forwarder_timeout = \"3s\"")
+                .unwrap()
+                .forwarder_timeout,
             std::time::Duration::from_secs(3)
         );
         for bad in ["\"0s\"", "\"2h\"", "\"soon\"", "30"] {
             assert_eq!(
-                parse(&format!("forwarder_timeout = {bad}")).unwrap_err().key,
+                parse(&format!("forwarder_timeout = {bad}"))
+                    .unwrap_err()
+                    .key,
                 "forwarder_timeout"
             );
         }

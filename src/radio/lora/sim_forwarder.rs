@@ -172,7 +172,8 @@ fn due_frames(shared: &Mutex<Shared>, plan: &SimPlan) -> Vec<Vec<u8>> {
         }
         if d.sim.confirmed && d.awaiting_ack {
             d.missed_acks += 1;
-            if d.missed_acks >= plan.lost_acks && matches!(dev.activation, Activation::Otaa { .. }) {
+            if d.missed_acks >= plan.lost_acks && matches!(dev.activation, Activation::Otaa { .. })
+            {
                 // The network stopped answering: give the session up and join again.
                 dev.session = None;
                 d.awaiting_ack = false;
