@@ -11,7 +11,7 @@
 //! each driver adds one implementation and one `#[tokio::test]` below.
 //!
 //! Steps that do not apply are declared, not skipped silently: a radio whose devices are
-//! discovered rather than joined (its capabilities have no join window: BLE) has its
+//! discovered rather than joined (its capabilities have no join window: BLE, LoRa P2P) has its
 //! reporter adopted instead of joined, and its removed devices, which keep
 //! transmitting, are refused by having nothing they send recorded; a radio whose devices
 //! come back under a new address after they leave (Z-Wave: a node included again gets a
@@ -475,6 +475,103 @@ impl Emulated for LoraGwmpEmulator {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lora_gwmp_driver_conforms() {
     let emulator = LoraGwmpEmulator::start();
+    conformance(&emulator).await;
+}
+
+// ---------------------------------------------------------------------------------
+// LoRa P2P: the RAK3172 modem emulator served over TCP (as through ser2net), with two
+// private LPP senders on the driver's channel. Like BLE advertisers, they are discovered
+// (then adopted) rather than joined, take no commands, keep sending after they are
+// removed, and are reached only right after they send.
+
+struct LoraP2pEmulator {
+    sim: fieldgate::radio::lora_p2p::sim::SimModem,
+    port: u16,
+    connection: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+/// The P2P senders' ids (their native addresses, as 4 bytes of hex).
+const P2P_REPORTER: u32 = 0x0a0b_0c01;
+const P2P_SLEEPER: u32 = 0x0a0b_0c02;
+
+impl LoraP2pEmulator {
+    async fn start() -> LoraP2pEmulator {
+        use fieldgate::radio::lora_p2p::sim::{sim_config, SimModem};
+        let mut config = sim_config();
+        for s in &mut config.sensors {
+            s.interval = Duration::from_millis(if s.id == P2P_REPORTER { 1000 } else { 1500 });
+        }
+        let sim = SimModem::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connection = Arc::new(Mutex::new(None));
+        let (served, current) = (sim.clone(), connection.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let sim = served.clone();
+                let task = tokio::spawn(async move {
+                    let _ = sim.serve(stream).await;
+                });
+                if let Some(old) = current.lock().unwrap().replace(task) {
+                    old.abort();
+                }
+            }
+        });
+        LoraP2pEmulator {
+            sim,
+            port,
+            connection,
+            _accept: accept,
+        }
+    }
+}
+
+impl Emulated for LoraP2pEmulator {
+    fn protocol(&self) -> Protocol {
+        Protocol::LoraP2p
+    }
+    fn port(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+    fn options(&self) -> String {
+        String::new()
+    }
+    fn reporter(&self) -> (String, &'static str) {
+        (format!("{P2P_REPORTER:08x}"), "temperature")
+    }
+    fn actuator(&self) -> Option<String> {
+        // The driver can transmit a command byte, but no emulated sender listens for one
+        // or reports an on/off state.
+        None
+    }
+    fn sleeper(&self) -> Option<String> {
+        // A sender hears, if at all, right after it sent: requests for it are held.
+        Some(format!("{P2P_SLEEPER:08x}"))
+    }
+    fn on_network(&self, _native: &str) -> bool {
+        // There is no network to leave: it keeps sending.
+        true
+    }
+    fn rejoin(&self, _native: &str) {
+        // It never stopped sending.
+    }
+    fn reset_radio(&self) -> bool {
+        self.sim
+            .inject(fieldgate_lora::rak3172::emulator::Fault::Reset);
+        true
+    }
+    fn cut_link(&self) -> bool {
+        if let Some(task) = self.connection.lock().unwrap().take() {
+            task.abort();
+        }
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lora_p2p_driver_conforms() {
+    let emulator = LoraP2pEmulator::start().await;
     conformance(&emulator).await;
 }
 
