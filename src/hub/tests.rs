@@ -817,3 +817,56 @@ async fn a_linger_gathers_a_trickle_of_events_into_few_commits() {
     assert!(lingering <= 4, "{lingering} commits with a 50 ms linger");
     assert!(at_once >= 20, "{at_once} commits without a linger");
 }
+
+#[tokio::test]
+async fn a_join_the_radio_refused_itself_is_a_denial_with_the_registry_s_reason() {
+    let mut rig = rig();
+    rig.events(vec![
+        event(ADDR, DeviceEventKind::Joined),
+        event(ADDR, info("lumi.weather", "1.0")),
+    ])
+    .await;
+    let id = DeviceId::new(protocol(), ADDR);
+    rig.hub
+        .as_mut()
+        .unwrap()
+        .decommission(&id, "test")
+        .await
+        .unwrap();
+    let refused = |reason: &str| DeviceEventKind::Refused {
+        what: "device.join".into(),
+        reason: reason.into(),
+        detail: "no keys for it".into(),
+    };
+    let n = rig.events(vec![event(ADDR, refused("no_keys"))]).await;
+    assert!(
+        matches!(&n[..], [Notice::Denied { device, reason }] if *device == id.to_string() && reason.starts_with("decommissioned")),
+        "{n:?}"
+    );
+    // Another frame refused by the radio is audited, and is no denial.
+    let n = rig
+        .events(vec![event(
+            ADDR,
+            DeviceEventKind::Refused {
+                what: "lorawan.frame".into(),
+                reason: "bad_mic".into(),
+                detail: "MIC".into(),
+            },
+        )])
+        .await;
+    assert!(n.is_empty(), "{n:?}");
+    let r = rig.store.reader().unwrap();
+    let audit = store::audit::tail(&r, 100, None).unwrap();
+    let join = audit
+        .iter()
+        .find(|a| a.action == "device.join" && a.outcome == "refused")
+        .expect("the refused join audited");
+    assert!(join.details["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("decommissioned"));
+    assert_eq!(join.details["detail"], "no keys for it");
+    assert!(audit
+        .iter()
+        .any(|a| a.action == "lorawan.frame" && a.details["reason"] == "bad_mic"));
+}

@@ -717,3 +717,29 @@ async fn the_daemon_deciphers_with_the_key_file_and_its_trace_log_never_holds_th
         assert!(!lower.contains(&secret), "a secret in the log");
     }
 }
+
+#[tokio::test]
+async fn a_read_is_answered_from_the_latest_frame_without_touching_the_air() {
+    let mut d = Driven::start(Firmware::Rui3);
+    d.up().await;
+    d.reading("a first frame").await;
+    // The hub holds a read until the sender next speaks; then it is answered with the
+    // state that frame left, and nothing is transmitted.
+    d.commands
+        .send(RadioCommand::Read {
+            native_address: SENSOR.into(),
+            command_id: "r1".into(),
+        })
+        .await
+        .unwrap();
+    let ev = d
+        .wait("the read's result", 5, |e| matches!(&e.kind, DeviceEventKind::CommandResult { command_id, .. } if command_id == "r1"))
+        .await;
+    assert!(
+        matches!(ev.kind, DeviceEventKind::CommandResult { ok: true, .. }),
+        "{:?}",
+        ev.kind
+    );
+    assert!(d.modem.sim.stats().sent.is_empty());
+    d.task.abort();
+}

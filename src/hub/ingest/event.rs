@@ -306,6 +306,20 @@ pub(in crate::hub) fn apply_event(
             reason,
             detail,
         } => {
+            // A join the radio refused itself (it holds no keys for the device any more,
+            // as a LoRaWAN gateway after a decommission): a denied join like the ones
+            // refused here, with the reason the registry gives when it has one.
+            let join = what == "device.join";
+            let reason = match &existing {
+                _ if !join => reason.clone(),
+                _ if store::blocks::is_blocked(c, id.as_str())? => {
+                    format!("blocked: re-admit it first (`fieldgate readmit {id}`)")
+                }
+                Some(d) if d.lifecycle == Lifecycle::Decommissioned.as_str() => {
+                    format!("decommissioned: re-admit it first (`fieldgate readmit {id}`)")
+                }
+                _ => reason.clone(),
+            };
             store::record_audit(
                 c,
                 gw,
@@ -317,6 +331,12 @@ pub(in crate::hub) fn apply_event(
                     json!({"native_address": ev.native_address, "reason": reason, "detail": detail}),
                 ),
             )?;
+            if join {
+                out.notices.push(Notice::Denied {
+                    device: id.to_string(),
+                    reason,
+                });
+            }
         }
         DeviceEventKind::CommandResult {
             command_id,

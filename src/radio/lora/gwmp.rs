@@ -53,6 +53,8 @@ pub struct ForwarderLink {
     token: u16,
     in_flight: HashMap<u16, InFlight>,
     pub stats: GatewayStats,
+    /// When a packet forwarder last sent anything that parsed (its keep-alive included).
+    pub last_heard: Option<Instant>,
 }
 
 /// Downlinks with no TX_ACK after this long are forgotten (older forwarders send none).
@@ -66,6 +68,7 @@ impl ForwarderLink {
             token: rand::random(),
             in_flight: HashMap::new(),
             stats: GatewayStats::default(),
+            last_heard: None,
         }
     }
 
@@ -79,6 +82,12 @@ impl ForwarderLink {
 
     /// Answers what needs an answer (PUSH_ACK, PULL_ACK) and remembers where downlinks go.
     pub async fn acknowledge(&mut self, packet: &Packet, from: SocketAddr) -> std::io::Result<()> {
+        if matches!(
+            packet,
+            Packet::PullData { .. } | Packet::PushData { .. } | Packet::TxAck { .. }
+        ) {
+            self.last_heard = Some(Instant::now());
+        }
         if let Packet::PullData { .. } = packet {
             self.pull_addr = Some(from);
         }

@@ -26,6 +26,7 @@ mod options;
 pub(crate) mod readings;
 mod sessions;
 pub mod sim;
+pub mod sim_forwarder;
 mod spec;
 
 pub use options::{BridgeMode, BridgeOptions, Decoder, LoraOptions};
@@ -188,7 +189,19 @@ impl Gateway<'_> {
     async fn run(&mut self) -> Result<()> {
         let mut buf = vec![0u8; 65_536];
         loop {
+            // A forwarder heard once that falls silent (no keep-alive) is gone: the radio
+            // shows down and the supervisor opens it again.
+            let silent_at = self
+                .link
+                .last_heard
+                .map(|t| t + self.opts.forwarder_timeout);
             tokio::select! {
+                _ = tokio::time::sleep_until(silent_at.unwrap_or_else(far_future)), if silent_at.is_some() => {
+                    return Err(anyhow!(
+                        "the packet forwarder went silent: nothing for {}",
+                        humantime::format_duration(self.opts.forwarder_timeout)
+                    ));
+                }
                 cmd = self.io.commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd).await,
                     None => return Ok(()),
@@ -393,8 +406,14 @@ impl Gateway<'_> {
             }
             Some(dev_eui) => {
                 tracing::warn!(radio = %self.io.radio, %dev_eui, reason = %refusal, "LoRaWAN frame refused");
+                // A join from a device whose keys went with its removal is a refused
+                // join, for the hub to say why (decommissioned, blocked, no keys yet).
+                let what = match refusal {
+                    Refusal::NoKeys { .. } => "device.join",
+                    _ => "lorawan.frame",
+                };
                 let kind = DeviceEventKind::Refused {
-                    what: "lorawan.frame".into(),
+                    what: what.into(),
                     reason: refusal.code().into(),
                     detail: refusal.to_string(),
                 };
@@ -551,16 +570,13 @@ impl Gateway<'_> {
                 self.sessions.end_session(eui);
                 let _ = self.persist(eui).await;
                 if !still_provisioned {
-                    self.sessions.forget(eui);
+                    self.sessions.revoke(eui);
                 }
                 tracing::info!(radio = %self.io.radio, device = %native_address, "LoRaWAN session destroyed");
             }
-            RadioCommand::Set {
-                command_id,
-                native_address,
-                ..
-            }
-            | RadioCommand::Read {
+            // A class A device is reached only right after its uplink: a read is held by the
+            // hub until it next speaks and answered with the state that uplink left.
+            RadioCommand::Read {
                 command_id,
                 native_address,
             } => {
@@ -571,8 +587,27 @@ impl Gateway<'_> {
                     received_at: SystemTime::now(),
                     kind: DeviceEventKind::CommandResult {
                         command_id,
+                        ok: true,
+                        detail: "read from its latest uplink".into(),
+                    },
+                    link: None,
+                };
+                let _ = self.io.events.send(ev).await;
+            }
+            RadioCommand::Set {
+                command_id,
+                native_address,
+                ..
+            } => {
+                let ev = DeviceEvent {
+                    radio: self.io.radio.clone(),
+                    protocol: self.io.protocol,
+                    native_address,
+                    received_at: SystemTime::now(),
+                    kind: DeviceEventKind::CommandResult {
+                        command_id,
                         ok: false,
-                        detail: "LoRaWAN devices take no set or read commands here".into(),
+                        detail: "LoRaWAN devices take no set commands here".into(),
                     },
                     link: None,
                 };
@@ -593,6 +628,10 @@ impl Gateway<'_> {
             RadioCommand::PermitJoin { .. } | RadioCommand::Policy(_) => {}
         }
     }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400)
 }
 
 /// What the gateway knows of a LoRaWAN device without asking it (LoRaWAN has no

@@ -70,6 +70,9 @@ pub struct LoraOptions {
     /// The decoder for devices added without one.
     pub decoder: Decoder,
     pub bridge: BridgeOptions,
+    /// A packet forwarder heard once and then silent this long (no PULL_DATA keep-alive,
+    /// no PUSH_DATA) is taken as gone: the radio shows down and is re-opened.
+    pub forwarder_timeout: std::time::Duration,
 }
 
 impl Default for LoraOptions {
@@ -84,11 +87,15 @@ impl Default for LoraOptions {
                 topic_prefix: "eu868".into(),
                 gateway_id: None,
             },
+            forwarder_timeout: DEFAULT_FORWARDER_TIMEOUT,
         }
     }
 }
 
-const KEYS: [&str; 7] = [
+/// Three of the Semtech packet forwarder's default keep-alives (`keepalive_interval`, 10 s).
+pub const DEFAULT_FORWARDER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+const KEYS: [&str; 8] = [
     "region",
     "net_id",
     "tx_power",
@@ -96,6 +103,7 @@ const KEYS: [&str; 7] = [
     "bridge",
     "bridge_topic_prefix",
     "bridge_gateway_id",
+    "forwarder_timeout",
 ];
 
 /// A topic prefix is one or more non-empty levels with no wildcard.
@@ -187,6 +195,18 @@ impl LoraOptions {
                     })?,
             );
         }
+        if let Some(v) = table.get("forwarder_timeout") {
+            o.forwarder_timeout = v
+                .as_str()
+                .and_then(|s| humantime::parse_duration(s).ok())
+                .filter(|d| (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(d))
+                .ok_or_else(|| {
+                    err(
+                        "forwarder_timeout",
+                        "`forwarder_timeout` must be a duration from \"1s\" to \"1h\", e.g. \"30s\"",
+                    )
+                })?;
+        }
         Ok(o)
     }
 }
@@ -212,6 +232,20 @@ mod tests {
         assert_eq!(parse("net_id = \"xyz\"").unwrap_err().key, "net_id");
         assert_eq!(parse("tx_power = 99").unwrap_err().key, "tx_power");
         assert_eq!(parse("chanel = 1").unwrap_err().key, "chanel");
+        assert_eq!(
+            parse("forwarder_timeout = \"3s\"")
+                .unwrap()
+                .forwarder_timeout,
+            std::time::Duration::from_secs(3)
+        );
+        for bad in ["\"0s\"", "\"2h\"", "\"soon\"", "30"] {
+            assert_eq!(
+                parse(&format!("forwarder_timeout = {bad}"))
+                    .unwrap_err()
+                    .key,
+                "forwarder_timeout"
+            );
+        }
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub enum Refusal {
     UnknownDevAddr(DevAddr),
     #[error("no device of this gateway has DevEUI {0}")]
     UnknownDevEui(Eui64),
+    #[error("Join-Request from a device whose keys were removed: add them again to let it join")]
+    NoKeys { dev_eui: Eui64 },
     #[error("Join-Request MIC does not match the provisioned AppKey")]
     JoinBadMic { dev_eui: Eui64 },
     #[error("Join-Request for JoinEUI {got}, provisioned with {expected}")]
@@ -142,7 +144,8 @@ impl Refusal {
     pub fn device(&self) -> Option<Eui64> {
         match self {
             Refusal::UnknownDevAddr(_) | Refusal::UnknownDevEui(_) => None,
-            Refusal::JoinBadMic { dev_eui }
+            Refusal::NoKeys { dev_eui }
+            | Refusal::JoinBadMic { dev_eui }
             | Refusal::WrongJoinEui { dev_eui, .. }
             | Refusal::DevNonceReused { dev_eui, .. }
             | Refusal::BadMic { dev_eui, .. }
@@ -155,6 +158,7 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::UnknownDevAddr(_) | Refusal::UnknownDevEui(_) => "unknown_device",
+            Refusal::NoKeys { .. } => "no_keys",
             Refusal::JoinBadMic { .. } | Refusal::BadMic { .. } => "bad_mic",
             Refusal::WrongJoinEui { .. } => "wrong_join_eui",
             Refusal::DevNonceReused { .. } => "dev_nonce_reused",
@@ -208,8 +212,15 @@ impl Sessions {
         }
     }
 
-    pub fn forget(&mut self, dev_eui: Eui64) -> bool {
-        self.devices.remove(&dev_eui).is_some()
+    /// Drops the device's keys and session (decommissioned) but keeps its record: the
+    /// DevNonces it used still refuse a replayed Join-Request once it is given keys again,
+    /// and a Join-Request from it is refused as [`Refusal::NoKeys`] (it was ours) rather
+    /// than passed over as a stranger's.
+    pub fn revoke(&mut self, dev_eui: Eui64) {
+        if let Some(d) = self.devices.get_mut(&dev_eui) {
+            d.otaa = None;
+            d.session = None;
+        }
     }
 
     /// Takes OTAA keys for `dev_eui` (a new or replaced key set: a running session stays
@@ -323,8 +334,11 @@ impl Sessions {
         dl: DlSettings,
     ) -> Result<Joined, Refusal> {
         let dev_eui = req.dev_eui;
-        let Some((join_eui, app_key)) = self.devices.get(&dev_eui).and_then(|d| d.otaa) else {
+        let Some(d) = self.devices.get(&dev_eui) else {
             return Err(Refusal::UnknownDevEui(dev_eui));
+        };
+        let Some((join_eui, app_key)) = d.otaa else {
+            return Err(Refusal::NoKeys { dev_eui });
         };
         if !req.verify_mic(&app_key) {
             return Err(Refusal::JoinBadMic { dev_eui });
@@ -522,6 +536,44 @@ mod tests {
         assert!(fresh
             .join(&join_req(&again), NetId(0), DlSettings::from_byte(0))
             .is_err());
+    }
+
+    #[test]
+    fn a_revoked_device_is_refused_by_name_and_its_dev_nonces_outlive_new_keys() {
+        let (mut s, mut dev) = otaa();
+        let first = dev.join_request().unwrap();
+        let j = s
+            .join(&join_req(&first), NetId(0), DlSettings::from_byte(0))
+            .unwrap();
+        dev.hear(&j.accept.to_bytes()).unwrap();
+        s.revoke(Eui64(0xa1));
+        let up = dev.uplink(1, b"a", false).unwrap();
+        assert_eq!(s.uplink(&data(&up)).unwrap_err().device(), None);
+        let next = dev.join_request().unwrap();
+        let e = s
+            .join(&join_req(&next), NetId(0), DlSettings::from_byte(0))
+            .unwrap_err();
+        assert_eq!((e.code(), e.device()), ("no_keys", Some(Eui64(0xa1))));
+        // Given its keys again (re-admitted), it joins with a fresh DevNonce, and the
+        // Join-Request it sent before it was removed is still a replay.
+        s.provision_otaa(
+            Eui64(0xa1),
+            &OtaaCredential {
+                join_eui: "0000000000000001".into(),
+                app_key: APP_KEY.into(),
+                decoder: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            s.join(&join_req(&first), NetId(0), DlSettings::from_byte(0))
+                .unwrap_err()
+                .code(),
+            "dev_nonce_reused"
+        );
+        assert!(s
+            .join(&join_req(&next), NetId(0), DlSettings::from_byte(0))
+            .is_ok());
     }
 
     #[test]

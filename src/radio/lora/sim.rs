@@ -187,10 +187,7 @@ pub async fn forward(
                     return Ok(());
                 }
                 n += 1;
-                // Cayenne LPP: temperature (ch 1, 0.1 °C), humidity (ch 2, 0.5 %).
-                let t = 200 + (n % 20) as i16;
-                let [hi, lo] = t.to_be_bytes();
-                let lpp = [0x01, 0x67, hi, lo, 0x02, 0x68, 0x64 + (n % 8) as u8];
+                let lpp = super::sim_forwarder::lpp_reading(n);
                 let confirmed = n % 4 == 0;
                 let dev = if n % 2 == 0 { &mut otaa } else { &mut abp };
                 if let Some(up) = dev.uplink(2, &lpp, confirmed) {

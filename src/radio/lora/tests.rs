@@ -24,6 +24,11 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with(toml::Table::new()).await.0
+}
+
+/// The rig with these `[radio.options]`, and the driver's run (its result when it ends).
+async fn rig_with(options: toml::Table) -> (Rig, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = probe.local_addr().unwrap().port();
     drop(probe);
@@ -39,7 +44,7 @@ async fn rig() -> Rig {
             port,
         },
         baud: None,
-        options: toml::Table::new(),
+        options,
         events: etx,
         commands: crx,
         state,
@@ -47,19 +52,20 @@ async fn rig() -> Rig {
         counters: counters.clone(),
         state_dir: None,
     };
-    tokio::spawn(async move {
+    let run = tokio::spawn(async move {
         let mut d = super::LoraDriver::default();
-        let _ = d.run(&mut io).await;
+        d.run(&mut io).await
     });
     let fwd_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     fwd_sock.connect(("127.0.0.1", port)).await.unwrap();
-    Rig {
+    let rig = Rig {
         events,
         commands,
         counters,
         fwd_sock,
         fwd: Forwarder::new(Eui64(sim::GATEWAY_EUI)),
-    }
+    };
+    (rig, run)
 }
 
 impl Rig {
@@ -313,4 +319,38 @@ async fn the_forwarders_stat_reports_add_up_in_the_radio_counters() {
         (f.reports, f.rxnb, f.rxok, f.rxfw, f.dwnb, f.txnb, f.ackr),
         (2, 10, 8, 8, 2, 2, Some(50.0))
     );
+}
+
+#[tokio::test]
+async fn reads_are_answered_from_the_latest_uplink_and_a_silent_forwarder_ends_the_run() {
+    let options: toml::Table = toml::from_str("forwarder_timeout = \"1s\"").unwrap();
+    let (mut rig, run) = rig_with(options).await;
+    // Not heard yet: no keep-alive is expected of a forwarder that never came.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!run.is_finished());
+    let pull = rig.fwd.pull_data();
+    rig.send(&pull).await;
+    assert_eq!(rig.recv().await[3], 0x04, "PULL_ACK");
+    // A held read reaches the driver right after the device spoke: answered, not refused.
+    rig.commands
+        .send(RadioCommand::Read {
+            command_id: "c1".into(),
+            native_address: sim::ABP_DEV_EUI.into(),
+        })
+        .await
+        .unwrap();
+    match rig.event().await {
+        DeviceEventKind::CommandResult { ok, command_id, .. } => {
+            assert!(ok);
+            assert_eq!(command_id, "c1");
+        }
+        other => panic!("not a command result: {other:?}"),
+    }
+    // Then silence: the run ends with the reason, for the supervisor to show and re-open.
+    let ended = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the run ends once the forwarder is silent")
+        .unwrap();
+    let e = ended.expect_err("an error with the reason");
+    assert!(e.to_string().contains("went silent"), "{e:#}");
 }
