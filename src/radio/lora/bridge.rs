@@ -11,12 +11,15 @@
 //!
 //! Events are queued in the outbox (kind `bridge`, published as they are, on their own
 //! topic), so a broker outage loses none. Commands arrive through the upstream task
-//! ([`BridgeRoute`]) as [`RadioCommand::Bridged`]. This module owns the formats and the
-//! downlinks waiting for their TX_ACK; the forwarder's socket stays with `gwmp.rs`.
+//! ([`BridgeRoute`]) as [`RadioCommand::Bridged`]; the broker keeps those sent while the
+//! gateway is away (a persistent MQTT session) and hands them over late, so an item
+//! whose transmit time has already passed is answered `TOO_LATE` here instead of being
+//! sent blind. This module owns the formats, the concentrator clock as last heard and
+//! the downlinks waiting for their TX_ACK; the forwarder's socket stays with `gwmp.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use fieldgate_lora::gwmp::{
     hz_to_mhz, CrcStatus, DataRate, Modulation, Payload, RxPk, Stat, TxAck, TxAckError, TxPk,
@@ -31,11 +34,29 @@ use super::gwmp::ForwarderLink;
 use super::options::{BridgeMode, BridgeOptions, LoraOptions};
 use crate::config::{Protocol, RadioConfig};
 use crate::model::RadioCommand;
-use crate::radio::{RadioHandle, SecretSink};
+use crate::radio::{RadioCounters, RadioHandle, SecretSink};
 use crate::store::outbox;
 
 /// Bridged downlinks with no TX_ACK after this long are forgotten.
 const TX_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The least lead a timed downlink needs to be scheduled: the Semtech packet forwarder
+/// programs a packet 30 ms ahead (`TX_JIT_DELAY` in its `jitqueue.c`) and refuses it
+/// `TOO_LATE` with less.
+const TX_LEAD: Duration = Duration::from_millis(30);
+
+/// Uplink timestamps remembered, so a class A downlink's context is matched to the
+/// moment its uplink was heard.
+const HEARD_KEPT: usize = 1024;
+
+/// Downlink ids remembered, so a command the broker delivers twice (a persistent
+/// session resumed before its PUBACK went out) is sent once.
+const IDS_KEPT: usize = 64;
+
+/// Seconds from the Unix epoch to the GPS epoch (1980-01-06), and the leap seconds GPS
+/// time is ahead of UTC (18 since 2017).
+const GPS_EPOCH_UNIX_S: u64 = 315_964_800;
+const GPS_LEAP_S: u64 = 18;
 
 /// A downlink command being tried item by item until one is scheduled.
 struct Pending {
@@ -58,23 +79,37 @@ pub enum Handled {
     NotOurs,
     /// Not a command that parses; nothing sent, nothing acknowledged.
     Malformed(String),
+    /// A downlink id handled moments ago, delivered again: not sent twice.
+    Duplicate,
 }
 
 pub struct Bridge {
     opts: BridgeOptions,
     sink: Option<Arc<SecretSink>>,
+    counters: Arc<RadioCounters>,
     /// The packet forwarder's gateway EUI, from its last datagram.
     forwarder: Option<Eui64>,
     pending: HashMap<u16, Pending>,
+    /// The concentrator's clock: uplink timestamps and when each was heard, newest last.
+    heard: VecDeque<(u32, Instant)>,
+    /// The last downlink ids handled, newest last.
+    recent_ids: VecDeque<u32>,
 }
 
 impl Bridge {
-    pub fn new(opts: BridgeOptions, sink: Option<Arc<SecretSink>>) -> Bridge {
+    pub fn new(
+        opts: BridgeOptions,
+        sink: Option<Arc<SecretSink>>,
+        counters: Arc<RadioCounters>,
+    ) -> Bridge {
         Bridge {
             opts,
             sink,
+            counters,
             forwarder: None,
             pending: HashMap::new(),
+            heard: VecDeque::new(),
+            recent_ids: VecDeque::new(),
         }
     }
 
@@ -113,8 +148,9 @@ impl Bridge {
     }
 
     /// Queues `rx` as an `UplinkFrame` on `event/up`. Frames with a bad CRC are not
-    /// bridged (the forwarder's own default).
-    pub async fn uplink(&self, rx: &RxPk, from: Eui64) -> Result<bool, String> {
+    /// bridged (the forwarder's own default). Every frame sets the concentrator clock.
+    pub async fn uplink(&mut self, rx: &RxPk, from: Eui64) -> Result<bool, String> {
+        self.heard_at(rx.tmst, Instant::now());
         if rx.stat == CrcStatus::Fail {
             return Ok(false);
         }
@@ -161,6 +197,13 @@ impl Bridge {
         if frame.items.is_empty() {
             return Handled::Malformed("a DownlinkFrame with no items".into());
         }
+        if frame.downlink_id != 0 && self.recent_ids.contains(&frame.downlink_id) {
+            return Handled::Duplicate;
+        }
+        if self.recent_ids.len() == IDS_KEPT {
+            self.recent_ids.pop_front();
+        }
+        self.recent_ids.push_back(frame.downlink_id);
         let n = frame.items.len();
         let p = Pending {
             downlink_id: frame.downlink_id,
@@ -178,13 +221,28 @@ impl Bridge {
     /// none is left, acknowledges upstream.
     async fn try_from(&mut self, mut p: Pending, from: usize, link: &mut ForwarderLink) {
         for i in from..p.items.len() {
-            let sent = match txpk(&p.items[i]) {
-                Ok(tx) => {
-                    let what = format!("bridged downlink {} item {i}", p.downlink_id);
-                    link.send(tx, None, what).await
+            let tx = match txpk(&p.items[i]) {
+                Ok(tx) => tx,
+                Err(e) => {
+                    tracing::warn!(downlink_id = p.downlink_id, item = i, error = %e, "bridged downlink item not sent");
+                    p.statuses[i] = "INTERNAL_ERROR";
+                    continue;
                 }
-                Err(e) => Err(e),
             };
+            let context = p.items[i].tx_info.as_ref().and_then(|t| context_tmst(t));
+            if let Some(late) = self.late_by(&tx, context, Instant::now(), SystemTime::now()) {
+                tracing::info!(
+                    downlink_id = p.downlink_id,
+                    item = i,
+                    late_ms = late.as_millis() as u64,
+                    "bridged downlink item past its transmit time: not sent"
+                );
+                RadioCounters::count(&self.counters.bridge_too_late);
+                p.statuses[i] = "TOO_LATE";
+                continue;
+            }
+            let what = format!("bridged downlink {} item {i}", p.downlink_id);
+            let sent = link.send(tx, None, what).await;
             match sent {
                 Ok(token) => {
                     p.at = i;
@@ -201,6 +259,65 @@ impl Bridge {
             }
         }
         self.acknowledge(&p).await;
+    }
+
+    /// Notes that an uplink stamped `tmst` by the concentrator was heard at `at`.
+    fn heard_at(&mut self, tmst: u32, at: Instant) {
+        if self.heard.len() == HEARD_KEPT {
+            self.heard.pop_front();
+        }
+        self.heard.push_back((tmst, at));
+    }
+
+    /// How far past its transmit time (less the lead the forwarder needs) `tx` is, or
+    /// `None` when it is not late or that cannot be told. A class A item (`tmst`) is timed
+    /// from the uplink its `context` names when that uplink was heard here, else from the
+    /// concentrator clock as last heard (up to half its 71-minute wrap); a GPS-timed one
+    /// (`tmms`) from the system clock. An `immediately` item is never late.
+    fn late_by(
+        &self,
+        tx: &TxPk,
+        context: Option<u32>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Option<Duration> {
+        if tx.imme {
+            return None;
+        }
+        if let Some(at) = tx.tmst {
+            let known = context.and_then(|c| {
+                let (_, heard) = self.heard.iter().rev().find(|(t, _)| *t == c)?;
+                let delay = Duration::from_micros(u64::from(at.wrapping_sub(c)));
+                Some(*heard + delay)
+            });
+            let due = match known {
+                Some(due) => due,
+                None => {
+                    let &(t, heard) = self.heard.back()?;
+                    let ahead = at.wrapping_sub(t) as i32;
+                    if now.duration_since(heard) > Duration::from_secs(30 * 60) {
+                        return None;
+                    }
+                    if ahead >= 0 {
+                        heard + Duration::from_micros(ahead as u64)
+                    } else {
+                        let behind = Duration::from_micros(u64::from(ahead.unsigned_abs()));
+                        heard.checked_sub(behind)?
+                    }
+                }
+            };
+            let need = now + TX_LEAD;
+            return (due < need).then(|| need - due);
+        }
+        if let Some(tmms) = tx.tmms {
+            let unix = wall.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+            let gps_now = unix.checked_sub(Duration::from_secs(GPS_EPOCH_UNIX_S))?
+                + Duration::from_secs(GPS_LEAP_S);
+            let due = Duration::from_millis(tmms);
+            let need = gps_now + TX_LEAD;
+            return (due < need).then(|| need - due);
+        }
+        None
     }
 
     async fn acknowledge(&self, p: &Pending) {
@@ -231,6 +348,12 @@ impl Bridge {
         }
         true
     }
+}
+
+/// The uplink timestamp a class A item's `context` carries (its first 4 bytes).
+fn context_tmst(ti: &DownlinkTxInfo) -> Option<u32> {
+    let b = ti.context.as_ref()?.0.get(..4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// The gateway id level of a `.../gateway/<id>/command/down` topic.
@@ -763,6 +886,95 @@ mod tests {
         assert_eq!(duration_us("5s"), Some(5_000_000));
         assert_eq!(duration_us("-1s"), None);
         assert_eq!(duration_us("s"), None);
+    }
+
+    fn bridge() -> Bridge {
+        Bridge::new(
+            LoraOptions::parse(&toml::Table::new()).unwrap().bridge,
+            None,
+            Arc::new(RadioCounters::default()),
+        )
+    }
+
+    fn timed(tmst: Option<u32>, tmms: Option<u64>) -> TxPk {
+        let mut tx = txpk(&item(
+            json!({"phyPayload": "AA==", "txInfo": {"frequency": 869525000,
+            "power": 27, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 12}},
+            "timing": {"immediately": {}}}}),
+        ))
+        .unwrap();
+        tx.imme = tmst.is_none() && tmms.is_none();
+        (tx.tmst, tx.tmms) = (tmst, tmms);
+        tx
+    }
+
+    #[test]
+    fn a_class_a_item_past_its_window_is_late_and_one_in_time_is_not() {
+        let mut b = bridge();
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        // Nothing heard yet: the forwarder judges.
+        assert_eq!(
+            b.late_by(&timed(Some(5_000_000), None), Some(4_000_000), t0, wall),
+            None
+        );
+        b.heard_at(4_000_000, t0);
+        let rx1 = timed(Some(5_000_000), None);
+        // Half a second after the uplink: RX1 (1 s) is still ahead.
+        let now = t0 + Duration::from_millis(500);
+        assert_eq!(b.late_by(&rx1, Some(4_000_000), now, wall), None);
+        // 1.5 s after: half a second late, plus the lead the forwarder needs.
+        let now = t0 + Duration::from_millis(1500);
+        assert_eq!(
+            b.late_by(&rx1, Some(4_000_000), now, wall),
+            Some(Duration::from_millis(530))
+        );
+        // Within the lead: late too.
+        let now = t0 + Duration::from_millis(980);
+        assert!(b.late_by(&rx1, Some(4_000_000), now, wall).is_some());
+        // A later uplink moved the clock on; an unknown context is timed from it.
+        let t1 = t0 + Duration::from_secs(10);
+        b.heard_at(14_000_000, t1);
+        assert!(b.late_by(&rx1, None, t1, wall).is_some());
+        assert_eq!(
+            b.late_by(&timed(Some(15_000_000), None), None, t1, wall),
+            None
+        );
+        // Across the wrap of the 32-bit counter.
+        b.heard_at(u32::MAX - 100, t1);
+        assert_eq!(
+            b.late_by(&timed(Some(999_900), None), Some(u32::MAX - 100), t1, wall),
+            None
+        );
+        let late = t1 + Duration::from_secs(2);
+        assert!(b
+            .late_by(
+                &timed(Some(999_900), None),
+                Some(u32::MAX - 100),
+                late,
+                wall
+            )
+            .is_some());
+        // A clock not heard from for over half the wrap says nothing.
+        let stale = t1 + Duration::from_secs(31 * 60);
+        assert_eq!(b.late_by(&timed(Some(5), None), None, stale, wall), None);
+        // Immediately is never late.
+        assert_eq!(b.late_by(&timed(None, None), None, stale, wall), None);
+    }
+
+    #[test]
+    fn a_gps_timed_item_is_judged_by_the_system_clock() {
+        let b = bridge();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(GPS_EPOCH_UNIX_S + 1_000_000);
+        // GPS time is 18 s ahead of UTC: 1,000,018 s since the GPS epoch now.
+        let now = Instant::now();
+        assert!(b
+            .late_by(&timed(None, Some(1_000_017_000)), None, now, wall)
+            .is_some());
+        assert_eq!(
+            b.late_by(&timed(None, Some(1_000_019_000)), None, now, wall),
+            None
+        );
     }
 
     #[test]
