@@ -21,9 +21,9 @@ use super::{free_udp_port, PacketForwarder};
 use crate::common::TestDaemon;
 use crate::mqtt::{broker, free_port, unique, Probe, Proxy};
 
-const GATEWAY: &str = "0016c001ff100001";
+pub(super) const GATEWAY: &str = "0016c001ff100001";
 
-fn b64(bytes: &[u8]) -> String {
+pub(super) fn b64(bytes: &[u8]) -> String {
     serde_json::to_value(fieldgate_lora::gwmp::Payload(bytes.to_vec()))
         .unwrap()
         .as_str()
@@ -41,7 +41,7 @@ fn bridged_rows(d: &TestDaemon) -> i64 {
     .unwrap()
 }
 
-async fn counters(api: &ApiClient) -> Value {
+pub(super) async fn counters(api: &ApiClient) -> Value {
     let s = api
         .call(Method::GET, "/v1/status", None)
         .await
@@ -50,7 +50,7 @@ async fn counters(api: &ApiClient) -> Value {
 }
 
 /// Waits until the daemon's LoRa radio has started (its socket is bound).
-async fn radio_up(api: &ApiClient) {
+pub(super) async fn radio_up(api: &ApiClient) {
     for _ in 0..250 {
         if counters(api).await["startups"].as_u64().unwrap_or(0) > 0 {
             return;
@@ -61,7 +61,7 @@ async fn radio_up(api: &ApiClient) {
 }
 
 /// A device this gateway holds no keys for (ChirpStack's).
-fn foreign_device() -> EmulatedDevice {
+pub(super) fn foreign_device() -> EmulatedDevice {
     let key = |s: &str| s.parse::<AesKey>().unwrap();
     EmulatedDevice::abp(
         Eui64(0x70b3_d57e_d000_0099),
@@ -74,7 +74,10 @@ fn foreign_device() -> EmulatedDevice {
 }
 
 /// The next PULL_RESP, answered with a TX_ACK carrying `error`.
-async fn pull_resp(pf: &PacketForwarder, error: Option<TxAckError>) -> fieldgate_lora::gwmp::TxPk {
+pub(super) async fn pull_resp(
+    pf: &PacketForwarder,
+    error: Option<TxAckError>,
+) -> fieldgate_lora::gwmp::TxPk {
     // Acknowledgements of earlier datagrams may come first.
     for _ in 0..10 {
         let d = pf
