@@ -229,7 +229,7 @@ impl Bridge {
                     continue;
                 }
             };
-            let context = p.items[i].tx_info.as_ref().and_then(|t| context_tmst(t));
+            let context = p.items[i].tx_info.as_ref().and_then(context_tmst);
             if let Some(late) = self.late_by(&tx, context, Instant::now(), SystemTime::now()) {
                 tracing::info!(
                     downlink_id = p.downlink_id,

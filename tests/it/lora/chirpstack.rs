@@ -107,6 +107,9 @@ impl Drop for ChirpStack {
     }
 }
 
+/// A frame as the forwarder heard it: PHYPayload, tmst, Hz, SF, RSSI, SNR, channel.
+type Heard = (Vec<u8>, u32, u32, u8, i16, f64, u8);
+
 fn rxpk(phy: &[u8], tmst: u32, freq_hz: u32, sf: u8, rssi: i16, snr: f64, chan: u8) -> RxPk {
     RxPk {
         time: None,
@@ -160,7 +163,7 @@ async fn chirpstack_decodes_what_the_bridge_publishes_and_its_downlinks_reach_th
     // Three frames heard at different frequencies, data rates and signal levels (a
     // negative SNR and a timestamp past 2^31 among them), then a statistics report.
     let mut dev = foreign_device();
-    let heard: Vec<(Vec<u8>, u32, u32, u8, i16, f64, u8)> = vec![
+    let heard: Vec<Heard> = vec![
         (
             dev.uplink(1, &[0xa1; 5], false).unwrap(),
             1_000_000,
