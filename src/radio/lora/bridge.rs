@@ -49,6 +49,11 @@ const TX_LEAD: Duration = Duration::from_millis(30);
 /// moment its uplink was heard.
 const HEARD_KEPT: usize = 1024;
 
+/// Commands held until the packet forwarder's first PULL_DATA (after a restart the broker
+/// may hand over queued commands before the forwarder has been heard), and for how long.
+const PARKED_MAX: usize = 32;
+const PARKED_WAIT: Duration = Duration::from_secs(30);
+
 /// Downlink ids remembered, so a command the broker delivers twice (a persistent
 /// session resumed before its PUBACK went out) is sent once.
 const IDS_KEPT: usize = 64;
@@ -94,6 +99,8 @@ pub struct Bridge {
     heard: VecDeque<(u32, Instant)>,
     /// The last downlink ids handled, newest last.
     recent_ids: VecDeque<u32>,
+    /// Commands waiting for the forwarder's first PULL_DATA, oldest first.
+    parked: VecDeque<Pending>,
 }
 
 impl Bridge {
@@ -110,6 +117,7 @@ impl Bridge {
             pending: HashMap::new(),
             heard: VecDeque::new(),
             recent_ids: VecDeque::new(),
+            parked: VecDeque::new(),
         }
     }
 
@@ -183,15 +191,18 @@ impl Bridge {
             Ok(f) => f,
             Err(e) => return Handled::Malformed(format!("not a DownlinkFrame: {e}")),
         };
-        let Some(ours) = self.gateway_id(None) else {
-            return Handled::NotOurs;
-        };
         let named = if frame.gateway_id.is_empty() {
             topic_gateway(topic).unwrap_or("")
         } else {
             frame.gateway_id.as_str()
         };
-        if named.parse::<Eui64>().ok() != Some(ours) {
+        let Ok(named) = named.parse::<Eui64>() else {
+            return Handled::NotOurs;
+        };
+        // With no configured id and no forwarder heard yet (just started), whose the
+        // command is is known once the forwarder's PULL_DATA names it: it waits for that.
+        let ours = self.gateway_id(None);
+        if ours.is_some_and(|ours| ours != named) {
             return Handled::NotOurs;
         }
         if frame.items.is_empty() {
@@ -207,14 +218,59 @@ impl Bridge {
         let n = frame.items.len();
         let p = Pending {
             downlink_id: frame.downlink_id,
-            gateway_id: ours,
+            gateway_id: named,
             items: frame.items,
             statuses: vec!["IGNORED"; n],
             at: 0,
             sent_at: Instant::now(),
         };
+        if ours.is_none() || !link.has_downlink_path() {
+            self.park(p).await;
+            return Handled::Done;
+        }
         self.try_from(p, 0, link).await;
         Handled::Done
+    }
+
+    /// Holds `p` until the forwarder's first PULL_DATA. What waited too long, or does not
+    /// fit, is acknowledged as not sent (`INTERNAL_ERROR`).
+    async fn park(&mut self, p: Pending) {
+        let now = Instant::now();
+        while let Some(old) = self.parked.front() {
+            if now - old.sent_at < PARKED_WAIT && self.parked.len() < PARKED_MAX {
+                break;
+            }
+            if let Some(mut old) = self.parked.pop_front() {
+                tracing::warn!(
+                    downlink_id = old.downlink_id,
+                    "bridged downlink not sent: no PULL_DATA from a packet forwarder"
+                );
+                old.statuses.iter_mut().for_each(|s| *s = "INTERNAL_ERROR");
+                self.acknowledge(&old).await;
+            }
+        }
+        tracing::debug!(
+            downlink_id = p.downlink_id,
+            "bridged downlink held until the packet forwarder's PULL_DATA"
+        );
+        self.parked.push_back(p);
+    }
+
+    /// The forwarder's PULL_DATA: notes its EUI and sends what was held for it (each item
+    /// checked for lateness as it goes).
+    pub async fn pull_data(&mut self, eui: Eui64, link: &mut ForwarderLink) {
+        self.heard_forwarder(eui);
+        while let Some(p) = self.parked.pop_front() {
+            if self.gateway_id(None) != Some(p.gateway_id) {
+                tracing::debug!(
+                    downlink_id = p.downlink_id,
+                    "held downlink command for another gateway ignored"
+                );
+                RadioCounters::count(&self.counters.unhandled);
+                continue;
+            }
+            self.try_from(p, 0, link).await;
+        }
     }
 
     /// Sends item `from` of `p` or the first one after it that converts and sends; when

@@ -251,7 +251,9 @@ impl Gateway<'_> {
             }
             // PULL_DATA was acknowledged; the rest are server-to-gateway packets that a
             // forwarder does not send.
-            Packet::PullData { gateway, .. } => self.bridge.heard_forwarder(gateway),
+            Packet::PullData { gateway, .. } => {
+                self.bridge.pull_data(gateway, &mut self.link).await
+            }
             Packet::PushAck { .. } | Packet::PullAck { .. } | Packet::PullResp { .. } => {
                 RadioCounters::count(&self.io.counters.unhandled);
             }

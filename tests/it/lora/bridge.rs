@@ -459,3 +459,105 @@ async fn downlinks_sent_while_the_gateway_is_away_are_delivered_or_answered_too_
     let c = counters(&api).await;
     assert_eq!(c["bridge_too_late"], 2, "{c}");
 }
+
+/// The gateway stopped (a restart) while ChirpStack sent two downlinks: the broker keeps
+/// them in the gateway's session, the restarted gateway holds them until the packet
+/// forwarder's PULL_DATA gives it a downlink path, then sends the class C one and answers
+/// the class A one `TOO_LATE` (its window closed during the restart, as the concentrator
+/// clock, heard again from a fresh uplink, says).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downlinks_sent_while_the_gateway_is_stopped_wait_for_the_forwarder_after_the_restart() {
+    let udp = free_udp_port();
+    let prefix = unique("lora-restart");
+    let cs = unique("cs");
+    let mut d = TestDaemon::start(&format!(
+        "[upstream]\nurl = \"{}\"\nclient_id = \"{prefix}\"\ntopic_prefix = \"{prefix}\"\n\n[[radio]]\nname = \"lora0\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:{udp}\"\n[radio.options]\nregion = \"EU868\"\nbridge = \"also\"\nbridge_topic_prefix = \"{cs}\"\n",
+        broker().url()
+    ));
+    let api = ApiClient::new(&d.socket);
+    radio_up(&api).await;
+    let probe = Probe::connect(
+        broker(),
+        &[
+            format!("{cs}/gateway/+/event/#"),
+            format!("{prefix}/status"),
+        ],
+    )
+    .await;
+    let online = |n: usize| {
+        move |m: &[crate::mqtt::Msg]| {
+            m.iter()
+                .filter(|x| x.topic.ends_with("/status") && x.json()["state"] == "online")
+                .count()
+                >= n
+        }
+    };
+    probe
+        .wait_for("the gateway online", Duration::from_secs(20), online(1))
+        .await;
+    let mut pf = PacketForwarder::connect(udp).await;
+    pf.open_downlink_path().await;
+    let mut dev = foreign_device();
+    let t0 = 20_000_000u32;
+    pf.push(&dev.uplink(1, &[1], false).unwrap(), t0).await;
+    let heard = std::time::Instant::now();
+    probe
+        .wait_for("the bridged uplink", Duration::from_secs(20), |m| {
+            m.iter().any(|x| x.topic.ends_with("/event/up"))
+        })
+        .await;
+
+    assert!(d.terminate(Duration::from_secs(20)).is_some(), "stopped");
+    let command = format!("{cs}/gateway/{GATEWAY}/command/down");
+    let reply = [0x60, 0x00, 0x1f, 0x01, 0x26, 0x20, 0x03, 0x00, 0x12, 0x34];
+    for c in [
+        json!({"downlinkId": 301, "gatewayId": GATEWAY, "items": [
+            down_item(&reply, 869_525_000, 12, json!({"immediately": {}}), None)]}),
+        json!({"downlinkId": 302, "gatewayId": GATEWAY, "items": [
+            down_item(&reply, 868_100_000, 7, json!({"delay": {"delay": "1s"}}), Some(t0))]}),
+    ] {
+        probe
+            .client
+            .publish(command.clone(), QoS::AtLeastOnce, false, c.to_string())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(heard.elapsed())).await;
+
+    d.spawn();
+    radio_up(&api).await;
+    probe
+        .wait_for(
+            "the gateway online again",
+            Duration::from_secs(20),
+            online(2),
+        )
+        .await;
+    // The commands have arrived by now; nowhere to send them until the PULL_DATA.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t1 = t0.wrapping_add(heard.elapsed().as_micros() as u32);
+    pf.push(&dev.uplink(2, &[2], false).unwrap(), t1).await;
+    pf.open_downlink_path().await;
+    let class_c = pull_resp(&pf, None).await;
+    assert!(class_c.imme);
+    assert_eq!(class_c.data.0, reply);
+    assert!(
+        pf.downlink(Duration::from_millis(500)).await.is_none(),
+        "the late class A downlink was not sent"
+    );
+    probe
+        .wait_for("two TX acknowledgements", Duration::from_secs(20), |m| {
+            m.iter().filter(|x| x.topic.ends_with("/event/ack")).count() >= 2
+        })
+        .await;
+    let acks: Vec<Value> = probe.on("/event/ack").iter().map(|m| m.json()).collect();
+    let items = |id: u32| {
+        acks.iter()
+            .find(|a| a["downlinkId"] == id)
+            .unwrap_or_else(|| panic!("no ack for {id}: {acks:?}"))["items"]
+            .clone()
+    };
+    assert_eq!(items(301), json!([{"status": "OK"}]));
+    assert_eq!(items(302), json!([{"status": "TOO_LATE"}]));
+    assert_eq!(counters(&api).await["bridge_too_late"], 1);
+}
