@@ -70,8 +70,7 @@ fn uplink(text: &str) -> Result<Value, String> {
 }
 
 fn stats(text: &str) -> Result<Value, String> {
-    let s: gw::GatewayStats =
-        serde_json::from_slice(text.as_bytes()).map_err(|e| e.to_string())?;
+    let s: gw::GatewayStats = serde_json::from_slice(text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(json!({
         "ok": true,
         "gateway_id": s.gateway_id,
@@ -117,8 +116,12 @@ fn downlink(spec: &Value) -> Result<Value, String> {
         };
         let context = hex::decode(it["context"].as_str().unwrap_or(""))
             .map_err(|e| format!("downlink: context: {e}"))?;
-        let phy = hex::decode(it["phy_payload"].as_str().ok_or("downlink: no phy_payload")?)
-            .map_err(|e| format!("downlink: phy_payload: {e}"))?;
+        let phy = hex::decode(
+            it["phy_payload"]
+                .as_str()
+                .ok_or("downlink: no phy_payload")?,
+        )
+        .map_err(|e| format!("downlink: phy_payload: {e}"))?;
         items.push(gw::DownlinkFrameItem {
             phy_payload: phy,
             tx_info_legacy: None,
