@@ -816,6 +816,7 @@ pub fn routes(radios: &[RadioConfig], handles: &[RadioHandle]) -> Vec<BridgeRout
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fieldgate_lora::gwmp::Packet;
 
     fn rx() -> RxPk {
         serde_json::from_value(json!({
@@ -1031,6 +1032,64 @@ mod tests {
             b.late_by(&timed(None, Some(1_000_019_000)), None, now, wall),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn commands_wait_for_the_forwarder_and_a_repeated_one_is_sent_once() {
+        let mut b = bridge();
+        let mut link =
+            ForwarderLink::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let forwarder = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let command = |id: u32, gw: &str| {
+            json!({"downlinkId": id, "gatewayId": gw, "items": [{"phyPayload": "YAA=",
+                "txInfo": {"frequency": 869525000, "power": 14,
+                "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 12}},
+                "timing": {"immediately": {}}}}]})
+            .to_string()
+        };
+        let gw = "0016c001ff100001";
+        let topic = format!("eu868/gateway/{gw}/command/down");
+        // Nothing heard yet: whose it is and where it goes are not known, so it waits.
+        let first = command(7, gw);
+        assert_eq!(
+            b.command(&topic, first.as_bytes(), &mut link).await,
+            Handled::Done
+        );
+        assert_eq!(
+            b.command(&topic, first.as_bytes(), &mut link).await,
+            Handled::Duplicate
+        );
+        assert_eq!(b.parked.len(), 1);
+        // The forwarder's PULL_DATA names the gateway and opens the path: it goes out.
+        let pull = Packet::PullData {
+            token: 1,
+            gateway: Eui64(0x0016_c001_ff10_0001),
+        };
+        link.acknowledge(&pull, forwarder.local_addr().unwrap())
+            .await
+            .unwrap();
+        b.pull_data(Eui64(0x0016_c001_ff10_0001), &mut link).await;
+        assert!(b.parked.is_empty());
+        assert_eq!(b.pending.len(), 1);
+        let mut buf = [0u8; 1024];
+        let (_, _) = forwarder.recv_from(&mut buf).await.unwrap(); // PULL_ACK
+        let (n, _) = forwarder.recv_from(&mut buf).await.unwrap();
+        assert!(matches!(
+            Packet::parse(&buf[..n]),
+            Ok(Packet::PullResp { .. })
+        ));
+        // Another gateway's command is not ours; a new one for ours goes straight out.
+        let other = command(8, "0016c001ff100002");
+        assert_eq!(
+            b.command(&topic, other.as_bytes(), &mut link).await,
+            Handled::NotOurs
+        );
+        assert_eq!(
+            b.command(&topic, command(9, gw).as_bytes(), &mut link)
+                .await,
+            Handled::Done
+        );
+        assert_eq!((b.parked.len(), b.pending.len()), (0, 2));
     }
 
     #[test]
