@@ -276,6 +276,12 @@ pub struct UpstreamConfig {
     /// MQTT protocol version: 4 (3.1.1, the default) or 5.
     #[serde(default = "default_protocol")]
     pub protocol: Spanned<u8>,
+    /// MQTT 3.1.1: `false` asks the broker to keep the gateway's session (its
+    /// subscriptions, and QoS 1 messages for them sent while it is away). Unset: `false`
+    /// when a radio bridges to a network server (its downlink commands then wait for the
+    /// gateway), `true` otherwise. Resolved by [`Config::parse`].
+    #[serde(default)]
+    pub clean_session: Option<bool>,
     /// MQTT 5: how long the broker keeps the session (subscriptions, requests sent
     /// while the gateway is away). 0 (the default): none.
     #[serde(default, with = "humantime_serde")]
@@ -605,7 +611,26 @@ impl Config {
             }
         })?;
         config.validate(&Locator { file: path, text })?;
+        let mut config = config;
+        config.resolve_session();
         Ok(config)
+    }
+
+    /// `upstream.clean_session` when unset: a radio bridging to a network server wants
+    /// the broker to keep the commands sent while the gateway is away (MQTT 3.1.1; on
+    /// MQTT 5 that is `session_expiry`).
+    fn resolve_session(&mut self) {
+        let bridged = self.radios.iter().any(|r| {
+            r.enabled
+                && r.protocol == Protocol::Lora
+                && crate::radio::lora::options::LoraOptions::parse(r.options.get_ref())
+                    .is_ok_and(|o| o.bridge.mode != crate::radio::lora::options::BridgeMode::Off)
+        });
+        if let Some(up) = self.upstream.as_mut() {
+            if up.clean_session.is_none() {
+                up.clean_session = Some(*up.protocol.get_ref() == 5 || !bridged);
+            }
+        }
     }
 
     fn validate(&self, loc: &Locator<'_>) -> Result<(), ConfigError> {
@@ -1019,6 +1044,12 @@ fn validate_upstream(up: &UpstreamConfig, loc: &Locator<'_>) -> Result<(), Confi
             &up.protocol,
             "upstream.protocol",
             format!("{protocol} is not supported: 4 (MQTT 3.1.1, the default) or 5 (MQTT 5)"),
+        ));
+    }
+    if protocol == 5 && up.clean_session.is_some() {
+        return Err(loc.nowhere(
+            "upstream.clean_session",
+            "clean_session is MQTT 3.1.1: on MQTT 5 the broker keeps a session with session_expiry",
         ));
     }
     if protocol != 5 && (!up.session_expiry.is_zero() || up.telemetry_expiry.is_some()) {

@@ -168,6 +168,10 @@ pub struct RadioCounters {
     /// Configured settings the radio's firmware cannot apply (P2P encryption on a RAK3172
     /// firmware without it); the radio stays down rather than run without them.
     pub unsupported: AtomicU64,
+    /// Downlink items from that network server answered `TOO_LATE` without being sent:
+    /// their transmit time passed before they reached the gateway (e.g. while its MQTT
+    /// connection was down).
+    pub bridge_too_late: AtomicU64,
     /// What a LoRaWAN packet forwarder reports about itself (GWMP `stat`).
     pub forwarder: ForwarderCounters,
 }
@@ -279,6 +283,8 @@ pub struct RadioCountersSnapshot {
     pub bridged: u64,
     #[serde(default)]
     pub unsupported: u64,
+    #[serde(default)]
+    pub bridge_too_late: u64,
     /// A packet forwarder's own statistics, once it has sent some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarder: Option<ForwarderSnapshot>,
@@ -306,6 +312,7 @@ impl RadioCounters {
             busy: get(&self.busy),
             bridged: get(&self.bridged),
             unsupported: get(&self.unsupported),
+            bridge_too_late: get(&self.bridge_too_late),
             forwarder: self.forwarder.snapshot(),
         }
     }

@@ -186,8 +186,12 @@ impl ClientSettings {
             _ => {
                 let mut o = MqttOptions::new(client_id.clone(), host.clone(), port);
                 o.set_keep_alive(up.keepalive);
-                // Our outbox is the session: never rely on the broker's or rumqttc's.
-                o.set_clean_session(true);
+                // Our outbox is the session for what we publish: what rumqttc keeps in
+                // flight is dropped on every reconnect (`Poller::forget`) and the outbox
+                // replays it, so a resumed session never re-sends rumqttc's copies. The
+                // broker's session, when kept, holds our subscriptions and the QoS 1
+                // commands sent to us meanwhile.
+                o.set_clean_session(up.clean_session.unwrap_or(true));
                 o.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
                 o.set_last_will(LastWill::new(will_topic, will, QoS::AtLeastOnce, true));
                 if let Some((user, password)) = credentials {
@@ -400,6 +404,30 @@ mod tests {
             panic!("not MQTT 5")
         };
         assert_eq!(o.session_expiry_interval(), Some(3600));
+    }
+
+    #[test]
+    fn a_bridge_radio_asks_the_broker_to_keep_the_session() {
+        let radio = |mode: &str| {
+            format!("\n[[radio]]\nname = \"lora0\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:1700\"\n[radio.options]\nregion = \"EU868\"\nbridge = \"{mode}\"\n")
+        };
+        let url = "url = \"mqtt://127.0.0.1\"";
+        for (extra, clean) in [
+            (radio("off"), true),
+            (radio("also"), false),
+            (radio("only"), false),
+            (format!("clean_session = true\n{}", radio("only")), true),
+            ("clean_session = false\n".to_string(), false),
+        ] {
+            let s = upstream(&format!("{url}\n{extra}")).unwrap();
+            assert_eq!(s.options.clean_session(), clean, "{extra}");
+        }
+        // MQTT 5 keeps a session with session_expiry, not with this.
+        let text = "[gateway]\nid = \"gw1\"\nstate_dir = \"/tmp/x\"\n[upstream]\nurl = \"mqtt://127.0.0.1\"\nprotocol = 5\nclean_session = false\n";
+        let e = Config::parse(Path::new("t.toml"), text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("upstream.clean_session"), "{e}");
+        let s = upstream(&format!("{url}\nprotocol = 5\n{}", radio("also"))).unwrap();
+        assert!(s.options.clean_session());
     }
 
     #[test]

@@ -301,12 +301,12 @@ impl Proxy {
         }
     }
 
-    fn down(&self) {
+    pub(crate) fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
         let _ = self.cut.send(());
     }
 
-    fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
 }

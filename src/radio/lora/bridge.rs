@@ -11,12 +11,15 @@
 //!
 //! Events are queued in the outbox (kind `bridge`, published as they are, on their own
 //! topic), so a broker outage loses none. Commands arrive through the upstream task
-//! ([`BridgeRoute`]) as [`RadioCommand::Bridged`]. This module owns the formats and the
-//! downlinks waiting for their TX_ACK; the forwarder's socket stays with `gwmp.rs`.
+//! ([`BridgeRoute`]) as [`RadioCommand::Bridged`]; the broker keeps those sent while the
+//! gateway is away (a persistent MQTT session) and hands them over late, so an item
+//! whose transmit time has already passed is answered `TOO_LATE` here instead of being
+//! sent blind. This module owns the formats, the concentrator clock as last heard and
+//! the downlinks waiting for their TX_ACK; the forwarder's socket stays with `gwmp.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use fieldgate_lora::gwmp::{
     hz_to_mhz, CrcStatus, DataRate, Modulation, Payload, RxPk, Stat, TxAck, TxAckError, TxPk,
@@ -31,11 +34,34 @@ use super::gwmp::ForwarderLink;
 use super::options::{BridgeMode, BridgeOptions, LoraOptions};
 use crate::config::{Protocol, RadioConfig};
 use crate::model::RadioCommand;
-use crate::radio::{RadioHandle, SecretSink};
+use crate::radio::{RadioCounters, RadioHandle, SecretSink};
 use crate::store::outbox;
 
 /// Bridged downlinks with no TX_ACK after this long are forgotten.
 const TX_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The least lead a timed downlink needs to be scheduled: the Semtech packet forwarder
+/// programs a packet 30 ms ahead (`TX_JIT_DELAY` in its `jitqueue.c`) and refuses it
+/// `TOO_LATE` with less.
+const TX_LEAD: Duration = Duration::from_millis(30);
+
+/// Uplink timestamps remembered, so a class A downlink's context is matched to the
+/// moment its uplink was heard.
+const HEARD_KEPT: usize = 1024;
+
+/// Commands held until the packet forwarder's first PULL_DATA (after a restart the broker
+/// may hand over queued commands before the forwarder has been heard), and for how long.
+const PARKED_MAX: usize = 32;
+const PARKED_WAIT: Duration = Duration::from_secs(30);
+
+/// Downlink ids remembered, so a command the broker delivers twice (a persistent
+/// session resumed before its PUBACK went out) is sent once.
+const IDS_KEPT: usize = 64;
+
+/// Seconds from the Unix epoch to the GPS epoch (1980-01-06), and the leap seconds GPS
+/// time is ahead of UTC (18 since 2017).
+const GPS_EPOCH_UNIX_S: u64 = 315_964_800;
+const GPS_LEAP_S: u64 = 18;
 
 /// A downlink command being tried item by item until one is scheduled.
 struct Pending {
@@ -58,23 +84,40 @@ pub enum Handled {
     NotOurs,
     /// Not a command that parses; nothing sent, nothing acknowledged.
     Malformed(String),
+    /// A downlink id handled moments ago, delivered again: not sent twice.
+    Duplicate,
 }
 
 pub struct Bridge {
     opts: BridgeOptions,
     sink: Option<Arc<SecretSink>>,
+    counters: Arc<RadioCounters>,
     /// The packet forwarder's gateway EUI, from its last datagram.
     forwarder: Option<Eui64>,
     pending: HashMap<u16, Pending>,
+    /// The concentrator's clock: uplink timestamps and when each was heard, newest last.
+    heard: VecDeque<(u32, Instant)>,
+    /// The last downlink ids handled, newest last.
+    recent_ids: VecDeque<u32>,
+    /// Commands waiting for the forwarder's first PULL_DATA, oldest first.
+    parked: VecDeque<Pending>,
 }
 
 impl Bridge {
-    pub fn new(opts: BridgeOptions, sink: Option<Arc<SecretSink>>) -> Bridge {
+    pub fn new(
+        opts: BridgeOptions,
+        sink: Option<Arc<SecretSink>>,
+        counters: Arc<RadioCounters>,
+    ) -> Bridge {
         Bridge {
             opts,
             sink,
+            counters,
             forwarder: None,
             pending: HashMap::new(),
+            heard: VecDeque::new(),
+            recent_ids: VecDeque::new(),
+            parked: VecDeque::new(),
         }
     }
 
@@ -113,8 +156,9 @@ impl Bridge {
     }
 
     /// Queues `rx` as an `UplinkFrame` on `event/up`. Frames with a bad CRC are not
-    /// bridged (the forwarder's own default).
-    pub async fn uplink(&self, rx: &RxPk, from: Eui64) -> Result<bool, String> {
+    /// bridged (the forwarder's own default). Every frame sets the concentrator clock.
+    pub async fn uplink(&mut self, rx: &RxPk, from: Eui64) -> Result<bool, String> {
+        self.heard_at(rx.tmst, Instant::now());
         if rx.stat == CrcStatus::Fail {
             return Ok(false);
         }
@@ -147,44 +191,114 @@ impl Bridge {
             Ok(f) => f,
             Err(e) => return Handled::Malformed(format!("not a DownlinkFrame: {e}")),
         };
-        let Some(ours) = self.gateway_id(None) else {
-            return Handled::NotOurs;
-        };
         let named = if frame.gateway_id.is_empty() {
             topic_gateway(topic).unwrap_or("")
         } else {
             frame.gateway_id.as_str()
         };
-        if named.parse::<Eui64>().ok() != Some(ours) {
+        let Ok(named) = named.parse::<Eui64>() else {
+            return Handled::NotOurs;
+        };
+        // With no configured id and no forwarder heard yet (just started), whose the
+        // command is is known once the forwarder's PULL_DATA names it: it waits for that.
+        let ours = self.gateway_id(None);
+        if ours.is_some_and(|ours| ours != named) {
             return Handled::NotOurs;
         }
         if frame.items.is_empty() {
             return Handled::Malformed("a DownlinkFrame with no items".into());
         }
+        if frame.downlink_id != 0 && self.recent_ids.contains(&frame.downlink_id) {
+            return Handled::Duplicate;
+        }
+        if self.recent_ids.len() == IDS_KEPT {
+            self.recent_ids.pop_front();
+        }
+        self.recent_ids.push_back(frame.downlink_id);
         let n = frame.items.len();
         let p = Pending {
             downlink_id: frame.downlink_id,
-            gateway_id: ours,
+            gateway_id: named,
             items: frame.items,
             statuses: vec!["IGNORED"; n],
             at: 0,
             sent_at: Instant::now(),
         };
+        if ours.is_none() || !link.has_downlink_path() {
+            self.park(p).await;
+            return Handled::Done;
+        }
         self.try_from(p, 0, link).await;
         Handled::Done
+    }
+
+    /// Holds `p` until the forwarder's first PULL_DATA. What waited too long, or does not
+    /// fit, is acknowledged as not sent (`INTERNAL_ERROR`).
+    async fn park(&mut self, p: Pending) {
+        let now = Instant::now();
+        while let Some(old) = self.parked.front() {
+            if now - old.sent_at < PARKED_WAIT && self.parked.len() < PARKED_MAX {
+                break;
+            }
+            if let Some(mut old) = self.parked.pop_front() {
+                tracing::warn!(
+                    downlink_id = old.downlink_id,
+                    "bridged downlink not sent: no PULL_DATA from a packet forwarder"
+                );
+                old.statuses.iter_mut().for_each(|s| *s = "INTERNAL_ERROR");
+                self.acknowledge(&old).await;
+            }
+        }
+        tracing::debug!(
+            downlink_id = p.downlink_id,
+            "bridged downlink held until the packet forwarder's PULL_DATA"
+        );
+        self.parked.push_back(p);
+    }
+
+    /// The forwarder's PULL_DATA: notes its EUI and sends what was held for it (each item
+    /// checked for lateness as it goes).
+    pub async fn pull_data(&mut self, eui: Eui64, link: &mut ForwarderLink) {
+        self.heard_forwarder(eui);
+        while let Some(p) = self.parked.pop_front() {
+            if self.gateway_id(None) != Some(p.gateway_id) {
+                tracing::debug!(
+                    downlink_id = p.downlink_id,
+                    "held downlink command for another gateway ignored"
+                );
+                RadioCounters::count(&self.counters.unhandled);
+                continue;
+            }
+            self.try_from(p, 0, link).await;
+        }
     }
 
     /// Sends item `from` of `p` or the first one after it that converts and sends; when
     /// none is left, acknowledges upstream.
     async fn try_from(&mut self, mut p: Pending, from: usize, link: &mut ForwarderLink) {
         for i in from..p.items.len() {
-            let sent = match txpk(&p.items[i]) {
-                Ok(tx) => {
-                    let what = format!("bridged downlink {} item {i}", p.downlink_id);
-                    link.send(tx, None, what).await
+            let tx = match txpk(&p.items[i]) {
+                Ok(tx) => tx,
+                Err(e) => {
+                    tracing::warn!(downlink_id = p.downlink_id, item = i, error = %e, "bridged downlink item not sent");
+                    p.statuses[i] = "INTERNAL_ERROR";
+                    continue;
                 }
-                Err(e) => Err(e),
             };
+            let context = p.items[i].tx_info.as_ref().and_then(context_tmst);
+            if let Some(late) = self.late_by(&tx, context, Instant::now(), SystemTime::now()) {
+                tracing::info!(
+                    downlink_id = p.downlink_id,
+                    item = i,
+                    late_ms = late.as_millis() as u64,
+                    "bridged downlink item past its transmit time: not sent"
+                );
+                RadioCounters::count(&self.counters.bridge_too_late);
+                p.statuses[i] = "TOO_LATE";
+                continue;
+            }
+            let what = format!("bridged downlink {} item {i}", p.downlink_id);
+            let sent = link.send(tx, None, what).await;
             match sent {
                 Ok(token) => {
                     p.at = i;
@@ -201,6 +315,65 @@ impl Bridge {
             }
         }
         self.acknowledge(&p).await;
+    }
+
+    /// Notes that an uplink stamped `tmst` by the concentrator was heard at `at`.
+    fn heard_at(&mut self, tmst: u32, at: Instant) {
+        if self.heard.len() == HEARD_KEPT {
+            self.heard.pop_front();
+        }
+        self.heard.push_back((tmst, at));
+    }
+
+    /// How far past its transmit time (less the lead the forwarder needs) `tx` is, or
+    /// `None` when it is not late or that cannot be told. A class A item (`tmst`) is timed
+    /// from the uplink its `context` names when that uplink was heard here, else from the
+    /// concentrator clock as last heard (up to half its 71-minute wrap); a GPS-timed one
+    /// (`tmms`) from the system clock. An `immediately` item is never late.
+    fn late_by(
+        &self,
+        tx: &TxPk,
+        context: Option<u32>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Option<Duration> {
+        if tx.imme {
+            return None;
+        }
+        if let Some(at) = tx.tmst {
+            let known = context.and_then(|c| {
+                let (_, heard) = self.heard.iter().rev().find(|(t, _)| *t == c)?;
+                let delay = Duration::from_micros(u64::from(at.wrapping_sub(c)));
+                Some(*heard + delay)
+            });
+            let due = match known {
+                Some(due) => due,
+                None => {
+                    let &(t, heard) = self.heard.back()?;
+                    let ahead = at.wrapping_sub(t) as i32;
+                    if now.duration_since(heard) > Duration::from_secs(30 * 60) {
+                        return None;
+                    }
+                    if ahead >= 0 {
+                        heard + Duration::from_micros(ahead as u64)
+                    } else {
+                        let behind = Duration::from_micros(u64::from(ahead.unsigned_abs()));
+                        heard.checked_sub(behind)?
+                    }
+                }
+            };
+            let need = now + TX_LEAD;
+            return (due < need).then(|| need - due);
+        }
+        if let Some(tmms) = tx.tmms {
+            let unix = wall.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+            let gps_now = unix.checked_sub(Duration::from_secs(GPS_EPOCH_UNIX_S))?
+                + Duration::from_secs(GPS_LEAP_S);
+            let due = Duration::from_millis(tmms);
+            let need = gps_now + TX_LEAD;
+            return (due < need).then(|| need - due);
+        }
+        None
     }
 
     async fn acknowledge(&self, p: &Pending) {
@@ -231,6 +404,12 @@ impl Bridge {
         }
         true
     }
+}
+
+/// The uplink timestamp a class A item's `context` carries (its first 4 bytes).
+fn context_tmst(ti: &DownlinkTxInfo) -> Option<u32> {
+    let b = ti.context.as_ref()?.0.get(..4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// The gateway id level of a `.../gateway/<id>/command/down` topic.
@@ -635,159 +814,5 @@ pub fn routes(radios: &[RadioConfig], handles: &[RadioHandle]) -> Vec<BridgeRout
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rx() -> RxPk {
-        serde_json::from_value(json!({
-            "tmst": 3_512_348_611u32, "chan": 2, "rfch": 0, "freq": 868.5, "stat": 1,
-            "modu": "LORA", "datr": "SF9BW125", "codr": "4/6", "rssi": -35, "lsnr": 5.1,
-            "size": 4, "data": "AQIDBA==", "time": "2013-03-31T16:21:17.528002Z"
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn an_uplink_is_a_chirpstack_uplink_frame() {
-        let gw = Eui64(0x0016_c001_ff10_0001);
-        let v = uplink_frame(&rx(), gw, 7);
-        assert_eq!(v["phyPayload"], "AQIDBA==");
-        assert_eq!(v["txInfo"]["frequency"], 868_500_000);
-        let lora = &v["txInfo"]["modulation"]["lora"];
-        assert_eq!(lora["bandwidth"], 125_000);
-        assert_eq!(lora["spreadingFactor"], 9);
-        assert_eq!(lora["codeRate"], "CR_4_6");
-        let r = &v["rxInfo"];
-        assert_eq!(r["gatewayId"], "0016c001ff100001");
-        assert_eq!(r["uplinkId"], 7);
-        assert_eq!(r["rssi"], -35);
-        assert_eq!(r["snr"], 5.1);
-        assert_eq!(r["channel"], 2);
-        assert_eq!(r["crcStatus"], "CRC_OK");
-        assert_eq!(r["gwTime"], "2013-03-31T16:21:17.528002Z");
-        // The Semtech UDP context: tmst, big-endian (0xd15a2fc3).
-        assert_eq!(r["context"], "0Vovww==");
-    }
-
-    #[test]
-    fn stats_carry_the_forwarder_counters() {
-        let stat: Stat = serde_json::from_value(json!({
-            "rxnb": 10, "rxok": 8, "rxfw": 8, "ackr": 100.0, "dwnb": 3, "txnb": 2,
-            "lati": 46.24, "long": 3.2523, "alti": 145
-        }))
-        .unwrap();
-        let v = gateway_stats(&stat, Eui64(1));
-        assert_eq!(v["gatewayId"], "0000000000000001");
-        assert_eq!(
-            (
-                &v["rxPacketsReceived"],
-                &v["rxPacketsReceivedOk"],
-                &v["txPacketsReceived"],
-                &v["txPacketsEmitted"]
-            ),
-            (&json!(10), &json!(8), &json!(3), &json!(2))
-        );
-        assert_eq!(v["location"]["altitude"], 145);
-    }
-
-    fn item(v: Value) -> DownlinkItem {
-        serde_json::from_value(v).unwrap()
-    }
-
-    #[test]
-    fn a_downlink_item_becomes_a_txpk_timed_from_the_context() {
-        let tx = txpk(&item(json!({
-            "phyPayload": "YAQDAgGgAQABAg==",
-            "txInfo": {
-                "frequency": 868100000, "power": 14,
-                "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7,
-                    "codeRate": "CR_4_5", "polarizationInversion": true}},
-                "timing": {"delay": {"delay": "1s"}},
-                "context": "0Vovww=="
-            }
-        })))
-        .unwrap();
-        assert_eq!(tx.tmst, Some(3_512_348_611u32.wrapping_add(1_000_000)));
-        assert!(!tx.imme);
-        assert_eq!(tx.freq, 868.1);
-        assert_eq!(tx.datr, DataRate::Lora { sf: 7, bw_khz: 125 });
-        assert_eq!(
-            (tx.powe, tx.codr.as_deref(), tx.ipol),
-            (Some(14), Some("4/5"), Some(true))
-        );
-        assert_eq!(tx.size as usize, tx.data.0.len());
-        // Immediately, GPS time, and the wrap of the 32-bit counter.
-        let imme = txpk(&item(
-            json!({"phyPayload": "AA==", "txInfo": {"frequency": 869525000,
-            "power": 27, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 12}},
-            "timing": {"immediately": {}}}}),
-        ))
-        .unwrap();
-        assert!(imme.imme && imme.tmst.is_none());
-        let gps = txpk(&item(
-            json!({"phyPayload": "AA==", "txInfo": {"frequency": 869525000,
-            "power": 27, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 12}},
-            "timing": {"gpsEpoch": {"timeSinceGpsEpoch": "1300000000.250s"}}}}),
-        ))
-        .unwrap();
-        assert_eq!(gps.tmms, Some(1_300_000_000_250));
-        let wrap = txpk(&item(
-            json!({"phyPayload": "AA==", "txInfo": {"frequency": 869525000,
-            "power": 27, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 12}},
-            "timing": {"delay": {"delay": "2s"}}, "context": "/////w=="}}),
-        ))
-        .unwrap();
-        assert_eq!(wrap.tmst, Some(1_999_999));
-    }
-
-    #[test]
-    fn bad_downlink_items_are_refused_with_a_reason() {
-        let base = json!({"phyPayload": "AA==", "txInfo": {"frequency": 868100000, "power": 14,
-            "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7}},
-            "timing": {"delay": {"delay": "1s"}}, "context": "AAAAAQ=="}});
-        assert!(txpk(&item(base.clone())).is_ok());
-        for (path, bad) in [
-            ("/txInfo/context", json!("AAE=")),
-            ("/txInfo/timing/delay/delay", json!("1 second")),
-            ("/txInfo/modulation/lora/spreadingFactor", json!(13)),
-            ("/txInfo/modulation/lora/bandwidth", json!(100000)),
-            ("/txInfo/power", json!(-3)),
-            ("/txInfo/frequency", json!(0)),
-            ("/txInfo/timing", json!({})),
-        ] {
-            let mut v = base.clone();
-            *v.pointer_mut(path).unwrap() = bad;
-            assert!(txpk(&item(v)).is_err(), "{path}");
-        }
-        assert_eq!(duration_us("0.5s"), Some(500_000));
-        assert_eq!(duration_us("5s"), Some(5_000_000));
-        assert_eq!(duration_us("-1s"), None);
-        assert_eq!(duration_us("s"), None);
-    }
-
-    #[test]
-    fn routes_match_only_their_command_topic() {
-        let (tx, _rx) = mpsc::channel(1);
-        let any = BridgeRoute {
-            radio: "lora0".into(),
-            filter: "eu868/gateway/+/command/down".into(),
-            prefix: "eu868".into(),
-            gateway_id: None,
-            commands: tx.clone(),
-        };
-        assert!(any.matches("eu868/gateway/0016c001ff100001/command/down"));
-        assert!(!any.matches("eu868/gateway/0016c001ff100001/command/config"));
-        assert!(!any.matches("us915/gateway/0016c001ff100001/command/down"));
-        assert!(!any.matches("eu868/gateway//command/down"));
-        let one = BridgeRoute {
-            gateway_id: Some(Eui64(0x0016_c001_ff10_0001)),
-            ..any
-        };
-        assert!(one.matches("eu868/gateway/0016c001ff100001/command/down"));
-        assert!(!one.matches("eu868/gateway/0016c001ff100002/command/down"));
-        assert_eq!(
-            topic_gateway("a/b/gateway/0016c001ff100001/command/down"),
-            Some("0016c001ff100001")
-        );
-    }
-}
+#[path = "bridge_tests.rs"]
+mod tests;

@@ -97,6 +97,11 @@ impl ForwarderLink {
         Ok(())
     }
 
+    /// Whether a forwarder has sent PULL_DATA, so downlinks have somewhere to go.
+    pub fn has_downlink_path(&self) -> bool {
+        self.pull_addr.is_some()
+    }
+
     /// Sends `txpk` as a PULL_RESP; `fallback` goes out if the forwarder refuses it.
     /// Returns the token its TX_ACK will carry.
     pub async fn send(

@@ -22,7 +22,7 @@
 pub mod bridge;
 mod gwmp;
 pub mod keys;
-mod options;
+pub(crate) mod options;
 pub(crate) mod readings;
 mod sessions;
 pub mod sim;
@@ -75,7 +75,8 @@ impl OwnTransportDriver for LoraDriver {
                 .with_context(|| format!("binding {bind} for the packet forwarder"))?;
             let link = ForwarderLink::new(sock);
             self.sessions = Sessions::default();
-            let bridge = bridge::Bridge::new(opts.bridge.clone(), io.secrets.clone());
+            let bridge =
+                bridge::Bridge::new(opts.bridge.clone(), io.secrets.clone(), io.counters.clone());
             if bridge.mode() != BridgeMode::Off && io.secrets.is_none() {
                 tracing::warn!(radio = %io.radio, "no store: the ChirpStack bridge forwards nothing");
             }
@@ -263,7 +264,9 @@ impl Gateway<'_> {
             }
             // PULL_DATA was acknowledged; the rest are server-to-gateway packets that a
             // forwarder does not send.
-            Packet::PullData { gateway, .. } => self.bridge.heard_forwarder(gateway),
+            Packet::PullData { gateway, .. } => {
+                self.bridge.pull_data(gateway, &mut self.link).await
+            }
             Packet::PushAck { .. } | Packet::PullAck { .. } | Packet::PullResp { .. } => {
                 RadioCounters::count(&self.io.counters.unhandled);
             }
@@ -302,6 +305,10 @@ impl Gateway<'_> {
             bridge::Handled::Malformed(e) => {
                 RadioCounters::count(&self.io.counters.undecodable);
                 tracing::warn!(radio = %self.io.radio, topic, error = %e, "malformed downlink command dropped");
+            }
+            bridge::Handled::Duplicate => {
+                RadioCounters::count(&self.io.counters.unhandled);
+                tracing::debug!(radio = %self.io.radio, topic, "downlink command delivered again: sent once");
             }
         }
     }

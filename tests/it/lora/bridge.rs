@@ -21,9 +21,9 @@ use super::{free_udp_port, PacketForwarder};
 use crate::common::TestDaemon;
 use crate::mqtt::{broker, free_port, unique, Probe, Proxy};
 
-const GATEWAY: &str = "0016c001ff100001";
+pub(super) const GATEWAY: &str = "0016c001ff100001";
 
-fn b64(bytes: &[u8]) -> String {
+pub(super) fn b64(bytes: &[u8]) -> String {
     serde_json::to_value(fieldgate_lora::gwmp::Payload(bytes.to_vec()))
         .unwrap()
         .as_str()
@@ -41,7 +41,7 @@ fn bridged_rows(d: &TestDaemon) -> i64 {
     .unwrap()
 }
 
-async fn counters(api: &ApiClient) -> Value {
+pub(super) async fn counters(api: &ApiClient) -> Value {
     let s = api
         .call(Method::GET, "/v1/status", None)
         .await
@@ -50,7 +50,7 @@ async fn counters(api: &ApiClient) -> Value {
 }
 
 /// Waits until the daemon's LoRa radio has started (its socket is bound).
-async fn radio_up(api: &ApiClient) {
+pub(super) async fn radio_up(api: &ApiClient) {
     for _ in 0..250 {
         if counters(api).await["startups"].as_u64().unwrap_or(0) > 0 {
             return;
@@ -61,7 +61,7 @@ async fn radio_up(api: &ApiClient) {
 }
 
 /// A device this gateway holds no keys for (ChirpStack's).
-fn foreign_device() -> EmulatedDevice {
+pub(super) fn foreign_device() -> EmulatedDevice {
     let key = |s: &str| s.parse::<AesKey>().unwrap();
     EmulatedDevice::abp(
         Eui64(0x70b3_d57e_d000_0099),
@@ -74,7 +74,10 @@ fn foreign_device() -> EmulatedDevice {
 }
 
 /// The next PULL_RESP, answered with a TX_ACK carrying `error`.
-async fn pull_resp(pf: &PacketForwarder, error: Option<TxAckError>) -> fieldgate_lora::gwmp::TxPk {
+pub(super) async fn pull_resp(
+    pf: &PacketForwarder,
+    error: Option<TxAckError>,
+) -> fieldgate_lora::gwmp::TxPk {
     // Acknowledgements of earlier datagrams may come first.
     for _ in 0..10 {
         let d = pf
@@ -197,7 +200,11 @@ async fn chirpstack_bridge_events_survive_a_broker_outage_and_downlinks_reach_th
                 .any(|x| x.topic.ends_with("/status") && x.json()["state"] == "online")
         })
         .await;
-    let (answered_phy, answered_tmst) = sent.last().unwrap().clone();
+    // A fresh uplink to answer: RX1 and RX2 are a second or two after it, and an item
+    // whose window already passed is not sent at all (see the test below).
+    let answered_tmst = 30_000_000u32;
+    pf.push(&dev.uplink(6, &[6; 6], false).unwrap(), answered_tmst)
+        .await;
     let context = b64(&answered_tmst.to_be_bytes());
     let reply = vec![
         0x60, 0x00, 0x1f, 0x01, 0x26, 0x20, 0x01, 0x00, 0xde, 0xad, 0xbe, 0xef,
@@ -269,8 +276,6 @@ async fn chirpstack_bridge_events_survive_a_broker_outage_and_downlinks_reach_th
     );
     let c = counters(&api).await;
     assert_eq!(c["undecodable"], 1, "the garbage command: {c}");
-    // The uplink answered was bridged as it was heard.
-    assert_eq!(ups[4].json()["phyPayload"], b64(&answered_phy));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,4 +319,245 @@ async fn bridge_only_hands_every_frame_to_chirpstack_and_answers_no_join() {
         pf.downlink(Duration::from_millis(1500)).await.is_none(),
         "no local Join-Accept in bridge-only mode"
     );
+}
+
+/// The upstream connection's state as the daemon reports it.
+async fn upstream_state(api: &ApiClient) -> String {
+    let s = api
+        .call(Method::GET, "/v1/status", None)
+        .await
+        .unwrap_or_default();
+    s["upstream"]["state"].as_str().unwrap_or("").to_string()
+}
+
+/// A ChirpStack `DownlinkFrameItem` (JSON) carrying `phy`.
+fn down_item(phy: &[u8], freq: u32, sf: u32, timing: Value, context: Option<u32>) -> Value {
+    let mut tx_info = json!({
+        "frequency": freq, "power": 14,
+        "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": sf,
+            "codeRate": "CR_4_5", "polarizationInversion": true}},
+        "timing": timing});
+    if let Some(c) = context {
+        tx_info["context"] = json!(b64(&c.to_be_bytes()));
+    }
+    json!({"phyPayload": b64(phy), "txInfo": tx_info})
+}
+
+/// Downlink commands published while the gateway's MQTT connection is cut: the broker
+/// keeps them in the gateway's session (`clean_session` is off by default with a bridge)
+/// and hands them over when it is back. What can still go out goes out (a class A item
+/// timed far enough ahead, a class C `immediately`), what cannot is answered `TOO_LATE`
+/// without reaching the forwarder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downlinks_sent_while_the_gateway_is_away_are_delivered_or_answered_too_late() {
+    let udp = free_udp_port();
+    let mqtt_port = free_port();
+    let proxy = Proxy::start_on(mqtt_port, broker().socket()).await;
+    let prefix = unique("lora-away");
+    let cs = unique("cs");
+    let d = TestDaemon::start(&format!(
+        "[upstream]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"{prefix}\"\ntopic_prefix = \"{prefix}\"\nreconnect_max = \"1s\"\n\n[[radio]]\nname = \"lora0\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:{udp}\"\n[radio.options]\nregion = \"EU868\"\nbridge = \"also\"\nbridge_topic_prefix = \"{cs}\"\n"
+    ));
+    let api = ApiClient::new(&d.socket);
+    radio_up(&api).await;
+    let probe = Probe::connect(
+        broker(),
+        &[
+            format!("{cs}/gateway/+/event/#"),
+            format!("{prefix}/status"),
+        ],
+    )
+    .await;
+    // Online means subscribed: the subscription goes out before the birth message.
+    probe
+        .wait_for("the gateway online", Duration::from_secs(20), |m| {
+            m.iter()
+                .any(|x| x.topic.ends_with("/status") && x.json()["state"] == "online")
+        })
+        .await;
+    let mut pf = PacketForwarder::connect(udp).await;
+    pf.open_downlink_path().await;
+    let mut dev = foreign_device();
+    let tmst = 20_000_000u32;
+    pf.push(&dev.uplink(1, &[1, 2, 3], false).unwrap(), tmst)
+        .await;
+    let heard = std::time::Instant::now();
+    probe
+        .wait_for("the bridged uplink", Duration::from_secs(20), |m| {
+            m.iter().any(|x| x.topic.ends_with("/event/up"))
+        })
+        .await;
+
+    // The gateway loses the broker; ChirpStack answers the uplink meanwhile.
+    proxy.down();
+    for _ in 0..250 {
+        if upstream_state(&api).await != "connected" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(upstream_state(&api).await, "connected");
+    let command = format!("{cs}/gateway/{GATEWAY}/command/down");
+    let reply = [0x60, 0x00, 0x1f, 0x01, 0x26, 0x20, 0x01, 0x00, 0xca, 0xfe];
+    let delay = |d: &str| json!({"delay": {"delay": d}});
+    let commands = [
+        // RX1 and RX2 of the uplink: both windows close while the gateway is away.
+        json!({"downlinkId": 101, "gatewayId": GATEWAY, "items": [
+            down_item(&reply, 868_100_000, 7, delay("1s"), Some(tmst)),
+            down_item(&reply, 869_525_000, 12, delay("2s"), Some(tmst))]}),
+        // Timed from the same uplink, far enough ahead to still go out.
+        json!({"downlinkId": 102, "gatewayId": GATEWAY, "items": [
+            down_item(&reply, 868_300_000, 9, delay("40s"), Some(tmst))]}),
+        // Class C: whenever it arrives.
+        json!({"downlinkId": 103, "gatewayId": GATEWAY, "items": [
+            down_item(&reply, 869_525_000, 12, json!({"immediately": {}}), None)]}),
+    ];
+    for c in &commands {
+        probe
+            .client
+            .publish(command.clone(), QoS::AtLeastOnce, false, c.to_string())
+            .await
+            .unwrap();
+    }
+    // Nothing reaches the forwarder while the gateway is away.
+    assert!(pf.downlink(Duration::from_millis(500)).await.is_none());
+    let away = Duration::from_millis(2500).saturating_sub(heard.elapsed());
+    tokio::time::sleep(away).await;
+    proxy.restore();
+
+    let class_a = pull_resp(&pf, None).await;
+    assert!(!class_a.imme);
+    assert_eq!(class_a.tmst, Some(tmst + 40_000_000));
+    assert_eq!(class_a.freq, 868.3);
+    assert_eq!(class_a.data.0, reply);
+    let class_c = pull_resp(&pf, None).await;
+    assert!(class_c.imme && class_c.tmst.is_none());
+    assert_eq!(class_c.freq, 869.525);
+    assert!(
+        pf.downlink(Duration::from_millis(500)).await.is_none(),
+        "the late downlink was not sent"
+    );
+    probe
+        .wait_for("three TX acknowledgements", Duration::from_secs(20), |m| {
+            m.iter().filter(|x| x.topic.ends_with("/event/ack")).count() >= 3
+        })
+        .await;
+    let acks: Vec<Value> = probe.on("/event/ack").iter().map(|m| m.json()).collect();
+    let ack_of = |id: u32| {
+        acks.iter()
+            .find(|a| a["downlinkId"] == id)
+            .unwrap_or_else(|| panic!("no ack for {id}: {acks:?}"))["items"]
+            .clone()
+    };
+    assert_eq!(
+        ack_of(101),
+        json!([{"status": "TOO_LATE"}, {"status": "TOO_LATE"}])
+    );
+    assert_eq!(ack_of(102), json!([{"status": "OK"}]));
+    assert_eq!(ack_of(103), json!([{"status": "OK"}]));
+    assert_eq!(acks.len(), 3, "each command once: {acks:?}");
+    let c = counters(&api).await;
+    assert_eq!(c["bridge_too_late"], 2, "{c}");
+}
+
+/// The gateway stopped (a restart) while ChirpStack sent two downlinks: the broker keeps
+/// them in the gateway's session, the restarted gateway holds them until the packet
+/// forwarder's PULL_DATA gives it a downlink path, then sends the class C one and answers
+/// the class A one `TOO_LATE` (its window closed during the restart, as the concentrator
+/// clock, heard again from a fresh uplink, says).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downlinks_sent_while_the_gateway_is_stopped_wait_for_the_forwarder_after_the_restart() {
+    let udp = free_udp_port();
+    let prefix = unique("lora-restart");
+    let cs = unique("cs");
+    let mut d = TestDaemon::start(&format!(
+        "[upstream]\nurl = \"{}\"\nclient_id = \"{prefix}\"\ntopic_prefix = \"{prefix}\"\n\n[[radio]]\nname = \"lora0\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:{udp}\"\n[radio.options]\nregion = \"EU868\"\nbridge = \"also\"\nbridge_topic_prefix = \"{cs}\"\n",
+        broker().url()
+    ));
+    let api = ApiClient::new(&d.socket);
+    radio_up(&api).await;
+    let probe = Probe::connect(
+        broker(),
+        &[
+            format!("{cs}/gateway/+/event/#"),
+            format!("{prefix}/status"),
+        ],
+    )
+    .await;
+    let online = |n: usize| {
+        move |m: &[crate::mqtt::Msg]| {
+            m.iter()
+                .filter(|x| x.topic.ends_with("/status") && x.json()["state"] == "online")
+                .count()
+                >= n
+        }
+    };
+    probe
+        .wait_for("the gateway online", Duration::from_secs(20), online(1))
+        .await;
+    let mut pf = PacketForwarder::connect(udp).await;
+    pf.open_downlink_path().await;
+    let mut dev = foreign_device();
+    let t0 = 20_000_000u32;
+    pf.push(&dev.uplink(1, &[1], false).unwrap(), t0).await;
+    let heard = std::time::Instant::now();
+    probe
+        .wait_for("the bridged uplink", Duration::from_secs(20), |m| {
+            m.iter().any(|x| x.topic.ends_with("/event/up"))
+        })
+        .await;
+
+    assert!(d.terminate(Duration::from_secs(20)).is_some(), "stopped");
+    let command = format!("{cs}/gateway/{GATEWAY}/command/down");
+    let reply = [0x60, 0x00, 0x1f, 0x01, 0x26, 0x20, 0x03, 0x00, 0x12, 0x34];
+    for c in [
+        json!({"downlinkId": 301, "gatewayId": GATEWAY, "items": [
+            down_item(&reply, 869_525_000, 12, json!({"immediately": {}}), None)]}),
+        json!({"downlinkId": 302, "gatewayId": GATEWAY, "items": [
+            down_item(&reply, 868_100_000, 7, json!({"delay": {"delay": "1s"}}), Some(t0))]}),
+    ] {
+        probe
+            .client
+            .publish(command.clone(), QoS::AtLeastOnce, false, c.to_string())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(heard.elapsed())).await;
+
+    d.spawn();
+    radio_up(&api).await;
+    probe
+        .wait_for(
+            "the gateway online again",
+            Duration::from_secs(20),
+            online(2),
+        )
+        .await;
+    // The commands have arrived by now; nowhere to send them until the PULL_DATA.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t1 = t0.wrapping_add(heard.elapsed().as_micros() as u32);
+    pf.push(&dev.uplink(2, &[2], false).unwrap(), t1).await;
+    pf.open_downlink_path().await;
+    let class_c = pull_resp(&pf, None).await;
+    assert!(class_c.imme);
+    assert_eq!(class_c.data.0, reply);
+    assert!(
+        pf.downlink(Duration::from_millis(500)).await.is_none(),
+        "the late class A downlink was not sent"
+    );
+    probe
+        .wait_for("two TX acknowledgements", Duration::from_secs(20), |m| {
+            m.iter().filter(|x| x.topic.ends_with("/event/ack")).count() >= 2
+        })
+        .await;
+    let acks: Vec<Value> = probe.on("/event/ack").iter().map(|m| m.json()).collect();
+    let items = |id: u32| {
+        acks.iter()
+            .find(|a| a["downlinkId"] == id)
+            .unwrap_or_else(|| panic!("no ack for {id}: {acks:?}"))["items"]
+            .clone()
+    };
+    assert_eq!(items(301), json!([{"status": "OK"}]));
+    assert_eq!(items(302), json!([{"status": "TOO_LATE"}]));
+    assert_eq!(counters(&api).await["bridge_too_late"], 1);
 }

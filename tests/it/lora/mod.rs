@@ -3,6 +3,7 @@
 //! datagrams, keys added through the CLI, the registry, the audit log and the MQTT uplink.
 
 mod bridge;
+mod chirpstack;
 mod e2e;
 mod emulate;
 mod mqtt;
