@@ -2424,3 +2424,6 @@ mod v5;
 
 /// Device topics by friendly name, across renames.
 mod names;
+
+/// Retained state messages superseded while queued.
+mod coalesce;
