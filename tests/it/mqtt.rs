@@ -2421,3 +2421,6 @@ mod v5;
 
 /// Device topics by friendly name, across renames.
 mod names;
+
+/// Deleting delivered rows with the next commit, and after a crash.
+mod deletes;
