@@ -39,6 +39,8 @@ async fn delivered_rows_are_deleted_while_the_writer_is_idle() {
         commits <= 3,
         "{commits} commits to delete one burst of rows"
     );
+    // The store closes once every writer handle is gone.
+    drop(writer);
     rig.stop().await;
 }
 
