@@ -82,22 +82,24 @@ pub const BURSTS_IN_FLIGHT: usize = 4;
 /// How often availability is re-evaluated against the policy's timeouts.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Takes the events queued behind the first one of a burst, up to a full burst,
-/// waiting up to `linger` (from now) for more while the queue is empty.
+/// Takes the events queued behind the first one of a burst, up to a full burst;
+/// when the queue runs empty first, sleeps out the rest of `linger` (from now) once
+/// and then takes what arrived meanwhile. Events arriving during the linger do not
+/// wake the hub one by one: at a radio's line rate (an event every millisecond or
+/// so) a wake-up per event cost more CPU than the event itself.
 async fn gather(
     events: &mut mpsc::Receiver<DeviceEvent>,
     batch: &mut Vec<DeviceEvent>,
     linger: Duration,
 ) {
     let deadline = tokio::time::Instant::now() + linger;
+    let mut lingered = linger.is_zero();
     while batch.len() < MAX_EVENT_BATCH {
         match events.try_recv() {
             Ok(ev) => batch.push(ev),
-            Err(mpsc::error::TryRecvError::Empty) if !linger.is_zero() => {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Ok(Some(ev)) => batch.push(ev),
-                    Ok(None) | Err(_) => break,
-                }
+            Err(mpsc::error::TryRecvError::Empty) if !lingered => {
+                tokio::time::sleep_until(deadline).await;
+                lingered = true;
             }
             Err(_) => break,
         }

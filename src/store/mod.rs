@@ -117,6 +117,22 @@ type Job = Box<dyn FnOnce(&Connection) -> Done + Send>;
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
     stats: Arc<WriterStats>,
+    side: Arc<Side>,
+}
+
+/// What the writer thread shares with its handles besides the job queue.
+#[derive(Default)]
+struct Side {
+    /// Jobs that ride the next batch committed for another reason ([`Writer::defer`]).
+    deferred: std::sync::Mutex<Vec<Job>>,
+    /// Signalled after every commit ([`Writer::committed`]).
+    committed: tokio::sync::Notify,
+}
+
+impl Side {
+    fn take_deferred(&self) -> Vec<Job> {
+        std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// The running store: the writer handle plus what readers need.
@@ -179,6 +195,8 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Job>(4096);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
+        let side = Arc::new(Side::default());
+        let thread_side = side.clone();
         let mark = audit_guard::mark_path(path);
         let reserve = disk::reserve_path(path);
         if let Err(e) = disk::ensure_reserve(&reserve) {
@@ -187,12 +205,16 @@ impl Store {
         stats.disk.set_reserve(reserve);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, options, &thread_stats, &mark))
+            .spawn(move || writer_loop(conn, rx, options, &thread_stats, &thread_side, &mark))
             .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             path: path.to_path_buf(),
             audit_upgraded: had_seals == 0,
-            writer: Writer { jobs: tx, stats },
+            writer: Writer {
+                jobs: tx,
+                stats,
+                side,
+            },
             thread: Some(thread),
         })
     }
@@ -290,6 +312,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     options: WriterOptions,
     stats: &WriterStats,
+    side: &Side,
     mark: &Path,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(options.commit_max_ops);
@@ -307,13 +330,20 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        batch.extend(side.take_deferred());
         run_batch(&conn, &mut batch, stats);
+        side.committed.notify_one();
         if let Some(why) = audit::take_tampered() {
             audit_guard::tampered_while_running(&conn, &why, stats);
         }
         if audit_guard::take_appended() {
             update_mark(&conn, mark, stats);
         }
+    }
+    // Deferred work still waiting is committed before the thread ends.
+    batch.extend(side.take_deferred());
+    if !batch.is_empty() {
+        run_batch(&conn, &mut batch, stats);
     }
     tracing::debug!("store writer stopped");
 }
@@ -461,6 +491,38 @@ impl Writer {
         Ok(rx)
     }
 
+    /// Queues `f` to run in the next batch the writer commits for any other reason,
+    /// without waking it: work that may wait (deleting delivered outbox rows) then
+    /// costs no transaction and no fsync of its own while other writes come in. The
+    /// receiver resolves once that batch has committed. Nothing commits it while the
+    /// writer stays idle: the caller calls [`Writer::flush`] when it has waited long
+    /// enough.
+    pub fn defer<R, F>(&self, f: F) -> oneshot::Receiver<StoreResult<R>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job = Self::make_job(f, tx, self.stats.clone());
+        self.side
+            .deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(job);
+        rx
+    }
+
+    /// Commits now whatever was deferred (an empty transaction when nothing was).
+    pub async fn flush(&self) -> StoreResult<()> {
+        self.write(|_| Ok(())).await
+    }
+
+    /// Resolves after the writer's next commit, or at once when it committed since
+    /// the last call returned (one stored signal, however many commits).
+    pub async fn committed(&self) {
+        self.side.committed.notified().await
+    }
+
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }
@@ -538,5 +600,60 @@ mod tests {
             .unwrap();
         assert_eq!(versions, vec![1]);
         assert_eq!(integrity_check(&r).unwrap(), "ok");
+    }
+
+    /// Deferred work waits for a commit made for another reason (no transaction of
+    /// its own), or for a flush; work deferred when the writer stops still commits.
+    #[test]
+    fn deferred_work_rides_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), WriterOptions::default()).unwrap();
+        let w = store.writer();
+        let insert = |v: i64| {
+            move |c: &Connection| {
+                c.execute("INSERT INTO policies (version, document, source, received_at) VALUES (?1, '{}', 'test', 'now')", [v])?;
+                Ok(())
+            }
+        };
+        let count = || -> i64 {
+            store
+                .reader()
+                .unwrap()
+                .query_row("SELECT COUNT(*) FROM policies", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = w.stats().transactions.load(Ordering::Relaxed);
+        let mut deferred = w.defer(insert(1));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            deferred.try_recv().is_err(),
+            "committed with nothing else to commit"
+        );
+        assert_eq!(count(), 0);
+        w.write_blocking(insert(2)).unwrap();
+        deferred.blocking_recv().unwrap().unwrap();
+        assert_eq!(count(), 2);
+        assert_eq!(
+            w.stats().transactions.load(Ordering::Relaxed) - before,
+            1,
+            "the deferred insert had a transaction of its own"
+        );
+        let deferred = w.defer(insert(3));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(w.flush()).unwrap();
+        deferred.blocking_recv().unwrap().unwrap();
+        assert_eq!(count(), 3);
+        let last = w.defer(insert(4));
+        drop(w);
+        store.close();
+        last.blocking_recv().unwrap().unwrap();
+        let c = Connection::open(dir.path().join("t.db")).unwrap();
+        let n: i64 = c
+            .query_row("SELECT COUNT(*) FROM policies", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 4);
     }
 }

@@ -235,7 +235,8 @@ pub struct Upstream {
 pub struct Tuning {
     /// Publishes in flight (handed to rumqttc, not yet acked).
     pub window: usize,
-    /// How often to look for new rows when the outbox looked empty.
+    /// How often to look for new rows when the outbox looked empty, besides after
+    /// every commit of the store (which is when rows appear): a safety net only.
     pub idle_poll: std::time::Duration,
     /// How often the outbox limits are applied.
     pub enforce_every: std::time::Duration,
@@ -247,7 +248,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             window: 100,
-            idle_poll: std::time::Duration::from_millis(50),
+            idle_poll: std::time::Duration::from_secs(1),
             enforce_every: std::time::Duration::from_secs(2),
             info_every: std::time::Duration::from_secs(300),
         }

@@ -55,11 +55,14 @@ const RATE_WINDOW: usize = 10;
 /// Most rows deleted in one writer job.
 const DELETE_BATCH: usize = 2000;
 /// Delivered messages are deleted once this many are waiting, or once the oldest
-/// has waited `DELETE_DELAY`: fewer, larger delete transactions. A delivered row
-/// not yet deleted is never sent again on this connection; after a crash it would
-/// be sent again (at least once).
+/// has waited `DELETE_DELAY`. The delete rides the writer's next commit (made for
+/// new messages, usually within the hub's linger) instead of a transaction and an
+/// fsync of its own; when nothing else commits for `DELETE_IDLE` it is committed
+/// alone. A delivered row not yet deleted is never sent again on this connection;
+/// after a crash it would be sent again, with its msg_id (at least once).
 const DELETE_MIN: usize = 512;
 const DELETE_DELAY: Duration = Duration::from_millis(25);
+const DELETE_IDLE: Duration = Duration::from_secs(1);
 /// Rows read from the outbox per read transaction: each read starts a new WAL
 /// snapshot, so fewer, larger reads cost less per row.
 const FETCH_ROWS: usize = 1000;
@@ -716,7 +719,7 @@ pub(super) async fn run(
                 let w = writer.clone();
                 deleting = Some(tokio::spawn(async move {
                     let seqs = batch.clone();
-                    let r = w.write(move |c| outbox::delete(c, &seqs)).await;
+                    let r = delete_with_next_commit(&w, seqs).await;
                     (batch, r)
                 }));
             }
@@ -874,7 +877,8 @@ pub(super) async fn run(
             _ = idle.tick() => {
                 s.more = true;
             },
-            _ = gate.wait_appended(), if !s.more => {
+            // Any commit may have queued messages (readings, responses, audit).
+            _ = writer.committed(), if !s.more => {
                 s.more = true;
             },
             _ = second.tick() => {
@@ -966,6 +970,8 @@ pub(super) async fn run(
         let _ = f.await;
     }
     if let Some(d) = deleting.take() {
+        // A delete waiting for the next commit is committed now.
+        let _ = writer.flush().await;
         if let Ok((seqs, Ok(_))) = d.await {
             s.window.deleted(&seqs);
         }
@@ -1008,6 +1014,20 @@ pub(super) async fn run(
         let _ = t.await;
     }
     tracing::info!("upstream stopped");
+}
+
+/// Deletes delivered rows in the writer's next commit, or in one of their own when
+/// nothing else commits within `DELETE_IDLE`.
+async fn delete_with_next_commit(writer: &store::Writer, seqs: Vec<i64>) -> StoreResult<usize> {
+    let mut done = writer.defer(move |c| outbox::delete(c, &seqs));
+    let r = match tokio::time::timeout(DELETE_IDLE, &mut done).await {
+        Ok(r) => r,
+        Err(_) => {
+            writer.flush().await?;
+            done.await
+        }
+    };
+    r.map_err(|_| store::StoreError::WriterGone)?
 }
 
 /// Messages delivered per second over the last `RATE_WINDOW` seconds: a backlog

@@ -2427,3 +2427,5 @@ mod names;
 
 /// Retained state messages superseded while queued.
 mod coalesce;
+/// Deleting delivered rows with the next commit, and after a crash.
+mod deletes;
