@@ -101,13 +101,55 @@ trait Emulated: Send + Sync {
 }
 
 // ---------------------------------------------------------------------------------
+// Serial emulators are served over TCP (as through ser2net): one connection at a
+// time, a new one replacing the old, and the current one dropped to cut the link.
+
+struct TcpServed {
+    port: u16,
+    connection: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpServed {
+    async fn start<F, Fut>(serve: F) -> TcpServed
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connection = Arc::new(Mutex::new(None));
+        let current = connection.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let task = tokio::spawn(serve(stream));
+                if let Some(old) = current.lock().unwrap().replace(task) {
+                    old.abort();
+                }
+            }
+        });
+        TcpServed {
+            port,
+            connection,
+            _accept: accept,
+        }
+    }
+
+    /// Drops the current connection, as a pulled cable or a dead ser2net would.
+    fn cut(&self) -> bool {
+        if let Some(task) = self.connection.lock().unwrap().take() {
+            task.abort();
+        }
+        true
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Zigbee: the ZNP coordinator emulator served over TCP (as through ser2net).
 
 struct ZigbeeEmulator {
     sim: SimEmulator,
-    port: u16,
-    connection: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
-    _accept: tokio::task::JoinHandle<()>,
+    link: TcpServed,
 }
 
 impl ZigbeeEmulator {
@@ -122,27 +164,15 @@ impl ZigbeeEmulator {
             join_spacing: Duration::from_millis(150),
             ..Default::default()
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let connection = Arc::new(Mutex::new(None));
-        let (served, current) = (sim.clone(), connection.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let sim = served.clone();
-                let task = tokio::spawn(async move {
-                    let _ = sim.serve(stream).await;
-                });
-                if let Some(old) = current.lock().unwrap().replace(task) {
-                    old.abort();
-                }
+        let served = sim.clone();
+        let link = TcpServed::start(move |stream| {
+            let sim = served.clone();
+            async move {
+                let _ = sim.serve(stream).await;
             }
-        });
-        ZigbeeEmulator {
-            sim,
-            port,
-            connection,
-            _accept: accept,
-        }
+        })
+        .await;
+        ZigbeeEmulator { sim, link }
     }
 
     fn ieee(native: &str) -> fieldgate_zigbee::IeeeAddr {
@@ -155,7 +185,7 @@ impl Emulated for ZigbeeEmulator {
         Protocol::Zigbee
     }
     fn port(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
+        format!("tcp://127.0.0.1:{}", self.link.port)
     }
     fn options(&self) -> String {
         "sreq_timeout = \"2s\"\nresponse_timeout = \"700ms\"\ninterview_attempts = 2\nwatchdog_interval = \"1s\"\n".into()
@@ -185,10 +215,7 @@ impl Emulated for ZigbeeEmulator {
         true
     }
     fn cut_link(&self) -> bool {
-        if let Some(task) = self.connection.lock().unwrap().take() {
-            task.abort();
-        }
-        true
+        self.link.cut()
     }
 }
 
@@ -259,9 +286,7 @@ const ZWAVE_REPORTER_AGAIN: u8 = 8;
 
 struct ZwaveEmulator {
     sim: fieldgate::radio::zwave_sim::SimEmulator,
-    port: u16,
-    connection: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
-    _accept: tokio::task::JoinHandle<()>,
+    link: TcpServed,
 }
 
 impl ZwaveEmulator {
@@ -276,27 +301,15 @@ impl ZwaveEmulator {
             exclusion_presses: vec![ZWAVE_REPORTER, ZWAVE_REPORTER_AGAIN],
             ..EmulatorConfig::default()
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let connection = Arc::new(Mutex::new(None));
-        let (served, current) = (sim.clone(), connection.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let sim = served.clone();
-                let task = tokio::spawn(async move {
-                    let _ = sim.serve(stream).await;
-                });
-                if let Some(old) = current.lock().unwrap().replace(task) {
-                    old.abort();
-                }
+        let served = sim.clone();
+        let link = TcpServed::start(move |stream| {
+            let sim = served.clone();
+            async move {
+                let _ = sim.serve(stream).await;
             }
-        });
-        ZwaveEmulator {
-            sim,
-            port,
-            connection,
-            _accept: accept,
-        }
+        })
+        .await;
+        ZwaveEmulator { sim, link }
     }
 
     fn address(node: u8) -> String {
@@ -316,7 +329,7 @@ impl Emulated for ZwaveEmulator {
         Protocol::Zwave
     }
     fn port(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
+        format!("tcp://127.0.0.1:{}", self.link.port)
     }
     fn options(&self) -> String {
         "callback_timeout = \"2s\"\nresponse_timeout = \"2s\"\nreport_timeout = \"1s\"\nwake_up_hold = \"1s\"\n".into()
@@ -349,10 +362,7 @@ impl Emulated for ZwaveEmulator {
         true
     }
     fn cut_link(&self) -> bool {
-        if let Some(task) = self.connection.lock().unwrap().take() {
-            task.abort();
-        }
-        true
+        self.link.cut()
     }
 }
 
@@ -486,9 +496,7 @@ async fn lora_gwmp_driver_conforms() {
 
 struct LoraP2pEmulator {
     sim: fieldgate::radio::lora_p2p::sim::SimModem,
-    port: u16,
-    connection: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
-    _accept: tokio::task::JoinHandle<()>,
+    link: TcpServed,
 }
 
 /// The P2P senders' ids (their native addresses, as 4 bytes of hex).
@@ -503,27 +511,15 @@ impl LoraP2pEmulator {
             s.interval = Duration::from_millis(if s.id == P2P_REPORTER { 1000 } else { 1500 });
         }
         let sim = SimModem::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let connection = Arc::new(Mutex::new(None));
-        let (served, current) = (sim.clone(), connection.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let sim = served.clone();
-                let task = tokio::spawn(async move {
-                    let _ = sim.serve(stream).await;
-                });
-                if let Some(old) = current.lock().unwrap().replace(task) {
-                    old.abort();
-                }
+        let served = sim.clone();
+        let link = TcpServed::start(move |stream| {
+            let sim = served.clone();
+            async move {
+                let _ = sim.serve(stream).await;
             }
-        });
-        LoraP2pEmulator {
-            sim,
-            port,
-            connection,
-            _accept: accept,
-        }
+        })
+        .await;
+        LoraP2pEmulator { sim, link }
     }
 }
 
@@ -532,7 +528,7 @@ impl Emulated for LoraP2pEmulator {
         Protocol::LoraP2p
     }
     fn port(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
+        format!("tcp://127.0.0.1:{}", self.link.port)
     }
     fn options(&self) -> String {
         String::new()
@@ -562,10 +558,7 @@ impl Emulated for LoraP2pEmulator {
         true
     }
     fn cut_link(&self) -> bool {
-        if let Some(task) = self.connection.lock().unwrap().take() {
-            task.abort();
-        }
-        true
+        self.link.cut()
     }
 }
 
