@@ -92,6 +92,33 @@ pub(super) async fn pull_resp(
     panic!("no PULL_RESP")
 }
 
+/// `n` birth messages seen on the gateway's status topic: it is online (and, since the
+/// subscriptions go out before the birth message, subscribed) `n` times over.
+pub(super) fn online(n: usize) -> impl Fn(&[crate::mqtt::Msg]) -> bool {
+    move |m: &[crate::mqtt::Msg]| {
+        m.iter()
+            .filter(|x| x.topic.ends_with("/status") && x.json()["state"] == "online")
+            .count()
+            >= n
+    }
+}
+
+/// Waits for `n` TX acknowledgements and returns each one's `items` by its `downlinkId`.
+pub(super) async fn ack_items(probe: &Probe, n: usize) -> impl Fn(u32) -> Value {
+    probe
+        .wait_for("the TX acknowledgements", Duration::from_secs(20), |m| {
+            m.iter().filter(|x| x.topic.ends_with("/event/ack")).count() >= n
+        })
+        .await;
+    let acks: Vec<Value> = probe.on("/event/ack").iter().map(|m| m.json()).collect();
+    move |id: u32| {
+        acks.iter()
+            .find(|a| a["downlinkId"] == id)
+            .unwrap_or_else(|| panic!("no ack for {id}: {acks:?}"))["items"]
+            .clone()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chirpstack_bridge_events_survive_a_broker_outage_and_downlinks_reach_the_forwarder() {
     let udp = free_udp_port();
@@ -195,10 +222,7 @@ async fn chirpstack_bridge_events_survive_a_broker_outage_and_downlinks_reach_th
 
     // A downlink from ChirpStack answering the last uplink: RX1, then RX2.
     probe
-        .wait_for("the gateway online", Duration::from_secs(20), |m| {
-            m.iter()
-                .any(|x| x.topic.ends_with("/status") && x.json()["state"] == "online")
-        })
+        .wait_for("the gateway online", Duration::from_secs(20), online(1))
         .await;
     // A fresh uplink to answer: RX1 and RX2 are a second or two after it, and an item
     // whose window already passed is not sent at all (see the test below).
@@ -370,10 +394,7 @@ async fn downlinks_sent_while_the_gateway_is_away_are_delivered_or_answered_too_
     .await;
     // Online means subscribed: the subscription goes out before the birth message.
     probe
-        .wait_for("the gateway online", Duration::from_secs(20), |m| {
-            m.iter()
-                .any(|x| x.topic.ends_with("/status") && x.json()["state"] == "online")
-        })
+        .wait_for("the gateway online", Duration::from_secs(20), online(1))
         .await;
     let mut pf = PacketForwarder::connect(udp).await;
     pf.open_downlink_path().await;
@@ -437,25 +458,15 @@ async fn downlinks_sent_while_the_gateway_is_away_are_delivered_or_answered_too_
         pf.downlink(Duration::from_millis(500)).await.is_none(),
         "the late downlink was not sent"
     );
-    probe
-        .wait_for("three TX acknowledgements", Duration::from_secs(20), |m| {
-            m.iter().filter(|x| x.topic.ends_with("/event/ack")).count() >= 3
-        })
-        .await;
-    let acks: Vec<Value> = probe.on("/event/ack").iter().map(|m| m.json()).collect();
-    let ack_of = |id: u32| {
-        acks.iter()
-            .find(|a| a["downlinkId"] == id)
-            .unwrap_or_else(|| panic!("no ack for {id}: {acks:?}"))["items"]
-            .clone()
-    };
+    let ack_of = ack_items(&probe, 3).await;
     assert_eq!(
         ack_of(101),
         json!([{"status": "TOO_LATE"}, {"status": "TOO_LATE"}])
     );
     assert_eq!(ack_of(102), json!([{"status": "OK"}]));
     assert_eq!(ack_of(103), json!([{"status": "OK"}]));
-    assert_eq!(acks.len(), 3, "each command once: {acks:?}");
+    let acks = probe.on("/event/ack");
+    assert_eq!(acks.len(), 3, "each command once");
     let c = counters(&api).await;
     assert_eq!(c["bridge_too_late"], 2, "{c}");
 }
@@ -484,14 +495,6 @@ async fn downlinks_sent_while_the_gateway_is_stopped_wait_for_the_forwarder_afte
         ],
     )
     .await;
-    let online = |n: usize| {
-        move |m: &[crate::mqtt::Msg]| {
-            m.iter()
-                .filter(|x| x.topic.ends_with("/status") && x.json()["state"] == "online")
-                .count()
-                >= n
-        }
-    };
     probe
         .wait_for("the gateway online", Duration::from_secs(20), online(1))
         .await;
@@ -545,18 +548,7 @@ async fn downlinks_sent_while_the_gateway_is_stopped_wait_for_the_forwarder_afte
         pf.downlink(Duration::from_millis(500)).await.is_none(),
         "the late class A downlink was not sent"
     );
-    probe
-        .wait_for("two TX acknowledgements", Duration::from_secs(20), |m| {
-            m.iter().filter(|x| x.topic.ends_with("/event/ack")).count() >= 2
-        })
-        .await;
-    let acks: Vec<Value> = probe.on("/event/ack").iter().map(|m| m.json()).collect();
-    let items = |id: u32| {
-        acks.iter()
-            .find(|a| a["downlinkId"] == id)
-            .unwrap_or_else(|| panic!("no ack for {id}: {acks:?}"))["items"]
-            .clone()
-    };
+    let items = ack_items(&probe, 2).await;
     assert_eq!(items(301), json!([{"status": "OK"}]));
     assert_eq!(items(302), json!([{"status": "TOO_LATE"}]));
     assert_eq!(counters(&api).await["bridge_too_late"], 1);

@@ -20,7 +20,7 @@ use fieldgate_lora::gwmp::{
 use rumqttc::QoS;
 use serde_json::{json, Value};
 
-use super::bridge::{foreign_device, pull_resp, radio_up, GATEWAY};
+use super::bridge::{foreign_device, online, pull_resp, radio_up, GATEWAY};
 use super::{free_udp_port, PacketForwarder};
 use crate::common::TestDaemon;
 use crate::mqtt::{broker, unique, Probe};
@@ -152,10 +152,7 @@ async fn chirpstack_decodes_what_the_bridge_publishes_and_its_downlinks_reach_th
     )
     .await;
     probe
-        .wait_for("the gateway online", Duration::from_secs(20), |m| {
-            m.iter()
-                .any(|x| x.topic.ends_with("/status") && x.json()["state"] == "online")
-        })
+        .wait_for("the gateway online", Duration::from_secs(20), online(1))
         .await;
     let mut pf = PacketForwarder::connect(udp).await;
     pf.open_downlink_path().await;
