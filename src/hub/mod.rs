@@ -180,9 +180,6 @@ struct EventContext {
     notify_readings: bool,
     /// The policy has local rules: hand readings to the rule engine.
     rules: bool,
-    /// What the uplink has read of the outbox, and the queued state rows a newer
-    /// state replaces.
-    outbox: Arc<OutboxGate>,
 }
 
 impl Hub {

@@ -276,55 +276,6 @@ pub fn append_batch<D: Serialize>(
     Ok(out)
 }
 
-/// The newest retained state row queued for each state topic, by a hash of the
-/// topic: 16 bytes a device. Only the store writer changes it. An entry may be stale
-/// (its row delivered, or its transaction rolled back and the seq handed out again):
-/// the row is checked before it is deleted, so a stale entry costs a missed
-/// replacement, never a wrong delete.
-#[derive(Debug, Default)]
-struct StateRows(std::collections::HashMap<u64, i64>);
-
-fn topic_key(topic: &str) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(topic)
-}
-
-/// Appends a retained state message (like [`append_data`]) and removes the previous
-/// state message of the same topic when it is still waiting in the outbox, not yet
-/// read by the uplink: a retained topic keeps only the latest state, so under a
-/// backlog a device's queued states collapse to the newest one. The new message
-/// takes a fresh seq, so it sorts after every earlier message of the device. A row
-/// the uplink has read (being published, or awaiting its PUBACK) is never touched.
-/// Under light load every state is read before the next one comes: nothing changes.
-///
-/// The uplink may read a row between the check and the commit; it then publishes
-/// the row as it read it (an older state, followed by this one) and its PUBACK
-/// deletes nothing. Telemetry is never replaced: every reading is delivered.
-pub fn append_state<D: Serialize + ?Sized>(
-    conn: &Connection,
-    seqs: &mut SeqCursor,
-    gate: &OutboxGate,
-    gateway_id: &str,
-    header: &Header<'_>,
-    data: &D,
-) -> StoreResult<i64> {
-    let key = topic_key(header.topic);
-    let lock = || gate.state_rows.lock().unwrap_or_else(|e| e.into_inner());
-    let previous = lock().0.get(&key).copied();
-    if let Some(previous) = previous.filter(|&p| p > gate.read_up_to()) {
-        let gone = conn
-            .prepare_cached("DELETE FROM outbox WHERE id = ?1 AND kind = 'state' AND topic = ?2")?
-            .execute(params![previous, header.topic])?;
-        if gone > 0 {
-            gate.superseded
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    let seq = append_data(conn, seqs, gateway_id, header, data)?;
-    lock().0.insert(key, seq);
-    Ok(seq)
-}
-
 /// Hands out `seq` values for a run of appends on one connection without looking the
 /// last one up each time. It trusts its own last value only while that row is still
 /// the connection's last insert (no other insert, into any table, came in between);
@@ -653,33 +604,9 @@ pub struct OutboxGate {
     /// Signalled after a commit that queued messages, so the pump reads them at once
     /// instead of at its next idle poll.
     appended: tokio::sync::Notify,
-    /// The highest seq the uplink has read from the outbox on its current connection
-    /// (0 while disconnected): rows above it are not handed to MQTT yet.
-    read_up_to: std::sync::atomic::AtomicI64,
-    /// The newest retained state row queued for each state topic (see [`append_state`]).
-    state_rows: std::sync::Mutex<StateRows>,
-    /// Queued state messages replaced by a newer state of the same device.
-    superseded: std::sync::atomic::AtomicU64,
 }
 
 impl OutboxGate {
-    /// The uplink has read every row up to `seq` (0: it reads again from the oldest).
-    pub fn set_read_up_to(&self, seq: i64) {
-        self.read_up_to
-            .store(seq, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Rows above this seq are not yet read by the uplink.
-    pub fn read_up_to(&self) -> i64 {
-        self.read_up_to.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Queued state messages replaced by a newer state of the same device since start
-    /// (counted when replaced; a transaction rolled back afterwards still counts).
-    pub fn superseded(&self) -> u64 {
-        self.superseded.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// Tells the pump that committed messages are waiting.
     pub fn appended(&self) {
         self.appended.notify_one();
@@ -1138,121 +1065,6 @@ mod limit_tests {
         let r = enforce_limits(&c, 100, u64::MAX / 2, SystemTime::now()).unwrap();
         assert_eq!(r.dropped_for_space, 1);
         assert_eq!(stats(&c).unwrap().depth, 1);
-    }
-
-    fn state_of<'a>(device: &'a DeviceId, topic: &'a str) -> Header<'a> {
-        Header {
-            kind: MessageKind::State,
-            device: Some(device),
-            topic,
-            retain: true,
-            event_time: SystemTime::now(),
-        }
-    }
-
-    fn kinds_and_values(c: &Connection) -> Vec<(i64, String, serde_json::Value)> {
-        pending(c, 0, 1000)
-            .unwrap()
-            .into_iter()
-            .map(|m| {
-                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-                assert_eq!(v["seq"], m.seq);
-                (m.seq, m.kind, v["data"]["v"].clone())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_waiting_state_is_replaced_by_a_newer_one_with_a_fresh_seq() {
-        let c = db();
-        let gate = OutboxGate::default();
-        let (a, b) = (DeviceId("zigbee:0xa".into()), DeviceId("zigbee:0xb".into()));
-        let (ta, tb) = ("device/zigbee:0xa/state", "device/zigbee:0xb/state");
-        let tele = msg(MessageKind::Telemetry, "device/zigbee:0xa/telemetry", 1);
-        let mut seqs = SeqCursor::default();
-        let state = |c: &Connection, seqs: &mut SeqCursor, d: &DeviceId, t: &str, v: i64| {
-            append_state(
-                c,
-                seqs,
-                &gate,
-                "gw",
-                &state_of(d, t),
-                &serde_json::json!({ "v": v }),
-            )
-            .unwrap()
-        };
-        assert_eq!(state(&c, &mut seqs, &a, ta, 1), 1);
-        assert_eq!(append(&c, "gw", &tele).unwrap(), 2);
-        assert_eq!(state(&c, &mut seqs, &b, tb, 10), 3);
-        // Nothing read by the uplink yet: a's state 1 is replaced, b's is not.
-        assert_eq!(state(&c, &mut seqs, &a, ta, 2), 4);
-        assert_eq!(state(&c, &mut seqs, &a, ta, 3), 5);
-        let left = kinds_and_values(&c);
-        let seqs_left: Vec<i64> = left.iter().map(|(s, _, _)| *s).collect();
-        assert_eq!(seqs_left, [2, 3, 5], "telemetry and b's state stay");
-        assert_eq!(
-            left[2].2, 3,
-            "the newest state, after every earlier message"
-        );
-        assert_eq!(gate.superseded(), 2);
-
-        // The uplink reads up to 5 (in flight): a newer state leaves it alone.
-        gate.set_read_up_to(5);
-        assert_eq!(state(&c, &mut seqs, &a, ta, 4), 6);
-        assert_eq!(state(&c, &mut seqs, &a, ta, 5), 7);
-        let left = kinds_and_values(&c);
-        assert_eq!(
-            left.iter()
-                .map(|(s, _, v)| (*s, v.clone()))
-                .collect::<Vec<_>>(),
-            [
-                (2, serde_json::Value::Null),
-                (3, serde_json::json!(10)),
-                (5, serde_json::json!(3)),
-                (7, serde_json::json!(5)),
-            ],
-            "the state in flight (5) is kept as it was sent; 6 was replaced by 7"
-        );
-        // Disconnected: everything queued is unread again and may be replaced.
-        gate.set_read_up_to(0);
-        assert_eq!(state(&c, &mut seqs, &a, ta, 6), 8);
-        let seqs_left: Vec<i64> = kinds_and_values(&c).iter().map(|(s, _, _)| *s).collect();
-        assert_eq!(seqs_left, [2, 3, 5, 8]);
-    }
-
-    #[test]
-    fn a_stale_entry_never_deletes_another_message() {
-        let mut c = db();
-        let gate = OutboxGate::default();
-        let a = DeviceId("zigbee:0xa".into());
-        let ta = "device/zigbee:0xa/state";
-        let state = |c: &Connection, v: i64| {
-            append_state(
-                c,
-                &mut SeqCursor::default(),
-                &gate,
-                "gw",
-                &state_of(&a, ta),
-                &serde_json::json!({ "v": v }),
-            )
-            .unwrap()
-        };
-        assert_eq!(state(&c, 1), 1);
-        // A transaction that replaces it is rolled back: seq 2 is handed out again.
-        let tx = c.transaction().unwrap();
-        assert_eq!(state(&tx, 2), 2);
-        drop(tx);
-        let tele = msg(MessageKind::Telemetry, "device/zigbee:0xa/telemetry", 1);
-        assert_eq!(append(&c, "gw", &tele).unwrap(), 2);
-        // The entry points at seq 2, now a reading: it stays.
-        assert_eq!(state(&c, 3), 3);
-        let left = kinds_and_values(&c);
-        assert_eq!(
-            left.iter()
-                .map(|(s, k, _)| (*s, k.as_str()))
-                .collect::<Vec<_>>(),
-            [(1, "state"), (2, "telemetry"), (3, "state")]
-        );
     }
 
     #[test]

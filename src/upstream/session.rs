@@ -659,8 +659,6 @@ pub(super) async fn run(
         s.clear_moved();
         s.flush_responses();
         s.pump();
-        // Queued state rows past what is read may still be replaced by newer ones.
-        gate.set_read_up_to(s.read_after());
         if auditing.is_none() && !s.refusals.is_empty() {
             let n = s.refusals.len().min(REFUSAL_BATCH);
             let batch: Vec<requests::Refusal> = s.refusals.drain(..n).collect();

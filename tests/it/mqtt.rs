@@ -2425,7 +2425,5 @@ mod v5;
 /// Device topics by friendly name, across renames.
 mod names;
 
-/// Retained state messages superseded while queued.
-mod coalesce;
 /// Deleting delivered rows with the next commit, and after a crash.
 mod deletes;

@@ -247,11 +247,10 @@ pub(in crate::hub) fn apply_burst(
     Ok(out)
 }
 
-/// Queues a device's retained state message, replacing its previous state message
-/// if that one still waits unread in the outbox (see [`outbox::append_state`]).
-/// `seqs` is the burst's cursor: its life and the next seq are then known without
-/// asking the database again (with many devices a burst queues one state per
-/// device; a fresh cursor cost two lookups each).
+/// Queues a device's retained state message. `seqs` is the burst's cursor: its
+/// life and the next seq are then known without asking the database again (with
+/// many devices a burst queues one state per device; a fresh cursor cost two
+/// lookups each).
 pub(in crate::hub) fn queue_state(
     c: &Connection,
     seqs: &mut outbox::SeqCursor,
@@ -261,10 +260,9 @@ pub(in crate::hub) fn queue_state(
     at: SystemTime,
 ) -> Result<i64, StoreError> {
     let data: serde_json::Value = serde_json::from_str(state).unwrap_or_else(|_| json!({}));
-    outbox::append_state(
+    outbox::append_data(
         c,
         seqs,
-        &ctx.outbox,
         &ctx.gateway_id,
         &outbox::Header {
             kind: MessageKind::State,
@@ -448,7 +446,6 @@ impl Hub {
             queue_telemetry: self.outbox_gate.admit(MessageKind::Telemetry),
             notify_readings: self.notices.receiver_count() > 0,
             rules: !self.policy.policy.rules.is_empty(),
-            outbox: self.outbox_gate.clone(),
         };
         let events = batch.len();
         match self
