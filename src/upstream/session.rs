@@ -55,10 +55,10 @@ const RATE_WINDOW: usize = 10;
 /// Most rows deleted in one writer job.
 const DELETE_BATCH: usize = 2000;
 /// Delivered messages are deleted once this many are waiting, or once the oldest
-/// has waited `DELETE_DELAY`. The delete rides the writer's next commit (made for
-/// new messages, usually within the hub's linger) instead of a transaction and an
-/// fsync of its own; when nothing else commits for `DELETE_IDLE` it is committed
-/// alone. A delivered row not yet deleted is never sent again on this connection;
+/// has waited `DELETE_DELAY`. A small batch (light load) rides the writer's next
+/// commit (made for new messages, usually within the hub's linger) instead of a
+/// transaction and an fsync of its own, and is committed alone when nothing else
+/// commits for `DELETE_IDLE`; a full one (a backlog draining) is committed at once. A delivered row not yet deleted is never sent again on this connection;
 /// after a crash it would be sent again, with its msg_id (at least once).
 const DELETE_MIN: usize = 512;
 const DELETE_DELAY: Duration = Duration::from_millis(25);
@@ -1015,8 +1015,14 @@ pub(super) async fn run(
 }
 
 /// Deletes delivered rows in the writer's next commit, or in one of their own when
-/// nothing else commits within `DELETE_IDLE`.
+/// nothing else commits within `DELETE_IDLE`. A batch of `DELETE_MIN` or more (a
+/// backlog draining: nothing else may commit for a while) is committed at once: its
+/// own fsync is shared by hundreds of rows, and waiting would hold the drain to one
+/// batch per `DELETE_IDLE`.
 async fn delete_with_next_commit(writer: &store::Writer, seqs: Vec<i64>) -> StoreResult<usize> {
+    if seqs.len() >= DELETE_MIN {
+        return writer.write(move |c| outbox::delete(c, &seqs)).await;
+    }
     let mut done = writer.defer(move |c| outbox::delete(c, &seqs));
     let r = match tokio::time::timeout(DELETE_IDLE, &mut done).await {
         Ok(r) => r,

@@ -44,6 +44,51 @@ async fn delivered_rows_are_deleted_while_the_writer_is_idle() {
     rig.stop().await;
 }
 
+/// A backlog (here 8,000 messages committed at once, as an outage leaves them) drains
+/// with its deletes committed batch by batch, not each batch waiting for another
+/// commit that never comes: nothing else is written meanwhile, and waiting would hold
+/// the drain to one batch of 2,000 per second (4 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_without_waiting_for_other_commits() {
+    const N: usize = 8_000;
+    let b = broker();
+    let rig = Rig::start(&b.url(), "", fast()).await;
+    rig.connected().await;
+    let writer = rig.store.as_ref().expect("store").writer();
+    writer
+        .write(|c| {
+            for i in 0..N {
+                outbox::append(
+                    c,
+                    "test-gw",
+                    &NewMessage {
+                        kind: MessageKind::Telemetry,
+                        device: None,
+                        topic: "device/zigbee:0x1/telemetry".into(),
+                        retain: false,
+                        data: json!({ "n": i }),
+                        event_time: SystemTime::now(),
+                    },
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("backlog");
+    let started = Instant::now();
+    until("the backlog to drain", Duration::from_secs(30), || {
+        rig.outbox_depth() == 0
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2_500),
+        "{N} messages took {took:?} to drain"
+    );
+    drop(writer);
+    rig.stop().await;
+}
+
 /// The daemon is SIGKILLed right after the broker passed a message on (acked, the
 /// delete not yet committed): after the restart the message goes out again, with
 /// the msg_id and seq it had, and then leaves the outbox.
