@@ -261,16 +261,26 @@ pub fn apply_info(
     })
 }
 
-/// Merges readings into the state of a known device that is not decommissioned, in
-/// one statement (a JSON merge patch on the stored state); returns the new state and
-/// the device's health flags as JSON text, or `None` when the device is unknown or
-/// decommissioned (the caller decides what that means).
+/// Merges readings into the state of a known device that is not decommissioned (a
+/// JSON merge patch on the stored state, see [`merge_patch`]); returns the new state
+/// and the device's health flags as JSON text, or `None` when the device is unknown
+/// or decommissioned (the caller decides what that means).
 pub fn merge_readings(
     conn: &Connection,
     id: &DeviceId,
     readings: &[Reading],
     ts: &str,
 ) -> StoreResult<Option<(String, String)>> {
+    let found: Option<(i64, String, String)> = conn
+        .prepare_cached(
+            "SELECT rowid, last_state, health FROM devices
+              WHERE id = ?1 AND lifecycle != 'decommissioned'",
+        )?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((row, stored, health)) = found else {
+        return Ok(None);
+    };
     let mut patch = serde_json::Map::with_capacity(readings.len());
     for r in readings {
         patch.insert(
@@ -278,48 +288,101 @@ pub fn merge_readings(
             serde_json::to_value(&r.value).unwrap_or(serde_json::Value::Null),
         );
     }
-    let patch = serde_json::Value::Object(patch).to_string();
-    Ok(conn
-        .prepare_cached(MERGE_SQL)?
-        .query_row(params![id.as_str(), patch, ts], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })
-        .optional()?)
+    let state = merged(&stored, &patch);
+    write_state(conn, row, &state, ts)?;
+    Ok(Some((state, health)))
 }
 
-/// The health flags (JSON text) of a known device that is not decommissioned.
-pub fn live_health(conn: &Connection, id: &DeviceId) -> StoreResult<Option<String>> {
+/// A known device that is not decommissioned: its row (for [`merge_state`], within
+/// the same transaction) and its health flags as JSON text.
+pub fn live_row(conn: &Connection, id: &DeviceId) -> StoreResult<Option<(i64, String)>> {
     Ok(conn
         .prepare_cached(
-            "SELECT health FROM devices WHERE id = ?1 AND lifecycle != 'decommissioned'",
+            "SELECT rowid, health FROM devices WHERE id = ?1 AND lifecycle != 'decommissioned'",
         )?
-        .query_row([id.as_str()], |r| r.get(0))
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
-/// Applies a JSON merge patch of readings to a known device's state (see
-/// [`merge_readings`]); returns the new state, or `None` when the device is unknown
-/// or decommissioned.
+/// Applies a JSON merge patch of readings to the state of the device at `row` (from
+/// [`live_row`] in the same transaction); returns the new state, or `None` when that
+/// row is no longer `id`'s or the device is decommissioned since.
+///
+/// A read by rowid, the merge here and a plain `UPDATE` by rowid: with many devices
+/// every event of a burst is another device's, and this is the store writer's work
+/// per event. An `UPDATE .. RETURNING` with SQLite's `json_patch` cost more: a seek
+/// through the text key's index, the JSON functions, and a statement journal (its
+/// `RETURNING` makes it a multi-write statement, so each page it changes was copied
+/// first).
 pub fn merge_state(
     conn: &Connection,
+    row: i64,
     id: &DeviceId,
     patch: &serde_json::Map<String, serde_json::Value>,
     ts: &str,
 ) -> StoreResult<Option<String>> {
-    let patch =
-        serde_json::to_string(patch).map_err(|e| super::StoreError::Invalid(e.to_string()))?;
-    Ok(conn
-        .prepare_cached(MERGE_SQL)?
-        .query_row(params![id.as_str(), patch, ts], |r| r.get::<_, String>(0))
-        .optional()?)
+    let stored: Option<String> = conn
+        .prepare_cached(
+            "SELECT last_state FROM devices
+              WHERE rowid = ?1 AND id = ?2 AND lifecycle != 'decommissioned'",
+        )?
+        .query_row(params![row, id.as_str()], |r| r.get(0))
+        .optional()?;
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let state = merged(&stored, patch);
+    write_state(conn, row, &state, ts)?;
+    Ok(Some(state))
 }
 
-const MERGE_SQL: &str = "UPDATE devices SET last_state = json_patch(
-                 CASE WHEN json_valid(last_state) AND json_type(last_state) = 'object'
-                      THEN last_state ELSE '{}' END, ?2),
-                 last_seen = ?3
-             WHERE id = ?1 AND lifecycle != 'decommissioned'
-             RETURNING last_state, health";
+fn write_state(conn: &Connection, row: i64, state: &str, ts: &str) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE devices SET last_state = ?2, last_seen = ?3 WHERE rowid = ?1")?
+        .execute(params![row, state, ts])?;
+    Ok(())
+}
+
+/// The stored state (JSON text) with `patch` merged into it; a stored state that is
+/// not a JSON object is replaced, not an error.
+fn merged(stored: &str, patch: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut state = match serde_json::from_str(stored) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    merge_patch(&mut state, patch);
+    serde_json::Value::Object(state).to_string()
+}
+
+/// RFC 7396 JSON merge patch (what SQLite's `json_patch` does): a `null` removes
+/// its key, an object merges into the object under its key (replacing anything
+/// else there), any other value replaces.
+fn merge_patch(
+    target: &mut serde_json::Map<String, serde_json::Value>,
+    patch: &serde_json::Map<String, serde_json::Value>,
+) {
+    use serde_json::Value;
+    for (k, v) in patch {
+        match v {
+            Value::Null => {
+                target.remove(k);
+            }
+            Value::Object(p) => {
+                let slot = target
+                    .entry(k.clone())
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(serde_json::Map::new());
+                }
+                if let Value::Object(t) = slot {
+                    merge_patch(t, p);
+                }
+            }
+            _ => {
+                target.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
 
 /// What the availability check reads of a live device: the columns that decide
 /// its timeout and whether it is silent, borrowed from the row.
@@ -542,6 +605,85 @@ mod tests {
         assert_eq!(gone, ["ble:00:00:00:00:00:02", "ble:00:00:00:00:00:03"]);
         assert!(forget_oldest_pending(&c, "ble0", 2).unwrap().is_empty());
         assert_eq!(list(&c, &DeviceFilter::default()).unwrap().len(), 5);
+    }
+
+    /// The merge done here is SQLite's `json_patch` (RFC 7396), which the stored
+    /// states were merged with before: the same states come out of both.
+    #[test]
+    fn the_merge_is_sqlites_json_patch() {
+        let c = db();
+        let cases = [
+            (r#"{}"#, r#"{"t":21.5}"#),
+            (r#"{"t":21.5,"on":true}"#, r#"{"t":22,"h":50}"#),
+            (r#"{"t":21.5,"on":true}"#, r#"{"on":null,"gone":null}"#),
+            (
+                r#"{"a":{"x":1,"y":2},"b":3}"#,
+                r#"{"a":{"y":null,"z":[1,2]},"b":{"c":null,"d":"e"}}"#,
+            ),
+            (r#"{"a":[1,2]}"#, r#"{"a":{"k":1}}"#),
+            (
+                r#"{"s":"é\"\n","n":-0.000123,"big":12345678901234567}"#,
+                r#"{"u":1e300,"i":-7}"#,
+            ),
+            (r#"not json"#, r#"{"on":false}"#),
+            (r#"[1,2]"#, r#"{"on":false}"#),
+        ];
+        for (stored, patch) in cases {
+            let ours: serde_json::Value = serde_json::from_str(&merged(
+                stored,
+                serde_json::from_str::<serde_json::Value>(patch)
+                    .unwrap()
+                    .as_object()
+                    .unwrap(),
+            ))
+            .unwrap();
+            let sqlite: String = c
+                .query_row(
+                    "SELECT json_patch(CASE WHEN json_valid(?1) AND json_type(?1) = 'object'
+                                            THEN ?1 ELSE '{}' END, ?2)",
+                    [stored, patch],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let sqlite: serde_json::Value = serde_json::from_str(&sqlite).unwrap();
+            assert_eq!(ours, sqlite, "{stored} + {patch}");
+        }
+    }
+
+    /// A burst reads a device's row once and writes its merged readings later in the
+    /// same transaction: a row deleted meanwhile (a pending device forgotten) and
+    /// handed to another device is not written.
+    #[test]
+    fn a_merge_writes_only_the_row_of_its_own_device() {
+        let c = db();
+        let ts = "2026-01-01T00:00:00.000Z";
+        let a = DeviceId("ble:00:00:00:00:00:0a".into());
+        let b = DeviceId("ble:00:00:00:00:00:0b".into());
+        upsert_joined(&c, &a, "ble", "ble0", "a", ts).unwrap();
+        let (row, health) = live_row(&c, &a).unwrap().unwrap();
+        assert_eq!(health, "{}");
+        let patch: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"t":1}"#).unwrap();
+        assert_eq!(
+            merge_state(&c, row, &a, &patch, ts).unwrap().as_deref(),
+            Some(r#"{"t":1}"#)
+        );
+        c.execute("DELETE FROM devices WHERE id = ?1", [a.as_str()])
+            .unwrap();
+        upsert_joined(&c, &b, "ble", "ble0", "b", ts).unwrap();
+        assert_eq!(
+            live_row(&c, &b).unwrap().unwrap().0,
+            row,
+            "the row is reused"
+        );
+        assert_eq!(merge_state(&c, row, &a, &patch, ts).unwrap(), None);
+        assert_eq!(
+            get(&c, &b).unwrap().unwrap().last_state,
+            serde_json::json!({})
+        );
+        set_lifecycle(&c, &b, Lifecycle::Decommissioned).unwrap();
+        assert_eq!(merge_state(&c, row, &b, &patch, ts).unwrap(), None);
+        assert_eq!(live_row(&c, &b).unwrap(), None);
     }
 
     #[test]

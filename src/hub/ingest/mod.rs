@@ -51,6 +51,8 @@ pub(in crate::hub) fn apply_events(
 /// Readings of one live device inside a burst, merged in memory and written once.
 pub(in crate::hub) struct Merging<'e> {
     id: DeviceId,
+    /// The device's row in the registry, read once with its health.
+    row: i64,
     patch: serde_json::Map<String, serde_json::Value>,
     at: SystemTime,
     health: serde_json::Value,
@@ -68,7 +70,9 @@ impl Merging<'_> {
         assigned: &mut Vec<(usize, i64)>,
     ) -> Result<(), StoreError> {
         self.telemetry.flush(c, seqs, ctx, &self.id, assigned)?;
-        if let Some(state) = registry::merge_state(c, &self.id, &self.patch, &rfc3339(self.at))? {
+        if let Some(state) =
+            registry::merge_state(c, self.row, &self.id, &self.patch, &rfc3339(self.at))?
+        {
             queue_state(c, seqs, ctx, &self.id, &state, self.at)?;
         }
         Ok(())
@@ -182,9 +186,10 @@ pub(in crate::hub) fn apply_burst(
         if let DeviceEventKind::Readings(readings) = &ev.kind {
             let slot = match slot_of.get(&id) {
                 Some(&i) => Some(i),
-                None => registry::live_health(c, &id)?.map(|health| {
+                None => registry::live_row(c, &id)?.map(|(row, health)| {
                     merging.push(Some(Merging {
                         id: id.clone(),
+                        row,
                         patch: serde_json::Map::new(),
                         at: ev.received_at,
                         health: parse_health(&health),
