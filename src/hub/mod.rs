@@ -82,11 +82,17 @@ pub const BURSTS_IN_FLIGHT: usize = 4;
 /// How often availability is re-evaluated against the policy's timeouts.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// A burst that already holds this many events when the queue runs empty is not
+/// light load: it goes to the writer at once, whose own pace batches what follows.
+/// Lingering then would only idle the hub while the queue fills and its senders wait
+/// (at full load, one linger per queue-full capped the gateway at ~50,000 events/s).
+const LINGER_BELOW: usize = 64;
+
 /// Takes the events queued behind the first one of a burst, up to a full burst;
-/// when the queue runs empty first, sleeps out the rest of `linger` (from now) once
-/// and then takes what arrived meanwhile. Events arriving during the linger do not
-/// wake the hub one by one: at a radio's line rate (an event every millisecond or
-/// so) a wake-up per event cost more CPU than the event itself.
+/// when the queue runs empty first and the burst is small, sleeps out the rest of
+/// `linger` (from now) once and then takes what arrived meanwhile. Events arriving
+/// during the linger do not wake the hub one by one: at a radio's line rate (an event
+/// every millisecond or so) a wake-up per event cost more CPU than the event itself.
 async fn gather(
     events: &mut mpsc::Receiver<DeviceEvent>,
     batch: &mut Vec<DeviceEvent>,
@@ -97,7 +103,7 @@ async fn gather(
     while batch.len() < MAX_EVENT_BATCH {
         match events.try_recv() {
             Ok(ev) => batch.push(ev),
-            Err(mpsc::error::TryRecvError::Empty) if !lingered => {
+            Err(mpsc::error::TryRecvError::Empty) if !lingered && batch.len() < LINGER_BELOW => {
                 tokio::time::sleep_until(deadline).await;
                 lingered = true;
             }

@@ -880,3 +880,28 @@ async fn a_join_the_radio_refused_itself_is_a_denial_with_the_registry_s_reason(
         .iter()
         .any(|a| a.action == "lorawan.frame" && a.details["reason"] == "bad_mic"));
 }
+
+/// A small burst lingers for company; one that is already large (the queue had load
+/// behind it) goes at once, so full load is not paced by the linger.
+#[tokio::test(start_paused = true)]
+async fn only_a_small_burst_lingers() {
+    let linger = Duration::from_secs(10);
+    for (queued, lingers) in [
+        (3, true),
+        (LINGER_BELOW - 1, true),
+        (LINGER_BELOW, false),
+        (500, false),
+    ] {
+        let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+        for i in 0..queued {
+            tx.send(event(ADDR, reading("n", Value::Number(i as f64))))
+                .await
+                .unwrap();
+        }
+        let mut batch = Vec::new();
+        let started = tokio::time::Instant::now();
+        gather(&mut rx, &mut batch, linger).await;
+        assert_eq!(batch.len(), queued);
+        assert_eq!(started.elapsed() >= linger, lingers, "{queued} queued");
+    }
+}
