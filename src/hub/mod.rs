@@ -82,34 +82,66 @@ pub const BURSTS_IN_FLIGHT: usize = 4;
 /// How often availability is re-evaluated against the policy's timeouts.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 
-/// A burst that already holds this many events when the queue runs empty is not
-/// light load: it goes to the writer at once, whose own pace batches what follows.
-/// Lingering then would only idle the hub while the queue fills and its senders wait
-/// (at full load, one linger per queue-full capped the gateway at ~50,000 events/s).
-const LINGER_BELOW: usize = 64;
+/// How fast events came in behind the previous burst: the hub lingers only while a
+/// linger at that pace would gather fewer than [`BUSY_IN_A_LINGER`] events.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// When the previous burst started gathering.
+    since: tokio::time::Instant,
+    /// How many events it took.
+    events: usize,
+}
+
+impl Pace {
+    fn new() -> Pace {
+        Pace {
+            since: tokio::time::Instant::now(),
+            events: 0,
+        }
+    }
+
+    /// Whether events arrive fast enough that a linger of `linger` would queue at
+    /// least [`BUSY_IN_A_LINGER`] of them: then the writer's own pace batches them, and
+    /// lingering would only idle the hub while the queue fills and its senders wait (at
+    /// full load, one linger per queue-full had capped the gateway at ~50,000 events/s).
+    fn busy(&self, now: tokio::time::Instant, linger: Duration) -> bool {
+        let elapsed = now.duration_since(self.since).as_secs_f64();
+        self.events as f64 * linger.as_secs_f64() >= BUSY_IN_A_LINGER as f64 * elapsed
+    }
+}
+
+/// Half a full burst: a pace that fills this much of the queue during a linger is load.
+const BUSY_IN_A_LINGER: usize = MAX_EVENT_BATCH / 2;
 
 /// Takes the events queued behind the first one of a burst, up to a full burst;
-/// when the queue runs empty first and the burst is small, sleeps out the rest of
-/// `linger` (from now) once and then takes what arrived meanwhile. Events arriving
-/// during the linger do not wake the hub one by one: at a radio's line rate (an event
-/// every millisecond or so) a wake-up per event cost more CPU than the event itself.
+/// when the queue runs empty first and events are coming in slowly (see [`Pace`]),
+/// sleeps out the rest of `linger` (from now) once and then takes what arrived
+/// meanwhile. Events arriving during the linger do not wake the hub one by one: at a
+/// radio's line rate (an event every millisecond or so) a wake-up per event cost more
+/// CPU than the event itself.
 async fn gather(
     events: &mut mpsc::Receiver<DeviceEvent>,
     batch: &mut Vec<DeviceEvent>,
     linger: Duration,
+    pace: &mut Pace,
 ) {
-    let deadline = tokio::time::Instant::now() + linger;
-    let mut lingered = linger.is_zero();
+    let started = tokio::time::Instant::now();
+    let deadline = started + linger;
+    let mut lingered = linger.is_zero() || pace.busy(started, linger);
     while batch.len() < MAX_EVENT_BATCH {
         match events.try_recv() {
             Ok(ev) => batch.push(ev),
-            Err(mpsc::error::TryRecvError::Empty) if !lingered && batch.len() < LINGER_BELOW => {
+            Err(mpsc::error::TryRecvError::Empty) if !lingered => {
                 tokio::time::sleep_until(deadline).await;
                 lingered = true;
             }
             Err(_) => break,
         }
     }
+    *pace = Pace {
+        since: started,
+        events: batch.len(),
+    };
 }
 
 /// How long a request for a sleeping device is held when the request does not say.
@@ -302,11 +334,12 @@ impl Hub {
         self.recover_held_requests().await;
         // Bursts handed to the writer, oldest first; their effects run in this order.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut pace = Pace::new();
         loop {
             tokio::select! {
                 Some(ev) = events.recv(), if in_flight.len() < self.bursts_in_flight => {
                     let mut batch = vec![ev];
-                    gather(&mut events, &mut batch, self.linger).await;
+                    gather(&mut events, &mut batch, self.linger, &mut pace).await;
                     if let Some(b) = self.submit_events(batch).await {
                         in_flight.push_back(b);
                     }

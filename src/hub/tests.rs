@@ -881,27 +881,40 @@ async fn a_join_the_radio_refused_itself_is_a_denial_with_the_registry_s_reason(
         .any(|a| a.action == "lorawan.frame" && a.details["reason"] == "bad_mic"));
 }
 
-/// A small burst lingers for company; one that is already large (the queue had load
-/// behind it) goes at once, so full load is not paced by the linger.
+/// A burst lingers for company while events come in slowly; when the previous burst
+/// shows a pace that would queue half a burst during a linger, it goes at once, so
+/// full load is not paced by the linger.
 #[tokio::test(start_paused = true)]
-async fn only_a_small_burst_lingers() {
-    let linger = Duration::from_secs(10);
-    for (queued, lingers) in [
-        (3, true),
-        (LINGER_BELOW - 1, true),
-        (LINGER_BELOW, false),
-        (500, false),
+async fn a_burst_lingers_only_while_events_come_in_slowly() {
+    let linger = Duration::from_millis(20);
+    // (events the previous burst took, how long ago it started, lingers now)
+    for (previous, ago_ms, lingers) in [
+        (0, 1000, true),
+        (30, 25, true),
+        (BUSY_IN_A_LINGER - 1, 20, true),
+        (BUSY_IN_A_LINGER, 20, false),
+        (2000, 5, false),
+        (2000, 2000, true),
     ] {
         let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
-        for i in 0..queued {
+        for i in 0..3 {
             tx.send(event(ADDR, reading("n", Value::Number(i as f64))))
                 .await
                 .unwrap();
         }
+        let now = tokio::time::Instant::now();
+        let mut pace = Pace {
+            since: now - Duration::from_millis(ago_ms),
+            events: previous,
+        };
         let mut batch = Vec::new();
-        let started = tokio::time::Instant::now();
-        gather(&mut rx, &mut batch, linger).await;
-        assert_eq!(batch.len(), queued);
-        assert_eq!(started.elapsed() >= linger, lingers, "{queued} queued");
+        gather(&mut rx, &mut batch, linger, &mut pace).await;
+        assert_eq!(batch.len(), 3);
+        assert_eq!(
+            now.elapsed() >= linger,
+            lingers,
+            "{previous} events {ago_ms} ms ago"
+        );
+        assert_eq!((pace.since, pace.events), (now, 3));
     }
 }

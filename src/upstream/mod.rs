@@ -248,7 +248,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             window: 100,
-            idle_poll: std::time::Duration::from_secs(1),
+            idle_poll: std::time::Duration::from_millis(100),
             enforce_every: std::time::Duration::from_secs(2),
             info_every: std::time::Duration::from_secs(300),
         }

@@ -62,7 +62,7 @@ const DELETE_BATCH: usize = 2000;
 /// after a crash it would be sent again, with its msg_id (at least once).
 const DELETE_MIN: usize = 512;
 const DELETE_DELAY: Duration = Duration::from_millis(25);
-const DELETE_IDLE: Duration = Duration::from_secs(1);
+const DELETE_IDLE: Duration = Duration::from_millis(100);
 /// Rows read from the outbox per read transaction: each read starts a new WAL
 /// snapshot, so fewer, larger reads cost less per row.
 const FETCH_ROWS: usize = 1000;

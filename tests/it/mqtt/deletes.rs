@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{broker, fast, reading, unique, until, Probe, Rig};
 
 /// With nothing else committing after the last reading, its delivered rows are
-/// still deleted (in a transaction of their own), within about a second.
+/// still deleted (in a transaction of their own), within a fraction of a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_rows_are_deleted_while_the_writer_is_idle() {
     let b = broker();
