@@ -235,7 +235,7 @@ fn line_of(command: &Command) -> Result<String> {
         .map_err(|e| anyhow!("cannot build an AT command: {e}"))
 }
 
-/// The value in a query's answer: `AT+XXX=<value>` (RUI3), or the bare value of one
+/// The value in a query's answer: `AT+<NAME>=<value>` (RUI3), or the bare value of one
 /// character (older firmware).
 fn queried_value(answers: &[Event], prefix: &str) -> Option<String> {
     answers.iter().rev().find_map(|e| match e {
@@ -398,7 +398,7 @@ impl Modem<'_> {
         taken
     }
 
-    /// Asks `query` (`AT+XXX=?`) and returns the one-character value it answers, if the
+    /// Asks `query` (`AT+<NAME>=?`) and returns the one-character value it answers, if the
     /// modem answers. Earlier answers and echoes still queued are dropped first.
     async fn query(&mut self, query: &Command, prefix: &str) -> Result<Option<String>> {
         let is_answer = |e: &Event| {
