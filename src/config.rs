@@ -80,6 +80,12 @@ pub struct StoreConfig {
     /// 0 commits every burst at once.
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub linger: Duration,
+    /// A device's retained state message is queued at most once per this interval:
+    /// every reading still goes out as telemetry at once, and the state after the
+    /// last reading of the interval follows when it ends. At most 1min; 0 queues
+    /// the state at every commit that changes it.
+    #[serde(default = "default_state_interval", with = "humantime_serde")]
+    pub state_interval: Duration,
     /// How often the audit log is sealed (forward-secure seals, once `fieldgate audit
     /// seal init` has set them up). From 1s to 1d.
     #[serde(default = "default_audit_seal_interval", with = "humantime_serde")]
@@ -99,6 +105,9 @@ fn default_commit_max_ops() -> Spanned<usize> {
 fn default_linger() -> Duration {
     Duration::from_millis(20)
 }
+fn default_state_interval() -> Duration {
+    Duration::from_secs(1)
+}
 fn default_synchronous() -> Synchronous {
     Synchronous::Full
 }
@@ -110,6 +119,7 @@ impl Default for StoreConfig {
             commit_max_ops: default_commit_max_ops(),
             synchronous: default_synchronous(),
             linger: default_linger(),
+            state_interval: default_state_interval(),
             audit_seal_interval: default_audit_seal_interval(),
         }
     }
@@ -682,6 +692,16 @@ impl Config {
                 format!(
                     "{} is too long: at most 1s",
                     humantime::format_duration(linger)
+                ),
+            ));
+        }
+        let state_interval = self.store.state_interval;
+        if state_interval > Duration::from_secs(60) {
+            return Err(loc.nowhere(
+                "store.state_interval",
+                format!(
+                    "{} is too long: at most 1min",
+                    humantime::format_duration(state_interval)
                 ),
             ));
         }

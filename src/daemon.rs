@@ -174,7 +174,8 @@ impl Daemon {
         let hub = hub
             .with_policy(cached_policy, pinned_key)
             .with_master_key(master_key.clone())
-            .with_linger(config.store.linger);
+            .with_linger(config.store.linger)
+            .with_state_interval(config.store.state_interval);
         let upstream = match &config.upstream {
             Some(up) => Some(
                 Upstream::start(

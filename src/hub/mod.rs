@@ -180,6 +180,10 @@ pub struct Hub {
     bursts_in_flight: usize,
     /// How long the first event of a short burst waits for company (see [`Hub::with_linger`]).
     linger: Duration,
+    /// At most one retained state per device per this (see [`Hub::with_state_interval`]).
+    state_interval: Duration,
+    /// When states that wait for their interval are next looked for.
+    state_flush_at: Option<tokio::time::Instant>,
 }
 
 /// What applying one event decided beyond the store: notices and radio actions.
@@ -218,6 +222,18 @@ struct EventContext {
     notify_readings: bool,
     /// The policy has local rules: hand readings to the rule engine.
     rules: bool,
+    /// `[store] state_interval` in ms (0: a state at every change).
+    state_interval_ms: i64,
+}
+
+impl EventContext {
+    /// When a device's retained state may be queued, as of now.
+    fn state_pace(&self) -> store::registry::StatePace {
+        store::registry::StatePace {
+            now_ms: crate::store::requests::millis(SystemTime::now()),
+            interval_ms: self.state_interval_ms,
+        }
+    }
 }
 
 impl Hub {
@@ -244,6 +260,8 @@ impl Hub {
             refreshing: HashMap::new(),
             bursts_in_flight: BURSTS_IN_FLIGHT,
             linger: Duration::ZERO,
+            state_interval: Duration::ZERO,
+            state_flush_at: None,
         };
         (
             hub,
@@ -285,6 +303,16 @@ impl Hub {
     /// (half the event queue) before the time is up, so it adds nothing there.
     pub fn with_linger(mut self, linger: Duration) -> Hub {
         self.linger = linger;
+        self
+    }
+
+    /// A device's retained state message at most once per `interval` (`[store]
+    /// state_interval`): readings still go out as telemetry at once; the state after
+    /// the last of them is queued when the interval since the previous state has
+    /// passed. With many devices under load this halves the messages (a state per
+    /// reading otherwise); zero queues a state at every commit that changes it.
+    pub fn with_state_interval(mut self, interval: Duration) -> Hub {
+        self.state_interval = interval;
         self
     }
 
@@ -335,7 +363,10 @@ impl Hub {
         // Bursts handed to the writer, oldest first; their effects run in this order.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut pace = Pace::new();
+        // States that waited when the gateway last stopped are queued now.
+        self.state_flush_at = Some(tokio::time::Instant::now());
         loop {
+            let flush_at = self.state_flush_at;
             tokio::select! {
                 Some(ev) = events.recv(), if in_flight.len() < self.bursts_in_flight => {
                     let mut batch = vec![ev];
@@ -374,6 +405,14 @@ impl Hub {
                     self.settle_bursts(&mut in_flight).await;
                     self.check_availability().await;
                 }
+                _ = async {
+                    match flush_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.queue_due_states(false).await;
+                }
                 _ = expiry.tick(), if !self.queued.is_empty() => {
                     self.settle_bursts(&mut in_flight).await;
                     self.expire_held_requests().await;
@@ -393,9 +432,46 @@ impl Hub {
         while let Ok(req) = requests.try_recv() {
             self.on_request(req).await;
         }
+        // Nothing waits for its interval across a stop.
+        self.queue_due_states(true).await;
         // Wait for the last writes to commit.
         let _ = self.writer.write(|_| Ok(())).await;
         tracing::info!("hub stopped");
+    }
+
+    /// Queues the retained states whose interval has passed (`all`: every one that
+    /// waits), and sets when to look again.
+    async fn queue_due_states(&mut self, all: bool) {
+        self.state_flush_at = None;
+        loop {
+            let gw = self.gateway_id.clone();
+            let now = crate::store::requests::millis(SystemTime::now());
+            let until = if all { i64::MAX } else { now };
+            match self
+                .writer
+                .write(move |c| ingest::queue_due_states(c, &gw, now, until))
+                .await
+            {
+                Ok(next) => {
+                    self.outbox_gate.appended();
+                    match next {
+                        Some(due) if all || due <= now => continue,
+                        Some(due) => {
+                            let wait = Duration::from_millis((due - now).max(0) as u64);
+                            self.state_flush_at = Some(tokio::time::Instant::now() + wait);
+                        }
+                        None => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not queue the device states that waited");
+                    // Tried again later, not in a loop.
+                    self.state_flush_at =
+                        Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+            }
+            return;
+        }
     }
 
     /// Waits for every burst in flight to commit and acts on each, in order.

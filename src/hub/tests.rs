@@ -918,3 +918,122 @@ async fn a_burst_lingers_only_while_events_come_in_slowly() {
         assert_eq!((pace.since, pace.events), (now, 3));
     }
 }
+
+/// With `[store] state_interval`, a device reporting faster than the interval gets
+/// every reading as telemetry at once but one retained state per interval: the first
+/// at once, then the state after the last reading when the interval has passed, in
+/// seq order after those readings. A state still waiting when the hub stops is
+/// queued before it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_s_state_is_queued_at_most_once_per_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+    let run = |interval: Duration| {
+        let (mut hub, _handle, requests) = Hub::new("gw", store.writer(), &[]);
+        hub = hub.with_state_interval(interval);
+        hub.join_windows
+            .insert("zb0".into(), Instant::now() + Duration::from_secs(60));
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let (shutdown, sd_rx) = watch::channel(false);
+        (
+            tx,
+            shutdown,
+            tokio::spawn(hub.run(rx, requests, sd_rx, None)),
+        )
+    };
+    let states = || -> Vec<(i64, serde_json::Value)> {
+        outbox::pending(&store.reader().unwrap(), 0, 1000)
+            .unwrap()
+            .iter()
+            .filter(|row| row.topic.ends_with("/state"))
+            .map(|row| {
+                let v: serde_json::Value = serde_json::from_slice(&row.payload).unwrap();
+                (row.seq, v["data"].clone())
+            })
+            .collect()
+    };
+    let telemetry_seqs = || -> Vec<i64> {
+        outbox::pending(&store.reader().unwrap(), 0, 1000)
+            .unwrap()
+            .iter()
+            .filter(|row| row.topic.ends_with("/telemetry"))
+            .map(|row| row.seq)
+            .collect()
+    };
+    let (tx, shutdown, task) = run(Duration::from_millis(400));
+    tx.send(event(ADDR, DeviceEventKind::Joined)).await.unwrap();
+    tx.send(event(ADDR, info("TH", "1.0"))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let before = states().len();
+    for (name, v) in [("t", 1.0), ("h", 50.0), ("t", 2.0)] {
+        tx.send(event(ADDR, reading(name, Value::Number(v))))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let early = states();
+    assert_eq!(
+        early.len(),
+        before + 1,
+        "only the first reading's state at once"
+    );
+    assert_eq!(early.last().unwrap().1, json!({"t": 1.0}));
+    assert_eq!(
+        telemetry_seqs().len(),
+        3,
+        "every reading is telemetry at once"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let late = states();
+    assert_eq!(late.len(), before + 2, "{late:?}");
+    let (seq, state) = late.last().unwrap();
+    assert_eq!(state, &json!({"h": 50.0, "t": 2.0}));
+    assert!(
+        telemetry_seqs().iter().all(|t| t < seq),
+        "the state follows the readings it holds"
+    );
+    // A reading whose state waits when the hub stops: queued before it stops.
+    tx.send(event(ADDR, reading("t", Value::Number(3.0))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    tx.send(event(ADDR, reading("t", Value::Number(4.0))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    shutdown.send(true).unwrap();
+    task.await.unwrap();
+    let stopped = states();
+    assert_eq!(
+        stopped.last().unwrap().1,
+        json!({"h": 50.0, "t": 4.0}),
+        "{stopped:?}"
+    );
+    let reader = store.reader().unwrap();
+    let waiting: i64 = reader
+        .query_row(
+            "SELECT count(*) FROM devices WHERE state_due_ms IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(waiting, 0);
+    // A state left waiting by a crash (the column set, nothing queued) is queued
+    // when the hub starts again, whatever its interval now.
+    store
+        .writer()
+        .write(|c| {
+            c.execute(
+                "UPDATE devices SET last_state = '{\"t\":9}', state_due_ms = 1",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (_tx, shutdown, task) = run(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(states().last().unwrap().1, json!({"t": 9}));
+    shutdown.send(true).unwrap();
+    task.await.unwrap();
+}

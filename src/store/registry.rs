@@ -304,15 +304,26 @@ pub fn live_row(conn: &Connection, id: &DeviceId) -> StoreResult<Option<(i64, St
         .optional()?)
 }
 
+/// When a device's retained state may be queued: at most once per `interval_ms`
+/// (`[store] state_interval`; 0: every time it changes), `now_ms` being the time of
+/// the commit.
+#[derive(Debug, Clone, Copy)]
+pub struct StatePace {
+    pub now_ms: i64,
+    pub interval_ms: i64,
+}
+
 /// Applies a JSON merge patch of readings to the state of the device at `row` (from
-/// [`live_row`] in the same transaction); returns the new state, or `None` when that
-/// row is no longer `id`'s or the device is decommissioned since.
+/// [`live_row`] in the same transaction); returns the new state and whether it is
+/// to be queued now (else it waits, due when `pace`'s interval has passed since
+/// the last one queued: see [`due_states`]), or `None` when that row is no longer
+/// `id`'s or the device is decommissioned since.
 ///
 /// A read by rowid, the merge here and a plain `UPDATE` by rowid: with many devices
 /// every event of a burst is another device's, and this is the store writer's work
 /// per event. An `UPDATE .. RETURNING` with SQLite's `json_patch` cost more: a seek
 /// through the text key's index, the JSON functions, and a statement journal (its
-/// `RETURNING` makes it a multi-write statement, so each page it changes was copied
+/// `RETURNING` makes it a multi-write statement, so each page it changed was copied
 /// first).
 pub fn merge_state(
     conn: &Connection,
@@ -320,26 +331,107 @@ pub fn merge_state(
     id: &DeviceId,
     patch: &serde_json::Map<String, serde_json::Value>,
     ts: &str,
-) -> StoreResult<Option<String>> {
-    let stored: Option<String> = conn
+    pace: StatePace,
+) -> StoreResult<Option<(String, bool)>> {
+    let stored: Option<(String, i64, Option<i64>)> = conn
         .prepare_cached(
-            "SELECT last_state FROM devices
+            "SELECT last_state, state_sent_ms, state_due_ms FROM devices
               WHERE rowid = ?1 AND id = ?2 AND lifecycle != 'decommissioned'",
         )?
-        .query_row(params![row, id.as_str()], |r| r.get(0))
+        .query_row(params![row, id.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
-    let Some(stored) = stored else {
+    let Some((stored, sent_ms, due_ms)) = stored else {
         return Ok(None);
     };
     let state = merged(&stored, patch);
-    write_state(conn, row, &state, ts)?;
-    Ok(Some(state))
+    // A clock set back makes the last one look recent: then it is queued now.
+    let since = pace.now_ms - sent_ms;
+    let now = pace.interval_ms <= 0 || !(0..pace.interval_ms).contains(&since);
+    let sql = if now {
+        "UPDATE devices SET last_state = ?2, last_seen = ?3, state_sent_ms = ?4,
+                            state_due_ms = NULL
+          WHERE rowid = ?1"
+    } else if due_ms.is_some() {
+        // Already waiting: the due time stands (the index is left alone).
+        "UPDATE devices SET last_state = ?2, last_seen = ?3 WHERE rowid = ?1"
+    } else {
+        "UPDATE devices SET last_state = ?2, last_seen = ?3, state_due_ms = ?4 WHERE rowid = ?1"
+    };
+    let stamp = if now {
+        pace.now_ms
+    } else {
+        sent_ms + pace.interval_ms
+    };
+    let args = params![row, state, ts, stamp];
+    let used = if !now && due_ms.is_some() {
+        &args[..3]
+    } else {
+        args
+    };
+    conn.prepare_cached(sql)?.execute(used)?;
+    Ok(Some((state, now)))
 }
 
 fn write_state(conn: &Connection, row: i64, state: &str, ts: &str) -> StoreResult<()> {
     conn.prepare_cached("UPDATE devices SET last_state = ?2, last_seen = ?3 WHERE rowid = ?1")?
         .execute(params![row, state, ts])?;
     Ok(())
+}
+
+/// The device's retained state was queued at `now_ms`: nothing of it waits.
+pub fn state_queued(conn: &Connection, id: &DeviceId, now_ms: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE devices SET state_sent_ms = ?2, state_due_ms = NULL WHERE id = ?1",
+    )?
+    .execute(params![id.as_str(), now_ms])?;
+    Ok(())
+}
+
+/// A retained state that waited for `[store] state_interval` and is due.
+#[derive(Debug)]
+pub struct DueState {
+    pub row: i64,
+    pub id: DeviceId,
+    pub state: String,
+    pub last_seen: String,
+    /// Decommissioned since: nothing is to be queued, only the wait cleared.
+    pub gone: bool,
+}
+
+/// States due by `until_ms`, oldest due first (at most `limit`).
+pub fn due_states(conn: &Connection, until_ms: i64, limit: usize) -> StoreResult<Vec<DueState>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT rowid, id, last_state, last_seen, lifecycle = 'decommissioned' FROM devices
+          WHERE state_due_ms <= ?1 ORDER BY state_due_ms LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![until_ms, limit as i64], |r| {
+        Ok(DueState {
+            row: r.get(0)?,
+            id: DeviceId(r.get(1)?),
+            state: r.get(2)?,
+            last_seen: r.get(3)?,
+            gone: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The waiting state at `row` was queued at `now_ms` (or dropped: decommissioned).
+pub fn due_state_done(conn: &Connection, row: i64, now_ms: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE devices SET state_sent_ms = ?2, state_due_ms = NULL WHERE rowid = ?1",
+    )?
+    .execute(params![row, now_ms])?;
+    Ok(())
+}
+
+/// When the next waiting state is due (ms), if one waits.
+pub fn next_state_due(conn: &Connection) -> StoreResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT min(state_due_ms) FROM devices WHERE state_due_ms IS NOT NULL")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// The stored state (JSON text) with `patch` merged into it; a stored state that is
@@ -650,6 +742,70 @@ mod tests {
         }
     }
 
+    const EVERY: StatePace = StatePace {
+        now_ms: 1_000,
+        interval_ms: 0,
+    };
+
+    /// With an interval, the first state after a quiet spell is queued at once, the
+    /// next ones wait until the interval has passed since it and are then due once,
+    /// with the state merged so far; a decommissioned device's wait is dropped.
+    #[test]
+    fn a_state_waits_out_the_interval_since_the_last_one_queued() {
+        let c = db();
+        let ts = "2026-01-01T00:00:00.000Z";
+        let a = DeviceId("zigbee:0x000a".into());
+        let b = DeviceId("zigbee:0x000b".into());
+        upsert_joined(&c, &a, "zigbee", "zb0", "0x000a", ts).unwrap();
+        upsert_joined(&c, &b, "zigbee", "zb0", "0x000b", ts).unwrap();
+        let (ra, _) = live_row(&c, &a).unwrap().unwrap();
+        let (rb, _) = live_row(&c, &b).unwrap().unwrap();
+        let patch = |j: &str| -> serde_json::Map<String, serde_json::Value> {
+            serde_json::from_str(j).unwrap()
+        };
+        let at = |now_ms| StatePace {
+            now_ms,
+            interval_ms: 1_000,
+        };
+        let merge = |row, id, j: &str, now_ms| {
+            merge_state(&c, row, id, &patch(j), ts, at(now_ms))
+                .unwrap()
+                .map(|(_, now)| now)
+        };
+        assert_eq!(merge(ra, &a, r#"{"t":1}"#, 10_000), Some(true));
+        assert_eq!(merge(ra, &a, r#"{"h":5}"#, 10_200), Some(false));
+        assert_eq!(merge(ra, &a, r#"{"t":2}"#, 10_900), Some(false));
+        assert_eq!(next_state_due(&c).unwrap(), Some(11_000));
+        assert_eq!(merge(rb, &b, r#"{"t":7}"#, 10_950), Some(true));
+        assert_eq!(merge(rb, &b, r#"{"t":8}"#, 11_100), Some(false));
+        assert!(due_states(&c, 10_999, 10).unwrap().is_empty());
+        let due = due_states(&c, 11_000, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].row, &due[0].id, due[0].gone), (ra, &a, false));
+        assert_eq!(due[0].state, r#"{"h":5,"t":2}"#);
+        due_state_done(&c, ra, 11_000).unwrap();
+        assert_eq!(next_state_due(&c).unwrap(), Some(11_950));
+        // The one just queued counts: the next reading of a waits again.
+        assert_eq!(merge(ra, &a, r#"{"t":3}"#, 11_500), Some(false));
+        set_lifecycle(&c, &b, Lifecycle::Decommissioned).unwrap();
+        let due = due_states(&c, i64::MAX, 10).unwrap();
+        assert_eq!(
+            due.iter().map(|d| (&d.id, d.gone)).collect::<Vec<_>>(),
+            [(&b, true), (&a, false)]
+        );
+        due_state_done(&c, rb, 12_000).unwrap();
+        // Once the interval has passed, the next reading is queued at once and
+        // nothing waits any more.
+        assert_eq!(merge(ra, &a, r#"{"t":4}"#, 12_100), Some(true));
+        assert_eq!(next_state_due(&c).unwrap(), None);
+        // A clock set back does not hold a state for ever.
+        assert_eq!(merge(ra, &a, r#"{"t":5}"#, 5_000), Some(true));
+        state_queued(&c, &a, 20_000).unwrap();
+        assert_eq!(merge(ra, &a, r#"{"t":6}"#, 20_500), Some(false));
+        state_queued(&c, &a, 20_600).unwrap();
+        assert_eq!(next_state_due(&c).unwrap(), None);
+    }
+
     /// A burst reads a device's row once and writes its merged readings later in the
     /// same transaction: a row deleted meanwhile (a pending device forgotten) and
     /// handed to another device is not written.
@@ -665,8 +821,8 @@ mod tests {
         let patch: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(r#"{"t":1}"#).unwrap();
         assert_eq!(
-            merge_state(&c, row, &a, &patch, ts).unwrap().as_deref(),
-            Some(r#"{"t":1}"#)
+            merge_state(&c, row, &a, &patch, ts, EVERY).unwrap(),
+            Some((r#"{"t":1}"#.to_string(), true))
         );
         c.execute("DELETE FROM devices WHERE id = ?1", [a.as_str()])
             .unwrap();
@@ -676,13 +832,13 @@ mod tests {
             row,
             "the row is reused"
         );
-        assert_eq!(merge_state(&c, row, &a, &patch, ts).unwrap(), None);
+        assert_eq!(merge_state(&c, row, &a, &patch, ts, EVERY).unwrap(), None);
         assert_eq!(
             get(&c, &b).unwrap().unwrap().last_state,
             serde_json::json!({})
         );
         set_lifecycle(&c, &b, Lifecycle::Decommissioned).unwrap();
-        assert_eq!(merge_state(&c, row, &b, &patch, ts).unwrap(), None);
+        assert_eq!(merge_state(&c, row, &b, &patch, ts, EVERY).unwrap(), None);
         assert_eq!(live_row(&c, &b).unwrap(), None);
     }
 

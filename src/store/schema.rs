@@ -214,6 +214,17 @@ ALTER TABLE outbox ADD COLUMN response_topic TEXT;
 ALTER TABLE outbox ADD COLUMN correlation_data BLOB;
 "#,
         ),
+        // When the device's retained state was last queued (ms), and, while a newer
+        // state waits for `[store] state_interval` to pass, when it is due (ms; NULL
+        // when nothing waits). Kept with the row, so a state that waits when the
+        // gateway stops is queued at the next start.
+        M::up(
+            r#"
+ALTER TABLE devices ADD COLUMN state_sent_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN state_due_ms INTEGER;
+CREATE INDEX devices_state_due ON devices (state_due_ms) WHERE state_due_ms IS NOT NULL;
+"#,
+        ),
     ])
 }
 

@@ -158,7 +158,8 @@ impl Builder {
         let (mut hub, handle, requests) = Hub::new(config.gateway_id(), store.writer(), &radios);
         hub = hub
             .with_master_key(self.master_key.clone())
-            .with_linger(config.store.linger);
+            .with_linger(config.store.linger)
+            .with_state_interval(config.store.state_interval);
         if let Some(n) = self.bursts_in_flight {
             hub = hub.with_bursts_in_flight(n);
         }

@@ -70,10 +70,16 @@ impl Merging<'_> {
         assigned: &mut Vec<(usize, i64)>,
     ) -> Result<(), StoreError> {
         self.telemetry.flush(c, seqs, ctx, &self.id, assigned)?;
-        if let Some(state) =
-            registry::merge_state(c, self.row, &self.id, &self.patch, &rfc3339(self.at))?
-        {
-            queue_state(c, seqs, ctx, &self.id, &state, self.at)?;
+        let merged = registry::merge_state(
+            c,
+            self.row,
+            &self.id,
+            &self.patch,
+            &rfc3339(self.at),
+            ctx.state_pace(),
+        )?;
+        if let Some((state, true)) = merged {
+            append_state(c, seqs, &ctx.gateway_id, &self.id, &state, self.at)?;
         }
         Ok(())
     }
@@ -252,10 +258,11 @@ pub(in crate::hub) fn apply_burst(
     Ok(out)
 }
 
-/// Queues a device's retained state message. `seqs` is the burst's cursor: its
-/// life and the next seq are then known without asking the database again (with
-/// many devices a burst queues one state per device; a fresh cursor cost two
-/// lookups each).
+/// Queues a device's retained state message now, whatever `[store] state_interval`
+/// says (the device's first reading, or a burst replayed event by event), and
+/// notes it as the last one queued. `seqs` is the burst's cursor: its life and the
+/// next seq are then known without asking the database again (with many devices a
+/// burst queues one state per device; a fresh cursor cost two lookups each).
 pub(in crate::hub) fn queue_state(
     c: &Connection,
     seqs: &mut outbox::SeqCursor,
@@ -264,11 +271,25 @@ pub(in crate::hub) fn queue_state(
     state: &str,
     at: SystemTime,
 ) -> Result<i64, StoreError> {
+    let seq = append_state(c, seqs, &ctx.gateway_id, id, state, at)?;
+    registry::state_queued(c, id, ctx.state_pace().now_ms)?;
+    Ok(seq)
+}
+
+/// Appends a device's retained state message to the outbox.
+fn append_state(
+    c: &Connection,
+    seqs: &mut outbox::SeqCursor,
+    gw: &str,
+    id: &DeviceId,
+    state: &str,
+    at: SystemTime,
+) -> Result<i64, StoreError> {
     let data: serde_json::Value = serde_json::from_str(state).unwrap_or_else(|_| json!({}));
     outbox::append_data(
         c,
         seqs,
-        &ctx.gateway_id,
+        gw,
         &outbox::Header {
             kind: MessageKind::State,
             device: Some(id),
@@ -278,6 +299,36 @@ pub(in crate::hub) fn queue_state(
         },
         &data,
     )
+}
+
+/// Most waiting states queued in one transaction.
+const DUE_STATES_PER_COMMIT: usize = 2_000;
+
+/// Queues the retained states that waited for `[store] state_interval` and are due
+/// by `until_ms` (all of them with `i64::MAX`), each with the device's state now
+/// and the time of its last reading; a decommissioned device's is dropped. Returns
+/// when the next one is due (ms), or `Some(now)` when more are due than one
+/// transaction takes.
+pub(in crate::hub) fn queue_due_states(
+    c: &Connection,
+    gw: &str,
+    now_ms: i64,
+    until_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    let due = registry::due_states(c, until_ms, DUE_STATES_PER_COMMIT)?;
+    let full = due.len() == DUE_STATES_PER_COMMIT;
+    let mut seqs = outbox::SeqCursor::default();
+    for d in due {
+        if !d.gone {
+            let at = humantime::parse_rfc3339(&d.last_seen).unwrap_or_else(|_| SystemTime::now());
+            append_state(c, &mut seqs, gw, &d.id, &d.state, at)?;
+        }
+        registry::due_state_done(c, d.row, now_ms)?;
+    }
+    if full {
+        return Ok(Some(now_ms));
+    }
+    registry::next_state_due(c)
 }
 
 /// Queues one retained state message per device whose readings changed it in this
@@ -451,7 +502,12 @@ impl Hub {
             queue_telemetry: self.outbox_gate.admit(MessageKind::Telemetry),
             notify_readings: self.notices.receiver_count() > 0,
             rules: !self.policy.policy.rules.is_empty(),
+            state_interval_ms: self.state_interval.as_millis().min(i64::MAX as u128) as i64,
         };
+        if !self.state_interval.is_zero() && self.state_flush_at.is_none() {
+            // A state this burst holds back is due within one interval.
+            self.state_flush_at = Some(tokio::time::Instant::now() + self.state_interval);
+        }
         let events = batch.len();
         match self
             .writer
