@@ -212,6 +212,10 @@ struct RelayJob {
     stopped: &'static str,
 }
 
+/// The shortest time between two looks for retained states whose interval has
+/// passed, when no burst of events took them along.
+const STATE_FLUSH_SPACING: Duration = Duration::from_millis(250);
+
 /// The immutable context an event needs inside the writer transaction.
 struct EventContext {
     gateway_id: Arc<str>,
@@ -457,7 +461,10 @@ impl Hub {
                     match next {
                         Some(due) if all || due <= now => continue,
                         Some(due) => {
-                            let wait = Duration::from_millis((due - now).max(0) as u64);
+                            // Bursts take due states along as they commit; this is for
+                            // when none come, so it need not wake for every due time.
+                            let wait = Duration::from_millis((due - now).max(0) as u64)
+                                .max(STATE_FLUSH_SPACING);
                             self.state_flush_at = Some(tokio::time::Instant::now() + wait);
                         }
                         None => {}

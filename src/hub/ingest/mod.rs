@@ -20,6 +20,12 @@ pub(in crate::hub) fn apply_events(
     ctx: &EventContext,
     batch: &[DeviceEvent],
 ) -> Result<Vec<Applied>, StoreError> {
+    if ctx.state_interval_ms > 0 {
+        // States whose interval has passed ride this commit, ahead of the burst's
+        // own messages (they hold readings of earlier bursts).
+        let now = ctx.state_pace().now_ms;
+        queue_due_states(c, &ctx.gateway_id, now, now)?;
+    }
     c.execute_batch("SAVEPOINT events")?;
     if let Ok(out) = apply_burst(c, ctx, batch) {
         c.execute_batch("RELEASE events")?;
