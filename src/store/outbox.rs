@@ -103,6 +103,11 @@ pub struct OutboxStats {
     pub oldest_age_ms: Option<u64>,
 }
 
+/// What a row costs against `[upstream.outbox] max_bytes`: its payload and topic,
+/// and an MQTT 5 answer's Response Topic and Correlation Data (up to 64 KiB each).
+const ROW_BYTES: &str = "length(payload) + length(topic) + coalesce(length(response_topic), 0)
+     + coalesce(length(correlation_data), 0)";
+
 fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -530,7 +535,10 @@ pub fn delete(conn: &Connection, seqs: &[i64]) -> StoreResult<usize> {
 
 pub fn stats(conn: &Connection) -> StoreResult<OutboxStats> {
     let (depth, bytes, oldest): (i64, i64, Option<i64>) = conn.query_row(
-        "SELECT coalesce(sum(messages), 0), coalesce(sum(length(payload) + length(topic)), 0), min(created_ms) FROM outbox",
+        &format!(
+            "SELECT coalesce(sum(messages), 0), coalesce(sum({ROW_BYTES}), 0), min(created_ms)
+               FROM outbox"
+        ),
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
@@ -695,10 +703,10 @@ pub fn enforce_limits(
     }
     if bytes > max_bytes {
         let excess = bytes - max_bytes;
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, length(payload) + length(topic) FROM outbox
-             WHERE kind IN ('telemetry', 'bridge') ORDER BY id ASC",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT id, {ROW_BYTES} FROM outbox
+             WHERE kind IN ('telemetry', 'bridge') ORDER BY id ASC"
+        ))?;
         let mut rows = stmt.query([])?;
         let mut freed = 0u64;
         let mut last_id = None;
@@ -722,9 +730,11 @@ pub fn enforce_limits(
     }
     report.bytes = bytes;
     let (protected_bytes, protected_expired): (i64, i64) = conn.query_row(
-        "SELECT coalesce(sum(length(payload) + length(topic)), 0),
+        &format!(
+            "SELECT coalesce(sum({ROW_BYTES}), 0),
                 coalesce(sum(created_ms < ?1), 0)
-         FROM outbox WHERE kind NOT IN ('telemetry', 'bridge')",
+         FROM outbox WHERE kind NOT IN ('telemetry', 'bridge')"
+        ),
         [cutoff],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
@@ -806,6 +816,30 @@ mod limit_tests {
         let left: Vec<i64> = pending(&c, 0, 100).unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(left, [1, 2, 6, 7, 8, 10, 11, 16, 17, 18, 19, 20]);
         assert_eq!(delete(&c, &[]).unwrap(), 0);
+    }
+
+    /// An MQTT 5 answer's Response Topic and Correlation Data count against
+    /// `max_bytes` like its payload: 64 KiB of correlation data is not free.
+    #[test]
+    fn an_answer_s_response_topic_and_correlation_data_count_as_bytes() {
+        let c = db();
+        let plain = append_response(&c, "response/get", serde_json::json!({}), None).unwrap();
+        let base = stats(&c).unwrap().bytes;
+        assert_eq!(base, (plain.1.len() + "response/get".len()) as u64);
+        let reply = ReplyTo {
+            topic: "cloud/answers/7".into(),
+            correlation_data: Some(vec![7u8; 65_535]),
+        };
+        let (_, payload) =
+            append_response(&c, "response/get", serde_json::json!({}), Some(&reply)).unwrap();
+        let both = stats(&c).unwrap().bytes - base;
+        assert_eq!(
+            both,
+            (payload.len() + "response/get".len() + reply.topic.len() + 65_535) as u64
+        );
+        // Answers are never dropped: they are counted as protected.
+        let report = enforce_limits(&c, u64::MAX, u64::MAX, SystemTime::now()).unwrap();
+        assert_eq!(report.protected_bytes, base + both);
     }
 
     #[test]
