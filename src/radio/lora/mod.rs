@@ -33,7 +33,8 @@ pub use options::{BridgeMode, BridgeOptions, Decoder, LoraOptions};
 pub use sessions::{AbpCredential, OtaaCredential, SessionState, SESSION_KIND};
 pub use spec::SPEC;
 
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context, Result};
 use fieldgate_lora::gwmp::{CrcStatus, Packet, RxPk, TxPk};
@@ -86,6 +87,7 @@ impl OwnTransportDriver for LoraDriver {
                 link,
                 sessions: &mut self.sessions,
                 bridge,
+                refusals: HashMap::new(),
             };
             // Up before the store is read: a key committed while it is read is then either
             // read here or pushed by the hub (which pushes only to a radio that is up).
@@ -111,7 +113,17 @@ struct Gateway<'a> {
     sessions: &'a mut Sessions,
     /// The ChirpStack bridge (inactive when `bridge = "off"`).
     bridge: bridge::Bridge,
+    /// Refusals handed to the hub (and audited), per device and reason: when the
+    /// last one was, and how many were held back since.
+    refusals: HashMap<(Eui64, &'static str), (Instant, u64)>,
 }
+
+/// A device's frames refused for the same reason reach the hub (and its audit log)
+/// at most once per this; the ones in between are counted as `rate_limited` and the
+/// next record says how many there were. A removed device keeps sending Join-Requests
+/// (every few seconds, for hours), and a forger can send as many frames as the air
+/// carries: neither may flood the audit log.
+const REFUSAL_EVERY: Duration = Duration::from_secs(60);
 
 /// `lora:<DevEUI>` owner of a device's credentials, and back.
 fn owner(dev_eui: Eui64) -> String {
@@ -412,17 +424,38 @@ impl Gateway<'_> {
                 Ok(())
             }
             Some(dev_eui) => {
-                tracing::warn!(radio = %self.io.radio, %dev_eui, reason = %refusal, "LoRaWAN frame refused");
+                let now = Instant::now();
+                let held_back = match self.refusals.get_mut(&(dev_eui, refusal.code())) {
+                    Some((last, held)) if now.duration_since(*last) < REFUSAL_EVERY => {
+                        *held += 1;
+                        RadioCounters::count(&self.io.counters.rate_limited);
+                        tracing::debug!(radio = %self.io.radio, %dev_eui, reason = %refusal, "LoRaWAN frame refused again (counted, not recorded)");
+                        return Ok(());
+                    }
+                    Some((_, held)) => std::mem::take(held),
+                    None => 0,
+                };
+                if self.refusals.len() >= 4_096 {
+                    self.refusals
+                        .retain(|_, (last, _)| now.duration_since(*last) < REFUSAL_EVERY);
+                }
+                self.refusals.insert((dev_eui, refusal.code()), (now, 0));
+                tracing::warn!(radio = %self.io.radio, %dev_eui, reason = %refusal, held_back, "LoRaWAN frame refused");
                 // A join from a device whose keys went with its removal is a refused
                 // join, for the hub to say why (decommissioned, blocked, no keys yet).
                 let what = match refusal {
                     Refusal::NoKeys { .. } => "device.join",
                     _ => "lorawan.frame",
                 };
+                let detail = if held_back > 0 {
+                    format!("{refusal} (and {held_back} more refused since the last one recorded)")
+                } else {
+                    refusal.to_string()
+                };
                 let kind = DeviceEventKind::Refused {
                     what: what.into(),
                     reason: refusal.code().into(),
-                    detail: refusal.to_string(),
+                    detail,
                 };
                 self.emit(self.event(dev_eui, kind, Some(rx))).await
             }
@@ -542,9 +575,12 @@ impl Gateway<'_> {
                     None => Err(RadioError::Invalid(format!(
                         "`{native_address}` is not a DevEUI (16 hex digits)"
                     ))),
-                    Some(eui) => self
-                        .take(eui, credential.kind.as_str(), &credential.secret)
-                        .map_err(RadioError::Invalid),
+                    Some(eui) => {
+                        // New keys, a new standing: its next refusal is recorded again.
+                        self.refusals.retain(|(e, _), _| *e != eui);
+                        self.take(eui, credential.kind.as_str(), &credential.secret)
+                            .map_err(RadioError::Invalid)
+                    }
                 };
                 let _ = reply.send(r);
             }

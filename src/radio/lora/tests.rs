@@ -171,6 +171,21 @@ async fn otaa_join_is_answered_at_tmst_plus_five_seconds_and_uplinks_decode() {
         panic!("replay not refused")
     };
     assert_eq!(reason, "replayed_counter");
+    // Again within the minute: counted as rate limited, not reported (and audited)
+    // once more; nothing else about the device is held back.
+    let limited = r.counters.snapshot().rate_limited;
+    for _ in 0..3 {
+        r.send(&push).await;
+        let _push_ack = r.recv().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(r.counters.snapshot().rate_limited, limited + 3);
+    assert!(r.events.try_recv().is_err(), "refusals held back");
+    let up = dev.uplink(3, &[0x01, 0x67, 0x00, 0xd3], false).unwrap();
+    let push = r.fwd.push_frame(&up, 20_000_000, 868_300_000, 7);
+    r.send(&push).await;
+    let _push_ack = r.recv().await;
+    assert!(matches!(r.event().await, DeviceEventKind::Readings(_)));
 }
 
 #[tokio::test]
