@@ -675,35 +675,29 @@ impl Config {
             }
         }
 
-        let window = self.store.commit_window;
-        if window > Duration::from_secs(1) {
-            return Err(loc.nowhere(
+        for (key, value, max) in [
+            (
                 "store.commit_window",
-                format!(
-                    "{} is too long: at most 1s",
-                    humantime::format_duration(window)
-                ),
-            ));
-        }
-        let linger = self.store.linger;
-        if linger > Duration::from_secs(1) {
-            return Err(loc.nowhere(
-                "store.linger",
-                format!(
-                    "{} is too long: at most 1s",
-                    humantime::format_duration(linger)
-                ),
-            ));
-        }
-        let state_interval = self.store.state_interval;
-        if state_interval > Duration::from_secs(60) {
-            return Err(loc.nowhere(
+                self.store.commit_window,
+                Duration::from_secs(1),
+            ),
+            ("store.linger", self.store.linger, Duration::from_secs(1)),
+            (
                 "store.state_interval",
-                format!(
-                    "{} is too long: at most 1min",
-                    humantime::format_duration(state_interval)
-                ),
-            ));
+                self.store.state_interval,
+                Duration::from_secs(60),
+            ),
+        ] {
+            if value > max {
+                return Err(loc.nowhere(
+                    key,
+                    format!(
+                        "{} is too long: at most {}",
+                        humantime::format_duration(value),
+                        humantime::format_duration(max)
+                    ),
+                ));
+            }
         }
         let max_ops = *self.store.commit_max_ops.get_ref();
         if !(1..=100_000).contains(&max_ops) {

@@ -74,6 +74,7 @@ const CASES: &[Case] = &[
     case("commit window not a duration", "[store]\ncommit_window = \"soon\"\n", "key `store.commit_window`", Some(9)),
     case("zero ops per commit", "[store]\ncommit_max_ops = 0\n", "between 1 and 100000", Some(9)),
     case("linger too long", "[store]\nlinger = \"2s\"\n", "store.linger", None),
+    case("state interval too long", "[store]\nstate_interval = \"2min\"\n", "at most 1m", None),
     // Paths the gateway writes, and values a running gateway would suffer from.
     whole("state dir in /etc", "[gateway]\nid = \"gw\"\nstate_dir = \"/etc\"\n", "key `gateway.state_dir`: `/etc` is a system directory", Some(3)),
     whole("state dir at the root", "[gateway]\nid = \"gw\"\nstate_dir = \"/\"\n", "system directory", Some(3)),
