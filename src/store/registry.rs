@@ -294,13 +294,14 @@ pub fn merge_readings(
 }
 
 /// A known device that is not decommissioned: its row (for [`merge_state`], within
-/// the same transaction) and its health flags as JSON text.
-pub fn live_row(conn: &Connection, id: &DeviceId) -> StoreResult<Option<(i64, String)>> {
+/// the same transaction), its health flags as JSON text, and whether it is pending.
+pub fn live_row(conn: &Connection, id: &DeviceId) -> StoreResult<Option<(i64, String, bool)>> {
     Ok(conn
         .prepare_cached(
-            "SELECT rowid, health FROM devices WHERE id = ?1 AND lifecycle != 'decommissioned'",
+            "SELECT rowid, health, lifecycle = 'pending' FROM devices
+              WHERE id = ?1 AND lifecycle != 'decommissioned'",
         )?
-        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?)
 }
 
@@ -424,6 +425,15 @@ pub fn due_state_done(conn: &Connection, row: i64, now_ms: i64) -> StoreResult<(
         "UPDATE devices SET state_sent_ms = ?2, state_due_ms = NULL WHERE rowid = ?1",
     )?
     .execute(params![row, now_ms])?;
+    Ok(())
+}
+
+/// Every waiting state due by `until_ms` was queued at `now_ms` (or dropped).
+pub fn due_states_done(conn: &Connection, until_ms: i64, now_ms: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE devices SET state_sent_ms = ?2, state_due_ms = NULL WHERE state_due_ms <= ?1",
+    )?
+    .execute(params![until_ms, now_ms])?;
     Ok(())
 }
 
@@ -758,8 +768,8 @@ mod tests {
         let b = DeviceId("zigbee:0x000b".into());
         upsert_joined(&c, &a, "zigbee", "zb0", "0x000a", ts).unwrap();
         upsert_joined(&c, &b, "zigbee", "zb0", "0x000b", ts).unwrap();
-        let (ra, _) = live_row(&c, &a).unwrap().unwrap();
-        let (rb, _) = live_row(&c, &b).unwrap().unwrap();
+        let (ra, ..) = live_row(&c, &a).unwrap().unwrap();
+        let (rb, ..) = live_row(&c, &b).unwrap().unwrap();
         let patch = |j: &str| -> serde_json::Map<String, serde_json::Value> {
             serde_json::from_str(j).unwrap()
         };
@@ -793,7 +803,8 @@ mod tests {
             due.iter().map(|d| (&d.id, d.gone)).collect::<Vec<_>>(),
             [(&b, true), (&a, false)]
         );
-        due_state_done(&c, rb, 12_000).unwrap();
+        due_states_done(&c, 11_950, 12_000).unwrap();
+        assert_eq!(next_state_due(&c).unwrap(), Some(12_000), "only b's");
         // Once the interval has passed, the next reading is queued at once and
         // nothing waits any more.
         assert_eq!(merge(ra, &a, r#"{"t":4}"#, 12_100), Some(true));
@@ -816,8 +827,8 @@ mod tests {
         let a = DeviceId("ble:00:00:00:00:00:0a".into());
         let b = DeviceId("ble:00:00:00:00:00:0b".into());
         upsert_joined(&c, &a, "ble", "ble0", "a", ts).unwrap();
-        let (row, health) = live_row(&c, &a).unwrap().unwrap();
-        assert_eq!(health, "{}");
+        let (row, health, pending) = live_row(&c, &a).unwrap().unwrap();
+        assert_eq!((health.as_str(), pending), ("{}", true));
         let patch: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(r#"{"t":1}"#).unwrap();
         assert_eq!(

@@ -59,6 +59,8 @@ pub(in crate::hub) struct Merging<'e> {
     id: DeviceId,
     /// The device's row in the registry, read once with its health.
     row: i64,
+    /// Its telemetry stays in the gateway (see [`held_back`]).
+    held: bool,
     patch: serde_json::Map<String, serde_json::Value>,
     at: SystemTime,
     health: serde_json::Value,
@@ -147,8 +149,10 @@ pub(in crate::hub) enum TelemetrySink<'a, 'e> {
     /// Into the outbox now.
     Now(&'a mut outbox::SeqCursor),
     /// Into the device's pending telemetry (the burst's fast path); `index` is the
-    /// event's outcome in the burst.
+    /// event's outcome in the burst; `held` says whether the device's telemetry
+    /// stays in the gateway (see [`held_back`]), known from its row.
     Pending {
+        held: bool,
         seqs: &'a mut outbox::SeqCursor,
         telemetry: &'a mut PendingTelemetry<'e>,
         index: usize,
@@ -198,10 +202,11 @@ pub(in crate::hub) fn apply_burst(
         if let DeviceEventKind::Readings(readings) = &ev.kind {
             let slot = match slot_of.get(&id) {
                 Some(&i) => Some(i),
-                None => registry::live_row(c, &id)?.map(|(row, health)| {
+                None => registry::live_row(c, &id)?.map(|(row, health, pending)| {
                     merging.push(Some(Merging {
                         id: id.clone(),
                         row,
+                        held: pending && discovered(&id),
                         patch: serde_json::Map::new(),
                         at: ev.received_at,
                         health: parse_health(&health),
@@ -226,6 +231,7 @@ pub(in crate::hub) fn apply_burst(
                 readings_recorded(
                     c,
                     TelemetrySink::Pending {
+                        held: m.held,
                         seqs: &mut seqs,
                         telemetry: &mut m.telemetry,
                         index: out.len(),
@@ -322,18 +328,25 @@ pub(in crate::hub) fn queue_due_states(
     until_ms: i64,
 ) -> Result<Option<i64>, StoreError> {
     let due = registry::due_states(c, until_ms, DUE_STATES_PER_COMMIT)?;
+    if due.is_empty() {
+        return registry::next_state_due(c);
+    }
     let full = due.len() == DUE_STATES_PER_COMMIT;
     let mut seqs = outbox::SeqCursor::default();
-    for d in due {
+    for d in &due {
         if !d.gone {
             let at = humantime::parse_rfc3339(&d.last_seen).unwrap_or_else(|_| SystemTime::now());
             append_state(c, &mut seqs, gw, &d.id, &d.state, at)?;
         }
-        registry::due_state_done(c, d.row, now_ms)?;
+        if full {
+            registry::due_state_done(c, d.row, now_ms)?;
+        }
     }
     if full {
         return Ok(Some(now_ms));
     }
+    // Every state due by `until_ms` was read: one statement marks them all.
+    registry::due_states_done(c, until_ms, now_ms)?;
     registry::next_state_due(c)
 }
 
@@ -367,14 +380,17 @@ pub(in crate::hub) fn queue_states(
 /// than joined (BLE: anything in range) sends nothing upstream until it is adopted
 /// (active). Its state is still recorded. Costs a lookup only for such radios' devices.
 pub(in crate::hub) fn held_back(c: &Connection, id: &DeviceId) -> Result<bool, StoreError> {
-    let discovered = id
-        .protocol()
-        .and_then(crate::radio::capabilities)
-        .is_some_and(|caps| caps.max_join_window.is_none());
-    if !discovered {
+    if !discovered(id) {
         return Ok(false);
     }
     Ok(registry::get(c, id)?.is_none_or(|d| d.lifecycle == Lifecycle::Pending.as_str()))
+}
+
+/// Whether the device's radio discovers devices rather than letting them join (BLE).
+fn discovered(id: &DeviceId) -> bool {
+    id.protocol()
+        .and_then(crate::radio::capabilities)
+        .is_some_and(|caps| caps.max_join_window.is_none())
 }
 
 /// What follows a reading once the registry knows it: its telemetry, and the health
@@ -391,7 +407,11 @@ pub(in crate::hub) fn readings_recorded<'e>(
     out: &mut Applied,
 ) -> Result<(), StoreError> {
     let gw: &str = &ctx.gateway_id;
-    let telemetry_seq = if !ctx.queue_telemetry || held_back(c, id)? {
+    let held = match &sink {
+        TelemetrySink::Pending { held, .. } => *held,
+        TelemetrySink::Now(_) => held_back(c, id)?,
+    };
+    let telemetry_seq = if !ctx.queue_telemetry || held {
         None
     } else {
         match &mut sink {
@@ -413,6 +433,7 @@ pub(in crate::hub) fn readings_recorded<'e>(
                 telemetry,
                 index,
                 assigned,
+                ..
             } => {
                 if telemetry.items.len() >= outbox::MAX_ROW_MESSAGES {
                     telemetry.flush(c, seqs, ctx, id, assigned)?;
