@@ -125,9 +125,34 @@ pub struct Writer {
 struct Side {
     /// Jobs that ride the next batch committed for another reason ([`Writer::defer`]).
     deferred: std::sync::Mutex<Vec<Job>>,
-    /// Signalled after every commit ([`Writer::committed`]).
+    /// Signalled after a commit whose new outbox rows were not handed over through
+    /// the tap ([`Writer::committed`]).
     committed: tokio::sync::Notify,
+    /// Where the outbox rows each commit added go ([`Writer::tap_outbox`]).
+    tap: std::sync::Mutex<Option<mpsc::Sender<CommittedRows>>>,
+    /// The tap's reader keeps up and wants the rows ([`Writer::want_committed_rows`]).
+    tap_wanted: std::sync::atomic::AtomicBool,
 }
+
+/// The outbox messages one commit added, read back by the writer right after the
+/// commit (its pages are still in the writer's cache): every message with a seq
+/// above `after`, up to `upto` (the highest seq handed out), or the first
+/// [`TAP_MESSAGES`] of them.
+#[derive(Debug)]
+pub struct CommittedRows {
+    pub after: i64,
+    pub upto: i64,
+    pub rows: Vec<outbox::OutboxRow>,
+    /// At most this many were read: as many rows means there may be more.
+    pub capacity: usize,
+}
+
+/// Most messages a commit may add to be handed over: a bigger commit is only
+/// signalled, and the uplink reads it on its own thread. Under full load the writer
+/// is the bottleneck and reading back thousands of rows there would slow every
+/// commit; under light load the read-back saves the uplink a read of the file (and
+/// a thread hop) per commit.
+const TAP_MESSAGES: usize = 256;
 
 impl Side {
     fn take_deferred(&self) -> Vec<Job> {
@@ -307,6 +332,50 @@ pub fn open_reader(path: &Path) -> StoreResult<Connection> {
     Ok(conn)
 }
 
+/// Hands the outbox messages the last commit added to the tap, if one listens and
+/// has room. False when the uplink is to learn of them by the commit signal and
+/// read them itself (no tap, a full tap, the first commit seen, an error).
+fn hand_over_committed(conn: &Connection, side: &Side, upto: &mut Option<i64>) -> bool {
+    let tap = side.tap.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let wanted = side.tap_wanted.load(std::sync::atomic::Ordering::Relaxed);
+    let Some(tap) = tap.filter(|t| wanted && !t.is_closed()) else {
+        *upto = None;
+        return false;
+    };
+    let Ok(now) = outbox::last_seq(conn) else {
+        *upto = None;
+        return false;
+    };
+    let Some(before) = upto.replace(now) else {
+        return false;
+    };
+    if now <= before {
+        // Nothing was queued: nothing to tell.
+        return true;
+    }
+    if now - before > TAP_MESSAGES as i64 {
+        return false;
+    }
+    let Ok(permit) = tap.try_reserve() else {
+        return false;
+    };
+    match outbox::pending(conn, before, TAP_MESSAGES) {
+        Ok(rows) => {
+            permit.send(CommittedRows {
+                after: before,
+                upto: now,
+                rows,
+                capacity: TAP_MESSAGES,
+            });
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read back the committed outbox rows");
+            false
+        }
+    }
+}
+
 fn writer_loop(
     conn: Connection,
     mut rx: mpsc::Receiver<Job>,
@@ -316,6 +385,8 @@ fn writer_loop(
     mark: &Path,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(options.commit_max_ops);
+    // The highest outbox seq as of the last commit, once a tap is listening.
+    let mut tapped_upto: Option<i64> = None;
     // From here on every append is checked against the head this thread wrote.
     if let Err(e) = audit::track_head(&conn) {
         tracing::error!(error = %e, "cannot read the audit log's head");
@@ -332,7 +403,9 @@ fn writer_loop(
         }
         batch.extend(side.take_deferred());
         run_batch(&conn, &mut batch, stats);
-        side.committed.notify_one();
+        if !hand_over_committed(&conn, side, &mut tapped_upto) {
+            side.committed.notify_one();
+        }
         if let Some(why) = audit::take_tampered() {
             audit_guard::tampered_while_running(&conn, &why, stats);
         }
@@ -523,6 +596,27 @@ impl Writer {
         self.side.committed.notified().await
     }
 
+    /// Whether the tap's reader wants the rows now: while it is disconnected or
+    /// behind (reading a backlog from the file), reading each commit back would be
+    /// wasted, and commits are only signalled. Off until the reader says so.
+    pub fn want_committed_rows(&self, wanted: bool) {
+        self.side
+            .tap_wanted
+            .store(wanted, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// From now on the outbox messages each commit adds are handed over here, read
+    /// back by the writer right after its commit, instead of only signalled through
+    /// [`Writer::committed`] for the reader to read them again from the file. Then
+    /// the commit signal comes only when a commit's messages were not handed over
+    /// (the receiver was full, or did not want them: [`Writer::want_committed_rows`]).
+    /// One tap at a time: a new one replaces it.
+    pub fn tap_outbox(&self, capacity: usize) -> mpsc::Receiver<CommittedRows> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        *self.side.tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }
@@ -600,6 +694,83 @@ mod tests {
             .unwrap();
         assert_eq!(versions, vec![1]);
         assert_eq!(integrity_check(&r).unwrap(), "ok");
+    }
+
+    /// The tap gets each commit's new outbox messages, read back after the commit,
+    /// while its reader wants them; otherwise (the first commit it sees, not wanted,
+    /// full) the commit is signalled instead, and the reader reads the file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn committed_outbox_rows_are_handed_over_or_signalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), WriterOptions::default()).unwrap();
+        let w = store.writer();
+        let append = |n: usize| {
+            move |c: &Connection| {
+                for _ in 0..n {
+                    outbox::append(
+                        c,
+                        "gw",
+                        &outbox::NewMessage {
+                            kind: outbox::MessageKind::Lifecycle,
+                            device: None,
+                            topic: "event".into(),
+                            retain: false,
+                            data: serde_json::json!({}),
+                            event_time: std::time::SystemTime::now(),
+                        },
+                    )?;
+                }
+                Ok(())
+            }
+        };
+        let signalled = |w: &Writer| {
+            let w = w.clone();
+            async move {
+                tokio::time::timeout(Duration::from_millis(200), w.committed())
+                    .await
+                    .is_ok()
+            }
+        };
+        let mut tap = w.tap_outbox(2);
+        w.write(append(1)).await.unwrap();
+        assert!(signalled(&w).await, "not wanted yet: signalled");
+        w.want_committed_rows(true);
+        w.write(append(1)).await.unwrap();
+        assert!(signalled(&w).await, "the first commit it sees: signalled");
+        assert!(tap.try_recv().is_err());
+        w.write(append(3)).await.unwrap();
+        let c = tap.recv().await.unwrap();
+        assert_eq!((c.after, c.upto), (2, 5));
+        assert_eq!(c.rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert!(!signalled(&w).await, "handed over, not signalled");
+        // A commit that queues nothing tells nothing.
+        w.flush().await.unwrap();
+        assert!(tap.try_recv().is_err() && !signalled(&w).await);
+        // Full: signalled, and the next one handed over starts after it.
+        w.write(append(1)).await.unwrap();
+        w.write(append(1)).await.unwrap();
+        w.write(append(1)).await.unwrap();
+        assert!(signalled(&w).await, "the tap was full");
+        assert_eq!(tap.recv().await.unwrap().rows[0].seq, 6);
+        assert_eq!(tap.recv().await.unwrap().rows[0].seq, 7);
+        w.write(append(1)).await.unwrap();
+        let c = tap.recv().await.unwrap();
+        assert_eq!((c.after, c.upto, c.rows[0].seq), (8, 9, 9));
+        // Not wanted: signalled.
+        w.want_committed_rows(false);
+        w.write(append(1)).await.unwrap();
+        assert!(signalled(&w).await && tap.try_recv().is_err());
+        // Wanted again; a commit bigger than TAP_MESSAGES is only signalled (read on
+        // the uplink's thread), and the next small one is handed over after it.
+        w.want_committed_rows(true);
+        w.write(append(1)).await.unwrap();
+        assert!(signalled(&w).await);
+        w.write(append(TAP_MESSAGES + 1)).await.unwrap();
+        assert!(signalled(&w).await && tap.try_recv().is_err());
+        w.write(append(1)).await.unwrap();
+        let c = tap.recv().await.unwrap();
+        let last = 11 + TAP_MESSAGES as i64 + 1;
+        assert_eq!((c.after, c.upto), (last, last + 1));
     }
 
     /// Deferred work waits for a commit made for another reason (no transaction of

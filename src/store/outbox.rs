@@ -339,11 +339,16 @@ struct Envelope<'a, D: ?Sized> {
 /// Single writer: the next AUTOINCREMENT value is known before the insert, so the
 /// stored payload already carries its own seq.
 fn next_seq(conn: &Connection) -> StoreResult<i64> {
+    Ok(last_seq(conn)? + 1)
+}
+
+/// The highest seq handed out so far (0 before the first message).
+pub fn last_seq(conn: &Connection) -> StoreResult<i64> {
     let last: Option<i64> = conn
         .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")?
         .query_row([], |r| r.get(0))
         .optional()?;
-    Ok(last.unwrap_or(0) + 1)
+    Ok(last.unwrap_or(0))
 }
 
 /// Appends the answer to a request inside the caller's transaction: `topic` (under
@@ -417,6 +422,20 @@ pub fn pending(conn: &Connection, after_seq: i64, limit: usize) -> StoreResult<V
         expand(stored(r)?, after_seq, &mut out);
     }
     Ok(out)
+}
+
+/// [`pending`] and the highest seq handed out, read in one transaction: when fewer
+/// than `limit` come back, every message up to that seq was read (or is gone).
+pub fn pending_now(
+    conn: &Connection,
+    after_seq: i64,
+    limit: usize,
+) -> StoreResult<(Vec<OutboxRow>, i64)> {
+    let tx = conn.unchecked_transaction()?;
+    let upto = last_seq(&tx)?;
+    let rows = pending(&tx, after_seq, limit)?;
+    tx.finish()?;
+    Ok((rows, upto))
 }
 
 /// A row as stored, and how many messages it holds.

@@ -122,7 +122,13 @@ async fn poll_loop(
 
 /// A read of the outbox: the connection back, the epoch and limit it was
 /// started with, and the rows.
-type Fetch = JoinHandle<(Connection, u64, usize, StoreResult<Vec<outbox::OutboxRow>>)>;
+/// A read of the outbox: the rows, and the highest seq handed out as of the read.
+type Fetch = JoinHandle<(
+    Connection,
+    u64,
+    usize,
+    StoreResult<(Vec<outbox::OutboxRow>, i64)>,
+)>;
 
 /// Where a client certificate rotation stands.
 enum Phase {
@@ -166,6 +172,11 @@ struct Session {
     connected: bool,
     /// The outbox may hold rows after the cursor.
     more: bool,
+    /// Every message up to this seq is buffered or handed over in this connection,
+    /// or was not there when read (seqs of dropped rows leave holes).
+    read_upto: i64,
+    /// The highest seq the writer said it handed out (see [`store::CommittedRows`]).
+    committed_upto: i64,
     /// Rows read ahead of the window, in seq order, not yet handed over.
     buffer: VecDeque<outbox::OutboxRow>,
     /// Bumped on every (dis)connect so reads started before it are discarded.
@@ -203,7 +214,49 @@ impl Session {
     fn new_epoch(&mut self) {
         self.window.reset();
         self.buffer.clear();
+        self.read_upto = 0;
         self.epoch += 1;
+    }
+
+    /// Takes the messages a commit added, as the writer read them back, when they
+    /// continue where the pump's reading stands; otherwise (a gap: a reconnect, a
+    /// backlog, a full buffer) they are left to be read from the store.
+    fn take_committed(&mut self, c: store::CommittedRows, window: usize) {
+        self.committed_upto = self.committed_upto.max(c.upto);
+        if !self.connected {
+            return;
+        }
+        let at = self.read_after();
+        if at >= c.upto {
+            return;
+        }
+        if at < c.after || self.buffer.len() >= FETCH_ROWS.max(2 * window) {
+            self.more = true;
+            return;
+        }
+        let whole = c.rows.len() < c.capacity;
+        self.buffer
+            .extend(c.rows.into_iter().filter(|r| r.seq > at));
+        if whole {
+            self.read_upto = self.read_upto.max(c.upto);
+        } else {
+            self.more = true;
+        }
+    }
+
+    /// A read of the outbox came back with `rows`, all of those above `after` up to
+    /// `upto` as of the read when there are fewer than `limit`.
+    fn fetched(&mut self, rows: Vec<outbox::OutboxRow>, upto: i64, limit: usize) {
+        let whole = rows.len() < limit;
+        // Rows the writer handed over meanwhile are not taken twice.
+        let at = self.read_after();
+        self.buffer.extend(rows.into_iter().filter(|r| r.seq > at));
+        if whole {
+            self.read_upto = self.read_upto.max(upto);
+        }
+        // More to read: the read was cut short, or commits after it were announced
+        // while it ran (their rows were not taken: they did not continue it).
+        self.more = !whole || self.committed_upto > self.read_after();
     }
 
     /// Where the next read of the outbox starts.
@@ -212,6 +265,7 @@ impl Session {
             .back()
             .map(|r| r.seq)
             .unwrap_or(self.window.cursor())
+            .max(self.read_upto)
     }
 
     fn on_connected(&mut self) {
@@ -619,6 +673,8 @@ pub(super) async fn run(
         window: Window::new(window),
         connected: false,
         more: true,
+        read_upto: 0,
+        committed_upto: 0,
         buffer: VecDeque::new(),
         epoch: 0,
         inbound: in_tx,
@@ -641,6 +697,10 @@ pub(super) async fn run(
     let (max_bytes, max_age_ms) = limits(&outbox_limits);
     let mut reader: Option<Connection> = None;
     let mut fetch: Option<Fetch> = None;
+    // What each commit adds to the outbox, read back by the writer: while the pump
+    // keeps up, it never reads the file itself.
+    let mut committed_rows = writer.tap_outbox(8);
+    let mut tap_wanted = false;
     let mut deleting: Option<JoinHandle<(Vec<i64>, StoreResult<usize>)>> = None;
     let mut enforcing: Option<JoinHandle<StoreResult<outbox::LimitReport>>> = None;
     let mut backoff = Backoff::with_max(settings.reconnect_max);
@@ -656,6 +716,11 @@ pub(super) async fn run(
     let mut rate_marks: VecDeque<(Instant, u64)> = VecDeque::from([(Instant::now(), 0u64)]);
 
     loop {
+        // Caught up: the writer hands over what it commits; otherwise the pump reads.
+        if tap_wanted != (s.connected && !s.more) {
+            tap_wanted = !tap_wanted;
+            writer.want_committed_rows(tap_wanted);
+        }
         s.clear_moved();
         s.flush_responses();
         s.pump();
@@ -693,7 +758,7 @@ pub(super) async fn run(
                     let limit = FETCH_ROWS.max(2 * window).saturating_sub(s.buffer.len());
                     let epoch = s.epoch;
                     fetch = Some(tokio::task::spawn_blocking(move || {
-                        let rows = outbox::pending(&conn, after, limit);
+                        let rows = outbox::pending_now(&conn, after, limit);
                         (conn, epoch, limit, rows)
                     }));
                 }
@@ -787,11 +852,10 @@ pub(super) async fn run(
             r = join(&mut fetch) => {
                 fetch = None;
                 match r {
-                    Ok((conn, epoch, limit, Ok(rows))) => {
+                    Ok((conn, epoch, limit, Ok((rows, upto)))) => {
                         reader = Some(conn);
                         if epoch == s.epoch && s.connected {
-                            s.more = rows.len() >= limit;
-                            s.buffer.extend(rows);
+                            s.fetched(rows, upto, limit);
                         }
                     }
                     Ok((_, _, _, Err(e))) => {
@@ -875,7 +939,10 @@ pub(super) async fn run(
             _ = idle.tick() => {
                 s.more = true;
             },
-            // Any commit may have queued messages (readings, responses, audit).
+            Some(c) = committed_rows.recv() => {
+                s.take_committed(c, window);
+            },
+            // A commit whose messages the writer did not hand over.
             _ = writer.committed(), if !s.more => {
                 s.more = true;
             },
