@@ -443,31 +443,36 @@ impl Hub {
         tracing::info!("hub stopped");
     }
 
-    /// Queues the retained states whose interval has passed (`all`: every one that
-    /// waits), and sets when to look again.
+    /// Queues the retained states whose interval and grace have passed (`all`: every
+    /// one that waits), and sets when to look again.
     async fn queue_due_states(&mut self, all: bool) {
         self.state_flush_at = None;
         loop {
             let gw = self.gateway_id.clone();
             let now = crate::store::requests::millis(SystemTime::now());
-            let until = if all { i64::MAX } else { now };
-            match self
-                .writer
-                .write(move |c| ingest::queue_due_states(c, &gw, now, until))
-                .await
-            {
-                Ok(next) => {
+            let until = if all {
+                i64::MAX
+            } else {
+                now - ingest::STATE_GRACE_MS
+            };
+            let job = move |c: &rusqlite::Connection| {
+                let full = ingest::queue_due_states(c, &gw, now, until)?;
+                Ok((full, store::registry::next_state_due(c)?))
+            };
+            match self.writer.write(job).await {
+                Ok((full, next)) => {
                     self.outbox_gate.appended();
-                    match next {
-                        Some(due) if all || due <= now => continue,
-                        Some(due) => {
-                            // Bursts take due states along as they commit; this is for
-                            // when none come, so it need not wake for every due time.
-                            let wait = Duration::from_millis((due - now).max(0) as u64)
-                                .max(STATE_FLUSH_SPACING);
-                            self.state_flush_at = Some(tokio::time::Instant::now() + wait);
-                        }
-                        None => {}
+                    if full {
+                        continue;
+                    }
+                    if let Some(due) = next.filter(|_| !all) {
+                        // Bursts take due states along as they commit; this is for
+                        // when none come, so it need not wake for every due time.
+                        let wait = Duration::from_millis(
+                            (due + ingest::STATE_GRACE_MS - now).max(0) as u64,
+                        )
+                        .max(STATE_FLUSH_SPACING);
+                        self.state_flush_at = Some(tokio::time::Instant::now() + wait);
                     }
                 }
                 Err(e) => {

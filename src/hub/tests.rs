@@ -983,7 +983,9 @@ async fn a_device_s_state_is_queued_at_most_once_per_interval() {
         3,
         "every reading is telemetry at once"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Due 400 ms after the first; queued after a further grace of 250 ms at most
+    // (the device's next reading would have taken it along).
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let late = states();
     assert_eq!(late.len(), before + 2, "{late:?}");
     let (seq, state) = late.last().unwrap();

@@ -21,10 +21,10 @@ pub(in crate::hub) fn apply_events(
     batch: &[DeviceEvent],
 ) -> Result<Vec<Applied>, StoreError> {
     if ctx.state_interval_ms > 0 {
-        // States whose interval has passed ride this commit, ahead of the burst's
+        // States due (and past their grace) ride this commit, ahead of the burst's
         // own messages (they hold readings of earlier bursts).
         let now = ctx.state_pace().now_ms;
-        queue_due_states(c, &ctx.gateway_id, now, now)?;
+        queue_due_states(c, &ctx.gateway_id, now, now - STATE_GRACE_MS)?;
     }
     c.execute_batch("SAVEPOINT events")?;
     if let Ok(out) = apply_burst(c, ctx, batch) {
@@ -316,20 +316,25 @@ fn append_state(
 /// Most waiting states queued in one transaction.
 const DUE_STATES_PER_COMMIT: usize = 2_000;
 
+/// How long a due state waits on top of its interval for the device's next reading
+/// to take it along: a reading after the interval queues the state itself, from the
+/// row it writes anyway, where a due state queued on its own costs a read and a
+/// write of the row. Only a device that stays quiet gets its state from here.
+pub(in crate::hub) const STATE_GRACE_MS: i64 = 250;
+
 /// Queues the retained states that waited for `[store] state_interval` and are due
 /// by `until_ms` (all of them with `i64::MAX`), each with the device's state now
-/// and the time of its last reading; a decommissioned device's is dropped. Returns
-/// when the next one is due (ms), or `Some(now)` when more are due than one
-/// transaction takes.
+/// and the time of its last reading; a decommissioned device's is dropped. True
+/// when more may be due than one transaction takes.
 pub(in crate::hub) fn queue_due_states(
     c: &Connection,
     gw: &str,
     now_ms: i64,
     until_ms: i64,
-) -> Result<Option<i64>, StoreError> {
+) -> Result<bool, StoreError> {
     let due = registry::due_states(c, until_ms, DUE_STATES_PER_COMMIT)?;
     if due.is_empty() {
-        return registry::next_state_due(c);
+        return Ok(false);
     }
     let full = due.len() == DUE_STATES_PER_COMMIT;
     let mut seqs = outbox::SeqCursor::default();
@@ -342,12 +347,11 @@ pub(in crate::hub) fn queue_due_states(
             registry::due_state_done(c, d.row, now_ms)?;
         }
     }
-    if full {
-        return Ok(Some(now_ms));
+    if !full {
+        // Every state due by `until_ms` was read: one statement marks them all.
+        registry::due_states_done(c, until_ms, now_ms)?;
     }
-    // Every state due by `until_ms` was read: one statement marks them all.
-    registry::due_states_done(c, until_ms, now_ms)?;
-    registry::next_state_due(c)
+    Ok(full)
 }
 
 /// Queues one retained state message per device whose readings changed it in this
