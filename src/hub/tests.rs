@@ -941,23 +941,23 @@ async fn a_device_s_state_is_queued_at_most_once_per_interval() {
             tokio::spawn(hub.run(rx, requests, sd_rx, None)),
         )
     };
-    let states = || -> Vec<(i64, serde_json::Value)> {
+    // (seq, data) of the queued messages whose topic ends so.
+    let queued = |suffix: &str| -> Vec<(i64, serde_json::Value)> {
         outbox::pending(&store.reader().unwrap(), 0, 1000)
             .unwrap()
             .iter()
-            .filter(|row| row.topic.ends_with("/state"))
+            .filter(|row| row.topic.ends_with(suffix))
             .map(|row| {
                 let v: serde_json::Value = serde_json::from_slice(&row.payload).unwrap();
                 (row.seq, v["data"].clone())
             })
             .collect()
     };
+    let states = || queued("/state");
     let telemetry_seqs = || -> Vec<i64> {
-        outbox::pending(&store.reader().unwrap(), 0, 1000)
-            .unwrap()
-            .iter()
-            .filter(|row| row.topic.ends_with("/telemetry"))
-            .map(|row| row.seq)
+        queued("/telemetry")
+            .into_iter()
+            .map(|(seq, _)| seq)
             .collect()
     };
     let (tx, shutdown, task) = run(Duration::from_millis(400));
