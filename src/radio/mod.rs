@@ -340,6 +340,31 @@ pub struct DriverIo {
     pub state_dir: Option<std::path::PathBuf>,
 }
 
+impl DriverIo {
+    /// Answers a command with its result; false when the hub no longer takes events.
+    pub async fn answer(
+        &self,
+        native_address: String,
+        command_id: String,
+        ok: bool,
+        detail: &str,
+    ) -> bool {
+        let ev = DeviceEvent {
+            radio: self.radio.clone(),
+            protocol: self.protocol,
+            native_address,
+            received_at: std::time::SystemTime::now(),
+            kind: crate::model::DeviceEventKind::CommandResult {
+                command_id,
+                ok,
+                detail: detail.into(),
+            },
+            link: None,
+        };
+        self.events.send(ev).await.is_ok()
+    }
+}
+
 pub type DriverFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
 
 /// A driver that talks to its radio over a byte stream the supervisor opens

@@ -409,7 +409,7 @@ impl BleDriver {
                 ..
             } => {
                 let detail = "BLE advertisers take no commands (they only broadcast)";
-                answer(io, native_address, command_id, false, detail).await;
+                io.answer(native_address, command_id, false, detail).await;
             }
             // Nothing can be asked of an advertiser: what it says is in its advertisements.
             // A read is held until it next advertises (it is reached only then) and
@@ -419,7 +419,7 @@ impl BleDriver {
                 command_id,
             } => {
                 let detail = "read from its latest advertisement";
-                answer(io, native_address, command_id, true, detail).await;
+                io.answer(native_address, command_id, true, detail).await;
             }
             RadioCommand::Backup { reply } => {
                 let _ = reply.send(Err(RadioError::NotSupported("backup".into())));
@@ -462,29 +462,6 @@ async fn send(
         .send(ev)
         .await
         .map_err(|_| anyhow!("the hub stopped taking events"))
-}
-
-/// Answers a command with its result.
-async fn answer(
-    io: &mut DriverIo,
-    native_address: String,
-    command_id: String,
-    ok: bool,
-    detail: &str,
-) {
-    let ev = DeviceEvent {
-        radio: io.radio.clone(),
-        protocol: io.protocol,
-        native_address,
-        received_at: SystemTime::now(),
-        kind: DeviceEventKind::CommandResult {
-            command_id,
-            ok,
-            detail: detail.into(),
-        },
-        link: None,
-    };
-    let _ = io.events.send(ev).await;
 }
 
 /// Hands a presence change to the hub: `presence` = `present` | `away` (and the

@@ -623,38 +623,20 @@ impl Gateway<'_> {
                 command_id,
                 native_address,
             } => {
-                let ev = DeviceEvent {
-                    radio: self.io.radio.clone(),
-                    protocol: self.io.protocol,
-                    native_address,
-                    received_at: SystemTime::now(),
-                    kind: DeviceEventKind::CommandResult {
-                        command_id,
-                        ok: true,
-                        detail: "read from its latest uplink".into(),
-                    },
-                    link: None,
-                };
-                let _ = self.io.events.send(ev).await;
+                let detail = "read from its latest uplink";
+                self.io
+                    .answer(native_address, command_id, true, detail)
+                    .await;
             }
             RadioCommand::Set {
                 command_id,
                 native_address,
                 ..
             } => {
-                let ev = DeviceEvent {
-                    radio: self.io.radio.clone(),
-                    protocol: self.io.protocol,
-                    native_address,
-                    received_at: SystemTime::now(),
-                    kind: DeviceEventKind::CommandResult {
-                        command_id,
-                        ok: false,
-                        detail: "LoRaWAN devices take no set commands here".into(),
-                    },
-                    link: None,
-                };
-                let _ = self.io.events.send(ev).await;
+                let detail = "LoRaWAN devices take no set commands here";
+                self.io
+                    .answer(native_address, command_id, false, detail)
+                    .await;
             }
             RadioCommand::Backup { reply } => {
                 let _ = reply.send(Err(RadioError::NotSupported("backup".into())));

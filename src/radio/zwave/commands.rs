@@ -95,23 +95,16 @@ impl Controller<'_> {
     /// A command for a node this controller does not have: answered, not dropped.
     async fn unknown(&mut self, address: &str, command_id: String) -> Result<()> {
         tracing::warn!(radio = %self.io.radio, address, "command for a node this controller does not have");
-        let ev = crate::model::DeviceEvent {
-            radio: self.io.radio.clone(),
-            protocol: self.io.protocol,
-            native_address: address.to_string(),
-            received_at: std::time::SystemTime::now(),
-            kind: DeviceEventKind::CommandResult {
-                command_id,
-                ok: false,
-                detail: "no such node on this controller".into(),
-            },
-            link: None,
-        };
-        self.io
-            .events
-            .send(ev)
+        let detail = "no such node on this controller";
+        if self
+            .io
+            .answer(address.to_string(), command_id, false, detail)
             .await
-            .map_err(|_| anyhow::anyhow!("the hub stopped taking events"))
+        {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("the hub stopped taking events"))
+        }
     }
 
     async fn set(
