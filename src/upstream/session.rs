@@ -66,6 +66,11 @@ const DELETE_IDLE: Duration = Duration::from_millis(100);
 /// Rows read from the outbox per read transaction: each read starts a new WAL
 /// snapshot, so fewer, larger reads cost less per row.
 const FETCH_ROWS: usize = 1000;
+
+/// Most messages read ahead of a window of `window` publishes in flight.
+fn read_ahead(window: usize) -> usize {
+    FETCH_ROWS.max(2 * window)
+}
 /// How long a rotation waits for the current connection to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -230,7 +235,7 @@ impl Session {
         if at >= c.upto {
             return;
         }
-        if at < c.after || self.buffer.len() >= FETCH_ROWS.max(2 * window) {
+        if at < c.after || self.buffer.len() >= read_ahead(window) {
             self.more = true;
             return;
         }
@@ -755,7 +760,7 @@ pub(super) async fn run(
             match conn {
                 Ok(conn) => {
                     let after = s.read_after();
-                    let limit = FETCH_ROWS.max(2 * window).saturating_sub(s.buffer.len());
+                    let limit = read_ahead(window).saturating_sub(s.buffer.len());
                     let epoch = s.epoch;
                     fetch = Some(tokio::task::spawn_blocking(move || {
                         let rows = outbox::pending_now(&conn, after, limit);
