@@ -402,12 +402,17 @@ pub struct DueState {
 }
 
 /// States due by `until_ms`, oldest due first (at most `limit`).
+/// The waiting states due by ?1, oldest first. No `LIMIT ?`: SQLite reads a bound
+/// LIMIT while planning, so such a statement is parsed and planned again whenever
+/// the value is bound anew (every commit); the caller stops stepping instead.
+const DUE_STATES: &str = "SELECT rowid, id, last_state, last_seen, lifecycle = 'decommissioned'
+      FROM devices WHERE state_due_ms <= ?1 ORDER BY state_due_ms";
+const ALL_DUE_STATES_DONE: &str =
+    "UPDATE devices SET state_sent_ms = ?2, state_due_ms = NULL WHERE state_due_ms <= ?1";
+
 pub fn due_states(conn: &Connection, until_ms: i64, limit: usize) -> StoreResult<Vec<DueState>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT rowid, id, last_state, last_seen, lifecycle = 'decommissioned' FROM devices
-          WHERE state_due_ms <= ?1 ORDER BY state_due_ms LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![until_ms, limit as i64], |r| {
+    let mut stmt = conn.prepare_cached(DUE_STATES)?;
+    let rows = stmt.query_map(params![until_ms], |r| {
         Ok(DueState {
             row: r.get(0)?,
             id: DeviceId(r.get(1)?),
@@ -416,7 +421,7 @@ pub fn due_states(conn: &Connection, until_ms: i64, limit: usize) -> StoreResult
             gone: r.get(4)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(rows.take(limit).collect::<Result<_, _>>()?)
 }
 
 /// The waiting state at `row` was queued at `now_ms` (or dropped: decommissioned).
@@ -430,10 +435,8 @@ pub fn due_state_done(conn: &Connection, row: i64, now_ms: i64) -> StoreResult<(
 
 /// Every waiting state due by `until_ms` was queued at `now_ms` (or dropped).
 pub fn due_states_done(conn: &Connection, until_ms: i64, now_ms: i64) -> StoreResult<()> {
-    conn.prepare_cached(
-        "UPDATE devices SET state_sent_ms = ?2, state_due_ms = NULL WHERE state_due_ms <= ?1",
-    )?
-    .execute(params![until_ms, now_ms])?;
+    conn.prepare_cached(ALL_DUE_STATES_DONE)?
+        .execute(params![until_ms, now_ms])?;
     Ok(())
 }
 
@@ -815,6 +818,25 @@ mod tests {
         assert_eq!(merge(ra, &a, r#"{"t":6}"#, 20_500), Some(false));
         state_queued(&c, &a, 20_600).unwrap();
         assert_eq!(next_state_due(&c).unwrap(), None);
+    }
+
+    /// The due-state statements run with a new time on every commit: they must keep
+    /// their prepared plan (a re-prepare parses and plans the SQL again each time).
+    #[test]
+    fn due_state_statements_are_not_prepared_again_for_each_time() {
+        let c = db();
+        let ts = "2026-01-01T00:00:00.000Z";
+        let a = DeviceId("zigbee:0x000a".into());
+        upsert_joined(&c, &a, "zigbee", "zb0", "0x000a", ts).unwrap();
+        for until in [1_000, 2_000, 3_000] {
+            due_states(&c, until, 10).unwrap();
+            due_states_done(&c, until, until).unwrap();
+        }
+        for sql in [DUE_STATES, ALL_DUE_STATES_DONE] {
+            let stmt = c.prepare_cached(sql).unwrap();
+            let again = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(again, 0, "{sql}");
+        }
     }
 
     /// A burst reads a device's row once and writes its merged readings later in the
