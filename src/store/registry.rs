@@ -293,15 +293,43 @@ pub fn merge_readings(
     Ok(Some((state, health)))
 }
 
-/// A known device that is not decommissioned: its row (for [`merge_state`], within
-/// the same transaction), its health flags as JSON text, and whether it is pending.
-pub fn live_row(conn: &Connection, id: &DeviceId) -> StoreResult<Option<(i64, String, bool)>> {
+/// A known device that is not decommissioned, as a burst reads it once: its row
+/// (for [`merge_state`], within the same transaction), its health flags as JSON
+/// text, whether it is pending, and its stored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRow {
+    pub row: i64,
+    pub health: String,
+    pub pending: bool,
+    pub stored: StoredState,
+}
+
+/// A device's stored state and when its retained state was last queued or is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredState {
+    pub state: String,
+    pub sent_ms: i64,
+    pub due_ms: Option<i64>,
+}
+
+pub fn live_row(conn: &Connection, id: &DeviceId) -> StoreResult<Option<LiveRow>> {
     Ok(conn
         .prepare_cached(
-            "SELECT rowid, health, lifecycle = 'pending' FROM devices
-              WHERE id = ?1 AND lifecycle != 'decommissioned'",
+            "SELECT rowid, health, lifecycle = 'pending', last_state, state_sent_ms, state_due_ms
+               FROM devices WHERE id = ?1 AND lifecycle != 'decommissioned'",
         )?
-        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([id.as_str()], |r| {
+            Ok(LiveRow {
+                row: r.get(0)?,
+                health: r.get(1)?,
+                pending: r.get(2)?,
+                stored: StoredState {
+                    state: r.get(3)?,
+                    sent_ms: r.get(4)?,
+                    due_ms: r.get(5)?,
+                },
+            })
+        })
         .optional()?)
 }
 
@@ -320,30 +348,47 @@ pub struct StatePace {
 /// the last one queued: see [`due_states`]), or `None` when that row is no longer
 /// `id`'s or the device is decommissioned since.
 ///
-/// A read by rowid, the merge here and a plain `UPDATE` by rowid: with many devices
-/// every event of a burst is another device's, and this is the store writer's work
-/// per event. An `UPDATE .. RETURNING` with SQLite's `json_patch` cost more: a seek
-/// through the text key's index, the JSON functions, and a statement journal (its
-/// `RETURNING` makes it a multi-write statement, so each page it changed was copied
-/// first).
+/// `read` is the stored state [`live_row`] read, when nothing else has written to
+/// the registry since: then the row is not read again. Otherwise (`None`) it is
+/// read again by rowid and checked to be still `id`'s and live.
+///
+/// A read by rowid (at most), the merge here and a plain `UPDATE` by rowid: with
+/// many devices every event of a burst is another device's, and this is the store
+/// writer's work per event. An `UPDATE .. RETURNING` with SQLite's `json_patch`
+/// cost more: a seek through the text key's index, the JSON functions, and a
+/// statement journal (its `RETURNING` makes it a multi-write statement, so each
+/// page it changed was copied first).
 pub fn merge_state(
     conn: &Connection,
     row: i64,
     id: &DeviceId,
+    read: Option<StoredState>,
     patch: &serde_json::Map<String, serde_json::Value>,
     ts: &str,
     pace: StatePace,
 ) -> StoreResult<Option<(String, bool)>> {
-    let stored: Option<(String, i64, Option<i64>)> = conn
-        .prepare_cached(
-            "SELECT last_state, state_sent_ms, state_due_ms FROM devices
-              WHERE rowid = ?1 AND id = ?2 AND lifecycle != 'decommissioned'",
-        )?
-        .query_row(params![row, id.as_str()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
-    let Some((stored, sent_ms, due_ms)) = stored else {
+    let stored = match read {
+        Some(read) => Some(read),
+        None => conn
+            .prepare_cached(
+                "SELECT last_state, state_sent_ms, state_due_ms FROM devices
+                  WHERE rowid = ?1 AND id = ?2 AND lifecycle != 'decommissioned'",
+            )?
+            .query_row(params![row, id.as_str()], |r| {
+                Ok(StoredState {
+                    state: r.get(0)?,
+                    sent_ms: r.get(1)?,
+                    due_ms: r.get(2)?,
+                })
+            })
+            .optional()?,
+    };
+    let Some(StoredState {
+        state: stored,
+        sent_ms,
+        due_ms,
+    }) = stored
+    else {
         return Ok(None);
     };
     let state = merged(&stored, patch);
@@ -771,8 +816,8 @@ mod tests {
         let b = DeviceId("zigbee:0x000b".into());
         upsert_joined(&c, &a, "zigbee", "zb0", "0x000a", ts).unwrap();
         upsert_joined(&c, &b, "zigbee", "zb0", "0x000b", ts).unwrap();
-        let (ra, ..) = live_row(&c, &a).unwrap().unwrap();
-        let (rb, ..) = live_row(&c, &b).unwrap().unwrap();
+        let ra = live_row(&c, &a).unwrap().unwrap().row;
+        let rb = live_row(&c, &b).unwrap().unwrap().row;
         let patch = |j: &str| -> serde_json::Map<String, serde_json::Value> {
             serde_json::from_str(j).unwrap()
         };
@@ -781,7 +826,7 @@ mod tests {
             interval_ms: 1_000,
         };
         let merge = |row, id, j: &str, now_ms| {
-            merge_state(&c, row, id, &patch(j), ts, at(now_ms))
+            merge_state(&c, row, id, None, &patch(j), ts, at(now_ms))
                 .unwrap()
                 .map(|(_, now)| now)
         };
@@ -849,29 +894,43 @@ mod tests {
         let a = DeviceId("ble:00:00:00:00:00:0a".into());
         let b = DeviceId("ble:00:00:00:00:00:0b".into());
         upsert_joined(&c, &a, "ble", "ble0", "a", ts).unwrap();
-        let (row, health, pending) = live_row(&c, &a).unwrap().unwrap();
-        assert_eq!((health.as_str(), pending), ("{}", true));
+        let live = live_row(&c, &a).unwrap().unwrap();
+        let row = live.row;
+        assert_eq!((live.health.as_str(), live.pending), ("{}", true));
         let patch: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(r#"{"t":1}"#).unwrap();
         assert_eq!(
-            merge_state(&c, row, &a, &patch, ts, EVERY).unwrap(),
+            merge_state(&c, row, &a, Some(live.stored), &patch, ts, EVERY).unwrap(),
             Some((r#"{"t":1}"#.to_string(), true))
+        );
+        // Read again (as after other writes): the same merge.
+        let patch2: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"h":2}"#).unwrap();
+        assert_eq!(
+            merge_state(&c, row, &a, None, &patch2, ts, EVERY).unwrap(),
+            Some((r#"{"h":2,"t":1}"#.to_string(), true))
         );
         c.execute("DELETE FROM devices WHERE id = ?1", [a.as_str()])
             .unwrap();
         upsert_joined(&c, &b, "ble", "ble0", "b", ts).unwrap();
         assert_eq!(
-            live_row(&c, &b).unwrap().unwrap().0,
+            live_row(&c, &b).unwrap().unwrap().row,
             row,
             "the row is reused"
         );
-        assert_eq!(merge_state(&c, row, &a, &patch, ts, EVERY).unwrap(), None);
+        assert_eq!(
+            merge_state(&c, row, &a, None, &patch, ts, EVERY).unwrap(),
+            None
+        );
         assert_eq!(
             get(&c, &b).unwrap().unwrap().last_state,
             serde_json::json!({})
         );
         set_lifecycle(&c, &b, Lifecycle::Decommissioned).unwrap();
-        assert_eq!(merge_state(&c, row, &b, &patch, ts, EVERY).unwrap(), None);
+        assert_eq!(
+            merge_state(&c, row, &b, None, &patch, ts, EVERY).unwrap(),
+            None
+        );
         assert_eq!(live_row(&c, &b).unwrap(), None);
     }
 

@@ -61,6 +61,11 @@ pub(in crate::hub) struct Merging<'e> {
     row: i64,
     /// Its telemetry stays in the gateway (see [`held_back`]).
     held: bool,
+    /// Its stored state as read with its row, and how many events of the burst had
+    /// gone the slow way (`apply_event`) then: when more have since, any row may
+    /// have changed and the merge reads it again.
+    stored: registry::StoredState,
+    read_after: usize,
     patch: serde_json::Map<String, serde_json::Value>,
     at: SystemTime,
     health: serde_json::Value,
@@ -76,12 +81,15 @@ impl Merging<'_> {
         ctx: &EventContext,
         seqs: &mut outbox::SeqCursor,
         assigned: &mut Vec<(usize, i64)>,
+        slow_events: usize,
     ) -> Result<(), StoreError> {
         self.telemetry.flush(c, seqs, ctx, &self.id, assigned)?;
+        let read = (self.read_after == slow_events).then_some(self.stored);
         let merged = registry::merge_state(
             c,
             self.row,
             &self.id,
+            read,
             &self.patch,
             &rfc3339(self.at),
             ctx.state_pace(),
@@ -197,19 +205,23 @@ pub(in crate::hub) fn apply_burst(
     let mut assigned: Vec<(usize, i64)> = Vec::new();
     let mut merging: Vec<Option<Merging>> = Vec::new();
     let mut slot_of: HashMap<DeviceId, usize> = HashMap::new();
+    // Events that went through `apply_event`, which may write any device's row.
+    let mut slow_events = 0usize;
     for ev in batch {
         let id = ev.device_id();
         if let DeviceEventKind::Readings(readings) = &ev.kind {
             let slot = match slot_of.get(&id) {
                 Some(&i) => Some(i),
-                None => registry::live_row(c, &id)?.map(|(row, health, pending)| {
+                None => registry::live_row(c, &id)?.map(|live| {
                     merging.push(Some(Merging {
                         id: id.clone(),
-                        row,
-                        held: pending && discovered(&id),
+                        row: live.row,
+                        held: live.pending && discovered(&id),
+                        stored: live.stored,
+                        read_after: slow_events,
                         patch: serde_json::Map::new(),
                         at: ev.received_at,
-                        health: parse_health(&health),
+                        health: parse_health(&live.health),
                         telemetry: PendingTelemetry::default(),
                     }));
                     slot_of.insert(id.clone(), merging.len() - 1);
@@ -249,8 +261,9 @@ pub(in crate::hub) fn apply_burst(
             }
         }
         if let Some(m) = slot_of.remove(&id).and_then(|i| merging[i].take()) {
-            m.flush(c, ctx, &mut seqs, &mut assigned)?;
+            m.flush(c, ctx, &mut seqs, &mut assigned, slow_events)?;
         }
+        slow_events += 1;
         let mut applied = apply_event(c, ctx, ev)?;
         if let Some((id, state, at)) = applied.state.take() {
             queue_state(c, &mut seqs, ctx, &id, &state, at)?;
@@ -258,7 +271,7 @@ pub(in crate::hub) fn apply_burst(
         out.push(applied);
     }
     for m in merging.into_iter().flatten() {
-        m.flush(c, ctx, &mut seqs, &mut assigned)?;
+        m.flush(c, ctx, &mut seqs, &mut assigned, slow_events)?;
     }
     for (index, seq) in assigned {
         for notice in &mut out[index].notices {
