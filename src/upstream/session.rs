@@ -716,6 +716,8 @@ pub(super) async fn run(
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut last_enforce = Instant::now() - tuning.enforce_every;
+    // How long after the last check the next one may start (see `enforce_wait`).
+    let mut enforce_wait = tuning.enforce_every;
     let mut last_info = Instant::now();
     // (when, delivered) once a second over the last `RATE_WINDOW` seconds.
     let mut rate_marks: VecDeque<(Instant, u64)> = VecDeque::from([(Instant::now(), 0u64)]);
@@ -887,6 +889,12 @@ pub(super) async fn run(
             },
             r = join(&mut enforcing) => {
                 enforcing = None;
+                let took = last_enforce.elapsed();
+                enforce_wait = enforce_spacing(tuning.enforce_every, took);
+                if enforce_wait > tuning.enforce_every {
+                    tracing::debug!(took_ms = took.as_millis() as u64, next_in_s = enforce_wait.as_secs(),
+                        "outbox limit check read the outbox through: the next one waits longer");
+                }
                 match r {
                     Ok(Ok(report)) => apply_report(&status, &gate, &report, max_bytes),
                     Ok(Err(e)) => status.set_error(format!("cannot apply the outbox limits: {e}")),
@@ -955,7 +963,7 @@ pub(super) async fn run(
                 let now = Instant::now();
                 let delivered = status.delivered.load(Ordering::Relaxed);
                 status.set_rate(delivery_rate(&mut rate_marks, now, delivered));
-                if enforcing.is_none() && now.duration_since(last_enforce) >= tuning.enforce_every {
+                if enforcing.is_none() && now.duration_since(last_enforce) >= enforce_wait {
                     last_enforce = now;
                     let w = writer.clone();
                     let db = db_path.clone();
@@ -1123,6 +1131,19 @@ fn delivery_rate(marks: &mut VecDeque<(Instant, u64)>, now: Instant, delivered: 
     }
 }
 
+/// A limit check that has to read the whole outbox (a database larger than
+/// `max_bytes`, an old message) takes time in proportion to it: about a second at
+/// 256 MiB here, far more on an SD card, and on the writer, holding up every commit,
+/// when a limit is reached. So the next check waits at least this many times as
+/// long as the last one took: checking takes at most 1/20 of the time, and the
+/// outbox overshoots its limit by at most that long a stretch of new messages.
+const ENFORCE_SPACING: u32 = 20;
+
+/// When the next limit check may start, after one that took `took`.
+fn enforce_spacing(every: Duration, took: Duration) -> Duration {
+    every.max(took.saturating_mul(ENFORCE_SPACING))
+}
+
 fn apply_report(
     status: &UpstreamStatus,
     gate: &outbox::OutboxGate,
@@ -1174,6 +1195,24 @@ fn apply_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A quick check keeps the configured pace; one that read the outbox through
+    /// spaces the next so that checking takes at most 1/20 of the time.
+    #[test]
+    fn a_slow_limit_check_spaces_the_next_one() {
+        let every = Duration::from_secs(2);
+        assert_eq!(enforce_spacing(every, Duration::from_millis(3)), every);
+        assert_eq!(enforce_spacing(every, Duration::from_millis(100)), every);
+        assert_eq!(
+            enforce_spacing(every, Duration::from_millis(1_200)),
+            Duration::from_secs(24)
+        );
+        assert_eq!(
+            enforce_spacing(every, Duration::MAX),
+            Duration::MAX,
+            "no overflow"
+        );
+    }
 
     #[test]
     fn the_delivery_rate_is_averaged_over_ten_seconds() {
