@@ -312,6 +312,17 @@ pub struct StoredState {
     pub due_ms: Option<i64>,
 }
 
+impl StoredState {
+    /// From `last_state, state_sent_ms, state_due_ms` at columns `first ..`.
+    fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredState> {
+        Ok(StoredState {
+            state: r.get(first)?,
+            sent_ms: r.get(first + 1)?,
+            due_ms: r.get(first + 2)?,
+        })
+    }
+}
+
 pub fn live_row(conn: &Connection, id: &DeviceId) -> StoreResult<Option<LiveRow>> {
     Ok(conn
         .prepare_cached(
@@ -323,11 +334,7 @@ pub fn live_row(conn: &Connection, id: &DeviceId) -> StoreResult<Option<LiveRow>
                 row: r.get(0)?,
                 health: r.get(1)?,
                 pending: r.get(2)?,
-                stored: StoredState {
-                    state: r.get(3)?,
-                    sent_ms: r.get(4)?,
-                    due_ms: r.get(5)?,
-                },
+                stored: StoredState::from_row(r, 3)?,
             })
         })
         .optional()?)
@@ -374,13 +381,7 @@ pub fn merge_state(
                 "SELECT last_state, state_sent_ms, state_due_ms FROM devices
                   WHERE rowid = ?1 AND id = ?2 AND lifecycle != 'decommissioned'",
             )?
-            .query_row(params![row, id.as_str()], |r| {
-                Ok(StoredState {
-                    state: r.get(0)?,
-                    sent_ms: r.get(1)?,
-                    due_ms: r.get(2)?,
-                })
-            })
+            .query_row(params![row, id.as_str()], |r| StoredState::from_row(r, 0))
             .optional()?,
     };
     let Some(StoredState {

@@ -16,6 +16,7 @@
 //! - `rotate.rs`: rotation of the gateway's own client certificate, with rollback
 
 pub mod client;
+mod limit_check;
 pub mod link;
 pub mod pump;
 pub mod requests;

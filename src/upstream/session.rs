@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rumqttc::Transport;
 use rusqlite::Connection;
@@ -34,7 +34,7 @@ use super::link::{Client, Ev, Poller, Props};
 use super::pump::{Msg, Window};
 use super::requests::{self, Inbound, Outbound, RequestContext};
 use super::rotate::{SwitchIdentity, Switched};
-use super::{limits, ConnectionState, Tuning, UpstreamDeps, UpstreamStatus};
+use super::{limit_check, limits, ConnectionState, Tuning, UpstreamDeps, UpstreamStatus};
 use crate::config::OutboxLimits;
 use crate::radio::lora::bridge::BridgeRoute;
 use crate::radio::Backoff;
@@ -890,13 +890,13 @@ pub(super) async fn run(
             r = join(&mut enforcing) => {
                 enforcing = None;
                 let took = last_enforce.elapsed();
-                enforce_wait = enforce_spacing(tuning.enforce_every, took);
+                enforce_wait = limit_check::spacing(tuning.enforce_every, took);
                 if enforce_wait > tuning.enforce_every {
                     tracing::debug!(took_ms = took.as_millis() as u64, next_in_s = enforce_wait.as_secs(),
                         "outbox limit check read the outbox through: the next one waits longer");
                 }
                 match r {
-                    Ok(Ok(report)) => apply_report(&status, &gate, &report, max_bytes),
+                    Ok(Ok(report)) => limit_check::apply_report(&status, &gate, &report, max_bytes),
                     Ok(Err(e)) => status.set_error(format!("cannot apply the outbox limits: {e}")),
                     Err(e) => tracing::error!(error = %e, "outbox limit task failed"),
                 }
@@ -965,36 +965,13 @@ pub(super) async fn run(
                 status.set_rate(delivery_rate(&mut rate_marks, now, delivered));
                 if enforcing.is_none() && now.duration_since(last_enforce) >= enforce_wait {
                     last_enforce = now;
-                    let w = writer.clone();
-                    let db = db_path.clone();
-                    let refusing = gate.refusing_telemetry();
-                    enforcing = Some(tokio::spawn(async move {
-                        // Measure on a reader first: the writer (and so the hub) is
-                        // only held up when a limit is actually reached. The quick
-                        // check reads two pages; the outbox is scanned only when the
-                        // database is larger than the limit or a row is too old.
-                        let within = tokio::task::spawn_blocking(move || {
-                            let c = store::open_reader(&db)?;
-                            let now = SystemTime::now();
-                            if let Some(bound) = outbox::surely_within(&c, max_bytes, max_age_ms, now)? {
-                                return Ok(Some(bound));
-                            }
-                            let m = outbox::stats(&c)?;
-                            let over = m.bytes > max_bytes
-                                || m.oldest_age_ms.is_some_and(|a| a > max_age_ms);
-                            Ok::<_, store::StoreError>((!over).then_some(m.bytes))
-                        })
-                        .await
-                        .map_err(|e| store::StoreError::Invalid(e.to_string()))??;
-                        if let (Some(bytes), false) = (within, refusing) {
-                            return Ok(outbox::LimitReport {
-                                bytes,
-                                protected_bytes: bytes,
-                                ..Default::default()
-                            });
-                        }
-                        w.write(move |c| outbox::enforce_limits(c, max_bytes, max_age_ms, SystemTime::now())).await
-                    }));
+                    enforcing = Some(tokio::spawn(limit_check::run(
+                        writer.clone(),
+                        db_path.clone(),
+                        max_bytes,
+                        max_age_ms,
+                        gate.refusing_telemetry(),
+                    )));
                 }
                 if s.connected && now.duration_since(last_info) >= tuning.info_every {
                     last_info = now;
@@ -1131,88 +1108,9 @@ fn delivery_rate(marks: &mut VecDeque<(Instant, u64)>, now: Instant, delivered: 
     }
 }
 
-/// A limit check that has to read the whole outbox (a database larger than
-/// `max_bytes`, an old message) takes time in proportion to it: about a second at
-/// 256 MiB here, far more on an SD card, and on the writer, holding up every commit,
-/// when a limit is reached. So the next check waits at least this many times as
-/// long as the last one took: checking takes at most 1/20 of the time, and the
-/// outbox overshoots its limit by at most that long a stretch of new messages.
-const ENFORCE_SPACING: u32 = 20;
-
-/// When the next limit check may start, after one that took `took`.
-fn enforce_spacing(every: Duration, took: Duration) -> Duration {
-    every.max(took.saturating_mul(ENFORCE_SPACING))
-}
-
-fn apply_report(
-    status: &UpstreamStatus,
-    gate: &outbox::OutboxGate,
-    r: &outbox::LimitReport,
-    max_bytes: u64,
-) {
-    status
-        .dropped_expired
-        .fetch_add(r.dropped_expired, Ordering::Relaxed);
-    status
-        .dropped_for_space
-        .fetch_add(r.dropped_for_space, Ordering::Relaxed);
-    status.compacted.fetch_add(r.compacted, Ordering::Relaxed);
-    if r.dropped_expired + r.dropped_for_space > 0 {
-        tracing::warn!(
-            expired = r.dropped_expired,
-            for_space = r.dropped_for_space,
-            bytes = r.bytes,
-            "outbox limits: telemetry dropped"
-        );
-    }
-    // Refuse new telemetry while the undroppable kinds fill the outbox; accept it
-    // again once they are below 90 % of the limit.
-    let refusing = gate.refusing_telemetry();
-    let full = r.protected_bytes >= max_bytes;
-    let relieved = r.protected_bytes < max_bytes / 10 * 9;
-    if full && !refusing {
-        gate.set_refuse_telemetry(true);
-    } else if refusing && relieved {
-        gate.set_refuse_telemetry(false);
-    }
-    let alarm = if gate.refusing_telemetry() {
-        Some(format!(
-            "outbox full: {} bytes of lifecycle/audit/state messages against a limit of {max_bytes}; new telemetry is refused",
-            r.protected_bytes
-        ))
-    } else if r.protected_expired > 0 {
-        Some(format!(
-            "{} lifecycle/audit/state message(s) older than upstream.outbox.max_age are waiting (kept, never dropped)",
-            r.protected_expired
-        ))
-    } else {
-        None
-    };
-    // An undeliverable-row alarm stays until the next limit check clears it.
-    status.set_alarm(alarm);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A quick check keeps the configured pace; one that read the outbox through
-    /// spaces the next so that checking takes at most 1/20 of the time.
-    #[test]
-    fn a_slow_limit_check_spaces_the_next_one() {
-        let every = Duration::from_secs(2);
-        assert_eq!(enforce_spacing(every, Duration::from_millis(3)), every);
-        assert_eq!(enforce_spacing(every, Duration::from_millis(100)), every);
-        assert_eq!(
-            enforce_spacing(every, Duration::from_millis(1_200)),
-            Duration::from_secs(24)
-        );
-        assert_eq!(
-            enforce_spacing(every, Duration::MAX),
-            Duration::MAX,
-            "no overflow"
-        );
-    }
 
     #[test]
     fn the_delivery_rate_is_averaged_over_ten_seconds() {
