@@ -225,6 +225,10 @@ ALTER TABLE devices ADD COLUMN state_due_ms INTEGER;
 CREATE INDEX devices_state_due ON devices (state_due_ms) WHERE state_due_ms IS NOT NULL;
 "#,
         ),
+        // The outbox without its index on (kind, id): every message paid a B-tree
+        // insert and a delete in it, and only the outbox limits (spaced by their own
+        // cost, and reading the outbox through anyway) filter by kind.
+        M::up("DROP INDEX outbox_by_kind;"),
     ])
 }
 
