@@ -364,7 +364,8 @@ fn hand_over_committed(conn: &Connection, side: &Side, upto: &mut Option<i64>) -
     let Ok(permit) = tap.try_reserve() else {
         return false;
     };
-    match outbox::pending(conn, before, TAP_MESSAGES) {
+    let captured = outbox::capture_take().filter(|rows| outbox::covers(rows, before, now));
+    match captured.map_or_else(|| outbox::pending(conn, before, TAP_MESSAGES), Ok) {
         Ok(rows) => {
             permit.send(CommittedRows {
                 after: before,
@@ -407,10 +408,16 @@ fn writer_loop(
             }
         }
         batch.extend(side.take_deferred());
+        // A small commit's messages are captured as they are queued, for the tap.
+        outbox::capture_begin(
+            (tapped_upto.is_some() && side.tap_wanted.load(Ordering::Relaxed))
+                .then_some(TAP_MESSAGES),
+        );
         run_batch(&conn, &mut batch, stats);
         if !hand_over_committed(&conn, side, &mut tapped_upto) {
             side.committed.notify_one();
         }
+        outbox::capture_begin(None);
         if let Some(why) = audit::take_tampered() {
             audit_guard::tampered_while_running(&conn, &why, stats);
         }
@@ -449,6 +456,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
     }
     let commit = conn.execute_batch("COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
+        outbox::capture_spoil();
         if audit::tracking() {
             let _ = audit::track_head(conn);
         }
@@ -493,6 +501,7 @@ impl Writer {
                             stats.disk.hit_full(&stats.log);
                         }
                         let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                        outbox::capture_spoil();
                         if audit::tracking() {
                             let _ = audit::track_head(conn);
                         }
@@ -776,6 +785,94 @@ mod tests {
         let c = tap.recv().await.unwrap();
         let last = 11 + TAP_MESSAGES as i64 + 1;
         assert_eq!((c.after, c.upto), (last, last + 1));
+    }
+
+    /// What the writer hands over is what committed, whether it was captured as it
+    /// was queued or read back: a job that failed after queueing (its savepoint
+    /// rolled back, its seq given out again, here to a message queued in a way that
+    /// is not captured) leaves nothing of its own behind in it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handed_over_rows_are_what_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), WriterOptions::default()).unwrap();
+        let w = store.writer();
+        let message = |topic: &str| outbox::NewMessage {
+            kind: outbox::MessageKind::Lifecycle,
+            device: None,
+            topic: topic.into(),
+            retain: false,
+            data: serde_json::json!({"topic": topic}),
+            event_time: std::time::SystemTime::now(),
+        };
+        let mut tap = w.tap_outbox(8);
+        w.want_committed_rows(true);
+        let reader = store.reader().unwrap();
+        // (topic, how it is queued: 0 captured, 1 captured then the job fails,
+        // 2 not captured)
+        let rounds: [&[(&str, u8)]; 4] = [
+            &[("first", 0)],
+            &[("a", 0), ("b", 0)],
+            &[("lost", 1), ("bridged", 2)],
+            &[("c", 0), ("lost", 1), ("d", 0), ("bridged", 2)],
+        ];
+        let mut after = 0;
+        for (round, jobs) in rounds.into_iter().enumerate() {
+            // The writer is held busy while the round's jobs queue, so that they
+            // commit together.
+            let mut waits = vec![w
+                .queue(|_| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    Ok(())
+                })
+                .await
+                .unwrap()];
+            for &(topic, how) in jobs {
+                let m = message(topic);
+                waits.push(
+                    w.queue(move |c| match how {
+                        2 => outbox::append_bridged(c, &m.topic, b"{}").map(drop),
+                        _ => {
+                            let seq = outbox::append(c, "gw", &m)?;
+                            match how {
+                                1 => Err(StoreError::Invalid(format!("failed after seq {seq}"))),
+                                _ => Ok(()),
+                            }
+                        }
+                    })
+                    .await
+                    .unwrap(),
+                );
+            }
+            for done in waits {
+                let _ = done.await.unwrap();
+            }
+            let committed = outbox::pending(&reader, after, 100).unwrap();
+            let upto = committed.last().unwrap().seq;
+            if round == 0 {
+                // The first commit the tap sees is only signalled.
+                after = upto;
+                continue;
+            }
+            let mut handed = Vec::new();
+            while handed
+                .last()
+                .is_none_or(|r: &outbox::OutboxRow| r.seq < upto)
+            {
+                let c = tokio::time::timeout(Duration::from_secs(5), tap.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                handed.extend(c.rows);
+            }
+            let key = |rows: &[outbox::OutboxRow]| -> Vec<(i64, String, String, Vec<u8>)> {
+                rows.iter()
+                    .map(|r| (r.seq, r.msg_id.clone(), r.topic.clone(), r.payload.clone()))
+                    .collect()
+            };
+            assert_eq!(key(&handed), key(&committed), "round {round}");
+            assert!(committed.iter().all(|r| r.topic != "lost"), "round {round}");
+            after = upto;
+        }
     }
 
     /// Deferred work waits for a commit made for another reason (no transaction of
