@@ -82,21 +82,27 @@ pub const BURSTS_IN_FLIGHT: usize = 4;
 /// How often availability is re-evaluated against the policy's timeouts.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 
-/// How fast events came in behind the previous burst: the hub lingers only while a
-/// linger at that pace would gather fewer than [`BUSY_IN_A_LINGER`] events.
+/// How fast events came in behind the previous burst, and when it was handed to the
+/// writer: the hub lingers only while a linger at that pace would gather fewer than
+/// [`BUSY_IN_A_LINGER`] events, and only until one linger after that hand-over.
 #[derive(Debug, Clone, Copy)]
 struct Pace {
     /// When the previous burst started gathering.
     since: tokio::time::Instant,
     /// How many events it took.
     events: usize,
+    /// When it was handed to the writer.
+    handed: tokio::time::Instant,
 }
 
 impl Pace {
     fn new() -> Pace {
+        let now = tokio::time::Instant::now();
         Pace {
-            since: tokio::time::Instant::now(),
+            since: now,
             events: 0,
+            // Long enough ago that the first event goes at once.
+            handed: now.checked_sub(Duration::from_secs(3600)).unwrap_or(now),
         }
     }
 
@@ -113,12 +119,15 @@ impl Pace {
 /// Half a full burst: a pace that fills this much of the queue during a linger is load.
 const BUSY_IN_A_LINGER: usize = MAX_EVENT_BATCH / 2;
 
-/// Takes the events queued behind the first one of a burst, up to a full burst;
-/// when the queue runs empty first and events are coming in slowly (see [`Pace`]),
-/// sleeps out the rest of `linger` (from now) once and then takes what arrived
-/// meanwhile. Events arriving during the linger do not wake the hub one by one: at a
-/// radio's line rate (an event every millisecond or so) a wake-up per event cost more
-/// CPU than the event itself.
+/// Takes the events queued behind the first one of a burst, up to a full burst. Under
+/// light load (see [`Pace`]) bursts are handed over at most once per `linger`: an
+/// event a linger or more after the previous hand-over goes at once (a lone event
+/// waits for nothing), and one that follows sooner waits out the rest of that
+/// linger, once, and takes what arrived meanwhile. A steady trickle so commits once
+/// per linger (one fsync, one wake of the uplink for all its events), and events
+/// arriving during the wait do not wake the hub one by one: at a radio's line rate
+/// (an event every millisecond or so) a wake-up per event cost more CPU than the
+/// event itself.
 async fn gather(
     events: &mut mpsc::Receiver<DeviceEvent>,
     batch: &mut Vec<DeviceEvent>,
@@ -126,8 +135,8 @@ async fn gather(
     pace: &mut Pace,
 ) {
     let started = tokio::time::Instant::now();
-    let deadline = started + linger;
-    let mut lingered = linger.is_zero() || pace.busy(started, linger);
+    let deadline = pace.handed + linger;
+    let mut lingered = deadline <= started || pace.busy(started, linger);
     while batch.len() < MAX_EVENT_BATCH {
         match events.try_recv() {
             Ok(ev) => batch.push(ev),
@@ -141,6 +150,7 @@ async fn gather(
     *pace = Pace {
         since: started,
         events: batch.len(),
+        handed: tokio::time::Instant::now(),
     };
 }
 

@@ -881,20 +881,25 @@ async fn a_join_the_radio_refused_itself_is_a_denial_with_the_registry_s_reason(
         .any(|a| a.action == "lorawan.frame" && a.details["reason"] == "bad_mic"));
 }
 
-/// A burst lingers for company while events come in slowly; when the previous burst
-/// shows a pace that would queue half a burst during a linger, it goes at once, so
-/// full load is not paced by the linger.
+/// Under light load a burst is handed over at most once per linger: a lone event
+/// after a quiet spell goes at once, one that follows the previous hand-over sooner
+/// waits out the rest of that linger; when the previous burst shows a pace that would
+/// queue half a burst during a linger, it goes at once, so full load is not paced by
+/// the linger.
 #[tokio::test(start_paused = true)]
-async fn a_burst_lingers_only_while_events_come_in_slowly() {
+async fn a_burst_waits_out_the_linger_only_while_events_come_in_slowly() {
     let linger = Duration::from_millis(20);
-    // (events the previous burst took, how long ago it started, lingers now)
-    for (previous, ago_ms, lingers) in [
-        (0, 1000, true),
-        (30, 25, true),
-        (BUSY_IN_A_LINGER - 1, 20, true),
-        (BUSY_IN_A_LINGER, 20, false),
-        (2000, 5, false),
-        (2000, 2000, true),
+    // (events the previous burst took, how long ago it started gathering, how long
+    // ago it was handed over, how long this one waits)
+    for (previous, ago_ms, handed_ms, waits_ms) in [
+        (0, 1000, 1000, 0),
+        (1, 3000, 3000, 0),
+        (30, 25, 5, 15),
+        (3, 40, 20, 0),
+        (BUSY_IN_A_LINGER - 1, 20, 0, 20),
+        (BUSY_IN_A_LINGER, 20, 0, 0),
+        (2000, 5, 0, 0),
+        (2000, 2000, 1990, 0),
     ] {
         let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
         for i in 0..3 {
@@ -906,16 +911,20 @@ async fn a_burst_lingers_only_while_events_come_in_slowly() {
         let mut pace = Pace {
             since: now - Duration::from_millis(ago_ms),
             events: previous,
+            handed: now - Duration::from_millis(handed_ms),
         };
         let mut batch = Vec::new();
         gather(&mut rx, &mut batch, linger, &mut pace).await;
         assert_eq!(batch.len(), 3);
         assert_eq!(
-            now.elapsed() >= linger,
-            lingers,
-            "{previous} events {ago_ms} ms ago"
+            now.elapsed(),
+            Duration::from_millis(waits_ms),
+            "{previous} events {ago_ms} ms ago, handed over {handed_ms} ms ago"
         );
-        assert_eq!((pace.since, pace.events), (now, 3));
+        assert_eq!(
+            (pace.since, pace.events, pace.handed),
+            (now, 3, now + Duration::from_millis(waits_ms))
+        );
     }
 }
 
