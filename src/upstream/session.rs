@@ -712,6 +712,8 @@ pub(super) async fn run(
     let mut reconnect_at: Option<tokio::time::Instant> = None;
     // Since when delivered rows have been waiting to be deleted.
     let mut delete_wait: Option<Instant> = None;
+    // The writer handed a commit over since the last idle tick.
+    let mut handed_since_tick = false;
     let mut idle = tokio::time::interval(tuning.idle_poll);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut second = tokio::time::interval(Duration::from_secs(1));
@@ -949,10 +951,17 @@ pub(super) async fn run(
                     break;
                 }
             },
+            // The safety net: an idle pump reads the outbox anyway. While the writer
+            // hands commits over, reading the file as well would only turn the tap
+            // off and on again (and the commits during the read would be signalled
+            // and read, not handed over).
             _ = idle.tick() => {
-                s.more = true;
+                if !std::mem::take(&mut handed_since_tick) {
+                    s.more = true;
+                }
             },
             Some(c) = committed_rows.recv() => {
+                handed_since_tick = true;
                 s.take_committed(c, window);
             },
             // A commit whose messages the writer did not hand over.
