@@ -59,8 +59,9 @@ struct Args {
     /// The store's `synchronous` setting (the shipped one is `full`).
     #[arg(long, default_value = "full")]
     sync: String,
-    /// The store's `linger` (how long an event of a short burst waits for others),
-    /// e.g. `0ms` to hand every burst over at once; the shipped default when not given.
+    /// The store's `linger` (under light load, bursts are handed to the writer at
+    /// most once per linger), e.g. `0ms` to hand every burst over at once; the
+    /// shipped default when not given.
     #[arg(long)]
     linger: Option<String>,
     /// Broker URL (`mqtt://host:port`); an embedded rumqttd when not given.

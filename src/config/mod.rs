@@ -81,9 +81,10 @@ pub struct StoreConfig {
     pub commit_max_ops: Spanned<usize>,
     #[serde(default = "default_synchronous")]
     pub synchronous: Synchronous,
-    /// Under light load, how long a device event waits for others so that they
-    /// commit together (one fsync and one uplink round for all). At most 1s;
-    /// 0 commits every burst at once.
+    /// Under light load, device events are committed at most once per this long:
+    /// an event after a quiet spell commits at once, the events that follow it
+    /// sooner wait out the rest and commit together (one fsync and one uplink round
+    /// for all). At most 1s; 0 commits every burst at once.
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub linger: Duration,
     /// A device's retained state message is queued at most once per this interval:
@@ -109,7 +110,7 @@ fn default_commit_max_ops() -> Spanned<usize> {
     Spanned::new(0..0, 1000)
 }
 fn default_linger() -> Duration {
-    Duration::from_millis(20)
+    Duration::from_millis(50)
 }
 fn default_state_interval() -> Duration {
     Duration::from_secs(1)
