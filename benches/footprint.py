@@ -19,7 +19,6 @@ the state directory.
 """
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -30,11 +29,7 @@ import sys
 import tempfile
 import time
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchlib import api, free_port, mqtt_subscribe
 
 
 def rss_kib(pid):
@@ -60,36 +55,13 @@ def rss_split_kib(pid):
     return vals.get("RssAnon", 0), vals.get("RssFile", 0)
 
 
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=30)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
-
-
 def api_get(sock, path):
-    c = UnixHTTP(sock)
-    c.request("GET", path)
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    return r.status, body
+    return api(sock, "GET", path)
 
 
 def first_message(port, topic, out):
     """A raw MQTT 3.1.1 subscriber: returns when the first PUBLISH arrives."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    cid = b"footprint-sub"
-    var = b"\x00\x04MQTT\x04\x02\x00\x3c"
-    payload = len(cid).to_bytes(2, "big") + cid
-    s.sendall(bytes([0x10, len(var) + len(payload)]) + var + payload)
-    s.recv(4)  # CONNACK
-    t = topic.encode()
-    body = b"\x00\x01" + len(t).to_bytes(2, "big") + t + b"\x00"
-    s.sendall(bytes([0x82, len(body)]) + body)
+    s = mqtt_subscribe(port, "footprint-sub", topic)
     out["sock"] = s
     return s
 

@@ -19,24 +19,18 @@ Prints a table and writes linerate-<radio>.json in the working directory.
 """
 
 import argparse
-import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+from benchlib import api, free_port, mqtt_subscribe
+
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_ticks(pid):
@@ -46,30 +40,6 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=30)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
-
-
-def api(sock, method, path, body=None):
-    c = UnixHTTP(sock)
-    c.request(
-        method,
-        path,
-        body=None if body is None else json.dumps(body),
-        headers={"content-type": "application/json"},
-    )
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, data
-
-
 class Counter:
     """A raw MQTT 3.1.1 subscriber (QoS 0, no keep-alive) counting PUBLISH packets
     whose topic ends with `/telemetry`."""
@@ -77,16 +47,8 @@ class Counter:
     def __init__(self, port, topic):
         self.count = 0
         self.lock = threading.Lock()
-        s = socket.create_connection(("127.0.0.1", port), timeout=30)
-        cid = b"linerate-sub"
-        # Clean session, keep-alive 0: it sends nothing while the daemon settles.
-        var = b"\x00\x04MQTT\x04\x02\x00\x00"
-        payload = len(cid).to_bytes(2, "big") + cid
-        s.sendall(bytes([0x10, len(var) + len(payload)]) + var + payload)
-        s.recv(4)  # CONNACK
-        t = topic.encode()
-        body = b"\x00\x01" + len(t).to_bytes(2, "big") + t + b"\x00"
-        s.sendall(bytes([0x82, len(body)]) + body)
+        # No keep-alive: it sends nothing while the daemon settles.
+        s = mqtt_subscribe(port, "linerate-sub", topic, keep_alive=0)
         s.settimeout(None)
         self.sock = s
         threading.Thread(target=self.run, daemon=True).start()
