@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""CPU of `fieldgate run` with a serial radio's emulator sending at the link's line
-rate, driver included: the emulator (`fieldgate emulate zigbee|zwave`, a separate
-process, not counted) serves the radio over TCP as a network coordinator or
-ser2net would, its devices report every `--report-interval`, and the daemon
+"""CPU of `fieldgate run` with its serial radios' emulators sending at each link's
+line rate, drivers included: each emulator (`fieldgate emulate zigbee|zwave`, a
+separate process, not counted) serves its radio over TCP as a network coordinator
+or ser2net would, its devices report every `--report-interval`, and the daemon
 decodes, records, publishes to a local mosquitto and deletes on PUBACK. The
 daemon's CPU (every thread: driver, hub, store writer, uplink; /proc/PID/stat) is
 sampled over `--seconds` of steady reporting, with the telemetry messages a
@@ -12,10 +12,14 @@ the same run.
 
     cargo build --release
     python3 benches/linerate.py --fieldgate target/release/fieldgate \\
-        --radio zigbee --devices 96 --report-interval 500ms
+        --radio zigbee --devices 64 --report-interval 500ms
+    # both radios in one daemon, each at its line rate:
+    python3 benches/linerate.py --fieldgate target/release/fieldgate \\
+        --radio zigbee,zwave --devices 64,137 --report-interval 500ms
 
 Needs `mosquitto` on the PATH; only the Python standard library otherwise.
-Prints a table and writes linerate-<radio>.json in the working directory.
+Prints one JSON line per run and writes linerate-<radios>.json in the working
+directory.
 """
 
 import argparse
@@ -115,82 +119,105 @@ def emulator(fieldgate, radio, devices, interval):
     return proc, line.split()[1]
 
 
-def run(fieldgate, radio, devices, interval, port, seconds, linger, settle):
+NAMES = {"zigbee": "zb0", "zwave": "zw0"}
+
+
+def run(fieldgate, radios, interval, port, seconds, linger, settle):
+    """One daemon with one emulator per radio; `radios` is [(radio, devices)]."""
     work = tempfile.mkdtemp(prefix="linerate-")
     sock = os.path.join(work, "api.sock")
-    emu, url = emulator(fieldgate, radio, devices, interval)
-    name = "zb0" if radio == "zigbee" else "zw0"
+    emus = []
     conf = os.path.join(work, "fieldgate.toml")
-    prefix = f"linerate/{radio}"
+    prefix = "linerate/" + "-".join(r for r, _ in radios)
     store = f'[store]\nlinger = "{linger}"\n' if linger else ""
-    with open(conf, "w") as f:
-        f.write(
-            f'[gateway]\nid = "linerate"\nstate_dir = "{work}/state"\n'
-            f'[api]\nsocket = "{sock}"\n'
-            f'[upstream]\nurl = "mqtt://127.0.0.1:{port}"\nclient_id = "linerate"\n'
-            f'topic_prefix = "{prefix}"\n'
-            f"{store}"
-            f'[[radio]]\nname = "{name}"\nprotocol = "{radio}"\nport = "{url}"\n'
-        )
-    proc = subprocess.Popen(
-        [fieldgate, "--config", conf, "run"],
-        env=dict(os.environ, RUST_LOG="warn"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = None
     try:
+        sections = ""
+        for radio, devices in radios:
+            emu, url = emulator(fieldgate, radio, devices, interval)
+            emus.append(emu)
+            sections += f'[[radio]]\nname = "{NAMES[radio]}"\nprotocol = "{radio}"\nport = "{url}"\n'
+        with open(conf, "w") as f:
+            f.write(
+                f'[gateway]\nid = "linerate"\nstate_dir = "{work}/state"\n'
+                f'[api]\nsocket = "{sock}"\n'
+                f'[upstream]\nurl = "mqtt://127.0.0.1:{port}"\nclient_id = "linerate"\n'
+                f'topic_prefix = "{prefix}"\n'
+                f"{store}{sections}"
+            )
+        proc = subprocess.Popen(
+            [fieldgate, "--config", conf, "run"],
+            env=dict(os.environ, RUST_LOG="warn"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while not os.path.exists(sock):
             if time.monotonic() > deadline:
                 raise SystemExit("the daemon did not open its API socket")
             time.sleep(0.1)
         counter = Counter(port, prefix + "/#")
-        if radio == "zigbee":
+        if any(r == "zigbee" for r, _ in radios):
             # The emulated devices join through a join window, as a technician pairs.
             deadline = time.monotonic() + 30
             while True:
-                status, body = api(sock, "POST", f"/v1/radios/{name}/permit-join", {"seconds": 250})
+                status, body = api(sock, "POST", "/v1/radios/zb0/permit-join", {"seconds": 250})
                 if status == 200:
                     break
                 if time.monotonic() > deadline:
                     raise SystemExit(f"permit-join: {status} {body[:200]!r}")
                 time.sleep(0.5)
+        # Z-Wave nodes already in the controller's network are found at start and
+        # wait for admission (`pending`); their readings are recorded and published
+        # all the same. They enter the registry when they first speak: with silent
+        # devices the daemon has its controller and nodes, and an empty registry.
+        wanted = {
+            radio: 0 if radio == "zwave" and interval == "1h" else devices
+            for radio, devices in radios
+        }
         deadline = time.monotonic() + 240
-        active = 0
-        if radio == "zwave" and interval == "1h":
-            # Nodes enter the registry when they first speak: the idle daemon has
-            # its controller and nodes, and an empty registry.
-            active = devices
-        while active < devices:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"only {active} of {devices} devices became active")
-            time.sleep(1)
+        while True:
             status, body = api(sock, "GET", "/v1/devices")
-            if status == 200:
-                # Z-Wave nodes already in the controller's network are found at start
-                # and wait for admission (`pending`); their readings are recorded and
-                # published all the same.
-                wanted = ("active",) if radio == "zigbee" else ("active", "pending")
-                active = sum(1 for d in json.loads(body) if d.get("lifecycle") in wanted)
+            listed = json.loads(body) if status == 200 else []
+            short = {
+                radio: n
+                for radio, n in wanted.items()
+                if sum(
+                    1
+                    for d in listed
+                    if d.get("protocol") == radio
+                    and d.get("lifecycle") in (("active",) if radio == "zigbee" else ("active", "pending"))
+                )
+                < n
+            }
+            if not short:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"devices missing after 240 s: {short}")
+            time.sleep(1)
         # Settle: interviews done, reporting configured, the first reports out. The
         # Z-Wave driver interviews the controller's nodes one after another at
         # start (about 0.45 s each against the emulator).
-        time.sleep(settle if settle is not None else 5 if radio == "zigbee" else 10 + devices // 2)
+        if settle is None:
+            settle = max(5 if radio == "zigbee" else 10 + devices // 2 for radio, devices in radios)
+        time.sleep(settle)
         c0, t0, m0 = cpu_ticks(proc.pid), time.monotonic(), counter.read()
         time.sleep(seconds)
         c1, t1, m1 = cpu_ticks(proc.pid), time.monotonic(), counter.read()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        emu.terminate()
-        emu.wait(timeout=30)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        for emu in emus:
+            emu.terminate()
+            emu.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
     wall = t1 - t0
     cpu_s = (c1 - c0) / TICK
     msgs = m1 - m0
     return {
-        "radio": radio,
-        "devices": devices,
+        "radios": ",".join(r for r, _ in radios),
+        "devices": ",".join(str(n) for _, n in radios),
         "report_interval": interval,
         "linger": linger or "default",
         "seconds": round(wall, 1),
@@ -203,8 +230,16 @@ def run(fieldgate, radio, devices, interval, port, seconds, linger, settle):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fieldgate", required=True)
-    ap.add_argument("--radio", choices=["zigbee", "zwave"], default="zigbee")
-    ap.add_argument("--devices", type=int, default=96)
+    ap.add_argument(
+        "--radio",
+        default="zigbee",
+        help="zigbee, zwave, or both (`zigbee,zwave`: one daemon with both radios)",
+    )
+    ap.add_argument(
+        "--devices",
+        default="64",
+        help="devices per radio, in --radio's order (e.g. `64,137`)",
+    )
     ap.add_argument("--report-interval", default="500ms")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--linger", default=None, help="[store] linger; the shipped default when not given")
@@ -217,6 +252,11 @@ def main():
         "Zigbee, 10 + devices / 2 for Z-Wave, whose driver interviews every node at start)",
     )
     args = ap.parse_args()
+    names = args.radio.split(",")
+    counts = [int(n) for n in args.devices.split(",")]
+    if len(names) != len(counts) or any(r not in NAMES for r in names):
+        ap.error("--radio takes zigbee and/or zwave, and --devices one count for each")
+    radios = list(zip(names, counts))
     port = free_port()
     broker = subprocess.Popen(
         ["mosquitto", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -227,7 +267,7 @@ def main():
         for _ in range(args.runs):
             for interval in (args.report_interval, "1h"):
                 r = run(
-                    args.fieldgate, args.radio, args.devices, interval, port,
+                    args.fieldgate, radios, interval, port,
                     args.seconds, args.linger, args.settle,
                 )
                 print(json.dumps(r), flush=True)
@@ -235,7 +275,7 @@ def main():
     finally:
         broker.terminate()
         broker.wait()
-    out = f"linerate-{args.radio}.json"
+    out = "linerate-" + "-".join(names) + ".json"
     with open(out, "w") as f:
         json.dump(results, f, indent=2)
     print("results:", out)
