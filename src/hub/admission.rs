@@ -47,12 +47,14 @@ pub(super) fn retire(
     Ok(destroyed)
 }
 
-/// Registers a device first heard through its readings, unless the policy denies it.
+/// Registers a device first heard through its readings, or first described by its
+/// radio (`described`: what the policy then sees of it), unless the policy denies it.
 pub(super) fn discover(
     c: &Connection,
     ctx: &EventContext,
     ev: &DeviceEvent,
     id: &DeviceId,
+    described: Option<&crate::model::DeviceInfo>,
     out: &mut Applied,
 ) -> Result<Option<registry::Device>, StoreError> {
     let gw: &str = &ctx.gateway_id;
@@ -60,9 +62,9 @@ pub(super) fn discover(
     let facts = DeviceFacts {
         protocol: Some(ev.protocol),
         address: &ev.native_address,
-        manufacturer: None,
-        model: None,
-        capabilities: &[],
+        manufacturer: described.and_then(|i| i.manufacturer.as_deref()),
+        model: described.and_then(|i| i.model.as_deref()),
+        capabilities: described.map_or(&[], |i| &i.capabilities),
     };
     if store::blocks::is_blocked(c, id.as_str())? {
         // On the denylist: told to leave, never registered; not audited per reading

@@ -1048,3 +1048,59 @@ async fn a_device_s_state_is_queued_at_most_once_per_interval() {
     shutdown.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// The nodes a Z-Wave controller already had are described by the driver at start,
+/// before they joined here or spoke: each is registered as pending with what the radio
+/// knows of it (manufacturer, model, how it is reached), not dropped, so a node first
+/// heard later, or adopted by a technician, keeps its description. It stays pending
+/// until a join window or a technician admits it, and the policy sees its description.
+#[tokio::test]
+async fn a_device_described_before_it_spoke_is_pending_with_its_description() {
+    let mut rig = rig();
+    rig.hub.as_mut().unwrap().join_windows.clear();
+    // Only how it is reached (what the driver knows before the interview): not yet.
+    let reach = DeviceEventKind::Interviewed(DeviceInfo {
+        reachability: Some(crate::model::Reachability::WakeUp),
+        ..Default::default()
+    });
+    rig.events(vec![event(ADDR, reach)]).await;
+    let r = rig.store.reader().unwrap();
+    assert!(registry::get(&r, &DeviceId::new(protocol(), ADDR))
+        .unwrap()
+        .is_none());
+    let n = rig.events(vec![event(ADDR, info("sensor-1", "1.0"))]).await;
+    assert!(
+        n.iter().any(
+            |n| matches!(n, Notice::DeviceInterviewed { model: Some(m), .. } if m == "sensor-1")
+        ),
+        "{n:?}"
+    );
+    let d = rig.device(ADDR);
+    assert_eq!(d.lifecycle, "pending");
+    assert_eq!(d.manufacturer.as_deref(), Some("LUMI"));
+    assert_eq!(d.model.as_deref(), Some("sensor-1"));
+    assert_eq!(d.firmware.as_deref(), Some("1.0"));
+    // Its readings land on the described device, which stays pending.
+    rig.events(vec![event(
+        ADDR,
+        reading("temperature", Value::Number(20.0)),
+    )])
+    .await;
+    let d = rig.device(ADDR);
+    assert_eq!(d.model.as_deref(), Some("sensor-1"));
+    assert_eq!(d.lifecycle, "pending");
+    // A policy that denies the manufacturer keeps such a device out of the registry.
+    rig.policy(json!({"version": 1, "admission": {"deny": [{"manufacturer": "LUMI"}]}}))
+        .await
+        .unwrap();
+    let n = rig
+        .events(vec![event("0x2", info("sensor-1", "1.0"))])
+        .await;
+    assert!(
+        n.iter().any(|n| matches!(n, Notice::Denied { .. })),
+        "{n:?}"
+    );
+    assert!(registry::get(&r, &DeviceId::new(protocol(), "0x2"))
+        .unwrap()
+        .is_none());
+}

@@ -509,6 +509,54 @@ fn configure_and_remove_from_the_cli() {
     );
 }
 
+/// Nodes the controller already had (a stick moved from another system), end to end on
+/// the real daemon: before any join window they are listed as `pending` with what their
+/// interview found (manufacturer, model), not as blank entries; `pair` admits them.
+#[test]
+fn nodes_the_controller_had_are_listed_pending_with_their_description_until_paired() {
+    use crate::common::{stderr, stdout};
+    let d = crate::common::TestDaemon::start(
+        "\n[[radio]]\nname = \"zwave0\"\nprotocol = \"zwave\"\nport = \"sim://zwave\"\n",
+    );
+    let id = format!("zwave:{}", address(PLUG));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let described = loop {
+        let out = d.cli(&["device", &id, "--json"]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+            if !v["manufacturer"].is_null() {
+                break v;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plug was not listed with its manufacturer: {}\n{}",
+            stderr(&out),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(described["lifecycle"], "pending", "{described}");
+    assert!(described["model"].is_string(), "{described}");
+    let out = d.cli(&["pair", "zwave0", "--seconds", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = d.cli(&["device", &id, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_default();
+        if v["lifecycle"] == "active" {
+            assert_eq!(v["manufacturer"], described["manufacturer"]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not admitted by the join window: {v}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// Restores an NVM backup through the driver: an image from another chip family is refused
 /// with nothing written; the controller's own (changed) image is written, the controller
 /// restarts, and a backup after it reads the restored image back.

@@ -155,8 +155,39 @@ pub(in crate::hub) fn apply_event(
             });
         }
         DeviceEventKind::Interviewed(info) => {
-            let Some(before) = existing else {
-                return Ok(out);
+            let before = match existing {
+                Some(d) => d,
+                // Described before it joined here or spoke: the nodes a Z-Wave
+                // controller already had, once interviewed at start. Registered as
+                // pending with what it is, as a device first heard through its
+                // readings is, so the description is not lost (and the policy sees
+                // it); it is admitted when it joins through a join window. Not for a
+                // description that does not say what the device is (only how it is
+                // reached), nor for a radio that discovers devices: it registers them
+                // by their readings, which come first, so its unknown ones were refused.
+                None if !discovered(&id)
+                    && (info.manufacturer.is_some() || info.model.is_some()) =>
+                {
+                    if discover(c, ctx, ev, &id, Some(info), &mut out)?.is_none() {
+                        return Ok(out);
+                    }
+                    registry::apply_info(c, &id, info, &ts)?;
+                    lifecycle_msg(
+                        c,
+                        gw,
+                        &id,
+                        "interviewed",
+                        serde_json::to_value(info).unwrap_or_default(),
+                        at,
+                    )?;
+                    out.notices.push(Notice::DeviceInterviewed {
+                        device: id.to_string(),
+                        manufacturer: info.manufacturer.clone(),
+                        model: info.model.clone(),
+                    });
+                    return Ok(out);
+                }
+                None => return Ok(out),
             };
             if before.lifecycle == Lifecycle::Decommissioned.as_str() {
                 remove(&mut out);
@@ -257,7 +288,7 @@ pub(in crate::hub) fn apply_event(
                 // A device that reports without having joined here (BLE beacons,
                 // a registry restored from an older backup): admitted as pending
                 // unless the policy denies it, so its data is not lost.
-                None => match discover(c, ctx, ev, &id, &mut out)? {
+                None => match discover(c, ctx, ev, &id, None, &mut out)? {
                     Some(d) => d,
                     None => return Ok(out),
                 },
