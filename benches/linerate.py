@@ -169,8 +169,9 @@ def run(fieldgate, radios, interval, port, seconds, linger, settle):
                 time.sleep(0.5)
         # Z-Wave nodes already in the controller's network are found at start and
         # wait for admission (`pending`); their readings are recorded and published
-        # all the same. They enter the registry when they first speak: with silent
-        # devices the daemon has its controller and nodes, and an empty registry.
+        # all the same. They are listed once interviewed or when they first speak,
+        # whichever comes first: silent nodes are not waited for here, the settle
+        # time below covers their interviews.
         wanted = {
             radio: 0 if radio == "zwave" and interval == "1h" else devices
             for radio, devices in radios
