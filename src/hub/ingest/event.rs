@@ -155,8 +155,8 @@ pub(in crate::hub) fn apply_event(
             });
         }
         DeviceEventKind::Interviewed(info) => {
-            let before = match existing {
-                Some(d) => d,
+            let (lifecycle, fresh) = match existing {
+                Some(d) => (d.lifecycle, false),
                 // Described before it joined here or spoke: the nodes a Z-Wave
                 // controller already had, once interviewed at start. Registered as
                 // pending with what it is, as a device first heard through its
@@ -168,28 +168,14 @@ pub(in crate::hub) fn apply_event(
                 None if !discovered(&id)
                     && (info.manufacturer.is_some() || info.model.is_some()) =>
                 {
-                    if discover(c, ctx, ev, &id, Some(info), &mut out)?.is_none() {
-                        return Ok(out);
+                    match discover(c, ctx, ev, &id, Some(info), &mut out)? {
+                        Some(d) => (d.lifecycle, true),
+                        None => return Ok(out),
                     }
-                    registry::apply_info(c, &id, info, &ts)?;
-                    lifecycle_msg(
-                        c,
-                        gw,
-                        &id,
-                        "interviewed",
-                        serde_json::to_value(info).unwrap_or_default(),
-                        at,
-                    )?;
-                    out.notices.push(Notice::DeviceInterviewed {
-                        device: id.to_string(),
-                        manufacturer: info.manufacturer.clone(),
-                        model: info.model.clone(),
-                    });
-                    return Ok(out);
                 }
                 None => return Ok(out),
             };
-            if before.lifecycle == Lifecycle::Decommissioned.as_str() {
+            if lifecycle == Lifecycle::Decommissioned.as_str() {
                 remove(&mut out);
                 return Ok(out);
             }
@@ -219,6 +205,10 @@ pub(in crate::hub) fn apply_event(
                 manufacturer: info.manufacturer.clone(),
                 model: info.model.clone(),
             });
+            if fresh {
+                // Admitted when it joins through a join window, not by being described.
+                return Ok(out);
+            }
             let facts = facts_of(&d);
             match ctx.policy.admit(&facts) {
                 Admit::Deny { reason } => {
