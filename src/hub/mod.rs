@@ -91,18 +91,16 @@ struct Pace {
     since: tokio::time::Instant,
     /// How many events it took.
     events: usize,
-    /// When it was handed to the writer.
-    handed: tokio::time::Instant,
+    /// When it was handed to the writer; `None` before the first.
+    handed: Option<tokio::time::Instant>,
 }
 
 impl Pace {
     fn new() -> Pace {
-        let now = tokio::time::Instant::now();
         Pace {
-            since: now,
+            since: tokio::time::Instant::now(),
             events: 0,
-            // Long enough ago that the first event goes at once.
-            handed: now.checked_sub(Duration::from_secs(3600)).unwrap_or(now),
+            handed: None,
         }
     }
 
@@ -135,7 +133,8 @@ async fn gather(
     pace: &mut Pace,
 ) {
     let started = tokio::time::Instant::now();
-    let deadline = pace.handed + linger;
+    // The first event goes at once.
+    let deadline = pace.handed.map_or(started, |h| h + linger);
     let mut lingered = deadline <= started || pace.busy(started, linger);
     while batch.len() < MAX_EVENT_BATCH {
         match events.try_recv() {
@@ -150,7 +149,7 @@ async fn gather(
     *pace = Pace {
         since: started,
         events: batch.len(),
-        handed: tokio::time::Instant::now(),
+        handed: Some(tokio::time::Instant::now()),
     };
 }
 

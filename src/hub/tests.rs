@@ -911,7 +911,7 @@ async fn a_burst_waits_out_the_linger_only_while_events_come_in_slowly() {
         let mut pace = Pace {
             since: now - Duration::from_millis(ago_ms),
             events: previous,
-            handed: now - Duration::from_millis(handed_ms),
+            handed: Some(now - Duration::from_millis(handed_ms)),
         };
         let mut batch = Vec::new();
         gather(&mut rx, &mut batch, linger, &mut pace).await;
@@ -923,7 +923,7 @@ async fn a_burst_waits_out_the_linger_only_while_events_come_in_slowly() {
         );
         assert_eq!(
             (pace.since, pace.events, pace.handed),
-            (now, 3, now + Duration::from_millis(waits_ms))
+            (now, 3, Some(now + Duration::from_millis(waits_ms)))
         );
     }
 }

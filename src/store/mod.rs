@@ -9,6 +9,7 @@ pub mod audit;
 pub mod audit_guard;
 pub mod audit_seal;
 pub mod blocks;
+pub(crate) mod capture;
 pub mod credentials;
 pub mod disk;
 pub mod names;
@@ -364,7 +365,7 @@ fn hand_over_committed(conn: &Connection, side: &Side, upto: &mut Option<i64>) -
     let Ok(permit) = tap.try_reserve() else {
         return false;
     };
-    let captured = outbox::capture_take().filter(|rows| outbox::covers(rows, before, now));
+    let captured = capture::take().filter(|rows| capture::covers(rows, before, now));
     match captured.map_or_else(|| outbox::pending(conn, before, TAP_MESSAGES), Ok) {
         Ok(rows) => {
             permit.send(CommittedRows {
@@ -409,7 +410,7 @@ fn writer_loop(
         }
         batch.extend(side.take_deferred());
         // A small commit's messages are captured as they are queued, for the tap.
-        outbox::capture_begin(
+        capture::begin(
             (tapped_upto.is_some() && side.tap_wanted.load(Ordering::Relaxed))
                 .then_some(TAP_MESSAGES),
         );
@@ -417,7 +418,7 @@ fn writer_loop(
         if !hand_over_committed(&conn, side, &mut tapped_upto) {
             side.committed.notify_one();
         }
-        outbox::capture_begin(None);
+        capture::begin(None);
         if let Some(why) = audit::take_tampered() {
             audit_guard::tampered_while_running(&conn, &why, stats);
         }
@@ -456,7 +457,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
     }
     let commit = conn.execute_batch("COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
-        outbox::capture_spoil();
+        capture::spoil();
         if audit::tracking() {
             let _ = audit::track_head(conn);
         }
@@ -501,7 +502,7 @@ impl Writer {
                             stats.disk.hit_full(&stats.log);
                         }
                         let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                        outbox::capture_spoil();
+                        capture::spoil();
                         if audit::tracking() {
                             let _ = audit::track_head(conn);
                         }

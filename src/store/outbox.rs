@@ -232,7 +232,7 @@ fn insert_row(
     ];
     let used = if messages == 1 { &args[..8] } else { args };
     conn.prepare_cached(sql)?.execute(used)?;
-    capture(|| {
+    super::capture::record(|| {
         (
             OutboxRow {
                 seq: first,
@@ -250,76 +250,6 @@ fn insert_row(
         )
     });
     Ok(())
-}
-
-/// The messages the store writer's open transaction has queued, kept as they are
-/// inserted, so that after a small commit the writer hands them to the uplink without
-/// reading them back. The writer starts a capture with each transaction while the
-/// uplink wants the rows; any rollback (of a savepoint too) and any delete that may
-/// reach them spoil it, and so does passing its limit. The writer checks that what
-/// was captured covers exactly the seqs the commit added (an insert that is not
-/// captured leaves a gap) and otherwise reads the rows back.
-enum Capture {
-    Off,
-    On { limit: usize, rows: Vec<OutboxRow> },
-}
-
-thread_local! {
-    static CAPTURE: std::cell::RefCell<Capture> = const { std::cell::RefCell::new(Capture::Off) };
-}
-
-/// Starts capturing this thread's inserts (at most `limit` messages), or stops.
-pub(crate) fn capture_begin(limit: Option<usize>) {
-    CAPTURE.with(|c| {
-        *c.borrow_mut() = match limit {
-            Some(limit) => Capture::On {
-                limit,
-                rows: Vec::new(),
-            },
-            None => Capture::Off,
-        }
-    });
-}
-
-/// Drops the capture: what it holds may not be what commits.
-pub(crate) fn capture_spoil() {
-    CAPTURE.with(|c| *c.borrow_mut() = Capture::Off);
-}
-
-/// The messages captured since [`capture_begin`], in insert order; `None` when
-/// nothing captures or the capture was spoiled. Stops capturing.
-pub(crate) fn capture_take() -> Option<Vec<OutboxRow>> {
-    CAPTURE.with(
-        |c| match std::mem::replace(&mut *c.borrow_mut(), Capture::Off) {
-            Capture::On { rows, .. } => Some(rows),
-            Capture::Off => None,
-        },
-    )
-}
-
-/// Adds a stored row's messages to the capture, if one runs.
-fn capture(row: impl FnOnce() -> (OutboxRow, i64)) {
-    CAPTURE.with(|c| {
-        let mut c = c.borrow_mut();
-        let Capture::On { limit, rows } = &mut *c else {
-            return;
-        };
-        let (row, messages) = row();
-        if rows.len() + messages.max(1) as usize > *limit {
-            *c = Capture::Off;
-            return;
-        }
-        expand((row, messages), i64::MIN, rows);
-    });
-}
-
-/// Whether `rows` are exactly the messages with seqs `after + 1 ..= upto`, in order.
-pub(crate) fn covers(rows: &[OutboxRow], after: i64, upto: i64) -> bool {
-    rows.len() as i64 == upto - after
-        && rows
-            .iter()
-            .zip(after + 1..)
-            .all(|(row, seq)| row.seq == seq)
 }
 
 /// The most messages one row holds (see [`append_batch`]).
@@ -555,7 +485,7 @@ fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<(OutboxRow, i64)> {
 }
 
 /// Splits a stored row into its messages, keeping those with a seq above `after`.
-fn expand((row, messages): (OutboxRow, i64), after: i64, out: &mut Vec<OutboxRow>) {
+pub(super) fn expand((row, messages): (OutboxRow, i64), after: i64, out: &mut Vec<OutboxRow>) {
     if messages <= 1 {
         if row.seq > after {
             out.push(row);
@@ -625,15 +555,8 @@ pub fn delete(conn: &Connection, seqs: &[i64]) -> StoreResult<usize> {
     let mut sorted = seqs.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let captured_from = CAPTURE.with(|c| match &*c.borrow() {
-        Capture::On { rows, .. } => rows.first().map(|r| r.row),
-        Capture::Off => None,
-    });
-    if captured_from.is_some_and(|first| sorted.last().is_some_and(|&last| last >= first)) {
-        // Acknowledged messages were committed before this transaction: a delete
-        // that reaches one it queued is no acknowledgement, and the commit's
-        // messages are read back instead.
-        capture_spoil();
+    if let Some(&last) = sorted.last() {
+        super::capture::spoil_if_reached(last);
     }
     let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2")?;
     let mut n = 0;
@@ -801,7 +724,7 @@ pub fn enforce_limits(
     now: SystemTime,
 ) -> StoreResult<LimitReport> {
     // It may drop messages queued in this transaction.
-    capture_spoil();
+    super::capture::spoil();
     let mut report = LimitReport::default();
     let cutoff = millis(now) - max_age_ms.min(i64::MAX as u64) as i64;
     report.dropped_expired = delete_counting(

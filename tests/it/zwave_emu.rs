@@ -514,47 +514,40 @@ fn configure_and_remove_from_the_cli() {
 /// interview found (manufacturer, model), not as blank entries; `pair` admits them.
 #[test]
 fn nodes_the_controller_had_are_listed_pending_with_their_description_until_paired() {
-    use crate::common::{stderr, stdout};
-    let d = crate::common::TestDaemon::start(
+    use crate::common::{stderr, TestDaemon};
+    let d = TestDaemon::start(
         "\n[[radio]]\nname = \"zwave0\"\nprotocol = \"zwave\"\nport = \"sim://zwave\"\n",
     );
     let id = format!("zwave:{}", address(PLUG));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let described = loop {
-        let out = d.cli(&["device", &id, "--json"]);
-        if out.status.success() {
-            let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-            if !v["manufacturer"].is_null() {
-                break v;
+    // `fieldgate device ID --json` polled until `ok` says yes.
+    let device_until = |what: &str, secs: u64, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let out = d.cli(&["device", &id, "--json"]);
+            let v = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if ok(&v) {
+                return v;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {v} {}\n{}",
+                stderr(&out),
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the plug was not listed with its manufacturer: {}\n{}",
-            stderr(&out),
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
     };
+    let described = device_until("the plug listed with its manufacturer", 60, &|v| {
+        !v["manufacturer"].is_null()
+    });
     assert_eq!(described["lifecycle"], "pending", "{described}");
     assert!(described["model"].is_string(), "{described}");
     let out = d.cli(&["pair", "zwave0", "--seconds", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = d.cli(&["device", &id, "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_default();
-        if v["lifecycle"] == "active" {
-            assert_eq!(v["manufacturer"], described["manufacturer"]);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not admitted by the join window: {v}\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let admitted = device_until("admitted by the join window", 30, &|v| {
+        v["lifecycle"] == "active"
+    });
+    assert_eq!(admitted["manufacturer"], described["manufacturer"]);
 }
 
 /// Restores an NVM backup through the driver: an image from another chip family is refused

@@ -32,7 +32,7 @@ pub(in crate::hub) fn apply_events(
         return Ok(out);
     }
     c.execute_batch("ROLLBACK TO events")?;
-    outbox::capture_spoil();
+    crate::store::capture::spoil();
     let mut out = Vec::with_capacity(batch.len());
     for ev in batch {
         c.execute_batch("SAVEPOINT event")?;
@@ -43,14 +43,14 @@ pub(in crate::hub) fn apply_events(
             }
             Err(e) => {
                 c.execute_batch("ROLLBACK TO event; RELEASE event")?;
-                outbox::capture_spoil();
+                crate::store::capture::spoil();
                 tracing::error!(device = %ev.device_id(), error = %e, "could not record a device event");
             }
         }
     }
     if let Err(e) = queue_states(c, ctx, &out) {
         c.execute_batch("ROLLBACK TO events; RELEASE events")?;
-        outbox::capture_spoil();
+        crate::store::capture::spoil();
         return Err(e);
     }
     c.execute_batch("RELEASE events")?;
