@@ -600,6 +600,27 @@ impl Writer {
         rx
     }
 
+    /// Runs `f` in the writer's next commit, whatever brings it, and resolves once that
+    /// commit is done; when nothing else commits within `idle`, commits it on its own.
+    /// Work that need not be durable before the caller goes on (deleting delivered
+    /// rows, a frame counter whose frame's effects commit with it) so shares an fsync
+    /// with what commits anyway.
+    pub async fn with_next_commit<R, F>(&self, f: F, idle: Duration) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let mut done = self.defer(f);
+        let r = match tokio::time::timeout(idle, &mut done).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.flush().await?;
+                done.await
+            }
+        };
+        r.map_err(|_| StoreError::WriterGone)?
+    }
+
     /// Commits now whatever was deferred (an empty transaction when nothing was).
     pub async fn flush(&self) -> StoreResult<()> {
         self.write(|_| Ok(())).await

@@ -1089,15 +1089,9 @@ async fn delete_with_next_commit(writer: &store::Writer, seqs: Vec<i64>) -> Stor
     if seqs.len() >= DELETE_MIN {
         return writer.write(move |c| outbox::delete(c, &seqs)).await;
     }
-    let mut done = writer.defer(move |c| outbox::delete(c, &seqs));
-    let r = match tokio::time::timeout(DELETE_IDLE, &mut done).await {
-        Ok(r) => r,
-        Err(_) => {
-            writer.flush().await?;
-            done.await
-        }
-    };
-    r.map_err(|_| store::StoreError::WriterGone)?
+    writer
+        .with_next_commit(move |c| outbox::delete(c, &seqs), DELETE_IDLE)
+        .await
 }
 
 /// Messages delivered per second over the last `RATE_WINDOW` seconds: a backlog

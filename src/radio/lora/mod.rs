@@ -9,9 +9,10 @@
 //!   (`unhandled`), and none of them panics or stops the loop;
 //! - a frame from one of our devices that is refused (bad MIC, replayed or regressed
 //!   counter, reused DevNonce) is reported to the hub, which audits it;
-//! - the session state (counters, DevNonces) is written to the store **before** the
-//!   gateway acts on a frame (a reading reported, a Join-Accept sent), so neither a
-//!   restart nor SIGKILL lets a frame be accepted twice;
+//! - the session state (counters, DevNonces) is durable no later than what the gateway
+//!   makes of a frame: written before a Join-Accept or a downlink is sent, and for a data
+//!   uplink in the same commit as its reading (or an earlier one), so neither a restart
+//!   nor SIGKILL lets a frame be accepted twice, and an uplink costs no fsync of its own;
 //! - downlinks (Join-Accepts, ACKs, MAC answers) go out in RX1 timed from the uplink's
 //!   `tmst`, with RX2 as the fallback when the forwarder refuses RX1;
 //! - with the ChirpStack bridge on (`bridge`), every frame and stats report is also (or
@@ -125,6 +126,11 @@ struct Gateway<'a> {
 /// carries: neither may flood the audit log.
 const REFUSAL_EVERY: Duration = Duration::from_secs(60);
 
+/// How long a data uplink's session state waits for the commit that records its
+/// reading before it is committed on its own (nothing else committing: the reading
+/// was not recorded, e.g. the hub refused the device).
+const UPLINK_STATE_IDLE: Duration = Duration::from_millis(200);
+
 /// `lora:<DevEUI>` owner of a device's credentials, and back.
 fn owner(dev_eui: Eui64) -> String {
     format!("lora:{dev_eui}")
@@ -197,6 +203,33 @@ impl Gateway<'_> {
             })
             .await?;
         Ok(())
+    }
+
+    /// Writes `dev_eui`'s session state (sealed) in the store's next commit, without
+    /// waiting: called before the uplink's reading is handed to the hub, so the
+    /// state commits with that reading or before it, never after. A failure is logged
+    /// (and counted in the store's failed operations).
+    fn persist_with_next_commit(&self, dev_eui: Eui64) {
+        let (Some(sink), Some(d)) = (self.io.secrets.as_ref(), self.sessions.get(dev_eui)) else {
+            return;
+        };
+        let json = match serde_json::to_vec(&d.state()) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(radio = %self.io.radio, %dev_eui, error = %e, "session state not serialized");
+                return;
+            }
+        };
+        let (key, owner, writer) = (sink.key.clone(), owner(dev_eui), sink.writer.clone());
+        let radio = self.io.radio.clone();
+        tokio::spawn(async move {
+            let put = move |c: &rusqlite::Connection| {
+                credentials::put(c, &key, &owner, SESSION_KIND, &Secret::new(json)).map(|_| ())
+            };
+            if let Err(e) = writer.with_next_commit(put, UPLINK_STATE_IDLE).await {
+                tracing::error!(radio = %radio, %dev_eui, error = %e, "session state not stored");
+            }
+        });
     }
 
     async fn run(&mut self) -> Result<()> {
@@ -463,12 +496,9 @@ impl Gateway<'_> {
     }
 
     async fn accepted(&mut self, rx: &RxPk, acc: sessions::Accepted) -> Result<(), Refusal> {
-        let persisted = self.persist(acc.dev_eui).await;
-        if let Err(e) = persisted {
-            // Not acted on: a frame whose counter is not stored could be replayed later.
-            tracing::error!(radio = %self.io.radio, error = %e, "session state not stored: uplink dropped");
-            return Ok(());
-        }
+        // Before anything is made of the frame: its counter rides the commit that
+        // records its reading (or an earlier one, e.g. an ACK's counter below).
+        self.persist_with_next_commit(acc.dev_eui);
         let mac = acc.msg.mac_commands().unwrap_or_default();
         let decoder = self
             .sessions

@@ -282,3 +282,86 @@ async fn otaa_joins_offline_uplinks_decode_faults_are_audited_and_sync_when_the_
         assert!(!log.contains(k), "a key in the daemon log");
     }
 }
+
+async fn transactions(api: &ApiClient) -> u64 {
+    let status = api.call(Method::GET, "/v1/status", None).await.unwrap();
+    status["store"]["transactions"].as_u64().unwrap()
+}
+
+/// A data uplink's counter commits with its reading, not in a transaction (and an
+/// fsync) of its own; a reading recorded means its counter survives a SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uplinks_counter_commits_with_its_reading_and_survives_sigkill() {
+    const UPLINKS: u32 = 20;
+    let udp = free_udp_port();
+    let mut d = TestDaemon::start(&format!(
+        "[[radio]]\nname = \"lora0\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:{udp}\"\n"
+    ));
+    let out = d.cli(&[
+        "lora",
+        "add",
+        "--deveui",
+        ABP_EUI,
+        "--devaddr",
+        ABP_ADDR,
+        "--nwkskey",
+        NWK_S_KEY,
+        "--appskey",
+        APP_S_KEY,
+        "--decoder",
+        "raw",
+    ]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let api = ApiClient::new(&d.socket);
+    let abp_id = fieldgate::model::DeviceId(format!("lora:{ABP_EUI}"));
+    let mut abp = EmulatedDevice::abp(
+        ABP_EUI.parse::<Eui64>().unwrap(),
+        ABP_ADDR.parse::<DevAddr>().unwrap(),
+        SessionKeys {
+            nwk_s_key: NWK_S_KEY.parse().unwrap(),
+            app_s_key: APP_S_KEY.parse().unwrap(),
+        },
+    );
+    let mut pf = PacketForwarder::connect(udp).await;
+    pf.open_downlink_path().await;
+    let recorded = |d: &TestDaemon, hex: &str| {
+        let c = store::open_reader(&d.db()).unwrap();
+        store::registry::get(&c, &abp_id)
+            .ok()
+            .flatten()
+            .is_some_and(|x| x.last_state["payload_hex"] == hex)
+    };
+    // The first uplink registers the device (pending): not counted.
+    let first = abp.uplink(5, &[0xa0], false).unwrap();
+    pf.push(&first, 1_000_000).await;
+    wait("the first reading", || recorded(&d, "a0")).await;
+    let before = transactions(&api).await;
+    let mut last = Vec::new();
+    for i in 1..=UPLINKS {
+        let payload = [0xb0, i as u8];
+        last = abp.uplink(5, &payload, false).unwrap();
+        pf.push(&last, 1_000_000 + i * 1_000_000).await;
+        wait("a reading", || recorded(&d, &format!("b0{:02x}", i as u8))).await;
+    }
+    let spent = transactions(&api).await - before;
+    // One commit per uplink (its reading and its counter), a few for the daemon's
+    // own timers; a commit of its own for each counter would make it 2 per uplink.
+    assert!(
+        spent <= u64::from(UPLINKS) + 5,
+        "{spent} transactions for {UPLINKS} uplinks"
+    );
+
+    // Killed right after the last reading was recorded: that frame is refused as a
+    // replay after the restart.
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    d.spawn();
+    let mut pf = PacketForwarder::connect(udp).await;
+    pf.open_downlink_path().await;
+    pf.push(&last, 90_000_000).await;
+    wait("the replay refused", || {
+        refusals(&d, &abp_id.0) == ["replayed_counter"]
+    })
+    .await;
+}
