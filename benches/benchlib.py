@@ -1,5 +1,6 @@
-"""What the Python benchmarks share: a free local port, the daemon's local API over
-its Unix socket, and a raw MQTT 3.1.1 subscriber socket (standard library only)."""
+"""What the Python benchmarks share: a free local TCP or UDP port, the daemon's local
+API over its Unix socket, and a raw MQTT 3.1.1 subscriber socket (standard library
+only)."""
 
 import http.client
 import json
@@ -8,6 +9,12 @@ import socket
 
 def free_port():
     with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

@@ -1,21 +1,26 @@
 #!/usr/bin/env python3
-"""CPU of `fieldgate run` with its serial radios' emulators sending at each link's
-line rate, drivers included: each emulator (`fieldgate emulate zigbee|zwave`, a
-separate process, not counted) serves its radio over TCP as a network coordinator
-or ser2net would, its devices report every `--report-interval`, and the daemon
-decodes, records, publishes to a local mosquitto and deletes on PUBACK. The
-daemon's CPU (every thread: driver, hub, store writer, uplink; /proc/PID/stat) is
-sampled over `--seconds` of steady reporting, with the telemetry messages a
-subscriber counts on the broker in the same window, against the same daemon idle
-with the same devices (the emulator's devices silent, `--report-interval 1h`) in
-the same run.
+"""CPU of `fieldgate run` with its radios' emulators sending at each link's line
+rate, drivers included. The serial radios' emulators (`fieldgate emulate
+zigbee|zwave`, separate processes, not counted) serve their radio over TCP as a
+network coordinator or ser2net would; their devices report every
+`--report-interval`. The LoRa packet forwarder's (`fieldgate emulate lora-gwmp`,
+not counted either) sends real GWMP datagrams to the radio's UDP port for
+`--devices` ABP devices (keys given to the gateway through its API first), each
+reporting once per `--lora-interval`. BLE has no link to emulate outside the
+daemon: its radio is `sim://ble` with `sim_street` set to its device count, the
+emulator's cost inside the daemon's. The daemon decodes, records, publishes to a
+local mosquitto and deletes on PUBACK. Its CPU (every thread: driver, hub, store
+writer, uplink; /proc/PID/stat) is sampled over `--seconds` of steady reporting,
+with the telemetry messages a subscriber counts on the broker in the same window,
+against the same daemon idle with the same radios (the devices silent:
+`--report-interval 1h`, LoRa's interval 1 h, no BLE street) in the same run.
 
     cargo build --release
     python3 benches/linerate.py --fieldgate target/release/fieldgate \\
         --radio zigbee --devices 64 --report-interval 500ms
-    # both radios in one daemon, each at its line rate:
+    # every radio in one daemon, each at its line rate:
     python3 benches/linerate.py --fieldgate target/release/fieldgate \\
-        --radio zigbee,zwave --devices 64,137 --report-interval 500ms
+        --radio zigbee,zwave,lora,ble --devices 64,137,100,5000 --report-interval 500ms
 
 Needs `mosquitto` on the PATH; only the Python standard library otherwise.
 Prints one JSON line per run and writes linerate-<radios>.json in the working
@@ -32,7 +37,7 @@ import tempfile
 import threading
 import time
 
-from benchlib import api, free_port, mqtt_subscribe
+from benchlib import api, free_port, free_udp_port, mqtt_subscribe
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -119,10 +124,47 @@ def emulator(fieldgate, radio, devices, interval):
     return proc, line.split()[1]
 
 
-NAMES = {"zigbee": "zb0", "zwave": "zw0"}
+NAMES = {"zigbee": "zb0", "zwave": "zw0", "lora": "lr0", "ble": "bt0"}
 
 
-def run(fieldgate, radios, interval, port, seconds, linger, settle):
+def permit_join(sock, name):
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = api(sock, "POST", f"/v1/radios/{name}/permit-join", {"seconds": 250})
+        if status == 200:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"permit-join {name}: {status} {body[:200]!r}")
+        time.sleep(0.5)
+
+
+def lora_forwarder(fieldgate, sock, udp, devices, interval, work):
+    """Gives the gateway the forwarder's device keys, opens a join window, then starts
+    the forwarder with `devices` ABP devices reporting once per `interval` seconds."""
+    keys = os.path.join(work, "lora-keys.jsonl")
+    subprocess.run(
+        [fieldgate, "emulate", "lora-gwmp", "--abp-devices", str(devices), "--write-keys", keys],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    with open(keys) as f:
+        for line in f:
+            status, body = api(sock, "POST", "/v1/lora/devices", json.loads(line))
+            if status != 200:
+                raise SystemExit(f"lora keys: {status} {body[:200]!r}")
+    permit_join(sock, NAMES["lora"])
+    return subprocess.Popen(
+        [
+            fieldgate, "emulate", "lora-gwmp", "--server", f"127.0.0.1:{udp}",
+            "--interval", str(interval), "--abp-devices", str(devices),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, RUST_LOG="warn"),
+    )
+
+
+def run(fieldgate, radios, interval, lora_interval, port, seconds, linger, settle):
     """One daemon with one emulator per radio; `radios` is [(radio, devices)]."""
     work = tempfile.mkdtemp(prefix="linerate-")
     sock = os.path.join(work, "api.sock")
@@ -133,10 +175,21 @@ def run(fieldgate, radios, interval, port, seconds, linger, settle):
     proc = None
     try:
         sections = ""
+        udp = None
+        silent = interval == "1h"
         for radio, devices in radios:
-            emu, url = emulator(fieldgate, radio, devices, interval)
-            emus.append(emu)
+            if radio == "lora":
+                udp = free_udp_port()
+                url = f"udp://127.0.0.1:{udp}"
+            elif radio == "ble":
+                url = "sim://ble"
+            else:
+                emu, url = emulator(fieldgate, radio, devices, interval)
+                emus.append(emu)
             sections += f'[[radio]]\nname = "{NAMES[radio]}"\nprotocol = "{radio}"\nport = "{url}"\n'
+            if radio == "ble":
+                street = 0 if silent else devices
+                sections += f"[radio.options]\nsim_street = {street}\nsim_faults = false\n"
         with open(conf, "w") as f:
             f.write(
                 f'[gateway]\nid = "linerate"\nstate_dir = "{work}/state"\n'
@@ -159,21 +212,20 @@ def run(fieldgate, radios, interval, port, seconds, linger, settle):
         counter = Counter(port, prefix + "/#")
         if any(r == "zigbee" for r, _ in radios):
             # The emulated devices join through a join window, as a technician pairs.
-            deadline = time.monotonic() + 30
-            while True:
-                status, body = api(sock, "POST", "/v1/radios/zb0/permit-join", {"seconds": 250})
-                if status == 200:
-                    break
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"permit-join: {status} {body[:200]!r}")
-                time.sleep(0.5)
+            permit_join(sock, NAMES["zigbee"])
+        for radio, devices in radios:
+            if radio == "lora":
+                every = 3600 if silent else lora_interval
+                emus.append(lora_forwarder(fieldgate, sock, udp, devices, every, work))
         # Z-Wave nodes already in the controller's network are found at start and
         # wait for admission (`pending`); their readings are recorded and published
         # all the same. They are listed once interviewed or when they first speak,
         # whichever comes first: silent nodes are not waited for here, the settle
         # time below covers their interviews.
+        # LoRa devices are listed when they first speak; BLE's are passers-by, not
+        # waited for.
         wanted = {
-            radio: 0 if radio == "zwave" and interval == "1h" else devices
+            radio: 0 if (radio in ("zwave", "lora") and silent) or radio == "ble" else devices
             for radio, devices in radios
         }
         deadline = time.monotonic() + 240
@@ -187,7 +239,7 @@ def run(fieldgate, radios, interval, port, seconds, linger, settle):
                     1
                     for d in listed
                     if d.get("protocol") == radio
-                    and d.get("lifecycle") in (("active",) if radio == "zigbee" else ("active", "pending"))
+                    and d.get("lifecycle") in (("active",) if radio in ("zigbee", "lora") else ("active", "pending"))
                 )
                 < n
             }
@@ -196,11 +248,19 @@ def run(fieldgate, radios, interval, port, seconds, linger, settle):
             if time.monotonic() > deadline:
                 raise SystemExit(f"devices missing after 240 s: {short}")
             time.sleep(1)
+        if any(r == "ble" for r, _ in radios):
+            # BLE devices are discovered, not joined: a technician adopts the room's
+            # (here with the passers-by discovered so far) for their telemetry to go up.
+            time.sleep(5)
+            status, body = api(sock, "GET", "/v1/devices")
+            for d in json.loads(body) if status == 200 else []:
+                if d.get("protocol") == "ble" and d.get("lifecycle") == "pending":
+                    api(sock, "POST", f"/v1/devices/{d['id']}/adopt", {})
         # Settle: interviews done, reporting configured, the first reports out. The
         # Z-Wave driver interviews the controller's nodes one after another at
         # start (about 0.45 s each against the emulator).
         if settle is None:
-            settle = max(5 if radio == "zigbee" else 10 + devices // 2 for radio, devices in radios)
+            settle = max(10 + devices // 2 if radio == "zwave" else 5 for radio, devices in radios)
         time.sleep(settle)
         c0, t0, m0 = cpu_ticks(proc.pid), time.monotonic(), counter.read()
         time.sleep(seconds)
@@ -220,6 +280,7 @@ def run(fieldgate, radios, interval, port, seconds, linger, settle):
         "radios": ",".join(r for r, _ in radios),
         "devices": ",".join(str(n) for _, n in radios),
         "report_interval": interval,
+        "lora_interval_s": (3600 if silent else lora_interval) if udp else None,
         "linger": linger or "default",
         "seconds": round(wall, 1),
         "telemetry_per_s": round(msgs / wall, 1),
@@ -234,14 +295,21 @@ def main():
     ap.add_argument(
         "--radio",
         default="zigbee",
-        help="zigbee, zwave, or both (`zigbee,zwave`: one daemon with both radios)",
+        help="zigbee, zwave, lora, ble, or several comma-separated (one daemon with all of them)",
     )
     ap.add_argument(
         "--devices",
         default="64",
-        help="devices per radio, in --radio's order (e.g. `64,137`)",
+        help="devices per radio, in --radio's order (e.g. `64,137,100,5000`; for BLE the "
+        "street's random addresses)",
     )
     ap.add_argument("--report-interval", default="500ms")
+    ap.add_argument(
+        "--lora-interval",
+        type=int,
+        default=4,
+        help="seconds between two uplinks of one LoRa device (100 devices every 4 s: 25/s)",
+    )
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--linger", default=None, help="[store] linger; the shipped default when not given")
     ap.add_argument("--runs", type=int, default=2)
@@ -249,14 +317,14 @@ def main():
         "--settle",
         type=float,
         default=None,
-        help="seconds between the devices being in and the measurement (default: 5 for "
-        "Zigbee, 10 + devices / 2 for Z-Wave, whose driver interviews every node at start)",
+        help="seconds between the devices being in and the measurement (default: 10 + "
+        "devices / 2 with Z-Wave, whose driver interviews every node at start; else 5)",
     )
     args = ap.parse_args()
     names = args.radio.split(",")
     counts = [int(n) for n in args.devices.split(",")]
     if len(names) != len(counts) or any(r not in NAMES for r in names):
-        ap.error("--radio takes zigbee and/or zwave, and --devices one count for each")
+        ap.error("--radio takes zigbee, zwave, lora and/or ble, and --devices one count for each")
     radios = list(zip(names, counts))
     port = free_port()
     broker = subprocess.Popen(
@@ -268,7 +336,7 @@ def main():
         for _ in range(args.runs):
             for interval in (args.report_interval, "1h"):
                 r = run(
-                    args.fieldgate, radios, interval, port,
+                    args.fieldgate, radios, interval, args.lora_interval, port,
                     args.seconds, args.linger, args.settle,
                 )
                 print(json.dumps(r), flush=True)

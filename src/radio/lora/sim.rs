@@ -52,6 +52,44 @@ pub fn provision(sessions: &mut Sessions) -> usize {
     n
 }
 
+/// The most extra ABP devices a forwarder emulates ([`extra_abp`]).
+pub const MAX_EXTRA_DEVICES: u32 = 10_000;
+
+/// The keys of the `index`th extra ABP device (0-based, below [`MAX_EXTRA_DEVICES`]),
+/// as hex text: DevEUI `70b3d57ed1` + the index in 6 digits, DevAddr `2602` + 4
+/// digits, and the two session keys of [`ABP_NWK_S_KEY`] and [`ABP_APP_S_KEY`] with
+/// their last 4 bytes replaced by the index. Public test keys, for load on a gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraAbp {
+    pub dev_eui: String,
+    pub dev_addr: String,
+    pub nwk_s_key: String,
+    pub app_s_key: String,
+}
+
+pub fn extra_abp(index: u32) -> ExtraAbp {
+    ExtraAbp {
+        dev_eui: format!("70b3d57ed1{index:06x}"),
+        dev_addr: format!("2602{:04x}", index & 0xffff),
+        nwk_s_key: format!("{}{index:08x}", &ABP_NWK_S_KEY[..24]),
+        app_s_key: format!("{}{index:08x}", &ABP_APP_S_KEY[..24]),
+    }
+}
+
+impl ExtraAbp {
+    /// The emulated device these keys are.
+    pub fn device(&self) -> Option<EmulatedDevice> {
+        Some(EmulatedDevice::abp(
+            self.dev_eui.parse().ok()?,
+            self.dev_addr.parse::<DevAddr>().ok()?,
+            SessionKeys {
+                nwk_s_key: self.nwk_s_key.parse().ok()?,
+                app_s_key: self.app_s_key.parse().ok()?,
+            },
+        ))
+    }
+}
+
 /// The emulated devices, as the test and the sim build them.
 pub fn devices() -> Option<(EmulatedDevice, EmulatedDevice)> {
     let otaa = EmulatedDevice::otaa(
@@ -101,6 +139,10 @@ pub struct Plan {
     pub faults: Vec<Fault>,
     /// Stop after this many data uplinks (`None`: run until the server goes away).
     pub uplinks: Option<u32>,
+    /// Further ABP devices ([`extra_abp`]), each sending an unconfirmed uplink once per
+    /// `interval`, spread evenly over it, until the forwarder stops; `uplinks` does
+    /// not count theirs.
+    pub extra: Vec<EmulatedDevice>,
 }
 
 impl Default for Plan {
@@ -109,12 +151,17 @@ impl Default for Plan {
             interval: Duration::from_secs(5),
             faults: Vec::new(),
             uplinks: None,
+            extra: Vec::new(),
         }
     }
 }
 
 /// A bounded run (`Plan::uplinks`) gives up after this many unanswered Join-Requests.
 const MAX_JOIN_ATTEMPTS: u32 = 10;
+
+/// A PULL_DATA keep-alive at least this often, whatever the frames' interval (the
+/// packet forwarder's default `keepalive_interval`).
+const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Runs the forwarder against `server` until it stops answering.
 pub async fn run(server: SocketAddr) {
@@ -147,12 +194,32 @@ pub async fn forward(
     // The first frame a moment after start, once the gateway is listening (and, in the
     // demo, its join window is open).
     let mut tick = tokio::time::interval_at(Instant::now() + Duration::from_secs(2), plan.interval);
+    let mut keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE, KEEPALIVE);
+    let mut extra = plan.extra;
+    // One extra device's uplink per `spread`, in turn (never due when there are none).
+    let spread = plan.interval / (extra.len().max(1) as u32);
+    let mut extra_tick = tokio::time::interval_at(Instant::now() + Duration::from_secs(2), spread);
+    let mut next_extra = 0usize;
+    let mut extra_reports = 0u32;
     let mut faults = plan.faults.into_iter();
     let mut n: u32 = 0;
     let mut join_attempts: u32 = 0;
     let mut buf = vec![0u8; 4096];
     loop {
         tokio::select! {
+            _ = keepalive.tick() => {
+                sock.send(&fwd.pull_data()).await?;
+            }
+            _ = extra_tick.tick(), if !extra.is_empty() => {
+                let count = extra.len();
+                let dev = &mut extra[next_extra];
+                next_extra = (next_extra + 1) % count;
+                extra_reports = extra_reports.wrapping_add(1);
+                let lpp = super::sim_forwarder::lpp_reading(extra_reports);
+                if let Some(up) = dev.uplink(2, &lpp, false) {
+                    sock.send(&fwd.push_frame(&up, clock(start), 868_500_000, 7)).await?;
+                }
+            }
             _ = tick.tick() => {
                 sock.send(&fwd.pull_data()).await?;
                 let now = clock(start);
