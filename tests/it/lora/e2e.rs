@@ -39,6 +39,47 @@ fn refusals(d: &TestDaemon, target: &str) -> Vec<String> {
         .collect()
 }
 
+/// A technician adds the ABP device, with the raw decoder.
+fn add_abp(d: &TestDaemon) {
+    let out = d.cli(&[
+        "lora",
+        "add",
+        "--deveui",
+        ABP_EUI,
+        "--devaddr",
+        ABP_ADDR,
+        "--nwkskey",
+        NWK_S_KEY,
+        "--appskey",
+        APP_S_KEY,
+        "--decoder",
+        "raw",
+    ]);
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+fn abp_device() -> EmulatedDevice {
+    EmulatedDevice::abp(
+        ABP_EUI.parse::<Eui64>().unwrap(),
+        ABP_ADDR.parse::<DevAddr>().unwrap(),
+        SessionKeys {
+            nwk_s_key: NWK_S_KEY.parse().unwrap(),
+            app_s_key: APP_S_KEY.parse().unwrap(),
+        },
+    )
+}
+
+/// SIGKILL, a restart, and a packet forwarder heard again.
+async fn kill_and_restart(d: &mut TestDaemon, udp: u16) -> PacketForwarder {
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    d.spawn();
+    let mut pf = PacketForwarder::connect(udp).await;
+    pf.open_downlink_path().await;
+    pf
+}
+
 async fn wait(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..250 {
         if f() {
@@ -81,21 +122,7 @@ async fn otaa_joins_offline_uplinks_decode_faults_are_audited_and_sync_when_the_
     assert!(out.status.success(), "{}", d.log());
     assert!(stdout(&out).contains("added"), "{}", stdout(&out));
     assert!(!stdout(&out).contains(APP_KEY));
-    let out = d.cli(&[
-        "lora",
-        "add",
-        "--deveui",
-        ABP_EUI,
-        "--devaddr",
-        ABP_ADDR,
-        "--nwkskey",
-        NWK_S_KEY,
-        "--appskey",
-        APP_S_KEY,
-        "--decoder",
-        "raw",
-    ]);
-    assert!(out.status.success(), "{}", stdout(&out));
+    add_abp(&d);
     let bad = d.cli(&[
         "lora",
         "add",
@@ -187,14 +214,7 @@ async fn otaa_joins_offline_uplinks_decode_faults_are_audited_and_sync_when_the_
     );
 
     // The ABP device is heard at once, with the raw decoder it was added with.
-    let mut abp = EmulatedDevice::abp(
-        ABP_EUI.parse::<Eui64>().unwrap(),
-        ABP_ADDR.parse::<DevAddr>().unwrap(),
-        SessionKeys {
-            nwk_s_key: NWK_S_KEY.parse().unwrap(),
-            app_s_key: APP_S_KEY.parse().unwrap(),
-        },
-    );
+    let mut abp = abp_device();
     let a1 = abp.uplink(5, &lpp, false).unwrap();
     pf.push(&a1, 50_000_000).await;
     wait("the ABP device's reading", || {
@@ -209,12 +229,7 @@ async fn otaa_joins_offline_uplinks_decode_faults_are_audited_and_sync_when_the_
     .await;
 
     // SIGKILL and restart: the counters and DevNonces were stored before the gateway acted.
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    d.spawn();
-    let mut pf = PacketForwarder::connect(udp).await;
-    pf.open_downlink_path().await;
+    let mut pf = kill_and_restart(&mut d, udp).await;
     pf.push(&replay, 60_000_000).await;
     pf.push(&a1, 61_000_000).await;
     let reused = dev.join_request_reusing_nonce().unwrap();
@@ -297,31 +312,10 @@ async fn an_uplinks_counter_commits_with_its_reading_and_survives_sigkill() {
     let mut d = TestDaemon::start(&format!(
         "[[radio]]\nname = \"lora0\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:{udp}\"\n"
     ));
-    let out = d.cli(&[
-        "lora",
-        "add",
-        "--deveui",
-        ABP_EUI,
-        "--devaddr",
-        ABP_ADDR,
-        "--nwkskey",
-        NWK_S_KEY,
-        "--appskey",
-        APP_S_KEY,
-        "--decoder",
-        "raw",
-    ]);
-    assert!(out.status.success(), "{}", stdout(&out));
+    add_abp(&d);
     let api = ApiClient::new(&d.socket);
     let abp_id = fieldgate::model::DeviceId(format!("lora:{ABP_EUI}"));
-    let mut abp = EmulatedDevice::abp(
-        ABP_EUI.parse::<Eui64>().unwrap(),
-        ABP_ADDR.parse::<DevAddr>().unwrap(),
-        SessionKeys {
-            nwk_s_key: NWK_S_KEY.parse().unwrap(),
-            app_s_key: APP_S_KEY.parse().unwrap(),
-        },
-    );
+    let mut abp = abp_device();
     let mut pf = PacketForwarder::connect(udp).await;
     pf.open_downlink_path().await;
     let recorded = |d: &TestDaemon, hex: &str| {
@@ -353,12 +347,7 @@ async fn an_uplinks_counter_commits_with_its_reading_and_survives_sigkill() {
 
     // Killed right after the last reading was recorded: that frame is refused as a
     // replay after the restart.
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    d.spawn();
-    let mut pf = PacketForwarder::connect(udp).await;
-    pf.open_downlink_path().await;
+    let mut pf = kill_and_restart(&mut d, udp).await;
     pf.push(&last, 90_000_000).await;
     wait("the replay refused", || {
         refusals(&d, &abp_id.0) == ["replayed_counter"]
