@@ -11,6 +11,8 @@
 //! The first line on stdout says where to connect (`listening tcp://127.0.0.1:PORT` or
 //! `pty /dev/pts/N`); logs go to stderr. SIGTERM or SIGINT ends it with exit code 0.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -178,40 +180,50 @@ pub async fn run_zwave(args: ZwaveArgs) -> Result<()> {
         .into_iter()
         .map(|plan| tokio::spawn(super::run_fault(sim.clone(), plan)))
         .collect();
-    fault_tasks.push(tokio::spawn(log_reports(sim.clone())));
+    let logged = Arc::new(AtomicUsize::new(0));
+    fault_tasks.push(tokio::spawn(log_reports(sim.clone(), logged.clone())));
     let result = endpoint.serve(&sim, &mut signals).await;
     for t in fault_tasks {
         t.abort();
     }
+    // The reports of the last moments before the stop are logged too: a host may
+    // have received them.
+    log_recorded(&sim, &logged);
     let (stats, link) = sim.with(|e, _| (e.stats(), e.link_stats()));
     tracing::info!(?stats, ?link, "zwave controller emulator stopped");
     result
 }
 
 /// Logs every value the nodes send (`node report node=3 cc=… values=temperature=21.5`), so
-/// that what a host received can be compared with what was sent.
-async fn log_reports(sim: SimEmulator) {
-    let mut seen = 0;
+/// that what a host received can be compared with what was sent; `logged` counts the
+/// reports logged so far.
+async fn log_reports(sim: SimEmulator, logged: Arc<AtomicUsize>) {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let recorded = sim.recorded_since(seen);
-        seen += recorded.len();
-        for r in recorded {
-            let values: Vec<String> = r
-                .readings
-                .iter()
-                .map(|reading| match reading.value {
-                    ReadingValue::Number(v) => format!("{}={v}", reading.name),
-                    ReadingValue::Bool(b) => format!("{}={b}", reading.name),
-                })
-                .collect();
-            tracing::info!(
-                node = r.node,
-                cc = %fieldgate_zwave::to_hex(&r.cc),
-                values = %values.join(","),
-                "node report"
-            );
-        }
+        log_recorded(&sim, &logged);
+    }
+}
+
+/// Logs the reports recorded since the `logged` first ones (no await: a task aborted
+/// at its sleep never leaves a report half counted).
+fn log_recorded(sim: &SimEmulator, logged: &AtomicUsize) {
+    let recorded = sim.recorded_since(logged.load(Ordering::Relaxed));
+    logged.fetch_add(recorded.len(), Ordering::Relaxed);
+    for r in recorded {
+        let values: Vec<String> = r
+            .readings
+            .iter()
+            .map(|reading| match reading.value {
+                ReadingValue::Number(v) => format!("{}={v}", reading.name),
+                ReadingValue::Bool(b) => format!("{}={b}", reading.name),
+            })
+            .collect();
+        tracing::info!(
+            node = r.node,
+            cc = %fieldgate_zwave::to_hex(&r.cc),
+            values = %values.join(","),
+            "node report"
+        );
     }
 }
 
