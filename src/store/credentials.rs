@@ -38,13 +38,14 @@ pub fn put(
         .seal(&aad(owner, kind), secret)
         .map_err(|e| StoreError::Invalid(e.to_string()))?;
     let now = now_rfc3339();
-    conn.execute(
+    // Cached: a LoRa device's session state is put with every uplink.
+    conn.prepare_cached(
         "INSERT INTO credentials (device_id, kind, nonce, ciphertext, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (device_id, kind) DO UPDATE SET
             nonce = excluded.nonce, ciphertext = excluded.ciphertext, rotated_at = ?5",
-        params![owner, kind, nonce, ct, now],
-    )?;
+    )?
+    .execute(params![owner, kind, nonce, ct, now])?;
     Ok(())
 }
 

@@ -170,6 +170,9 @@ pub struct Store {
     thread: Option<JoinHandle<()>>,
 }
 
+/// How many prepared statements the writer keeps (each a few KiB, only once used).
+const WRITER_STATEMENTS: usize = 96;
+
 fn configure(conn: &Connection, sync: Synchronous) -> StoreResult<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -202,6 +205,10 @@ impl Store {
         }
         let mut conn = Connection::open(path)?;
         configure(&conn, options.synchronous)?;
+        // Every statement the writer runs per event, per commit and per delivery is
+        // prepared once and kept: more of them than rusqlite's default of 16, which
+        // made the least recently used ones be parsed again on every commit.
+        conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
         // The registry, credentials and audit log are the daemon's alone, whatever
         // the umask it was started with (SQLite gives -wal/-shm the same mode).
         for file in [
@@ -434,9 +441,15 @@ fn writer_loop(
     tracing::debug!("store writer stopped");
 }
 
+/// Runs a statement the writer runs for every commit or job (`BEGIN`, `SAVEPOINT`,
+/// ...) from the statement cache: parsed once, not each time.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
     stats.disk.recheck(&stats.log);
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         stats.failed_commits.fetch_add(1, Ordering::Relaxed);
         if disk::is_disk_full(&e) {
             stats.disk.hit_full(&stats.log);
@@ -455,7 +468,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
     for job in batch.drain(..) {
         done.push(job(conn));
     }
-    let commit = conn.execute_batch("COMMIT").map_err(|e| {
+    let commit = run_cached(conn, "COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         capture::spoil();
         if audit::tracking() {
@@ -491,10 +504,9 @@ impl Writer {
         Box::new(move |conn: &Connection| {
             // Each job runs in its own savepoint so one failing job does not take
             // its batch-mates down with it.
-            let result = match conn.execute_batch("SAVEPOINT job") {
+            let result = match run_cached(conn, "SAVEPOINT job") {
                 Ok(()) => match f(conn) {
-                    Ok(r) => conn
-                        .execute_batch("RELEASE job")
+                    Ok(r) => run_cached(conn, "RELEASE job")
                         .map(|_| r)
                         .map_err(StoreError::from),
                     Err(e) => {
