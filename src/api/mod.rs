@@ -411,6 +411,8 @@ async fn list_devices(
         if let Err(e) = listed {
             send(Err(e));
         }
+        // The list's reader cache, rows and JSON were freed on this thread.
+        crate::memory::release_free();
     });
     // The first chunk decides the status: an error before any row is an error answer;
     // one after the first bytes were sent can only cut the body short.

@@ -169,5 +169,7 @@ impl Hub {
             Ok(notices) => notices.into_iter().for_each(|n| self.notify(n)),
             Err(e) => tracing::error!(error = %e, "availability check failed"),
         }
+        // The check read every device: what it freed goes back to the system.
+        crate::memory::release_free();
     }
 }
