@@ -227,7 +227,11 @@ fn main() {
     let bench_rt = runtime("bench");
     let gw_rt = runtime("gw-");
     let dir = tempfile::tempdir().expect("tempdir");
-    let state_dir = args.keep_state.clone().unwrap_or_else(|| dir.path().into());
+    // The config takes absolute paths only: a relative --keep-state is the caller's.
+    let state_dir = match &args.keep_state {
+        Some(p) => std::path::absolute(p).expect("--keep-state: an absolute path"),
+        None => dir.path().into(),
+    };
     let prefix = format!("bench/capacity-{}", std::process::id());
     let text = format!(
         "[gateway]\nid = \"bench-gw\"\nstate_dir = \"{}\"\n[store]\nsynchronous = \"{}\"\n{}[upstream]\nurl = \"mqtt://{host}:{port}\"\nclient_id = \"bench-capacity-{}\"\ntopic_prefix = \"{prefix}\"\n",
