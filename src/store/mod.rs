@@ -443,7 +443,7 @@ fn writer_loop(
 
 /// Runs a statement the writer runs for every commit or job (`BEGIN`, `SAVEPOINT`,
 /// ...) from the statement cache: parsed once, not each time.
-fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+pub(crate) fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 

@@ -9,6 +9,8 @@ mod event;
 use super::*;
 use event::*;
 
+use crate::store::run_cached;
+
 /// Applies one device event inside the batch transaction.
 /// Applies a burst of events in the caller's transaction. The fast path runs them
 /// all under one savepoint; only when one of them fails is the burst rolled back and
@@ -26,19 +28,19 @@ pub(in crate::hub) fn apply_events(
         let now = ctx.state_pace().now_ms;
         queue_due_states(c, &ctx.gateway_id, now, now - STATE_GRACE_MS)?;
     }
-    c.execute_batch("SAVEPOINT events")?;
+    run_cached(c, "SAVEPOINT events")?;
     if let Ok(out) = apply_burst(c, ctx, batch) {
-        c.execute_batch("RELEASE events")?;
+        run_cached(c, "RELEASE events")?;
         return Ok(out);
     }
-    c.execute_batch("ROLLBACK TO events")?;
+    run_cached(c, "ROLLBACK TO events")?;
     crate::store::capture::spoil();
     let mut out = Vec::with_capacity(batch.len());
     for ev in batch {
-        c.execute_batch("SAVEPOINT event")?;
+        run_cached(c, "SAVEPOINT event")?;
         match apply_event(c, ctx, ev) {
             Ok(applied) => {
-                c.execute_batch("RELEASE event")?;
+                run_cached(c, "RELEASE event")?;
                 out.push(applied);
             }
             Err(e) => {
@@ -53,7 +55,7 @@ pub(in crate::hub) fn apply_events(
         crate::store::capture::spoil();
         return Err(e);
     }
-    c.execute_batch("RELEASE events")?;
+    run_cached(c, "RELEASE events")?;
     Ok(out)
 }
 

@@ -54,7 +54,7 @@ use crate::model::{
     RadioError, RadioState, Reachability,
 };
 use crate::secrets::Secret;
-use crate::store::credentials;
+use crate::store::{credentials, StoreResult, Writer};
 
 /// The LoRaWAN gateway driver. Its session table is reloaded from the store at every start.
 #[derive(Default)]
@@ -131,6 +131,9 @@ const REFUSAL_EVERY: Duration = Duration::from_secs(60);
 /// was not recorded, e.g. the hub refused the device).
 const UPLINK_STATE_IDLE: Duration = Duration::from_millis(200);
 
+/// A store job writing a device's session state.
+type SessionJob = Box<dyn FnOnce(&rusqlite::Connection) -> StoreResult<()> + Send>;
+
 /// `lora:<DevEUI>` owner of a device's credentials, and back.
 fn owner(dev_eui: Eui64) -> String {
     format!("lora:{dev_eui}")
@@ -190,46 +193,47 @@ impl Gateway<'_> {
         }
     }
 
-    /// Writes `dev_eui`'s session state (sealed) and waits until it is committed.
-    async fn persist(&self, dev_eui: Eui64) -> Result<()> {
+    /// The store's writer and the job that writes `dev_eui`'s session state (sealed) as
+    /// it is now; `None` without a store or a session.
+    fn session_write(&self, dev_eui: Eui64) -> Result<Option<(Writer, SessionJob)>> {
         let (Some(sink), Some(d)) = (self.io.secrets.as_ref(), self.sessions.get(dev_eui)) else {
-            return Ok(());
+            return Ok(None);
         };
         let json = serde_json::to_vec(&d.state())?;
         let (key, owner) = (sink.key.clone(), owner(dev_eui));
-        sink.writer
-            .write(move |c| {
-                credentials::put(c, &key, &owner, SESSION_KIND, &Secret::new(json)).map(|_| ())
-            })
-            .await?;
+        let put = move |c: &rusqlite::Connection| {
+            credentials::put(c, &key, &owner, SESSION_KIND, &Secret::new(json))
+        };
+        Ok(Some((sink.writer.clone(), Box::new(put))))
+    }
+
+    /// Writes `dev_eui`'s session state and waits until it is committed.
+    async fn persist(&self, dev_eui: Eui64) -> Result<()> {
+        if let Some((writer, put)) = self.session_write(dev_eui)? {
+            writer.write(put).await?;
+        }
         Ok(())
     }
 
-    /// Writes `dev_eui`'s session state (sealed) in the store's next commit, without
-    /// waiting: called before the uplink's reading is handed to the hub, so the
-    /// state commits with that reading or before it, never after. A failure is logged
-    /// (and counted in the store's failed operations).
+    /// Writes `dev_eui`'s session state in the store's next commit, without waiting:
+    /// called before the uplink's reading is handed to the hub, so the state commits
+    /// with that reading or before it, never after. A failure is logged (and counted
+    /// in the store's failed operations).
     fn persist_with_next_commit(&self, dev_eui: Eui64) {
-        let (Some(sink), Some(d)) = (self.io.secrets.as_ref(), self.sessions.get(dev_eui)) else {
-            return;
-        };
-        let json = match serde_json::to_vec(&d.state()) {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::error!(radio = %self.io.radio, %dev_eui, error = %e, "session state not serialized");
-                return;
-            }
-        };
-        let (key, owner, writer) = (sink.key.clone(), owner(dev_eui), sink.writer.clone());
         let radio = self.io.radio.clone();
-        tokio::spawn(async move {
-            let put = move |c: &rusqlite::Connection| {
-                credentials::put(c, &key, &owner, SESSION_KIND, &Secret::new(json)).map(|_| ())
-            };
-            if let Err(e) = writer.with_next_commit(put, UPLINK_STATE_IDLE).await {
-                tracing::error!(radio = %radio, %dev_eui, error = %e, "session state not stored");
+        match self.session_write(dev_eui) {
+            Ok(Some((writer, put))) => {
+                tokio::spawn(async move {
+                    if let Err(e) = writer.with_next_commit(put, UPLINK_STATE_IDLE).await {
+                        tracing::error!(radio = %radio, %dev_eui, error = %e, "session state not stored");
+                    }
+                });
             }
-        });
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(radio = %radio, %dev_eui, error = %e, "session state not serialized")
+            }
+        }
     }
 
     async fn run(&mut self) -> Result<()> {
