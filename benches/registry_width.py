@@ -33,8 +33,16 @@ import time
 
 STATE_COLUMNS = ("last_state", "last_seen", "state_sent_ms", "state_due_ms")
 
+# How the narrow table is keyed: its key column, the registry column it copies,
+# and the table's options.
+NARROW_KEYS = {
+    "rowid": ("row INTEGER PRIMARY KEY", "rowid", ""),
+    "id": ("id TEXT PRIMARY KEY", "id", " WITHOUT ROWID"),
+}
 
-def copy_registry(src_db, path, narrow=None):
+
+def read_registry(src_db):
+    """The registry's table definition, its columns (rowid first) and its rows."""
     src = sqlite3.connect(f"file:{src_db}?mode=ro", uri=True)
     (schema,) = src.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'devices'"
@@ -42,6 +50,15 @@ def copy_registry(src_db, path, narrow=None):
     cur = src.execute("SELECT rowid, * FROM devices")
     columns = [d[0] for d in cur.description]
     rows = cur.fetchall()
+    src.close()
+    return schema, columns, rows
+
+
+def copy_registry(registry, path, narrow=None):
+    """A database at `path` holding `registry`, with the state columns also in a
+    narrow table keyed as `narrow` says (see NARROW_KEYS); returns it and the keys
+    an update of each device is addressed by."""
+    schema, columns, rows = registry
     c = sqlite3.connect(path, isolation_level=None)
     c.execute("PRAGMA journal_mode = wal")
     c.execute("PRAGMA synchronous = full")
@@ -52,19 +69,19 @@ def copy_registry(src_db, path, narrow=None):
     c.executemany(
         f"INSERT INTO devices (rowid, {','.join(columns[1:])}) VALUES ({marks})", rows
     )
-    state = "last_state TEXT NOT NULL, last_seen TEXT NOT NULL, state_sent_ms INTEGER NOT NULL, state_due_ms INTEGER"
-    if narrow == "rowid":
-        c.execute(f"CREATE TABLE device_live (row INTEGER PRIMARY KEY, {state})")
+    if narrow:
+        key, source, options = NARROW_KEYS[narrow]
         c.execute(
-            f"INSERT INTO device_live SELECT rowid, {','.join(STATE_COLUMNS)} FROM devices"
+            f"CREATE TABLE device_live ({key}, last_state TEXT NOT NULL, last_seen TEXT NOT NULL,"
+            f" state_sent_ms INTEGER NOT NULL, state_due_ms INTEGER){options}"
         )
-    elif narrow == "id":
-        c.execute(f"CREATE TABLE device_live (id TEXT PRIMARY KEY, {state}) WITHOUT ROWID")
-        c.execute(f"INSERT INTO device_live SELECT id, {','.join(STATE_COLUMNS)} FROM devices")
+        c.execute(
+            f"INSERT INTO device_live SELECT {source}, {','.join(STATE_COLUMNS)} FROM devices"
+        )
     c.execute("COMMIT")
     c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    key = 1 if narrow == "id" else 0
-    return c, [r[key] for r in rows]
+    by = columns.index("id") if narrow == "id" else 0
+    return c, [r[by] for r in rows]
 
 
 def replay(c, rowids, sql, commits, per_commit, seed):
@@ -95,7 +112,7 @@ def main():
     p.add_argument("--commits", type=int, default=20, help="commits per trial")
     p.add_argument("--trials", type=int, default=30)
     a = p.parse_args()
-    src = os.path.join(a.state, "fieldgate.db")
+    registry = read_registry(os.path.join(a.state, "fieldgate.db"))
     # name: (how the state is kept, the table, the per-event update)
     cases = {
         "baseline": (None, "devices", "SELECT ?, ?, ?"),
@@ -114,7 +131,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         dbs = {}
         for name, (narrow, table, _) in cases.items():
-            c, keys = copy_registry(src, os.path.join(tmp, f"{name}.db"), narrow)
+            c, keys = copy_registry(registry, os.path.join(tmp, f"{name}.db"), narrow)
             dbs[name] = (c, keys, pages(c, table))
         results = {name: [] for name in cases}
         # Trials alternate between the cases, so the machine's slow moments fall on

@@ -302,20 +302,16 @@ fn state_files_are_private_whatever_the_umask_and_a_foreign_key_is_refused() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mode = |p: &Path| {
-        std::fs::metadata(p)
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-            .permissions()
-            .mode()
-            & 0o777
-    };
+    let bits = |m: std::fs::Metadata| m.permissions().mode() & 0o777;
+    let mode =
+        |p: &Path| bits(std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
     let state = d.dir.path().join("state");
     assert_eq!(mode(&state), 0o700, "state dir");
     assert_eq!(mode(&d.db()), 0o600, "database");
     // The WAL comes and goes with the connections (SQLite deletes it when the last
     // one closes), so it is checked only if it is there when looked at.
     if let Ok(wal) = std::fs::metadata(state.join("fieldgate.db-wal")) {
-        assert_eq!(wal.permissions().mode() & 0o777, 0o600, "WAL");
+        assert_eq!(bits(wal), 0o600, "WAL");
     }
     let key = state.join("master.key");
     assert_eq!(mode(&key), 0o600, "master key");
