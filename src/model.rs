@@ -53,6 +53,34 @@ impl DeviceId {
         Protocol::parse(self.0.split_once(':')?.0)
     }
 
+    /// Whether the address has the form the protocol's drivers name their devices by:
+    /// a Zigbee IEEE address (`0x` and 16 hex digits), a Z-Wave node (`<home id>-<node>`,
+    /// 8 hex digits and 1-232), a BLE MAC (`aa:bb:cc:dd:ee:ff`), a LoRaWAN DevEUI (16 hex
+    /// digits). LoRa P2P addresses are the peers' own and are not checked. Used where an
+    /// id may name a device the gateway has never seen (a block), so that a mistyped one
+    /// is refused instead of blocking an address no device can have.
+    pub fn well_formed(&self) -> bool {
+        fn hex(s: &str, digits: usize) -> bool {
+            s.len() == digits && s.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        let addr = self.native_address();
+        match self.protocol() {
+            Some(Protocol::Zigbee) => addr.strip_prefix("0x").is_some_and(|h| hex(h, 16)),
+            Some(Protocol::Zwave) => addr.split_once('-').is_some_and(|(home, node)| {
+                hex(home, 8)
+                    && node.bytes().all(|b| b.is_ascii_digit())
+                    && node.parse::<u8>().is_ok_and(|n| (1..=232).contains(&n))
+            }),
+            Some(Protocol::Ble) => {
+                let parts: Vec<&str> = addr.split(':').collect();
+                parts.len() == 6 && parts.iter().all(|p| hex(p, 2))
+            }
+            Some(Protocol::Lora) => hex(addr, 16),
+            Some(Protocol::LoraP2p) => true,
+            None => false,
+        }
+    }
+
     /// The native address part (`0x...` in `zigbee:0x...`).
     pub fn native_address(&self) -> &str {
         self.0.split_once(':').map_or("", |(_, a)| a)
@@ -616,6 +644,39 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn well_formed_ids_are_the_drivers_address_forms() {
+        let ok = [
+            "zigbee:0x00124b0001abcdef",
+            "zwave:fa116a7e-3",
+            "zwave:fa116a7e-232",
+            "ble:54:48:e6:8f:80:a5",
+            "lora:0011223344556677",
+            "lora-p2p:anything",
+        ];
+        for raw in ok {
+            assert!(DeviceId::parse(raw).unwrap().well_formed(), "{raw}");
+        }
+        let bad = [
+            "zigbee:0x1234",
+            "zigbee:00124b0001abcdef",
+            "zigbee:0x00124b0001abcdeg",
+            "zwave:fa116a7e-0",
+            "zwave:fa116a7e-233",
+            "zwave:fa116a7e-+3",
+            "zwave:fa116a7-3",
+            "zwave:3",
+            "ble:zz:zz",
+            "ble:54:48:e6:8f:80",
+            "ble:54:48:e6:8f:80:a5:00",
+            "lora:0x0011223344556677",
+            "lora:00112233",
+        ];
+        for raw in bad {
+            assert!(!DeviceId::parse(raw).unwrap().well_formed(), "{raw}");
+        }
+    }
 
     #[test]
     fn rfc3339_matches_humantime() {

@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context, Result};
 use hyper::Method;
 use serde_json::{json, Value};
 
-use super::client::{ApiClient, ClientError};
+use super::client::{segment, ApiClient, ClientError};
 use crate::store::audit;
 
 fn s(v: &Value) -> String {
@@ -315,7 +315,11 @@ pub async fn devices(
 
 pub async fn device(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
     let v = api
-        .call(Method::GET, &format!("/v1/devices/{id}"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/devices/{}", segment("the device id", id)?),
+            None,
+        )
         .await?;
     if as_json {
         return print_json(&v);
@@ -374,7 +378,11 @@ pub async fn device(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
 
 pub async fn readmit(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
     let v = api
-        .call(Method::POST, &format!("/v1/devices/{id}/readmit"), None)
+        .call(
+            Method::POST,
+            &format!("/v1/devices/{}/readmit", segment("the device id", id)?),
+            None,
+        )
         .await?;
     if as_json {
         return print_json(&v);
@@ -390,7 +398,11 @@ pub async fn readmit(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
 
 pub async fn remove(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
     let v = api
-        .call(Method::DELETE, &format!("/v1/devices/{id}"), None)
+        .call(
+            Method::DELETE,
+            &format!("/v1/devices/{}", segment("the device id", id)?),
+            None,
+        )
         .await?;
     if as_json {
         return print_json(&v);
@@ -423,7 +435,10 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
     let v = api
         .call(
             Method::POST,
-            &format!("/v1/radios/{radio}/permit-join"),
+            &format!(
+                "/v1/radios/{}/permit-join",
+                segment("the radio name", radio)?
+            ),
             Some(json!({"seconds": seconds})),
         )
         .await?;
@@ -632,7 +647,7 @@ async fn send_command(api: &ApiClient, id: &str, body: Value, as_json: bool) -> 
     let v = api
         .call(
             Method::POST,
-            &format!("/v1/devices/{id}/command"),
+            &format!("/v1/devices/{}/command", segment("the device id", id)?),
             Some(body),
         )
         .await
@@ -702,7 +717,11 @@ pub async fn refresh(
     }
     let body = (!attributes.is_empty()).then(|| json!({ "attributes": attributes }));
     let v = api
-        .call(Method::POST, &format!("/v1/devices/{id}/refresh"), body)
+        .call(
+            Method::POST,
+            &format!("/v1/devices/{}/refresh", segment("the device id", id)?),
+            body,
+        )
         .await
         .map_err(device_error)?;
     if as_json {
@@ -1004,7 +1023,11 @@ pub async fn install_code_list(api: &ApiClient, as_json: bool) -> Result<()> {
 
 pub async fn install_code_remove(api: &ApiClient, ieee: &str, as_json: bool) -> Result<()> {
     let v = api
-        .call(Method::DELETE, &format!("/v1/install-codes/{ieee}"), None)
+        .call(
+            Method::DELETE,
+            &format!("/v1/install-codes/{}", segment("the IEEE address", ieee)?),
+            None,
+        )
         .await?;
     if as_json {
         return print_json(&v);
@@ -1025,7 +1048,10 @@ pub async fn radio_rotate_key(api: &ApiClient, radio: &str, as_json: bool) -> Re
     let v = api
         .call(
             Method::POST,
-            &format!("/v1/radios/{radio}/rotate-key"),
+            &format!(
+                "/v1/radios/{}/rotate-key",
+                segment("the radio name", radio)?
+            ),
             None,
         )
         .await?;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use hyper::Method;
 use serde_json::{json, Value};
 
-use super::client::ApiClient;
+use super::client::{segment, ApiClient};
 
 /// The key as given: `-` reads it from standard input.
 fn read_key(bindkey: Option<&str>) -> Result<Option<zeroize::Zeroizing<String>>> {
@@ -28,7 +28,7 @@ pub async fn rotate_bindkey(api: &ApiClient, id: &str, bindkey: &str, as_json: b
     let v = api
         .call(
             Method::POST,
-            &format!("/v1/devices/{id}/bindkey"),
+            &format!("/v1/devices/{}/bindkey", segment("the device id", id)?),
             Some(json!({"bindkey": key.as_str()})),
         )
         .await?;
@@ -57,7 +57,11 @@ pub async fn adopt(api: &ApiClient, id: &str, bindkey: Option<&str>, as_json: bo
         None => json!({}),
     };
     let v = api
-        .call(Method::POST, &format!("/v1/devices/{id}/adopt"), Some(body))
+        .call(
+            Method::POST,
+            &format!("/v1/devices/{}/adopt", segment("the device id", id)?),
+            Some(body),
+        )
         .await?;
     if as_json {
         crate::outln!("{}", serde_json::to_string_pretty(&v)?);

@@ -4,11 +4,15 @@ use anyhow::Result;
 use hyper::Method;
 use serde_json::Value;
 
-use super::client::ApiClient;
+use super::client::{segment, ApiClient};
 
 pub async fn remove_and_block(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
     let v = api
-        .call(Method::POST, &format!("/v1/devices/{id}/block"), None)
+        .call(
+            Method::POST,
+            &format!("/v1/devices/{}/block", segment("the device id", id)?),
+            None,
+        )
         .await?;
     if as_json {
         crate::outln!("{}", serde_json::to_string_pretty(&v)?);

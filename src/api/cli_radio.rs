@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use hyper::Method;
 use serde_json::Value;
 
-use super::client::ApiClient;
+use super::client::{segment, ApiClient};
 
 /// `fieldgate radio backup NAME [--out FILE]`: the radio's network as
 /// open-coordinator-backup JSON, printed or written to a new file with mode 0600 (it holds
@@ -16,7 +16,11 @@ use super::client::ApiClient;
 pub async fn radio_backup(api: &ApiClient, radio: &str, out: Option<&Path>) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let v = api
-        .call(Method::GET, &format!("/v1/radios/{radio}/backup"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/radios/{}/backup", segment("the radio name", radio)?),
+            None,
+        )
         .await?;
     let text = zeroize::Zeroizing::new(format!("{}\n", serde_json::to_string_pretty(&v)?));
     let Some(out) = out else {
@@ -69,7 +73,7 @@ pub async fn radio_restore(
     let v = api
         .call(
             Method::POST,
-            &format!("/v1/radios/{radio}/restore"),
+            &format!("/v1/radios/{}/restore", segment("the radio name", radio)?),
             Some(document),
         )
         .await?;

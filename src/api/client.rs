@@ -23,12 +23,33 @@ pub enum ClientError {
     Http(String),
     #[error("the daemon sent an unreadable answer: {0}")]
     Body(String),
+    #[error("{0}")]
+    Usage(String),
     #[error("{message} ({code})")]
     Api {
         status: u16,
         code: String,
         message: String,
     },
+}
+
+/// `value` as one segment of a request path: escaped so that whatever a technician typed
+/// (`?`, `#`, `/`, spaces) reaches the daemon as part of that segment, to be checked there,
+/// instead of ending the path early and naming another resource. An empty value is refused
+/// here: it would name the collection, not one of its members.
+pub fn segment(what: &str, value: &str) -> Result<String, ClientError> {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    // RFC 3986 unreserved characters, plus `:` (device ids are `protocol:address`).
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b':');
+    if value.is_empty() {
+        return Err(ClientError::Usage(format!("{what} is empty")));
+    }
+    Ok(utf8_percent_encode(value, KEEP).to_string())
 }
 
 pub struct ApiClient {

@@ -472,6 +472,18 @@ async fn block_device(
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<crate::hub::Blocked> {
     let id = device_id(&raw)?;
+    // A block may name a device never seen, so its address is checked against the form
+    // its protocol's devices have: a mistyped one would block nothing.
+    if !id.well_formed() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_device_id",
+            format!(
+                "`{raw}` is not an address a {} device can have",
+                id.protocol().map_or("", |p| p.as_str())
+            ),
+        ));
+    }
     Ok(Json(s.hub.block(id, peer.actor()).await?))
 }
 

@@ -757,8 +757,16 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
         }
         "remove" => {
             let b: RemoveBody = typed(value)?;
+            let device = device_id(&b.device)?;
+            // A block may name a device never seen: a mistyped address would block nothing.
+            if b.block && !device.0.starts_with(NAME_REF) && !device.well_formed() {
+                return Err(Rejection::new(
+                    "bad_device_id",
+                    "`device` is not an address a device of its protocol can have",
+                ));
+            }
             Ok(Request::Remove {
-                device: device_id(&b.device)?,
+                device,
                 block: b.block,
             })
         }

@@ -31,13 +31,21 @@ fn valid_requests_parse() {
     assert_eq!(
         parse(
             "remove",
-            br#"{"correlation_id":"c","device":"zigbee:0x1","block":true}"#
+            br#"{"correlation_id":"c","device":"zigbee:0x00124b0001abcdef","block":true}"#
         )
         .request,
         Ok(Request::Remove {
-            device: DeviceId::parse("zigbee:0x1").unwrap(),
+            device: DeviceId::parse("zigbee:0x00124b0001abcdef").unwrap(),
             block: true
         })
+    );
+    // A block by friendly name is checked when the name is looked up.
+    assert_eq!(
+        code(
+            "remove",
+            br#"{"correlation_id":"c","device":"hall-lamp","block":true}"#
+        ),
+        "ok"
     );
     assert_eq!(
         code(
@@ -177,6 +185,16 @@ fn malformed_requests_get_codes() {
         (
             "remove",
             br#"{"correlation_id":"c","device":"bo/gus"}"#,
+            "bad_device_id",
+        ),
+        (
+            "remove",
+            br#"{"correlation_id":"c","device":"zigbee:0x1234","block":true}"#,
+            "bad_device_id",
+        ),
+        (
+            "remove",
+            br#"{"correlation_id":"c","device":"ble:zz:zz","block":true}"#,
             "bad_device_id",
         ),
         (
