@@ -70,6 +70,8 @@ pub struct Daemon {
     pub master_key: Arc<MasterKey>,
     /// Seals the audit log every `store.audit_seal_interval`.
     seal_task: JoinHandle<()>,
+    /// The state directory's lock, released when the daemon has stopped.
+    _claim: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// Seals the audit log at start and then every `interval` until shutdown (the last
@@ -122,11 +124,57 @@ fn load_policy(config: &Config, store: &Store) -> Result<(Option<Policy>, Option
     Ok((cached, pinned))
 }
 
+/// Claims the state directory for this daemon: an exclusive `flock` on `<db>.lock`, held
+/// while the returned file is open; the kernel drops it when the process ends, however it
+/// ends, so a stale file never blocks a start. A second daemon on the same directory
+/// would interleave its writes with this one's (two audit chains in one table, one outbox
+/// drained twice, the same radios opened twice), so it is refused. The file holds the
+/// owner's pid, to name it in that refusal.
+fn claim_state_dir(db: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = db.parent() {
+        store::private_dir(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    }
+    let path = store::sidecar(db, ".lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            lock.set_len(0)?;
+            lock.rewind()?;
+            write!(lock, "{}", std::process::id())?;
+            Ok(lock)
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let owner = match pid.trim() {
+                "" => String::new(),
+                p => format!(" (pid {p})"),
+            };
+            anyhow::bail!(
+                "another fieldgate daemon{owner} is running on the state directory {}; stop it first, or give this one another `gateway.state_dir`",
+                db.parent().unwrap_or(db).display()
+            )
+        }
+        Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
 impl Daemon {
     /// Opens the store, starts radios, hub and API. Returns once all are up.
     pub async fn start(config: Config) -> Result<Daemon> {
         let started = Instant::now();
         let db = config.db_path();
+        let claim = claim_state_dir(&db)?;
         let store = Store::open(&db, WriterOptions::from(&config.store))
             .with_context(|| format!("cannot open the database {}", db.display()))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -246,6 +294,7 @@ impl Daemon {
             upstream,
             master_key,
             seal_task,
+            _claim: claim,
         })
     }
 

@@ -297,7 +297,7 @@ impl Drop for Store {
 
 /// Creates `dir` (and its parents) as 0700, or takes others' access away from an
 /// existing one (its group bits are the installer's choice, e.g. 0750).
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if !dir.exists() {
         std::fs::DirBuilder::new()

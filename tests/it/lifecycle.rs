@@ -61,7 +61,18 @@ fn sigterm_exits_zero_within_5s_with_nothing_lost() {
 #[test]
 fn a_second_daemon_does_not_take_a_live_socket() {
     let d = TestDaemon::start("");
-    let out = crate::common::fieldgate(&["run", "--config", d.config.to_str().unwrap()]);
+    // Its own state directory, the first one's socket.
+    let other = d.dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "[gateway]\nid = \"test-gw\"\nstate_dir = \"{}\"\n[api]\nsocket = \"{}\"\n",
+            d.dir.path().join("other-state").display(),
+            d.socket.display()
+        ),
+    )
+    .unwrap();
+    let out = crate::common::fieldgate(&["run", "--config", other.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
         crate::common::stderr(&out).contains("already serving"),
@@ -70,6 +81,53 @@ fn a_second_daemon_does_not_take_a_live_socket() {
     );
     // The first one still answers.
     assert!(d.cli(&["status"]).status.success());
+}
+
+/// Two daemons on one state directory would write two audit chains into one table and
+/// drain one outbox twice: the second is refused, naming the first, and starts once the
+/// first has stopped (the lock goes with the process; the file left behind is no obstacle).
+#[test]
+fn a_second_daemon_does_not_take_a_state_directory_in_use() {
+    let mut d = TestDaemon::start("");
+    let pid = d.child.as_ref().unwrap().id();
+    let other = d.dir.path().join("other.toml");
+    let config = crate::common::base_config(d.dir.path(), "").replace("api.sock", "other.sock");
+    std::fs::write(&other, config).unwrap();
+    let out = crate::common::fieldgate(&["run", "--config", other.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = crate::common::stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "another fieldgate daemon (pid {pid}) is running on the state directory"
+        )),
+        "{err}"
+    );
+    assert!(!d.dir.path().join("other.sock").exists());
+    assert!(d.cli(&["status"]).status.success());
+    assert_eq!(
+        d.terminate(Duration::from_secs(10)).map(|s| s.success()),
+        Some(true)
+    );
+    let mut second = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&other)
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = d.dir.path().join("other.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "the second daemon did not start");
+        assert!(
+            second.try_wait().unwrap().is_none(),
+            "the second daemon exited"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = second.kill();
+    let _ = second.wait();
 }
 
 #[test]
@@ -315,6 +373,7 @@ fn state_files_are_private_whatever_the_umask_and_a_foreign_key_is_refused() {
     }
     let key = state.join("master.key");
     assert_eq!(mode(&key), 0o600, "master key");
+    assert_eq!(mode(&state.join("fieldgate.db.lock")), 0o600, "lock");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
