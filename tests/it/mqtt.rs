@@ -2402,6 +2402,53 @@ pub(crate) mod device_requests {
             assert!(!text.contains(&key), "network key in the {what}");
         }
     }
+
+    /// A burst of rotations never holds the other requests up: past what the rotation
+    /// lane holds, rotations are answered `busy` at once (and audited), and a health
+    /// check or a rotation that cannot run (no such radio) sent after the burst is
+    /// answered while the first rotation still waits out its switch delay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_rotations_is_answered_busy_past_the_lane_not_held() {
+        let site = Site::start_with("key_switch_delay = \"20s\"\n").await;
+        let second = Duration::from_secs(10);
+        for i in 0..24 {
+            site.request(
+                "rotate_network_key",
+                json!({"correlation_id": format!("burst-{i}"), "radio": "zb0"}),
+                false,
+            )
+            .await;
+        }
+        site.request(
+            "rotate_network_key",
+            json!({"correlation_id": "rk-nope", "radio": "nope"}),
+            false,
+        )
+        .await;
+        site.request("health_check", json!({"correlation_id": "hc-after"}), false)
+            .await;
+        site.response("hc-after", "ok", second).await;
+        let r = site.response("rk-nope", "error", second).await;
+        assert_eq!(r["error"]["code"], "unknown_radio", "{r}");
+        // 1 running and 16 waiting at most: the last ones of the burst were refused.
+        let busy: Vec<usize> = (0..24)
+            .filter(|i| {
+                site.responses(&format!("burst-{i}"))
+                    .iter()
+                    .any(|r| r["error"]["code"] == "busy")
+            })
+            .collect();
+        assert!(busy.len() >= 24 - 17, "busy: {busy:?}");
+        assert!(busy.contains(&23), "busy: {busy:?}");
+        assert!(
+            site.responses("burst-0").is_empty(),
+            "the first rotation answered early"
+        );
+        assert_eq!(
+            site.audit_count("mqtt.rotate_network_key", "zb0", "failed"),
+            busy.len()
+        );
+    }
 }
 
 /// Requests as a careless or hostile cloud sends them.

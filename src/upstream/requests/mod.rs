@@ -181,13 +181,38 @@ pub async fn serve(
                 retained,
                 reply_to,
                 ..
-            } if operation == "rotate_network_key" => {
-                if rotations
-                    .send((topic, operation, payload, retained, reply_to))
-                    .await
-                    .is_err()
-                {
-                    break;
+            } if operation == "rotate_network_key" && rotation_runs(&ctx, &payload) => {
+                // Never waits for room: that would hold every other request up behind
+                // the rotations. A full lane answers `busy`, as the session does when
+                // this task has no room.
+                match rotations.try_send((topic, operation, payload, retained, reply_to)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full((
+                        topic,
+                        operation,
+                        payload,
+                        retained,
+                        reply_to,
+                    ))) => {
+                        ctx.status.count_request("busy");
+                        count_refused_topic(&ctx.status, reply_to.as_ref(), &ctx.topics, ctx.v5);
+                        let r = refusal(
+                            &ctx.gateway_id,
+                            &ctx.topics,
+                            &topic,
+                            &operation,
+                            &payload,
+                            retained,
+                            reply_to.as_ref(),
+                            ctx.v5,
+                            "busy",
+                            "too many key rotations waiting: retry later",
+                        );
+                        if refuse(&ctx, &outbound, r).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }
             Inbound::Request {
@@ -218,6 +243,42 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Whether a `rotate_network_key` request will wait out a rotation: it parses and names
+/// a running radio that can rotate its key. Any other is refused at once, in order with
+/// the other requests, instead of queueing behind rotations to be told so.
+fn rotation_runs(ctx: &RequestContext, payload: &[u8]) -> bool {
+    let Ok(Request::RotateNetworkKey { radio }) = parse("rotate_network_key", payload).request
+    else {
+        return false;
+    };
+    ctx.radios.iter().any(|r| {
+        r.name == radio
+            && r.capabilities.is_some_and(|c| c.key_rotation.is_some())
+            && *r.state.borrow() == crate::model::RadioState::Up
+    })
+}
+
+/// Records a refusal made here in the audit log, then hands its publishes over.
+async fn refuse(
+    ctx: &RequestContext,
+    outbound: &mpsc::Sender<Outbound>,
+    r: Refusal,
+) -> Result<(), mpsc::error::SendError<Outbound>> {
+    let gw = ctx.gateway_id.clone();
+    let entry = r.audit;
+    if let Err(e) = ctx
+        .writer
+        .write(move |c| store::record_audit(c, &gw, &entry).map(|_| ()))
+        .await
+    {
+        tracing::error!(error = %e, "cannot write the audit record of a refused MQTT request");
+    }
+    for out in r.publish {
+        outbound.send(out).await?;
+    }
+    Ok(())
 }
 
 /// Hands a request's response to the session and, for a retained request, the
