@@ -459,6 +459,35 @@ async fn policies_must_be_newer_and_signed_when_a_key_is_pinned() {
     assert_eq!(policies::active(&r).unwrap().unwrap().version, 2);
 }
 
+/// With no key pinned nothing can check a signature: a policy that carries one is
+/// applied but not reported, audited or cached as signed, and a signature that is not
+/// one (not 128 hex digits) is refused.
+#[tokio::test]
+async fn a_signature_no_pinned_key_checks_is_not_reported_as_signed() {
+    let mut rig = rig();
+    let doc = json!({"version": 2});
+    let garbage = json!({"policy": doc, "signature": "zz"});
+    assert_eq!(
+        rig.policy(garbage).await.unwrap_err().code(),
+        "policy_refused"
+    );
+    let signed = serde_json::to_value(policy::sign(&doc, &[9u8; 32])).unwrap();
+    let applied = rig.policy(signed).await.unwrap();
+    assert!(!applied.signed);
+    let r = rig.store.reader().unwrap();
+    let active = policies::active(&r).unwrap().unwrap();
+    assert_eq!(active.version, 2);
+    assert!(!active.signed);
+    let details: String = r
+        .query_row(
+            "SELECT details FROM audit WHERE action = 'policy.apply' AND outcome = 'accepted'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(details.contains("\"signed\":false"), "{details}");
+}
+
 #[tokio::test]
 async fn battery_low_and_silence_raise_health_flags() {
     let mut rig = rig();

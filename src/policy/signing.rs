@@ -53,6 +53,13 @@ pub fn accept(
     envelope: &SignedPolicy,
     pinned: Option<&VerifyingKey>,
 ) -> Result<Policy, PolicyError> {
+    // A signature is always well-formed, checked or not: garbage there is refused
+    // rather than kept as if it were one.
+    if let Some(sig_hex) = envelope.signature.as_deref() {
+        let mut sig = [0u8; 64];
+        hex::decode_to_slice(sig_hex.trim(), &mut sig)
+            .map_err(|_| err("$.signature", "not 128 hex characters"))?;
+    }
     if let Some(key) = pinned {
         let sig_hex = envelope.signature.as_deref().ok_or_else(|| {
             err(
@@ -109,6 +116,15 @@ mod tests {
             .to_string()
             .contains("signature is required"));
         assert!(accept(&bare, None).is_ok());
+        // With no key pinned a signature is not checked, but it must be one.
+        assert!(accept(&signed, None).is_ok());
+        for garbage in ["zz", "", "not a signature at all!", &"ab".repeat(63)] {
+            let env = SignedPolicy {
+                policy: doc.clone(),
+                signature: Some(garbage.to_string()),
+            };
+            assert!(accept(&env, None).is_err(), "{garbage:?}");
+        }
         // Tampered document or signature: refused.
         let mut tampered = signed.clone();
         tampered.policy["admission"]["max_join_window_s"] = json!(254);

@@ -39,11 +39,14 @@ impl Hub {
             }
         };
         let gw = self.gateway_id.clone();
-        let (version, signed, rules) = (p.version, env.signature.is_some(), p.rules.len());
+        // `signed` means verified: with no key pinned a signature is not checked (nor kept).
+        let signed = env.signature.is_some() && self.pinned_key.is_some();
+        let (version, rules) = (p.version, p.rules.len());
         let actor_s = actor.to_string();
         let source_s = source.to_string();
         let doc = env.policy.clone();
-        let sig = env.signature.clone();
+        // Kept only when verified, so that the cached policy reads as signed only then.
+        let sig = env.signature.clone().filter(|_| signed);
         let stored = self
             .writer
             .write(move |c| {
