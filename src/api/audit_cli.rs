@@ -43,22 +43,30 @@ pub fn seal_init(db: &Path, as_json: bool) -> Result<()> {
             || format!("cannot give {} to the database's owner", key_file.display()),
         )?;
     }
-    if as_json {
-        let v = Zeroizing::new(
-            serde_json::json!({"seed": seed.as_str(), "key_file": key_file, "epoch": 1})
-                .to_string(),
-        );
-        crate::outln!("{}", v.as_str());
+    // The seed exists nowhere else: it goes out in one write, and if that fails (the
+    // reader went away, a full disk) sealing is undone, so that it can be set up again
+    // and no seals are made that nobody can check.
+    let text = Zeroizing::new(if as_json {
+        serde_json::json!({"seed": seed.as_str(), "key_file": key_file, "epoch": 1}).to_string()
     } else {
-        crate::outln!(
-            "audit sealing set up: key file {} (epoch 1); the daemon seals every store.audit_seal_interval",
-            key_file.display()
-        );
-        crate::outln!("verification seed (shown only this once; keep it off this gateway):");
-        crate::outln!("{}", seed.as_str());
-        crate::outln!(
-            "check with: fieldgate audit verify --seed -   (reads the seed from standard input)"
-        );
+        format!(
+            "audit sealing set up: key file {} (epoch 1); the daemon seals every store.audit_seal_interval\n\
+             verification seed (shown only this once; keep it off this gateway):\n\
+             {}\n\
+             check with: fieldgate audit verify --seed -   (reads the seed from standard input)",
+            key_file.display(),
+            seed.as_str()
+        )
+    });
+    if let Err(e) = crate::output::try_line(format_args!("{}", text.as_str())) {
+        let undone = std::fs::remove_file(&key_file);
+        return Err(anyhow!(
+            "cannot write the verification seed to standard output ({e}); {}",
+            match undone {
+                Ok(()) => "sealing was not set up, run this again".to_string(),
+                Err(r) => format!("remove {} ({r}) and run this again", key_file.display()),
+            }
+        ));
     }
     Ok(())
 }

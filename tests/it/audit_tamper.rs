@@ -411,3 +411,34 @@ fn a_log_cut_while_the_daemon_runs_is_noticed_at_the_next_append() {
         "triggers restored"
     );
 }
+
+/// The seed exists only in what `audit seal init` prints: when it cannot be written
+/// (standard output closed before it), the command fails and leaves sealing not set up,
+/// so that it can run again.
+#[test]
+fn seal_init_with_nowhere_to_show_the_seed_sets_nothing_up() {
+    use std::os::fd::OwnedFd;
+    use std::process::{Command, Stdio};
+    let mut d = TestDaemon::start(SEALING);
+    stop(&mut d);
+    let db = d.db();
+    let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = Command::new(crate::common::bin())
+        .args(["audit", "seal", "init", "--db", db.to_str().unwrap()])
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sealing was not set up"), "{err}");
+    assert!(!crate::common::sidecar(&db, "-seal-key").exists());
+    let out = fieldgate(&["audit", "seal", "init", "--db", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert!(
+        stdout(&out).contains("verification seed"),
+        "{}",
+        stdout(&out)
+    );
+}
