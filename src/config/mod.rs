@@ -350,6 +350,14 @@ pub struct OutboxLimits {
 fn default_outbox_bytes() -> Spanned<u64> {
     Spanned::new(0..0, 256 * 1024 * 1024)
 }
+/// The largest config file read (the example config is a few KiB).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The range of `upstream.outbox.max_age`: under a minute, a short uplink outage would
+/// drop everything queued during it.
+const OUTBOX_AGE_MIN: Duration = Duration::from_secs(60);
+const OUTBOX_AGE_MAX: Duration = Duration::from_secs(3650 * 24 * 3600);
+
 fn default_outbox_age() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
 }
@@ -439,13 +447,27 @@ impl Config {
 
     /// Reads, parses and validates a config file, without the host checks.
     pub fn load_elsewhere(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let fail = |message: String| ConfigError {
             file: path.to_path_buf(),
             line: None,
             column: None,
             key: None,
-            message: format!("cannot read the config file: {e}"),
-        })?;
+            message,
+        };
+        // Read up to a limit: a path to a device or a huge file is not a config.
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                use std::io::Read;
+                f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)
+            })
+            .map_err(|e| fail(format!("cannot read the config file: {e}")))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(fail(format!(
+                "larger than {} KiB: not a config file",
+                MAX_CONFIG_BYTES / 1024
+            )));
+        }
         Config::parse(path, &text)
     }
 
@@ -854,13 +876,26 @@ fn validate_upstream(up: &UpstreamConfig, loc: &Locator<'_>) -> Result<(), Confi
         ));
     }
     let raw = up.url.get_ref();
-    let url = url::Url::parse(raw).map_err(|e| {
-        loc.at(
+    // Never quoted back: a URL may carry a password.
+    let url = url::Url::parse(raw)
+        .map_err(|e| loc.at(&up.url, "upstream.url", format!("not a valid URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(loc.at(
             &up.url,
             "upstream.url",
-            format!("`{raw}` is not a valid URL: {e}"),
-        )
-    })?;
+            "credentials do not belong in the URL (they are not used, and would show wherever the URL is): set upstream.username and upstream.password_file",
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(loc.at(
+            &up.url,
+            "upstream.url",
+            "is mqtt://host[:port] or mqtts://host[:port], without a path, query or fragment",
+        ));
+    }
+    if url.port() == Some(0) {
+        return Err(loc.at(&up.url, "upstream.url", "port 0 is not a port"));
+    }
     let tls = match url.scheme() {
         "mqtt" => false,
         "mqtts" => true,
@@ -934,6 +969,22 @@ fn validate_upstream(up: &UpstreamConfig, loc: &Locator<'_>) -> Result<(), Confi
                 "must be at least 1s (MQTT 5 counts whole seconds)",
             ));
         }
+    }
+    if up.client_id.as_deref().is_some_and(str::is_empty) {
+        return Err(loc.nowhere(
+            "upstream.client_id",
+            "must not be empty (leave it unset to use the gateway id)",
+        ));
+    }
+    let age = up.outbox.max_age;
+    if age < OUTBOX_AGE_MIN || age > OUTBOX_AGE_MAX {
+        return Err(loc.nowhere(
+            "upstream.outbox.max_age",
+            format!(
+                "{} is out of range: from 1m to 3650days (messages older than it are dropped unsent)",
+                humantime::format_duration(age)
+            ),
+        ));
     }
     if *up.outbox.max_bytes.get_ref() < 1024 * 1024 {
         return Err(loc.at(

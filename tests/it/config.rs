@@ -68,6 +68,14 @@ const CASES: &[Case] = &[
     case("plaintext MQTT to a remote broker", "[upstream]\nurl = \"mqtt://broker.example.com:1883\"\n", "plaintext MQTT", Some(9)),
     case("MQTT URL with another scheme", "[upstream]\nurl = \"http://broker.example.com\"\n", "unsupported scheme `http`", Some(9)),
     case("MQTT URL that is not a URL", "[upstream]\nurl = \"not a url\"\n", "not a valid URL", Some(9)),
+    case("MQTT URL with a password", "[upstream]\nurl = \"mqtts://user:hunter2@b.example.com:8883\"\n", "credentials do not belong in the URL", Some(9)),
+    case("MQTT URL with a user name", "[upstream]\nurl = \"mqtts://user@b.example.com\"\n", "upstream.password_file", Some(9)),
+    case("MQTT URL with a path", "[upstream]\nurl = \"mqtts://b.example.com/mqtt\"\n", "without a path, query or fragment", Some(9)),
+    case("MQTT URL with a query", "[upstream]\nurl = \"mqtts://b.example.com?x=1\"\n", "without a path, query or fragment", Some(9)),
+    case("MQTT URL on port 0", "[upstream]\nurl = \"mqtts://b.example.com:0\"\n", "port 0", Some(9)),
+    case("empty client id", "[upstream]\nurl = \"mqtts://b.example.com\"\nclient_id = \"\"\n", "key `upstream.client_id`: must not be empty", None),
+    case("outbox age of nothing", "[upstream]\nurl = \"mqtts://b.example.com\"\n[upstream.outbox]\nmax_age = \"0s\"\n", "key `upstream.outbox.max_age`: 0s is out of range", None),
+    case("outbox age of a millennium", "[upstream]\nurl = \"mqtts://b.example.com\"\n[upstream.outbox]\nmax_age = \"1000y\"\n", "out of range", None),
     case("client cert without key", "[upstream]\nurl = \"mqtts://broker.example.com\"\nclient_cert = \"/etc/fieldgate/c.pem\"\n", "client_cert and client_key", None),
     case("outbox too small", "[upstream]\nurl = \"mqtts://b.example.com\"\n[upstream.outbox]\nmax_bytes = 10\n", "at least 1048576", Some(11)),
     case("commit window too long", "[store]\ncommit_window = \"2s\"\n", "too long", None),
@@ -189,6 +197,9 @@ fn bad_configs_are_refused_with_location_and_exit_code_2() {
             if !err.contains(path_s) {
                 problems.push("message does not name the file".into());
             }
+            if err.contains("hunter2") {
+                problems.push("message quotes the password".into());
+            }
             if let Some(line) = c.line {
                 if !err.contains(&format!("{path_s}:{line}:")) {
                     problems.push(format!("message does not name line {line}"));
@@ -217,6 +228,24 @@ fn bad_configs_are_refused_with_location_and_exit_code_2() {
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A config path that names a device or a huge file is refused after a bounded read,
+/// not read until memory runs out.
+#[test]
+fn a_config_file_too_large_to_be_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "#".repeat(2 * 1024 * 1024)).unwrap();
+    for path in [big.to_str().unwrap(), "/dev/zero"] {
+        let out = fieldgate(&["config", "check", path]);
+        assert_eq!(out.status.code(), Some(2), "{path}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("larger than 1024 KiB: not a config file"),
+            "{path}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]
