@@ -27,6 +27,10 @@ struct Cli {
     /// API socket of the running daemon (default: from the config, else /run/fieldgate/api.sock).
     #[arg(long, global = true, env = "FIELDGATE_SOCKET")]
     socket: Option<PathBuf>,
+    /// How long a command waits for the daemon's answer, e.g. `10s` (default: 60s; 15min
+    /// for a radio's backup, restore and key rotation).
+    #[arg(long, global = true, env = "FIELDGATE_TIMEOUT", value_parser = parse_timeout)]
+    timeout: Option<std::time::Duration>,
     #[command(subcommand)]
     command: Command,
 }
@@ -577,6 +581,15 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, ExitCode> {
     }
 }
 
+/// A `--timeout`: a duration from 1 s to 1 day.
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 30s, 5min)"))?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(86_400) {
+        return Err(format!("`{s}` is out of range: from 1s to 1day"));
+    }
+    Ok(d)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Config {
@@ -723,6 +736,12 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Err(code) => return code,
             };
             let api = ApiClient::new(&socket);
+            let api = match cli.timeout {
+                Some(t) => api.with_timeout(t),
+                None => api,
+            };
+            // Commands that wait on a radio by design get longer, unless told otherwise.
+            let radio_timeout = cli.timeout.unwrap_or(fieldgate::api::client::RADIO_TIMEOUT);
             match &cli.command {
                 Command::Status { json } => cli::status(&api, *json).await,
                 Command::Devices {
@@ -783,7 +802,10 @@ async fn async_main(cli: Cli) -> ExitCode {
                 }
                 Command::Radio {
                     command: RadioCmd::Backup { name, out },
-                } => fieldgate::api::cli_radio::radio_backup(&api, name, out.as_deref()).await,
+                } => {
+                    let api = api.with_timeout(radio_timeout);
+                    fieldgate::api::cli_radio::radio_backup(&api, name, out.as_deref()).await
+                }
                 Command::Radio {
                     command:
                         RadioCmd::Restore {
@@ -792,10 +814,16 @@ async fn async_main(cli: Cli) -> ExitCode {
                             yes,
                             json,
                         },
-                } => fieldgate::api::cli_radio::radio_restore(&api, name, input, *yes, *json).await,
+                } => {
+                    let api = api.with_timeout(radio_timeout);
+                    fieldgate::api::cli_radio::radio_restore(&api, name, input, *yes, *json).await
+                }
                 Command::Radio {
                     command: RadioCmd::RotateKey { name, json },
-                } => cli::radio_rotate_key(&api, name, *json).await,
+                } => {
+                    let api = api.with_timeout(radio_timeout);
+                    cli::radio_rotate_key(&api, name, *json).await
+                }
                 Command::InstallCode {
                     command: InstallCodeCmd::Add { ieee, code, json },
                 } => cli::install_code_add(&api, ieee, code, *json).await,

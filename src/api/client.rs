@@ -2,6 +2,7 @@
 //! socket, with errors that tell a technician what to do.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -25,6 +26,8 @@ pub enum ClientError {
     Body(String),
     #[error("{0}")]
     Usage(String),
+    #[error("no answer on {0} within {1} s: the daemon is stopped, overloaded or not fieldgate (`systemctl status fieldgate`)")]
+    Timeout(PathBuf, u64),
     #[error("{message} ({code})")]
     Api {
         status: u16,
@@ -54,12 +57,29 @@ pub fn segment(what: &str, value: &str) -> Result<String, ClientError> {
 
 pub struct ApiClient {
     socket: PathBuf,
+    timeout: Duration,
 }
+
+/// How long a command waits for the daemon's whole answer: a daemon that is stopped
+/// (SIGSTOP), wedged or not the daemon at all must not hang a technician's shell.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// For the commands that wait on a radio by design: a network key rotation waits out
+/// the key switch delay, a backup or restore reads or writes the radio's memory.
+pub const RADIO_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 impl ApiClient {
     pub fn new(socket: &Path) -> ApiClient {
         ApiClient {
             socket: socket.to_path_buf(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The same client, waiting up to `timeout` for each answer.
+    pub fn with_timeout(&self, timeout: Duration) -> ApiClient {
+        ApiClient {
+            socket: self.socket.clone(),
+            timeout,
         }
     }
 
@@ -114,6 +134,17 @@ impl ApiClient {
 
     /// Sends raw bytes and returns the status and the JSON answer as-is.
     pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, serde_json::Value), ClientError> {
+        tokio::time::timeout(self.timeout, self.exchange(method, path, body))
+            .await
+            .map_err(|_| ClientError::Timeout(self.socket.clone(), self.timeout.as_secs()))?
+    }
+
+    async fn exchange(
         &self,
         method: Method,
         path: &str,

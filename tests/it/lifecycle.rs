@@ -396,3 +396,40 @@ fn state_files_are_private_whatever_the_umask_and_a_foreign_key_is_refused() {
         assert!(err.contains("belongs to uid 65534"), "{err}");
     }
 }
+
+/// A socket that takes the connection and never answers (a daemon stopped with SIGSTOP,
+/// something else listening there) does not hang the command: it gives up after
+/// `--timeout` and says why.
+#[test]
+fn a_command_gives_up_on_a_socket_that_never_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let started = Instant::now();
+    let out = crate::common::fieldgate(&[
+        "--socket",
+        path.to_str().unwrap(),
+        "--timeout",
+        "1s",
+        "status",
+    ]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no answer on") && err.contains("within 1 s"),
+        "{err}"
+    );
+    let out = crate::common::fieldgate(&[
+        "--socket",
+        path.to_str().unwrap(),
+        "--timeout",
+        "0s",
+        "status",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
