@@ -581,6 +581,43 @@ impl DeviceCommand {
 /// (`2026-05-01T12:00:00.123Z`).
 /// Times before 1970 are written as 1970-01-01T00:00:00.000Z and times after
 /// 9999 as 9999-12-31T23:59:59.999Z (a clock that wrong must not stop the gateway).
+/// Parses an RFC 3339 time with a `Z` or a `±HH:MM` offset (`2026-12-07T01:00:00+02:00`,
+/// fractional seconds optional).
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let (local, offset_s) = if let Some(rest) = s.strip_suffix(['Z', 'z']) {
+        (rest, 0i64)
+    } else {
+        let at = s.len().checked_sub(6)?;
+        let (rest, off) = (s.get(..at)?, s.get(at..)?);
+        let sign = match off.as_bytes()[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (h, m) = off[1..].split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+        if h > 23 || m > 59 {
+            return None;
+        }
+        (rest, sign * (h * 3600 + m * 60))
+    };
+    // `humantime` reads the local part (a `T` between date and time, as RFC 3339 has it).
+    if local.len() < 19 || !matches!(local.as_bytes()[10], b'T' | b't') {
+        return None;
+    }
+    let t = humantime::parse_rfc3339_weak(local).ok()?;
+    let shift = std::time::Duration::from_secs(offset_s.unsigned_abs());
+    if offset_s >= 0 {
+        t.checked_sub(shift)
+    } else {
+        t.checked_add(shift)
+    }
+}
+
 pub fn rfc3339(t: SystemTime) -> String {
     let mut buf = [0u8; 24];
     rfc3339_into(t, &mut buf).to_string()
@@ -644,6 +681,32 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_offsets_are_read_as_the_instant_they_name() {
+        let utc = parse_rfc3339("2026-12-07T01:00:00Z").unwrap();
+        assert_eq!(rfc3339(utc), "2026-12-07T01:00:00.000Z");
+        assert_eq!(parse_rfc3339("2026-12-07T03:00:00+02:00"), Some(utc));
+        assert_eq!(parse_rfc3339("2026-12-06T23:30:00-01:30"), Some(utc));
+        assert_eq!(
+            rfc3339(parse_rfc3339("2026-12-07T01:00:00.250z").unwrap()),
+            "2026-12-07T01:00:00.250Z"
+        );
+        for bad in [
+            "",
+            "zzz",
+            "1",
+            "2026-12-07",
+            "2026-12-07 01:00:00Z",
+            "2026-12-07T01:00:00",
+            "2026-12-07T01:00:00+2:00",
+            "2026-12-07T01:00:00+24:00",
+            "2026-13-07T01:00:00Z",
+            "2026-12-07T01:00:00+02:00x",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn well_formed_ids_are_the_drivers_address_forms() {

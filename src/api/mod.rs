@@ -387,11 +387,43 @@ const LIST_CHUNKS_AHEAD: usize = 2;
 /// cannot hold the store's read snapshot (and the WAL behind it) open.
 const LIST_STALL: Duration = Duration::from_secs(30);
 
+/// Refuses filter values that can match nothing because they are not values at all
+/// (a typo would otherwise read as "no such devices"), and puts `since` in the form
+/// the registry keeps times in, so that it compares as the instant it names.
+fn check_device_filter(f: &mut registry::DeviceFilter) -> Result<(), ApiError> {
+    if let Some(l) = f.lifecycle.as_deref() {
+        if crate::model::Lifecycle::parse(l).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "`lifecycle` is one of pending, active, quarantined, decommissioned, not `{}`",
+                l.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    if let Some(p) = f.protocol.as_deref() {
+        if crate::config::Protocol::parse(p).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "`protocol` is one of zigbee, zwave, ble, lora, lora-p2p, not `{}`",
+                p.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    if let Some(since) = f.since.as_deref() {
+        let t = crate::model::parse_rfc3339(since).ok_or_else(|| {
+            ApiError::bad_request(
+                "`since` is an RFC 3339 time, e.g. 2026-12-07T01:00:00Z or 2026-12-07T02:00:00+01:00",
+            )
+        })?;
+        f.since = Some(crate::model::rfc3339(t));
+    }
+    Ok(())
+}
+
 async fn list_devices(
     State(s): State<ApiState>,
     q: Result<Query<registry::DeviceFilter>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(filter) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(mut filter) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_device_filter(&mut filter)?;
     // Streamed from the store as rows are read: a registry of 10,000 devices is ~5 MB
     // of JSON, and holding it whole (then keeping what the allocator kept of it) is
     // what a list used to cost the daemon's RSS.

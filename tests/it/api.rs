@@ -184,6 +184,47 @@ async fn every_endpoint_answers_through_the_socket() {
         .any(|r| r.action == "radio.permit_join" && r.outcome == "refused"));
 }
 
+/// The device list's filters: `since` is the instant it names, whatever its offset, and
+/// a value that is not one (a typo) is refused instead of matching nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_filters_are_checked_and_since_is_an_instant() {
+    let d = daemon_with_devices();
+    let api = ApiClient::new(&d.socket);
+    // Both were first seen at 2026-01-01T00:00:00Z.
+    for (query, want) in [
+        ("since=2026-01-01T01:00:00%2B02:00", 2),
+        ("since=2026-01-01T00:00:00Z", 2),
+        ("since=2025-12-31T19:00:01-05:00", 0),
+        ("since=2026-01-01T00:00:00.001Z", 0),
+        ("lifecycle=pending", 1),
+        ("protocol=zigbee&lifecycle=active", 1),
+        ("protocol=zwave", 0),
+    ] {
+        let (status, v) = api
+            .call_raw(Method::GET, &format!("/v1/devices?{query}"), None)
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{query}: {v}");
+        assert_eq!(v.as_array().map(Vec::len), Some(want), "{query}: {v}");
+    }
+    for query in [
+        "since=zzz",
+        "since=1",
+        "since=2026-01-01",
+        "lifecycle=bogus",
+        "protocol=bogus",
+    ] {
+        let (status, v) = api
+            .call_raw(Method::GET, &format!("/v1/devices?{query}"), None)
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {v}");
+        assert_eq!(v["error"]["code"], "bad_request", "{query}: {v}");
+    }
+    let out = d.cli(&["devices", "--lifecycle", "bogus"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_json_errors() {
     let d = daemon_with_devices();
