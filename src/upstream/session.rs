@@ -160,6 +160,10 @@ impl Rotation {
     }
 }
 
+/// How often a broker that keeps refusing (or staying unreachable) for the same reason
+/// is logged as a warning again.
+const CONNECT_FAILURE_LOG_EVERY: Duration = Duration::from_secs(600);
+
 struct Session {
     client: Client,
     /// MQTT 5: the message expiry put on telemetry.
@@ -191,6 +195,10 @@ struct Session {
     responses: VecDeque<Outbound>,
     /// Requests refused here (`busy`), waiting for their audit records.
     refusals: Vec<requests::Refusal>,
+    /// The last connect failure logged as a warning, and when: a broker that stays
+    /// unreachable is said once, then again only when the reason changes or every
+    /// `CONNECT_FAILURE_LOG_EVERY`, not at every retry.
+    failure_logged: Option<(String, Instant)>,
     /// The database's life (announced in the birth message).
     life: Option<String>,
     /// Command topics of bridged network servers, each to its radio.
@@ -275,6 +283,7 @@ impl Session {
 
     fn on_connected(&mut self) {
         self.connected = true;
+        self.failure_logged = None;
         self.more = true;
         self.new_epoch();
         self.status.set_state(ConnectionState::Connected);
@@ -305,7 +314,16 @@ impl Session {
         if self.connected {
             tracing::warn!(error = %error, "upstream connection lost");
         } else {
-            tracing::debug!(error = %error, "upstream connect failed");
+            let now = Instant::now();
+            let repeat = self.failure_logged.as_ref().is_some_and(|(last, at)| {
+                *last == error && now.duration_since(*at) < CONNECT_FAILURE_LOG_EVERY
+            });
+            if repeat {
+                tracing::debug!(error = %error, "upstream connect failed");
+            } else {
+                tracing::warn!(error = %error, "cannot connect to the broker; retrying with back-off (the outbox keeps everything meanwhile)");
+                self.failure_logged = Some((error.clone(), now));
+            }
         }
         self.connected = false;
         self.new_epoch();
@@ -685,6 +703,7 @@ pub(super) async fn run(
         inbound: in_tx,
         responses: VecDeque::new(),
         refusals: Vec::new(),
+        failure_logged: None,
         bridges,
         life: {
             let db = db_path.clone();

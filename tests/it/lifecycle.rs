@@ -433,3 +433,28 @@ fn a_command_gives_up_on_a_socket_that_never_answers() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// A broker that cannot be reached is said in the log at the default level, once for
+/// as long as the reason stays the same, not at every retry and not only at debug.
+#[test]
+fn an_unreachable_broker_is_logged_once_as_a_warning() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = TestDaemon::start(&format!(
+        "[upstream]\nurl = \"mqtt://127.0.0.1:{port}\"\nreconnect_max = \"1s\"\n"
+    ));
+    let needle = "cannot connect to the broker";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !d.log().contains(needle) {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Several more retries (one a second at most).
+    std::thread::sleep(Duration::from_secs(4));
+    let log = d.log();
+    assert_eq!(log.matches(needle).count(), 1, "{log}");
+    assert!(log.contains("WARN"), "{log}");
+}
