@@ -64,6 +64,15 @@ struct DevicesBody {
     lifecycle: Option<String>,
 }
 
+/// A field that may be `null` but must be there: present (`null` or not) is `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RenameBody {
@@ -73,8 +82,10 @@ struct RenameBody {
     #[serde(default)]
     client_id: Option<String>,
     device: String,
-    /// The new friendly name; `null` removes it.
-    name: Option<String>,
+    /// The new friendly name; `null` removes it. Required: a request that forgot it
+    /// must not remove the name.
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Option<String>>,
 }
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -975,7 +986,13 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
         }
         "rename" => {
             let b: RenameBody = typed(value)?;
-            if let Some(n) = &b.name {
+            let Some(name) = b.name else {
+                return Err(Rejection::new(
+                    "invalid_request",
+                    "`name` is required (null removes the device's name)",
+                ));
+            };
+            if let Some(n) = &name {
                 if !crate::store::names::valid(n) {
                     return Err(Rejection::new(
                         "invalid_request",
@@ -988,7 +1005,7 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
             }
             Ok(Request::Rename {
                 device: device_id(&b.device)?,
-                name: b.name,
+                name,
             })
         }
         other => Err(Rejection::new(

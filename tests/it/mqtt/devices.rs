@@ -110,6 +110,14 @@ async fn devices_are_listed_paged_renamed_and_commanded_by_name_on_their_own_top
     )
     .await;
     assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+    // A rename that forgot `name` is refused; it does not remove the name.
+    let v = ask(
+        &probe,
+        req("rename"),
+        json!({"correlation_id": "r4", "device": "zigbee:0x0a01"}),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], "invalid_request", "{v}");
     let v = ask(
         &probe,
         req("device"),
@@ -180,6 +188,6 @@ async fn devices_are_listed_paged_renamed_and_commanded_by_name_on_their_own_top
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(audited, 11, "one per request");
+    assert_eq!(audited, 12, "one per request");
     rig.stop().await;
 }
