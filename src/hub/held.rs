@@ -203,6 +203,11 @@ impl Hub {
         let sent = self
             .writer
             .write(move |c| {
+                // A request whose time ran out before this wake-up is answered `expired`,
+                // not sent: the periodic expiry runs only about once a second.
+                for req in &requests::take_expired(c, SystemTime::now())? {
+                    finish_held(c, &gw, req, "expired", json!({}), None)?;
+                }
                 let rows = requests::queued_for(c, &dev)?;
                 let Some(d) = registry::get(c, &DeviceId(dev.clone()))? else {
                     return Ok(None);

@@ -1133,3 +1133,57 @@ async fn a_device_described_before_it_spoke_is_pending_with_its_description() {
         .unwrap()
         .is_none());
 }
+
+/// A held request whose time has run out when its device wakes is answered `expired`
+/// then, not sent: the periodic expiry runs only about once a second, and a wake-up
+/// in between must not deliver it late.
+#[tokio::test]
+async fn a_held_request_past_its_time_at_the_wake_up_expires_instead_of_going_out() {
+    let mut rig = rig();
+    rig.events(vec![event(ADDR, DeviceEventKind::Joined)]).await;
+    let id = DeviceId::new(protocol(), ADDR);
+    let command = json!({"on": true});
+    rig.store
+        .writer()
+        .write({
+            let id = id.clone();
+            move |c| {
+                crate::store::requests::insert(
+                    c,
+                    &crate::store::requests::NewRequest {
+                        device: &id,
+                        correlation_id: Some("late"),
+                        operation: "set",
+                        command: &command,
+                        origin: "mqtt",
+                        actor: "mqtt:cloud",
+                        expires: SystemTime::now() - Duration::from_millis(200),
+                        reply_to: None,
+                    },
+                )
+                .map(|_| ())
+            }
+        })
+        .await
+        .unwrap();
+    rig.hub.as_mut().unwrap().dispatch_held(id.as_str()).await;
+    let r = rig.store.reader().unwrap();
+    assert!(crate::store::requests::all(&r).unwrap().is_empty());
+    let statuses: Vec<String> = r
+        .prepare("SELECT details FROM audit WHERE action = 'device.request' ORDER BY seq")
+        .unwrap()
+        .query_map([], |row| row.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        statuses
+            .iter()
+            .any(|d| d.contains("\"status\":\"expired\"")),
+        "{statuses:?}"
+    );
+    assert!(
+        !statuses.iter().any(|d| d.contains("\"status\":\"sent\"")),
+        "{statuses:?}"
+    );
+}
