@@ -600,13 +600,15 @@ pub(super) fn check_master_key(key_file: &Path, id: &Identity) -> Check {
         );
     }
     if !is_hex && bytes.len() != 32 {
-        return Check::warn(
+        // The daemon reads 32 raw bytes or 64 hex characters and refuses to start on
+        // anything else.
+        return Check::fail(
             name,
             format!(
-                "{shown}: unexpected format ({} bytes; expected 64 hex characters)",
+                "{shown}: not a key ({} bytes; expected 32 bytes or 64 hex characters): the daemon will not start",
                 bytes.len()
             ),
-            "if the daemon refuses it, restore the key from your backup",
+            "restore the key from your backup (a new key cannot open the secrets sealed with the old one)",
         );
     }
     Check::ok(

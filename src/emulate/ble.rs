@@ -11,11 +11,14 @@ use fieldgate_ble::emulator::{Scene, SceneOptions, TICK_MS};
 use fieldgate_ble::{format_address, to_hex, Advertisement};
 use serde_json::json;
 
+/// The most passers-by a street holds (each is a few hundred bytes of state).
+pub const MAX_STREET: u32 = 100_000;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct BleArgs {
     /// Random addresses passing by besides the room's devices (phones, beacons).
-    #[arg(long, default_value_t = 0)]
-    pub street: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=MAX_STREET as i64))]
+    pub street: u32,
     /// Leave out the replayed, forged and downgraded advertisements.
     #[arg(long)]
     pub no_faults: bool,
@@ -62,7 +65,7 @@ pub fn json_line(adv: &Advertisement, tick: u64) -> String {
 
 pub async fn run_ble(args: BleArgs) -> anyhow::Result<()> {
     let mut scene = Scene::new(&SceneOptions {
-        street: args.street,
+        street: args.street as usize,
         faults: !args.no_faults,
         seed: args.seed,
         beacon_away: None,

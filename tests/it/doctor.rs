@@ -193,6 +193,18 @@ fn invalid_config_fails_with_its_location() {
     assert_status(&report, "master key", "ok", "present");
 }
 
+/// A master key file the daemon would refuse (neither 32 bytes nor 64 hex characters)
+/// is a failure, not a warning: the daemon does not start on it.
+#[test]
+fn a_master_key_the_daemon_refuses_fails() {
+    let s = Setup::new();
+    fs::write(&s.key, "abc").expect("key");
+    let config = s.config("");
+    let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "master key", "fail", "the daemon will not start");
+}
+
 #[test]
 fn missing_serial_port_fails() {
     let s = Setup::new();

@@ -26,7 +26,7 @@ impl Hub {
         let caps = device.protocol().and_then(crate::radio::capabilities);
         let refusal = if caps.is_some_and(|c| c.max_join_window.is_some()) {
             Some(HubError::Invalid(format!(
-                "`{device}` joins through a join window (`fieldgate permit-join`), it is not adopted: \
+                "`{device}` joins through a join window (`fieldgate pair`), it is not adopted: \
                  only discovered devices (BLE) are"
             )))
         } else if caps.is_none() {
