@@ -411,6 +411,19 @@ impl Config {
                 }
             }
         }
+        // The uplink's files (password, CA, client certificate and key), read as the
+        // daemon reads them at start: a missing or malformed one is a config error (exit
+        // 2, not restarted), not a failure to start that systemd would retry.
+        if let Some(up) = &self.upstream {
+            if let Err(e) = crate::upstream::ClientSettings::from_config(up, self.gateway_id()) {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let loc = Locator {
+                    file: path,
+                    text: &text,
+                };
+                out.push(loc.nowhere("upstream", e.to_string()));
+            }
+        }
         if let Some(group) = &self.api.group {
             let exists = nix::unistd::Group::from_name(group.get_ref())
                 .ok()
@@ -593,6 +606,17 @@ impl Config {
         let socket = self.api.socket.get_ref();
         if !socket.is_absolute() {
             return Err(loc.at(&self.api.socket, "api.socket", "must be an absolute path"));
+        }
+        // A Unix socket's path fits in `sun_path` (108 bytes with its NUL).
+        if socket.as_os_str().len() > 107 {
+            return Err(loc.at(
+                &self.api.socket,
+                "api.socket",
+                format!(
+                    "is {} bytes long; a Unix socket's path is at most 107",
+                    socket.as_os_str().len()
+                ),
+            ));
         }
         if let Some(group) = &self.api.group {
             if group.get_ref().is_empty() {
