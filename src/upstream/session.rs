@@ -42,6 +42,10 @@ use crate::store::{self, outbox, StoreResult};
 
 /// Requests waiting for the request task; more are answered `busy`.
 const REQUEST_QUEUE: usize = 64;
+/// At a stop, how long the requests already taken (acknowledged to the broker) have
+/// to be carried out, audited and answered before the connection closes. Requests
+/// arriving meanwhile are answered `shutting_down`.
+const REQUEST_DRAIN: Duration = Duration::from_secs(2);
 /// Refusals (`busy`) whose audit records are committed in one writer job.
 const REFUSAL_BATCH: usize = 1000;
 /// Responses waiting for room in the client's queue: the request task waits
@@ -743,7 +747,21 @@ pub(super) async fn run(
     // (when, delivered) once a second over the last `RATE_WINDOW` seconds.
     let mut rate_marks: VecDeque<(Instant, u64)> = VecDeque::from([(Instant::now(), 0u64)]);
 
+    // Set at a stop: until then the requests already taken are finished (see
+    // `REQUEST_DRAIN`).
+    let mut stop_by: Option<tokio::time::Instant> = None;
+    // What the stop's timer is built with while there is no stop (never polled then).
+    let unset = tokio::time::Instant::now();
     loop {
+        if stop_by.is_some()
+            && request_task.as_ref().is_none_or(|t| t.is_finished())
+            && out_rx.is_empty()
+            && auditing.is_none()
+            && s.refusals.is_empty()
+            && (s.responses.is_empty() || !s.connected)
+        {
+            break;
+        }
         // Caught up: the writer hands over what it commits; otherwise the pump reads.
         if tap_wanted != (s.connected && !s.more) {
             tap_wanted = !tap_wanted;
@@ -1006,7 +1024,16 @@ pub(super) async fn run(
                     let _ = s.inbound.try_send(Inbound::PublishInfo);
                 }
             },
-            _ = crate::shutdown::signalled(&mut shutdown) => break,
+            _ = crate::shutdown::signalled(&mut shutdown), if stop_by.is_none() => {
+                // Take no more requests (they are answered `shutting_down`); closing
+                // the queue lets the request task finish those it holds, then end.
+                stop_by = Some(tokio::time::Instant::now() + REQUEST_DRAIN);
+                s.inbound = mpsc::channel(1).0;
+            },
+            _ = tokio::time::sleep_until(stop_by.unwrap_or(unset)), if stop_by.is_some() => {
+                tracing::warn!("requests still in progress at the stop were not all finished");
+                break;
+            },
         }
     }
 

@@ -1281,3 +1281,66 @@ async fn a_flood_of_5000_requests_gets_5000_answers_and_5000_audit_records() {
     task.abort();
     rig.stop().await;
 }
+
+/// A stop does not drop the requests the gateway has taken (acknowledged to the
+/// broker): those queued are still carried out, audited and answered before the
+/// connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_taken_before_a_stop_are_all_audited_and_answered() {
+    const N: usize = 400;
+    let b = broker();
+    let mut rig = Rig::start(&b.url(), "", fast()).await;
+    let p = rig.prefix.clone();
+    let probe = Probe::connect(b, &[format!("{p}/response/#")]).await;
+    let (client, task) = publisher(&b.host, b.port).await;
+    rig.connected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..N {
+        client
+            .publish(
+                format!("{p}/request/info"),
+                QoS::AtLeastOnce,
+                false,
+                body(&format!("s{i}"), json!({})),
+            )
+            .await
+            .unwrap();
+    }
+    // The last one answered (`busy`, most likely): every request reached the gateway
+    // (QoS 1, in order), and up to a queue of them are still being carried out.
+    let last = format!("s{}", N - 1);
+    probe
+        .wait_for("the last request's answer", Duration::from_secs(60), |m| {
+            m.iter()
+                .any(|m| m.topic.contains("/response/") && m.json()["correlation_id"] == last)
+        })
+        .await;
+    let _ = rig.shutdown.send(true);
+    let _ = (&mut rig.hub_task).await;
+    if let Some(up) = rig.upstream.take() {
+        up.join().await;
+    }
+    let audit = mqtt_audit(&rig);
+    assert_eq!(audit.len(), N, "one audit record per request taken");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut per_cid: HashMap<String, usize> = HashMap::new();
+    for m in probe
+        .messages()
+        .iter()
+        .filter(|m| m.topic.contains("/response/"))
+    {
+        *per_cid
+            .entry(m.json()["correlation_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_cid.len(), N, "every request answered");
+    assert!(per_cid.values().all(|&n| n == 1), "exactly once each");
+    task.abort();
+    let store = rig.store.take();
+    drop(rig);
+    if let Some(store) = store {
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .unwrap();
+    }
+}
