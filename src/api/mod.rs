@@ -110,6 +110,11 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// Well-formed, but out of range.
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
     fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
@@ -170,8 +175,38 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError>
     if body.is_empty() {
         return Err(ApiError::bad_request("a JSON body is required"));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid JSON body: {}",
+            without_type_names(&e.to_string())
+        ))
+    })
+}
+
+/// A serde message without the daemon's own type names (`expected struct
+/// PermitJoinBody`): they mean nothing to a caller.
+fn without_type_names(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("struct ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "struct ".len()..];
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        out.push_str("a JSON object");
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// At most the first 64 characters of what a caller sent, to quote it back.
+fn quoted(raw: &str) -> String {
+    match raw.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &raw[..at]),
+        None => raw.to_string(),
+    }
 }
 
 fn device_id(raw: &str) -> Result<DeviceId, ApiError> {
@@ -179,7 +214,7 @@ fn device_id(raw: &str) -> Result<DeviceId, ApiError> {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_device_id",
-            format!("`{raw}` is not a device id (expected <protocol>:<address>, e.g. zigbee:0x00124b0001abcdef)"),
+            format!("`{}` is not a device id (expected <protocol>:<address>, e.g. zigbee:0x00124b0001abcdef)", quoted(raw)),
         )
     })
 }
@@ -679,6 +714,11 @@ async fn device_command(
         Some(o) => crate::model::vocabulary::desired_state(o)
             .map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => crate::hub::device_command_from_json(&v).ok_or_else(|| {
+            // A level that is a number out of 0-100 is well-formed but out of range.
+            let out_of_range = v["level"].as_f64().is_some_and(|l| !(0.0..=100.0).contains(&l));
+            if out_of_range {
+                return ApiError::invalid("`level` is a number from 0 to 100");
+            }
             ApiError::bad_request(
                 "a command is {\"state\": \"on\"|\"off\"|\"toggle\"}, {\"level\": 0-100} or {\"config_parameter\": N, \"config_size\": 1|2|4, \"config_value\": V}, with an optional \"ttl_s\"",
             )
@@ -742,15 +782,18 @@ async fn device_refresh(
 fn ttl_field(v: &mut serde_json::Value) -> Result<Option<Duration>, ApiError> {
     match v.as_object_mut().and_then(|o| o.remove("ttl_s")) {
         None => Ok(None),
-        Some(t) => t
-            .as_u64()
-            .filter(|t| (1..=MAX_REQUEST_TTL_S).contains(t))
-            .map(|t| Some(Duration::from_secs(t)))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "`ttl_s` is a number of seconds from 1 to {MAX_REQUEST_TTL_S}"
-                ))
-            }),
+        Some(t) => {
+            let why = format!("`ttl_s` is a number of seconds from 1 to {MAX_REQUEST_TTL_S}");
+            match t.as_f64() {
+                // A number, but not a whole one in range: out of range.
+                Some(_) => t
+                    .as_u64()
+                    .filter(|t| (1..=MAX_REQUEST_TTL_S).contains(t))
+                    .map(|t| Some(Duration::from_secs(t)))
+                    .ok_or_else(|| ApiError::invalid(why)),
+                None => Err(ApiError::bad_request(why)),
+            }
+        }
     }
 }
 

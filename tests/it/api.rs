@@ -225,12 +225,62 @@ async fn device_filters_are_checked_and_since_is_an_instant() {
     assert!(!out.status.success(), "{}", stdout(&out));
 }
 
+/// Errors speak the API's terms: no internal type names, and what the caller sent is
+/// quoted back short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_messages_quote_short_and_name_no_internal_types() {
+    let d = daemon_with_devices();
+    let api = ApiClient::new(&d.socket);
+    let (status, v) = api
+        .call_raw(
+            Method::POST,
+            "/v1/radios/zb0/permit-join",
+            Some(br#""sixty""#.to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("Body"), "{message}");
+    assert!(message.contains("a JSON object"), "{message}");
+    let long = "x".repeat(60_000);
+    let (status, v) = api
+        .call_raw(Method::GET, &format!("/v1/devices/{long}"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "bad_device_id");
+    assert!(v["error"]["message"].as_str().unwrap().len() < 300, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_json_errors() {
     let d = daemon_with_devices();
     let api = ApiClient::new(&d.socket);
     type Case<'a> = (Method, &'a str, Option<&'a [u8]>, StatusCode, &'a str);
     let cases: Vec<Case> = vec![
+        // Well-formed but out of range, against not well-formed.
+        (
+            Method::POST,
+            "/v1/devices/zigbee:0x00124b0001abcdef/command",
+            Some(br#"{"level": 150}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/devices/zigbee:0x00124b0001abcdef/command",
+            Some(br#"{"state": "on", "ttl_s": 0}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/devices/zigbee:0x00124b0001abcdef/command",
+            Some(br#"{"state": "on", "ttl_s": "soon"}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
         (
             Method::GET,
             "/v1/nowhere",
