@@ -4,7 +4,7 @@
 //! that names the file, the line and the key. It must not start anything: a config
 //! that fails here means nothing runs (exit code 2).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -625,6 +625,10 @@ impl Config {
         }
 
         let mut names = HashSet::new();
+        // A device or a listening port serves one radio: two drivers on it would read
+        // each other's frames. (Emulators, BlueZ adapters and outgoing TCP are not
+        // checked: several sim:// radios are fine, and an adapter is shared by design.)
+        let mut ports: HashMap<String, String> = HashMap::new();
         for radio in &self.radios {
             let name = radio.name.get_ref();
             if name.is_empty() || name.len() > 32 || !name.chars().all(is_ident_char) {
@@ -641,8 +645,23 @@ impl Config {
                     format!("duplicate radio name `{name}`"),
                 ));
             }
-            if let Err(msg) = parse_port(radio.port.get_ref(), radio.protocol) {
-                return Err(loc.at(&radio.port, "radio.port", msg));
+            let spec = match parse_port(radio.port.get_ref(), radio.protocol) {
+                Ok(spec) => spec,
+                Err(msg) => return Err(loc.at(&radio.port, "radio.port", msg)),
+            };
+            let exclusive = match &spec {
+                PortSpec::Serial(p) => Some(p.display().to_string()),
+                PortSpec::Udp { port, .. } => Some(format!("udp port {port}")),
+                _ => None,
+            };
+            if let Some(key) = exclusive.filter(|_| radio.enabled) {
+                if let Some(other) = ports.insert(key.clone(), name.clone()) {
+                    return Err(loc.at(
+                        &radio.port,
+                        "radio.port",
+                        format!("{key} is already radio `{other}`'s"),
+                    ));
+                }
             }
             if let Some(spec) = crate::radio::spec(radio.protocol) {
                 let kind = crate::radio::PortKind::of(&radio.port_spec());
@@ -883,6 +902,14 @@ pub fn parse_port(port: &str, protocol: Protocol) -> Result<PortSpec, String> {
     if !port.starts_with("/dev/") {
         return Err(format!(
             "`{port}` is not a serial device path (/dev/...), tcp://host:port or sim://{protocol}"
+        ));
+    }
+    if std::path::Path::new(port)
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(format!(
+            "`{port}` has a `..` component: name the device itself (/dev/serial/by-id/... is stable)"
         ));
     }
     Ok(PortSpec::Serial(PathBuf::from(port)))
