@@ -66,7 +66,10 @@ pub async fn radio_restore(
         return Err(anyhow!(
             "restoring replaces radio {radio}'s network with the one in {} (format {}): add --yes to go ahead",
             input.display(),
-            document["format"].as_str().unwrap_or("unknown")
+            document["format"]
+                .as_str()
+                .or_else(|| document["metadata"]["format"].as_str())
+                .unwrap_or("unknown")
         ));
     }
     eprintln!("restoring radio {radio} from {} ...", input.display());

@@ -400,6 +400,8 @@ pub struct Capabilities {
     pub join_credential: Option<CredentialKind>,
     /// The format of the network backup it exports, if it exports one.
     pub backup: Option<&'static str>,
+    /// It can write such a backup back onto the radio (`radio restore`).
+    pub restore: bool,
     /// It can replace its network key; the value is the longest a rotation takes.
     pub key_rotation: Option<Duration>,
     /// How its devices may be reached; each device says which applies to it.

@@ -1343,6 +1343,15 @@ fn zigbee_daemon_binary_pairs_over_a_pty() {
         .status
         .success());
     assert!(!d.cli(&["radio", "backup", "nope"]).status.success());
+    // Its own backup cannot go back onto it (herdsman or zigpy restore from the file),
+    // and it says so rather than quarrelling about the format.
+    let out = d.cli(&["radio", "restore", "zb0", "--in", &file_arg, "--yes"]);
+    assert!(!out.status.success());
+    assert!(
+        crate::common::stderr(&out).contains("cannot write a backup back onto its radio"),
+        "{}",
+        crate::common::stderr(&out)
+    );
     let printed = d.cli(&["radio", "backup", "zb0"]);
     assert!(printed.status.success());
     assert!(crate::common::stdout(&printed).contains("zigpy/open-coordinator-backup"));

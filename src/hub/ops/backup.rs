@@ -63,13 +63,22 @@ impl Hub {
         actor: String,
         reply: oneshot::Sender<Result<serde_json::Value, HubError>>,
     ) {
-        let format = document["format"].as_str().unwrap_or_default().to_string();
+        // Ours name their format at the top; an open coordinator backup in its metadata.
+        let format = document["format"]
+            .as_str()
+            .or_else(|| document["metadata"]["format"].as_str())
+            .unwrap_or_default()
+            .to_string();
         let checked = self
             .running_radio(&radio)
             .and_then(|(caps, _)| match caps.backup {
-                Some(f) if f == format => self.reserve(&radio),
+                Some(_) if !caps.restore => Err(HubError::NotSupported(format!(
+                    "radio `{radio}` cannot write a backup back onto its radio: its backups are for restoring with other tools (see the radio's page in the documentation)"
+                ))),
+                Some(f) if format == f => self.reserve(&radio),
                 Some(f) => Err(HubError::Invalid(format!(
-                    "radio `{radio}` restores `{f}` backups; this document's format is `{format}`"
+                    "radio `{radio}` restores `{f}` backups; this document's format is {}",
+                    if format.is_empty() { "not given".to_string() } else { format!("`{format}`") }
                 ))),
                 None => Err(HubError::Invalid(format!(
                     "radio `{radio}` has no network backup to restore"

@@ -13,6 +13,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         // Nothing can be enforced at joining: there is no joining.
         join_credential: None,
         backup: None,
+        restore: false,
         key_rotation: None,
         // Advertisers only transmit; nothing is sent to them.
         reachability: &[Reachability::AfterUplink],

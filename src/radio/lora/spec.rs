@@ -14,6 +14,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         credentials: &[CredentialKind::LorawanOtaa, CredentialKind::LorawanAbp],
         join_credential: None,
         backup: None,
+        restore: false,
         key_rotation: None,
         // Class A: a device hears only in the two windows after its own uplink.
         reachability: &[Reachability::AfterUplink],

@@ -13,6 +13,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         credentials: &[],
         join_credential: None,
         backup: None,
+        restore: false,
         key_rotation: None,
         // A P2P sensor listens, if at all, right after it sent.
         reachability: &[crate::model::Reachability::AfterUplink],

@@ -14,6 +14,8 @@ pub const SPEC: DriverSpec = DriverSpec {
         credentials: &[CredentialKind::ZigbeeInstallCode],
         join_credential: Some(CredentialKind::ZigbeeInstallCode),
         backup: Some("open-coordinator-backup"),
+        // Restore is zigbee-herdsman's or zigpy's: they form the network anew from the file.
+        restore: false,
         key_rotation: Some(super::MAX_KEY_SWITCH_DELAY),
         // Routers are always listening; sleepy end devices poll their parent.
         reachability: &[Reachability::AlwaysListening, Reachability::WakeUp],

@@ -16,6 +16,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         credentials: &[],
         join_credential: None,
         backup: Some(super::BACKUP_FORMAT),
+        restore: true,
         key_rotation: None,
         // Listening and FLiRS nodes hear at once; battery nodes only after a wake-up.
         reachability: &[Reachability::AlwaysListening, Reachability::WakeUp],
