@@ -905,16 +905,23 @@ fn doctor(
     }
     opts.timeout = timeout;
     let report = fieldgate::doctor::run(&opts);
-    if json {
+    let text = if json {
         match serde_json::to_string_pretty(&report) {
-            Ok(text) => fieldgate::outln!("{text}"),
+            Ok(text) => format!("{text}\n"),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        fieldgate::out!("{}", report.render());
+        report.render()
+    };
+    // The exit code is the verdict whoever reads the report (`doctor | head`, or
+    // nobody: `doctor > /dev/full`); a reader gone early does not turn it into 0.
+    if let Err(e) = fieldgate::output::try_write_all(&text) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write the report: {e}");
+        }
     }
     if report.healthy {
         ExitCode::SUCCESS

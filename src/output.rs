@@ -19,6 +19,13 @@ pub fn write(args: fmt::Arguments<'_>, newline: bool) {
     }
 }
 
+/// Writes `text` as it is and flushes, handing any error back (a closed stdout too).
+pub fn try_write_all(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
 /// Like [`write`] with a newline, but hands the error back.
 pub fn try_line(args: fmt::Arguments<'_>) -> io::Result<()> {
     try_write(args, true)

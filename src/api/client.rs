@@ -16,8 +16,10 @@ pub enum ClientError {
     NotRunning(PathBuf),
     #[error("the fieldgate daemon is not running (stale socket at {0})")]
     Stale(PathBuf),
-    #[error("permission denied on {0}: the socket is for root and the group it belongs to (`sudo usermod -aG fieldgate $USER`, then log in again)")]
-    Denied(PathBuf),
+    #[error("permission denied on {0}: the socket is for root and its group `{1}` (`sudo usermod -aG {1} $USER`, then log in again)")]
+    Denied(PathBuf, String),
+    #[error("{0} is not a socket: pass the daemon's API socket with --socket (or its config with --config)")]
+    NotASocket(PathBuf),
     #[error("cannot reach {0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error("HTTP error talking to the daemon: {0}")]
@@ -84,14 +86,31 @@ impl ApiClient {
     }
 
     async fn connect(&self) -> Result<UnixStream, ClientError> {
-        UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| match e.kind() {
+        UnixStream::connect(&self.socket).await.map_err(|e| {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let meta = std::fs::metadata(&self.socket).ok();
+            match e.kind() {
                 std::io::ErrorKind::NotFound => ClientError::NotRunning(self.socket.clone()),
+                std::io::ErrorKind::ConnectionRefused
+                    if meta.as_ref().is_some_and(|m| !m.file_type().is_socket()) =>
+                {
+                    ClientError::NotASocket(self.socket.clone())
+                }
                 std::io::ErrorKind::ConnectionRefused => ClientError::Stale(self.socket.clone()),
-                std::io::ErrorKind::PermissionDenied => ClientError::Denied(self.socket.clone()),
+                std::io::ErrorKind::PermissionDenied => {
+                    // The group that opens it, as the installer set it (`[api] group`).
+                    let group = meta
+                        .and_then(|m| {
+                            nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(m.gid()))
+                                .ok()
+                                .flatten()
+                        })
+                        .map_or_else(|| "fieldgate".to_string(), |g| g.name);
+                    ClientError::Denied(self.socket.clone(), group)
+                }
                 _ => ClientError::Io(self.socket.clone(), e),
-            })
+            }
+        })
     }
 
     /// Sends one JSON request; a non-2xx answer becomes [`ClientError::Api`].

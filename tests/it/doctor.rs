@@ -203,6 +203,21 @@ fn a_master_key_the_daemon_refuses_fails() {
     let (out, report) = s.doctor_as_me(&config);
     assert_exit(&out, 1, &report);
     assert_status(&report, "master key", "fail", "the daemon will not start");
+    // The verdict is the exit code whoever reads the report: a reader gone before it
+    // (`doctor | true`) does not turn it into success.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let status = Command::new(bin())
+        .args(["doctor", "--config"])
+        .arg(&config)
+        .arg("--master-key")
+        .arg(&s.key)
+        .args(["--user", &s.user])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdout(std::process::Stdio::from(write))
+        .status()
+        .expect("run doctor");
+    assert_eq!(status.code(), Some(1));
 }
 
 #[test]

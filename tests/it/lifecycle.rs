@@ -432,6 +432,11 @@ fn a_command_gives_up_on_a_socket_that_never_answers() {
         "status",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // A path that is not a socket at all is named as such, not as a stale socket.
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, "x").unwrap();
+    let out = crate::common::fieldgate(&["--socket", file.to_str().unwrap(), "status"]);
+    assert!(stderr(&out).contains("is not a socket"), "{}", stderr(&out));
 }
 
 /// A broker that cannot be reached is said in the log at the default level, once for
