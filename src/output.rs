@@ -19,6 +19,20 @@ pub fn write(args: fmt::Arguments<'_>, newline: bool) {
     }
 }
 
+/// Whether standard output is a pipe whose reader has gone (`fieldgate pair | head -1`
+/// once `head` has its line). A command that waits between lines asks this, so that it
+/// stops when nobody reads it any more rather than at its next line.
+pub fn reader_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the length given, and a zero timeout.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n == 1 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 /// Writes `text` as it is and flushes, handing any error back (a closed stdout too).
 pub fn try_write_all(text: &str) -> io::Result<()> {
     let mut out = io::stdout().lock();

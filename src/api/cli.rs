@@ -451,6 +451,11 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
     let end = Instant::now() + Duration::from_secs(seconds as u64);
     let mut joined = 0;
     while Instant::now() < end {
+        // Nobody reads any more (`pair | head -1`): stop watching; the window stays open
+        // in the daemon for the time it was given.
+        if crate::output::reader_gone() {
+            return Ok(());
+        }
         let records = api
             .call(
                 Method::GET,

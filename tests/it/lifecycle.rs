@@ -314,6 +314,31 @@ fn commands_stop_quietly_when_their_reader_goes_away() {
         !String::from_utf8_lossy(&piped.stderr).contains("panicked"),
         "{piped:?}"
     );
+    // `pair | head -1`: the watch stops once its reader has its line, not when the
+    // 60 s window ends.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = Instant::now();
+        let piped = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "'{}' --socket '{socket}' pair zigbee0 --seconds 60 | head -1",
+                bin()
+            ))
+            .output()
+            .expect("sh");
+        if String::from_utf8_lossy(&piped.stdout).contains("join window open") {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "pair kept watching: {:?}",
+                started.elapsed()
+            );
+            break;
+        }
+        // The demo's radio may still be starting.
+        assert!(Instant::now() < deadline, "{piped:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // The reader goes away: the demo stops by itself, well before its 60 s.
     drop(lines);
     let started = Instant::now();
