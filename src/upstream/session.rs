@@ -164,6 +164,9 @@ impl Rotation {
     }
 }
 
+/// The most own clears remembered at once (a burst of retained requests).
+const OWN_CLEARS: usize = 1024;
+
 /// How often a broker that keeps refusing (or staying unreachable) for the same reason
 /// is logged as a warning again.
 const CONNECT_FAILURE_LOG_EVERY: Duration = Duration::from_secs(600);
@@ -203,6 +206,9 @@ struct Session {
     /// unreachable is said once, then again only when the reason changes or every
     /// `CONNECT_FAILURE_LOG_EVERY`, not at every retry.
     failure_logged: Option<(String, Instant)>,
+    /// Request topics this session cleared (an empty retained publish) whose echo has not
+    /// come back yet: it is not counted as someone else's empty payload.
+    own_clears: std::collections::HashSet<String>,
     /// The database's life (announced in the birth message).
     life: Option<String>,
     /// Command topics of bridged network servers, each to its radio.
@@ -390,8 +396,11 @@ impl Session {
                 };
                 if p.payload.is_empty() {
                     // An empty payload is how a retained message is cleared (ours
-                    // included): not a request, so neither answered nor audited.
-                    self.status.count_request("empty_ignored");
+                    // included): not a request, so neither answered nor audited; only
+                    // someone else's is counted.
+                    if !self.own_clears.remove(p.topic.as_str()) {
+                        self.status.count_request("empty_ignored");
+                    }
                     tracing::debug!(topic = %p.topic, "empty payload on a request topic ignored");
                     return;
                 }
@@ -471,6 +480,10 @@ impl Session {
     /// Queues a response for publishing, in order; past `RESPONSE_LIMIT` it is
     /// dropped, counted and logged.
     fn respond(&mut self, out: Outbound) {
+        if out.retain && out.payload.is_empty() && self.own_clears.len() < OWN_CLEARS {
+            // Our own clear of a retained request comes back on the request filter.
+            self.own_clears.insert(out.topic.clone());
+        }
         if self.responses.len() >= RESPONSE_LIMIT {
             let n = self
                 .status
@@ -708,6 +721,7 @@ pub(super) async fn run(
         responses: VecDeque::new(),
         refusals: Vec::new(),
         failure_logged: None,
+        own_clears: Default::default(),
         bridges,
         life: {
             let db = db_path.clone();

@@ -1161,7 +1161,9 @@ async fn hostile_suite(version: Version) {
     assert!(fieldgate::store::audit::verify(&rig.reader()).unwrap().ok);
     let snap = rig.status.snapshot();
     assert!(
-        snap.requests.get("empty_ignored").is_some_and(|&n| n >= 2),
+        // The two sent above; the gateway's own clears of retained requests are not
+        // counted.
+        snap.requests.get("empty_ignored") == Some(&2),
         "{:?}",
         snap.requests
     );
