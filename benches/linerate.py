@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """CPU of `fieldgate run` with its radios' emulators sending at each link's line
 rate, drivers included. The serial radios' emulators (`fieldgate emulate
-zigbee|zwave`, separate processes, not counted) serve their radio over TCP as a
-network coordinator or ser2net would; their devices report every
-`--report-interval`. The LoRa packet forwarder's (`fieldgate emulate lora-gwmp`,
+zigbee|zwave`, separate processes, not counted) serve their radio on a
+pseudo-terminal the daemon opens as a serial port, as a radio plugged into the
+gateway is (`--link tcp`: over TCP instead, as a network coordinator or ser2net
+would); their devices report every `--report-interval`. The LoRa packet forwarder's (`fieldgate emulate lora-gwmp`,
 not counted either) sends real GWMP datagrams to the radio's UDP port for
 `--devices` ABP devices (keys given to the gateway through its API first), each
 reporting once per `--lora-interval`. BLE has no link to emulate outside the
@@ -100,16 +101,18 @@ class Counter:
             return self.count
 
 
-def emulator(fieldgate, radio, devices, interval):
+def emulator(fieldgate, radio, devices, interval, link):
+    """Starts a serial radio's emulator; returns it and the port for the daemon's config."""
+    endpoint = ["--pty"] if link == "pty" else ["--listen", "127.0.0.1:0"]
     if radio == "zigbee":
         cmd = [
-            fieldgate, "emulate", "zigbee", "--listen", "127.0.0.1:0",
+            fieldgate, "emulate", "zigbee", *endpoint,
             "--devices", f"temp-humidity={devices}", "--report-interval", interval,
             "--join-spacing", "5ms",
         ]
     else:
         cmd = [
-            fieldgate, "emulate", "zwave", "--listen", "127.0.0.1:0",
+            fieldgate, "emulate", "zwave", *endpoint,
             "--nodes", f"multisensor={devices}", "--pending", "none",
             "--report-interval", interval,
         ]
@@ -117,7 +120,8 @@ def emulator(fieldgate, radio, devices, interval):
         cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ, RUST_LOG="warn")
     )
     line = proc.stdout.readline().decode().strip()
-    if not line.startswith("listening "):
+    # `listening tcp://HOST:PORT` or `pty /dev/pts/N`
+    if not line.startswith("listening " if link == "tcp" else "pty "):
         proc.kill()
         raise SystemExit(f"emulator did not start: {line!r}")
     threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
@@ -164,7 +168,7 @@ def lora_forwarder(fieldgate, sock, udp, devices, interval, work):
     )
 
 
-def run(fieldgate, radios, interval, lora_interval, port, seconds, linger, settle):
+def run(fieldgate, radios, interval, lora_interval, port, seconds, linger, settle, link):
     """One daemon with one emulator per radio; `radios` is [(radio, devices)]."""
     work = tempfile.mkdtemp(prefix="linerate-")
     sock = os.path.join(work, "api.sock")
@@ -184,7 +188,7 @@ def run(fieldgate, radios, interval, lora_interval, port, seconds, linger, settl
             elif radio == "ble":
                 url = "sim://ble"
             else:
-                emu, url = emulator(fieldgate, radio, devices, interval)
+                emu, url = emulator(fieldgate, radio, devices, interval, link)
                 emus.append(emu)
             sections += f'[[radio]]\nname = "{NAMES[radio]}"\nprotocol = "{radio}"\nport = "{url}"\n'
             if radio == "ble":
@@ -282,6 +286,7 @@ def run(fieldgate, radios, interval, lora_interval, port, seconds, linger, settl
         "report_interval": interval,
         "lora_interval_s": (3600 if silent else lora_interval) if udp else None,
         "linger": linger or "default",
+        "link": link,
         "seconds": round(wall, 1),
         "telemetry_per_s": round(msgs / wall, 1),
         "core_percent": round(100 * cpu_s / wall, 2),
@@ -314,6 +319,13 @@ def main():
     ap.add_argument("--linger", default=None, help="[store] linger; the shipped default when not given")
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument(
+        "--link",
+        choices=("pty", "tcp"),
+        default="pty",
+        help="how the Zigbee and Z-Wave emulators reach the daemon: a pseudo-terminal opened "
+        "as a serial port (default), or TCP",
+    )
+    ap.add_argument(
         "--settle",
         type=float,
         default=None,
@@ -337,7 +349,7 @@ def main():
             for interval in (args.report_interval, "1h"):
                 r = run(
                     args.fieldgate, radios, interval, args.lora_interval, port,
-                    args.seconds, args.linger, args.settle,
+                    args.seconds, args.linger, args.settle, args.link,
                 )
                 print(json.dumps(r), flush=True)
                 results.append(r)
