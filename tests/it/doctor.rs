@@ -92,6 +92,18 @@ impl Setup {
         (out, json)
     }
 
+    /// `doctor` with the human report, as this user with this master key.
+    fn human_doctor(&self, config: &Path) -> Command {
+        let mut c = Command::new(bin());
+        c.args(["doctor", "--config"])
+            .arg(config)
+            .arg("--master-key")
+            .arg(&self.key)
+            .args(["--user", &self.user])
+            .env_remove("CREDENTIALS_DIRECTORY");
+        c
+    }
+
     fn doctor_as_me(&self, config: &Path) -> (Output, Value) {
         let user = self.user.clone();
         self.doctor(config, &["--user", &user])
@@ -163,15 +175,7 @@ fn healthy_setup_passes() {
     assert_status(&report, "broker", "ok", "offline");
 
     // The human report says the same, one line per check, fixes indented below.
-    let out = Command::new(bin())
-        .args(["doctor", "--config"])
-        .arg(&config)
-        .arg("--master-key")
-        .arg(&s.key)
-        .args(["--user", &s.user])
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .output()
-        .expect("run doctor");
+    let out = s.human_doctor(&config).output().expect("run doctor");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("ok    radio sim0"), "{text}");
@@ -207,13 +211,8 @@ fn a_master_key_the_daemon_refuses_fails() {
     // (`doctor | true`) does not turn it into success.
     let (read, write) = nix::unistd::pipe().unwrap();
     drop(read);
-    let status = Command::new(bin())
-        .args(["doctor", "--config"])
-        .arg(&config)
-        .arg("--master-key")
-        .arg(&s.key)
-        .args(["--user", &s.user])
-        .env_remove("CREDENTIALS_DIRECTORY")
+    let status = s
+        .human_doctor(&config)
         .stdout(std::process::Stdio::from(write))
         .status()
         .expect("run doctor");

@@ -430,14 +430,17 @@ fn a_command_gives_up_on_a_socket_that_never_answers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("api.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let status_within = |timeout: &str| {
+        crate::common::fieldgate(&[
+            "--socket",
+            path.to_str().unwrap(),
+            "--timeout",
+            timeout,
+            "status",
+        ])
+    };
     let started = Instant::now();
-    let out = crate::common::fieldgate(&[
-        "--socket",
-        path.to_str().unwrap(),
-        "--timeout",
-        "1s",
-        "status",
-    ]);
+    let out = status_within("1s");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -449,13 +452,7 @@ fn a_command_gives_up_on_a_socket_that_never_answers() {
         err.contains("no answer on") && err.contains("within 1 s"),
         "{err}"
     );
-    let out = crate::common::fieldgate(&[
-        "--socket",
-        path.to_str().unwrap(),
-        "--timeout",
-        "0s",
-        "status",
-    ]);
+    let out = status_within("0s");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     // A path that is not a socket at all is named as such, not as a stale socket.
     let file = dir.path().join("not-a-socket");
