@@ -162,14 +162,71 @@ impl Locator<'_> {
         e
     }
 
-    /// A warning-free error at `key` with no position (values without a span).
+    /// An error at `key` for a value parsed without a span (a duration, say): located
+    /// at the line that sets it when the text has one (`linger = ...` under `[store]`),
+    /// else with no position (a default, or a key set inline).
     pub(super) fn nowhere(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let (line, column) = match find_key(self.text, key) {
+            Some((l, c)) => (Some(l), Some(c)),
+            None => (None, None),
+        };
         ConfigError {
             file: self.file.to_path_buf(),
-            line: None,
-            column: None,
+            line,
+            column,
             key: Some(key.to_string()),
             message: message.into(),
         }
+    }
+}
+
+/// The line and column (1-based) where dotted `key` (`store.linger`,
+/// `upstream.outbox.max_age`) is set in `text`: the line `name = ...` under the
+/// table header `[section]`.
+fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            current = trimmed
+                .trim_end()
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+            continue;
+        }
+        let set = trimmed
+            .split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"'));
+        if current == section && set == Some(name) {
+            return Some((n + 1, line.len() - trimmed.len() + 1));
+        }
+    }
+    None
+}
+
+/// The key a serde error names (`colour`, from "unknown field `colour`"), qualified
+/// with the table it is in when the error's position says which (`api.colour`; a
+/// missing field is reported at its table's header: `gateway.state_dir`). `whole`:
+/// the error is about the document itself (a missing top-level table).
+pub(super) fn qualified_key(
+    text: &str,
+    message: &str,
+    offset: usize,
+    whole: bool,
+) -> Option<String> {
+    let named = key_in_message(message);
+    let at = key_at(text, offset);
+    match (named, at) {
+        (Some(k), _) if whole => Some(k),
+        (Some(k), Some(at)) if at == k || at.ends_with(&format!(".{k}")) => Some(at),
+        (Some(k), Some(at)) if message.contains("missing field") => Some(format!("{at}.{k}")),
+        (Some(k), Some(at)) => match at.rsplit_once('.') {
+            // The error is at a sibling key's line: the same table.
+            Some((table, _)) => Some(format!("{table}.{k}")),
+            None => Some(k),
+        },
+        (named, at) => named.or(at),
     }
 }

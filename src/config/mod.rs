@@ -17,7 +17,7 @@ mod error;
 
 pub(crate) use error::line_col;
 pub use error::ConfigError;
-use error::{key_at, key_in_message, Locator};
+use error::{key_in_message, qualified_key, Locator};
 
 /// Exit code for a configuration error (also used for bad command-line input).
 pub const EXIT_CONFIG: i32 = 2;
@@ -491,7 +491,9 @@ impl Config {
             let (line, column, key) = match e.span() {
                 Some(span) => {
                     let (l, c) = line_col(text, span.start);
-                    let key = key_in_message(&message).or_else(|| key_at(text, span.start));
+                    // A missing top-level table is reported with an empty span.
+                    let whole = span.is_empty();
+                    let key = qualified_key(text, &message, span.start, whole);
                     (Some(l), Some(c), key)
                 }
                 None => (None, None, key_in_message(&message)),
