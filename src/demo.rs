@@ -36,7 +36,12 @@ pub fn demo_config_with_mqtt(state_dir: &std::path::Path, mqtt: Option<&str>) ->
         let url = serde_json::to_string(url).context("demo broker URL")?;
         text.push_str(&format!("\n[upstream]\nurl = {url}\n"));
     }
-    Config::parse(std::path::Path::new("<demo>"), &text).context("demo config")
+    Config::parse(std::path::Path::new("<demo>"), &text).map_err(|e| match e.key.as_deref() {
+        // The only value taken from the command line: say so in its terms, not the
+        // generated config's line and column.
+        Some(k) if k.starts_with("upstream") => anyhow::anyhow!("--mqtt: {}", e.message),
+        _ => anyhow::Error::new(e).context("demo config"),
+    })
 }
 
 /// Adopts the emulator's encrypted BTHome sensor with its bindkey through the hub, the

@@ -137,6 +137,14 @@ fn demo_runs_and_says_what_it_does() {
     let text = crate::common::stdout(&out);
     assert!(text.contains("radio zigbee0"), "{text}");
     assert!(text.contains("demo stopped"), "{text}");
+    // A bad --mqtt is named as the option it is, not as a line of the demo's config.
+    let out = crate::common::fieldgate(&["demo", "--mqtt", "notaurl"]);
+    assert!(!out.status.success());
+    let err = crate::common::stderr(&out);
+    assert!(
+        err.contains("--mqtt: not a valid URL") && !err.contains("<demo>"),
+        "{err}"
+    );
 }
 
 #[test]
