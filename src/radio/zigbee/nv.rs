@@ -18,17 +18,26 @@ use super::Coordinator;
 use crate::radio::RadioCounters;
 
 impl Coordinator<'_> {
+    /// One NV item (SYS_OSAL_NV_READ). `Ok(None)`: the coordinator says the item is
+    /// missing or not initialised (a non-zero status). An RPC error, any other frame or
+    /// no answer is an error: the start-up fails and is retried.
     pub(super) async fn nv_read(&mut self, id: u16) -> Result<Option<Vec<u8>>> {
         match self
             .request(&ZnpCommand::SysOsalNvReadReq { id, offset: 0 })
             .await?
         {
             Ok(ZnpCommand::SysOsalNvReadRsp { status: 0, value }) => Ok(Some(value)),
-            Ok(_) => Ok(None),
-            Err(Fail::Timeout) => {
-                bail!("coordinator start-up: NV read of item {id:#06x} timed out")
-            }
-            Err(_) => Ok(None),
+            // The coordinator's own answer: the item is missing or not initialised.
+            Ok(ZnpCommand::SysOsalNvReadRsp { .. }) => Ok(None),
+            // Anything else is not an answer about the item. Read as "missing", an RPC
+            // error or a stray frame on the read of ZNP_HAS_CONFIGURED would have the
+            // start-up form a new network over the coordinator's own.
+            Ok(other) => bail!(
+                "NV read of item {id:#06x}: the coordinator answered {}",
+                other.name()
+            ),
+            Err(Fail::Timeout) => bail!("NV read of item {id:#06x} timed out"),
+            Err(f) => bail!("NV read of item {id:#06x} failed: {f}"),
         }
     }
 

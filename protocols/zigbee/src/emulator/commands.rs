@@ -22,6 +22,15 @@ impl Emulator {
                     reason: RESET_REASON_POWER_UP,
                 },
             ),
+            ZnpCommand::SysOsalNvReadReq { id, .. } if self.nv_read_rpc_error.contains(&id) => {
+                self.nv_read_rpc_error.retain(|&i| i != id);
+                // SREQ SYS (0x21), SYS_OSAL_NV_READ (0x08); 2: MT_RPC_ERR_COMMAND_ID.
+                self.srsp(ZnpCommand::RpcError {
+                    error_code: 2,
+                    request_cmd0: 0x21,
+                    request_cmd1: 0x08,
+                });
+            }
             ZnpCommand::SysOsalNvReadReq { id, offset } => {
                 let rsp = match self.nv.get(&id) {
                     Some(v) => ZnpCommand::SysOsalNvReadRsp {

@@ -173,6 +173,9 @@ pub enum Fault {
     CorruptNextFrame,
     /// The next SRSP is not sent (the request is still carried out).
     DropNextSrsp,
+    /// The next SYS_OSAL_NV_READ of this item is answered with an RPC error SRSP (as a
+    /// firmware that does not take the request), not with the item.
+    NvReadRpcError(u16),
     /// The coordinator reboots on its own and says so with SYS_RESET_IND (watchdog).
     Reset,
     /// This device never answers simple-descriptor requests, so its interview never ends.
@@ -290,6 +293,8 @@ pub struct Emulator {
     seq: u64,
     corrupt_next: bool,
     drop_next_srsp: bool,
+    /// NV items whose next read is answered with an RPC error.
+    nv_read_rpc_error: Vec<u16>,
     next_nwk: u16,
     stats: EmulatorStats,
     /// Install codes registered by the host (RAM: lost on reset), by IEEE address.
@@ -356,6 +361,7 @@ impl Emulator {
             seq: 0,
             corrupt_next: false,
             drop_next_srsp: false,
+            nv_read_rpc_error: Vec::new(),
             next_nwk: 0x1A01,
             stats: EmulatorStats::default(),
             registered_codes: BTreeMap::new(),
@@ -419,6 +425,7 @@ impl Emulator {
             }
             Fault::CorruptNextFrame => self.corrupt_next = true,
             Fault::DropNextSrsp => self.drop_next_srsp = true,
+            Fault::NvReadRpcError(id) => self.nv_read_rpc_error.push(id),
             Fault::Reset => self.schedule(
                 Duration::ZERO,
                 Action::Reset {
