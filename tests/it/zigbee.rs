@@ -1157,6 +1157,51 @@ async fn zigbee_garbage_on_the_line_loses_only_the_corrupted_frames() {
     rig.stop().await;
 }
 
+/// A port where something answers only in broken frames (wrong FCS) never brings the
+/// radio up, and every lost frame counts in `line_errors` while it tries: the counter
+/// is how `fieldgate status` tells a noisy or wrong device from a silent one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_line_errors_count_while_the_radio_cannot_come_up() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    use std::os::fd::AsFd;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut t = tcgetattr(pty.slave.as_fd()).unwrap();
+    cfmakeraw(&mut t);
+    tcsetattr(pty.slave.as_fd(), SetArg::TCSANOW, &t).unwrap();
+    fcntl(pty.master.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+    let path = nix::unistd::ttyname(pty.slave.as_fd()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noise = {
+        let stop = stop.clone();
+        let master = std::fs::File::from(pty.master);
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // A SYS_PING SRSP (FE 02 61 01 capabilities FCS) with its FCS off by one.
+            let frame = [0xFE, 0x02, 0x61, 0x01, 0x59, 0x06, 0x3E];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = (&master).write(&frame);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start_expect_down(dir.path(), &path, FAST).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.radios[0].counters.snapshot().line_errors == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            rig.radios[0].counters.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    noise.join().unwrap();
+    drop(pty.slave);
+    rig.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zigbee_sleepy_device_finishes_its_interview_when_it_wakes() {
     let pty = PtyEmulator::spawn(emulator_config()).unwrap();

@@ -179,12 +179,16 @@ impl Coordinator<'_> {
                     Some(cmd) => self.on_command(cmd).await?,
                     None => return Ok(()),
                 },
-                frame = self.link.next_unsolicited(deadline) => match frame? {
-                    Some(Inbound::Indication(cmd)) => self.on_indication(cmd).await?,
-                    // Replies are never unsolicited: the session drops those nobody waits for.
-                    Some(Inbound::Srsp(_)) => {}
-                    None => self.on_timers().await?,
-                },
+                frame = self.link.next_unsolicited(deadline) => {
+                    self.count_line_errors();
+                    match frame? {
+                        Some(Inbound::Indication(cmd)) => self.on_indication(cmd).await?,
+                        // Replies are never unsolicited: the session drops those nobody
+                        // waits for.
+                        Some(Inbound::Srsp(_)) => {}
+                        None => self.on_timers().await?,
+                    }
+                }
             }
         }
     }

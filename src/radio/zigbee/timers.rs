@@ -157,11 +157,7 @@ impl Coordinator<'_> {
                 sreq_timeouts_total = self.stats.timeouts.load(std::sync::atomic::Ordering::Relaxed),
                 "line errors on the coordinator link (resynchronised)"
             );
-            // Bad FCS, oversize, forged and stalled frames since the last report.
-            let lost = self.link.take_line_errors();
-            self.stats
-                .line_errors
-                .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+            // (`line_errors` is counted as frames are read: `count_line_errors`.)
             self.line_stats_reported = now;
         }
     }

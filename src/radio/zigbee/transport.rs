@@ -178,8 +178,9 @@ impl Coordinator<'_> {
                 if (frame.subsystem == subsystem && frame.cmd_id == cmd_id)
                     || frame.subsystem == Subsystem::RpcError)
         });
-        let Some(Inbound::Srsp(frame)) = self.link.request(&bytes, ours).await?.into_response()
-        else {
+        let outcome = self.link.request(&bytes, ours).await;
+        self.count_line_errors();
+        let Some(Inbound::Srsp(frame)) = outcome?.into_response() else {
             RadioCounters::count(&self.stats.timeouts);
             tracing::warn!(radio = %self.io.radio, request = cmd.name(), timeout = ?timeout, "SREQ timed out");
             return Ok(Err(Fail::Timeout));
@@ -217,10 +218,24 @@ impl Coordinator<'_> {
         want: impl Fn(&ZnpCommand) -> bool + Send + Sync + 'static,
     ) -> Result<Option<ZnpCommand>> {
         let wanted = move |f: &Inbound| matches!(f, Inbound::Indication(c) if want(c));
-        Ok(match self.link.wait_for(timeout, wanted).await? {
+        let found = self.link.wait_for(timeout, wanted).await;
+        self.count_line_errors();
+        Ok(match found? {
             Some(Inbound::Indication(c)) => Some(c),
             Some(Inbound::Srsp(_)) | None => None,
         })
+    }
+
+    /// Adds the frames the parser lost since the last read (bad FCS, oversize, forged,
+    /// stalled) to the radio's `line_errors`, as they happen: during start-up too, when
+    /// a noisy or wrong device on the port keeps the radio from coming up.
+    pub(super) fn count_line_errors(&mut self) {
+        let lost = self.link.take_line_errors();
+        if lost > 0 {
+            self.stats
+                .line_errors
+                .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The oldest indication queued while a request waited.
