@@ -209,8 +209,20 @@ fn write_json<T: Serialize>(v: &mut Vec<u8>, value: &T) {
 pub struct PushData {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rxpk: Vec<RxPk>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The forwarder's status report. One that does not parse (a counter out of range,
+    /// a field of the wrong type) is left out, not the datagram: the frames in `rxpk`
+    /// beside it are what matters, and a forwarder's statistics are advisory.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_stat"
+    )]
     pub stat: Option<Stat>,
+}
+
+fn lenient_stat<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Stat>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 impl PushData {

@@ -89,6 +89,7 @@ impl OwnTransportDriver for LoraDriver {
                 sessions: &mut self.sessions,
                 bridge,
                 refusals: HashMap::new(),
+                malformed_logged: None,
             };
             // Up before the store is read: a key committed while it is read is then either
             // read here or pushed by the hub (which pushes only to a radio that is up).
@@ -117,7 +118,14 @@ struct Gateway<'a> {
     /// Refusals handed to the hub (and audited), per device and reason: when the
     /// last one was, and how many were held back since.
     refusals: HashMap<(Eui64, &'static str), (Instant, u64)>,
+    /// Malformed datagrams: when one was last logged as a warning, and how many were
+    /// dropped since without a line of their own (each is counted in `undecodable`).
+    malformed_logged: Option<(Instant, u64)>,
 }
+
+/// A malformed datagram is a warning at most once per this: a broken forwarder or a
+/// flood from the LAN sends thousands a second, and the log must stay readable.
+const MALFORMED_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// A device's frames refused for the same reason reach the hub (and its audit log)
 /// at most once per this; the ones in between are counted as `rate_limited` and the
@@ -270,7 +278,18 @@ impl Gateway<'_> {
             Ok(p) => p,
             Err(e) => {
                 RadioCounters::count(&self.io.counters.undecodable);
-                tracing::warn!(radio = %self.io.radio, %from, len = bytes.len(), error = %e, "malformed GWMP datagram dropped");
+                let now = Instant::now();
+                match &mut self.malformed_logged {
+                    Some((at, held)) if now.duration_since(*at) < MALFORMED_LOG_EVERY => {
+                        *held += 1;
+                        tracing::debug!(radio = %self.io.radio, %from, len = bytes.len(), error = %e, "malformed GWMP datagram dropped");
+                    }
+                    logged => {
+                        let held_back = logged.map_or(0, |(_, held)| held);
+                        tracing::warn!(radio = %self.io.radio, %from, len = bytes.len(), error = %e, held_back, "malformed GWMP datagram dropped (held_back: dropped since the last such line, without one)");
+                        *logged = Some((now, 0));
+                    }
+                }
                 return Ok(());
             }
         };

@@ -354,3 +354,35 @@ async fn an_uplinks_counter_commits_with_its_reading_and_survives_sigkill() {
     })
     .await;
 }
+
+/// A flood of malformed datagrams is counted one by one but logged as a warning once
+/// (then at most once a minute, saying how many were held back): a broken forwarder or
+/// a host on the LAN must not fill the journal. A frame beside a status report that
+/// does not parse is still taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_datagrams_are_counted_each_and_logged_once() {
+    let udp = free_udp_port();
+    let d = TestDaemon::start(&format!(
+        "[[radio]]\nname = \"lora0\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:{udp}\"\n"
+    ));
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..200u32 {
+        let mut junk = vec![2, 0, 0, 0x00];
+        junk.extend_from_slice(&i.to_be_bytes());
+        sock.send_to(&junk, ("127.0.0.1", udp)).await.unwrap();
+    }
+    let api = ApiClient::new(&d.socket);
+    let undecodable = || async {
+        let status = api.call(Method::GET, "/v1/status", None).await.unwrap();
+        status["radios"][0]["counters"]["undecodable"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while undecodable().await < 200 {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines = d.log().matches("malformed GWMP datagram dropped").count();
+    assert_eq!(lines, 1, "{}", d.log());
+}

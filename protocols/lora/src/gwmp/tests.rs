@@ -182,3 +182,26 @@ fn downlink_builder() {
     assert!(text.contains("\"data\":\"YAEC\""), "{text}");
     assert_eq!(Packet::parse(&p.to_bytes()).unwrap(), p);
 }
+
+/// A status report that does not parse is left out; the frames beside it are kept.
+#[test]
+fn a_malformed_stat_does_not_drop_the_frames_beside_it() {
+    let rxpk = r#"{"tmst":1,"chan":0,"rfch":0,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF7BW125","rssi":-50,"size":2,"data":"AQI="}"#;
+    for stat in [
+        r#"{"rxnb":9223372036854775808}"#,
+        r#"{"rxnb":"many"}"#,
+        r#"{"lati":[1]}"#,
+        r#""up""#,
+    ] {
+        let json = format!(r#"{{"rxpk":[{rxpk}],"stat":{stat}}}"#);
+        let mut dgram = vec![2, 0x12, 0x34, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        dgram.extend_from_slice(json.as_bytes());
+        match Packet::parse(&dgram) {
+            Ok(Packet::PushData { data, .. }) => {
+                assert_eq!(data.rxpk.len(), 1, "{stat}");
+                assert!(data.stat.is_none(), "{stat}");
+            }
+            other => panic!("{stat}: {other:?}"),
+        }
+    }
+}
