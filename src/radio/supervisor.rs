@@ -159,7 +159,8 @@ async fn supervise(mut driver: DriverBox, mut io: DriverIo, mut shutdown: watch:
     tracing::info!(radio = %io.radio, "radio stopped");
 }
 
-/// Exponential backoff with jitter, 1 s doubling to 60 s.
+/// Exponential backoff, 1 s doubling to 60 s; each wait is up to 25 % longer at random
+/// (so a 60 s cap waits 60-75 s), so that radios and gateways do not retry in step.
 pub struct Backoff {
     current: Duration,
     max: Duration,
