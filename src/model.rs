@@ -577,10 +577,6 @@ impl DeviceCommand {
     }
 }
 
-/// Seconds since the epoch to RFC 3339 with milliseconds, UTC
-/// (`2026-05-01T12:00:00.123Z`).
-/// Times before 1970 are written as 1970-01-01T00:00:00.000Z and times after
-/// 9999 as 9999-12-31T23:59:59.999Z (a clock that wrong must not stop the gateway).
 /// Parses an RFC 3339 time with a `Z` or a `±HH:MM` offset (`2026-12-07T01:00:00+02:00`,
 /// fractional seconds optional).
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
@@ -618,6 +614,10 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     }
 }
 
+/// Seconds since the epoch to RFC 3339 with milliseconds, UTC
+/// (`2026-05-01T12:00:00.123Z`).
+/// Times before 1970 are written as 1970-01-01T00:00:00.000Z and times after
+/// 9999 as 9999-12-31T23:59:59.999Z (a clock that wrong must not stop the gateway).
 pub fn rfc3339(t: SystemTime) -> String {
     let mut buf = [0u8; 24];
     rfc3339_into(t, &mut buf).to_string()

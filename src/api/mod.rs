@@ -426,19 +426,22 @@ const LIST_STALL: Duration = Duration::from_secs(30);
 /// (a typo would otherwise read as "no such devices"), and puts `since` in the form
 /// the registry keeps times in, so that it compares as the instant it names.
 fn check_device_filter(f: &mut registry::DeviceFilter) -> Result<(), ApiError> {
+    use crate::config::Protocol;
     if let Some(l) = f.lifecycle.as_deref() {
         if crate::model::Lifecycle::parse(l).is_none() {
             return Err(ApiError::bad_request(format!(
                 "`lifecycle` is one of pending, active, quarantined, decommissioned, not `{}`",
-                l.chars().take(64).collect::<String>()
+                quoted(l)
             )));
         }
     }
     if let Some(p) = f.protocol.as_deref() {
-        if crate::config::Protocol::parse(p).is_none() {
+        if Protocol::parse(p).is_none() {
+            let known: Vec<&str> = Protocol::ALL.iter().map(|p| p.as_str()).collect();
             return Err(ApiError::bad_request(format!(
-                "`protocol` is one of zigbee, zwave, ble, lora, lora-p2p, not `{}`",
-                p.chars().take(64).collect::<String>()
+                "`protocol` is one of {}, not `{}`",
+                known.join(", "),
+                quoted(p)
             )));
         }
     }
@@ -546,7 +549,8 @@ async fn block_device(
             StatusCode::BAD_REQUEST,
             "bad_device_id",
             format!(
-                "`{raw}` is not an address a {} device can have",
+                "`{}` is not an address a {} device can have",
+                quoted(&raw),
                 id.protocol().map_or("", |p| p.as_str())
             ),
         ));

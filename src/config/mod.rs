@@ -22,6 +22,19 @@ use error::{key_in_message, qualified_key, Locator};
 /// Exit code for a configuration error (also used for bad command-line input).
 pub const EXIT_CONFIG: i32 = 2;
 
+/// The largest config file read (the example config is a few KiB).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// An error made with a [`Locator`] on the config file at `path`, read only now: the
+/// host checks pass without reading it again.
+fn located(path: &Path, make: impl FnOnce(&Locator<'_>) -> ConfigError) -> ConfigError {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    make(&Locator {
+        file: path,
+        text: &text,
+    })
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -350,9 +363,6 @@ pub struct OutboxLimits {
 fn default_outbox_bytes() -> Spanned<u64> {
     Spanned::new(0..0, 256 * 1024 * 1024)
 }
-/// The largest config file read (the example config is a few KiB).
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
-
 /// The range of `upstream.outbox.max_age`: under a minute, a short uplink outage would
 /// drop everything queued during it.
 const OUTBOX_AGE_MIN: Duration = Duration::from_secs(60);
@@ -402,12 +412,9 @@ impl Config {
             };
             if let Some(file) = &o.encryption_key_file {
                 if let Err(why) = crate::radio::lora_p2p::read_key_file(file) {
-                    let text = std::fs::read_to_string(path).unwrap_or_default();
-                    let loc = Locator {
-                        file: path,
-                        text: &text,
-                    };
-                    out.push(loc.option(&radio.options, "encryption_key_file", why));
+                    out.push(located(path, |loc| {
+                        loc.option(&radio.options, "encryption_key_file", why)
+                    }));
                 }
             }
         }
@@ -416,12 +423,7 @@ impl Config {
         // 2, not restarted), not a failure to start that systemd would retry.
         if let Some(up) = &self.upstream {
             if let Err(e) = crate::upstream::ClientSettings::from_config(up, self.gateway_id()) {
-                let text = std::fs::read_to_string(path).unwrap_or_default();
-                let loc = Locator {
-                    file: path,
-                    text: &text,
-                };
-                out.push(loc.nowhere("upstream", e.to_string()));
+                out.push(located(path, |loc| loc.nowhere("upstream", e.to_string())));
             }
         }
         if let Some(group) = &self.api.group {
@@ -430,19 +432,16 @@ impl Config {
                 .flatten()
                 .is_some();
             if !exists {
-                let text = std::fs::read_to_string(path).unwrap_or_default();
-                let loc = Locator {
-                    file: path,
-                    text: &text,
-                };
-                out.push(loc.at(
-                    group,
-                    "api.group",
-                    format!(
-                        "group `{}` does not exist on this host (create it, or leave api.group unset)",
-                        group.get_ref()
-                    ),
-                ));
+                out.push(located(path, |loc| {
+                    loc.at(
+                        group,
+                        "api.group",
+                        format!(
+                            "group `{}` does not exist on this host (create it, or leave api.group unset)",
+                            group.get_ref()
+                        ),
+                    )
+                }));
             }
         }
         out

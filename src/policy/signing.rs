@@ -55,21 +55,22 @@ pub fn accept(
 ) -> Result<Policy, PolicyError> {
     // A signature is always well-formed, checked or not: garbage there is refused
     // rather than kept as if it were one.
-    if let Some(sig_hex) = envelope.signature.as_deref() {
-        let mut sig = [0u8; 64];
-        hex::decode_to_slice(sig_hex.trim(), &mut sig)
-            .map_err(|_| err("$.signature", "not 128 hex characters"))?;
-    }
+    let signature = match envelope.signature.as_deref() {
+        Some(sig_hex) => {
+            let mut sig = [0u8; 64];
+            hex::decode_to_slice(sig_hex.trim(), &mut sig)
+                .map_err(|_| err("$.signature", "not 128 hex characters"))?;
+            Some(sig)
+        }
+        None => None,
+    };
     if let Some(key) = pinned {
-        let sig_hex = envelope.signature.as_deref().ok_or_else(|| {
+        let sig = signature.ok_or_else(|| {
             err(
                 "$.signature",
                 "a signature is required: this gateway pins a policy key",
             )
         })?;
-        let mut sig = [0u8; 64];
-        hex::decode_to_slice(sig_hex.trim(), &mut sig)
-            .map_err(|_| err("$.signature", "not 128 hex characters"))?;
         key.verify(
             &Policy::canonical_bytes(&envelope.policy),
             &Signature::from_bytes(&sig),
