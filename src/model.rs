@@ -467,8 +467,11 @@ pub struct NetworkBackup {
 /// What the hub asks a radio to do.
 #[derive(Debug)]
 pub enum RadioCommand {
+    /// Open the radio's join window for `seconds`. Answers once the radio has opened it
+    /// (or refused); radios whose joins the hub decides alone answer at once.
     PermitJoin {
         seconds: u32,
+        reply: tokio::sync::oneshot::Sender<Result<(), RadioError>>,
     },
     Remove {
         native_address: String,

@@ -106,6 +106,12 @@ pub enum HubRequest {
         actor: String,
         reply: oneshot::Sender<Result<PermitJoinAccepted, HubError>>,
     },
+    /// From the hub itself: the radio did not open the join window the hub opened
+    /// until `until` for it.
+    JoinWindowNotOpened {
+        radio: String,
+        until: std::time::Instant,
+    },
     Readmit {
         device: DeviceId,
         actor: String,
@@ -232,6 +238,10 @@ pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a radio may take to write a backup back (a Z-Wave NVM image is a thousand
 /// writes, then the controller restarts).
 pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a radio may take to open a join window (a Z-Wave controller calls back
+/// once it is ready to add a node).
+pub const PERMIT_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PermitJoinAccepted {

@@ -171,6 +171,8 @@ pub struct Hub {
     writer: Writer,
     radios: HashMap<String, RadioHandle>,
     join_windows: HashMap<String, Instant>,
+    /// The hub's own request queue, for answers its spawned tasks bring back.
+    myself: mpsc::WeakSender<HubRequest>,
     notices: broadcast::Sender<Notice>,
     /// Closed to telemetry by the upstream task when the outbox is full of
     /// messages that are never dropped.
@@ -263,6 +265,7 @@ impl Hub {
             writer,
             radios: radios.iter().map(|r| (r.name.clone(), r.clone())).collect(),
             join_windows: HashMap::new(),
+            myself: req_tx.downgrade(),
             notices: notices.clone(),
             outbox_gate: Arc::new(OutboxGate::default()),
             rule_states: engine.new_states(),
@@ -546,9 +549,9 @@ impl Hub {
                 seconds,
                 actor,
                 reply,
-            } => {
-                let r = self.permit_join(&radio, seconds, &actor).await;
-                let _ = reply.send(r);
+            } => self.permit_join(radio, seconds, actor, reply).await,
+            HubRequest::JoinWindowNotOpened { radio, until } => {
+                self.join_window_not_opened(&radio, until)
             }
             HubRequest::Readmit {
                 device,

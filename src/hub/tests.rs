@@ -304,10 +304,7 @@ async fn events_flow_into_registry_outbox_and_audit() {
         "device_decommissioned"
     );
     assert_eq!(
-        hub.permit_join("nope", 60, "test")
-            .await
-            .unwrap_err()
-            .code(),
+        permit_join(hub, "nope", 60).await.await.unwrap().unwrap_err().code(),
         "unknown_radio"
     );
     assert!(store::audit::verify(&r).unwrap().ok);
@@ -596,20 +593,30 @@ async fn a_full_radio_queue_answers_radio_busy_and_other_radios_carry_on() {
             rx,
         )
     };
-    let (stuck, _stuck_rx) = radio("stuck", 1);
+    let (stuck, stuck_rx) = radio("stuck", 1);
     let (fine, mut fine_rx) = radio("fine", 4);
     let (mut hub, _, _) = Hub::new("gw", store.writer(), &[stuck, fine]);
 
-    hub.permit_join("stuck", 30, "test").await.unwrap();
+    // Queued (no answer while nobody reads the queue).
+    let queued = permit_join(&mut hub, "stuck", 30).await;
     let started = Instant::now();
-    let busy = hub.permit_join("stuck", 30, "test").await.unwrap_err();
+    let busy = permit_join(&mut hub, "stuck", 30)
+        .await
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(busy.code(), "radio_busy", "{busy}");
     assert!(started.elapsed() < Duration::from_secs(1));
-    hub.permit_join("fine", 30, "test").await.unwrap();
-    assert!(matches!(
-        fine_rx.try_recv(),
-        Ok(RadioCommand::PermitJoin { seconds: 30 })
-    ));
+    let fine = permit_join(&mut hub, "fine", 30).await;
+    match fine_rx.try_recv() {
+        Ok(RadioCommand::PermitJoin { seconds: 30, reply }) => reply.send(Ok(())).unwrap(),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fine.await.unwrap().unwrap().seconds, 30);
+    // The stuck driver goes away: its queued permit-join fails.
+    drop(stuck_rx);
+    let stopped = queued.await.unwrap().unwrap_err();
+    assert_eq!(stopped.code(), "radio_unavailable", "{stopped}");
 
     // The refusal is in the audit log like any other.
     let r = store.reader().unwrap();
@@ -1186,4 +1193,88 @@ async fn a_held_request_past_its_time_at_the_wake_up_expires_instead_of_going_ou
         !statuses.iter().any(|d| d.contains("\"status\":\"sent\"")),
         "{statuses:?}"
     );
+}
+
+/// Asks `hub` to open a join window on `radio` as a test; the answer comes on the
+/// receiver once the radio has answered.
+async fn permit_join(
+    hub: &mut Hub,
+    radio: &str,
+    seconds: u32,
+) -> oneshot::Receiver<Result<PermitJoinAccepted, HubError>> {
+    let (tx, rx) = oneshot::channel();
+    hub.permit_join(radio.into(), seconds, "test".into(), tx)
+        .await;
+    rx
+}
+
+/// A radio that refuses to open its join window (a coordinator answering the
+/// permit-join with an error) fails the request: the caller is told, the refusal is
+/// in the audit log after the acceptance, and the hub's own window closes again.
+#[tokio::test]
+async fn a_join_window_the_radio_refuses_fails_the_request_and_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let (state_tx, state) = watch::channel(RadioState::Up);
+    let handle = RadioHandle {
+        name: "zb0".into(),
+        protocol: protocol(),
+        port: crate::config::PortSpec::Sim(protocol()),
+        capabilities: crate::radio::capabilities(protocol()),
+        state,
+        commands: Some(tx),
+        counters: Default::default(),
+    };
+    let (hub, hub_handle, requests) = Hub::new("gw", store.writer(), &[handle]);
+    let (shutdown, sd_rx) = watch::channel(false);
+    let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let task = tokio::spawn(hub.run(events, requests, sd_rx, None));
+    let radio = tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            if let RadioCommand::PermitJoin { reply, .. } = cmd {
+                let _ = reply.send(Err(RadioError::Refused(
+                    "the coordinator did not open the join window: status 0xc2".into(),
+                )));
+            }
+        }
+    });
+    let err = hub_handle
+        .permit_join("zb0".into(), 30, "tech".into())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "radio_unavailable", "{err}");
+    assert!(err.to_string().contains("status 0xc2"), "{err}");
+
+    let r = store.reader().unwrap();
+    let outcomes: Vec<String> = r
+        .prepare("SELECT outcome FROM audit WHERE action = 'radio.permit_join' ORDER BY seq")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(outcomes, ["accepted", "failed"]);
+    // The hub's window closed again: a join now is refused as outside a window.
+    let mut notices = hub_handle.subscribe();
+    events_tx
+        .send(event(ADDR, DeviceEventKind::Joined))
+        .await
+        .unwrap();
+    let denied = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match notices.recv().await.unwrap() {
+                Notice::Denied { reason, .. } => break reason,
+                Notice::PermitJoin { .. } => panic!("a window the radio refused was announced"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(denied.contains("outside a join window"), "{denied}");
+    shutdown.send(true).unwrap();
+    task.await.unwrap();
+    drop(state_tx);
+    radio.abort();
 }

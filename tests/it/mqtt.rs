@@ -358,8 +358,26 @@ impl Rig {
             unique("fg"),
         );
         let config = Config::parse(Path::new("rig.toml"), &text).expect("rig config");
-        // One fake radio that is up and records the commands it gets.
-        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        // One fake radio that is up and records the commands it gets; it opens every
+        // join window it is asked to.
+        let (cmd_tx, mut driver_rx) = mpsc::channel::<RadioCommand>(16);
+        let (seen_tx, cmd_rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(c) = driver_rx.recv().await {
+                let c = match c {
+                    RadioCommand::PermitJoin { seconds, reply } => {
+                        let _ = reply.send(Ok(()));
+                        RadioCommand::PermitJoin {
+                            seconds,
+                            reply: tokio::sync::oneshot::channel().0,
+                        }
+                    }
+                    c => c,
+                };
+                // Once the test has dropped its end, commands are only answered.
+                let _ = seen_tx.send(c).await;
+            }
+        });
         let (state_tx, state_rx) = watch::channel(RadioState::Up);
         let radios = vec![RadioHandle {
             name: "zb0".into(),
@@ -1048,7 +1066,7 @@ async fn malformed_requests_get_errors_and_audit_records_and_service_continues()
     assert!(
         commands
             .iter()
-            .any(|c| matches!(c, RadioCommand::PermitJoin { seconds: 30 })),
+            .any(|c| matches!(c, RadioCommand::PermitJoin { seconds: 30, .. })),
         "{commands:?}"
     );
 

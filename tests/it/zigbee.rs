@@ -1050,6 +1050,45 @@ async fn zigbee_remove_makes_the_device_leave() {
     rig.stop().await;
 }
 
+/// A coordinator that refuses the permit-join (a non-zero status in its SRSP) fails
+/// the technician's request with the coordinator's status; the audit log has the
+/// acceptance and then the failure, and the next permit-join opens as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_permit_join_the_coordinator_refuses_is_reported_as_failed() {
+    let pty = PtyEmulator::spawn(emulator_config()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rig = paired_rig(&pty, dir.path()).await;
+    pty.sim.inject(Fault::RefusePermitJoin(0xc2));
+    let err = rig
+        .hub
+        .permit_join("zb0".into(), 60, "tech".into())
+        .await
+        .expect_err("the coordinator refused");
+    assert_eq!(err.code(), "radio_unavailable", "{err}");
+    assert!(
+        err.to_string().contains("did not open the join window"),
+        "{err}"
+    );
+    let outcomes: Vec<String> = rig
+        .store
+        .reader()
+        .unwrap()
+        .prepare(
+            "SELECT outcome FROM audit WHERE action = 'radio.permit_join' AND actor = 'tech' ORDER BY seq",
+        )
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(outcomes, ["accepted", "failed"]);
+    rig.hub
+        .permit_join("zb0".into(), 60, "tech".into())
+        .await
+        .expect("the next permit-join opens");
+    rig.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zigbee_recovers_from_a_coordinator_reset_mid_operation() {
     let pty = PtyEmulator::spawn(emulator_config()).unwrap();

@@ -166,15 +166,7 @@ impl Hub {
         let writer = self.writer.clone();
         let gw = self.gateway_id.clone();
         tokio::spawn(async move {
-            let answer = match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(Ok(v))) => Ok(v),
-                Ok(Ok(Err(e))) => Err(HubError::from_radio(&radio, e)),
-                Ok(Err(_)) => Err(HubError::RadioUnavailable(radio.clone(), stopped.into())),
-                Err(_) => Err(HubError::RadioUnavailable(
-                    radio.clone(),
-                    format!("no answer within {timeout:?}"),
-                )),
-            };
+            let answer = radio_answer(&radio, rx, timeout, stopped).await;
             let record = match &answer {
                 Ok(v) => AuditEntry::new(&actor, action, &radio, Outcome::Accepted, done(v)),
                 Err(e) => AuditEntry::new(&actor, action, &radio, Outcome::Failed, failed(e)),
@@ -205,5 +197,24 @@ impl Hub {
             .write(move |c| store::record_audit(c, &gw, &entry).map(|_| ()))
             .await?;
         Ok(())
+    }
+}
+
+/// A radio's answer to a command, waited for at most `timeout`; a driver that dropped
+/// the command unanswered failed it for the reason `stopped`.
+pub(in crate::hub) async fn radio_answer<T>(
+    radio: &str,
+    rx: oneshot::Receiver<Result<T, RadioError>>,
+    timeout: Duration,
+    stopped: &str,
+) -> Result<T, HubError> {
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(e))) => Err(HubError::from_radio(radio, e)),
+        Ok(Err(_)) => Err(HubError::RadioUnavailable(radio.into(), stopped.into())),
+        Err(_) => Err(HubError::RadioUnavailable(
+            radio.into(),
+            format!("no answer within {timeout:?}"),
+        )),
     }
 }

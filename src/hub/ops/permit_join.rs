@@ -3,12 +3,17 @@
 use super::*;
 
 impl Hub {
+    /// Checks, audits and opens a join window. The caller is answered once the radio has
+    /// opened it: a radio that refuses (a coordinator answering the permit-join with an
+    /// error) fails the request, with a second audit record saying so, and the hub's own
+    /// window is closed again.
     pub(in crate::hub) async fn permit_join(
         &mut self,
-        radio: &str,
+        radio: String,
         seconds: u32,
-        actor: &str,
-    ) -> Result<PermitJoinAccepted, HubError> {
+        actor: String,
+        reply: oneshot::Sender<Result<PermitJoinAccepted, HubError>>,
+    ) {
         let policy_max = self
             .policy
             .policy
@@ -25,7 +30,7 @@ impl Hub {
             }
         };
         let check = in_range(policy_max)
-            .and_then(|()| self.running_radio(radio))
+            .and_then(|()| self.running_radio(&radio))
             .and_then(|(caps, _)| {
                 let Some(radio_max) = caps.max_join_window else {
                     return Err(HubError::Invalid(format!(
@@ -33,45 +38,94 @@ impl Hub {
                     )));
                 };
                 in_range(policy_max.min(u32::try_from(radio_max.as_secs()).unwrap_or(u32::MAX)))?;
-                self.reserve(radio)
+                self.reserve(&radio)
             });
         let permit = match check {
             Ok(p) => p,
             Err(e) => {
-                self.audit(AuditEntry::new(
-                    actor,
+                let entry = AuditEntry::new(
+                    &actor,
                     "radio.permit_join",
-                    radio,
+                    &radio,
                     Outcome::Refused,
                     json!({"seconds": seconds, "error": e.to_string()}),
-                ))
-                .await?;
-                return Err(e);
+                );
+                return self.refuse(entry, e, reply).await;
             }
         };
         // Durable record first, then the action.
         let until = SystemTime::now() + Duration::from_secs(seconds as u64);
-        self.audit(AuditEntry::new(
-            actor,
-            "radio.permit_join",
-            radio,
-            Outcome::Accepted,
-            json!({"seconds": seconds, "open_until": rfc3339(until)}),
-        ))
-        .await?;
-        permit.send(RadioCommand::PermitJoin { seconds });
-        self.join_windows.insert(
-            radio.to_string(),
-            Instant::now() + Duration::from_secs(seconds as u64),
-        );
-        self.notify(Notice::PermitJoin {
-            radio: radio.to_string(),
-            seconds,
-        });
-        Ok(PermitJoinAccepted {
-            radio: radio.to_string(),
+        let accepted = self
+            .audit(AuditEntry::new(
+                &actor,
+                "radio.permit_join",
+                &radio,
+                Outcome::Accepted,
+                json!({"seconds": seconds, "open_until": rfc3339(until)}),
+            ))
+            .await;
+        if let Err(e) = accepted {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        permit.send(RadioCommand::PermitJoin { seconds, reply: tx });
+        // Open already: a device may join as soon as the radio opens, before its answer.
+        let window_until = Instant::now() + Duration::from_secs(seconds as u64);
+        self.join_windows.insert(radio.clone(), window_until);
+        let opened = PermitJoinAccepted {
+            radio: radio.clone(),
             seconds,
             open_until: rfc3339(until),
-        })
+        };
+        let notices = self.notices.clone();
+        let hub = self.myself.clone();
+        let writer = self.writer.clone();
+        let gw = self.gateway_id.clone();
+        tokio::spawn(async move {
+            let answer = radio_answer(
+                &radio,
+                rx,
+                PERMIT_JOIN_TIMEOUT,
+                "the driver stopped before opening the window",
+            )
+            .await;
+            if let Err(e) = answer {
+                if let Some(hub) = hub.upgrade() {
+                    let _ = hub
+                        .send(HubRequest::JoinWindowNotOpened {
+                            radio: radio.clone(),
+                            until: window_until,
+                        })
+                        .await;
+                }
+                let record = AuditEntry::new(
+                    &actor,
+                    "radio.permit_join",
+                    &radio,
+                    Outcome::Failed,
+                    json!({"seconds": seconds, "error": e.to_string()}),
+                );
+                let audited = writer
+                    .write(move |c| store::record_audit(c, &gw, &record).map(|_| ()))
+                    .await
+                    .map_err(HubError::from);
+                let _ = reply.send(audited.and(Err(e)));
+                return;
+            }
+            let _ = notices.send(Notice::PermitJoin {
+                radio: radio.clone(),
+                seconds,
+            });
+            let _ = reply.send(Ok(opened));
+        });
+    }
+
+    /// The radio did not open the window the hub opened for it: the hub's closes too,
+    /// unless another permit-join has opened it since.
+    pub(in crate::hub) fn join_window_not_opened(&mut self, radio: &str, until: Instant) {
+        if self.join_windows.get(radio) == Some(&until) {
+            self.join_windows.remove(radio);
+        }
     }
 }

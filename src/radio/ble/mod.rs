@@ -432,9 +432,10 @@ impl BleDriver {
                     "network key rotation (BLE has no network)".into(),
                 )));
             }
-            RadioCommand::PermitJoin { .. }
-            | RadioCommand::Policy(_)
-            | RadioCommand::Bridged { .. } => {}
+            RadioCommand::PermitJoin { reply, .. } => {
+                let _ = reply.send(Ok(()));
+            }
+            RadioCommand::Policy(_) | RadioCommand::Bridged { .. } => {}
         }
     }
 }

@@ -703,7 +703,11 @@ impl Gateway<'_> {
                 )));
             }
             RadioCommand::Bridged { topic, payload } => self.bridge_command(&topic, &payload).await,
-            RadioCommand::PermitJoin { .. } | RadioCommand::Policy(_) => {}
+            // LoRaWAN join requests are accepted or refused by the hub's window alone.
+            RadioCommand::PermitJoin { reply, .. } => {
+                let _ = reply.send(Ok(()));
+            }
+            RadioCommand::Policy(_) => {}
         }
     }
 }

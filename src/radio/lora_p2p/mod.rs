@@ -689,9 +689,11 @@ impl Modem<'_> {
                 let _ = reply.send(Err(RadioError::NotSupported("network key rotation".into())));
                 Ok(false)
             }
-            RadioCommand::PermitJoin { .. }
-            | RadioCommand::Policy(_)
-            | RadioCommand::Bridged { .. } => Ok(false),
+            RadioCommand::PermitJoin { reply, .. } => {
+                let _ = reply.send(Ok(()));
+                Ok(false)
+            }
+            RadioCommand::Policy(_) | RadioCommand::Bridged { .. } => Ok(false),
         }
     }
 

@@ -45,19 +45,24 @@ pub(super) fn level_from_percent(percent: u8) -> u8 {
 impl Coordinator<'_> {
     pub(super) async fn on_command(&mut self, cmd: RadioCommand) -> Result<()> {
         match cmd {
-            RadioCommand::PermitJoin { seconds } => {
+            RadioCommand::PermitJoin { seconds, reply } => {
                 let duration = u8::try_from(seconds.min(254)).unwrap_or(254);
-                match self
+                let answer = match self
                     .request(&ZnpCommand::permit_join_coordinator(duration))
                     .await?
                 {
                     Ok(_) => {
-                        tracing::info!(radio = %self.io.radio, seconds = duration, "join window opened (coordinator only)")
+                        tracing::info!(radio = %self.io.radio, seconds = duration, "join window opened (coordinator only)");
+                        Ok(())
                     }
                     Err(f) => {
-                        tracing::warn!(radio = %self.io.radio, error = %f, "permit join refused by the coordinator")
+                        tracing::warn!(radio = %self.io.radio, error = %f, "permit join refused by the coordinator");
+                        Err(RadioError::Refused(format!(
+                            "the coordinator did not open the join window: {f}"
+                        )))
                     }
-                }
+                };
+                let _ = reply.send(answer);
             }
             RadioCommand::Remove { native_address } => {
                 let dev = native_address

@@ -20,7 +20,10 @@ use crate::model::{
 impl Controller<'_> {
     pub(super) async fn on_command(&mut self, cmd: RadioCommand) -> Result<()> {
         match cmd {
-            RadioCommand::PermitJoin { seconds } => self.permit_join(seconds).await?,
+            RadioCommand::PermitJoin { seconds, reply } => {
+                let answer = self.permit_join(seconds).await?;
+                let _ = reply.send(answer);
+            }
             RadioCommand::Remove { native_address } => match self.node_of(&native_address) {
                 Some(node) => self.remove(node).await?,
                 None => {

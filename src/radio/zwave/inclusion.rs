@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::transport::{Answer, Timeouts};
 use super::Controller;
+use crate::model::RadioError;
 
 /// How long an exclusion waits for the technician.
 pub(super) const EXCLUSION_WINDOW: Duration = Duration::from_secs(60);
@@ -42,13 +43,18 @@ pub(super) struct Window {
 }
 
 impl Controller<'_> {
-    pub(super) async fn permit_join(&mut self, seconds: u32) -> Result<()> {
+    /// Opens (or extends) the inclusion window. The inner error is the controller's
+    /// refusal; the outer one a failed link.
+    pub(super) async fn permit_join(
+        &mut self,
+        seconds: u32,
+    ) -> Result<std::result::Result<(), RadioError>> {
         let until = Instant::now() + Duration::from_secs(u64::from(seconds));
         match &mut self.window {
-            _ if seconds == 0 => return self.close_window().await,
+            _ if seconds == 0 => return self.close_window().await.map(Ok),
             Some(w) if w.kind == WindowKind::Inclusion => {
                 w.until = until;
-                return Ok(());
+                return Ok(Ok(()));
             }
             Some(_) => self.close_window().await?,
             None => {}
@@ -56,7 +62,11 @@ impl Controller<'_> {
         self.open_window(WindowKind::Inclusion, until).await
     }
 
-    async fn open_window(&mut self, kind: WindowKind, until: Instant) -> Result<()> {
+    async fn open_window(
+        &mut self,
+        kind: WindowKind,
+        until: Instant,
+    ) -> Result<std::result::Result<(), RadioError>> {
         let callback_id = self.ids.next();
         let flags = add_node_flags::HIGH_POWER | add_node_flags::NETWORK_WIDE;
         let req = match kind {
@@ -95,7 +105,21 @@ impl Controller<'_> {
                 until,
                 node: None,
             });
-            return self.close_window().await;
+            self.close_window().await?;
+            let why = match &answer {
+                Ok(a) => match &a.callback {
+                    Some(cb) => format!("it answered {cb:?}"),
+                    None => "it did not call back".to_string(),
+                },
+                Err(f) => f.to_string(),
+            };
+            return Ok(Err(RadioError::Refused(format!(
+                "the controller did not open the {} window: {why}",
+                match kind {
+                    WindowKind::Inclusion => "inclusion",
+                    WindowKind::Exclusion => "exclusion",
+                }
+            ))));
         }
         tracing::info!(radio = %self.io.radio, ?kind, "window open");
         self.window = Some(Window {
@@ -112,7 +136,7 @@ impl Controller<'_> {
                 self.announce(node).await?;
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Stops the inclusion or exclusion in progress (the spec's Stop), finishing the
@@ -312,7 +336,10 @@ impl Controller<'_> {
             "exclusion started: press the device's button (its exclusion sequence) now"
         );
         let until = Instant::now() + EXCLUSION_WINDOW;
-        self.open_window(WindowKind::Exclusion, until).await?;
+        if let Err(e) = self.open_window(WindowKind::Exclusion, until).await? {
+            tracing::warn!(radio = %self.io.radio, node, error = %e, "exclusion not started");
+            return Ok(());
+        }
         if let Some(w) = &mut self.window {
             w.node = Some(node);
         }

@@ -250,7 +250,12 @@ async fn includes_excludes_and_gives_up_a_dropped_link() {
     .await;
     // Inclusion: the pending node is added, the window closed (Stop), the node interviewed.
     // The nodes the controller had join too, now that a technician opened a window.
-    zw.command(RadioCommand::PermitJoin { seconds: 60 }).await;
+    let (opened, window) = tokio::sync::oneshot::channel();
+    zw.command(RadioCommand::PermitJoin {
+        seconds: 60,
+        reply: opened,
+    })
+    .await;
     zw.wait("node 2 adopted", 15, |e| {
         e.native_address == "c0ffee01-2" && e.kind == DeviceEventKind::Joined
     })
@@ -266,6 +271,8 @@ async fn includes_excludes_and_gives_up_a_dropped_link() {
         })
         .await;
     assert!(matches!(seven.kind, DeviceEventKind::Interviewed(_)));
+    // The driver said the window was open once the controller was ready.
+    assert_eq!(window.await.expect("an answer"), Ok(()));
     zw.command(RadioCommand::Set {
         native_address: "c0ffee01-7".into(),
         command: DeviceCommand::On,
@@ -277,7 +284,11 @@ async fn includes_excludes_and_gives_up_a_dropped_link() {
     })
     .await;
     // A join window with nobody joining closes by itself.
-    zw.command(RadioCommand::PermitJoin { seconds: 1 }).await;
+    zw.command(RadioCommand::PermitJoin {
+        seconds: 1,
+        reply: tokio::sync::oneshot::channel().0,
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Exclusion: the technician presses the button; the node is gone.
     zw.command(RadioCommand::Remove {

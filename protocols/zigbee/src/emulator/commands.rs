@@ -176,9 +176,13 @@ impl Emulator {
                 }
             }
             ZnpCommand::ZdoMgmtPermitJoinReq { duration, .. } => {
-                let status = if running { 0 } else { STATUS_INVALID_REQUEST };
+                let status = match self.refuse_permit_join.take() {
+                    Some(s) => s,
+                    None if running => 0,
+                    None => STATUS_INVALID_REQUEST,
+                };
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::MGMT_PERMIT_JOIN_REQ, status);
-                if running {
+                if status == 0 {
                     // Mgmt_Permit_Joining_req goes out as a broadcast.
                     self.transmitted();
                     self.open_permit_join(duration);

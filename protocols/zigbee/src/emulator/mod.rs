@@ -176,6 +176,9 @@ pub enum Fault {
     /// The next SYS_OSAL_NV_READ of this item is answered with an RPC error SRSP (as a
     /// firmware that does not take the request), not with the item.
     NvReadRpcError(u16),
+    /// The next ZDO_MGMT_PERMIT_JOIN_REQ is answered with this non-zero status and no
+    /// window opens (as a coordinator whose network is not up, or whose NWK layer is busy).
+    RefusePermitJoin(u8),
     /// The coordinator reboots on its own and says so with SYS_RESET_IND (watchdog).
     Reset,
     /// This device never answers simple-descriptor requests, so its interview never ends.
@@ -295,6 +298,8 @@ pub struct Emulator {
     drop_next_srsp: bool,
     /// NV items whose next read is answered with an RPC error.
     nv_read_rpc_error: Vec<u16>,
+    /// The status the next permit-join request gets instead of success.
+    refuse_permit_join: Option<u8>,
     next_nwk: u16,
     stats: EmulatorStats,
     /// Install codes registered by the host (RAM: lost on reset), by IEEE address.
@@ -362,6 +367,7 @@ impl Emulator {
             corrupt_next: false,
             drop_next_srsp: false,
             nv_read_rpc_error: Vec::new(),
+            refuse_permit_join: None,
             next_nwk: 0x1A01,
             stats: EmulatorStats::default(),
             registered_codes: BTreeMap::new(),
@@ -426,6 +432,7 @@ impl Emulator {
             Fault::CorruptNextFrame => self.corrupt_next = true,
             Fault::DropNextSrsp => self.drop_next_srsp = true,
             Fault::NvReadRpcError(id) => self.nv_read_rpc_error.push(id),
+            Fault::RefusePermitJoin(status) => self.refuse_permit_join = Some(status),
             Fault::Reset => self.schedule(
                 Duration::ZERO,
                 Action::Reset {
