@@ -349,9 +349,13 @@ impl Daemon {
 
 /// SIGTERM and SIGINT, caught from the moment this is made: install it before
 /// anything starts, so that a signal during start-up is a clean stop, not a kill.
+/// SIGHUP (a "reload" reflex, or a closed terminal) is caught too and does not stop
+/// the daemon: its default action would kill it without a clean stop, and systemd
+/// counts that as a clean exit, so the gateway would stay down.
 pub struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -360,14 +364,21 @@ impl StopSignals {
         Ok(StopSignals {
             term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
         })
     }
 
     /// Resolves on the next SIGTERM or SIGINT (one that came already counts).
     pub async fn wait(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM received"),
-            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return tracing::info!("SIGTERM received"),
+                _ = self.int.recv() => return tracing::info!("SIGINT received"),
+                _ = self.hup.recv() => tracing::warn!(
+                    "SIGHUP received and ignored: the configuration is read at start only; \
+                     apply changes with `systemctl restart fieldgate`"
+                ),
+            }
         }
     }
 }

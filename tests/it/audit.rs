@@ -95,3 +95,31 @@ fn deleted_row_is_named() {
     assert!(out.contains("BROKEN at record 2"), "{out}");
     assert!(out.contains("missing"), "{out}");
 }
+
+/// SIGHUP (a "reload" reflex, or the terminal a daemon was started from closing) does
+/// not stop the daemon: it says the config is read at start only and keeps serving;
+/// SIGTERM then stops it cleanly.
+#[test]
+fn sighup_is_not_a_stop() {
+    let mut d = TestDaemon::start("");
+    let pid = d.pid().expect("running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("kill");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !d.log().contains("SIGHUP received") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        d.log().contains("systemctl restart fieldgate"),
+        "{}",
+        d.log()
+    );
+    assert!(d.cli(&["status"]).status.success(), "{}", d.log());
+    let status = d
+        .terminate(std::time::Duration::from_secs(10))
+        .expect("stopped");
+    assert!(status.success(), "{status}: {}", d.log());
+}
