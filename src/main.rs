@@ -556,11 +556,21 @@ fn db_or_config(cli: &Cli, db: &Option<PathBuf>) -> Result<PathBuf, ExitCode> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    load_config(&path).map(|c| c.db_path())
+    where_things_are(&path).map(|c| c.db_path())
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_CONFIG as u8)
+    })
+}
+
+/// The config as far as a command needs it to find the socket or the database: the
+/// host checks (radios' devices, secret files the service reads) are the daemon's
+/// and `config check`'s, and a technician may not be allowed to read those files.
+fn where_things_are(path: &Path) -> Result<Config, ExitCode> {
+    Config::load_elsewhere(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_CONFIG as u8)
     })
@@ -576,7 +586,7 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, ExitCode> {
         default.exists().then_some(default)
     });
     match config {
-        Some(path) => Ok(load_config(&path)?.socket_path().to_path_buf()),
+        Some(path) => Ok(where_things_are(&path)?.socket_path().to_path_buf()),
         None => Ok(PathBuf::from(DEFAULT_SOCKET)),
     }
 }

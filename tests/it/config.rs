@@ -284,3 +284,32 @@ fn example_config_passes() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("OK"));
 }
+
+/// A technician's CLI reads the config only to find the socket: a secret file the
+/// service reads (here a LoRa P2P key this user cannot read, as a group member cannot)
+/// does not stop `fieldgate status`; `config check` still refuses it.
+#[test]
+fn the_cli_finds_the_socket_without_reading_the_services_secret_files() {
+    let d = crate::common::TestDaemon::start("");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let key = d.dir.path().join("no-such-p2p.key");
+    let with_secret = d.dir.path().join("with-secret.toml");
+    std::fs::write(
+        &with_secret,
+        format!(
+            "{text}\n[[radio]]\nname = \"p2p0\"\nprotocol = \"lora-p2p\"\nport = \"sim://lora-rak3172\"\nenabled = false\n[radio.options]\nencryption_key_file = \"{}\"\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let p = with_secret.to_str().unwrap();
+    let out = fieldgate(&["config", "check", p]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("encryption_key_file"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fieldgate(&["--config", p, "status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
