@@ -191,7 +191,14 @@ pub(super) fn check_state_dir(config: &Config, id: &Identity, sandbox: &Sandbox)
                 human_bytes(shm)
             )
         }
-        Err(_) => "; no database yet (created at first start)".to_string(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            "; no database yet (created at first start)".to_string()
+        }
+        Err(e) => format!(
+            "; {} not checked: {} (run doctor as root or as the service user)",
+            db.display(),
+            io_reason(&e)
+        ),
     };
     Check::ok(
         name,
@@ -242,7 +249,35 @@ fn check_state_files(db: &Path) -> Option<Check> {
             ));
         }
     }
-    None
+    check_seal_key_present(db)
+}
+
+/// Sealing, once set up, needs its key file: without it the daemon stops sealing
+/// (and raises the audit alarm at start).
+fn check_seal_key_present(db: &Path) -> Option<Check> {
+    let key = sidecar(db, "-seal-key");
+    if fs::symlink_metadata(&key).is_ok() || !db.exists() {
+        return None;
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    let epochs: i64 = conn
+        .query_row("SELECT COUNT(*) FROM audit_seals", [], |r| r.get(0))
+        .ok()?;
+    (epochs > 0).then(|| {
+        Check::fail(
+            "state dir",
+            format!(
+                "the audit seal key {} is missing but {epochs} epoch(s) are sealed: sealing has stopped",
+                key.display()
+            ),
+            format!(
+                "restore {} from a backup of the state directory (mode 0600, the service user's)",
+                key.display()
+            ),
+        )
+    })
 }
 
 pub(super) fn check_free_space(config: &Config) -> Check {

@@ -235,7 +235,7 @@ pub fn append(conn: &Connection, entry: &AuditEntry, ts: &str) -> StoreResult<Au
     let hash = chain_hash(&prev_hash, &canon);
     let mut details_text = String::new();
     write_canonical(&entry.details, &mut details_text);
-    conn.execute(
+    let stored = conn.execute(
         "INSERT INTO audit (seq, ts, actor, action, target, outcome, details, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
@@ -250,6 +250,13 @@ pub fn append(conn: &Connection, entry: &AuditEntry, ts: &str) -> StoreResult<Au
             hash
         ],
     )?;
+    if stored != 1 {
+        // A trigger someone added (`RAISE(IGNORE)`) discarded it: the action it records
+        // must not go ahead as if it were recorded.
+        return Err(super::StoreError::Invalid(format!(
+            "audit record {seq} was not stored: something on the audit table discarded it"
+        )));
+    }
     super::audit_guard::note_append();
     if tracking() {
         expect_head((seq, hash.clone()));

@@ -170,6 +170,27 @@ const TRIGGERS: [(&str, &str); 4] = [
     ),
 ];
 
+/// Drops every trigger on the audit tables that is not one of ours (one that
+/// discards or rewrites records as they are appended); returns their names.
+pub fn drop_foreign_triggers(conn: &Connection) -> StoreResult<Vec<String>> {
+    let names: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' \
+             AND tbl_name IN ('audit', 'audit_seals') ORDER BY name",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut dropped = Vec::new();
+    for name in names {
+        if TRIGGERS.iter().any(|(ours, _)| *ours == name) {
+            continue;
+        }
+        conn.execute_batch(&format!("DROP TRIGGER \"{}\"", name.replace('"', "\"\"")))?;
+        dropped.push(name);
+    }
+    Ok(dropped)
+}
+
 /// Re-creates any append-only trigger that was dropped; returns their names.
 pub fn restore_triggers(conn: &Connection) -> StoreResult<Vec<String>> {
     let mut restored = Vec::new();
@@ -274,6 +295,13 @@ pub fn startup_check(
             out.triggers_restored.join(", ")
         ));
     }
+    let foreign = drop_foreign_triggers(conn)?;
+    if !foreign.is_empty() {
+        problems.push(format!(
+            "triggers that are not the daemon's were on the audit tables ({}); removed",
+            foreign.join(", ")
+        ));
+    }
     if let Err(e) = check_tail(conn, TAIL_CHECKED)? {
         problems.push(e);
     }
@@ -297,9 +325,9 @@ pub fn startup_check(
         }
         Err(e) => problems.push(e.to_string()),
     }
+    let last = super::audit_seal::last_seal(conn)?;
     match super::audit_seal::read_key(seal_key_file) {
         Ok(Some(key)) => {
-            let last = super::audit_seal::last_seal(conn)?;
             let last_epoch = last.as_ref().map_or(0, |s| s.epoch);
             if key.epoch > last_epoch + 1 {
                 problems.push(format!(
@@ -307,17 +335,27 @@ pub fn startup_check(
                     key.epoch
                 ));
             }
-            if let Some(s) = last {
-                if s.last_seq > head(conn)?.seq {
-                    problems.push(format!(
-                        "records up to {} were sealed but the log ends before them",
-                        s.last_seq
-                    ));
-                }
+        }
+        // Sealing was set up (there are seals) and its key is gone: sealing would stop
+        // without a word, and what follows could be rewritten unseen.
+        Ok(None) => {
+            if let Some(s) = &last {
+                problems.push(format!(
+                    "the seal key file {} is missing but {} epoch(s) were sealed: sealing has stopped",
+                    seal_key_file.display(),
+                    s.epoch
+                ));
             }
         }
-        Ok(None) => {}
         Err(e) => problems.push(e.to_string()),
+    }
+    if let Some(s) = &last {
+        if s.last_seq > head(conn)?.seq {
+            problems.push(format!(
+                "records up to {} were sealed but the log ends before them",
+                s.last_seq
+            ));
+        }
     }
     if !problems.is_empty() {
         out.broken = Some(problems.join("; "));
@@ -457,10 +495,24 @@ pub async fn on_start(
             if let Some(why) = &check.broken {
                 // Records the mark names but the table lacks were removed: number on
                 // after them and link to the last one written, so no seq is reused.
+                // The mark, or the last seal when the mark is gone or was rewritten
+                // lower: whichever names the higher record.
+                let mut after = head(c)?;
                 if let Ok(Some(m)) = read_mark(&mark) {
-                    if m.seq > head(c)?.seq {
-                        audit::expect_head((m.seq, m.hash));
+                    if m.seq > after.seq {
+                        after = m;
                     }
+                }
+                if let Some(s) = super::audit_seal::last_seal(c)? {
+                    if s.last_seq > after.seq {
+                        after = Mark {
+                            seq: s.last_seq,
+                            hash: s.head_hash,
+                        };
+                    }
+                }
+                if after.seq > head(c)?.seq {
+                    audit::expect_head((after.seq, after.hash));
                 }
                 record_broken(
                     c,

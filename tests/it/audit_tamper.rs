@@ -442,3 +442,107 @@ fn seal_init_with_nowhere_to_show_the_seed_sets_nothing_up() {
         stdout(&out)
     );
 }
+
+/// Sealing, once set up, cannot be switched off by deleting its key file: the daemon
+/// raises the alarm at start and `doctor` fails the state directory.
+#[test]
+fn a_deleted_seal_key_raises_the_alarm_and_fails_doctor() {
+    let (mut d, _seed) = sealed_gateway();
+    std::fs::remove_file(crate::common::sidecar(&d.db(), "-seal-key")).unwrap();
+    d.spawn();
+    let st = status_json(&d);
+    assert_eq!(st["audit"]["alarm"]["name"], "audit_chain_broken", "{st}");
+    let reason = st["audit"]["alarm"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("seal key file") && reason.contains("missing"),
+        "{reason}"
+    );
+    let doctor = fieldgate(&[
+        "doctor",
+        "--config",
+        d.config.to_str().unwrap(),
+        "--user",
+        &nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .unwrap()
+            .name,
+    ]);
+    let text = stdout(&doctor);
+    assert!(
+        text.contains("seal key") && text.contains("sealing has stopped"),
+        "{text}"
+    );
+    assert!(!doctor.status.success(), "{text}");
+    stop(&mut d);
+}
+
+/// A trigger added to discard audit records (`RAISE(IGNORE)`) cannot make an action
+/// go ahead unrecorded: the request fails while it is there, and the next start
+/// removes it and raises the alarm.
+#[test]
+fn a_trigger_that_discards_records_fails_the_request_and_is_removed_at_start() {
+    let mut d = TestDaemon::start("");
+    assert!(d.cli(&["status"]).status.success());
+    Connection::open(d.db())
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER evil BEFORE INSERT ON audit BEGIN SELECT RAISE(IGNORE); END;",
+        )
+        .unwrap();
+    let out = d.cli(&["status"]);
+    assert!(
+        !out.status.success(),
+        "answered while its record was discarded"
+    );
+    assert!(
+        crate::common::stderr(&out).contains("audit"),
+        "{}",
+        crate::common::stderr(&out)
+    );
+    stop(&mut d);
+    d.spawn();
+    let st = status_json(&d);
+    let reason = st["audit"]["alarm"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("evil"), "{st}");
+    let triggers: i64 = Connection::open(d.db())
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'evil'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(triggers, 0);
+    stop(&mut d);
+}
+
+/// Records cut from the tail with the mark deleted too: the last seal still names the
+/// highest record, and the daemon numbers on after it (no seq is given twice).
+#[test]
+fn a_cut_tail_without_its_mark_is_numbered_on_after_the_last_seal() {
+    let (mut d, _seed) = sealed_gateway();
+    let sealed: i64 = Connection::open(d.db())
+        .unwrap()
+        .query_row("SELECT MAX(last_seq) FROM audit_seals", [], |r| r.get(0))
+        .unwrap();
+    {
+        let c = open(&d.db());
+        c.execute("DELETE FROM audit WHERE seq > ?1", [sealed - 3])
+            .unwrap();
+    }
+    std::fs::remove_file(crate::common::sidecar(&d.db(), "-audit-mark")).unwrap();
+    d.spawn();
+    let st = status_json(&d);
+    assert_eq!(st["audit"]["alarm"]["name"], "audit_chain_broken", "{st}");
+    let actions = audit_actions(&d.db());
+    let after: Vec<&(i64, String)> = actions.iter().filter(|a| a.0 > sealed - 3).collect();
+    assert!(
+        after.iter().all(|(seq, _)| *seq > sealed),
+        "a removed seq was given again: {after:?}"
+    );
+    assert!(
+        after.iter().any(|(_, a)| a == "audit.chain_broken"),
+        "{after:?}"
+    );
+    stop(&mut d);
+}
