@@ -243,6 +243,10 @@ fn print_upstream(u: &Value) {
         u["dropped_telemetry_for_space"].as_u64().unwrap_or(0),
         u["refused_telemetry"].as_u64().unwrap_or(0),
     );
+    let refused = u["refused_by_broker"].as_u64().unwrap_or(0);
+    if refused > 0 {
+        crate::outln!("          refused by the broker {refused} (kept in the outbox)");
+    }
     if !u["last_error"].is_null() {
         crate::outln!("          last error: {}", s(&u["last_error"]));
     }

@@ -200,6 +200,12 @@ pub enum Ev {
         max_packet: Option<u32>,
     },
     PubAck(u16),
+    /// An MQTT 5 PUBACK with a failure reason (not authorized, quota exceeded ...):
+    /// the broker did not take the message.
+    PubRefused {
+        pkid: u16,
+        reason: String,
+    },
     Publish(InPublish),
     OutgoingPublish(u16),
     AwaitAck(u16),
@@ -229,7 +235,18 @@ impl Ev {
             E::Incoming(Packet::ConnAck(c)) => Ev::ConnAck {
                 max_packet: c.properties.and_then(|p| p.max_packet_size),
             },
-            E::Incoming(Packet::PubAck(a)) => Ev::PubAck(a.pkid),
+            E::Incoming(Packet::PubAck(a)) => {
+                use rumqttc::v5::mqttbytes::v5::PubAckReason;
+                match a.reason {
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
+                        Ev::PubAck(a.pkid)
+                    }
+                    reason => Ev::PubRefused {
+                        pkid: a.pkid,
+                        reason: format!("{reason:?}"),
+                    },
+                }
+            }
             E::Incoming(Packet::Publish(p)) => {
                 let reply_to = p.properties.and_then(|props| {
                     props.response_topic.map(|topic| ReplyTo {

@@ -77,6 +77,9 @@ pub struct UpstreamStatus {
     pub undeliverable: AtomicU64,
     /// Responses that could not be published (not connected, queue full).
     pub responses_dropped: AtomicU64,
+    /// Publishes the broker refused in its PUBACK (MQTT 5: not authorized, quota
+    /// exceeded ...); their rows stay in the outbox.
+    pub refused_by_broker: AtomicU64,
     /// Client certificate rotation (set by [`Upstream::start`]).
     rotator: Option<rotate::Rotator>,
 }
@@ -99,6 +102,9 @@ pub struct UpstreamSnapshot {
     pub refused_telemetry: u64,
     pub undeliverable: u64,
     pub responses_dropped: u64,
+    /// Publishes the broker refused (MQTT 5 PUBACK reason codes); kept and sent again.
+    #[serde(default)]
+    pub refused_by_broker: u64,
     pub last_error: Option<String>,
     /// Set while the outbox needs attention (full of undroppable messages, stale).
     pub alarm: Option<String>,
@@ -131,6 +137,7 @@ impl UpstreamStatus {
             compacted: AtomicU64::new(0),
             undeliverable: AtomicU64::new(0),
             responses_dropped: AtomicU64::new(0),
+            refused_by_broker: AtomicU64::new(0),
             rotator: None,
         }
     }
@@ -173,6 +180,7 @@ impl UpstreamStatus {
             refused_telemetry: self.gate.refused(),
             undeliverable: r(&self.undeliverable),
             responses_dropped: r(&self.responses_dropped),
+            refused_by_broker: r(&self.refused_by_broker),
             last_error: lock(&self.last_error).clone(),
             alarm: lock(&self.alarm).clone(),
             requests: lock(&self.requests).clone(),

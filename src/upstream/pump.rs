@@ -145,6 +145,15 @@ impl Window {
         Ok(carried)
     }
 
+    /// An MQTT 5 PUBACK that refuses the publish: no longer in flight, but not done
+    /// with either. Its row stays in the outbox and is sent again after the next
+    /// (re)connection, when the window re-reads the store.
+    pub fn on_refused(&mut self, pkid: u16) -> Result<Carried, PumpError> {
+        self.inflight
+            .remove(&pkid)
+            .ok_or(PumpError::UnknownAck(pkid))
+    }
+
     /// A message is done with: acknowledged, or found undeliverable and skipped.
     /// Its row becomes deletable once all of its messages are.
     pub fn settle(&mut self, m: Msg) {
@@ -226,6 +235,25 @@ mod tests {
         assert_eq!(w.on_puback(9), Err(PumpError::UnknownAck(9)));
         w.deleted(&[11]);
         assert!(!w.is_acked(11));
+    }
+
+    /// A PUBACK that refuses the publish frees its slot but does not make its row
+    /// deletable; the row is sent again after the next reset.
+    #[test]
+    fn a_refused_publish_frees_its_slot_but_keeps_its_row() {
+        let mut w = Window::new(2);
+        w.handed_over(Some(Msg::single(5)));
+        w.handed_over(Some(Msg::single(6)));
+        w.on_outgoing_publish(1).unwrap();
+        w.on_outgoing_publish(2).unwrap();
+        assert_eq!(w.on_refused(1).unwrap(), Some(Msg::single(5)));
+        assert_eq!(w.on_puback(2).unwrap(), Some(Msg::single(6)));
+        assert_eq!(w.room(), 2);
+        assert_eq!(w.take_deletable(10), vec![6]);
+        assert!(!w.is_acked(5));
+        w.reset();
+        assert_eq!(w.cursor(), 0, "re-read from the store, row 5 included");
+        assert_eq!(w.on_refused(1), Err(PumpError::UnknownAck(1)));
     }
 
     #[test]

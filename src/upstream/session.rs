@@ -206,6 +206,8 @@ struct Session {
     /// unreachable is said once, then again only when the reason changes or every
     /// `CONNECT_FAILURE_LOG_EVERY`, not at every retry.
     failure_logged: Option<(String, Instant)>,
+    /// The last refused publish logged as a warning, and when (same pace as above).
+    refusal_logged: Option<(String, Instant)>,
     /// Request topics this session cleared (an empty retained publish) whose echo has not
     /// come back yet: it is not counted as someone else's empty payload.
     own_clears: std::collections::HashSet<String>,
@@ -374,6 +376,36 @@ impl Session {
                     }
                     Ok(None) => {}
                     Err(e) => tracing::debug!(error = %e, "ignored PUBACK"),
+                }
+            }
+            Ev::PubRefused { pkid, reason } => {
+                if !self.connected {
+                    return;
+                }
+                let kept = match self.window.on_refused(pkid) {
+                    Ok(carried) => carried.is_some(),
+                    Err(e) => return tracing::debug!(error = %e, "ignored PUBACK"),
+                };
+                self.status
+                    .refused_by_broker
+                    .fetch_add(1, Ordering::Relaxed);
+                let what = if kept {
+                    "kept in the outbox and sent again at the next connection"
+                } else {
+                    "a live message, sent again when it next changes"
+                };
+                self.status.set_error(format!(
+                    "the broker refused a publish ({reason}): {what}; check the broker's ACL for this client"
+                ));
+                let now = Instant::now();
+                let repeat = self.refusal_logged.as_ref().is_some_and(|(last, at)| {
+                    *last == reason && now.duration_since(*at) < CONNECT_FAILURE_LOG_EVERY
+                });
+                if repeat {
+                    tracing::debug!(%reason, pkid, "publish refused by the broker");
+                } else {
+                    tracing::warn!(%reason, pkid, "the broker refused a publish ({reason}): {what}; check the broker's ACL for this client");
+                    self.refusal_logged = Some((reason, now));
                 }
             }
             Ev::Publish(p) => {
@@ -721,6 +753,7 @@ pub(super) async fn run(
         responses: VecDeque::new(),
         refusals: Vec::new(),
         failure_logged: None,
+        refusal_logged: None,
         own_clears: Default::default(),
         bridges,
         life: {

@@ -2472,6 +2472,9 @@ pub(crate) mod device_requests {
 /// Requests as a careless or hostile cloud sends them.
 mod hostile;
 
+/// Publishes the broker refuses (MQTT 5 PUBACK reason codes).
+mod acl;
+
 /// The database's life in the envelope.
 mod life;
 
