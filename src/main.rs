@@ -559,13 +559,6 @@ fn db_or_config(cli: &Cli, db: &Option<PathBuf>) -> Result<PathBuf, ExitCode> {
     where_things_are(&path).map(|c| c.db_path())
 }
 
-fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(EXIT_CONFIG as u8)
-    })
-}
-
 /// The config as far as a command needs it to find the socket or the database: the
 /// host checks (radios' devices, secret files the service reads) are the daemon's
 /// and `config check`'s, and a technician may not be allowed to read those files.
@@ -663,12 +656,22 @@ async fn async_main(cli: Cli) -> ExitCode {
             else {
                 return ExitCode::from(EXIT_CONFIG as u8);
             };
-            let config = match load_config(&path) {
+            // Under socket activation a start that fails answers the CLI waiting on
+            // the socket (and so is not started again at once for it).
+            let config = match Config::load(&path) {
                 Ok(c) => c,
-                Err(code) => return code,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    fieldgate::api::refuse_pending(&e.to_string());
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
             };
             daemon::init_logging(config.gateway.log_level.get_ref());
-            daemon::run(config).await
+            let ran = daemon::run(config).await;
+            if let Err(e) = &ran {
+                fieldgate::api::refuse_pending(&format!("{e:#}"));
+            }
+            ran
         }
         Command::Demo { duration, mqtt } => demo::run_with_mqtt(*duration, mqtt.clone()).await,
         Command::Emulate {

@@ -14,6 +14,8 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use tokio::net::UnixListener;
 
@@ -85,9 +87,71 @@ pub async fn open_listener(path: &Path, group: Option<&str>) -> Result<ApiListen
     })
 }
 
+/// Whether the descriptors systemd passed have been taken (they are owned once).
+static TAKEN: AtomicBool = AtomicBool::new(false);
+/// A duplicate of the socket systemd passed, kept so that a start that fails can
+/// still answer the connections waiting on it (see [`refuse_pending`]).
+static HANDED_OVER: Mutex<Option<std::os::unix::net::UnixListener>> = Mutex::new(None);
+
 /// The first listening Unix stream socket passed by systemd for this process
 /// (`LISTEN_PID` is ours), if any. The environment is left as it is.
 fn activated() -> Result<Option<UnixListener>, BindError> {
+    let Some(std_listener) = handed_over()? else {
+        return Ok(None);
+    };
+    if let Ok(dup) = std_listener.try_clone() {
+        *HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner()) = Some(dup);
+    }
+    UnixListener::from_std(std_listener)
+        .map(Some)
+        .map_err(|e| BindError::Activation(e.to_string()))
+}
+
+/// A start that failed, under socket activation: answers every connection already
+/// waiting on the socket with `503 daemon_not_started` and `reason`, so that the CLI
+/// that started the service says why, and systemd does not start the service again
+/// and again for the same waiting connection. Does nothing without a socket from
+/// systemd.
+pub fn refuse_pending(reason: &str) {
+    let kept = HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let listener = match kept {
+        Some(l) => l,
+        None => match handed_over() {
+            Ok(Some(l)) => l,
+            _ => return,
+        },
+    };
+    let body = serde_json::json!({"error": {
+        "code": "daemon_not_started",
+        "message": format!("the daemon could not start: {reason}"),
+    }})
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let Ok((mut conn, _)) = listener.accept() else {
+            break; // WouldBlock: nobody else is waiting
+        };
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+        let _ = conn.set_write_timeout(Some(std::time::Duration::from_millis(200)));
+        // The request itself does not matter; read what has arrived of it.
+        let mut buf = [0u8; 4096];
+        let _ = std::io::Read::read(&mut conn, &mut buf);
+        let _ = std::io::Write::write_all(&mut conn, answer.as_bytes());
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Takes the descriptors systemd passed (once per process): the first listening Unix
+/// stream socket among them, non-blocking.
+fn handed_over() -> Result<Option<std::os::unix::net::UnixListener>, BindError> {
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Ok(None);
+    }
     let fds = sd_notify::listen_fds_with_names(false)
         .map_err(|e| BindError::Activation(e.to_string()))?;
     let mut found = None;
@@ -107,10 +171,7 @@ fn activated() -> Result<Option<UnixListener>, BindError> {
             (Ok(socket2::Domain::UNIX), Ok(socket2::Type::STREAM)) if listening => {
                 sock.set_nonblocking(true)
                     .map_err(|e| BindError::Activation(e.to_string()))?;
-                let std_listener = std::os::unix::net::UnixListener::from(OwnedFd::from(sock));
-                let listener = UnixListener::from_std(std_listener)
-                    .map_err(|e| BindError::Activation(e.to_string()))?;
-                found = Some(listener);
+                found = Some(std::os::unix::net::UnixListener::from(OwnedFd::from(sock)));
             }
             _ => {
                 return Err(BindError::Activation(format!(

@@ -16,7 +16,7 @@ mod listen;
 mod lora;
 mod serve;
 
-pub use listen::{open_listener, ApiListener, BindError};
+pub use listen::{open_listener, refuse_pending, ApiListener, BindError};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -493,3 +493,58 @@ fn an_unreachable_broker_is_logged_once_as_a_warning() {
     assert_eq!(log.matches(needle).count(), 1, "{log}");
     assert!(log.contains("WARN"), "{log}");
 }
+
+/// Under socket activation a daemon that cannot start (here a config error) answers
+/// the CLI call that started it with why, instead of leaving it waiting while systemd
+/// starts the service again and again for the same connection (and then refuses to
+/// start it at all: `start-limit-hit`).
+#[test]
+fn a_start_that_fails_under_socket_activation_tells_the_waiting_cli_why() {
+    let tool = [
+        "/usr/bin/systemd-socket-activate",
+        "/bin/systemd-socket-activate",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let Some(tool) = tool else {
+        eprintln!("systemd-socket-activate not installed (Debian package systemd); skipped");
+        return;
+    };
+    let d = TestDaemon::prepare("");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{text}\n[store]\nlinger = \"1year\"\n")).unwrap();
+    let log = std::fs::File::create(d.dir.path().join("daemon.log")).expect("log");
+    let mut activator = Command::new(tool)
+        .arg("-l")
+        .arg(&d.socket)
+        .arg(bin())
+        .args(["run", "--config"])
+        .arg(&d.config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn systemd-socket-activate");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.socket.exists(), "the activator made no socket");
+    let started = Instant::now();
+    let out = crate::common::fieldgate(&[
+        "--socket",
+        d.socket.to_str().unwrap(),
+        "--timeout",
+        "20s",
+        "status",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the daemon could not start") && err.contains("store.linger"),
+        "{err} / {}",
+        d.log()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    let _ = activator.kill();
+    let _ = activator.wait();
+}
