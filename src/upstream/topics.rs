@@ -87,7 +87,9 @@ impl Topics {
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix("/device/")?;
         let (device, op) = rest.rsplit_once('/')?;
-        if device.is_empty() || device.contains('/') {
+        // An empty level (`device//set`) is still a request on a command topic: it is
+        // answered (the device is refused), not dropped without a word.
+        if device.contains('/') {
             return None;
         }
         match op {
@@ -214,6 +216,10 @@ mod tests {
             None
         );
         assert_eq!(t.device_command("fieldgate/gw1/device/a/b/set"), None);
+        assert_eq!(
+            t.device_command("fieldgate/gw1/device//get"),
+            Some(("", "get"))
+        );
         assert_eq!(t.request_operation("fieldgate/gw1/requests/x"), None);
         assert_eq!(t.response("set/extra"), "fieldgate/gw1/response/invalid");
         assert_eq!(

@@ -885,7 +885,10 @@ fn parse_operation(operation: &str, value: Value) -> Result<Request, Rejection> 
             Ok(Request::Info)
         }
         "rotate_client_cert" => {
-            let b: RotateBody = typed(value)?;
+            let b: RotateBody = typed_secret(
+                value,
+                "expected {\"correlation_id\", \"cert_pem\": string, \"key_pem\": string}",
+            )?;
             if b.cert_pem.is_empty() || b.key_pem.is_empty() {
                 return Err(Rejection::new(
                     "invalid_request",

@@ -157,6 +157,17 @@ async fn devices_are_listed_paged_renamed_and_commanded_by_name_on_their_own_top
     )
     .await;
     assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+    // An empty device level is answered too, not dropped.
+    for op in ["set", "get"] {
+        let v = ask(
+            &probe,
+            format!("{p}/device//{op}"),
+            json!({"correlation_id": format!("empty-{op}"), "state": {"on": true}}),
+        )
+        .await;
+        assert_eq!(v["status"], "error", "{v}");
+        assert_eq!(v["operation"], op, "{v}");
+    }
     let mut radio = rig.radio_commands.take().unwrap();
     let mut sets = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -188,6 +199,6 @@ async fn devices_are_listed_paged_renamed_and_commanded_by_name_on_their_own_top
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(audited, 12, "one per request");
+    assert_eq!(audited, 14, "one per request");
     rig.stop().await;
 }

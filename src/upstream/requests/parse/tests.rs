@@ -270,3 +270,20 @@ fn duplicate_keys_are_found_at_any_depth_and_named_printably() {
     assert!(!r.message.contains('\u{202e}'), "{}", r.message);
     assert_eq!(p.correlation_id.as_deref(), Some("c"));
 }
+
+/// A client key (or certificate) of the wrong JSON type is refused without quoting it:
+/// serde's type errors name the value.
+#[test]
+fn a_client_key_of_the_wrong_type_is_not_echoed() {
+    for body in [
+        r#"{"correlation_id":"c","cert_pem":"x","key_pem":987654321987654321}"#,
+        r#"{"correlation_id":"c","cert_pem":987654321987654321,"key_pem":"x"}"#,
+        r#"{"correlation_id":"c","cert_pem":"x","key_pem":"987654321987654321","extra":1}"#,
+    ] {
+        let Err(r) = parse("rotate_client_cert", body.as_bytes()).request else {
+            panic!("accepted: {body}");
+        };
+        assert_eq!(r.code, "invalid_request");
+        assert!(!r.message.contains("987654321"), "{}", r.message);
+    }
+}
