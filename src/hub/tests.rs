@@ -304,7 +304,12 @@ async fn events_flow_into_registry_outbox_and_audit() {
         "device_decommissioned"
     );
     assert_eq!(
-        permit_join(hub, "nope", 60).await.await.unwrap().unwrap_err().code(),
+        permit_join(hub, "nope", 60)
+            .await
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code(),
         "unknown_radio"
     );
     assert!(store::audit::verify(&r).unwrap().ok);

@@ -86,6 +86,18 @@ pub struct Props {
 }
 
 impl Props {
+    /// An upper bound of the bytes these properties add to a PUBLISH.
+    pub fn wire_len(&self) -> usize {
+        let data = self.correlation_data.as_ref().map_or(0, |d| d.len() + 3);
+        let users: usize = self
+            .user_properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 5)
+            .sum();
+        // Expiry (5), format indicator (2), content type (3 + "application/json").
+        data + users + 5 + 2 + 19 + 4
+    }
+
     fn is_empty(&self) -> bool {
         self.correlation_data.is_none()
             && self.message_expiry.is_none()

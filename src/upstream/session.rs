@@ -218,7 +218,28 @@ struct Session {
 }
 
 impl Session {
+    /// Whether a live message (the birth, `info`, a response) fits the largest packet
+    /// the broker takes. One that does not is dropped, counted in `undeliverable` and
+    /// alarmed: sent, it would make the broker (or the client) close the connection,
+    /// again at every reconnect.
+    fn live_fits(&self, topic: &str, payload: &[u8], props: &Props) -> bool {
+        let size = topic.len() + payload.len() + props.wire_len() + 16;
+        if size <= self.max_outgoing {
+            return true;
+        }
+        tracing::error!(%topic, bytes = size, max = self.max_outgoing, "message larger than the broker's maximum packet size: not sent");
+        self.status.undeliverable.fetch_add(1, Ordering::Relaxed);
+        self.status.set_alarm(Some(format!(
+            "a message on {topic} ({size} bytes) is larger than the broker's maximum packet size ({}) and was not sent",
+            self.max_outgoing
+        )));
+        false
+    }
+
     fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool, row: Option<Msg>) -> bool {
+        if row.is_none() && !self.live_fits(&topic, &payload, &Props::default()) {
+            return false;
+        }
         match self
             .client
             .try_publish(topic, retain, payload, &Props::default())
@@ -536,6 +557,9 @@ impl Session {
             let Some(out) = self.responses.pop_front() else {
                 return;
             };
+            if !self.live_fits(&out.topic, &out.payload, &out.props) {
+                continue;
+            }
             match self.client.try_publish(
                 out.topic.clone(),
                 out.retain,

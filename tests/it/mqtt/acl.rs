@@ -1,6 +1,7 @@
-//! A broker that refuses some of the gateway's publishes (an ACL), on MQTT 5 where
-//! the PUBACK says so: nothing refused is taken for delivered. Needs mosquitto, so it
-//! runs in the mosquitto step (`FIELDGATE_TEST_BROKER` set), with its own instance.
+//! Brokers that limit the gateway, on MQTT 5 where they say so: an ACL that refuses
+//! some publishes (nothing refused is taken for delivered), a maximum packet size
+//! smaller than a live message (no reconnect loop). Needs mosquitto, so it runs in
+//! the mosquitto step (`FIELDGATE_TEST_BROKER` set), with its own instance.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,16 +21,18 @@ impl Drop for Mosquitto {
 
 /// mosquitto on a free port that lets anyone publish anywhere except `deny`.
 fn mosquitto_denying(dir: &std::path::Path, deny: &str) -> (Mosquitto, u16) {
-    let port = super::free_port();
     let acl = dir.join("acl");
     std::fs::write(&acl, format!("topic readwrite #\ntopic deny {deny}\n")).unwrap();
+    mosquitto(dir, &format!("acl_file {}\n", acl.display()))
+}
+
+/// mosquitto on a free port, anonymous, with `extra` in its config.
+fn mosquitto(dir: &std::path::Path, extra: &str) -> (Mosquitto, u16) {
+    let port = super::free_port();
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {}\n",
-            acl.display()
-        ),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n{extra}"),
     )
     .unwrap();
     let child = Command::new("mosquitto")
@@ -99,4 +102,41 @@ fn publishes_the_broker_refuses_stay_in_the_outbox_and_are_counted() {
         "refused audit records were deleted: {audit} left; {u}"
     );
     assert_eq!(u["delivered"], 0, "refused rows counted as delivered: {u}");
+}
+
+/// A broker whose Maximum Packet Size (MQTT 5 CONNACK) is smaller than the `info`
+/// message: `info` is not sent (counted as undeliverable) instead of the connection
+/// being closed over it again at every reconnect.
+#[test]
+fn a_live_message_over_the_brokers_packet_size_does_not_loop_the_connection() {
+    if std::env::var_os("FIELDGATE_TEST_BROKER").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, port) = mosquitto(dir.path(), "max_packet_size 400\n");
+    let d = TestDaemon::start(&format!(
+        "[upstream]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"mps-gw\"\ntopic_prefix = \"fgmps\"\nprotocol = 5\n\n[[radio]]\nname = \"zw0\"\nprotocol = \"zwave\"\nport = \"sim://zwave\"\n"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let u = loop {
+        let u = upstream(&d);
+        if u["undeliverable"].as_u64().unwrap_or(0) >= 1 {
+            break u;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing found undeliverable: {u}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let later = upstream(&d);
+    assert_eq!(
+        later["connects"],
+        1,
+        "reconnected: {u} / {later}\n{}",
+        d.log()
+    );
+    assert_eq!(later["state"], "connected", "{later}");
 }
