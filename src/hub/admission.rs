@@ -257,6 +257,7 @@ pub(super) fn admit_named_pending(
         registry::set_lifecycle(c, &id, Lifecycle::Active)?;
         let data = json!({"manufacturer": d.manufacturer, "model": d.model});
         lifecycle_msg(c, gw, &id, "admitted", data.clone(), at)?;
+        release_held(c, gw, &id, at)?;
         store::record_audit(
             c,
             gw,

@@ -84,6 +84,23 @@ pub fn requeue_retained(
     Ok(())
 }
 
+/// A discovered device that was just adopted (or admitted by name): its retained state
+/// and availability, held back while it was pending, are queued now.
+pub(in crate::hub) fn release_held(
+    c: &Connection,
+    gw: &str,
+    id: &DeviceId,
+    at: SystemTime,
+) -> Result<(), StoreError> {
+    if !super::ingest::discovered(id) {
+        return Ok(());
+    }
+    match registry::get(c, id)? {
+        Some(d) => requeue_retained(c, gw, &d, at),
+        None => Ok(()),
+    }
+}
+
 /// A response object (the schema of docs/mqtt-api.md "Responses"): the hub queues it
 /// in the outbox for the answers to held requests, and upstream publishes it for the
 /// requests it answers at once.

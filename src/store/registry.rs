@@ -445,14 +445,16 @@ pub struct DueState {
     pub last_seen: String,
     /// Decommissioned since: nothing is to be queued, only the wait cleared.
     pub gone: bool,
+    /// Still pending (a discovered device's state is not sent until it is adopted).
+    pub pending: bool,
 }
 
 /// States due by `until_ms`, oldest due first (at most `limit`).
 /// The waiting states due by ?1, oldest first. No `LIMIT ?`: SQLite reads a bound
 /// LIMIT while planning, so such a statement is parsed and planned again whenever
 /// the value is bound anew (every commit); the caller stops stepping instead.
-const DUE_STATES: &str = "SELECT rowid, id, last_state, last_seen, lifecycle = 'decommissioned'
-      FROM devices WHERE state_due_ms <= ?1 ORDER BY state_due_ms";
+const DUE_STATES: &str = "SELECT rowid, id, last_state, last_seen, lifecycle = 'decommissioned',
+      lifecycle = 'pending' FROM devices WHERE state_due_ms <= ?1 ORDER BY state_due_ms";
 const ALL_DUE_STATES_DONE: &str =
     "UPDATE devices SET state_sent_ms = ?2, state_due_ms = NULL WHERE state_due_ms <= ?1";
 
@@ -465,6 +467,7 @@ pub fn due_states(conn: &Connection, until_ms: i64, limit: usize) -> StoreResult
             state: r.get(2)?,
             last_seen: r.get(3)?,
             gone: r.get(4)?,
+            pending: r.get(5)?,
         })
     })?;
     Ok(rows.take(limit).collect::<Result<_, _>>()?)

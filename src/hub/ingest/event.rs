@@ -23,7 +23,7 @@ pub(in crate::hub) fn apply_event(
     // The common case first: a reading from a known device is one UPDATE.
     if let DeviceEventKind::Readings(readings) = &ev.kind {
         if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
-            readings_recorded(
+            let held = readings_recorded(
                 c,
                 TelemetrySink::Now(&mut outbox::SeqCursor::default()),
                 ctx,
@@ -33,7 +33,9 @@ pub(in crate::hub) fn apply_event(
                 at,
                 &mut out,
             )?;
-            out.state = Some((id.clone(), state, at));
+            if !held {
+                out.state = Some((id.clone(), state, at));
+            }
             return Ok(out);
         }
     }
@@ -256,6 +258,7 @@ pub(in crate::hub) fn apply_event(
                             json!({"manufacturer": d.manufacturer, "model": d.model}),
                             at,
                         )?;
+                        super::super::messages::release_held(c, gw, &id, at)?;
                         store::record_audit(
                             c,
                             gw,
@@ -291,7 +294,7 @@ pub(in crate::hub) fn apply_event(
                 return Ok(out);
             }
             if let Some((state, health)) = registry::merge_readings(c, &id, readings, &ts)? {
-                readings_recorded(
+                let held = readings_recorded(
                     c,
                     TelemetrySink::Now(&mut outbox::SeqCursor::default()),
                     ctx,
@@ -301,7 +304,9 @@ pub(in crate::hub) fn apply_event(
                     at,
                     &mut out,
                 )?;
-                out.state = Some((id.clone(), state, at));
+                if !held {
+                    out.state = Some((id.clone(), state, at));
+                }
             }
         }
         DeviceEventKind::Left => {

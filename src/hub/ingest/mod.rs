@@ -100,7 +100,10 @@ impl Merging<'_> {
             ctx.state_pace(),
         )?;
         if let Some((state, true)) = merged {
-            append_state(c, seqs, &ctx.gateway_id, &self.id, &state, self.at)?;
+            // A discovered device's state stays in the registry until it is adopted.
+            if !self.held {
+                append_state(c, seqs, &ctx.gateway_id, &self.id, &state, self.at)?;
+            }
         }
         Ok(())
     }
@@ -357,7 +360,9 @@ pub(in crate::hub) fn queue_due_states(
     let full = due.len() == DUE_STATES_PER_COMMIT;
     let mut seqs = outbox::SeqCursor::default();
     for d in &due {
-        if !d.gone {
+        // Decommissioned since, or a discovered device still pending: nothing to send.
+        let held = d.pending && discovered(&d.id);
+        if !d.gone && !held {
             let at = humantime::parse_rfc3339(&d.last_seen).unwrap_or_else(|_| SystemTime::now());
             append_state(c, &mut seqs, gw, &d.id, &d.state, at)?;
         }
@@ -409,7 +414,7 @@ pub(in crate::hub) fn held_back(c: &Connection, id: &DeviceId) -> Result<bool, S
 }
 
 /// Whether the device's radio discovers devices rather than letting them join (BLE).
-fn discovered(id: &DeviceId) -> bool {
+pub(in crate::hub) fn discovered(id: &DeviceId) -> bool {
     id.protocol()
         .and_then(crate::radio::capabilities)
         .is_some_and(|caps| caps.max_join_window.is_none())
@@ -427,7 +432,7 @@ pub(in crate::hub) fn readings_recorded<'e>(
     health: &mut serde_json::Value,
     at: SystemTime,
     out: &mut Applied,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let gw: &str = &ctx.gateway_id;
     let held = match &sink {
         TelemetrySink::Pending { held, .. } => *held,
@@ -471,7 +476,9 @@ pub(in crate::hub) fn readings_recorded<'e>(
         if let Some(flags) = health.as_object_mut() {
             flags.remove("offline");
         }
-        availability_msg(c, gw, id, true, at)?;
+        if !held {
+            availability_msg(c, gw, id, true, at)?;
+        }
         lifecycle_msg(
             c,
             gw,
@@ -498,7 +505,7 @@ pub(in crate::hub) fn readings_recorded<'e>(
     if ctx.rules {
         out.readings = Some((id.to_string(), readings.to_vec()));
     }
-    Ok(())
+    Ok(held)
 }
 
 /// The link metrics of a frame that carried readings join them under their

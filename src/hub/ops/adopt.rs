@@ -103,6 +103,7 @@ impl Hub {
                     json!({"lifecycle": "active", "bindkey": sealed.is_some()}),
                     SystemTime::now(),
                 )?;
+                release_held(c, &gw, &id, SystemTime::now())?;
                 store::record_audit(c, &gw, &accepted)?;
                 Ok(Ok(()))
             })

@@ -39,11 +39,15 @@ fn adopt_with_stdin(d: &TestDaemon, args: &[&str], input: &str) -> Output {
 }
 
 fn telemetry_queued(d: &TestDaemon, address: &str) -> bool {
+    queued(d, "telemetry", address)
+}
+
+fn queued(d: &TestDaemon, kind: &str, address: &str) -> bool {
     let c = store::open_reader(&d.db()).unwrap();
     outbox::pending(&c, 0, 100_000)
         .unwrap()
         .iter()
-        .any(|r| r.kind == "telemetry" && r.topic.contains(address))
+        .any(|r| r.kind == kind && r.topic.contains(address))
 }
 
 #[test]
@@ -64,6 +68,15 @@ fn a_technician_adopts_discovered_sensors_and_their_readings_go_upstream() {
     );
     assert_eq!(device(&d, ENCRYPTED).unwrap().lifecycle, "pending");
     assert!(!telemetry_queued(&d, "54:48:e6:8f:80:a5"));
+    // Nor its state (a retained message: a passer-by's readings would stay on the
+    // broker), though the registry has it for the technician.
+    assert!(
+        !queued(&d, "state", "cb:b8:33:4c:88:4f"),
+        "a pending device's state went upstream"
+    );
+    assert!(
+        device(&d, RUUVI).is_some_and(|x| x.last_state.as_object().is_some_and(|o| !o.is_empty()))
+    );
 
     // The encrypted sensor, with its bindkey from standard input.
     let out = adopt_with_stdin(&d, &[ENCRYPTED, "--bindkey", "-", "--json"], KEY);
@@ -92,6 +105,11 @@ fn a_technician_adopts_discovered_sensors_and_their_readings_go_upstream() {
 
     assert_eq!(device(&d, ENCRYPTED).unwrap().lifecycle, "active");
     assert_eq!(device(&d, RUUVI).unwrap().lifecycle, "active");
+    // Adopted: the state it had goes out at once.
+    assert!(
+        queued(&d, "state", "cb:b8:33:4c:88:4f"),
+        "no state at adoption"
+    );
     wait_for(
         &d,
         Duration::from_secs(30),
