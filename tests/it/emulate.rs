@@ -377,7 +377,16 @@ fn host_stacks_run_on_fieldgate_emulate() {
             "zigpy initialized {initialized:?}"
         );
     }
-    println!("zigpy-znp: formed, initialized {initialized:?}");
+    // Restarted, it runs the network it formed (not one made up from NV items it left
+    // unset).
+    let restarted = lines
+        .iter()
+        .find(|l| l["step"] == "restart")
+        .expect("zigpy restarted");
+    for field in ["pan_id", "channel", "extended_pan_id"] {
+        assert_eq!(restarted[field], started[field], "{started} / {restarted}");
+    }
+    println!("zigpy-znp: formed, initialized {initialized:?}, restarted on the same network: {restarted}");
 }
 
 /// zigbee-herdsman on `fieldgate emulate zigbee --incoming ext`: every device frame reaches

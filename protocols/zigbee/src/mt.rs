@@ -243,6 +243,9 @@ pub struct MtParserStats {
 pub struct MtStreamParser {
     /// When set, only frames of these types from known subsystems are accepted.
     accept: Option<&'static [MtType]>,
+    /// Frames from subsystems this crate does not know pass too (an NCP answers them
+    /// with an RPC error rather than ignoring them).
+    any_subsystem: bool,
     buf: Vec<u8>,
     /// Start of unparsed data in `buf`; compacted lazily to keep `push` amortised O(n).
     start: usize,
@@ -273,16 +276,22 @@ impl MtStreamParser {
         Self::accepting(&[MtType::Areq, MtType::Srsp])
     }
 
-    /// For a coordinator (or emulator) reading what the host sends: SREQ and AREQ only.
+    /// For a coordinator (or emulator) reading what the host sends: SREQ and AREQ only,
+    /// from any subsystem: Z-Stack answers an SREQ to a subsystem it lacks with an RPC
+    /// error (`MT_RPC_ERR_SUBSYSTEM`), so a host waiting on one is not left hanging.
     pub fn from_host() -> Self {
-        Self::accepting(&[MtType::Sreq, MtType::Areq])
+        Self {
+            any_subsystem: true,
+            ..Self::accepting(&[MtType::Sreq, MtType::Areq])
+        }
     }
 
     fn plausible(&self, frame: &MtFrame) -> bool {
         match self.accept {
             None => true,
             Some(types) => {
-                types.contains(&frame.cmd_type) && !matches!(frame.subsystem, Subsystem::Other(_))
+                types.contains(&frame.cmd_type)
+                    && (self.any_subsystem || !matches!(frame.subsystem, Subsystem::Other(_)))
             }
         }
     }

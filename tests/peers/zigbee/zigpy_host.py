@@ -111,6 +111,23 @@ async def main():
         )
     STEP = "shutdown"
     await app.shutdown()
+    # A restart on the same stick: zigpy-znp sends BDB formation again, and must find
+    # the network it formed (its PAN id, channel, extended PAN id and devices' keys).
+    STEP = "restart"
+    app = await asyncio.wait_for(
+        ControllerApplication.new(config, auto_form=False, start_radio=True), 120
+    )
+    ni = app.state.network_info
+    say(
+        step=STEP,
+        pan_id=f"{ni.pan_id:#06x}",
+        channel=ni.channel,
+        extended_pan_id=str(ni.extended_pan_id),
+        devices=len(ni.nwk_addresses or {}),
+        children=len(ni.children or []),
+        link_keys=len(ni.key_table or []),
+    )
+    await app.shutdown()
     say(done=True)
 
 

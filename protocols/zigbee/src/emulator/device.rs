@@ -672,7 +672,9 @@ impl VirtualDevice {
             }
         }
         if let Some(st) = default_status {
-            if !h.disable_default_response {
+            // ZCL 2.5.12.2: a Default Response goes back unless the sender disabled it
+            // *and* the command succeeded; an error is always answered.
+            if !h.disable_default_response || st != status::SUCCESS {
                 let f = ZclFrame::default_response(h, st);
                 out.insert(
                     0,

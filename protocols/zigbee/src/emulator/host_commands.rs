@@ -472,8 +472,23 @@ impl Emulator {
             self.zdo_over_af(dst_addr, cluster_id, &data);
             return Ok(());
         }
-        if mode == ADDR_MODE_GROUP || dst_addr >= 0xFFF8 {
-            // Groups and broadcasts: nothing to confirm, no device answers here.
+        if mode == ADDR_MODE_GROUP {
+            // A group (multicast) send is confirmed once it is out, as Z-Stack does
+            // (zigbee-herdsman waits for it); no device answers a group command here.
+            self.transmitted();
+            self.stats.af_data_confirms += 1;
+            self.schedule(
+                Duration::from_millis(30),
+                Action::Send(ZnpCommand::AfDataConfirm {
+                    status: ZSUCCESS,
+                    endpoint: dst_endpoint,
+                    trans_id,
+                }),
+            );
+            return Ok(());
+        }
+        if dst_addr >= 0xFFF8 {
+            // Broadcasts: nothing to confirm, no device answers here.
             self.transmitted();
             return Ok(());
         }

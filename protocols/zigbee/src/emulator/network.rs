@@ -4,9 +4,59 @@
 
 use super::*;
 
+/// `BDB_COMMISSIONING_FORMATION_FAILURE`: what formation reports on a stick that is on
+/// a network already.
+const BDB_FORMATION_FAILURE: u8 = 8;
+
 impl Emulator {
-    /// BDB formation: takes channel, PAN ids and key from NV (as Z-Stack does).
+    /// The network the NV says the stick is on (`bdbNodeIsOnANetwork` and a NIB with a
+    /// PAN and a channel), as a host's restore writes it.
+    fn network_in_nv(&self) -> Option<NetworkParams> {
+        if self.nv.get(&nv::BDB_NODE_IS_ON_A_NETWORK)?.first() != Some(&1) {
+            return None;
+        }
+        let nib = self.nib()?;
+        ((11..=26).contains(&nib.nwk_logical_channel)
+            && nib.nwk_pan_id != 0xFFFF
+            && nib.extended_pan_id != 0
+            && nib.extended_pan_id != u64::MAX)
+            .then_some(NetworkParams {
+                channel: nib.nwk_logical_channel,
+                pan_id: nib.nwk_pan_id,
+                extended_pan_id: nib.extended_pan_id,
+            })
+    }
+
+    /// BDB formation. On a stick that is on a network already (a resumed or restored
+    /// one), Z-Stack does not form: it starts the network its NV holds (the NIB, keys
+    /// and tables as they are) and reports `FormationFailure` (8), which hosts such as
+    /// zigpy-znp send formation for at every start and expect. Otherwise it forms from
+    /// the channel, PAN ids and key in NV.
     pub(super) fn form(&mut self) {
+        if let Some(params) = self.network_in_nv() {
+            if self.network != Some(params) {
+                // The emulated devices were on another network.
+                for d in &mut self.devices {
+                    d.left();
+                }
+            }
+            self.network = Some(params);
+            self.init_link_key_state(false);
+            self.schedule(
+                Duration::from_millis(5),
+                Action::Send(ZnpCommand::ZdoStateChangeInd { state: 8 }),
+            );
+            self.schedule(Duration::from_millis(50), Action::Started);
+            self.schedule(
+                Duration::from_millis(55),
+                Action::Send(ZnpCommand::BdbCommissioningNotification {
+                    status: BDB_FORMATION_FAILURE,
+                    mode: Some(crate::znp::BDB_MODE_FORMATION),
+                    remaining_modes: Some(0),
+                }),
+            );
+            return;
+        }
         let mask = self
             .bdb_primary_mask
             .or_else(|| self.nv_u32(nv::CHANLIST))

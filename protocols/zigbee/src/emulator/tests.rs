@@ -1123,3 +1123,157 @@ fn joined_devices_leave_their_link_keys_in_nv_in_each_firmware_layout() {
 }
 
 mod incoming;
+
+/// A host that restores a network writes it into NV (the NIB, `bdbNodeIsOnANetwork`)
+/// and sends BDB formation at every start, as zigpy-znp does: the stick starts the
+/// network its NIB holds (not one from the PANID item, which zigpy-znp leaves at
+/// 0xFFFF) and reports FormationFailure, as Z-Stack does on a commissioned stick.
+#[test]
+fn formation_on_a_stick_with_a_network_in_nv_starts_that_network() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    let layout = EmulatorConfig::default().firmware.layout();
+    let mut nib = h.emu.nib().expect("a NIB after formation");
+    nib.nwk_pan_id = 0x8888;
+    nib.nwk_logical_channel = 20;
+    nib.channel_list = 1 << 20;
+    nib.extended_pan_id = 0x1122_3344_5566_7788;
+    for (id, value) in [
+        (nv::NIB, nib.to_bytes(layout)),
+        (nv::PANID, vec![0xFF, 0xFF]),
+    ] {
+        h.send(
+            ZnpCommand::SysOsalNvWriteReq {
+                id,
+                offset: 0,
+                value,
+            },
+            ms(1),
+        );
+    }
+    h.send(ZnpCommand::SysResetReq { reset_type: 1 }, ms(50));
+    let r = h.send(
+        ZnpCommand::BdbStartCommissioningReq {
+            mode: crate::znp::BDB_MODE_FORMATION,
+        },
+        ms(200),
+    );
+    assert!(
+        r.iter().any(|c| matches!(
+            c,
+            ZnpCommand::BdbCommissioningNotification { status: 8, .. }
+        )),
+        "{r:?}"
+    );
+    assert!(r.contains(&ZnpCommand::ZdoStateChangeInd {
+        state: DEVICE_STATE_COORDINATOR
+    }));
+    let net = h.emu.network().unwrap();
+    assert_eq!((net.channel, net.pan_id), (20, 0x8888));
+    assert_eq!(net.extended_pan_id, 0x1122_3344_5566_7788);
+    // The NIB is the host's, not rewritten.
+    assert_eq!(h.emu.nib().unwrap().nwk_pan_id, 0x8888);
+}
+
+/// A group send (AF_DATA_REQUEST_EXT to a group address) is confirmed, as Z-Stack
+/// confirms a multicast once it is out; zigbee-herdsman waits for that confirm.
+#[test]
+fn a_group_send_is_confirmed() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    let mut p = vec![0x01]; // group addressing
+    p.extend_from_slice(&[0x05, 0x00, 0, 0, 0, 0, 0, 0]); // group 5
+    p.push(0xFF); // endpoint
+    p.extend_from_slice(&[0, 0]); // PAN
+    p.push(1); // source endpoint
+    p.extend_from_slice(&0x0006u16.to_le_bytes());
+    p.push(42); // transaction id
+    p.extend_from_slice(&[0, 30]); // options, radius
+    let zcl = [0x01, 0x07, 0x01]; // cluster-specific, "on"
+    p.extend_from_slice(&(zcl.len() as u16).to_le_bytes());
+    p.extend_from_slice(&zcl);
+    let frame = ZnpCommand::Raw(MtFrame::new(
+        MtType::Sreq,
+        Subsystem::Af,
+        0x02, // AF_DATA_REQUEST_EXT
+        p,
+    ));
+    let r = h.send(frame, ms(100));
+    assert!(
+        r.iter().any(|c| matches!(
+            c,
+            ZnpCommand::AfDataConfirm {
+                status: 0,
+                trans_id: 42,
+                ..
+            }
+        )),
+        "{r:?}"
+    );
+}
+
+/// An SREQ to a subsystem Z-Stack does not have (MT's unused numbers) gets the RPC
+/// error SRSP with `MT_RPC_ERR_SUBSYSTEM` (1), not silence.
+#[test]
+fn an_sreq_to_an_unknown_subsystem_gets_an_rpc_error() {
+    let mut h = Host::new(EmulatorConfig::default());
+    for cmd0 in [0x2Cu8, 0x2E, 0x30, 0x3E, 0x3F] {
+        let bytes = MtFrame::new(
+            MtType::Sreq,
+            Subsystem::from_bits(cmd0 & 0x1F),
+            0x01,
+            vec![],
+        )
+        .to_bytes()
+        .unwrap();
+        h.emu.receive(h.now, &bytes);
+        let r = h.wait(ms(10));
+        assert_eq!(
+            r,
+            [ZnpCommand::RpcError {
+                error_code: 1,
+                request_cmd0: cmd0,
+                request_cmd1: 0x01
+            }],
+            "{cmd0:#04x}"
+        );
+    }
+}
+
+/// A command the device does not support gets a Default Response with the error even
+/// when the sender disabled default responses (ZCL 2.5.12.2), as zigbee-herdsman does
+/// by default; a successful one stays unanswered then.
+#[test]
+fn an_unsupported_command_is_answered_even_with_default_responses_disabled() {
+    use crate::zcl::{Direction, ZclHeader};
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    h.open_join();
+    let plug = h.nwk_of(DeviceKind::SmartPlug);
+    // Discover Attributes (0x0C), start 0x0000, at most 16: not modelled by the device.
+    let discover = ZclFrame {
+        header: ZclHeader::global(Direction::ClientToServer, true, 9, 0x0C),
+        command: ZclCommand::Raw {
+            payload: vec![0x00, 0x00, 0x10],
+        },
+    };
+    let r = h.zcl(plug, id::BASIC, discover, 9);
+    let frames = incoming(&r);
+    assert!(
+        frames.iter().any(|(_, f)| matches!(
+            f.command,
+            ZclCommand::DefaultRsp { command_id: 0x0C, status } if status != 0
+        )),
+        "{frames:?}"
+    );
+    // "On" with default responses disabled: done, and no Default Response.
+    let mut on = clusters::on_off(OnOffCommand::On, 10);
+    on.header.disable_default_response = true;
+    let r = h.zcl(plug, id::ON_OFF, on, 10);
+    assert!(
+        !incoming(&r)
+            .iter()
+            .any(|(_, f)| matches!(f.command, ZclCommand::DefaultRsp { .. })),
+        "{r:?}"
+    );
+}
