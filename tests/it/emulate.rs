@@ -318,6 +318,16 @@ fn host_stacks_run_on_fieldgate_emulate() {
     };
     assert_eq!(result("form: start"), Some("reset".into()), "{lines:?}");
     assert_eq!(result("resume: start"), Some("resumed".into()), "{lines:?}");
+    // The network map (Mgmt_Lqi, Mgmt_Rtg, Mgmt_Bind), bind and unbind, a group command.
+    let map = lines
+        .iter()
+        .find(|l| l["step"] == "resume: network map")
+        .expect("network map");
+    assert_eq!(map["neighbors"], 4, "{map}");
+    assert_eq!(map["plugNeighbors"], 1, "{map}");
+    for step in ["resume: bind and unbind", "resume: group command"] {
+        assert!(lines.iter().any(|l| l["step"] == step), "{step}: {lines:?}");
+    }
     let interviewed: Vec<&str> = lines
         .iter()
         .filter(|l| l["step"] == "form: join and interview" && l["joined"] == true)
@@ -352,7 +362,7 @@ fn host_stacks_run_on_fieldgate_emulate() {
             "{phase}: {lines:?}"
         );
     }
-    println!("zigbee-herdsman: formed, interviewed {interviewed:?}, got their reports, resumed");
+    println!("zigbee-herdsman: formed, interviewed {interviewed:?}, got their reports, resumed, mapped the network, bound, unbound, sent to a group");
 
     let lines = run_host(
         "zigpy-znp",
@@ -377,6 +387,11 @@ fn host_stacks_run_on_fieldgate_emulate() {
             "zigpy initialized {initialized:?}"
         );
     }
+    let topology = lines
+        .iter()
+        .find(|l| l["step"] == "topology scan")
+        .expect("topology scanned");
+    assert_eq!(topology["neighbors"], 4, "{topology}");
     // Restarted, it runs the network it formed (not one made up from NV items it left
     // unset).
     let restarted = lines

@@ -166,6 +166,25 @@ async function resume(wanted) {
     step = 'resume: reports';
     await waitReports(reports, wanted, 30000, 'reports on the resumed network');
     for (const r of reports) say({step, report: r});
+    // What zigbee2mqtt's network map, binding and group features send.
+    step = 'resume: network map';
+    const coordinator = c.getDevicesByType('Coordinator')[0];
+    const plug = c.getDevices().find((d) => d.modelID === 'FG-PLUG01');
+    const within = (p, what) => Promise.race([p, deadline(15000, what)]);
+    const neighbors = await within(coordinator.lqi(), 'coordinator lqi');
+    const plugNeighbors = await within(plug.lqi(), 'plug lqi');
+    const routes = await within(plug.routingTable(), 'plug routing table');
+    const bindings = await within(plug.bindingTable(), 'plug binding table');
+    say({step, neighbors: neighbors.length, plugNeighbors: plugNeighbors.length, routes: routes.length, bindings: bindings.length});
+    step = 'resume: bind and unbind';
+    const target = coordinator.getEndpoint(1);
+    await within(plug.getEndpoint(1).bind('genOnOff', target), 'bind');
+    await within(plug.getEndpoint(1).unbind('genOnOff', target), 'unbind');
+    say({step, unbound: true});
+    step = 'resume: group command';
+    const group = c.createGroup(5);
+    await within(group.command('genOnOff', 'on', {}), 'group command');
+    say({step, sent: true});
     step = 'resume: stop';
     await c.stop();
 }

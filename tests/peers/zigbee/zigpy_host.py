@@ -109,6 +109,14 @@ async def main():
             manufacturer=d.manufacturer,
             endpoints=sorted(e for e in d.endpoints if e != 0),
         )
+    # The topology scan ZHA's network map runs: Mgmt_Lqi and Mgmt_Rtg over ZDO.
+    STEP = "topology scan"
+    await asyncio.wait_for(app.topology.scan(), 60)
+    say(
+        step=STEP,
+        neighbors=len(app.topology.neighbors.get(app.state.node_info.ieee, [])),
+        routes=sum(len(r) for r in app.topology.routes.values()),
+    )
     STEP = "shutdown"
     await app.shutdown()
     # A restart on the same stick: zigpy-znp sends BDB formation again, and must find

@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// ZDP status NOT_SUPPORTED: a request the node does not serve (an end device has no
+/// neighbour or routing table).
+pub(super) const ZDP_NOT_SUPPORTED: u8 = 0x84;
+
 impl Emulator {
     /// Carries out a decoded command; false when the emulator does not handle it.
     pub(super) fn on_command(&mut self, command: ZnpCommand) -> bool {
@@ -246,8 +250,15 @@ impl Emulator {
                 self.status_srsp(Subsystem::Zdo, f.cmd_id, 0);
                 self.zdo_to_device(dst_addr, &command);
             }
-            ZnpCommand::ZdoMgmtLqiReq { .. } => {
+            ZnpCommand::ZdoMgmtLqiReq {
+                dst_addr,
+                start_index,
+            } => {
                 self.status_srsp(Subsystem::Zdo, cmd::zdo::MGMT_LQI_REQ, 0);
+                if let Some(rsp) = self.mgmt_lqi(dst_addr, start_index) {
+                    self.transmitted();
+                    self.schedule(Duration::from_millis(20), Action::Send(rsp));
+                }
             }
             ZnpCommand::BdbAddInstallCodeReq { format, ieee, code } => {
                 let valid = match format {
@@ -341,6 +352,68 @@ impl Emulator {
                 self.schedule(delay, Action::FromDevice(idx, rsp));
             }
         }
+    }
+
+    /// Mgmt_Lqi_rsp of the node at `dst_addr`: the coordinator's neighbours are the
+    /// joined devices (its children), a router's is the coordinator (its parent); an end
+    /// device has no neighbour table (NOT_SUPPORTED). At most 3 entries per answer, from
+    /// `start_index`, as Z-Stack pages them. A node not on the network does not answer.
+    pub(super) fn mgmt_lqi(&self, dst_addr: u16, start_index: u8) -> Option<ZnpCommand> {
+        let ext = self.network?.extended_pan_id;
+        let neighbors: Vec<crate::znp::Neighbor> = if dst_addr == 0x0000 {
+            self.devices
+                .iter()
+                .filter_map(|d| {
+                    let nwk = d.nwk?;
+                    let router = d.kind.mains();
+                    Some(crate::znp::Neighbor {
+                        extended_pan_id: ext,
+                        ieee: d.ieee,
+                        nwk_addr: nwk,
+                        device_type: if router { 1 } else { 2 },
+                        rx_on_when_idle: u8::from(router),
+                        relationship: 1,
+                        permit_joining: 2,
+                        depth: 1,
+                        lqi: 200,
+                    })
+                })
+                .collect()
+        } else {
+            let d = self.devices.iter().find(|d| d.nwk == Some(dst_addr))?;
+            if !d.kind.mains() {
+                return Some(ZnpCommand::ZdoMgmtLqiRsp {
+                    src_addr: dst_addr,
+                    status: ZDP_NOT_SUPPORTED,
+                    total_entries: 0,
+                    start_index: 0,
+                    neighbors: Vec::new(),
+                });
+            }
+            vec![crate::znp::Neighbor {
+                extended_pan_id: ext,
+                ieee: self.cfg.ieee,
+                nwk_addr: 0x0000,
+                device_type: 0,
+                rx_on_when_idle: 1,
+                relationship: 0,
+                permit_joining: 2,
+                depth: 0,
+                lqi: 220,
+            }]
+        };
+        let total = u8::try_from(neighbors.len()).unwrap_or(u8::MAX);
+        Some(ZnpCommand::ZdoMgmtLqiRsp {
+            src_addr: dst_addr,
+            status: 0,
+            total_entries: total,
+            start_index,
+            neighbors: neighbors
+                .into_iter()
+                .skip(usize::from(start_index))
+                .take(3)
+                .collect(),
+        })
     }
 
     /// The coordinator's own answer to a ZDO request addressed to it: its node descriptor,

@@ -93,7 +93,8 @@ impl DeviceKind {
         }
     }
 
-    fn mains(self) -> bool {
+    /// Mains powered: a router (the others are end devices).
+    pub(super) fn mains(self) -> bool {
         self == DeviceKind::SmartPlug
     }
 

@@ -18,7 +18,7 @@ use super::{
 use crate::error::Result;
 use crate::mt::{MtFrame, MtType, Subsystem};
 use crate::wire::Reader;
-use crate::znp::{AfDataRequest, ZnpCommand, DEVICE_STATE_COORDINATOR};
+use crate::znp::{nv, AfDataRequest, ZnpCommand, DEVICE_STATE_COORDINATOR};
 use crate::IeeeAddr;
 
 mod sys {
@@ -42,7 +42,14 @@ mod util {
 
 mod zdo {
     pub const NWK_ADDR_REQ: u8 = 0x00;
+    pub const UNBIND_REQ: u8 = 0x22;
+    pub const MGMT_RTG_REQ: u8 = 0x32;
+    pub const MGMT_BIND_REQ: u8 = 0x33;
     pub const MGMT_NWK_UPDATE_REQ: u8 = 0x37;
+    pub const UNBIND_RSP: u8 = 0xA2;
+    pub const MGMT_RTG_RSP: u8 = 0xB2;
+    pub const MGMT_BIND_RSP: u8 = 0xB3;
+    pub const MGMT_NWK_UPDATE_NOTIFY: u8 = 0xB8;
     pub const MSG_CB_REGISTER: u8 = 0x3E;
     pub const MSG_CB_REMOVE: u8 = 0x3F;
     pub const EXT_ROUTE_DISC: u8 = 0x45;
@@ -226,8 +233,40 @@ impl Emulator {
                 Ok(())
             }
             (Subsystem::Zdo, zdo::MGMT_NWK_UPDATE_REQ) => {
+                let _dst_addr = r.u16()?;
+                let _dst_mode = r.u8()?;
+                let channel_mask = r.u32()?;
+                let scan_duration = r.u8()?;
                 let _ = r.rest();
                 self.raw_srsp(Subsystem::Zdo, zdo::MGMT_NWK_UPDATE_REQ, vec![ZSUCCESS]);
+                self.nwk_update(channel_mask, scan_duration);
+                Ok(())
+            }
+            (Subsystem::Zdo, zdo::MGMT_RTG_REQ | zdo::MGMT_BIND_REQ) => {
+                let dst_addr = r.u16()?;
+                let start_index = r.u8()?;
+                self.raw_srsp(Subsystem::Zdo, frame.cmd_id, vec![ZSUCCESS]);
+                self.mgmt_table(frame.cmd_id, dst_addr, start_index);
+                Ok(())
+            }
+            (Subsystem::Zdo, zdo::UNBIND_REQ) => {
+                let dst_addr = r.u16()?;
+                let _ = r.rest();
+                self.raw_srsp(Subsystem::Zdo, zdo::UNBIND_REQ, vec![ZSUCCESS]);
+                if self.node_exists(dst_addr) {
+                    self.transmitted();
+                    let mut p = dst_addr.to_le_bytes().to_vec();
+                    p.push(ZSUCCESS);
+                    self.schedule(
+                        Duration::from_millis(20),
+                        Action::Send(ZnpCommand::Raw(MtFrame::new(
+                            MtType::Areq,
+                            Subsystem::Zdo,
+                            zdo::UNBIND_RSP,
+                            p,
+                        ))),
+                    );
+                }
                 Ok(())
             }
             (Subsystem::Af, af::DATA_REQUEST_EXT) => self.af_data_request_ext(&mut r),
@@ -414,6 +453,106 @@ impl Emulator {
         self.schedule(Duration::from_millis(10), Action::Send(rsp));
     }
 
+    /// Whether `addr` is the coordinator or a device on its network.
+    fn node_exists(&self, addr: u16) -> bool {
+        self.network.is_some()
+            && (addr == 0x0000 || self.devices.iter().any(|d| d.nwk == Some(addr)))
+    }
+
+    /// Mgmt_Rtg_rsp / Mgmt_Bind_rsp of the node at `dst_addr`: the coordinator and the
+    /// routers answer with empty tables (nothing is routed through or bound on them
+    /// here); an end device has no routing table (NOT_SUPPORTED). A node not on the
+    /// network does not answer.
+    fn mgmt_table(&mut self, request: u8, dst_addr: u16, start_index: u8) {
+        if !self.node_exists(dst_addr) {
+            return;
+        }
+        let end_device = self
+            .devices
+            .iter()
+            .any(|d| d.nwk == Some(dst_addr) && !d.kind.mains());
+        let mut p = dst_addr.to_le_bytes().to_vec();
+        if request == zdo::MGMT_RTG_REQ && end_device {
+            p.push(super::commands::ZDP_NOT_SUPPORTED);
+        } else {
+            // Status, entries in the table, start index, entries in this answer.
+            p.extend_from_slice(&[ZSUCCESS, 0, start_index, 0]);
+        }
+        let rsp = if request == zdo::MGMT_RTG_REQ {
+            zdo::MGMT_RTG_RSP
+        } else {
+            zdo::MGMT_BIND_RSP
+        };
+        self.transmitted();
+        self.schedule(
+            Duration::from_millis(20),
+            Action::Send(ZnpCommand::Raw(MtFrame::new(
+                MtType::Areq,
+                Subsystem::Zdo,
+                rsp,
+                p,
+            ))),
+        );
+    }
+
+    /// Mgmt_NWK_Update_req: 0xFE moves the network to the channel in the mask (the
+    /// coordinator and its devices; the NIB's channel and update id follow), 0..=5 is an
+    /// energy scan of the masked channels answered with Mgmt_NWK_Update_notify, 0xFF
+    /// changes the channel mask and manager (nothing to do here).
+    fn nwk_update(&mut self, channel_mask: u32, scan_duration: u8) {
+        let Some(mut params) = self.network else {
+            return;
+        };
+        match scan_duration {
+            0xFE => {
+                let Some(channel) = (11u8..=26).find(|c| channel_mask & (1u32 << c) != 0) else {
+                    return;
+                };
+                self.transmitted();
+                params.channel = channel;
+                self.network = Some(params);
+                self.nv
+                    .insert(nv::CHANLIST, (1u32 << channel).to_le_bytes().to_vec());
+                let layout = self.cfg.firmware.layout();
+                if let Some(mut nib) = self.nib() {
+                    nib.nwk_logical_channel = channel;
+                    nib.channel_list = 1u32 << channel;
+                    nib.nwk_update_id = nib.nwk_update_id.wrapping_add(1);
+                    self.nv.insert(nv::NIB, nib.to_bytes(layout));
+                }
+            }
+            0..=5 => {
+                let channels: Vec<u8> = (11u8..=26)
+                    .filter(|c| channel_mask & (1u32 << c) != 0)
+                    .collect();
+                // A quiet site: low energy everywhere, a little more on the network's own.
+                let energies: Vec<u8> = channels
+                    .iter()
+                    .map(|c| if *c == params.channel { 0x30 } else { 0x0A })
+                    .collect();
+                let mut p = 0x0000u16.to_le_bytes().to_vec();
+                p.push(ZSUCCESS);
+                p.extend_from_slice(&channel_mask.to_le_bytes());
+                p.extend_from_slice(&0u16.to_le_bytes()); // total transmissions
+                p.extend_from_slice(&0u16.to_le_bytes()); // transmission failures
+                p.push(u8::try_from(energies.len()).unwrap_or(u8::MAX));
+                p.extend_from_slice(&energies);
+                let per_channel = Duration::from_millis(15 * ((1 << scan_duration) + 1));
+                let scan = per_channel * u32::try_from(channels.len()).unwrap_or(16);
+                self.schedule(
+                    scan,
+                    Action::Send(ZnpCommand::Raw(MtFrame::new(
+                        MtType::Areq,
+                        Subsystem::Zdo,
+                        zdo::MGMT_NWK_UPDATE_NOTIFY,
+                        p,
+                    ))),
+                );
+            }
+            _ => {}
+        }
+    }
+
     /// AF_DATA_REQUEST_EXT: a frame to a 16- or 64-bit address, a group or a broadcast. To
     /// endpoint 0 it is a ZDO request, handed to the ZDO layer with its sequence number.
     fn af_data_request_ext(&mut self, r: &mut Reader<'_>) -> Result<()> {
@@ -540,6 +679,15 @@ impl Emulator {
         }
         let frame = MtFrame::new(MtType::Sreq, Subsystem::Zdo, id, mt_payload);
         let Ok(command) = ZnpCommand::decode(&frame) else {
+            // Not modelled by the codec (Mgmt_Rtg, Mgmt_Bind, Unbind): the raw SREQ
+            // path answers it; its SRSP is not for this host.
+            self.zdo_tsn.insert((dst_addr, 0x8000 | cluster), tsn);
+            let before = self.out.len();
+            let frames_out = self.stats.frames_out;
+            if self.host_command(&frame) && self.out.len() > before {
+                self.out.truncate(before);
+                self.stats.frames_out = frames_out;
+            }
             return;
         };
         let responder = match &command {

@@ -1277,3 +1277,140 @@ fn an_unsupported_command_is_answered_even_with_default_responses_disabled() {
         "{r:?}"
     );
 }
+
+fn raw_zdo(h: &mut Host, cmd_id: u8, payload: Vec<u8>, wait: Duration) -> Vec<ZnpCommand> {
+    h.send(
+        ZnpCommand::Raw(MtFrame::new(MtType::Sreq, Subsystem::Zdo, cmd_id, payload)),
+        wait,
+    )
+}
+
+fn raw_areq(r: &[ZnpCommand], cmd_id: u8) -> Option<Vec<u8>> {
+    r.iter().find_map(|c| match c {
+        ZnpCommand::Raw(f)
+            if f.cmd_type == MtType::Areq
+                && f.subsystem == Subsystem::Zdo
+                && f.cmd_id == cmd_id =>
+        {
+            Some(f.payload.clone())
+        }
+        _ => None,
+    })
+}
+
+/// The network map requests hosts make (zigbee-herdsman's and zigpy's topology scans,
+/// binding tables, unbind) are answered as a Z-Stack network answers them, instead of
+/// timing out: Mgmt_Lqi with the neighbours, Mgmt_Rtg and Mgmt_Bind with their (empty)
+/// tables, NOT_SUPPORTED from an end device, Unbind with success.
+#[test]
+fn network_map_requests_are_answered() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    h.open_join();
+    let plug = h.nwk_of(DeviceKind::SmartPlug);
+    let sensor = h.nwk_of(DeviceKind::TempHumidity);
+
+    let r = h.send(
+        ZnpCommand::ZdoMgmtLqiReq {
+            dst_addr: 0x0000,
+            start_index: 0,
+        },
+        ms(100),
+    );
+    let Some(ZnpCommand::ZdoMgmtLqiRsp {
+        status: 0,
+        total_entries,
+        neighbors,
+        ..
+    }) = r
+        .iter()
+        .find(|c| matches!(c, ZnpCommand::ZdoMgmtLqiRsp { .. }))
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!(usize::from(*total_entries), h.emu.devices().len());
+    assert_eq!(neighbors.len(), 3, "paged by three");
+    assert!(neighbors.iter().all(|n| n.relationship == 1));
+    let r = h.send(
+        ZnpCommand::ZdoMgmtLqiReq {
+            dst_addr: plug,
+            start_index: 0,
+        },
+        ms(100),
+    );
+    assert!(
+        r.iter().any(
+            |c| matches!(c, ZnpCommand::ZdoMgmtLqiRsp { src_addr, status: 0, neighbors, .. }
+            if *src_addr == plug && neighbors.len() == 1 && neighbors[0].nwk_addr == 0)
+        ),
+        "{r:?}"
+    );
+
+    let mut req = plug.to_le_bytes().to_vec();
+    req.push(0);
+    let r = raw_zdo(&mut h, 0x32, req.clone(), ms(100));
+    let mut want = plug.to_le_bytes().to_vec();
+    want.extend_from_slice(&[0, 0, 0, 0]);
+    assert_eq!(raw_areq(&r, 0xB2), Some(want.clone()), "{r:?}");
+    let r = raw_zdo(&mut h, 0x33, req, ms(100));
+    assert_eq!(raw_areq(&r, 0xB3), Some(want), "{r:?}");
+    let mut req = sensor.to_le_bytes().to_vec();
+    req.push(0);
+    let r = raw_zdo(&mut h, 0x32, req, ms(100));
+    let mut want = sensor.to_le_bytes().to_vec();
+    want.push(0x84);
+    assert_eq!(raw_areq(&r, 0xB2), Some(want), "{r:?}");
+
+    // Unbind: DstAddr, SrcAddress, SrcEndpoint, ClusterID, DstAddrMode, DstAddress, DstEndpoint.
+    let mut req = plug.to_le_bytes().to_vec();
+    req.extend_from_slice(&DeviceKind::SmartPlug.default_ieee().0.to_le_bytes());
+    req.push(1);
+    req.extend_from_slice(&0x0006u16.to_le_bytes());
+    req.push(3);
+    req.extend_from_slice(&EmulatorConfig::default().ieee.0.to_le_bytes());
+    req.push(1);
+    let r = raw_zdo(&mut h, 0x22, req, ms(100));
+    let mut want = plug.to_le_bytes().to_vec();
+    want.push(0);
+    assert_eq!(raw_areq(&r, 0xA2), Some(want), "{r:?}");
+}
+
+/// Mgmt_NWK_Update_req: a channel change (scan duration 0xFE) moves the network (the
+/// NIB's channel and update id follow, as hosts poll them), an energy scan is answered
+/// with Mgmt_NWK_Update_notify carrying a value per scanned channel.
+#[test]
+fn a_channel_change_moves_the_network_and_an_energy_scan_is_answered() {
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    h.open_join();
+    let before = h.emu.nib().unwrap().nwk_update_id;
+    let update = |mask: u32, duration: u8| {
+        let mut p = 0xFFFCu16.to_le_bytes().to_vec();
+        p.push(0x0F);
+        p.extend_from_slice(&mask.to_le_bytes());
+        p.push(duration);
+        p.push(0);
+        p.extend_from_slice(&0u16.to_le_bytes());
+        p
+    };
+    raw_zdo(&mut h, 0x37, update(1 << 20, 0xFE), ms(100));
+    assert_eq!(h.emu.network().unwrap().channel, 20);
+    let nib = h.emu.nib().unwrap();
+    assert_eq!(nib.nwk_logical_channel, 20);
+    assert_eq!(nib.nwk_update_id, before.wrapping_add(1));
+    assert!(
+        h.emu.devices().iter().all(|d| d.nwk.is_some()),
+        "devices follow"
+    );
+
+    let r = raw_zdo(
+        &mut h,
+        0x37,
+        update((1 << 11) | (1 << 20) | (1 << 25), 2),
+        ms(1_000),
+    );
+    let p = raw_areq(&r, 0xB8).expect("Mgmt_NWK_Update_notify");
+    assert_eq!(p[2], 0, "status");
+    assert_eq!(p[11], 3, "one value per scanned channel");
+    assert_eq!(p.len(), 12 + 3);
+}
