@@ -167,6 +167,11 @@ impl Rotation {
 /// The most own clears remembered at once (a burst of retained requests).
 const OWN_CLEARS: usize = 1024;
 
+/// A connection that lasted this long was a good one: the reconnect backoff starts over
+/// after it. One closed sooner (a client with the same id taking the session over, a
+/// broker limit) keeps the backoff growing, so two clients do not fight once a second.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
+
 /// How often a broker that keeps refusing (or staying unreachable) for the same reason
 /// is logged as a warning again.
 const CONNECT_FAILURE_LOG_EVERY: Duration = Duration::from_secs(600);
@@ -803,6 +808,9 @@ pub(super) async fn run(
     let mut deleting: Option<JoinHandle<(Vec<i64>, StoreResult<usize>)>> = None;
     let mut enforcing: Option<JoinHandle<StoreResult<outbox::LimitReport>>> = None;
     let mut backoff = Backoff::with_max(settings.reconnect_max);
+    // When the current connection was accepted: the backoff starts over only after a
+    // connection that lasted (see `STABLE_CONNECTION`).
+    let mut connected_at: Option<tokio::time::Instant> = None;
     let mut reconnect_at: Option<tokio::time::Instant> = None;
     // Since when delivered rows have been waiting to be deleted.
     let mut delete_wait: Option<Instant> = None;
@@ -910,7 +918,7 @@ pub(super) async fn run(
                 Some(Ok(events)) => for ev in events {
                     let connack = matches!(ev, Ev::ConnAck { .. });
                     if connack {
-                        backoff.reset();
+                        connected_at = Some(tokio::time::Instant::now());
                         tracing::info!(broker = %status.broker, "upstream connected");
                     }
                     s.on_event(ev);
@@ -956,6 +964,20 @@ pub(super) async fn run(
                         reconnect_at = Some(tokio::time::Instant::now() + backoff.next_delay());
                     }
                     None => {
+                        let lasted = connected_at.take().map(|t| t.elapsed());
+                        if lasted.is_some_and(|d| d >= STABLE_CONNECTION) {
+                            backoff.reset();
+                        }
+                        let e = match lasted {
+                            // Accepted, then closed at once, again and again: most often
+                            // another client with the same id taking the session over.
+                            Some(d) if d < STABLE_CONNECTION => format!(
+                                "{e} ({:.1} s after the broker accepted the connection: is another client connected with the client id `{}`?)",
+                                d.as_secs_f64(),
+                                status.client_id
+                            ),
+                            _ => e,
+                        };
                         s.on_disconnected(e);
                         let delay = backoff.next_delay();
                         reconnect_at = Some(tokio::time::Instant::now() + delay);

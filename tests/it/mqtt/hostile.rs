@@ -1346,3 +1346,47 @@ async fn requests_taken_before_a_stop_are_all_audited_and_answered() {
             .unwrap();
     }
 }
+
+/// Another client connecting with the gateway's client id (a cloned SD card) takes the
+/// session over, again and again. The gateway's reconnect backoff keeps growing while
+/// its connections are cut short, instead of fighting back once a second, and its last
+/// error names the likely cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_the_same_id_does_not_make_the_gateway_fight_once_a_second() {
+    let b = broker();
+    let rig = Rig::start(&b.url(), "", fast()).await;
+    rig.connected().await;
+    let client_id = rig.status.snapshot().client_id;
+    let (host, port) = (b.host.clone(), b.port);
+    let kicker = tokio::spawn(async move {
+        loop {
+            let mut opts = MqttOptions::new(client_id.clone(), host.clone(), port);
+            opts.set_keep_alive(Duration::from_secs(30));
+            let (_client, mut el) = AsyncClient::new(opts, 10);
+            // Connect, stay a moment, go away; then again.
+            let _ = tokio::time::timeout(Duration::from_millis(300), async {
+                loop {
+                    if el.poll().await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+            drop(el);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    kicker.abort();
+    let snap = rig.status.snapshot();
+    // Once a second that is about a dozen connections; with the backoff growing
+    // (1, 2, 4, 8 s) a handful.
+    assert!(snap.connects <= 6, "{snap:?}");
+    assert!(
+        snap.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("client id")),
+        "{snap:?}"
+    );
+    rig.stop().await;
+}
