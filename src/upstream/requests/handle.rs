@@ -29,7 +29,10 @@ pub(super) async fn handle(
     let mut parsed = super::parse::parse_for(operation, payload, topic_device);
     let level = response_level(operation).to_string();
     let actor = format!("mqtt:{}", parsed.client_id.as_deref().unwrap_or("cloud"));
-    let key = parsed.correlation_id.clone().map(|c| (level.clone(), c));
+    let key = parsed
+        .correlation_id
+        .clone()
+        .map(|c| (level.clone(), repeat_key(&c, topic_device, payload)));
     let respond = |payload: Vec<u8>| Outbound {
         topic: ctx.topics.response(operation),
         payload,
@@ -273,4 +276,21 @@ async fn resolve_name(
             format!("no device named `{name}`"),
         )),
     }
+}
+
+/// What makes a request a repeat: its correlation id *and* what it asks (the device of
+/// a per-device topic, the body as JSON, whatever its spacing or key order). The same
+/// id with another body or another device is another request, carried out and answered
+/// on its own, not answered with the first one's result.
+fn repeat_key(correlation_id: &str, topic_device: Option<&str>, payload: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let body = serde_json::from_slice::<serde_json::Value>(payload)
+        .map(|v| v.to_string().into_bytes())
+        .unwrap_or_else(|_| payload.to_vec());
+    let mut h = Sha256::new();
+    h.update(topic_device.unwrap_or_default().as_bytes());
+    h.update([0]);
+    h.update(&body);
+    let digest = h.finalize();
+    format!("{correlation_id}\u{1f}{}", hex::encode(&digest[..12]))
 }

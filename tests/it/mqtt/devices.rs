@@ -202,3 +202,77 @@ async fn devices_are_listed_paged_renamed_and_commanded_by_name_on_their_own_top
     assert_eq!(audited, 14, "one per request");
     rig.stop().await;
 }
+
+/// The answers with correlation id `cid`, once there are `n` of them.
+async fn answers(probe: &Probe, cid: &str, n: usize) -> Vec<serde_json::Value> {
+    let mine = |m: &super::Msg| m.topic.contains("/response/") && m.json()["correlation_id"] == cid;
+    probe
+        .wait_for(
+            &format!("{n} answers to {cid}"),
+            Duration::from_secs(10),
+            |m| m.iter().filter(|m| mine(m)).count() >= n,
+        )
+        .await;
+    probe
+        .messages()
+        .into_iter()
+        .filter(|m| mine(m))
+        .map(|m| m.json())
+        .collect()
+}
+
+/// A repeat is the same request again: a correlation id reused with another body (or
+/// for another device) is another request, carried out and answered on its own; the
+/// same body again is answered from memory without being carried out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_correlation_id_with_another_body_is_another_request() {
+    let b = broker();
+    let rig = Rig::start(&b.url(), "", fast()).await;
+    let p = rig.prefix.clone();
+    let probe = Probe::connect(b, &[format!("{p}/response/#")]).await;
+    rig.connected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rig.send("0x0b01", DeviceEventKind::Joined).await;
+    until("the device", Duration::from_secs(5), || {
+        fieldgate::store::registry::counts(&rig.reader())
+            .map(|c| c.iter().map(|(_, n)| n).sum::<u64>() == 1)
+            .unwrap_or(false)
+    })
+    .await;
+    let publish = |body: serde_json::Value| {
+        let client = probe.client.clone();
+        let topic = format!("{p}/request/rename");
+        async move {
+            client
+                .publish(
+                    topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    body.to_string().into_bytes(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    publish(json!({"correlation_id": "x", "device": "zigbee:0x0b01", "name": "lamp a"})).await;
+    let a = answers(&probe, "x", 1).await;
+    assert_eq!(a[0]["data"]["name"], "lamp a", "{a:?}");
+    publish(json!({"correlation_id": "x", "device": "zigbee:0x0b01", "name": "lamp b"})).await;
+    let a = answers(&probe, "x", 2).await;
+    assert_eq!(a[1]["status"], "ok", "{a:?}");
+    assert_eq!(a[1]["data"]["name"], "lamp b", "carried out: {a:?}");
+    // The second body again, keys in another order: a repeat, answered from memory.
+    publish(json!({"name": "lamp b", "device": "zigbee:0x0b01", "correlation_id": "x"})).await;
+    let a = answers(&probe, "x", 3).await;
+    assert_eq!(a[2], a[1], "{a:?}");
+    let dups: i64 = rig
+        .reader()
+        .query_row(
+            "SELECT count(*) FROM audit WHERE action = 'mqtt.rename' AND details LIKE '%\"duplicate\"%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(dups, 1);
+    rig.stop().await;
+}
