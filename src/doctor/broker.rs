@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use super::files::check_readable_file;
 use super::identity::{Identity, Sandbox};
 use super::net::connect_stream;
-use super::Check;
+use super::{Check, SERVICE_USER};
 use crate::config::UpstreamConfig;
 
 pub(super) fn check_upstream(
@@ -39,11 +39,36 @@ pub(super) fn check_upstream(
         if let Some(path) = file {
             if let Some(c) = check_readable_file(what, path, id, sandbox) {
                 checks.push(c);
+            } else if what == "upstream.password_file" || what == "upstream.client_key" {
+                checks.extend(super::files::check_secret_private(what, path));
             }
         }
     }
+    if let (Some(cert), Some(_)) = (&up.client_cert, &up.client_key) {
+        checks.extend(check_rotation_dir(cert, id, sandbox));
+    }
     checks.push(check_broker(up, timeout));
     checks
+}
+
+/// A client certificate rotation writes the new pair next to the configured files:
+/// their directory must be writable by the service, which under the unit's sandbox
+/// (ProtectSystem=strict) means under the state directory, not /etc.
+fn check_rotation_dir(cert: &std::path::Path, id: &Identity, sandbox: &Sandbox) -> Option<Check> {
+    let dir = cert.parent()?;
+    let writable = sandbox.writable(dir) && std::fs::metadata(dir).is_ok_and(|m| id.allowed(&m, 3));
+    (!writable).then(|| {
+        Check::warn(
+            "upstream.client_cert",
+            format!(
+                "{} is not writable by the service: `fieldgate upstream rotate-cert` and the MQTT `rotate_client_cert` request will fail",
+                dir.display()
+            ),
+            format!(
+                "keep the certificate and key in a directory of the service's own, e.g. install -d -o {SERVICE_USER} -g {SERVICE_USER} -m 0700 /var/lib/fieldgate/uplink, and point upstream.client_cert/client_key there"
+            ),
+        )
+    })
 }
 
 fn check_broker(up: &UpstreamConfig, timeout: Duration) -> Check {

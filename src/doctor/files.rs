@@ -79,6 +79,28 @@ pub(super) fn check_readable_file(
     None
 }
 
+/// A secret the service reads (the broker password, the client key) that its group or
+/// others may read too: the service's group is also the one whose members use the API
+/// socket (technicians), so they could read the uplink's credentials.
+pub(super) fn check_secret_private(what: &str, path: &Path) -> Option<Check> {
+    let meta = fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        Check::warn(
+            what,
+            format!(
+                "{} has mode {mode:04o}: members of its group (technicians using the CLI) or others can read it",
+                path.display()
+            ),
+            format!(
+                "chown {SERVICE_USER}: {} && chmod 600 {}",
+                path.display(),
+                path.display()
+            ),
+        )
+    })
+}
+
 pub(super) fn io_reason(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::NotFound => "does not exist".to_string(),

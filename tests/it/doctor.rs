@@ -606,3 +606,31 @@ fn lora_p2p_key_file_too_open_or_malformed_fails() {
         "the key in the report"
     );
 }
+
+/// The broker password the service reads, group-readable as the docs once said
+/// (root:fieldgate 0640): the service's group is the technicians' group too, so doctor
+/// warns; 0600 is fine.
+#[test]
+fn a_broker_password_the_technicians_group_can_read_is_a_warning() {
+    let s = Setup::new();
+    let password = s.dir.path().join("mqtt-password");
+    fs::write(&password, "hunter2\n").unwrap();
+    fs::set_permissions(&password, fs::Permissions::from_mode(0o640)).unwrap();
+    let config = s.config(&format!(
+        "[upstream]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"gw\"\npassword_file = \"{}\"\n",
+        password.display()
+    ));
+    let (_, report) = s.doctor_as_me(&config);
+    assert_status(&report, "upstream.password_file", "warn", "mode 0640");
+    assert!(!report.to_string().contains("hunter2"));
+    fs::set_permissions(&password, fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, report) = s.doctor_as_me(&config);
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["check"] != "upstream.password_file"),
+        "{report:#}"
+    );
+}
