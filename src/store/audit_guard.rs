@@ -62,7 +62,9 @@ pub fn read_mark(path: &Path) -> StoreResult<Option<Mark>> {
         }
     };
     let bad = || StoreError::Invalid(format!("the audit mark {} is damaged", path.display()));
-    let (seq, hash) = text.trim_end().split_once(' ').ok_or_else(bad)?;
+    let line = text.trim_end();
+    let line = line.strip_suffix(STOPPED).unwrap_or(line);
+    let (seq, hash) = line.split_once(' ').ok_or_else(bad)?;
     let seq: i64 = seq.parse().map_err(|_| bad())?;
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
@@ -73,10 +75,34 @@ pub fn read_mark(path: &Path) -> StoreResult<Option<Mark>> {
     }))
 }
 
+/// What the mark ends with when the daemon stopped cleanly after writing it.
+const STOPPED: &str = " stopped";
+
+/// Whether the mark says the daemon stopped cleanly at it: records after such a mark
+/// were not appended by the daemon (it appends only while running, and rewrites the
+/// mark without this at its start).
+pub fn stopped_at_mark(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.trim_end().ends_with(STOPPED))
+}
+
 /// Rewrites the mark in place (one fixed-length line) and syncs it.
 pub fn write_mark(path: &Path, mark: &Mark) -> std::io::Result<()> {
+    write_mark_line(path, mark, false)
+}
+
+/// The mark a clean stop leaves (see [`stopped_at_mark`]).
+pub fn write_stopped_mark(path: &Path, mark: &Mark) -> std::io::Result<()> {
+    write_mark_line(path, mark, true)
+}
+
+fn write_mark_line(path: &Path, mark: &Mark, stopped: bool) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let line = format!("{:020} {}\n", mark.seq, mark.hash);
+    let line = format!(
+        "{:020} {}{}\n",
+        mark.seq,
+        mark.hash,
+        if stopped { STOPPED } else { "" }
+    );
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -309,6 +335,11 @@ pub fn startup_check(
         Ok(Some(mark)) => {
             out.had_mark = true;
             match compare_with_mark(conn, &mark)? {
+                // The daemon stopped cleanly at the mark: nothing it wrote follows it.
+                Ok(n) if n > 0 && stopped_at_mark(mark_file) => problems.push(format!(
+                    "{n} record(s) after record {} were appended while the daemon was stopped (it stopped cleanly there)",
+                    mark.seq
+                )),
                 Ok(n) => out.after_mark = n,
                 Err(e) => problems.push(e),
             }
@@ -534,8 +565,9 @@ pub async fn on_start(
                         serde_json::json!({"records_after_mark": check.after_mark}),
                     ),
                 )?;
-            } else if !check.had_mark {
-                // Nothing appended: write the first mark now (a new or upgraded database).
+            } else {
+                // Nothing appended: write the mark now, as the running daemon's (a new or
+                // upgraded database has none; a clean stop left one that says stopped).
                 note_append();
             }
             Ok(check)

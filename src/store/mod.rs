@@ -438,6 +438,16 @@ fn writer_loop(
     if !batch.is_empty() {
         run_batch(&conn, &mut batch, stats);
     }
+    // A clean stop: the mark says so, and a record found after it at the next start
+    // was not the daemon's.
+    if audit::tracking() {
+        let stopped = audit_guard::head(&conn)
+            .map_err(|e| e.to_string())
+            .and_then(|h| audit_guard::write_stopped_mark(mark, &h).map_err(|e| e.to_string()));
+        if let Err(e) = stopped {
+            tracing::error!(error = %e, "cannot write the audit mark at the stop");
+        }
+    }
     tracing::debug!("store writer stopped");
 }
 

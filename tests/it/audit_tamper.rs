@@ -546,3 +546,41 @@ fn a_cut_tail_without_its_mark_is_numbered_on_after_the_last_seal() {
     );
     stop(&mut d);
 }
+
+/// A record appended while the daemon was stopped, hash and all correct: the daemon
+/// stopped cleanly at the mark (the mark says so), so a record after it is not its
+/// own and the start raises the alarm. After a crash (no clean stop) records after
+/// the mark are the daemon's own last commits and are accepted.
+#[test]
+fn a_record_appended_while_the_daemon_was_stopped_raises_the_alarm() {
+    let mut d = TestDaemon::start("");
+    for _ in 0..3 {
+        assert!(d.cli(&["status"]).status.success());
+    }
+    stop(&mut d);
+    {
+        let c = open(&d.db());
+        let mut r = rows(&c);
+        let last = r.last().cloned().unwrap();
+        r.push(forged(last));
+        rewrite_chain(&c, r);
+    }
+    d.spawn();
+    let st = status_json(&d);
+    let reason = st["audit"]["alarm"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("while the daemon was stopped"), "{st}");
+    stop(&mut d);
+
+    // A crash right after commits: what follows the mark is accepted.
+    let mut d = TestDaemon::start("");
+    for _ in 0..3 {
+        assert!(d.cli(&["status"]).status.success());
+    }
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    d.spawn();
+    let st = status_json(&d);
+    assert!(st["audit"]["alarm"].is_null(), "{st}");
+    stop(&mut d);
+}
