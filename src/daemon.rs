@@ -31,10 +31,8 @@ pub fn init_logging(level: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(journald) = tracing_journald::layer() {
-            let _ = registry
-                .with(journald.with_syslog_identifier("fieldgate".into()))
-                .try_init();
+        if let Ok(journal) = crate::journal::JournalLayer::new("fieldgate") {
+            let _ = registry.with(journal).try_init();
             return;
         }
     }

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod doctor;
 pub mod emulate;
 pub mod hub;
+pub mod journal;
 pub mod memory;
 pub mod model;
 pub mod output;

@@ -32,13 +32,15 @@ pub fn emulator_for(protocol: Protocol) -> Option<EmulatorFactory> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("cannot open serial port {path}: {source}")]
+    // The cause is part of the message, not an error `source`: chained display
+    // (`{:#}`) would say it twice.
+    #[error("cannot open serial port {path}: {reason}")]
     Serial {
         path: String,
-        source: tokio_serial::Error,
+        reason: tokio_serial::Error,
     },
-    #[error("cannot connect to {addr}: {source}")]
-    Tcp { addr: String, source: io::Error },
+    #[error("cannot connect to {addr}: {reason}")]
+    Tcp { addr: String, reason: io::Error },
     #[error("no {0} emulator in this build")]
     NoEmulator(Protocol),
     #[error("{0} is not a byte link (the driver opens it itself)")]
@@ -53,9 +55,9 @@ pub async fn open(spec: &PortSpec, baud: Option<u32>) -> Result<Link, LinkError>
             let port = tokio_serial::new(&path_str, baud.unwrap_or(DEFAULT_BAUD))
                 .timeout(Duration::from_millis(100))
                 .open_native_async()
-                .map_err(|source| LinkError::Serial {
+                .map_err(|reason| LinkError::Serial {
                     path: path_str.clone(),
-                    source,
+                    reason,
                 })?;
             Ok(Box::new(port))
         }
@@ -65,11 +67,11 @@ pub async fn open(spec: &PortSpec, baud: Option<u32>) -> Result<Link, LinkError>
                 .await
                 .map_err(|_| LinkError::Tcp {
                     addr: addr.clone(),
-                    source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+                    reason: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
                 })?
-                .map_err(|source| LinkError::Tcp {
+                .map_err(|reason| LinkError::Tcp {
                     addr: addr.clone(),
-                    source,
+                    reason,
                 })?;
             stream.set_nodelay(true).ok();
             // Keepalive notices a network coordinator that vanished without a FIN.
@@ -126,9 +128,13 @@ mod tests {
     #[tokio::test]
     async fn missing_serial_port_is_a_clear_error() {
         let err = match open(&PortSpec::Serial("/dev/does-not-exist-fg".into()), None).await {
-            Err(e) => e.to_string(),
+            Err(e) => e,
             Ok(_) => panic!("opened a port that does not exist"),
         };
-        assert!(err.contains("/dev/does-not-exist-fg"), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("/dev/does-not-exist-fg"), "{text}");
+        // Chained, as the supervisor logs it: the cause once, not twice.
+        let chained = format!("{:#}", anyhow::Error::new(err));
+        assert_eq!(chained, text);
     }
 }
