@@ -393,7 +393,7 @@ fn host_stacks_run_on_fieldgate_emulate() {
         .expect("topology scanned");
     assert_eq!(topology["neighbors"], 4, "{topology}");
     // Restarted, it runs the network it formed (not one made up from NV items it left
-    // unset).
+    // unset), with the devices that joined it.
     let restarted = lines
         .iter()
         .find(|l| l["step"] == "restart")
@@ -401,6 +401,8 @@ fn host_stacks_run_on_fieldgate_emulate() {
     for field in ["pan_id", "channel", "extended_pan_id"] {
         assert_eq!(restarted[field], started[field], "{started} / {restarted}");
     }
+    // And its devices are still in the coordinator's tables (what a backup reads).
+    assert_eq!(restarted["devices"], 4, "{restarted}");
     println!("zigpy-znp: formed, initialized {initialized:?}, restarted on the same network: {restarted}");
 }
 

@@ -125,6 +125,8 @@ async def main():
     app = await asyncio.wait_for(
         ControllerApplication.new(config, auto_form=False, start_radio=True), 120
     )
+    # What a backup reads: the network and the devices in the coordinator's tables.
+    await app.load_network_info(load_devices=True)
     ni = app.state.network_info
     say(
         step=STEP,
