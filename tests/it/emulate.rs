@@ -325,9 +325,16 @@ fn host_stacks_run_on_fieldgate_emulate() {
         .expect("network map");
     assert_eq!(map["neighbors"], 4, "{map}");
     assert_eq!(map["plugNeighbors"], 1, "{map}");
-    for step in ["resume: bind and unbind", "resume: group command"] {
-        assert!(lines.iter().any(|l| l["step"] == step), "{step}: {lines:?}");
-    }
+    assert!(
+        lines.iter().any(|l| l["step"] == "resume: bind and unbind"),
+        "{lines:?}"
+    );
+    // Added to a group, the plug is switched on by the group's command.
+    let group = lines
+        .iter()
+        .find(|l| l["step"] == "resume: group command")
+        .expect("group command");
+    assert_eq!(group["onOff"], 1, "{group}");
     let interviewed: Vec<&str> = lines
         .iter()
         .filter(|l| l["step"] == "form: join and interview" && l["joined"] == true)
@@ -362,7 +369,7 @@ fn host_stacks_run_on_fieldgate_emulate() {
             "{phase}: {lines:?}"
         );
     }
-    println!("zigbee-herdsman: formed, interviewed {interviewed:?}, got their reports, resumed, mapped the network, bound, unbound, sent to a group");
+    println!("zigbee-herdsman: formed, interviewed {interviewed:?}, got their reports, resumed, mapped the network, bound, unbound, switched the plug through a group");
 
     let lines = run_host(
         "zigpy-znp",

@@ -183,8 +183,14 @@ async function resume(wanted) {
     say({step, unbound: true});
     step = 'resume: group command';
     const group = c.createGroup(5);
+    const ep = plug.getEndpoint(1);
+    await within(ep.command('genOnOff', 'off', {}), 'plug off');
+    await within(ep.addToGroup(group), 'add to group');
     await within(group.command('genOnOff', 'on', {}), 'group command');
-    say({step, sent: true});
+    await new Promise((r) => setTimeout(r, 300));
+    const onOff = (await within(ep.read('genOnOff', ['onOff']), 'read onOff')).onOff;
+    await within(ep.removeFromGroup(group), 'remove from group');
+    say({step, sent: true, onOff});
     step = 'resume: stop';
     await c.stop();
 }

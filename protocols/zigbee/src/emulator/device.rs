@@ -197,6 +197,8 @@ pub struct VirtualDevice {
     answers_left: u32,
     next_wake: Option<Duration>,
     reads_answered: u64,
+    /// Groups (ZCL Groups cluster) endpoint 1 is a member of.
+    groups: BTreeSet<u16>,
     tsn: u8,
     cycle: u32,
 }
@@ -276,8 +278,95 @@ impl VirtualDevice {
             answers_left: 0,
             next_wake: None,
             reads_answered: 0,
+            groups: BTreeSet::new(),
             tsn: 0,
             cycle: 0,
+        }
+    }
+
+    /// Whether endpoint 1 is a member of group `id`.
+    pub fn in_group(&self, id: u16) -> bool {
+        self.groups.contains(&id)
+    }
+
+    /// The Groups cluster (0x0004) server: add, view, membership, remove, remove all.
+    /// Answers (status, group id ...) as the spec's responses, or `None` for a command
+    /// answered with a Default Response (`Err` holds its status).
+    fn groups_command(&mut self, command_id: u8, p: &[u8]) -> Result<Option<Vec<u8>>, u8> {
+        const NOT_FOUND: u8 = 0x8B;
+        const DUPLICATE_EXISTS: u8 = 0x8A;
+        const INSUFFICIENT_SPACE: u8 = 0x89;
+        const CAPACITY: usize = 16;
+        let gid = || {
+            p.get(..2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .ok_or(status::MALFORMED_COMMAND)
+        };
+        let with = |st: u8, g: u16| {
+            let mut out = vec![st];
+            out.extend_from_slice(&g.to_le_bytes());
+            out
+        };
+        match command_id {
+            0x00 => {
+                let g = gid()?;
+                let st = if self.groups.contains(&g) {
+                    DUPLICATE_EXISTS
+                } else if self.groups.len() >= CAPACITY {
+                    INSUFFICIENT_SPACE
+                } else {
+                    self.groups.insert(g);
+                    status::SUCCESS
+                };
+                Ok(Some(with(st, g)))
+            }
+            0x01 => {
+                let g = gid()?;
+                let st = if self.groups.contains(&g) {
+                    status::SUCCESS
+                } else {
+                    NOT_FOUND
+                };
+                let mut out = with(st, g);
+                out.push(0); // no name
+                Ok(Some(out))
+            }
+            0x02 => {
+                let asked: Vec<u16> = p
+                    .get(1..)
+                    .unwrap_or_default()
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .collect();
+                let listed: Vec<u16> = self
+                    .groups
+                    .iter()
+                    .copied()
+                    .filter(|g| asked.is_empty() || asked.contains(g))
+                    .collect();
+                let mut out = vec![
+                    u8::try_from(CAPACITY - self.groups.len()).unwrap_or(0),
+                    u8::try_from(listed.len()).unwrap_or(u8::MAX),
+                ];
+                for g in listed {
+                    out.extend_from_slice(&g.to_le_bytes());
+                }
+                Ok(Some(out))
+            }
+            0x03 => {
+                let g = gid()?;
+                let st = if self.groups.remove(&g) {
+                    status::SUCCESS
+                } else {
+                    NOT_FOUND
+                };
+                Ok(Some(with(st, g)))
+            }
+            0x04 => {
+                self.groups.clear();
+                Ok(None)
+            }
+            _ => Err(status::UNSUP_COMMAND),
         }
     }
 
@@ -525,6 +614,40 @@ impl VirtualDevice {
             command,
         };
         let mut default_status = None;
+        if cluster == id::GROUPS
+            && h.frame_type == FrameType::ClusterSpecific
+            && h.direction == Direction::ClientToServer
+            && self.kind.in_clusters().contains(&id::GROUPS)
+        {
+            if let ZclCommand::Raw { payload } = &frame.command {
+                match self.groups_command(h.command_id, payload) {
+                    Ok(Some(answer)) => {
+                        let f = ZclFrame {
+                            header: ZclHeader::cluster(
+                                Direction::ServerToClient,
+                                true,
+                                h.tsn,
+                                h.command_id,
+                            ),
+                            command: ZclCommand::Raw { payload: answer },
+                        };
+                        out.extend(self.zcl_out(cluster, &f, now).map(|c| (LATENCY, c)));
+                    }
+                    Ok(None) => default_status = Some(status::SUCCESS),
+                    Err(st) => default_status = Some(st),
+                }
+                if let Some(st) = default_status {
+                    if !h.disable_default_response || st != status::SUCCESS {
+                        let f = ZclFrame::default_response(h, st);
+                        out.push((
+                            LATENCY,
+                            self.af(cluster, f.encode().unwrap_or_default(), now),
+                        ));
+                    }
+                }
+                return out;
+            }
+        }
         match &frame.command {
             ZclCommand::ReadAttributes { attribute_ids } => {
                 self.reads_answered += 1;

@@ -613,8 +613,36 @@ impl Emulator {
         }
         if mode == ADDR_MODE_GROUP {
             // A group (multicast) send is confirmed once it is out, as Z-Stack does
-            // (zigbee-herdsman waits for it); no device answers a group command here.
+            // (zigbee-herdsman waits for it). The members carry it out; nobody sends a
+            // Default Response to a multicast.
             self.transmitted();
+            let mut data = data;
+            if let Some(fc) = data.first_mut() {
+                *fc |= 0x10;
+            }
+            let now = self.now;
+            let timing = self.cfg.timing;
+            for idx in 0..self.devices.len() {
+                let Some(nwk) = self.devices[idx]
+                    .nwk
+                    .filter(|_| self.devices[idx].in_group(dst_addr))
+                else {
+                    continue;
+                };
+                let req = AfDataRequest {
+                    dst_addr: nwk,
+                    dst_endpoint: 1,
+                    src_endpoint,
+                    cluster_id,
+                    trans_id,
+                    options,
+                    radius,
+                    data: data.clone(),
+                };
+                for (delay, rsp) in self.devices[idx].handle_af(&req, now, &timing) {
+                    self.schedule(delay, Action::FromDevice(idx, rsp));
+                }
+            }
             self.stats.af_data_confirms += 1;
             self.schedule(
                 Duration::from_millis(30),

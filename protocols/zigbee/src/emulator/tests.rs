@@ -1414,3 +1414,69 @@ fn a_channel_change_moves_the_network_and_an_energy_scan_is_answered() {
     assert_eq!(p[11], 3, "one value per scanned channel");
     assert_eq!(p.len(), 12 + 3);
 }
+
+/// The plug's Groups cluster: added to a group it answers Add Group Response, lists it
+/// in Get Group Membership, and a group send switches it; removed, it answers and no
+/// longer does.
+#[test]
+fn the_plug_joins_a_group_and_a_group_send_switches_it() {
+    use crate::zcl::{Direction, ZclHeader};
+    let mut h = Host::new(EmulatorConfig::default());
+    h.form();
+    h.open_join();
+    let plug = h.nwk_of(DeviceKind::SmartPlug);
+    let groups = |cmd: u8, payload: Vec<u8>, tsn: u8| ZclFrame {
+        header: ZclHeader::cluster(Direction::ClientToServer, true, tsn, cmd),
+        command: ZclCommand::Raw { payload },
+    };
+    let answer = |r: &[ZnpCommand], cmd: u8| -> Vec<u8> {
+        incoming(r)
+            .into_iter()
+            .find_map(|(c, f)| match f.command {
+                ZclCommand::Raw { payload } if c == 0x0004 && f.header.command_id == cmd => {
+                    Some(payload)
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no answer {cmd:#04x}: {r:?}"))
+    };
+    let r = h.zcl(plug, 0x0004, groups(0x00, vec![0x05, 0x00, 0x00], 20), 20);
+    assert_eq!(answer(&r, 0x00), [0x00, 0x05, 0x00]);
+    let r = h.zcl(plug, 0x0004, groups(0x02, vec![0x00], 21), 21);
+    assert_eq!(answer(&r, 0x02)[1..], [1, 0x05, 0x00]);
+
+    let group_on = |h: &mut Host, trans_id: u8| {
+        let mut p = vec![0x01, 0x05, 0x00, 0, 0, 0, 0, 0, 0];
+        p.push(0xFF);
+        p.extend_from_slice(&[0, 0, 1]);
+        p.extend_from_slice(&0x0006u16.to_le_bytes());
+        p.extend_from_slice(&[trans_id, 0, 30]);
+        let zcl = [0x01, trans_id, 0x01]; // cluster-specific On
+        p.extend_from_slice(&(zcl.len() as u16).to_le_bytes());
+        p.extend_from_slice(&zcl);
+        h.send(
+            ZnpCommand::Raw(MtFrame::new(MtType::Sreq, Subsystem::Af, 0x02, p)),
+            ms(200),
+        )
+    };
+    assert!(!h
+        .emu
+        .device(DeviceKind::SmartPlug.default_ieee())
+        .unwrap()
+        .is_on());
+    group_on(&mut h, 30);
+    assert!(h
+        .emu
+        .device(DeviceKind::SmartPlug.default_ieee())
+        .unwrap()
+        .is_on());
+
+    let r = h.zcl(plug, 0x0004, groups(0x03, vec![0x05, 0x00], 22), 22);
+    assert_eq!(answer(&r, 0x03), [0x00, 0x05, 0x00]);
+    let r = h.zcl(plug, 0x0004, groups(0x03, vec![0x05, 0x00], 23), 23);
+    assert_eq!(
+        answer(&r, 0x03),
+        [0x8B, 0x05, 0x00],
+        "not a member any more"
+    );
+}

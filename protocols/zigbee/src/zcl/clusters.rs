@@ -22,6 +22,7 @@ pub use super::readings::{normalize, normalize_frame, Reading, ReadingValue, Sca
 pub mod id {
     pub const BASIC: u16 = 0x0000;
     pub const POWER_CONFIG: u16 = 0x0001;
+    pub const GROUPS: u16 = 0x0004;
     pub const ON_OFF: u16 = 0x0006;
     pub const LEVEL_CONTROL: u16 = 0x0008;
     pub const OTA: u16 = 0x0019;
