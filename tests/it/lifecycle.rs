@@ -200,33 +200,10 @@ fn tells_systemd_ready_and_pings_the_watchdog_from_the_hub() {
 #[test]
 fn serves_the_socket_systemd_hands_over_and_leaves_it_in_place() {
     use std::os::unix::fs::PermissionsExt;
-    let tool = [
-        "/usr/bin/systemd-socket-activate",
-        "/bin/systemd-socket-activate",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists());
-    let Some(tool) = tool else {
-        eprintln!("systemd-socket-activate not installed (Debian package systemd); skipped");
+    let d = TestDaemon::prepare("");
+    let Some(mut activator) = socket_activated(&d) else {
         return;
     };
-    let d = TestDaemon::prepare("");
-    let log = std::fs::File::create(d.dir.path().join("daemon.log")).expect("log");
-    let mut activator = Command::new(tool)
-        .arg("-l")
-        .arg(&d.socket)
-        .arg(bin())
-        .args(["run", "--config"])
-        .arg(&d.config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn systemd-socket-activate");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.socket.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(d.socket.exists(), "the activator made no socket");
     let mode_before = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
 
     // The first connection starts the daemon; the call waits in the backlog.
@@ -500,35 +477,12 @@ fn an_unreachable_broker_is_logged_once_as_a_warning() {
 /// start it at all: `start-limit-hit`).
 #[test]
 fn a_start_that_fails_under_socket_activation_tells_the_waiting_cli_why() {
-    let tool = [
-        "/usr/bin/systemd-socket-activate",
-        "/bin/systemd-socket-activate",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists());
-    let Some(tool) = tool else {
-        eprintln!("systemd-socket-activate not installed (Debian package systemd); skipped");
-        return;
-    };
     let d = TestDaemon::prepare("");
     let text = std::fs::read_to_string(&d.config).unwrap();
     std::fs::write(&d.config, format!("{text}\n[store]\nlinger = \"1year\"\n")).unwrap();
-    let log = std::fs::File::create(d.dir.path().join("daemon.log")).expect("log");
-    let mut activator = Command::new(tool)
-        .arg("-l")
-        .arg(&d.socket)
-        .arg(bin())
-        .args(["run", "--config"])
-        .arg(&d.config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn systemd-socket-activate");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.socket.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(d.socket.exists(), "the activator made no socket");
+    let Some(mut activator) = socket_activated(&d) else {
+        return;
+    };
     let started = Instant::now();
     let out = crate::common::fieldgate(&[
         "--socket",
@@ -547,4 +501,37 @@ fn a_start_that_fails_under_socket_activation_tells_the_waiting_cli_why() {
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
     let _ = activator.kill();
     let _ = activator.wait();
+}
+
+/// `d`'s daemon behind `systemd-socket-activate`, which does what systemd does: it
+/// creates the socket, waits for the first connection and starts the daemon with
+/// LISTEN_FDS. `None` (the test is skipped) when the tool is not installed.
+fn socket_activated(d: &TestDaemon) -> Option<std::process::Child> {
+    let tool = [
+        "/usr/bin/systemd-socket-activate",
+        "/bin/systemd-socket-activate",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let Some(tool) = tool else {
+        eprintln!("systemd-socket-activate not installed (Debian package systemd); skipped");
+        return None;
+    };
+    let log = std::fs::File::create(d.dir.path().join("daemon.log")).expect("log");
+    let activator = Command::new(tool)
+        .arg("-l")
+        .arg(&d.socket)
+        .arg(bin())
+        .args(["run", "--config"])
+        .arg(&d.config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn systemd-socket-activate");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.socket.exists(), "the activator made no socket");
+    Some(activator)
 }

@@ -22,23 +22,7 @@ async fn ask(probe: &Probe, topic: String, body: serde_json::Value) -> serde_jso
         )
         .await
         .unwrap();
-    probe
-        .wait_for(
-            &format!("the answer to {cid}"),
-            Duration::from_secs(10),
-            |m| {
-                m.iter().any(|m| {
-                    m.topic.contains("/response/") && m.json()["correlation_id"] == cid.as_str()
-                })
-            },
-        )
-        .await;
-    probe
-        .messages()
-        .into_iter()
-        .find(|m| m.topic.contains("/response/") && m.json()["correlation_id"] == cid.as_str())
-        .unwrap()
-        .json()
+    answers(probe, &cid, 1).await.remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

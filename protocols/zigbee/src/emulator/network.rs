@@ -42,19 +42,7 @@ impl Emulator {
             }
             self.network = Some(params);
             self.init_link_key_state(false);
-            self.schedule(
-                Duration::from_millis(5),
-                Action::Send(ZnpCommand::ZdoStateChangeInd { state: 8 }),
-            );
-            self.schedule(Duration::from_millis(50), Action::Started);
-            self.schedule(
-                Duration::from_millis(55),
-                Action::Send(ZnpCommand::BdbCommissioningNotification {
-                    status: BDB_FORMATION_FAILURE,
-                    mode: Some(crate::znp::BDB_MODE_FORMATION),
-                    remaining_modes: Some(0),
-                }),
-            );
+            self.start_coordinator(BDB_FORMATION_FAILURE);
             return;
         }
         let mask = self
@@ -100,6 +88,12 @@ impl Emulator {
         }
         self.write_network_state(params);
         self.init_link_key_state(fresh);
+        self.start_coordinator(0);
+    }
+
+    /// The coordinator starts its network: it says it is starting, runs, and ends the
+    /// formation commissioning with `status` (0 formed, 8 on a network already).
+    fn start_coordinator(&mut self, status: u8) {
         self.schedule(
             Duration::from_millis(5),
             Action::Send(ZnpCommand::ZdoStateChangeInd { state: 8 }),
@@ -108,7 +102,7 @@ impl Emulator {
         self.schedule(
             Duration::from_millis(55),
             Action::Send(ZnpCommand::BdbCommissioningNotification {
-                status: 0,
+                status,
                 mode: Some(crate::znp::BDB_MODE_FORMATION),
                 remaining_modes: Some(0),
             }),
