@@ -76,16 +76,34 @@ pub(super) async fn health(ctx: &RequestContext) -> Result<Value, Rejection> {
     .await
     .is_ok();
     let total = ctx.radios.len();
-    let up = ctx
+    let down: Vec<String> = ctx
         .radios
         .iter()
-        .filter(|r| *r.state.borrow() == RadioState::Up)
-        .count();
+        .filter(|r| *r.state.borrow() != RadioState::Up)
+        .map(|r| r.name.clone())
+        .collect();
     let alarm = ctx.status.snapshot().alarm;
+    let audit_alarm = ctx.writer.stats().audit_alarm();
+    // Healthy means doing its job: storing, every radio up, nothing alarmed. What is
+    // not is listed, so a monitor can say why.
+    let mut problems = Vec::new();
+    if !(store_ok && readable) {
+        problems.push("the store is failing".to_string());
+    }
+    if !down.is_empty() {
+        problems.push(format!("radio(s) not up: {}", down.join(", ")));
+    }
+    if let Some(a) = &alarm {
+        problems.push(a.clone());
+    }
+    if let Some(a) = &audit_alarm {
+        problems.push(format!("{}: {a}", crate::store::audit_guard::ALARM));
+    }
     Ok(json!({
-        "healthy": store_ok && readable && alarm.is_none(),
+        "healthy": problems.is_empty(),
+        "problems": problems,
         "store": if store_ok && readable { "ok" } else { "failing" },
-        "radios": {"up": up, "total": total},
+        "radios": {"up": total - down.len(), "total": total, "down": down},
         "alarm": alarm,
     }))
 }

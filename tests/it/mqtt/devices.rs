@@ -260,3 +260,34 @@ async fn a_reused_correlation_id_with_another_body_is_another_request() {
     assert_eq!(dups, 1);
     rig.stop().await;
 }
+
+/// `health_check` is unhealthy while a radio is down, and says which; healthy again
+/// once it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_names_a_radio_that_is_down() {
+    let b = broker();
+    let rig = Rig::start(&b.url(), "", fast()).await;
+    let p = rig.prefix.clone();
+    let probe = Probe::connect(b, &[format!("{p}/response/#")]).await;
+    rig.connected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let topic = format!("{p}/request/health_check");
+    let v = ask(&probe, topic.clone(), json!({"correlation_id": "h1"})).await;
+    assert_eq!(v["data"]["healthy"], true, "{v}");
+    rig._radio_state
+        .send(fieldgate::model::RadioState::Down("unplugged".into()))
+        .unwrap();
+    let v = ask(&probe, topic.clone(), json!({"correlation_id": "h2"})).await;
+    assert_eq!(v["data"]["healthy"], false, "{v}");
+    assert_eq!(v["data"]["radios"]["down"], json!(["zb0"]), "{v}");
+    assert!(
+        v["data"]["problems"][0].as_str().unwrap().contains("zb0"),
+        "{v}"
+    );
+    rig._radio_state
+        .send(fieldgate::model::RadioState::Up)
+        .unwrap();
+    let v = ask(&probe, topic, json!({"correlation_id": "h3"})).await;
+    assert_eq!(v["data"]["healthy"], true, "{v}");
+    rig.stop().await;
+}
