@@ -409,6 +409,8 @@ pub struct Capabilities {
     /// Its devices have numbered configuration parameters it can set
     /// (`DeviceCommand::Configure`).
     pub configuration: bool,
+    /// Its devices can be commanded at all (a BLE advertiser only broadcasts).
+    pub commands: bool,
     /// A device told to leave must take part (Z-Wave exclusion: its button): the radio
     /// waits this long for it, and the technician is told to act now.
     pub removal_needs_device: Option<Duration>,

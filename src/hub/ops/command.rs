@@ -15,6 +15,12 @@ impl Hub {
             return Some(HubError::Invalid(e));
         }
         let caps = self.radios.get(&d.radio).and_then(|h| h.capabilities)?;
+        if !caps.commands {
+            return Some(HubError::NotSupported(format!(
+                "devices on radio `{}` ({}) take no commands: they only broadcast",
+                d.radio, d.protocol
+            )));
+        }
         (matches!(command, DeviceCommand::Configure { .. }) && !caps.configuration).then(|| {
             HubError::NotSupported(format!(
                 "devices on radio `{}` ({}) have no configuration parameters",

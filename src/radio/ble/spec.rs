@@ -18,6 +18,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         // Advertisers only transmit; nothing is sent to them.
         reachability: &[Reachability::AfterUplink],
         configuration: false,
+        commands: false,
         removal_needs_device: None,
     },
     ports: &[PortKind::Bluez, PortKind::Sim],

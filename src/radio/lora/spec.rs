@@ -19,6 +19,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         // Class A: a device hears only in the two windows after its own uplink.
         reachability: &[Reachability::AfterUplink],
         configuration: false,
+        commands: true,
         removal_needs_device: None,
     },
     ports: &[PortKind::Udp, PortKind::Sim],

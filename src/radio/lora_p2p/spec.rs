@@ -18,6 +18,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         // A P2P sensor listens, if at all, right after it sent.
         reachability: &[crate::model::Reachability::AfterUplink],
         configuration: false,
+        commands: true,
         removal_needs_device: None,
     },
     ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],

@@ -20,6 +20,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         // Routers are always listening; sleepy end devices poll their parent.
         reachability: &[Reachability::AlwaysListening, Reachability::WakeUp],
         configuration: false,
+        commands: true,
         removal_needs_device: None,
     },
     ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],

@@ -22,6 +22,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         reachability: &[Reachability::AlwaysListening, Reachability::WakeUp],
         // Configuration CC parameters (Set, then Get to read them back).
         configuration: true,
+        commands: true,
         // Exclusion: the controller listens for the device's exclusion frame (its button).
         removal_needs_device: Some(super::inclusion::EXCLUSION_WINDOW),
     },

@@ -151,6 +151,8 @@ fn a_technician_adopts_discovered_sensors_and_their_readings_go_upstream() {
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     };
     refused(&["adopt", ENCRYPTED], "already active");
+    // An advertiser takes no commands: refused at once, not queued until it speaks.
+    refused(&["set", RUUVI, "on"], "take no commands");
     refused(&["adopt", "ble:11:22:33:44:55:66"], "unknown_device");
     refused(&["adopt", "zigbee:0x00124b0001abcdef"], "join window");
     refused(&["adopt", RUUVI, "--bindkey", "00112233"], "32 hex digits");
