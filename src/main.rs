@@ -466,9 +466,10 @@ enum UpstreamCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a config file; exit code 2 when it is invalid.
+    /// Validate a config file (PATH, else --config, else the installed one); exit
+    /// code 2 when it is invalid.
     Check {
-        path: PathBuf,
+        path: Option<PathBuf>,
         /// The config is for another machine: what only that machine can tell
         /// (e.g. whether `[api] group` exists) is a warning, not an error.
         #[arg(long)]
@@ -599,6 +600,10 @@ fn main() -> ExitCode {
         command: ConfigCommand::Check { path, elsewhere },
     } = &cli.command
     {
+        let path = &path
+            .clone()
+            .or_else(|| cli.config.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
         let loaded = if *elsewhere {
             Config::load_elsewhere(path).inspect(|c| {
                 for w in c.host_checks(path) {

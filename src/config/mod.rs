@@ -426,6 +426,26 @@ impl Config {
                 out.push(located(path, |loc| loc.nowhere("upstream", e.to_string())));
             }
         }
+        // The state directory on a read-only filesystem: a setup error (exit 2, not
+        // restarted), not a start failure that retrying would fix.
+        let state_dir = self.gateway.state_dir.get_ref();
+        let read_only = state_dir
+            .ancestors()
+            .find(|d| d.exists())
+            .and_then(|d| nix::sys::statvfs::statvfs(d).ok())
+            .is_some_and(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        if read_only {
+            out.push(located(path, |loc| {
+                loc.at(
+                    &self.gateway.state_dir,
+                    "gateway.state_dir",
+                    format!(
+                        "{} is on a read-only filesystem: the registry, audit log and outbox need a writable one",
+                        state_dir.display()
+                    ),
+                )
+            }));
+        }
         if let Some(group) = &self.api.group {
             let exists = nix::unistd::Group::from_name(group.get_ref())
                 .ok()

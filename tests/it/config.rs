@@ -313,3 +313,71 @@ fn the_cli_finds_the_socket_without_reading_the_services_secret_files() {
     let out = fieldgate(&["--config", p, "status"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// `config check` without a path checks the config `--config` names (else the
+/// installed one), as every other command reads it.
+#[test]
+fn config_check_without_a_path_checks_the_configured_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fieldgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nid = \"gw\"\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let out = fieldgate(&["--config", path.to_str().unwrap(), "config", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        crate::common::stdout(&out).contains("OK (gateway gw"),
+        "{}",
+        crate::common::stdout(&out)
+    );
+}
+
+/// A state directory on a read-only filesystem is a config error (exit 2, which
+/// systemd does not restart), not a start failure retried for ever. Needs a mount
+/// namespace (root): skipped without one.
+#[test]
+fn a_state_dir_on_a_read_only_filesystem_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("ro");
+    std::fs::create_dir(&mnt).unwrap();
+    let path = dir.path().join("fieldgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nid = \"gw\"\nstate_dir = \"{}\"\n",
+            mnt.join("state").display()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "mount -t tmpfs -o ro tmpfs '{}' || exit 99; exec '{}' config check '{}'",
+        mnt.display(),
+        env!("CARGO_BIN_EXE_fieldgate"),
+        path.display()
+    );
+    let out = match std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("unshare not available ({e}); skipped");
+            return;
+        }
+    };
+    if out.status.code() == Some(99) || stderr(&out).contains("unshare failed") {
+        eprintln!("no mount namespace here; skipped: {}", stderr(&out));
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("gateway.state_dir") && stderr(&out).contains("read-only filesystem"),
+        "{}",
+        stderr(&out)
+    );
+}
