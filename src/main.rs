@@ -893,15 +893,30 @@ async fn async_main(cli: Cli) -> ExitCode {
             }
         }
     };
+    let verifying = matches!(
+        cli.command,
+        Command::Audit {
+            command: AuditCommand::Verify { .. }
+        }
+    );
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<VerifyFailed>() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // `audit verify`: 1 is a log found broken; not being able to check is 3.
+            if verifying {
+                ExitCode::from(EXIT_NOT_CHECKED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// `audit verify` could not check (no daemon, no database, a malformed seed): not a
+/// verdict on the log, which exit code 1 is.
+const EXIT_NOT_CHECKED: u8 = 3;
 
 /// `fieldgate doctor`: synchronous, before any runtime starts.
 fn doctor(

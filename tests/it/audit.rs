@@ -123,3 +123,34 @@ fn sighup_is_not_a_stop() {
         .expect("stopped");
     assert!(status.success(), "{status}: {}", d.log());
 }
+
+/// `audit verify` exits 1 only for a log it found broken; when it cannot check at all
+/// (no such database, a malformed seed, no daemon) it exits 3.
+#[test]
+fn verify_tells_broken_from_not_checked() {
+    let (_d, db) = populated();
+    let run = |args: &[&str]| crate::common::fieldgate(args).status.code();
+    let db_s = db.to_str().unwrap();
+    assert_eq!(run(&["audit", "verify", "--db", db_s]), Some(0));
+    assert_eq!(
+        run(&["audit", "verify", "--db", "/nonexistent/fieldgate.db"]),
+        Some(3)
+    );
+    assert_eq!(
+        run(&["audit", "verify", "--db", db_s, "--seed", "00"]),
+        Some(3)
+    );
+    assert_eq!(
+        run(&[
+            "--socket",
+            "/nonexistent/api.sock",
+            "--timeout",
+            "2s",
+            "audit",
+            "verify"
+        ]),
+        Some(3)
+    );
+    tamper(&db, "UPDATE audit SET actor = 'someone else' WHERE seq = 2");
+    assert_eq!(run(&["audit", "verify", "--db", db_s]), Some(1));
+}
