@@ -1051,19 +1051,23 @@ pub async fn install_code_remove(api: &ApiClient, ieee: &str, as_json: bool) -> 
 
 /// `fieldgate radio rotate-key NAME`: waits for the switch (the radio's `key_switch_delay`).
 pub async fn radio_rotate_key(api: &ApiClient, radio: &str, as_json: bool) -> Result<()> {
-    if !as_json {
-        eprintln!("rotating the network key of {radio}: sending the new key, then switching (this takes the radio's key_switch_delay)...");
-    }
-    let v = api
-        .call(
-            Method::POST,
-            &format!(
-                "/v1/radios/{}/rotate-key",
-                segment("the radio name", radio)?
-            ),
-            None,
-        )
-        .await?;
+    let path = format!(
+        "/v1/radios/{}/rotate-key",
+        segment("the radio name", radio)?
+    );
+    let call = api.call(Method::POST, &path, None);
+    tokio::pin!(call);
+    // Said only once the daemon has taken it on: a refusal (an unknown radio) comes at
+    // once and is the only thing printed.
+    let v = match tokio::time::timeout(Duration::from_secs(1), &mut call).await {
+        Ok(answer) => answer?,
+        Err(_) => {
+            if !as_json {
+                eprintln!("rotating the network key of {radio}: sending the new key, then switching (this takes the radio's key_switch_delay)...");
+            }
+            call.await?
+        }
+    };
     if as_json {
         return print_json(&v);
     }

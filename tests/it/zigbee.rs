@@ -1986,6 +1986,9 @@ fn zigbee_cli_install_codes_and_key_rotation_keep_secrets_out_of_logs() {
     assert_ne!(formed, key.to_vec(), "the rotation changed nothing");
     let out = d.cli(&["radio", "rotate-key", "nope"]);
     assert!(!out.status.success());
+    // The refusal alone: no progress line for a rotation that never started.
+    let err = crate::common::stderr(&out);
+    assert!(!err.contains("rotating the network key"), "{err}");
 
     let audit = crate::common::stdout(&d.cli(&["audit", "tail", "-n", "200", "--json"]));
     assert!(audit.contains("radio.rotate_network_key"), "{audit}");
