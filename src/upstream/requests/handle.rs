@@ -101,7 +101,11 @@ pub(super) async fn handle(
     }
     let target = match &parsed.request {
         Ok(r) => r.target(&ctx.gateway_id),
-        Err(_) => ctx.gateway_id.to_string(),
+        // Refused before it was understood: still named by what it was about, when
+        // the body or the topic says (a device, a radio), else the gateway.
+        Err(_) => {
+            refused_target(topic_device, payload).unwrap_or_else(|| ctx.gateway_id.to_string())
+        }
     };
     let result = match parsed.request.clone() {
         Ok(req) => {
@@ -116,7 +120,12 @@ pub(super) async fn handle(
         Err(r) => ("error", r.outcome(), Some(r.code)),
     };
     ctx.status.count_request(code.unwrap_or(status));
-    let details = json!({"correlation_id": parsed.correlation_id, "status": status, "code": code, "retained": retained});
+    let mut details = json!({"correlation_id": parsed.correlation_id, "status": status, "code": code, "retained": retained});
+    if let Err(r) = &result {
+        // Why, as the requester was told (never a secret: those bodies are refused
+        // without quoting them).
+        details["message"] = json!(r.message);
+    }
     let response = match &result {
         Ok(Reply::Queued(payload)) => payload.clone(),
         Ok(Reply::Data(data)) => serde_json::to_vec(&response_body(
@@ -293,4 +302,22 @@ fn repeat_key(correlation_id: &str, topic_device: Option<&str>, payload: &[u8]) 
     h.update(&body);
     let digest = h.finalize();
     format!("{correlation_id}\u{1f}{}", hex::encode(&digest[..12]))
+}
+
+/// What a refused request was about: the device of a per-device topic, else the
+/// body's `device` or `radio` (a short printable string, at most 64 characters), so
+/// its audit record names it as an accepted one would.
+fn refused_target(topic_device: Option<&str>, payload: &[u8]) -> Option<String> {
+    let printable =
+        |s: &str| !s.is_empty() && s.chars().count() <= 64 && !s.chars().any(char::is_control);
+    if let Some(d) = topic_device.filter(|d| printable(d)) {
+        return Some(d.to_string());
+    }
+    let body: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    ["device", "radio"].into_iter().find_map(|k| {
+        body.get(k)?
+            .as_str()
+            .filter(|s| printable(s))
+            .map(str::to_string)
+    })
 }

@@ -291,3 +291,34 @@ async fn health_check_names_a_radio_that_is_down() {
     assert_eq!(v["data"]["healthy"], true, "{v}");
     rig.stop().await;
 }
+
+/// A refused request's audit record names what it was about (the radio or device the
+/// body names) and why, as the requester was told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_is_audited_with_its_target_and_reason() {
+    let b = broker();
+    let rig = Rig::start(&b.url(), "", fast()).await;
+    let p = rig.prefix.clone();
+    let probe = Probe::connect(b, &[format!("{p}/response/#")]).await;
+    rig.connected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v = ask(
+        &probe,
+        format!("{p}/request/permit_join"),
+        json!({"correlation_id": "pj-bad", "radio": "zb0", "seconds": 100000}),
+    )
+    .await;
+    assert_eq!(v["status"], "error", "{v}");
+    let (target, details): (String, String) = rig
+        .reader()
+        .query_row(
+            "SELECT target, details FROM audit WHERE action = 'mqtt.permit_join' AND details LIKE '%pj-bad%'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(target, "zb0");
+    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+    assert_eq!(details["message"], v["error"]["message"], "{details}");
+    rig.stop().await;
+}
