@@ -518,11 +518,25 @@ fn is_bidi(c: char) -> bool {
     matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// 1 to 128 characters, none a control or bidirectional formatting character.
+/// Characters that show nothing: white space, and the invisible format characters
+/// (zero-width space and joiners, soft hyphen, word joiner, byte order mark, line and
+/// paragraph separators).
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00ad}' | '\u{180e}' | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}' | '\u{feff}'
+        )
+}
+
+/// 1 to 128 characters, none a control or bidirectional formatting character, and at
+/// least one that shows (an id of blanks or zero-width characters cannot be read back
+/// from a log or a console).
 fn valid_correlation_id(s: &str) -> bool {
     !s.is_empty()
         && s.chars().count() <= MAX_CORRELATION_ID
         && !s.chars().any(|c| c.is_control() || is_bidi(c))
+        && !s.chars().all(is_invisible)
 }
 
 /// At most `max` characters of `s`, with control and bidirectional-formatting

@@ -287,3 +287,26 @@ fn a_client_key_of_the_wrong_type_is_not_echoed() {
         assert!(!r.message.contains("987654321"), "{}", r.message);
     }
 }
+
+/// A correlation id has to show something: blanks and zero-width characters alone are
+/// refused; an id with them among visible characters is fine.
+#[test]
+fn a_correlation_id_that_shows_nothing_is_refused() {
+    for id in [
+        "\u{200b}",
+        "\u{feff}",
+        "\u{00ad}",
+        "\u{2028}",
+        " ",
+        "\u{200b} \u{2060}",
+    ] {
+        let body = serde_json::json!({"correlation_id": id}).to_string();
+        assert_eq!(
+            code("info", body.as_bytes()),
+            "invalid_correlation_id",
+            "{id:?}"
+        );
+    }
+    let body = serde_json::json!({"correlation_id": "a\u{200b}b"}).to_string();
+    assert_eq!(code("info", body.as_bytes()), "ok");
+}
