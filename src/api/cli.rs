@@ -578,6 +578,15 @@ pub(crate) fn report_verify(report: audit::VerifyReport, as_json: bool) -> Resul
                 report.head_seq - seals.sealed_through_seq
             );
         }
+        if let Some(last) = report.tampering_recorded.last() {
+            crate::outln!(
+                "WARNING: the log records tampering found by the daemon {} time(s); the latest, record {} at {}: {}",
+                report.tampering_recorded.len(),
+                last.seq,
+                last.ts,
+                last.reason
+            );
+        }
     } else {
         crate::outln!(
             "audit log BROKEN at record {}: {} ({} records verified before it)",

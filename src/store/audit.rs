@@ -346,9 +346,21 @@ pub struct VerifyReport {
     /// The forward-secure seals, when checked with the seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seals: Option<super::audit_seal::SealReport>,
+    /// Tampering the daemon found and recorded in the log itself (`audit.chain_broken`
+    /// records): the chain may verify again after it, but the log says it happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tampering_recorded: Vec<RecordedTampering>,
 }
 
 /// Walks the whole chain in order and stops at the first record that fails.
+/// An `audit.chain_broken` record: when the daemon found tampering, and what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedTampering {
+    pub seq: i64,
+    pub ts: String,
+    pub reason: String,
+}
+
 pub fn verify(conn: &Connection) -> StoreResult<VerifyReport> {
     let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY seq ASC"))?;
     let mut rows = stmt.query([])?;
@@ -363,6 +375,7 @@ pub fn verify(conn: &Connection) -> StoreResult<VerifyReport> {
         reason: None,
         mark_seq: None,
         seals: None,
+        tampering_recorded: Vec::new(),
     };
     let fail = |mut report: VerifyReport, seq: i64, reason: String| {
         report.ok = false;
@@ -421,6 +434,13 @@ pub fn verify(conn: &Connection) -> StoreResult<VerifyReport> {
                     rec.seq
                 ),
             ));
+        }
+        if rec.action == "audit.chain_broken" {
+            report.tampering_recorded.push(RecordedTampering {
+                seq: rec.seq,
+                ts: rec.ts.clone(),
+                reason: details["reason"].as_str().unwrap_or_default().to_string(),
+            });
         }
         report.records += 1;
         report.head_seq = rec.seq;
