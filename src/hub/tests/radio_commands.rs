@@ -1,0 +1,138 @@
+//! Commands the hub hands to radios without waiting on them: a stuck driver's full
+//! queue, and a join window the radio refuses.
+
+use super::*;
+
+/// A radio whose driver is stuck (its queue full, nobody reading) answers
+/// `radio_busy` at once, and the hub keeps serving the other radio: it never
+/// waits on a radio's queue.
+#[tokio::test]
+async fn a_full_radio_queue_answers_radio_busy_and_other_radios_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+    let radio = |name: &str, depth: usize| {
+        let (tx, rx) = mpsc::channel(depth);
+        let (_state_tx, state) = watch::channel(RadioState::Up);
+        // Keep the state sender alive for the test's length.
+        std::mem::forget(_state_tx);
+        (
+            RadioHandle {
+                name: name.into(),
+                protocol: protocol(),
+                port: crate::config::PortSpec::Sim(protocol()),
+                capabilities: crate::radio::capabilities(protocol()),
+                state,
+                commands: Some(tx),
+                counters: Default::default(),
+            },
+            rx,
+        )
+    };
+    let (stuck, stuck_rx) = radio("stuck", 1);
+    let (fine, mut fine_rx) = radio("fine", 4);
+    let (mut hub, _, _) = Hub::new("gw", store.writer(), &[stuck, fine]);
+
+    // Queued (no answer while nobody reads the queue).
+    let queued = permit_join(&mut hub, "stuck", 30).await;
+    let started = Instant::now();
+    let busy = permit_join(&mut hub, "stuck", 30)
+        .await
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(busy.code(), "radio_busy", "{busy}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let fine = permit_join(&mut hub, "fine", 30).await;
+    match fine_rx.try_recv() {
+        Ok(RadioCommand::PermitJoin { seconds: 30, reply }) => reply.send(Ok(())).unwrap(),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fine.await.unwrap().unwrap().seconds, 30);
+    // The stuck driver goes away: its queued permit-join fails.
+    drop(stuck_rx);
+    let stopped = queued.await.unwrap().unwrap_err();
+    assert_eq!(stopped.code(), "radio_unavailable", "{stopped}");
+
+    // The refusal is in the audit log like any other.
+    let r = store.reader().unwrap();
+    let refused: i64 = r
+        .query_row(
+            "SELECT count(*) FROM audit WHERE action = 'radio.permit_join' AND outcome = 'refused'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(refused, 1);
+    drop(hub);
+}
+
+/// A radio that refuses to open its join window (a coordinator answering the
+/// permit-join with an error) fails the request: the caller is told, the refusal is
+/// in the audit log after the acceptance, and the hub's own window closes again.
+#[tokio::test]
+async fn a_join_window_the_radio_refuses_fails_the_request_and_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let (state_tx, state) = watch::channel(RadioState::Up);
+    let handle = RadioHandle {
+        name: "zb0".into(),
+        protocol: protocol(),
+        port: crate::config::PortSpec::Sim(protocol()),
+        capabilities: crate::radio::capabilities(protocol()),
+        state,
+        commands: Some(tx),
+        counters: Default::default(),
+    };
+    let (hub, hub_handle, requests) = Hub::new("gw", store.writer(), &[handle]);
+    let (shutdown, sd_rx) = watch::channel(false);
+    let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let task = tokio::spawn(hub.run(events, requests, sd_rx, None));
+    let radio = tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            if let RadioCommand::PermitJoin { reply, .. } = cmd {
+                let _ = reply.send(Err(RadioError::Refused(
+                    "the coordinator did not open the join window: status 0xc2".into(),
+                )));
+            }
+        }
+    });
+    let err = hub_handle
+        .permit_join("zb0".into(), 30, "tech".into())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "radio_unavailable", "{err}");
+    assert!(err.to_string().contains("status 0xc2"), "{err}");
+
+    let r = store.reader().unwrap();
+    let outcomes: Vec<String> = r
+        .prepare("SELECT outcome FROM audit WHERE action = 'radio.permit_join' ORDER BY seq")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(outcomes, ["accepted", "failed"]);
+    // The hub's window closed again: a join now is refused as outside a window.
+    let mut notices = hub_handle.subscribe();
+    events_tx
+        .send(event(ADDR, DeviceEventKind::Joined))
+        .await
+        .unwrap();
+    let denied = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match notices.recv().await.unwrap() {
+                Notice::Denied { reason, .. } => break reason,
+                Notice::PermitJoin { .. } => panic!("a window the radio refused was announced"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(denied.contains("outside a join window"), "{denied}");
+    shutdown.send(true).unwrap();
+    task.await.unwrap();
+    drop(state_tx);
+    radio.abort();
+}
