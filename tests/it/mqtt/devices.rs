@@ -10,6 +10,17 @@ use serde_json::json;
 
 use super::{broker, fast, until, Probe, Rig};
 
+/// A gateway connected to the test broker, a probe on its responses, and its prefix.
+async fn connected_rig() -> (Rig, Probe, String) {
+    let b = broker();
+    let rig = Rig::start(&b.url(), "", fast()).await;
+    let p = rig.prefix.clone();
+    let probe = Probe::connect(b, &[format!("{p}/response/#")]).await;
+    rig.connected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (rig, probe, p)
+}
+
 async fn ask(probe: &Probe, topic: String, body: serde_json::Value) -> serde_json::Value {
     let cid = body["correlation_id"].as_str().unwrap().to_string();
     probe
@@ -27,12 +38,7 @@ async fn ask(probe: &Probe, topic: String, body: serde_json::Value) -> serde_jso
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_are_listed_paged_renamed_and_commanded_by_name_on_their_own_topic() {
-    let b = broker();
-    let mut rig = Rig::start(&b.url(), "", fast()).await;
-    let p = rig.prefix.clone();
-    let probe = Probe::connect(b, &[format!("{p}/response/#")]).await;
-    rig.connected().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut rig, probe, p) = connected_rig().await;
     for addr in ["0x0a01", "0x0a02", "0x0a03"] {
         rig.send(addr, DeviceEventKind::Joined).await;
     }
@@ -210,12 +216,7 @@ async fn answers(probe: &Probe, cid: &str, n: usize) -> Vec<serde_json::Value> {
 /// same body again is answered from memory without being carried out again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_correlation_id_with_another_body_is_another_request() {
-    let b = broker();
-    let rig = Rig::start(&b.url(), "", fast()).await;
-    let p = rig.prefix.clone();
-    let probe = Probe::connect(b, &[format!("{p}/response/#")]).await;
-    rig.connected().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rig, probe, p) = connected_rig().await;
     rig.send("0x0b01", DeviceEventKind::Joined).await;
     until("the device", Duration::from_secs(5), || {
         fieldgate::store::registry::counts(&rig.reader())
@@ -265,12 +266,7 @@ async fn a_reused_correlation_id_with_another_body_is_another_request() {
 /// once it is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_check_names_a_radio_that_is_down() {
-    let b = broker();
-    let rig = Rig::start(&b.url(), "", fast()).await;
-    let p = rig.prefix.clone();
-    let probe = Probe::connect(b, &[format!("{p}/response/#")]).await;
-    rig.connected().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rig, probe, p) = connected_rig().await;
     let topic = format!("{p}/request/health_check");
     let v = ask(&probe, topic.clone(), json!({"correlation_id": "h1"})).await;
     assert_eq!(v["data"]["healthy"], true, "{v}");
@@ -296,12 +292,7 @@ async fn health_check_names_a_radio_that_is_down() {
 /// body names) and why, as the requester was told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_request_is_audited_with_its_target_and_reason() {
-    let b = broker();
-    let rig = Rig::start(&b.url(), "", fast()).await;
-    let p = rig.prefix.clone();
-    let probe = Probe::connect(b, &[format!("{p}/response/#")]).await;
-    rig.connected().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rig, probe, p) = connected_rig().await;
     let v = ask(
         &probe,
         format!("{p}/request/permit_join"),
