@@ -80,8 +80,9 @@ async fn kill_and_restart(d: &mut TestDaemon, udp: u16) -> PacketForwarder {
     pf
 }
 
+/// Polls `f` for up to 15 s (a restart under a loaded test run takes seconds).
 async fn wait(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..250 {
+    for _ in 0..750 {
         if f() {
             return;
         }
