@@ -973,8 +973,39 @@ async fn jsonify_errors(response: Response) -> Response {
     ApiError::new(status, code, message).into_response()
 }
 
-/// Audits every request with its caller and outcome before the response leaves.
+/// The most a request's body may hold on `path` (the router's limits, known here so
+/// that a `Content-Length` over it is refused before any of the body is read).
+fn body_limit(path: &str) -> usize {
+    if path == "/v1/policy" {
+        MAX_POLICY_BODY
+    } else if path == "/v1/upstream/client-cert" {
+        MAX_CLIENT_CERT_BODY
+    } else if path.starts_with("/v1/radios/") && path.ends_with("/restore") {
+        MAX_RESTORE_BODY
+    } else {
+        MAX_BODY
+    }
+}
+
+/// Audits every request with its caller and outcome before the response leaves. The
+/// request runs on a task of its own, so that a caller who hangs up before the answer
+/// neither cuts the request short nor leaves it out of the audit log.
 async fn audit_requests(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    match tokio::spawn(audited(s, req, next)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "an API request's handler failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request failed inside the daemon",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn audited(s: ApiState, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<PeerCred>>()
@@ -987,7 +1018,21 @@ async fn audit_requests(State(s): State<ApiState>, req: Request, next: Next) -> 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     s.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let response = jsonify_errors(next.run(req).await).await;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let limit = body_limit(&path);
+    let response = match declared {
+        Some(n) if n > limit as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("a body of {n} bytes is over this endpoint's limit of {limit} bytes"),
+        )
+        .into_response(),
+        _ => jsonify_errors(next.run(req).await).await,
+    };
     let status = response.status();
     let outcome = if status.is_success() {
         Outcome::Accepted

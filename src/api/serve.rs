@@ -4,8 +4,9 @@
 //! - at most [`MAX_CONNECTIONS`] at once; when full, the connection that has been
 //!   idle the longest (no request in progress) is closed to make room, so a new
 //!   caller always gets in;
-//! - a request's headers must arrive within [`HEADER_TIMEOUT`], and a connection
-//!   with no request for [`IDLE_TIMEOUT`] is closed;
+//! - a request's headers must arrive within [`HEADER_TIMEOUT`] and its body within
+//!   [`BODY_TIMEOUT`] (a connection still sending a body counts as idle when room
+//!   is needed), and a connection with no request for [`IDLE_TIMEOUT`] is closed;
 //! - each connection may send at most [`MAX_REQUESTS_PER_SECOND`] requests a second;
 //!   beyond that it is answered 429 `rate_limited` (counted, not audited: nothing
 //!   reaches the hub).
@@ -13,13 +14,17 @@
 //! This module owns connection handling only; what a request means is the router's.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::connect_info::ConnectInfo;
 use axum::Router;
+use hyper::body::Body as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future as _;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -31,6 +36,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// Time for a request's headers to arrive once the connection is open or the
 /// previous request was answered.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for a request's body to arrive once its headers have.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no request for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests one connection may send per second.
@@ -47,8 +54,14 @@ pub struct ConnectionStats {
     pub accept_errors: AtomicU64,
 }
 
+/// Where a connection is: between requests, receiving a request's body, or with a
+/// request being carried out. Only the last keeps it from being closed for room.
+const IDLE: u8 = 0;
+const RECEIVING: u8 = 1;
+const BUSY: u8 = 2;
+
 struct Conn {
-    busy: Arc<AtomicBool>,
+    busy: Arc<AtomicU8>,
     last_active: Arc<Mutex<Instant>>,
     abort: AbortHandle,
 }
@@ -60,12 +73,13 @@ struct Table {
 }
 
 impl Table {
-    /// Closes the connection idle the longest; false when every one is busy.
+    /// Closes the connection idle the longest (one still sending a request's body
+    /// counts as idle since its last request); false when every one is busy.
     fn evict_one(&mut self) -> bool {
         let victim = self
             .open
             .iter()
-            .filter(|(_, c)| !c.busy.load(Ordering::Relaxed))
+            .filter(|(_, c)| c.busy.load(Ordering::Relaxed) != BUSY)
             .min_by_key(|(_, c)| *c.last_active.lock().unwrap_or_else(|p| p.into_inner()))
             .map(|(id, _)| *id);
         match victim.and_then(|id| self.open.remove(&id)) {
@@ -133,7 +147,7 @@ pub async fn serve_bounded(
             t.next += 1;
             t.next
         };
-        let busy = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicU8::new(IDLE));
         let last_active = Arc::new(Mutex::new(Instant::now()));
         let peer = peer_of(&stream);
         let task = tokio::spawn(serve_one(
@@ -187,7 +201,7 @@ async fn serve_one(
     stream: UnixStream,
     app: Router,
     peer: PeerCred,
-    busy: Arc<AtomicBool>,
+    busy: Arc<AtomicU8>,
     last_active: Arc<Mutex<Instant>>,
     stats: Arc<ConnectionStats>,
 ) {
@@ -222,10 +236,12 @@ async fn serve_one(
                     *res.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
                     return Ok::<_, std::convert::Infallible>(res);
                 }
-                busy.store(true, Ordering::Relaxed);
                 req.extensions_mut().insert(ConnectInfo(peer));
-                let res = app.oneshot(req.map(axum::body::Body::new)).await;
-                busy.store(false, Ordering::Relaxed);
+                let (parts, incoming) = req.into_parts();
+                let body = Arriving::new(incoming, busy.clone());
+                let req = hyper::Request::from_parts(parts, axum::body::Body::new(body));
+                let res = app.oneshot(req).await;
+                busy.store(IDLE, Ordering::Relaxed);
                 *last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
                 res
             }
@@ -246,12 +262,76 @@ async fn serve_one(
         tokio::select! {
             _ = &mut conn => return,
             _ = tokio::time::sleep(wait) => {
-                let idle = !busy.load(Ordering::Relaxed)
+                let idle = busy.load(Ordering::Relaxed) != BUSY
                     && last_active.lock().map(|t| t.elapsed() >= IDLE_TIMEOUT).unwrap_or(true);
                 if idle {
                     return;
                 }
             }
         }
+    }
+}
+
+/// A request's body as it arrives: the connection counts as busy once all of it is
+/// in (at once for a request without one), and a body that has not all come within
+/// [`BODY_TIMEOUT`] ends in an error, which the handler answers as a bad request.
+/// Without this a client that sends headers and part of a body holds a connection
+/// (and with 256 of them, the whole socket) for as long as it likes.
+struct Arriving {
+    inner: hyper::body::Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    state: Arc<AtomicU8>,
+}
+
+impl Arriving {
+    fn new(inner: hyper::body::Incoming, state: Arc<AtomicU8>) -> Arriving {
+        let arrived = inner.is_end_stream();
+        state.store(if arrived { BUSY } else { RECEIVING }, Ordering::Relaxed);
+        Arriving {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(BODY_TIMEOUT)),
+            state,
+        }
+    }
+}
+
+impl hyper::body::Body for Arriving {
+    type Data = bytes::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.state.store(BUSY, Ordering::Relaxed);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.inner.is_end_stream() {
+                    this.state.store(BUSY, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                )
+                .into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -607,6 +607,100 @@ fn half_sent_headers_are_cut_off() {
     );
 }
 
+/// Connections that send a request's headers and part of its body, then go quiet,
+/// cannot take the socket away: with more of them than the server keeps, `status`
+/// is still answered at once (they count as idle and are closed for room); one of
+/// them on its own is answered `400` once the body timeout passes; and a body
+/// declared over the endpoint's limit is refused before any of it is read.
+#[test]
+fn half_sent_bodies_neither_lock_the_api_out_nor_stay_open() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let d = daemon_with(&[]);
+    let partial =
+        b"POST /v1/radios/zb0/permit-join HTTP/1.1\r\nHost: x\r\nContent-Length: 14\r\n\r\n{\"sec";
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let Ok(mut s) = UnixStream::connect(&d.socket) else {
+            continue;
+        };
+        let _ = s.write_all(partial);
+        held.push(s);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let out = d.cli(&["--timeout", "5s", "status", "--json"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "status took {took:?} with 300 half-sent bodies open"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        v["api"]["connections_evicted"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        v["api"]
+    );
+    drop(held);
+
+    let mut s = UnixStream::connect(&d.socket).expect("connect");
+    s.write_all(partial).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        took >= std::time::Duration::from_secs(9) && took < std::time::Duration::from_secs(15),
+        "answered after {took:?}: {answer}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("did not arrive within 10 s"), "{answer}");
+
+    let mut s = UnixStream::connect(&d.socket).expect("connect");
+    s.write_all(
+        b"POST /v1/radios/zb0/permit-join HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n{",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+}
+
+/// A caller that hangs up before the answer does not take the request's audit
+/// record with it.
+#[test]
+fn a_request_whose_caller_hangs_up_is_still_audited() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let d = daemon_with(&[]);
+    {
+        let mut s = UnixStream::connect(&d.socket).expect("connect");
+        s.write_all(b"POST /v1/radios/zb0/permit-join HTTP/1.1\r\nHost: x\r\nContent-Length: 14\r\n\r\n{\"seconds\":30}")
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = d.cli(&["audit", "tail", "-n", "50", "--json"]);
+        let text = stdout(&out);
+        if text.contains("\"api.post\"") && text.contains("permit-join") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no api.post record for the permit-join: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// A large registry is listed as it is read, not built whole first: the answer comes
 /// in chunks, parses as the same array the CLI shows, and a client that stops reading
 /// half-way leaves the daemon answering (its read snapshot released).
