@@ -23,6 +23,8 @@ use tokio::net::UnixListener;
 pub enum BindError {
     #[error("another fieldgate is already serving {0}")]
     InUse(PathBuf),
+    #[error("{0} exists and is not a socket; refusing to replace it (check [api] socket)")]
+    NotASocket(PathBuf),
     #[error("cannot create {0}: {1}")]
     Dir(PathBuf, std::io::Error),
     #[error("cannot listen on {0}: {1}")]
@@ -185,35 +187,104 @@ fn handed_over() -> Result<Option<std::os::unix::net::UnixListener>, BindError> 
 }
 
 /// Binds the socket with mode 0660 (and the configured group), replacing a stale
-/// socket file left by a crash but never one a running daemon still serves.
+/// socket file left by a crash but never one a running daemon still serves, nor a
+/// file that is not a socket (a mistyped path must not delete a config file).
+///
+/// The socket is bound inside a fresh directory only the daemon can enter, given
+/// its mode and group there, then renamed into place: at no moment does `path`
+/// name a socket that others than the group can connect to, whatever the umask,
+/// and the mode and group are set on a name no one else can swap for a link.
 /// The group is only changed when it differs from the one the file already has,
 /// so a daemon running as that group needs no chown at all.
 pub async fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, BindError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| BindError::Dir(dir.into(), e))?;
-    }
-    if path.exists() {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| BindError::Dir(dir.clone(), e))?;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(BindError::NotASocket(path.into()));
+        }
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             return Err(BindError::InUse(path.into()));
         }
-        let _ = std::fs::remove_file(path);
     }
-    let listener = UnixListener::bind(path).map_err(|e| BindError::Bind(path.into(), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| BindError::Perms(path.into(), e.to_string()))?;
-    if let Some(g) = group {
-        let gid = nix::unistd::Group::from_name(g)
-            .ok()
-            .flatten()
-            .ok_or_else(|| BindError::Group(g.to_string()))?
-            .gid;
-        let current = std::fs::metadata(path)
-            .map_err(|e| BindError::Perms(path.into(), e.to_string()))?
-            .gid();
-        if current != gid.as_raw() {
-            nix::unistd::chown(path, None, Some(gid))
-                .map_err(|e| BindError::Perms(path.into(), e.to_string()))?;
+    let gid = match group {
+        Some(g) => Some(
+            nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .ok_or_else(|| BindError::Group(g.to_string()))?
+                .gid,
+        ),
+        None => None,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "api.sock".into());
+    let private = dir.join(format!(".{name}.{:016x}", rand::random::<u64>()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| BindError::Dir(private.clone(), e))?;
+    let staged = private.join("s");
+    let made = (|| {
+        let listener = UnixListener::bind(&staged).map_err(|e| BindError::Bind(path.into(), e))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o660))
+            .map_err(|e| BindError::Perms(path.into(), e.to_string()))?;
+        if let Some(gid) = gid {
+            let current = std::fs::metadata(&staged)
+                .map_err(|e| BindError::Perms(path.into(), e.to_string()))?
+                .gid();
+            if current != gid.as_raw() {
+                nix::unistd::chown(&staged, None, Some(gid))
+                    .map_err(|e| BindError::Perms(path.into(), e.to_string()))?;
+            }
         }
+        std::fs::rename(&staged, path).map_err(|e| BindError::Bind(path.into(), e))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    made
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_path_that_is_not_a_socket_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fieldgate.toml");
+        std::fs::write(&path, "[gateway]\n").unwrap();
+        let err = bind(&path, None).await.expect_err("refused");
+        assert!(matches!(err, BindError::NotASocket(_)), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[gateway]\n");
     }
-    Ok(listener)
+
+    #[tokio::test]
+    async fn the_socket_appears_with_its_mode_and_nothing_is_left_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        // A stale socket from a crash is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let listener = bind(&path, None).await.unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("api.sock")]);
+        let (connected, accepted) =
+            tokio::join!(tokio::net::UnixStream::connect(&path), listener.accept());
+        assert!(connected.is_ok() && accepted.is_ok());
+        // A second daemon on the same path is refused.
+        let again = bind(&path, None).await.expect_err("in use");
+        assert!(matches!(again, BindError::InUse(_)), "{again}");
+    }
 }
