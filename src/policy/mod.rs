@@ -27,6 +27,10 @@ pub use signing::{accept, parse_envelope, parse_public_key, public_key_hex, sign
 
 /// Zigbee's own upper bound for a join window; no policy may exceed it.
 pub const MAX_JOIN_WINDOW_S: u32 = 254;
+/// The largest version a policy may carry: 2^53 - 1, the largest integer every JSON
+/// reader holds exactly (a JavaScript consumer would read a larger one as another
+/// number), and inside the store's signed 64-bit column.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -409,8 +413,11 @@ impl Policy {
     }
 
     pub fn validate(&self) -> Result<(), PolicyError> {
-        if self.version == 0 {
-            return Err(err("$.version", "must be at least 1"));
+        if self.version == 0 || self.version > MAX_VERSION {
+            return Err(err(
+                "$.version",
+                format!("must be between 1 and {MAX_VERSION}"),
+            ));
         }
         let a = &self.admission;
         if a.max_join_window_s == 0 || a.max_join_window_s > MAX_JOIN_WINDOW_S {
@@ -651,6 +658,8 @@ mod tests {
     fn bad_policies_are_refused_with_a_path() {
         let cases = [
             (json!({"version": 0}), "$.version"),
+            (json!({"version": 9007199254740992u64}), "$.version"),
+            (json!({"version": 18446744073709551615u64}), "$.version"),
             (
                 json!({"version": 1, "admission": {"max_join_window_s": 600}}),
                 "max_join_window_s",

@@ -29,8 +29,13 @@ pub fn activate(
         .query_row("SELECT max(version) FROM policies", [], |r| r.get(0))
         .optional()?
         .flatten();
+    let Ok(stored) = i64::try_from(version) else {
+        return Err(StoreError::Invalid(format!(
+            "policy version {version} is too large to be stored"
+        )));
+    };
     if let Some(cur) = current {
-        if version as i64 <= cur {
+        if stored <= cur {
             return Err(StoreError::Invalid(format!(
                 "policy version {version} is not newer than the active version {cur}"
             )));
@@ -41,7 +46,7 @@ pub fn activate(
         "INSERT INTO policies (version, document, signature, source, received_at, active)
          VALUES (?1, ?2, ?3, ?4, ?5, 1)",
         params![
-            version as i64,
+            stored,
             document.to_string(),
             signature,
             source,
@@ -85,6 +90,9 @@ mod tests {
         activate(&c, 2, &serde_json::json!({"version": 2}), None, "local").unwrap();
         assert!(activate(&c, 2, &serde_json::json!({"version": 2}), None, "local").is_err());
         assert!(activate(&c, 1, &serde_json::json!({"version": 1}), None, "local").is_err());
+        // Above the signed 64-bit range: refused as such, never wrapped into "older".
+        let e = activate(&c, u64::MAX, &serde_json::json!({}), None, "local").unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
         activate(
             &c,
             3,
