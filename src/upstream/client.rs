@@ -168,6 +168,8 @@ impl ClientSettings {
                     o.set_session_expiry_interval(Some(expiry));
                 }
                 o.set_max_packet_size(Some(MAX_INCOMING_PACKET as u32));
+                // Requests are acknowledged when taken (see `link::InPublish::ack`).
+                o.set_manual_acks(true);
                 o.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
                     will_topic,
                     will,
@@ -193,6 +195,8 @@ impl ClientSettings {
                 // commands sent to us meanwhile.
                 o.set_clean_session(up.clean_session.unwrap_or(true));
                 o.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+                // Requests are acknowledged when taken (see `link::InPublish::ack`).
+                o.set_manual_acks(true);
                 o.set_last_will(LastWill::new(will_topic, will, QoS::AtLeastOnce, true));
                 if let Some((user, password)) = credentials {
                     o.set_credentials(user, password);

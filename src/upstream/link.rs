@@ -174,6 +174,32 @@ impl Client {
         }
     }
 
+    /// Acknowledges a received publish (PUBACK, or PUBREC for QoS 2).
+    pub fn try_ack(&self, token: AckToken) -> Result<(), String> {
+        match self {
+            Client::V4(c) => {
+                let qos = if token.exactly_once {
+                    QoS::ExactlyOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
+                let mut p = rumqttc::Publish::new("", qos, Vec::new());
+                p.pkid = token.pkid;
+                c.try_ack(&p).map_err(|e| e.to_string())
+            }
+            Client::V5(c) => {
+                let qos = if token.exactly_once {
+                    rumqttc::v5::mqttbytes::QoS::ExactlyOnce
+                } else {
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+                };
+                let mut p = rumqttc::v5::mqttbytes::v5::Publish::new("", qos, Vec::new(), None);
+                p.pkid = token.pkid;
+                c.try_ack(&p).map_err(|e| e.to_string())
+            }
+        }
+    }
+
     pub fn try_disconnect(&self) -> Result<(), String> {
         match self {
             Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
@@ -202,6 +228,26 @@ pub struct InPublish {
     pub retain: bool,
     /// MQTT 5 only.
     pub reply_to: Option<ReplyTo>,
+    /// What acknowledges it (QoS 1 and 2). Acknowledgements are the session's to send
+    /// (manual acks): a request the gateway has not taken is not acknowledged, so
+    /// the broker keeps it for the next connection instead of counting it delivered.
+    pub ack: Option<AckToken>,
+}
+
+/// The packet id and QoS of a received publish, enough to acknowledge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckToken {
+    pkid: u16,
+    exactly_once: bool,
+}
+
+impl AckToken {
+    fn new(pkid: u16, qos: u8) -> Option<AckToken> {
+        (qos > 0).then_some(AckToken {
+            pkid,
+            exactly_once: qos == 2,
+        })
+    }
 }
 
 /// What the session reacts to, from either event loop.
@@ -231,6 +277,7 @@ impl Ev {
             Event::Incoming(Incoming::ConnAck(_)) => Ev::ConnAck { max_packet: None },
             Event::Incoming(Incoming::PubAck(a)) => Ev::PubAck(a.pkid),
             Event::Incoming(Incoming::Publish(p)) => Ev::Publish(InPublish {
+                ack: AckToken::new(p.pkid, p.qos as u8),
                 topic: p.topic,
                 payload: p.payload,
                 retain: p.retain,
@@ -267,6 +314,7 @@ impl Ev {
                     })
                 });
                 Ev::Publish(InPublish {
+                    ack: AckToken::new(p.pkid, p.qos as u8),
                     // Invalid UTF-8 never matches one of our topics.
                     topic: String::from_utf8_lossy(&p.topic).into_owned(),
                     payload: p.payload,

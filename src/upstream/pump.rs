@@ -76,6 +76,11 @@ impl Window {
         self.handed.len() + self.inflight.len() + usize::from(self.parked.is_some())
     }
 
+    /// Rows in flight at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// How many more rows may be handed over now.
     pub fn room(&self) -> usize {
         self.capacity.saturating_sub(self.in_flight())

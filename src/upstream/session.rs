@@ -209,7 +209,9 @@ pub(super) async fn run(
     let window = tuning.window.clamp(1, 10_000);
     let mut options = settings.options;
     // rumqttc's own window is a little larger than ours so live messages
-    // (birth, responses) never wait behind a full window of rows.
+    // (birth, responses) never wait behind a full window of rows, and is never
+    // full: rumqttc reads no request (acknowledgements of the requests we take
+    // included) while it is.
     options.set_inflight((window + 32).min(u16::MAX as usize - 1) as u16);
     // The identity in use, put back when a rotation is refused.
     let mut identity = options.transport();
@@ -272,6 +274,7 @@ pub(super) async fn run(
         epoch: 0,
         inbound: in_tx,
         responses: VecDeque::new(),
+        acks: VecDeque::new(),
         refusals: Vec::new(),
         failure_logged: None,
         refusal_logged: None,
@@ -623,8 +626,14 @@ pub(super) async fn run(
     }
 
     // Graceful stop: say so on the status topic, disconnect, and keep handling
-    // PUBACKs for a moment so delivered rows are deleted.
+    // PUBACKs until the broker closes the connection (bounded), so delivered rows
+    // are deleted. The socket is not closed from this side while the broker may
+    // still be sending (a request flood): closing with unread bytes would send a
+    // reset, and a broker that gets a reset throws away what it had not read yet
+    // (the answers, the `shutdown` status and the DISCONNECT itself) and publishes
+    // the last will.
     if s.connected {
+        s.flush_responses();
         let topic = s.settings_topics.status();
         let mut payload = offline_payload(&gateway_id);
         if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&payload) {
@@ -642,16 +651,13 @@ pub(super) async fn run(
             };
             match item {
                 Some(Ok(events)) => {
-                    let mut closed = false;
                     for ev in events {
-                        if matches!(ev, Ev::OutgoingDisconnect) {
-                            closed = true;
-                            break;
+                        // A request arriving now is not taken: not acknowledged, it
+                        // stays with the broker for the next connection (a persistent
+                        // session), and it is neither audited nor answered here.
+                        if !matches!(ev, Ev::OutgoingDisconnect | Ev::Publish(_)) {
+                            s.on_event(ev);
                         }
-                        s.on_event(ev);
-                    }
-                    if closed {
-                        break;
                     }
                 }
                 Some(Err(_)) | None => break,

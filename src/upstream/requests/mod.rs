@@ -130,7 +130,7 @@ pub async fn serve(
     // one's answer.
     type Rotation = (String, String, Vec<u8>, bool, Option<ReplyTo>);
     let (rotations, mut lane) = mpsc::channel::<Rotation>(16);
-    {
+    let lane_task = {
         let (ctx, outbound) = (ctx.clone(), outbound.clone());
         tokio::spawn(async move {
             while let Some((topic, operation, payload, retained, reply_to)) = lane.recv().await {
@@ -151,8 +151,8 @@ pub async fn serve(
                     break;
                 }
             }
-        });
-    }
+        })
+    };
     while let Some(item) = inbound.recv().await {
         match item {
             Inbound::PublishInfo => match info(&ctx).await {
@@ -243,6 +243,10 @@ pub async fn serve(
             }
         }
     }
+    // The rotations already taken are answered too before the task ends: the session
+    // waits for this task (bounded) before it disconnects at a stop.
+    drop(rotations);
+    let _ = lane_task.await;
 }
 
 /// Whether a `rotate_network_key` request will wait out a rotation: it parses and names

@@ -32,6 +32,9 @@ pub(super) struct Session {
     pub(super) inbound: mpsc::Sender<Inbound>,
     /// Responses (and retained-request clears) not yet handed to the client, in order.
     pub(super) responses: VecDeque<Outbound>,
+    /// Acknowledgements of received publishes not yet handed to the client (its
+    /// queue was full), for this connection only.
+    pub(super) acks: VecDeque<crate::upstream::link::AckToken>,
     /// Requests refused here (`busy`), waiting for their audit records.
     pub(super) refusals: Vec<requests::Refusal>,
     /// The last connect failure logged as a warning, and when: a broker that stays
@@ -48,6 +51,9 @@ pub(super) struct Session {
     /// Command topics of bridged network servers, each to its radio.
     pub(super) bridges: Vec<BridgeRoute>,
 }
+
+/// Live messages (responses) in flight beyond the window of rows.
+const LIVE_HEADROOM: usize = 16;
 
 impl Session {
     /// Whether a live message (the birth, `info`, a response) fits the largest packet
@@ -197,6 +203,9 @@ impl Session {
             }
         }
         self.connected = false;
+        // Packet ids of a closed connection mean nothing on the next one; the broker
+        // sends again what was not acknowledged.
+        self.acks.clear();
         self.new_epoch();
         self.status.set_state(ConnectionState::Disconnected);
         self.status.set_error(error);
@@ -268,6 +277,11 @@ impl Session {
                 }
             }
             Ev::Publish(p) => {
+                // Taken (a request queued, refused or ignored, a downlink delivered):
+                // acknowledged now, whatever the outcome.
+                if let Some(token) = p.ack {
+                    self.ack(token);
+                }
                 if let Some(route) = self.bridges.iter().find(|b| b.matches(&p.topic)) {
                     // A network server's downlink: the radio parses and answers it.
                     let outcome = route.deliver(&p.topic, &p.payload);
@@ -390,8 +404,27 @@ impl Session {
 
     /// Hands waiting responses to the client while it has room (it keeps them
     /// only for this connection: one lost with the connection is not sent again).
+    fn ack(&mut self, token: crate::upstream::link::AckToken) {
+        if !self.acks.is_empty() || self.client.try_ack(token).is_err() {
+            self.acks.push_back(token);
+        }
+    }
+
     pub(super) fn flush_responses(&mut self) {
         while self.connected {
+            let Some(&token) = self.acks.front() else {
+                break;
+            };
+            if self.client.try_ack(token).is_err() {
+                return;
+            }
+            self.acks.pop_front();
+        }
+        // Live messages may go past the window of rows, but never fill the client's
+        // in-flight window (the window + 32, see `session::run`): a client with a
+        // full one stops reading its queue, acknowledgements included, and a broker
+        // waiting for those stops acknowledging ours.
+        while self.connected && self.window.in_flight() < self.window.capacity() + LIVE_HEADROOM {
             let Some(out) = self.responses.pop_front() else {
                 return;
             };

@@ -1347,6 +1347,102 @@ async fn requests_taken_before_a_stop_are_all_audited_and_answered() {
     }
 }
 
+/// A stop while requests are still arriving: every request the gateway took (it wrote
+/// an audit record) is answered exactly once, none it did not take is, and the broker
+/// keeps the gateway's own `shutdown` status rather than its last will. Closing the
+/// connection while the broker was still sending used to reset it, and the broker
+/// then threw away the answers, the status and the DISCONNECT it had not read yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_in_the_middle_of_a_request_flood_answers_every_request_it_took() {
+    const N: usize = 3000;
+    let b = broker();
+    let mut rig = Rig::start(&b.url(), "", fast()).await;
+    let p = rig.prefix.clone();
+    let status_topic = format!("{p}/status");
+    let probe = Probe::connect(b, &[format!("{p}/response/#"), status_topic.clone()]).await;
+    let (client, task) = publisher(&b.host, b.port).await;
+    rig.connected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let topic = format!("{p}/request/info");
+    let sender = tokio::spawn(async move {
+        for i in 0..N {
+            if client
+                .publish(
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    body(&format!("f{i}"), json!({})),
+                )
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    probe
+        .wait_for("the first answers", Duration::from_secs(30), |m| {
+            m.iter().filter(|m| m.topic.contains("/response/")).count() >= 50
+        })
+        .await;
+    let _ = rig.shutdown.send(true);
+    let _ = (&mut rig.hub_task).await;
+    if let Some(up) = rig.upstream.take() {
+        up.join().await;
+    }
+    sender.abort();
+    task.abort();
+    let taken: std::collections::HashSet<String> = rig
+        .reader()
+        .prepare("SELECT details FROM audit WHERE action LIKE 'mqtt.%'")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .filter_map(|d| {
+            serde_json::from_str::<serde_json::Value>(&d.unwrap()).ok()?["correlation_id"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut per_cid: HashMap<String, usize> = HashMap::new();
+    let mut statuses = Vec::new();
+    for m in probe.messages().iter() {
+        if m.topic == status_topic {
+            statuses.push(m.json());
+        } else if m.topic.contains("/response/") {
+            *per_cid
+                .entry(m.json()["correlation_id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    let unanswered: Vec<_> = taken.iter().filter(|c| !per_cid.contains_key(*c)).collect();
+    assert!(
+        unanswered.is_empty(),
+        "{} of {} requests taken were not answered, e.g. {:?}",
+        unanswered.len(),
+        taken.len(),
+        unanswered.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        per_cid.keys().all(|c| taken.contains(c)),
+        "answered without an audit record"
+    );
+    assert!(per_cid.values().all(|&n| n == 1), "exactly once each");
+    let last = statuses.last().cloned().unwrap_or_default();
+    assert_eq!(
+        last["reason"], "shutdown",
+        "the last status: {last} (all: {statuses:?})"
+    );
+    let store = rig.store.take();
+    drop(rig);
+    if let Some(store) = store {
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .unwrap();
+    }
+}
+
 /// Another client connecting with the gateway's client id (a cloned SD card) takes the
 /// session over, again and again. The gateway's reconnect backoff keeps growing while
 /// its connections are cut short, instead of fighting back once a second, and its last
