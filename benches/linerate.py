@@ -168,7 +168,8 @@ def lora_forwarder(fieldgate, sock, udp, devices, interval, work):
     )
 
 
-def run(fieldgate, radios, interval, lora_interval, port, seconds, linger, settle, link):
+def run(fieldgate, radios, interval, lora_interval, port, seconds, linger, settle, link,
+        interview_wait):
     """One daemon with one emulator per radio; `radios` is [(radio, devices)]."""
     work = tempfile.mkdtemp(prefix="linerate-")
     sock = os.path.join(work, "api.sock")
@@ -223,34 +224,39 @@ def run(fieldgate, radios, interval, lora_interval, port, seconds, linger, settl
                 emus.append(lora_forwarder(fieldgate, sock, udp, devices, every, work))
         # Z-Wave nodes already in the controller's network are found at start and
         # wait for admission (`pending`); their readings are recorded and published
-        # all the same. They are listed once interviewed or when they first speak,
-        # whichever comes first: silent nodes are not waited for here, the settle
-        # time below covers their interviews.
-        # LoRa devices are listed when they first speak; BLE's are passers-by, not
-        # waited for.
+        # all the same. The driver interviews them one after another, which takes
+        # over a minute for 137 nodes and longer while they report. The measurement
+        # starts once every node is interviewed (listed with its manufacturer), so
+        # that no interview traffic is in it, or after `interview_wait` seconds; the
+        # result says how many were interviewed by then. LoRa devices are listed when
+        # they first speak; BLE's are passers-by, not waited for.
         wanted = {
-            radio: 0 if (radio in ("zwave", "lora") and silent) or radio == "ble" else devices
+            radio: 0 if (radio == "lora" and silent) or radio == "ble" else devices
             for radio, devices in radios
         }
-        deadline = time.monotonic() + 240
+
+        def ready(radio, d):
+            if d.get("protocol") != radio:
+                return False
+            if radio == "zwave":
+                return d.get("lifecycle") in ("active", "pending") and bool(d.get("manufacturer"))
+            return d.get("lifecycle") == "active"
+
+        started = time.monotonic()
+        interviewed = None
         while True:
             status, body = api(sock, "GET", "/v1/devices")
             listed = json.loads(body) if status == 200 else []
-            short = {
-                radio: n
-                for radio, n in wanted.items()
-                if sum(
-                    1
-                    for d in listed
-                    if d.get("protocol") == radio
-                    and d.get("lifecycle") in (("active",) if radio in ("zigbee", "lora") else ("active", "pending"))
-                )
-                < n
-            }
+            count = {radio: sum(1 for d in listed if ready(radio, d)) for radio in wanted}
+            interviewed = count.get("zwave")
+            short = {radio: n for radio, n in wanted.items() if count[radio] < n}
             if not short:
                 break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"devices missing after 240 s: {short}")
+            waited = time.monotonic() - started
+            if set(short) == {"zwave"} and waited > interview_wait:
+                break
+            if waited > max(240, interview_wait):
+                raise SystemExit(f"devices missing after {waited:.0f} s: {short}")
             time.sleep(1)
         if any(r == "ble" for r, _ in radios):
             # BLE devices are discovered, not joined: a technician adopts the room's
@@ -260,12 +266,8 @@ def run(fieldgate, radios, interval, lora_interval, port, seconds, linger, settl
             for d in json.loads(body) if status == 200 else []:
                 if d.get("protocol") == "ble" and d.get("lifecycle") == "pending":
                     api(sock, "POST", f"/v1/devices/{d['id']}/adopt", {})
-        # Settle: interviews done, reporting configured, the first reports out. The
-        # Z-Wave driver interviews the controller's nodes one after another at
-        # start (about 0.45 s each against the emulator).
-        if settle is None:
-            settle = max(10 + devices // 2 if radio == "zwave" else 5 for radio, devices in radios)
-        time.sleep(settle)
+        # Settle: reporting configured, the first reports out.
+        time.sleep(5 if settle is None else settle)
         c0, t0, m0 = cpu_ticks(proc.pid), time.monotonic(), counter.read()
         time.sleep(seconds)
         c1, t1, m1 = cpu_ticks(proc.pid), time.monotonic(), counter.read()
@@ -287,6 +289,7 @@ def run(fieldgate, radios, interval, lora_interval, port, seconds, linger, settl
         "lora_interval_s": (3600 if silent else lora_interval) if udp else None,
         "linger": linger or "default",
         "link": link,
+        "zwave_interviewed": interviewed,
         "seconds": round(wall, 1),
         "telemetry_per_s": round(msgs / wall, 1),
         "core_percent": round(100 * cpu_s / wall, 2),
@@ -326,11 +329,18 @@ def main():
         "as a serial port (default), or TCP",
     )
     ap.add_argument(
+        "--interview-wait",
+        type=float,
+        default=600,
+        help="seconds to wait for every Z-Wave node to be interviewed before measuring "
+        "anyway (the result's `zwave_interviewed` says how many were)",
+    )
+    ap.add_argument(
         "--settle",
         type=float,
         default=None,
-        help="seconds between the devices being in and the measurement (default: 10 + "
-        "devices / 2 with Z-Wave, whose driver interviews every node at start; else 5)",
+        help="seconds between the devices being in (Z-Wave nodes interviewed) and the "
+        "measurement (default: 5)",
     )
     args = ap.parse_args()
     names = args.radio.split(",")
@@ -349,7 +359,7 @@ def main():
             for interval in (args.report_interval, "1h"):
                 r = run(
                     args.fieldgate, radios, interval, args.lora_interval, port,
-                    args.seconds, args.linger, args.settle, args.link,
+                    args.seconds, args.linger, args.settle, args.link, args.interview_wait,
                 )
                 print(json.dumps(r), flush=True)
                 results.append(r)

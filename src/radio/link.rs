@@ -5,6 +5,8 @@
 //! This module opens and configures links; it does not interpret a single byte.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
@@ -59,7 +61,7 @@ pub async fn open(spec: &PortSpec, baud: Option<u32>) -> Result<Link, LinkError>
                     path: path_str.clone(),
                     reason,
                 })?;
-            Ok(Box::new(port))
+            Ok(Box::new(NoDrain(port)))
         }
         PortSpec::Tcp { host, port } => {
             let addr = format!("{host}:{port}");
@@ -94,10 +96,88 @@ pub async fn open(spec: &PortSpec, baud: Option<u32>) -> Result<Link, LinkError>
     }
 }
 
+/// A serial port whose flush does not wait for the UART. tokio-serial's flush is
+/// `tcdrain(3)`, a blocking call that returns only once every byte has left the
+/// port: on the async runtime's thread, once per frame written (a Z-Wave ACK for
+/// every frame read). A write that returned has handed its bytes to the kernel's
+/// tty layer, which sends them in order; no frame depends on when they left, since
+/// every answer is awaited with its own deadline.
+struct NoDrain<T>(T);
+
+impl<T: AsyncRead + Unpin> AsyncRead for NoDrain<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for NoDrain<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A stream whose flush never completes, as `tcdrain` on a port that cannot send.
+    struct NeverDrains(Vec<u8>);
+
+    impl AsyncRead for NeverDrains {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            _buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for NeverDrains {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_serial_write_does_not_wait_for_the_port_to_drain() {
+        let mut link = NoDrain(NeverDrains(Vec::new()));
+        let wrote = tokio::time::timeout(Duration::from_secs(1), async {
+            link.write_all(&[0x06]).await?;
+            link.flush().await
+        })
+        .await;
+        assert!(matches!(wrote, Ok(Ok(()))), "{wrote:?}");
+        assert_eq!(link.0 .0, vec![0x06]);
+    }
 
     #[tokio::test]
     async fn tcp_link_carries_bytes() {
