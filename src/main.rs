@@ -565,7 +565,7 @@ fn db_or_config(cli: &Cli, db: &Option<PathBuf>) -> Result<PathBuf, ExitCode> {
 /// and `config check`'s, and a technician may not be allowed to read those files.
 fn where_things_are(path: &Path) -> Result<Config, ExitCode> {
     Config::load_elsewhere(path).map_err(|e| {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", fieldgate::output::clean(&e.to_string()));
         ExitCode::from(EXIT_CONFIG as u8)
     })
 }
@@ -624,7 +624,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", fieldgate::output::clean(&e.to_string()));
                 ExitCode::from(EXIT_CONFIG as u8)
             }
         };
@@ -666,7 +666,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", fieldgate::output::clean(&e.to_string()));
                     fieldgate::api::refuse_pending(&e.to_string());
                     return ExitCode::from(EXIT_CONFIG as u8);
                 }
@@ -903,7 +903,7 @@ async fn async_main(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<VerifyFailed>() => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", fieldgate::output::clean(&format!("{e:#}")));
             // `audit verify`: 1 is a log found broken; not being able to check is 3.
             if verifying {
                 ExitCode::from(EXIT_NOT_CHECKED)
@@ -942,7 +942,7 @@ fn doctor(
         match serde_json::to_string_pretty(&report) {
             Ok(text) => format!("{text}\n"),
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", fieldgate::output::clean(&e.to_string()));
                 return ExitCode::FAILURE;
             }
         }
@@ -1032,7 +1032,7 @@ fn decode(command: &DecodeCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", fieldgate::output::clean(&e.to_string()));
             ExitCode::FAILURE
         }
     }

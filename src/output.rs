@@ -2,6 +2,11 @@
 //! (`fieldgate status | head -1`), the command stops quietly instead of
 //! panicking on the broken pipe. Commands print through [`outln!`] / [`out!`];
 //! the demo, which has a daemon to stop first, asks [`try_line`] instead.
+//!
+//! What they print is cleaned of control characters ([`clean`]): device names,
+//! models and the daemon's messages come from outside (a BLE advertiser names
+//! itself), and an escape sequence among them would be run by the technician's
+//! terminal. A command that means to move the cursor says so with [`control`].
 
 use std::fmt;
 use std::io::{self, Write};
@@ -45,9 +50,44 @@ pub fn try_line(args: fmt::Arguments<'_>) -> io::Result<()> {
     try_write(args, true)
 }
 
+/// `text` with every control character but newline and tab shown as its escape
+/// (`\u{1b}`), so that printing it cannot drive the terminal.
+pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(unwanted) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unwanted(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn unwanted(c: char) -> bool {
+    c.is_control() && c != '\n' && c != '\t'
+}
+
+/// Writes a terminal control sequence of the command's own (a progress line's
+/// carriage return and erase), uncleaned; a closed stdout ends the process as
+/// [`write`] does.
+pub fn control(sequence: &str) {
+    if let Err(e) = try_write_all(sequence) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
 fn try_write(args: fmt::Arguments<'_>, newline: bool) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    out.write_fmt(args)?;
+    match args.as_str() {
+        Some(text) => out.write_all(clean(text).as_bytes())?,
+        None => out.write_all(clean(&args.to_string()).as_bytes())?,
+    }
     if newline {
         out.write_all(b"\n")?;
     }
@@ -65,4 +105,19 @@ macro_rules! outln {
 #[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => { $crate::output::write(format_args!($($arg)*), false) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(clean("plain, with\ttab"), "plain, with\ttab");
+        assert_eq!(
+            clean("name\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}x"),
+            "name\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{9b}x"
+        );
+        assert_eq!(clean("a\rb\nc"), "a\\u{d}b\nc");
+    }
 }

@@ -477,7 +477,7 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
                 continue;
             }
             if tty {
-                crate::out!("\r\x1b[K");
+                crate::output::control("\r\x1b[K");
             }
             if as_json {
                 crate::outln!("{r}");
@@ -495,7 +495,8 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
         }
         if tty {
             let left = end.saturating_duration_since(Instant::now()).as_secs();
-            crate::out!("\r\x1b[Kjoin window: {left:>3} s left, {joined} joined");
+            crate::output::control("\r\x1b[K");
+            crate::out!("join window: {left:>3} s left, {joined} joined");
             let _ = std::io::stdout().flush();
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
