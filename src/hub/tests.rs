@@ -697,7 +697,7 @@ async fn configuration_parameters_are_refused_by_capability() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
     let caps = crate::radio::capabilities(protocol());
-    assert!(caps.is_some_and(|c| !c.configuration), "{caps:?}");
+    assert!(caps.is_some_and(|c| c.configuration.is_none()), "{caps:?}");
     let (tx, mut rx) = mpsc::channel(4);
     let (state_tx, state) = watch::channel(RadioState::Up);
     let handle = RadioHandle {
@@ -737,6 +737,49 @@ async fn configuration_parameters_are_refused_by_capability() {
     assert_eq!(gone.radio_removal, "requested");
     assert_eq!(gone.device_action_within_s, None);
     assert!(matches!(rx.try_recv(), Ok(RadioCommand::Remove { .. })));
+    drop(state_tx);
+}
+
+/// A parameter numbered past what the radio's devices can have (Z-Wave: one byte) is
+/// `invalid_request` at once, not accepted and failed later by the radio.
+#[tokio::test]
+async fn a_configuration_parameter_past_the_radios_numbering_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+    let caps = crate::radio::capabilities(protocol()).map(|c| {
+        &*Box::leak(Box::new(crate::radio::Capabilities {
+            configuration: Some(255),
+            ..c.clone()
+        }))
+    });
+    let (tx, mut rx) = mpsc::channel(4);
+    let (state_tx, state) = watch::channel(RadioState::Up);
+    let handle = RadioHandle {
+        name: "zb0".into(),
+        protocol: protocol(),
+        port: crate::config::PortSpec::Sim(protocol()),
+        capabilities: caps,
+        state,
+        commands: Some(tx),
+        counters: Default::default(),
+    };
+    let (mut hub, _, _) = Hub::new("gw", store.writer(), &[handle]);
+    hub.join_windows
+        .insert("zb0".into(), Instant::now() + Duration::from_secs(60));
+    hub.on_events(vec![event(ADDR, DeviceEventKind::Joined)])
+        .await;
+    let id = DeviceId::new(protocol(), ADDR);
+    let configure = |parameter| DeviceCommand::Configure {
+        parameter,
+        size: 1,
+        value: 1,
+    };
+    let e = hub.command(&id, configure(256), "test").await.unwrap_err();
+    assert_eq!(e.code(), "invalid_request", "{e}");
+    assert!(e.to_string().contains("0-255"), "{e}");
+    assert!(rx.try_recv().is_err(), "nothing reached the radio");
+    hub.command(&id, configure(255), "test").await.unwrap();
+    assert!(matches!(rx.try_recv(), Ok(RadioCommand::Set { .. })));
     drop(state_tx);
 }
 

@@ -407,8 +407,8 @@ pub struct Capabilities {
     /// How its devices may be reached; each device says which applies to it.
     pub reachability: &'static [Reachability],
     /// Its devices have numbered configuration parameters it can set
-    /// (`DeviceCommand::Configure`).
-    pub configuration: bool,
+    /// (`DeviceCommand::Configure`), numbered up to this.
+    pub configuration: Option<u16>,
     /// Its devices can be commanded at all (a BLE advertiser only broadcasts).
     pub commands: bool,
     /// A device told to leave must take part (Z-Wave exclusion: its button): the radio

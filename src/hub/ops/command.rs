@@ -21,12 +21,20 @@ impl Hub {
                 d.radio, d.protocol
             )));
         }
-        (matches!(command, DeviceCommand::Configure { .. }) && !caps.configuration).then(|| {
-            HubError::NotSupported(format!(
+        let DeviceCommand::Configure { parameter, .. } = command else {
+            return None;
+        };
+        match caps.configuration {
+            None => Some(HubError::NotSupported(format!(
                 "devices on radio `{}` ({}) have no configuration parameters",
                 d.radio, d.protocol
-            ))
-        })
+            ))),
+            Some(max) if *parameter > max => Some(HubError::Invalid(format!(
+                "{} configuration parameters are numbered 0-{max}, not {parameter}",
+                d.protocol
+            ))),
+            Some(_) => None,
+        }
     }
 
     pub(in crate::hub) async fn command(

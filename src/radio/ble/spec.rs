@@ -17,7 +17,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         key_rotation: None,
         // Advertisers only transmit; nothing is sent to them.
         reachability: &[Reachability::AfterUplink],
-        configuration: false,
+        configuration: None,
         commands: false,
         removal_needs_device: None,
     },

@@ -18,7 +18,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         key_rotation: None,
         // Class A: a device hears only in the two windows after its own uplink.
         reachability: &[Reachability::AfterUplink],
-        configuration: false,
+        configuration: None,
         commands: true,
         removal_needs_device: None,
     },

@@ -17,7 +17,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         key_rotation: None,
         // A P2P sensor listens, if at all, right after it sent.
         reachability: &[crate::model::Reachability::AfterUplink],
-        configuration: false,
+        configuration: None,
         commands: true,
         removal_needs_device: None,
     },

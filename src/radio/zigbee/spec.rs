@@ -19,7 +19,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         key_rotation: Some(super::MAX_KEY_SWITCH_DELAY),
         // Routers are always listening; sleepy end devices poll their parent.
         reachability: &[Reachability::AlwaysListening, Reachability::WakeUp],
-        configuration: false,
+        configuration: None,
         commands: true,
         removal_needs_device: None,
     },

@@ -21,7 +21,8 @@ pub const SPEC: DriverSpec = DriverSpec {
         // Listening and FLiRS nodes hear at once; battery nodes only after a wake-up.
         reachability: &[Reachability::AlwaysListening, Reachability::WakeUp],
         // Configuration CC parameters (Set, then Get to read them back).
-        configuration: true,
+        // Configuration CC: a parameter number is one byte.
+        configuration: Some(255),
         commands: true,
         // Exclusion: the controller listens for the device's exclusion frame (its button).
         removal_needs_device: Some(super::inclusion::EXCLUSION_WINDOW),
