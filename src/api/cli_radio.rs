@@ -14,33 +14,47 @@ use super::client::{segment, ApiClient};
 /// open-coordinator-backup JSON, printed or written to a new file with mode 0600 (it holds
 /// the network key).
 pub async fn radio_backup(api: &ApiClient, radio: &str, out: Option<&Path>) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let v = api
+    // The file is made before the radio is asked: an export is audited as the network
+    // key leaving the gateway, so none is made for a file that cannot be written.
+    let mut file = match out {
+        Some(path) => {
+            // A controller image comes with a description beside it (`FILE.json`).
+            let mut sidecar = path.as_os_str().to_owned();
+            sidecar.push(".json");
+            if Path::new(&sidecar).exists() {
+                return Err(anyhow!(
+                    "{} exists (it would hold the backup's description; an existing file is never overwritten)",
+                    Path::new(&sidecar).display()
+                ));
+            }
+            Some(create_private(path)?)
+        }
+        None => None,
+    };
+    let answer = api
         .call(
             Method::GET,
             &format!("/v1/radios/{}/backup", segment("the radio name", radio)?),
             None,
         )
-        .await?;
+        .await;
+    let v = match answer {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(path) = out {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
     let text = zeroize::Zeroizing::new(format!("{}\n", serde_json::to_string_pretty(&v)?));
-    let Some(out) = out else {
+    let (Some(out), Some(f)) = (out, file.as_mut()) else {
         crate::out!("{}", *text);
         return Ok(());
     };
     if let Some(image) = v.pointer("/nvm/hex").and_then(Value::as_str) {
-        return write_image_backup(radio, out, image, &v);
+        return write_image_backup(radio, out, f, image, &v);
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| {
-            format!(
-                "cannot create {} (an existing file is never overwritten)",
-                out.display()
-            )
-        })?;
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_all())
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -127,8 +141,13 @@ fn restore_document(input: &Path) -> Result<Value> {
 /// A backup that is a controller's memory image (Z-Wave NVM): the image itself to `out` and
 /// what describes it (home id, nodes, controller and chip family) to `<out>.json`, both new
 /// files with mode 0600 (the image holds the network keys).
-fn write_image_backup(radio: &str, out: &Path, image_hex: &str, doc: &Value) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+fn write_image_backup(
+    radio: &str,
+    out: &Path,
+    out_file: &mut std::fs::File,
+    image_hex: &str,
+    doc: &Value,
+) -> Result<()> {
     let image = zeroize::Zeroizing::new(
         hex::decode(image_hex).context("the radio sent a backup image that is not hex")?,
     );
@@ -150,29 +169,21 @@ fn write_image_backup(radio: &str, out: &Path, image_hex: &str, doc: &Value) -> 
         std::path::PathBuf::from(p)
     };
     if sidecar_path.exists() {
+        let _ = std::fs::remove_file(out);
         return Err(anyhow!(
             "{} exists (an existing file is never overwritten)",
             sidecar_path.display()
         ));
     }
-    for (path, bytes) in [
-        (out, image.to_vec()),
+    let mut sidecar_file = create_private(&sidecar_path)?;
+    for (path, f, bytes) in [
+        (out, out_file, image.to_vec()),
         (
             sidecar_path.as_path(),
+            &mut sidecar_file,
             format!("{}\n", serde_json::to_string_pretty(&sidecar)?).into_bytes(),
         ),
     ] {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| {
-                format!(
-                    "cannot create {} (an existing file is never overwritten)",
-                    path.display()
-                )
-            })?;
         f.write_all(&bytes)
             .and_then(|_| f.sync_all())
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -184,4 +195,22 @@ fn write_image_backup(radio: &str, out: &Path, image_hex: &str, doc: &Value) -> 
         sidecar_path.display()
     );
     Ok(())
+}
+
+/// A new file with mode 0600 (never an existing one, nor through a link).
+fn create_private(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                "it exists, and an existing file is never overwritten".to_string()
+            } else {
+                e.to_string()
+            };
+            anyhow!("cannot create {}: {why}", path.display())
+        })
 }

@@ -27,7 +27,7 @@ use axum::body::Bytes;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -574,7 +574,16 @@ async fn radio_backup(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<PeerCred>,
     UrlPath(radio): UrlPath<String>,
+    method: Method,
 ) -> Result<Response, ApiError> {
+    // A HEAD would export the network key (and audit that) to show nobody anything.
+    if method == Method::HEAD {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "HEAD is not allowed on a radio's backup (it would export the network key); use GET",
+        ));
+    }
     let backup = s.hub.backup(radio, peer.actor()).await?;
     Ok((
         [(axum::http::header::CACHE_CONTROL, "no-store")],

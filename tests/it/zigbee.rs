@@ -1424,11 +1424,45 @@ fn zigbee_daemon_binary_pairs_over_a_pty() {
     assert!(backup["devices"].as_array().is_some_and(|d| d
         .iter()
         .any(|x| x["ieee_address"] == format!("{:016x}", DeviceKind::SmartPlug.default_ieee().0))));
-    // Never overwrites; an unknown radio is refused.
-    assert!(!d
-        .cli(&["radio", "backup", "zb0", "--out", &file_arg])
-        .status
-        .success());
+    // Never overwrites, and asks the radio for nothing when it cannot write the file (an
+    // export is audited as the key leaving the gateway); an unknown radio is refused.
+    let exports = || {
+        crate::common::stdout(&d.cli(&["audit", "tail", "-n", "200", "--json"]))
+            .matches("\"radio.backup\"")
+            .count()
+    };
+    let before = exports();
+    let again = d.cli(&["radio", "backup", "zb0", "--out", &file_arg]);
+    assert!(!again.status.success());
+    assert!(
+        crate::common::stderr(&again).contains("never overwritten"),
+        "{}",
+        crate::common::stderr(&again)
+    );
+    let nowhere = d.dir.path().join("no-such-dir/b.json");
+    let out = d.cli(&["radio", "backup", "zb0", "--out", nowhere.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        !crate::common::stderr(&out).contains("never overwritten"),
+        "{}",
+        crate::common::stderr(&out)
+    );
+    assert_eq!(
+        exports(),
+        before,
+        "an export audited for a backup never written"
+    );
+    let head = {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        s.write_all(b"HEAD /v1/radios/zb0/backup HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    };
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert_eq!(exports(), before, "a HEAD exported the key");
     assert!(!d.cli(&["radio", "backup", "nope"]).status.success());
     // Its own backup cannot go back onto it (herdsman or zigpy restore from the file),
     // and it says so rather than quarrelling about the format.
