@@ -40,7 +40,7 @@ use tokio::net::UnixListener;
 use crate::hub::{DeviceAction, DeviceAnswer, DeviceRequest, RequestOrigin, MAX_REQUEST_TTL_S};
 
 use crate::hub::{HubError, HubHandle};
-use crate::model::{DeviceId, RadioState};
+use crate::model::{DeviceId, Lifecycle, RadioState};
 use crate::radio::RadioHandle;
 use crate::store::audit::{self, AuditEntry, Outcome};
 use crate::store::{self, outbox, registry, Writer, WriterStats};
@@ -347,7 +347,16 @@ async fn status(State(s): State<ApiState>) -> ApiResult<StatusReply> {
         .stats()
         .audit_alarm()
         .map(|why| json!({"name": store::audit_guard::ALARM, "reason": why})));
-    let mut devices = serde_json::Map::new();
+    // Every lifecycle is there, zero or not, so a script can read any of them.
+    let mut devices: serde_json::Map<String, serde_json::Value> = [
+        Lifecycle::Pending,
+        Lifecycle::Active,
+        Lifecycle::Quarantined,
+        Lifecycle::Decommissioned,
+    ]
+    .iter()
+    .map(|l| (l.as_str().to_string(), json!(0)))
+    .collect();
     let mut total = 0;
     for (k, v) in counts {
         total += v;

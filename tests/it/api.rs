@@ -86,6 +86,9 @@ async fn every_endpoint_answers_through_the_socket() {
     let status = api.call(Method::GET, "/v1/status", None).await.unwrap();
     assert_eq!(status["gateway_id"], "test-gw");
     assert_eq!(status["devices"]["total"], 2);
+    // Every lifecycle is counted, zero or not.
+    assert_eq!(status["devices"]["quarantined"], 0);
+    assert_eq!(status["devices"]["decommissioned"], 0);
     assert_eq!(status["radios"][0]["name"], "zb0");
     assert_eq!(status["radios"][0]["state"], "unavailable");
     assert_eq!(status["radios"][0]["counters"]["startups"], 0);
