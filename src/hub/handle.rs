@@ -316,7 +316,8 @@ pub struct PolicyApplied {
 pub enum HubError {
     #[error("no radio named `{0}`")]
     UnknownRadio(String),
-    #[error("radio `{0}` is not running: {1}")]
+    /// Not running, or it could not do what was asked (the reason says which).
+    #[error("radio `{0}`: {1}")]
     RadioUnavailable(String, String),
     #[error("radio `{0}` is busy: its command queue is full; try again")]
     RadioBusy(String),

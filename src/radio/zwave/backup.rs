@@ -267,7 +267,7 @@ impl Controller<'_> {
 /// The NVM image of a backup document, if it may go onto a controller of `family`.
 fn restorable(doc: &Value, family: Option<&str>) -> std::result::Result<Vec<u8>, RadioError> {
     if doc["format"] != super::BACKUP_FORMAT {
-        return Err(RadioError::Refused(format!(
+        return Err(RadioError::Invalid(format!(
             "not a Z-Wave NVM backup (format `{}`)",
             doc["format"].as_str().unwrap_or("none")
         )));
@@ -288,13 +288,13 @@ fn restorable(doc: &Value, family: Option<&str>) -> std::result::Result<Vec<u8>,
     let hex = doc
         .pointer("/nvm/hex")
         .and_then(Value::as_str)
-        .ok_or_else(|| RadioError::Refused("the backup carries no NVM image (`nvm.hex`)".into()))?;
+        .ok_or_else(|| RadioError::Invalid("the backup carries no NVM image (`nvm.hex`)".into()))?;
     let image =
-        hex::decode(hex).map_err(|_| RadioError::Refused("the NVM image is not hex".into()))?;
+        hex::decode(hex).map_err(|_| RadioError::Invalid("the NVM image is not hex".into()))?;
     if image.is_empty()
         || doc.pointer("/nvm/size").and_then(Value::as_u64) != Some(image.len() as u64)
     {
-        return Err(RadioError::Refused(
+        return Err(RadioError::Invalid(
             "the NVM image's length is not the size its description gives".into(),
         ));
     }
