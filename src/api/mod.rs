@@ -175,6 +175,10 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError>
     if body.is_empty() {
         return Err(ApiError::bad_request("a JSON body is required"));
     }
+    // Every body is an object; serde would also fill a struct from an array (`[]`).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
             "invalid JSON body: {}",

@@ -369,6 +369,21 @@ async fn malformed_requests_get_json_errors() {
             "bad_request",
         ),
         (
+            // serde alone would fill the body's struct from an array.
+            Method::POST,
+            "/v1/radios/zb0/permit-join",
+            Some(b"[30]"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/devices/zigbee:0x00124b0001000002/adopt",
+            Some(b"[]"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
             Method::POST,
             "/v1/radios/zb0/permit-join",
             Some(br#"{"seconds":0}"#),
