@@ -481,6 +481,7 @@ enum ConfigCommand {
 enum PolicyCommand {
     /// Apply a policy document (bare, or signed with `policy sign`).
     Apply {
+        /// The document's file; `-` reads it from standard input.
         file: PathBuf,
         #[arg(long)]
         json: bool,

@@ -773,7 +773,14 @@ pub async fn refresh(
 }
 
 pub async fn policy_apply(api: &ApiClient, file: &Path, as_json: bool) -> Result<()> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bytes = if file == Path::new("-") {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+            .context("cannot read the policy from standard input")?;
+        b
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
     let v = api
         .call_bytes(Method::POST, "/v1/policy", Some(bytes))
         .await?;
