@@ -84,8 +84,7 @@ pub(super) async fn handle(
             let entry = AuditEntry::new(
                 &actor,
                 format!("mqtt.{level}"),
-                refused_target(topic_device, payload)
-                    .unwrap_or_else(|| ctx.gateway_id.to_string()),
+                refused_target(topic_device, payload).unwrap_or_else(|| ctx.gateway_id.to_string()),
                 Outcome::Refused,
                 json!({"correlation_id": parsed.correlation_id, "code": "duplicate", "retained": retained}),
             );
