@@ -209,8 +209,8 @@ impl Controller<'_> {
             if info.device_class.is_some() {
                 n.device_class = info.device_class;
             }
-            n.command_classes = info.command_classes.supported.clone();
-            n.done.insert(Step::NodeInfo);
+            n.set_command_classes(info.command_classes.supported.clone());
+            n.mark_done(Step::NodeInfo);
         });
     }
 

@@ -81,8 +81,8 @@ pub(super) struct Node {
     pub id: u8,
     pub protocol: Option<NodeProtocolInfo>,
     pub device_class: Option<DeviceClass>,
-    /// Supported command classes, from its NIF.
-    pub command_classes: Vec<u16>,
+    /// Supported command classes, from its NIF (set with [`Node::set_command_classes`]).
+    command_classes: Vec<u16>,
     pub manufacturer: Option<(u16, u16, u16)>,
     pub firmware: Option<(u8, u8)>,
     /// Z-Wave Plus role type (5 always on, 6 sleeping reporting, 7 sleeping listening).
@@ -91,8 +91,12 @@ pub(super) struct Node {
     pub wake_up_seconds: Option<u32>,
     /// The switch state it last reported (what a toggle inverts).
     pub on: Option<bool>,
-    /// Steps done (or given up after their tries, see `failed`).
-    pub done: BTreeSet<Step>,
+    /// Steps done (or given up after their tries, see `failed`); changed only through
+    /// [`Node::finish_step`] and [`Node::set_done`].
+    done: BTreeSet<Step>,
+    /// The next step, kept from `done` and `command_classes` whenever they change: the
+    /// driver asks for every node's after every frame it reads.
+    next: Option<Step>,
     /// Tries of the current step that got no answer (reset when a step finishes).
     pub failed_tries: u32,
     /// The interview's result was reported to the hub.
@@ -117,6 +121,7 @@ impl Node {
             wake_up_seconds: None,
             on: None,
             done: BTreeSet::new(),
+            next: Some(Step::ORDER[0]),
             failed_tries: 0,
             reported: false,
             announced: false,
@@ -148,14 +153,42 @@ impl Node {
 
     /// The next interview step to run, `None` when the interview is complete.
     pub(super) fn next_step(&self) -> Option<Step> {
-        Step::ORDER
+        self.next
+    }
+
+    fn refresh_next(&mut self) {
+        self.next = Step::ORDER
             .into_iter()
-            .find(|s| !self.done.contains(s) && s.needs().is_none_or(|cc| self.supports(cc)))
+            .find(|s| !self.done.contains(s) && s.needs().is_none_or(|cc| self.supports(cc)));
     }
 
     pub(super) fn finish_step(&mut self, step: Step) {
-        self.done.insert(step);
+        self.mark_done(step);
         self.failed_tries = 0;
+    }
+
+    /// A step found done outside the interview (a NIF that came unasked).
+    pub(super) fn mark_done(&mut self, step: Step) {
+        self.done.insert(step);
+        self.refresh_next();
+    }
+
+    pub(super) fn command_classes(&self) -> &[u16] {
+        &self.command_classes
+    }
+
+    pub(super) fn set_command_classes(&mut self, ccs: Vec<u16>) {
+        self.command_classes = ccs;
+        self.refresh_next();
+    }
+
+    pub(super) fn done(&self) -> &BTreeSet<Step> {
+        &self.done
+    }
+
+    pub(super) fn set_done(&mut self, done: BTreeSet<Step>) {
+        self.done = done;
+        self.refresh_next();
     }
 
     /// What the hub is told about the node.
@@ -208,6 +241,25 @@ fn cc_capability(cc: u16) -> Option<&'static str> {
 mod tests {
     use super::*;
 
+    /// The next step is kept as the node changes (it is asked for after every frame,
+    /// not worked out each time): a command class learnt later reopens its step.
+    #[test]
+    fn the_next_step_follows_what_the_node_supports_and_has_done() {
+        let mut n = Node::new(9);
+        assert_eq!(n.next_step(), Some(Step::NodeInfo));
+        n.set_command_classes(vec![id::MANUFACTURER_SPECIFIC]);
+        n.mark_done(Step::NodeInfo);
+        assert_eq!(n.next_step(), Some(Step::ManufacturerSpecific));
+        n.finish_step(Step::ManufacturerSpecific);
+        assert_eq!(n.next_step(), None, "nothing else it supports");
+        n.set_command_classes(vec![id::MANUFACTURER_SPECIFIC, id::MULTILEVEL_SENSOR]);
+        assert_eq!(n.next_step(), Some(Step::SensorTypes));
+        n.set_done(Step::ORDER.into_iter().collect());
+        assert_eq!(n.next_step(), None);
+        n.set_done(BTreeSet::new());
+        assert_eq!(n.next_step(), Some(Step::NodeInfo));
+    }
+
     fn sleeper() -> Node {
         let mut n = Node::new(5);
         n.protocol = Some(NodeProtocolInfo {
@@ -220,12 +272,12 @@ mod tests {
                 specific: 1,
             },
         });
-        n.command_classes = vec![
+        n.set_command_classes(vec![
             id::MANUFACTURER_SPECIFIC,
             id::WAKE_UP,
             id::BATTERY,
             id::MULTILEVEL_SENSOR,
-        ];
+        ]);
         n
     }
 

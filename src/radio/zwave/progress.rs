@@ -57,13 +57,13 @@ pub(super) fn save(dir: &Path, home_id: u32, nodes: &BTreeMap<u8, Node>) -> Resu
             .values()
             .map(|n| Saved {
                 id: n.id,
-                command_classes: n.command_classes.clone(),
+                command_classes: n.command_classes().to_vec(),
                 manufacturer: n.manufacturer,
                 firmware: n.firmware,
                 role_type: n.role_type,
                 sensor_types: n.sensor_types.clone(),
                 wake_up_seconds: n.wake_up_seconds,
-                done: n.done.iter().map(|s| s.name().to_string()).collect(),
+                done: n.done().iter().map(|s| s.name().to_string()).collect(),
                 reported: n.reported,
                 announced: n.announced,
             })
@@ -102,17 +102,18 @@ pub(super) fn load(dir: &Path) -> Result<Option<(u32, BTreeMap<u8, Node>)>> {
             continue;
         }
         let mut n = Node::new(s.id);
-        n.command_classes = s.command_classes;
+        n.set_command_classes(s.command_classes);
         n.manufacturer = s.manufacturer;
         n.firmware = s.firmware;
         n.role_type = s.role_type;
         n.sensor_types = s.sensor_types;
         n.wake_up_seconds = s.wake_up_seconds;
-        n.done = s
-            .done
-            .iter()
-            .filter_map(|name| Step::from_name(name))
-            .collect::<BTreeSet<_>>();
+        n.set_done(
+            s.done
+                .iter()
+                .filter_map(|name| Step::from_name(name))
+                .collect::<BTreeSet<_>>(),
+        );
         n.reported = s.reported;
         n.announced = s.announced;
         nodes.insert(s.id, n);
@@ -128,11 +129,11 @@ mod tests {
     fn a_stalled_interview_is_read_back_at_the_step_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let mut n = Node::new(5);
-        n.command_classes = vec![
+        n.set_command_classes(vec![
             fieldgate_zwave::cc::id::MANUFACTURER_SPECIFIC,
             fieldgate_zwave::cc::id::WAKE_UP,
             fieldgate_zwave::cc::id::BATTERY,
-        ];
+        ]);
         n.manufacturer = Some((0xFFFF, 4, 1));
         n.finish_step(Step::NodeInfo);
         n.finish_step(Step::ManufacturerSpecific);
