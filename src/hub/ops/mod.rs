@@ -112,14 +112,14 @@ impl Hub {
             (Some(tx), Some(caps), RadioState::Up) => Ok((caps, tx.clone())),
             (None, _, _) | (_, None, _) => Err(HubError::RadioUnavailable(
                 radio.to_string(),
-                "no driver runs for it".into(),
+                "not running: no driver runs for it".into(),
             )),
-            (_, _, RadioState::Unavailable(why) | RadioState::Down(why)) => {
-                Err(HubError::RadioUnavailable(radio.to_string(), why))
-            }
+            (_, _, RadioState::Unavailable(why) | RadioState::Down(why)) => Err(
+                HubError::RadioUnavailable(radio.to_string(), format!("not running: {why}")),
+            ),
             _ => Err(HubError::RadioUnavailable(
                 radio.to_string(),
-                "starting".into(),
+                "not running yet: starting".into(),
             )),
         }
     }
@@ -134,9 +134,10 @@ impl Hub {
         let (_, tx) = self.running_radio(radio)?;
         tx.try_reserve_owned().map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => HubError::RadioBusy(radio.to_string()),
-            mpsc::error::TrySendError::Closed(_) => {
-                HubError::RadioUnavailable(radio.to_string(), "driver stopped".into())
-            }
+            mpsc::error::TrySendError::Closed(_) => HubError::RadioUnavailable(
+                radio.to_string(),
+                "not running: its driver stopped".into(),
+            ),
         })
     }
 
