@@ -21,6 +21,25 @@ pub fn fieldgate(args: &[&str]) -> Output {
         .expect("run fieldgate")
 }
 
+/// Runs the binary with `input` on its standard input (a `-` argument reads it).
+pub fn fieldgate_with_input(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(bin())
+        .args(args)
+        .env_remove("FIELDGATE_SOCKET")
+        .env_remove("FIELDGATE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run fieldgate");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input);
+    }
+    child.wait_with_output().expect("fieldgate ends")
+}
+
 pub fn base_config(dir: &Path, extra: &str) -> String {
     format!(
         "[gateway]\nid = \"test-gw\"\nstate_dir = \"{}\"\nlog_level = \"info\"\n\n[api]\nsocket = \"{}\"\n{extra}",

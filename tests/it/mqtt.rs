@@ -447,11 +447,21 @@ impl Rig {
     }
 
     async fn stop(mut self) {
+        self.stop_running().await;
+        self.close().await;
+    }
+
+    /// Stops the hub and the uplink as the daemon does; the store stays open to read.
+    async fn stop_running(&mut self) {
         let _ = self.shutdown.send(true);
         let _ = (&mut self.hub_task).await;
         if let Some(up) = self.upstream.take() {
             up.join().await;
         }
+    }
+
+    /// Closes the store once everything has stopped.
+    async fn close(mut self) {
         let store = self.store.take();
         drop(self);
         if let Some(store) = store {

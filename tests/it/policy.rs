@@ -83,30 +83,16 @@ fn signed_policies_only_when_a_key_is_pinned_and_secrets_stay_out_of_logs() {
     );
 
     // The same version again (from standard input, `-`): refused as not newer.
-    let out = {
-        use std::io::Write;
-        use std::process::Stdio;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate"))
-            .args([
-                "--socket",
-                d.socket.to_str().unwrap(),
-                "policy",
-                "apply",
-                "-",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&std::fs::read(&signed_path).unwrap())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let out = crate::common::fieldgate_with_input(
+        &[
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "policy",
+            "apply",
+            "-",
+        ],
+        &std::fs::read(&signed_path).unwrap(),
+    );
     assert!(stderr(&out).contains("not newer"), "{}", stderr(&out));
 
     // The new join limit is enforced (no radio runs here, so the limit is what refuses).

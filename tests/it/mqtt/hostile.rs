@@ -1317,11 +1317,7 @@ async fn requests_taken_before_a_stop_are_all_audited_and_answered() {
                 .any(|m| m.topic.contains("/response/") && m.json()["correlation_id"] == last)
         })
         .await;
-    let _ = rig.shutdown.send(true);
-    let _ = (&mut rig.hub_task).await;
-    if let Some(up) = rig.upstream.take() {
-        up.join().await;
-    }
+    rig.stop_running().await;
     let audit = mqtt_audit(&rig);
     assert_eq!(audit.len(), N, "one audit record per request taken");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1338,13 +1334,7 @@ async fn requests_taken_before_a_stop_are_all_audited_and_answered() {
     assert_eq!(per_cid.len(), N, "every request answered");
     assert!(per_cid.values().all(|&n| n == 1), "exactly once each");
     task.abort();
-    let store = rig.store.take();
-    drop(rig);
-    if let Some(store) = store {
-        tokio::task::spawn_blocking(move || store.close())
-            .await
-            .unwrap();
-    }
+    rig.close().await;
 }
 
 /// A stop while requests are still arriving: every request the gateway took (it wrote
@@ -1385,11 +1375,7 @@ async fn a_stop_in_the_middle_of_a_request_flood_answers_every_request_it_took()
             m.iter().filter(|m| m.topic.contains("/response/")).count() >= 50
         })
         .await;
-    let _ = rig.shutdown.send(true);
-    let _ = (&mut rig.hub_task).await;
-    if let Some(up) = rig.upstream.take() {
-        up.join().await;
-    }
+    rig.stop_running().await;
     sender.abort();
     task.abort();
     let taken: std::collections::HashSet<String> = rig
@@ -1434,13 +1420,7 @@ async fn a_stop_in_the_middle_of_a_request_flood_answers_every_request_it_took()
         last["reason"], "shutdown",
         "the last status: {last} (all: {statuses:?})"
     );
-    let store = rig.store.take();
-    drop(rig);
-    if let Some(store) = store {
-        tokio::task::spawn_blocking(move || store.close())
-            .await
-            .unwrap();
-    }
+    rig.close().await;
 }
 
 /// Another client connecting with the gateway's client id (a cloned SD card) takes the
