@@ -526,8 +526,12 @@ enum AuditCommand {
     },
     /// The newest records.
     Tail {
-        #[arg(short = 'n', default_value_t = 20)]
+        /// How many (1 to 10000).
+        #[arg(short = 'n', default_value_t = 20,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
         n: usize,
+        /// One JSON object per line (JSON Lines), oldest first: the records as the
+        /// daemon stores and publishes them, with their hashes.
         #[arg(long)]
         json: bool,
         /// Read this database file directly (works with the daemon stopped).

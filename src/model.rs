@@ -41,7 +41,23 @@ impl DeviceId {
         {
             return None;
         }
-        Some(DeviceId(s.to_ascii_lowercase()))
+        let id = s.to_ascii_lowercase();
+        // A Z-Wave node number is written without leading zeros (`-2`, not `-02`), the
+        // way the driver names its nodes, so that both spellings find the same device.
+        if Protocol::parse(proto) == Some(Protocol::Zwave) {
+            if let Some((home, node)) = id[proto.len() + 1..].split_once('-') {
+                let digits = node.bytes().all(|b| b.is_ascii_digit());
+                if digits && node.len() > 1 && node.starts_with('0') {
+                    let node = node.trim_start_matches('0');
+                    let node = if node.is_empty() { "0" } else { node };
+                    return Some(DeviceId(format!(
+                        "{}:{home}-{node}",
+                        Protocol::Zwave.as_str()
+                    )));
+                }
+            }
+        }
+        Some(DeviceId(id))
     }
 
     pub fn as_str(&self) -> &str {
@@ -724,6 +740,28 @@ mod tests {
         for raw in ok {
             assert!(DeviceId::parse(raw).unwrap().well_formed(), "{raw}");
         }
+        // A node number's leading zeros name the same node.
+        for raw in [
+            "zwave:fa116a7e-02",
+            "zwave:FA116A7E-002",
+            "zwave:fa116a7e-2",
+        ] {
+            assert_eq!(
+                DeviceId::parse(raw).unwrap().as_str(),
+                "zwave:fa116a7e-2",
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            DeviceId::parse("zwave:fa116a7e-00").unwrap().as_str(),
+            "zwave:fa116a7e-0"
+        );
+        assert_eq!(
+            DeviceId::parse("zigbee:0x00124b0001abcdef")
+                .unwrap()
+                .as_str(),
+            "zigbee:0x00124b0001abcdef"
+        );
         let bad = [
             "zigbee:0x1234",
             "zigbee:00124b0001abcdef",

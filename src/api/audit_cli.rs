@@ -102,8 +102,18 @@ pub fn verify_with_seed(db: &Path, seed: &str, strict: bool, as_json: bool) -> R
     };
     if report.ok && !seals.ok {
         report.ok = false;
-        report.reason = seals.reason.clone();
-        report.first_bad_seq = Some(seals.sealed_through_seq + 1);
+        // No seal and no key file: sealing was never set up (or all of it was
+        // removed), and no record is where the seals stop.
+        let unset = seals.sealed_epochs == 0 && !audit_seal::key_path(db).exists();
+        report.reason = if unset {
+            Some(format!(
+                "sealing is not set up for this database (no seal key file, no seals), so the seed has nothing to check: set it up with `fieldgate audit seal init`{}",
+                if has_seal_table(&conn)? { "; if it was set up, its key file and every seal were removed" } else { "" }
+            ))
+        } else {
+            seals.reason.clone()
+        };
+        report.first_bad_seq = (!unset).then_some(seals.sealed_through_seq + 1);
     }
     report.seals = Some(seals);
     super::cli::report_verify(report, as_json)

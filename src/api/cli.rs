@@ -344,6 +344,16 @@ pub async fn device(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
         crate::outln!("{key:<15} {}", s(&v[key]));
     }
     crate::outln!("{:<15} {}", "capabilities", s(&v["capabilities"]));
+    crate::outln!("{:<15} {}", "reachability", s(&v["reachability"]));
+    // The silence after which the device is offline, as its radio learnt it; absent
+    // when the policy decides.
+    let offline_after = match v["offline_after_ms"].as_i64() {
+        Some(0) => "never (speaks only when something happens)".to_string(),
+        Some(ms) => format!("{} s (learnt by its radio)", ms as f64 / 1000.0),
+        None => "as the policy says".to_string(),
+    };
+    crate::outln!("{:<15} {offline_after}", "offline_after");
+    crate::outln!("{:<15} {}", "health", s(&v["health"]));
     crate::outln!("{:<15} {}", "last_state", s(&v["last_state"]));
     let held = v["held_requests"].as_array().cloned().unwrap_or_default();
     if held.is_empty() {
@@ -588,6 +598,15 @@ pub(crate) fn report_verify(report: audit::VerifyReport, as_json: bool) -> Resul
                 last.reason
             );
         }
+    } else if report.first_bad_seq.is_none() && report.seals.is_some() {
+        // The chain verified; the seals could not be checked.
+        crate::outln!(
+            "audit chain OK: {} records, head {} {}; seals NOT VERIFIED: {}",
+            report.records,
+            report.head_seq,
+            report.head_hash,
+            report.reason.as_deref().unwrap_or("unknown")
+        );
     } else {
         crate::outln!(
             "audit log BROKEN at record {}: {} ({} records verified before it)",

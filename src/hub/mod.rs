@@ -195,6 +195,8 @@ pub struct Hub {
     state_interval: Duration,
     /// When states that wait for their interval are next looked for.
     state_flush_at: Option<tokio::time::Instant>,
+    /// Radios rotating their network key now: a second rotation is refused up front.
+    rotating: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 /// What applying one event decided beyond the store: notices and radio actions.
@@ -278,6 +280,7 @@ impl Hub {
             linger: Duration::ZERO,
             state_interval: Duration::ZERO,
             state_flush_at: None,
+            rotating: Arc::default(),
         };
         (
             hub,

@@ -306,6 +306,8 @@ pub(super) async fn run(
     // When the current connection was accepted: the backoff starts over only after a
     // connection that lasted (see `STABLE_CONNECTION`).
     let mut connected_at: Option<tokio::time::Instant> = None;
+    // Connections in a row that the broker closed soon after accepting them.
+    let mut short_lived = 0u32;
     let mut reconnect_at: Option<tokio::time::Instant> = None;
     // Since when delivered rows have been waiting to be deleted.
     let mut delete_wait: Option<Instant> = None;
@@ -463,10 +465,17 @@ pub(super) async fn run(
                         if lasted.is_some_and(|d| d >= STABLE_CONNECTION) {
                             backoff.reset();
                         }
+                        match lasted {
+                            Some(d) if d < STABLE_CONNECTION => short_lived += 1,
+                            Some(_) => short_lived = 0,
+                            None => {}
+                        }
                         let e = match lasted {
                             // Accepted, then closed at once, again and again: most often
                             // another client with the same id taking the session over.
-                            Some(d) if d < STABLE_CONNECTION => format!(
+                            // Once is not a pattern: a broker restarting closes a
+                            // connection it has just accepted too.
+                            Some(d) if d < STABLE_CONNECTION && short_lived >= 2 => format!(
                                 "{e} ({:.1} s after the broker accepted the connection: is another client connected with the client id `{}`?)",
                                 d.as_secs_f64(),
                                 status.client_id

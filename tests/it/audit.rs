@@ -154,3 +154,31 @@ fn verify_tells_broken_from_not_checked() {
     tamper(&db, "UPDATE audit SET actor = 'someone else' WHERE seq = 2");
     assert_eq!(run(&["audit", "verify", "--db", db_s]), Some(1));
 }
+
+/// `audit tail` takes 1 to 10,000 records, refused by the CLI itself (the daemon is
+/// never asked), and `--json` prints one record per line.
+#[test]
+fn tail_counts_are_checked_and_json_is_one_record_per_line() {
+    let (_d, db) = populated();
+    let db_s = db.to_str().unwrap();
+    for bad in ["0", "10001"] {
+        let out = crate::common::fieldgate(&["audit", "tail", "--db", db_s, "-n", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = crate::common::stderr(&out);
+        assert!(err.contains("1..=10000"), "{bad}: {err}");
+    }
+    let out = crate::common::fieldgate(&["audit", "tail", "--db", db_s, "-n", "3", "--json"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let seqs: Vec<i64> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] + 1 == w[1]), "{seqs:?}");
+}

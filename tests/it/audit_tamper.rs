@@ -443,6 +443,24 @@ fn seal_init_with_nowhere_to_show_the_seed_sets_nothing_up() {
     );
 }
 
+/// A seed checked against a gateway that never set sealing up: the chain is reported
+/// as verified and the seals as not set up, not as a log broken at its first record.
+#[test]
+fn a_seed_on_a_gateway_without_sealing_says_sealing_is_not_set_up() {
+    let mut d = TestDaemon::start("");
+    assert!(d.cli(&["status"]).status.success());
+    stop(&mut d);
+    let (ok, text) = verify(&d.db(), Some(&"ab".repeat(32)));
+    assert!(!ok, "{text}");
+    assert!(text.contains("audit chain OK"), "{text}");
+    assert!(text.contains("seals NOT VERIFIED"), "{text}");
+    assert!(
+        text.contains("not set up") && text.contains("audit seal init"),
+        "{text}"
+    );
+    assert!(!text.contains("BROKEN"), "{text}");
+}
+
 /// Sealing, once set up, cannot be switched off by deleting its key file: the daemon
 /// raises the alarm at start and `doctor` fails the state directory.
 #[test]

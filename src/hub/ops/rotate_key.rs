@@ -17,6 +17,10 @@ impl Hub {
         let checked = self
             .running_radio(&radio)
             .and_then(|(caps, _)| match caps.key_rotation {
+                Some(_) if self.rotating_now().contains(&radio) => Err(HubError::RadioUnavailable(
+                    radio.clone(),
+                    "a network key rotation is already in progress".into(),
+                )),
                 Some(longest) => self.reserve(&radio).map(|p| (p, longest)),
                 None => Err(HubError::Invalid(format!(
                     "radio `{radio}` cannot rotate its network key"
@@ -39,6 +43,19 @@ impl Hub {
             let _ = reply.send(Err(e));
             return;
         }
+        // Until the radio answers (either way; before the answer is sent, so a rotation
+        // asked for right after it is taken).
+        self.rotating_now().insert(radio.clone());
+        let ended = |rotating: &Arc<std::sync::Mutex<HashSet<String>>>, radio: &str| {
+            rotating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(radio);
+        };
+        let (on_done, on_failed) = (
+            (self.rotating.clone(), radio.clone()),
+            (self.rotating.clone(), radio.clone()),
+        );
         self.relay(
             permit,
             RelayJob {
@@ -49,13 +66,21 @@ impl Hub {
                 stopped: "the driver stopped before the switch; the old network key stays active",
             },
             |reply| RadioCommand::RotateNetworkKey { reply },
-            |v: &KeyRotated| {
+            move |v: &KeyRotated| {
+                ended(&on_done.0, &on_done.1);
                 json!({"phase": "completed", "previous_key_seq": v.previous_key_seq,
                        "key_seq": v.key_seq, "switch_delay_ms": v.switch_delay_ms})
             },
-            |e: &HubError| json!({"phase": "failed", "error": e.to_string()}),
+            move |e: &HubError| {
+                ended(&on_failed.0, &on_failed.1);
+                json!({"phase": "failed", "error": e.to_string()})
+            },
             reply,
         )
         .await;
+    }
+
+    fn rotating_now(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.rotating.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

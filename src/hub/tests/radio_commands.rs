@@ -136,3 +136,97 @@ async fn a_join_window_the_radio_refuses_fails_the_request_and_closes() {
     drop(state_tx);
     radio.abort();
 }
+
+/// A second key rotation asked for while one runs is refused up front, audited as
+/// refused (not as started, then failed), and the next one after the first ended goes
+/// through.
+#[tokio::test]
+async fn a_second_key_rotation_while_one_runs_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let (state_tx, state) = watch::channel(RadioState::Up);
+    let caps = crate::radio::capabilities(protocol());
+    assert!(caps.is_some_and(|c| c.key_rotation.is_some()));
+    let handle = RadioHandle {
+        name: "zb0".into(),
+        protocol: protocol(),
+        port: crate::config::PortSpec::Sim(protocol()),
+        capabilities: caps,
+        state,
+        commands: Some(tx),
+        counters: Default::default(),
+    };
+    let (hub, hub_handle, requests) = Hub::new("gw", store.writer(), &[handle]);
+    let (shutdown, sd_rx) = watch::channel(false);
+    let (_events_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let task = tokio::spawn(hub.run(events, requests, sd_rx, None));
+    let rotate = || {
+        let h = hub_handle.clone();
+        tokio::spawn(async move { h.rotate_network_key("zb0".into(), "tech".into()).await })
+    };
+    // The rotation's reply, past whatever else the hub tells the radio.
+    async fn rotation(
+        rx: &mut mpsc::Receiver<RadioCommand>,
+    ) -> oneshot::Sender<Result<KeyRotated, RadioError>> {
+        loop {
+            match rx.recv().await {
+                Some(RadioCommand::RotateNetworkKey { reply }) => return reply,
+                Some(_) => {}
+                None => panic!("the radio's queue closed"),
+            }
+        }
+    }
+    let first = rotate();
+    let reply = rotation(&mut rx).await;
+    let second = rotate().await.unwrap().unwrap_err();
+    assert_eq!(second.code(), "radio_unavailable", "{second}");
+    assert!(
+        second.to_string().contains("already in progress"),
+        "{second}"
+    );
+    reply
+        .send(Ok(KeyRotated {
+            previous_key_seq: 0,
+            key_seq: 1,
+            switch_delay_ms: 10,
+            switched_at: crate::model::now_rfc3339(),
+        }))
+        .unwrap();
+    assert_eq!(first.await.unwrap().unwrap().rotation.key_seq, 1);
+    // Ended: the next one is taken.
+    let third = rotate();
+    let _ = rotation(&mut rx)
+        .await
+        .send(Err(RadioError::Refused("no".into())));
+    assert!(third.await.unwrap().is_err());
+
+    let r = store.reader().unwrap();
+    let records: Vec<(String, String)> = r
+        .prepare(
+            "SELECT outcome, coalesce(json_extract(details, '$.phase'), '') FROM audit \
+             WHERE action = 'radio.rotate_network_key' ORDER BY seq",
+        )
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let records: Vec<(&str, &str)> = records
+        .iter()
+        .map(|(o, p)| (o.as_str(), p.as_str()))
+        .collect();
+    assert_eq!(
+        records,
+        [
+            ("accepted", "started"),
+            ("refused", ""),
+            ("accepted", "completed"),
+            ("accepted", "started"),
+            ("failed", "failed"),
+        ]
+    );
+    shutdown.send(true).unwrap();
+    task.await.unwrap();
+    drop(state_tx);
+}

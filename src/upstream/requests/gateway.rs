@@ -107,3 +107,99 @@ pub(super) async fn health(ctx: &RequestContext) -> Result<Value, Rejection> {
         "alarm": alarm,
     }))
 }
+
+/// How long the radios' states must rest before a change republishes `info`: a radio
+/// that goes down and comes back within it is one `info`, not two.
+pub const RADIO_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends on `changed` whenever the kind of a radio's state (starting, up, down,
+/// unavailable) differs from what it was at the last send, once the states have rested
+/// for `settle`: the retained `info` published at connect often shows radios still
+/// `starting`, and would say so until the next periodic one. A new reason for a radio
+/// that stays down is not a change. Ends when every radio's sender is gone or the
+/// receiver is dropped.
+pub async fn watch_radio_states(
+    mut states: Vec<tokio::sync::watch::Receiver<crate::model::RadioState>>,
+    settle: std::time::Duration,
+    changed: tokio::sync::mpsc::Sender<()>,
+) {
+    fn kinds(states: &mut [tokio::sync::watch::Receiver<crate::model::RadioState>]) -> Vec<u8> {
+        states
+            .iter_mut()
+            .map(|s| match *s.borrow_and_update() {
+                crate::model::RadioState::Starting => 0,
+                crate::model::RadioState::Up => 1,
+                crate::model::RadioState::Down(_) => 2,
+                crate::model::RadioState::Unavailable(_) => 3,
+            })
+            .collect()
+    }
+    let mut last = kinds(&mut states);
+    while !states.is_empty() {
+        let (result, i, _) =
+            futures_util::future::select_all(states.iter_mut().map(|s| Box::pin(s.changed())))
+                .await;
+        if result.is_err() {
+            states.remove(i);
+            last.remove(i);
+            continue;
+        }
+        // Rest: further changes within `settle` are taken in by the next reading.
+        tokio::time::sleep(settle).await;
+        let now = kinds(&mut states);
+        if now != last {
+            last = now;
+            if changed.send(()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RadioState;
+    use std::time::Duration;
+    use tokio::sync::{mpsc, watch};
+
+    #[tokio::test(start_paused = true)]
+    async fn info_is_republished_when_a_radio_state_changes_kind() {
+        let (a, a_rx) = watch::channel(RadioState::Starting);
+        let (b, b_rx) = watch::channel(RadioState::Starting);
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(watch_radio_states(
+            vec![a_rx, b_rx],
+            Duration::from_secs(1),
+            tx,
+        ));
+        tokio::task::yield_now().await;
+        // Both come up within the rest: one signal.
+        a.send(RadioState::Up).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.send(RadioState::Down("no such port".into())).unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(rx.try_recv(), Ok(()));
+        assert!(rx.try_recv().is_err());
+        // A new reason for a radio still down is not a change.
+        b.send(RadioState::Down("still no such port".into()))
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(rx.try_recv().is_err());
+        // Down and back up within the rest: nothing to say either.
+        a.send(RadioState::Down("link dropped".into())).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        a.send(RadioState::Up).unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(rx.try_recv().is_err());
+        b.send(RadioState::Up).unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(rx.try_recv(), Ok(()));
+        // The radios gone: the watcher ends.
+        drop((a, b));
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -153,7 +153,22 @@ pub async fn serve(
             }
         })
     };
-    while let Some(item) = inbound.recv().await {
+    // The retained `info` again when a radio's state changes kind (one still starting
+    // at connect comes up), instead of at the next periodic one.
+    let (info_tx, mut radios_changed) = mpsc::channel::<()>(1);
+    let watcher = tokio::spawn(gateway::watch_radio_states(
+        ctx.radios.iter().map(|r| r.state.clone()).collect(),
+        gateway::RADIO_SETTLE,
+        info_tx,
+    ));
+    loop {
+        let item = tokio::select! {
+            item = inbound.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+            Some(()) = radios_changed.recv() => Inbound::PublishInfo,
+        };
         match item {
             Inbound::PublishInfo => match info(&ctx).await {
                 Ok(data) => {
@@ -243,6 +258,7 @@ pub async fn serve(
             }
         }
     }
+    watcher.abort();
     // The rotations already taken are answered too before the task ends: the session
     // waits for this task (bounded) before it disconnects at a stop.
     drop(rotations);
