@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod demo;
 pub mod doctor;
 pub mod emulate;
+pub mod files;
 pub mod hub;
 pub mod journal;
 pub mod memory;

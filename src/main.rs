@@ -646,6 +646,20 @@ fn main() -> ExitCode {
     {
         return doctor(&cli, *json, user, master_key, *timeout);
     }
+    // tokio panics on a bad value; a mistyped drop-in is a configuration error.
+    if let Some(v) = std::env::var_os("TOKIO_WORKER_THREADS") {
+        if !v
+            .to_str()
+            .and_then(|s| s.parse::<usize>().ok())
+            .is_some_and(|n| n >= 1)
+        {
+            eprintln!(
+                "error: TOKIO_WORKER_THREADS is `{}`: it must be a number of threads, 1 or more (or unset: one per core)",
+                fieldgate::output::clean(&v.to_string_lossy())
+            );
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

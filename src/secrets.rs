@@ -114,8 +114,10 @@ impl MasterKey {
         if meta.uid() != me && meta.uid() != 0 {
             return Err(SecretsError::Owner(path.into(), meta.uid()));
         }
-        let bytes =
-            Zeroizing::new(std::fs::read(path).map_err(|e| SecretsError::Read(path.into(), e))?);
+        let bytes = Zeroizing::new(
+            crate::files::read_regular(path, crate::files::MAX_SECRET_BYTES)
+                .map_err(|e| SecretsError::Read(path.into(), e))?,
+        );
         let key = parse_key(&bytes).ok_or_else(|| SecretsError::Format(path.into()))?;
         Ok(MasterKey::from_bytes(&key, path.into()))
     }
@@ -128,7 +130,8 @@ impl MasterKey {
             let path = Path::new(&dir).join(CREDENTIAL_NAME);
             if path.exists() {
                 let bytes = Zeroizing::new(
-                    std::fs::read(&path).map_err(|e| SecretsError::Read(path.clone(), e))?,
+                    crate::files::read_regular(&path, crate::files::MAX_SECRET_BYTES)
+                        .map_err(|e| SecretsError::Read(path.clone(), e))?,
                 );
                 let key = parse_key(&bytes).ok_or_else(|| SecretsError::Format(path.clone()))?;
                 return Ok(MasterKey::from_bytes(&key, path));

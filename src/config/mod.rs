@@ -28,7 +28,7 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// An error made with a [`Locator`] on the config file at `path`, read only now: the
 /// host checks pass without reading it again.
 fn located(path: &Path, make: impl FnOnce(&Locator<'_>) -> ConfigError) -> ConfigError {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = crate::files::read_regular_text(path, MAX_CONFIG_BYTES).unwrap_or_default();
     make(&Locator {
         file: path,
         text: &text,
@@ -486,20 +486,15 @@ impl Config {
             key: None,
             message,
         };
-        // Read up to a limit: a path to a device or a huge file is not a config.
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|f| {
-                use std::io::Read;
-                f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)
-            })
-            .map_err(|e| fail(format!("cannot read the config file: {e}")))?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(fail(format!(
-                "larger than {} KiB: not a config file",
-                MAX_CONFIG_BYTES / 1024
-            )));
-        }
+        // Read up to a limit: a path to a device, a FIFO or a huge file is not a config.
+        let text = crate::files::read_regular_text(path, MAX_CONFIG_BYTES).map_err(|e| match e
+            .kind()
+        {
+            std::io::ErrorKind::InvalidInput => fail(format!(
+                "cannot read the config file: {e}: not a config file"
+            )),
+            _ => fail(format!("cannot read the config file: {e}")),
+        })?;
         Config::parse(path, &text)
     }
 
@@ -646,9 +641,12 @@ impl Config {
         }
 
         let mut names = HashSet::new();
-        // A device or a listening port serves one radio: two drivers on it would read
-        // each other's frames. (Emulators, BlueZ adapters and outgoing TCP are not
+        // A device, a listening port or a TCP endpoint (ser2net, a network coordinator:
+        // one client at a time) serves one radio: two drivers on it would read each
+        // other's frames or knock each other off. (Emulators and BlueZ adapters are not
         // checked: several sim:// radios are fine, and an adapter is shared by design.)
+        // A serial path is compared as the device it names: `/dev/./ttyUSB0`,
+        // `/dev//ttyUSB0` and a by-id link to it are `/dev/ttyUSB0`.
         let mut ports: HashMap<String, String> = HashMap::new();
         for radio in &self.radios {
             let name = radio.name.get_ref();
@@ -671,8 +669,15 @@ impl Config {
                 Err(msg) => return Err(loc.at(&radio.port, "radio.port", msg)),
             };
             let exclusive = match &spec {
-                PortSpec::Serial(p) => Some(p.display().to_string()),
+                PortSpec::Serial(p) => {
+                    let lexical: PathBuf = p.components().collect();
+                    let device = std::fs::canonicalize(&lexical).unwrap_or(lexical);
+                    Some(device.display().to_string())
+                }
                 PortSpec::Udp { port, .. } => Some(format!("udp port {port}")),
+                PortSpec::Tcp { host, port } => {
+                    Some(format!("tcp://{}:{port}", host.to_ascii_lowercase()))
+                }
                 _ => None,
             };
             if let Some(key) = exclusive.filter(|_| radio.enabled) {
@@ -765,8 +770,35 @@ fn is_ident_char(c: char) -> bool {
 
 /// Top-level directories the gateway must never take as its own: writing the
 /// database or a key there (as root) would put files among the system's.
-const SYSTEM_DIRS: [&str; 11] = [
-    "/", "/etc", "/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/run", "/var",
+/// The shared ones among them (`/tmp`, `/home`, `/var/lib`) belong to everyone on the
+/// host: taking one as the state directory would take others' access to it away.
+const SYSTEM_DIRS: [&str; 26] = [
+    "/",
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/boot",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/run",
+    "/var",
+    "/tmp",
+    "/var/tmp",
+    "/var/lib",
+    "/var/cache",
+    "/var/log",
+    "/var/spool",
+    "/var/mail",
+    "/home",
+    "/root",
+    "/srv",
+    "/opt",
+    "/mnt",
+    "/media",
+    "/usr/local",
+    "/run/user",
 ];
 /// Trees that are the system's throughout (nothing of the gateway belongs inside).
 const SYSTEM_TREES: [&str; 7] = ["/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys"];
@@ -806,14 +838,26 @@ fn is_lib_dir(p: &Path) -> bool {
 pub fn check_state_dir(p: &Path) -> Result<(), String> {
     check_path_shape(p)?;
     let normal: PathBuf = p.components().collect();
-    let system = SYSTEM_DIRS.iter().any(|d| normal == Path::new(d))
-        || SYSTEM_TREES.iter().any(|d| normal.starts_with(d))
-        || is_lib_dir(&normal);
-    if system {
+    let system = |d: &Path| {
+        SYSTEM_DIRS.iter().any(|s| d == Path::new(s))
+            || SYSTEM_TREES.iter().any(|s| d.starts_with(s))
+            || is_lib_dir(d)
+    };
+    if system(&normal) {
         return Err(format!(
             "`{}` is a system directory: use a directory of the gateway's own, e.g. /var/lib/fieldgate",
             p.display()
         ));
+    }
+    // A link to one is the same directory (checked where the path exists: on this host).
+    if let Ok(real) = std::fs::canonicalize(&normal) {
+        if real != normal && system(&real) {
+            return Err(format!(
+                "`{}` leads to `{}`, a system directory: use a directory of the gateway's own, e.g. /var/lib/fieldgate",
+                p.display(),
+                real.display()
+            ));
+        }
     }
     Ok(())
 }

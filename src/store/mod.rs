@@ -306,6 +306,17 @@ pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
             .create(dir)?;
     }
     let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    // A sticky directory (like /tmp) is shared by design: it is not the gateway's to
+    // close, and its files are not private in it.
+    if mode & 0o1000 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is a shared directory (sticky bit set, mode {mode:o}): use a directory of the gateway's own",
+                dir.display()
+            ),
+        ));
+    }
     if mode & 0o007 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o007))?;
     }

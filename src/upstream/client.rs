@@ -226,11 +226,12 @@ impl ClientSettings {
 }
 
 fn read_password(path: &Path) -> Result<String, ClientError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ClientError::File {
-        what: "the password file",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::files::read_regular_text(path, 64 * 1024).map_err(|source| ClientError::File {
+            what: "the password file",
+            path: path.to_path_buf(),
+            source,
+        })?;
     // A trailing newline from `echo > file` is not part of the password.
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
@@ -323,11 +324,14 @@ fn read_certs(
         path: path.to_path_buf(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|source| ClientError::File {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        crate::files::read_regular(path, crate::files::MAX_SECRET_BYTES).map_err(|source| {
+            ClientError::File {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_err(e.to_string()))?;

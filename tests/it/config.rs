@@ -57,6 +57,10 @@ const CASES: &[Case] = &[
     whole("log level that is not one", "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\nlog_level = \"loud\"\n", "not a log level", Some(4)),
     case("duplicate radio names", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n[[radio]]\nname = \"zb\"\nprotocol = \"zwave\"\nport = \"sim://zwave\"\n", "duplicate radio name `zb`", Some(13)),
     case("two radios on one serial port", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"/dev/ttyUSB9\"\n[[radio]]\nname = \"zw\"\nprotocol = \"zwave\"\nport = \"/dev/ttyUSB9\"\n", "/dev/ttyUSB9 is already radio `zb`'s", Some(15)),
+    case("one serial device written two ways", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"/dev/ttyUSB9\"\n[[radio]]\nname = \"zw\"\nprotocol = \"zwave\"\nport = \"/dev/./ttyUSB9/\"\n", "/dev/ttyUSB9 is already radio `zb`'s", Some(15)),
+    case("two radios on one TCP endpoint", "[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"tcp://Coord.local:6638\"\n[[radio]]\nname = \"zw\"\nprotocol = \"zwave\"\nport = \"tcp://coord.local:6638\"\n", "tcp://coord.local:6638 is already radio `zb`'s", Some(15)),
+    whole("a shared directory as the state directory", "[gateway]\nid = \"gw\"\nstate_dir = \"/var/lib\"\n", "`/var/lib` is a system directory", Some(3)),
+    whole("the home directories as the state directory", "[gateway]\nid = \"gw\"\nstate_dir = \"/home/\"\n", "is a system directory", Some(3)),
     case("two forwarders on one UDP port", "[[radio]]\nname = \"a\"\nprotocol = \"lora\"\nport = \"udp://0.0.0.0:1700\"\n[[radio]]\nname = \"b\"\nprotocol = \"lora\"\nport = \"udp://127.0.0.1:1700\"\n", "udp port 1700 is already radio `a`'s", Some(15)),
     case("serial path climbing out of /dev", "[[radio]]\nname = \"r\"\nprotocol = \"zigbee\"\nport = \"/dev/../etc/passwd\"\n", "`..` component", Some(11)),
     case("unknown protocol", "[[radio]]\nname = \"r\"\nprotocol = \"thread\"\nport = \"/dev/ttyUSB0\"\n", "unknown variant `thread`", Some(10)),
@@ -245,12 +249,56 @@ fn a_config_file_too_large_to_be_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.toml");
     std::fs::write(&big, "#".repeat(2 * 1024 * 1024)).unwrap();
-    for path in [big.to_str().unwrap(), "/dev/zero"] {
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for (path, why) in [
+        (
+            big.to_str().unwrap(),
+            "larger than 1024 KiB: not a config file",
+        ),
+        (
+            "/dev/zero",
+            "a device, not a regular file: not a config file",
+        ),
+        // A FIFO nobody writes to: refused at once instead of waited on for ever.
+        (
+            fifo.to_str().unwrap(),
+            "a FIFO, not a regular file: not a config file",
+        ),
+    ] {
         let out = fieldgate(&["config", "check", path]);
         assert_eq!(out.status.code(), Some(2), "{path}: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{path}: {}", stderr(&out));
+    }
+    let out = fieldgate(&["--config", fifo.to_str().unwrap(), "status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// A secret the config names is read only if it is a regular file of bounded size:
+/// `/dev/zero` as the password file is refused, not read until memory runs out.
+#[test]
+fn secret_files_must_be_small_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fieldgate.toml");
+    for (key, path) in [("password_file", "/dev/zero"), ("ca_file", "/dev/urandom")] {
+        let user = if key == "password_file" {
+            "username = \"gw\"\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "[gateway]\nid = \"gw1\"\nstate_dir = \"{}\"\n[upstream]\nurl = \"mqtts://broker.example:8883\"\n{user}{key} = \"{path}\"\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        let out = fieldgate(&["config", "check", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{key}: {}", stderr(&out));
         assert!(
-            stderr(&out).contains("larger than 1024 KiB: not a config file"),
-            "{path}: {}",
+            stderr(&out).contains("not a regular file"),
+            "{key}: {}",
             stderr(&out)
         );
     }
@@ -380,4 +428,69 @@ fn a_state_dir_on_a_read_only_filesystem_is_a_config_error() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A mistyped `TOKIO_WORKER_THREADS` (the drop-in docs/operations.md suggests) is a
+/// configuration error, not a panic that systemd would restart for ever.
+#[test]
+fn a_bad_worker_thread_count_is_a_configuration_error() {
+    for bad in ["0", "abc", " 1", ""] {
+        let out = std::process::Command::new(crate::common::bin())
+            .args(["--socket", "/nonexistent/api.sock", "status"])
+            .env("TOKIO_WORKER_THREADS", bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("TOKIO_WORKER_THREADS"),
+            "{bad:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{bad:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// The state directory is the gateway's own: a link to a system directory is refused
+/// by `config check`, and a shared (sticky) directory is refused at start and left as
+/// it was, not closed to everyone else.
+#[test]
+fn a_state_directory_shared_with_others_is_refused_and_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("etclink");
+    std::os::unix::fs::symlink("/etc", &link).unwrap();
+    let config = dir.path().join("fieldgate.toml");
+    let write = |state: &std::path::Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "[gateway]\nid = \"gw1\"\nstate_dir = \"{}\"\n[api]\nsocket = \"{}\"\n",
+                state.display(),
+                dir.path().join("api.sock").display()
+            ),
+        )
+        .unwrap();
+    };
+    write(&link);
+    let out = fieldgate(&["config", "check", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("leads to `/etc`"), "{}", stderr(&out));
+
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    write(&shared);
+    let out = fieldgate(&["run", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("shared directory"),
+        "{}",
+        stderr(&out)
+    );
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o1777);
 }

@@ -115,6 +115,18 @@ impl ZigbeeOptions {
                                 "zigbee option `definitions_dir` must be a directory path, e.g. \"/etc/fieldgate/devices.d\"".to_string(),
                             )
                         })?;
+                    // Relative to what? The service's working directory is `/`, a
+                    // technician's shell is elsewhere: the definitions would be found
+                    // by one and silently missed by the other.
+                    if !o.definitions_dir.is_absolute() {
+                        return Err(wrong(
+                            "definitions_dir",
+                            format!(
+                                "zigbee option `definitions_dir` = `{}` is relative: it must be an absolute path (the service's working directory is not yours)",
+                                o.definitions_dir.display()
+                            ),
+                        ));
+                    }
                 }
                 "sreq_timeout" => o.sreq_timeout = duration(key, value)?,
                 "watchdog_interval" => o.watchdog_interval = duration(key, value)?,
@@ -212,6 +224,7 @@ mod tests {
         assert!(err("chanel = 11").contains("unknown zigbee option `chanel`"));
         assert!(err("sreq_timeout = 5").contains("duration"));
         assert!(err("definitions_dir = 3").contains("directory path"));
+        assert!(err("definitions_dir = \"devices.d\"").contains("must be an absolute path"));
         assert_eq!(
             ZigbeeOptions::parse(&table("definitions_dir = \"/srv/defs\""))
                 .unwrap()
