@@ -562,16 +562,65 @@ fn db_or_config(cli: &Cli, db: &Option<PathBuf>) -> Result<PathBuf, ExitCode> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    where_things_are(&path).map(|c| c.db_path())
+    where_things_are(&path).map(|w| w.db)
+}
+
+/// Where a command finds the daemon's socket and database.
+struct Whereabouts {
+    socket: PathBuf,
+    db: PathBuf,
 }
 
 /// The config as far as a command needs it to find the socket or the database: the
 /// host checks (radios' devices, secret files the service reads) are the daemon's
 /// and `config check`'s, and a technician may not be allowed to read those files.
-fn where_things_are(path: &Path) -> Result<Config, ExitCode> {
-    Config::load_elsewhere(path).map_err(|e| {
-        eprintln!("error: {}", fieldgate::output::clean(&e.to_string()));
-        ExitCode::from(EXIT_CONFIG as u8)
+/// A config edited since the daemon started may not validate (a typo in a key the
+/// command does not need): the socket and the database are then read from it as
+/// they are, with a warning, so that the running daemon can still be reached.
+fn where_things_are(path: &Path) -> Result<Whereabouts, ExitCode> {
+    let e = match Config::load_elsewhere(path) {
+        Ok(c) => {
+            return Ok(Whereabouts {
+                socket: c.socket_path().to_path_buf(),
+                db: c.db_path(),
+            })
+        }
+        Err(e) => e,
+    };
+    match as_written(path) {
+        Some(w) => {
+            eprintln!(
+                "warning: {} (the daemon will refuse this config at its next start: see `fieldgate config check`); using its socket {} as written",
+                fieldgate::output::clean(&e.to_string()),
+                fieldgate::output::clean(&w.socket.display().to_string())
+            );
+            Ok(w)
+        }
+        None => {
+            eprintln!("error: {}", fieldgate::output::clean(&e.to_string()));
+            Err(ExitCode::from(EXIT_CONFIG as u8))
+        }
+    }
+}
+
+/// `[api] socket` and `[gateway] state_dir` from a config that is TOML but does not
+/// validate; `None` unless both are usable (absolute paths).
+fn as_written(path: &Path) -> Option<Whereabouts> {
+    let text = fieldgate::files::read_regular_text(path, 1024 * 1024).ok()?;
+    let table: toml::Table = text.parse().ok()?;
+    let absolute = |v: Option<&toml::Value>| {
+        v.and_then(toml::Value::as_str)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let state_dir = absolute(table.get("gateway").and_then(|g| g.get("state_dir")))?;
+    let socket = match table.get("api").and_then(|a| a.get("socket")) {
+        None => PathBuf::from(DEFAULT_SOCKET),
+        given => absolute(given)?,
+    };
+    Some(Whereabouts {
+        socket,
+        db: state_dir.join("fieldgate.db"),
     })
 }
 
@@ -585,7 +634,7 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, ExitCode> {
         default.exists().then_some(default)
     });
     match config {
-        Some(path) => Ok(where_things_are(&path)?.socket_path().to_path_buf()),
+        Some(path) => Ok(where_things_are(&path)?.socket),
         None => Ok(PathBuf::from(DEFAULT_SOCKET)),
     }
 }

@@ -362,6 +362,30 @@ fn the_cli_finds_the_socket_without_reading_the_services_secret_files() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// A config edited since the daemon started, with a mistake in a key the CLI does not
+/// need, still lets the CLI reach the running daemon (with a warning that the daemon
+/// will refuse it); one whose socket cannot be read from it is an error.
+#[test]
+fn a_config_edited_with_a_typo_still_reaches_the_running_daemon() {
+    let d = crate::common::TestDaemon::start("");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let typo = d.dir.path().join("typo.toml");
+    std::fs::write(&typo, format!("{text}\n[store]\nfoo = 1\n")).unwrap();
+    let p = typo.to_str().unwrap();
+    let out = fieldgate(&["config", "check", p]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    for args in [vec!["--config", p, "status"], vec!["--config", p, "audit", "tail", "-n", "1"]] {
+        let out = fieldgate(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("warning:") && err.contains("store.foo"), "{err}");
+        assert!(err.contains("will refuse this config"), "{err}");
+    }
+    std::fs::write(&typo, "[gateway\nid = 1\n").unwrap();
+    let out = fieldgate(&["--config", p, "status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
 /// `config check` without a path checks the config `--config` names (else the
 /// installed one), as every other command reads it.
 #[test]
