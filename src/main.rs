@@ -731,7 +731,10 @@ async fn async_main(cli: Cli) -> ExitCode {
             };
             // Under socket activation a start that fails answers the CLI waiting on
             // the socket (and so is not started again at once for it).
-            let config = match Config::load(&path) {
+            let config = match Config::load(&path).and_then(|c| match c.start_checks(&path) {
+                Some(e) => Err(e),
+                None => Ok(c),
+            }) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {}", fieldgate::output::clean(&e.to_string()));

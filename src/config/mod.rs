@@ -446,6 +446,51 @@ impl Config {
                 )
             }));
         }
+        // Paths that exist as something else: setup errors too, named as such.
+        let not_a = |p: &Path, want_dir: bool| match std::fs::metadata(p) {
+            Ok(m) if want_dir && !m.is_dir() => Some("is not a directory"),
+            Ok(m) if !want_dir && m.is_dir() => Some("is a directory, not a file"),
+            _ => None,
+        };
+        if let Some(why) = not_a(state_dir, true) {
+            out.push(located(path, |loc| {
+                loc.at(
+                    &self.gateway.state_dir,
+                    "gateway.state_dir",
+                    format!("{} {why}", state_dir.display()),
+                )
+            }));
+        }
+        if let Some(key) = &self.gateway.master_key_file {
+            if let Some(why) = not_a(key.get_ref(), false) {
+                out.push(located(path, |loc| {
+                    loc.at(
+                        key,
+                        "gateway.master_key_file",
+                        format!(
+                            "{} {why}: name the key file itself",
+                            key.get_ref().display()
+                        ),
+                    )
+                }));
+            }
+        }
+        let socket = self.api.socket.get_ref();
+        if let Ok(m) = std::fs::symlink_metadata(socket) {
+            use std::os::unix::fs::FileTypeExt;
+            if !m.file_type().is_socket() {
+                out.push(located(path, |loc| {
+                    loc.at(
+                        &self.api.socket,
+                        "api.socket",
+                        format!(
+                            "{} exists and is not a socket: name a path of its own (the daemon never replaces another file)",
+                            socket.display()
+                        ),
+                    )
+                }));
+            }
+        }
         if let Some(group) = &self.api.group {
             let exists = nix::unistd::Group::from_name(group.get_ref())
                 .ok()
@@ -475,6 +520,26 @@ impl Config {
             Some(e) => Err(e),
             None => Ok(config),
         }
+    }
+
+    /// What only the daemon checks before it starts, as the user it runs as: that it can
+    /// write an existing state directory. (`config check` is often run by someone else.)
+    pub fn start_checks(&self, path: &Path) -> Option<ConfigError> {
+        use nix::unistd::AccessFlags;
+        let state_dir = self.gateway.state_dir.get_ref();
+        let writable = nix::unistd::access(state_dir, AccessFlags::W_OK | AccessFlags::X_OK);
+        (state_dir.is_dir() && writable.is_err()).then(|| {
+            located(path, |loc| {
+                loc.at(
+                    &self.gateway.state_dir,
+                    "gateway.state_dir",
+                    format!(
+                        "{} cannot be written by this user (run the daemon as the directory's owner, or give it the directory)",
+                        state_dir.display()
+                    ),
+                )
+            })
+        })
     }
 
     /// Reads, parses and validates a config file, without the host checks.

@@ -374,11 +374,17 @@ fn a_config_edited_with_a_typo_still_reaches_the_running_daemon() {
     let p = typo.to_str().unwrap();
     let out = fieldgate(&["config", "check", p]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    for args in [vec!["--config", p, "status"], vec!["--config", p, "audit", "tail", "-n", "1"]] {
+    for args in [
+        vec!["--config", p, "status"],
+        vec!["--config", p, "audit", "tail", "-n", "1"],
+    ] {
         let out = fieldgate(&args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         let err = stderr(&out);
-        assert!(err.contains("warning:") && err.contains("store.foo"), "{err}");
+        assert!(
+            err.contains("warning:") && err.contains("store.foo"),
+            "{err}"
+        );
         assert!(err.contains("will refuse this config"), "{err}");
     }
     std::fs::write(&typo, "[gateway\nid = 1\n").unwrap();
@@ -517,4 +523,62 @@ fn a_state_directory_shared_with_others_is_refused_and_left_alone() {
     );
     let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o1777);
+}
+
+/// Paths that exist as the wrong kind of thing are configuration errors (exit 2, which
+/// systemd does not restart), named as such: a state directory that is a file, a master
+/// key file that is a directory, an API socket path that is a file.
+#[test]
+fn paths_of_the_wrong_kind_are_configuration_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let config = dir.path().join("fieldgate.toml");
+    let state = dir.path().join("state");
+    let sock = dir.path().join("api.sock");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let cases = [
+        (
+            format!(
+                "state_dir = \"{}\"\n[api]\nsocket = \"{}\"\n",
+                file.display(),
+                sock.display()
+            ),
+            "is not a directory",
+        ),
+        (
+            format!(
+                "state_dir = \"{}\"\nmaster_key_file = \"{}\"\n[api]\nsocket = \"{}\"\n",
+                state.display(),
+                keys.display(),
+                sock.display()
+            ),
+            "is a directory, not a file: name the key file itself",
+        ),
+        (
+            format!(
+                "state_dir = \"{}\"\n[api]\nsocket = \"{}\"\n",
+                state.display(),
+                file.display()
+            ),
+            "exists and is not a socket",
+        ),
+    ];
+    for (gateway, why) in cases {
+        std::fs::write(&config, format!("[gateway]\nid = \"gw1\"\n{gateway}")).unwrap();
+        for args in [vec!["config", "check"], vec!["run", "--config"]] {
+            let mut args = args.clone();
+            args.push(config.to_str().unwrap());
+            let out = fieldgate(&args);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{args:?} {why}: {}",
+                stderr(&out)
+            );
+            assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
 }
