@@ -26,13 +26,25 @@ use crate::upstream::{Upstream, UpstreamDeps, UpstreamStatus};
 pub fn init_logging(level: &str) {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
+    let from_env = EnvFilter::try_from_default_env();
+    // Set but not a filter: said once logging is up, instead of silently ignored.
+    let bad_env = match (&from_env, std::env::var("RUST_LOG")) {
+        (Err(e), Ok(v)) if !v.is_empty() => Some((v, e.to_string())),
+        _ => None,
+    };
+    let filter = from_env
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
+    let warn_bad_env = || {
+        if let Some((v, e)) = &bad_env {
+            tracing::warn!(rust_log = %v, error = %e, level, "RUST_LOG is not a log filter: ignored, the configured log_level applies");
+        }
+    };
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journal) = crate::journal::JournalLayer::new("fieldgate") {
             let _ = registry.with(journal).try_init();
+            warn_bad_env();
             return;
         }
     }
@@ -44,6 +56,7 @@ pub fn init_logging(level: &str) {
                 .with_target(false),
         )
         .try_init();
+    warn_bad_env();
 }
 
 fn notify(states: &[NotifyState]) {

@@ -56,6 +56,7 @@ enum Command {
     /// Check the host: config, radios, broker, clock, disk, directories, master key.
     /// Exit code 1 when any check fails.
     Doctor {
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
         /// The user the service runs as (the unit's User=).
@@ -76,11 +77,13 @@ enum Command {
     },
     /// Gateway status: radios, devices, outbox, requests held for sleeping devices.
     Status {
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
     /// List devices.
     Devices {
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
         /// Only devices in this lifecycle state (pending, active, quarantined, decommissioned).
@@ -97,6 +100,7 @@ enum Command {
         action: String,
         /// The level in percent, for `level`.
         value: Option<u8>,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -112,6 +116,7 @@ enum Command {
         /// The parameter's size in bytes: 1, 2 or 4 (the device's manual says which).
         #[arg(long)]
         size: u8,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -122,6 +127,7 @@ enum Command {
         /// `on,voltage`.
         #[arg(long, value_delimiter = ',')]
         attributes: Vec<String>,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -133,14 +139,19 @@ enum Command {
     /// Show one device and the requests held for it.
     Device {
         id: String,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
     /// Open a join window on a radio and watch devices join.
     Pair {
         radio: String,
-        #[arg(long, default_value_t = 60)]
+        /// How long the window stays open (1 to 254 s; the policy may allow less).
+        #[arg(long, default_value_t = 60,
+              value_parser = clap::builder::RangedU64ValueParser::<u32>::new()
+                  .range(1..=u64::from(fieldgate::hub::MAX_PERMIT_JOIN_SECONDS)))]
         seconds: u32,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -167,6 +178,7 @@ enum Command {
         /// was never seen here, until `readmit`.
         #[arg(long)]
         block: bool,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -178,6 +190,7 @@ enum Command {
         /// Stored encrypted; never printed.
         #[arg(long, value_name = "HEX|-")]
         bindkey: Option<String>,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -188,12 +201,14 @@ enum Command {
         /// The new bindkey (32 hex digits), or `-` to read it from standard input.
         #[arg(long, value_name = "HEX|-")]
         bindkey: String,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
     /// Let a decommissioned device join again (through a join window, as a new one).
     Readmit {
         id: String,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -272,17 +287,20 @@ enum InstallCodeCmd {
         /// The install code in hex as printed on the device (with its CRC); `-` reads it
         /// from standard input, which keeps it out of the shell history and process list.
         code: String,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
     /// Devices with a registered install code (never the codes).
     List {
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
     /// Destroy a device's registered install code.
     Remove {
         ieee: String,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -309,6 +327,7 @@ enum LoraCmd {
         /// How its payloads become readings: `lpp` (Cayenne LPP) or `raw` (hex only).
         #[arg(long)]
         decoder: Option<String>,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -321,7 +340,7 @@ enum RadioCmd {
     /// the network key: keep it like a password.
     Backup {
         name: String,
-        /// Write to this new file (mode 0600) instead of printing.
+        /// Write to this new file (mode 0600) instead of printing (`-`: print).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -338,6 +357,7 @@ enum RadioCmd {
         /// Confirm: the radio's current network is replaced.
         #[arg(long)]
         yes: bool,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -346,6 +366,7 @@ enum RadioCmd {
     /// the old key stays active.
     RotateKey {
         name: String,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -459,6 +480,7 @@ enum UpstreamCommand {
         /// The new private key (PEM).
         #[arg(long)]
         key: PathBuf,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -483,11 +505,13 @@ enum PolicyCommand {
     Apply {
         /// The document's file; `-` reads it from standard input.
         file: PathBuf,
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
     /// Show the active policy.
     Show {
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
     },
@@ -508,6 +532,7 @@ enum PolicyCommand {
 enum AuditCommand {
     /// Walk the hash chain and name the first record that does not verify.
     Verify {
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
         /// Read this database file directly (works with the daemon stopped).
@@ -545,6 +570,7 @@ enum SealCommand {
     /// Set up sealing: creates the seal key beside the database and prints the
     /// verification seed, once. Keep the seed off the gateway.
     Init {
+        /// Print JSON instead of a table or text.
         #[arg(long)]
         json: bool,
         /// The database to seal (default: the config's).
@@ -893,7 +919,9 @@ async fn async_main(cli: Cli) -> ExitCode {
                     command: RadioCmd::Backup { name, out },
                 } => {
                     let api = api.with_timeout(radio_timeout);
-                    fieldgate::api::cli_radio::radio_backup(&api, name, out.as_deref()).await
+                    // `-` is standard output, as elsewhere, not a file named `-`.
+                    let out = out.as_deref().filter(|p| *p != Path::new("-"));
+                    fieldgate::api::cli_radio::radio_backup(&api, name, out).await
                 }
                 Command::Radio {
                     command:

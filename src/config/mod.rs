@@ -566,7 +566,7 @@ impl Config {
     /// Parses and validates config text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().to_string();
+            let message = plain_types(e.message().trim());
             let (line, column, key) = match e.span() {
                 Some(span) => {
                     let (l, c) = line_col(text, span.start);
@@ -827,6 +827,28 @@ fn is_log_filter(filter: &str) -> bool {
             };
             LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
         })
+}
+
+/// The deserializer's messages name Rust's types (`expected u32`); an installer reads
+/// what kind of value is wanted instead.
+fn plain_types(message: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, plain) in [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("u64 value was too large", "the number is too large"),
+        ("invalid value: integer", "invalid value"),
+    ] {
+        out = out.replace(rust, plain);
+    }
+    out
 }
 
 fn is_ident_char(c: char) -> bool {
@@ -1212,6 +1234,13 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.line, Some(5));
         assert_eq!(e.key.as_deref(), Some("store.commit_max_ops"));
+        // In words an installer reads, not Rust's type names.
+        assert!(
+            e.message.contains("expected a whole number"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("usize"), "{}", e.message);
     }
 
     #[test]

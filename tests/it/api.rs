@@ -532,6 +532,12 @@ fn cli_renders_tables_json_and_clear_errors() {
     let out = d.cli(&["pair", "zb0", "--seconds", "5"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not running"), "{}", stderr(&out));
+    // A window no radio opens is refused by the CLI, in the daemon's range.
+    for seconds in ["0", "255", "4294967295"] {
+        let out = d.cli(&["pair", "zb0", "--seconds", seconds]);
+        assert_eq!(out.status.code(), Some(2), "{seconds}");
+        assert!(stderr(&out).contains("1..=254"), "{}", stderr(&out));
+    }
 
     let out = d.cli(&["audit", "tail", "-n", "3"]);
     assert!(stdout(&out).contains("ACTOR"), "{}", stdout(&out));

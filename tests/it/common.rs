@@ -141,6 +141,21 @@ impl TestDaemon {
         fieldgate(&full)
     }
 
+    /// [`TestDaemon::cli`] run in the directory `cwd` (where a relative path lands).
+    pub fn cli_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("FIELDGATE_SOCKET")
+            .env_remove("FIELDGATE_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .output()
+            .expect("run fieldgate")
+    }
+
     /// The daemon's pid while it runs.
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)

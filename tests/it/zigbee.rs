@@ -1464,6 +1464,12 @@ fn zigbee_daemon_binary_pairs_over_a_pty() {
     assert!(head.starts_with("HTTP/1.1 405"), "{head}");
     assert_eq!(exports(), before, "a HEAD exported the key");
     assert!(!d.cli(&["radio", "backup", "nope"]).status.success());
+    // `--out -` prints it, as without `--out`; no file named `-` holds the key.
+    let out = d.cli_in(d.dir.path(), &["radio", "backup", "zb0", "--out", "-"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["network_key"]["key"], hex::encode(&nv_key));
+    assert!(!d.dir.path().join("-").exists());
     // Its own backup cannot go back onto it (herdsman or zigpy restore from the file),
     // and it says so rather than quarrelling about the format.
     let out = d.cli(&["radio", "restore", "zb0", "--in", &file_arg, "--yes"]);
