@@ -84,9 +84,10 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
     let disk = &v["store"]["disk"];
     if disk["disk_full"].as_bool() == Some(true) {
         crate::outln!(
-            "DISK FULL the filesystem of the state directory is full ({} bytes free): {} write(s) failed; free some space",
+            "DISK FULL the filesystem of the state directory is full ({} bytes free): {} write(s) failed, {} device event(s) not stored; free some space",
             disk["free_bytes"].as_u64().unwrap_or(0),
-            disk["full_errors"].as_u64().unwrap_or(0)
+            disk["full_errors"].as_u64().unwrap_or(0),
+            disk["events_not_stored"].as_u64().unwrap_or(0)
         );
     }
     let a = &v["audit"];

@@ -462,6 +462,11 @@ impl Hub {
     /// one that waits), and sets when to look again.
     async fn queue_due_states(&mut self, all: bool) {
         self.state_flush_at = None;
+        if self.disk_full() {
+            // Kept in the registry; queued once there is room again.
+            self.state_flush_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            return;
+        }
         loop {
             let gw = self.gateway_id.clone();
             let now = crate::store::requests::millis(SystemTime::now());
@@ -491,7 +496,9 @@ impl Hub {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "could not queue the device states that waited");
+                    if let Some(n) = self.writer.stats().log.hit("state_flush") {
+                        tracing::error!(failures = n, error = %e, "could not queue the device states that waited");
+                    }
                     // Tried again later, not in a loop.
                     self.state_flush_at =
                         Some(tokio::time::Instant::now() + Duration::from_secs(1));

@@ -76,6 +76,9 @@ pub struct DiskState {
     pub full_errors: AtomicU64,
     /// Times the reserve was given back.
     pub reserve_released: AtomicU64,
+    /// Device events not stored because the disk was full (the reserve given back is
+    /// kept for audit records and a clean stop, not spent on readings).
+    pub events_not_stored: AtomicU64,
     checked: Mutex<Option<Instant>>,
 }
 
@@ -169,6 +172,7 @@ impl DiskState {
             "free_bytes": free,
             "full_errors": self.full_errors.load(Ordering::Relaxed),
             "reserve_released": self.reserve_released.load(Ordering::Relaxed),
+            "events_not_stored": self.events_not_stored.load(Ordering::Relaxed),
         })
     }
 }

@@ -528,6 +528,21 @@ pub(in crate::hub) struct InFlight {
 }
 
 impl Hub {
+    /// Whether the disk holding the database is full (looked at again at most once a
+    /// second, so that space coming back is seen even while nothing is written).
+    pub(in crate::hub) fn disk_full(&self) -> bool {
+        let stats = self.writer.stats();
+        stats.disk.recheck(&stats.log);
+        stats.disk.is_full()
+    }
+
+    /// A burst that could not be committed: one log line per 10 s, with the count.
+    fn commit_failed(&self, events: usize, e: &StoreError) {
+        if let Some(bursts) = self.writer.stats().log.hit("device_commit") {
+            tracing::error!(bursts, events, error = %e, "could not commit device events");
+        }
+    }
+
     /// Applies a burst and waits for its commit.
     pub(in crate::hub) async fn on_events(&mut self, batch: Vec<DeviceEvent>) {
         if let Some(b) = self.submit_events(batch).await {
@@ -543,6 +558,22 @@ impl Hub {
         &mut self,
         mut batch: Vec<DeviceEvent>,
     ) -> Option<InFlight> {
+        if self.disk_full() {
+            let stats = self.writer.stats();
+            let events = batch.len() as u64;
+            stats
+                .disk
+                .events_not_stored
+                .fetch_add(events, std::sync::atomic::Ordering::Relaxed);
+            if let Some(bursts) = stats.log.hit("events_not_stored") {
+                tracing::error!(
+                    bursts,
+                    events_not_stored = stats.disk.events_not_stored.load(std::sync::atomic::Ordering::Relaxed),
+                    "the disk is full: device events are not stored until space is freed (what is left is kept for audit records and a clean stop)"
+                );
+            }
+            return None;
+        }
         for ev in &mut batch {
             with_link_readings(ev);
         }
@@ -572,7 +603,7 @@ impl Hub {
         {
             Ok(done) => Some(InFlight { done, events }),
             Err(e) => {
-                tracing::error!(events, error = %e, "could not commit device events");
+                self.commit_failed(events, &e);
                 None
             }
         }
@@ -590,7 +621,7 @@ impl Hub {
                 a
             }
             Err(e) => {
-                tracing::error!(events = count, error = %e, "could not commit device events");
+                self.commit_failed(count, &e);
                 return;
             }
         };
