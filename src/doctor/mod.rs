@@ -263,8 +263,15 @@ pub fn run(opts: &Options) -> Report {
     };
     checks.push(user_check);
     if let Some(config) = &config {
+        let daemon = radios::running_daemon(&config.db_path());
         for radio in &config.radios {
-            checks.push(check_radio(radio, &identity, &sandbox, opts.timeout));
+            checks.push(check_radio(
+                radio,
+                &identity,
+                &sandbox,
+                opts.timeout,
+                daemon,
+            ));
             if radio.enabled && radio.protocol == crate::config::Protocol::LoraP2p {
                 let options = crate::radio::lora_p2p::P2pOptions::parse(radio.options.get_ref());
                 if let Some(file) = options.ok().and_then(|o| o.encryption_key_file) {

@@ -17,11 +17,22 @@ use super::net::connect;
 use super::Check;
 use crate::config::PortSpec;
 
+/// The pid of the daemon running on `db`'s state directory, if one is: the pid its
+/// lock file names, when that process is a fieldgate. (Taking the lock to find out
+/// would make a daemon starting at that moment refuse to.)
+pub(super) fn running_daemon(db: &Path) -> Option<u32> {
+    let text = fs::read_to_string(crate::store::sidecar(db, ".lock")).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    comm.trim().starts_with("fieldgate").then_some(pid)
+}
+
 pub(super) fn check_radio(
     radio: &crate::config::RadioConfig,
     id: &Identity,
     sandbox: &Sandbox,
     timeout: Duration,
+    daemon: Option<u32>,
 ) -> Check {
     let name = format!("radio {}", radio.name.get_ref());
     if !radio.enabled {
@@ -36,6 +47,15 @@ pub(super) fn check_radio(
     }
     match radio.port_spec() {
         PortSpec::Serial(path) => check_serial(name, &path, id, sandbox),
+        // A coordinator behind ser2net takes one client: with `kickolduser` a probe
+        // would knock the running daemon's link off.
+        PortSpec::Tcp { host, port } if daemon.is_some() => Check::ok(
+            name,
+            format!(
+                "tcp://{host}:{port}: not probed, the running daemon (pid {}) holds the link; `fieldgate status` shows its state",
+                daemon.unwrap_or_default()
+            ),
+        ),
         PortSpec::Tcp { host, port } => match connect(&host, port, timeout) {
             Ok(addr) => Check::ok(
                 name,

@@ -634,3 +634,66 @@ fn a_broker_password_the_technicians_group_can_read_is_a_warning() {
         "{report:#}"
     );
 }
+
+/// A `tcp://` radio the running daemon holds is not probed: ser2net set up to kick the
+/// old client (as docs/operations.md suggests) would drop the daemon's link for it. With
+/// the daemon stopped, the port is probed as before.
+#[test]
+fn a_tcp_radio_the_running_daemon_holds_is_not_probed() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in listener.incoming().flatten() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(c);
+            }
+        });
+    }
+    let mut d = crate::common::TestDaemon::start(&format!(
+        "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"tcp://127.0.0.1:{port}\"\n"
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never connected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let doctor = |config: &Path| -> Value {
+        let out = Command::new(bin())
+            .args(["doctor", "--json", "--timeout", "3s", "--config"])
+            .arg(config)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let report = doctor(&d.config);
+    let c = check(&report, "radio zb0");
+    assert_eq!(c["status"], "ok", "{c:#}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not probed"),
+        "{c:#}"
+    );
+    // Any new connection in the meantime is the daemon's own reconnect, at most one.
+    assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) <= before + 1);
+    d.terminate(std::time::Duration::from_secs(10));
+    let report = doctor(&d.config);
+    let c = check(&report, "radio zb0");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reachable"),
+        "{c:#}"
+    );
+}
