@@ -459,6 +459,25 @@ fn writer_loop(
             tracing::error!(error = %e, "cannot write the audit mark at the stop");
         }
     }
+    // The WAL into the database now, so a failure is said: closing the connection would
+    // try the same silently. What stays in the WAL is not lost (replayed at the next
+    // open), but a full disk leaves it there.
+    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    });
+    match checkpoint {
+        Ok((log, done)) if done < log => {
+            tracing::debug!(
+                frames = log,
+                checkpointed = done,
+                "the WAL was checkpointed in part at the stop (readers still open)"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "the WAL could not be checkpointed at the stop: it stays beside the database and is replayed at the next start (nothing is lost)");
+        }
+    }
     tracing::debug!("store writer stopped");
 }
 
