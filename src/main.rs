@@ -723,11 +723,8 @@ fn main() -> ExitCode {
     }
     // tokio panics on a bad value; a mistyped drop-in is a configuration error.
     if let Some(v) = std::env::var_os("TOKIO_WORKER_THREADS") {
-        if !v
-            .to_str()
-            .and_then(|s| s.parse::<usize>().ok())
-            .is_some_and(|n| n >= 1)
-        {
+        let threads = v.to_str().and_then(|s| s.parse::<usize>().ok());
+        if threads.unwrap_or(0) == 0 {
             eprintln!(
                 "error: TOKIO_WORKER_THREADS is `{}`: it must be a number of threads, 1 or more (or unset: one per core)",
                 fieldgate::output::clean(&v.to_string_lossy())

@@ -11,6 +11,31 @@ fn protocol() -> Protocol {
 
 const ADDR: &str = "0x00124b0001abcdef";
 
+/// A running radio named `name` (the test protocol, these capabilities), with a command
+/// queue of `depth`: its handle, the queue's other end and its state's sender (keep it).
+fn radio_handle(
+    name: &str,
+    capabilities: Option<&'static crate::radio::Capabilities>,
+    depth: usize,
+) -> (
+    RadioHandle,
+    mpsc::Receiver<RadioCommand>,
+    watch::Sender<RadioState>,
+) {
+    let (tx, rx) = mpsc::channel(depth);
+    let (state_tx, state) = watch::channel(RadioState::Up);
+    let handle = RadioHandle {
+        name: name.into(),
+        protocol: protocol(),
+        port: crate::config::PortSpec::Sim(protocol()),
+        capabilities,
+        state,
+        commands: Some(tx),
+        counters: Default::default(),
+    };
+    (handle, rx, state_tx)
+}
+
 fn event(addr: &str, kind: DeviceEventKind) -> DeviceEvent {
     DeviceEvent {
         radio: "zb0".into(),

@@ -9,16 +9,20 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_fieldgate")
 }
 
-/// Runs the CLI with `args` and returns its output.
-pub fn fieldgate(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
+/// The CLI with `args`, clear of the caller's environment that would change it.
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
         .env_remove("FIELDGATE_SOCKET")
         .env_remove("FIELDGATE_CONFIG")
         .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .output()
-        .expect("run fieldgate")
+        .env_remove("WATCHDOG_USEC");
+    c
+}
+
+/// Runs the CLI with `args` and returns its output.
+pub fn fieldgate(args: &[&str]) -> Output {
+    command(args).output().expect("run fieldgate")
 }
 
 /// Runs the binary with `input` on its standard input (a `-` argument reads it).
@@ -143,15 +147,10 @@ impl TestDaemon {
 
     /// [`TestDaemon::cli`] run in the directory `cwd` (where a relative path lands).
     pub fn cli_in(&self, cwd: &Path, args: &[&str]) -> Output {
-        Command::new(bin())
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
+        let mut full = vec!["--socket", self.socket.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        command(&full)
             .current_dir(cwd)
-            .env_remove("FIELDGATE_SOCKET")
-            .env_remove("FIELDGATE_CONFIG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
             .output()
             .expect("run fieldgate")
     }

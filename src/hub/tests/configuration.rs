@@ -17,17 +17,7 @@ struct OneRadio {
 async fn one_radio_with_a_device(caps: Option<&'static crate::radio::Capabilities>) -> OneRadio {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    let (state_tx, state) = watch::channel(RadioState::Up);
-    let handle = RadioHandle {
-        name: "zb0".into(),
-        protocol: protocol(),
-        port: crate::config::PortSpec::Sim(protocol()),
-        capabilities: caps,
-        state,
-        commands: Some(tx),
-        counters: Default::default(),
-    };
+    let (handle, rx, state_tx) = radio_handle("zb0", caps, 4);
     let (mut hub, _, _) = Hub::new("gw", store.writer(), &[handle]);
     hub.join_windows
         .insert("zb0".into(), Instant::now() + Duration::from_secs(60));

@@ -11,22 +11,11 @@ async fn a_full_radio_queue_answers_radio_busy_and_other_radios_carry_on() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
     let radio = |name: &str, depth: usize| {
-        let (tx, rx) = mpsc::channel(depth);
-        let (_state_tx, state) = watch::channel(RadioState::Up);
+        let (handle, rx, state_tx) =
+            radio_handle(name, crate::radio::capabilities(protocol()), depth);
         // Keep the state sender alive for the test's length.
-        std::mem::forget(_state_tx);
-        (
-            RadioHandle {
-                name: name.into(),
-                protocol: protocol(),
-                port: crate::config::PortSpec::Sim(protocol()),
-                capabilities: crate::radio::capabilities(protocol()),
-                state,
-                commands: Some(tx),
-                counters: Default::default(),
-            },
-            rx,
-        )
+        std::mem::forget(state_tx);
+        (handle, rx)
     };
     let (stuck, stuck_rx) = radio("stuck", 1);
     let (fine, mut fine_rx) = radio("fine", 4);
@@ -73,17 +62,7 @@ async fn a_full_radio_queue_answers_radio_busy_and_other_radios_carry_on() {
 async fn a_join_window_the_radio_refuses_fails_the_request_and_closes() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
-    let (tx, mut rx) = mpsc::channel(4);
-    let (state_tx, state) = watch::channel(RadioState::Up);
-    let handle = RadioHandle {
-        name: "zb0".into(),
-        protocol: protocol(),
-        port: crate::config::PortSpec::Sim(protocol()),
-        capabilities: crate::radio::capabilities(protocol()),
-        state,
-        commands: Some(tx),
-        counters: Default::default(),
-    };
+    let (handle, mut rx, state_tx) = radio_handle("zb0", crate::radio::capabilities(protocol()), 4);
     let (hub, hub_handle, requests) = Hub::new("gw", store.writer(), &[handle]);
     let (shutdown, sd_rx) = watch::channel(false);
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
@@ -144,19 +123,9 @@ async fn a_join_window_the_radio_refuses_fails_the_request_and_closes() {
 async fn a_second_key_rotation_while_one_runs_is_refused_up_front() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
-    let (tx, mut rx) = mpsc::channel(4);
-    let (state_tx, state) = watch::channel(RadioState::Up);
     let caps = crate::radio::capabilities(protocol());
     assert!(caps.is_some_and(|c| c.key_rotation.is_some()));
-    let handle = RadioHandle {
-        name: "zb0".into(),
-        protocol: protocol(),
-        port: crate::config::PortSpec::Sim(protocol()),
-        capabilities: caps,
-        state,
-        commands: Some(tx),
-        counters: Default::default(),
-    };
+    let (handle, mut rx, state_tx) = radio_handle("zb0", caps, 4);
     let (hub, hub_handle, requests) = Hub::new("gw", store.writer(), &[handle]);
     let (shutdown, sd_rx) = watch::channel(false);
     let (_events_tx, events) = mpsc::channel(EVENT_QUEUE);
