@@ -70,7 +70,11 @@ pub struct Daemon {
     pub hub: HubHandle,
     pub radios: Arc<Vec<RadioHandle>>,
     store: Store,
+    /// Stops what takes requests: the API and the uplink.
     shutdown: watch::Sender<bool>,
+    /// Stops what carries them out (the hub, the radios, sealing), once the requests
+    /// already taken have been.
+    back_shutdown: watch::Sender<bool>,
     hub_task: JoinHandle<()>,
     api_task: JoinHandle<std::io::Result<()>>,
     /// The API socket's path, and whether systemd made it (then it stays on stop).
@@ -189,6 +193,7 @@ impl Daemon {
         let store = Store::open(&db, WriterOptions::from(&config.store))
             .with_context(|| format!("cannot open the database {}", db.display()))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (back_shutdown, back_rx) = watch::channel(false);
         store::audit_guard::on_start(
             &store.writer(),
             &db,
@@ -202,7 +207,7 @@ impl Daemon {
             db.clone(),
             config.gateway_id().to_string(),
             config.store.audit_seal_interval,
-            shutdown_rx.clone(),
+            back_rx.clone(),
         ));
 
         let api_listener = api::open_listener(
@@ -221,7 +226,7 @@ impl Daemon {
         let radios = Arc::new(radio::spawn_all(
             &config.radios,
             events_tx,
-            shutdown_rx.clone(),
+            back_rx.clone(),
             Some(Arc::new(radio::SecretSink::new(
                 store.writer(),
                 master_key.clone(),
@@ -260,7 +265,7 @@ impl Daemon {
             interval: Duration::from_micros(usec / 2),
             on_alive: Box::new(|| notify(&[NotifyState::Watchdog])),
         });
-        let hub_task = tokio::spawn(hub.run(events_rx, requests_rx, shutdown_rx.clone(), liveness));
+        let hub_task = tokio::spawn(hub.run(events_rx, requests_rx, back_rx, liveness));
 
         let state = ApiState {
             gateway_id: config.gateway_id().into(),
@@ -299,6 +304,7 @@ impl Daemon {
             radios,
             store,
             shutdown,
+            back_shutdown,
             hub_task,
             api_task,
             api_socket,
@@ -318,7 +324,10 @@ impl Daemon {
         self.store.path().to_path_buf()
     }
 
-    /// Stops everything in order and waits until the last write has committed.
+    /// Stops everything in order and waits until the last write has committed: first
+    /// what takes requests (the API, up to 5 s for those in progress; the uplink, up
+    /// to 2 s for those it took), while the hub and the radios still carry them out;
+    /// then the hub and the radios.
     pub async fn stop(self) -> Result<()> {
         notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
         tracing::info!("shutting down");
@@ -328,12 +337,13 @@ impl Daemon {
             Ok(Err(e)) => tracing::warn!(error = %e, "API server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "API task failed"),
         }
-        if let Err(e) = self.hub_task.await {
-            tracing::warn!(error = %e, "hub task failed");
-        }
         // Publishes `offline`, disconnects and drops its store handles.
         if let Some(up) = self.upstream {
             up.join().await;
+        }
+        let _ = self.back_shutdown.send(true);
+        if let Err(e) = self.hub_task.await {
+            tracing::warn!(error = %e, "hub task failed");
         }
         let _ = self.seal_task.await;
         // Nothing else writes now: seal the last epoch so it is covered as well.

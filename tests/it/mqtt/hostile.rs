@@ -1466,3 +1466,99 @@ async fn a_client_with_the_same_id_does_not_make_the_gateway_fight_once_a_second
     );
     rig.stop().await;
 }
+
+/// The daemon itself (`fieldgate run`), stopped with SIGTERM during a flood of requests
+/// that need the hub and a radio: the requests it took before the stop are carried out,
+/// not answered "the daemon is shutting down" because the hub stopped with the uplink.
+/// (Those arriving after the stop are still refused `shutting_down` by the uplink.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_daemon_carries_out_the_requests_it_took() {
+    const N: usize = 2000;
+    let b = broker();
+    let prefix = format!("fgtest/{}", unique("stage"));
+    let mut d = crate::common::TestDaemon::prepare(&format!(
+        "[[radio]]\nname = \"zb0\"\nprotocol = \"zigbee\"\nport = \"sim://zigbee\"\n\n[upstream]\nurl = \"{}\"\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\n",
+        b.url(),
+        unique("fgs")
+    ));
+    let probe = Probe::connect(
+        b,
+        &[format!("{prefix}/response/#"), format!("{prefix}/status")],
+    )
+    .await;
+    d.spawn();
+    probe
+        .wait_for("the birth message", Duration::from_secs(20), |m| {
+            m.iter()
+                .any(|m| m.topic.ends_with("/status") && m.json()["state"] == "online")
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st: serde_json::Value =
+            serde_json::from_slice(&d.cli(&["status", "--json"]).stdout).unwrap_or_default();
+        if st["radios"][0]["state"] == "up" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the radio never came up: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (client, task) = publisher(&b.host, b.port).await;
+    let topic = format!("{prefix}/request/permit_join");
+    let sender = tokio::spawn(async move {
+        for i in 0..N {
+            let payload = body(&format!("p{i}"), json!({"radio": "zb0", "seconds": 5}));
+            if client
+                .publish(topic.clone(), QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    probe
+        .wait_for("the first answers", Duration::from_secs(30), |m| {
+            m.iter().filter(|m| m.topic.contains("/response/")).count() >= 50
+        })
+        .await;
+    let status = tokio::task::block_in_place(|| d.terminate(Duration::from_secs(20)));
+    assert!(status.expect("stopped").success(), "{}", d.log());
+    sender.abort();
+    task.abort();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answers: Vec<serde_json::Value> = probe
+        .messages()
+        .iter()
+        .filter(|m| m.topic.contains("/response/"))
+        .map(|m| m.json())
+        .collect();
+    let ok = answers.iter().filter(|a| a["status"] == "ok").count();
+    let hub_gone: Vec<&serde_json::Value> = answers
+        .iter()
+        .filter(|a| {
+            a["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("daemon is shutting down"))
+        })
+        .collect();
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    for a in &answers {
+        *codes
+            .entry(a["error"]["code"].as_str().unwrap_or("ok").to_string())
+            .or_default() += 1;
+    }
+    assert!(
+        ok >= 50,
+        "{ok} of {} answers ok: {codes:?} {}",
+        answers.len(),
+        answers[1]
+    );
+    assert!(
+        hub_gone.is_empty(),
+        "{} of {} taken requests were refused because the hub had stopped, e.g. {}",
+        hub_gone.len(),
+        answers.len(),
+        hub_gone[0]
+    );
+}
