@@ -261,6 +261,7 @@ fn device_rows(list: &[Value]) -> Vec<Vec<String>> {
         .map(|d| {
             vec![
                 s(&d["id"]),
+                s(&d["name"]),
                 s(&d["radio"]),
                 s(&d["lifecycle"]),
                 s(&d["manufacturer"]),
@@ -304,6 +305,7 @@ pub async fn devices(
     table(
         &[
             "id",
+            "name",
             "radio",
             "lifecycle",
             "manufacturer",
@@ -331,6 +333,7 @@ pub async fn device(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
     }
     for key in [
         "id",
+        "name",
         "protocol",
         "radio",
         "native_address",

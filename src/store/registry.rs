@@ -36,16 +36,29 @@ pub struct Device {
     /// speaks only when something happens); `None` leaves it to the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_after_ms: Option<i64>,
+    /// Its friendly name (`null` when it has none; see `names`).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 fn empty_object() -> serde_json::Value {
     serde_json::json!({})
 }
 
-const COLUMNS: &str =
-    "id, protocol, radio, native_address, manufacturer, model, firmware, power_source, \
-                       capabilities, last_state, lifecycle, first_seen, last_seen, health, \
-                       reachability, offline_after_ms";
+/// The registry's own columns, as [`insert`] writes them.
+macro_rules! stored_columns {
+    () => {
+        "id, protocol, radio, native_address, manufacturer, model, firmware, power_source, \
+         capabilities, last_state, lifecycle, first_seen, last_seen, health, \
+         reachability, offline_after_ms"
+    };
+}
+
+/// What a [`Device`] is read from: the registry's columns and the friendly name.
+const COLUMNS: &str = concat!(
+    stored_columns!(),
+    ", (SELECT name FROM device_names WHERE device_id = devices.id)"
+);
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
     let caps: String = r.get(8)?;
@@ -67,6 +80,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
         health: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_else(|_| empty_object()),
         reachability: r.get(14)?,
         offline_after_ms: r.get(15)?,
+        name: r.get(16)?,
     })
 }
 
@@ -642,7 +656,11 @@ pub fn set_health_flag(
 /// Inserts a device as-is (used by import and tests).
 pub fn insert(conn: &Connection, d: &Device) -> StoreResult<()> {
     conn.execute(
-        &format!("INSERT INTO devices ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+        concat!(
+            "INSERT INTO devices (",
+            stored_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ),
         params![
             d.id,
             d.protocol,
@@ -701,6 +719,17 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&streamed).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 3);
         assert_eq!(v[0]["id"], "zigbee:0x0001");
+        assert_eq!(v[0]["name"], serde_json::Value::Null);
+        // A friendly name is listed with its device, and `get` has it too.
+        let named = DeviceId("zigbee:0x0002".into());
+        super::super::names::set(&c, &named, Some("hall plug")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&list_json(&c, &empty).unwrap()).unwrap();
+        assert_eq!(v[1]["name"], "hall plug");
+        assert_eq!(
+            get(&c, &named).unwrap().unwrap().name.as_deref(),
+            Some("hall plug")
+        );
+        let streamed = list_json(&c, &empty).unwrap();
         // In chunks of any size the concatenation is the same bytes; each chunk but the
         // last is at least the size asked for, and a stop leaves a prefix.
         for size in [1, 10, 200, 1 << 20] {

@@ -44,6 +44,7 @@ fn seed_device_now(db: &std::path::Path, id: &str, lifecycle: &str) {
         health: json!({}),
         reachability: None,
         offline_after_ms: None,
+        name: None,
     };
     s.writer()
         .write_blocking(move |c| registry::insert(c, &d))
@@ -776,6 +777,7 @@ fn a_large_device_list_is_streamed() {
                             health: json!({}),
                             reachability: None,
                             offline_after_ms: None,
+                            name: None,
                         },
                     )?;
                 }
