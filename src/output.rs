@@ -50,25 +50,35 @@ pub fn try_line(args: fmt::Arguments<'_>) -> io::Result<()> {
     try_write(args, true)
 }
 
-/// `text` with every control character but newline and tab shown as its escape
-/// (`\u{1b}`), so that printing it cannot drive the terminal.
+/// `text` with every control character but newline and tab shown as its JSON escape
+/// (`\u001b`), so that printing it cannot drive the terminal. The escape is JSON's so
+/// that `--json` output stays JSON: serde_json leaves DEL and the C1 controls (U+0085,
+/// U+009B: a CSI on some terminals) raw inside strings, and `\u0085` there means the
+/// same character.
 pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(unwanted) {
+    escape(text, |c| c.is_control() && c != '\n' && c != '\t')
+}
+
+/// [`clean`] for one field of a line (a table cell, a value after its key): newlines
+/// and tabs are escaped too, so a device's name cannot start a line of its own.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    escape(text, char::is_control)
+}
+
+fn escape(text: &str, unwanted: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(&unwanted) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if unwanted(c) {
-            out.extend(c.escape_unicode());
+            // Every control character is in the Basic Multilingual Plane.
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
         } else {
             out.push(c);
         }
     }
     std::borrow::Cow::Owned(out)
-}
-
-fn unwanted(c: char) -> bool {
-    c.is_control() && c != '\n' && c != '\t'
 }
 
 /// Writes a terminal control sequence of the command's own (a progress line's
@@ -115,9 +125,26 @@ mod tests {
     fn control_characters_are_shown_not_sent() {
         assert_eq!(clean("plain, with\ttab"), "plain, with\ttab");
         assert_eq!(
-            clean("name\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}x"),
-            "name\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{9b}x"
+            clean("name\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}x\u{7f}"),
+            "name\\u001b[2J\\u001b]0;pwned\\u0007\\u009bx\\u007f"
         );
-        assert_eq!(clean("a\rb\nc"), "a\\u{d}b\nc");
+        assert_eq!(clean("a\rb\nc"), "a\\u000db\nc");
+        assert_eq!(one_line("a\rb\nc\td"), "a\\u000db\\u000ac\\u0009d");
+    }
+
+    /// JSON printed through [`clean`] is still JSON, with the same strings: serde_json
+    /// leaves DEL and the C1 controls raw, and their escapes here are JSON's.
+    #[test]
+    fn cleaned_json_is_the_same_json() {
+        let v = serde_json::json!({"name": "bt\u{85}nel\u{7f}\u{9b}2J\u{1b}", "n": [1, "\n"]});
+        for text in [v.to_string(), serde_json::to_string_pretty(&v).unwrap()] {
+            let cleaned = clean(&text);
+            assert!(
+                !cleaned.chars().any(|c| c.is_control() && c != '\n'),
+                "{cleaned}"
+            );
+            let back: serde_json::Value = serde_json::from_str(&cleaned).unwrap();
+            assert_eq!(back, v);
+        }
     }
 }

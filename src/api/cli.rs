@@ -12,10 +12,12 @@ use serde_json::{json, Value};
 use super::client::{segment, ApiClient, ClientError};
 use crate::store::audit;
 
+/// A value as one field of a line: a string's newlines and other control characters
+/// escaped (a device names itself), anything else as compact JSON.
 fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => crate::output::one_line(s).into_owned(),
         other => other.to_string(),
     }
 }
