@@ -29,6 +29,9 @@ use futures_util::{Stream, StreamExt};
 
 use super::backend::{AdvertSource, NextFuture};
 
+/// The longest device name Bluetooth allows, in bytes.
+const MAX_NAME_BYTES: usize = 248;
+
 /// How often a running scan checks that BlueZ still has the adapter, powered.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest any one D-Bus call may take before BlueZ counts as unreachable.
@@ -43,6 +46,8 @@ pub struct BluezSource {
     /// driver drops that future whenever something else is due (a command, the presence
     /// timer), and a check that takes longer than that gap would otherwise never finish.
     checking: Option<Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>>,
+    /// Who owned `org.bluez` when discovery started (`None` if that could not be read).
+    owner: Option<String>,
 }
 
 /// The process's connection to the system bus and the id of the bus it was made on.
@@ -61,6 +66,25 @@ fn bus_address() -> String {
 
 /// The system bus's id (`org.freedesktop.DBus.GetId`) over a short-lived connection of
 /// its own: `Err` when the bus cannot be reached.
+/// The unique bus name that owns `org.bluez` now: a bluetoothd restarted, even within
+/// one health interval, has another one, and knows nothing of the discovery asked of
+/// the one before it.
+async fn bluez_owner() -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(|| {
+        let conn = dbus::blocking::Connection::new_system()?;
+        let proxy = conn.with_proxy(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            CALL_TIMEOUT,
+        );
+        let (owner,): (String,) =
+            proxy.method_call("org.freedesktop.DBus", "GetNameOwner", ("org.bluez",))?;
+        Ok::<_, dbus::Error>(owner)
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("{}", e.message().unwrap_or("no reason given")))
+}
+
 async fn bus_id() -> anyhow::Result<String> {
     tokio::task::spawn_blocking(|| {
         let conn = dbus::blocking::Connection::new_system()?;
@@ -212,6 +236,7 @@ impl BluezSource {
         )
         .await
         .with_context(|| format!("BlueZ refused to start discovery on {name}"))?;
+        let owner = bluez_owner().await.ok();
         tracing::info!(adapter = name, "BLE scan started through BlueZ");
         let mut health = tokio::time::interval(HEALTH_INTERVAL);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -222,12 +247,19 @@ impl BluezSource {
             events,
             health,
             checking: None,
+            owner,
         })
     }
 }
 
-/// Whether BlueZ still has adapter `name`, powered (`Err` says what is wrong).
-async fn check(adapter: &Adapter, name: &str) -> anyhow::Result<()> {
+/// Whether BlueZ still has adapter `name`, powered, and is still the bluetoothd that
+/// was asked to scan (`owner`, when known) (`Err` says what is wrong).
+async fn check(adapter: &Adapter, name: &str, owner: Option<String>) -> anyhow::Result<()> {
+    if let (Some(was), Ok(now)) = (owner, bluez_owner().await) {
+        if was != now {
+            anyhow::bail!("bluetoothd restarted (org.bluez is now {now}, was {was}): its discovery is not running; scanning again");
+        }
+    }
     let alive = async {
         deadline("reading the adapter", adapter.adapter_info()).await?;
         match deadline("reading the adapter's state", adapter.adapter_state()).await? {
@@ -265,7 +297,16 @@ async fn advertisement(adapter: &Adapter, id: &PeripheralId) -> Option<Advertise
     adv.rssi = p.rssi;
     // The name the device advertised (BlueZ's `Name`), not `local_name`: that is BlueZ's
     // `Alias`, which for a device that sent no name is its address with dashes.
-    adv.local_name = p.advertisement_name;
+    // A name is at most 248 bytes (Core Spec Vol 3 Part C, 12.1); a longer one from a
+    // broken or hostile bluetoothd is cut there, on a character boundary.
+    adv.local_name = p.advertisement_name.map(|mut n| {
+        let mut end = n.len().min(MAX_NAME_BYTES);
+        while !n.is_char_boundary(end) {
+            end -= 1;
+        }
+        n.truncate(end);
+        n
+    });
     adv.service_data = p
         .service_data
         .into_iter()
@@ -285,14 +326,15 @@ impl AdvertSource for BluezSource {
                     events,
                     health,
                     checking,
+                    owner,
                 } = &mut *self;
                 let event = tokio::select! {
                     event = events.next() => event.context(
                         "BlueZ's event stream ended (bluetoothd restarted or the bus went away)",
                     )?,
                     _ = health.tick(), if checking.is_none() => {
-                        let (adapter, name) = (adapter.clone(), name.clone());
-                        *checking = Some(Box::pin(async move { check(&adapter, &name).await }));
+                        let (adapter, name, owner) = (adapter.clone(), name.clone(), owner.clone());
+                        *checking = Some(Box::pin(async move { check(&adapter, &name, owner).await }));
                         continue;
                     }
                     result = async { checking.as_mut().expect("guarded").await }, if checking.is_some() => {

@@ -516,6 +516,24 @@ fn bluez_or_the_bus_going_away_is_a_clear_radio_state_and_the_rest_runs() {
         "connections on the bus: {}",
         bus.clients()
     );
+
+    // bluetoothd restarted within one health interval (the radio never sees it gone):
+    // the new one knows nothing of the discovery, so it is asked to scan again.
+    let started = |b: &BlueZ| b.calls("hci0").iter().any(|(m, _)| m == "StartDiscovery");
+    assert!(started(&bluez));
+    drop(bluez);
+    let bluez = BlueZ::start(&bus);
+    bluez.add_adapter("hci0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started(&bluez) {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted bluetoothd was never asked to scan: {:?}",
+            hci_state(&d)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_state(&d, "up", "", Duration::from_secs(60));
     drop(bluez);
 
     // The bus itself goes away: down with a reason naming D-Bus, the emulated radio
