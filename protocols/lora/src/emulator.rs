@@ -241,7 +241,7 @@ impl Forwarder {
             gateway: self.gateway,
             data: PushData {
                 rxpk: vec![rxpk],
-                stat: None,
+                ..PushData::default()
             },
         }
         .to_bytes()

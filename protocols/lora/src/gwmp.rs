@@ -102,7 +102,6 @@ impl Packet {
             PUSH_DATA => {
                 let gateway = gateway()?;
                 let data: PushData = json("PUSH_DATA", body(12))?;
-                data.validate()?;
                 Packet::PushData {
                     token,
                     gateway,
@@ -206,28 +205,52 @@ fn write_json<T: Serialize>(v: &mut Vec<u8>, value: &T) {
 
 /// PUSH_DATA body: `{"rxpk":[...], "stat":{...}}`, either part optional.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(from = "RawPushData")]
 pub struct PushData {
+    /// The frames that parse and are within range. An entry that does not (bad base64,
+    /// a negative frequency, a CRC status that is not one) is left out and said in
+    /// `rejected`, not the datagram: the other frames in it are still good, and the
+    /// datagram is still acknowledged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rxpk: Vec<RxPk>,
     /// The forwarder's status report. One that does not parse (a counter out of range,
     /// a field of the wrong type) is left out, not the datagram: the frames in `rxpk`
     /// beside it are what matters, and a forwarder's statistics are advisory.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_stat"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat: Option<Stat>,
+    /// Why each `rxpk` entry left out was.
+    #[serde(skip)]
+    pub rejected: Vec<String>,
 }
 
-fn lenient_stat<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Stat>, D::Error> {
-    let v = Option::<serde_json::Value>::deserialize(d)?;
-    Ok(v.and_then(|v| serde_json::from_value(v).ok()))
+/// PUSH_DATA as it arrives: each frame and the status still to be checked.
+#[derive(Deserialize)]
+struct RawPushData {
+    #[serde(default)]
+    rxpk: Vec<serde_json::Value>,
+    #[serde(default)]
+    stat: Option<serde_json::Value>,
 }
 
-impl PushData {
-    fn validate(&self) -> Result<(), GwmpError> {
-        self.rxpk.iter().try_for_each(RxPk::validate)
+impl From<RawPushData> for PushData {
+    fn from(raw: RawPushData) -> PushData {
+        let mut data = PushData {
+            stat: raw
+                .stat
+                .and_then(|v| serde_json::from_value::<Stat>(v).ok())
+                .filter(Stat::in_range),
+            ..PushData::default()
+        };
+        for v in raw.rxpk {
+            match serde_json::from_value::<RxPk>(v) {
+                Ok(rx) => match rx.validate() {
+                    Ok(()) => data.rxpk.push(rx),
+                    Err(e) => data.rejected.push(e.to_string()),
+                },
+                Err(e) => data.rejected.push(format!("rxpk: {e}")),
+            }
+        }
+        data
     }
 }
 
@@ -274,7 +297,15 @@ impl RxPk {
     fn validate(&self) -> Result<(), GwmpError> {
         check_radio(
             "rxpk", self.freq, self.modu, self.datr, self.size, &self.data,
-        )
+        )?;
+        // A LoRa demodulator reports -20 to +15 dB; a value far outside is no reading.
+        if let Some(snr) = self.lsnr.filter(|s| !(-50.0..=50.0).contains(s)) {
+            return Err(GwmpError::Invalid {
+                what: "rxpk",
+                problem: format!("lsnr {snr} dB is out of range"),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -310,6 +341,18 @@ pub struct Stat {
     pub txnb: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temp: Option<f64>,
+}
+
+impl Stat {
+    /// Whether the report's numbers could be a forwarder's: a percentage from 0 to 100,
+    /// a position on the globe, a temperature a board survives.
+    fn in_range(&self) -> bool {
+        let within = |v: Option<f64>, lo: f64, hi: f64| v.is_none_or(|v| (lo..=hi).contains(&v));
+        within(self.ackr, 0.0, 100.0)
+            && within(self.lati, -90.0, 90.0)
+            && within(self.long, -180.0, 180.0)
+            && within(self.temp, -100.0, 200.0)
+    }
 }
 
 /// PULL_RESP body: `{"txpk":{...}}`.

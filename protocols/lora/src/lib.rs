@@ -41,7 +41,7 @@
 //! # };
 //! # let udp = Packet::PushData {
 //! #     token: 0xabcd, gateway: fieldgate_lora::Eui64(0x0102_0304_0506_0708),
-//! #     data: PushData { rxpk: vec![rxpk], stat: None },
+//! #     data: PushData { rxpk: vec![rxpk], ..PushData::default() },
 //! # }.to_bytes();
 //! # let last_fcnt = Some(0x1_0001);
 //! let packet = Packet::parse(&udp)?;                  // a UDP datagram from lora_pkt_fwd

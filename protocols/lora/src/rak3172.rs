@@ -27,6 +27,10 @@ use crate::types::{hex_decode, hex_encode};
 /// Longest line kept: a 256-byte payload is 512 hex digits plus the event prefix.
 pub const MAX_LINE: usize = 600;
 
+/// Junk without a line end is reported every this many bytes: a modem (or a wrong
+/// device) that never sends one is seen, not waited on.
+pub const JUNK_REPORT: usize = 4096;
+
 /// What the module reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -321,6 +325,9 @@ pub struct AtParser {
     noise: usize,
     /// The current line grew past MAX_LINE: it is dropped whole at its end.
     overlong: usize,
+    /// Junk already reported (a line that never ends): the rest up to the next line end
+    /// is dropped, its bytes counted here.
+    skipping: Option<usize>,
     /// Old-firmware RX header waiting for its payload line.
     pending_rx: Option<(i16, i16)>,
 }
@@ -332,7 +339,7 @@ impl AtParser {
 
     /// Bytes of a line not ended yet.
     pub fn buffered(&self) -> usize {
-        self.line.len() + self.overlong + self.noise
+        self.line.len() + self.overlong + self.noise + self.skipping.unwrap_or(0)
     }
 
     /// The line went quiet half-way: drops the partial line and says how many bytes were
@@ -342,6 +349,7 @@ impl AtParser {
         self.line.clear();
         self.overlong = 0;
         self.noise = 0;
+        self.skipping = None;
         dropped
     }
 
@@ -351,6 +359,17 @@ impl AtParser {
         for &b in bytes {
             match b {
                 b'\r' | b'\n' => self.end_line(&mut out),
+                _ if self.skipping.is_some() => {
+                    if let Some(n) = self.skipping.as_mut() {
+                        *n += 1;
+                        // A line that never ends is reported as it goes, not only at an
+                        // end that may never come.
+                        if *n >= JUNK_REPORT {
+                            out.push(Event::Garbage { bytes: *n });
+                            *n = 0;
+                        }
+                    }
+                }
                 0x20..=0x7e if self.line.len() < MAX_LINE => self.line.push(b),
                 0x20..=0x7e => self.overlong += 1,
                 // Noise (a reset glitch, a wrong baud rate): drop what the line had so far
@@ -361,11 +380,27 @@ impl AtParser {
                     self.overlong = 0;
                 }
             }
+            if self.noise + self.overlong >= JUNK_REPORT {
+                out.push(Event::Garbage {
+                    bytes: self.noise + self.overlong + self.line.len(),
+                });
+                self.line.clear();
+                self.noise = 0;
+                self.overlong = 0;
+                self.pending_rx = None;
+                self.skipping = Some(0);
+            }
         }
         out
     }
 
     fn end_line(&mut self, out: &mut Vec<Event>) {
+        if let Some(rest) = self.skipping.take() {
+            if rest > 0 {
+                out.push(Event::Garbage { bytes: rest });
+            }
+            return;
+        }
         let noise = std::mem::take(&mut self.noise);
         let overlong = std::mem::take(&mut self.overlong);
         let line = std::mem::take(&mut self.line);

@@ -60,6 +60,46 @@ use crate::store::{credentials, StoreResult, Writer};
 #[derive(Default)]
 pub struct LoraDriver {
     sessions: Sessions,
+    /// What the forwarder's log lines are limited by; kept across re-opens, so that a
+    /// forwarder that keeps the radio re-opening cannot reset the limits.
+    logs: LogLimits,
+}
+
+/// When a rate-limited kind of line was last written, and how many were held back.
+#[derive(Default)]
+struct LogLimits {
+    malformed: Option<(Instant, u64)>,
+    stat: Option<(Instant, u64)>,
+    /// The forwarder that sent PULL_DATA last (where downlinks go).
+    puller: Option<Eui64>,
+}
+
+impl LogLimits {
+    /// Whether a line of this kind is written now (and how many were held back since the
+    /// last one), or only counted.
+    fn due(slot: &mut Option<(Instant, u64)>, every: Duration) -> Option<u64> {
+        let now = Instant::now();
+        match slot {
+            Some((at, held)) if now.duration_since(*at) < every => {
+                *held += 1;
+                None
+            }
+            logged => {
+                let held = logged.map_or(0, |(_, held)| held);
+                *logged = Some((now, 0));
+                Some(held)
+            }
+        }
+    }
+}
+
+/// Text from a forwarder as a log field: control characters escaped, at most 200
+/// characters (a forwarder's error string is its own to choose).
+fn from_forwarder(text: impl std::fmt::Display) -> String {
+    let text = text.to_string();
+    let cut: String = text.chars().take(200).collect();
+    let more = if cut.len() < text.len() { "…" } else { "" };
+    format!("{}{more}", crate::output::one_line(&cut))
 }
 
 impl OwnTransportDriver for LoraDriver {
@@ -89,7 +129,7 @@ impl OwnTransportDriver for LoraDriver {
                 sessions: &mut self.sessions,
                 bridge,
                 refusals: HashMap::new(),
-                malformed_logged: None,
+                logs: &mut self.logs,
             };
             // Up before the store is read: a key committed while it is read is then either
             // read here or pushed by the hub (which pushes only to a radio that is up).
@@ -118,14 +158,17 @@ struct Gateway<'a> {
     /// Refusals handed to the hub (and audited), per device and reason: when the
     /// last one was, and how many were held back since.
     refusals: HashMap<(Eui64, &'static str), (Instant, u64)>,
-    /// Malformed datagrams: when one was last logged as a warning, and how many were
-    /// dropped since without a line of their own (each is counted in `undecodable`).
-    malformed_logged: Option<(Instant, u64)>,
+    /// The rate-limited log lines (malformed datagrams, each counted in
+    /// `undecodable`; the forwarder's statistics).
+    logs: &'a mut LogLimits,
 }
 
 /// A malformed datagram is a warning at most once per this: a broken forwarder or a
 /// flood from the LAN sends thousands a second, and the log must stay readable.
 const MALFORMED_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The forwarder's statistics are an info line at most once per this.
+const STAT_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// A device's frames refused for the same reason reach the hub (and its audit log)
 /// at most once per this; the ones in between are counted as `rate_limited` and the
@@ -278,16 +321,13 @@ impl Gateway<'_> {
             Ok(p) => p,
             Err(e) => {
                 RadioCounters::count(&self.io.counters.undecodable);
-                let now = Instant::now();
-                match &mut self.malformed_logged {
-                    Some((at, held)) if now.duration_since(*at) < MALFORMED_LOG_EVERY => {
-                        *held += 1;
-                        tracing::debug!(radio = %self.io.radio, %from, len = bytes.len(), error = %e, "malformed GWMP datagram dropped");
+                let error = from_forwarder(&e);
+                match LogLimits::due(&mut self.logs.malformed, MALFORMED_LOG_EVERY) {
+                    None => {
+                        tracing::debug!(radio = %self.io.radio, %from, len = bytes.len(), %error, "malformed GWMP datagram dropped");
                     }
-                    logged => {
-                        let held_back = logged.map_or(0, |(_, held)| held);
-                        tracing::warn!(radio = %self.io.radio, %from, len = bytes.len(), error = %e, held_back, "malformed GWMP datagram dropped (held_back: dropped since the last such line, without one)");
-                        *logged = Some((now, 0));
+                    Some(held_back) => {
+                        tracing::warn!(radio = %self.io.radio, %from, len = bytes.len(), %error, held_back, "malformed GWMP datagram dropped (held_back: dropped since the last such line, without one)");
                     }
                 }
                 return Ok(());
@@ -299,10 +339,27 @@ impl Gateway<'_> {
         match packet {
             Packet::PushData { data, gateway, .. } => {
                 self.bridge.heard_forwarder(gateway);
+                for why in &data.rejected {
+                    RadioCounters::count(&self.io.counters.undecodable);
+                    if let Some(held_back) =
+                        LogLimits::due(&mut self.logs.malformed, MALFORMED_LOG_EVERY)
+                    {
+                        tracing::warn!(radio = %self.io.radio, %from, error = %from_forwarder(why), held_back, "malformed frame in a PUSH_DATA left out; the frames beside it are kept");
+                    }
+                }
                 if let Some(stat) = data.stat {
                     self.io.counters.forwarder.add(&stat);
                     self.link.stats.reports += 1;
-                    tracing::info!(radio = %self.io.radio, %gateway, rxnb = ?stat.rxnb, rxok = ?stat.rxok, rxfw = ?stat.rxfw, ackr = ?stat.ackr, dwnb = ?stat.dwnb, txnb = ?stat.txnb, "packet forwarder statistics");
+                    // A forwarder reports every 30 s; a flood of reports is one line a
+                    // minute, the rest at debug level (each still counted).
+                    match LogLimits::due(&mut self.logs.stat, STAT_LOG_EVERY) {
+                        Some(held_back) => {
+                            tracing::info!(radio = %self.io.radio, %gateway, rxnb = ?stat.rxnb, rxok = ?stat.rxok, rxfw = ?stat.rxfw, ackr = ?stat.ackr, dwnb = ?stat.dwnb, txnb = ?stat.txnb, held_back, "packet forwarder statistics")
+                        }
+                        None => {
+                            tracing::debug!(radio = %self.io.radio, %gateway, "packet forwarder statistics")
+                        }
+                    }
                     if self.bridge.mode() != BridgeMode::Off {
                         if let Err(e) = self.bridge.stats(&stat, gateway).await {
                             tracing::warn!(radio = %self.io.radio, error = %e, "gateway statistics not bridged");
@@ -310,7 +367,15 @@ impl Gateway<'_> {
                     }
                     self.link.stats.last = Some(stat);
                 }
+                // One frame heard on two RF chains (or twice by the concentrator) comes
+                // twice in one datagram: it is one frame, not a replay of it.
+                let mut seen: Vec<&[u8]> = Vec::with_capacity(data.rxpk.len());
                 for rx in &data.rxpk {
+                    if seen.contains(&rx.data.0.as_slice()) {
+                        tracing::debug!(radio = %self.io.radio, %gateway, "the same frame twice in one PUSH_DATA: kept once");
+                        continue;
+                    }
+                    seen.push(rx.data.0.as_slice());
                     self.bridged(rx, gateway).await;
                     if self.bridge.local() {
                         self.frame(rx).await?;
@@ -333,6 +398,13 @@ impl Gateway<'_> {
             // PULL_DATA was acknowledged; the rest are server-to-gateway packets that a
             // forwarder does not send.
             Packet::PullData { gateway, .. } => {
+                // One forwarder per radio: another one's PULL_DATA takes the downlink
+                // path over (a replaced forwarder must be able to), and says so.
+                if self.logs.puller.is_some_and(|p| p != gateway) {
+                    RadioCounters::count(&self.io.counters.unhandled);
+                    tracing::warn!(radio = %self.io.radio, previous = %self.logs.puller.map(|p| p.to_string()).unwrap_or_default(), %gateway, %from, "another packet forwarder sent PULL_DATA: downlinks now go to it (one forwarder per radio)");
+                }
+                self.logs.puller = Some(gateway);
                 self.bridge.pull_data(gateway, &mut self.link).await
             }
             Packet::PushAck { .. } | Packet::PullAck { .. } | Packet::PullResp { .. } => {

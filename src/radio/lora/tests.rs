@@ -318,6 +318,7 @@ async fn the_forwarders_stat_reports_add_up_in_the_radio_counters() {
                     txnb: Some(1),
                     ..Stat::default()
                 }),
+                rejected: vec![],
             },
         };
         r.send(&push.to_bytes()).await;
@@ -368,4 +369,41 @@ async fn reads_are_answered_from_the_latest_uplink_and_a_silent_forwarder_ends_t
         .unwrap();
     let e = ended.expect_err("an error with the reason");
     assert!(e.to_string().contains("went silent"), "{e:#}");
+}
+
+/// One PUSH_DATA with a malformed frame entry and a good frame heard on both RF chains:
+/// the datagram is acknowledged, the bad entry counted, and the good frame taken once
+/// (not refused as a replay of itself).
+#[tokio::test]
+async fn a_bad_frame_entry_and_a_frame_heard_twice_in_one_push_data() {
+    let mut r = rig().await;
+    let mut dev = joined_device(&mut r).await;
+    while r.events.try_recv().is_ok() {}
+    let before = r.counters.snapshot();
+    let up = dev.uplink(5, &[0x01, 0x67, 0x00, 0xd2], false).unwrap();
+    let one = r.fwd.push_frame(&up, 30_000_000, 868_300_000, 7);
+    // The frame's rxpk entry as the emulated forwarder wrote it, then by chain 1 too.
+    let body: serde_json::Value = serde_json::from_slice(&one[12..]).unwrap();
+    let good = body["rxpk"][0].clone();
+    let mut other_chain = good.clone();
+    other_chain["rfch"] = serde_json::json!(1);
+    let mut bad = good.clone();
+    bad["data"] = serde_json::json!("!!!!");
+    let mut datagram = one[..12].to_vec();
+    datagram.extend_from_slice(
+        serde_json::json!({"rxpk": [bad, good, other_chain]})
+            .to_string()
+            .as_bytes(),
+    );
+    r.send(&datagram).await;
+    assert_eq!(r.recv().await[3], 0x01, "PUSH_ACK");
+    assert!(matches!(r.event().await, DeviceEventKind::Readings(_)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        r.events.try_recv().is_err(),
+        "the second copy of the frame was taken for something"
+    );
+    let after = r.counters.snapshot();
+    assert_eq!(after.undecodable, before.undecodable + 1, "{after:?}");
+    assert_eq!(after.refused, before.refused, "{after:?}");
 }

@@ -155,6 +155,7 @@ async fn chirpstack_bridge_events_survive_a_broker_outage_and_downlinks_reach_th
                 txnb: Some(0),
                 ..Stat::default()
             }),
+            ..PushData::default()
         },
     };
     pf.sock.send(&stat.to_bytes()).await.unwrap();

@@ -196,6 +196,7 @@ async fn chirpstack_decodes_what_the_bridge_publishes_and_its_downlinks_reach_th
             data: PushData {
                 rxpk: vec![rxpk(phy, *tmst, *freq, *sf, *rssi, *snr, *chan)],
                 stat: None,
+                ..PushData::default()
             },
         };
         pf.sock.send(&push.to_bytes()).await.unwrap();
@@ -213,6 +214,7 @@ async fn chirpstack_decodes_what_the_bridge_publishes_and_its_downlinks_reach_th
                 txnb: Some(3),
                 ..Stat::default()
             }),
+            ..PushData::default()
         },
     };
     pf.sock.send(&stat.to_bytes()).await.unwrap();

@@ -122,19 +122,38 @@ fn unknown_fields_pass_malformed_ones_do_not() {
     assert!(Packet::parse(&datagram(0, true, extra)).is_ok());
     let base = r#"{"rxpk":[{"tmst":1,"chan":0,"rfch":0,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF7BW125","rssi":-50,"size":2,"data":"AQI="}]}"#;
     assert!(Packet::parse(&datagram(0, true, base)).is_ok());
+    // A frame entry that does not parse or is out of range is left out, with why; the
+    // datagram (and the good frame beside it) is kept, so it is still acknowledged.
+    let good = &base[9..base.len() - 2];
     for bad in [
-        base.replace("\"size\":2", "\"size\":3"),
-        base.replace("SF7BW125", "SF13BW125"),
-        base.replace("SF7BW125", "SF7BW126"),
-        base.replace("\"modu\":\"LORA\"", "\"modu\":\"FSK\""),
-        base.replace("\"modu\":\"LORA\"", "\"modu\":\"LR-FHSS\""),
-        base.replace("\"stat\":1", "\"stat\":2"),
-        base.replace("\"data\":\"AQI=\"", "\"data\":\"A!I=\""),
-        base.replace("\"tmst\":1,", ""),
-        base.replace("\"rssi\":-50", "\"rssi\":\"-50\""),
-        base.replace("\"freq\":868.1", "\"freq\":-1"),
+        good.replace("\"size\":2", "\"size\":3"),
+        good.replace("SF7BW125", "SF13BW125"),
+        good.replace("SF7BW125", "SF7BW126"),
+        good.replace("\"modu\":\"LORA\"", "\"modu\":\"FSK\""),
+        good.replace("\"modu\":\"LORA\"", "\"modu\":\"LR-FHSS\""),
+        good.replace("\"stat\":1", "\"stat\":2"),
+        good.replace("\"data\":\"AQI=\"", "\"data\":\"A!I=\""),
+        good.replace("\"tmst\":1,", ""),
+        good.replace("\"rssi\":-50", "\"rssi\":\"-50\""),
+        good.replace("\"rssi\":-50", "\"rssi\":1e30"),
+        good.replace("\"freq\":868.1", "\"freq\":-1"),
+        good.replace("\"rssi\":-50", "\"rssi\":-50,\"lsnr\":1e308"),
+        "7".to_string(),
+    ] {
+        let body = format!("{{\"rxpk\":[{bad},{good}]}}");
+        match Packet::parse(&datagram(0, true, &body)) {
+            Ok(Packet::PushData { data, .. }) => {
+                assert_eq!(data.rxpk.len(), 1, "{bad}");
+                assert_eq!(data.rejected.len(), 1, "{bad}");
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    // The datagram itself must still be a JSON object with an array of frames.
+    for bad in [
         base.replace("}]}", "}]"),
         "[]".to_string(),
+        r#"{"rxpk":{"tmst":1}}"#.to_string(),
     ] {
         let err = Packet::parse(&datagram(0, true, &bad));
         assert!(err.is_err(), "accepted {bad}");
@@ -188,6 +207,8 @@ fn downlink_builder() {
 fn a_malformed_stat_does_not_drop_the_frames_beside_it() {
     let rxpk = r#"{"tmst":1,"chan":0,"rfch":0,"freq":868.1,"stat":1,"modu":"LORA","datr":"SF7BW125","rssi":-50,"size":2,"data":"AQI="}"#;
     for stat in [
+        r#"{"ackr":-5e300}"#,
+        r#"{"lati":91.5}"#,
         r#"{"rxnb":9223372036854775808}"#,
         r#"{"rxnb":"many"}"#,
         r#"{"lati":[1]}"#,

@@ -202,6 +202,43 @@ fn chunking_noise_and_overlong_lines() {
     assert_eq!(e[1], Event::Ok);
 }
 
+/// A line that never ends (a wrong device, a stuck modem) is reported every
+/// `JUNK_REPORT` bytes as it comes, every byte accounted for, and the next real line
+/// after its end still parses.
+#[test]
+fn a_line_that_never_ends_is_reported_as_it_comes() {
+    let mut p = AtParser::new();
+    let junk = vec![b'A'; 3 * JUNK_REPORT + 10];
+    let mut got = Vec::new();
+    for c in junk.chunks(1000) {
+        got.extend(p.feed(c));
+    }
+    let reported: usize = got
+        .iter()
+        .map(|e| match e {
+            Event::Garbage { bytes } => *bytes,
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert!(got.len() >= 2, "{got:?}");
+    assert!(p.buffered() < JUNK_REPORT);
+    let end = p.feed(b"\r\nOK\r\n");
+    let total = reported
+        + end
+            .iter()
+            .map(|e| match e {
+                Event::Garbage { bytes } => *bytes,
+                _ => 0,
+            })
+            .sum::<usize>();
+    assert_eq!(total, junk.len());
+    assert_eq!(end.last(), Some(&Event::Ok));
+    // Binary noise without a line end too.
+    let mut p = AtParser::new();
+    let got = p.feed(&vec![0u8; JUNK_REPORT]);
+    assert_eq!(got, vec![Event::Garbage { bytes: JUNK_REPORT }]);
+}
+
 /// The RUI3 manual's P2P encryption examples: `AT+ENCKEY=0102...0708` (32 hex digits),
 /// `AT+CRYPIV=0011...6677`, `AT+ENCRY=1`, and the read-back `AT+ENCRY=1`. The key and IV
 /// never show in `Debug` or in what a log is given.
