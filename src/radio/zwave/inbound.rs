@@ -76,6 +76,13 @@ impl Controller<'_> {
         if node == 0 || node == self.own_node_id {
             return Ok(());
         }
+        // Classic Z-Wave nodes are 1-232; 233-255 are reserved or broadcast, never a
+        // device's source (a corrupted or forged frame): counted, not learnt.
+        if node > 232 {
+            RadioCounters::count(&self.counters.unhandled);
+            tracing::debug!(radio = %self.io.radio, node, "a frame from a node id no device can have: ignored");
+            return Ok(());
+        }
         if !self.nodes.contains_key(&node) {
             // A node this driver has not met (included by another controller, or before a
             // restart of the daemon): learn it now.
