@@ -231,6 +231,9 @@ pub struct MtParserStats {
     /// Checksum-valid candidates rejected because their type or subsystem cannot occur in this
     /// direction ([`MtStreamParser::accepting`]): noise that forged a frame.
     pub implausible: u64,
+    /// Runs of bytes before a SOF that no rejected candidate explains: noise or garbage on
+    /// the line, one per run however long (its bytes are in `dropped_bytes`).
+    pub noise: u64,
 }
 
 /// Incremental MT decoder: push bytes as they arrive, pop frames as they complete.
@@ -250,6 +253,10 @@ pub struct MtStreamParser {
     /// Start of unparsed data in `buf`; compacted lazily to keep `push` amortised O(n).
     start: usize,
     stats: MtParserStats,
+    /// The bytes being skipped are the rest of a rejected candidate (already counted).
+    after_reject: bool,
+    /// A noise run already counted goes on into the next bytes pushed.
+    in_noise: bool,
 }
 
 impl MtStreamParser {
@@ -312,11 +319,19 @@ impl MtStreamParser {
             match pending.iter().position(|&b| b == SOF) {
                 Some(0) => {}
                 Some(skip) => {
+                    self.count_noise();
                     self.drop_bytes(skip);
+                    // The next SOF ends the run.
+                    self.after_reject = false;
+                    self.in_noise = false;
                     continue;
                 }
                 None => {
                     let n = pending.len();
+                    if n > 0 {
+                        self.count_noise();
+                        self.in_noise = !self.after_reject;
+                    }
                     self.drop_bytes(n);
                     return None;
                 }
@@ -324,21 +339,26 @@ impl MtStreamParser {
             match MtFrame::decode_prefix(pending) {
                 Ok((frame, _)) if !self.plausible(&frame) => {
                     self.stats.implausible += 1;
+                    self.after_reject = true;
                     self.drop_bytes(1);
                 }
                 Ok((frame, used)) => {
                     self.start += used;
                     self.stats.frames += 1;
+                    self.after_reject = false;
+                    self.in_noise = false;
                     return Some(frame);
                 }
                 Err(Error::Truncated { .. }) => return None,
                 Err(Error::BadFcs { .. }) => {
                     self.stats.bad_fcs += 1;
+                    self.after_reject = true;
                     self.drop_bytes(1);
                 }
                 Err(_) => {
                     // Oversize LEN (the only other error decode_prefix can give after a SOF).
                     self.stats.oversize += 1;
+                    self.after_reject = true;
                     self.drop_bytes(1);
                 }
             }
@@ -362,6 +382,7 @@ impl MtStreamParser {
         let mut out = Vec::new();
         if self.buffered() > 0 {
             self.stats.stalled += 1;
+            self.after_reject = true;
         }
         while self.buffered() > 0 {
             self.drop_bytes(1);
@@ -387,6 +408,14 @@ impl MtStreamParser {
         self.stats
     }
 
+    /// A run of bytes before a SOF begins: noise, unless it is the rest of a rejected
+    /// candidate or a run already counted.
+    fn count_noise(&mut self) {
+        if !self.after_reject && !self.in_noise {
+            self.stats.noise += 1;
+        }
+    }
+
     fn drop_bytes(&mut self, n: usize) {
         self.start = (self.start + n).min(self.buf.len());
         self.stats.dropped_bytes += n as u64;
@@ -396,6 +425,30 @@ impl MtStreamParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Garbage on the line is one `noise` per run, however long and however it is
+    /// chunked; the rest of a rejected candidate is not noise (it is counted as itself).
+    #[test]
+    fn a_run_of_garbage_is_counted_once() {
+        let good = MtFrame::new(MtType::Areq, Subsystem::Sys, 0x80, vec![0])
+            .to_bytes()
+            .unwrap();
+        let mut p = MtStreamParser::new();
+        for chunk in vec![0u8; 5000].chunks(700) {
+            assert!(p.feed(chunk).is_empty());
+        }
+        assert_eq!(p.stats().noise, 1);
+        assert_eq!(p.feed(&good).len(), 1);
+        assert_eq!(p.feed(b"garbage").len(), 0);
+        assert_eq!(p.feed(&good).len(), 1);
+        assert_eq!(p.stats().noise, 2);
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        bad.extend_from_slice(&good);
+        assert_eq!(p.feed(&bad).len(), 1);
+        assert_eq!((p.stats().noise, p.stats().bad_fcs), (2, 1));
+    }
 
     /// A false SOF in noise whose forged LEN swallows real frames, checksum and all, is
     /// rejected by a direction-aware parser when its CMD0 is impossible (here a POLL).

@@ -233,6 +233,10 @@ pub struct ParserStats {
     pub oversize: u64,
     /// Partial frames given up on because the line went quiet.
     pub stalled: u64,
+    /// Runs of bytes outside a frame that are none of SOF, ACK, NAK and CAN, and that no
+    /// rejected candidate explains: noise or garbage on the line, one per run however
+    /// long (its bytes are in `dropped_bytes`).
+    pub noise: u64,
 }
 
 /// Incremental Serial API decoder: push bytes as they arrive, pop frames as they complete.
@@ -263,6 +267,10 @@ pub struct SerialParser {
     /// (zwave-js `ignoreAckHighNibble`): when set, one byte with low nibble 6 counts as ACK.
     lenient_ack: bool,
     stats: ParserStats,
+    /// The bytes being skipped follow a candidate rejected for its LEN (already counted).
+    after_reject: bool,
+    /// A noise run already counted goes on into the next bytes pushed.
+    in_noise: bool,
 }
 
 impl Default for SerialParser {
@@ -286,6 +294,8 @@ impl SerialParser {
             max_len: max_len.max(MIN_LEN),
             lenient_ack: false,
             stats: ParserStats::default(),
+            after_reject: false,
+            in_noise: false,
         }
     }
 
@@ -357,19 +367,31 @@ impl SerialParser {
                                 || (self.lenient_ack && b & 0x0F == 0x06)
                         })
                         .unwrap_or(rest.len());
+                    if !self.after_reject && !self.in_noise {
+                        self.stats.noise += 1;
+                    }
+                    // Ran out of bytes: the run may go on in the next ones pushed.
+                    let open = skip == rest.len();
+                    self.in_noise = open && !self.after_reject;
+                    if !open {
+                        self.after_reject = false;
+                    }
                     self.start += skip;
                     self.stats.dropped_bytes += skip as u64;
                     continue;
                 }
             }
+            self.in_noise = false;
             let &len = rest.get(1)?;
             if len < MIN_LEN {
                 self.reject_sof();
+                self.after_reject = true;
                 self.stats.bad_length += 1;
                 return Some(ParseEvent::Rejected(Rejection::BadLength(len)));
             }
             if len > self.max_len {
                 self.reject_sof();
+                self.after_reject = true;
                 self.stats.oversize += 1;
                 return Some(ParseEvent::Rejected(Rejection::Oversize(len)));
             }
@@ -379,6 +401,7 @@ impl SerialParser {
                 Ok((frame, used)) => {
                     self.start += used;
                     self.stats.frames += 1;
+                    self.after_reject = false;
                     if self.start == self.buf.len() {
                         self.buf.clear();
                         self.start = 0;
@@ -425,6 +448,8 @@ impl SerialParser {
 
     fn control(&mut self, frame: Frame) -> ParseEvent {
         self.start += 1;
+        self.in_noise = false;
+        self.after_reject = false;
         match frame {
             Frame::Ack => self.stats.acks += 1,
             Frame::Nak => self.stats.naks += 1,
@@ -468,6 +493,24 @@ impl SerialParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Garbage between frames is one `noise` per run, however it is chunked; the bytes
+    /// after a candidate rejected for its LEN are not counted again.
+    #[test]
+    fn a_run_of_garbage_is_counted_once() {
+        let mut p = SerialParser::new();
+        for chunk in vec![0u8; 5000].chunks(700) {
+            assert!(p.feed(chunk).is_empty());
+        }
+        assert_eq!(p.stats().noise, 1);
+        assert_eq!(p.feed(&[ACK]), vec![Frame::Ack]);
+        assert!(p.feed(b"garbage").is_empty());
+        assert_eq!(p.stats().noise, 2);
+        // SOF, LEN 2 (too short), then its other bytes: one bad_length, no noise.
+        assert!(p.feed(&[SOF, 2, 0x77, 0x55]).is_empty());
+        assert_eq!(p.feed(&[ACK]), vec![Frame::Ack]);
+        assert_eq!((p.stats().noise, p.stats().bad_length), (2, 1));
+    }
     use crate::wire::from_hex;
 
     fn hex(s: &str) -> Vec<u8> {

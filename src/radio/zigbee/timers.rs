@@ -138,12 +138,14 @@ impl Coordinator<'_> {
             now.oversize,
             now.implausible,
             now.stalled,
+            now.noise,
         ) != (
             was.dropped_bytes,
             was.bad_fcs,
             was.oversize,
             was.implausible,
             was.stalled,
+            was.noise,
         ) {
             tracing::warn!(
                 radio = %self.io.radio,
@@ -153,6 +155,7 @@ impl Coordinator<'_> {
                 oversize = now.oversize - was.oversize,
                 forged = now.implausible - was.implausible,
                 stalled = now.stalled - was.stalled,
+                noise_runs = now.noise - was.noise,
                 undecodable_total = self.stats.undecodable.load(std::sync::atomic::Ordering::Relaxed),
                 sreq_timeouts_total = self.stats.timeouts.load(std::sync::atomic::Ordering::Relaxed),
                 "line errors on the coordinator link (resynchronised)"

@@ -109,7 +109,7 @@ impl FrameParser for ZnpParser {
 
     fn line_errors(&self) -> u64 {
         let s = self.mt.stats();
-        s.bad_fcs + s.oversize + s.implausible + s.stalled
+        s.bad_fcs + s.oversize + s.implausible + s.stalled + s.noise
     }
 }
 

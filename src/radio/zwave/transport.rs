@@ -98,7 +98,7 @@ impl FrameParser for ZwaveParser {
 
     fn line_errors(&self) -> u64 {
         let s = self.serial.stats();
-        s.bad_checksum + s.bad_length + s.oversize + s.stalled
+        s.bad_checksum + s.bad_length + s.oversize + s.stalled + s.noise
     }
 }
 
