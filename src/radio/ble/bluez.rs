@@ -64,40 +64,36 @@ fn bus_address() -> String {
         .unwrap_or_else(|_| "unix:path=/run/dbus/system_bus_socket".into())
 }
 
-/// The system bus's id (`org.freedesktop.DBus.GetId`) over a short-lived connection of
-/// its own: `Err` when the bus cannot be reached.
-/// The unique bus name that owns `org.bluez` now: a bluetoothd restarted, even within
-/// one health interval, has another one, and knows nothing of the discovery asked of
-/// the one before it.
-async fn bluez_owner() -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(|| {
+/// One call to the bus itself (`org.freedesktop.DBus`) that answers a string, over a
+/// short-lived connection of its own: `Err` when the bus cannot be reached or refuses.
+async fn ask_bus<A: dbus::arg::AppendAll + Send + 'static>(
+    method: &'static str,
+    args: A,
+) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
         let conn = dbus::blocking::Connection::new_system()?;
         let proxy = conn.with_proxy(
             "org.freedesktop.DBus",
             "/org/freedesktop/DBus",
             CALL_TIMEOUT,
         );
-        let (owner,): (String,) =
-            proxy.method_call("org.freedesktop.DBus", "GetNameOwner", ("org.bluez",))?;
-        Ok::<_, dbus::Error>(owner)
+        let (answer,): (String,) = proxy.method_call("org.freedesktop.DBus", method, args)?;
+        Ok::<_, dbus::Error>(answer)
     })
     .await?
     .map_err(|e| anyhow::anyhow!("{}", e.message().unwrap_or("no reason given")))
 }
 
+/// The system bus's id (`GetId`): another one after the bus restarted.
 async fn bus_id() -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(|| {
-        let conn = dbus::blocking::Connection::new_system()?;
-        let proxy = conn.with_proxy(
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            CALL_TIMEOUT,
-        );
-        let (id,): (String,) = proxy.method_call("org.freedesktop.DBus", "GetId", ())?;
-        Ok::<_, dbus::Error>(id)
-    })
-    .await?
-    .map_err(|e| anyhow::anyhow!("{}", e.message().unwrap_or("no reason given")))
+    ask_bus("GetId", ()).await
+}
+
+/// The unique bus name that owns `org.bluez` now: a bluetoothd restarted, even within
+/// one health interval, has another one, and knows nothing of the discovery asked of
+/// the one before it.
+async fn bluez_owner() -> anyhow::Result<String> {
+    ask_bus("GetNameOwner", ("org.bluez",)).await
 }
 
 /// The shared btleplug manager, connecting first when there is none.

@@ -1337,6 +1337,35 @@ async fn requests_taken_before_a_stop_are_all_audited_and_answered() {
     rig.close().await;
 }
 
+/// Publishes `n` requests to `topic` (QoS 1), the `i`th with `payload(i)`, from a task.
+fn flood(
+    client: AsyncClient,
+    topic: String,
+    n: usize,
+    payload: impl Fn(usize) -> Vec<u8> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for i in 0..n {
+            if client
+                .publish(topic.clone(), QoS::AtLeastOnce, false, payload(i))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    })
+}
+
+/// Waits until the probe has seen 50 responses.
+async fn first_answers(probe: &Probe) {
+    probe
+        .wait_for("the first answers", Duration::from_secs(30), |m| {
+            m.iter().filter(|m| m.topic.contains("/response/")).count() >= 50
+        })
+        .await;
+}
+
 /// A stop while requests are still arriving: every request the gateway took (it wrote
 /// an audit record) is answered exactly once, none it did not take is, and the broker
 /// keeps the gateway's own `shutdown` status rather than its last will. Closing the
@@ -1353,28 +1382,10 @@ async fn a_stop_in_the_middle_of_a_request_flood_answers_every_request_it_took()
     let (client, task) = publisher(&b.host, b.port).await;
     rig.connected().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let topic = format!("{p}/request/info");
-    let sender = tokio::spawn(async move {
-        for i in 0..N {
-            if client
-                .publish(
-                    topic.clone(),
-                    QoS::AtLeastOnce,
-                    false,
-                    body(&format!("f{i}"), json!({})),
-                )
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
+    let sender = flood(client, format!("{p}/request/info"), N, |i| {
+        body(&format!("f{i}"), json!({}))
     });
-    probe
-        .wait_for("the first answers", Duration::from_secs(30), |m| {
-            m.iter().filter(|m| m.topic.contains("/response/")).count() >= 50
-        })
-        .await;
+    first_answers(&probe).await;
     rig.stop_running().await;
     sender.abort();
     task.abort();
@@ -1504,24 +1515,10 @@ async fn a_stopping_daemon_carries_out_the_requests_it_took() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (client, task) = publisher(&b.host, b.port).await;
-    let topic = format!("{prefix}/request/permit_join");
-    let sender = tokio::spawn(async move {
-        for i in 0..N {
-            let payload = body(&format!("p{i}"), json!({"radio": "zb0", "seconds": 5}));
-            if client
-                .publish(topic.clone(), QoS::AtLeastOnce, false, payload)
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
+    let sender = flood(client, format!("{prefix}/request/permit_join"), N, |i| {
+        body(&format!("p{i}"), json!({"radio": "zb0", "seconds": 5}))
     });
-    probe
-        .wait_for("the first answers", Duration::from_secs(30), |m| {
-            m.iter().filter(|m| m.topic.contains("/response/")).count() >= 50
-        })
-        .await;
+    first_answers(&probe).await;
     let status = tokio::task::block_in_place(|| d.terminate(Duration::from_secs(20)));
     assert!(status.expect("stopped").success(), "{}", d.log());
     sender.abort();
