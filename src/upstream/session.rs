@@ -240,6 +240,7 @@ pub(super) async fn run(
     };
     let (in_tx, in_rx) = mpsc::channel(REQUEST_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(REQUEST_QUEUE);
+    let giving_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ctx = RequestContext {
         gateway_id: gateway_id.as_str().into(),
         topics: settings.topics.clone(),
@@ -250,6 +251,7 @@ pub(super) async fn run(
         status: status.clone(),
         v5,
         levels: levels.clone(),
+        giving_up: giving_up.clone(),
     };
     let mut request_task = Some(tokio::spawn(requests::serve(ctx, in_rx, out_tx)));
 
@@ -628,6 +630,14 @@ pub(super) async fn run(
                 s.inbound = mpsc::channel(1).0;
             },
             _ = tokio::time::sleep_until(stop_by.unwrap_or(unset)), if stop_by.is_some() => {
+                // Out of time to carry the queued requests out: they are answered
+                // `shutting_down` (audited) in a second window; only what is still
+                // unanswered after it (one stuck in progress) is left.
+                if !giving_up.swap(true, Ordering::Relaxed) {
+                    tracing::info!("the stop's time to carry out requests is up: the ones still queued are answered shutting_down");
+                    stop_by = Some(tokio::time::Instant::now() + REQUEST_DRAIN);
+                    continue;
+                }
                 tracing::warn!("requests still in progress at the stop were not all finished");
                 break;
             },

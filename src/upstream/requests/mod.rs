@@ -116,6 +116,9 @@ pub struct RequestContext {
     pub v5: bool,
     /// Device topics by friendly name (`topic_names = "name"`).
     pub levels: Option<Arc<super::topics::DeviceLevels>>,
+    /// Set when a stop has run out of time to carry out the requests still queued: they
+    /// are answered `shutting_down` (and audited) instead, so none taken goes unanswered.
+    pub giving_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Serves requests one at a time until the session drops its sender.
@@ -228,6 +231,32 @@ pub async fn serve(
                         }
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => break,
+                }
+            }
+            Inbound::Request {
+                topic,
+                operation,
+                payload,
+                retained,
+                reply_to,
+                ..
+            } if ctx.giving_up.load(std::sync::atomic::Ordering::Relaxed) => {
+                ctx.status.count_request("shutting_down");
+                count_refused_topic(&ctx.status, reply_to.as_ref(), &ctx.topics, ctx.v5);
+                let r = refusal(
+                    &ctx.gateway_id,
+                    &ctx.topics,
+                    &topic,
+                    &operation,
+                    &payload,
+                    retained,
+                    reply_to.as_ref(),
+                    ctx.v5,
+                    "shutting_down",
+                    "the gateway is stopping and had no time left to carry this request out",
+                );
+                if refuse(&ctx, &outbound, r).await.is_err() {
+                    break;
                 }
             }
             Inbound::Request {

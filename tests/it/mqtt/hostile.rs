@@ -1559,3 +1559,94 @@ async fn a_stopping_daemon_carries_out_the_requests_it_took() {
         hub_gone[0]
     );
 }
+
+/// A stop with more requests queued than can be carried out in time (Z-Wave `get`s, each
+/// waiting for the node): every request sent before the stop is answered, the ones the
+/// gateway had no time left for with `shutting_down`, none left without an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queued_past_the_stop_s_time_are_answered_shutting_down() {
+    const N: usize = 120;
+    let b = broker();
+    let prefix = format!("fgtest/{}", unique("slow"));
+    let mut d = crate::common::TestDaemon::prepare(&format!(
+        "[[radio]]\nname = \"zw0\"\nprotocol = \"zwave\"\nport = \"sim://zwave\"\n\n[upstream]\nurl = \"{}\"\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\n",
+        b.url(),
+        unique("fgz")
+    ));
+    let probe = Probe::connect(b, &[format!("{prefix}/response/#")]).await;
+    d.spawn();
+    // The switch node interviewed: a `get` then waits for its answer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let node = loop {
+        let list: serde_json::Value =
+            serde_json::from_slice(&d.cli(&["devices", "--json"]).stdout).unwrap_or_default();
+        // An active switch that is always listening: a `get` waits for its answer.
+        let found = list.as_array().and_then(|l| {
+            l.iter()
+                .find(|x| {
+                    x["lifecycle"] == "active"
+                        && x["reachability"] == "always_listening"
+                        && x["capabilities"]
+                            .as_array()
+                            .is_some_and(|c| c.iter().any(|c| c == "binary_switch"))
+                })
+                .and_then(|x| x["id"].as_str().map(str::to_string))
+        });
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no switch node: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (client, task) = publisher(&b.host, b.port).await;
+    let sent_before_stop = Arc::new(AtomicUsize::new(0));
+    let sender = {
+        let (topic, node, sent) = (
+            format!("{prefix}/request/get"),
+            node.clone(),
+            sent_before_stop.clone(),
+        );
+        tokio::spawn(async move {
+            for i in 0..N {
+                let payload = body(
+                    &format!("g{i:04}"),
+                    json!({"device": node, "attributes": ["on"]}),
+                );
+                if client
+                    .publish(topic.clone(), QoS::AtLeastOnce, false, payload)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                sent.store(i + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // `terminate` sends SIGTERM at once.
+    let before = sent_before_stop.load(Ordering::SeqCst);
+    let status = tokio::task::block_in_place(|| d.terminate(Duration::from_secs(20)));
+    assert!(status.expect("stopped").success(), "{}", d.log());
+    sender.abort();
+    task.abort();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answered: std::collections::HashSet<String> = probe
+        .messages()
+        .iter()
+        .filter_map(|m| m.json()["correlation_id"].as_str().map(str::to_string))
+        .collect();
+    // Sent 10 ms apart: allow the last one before the signal to be in flight.
+    let missing: Vec<String> = (0..before.saturating_sub(1))
+        .map(|i| format!("g{i:04}"))
+        .filter(|c| !answered.contains(c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} requests sent before the stop got no answer, e.g. {:?}",
+        missing.len(),
+        before,
+        &missing[..missing.len().min(5)]
+    );
+}
