@@ -623,7 +623,10 @@ fn where_things_are(path: &Path) -> Result<Whereabouts, ExitCode> {
             Ok(w)
         }
         None => {
-            eprintln!("error: {}", fieldgate::output::clean(&e.to_string()));
+            eprintln!(
+                "error: {} (to reach a running daemon anyway, give its socket: fieldgate --socket PATH ...)",
+                fieldgate::output::clean(&e.to_string())
+            );
             Err(ExitCode::from(EXIT_CONFIG as u8))
         }
     }

@@ -60,9 +60,21 @@ pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// [`clean`] for one field of a line (a table cell, a value after its key): newlines
-/// and tabs are escaped too, so a device's name cannot start a line of its own.
+/// and tabs are escaped too, so a device's name cannot start a line of its own, and a
+/// backslash is doubled, so a device cannot write `\u000a` to look like an escape.
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    escape(text, char::is_control)
+    if !text.contains('\\') {
+        return escape(text, char::is_control);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn escape(text: &str, unwanted: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
@@ -130,6 +142,9 @@ mod tests {
         );
         assert_eq!(clean("a\rb\nc"), "a\\u000db\nc");
         assert_eq!(one_line("a\rb\nc\td"), "a\\u000db\\u000ac\\u0009d");
+        // A device's own backslash cannot pass for an escape.
+        assert_eq!(one_line("x\\u000a\n"), "x\\\\u000a\\u000a");
+        assert_eq!(one_line("C:\\dir"), "C:\\\\dir");
     }
 
     /// JSON printed through [`clean`] is still JSON, with the same strings: serde_json

@@ -13,7 +13,8 @@ use crate::model::DeviceId;
 pub const MAX_NAME: usize = 64;
 
 /// Whether `name` is a valid friendly name: 1 to 64 of `A-Z a-z 0-9`, space,
-/// `_ - .`, not starting or ending with a space. Never contains `:`, so a name is
+/// `_ - .`, not starting or ending with a space, with at least one letter or digit
+/// (`-` alone is what a table shows for no name). Never contains `:`, so a name is
 /// never mistaken for a device id (which always does), nor `/`, `+` or `#`, so it
 /// can stand in a topic level.
 pub fn valid(name: &str) -> bool {
@@ -21,6 +22,7 @@ pub fn valid(name: &str) -> bool {
         && name.chars().count() <= MAX_NAME
         && !name.starts_with(' ')
         && !name.ends_with(' ')
+        && name.chars().any(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || " _-.".contains(c))
@@ -125,6 +127,8 @@ mod tests {
             "a/b",
             "a+b",
             "#",
+            "-",
+            "._.",
             "é",
             &"n".repeat(65),
         ] {
