@@ -131,8 +131,7 @@ pub async fn serve(
     // goes to a lane of its own, so other requests are not held up behind it; rotations
     // (and repeats of one) still run one at a time, in order, so a repeat finds the first
     // one's answer.
-    type Rotation = (String, String, Vec<u8>, bool, Option<ReplyTo>);
-    let (rotations, mut lane) = mpsc::channel::<Rotation>(16);
+    let (rotations, mut lane) = mpsc::channel::<Taken>(16);
     let lane_task = {
         let (ctx, outbound) = (ctx.clone(), outbound.clone());
         tokio::spawn(async move {
@@ -205,28 +204,12 @@ pub async fn serve(
                 // this task has no room.
                 match rotations.try_send((topic, operation, payload, retained, reply_to)) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full((
-                        topic,
-                        operation,
-                        payload,
-                        retained,
-                        reply_to,
-                    ))) => {
-                        ctx.status.count_request("busy");
-                        count_refused_topic(&ctx.status, reply_to.as_ref(), &ctx.topics, ctx.v5);
-                        let r = refusal(
-                            &ctx.gateway_id,
-                            &ctx.topics,
-                            &topic,
-                            &operation,
-                            &payload,
-                            retained,
-                            reply_to.as_ref(),
-                            ctx.v5,
-                            "busy",
-                            "too many key rotations waiting: retry later",
-                        );
-                        if refuse(&ctx, &outbound, r).await.is_err() {
+                    Err(mpsc::error::TrySendError::Full(taken)) => {
+                        let why = "too many key rotations waiting: retry later";
+                        if refuse_taken(&ctx, &outbound, &taken, "busy", why)
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -241,21 +224,12 @@ pub async fn serve(
                 reply_to,
                 ..
             } if ctx.giving_up.load(std::sync::atomic::Ordering::Relaxed) => {
-                ctx.status.count_request("shutting_down");
-                count_refused_topic(&ctx.status, reply_to.as_ref(), &ctx.topics, ctx.v5);
-                let r = refusal(
-                    &ctx.gateway_id,
-                    &ctx.topics,
-                    &topic,
-                    &operation,
-                    &payload,
-                    retained,
-                    reply_to.as_ref(),
-                    ctx.v5,
-                    "shutting_down",
-                    "the gateway is stopping and had no time left to carry this request out",
-                );
-                if refuse(&ctx, &outbound, r).await.is_err() {
+                let taken = (topic, operation, payload, retained, reply_to);
+                let why = "the gateway is stopping and had no time left to carry this request out";
+                if refuse_taken(&ctx, &outbound, &taken, "shutting_down", why)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -307,6 +281,35 @@ fn rotation_runs(ctx: &RequestContext, payload: &[u8]) -> bool {
             && r.capabilities.is_some_and(|c| c.key_rotation.is_some())
             && *r.state.borrow() == crate::model::RadioState::Up
     })
+}
+
+/// A request taken from the session and not carried out here: its topic, operation,
+/// payload, whether it was retained, and where an MQTT 5 answer goes.
+type Taken = (String, String, Vec<u8>, bool, Option<ReplyTo>);
+
+/// Refuses a taken request with `code`: counted, audited and answered.
+async fn refuse_taken(
+    ctx: &RequestContext,
+    outbound: &mpsc::Sender<Outbound>,
+    (topic, operation, payload, retained, reply_to): &Taken,
+    code: &'static str,
+    message: &str,
+) -> Result<(), mpsc::error::SendError<Outbound>> {
+    ctx.status.count_request(code);
+    count_refused_topic(&ctx.status, reply_to.as_ref(), &ctx.topics, ctx.v5);
+    let r = refusal(
+        &ctx.gateway_id,
+        &ctx.topics,
+        topic,
+        operation,
+        payload,
+        *retained,
+        reply_to.as_ref(),
+        ctx.v5,
+        code,
+        message,
+    );
+    refuse(ctx, outbound, r).await
 }
 
 /// Records a refusal made here in the audit log, then hands its publishes over.
