@@ -14,6 +14,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod error;
+mod host;
+mod paths;
+
+pub use paths::{check_key_file, check_state_dir};
 
 pub(crate) use error::line_col;
 pub use error::ConfigError;
@@ -24,16 +28,6 @@ pub const EXIT_CONFIG: i32 = 2;
 
 /// The largest config file read (the example config is a few KiB).
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
-
-/// An error made with a [`Locator`] on the config file at `path`, read only now: the
-/// host checks pass without reading it again.
-fn located(path: &Path, make: impl FnOnce(&Locator<'_>) -> ConfigError) -> ConfigError {
-    let text = crate::files::read_regular_text(path, MAX_CONFIG_BYTES).unwrap_or_default();
-    make(&Locator {
-        file: path,
-        text: &text,
-    })
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -382,136 +376,6 @@ impl Default for OutboxLimits {
 }
 
 impl Config {
-    /// What can only be checked on the gateway itself: the `[api] group` exists, the
-    /// site's Zigbee device definitions (files on this host) are valid, and a LoRa P2P
-    /// radio's encryption key file holds a key.
-    /// `load` runs these; `fieldgate config check --elsewhere` reports them as
-    /// warnings, for a config written on another machine.
-    pub fn host_checks(&self, path: &Path) -> Vec<ConfigError> {
-        let mut out = Vec::new();
-        // A Zigbee radio's site device definitions (`definitions_dir`), each error located
-        // in its own file.
-        for radio in self
-            .radios
-            .iter()
-            .filter(|r| r.protocol == Protocol::Zigbee)
-        {
-            if let Ok(o) = crate::radio::zigbee::ZigbeeOptions::parse(radio.options.get_ref()) {
-                out.extend(crate::radio::zigbee::definitions::Catalog::load(&o.definitions_dir).1);
-            }
-        }
-        // A LoRa P2P radio's encryption key file: present, readable, a key and an IV of
-        // exactly 16 bytes each in hex (never quoted back).
-        for radio in self
-            .radios
-            .iter()
-            .filter(|r| r.protocol == Protocol::LoraP2p)
-        {
-            let Ok(o) = crate::radio::lora_p2p::P2pOptions::parse(radio.options.get_ref()) else {
-                continue;
-            };
-            if let Some(file) = &o.encryption_key_file {
-                if let Err(why) = crate::radio::lora_p2p::read_key_file(file) {
-                    out.push(located(path, |loc| {
-                        loc.option(&radio.options, "encryption_key_file", why)
-                    }));
-                }
-            }
-        }
-        // The uplink's files (password, CA, client certificate and key), read as the
-        // daemon reads them at start: a missing or malformed one is a config error (exit
-        // 2, not restarted), not a failure to start that systemd would retry.
-        if let Some(up) = &self.upstream {
-            if let Err(e) = crate::upstream::ClientSettings::from_config(up, self.gateway_id()) {
-                out.push(located(path, |loc| loc.nowhere("upstream", e.to_string())));
-            }
-        }
-        // The state directory on a read-only filesystem: a setup error (exit 2, not
-        // restarted), not a start failure that retrying would fix.
-        let state_dir = self.gateway.state_dir.get_ref();
-        let read_only = state_dir
-            .ancestors()
-            .find(|d| d.exists())
-            .and_then(|d| nix::sys::statvfs::statvfs(d).ok())
-            .is_some_and(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-        if read_only {
-            out.push(located(path, |loc| {
-                loc.at(
-                    &self.gateway.state_dir,
-                    "gateway.state_dir",
-                    format!(
-                        "{} is on a read-only filesystem: the registry, audit log and outbox need a writable one",
-                        state_dir.display()
-                    ),
-                )
-            }));
-        }
-        // Paths that exist as something else: setup errors too, named as such.
-        let not_a = |p: &Path, want_dir: bool| match std::fs::metadata(p) {
-            Ok(m) if want_dir && !m.is_dir() => Some("is not a directory"),
-            Ok(m) if !want_dir && m.is_dir() => Some("is a directory, not a file"),
-            _ => None,
-        };
-        if let Some(why) = not_a(state_dir, true) {
-            out.push(located(path, |loc| {
-                loc.at(
-                    &self.gateway.state_dir,
-                    "gateway.state_dir",
-                    format!("{} {why}", state_dir.display()),
-                )
-            }));
-        }
-        if let Some(key) = &self.gateway.master_key_file {
-            if let Some(why) = not_a(key.get_ref(), false) {
-                out.push(located(path, |loc| {
-                    loc.at(
-                        key,
-                        "gateway.master_key_file",
-                        format!(
-                            "{} {why}: name the key file itself",
-                            key.get_ref().display()
-                        ),
-                    )
-                }));
-            }
-        }
-        let socket = self.api.socket.get_ref();
-        if let Ok(m) = std::fs::symlink_metadata(socket) {
-            use std::os::unix::fs::FileTypeExt;
-            if !m.file_type().is_socket() {
-                out.push(located(path, |loc| {
-                    loc.at(
-                        &self.api.socket,
-                        "api.socket",
-                        format!(
-                            "{} exists and is not a socket: name a path of its own (the daemon never replaces another file)",
-                            socket.display()
-                        ),
-                    )
-                }));
-            }
-        }
-        if let Some(group) = &self.api.group {
-            let exists = nix::unistd::Group::from_name(group.get_ref())
-                .ok()
-                .flatten()
-                .is_some();
-            if !exists {
-                out.push(located(path, |loc| {
-                    loc.at(
-                        group,
-                        "api.group",
-                        format!(
-                            "group `{}` does not exist on this host (create it, or leave api.group unset)",
-                            group.get_ref()
-                        ),
-                    )
-                }));
-            }
-        }
-        out
-    }
-
     /// Reads, parses and validates a config file, including the checks that need
     /// this host ([`Config::host_checks`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -520,26 +384,6 @@ impl Config {
             Some(e) => Err(e),
             None => Ok(config),
         }
-    }
-
-    /// What only the daemon checks before it starts, as the user it runs as: that it can
-    /// write an existing state directory. (`config check` is often run by someone else.)
-    pub fn start_checks(&self, path: &Path) -> Option<ConfigError> {
-        use nix::unistd::AccessFlags;
-        let state_dir = self.gateway.state_dir.get_ref();
-        let writable = nix::unistd::access(state_dir, AccessFlags::W_OK | AccessFlags::X_OK);
-        (state_dir.is_dir() && writable.is_err()).then(|| {
-            located(path, |loc| {
-                loc.at(
-                    &self.gateway.state_dir,
-                    "gateway.state_dir",
-                    format!(
-                        "{} cannot be written by this user (run the daemon as the directory's owner, or give it the directory)",
-                        state_dir.display()
-                    ),
-                )
-            })
-        })
     }
 
     /// Reads, parses and validates a config file, without the host checks.
@@ -853,119 +697,6 @@ fn plain_types(message: &str) -> String {
 
 fn is_ident_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
-}
-
-/// Top-level directories the gateway must never take as its own: writing the
-/// database or a key there (as root) would put files among the system's.
-/// The shared ones among them (`/tmp`, `/home`, `/var/lib`) belong to everyone on the
-/// host: taking one as the state directory would take others' access to it away.
-const SYSTEM_DIRS: [&str; 26] = [
-    "/",
-    "/etc",
-    "/usr",
-    "/bin",
-    "/sbin",
-    "/boot",
-    "/dev",
-    "/proc",
-    "/sys",
-    "/run",
-    "/var",
-    "/tmp",
-    "/var/tmp",
-    "/var/lib",
-    "/var/cache",
-    "/var/log",
-    "/var/spool",
-    "/var/mail",
-    "/home",
-    "/root",
-    "/srv",
-    "/opt",
-    "/mnt",
-    "/media",
-    "/usr/local",
-    "/run/user",
-];
-/// Trees that are the system's throughout (nothing of the gateway belongs inside).
-const SYSTEM_TREES: [&str; 7] = ["/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys"];
-
-/// What every path the gateway writes must be: absolute, without `..`, without NUL.
-fn check_path_shape(p: &Path) -> Result<(), String> {
-    use std::os::unix::ffi::OsStrExt;
-    if p.as_os_str().is_empty() {
-        return Err("must not be empty".into());
-    }
-    if p.as_os_str().as_bytes().contains(&0) {
-        return Err("must not contain a NUL character".into());
-    }
-    if !p.is_absolute() {
-        return Err(format!(
-            "`{}` is relative: it must be an absolute path (the service's working directory is not yours)",
-            p.display()
-        ));
-    }
-    if p.components().any(|c| c == std::path::Component::ParentDir) {
-        return Err(format!(
-            "`{}` has a `..` component: write the path it means",
-            p.display()
-        ));
-    }
-    Ok(())
-}
-
-fn is_lib_dir(p: &Path) -> bool {
-    p.components()
-        .nth(1)
-        .and_then(|c| c.as_os_str().to_str())
-        .is_some_and(|first| first.starts_with("lib"))
-}
-
-/// Where the gateway keeps its database: its own directory, never a system one.
-pub fn check_state_dir(p: &Path) -> Result<(), String> {
-    check_path_shape(p)?;
-    let normal: PathBuf = p.components().collect();
-    let system = |d: &Path| {
-        SYSTEM_DIRS.iter().any(|s| d == Path::new(s))
-            || SYSTEM_TREES.iter().any(|s| d.starts_with(s))
-            || is_lib_dir(d)
-    };
-    if system(&normal) {
-        return Err(format!(
-            "`{}` is a system directory: use a directory of the gateway's own, e.g. /var/lib/fieldgate",
-            p.display()
-        ));
-    }
-    // A link to one is the same directory (checked where the path exists: on this host).
-    if let Ok(real) = std::fs::canonicalize(&normal) {
-        if real != normal && system(&real) {
-            return Err(format!(
-                "`{}` leads to `{}`, a system directory: use a directory of the gateway's own, e.g. /var/lib/fieldgate",
-                p.display(),
-                real.display()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Where the master key file lives: not loose in a system directory.
-pub fn check_key_file(p: &Path) -> Result<(), String> {
-    check_path_shape(p)?;
-    let normal: PathBuf = p.components().collect();
-    let dir = normal.parent().unwrap_or(Path::new("/"));
-    let system = SYSTEM_DIRS
-        .iter()
-        .any(|d| dir == Path::new(d) || normal == Path::new(d))
-        || SYSTEM_TREES.iter().any(|d| normal.starts_with(d))
-        || is_lib_dir(&normal);
-    if system {
-        return Err(format!(
-            "`{}` is in a system directory: keep the key in a directory of its own, e.g. /etc/fieldgate/master.key",
-            p.display()
-        ));
-    }
-    Ok(())
 }
 
 fn parse_host_port(rest: &str, what: &str) -> Result<(String, u16), String> {
