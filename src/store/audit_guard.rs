@@ -594,8 +594,26 @@ pub async fn seal_now(
         return Ok(None);
     };
     let ts = crate::model::now_rfc3339();
+    let gw = gateway_id.to_string();
     let sealed = writer
-        .write(move |c| super::audit_seal::seal(c, key, &ts))
+        .write(move |c| {
+            if super::audit_seal::last_seal(c)?.is_none() {
+                // `audit seal init` works on the files alone and writes no record: the
+                // first seal says that sealing started, in a record it covers.
+                super::record_audit(
+                    c,
+                    &gw,
+                    &audit::AuditEntry::new(
+                        "system",
+                        "audit.sealing_started",
+                        "audit",
+                        audit::Outcome::Accepted,
+                        serde_json::json!({"epoch": key.epoch}),
+                    ),
+                )?;
+            }
+            super::audit_seal::seal(c, key, &ts)
+        })
         .await;
     match sealed {
         Ok((seal, next)) => {

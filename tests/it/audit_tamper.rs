@@ -443,6 +443,30 @@ fn seal_init_with_nowhere_to_show_the_seed_sets_nothing_up() {
     );
 }
 
+/// `audit seal init` works on the files alone; the daemon's first seal then says in
+/// the log that sealing started, once, in a record that seal covers.
+#[test]
+fn the_first_seal_records_that_sealing_started() {
+    let (d, seed) = sealed_gateway();
+    let started: Vec<i64> = audit_actions(&d.db())
+        .into_iter()
+        .filter(|(_, action)| action == "audit.sealing_started")
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(started.len(), 1, "{:?}", audit_actions(&d.db()));
+    let c = Connection::open(d.db()).unwrap();
+    let first_sealed: i64 = c
+        .query_row(
+            "SELECT last_seq FROM audit_seals WHERE epoch = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(started[0] <= first_sealed, "{started:?} {first_sealed}");
+    let (ok, text) = verify(&d.db(), Some(&seed));
+    assert!(ok, "{text}");
+}
+
 /// A seed checked against a gateway that never set sealing up: the chain is reported
 /// as verified and the seals as not set up, not as a log broken at its first record.
 #[test]
