@@ -95,6 +95,8 @@ enum Command {
     },
     /// Send a command to a device: on, off, toggle, or level 0-100.
     Set {
+        /// The device: its id (e.g. zigbee:0x00124b0001abcdef) or its friendly name.
+        #[arg(value_name = "DEVICE")]
         id: String,
         /// `on`, `off`, `toggle`, or `level`.
         action: String,
@@ -107,6 +109,8 @@ enum Command {
     /// Set one of a device's configuration parameters (Z-Wave Configuration): the device
     /// takes it and reads it back; the command result says the value it holds now.
     Configure {
+        /// The device: its id (e.g. zigbee:0x00124b0001abcdef) or its friendly name.
+        #[arg(value_name = "DEVICE")]
         id: String,
         /// The parameter number.
         parameter: u16,
@@ -122,6 +126,8 @@ enum Command {
     },
     /// Read fresh values from a device; a sleeping device's read is held until it wakes.
     Refresh {
+        /// The device: its id (e.g. zigbee:0x00124b0001abcdef) or its friendly name.
+        #[arg(value_name = "DEVICE")]
         id: String,
         /// Only these attributes in the answer (names as in the device's state), e.g.
         /// `on,voltage`.
@@ -138,6 +144,8 @@ enum Command {
     },
     /// Show one device and the requests held for it.
     Device {
+        /// The device: its id (e.g. zigbee:0x00124b0001abcdef) or its friendly name.
+        #[arg(value_name = "DEVICE")]
         id: String,
         /// Print JSON instead of a table or text.
         #[arg(long)]
@@ -173,6 +181,8 @@ enum Command {
     /// Decommission a device: removed from the network, credentials destroyed.
     /// It is refused if it tries to join again, until `readmit`.
     Remove {
+        /// The device: its id (e.g. zigbee:0x00124b0001abcdef) or its friendly name.
+        #[arg(value_name = "DEVICE")]
         id: String,
         /// Also put it on the denylist: refused whenever it tries again, even if it
         /// was never seen here, until `readmit`.
@@ -185,6 +195,8 @@ enum Command {
     /// Adopt a discovered (pending) BLE device: it becomes active and its readings go
     /// upstream. An encrypted BTHome sensor takes its bindkey.
     Adopt {
+        /// The device: its id (e.g. zigbee:0x00124b0001abcdef) or its friendly name.
+        #[arg(value_name = "DEVICE")]
         id: String,
         /// The BTHome bindkey (32 hex digits), or `-` to read it from standard input.
         /// Stored encrypted; never printed.
@@ -197,6 +209,8 @@ enum Command {
     /// Rotate an adopted BLE device's BTHome bindkey: the new key replaces the old one
     /// (which stops opening its advertisements) and its counter starts afresh.
     RotateBindkey {
+        /// The device: its id (e.g. zigbee:0x00124b0001abcdef) or its friendly name.
+        #[arg(value_name = "DEVICE")]
         id: String,
         /// The new bindkey (32 hex digits), or `-` to read it from standard input.
         #[arg(long, value_name = "HEX|-")]
@@ -207,6 +221,8 @@ enum Command {
     },
     /// Let a decommissioned device join again (through a join window, as a new one).
     Readmit {
+        /// The device: its id (e.g. zigbee:0x00124b0001abcdef) or its friendly name.
+        #[arg(value_name = "DEVICE")]
         id: String,
         /// Print JSON instead of a table or text.
         #[arg(long)]

@@ -39,7 +39,7 @@ pub(super) async fn adopt_device(
     UrlPath(raw): UrlPath<String>,
     body: Bytes,
 ) -> ApiResult<crate::hub::Adopted> {
-    let id = device_id(&raw)?;
+    let id = device_id(&s, &raw).await?;
     let mut b: AdoptBody = if body.iter().all(u8::is_ascii_whitespace) {
         AdoptBody::default()
     } else {
@@ -59,7 +59,7 @@ pub(super) async fn rotate_bindkey(
     UrlPath(raw): UrlPath<String>,
     body: Bytes,
 ) -> ApiResult<crate::hub::InstallCodeAdded> {
-    let id = device_id(&raw)?;
+    let id = device_id(&s, &raw).await?;
     let mut b: AdoptBody = parse_json(&body)?;
     let Some(key) = b.bindkey.take().map(zeroize::Zeroizing::new) else {
         return Err(super::ApiError::new(

@@ -213,14 +213,22 @@ fn quoted(raw: &str) -> String {
     }
 }
 
-fn device_id(raw: &str) -> Result<DeviceId, ApiError> {
-    DeviceId::parse(raw).ok_or_else(|| {
-        ApiError::new(
+/// The device a path names: by its id, or by its friendly name (as over MQTT).
+async fn device_id(s: &ApiState, raw: &str) -> Result<DeviceId, ApiError> {
+    if let Some(id) = DeviceId::parse(raw) {
+        return Ok(id);
+    }
+    if !store::names::valid(raw) {
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_device_id",
-            format!("`{}` is not a device id (expected <protocol>:<address>, e.g. zigbee:0x00124b0001abcdef)", quoted(raw)),
-        )
-    })
+            format!("`{}` is neither a device id (expected <protocol>:<address>, e.g. zigbee:0x00124b0001abcdef) nor a friendly name", quoted(raw)),
+        ));
+    }
+    let name = raw.to_string();
+    read(s, move |c| store::names::resolve(c, &name))
+        .await?
+        .ok_or_else(|| HubError::UnknownDevice(raw.to_string()).into())
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -523,7 +531,7 @@ async fn get_device(
     State(s): State<ApiState>,
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<DeviceDetail> {
-    let id = device_id(&raw)?;
+    let id = device_id(&s, &raw).await?;
     let id2 = id.clone();
     read(&s, move |c| {
         let Some(device) = registry::get(c, &id2)? else {
@@ -545,7 +553,7 @@ async fn delete_device(
     ConnectInfo(peer): ConnectInfo<PeerCred>,
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<crate::hub::Decommissioned> {
-    let id = device_id(&raw)?;
+    let id = device_id(&s, &raw).await?;
     Ok(Json(s.hub.decommission(id, peer.actor()).await?))
 }
 
@@ -554,7 +562,7 @@ async fn block_device(
     ConnectInfo(peer): ConnectInfo<PeerCred>,
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<crate::hub::Blocked> {
-    let id = device_id(&raw)?;
+    let id = device_id(&s, &raw).await?;
     // A block may name a device never seen, so its address is checked against the form
     // its protocol's devices have: a mistyped one would block nothing.
     if !id.well_formed() {
@@ -576,7 +584,7 @@ async fn readmit_device(
     ConnectInfo(peer): ConnectInfo<PeerCred>,
     UrlPath(raw): UrlPath<String>,
 ) -> ApiResult<crate::hub::Readmitted> {
-    let id = device_id(&raw)?;
+    let id = device_id(&s, &raw).await?;
     Ok(Json(s.hub.readmit(id, peer.actor()).await?))
 }
 
@@ -729,7 +737,7 @@ async fn device_command(
     UrlPath(raw): UrlPath<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = device_id(&raw)?;
+    let id = device_id(&s, &raw).await?;
     let mut v: serde_json::Value = parse_json(&body)?;
     let ttl = ttl_field(&mut v)?;
     let config = v
@@ -773,7 +781,7 @@ async fn device_refresh(
     UrlPath(raw): UrlPath<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = device_id(&raw)?;
+    let id = device_id(&s, &raw).await?;
     let mut v: serde_json::Value = if body.is_empty() {
         json!({})
     } else {

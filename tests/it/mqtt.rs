@@ -2192,6 +2192,36 @@ pub(crate) mod device_requests {
             1,
             "the expiry"
         );
+        // The local CLI takes a friendly name wherever it takes a device id, as MQTT does.
+        site.request(
+            "rename",
+            json!({"correlation_id": "rn1", "device": plug, "name": "porch plug"}),
+            false,
+        )
+        .await;
+        site.response("rn1", "ok", Duration::from_secs(10)).await;
+        let out = site.daemon.cli(&["device", "porch plug", "--json"]);
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (&v["id"], &v["name"]),
+            (&json!(plug), &json!("porch plug")),
+            "{v}"
+        );
+        let out = site.daemon.cli(&["device", "no such plug"]);
+        assert!(!out.status.success());
+        assert!(
+            crate::common::stderr(&out).contains("no such plug"),
+            "{}",
+            crate::common::stderr(&out)
+        );
+        let out = site.daemon.cli(&["device", "porch/plug"]);
+        assert!(!out.status.success());
+        assert!(
+            crate::common::stderr(&out).contains("friendly name"),
+            "{}",
+            crate::common::stderr(&out)
+        );
         assert!(site
             .daemon
             .terminate(Duration::from_secs(10))
