@@ -43,6 +43,7 @@ mod handle;
 mod health;
 mod held;
 mod ingest;
+mod leaves;
 mod messages;
 mod ops;
 mod rules;
@@ -197,6 +198,8 @@ pub struct Hub {
     state_flush_at: Option<tokio::time::Instant>,
     /// Radios rotating their network key now: a second rotation is refused up front.
     rotating: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// Leave requests waiting for room in their radio's command queue.
+    leaves: leaves::Leaves,
 }
 
 /// What applying one event decided beyond the store: notices and radio actions.
@@ -281,6 +284,7 @@ impl Hub {
             state_interval: Duration::ZERO,
             state_flush_at: None,
             rotating: Arc::default(),
+            leaves: leaves::Leaves::default(),
         };
         (
             hub,
@@ -378,6 +382,8 @@ impl Hub {
         self.announce_install_code_policy().await;
         let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leave_retry = tokio::time::interval(leaves::RETRY);
+        leave_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.recover_held_requests().await;
         // Bursts handed to the writer, oldest first; their effects run in this order.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -436,6 +442,7 @@ impl Hub {
                     self.settle_bursts(&mut in_flight).await;
                     self.expire_held_requests().await;
                 }
+                _ = leave_retry.tick(), if !self.leaves.is_empty() => self.send_leaves(),
                 _ = crate::shutdown::signalled(&mut shutdown) => break,
             }
         }

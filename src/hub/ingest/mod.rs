@@ -627,7 +627,7 @@ impl Hub {
         };
         let mut rule_input = Vec::new();
         let mut awake = Vec::new();
-        let mut told_to_leave: HashSet<(String, String)> = HashSet::new();
+        let dropped_before = self.leaves.dropped;
         for a in applied {
             if let Some((command_id, ok, detail, state)) = a.result {
                 if let Some((attributes, tx)) = self.refreshing.remove(&command_id) {
@@ -644,19 +644,31 @@ impl Hub {
                 self.notify(n);
             }
             for (radio, cmd) in a.radio_actions {
-                // One leave request per device per burst, however many of its frames
-                // the burst held.
-                if let RadioCommand::Remove { native_address } = &cmd {
-                    if !told_to_leave.insert((radio.clone(), native_address.clone())) {
-                        continue;
+                // Leave requests queue up (one per device, however many of its frames
+                // the burst held) and go out as the radio has room for them.
+                match cmd {
+                    RadioCommand::Remove { native_address } => {
+                        self.leaves.push(&radio, &native_address)
+                    }
+                    cmd => {
+                        let _ = self.send_to_radio(&radio, cmd);
                     }
                 }
-                let _ = self.send_to_radio(&radio, cmd);
             }
             if let Some(r) = a.readings {
                 rule_input.push(r);
             }
             awake.extend(a.spoke);
+        }
+        if !self.leaves.is_empty() {
+            self.send_leaves();
+        }
+        if self.leaves.dropped > dropped_before {
+            tracing::warn!(
+                given_up = self.leaves.dropped - dropped_before,
+                waiting = self.leaves.len(),
+                "more devices must leave than can wait to be told: the oldest are asked again when they next speak"
+            );
         }
         awake.sort();
         awake.dedup();

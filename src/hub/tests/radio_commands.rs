@@ -199,3 +199,42 @@ async fn a_second_key_rotation_while_one_runs_is_refused_up_front() {
     task.await.unwrap();
     drop(state_tx);
 }
+
+/// A flood of joins outside a join window asks every device to leave, as the radio
+/// takes commands, not only as many as its queue holds when the burst commits; a
+/// device that tries again meanwhile is asked once.
+#[tokio::test]
+async fn every_device_refused_in_a_flood_is_asked_to_leave_as_the_radio_has_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+    let (handle, mut rx, _state) = radio_handle("zb0", crate::radio::capabilities(protocol()), 4);
+    let (mut hub, _, _) = Hub::new("gw", store.writer(), &[handle]);
+    let addr = |i: usize| format!("0x00124b00{i:08x}");
+    let flood: Vec<DeviceEvent> = (0..30)
+        .map(|i| event(&addr(i), DeviceEventKind::Joined))
+        .collect();
+    hub.on_events(flood).await;
+    // Only the queue's depth went out at once.
+    let mut asked = Vec::new();
+    let take = |rx: &mut mpsc::Receiver<RadioCommand>, asked: &mut Vec<String>| {
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                RadioCommand::Remove { native_address } => asked.push(native_address),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    take(&mut rx, &mut asked);
+    assert_eq!(asked.len(), 4, "{asked:?}");
+    // One of the waiting devices tries again: still one request for it.
+    hub.on_events(vec![event(&addr(20), DeviceEventKind::Joined)])
+        .await;
+    // The driver takes commands; the rest follow, in order.
+    for _ in 0..20 {
+        take(&mut rx, &mut asked);
+        hub.send_leaves();
+    }
+    take(&mut rx, &mut asked);
+    assert_eq!(asked, (0..30).map(addr).collect::<Vec<_>>());
+    assert!(hub.leaves.is_empty());
+}
