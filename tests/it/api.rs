@@ -301,10 +301,18 @@ async fn malformed_requests_get_json_errors() {
         ),
         (
             Method::GET,
-            "/v1/devices/not-an-id",
+            "/v1/devices/not%20an%20id%21",
             None,
             StatusCode::BAD_REQUEST,
             "bad_device_id",
+        ),
+        // A friendly name no device has.
+        (
+            Method::GET,
+            "/v1/devices/not-an-id",
+            None,
+            StatusCode::NOT_FOUND,
+            "unknown_device",
         ),
         (
             Method::GET,
@@ -513,7 +521,14 @@ fn cli_renders_tables_json_and_clear_errors() {
             "fieldgate policy show",
         ],
     );
-    refused(&["refresh", "nonsense"], &["(bad_device_id)"]);
+    refused(
+        &["refresh", "nonsense!"],
+        &["(bad_device_id)", "friendly name"],
+    );
+    refused(
+        &["refresh", "nonsense"],
+        &["no device `nonsense`", "(unknown_device)"],
+    );
     refused(
         &[
             "refresh",
