@@ -145,7 +145,7 @@ fn load_policy(config: &Config, store: &Store) -> Result<(Option<Policy>, Option
 /// would interleave its writes with this one's (two audit chains in one table, one outbox
 /// drained twice, the same radios opened twice), so it is refused. The file holds the
 /// owner's pid, to name it in that refusal.
-fn claim_state_dir(db: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+pub(crate) fn claim_state_dir(db: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     use std::io::{Read, Seek, Write};
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = db.parent() {

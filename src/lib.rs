@@ -18,6 +18,7 @@ pub mod model;
 pub mod output;
 pub mod policy;
 pub mod radio;
+pub mod restore;
 pub mod secrets;
 pub mod shutdown;
 pub mod store;

@@ -228,6 +228,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Put a database backup in place of the gateway's, with the daemon stopped: the
+    /// restored gateway numbers its new messages in a new life (none is taken for one
+    /// already sent), its audit log records the restore, and sealing carries on. The
+    /// database it replaces is kept beside it as `fieldgate.db.replaced`.
+    Restore {
+        /// The backup: a database file (from `sqlite3 ... ".backup ..."`, or the
+        /// fieldgate.db of an offline backup).
+        backup: PathBuf,
+        /// The audit verification seed `audit seal init` showed (64 hex digits; `-`
+        /// reads it from standard input): needed when sealing went on after the backup.
+        #[arg(long)]
+        seed: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -731,6 +747,9 @@ fn main() -> ExitCode {
     if let Command::Decode { command } = &cli.command {
         return decode(command);
     }
+    if let Command::Restore { backup, seed, json } = &cli.command {
+        return restore(&cli, backup, seed.as_deref(), *json);
+    }
     if let Command::Doctor {
         json,
         user,
@@ -1004,6 +1023,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 | Command::Emulate { .. }
                 | Command::Config { .. }
                 | Command::Decode { .. }
+                | Command::Restore { .. }
                 | Command::Doctor { .. } => Ok(()),
             }
         }
@@ -1174,6 +1194,60 @@ fn secret(
             Ok(Some(zeroize::Zeroizing::new(text.trim().to_string())))
         }
         Some(v) => Ok(Some(zeroize::Zeroizing::new(v.to_string()))),
+    }
+}
+
+/// `fieldgate restore`: see [`fieldgate::restore`].
+fn restore(cli: &Cli, backup: &Path, seed: Option<&str>, json: bool) -> ExitCode {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config = match Config::load_elsewhere(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}", fieldgate::output::clean(&e.to_string()));
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let seed = match seed.map(fieldgate::api::audit_cli::read_seed).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let actor = format!(
+        "local:uid={},gid={},pid={}",
+        nix::unistd::getuid(),
+        nix::unistd::getgid(),
+        std::process::id()
+    );
+    match fieldgate::restore::restore(&config, backup, seed.as_deref().map(|s| &s[..]), &actor) {
+        Ok(done) => {
+            if json {
+                fieldgate::outln!("{}", serde_json::to_string(&done).unwrap_or_default());
+            } else {
+                fieldgate::outln!(
+                    "restored {} from {}: new life {} (was {}); audit record {} (state.restored); sealing {}{}",
+                    done.database.display(),
+                    backup.display(),
+                    done.life,
+                    done.previous_life.as_deref().unwrap_or("-"),
+                    done.audit_seq,
+                    done.sealing,
+                    done.replaced
+                        .as_ref()
+                        .map(|p| format!("; the replaced database is kept as {}", p.display()))
+                        .unwrap_or_default()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", fieldgate::output::clean(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
     }
 }
 

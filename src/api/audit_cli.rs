@@ -71,7 +71,7 @@ pub fn seal_init(db: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn read_seed(arg: &str) -> Result<Zeroizing<Vec<u8>>> {
+pub fn read_seed(arg: &str) -> Result<Zeroizing<Vec<u8>>> {
     let text = if arg == "-" {
         let mut line = Zeroizing::new(String::new());
         std::io::stdin()

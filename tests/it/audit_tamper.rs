@@ -467,6 +467,75 @@ fn the_first_seal_records_that_sealing_started() {
     assert!(ok, "{text}");
 }
 
+/// The documented way back to a backup, `fieldgate restore`. The gateway went on
+/// after the backup (more records, more seals, more messages); the restored one
+/// numbers its messages in a new life, starts without an alarm, records the restore
+/// in its log, and carries on sealing from the backup's last seal, which the seed
+/// then verifies. Without the seed, a restore that would stop sealing is refused and
+/// changes nothing.
+#[test]
+fn a_restored_backup_gets_a_new_life_a_record_of_it_and_sealing_that_carries_on() {
+    let (mut d, seed) = sealed_gateway();
+    let db = d.db();
+    // A clean stop checkpointed the database: the file alone is the backup.
+    let backup = d.dir.path().join("backup.db");
+    std::fs::copy(&db, &backup).unwrap();
+    let life = |db: &Path| -> String {
+        Connection::open(db)
+            .unwrap()
+            .query_row("SELECT life FROM gateway_life", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = life(&db);
+    for _ in 0..2 {
+        d.spawn();
+        assert!(d.cli(&["status"]).status.success());
+        stop(&mut d);
+    }
+    let config = d.config.to_str().unwrap().to_string();
+    let args = ["--config", &config, "restore", backup.to_str().unwrap()];
+
+    let out = crate::common::fieldgate(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let why = crate::common::stderr(&out);
+    assert!(why.contains("--seed -") && why.contains("epoch"), "{why}");
+    assert_eq!(life(&db), before, "nothing changed");
+    assert!(!crate::common::sidecar(&db, ".replaced").exists());
+
+    let mut with_seed = args.to_vec();
+    with_seed.extend_from_slice(&["--seed", "-", "--json"]);
+    let out = crate::common::fieldgate_with_input(&with_seed, format!("{seed}\n").as_bytes());
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    assert_eq!(v["previous_life"], before.as_str(), "{v}");
+    assert_ne!(v["life"], before.as_str(), "{v}");
+    assert!(
+        v["sealing"]
+            .as_str()
+            .unwrap()
+            .starts_with("continued at epoch"),
+        "{v}"
+    );
+    assert!(crate::common::sidecar(&db, ".replaced").exists());
+    assert!(!stdout(&out).contains(&seed));
+
+    d.spawn();
+    let st = status_json(&d);
+    assert!(st["audit"]["alarm"].is_null(), "{st}\n{}", d.log());
+    assert!(d.cli(&["status"]).status.success());
+    stop(&mut d);
+    assert_eq!(life(&db), v["life"].as_str().unwrap());
+    let restored: Vec<i64> = audit_actions(&db)
+        .into_iter()
+        .filter(|(_, a)| a == "state.restored")
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(restored, [v["audit_seq"].as_i64().unwrap()]);
+    let (ok, text) = verify(&db, Some(&seed));
+    assert!(ok, "{text}");
+    assert!(!d.log().contains(&seed));
+}
+
 /// A seed checked against a gateway that never set sealing up: the chain is reported
 /// as verified and the seals as not set up, not as a log broken at its first record.
 #[test]
