@@ -542,10 +542,16 @@ impl Session {
                 }
                 Err(e) => {
                     // The client's queue is full: drop the read-ahead; the next
-                    // read starts again after the last row handed over.
+                    // read starts again after the last row handed over. What was read
+                    // past it is read again: without moving `read_upto` back, the
+                    // dropped rows were skipped until the next connection (later
+                    // seqs went out first, a retained state after a newer one).
                     tracing::debug!(error = %e, seq = row.seq, "publish not handed over");
                     self.more = true;
                     self.buffer.clear();
+                    self.read_upto = self.window.cursor();
+                    // A read under way started past them too: its rows are not taken.
+                    self.epoch += 1;
                     return;
                 }
             }

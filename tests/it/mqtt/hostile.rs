@@ -1650,3 +1650,44 @@ async fn requests_queued_past_the_stop_s_time_are_answered_shutting_down() {
         &missing[..missing.len().min(5)]
     );
 }
+
+/// A burst of requests fills the MQTT client's queue while their answers and audit
+/// records go out: the outbox rows that were read but could not be handed to the
+/// client are read again, so every audit record arrives, in `seq` order, and the
+/// outbox empties. They used to be skipped until the next reconnect (later `seq`s
+/// went out first, and a retained state could go out after a newer one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_burst_that_fills_the_client_queue_leaves_no_outbox_row_behind() {
+    const N: usize = 5000;
+    let b = broker();
+    let rig = Rig::start(&b.url(), "", fast()).await;
+    let p = rig.prefix.clone();
+    let audit_topic = format!("{p}/audit");
+    let probe = Probe::connect(b, &[audit_topic.clone()]).await;
+    let (client, task) = publisher(&b.host, b.port).await;
+    rig.connected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sender = flood(client, format!("{p}/request/health_check"), N, |i| {
+        body(&format!("h{i}"), json!({}))
+    });
+    let audits = |m: &[super::Msg]| m.iter().filter(|m| m.topic == audit_topic).count();
+    probe
+        .wait_for(
+            "an audit record per request",
+            Duration::from_secs(60),
+            |m| audits(m) >= N,
+        )
+        .await;
+    sender.abort();
+    task.abort();
+    let mut seqs: Vec<i64> = probe
+        .messages()
+        .iter()
+        .filter(|m| m.topic == audit_topic)
+        .filter_map(|m| m.json()["seq"].as_i64())
+        .collect();
+    let arrived = seqs.clone();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(arrived, seqs, "audit records arrived out of seq order");
+}
