@@ -91,8 +91,8 @@ fn zwave_nested_encapsulation_and_bad_frames_are_reported() {
     assert_eq!(cc["endpoint"], 2);
     let inner = &cc["cc"]["multi_channel"]["encapsulation"]["encapsulated"];
     assert_eq!(inner["notification"]["report"]["event"]["event"], 0x16);
-    assert_eq!(cc["readings"][0]["name"], "door_open");
-    assert_eq!(cc["readings"][0]["value"], true);
+    assert_eq!(cc["readings"][0]["name"], "contact");
+    assert_eq!(cc["readings"][0]["value"], false);
     assert_eq!(frames[1]["kind"], "rejected");
     assert!(frames[1]["reason"]["bad_checksum"].is_object(), "{v:#}");
     assert!(v["parser"]["dropped_bytes"].as_u64().unwrap() >= 2, "{v:#}");

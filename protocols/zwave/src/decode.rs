@@ -454,8 +454,8 @@ mod tests {
         assert_eq!(v["endpoint"], 2);
         let inner = &v["cc"]["multi_channel"]["encapsulation"]["encapsulated"];
         assert_eq!(inner["notification"]["report"]["event"]["event"], 0x16);
-        assert_eq!(v["readings"][0]["name"], "door_open");
-        assert_eq!(v["readings"][0]["value"], true);
+        assert_eq!(v["readings"][0]["name"], "contact");
+        assert_eq!(v["readings"][0]["value"], false);
     }
 
     #[test]

@@ -106,9 +106,10 @@ pub fn normalize(cc: &Cc) -> Vec<Reading> {
         Cc::Notification(Notification::Report { event: Some(e), .. }) => {
             let ended = e.parameters.first().copied();
             let reading = match (e.notification_type, e.event) {
-                // Access Control: window/door open / closed.
-                (0x06, 0x16) => Some(Reading::flag("door_open", true)),
-                (0x06, 0x17) => Some(Reading::flag("door_open", false)),
+                // Access Control: window/door open / closed, as the vocabulary's
+                // `contact` (true: closed), the name and sense Zigbee's have too.
+                (0x06, 0x16) => Some(Reading::flag("contact", false)),
+                (0x06, 0x17) => Some(Reading::flag("contact", true)),
                 // Home Security: motion (with / without location), idle after motion.
                 (0x07, 0x07 | 0x08) => Some(Reading::flag("motion", true)),
                 (0x07, 0x00) if matches!(ended, Some(0x07 | 0x08)) => {
@@ -200,7 +201,7 @@ mod tests {
         }
         assert_eq!(
             one(&[0x71, 0x05, 0, 0, 0, 0xFF, 0x06, 0x16, 0x00]),
-            vec![Reading::flag("door_open", true)]
+            vec![Reading::flag("contact", false)]
         );
     }
 }

@@ -462,7 +462,9 @@ fn encapsulation_and_security() {
     assert!(
         matches!(inner, Cc::Notification(Notification::Report { event: Some(e), .. }) if e.event == 0x16)
     );
-    assert_eq!(normalize(&cc)[0].name, "door_open");
+    // Door open: the vocabulary's `contact`, false (open).
+    assert_eq!(normalize(&cc)[0].name, "contact");
+    assert_eq!(normalize(&cc)[0].value, ReadingValue::Bool(false));
     // S0 / S2 encapsulation: recognised, not decrypted.
     let Cc::Secure(s0) = Cc::decode(&hex("98810102030405060708aabbcc01a1a2a3a4a5a6a7a8")).unwrap()
     else {
