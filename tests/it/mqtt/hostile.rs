@@ -1663,7 +1663,7 @@ async fn a_request_burst_that_fills_the_client_queue_leaves_no_outbox_row_behind
     let rig = Rig::start(&b.url(), "", fast()).await;
     let p = rig.prefix.clone();
     let audit_topic = format!("{p}/audit");
-    let probe = Probe::connect(b, &[audit_topic.clone()]).await;
+    let probe = Probe::connect(b, std::slice::from_ref(&audit_topic)).await;
     let (client, task) = publisher(&b.host, b.port).await;
     rig.connected().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
