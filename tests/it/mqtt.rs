@@ -2228,6 +2228,45 @@ pub(crate) mod device_requests {
             .is_some_and(|s| s.success()));
     }
 
+    /// A retained request left on the broker while the gateway was stopped comes within
+    /// milliseconds of its next connection, before its radio has opened its port: it
+    /// waits for the radio and is carried out, instead of being refused
+    /// `radio_unavailable` (starting) and cleared, which lost it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retained_request_waiting_at_start_waits_for_its_radio() {
+        let mut site = Site::start().await;
+        assert!(site
+            .daemon
+            .terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success()));
+        site.request(
+            "permit_join",
+            json!({"correlation_id": "pj-start", "radio": "zb0", "seconds": 5}),
+            true,
+        )
+        .await;
+        site.daemon.spawn();
+        let r = site
+            .response("pj-start", "ok", Duration::from_secs(20))
+            .await;
+        assert_eq!(r["status"], "ok", "{:?}", site.responses("pj-start"));
+        assert_eq!(site.responses("pj-start").len(), 1, "answered once");
+        site.probe
+            .client
+            .publish(
+                format!("{}/request/permit_join", site.prefix),
+                QoS::AtLeastOnce,
+                true,
+                Vec::new(),
+            )
+            .await
+            .expect("clear retained");
+        assert!(site
+            .daemon
+            .terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success()));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_retained_toggle_replayed_after_a_restart_is_carried_out_once() {
         let mut site = Site::start().await;

@@ -108,6 +108,31 @@ pub(super) async fn health(ctx: &RequestContext) -> Result<Value, Rejection> {
     }))
 }
 
+/// How long requests that arrive while the radios are still starting wait for them:
+/// at the daemon's start a retained request, or one a persistent session kept, comes
+/// within milliseconds of the connection, before a radio has opened its port.
+pub const RADIOS_START_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Waits until no radio is `starting` (each is up, down or unavailable: its own
+/// answer), or until `deadline`.
+pub async fn radios_started(ctx: &RequestContext, deadline: tokio::time::Instant) {
+    if ctx
+        .radios
+        .iter()
+        .all(|r| *r.state.borrow() != RadioState::Starting)
+    {
+        return;
+    }
+    let mut states: Vec<_> = ctx.radios.iter().map(|r| r.state.clone()).collect();
+    let _ = tokio::time::timeout_at(deadline, async {
+        for s in &mut states {
+            // A radio whose driver is gone does not hold the others up.
+            let _ = s.wait_for(|st| *st != RadioState::Starting).await;
+        }
+    })
+    .await;
+}
+
 /// How long the radios' states must rest before a change republishes `info`: a radio
 /// that goes down and comes back within it is one `info`, not two.
 pub const RADIO_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);

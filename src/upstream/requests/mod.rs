@@ -132,10 +132,14 @@ pub async fn serve(
     // (and repeats of one) still run one at a time, in order, so a repeat finds the first
     // one's answer.
     let (rotations, mut lane) = mpsc::channel::<Taken>(16);
+    // Requests taken while the radios are still starting wait for them (see
+    // `RADIOS_START_WAIT`), instead of being refused `radio_unavailable`.
+    let radios_by = tokio::time::Instant::now() + gateway::RADIOS_START_WAIT;
     let lane_task = {
         let (ctx, outbound) = (ctx.clone(), outbound.clone());
         tokio::spawn(async move {
             while let Some((topic, operation, payload, retained, reply_to)) = lane.recv().await {
+                gateway::radios_started(&ctx, radios_by).await;
                 let out = handle(
                     &ctx,
                     &operation,
@@ -241,6 +245,7 @@ pub async fn serve(
                 retained,
                 reply_to,
             } => {
+                gateway::radios_started(&ctx, radios_by).await;
                 // `None`: answered through the outbox (a request held for a sleeping device).
                 let out = handle(
                     &ctx,
@@ -377,6 +382,11 @@ pub fn response_topic_refusal(topic: &str, topics: &Topics) -> Option<&'static s
     if topic.contains(['+', '#', '\0']) {
         return Some("the response topic holds a wildcard or NUL");
     }
+    // `$SYS/...` and the like are the broker's: a publish there is refused by any
+    // broker, and the refusal would read as the gateway's own ACL being wrong.
+    if topic.starts_with('$') {
+        return Some("the response topic is one of the broker's ($...)");
+    }
     let own = format!("{}/", topics.prefix());
     if (topic.starts_with(&own) || topic == topics.prefix())
         && !topic.starts_with(&format!("{own}response/"))
@@ -488,6 +498,8 @@ mod tests {
             "p",
             "p/device/x/state",
             "p/status",
+            "$SYS/broker/x",
+            "$share/g/app/replies",
         ] {
             assert!(response_topic_refusal(bad, &topics).is_some(), "{bad:?}");
         }
