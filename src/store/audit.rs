@@ -361,6 +361,17 @@ pub struct RecordedTampering {
     pub reason: String,
 }
 
+/// A value of another type than its column's where a record is read: written by
+/// hand, so the record is altered (a blob for text, a real for a seq).
+pub(crate) fn mistyped(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+    )
+}
+
 pub fn verify(conn: &Connection) -> StoreResult<VerifyReport> {
     let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY seq ASC"))?;
     let mut rows = stmt.query([])?;
@@ -384,7 +395,19 @@ pub fn verify(conn: &Connection) -> StoreResult<VerifyReport> {
         report
     };
     while let Some(row) = rows.next()? {
-        let (rec, details_text) = row_to_record(row)?;
+        let (rec, details_text) = match row_to_record(row) {
+            Ok(r) => r,
+            // A field stored as another type (a blob for text) was written by hand:
+            // a broken record, not a log that cannot be read.
+            Err(e) if mistyped(&e) => {
+                return Ok(fail(
+                    report,
+                    expected_seq,
+                    format!("record {expected_seq} was altered: a field is not of its type ({e})"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
         if rec.seq != expected_seq {
             return Ok(fail(
                 report,
@@ -415,6 +438,21 @@ pub fn verify(conn: &Connection) -> StoreResult<VerifyReport> {
                 ))
             }
         };
+        // Details are stored as written, in canonical form: text that reads as the
+        // same JSON but is not that form (a key given twice, of which a reader sees the
+        // last) was not written by the daemon.
+        let mut written = String::with_capacity(details_text.len());
+        write_canonical(&details, &mut written);
+        if written != details_text {
+            return Ok(fail(
+                report,
+                rec.seq,
+                format!(
+                    "record {} was altered: its details are not as they were written",
+                    rec.seq
+                ),
+            ));
+        }
         let canon = canonical(
             rec.seq,
             &rec.ts,
@@ -504,6 +542,46 @@ mod tests {
         let r = verify(&c).unwrap();
         assert!(!r.ok);
         assert_eq!(r.first_bad_seq, Some(3));
+    }
+
+    /// Edits that keep the hash right: a key given twice (readers see the last one),
+    /// and a field stored as a blob. Both are altered records, not a log that cannot
+    /// be read.
+    #[test]
+    fn details_not_as_written_and_fields_of_another_type_are_altered_records() {
+        let c = db();
+        for i in 0..3 {
+            append(
+                &c,
+                &AuditEntry::new(
+                    "local:uid=0",
+                    "test",
+                    format!("t{i}"),
+                    Outcome::Accepted,
+                    json!({"user": "alice"}),
+                ),
+                "2026-01-01T00:00:00.000Z",
+            )
+            .unwrap();
+        }
+        c.execute_batch(
+            r#"DROP TRIGGER audit_no_update;
+               UPDATE audit SET details = '{"user":"mallory","user":"alice"}' WHERE seq = 2"#,
+        )
+        .unwrap();
+        let r = verify(&c).unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.first_bad_seq, Some(2), "{r:?}");
+        assert!(r.reason.unwrap().contains("details"));
+        c.execute_batch(
+            r#"UPDATE audit SET details = '{"user":"alice"}' WHERE seq = 2;
+               UPDATE audit SET actor = CAST(actor AS BLOB) WHERE seq = 3"#,
+        )
+        .unwrap();
+        let r = verify(&c).unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.first_bad_seq, Some(3), "{r:?}");
+        assert!(r.reason.unwrap().contains("not of its type"));
     }
 
     #[test]

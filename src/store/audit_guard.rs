@@ -241,7 +241,16 @@ pub const TAIL_CHECKED: i64 = 1000;
 pub fn check_tail(conn: &Connection, n: i64) -> StoreResult<Result<(), String>> {
     let h = head(conn)?;
     let from = (h.seq - n + 1).max(1);
-    let records = audit::tail(conn, n as usize, Some(from - 1))?;
+    let records = match audit::tail(conn, n as usize, Some(from - 1)) {
+        Ok(r) => r,
+        Err(StoreError::Sql(e)) if audit::mistyped(&e) => {
+            return Ok(Err(format!(
+                "a record after record {} was altered: a field is not of its type ({e})",
+                from - 1
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     let mut prev: Option<audit::AuditRecord> = None;
     for rec in &records {
         let expected_seq = prev.as_ref().map_or(from, |p| p.seq + 1);
