@@ -60,6 +60,9 @@ use crate::store::{credentials, StoreResult, Writer};
 #[derive(Default)]
 pub struct LoraDriver {
     sessions: Sessions,
+    /// Until when a device's first Join-Request is answered (the hub's join window, as
+    /// `PermitJoin` said); kept across re-opens.
+    join_until: Option<Instant>,
     /// What the forwarder's log lines are limited by; kept across re-opens, so that a
     /// forwarder that keeps the radio re-opening cannot reset the limits.
     logs: LogLimits,
@@ -130,6 +133,7 @@ impl OwnTransportDriver for LoraDriver {
                 bridge,
                 refusals: HashMap::new(),
                 logs: &mut self.logs,
+                join_until: &mut self.join_until,
             };
             // Up before the store is read: a key committed while it is read is then either
             // read here or pushed by the hub (which pushes only to a radio that is up).
@@ -161,6 +165,8 @@ struct Gateway<'a> {
     /// The rate-limited log lines (malformed datagrams, each counted in
     /// `undecodable`; the forwarder's statistics).
     logs: &'a mut LogLimits,
+    /// See [`LoraDriver`]'s field.
+    join_until: &'a mut Option<Instant>,
 }
 
 /// A malformed datagram is a warning at most once per this: a broken forwarder or a
@@ -508,6 +514,11 @@ impl Gateway<'_> {
             }
         };
         let outcome = match phy {
+            PhyPayload::JoinRequest(req) if !self.may_join(req.dev_eui) => {
+                Err(Refusal::JoinWindowClosed {
+                    dev_eui: req.dev_eui,
+                })
+            }
             PhyPayload::JoinRequest(req) => {
                 let dl = DlSettings::from_byte(self.opts.region.rx2().dr & 0x0f);
                 match self.sessions.join(&req, self.opts.net_id, dl) {
@@ -543,6 +554,21 @@ impl Gateway<'_> {
         Ok(())
     }
 
+    /// Whether a Join-Request from `dev_eui` is answered: inside a join window, or from
+    /// a device in session (one the hub admitted, joining again after a reset). A new
+    /// device's join outside a window is refused before any Join-Accept goes out: an
+    /// accepted join that the hub then denies leaves the device believing it joined,
+    /// sending uplinks nobody takes until it gives up and joins again, hours later.
+    /// A device without keys is left to [`Sessions::join`] (its refusal says why).
+    fn may_join(&self, dev_eui: Eui64) -> bool {
+        let Some(d) = self.sessions.get(dev_eui) else {
+            return true;
+        };
+        d.otaa.is_none()
+            || d.session.is_some()
+            || self.join_until.is_some_and(|t| Instant::now() < t)
+    }
+
     async fn refused(&mut self, rx: &RxPk, refusal: Refusal) -> Result<()> {
         match refusal.device() {
             None => {
@@ -572,7 +598,7 @@ impl Gateway<'_> {
                 // A join from a device whose keys went with its removal is a refused
                 // join, for the hub to say why (decommissioned, blocked, no keys yet).
                 let what = match refusal {
-                    Refusal::NoKeys { .. } => "device.join",
+                    Refusal::NoKeys { .. } | Refusal::JoinWindowClosed { .. } => "device.join",
                     _ => "lorawan.frame",
                 };
                 let detail = if held_back > 0 {
@@ -775,8 +801,11 @@ impl Gateway<'_> {
                 )));
             }
             RadioCommand::Bridged { topic, payload } => self.bridge_command(&topic, &payload).await,
-            // LoRaWAN join requests are accepted or refused by the hub's window alone.
-            RadioCommand::PermitJoin { reply, .. } => {
+            // A new device's Join-Request is answered only while the window is open
+            // (see `may_join`); the hub still decides on every join.
+            RadioCommand::PermitJoin { seconds, reply } => {
+                *self.join_until =
+                    (seconds > 0).then(|| Instant::now() + Duration::from_secs(u64::from(seconds)));
                 let _ = reply.send(Ok(()));
             }
             RadioCommand::Policy(_) => {}

@@ -129,6 +129,8 @@ pub enum Refusal {
         got: Eui64,
         expected: Eui64,
     },
+    #[error("Join-Request from a new device outside a join window: open one (`fieldgate pair <radio>`) for its first join")]
+    JoinWindowClosed { dev_eui: Eui64 },
     #[error("DevNonce {nonce} was used before: a replayed Join-Request")]
     DevNonceReused { dev_eui: Eui64, nonce: DevNonce },
     #[error("MIC does not match the session keys (FCnt {fcnt})")]
@@ -145,6 +147,7 @@ impl Refusal {
         match self {
             Refusal::UnknownDevAddr(_) | Refusal::UnknownDevEui(_) => None,
             Refusal::NoKeys { dev_eui }
+            | Refusal::JoinWindowClosed { dev_eui }
             | Refusal::JoinBadMic { dev_eui }
             | Refusal::WrongJoinEui { dev_eui, .. }
             | Refusal::DevNonceReused { dev_eui, .. }
@@ -159,6 +162,7 @@ impl Refusal {
         match self {
             Refusal::UnknownDevAddr(_) | Refusal::UnknownDevEui(_) => "unknown_device",
             Refusal::NoKeys { .. } => "no_keys",
+            Refusal::JoinWindowClosed { .. } => "join_window_closed",
             Refusal::JoinBadMic { .. } | Refusal::BadMic { .. } => "bad_mic",
             Refusal::WrongJoinEui { .. } => "wrong_join_eui",
             Refusal::DevNonceReused { .. } => "dev_nonce_reused",

@@ -99,6 +99,16 @@ impl Rig {
         rx.await.unwrap().unwrap();
     }
 
+    /// Opens the join window, as the hub does for `fieldgate pair`.
+    async fn permit_join(&self, seconds: u32) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(RadioCommand::PermitJoin { seconds, reply: tx })
+            .await
+            .unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
     async fn event(&mut self) -> DeviceEventKind {
         tokio::time::timeout(Duration::from_secs(5), self.events.recv())
             .await
@@ -124,6 +134,7 @@ async fn otaa_join_is_answered_at_tmst_plus_five_seconds_and_uplinks_decode() {
     let pull = r.fwd.pull_data();
     r.send(&pull).await;
     assert_eq!(r.recv().await[3], 0x04, "PULL_ACK");
+    r.permit_join(60).await;
     let (mut dev, _) = sim::devices().unwrap();
     let req = dev.join_request().unwrap();
     let push = r.fwd.push_frame(&req, 4_000_000_000, 868_100_000, 7);
@@ -223,6 +234,7 @@ async fn joined_device(r: &mut Rig) -> EmulatedDevice {
     let pull = r.fwd.pull_data();
     r.send(&pull).await;
     let _pull_ack = r.recv().await;
+    r.permit_join(60).await;
     let (mut dev, _) = sim::devices().unwrap();
     let req = dev.join_request().unwrap();
     let push = r.fwd.push_frame(&req, 1_000_000, 868_500_000, 9);
@@ -406,4 +418,63 @@ async fn a_bad_frame_entry_and_a_frame_heard_twice_in_one_push_data() {
     let after = r.counters.snapshot();
     assert_eq!(after.undecodable, before.undecodable + 1, "{after:?}");
     assert_eq!(after.refused, before.refused, "{after:?}");
+}
+
+/// A device with keys whose first Join-Request comes outside a join window gets no
+/// Join-Accept (it would believe it joined, and the hub would refuse it): the join is
+/// refused for the hub to audit; once a window is open the same device joins, and
+/// after a window closes a device in session still may (it rejoins after a reset).
+#[tokio::test]
+async fn a_first_join_outside_a_join_window_gets_no_join_accept() {
+    let mut r = rig().await;
+    r.provision(
+        sim::OTAA_DEV_EUI,
+        crate::model::CredentialKind::LorawanOtaa,
+        format!(
+            r#"{{"join_eui":"{}","app_key":"{}"}}"#,
+            sim::OTAA_JOIN_EUI,
+            sim::OTAA_APP_KEY
+        ),
+    )
+    .await;
+    let pull = r.fwd.pull_data();
+    r.send(&pull).await;
+    let _pull_ack = r.recv().await;
+    let (mut dev, _) = sim::devices().unwrap();
+    fn join(fwd: &mut Forwarder, dev: &mut EmulatedDevice, at: u32) -> Vec<u8> {
+        let req = dev.join_request().unwrap();
+        fwd.push_frame(&req, at, 868_100_000, 7)
+    }
+    let push = join(&mut r.fwd, &mut dev, 1_000_000);
+    r.send(&push).await;
+    assert_eq!(r.recv().await[3], 0x01, "PUSH_ACK");
+    let DeviceEventKind::Refused { what, reason, .. } = r.event().await else {
+        panic!("the join was not refused")
+    };
+    assert_eq!(
+        (what.as_str(), reason.as_str()),
+        ("device.join", "join_window_closed")
+    );
+    let mut buf = [0u8; 512];
+    let sent = tokio::time::timeout(Duration::from_millis(300), r.fwd_sock.recv(&mut buf)).await;
+    assert!(sent.is_err(), "a Join-Accept went out");
+    // A window: the next Join-Request (a fresh DevNonce) is answered.
+    r.permit_join(60).await;
+    let push = join(&mut r.fwd, &mut dev, 2_000_000);
+    r.send(&push).await;
+    let _push_ack = r.recv().await;
+    let (token, _) = Forwarder::pull_resp(&r.recv().await).expect("a Join-Accept");
+    let ack = r.fwd.tx_ack(token, None);
+    r.send(&ack).await;
+    assert_eq!(r.event().await, DeviceEventKind::Joined);
+    let _described = r.event().await;
+    // Closed again: the device in session joins again after a reset.
+    r.permit_join(0).await;
+    let push = join(&mut r.fwd, &mut dev, 3_000_000);
+    r.send(&push).await;
+    let _push_ack = r.recv().await;
+    assert!(
+        Forwarder::pull_resp(&r.recv().await).is_some(),
+        "a rejoin answered"
+    );
 }
