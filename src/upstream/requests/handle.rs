@@ -126,6 +126,11 @@ pub(super) async fn handle(
         // without quoting them).
         details["message"] = json!(r.message);
     }
+    // A rename says what the name was and became: the log alone tells who named what.
+    if let (Ok(parse::Request::Rename { .. }), Ok(Reply::Data(data))) = (&parsed.request, &result) {
+        details["name"] = data["name"].clone();
+        details["previous_name"] = data["previous"].clone();
+    }
     let response = match &result {
         Ok(Reply::Queued(payload)) => payload.clone(),
         Ok(Reply::Data(data)) => serde_json::to_vec(&response_body(
