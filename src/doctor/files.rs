@@ -20,7 +20,8 @@ const SOCKET_UNIT_PATHS: [&str; 3] = [
     "/usr/lib/systemd/system/fieldgate.socket",
     "/lib/systemd/system/fieldgate.socket",
 ];
-/// Free space below this in the state directory is a failure whatever the config.
+/// Free space below this in the state directory is a warning whatever the config (and,
+/// with the reserve given back, a full disk).
 const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A file the daemon must read (config, CA, password): present and readable.
@@ -177,11 +178,18 @@ pub(super) fn check_state_dir(config: &Config, id: &Identity, sandbox: &Sandbox)
         .prefix(".fieldgate-doctor")
         .tempfile_in(dir)
     {
-        if e.kind() != io::ErrorKind::PermissionDenied {
+        // EACCES is the bits for another user than doctor's (checked above for the
+        // service's); EPERM is the directory itself refusing everyone (`chattr +i`).
+        let immutable = e.raw_os_error() == Some(nix::libc::EPERM);
+        if e.kind() != io::ErrorKind::PermissionDenied || immutable {
             return Check::fail(
                 name,
                 format!("cannot create a file in {shown}: {e}"),
-                "check that the filesystem is mounted read-write and not full",
+                if immutable {
+                    "the directory refuses every write (immutable or append-only: see `lsattr -d`); `chattr -i -a` it"
+                } else {
+                    "check that the filesystem is mounted read-write and not full"
+                },
             );
         }
     }
@@ -345,10 +353,11 @@ pub(super) fn check_free_space(config: &Config) -> Check {
         );
     }
     if free < MIN_FREE_BYTES {
-        return Check::fail(
+        // Low, not full: the daemon works on, and `DISK FULL` above is the failure.
+        return Check::warn(
             name,
             format!(
-                "only {} free at {shown}: the database cannot grow",
+                "only {} free at {shown}: the database has little room to grow",
                 human_bytes(free)
             ),
             "free some space (`du -sh /var/log/* /var/cache/*`) or move the state directory",
