@@ -317,14 +317,17 @@ impl BleDriver {
         received_at: SystemTime,
         io: &mut DriverIo,
     ) -> anyhow::Result<()> {
-        tracing::warn!(radio = %io.radio, address = %format_address(&address), %reason, "advertisement refused");
         let due = self
             .audited
             .get(&address)
             .is_none_or(|at| now.saturating_duration_since(*at) >= REFUSAL_AUDIT_INTERVAL);
         if !due {
+            // Said (and audited) once per address per interval: a replaying or forging
+            // neighbour would otherwise write a warning per advertisement, for ever.
+            tracing::debug!(radio = %io.radio, address = %format_address(&address), %reason, "advertisement refused");
             return Ok(());
         }
+        tracing::warn!(radio = %io.radio, address = %format_address(&address), %reason, "advertisement refused");
         if self.audited.len() >= MAX_REMEMBERED {
             self.audited.clear();
         }
