@@ -16,8 +16,10 @@ pub enum ClientError {
     NotRunning(PathBuf),
     #[error("the fieldgate daemon is not running (stale socket at {0})")]
     Stale(PathBuf),
-    #[error("permission denied on {0}: the socket is for root and its group `{1}` (`sudo usermod -aG {1} $USER`, then log in again)")]
+    #[error("permission denied on {0}: the socket is for its owner and its group `{1}` (`sudo usermod -aG {1} $USER`, then log in again)")]
     Denied(PathBuf, String),
+    #[error("permission denied on {0}: the socket's group is root, as no `[api] group` is set: run the command with sudo, or set `[api] group` (e.g. `fieldgate`) in the config, restart the daemon and join that group")]
+    DeniedRoot(PathBuf),
     #[error("{0} is not a socket: pass the daemon's API socket with --socket (or its config with --config)")]
     NotASocket(PathBuf),
     #[error("cannot reach {0}: {1}")]
@@ -98,7 +100,11 @@ impl ApiClient {
                 }
                 std::io::ErrorKind::ConnectionRefused => ClientError::Stale(self.socket.clone()),
                 std::io::ErrorKind::PermissionDenied => {
-                    // The group that opens it, as the installer set it (`[api] group`).
+                    // The group that opens it, as the installer set it (`[api] group`);
+                    // joining root's group is no advice to give.
+                    if meta.as_ref().is_some_and(|m| m.gid() == 0) {
+                        return ClientError::DeniedRoot(self.socket.clone());
+                    }
                     let group = meta
                         .and_then(|m| {
                             nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(m.gid()))
