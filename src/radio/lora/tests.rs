@@ -99,6 +99,20 @@ impl Rig {
         rx.await.unwrap().unwrap();
     }
 
+    /// The emulator's OTAA device's keys, as `fieldgate lora add` hands them over.
+    async fn provision_sim_otaa(&self) {
+        self.provision(
+            sim::OTAA_DEV_EUI,
+            crate::model::CredentialKind::LorawanOtaa,
+            format!(
+                r#"{{"join_eui":"{}","app_key":"{}"}}"#,
+                sim::OTAA_JOIN_EUI,
+                sim::OTAA_APP_KEY
+            ),
+        )
+        .await;
+    }
+
     /// Opens the join window, as the hub does for `fieldgate pair`.
     async fn permit_join(&self, seconds: u32) {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -121,16 +135,7 @@ impl Rig {
 #[tokio::test]
 async fn otaa_join_is_answered_at_tmst_plus_five_seconds_and_uplinks_decode() {
     let mut r = rig().await;
-    r.provision(
-        sim::OTAA_DEV_EUI,
-        crate::model::CredentialKind::LorawanOtaa,
-        format!(
-            r#"{{"join_eui":"{}","app_key":"{}"}}"#,
-            sim::OTAA_JOIN_EUI,
-            sim::OTAA_APP_KEY
-        ),
-    )
-    .await;
+    r.provision_sim_otaa().await;
     let pull = r.fwd.pull_data();
     r.send(&pull).await;
     assert_eq!(r.recv().await[3], 0x04, "PULL_ACK");
@@ -221,16 +226,7 @@ async fn garbage_datagrams_and_strangers_are_counted_and_the_driver_carries_on()
 }
 
 async fn joined_device(r: &mut Rig) -> EmulatedDevice {
-    r.provision(
-        sim::OTAA_DEV_EUI,
-        crate::model::CredentialKind::LorawanOtaa,
-        format!(
-            r#"{{"join_eui":"{}","app_key":"{}"}}"#,
-            sim::OTAA_JOIN_EUI,
-            sim::OTAA_APP_KEY
-        ),
-    )
-    .await;
+    r.provision_sim_otaa().await;
     let pull = r.fwd.pull_data();
     r.send(&pull).await;
     let _pull_ack = r.recv().await;
@@ -427,16 +423,7 @@ async fn a_bad_frame_entry_and_a_frame_heard_twice_in_one_push_data() {
 #[tokio::test]
 async fn a_first_join_outside_a_join_window_gets_no_join_accept() {
     let mut r = rig().await;
-    r.provision(
-        sim::OTAA_DEV_EUI,
-        crate::model::CredentialKind::LorawanOtaa,
-        format!(
-            r#"{{"join_eui":"{}","app_key":"{}"}}"#,
-            sim::OTAA_JOIN_EUI,
-            sim::OTAA_APP_KEY
-        ),
-    )
-    .await;
+    r.provision_sim_otaa().await;
     let pull = r.fwd.pull_data();
     r.send(&pull).await;
     let _pull_ack = r.recv().await;
