@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod decode;
 pub mod demo;
 pub mod doctor;
 pub mod emulate;

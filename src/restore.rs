@@ -20,6 +20,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rusqlite::Connection;
@@ -323,4 +324,48 @@ pub fn restore(
         replaced_audit_seq,
         sealing,
     })
+}
+
+/// `fieldgate restore BACKUP [--seed -] [--json]` with `config` loaded: says what was
+/// done, or why nothing was.
+pub fn command(config: &Config, backup: &Path, seed: Option<&str>, json: bool) -> ExitCode {
+    let seed = match seed.map(crate::api::audit_cli::read_seed).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let actor = format!(
+        "local:uid={},gid={},pid={}",
+        nix::unistd::getuid(),
+        nix::unistd::getgid(),
+        std::process::id()
+    );
+    match restore(config, backup, seed.as_deref().map(|s| &s[..]), &actor) {
+        Ok(done) => {
+            if json {
+                crate::outln!("{}", serde_json::to_string(&done).unwrap_or_default());
+            } else {
+                crate::outln!(
+                    "restored {} from {}: new life {} (was {}); audit record {} (state.restored); sealing {}{}",
+                    done.database.display(),
+                    backup.display(),
+                    done.life,
+                    done.previous_life.as_deref().unwrap_or("-"),
+                    done.audit_seq,
+                    done.sealing,
+                    done.replaced
+                        .as_ref()
+                        .map(|p| format!("; the replaced database is kept as {}", p.display()))
+                        .unwrap_or_default()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", crate::output::clean(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
 }
