@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -70,16 +70,14 @@ fn has_table(c: &Connection, name: &str) -> Result<bool> {
     )? > 0)
 }
 
-/// The backup is a whole fieldgate database whose audit log verifies.
-fn check_backup(backup: &Path) -> Result<Option<audit_seal::Seal>> {
-    // A regular file: not a FIFO or a device that would hang or never end.
-    if !std::fs::metadata(backup)
-        .with_context(|| format!("cannot read the backup {}", backup.display()))?
-        .is_file()
-    {
-        bail!("the backup {} is not a regular file", backup.display());
-    }
-    let c = store::open_reader(backup)
+/// The staged copy is a whole fieldgate database of this gateway whose audit log
+/// verifies; returns its last seal.
+fn check_backup(
+    staged: &Path,
+    backup: &Path,
+    gateway_id: &str,
+) -> Result<Option<audit_seal::Seal>> {
+    let c = store::open_reader(staged)
         .with_context(|| format!("cannot open the backup {}", backup.display()))?;
     let check: String = c
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -98,6 +96,25 @@ fn check_backup(backup: &Path) -> Result<Option<audit_seal::Seal>> {
             report.reason.unwrap_or_default()
         );
     }
+    // Every queued message names its gateway: another gateway's backup would publish
+    // its messages under this one's topics.
+    let named: Option<Vec<u8>> = c
+        .query_row("SELECT payload FROM outbox ORDER BY id LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(payload) = named {
+        let first = payload.split(|b| *b == b'\n').next().unwrap_or_default();
+        let owner = serde_json::from_slice::<serde_json::Value>(first)
+            .ok()
+            .and_then(|v| v["gateway"].as_str().map(str::to_string));
+        if let Some(owner) = owner.filter(|o| o != gateway_id) {
+            bail!(
+                "the backup is gateway `{}`'s, not `{gateway_id}`'s (its queued messages name it): restore a backup of this gateway",
+                crate::output::one_line(&owner)
+            );
+        }
+    }
     Ok(if has_table(&c, "audit_seals")? {
         audit_seal::last_seal(&c)?
     } else {
@@ -105,22 +122,39 @@ fn check_backup(backup: &Path) -> Result<Option<audit_seal::Seal>> {
     })
 }
 
-/// What the key file becomes: `None` to leave it as it is.
+/// What the key file becomes (`None`: left as it is), and what to say of sealing.
+/// The backup's seals from the key's epoch on must have been made with it.
 fn seal_key_for(
+    staged: &Path,
     key_file: &Path,
     last_seal: Option<&audit_seal::Seal>,
     seed: Option<&[u8]>,
 ) -> Result<(Option<audit_seal::SealKey>, String)> {
     let next = last_seal.map_or(1, |s| s.epoch + 1);
     let key = audit_seal::read_key(key_file)?;
-    let behind = match &key {
+    let ahead = match &key {
         None => last_seal.is_some(),
         Some(k) => k.epoch > next,
     };
-    if !behind {
+    if !ahead {
+        let Some(key) = key else {
+            return Ok((None, "not set up".to_string()));
+        };
+        let epoch = key.epoch;
+        let c = store::open_reader(staged)?;
+        if let Err(why) = audit_seal::check_with_key(&c, key)? {
+            bail!("the backup's seals do not follow this gateway's ({why}): another gateway's backup, or altered; nothing was changed");
+        }
+        if epoch == next {
+            return Ok((None, "kept".to_string()));
+        }
+        // Behind the backup's seals (the key file of an older state): caught up, as
+        // the daemon's next seal would.
+        let key = audit_seal::read_key(key_file)?
+            .ok_or_else(|| anyhow!("{} went away", key_file.display()))?;
         return Ok((
-            None,
-            if key.is_some() { "kept" } else { "not set up" }.to_string(),
+            Some(key.evolve_to(next)),
+            format!("kept (key caught up to epoch {next})"),
         ));
     }
     let Some(seed) = seed else {
@@ -139,20 +173,17 @@ fn seal_key_for(
     ))
 }
 
-/// Moves `db` and its WAL files aside as `<db>.replaced`; returns that path.
-fn move_aside(db: &Path) -> Result<Option<PathBuf>> {
+/// Moves `db` and its WAL files aside as `aside`.
+fn move_aside(db: &Path, aside: &Path) -> Result<bool> {
     if !db.exists() {
-        return Ok(None);
+        return Ok(false);
     }
-    let aside = store::sidecar(db, ".replaced");
     for suffix in ["", "-wal", "-shm"] {
         let from = store::sidecar(db, suffix);
-        let to = store::sidecar(&aside, suffix);
+        let to = store::sidecar(aside, suffix);
         match std::fs::rename(&from, &to) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let _ = std::fs::remove_file(&to);
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(anyhow!(
                     "cannot move {} to {}: {e}",
@@ -162,7 +193,40 @@ fn move_aside(db: &Path) -> Result<Option<PathBuf>> {
             }
         }
     }
-    Ok(Some(aside))
+    Ok(true)
+}
+
+/// The staged copy and its SQLite side files, removed unless the restore got through.
+struct Staged(PathBuf);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal", "-seal-key"] {
+            let _ = std::fs::remove_file(store::sidecar(&self.0, suffix));
+        }
+    }
+}
+
+/// Copies the backup into `to`, readable by the daemon's user alone from the start.
+fn stage(backup: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut from = std::fs::File::open(backup)
+        .with_context(|| format!("cannot read the backup {}", backup.display()))?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .with_context(|| format!("cannot create {}", to.display()))?;
+    std::io::copy(&mut from, &mut out).with_context(|| {
+        format!(
+            "cannot copy {} to {} (is the disk full?)",
+            backup.display(),
+            to.display()
+        )
+    })?;
+    out.sync_all()?;
+    Ok(())
 }
 
 /// Restores `backup` as the database of `config`'s gateway; `actor` is who asked.
@@ -183,24 +247,65 @@ pub fn restore(
             dir.display()
         );
     }
+    // A regular file: not a FIFO or a device that would hang or never end.
+    if !std::fs::metadata(backup)
+        .with_context(|| format!("cannot read the backup {}", backup.display()))?
+        .is_file()
+    {
+        bail!("the backup {} is not a regular file", backup.display());
+    }
     if std::fs::canonicalize(backup).ok() == std::fs::canonicalize(&db).ok() {
         bail!("{} is the gateway's own database", backup.display());
     }
+    let aside = store::sidecar(&db, ".replaced");
+    if std::fs::symlink_metadata(&aside).is_ok() {
+        bail!(
+            "{} exists (the database an earlier restore replaced): move it elsewhere or remove it first; nothing was changed",
+            aside.display()
+        );
+    }
     let owner = owner(&dir)?;
-    let lock_existed = store::sidecar(&db, ".lock").exists();
-    let _lock = crate::daemon::claim_state_dir(&db)?;
+    let lock_path = store::sidecar(&db, ".lock");
+    let lock_existed = lock_path.exists();
+    let _lock = crate::daemon::claim_state_dir(&db).map_err(|e| {
+        anyhow!(
+            "{}",
+            e.to_string()
+                .replace(", or give this one another `gateway.state_dir`", "")
+        )
+        .context("the daemon must be stopped for a restore (`systemctl stop fieldgate`)")
+    })?;
     if !lock_existed {
-        give(&store::sidecar(&db, ".lock"), owner)?;
+        give(&lock_path, owner)?;
     }
 
-    let last_seal = check_backup(backup)?;
+    // The backup is copied, then checked and changed as that copy: nothing is written
+    // beside the backup (which may be on a read-only medium), and a refusal leaves the
+    // state directory as it was.
+    let staging = Staged(store::sidecar(&db, ".restoring"));
+    drop(Staged(staging.0.clone()));
+    stage(backup, &staging.0)?;
+    let last_seal = check_backup(&staging.0, backup, config.gateway_id())?;
     let key_file = audit_seal::key_path(&db);
-    let (new_key, sealing) = seal_key_for(&key_file, last_seal.as_ref(), seed)?;
+    let (new_key, sealing) = seal_key_for(&staging.0, &key_file, last_seal.as_ref(), seed)?;
+    if let (Some(key), Some(seed)) = (&new_key, seed) {
+        // The seed and the backup's seals agree before anything is replaced.
+        let staged_key = store::sidecar(&staging.0, "-seal-key");
+        audit_seal::write_key(&staged_key, key, true)?;
+        let c = store::open_reader(&staging.0)?;
+        let report = audit_seal::verify(&c, seed, &staged_key);
+        drop(c);
+        match report {
+            Ok(r) if r.ok => {}
+            Ok(r) => bail!(
+                "the backup's seals do not verify with this seed ({}): nothing was changed",
+                r.reason.unwrap_or_default()
+            ),
+            Err(e) => return Err(anyhow!(e).context("cannot check the backup's seals")),
+        }
+    }
     let mark_file = audit_guard::mark_path(&db);
-    let replaced_audit_seq = audit_guard::read_mark(&mark_file)
-        .ok()
-        .flatten()
-        .map(|m| m.seq);
+    let replaced_head = audit_guard::read_mark(&mark_file).ok().flatten();
     let previous_life = if db.exists() {
         store::open_reader(&db)
             .ok()
@@ -209,18 +314,12 @@ pub fn restore(
         None
     };
 
-    // A copy beside the database, made whole before anything is replaced.
-    let staging = store::sidecar(&db, ".restoring");
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let _ = std::fs::remove_file(store::sidecar(&staging, suffix));
-    }
-    std::fs::copy(backup, &staging)
-        .with_context(|| format!("cannot copy {} to {}", backup.display(), staging.display()))?;
-    let staged = (|| -> Result<(String, audit_guard::Mark)> {
-        let c = Connection::open(&staging)?;
+    let (life, head) = (|| -> Result<(String, audit_guard::Mark)> {
+        let c = Connection::open(&staging.0)?;
         c.execute_batch("PRAGMA journal_mode = DELETE")?;
         let tx = c.unchecked_transaction()?;
-        if has_table(&tx, "gateway_life")? {
+        let lives = has_table(&tx, "gateway_life")?;
+        if lives {
             tx.execute(
                 "UPDATE gateway_life SET life =
                     printf('%013d', CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER))
@@ -229,7 +328,7 @@ pub fn restore(
                 [],
             )?;
         }
-        let life = if has_table(&tx, "gateway_life")? {
+        let life = if lives {
             outbox::life(&tx)?
         } else {
             String::new()
@@ -250,7 +349,9 @@ pub fn restore(
                 serde_json::json!({
                     "backup": file_name,
                     "restored_head_seq": restored_head.seq,
-                    "replaced_head_seq": replaced_audit_seq,
+                    "restored_head_hash": restored_head.hash,
+                    "replaced_head_seq": replaced_head.as_ref().map(|m| m.seq),
+                    "replaced_head_hash": replaced_head.as_ref().map(|m| m.hash.clone()),
                     "previous_life": previous_life,
                     "life": life,
                     "sealing": sealing,
@@ -260,49 +361,14 @@ pub fn restore(
         let head = audit_guard::head(&tx)?;
         tx.commit()?;
         drop(c);
-        std::fs::File::open(&staging)?.sync_all()?;
+        std::fs::File::open(&staging.0)?.sync_all()?;
         Ok((life, head))
-    })();
-    let (life, head) = match staged {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_file(&staging);
-            return Err(e.context("cannot prepare the restored database"));
-        }
-    };
+    })()
+    .context("cannot prepare the restored database")?;
 
-    if let Some(key) = &new_key {
-        // Checked with the seed before anything is replaced.
-        let staged_key = store::sidecar(&staging, "-seal-key");
-        let _ = std::fs::remove_file(&staged_key);
-        audit_seal::write_key(&staged_key, key, true)?;
-        let c = store::open_reader(&staging)?;
-        let report = audit_seal::verify(&c, seed.unwrap_or_default(), &staged_key);
-        drop(c);
-        let _ = std::fs::remove_file(&staged_key);
-        match report {
-            Ok(r) if r.ok => {}
-            Ok(r) => {
-                let _ = std::fs::remove_file(&staging);
-                bail!(
-                    "the backup's seals do not verify with this seed ({}): nothing was changed",
-                    r.reason.unwrap_or_default()
-                );
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&staging);
-                return Err(anyhow!(e).context("cannot check the backup's seals"));
-            }
-        }
-    }
-
-    let replaced = move_aside(&db)?;
-    std::fs::rename(&staging, &db)
-        .with_context(|| format!("cannot move {} to {}", staging.display(), db.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))?;
-    }
+    let replaced = move_aside(&db, &aside)?.then(|| aside.clone());
+    std::fs::rename(&staging.0, &db)
+        .with_context(|| format!("cannot move {} to {}", staging.0.display(), db.display()))?;
     give(&db, owner)?;
     audit_guard::write_stopped_mark(&mark_file, &head)
         .with_context(|| format!("cannot write {}", mark_file.display()))?;
@@ -321,7 +387,7 @@ pub fn restore(
         previous_life,
         life,
         audit_seq: head.seq,
-        replaced_audit_seq,
+        replaced_audit_seq: replaced_head.map(|m| m.seq),
         sealing,
     })
 }

@@ -118,7 +118,7 @@ fn write_mark_line(path: &Path, mark: &Mark, stopped: bool) -> std::io::Result<(
 pub fn head(conn: &Connection) -> StoreResult<Mark> {
     Ok(conn
         .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, CAST(hash AS TEXT) FROM audit ORDER BY seq DESC LIMIT 1",
             [],
             |r| {
                 Ok(Mark {
@@ -293,6 +293,19 @@ pub fn check_tail(conn: &Connection, n: i64) -> StoreResult<Result<(), String>> 
     if let Some(first) = records.first() {
         if first.seq != from && first.action != "audit.chain_broken" {
             return Ok(Err(format!("record {from} is missing")));
+        }
+    }
+    // The hash covers the details as parsed; their text must also be as written (a key
+    // given twice reads as its last value, which the hash may not show).
+    let mut stmt =
+        conn.prepare("SELECT seq, CAST(details AS TEXT) FROM audit WHERE seq >= ?1 ORDER BY seq")?;
+    let mut rows = stmt.query([from])?;
+    while let Some(r) = rows.next()? {
+        let (seq, text): (i64, Option<String>) = (r.get(0)?, r.get(1)?);
+        if !text.as_deref().is_some_and(audit::details_as_written) {
+            return Ok(Err(format!(
+                "record {seq} was altered: its details are not as they were written"
+            )));
         }
     }
     Ok(Ok(()))
@@ -676,6 +689,42 @@ mod tests {
             .unwrap();
         }
         c
+    }
+
+    /// Edits the hash does not show (a key given twice whose last value is the one
+    /// written) are found at start-up, and a head hash stored as a blob is read (the
+    /// daemon starts and reports it) rather than stopping the start.
+    #[test]
+    fn the_start_up_check_sees_details_not_as_written_and_reads_a_blob_head() {
+        let c = log(2);
+        append(
+            &c,
+            &AuditEntry::new(
+                "system",
+                "t",
+                "x",
+                Outcome::Accepted,
+                serde_json::json!({"user": "alice"}),
+            ),
+            "2026-01-01T00:00:00.000Z",
+        )
+        .unwrap();
+        assert_eq!(check_tail(&c, TAIL_CHECKED).unwrap(), Ok(()));
+        c.execute_batch(
+            r#"DROP TRIGGER audit_no_update;
+               UPDATE audit SET details = '{"user":"mallory","user":"alice"}' WHERE seq = 3"#,
+        )
+        .unwrap();
+        let why = check_tail(&c, TAIL_CHECKED).unwrap().unwrap_err();
+        assert!(why.contains("record 3") && why.contains("details"), "{why}");
+        c.execute_batch(
+            r#"UPDATE audit SET details = '{"user":"alice"}' WHERE seq = 3;
+               UPDATE audit SET hash = CAST(hash AS BLOB) WHERE seq = 3"#,
+        )
+        .unwrap();
+        assert_eq!(head(&c).unwrap().seq, 3);
+        let why = check_tail(&c, TAIL_CHECKED).unwrap().unwrap_err();
+        assert!(why.contains("not of its type"), "{why}");
     }
 
     #[test]

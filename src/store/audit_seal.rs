@@ -218,7 +218,7 @@ pub fn seal(conn: &Connection, key: SealKey, ts: &str) -> StoreResult<(Seal, Sea
     let key = key.evolve_to(last_epoch + 1);
     let (last_seq, head_hash): (i64, String) = conn
         .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, CAST(hash AS TEXT) FROM audit ORDER BY seq DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -258,6 +258,39 @@ pub fn seal(conn: &Connection, key: SealKey, ts: &str) -> StoreResult<(Seal, Sea
         ],
     )?;
     Ok((seal, key.evolve()))
+}
+
+/// Whether the stored seals from `key`'s epoch on were made with it and the keys that
+/// follow it: the check the holder of the current key can make without the seed (a
+/// database whose seals were made by another gateway's key fails it).
+pub fn check_with_key(conn: &Connection, key: SealKey) -> StoreResult<Result<(), String>> {
+    let seals: Vec<Seal> = {
+        let mut stmt = conn.prepare(&format!("{SELECT} WHERE epoch >= ?1 ORDER BY epoch ASC"))?;
+        let rows = stmt.query_map([key.epoch], row)?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut key = key;
+    for s in seals {
+        if s.epoch != key.epoch {
+            return Ok(Err(format!("seal {} is missing", key.epoch)));
+        }
+        let expected = key.mac(&seal_message(
+            s.epoch,
+            &s.ts,
+            s.first_seq,
+            s.last_seq,
+            &s.head_hash,
+            &s.prev_mac,
+        ));
+        if expected != s.mac {
+            return Ok(Err(format!(
+                "seal {} was not made with this gateway's seal key",
+                s.epoch
+            )));
+        }
+        key = key.evolve();
+    }
+    Ok(Ok(()))
 }
 
 /// What checking the seals with the seed found.

@@ -518,6 +518,22 @@ fn a_restored_backup_gets_a_new_life_a_record_of_it_and_sealing_that_carries_on(
     );
     assert!(crate::common::sidecar(&db, ".replaced").exists());
     assert!(!stdout(&out).contains(&seed));
+    // A second restore would replace the kept database: refused until it is moved.
+    let again = crate::common::fieldgate_with_input(&with_seed, format!("{seed}\n").as_bytes());
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        crate::common::stderr(&again).contains(".replaced"),
+        "{}",
+        crate::common::stderr(&again)
+    );
+    assert_eq!(life(&db), v["life"].as_str().unwrap(), "nothing changed");
+    let leftovers: Vec<_> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("restoring"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 
     d.spawn();
     let st = status_json(&d);
