@@ -117,7 +117,11 @@ pub(super) fn discover(
         json!({"radio": radio, "lifecycle": device.lifecycle}),
         ev.received_at,
     )?;
-    availability_msg(c, gw, id, true, ev.received_at)?;
+    // A pending discovered device (a passer-by) gets no retained availability on the
+    // broker: it is queued when the device is adopted (`release_held`).
+    if !super::ingest::held_back(c, id)? {
+        availability_msg(c, gw, id, true, ev.received_at)?;
+    }
     store::record_audit(
         c,
         gw,

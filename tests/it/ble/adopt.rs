@@ -74,6 +74,11 @@ fn a_technician_adopts_discovered_sensors_and_their_readings_go_upstream() {
         !queued(&d, "state", "cb:b8:33:4c:88:4f"),
         "a pending device's state went upstream"
     );
+    // Nor a retained availability for every passer-by.
+    assert!(
+        !queued(&d, "availability", "cb:b8:33:4c:88:4f"),
+        "a pending device's availability went upstream"
+    );
     assert!(
         device(&d, RUUVI).is_some_and(|x| x.last_state.as_object().is_some_and(|o| !o.is_empty()))
     );
@@ -109,6 +114,10 @@ fn a_technician_adopts_discovered_sensors_and_their_readings_go_upstream() {
     assert!(
         queued(&d, "state", "cb:b8:33:4c:88:4f"),
         "no state at adoption"
+    );
+    assert!(
+        queued(&d, "availability", "cb:b8:33:4c:88:4f"),
+        "no availability at adoption"
     );
     wait_for(
         &d,
