@@ -469,7 +469,9 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
     }
     let tty = std::io::stdout().is_terminal() && !as_json;
     let end = Instant::now() + Duration::from_secs(seconds as u64);
-    let mut joined = 0;
+    // Devices, not join records: a device may join twice within one window.
+    let mut joined: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut refused = 0usize;
     while Instant::now() < end {
         // Nobody reads any more (`pair | head -1`): stop watching; the window stays open
         // in the daemon for the time it was given.
@@ -495,8 +497,18 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
             if tty {
                 crate::output::control("\r\x1b[K");
             }
+            // A join the gateway refused (blocked, decommissioned, denied by the
+            // policy, no install code) is said as such, with why.
+            let accepted = r["outcome"].as_str() == Some("accepted");
             if as_json {
                 crate::outln!("{r}");
+            } else if action == "device.join" && !accepted {
+                crate::outln!(
+                    "{} REFUSED at {}: {}",
+                    s(&r["target"]),
+                    s(&r["ts"]),
+                    s(&r["details"]["reason"])
+                );
             } else {
                 let verb = if action == "device.join" {
                     "joined"
@@ -506,13 +518,20 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
                 crate::outln!("{} {verb} at {}", s(&r["target"]), s(&r["ts"]));
             }
             if action == "device.join" {
-                joined += 1;
+                if accepted {
+                    joined.insert(r["target"].as_str().unwrap_or_default().to_string());
+                } else {
+                    refused += 1;
+                }
             }
         }
         if tty {
             let left = end.saturating_duration_since(Instant::now()).as_secs();
             crate::output::control("\r\x1b[K");
-            crate::out!("join window: {left:>3} s left, {joined} joined");
+            crate::out!(
+                "join window: {left:>3} s left, {} joined, {refused} refused",
+                joined.len()
+            );
             let _ = std::io::stdout().flush();
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -521,7 +540,10 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
         crate::outln!();
     }
     if !as_json {
-        crate::outln!("join window closed on {radio}: {joined} device(s) joined");
+        crate::outln!(
+            "join window closed on {radio}: {} device(s) joined, {refused} join(s) refused",
+            joined.len()
+        );
     }
     Ok(())
 }

@@ -1533,6 +1533,28 @@ fn zigbee_daemon_binary_pairs_over_a_pty() {
         d.log()
     );
     assert_eq!(pty.sim.with(|e, _| e.network()), net);
+    // A blocked device that joins again is said to be refused, not to have joined.
+    let plug = id(DeviceKind::SmartPlug).to_string();
+    let out = d.cli(&["remove", &plug, "--block"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    // Off the network first (its leave comes back from the radio).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pty.sim.with(|e, _| {
+        e.device(DeviceKind::SmartPlug.default_ieee())
+            .is_some_and(|x| x.nwk.is_some())
+    }) {
+        assert!(Instant::now() < deadline, "the plug did not leave");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = d.cli(&["pair", "zb0", "--seconds", "5"]);
+    let text = crate::common::stdout(&out);
+    assert!(
+        text.contains(&format!("{plug} REFUSED")) && text.contains("blocked"),
+        "{text}\n{}",
+        d.log()
+    );
+    assert!(!text.contains(&format!("{plug} joined")), "{text}");
+    assert!(text.contains("join(s) refused"), "{text}");
     drop(d);
     drop(pty);
     rt.shutdown_timeout(Duration::from_secs(1));
