@@ -112,7 +112,7 @@ pub fn decode_eddystone(d: &[u8]) -> Result<Option<Report>> {
                     let mv = u16::from_be_bytes([d[2], d[3]]);
                     if mv != 0 {
                         r.readings.push(Reading::number(
-                            "voltage",
+                            "battery_voltage",
                             f64::from(mv) / 1000.0,
                             Some("V"),
                         ));
@@ -248,14 +248,14 @@ mod tests {
         // TLM: 3000 mV, 23.5 °C (0x1780), 1000 advertisements, 360.0 s up.
         let tlm = from_hex("20000bb81780000003e800000e10").unwrap();
         let r = decode_eddystone(&tlm).unwrap().unwrap();
-        assert_eq!(r.number("voltage"), Some(3.0));
+        assert_eq!(r.number("battery_voltage"), Some(3.0));
         assert_eq!(r.number("temperature"), Some(23.5));
         assert_eq!(r.number("advertisement_count"), Some(1000.0));
         assert_eq!(r.number("uptime"), Some(360.0));
         // Not supported battery / temperature: absent.
         let tlm = from_hex("200000008000000003e800000e10").unwrap();
         let r = decode_eddystone(&tlm).unwrap().unwrap();
-        assert_eq!(r.number("voltage"), None);
+        assert_eq!(r.number("battery_voltage"), None);
         assert_eq!(r.number("temperature"), None);
         // eTLM: recognized, encrypted, no readings.
         let r = decode_eddystone(&from_hex("2001aabbccdd").unwrap())

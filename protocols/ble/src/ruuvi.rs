@@ -69,7 +69,7 @@ pub fn decode(d: &[u8]) -> Result<Option<Report>> {
     let (mv, tx) = (power >> 5, power & 0x1F);
     if mv != 0x7FF {
         r.readings.push(Reading::number(
-            "voltage",
+            "battery_voltage",
             (f64::from(mv) + 1600.0) / 1000.0,
             Some("V"),
         ));
@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(r.number("acceleration_y"), Some(-4.0));
         assert_eq!(r.number("acceleration_z"), Some(1036.0));
         assert_eq!(r.number("tx_power"), Some(4.0));
-        assert_eq!(r.number("voltage"), Some(2.977));
+        assert_eq!(r.number("battery_voltage"), Some(2.977));
         assert_eq!(r.number("movement_counter"), Some(66.0));
         assert_eq!(r.meta.packet_id, Some(205));
         assert_eq!(r.meta.device_address, Some(MAC));
@@ -137,7 +137,7 @@ mod tests {
             assert_eq!(r.number(&format!("acceleration_{axis}")), Some(32767.0));
         }
         assert_eq!(r.number("tx_power"), Some(20.0));
-        assert_eq!(r.number("voltage"), Some(3.646));
+        assert_eq!(r.number("battery_voltage"), Some(3.646));
         assert_eq!(r.number("movement_counter"), Some(254.0));
         assert_eq!(r.meta.packet_id, Some(65534));
         assert_eq!(r.meta.device_address, Some(MAC));
@@ -154,7 +154,7 @@ mod tests {
             assert_eq!(r.number(&format!("acceleration_{axis}")), Some(-32767.0));
         }
         assert_eq!(r.number("tx_power"), Some(-40.0));
-        assert_eq!(r.number("voltage"), Some(1.6));
+        assert_eq!(r.number("battery_voltage"), Some(1.6));
         assert_eq!(r.number("movement_counter"), Some(0.0));
         assert_eq!(r.meta.packet_id, Some(0));
     }

@@ -38,7 +38,7 @@ fn pvvx(d: &[u8]) -> Report {
     r.readings = vec![
         Reading::number("temperature", f64::from(temp) / 100.0, Some("°C")),
         Reading::number("humidity", f64::from(hum) / 100.0, Some("%")),
-        Reading::number("voltage", f64::from(mv) / 1000.0, Some("V")),
+        Reading::number("battery_voltage", f64::from(mv) / 1000.0, Some("V")),
         Reading::number("battery", f64::from(d[12]), Some("%")),
         Reading::boolean("reed_switch", flags & 0x01 != 0),
         Reading::boolean("trigger_output", flags & 0x02 != 0),
@@ -58,7 +58,7 @@ fn atc1441(d: &[u8]) -> Report {
         Reading::number("temperature", f64::from(temp) / 10.0, Some("°C")),
         Reading::number("humidity", f64::from(d[8]), Some("%")),
         Reading::number("battery", f64::from(d[9]), Some("%")),
-        Reading::number("voltage", f64::from(mv) / 1000.0, Some("V")),
+        Reading::number("battery_voltage", f64::from(mv) / 1000.0, Some("V")),
     ];
     r.meta.packet_id = Some(u32::from(d[12]));
     r
@@ -86,7 +86,7 @@ mod tests {
         );
         assert_eq!(r.number("temperature"), Some(21.34));
         assert_eq!(r.number("humidity"), Some(45.67));
-        assert_eq!(r.number("voltage"), Some(2.95));
+        assert_eq!(r.number("battery_voltage"), Some(2.95));
         assert_eq!(r.number("battery"), Some(87.0));
         assert_eq!(r.boolean("reed_switch"), Some(true));
         assert_eq!(r.boolean("trigger_output"), Some(true));
@@ -108,7 +108,7 @@ mod tests {
         assert_eq!(r.number("temperature"), Some(-10.0));
         assert_eq!(r.number("humidity"), Some(60.0));
         assert_eq!(r.number("battery"), Some(90.0));
-        assert_eq!(r.number("voltage"), Some(3.0));
+        assert_eq!(r.number("battery_voltage"), Some(3.0));
         assert_eq!(r.meta.packet_id, Some(7));
     }
 

@@ -27,7 +27,7 @@
 //! | rssi | a `signal_strength` sensor | `Advertisement::rssi` (not a reading) |
 //! | pvvx flags | bleparser: `opening` = bit 0, `switch` = bit 1 | `reed_switch`, `trigger_output` (+ bits 3, 4 as `temperature_trigger`, `humidity_trigger`) |
 //! | pvvx/ATC/iBeacon/Ruuvi packet counter | `packet`, `measurement_sequence_number` | `Meta::packet_id` |
-//! | Ruuvi battery | ruuvitag-sensor: `battery` in mV | `voltage` in V |
+//! | Ruuvi battery | ruuvitag-sensor: `battery` in mV | `battery_voltage` in V |
 //! | Ruuvi temperature, humidity | rounded to 2 decimals | the spec's resolution (0.005 °C, 0.0025 %) |
 //! | Ruuvi pressure | hPa | hPa |
 //! | Ruuvi "not available" movement (0xFF) / sequence (0xFFFF) | 255 / 65535 | absent (the spec: not available) |
@@ -550,7 +550,7 @@ fn xiaomi_ibeacon_and_ruuvi_agree_with_bleparser_and_ruuvitag_sensor() {
             Some("xiaomi") => &[
                 ("temperature", "temperature", 1.0, EXACT),
                 ("humidity", "humidity", 1.0, EXACT),
-                ("voltage", "voltage", 1.0, EXACT),
+                ("battery_voltage", "voltage", 1.0, EXACT),
                 ("battery", "battery", 1.0, EXACT),
             ],
             Some("ibeacon") => &[
@@ -565,7 +565,7 @@ fn xiaomi_ibeacon_and_ruuvi_agree_with_bleparser_and_ruuvitag_sensor() {
                 ("acceleration_x", "acceleration_x", 1.0, EXACT),
                 ("acceleration_y", "acceleration_y", 1.0, EXACT),
                 ("acceleration_z", "acceleration_z", 1.0, EXACT),
-                ("voltage", "battery", 0.001, EXACT),
+                ("battery_voltage", "battery", 0.001, EXACT),
                 ("tx_power", "tx_power", 1.0, EXACT),
                 ("movement_counter", "movement_counter", 1.0, EXACT),
             ],

@@ -151,7 +151,7 @@ proptest! {
         prop_assert_eq!(r.number("humidity"), opt(f.humidity != u16::MAX, f64::from(f.humidity) / 400.0));
         prop_assert_eq!(r.number("pressure"), opt(f.pressure != u16::MAX, (f64::from(f.pressure) + 50_000.0) / 100.0));
         prop_assert_eq!(r.number("acceleration_y"), opt(f.acceleration[1] != i16::MIN, f64::from(f.acceleration[1])));
-        prop_assert_eq!(r.number("voltage"), opt(f.battery != 0x7FF, (f64::from(f.battery) + 1600.0) / 1000.0));
+        prop_assert_eq!(r.number("battery_voltage"), opt(f.battery != 0x7FF, (f64::from(f.battery) + 1600.0) / 1000.0));
         prop_assert_eq!(r.number("tx_power"), opt(f.tx_power != 0x1F, f64::from(f.tx_power) * 2.0 - 40.0));
         prop_assert_eq!(r.number("movement_counter"), opt(f.movement != 0xFF, f64::from(f.movement)));
         prop_assert_eq!(r.meta.packet_id, (f.sequence != u16::MAX).then_some(u32::from(f.sequence)));
@@ -169,7 +169,7 @@ proptest! {
         let r = known(&pvvx, &Context::none());
         prop_assert_eq!(r.number("temperature"), Some(f64::from(t) / 100.0));
         prop_assert_eq!(r.number("humidity"), Some(f64::from(h) / 100.0));
-        prop_assert_eq!(r.number("voltage"), Some(f64::from(mv) / 1000.0));
+        prop_assert_eq!(r.number("battery_voltage"), Some(f64::from(mv) / 1000.0));
         prop_assert_eq!(r.boolean("reed_switch"), Some(fl & 1 != 0));
         prop_assert_eq!((r.meta.packet_id, r.meta.device_address), (Some(u32::from(c)), Some(mac)));
 
@@ -193,7 +193,7 @@ proptest! {
 
         let tlm = Advertisement::new(mac).with_service_data(0xFEAA, encode::eddystone_tlm(mv, t, adv_count, up));
         let r = known(&tlm, &Context::none());
-        prop_assert_eq!(r.number("voltage"), (mv != 0).then_some(f64::from(mv) / 1000.0));
+        prop_assert_eq!(r.number("battery_voltage"), (mv != 0).then_some(f64::from(mv) / 1000.0));
         prop_assert_eq!(r.number("temperature"), (t != i16::MIN).then_some(f64::from(t) / 256.0));
         prop_assert_eq!(r.number("uptime"), Some(f64::from(up) / 10.0));
     }
