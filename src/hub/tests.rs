@@ -1125,3 +1125,30 @@ async fn permit_join(
 
 mod configuration;
 mod radio_commands;
+
+/// A device described before it joined here (the nodes a Z-Wave controller already
+/// had, interviewed at start) stays pending however often it is described again
+/// outside a join window, and is admitted when it joins through one.
+#[tokio::test]
+async fn a_device_described_before_it_joined_waits_for_a_join_window() {
+    let mut rig = rig();
+    rig.hub.as_mut().unwrap().join_windows.clear();
+    rig.events(vec![event("0x0031", info("lumi.sensor_ht", "1.0"))])
+        .await;
+    assert_eq!(rig.device("0x0031").lifecycle, "pending");
+    rig.events(vec![event("0x0031", info("lumi.sensor_ht", "1.0"))])
+        .await;
+    assert_eq!(
+        rig.device("0x0031").lifecycle,
+        "pending",
+        "admitted by being described again"
+    );
+    rig.hub
+        .as_mut()
+        .unwrap()
+        .join_windows
+        .insert("zb0".into(), Instant::now() + Duration::from_secs(60));
+    rig.events(vec![event("0x0031", DeviceEventKind::Joined)])
+        .await;
+    assert_eq!(rig.device("0x0031").lifecycle, "active");
+}

@@ -364,6 +364,16 @@ pub struct RecordedTampering {
     pub reason: String,
 }
 
+/// Whether the log holds a record of `action` on `target` with `outcome` (a scan: for
+/// questions asked rarely, such as whether a device ever joined here).
+pub fn recorded(conn: &Connection, action: &str, target: &str, outcome: &str) -> StoreResult<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM audit WHERE action = ?1 AND target = ?2 AND outcome = ?3)",
+        )?
+        .query_row(params![action, target, outcome], |r| r.get(0))?)
+}
+
 /// Whether a record's stored details are in the canonical form they were written in.
 pub(crate) fn details_as_written(text: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| {

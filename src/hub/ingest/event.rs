@@ -155,6 +155,17 @@ pub(in crate::hub) fn apply_event(
                 radio: radio.to_string(),
                 new: is_new,
             });
+            // Described before it joined (a node the controller already had): it was
+            // waiting for this join, and the policy decides now on what its interview
+            // said.
+            if !is_new
+                && device.lifecycle == Lifecycle::Pending.as_str()
+                && !discovered(&id)
+                && (device.manufacturer.is_some() || device.model.is_some())
+                && admit(c, ctx, ev, &device, &mut out, at)?
+            {
+                apply_compliance(c, ctx, &id, &mut out, at)?;
+            }
         }
         DeviceEventKind::Interviewed(info) => {
             let (lifecycle, fresh) = match existing {
@@ -211,67 +222,18 @@ pub(in crate::hub) fn apply_event(
                 // Admitted when it joins through a join window, not by being described.
                 return Ok(out);
             }
-            let facts = facts_of(&d);
-            match ctx.policy.admit(&facts) {
-                Admit::Deny { reason } => {
-                    retire(c, gw, &id, "denied", json!({"reason": reason}))?;
-                    store::record_audit(
-                        c,
-                        gw,
-                        &AuditEntry::new(
-                            "policy",
-                            "device.admission",
-                            id.as_str(),
-                            Outcome::Refused,
-                            json!({"reason": reason, "manufacturer": d.manufacturer, "model": d.model}),
-                        ),
-                    )?;
-                    remove(&mut out);
-                    out.notices.push(Notice::Denied {
-                        device: id.to_string(),
-                        reason,
-                    });
-                    return Ok(out);
-                }
-                Admit::Undecided => {}
-                Admit::Admit => {
-                    // Devices that are discovered rather than joined (BLE: anything in
-                    // range) are not admitted by an open policy: they stay pending until
-                    // a technician adopts them or an allow rule names them.
-                    let discovered = crate::radio::capabilities(ev.protocol)
-                        .is_some_and(|c| c.max_join_window.is_none());
-                    let named = || {
-                        ctx.policy
-                            .policy
-                            .admission
-                            .allow
-                            .iter()
-                            .any(|m| m.matches(&facts) == Some(true))
-                    };
-                    if d.lifecycle == Lifecycle::Pending.as_str() && (!discovered || named()) {
-                        registry::set_lifecycle(c, &id, Lifecycle::Active)?;
-                        lifecycle_msg(
-                            c,
-                            gw,
-                            &id,
-                            "admitted",
-                            json!({"manufacturer": d.manufacturer, "model": d.model}),
-                            at,
-                        )?;
-                        super::super::messages::release_held(c, gw, &id, at)?;
-                        store::record_audit(
-                            c,
-                            gw,
-                            &AuditEntry::new(
-                                "policy",
-                                "device.admission",
-                                id.as_str(),
-                                Outcome::Accepted,
-                                json!({"manufacturer": d.manufacturer, "model": d.model}),
-                            ),
-                        )?;
-                    }
-                }
+            // Heard or described before it joined here (a node the controller already
+            // had, interviewed again): it waits for a join window, where it is
+            // admitted as it joins.
+            if d.lifecycle == Lifecycle::Pending.as_str()
+                && !discovered(&id)
+                && !ctx.open_windows.contains(radio)
+                && !store::audit::recorded(c, "device.join", id.as_str(), "accepted")?
+            {
+                return Ok(out);
+            }
+            if !admit(c, ctx, ev, &d, &mut out, at)? {
+                return Ok(out);
             }
             apply_compliance(c, ctx, &id, &mut out, at)?;
         }
@@ -394,4 +356,87 @@ pub(in crate::hub) fn apply_event(
         }
     }
     Ok(out)
+}
+
+/// The policy's decision on an interviewed device: denied (retired, told to leave;
+/// `false`: nothing more to do), or admitted when pending (active, its held messages
+/// released), or left as it is.
+fn admit(
+    c: &Connection,
+    ctx: &EventContext,
+    ev: &DeviceEvent,
+    d: &registry::Device,
+    out: &mut Applied,
+    at: SystemTime,
+) -> Result<bool, StoreError> {
+    let gw: &str = &ctx.gateway_id;
+    let id = ev.device_id();
+    let facts = facts_of(d);
+    match ctx.policy.admit(&facts) {
+        Admit::Deny { reason } => {
+            retire(c, gw, &id, "denied", json!({"reason": reason}))?;
+            store::record_audit(
+                c,
+                gw,
+                &AuditEntry::new(
+                    "policy",
+                    "device.admission",
+                    id.as_str(),
+                    Outcome::Refused,
+                    json!({"reason": reason, "manufacturer": d.manufacturer, "model": d.model}),
+                ),
+            )?;
+            out.radio_actions.push((
+                ev.radio.clone(),
+                RadioCommand::Remove {
+                    native_address: ev.native_address.clone(),
+                },
+            ));
+            out.notices.push(Notice::Denied {
+                device: id.to_string(),
+                reason,
+            });
+            return Ok(false);
+        }
+        Admit::Undecided => {}
+        Admit::Admit => {
+            // Devices that are discovered rather than joined (BLE: anything in
+            // range) are not admitted by an open policy: they stay pending until
+            // a technician adopts them or an allow rule names them.
+            let discovered = crate::radio::capabilities(ev.protocol)
+                .is_some_and(|c| c.max_join_window.is_none());
+            let named = || {
+                ctx.policy
+                    .policy
+                    .admission
+                    .allow
+                    .iter()
+                    .any(|m| m.matches(&facts) == Some(true))
+            };
+            if d.lifecycle == Lifecycle::Pending.as_str() && (!discovered || named()) {
+                registry::set_lifecycle(c, &id, Lifecycle::Active)?;
+                lifecycle_msg(
+                    c,
+                    gw,
+                    &id,
+                    "admitted",
+                    json!({"manufacturer": d.manufacturer, "model": d.model}),
+                    at,
+                )?;
+                super::super::messages::release_held(c, gw, &id, at)?;
+                store::record_audit(
+                    c,
+                    gw,
+                    &AuditEntry::new(
+                        "policy",
+                        "device.admission",
+                        id.as_str(),
+                        Outcome::Accepted,
+                        json!({"manufacturer": d.manufacturer, "model": d.model}),
+                    ),
+                )?;
+            }
+        }
+    }
+    Ok(true)
 }
