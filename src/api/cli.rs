@@ -803,6 +803,23 @@ pub async fn refresh(
         s(&v["command_id"])
     );
     let state = v["state"].as_object().cloned().unwrap_or_default();
+    // Named attributes the device does not have: an error (exit 1), as MQTT's `get`
+    // answers `unknown_attribute`, so that a script's typo does not pass.
+    let missing: Vec<&str> = attributes
+        .iter()
+        .filter(|a| !state.contains_key(a.as_str()))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        let rows: Vec<Vec<String>> = state.iter().map(|(k, v)| vec![k.clone(), s(v)]).collect();
+        if !rows.is_empty() {
+            table(&["attribute", "value"], &rows);
+        }
+        return Err(anyhow!(
+            "the device has no `{}` (after the refresh); names are as in its last_state (unknown_attribute)",
+            missing.join("`, `")
+        ));
+    }
     if state.is_empty() {
         crate::outln!(
             "no values{}",

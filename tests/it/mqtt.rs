@@ -2006,6 +2006,16 @@ pub(crate) mod device_requests {
                 .any(|l| l.split_whitespace().next() == Some("on")),
             "narrowed: {text}"
         );
+        // An attribute the plug does not have fails, as MQTT's `get` does.
+        let out = site
+            .daemon
+            .cli(&["refresh", &plug, "--attributes", "voltage,colour"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert!(
+            stderr(&out).contains("`colour`") && stderr(&out).contains("unknown_attribute"),
+            "{}",
+            stderr(&out)
+        );
 
         // The CLI's `refresh` on the sleeping sensor is held, and shows in `status`
         // and `device` until the sensor wakes.
