@@ -1152,3 +1152,48 @@ async fn a_device_described_before_it_joined_waits_for_a_join_window() {
         .await;
     assert_eq!(rig.device("0x0031").lifecycle, "active");
 }
+
+/// A device whose keys a technician gave (LoRaWAN ABP: it speaks without joining)
+/// is admitted when described, window or not: the keys were its admission.
+#[tokio::test]
+async fn a_device_with_provisioned_keys_needs_no_join_window() {
+    let mut rig = rig();
+    rig.hub.as_mut().unwrap().join_windows.clear();
+    let (protocol, kind) = crate::radio::DRIVERS
+        .iter()
+        .find_map(|d| {
+            let caps = crate::radio::capabilities(d.protocol)?;
+            (caps.max_join_window.is_some())
+                .then(|| caps.credentials.first().map(|k| (d.protocol, *k)))
+                .flatten()
+        })
+        .expect("a joining radio that takes device credentials");
+    let key = crate::secrets::MasterKey::from_bytes(&[7u8; 32], "test".into());
+    let id = DeviceId::new(protocol, "00000000000000a1");
+    let owner = id.to_string();
+    rig.store
+        .writer()
+        .write(move |c| {
+            credentials::put(
+                c,
+                &key,
+                &owner,
+                kind.as_str(),
+                &crate::secrets::Secret::new(b"{}".to_vec()),
+            )
+        })
+        .await
+        .unwrap();
+    let mut ev = event(
+        "00000000000000a1",
+        reading("temperature", Value::Number(20.0)),
+    );
+    ev.protocol = protocol;
+    let mut described = event("00000000000000a1", info("abp", "1.0"));
+    described.protocol = protocol;
+    rig.events(vec![ev]).await;
+    rig.events(vec![described]).await;
+    let r = rig.store.reader().unwrap();
+    let d = registry::get(&r, &id).unwrap().unwrap();
+    assert_eq!(d.lifecycle, "active", "{d:?}");
+}

@@ -225,9 +225,11 @@ pub(in crate::hub) fn apply_event(
             // Heard or described before it joined here (a node the controller already
             // had, interviewed again): it waits for a join window, where it is
             // admitted as it joins.
+            // A device whose keys a technician gave (LoRaWAN ABP) was let in by that.
             if d.lifecycle == Lifecycle::Pending.as_str()
                 && !discovered(&id)
                 && !ctx.open_windows.contains(radio)
+                && !provisioned(c, ev.protocol, &id)?
                 && !store::audit::recorded(c, "device.join", id.as_str(), "accepted")?
             {
                 return Ok(out);
@@ -439,4 +441,18 @@ fn admit(
         }
     }
     Ok(true)
+}
+
+/// Whether a technician provisioned one of the device's credentials (its keys).
+fn provisioned(
+    c: &Connection,
+    protocol: crate::config::Protocol,
+    id: &DeviceId,
+) -> Result<bool, StoreError> {
+    for kind in crate::radio::capabilities(protocol).map_or(&[][..], |caps| caps.credentials) {
+        if credentials::exists(c, id.as_str(), kind.as_str())? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
