@@ -1575,6 +1575,21 @@ async fn requests_queued_past_the_stop_s_time_are_answered_shutting_down() {
     ));
     let probe = Probe::connect(b, &[format!("{prefix}/response/#")]).await;
     d.spawn();
+    // The controller's nodes join (and are admitted) through a join window.
+    let api = fieldgate::api::client::ApiClient::new(&d.socket);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api
+        .call(
+            hyper::Method::POST,
+            "/v1/radios/zw0/permit-join",
+            Some(json!({"seconds": 120})),
+        )
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "no join window: {}", d.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The switch node interviewed: a `get` then waits for its answer.
     let deadline = Instant::now() + Duration::from_secs(60);
     let node = loop {
