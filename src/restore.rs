@@ -293,7 +293,7 @@ pub fn restore(
         let staged_key = store::sidecar(&staging.0, "-seal-key");
         audit_seal::write_key(&staged_key, key, true)?;
         let c = store::open_reader(&staging.0)?;
-        let report = audit_seal::verify(&c, seed, &staged_key);
+        let report = audit_seal::verify(&c, seed, Some(&staged_key));
         drop(c);
         match report {
             Ok(r) if r.ok => {}

@@ -90,8 +90,12 @@ pub fn verify_with_seed(db: &Path, seed: &str, strict: bool, as_json: bool) -> R
     let seed = read_seed(seed)?;
     let conn = open(db)?;
     let mut report = audit_guard::verify(&conn, &audit_guard::mark_path(db), strict)?;
+    // A copy (an online backup) has neither the mark nor the key file beside it: its
+    // seals are checked from the seed alone.
+    let key_file = audit_seal::key_path(db);
+    let copy = strict && !key_file.exists() && !audit_guard::mark_path(db).exists();
     let seals = if has_seal_table(&conn)? {
-        audit_seal::verify(&conn, &seed, &audit_seal::key_path(db))?
+        audit_seal::verify(&conn, &seed, (!copy).then_some(key_file.as_path()))?
     } else {
         audit_seal::SealReport {
             ok: false,

@@ -487,6 +487,9 @@ fn a_restored_backup_gets_a_new_life_a_record_of_it_and_sealing_that_carries_on(
             .unwrap()
     };
     let before = life(&db);
+    // The copy alone (no mark, no key file beside it) verifies with the seed.
+    let (ok, text) = verify(&backup, Some(&seed));
+    assert!(ok, "{text}");
     for _ in 0..2 {
         d.spawn();
         assert!(d.cli(&["status"]).status.success());
