@@ -32,6 +32,9 @@ impl DeviceId {
     /// Accepts only well-formed ids (known protocol, non-empty printable address).
     pub fn parse(s: &str) -> Option<DeviceId> {
         let (proto, addr) = s.split_once(':')?;
+        // Ids are lower case throughout (`ZIGBEE:0x00124B...` is the same device).
+        let proto = proto.to_ascii_lowercase();
+        let proto = proto.as_str();
         Protocol::parse(proto)?;
         if addr.is_empty()
             || addr.len() > 64
@@ -842,6 +845,10 @@ mod tests {
         let id = DeviceId::new(Protocol::Zigbee, "0x00124B0001ABCDEF");
         assert_eq!(id.as_str(), "zigbee:0x00124b0001abcdef");
         assert_eq!(DeviceId::parse("zigbee:0x00124b0001abcdef"), Some(id));
+        assert_eq!(
+            DeviceId::parse("ZIGBEE:0x00124B0001ABCDEF"),
+            DeviceId::parse("zigbee:0x00124b0001abcdef")
+        );
         assert_eq!(DeviceId::parse("bogus:1"), None);
         assert_eq!(DeviceId::parse("zwave:"), None);
         assert_eq!(DeviceId::parse("zwave:5/../x"), None);

@@ -130,7 +130,9 @@ impl IntoResponse for ApiError {
 impl From<HubError> for ApiError {
     fn from(e: HubError) -> Self {
         let status = match e {
-            HubError::UnknownRadio(_) | HubError::UnknownDevice(_) => StatusCode::NOT_FOUND,
+            HubError::UnknownRadio(_) | HubError::UnknownDevice(_) | HubError::NoInstallCode(_) => {
+                StatusCode::NOT_FOUND
+            }
             HubError::RadioUnavailable(..) | HubError::AlreadyDecommissioned(_) => {
                 StatusCode::CONFLICT
             }

@@ -323,6 +323,8 @@ pub enum HubError {
     RadioBusy(String),
     #[error("no device `{0}`")]
     UnknownDevice(String),
+    #[error("no install code is registered for `{0}`")]
+    NoInstallCode(String),
     #[error("device `{0}` is already decommissioned")]
     AlreadyDecommissioned(String),
     #[error("device `{0}` is decommissioned and takes no commands")]
@@ -362,7 +364,7 @@ impl HubError {
             HubError::UnknownRadio(_) => "unknown_radio",
             HubError::RadioUnavailable(..) => "radio_unavailable",
             HubError::RadioBusy(_) => "radio_busy",
-            HubError::UnknownDevice(_) => "unknown_device",
+            HubError::UnknownDevice(_) | HubError::NoInstallCode(_) => "unknown_device",
             HubError::AlreadyDecommissioned(_) => "already_decommissioned",
             HubError::DeviceDecommissioned(_) => "device_decommissioned",
             HubError::DeviceQuarantined(_) => "device_quarantined",

@@ -45,6 +45,19 @@ pub fn resolve(conn: &Connection, name: &str) -> StoreResult<Option<DeviceId>> {
         .map(DeviceId))
 }
 
+/// The device that holds a name: a decommissioned (or forgotten) device's name is
+/// free for another (a Z-Wave node included again comes back under a new id).
+pub fn holder(conn: &Connection, name: &str) -> StoreResult<Option<DeviceId>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT n.device_id FROM device_names n JOIN devices d ON d.id = n.device_id
+              WHERE n.name = ?1 AND d.lifecycle != 'decommissioned'",
+        )?
+        .query_row([name], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(DeviceId))
+}
+
 /// Every name, by device id.
 pub fn all(conn: &Connection) -> StoreResult<HashMap<String, String>> {
     let mut stmt = conn.prepare_cached("SELECT device_id, name FROM device_names")?;
@@ -69,15 +82,19 @@ pub fn set(
     name: Option<&str>,
 ) -> Result<Option<String>, RenameError> {
     let previous = get(conn, id)?;
+    let sql = |e: rusqlite::Error| RenameError::Store(StoreError::from(e));
     if let Some(n) = name {
-        if let Some(owner) = resolve(conn, n)? {
+        if let Some(owner) = holder(conn, n)? {
             if &owner != id {
                 return Err(RenameError::Taken(owner.0));
             }
             return Ok(previous);
         }
+        // Held by a decommissioned device, if by any: it moves to this one.
+        conn.prepare_cached("DELETE FROM device_names WHERE name = ?1")
+            .and_then(|mut s| s.execute([n]))
+            .map_err(sql)?;
     }
-    let sql = |e: rusqlite::Error| RenameError::Store(StoreError::from(e));
     conn.prepare_cached("DELETE FROM device_names WHERE device_id = ?1")
         .and_then(|mut s| s.execute([id.as_str()]))
         .map_err(sql)?;
@@ -119,6 +136,16 @@ mod tests {
         assert_eq!(all(&c).unwrap().len(), 2);
         assert_eq!(set(&c, &a, None).unwrap().as_deref(), Some("porch"));
         assert_eq!(get(&c, &a).unwrap(), None);
+        // A decommissioned device's name is free: it moves to the device that takes it.
+        c.execute(
+            "UPDATE devices SET lifecycle = 'decommissioned' WHERE id = 'zigbee:0x2'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(holder(&c, "hall lamp").unwrap(), None);
+        assert_eq!(set(&c, &a, Some("hall lamp")).unwrap(), None);
+        assert_eq!(resolve(&c, "hall lamp").unwrap(), Some(a.clone()));
+        assert_eq!(get(&c, &b).unwrap(), None);
         for bad in [
             "",
             " x",

@@ -221,9 +221,7 @@ impl Hub {
             })
             .await?;
         if !removed {
-            return Err(HubError::UnknownDevice(format!(
-                "{device} (no install code registered)"
-            )));
+            return Err(HubError::NoInstallCode(device.to_string()));
         }
         Ok(InstallCodeRemoved {
             device: device.to_string(),

@@ -76,7 +76,15 @@ impl Hub {
                 Ok(Ok("pending"))
             })
             .await??;
+        // A radio that discovers its devices (BLE) has no join window: the technician
+        // adopts the device again.
+        let discovered = super::super::ingest::discovered(device);
         Ok(match lifecycle {
+            "pending" if discovered => Readmitted {
+                device: device.to_string(),
+                lifecycle: "pending",
+                note: "it is pending again: adopt it (`fieldgate adopt`) to let its readings go upstream",
+            },
             "pending" => Readmitted {
                 device: device.to_string(),
                 lifecycle: "pending",

@@ -262,7 +262,7 @@ async fn execute_other(
             let (id, wanted) = (device.clone(), name.clone());
             let (found, owner) = read(ctx, move |c| {
                 let owner = match &wanted {
-                    Some(n) => names::resolve(c, n)?,
+                    Some(n) => names::holder(c, n)?,
                     None => None,
                 };
                 Ok((registry::get(c, &id)?, owner))
