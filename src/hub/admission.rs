@@ -89,16 +89,7 @@ pub(super) fn discover(
                 json!({"native_address": ev.native_address, "reason": reason}),
             ),
         )?;
-        out.radio_actions.push((
-            radio.to_string(),
-            RadioCommand::Remove {
-                native_address: ev.native_address.clone(),
-            },
-        ));
-        out.notices.push(Notice::Denied {
-            device: id.to_string(),
-            reason,
-        });
+        out.denied(radio, &ev.native_address, id, reason);
         return Ok(None);
     }
     let (device, _) = registry::upsert_joined(

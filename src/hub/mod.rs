@@ -217,6 +217,22 @@ struct Applied {
     state: Option<(DeviceId, String, SystemTime)>,
 }
 
+impl Applied {
+    /// The device is told to leave through `radio`, and its denial is noticed.
+    fn denied(&mut self, radio: &str, native_address: &str, device: &DeviceId, reason: String) {
+        self.radio_actions.push((
+            radio.to_string(),
+            RadioCommand::Remove {
+                native_address: native_address.to_string(),
+            },
+        ));
+        self.notices.push(Notice::Denied {
+            device: device.to_string(),
+            reason,
+        });
+    }
+}
+
 /// A radio operation the hub relays without waiting on it (see `Hub::relay`).
 struct RelayJob {
     radio: String,

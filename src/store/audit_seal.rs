@@ -81,6 +81,18 @@ impl SealKey {
         hex::encode(m.finalize().into_bytes())
     }
 
+    /// The MAC a stored seal must carry when this key made it.
+    fn mac_of(&self, s: &Seal) -> String {
+        self.mac(&seal_message(
+            s.epoch,
+            &s.ts,
+            s.first_seq,
+            s.last_seq,
+            &s.head_hash,
+            &s.prev_mac,
+        ))
+    }
+
     fn same_key(&self, other: &SealKey) -> bool {
         // Not secret-dependent timing that matters here (both are ours), but cheap to do right.
         self.key
@@ -274,14 +286,7 @@ pub fn check_with_key(conn: &Connection, key: SealKey) -> StoreResult<Result<(),
         if s.epoch != key.epoch {
             return Ok(Err(format!("seal {} is missing", key.epoch)));
         }
-        let expected = key.mac(&seal_message(
-            s.epoch,
-            &s.ts,
-            s.first_seq,
-            s.last_seq,
-            &s.head_hash,
-            &s.prev_mac,
-        ));
+        let expected = key.mac_of(&s);
         if expected != s.mac {
             return Ok(Err(format!(
                 "seal {} was not made with this gateway's seal key",
@@ -341,14 +346,7 @@ pub fn verify(conn: &Connection, seed: &[u8], key_file: Option<&Path>) -> StoreR
                 ),
             ));
         }
-        let expected = key.mac(&seal_message(
-            s.epoch,
-            &s.ts,
-            s.first_seq,
-            s.last_seq,
-            &s.head_hash,
-            &s.prev_mac,
-        ));
+        let expected = key.mac_of(&s);
         if expected != s.mac {
             return Ok(fail(
                 report,

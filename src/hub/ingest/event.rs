@@ -388,16 +388,7 @@ fn admit(
                     json!({"reason": reason, "manufacturer": d.manufacturer, "model": d.model}),
                 ),
             )?;
-            out.radio_actions.push((
-                ev.radio.clone(),
-                RadioCommand::Remove {
-                    native_address: ev.native_address.clone(),
-                },
-            ));
-            out.notices.push(Notice::Denied {
-                device: id.to_string(),
-                reason,
-            });
+            out.denied(&ev.radio, &ev.native_address, &id, reason);
             return Ok(false);
         }
         Admit::Undecided => {}
