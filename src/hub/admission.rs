@@ -248,23 +248,35 @@ pub(super) fn admit_named_pending(
         if !named || engine.admit(&facts) != Admit::Admit {
             continue;
         }
-        let id = DeviceId(d.id.clone());
-        registry::set_lifecycle(c, &id, Lifecycle::Active)?;
-        let data = json!({"manufacturer": d.manufacturer, "model": d.model});
-        lifecycle_msg(c, gw, &id, "admitted", data.clone(), at)?;
-        release_held(c, gw, &id, at)?;
-        store::record_audit(
-            c,
-            gw,
-            &AuditEntry::new(
-                "policy",
-                "device.admission",
-                id.as_str(),
-                Outcome::Accepted,
-                data,
-            ),
-        )?;
+        admit_pending(c, gw, d, at)?;
         admitted.push(d.id.clone());
     }
     Ok(admitted)
+}
+
+/// The policy admits a pending device: active, announced, its held messages released,
+/// audited.
+pub(super) fn admit_pending(
+    c: &Connection,
+    gw: &str,
+    d: &registry::Device,
+    at: SystemTime,
+) -> Result<(), StoreError> {
+    let id = DeviceId(d.id.clone());
+    registry::set_lifecycle(c, &id, Lifecycle::Active)?;
+    let data = json!({"manufacturer": d.manufacturer, "model": d.model});
+    lifecycle_msg(c, gw, &id, "admitted", data.clone(), at)?;
+    release_held(c, gw, &id, at)?;
+    store::record_audit(
+        c,
+        gw,
+        &AuditEntry::new(
+            "policy",
+            "device.admission",
+            id.as_str(),
+            Outcome::Accepted,
+            data,
+        ),
+    )?;
+    Ok(())
 }

@@ -396,8 +396,6 @@ fn admit(
             // Devices that are discovered rather than joined (BLE: anything in
             // range) are not admitted by an open policy: they stay pending until
             // a technician adopts them or an allow rule names them.
-            let discovered = crate::radio::capabilities(ev.protocol)
-                .is_some_and(|c| c.max_join_window.is_none());
             let named = || {
                 ctx.policy
                     .policy
@@ -406,28 +404,8 @@ fn admit(
                     .iter()
                     .any(|m| m.matches(&facts) == Some(true))
             };
-            if d.lifecycle == Lifecycle::Pending.as_str() && (!discovered || named()) {
-                registry::set_lifecycle(c, &id, Lifecycle::Active)?;
-                lifecycle_msg(
-                    c,
-                    gw,
-                    &id,
-                    "admitted",
-                    json!({"manufacturer": d.manufacturer, "model": d.model}),
-                    at,
-                )?;
-                super::super::messages::release_held(c, gw, &id, at)?;
-                store::record_audit(
-                    c,
-                    gw,
-                    &AuditEntry::new(
-                        "policy",
-                        "device.admission",
-                        id.as_str(),
-                        Outcome::Accepted,
-                        json!({"manufacturer": d.manufacturer, "model": d.model}),
-                    ),
-                )?;
+            if d.lifecycle == Lifecycle::Pending.as_str() && (!discovered(&id) || named()) {
+                admit_pending(c, gw, d, at)?;
             }
         }
     }
