@@ -161,12 +161,48 @@ pub(super) fn apply_compliance(
     out: &mut Applied,
     at: SystemTime,
 ) -> Result<(), StoreError> {
-    let gw: &str = &ctx.gateway_id;
     let Some(d) = registry::get(c, id)? else {
         return Ok(());
     };
+    comply(c, &ctx.gateway_id, &ctx.policy, &d, out, at)
+}
+
+/// After a new policy: every admitted device whose firmware is known is held to its
+/// firmware rules now (quarantined below a raised minimum, released above a lowered
+/// one), not when it next reports its version. Returns the notices to send.
+pub(super) fn recheck_firmware(
+    c: &Connection,
+    gw: &str,
+    engine: &PolicyEngine,
+    at: SystemTime,
+) -> Result<Vec<Notice>, StoreError> {
+    let mut out = Applied::default();
+    for lifecycle in [Lifecycle::Active, Lifecycle::Quarantined] {
+        let devices = registry::list(
+            c,
+            &registry::DeviceFilter {
+                lifecycle: Some(lifecycle.as_str().to_string()),
+                ..Default::default()
+            },
+        )?;
+        for d in devices.iter().filter(|d| d.firmware.is_some()) {
+            comply(c, gw, engine, d, &mut out, at)?;
+        }
+    }
+    Ok(out.notices)
+}
+
+fn comply(
+    c: &Connection,
+    gw: &str,
+    engine: &PolicyEngine,
+    d: &registry::Device,
+    out: &mut Applied,
+    at: SystemTime,
+) -> Result<(), StoreError> {
+    let id = &DeviceId(d.id.clone());
     let quarantined = d.lifecycle == Lifecycle::Quarantined.as_str();
-    match ctx.policy.firmware(&facts_of(&d), d.firmware.as_deref()) {
+    match engine.firmware(&facts_of(d), d.firmware.as_deref()) {
         Compliance::Below {
             min_version,
             commands_allowed,

@@ -255,7 +255,7 @@ pub struct PermitJoinAccepted {
 pub struct Readmitted {
     pub device: String,
     pub lifecycle: &'static str,
-    pub note: &'static str,
+    pub note: String,
 }
 
 /// A discovered device adopted: `active`, its readings now go upstream (never the key).

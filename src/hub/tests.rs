@@ -1124,6 +1124,7 @@ async fn permit_join(
 }
 
 mod configuration;
+mod lifecycle;
 mod radio_commands;
 
 /// A device described before it joined here (the nodes a Z-Wave controller already

@@ -63,6 +63,12 @@ pub(in crate::hub) fn apply_event(
             let retired = existing
                 .as_ref()
                 .is_some_and(|d| d.lifecycle == Lifecycle::Decommissioned.as_str());
+            // A pending device (re-admitted after decommissioning destroyed its
+            // credentials) needs its join credential as a new one does.
+            let pending = existing
+                .as_ref()
+                .is_some_and(|d| d.lifecycle == Lifecycle::Pending.as_str());
+            let mut no_credential = false;
             let denial = if store::blocks::is_blocked(c, id.as_str())? {
                 Some(format!(
                     "blocked: re-admit it first (`fieldgate readmit {id}`)"
@@ -75,11 +81,13 @@ pub(in crate::hub) fn apply_event(
                 ))
             } else if !known && !ctx.open_windows.contains(radio) {
                 Some("joined outside a join window".to_string())
-            } else if let Some(kind) = (!known && ctx.policy.policy.admission.require_install_code)
+            } else if let Some(kind) = ((!known || pending)
+                && ctx.policy.policy.admission.require_install_code)
                 .then(|| crate::radio::capabilities(ev.protocol).and_then(|c| c.join_credential))
                 .flatten()
                 .filter(|kind| !credentials::exists(c, id.as_str(), kind.as_str()).unwrap_or(false))
             {
+                no_credential = true;
                 Some(format!(
                     "no {} registered for this device (the policy requires one to join)",
                     kind.label()
@@ -91,7 +99,9 @@ pub(in crate::hub) fn apply_event(
                 }
             };
             if let Some(reason) = denial {
-                if known {
+                // Refused for a missing credential, a pending device stays pending: it
+                // may join once one is registered.
+                if known && !no_credential {
                     retire(c, gw, &id, "denied", json!({"reason": reason}))?;
                 } else {
                     lifecycle_msg(

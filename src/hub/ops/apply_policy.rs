@@ -84,18 +84,33 @@ impl Hub {
         let (gw, engine) = (self.gateway_id.clone(), self.policy.clone());
         match self
             .writer
-            .write(move |c| admit_named_pending(c, &gw, &engine, SystemTime::now()))
+            .write(move |c| {
+                let now = SystemTime::now();
+                let admitted = admit_named_pending(c, &gw, &engine, now)?;
+                let notices = recheck_firmware(c, &gw, &engine, now)?;
+                Ok((admitted, notices))
+            })
             .await
         {
-            Ok(admitted) if !admitted.is_empty() => {
-                tracing::info!(
-                    devices = admitted.len(),
-                    "pending discovered devices admitted by the new policy"
-                )
+            Ok((admitted, notices)) => {
+                if !admitted.is_empty() {
+                    tracing::info!(
+                        devices = admitted.len(),
+                        "pending discovered devices admitted by the new policy"
+                    );
+                }
+                if !notices.is_empty() {
+                    tracing::info!(
+                        devices = notices.len(),
+                        "devices quarantined or released by the new policy's firmware rules"
+                    );
+                }
+                for n in notices {
+                    self.notify(n);
+                }
             }
-            Ok(_) => {}
             Err(e) => {
-                tracing::error!(error = %e, "pending devices not re-evaluated against the new policy")
+                tracing::error!(error = %e, "devices not re-evaluated against the new policy")
             }
         }
         self.announce_install_code_policy().await;

@@ -14,7 +14,8 @@ impl Hub {
         let gw = self.gateway_id.clone();
         let id = device.clone();
         let actor = actor.to_string();
-        let lifecycle = self
+        let codes_required = self.policy.policy.admission.require_install_code;
+        let (lifecycle, missing) = self
             .writer
             .write(move |c| {
                 let entry = |outcome, details| {
@@ -32,7 +33,7 @@ impl Hub {
                                 json!({"unblocked": true, "known": false}),
                             ),
                         )?;
-                        return Ok(Ok("unknown"));
+                        return Ok(Ok(("unknown", None)));
                     }
                     None => Some(HubError::UnknownDevice(id.to_string())),
                     Some(d) if d.lifecycle != Lifecycle::Decommissioned.as_str() && unblocked => {
@@ -41,7 +42,7 @@ impl Hub {
                             &gw,
                             &entry(Outcome::Accepted, json!({"unblocked": true, "known": true})),
                         )?;
-                        return Ok(Ok("unchanged"));
+                        return Ok(Ok(("unchanged", None)));
                     }
                     Some(d) if d.lifecycle != Lifecycle::Decommissioned.as_str() => {
                         Some(HubError::Invalid(format!(
@@ -50,6 +51,18 @@ impl Hub {
                         )))
                     }
                     Some(_) => None,
+                };
+                // Decommissioning destroyed its credentials: under a policy that needs
+                // one to join, it cannot join again until a new one is registered.
+                let missing = match registry::get(c, &id)? {
+                    Some(d) if codes_required => crate::config::Protocol::parse(&d.protocol)
+                        .and_then(crate::radio::capabilities)
+                        .and_then(|caps| caps.join_credential)
+                        .filter(|kind| {
+                            !credentials::exists(c, id.as_str(), kind.as_str()).unwrap_or(false)
+                        })
+                        .map(|kind| (kind, d.native_address)),
+                    _ => None,
                 };
                 if let Some(e) = refusal {
                     store::record_audit(
@@ -73,28 +86,29 @@ impl Hub {
                     &gw,
                     &entry(Outcome::Accepted, json!({"unblocked": unblocked})),
                 )?;
-                Ok(Ok("pending"))
+                Ok(Ok(("pending", missing)))
             })
             .await??;
         // A radio that discovers its devices (BLE) has no join window: the technician
         // adopts the device again.
         let discovered = super::super::ingest::discovered(device);
-        Ok(match lifecycle {
-            "pending" if discovered => Readmitted {
-                device: device.to_string(),
-                lifecycle: "pending",
-                note: "it is pending again: adopt it (`fieldgate adopt`) to let its readings go upstream",
-            },
-            "pending" => Readmitted {
-                device: device.to_string(),
-                lifecycle: "pending",
-                note: "it joins again through a join window, interview and admission",
-            },
-            other => Readmitted {
-                device: device.to_string(),
-                lifecycle: other,
-                note: "taken off the denylist: it may join through a join window",
-            },
+        let note = match (lifecycle, missing) {
+            ("pending", _) if discovered => {
+                "it is pending again: adopt it (`fieldgate adopt`) to let its readings go upstream".to_string()
+            }
+            ("pending", Some((kind, address))) => format!(
+                "it joins again through a join window, interview and admission; the policy requires its {label} to join, and decommissioning destroyed it: register it again first (`fieldgate install-code add {address} CODE`)",
+                label = kind.label()
+            ),
+            ("pending", None) => {
+                "it joins again through a join window, interview and admission".to_string()
+            }
+            _ => "taken off the denylist: it may join through a join window".to_string(),
+        };
+        Ok(Readmitted {
+            device: device.to_string(),
+            lifecycle,
+            note,
         })
     }
 }

@@ -1,0 +1,84 @@
+//! A device's lifecycle under a changing policy: back after decommissioning when a join
+//! credential is required, quarantine when a firmware minimum changes.
+
+use super::*;
+
+/// Decommissioning destroys a Zigbee device's install code. Re-admitted under a policy
+/// that requires one, the answer says to register it again, and a join before that is
+/// refused while the device stays pending (not decommissioned again), so registering
+/// the code is all that is left to do.
+#[tokio::test]
+async fn a_readmitted_device_whose_code_was_destroyed_is_told_and_stays_pending() {
+    let Some(protocol) = crate::radio::DRIVERS
+        .iter()
+        .map(|d| d.protocol)
+        .find(|p| crate::radio::capabilities(*p).is_some_and(|c| c.join_credential.is_some()))
+    else {
+        return;
+    };
+    let mut rig = rig();
+    let ev = |kind| {
+        let mut e = event(ADDR, kind);
+        e.protocol = protocol;
+        e
+    };
+    let id = DeviceId::new(protocol, ADDR);
+    rig.events(vec![ev(DeviceEventKind::Joined)]).await;
+    rig.events(vec![ev(info("lumi.sensor_ht", "1.0"))]).await;
+    rig.policy(json!({"version": 1, "admission": {"require_install_code": true}}))
+        .await
+        .unwrap();
+    let hub = rig.hub.as_mut().unwrap();
+    hub.decommission(&id, "tech").await.unwrap();
+    let back = hub.readmit(&id, "tech").await.unwrap();
+    assert_eq!(back.lifecycle, "pending");
+    assert!(
+        back.note.contains("install code") && back.note.contains("install-code add"),
+        "{}",
+        back.note
+    );
+    let n = rig.events(vec![ev(DeviceEventKind::Joined)]).await;
+    assert!(
+        n.iter().any(
+            |n| matches!(n, Notice::Denied { reason, .. } if reason.contains("no install code"))
+        ),
+        "{n:?}"
+    );
+    let r = rig.store.reader().unwrap();
+    let d = registry::get(&r, &id).unwrap().unwrap();
+    assert_eq!(
+        d.lifecycle, "pending",
+        "decommissioned again for a missing code"
+    );
+}
+
+/// A policy that raises a firmware minimum quarantines the admitted devices below it
+/// when it is applied, not when they next report their version; one that lowers it
+/// releases them.
+#[tokio::test]
+async fn a_new_firmware_minimum_applies_to_known_devices_at_once() {
+    let mut rig = rig();
+    rig.events(vec![event(ADDR, DeviceEventKind::Joined)]).await;
+    rig.events(vec![event(ADDR, info("plug-1", "1.9"))]).await;
+    assert_eq!(rig.device(ADDR).lifecycle, "active");
+    let mut notices = rig.hub.as_mut().unwrap().notices.subscribe();
+    rig.policy(json!({"version": 2,
+        "firmware": [{"match": {"model": "plug*"}, "min_version": "2.0"}]}))
+        .await
+        .unwrap();
+    assert_eq!(rig.device(ADDR).lifecycle, "quarantined");
+    assert!(matches!(notices.try_recv(), Ok(Notice::Quarantined { .. })));
+    rig.policy(json!({"version": 3,
+        "firmware": [{"match": {"model": "plug*"}, "min_version": "1.5"}]}))
+        .await
+        .unwrap();
+    assert_eq!(rig.device(ADDR).lifecycle, "active");
+    let r = rig.store.reader().unwrap();
+    let actions: Vec<String> = store::audit::tail(&r, 100, None)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "device.quarantine" || a.action == "device.release")
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(actions, ["device.quarantine", "device.release"]);
+}
