@@ -1076,7 +1076,8 @@ async fn malformed_requests_get_errors_and_audit_records_and_service_continues()
     assert!(
         commands
             .iter()
-            .any(|c| matches!(c, RadioCommand::PermitJoin { seconds: 30, .. })),
+            // 30 s asked; the rig's window, open for longer, keeps its time.
+            .any(|c| matches!(c, RadioCommand::PermitJoin { seconds, .. } if *seconds >= 30)),
         "{commands:?}"
     );
 

@@ -37,10 +37,11 @@ impl Hub {
                         "radio `{radio}` discovers its devices: there is no join window to open"
                     )));
                 };
-                in_range(policy_max.min(u32::try_from(radio_max.as_secs()).unwrap_or(u32::MAX)))?;
-                self.reserve(&radio)
+                let max = policy_max.min(u32::try_from(radio_max.as_secs()).unwrap_or(u32::MAX));
+                in_range(max)?;
+                Ok((self.reserve(&radio)?, max))
             });
-        let permit = match check {
+        let (permit, max) = match check {
             Ok(p) => p,
             Err(e) => {
                 let entry = AuditEntry::new(
@@ -53,6 +54,18 @@ impl Hub {
                 return self.refuse(entry, e, reply).await;
             }
         };
+        // A window open for longer stays open that long: a second technician's shorter
+        // pair on the same radio does not cut the first one's window short.
+        let requested = seconds;
+        let now = Instant::now();
+        let seconds = match self.join_windows.get(&radio) {
+            Some(open) if *open > now + Duration::from_secs(u64::from(seconds)) => {
+                u32::try_from(open.duration_since(now).as_secs())
+                    .unwrap_or(seconds)
+                    .clamp(seconds, max)
+            }
+            _ => seconds,
+        };
         // Durable record first, then the action.
         let until = SystemTime::now() + Duration::from_secs(seconds as u64);
         let accepted = self
@@ -61,7 +74,7 @@ impl Hub {
                 "radio.permit_join",
                 &radio,
                 Outcome::Accepted,
-                json!({"seconds": seconds, "open_until": rfc3339(until)}),
+                json!({"seconds": seconds, "requested_seconds": requested, "open_until": rfc3339(until)}),
             ))
             .await;
         if let Err(e) = accepted {

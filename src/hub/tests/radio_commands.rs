@@ -238,3 +238,33 @@ async fn every_device_refused_in_a_flood_is_asked_to_leave_as_the_radio_has_room
     assert_eq!(asked, (0..30).map(addr).collect::<Vec<_>>());
     assert!(hub.leaves.is_empty());
 }
+
+/// A second permit-join with a shorter time on a radio whose window is open for
+/// longer (two technicians pairing) keeps the longer window: the radio is told the
+/// time left, and the answer says it.
+#[tokio::test]
+async fn a_shorter_second_join_window_does_not_cut_the_first_one_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), WriterOptions::default()).unwrap();
+    let (handle, mut rx, _state) = radio_handle("zb0", crate::radio::capabilities(protocol()), 4);
+    let (mut hub, _, _) = Hub::new("gw", store.writer(), &[handle]);
+    let open = |hub_rx: &mut mpsc::Receiver<RadioCommand>| match hub_rx.try_recv() {
+        Ok(RadioCommand::PermitJoin { seconds, reply }) => {
+            reply.send(Ok(())).unwrap();
+            seconds
+        }
+        other => panic!("{other:?}"),
+    };
+    let first = permit_join(&mut hub, "zb0", 200).await;
+    assert_eq!(open(&mut rx), 200);
+    assert_eq!(first.await.unwrap().unwrap().seconds, 200);
+    let second = permit_join(&mut hub, "zb0", 30).await;
+    let told = open(&mut rx);
+    assert!((198..=200).contains(&told), "the radio was told {told} s");
+    assert_eq!(second.await.unwrap().unwrap().seconds, told);
+    // A longer one still extends it.
+    let third = permit_join(&mut hub, "zb0", 250).await;
+    assert_eq!(open(&mut rx), 250);
+    assert_eq!(third.await.unwrap().unwrap().seconds, 250);
+    drop(hub);
+}
