@@ -497,6 +497,15 @@ enum AuditCommand {
         /// Read this database file directly (works with the daemon stopped).
         #[arg(long)]
         db: Option<PathBuf>,
+        /// Only these actions (repeat or comma-separate: `--action device.join,device.leave`).
+        #[arg(long, value_delimiter = ',')]
+        action: Vec<String>,
+        /// Only records by this actor (e.g. `radio:zigbee0`, `local:uid=1000,...`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only records about this target (a device id, a radio name).
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
@@ -775,8 +784,11 @@ async fn async_main(cli: Cli) -> ExitCode {
                     n,
                     json,
                     db: Some(db),
+                    action,
+                    actor,
+                    target,
                 },
-        } => cli::audit_tail_offline(db, *n, *json),
+        } => cli::audit_tail_offline(db, *n, &audit_filter(action, actor, target), *json),
         Command::Policy {
             command: PolicyCommand::Sign { file, key },
         } => cli::policy_sign(file, key),
@@ -916,8 +928,16 @@ async fn async_main(cli: Cli) -> ExitCode {
                     command: AuditCommand::Verify { json, .. },
                 } => cli::audit_verify(&api, *json).await,
                 Command::Audit {
-                    command: AuditCommand::Tail { n, json, .. },
-                } => cli::audit_tail(&api, *n, *json).await,
+                    command:
+                        AuditCommand::Tail {
+                            n,
+                            json,
+                            action,
+                            actor,
+                            target,
+                            ..
+                        },
+                } => cli::audit_tail(&api, *n, &audit_filter(action, actor, target), *json).await,
                 Command::Audit {
                     command: AuditCommand::Seal { .. },
                 } => Ok(()),
@@ -1019,4 +1039,21 @@ fn restore(cli: &Cli, backup: &Path, seed: Option<&str>, json: bool) -> ExitCode
 fn unreachable_config() -> anyhow::Result<()> {
     // `config check` is handled before the runtime starts.
     Ok(())
+}
+
+/// What `audit tail` was asked to show.
+fn audit_filter(
+    action: &[String],
+    actor: &Option<String>,
+    target: &Option<String>,
+) -> fieldgate::store::audit::AuditFilter {
+    fieldgate::store::audit::AuditFilter {
+        actions: action
+            .iter()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect(),
+        actor: actor.clone(),
+        target: target.clone(),
+    }
 }

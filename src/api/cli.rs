@@ -462,6 +462,11 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
             Some(json!({"seconds": seconds})),
         )
         .await?;
+    // A window already open for longer keeps its time: the answer says how long.
+    let seconds = v["seconds"]
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(seconds);
     if as_json {
         crate::outln!("{v}");
     } else {
@@ -472,69 +477,66 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
     // Devices, not join records: a device may join twice within one window.
     let mut joined: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut refused = 0usize;
-    while Instant::now() < end {
-        // Nobody reads any more (`pair | head -1`): stop watching; the window stays open
-        // in the daemon for the time it was given.
-        if crate::output::reader_gone() {
-            return Ok(());
-        }
-        let records = api
-            .call(
-                Method::GET,
-                &format!("/v1/audit?after={after}&limit=1000"),
-                None,
-            )
-            .await?;
-        for r in records.as_array().cloned().unwrap_or_default() {
-            after = r["seq"].as_i64().unwrap_or(after);
-            let action = r["action"].as_str().unwrap_or("");
-            if action != "device.join" && action != "device.leave" {
-                continue;
-            }
-            if r["actor"].as_str() != Some(&format!("radio:{radio}")) {
-                continue;
-            }
-            if tty {
-                crate::output::control("\r\x1b[K");
-            }
-            // A join the gateway refused (blocked, decommissioned, denied by the
-            // policy, no install code) is said as such, with why.
-            let accepted = r["outcome"].as_str() == Some("accepted");
-            if as_json {
-                crate::outln!("{r}");
-            } else if action == "device.join" && !accepted {
-                crate::outln!(
-                    "{} REFUSED at {}: {}",
-                    s(&r["target"]),
-                    s(&r["ts"]),
-                    s(&r["details"]["reason"])
-                );
-            } else {
-                let verb = if action == "device.join" {
-                    "joined"
-                } else {
-                    "left"
+    // The radio's joins and leaves, each request waiting (up to 25 s) for the next
+    // one: every API request is an audit record, so it does not ask every second.
+    let actor = format!("radio:{radio}");
+    let watch = |after: i64, wait_s: u64| {
+        let path = format!(
+            "/v1/audit?after={after}&limit=1000&action=device.join,device.leave&actor={}&wait_s={wait_s}",
+            segment("the radio name", &actor).unwrap_or_default()
+        );
+        async move { api.call(Method::GET, &path, None).await }
+    };
+    let left = || end.saturating_duration_since(Instant::now());
+    let mut next = Box::pin(watch(after, left().as_secs().clamp(1, 25)));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = false;
+    loop {
+        tokio::select! {
+            records = &mut next => {
+                let records = records?;
+                let mut show = |r: &Value| {
+                    if tty {
+                        crate::output::control("\r\x1b[K");
+                    }
+                    let (seen, accepted) = show_join(r, as_json);
+                    if let Some(device) = seen {
+                        if accepted {
+                            joined.insert(device);
+                        } else {
+                            refused += 1;
+                        }
+                    }
                 };
-                crate::outln!("{} {verb} at {}", s(&r["target"]), s(&r["ts"]));
+                for r in records.as_array().map(Vec::as_slice).unwrap_or_default() {
+                    after = r["seq"].as_i64().unwrap_or(after);
+                    show(r);
+                }
+                if last {
+                    break;
+                }
+                // The window's last moment gets one more look, without waiting.
+                let wait = left().as_secs().min(25);
+                last = wait == 0;
+                next = Box::pin(watch(after, wait));
             }
-            if action == "device.join" {
-                if accepted {
-                    joined.insert(r["target"].as_str().unwrap_or_default().to_string());
-                } else {
-                    refused += 1;
+            _ = tick.tick() => {
+                // Nobody reads any more (`pair | head -1`): stop watching; the window
+                // stays open in the daemon for the time it was given.
+                if crate::output::reader_gone() {
+                    return Ok(());
+                }
+                if tty {
+                    crate::output::control("\r\x1b[K");
+                    crate::out!(
+                        "join window: {:>3} s left, {} joined, {refused} refused",
+                        left().as_secs(),
+                        joined.len()
+                    );
+                    let _ = std::io::stdout().flush();
                 }
             }
         }
-        if tty {
-            let left = end.saturating_duration_since(Instant::now()).as_secs();
-            crate::output::control("\r\x1b[K");
-            crate::out!(
-                "join window: {left:>3} s left, {} joined, {refused} refused",
-                joined.len()
-            );
-            let _ = std::io::stdout().flush();
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     if tty {
         crate::outln!();
@@ -546,6 +548,40 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
         );
     }
     Ok(())
+}
+
+/// Prints one `device.join` / `device.leave` record as `pair` shows it; the device a
+/// join names and whether it was accepted (`None` for a leave).
+fn show_join(r: &Value, as_json: bool) -> (Option<String>, bool) {
+    let action = r["action"].as_str().unwrap_or("");
+    // A join the gateway refused (blocked, decommissioned, denied by the policy, no
+    // install code) is said as such, with why.
+    let accepted = r["outcome"].as_str() == Some("accepted");
+    if as_json {
+        crate::outln!("{r}");
+    } else if action == "device.join" && !accepted {
+        crate::outln!(
+            "{} REFUSED at {}: {}",
+            s(&r["target"]),
+            s(&r["ts"]),
+            s(&r["details"]["reason"])
+        );
+    } else {
+        let verb = if action == "device.join" {
+            "joined"
+        } else {
+            "left"
+        };
+        crate::outln!("{} {verb} at {}", s(&r["target"]), s(&r["ts"]));
+    }
+    if action == "device.join" {
+        (
+            Some(r["target"].as_str().unwrap_or_default().to_string()),
+            accepted,
+        )
+    } else {
+        (None, accepted)
+    }
 }
 
 fn print_audit(records: &[Value], as_json: bool) -> Result<()> {
@@ -575,18 +611,36 @@ fn print_audit(records: &[Value], as_json: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn audit_tail(api: &ApiClient, n: usize, as_json: bool) -> Result<()> {
-    let v = api
-        .call(Method::GET, &format!("/v1/audit?limit={n}"), None)
-        .await?;
+pub async fn audit_tail(
+    api: &ApiClient,
+    n: usize,
+    filter: &audit::AuditFilter,
+    as_json: bool,
+) -> Result<()> {
+    let mut path = format!("/v1/audit?limit={n}");
+    if !filter.actions.is_empty() {
+        let actions = filter.actions.join(",");
+        path.push_str(&format!("&action={}", segment("the actions", &actions)?));
+    }
+    for (key, value) in [("actor", &filter.actor), ("target", &filter.target)] {
+        if let Some(v) = value {
+            path.push_str(&format!("&{key}={}", segment(key, v)?));
+        }
+    }
+    let v = api.call(Method::GET, &path, None).await?;
     print_audit(v.as_array().map(Vec::as_slice).unwrap_or(&[]), as_json)
 }
 
 /// Reads the audit log straight from a database file (works with the daemon stopped).
-pub fn audit_tail_offline(db: &Path, n: usize, as_json: bool) -> Result<()> {
+pub fn audit_tail_offline(
+    db: &Path,
+    n: usize,
+    filter: &audit::AuditFilter,
+    as_json: bool,
+) -> Result<()> {
     let conn =
         crate::store::open_reader(db).with_context(|| format!("cannot open {}", db.display()))?;
-    let records = audit::tail(&conn, n, None)?;
+    let records = audit::tail_matching(&conn, n, None, filter)?;
     let values: Vec<Value> = records
         .iter()
         .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))

@@ -306,26 +306,64 @@ pub fn tail(
     limit: usize,
     after_seq: Option<i64>,
 ) -> StoreResult<Vec<AuditRecord>> {
+    tail_matching(conn, limit, after_seq, &AuditFilter::default())
+}
+
+/// Which records a reader wants: any of `actions` (all when empty), from `actor`, on
+/// `target` (exact values).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub actions: Vec<String>,
+    pub actor: Option<String>,
+    pub target: Option<String>,
+}
+
+/// As [`tail`], only the records `filter` matches.
+pub fn tail_matching(
+    conn: &Connection,
+    limit: usize,
+    after_seq: Option<i64>,
+    filter: &AuditFilter,
+) -> StoreResult<Vec<AuditRecord>> {
     let limit = limit.min(10_000) as i64;
-    let mut out: Vec<AuditRecord> = match after_seq {
-        Some(after) => {
-            let mut stmt = conn.prepare(&format!(
-                "{SELECT} WHERE seq > ?1 ORDER BY seq ASC LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(params![after, limit], row_to_record)?;
-            rows.map(|r| r.map(|(rec, _)| rec))
-                .collect::<Result<_, _>>()?
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut conds: Vec<String> = Vec::new();
+    if let Some(after) = after_seq {
+        args.push(after.into());
+        conds.push(format!("seq > ?{}", args.len()));
+    }
+    if !filter.actions.is_empty() {
+        let mut marks = Vec::new();
+        for a in &filter.actions {
+            args.push(a.clone().into());
+            marks.push(format!("?{}", args.len()));
         }
-        None => {
-            let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY seq DESC LIMIT ?1"))?;
-            let rows = stmt.query_map(params![limit], row_to_record)?;
-            let mut v: Vec<AuditRecord> = rows
-                .map(|r| r.map(|(rec, _)| rec))
-                .collect::<Result<_, _>>()?;
-            v.reverse();
-            v
+        conds.push(format!("action IN ({})", marks.join(", ")));
+    }
+    for (column, value) in [("actor", &filter.actor), ("target", &filter.target)] {
+        if let Some(v) = value {
+            args.push(v.clone().into());
+            conds.push(format!("{column} = ?{}", args.len()));
         }
+    }
+    args.push(limit.into());
+    let where_ = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
     };
+    let order = if after_seq.is_some() { "ASC" } else { "DESC" };
+    let mut stmt = conn.prepare(&format!(
+        "{SELECT}{where_} ORDER BY seq {order} LIMIT ?{}",
+        args.len()
+    ))?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), row_to_record)?;
+    let mut out: Vec<AuditRecord> = rows
+        .map(|r| r.map(|(rec, _)| rec))
+        .collect::<Result<_, _>>()?;
+    if after_seq.is_none() {
+        out.reverse();
+    }
     out.shrink_to_fit();
     Ok(out)
 }

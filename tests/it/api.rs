@@ -188,6 +188,86 @@ async fn every_endpoint_answers_through_the_socket() {
         .any(|r| r.action == "radio.permit_join" && r.outcome == "refused"));
 }
 
+/// The audit log is read by action, actor and target, and a follower waits for what
+/// it watches: the answer comes when a matching record is written (not the requests'
+/// own `api.get` records, which would end every wait at once), or empty at `wait_s`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_filtered_and_followed_without_polling() {
+    let d = daemon_with_devices();
+    let api = ApiClient::new(&d.socket);
+    let head = api
+        .call(Method::GET, "/v1/audit?limit=1", None)
+        .await
+        .unwrap()[0]["seq"]
+        .as_i64()
+        .unwrap_or(0);
+    let socket = d.socket.clone();
+    let follower = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let v = ApiClient::new(&socket)
+            .call(
+                Method::GET,
+                &format!("/v1/audit?after={head}&action=device.join,device.decommission&wait_s=20"),
+                None,
+            )
+            .await
+            .unwrap();
+        (v, started.elapsed())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(!follower.is_finished(), "answered before a matching record");
+    api.call(Method::GET, "/v1/status", None).await.unwrap();
+    api.call(
+        Method::DELETE,
+        "/v1/devices/zigbee:0x00124b0001abcdef",
+        None,
+    )
+    .await
+    .unwrap();
+    let (found, waited) = follower.await.unwrap();
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["action"], "device.decommission");
+    assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
+    // By target, newest first when there is no `after`.
+    let about = api
+        .call(
+            Method::GET,
+            "/v1/audit?target=zigbee:0x00124b0001abcdef&limit=100",
+            None,
+        )
+        .await
+        .unwrap();
+    let about = about.as_array().unwrap();
+    assert!(!about.is_empty());
+    assert!(about
+        .iter()
+        .all(|r| r["target"] == "zigbee:0x00124b0001abcdef"));
+    // Nothing comes: an empty answer after the wait.
+    let started = std::time::Instant::now();
+    let none = api
+        .call(
+            Method::GET,
+            &format!("/v1/audit?after={head}&actor=radio:nope&wait_s=1"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(none, json!([]));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(700));
+    for bad in ["wait_s=5", &format!("after={head}&wait_s=31")] {
+        let (code, body) = api
+            .call_raw(Method::GET, &format!("/v1/audit?{bad}"), None)
+            .await
+            .unwrap();
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    // The CLI takes the same filters.
+    let out = stdout(&d.cli(&["audit", "tail", "--json", "--action", "device.decommission"]));
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("device.decommission"), "{out}");
+}
+
 /// The device list's filters: `since` is the instant it names, whatever its offset, and
 /// a value that is not one (a typo) is refused instead of matching nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
