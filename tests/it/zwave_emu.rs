@@ -416,6 +416,12 @@ async fn configuration_parameters_are_set_and_read_back() {
     let (ok, detail) = set(&mut zw, PLUG, "p300", configure(300, 1, 1)).await;
     assert!(!ok && detail.contains("0-255"), "{detail}");
     assert_eq!(param(1), Some((2, 600)), "unchanged by the refusals");
+    // A level for an on/off plug (Binary Switch, no Multilevel Switch) is refused, not
+    // sent as a Basic Set that switches it on and answered ok.
+    let on_before = sim.with(|e, _| e.node(PLUG).map(|n| n.level));
+    let (ok, detail) = set(&mut zw, PLUG, "lvl", DeviceCommand::Level { percent: 40 }).await;
+    assert!(!ok && detail.starts_with("not_supported"), "{detail}");
+    assert_eq!(sim.with(|e, _| e.node(PLUG).map(|n| n.level)), on_before);
     zw.assert_running();
 }
 

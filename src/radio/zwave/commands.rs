@@ -154,6 +154,12 @@ impl Controller<'_> {
             DeviceCommand::Configure { .. } => return Ok(()),
         };
         let is_level = matches!(command, DeviceCommand::Level { .. });
+        if is_level && binary && !multilevel {
+            // A Basic Set of a level would switch it on and read back 100: refused
+            // rather than answered ok for a level it cannot take.
+            let why = "not_supported: the node is an on/off switch (Binary Switch, no Multilevel Switch): set on or off".to_string();
+            return self.answer(node, command_id, false, why).await;
+        }
         let (set, get) = if multilevel && (is_level || !binary) {
             (
                 Cc::MultilevelSwitch(MultilevelSwitch::Set {
