@@ -79,7 +79,8 @@ fn write_keys(path: &std::path::Path, text: &str) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Runs the forwarder until the server goes away or the uplinks are sent.
+/// Runs the forwarder until the uplinks are sent (or for ever), through restarts of the
+/// gateway.
 pub async fn run_lora(args: LoraArgs) -> Result<()> {
     let server: SocketAddr = args
         .server
@@ -122,6 +123,7 @@ pub async fn run_lora(args: LoraArgs) -> Result<()> {
         faults,
         uplinks: args.uplinks,
         extra,
+        keep_going: true,
     };
     crate::outln!("forwarding to udp://{server}");
     sim::forward(server, plan, |line| crate::outln!("{line}"))

@@ -143,6 +143,9 @@ pub struct Plan {
     /// `interval`, spread evenly over it, until the forwarder stops; `uplinks` does
     /// not count theirs.
     pub extra: Vec<EmulatedDevice>,
+    /// Keep sending while the server's port is closed (a gateway restarting), as a
+    /// real packet forwarder does, instead of stopping at the first refusal.
+    pub keep_going: bool,
 }
 
 impl Default for Plan {
@@ -152,6 +155,7 @@ impl Default for Plan {
             faults: Vec::new(),
             uplinks: None,
             extra: Vec::new(),
+            keep_going: false,
         }
     }
 }
@@ -167,6 +171,46 @@ const KEEPALIVE: Duration = Duration::from_secs(10);
 pub async fn run(server: SocketAddr) {
     if let Err(e) = forward(server, Plan::default(), |_| {}).await {
         tracing::info!(error = %e, "sim://lora forwarder stopped");
+    }
+}
+
+/// Whether the server's port answers, for a forwarder that keeps going without it.
+struct Link {
+    keep_going: bool,
+    down: bool,
+}
+
+impl Link {
+    /// A send or receive failed: a closed port (ICMP port unreachable) is said once and
+    /// waited out when keeping going; anything else ends the forwarder.
+    fn failed(&mut self, e: std::io::Error, say: &mut impl FnMut(String)) -> std::io::Result<()> {
+        if !self.keep_going || e.kind() != std::io::ErrorKind::ConnectionRefused {
+            return Err(e);
+        }
+        if !self.down {
+            self.down = true;
+            say("the gateway's port is closed (restarting?): still sending".into());
+        }
+        Ok(())
+    }
+
+    fn answered(&mut self, say: &mut impl FnMut(String)) {
+        if std::mem::take(&mut self.down) {
+            say("the gateway answers again".into());
+        }
+    }
+}
+
+/// Sends one datagram; a closed port is waited out as [`Link::failed`] says.
+async fn send(
+    sock: &UdpSocket,
+    data: &[u8],
+    link: &mut Link,
+    say: &mut impl FnMut(String),
+) -> std::io::Result<()> {
+    match sock.send(data).await {
+        Ok(_) => Ok(()),
+        Err(e) => link.failed(e, say),
     }
 }
 
@@ -188,9 +232,13 @@ pub async fn forward(
         return Ok(());
     };
     let mut fwd = Forwarder::new(Eui64(GATEWAY_EUI));
+    let mut link = Link {
+        keep_going: plan.keep_going,
+        down: false,
+    };
     let start = Instant::now();
     let clock = |start: Instant| (start.elapsed().as_micros() as u32).wrapping_add(1_000_000);
-    sock.send(&fwd.pull_data()).await?;
+    send(&sock, &fwd.pull_data(), &mut link, &mut say).await?;
     // The first frame a moment after start, once the gateway is listening (and, in the
     // demo, its join window is open).
     let mut tick = tokio::time::interval_at(Instant::now() + Duration::from_secs(2), plan.interval);
@@ -208,7 +256,7 @@ pub async fn forward(
     loop {
         tokio::select! {
             _ = keepalive.tick() => {
-                sock.send(&fwd.pull_data()).await?;
+                send(&sock, &fwd.pull_data(), &mut link, &mut say).await?;
             }
             _ = extra_tick.tick(), if !extra.is_empty() => {
                 let count = extra.len();
@@ -217,11 +265,11 @@ pub async fn forward(
                 extra_reports = extra_reports.wrapping_add(1);
                 let lpp = super::sim_forwarder::lpp_reading(extra_reports);
                 if let Some(up) = dev.uplink(2, &lpp, false) {
-                    sock.send(&fwd.push_frame(&up, clock(start), 868_500_000, 7)).await?;
+                    send(&sock, &fwd.push_frame(&up, clock(start), 868_500_000, 7), &mut link, &mut say).await?;
                 }
             }
             _ = tick.tick() => {
-                sock.send(&fwd.pull_data()).await?;
+                send(&sock, &fwd.pull_data(), &mut link, &mut say).await?;
                 let now = clock(start);
                 if otaa.session.is_none() {
                     join_attempts += 1;
@@ -232,7 +280,7 @@ pub async fn forward(
                     }
                     if let Some(req) = otaa.join_request() {
                         say(format!("join-request from {}", otaa.dev_eui));
-                        sock.send(&fwd.push_frame(&req, now, 868_100_000, 7)).await?;
+                        send(&sock, &fwd.push_frame(&req, now, 868_100_000, 7), &mut link, &mut say).await?;
                     }
                     continue;
                 }
@@ -246,7 +294,7 @@ pub async fn forward(
                     };
                     if let Some(frame) = frame {
                         say(format!("fault {fault:?} from {}", otaa.dev_eui));
-                        sock.send(&fwd.push_frame(&frame, now, 868_100_000, 7)).await?;
+                        send(&sock, &fwd.push_frame(&frame, now, 868_100_000, 7), &mut link, &mut say).await?;
                     }
                     continue;
                 }
@@ -259,18 +307,25 @@ pub async fn forward(
                 let dev = if n % 2 == 0 { &mut otaa } else { &mut abp };
                 if let Some(up) = dev.uplink(2, &lpp, confirmed) {
                     say(format!("uplink from {} (fcnt {}, confirmed: {confirmed})", dev.dev_eui, dev.fcnt_up - 1));
-                    sock.send(&fwd.push_frame(&up, now, 868_300_000, 7)).await?;
+                    send(&sock, &fwd.push_frame(&up, now, 868_300_000, 7), &mut link, &mut say).await?;
                 }
             }
             got = sock.recv(&mut buf) => {
-                let len = got?;
+                let len = match got {
+                    Ok(len) => len,
+                    Err(e) => {
+                        link.failed(e, &mut say)?;
+                        continue;
+                    }
+                };
+                link.answered(&mut say);
                 let Some((token, resp)) = Forwarder::pull_resp(&buf[..len]) else { continue };
                 let due = resp.txpk.tmst.unwrap_or(0);
                 let now = clock(start);
                 // Late when its time already passed (wrapping compare on the u32 clock).
                 let late = due.wrapping_sub(now) > u32::MAX / 2;
                 let err = late.then_some(TxAckError::TooLate);
-                sock.send(&fwd.tx_ack(token, err)).await?;
+                send(&sock, &fwd.tx_ack(token, err), &mut link, &mut say).await?;
                 if late {
                     say(format!("downlink for tmst {due} refused: TOO_LATE"));
                     continue;

@@ -199,3 +199,36 @@ fn extra_abp_devices_have_distinct_addresses_and_keys() {
     assert!(all.iter().all(|k| k.device().is_some()));
     assert_ne!(sim::extra_abp(0).dev_addr, sim::ABP_DEV_ADDR);
 }
+
+/// A real packet forwarder keeps sending while the gateway's port is closed (the
+/// daemon restarting); the emulator does too, and says so once.
+#[test]
+fn the_emulator_keeps_sending_while_the_gateway_port_is_closed() {
+    use std::io::Read;
+    let udp = free_udp_port();
+    let mut emu = std::process::Command::new(crate::common::bin())
+        .args([
+            "emulate",
+            "lora-gwmp",
+            "--server",
+            &format!("127.0.0.1:{udp}"),
+            "--interval",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let running = emu.try_wait().unwrap().is_none();
+    emu.kill().ok();
+    emu.wait().ok();
+    let mut text = String::new();
+    emu.stdout.take().unwrap().read_to_string(&mut text).ok();
+    assert!(running, "the emulator stopped: {text}");
+    assert_eq!(
+        text.matches("port is closed").count(),
+        1,
+        "said once: {text}"
+    );
+    assert!(text.matches("join-request from").count() >= 2, "{text}");
+}
