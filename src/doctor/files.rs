@@ -582,6 +582,25 @@ pub(super) fn check_socket(config: &Config, id: &Identity, sandbox: &Sandbox) ->
     Check::ok(name, format!("{shown}{notes}"))
 }
 
+/// Where an installed unit file may be.
+const UNIT_FILES: [&str; 3] = [
+    "/etc/systemd/system/fieldgate.service",
+    "/lib/systemd/system/fieldgate.service",
+    "/usr/lib/systemd/system/fieldgate.service",
+];
+
+/// Whether an installed `fieldgate.service` loads `key_file` as its master-key
+/// credential (then the service does not start without the file).
+fn unit_loads(key_file: &Path) -> bool {
+    let wanted = format!(
+        "LoadCredential={MASTER_KEY_CREDENTIAL}:{}",
+        key_file.display()
+    );
+    UNIT_FILES.iter().any(|unit| {
+        fs::read_to_string(unit).is_ok_and(|text| text.lines().any(|l| l.trim() == wanted))
+    })
+}
+
 pub(super) fn check_master_key(key_file: &Path, id: &Identity) -> Check {
     let name = "master key";
     let from_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
@@ -598,13 +617,25 @@ pub(super) fn check_master_key(key_file: &Path, id: &Identity) -> Check {
     let meta = match fs::metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Check::fail(
-                name,
-                format!(
-                    "{source} {shown} is missing: the service will not start (LoadCredential=)"
-                ),
-                create,
-            )
+            // The installed service loads it as a credential and does not start
+            // without it; a daemon run otherwise creates it at its first start.
+            return if source == "systemd credential" || unit_loads(key_file) {
+                Check::fail(
+                    name,
+                    format!(
+                        "{source} {shown} is missing: the service will not start (LoadCredential=)"
+                    ),
+                    create,
+                )
+            } else {
+                Check::warn(
+                    name,
+                    format!(
+                        "{source} {shown} does not exist yet: the daemon creates one (mode 0600) at its first start"
+                    ),
+                    format!("back it up once created: every device secret is sealed with it; or {create}"),
+                )
+            };
         }
         Err(e) => {
             return Check::warn(

@@ -251,7 +251,7 @@ fn serial_port_that_is_not_a_device_fails() {
 }
 
 #[test]
-fn master_key_missing_or_too_open_fails() {
+fn master_key_too_open_fails_and_a_missing_one_is_created_at_start() {
     let s = Setup::new();
     let config = s.config("");
 
@@ -264,10 +264,11 @@ fn master_key_missing_or_too_open_fails() {
         .unwrap_or_default();
     assert!(fix.contains("chmod 600"), "{fix}");
 
+    // Missing outside the installed service (no unit loads this file as its
+    // credential): the daemon creates it at its first start, as `run` does.
     fs::remove_file(&s.key).expect("rm key");
-    let (out, report) = s.doctor_as_me(&config);
-    assert_exit(&out, 1, &report);
-    assert_status(&report, "master key", "fail", "missing");
+    let (_, report) = s.doctor_as_me(&config);
+    assert_status(&report, "master key", "warn", "creates one");
 }
 
 #[test]
