@@ -339,6 +339,20 @@ pub fn life(conn: &Connection) -> StoreResult<String> {
         .query_row([], |r| r.get(0))?)
 }
 
+/// How device topics were last named upstream (`id` or `name`), `id` when never said.
+pub fn topic_names(conn: &Connection) -> StoreResult<String> {
+    Ok(conn
+        .prepare_cached("SELECT coalesce(topic_names, 'id') FROM gateway_life WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Records how device topics are named upstream from now on.
+pub fn set_topic_names(conn: &Connection, naming: &str) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE gateway_life SET topic_names = ?1 WHERE id = 1")?
+        .execute([naming])?;
+    Ok(())
+}
+
 /// The envelope every queued message carries (documented in docs/mqtt-api.md).
 #[derive(Serialize)]
 struct Envelope<'a, D: ?Sized> {

@@ -229,6 +229,10 @@ CREATE INDEX devices_state_due ON devices (state_due_ms) WHERE state_due_ms IS N
         // insert and a delete in it, and only the outbox limits (spaced by their own
         // cost, and reading the outbox through anyway) filter by kind.
         M::up("DROP INDEX outbox_by_kind;"),
+        // How device topics were last named upstream (`[upstream] topic_names`: "id" or
+        // "name"; NULL: "id", the default), so that a switch clears the retained
+        // messages left under the other level.
+        M::up("ALTER TABLE gateway_life ADD COLUMN topic_names TEXT;"),
     ])
 }
 

@@ -222,21 +222,33 @@ pub(super) async fn run(
     let (go_tx, go_rx) = mpsc::channel::<Option<Transport>>(1);
     let poller = tokio::spawn(poll_loop(eventloop, poll_tx, go_rx));
 
+    let naming = match settings.topic_names {
+        crate::config::TopicNames::Id => "id",
+        crate::config::TopicNames::Name => "name",
+    };
+    let (names, named_before) = {
+        let db = db_path.clone();
+        tokio::task::spawn_blocking(move || -> store::StoreResult<_> {
+            let c = store::open_reader(&db)?;
+            Ok((store::names::all(&c)?, outbox::topic_names(&c)?))
+        })
+        .await
+        .ok()
+        .and_then(|r| {
+            r.map_err(|e| tracing::warn!(error = %e, "cannot read the device names"))
+                .ok()
+        })
+        .map_or((Default::default(), None), |(n, b)| (n, Some(b)))
+    };
+    // `topic_names` changed since the last run: the retained messages under the
+    // other topic level are cleared once connected, and the named devices' state and
+    // availability queued again under the new one.
+    let mut topic_switch = named_before
+        .filter(|before| before != naming)
+        .map(|before| TopicSwitch::new(&names, &before, naming));
     let levels = match settings.topic_names {
         crate::config::TopicNames::Id => None,
-        crate::config::TopicNames::Name => {
-            let db = db_path.clone();
-            let names =
-                tokio::task::spawn_blocking(move || store::names::all(&store::open_reader(&db)?))
-                    .await
-                    .ok()
-                    .and_then(|r| {
-                        r.map_err(|e| tracing::warn!(error = %e, "cannot read the device names"))
-                            .ok()
-                    })
-                    .unwrap_or_default();
-            Some(Arc::new(super::topics::DeviceLevels::new(names)))
-        }
+        crate::config::TopicNames::Name => Some(Arc::new(super::topics::DeviceLevels::new(names))),
     };
     let (in_tx, in_rx) = mpsc::channel(REQUEST_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(REQUEST_QUEUE);
@@ -346,6 +358,11 @@ pub(super) async fn run(
             writer.want_committed_rows(tap_wanted);
         }
         s.clear_moved();
+        if s.connected {
+            if let Some(switch) = topic_switch.take() {
+                switch.carry_out(&mut s, &writer, &gateway_id);
+            }
+        }
         s.flush_responses();
         s.pump();
         if auditing.is_none() && !s.refusals.is_empty() {
@@ -764,6 +781,72 @@ fn delivery_rate(marks: &mut VecDeque<(Instant, u64)>, now: Instant, delivered: 
         delivered.saturating_sub(before) as f64 / dt
     } else {
         0.0
+    }
+}
+
+/// A change of `[upstream] topic_names` since the last run.
+struct TopicSwitch {
+    /// The topic levels devices stop using: their retained messages are cleared.
+    old_levels: Vec<String>,
+    /// The named devices, whose retained messages are queued again.
+    devices: Vec<String>,
+    naming: &'static str,
+}
+
+impl TopicSwitch {
+    fn new(
+        names: &std::collections::HashMap<String, String>,
+        before: &str,
+        naming: &'static str,
+    ) -> TopicSwitch {
+        tracing::info!(
+            before,
+            now = naming,
+            devices = names.len(),
+            "device topics are named differently: moving the named devices' retained messages"
+        );
+        let old_levels = names
+            .iter()
+            .map(|(id, name)| if naming == "name" { id } else { name }.clone())
+            .collect();
+        TopicSwitch {
+            old_levels,
+            devices: names.keys().cloned().collect(),
+            naming,
+        }
+    }
+
+    /// Clears the old levels' retained messages (handed over first), then queues the
+    /// devices' retained messages again and records the naming. Interrupted before the
+    /// record, it is done again at the next start.
+    fn carry_out(self, s: &mut Session, writer: &store::Writer, gateway_id: &str) {
+        for level in &self.old_levels {
+            for kind in super::topics::RETAINED_DEVICE_TOPICS {
+                let topic = s.settings_topics.outbox(&format!("device/{level}/{kind}"));
+                s.respond(requests::clear_retained(&topic));
+            }
+        }
+        let gw = gateway_id.to_string();
+        let w = writer.clone();
+        tokio::spawn(async move {
+            let (devices, naming) = (self.devices, self.naming);
+            let r = w
+                .write(move |c| {
+                    let now = std::time::SystemTime::now();
+                    for id in &devices {
+                        if let Some(d) =
+                            store::registry::get(c, &crate::model::DeviceId(id.clone()))?
+                        {
+                            crate::hub::requeue_retained(c, &gw, &d, now)?;
+                        }
+                    }
+                    outbox::set_topic_names(c, naming)
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "the named devices' retained messages were not queued again under their new topics");
+            }
+        });
     }
 }
 

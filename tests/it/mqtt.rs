@@ -352,6 +352,17 @@ impl Rig {
 
     async fn start_prefixed(url: &str, upstream: &str, tuning: Tuning, prefix: String) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
+        Rig::start_in(dir, url, upstream, tuning, prefix).await
+    }
+
+    /// As [`Rig::start_prefixed`], on the state kept in `dir` (a restart).
+    async fn start_in(
+        dir: tempfile::TempDir,
+        url: &str,
+        upstream: &str,
+        tuning: Tuning,
+        prefix: String,
+    ) -> Rig {
         let text = format!(
             "[gateway]\nid = \"it-gw\"\nstate_dir = \"{}\"\n\n[store]\nsynchronous = \"normal\"\ncommit_window = \"2ms\"\n\n[upstream]\nurl = \"{url}\"\nclient_id = \"{}\"\ntopic_prefix = \"{prefix}\"\n{upstream}\n",
             dir.path().join("state").display(),
@@ -449,6 +460,14 @@ impl Rig {
     async fn stop(mut self) {
         self.stop_running().await;
         self.close().await;
+    }
+
+    /// Stops as the daemon does and keeps the state directory for a restart.
+    async fn stop_keeping_state(mut self) -> tempfile::TempDir {
+        self.stop_running().await;
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
+        self.close().await;
+        dir
     }
 
     /// Stops the hub and the uplink as the daemon does; the store stays open to read.

@@ -1,6 +1,7 @@
 //! Device topics by friendly name (`[upstream] topic_names = "name"`): a named
 //! device publishes under `device/<name>/...`; a rename moves its retained state
-//! and availability to the new topics and clears the old ones.
+//! and availability to the new topics and clears the old ones, and so does a switch
+//! of `topic_names` between two runs.
 
 use std::time::Duration;
 
@@ -140,5 +141,78 @@ async fn device_topics_carry_the_friendly_name_and_follow_a_rename() {
     let states = retained_states(&p).await;
     let topics: Vec<&str> = states.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(topics, [format!("{p}/device/{dev}/state")], "{topics:?}");
+    rig.stop().await;
+}
+
+/// `topic_names` switched between two runs, both ways: the named devices' retained
+/// state and availability move to the new topic level and the old level's are
+/// cleared, so a subscriber to `device/+/state` finds one state per device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_topic_names_moves_the_retained_messages() {
+    let b = broker();
+    let prefix = format!("fgtest/{}", super::unique("gw"));
+    let p = prefix.clone();
+    let dev = "zigbee:0x0c02";
+    let rig = Rig::start_prefixed(&b.url(), "", fast(), prefix.clone()).await;
+    rig.connected().await;
+    rig.send("0x0c02", DeviceEventKind::Joined).await;
+    rig.send("0x0c02", reading(21.0)).await;
+    let probe = Probe::connect(b, &[format!("{p}/#")]).await;
+    probe
+        .wait_for("the state under the id", Duration::from_secs(10), |m| {
+            m.iter()
+                .any(|m| m.topic == format!("{p}/device/{dev}/state"))
+        })
+        .await;
+    rename(&probe, &p, "s1", dev, json!("shed sensor")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        retained_states(&p).await.len(),
+        1,
+        "id naming: still one state, under the id"
+    );
+    let dir = rig.stop_keeping_state().await;
+
+    // id -> name
+    let rig = Rig::start_in(
+        dir,
+        &b.url(),
+        "topic_names = \"name\"",
+        fast(),
+        prefix.clone(),
+    )
+    .await;
+    rig.connected().await;
+    let want = |level: &str| vec![format!("{p}/device/{level}/state")];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut topics = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        topics = retained_states(&p)
+            .await
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        if topics == want("shed sensor") {
+            break;
+        }
+    }
+    assert_eq!(topics, want("shed sensor"));
+    let dir = rig.stop_keeping_state().await;
+
+    // name -> id
+    let rig = Rig::start_in(dir, &b.url(), "", fast(), prefix.clone()).await;
+    rig.connected().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        topics = retained_states(&p)
+            .await
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        if topics == want(dev) {
+            break;
+        }
+    }
+    assert_eq!(topics, want(dev));
     rig.stop().await;
 }
