@@ -108,6 +108,16 @@ pub async fn status(api: &ApiClient, as_json: bool) -> Result<()> {
             s(&a["alarm"]["reason"])
         );
     }
+    // The high-water mark lags the log while it cannot be rewritten: a cut of the
+    // newest records would then go unseen.
+    if let Some(n) = v["store"]["audit_mark_failures"]
+        .as_u64()
+        .filter(|n| *n > 0)
+    {
+        crate::outln!(
+            "WARNING   the audit high-water mark could not be written {n} time(s): check the state directory (space, permissions)"
+        );
+    }
     let h = &v["held_requests"];
     match h["total"].as_u64().unwrap_or(0) {
         0 => crate::outln!("held      no requests held for sleeping devices"),

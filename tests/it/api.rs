@@ -926,3 +926,22 @@ fn a_large_device_list_is_streamed() {
     let out = d.cli(&["status", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// The audit high-water mark that cannot be rewritten (here a directory where its file
+/// was) is said in the plain `status`, not only counted in its JSON.
+#[test]
+fn status_says_when_the_audit_mark_cannot_be_written() {
+    let d = daemon_with(&[]);
+    assert!(d.cli(&["status"]).status.success());
+    let mark = store::audit_guard::mark_path(&d.db());
+    std::fs::remove_file(&mark).unwrap();
+    std::fs::create_dir(&mark).unwrap();
+    // Each request is an audit record, whose commit rewrites the mark.
+    d.cli(&["status"]);
+    let out = stdout(&d.cli(&["status"]));
+    std::fs::remove_dir(&mark).unwrap();
+    assert!(
+        out.contains("high-water mark could not be written"),
+        "{out}"
+    );
+}
