@@ -93,7 +93,8 @@ enum Command {
         #[arg(long)]
         unhealthy: bool,
     },
-    /// Send a command to a device: on, off, toggle, or level 0-100.
+    /// Send a command to a device: on, off, toggle, or level 0-100. Waits (up to 20 s)
+    /// for the device's result and exits 1 when it was not carried out.
     Set {
         /// The device: its id (e.g. zigbee:0x00124b0001abcdef) or its friendly name.
         #[arg(value_name = "DEVICE")]
@@ -107,7 +108,7 @@ enum Command {
         json: bool,
     },
     /// Set one of a device's configuration parameters (Z-Wave Configuration): the device
-    /// takes it and reads it back; the command result says the value it holds now.
+    /// takes it and reads it back; prints the value it holds now (exit 1 if refused).
     Configure {
         /// The device: its id (e.g. zigbee:0x00124b0001abcdef) or its friendly name.
         #[arg(value_name = "DEVICE")]

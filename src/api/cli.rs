@@ -773,27 +773,41 @@ pub async fn configure(
     send_command(api, id, body, as_json).await
 }
 
+/// Sends a command and waits (up to 20 s in the daemon) for what the device made of it:
+/// exit 1 when it was not carried out, with the device's or radio's reason.
 async fn send_command(api: &ApiClient, id: &str, body: Value, as_json: bool) -> Result<()> {
     let v = api
         .call(
             Method::POST,
-            &format!("/v1/devices/{}/command", segment("the device id", id)?),
+            &format!(
+                "/v1/devices/{}/command?wait=true",
+                segment("the device id", id)?
+            ),
             Some(body),
         )
         .await
         .map_err(device_error)?;
+    let failed = v["ok"] == false;
     if as_json {
-        return print_json(&v);
-    }
-    if v["status"] == "queued" {
+        print_json(&v)?;
+    } else if v["status"] == "queued" {
         print_held(&v);
-        return Ok(());
+    } else if !failed {
+        crate::outln!(
+            "done on {} (command {}): {}",
+            s(&v["device"]),
+            s(&v["command_id"]),
+            s(&v["detail"])
+        );
     }
-    crate::outln!(
-        "sent to {} (command {})",
-        s(&v["device"]),
-        s(&v["command_id"])
-    );
+    if failed {
+        return Err(anyhow!(
+            "{} did not carry out command {}: {}",
+            v["device"].as_str().unwrap_or(id),
+            s(&v["command_id"]),
+            s(&v["detail"])
+        ));
+    }
     Ok(())
 }
 

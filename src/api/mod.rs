@@ -733,12 +733,24 @@ async fn permit_join(
 
 /// `set`: sent now to an awake device (200 with the command id), held for a sleeping one
 /// until it next speaks (202 with the held request). Optional `ttl_s` (seconds).
+#[derive(Deserialize)]
+struct CommandQuery {
+    /// Answer with the device's result (or after [`COMMAND_WAIT`] without one).
+    #[serde(default)]
+    wait: bool,
+}
+
+/// How long `POST /v1/devices/{id}/command?wait=true` waits for the device's result.
+const COMMAND_WAIT: Duration = Duration::from_secs(20);
+
 async fn device_command(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<PeerCred>,
     UrlPath(raw): UrlPath<String>,
+    q: Result<Query<CommandQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let id = device_id(&s, &raw).await?;
     let mut v: serde_json::Value = parse_json(&body)?;
     let ttl = ttl_field(&mut v)?;
@@ -770,6 +782,7 @@ async fn device_command(
             ttl,
             actor: peer.actor(),
             reply_to: None,
+            wait_result: q.wait,
         })
         .await?;
     device_answer(answer).await
@@ -810,6 +823,7 @@ async fn device_refresh(
             ttl,
             actor: peer.actor(),
             reply_to: None,
+            wait_result: false,
         })
         .await?;
     device_answer(answer).await
@@ -836,6 +850,42 @@ fn ttl_field(v: &mut serde_json::Value) -> Result<Option<Duration>, ApiError> {
 async fn device_answer(answer: DeviceAnswer) -> Result<Response, ApiError> {
     match answer {
         DeviceAnswer::Sent(sent) => Ok(Json(sent).into_response()),
+        DeviceAnswer::Commanded { sent, result } => {
+            let mut v = serde_json::to_value(&sent).unwrap_or_default();
+            let (ok, detail, state) = match tokio::time::timeout(COMMAND_WAIT, result).await {
+                Ok(Ok(Ok(data))) => (true, data["detail"].clone(), data["state"].clone()),
+                Ok(Ok(Err(detail))) => (false, json!(detail), serde_json::Value::Null),
+                Ok(Err(_)) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "shutting_down",
+                        format!(
+                            "command {} was sent; the gateway stopped before its result came",
+                            sent.command_id
+                        ),
+                    ))
+                }
+                Err(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "device_timeout",
+                        format!(
+                            "command {} was sent; no result from the device within {} s",
+                            sent.command_id,
+                            COMMAND_WAIT.as_secs()
+                        ),
+                    ))
+                }
+            };
+            if let Some(o) = v.as_object_mut() {
+                o.insert("ok".into(), json!(ok));
+                o.insert("detail".into(), detail);
+                if !state.is_null() {
+                    o.insert("state".into(), state);
+                }
+            }
+            Ok(Json(v).into_response())
+        }
         DeviceAnswer::Queued { queued, .. } => {
             Ok((StatusCode::ACCEPTED, Json(queued)).into_response())
         }

@@ -63,6 +63,9 @@ pub struct DeviceRequest {
     /// An MQTT 5 request's Response Topic and Correlation Data: its answers through
     /// the outbox (`queued`, then `delivered`, ...) go there.
     pub reply_to: Option<crate::store::outbox::ReplyTo>,
+    /// A `set` for an awake device also hands back the device's result, when it comes
+    /// ([`DeviceAnswer::Commanded`]): the local API's `?wait=true`.
+    pub wait_result: bool,
 }
 
 /// A request held for a sleeping device.
@@ -87,6 +90,12 @@ pub enum DeviceAnswer {
     /// An awake device is being read; the result follows on `result`.
     Refreshing {
         command_id: String,
+        result: oneshot::Receiver<RefreshResult>,
+    },
+    /// Handed to the radio, its result asked for (`wait_result`): it follows on
+    /// `result` (`Err` with the device's or radio's reason when not carried out).
+    Commanded {
+        sent: CommandSent,
         result: oneshot::Receiver<RefreshResult>,
     },
     /// Held until the sleeping device next speaks. For an MQTT request the `queued`

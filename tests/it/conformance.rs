@@ -1041,6 +1041,7 @@ async fn held_request(walk: &Walk, sleeper: &str, interviewed: bool) {
             correlation_id: None,
             ttl: Some(Duration::from_secs(60)),
             reply_to: None,
+            wait_result: false,
         })
         .await
         .expect("the request is taken");

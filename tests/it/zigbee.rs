@@ -240,6 +240,52 @@ async fn paired_rig(pty: &PtyEmulator, dir: &Path) -> Rig {
     rig
 }
 
+/// A command for a cluster the interviewed device does not have (On/Off or a level for
+/// a thermometer) is answered `not_supported`, not sent to endpoint 1 and reported
+/// delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_commands_for_clusters_a_device_lacks_are_not_supported() {
+    let pty = PtyEmulator::spawn(emulator_config()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rig = paired_rig(&pty, dir.path()).await;
+    let sensor = DeviceKind::TempHumidity;
+    for (i, command) in [DeviceCommand::On, DeviceCommand::Level { percent: 40 }]
+        .into_iter()
+        .enumerate()
+    {
+        let command_id = format!("lacks-{i}");
+        rig.send(RadioCommand::Set {
+            native_address: sensor.default_ieee().to_string(),
+            command,
+            command_id: command_id.clone(),
+        })
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let payload = loop {
+            let found: Option<String> = rig
+                .store
+                .reader()
+                .unwrap()
+                .query_row(
+                    "SELECT CAST(payload AS TEXT) FROM outbox WHERE CAST(payload AS TEXT) LIKE ?1",
+                    [format!("%{command_id}%")],
+                    |r| r.get(0),
+                )
+                .ok();
+            if let Some(p) = found {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "no result for {command_id}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            payload.contains("not_supported") && payload.contains("\"ok\":false"),
+            "{payload}"
+        );
+    }
+    rig.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zigbee_forms_from_options_then_resumes_after_a_restart() {
     let pty = PtyEmulator::spawn(emulator_config()).unwrap();
@@ -1404,6 +1450,15 @@ fn zigbee_daemon_binary_pairs_over_a_pty() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // `set` waits for the coordinator's word and says it.
+    let plug = id(DeviceKind::SmartPlug).to_string();
+    let out = d.cli(&["set", &plug, "off"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let text = crate::common::stdout(&out);
+    assert!(
+        text.contains("done on") && text.contains("delivered"),
+        "{text}"
+    );
     // `radio backup`: to a new 0600 file, the coordinator's key in it, never in the log; the
     // key is also stored encrypted under the daemon's master key.
     let nv_key = pty

@@ -500,8 +500,17 @@ fn configure_and_remove_from_the_cli() {
     };
     until("a join window", &["pair", "zwave0", "--seconds", "2"]);
     until("the plug known", &["device", &id]);
+    // The CLI waits for the node's read-back and says it; a parameter the node lacks
+    // fails with the node's answer.
     let out = until("configure", &["configure", &id, "1", "600", "--size", "2"]);
-    assert!(stdout(&out).contains("sent to"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("parameter 1 is now 600"),
+        "{}",
+        stdout(&out)
+    );
+    let out = d.cli(&["configure", &id, "9", "5", "--size", "1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no parameter 9"), "{}", stderr(&out));
     let out = d.cli(&["configure", &id, "1", "600", "--size", "3"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("1, 2 or 4"), "{}", stderr(&out));

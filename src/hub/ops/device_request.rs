@@ -45,9 +45,17 @@ impl Hub {
             return self.hold(r, operation, command).await;
         }
         match r.action {
-            DeviceAction::Set(cmd) => Ok(DeviceAnswer::Sent(
-                self.command(&r.device, cmd, &r.actor).await?,
-            )),
+            DeviceAction::Set(cmd) => {
+                let sent = self.command(&r.device, cmd, &r.actor).await?;
+                if !r.wait_result {
+                    return Ok(DeviceAnswer::Sent(sent));
+                }
+                // Registered before any event is applied (this task applies them), so
+                // a result that comes at once is not missed.
+                let (tx, rx) = oneshot::channel();
+                self.await_result(sent.command_id.clone(), Vec::new(), tx);
+                Ok(DeviceAnswer::Commanded { sent, result: rx })
+            }
             DeviceAction::Get { attributes } => {
                 let permit = match self.reserve(&d.radio) {
                     Ok(p) => p,
@@ -74,7 +82,7 @@ impl Hub {
                 ))
                 .await?;
                 let (tx, rx) = oneshot::channel();
-                self.refreshing.insert(command_id.clone(), (attributes, tx));
+                self.await_result(command_id.clone(), attributes, tx);
                 let rc = RadioCommand::Read {
                     native_address: d.native_address.clone(),
                     command_id: command_id.clone(),
@@ -86,5 +94,19 @@ impl Hub {
                 })
             }
         }
+    }
+
+    /// Hands command `command_id`'s result to `tx` when the radio reports it. Waiters
+    /// nobody waits on any more (the caller gave up) are dropped here, so a radio that
+    /// never answers cannot grow the table.
+    fn await_result(
+        &mut self,
+        command_id: String,
+        attributes: Vec<String>,
+        tx: oneshot::Sender<RefreshResult>,
+    ) {
+        self.refreshing
+            .retain(|_, (_, waiting)| !waiting.is_closed());
+        self.refreshing.insert(command_id, (attributes, tx));
     }
 }

@@ -317,6 +317,21 @@ impl Coordinator<'_> {
             DeviceCommand::Level { .. } => cluster_id::LEVEL_CONTROL,
             _ => cluster_id::ON_OFF,
         };
+        // Its endpoints known (interviewed) and none has the cluster: refused rather
+        // than sent to endpoint 1 and reported delivered.
+        if !dev.simple.is_empty() && dev.endpoint_with(cluster).is_none() {
+            let what = if cluster == cluster_id::LEVEL_CONTROL {
+                "no Level Control cluster (an on/off device: set on or off)"
+            } else {
+                "no On/Off cluster"
+            };
+            return self
+                .emit(
+                    native.clone(),
+                    fail(format!("not_supported: the device has {what}")),
+                )
+                .await;
+        }
         let nwk = dev.nwk;
         let ep = dev.endpoint_with(cluster).unwrap_or(1);
         let tsn = self.next_tsn();

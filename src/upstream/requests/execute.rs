@@ -63,10 +63,12 @@ async fn device_request(
             ttl: ttl_s.map(Duration::from_secs),
             actor: actor.to_string(),
             reply_to: reply_to.cloned(),
+            // The result comes as the device's `command_result` event.
+            wait_result: false,
         })
         .await?;
     match answer {
-        DeviceAnswer::Sent(sent) => Ok(Reply::Data(
+        DeviceAnswer::Sent(sent) | DeviceAnswer::Commanded { sent, .. } => Ok(Reply::Data(
             serde_json::to_value(sent).unwrap_or(Value::Null),
         )),
         DeviceAnswer::Queued { response, queued } => match response {
