@@ -59,7 +59,7 @@ impl Config {
         // 2, not restarted), not a failure to start that systemd would retry.
         if let Some(up) = &self.upstream {
             if let Err(e) = crate::upstream::ClientSettings::from_config(up, self.gateway_id()) {
-                out.push(located(path, |loc| loc.nowhere("upstream", e.to_string())));
+                out.push(located(path, |loc| loc.nowhere(e.key(), e.to_string())));
             }
         }
         // The state directory on a read-only filesystem: a setup error (exit 2, not

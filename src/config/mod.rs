@@ -799,6 +799,23 @@ pub fn parse_port(port: &str, protocol: Protocol) -> Result<PortSpec, String> {
 }
 
 fn validate_upstream(up: &UpstreamConfig, loc: &Locator<'_>) -> Result<(), ConfigError> {
+    if !up.keepalive.is_zero()
+        && (up.keepalive < Duration::from_secs(1) || up.keepalive > Duration::from_secs(65535))
+    {
+        return Err(loc.nowhere(
+            "upstream.keepalive",
+            format!(
+                "{} is out of range: 0 (none) or from 1s to 65535s",
+                humantime::format_duration(up.keepalive)
+            ),
+        ));
+    }
+    if up.password_file.is_some() && up.username.is_none() {
+        return Err(loc.nowhere(
+            "upstream.password_file",
+            "is set but upstream.username is not: the broker takes a password with its user name",
+        ));
+    }
     let (lo, hi) = (Duration::from_secs(1), Duration::from_secs(3600));
     if !(lo..=hi).contains(&up.reconnect_max) {
         return Err(loc.nowhere(
@@ -885,8 +902,14 @@ fn validate_upstream(up: &UpstreamConfig, loc: &Locator<'_>) -> Result<(), Confi
         ));
     }
     if protocol != 5 && (!up.session_expiry.is_zero() || up.telemetry_expiry.is_some()) {
+        // Named as written: the key the file sets.
+        let key = if up.session_expiry.is_zero() {
+            "upstream.telemetry_expiry"
+        } else {
+            "upstream.session_expiry"
+        };
         return Err(loc.nowhere(
-            "upstream.session_expiry",
+            key,
             "session_expiry and telemetry_expiry are MQTT 5 properties: set protocol = 5",
         ));
     }
@@ -995,6 +1018,9 @@ mod tests {
         // MQTT 5 properties without MQTT 5.
         let e = parse(&format!("{base}telemetry_expiry = \"10m\"\n")).unwrap_err();
         assert!(e.to_string().contains("protocol = 5"), "{e}");
+        // The key the file sets, at its line.
+        assert_eq!(e.key.as_deref(), Some("upstream.telemetry_expiry"));
+        assert_eq!(e.line, Some(6));
         let e = parse(&format!(
             "{base}protocol = 5\ntelemetry_expiry = \"100ms\"\n"
         ))

@@ -134,14 +134,29 @@ pub(super) fn check_state_dir(config: &Config, id: &Identity, sandbox: &Sandbox)
                     ),
                 );
             }
-            return Check::fail(
-                name,
-                format!("{shown} does not exist"),
-                format!(
-                    "install -d -o {user} -g {user} -m 0750 {shown}",
-                    user = id.owner
-                ),
+            // Outside the unit the daemon creates it (mode 0700) when it may write
+            // where it goes, as `run` does.
+            let creatable = !sandbox.active
+                && dir
+                    .ancestors()
+                    .skip(1)
+                    .find(|d| d.exists())
+                    .and_then(|d| fs::metadata(d).ok().map(|m| (d, m)))
+                    .is_some_and(|(d, m)| {
+                        m.is_dir() && id.can_reach(d).is_ok() && id.allowed(&m, 3)
+                    });
+            let fix = format!(
+                "install -d -o {user} -g {user} -m 0750 {shown}",
+                user = id.owner
             );
+            if creatable {
+                return Check::warn(
+                    name,
+                    format!("{shown} does not exist yet: the daemon creates it (mode 0700) at its first start"),
+                    format!("nothing to do, or create it now: {fix}"),
+                );
+            }
+            return Check::fail(name, format!("{shown} does not exist"), fix);
         }
         Err(e) => {
             return Check::fail(
@@ -582,13 +597,6 @@ pub(super) fn check_socket(config: &Config, id: &Identity, sandbox: &Sandbox) ->
     Check::ok(name, format!("{shown}{notes}"))
 }
 
-/// Where an installed unit file may be.
-const UNIT_FILES: [&str; 3] = [
-    "/etc/systemd/system/fieldgate.service",
-    "/lib/systemd/system/fieldgate.service",
-    "/usr/lib/systemd/system/fieldgate.service",
-];
-
 /// Whether an installed `fieldgate.service` loads `key_file` as its master-key
 /// credential (then the service does not start without the file).
 fn unit_loads(key_file: &Path) -> bool {
@@ -596,7 +604,7 @@ fn unit_loads(key_file: &Path) -> bool {
         "LoadCredential={MASTER_KEY_CREDENTIAL}:{}",
         key_file.display()
     );
-    UNIT_FILES.iter().any(|unit| {
+    super::UNIT_PATHS.iter().any(|unit| {
         fs::read_to_string(unit).is_ok_and(|text| text.lines().any(|l| l.trim() == wanted))
     })
 }

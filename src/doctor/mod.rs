@@ -304,10 +304,14 @@ pub fn run(opts: &Options) -> Report {
         checks.push(check_free_space(config));
         checks.push(check_socket(config, &identity, &sandbox));
     }
-    let key = match (&config, opts.master_key_given) {
-        (Some(c), false) => c.master_key_path(),
-        _ => opts.master_key.clone(),
-    };
-    checks.push(check_master_key(&key, &identity));
+    match (&config, opts.master_key_given) {
+        (Some(c), false) => checks.push(check_master_key(&c.master_key_path(), &identity)),
+        (None, false) => checks.push(Check::warn(
+            "master key",
+            "not checked: the config did not load, so which key file it names is unknown",
+            "fix the config, or name the key with --master-key",
+        )),
+        (_, true) => checks.push(check_master_key(&opts.master_key, &identity)),
+    }
     Report::new(opts, unit_installed, checks)
 }

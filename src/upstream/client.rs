@@ -57,6 +57,27 @@ pub enum ClientError {
     PasswordWithoutUser,
 }
 
+impl ClientError {
+    /// The `[upstream]` key whose value this error is about, for a located message.
+    pub fn key(&self) -> &'static str {
+        let what = match self {
+            ClientError::File { what, .. } | ClientError::Pem { what, .. } => *what,
+            ClientError::Url(..) | ClientError::PlaintextRefused(_) => return "upstream.url",
+            ClientError::Keepalive => return "upstream.keepalive",
+            ClientError::ReconnectMax => return "upstream.reconnect_max",
+            ClientError::PasswordWithoutUser => return "upstream.password_file",
+            ClientError::NoRoots(_) | ClientError::Tls(_) => return "upstream",
+        };
+        match what {
+            "the password file" => "upstream.password_file",
+            "the CA file" => "upstream.ca_file",
+            "the client key" => "upstream.client_key",
+            "the client certificate" => "upstream.client_cert",
+            _ => "upstream",
+        }
+    }
+}
+
 /// What the session needs to connect, derived from the config once at start.
 pub struct ClientSettings {
     pub options: Options,

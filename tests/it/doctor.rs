@@ -195,6 +195,26 @@ fn invalid_config_fails_with_its_location() {
     assert!(message.contains(":15"), "names the line: {message}");
     // Independent checks still run.
     assert_status(&report, "master key", "ok", "present");
+
+    // What `config check` and `run` refuse, doctor refuses too, at its line.
+    for (extra, key) in [
+        ("keepalive = \"100000s\"\n", "upstream.keepalive"),
+        (
+            "password_file = \"/etc/hostname\"\n",
+            "upstream.password_file",
+        ),
+    ] {
+        let config = s.config(&format!(
+            "[upstream]\nurl = \"mqtt://127.0.0.1:1883\"\n{extra}"
+        ));
+        let (out, report) = s.doctor_as_me(&config);
+        assert_exit(&out, 1, &report);
+        assert_status(&report, "config", "fail", key);
+        let message = check(&report, "config")["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains(":15"), "names the line: {message}");
+    }
 }
 
 /// A master key file the daemon would refuse (neither 32 bytes nor 64 hex characters)
@@ -304,6 +324,11 @@ fn unwritable_state_dir_fails() {
     let (out, report) = s.doctor_as_me(&config);
     assert_exit(&out, 1, &report);
     assert_eq!(check(&report, "state dir")["status"], "fail", "{report:#}");
+
+    // One that does not exist yet where the daemon may create it, as `run` does.
+    let config = s.config_with_state(&s.dir.path().join("new").join("state"), "");
+    let (_, report) = s.doctor_as_me(&config);
+    assert_status(&report, "state dir", "warn", "creates it");
 
     // A state dir the service user may not write to. Root may write anywhere, so
     // when the tests run as root the service user is `nobody`.
