@@ -12,7 +12,8 @@ use super::gateway::{health, info};
 use super::{read, Rejection, Request, RequestContext};
 use crate::hub::{DeviceAction, DeviceAnswer, DeviceRequest, HubError, RequestOrigin};
 use crate::model::{DeviceId, Lifecycle, RadioState};
-use crate::store::{names, registry};
+use crate::store::audit::{AuditEntry, Outcome};
+use crate::store::{self, names, registry};
 use crate::upstream::link::ReplyTo;
 
 /// How long a `get` of an awake device may take before it is answered `device_timeout`
@@ -290,10 +291,24 @@ async fn execute_other(
             });
             let (id, wanted, gw) = (device.clone(), name.clone(), ctx.gateway_id.clone());
             let requeue = moved.is_some();
+            let who = actor.to_string();
             let result = ctx
                 .writer
                 .write(move |c| match names::set(c, &id, wanted.as_deref()) {
                     Ok(p) => {
+                        // Its own record, committed with the change: no rename without
+                        // one (the request's record comes after, and may fail alone).
+                        store::record_audit(
+                            c,
+                            &gw,
+                            &AuditEntry::new(
+                                who.as_str(),
+                                "device.rename",
+                                id.as_str(),
+                                Outcome::Accepted,
+                                json!({"name": wanted, "previous_name": p}),
+                            ),
+                        )?;
                         if requeue {
                             crate::hub::requeue_retained(
                                 c,

@@ -216,3 +216,60 @@ async fn switching_topic_names_moves_the_retained_messages() {
     assert_eq!(topics, want(dev));
     rig.stop().await;
 }
+
+/// A rename whose audit record cannot be written is not made: the name and its record
+/// commit together (the requester is told it failed, and it did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_without_its_audit_record_is_not_made() {
+    let b = broker();
+    let rig = Rig::start(&b.url(), "", fast()).await;
+    let p = rig.prefix.clone();
+    let probe = Probe::connect(b, &[format!("{p}/#")]).await;
+    rig.connected().await;
+    let dev = "zigbee:0x0c03";
+    rig.send("0x0c03", DeviceEventKind::Joined).await;
+    rig.send("0x0c03", reading(20.0)).await;
+    probe
+        .wait_for("the device's state", Duration::from_secs(10), |m| {
+            m.iter()
+                .any(|m| m.topic == format!("{p}/device/{dev}/state"))
+        })
+        .await;
+    rusqlite::Connection::open(&rig.db)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'no'); END;",
+        )
+        .unwrap();
+    let body = json!({"correlation_id": "r-x", "device": dev, "name": "sneaky"});
+    probe
+        .client
+        .publish(
+            format!("{p}/request/rename"),
+            QoS::AtLeastOnce,
+            false,
+            body.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
+    let is_answer =
+        |m: &Msg| m.topic == format!("{p}/response/rename") && m.json()["correlation_id"] == "r-x";
+    probe
+        .wait_for("the rename answer", Duration::from_secs(10), |m| {
+            m.iter().any(is_answer)
+        })
+        .await;
+    let answer = probe.messages().into_iter().find(is_answer).unwrap().json();
+    assert_eq!(answer["status"], "error", "{answer}");
+    let c = rusqlite::Connection::open(&rig.db).unwrap();
+    c.execute_batch("DROP TRIGGER no_audit;").unwrap();
+    let named: Option<String> = c
+        .query_row(
+            "SELECT name FROM device_names WHERE device_id = ?1",
+            [dev],
+            |r| r.get(0),
+        )
+        .ok();
+    assert_eq!(named, None, "renamed without a record");
+    rig.stop().await;
+}
