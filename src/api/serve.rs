@@ -240,7 +240,19 @@ async fn serve_one(
                 let (parts, incoming) = req.into_parts();
                 let body = Arriving::new(incoming, busy.clone());
                 let req = hyper::Request::from_parts(parts, axum::body::Body::new(body));
-                let res = app.oneshot(req).await;
+                // On its own task: a caller that hangs up once its request is sent
+                // drops this connection, not the request (carried out and audited).
+                let res = match tokio::spawn(app.oneshot(req)).await {
+                    Ok(res) => res,
+                    Err(e) => {
+                        tracing::error!(error = %e, "an API request's task failed");
+                        let mut res = axum::response::Response::new(axum::body::Body::from(
+                            r#"{"error":{"code":"internal","message":"the request's task failed"}}"#,
+                        ));
+                        *res.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        Ok(res)
+                    }
+                };
                 busy.store(IDLE, Ordering::Relaxed);
                 *last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
                 res
@@ -249,6 +261,9 @@ async fn serve_one(
     );
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        // A caller that closes its side after sending still has its request read
+        // and answered (the answer may find nobody).
+        .half_close(true)
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);

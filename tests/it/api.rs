@@ -945,3 +945,63 @@ fn status_says_when_the_audit_mark_cannot_be_written() {
         "{out}"
     );
 }
+
+/// Complete requests whose callers close the socket at once, before any answer, are
+/// each carried out and audited: none is lost with its connection.
+#[test]
+fn requests_whose_callers_close_at_once_are_all_carried_out_and_audited() {
+    use std::os::unix::net::UnixStream;
+    let d = daemon_with(&[]);
+    assert!(d.cli(&["status"]).status.success());
+    const N: usize = 20;
+    for i in 0..N {
+        let body = format!(
+            r#"{{"device":"0x00124b0002ab{i:04}","code":"83FED3407A939723A5C639B26916D505C3B5"}}"#
+        );
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.write_all(
+            format!(
+                "POST /v1/install-codes HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        drop(s);
+    }
+    // A request still running when its caller goes (a follower waiting for records).
+    for _ in 0..3 {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.write_all(b"GET /v1/audit?after=0&actor=nobody&wait_s=1 HTTP/1.1\r\nHost: l\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(s);
+    }
+    let waits = || {
+        audit_records(&d)
+            .iter()
+            .filter(|r| r.action == "api.get" && r.target == "/v1/audit")
+            .count()
+    };
+    let count = |action: &str| {
+        audit_records(&d)
+            .iter()
+            .filter(|r| {
+                r.action == action
+                    && (r.target.contains("install-codes") || r.target.contains("0002ab"))
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while (count("api.post") < N || count("device.install_code.add") < N)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(count("api.post"), N, "requests lost with their connection");
+    assert_eq!(count("device.install_code.add"), N);
+    while waits() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(waits(), 3, "requests dropped with their connection");
+}
