@@ -184,9 +184,32 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError>
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
             "invalid JSON body: {}",
-            without_type_names(&e.to_string())
+            without_values(&without_type_names(&e.to_string()))
         ))
     })
+}
+
+/// A serde message without the value it quotes (`invalid type: integer `1234…``): the
+/// value may be a secret sent with the wrong JSON type (an install code or key as a
+/// number). The kind of value and what was expected stay.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = ["invalid type: ", "invalid value: "]
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| i + m.len()))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let end = tail.find(", expected").unwrap_or(tail.len());
+        let kind = &tail[..end];
+        let kind = kind.find(['`', '"']).map_or(kind, |q| &kind[..q]);
+        out.push_str(kind.trim_end());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A serde message without the daemon's own type names (`expected struct

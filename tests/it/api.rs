@@ -1005,3 +1005,36 @@ fn requests_whose_callers_close_at_once_are_all_carried_out_and_audited() {
     }
     assert_eq!(waits(), 3, "requests dropped with their connection");
 }
+
+/// A secret sent with the wrong JSON type (an install code or key as a number) is
+/// refused without its value being quoted back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_of_the_wrong_type_is_refused_without_being_quoted() {
+    let d = daemon_with(&[]);
+    let api = ApiClient::new(&d.socket);
+    for (path, body) in [
+        (
+            "/v1/install-codes",
+            r#"{"device":"0x00124b0001abcd02","code":123456789012345678}"#,
+        ),
+        (
+            "/v1/lora/devices",
+            r#"{"dev_eui":"70b3d57ed0000004","join_eui":"70b3d57ed0000000","app_key":1234567890123}"#,
+        ),
+        (
+            "/v1/install-codes",
+            r#"{"device":"0x00124b0001abcd02","code":["83FED3407A939723A5C639B26916D505C3B5"]}"#,
+        ),
+    ] {
+        let (code, answer) = api
+            .call_raw(Method::POST, path, Some(body.as_bytes().to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{answer}");
+        let text = answer.to_string();
+        for secret in ["123456789012345678", "1234567890123", "83FED340"] {
+            assert!(!text.contains(secret), "{path}: {text}");
+        }
+        assert!(text.contains("invalid type"), "{path}: {text}");
+    }
+}
