@@ -436,6 +436,18 @@ pub fn verify(
         r.reason = Some(why);
         r
     };
+    // The seals (not secret) say how far the log went when it was sealed: a log that
+    // ends before them was cut, whatever the mark says (the seed checks their MACs).
+    if let Some(s) = super::audit_seal::last_seal(conn)? {
+        if s.last_seq > report.head_seq {
+            let at = report.head_seq + 1;
+            let why = format!(
+                "records up to {} were sealed (epoch {}) but the log ends at record {}: records were cut",
+                s.last_seq, s.epoch, report.head_seq
+            );
+            return Ok(fail(report, at, why));
+        }
+    }
     match mark? {
         // A copy made with SQLite's backup API has no mark beside it: the chain is
         // all there is to check (the CLI says so; the daemon alarms on a missing mark).

@@ -245,7 +245,9 @@ const CLASSES: &[Class] = &[
             rewrite_chain(c, r);
             forge_mark(db, c);
         },
-        without_seed: false,
+        // The log now ends before what the last seal covers (the seals are read
+        // without the seed).
+        without_seed: true,
     },
     Class {
         name: "a record inserted, renumbered and re-hashed, the mark rewritten",
@@ -722,4 +724,34 @@ fn a_record_appended_while_the_daemon_was_stopped_raises_the_alarm() {
     let st = status_json(&d);
     assert!(st["audit"]["alarm"].is_null(), "{st}");
     stop(&mut d);
+}
+
+/// Records cut from below the last seal, with the mark rewritten to the new head:
+/// `audit verify` without the seed reads the seals (not secret) and finds the log
+/// ends before what they cover, as the daemon does at its start.
+#[test]
+fn verify_without_the_seed_finds_a_log_cut_below_its_seals() {
+    let (d, _seed) = sealed_gateway();
+    let (_copy, db) = copy_state(d.db().parent().unwrap());
+    let sealed: i64 = Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT MAX(last_seq) FROM audit_seals", [], |r| r.get(0))
+        .unwrap();
+    let hash: String = {
+        let c = open(&db);
+        c.execute("DELETE FROM audit WHERE seq > ?1", [sealed - 3])
+            .unwrap();
+        c.query_row("SELECT hash FROM audit WHERE seq = ?1", [sealed - 3], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    std::fs::write(
+        crate::common::sidecar(&db, "-audit-mark"),
+        format!("{:020} {hash} stopped\n", sealed - 3),
+    )
+    .unwrap();
+    let (ok, text) = verify(&db, None);
+    assert!(!ok, "{text}");
+    assert!(text.contains("were sealed"), "{text}");
 }
