@@ -135,6 +135,10 @@ fn a_full_disk_is_reported_and_survived() {
     }
     let lines = d.log().lines().filter(|l| l.contains("full")).count();
     assert!(lines <= 6, "{lines} lines: {}", d.log());
+    // The radio carried on through it: not taken down by a write it could not make.
+    let st = status_json(&d);
+    assert_eq!(st["radios"][0]["counters"]["startups"], 1, "{st}");
+    assert!(!d.log().contains("radio down"), "{}", d.log());
 
     // Space comes back: noticed, the reserve is put back.
     in_namespace(pid, &format!("rm -f '{}/fill'", state.display()));

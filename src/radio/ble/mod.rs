@@ -98,6 +98,9 @@ struct Session {
     presence: Presences,
     /// Addresses followed for presence besides beacons (`presence_tags`).
     tags: HashSet<Address>,
+    /// Accepted counters that could not be stored (a full disk): their
+    /// advertisements were dropped, not forwarded.
+    unsaved_counters: u64,
 }
 
 impl BleDriver {
@@ -147,6 +150,7 @@ impl BleDriver {
                 smoothing: options.presence_smoothing,
             }),
             tags,
+            unsaved_counters: 0,
         };
         let check_every = (options.presence_away_after / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(1));
@@ -250,7 +254,15 @@ impl BleDriver {
                 // Every accepted counter is committed, forwarded or not, before anything
                 // goes on: after a restart no advertisement older than the last one heard
                 // is accepted. Only authentic advertisements (the key's holder) get here.
-                s.security.save_counters(sink, &io.radio).await?;
+                // Not stored (a full disk): this advertisement is dropped, and the radio
+                // carries on; its events would not be stored either.
+                if let Err(e) = s.security.save_counters(sink, &io.radio).await {
+                    s.unsaved_counters += 1;
+                    if s.unsaved_counters.is_power_of_two() {
+                        tracing::warn!(radio = %io.radio, error = %format!("{e:#}"), dropped = s.unsaved_counters, "an encrypted advertisement's counter could not be stored: advertisement dropped");
+                    }
+                    return Ok(());
+                }
             }
         }
         let verdict = s.limiter.check(address, now, urgent);
