@@ -240,16 +240,15 @@ async fn paired_rig(pty: &PtyEmulator, dir: &Path) -> Rig {
     rig
 }
 
-/// A command for a cluster the interviewed device does not have (On/Off or a level for
-/// a thermometer) is answered `not_supported`, not sent to endpoint 1 and reported
-/// delivered.
+/// A level for an interviewed device without Level Control (a thermometer) is answered
+/// `not_supported`, not sent to endpoint 1 and reported delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zigbee_commands_for_clusters_a_device_lacks_are_not_supported() {
+async fn zigbee_a_level_for_a_device_without_level_control_is_not_supported() {
     let pty = PtyEmulator::spawn(emulator_config()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let rig = paired_rig(&pty, dir.path()).await;
     let sensor = DeviceKind::TempHumidity;
-    for (i, command) in [DeviceCommand::On, DeviceCommand::Level { percent: 40 }]
+    for (i, command) in [DeviceCommand::Level { percent: 40 }]
         .into_iter()
         .enumerate()
     {

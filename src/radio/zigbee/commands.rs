@@ -317,18 +317,21 @@ impl Coordinator<'_> {
             DeviceCommand::Level { .. } => cluster_id::LEVEL_CONTROL,
             _ => cluster_id::ON_OFF,
         };
-        // Its endpoints known (interviewed) and none has the cluster: refused rather
-        // than sent to endpoint 1 and reported delivered.
-        if !dev.simple.is_empty() && dev.endpoint_with(cluster).is_none() {
-            let what = if cluster == cluster_id::LEVEL_CONTROL {
-                "no Level Control cluster (an on/off device: set on or off)"
-            } else {
-                "no On/Off cluster"
-            };
+        // A level for a device whose endpoints are known (interviewed) and have no Level
+        // Control: refused rather than sent to endpoint 1 and reported delivered. (On/off
+        // still goes out: a device without an On/Off server cluster may take the command
+        // on another, as many sleepy devices do through their own clusters.)
+        if cluster == cluster_id::LEVEL_CONTROL
+            && !dev.simple.is_empty()
+            && dev.endpoint_with(cluster).is_none()
+        {
             return self
                 .emit(
                     native.clone(),
-                    fail(format!("not_supported: the device has {what}")),
+                    fail(
+                        "not_supported: the device has no Level Control cluster (an on/off device: set on or off)"
+                            .into(),
+                    ),
                 )
                 .await;
         }
