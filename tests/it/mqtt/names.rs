@@ -12,6 +12,18 @@ use serde_json::json;
 use super::{broker, fast, reading, Msg, Probe, Rig};
 
 async fn rename(probe: &Probe, p: &str, cid: &str, device: &str, name: serde_json::Value) {
+    let answer = rename_answer(probe, p, cid, device, name).await;
+    assert_eq!(answer["status"], "ok", "{answer}");
+}
+
+/// Asks for a rename and returns the answer.
+async fn rename_answer(
+    probe: &Probe,
+    p: &str,
+    cid: &str,
+    device: &str,
+    name: serde_json::Value,
+) -> serde_json::Value {
     let body = json!({"correlation_id": cid, "device": device, "name": name});
     probe
         .client
@@ -30,8 +42,7 @@ async fn rename(probe: &Probe, p: &str, cid: &str, device: &str, name: serde_jso
             m.iter().any(is_answer)
         })
         .await;
-    let answer = probe.messages().into_iter().find(is_answer).unwrap().json();
-    assert_eq!(answer["status"], "ok", "{answer}");
+    probe.messages().into_iter().find(is_answer).unwrap().json()
 }
 
 /// The retained device states a new subscriber gets, by topic.
@@ -241,25 +252,7 @@ async fn a_rename_without_its_audit_record_is_not_made() {
             "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'no'); END;",
         )
         .unwrap();
-    let body = json!({"correlation_id": "r-x", "device": dev, "name": "sneaky"});
-    probe
-        .client
-        .publish(
-            format!("{p}/request/rename"),
-            QoS::AtLeastOnce,
-            false,
-            body.to_string().into_bytes(),
-        )
-        .await
-        .unwrap();
-    let is_answer =
-        |m: &Msg| m.topic == format!("{p}/response/rename") && m.json()["correlation_id"] == "r-x";
-    probe
-        .wait_for("the rename answer", Duration::from_secs(10), |m| {
-            m.iter().any(is_answer)
-        })
-        .await;
-    let answer = probe.messages().into_iter().find(is_answer).unwrap().json();
+    let answer = rename_answer(&probe, &p, "r-x", dev, json!("sneaky")).await;
     assert_eq!(answer["status"], "error", "{answer}");
     let c = rusqlite::Connection::open(&rig.db).unwrap();
     c.execute_batch("DROP TRIGGER no_audit;").unwrap();
