@@ -29,6 +29,18 @@ pub struct SignedPolicy {
 pub fn parse_envelope(bytes: &[u8]) -> Result<SignedPolicy, PolicyError> {
     let v: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| err("$", format!("not JSON: {e}")))?;
+    // serde keeps the last of two equal keys: what is signed, shown and applied must be
+    // one reading of the document, so a key given twice is refused (as MQTT does).
+    if let Some(key) = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(crate::upstream::requests::duplicate_key)
+    {
+        let key: String = key.chars().take(32).collect();
+        return Err(err(
+            "$",
+            format!("the key `{key}` appears more than once in one object"),
+        ));
+    }
     if v.get("policy").is_some() {
         serde_json::from_value(v)
             .map_err(|e| err("$", format!("not a signed policy envelope: {e}")))
@@ -99,6 +111,19 @@ pub fn public_key_hex(seed: &[u8; 32]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_key_given_twice_is_refused_wherever_it_is() {
+        for doc in [
+            r#"{"version": 2, "version": 3}"#,
+            r#"{"policy": {"version": 2, "admission": {"mode": "open", "mode": "allowlist"}}, "signature": "00"}"#,
+            r#"{"policy": {"version": 2}, "policy": {"version": 3}}"#,
+        ] {
+            let e = parse_envelope(doc.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("more than once"), "{doc}: {e}");
+        }
+        assert!(parse_envelope(br#"{"version": 2}"#).is_ok());
+    }
 
     #[test]
     fn signatures_are_checked_against_the_pinned_key() {

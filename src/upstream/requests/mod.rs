@@ -35,7 +35,8 @@ pub use gateway::info;
 use handle::handle;
 pub use handle::{refusal, Refusal};
 pub use parse::{
-    parse, InstallCodeAction, Parsed, Request, SecretCode, SecretPem, MAX_REQUEST_BYTES,
+    duplicate_key, parse, InstallCodeAction, Parsed, Request, SecretCode, SecretPem,
+    MAX_REQUEST_BYTES,
     MAX_ROTATION_REQUEST_BYTES, OPERATIONS,
 };
 

@@ -551,7 +551,7 @@ pub(crate) fn printable(s: &str, max: usize) -> String {
 /// The first key that appears twice in one JSON object of `text`, anywhere in it.
 /// `serde_json` keeps the last of duplicates silently; the strict schema refuses them.
 /// Only called on text that already parsed as JSON (so within its depth limit).
-fn duplicate_key(text: &str) -> Option<String> {
+pub fn duplicate_key(text: &str) -> Option<String> {
     use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     struct Walk;
     impl<'de> DeserializeSeed<'de> for Walk {
