@@ -129,14 +129,21 @@ impl Controller<'_> {
                 .configure(node, parameter, size, value, command_id)
                 .await;
         }
-        let (binary, multilevel, on) = match self.nodes.get(&node) {
+        let (binary, multilevel, on, described) = match self.nodes.get(&node) {
             Some(n) => (
                 n.supports(id::BINARY_SWITCH),
                 n.supports(id::MULTILEVEL_SWITCH),
                 n.on,
+                n.described(),
             ),
             None => return Ok(()),
         };
+        if described && !binary && !multilevel {
+            // A sensor: Basic Set is mapped to nothing it can do, and the Basic Report
+            // that follows would be taken for a switch's state.
+            let why = "not_supported: the node has no Binary or Multilevel Switch (a sensor): it takes no on, off or level".to_string();
+            return self.answer(node, command_id, false, why).await;
+        }
         let value = match command {
             DeviceCommand::On => 0xFF,
             DeviceCommand::Off => 0x00,

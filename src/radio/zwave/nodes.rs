@@ -133,6 +133,11 @@ impl Node {
         self.command_classes.contains(&cc)
     }
 
+    /// Its command classes are known (its NIF was heard).
+    pub(super) fn described(&self) -> bool {
+        !self.command_classes.is_empty()
+    }
+
     /// Battery devices that are neither listening nor FLiRS hear only after a wake-up.
     pub(super) fn sleeps(&self) -> bool {
         self.protocol.as_ref().is_some_and(|p| p.is_sleeping())

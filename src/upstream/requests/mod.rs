@@ -36,8 +36,7 @@ use handle::handle;
 pub use handle::{refusal, Refusal};
 pub use parse::{
     duplicate_key, parse, InstallCodeAction, Parsed, Request, SecretCode, SecretPem,
-    MAX_REQUEST_BYTES,
-    MAX_ROTATION_REQUEST_BYTES, OPERATIONS,
+    MAX_REQUEST_BYTES, MAX_ROTATION_REQUEST_BYTES, OPERATIONS,
 };
 
 /// A refusal, with a stable machine-readable code.
