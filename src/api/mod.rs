@@ -782,8 +782,12 @@ async fn device_command(
         .filter(|o| o.keys().any(|k| k.starts_with("config_")));
     let command = match config {
         // A configuration parameter: the same checks and messages as MQTT `set`.
-        Some(o) => crate::model::vocabulary::desired_state(o)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        Some(o) => crate::model::vocabulary::desired_state(o).map_err(|e| match e {
+            crate::model::vocabulary::SetError::Invalid(_) => ApiError::invalid(e.to_string()),
+            crate::model::vocabulary::SetError::NotSupported(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "not_supported", e.to_string())
+            }
+        })?,
         None => crate::hub::device_command_from_json(&v).ok_or_else(|| {
             // A level that is a number out of 0-100 is well-formed but out of range.
             let out_of_range = v["level"].as_f64().is_some_and(|l| !(0.0..=100.0).contains(&l));
@@ -808,7 +812,7 @@ async fn device_command(
             wait_result: q.wait,
         })
         .await?;
-    device_answer(answer).await
+    device_answer(answer, &[]).await
 }
 
 /// `get` (refresh): reads fresh values from an awake device (200 with the device's state
@@ -840,7 +844,9 @@ async fn device_refresh(
         .hub
         .device_request(DeviceRequest {
             device: id,
-            action: DeviceAction::Get { attributes },
+            action: DeviceAction::Get {
+                attributes: attributes.clone(),
+            },
             origin: RequestOrigin::Api,
             correlation_id: None,
             ttl,
@@ -849,7 +855,7 @@ async fn device_refresh(
             wait_result: false,
         })
         .await?;
-    device_answer(answer).await
+    device_answer(answer, &attributes).await
 }
 
 fn ttl_field(v: &mut serde_json::Value) -> Result<Option<Duration>, ApiError> {
@@ -870,14 +876,18 @@ fn ttl_field(v: &mut serde_json::Value) -> Result<Option<Duration>, ApiError> {
     }
 }
 
-async fn device_answer(answer: DeviceAnswer) -> Result<Response, ApiError> {
+/// Answers a device request; `attributes`: those a refresh asked for, each of which
+/// the device must have afterwards (`unknown_attribute`, as MQTT's `get`).
+async fn device_answer(answer: DeviceAnswer, attributes: &[String]) -> Result<Response, ApiError> {
     match answer {
         DeviceAnswer::Sent(sent) => Ok(Json(sent).into_response()),
         DeviceAnswer::Commanded { sent, result } => {
             let mut v = serde_json::to_value(&sent).unwrap_or_default();
-            let (ok, detail, state) = match tokio::time::timeout(COMMAND_WAIT, result).await {
-                Ok(Ok(Ok(data))) => (true, data["detail"].clone(), data["state"].clone()),
-                Ok(Ok(Err(detail))) => (false, json!(detail), serde_json::Value::Null),
+            // No state here: the result comes when the radio has the device's word (a
+            // Zigbee data confirm), which may be before the device reports its new state.
+            let (ok, detail) = match tokio::time::timeout(COMMAND_WAIT, result).await {
+                Ok(Ok(Ok(data))) => (true, data["detail"].clone()),
+                Ok(Ok(Err(detail))) => (false, json!(detail)),
                 Ok(Err(_)) => {
                     return Err(ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -903,9 +913,6 @@ async fn device_answer(answer: DeviceAnswer) -> Result<Response, ApiError> {
             if let Some(o) = v.as_object_mut() {
                 o.insert("ok".into(), json!(ok));
                 o.insert("detail".into(), detail);
-                if !state.is_null() {
-                    o.insert("state".into(), state);
-                }
             }
             Ok(Json(v).into_response())
         }
@@ -914,7 +921,25 @@ async fn device_answer(answer: DeviceAnswer) -> Result<Response, ApiError> {
         }
         DeviceAnswer::Refreshing { result, .. } => {
             match tokio::time::timeout(Duration::from_secs(20), result).await {
-                Ok(Ok(Ok(data))) => Ok(Json(data).into_response()),
+                Ok(Ok(Ok(data))) => {
+                    let state = data.get("state").and_then(serde_json::Value::as_object);
+                    let missing: Vec<&str> = attributes
+                        .iter()
+                        .filter(|a| !state.is_some_and(|s| s.contains_key(a.as_str())))
+                        .map(String::as_str)
+                        .collect();
+                    if !missing.is_empty() {
+                        return Err(ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "unknown_attribute",
+                            format!(
+                                "the device has no `{}` (after the refresh); names are as in its state",
+                                missing.join("`, `")
+                            ),
+                        ));
+                    }
+                    Ok(Json(data).into_response())
+                }
                 Ok(Ok(Err(detail))) => Err(ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "device_unreachable",

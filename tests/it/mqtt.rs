@@ -2036,6 +2036,17 @@ pub(crate) mod device_requests {
             "{}",
             stderr(&out)
         );
+        // And the API's refresh, as MQTT's `get`.
+        let (code, body) = fieldgate::api::client::ApiClient::new(&site.daemon.socket)
+            .call_raw(
+                hyper::Method::POST,
+                &format!("/v1/devices/{plug}/refresh"),
+                Some(br#"{"attributes":["voltage","colour"]}"#.to_vec()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(code, hyper::StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body["error"]["code"], "unknown_attribute", "{body}");
 
         // The CLI's `refresh` on the sleeping sensor is held, and shows in `status`
         // and `device` until the sensor wakes.
