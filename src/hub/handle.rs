@@ -37,7 +37,8 @@ pub enum RequestOrigin {
     /// An MQTT request: the outcome is published on `response/<operation>` (or the
     /// request's MQTT 5 Response Topic).
     Mqtt,
-    /// The local API: the outcome is in the audit log and the device's events.
+    /// The local API, or a local rule of the policy (its actor says which): the outcome
+    /// is in the audit log and the device's events.
     Api,
 }
 

@@ -67,11 +67,33 @@ impl Hub {
         };
         let mut detail = String::new();
         let mut sent_cmd = None;
+        let mut held = None;
         match (&command, &device) {
             (None, _) => detail = "the rule's command is not one this gateway can send".into(),
             (_, None) => detail = "the target device is not in the registry".into(),
             (Some(cmd), Some(d)) => match self.command_refusal(d) {
                 Some(e) => detail = e.to_string(),
+                // A sleeping device hears only after it speaks: held for it, as a
+                // request from the API or MQTT is.
+                None if is_sleeping(d) => {
+                    let action = DeviceAction::Set(*cmd);
+                    let (operation, json) = (action.operation(), action.to_json());
+                    let request = DeviceRequest {
+                        device: DeviceId(d.id.clone()),
+                        action,
+                        origin: RequestOrigin::Api,
+                        correlation_id: None,
+                        ttl: None,
+                        actor: format!("rule:{}", f.rule),
+                        reply_to: None,
+                        wait_result: false,
+                    };
+                    match self.hold(request, operation, json).await {
+                        Ok(DeviceAnswer::Queued { queued, .. }) => held = Some(queued.request_id),
+                        Ok(_) => {}
+                        Err(e) => detail = e.to_string(),
+                    }
+                }
                 None => {
                     let command_id = uuid::Uuid::now_v7().to_string();
                     let rc = RadioCommand::Set {
@@ -90,13 +112,15 @@ impl Hub {
             },
         }
         let sent = sent_cmd.is_some();
-        let outcome = if sent {
+        let taken = sent || held.is_some();
+        let outcome = if taken {
             Outcome::Accepted
         } else {
             Outcome::Failed
         };
         let details = json!({"target": f.device, "command": f.command, "trigger_value": f.trigger_value,
-                             "command_id": sent_cmd, "error": if sent { None } else { Some(detail.clone()) }});
+                             "command_id": sent_cmd, "held_request_id": held,
+                             "error": if taken { None } else { Some(detail.clone()) }});
         let rule = f.rule.clone();
         let target_id = target.clone();
         let res = self
@@ -119,7 +143,7 @@ impl Hub {
                         &gw,
                         id,
                         "rule_fired",
-                        json!({"rule": rule, "sent": sent, "detail": details}),
+                        json!({"rule": rule, "sent": sent, "held": held.is_some(), "detail": details}),
                         SystemTime::now(),
                     )?;
                 }

@@ -82,3 +82,47 @@ async fn a_new_firmware_minimum_applies_to_known_devices_at_once() {
         .collect();
     assert_eq!(actions, ["device.quarantine", "device.release"]);
 }
+
+/// A local rule's command for a sleeping (battery) device is held for its next
+/// wake-up, as an API or MQTT request is, instead of sent to a device that cannot hear.
+#[tokio::test]
+async fn a_rule_s_command_for_a_sleeping_device_is_held() {
+    let mut rig = rig();
+    rig.events(vec![
+        event("0x1", DeviceEventKind::Joined),
+        event("0x2", DeviceEventKind::Joined),
+    ])
+    .await;
+    // 0x2 runs on a battery: it sleeps.
+    rig.events(vec![event("0x2", info("plug-1", "2.0"))]).await;
+    let target = DeviceId::new(protocol(), "0x2");
+    rig.policy(json!({"version": 1, "rules": [{"id": "leak", "when": {"device": DeviceId::new(protocol(), "0x1").to_string(), "reading": "water_leak", "op": "==", "value": true},
+        "then": {"device": target.to_string(), "command": {"state": "off"}}}]}))
+        .await
+        .unwrap();
+    rig.events(vec![event("0x1", reading("water_leak", Value::Bool(true)))])
+        .await;
+    let r = rig.store.reader().unwrap();
+    let id = target.to_string();
+    let held = rig
+        .store
+        .writer()
+        .write(move |c| store::requests::take_for_device(c, &id))
+        .await
+        .unwrap();
+    assert_eq!(
+        held.len(),
+        1,
+        "{:?}",
+        store::audit::tail(&r, 1000, None).unwrap()
+    );
+    assert_eq!(held[0].operation, "set");
+    assert_eq!(held[0].actor, "rule:leak");
+    let firing = store::audit::tail(&r, 1000, None)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.action == "rule.fire")
+        .expect("the firing is audited");
+    assert_eq!(firing.outcome, "accepted", "{firing:?}");
+    assert_eq!(firing.details["held_request_id"], held[0].id);
+}
