@@ -643,3 +643,45 @@ async fn restore_writes_the_image_back_only_onto_the_same_chip_family() {
         .expect("a backup after the restore");
     assert_eq!(again.document["nvm"]["hex"], hex::encode(&changed));
 }
+
+/// An exclusion that ends with no node removed (nobody pressed the button; here a
+/// join window closes it) is not the node leaving, and a node asked to leave again
+/// soon after (it is still heard) gets no new exclusion that would close the
+/// technician's join windows each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpressed_exclusion_is_no_leave_and_is_not_restarted_at_once() {
+    use fieldgate::model::RadioCommand;
+    let (sim, mut zw) = start();
+    plug_ready(&mut zw).await;
+    zw.command(RadioCommand::Remove {
+        native_address: address(PLUG),
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sim.with(|e, _| e.excluding()) {
+        assert!(std::time::Instant::now() < deadline, "no exclusion started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A join window closes the exclusion (Stop; the controller: done, no node).
+    let (opened, answer) = tokio::sync::oneshot::channel();
+    zw.command(RadioCommand::PermitJoin {
+        seconds: 5,
+        reply: opened,
+    })
+    .await;
+    assert_eq!(answer.await.expect("an answer"), Ok(()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        zw.seen(|e| e.native_address == address(PLUG) && e.kind == DeviceEventKind::Left)
+            .is_none(),
+        "the plug was said to leave"
+    );
+    // Asked again at once: the join window stays open, no new exclusion.
+    zw.command(RadioCommand::Remove {
+        native_address: address(PLUG),
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!sim.with(|e, _| e.excluding()), "a new exclusion started");
+    zw.assert_running();
+}

@@ -25,6 +25,10 @@ use crate::model::RadioError;
 pub(super) const EXCLUSION_WINDOW: Duration = Duration::from_secs(60);
 /// How long the controller may take to finish adding or removing a node it found.
 const NODE_FOUND_GRACE: Duration = Duration::from_secs(60);
+/// A node asked to leave again (still heard after its exclusion window passed
+/// unpressed) gets another exclusion at most this often: each one closes an inclusion
+/// window a technician may have open.
+const EXCLUSION_AGAIN_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WindowKind {
@@ -326,6 +330,20 @@ impl Controller<'_> {
                 }
             }
         }
+        if self
+            .window
+            .as_ref()
+            .is_some_and(|w| w.kind == WindowKind::Exclusion)
+        {
+            tracing::debug!(radio = %self.io.radio, node, "an exclusion is open already: the node leaves when its button is pressed");
+            return Ok(());
+        }
+        if let Some(at) = self.exclusions.get(&node) {
+            if at.elapsed() < EXCLUSION_AGAIN_AFTER {
+                tracing::debug!(radio = %self.io.radio, node, "asked to leave again: its last exclusion was less than 10 min ago");
+                return Ok(());
+            }
+        }
         if self.window.is_some() {
             self.close_window().await?;
         }
@@ -335,14 +353,14 @@ impl Controller<'_> {
             seconds = EXCLUSION_WINDOW.as_secs(),
             "exclusion started: press the device's button (its exclusion sequence) now"
         );
+        self.exclusions.insert(node, Instant::now());
         let until = Instant::now() + EXCLUSION_WINDOW;
         if let Err(e) = self.open_window(WindowKind::Exclusion, until).await? {
             tracing::warn!(radio = %self.io.radio, node, error = %e, "exclusion not started");
             return Ok(());
         }
-        if let Some(w) = &mut self.window {
-            w.node = Some(node);
-        }
+        // Not `w.node`: that is the node the controller says it removes. An exclusion
+        // that ends with no node removed (no press) is not this node leaving.
         Ok(())
     }
 }

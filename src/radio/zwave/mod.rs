@@ -66,6 +66,8 @@ pub struct ZwaveDriver {
     home_id: Option<u32>,
     /// What an earlier run of the daemon kept was read (once, at the first start).
     loaded: bool,
+    /// When an exclusion was last started for each node (see `inclusion::remove`).
+    exclusions: std::collections::HashMap<u8, tokio::time::Instant>,
 }
 
 impl ZwaveDriver {
@@ -101,6 +103,7 @@ impl Driver for ZwaveDriver {
                 io,
                 opts,
                 nodes: &mut self.nodes,
+                exclusions: &mut self.exclusions,
                 known_home_id: &mut self.home_id,
                 counters,
                 ids: CallbackIds::new(),
@@ -122,6 +125,7 @@ struct Controller<'a> {
     io: &'a mut DriverIo,
     opts: ZwaveOptions,
     nodes: &'a mut BTreeMap<u8, Node>,
+    exclusions: &'a mut std::collections::HashMap<u8, tokio::time::Instant>,
     known_home_id: &'a mut Option<u32>,
     counters: Arc<RadioCounters>,
     ids: CallbackIds,

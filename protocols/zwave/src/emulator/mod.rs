@@ -606,6 +606,11 @@ impl Emulator {
         self.nodes.values()
     }
 
+    /// Whether an exclusion (RemoveNodeFromNetwork) is open.
+    pub fn excluding(&self) -> bool {
+        self.membership.excluding()
+    }
+
     pub fn node(&self, id: u8) -> Option<&VirtualNode> {
         self.nodes.get(&id)
     }
