@@ -525,9 +525,13 @@ pub async fn pair(api: &ApiClient, radio: &str, seconds: u32, as_json: bool) -> 
                 if last {
                     break;
                 }
-                // The window's last moment gets one more look, without waiting.
-                let wait = left().as_secs().min(25);
+                // The window's last moment gets one more look, once it has passed.
+                let left_now = left();
+                let wait = left_now.as_secs().min(25);
                 last = wait == 0;
+                if last {
+                    tokio::time::sleep(left_now).await;
+                }
                 next = Box::pin(watch(after, wait));
             }
             _ = tick.tick() => {

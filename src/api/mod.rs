@@ -1092,6 +1092,13 @@ async fn audit_tail(
     // A follower (`fieldgate pair`) waits here for what it watches rather than asking
     // every second: each request is itself an audit record.
     let end = tokio::time::Instant::now() + wait;
+    // A device's friendly name names its id: records always carry the id.
+    let mut filter = filter;
+    if let Some(t) = filter.target.clone().filter(|t| !t.contains(':')) {
+        if let Some(id) = read(&s, move |c| crate::store::names::holder(c, &t)).await? {
+            filter.target = Some(id.to_string());
+        }
+    }
     loop {
         let f = filter.clone();
         let after = q.after;

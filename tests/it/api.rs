@@ -243,6 +243,35 @@ async fn the_audit_log_is_filtered_and_followed_without_polling() {
     assert!(about
         .iter()
         .all(|r| r["target"] == "zigbee:0x00124b0001abcdef"));
+    // A friendly name finds the records of the device it names (they carry its id).
+    rusqlite::Connection::open(d.db())
+        .unwrap()
+        .execute(
+            "INSERT INTO device_names (device_id, name) VALUES ('zigbee:0x00124b0001000002', 'shed door')",
+            [],
+        )
+        .unwrap();
+    let _ = api
+        .call_raw(
+            Method::POST,
+            "/v1/devices/zigbee:0x00124b0001000002/command",
+            Some(br#"{"state":"on"}"#.to_vec()),
+        )
+        .await
+        .unwrap();
+    let named = api
+        .call(Method::GET, "/v1/audit?target=shed%20door&limit=100", None)
+        .await
+        .unwrap();
+    let named = named.as_array().unwrap();
+    // (The device sleeps: the command is held, a `device.request` record.)
+    assert!(
+        named.iter().any(|r| r["action"] == "device.request"),
+        "{named:?}"
+    );
+    assert!(named
+        .iter()
+        .all(|r| r["target"] == "zigbee:0x00124b0001000002"));
     // Nothing comes: an empty answer after the wait.
     let started = std::time::Instant::now();
     let none = api
