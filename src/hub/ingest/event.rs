@@ -69,6 +69,7 @@ pub(in crate::hub) fn apply_event(
                 .as_ref()
                 .is_some_and(|d| d.lifecycle == Lifecycle::Pending.as_str());
             let mut no_credential = false;
+            let mut by_policy = false;
             let denial = if store::blocks::is_blocked(c, id.as_str())? {
                 Some(format!(
                     "blocked: re-admit it first (`fieldgate readmit {id}`)"
@@ -94,7 +95,10 @@ pub(in crate::hub) fn apply_event(
                 ))
             } else {
                 match ctx.policy.admit(&facts) {
-                    Admit::Deny { reason } => Some(reason),
+                    Admit::Deny { reason } => {
+                        by_policy = true;
+                        Some(reason)
+                    }
                     Admit::Admit | Admit::Undecided => None,
                 }
             };
@@ -124,6 +128,20 @@ pub(in crate::hub) fn apply_event(
                         json!({"native_address": ev.native_address, "reason": reason}),
                     ),
                 )?;
+                if by_policy {
+                    // The policy's decision, under its own name (as its admissions are).
+                    store::record_audit(
+                        c,
+                        gw,
+                        &AuditEntry::new(
+                            "policy",
+                            "device.admission",
+                            id.as_str(),
+                            Outcome::Refused,
+                            json!({"reason": reason}),
+                        ),
+                    )?;
+                }
                 remove(&mut out);
                 out.notices.push(Notice::Denied {
                     device: id.to_string(),

@@ -1,5 +1,6 @@
-//! A device's lifecycle under a changing policy: back after decommissioning when a join
-//! credential is required, quarantine when a firmware minimum changes.
+//! A device's lifecycle: admission without a join window, back after decommissioning
+//! when a join credential is required, quarantine when a firmware minimum changes, a
+//! rule's command held for a sleeping device.
 
 use super::*;
 
@@ -125,4 +126,76 @@ async fn a_rule_s_command_for_a_sleeping_device_is_held() {
         .expect("the firing is audited");
     assert_eq!(firing.outcome, "accepted", "{firing:?}");
     assert_eq!(firing.details["held_request_id"], held[0].id);
+}
+
+/// A device described before it joined here (the nodes a Z-Wave controller already
+/// had, interviewed at start) stays pending however often it is described again
+/// outside a join window, and is admitted when it joins through one.
+#[tokio::test]
+async fn a_device_described_before_it_joined_waits_for_a_join_window() {
+    let mut rig = rig();
+    rig.hub.as_mut().unwrap().join_windows.clear();
+    rig.events(vec![event("0x0031", info("lumi.sensor_ht", "1.0"))])
+        .await;
+    assert_eq!(rig.device("0x0031").lifecycle, "pending");
+    rig.events(vec![event("0x0031", info("lumi.sensor_ht", "1.0"))])
+        .await;
+    assert_eq!(
+        rig.device("0x0031").lifecycle,
+        "pending",
+        "admitted by being described again"
+    );
+    rig.hub
+        .as_mut()
+        .unwrap()
+        .join_windows
+        .insert("zb0".into(), Instant::now() + Duration::from_secs(60));
+    rig.events(vec![event("0x0031", DeviceEventKind::Joined)])
+        .await;
+    assert_eq!(rig.device("0x0031").lifecycle, "active");
+}
+
+/// A device whose keys a technician gave (LoRaWAN ABP: it speaks without joining)
+/// is admitted when described, window or not: the keys were its admission.
+#[tokio::test]
+async fn a_device_with_provisioned_keys_needs_no_join_window() {
+    let mut rig = rig();
+    rig.hub.as_mut().unwrap().join_windows.clear();
+    let (protocol, kind) = crate::radio::DRIVERS
+        .iter()
+        .find_map(|d| {
+            let caps = crate::radio::capabilities(d.protocol)?;
+            (caps.max_join_window.is_some())
+                .then(|| caps.credentials.first().map(|k| (d.protocol, *k)))
+                .flatten()
+        })
+        .expect("a joining radio that takes device credentials");
+    let key = crate::secrets::MasterKey::from_bytes(&[7u8; 32], "test".into());
+    let id = DeviceId::new(protocol, "00000000000000a1");
+    let owner = id.to_string();
+    rig.store
+        .writer()
+        .write(move |c| {
+            credentials::put(
+                c,
+                &key,
+                &owner,
+                kind.as_str(),
+                &crate::secrets::Secret::new(b"{}".to_vec()),
+            )
+        })
+        .await
+        .unwrap();
+    let mut ev = event(
+        "00000000000000a1",
+        reading("temperature", Value::Number(20.0)),
+    );
+    ev.protocol = protocol;
+    let mut described = event("00000000000000a1", info("abp", "1.0"));
+    described.protocol = protocol;
+    rig.events(vec![ev]).await;
+    rig.events(vec![described]).await;
+    let r = rig.store.reader().unwrap();
+    let d = registry::get(&r, &id).unwrap().unwrap();
+    assert_eq!(d.lifecycle, "active", "{d:?}");
 }
