@@ -848,7 +848,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                     radio,
                     seconds,
                     json,
-                } => cli::pair(&api, radio, *seconds, *json).await,
+                } => fieldgate::api::cli_pair::pair(&api, radio, *seconds, *json).await,
                 Command::Remove {
                     id,
                     block: false,
