@@ -138,10 +138,13 @@ impl Controller<'_> {
             ),
             None => return Ok(()),
         };
-        if described && !binary && !multilevel {
-            // A sensor: Basic Set is mapped to nothing it can do, and the Basic Report
-            // that follows would be taken for a switch's state.
-            let why = "not_supported: the node has no Binary or Multilevel Switch (a sensor): it takes no on, off or level".to_string();
+        let is_level = matches!(command, DeviceCommand::Level { .. });
+        if is_level && described && !binary && !multilevel {
+            // A sensor: a level means nothing to it. (On and off still go out as Basic
+            // Set, which a sleeping node's held request relies on.)
+            let why =
+                "not_supported: the node has no Multilevel Switch (a sensor): it takes no level"
+                    .to_string();
             return self.answer(node, command_id, false, why).await;
         }
         let value = match command {
@@ -160,7 +163,6 @@ impl Controller<'_> {
             }
             DeviceCommand::Configure { .. } => return Ok(()),
         };
-        let is_level = matches!(command, DeviceCommand::Level { .. });
         if is_level && binary && !multilevel {
             // A Basic Set of a level would switch it on and read back 100: refused
             // rather than answered ok for a level it cannot take.
