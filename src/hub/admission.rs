@@ -303,16 +303,21 @@ pub(super) fn admit_pending(
     let data = json!({"manufacturer": d.manufacturer, "model": d.model});
     lifecycle_msg(c, gw, &id, "admitted", data.clone(), at)?;
     release_held(c, gw, &id, at)?;
+    admission_record(c, gw, &id, Outcome::Accepted, data)
+}
+
+/// The policy's admission decision on `id`, recorded under its own name.
+pub(super) fn admission_record(
+    c: &Connection,
+    gw: &str,
+    id: &DeviceId,
+    outcome: Outcome,
+    details: serde_json::Value,
+) -> Result<(), StoreError> {
     store::record_audit(
         c,
         gw,
-        &AuditEntry::new(
-            "policy",
-            "device.admission",
-            id.as_str(),
-            Outcome::Accepted,
-            data,
-        ),
+        &AuditEntry::new("policy", "device.admission", id.as_str(), outcome, details),
     )?;
     Ok(())
 }

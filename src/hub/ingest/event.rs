@@ -130,17 +130,7 @@ pub(in crate::hub) fn apply_event(
                 )?;
                 if by_policy {
                     // The policy's decision, under its own name (as its admissions are).
-                    store::record_audit(
-                        c,
-                        gw,
-                        &AuditEntry::new(
-                            "policy",
-                            "device.admission",
-                            id.as_str(),
-                            Outcome::Refused,
-                            json!({"reason": reason}),
-                        ),
-                    )?;
+                    admission_record(c, gw, &id, Outcome::Refused, json!({"reason": reason}))?;
                 }
                 remove(&mut out);
                 out.notices.push(Notice::Denied {
@@ -405,16 +395,12 @@ fn admit(
     match ctx.policy.admit(&facts) {
         Admit::Deny { reason } => {
             retire(c, gw, &id, "denied", json!({"reason": reason}))?;
-            store::record_audit(
+            admission_record(
                 c,
                 gw,
-                &AuditEntry::new(
-                    "policy",
-                    "device.admission",
-                    id.as_str(),
-                    Outcome::Refused,
-                    json!({"reason": reason, "manufacturer": d.manufacturer, "model": d.model}),
-                ),
+                &id,
+                Outcome::Refused,
+                json!({"reason": reason, "manufacturer": d.manufacturer, "model": d.model}),
             )?;
             out.denied(&ev.radio, &ev.native_address, &id, reason);
             return Ok(false);
