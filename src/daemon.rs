@@ -345,6 +345,8 @@ impl Daemon {
         if let Err(e) = self.hub_task.await {
             tracing::warn!(error = %e, "hub task failed");
         }
+        // Each driver closes its join window before it lets go of its radio.
+        radio::stopped(&self.radios, radio::CLOSE_AT_STOP + Duration::from_secs(1)).await;
         let _ = self.seal_task.await;
         // Nothing else writes now: seal the last epoch so it is covered as well.
         if let Err(e) = store::audit_guard::seal_now(

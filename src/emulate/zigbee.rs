@@ -71,8 +71,9 @@ pub struct ZigbeeArgs {
     /// A fault to inject, repeatable: `WHAT[@AFTER][/EVERY]`, times from start-up.
     /// WHAT: `reset` (unsolicited SYS_RESET_IND, watchdog), `garbage[:HEX]` (bytes between
     /// frames), `corrupt-frame` (next frame gets a bad FCS), `drop-srsp` (next SRSP is not
-    /// sent), `leave:DEVICE` (the device leaves), `stuck-interview:DEVICE` (never answers
-    /// simple-descriptor requests; from start-up). DEVICE is a kind (its first instance) or
+    /// sent), `freeze` / `thaw` (the firmware locks up: reads, answers and sends nothing;
+    /// then runs again), `leave:DEVICE` (the device leaves), `stuck-interview:DEVICE`
+    /// (never answers simple-descriptor requests; from start-up). DEVICE is a kind (its first instance) or
     /// an IEEE address. E.g. `reset@30s`, `corrupt-frame@5s/10s`, `leave:plug@1m`.
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
@@ -212,6 +213,8 @@ pub fn parse_fault(spec: &str, devices: &[(DeviceKind, IeeeAddr)]) -> Result<Fau
         }
         ("corrupt-frame", None) => Fault::CorruptNextFrame,
         ("drop-srsp", None) => Fault::DropNextSrsp,
+        ("freeze", None) => Fault::Freeze(true),
+        ("thaw", None) => Fault::Freeze(false),
         ("leave", Some(dev)) => {
             Fault::DeviceLeaves(parse_device_ref(dev, devices).with_context(context)?)
         }
@@ -223,7 +226,7 @@ pub fn parse_fault(spec: &str, devices: &[(DeviceKind, IeeeAddr)]) -> Result<Fau
         }
         ("leave" | "stuck-interview", None) => bail!("{}: name the device: {name}:DEVICE", context()),
         _ => bail!(
-            "{}: unknown fault (reset, garbage[:HEX], corrupt-frame, drop-srsp, leave:DEVICE, stuck-interview:DEVICE)",
+            "{}: unknown fault (reset, garbage[:HEX], corrupt-frame, drop-srsp, freeze, thaw, leave:DEVICE, stuck-interview:DEVICE)",
             context()
         ),
     };

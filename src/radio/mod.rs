@@ -24,7 +24,7 @@ pub mod zigbee_sim;
 pub mod zwave;
 pub mod zwave_sim;
 
-pub use supervisor::{spawn_all, Backoff};
+pub use supervisor::{spawn_all, Backoff, CLOSE_AT_STOP};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -501,4 +501,19 @@ pub struct RadioHandle {
     /// `None` when no driver runs for this radio.
     pub commands: Option<mpsc::Sender<RadioCommand>>,
     pub counters: Arc<RadioCounters>,
+}
+
+/// Waits until every radio's supervisor has stopped (its state's sender is gone),
+/// at most `within`: at shutdown, drivers close their join windows first.
+pub async fn stopped(radios: &[RadioHandle], within: Duration) {
+    // They stop side by side; waiting for each in turn takes as long as the slowest.
+    let all = async {
+        for r in radios {
+            let mut state = r.state.clone();
+            while state.changed().await.is_ok() {}
+        }
+    };
+    if tokio::time::timeout(within, all).await.is_err() {
+        tracing::warn!("a radio did not stop in time");
+    }
 }

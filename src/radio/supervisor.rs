@@ -6,6 +6,10 @@
 //! The backoff starts again from 1 s only once the radio has reported `Up`, so a
 //! radio that opens but never comes up is retried ever more slowly, not once a
 //! second forever.
+//!
+//! At shutdown the supervisor asks its driver to close any join window it opened
+//! (a permit-join of 0 s) and gives it [`CLOSE_AT_STOP`] to do so: a coordinator or
+//! controller left open would let devices join while no daemon decides who may.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +18,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::{link, DriverBox, DriverIo, RadioCounters, RadioHandle, SecretSink};
 use crate::config::RadioConfig;
-use crate::model::{DeviceEvent, RadioState};
+use crate::model::{DeviceEvent, RadioCommand, RadioState};
 
 /// Commands a radio may have queued before the hub answers `radio_busy`.
 pub const COMMAND_QUEUE: usize = 64;
+
+/// How long a driver gets at shutdown to close its join window.
+pub const CLOSE_AT_STOP: Duration = Duration::from_secs(2);
 
 /// Starts a supervisor for each radio. Supervisors stop when `shutdown` flips. `secrets`
 /// is where drivers keep network secrets (the daemon always passes one); `state_dir`
@@ -91,7 +98,7 @@ fn spawn_one(
         counters: counters.clone(),
         state_dir,
     };
-    tokio::spawn(supervise(driver, io, shutdown));
+    tokio::spawn(supervise(driver, io, shutdown, cmd_tx.downgrade()));
     RadioHandle {
         name,
         protocol: cfg.protocol,
@@ -115,8 +122,15 @@ async fn attempt(driver: &mut DriverBox, io: &mut DriverIo) -> anyhow::Result<()
     }
 }
 
-/// Open -> run -> back off, until shutdown or the command channel closes.
-async fn supervise(mut driver: DriverBox, mut io: DriverIo, mut shutdown: watch::Receiver<bool>) {
+/// Open -> run -> back off, until shutdown or the command channel closes. `closer`
+/// reaches the driver's own command queue (weakly: the hub's handle keeps it open)
+/// for the join window's close at shutdown.
+async fn supervise(
+    mut driver: DriverBox,
+    mut io: DriverIo,
+    mut shutdown: watch::Receiver<bool>,
+    closer: mpsc::WeakSender<RadioCommand>,
+) {
     let mut backoff = Backoff::new();
     loop {
         // Watch for `Up` while the attempt runs: only a radio that came up earns a
@@ -125,6 +139,7 @@ async fn supervise(mut driver: DriverBox, mut io: DriverIo, mut shutdown: watch:
         state.mark_unchanged();
         let mut came_up = false;
         let result = {
+            let radio = io.radio.clone();
             let run = attempt(&mut driver, &mut io);
             tokio::pin!(run);
             loop {
@@ -135,7 +150,10 @@ async fn supervise(mut driver: DriverBox, mut io: DriverIo, mut shutdown: watch:
                             came_up = true;
                         }
                     }
-                    _ = crate::shutdown::signalled(&mut shutdown) => break None,
+                    _ = crate::shutdown::signalled(&mut shutdown) => {
+                        close_join_window(&radio, &closer, &mut run).await;
+                        break None;
+                    }
                 }
             }
         };
@@ -157,6 +175,36 @@ async fn supervise(mut driver: DriverBox, mut io: DriverIo, mut shutdown: watch:
         }
     }
     tracing::info!(radio = %io.radio, "radio stopped");
+}
+
+/// Asks the running driver to close its join window and keeps it running until it
+/// has answered, it has ended, or [`CLOSE_AT_STOP`] has passed.
+async fn close_join_window(
+    radio: &str,
+    closer: &mpsc::WeakSender<RadioCommand>,
+    run: &mut std::pin::Pin<&mut impl std::future::Future<Output = anyhow::Result<()>>>,
+) {
+    let Some(commands) = closer.upgrade() else {
+        return;
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let asked = commands.try_send(RadioCommand::PermitJoin { seconds: 0, reply });
+    drop(commands);
+    if asked.is_err() {
+        tracing::warn!(radio = %radio, "stopping with the command queue full: the join window is left as it is");
+        return;
+    }
+    tokio::select! {
+        answer = answer => match answer {
+            Ok(Ok(())) => tracing::debug!(radio = %radio, "join window closed at stop"),
+            Ok(Err(e)) => tracing::warn!(radio = %radio, error = %e, "could not close the join window at stop"),
+            Err(_) => {}
+        },
+        _ = run.as_mut() => {}
+        _ = tokio::time::sleep(CLOSE_AT_STOP) => {
+            tracing::warn!(radio = %radio, "the radio did not close its join window in time at stop");
+        }
+    }
 }
 
 /// Exponential backoff, 1 s doubling to 60 s; each wait is up to 25 % longer at random
@@ -235,6 +283,7 @@ mod tests {
         let (events, _events_rx) = mpsc::channel(8);
         std::mem::forget(_events_rx);
         let (cmd_tx, commands) = mpsc::channel(8);
+        let closer = cmd_tx.downgrade();
         std::mem::forget(cmd_tx);
         let (state, _) = watch::channel(RadioState::Starting);
         let io = DriverIo {
@@ -255,8 +304,69 @@ mod tests {
             starts: starts.clone(),
             up_on,
         }));
-        tokio::spawn(supervise(driver, io, shutdown_rx));
+        tokio::spawn(supervise(driver, io, shutdown_rx, closer));
         (starts, shutdown)
+    }
+
+    /// Comes up and answers permit-joins, recording their seconds.
+    struct Joinable {
+        asked: Arc<Mutex<Vec<u32>>>,
+    }
+
+    impl OwnTransportDriver for Joinable {
+        fn run<'a>(&'a mut self, io: &'a mut DriverIo) -> DriverFuture<'a> {
+            Box::pin(async move {
+                let _ = io.state.send(RadioState::Up);
+                while let Some(cmd) = io.commands.recv().await {
+                    if let RadioCommand::PermitJoin { seconds, reply } = cmd {
+                        // A radio talks to its coordinator before it answers.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        self.asked.lock().unwrap().push(seconds);
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_shutdown_the_driver_is_asked_to_close_its_join_window_and_given_time_to() {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let (events, _events_rx) = mpsc::channel(8);
+        let (cmd_tx, commands) = mpsc::channel(8);
+        let (state, state_rx) = watch::channel(RadioState::Starting);
+        let io = DriverIo {
+            radio: "r0".into(),
+            protocol: Protocol::Zigbee,
+            port: PortSpec::Sim(Protocol::Zigbee),
+            baud: None,
+            options: toml::Table::new(),
+            events,
+            commands,
+            state,
+            secrets: None,
+            counters: Arc::default(),
+            state_dir: None,
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let driver = DriverBox::OwnTransport(Box::new(Joinable {
+            asked: asked.clone(),
+        }));
+        let task = tokio::spawn(supervise(driver, io, shutdown_rx, cmd_tx.downgrade()));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        cmd_tx
+            .send(RadioCommand::PermitJoin { seconds: 60, reply })
+            .await
+            .unwrap();
+        answer.await.unwrap().unwrap();
+        let _ = shutdown.send(true);
+        task.await.unwrap();
+        // The hub's handle is still alive: the close came from the supervisor.
+        assert_eq!(*asked.lock().unwrap(), [60, 0]);
+        // Its state sender is gone once it stopped: what the daemon waits for.
+        assert!(state_rx.has_changed().is_err());
+        drop(cmd_tx);
     }
 
     fn gaps(starts: &[tokio::time::Instant]) -> Vec<Duration> {

@@ -1134,6 +1134,53 @@ async fn zigbee_permit_join_the_coordinator_refuses_is_reported_as_failed() {
     rig.stop().await;
 }
 
+/// A coordinator that stops answering (a locked-up firmware) is found out by the
+/// first request that times out, not left `up` until the next periodic ping; once it
+/// answers again the radio comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_a_coordinator_that_stops_answering_takes_the_radio_down_at_the_first_timeout() {
+    let pty = PtyEmulator::spawn(emulator_config()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let slow_watchdog = "sreq_timeout = \"1s\"\nresponse_timeout = \"700ms\"\ninterview_attempts = 2\nwatchdog_interval = \"300s\"\n";
+    let rig = Rig::start(dir.path(), pty.path(), slow_watchdog).await;
+    rig.permit_join().await;
+    rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
+    pty.sim.inject(Fault::Freeze(true));
+    rig.send(RadioCommand::Set {
+        native_address: DeviceKind::SmartPlug.default_ieee().to_string(),
+        command: DeviceCommand::Toggle,
+        command_id: "into-the-void".into(),
+    })
+    .await;
+    // The toggle's SREQ (1 s), a ping at once (1 s), another 1 s later (1 s): then
+    // start-up again, which fails on a coordinator that does not answer.
+    let down = rig.wait_state(|s| !matches!(s, RadioState::Up), 8).await;
+    assert!(
+        matches!(down, RadioState::Starting | RadioState::Down(_)),
+        "{down:?}"
+    );
+    pty.sim.inject(Fault::Freeze(false));
+    rig.wait_state(|s| *s == RadioState::Up, 20).await;
+    rig.stop().await;
+}
+
+/// A stopping gateway closes the join window it opened: the coordinator would
+/// otherwise let devices join with no daemon there to decide who may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zigbee_stopping_closes_the_coordinators_join_window() {
+    let pty = PtyEmulator::spawn(emulator_config()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rig = paired_rig(&pty, dir.path()).await;
+    assert!(pty.sim.with(|e, _| e.permit_join_open()));
+    let radios = rig.radios.clone();
+    rig.stop().await;
+    fieldgate::radio::stopped(&radios, Duration::from_secs(5)).await;
+    assert!(
+        !pty.sim.with(|e, _| e.permit_join_open()),
+        "the coordinator's join window is still open after the stop"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zigbee_recovers_from_a_coordinator_reset_mid_operation() {
     let pty = PtyEmulator::spawn(emulator_config()).unwrap();

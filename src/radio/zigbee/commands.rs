@@ -47,11 +47,29 @@ impl Coordinator<'_> {
         match cmd {
             RadioCommand::PermitJoin { seconds, reply } => {
                 let duration = u8::try_from(seconds.min(254)).unwrap_or(254);
+                // A close (0 s, as at shutdown) is sent only for a window this link opened
+                // that may still be open.
+                if duration == 0
+                    && self
+                        .join_open_until
+                        .is_none_or(|until| until <= Instant::now())
+                {
+                    self.join_open_until = None;
+                    let _ = reply.send(Ok(()));
+                    return Ok(());
+                }
                 let answer = match self
                     .request(&ZnpCommand::permit_join_coordinator(duration))
                     .await?
                 {
+                    Ok(_) if duration == 0 => {
+                        self.join_open_until = None;
+                        tracing::info!(radio = %self.io.radio, "join window closed");
+                        Ok(())
+                    }
                     Ok(_) => {
+                        self.join_open_until =
+                            Some(Instant::now() + Duration::from_secs(u64::from(duration)));
                         tracing::info!(radio = %self.io.radio, seconds = duration, "join window opened (coordinator only)");
                         Ok(())
                     }

@@ -12,7 +12,7 @@
 //!   timers, so several devices are interviewed at once and a sleepy device that stops
 //!   answering keeps what was learnt and resumes the moment it next speaks;
 //! - **recovery**: an unsolicited SYS_RESET_IND or two failed watchdog pings re-run start-up on
-//!   the same link; a broken link returns `Err` and the supervisor re-opens it with backoff;
+//!   the same link (a request that times out brings the next ping forward); a broken link returns `Err` and the supervisor re-opens it with backoff;
 //! - bad bytes cost a counter and a resync (the codec's parser), never a panic.
 //!
 //! The other files each hold one part of `impl Coordinator`: `options`, `devices` (the
@@ -116,6 +116,7 @@ impl Driver for ZigbeeDriver {
                 unresolved_ieee: HashMap::new(),
                 gpd_seen: Default::default(),
                 next_watchdog: Instant::now(),
+                join_open_until: None,
                 ping_failures: 0,
                 restart_needed: true,
             };
@@ -152,6 +153,8 @@ struct Coordinator<'a> {
     /// Green Power devices already logged on this link.
     gpd_seen: green_power::GpdSeen,
     next_watchdog: Instant,
+    /// Until when the join window this link opened is open (closed at shutdown).
+    join_open_until: Option<Instant>,
     ping_failures: u32,
     restart_needed: bool,
 }

@@ -183,6 +183,9 @@ impl Coordinator<'_> {
         let Some(Inbound::Srsp(frame)) = outcome?.into_response() else {
             RadioCounters::count(&self.stats.timeouts);
             tracing::warn!(radio = %self.io.radio, request = cmd.name(), timeout = ?timeout, "SREQ timed out");
+            // A lost SRSP costs one request; a coordinator that stopped answering must
+            // not stay `up` until the next periodic ping: the watchdog checks now.
+            self.next_watchdog = self.next_watchdog.min(tokio::time::Instant::now());
             return Ok(Err(Fail::Timeout));
         };
         Ok(match decode(&frame, &self.io.radio, &self.stats) {

@@ -188,6 +188,9 @@ pub enum Fault {
     /// Every payload held back for AF_DATA_RETRIEVE is freed now, as when the host waits
     /// longer than [`HELD_PAYLOAD_LIFETIME`].
     ExpireHeldPayloads,
+    /// The firmware locks up (`true`): it reads nothing, answers nothing and sends
+    /// nothing, until it runs again (`false`) as it was.
+    Freeze(bool),
 }
 
 /// Counters for tests.
@@ -296,6 +299,8 @@ pub struct Emulator {
     seq: u64,
     corrupt_next: bool,
     drop_next_srsp: bool,
+    /// Locked up ([`Fault::Freeze`]).
+    frozen: bool,
     /// NV items whose next read is answered with an RPC error.
     nv_read_rpc_error: Vec<u16>,
     /// The status the next permit-join request gets instead of success.
@@ -366,6 +371,7 @@ impl Emulator {
             seq: 0,
             corrupt_next: false,
             drop_next_srsp: false,
+            frozen: false,
             nv_read_rpc_error: Vec::new(),
             refuse_permit_join: None,
             next_nwk: 0x1A01,
@@ -383,6 +389,9 @@ impl Emulator {
     /// Bytes the driver wrote. Processes every complete frame and anything now due.
     pub fn receive(&mut self, now: Duration, bytes: &[u8]) {
         self.advance(now);
+        if self.frozen {
+            return;
+        }
         if self.in_bootloader {
             if bytes.contains(&BOOTLOADER_SKIP) {
                 self.in_bootloader = false;
@@ -399,6 +408,9 @@ impl Emulator {
     /// Advances time and runs whatever is due.
     pub fn tick(&mut self, now: Duration) {
         self.advance(now);
+        if self.frozen {
+            return;
+        }
         self.run_due();
     }
 
@@ -409,6 +421,9 @@ impl Emulator {
 
     /// When [`Emulator::tick`] next has something to do.
     pub fn next_deadline(&self) -> Option<Duration> {
+        if self.frozen {
+            return None;
+        }
         let queued = self.queue.iter().map(|s| s.due).min();
         let devices = self
             .devices
@@ -450,8 +465,11 @@ impl Emulator {
                 }
             }
             Fault::ExpireHeldPayloads => self.drop_held_payloads(),
+            Fault::Freeze(frozen) => self.frozen = frozen,
         }
-        self.run_due();
+        if !self.frozen {
+            self.run_due();
+        }
     }
 
     /// Makes the temperature sensor send `count` temperature reports back to back, with
