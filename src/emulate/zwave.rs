@@ -64,8 +64,9 @@ pub struct ZwaveArgs {
     /// A fault to inject, repeatable: `WHAT[@AFTER][/EVERY]`, times from start-up. WHAT:
     /// `nak`, `can`, `missing-ack`, `missing-callback`, `corrupt-frame` (each for the next
     /// frame), `jam` (SendData callbacks fail until a soft reset), `jam-silent` (no
-    /// SendData callback until a soft reset), `reset` (unsolicited SerialAPIStarted).
-    /// E.g. `reset@30s`, `nak@5s/10s`.
+    /// SendData callback until a soft reset), `reset` (unsolicited SerialAPIStarted),
+    /// `freeze` / `thaw` (the firmware locks up: reads, acknowledges and sends nothing;
+    /// then runs again). E.g. `reset@30s`, `nak@5s/10s`, `freeze@1m`.
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
 }
@@ -125,8 +126,10 @@ pub fn parse_fault(spec: &str) -> Result<FaultPlan> {
         "jam" => Fault::Jam,
         "jam-silent" => Fault::JamSilent,
         "reset" => Fault::Reset,
+        "freeze" => Fault::Freeze(true),
+        "thaw" => Fault::Freeze(false),
         _ => bail!(
-            "{}: unknown fault (nak, can, missing-ack, missing-callback, corrupt-frame, jam, jam-silent, reset)",
+            "{}: unknown fault (nak, can, missing-ack, missing-callback, corrupt-frame, jam, jam-silent, reset, freeze, thaw)",
             context()
         ),
     };
@@ -264,6 +267,8 @@ mod tests {
         assert_eq!(plan.after, Some(Duration::from_secs(10)));
         assert_eq!(plan.every, Some(Duration::from_secs(10)));
         assert!(parse_fault("jam-silent").is_ok());
+        assert_eq!(parse_fault("freeze@1m").unwrap().fault, Fault::Freeze(true));
+        assert_eq!(parse_fault("thaw").unwrap().fault, Fault::Freeze(false));
         assert!(parse_fault("explode").is_err());
         assert!(parse_fault("nak/1ms").is_err());
     }

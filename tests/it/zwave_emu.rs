@@ -686,3 +686,35 @@ async fn an_unpressed_exclusion_is_no_leave_and_is_not_restarted_at_once() {
     assert!(!sim.with(|e, _| e.excluding()), "a new exclusion started");
     zw.assert_running();
 }
+
+/// A controller that locks up while the network is idle is found by the watchdog (a
+/// version request once it has been quiet for `watchdog_interval`), not at the next
+/// command: its failures lead to a soft reset it does not answer either, and the link
+/// is handed back to the supervisor. A controller that answers is asked and left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_locks_up_while_idle_is_found_by_the_watchdog() {
+    let sim = emulator(EmulatorConfig::default());
+    let (ours, theirs) = tokio::io::duplex(4096);
+    let served = sim.clone();
+    tokio::spawn(async move {
+        let _ = served.serve(theirs).await;
+    });
+    let mut zw = Driven::start_with(
+        PortSpec::Sim(Protocol::Zwave),
+        Some(Box::new(ours)),
+        &format!("{OPTIONS}watchdog_interval = \"1s\"\n"),
+    );
+    plug_ready(&mut zw).await;
+    // Healthy: the watchdog's requests are answered; no soft reset, no new start-up.
+    let startups = zw.counters().startups;
+    let resets = sim.with(|e, _| e.stats().soft_resets);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    zw.assert_running();
+    assert_eq!(zw.counters().startups, startups);
+    assert_eq!(sim.with(|e, _| e.stats().soft_resets), resets);
+
+    sim.inject(Fault::Freeze(true));
+    let ended = zw.finished(40).await;
+    let why = format!("{:#}", ended.expect_err("the driver gave the link up"));
+    assert!(why.contains("soft reset"), "{why}");
+}

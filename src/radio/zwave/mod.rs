@@ -14,7 +14,8 @@
 //! - **sleeping nodes**: on a Wake Up Notification the hub is told the node spoke (it hands
 //!   over the requests it held), they are sent, then Wake Up No More Information;
 //! - **recovery**: requests failing at the controller (no ACK, no callback) in a row soft-
-//!   reset it and start over; a controller that stays silent, or a broken link, returns
+//!   reset it and start over (a controller quiet for `watchdog_interval` is asked for its
+//!   version, so one that locked up while idle is found too); a controller that stays silent, or a broken link, returns
 //!   `Err` and the supervisor re-opens the link with backoff;
 //! - bad bytes cost a NAK, a counter and a resync, never a panic.
 //!
@@ -113,6 +114,7 @@ impl Driver for ZwaveDriver {
                 failures: 0,
                 window: None,
                 restart_needed: true,
+                next_watchdog: None,
             };
             controller.run().await
         })
@@ -137,7 +139,14 @@ struct Controller<'a> {
     /// An inclusion or exclusion in progress.
     window: Option<Window>,
     restart_needed: bool,
+    /// When the quiet controller is next asked whether it still runs (`None`: the
+    /// check is off).
+    next_watchdog: Option<Instant>,
 }
+
+/// After a watchdog request the controller did not answer, the next one follows this soon,
+/// so that a locked-up controller reaches `failures_before_reset` in seconds.
+const WATCHDOG_RETRY: Duration = Duration::from_secs(1);
 
 /// How a SendData ended, once the controller is done with it.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,10 +163,12 @@ impl Controller<'_> {
             if self.restart_needed {
                 self.startup().await?;
                 self.restart_needed = false;
+                self.heard_from_controller();
                 let _ = self.io.state.send(RadioState::Up);
                 continue;
             }
             while let Some(frame) = self.link.pop_unsolicited() {
+                self.heard_from_controller();
                 self.on_frame(frame).await?;
             }
             if self.restart_needed {
@@ -175,7 +186,10 @@ impl Controller<'_> {
                     None => return Ok(()),
                 },
                 frame = self.link.next_unsolicited(deadline) => match frame? {
-                    Some(frame) => self.on_frame(frame).await?,
+                    Some(frame) => {
+                        self.heard_from_controller();
+                        self.on_frame(frame).await?
+                    }
                     None => self.on_timers().await?,
                 },
             }
@@ -203,12 +217,19 @@ impl Controller<'_> {
         (home == self.home_id && (1..=232).contains(&node)).then_some(node)
     }
 
-    /// The earliest timer: the join window's end, an awake node's return to sleep.
+    /// The controller spoke: the watchdog waits a whole interval again.
+    fn heard_from_controller(&mut self) {
+        let interval = self.opts.watchdog_interval;
+        self.next_watchdog = (!interval.is_zero()).then(|| Instant::now() + interval);
+    }
+
+    /// The earliest timer: the join window's end, an awake node's return to sleep, the
+    /// watchdog.
     fn next_timer(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         let window = self.window.as_ref().map(|w| w.until);
         let awake = self.nodes.values().filter_map(|n| n.awake_until).min();
-        [Some(far), window, awake]
+        [Some(far), window, awake, self.next_watchdog]
             .into_iter()
             .flatten()
             .min()
@@ -217,6 +238,17 @@ impl Controller<'_> {
 
     async fn on_timers(&mut self) -> Result<()> {
         let now = Instant::now();
+        if self.next_watchdog.is_some_and(|t| now >= t) {
+            // Quiet for a whole interval: a controller that locked up while idle is found
+            // here, not at the next command. Its failures count towards the soft reset.
+            if self.request(&Request::GetControllerVersion).await?.is_err() {
+                tracing::warn!(radio = %self.io.radio, "the quiet controller did not answer the watchdog");
+                self.next_watchdog = Some(Instant::now() + WATCHDOG_RETRY);
+            }
+            if self.restart_needed {
+                return Ok(());
+            }
+        }
         if self.window.as_ref().is_some_and(|w| now >= w.until) {
             self.close_window().await?;
         }
@@ -293,7 +325,10 @@ impl Controller<'_> {
         // controller's (it answered the request itself).
         let nodes_fault = matches!(req, Request::RequestNodeInfo { .. });
         match &answer {
-            Ok(_) => self.failures = 0,
+            Ok(_) => {
+                self.failures = 0;
+                self.heard_from_controller();
+            }
             Err(Failure::Undecodable) => {}
             Err(Failure::NoCallback) if nodes_fault => {}
             Err(why) => {

@@ -38,6 +38,9 @@ pub struct ZwaveOptions {
     /// Requests in a row that fail at the controller (no ACK, no callback) before it is
     /// soft-reset.
     pub failures_before_reset: u32,
+    /// How long the controller may be quiet (no frame, no answer) before it is asked
+    /// for its version to see that it still runs; 0 turns the check off.
+    pub watchdog_interval: Duration,
 }
 
 impl Default for ZwaveOptions {
@@ -51,11 +54,12 @@ impl Default for ZwaveOptions {
             wake_up_hold: Duration::from_secs(1),
             wake_up_interval: Duration::from_secs(3600),
             failures_before_reset: 2,
+            watchdog_interval: Duration::from_secs(60),
         }
     }
 }
 
-const KNOWN_OPTIONS: &str = "ack_timeout, response_timeout, callback_timeout, report_timeout, send_attempts, wake_up_hold, wake_up_interval, failures_before_reset";
+const KNOWN_OPTIONS: &str = "ack_timeout, response_timeout, callback_timeout, report_timeout, send_attempts, wake_up_hold, wake_up_interval, failures_before_reset, watchdog_interval";
 
 impl ZwaveOptions {
     /// Validates `[radio.options]`; errors name the key and say what is allowed.
@@ -85,6 +89,17 @@ impl ZwaveOptions {
                 }
                 "send_attempts" => o.send_attempts = count(key, value, 1, 5)?,
                 "failures_before_reset" => o.failures_before_reset = count(key, value, 1, 20)?,
+                "watchdog_interval" => {
+                    let d = duration(key, value, Duration::ZERO)?;
+                    if d != Duration::ZERO && d < Duration::from_secs(1) {
+                        return Err(wrong(
+                            key,
+                            "zwave option `watchdog_interval` must be 0 (off) or at least 1s"
+                                .into(),
+                        ));
+                    }
+                    o.watchdog_interval = d;
+                }
                 other => {
                     return Err(wrong(
                         other,

@@ -128,6 +128,9 @@ pub enum Fault {
     JamSilent,
     /// The controller restarts on its own (watchdog): SerialAPIStarted, RAM state lost.
     Reset,
+    /// The firmware locks up (`true`): it reads, acknowledges and sends nothing, a soft
+    /// reset included, until it runs again (`false`) as it was.
+    Freeze(bool),
 }
 
 /// A value a node sent to the host, as the codec normalizes it.
@@ -213,6 +216,8 @@ pub struct Emulator {
     /// transmission fails.
     rf_on: bool,
     jam: Option<Jam>,
+    /// Locked up ([`Fault::Freeze`]).
+    frozen: bool,
     pending_faults: Vec<Fault>,
     membership: Membership,
     nvm: nvm::Nvm,
@@ -261,6 +266,7 @@ impl Emulator {
             send_busy: false,
             rf_on: true,
             jam: None,
+            frozen: false,
             pending_faults: Vec::new(),
             membership: Membership::default(),
             tx_status_report: true,
@@ -306,6 +312,9 @@ impl Emulator {
 
     /// Feeds bytes the host wrote.
     pub fn receive(&mut self, now: Duration, bytes: &[u8]) {
+        if self.frozen {
+            return;
+        }
         self.parser.push(bytes);
         while let Some(event) = self.parser.next_event() {
             match event {
@@ -356,6 +365,9 @@ impl Emulator {
 
     /// Runs what is due at `now`.
     pub fn tick(&mut self, now: Duration) {
+        if self.frozen {
+            return;
+        }
         if self.partial_since.is_some_and(|t| now >= t + RX_TIMEOUT) {
             self.parser.flush_stalled();
             self.partial_since = None;
@@ -523,6 +535,7 @@ impl Emulator {
             Fault::JamSilent => self.jam = Some(Jam::Silent),
             Fault::Reset => self.restart(now, 0x03),
             Fault::CorruptFrame => self.link.corrupt_next(),
+            Fault::Freeze(frozen) => self.frozen = frozen,
             other => self.pending_faults.push(other),
         }
     }
@@ -560,6 +573,9 @@ impl Emulator {
 
     /// When [`Emulator::tick`] has something to do next.
     pub fn next_deadline(&self) -> Option<Duration> {
+        if self.frozen {
+            return None;
+        }
         let timer = self.timers.first_key_value().map(|((t, _), _)| *t);
         let rx = self.partial_since.map(|t| t + RX_TIMEOUT);
         [timer, self.link.deadline(), rx]
