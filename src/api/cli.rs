@@ -557,11 +557,20 @@ pub(crate) fn report_verify(report: audit::VerifyReport, as_json: bool) -> Resul
             report.reason.as_deref().unwrap_or("unknown")
         );
     } else {
+        let bad = report.first_bad_seq.unwrap_or(0);
+        // The chain can link up past the break the seals or the mark found (a re-hashed
+        // log, records appended after the mark): then no count comes "before" it.
+        let context = if bad > 0 && i64::try_from(report.records).unwrap_or(i64::MAX) >= bad {
+            format!(
+                "the hash chain of its {} records links up: the seals or the high-water mark found this",
+                report.records
+            )
+        } else {
+            format!("{} records verified before it", report.records)
+        };
         crate::outln!(
-            "audit log BROKEN at record {}: {} ({} records verified before it)",
-            report.first_bad_seq.unwrap_or(0),
+            "audit log BROKEN at record {bad}: {} ({context})",
             report.reason.as_deref().unwrap_or("unknown"),
-            report.records
         );
     }
     if report.ok {

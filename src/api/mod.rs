@@ -144,7 +144,9 @@ impl From<HubError> for ApiError {
                 StatusCode::BAD_REQUEST
             }
             HubError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            HubError::ShuttingDown | HubError::RadioBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HubError::ShuttingDown | HubError::RadioBusy(_) | HubError::AuditUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         ApiError::new(status, e.code(), e.to_string())
     }

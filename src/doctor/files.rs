@@ -271,6 +271,9 @@ fn check_state_files(db: &Path) -> Option<Check> {
         ("-seal-key", 0o077),
         ("-audit-mark", 0o077),
     ];
+    // Every loose file at once: fixing the first one should not reveal the next.
+    let mut loose = Vec::new();
+    let mut fixes = Vec::new();
     for (suffix, forbidden) in files {
         let path = sidecar(db, suffix);
         let Ok(meta) = fs::metadata(&path) else {
@@ -279,20 +282,24 @@ fn check_state_files(db: &Path) -> Option<Check> {
         let mode = meta.mode() & 0o7777;
         if mode & forbidden != 0 {
             let want = if forbidden == 0o077 { "600" } else { "640" };
-            return Some(Check::fail(
-                "state dir",
-                format!(
-                    "{} has mode {mode:04o}: readable beyond the daemon{}",
-                    path.display(),
-                    if forbidden == 0o077 {
-                        ""
-                    } else {
-                        " and its group"
-                    }
-                ),
-                format!("chmod {want} {}", path.display()),
+            loose.push(format!(
+                "{} has mode {mode:04o}: readable beyond the daemon{}",
+                path.display(),
+                if forbidden == 0o077 {
+                    ""
+                } else {
+                    " and its group"
+                }
             ));
+            fixes.push(format!("chmod {want} {}", path.display()));
         }
+    }
+    if !loose.is_empty() {
+        return Some(Check::fail(
+            "state dir",
+            loose.join("; "),
+            fixes.join(" && "),
+        ));
     }
     check_seal_key_present(db)
 }
@@ -798,6 +805,24 @@ fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_loose_state_file_is_named_at_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("fieldgate.db");
+        for (suffix, mode) in [("", 0o644), ("-seal-key", 0o644), ("-audit-mark", 0o666)] {
+            let f = sidecar(&db, suffix);
+            fs::write(&f, b"x").unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let c = check_state_files(&db).expect("a failed check");
+        for name in ["fieldgate.db has", "-seal-key has", "-audit-mark has"] {
+            assert!(c.message.contains(name), "{name}: {}", c.message);
+        }
+        let fix = c.fix.unwrap_or_default();
+        assert_eq!(fix.matches("chmod").count(), 3, "{fix}");
+    }
 
     #[test]
     fn human_sizes() {

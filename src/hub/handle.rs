@@ -350,6 +350,9 @@ pub enum HubError {
     NotSupported(String),
     #[error("store: {0}")]
     Store(String),
+    /// The action's audit record could not be written: it was not carried out.
+    #[error("the audit log cannot be written: {0}")]
+    AuditUnavailable(String),
     #[error("the daemon is shutting down")]
     ShuttingDown,
 }
@@ -382,6 +385,7 @@ impl HubError {
             HubError::Invalid(_) => "invalid_request",
             HubError::NotSupported(_) => "not_supported",
             HubError::Store(_) => "store_error",
+            HubError::AuditUnavailable(_) => "audit_unavailable",
             HubError::ShuttingDown => "shutting_down",
         }
     }
@@ -389,7 +393,10 @@ impl HubError {
 
 impl From<StoreError> for HubError {
     fn from(e: StoreError) -> Self {
-        HubError::Store(e.to_string())
+        match e {
+            StoreError::AuditNotStored(why) => HubError::AuditUnavailable(why),
+            e => HubError::Store(e.to_string()),
+        }
     }
 }
 

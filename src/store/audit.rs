@@ -220,7 +220,14 @@ pub fn append(conn: &Connection, entry: &AuditEntry, ts: &str) -> StoreResult<Au
                 )
             };
             TAMPERED.with(|t| *t.borrow_mut() = Some(why));
-            exp
+            // Removed or edited: continue from the daemon's own head (verify shows the
+            // gap or the break). Added: after them, or the next seq would be taken
+            // and every audited action refused from then on.
+            if found.0 > exp.0 {
+                found
+            } else {
+                exp
+            }
         }
         _ => found,
     };
@@ -255,10 +262,14 @@ pub fn append(conn: &Connection, entry: &AuditEntry, ts: &str) -> StoreResult<Au
     )?;
     if stored != 1 {
         // A trigger someone added (`RAISE(IGNORE)`) discarded it: the action it records
-        // must not go ahead as if it were recorded.
-        return Err(super::StoreError::Invalid(format!(
-            "audit record {seq} was not stored: something on the audit table discarded it"
-        )));
+        // must not go ahead as if it were recorded, and the tampering is noted for the
+        // writer to raise the alarm (and remove the trigger) after this batch.
+        let why = format!(
+            "audit record {seq} ({}) was not stored: something on the audit table discarded it",
+            entry.action
+        );
+        TAMPERED.with(|t| *t.borrow_mut() = Some(why.clone()));
+        return Err(super::StoreError::AuditNotStored(why));
     }
     super::audit_guard::note_append();
     if tracking() {

@@ -402,6 +402,13 @@ pub fn startup_check(
         }
         Err(e) => problems.push(e.to_string()),
     }
+    if last.is_none() {
+        if let Some(seq) = super::audit_seal::sealing_started(conn)? {
+            problems.push(format!(
+                "sealing was set up (record {seq}) but no seal is left: the seals were removed"
+            ));
+        }
+    }
     if let Some(s) = &last {
         if s.last_seq > head(conn)?.seq {
             problems.push(format!(
@@ -523,11 +530,13 @@ pub(crate) fn tampered_while_running(conn: &Connection, why: &str, stats: &super
     let result = (|| -> StoreResult<()> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let restored = restore_triggers(conn)?;
+        // A trigger of someone else's that discards records would discard this one too.
+        let removed = drop_foreign_triggers(conn)?;
         record_broken(
             conn,
             &gw,
             why,
-            serde_json::json!({"triggers_restored": restored, "during": "run"}),
+            serde_json::json!({"triggers_restored": restored, "triggers_removed": removed, "during": "run"}),
         )?;
         conn.execute_batch("COMMIT")?;
         Ok(())
@@ -537,6 +546,26 @@ pub(crate) fn tampered_while_running(conn: &Connection, why: &str, stats: &super
         let _ = audit::track_head(conn);
         tracing::error!(error = %e, "cannot record the audit alarm");
     }
+}
+
+/// Notes `gateway_id` as the gateway the database runs as, and returns the one it ran
+/// as before when that was another (none for a new or upgraded database).
+fn ran_as_another_gateway(conn: &Connection, gateway_id: &str) -> StoreResult<Option<String>> {
+    let before: Option<String> = conn
+        .query_row(
+            "SELECT gateway_id FROM gateway_life WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if before.as_deref() != Some(gateway_id) {
+        conn.execute(
+            "UPDATE gateway_life SET gateway_id = ?1 WHERE id = 1",
+            [gateway_id],
+        )?;
+    }
+    Ok(before.filter(|b| b != gateway_id))
 }
 
 /// The alarm's name in `status`, MQTT and the log.
@@ -556,7 +585,17 @@ pub async fn on_start(
     let gw = gateway_id.to_string();
     let check = writer
         .write(move |c| {
-            let check = startup_check(c, &mark, &key, first_with_marks)?;
+            let mut check = startup_check(c, &mark, &key, first_with_marks)?;
+            if let Some(other) = ran_as_another_gateway(c, &gw)? {
+                let why = format!(
+                    "this database was last run as gateway `{}`, not `{gw}`: it was copied from another gateway, or `[gateway] id` was changed",
+                    crate::output::one_line(&other)
+                );
+                check.broken = Some(match check.broken.take() {
+                    Some(b) => format!("{b}; {why}"),
+                    None => why,
+                });
+            }
             if let Some(why) = &check.broken {
                 // Records the mark names but the table lacks were removed: number on
                 // after them and link to the last one written, so no seq is reused.
@@ -629,6 +668,9 @@ pub async fn seal_now(
     };
     let ts = crate::model::now_rfc3339();
     let gw = gateway_id.to_string();
+    // Once the alarm is raised (and recorded), sealing goes on over removed epochs: the
+    // evidence stays in the seals, and what is written after it is not left unsealed.
+    let over_gap = writer.stats().audit_alarm().is_some();
     let sealed = writer
         .write(move |c| {
             if super::audit_seal::last_seal(c)?.is_none() {
@@ -646,7 +688,7 @@ pub async fn seal_now(
                     ),
                 )?;
             }
-            super::audit_seal::seal(c, key, &ts)
+            super::audit_seal::seal(c, key, &ts, over_gap)
         })
         .await;
     match sealed {

@@ -213,14 +213,37 @@ pub fn last_seal(conn: &Connection) -> StoreResult<Option<Seal>> {
         .optional()?)
 }
 
+/// The record the first seal wrote (`audit.sealing_started`), if the log holds one: it
+/// commits with the first seal, so a log that has it and no seals had its seals removed.
+/// Reads the log through (no index on actions); called where there are no seals only.
+pub fn sealing_started(conn: &Connection) -> StoreResult<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT seq FROM audit WHERE action = 'audit.sealing_started' ORDER BY seq LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
 /// Seals every record since the last seal with `key`, inside the caller's
 /// transaction. Returns the seal and the key for the next epoch; the caller writes
 /// that key to the key file once the transaction has committed (a crash in between
 /// leaves the file one epoch behind, which [`seal`] and [`verify`] allow for).
-pub fn seal(conn: &Connection, key: SealKey, ts: &str) -> StoreResult<(Seal, SealKey)> {
+///
+/// A key ahead of the last seal means sealed epochs were removed: an error, unless
+/// `over_gap` (the alarm for it has been raised and recorded), when the seal is made
+/// with the key's own epoch and the missing epochs stay missing: [`verify`] with the
+/// seed reports them for good, and what is written from then on is sealed again.
+pub fn seal(
+    conn: &Connection,
+    key: SealKey,
+    ts: &str,
+    over_gap: bool,
+) -> StoreResult<(Seal, SealKey)> {
     let last = last_seal(conn)?;
     let last_epoch = last.as_ref().map_or(0, |s| s.epoch);
-    if key.epoch > last_epoch + 1 {
+    if key.epoch > last_epoch + 1 && !over_gap {
         return Err(StoreError::Invalid(format!(
             "the seal key is at epoch {} but the last seal is epoch {last_epoch}: sealed epochs were removed",
             key.epoch
@@ -460,6 +483,13 @@ pub fn init(conn: &Connection, key_file: &Path) -> StoreResult<Zeroizing<String>
             key_file.display()
         )));
     }
+    if let Some(seq) = sealing_started(conn)? {
+        return Err(StoreError::Invalid(format!(
+            "audit sealing was set up for this database before (record {seq}) and its seals and key file are gone: \
+             they were removed, and setting sealing up again would hide it. Check the log with the seed \
+             printed then (`fieldgate audit verify --seed -`)"
+        )));
+    }
     let mut seed = Zeroizing::new([0u8; 32]);
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed[..]);
     let key = SealKey::first(&seed[..]);
@@ -492,7 +522,7 @@ mod tests {
 
     fn seal_now(c: &Connection, kf: &Path) {
         let k = read_key(kf).unwrap().unwrap();
-        let (_, next) = seal(c, k, "2026-01-01T00:00:00.000Z").unwrap();
+        let (_, next) = seal(c, k, "2026-01-01T00:00:00.000Z", false).unwrap();
         write_key(kf, &next, false).unwrap();
     }
 

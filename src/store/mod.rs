@@ -45,6 +45,10 @@ pub enum StoreError {
     Commit(String),
     #[error("{0}")]
     Invalid(String),
+    /// An audit record the action needs was not stored (something on the audit table
+    /// discarded it): the action does not go ahead.
+    #[error("{0}")]
+    AuditNotStored(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -210,11 +214,14 @@ impl Store {
         // made the least recently used ones be parsed again on every commit.
         conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
         // The registry, credentials and audit log are the daemon's alone, whatever
-        // the umask it was started with (SQLite gives -wal/-shm the same mode).
+        // the umask it was started with (SQLite gives -wal/-shm the same mode); so are
+        // the audit seal key (whoever reads it can seal what comes next) and the mark.
         for file in [
             path.to_path_buf(),
             sidecar(path, "-wal"),
             sidecar(path, "-shm"),
+            audit_seal::key_path(path),
+            audit_guard::mark_path(path),
         ] {
             private_file(&file).map_err(|e| StoreError::StateDir(file.clone(), e))?;
         }

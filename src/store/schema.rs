@@ -233,6 +233,10 @@ CREATE INDEX devices_state_due ON devices (state_due_ms) WHERE state_due_ms IS N
         // "name"; NULL: "id", the default), so that a switch clears the retained
         // messages left under the other level.
         M::up("ALTER TABLE gateway_life ADD COLUMN topic_names TEXT;"),
+        // The gateway id the database was last run as (`[gateway] id`), so that a
+        // database copied in from another gateway (with its mark and seal key, which
+        // then agree with it) is told apart at start.
+        M::up("ALTER TABLE gateway_life ADD COLUMN gateway_id TEXT;"),
     ])
 }
 

@@ -1067,3 +1067,59 @@ async fn a_secret_of_the_wrong_type_is_refused_without_being_quoted() {
         assert!(text.contains("invalid type"), "{path}: {text}");
     }
 }
+
+/// A trigger someone added that discards one kind of audit record (a decommission's):
+/// the request is refused `audit_unavailable` (503), as when the log cannot be written at
+/// all; the alarm is raised at once (not at the next start) and the trigger is removed,
+/// so the next decommission is carried out and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_discarding_one_kind_of_record_refuses_the_action_and_raises_the_alarm_at_once() {
+    let d = daemon_with_devices();
+    let api = ApiClient::new(&d.socket);
+    rusqlite::Connection::open(d.db())
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER zz_hide BEFORE INSERT ON audit WHEN NEW.action = 'device.decommission' \
+             BEGIN SELECT RAISE(IGNORE); END;",
+        )
+        .unwrap();
+    let (code, body) = api
+        .call_raw(
+            Method::DELETE,
+            "/v1/devices/zigbee:0x00124b0001abcdef",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "audit_unavailable", "{body}");
+    let one = api
+        .call(Method::GET, "/v1/devices/zigbee:0x00124b0001abcdef", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        one["lifecycle"], "active",
+        "decommissioned without its record"
+    );
+    let status = api.call(Method::GET, "/v1/status", None).await.unwrap();
+    assert_eq!(
+        status["audit"]["alarm"]["name"], "audit_chain_broken",
+        "{status}"
+    );
+    let reason = status["audit"]["alarm"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("device.decommission"), "{reason}");
+    let (code, body) = api
+        .call_raw(
+            Method::DELETE,
+            "/v1/devices/zigbee:0x00124b0001abcdef",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(code.is_success(), "{code} {body}");
+    assert!(audit_records(&d)
+        .iter()
+        .any(|r| r.action == "device.decommission" && r.target == "zigbee:0x00124b0001abcdef"));
+}

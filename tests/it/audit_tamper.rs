@@ -414,6 +414,63 @@ fn a_log_cut_while_the_daemon_runs_is_noticed_at_the_next_append() {
     );
 }
 
+/// A record forged onto the end of the log while the daemon runs (correctly chained):
+/// the next audited request raises the alarm and is still carried out and recorded;
+/// the daemon numbers on after the forged record instead of taking its seq again.
+#[test]
+fn a_record_appended_while_the_daemon_runs_raises_the_alarm_and_the_log_goes_on() {
+    let d = TestDaemon::start("");
+    for _ in 0..3 {
+        assert!(d.cli(&["status"]).status.success());
+    }
+    {
+        let c = open(&d.db());
+        let (seq, prev): (i64, String) = c
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let (ts, details) = ("2026-01-01T00:00:00.000Z", serde_json::json!({}));
+        let hash = chain_hash(
+            &prev,
+            &canonical(
+                seq + 1,
+                ts,
+                "local:uid=0",
+                "device.rename",
+                "x",
+                "accepted",
+                &details,
+            ),
+        );
+        c.execute(
+            "INSERT INTO audit VALUES (?1, ?2, 'local:uid=0', 'device.rename', 'x', 'accepted', '{}', ?3, ?4)",
+            rusqlite::params![seq + 1, ts, prev, hash],
+        )
+        .unwrap();
+    }
+    for _ in 0..3 {
+        let out = d.cli(&["status"]);
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    }
+    let st = status_json(&d);
+    assert_eq!(st["audit"]["alarm"]["name"], "audit_chain_broken", "{st}");
+    let actions = audit_actions(&d.db());
+    let seqs: Vec<i64> = actions.iter().map(|a| a.0).collect();
+    let mut sorted = seqs.clone();
+    sorted.dedup();
+    assert_eq!(seqs, sorted, "{actions:?}");
+    let forged = actions.iter().position(|a| a.1 == "device.rename").unwrap();
+    assert!(
+        actions[forged + 1..]
+            .iter()
+            .any(|a| a.1 == "audit.chain_broken"),
+        "{actions:?}"
+    );
+}
+
 /// The seed exists only in what `audit seal init` prints: when it cannot be written
 /// (standard output closed before it), the command fails and leaves sealing not set up,
 /// so that it can run again.
@@ -575,6 +632,110 @@ fn a_seed_on_a_gateway_without_sealing_says_sealing_is_not_set_up() {
     assert!(!text.contains("BROKEN"), "{text}");
 }
 
+/// The newest seal removed (its trigger dropped first): the alarm is raised once, and
+/// sealing goes on after it, so what is written from then on is sealed again; the
+/// missing epoch stays missing for `verify --seed`.
+#[test]
+fn sealing_goes_on_after_the_alarm_for_a_removed_seal() {
+    let (mut d, seed) = sealed_gateway();
+    let last: i64 = {
+        let c = open(&d.db());
+        let last = c
+            .query_row("SELECT MAX(epoch) FROM audit_seals", [], |r| r.get(0))
+            .unwrap();
+        c.execute("DELETE FROM audit_seals WHERE epoch = ?1", [last])
+            .unwrap();
+        last
+    };
+    d.spawn();
+    let st = status_json(&d);
+    assert_eq!(st["audit"]["alarm"]["name"], "audit_chain_broken", "{st}");
+    for _ in 0..3 {
+        assert!(d.cli(&["status"]).status.success());
+    }
+    stop(&mut d);
+    assert!(!d.log().contains("audit sealing failed"), "{}", d.log());
+    let epochs: Vec<i64> = {
+        let c = Connection::open(d.db()).unwrap();
+        let mut stmt = c
+            .prepare("SELECT epoch FROM audit_seals ORDER BY epoch")
+            .unwrap();
+        let r = stmt.query_map([], |r| r.get(0)).unwrap();
+        r.collect::<Result<_, _>>().unwrap()
+    };
+    assert!(!epochs.contains(&last), "{epochs:?}");
+    assert!(
+        epochs.iter().any(|e| *e > last),
+        "not sealed again: {epochs:?}"
+    );
+    // Every record is covered by a seal again.
+    let head: i64 = Connection::open(d.db())
+        .unwrap()
+        .query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    let sealed_to: i64 = Connection::open(d.db())
+        .unwrap()
+        .query_row("SELECT MAX(last_seq) FROM audit_seals", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sealed_to, head);
+    let (ok, text) = verify(&d.db(), Some(&seed));
+    assert!(
+        !ok && text.contains(&format!("seal {last} is missing")),
+        "{text}"
+    );
+    // Raised once: the next start finds the seals and the key in step.
+    d.spawn();
+    assert!(status_json(&d)["audit"]["alarm"].is_null());
+    stop(&mut d);
+}
+
+/// Every seal and the key file removed, the records kept: the log's
+/// `audit.sealing_started` record still says sealing was set up, so the daemon raises
+/// the alarm and `audit seal init` refuses to set sealing up again over it.
+#[test]
+fn seals_and_key_removed_raise_the_alarm_and_sealing_cannot_be_set_up_again() {
+    let (mut d, _seed) = sealed_gateway();
+    {
+        let c = open(&d.db());
+        c.execute_batch("DELETE FROM audit_seals").unwrap();
+    }
+    std::fs::remove_file(crate::common::sidecar(&d.db(), "-seal-key")).unwrap();
+    let out = fieldgate(&["audit", "seal", "init", "--db", d.db().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = crate::common::stderr(&out);
+    assert!(err.contains("was set up for this database before"), "{err}");
+    assert!(!crate::common::sidecar(&d.db(), "-seal-key").exists());
+    d.spawn();
+    let st = status_json(&d);
+    let reason = st["audit"]["alarm"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("no seal is left"), "{st}");
+    stop(&mut d);
+}
+
+/// A database run as another gateway id (copied in from another gateway with its
+/// mark and seal key, or the id changed): the alarm names both ids, once.
+#[test]
+fn a_database_of_another_gateway_raises_the_alarm_once() {
+    let (mut d, _seed) = sealed_gateway();
+    let config = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        config.replace("id = \"test-gw\"", "id = \"other-gw\""),
+    )
+    .unwrap();
+    d.spawn();
+    let st = status_json(&d);
+    let reason = st["audit"]["alarm"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("`test-gw`") && reason.contains("`other-gw`"),
+        "{st}"
+    );
+    stop(&mut d);
+    d.spawn();
+    assert!(status_json(&d)["audit"]["alarm"].is_null());
+    stop(&mut d);
+}
+
 /// Sealing, once set up, cannot be switched off by deleting its key file: the daemon
 /// raises the alarm at start and `doctor` fails the state directory.
 #[test]
@@ -609,10 +770,10 @@ fn a_deleted_seal_key_raises_the_alarm_and_fails_doctor() {
 }
 
 /// A trigger added to discard audit records (`RAISE(IGNORE)`) cannot make an action
-/// go ahead unrecorded: the request fails while it is there, and the next start
-/// removes it and raises the alarm.
+/// go ahead unrecorded: the request it discards fails, the trigger is removed at once
+/// and the alarm raised (recorded with the trigger's name); the next request works.
 #[test]
-fn a_trigger_that_discards_records_fails_the_request_and_is_removed_at_start() {
+fn a_trigger_that_discards_records_fails_the_request_and_is_removed_at_once() {
     let mut d = TestDaemon::start("");
     assert!(d.cli(&["status"]).status.success());
     Connection::open(d.db())
@@ -631,11 +792,9 @@ fn a_trigger_that_discards_records_fails_the_request_and_is_removed_at_start() {
         "{}",
         crate::common::stderr(&out)
     );
-    stop(&mut d);
-    d.spawn();
     let st = status_json(&d);
     let reason = st["audit"]["alarm"]["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("evil"), "{st}");
+    assert!(reason.contains("discarded"), "{st}");
     let triggers: i64 = Connection::open(d.db())
         .unwrap()
         .query_row(
@@ -645,6 +804,15 @@ fn a_trigger_that_discards_records_fails_the_request_and_is_removed_at_start() {
         )
         .unwrap();
     assert_eq!(triggers, 0);
+    let details: String = Connection::open(d.db())
+        .unwrap()
+        .query_row(
+            "SELECT details FROM audit WHERE action = 'audit.chain_broken' ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(details.contains("evil"), "{details}");
     stop(&mut d);
 }
 
