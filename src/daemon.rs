@@ -276,6 +276,7 @@ impl Daemon {
             started,
             stats: Default::default(),
             upstream: upstream.as_ref().map(|u| u.status.clone()),
+            stopping: shutdown_rx.clone(),
         };
         let mut api_shutdown = shutdown_rx.clone();
         let api_socket = (api_listener.path.clone(), api_listener.activated);

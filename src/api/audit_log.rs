@@ -80,14 +80,21 @@ pub(super) async fn audit_tail(
             filter.target = Some(id.to_string());
         }
     }
+    let mut stopping = s.stopping.clone();
     loop {
         let f = filter.clone();
         let after = q.after;
         let found = read(&s, move |c| audit::tail_matching(c, limit, after, &f)).await?;
-        if !found.is_empty() || tokio::time::Instant::now() + AUDIT_WAIT_STEP > end {
+        if !found.is_empty()
+            || tokio::time::Instant::now() + AUDIT_WAIT_STEP > end
+            || *stopping.borrow()
+        {
             return Ok(Json(found));
         }
-        tokio::time::sleep(AUDIT_WAIT_STEP).await;
+        tokio::select! {
+            _ = tokio::time::sleep(AUDIT_WAIT_STEP) => {}
+            _ = crate::shutdown::signalled(&mut stopping) => {}
+        }
     }
 }
 

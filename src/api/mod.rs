@@ -88,6 +88,10 @@ pub struct ApiState {
     pub stats: Arc<ApiStats>,
     /// The MQTT uplink's status, when `[upstream]` is configured.
     pub upstream: Option<Arc<crate::upstream::UpstreamStatus>>,
+    /// Flips when the daemon stops: requests that wait (`GET /v1/audit?wait_s=`)
+    /// answer then. They run on tasks of their own and hold the store until they end,
+    /// so one left waiting would hold the daemon's stop for as long.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// An error answer: `{"error": {"code": "...", "message": "..."}}`.

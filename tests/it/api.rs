@@ -1123,3 +1123,34 @@ async fn a_trigger_discarding_one_kind_of_record_refuses_the_action_and_raises_t
         .iter()
         .any(|r| r.action == "device.decommission" && r.target == "zigbee:0x00124b0001abcdef"));
 }
+
+/// A follower waiting on `GET /v1/audit?wait_s=` (as `fieldgate pair` does) is answered
+/// when the daemon stops; it held the store, and with it the stop, for up to 30 s.
+#[test]
+fn a_waiting_audit_follower_does_not_hold_the_daemons_stop() {
+    let mut d = TestDaemon::start("");
+    let socket = d.socket.clone();
+    let follower = std::thread::spawn(move || {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            ApiClient::new(&socket)
+                .call_raw(
+                    Method::GET,
+                    "/v1/audit?after=1000000&wait_s=30&action=radio.permit_join",
+                    None,
+                )
+                .await
+        })
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let t0 = std::time::Instant::now();
+    let status = d
+        .terminate(std::time::Duration::from_secs(20))
+        .expect("stopped");
+    assert!(status.success(), "{}", d.log());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(8),
+        "the stop took {:?}",
+        t0.elapsed()
+    );
+    let _ = follower.join();
+}
