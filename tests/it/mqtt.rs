@@ -2308,6 +2308,63 @@ pub(crate) mod device_requests {
             .is_some_and(|s| s.success()));
     }
 
+    /// A repeat is told by the device it names, not by how it names it: the same
+    /// correlation id and body sent with the id, the id in capitals, on the device's
+    /// own topic and by its friendly name is one toggle, answered four times.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repeat_naming_the_device_another_way_is_not_carried_out_again() {
+        let mut site = Site::start().await;
+        site.pair().await;
+        let plug = dev(DeviceKind::SmartPlug);
+        let ieee = DeviceKind::SmartPlug.default_ieee();
+        site.request(
+            "rename",
+            json!({"correlation_id": "name-it", "device": plug, "name": "hall lamp"}),
+            false,
+        )
+        .await;
+        site.response("name-it", "ok", Duration::from_secs(10))
+            .await;
+        let on = |site: &Site| {
+            site.pty
+                .sim
+                .with(|e, _| e.device(ieee).is_some_and(|d| d.is_on()))
+        };
+        let was_on = on(&site);
+        let toggle = json!({"correlation_id": "t-any", "state": {"state": "toggle"}});
+        let mut with_device = toggle.clone();
+        with_device["device"] = json!(plug);
+        site.request("set", with_device, false).await;
+        site.response("t-any", "ok", Duration::from_secs(10)).await;
+        for topic in [plug.to_uppercase(), "hall lamp".to_string()] {
+            site.probe
+                .client
+                .publish(
+                    format!("{}/device/{topic}/set", site.prefix),
+                    QoS::AtLeastOnce,
+                    false,
+                    toggle.to_string().into_bytes(),
+                )
+                .await
+                .unwrap();
+        }
+        let mut by_name = toggle.clone();
+        by_name["device"] = json!("hall lamp");
+        site.request("set", by_name, false).await;
+        site.probe
+            .wait_for("four answers", Duration::from_secs(10), |_| {
+                site.responses("t-any").len() >= 4
+            })
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(on(&site), !was_on, "toggled exactly once");
+        assert_eq!(site.audit_count("device.command", &plug, "accepted"), 1);
+        assert!(site
+            .daemon
+            .terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success()));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_retained_toggle_replayed_after_a_restart_is_carried_out_once() {
         let mut site = Site::start().await;

@@ -29,10 +29,21 @@ pub(super) async fn handle(
     let mut parsed = super::parse::parse_for(operation, payload, topic_device);
     let level = response_level(operation).to_string();
     let actor = format!("mqtt:{}", parsed.client_id.as_deref().unwrap_or("cloud"));
+    // A device named by its friendly name: look the name up (before the repeat check,
+    // which compares the device, not how it was written).
+    if let Ok(req) = &mut parsed.request {
+        if let Err(r) = resolve_name(ctx, req).await {
+            parsed.request = Err(r);
+        }
+    }
+    let device = match &mut parsed.request {
+        Ok(req) => req.device_mut().map(|d| d.to_string()),
+        Err(_) => topic_device.map(str::to_string),
+    };
     let key = parsed
         .correlation_id
         .clone()
-        .map(|c| (level.clone(), repeat_key(&c, topic_device, payload)));
+        .map(|c| (level.clone(), repeat_key(&c, device.as_deref(), payload)));
     let respond = |payload: Vec<u8>| Outbound {
         topic: ctx.topics.response(operation),
         payload,
@@ -93,12 +104,6 @@ pub(super) async fn handle(
         }
     }
 
-    // A device named by its friendly name: look the name up.
-    if let Ok(req) = &mut parsed.request {
-        if let Err(r) = resolve_name(ctx, req).await {
-            parsed.request = Err(r);
-        }
-    }
     let target = match &parsed.request {
         Ok(r) => r.target(&ctx.gateway_id),
         // Refused before it was understood: still named by what it was about, when
@@ -292,17 +297,25 @@ async fn resolve_name(
     }
 }
 
-/// What makes a request a repeat: its correlation id *and* what it asks (the device of
-/// a per-device topic, the body as JSON, whatever its spacing or key order). The same
-/// id with another body or another device is another request, carried out and answered
-/// on its own, not answered with the first one's result.
-fn repeat_key(correlation_id: &str, topic_device: Option<&str>, payload: &[u8]) -> String {
+/// What makes a request a repeat: its correlation id *and* what it asks (the device,
+/// however it was named: id in any case, friendly name, on the topic or in the body;
+/// the rest of the body as JSON, whatever its spacing or key order). The same id with
+/// another body or another device is another request, carried out and answered on its
+/// own, not answered with the first one's result.
+fn repeat_key(correlation_id: &str, device: Option<&str>, payload: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let body = serde_json::from_slice::<serde_json::Value>(payload)
-        .map(|v| v.to_string().into_bytes())
+        .map(|mut v| {
+            if device.is_some() {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("device");
+                }
+            }
+            v.to_string().into_bytes()
+        })
         .unwrap_or_else(|_| payload.to_vec());
     let mut h = Sha256::new();
-    h.update(topic_device.unwrap_or_default().as_bytes());
+    h.update(device.unwrap_or_default().as_bytes());
     h.update([0]);
     h.update(&body);
     let digest = h.finalize();
