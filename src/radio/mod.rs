@@ -411,6 +411,9 @@ pub struct Capabilities {
     pub configuration: Option<u16>,
     /// Its devices can be commanded at all (a BLE advertiser only broadcasts).
     pub commands: bool,
+    /// Its devices take `set` (on/off, level, configuration), not only reads: a
+    /// LoRaWAN device is read from its uplinks, and no downlink is queued for it here.
+    pub sets: bool,
     /// A device told to leave must take part (Z-Wave exclusion: its button): the radio
     /// waits this long for it, and the technician is told to act now.
     pub removal_needs_device: Option<Duration>,

@@ -21,6 +21,12 @@ impl Hub {
                 d.radio, d.protocol
             )));
         }
+        if !caps.sets {
+            return Some(HubError::NotSupported(format!(
+                "devices on radio `{}` ({}) take no set commands: they are read from their uplinks, and no downlink is queued for them here",
+                d.radio, d.protocol
+            )));
+        }
         let DeviceCommand::Configure { parameter, .. } = command else {
             return None;
         };

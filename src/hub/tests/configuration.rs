@@ -93,3 +93,24 @@ async fn a_configuration_parameter_past_the_radios_numbering_is_refused_at_once(
     hub.command(&id, configure(255), "test").await.unwrap();
     assert!(matches!(rx.try_recv(), Ok(RadioCommand::Set { .. })));
 }
+
+/// A radio whose devices are read but take no `set` (LoRaWAN): a set is refused
+/// `not_supported` at once, not held or sent and failed at the next uplink.
+#[tokio::test]
+async fn a_set_for_a_radio_whose_devices_take_none_is_refused_at_once() {
+    let caps = crate::radio::capabilities(protocol()).map(|c| {
+        &*Box::leak(Box::new(crate::radio::Capabilities {
+            sets: false,
+            ..c.clone()
+        }))
+    });
+    let mut r = one_radio_with_a_device(caps).await;
+    let (hub, rx, id) = (&mut r.hub, &mut r.rx, r.id.clone());
+    let e = hub
+        .command(&id, DeviceCommand::On, "test")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "not_supported", "{e}");
+    assert!(e.to_string().contains("take no set commands"), "{e}");
+    assert!(rx.try_recv().is_err(), "nothing reached the radio");
+}

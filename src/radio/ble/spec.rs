@@ -19,6 +19,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         reachability: &[Reachability::AfterUplink],
         configuration: None,
         commands: false,
+        sets: false,
         removal_needs_device: None,
     },
     ports: &[PortKind::Bluez, PortKind::Sim],

@@ -20,6 +20,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         reachability: &[Reachability::AfterUplink],
         configuration: None,
         commands: true,
+        sets: false,
         removal_needs_device: None,
     },
     ports: &[PortKind::Udp, PortKind::Sim],

@@ -19,6 +19,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         reachability: &[crate::model::Reachability::AfterUplink],
         configuration: None,
         commands: true,
+        sets: true,
         removal_needs_device: None,
     },
     ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],

@@ -21,6 +21,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         reachability: &[Reachability::AlwaysListening, Reachability::WakeUp],
         configuration: None,
         commands: true,
+        sets: true,
         removal_needs_device: None,
     },
     ports: &[PortKind::Serial, PortKind::Tcp, PortKind::Sim],

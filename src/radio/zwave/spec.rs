@@ -24,6 +24,7 @@ pub const SPEC: DriverSpec = DriverSpec {
         // Configuration CC: a parameter number is one byte.
         configuration: Some(255),
         commands: true,
+        sets: true,
         // Exclusion: the controller listens for the device's exclusion frame (its button).
         removal_needs_device: Some(super::inclusion::EXCLUSION_WINDOW),
     },
