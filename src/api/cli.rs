@@ -420,7 +420,7 @@ pub async fn readmit(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
     crate::outln!(
         "{} re-admitted ({}): {}",
         s(&v["device"]),
-        s(&v["lifecycle"]),
+        v["lifecycle"].as_str().unwrap_or("never seen"),
         s(&v["note"])
     );
     Ok(())

@@ -264,7 +264,10 @@ pub struct PermitJoinAccepted {
 #[derive(Debug, Clone, Serialize)]
 pub struct Readmitted {
     pub device: String,
-    pub lifecycle: &'static str,
+    /// Its lifecycle now; `None` for a blocked device the registry never held.
+    pub lifecycle: Option<String>,
+    /// Whether the registry holds the device (a blocked one may never have been seen).
+    pub known: bool,
     pub note: String,
 }
 

@@ -35,8 +35,12 @@ fn a_device_never_seen_can_be_blocked_and_readmitted() {
         )
         .unwrap();
     assert_eq!(audited, 2);
-    let out = d.cli(&["readmit", id]);
+    let out = d.cli(&["readmit", id, "--json"]);
     assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    // Never seen: no lifecycle to name (not a made-up one).
+    let v: serde_json::Value = serde_json::from_str(&crate::common::stdout(&out)).unwrap();
+    assert!(v["lifecycle"].is_null(), "{v}");
+    assert_eq!(v["known"], false, "{v}");
     let blocks: i64 = c
         .query_row("SELECT COUNT(*) FROM device_blocks", [], |r| r.get(0))
         .unwrap();

@@ -855,7 +855,7 @@ async fn conformance(emulated: &dyn Emulated) {
             .readmit(walk.id(&reporter), "conformance".into())
             .await
             .expect("re-admitted");
-        assert_eq!(r.lifecycle, "pending");
+        assert_eq!(r.lifecycle.as_deref(), Some("pending"));
         if discovered {
             // Off the denylist: heard and recorded again (pending until adopted).
             let t4 = Instant::now();
@@ -941,7 +941,7 @@ async fn rejoins_as_new_device(
         .readmit(walk.id(reporter), "conformance".into())
         .await
         .expect("re-admitted");
-    assert_eq!(r.lifecycle, "pending");
+    assert_eq!(r.lifecycle.as_deref(), Some("pending"));
 
     // Remove and block in one step: decommissioned and told to leave.
     let blocked = walk
@@ -963,7 +963,7 @@ async fn rejoins_as_new_device(
         .readmit(walk.id(&again), "conformance".into())
         .await
         .expect("re-admitted");
-    assert_eq!(r.lifecycle, "pending");
+    assert_eq!(r.lifecycle.as_deref(), Some("pending"));
 }
 
 /// A technician gives the device's credential (LoRaWAN keys), when its radio needs one.

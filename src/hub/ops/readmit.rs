@@ -15,7 +15,9 @@ impl Hub {
         let id = device.clone();
         let actor = actor.to_string();
         let codes_required = self.policy.policy.admission.require_install_code;
-        let (lifecycle, missing) = self
+        // (its lifecycle now, re-admitted here (not only unblocked), a credential to
+        // register again)
+        let (lifecycle, readmitted, missing) = self
             .writer
             .write(move |c| {
                 let entry = |outcome, details| {
@@ -33,7 +35,7 @@ impl Hub {
                                 json!({"unblocked": true, "known": false}),
                             ),
                         )?;
-                        return Ok(Ok(("unknown", None)));
+                        return Ok(Ok((None, false, None)));
                     }
                     None => Some(HubError::UnknownDevice(id.to_string())),
                     Some(d) if d.lifecycle != Lifecycle::Decommissioned.as_str() && unblocked => {
@@ -42,7 +44,7 @@ impl Hub {
                             &gw,
                             &entry(Outcome::Accepted, json!({"unblocked": true, "known": true})),
                         )?;
-                        return Ok(Ok(("unchanged", None)));
+                        return Ok(Ok((Some(d.lifecycle), false, None)));
                     }
                     Some(d) if d.lifecycle != Lifecycle::Decommissioned.as_str() => {
                         Some(HubError::Invalid(format!(
@@ -86,27 +88,32 @@ impl Hub {
                     &gw,
                     &entry(Outcome::Accepted, json!({"unblocked": unblocked})),
                 )?;
-                Ok(Ok(("pending", missing)))
+                Ok(Ok((
+                    Some(Lifecycle::Pending.as_str().to_string()),
+                    true,
+                    missing,
+                )))
             })
             .await??;
         // A radio that discovers its devices (BLE) has no join window: the technician
         // adopts the device again.
         let discovered = super::super::ingest::discovered(device);
-        let note = match (lifecycle, missing) {
-            ("pending", _) if discovered => {
+        let note = match (readmitted, missing) {
+            (true, _) if discovered => {
                 "it is pending again: adopt it (`fieldgate adopt`) to let its readings go upstream".to_string()
             }
-            ("pending", Some((kind, address))) => format!(
+            (true, Some((kind, address))) => format!(
                 "it joins again through a join window, interview and admission; the policy requires its {label} to join, and decommissioning destroyed it: register it again first (`fieldgate install-code add {address} CODE`)",
                 label = kind.label()
             ),
-            ("pending", None) => {
+            (true, None) => {
                 "it joins again through a join window, interview and admission".to_string()
             }
-            _ => "taken off the denylist: it may join through a join window".to_string(),
+            (false, _) => "taken off the denylist: it may join through a join window".to_string(),
         };
         Ok(Readmitted {
             device: device.to_string(),
+            known: lifecycle.is_some(),
             lifecycle,
             note,
         })

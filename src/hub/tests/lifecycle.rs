@@ -32,7 +32,7 @@ async fn a_readmitted_device_whose_code_was_destroyed_is_told_and_stays_pending(
     let hub = rig.hub.as_mut().unwrap();
     hub.decommission(&id, "tech").await.unwrap();
     let back = hub.readmit(&id, "tech").await.unwrap();
-    assert_eq!(back.lifecycle, "pending");
+    assert_eq!(back.lifecycle.as_deref(), Some("pending"));
     assert!(
         back.note.contains("install code") && back.note.contains("install-code add"),
         "{}",
