@@ -612,6 +612,19 @@ pub fn duplicate_key(text: &str) -> Option<String> {
     }
 }
 
+/// The `correlation_id` of a payload whose other values do not parse as numbers (the
+/// rest is skipped without being converted), when it is a valid one.
+fn correlation_id_only(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        correlation_id: Option<String>,
+    }
+    serde_json::from_str::<Only>(text)
+        .ok()?
+        .correlation_id
+        .filter(|c| valid_correlation_id(c))
+}
+
 /// Parses and validates one request. Pure: no IO, never panics.
 pub fn parse(operation: &str, payload: &[u8]) -> Parsed {
     parse_for(operation, payload, None)
@@ -666,6 +679,18 @@ pub fn parse_for(operation: &str, payload: &[u8], topic_device: Option<&str>) ->
     };
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
+        // Valid JSON (RFC 8259 sets no limit on a number's size) with a number no
+        // 64-bit float holds: a value out of range, answered under its correlation id.
+        Err(e) if e.to_string().starts_with("number out of range") => {
+            return fail(
+                correlation_id_only(text),
+                None,
+                Rejection::new(
+                    "invalid_request",
+                    format!("a number in the request is out of range: {e}"),
+                ),
+            )
+        }
         Err(e) => {
             return fail(
                 None,

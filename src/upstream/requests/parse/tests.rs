@@ -310,3 +310,16 @@ fn a_correlation_id_that_shows_nothing_is_refused() {
     let body = serde_json::json!({"correlation_id": "a\u{200b}b"}).to_string();
     assert_eq!(code("info", body.as_bytes()), "ok");
 }
+
+#[test]
+fn a_number_no_float_holds_is_out_of_range_under_its_correlation_id() {
+    let huge = "9".repeat(5_000);
+    let body =
+        format!(r#"{{"correlation_id":"lv2","device":"hall lamp","state":{{"level":{huge}}}}}"#);
+    let p = parse("set", body.as_bytes());
+    assert_eq!(p.correlation_id.as_deref(), Some("lv2"));
+    let e = p.request.unwrap_err();
+    assert_eq!(e.code, "invalid_request", "{}", e.message);
+    // Broken JSON is still bad_json.
+    assert_eq!(code("set", br#"{"correlation_id":"x","#), "bad_json");
+}
