@@ -718,3 +718,37 @@ async fn a_controller_that_locks_up_while_idle_is_found_by_the_watchdog() {
     let why = format!("{:#}", ended.expect_err("the driver gave the link up"));
     assert!(why.contains("soft reset"), "{why}");
 }
+
+/// A sleeping node's readings held while it slept reach the driver in the order they
+/// were taken, over the served link as on a gateway: the newest is the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_nodes_held_readings_arrive_oldest_first() {
+    let sim = SimEmulator::new(EmulatorConfig {
+        wake_interval: Duration::from_secs(9),
+        awake_time: Duration::from_secs(2),
+        report_interval: Duration::from_secs(2),
+        ..EmulatorConfig::default()
+    });
+    let mut zw = attach(&sim, None);
+    let mut batteries = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while batteries.len() < 4 && tokio::time::Instant::now() < until {
+        let ev = zw
+            .wait("a reading of the sleeper", 30, |e| {
+                e.native_address == address(SLEEPER)
+                    && matches!(&e.kind, DeviceEventKind::Readings(r) if r.iter().any(|r| r.name == "battery"))
+            })
+            .await;
+        if let DeviceEventKind::Readings(r) = &ev.kind {
+            for r in r.iter().filter(|r| r.name == "battery") {
+                if let Value::Number(n) = &r.value {
+                    batteries.push(*n);
+                }
+            }
+        }
+    }
+    assert!(
+        batteries.windows(2).all(|w| w[0] >= w[1]),
+        "readings out of order: {batteries:?}"
+    );
+}

@@ -472,8 +472,11 @@ impl Emulator {
         );
     }
 
-    /// A sleeping node wakes: Wake Up Notification to its target (broadcast without one),
-    /// then the readings it held; awake for [`EmulatorConfig::awake_time`].
+    /// A sleeping node wakes: the readings it held, oldest first, then the Wake Up
+    /// Notification to its target (broadcast without one); awake for
+    /// [`EmulatorConfig::awake_time`]. The readings go first: a host asks the node for
+    /// its current values after the notification, and an older reading arriving after
+    /// that answer would leave the host with a stale value.
     fn wake(&mut self, now: Duration, id: u8) {
         let Some(node) = self.nodes.get(&id) else {
             return;
@@ -485,16 +488,17 @@ impl Emulator {
         let until = now + self.cfg.awake_time;
         self.awake.insert(id, until);
         self.schedule(until, Action::Sleep(id));
-        if target == CONTROLLER_NODE_ID || target == 0 {
-            self.node_frame(now, id, vec![nodes::cc_id::WAKE_UP, 0x07], target == 0);
-        }
         let held = self.held.remove(&id).unwrap_or_default();
+        let after = Duration::from_millis(20 * held.len() as u64);
         for (i, cc) in held.into_iter().enumerate() {
+            self.node_frame(now + Duration::from_millis(20 * i as u64), id, cc, false);
+        }
+        if target == CONTROLLER_NODE_ID || target == 0 {
             self.node_frame(
-                now + Duration::from_millis(20 * (i as u64 + 1)),
+                now + after,
                 id,
-                cc,
-                false,
+                vec![nodes::cc_id::WAKE_UP, 0x07],
+                target == 0,
             );
         }
     }

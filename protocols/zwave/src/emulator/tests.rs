@@ -303,7 +303,11 @@ fn sleeping_node_answers_only_while_awake_and_holds_its_readings() {
     assert!(!h.emu.is_awake(5));
     h.advance(Duration::from_secs(2));
     let woke = node_ccs(&h.take(), 5);
-    assert_eq!(woke[0], [0x84, 0x07], "Wake Up Notification first");
+    assert_eq!(
+        woke.last().map(Vec::as_slice),
+        Some(&[0x84, 0x07][..]),
+        "Wake Up Notification after the held readings: {woke:?}"
+    );
     assert!(
         woke.iter().any(|cc| cc.starts_with(&[0x31, 0x05, 0x01])),
         "held reading"
@@ -608,4 +612,26 @@ proptest! {
         h.send(function, &payload);
         h.advance(Duration::from_secs(3));
     }
+}
+
+/// What a sleeping node measured while asleep reaches the host in the order it was
+/// measured, so the last value a host keeps is the newest one.
+#[test]
+fn held_readings_go_out_oldest_first() {
+    let mut h = Host::new(EmulatorConfig {
+        report_interval: Duration::from_secs(4),
+        wake_interval: Duration::from_secs(30),
+        ..EmulatorConfig::default()
+    });
+    h.advance(Duration::from_secs(32));
+    let batteries: Vec<u8> = node_ccs(&h.take(), 5)
+        .iter()
+        .filter(|cc| cc.starts_with(&[0x80, 0x03]))
+        .map(|cc| cc[2])
+        .collect();
+    assert!(batteries.len() >= 3, "{batteries:?}");
+    assert!(
+        batteries.windows(2).all(|w| w[0] >= w[1]),
+        "the battery rose: readings out of order {batteries:?}"
+    );
 }
