@@ -437,7 +437,7 @@ async fn zigbee_network_key_is_kept_encrypted_and_exported_in_a_backup() {
     assert_eq!(b["metadata"]["version"], 1);
     assert_eq!(
         b["metadata"]["source"],
-        format!("fieldgate-{}", env!("CARGO_PKG_VERSION"))
+        format!("fieldgate@{}", env!("CARGO_PKG_VERSION"))
     );
     assert_eq!(b["pan_id"], "1a62");
     assert_eq!(b["extended_pan_id"], "00124b00dddddddd");
@@ -756,7 +756,8 @@ async fn zigbee_backup_of_a_cc2531_reads_the_packed_nib_and_legacy_counters() {
 /// zigbee-herdsman 11.1.1's own backup code (`AdapterBackup.createBackup`) reads a snapshot
 /// of the emulated coordinator over MT, request by request, and herdsman's
 /// `fromUnifiedBackup` parses our backup of the same coordinator: both must give the values
-/// the emulator holds. Runs with FIELDGATE_PEERS=1 (tests/peers/zigbee/setup.sh first).
+/// the emulator holds; and zigpy-znp's schema for the format takes it. Runs with
+/// FIELDGATE_PEERS=1 (tests/peers/zigbee/setup.sh first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zigbee_backup_agrees_with_zigbee_herdsman() {
     use fieldgate_zigbee::{to_hex, MtFrame, MtStreamParser, MtType};
@@ -803,6 +804,24 @@ async fn zigbee_backup_agrees_with_zigbee_herdsman() {
             .expect("backup");
         let (mut emu, mut now) = pty.sim.with(|e, now| (e.clone(), now));
         rig.stop().await;
+        // zigpy-znp's own schema for the format (its network_restore refuses a file
+        // that fails it): a source with an `@`, no link_key where there is none.
+        let validated = std::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/zigbee/.venv/bin/python"
+        ))
+        .args([
+            "-c",
+            "import json, sys; from zigpy_znp.tools.common import validate_backup_json; validate_backup_json(json.loads(sys.argv[1]))",
+            &ours.to_string(),
+        ])
+        .output()
+        .expect("FIELDGATE_PEERS=1 needs tests/peers/zigbee/setup.sh run first");
+        assert!(
+            validated.status.success(),
+            "zigpy-znp refuses our backup ({firmware:?}): {}",
+            String::from_utf8_lossy(&validated.stderr)
+        );
         let nib = emu.nib().unwrap();
         let key = emu.active_key_info().unwrap();
         let fc = emu.nwk_frame_counter().unwrap();

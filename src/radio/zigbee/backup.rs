@@ -233,16 +233,21 @@ pub(super) fn open_coordinator_backup(
         .devices
         .iter()
         .map(|d| {
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "nwk_address": format!("{:04x}", d.nwk),
                 "ieee_address": format!("{:016x}", d.ieee.0),
                 "is_child": d.is_child,
-                "link_key": d.link_key.map(|k| serde_json::json!({
+            });
+            // Left out, not null, where there is none: zigpy's schema takes an object
+            // or nothing (as zigpy and zigbee-herdsman write their own backups).
+            if let Some(k) = d.link_key {
+                v["link_key"] = serde_json::json!({
                     "key": hex::encode(k.key),
                     "rx_counter": k.rx_frame_counter,
                     "tx_counter": k.tx_frame_counter,
-                })),
-            })
+                });
+            }
+            v
         })
         .collect();
     let (unique, seed_derived, without) = f.link_key_counts();
@@ -251,7 +256,8 @@ pub(super) fn open_coordinator_backup(
         "metadata": {
             "format": "zigpy/open-coordinator-backup",
             "version": 1,
-            "source": format!("fieldgate-{version}"),
+            // `name@version`: zigpy's schema refuses a source without the `@`.
+            "source": format!("fieldgate@{version}"),
             "internal": {
                 "date": crate::model::rfc3339(now),
                 "znpVersion": f.znp_version,
@@ -261,7 +267,7 @@ pub(super) fn open_coordinator_backup(
                     "seed_derived": seed_derived,
                     "devices_without": without,
                 },
-                "note": "The NWK frame counter and the devices' APS frame counters are the values the coordinator last stored: a restoring tool must raise them (zigbee-herdsman adds 2500). devices[].link_key is null where the coordinator holds no key for the device (one that never did the Zigbee 3.0 key exchange uses the well-known default key).",
+                "note": "The NWK frame counter and the devices' APS frame counters are the values the coordinator last stored: a restoring tool must raise them (zigbee-herdsman adds 2500). devices[].link_key is left out where the coordinator holds no key for the device (one that never did the Zigbee 3.0 key exchange uses the well-known default key).",
             },
         },
         "stack_specific": {
@@ -345,7 +351,7 @@ mod tests {
             b["devices"][0]["link_key"],
             serde_json::json!({"key": "22".repeat(16), "rx_counter": 7, "tx_counter": 9})
         );
-        assert_eq!(b["devices"][1]["link_key"], serde_json::Value::Null);
+        assert!(b["devices"][1].get("link_key").is_none(), "{b}");
         assert_eq!(b["devices"][1]["is_child"], false);
         assert_eq!(
             b["metadata"]["internal"]["link_keys"],
