@@ -69,6 +69,7 @@ pub async fn run_ble(args: BleArgs) -> anyhow::Result<()> {
         faults: !args.no_faults,
         seed: args.seed,
         beacon_away: None,
+        counter_base: Some(fieldgate_ble::emulator::counter_from_clock()),
     });
     let ticks = args.duration.map(|d| d.as_millis() as u64 / TICK_MS);
     let mut pace = tokio::time::interval(Duration::from_millis(TICK_MS) / args.speed.max(1));

@@ -41,6 +41,22 @@ pub struct SceneOptions {
     /// at the second: silent in between, its signal fading over the last 20 ticks
     /// before it goes.
     pub beacon_away: Option<(u64, u64)>,
+    /// Where the encrypted sensor's BTHome counter starts, in ticks; it then goes up by
+    /// one per tick. `None`: a fixed start (same seed, same bytes). A start taken from
+    /// the wall clock ([`counter_from_clock`]) keeps the counter rising across restarts
+    /// of the emulator, as a real sensor's does, so a receiver that remembers it does
+    /// not take a restarted emulator for a replay.
+    pub counter_base: Option<u32>,
+}
+
+/// A counter start from the wall clock: 100 ms ticks since 2023-11-14 (wrapping; fits
+/// 32 bits until 2037). An emulator run faster than real time runs ahead of it.
+pub fn counter_from_clock() -> u32 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let ticks = ms.saturating_sub(1_700_000_000_000) / u128::from(TICK_MS);
+    (ticks % (1u128 << 32)) as u32
 }
 
 impl Default for SceneOptions {
@@ -50,6 +66,7 @@ impl Default for SceneOptions {
             faults: true,
             seed: 1,
             beacon_away: None,
+            counter_base: None,
         }
     }
 }
@@ -89,6 +106,7 @@ pub struct Scene {
     beacon_away: Option<(u64, u64)>,
     tick: u64,
     rng: Rng,
+    counter_base: Option<u32>,
     /// The encrypted sensor's first advertisement, replayed later.
     recorded: Option<Advertisement>,
 }
@@ -172,6 +190,7 @@ impl Scene {
             beacon_away: opts.beacon_away,
             tick: 0,
             rng,
+            counter_base: opts.counter_base,
             recorded: None,
         }
     }
@@ -251,8 +270,12 @@ impl Scene {
                     obj(0x02, (2506 + wobble).to_le_bytes().to_vec()),
                     obj(0x03, 5055u16.to_le_bytes().to_vec()),
                 ]);
+                let counter = match self.counter_base {
+                    Some(base) => base.wrapping_add(self.tick as u32),
+                    None => 0x0011_2233 + n,
+                };
                 let opts = BtHomeOptions {
-                    encrypt: Some((self.key.clone(), 0x0011_2233 + n)),
+                    encrypt: Some((self.key.clone(), counter)),
                     ..Default::default()
                 };
                 let data = bthome_service_data(&d.address, &payload, &opts);
@@ -410,12 +433,53 @@ mod tests {
     }
 
     #[test]
+    fn a_counter_from_the_clock_is_above_one_taken_earlier() {
+        let scene = |base| {
+            Scene::new(&SceneOptions {
+                counter_base: Some(base),
+                faults: false,
+                ..Default::default()
+            })
+        };
+        let (mut first, mut later) = (scene(1_000), scene(1_000 + 600));
+        let keys: Keys = [(ENCRYPTED_ADDRESS, first.bindkey().clone())]
+            .into_iter()
+            .collect();
+        let mut counters = Counters::new();
+        for _ in 0..300 {
+            for adv in first.tick() {
+                if let Ok(Decoded::Known(r)) = decode(&adv, &Context::new(&keys, &counters)) {
+                    counters.accept(&r);
+                }
+            }
+        }
+        // Restarted a minute later (600 ticks on): its encrypted readings are taken.
+        let mut taken = 0;
+        for _ in 0..20 {
+            for adv in later.tick() {
+                if adv.address != ENCRYPTED_ADDRESS {
+                    continue;
+                }
+                match decode(&adv, &Context::new(&keys, &counters)) {
+                    Ok(Decoded::Known(r)) => {
+                        taken += 1;
+                        counters.accept(&r);
+                    }
+                    other => panic!("the restarted sensor was refused: {other:?}"),
+                }
+            }
+        }
+        assert!(taken > 0);
+    }
+
+    #[test]
     fn the_street_is_mostly_unknown_and_deterministic() {
         let opts = SceneOptions {
             street: 500,
             faults: false,
             seed: 7,
             beacon_away: None,
+            counter_base: None,
         };
         let a: Vec<_> = (0..30).flat_map(|_| Scene::new(&opts).tick()).collect();
         let b: Vec<_> = (0..30).flat_map(|_| Scene::new(&opts).tick()).collect();

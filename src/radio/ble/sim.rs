@@ -26,6 +26,9 @@ impl SimSource {
                 let tick = |d: Duration| (d.as_millis() / u128::from(TICK_MS)) as u64;
                 (tick(leave), tick(back))
             }),
+            // From the clock: a restarted daemon's emulated sensor is not a replay of
+            // the one it heard before.
+            counter_base: Some(fieldgate_ble::emulator::counter_from_clock()),
         });
         let period = Duration::from_millis(TICK_MS) / options.sim_speed.max(1);
         let mut ticks = tokio::time::interval(period);
