@@ -663,11 +663,25 @@ async fn an_unpressed_exclusion_is_no_leave_and_is_not_restarted_at_once() {
         assert!(std::time::Instant::now() < deadline, "no exclusion started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // A join window closes the exclusion (Stop; the controller: done, no node).
+    // A join window does not cut the exclusion short: it is refused, saying why.
     let (opened, answer) = tokio::sync::oneshot::channel();
     zw.command(RadioCommand::PermitJoin {
         seconds: 5,
         reply: opened,
+    })
+    .await;
+    match answer.await.expect("an answer") {
+        Err(fieldgate::model::RadioError::Refused(why)) => {
+            assert!(why.contains("exclusion is in progress"), "{why}")
+        }
+        other => panic!("a join window during an exclusion: {other:?}"),
+    }
+    assert!(sim.with(|e, _| e.excluding()), "the exclusion was closed");
+    // Closing the windows (as at a stop) ends it (Stop; the controller: done, no node).
+    let (closed, answer) = tokio::sync::oneshot::channel();
+    zw.command(RadioCommand::PermitJoin {
+        seconds: 0,
+        reply: closed,
     })
     .await;
     assert_eq!(answer.await.expect("an answer"), Ok(()));
@@ -677,7 +691,7 @@ async fn an_unpressed_exclusion_is_no_leave_and_is_not_restarted_at_once() {
             .is_none(),
         "the plug was said to leave"
     );
-    // Asked again at once: the join window stays open, no new exclusion.
+    // Asked again at once: no new exclusion.
     zw.command(RadioCommand::Remove {
         native_address: address(PLUG),
     })

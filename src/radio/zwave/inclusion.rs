@@ -60,7 +60,14 @@ impl Controller<'_> {
                 w.until = until;
                 return Ok(Ok(()));
             }
-            Some(_) => self.close_window().await?,
+            // A device being removed waits for its button: closing the exclusion to
+            // include would leave it on the controller's network, unsaid.
+            Some(w) => {
+                let left = w.until.saturating_duration_since(Instant::now()).as_secs() + 1;
+                return Ok(Err(RadioError::Refused(format!(
+                    "an exclusion is in progress (a device being removed waits for its button press): open the join window once it ends, within {left} s"
+                ))));
+            }
             None => {}
         }
         self.open_window(WindowKind::Inclusion, until).await
