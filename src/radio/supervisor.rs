@@ -278,14 +278,16 @@ mod tests {
         }
     }
 
-    fn rig(up_on: Vec<usize>) -> (Arc<Mutex<Vec<tokio::time::Instant>>>, watch::Sender<bool>) {
-        let starts = Arc::new(Mutex::new(Vec::new()));
-        let (events, _events_rx) = mpsc::channel(8);
-        std::mem::forget(_events_rx);
+    /// A radio's io for a test driver: its command sender and state receiver.
+    fn io() -> (
+        DriverIo,
+        mpsc::Sender<RadioCommand>,
+        watch::Receiver<RadioState>,
+    ) {
+        let (events, events_rx) = mpsc::channel(8);
+        std::mem::forget(events_rx);
         let (cmd_tx, commands) = mpsc::channel(8);
-        let closer = cmd_tx.downgrade();
-        std::mem::forget(cmd_tx);
-        let (state, _) = watch::channel(RadioState::Starting);
+        let (state, state_rx) = watch::channel(RadioState::Starting);
         let io = DriverIo {
             radio: "r0".into(),
             protocol: Protocol::Zigbee,
@@ -299,6 +301,14 @@ mod tests {
             counters: Arc::default(),
             state_dir: None,
         };
+        (io, cmd_tx, state_rx)
+    }
+
+    fn rig(up_on: Vec<usize>) -> (Arc<Mutex<Vec<tokio::time::Instant>>>, watch::Sender<bool>) {
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let (io, cmd_tx, _) = io();
+        let closer = cmd_tx.downgrade();
+        std::mem::forget(cmd_tx);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let driver = DriverBox::OwnTransport(Box::new(Flaky {
             starts: starts.clone(),
@@ -333,22 +343,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn at_shutdown_the_driver_is_asked_to_close_its_join_window_and_given_time_to() {
         let asked = Arc::new(Mutex::new(Vec::new()));
-        let (events, _events_rx) = mpsc::channel(8);
-        let (cmd_tx, commands) = mpsc::channel(8);
-        let (state, state_rx) = watch::channel(RadioState::Starting);
-        let io = DriverIo {
-            radio: "r0".into(),
-            protocol: Protocol::Zigbee,
-            port: PortSpec::Sim(Protocol::Zigbee),
-            baud: None,
-            options: toml::Table::new(),
-            events,
-            commands,
-            state,
-            secrets: None,
-            counters: Arc::default(),
-            state_dir: None,
-        };
+        let (io, cmd_tx, state_rx) = io();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let driver = DriverBox::OwnTransport(Box::new(Joinable {
             asked: asked.clone(),
