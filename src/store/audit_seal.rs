@@ -215,7 +215,7 @@ pub fn last_seal(conn: &Connection) -> StoreResult<Option<Seal>> {
 
 /// The record the first seal wrote (`audit.sealing_started`), if the log holds one: it
 /// commits with the first seal, so a log that has it and no seals had its seals removed.
-/// Reads the log through (no index on actions); called where there are no seals only.
+/// Found through a partial index (`audit_sealing_started`), not by reading the log.
 pub fn sealing_started(conn: &Connection) -> StoreResult<Option<i64>> {
     Ok(conn
         .query_row(
@@ -524,6 +524,34 @@ mod tests {
         let k = read_key(kf).unwrap().unwrap();
         let (_, next) = seal(c, k, "2026-01-01T00:00:00.000Z", false).unwrap();
         write_key(kf, &next, false).unwrap();
+    }
+
+    #[test]
+    fn the_sealing_started_record_is_found_without_reading_the_log_through() {
+        let c = crate::store::schema::in_memory_for_tests();
+        add(&c, 3);
+        assert_eq!(sealing_started(&c).unwrap(), None);
+        append(
+            &c,
+            &AuditEntry::new(
+                "system",
+                "audit.sealing_started",
+                "audit",
+                Outcome::Accepted,
+                json!({"epoch": 1}),
+            ),
+            "2026-01-01T00:00:00.000Z",
+        )
+        .unwrap();
+        assert_eq!(sealing_started(&c).unwrap(), Some(4));
+        let plan: String = c
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE action = 'audit.sealing_started' ORDER BY seq LIMIT 1",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("audit_sealing_started"), "{plan}");
     }
 
     #[test]
