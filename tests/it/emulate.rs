@@ -252,12 +252,16 @@ fn run_host_with(
     ];
     args.extend_from_slice(emulate_args);
     let emu = Emulate::start(&args);
+    // A second, factory-new stick for a host that restores its backup onto another one.
+    args.extend_from_slice(&["--ieee", "0x00124b001cdd0002"]);
+    let replacement = Emulate::start(&args);
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(program)
         .arg(script)
         .arg(emu.port().to_string())
         .arg(dir.path())
         .arg(models)
+        .env("REPLACEMENT_PORT", replacement.port().to_string())
         .stderr(Stdio::piped())
         .output()
         .unwrap_or_else(|e| {
@@ -292,7 +296,9 @@ fn run_host_with(
 /// zigbee-herdsman's Controller (zstack adapter) and zigpy-znp's ControllerApplication, each
 /// on a factory-new `fieldgate emulate zigbee --listen 127.0.0.1:0`: herdsman forms a
 /// network, permits joining, sees every emulated device join, interviews it, gets the
-/// values the devices report, then resumes the formed network after a restart; zigpy-znp
+/// values the devices report, then resumes the formed network after a restart, and restores
+/// its backup onto a second, factory-new emulator, whose devices answer on the restored
+/// network without joining again; zigpy-znp
 /// forms its network and initializes every device that joins. Runs with FIELDGATE_PEERS=1
 /// (tests/peers/zigbee/setup.sh first); a failure names the step and the request.
 #[test]
@@ -318,6 +324,37 @@ fn host_stacks_run_on_fieldgate_emulate() {
     };
     assert_eq!(result("form: start"), Some("reset".into()), "{lines:?}");
     assert_eq!(result("resume: start"), Some("resumed".into()), "{lines:?}");
+    // Its backup restored onto another stick: that stick runs the backup's network, and
+    // the devices answer on it without joining again.
+    assert_eq!(
+        result("restore: start"),
+        Some("restored".into()),
+        "{lines:?}"
+    );
+    let restored = lines
+        .iter()
+        .find(|l| l["step"] == "restore: network")
+        .expect("restored network");
+    assert_eq!(restored["panID"], restored["backup"]["panID"], "{restored}");
+    assert_eq!(
+        restored["channel"], restored["backup"]["channel"],
+        "{restored}"
+    );
+    let answered = lines
+        .iter()
+        .find(|l| l["step"] == "restore: devices answer")
+        .expect("devices answered on the restored network");
+    assert_eq!(answered["onOff"], 1, "{answered}");
+    assert!(answered["temperature"].as_i64().is_some(), "{answered}");
+    let stopped = lines
+        .iter()
+        .find(|l| l["step"] == "restore: stop")
+        .expect("backup after the restore");
+    assert_eq!(stopped["sameNetwork"], true, "{stopped}");
+    assert_eq!(
+        stopped["devicesAfter"], stopped["backupDevices"],
+        "{stopped}"
+    );
     // The network map (Mgmt_Lqi, Mgmt_Rtg, Mgmt_Bind), bind and unbind, a group command.
     let map = lines
         .iter()
@@ -369,7 +406,7 @@ fn host_stacks_run_on_fieldgate_emulate() {
             "{phase}: {lines:?}"
         );
     }
-    println!("zigbee-herdsman: formed, interviewed {interviewed:?}, got their reports, resumed, mapped the network, bound, unbound, switched the plug through a group");
+    println!("zigbee-herdsman: formed, interviewed {interviewed:?}, got their reports, resumed, mapped the network, bound, unbound, switched the plug through a group, restored its backup onto another stick");
 
     let lines = run_host(
         "zigpy-znp",

@@ -12,6 +12,10 @@
 //      the sensor's temperature and the plug's RMS voltage, and their reports arrive.
 //   2. "resume": a new Controller on the same database and backup; start() must resume the
 //      formed network ("resumed"), and the devices it knows keep reporting.
+//   3. "restore", when REPLACEMENT_PORT names a second, factory-new emulator (another
+//      stick): a new Controller on the same database and backup restores the backup onto
+//      it ("restored"); the new stick runs the backup's network and the devices answer
+//      on it without joining again, as a replaced coordinator's network does.
 // Prints JSON lines: {"step": ..., ...} as it goes, {"done": true} at the end, or
 // {"error": "...", "step": "...", "requests": [the last MT exchanges]} and exit code 1.
 'use strict';
@@ -58,7 +62,7 @@ function deadline(ms, what) {
     return new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms).unref());
 }
 
-function controller() {
+function controller(onPort = port) {
     return new ZH.Controller({
         network: {
             panID: 0x1a2b,
@@ -66,7 +70,7 @@ function controller() {
             channelList: [15],
             networkKey: [1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 13],
         },
-        transport: {path: `tcp://127.0.0.1:${port}`, adapter: 'zstack'},
+        transport: {path: `tcp://127.0.0.1:${onPort}`, adapter: 'zstack'},
         databasePath: path.join(dir, 'database.db'),
         databaseBackupPath: path.join(dir, 'database.db.backup'),
         backupPath: path.join(dir, 'coordinator_backup.json'),
@@ -195,10 +199,34 @@ async function resume(wanted) {
     await c.stop();
 }
 
+async function restore(replacementPort) {
+    step = 'restore: start';
+    const before = JSON.parse(fs.readFileSync(path.join(dir, 'coordinator_backup.json'), 'utf8'));
+    const c = controller(replacementPort);
+    const result = await Promise.race([c.start(), deadline(120000, 'Controller.start() on a replacement stick')]);
+    say({step, result});
+    if (result !== 'restored') throw new Error(`start() on a factory-new stick with a backup gave "${result}", not "restored"`);
+    const params = await c.getNetworkParameters();
+    say({step: 'restore: network', panID: params.panID, channel: params.channel, extendedPanID: params.extendedPanID, backup: {panID: Number.parseInt(before.pan_id, 16), channel: before.channel, extendedPanID: before.extended_pan_id}});
+    step = 'restore: devices answer';
+    const within = (p, what) => Promise.race([p, deadline(15000, what)]);
+    const plug = c.getDevices().find((d) => d.modelID === 'FG-PLUG01');
+    const sensor = c.getDevices().find((d) => d.modelID === 'FG-TH01');
+    await within(plug.getEndpoint(1).command('genOnOff', 'on', {}), 'plug on');
+    const onOff = (await within(plug.getEndpoint(1).read('genOnOff', ['onOff']), 'read plug onOff')).onOff;
+    const temperature = (await within(sensor.getEndpoint(1).read('msTemperatureMeasurement', ['measuredValue']), 'read sensor temperature')).measuredValue;
+    say({step, onOff, temperature});
+    step = 'restore: stop';
+    await c.stop();
+    const after = JSON.parse(fs.readFileSync(path.join(dir, 'coordinator_backup.json'), 'utf8'));
+    say({step, backupDevices: before.devices.length, devicesAfter: after.devices.length, sameNetwork: after.pan_id === before.pan_id && after.extended_pan_id === before.extended_pan_id && after.network_key.key === before.network_key.key});
+}
+
 (async () => {
     fs.mkdirSync(dir, {recursive: true});
     const wanted = await form();
     await resume(wanted);
+    if (process.env.REPLACEMENT_PORT) await restore(process.env.REPLACEMENT_PORT);
     say({done: true});
     process.exit(0);
 })().catch(fail);

@@ -201,6 +201,20 @@ pub struct VirtualDevice {
     groups: BTreeSet<u16>,
     tsn: u8,
     cycle: u32,
+    /// The network the device stays on while its coordinator runs another one.
+    home: Option<Home>,
+}
+
+/// What a joined device keeps while its coordinator runs another network (a formation,
+/// a restore's provisioning network, a factory reset): a real device stays on the network
+/// it joined, with its address and its reporting, and is heard again when a coordinator
+/// runs that network with the key the device holds.
+#[derive(Debug, Clone)]
+struct Home {
+    extended_pan_id: u64,
+    nwk: u16,
+    reporting: BTreeSet<u16>,
+    ias_enrolled: bool,
 }
 
 impl VirtualDevice {
@@ -281,6 +295,7 @@ impl VirtualDevice {
             groups: BTreeSet::new(),
             tsn: 0,
             cycle: 0,
+            home: None,
         }
     }
 
@@ -439,6 +454,7 @@ impl VirtualDevice {
     /// The device joined at `now` with network address `nwk`.
     pub(crate) fn joined(&mut self, nwk: u16, now: Duration, timing: &DeviceTiming) {
         self.nwk = Some(nwk);
+        self.home = None;
         self.reporting.clear();
         self.next_report = None;
         self.ias_enrolled = false;
@@ -456,10 +472,58 @@ impl VirtualDevice {
     /// The device left the network.
     pub(crate) fn left(&mut self) {
         self.nwk = None;
+        self.home = None;
         self.reporting.clear();
         self.next_report = None;
         self.next_wake = None;
         self.ias_enrolled = false;
+    }
+
+    /// Its coordinator stopped running `extended_pan_id`, the network the device is on:
+    /// the device stays there, unheard, until a coordinator runs it again.
+    pub(crate) fn coordinator_away(&mut self, extended_pan_id: u64) {
+        let Some(nwk) = self.nwk.take() else {
+            return;
+        };
+        self.home = Some(Home {
+            extended_pan_id,
+            nwk,
+            reporting: std::mem::take(&mut self.reporting),
+            ias_enrolled: self.ias_enrolled,
+        });
+        self.next_report = None;
+        self.next_wake = None;
+        self.ias_enrolled = false;
+    }
+
+    /// The extended PAN id of the network the device stays on while unheard.
+    pub(crate) fn home_network(&self) -> Option<u64> {
+        self.home.as_ref().map(|h| h.extended_pan_id)
+    }
+
+    /// Whether the device uses network address `nwk`, heard or not.
+    pub(crate) fn holds_address(&self, nwk: u16) -> bool {
+        self.nwk == Some(nwk) || self.home.as_ref().is_some_and(|h| h.nwk == nwk)
+    }
+
+    /// A coordinator runs the device's network again: the device is heard as it was, at
+    /// its address and with the reporting it was configured with. Whether it is back.
+    pub(crate) fn coordinator_back(
+        &mut self,
+        extended_pan_id: u64,
+        now: Duration,
+        timing: &DeviceTiming,
+    ) -> bool {
+        let Some(home) = self.home.take_if(|h| h.extended_pan_id == extended_pan_id) else {
+            return false;
+        };
+        self.joined(home.nwk, now, timing);
+        self.ias_enrolled = home.ias_enrolled;
+        self.reporting = home.reporting;
+        if !self.reporting.is_empty() && !self.is_sleepy() {
+            self.next_report = Some(now + timing.report_interval);
+        }
+        true
     }
 
     /// The next time this device wants [`VirtualDevice::tick`] called.

@@ -273,6 +273,15 @@ impl Emulator {
         self.set_address_manager(&am);
     }
 
+    /// The network address the address manager holds for `ieee` as a device of the
+    /// network (associated or with a key), as a restore writes it.
+    pub(super) fn address_of_member(&self, ieee: IeeeAddr) -> Option<u16> {
+        self.address_manager()
+            .into_iter()
+            .find(|e| e.is_device() && e.ext_addr == ieee)
+            .map(|e| e.nwk_addr)
+    }
+
     fn key_index(&self, s: &SecurityManagerEntry) -> Option<u16> {
         match self.cfg.firmware {
             Firmware::ZStack30x => s.key_nv_id.checked_sub(nv::APS_LINK_KEY_DATA_START),

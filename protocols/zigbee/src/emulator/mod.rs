@@ -866,11 +866,7 @@ impl Emulator {
                 (self.cfg.install_codes.get(&ieee), self.registered_codes.get(&ieee)),
                 (Some(have), Some(registered)) if have == registered
             );
-        let nwk = self.next_nwk;
-        self.next_nwk = match self.next_nwk.wrapping_add(0x0111) {
-            n if n == 0 || n >= 0xFFF8 => 0x1A01,
-            n => n,
-        };
+        let nwk = self.next_free_address();
         if !code_ok {
             // The trust center saw the association but has no key to send the device: it never
             // gets the network key, never announces, and tries again in the next window.
@@ -904,6 +900,24 @@ impl Emulator {
             parent_addr: 0x0000,
         });
         self.schedule(Duration::from_millis(40), Action::Announce(idx));
+    }
+
+    /// The next network address no device uses, heard or not (a restored network's
+    /// devices keep theirs).
+    fn next_free_address(&mut self) -> u16 {
+        let mut nwk = self.next_nwk;
+        // The sequence repeats after a few hundred addresses: past that, one is shared.
+        for _ in 0..1024 {
+            nwk = self.next_nwk;
+            self.next_nwk = match self.next_nwk.wrapping_add(0x0111) {
+                n if n == 0 || n >= 0xFFF8 => 0x1A01,
+                n => n,
+            };
+            if !self.devices.iter().any(|d| d.holds_address(nwk)) {
+                break;
+            }
+        }
+        nwk
     }
 
     fn device_leaves(&mut self, idx: usize, rejoin: bool, delay: Duration) {

@@ -34,14 +34,8 @@ impl Emulator {
     /// the channel, PAN ids and key in NV.
     pub(super) fn form(&mut self) {
         if let Some(params) = self.network_in_nv() {
-            if self.network != Some(params) {
-                // The emulated devices were on another network.
-                for d in &mut self.devices {
-                    d.left();
-                }
-            }
-            self.network = Some(params);
             self.init_link_key_state(false);
+            self.run_network(Some(params));
             self.start_coordinator(BDB_FORMATION_FAILURE);
             return;
         }
@@ -67,12 +61,7 @@ impl Emulator {
             extended_pan_id,
         };
         let fresh = self.network != Some(params);
-        if fresh {
-            for d in &mut self.devices {
-                d.left();
-            }
-        }
-        self.network = Some(params);
+        self.run_network(None);
         // Z-Stack keeps the live network parameters in NV (the NIB); mirror them.
         self.nv.insert(nv::PANID, pan_id.to_le_bytes().to_vec());
         self.nv
@@ -88,7 +77,69 @@ impl Emulator {
         }
         self.write_network_state(params);
         self.init_link_key_state(fresh);
+        self.run_network(Some(params));
         self.start_coordinator(0);
+    }
+
+    /// The coordinator runs `params` from now on, or no network. The devices of the
+    /// network it ran stay on that network, unheard. On the new one, the devices there are
+    /// heard again if they hold its active key: those that were on it before, and those
+    /// its address manager lists, which a restore onto another stick writes (a real
+    /// network's devices stay with it when its coordinator is replaced).
+    pub(super) fn run_network(&mut self, params: Option<NetworkParams>) {
+        if self.network == params {
+            return;
+        }
+        if let Some(old) = self.network {
+            for d in &mut self.devices {
+                d.coordinator_away(old.extended_pan_id);
+            }
+        }
+        self.network = params;
+        let Some(new) = params else {
+            return;
+        };
+        let active = self.active_key_info().map(|k| k.key.to_vec());
+        let (now, timing) = (self.now, self.cfg.timing);
+        for idx in 0..self.devices.len() {
+            let Some(d) = self.devices.get(idx) else {
+                continue;
+            };
+            let ieee = d.ieee;
+            let holds_key = match (self.device_keys.get(&ieee), &active) {
+                (Some(k), Some(a)) => k.active == *a,
+                _ => true,
+            };
+            if d.nwk.is_some() || !holds_key {
+                continue;
+            }
+            let member = match d.home_network() {
+                Some(home) => home == new.extended_pan_id,
+                None => self.address_of_member(ieee).is_some(),
+            };
+            if !member {
+                continue;
+            }
+            let nwk = self.address_of_member(ieee);
+            let Some(d) = self.devices.get_mut(idx) else {
+                continue;
+            };
+            if !d.coordinator_back(new.extended_pan_id, now, &timing) {
+                let Some(nwk) = nwk else {
+                    continue;
+                };
+                d.joined(nwk, now, &timing);
+            }
+            if let (Some(key), false) = (&active, self.device_keys.contains_key(&ieee)) {
+                self.device_keys.insert(
+                    ieee,
+                    DeviceKeys {
+                        active: key.clone(),
+                        alternate: None,
+                    },
+                );
+            }
+        }
     }
 
     /// The coordinator starts its network: it says it is starting, runs, and ends the
@@ -125,15 +176,15 @@ impl Emulator {
                 .insert(nv::STARTUP_OPTION, vec![startup & !nv::STARTUP_CLEAR_ALL]);
             self.ext_nv.clear();
             self.groups.clear();
-            self.network = None;
-            for d in &mut self.devices {
-                d.left();
-            }
         }
         // A deleted EXTADDR is written back from the chip's own address at boot.
         self.nv
             .entry(factory::EXTADDR)
             .or_insert_with(|| self.cfg.ieee.0.to_le_bytes().to_vec());
+        // At boot the stack takes its network from NV (the NIB, as a host's restore may
+        // have rewritten it), not from what it ran before the reset.
+        let in_nv = self.network_in_nv();
+        self.run_network(in_nv);
         self.state = 0;
         self.registered_codes.clear();
         self.join_uses_install_code = false;
