@@ -69,6 +69,23 @@ impl SecretSink {
         SecretSink { writer, key }
     }
 
+    /// Whether the disk holding the database is full: what is left is kept for audit
+    /// records and a clean stop, so a driver writes nothing for a device event then.
+    pub fn disk_full(&self) -> bool {
+        let stats = self.writer.stats();
+        stats.disk.recheck(&stats.log);
+        stats.disk.is_full()
+    }
+
+    /// Counts a device event the driver dropped because the disk is full.
+    pub fn event_not_stored(&self) {
+        self.writer
+            .stats()
+            .disk
+            .events_not_stored
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The credential owner for radio `radio`'s network secrets.
     pub fn owner(radio: &str) -> String {
         format!("radio:{radio}")

@@ -98,6 +98,8 @@ pub struct WriterStats {
     pub disk: disk::DiskState,
     /// One error line per cause per 10 s.
     pub log: disk::RateLog,
+    /// When the WAL was last checkpointed for a full disk.
+    wal_reclaimed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl WriterStats {
@@ -509,6 +511,9 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
         if let Some(n) = stats.log.hit("begin_failed") {
             tracing::error!(error = %msg, failures = n, "store: cannot begin a transaction");
         }
+        if stats.disk.is_full() {
+            reclaim_wal(conn, stats);
+        }
         return;
     }
     let mut done = Vec::with_capacity(batch.len());
@@ -539,6 +544,50 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
             Ok(()) => Ok(()),
             Err(e) => Err(StoreError::Commit(e.to_string())),
         });
+    }
+    if stats.disk.is_full() {
+        reclaim_wal(conn, stats);
+    }
+}
+
+/// While the disk is full, the WAL is checkpointed and truncated (at most once a
+/// second). Commits append to the WAL, and SQLite checkpoints it only at 1,000 pages:
+/// on a disk that fills first, the WAL holds every version of the pages written since
+/// the last checkpoint, and grows into the space the reserve gave back until nothing
+/// fits, not even an audit record. Checkpointed, the database takes only the latest
+/// version of each page, and the WAL's space is given back to the filesystem.
+fn reclaim_wal(conn: &Connection, stats: &WriterStats) {
+    {
+        let mut last = stats
+            .wal_reclaimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+    }
+    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match result {
+        Ok((busy, log, done)) => {
+            tracing::debug!(
+                busy,
+                frames = log,
+                checkpointed = done,
+                "disk full: WAL checkpointed"
+            );
+        }
+        Err(e) => {
+            if let Some(n) = stats.log.hit("wal_reclaim") {
+                tracing::error!(error = %e, failures = n, "disk full: the WAL could not be checkpointed");
+            }
+        }
     }
 }
 

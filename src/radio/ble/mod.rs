@@ -256,6 +256,14 @@ impl BleDriver {
                 // is accepted. Only authentic advertisements (the key's holder) get here.
                 // Not stored (a full disk): this advertisement is dropped, and the radio
                 // carries on; its events would not be stored either.
+                // A full disk: not even tried, so the space left stays for audit
+                // records; counted with the device events not stored (and said, once per
+                // 10 s, with them).
+                if sink.disk_full() {
+                    s.unsaved_counters += 1;
+                    sink.event_not_stored();
+                    return Ok(());
+                }
                 if let Err(e) = s.security.save_counters(sink, &io.radio).await {
                     s.unsaved_counters += 1;
                     if s.unsaved_counters.is_power_of_two() {
