@@ -205,6 +205,9 @@ pub struct Emulator {
     awake: BTreeMap<u8, Duration>,
     /// Readings a sleeping node took, sent on its next wake-up.
     held: BTreeMap<u8, Vec<Vec<u8>>>,
+    /// The time of the last frame each node has scheduled: a node sends one frame after
+    /// another, in the order it made them.
+    node_sends_at: BTreeMap<u8, Duration>,
     /// FLiRS nodes: when they last received a frame.
     beamed: BTreeMap<u8, Duration>,
     /// Nodes that no longer answer at all (dead).
@@ -260,6 +263,7 @@ impl Emulator {
             last_node_id,
             awake: BTreeMap::new(),
             held: BTreeMap::new(),
+            node_sends_at: BTreeMap::new(),
             beamed: BTreeMap::new(),
             dead: BTreeSet::new(),
             failed: BTreeSet::new(),
@@ -452,6 +456,13 @@ impl Emulator {
         if !self.rf_on {
             return;
         }
+        // After whatever the node has scheduled already: a reading taken the moment a
+        // node wakes goes after the readings it held, not between them.
+        let at = match self.node_sends_at.get(&id) {
+            Some(last) if *last >= at => *last + Duration::from_millis(1),
+            _ => at,
+        };
+        self.node_sends_at.insert(id, at);
         let readings = crate::Cc::decode(&cc)
             .map(|c| crate::normalize(&c))
             .unwrap_or_default();

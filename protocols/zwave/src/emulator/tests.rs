@@ -303,9 +303,11 @@ fn sleeping_node_answers_only_while_awake_and_holds_its_readings() {
     assert!(!h.emu.is_awake(5));
     h.advance(Duration::from_secs(2));
     let woke = node_ccs(&h.take(), 5);
-    assert_eq!(
-        woke.last().map(Vec::as_slice),
-        Some(&[0x84, 0x07][..]),
+    // The held readings, then the Wake Up Notification (then a reading taken as it
+    // woke, if one fell due then).
+    let notification = woke.iter().position(|cc| cc[..] == [0x84, 0x07]);
+    assert!(
+        notification.is_some_and(|p| p > 0 && woke[..p].iter().all(|cc| cc[0] != 0x84)),
         "Wake Up Notification after the held readings: {woke:?}"
     );
     assert!(
@@ -633,5 +635,37 @@ fn held_readings_go_out_oldest_first() {
     assert!(
         batteries.windows(2).all(|w| w[0] >= w[1]),
         "the battery rose: readings out of order {batteries:?}"
+    );
+}
+
+#[test]
+fn a_reading_taken_as_a_node_wakes_goes_after_the_ones_it_held() {
+    // A report falls due the moment the node wakes: it went out between the held
+    // readings, and the last temperature and battery a host kept were not the latest.
+    let mut h = Host::new(EmulatorConfig {
+        report_interval: Duration::from_secs(2),
+        wake_interval: Duration::from_secs(12),
+        ..EmulatorConfig::default()
+    });
+    h.advance(Duration::from_secs(40));
+    let frames = node_ccs(&h.take(), 5);
+    let temperatures: Vec<u16> = frames
+        .iter()
+        .filter(|cc| cc.starts_with(&[0x31, 0x05, 0x01]))
+        .map(|cc| u16::from_be_bytes([cc[4], cc[5]]))
+        .collect();
+    let batteries: Vec<u8> = frames
+        .iter()
+        .filter(|cc| cc.starts_with(&[0x80, 0x03]))
+        .map(|cc| cc[2])
+        .collect();
+    assert!(temperatures.len() > 8, "{frames:?}");
+    assert!(
+        temperatures.windows(2).all(|w| w[0] < w[1]),
+        "temperatures out of order: {temperatures:?}"
+    );
+    assert!(
+        batteries.windows(2).all(|w| w[0] > w[1]),
+        "battery levels out of order: {batteries:?}"
     );
 }
