@@ -766,3 +766,55 @@ async fn a_sleeping_nodes_held_readings_arrive_oldest_first() {
         "readings out of order: {batteries:?}"
     );
 }
+
+/// The controller leaves inclusion mode after each node it adds (the spec's Stop); the
+/// driver starts it again for the rest of the technician's window, so every device
+/// included in one window joins, not only the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_device_included_in_one_join_window_joins() {
+    use fieldgate::model::RadioCommand;
+    let (sim, mut zw) = start_with(EmulatorConfig {
+        pending: vec![NodeKind::Dimmer, NodeKind::DoorSensor],
+        ..EmulatorConfig::default()
+    });
+    plug_ready(&mut zw).await;
+    let before = sim.node_ids();
+    let (opened, answer) = tokio::sync::oneshot::channel();
+    zw.command(RadioCommand::PermitJoin {
+        seconds: 30,
+        reply: opened,
+    })
+    .await;
+    assert_eq!(answer.await.expect("an answer"), Ok(()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    while sim.node_ids().len() < before.len() + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "included: {:?} (before: {before:?})",
+            sim.node_ids()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let added: Vec<u8> = sim
+        .node_ids()
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    for node in added {
+        zw.wait("the new node joined", 20, |e| {
+            e.native_address == address(node) && e.kind == DeviceEventKind::Joined
+        })
+        .await;
+    }
+    // Closed by the hub, the controller is out of inclusion and stays so.
+    let (closed, answer) = tokio::sync::oneshot::channel();
+    zw.command(RadioCommand::PermitJoin {
+        seconds: 0,
+        reply: closed,
+    })
+    .await;
+    assert_eq!(answer.await.expect("an answer"), Ok(()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!sim.with(|e, _| e.including()), "inclusion still on");
+    zw.assert_running();
+}

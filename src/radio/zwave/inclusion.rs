@@ -55,9 +55,13 @@ impl Controller<'_> {
     ) -> Result<std::result::Result<(), RadioError>> {
         let until = Instant::now() + Duration::from_secs(u64::from(seconds));
         match &mut self.window {
-            _ if seconds == 0 => return self.close_window().await.map(Ok),
+            _ if seconds == 0 => {
+                self.inclusion_until = None;
+                return self.close_window().await.map(Ok);
+            }
             Some(w) if w.kind == WindowKind::Inclusion => {
                 w.until = until;
+                self.inclusion_until = Some(until);
                 return Ok(Ok(()));
             }
             // A device being removed waits for its button: closing the exclusion to
@@ -70,13 +74,50 @@ impl Controller<'_> {
             }
             None => {}
         }
-        self.open_window(WindowKind::Inclusion, until).await
+        let opened = self.open_window(WindowKind::Inclusion, until, true).await?;
+        if opened.is_ok() {
+            self.inclusion_until = Some(until);
+        }
+        Ok(opened)
     }
 
+    /// Whether the hub's join window lasts (by a second or more) while the controller
+    /// is out of inclusion mode, after adding a node or failing to.
+    pub(super) fn inclusion_to_resume(&self) -> bool {
+        self.window.is_none()
+            && self
+                .inclusion_until
+                .is_some_and(|t| t > Instant::now() + Duration::from_secs(1))
+    }
+
+    /// Starts inclusion again for the rest of the hub's join window, so that every
+    /// device a technician includes in it joins, not only the first.
+    pub(super) async fn resume_inclusion(&mut self) -> Result<()> {
+        let Some(until) = self.inclusion_until.take() else {
+            return Ok(());
+        };
+        match self
+            .open_window(WindowKind::Inclusion, until, false)
+            .await?
+        {
+            Ok(()) => {
+                self.inclusion_until = Some(until);
+                tracing::info!(radio = %self.io.radio, left_s = until.saturating_duration_since(Instant::now()).as_secs(), "inclusion resumed for the rest of the join window");
+            }
+            Err(e) => {
+                tracing::warn!(radio = %self.io.radio, error = %e, "inclusion not resumed: the join window ends early");
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens an inclusion or exclusion window; `announce_known`: the nodes the
+    /// controller has are announced to the hub (a technician's new window).
     async fn open_window(
         &mut self,
         kind: WindowKind,
         until: Instant,
+        announce_known: bool,
     ) -> Result<std::result::Result<(), RadioError>> {
         let callback_id = self.ids.next();
         let flags = add_node_flags::HIGH_POWER | add_node_flags::NETWORK_WIDE;
@@ -139,7 +180,7 @@ impl Controller<'_> {
             until,
             node: None,
         });
-        if kind == WindowKind::Inclusion {
+        if kind == WindowKind::Inclusion && announce_known {
             // Nodes the controller had before the gateway met them (a stick moved from
             // another system) join now, while the technician's window is open.
             let before: Vec<u8> = self.nodes.keys().copied().collect();
@@ -361,8 +402,13 @@ impl Controller<'_> {
             "exclusion started: press the device's button (its exclusion sequence) now"
         );
         self.exclusions.insert(node, Instant::now());
+        // The exclusion takes the controller out of inclusion: the join window ends.
+        self.inclusion_until = None;
         let until = Instant::now() + EXCLUSION_WINDOW;
-        if let Err(e) = self.open_window(WindowKind::Exclusion, until).await? {
+        if let Err(e) = self
+            .open_window(WindowKind::Exclusion, until, false)
+            .await?
+        {
             tracing::warn!(radio = %self.io.radio, node, error = %e, "exclusion not started");
             return Ok(());
         }

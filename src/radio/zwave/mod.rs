@@ -113,6 +113,7 @@ impl Driver for ZwaveDriver {
                 chip: startup::ChipInfo::default(),
                 failures: 0,
                 window: None,
+                inclusion_until: None,
                 restart_needed: true,
                 next_watchdog: None,
             };
@@ -138,6 +139,10 @@ struct Controller<'a> {
     failures: u32,
     /// An inclusion or exclusion in progress.
     window: Option<Window>,
+    /// The end of the join window the hub asked for. The controller leaves inclusion
+    /// mode after each node it adds (the spec's Stop); inclusion is started again while
+    /// the window lasts, once the new node's interview has run.
+    inclusion_until: Option<Instant>,
     restart_needed: bool,
     /// When the quiet controller is next asked whether it still runs (`None`: the
     /// check is off).
@@ -176,6 +181,10 @@ impl Controller<'_> {
             }
             if let Some(node) = self.interview_due() {
                 self.interview(node).await?;
+                continue;
+            }
+            if self.inclusion_to_resume() {
+                self.resume_inclusion().await?;
                 continue;
             }
             let deadline = self.next_timer();

@@ -642,6 +642,11 @@ impl Emulator {
         self.membership.excluding()
     }
 
+    /// Whether an inclusion (AddNodeToNetwork) is open.
+    pub fn including(&self) -> bool {
+        self.membership.including()
+    }
+
     pub fn node(&self, id: u8) -> Option<&VirtualNode> {
         self.nodes.get(&id)
     }
