@@ -319,17 +319,8 @@ pub fn restore(
         c.execute_batch("PRAGMA journal_mode = DELETE")?;
         let tx = c.unchecked_transaction()?;
         let lives = has_table(&tx, "gateway_life")?;
-        if lives {
-            tx.execute(
-                "UPDATE gateway_life SET life =
-                    printf('%013d', CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER))
-                    || '-' || lower(hex(randomblob(4)))
-                  WHERE id = 1",
-                [],
-            )?;
-        }
         let life = if lives {
-            outbox::life(&tx)?
+            outbox::renew_life(&tx)?
         } else {
             String::new()
         };

@@ -322,6 +322,8 @@ pub struct StartupCheck {
     pub after_mark: i64,
     /// Whether a mark existed (a new database has none).
     pub had_mark: bool,
+    /// The new life taken because the database lost records the daemon had written.
+    pub new_life: Option<String>,
 }
 
 /// Restores the triggers and checks the tail and the mark, in the caller's
@@ -615,15 +617,21 @@ pub async fn on_start(
                         };
                     }
                 }
+                let mut details = serde_json::json!({"triggers_restored": check.triggers_restored});
                 if after.seq > head(c)?.seq {
                     audit::expect_head((after.seq, after.hash));
+                    // The database lost what the daemon had committed (records cut, a
+                    // WAL removed after a crash): the outbox's seqs went back with it and
+                    // would be used again in the same life. A new life, as a restore
+                    // takes, so consumers ordering by (life, seq) take what follows as
+                    // newer than what they had.
+                    let previous = super::outbox::life(c)?;
+                    let life = super::outbox::renew_life(c)?;
+                    check.new_life = Some(life.clone());
+                    details["previous_life"] = serde_json::json!(previous);
+                    details["life"] = serde_json::json!(life);
                 }
-                record_broken(
-                    c,
-                    &gw,
-                    why,
-                    serde_json::json!({"triggers_restored": check.triggers_restored}),
-                )?;
+                record_broken(c, &gw, why, details)?;
                 // Already being recorded: not a second alarm.
                 let _ = audit::take_tampered();
             } else if check.after_mark > 0 {
@@ -646,6 +654,9 @@ pub async fn on_start(
             Ok(check)
         })
         .await?;
+    if let Some(life) = &check.new_life {
+        tracing::warn!(%life, "the database lost records the daemon had written: its messages are numbered in a new life from now on");
+    }
     if let Some(why) = &check.broken {
         tracing::error!(alarm = ALARM, reason = %why, "the audit log was tampered with or damaged");
         writer.stats().raise_audit_alarm(why.clone());

@@ -339,6 +339,19 @@ pub fn life(conn: &Connection) -> StoreResult<String> {
         .query_row([], |r| r.get(0))?)
 }
 
+/// Gives the database a new life (the time in ms, then random hex, as at creation) and
+/// returns it: messages queued from now on are ordered after every earlier one.
+pub fn renew_life(conn: &Connection) -> StoreResult<String> {
+    conn.execute(
+        "UPDATE gateway_life SET life =
+            printf('%013d', CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER))
+            || '-' || lower(hex(randomblob(4)))
+          WHERE id = 1",
+        [],
+    )?;
+    life(conn)
+}
+
 /// How device topics were last named upstream (`id` or `name`), `id` when never said.
 pub fn topic_names(conn: &Connection) -> StoreResult<String> {
     Ok(conn

@@ -345,11 +345,22 @@ fn start_up_restores_the_triggers_and_raises_the_alarm_on_a_cut_log() {
     // Five records: this request's own is written once its answer is known.
     assert_eq!(head["head_seq"], 5, "{head}");
     stop(&mut d);
+    let life = |db: &Path| -> String {
+        Connection::open(db)
+            .unwrap()
+            .query_row("SELECT life FROM gateway_life", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = life(&d.db());
     {
         let c = open(&d.db());
         c.execute("DELETE FROM audit WHERE seq > 3", []).unwrap();
     }
     d.spawn();
+    // The database lost what the daemon had written, the outbox's seqs with it: what
+    // follows is numbered in a new life, so no (life, seq) is used twice.
+    let after = life(&d.db());
+    assert_ne!(after, before);
     let st = status_json(&d);
     assert_eq!(st["audit"]["alarm"]["name"], "audit_chain_broken", "{st}");
     let reason = st["audit"]["alarm"]["reason"].as_str().unwrap();
@@ -370,14 +381,16 @@ fn start_up_restores_the_triggers_and_raises_the_alarm_on_a_cut_log() {
         "{actions:?}"
     );
     // The cloud hears of it: an alarm message waits in the outbox.
-    let alarms: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM outbox WHERE topic = 'alarm' AND CAST(payload AS TEXT) LIKE '%audit_chain_broken%'",
-            [],
-            |r| r.get(0),
-        )
+    let alarms: Vec<String> = c
+        .prepare("SELECT CAST(payload AS TEXT) FROM outbox WHERE topic = 'alarm' AND CAST(payload AS TEXT) LIKE '%audit_chain_broken%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(alarms, 1);
+    assert_eq!(alarms.len(), 1);
+    let alarm: Value = serde_json::from_str(&alarms[0]).unwrap();
+    assert_eq!(alarm["life"], after.as_str(), "{alarm}");
     stop(&mut d);
     // The log stays visibly broken, and a restart does not raise the same alarm again.
     let (ok, out) = verify(&d.db(), None);
