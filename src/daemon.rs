@@ -139,6 +139,24 @@ fn load_policy(config: &Config, store: &Store) -> Result<(Option<Policy>, Option
     Ok((cached, pinned))
 }
 
+/// Whether `e` says the database file is damaged or is no database (SQLite's
+/// `SQLITE_CORRUPT` / `SQLITE_NOTADB`): nothing a restart would fix.
+pub fn database_damaged(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let sqlite = cause.downcast_ref::<rusqlite::Error>().or_else(|| {
+            match cause.downcast_ref::<store::StoreError>() {
+                Some(store::StoreError::Sql(s)) => Some(s),
+                _ => None,
+            }
+        });
+        matches!(
+            sqlite,
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    })
+}
+
 /// Claims the state directory for this daemon: an exclusive `flock` on `<db>.lock`, held
 /// while the returned file is open; the kernel drops it when the process ends, however it
 /// ends, so a stale file never blocks a start. A second daemon on the same directory

@@ -717,9 +717,20 @@ async fn async_main(cli: Cli) -> ExitCode {
                 }
             };
             daemon::init_logging(config.gateway.log_level.get_ref());
+            let db = config.db_path();
             let ran = daemon::run(config).await;
             if let Err(e) = &ran {
                 fieldgate::api::refuse_pending(&format!("{e:#}"));
+                // Starting again would find it as damaged: a setup error (exit 2, which
+                // systemd does not restart), with what to do.
+                if daemon::database_damaged(e) {
+                    eprintln!("error: {}", fieldgate::output::clean(&format!("{e:#}")));
+                    eprintln!(
+                        "the database {} is damaged: restore the last backup (`fieldgate restore BACKUP`, docs/operations.md \"Backup and restore\"), or move it aside to start with an empty registry",
+                        db.display()
+                    );
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
             }
             ran
         }

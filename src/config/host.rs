@@ -97,6 +97,25 @@ impl Config {
                 )
             }));
         }
+        // A sticky directory (/tmp, a fresh tmpfs) is shared by design: the daemon does
+        // not close it to others, so its files would not be private there.
+        let sticky = std::fs::metadata(state_dir).ok().and_then(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = m.permissions().mode() & 0o7777;
+            (m.is_dir() && mode & 0o1000 != 0).then_some(mode)
+        });
+        if let Some(mode) = sticky {
+            out.push(located(path, |loc| {
+                loc.at(
+                    &self.gateway.state_dir,
+                    "gateway.state_dir",
+                    format!(
+                        "{} is a shared directory (sticky bit set, mode {mode:o}): use a directory of the gateway's own (e.g. /var/lib/fieldgate)",
+                        state_dir.display()
+                    ),
+                )
+            }));
+        }
         if let Some(key) = &self.gateway.master_key_file {
             if let Some(why) = not_a(key.get_ref(), false) {
                 out.push(located(path, |loc| {

@@ -816,6 +816,23 @@ fn validate_upstream(up: &UpstreamConfig, loc: &Locator<'_>) -> Result<(), Confi
             "is set but upstream.username is not: the broker takes a password with its user name",
         ));
     }
+    // Read by the service, whose working directory is not the installer's.
+    for (key, file) in [
+        ("upstream.password_file", &up.password_file),
+        ("upstream.ca_file", &up.ca_file),
+        ("upstream.client_cert", &up.client_cert),
+        ("upstream.client_key", &up.client_key),
+    ] {
+        if let Some(file) = file.as_ref().filter(|f| !f.is_absolute()) {
+            return Err(loc.nowhere(
+                key,
+                format!(
+                    "`{}` is relative: it must be an absolute path (the service's working directory is not yours)",
+                    file.display()
+                ),
+            ));
+        }
+    }
     let (lo, hi) = (Duration::from_secs(1), Duration::from_secs(3600));
     if !(lo..=hi).contains(&up.reconnect_max) {
         return Err(loc.nowhere(

@@ -222,6 +222,16 @@ pub(super) fn check_state_dir(config: &Config, id: &Identity, sandbox: &Sandbox)
     if let Some(c) = check_state_files(&db) {
         return c;
     }
+    if let Some(damage) = database_damage(&db) {
+        return Check::fail(
+            name,
+            format!("{} is damaged: {damage}", db.display()),
+            format!(
+                "stop the daemon and restore the last backup (`fieldgate restore BACKUP`, docs/operations.md \"Backup and restore\"), or move {} aside to start with an empty registry",
+                db.display()
+            ),
+        );
+    }
     let db_note = match fs::metadata(&db) {
         Ok(m) => {
             // The WAL holds committed data too; it is part of the size.
@@ -253,6 +263,36 @@ pub(super) fn check_state_dir(config: &Config, id: &Identity, sandbox: &Sandbox)
             describe_owner(&meta)
         ),
     )
+}
+
+/// What SQLite's `quick_check` finds wrong with the database (its structure: every
+/// page reachable and well formed; a file that is no database at all), read-only;
+/// `None` when it is sound, missing, or cannot be opened by this user.
+fn database_damage(db: &Path) -> Option<String> {
+    if !db.is_file() {
+        return None;
+    }
+    let found = (|| -> rusqlite::Result<String> {
+        let c = rusqlite::Connection::open_with_flags(
+            db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        c.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+    })();
+    match found {
+        Ok(answer) if answer == "ok" => None,
+        Ok(answer) => Some(answer),
+        Err(rusqlite::Error::SqliteFailure(e, msg))
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            Some(msg.unwrap_or_else(|| e.to_string()))
+        }
+        Err(_) => None,
+    }
 }
 
 fn sidecar(db: &Path, suffix: &str) -> PathBuf {

@@ -525,7 +525,10 @@ fn state_files_open_to_others_fail_and_the_wal_is_counted() {
     let s = Setup::new();
     let config = s.config("");
     let db = s.state.join("fieldgate.db");
-    fs::write(&db, vec![0u8; 4096]).unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x)")
+        .unwrap();
     fs::write(s.state.join("fieldgate.db-wal"), vec![0u8; 3 * 1024 * 1024]).unwrap();
     for f in ["fieldgate.db", "fieldgate.db-wal"] {
         fs::set_permissions(s.state.join(f), fs::Permissions::from_mode(0o640)).unwrap();
@@ -722,4 +725,51 @@ fn a_tcp_radio_the_running_daemon_holds_is_not_probed() {
             .contains("reachable"),
         "{c:#}"
     );
+}
+
+/// A damaged database (cut short, or overwritten): `run` exits 2 (a setup error,
+/// which systemd does not restart in a loop) saying what to do, and `doctor` fails
+/// its state directory check naming the database, where it said ok.
+#[test]
+fn a_damaged_database_fails_doctor_and_stops_run_with_exit_2() {
+    let mut d = crate::common::TestDaemon::start("");
+    assert!(d.cli(&["status"]).status.success());
+    d.terminate(std::time::Duration::from_secs(10))
+        .expect("stopped");
+    let db = d.db();
+    for damage in ["truncate", "overwrite"] {
+        match damage {
+            "truncate" => {
+                let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+                f.set_len(8192).unwrap();
+            }
+            _ => {
+                use std::io::{Seek, Write};
+                let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+                f.seek(std::io::SeekFrom::Start(0)).unwrap();
+                f.write_all(&[0x5A; 4096]).unwrap();
+            }
+        }
+        let out = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&d.config)
+            .env_remove("NOTIFY_SOCKET")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{damage}: {err}");
+        assert!(
+            err.contains("is damaged") && err.contains("fieldgate restore"),
+            "{damage}: {err}"
+        );
+        let out = Command::new(bin())
+            .args(["doctor", "--json", "--timeout", "3s", "--config"])
+            .arg(&d.config)
+            .env_remove("FIELDGATE_CONFIG")
+            .output()
+            .expect("doctor");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_status(&report, "state dir", "fail", "is damaged");
+        assert_ne!(out.status.code(), Some(0), "{damage}");
+    }
 }
