@@ -311,6 +311,7 @@ fn repeat_key(correlation_id: &str, device: Option<&str>, payload: &[u8]) -> Str
                     o.remove("device");
                 }
             }
+            same_numbers(&mut v);
             v.to_string().into_bytes()
         })
         .unwrap_or_else(|_| payload.to_vec());
@@ -320,6 +321,26 @@ fn repeat_key(correlation_id: &str, device: Option<&str>, payload: &[u8]) -> Str
     h.update(&body);
     let digest = h.finalize();
     format!("{correlation_id}\u{1f}{}", hex::encode(&digest[..12]))
+}
+
+/// Writes every number as the value it is: `40`, `40.0` and `4e1` are one JSON
+/// number, and a client that serialises its retry anew (floats in Python and
+/// JavaScript) must not have it carried out twice. Whole floats within 2^53 (where
+/// every integer is exact) become integers.
+fn same_numbers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                    // Exact: a whole float of at most 2^53 converts without loss.
+                    *v = serde_json::Value::from(f as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(same_numbers),
+        serde_json::Value::Object(o) => o.values_mut().for_each(same_numbers),
+        _ => {}
+    }
 }
 
 /// What a refused request was about: the device of a per-device topic, else the
@@ -338,4 +359,31 @@ fn refused_target(topic_device: Option<&str>, payload: &[u8]) -> Option<String> 
             .filter(|s| printable(s))
             .map(str::to_string)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repeat_key;
+
+    #[test]
+    fn a_number_written_another_way_is_the_same_request() {
+        let key = |body: &str| repeat_key("c1", Some("zigbee:0x1"), body.as_bytes());
+        let base = key(r#"{"state":{"level":40}}"#);
+        for same in [
+            r#"{"state":{"level":40.0}}"#,
+            r#"{"state":{"level":4e1}}"#,
+            r#"{ "state" : { "level" : 40 } }"#,
+        ] {
+            assert_eq!(key(same), base, "{same}");
+        }
+        for other in [
+            r#"{"state":{"level":40.5}}"#,
+            r#"{"state":{"level":41}}"#,
+            r#"{"state":{"level":"40"}}"#,
+        ] {
+            assert_ne!(key(other), base, "{other}");
+        }
+        // Beyond 2^53 floats are not all integers: left as they are.
+        assert_ne!(key(r#"{"n":1e300}"#), key(r#"{"n":1e299}"#));
+    }
 }
