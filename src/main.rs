@@ -536,6 +536,16 @@ fn db_or_config(cli: &Cli, db: &Option<PathBuf>) -> Result<PathBuf, ExitCode> {
     where_things_are(&path).map(|w| w.db)
 }
 
+/// The database the config names, if the config can be read (quietly: for telling
+/// a gateway's own database from a copy given with `--db`).
+fn configured_db(cli: &Cli) -> Option<PathBuf> {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    Config::load_elsewhere(&path).ok().map(|c| c.db_path())
+}
+
 /// Where a command finds the daemon's socket and database.
 struct Whereabouts {
     socket: PathBuf,
@@ -771,9 +781,13 @@ async fn async_main(cli: Cli) -> ExitCode {
                     seed: Some(seed),
                 },
         } => match db_or_config(&cli, db) {
-            Ok(path) => {
-                fieldgate::api::audit_cli::verify_with_seed(&path, seed, db.is_some(), *json)
-            }
+            Ok(path) => fieldgate::api::audit_cli::verify_with_seed(
+                &path,
+                seed,
+                db.is_some(),
+                configured_db(&cli).as_deref(),
+                *json,
+            ),
             Err(code) => return code,
         },
         Command::Audit {
@@ -789,7 +803,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             command: AuditCommand::Verify {
                 json, db: Some(db), ..
             },
-        } => cli::audit_verify_offline(db, *json),
+        } => cli::audit_verify_offline(db, configured_db(&cli).as_deref(), *json),
         Command::Audit {
             command:
                 AuditCommand::Tail {

@@ -86,14 +86,23 @@ pub fn read_seed(arg: &str) -> Result<Zeroizing<Vec<u8>>> {
 
 /// `fieldgate audit verify --seed HEX|-`: the chain, the mark (strictly when `strict`,
 /// i.e. the daemon is stopped) and every seal, with keys recomputed from the seed.
-pub fn verify_with_seed(db: &Path, seed: &str, strict: bool, as_json: bool) -> Result<()> {
+pub fn verify_with_seed(
+    db: &Path,
+    seed: &str,
+    strict: bool,
+    configured: Option<&Path>,
+    as_json: bool,
+) -> Result<()> {
     let seed = read_seed(seed)?;
     let conn = open(db)?;
     let mut report = audit_guard::verify(&conn, &audit_guard::mark_path(db), strict)?;
+    let live = is_gateway_database(db, configured);
+    missing_mark(&mut report, db, live);
     // A copy (an online backup) has neither the mark nor the key file beside it: its
-    // seals are checked from the seed alone.
+    // seals are checked from the seed alone. Not a gateway's own database, whose mark
+    // and key deleted are what hides a cut log.
     let key_file = audit_seal::key_path(db);
-    let copy = strict && !key_file.exists() && !audit_guard::mark_path(db).exists();
+    let copy = strict && !live && !key_file.exists() && !audit_guard::mark_path(db).exists();
     let seals = if has_seal_table(&conn)? {
         audit_seal::verify(&conn, &seed, (!copy).then_some(key_file.as_path()))?
     } else {
@@ -124,8 +133,38 @@ pub fn verify_with_seed(db: &Path, seed: &str, strict: bool, as_json: bool) -> R
 }
 
 /// `fieldgate audit verify --db FILE` (no seed): the chain and, strictly, the mark.
-pub fn verify_offline(db: &Path, as_json: bool) -> Result<()> {
+pub fn verify_offline(db: &Path, configured: Option<&Path>, as_json: bool) -> Result<()> {
     let conn = open(db)?;
-    let report = audit_guard::verify(&conn, &audit_guard::mark_path(db), true)?;
+    let mut report = audit_guard::verify(&conn, &audit_guard::mark_path(db), true)?;
+    missing_mark(&mut report, db, is_gateway_database(db, configured));
     super::cli::report_verify(report, as_json)
+}
+
+/// Whether `db` is a gateway's own database, not a copy: a daemon has run on it (the
+/// lock file it takes at every start is beside it) or it is the database the config
+/// names. Its mark and seal key belong beside it.
+pub fn is_gateway_database(db: &Path, configured: Option<&Path>) -> bool {
+    if crate::store::sidecar(db, ".lock").exists() {
+        return true;
+    }
+    match (
+        configured.map(std::fs::canonicalize),
+        std::fs::canonicalize(db),
+    ) {
+        (Some(Ok(c)), Ok(d)) => c == d,
+        _ => false,
+    }
+}
+
+/// A gateway's own database without its mark: records cut from its end would not
+/// show, as the daemon's start-up check says too. A copy has none, and that is noted.
+fn missing_mark(report: &mut crate::store::audit::VerifyReport, db: &Path, live: bool) {
+    if live && report.ok && report.mark_seq.is_none() && report.records > 0 {
+        report.ok = false;
+        report.reason = Some(format!(
+            "the audit mark {} is missing beside this gateway's database, which holds {} records: records cut from its end would not show (the daemon raises the alarm for this at its next start)",
+            audit_guard::mark_path(db).display(),
+            report.records
+        ));
+    }
 }

@@ -598,8 +598,8 @@ pub async fn audit_verify(api: &ApiClient, as_json: bool) -> Result<()> {
     report_verify(report, as_json)
 }
 
-pub fn audit_verify_offline(db: &Path, as_json: bool) -> Result<()> {
-    super::audit_cli::verify_offline(db, as_json)
+pub fn audit_verify_offline(db: &Path, configured: Option<&Path>, as_json: bool) -> Result<()> {
+    super::audit_cli::verify_offline(db, configured, as_json)
 }
 
 fn health_text(v: &Value) -> String {

@@ -936,3 +936,47 @@ fn verify_without_the_seed_finds_a_log_cut_below_its_seals() {
     assert!(!ok, "{text}");
     assert!(text.contains("were sealed"), "{text}");
 }
+
+/// `verify --db` on the gateway's own database (the daemon's lock file is beside it)
+/// is not taken for a copy when its mark and seal key are gone: deleting them with the
+/// newest records and their seal made the seed's check pass on a cut log.
+#[test]
+fn the_gateways_own_database_without_its_mark_and_key_is_not_taken_for_a_copy() {
+    let (d, seed) = sealed_gateway();
+    let db = d.db();
+    let last_epoch: i64 = {
+        let c = open(&db);
+        let (epoch, first): (i64, i64) = c
+            .query_row(
+                "SELECT epoch, first_seq FROM audit_seals ORDER BY epoch DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        c.execute("DELETE FROM audit WHERE seq >= ?1", [first])
+            .unwrap();
+        c.execute("DELETE FROM audit_seals WHERE epoch = ?1", [epoch])
+            .unwrap();
+        epoch
+    };
+    assert!(last_epoch > 1);
+    std::fs::remove_file(crate::common::sidecar(&db, "-audit-mark")).unwrap();
+    std::fs::remove_file(crate::common::sidecar(&db, "-seal-key")).unwrap();
+    let (ok, out) = verify(&db, Some(&seed));
+    assert!(!ok, "{out}");
+    let (ok, out) = verify(&db, None);
+    assert!(!ok && out.contains("mark"), "{out}");
+    // A copy (no lock, no mark, no key beside it) is still checked from the seed
+    // alone: its cut is for the seed and the cloud's copy to show.
+    let (_dir, copy) = {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy.db");
+        Connection::open(&db)
+            .unwrap()
+            .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
+        (dir, copy)
+    };
+    let (ok, out) = verify(&copy, Some(&seed));
+    assert!(ok, "{out}");
+}
