@@ -32,8 +32,14 @@ pub fn init_logging(level: &str) {
         (Err(e), Ok(v)) if !v.is_empty() => Some((v, e.to_string())),
         _ => None,
     };
+    // The MQTT client's own lines (one per refused PUBACK, say) repeat what the uplink
+    // says once per cause: below debug only its errors are kept.
+    let configured = match level {
+        "debug" | "trace" => level.to_string(),
+        _ => format!("{level},rumqttc=error"),
+    };
     let filter = from_env
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(&configured))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let warn_bad_env = || {

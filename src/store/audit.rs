@@ -213,9 +213,14 @@ pub fn append(conn: &Connection, entry: &AuditEntry, ts: &str) -> StoreResult<Au
                     found.0 + 1,
                     exp.0
                 )
+            } else if found.0 == exp.0 {
+                format!(
+                    "the audit log was changed while the daemon ran: record {}, the last the daemon wrote, no longer has the hash it was written with (changed and re-hashed)",
+                    exp.0
+                )
             } else {
                 format!(
-                    "the audit log was changed while the daemon ran: its head is record {} but the daemon last wrote record {}",
+                    "the audit log was changed while the daemon ran: it ends at record {}, after record {}, the last the daemon wrote",
                     found.0, exp.0
                 )
             };

@@ -371,10 +371,16 @@ pub fn verify(conn: &Connection, seed: &[u8], key_file: Option<&Path>) -> StoreR
         }
         let expected = key.mac_of(&s);
         if expected != s.mac {
+            // The first seal is the seed's first check: a mistyped seed fails there too.
+            let or_seed = if report.sealed_epochs == 0 {
+                ", or the seed given is not this log's (check it was typed as shown)"
+            } else {
+                ""
+            };
             return Ok(fail(
                 report,
                 format!(
-                    "seal {} was forged or altered: its MAC does not verify with the seed",
+                    "seal {} was forged or altered{or_seed}: its MAC does not verify with the seed",
                     s.epoch
                 ),
             ));

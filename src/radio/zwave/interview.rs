@@ -53,6 +53,9 @@ impl Controller<'_> {
                 return Ok(());
             }
             let answered = self.run_step(node, step).await?;
+            // Being added: the controller may not have its protocol info yet, so it
+            // reads as sleeping; it is read again once the inclusion is done.
+            let being_added = self.window.as_ref().is_some_and(|w| w.node == Some(node));
             let Some(n) = self.nodes.get_mut(&node) else {
                 return Ok(());
             };
@@ -66,7 +69,11 @@ impl Controller<'_> {
             if n.sleeps() {
                 // Asleep again: continue at this step on its next wake-up.
                 n.awake_until = None;
-                tracing::info!(radio = %self.io.radio, node, step = step.name(), "sleeping node stopped answering; the interview continues at its next wake-up");
+                if being_added {
+                    tracing::debug!(radio = %self.io.radio, node, step = step.name(), "the node being added did not answer yet; its interview goes on once the inclusion is done");
+                } else {
+                    tracing::info!(radio = %self.io.radio, node, step = step.name(), "sleeping node stopped answering; the interview continues at its next wake-up");
+                }
                 self.keep_progress();
                 return Ok(());
             }

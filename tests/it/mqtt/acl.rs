@@ -102,6 +102,8 @@ fn publishes_the_broker_refuses_stay_in_the_outbox_and_are_counted() {
         "refused audit records were deleted: {audit} left; {u}"
     );
     assert_eq!(u["delivered"], 0, "refused rows counted as delivered: {u}");
+    // Said once per cause by the uplink, not once per refused PUBACK by the client.
+    assert!(!d.log().contains("PubAck Pkid"), "{}", d.log());
 }
 
 /// A broker whose Maximum Packet Size (MQTT 5 CONNACK) is smaller than the `info`
