@@ -68,6 +68,14 @@ async fn plug_ready(zw: &mut Driven) {
     .await;
 }
 
+/// Opens (or with 0 closes) the driver's join window; the driver's answer.
+async fn permit_join(zw: &mut Driven, seconds: u32) -> Result<(), fieldgate::model::RadioError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    zw.command(RadioCommand::PermitJoin { seconds, reply })
+        .await;
+    answer.await.expect("an answer")
+}
+
 /// Sets the plug and returns the result's `ok`.
 async fn switch(zw: &mut Driven, id: &str, command: DeviceCommand) -> bool {
     set(zw, PLUG, id, command).await.0
@@ -651,7 +659,6 @@ async fn restore_writes_the_image_back_only_onto_the_same_chip_family() {
 /// technician's join windows each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpressed_exclusion_is_no_leave_and_is_not_restarted_at_once() {
-    use fieldgate::model::RadioCommand;
     let (sim, mut zw) = start();
     plug_ready(&mut zw).await;
     zw.command(RadioCommand::Remove {
@@ -664,13 +671,7 @@ async fn an_unpressed_exclusion_is_no_leave_and_is_not_restarted_at_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A join window does not cut the exclusion short: it is refused, saying why.
-    let (opened, answer) = tokio::sync::oneshot::channel();
-    zw.command(RadioCommand::PermitJoin {
-        seconds: 5,
-        reply: opened,
-    })
-    .await;
-    match answer.await.expect("an answer") {
+    match permit_join(&mut zw, 5).await {
         Err(fieldgate::model::RadioError::Refused(why)) => {
             assert!(why.contains("exclusion is in progress"), "{why}")
         }
@@ -678,13 +679,7 @@ async fn an_unpressed_exclusion_is_no_leave_and_is_not_restarted_at_once() {
     }
     assert!(sim.with(|e, _| e.excluding()), "the exclusion was closed");
     // Closing the windows (as at a stop) ends it (Stop; the controller: done, no node).
-    let (closed, answer) = tokio::sync::oneshot::channel();
-    zw.command(RadioCommand::PermitJoin {
-        seconds: 0,
-        reply: closed,
-    })
-    .await;
-    assert_eq!(answer.await.expect("an answer"), Ok(()));
+    assert_eq!(permit_join(&mut zw, 0).await, Ok(()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         zw.seen(|e| e.native_address == address(PLUG) && e.kind == DeviceEventKind::Left)
@@ -772,20 +767,13 @@ async fn a_sleeping_nodes_held_readings_arrive_oldest_first() {
 /// included in one window joins, not only the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_device_included_in_one_join_window_joins() {
-    use fieldgate::model::RadioCommand;
     let (sim, mut zw) = start_with(EmulatorConfig {
         pending: vec![NodeKind::Dimmer, NodeKind::DoorSensor],
         ..EmulatorConfig::default()
     });
     plug_ready(&mut zw).await;
     let before = sim.node_ids();
-    let (opened, answer) = tokio::sync::oneshot::channel();
-    zw.command(RadioCommand::PermitJoin {
-        seconds: 30,
-        reply: opened,
-    })
-    .await;
-    assert_eq!(answer.await.expect("an answer"), Ok(()));
+    assert_eq!(permit_join(&mut zw, 30).await, Ok(()));
     let deadline = std::time::Instant::now() + Duration::from_secs(25);
     while sim.node_ids().len() < before.len() + 2 {
         assert!(
@@ -807,13 +795,7 @@ async fn every_device_included_in_one_join_window_joins() {
         .await;
     }
     // Closed by the hub, the controller is out of inclusion and stays so.
-    let (closed, answer) = tokio::sync::oneshot::channel();
-    zw.command(RadioCommand::PermitJoin {
-        seconds: 0,
-        reply: closed,
-    })
-    .await;
-    assert_eq!(answer.await.expect("an answer"), Ok(()));
+    assert_eq!(permit_join(&mut zw, 0).await, Ok(()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!sim.with(|e, _| e.including()), "inclusion still on");
     zw.assert_running();

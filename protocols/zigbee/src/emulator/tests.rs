@@ -68,18 +68,7 @@ impl Host {
             (nv::PRECFGKEY, vec![7; 16]),
         ];
         for (id, value) in writes {
-            let r = self.send(
-                ZnpCommand::SysOsalNvWriteReq {
-                    id,
-                    offset: 0,
-                    value,
-                },
-                ms(1),
-            );
-            assert!(
-                matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
-                "{r:?}"
-            );
+            self.write_nv(id, value);
         }
         let r = self.send(
             ZnpCommand::BdbStartCommissioningReq {
@@ -91,6 +80,22 @@ impl Host {
             r.contains(&ZnpCommand::ZdoStateChangeInd {
                 state: DEVICE_STATE_COORDINATOR
             }),
+            "{r:?}"
+        );
+    }
+
+    /// Writes an NV item; the write must succeed.
+    fn write_nv(&mut self, id: u16, value: Vec<u8>) {
+        let r = self.send(
+            ZnpCommand::SysOsalNvWriteReq {
+                id,
+                offset: 0,
+                value,
+            },
+            ms(1),
+        );
+        assert!(
+            matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
             "{r:?}"
         );
     }
@@ -1152,21 +1157,6 @@ fn temperature_reports(r: &[ZnpCommand]) -> usize {
         .count()
 }
 
-fn write_nv(h: &mut Host, id: u16, value: Vec<u8>) {
-    let r = h.send(
-        ZnpCommand::SysOsalNvWriteReq {
-            id,
-            offset: 0,
-            value,
-        },
-        ms(1),
-    );
-    assert!(
-        matches!(r[..], [ZnpCommand::StatusRsp { status: 0, .. }]),
-        "{r:?}"
-    );
-}
-
 /// The NV items a host's restore writes for the network (zigbee-herdsman's
 /// `AdapterBackup.restoreBackup`, zigpy-znp's `write_network_info`).
 const NETWORK_ITEMS: [u16; 8] = [
@@ -1196,16 +1186,12 @@ fn after_a_restore_the_stick_starts_the_restored_network_and_its_devices_are_hea
         .map(|id| (*id, h.emu.nv_item(*id).unwrap().to_vec()))
         .collect();
 
-    write_nv(&mut h, nv::STARTUP_OPTION, vec![nv::STARTUP_CLEAR_ALL]);
+    h.write_nv(nv::STARTUP_OPTION, vec![nv::STARTUP_CLEAR_ALL]);
     h.send(ZnpCommand::SysResetReq { reset_type: 1 }, ms(50));
-    write_nv(&mut h, nv::PANID, 0x7777u16.to_le_bytes().to_vec());
-    write_nv(&mut h, nv::CHANLIST, (1u32 << 20).to_le_bytes().to_vec());
-    write_nv(
-        &mut h,
-        nv::EXTENDED_PAN_ID,
-        0x1234u64.to_le_bytes().to_vec(),
-    );
-    write_nv(&mut h, nv::PRECFGKEY, vec![0xAB; 16]);
+    h.write_nv(nv::PANID, 0x7777u16.to_le_bytes().to_vec());
+    h.write_nv(nv::CHANLIST, (1u32 << 20).to_le_bytes().to_vec());
+    h.write_nv(nv::EXTENDED_PAN_ID, 0x1234u64.to_le_bytes().to_vec());
+    h.write_nv(nv::PRECFGKEY, vec![0xAB; 16]);
     let r = h.send(
         ZnpCommand::BdbStartCommissioningReq {
             mode: crate::znp::BDB_MODE_FORMATION,
@@ -1222,7 +1208,7 @@ fn after_a_restore_the_stick_starts_the_restored_network_and_its_devices_are_hea
     assert!(h.emu.devices().iter().all(|d| d.nwk.is_none()));
 
     for (id, value) in saved {
-        write_nv(&mut h, id, value);
+        h.write_nv(id, value);
     }
     let r = h.send(ZnpCommand::SysResetReq { reset_type: 1 }, ms(50));
     assert!(matches!(r[..], [ZnpCommand::SysResetInd { .. }]), "{r:?}");
