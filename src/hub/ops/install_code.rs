@@ -100,21 +100,27 @@ impl Hub {
             // A bindkey is rotated on a device in service; a discovered one is adopted
             // with its key instead.
             let id = device.clone();
-            let lifecycle = self
+            let found = self
                 .writer
-                .write(move |c| Ok(registry::get(c, &id)?.map(|d| d.lifecycle)))
+                .write(move |c| Ok(registry::get(c, &id)?.map(|d| (d.lifecycle, d.model))))
                 .await;
-            match lifecycle {
+            match found {
                 Err(e) => Some(e.into()),
                 Ok(None) => Some(HubError::UnknownDevice(device.to_string())),
-                Ok(Some(l)) if l == Lifecycle::Pending.as_str() => Some(HubError::Invalid(format!(
+                Ok(Some((l, _))) if l == Lifecycle::Pending.as_str() => Some(HubError::Invalid(format!(
                     "`{device}` is pending: adopt it with its bindkey (`fieldgate adopt {device} --bindkey ...`)"
                 ))),
-                Ok(Some(l)) if l == Lifecycle::Decommissioned.as_str() => {
+                Ok(Some((l, _))) if l == Lifecycle::Decommissioned.as_str() => {
                     Some(HubError::Invalid(format!(
                         "`{device}` is decommissioned: re-admit it first (`fieldgate readmit {device}`)"
                     )))
                 }
+                // Only BTHome advertisements are encrypted with a bindkey: a key given
+                // for another format would be stored and never used.
+                Ok(Some((_, Some(model)))) if model != "bthome" => Some(HubError::Invalid(format!(
+                    "`{device}` sends {} advertisements, which are not encrypted: a bindkey is for BTHome devices",
+                    crate::output::one_line(&model)
+                ))),
                 Ok(Some(_)) => None,
             }
         } else {

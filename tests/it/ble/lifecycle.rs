@@ -197,6 +197,21 @@ fn a_rotated_bindkey_replaces_the_old_one_and_is_audited() {
     // Malformed keys are refused before anything is stored; no key reaches the log.
     let out = rotate(&d, ENCRYPTED, "1234");
     assert!(!out.status.success());
+    // A Ruuvi tag's advertisements are not encrypted: a key for it is refused, not
+    // stored as "replaced" and never used.
+    wait_for(&d, Duration::from_secs(30), "the Ruuvi tag", || {
+        device(&d, RUUVI).is_some_and(|x| x.model.is_some())
+    });
+    assert!(d.cli(&["adopt", RUUVI]).status.success());
+    let out = rotate(&d, RUUVI, KEY);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("not encrypted"), "{}", stderr(&out));
+    assert_eq!(
+        audit(&d, "device.bindkey.rotate", RUUVI)[0]
+            .outcome
+            .as_str(),
+        "refused"
+    );
     for key in [KEY, other] {
         assert!(!d.log().contains(key));
         assert!(audit(&d, "device.bindkey.rotate", ENCRYPTED)
