@@ -80,9 +80,10 @@ async fn kill_and_restart(d: &mut TestDaemon, udp: u16) -> PacketForwarder {
     pf
 }
 
-/// Polls `f` for up to 15 s (a restart under a loaded test run takes seconds).
+/// Polls `f` for up to 30 s (a restart under a loaded test run takes seconds; in a CI
+/// run with every other test binary busy, once more than 15).
 async fn wait(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..750 {
+    for _ in 0..1500 {
         if f() {
             return;
         }
