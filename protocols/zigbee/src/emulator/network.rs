@@ -113,14 +113,15 @@ impl Emulator {
             if d.nwk.is_some() || !holds_key {
                 continue;
             }
-            let member = match d.home_network() {
+            let home = d.home_network();
+            let nwk = self.address_of_member(ieee);
+            let member = match home {
                 Some(home) => home == new.extended_pan_id,
-                None => self.address_of_member(ieee).is_some(),
+                None => nwk.is_some(),
             };
             if !member {
                 continue;
             }
-            let nwk = self.address_of_member(ieee);
             let Some(d) = self.devices.get_mut(idx) else {
                 continue;
             };
