@@ -76,6 +76,17 @@ impl Hub {
             .write(move |c| {
                 let refusal = match registry::get(c, &id)? {
                     None => Some(HubError::UnknownDevice(id.to_string())),
+                    // Only BTHome advertisements are encrypted with a bindkey: a key given
+                    // for another format would be stored and never used.
+                    Some(d)
+                        if sealed.is_some()
+                            && d.model.as_deref().is_some_and(|m| m != "bthome") =>
+                    {
+                        Some(HubError::Invalid(format!(
+                            "`{id}` sends {} advertisements, which are not encrypted: a bindkey is for BTHome devices; adopt it without one",
+                            crate::output::one_line(d.model.as_deref().unwrap_or_default())
+                        )))
+                    }
                     Some(d) if d.lifecycle == Lifecycle::Pending.as_str() => None,
                     Some(d) if d.lifecycle == Lifecycle::Decommissioned.as_str() => {
                         Some(HubError::Invalid(format!(

@@ -202,6 +202,15 @@ fn a_rotated_bindkey_replaces_the_old_one_and_is_audited() {
     wait_for(&d, Duration::from_secs(30), "the Ruuvi tag", || {
         device(&d, RUUVI).is_some_and(|x| x.model.is_some())
     });
+    // Adopting it with a key is refused the same way, and leaves it pending.
+    let out = d.cli(&["adopt", RUUVI, "--bindkey", KEY]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("not encrypted"), "{}", stderr(&out));
+    assert_eq!(device(&d, RUUVI).unwrap().lifecycle, "pending");
+    assert_eq!(
+        audit(&d, "device.adopt", RUUVI)[0].outcome.as_str(),
+        "refused"
+    );
     assert!(d.cli(&["adopt", RUUVI]).status.success());
     let out = rotate(&d, RUUVI, KEY);
     assert!(!out.status.success(), "{}", stdout(&out));
