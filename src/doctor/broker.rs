@@ -1,7 +1,8 @@
 //! The broker as the daemon will reach it: the files `[upstream]` names (readable
-//! by the service user), a TCP connection and, for mqtts://, a full TLS handshake
-//! with rustls that validates the certificate, with each failure explained. It
-//! never logs in to the broker and never prints a secret.
+//! by the service user), a TCP connection, for mqtts:// a full TLS handshake with
+//! rustls that validates the certificate, then an MQTT login with the configured
+//! credentials (see [`super::login`]), with each failure explained. It never prints a
+//! secret.
 
 use std::io;
 use std::net::TcpStream;
@@ -13,12 +14,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use super::files::check_readable_file;
 use super::identity::{Identity, Sandbox};
+use super::login::{self, Cause, Login};
 use super::net::connect_stream;
 use super::{Check, SERVICE_USER};
 use crate::config::UpstreamConfig;
 
 pub(super) fn check_upstream(
     upstream: Option<&UpstreamConfig>,
+    gateway_id: &str,
     id: &Identity,
     sandbox: &Sandbox,
     timeout: Duration,
@@ -47,7 +50,7 @@ pub(super) fn check_upstream(
     if let (Some(cert), Some(_)) = (&up.client_cert, &up.client_key) {
         checks.extend(check_rotation_dir(cert, id, sandbox));
     }
-    checks.push(check_broker(up, timeout));
+    checks.push(check_broker(up, gateway_id, timeout));
     checks
 }
 
@@ -71,7 +74,7 @@ fn check_rotation_dir(cert: &std::path::Path, id: &Identity, sandbox: &Sandbox) 
     })
 }
 
-fn check_broker(up: &UpstreamConfig, timeout: Duration) -> Check {
+fn check_broker(up: &UpstreamConfig, gateway_id: &str, timeout: Duration) -> Check {
     let raw = up.url.get_ref();
     let url = match url::Url::parse(raw) {
         Ok(u) => u,
@@ -95,15 +98,105 @@ fn check_broker(up: &UpstreamConfig, timeout: Duration) -> Check {
             )
         }
     };
-    if !tls {
-        return Check::ok(
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let credentials = match (&up.username, &up.password_file) {
+        (Some(user), Some(file)) => match crate::upstream::client::read_password(file) {
+            Ok(password) => Some((user.clone(), password)),
+            Err(_) => {
+                // The file's own check says why; the login cannot be tried without it.
+                return Check::warn(
+                    "broker",
+                    format!("{raw} reachable ({addr}); the login was not tried: upstream.password_file cannot be read"),
+                    "see the upstream.password_file check",
+                );
+            }
+        },
+        (Some(user), None) => Some((user.clone(), String::new())),
+        _ => None,
+    };
+    let client_id = format!("{}-doctor", up.client_id.as_deref().unwrap_or(gateway_id));
+    let connect = login::connect_packet(
+        *up.protocol.get_ref(),
+        &client_id,
+        credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+        30,
+    );
+    let (transport, answer) = if tls {
+        match tls_handshake(up, &host, stream) {
+            Ok((detail, conn, stream)) => {
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                (detail, login::login(&mut tls, &connect))
+            }
+            Err((message, fix)) => return Check::fail("broker", format!("{raw}: {message}"), fix),
+        }
+    } else {
+        let mut stream = stream;
+        (
+            "plaintext MQTT".to_string(),
+            login::login(&mut stream, &connect),
+        )
+    };
+    let who = match (&up.username, &up.client_cert) {
+        (Some(user), _) => format!("as `{}`", crate::output::one_line(user)),
+        (None, Some(_)) => "with the client certificate".to_string(),
+        (None, None) => "without credentials".to_string(),
+    };
+    let reached = format!("{raw} reachable ({addr}), {transport}");
+    let credentials_fix = if up.username.is_some() {
+        "check upstream.username and the password in upstream.password_file (one trailing newline is ignored), and that the broker lets this user connect"
+    } else {
+        "the broker wants a login: set upstream.username and upstream.password_file (or a client certificate the broker accepts)"
+    };
+    match answer {
+        Login::Accepted => Check::ok("broker", format!("{reached}; login {who} accepted")),
+        Login::Refused(code) => {
+            let (words, cause) = login::refusal(code);
+            // MQTT 5 reason codes are written in hex, as the standard lists them.
+            let code = if code >= 0x80 {
+                format!("0x{code:02X}")
+            } else {
+                code.to_string()
+            };
+            let message =
+                format!("{reached}; the broker refused the login {who}: {words} (code {code})");
+            match cause {
+                Cause::Credentials | Cause::Other => Check::fail("broker", message, credentials_fix),
+                Cause::Protocol => Check::fail(
+                    "broker",
+                    message,
+                    "set upstream.protocol to a version the broker speaks (4 = MQTT 3.1.1, 5 = MQTT 5)",
+                ),
+                Cause::ClientId => Check::warn(
+                    "broker",
+                    format!("{message}; the check logs in as `{client_id}`, so the credentials were not checked"),
+                    "if the broker takes only listed client ids, see the daemon's log once it runs (journalctl -u fieldgate)",
+                ),
+                Cause::Broker => Check::warn(
+                    "broker",
+                    message,
+                    "the broker takes no clients now; the gateway keeps working offline and connects when it does",
+                ),
+            }
+        }
+        Login::Closed => Check::fail(
             "broker",
-            format!("{raw} reachable ({addr}), plaintext MQTT"),
-        );
-    }
-    match tls_handshake(up, &host, stream, timeout) {
-        Ok(detail) => Check::ok("broker", format!("{raw} reachable ({addr}), {detail}")),
-        Err((message, fix)) => Check::fail("broker", format!("{raw}: {message}"), fix),
+            format!("{reached}; the broker closed the connection at the login {who} without answering (some brokers answer a refused login so)"),
+            credentials_fix,
+        ),
+        Login::NoAnswer => Check::fail(
+            "broker",
+            format!(
+                "{reached}; no answer to an MQTT login within {}",
+                humantime::format_duration(timeout)
+            ),
+            "check that upstream.url's port is the broker's MQTT listener (mqtt:// is usually 1883, mqtts:// 8883)",
+        ),
+        Login::NotMqtt => Check::fail(
+            "broker",
+            format!("{reached}; the answer to an MQTT login is not MQTT"),
+            "another service listens on this port: check upstream.url's port",
+        ),
     }
 }
 
@@ -182,8 +275,7 @@ fn tls_handshake(
     up: &UpstreamConfig,
     host: &str,
     mut stream: TcpStream,
-    timeout: Duration,
-) -> Result<String, Failure> {
+) -> Result<(String, rustls::ClientConnection, TcpStream), Failure> {
     let config = tls_config(up)?;
     let server_name = ServerName::try_from(host.to_string()).map_err(|e| {
         (
@@ -197,8 +289,6 @@ fn tls_handshake(
             "report this as a bug".to_string(),
         )
     })?;
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
     while conn.is_handshaking() {
         if let Err(e) = conn.complete_io(&mut stream) {
             return Err(explain_tls_error(&e, up, host));
@@ -208,7 +298,7 @@ fn tls_handshake(
         .protocol_version()
         .map(|v| format!("{v:?}"))
         .unwrap_or_else(|| "TLS".into());
-    Ok(format!(
+    let detail = format!(
         "{} handshake OK, certificate valid for {host} ({})",
         version.replace('_', "."),
         if up.ca_file.is_some() {
@@ -216,7 +306,8 @@ fn tls_handshake(
         } else {
             "system CAs"
         }
-    ))
+    );
+    Ok((detail, conn, stream))
 }
 
 fn explain_tls_error(e: &io::Error, up: &UpstreamConfig, host: &str) -> Failure {

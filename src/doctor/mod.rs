@@ -20,7 +20,7 @@
 //! sandbox), `radios` (serial, tcp://, udp://, bluez:// ports), `bluez` (bluetoothd, the
 //! adapter and the D-Bus policy, asked of BlueZ over the bus), `net` (resolving and
 //! connecting with a timeout), `broker` (the upstream files, TCP and TLS to the
-//! broker), `clock`, and `files` (config file, state dir, free space, API socket,
+//! broker), `login` (an MQTT login with the configured credentials), `clock`, and `files` (config file, state dir, free space, API socket,
 //! master key).
 
 mod bluez;
@@ -28,6 +28,7 @@ mod broker;
 mod clock;
 mod files;
 mod identity;
+mod login;
 mod net;
 mod radios;
 
@@ -293,6 +294,7 @@ pub fn run(opts: &Options) -> Report {
         }
         checks.extend(check_upstream(
             config.upstream.as_ref(),
+            config.gateway_id(),
             &identity,
             &sandbox,
             opts.timeout,

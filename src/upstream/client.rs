@@ -246,7 +246,7 @@ impl ClientSettings {
     }
 }
 
-fn read_password(path: &Path) -> Result<String, ClientError> {
+pub(crate) fn read_password(path: &Path) -> Result<String, ClientError> {
     let text =
         crate::files::read_regular_text(path, 64 * 1024).map_err(|source| ClientError::File {
             what: "the password file",

@@ -1,12 +1,13 @@
 //! `fieldgate doctor` against a healthy temp setup and against each broken case it
 //! names: invalid config, missing serial port, master key missing or readable by
-//! others, unwritable state directory, broker on a closed loopback port, a broker
+//! others, unwritable state directory, broker on a closed loopback port, a port that
+//! does not answer MQTT, a login the broker refuses (rumqttd and mosquitto), a broker
 //! whose TLS certificate does not validate. Also: the packaged example config with
 //! its commented-out examples switched on is still valid.
 
 use std::fs;
-use std::io::Write;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -355,7 +356,7 @@ fn unwritable_state_dir_fails() {
 }
 
 #[test]
-fn broker_on_a_closed_port_fails_and_an_open_one_passes() {
+fn broker_on_a_closed_or_silent_port_fails_and_a_real_broker_logs_in() {
     let s = Setup::new();
     let closed = {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -368,17 +369,155 @@ fn broker_on_a_closed_port_fails_and_an_open_one_passes() {
     assert_exit(&out, 1, &report);
     assert_status(&report, "broker", "fail", "cannot connect");
 
-    let open = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = open.local_addr().expect("addr").port();
+    // Something listens but never answers a login: not taken for a broker.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
     let config = s.config(&format!("[upstream]\nurl = \"mqtt://127.0.0.1:{port}\"\n"));
     let (out, report) = s.doctor_as_me(&config);
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "broker", "fail", "no answer to an MQTT login");
+
+    let broker = crate::mqtt::broker();
+    let config = s.config(&format!("[upstream]\nurl = \"{}\"\n", broker.url()));
+    let (out, report) = s.doctor_as_me(&config);
     assert_exit(&out, 0, &report);
-    assert_status(&report, "broker", "ok", "reachable");
+    assert_status(
+        &report,
+        "broker",
+        "ok",
+        "login without credentials accepted",
+    );
     assert_status(&report, "disk space", "ok", "outbox");
 }
 
+/// `[upstream]` with `username` and a password file holding `password`.
+fn login_config(s: &Setup, url: &str, password: &str, extra: &str) -> PathBuf {
+    let file = s.dir.path().join("mqtt-password");
+    fs::write(&file, format!("{password}\n")).expect("password");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
+    s.config(&format!(
+        "[upstream]\nurl = \"{url}\"\nusername = \"gw\"\npassword_file = \"{}\"\n{extra}",
+        file.display()
+    ))
+}
+
+/// A wrong password was "ok" while the TCP connection alone was checked: the
+/// daemon then retried its login for ever. rumqttd closes the connection on a refused
+/// login without answering; either way the password is never printed.
+#[test]
+fn a_login_the_broker_refuses_fails_and_the_right_one_passes() {
+    let s = Setup::new();
+    let port = crate::rumqttd_support::start_with_login("doctor-login", "gw", "s3cret-pw");
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let (out, report) = s.doctor_as_me(&login_config(&s, &url, "s3cret-pw", ""));
+    assert_exit(&out, 0, &report);
+    assert_status(&report, "broker", "ok", "login as `gw` accepted");
+
+    let (out, report) = s.doctor_as_me(&login_config(&s, &url, "wrong-pw", ""));
+    assert_exit(&out, 1, &report);
+    assert_status(
+        &report,
+        "broker",
+        "fail",
+        "closed the connection at the login as `gw`",
+    );
+    let fix = check(&report, "broker")["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("upstream.password_file"), "{fix}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("wrong-pw") && !text.contains("s3cret"),
+        "{text}"
+    );
+}
+
+/// mosquitto answers a refused login with a CONNACK: its code is named, in MQTT 3.1.1
+/// and in MQTT 5. (mosquitto is installed by CI; without it this test has nothing to
+/// run against.)
+#[test]
+fn mosquittos_refusals_are_named_with_their_code() {
+    if Command::new("mosquitto").arg("-h").output().is_err() {
+        eprintln!("mosquitto is not installed: skipped");
+        return;
+    }
+    let s = Setup::new();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let passwords = s.dir.path().join("mosquitto.passwd");
+    let made = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args(["gw", "s3cret-pw"])
+        .output()
+        .expect("mosquitto_passwd");
+    assert!(made.status.success(), "{made:?}");
+    let conf = s.dir.path().join("mosquitto.conf");
+    fs::write(
+        &conf,
+        format!(
+            // `user root`: mosquitto started as root keeps root (it would switch to
+            // the `mosquitto` user, which cannot read this test's directory).
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            passwords.display()
+        ),
+    )
+    .expect("conf");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _broker = Kill(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mosquitto did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let (out, report) = s.doctor_as_me(&login_config(&s, &url, "s3cret-pw", ""));
+    assert_exit(&out, 0, &report);
+    assert_status(&report, "broker", "ok", "login as `gw` accepted");
+    let (out, report) = s.doctor_as_me(&login_config(&s, &url, "wrong-pw", ""));
+    assert_exit(&out, 1, &report);
+    assert_status(
+        &report,
+        "broker",
+        "fail",
+        "refused the login as `gw`: not authorized (code 5)",
+    );
+    let (out, report) = s.doctor_as_me(&login_config(&s, &url, "wrong-pw", "protocol = 5\n"));
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "broker", "fail", "not authorized (code 0x87)");
+    let anonymous = s.config(&format!("[upstream]\nurl = \"{url}\"\n"));
+    let (out, report) = s.doctor_as_me(&anonymous);
+    assert_exit(&out, 1, &report);
+    assert_status(
+        &report,
+        "broker",
+        "fail",
+        "refused the login without credentials",
+    );
+    let fix = check(&report, "broker")["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("set upstream.username"), "{fix}");
+}
+
 /// A loopback TLS server with a self-signed certificate for `localhost` that
-/// completes handshakes until the test ends.
+/// completes handshakes and passes the login on to the test broker, until the test
+/// ends.
 struct TlsServer {
     port: u16,
     ca_pem: String,
@@ -414,8 +553,22 @@ fn tls_server() -> TlsServer {
                         return;
                     }
                 }
-                let _ = conn.complete_io(&mut stream);
-                let _ = stream.flush();
+                // A TLS listener in front of the test broker: the login (CONNECT, then
+                // CONNACK) goes through to it.
+                let Ok(mut broker) = TcpStream::connect(crate::mqtt::broker().socket()) else {
+                    return;
+                };
+                let _ = broker.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let mut tls = rustls::Stream::new(&mut conn, &mut stream);
+                let mut buf = [0u8; 4096];
+                let Ok(n) = tls.read(&mut buf) else { return };
+                if n == 0 || broker.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                if let Ok(m) = broker.read(&mut buf) {
+                    let _ = tls.write_all(&buf[..m]);
+                    let _ = tls.flush();
+                }
             });
         }
     });
@@ -452,6 +605,12 @@ fn broker_tls_certificate_is_validated() {
     let (out, report) = s.doctor_as_me(&config);
     assert_exit(&out, 0, &report);
     assert_status(&report, "broker", "ok", "handshake OK");
+    assert_status(
+        &report,
+        "broker",
+        "ok",
+        "login without credentials accepted",
+    );
 
     // The right CA but the wrong name.
     let config = s.config(&format!(

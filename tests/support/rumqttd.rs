@@ -13,6 +13,23 @@ pub fn start(name: &str, max_connections: usize) -> u16 {
 
 /// As [`start`], with an MQTT 5 listener instead when `v5`.
 pub fn start_version(name: &str, max_connections: usize, v5: bool) -> u16 {
+    start_broker(name, max_connections, v5, None)
+}
+
+/// As [`start`], taking only the login `user` / `password` (rumqttd closes the
+/// connection on any other, without a CONNACK).
+#[allow(dead_code)] // the benchmarks that include this file log in anonymously
+pub fn start_with_login(name: &str, user: &str, password: &str) -> u16 {
+    let auth = HashMap::from([(user.to_string(), password.to_string())]);
+    start_broker(name, 20, false, Some(auth))
+}
+
+fn start_broker(
+    name: &str,
+    max_connections: usize,
+    v5: bool,
+    auth: Option<HashMap<String, String>>,
+) -> u16 {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -38,7 +55,7 @@ pub fn start_version(name: &str, max_connections: usize, v5: bool) -> u16 {
             // Room for the hostile-request suite's 2 MB requests.
             max_payload_size: 4 * 1024 * 1024,
             max_inflight_count: 500,
-            auth: None,
+            auth,
             external_auth: None,
             dynamic_filters: true,
         },
