@@ -83,6 +83,10 @@ pub struct Props {
     /// `application/json` with the UTF-8 payload format indicator.
     pub json: bool,
     pub user_properties: Vec<(String, String)>,
+    /// Not sent: for an answer addressed to the requester's Response Topic, the
+    /// gateway's own response topic, where it goes instead if the broker refuses it
+    /// there (an ACL that keeps the gateway to its prefix).
+    pub response_fallback: Option<String>,
 }
 
 impl Props {

@@ -14,6 +14,8 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
+use super::requests::Outbound;
+
 /// One outbox message: its seq, and the first and last seq of the row holding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Msg {
@@ -37,16 +39,34 @@ impl Msg {
 /// info, response) that has no row.
 pub type Carried = Option<Msg>;
 
+/// What the window remembers of one publish: its row, and for an MQTT 5 answer sent
+/// to the requester's Response Topic, the same answer addressed to the gateway's own
+/// response topic, to send instead if the broker refuses the first.
+#[derive(Debug)]
+struct Slot {
+    carried: Carried,
+    fallback: Option<Box<Outbound>>,
+}
+
+impl Slot {
+    fn new(carried: Carried) -> Slot {
+        Slot {
+            carried,
+            fallback: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Window {
     capacity: usize,
     /// Handed to rumqttc, `Outgoing::Publish` not yet seen; in hand-over order.
-    handed: VecDeque<Carried>,
+    handed: VecDeque<Slot>,
     /// A publish rumqttc parked on a packet-id collision (`Outgoing::AwaitAck`);
     /// its `Outgoing::Publish` comes later, before any newer one.
-    parked: Option<Carried>,
+    parked: Option<Slot>,
     /// Sent, waiting for PUBACK.
-    inflight: HashMap<u16, Carried>,
+    inflight: HashMap<u16, Slot>,
     /// Messages acked but not yet deleted from the store: never sent again.
     acked: BTreeSet<i64>,
     /// Seqs of rows whose every message is acked: ready to delete.
@@ -103,15 +123,28 @@ impl Window {
 
     /// A publish was handed to rumqttc.
     pub fn handed_over(&mut self, carried: Carried) {
-        if let Some(m) = carried {
+        self.hand_over(Slot::new(carried));
+    }
+
+    /// An answer was handed to rumqttc on the requester's Response Topic; `fallback`
+    /// is handed back by [`Window::on_refused`] if the broker refuses it there.
+    pub fn handed_over_answer(&mut self, carried: Carried, fallback: Outbound) {
+        self.hand_over(Slot {
+            carried,
+            fallback: Some(Box::new(fallback)),
+        });
+    }
+
+    fn hand_over(&mut self, slot: Slot) {
+        if let Some(m) = slot.carried {
             self.cursor = self.cursor.max(m.seq);
         }
-        self.handed.push_back(carried);
+        self.handed.push_back(slot);
     }
 
     /// `Outgoing::Publish(pkid)`.
     pub fn on_outgoing_publish(&mut self, pkid: u16) -> Result<(), PumpError> {
-        let carried = match self.parked.take() {
+        let slot = match self.parked.take() {
             Some(c) => c,
             None => self
                 .handed
@@ -122,7 +155,7 @@ impl Window {
             // QoS 0 never gets a PUBACK; nothing to track.
             return Ok(());
         }
-        if self.inflight.insert(pkid, carried).is_some() {
+        if self.inflight.insert(pkid, slot).is_some() {
             return Err(PumpError::PkidReused(pkid));
         }
         Ok(())
@@ -130,11 +163,11 @@ impl Window {
 
     /// `Outgoing::AwaitAck(pkid)`: the next handed-over publish is parked.
     pub fn on_await_ack(&mut self, pkid: u16) -> Result<(), PumpError> {
-        let carried = self
+        let slot = self
             .handed
             .pop_front()
             .ok_or(PumpError::UnexpectedPublish(pkid))?;
-        self.parked = Some(carried);
+        self.parked = Some(slot);
         Ok(())
     }
 
@@ -143,7 +176,8 @@ impl Window {
         let carried = self
             .inflight
             .remove(&pkid)
-            .ok_or(PumpError::UnknownAck(pkid))?;
+            .ok_or(PumpError::UnknownAck(pkid))?
+            .carried;
         if let Some(m) = carried {
             self.settle(m);
         }
@@ -152,11 +186,14 @@ impl Window {
 
     /// An MQTT 5 PUBACK that refuses the publish: no longer in flight, but not done
     /// with either. Its row stays in the outbox and is sent again after the next
-    /// (re)connection, when the window re-reads the store.
-    pub fn on_refused(&mut self, pkid: u16) -> Result<Carried, PumpError> {
-        self.inflight
+    /// (re)connection, when the window re-reads the store, unless the session sends
+    /// the answer's fallback (returned with it) carrying the row instead.
+    pub fn on_refused(&mut self, pkid: u16) -> Result<(Carried, Option<Outbound>), PumpError> {
+        let slot = self
+            .inflight
             .remove(&pkid)
-            .ok_or(PumpError::UnknownAck(pkid))
+            .ok_or(PumpError::UnknownAck(pkid))?;
+        Ok((slot.carried, slot.fallback.map(|f| *f)))
     }
 
     /// A message is done with: acknowledged, or found undeliverable and skipped.
@@ -251,7 +288,7 @@ mod tests {
         w.handed_over(Some(Msg::single(6)));
         w.on_outgoing_publish(1).unwrap();
         w.on_outgoing_publish(2).unwrap();
-        assert_eq!(w.on_refused(1).unwrap(), Some(Msg::single(5)));
+        assert_eq!(w.on_refused(1).unwrap(), (Some(Msg::single(5)), None));
         assert_eq!(w.on_puback(2).unwrap(), Some(Msg::single(6)));
         assert_eq!(w.room(), 2);
         assert_eq!(w.take_deletable(10), vec![6]);
@@ -259,6 +296,33 @@ mod tests {
         w.reset();
         assert_eq!(w.cursor(), 0, "re-read from the store, row 5 included");
         assert_eq!(w.on_refused(1), Err(PumpError::UnknownAck(1)));
+    }
+
+    /// An answer sent to a Response Topic carries its fallback: handed back with a
+    /// refusal, forgotten with a PUBACK.
+    #[test]
+    fn a_refused_answer_hands_back_its_fallback_with_its_row() {
+        let fallback = Outbound {
+            topic: "p/response/set".into(),
+            payload: b"{}".to_vec(),
+            retain: false,
+            props: Default::default(),
+        };
+        let mut w = Window::new(4);
+        w.handed_over_answer(Some(Msg::single(7)), fallback.clone());
+        w.handed_over_answer(None, fallback.clone());
+        w.handed_over_answer(None, fallback.clone());
+        w.on_outgoing_publish(1).unwrap();
+        w.on_await_ack(1).unwrap();
+        w.on_outgoing_publish(2).unwrap();
+        assert_eq!(
+            w.on_refused(1).unwrap(),
+            (Some(Msg::single(7)), Some(fallback.clone()))
+        );
+        w.on_outgoing_publish(1).unwrap(); // the parked one keeps its fallback
+        assert_eq!(w.on_refused(1).unwrap(), (None, Some(fallback)));
+        assert_eq!(w.on_puback(2).unwrap(), None);
+        assert!(!w.is_acked(7), "row 7 waits for its fallback's PUBACK");
     }
 
     #[test]

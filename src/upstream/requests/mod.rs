@@ -410,9 +410,9 @@ pub fn count_refused_topic(
 }
 
 /// Addresses an answer for MQTT 5: to the requester's Response Topic with its
-/// Correlation Data when it gave one, with the outcome as user properties
-/// (`status`; on errors `code` and `reason`, the reason string). On MQTT 3.1.1 the
-/// answer is left as it is.
+/// Correlation Data when it gave one (the gateway's own topic kept as its fallback,
+/// see [`fallback`]), with the outcome as user properties (`status`; on errors `code`
+/// and `reason`, the reason string). On MQTT 3.1.1 the answer is left as it is.
 pub fn address(
     mut out: Outbound,
     reply_to: Option<&ReplyTo>,
@@ -441,7 +441,8 @@ pub fn address(
     if let Some(r) = reply_to {
         match response_topic_refusal(&r.topic, topics) {
             None => {
-                out.topic = r.topic.clone();
+                let own = std::mem::replace(&mut out.topic, r.topic.clone());
+                out.props.response_fallback = Some(own);
                 out.props.correlation_data = r.correlation_data.clone();
             }
             Some(why) => {
@@ -453,6 +454,30 @@ pub fn address(
             }
         }
     }
+    out
+}
+
+/// The answer `out` on the gateway's own response topic, for when the broker refuses
+/// it on the requester's Response Topic (`None` when it was not sent there). It keeps
+/// the Correlation Data and says why in the user property `response_topic_refused`
+/// (filled in by [`refused_there`]).
+pub fn fallback(out: &mut Outbound) -> Option<Outbound> {
+    let topic = out.props.response_fallback.take()?;
+    Some(Outbound {
+        topic,
+        payload: out.payload.clone(),
+        retain: out.retain,
+        props: out.props.clone(),
+    })
+}
+
+/// A fallback made ready to send: the broker's reason for refusing the answer on the
+/// Response Topic, as the `response_topic_refused` user property.
+pub fn refused_there(mut out: Outbound, reason: &str) -> Outbound {
+    out.props.user_properties.push((
+        "response_topic_refused".into(),
+        format!("the broker refused the answer on the Response Topic ({reason})"),
+    ));
     out
 }
 async fn read<T, F>(ctx: &RequestContext, f: F) -> Result<T, Rejection>

@@ -250,14 +250,24 @@ impl Session {
                 if !self.connected {
                     return;
                 }
-                let kept = match self.window.on_refused(pkid) {
-                    Ok(carried) => carried.is_some(),
+                let (carried, fallback) = match self.window.on_refused(pkid) {
+                    Ok(refused) => refused,
                     Err(e) => return tracing::debug!(error = %e, "ignored PUBACK"),
                 };
                 self.status
                     .refused_by_broker
                     .fetch_add(1, Ordering::Relaxed);
-                let what = if kept {
+                if let Some(fallback) = fallback {
+                    // An answer the broker would not take on the requester's Response
+                    // Topic (its ACL keeps the gateway to its prefix): sent on the
+                    // gateway's own response topic instead, saying why.
+                    self.status.count_request("response_topic_refused");
+                    let out = requests::refused_there(fallback, &reason);
+                    tracing::info!(%reason, topic = %out.topic, "the broker refused an answer on the requester's Response Topic: sent on the gateway's own response topic");
+                    self.answer_instead(out, carried);
+                    return;
+                }
+                let what = if carried.is_some() {
                     "kept in the outbox and sent again at the next connection"
                 } else {
                     "a live message, sent again when it next changes"
@@ -402,6 +412,33 @@ impl Session {
         self.responses.push_back(out);
     }
 
+    /// Sends `out`, an answer refused on the requester's Response Topic, on the
+    /// gateway's own topic: a live answer goes first in the queue of responses; one
+    /// from the outbox carries its row, deleted on this PUBACK (if the client's queue
+    /// is full the row stays and is sent again at the next connection).
+    fn answer_instead(&mut self, out: Outbound, row: Option<Msg>) {
+        let Some(msg) = row else {
+            self.responses.push_front(out);
+            self.flush_responses();
+            return;
+        };
+        if !self.live_fits(&out.topic, &out.payload, &out.props) {
+            return;
+        }
+        match self
+            .client
+            .try_publish(out.topic, out.retain, out.payload, &out.props)
+        {
+            Ok(()) => {
+                self.window.handed_over(Some(msg));
+                self.status.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "answer not handed over: sent at the next connection")
+            }
+        }
+    }
+
     /// Hands waiting responses to the client while it has room (it keeps them
     /// only for this connection: one lost with the connection is not sent again).
     fn ack(&mut self, token: crate::upstream::link::AckToken) {
@@ -425,7 +462,7 @@ impl Session {
         // full one stops reading its queue, acknowledgements included, and a broker
         // waiting for those stops acknowledging ours.
         while self.connected && self.window.in_flight() < self.window.capacity() + LIVE_HEADROOM {
-            let Some(out) = self.responses.pop_front() else {
+            let Some(mut out) = self.responses.pop_front() else {
                 return;
             };
             if !self.live_fits(&out.topic, &out.payload, &out.props) {
@@ -438,7 +475,10 @@ impl Session {
                 &out.props,
             ) {
                 Ok(()) => {
-                    self.window.handed_over(None);
+                    match requests::fallback(&mut out) {
+                        Some(fallback) => self.window.handed_over_answer(None, fallback),
+                        None => self.window.handed_over(None),
+                    }
                     self.status.published.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(_) => {
@@ -506,11 +546,12 @@ impl Session {
                 self.settings_topics.outbox(&row.topic)
             };
             let msg = msg_of(&row);
+            let mut fallback = None;
             let (topic, payload, props) = if answer {
                 // An answer given later (a held request's `queued`, `delivered`, ...):
                 // addressed like one given at once, to the requester's Response Topic
                 // (checked again: the prefix may have changed) with its Correlation Data.
-                let out = requests::address(
+                let mut out = requests::address(
                     Outbound {
                         topic,
                         payload: row.payload,
@@ -521,6 +562,7 @@ impl Session {
                     &self.settings_topics,
                     true,
                 );
+                fallback = requests::fallback(&mut out);
                 (out.topic, out.payload, Cow::Owned(out.props))
             } else if row.kind == "telemetry" {
                 (topic, row.payload, Cow::Borrowed(&self.telemetry_props))
@@ -537,7 +579,10 @@ impl Session {
                             true,
                         );
                     }
-                    self.window.handed_over(Some(msg));
+                    match fallback {
+                        Some(fallback) => self.window.handed_over_answer(Some(msg), fallback),
+                        None => self.window.handed_over(Some(msg)),
+                    }
                     self.status.published.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {

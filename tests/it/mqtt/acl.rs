@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::{stdout, TestDaemon};
 
-struct Mosquitto(Child);
+pub(super) struct Mosquitto(Child);
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
@@ -20,7 +20,7 @@ impl Drop for Mosquitto {
 }
 
 /// mosquitto on a free port that lets anyone publish anywhere except `deny`.
-fn mosquitto_denying(dir: &std::path::Path, deny: &str) -> (Mosquitto, u16) {
+pub(super) fn mosquitto_denying(dir: &std::path::Path, deny: &str) -> (Mosquitto, u16) {
     let acl = dir.join("acl");
     std::fs::write(&acl, format!("topic readwrite #\ntopic deny {deny}\n")).unwrap();
     mosquitto(dir, &format!("acl_file {}\n", acl.display()))

@@ -482,3 +482,112 @@ async fn mqtt5_held_requests_are_answered_later_on_the_response_topic() {
         assert_eq!(statuses, ["queued", "delivered"], "{topic}");
     }
 }
+
+/// A broker whose ACL keeps the gateway to its own prefix refuses its answers on a
+/// requester's Response Topic elsewhere (MQTT 5 PUBACK `NotAuthorized`). An answer
+/// given at once was lost, and one from the outbox (a held request's) stayed there,
+/// refused again at every connection. Both now come on the gateway's own response
+/// topic with the Correlation Data and `response_topic_refused` saying why, and the
+/// outbox empties. Needs mosquitto (its ACL), so it runs in the mosquitto step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_broker_refuses_on_the_response_topic_come_on_the_gateways_own() {
+    if std::env::var_os("FIELDGATE_TEST_BROKER").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, port) = super::acl::mosquitto_denying(dir.path(), "fgdenied/#");
+    let b = BrokerAddr {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let site = Site::start_config(SiteConfig {
+        broker_url: Some(b.url()),
+        upstream: "protocol = 5".into(),
+        ..Default::default()
+    })
+    .await;
+    let p = site.prefix.clone();
+    let probe = Probe5::connect(&b, &[format!("{p}/response/#")]).await;
+    site.pair().await;
+
+    // At once: the health check's answer.
+    probe
+        .request(
+            format!("{p}/request/health_check"),
+            json!({"correlation_id": "now-1"}),
+            Some("fgdenied/replies/1"),
+            b"\x00now\xff",
+        )
+        .await;
+    let m = probe
+        .wait_within(
+            "the answer on the gateway's topic",
+            Duration::from_secs(20),
+            |m| {
+                m.topic == format!("{p}/response/health_check")
+                    && m.json()["correlation_id"] == "now-1"
+            },
+        )
+        .await;
+    assert_eq!(
+        m.props.correlation_data.as_deref(),
+        Some(&b"\x00now\xff"[..])
+    );
+    assert!(
+        m.user("response_topic_refused")
+            .is_some_and(|w| w.contains("broker refused") && w.contains("NotAuthorized")),
+        "{:?}",
+        m.props.user_properties
+    );
+    assert_eq!(m.user("status"), Some("ok"));
+
+    // Held: `queued` and `delivered` go through the outbox.
+    let pir = dev(DeviceKind::SleepySensor);
+    probe
+        .request(
+            format!("{p}/request/set"),
+            json!({"correlation_id": "held-1", "device": pir, "state": {"on": true}}),
+            Some("fgdenied/replies/2"),
+            b"held",
+        )
+        .await;
+    let answered = |status: &'static str| {
+        let topic = format!("{p}/response/set");
+        move |m: &Msg5| {
+            m.topic == topic
+                && m.json()["correlation_id"] == "held-1"
+                && m.json()["status"] == status
+        }
+    };
+    let q = probe
+        .wait_within("held-1 queued", Duration::from_secs(20), answered("queued"))
+        .await;
+    assert_eq!(q.props.correlation_data.as_deref(), Some(&b"held"[..]));
+    assert!(q.user("response_topic_refused").is_some(), "{:?}", q.props);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !probe.got.lock().unwrap().iter().any(answered("delivered")) {
+        assert!(Instant::now() < deadline, "{}", site.daemon.log());
+        site.wake();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    // Nothing is left refused in the outbox.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = fieldgate::store::open_reader(&site.daemon.db()).unwrap();
+        let left: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE kind = 'response'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} answers left in the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
