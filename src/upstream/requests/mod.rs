@@ -367,6 +367,9 @@ pub fn clear_retained(topic: &str) -> Outbound {
     }
 }
 
+/// The level of the default topic prefixes (`fieldgate/<gateway id>`).
+const FLEET_LEVEL: &str = "fieldgate/";
+
 /// Longest Response Topic the gateway answers on.
 const MAX_RESPONSE_TOPIC: usize = 1024;
 
@@ -392,6 +395,15 @@ pub fn response_topic_refusal(topic: &str, topics: &Topics) -> Option<&'static s
         && !topic.starts_with(&format!("{own}response/"))
     {
         return Some("the response topic is one of the gateway's own topics");
+    }
+    // `fieldgate/`, the level of the default prefixes, holds the fleet's gateways: an
+    // answer there could be taken for another gateway's message (its status, its
+    // answers to its own requesters).
+    if topics.prefix().starts_with(FLEET_LEVEL)
+        && topic.starts_with(FLEET_LEVEL)
+        && !topic.starts_with(&own)
+    {
+        return Some("the response topic is under fieldgate/, where the fleet's gateways publish");
     }
     None
 }
@@ -527,6 +539,18 @@ mod tests {
             "$share/g/app/replies",
         ] {
             assert!(response_topic_refusal(bad, &topics).is_some(), "{bad:?}");
+        }
+        // With the default prefix, the level above it is the fleet's gateways.
+        let fleet = Topics::new("fieldgate/gw1");
+        for ok in ["fieldgate/gw1/response/x", "app/replies/1", "fieldgates/x"] {
+            assert_eq!(response_topic_refusal(ok, &fleet), None, "{ok}");
+        }
+        for bad in [
+            "fieldgate/gw2/response/set",
+            "fieldgate/gw2/status",
+            "fieldgate/x",
+        ] {
+            assert!(response_topic_refusal(bad, &fleet).is_some(), "{bad:?}");
         }
         let reply = ReplyTo {
             topic: "app/replies/1".into(),
