@@ -122,6 +122,13 @@ pub enum HubRequest {
         radio: String,
         until: std::time::Instant,
     },
+    /// From the hub itself: the radio opened the join window of `seconds` the hub
+    /// opened until `until` for it, just now.
+    JoinWindowOpened {
+        radio: String,
+        until: std::time::Instant,
+        seconds: u32,
+    },
     Readmit {
         device: DeviceId,
         actor: String,

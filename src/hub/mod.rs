@@ -172,6 +172,11 @@ pub struct Hub {
     writer: Writer,
     radios: HashMap<String, RadioHandle>,
     join_windows: HashMap<String, Instant>,
+    /// Join windows sent to a radio that has not yet said it opened them (a driver
+    /// busy with interviews takes its command late), by the `join_windows` deadline
+    /// they were sent with: open until the radio answers, and from its answer on for
+    /// their whole length.
+    unconfirmed_windows: HashMap<String, Instant>,
     /// The hub's own request queue, for answers its spawned tasks bring back.
     myself: mpsc::WeakSender<HubRequest>,
     notices: broadcast::Sender<Notice>,
@@ -286,6 +291,7 @@ impl Hub {
             writer,
             radios: radios.iter().map(|r| (r.name.clone(), r.clone())).collect(),
             join_windows: HashMap::new(),
+            unconfirmed_windows: HashMap::new(),
             myself: req_tx.downgrade(),
             notices: notices.clone(),
             outbox_gate: Arc::new(OutboxGate::default()),
@@ -544,9 +550,11 @@ impl Hub {
     }
 
     fn window_open(&self, radio: &str) -> bool {
-        self.join_windows
-            .get(radio)
-            .is_some_and(|until| Instant::now() < *until)
+        self.unconfirmed_windows.contains_key(radio)
+            || self
+                .join_windows
+                .get(radio)
+                .is_some_and(|until| Instant::now() < *until)
     }
 
     /// Whether a join window is open on `radio` now.
@@ -586,6 +594,11 @@ impl Hub {
             HubRequest::JoinWindowNotOpened { radio, until } => {
                 self.join_window_not_opened(&radio, until)
             }
+            HubRequest::JoinWindowOpened {
+                radio,
+                until,
+                seconds,
+            } => self.join_window_opened(&radio, until, seconds),
             HubRequest::Readmit {
                 device,
                 actor,

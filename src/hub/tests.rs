@@ -340,6 +340,38 @@ async fn events_flow_into_registry_outbox_and_audit() {
     assert!(store::audit::verify(&r).unwrap().ok);
 }
 
+/// A window sent to a radio busy with interviews is opened by it late: until the
+/// radio says so it counts as open (joins it announces meanwhile are in the window),
+/// and from then on for its whole length, not what was left of it.
+#[tokio::test]
+async fn a_window_the_radio_opens_late_is_open_until_then_and_its_whole_length_after() {
+    let mut rig = rig();
+    let hub = rig.hub.as_mut().unwrap();
+    let sent_until = Instant::now() - Duration::from_millis(10);
+    hub.join_windows.insert("zb0".into(), sent_until);
+    hub.unconfirmed_windows.insert("zb0".into(), sent_until);
+    assert!(hub.window_open("zb0"), "unconfirmed: open");
+    let n = rig.events(vec![event(ADDR, DeviceEventKind::Joined)]).await;
+    assert!(
+        !n.iter().any(|x| matches!(x, Notice::Denied { .. })),
+        "refused while the radio was opening its window: {n:?}"
+    );
+    let hub = rig.hub.as_mut().unwrap();
+    hub.join_window_opened("zb0", sent_until, 5);
+    assert!(hub.unconfirmed_windows.is_empty());
+    assert!(
+        hub.window_open("zb0"),
+        "five seconds from the radio's answer"
+    );
+    // A radio that never opened it: closed at once.
+    let hub = rig.hub.as_mut().unwrap();
+    let until = Instant::now() + Duration::from_secs(1);
+    hub.join_windows.insert("zb0".into(), until);
+    hub.unconfirmed_windows.insert("zb0".into(), until);
+    hub.join_window_not_opened("zb0", until);
+    assert!(!hub.window_open("zb0"));
+}
+
 #[tokio::test]
 async fn joining_outside_a_window_or_on_the_denylist_is_refused_and_removed() {
     let mut rig = rig();

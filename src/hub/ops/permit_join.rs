@@ -86,6 +86,7 @@ impl Hub {
         // Open already: a device may join as soon as the radio opens, before its answer.
         let window_until = Instant::now() + Duration::from_secs(seconds as u64);
         self.join_windows.insert(radio.clone(), window_until);
+        self.unconfirmed_windows.insert(radio.clone(), window_until);
         let opened = PermitJoinAccepted {
             radio: radio.clone(),
             seconds,
@@ -126,6 +127,15 @@ impl Hub {
                 let _ = reply.send(audited.and(Err(e)));
                 return;
             }
+            if let Some(hub) = hub.upgrade() {
+                let _ = hub
+                    .send(HubRequest::JoinWindowOpened {
+                        radio: radio.clone(),
+                        until: window_until,
+                        seconds,
+                    })
+                    .await;
+            }
             let _ = notices.send(Notice::PermitJoin {
                 radio: radio.clone(),
                 seconds,
@@ -139,6 +149,23 @@ impl Hub {
     pub(in crate::hub) fn join_window_not_opened(&mut self, radio: &str, until: Instant) {
         if self.join_windows.get(radio) == Some(&until) {
             self.join_windows.remove(radio);
+        }
+        if self.unconfirmed_windows.get(radio) == Some(&until) {
+            self.unconfirmed_windows.remove(radio);
+        }
+    }
+
+    /// The radio opened the window: from now on it is open its whole length, however
+    /// late the radio took the command (a driver busy with interviews at start-up).
+    /// Joins it announced before this answer came were taken as in the window.
+    pub(in crate::hub) fn join_window_opened(&mut self, radio: &str, until: Instant, seconds: u32) {
+        if self.unconfirmed_windows.get(radio) == Some(&until) {
+            self.unconfirmed_windows.remove(radio);
+        }
+        if let Some(open) = self.join_windows.get_mut(radio) {
+            if *open == until {
+                *open = (*open).max(Instant::now() + Duration::from_secs(u64::from(seconds)));
+            }
         }
     }
 }
