@@ -495,6 +495,12 @@ pub enum RadioCommand {
     Remove {
         native_address: String,
     },
+    /// The device was re-admitted after a `Remove`: the driver stops removing it (a
+    /// Z-Wave exclusion still waiting for its button is closed, and the node is not
+    /// excluded again when heard). Radios with nothing in progress ignore it.
+    Readmitted {
+        native_address: String,
+    },
     /// Actuate a device; the driver answers with a `CommandResult` carrying `command_id`.
     Set {
         native_address: String,

@@ -48,6 +48,14 @@ impl Leaves {
         self.waiting.push_back(key);
     }
 
+    /// A device re-admitted: its waiting leave request, if any, is not sent.
+    pub(super) fn cancel(&mut self, radio: &str, native_address: &str) {
+        let key = (radio.to_string(), native_address.to_string());
+        if self.known.remove(&key) {
+            self.waiting.retain(|k| *k != key);
+        }
+    }
+
     fn pop(&mut self) -> Option<(String, String)> {
         let key = self.waiting.pop_front()?;
         self.known.remove(&key);

@@ -549,6 +549,24 @@ fn configure_and_remove_from_the_cli() {
         text.contains("press the device's button") && text.contains("within 60 s"),
         "{text}"
     );
+    // The technician changes their mind before pressing it: re-admitted, the exclusion
+    // waiting for the button is closed, so a join window opens at once (it was refused
+    // for the rest of the 60 s) and takes the node, still on the network, back.
+    let out = d.cli(&["readmit", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = d.cli(&["pair", "zwave0", "--seconds", "3"]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), d.log());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = d.cli(&["device", &id, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["lifecycle"] == "active" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(d.log().contains("its exclusion is closed"), "{}", d.log());
 }
 
 /// Nodes the controller already had (a stick moved from another system), end to end on

@@ -17,7 +17,7 @@ impl Hub {
         let codes_required = self.policy.policy.admission.require_install_code;
         // (its lifecycle now, re-admitted here (not only unblocked), a credential to
         // register again)
-        let (lifecycle, readmitted, missing) = self
+        let (lifecycle, readmitted, missing, on_radio) = self
             .writer
             .write(move |c| {
                 let entry = |outcome, details| {
@@ -35,7 +35,7 @@ impl Hub {
                                 json!({"unblocked": true, "known": false}),
                             ),
                         )?;
-                        return Ok(Ok((None, false, None)));
+                        return Ok(Ok((None, false, None, None)));
                     }
                     None => Some(HubError::UnknownDevice(id.to_string())),
                     Some(d) if d.lifecycle != Lifecycle::Decommissioned.as_str() && unblocked => {
@@ -44,7 +44,7 @@ impl Hub {
                             &gw,
                             &entry(Outcome::Accepted, json!({"unblocked": true, "known": true})),
                         )?;
-                        return Ok(Ok((Some(d.lifecycle), false, None)));
+                        return Ok(Ok((Some(d.lifecycle), false, None, None)));
                     }
                     Some(d) if d.lifecycle != Lifecycle::Decommissioned.as_str() => {
                         Some(HubError::Invalid(format!(
@@ -74,6 +74,7 @@ impl Hub {
                     )?;
                     return Ok(Err(e));
                 }
+                let on_radio = registry::get(c, &id)?.map(|d| (d.radio, d.native_address));
                 registry::set_lifecycle(c, &id, Lifecycle::Pending)?;
                 lifecycle_msg(
                     c,
@@ -92,9 +93,16 @@ impl Hub {
                     Some(Lifecycle::Pending.as_str().to_string()),
                     true,
                     missing,
+                    on_radio,
                 )))
             })
             .await??;
+        // Its removal stops where it still runs: a leave request waiting for room, a
+        // Z-Wave exclusion waiting for the device's button.
+        if let Some((radio, native_address)) = on_radio {
+            self.leaves.cancel(&radio, &native_address);
+            let _ = self.send_to_radio(&radio, RadioCommand::Readmitted { native_address });
+        }
         // A radio that discovers its devices (BLE) has no join window: the technician
         // adopts the device again.
         let discovered = super::super::ingest::discovered(device);

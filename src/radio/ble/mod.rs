@@ -458,7 +458,9 @@ impl BleDriver {
             RadioCommand::PermitJoin { reply, .. } => {
                 let _ = reply.send(Ok(()));
             }
-            RadioCommand::Policy(_) | RadioCommand::Bridged { .. } => {}
+            RadioCommand::Policy(_)
+            | RadioCommand::Bridged { .. }
+            | RadioCommand::Readmitted { .. } => {}
         }
     }
 }

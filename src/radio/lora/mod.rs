@@ -808,7 +808,7 @@ impl Gateway<'_> {
                     (seconds > 0).then(|| Instant::now() + Duration::from_secs(u64::from(seconds)));
                 let _ = reply.send(Ok(()));
             }
-            RadioCommand::Policy(_) => {}
+            RadioCommand::Policy(_) | RadioCommand::Readmitted { .. } => {}
         }
     }
 }

@@ -693,7 +693,9 @@ impl Modem<'_> {
                 let _ = reply.send(Ok(()));
                 Ok(false)
             }
-            RadioCommand::Policy(_) | RadioCommand::Bridged { .. } => Ok(false),
+            RadioCommand::Policy(_)
+            | RadioCommand::Bridged { .. }
+            | RadioCommand::Readmitted { .. } => Ok(false),
         }
     }
 

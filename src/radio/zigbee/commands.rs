@@ -141,6 +141,8 @@ impl Coordinator<'_> {
                 };
                 let _ = reply.send(answer);
             }
+            // A Zigbee leave is asked once, at once: nothing left to stop.
+            RadioCommand::Readmitted { .. } => {}
             RadioCommand::Policy(policy) => {
                 let required = policy.join_credential_required;
                 let changed = *self.require_install_codes != required;

@@ -56,6 +56,11 @@ impl Controller<'_> {
                     "device credentials (S2 bootstrapping is not supported by this driver)".into(),
                 )));
             }
+            RadioCommand::Readmitted { native_address } => {
+                if let Some(node) = self.node_of(&native_address) {
+                    self.keep(node).await?;
+                }
+            }
             RadioCommand::Policy(_) | RadioCommand::Bridged { .. } => {}
             RadioCommand::RotateNetworkKey { reply } => {
                 let _ = reply.send(Err(RadioError::NotSupported(

@@ -341,6 +341,35 @@ impl Controller<'_> {
         }
     }
 
+    /// Node `node` was re-admitted: an exclusion started for it and still waiting for
+    /// its button is closed (a join window may open at once), it is not excluded
+    /// again when next heard, and the next join window announces it again (it never
+    /// left the network, so it will not be included anew).
+    pub(super) async fn keep(&mut self, node: u8) -> Result<()> {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.announced = false;
+        }
+        // The exclusion open now, if any, is the one started last.
+        let last = self
+            .exclusions
+            .iter()
+            .max_by_key(|(_, at)| **at)
+            .map(|(n, _)| *n);
+        if self.exclusions.remove(&node).is_none() {
+            return Ok(());
+        }
+        let waiting = last == Some(node)
+            && self
+                .window
+                .as_ref()
+                .is_some_and(|w| w.kind == WindowKind::Exclusion && w.node.is_none());
+        if waiting {
+            tracing::info!(radio = %self.io.radio, node, "the node was re-admitted: its exclusion is closed");
+            self.close_window().await?;
+        }
+        Ok(())
+    }
+
     /// The hub removes node `node`: a node the controller marks failed is removed at once
     /// (RemoveFailedNode); a live one needs its button pressed during an exclusion window.
     pub(super) async fn remove(&mut self, node: u8) -> Result<()> {
