@@ -87,6 +87,11 @@ impl Hub {
                             crate::output::one_line(d.model.as_deref().unwrap_or_default())
                         )))
                     }
+                    Some(d) if sealed.is_some() && plaintext_bthome(&d) => {
+                        Some(HubError::Invalid(format!(
+                            "`{id}` sends unencrypted BTHome advertisements: with a bindkey each of them would be refused; adopt it without one"
+                        )))
+                    }
                     Some(d) if d.lifecycle == Lifecycle::Pending.as_str() => None,
                     Some(d) if d.lifecycle == Lifecycle::Decommissioned.as_str() => {
                         Some(HubError::Invalid(format!(
@@ -145,6 +150,14 @@ impl Hub {
             let _ = reply.send(Ok(Adopted::new(&device, true, radios)));
         });
     }
+}
+
+/// A BTHome device whose advertisements were heard and are not encrypted (the BLE
+/// radio lists `encrypted` among the capabilities of one whose are).
+pub(super) fn plaintext_bthome(d: &registry::Device) -> bool {
+    d.model.as_deref() == Some("bthome")
+        && !d.capabilities.is_empty()
+        && !d.capabilities.iter().any(|c| c == "encrypted")
 }
 
 /// A bindkey as a technician gives it: 32 hex digits.

@@ -102,24 +102,34 @@ impl Hub {
             let id = device.clone();
             let found = self
                 .writer
-                .write(move |c| Ok(registry::get(c, &id)?.map(|d| (d.lifecycle, d.model))))
+                .write(move |c| {
+                    Ok(registry::get(c, &id)?.map(|d| {
+                        let plain = super::adopt::plaintext_bthome(&d);
+                        (d.lifecycle, d.model, plain)
+                    }))
+                })
                 .await;
             match found {
                 Err(e) => Some(e.into()),
                 Ok(None) => Some(HubError::UnknownDevice(device.to_string())),
-                Ok(Some((l, _))) if l == Lifecycle::Pending.as_str() => Some(HubError::Invalid(format!(
+                Ok(Some((l, _, _))) if l == Lifecycle::Pending.as_str() => Some(HubError::Invalid(format!(
                     "`{device}` is pending: adopt it with its bindkey (`fieldgate adopt {device} --bindkey ...`)"
                 ))),
-                Ok(Some((l, _))) if l == Lifecycle::Decommissioned.as_str() => {
+                Ok(Some((l, _, _))) if l == Lifecycle::Decommissioned.as_str() => {
                     Some(HubError::Invalid(format!(
                         "`{device}` is decommissioned: re-admit it first (`fieldgate readmit {device}`)"
                     )))
                 }
                 // Only BTHome advertisements are encrypted with a bindkey: a key given
                 // for another format would be stored and never used.
-                Ok(Some((_, Some(model)))) if model != "bthome" => Some(HubError::Invalid(format!(
+                Ok(Some((_, Some(model), _))) if model != "bthome" => Some(HubError::Invalid(format!(
                     "`{device}` sends {} advertisements, which are not encrypted: a bindkey is for BTHome devices",
                     crate::output::one_line(&model)
+                ))),
+                // A key for a device that sends plain BTHome would refuse every one of
+                // its advertisements from then on.
+                Ok(Some((_, _, true))) => Some(HubError::Invalid(format!(
+                    "`{device}` sends unencrypted BTHome advertisements: with a bindkey each of them would be refused; set the device to encrypt first (its advertisements then say so)"
                 ))),
                 Ok(Some(_)) => None,
             }

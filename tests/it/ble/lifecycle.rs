@@ -221,6 +221,22 @@ fn a_rotated_bindkey_replaces_the_old_one_and_is_audited() {
             .as_str(),
         "refused"
     );
+    // A BTHome sensor sending plain advertisements: a key would refuse every one of
+    // them (it was stored, said "replaced", and the sensor went offline).
+    const PLAIN: &str = "ble:a4:c1:38:10:20:30";
+    wait_for(
+        &d,
+        Duration::from_secs(30),
+        "the plain BTHome sensor",
+        || device(&d, PLAIN).is_some_and(|x| !x.capabilities.is_empty()),
+    );
+    let out = d.cli(&["adopt", PLAIN, "--bindkey", KEY]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("unencrypted"), "{}", stderr(&out));
+    assert!(d.cli(&["adopt", PLAIN]).status.success());
+    let out = rotate(&d, PLAIN, KEY);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("unencrypted"), "{}", stderr(&out));
     for key in [KEY, other] {
         assert!(!d.log().contains(key));
         assert!(audit(&d, "device.bindkey.rotate", ENCRYPTED)
