@@ -443,12 +443,17 @@ pub async fn remove(api: &ApiClient, id: &str, as_json: bool) -> Result<()> {
         v["credentials_destroyed"].as_u64().unwrap_or(0),
         s(&v["radio_removal"])
     );
-    if let Some(secs) = v["device_action_within_s"].as_u64() {
+    say_device_action(&v);
+    Ok(())
+}
+
+/// A removal the device must take part in (a Z-Wave exclusion): what to do, and by when.
+pub(super) fn say_device_action(decommissioned: &Value) {
+    if let Some(secs) = decommissioned["device_action_within_s"].as_u64() {
         crate::outln!(
             "now press the device's button (or do its exclusion / reset action, see its manual) within {secs} s: the radio waits for the device to confirm it leaves"
         );
     }
-    Ok(())
 }
 
 fn print_audit(records: &[Value], as_json: bool) -> Result<()> {

@@ -27,6 +27,7 @@ pub async fn remove_and_block(api: &ApiClient, id: &str, as_json: bool) -> Resul
             d["credentials_destroyed"].as_u64().unwrap_or(0),
             text(&d["radio_removal"])
         );
+        super::cli::say_device_action(d);
     } else {
         crate::outln!(
             "{} blocked ({}): refused whenever it tries to join, until `fieldgate readmit {}`",
