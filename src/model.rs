@@ -502,7 +502,10 @@ pub enum RadioCommand {
         native_address: String,
     },
     /// Actuate a device; the driver answers with a `CommandResult` carrying `command_id`.
+    /// Made with [`RadioCommand::set`]; a driver that takes it after `stale_at` (it was
+    /// busy: a coordinator restarting) answers it failed and does not send it.
     Set {
+        stale_at: std::time::Instant,
         native_address: String,
         command: DeviceCommand,
         command_id: String,
@@ -551,6 +554,33 @@ pub enum RadioCommand {
         topic: String,
         payload: Vec<u8>,
     },
+}
+
+/// How long a `Set` may wait for its radio: by then whoever asked has been answered
+/// that no result came (the API's and MQTT's wait for a result), so it must not be
+/// carried out later behind their back.
+pub const COMMAND_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
+
+impl RadioCommand {
+    /// A `Set` that goes stale [`COMMAND_STALE_AFTER`] from now.
+    pub fn set(native_address: String, command: DeviceCommand, command_id: String) -> RadioCommand {
+        RadioCommand::Set {
+            stale_at: std::time::Instant::now() + COMMAND_STALE_AFTER,
+            native_address,
+            command,
+            command_id,
+        }
+    }
+}
+
+/// Why a `Set` taken at `stale_at` or later is not sent, or `None` while it is fresh.
+pub fn stale_command(stale_at: std::time::Instant) -> Option<String> {
+    (std::time::Instant::now() >= stale_at).then(|| {
+        format!(
+            "not sent: it waited more than {} s for the radio (busy or restarting), and whoever asked was answered that no result came",
+            COMMAND_STALE_AFTER.as_secs()
+        )
+    })
 }
 
 /// A finished network key rotation (never the key itself).

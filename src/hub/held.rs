@@ -260,10 +260,8 @@ impl Hub {
             } else {
                 serde_json::from_value::<DeviceCommand>(row.command.clone())
                     .ok()
-                    .map(|command| RadioCommand::Set {
-                        native_address: d.native_address.clone(),
-                        command,
-                        command_id: command_id.clone(),
+                    .map(|command| {
+                        RadioCommand::set(d.native_address.clone(), command, command_id.clone())
                     })
             };
             tracing::info!(device, request_id = row.id, command_id = %command_id, "device awake: sending a held request");

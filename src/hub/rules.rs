@@ -96,11 +96,7 @@ impl Hub {
                 }
                 None => {
                     let command_id = uuid::Uuid::now_v7().to_string();
-                    let rc = RadioCommand::Set {
-                        native_address: d.native_address.clone(),
-                        command: *cmd,
-                        command_id: command_id.clone(),
-                    };
+                    let rc = RadioCommand::set(d.native_address.clone(), *cmd, command_id.clone());
                     match self.send_to_radio(&d.radio, rc) {
                         Ok(()) => sent_cmd = Some(command_id),
                         Err(HubError::UnknownRadio(_)) => {

@@ -145,6 +145,7 @@ impl Driven {
     async fn set(&mut self, command: DeviceCommand, id: &str) -> (bool, String) {
         self.commands
             .send(RadioCommand::Set {
+                stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
                 native_address: SENSOR.into(),
                 command,
                 command_id: id.into(),
@@ -295,6 +296,7 @@ async fn a_transmission_stops_the_receive_sends_and_listens_again_through_busy_a
     // A command for an address that is no sender id is refused without touching the air.
     d.commands
         .send(RadioCommand::Set {
+            stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
             native_address: "xyz".into(),
             command: DeviceCommand::On,
             command_id: "c4".into(),

@@ -254,6 +254,7 @@ async fn zigbee_a_level_for_a_device_without_level_control_is_not_supported() {
     {
         let command_id = format!("lacks-{i}");
         rig.send(RadioCommand::Set {
+            stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
             native_address: sensor.default_ieee().to_string(),
             command,
             command_id: command_id.clone(),
@@ -614,6 +615,7 @@ async fn zigbee_backup_reads_frame_counter_update_id_and_key_sequence() {
         let t = Instant::now();
         let want = Value::Bool(command == DeviceCommand::On);
         rig.send(RadioCommand::Set {
+            stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
             native_address: plug.default_ieee().to_string(),
             command,
             command_id: format!("fc-{i}"),
@@ -1014,6 +1016,7 @@ async fn zigbee_on_off_and_level_reach_the_plug_and_come_back_confirmed() {
 
     let t0 = Instant::now();
     rig.send(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: native.clone(),
         command: DeviceCommand::On,
         command_id: "cmd-on".into(),
@@ -1029,6 +1032,7 @@ async fn zigbee_on_off_and_level_reach_the_plug_and_come_back_confirmed() {
 
     let t1 = Instant::now();
     rig.send(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: native.clone(),
         command: DeviceCommand::Level { percent: 50 },
         command_id: "cmd-level".into(),
@@ -1048,6 +1052,7 @@ async fn zigbee_on_off_and_level_reach_the_plug_and_come_back_confirmed() {
         .await;
 
     rig.send(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: native.clone(),
         command: DeviceCommand::Off,
         command_id: "cmd-off".into(),
@@ -1074,8 +1079,33 @@ async fn zigbee_on_off_and_level_reach_the_plug_and_come_back_confirmed() {
         assert!(Instant::now() < deadline, "no command results: {events}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A command that waited past its time for the radio (a coordinator restarting)
+    // is answered failed and never sent: whoever asked was told no result came.
+    rig.send(RadioCommand::Set {
+        stale_at: std::time::Instant::now() - Duration::from_millis(1),
+        native_address: native.clone(),
+        command: DeviceCommand::On,
+        command_id: "cmd-stale".into(),
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = rig.lifecycle_payloads(&id(plug)).join("\n");
+        if events.contains("\"command_id\":\"cmd-stale\"") {
+            assert!(events.contains("not sent: it waited more than"), "{events}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no result for the stale command: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!is_on(), "a stale command switched the plug on");
     // A command to a device that is not there fails cleanly.
     rig.send(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: "0x0000000000000bad".into(),
         command: DeviceCommand::Toggle,
         command_id: "cmd-nobody".into(),
@@ -1166,6 +1196,7 @@ async fn zigbee_a_coordinator_that_stops_answering_takes_the_radio_down_at_the_f
     rig.wait_interviewed(DeviceKind::SmartPlug, 20).await;
     pty.sim.inject(Fault::Freeze(true));
     rig.send(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: DeviceKind::SmartPlug.default_ieee().to_string(),
         command: DeviceCommand::Toggle,
         command_id: "into-the-void".into(),
@@ -1221,6 +1252,7 @@ async fn zigbee_recovers_from_a_coordinator_reset_mid_operation() {
     rig.wait_reading(DeviceKind::TempHumidity, "temperature", t0, |_| true)
         .await;
     rig.send(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: DeviceKind::SmartPlug.default_ieee().to_string(),
         command: DeviceCommand::Toggle,
         command_id: "after-reset".into(),

@@ -84,6 +84,7 @@ async fn switch(zw: &mut Driven, id: &str, command: DeviceCommand) -> bool {
 /// Sends a command to a node and returns the result's `ok` and detail.
 async fn set(zw: &mut Driven, node: u8, id: &str, command: DeviceCommand) -> (bool, String) {
     zw.command(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: address(node),
         command,
         command_id: id.into(),

@@ -89,11 +89,7 @@ impl Hub {
             json!({"command": command, "command_id": command_id}),
         ))
         .await?;
-        let rc = RadioCommand::Set {
-            native_address: d.native_address.clone(),
-            command,
-            command_id: command_id.clone(),
-        };
+        let rc = RadioCommand::set(d.native_address.clone(), command, command_id.clone());
         match permit {
             Some(p) => {
                 p.send(rc);

@@ -174,6 +174,7 @@ async fn commands_are_answered_not_hung() {
     ));
     rig.commands
         .send(RadioCommand::Set {
+            stale_at: std::time::Instant::now() + crate::model::COMMAND_STALE_AFTER,
             native_address: ENCRYPTED.into(),
             command: crate::model::DeviceCommand::On,
             command_id: "c1".into(),

@@ -610,6 +610,7 @@ impl Modem<'_> {
     async fn on_command(&mut self, cmd: RadioCommand) -> Result<bool> {
         match cmd {
             RadioCommand::Set {
+                stale_at,
                 native_address,
                 command,
                 command_id,
@@ -617,7 +618,9 @@ impl Modem<'_> {
                 let id = hex_decode(&native_address)
                     .ok()
                     .filter(|id| id.len() == self.opts.id_bytes);
+                let stale = crate::model::stale_command(stale_at);
                 let (result, reconfigure) = match (id, downlink_body(command)) {
+                    _ if stale.is_some() => (Err(stale.unwrap_or_default()), false),
                     (None, _) => (
                         Err(format!(
                             "`{native_address}` is not a P2P sender id of {} bytes",

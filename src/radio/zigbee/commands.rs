@@ -107,10 +107,22 @@ impl Coordinator<'_> {
                 }
             }
             RadioCommand::Set {
+                stale_at,
                 native_address,
                 command,
                 command_id,
-            } => self.set(native_address, command, command_id).await?,
+            } => match crate::model::stale_command(stale_at) {
+                Some(detail) => {
+                    tracing::warn!(radio = %self.io.radio, device = %native_address, %command_id, "command not sent: it waited too long for the radio");
+                    let result = DeviceEventKind::CommandResult {
+                        command_id,
+                        ok: false,
+                        detail,
+                    };
+                    self.emit(native_address, result).await?
+                }
+                None => self.set(native_address, command, command_id).await?,
+            },
             RadioCommand::ProvisionCredential {
                 native_address,
                 credential,
@@ -345,15 +357,12 @@ impl Coordinator<'_> {
             && !dev.simple.is_empty()
             && dev.endpoint_with(cluster).is_none()
         {
-            return self
-                .emit(
-                    native.clone(),
-                    fail(
-                        "not_supported: the device has no Level Control cluster (an on/off device: set on or off)"
-                            .into(),
-                    ),
-                )
-                .await;
+            let why = if dev.endpoint_with(cluster_id::ON_OFF).is_some() {
+                "not_supported: the device has no Level Control cluster (an on/off device: set on or off)"
+            } else {
+                "not_supported: the device has no Level Control cluster (nor On/Off: it takes no level)"
+            };
+            return self.emit(native.clone(), fail(why.into())).await;
         }
         let nwk = dev.nwk;
         let ep = dev.endpoint_with(cluster).unwrap_or(1);

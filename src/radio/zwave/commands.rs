@@ -31,10 +31,23 @@ impl Controller<'_> {
                 }
             },
             RadioCommand::Set {
+                stale_at,
                 native_address,
                 command,
                 command_id,
-            } => self.set(&native_address, command, command_id).await?,
+            } => match crate::model::stale_command(stale_at) {
+                Some(detail) => {
+                    tracing::warn!(radio = %self.io.radio, address = %native_address, %command_id, "command not sent: it waited too long for the radio");
+                    if !self
+                        .io
+                        .answer(native_address, command_id, false, &detail)
+                        .await
+                    {
+                        return Err(anyhow::anyhow!("the hub stopped taking events"));
+                    }
+                }
+                None => self.set(&native_address, command, command_id).await?,
+            },
             RadioCommand::Read {
                 native_address,
                 command_id,

@@ -116,6 +116,7 @@ async fn starts_up_interviews_and_resumes_a_sleeping_nodes_interview() {
     )
     .await;
     zw.command(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: "c0ffee01-3".into(),
         command: DeviceCommand::On,
         command_id: "held-1".into(),
@@ -176,6 +177,7 @@ async fn switches_and_reports_with_units() {
     assert_eq!(zw.counters().not_decrypted, 1, "{:?}", zw.counters());
     // Binary Switch Set, answered with the TX status and the state the plug reports.
     zw.command(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: "c0ffee01-2".into(),
         command: DeviceCommand::On,
         command_id: "on-1".into(),
@@ -214,6 +216,7 @@ async fn switches_and_reports_with_units() {
     );
     // A node that is not there: answered as failed, nothing hangs.
     zw.command(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: "c0ffee01-9".into(),
         command: DeviceCommand::Off,
         command_id: "nobody".into(),
@@ -224,6 +227,7 @@ async fn switches_and_reports_with_units() {
     })
     .await;
     zw.command(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: "c0ffee01-2".into(),
         command: DeviceCommand::Off,
         command_id: "off-1".into(),
@@ -274,6 +278,7 @@ async fn includes_excludes_and_gives_up_a_dropped_link() {
     // The driver said the window was open once the controller was ready.
     assert_eq!(window.await.expect("an answer"), Ok(()));
     zw.command(RadioCommand::Set {
+        stale_at: std::time::Instant::now() + fieldgate::model::COMMAND_STALE_AFTER,
         native_address: "c0ffee01-7".into(),
         command: DeviceCommand::On,
         command_id: "seven-on".into(),
