@@ -189,10 +189,17 @@ pub(super) fn check_state_dir(config: &Config, id: &Identity, sandbox: &Sandbox)
         );
     }
     // The bits say yes; now the filesystem (read-only mounts, full disks).
-    if let Err(e) = tempfile::Builder::new()
-        .prefix(".fieldgate-doctor")
-        .tempfile_in(dir)
-    {
+    // A file of its own, not a tempfile: tempfile wraps the OS error, hiding the
+    // EPERM an immutable directory answers.
+    let probe = dir.join(format!(".fieldgate-doctor-{}", std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    if created.is_ok() {
+        let _ = std::fs::remove_file(&probe);
+    }
+    if let Err(e) = created {
         // EACCES is the bits for another user than doctor's (checked above for the
         // service's); EPERM is the directory itself refusing everyone (`chattr +i`).
         let immutable = e.raw_os_error() == Some(nix::libc::EPERM);

@@ -111,6 +111,16 @@ fn check_serial(name: String, path: &Path, id: &Identity, sandbox: &Sandbox) -> 
             "`port` must name a serial device, e.g. /dev/serial/by-id/...",
         );
     }
+    // A character device of another kind (/dev/null, /dev/zero): the kernel says which
+    // subsystem it belongs to; a serial port is a tty. Asked of sysfs, not by opening
+    // it (opening a serial port can reset the stick behind it).
+    if let Some(subsystem) = char_subsystem(meta.rdev()).filter(|s| s != "tty") {
+        return Check::fail(
+            name,
+            format!("{shown} is not a serial device (a `{subsystem}` device)"),
+            "`port` must name a serial device, e.g. /dev/serial/by-id/...",
+        );
+    }
     let dev_name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -268,6 +278,14 @@ fn check_udp_bind(name: String, bind: &str, port: u16) -> Check {
             "use an address of this host (0.0.0.0 for all) and a free port",
         ),
     }
+}
+
+/// The kernel subsystem of the character device `rdev` (`tty` for serial ports), from
+/// sysfs; `None` where sysfs does not say.
+fn char_subsystem(rdev: u64) -> Option<String> {
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let link = fs::read_link(format!("/sys/dev/char/{major}:{minor}/subsystem")).ok()?;
+    link.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

@@ -269,6 +269,21 @@ fn serial_port_that_is_not_a_device_fails() {
     let (out, report) = s.doctor_as_me(&config);
     assert_exit(&out, 1, &report);
     assert_eq!(check(&report, "radio zb")["status"], "fail", "{report:#}");
+
+    // A character device that is not a tty: `run` would retry it for ever ("Not a
+    // typewriter"). Told by sysfs, where the kernel has it.
+    if Path::new("/sys/dev/char/1:3/subsystem").exists() {
+        let config =
+            s.config("[[radio]]\nname = \"zb\"\nprotocol = \"zigbee\"\nport = \"/dev/null\"\n");
+        let (out, report) = s.doctor_as_me(&config);
+        assert_exit(&out, 1, &report);
+        assert_status(
+            &report,
+            "radio zb",
+            "fail",
+            "not a serial device (a `mem` device)",
+        );
+    }
 }
 
 #[test]
@@ -353,6 +368,30 @@ fn unwritable_state_dir_fails() {
         .unwrap_or_default();
     assert!(fix.contains("chown"), "{fix}");
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod back");
+
+    // An immutable one (`chattr +i`, as root on a filesystem that has it): every bit
+    // says yes and `run` refuses it; doctor said ok.
+    let frozen = s.dir.path().join("frozen");
+    fs::create_dir(&frozen).expect("mkdir");
+    fs::set_permissions(&frozen, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&frozen)
+            .status()
+            .is_ok_and(|st| st.success())
+    };
+    if as_root && chattr("+i") {
+        let config = s.config_with_state(&frozen, "");
+        let (out, report) = s.doctor_as_me(&config);
+        chattr("-i");
+        assert_exit(&out, 1, &report);
+        assert_status(&report, "state dir", "fail", "cannot create a file");
+        let fix = check(&report, "state dir")["fix"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(fix.contains("chattr -i"), "{fix}");
+    }
 }
 
 #[test]
