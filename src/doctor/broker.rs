@@ -339,6 +339,10 @@ fn explain_tls_error(e: &io::Error, up: &UpstreamConfig, host: &str) -> Failure 
                     "certificate is not valid yet".to_string(),
                     "check this gateway's clock (timedatectl)".to_string(),
                 ),
+                C::Other(e) if e.to_string().contains("CaUsedAsEndEntity") => (
+                    "the broker presents a CA certificate as its own (a self-signed certificate made as a CA)".to_string(),
+                    "give the broker a server certificate signed by that CA, and that CA as upstream.ca_file".to_string(),
+                ),
                 other => (
                     format!("certificate rejected: {other:?}"),
                     format!("check the broker's certificate against {ca_hint}"),
