@@ -568,6 +568,14 @@ fn configure_and_remove_from_the_cli() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(d.log().contains("its exclusion is closed"), "{}", d.log());
+    // Removed and blocked: the technician is told to press the button too.
+    let out = d.cli(&["remove", &id, "--block"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("blocked") && text.contains("press the device's button"),
+        "{text}"
+    );
 }
 
 /// Nodes the controller already had (a stick moved from another system), end to end on
