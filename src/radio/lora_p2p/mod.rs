@@ -619,20 +619,20 @@ impl Modem<'_> {
                     .ok()
                     .filter(|id| id.len() == self.opts.id_bytes);
                 let stale = crate::model::stale_command(stale_at);
-                let (result, reconfigure) = match (id, downlink_body(command)) {
-                    _ if stale.is_some() => (Err(stale.unwrap_or_default()), false),
-                    (None, _) => (
+                let (result, reconfigure) = match (stale, id, downlink_body(command)) {
+                    (Some(why), _, _) => (Err(why), false),
+                    (None, None, _) => (
                         Err(format!(
                             "`{native_address}` is not a P2P sender id of {} bytes",
                             self.opts.id_bytes
                         )),
                         false,
                     ),
-                    (Some(_), None) => (
+                    (None, Some(_), None) => (
                         Err("LoRa P2P devices have no configuration parameters".to_string()),
                         false,
                     ),
-                    (Some(mut frame), Some(body)) => {
+                    (None, Some(mut frame), Some(body)) => {
                         frame.extend(body);
                         self.transmit(frame).await?
                     }
