@@ -440,6 +440,18 @@ fn login_config(s: &Setup, url: &str, password: &str, extra: &str) -> PathBuf {
     ))
 }
 
+/// doctor against the broker at `url` that takes user `gw` with `s3cret-pw`: that
+/// login passes; with `wrong-pw` it fails saying `refused`. The failing run is returned.
+fn right_then_wrong_password(s: &Setup, url: &str, refused: &str) -> (Output, Value) {
+    let (out, report) = s.doctor_as_me(&login_config(s, url, "s3cret-pw", ""));
+    assert_exit(&out, 0, &report);
+    assert_status(&report, "broker", "ok", "login as `gw` accepted");
+    let (out, report) = s.doctor_as_me(&login_config(s, url, "wrong-pw", ""));
+    assert_exit(&out, 1, &report);
+    assert_status(&report, "broker", "fail", refused);
+    (out, report)
+}
+
 /// A wrong password was "ok" while the TCP connection alone was checked: the
 /// daemon then retried its login for ever. rumqttd closes the connection on a refused
 /// login without answering; either way the password is never printed.
@@ -448,18 +460,8 @@ fn a_login_the_broker_refuses_fails_and_the_right_one_passes() {
     let s = Setup::new();
     let port = crate::rumqttd_support::start_with_login("doctor-login", "gw", "s3cret-pw");
     let url = format!("mqtt://127.0.0.1:{port}");
-    let (out, report) = s.doctor_as_me(&login_config(&s, &url, "s3cret-pw", ""));
-    assert_exit(&out, 0, &report);
-    assert_status(&report, "broker", "ok", "login as `gw` accepted");
-
-    let (out, report) = s.doctor_as_me(&login_config(&s, &url, "wrong-pw", ""));
-    assert_exit(&out, 1, &report);
-    assert_status(
-        &report,
-        "broker",
-        "fail",
-        "closed the connection at the login as `gw`",
-    );
+    let (out, report) =
+        right_then_wrong_password(&s, &url, "closed the connection at the login as `gw`");
     let fix = check(&report, "broker")["fix"].as_str().unwrap_or_default();
     assert!(fix.contains("upstream.password_file"), "{fix}");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -527,15 +529,9 @@ fn mosquittos_refusals_are_named_with_their_code() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let url = format!("mqtt://127.0.0.1:{port}");
-    let (out, report) = s.doctor_as_me(&login_config(&s, &url, "s3cret-pw", ""));
-    assert_exit(&out, 0, &report);
-    assert_status(&report, "broker", "ok", "login as `gw` accepted");
-    let (out, report) = s.doctor_as_me(&login_config(&s, &url, "wrong-pw", ""));
-    assert_exit(&out, 1, &report);
-    assert_status(
-        &report,
-        "broker",
-        "fail",
+    right_then_wrong_password(
+        &s,
+        &url,
         "refused the login as `gw`: not authorized (code 5)",
     );
     let (out, report) = s.doctor_as_me(&login_config(&s, &url, "wrong-pw", "protocol = 5\n"));
